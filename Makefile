@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up everything it needs
+# on a fresh Debian / Raspberry Pi OS machine (system packages, a venv, the project) and runs.
+
+VENV ?= .venv
+PYTHON ?= python3
+SYSTEM_PACKAGES := libzbar0 mosquitto
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PYTEST_ARGS ?=
+
+.PHONY: demo test system venv bench clean
+
+system:
+	@missing=""; \
+	for pkg in $(SYSTEM_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: system $(VENV)/.installed
+
+test: venv
+	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/python -m sim.desk_demo
+
+bench: venv
+	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis demo-out

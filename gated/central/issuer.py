@@ -1,0 +1,65 @@
+"""Issuing tickets (the central side of PROTOCOL §2-3): claims in, QR texts and images out."""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated import ticket
+from gated.keys import private_pem
+
+
+@dataclass(frozen=True)
+class IssuedTicket:
+    claims: ticket.Claims
+    text: str  # GT1 text (for a dynamic ticket: its static form, which gates refuse as static_copy)
+    cose: bytes
+    device_key: Ed25519PrivateKey | None = None
+
+
+def new_claims(*, event: str, nbf: int, exp: int, typ: str = "general", ent: int = 1, zones=None, seat=None,
+               iss=None, iat=None, dev: bytes | None = None) -> ticket.Claims:
+    return ticket.Claims(cti=os.urandom(16), aud=event, nbf=nbf, exp=exp, iss=iss, iat=iat, typ=typ, ent=ent,
+                         zon=tuple(zones) if zones else None, seat=seat, dev=dev)
+
+
+def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool = False) -> IssuedTicket:
+    """Sign one ticket; a dynamic one is bound to a freshly made holder-device key (PROTOCOL §3)."""
+    device_key = None
+    if dynamic:
+        device_key = Ed25519PrivateKey.generate()
+        claims = ticket.Claims(**{**claims.__dict__, "dev": ticket.raw_public(device_key.public_key())})
+    cose_bytes = ticket.encode_cose(claims, issuer_key)
+    return IssuedTicket(claims, ticket.STATIC_PREFIX + ticket.base45.encode(cose_bytes), cose_bytes, device_key)
+
+
+def qr(text: str):
+    """The QR symbol for a ticket text: alphanumeric mode, error correction M (survives a scuffed screen)."""
+    return segno.make_qr(text, error="m", boost_error=False)
+
+
+def write_batch(tickets: list[IssuedTicket], out_dir: str | os.PathLike, *, scale: int = 8) -> Path:
+    """PNG per ticket plus tickets.csv (ticket id, file, type, entries, seat). Returns the CSV path.
+    Dynamic tickets also get TICKET.ticket (the signed ticket) and TICKET.devkey (mode 0600) for the wallet."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "tickets.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["ticket_id", "file", "type", "entries", "seat", "event", "valid_from", "valid_until"])
+        for item in tickets:
+            cti = item.claims.cti.hex()
+            qr(item.text).save(out / f"{cti}.png", scale=scale, border=4)
+            if item.device_key is not None:
+                (out / f"{cti}.ticket").write_bytes(item.cose)
+                fd = os.open(out / f"{cti}.devkey", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh_key:
+                    fh_key.write(private_pem(item.device_key))
+            c = item.claims
+            writer.writerow([cti, f"{cti}.png", c.typ, c.ent, c.seat or "", c.aud, c.nbf, c.exp])
+    return csv_path

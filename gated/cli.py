@@ -1,0 +1,54 @@
+"""`gated` command line: one module per command group under gated/commands/, each with register().
+
+Exit codes everywhere: 0 success (or admit), 1 a negative answer (deny, a failed check),
+2 a usage error or a fault, with a message on stderr saying what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gated import __version__
+
+COMMAND_MODULES = (
+    "gated.commands.keys",
+    "gated.commands.issue",
+    "gated.commands.revoke",
+    "gated.commands.verify",
+)
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gated", description="Offline ticket validation for gates and turnstiles.")
+    parser.add_argument("--version", action="version", version=f"gated {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gated.keys import KeyringError
+    from gated.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, KeyringError, StoreError) as exc:
+        print(f"gated {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"gated {args.command}: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command groups of the `gated` CLI; each module has register(subparsers) and handlers."""

@@ -1,0 +1,74 @@
+"""`gated keys generate|trust|list`: make key pairs and keep the gate's keyring."""
+
+from __future__ import annotations
+
+from gated import keys
+from gated.cli import CommandError
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("keys", help="make key pairs, trust public keys, list a keyring")
+    keys_sub = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    gen = keys_sub.add_parser("generate", help="make an Ed25519 key pair (NAME.key mode 0600, NAME.pub)")
+    gen.add_argument("--out", required=True, help="directory for the key files")
+    gen.add_argument("--name", required=True)
+    gen.set_defaults(func=generate)
+
+    trust = keys_sub.add_parser("trust", help="add a public key to a keyring with a role")
+    trust.add_argument("--keyring", required=True)
+    trust.add_argument("--role", required=True, choices=keys.ROLES)
+    trust.add_argument("--name", help="name in the keyring (default: file name)")
+    trust.add_argument("--event", action="append", default=[], help="issuer scope: event id it may sign for (repeat)")
+    trust.add_argument("--not-before", help="ISO 8601 start of the key's signing window")
+    trust.add_argument("--not-after", help="ISO 8601 end of the key's signing window")
+    trust.add_argument("pubfile")
+    trust.set_defaults(func=trust_key)
+
+    lst = keys_sub.add_parser("list", help="list the keys of a keyring")
+    lst.add_argument("--keyring", required=True)
+    lst.set_defaults(func=list_keys)
+
+
+def generate(args) -> int:
+    try:
+        private_path, public_path = keys.generate_key_files(args.out, args.name)
+    except FileExistsError:
+        raise CommandError(f"{args.out}/{args.name}.key exists; pick another --name or remove it first") from None
+    print(f"private key {private_path} (mode 0600: keep it off the gates)\npublic key  {public_path}")
+    return 0
+
+
+def _time(text, option):
+    if text is None:
+        return None
+    try:
+        return keys.parse_time(text)
+    except ValueError:
+        raise CommandError(f"{option} {text!r} is not an ISO 8601 date or time") from None
+
+
+def trust_key(args) -> int:
+    try:
+        key = keys.trust_key_file(args.keyring, args.pubfile, args.role, name=args.name, events=args.event,
+                                  not_before=_time(args.not_before, "--not-before"),
+                                  not_after=_time(args.not_after, "--not-after"))
+    except ValueError as exc:
+        raise CommandError(f"{args.pubfile}: {exc}") from None
+    print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")
+    return 0
+
+
+def list_keys(args) -> int:
+    ring = keys.load_keyring(args.keyring)
+    print(f"{'name':24} {'kid':16}  {'roles':28} scope")
+    for key in ring.keys:
+        scope = []
+        if key.events:
+            scope.append("events " + ",".join(sorted(key.events)))
+        if key.not_before is not None:
+            scope.append("from " + keys.format_time(key.not_before))
+        if key.not_after is not None:
+            scope.append("until " + keys.format_time(key.not_after))
+        print(f"{key.name:24} {key.kid.hex():16}  {','.join(sorted(key.roles)):28} {'; '.join(scope) or 'any'}")
+    return 0

@@ -1,0 +1,95 @@
+"""The decision core: one scanned code, the gate's context and the facts in; a Decision out.
+
+Pure: no I/O, no clock, no logging. `now` is a parameter, and the facts about a ticket
+(revoked? admitted how often? this GT2 step seen?) are looked up by the caller before.
+Checks run in a fixed order so that one scan always yields one reason:
+
+    gate mode   emergency -> EMERGENCY, locked -> LOCKED
+    the code    rejections from the codec (malformed, unsupported, unknown_key, bad_signature)
+    the form    a ticket with a device key shown as GT1 -> STATIC_COPY
+    the place   aud not among the gate's events -> WRONG_EVENT; zone not in zon -> WRONG_ZONE
+    the time    now < nbf - skew -> NOT_YET_VALID; now > exp + skew -> EXPIRED;
+                GT2 step further than `step_window` from now's step -> STALE_CODE
+    the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED
+    otherwise   OK, admit
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from gated.reasons import Reason
+from gated.ticket import STEP_SECONDS, Rejection, Ticket
+
+
+class GateMode(str, enum.Enum):
+    NORMAL = "online"
+    LOCKED = "locked"
+    EMERGENCY = "emergency"
+
+
+@dataclass(frozen=True)
+class GateContext:
+    site: str
+    events: frozenset[str]
+    zone: str | None = None
+    skew_s: int = 60
+    step_window: int = 1
+    mode: GateMode = GateMode.NORMAL
+
+
+@dataclass(frozen=True)
+class Facts:
+    revoked: bool = False
+    admissions: int = 0
+    step_seen: bool = False
+    rev_version: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    admit: bool
+    reason: Reason
+    ticket: Ticket | None = None
+    cti: bytes | None = None
+    detail: str = ""
+
+    @property
+    def word(self) -> str:
+        return "admit" if self.admit else "deny"
+
+
+def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float) -> Decision:
+    cti = code.claims.cti if isinstance(code, Ticket) else code.cti
+    ticket = code if isinstance(code, Ticket) else None
+
+    def deny(reason: Reason, detail: str = "") -> Decision:
+        return Decision(False, reason, ticket, cti, detail)
+
+    if gate.mode is GateMode.EMERGENCY:
+        return deny(Reason.EMERGENCY, "emergency: free passage, nothing recorded against the ticket")
+    if gate.mode is GateMode.LOCKED:
+        return deny(Reason.LOCKED, "gate locked by command")
+    if isinstance(code, Rejection):
+        return deny(code.reason, code.detail)
+    claims = code.claims
+    if claims.dev is not None and not code.dynamic:
+        return deny(Reason.STATIC_COPY, "dynamic ticket shown in static form (screenshot?)")
+    if claims.aud not in gate.events:
+        return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
+    if claims.zon is not None and gate.zone not in claims.zon:
+        return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
+    if now < claims.nbf - gate.skew_s:
+        return deny(Reason.NOT_YET_VALID, f"valid from {claims.nbf}")
+    if now > claims.exp + gate.skew_s:
+        return deny(Reason.EXPIRED, f"valid until {claims.exp}")
+    if code.dynamic and abs(code.step - int(now // STEP_SECONDS)) > gate.step_window:
+        return deny(Reason.STALE_CODE, f"code step {code.step}, now {int(now // STEP_SECONDS)}")
+    if facts.revoked:
+        return deny(Reason.REVOKED, f"on revocation list v{facts.rev_version}")
+    if code.dynamic and facts.step_seen:
+        return deny(Reason.ALREADY_USED, f"code step {code.step} already shown")
+    if claims.ent and facts.admissions >= claims.ent:
+        return deny(Reason.ALREADY_USED, f"{facts.admissions} of {claims.ent} entries used")
+    return Decision(True, Reason.OK, ticket, cti)

@@ -1,0 +1,203 @@
+"""The keyring: public keys a gate trusts, each for its roles only (PROTOCOL §1).
+
+On disk a keyring is a directory of PEM public keys plus `keyring.toml`:
+
+    [[key]]
+    name = "box-office-2026"          # unique, used in logs and `gated keys list`
+    file = "box-office-2026.pub"      # PEM SubjectPublicKeyInfo, Ed25519, relative to the dir
+    roles = ["issuer"]                # issuer | revocation | command | device
+    events = ["FINAL-2026"]           # optional (issuer): events it may sign tickets for
+    not_before = "2026-01-01T00:00:00Z"   # optional: window in which it may sign
+    not_after = "2026-12-31T23:59:59Z"
+
+A key outside its scope is as good as unknown (`unknown_key`). For tickets the
+window is checked against the signing time the ticket states (`iat`, else `nbf`),
+so a ticket sold before a key was retired stays valid. Private keys never live here.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
+
+from gated.cose import kid_of
+
+ROLES = ("issuer", "revocation", "command", "device")
+KEYRING_FILE = "keyring.toml"
+
+
+class KeyringError(ValueError):
+    """The keyring on disk is unusable; the message names the file and entry to fix."""
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    name: str
+    public_key: Ed25519PublicKey
+    roles: frozenset[str]
+    events: frozenset[str] = frozenset()
+    not_before: int | None = None
+    not_after: int | None = None
+    kid: bytes = field(default=b"")
+
+    def allows_event(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+    def valid_at(self, unix_seconds: int) -> bool:
+        if self.not_before is not None and unix_seconds < self.not_before:
+            return False
+        return self.not_after is None or unix_seconds <= self.not_after
+
+
+@dataclass(frozen=True)
+class Keyring:
+    keys: tuple[TrustedKey, ...] = ()
+
+    def find(self, kid: bytes, role: str) -> TrustedKey | None:
+        """The key with this kid, if it is trusted for `role`; a key of another role is no key."""
+        for key in self.keys:
+            if key.kid == kid and role in key.roles:
+                return key
+        return None
+
+    def with_key(self, key: TrustedKey) -> "Keyring":
+        return Keyring(self.keys + (key,))
+
+
+def trusted(name: str, public_key: Ed25519PublicKey, roles, events=(), not_before=None, not_after=None) -> TrustedKey:
+    return TrustedKey(
+        name=name,
+        public_key=public_key,
+        roles=frozenset(roles),
+        events=frozenset(events),
+        not_before=not_before,
+        not_after=not_after,
+        kid=kid_of(public_key),
+    )
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 (a date, or date and time; UTC when no offset is given) to unix seconds."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def format_time(unix_seconds: int) -> str:
+    return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_keyring(directory: str | os.PathLike) -> Keyring:
+    directory = Path(directory)
+    path = directory / KEYRING_FILE
+    if not path.exists():
+        raise KeyringError(f"{path}: no keyring here (create one with `gated keys trust --keyring {directory} ...`)")
+    try:
+        entries = tomllib.loads(path.read_text()).get("key", [])
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise KeyringError(f"{path}: {exc}") from None
+    problems, keys = [], []
+    for i, entry in enumerate(entries):
+        where = f"{path}: key[{i}]"
+        try:
+            keys.append(_load_entry(directory, entry))
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            problems.append(f"{where} ({entry.get('name', '?') if isinstance(entry, dict) else '?'}): {exc}")
+    if problems:
+        raise KeyringError("\n".join(problems))
+    return Keyring(tuple(keys))
+
+
+def _load_entry(directory: Path, entry: dict) -> TrustedKey:
+    roles = entry["roles"]
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles {sorted(unknown) or roles} not among {', '.join(ROLES)}")
+    public_key = load_public_key((directory / entry["file"]).read_bytes())
+    return trusted(
+        entry["name"],
+        public_key,
+        roles,
+        entry.get("events", ()),
+        parse_time(entry["not_before"]) if "not_before" in entry else None,
+        parse_time(entry["not_after"]) if "not_after" in entry else None,
+    )
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    key = load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key
+
+
+def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
+    key = load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def public_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+
+
+def private_pem(private_key: Ed25519PrivateKey) -> bytes:
+    return private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def generate_key_files(out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """Write NAME.key (mode 0600, never to be copied to a gate) and NAME.pub; refuse to overwrite."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(private_pem(key))
+    public_path.write_bytes(public_pem(key.public_key()))
+    return private_path, public_path
+
+
+def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(), not_before=None, not_after=None) -> TrustedKey:
+    """Copy a public key into the keyring and add (or extend) its entry in keyring.toml."""
+    if role not in ROLES:
+        raise KeyringError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    keyring_dir = Path(keyring_dir)
+    keyring_dir.mkdir(parents=True, exist_ok=True)
+    pem = Path(public_file).read_bytes()
+    public_key = load_public_key(pem)
+    name = name or Path(public_file).name.removesuffix(".pub").removesuffix(".pem")
+    path = keyring_dir / KEYRING_FILE
+    doc = tomllib.loads(path.read_text()) if path.exists() else {}
+    entries = doc.setdefault("key", [])
+    entry = next((e for e in entries if e.get("name") == name), None)
+    if entry is None:
+        entry = {"name": name, "file": f"{name}.pub", "roles": []}
+        entries.append(entry)
+    (keyring_dir / entry["file"]).write_bytes(pem)
+    if role not in entry["roles"]:
+        entry["roles"].append(role)
+    if events:
+        entry["events"] = sorted(set(entry.get("events", [])) | set(events))
+    if not_before is not None:
+        entry["not_before"] = format_time(not_before)
+    if not_after is not None:
+        entry["not_after"] = format_time(not_after)
+    path.write_text(tomli_w.dumps(doc))
+    return load_keyring(keyring_dir).find(kid_of(public_key), role)

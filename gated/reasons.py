@@ -1,0 +1,26 @@
+"""Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(str, enum.Enum):
+    OK = "ok"
+    MALFORMED = "malformed"
+    UNSUPPORTED = "unsupported"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    WRONG_EVENT = "wrong_event"
+    WRONG_ZONE = "wrong_zone"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    ALREADY_USED = "already_used"
+    STATIC_COPY = "static_copy"
+    STALE_CODE = "stale_code"
+    EMERGENCY = "emergency"
+    LOCKED = "locked"
+
+    def __str__(self) -> str:  # so f-strings and logs show the wire value
+        return self.value

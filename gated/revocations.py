@@ -1,0 +1,193 @@
+"""Revocation updates, PROTOCOL §4: signed lists of refunded, exchanged, lost or fraudulent tickets.
+
+    COSE_Sign1 by a `revocation` key, payload CBOR map:
+      1 site tstr   2 version uint (> 0, strictly increasing)   3 base uint (0 = snapshot, else delta on
+      exactly version == base)   4 add [* bstr16]   5 remove [* bstr16] (empty for snapshots)
+      6 iat uint    7 part uint, 8 parts uint (snapshots only; default 0 of 1)
+    One message is at most 1 MiB; a larger snapshot is split into parts, each signed.
+
+A gate applies an update all or nothing, a multi-part snapshot once all its parts are here.
+It rejects, keeping its list: a bad signature, a key without the revocation role, another
+site, a version not above its own (replay, rollback), a malformed payload. A delta whose
+base is ahead of the gate's version is a gap: the list is marked stale and the delta is
+kept, to be applied as soon as the missing versions (or a newer snapshot) arrive; retained
+messages may come in any order after a reconnect, so nothing is dropped for arriving early.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated import cose
+from gated.keys import Keyring
+
+MAX_MESSAGE = 1024 * 1024
+SITE, VERSION, BASE, ADD, REMOVE, IAT, PART, PARTS = 1, 2, 3, 4, 5, 6, 7, 8
+_ID_BYTES = 17  # one bstr16 in CBOR
+
+
+class UpdateRejected(ValueError):
+    """An update the gate will not apply. `code` is stable: malformed, too_large, unknown_key,
+    bad_signature, wrong_site, replay (version not above current), gap."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
+@dataclass(frozen=True)
+class Update:
+    site: str
+    version: int
+    base: int
+    add: tuple[bytes, ...]
+    remove: tuple[bytes, ...]
+    iat: int
+    part: int = 0
+    parts: int = 1
+    signer: str = ""
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.base == 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message: applied (list now at `version`), stored (a part or an early
+    delta waiting), or rejected (`code`); the list as it was is kept unless applied."""
+
+    status: str  # applied | stored | rejected
+    version: int  # the gate's list version after this message
+    code: str = "ok"
+    detail: str = ""
+    applied: tuple[int, ...] = field(default=())  # versions applied by this message (chained deltas too)
+
+
+# --- central side ----------------------------------------------------------------------------
+
+def encode_updates(key: Ed25519PrivateKey, *, site: str, version: int, base: int = 0, add=(), remove=(),
+                   iat: int, parts: int | None = None) -> list[bytes]:
+    """Sign an update; a snapshot too big for one message (or asked for in `parts`) is split."""
+    add, remove = sorted(set(add)), sorted(set(remove))
+    if base and parts not in (None, 1):
+        raise ValueError("only snapshots (base 0) can be split into parts")
+    if base == 0 and remove:
+        raise ValueError("a snapshot lists what is revoked; `remove` must be empty")
+    per_part = (MAX_MESSAGE - 512) // _ID_BYTES
+    parts = parts or max(1, math.ceil(len(add) / per_part))
+    if math.ceil(len(add) / parts) > per_part:
+        raise ValueError(f"{parts} parts would exceed {MAX_MESSAGE} bytes each; use at least {math.ceil(len(add) / per_part)}")
+    size = math.ceil(len(add) / parts) if add else 0
+    messages = []
+    for index in range(parts):
+        payload = {SITE: site, VERSION: version, BASE: base, ADD: add[index * size:(index + 1) * size] if size else [],
+                   REMOVE: remove, IAT: iat}
+        if parts > 1:
+            payload[PART], payload[PARTS] = index, parts
+        messages.append(cose.sign(cbor2.dumps(payload), key))
+    return messages
+
+
+# --- gate side -------------------------------------------------------------------------------
+
+def parse_update(blob: bytes, keyring: Keyring) -> Update:
+    """Verify and decode one message; raises UpdateRejected."""
+    if len(blob) > MAX_MESSAGE:
+        raise UpdateRejected("too_large", f"{len(blob)} bytes, over {MAX_MESSAGE}")
+    try:
+        sign1 = cose.parse(blob)
+    except cose.CoseError as exc:
+        raise UpdateRejected("malformed", str(exc)) from None
+    key = keyring.find(sign1.kid, "revocation")
+    if key is None:
+        raise UpdateRejected("unknown_key", f"kid {sign1.kid.hex()} is not a trusted revocation key")
+    if not sign1.verify(key.public_key):
+        raise UpdateRejected("bad_signature", f"signature does not verify with {key.name}")
+    try:
+        body = cose.loads_exact(sign1.payload)
+    except cose.CoseError as exc:
+        raise UpdateRejected("malformed", str(exc)) from None
+    return _payload_to_update(body, key.name)
+
+
+def _payload_to_update(body, signer: str) -> Update:
+    def uint(key, name, default=None):
+        value = body.get(key, default)
+        if type(value) is not int or value < 0:
+            raise UpdateRejected("malformed", f"{name} ({key}) must be an unsigned integer")
+        return value
+
+    def ids(key, name):
+        value = body.get(key, [])
+        if type(value) is not list or not all(type(i) is bytes and len(i) == 16 for i in value):
+            raise UpdateRejected("malformed", f"{name} ({key}) must be an array of 16-byte ids")
+        return tuple(value)
+
+    if not isinstance(body, dict):
+        raise UpdateRejected("malformed", "payload must be a CBOR map")
+    if type(body.get(SITE)) is not str:
+        raise UpdateRejected("malformed", "site (1) must be a text string")
+    update = Update(site=body[SITE], version=uint(VERSION, "version"), base=uint(BASE, "base"), add=ids(ADD, "add"),
+                    remove=ids(REMOVE, "remove"), iat=uint(IAT, "iat"), part=uint(PART, "part", 0),
+                    parts=uint(PARTS, "parts", 1), signer=signer)
+    if update.version == 0:
+        raise UpdateRejected("malformed", "version must be above 0")
+    if update.base and (PART in body or PARTS in body):
+        raise UpdateRejected("malformed", "part/parts are for snapshots only")
+    if update.base >= update.version:
+        raise UpdateRejected("malformed", f"delta base {update.base} not below its version {update.version}")
+    if update.parts < 1 or update.part >= update.parts:
+        raise UpdateRejected("malformed", f"part {update.part} of {update.parts}")
+    if update.is_snapshot and update.remove:
+        raise UpdateRejected("malformed", "a snapshot cannot remove ids")
+    return update
+
+
+def apply_update(store, blob: bytes, keyring: Keyring, *, site: str, now_ms: int) -> Outcome:
+    """Take one message from the wire (or a file) into the store. Never raises for bad input."""
+    current = store.revocation_state().version
+    try:
+        update = parse_update(blob, keyring)
+        if update.site != site:
+            raise UpdateRejected("wrong_site", f"update for site {update.site!r}, gate at {site!r}")
+        if update.version <= current:
+            raise UpdateRejected("replay", f"version {update.version} not above current {current}")
+    except UpdateRejected as exc:
+        return Outcome("rejected", current, exc.code, exc.detail)
+    if update.is_snapshot:
+        payloads = store.stash_part(update.version, update.part, update.parts, 0, blob) if update.parts > 1 else [blob]
+        if payloads is None:
+            return Outcome("stored", current, "ok", f"part {update.part + 1} of {update.parts} of v{update.version}")
+        updates = [parse_update(p, keyring) for p in payloads]
+        _commit(store, updates, current, now_ms)
+    elif update.base != current:
+        store.stash_part(update.version, 0, 1, update.base, blob)
+        store.mark_revocations_stale()
+        return Outcome("stored", current, "gap",
+                       f"delta v{update.version} needs v{update.base}, list is at v{current}: waiting for the missing versions")
+    else:
+        _commit(store, [update], current, now_ms)
+    applied = [update.version] + _apply_waiting_deltas(store, keyring, now_ms)
+    return Outcome("applied", store.revocation_state().version, "ok", f"now at v{applied[-1]}", tuple(applied))
+
+
+def _commit(store, updates: list[Update], current: int, now_ms: int) -> None:
+    first = updates[0]
+    store.apply_revocations(version=first.version, base=first.base,
+                            add=(cti for u in updates for cti in u.add), remove=first.remove,
+                            iat=first.iat, site=first.site, applied_ms=now_ms, expected_version=current)
+
+
+def _apply_waiting_deltas(store, keyring: Keyring, now_ms: int) -> list[int]:
+    applied = []
+    while (blob := store.waiting_delta(store.revocation_state().version)) is not None:
+        update = parse_update(blob, keyring)
+        current = store.revocation_state().version
+        _commit(store, [update], current, now_ms)
+        applied.append(update.version)
+    return applied

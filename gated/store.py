@@ -1,0 +1,327 @@
+"""The gate's state: one SQLite file per gate (WAL, synchronous=FULL), numbered migrations.
+
+Tables (migration 1):
+    meta(key, value)        event seq and last hash, revocation list version/site/state,
+                            the device key, the last command nonce
+    admissions              one row per admission: scan id, ticket id, GT2 step, gate, time, state
+                            ('pending' until the passage sensor confirms it, then 'passed');
+                            admissions seen from other gates are rows here too (cross-gate anti-passback)
+    revoked(cti)            the revocation list, a WITHOUT ROWID b-tree: lookups stay O(log n) on
+                            disk and memory does not grow with the list
+    revocation_parts        parts of a multi-part snapshot waiting for the rest
+    outbox(seq, event)      sealed events not yet acknowledged by the broker (PUBACK)
+
+Every write that makes an event is one transaction with the event: an admission and its scan
+event are committed together or not at all, and `seq`/`prev` are read and advanced inside it.
+The store is the one writer; callers on other threads hand work to the owner thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from gated import events
+from gated.decide import Facts
+
+MIGRATIONS = [
+    # 1: the first schema
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    CREATE TABLE admissions (
+        scan_id TEXT PRIMARY KEY,
+        cti BLOB NOT NULL,
+        step INTEGER,
+        gate TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'passed'))
+    );
+    CREATE INDEX admissions_by_ticket ON admissions (cti, step);
+    CREATE TABLE revoked (cti BLOB PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE revocation_parts (
+        version INTEGER NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, base INTEGER NOT NULL,
+        payload BLOB NOT NULL, PRIMARY KEY (version, part)
+    );
+    CREATE TABLE outbox (seq INTEGER PRIMARY KEY, event TEXT NOT NULL);
+    """,
+]
+
+
+class StoreError(RuntimeError):
+    """The state database failed. The gate stays shut; check the disk and the file's permissions."""
+
+
+@dataclass(frozen=True)
+class RevocationState:
+    site: str | None
+    version: int
+    iat: int
+    applied_ms: int
+    stale: bool  # a gap was seen: waiting for a snapshot or the missing deltas
+
+
+class GateStore:
+    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None):
+        """Open (or create) a gate's state. With site/gate None the stored identity is adopted
+        (a new file becomes site 'local', gate 'desk': the desk tools' scratch state)."""
+        self.path = Path(path)
+        self.site, self.gate = site, gate
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+            self._check_identity()
+            self._device_key = self._load_or_make_device_key()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions") from exc
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _tx(self):
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
+
+    def _migrate(self) -> None:
+        (current,) = self._db.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    def _meta(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def _set_meta(self, db, key: str, value) -> None:
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   (key, value))
+
+    def _check_identity(self) -> None:
+        site, gate = self._meta("site"), self._meta("gate")
+        if self.site is None:
+            self.site, self.gate = site or "local", gate or "desk"
+        if site is None:
+            with self._tx() as db:
+                self._set_meta(db, "site", self.site)
+                self._set_meta(db, "gate", self.gate)
+        elif (site, gate) != (self.site, self.gate):
+            raise StoreError(f"{self.path} belongs to gate {gate!r} at site {site!r}, not {self.gate!r} at {self.site!r}")
+
+    def _load_or_make_device_key(self) -> Ed25519PrivateKey:
+        raw = self._meta("device_key")
+        if raw is None:
+            key = Ed25519PrivateKey.generate()
+            raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            with self._tx() as db:
+                self._set_meta(db, "device_key", raw)
+        return Ed25519PrivateKey.from_private_bytes(raw)
+
+    @property
+    def device_public_key(self):
+        return self._device_key.public_key()
+
+    # --- facts ------------------------------------------------------------------------------
+
+    def facts(self, cti: bytes | None, step: int | None = None) -> Facts:
+        rev = self.revocation_state().version
+        if cti is None:
+            return Facts(rev_version=rev)
+        with self._lock:
+            revoked = self._db.execute("SELECT 1 FROM revoked WHERE cti = ?", (cti,)).fetchone() is not None
+            (count,) = self._db.execute("SELECT COUNT(*) FROM admissions WHERE cti = ?", (cti,)).fetchone()
+            step_seen = step is not None and self._db.execute(
+                "SELECT 1 FROM admissions WHERE cti = ? AND step = ?", (cti, step)).fetchone() is not None
+        return Facts(revoked=revoked, admissions=count, step_seen=step_seen, rev_version=rev)
+
+    def is_revoked(self, cti: bytes) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM revoked WHERE cti = ?", (cti,)).fetchone() is not None
+
+    def admissions(self, cti: bytes) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ? ORDER BY ts_ms", (cti,)).fetchall()
+        return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _append(self, db, body: dict, ts_ms: int) -> dict:
+        seq = int(self._meta("seq", 0)) + 1
+        event = events.seal(body, site=self.site, gate=self.gate, seq=seq, prev=self._meta("last_hash", events.GENESIS),
+                            ts_ms=ts_ms, key=self._device_key)
+        db.execute("INSERT INTO outbox (seq, event) VALUES (?, ?)", (seq, json.dumps(event, ensure_ascii=False)))
+        self._set_meta(db, "seq", seq)
+        self._set_meta(db, "last_hash", event["hash"])
+        return event
+
+    def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
+                    confirmed: bool = False) -> dict:
+        """Write a scan event, and when `admit_cti` is given the admission it grants, in one transaction.
+        The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor)."""
+        with self._tx() as db:
+            event = self._append(db, {"kind": "scan", **body}, ts_ms)
+            if admit_cti is not None:
+                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, ?)",
+                           (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending"))
+        return event
+
+    def record_passage(self, scan_id: str, passed: bool, ts_ms: int) -> dict:
+        """Confirm an admission (somebody passed) or roll it back (timeout: the ticket works again)."""
+        with self._tx() as db:
+            if passed:
+                db.execute("UPDATE admissions SET state = 'passed' WHERE scan_id = ?", (scan_id,))
+            else:
+                db.execute("DELETE FROM admissions WHERE scan_id = ?", (scan_id,))
+            return self._append(db, {"kind": "passage", "ref": scan_id, "result": "passed" if passed else "timeout"}, ts_ms)
+
+    def record_event(self, body: dict, ts_ms: int) -> dict:
+        """An alarm or state event (body holds `kind` and its fields)."""
+        with self._tx() as db:
+            return self._append(db, body, ts_ms)
+
+    def pending_admissions(self) -> list[str]:
+        """Scan ids of admissions still waiting for their passage (e.g. after a crash)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT scan_id FROM admissions WHERE state = 'pending' AND gate = ? ORDER BY ts_ms", (self.gate,))]
+
+    def record_peer_event(self, event: dict) -> bool:
+        """Learn another gate's admission (or its rollback); idempotent by event id. True if it changed anything."""
+        if event.get("gate") == self.gate:
+            return False
+        with self._tx() as db:
+            if event.get("kind") == "scan" and event.get("decision") == "admit" and isinstance(event.get("ticket"), str):
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, 'passed')",
+                    (event["id"], bytes.fromhex(event["ticket"]), event.get("step"), event["gate"], _event_ms(event)))
+                return cur.rowcount > 0
+            if event.get("kind") == "passage" and event.get("result") == "timeout":
+                return db.execute("DELETE FROM admissions WHERE scan_id = ?", (event.get("ref"),)).rowcount > 0
+        return False
+
+    @property
+    def last_seq(self) -> int:
+        with self._lock:
+            return int(self._meta("seq", 0))
+
+    # --- outbox -----------------------------------------------------------------------------
+
+    def outbox(self, after_seq: int = 0, limit: int = 500) -> list[tuple[int, str]]:
+        with self._lock:
+            return self._db.execute("SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after_seq, limit)).fetchall()
+
+    def acknowledge(self, *seqs: int) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def outbox_depth(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    # --- revocations ------------------------------------------------------------------------
+
+    def revocation_state(self) -> RevocationState:
+        with self._lock:
+            return RevocationState(
+                site=self._meta("rev_site"), version=int(self._meta("rev_version", 0)), iat=int(self._meta("rev_iat", 0)),
+                applied_ms=int(self._meta("rev_applied_ms", 0)), stale=bool(self._meta("rev_stale", 0)))
+
+    def revoked_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM revoked").fetchone()[0]
+
+    def mark_revocations_stale(self, stale: bool = True) -> None:
+        with self._tx() as db:
+            self._set_meta(db, "rev_stale", int(stale))
+
+    def apply_revocations(self, *, version: int, base: int, add, remove, iat: int, site: str, applied_ms: int,
+                          expected_version: int) -> None:
+        """Apply a whole update atomically. `expected_version` guards against a concurrent change."""
+        with self._tx() as db:
+            if int(self._meta("rev_version", 0)) != expected_version:
+                raise StoreError("revocation list changed underneath an update; retry")
+            if base == 0:
+                db.execute("DELETE FROM revoked")
+            db.executemany("INSERT OR IGNORE INTO revoked (cti) VALUES (?)", ((c,) for c in add))
+            db.executemany("DELETE FROM revoked WHERE cti = ?", ((c,) for c in remove))
+            db.execute("DELETE FROM revocation_parts WHERE version <= ?", (version,))
+            for key, value in (("rev_version", version), ("rev_iat", iat), ("rev_site", site),
+                               ("rev_applied_ms", applied_ms), ("rev_stale", 0)):
+                self._set_meta(db, key, value)
+
+    def stash_part(self, version: int, part: int, parts: int, base: int, payload: bytes) -> list[bytes] | None:
+        """Keep one part of a multi-part snapshot; return all payloads in order once every part is here."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, ?, ?, ?, ?)",
+                       (version, part, parts, base, payload))
+            rows = db.execute("SELECT part, payload FROM revocation_parts WHERE version = ? AND parts = ? ORDER BY part",
+                              (version, parts)).fetchall()
+        if [r[0] for r in rows] == list(range(parts)):
+            return [r[1] for r in rows]
+        return None
+
+    def waiting_delta(self, base: int) -> bytes | None:
+        """A delta kept for arriving before its base, now applicable on top of `base`."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM revocation_parts WHERE base = ? AND base > 0 ORDER BY version LIMIT 1",
+                                   (base,)).fetchone()
+        return None if row is None else row[0]
+
+    # --- small persistent values (command nonce, trusted time) ------------------------------
+
+    def get_value(self, key: str, default=None):
+        with self._lock:
+            return self._meta(f"x:{key}", default)
+
+    def set_value(self, key: str, value) -> None:
+        with self._tx() as db:
+            self._set_meta(db, f"x:{key}", value)
+
+    def check_and_set_nonce(self, key: str, nonce: int) -> bool:
+        """Atomically accept `nonce` only if it is above the last one accepted under `key`."""
+        with self._tx() as db:
+            last = self._meta(f"x:{key}")
+            if last is not None and nonce <= int(last):
+                return False
+            self._set_meta(db, f"x:{key}", nonce)
+            return True
+
+
+def _event_ms(event: dict) -> int:
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp() * 1000)
+    except (KeyError, ValueError, AttributeError):
+        return 0

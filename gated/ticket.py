@@ -1,0 +1,239 @@
+"""Ticket codec, PROTOCOL §2 (static `GT1:`) and §3 (dynamic `GT2:`).
+
+    GT1 text = "GT1:" + base45(COSE_Sign1)                   (whole string in the QR alphanumeric set)
+    payload  = CBOR map of claims:
+        7 cti bstr16 (required)   3 aud tstr (required)   5 nbf uint (required)   4 exp uint (required)
+        1 iss tstr   6 iat uint   -1 typ tstr (default "general")   -2 ent uint (default 1, 0 = unlimited)
+        -3 zon [* tstr] (absent = every zone)   -4 seat tstr   -5 dev bstr32 (holder device key: dynamic)
+    GT2 text = "GT2:" + base45(CBOR [ticket: bstr (GT1 COSE bytes), step: uint, devsig: bstr64])
+        devsig = Ed25519 by dev over "GT2" || cti || step as u64 big-endian
+
+Order of checks for any scanned text, each failing with a reason and never an exception:
+size (<= 1024 characters) and prefix before anything is decoded; then base45; then CBOR
+(one item, no trailing bytes); then the COSE structure; then claim types; then the kid in
+the keyring under role `issuer`; then the signature; then the key's scope (event, window).
+Unknown claims are ignored. `read_code()` returns a `Ticket` or a `Rejection`.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gated import base45, cose
+from gated.keys import Keyring
+from gated.reasons import Reason
+
+MAX_TEXT = 1024
+STATIC_PREFIX = "GT1:"
+DYNAMIC_PREFIX = "GT2:"
+DEVSIG_DOMAIN = b"GT2"
+STEP_SECONDS = 30
+_ANY_TICKET_PREFIX = re.compile(r"GT[0-9]+:")
+
+CTI, AUD, NBF, EXP, ISS, IAT = 7, 3, 5, 4, 1, 6
+TYP, ENT, ZON, SEAT, DEV = -1, -2, -3, -4, -5
+
+
+@dataclass(frozen=True)
+class Claims:
+    cti: bytes
+    aud: str
+    nbf: int
+    exp: int
+    iss: str | None = None
+    iat: int | None = None
+    typ: str = "general"
+    ent: int = 1
+    zon: tuple[str, ...] | None = None
+    seat: str | None = None
+    dev: bytes | None = None
+
+    def to_cbor_map(self) -> dict:
+        claims = {CTI: self.cti, AUD: self.aud, NBF: self.nbf, EXP: self.exp}
+        optional = {ISS: self.iss, IAT: self.iat, SEAT: self.seat, DEV: self.dev}
+        claims.update({k: v for k, v in optional.items() if v is not None})
+        if self.typ != "general":
+            claims[TYP] = self.typ
+        if self.ent != 1:
+            claims[ENT] = self.ent
+        if self.zon is not None:
+            claims[ZON] = list(self.zon)
+        return claims
+
+    @property
+    def signed_at(self) -> int:
+        """The signing time the ticket states, for the issuer key's validity window."""
+        return self.iat if self.iat is not None else self.nbf
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A ticket whose signature verified against a trusted issuer key."""
+
+    claims: Claims
+    issuer: str  # keyring name of the signing key
+    dynamic: bool = False  # shown as GT2
+    step: int | None = None  # GT2 time step (devsig already verified)
+
+    @property
+    def cti_hex(self) -> str:
+        return self.claims.cti.hex()
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A scanned text that is not a valid ticket: the reason for the event, a detail for logs."""
+
+    reason: Reason
+    detail: str
+    cti: bytes | None = None  # known when the payload parsed but the signature or key failed
+
+
+class ClaimsError(ValueError):
+    pass
+
+
+# --- issuer side -----------------------------------------------------------------------------
+
+def encode_cose(claims: Claims, issuer_key: Ed25519PrivateKey) -> bytes:
+    return cose.sign(cbor2.dumps(claims.to_cbor_map()), issuer_key)
+
+
+def encode_static(claims: Claims, issuer_key: Ed25519PrivateKey) -> str:
+    return STATIC_PREFIX + base45.encode(encode_cose(claims, issuer_key))
+
+
+def encode_dynamic(ticket_cose: bytes, cti: bytes, step: int, device_key: Ed25519PrivateKey) -> str:
+    """What the holder's app shows for time step `step` (PROTOCOL §3)."""
+    devsig = device_key.sign(devsig_message(cti, step))
+    return DYNAMIC_PREFIX + base45.encode(cbor2.dumps([ticket_cose, step, devsig]))
+
+
+def devsig_message(cti: bytes, step: int) -> bytes:
+    return DEVSIG_DOMAIN + cti + struct.pack(">Q", step)
+
+
+def raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+# --- gate side -------------------------------------------------------------------------------
+
+def read_code(text: str, keyring: Keyring) -> Ticket | Rejection:
+    """Decode and verify one scanned text. Never raises for any input text."""
+    if len(text) > MAX_TEXT:
+        return Rejection(Reason.MALFORMED, f"text of {len(text)} characters, over {MAX_TEXT}")
+    if text.startswith(STATIC_PREFIX):
+        return _read_static(text[len(STATIC_PREFIX):], keyring)
+    if text.startswith(DYNAMIC_PREFIX):
+        return _read_dynamic(text[len(DYNAMIC_PREFIX):], keyring)
+    if _ANY_TICKET_PREFIX.match(text):
+        return Rejection(Reason.UNSUPPORTED, f"ticket format {text.split(':', 1)[0]} is not supported")
+    return Rejection(Reason.MALFORMED, "not a gated ticket (no GT1:/GT2: prefix)")
+
+
+def _read_static(body: str, keyring: Keyring) -> Ticket | Rejection:
+    try:
+        data = base45.decode(body)
+    except base45.Base45Error as exc:
+        return Rejection(Reason.MALFORMED, f"base45: {exc}")
+    return _verify_cose(data, keyring)
+
+
+def _verify_cose(data: bytes, keyring: Keyring) -> Ticket | Rejection:
+    try:
+        sign1 = cose.parse(data)
+    except cose.CoseError as exc:
+        return Rejection(Reason.UNSUPPORTED if exc.unsupported else Reason.MALFORMED, f"COSE: {exc}")
+    try:
+        claims = parse_claims(sign1.payload)
+    except (ClaimsError, cose.CoseError) as exc:
+        return Rejection(Reason.MALFORMED, f"claims: {exc}")
+    key = keyring.find(sign1.kid, "issuer")
+    if key is None:
+        return Rejection(Reason.UNKNOWN_KEY, f"kid {sign1.kid.hex()} is not a trusted issuer", claims.cti)
+    if not sign1.verify(key.public_key):
+        return Rejection(Reason.BAD_SIGNATURE, f"signature does not verify with {key.name}", claims.cti)
+    if not key.allows_event(claims.aud):
+        return Rejection(Reason.UNKNOWN_KEY, f"{key.name} may not sign for event {claims.aud!r}", claims.cti)
+    if not key.valid_at(claims.signed_at):
+        return Rejection(Reason.UNKNOWN_KEY, f"{key.name} was not valid at signing time {claims.signed_at}", claims.cti)
+    return Ticket(claims=claims, issuer=key.name)
+
+
+def _read_dynamic(body: str, keyring: Keyring) -> Ticket | Rejection:
+    try:
+        outer = cose.loads_exact(base45.decode(body))
+    except (base45.Base45Error, cose.CoseError) as exc:
+        return Rejection(Reason.MALFORMED, f"GT2 envelope: {exc}")
+    if not (isinstance(outer, list) and len(outer) == 3):
+        return Rejection(Reason.MALFORMED, "GT2 envelope must be [ticket, step, devsig]")
+    ticket_bytes, step, devsig = outer
+    if not isinstance(ticket_bytes, bytes) or not _is_uint(step) or not isinstance(devsig, bytes) or len(devsig) != 64:
+        return Rejection(Reason.MALFORMED, "GT2 envelope has wrong types")
+    if step >= 2**64:
+        return Rejection(Reason.MALFORMED, "GT2 step does not fit 8 bytes")
+    inner = _verify_cose(ticket_bytes, keyring)
+    if isinstance(inner, Rejection):
+        return inner
+    dev = inner.claims.dev
+    if dev is None:
+        return Rejection(Reason.MALFORMED, "GT2 code around a ticket without a device key", inner.claims.cti)
+    try:
+        Ed25519PublicKey.from_public_bytes(dev).verify(devsig, devsig_message(inner.claims.cti, step))
+    except (InvalidSignature, ValueError):
+        return Rejection(Reason.BAD_SIGNATURE, "holder-device signature does not verify", inner.claims.cti)
+    return Ticket(claims=inner.claims, issuer=inner.issuer, dynamic=True, step=step)
+
+
+def _is_uint(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_text(value) -> bool:
+    return type(value) is str
+
+
+def parse_claims(payload: bytes) -> Claims:
+    claims = cose.loads_exact(payload)
+    if not isinstance(claims, dict):
+        raise ClaimsError("payload must be a CBOR map")
+    for key, name in ((CTI, "cti"), (AUD, "aud"), (NBF, "nbf"), (EXP, "exp")):
+        if key not in claims:
+            raise ClaimsError(f"required claim {name} ({key}) is missing")
+    checks = {
+        CTI: ("cti", lambda v: type(v) is bytes and len(v) == 16, "a 16-byte string"),
+        AUD: ("aud", _is_text, "a text string"),
+        NBF: ("nbf", _is_uint, "an unsigned integer"),
+        EXP: ("exp", _is_uint, "an unsigned integer"),
+        ISS: ("iss", _is_text, "a text string"),
+        IAT: ("iat", _is_uint, "an unsigned integer"),
+        TYP: ("typ", _is_text, "a text string"),
+        ENT: ("ent", _is_uint, "an unsigned integer"),
+        ZON: ("zon", lambda v: type(v) is list and all(_is_text(z) for z in v), "an array of text strings"),
+        SEAT: ("seat", _is_text, "a text string"),
+        DEV: ("dev", lambda v: type(v) is bytes and len(v) == 32, "a 32-byte string"),
+    }
+    for key, (name, ok, expected) in checks.items():
+        if key in claims and not ok(claims[key]):
+            raise ClaimsError(f"claim {name} ({key}) must be {expected}")
+    return Claims(
+        cti=claims[CTI],
+        aud=claims[AUD],
+        nbf=claims[NBF],
+        exp=claims[EXP],
+        iss=claims.get(ISS),
+        iat=claims.get(IAT),
+        typ=claims.get(TYP, "general"),
+        ent=claims.get(ENT, 1),
+        zon=tuple(claims[ZON]) if ZON in claims else None,
+        seat=claims.get(SEAT),
+        dev=claims.get(DEV),
+    )

@@ -1,0 +1,42 @@
+"""One scan, start to decision: codec, facts from the store, decide(). Shared by the gate,
+`gated verify` and `gated scan`, so a desk check and a turnstile judge a ticket alike."""
+
+from __future__ import annotations
+
+from gated.decide import Decision, Facts, GateContext, decide
+from gated.keys import Keyring
+from gated.ticket import Ticket, read_code
+
+
+def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float) -> Decision:
+    code = read_code(text, keyring)
+    if isinstance(code, Ticket):
+        facts = store.facts(code.claims.cti, code.step) if store is not None else Facts()
+    else:
+        facts = store.facts(None) if store is not None else Facts()
+    return decide(code, gate, facts, now)
+
+
+def scan_fields(decision: Decision, gate: GateContext, rev: int, latency_us: int = 0) -> dict:
+    """The `scan` event fields of PROTOCOL §5 (the store adds the common ones)."""
+    claims = decision.ticket.claims if decision.ticket is not None else None
+    return {
+        "ticket": decision.cti.hex() if decision.cti is not None else None,
+        "event": claims.aud if claims else None,
+        "type": claims.typ if claims else None,
+        "zone": gate.zone,
+        "decision": decision.word,
+        "reason": decision.reason.value,
+        "rev": rev,
+        "latency_us": int(latency_us),
+    }
+
+
+def describe(decision: Decision) -> str:
+    """One line for people: what the gate did and why."""
+    claims = decision.ticket.claims if decision.ticket is not None else None
+    who = f"ticket {decision.cti.hex()}" if decision.cti else "unreadable code"
+    if decision.admit:
+        extra = f" {claims.typ}" + (f", seat {claims.seat}" if claims.seat else "") + f" ({claims.aud})"
+        return f"ADMIT  {who}{extra}"
+    return f"DENY   {decision.reason.value}: {decision.detail} [{who}]"
