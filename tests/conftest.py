@@ -64,3 +64,13 @@ def store(tmp_path):
 @pytest.fixture
 def gate_context() -> GateContext:
     return GateContext(site=SITE, events=frozenset({EVENT}), zone="north")
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A running Mosquitto on 127.0.0.1 and a free port (tests.support.broker.Broker)."""
+    from tests.support.broker import Broker
+
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
