@@ -1,0 +1,375 @@
+"""The gate's one configuration schema: /etc/gated/gated.toml, loaded into frozen dataclasses.
+
+Each section below is a dataclass; each field's metadata carries its documentation, so the
+schema doubles as the reference (`firmware_config/gated.example.toml` mirrors it, and a test
+keeps the two in step). Loading reports *every* problem at once, each with its key path and
+what is expected, so one edit-and-retry fixes a whole file:
+
+    gated.toml: gate.events: expected a non-empty list of strings, got 'FINAL'
+    gated.toml: timings.relay_pulse_s: expected a number > 0, got -1
+    gated.toml: mqtt.tls.cafile: unknown key in mqtt.tls (known: ca_file, cert_file, key_file)
+
+Unknown keys are errors (a misspelt key would otherwise silently keep its default). Relative
+paths are resolved against the directory of the configuration file. Durations are seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_PATH = Path("/etc/gated/gated.toml")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # site, gate and board names: safe in MQTT topics and file names
+CAMERA_KINDS = ("v4l2", "picamera2", "files", "synthetic")
+SCANNER_BACKENDS = ("zxing", "pyzbar")
+PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+MQTT_SCHEMES = ("mqtt", "mqtts")
+
+
+class ConfigError(ValueError):
+    """The configuration file is unusable; `problems` lists every (key path, what is wrong)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {path}: {what}" if path else f"{source}: {what}" for path, what in problems))
+
+
+def _opt(default=MISSING, doc: str = "", **checks):
+    """A schema field: `doc` for people; checks: choices=, minimum=, above=, pattern=, path=True, nonempty=True."""
+    kwargs = {"metadata": {"doc": doc, **checks}}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for list defaults")
+    if default is not MISSING:
+        kwargs["default"] = default
+    return field(**kwargs)
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GateSection:
+    site: str = _opt(doc="site name; the MQTT root is gated/v1/<site>/", pattern=NAME)
+    id: str = _opt(doc="this gate's id, unique at the site; events are '<id>:<seq>'", pattern=NAME)
+    events: tuple[str, ...] = _opt(doc="event ids (ticket aud) this gate admits for", nonempty=True)
+    keyring: Path = _opt(doc="keyring directory: trusted public keys and keyring.toml", path=True)
+    state_dir: Path = _opt(Path("/var/lib/gated"), doc="directory of the gate's state database (gate.db)", path=True)
+    zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)")
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "gate.db"
+
+
+@dataclass(frozen=True)
+class CameraSection:
+    source: str = _opt("v4l2:/dev/video0", doc="frame source: v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:")
+    width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16)
+    height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16)
+    fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0)
+
+
+@dataclass(frozen=True)
+class ScannerSection:
+    backend: str = _opt("zxing", doc="QR decoder: zxing (zxing-cpp) or pyzbar (libzbar)", choices=SCANNER_BACKENDS)
+
+
+@dataclass(frozen=True)
+class TurnstileSection:
+    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)", pattern=NAME)
+    pin_factory: str = _opt("auto", doc="gpiozero pin factory; auto = gpiozero's choice (GPIOZERO_PIN_FACTORY wins)",
+                            choices=PIN_FACTORIES)
+    boards_dir: Path | None = _opt(None, doc="where board profiles live (default: the installed firmware_config/boards)",
+                                   path=True)
+
+
+@dataclass(frozen=True)
+class TimingsSection:
+    relay_pulse_s: float = _opt(1.0, doc="how long the relay is energised to release the turnstile", above=0)
+    passage_timeout_s: float = _opt(8.0, doc="nobody passed within this after an admission: roll it back", above=0)
+    held_open_s: float = _opt(15.0, doc="passage sensor still active after this: held_open alarm", above=0)
+    debounce_s: float = _opt(3.0, doc="the same code seen again within this is one scan, not two", minimum=0)
+
+
+@dataclass(frozen=True)
+class ClockSection:
+    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0)
+    step_window: int = _opt(1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0)
+    beacons: bool = _opt(True, doc="use signed time beacons (gated/v1/<site>/time) to bound the clock's error")
+    max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
+                               above=0)
+    beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0)
+
+
+@dataclass(frozen=True)
+class RevocationsSection:
+    max_age_s: float = _opt(86400.0, doc="the list is stale when its newest update is older than this", above=0)
+    when_stale: str = _opt("closed", doc="stale list: 'closed' denies every ticket, 'open' keeps admitting; "
+                                          "an alarm is raised either way", choices=("open", "closed"))
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    ca_file: Path | None = _opt(None, doc="CA certificate(s) that sign the broker's certificate (PEM)", path=True)
+    cert_file: Path | None = _opt(None, doc="client certificate for mutual TLS (PEM)", path=True)
+    key_file: Path | None = _opt(None, doc="client private key for mutual TLS (PEM)", path=True)
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    url: str = _opt(doc="broker: mqtt://host[:1883] or mqtts://host[:8883] (TLS)")
+    username: str | None = _opt(None, doc="broker user name")
+    password: str | None = _opt(None, doc="broker password (prefer password_file)")
+    password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
+    client_id: str | None = _opt(None, doc="MQTT client id (default: gated-<site>-<gate>)")
+    keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5)
+    tls: TlsSection = _opt(TlsSection(), doc="TLS files")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or {"mqtt": 1883, "mqtts": 8883}[parts.scheme]
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    def secret(self) -> str | None:
+        """The password, read from password_file when that is given."""
+        if self.password_file is not None:
+            return self.password_file.read_text().splitlines()[0] if self.password_file.stat().st_size else ""
+        return self.password
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    level: str = _opt("info", doc="debug, info, warning or error", choices=LOG_LEVELS)
+    format: str = _opt("auto", doc="auto: JSON lines under systemd or without a terminal, readable on a terminal",
+                       choices=LOG_FORMATS)
+
+
+@dataclass(frozen=True)
+class HealthSection:
+    interval_s: float = _opt(30.0, doc="how often the retained health message is published", above=0)
+    textfile: Path | None = _opt(None, doc="optional Prometheus textfile (node_exporter textfile collector)", path=True)
+
+
+@dataclass(frozen=True)
+class SimSection:
+    control_socket: Path | None = _opt(None, doc="simulator only: a Unix socket to steer the camera and mock pins",
+                                       path=True)
+
+
+@dataclass(frozen=True)
+class Config:
+    gate: GateSection = _opt(doc="who and where this gate is")
+    turnstile: TurnstileSection = _opt(doc="the turnstile's board profile and GPIO access")
+    mqtt: MqttSection = _opt(doc="the broker")
+    camera: CameraSection = _opt(CameraSection(), doc="where frames come from")
+    scanner: ScannerSection = _opt(ScannerSection(), doc="how QR codes are decoded")
+    timings: TimingsSection = _opt(TimingsSection(), doc="relay, passage and debounce timings")
+    clock: ClockSection = _opt(ClockSection(), doc="clock skew and time beacons")
+    revocations: RevocationsSection = _opt(RevocationsSection(), doc="what a stale revocation list does")
+    logging: LoggingSection = _opt(LoggingSection(), doc="log level and format")
+    health: HealthSection = _opt(HealthSection(), doc="health reporting")
+    sim: SimSection | None = _opt(None, doc="simulator hooks; never on a real gate")
+    source: Path | None = None  # the file this was loaded from (not a key)
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+def load(path: str | Path) -> Config:
+    """Read and check a configuration file; ConfigError lists every problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read ({exc.strerror})")]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from None
+    return from_dict(raw, base_dir=path.resolve().parent, source=str(path))
+
+
+def from_dict(raw: dict, *, base_dir: Path = Path("."), source: str = "<config>") -> Config:
+    problems: list[tuple[str, str]] = []
+    values = _section(Config, raw, "", base_dir, problems, skip=("source",))
+    _cross_checks(values, problems)  # only sections that parsed cleanly are in `values`
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(**values, source=Path(source) if source != "<config>" else None)
+
+
+def _section(cls, raw, prefix: str, base_dir: Path, problems: list, skip=()) -> dict:
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(raw, dict):
+        problems.append((prefix.rstrip("."), f"expected a table [{prefix.rstrip('.')}], got {_show(raw)}"))
+        return {}
+    hints = typing.get_type_hints(cls)
+    known = [f for f in fields(cls) if f.name not in skip]
+    names = {f.name for f in known}
+    for key in raw:
+        if key not in names:
+            problems.append((prefix + key, f"unknown key in {where} (known: {', '.join(sorted(names))})"))
+    values = {}
+    for f in known:
+        path = prefix + f.name
+        kind = hints[f.name]
+        if f.name not in raw:
+            if f.default is MISSING:
+                inner = _unwrap(kind)[0]
+                if is_dataclass(inner):
+                    # a required section: report its required keys rather than just "missing"
+                    values[f.name] = _section_or_none(inner, {}, path + ".", base_dir, problems, missing_section=path)
+                else:
+                    problems.append((path, f"missing, and required ({f.metadata.get('doc', '')})"))
+            continue
+        value = _value(kind, raw[f.name], path, f.metadata, base_dir, problems)
+        if value is not _BAD:
+            values[f.name] = value
+    return values
+
+
+def _section_or_none(cls, raw, prefix, base_dir, problems, missing_section):
+    required = [f.name for f in fields(cls) if f.default is MISSING]
+    if required:
+        problems.append((missing_section, f"required section [{missing_section}] is missing (needs {', '.join(required)})"))
+        return None
+    return cls(**_section(cls, raw, prefix, base_dir, problems))
+
+
+_BAD = object()
+
+
+def _unwrap(kind):
+    """(inner type, optional?) for `X | None`."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return args[0], True
+    return kind, False
+
+
+def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
+    inner, optional = _unwrap(kind)
+    bad = lambda expected: problems.append((path, f"expected {expected}, got {_show(raw)}")) or _BAD  # noqa: E731
+    if is_dataclass(inner):
+        sub_problems = len(problems)
+        values = _section(inner, raw, path + ".", base_dir, problems)
+        return inner(**values) if len(problems) == sub_problems else _BAD
+    if inner is bool:
+        return raw if isinstance(raw, bool) else bad("true or false")
+    if inner is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            return bad("an integer" + _bounds(meta))
+        return raw if _in_bounds(raw, meta) else bad("an integer" + _bounds(meta))
+    if inner is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            return bad("a number" + _bounds(meta))
+        return float(raw) if _in_bounds(raw, meta) else bad("a number" + _bounds(meta))
+    if inner is Path:
+        if not isinstance(raw, str) or not raw:
+            return bad("a path (string)")
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else (base_dir / p)
+    if inner is str:
+        if not isinstance(raw, str) or not raw:
+            return bad(_str_expected(meta))
+        if "choices" in meta and raw not in meta["choices"]:
+            return bad(_str_expected(meta))
+        if "pattern" in meta and not meta["pattern"].match(raw):
+            return bad(_str_expected(meta))
+        return raw
+    if typing.get_origin(inner) is tuple:
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw) or (meta.get("nonempty") and not raw):
+            return bad("a non-empty list of strings" if meta.get("nonempty") else "a list of strings")
+        return tuple(raw)
+    raise TypeError(f"schema type {kind} at {path} is not supported")
+
+
+def _str_expected(meta) -> str:
+    if "choices" in meta:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if "pattern" in meta:
+        return "a name of letters, digits, '.', '_' or '-' (at most 64)"
+    return "a non-empty string"
+
+
+def _bounds(meta) -> str:
+    if "above" in meta:
+        return f" > {meta['above']}"
+    if "minimum" in meta:
+        return f" >= {meta['minimum']}"
+    return ""
+
+
+def _in_bounds(value, meta) -> bool:
+    if "above" in meta and not value > meta["above"]:
+        return False
+    return not ("minimum" in meta and value < meta["minimum"])
+
+
+def _show(raw) -> str:
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _cross_checks(v: dict, problems: list) -> None:
+    """Checks that span keys or look at a value's inner form (not at the machine: that is `gated doctor`)."""
+    camera = v.get("camera")
+    if camera is not None:
+        kind, _, rest = camera.source.partition(":")
+        if kind not in CAMERA_KINDS or (kind in ("v4l2", "files") and not rest):
+            problems.append(("camera.source", f"expected one of v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:, "
+                                              f"got {camera.source!r}"))
+        elif kind == "picamera2" and rest and not rest.isdigit():
+            problems.append(("camera.source", f"expected picamera2:<camera number>, got {camera.source!r}"))
+    mqtt = v.get("mqtt")
+    if mqtt is not None:
+        parts = urlsplit(mqtt.url)
+        try:
+            port_ok = parts.port is None or 0 < parts.port < 65536
+        except ValueError:
+            port_ok = False
+        if parts.scheme not in MQTT_SCHEMES or not parts.hostname or not port_ok:
+            problems.append(("mqtt.url", f"expected mqtt://host[:port] or mqtts://host[:port], got {mqtt.url!r}"))
+        if mqtt.password is not None and mqtt.password_file is not None:
+            problems.append(("mqtt.password_file", "give password or password_file, not both"))
+        if (mqtt.password is not None or mqtt.password_file is not None) and mqtt.username is None:
+            problems.append(("mqtt.username", "required when a password is given"))
+        if (mqtt.tls.cert_file is None) != (mqtt.tls.key_file is None):
+            problems.append(("mqtt.tls.key_file", "cert_file and key_file go together (mutual TLS needs both)"))
+        has_tls_files = any(x is not None for x in (mqtt.tls.ca_file, mqtt.tls.cert_file, mqtt.tls.key_file))
+        if has_tls_files and parts.scheme == "mqtt":
+            problems.append(("mqtt.url", "TLS files are set but mqtt:// is plain text; use mqtts://"))
+        if parts.username or parts.password or parts.query:
+            problems.append(("mqtt.url", "put credentials and options in their own keys (username, password_file, tls.*), "
+                                         "not in the URL"))
+    timings = v.get("timings")
+    if timings is not None and timings.held_open_s < timings.relay_pulse_s:
+        problems.append(("timings.held_open_s", f"expected at least relay_pulse_s ({timings.relay_pulse_s}), "
+                                                f"got {timings.held_open_s}"))
+
+
+# --- reference ----------------------------------------------------------------------------------
+
+def schema_keys(cls=Config, prefix: str = "") -> list[str]:
+    """Every key path of the schema (sections included), for docs and the example-file test."""
+    out = []
+    for f in fields(cls):
+        if f.name == "source" and cls is Config:
+            continue
+        inner = _unwrap(typing.get_type_hints(cls)[f.name])[0]
+        out.append(prefix + f.name)
+        if is_dataclass(inner):
+            out.extend(schema_keys(inner, prefix + f.name + "."))
+    return out
