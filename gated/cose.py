@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cbor2
@@ -27,9 +28,9 @@ HDR_KID = 4
 SIGNATURE_LEN = 64
 KID_LEN = 8
 
-# Every exception a hostile byte string can make cbor2 raise. CBORDecodeError is a ValueError;
-# the others come from nested structures, huge integers and odd semantic tags.
-CBOR_FAULTS = (ValueError, TypeError, OverflowError, RecursionError, MemoryError, IndexError, KeyError, EOFError)
+# Every exception a hostile byte string can make cbor2 raise: its own CBORError family (not a
+# ValueError in cbor2 6), and what nested structures, huge integers and odd semantic tags raise.
+CBOR_FAULTS = (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, IndexError, KeyError, EOFError)
 
 
 class CoseError(ValueError):
@@ -94,13 +95,13 @@ def parse(data: bytes) -> Sign1:
     if isinstance(item, cbor2.CBORTag):
         if item.tag != 18:
             raise CoseError(f"CBOR tag {item.tag} where COSE_Sign1 (18) or none was expected")
-        item = item.value
-    if not isinstance(item, list) or len(item) != 4:
+        item = item.value  # cbor2 hands a tag's content over immutable: a tuple, frozendicts
+    if not isinstance(item, (list, tuple)) or len(item) != 4:
         raise CoseError("COSE_Sign1 must be an array of 4 items")
     protected, unprotected, payload, signature = item
     if not isinstance(protected, bytes) or not isinstance(payload, bytes):
         raise CoseError("protected header and payload must be byte strings")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, Mapping):
         raise CoseError("unprotected header must be a map")
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LEN:
         raise CoseError(f"signature must be a {SIGNATURE_LEN}-byte string")

@@ -79,6 +79,9 @@ def encode_updates(key: Ed25519PrivateKey, *, site: str, version: int, base: int
     if base == 0 and remove:
         raise ValueError("a snapshot lists what is revoked; `remove` must be empty")
     per_part = (MAX_MESSAGE - 512) // _ID_BYTES
+    if base and len(add) + len(remove) > per_part:
+        raise ValueError(f"a delta of {len(add) + len(remove)} ids exceeds {MAX_MESSAGE} bytes; split it into "
+                         f"consecutive versions of at most {per_part} ids each (deltas cannot be split into parts)")
     parts = parts or max(1, math.ceil(len(add) / per_part))
     if math.ceil(len(add) / parts) > per_part:
         raise ValueError(f"{parts} parts would exceed {MAX_MESSAGE} bytes each; use at least {math.ceil(len(add) / per_part)}")

@@ -80,10 +80,12 @@ class GateStore:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA cache_size=-16384")  # 16 MiB, fixed: hot b-tree pages of the revocation list
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             self._check_identity()
             self._device_key = self._load_or_make_device_key()
+            self._rev_state = self._read_revocation_state()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions") from exc
 
@@ -153,15 +155,16 @@ class GateStore:
     # --- facts ------------------------------------------------------------------------------
 
     def facts(self, cti: bytes | None, step: int | None = None) -> Facts:
-        rev = self.revocation_state().version
+        """What decide() needs about one ticket, in one query (this is on the scan path)."""
+        rev = self._rev_state.version
         if cti is None:
             return Facts(rev_version=rev)
         with self._lock:
-            revoked = self._db.execute("SELECT 1 FROM revoked WHERE cti = ?", (cti,)).fetchone() is not None
-            (count,) = self._db.execute("SELECT COUNT(*) FROM admissions WHERE cti = ?", (cti,)).fetchone()
-            step_seen = step is not None and self._db.execute(
-                "SELECT 1 FROM admissions WHERE cti = ? AND step = ?", (cti, step)).fetchone() is not None
-        return Facts(revoked=revoked, admissions=count, step_seen=step_seen, rev_version=rev)
+            revoked, count, step_seen = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM revoked WHERE cti = ?1),"
+                " (SELECT COUNT(*) FROM admissions WHERE cti = ?1),"
+                " EXISTS (SELECT 1 FROM admissions WHERE cti = ?1 AND step = ?2)", (cti, step)).fetchone()
+        return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev)
 
     def is_revoked(self, cti: bytes) -> bool:
         with self._lock:
@@ -252,10 +255,13 @@ class GateStore:
     # --- revocations ------------------------------------------------------------------------
 
     def revocation_state(self) -> RevocationState:
-        with self._lock:
-            return RevocationState(
-                site=self._meta("rev_site"), version=int(self._meta("rev_version", 0)), iat=int(self._meta("rev_iat", 0)),
-                applied_ms=int(self._meta("rev_applied_ms", 0)), stale=bool(self._meta("rev_stale", 0)))
+        return self._rev_state
+
+    def _read_revocation_state(self) -> RevocationState:
+        """Kept in memory: this store is the database's only writer, and every change goes through it."""
+        return RevocationState(
+            site=self._meta("rev_site"), version=int(self._meta("rev_version", 0)), iat=int(self._meta("rev_iat", 0)),
+            applied_ms=int(self._meta("rev_applied_ms", 0)), stale=bool(self._meta("rev_stale", 0)))
 
     def revoked_count(self) -> int:
         with self._lock:
@@ -264,12 +270,13 @@ class GateStore:
     def mark_revocations_stale(self, stale: bool = True) -> None:
         with self._tx() as db:
             self._set_meta(db, "rev_stale", int(stale))
+        self._rev_state = self._read_revocation_state()
 
     def apply_revocations(self, *, version: int, base: int, add, remove, iat: int, site: str, applied_ms: int,
                           expected_version: int) -> None:
         """Apply a whole update atomically. `expected_version` guards against a concurrent change."""
         with self._tx() as db:
-            if int(self._meta("rev_version", 0)) != expected_version:
+            if self._rev_state.version != expected_version:
                 raise StoreError("revocation list changed underneath an update; retry")
             if base == 0:
                 db.execute("DELETE FROM revoked")
@@ -279,6 +286,7 @@ class GateStore:
             for key, value in (("rev_version", version), ("rev_iat", iat), ("rev_site", site),
                                ("rev_applied_ms", applied_ms), ("rev_stale", 0)):
                 self._set_meta(db, key, value)
+        self._rev_state = self._read_revocation_state()
 
     def stash_part(self, version: int, part: int, parts: int, base: int, payload: bytes) -> list[bytes] | None:
         """Keep one part of a multi-part snapshot; return all payloads in order once every part is here."""

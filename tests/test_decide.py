@@ -1,0 +1,80 @@
+"""decide(): one parametrized row per branch, each reason of PROTOCOL §5 reachable and exact."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from gated.decide import Facts, GateContext, GateMode, decide
+from gated.reasons import Reason
+from gated.ticket import STEP_SECONDS, Claims, Rejection, Ticket
+
+NOW = 1_790_000_000
+GATE = GateContext(site="arena", events=frozenset({"FINAL"}), zone="north", skew_s=60, step_window=1)
+CLAIMS = Claims(cti=bytes(16), aud="FINAL", nbf=NOW - 3600, exp=NOW + 3600)
+STEP = NOW // STEP_SECONDS
+
+
+def static(**changes) -> Ticket:
+    return Ticket(claims=replace(CLAIMS, **changes), issuer="box")
+
+
+def dynamic(step=STEP, **changes) -> Ticket:
+    return Ticket(claims=replace(CLAIMS, dev=b"\x01" * 32, **changes), issuer="box", dynamic=True, step=step)
+
+
+ROWS = [
+    # (id, code, gate changes, facts, expected reason)
+    ("ok", static(), {}, Facts(), Reason.OK),
+    ("ok: zone listed", static(zon=("north", "vip")), {}, Facts(), Reason.OK),
+    ("ok: unlimited entries used often", static(ent=0), {}, Facts(admissions=50), Reason.OK),
+    ("ok: second of two entries", static(ent=2), {}, Facts(admissions=1), Reason.OK),
+    ("ok: inside skew before nbf", static(nbf=NOW + 59), {}, Facts(), Reason.OK),
+    ("ok: inside skew after exp", static(exp=NOW - 59), {}, Facts(), Reason.OK),
+    ("ok: dynamic, current step", dynamic(), {}, Facts(), Reason.OK),
+    ("ok: dynamic, previous step", dynamic(step=STEP - 1), {}, Facts(), Reason.OK),
+    ("malformed", Rejection(Reason.MALFORMED, "x"), {}, Facts(), Reason.MALFORMED),
+    ("unsupported", Rejection(Reason.UNSUPPORTED, "x"), {}, Facts(), Reason.UNSUPPORTED),
+    ("unknown_key", Rejection(Reason.UNKNOWN_KEY, "x", bytes(16)), {}, Facts(), Reason.UNKNOWN_KEY),
+    ("bad_signature", Rejection(Reason.BAD_SIGNATURE, "x", bytes(16)), {}, Facts(), Reason.BAD_SIGNATURE),
+    ("wrong_event", static(aud="OTHER"), {}, Facts(), Reason.WRONG_EVENT),
+    ("wrong_zone", static(zon=("south",)), {}, Facts(), Reason.WRONG_ZONE),
+    ("wrong_zone: gate without zone", static(zon=("south",)), {"zone": None}, Facts(), Reason.WRONG_ZONE),
+    ("not_yet_valid", static(nbf=NOW + 61), {}, Facts(), Reason.NOT_YET_VALID),
+    ("expired", static(exp=NOW - 61), {}, Facts(), Reason.EXPIRED),
+    ("revoked", static(), {}, Facts(revoked=True, rev_version=4), Reason.REVOKED),
+    ("already_used", static(), {}, Facts(admissions=1), Reason.ALREADY_USED),
+    ("already_used: both of two", static(ent=2), {}, Facts(admissions=2), Reason.ALREADY_USED),
+    ("already_used: same GT2 step", dynamic(ent=0), {}, Facts(step_seen=True), Reason.ALREADY_USED),
+    ("static_copy", static(dev=b"\x01" * 32), {}, Facts(), Reason.STATIC_COPY),
+    ("stale_code: two steps old", dynamic(step=STEP - 2), {}, Facts(), Reason.STALE_CODE),
+    ("stale_code: from the future", dynamic(step=STEP + 2), {}, Facts(), Reason.STALE_CODE),
+    ("emergency", static(), {"mode": GateMode.EMERGENCY}, Facts(), Reason.EMERGENCY),
+    ("locked", static(), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
+    # precedence: one scan, one reason
+    ("locked before malformed", Rejection(Reason.MALFORMED, "x"), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
+    ("wrong_event before expired", static(aud="X", exp=NOW - 9999), {}, Facts(), Reason.WRONG_EVENT),
+    ("expired before revoked", static(exp=NOW - 9999), {}, Facts(revoked=True), Reason.EXPIRED),
+    ("revoked before already_used", static(), {}, Facts(revoked=True, admissions=1), Reason.REVOKED),
+]
+
+
+@pytest.mark.parametrize("code,gate_changes,facts,reason", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_decision_table(code, gate_changes, facts, reason):
+    decision = decide(code, replace(GATE, **gate_changes), facts, NOW)
+    assert decision.reason is reason
+    assert decision.admit is (reason is Reason.OK)
+    assert decision.word == ("admit" if reason is Reason.OK else "deny")
+
+
+def test_every_reason_has_a_row():
+    assert {r[-1] for r in ROWS} == set(Reason)
+
+
+def test_decision_carries_ticket_id_and_detail():
+    cti = os.urandom(16)
+    decision = decide(static(cti=cti, exp=NOW - 1000), GATE, Facts(), NOW)
+    assert decision.cti == cti and "valid until" in decision.detail
+    assert decide(Rejection(Reason.MALFORMED, "base45: bad"), GATE, Facts(), NOW).cti is None

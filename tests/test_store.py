@@ -1,0 +1,128 @@
+"""The gate store: transactions, the event chain across restarts, admissions and their rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+
+from gated import events
+from gated.store import GateStore, StoreError
+
+SITE = "arena"
+
+
+def open_store(path, gate="g1"):
+    return GateStore(path, site=SITE, gate=gate)
+
+
+def test_settings_and_migrations(tmp_path):
+    with open_store(tmp_path / "g.db"):
+        pass
+    db = sqlite3.connect(tmp_path / "g.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox"} <= tables
+
+
+def test_scan_event_and_admission_commit_together(store):
+    cti = os.urandom(16)
+    event = store.record_scan({"ticket": cti.hex(), "decision": "admit"}, 1_000, admit_cti=cti)
+    assert event["id"] == "g1:1" and event["seq"] == 1 and event["prev"] == events.GENESIS
+    assert store.facts(cti).admissions == 1
+    assert [json.loads(e) for _, e in store.outbox()] == [event]
+    assert store.pending_admissions() == ["g1:1"]
+
+
+def test_failed_transaction_writes_nothing(store):
+    cti = os.urandom(16)
+    store.record_scan({"x": 1}, 1_000, admit_cti=cti)
+    with pytest.raises(StoreError):  # the same scan id again violates the primary key: all rolled back
+        store._db.execute("UPDATE meta SET value = 0 WHERE key = 'seq'")
+        store.record_scan({"x": 2}, 2_000, admit_cti=cti)
+    store._db.execute("UPDATE meta SET value = 1 WHERE key = 'seq'")
+    assert store.outbox_depth() == 1 and store.facts(cti).admissions == 1
+
+
+def test_passage_confirms_or_rolls_back(store):
+    cti = os.urandom(16)
+    first = store.record_scan({}, 1_000, admit_cti=cti)
+    timeout = store.record_passage(first["id"], False, 9_000)
+    assert timeout["kind"] == "passage" and timeout["result"] == "timeout" and timeout["ref"] == first["id"]
+    assert store.facts(cti).admissions == 0  # the ticket works again
+    second = store.record_scan({}, 10_000, admit_cti=cti)
+    store.record_passage(second["id"], True, 11_000)
+    assert store.facts(cti).admissions == 1 and store.pending_admissions() == []
+
+
+def test_seq_and_chain_survive_restart(tmp_path):
+    path = tmp_path / "g.db"
+    with open_store(path) as s:
+        made = [s.record_event({"kind": "state", "state": "online", "rev": 0}, 1_000 + i) for i in range(3)]
+        public = s.device_public_key
+    with open_store(path) as s:
+        made.append(s.record_event({"kind": "alarm", "alarm": "tamper"}, 5_000))
+        assert s.device_public_key.public_bytes_raw() == public.public_bytes_raw()  # same device key
+    assert [e["seq"] for e in made] == [1, 2, 3, 4]
+    for prev, event in zip(made, made[1:]):
+        assert event["prev"] == prev["hash"]
+    for event in made:
+        assert events.check_seal(event, public) == []
+
+
+def test_tampering_is_noticed(store):
+    event = store.record_event({"kind": "alarm", "alarm": "tamper"}, 1_000)
+    assert events.check_seal({**event, "alarm": "held_open"}, store.device_public_key) == ["hash does not match content"]
+    forged = {**event, "sig": event["sig"][:-4] + "AAA="}
+    assert events.check_seal(forged, store.device_public_key) == ["device signature does not verify"]
+
+
+def test_canonical_form_is_the_protocol_one():
+    event = {"b": "ü", "a": 1, "hash": "x", "sig": "y"}
+    assert events.canonical({k: event[k] for k in ("b", "a")}) == '{"a":1,"b":"ü"}'.encode()
+    assert events.format_ts(1_790_000_000_123) == "2026-09-21T14:13:20.123Z"
+
+
+def test_outbox_acknowledge(store):
+    for i in range(5):
+        store.record_event({"kind": "alarm", "alarm": "tamper"}, i)
+    assert [seq for seq, _ in store.outbox(after_seq=2)] == [3, 4, 5]
+    store.acknowledge(1, 2, 3)
+    assert [seq for seq, _ in store.outbox()] == [4, 5] and store.outbox_depth() == 2
+
+
+def test_peer_admissions_are_idempotent_and_rolled_back(store):
+    cti = os.urandom(16)
+    scan = {"kind": "scan", "id": "g2:7", "gate": "g2", "decision": "admit", "ticket": cti.hex(),
+            "ts": "2026-09-21T14:13:20.123Z"}
+    assert store.record_peer_event(scan) is True
+    assert store.record_peer_event(scan) is False  # delivered twice, counted once
+    assert store.facts(cti).admissions == 1
+    assert store.record_peer_event({"kind": "passage", "gate": "g2", "ref": "g2:7", "result": "timeout"}) is True
+    assert store.facts(cti).admissions == 0
+    own = {**scan, "gate": "g1", "id": "g1:99"}
+    assert store.record_peer_event(own) is False
+
+
+def test_a_store_belongs_to_one_gate(tmp_path):
+    with open_store(tmp_path / "g.db", gate="g1"):
+        pass
+    with pytest.raises(StoreError, match="belongs to gate 'g1'"):
+        open_store(tmp_path / "g.db", gate="g2")
+
+
+def test_unwritable_location_is_a_clear_fault(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "g.db").mkdir()  # a directory where the database file should be
+    with pytest.raises(StoreError, match="cannot open the gate state"):
+        open_store(tmp_path / "ro" / "g.db")
+
+
+def test_nonce_only_increases(store):
+    assert store.check_and_set_nonce("cmd", 5)
+    assert not store.check_and_set_nonce("cmd", 5)
+    assert not store.check_and_set_nonce("cmd", 4)
+    assert store.check_and_set_nonce("cmd", 6)
