@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from gated.reasons import Reason
 from gated.ticket import STEP_SECONDS, Rejection, Ticket
@@ -81,9 +82,9 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
     if now < claims.nbf - gate.skew_s:
-        return deny(Reason.NOT_YET_VALID, f"valid from {claims.nbf}")
+        return deny(Reason.NOT_YET_VALID, f"valid from {_iso(claims.nbf)}")
     if now > claims.exp + gate.skew_s:
-        return deny(Reason.EXPIRED, f"valid until {claims.exp}")
+        return deny(Reason.EXPIRED, f"valid until {_iso(claims.exp)}")
     if code.dynamic and abs(code.step - int(now // STEP_SECONDS)) > gate.step_window:
         return deny(Reason.STALE_CODE, f"code step {code.step}, now {int(now // STEP_SECONDS)}")
     if facts.revoked:
@@ -93,3 +94,10 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
     if claims.ent and facts.admissions >= claims.ent:
         return deny(Reason.ALREADY_USED, f"{facts.admissions} of {claims.ent} entries used")
     return Decision(True, Reason.OK, ticket, cti)
+
+
+def _iso(unix_seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"unix {unix_seconds}"
