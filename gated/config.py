@@ -43,7 +43,8 @@ class ConfigError(ValueError):
 
 
 def _opt(default=MISSING, doc: str = "", **checks):
-    """A schema field: `doc` for people; checks: choices=, minimum=, above=, pattern=, path=True, nonempty=True."""
+    """A schema field: `doc` for people; checks: choices=, minimum=, above=, pattern=, path=True, nonempty=True,
+    check=(value -> what was expected, or None)."""
     kwargs = {"metadata": {"doc": doc, **checks}}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for list defaults")
@@ -70,7 +71,8 @@ class GateSection:
 
 @dataclass(frozen=True)
 class CameraSection:
-    source: str = _opt("v4l2:/dev/video0", doc="frame source: v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:")
+    source: str = _opt("v4l2:/dev/video0", doc="frame source: v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:",
+                       check=lambda v: _check_camera(v))
     width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16)
     height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16)
     fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0)
@@ -92,9 +94,12 @@ class TurnstileSection:
 
 @dataclass(frozen=True)
 class TimingsSection:
-    relay_pulse_s: float = _opt(1.0, doc="how long the relay is energised to release the turnstile", above=0)
-    passage_timeout_s: float = _opt(8.0, doc="nobody passed within this after an admission: roll it back", above=0)
-    held_open_s: float = _opt(15.0, doc="passage sensor still active after this: held_open alarm", above=0)
+    relay_pulse_s: float | None = _opt(None, doc="relay energised this long per admission (default: the board's pulse_ms)",
+                                       above=0)
+    passage_timeout_s: float | None = _opt(None, doc="nobody passed within this after an admission: roll it back "
+                                                     "(default: the board's)", above=0)
+    held_open_s: float | None = _opt(None, doc="door/arm still open after this: held_open alarm (default: the board's)",
+                                     above=0)
     debounce_s: float = _opt(3.0, doc="the same code seen again within this is one scan, not two", minimum=0)
 
 
@@ -124,7 +129,7 @@ class TlsSection:
 
 @dataclass(frozen=True)
 class MqttSection:
-    url: str = _opt(doc="broker: mqtt://host[:1883] or mqtts://host[:8883] (TLS)")
+    url: str = _opt(doc="broker: mqtt://host[:1883] or mqtts://host[:8883] (TLS)", check=lambda v: _check_url(v))
     username: str | None = _opt(None, doc="broker user name")
     password: str | None = _opt(None, doc="broker password (prefer password_file)")
     password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
@@ -288,6 +293,8 @@ def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
             return bad(_str_expected(meta))
         if "pattern" in meta and not meta["pattern"].match(raw):
             return bad(_str_expected(meta))
+        if "check" in meta and (expected := meta["check"](raw)):
+            return bad(expected)
         return raw
     if typing.get_origin(inner) is tuple:
         if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw) or (meta.get("nonempty") and not raw):
@@ -323,25 +330,32 @@ def _show(raw) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _check_camera(spec: str) -> str | None:
+    kind, _, rest = spec.partition(":")
+    if kind not in CAMERA_KINDS or (kind in ("v4l2", "files") and not rest):
+        return "one of v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:"
+    if kind == "picamera2" and rest and not rest.isdigit():
+        return "picamera2:<camera number>"
+    return None
+
+
+def _check_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in MQTT_SCHEMES or not parts.hostname or not port_ok:
+        return "mqtt://host[:port] or mqtts://host[:port]"
+    if parts.username or parts.password or parts.query:
+        return "a URL without credentials or options (they have their own keys: username, password_file, tls.*)"
+    return None
+
+
 def _cross_checks(v: dict, problems: list) -> None:
-    """Checks that span keys or look at a value's inner form (not at the machine: that is `gated doctor`)."""
-    camera = v.get("camera")
-    if camera is not None:
-        kind, _, rest = camera.source.partition(":")
-        if kind not in CAMERA_KINDS or (kind in ("v4l2", "files") and not rest):
-            problems.append(("camera.source", f"expected one of v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:, "
-                                              f"got {camera.source!r}"))
-        elif kind == "picamera2" and rest and not rest.isdigit():
-            problems.append(("camera.source", f"expected picamera2:<camera number>, got {camera.source!r}"))
+    """Checks that span keys (not the machine: that is `gated doctor`)."""
     mqtt = v.get("mqtt")
     if mqtt is not None:
-        parts = urlsplit(mqtt.url)
-        try:
-            port_ok = parts.port is None or 0 < parts.port < 65536
-        except ValueError:
-            port_ok = False
-        if parts.scheme not in MQTT_SCHEMES or not parts.hostname or not port_ok:
-            problems.append(("mqtt.url", f"expected mqtt://host[:port] or mqtts://host[:port], got {mqtt.url!r}"))
         if mqtt.password is not None and mqtt.password_file is not None:
             problems.append(("mqtt.password_file", "give password or password_file, not both"))
         if (mqtt.password is not None or mqtt.password_file is not None) and mqtt.username is None:
@@ -349,13 +363,11 @@ def _cross_checks(v: dict, problems: list) -> None:
         if (mqtt.tls.cert_file is None) != (mqtt.tls.key_file is None):
             problems.append(("mqtt.tls.key_file", "cert_file and key_file go together (mutual TLS needs both)"))
         has_tls_files = any(x is not None for x in (mqtt.tls.ca_file, mqtt.tls.cert_file, mqtt.tls.key_file))
-        if has_tls_files and parts.scheme == "mqtt":
+        if has_tls_files and not mqtt.uses_tls:
             problems.append(("mqtt.url", "TLS files are set but mqtt:// is plain text; use mqtts://"))
-        if parts.username or parts.password or parts.query:
-            problems.append(("mqtt.url", "put credentials and options in their own keys (username, password_file, tls.*), "
-                                         "not in the URL"))
     timings = v.get("timings")
-    if timings is not None and timings.held_open_s < timings.relay_pulse_s:
+    if timings is not None and None not in (timings.held_open_s, timings.relay_pulse_s) \
+            and timings.held_open_s < timings.relay_pulse_s:
         problems.append(("timings.held_open_s", f"expected at least relay_pulse_s ({timings.relay_pulse_s}), "
                                                 f"got {timings.held_open_s}"))
 

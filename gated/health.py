@@ -1,0 +1,124 @@
+"""The gate's health: a retained MQTT message and, optionally, a Prometheus textfile.
+
+Topic (an extension, docs/protocol.md): `gated/v1/<site>/gates/<gate>/health`, QoS 1, retained,
+JSON with integers only (like events):
+
+    {"ts": "2026-05-01T18:00:00.000Z", "uptime_s": 3600, "frames_per_s_milli": 29970,
+     "frames": 107892, "scans": 412, "admits": 398, "denies": 14, "outbox": 0,
+     "rev": 17, "rev_age_s": 420, "clock_offset_ms": -12, "mode": "online",
+     "camera_ok": true, "store_ok": true}
+
+`clock_offset_ms` is null when no time beacon has bounded the clock yet, `rev_age_s` null before
+the first revocation list. The counters are since the process started. The Prometheus textfile
+(node_exporter's textfile collector) carries the same figures as `gated_*` gauges and counters;
+it is written to a temporary file and renamed, so the collector never reads half a file.
+
+Counting happens on two threads (frames on the camera thread, the rest on the owner thread);
+each counter has one writer, and CPython reads ints atomically, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gated import events
+
+
+def health_topic(site: str, gate: str) -> str:
+    return f"gated/v1/{site}/gates/{gate}/health"
+
+
+@dataclass
+class Counters:
+    started: float = field(default_factory=time.monotonic)
+    frames: int = 0  # camera thread
+    scans: int = 0  # owner thread, from here on
+    admits: int = 0
+    denies: int = 0
+    last_frame_at: float | None = None  # monotonic
+    _rate_mark: tuple[float, int] | None = None
+
+    def frame(self, now: float) -> None:
+        self.frames += 1
+        self.last_frame_at = now
+
+    def decision(self, admit: bool) -> None:
+        self.scans += 1
+        if admit:
+            self.admits += 1
+        else:
+            self.denies += 1
+
+    def frames_per_s(self, now: float) -> float:
+        """Average frame rate since the previous call (or since start)."""
+        mark_at, mark_frames = self._rate_mark or (self.started, 0)
+        frames = self.frames
+        self._rate_mark = (now, frames)
+        elapsed = now - mark_at
+        return (frames - mark_frames) / elapsed if elapsed > 0 else 0.0
+
+
+def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
+             rev_iat: int, clock_offset_ms: int | None, mode: str, camera_ok: bool, store_ok: bool) -> dict:
+    """The health message body (pure apart from the frame-rate mark it advances)."""
+    return {
+        "ts": events.format_ts(now_ms),
+        "uptime_s": int(now_mono - counters.started),
+        "frames_per_s_milli": int(round(counters.frames_per_s(now_mono) * 1000)),
+        "frames": counters.frames,
+        "scans": counters.scans,
+        "admits": counters.admits,
+        "denies": counters.denies,
+        "outbox": outbox,
+        "rev": rev_version,
+        "rev_age_s": max(0, now_ms // 1000 - rev_iat) if rev_version else None,
+        "clock_offset_ms": clock_offset_ms,
+        "mode": mode,
+        "camera_ok": camera_ok,
+        "store_ok": store_ok,
+    }
+
+
+PROMETHEUS = (
+    ("uptime_s", "gauge", "seconds since the daemon started"),
+    ("frames_per_s_milli", "gauge", "camera frames per second times 1000, over the last interval"),
+    ("frames", "counter", "frames captured since start"),
+    ("scans", "counter", "codes decided since start"),
+    ("admits", "counter", "admissions since start"),
+    ("denies", "counter", "denials since start"),
+    ("outbox", "gauge", "events not yet acknowledged by the broker"),
+    ("rev", "gauge", "revocation list version in use"),
+    ("rev_age_s", "gauge", "age of the revocation list in seconds"),
+    ("clock_offset_ms", "gauge", "clock offset from the time beacons in milliseconds"),
+    ("camera_ok", "gauge", "1 while the camera delivers frames"),
+    ("store_ok", "gauge", "1 while the state database accepts writes"),
+)
+
+
+def prometheus_text(body: dict, *, site: str, gate: str) -> str:
+    labels = f'site="{site}",gate="{gate}"'
+    lines = []
+    for key, kind, help_text in PROMETHEUS:
+        value = body.get(key)
+        if value is None:
+            continue
+        name = f"gated_{key}" + ("_total" if kind == "counter" else "")
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {int(value)}"]
+    lines += ["# HELP gated_mode the gate's mode (online, locked, emergency)", "# TYPE gated_mode gauge",
+              f'gated_mode{{{labels},mode="{body["mode"]}"}} 1']
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Atomically replace the textfile (write a sibling, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def encode(body: dict) -> bytes:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
