@@ -1,0 +1,250 @@
+"""Scenario files (sim/scenarios/*.toml): a venue, its crowd, its cheats and its bad day.
+
+    [scenario]  name, site, event, seed, duration_s (simulated seconds of arrivals), speed (default
+                time compression; `gated sim --speed` wins)
+    [gates]     count, zones (assigned round robin), board (profile in firmware_config/boards/),
+                passage_timeout_s, relay_pulse_s, fps
+    [tickets]   types = {adult = 0.8, child = 0.2} (shares), entries (admissions per ticket),
+                zoned (tickets name the zone of their gate), dynamic_share (GT2 tickets shown
+                through a wallet; 0 unless the wallet is there)
+    [arrivals]  visitors, profile = [[t_s, rate weight], ...] (piecewise linear over duration_s)
+    [behaviour] no_pass_share (green light, nobody passes: the admission times out, they retry),
+                pass_time_s (how long a visitor takes to walk through)
+    [fraud]     counts of visitors: forged, tampered, revoked_before, revoked_during, expired,
+                wrong_event, used_twice (a copy shown again at the same gate), two_gates
+                (one ticket at two gates); revocations_at_s (when the "during" list goes out)
+    [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s) |
+                "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s)
+
+Times are simulated seconds from the start; the runner divides them by the speed. Loading reports
+every problem at once with its key path, like the gate's own configuration.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
+               "used_twice", "two_gates")
+FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
+
+
+class ScenarioError(ValueError):
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    start_s: float = 0.0  # broker_down, camera_stall, gate_kill (at_s), clock_skew (from the start)
+    end_s: float = 0.0  # broker_down, camera_stall; gate_kill: at_s + down_s
+    gate: str | None = None
+    offset_s: float = 0.0  # clock_skew
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The simulated time span this fault is visible, for shading plots (None: all along)."""
+        return None if self.kind == "clock_skew" else (self.start_s, self.end_s)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    site: str
+    event: str
+    seed: int
+    duration_s: float
+    speed: float
+    gates: int
+    zones: tuple[str, ...]
+    board: str
+    passage_timeout_s: float
+    relay_pulse_s: float
+    fps: float
+    ticket_types: dict
+    entries: int
+    zoned: bool
+    dynamic_share: float
+    visitors: int
+    profile: tuple[tuple[float, float], ...]
+    no_pass_share: float
+    pass_time_s: float
+    fraud: dict
+    revocations_at_s: float
+    faults: tuple[Fault, ...] = field(default=())
+    source: str = ""
+
+    @property
+    def gate_ids(self) -> list[str]:
+        return [f"g{i + 1}" for i in range(self.gates)]
+
+    def zone_of(self, gate_id: str) -> str | None:
+        if not self.zones:
+            return None
+        return self.zones[(int(gate_id[1:]) - 1) % len(self.zones)]
+
+    def faults_of(self, kind: str) -> list[Fault]:
+        return [f for f in self.faults if f.kind == kind]
+
+
+class _Reader:
+    """Pulls typed values out of a TOML table, noting every problem with its key path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+
+    def table(self, raw: dict, name: str, known: tuple[str, ...], required: bool = True) -> dict:
+        value = raw.get(name)
+        if value is None:
+            if required:
+                self.problems.append(f"[{name}]: required section is missing")
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(f"{name}: expected a table")
+            return {}
+        for key in value:
+            if key not in known:
+                self.problems.append(f"{name}.{key}: unknown key (known: {', '.join(known)})")
+        return value
+
+    def get(self, table: dict, path: str, kind, default=None, *, minimum=None, maximum=None, above=None):
+        key = path.rsplit(".", 1)[-1]
+        if key not in table:
+            if default is None:
+                self.problems.append(f"{path}: required")
+            return default
+        value = table[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool) if kind is not bool else isinstance(value, bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if ok and kind in (int, float):
+            ok = (minimum is None or value >= minimum) and (maximum is None or value <= maximum) and \
+                 (above is None or value > above)
+        if not ok:
+            bounds = "".join(f" {op} {b}" for op, b in ((">=", minimum), ("<=", maximum), (">", above)) if b is not None)
+            self.problems.append(f"{path}: expected {kind.__name__}{bounds}, got {value!r}")
+            return default
+        return value
+
+
+def load(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ScenarioError(str(path), [f"cannot read ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(path), [f"not valid TOML: {exc}"]) from None
+    return from_dict(raw, source=str(path))
+
+
+def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
+    problems: list[str] = []
+    r = _Reader(problems)
+    for key in raw:
+        if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults"):
+            problems.append(f"{key}: unknown section")
+    sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
+    ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps"))
+    ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share"), required=False)
+    ar = r.table(raw, "arrivals", ("visitors", "profile"))
+    be = r.table(raw, "behaviour", ("no_pass_share", "pass_time_s"), required=False)
+    fr = r.table(raw, "fraud", FRAUD_KINDS + ("revocations_at_s",), required=False)
+
+    duration = r.get(sc, "scenario.duration_s", float, above=0) or 60.0
+    gates = r.get(ga, "gates.count", int, minimum=1, maximum=200) or 1
+    zones = ga.get("zones", [])
+    if not (isinstance(zones, list) and all(isinstance(z, str) and z for z in zones)):
+        problems.append(f"gates.zones: expected a list of zone names, got {zones!r}")
+        zones = []
+    types = ti.get("types", {"general": 1.0})
+    if not (isinstance(types, dict) and types and all(isinstance(v, (int, float)) and v > 0 for v in types.values())):
+        problems.append(f"tickets.types: expected a table of type = share (> 0), got {types!r}")
+        types = {"general": 1.0}
+    profile = ar.get("profile", [[0, 1], [duration, 1]])
+    if not (isinstance(profile, list) and len(profile) >= 2
+            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in p)
+                    for p in profile)
+            and all(a[0] < b[0] for a, b in zip(profile, profile[1:]))
+            and any(p[1] > 0 for p in profile)):
+        problems.append("arrivals.profile: expected at least two [t_s, weight] pairs, times increasing, weights >= 0")
+        profile = [[0, 1], [duration, 1]]
+    visitors = r.get(ar, "arrivals.visitors", int, minimum=1) or 1
+    fraud = {kind: r.get(fr, f"fraud.{kind}", int, 0, minimum=0) for kind in FRAUD_KINDS}
+    if sum(fraud.values()) > visitors // 2:
+        problems.append(f"fraud: {sum(fraud.values())} cheats among {visitors} visitors; at most half may cheat")
+    if fraud["two_gates"] and gates < 2:
+        problems.append("fraud.two_gates: needs at least two gates")
+    revocations_at = r.get(fr, "fraud.revocations_at_s", float, duration / 3, minimum=0)
+    faults = _faults(raw.get("faults", []), duration, gates, problems)
+    if fraud["revoked_during"] and any(f.start_s <= revocations_at <= f.end_s for f in faults if f.kind == "broker_down"):
+        problems.append("fraud.revocations_at_s: falls inside a broker outage; the revocation could not go out")
+
+    scenario = Scenario(
+        name=r.get(sc, "scenario.name", str) or "?", site=r.get(sc, "scenario.site", str) or "site",
+        event=r.get(sc, "scenario.event", str) or "EVENT", seed=r.get(sc, "scenario.seed", int, 1),
+        duration_s=duration, speed=r.get(sc, "scenario.speed", float, 1.0, above=0),
+        gates=gates, zones=tuple(zones), board=r.get(ga, "gates.board", str, "generic"),
+        passage_timeout_s=r.get(ga, "gates.passage_timeout_s", float, 2.0, above=0),
+        relay_pulse_s=r.get(ga, "gates.relay_pulse_s", float, 0.5, above=0),
+        fps=r.get(ga, "gates.fps", float, 10.0, above=0),
+        ticket_types={str(k): float(v) for k, v in types.items()},
+        entries=r.get(ti, "tickets.entries", int, 1, minimum=1), zoned=r.get(ti, "tickets.zoned", bool, False),
+        dynamic_share=r.get(ti, "tickets.dynamic_share", float, 0.0, minimum=0, maximum=1),
+        visitors=visitors, profile=tuple((float(a), float(b)) for a, b in profile),
+        no_pass_share=r.get(be, "behaviour.no_pass_share", float, 0.0, minimum=0, maximum=0.5),
+        pass_time_s=r.get(be, "behaviour.pass_time_s", float, 0.3, minimum=0),
+        fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source)
+    if scenario.zoned and not scenario.zones:
+        problems.append("tickets.zoned: needs gates.zones")
+    if problems:
+        raise ScenarioError(source, problems)
+    return scenario
+
+
+def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault]:
+    if not isinstance(raw, list):
+        problems.append("faults: expected [[faults]] tables")
+        return []
+    out = []
+    r = _Reader(problems)
+    gate_ids = {f"g{i + 1}" for i in range(gates)}
+    for i, f in enumerate(raw):
+        where = f"faults[{i}]"
+        if not isinstance(f, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        kind = f.get("kind")
+        if kind not in FAULT_KINDS:
+            problems.append(f"{where}.kind: expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+            continue
+        known = {"broker_down": ("kind", "start_s", "end_s"), "gate_kill": ("kind", "gate", "at_s", "down_s"),
+                 "clock_skew": ("kind", "gate", "offset_s"), "camera_stall": ("kind", "gate", "start_s", "end_s")}[kind]
+        for key in f:
+            if key not in known:
+                problems.append(f"{where}.{key}: unknown key for {kind} (known: {', '.join(known)})")
+        gate = None
+        if "gate" in known:
+            gate = f.get("gate")
+            if gate not in gate_ids:
+                problems.append(f"{where}.gate: expected one of g1..g{gates}, got {gate!r}")
+        if kind in ("broker_down", "camera_stall"):
+            start = r.get(f, f"{where}.start_s", float, minimum=0)
+            end = r.get(f, f"{where}.end_s", float, minimum=0)
+            if start is not None and end is not None and not start < end <= duration:
+                problems.append(f"{where}: expected start_s < end_s <= scenario.duration_s ({duration})")
+            out.append(Fault(kind, start or 0.0, end or 0.0, gate))
+        elif kind == "gate_kill":
+            at = r.get(f, f"{where}.at_s", float, minimum=0)
+            down = r.get(f, f"{where}.down_s", float, 2.0, minimum=0)
+            if at is not None and at >= duration:
+                problems.append(f"{where}.at_s: expected below scenario.duration_s ({duration})")
+            out.append(Fault(kind, at or 0.0, (at or 0.0) + (down or 0.0), gate))
+        else:
+            offset = r.get(f, f"{where}.offset_s", float)
+            out.append(Fault(kind, 0.0, duration, gate, offset or 0.0))
+    return out
