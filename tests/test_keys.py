@@ -1,0 +1,38 @@
+"""The keyring on disk: the example layout loads, problems are listed with their entry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gated import keys
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "keys" / "keyring.example.toml"
+
+
+def test_example_keyring_loads(tmp_path):
+    for name in ("box-office-2026", "revocations", "central-commands"):
+        keys.generate_key_files(tmp_path / "private", name)
+        shutil.copy(tmp_path / "private" / f"{name}.pub", tmp_path / f"{name}.pub")
+    shutil.copy(EXAMPLE, tmp_path / "keyring.toml")
+    ring = keys.load_keyring(tmp_path)
+    box = next(k for k in ring.keys if k.name == "box-office-2026")
+    assert box.roles == {"issuer"} and box.allows_event("SEMI-2026") and not box.allows_event("OTHER")
+    assert box.valid_at(keys.parse_time("2026-06-01")) and not box.valid_at(keys.parse_time("2027-01-02"))
+    assert ring.find(box.kid, "issuer") is box and ring.find(box.kid, "revocation") is None
+
+
+def test_every_bad_entry_is_reported(tmp_path):
+    keys.generate_key_files(tmp_path, "good")
+    (tmp_path / "keyring.toml").write_text(
+        '[[key]]\nname = "good"\nfile = "good.pub"\nroles = ["issuer"]\n'
+        '[[key]]\nname = "missing"\nfile = "missing.pub"\nroles = ["issuer"]\n'
+        '[[key]]\nname = "badrole"\nfile = "good.pub"\nroles = ["king"]\n'
+        '[[key]]\nname = "private"\nfile = "good.key"\nroles = ["issuer"]\n')
+    with pytest.raises(keys.KeyringError) as caught:
+        keys.load_keyring(tmp_path)
+    message = str(caught.value)
+    assert "key[1] (missing)" in message and "key[2] (badrole)" in message and "key[3] (private)" in message
+    assert "key[0]" not in message
