@@ -17,6 +17,9 @@ COMMAND_MODULES = (
     "gated.commands.issue",
     "gated.commands.revoke",
     "gated.commands.verify",
+    "gated.commands.ledger",
+    "gated.commands.run",
+    "gated.commands.doctor",
 )
 
 

@@ -1,0 +1,363 @@
+"""`gated run`: the gate daemon. Wiring only: every decision is made elsewhere.
+
+Theory of operation
+-------------------
+Two threads of ours (paho and gpiozero add their own, which only queue work):
+
+    camera thread   frame = camera.read()  ->  scanner.decode(frame)  ->  debouncer.feed()
+                    -> codes queue: (text, captured_at)            (never touches the store)
+    owner thread    codes queue -> gate.on_code(text, captured_at)    decide, commit, then relay
+                    uplink.poll()   revocations, peer admissions, commands, outbox -> broker
+                    gate.poll()     passage timeouts, sensor edges, held-open alarms
+                    health, systemd watchdog
+
+The owner thread is the only writer to the state database. The gate (gated/gate.py) commits an
+admission and its event before it commands the relay, and keeps the gate shut when the store
+fails; the daemon only passes the frame's capture time along so that the scan event's
+`latency_us` runs from capture to the relay command.
+
+Start-up order: store, keyring, GPIO (board profile, pin factory, turnstile), gate, camera
+(first frame awaited), uplink, then READY=1 for systemd. WATCHDOG=1 is sent from the owner loop,
+and only while the camera delivers frames and the store accepts writes, so systemd restarts a
+gate whose camera or disk hangs.
+
+SIGTERM/SIGINT: the loop ends, the camera thread is stopped, the gate puts the relay in its
+safe state and closes its pins, the uplink drains what it can and says `offline`, the store is
+closed (every admission was committed when it was made), exit 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from gated import health, sdnotify
+from gated.config import Config
+
+log = structlog.get_logger("gated.daemon")
+
+LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
+CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watchdog pings)
+FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
+
+
+class StartupError(RuntimeError):
+    """A part of the gate could not be started; the message says which and what to do."""
+
+
+# --- builders shared with `gated doctor` and the benchmark ---------------------------------------
+
+def uplink_settings(cfg: Config):
+    from gated.mqtturl import UplinkSettings
+
+    m = cfg.mqtt
+    return UplinkSettings(
+        host=m.host, port=m.port, tls=m.uses_tls,
+        ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
+        cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
+        key_file=str(m.tls.key_file) if m.tls.key_file else None,
+        username=m.username, password=m.secret(),
+        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s)
+
+
+def load_board(cfg: Config):
+    from gated import boards
+
+    if cfg.turnstile.boards_dir is not None:
+        return boards.load_board(cfg.turnstile.boards_dir / f"{cfg.turnstile.board}.toml")
+    return boards.load_board(cfg.turnstile.board)
+
+
+def make_pin_factory(cfg: Config):
+    """The configured gpiozero pin factory; None = gpiozero's own choice (GPIOZERO_PIN_FACTORY, then lgpio...)."""
+    import os
+    from importlib.metadata import entry_points
+
+    name = os.environ.get("GPIOZERO_PIN_FACTORY") or cfg.turnstile.pin_factory
+    if name == "auto":
+        return None
+    for ep in entry_points(group="gpiozero_pin_factories"):
+        if ep.name == name:
+            return ep.load()()
+    raise StartupError(f"gpiozero pin factory {name!r} is not installed (pip install {name} on a Pi)")
+
+
+def make_scanner(cfg: Config):
+    from gated.scanner import Scanner
+
+    return Scanner(cfg.scanner.backend)
+
+
+def open_camera(cfg: Config):
+    from gated import camera
+
+    return camera.open_source(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
+                              fps=cfg.camera.fps)
+
+
+def qr_frame(text: str, width: int, height: int):
+    """A clean grayscale frame showing `text` as a QR code (doctor's decoder check)."""
+    from gated.synthetic import render_ticket_frame
+
+    import numpy as np
+
+    return render_ticket_frame(text, (width, height), np.random.default_rng(0), scale=0.6, rotation=0.0, tilt=0.0,
+                               blur=0.0, motion=0.0, noise=0.0, glare=0.0, gradient=0.0, contrast=1.0,
+                               inverted=False, offset=(0.0, 0.0))
+
+
+# --- the daemon ----------------------------------------------------------------------------------
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.counters = health.Counters()
+        self.codes: queue.Queue = queue.Queue()
+        self._stop = threading.Event()  # set by a signal or stop(): the owner loop ends
+        self._camera_stop = threading.Event()
+        self._camera_thread: threading.Thread | None = None
+        self.store = self.keyring = self.turnstile = self.gate = self.camera = None
+        self.scanner = self.uplink = self.clock = self._sim = None
+        self.store_ok = True
+        self.camera_fault: str | None = None
+        self._next_health = 0.0
+        self._next_watchdog = 0.0
+        self._watchdog_every = sdnotify.watchdog_interval_s()
+
+    # start-up ------------------------------------------------------------------------------
+    def start(self) -> None:
+        from gated import keys
+        from gated.store import GateStore
+
+        cfg = self.cfg
+        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id)
+        log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
+                 outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
+        self.keyring = keys.load_keyring(cfg.gate.keyring)
+        self.clock = self._make_clock()
+        self.turnstile = self._make_turnstile()
+        self.gate = self._make_gate()
+        self.scanner = make_scanner(cfg)
+        self.camera = open_camera(cfg)
+        self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
+        self._camera_thread.start()
+        self._await_first_frame()
+        self.uplink = self._make_uplink()
+        self.uplink.start()
+        self._start_sim_control()
+        sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
+        log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
+                 camera=cfg.camera.source, board=cfg.turnstile.board)
+
+    def _make_clock(self):
+        if importlib.util.find_spec("gated.clock") is None:
+            return None
+        from gated import clock
+
+        readers = {"ntp_synced": lambda: True} if self.cfg.clock.trust_system_clock else {}
+        return clock.TrustedClock.from_config(self.cfg.clock, store=self.store, keyring=self.keyring,
+                                              site=self.cfg.gate.site, **readers)
+
+    def _make_turnstile(self):
+        from gated import turnstile
+
+        board = load_board(self.cfg)
+        return turnstile.Turnstile(board, pin_factory=make_pin_factory(self.cfg),
+                                   relay_pulse_s=self.cfg.timings.relay_pulse_s)
+
+    def _make_gate(self):
+        from gated.decide import GateContext
+        from gated.gate import Gate
+
+        cfg, board = self.cfg, self.turnstile.board
+        context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
+                              skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window)
+        return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
+                    clock=self.clock,
+                    passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
+                    held_open_s=cfg.timings.held_open_s or board.timing.held_open_s,
+                    revocation_max_age_s=cfg.revocations.max_age_s,
+                    fail_open_when_stale=cfg.revocations.when_stale == "open")
+
+    def _make_uplink(self):
+        from gated.uplink import Uplink
+
+        cfg = self.cfg
+        uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
+                        gate=cfg.gate.id, on_command=self.gate.command, status=self._status)
+        if self.clock is not None and cfg.clock.beacons:
+            from gated.clock import beacon_topic
+
+            uplink.subscribe(beacon_topic(cfg.gate.site), lambda topic, payload: self.clock.on_beacon(payload))
+        return uplink
+
+    def _start_sim_control(self) -> None:
+        sim = self.cfg.sim
+        if sim is None or sim.control_socket is None:
+            return
+        if importlib.util.find_spec("gated.simcontrol") is None:
+            log.warning("sim control socket configured but gated.simcontrol is not installed",
+                        socket=str(sim.control_socket))
+            return
+        from gated import simcontrol
+
+        self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera, turnstile=self.turnstile,
+                                     gate=self.gate)
+        log.warning("simulator control socket open: this is not a real gate", socket=str(sim.control_socket))
+
+    def _await_first_frame(self) -> None:
+        deadline = time.monotonic() + FIRST_FRAME_S
+        while self.counters.frames == 0:
+            if self.camera_fault is not None and not self._camera_thread.is_alive():
+                raise StartupError(f"camera {self.cfg.camera.source}: {self.camera_fault}")
+            if time.monotonic() > deadline:
+                raise StartupError(f"camera {self.cfg.camera.source}: no frame within {FIRST_FRAME_S:g} s")
+            if self._stop.wait(0.01):
+                return
+
+    def _status(self) -> dict:
+        return {"state": self.gate.mode.value if self.gate is not None else "online"}
+
+    # the camera thread ---------------------------------------------------------------------
+    def _camera_loop(self) -> None:
+        from gated.scanner import Debouncer
+
+        debouncer = Debouncer(self.cfg.timings.debounce_s)
+        while not self._camera_stop.is_set():
+            try:
+                frame = self.camera.read()
+            except OSError as exc:  # a camera that went away: report, stop pinging the watchdog
+                self.camera_fault = str(exc)
+                log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
+                return
+            if frame is None:  # a source that has nothing right now (or ran out of files)
+                if self._camera_stop.wait(0.005):
+                    return
+                continue
+            self.counters.frame(time.monotonic())
+            texts = self.scanner.decode(frame.gray)
+            if texts:
+                for text in debouncer.feed(texts, frame.captured_at):
+                    self.codes.put((text, frame.captured_at))
+            else:
+                debouncer.feed((), frame.captured_at)
+
+    # the owner loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                text, captured_at = self.codes.get(timeout=LOOP_WAIT_S)
+            except queue.Empty:
+                pass
+            else:
+                self._scan(text, captured_at)
+            self.uplink.poll()
+            self.gate.poll()
+            now = time.monotonic()
+            self._health(now)
+            self._watchdog(now)
+
+    def _scan(self, text: str, captured_at: float) -> None:
+        from gated.store import StoreError
+
+        try:
+            decision = self.gate.on_code(text, captured_at)
+        except StoreError as exc:  # the gate stayed shut; keep going, but stop the watchdog pings
+            self.store_ok = False
+            log.error("store fault: gate stays shut", error=str(exc))
+            return
+        self.store_ok = True
+        if decision is not None:
+            self.counters.decision(bool(decision.admit))
+
+    @property
+    def camera_ok(self) -> bool:
+        last = self.counters.last_frame_at
+        return self.camera_fault is None and last is not None and time.monotonic() - last < CAMERA_STALL_S
+
+    def _watchdog(self, now: float) -> None:
+        if self._watchdog_every is None or now < self._next_watchdog:
+            return
+        if self.camera_ok and self.store_ok:
+            sdnotify.watchdog()
+            self._next_watchdog = now + self._watchdog_every
+        else:
+            sdnotify.status(f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
+                            f"store {'ok' if self.store_ok else 'failing'}")
+
+    def _health(self, now: float) -> None:
+        if now < self._next_health:
+            return
+        self._next_health = now + self.cfg.health.interval_s
+        rev = self.store.revocation_state()
+        clock = {}
+        if self.clock is not None:
+            self.clock.checkpoint()  # so that after a restart the clock does not run back before now
+            clock = self.clock.health()
+        body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
+                               outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
+                               clock_offset_ms=clock.get("clock_offset_ms"),
+                               mode=self.gate.mode.value, camera_ok=self.camera_ok, store_ok=self.store_ok)
+        self.uplink.publish(health.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
+        if self.cfg.health.textfile is not None:
+            try:
+                health.write_textfile(self.cfg.health.textfile,
+                                      health.prometheus_text(body, site=self.cfg.gate.site, gate=self.cfg.gate.id))
+            except OSError as exc:
+                log.warning("health textfile not written", path=str(self.cfg.health.textfile), error=str(exc))
+
+    # shutdown ------------------------------------------------------------------------------
+    def stop(self, *_signal) -> None:
+        """Ask the owner loop to end (safe from a signal handler)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Relay safe, devices closed, uplink told `offline`, store closed. Each step runs even if
+        an earlier one failed, and each failure is logged."""
+        sdnotify.stopping()
+        self._camera_stop.set()
+        steps = (
+            ("sim control", lambda: self._sim.stop() if self._sim is not None else None),
+            ("camera thread", lambda: self._camera_thread.join(timeout=5) if self._camera_thread else None),
+            ("gate", lambda: self.gate.close() if self.gate is not None else None),
+            ("turnstile", lambda: _close(self.turnstile)),
+            ("camera", lambda: _close(self.camera)),
+            ("uplink", lambda: self.uplink.stop() if self.uplink is not None else None),
+            ("store", lambda: self.store.close() if self.store is not None else None),
+        )
+        for name, step in steps:
+            try:
+                step()
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.error("shutdown step failed", step=name, error=str(exc))
+        log.info("gate stopped", outbox=None)
+
+
+def _close(thing) -> None:
+    if thing is not None and hasattr(thing, "close"):
+        thing.close()
+
+
+def run(cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 2 when start-up failed (systemd restarts us)."""
+    from gated.keys import KeyringError
+    from gated.store import StoreError
+
+    daemon = Daemon(cfg)
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    try:
+        daemon.start()
+        daemon.run()
+    except (StartupError, StoreError, KeyringError, OSError) as exc:
+        log.error("gate cannot run", error=str(exc))
+        daemon.close()
+        return 2
+    daemon.close()
+    return 0
