@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from gated import keys
 from gated.cli import CommandError
 
@@ -28,6 +30,10 @@ def register(sub) -> None:
     lst = keys_sub.add_parser("list", help="list the keys of a keyring")
     lst.add_argument("--keyring", required=True)
     lst.set_defaults(func=list_keys)
+
+    dev = keys_sub.add_parser("device", help="print a gate's device public key (PEM) for the central keyring")
+    dev.add_argument("--state", required=True, help="the gate's state database")
+    dev.set_defaults(func=device_key)
 
 
 def generate(args) -> int:
@@ -71,4 +77,19 @@ def list_keys(args) -> int:
         if key.not_after is not None:
             scope.append("until " + keys.format_time(key.not_after))
         print(f"{key.name:24} {key.kid.hex():16}  {','.join(sorted(key.roles)):28} {'; '.join(scope) or 'any'}")
+    return 0
+
+
+def device_key(args) -> int:
+    """The device key is made on the gate's first start and kept in its state DB (never leaves it)."""
+    from pathlib import Path
+
+    from gated.store import GateStore
+
+    if not Path(args.state).is_file():
+        raise CommandError(f"{args.state}: no gate state here (the gate makes it, and its key, on first start)")
+    with GateStore(args.state) as store:
+        print(keys.public_pem(store.device_public_key).decode(), end="")
+        print(f"# gate {store.gate} at site {store.site}: trust it with "
+              f"`gated keys trust --keyring DIR --role device --name {store.gate} FILE`", file=sys.stderr)
     return 0

@@ -1,0 +1,379 @@
+"""The central ledger: every gate's events exactly once, with what is wrong with them.
+
+    gated/v1/<site>/gates/+/events  --$share/ledger/...-->  Ledger.ingest()  -->  ledger.db
+
+Storage (SQLite, WAL, synchronous=FULL; a message is acknowledged to the broker only after the
+transaction holding it has committed, so a crash of the ledger loses nothing):
+
+    events(id PK, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, prev, body)
+                    one row per event id (`<gate>:<seq>`): a redelivered event is a no-op
+    problems        chain_break, bad_signature, bad_hash, no_device_key, conflict (same id, other
+                    content), malformed, wrong_site; one row per (kind, gate, seq, detail)
+    quarantine      events that failed their hash or signature: kept for inspection, never counted,
+                    so a forgery cannot take the id slot of the real event
+    tickets(cti, ent)  optional: admissions allowed per ticket, from `gated issue` CSVs
+
+Checks, all independent of arrival order (QoS 1 redelivery and reconnects reorder messages):
+  - hash and device signature: the key is the keyring entry with role `device` named after the
+    gate (`gated keys device --state gate.db > g1.pub; gated keys trust --role device --name g1 g1.pub`);
+    with no keyring signatures are not checked (reported as such);
+  - chain: when (gate, seq) lands, its `prev` must equal the stored hash of seq-1, and the stored
+    seq+1 must point back at it (seq 1 must point at 64 zeros);
+  - gaps: sequence numbers missing from 1..max per gate, computed when reporting;
+  - over-admission: a scan event does not carry the ticket's `ent`, so the ledger counts, per
+    ticket, admissions not rolled back by a `passage` `timeout`, and compares the count with the
+    ticket's `entries` from an imported tickets CSV, or with 1 (the protocol default) when it has
+    no CSV row for the ticket; `ent` 0 (unlimited) is never over-admitted. Reports say which
+    limits were assumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from gated import events as ev
+from gated.keys import Keyring
+
+log = structlog.get_logger("gated.ledger")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, gate TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+    ts TEXT, ticket TEXT, decision TEXT, reason TEXT, ref TEXT, result TEXT,
+    hash TEXT NOT NULL, prev TEXT NOT NULL, signed INTEGER NOT NULL, received_ms INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_gate ON events (gate, seq);
+CREATE INDEX IF NOT EXISTS events_by_ticket ON events (ticket) WHERE ticket IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_ref ON events (ref) WHERE ref IS NOT NULL;
+CREATE TABLE IF NOT EXISTS problems (
+    n INTEGER PRIMARY KEY, kind TEXT NOT NULL, gate TEXT, seq INTEGER, event_id TEXT, detail TEXT NOT NULL,
+    received_ms INTEGER NOT NULL, UNIQUE (kind, gate, seq, detail)
+);
+CREATE TABLE IF NOT EXISTS quarantine (n INTEGER PRIMARY KEY, event_id TEXT, body TEXT NOT NULL, why TEXT NOT NULL,
+    received_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tickets (cti TEXT PRIMARY KEY, ent INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+FIELDS = ("ts", "ticket", "decision", "reason", "ref", "result")
+
+
+class LedgerError(RuntimeError):
+    """The ledger database failed; check the disk and the file's permissions."""
+
+
+@dataclass
+class IngestResult:
+    new: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    problems: list[dict] = field(default_factory=list)
+
+
+class Ledger:
+    def __init__(self, path: str | os.PathLike, *, keyring: Keyring | None = None, site: str | None = None):
+        self.path, self.keyring, self.site = Path(path), keyring, site
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: cannot open the ledger ({exc})") from exc
+        self._keys: dict[str, object] = {}
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- input ------------------------------------------------------------------------------
+
+    def load_tickets(self, csv_path: str | os.PathLike) -> int:
+        """Admissions allowed per ticket, from a `gated issue` tickets.csv (ticket_id, ..., entries)."""
+        rows = []
+        with open(csv_path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    rows.append((row["ticket_id"].strip().lower(), int(row.get("entries") or 1)))
+                except (KeyError, ValueError) as exc:
+                    raise LedgerError(f"{csv_path}: needs ticket_id and entries columns ({exc})") from None
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT OR REPLACE INTO tickets (cti, ent) VALUES (?, ?)", rows)
+        self.db.execute("COMMIT")
+        return len(rows)
+
+    def ingest(self, payloads, received_ms: int | None = None) -> IngestResult:
+        """Store a batch of event messages (bytes, str or dicts) in one transaction."""
+        received_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
+        result = IngestResult()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for payload in payloads:
+                    self._ingest_one(payload, received_ms, result)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: write failed ({exc}); the batch was not acknowledged") from exc
+        return result
+
+    def _problem(self, result, kind, detail, received_ms, gate=None, seq=None, event_id=None) -> None:
+        cur = self.db.execute("INSERT OR IGNORE INTO problems (kind, gate, seq, event_id, detail, received_ms) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", (kind, gate or "", seq or 0, event_id, detail, received_ms))
+        if cur.rowcount:
+            result.problems.append({"kind": kind, "gate": gate, "seq": seq, "detail": detail})
+
+    def _quarantine(self, result, event_id, body, why, received_ms) -> None:
+        self.db.execute("INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
+                        (event_id, body, why, received_ms))
+        result.rejected += 1
+
+    def _ingest_one(self, payload, received_ms: int, result: IngestResult) -> None:
+        if isinstance(payload, dict):
+            event, text = payload, json.dumps(payload, ensure_ascii=False)
+        else:
+            text = payload.decode("utf-8", "replace") if isinstance(payload, (bytes, bytearray)) else str(payload)
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError as exc:
+                self._quarantine(result, None, text, f"not JSON: {exc}", received_ms)
+                self._problem(result, "malformed", f"not JSON: {exc}"[:200], received_ms)
+                return
+        shape = _shape_problem(event)
+        if shape:
+            gate = event.get("gate") if isinstance(event, dict) else None
+            self._quarantine(result, None, text, shape, received_ms)
+            self._problem(result, "malformed", shape, received_ms, gate=gate if isinstance(gate, str) else None)
+            return
+        gate, seq, event_id = event["gate"], event["seq"], event["id"]
+        if self.site is not None and event["site"] != self.site:
+            self._quarantine(result, event_id, text, f"site {event['site']!r}", received_ms)
+            self._problem(result, "wrong_site", f"event for site {event['site']!r}", received_ms, gate, seq, event_id)
+            return
+        key = self._device_key(gate)
+        seal_problems = ev.check_seal(event, key)
+        if seal_problems:
+            kind = "bad_hash" if "hash does not match content" in seal_problems else "bad_signature"
+            self._quarantine(result, event_id, text, "; ".join(seal_problems), received_ms)
+            self._problem(result, kind, "; ".join(seal_problems), received_ms, gate, seq, event_id)
+            return
+        if key is None and self.keyring is not None:
+            self._problem(result, "no_device_key", f"no device key named {gate!r} in the keyring", received_ms, gate)
+        existing = self.db.execute("SELECT hash FROM events WHERE id = ?", (event_id,)).fetchone()
+        if existing is not None:
+            if existing[0] == event["hash"]:
+                result.duplicates += 1
+            else:
+                self._quarantine(result, event_id, text, "conflict", received_ms)
+                self._problem(result, "conflict", f"second event with id {event_id} and another hash "
+                              f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
+                              received_ms, gate, seq, event_id)
+            return
+        self.db.execute(
+            "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, prev, "
+            "signed, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (event_id, event["site"], gate, seq, event["kind"], *(_text(event.get(f)) for f in FIELDS),
+             event["hash"], event["prev"], int(key is not None), received_ms, text))
+        result.new += 1
+        self._check_links(result, event, received_ms)
+
+    def _check_links(self, result, event: dict, received_ms: int) -> None:
+        gate, seq = event["gate"], event["seq"]
+        if seq == 1:
+            if event["prev"] != ev.GENESIS:
+                self._problem(result, "chain_break", "first event does not start from 64 zeros", received_ms,
+                              gate, seq, event["id"])
+        else:
+            before = self.db.execute("SELECT hash FROM events WHERE gate = ? AND seq = ?", (gate, seq - 1)).fetchone()
+            if before is not None and before[0] != event["prev"]:
+                self._problem(result, "chain_break", f"prev does not match the hash of seq {seq - 1}", received_ms,
+                              gate, seq, event["id"])
+        after = self.db.execute("SELECT prev, id FROM events WHERE gate = ? AND seq = ?", (gate, seq + 1)).fetchone()
+        if after is not None and after[0] != event["hash"]:
+            self._problem(result, "chain_break", f"prev does not match the hash of seq {seq}", received_ms,
+                          gate, seq + 1, after[1])
+
+    def _device_key(self, gate: str):
+        if self.keyring is None:
+            return None
+        if gate not in self._keys:
+            self._keys[gate] = next((k.public_key for k in self.keyring.keys
+                                     if k.name == gate and "device" in k.roles), None)
+        return self._keys[gate]
+
+    # --- output -----------------------------------------------------------------------------
+
+    def report(self) -> dict:
+        """Per gate: events, admits, denies by reason, gaps, chain breaks, bad signatures; over-admitted tickets."""
+        db = self.db
+        gates: dict[str, dict] = {}
+        for gate, count, last, admits, passages in db.execute(
+                "SELECT gate, COUNT(*), MAX(seq), SUM(kind = 'scan' AND decision = 'admit'), SUM(kind = 'passage') "
+                "FROM events GROUP BY gate ORDER BY gate"):
+            gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
+                           "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
+                           "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True}
+        for gate, reason, count in db.execute(
+                "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
+                "GROUP BY gate, reason ORDER BY gate, reason"):
+            gates[gate]["denies"][reason] = count
+        for gate, seq, before in db.execute(
+                "SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, 0) OVER (PARTITION BY gate ORDER BY seq)"
+                " AS prev_seq FROM events) WHERE seq - prev_seq > 1"):
+            gates[gate]["gaps"].append([before + 1, seq - 1])
+            gates[gate]["missing"] += seq - 1 - before
+        for gate, (unsigned,) in ((g, db.execute("SELECT COUNT(*) FROM events WHERE gate = ? AND signed = 0",
+                                                  (g,)).fetchone()) for g in list(gates)):
+            gates[gate]["signatures_checked"] = unsigned == 0
+        names = {"chain_break": "chain_breaks", "bad_signature": "bad_signatures", "bad_hash": "bad_hashes",
+                 "conflict": "conflicts", "malformed": "malformed"}
+        for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
+            if kind in names:
+                entry = gates.setdefault(gate or "(unknown)", {"events": 0, "last_seq": 0, "admits": 0, "passages": 0,
+                                                       "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0,
+                                                       "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
+                                                       "malformed": 0, "signatures_checked": False})
+                entry[names[kind]] += count
+        over = [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": assumed == 1, "gates": sorted(set(g.split(",")))}
+                for cti, admits, allowed, assumed, g in db.execute(
+                    "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), t.ent IS NULL, GROUP_CONCAT(e.gate) "
+                    "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
+                    "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL AND NOT EXISTS ("
+                    "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.kind = 'passage' AND p.result = 'timeout') "
+                    "GROUP BY e.ticket HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
+                    "ORDER BY e.ticket")]
+        (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
+        (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
+        totals = {k: sum(g[k] for g in gates.values()) for k in
+                  ("events", "admits", "missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts", "malformed")}
+        totals["over_admitted"] = len(over)
+        totals["quarantined"] = quarantined
+        clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
+                                            "malformed", "over_admitted"))
+        return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
+                "clean": clean}
+
+
+def _text(value):
+    return None if value is None else str(value)
+
+
+def _shape_problem(event) -> str:
+    """What keeps an event from being stored at all (its common fields, PROTOCOL §5), or ''."""
+    if not isinstance(event, dict):
+        return "an event must be a JSON object"
+    for name, kind in (("id", str), ("site", str), ("gate", str), ("kind", str), ("hash", str), ("prev", str)):
+        if type(event.get(name)) is not kind:
+            return f"{name} missing or not a {kind.__name__}"
+    if type(event.get("seq")) is not int or event["seq"] < 1:
+        return "seq missing or not a positive integer"
+    if event["id"] != f"{event['gate']}:{event['seq']}":
+        return f"id {event['id']!r} is not <gate>:<seq>"
+    return ""
+
+
+def format_report(report: dict) -> str:
+    """The reconcile report for people."""
+    lines = [f"{'gate':12} {'events':>7} {'last':>7} {'admits':>7} {'missing':>7} {'chain':>6} {'badsig':>6}  denies"]
+    for gate, g in report["gates"].items():
+        denies = ", ".join(f"{r} {n}" for r, n in g["denies"].items()) or "-"
+        badsig = g["bad_signatures"] + g["bad_hashes"]
+        lines.append(f"{gate:12} {g['events']:>7} {g['last_seq'] or 0:>7} {g['admits']:>7} {g['missing']:>7} "
+                     f"{g['chain_breaks']:>6} {badsig:>6}  {denies}")
+        if g["gaps"]:
+            lines.append("             gaps: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
+                         + (" …" if len(g["gaps"]) > 20 else ""))
+        if not g["signatures_checked"]:
+            lines.append("             signatures not checked (no device key for this gate)")
+        if g["conflicts"]:
+            lines.append(f"             {g['conflicts']} conflicting events (same id, other content)")
+    if report["over_admitted"]:
+        lines.append("tickets admitted more often than allowed:")
+        for t in report["over_admitted"]:
+            how = "assumed 1, no tickets CSV row" if t["assumed"] else "from tickets CSV"
+            lines.append(f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}")
+    totals = report["totals"]
+    lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
+                 f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
+                 f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
+                 f"{totals['quarantined']} quarantined messages"
+                 + (" — clean" if report["clean"] else ""))
+    return "\n".join(lines)
+
+
+# --- the service: a shared subscription feeding the ledger --------------------------------------
+
+def share_topic(site: str, group: str = "ledger") -> str:
+    """Several ledgers in one group split the events between them (MQTT v5 shared subscription)."""
+    return f"$share/{group}/gated/v1/{site}/gates/+/events"
+
+
+class LedgerService:
+    """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
+    Runs on the caller's thread (`run()`); paho's thread only queues messages."""
+
+    def __init__(self, ledger: Ledger, settings, *, site: str, group: str = "ledger", batch: int = 2000):
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        from gated.uplink import MqttLink
+
+        self.ledger, self.site, self.batch = ledger, site, batch
+        self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}")
+        self.link.add_subscription(share_topic(site, group), SubscribeOptions(qos=1))
+        self.received = 0
+        self.stored = 0
+
+    def start(self) -> "LedgerService":
+        self.link.start()
+        return self
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    def step(self, timeout: float = 0.2) -> IngestResult | None:
+        """Take what has arrived (waiting up to `timeout` for the first message), store it, ack it."""
+        import queue
+
+        messages = []
+        try:
+            item = self.link.inbox.get(timeout=timeout)
+            while True:
+                if item[0] == "message":
+                    messages.append(item[1])
+                elif item[0] in ("connected", "disconnected", "refused"):
+                    log.info("ledger link", state=item[0], detail=item[1:] if len(item) > 1 else None)
+                if len(messages) >= self.batch:
+                    break
+                item = self.link.inbox.get_nowait()
+        except queue.Empty:
+            pass
+        if not messages:
+            return None
+        result = self.ledger.ingest([m.payload for m in messages])
+        for message in messages:
+            self.link.ack(message)
+        self.received += len(messages)
+        self.stored += result.new
+        for problem in result.problems:
+            log.warning("ledger problem", **problem)
+        return result
+
+    def run(self, stop=None) -> None:
+        """Until `stop` (a threading.Event) is set, or forever."""
+        while stop is None or not stop.is_set():
+            self.step()

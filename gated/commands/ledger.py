@@ -1,0 +1,118 @@
+"""`gated ledger`, `gated reconcile`, `gated publish-revocations`: the central side of the uplink."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gated.cli import CommandError
+
+
+def register(sub) -> None:
+    from gated.mqtturl import add_broker_arguments
+
+    p = sub.add_parser("ledger", help="collect every gate's events into a ledger database (exactly once, checked)")
+    add_broker_arguments(p)
+    p.add_argument("--site", required=True)
+    p.add_argument("--db", required=True, help="ledger database (SQLite), created if absent")
+    p.add_argument("--keyring", help="keyring with the gates' device keys (role device, named after the gate)")
+    p.add_argument("--tickets", action="append", default=[], metavar="CSV",
+                   help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
+    p.add_argument("--group", default="ledger", help="shared-subscription group (ledgers in one group split the load)")
+    p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
+    p.set_defaults(func=run_ledger)
+
+    r = sub.add_parser("reconcile", help="per gate: events, admits, denies, gaps, chain breaks; over-admitted tickets")
+    r.add_argument("--db", required=True, help="ledger database")
+    r.add_argument("--tickets", action="append", default=[], metavar="CSV", help="import tickets.csv first (repeat)")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.set_defaults(func=run_reconcile)
+
+    u = sub.add_parser("publish-revocations", help="publish revocation update files, retained, to a site's gates")
+    add_broker_arguments(u)
+    u.add_argument("--site", required=True)
+    u.add_argument("--keyring", help="verify the updates against this keyring before publishing")
+    u.add_argument("files", nargs="+", metavar="FILE", help="update files from `gated revoke` (all parts)")
+    u.set_defaults(func=run_publish)
+
+
+def _settings(args, client_id):
+    from gated.mqtturl import BrokerUrlError, settings_from_args
+
+    try:
+        return settings_from_args(args, client_id=client_id)
+    except BrokerUrlError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _keyring(path):
+    from gated.keys import load_keyring
+
+    return load_keyring(path) if path else None
+
+
+def _open_ledger(args, keyring=None, site=None):
+    from gated.central.ledger import Ledger, LedgerError
+
+    try:
+        ledger = Ledger(args.db, keyring=keyring, site=site)
+        for csv_path in args.tickets:
+            count = ledger.load_tickets(csv_path)
+            print(f"{csv_path}: {count} tickets", file=sys.stderr)
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from None
+    return ledger
+
+
+def run_ledger(args) -> int:
+    from gated.central.ledger import LedgerError, LedgerService
+
+    settings = _settings(args, None)
+    ledger = _open_ledger(args, _keyring(args.keyring), args.site)
+    service = LedgerService(ledger, settings, site=args.site, group=args.group)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.exit_after is not None:
+        threading.Timer(args.exit_after, stop.set).start()
+    print(f"ledger: {settings.url} site {args.site} -> {args.db}", file=sys.stderr)
+    service.start()
+    try:
+        service.run(stop)
+    except LedgerError as exc:
+        raise CommandError(f"{exc}") from None
+    finally:
+        service.stop()
+        ledger.close()
+    print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
+    return 0
+
+
+def run_reconcile(args) -> int:
+    from gated.central.ledger import format_report
+
+    if not Path(args.db).exists():
+        raise CommandError(f"{args.db}: no ledger database here")
+    with _open_ledger(args) as ledger:
+        report = ledger.report()
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["clean"] else 1
+
+
+def run_publish(args) -> int:
+    from gated.central.publisher import PublishError, publish_revocations
+    from gated.revocations import UpdateRejected
+
+    blobs = [Path(f).read_bytes() for f in args.files]
+    settings = _settings(args, None)
+    try:
+        result = publish_revocations(settings, args.site, blobs, keyring=_keyring(args.keyring))
+    except (PublishError, UpdateRejected) as exc:
+        raise CommandError(str(exc)) from None
+    for topic in result.published:
+        print(f"published {topic}")
+    for topic in result.cleared:
+        print(f"cleared   {topic} (superseded)")
+    return 0

@@ -1,0 +1,105 @@
+"""Helpers for uplink and ledger tests: fast-reconnect settings, an owner loop with a deadline,
+a ledger service on a thread, a keyring holding the gates' device keys."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from gated import keys
+from gated.central.ledger import Ledger, LedgerService
+from gated.mqtturl import parse_broker_url
+
+
+def fast_settings(url: str, **overrides):
+    """Reconnect within a fraction of a second, so broker restarts do not slow the tests."""
+    fields = dict(reconnect_min_s=0.05, reconnect_max_s=0.3)
+    fields.update(overrides)
+    return parse_broker_url(url, **fields)
+
+
+def pump(uplinks, until, timeout: float = 20.0, what: str = "condition") -> None:
+    """Run the owner loop of each uplink until `until()` is true."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        for uplink in uplinks:
+            uplink.poll(0.01)
+
+
+def device_keyring(directory: Path, *stores) -> keys.Keyring:
+    """A keyring trusting each store's device key, named after its gate (role device)."""
+    directory = Path(directory)
+    pub_dir = directory.parent / f"{directory.name}-pubs"
+    pub_dir.mkdir(parents=True, exist_ok=True)
+    for store in stores:
+        pub = pub_dir / f"{store.gate}.pub"
+        pub.write_bytes(keys.public_pem(store.device_public_key))
+        keys.trust_key_file(directory, pub, "device", name=store.gate)
+    return keys.load_keyring(directory)
+
+
+class LedgerThread:
+    """A LedgerService running on its own thread (its SQLite connection is used only there)."""
+
+    def __init__(self, db: Path, url: str, site: str, keyring=None, **settings):
+        self.db = Path(db)
+        self.ledger = Ledger(db, keyring=keyring, site=site)
+        self.service = LedgerService(self.ledger, fast_settings(url, client_id=f"ledger-{site}", **settings), site=site)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
+
+    def __enter__(self):
+        self.service.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.service.stop()
+
+    def count(self) -> int:
+        with sqlite3.connect(self.db) as db:
+            return db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def report(self) -> dict:
+        with Ledger(self.db) as ledger:
+            return ledger.report()
+
+
+class Listener:
+    """A plain MQTT client recording (topic, payload, retain) of everything under a filter."""
+
+    def __init__(self, port: int, topic_filter: str):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(topic_filter, qos=1)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise AssertionError("listener could not subscribe")
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

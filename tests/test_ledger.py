@@ -1,0 +1,159 @@
+"""The ledger on its own (no broker): exactly once by id, chain and signature checks, gaps,
+over-admission across gates, and `gated reconcile` / `gated keys device` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated import events, keys
+from gated.central.ledger import Ledger
+from gated.cli import main
+from gated.store import GateStore
+from tests.conftest import SITE
+from tests.support.uplink import device_keyring
+
+
+@pytest.fixture
+def gates(tmp_path):
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2:
+        yield g1, g2
+
+
+def outbox(store) -> list[str]:
+    return [event for _, event in store.outbox(0, 100000)]
+
+
+def scan(store, cti: bytes | None, admit: bool, reason: str = "ok", ts=1_700_000_000_000) -> dict:
+    body = {"ticket": cti.hex() if cti else None, "event": "FINAL-2026", "type": "general", "zone": "north",
+            "decision": "admit" if admit else "deny", "reason": reason, "rev": 0, "latency_us": 0}
+    return store.record_scan(body, ts, admit_cti=cti if admit else None, confirmed=True)
+
+
+def test_every_event_once_duplicates_dropped_and_report_clean(tmp_path, gates):
+    g1, g2 = gates
+    for i in range(5):
+        scan(g1, os.urandom(16), True)
+        scan(g2, None, False, "malformed")
+    g2.record_event({"kind": "alarm", "alarm": "tamper"}, 1_700_000_000_500)
+    ring = device_keyring(tmp_path / "ring", g1, g2)
+    with Ledger(tmp_path / "ledger.db", keyring=ring, site=SITE) as ledger:
+        first = ledger.ingest(outbox(g1) + outbox(g2))
+        again = ledger.ingest(outbox(g2) + outbox(g1)[::-1])
+        report = ledger.report()
+    assert (first.new, first.duplicates, first.problems) == (11, 0, [])
+    assert (again.new, again.duplicates) == (0, 11)
+    assert report["clean"]
+    assert report["gates"]["g1"]["admits"] == 5 and report["gates"]["g1"]["events"] == 5
+    assert report["gates"]["g2"]["denies"] == {"malformed": 5}
+    assert report["gates"]["g2"]["events"] == 6 and report["gates"]["g2"]["last_seq"] == 6
+    assert all(g["signatures_checked"] for g in report["gates"].values())
+
+
+def test_gaps_are_reported_whatever_the_arrival_order(tmp_path, gates):
+    g1, _ = gates
+    for _ in range(10):
+        g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    rows = outbox(g1)
+    arrived = [rows[i] for i in (9, 0, 1, 5, 2, 6)]  # 4, 5, 8, 9 never arrive
+    with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
+        ledger.ingest(arrived)
+        report = ledger.report()
+    g = report["gates"]["g1"]
+    assert g["gaps"] == [[4, 5], [8, 9]] and g["missing"] == 4
+    assert g["chain_breaks"] == 0
+    assert not g["signatures_checked"]  # no keyring given
+    assert not report["clean"]
+
+
+def test_tampered_forged_and_reused_events_are_caught(tmp_path, gates):
+    g1, g2 = gates
+    for _ in range(4):
+        g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    rows = [json.loads(r) for r in outbox(g1)]
+    ring = device_keyring(tmp_path / "ring", g1, g2)
+
+    tampered = dict(rows[1], state="locked")  # content changed, hash kept
+    stranger = Ed25519PrivateKey.generate()
+    forged = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=5,
+                         prev=rows[3]["hash"], ts_ms=1_700_000_001_000, key=stranger)
+    # a chain that forks: seq 3 re-made on top of another seq 2 (say, the gate's state restored from a backup)
+    fork = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=3,
+                       prev="ab" * 32, ts_ms=1_700_000_000_000, key=g1._device_key)
+
+    with Ledger(tmp_path / "ledger.db", keyring=ring, site=SITE) as ledger:
+        ledger.ingest([tampered, forged])
+        ledger.ingest([rows[0], rows[1], rows[3]])
+        ledger.ingest([fork])  # arrives before the real seq 3: it takes the slot and breaks the chain both ways
+        ledger.ingest([rows[2]])  # the real one conflicts with it
+        report = ledger.report()
+    g = report["gates"]["g1"]
+    assert g["bad_hashes"] == 1 and g["bad_signatures"] == 1
+    assert g["chain_breaks"] == 2  # 2 -> fork, fork -> 4
+    assert g["conflicts"] == 1
+    assert g["events"] == 4 and g["missing"] == 0  # the genuine seq 2 landed although a tampered copy came first
+    assert report["totals"]["quarantined"] == 3
+    assert not report["clean"]
+
+
+def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_path, gates):
+    g1, g2 = gates
+    once, rolled_back, twice_allowed, unlimited = (os.urandom(16) for _ in range(4))
+    scan(g1, once, True)
+    scan(g2, once, True)  # the second gate did not know yet: over-admitted
+    first = scan(g1, rolled_back, True)
+    g1.record_passage(first["id"], False, 1_700_000_001_000)  # nobody passed: rolled back
+    scan(g2, rolled_back, True)
+    scan(g1, twice_allowed, True)
+    scan(g2, twice_allowed, True)
+    for _ in range(3):
+        scan(g2, unlimited, True)
+    csv_path = tmp_path / "tickets.csv"
+    csv_path.write_text("ticket_id,file,type,entries,seat,event,valid_from,valid_until\n"
+                        f"{twice_allowed.hex()},x.png,general,2,,FINAL-2026,0,0\n"
+                        f"{unlimited.hex()},y.png,staff,0,,FINAL-2026,0,0\n")
+    db = tmp_path / "ledger.db"
+    with Ledger(db, site=SITE) as ledger:
+        ledger.ingest(outbox(g1) + outbox(g2))
+        without_csv = ledger.report()["over_admitted"]
+        ledger.load_tickets(csv_path)
+        with_csv = ledger.report()["over_admitted"]
+    assert {t["ticket"] for t in without_csv} == {once.hex(), twice_allowed.hex(), unlimited.hex()}
+    assert all(t["assumed"] for t in without_csv)
+    assert with_csv == [{"ticket": once.hex(), "admits": 2, "allowed": 1, "assumed": True, "gates": ["g1", "g2"]}]
+
+
+def test_reconcile_command_text_json_and_exit_code(tmp_path, gates, capsys):
+    g1, _ = gates
+    for _ in range(3):
+        scan(g1, None, False, "expired")
+    db = tmp_path / "ledger.db"
+    with Ledger(db, site=SITE) as ledger:
+        ledger.ingest(outbox(g1))
+    assert main(["reconcile", "--db", str(db), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gates"]["g1"]["denies"] == {"expired": 3} and report["clean"]
+    assert main(["reconcile", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "g1" in text and "expired 3" in text and "clean" in text
+    with Ledger(db, site=SITE) as ledger:
+        ledger.ingest([dict(json.loads(outbox(g1)[0]), reason="ok")])
+    assert main(["reconcile", "--db", str(db)]) == 1  # a bad hash is a failed check
+    assert "1 bad signatures" in capsys.readouterr().out
+    assert main(["reconcile", "--db", str(tmp_path / "none.db")]) == 2
+
+
+def test_keys_device_prints_the_gates_public_key(tmp_path, capsys):
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g7") as store:
+        expected = keys.public_pem(store.device_public_key).decode()
+    assert main(["keys", "device", "--state", str(tmp_path / "gate.db")]) == 0
+    out = capsys.readouterr()
+    assert out.out == expected and "--name g7" in out.err
+    pem = tmp_path / "g7.pub"
+    pem.write_text(out.out)
+    assert main(["keys", "trust", "--keyring", str(tmp_path / "ring"), "--role", "device", "--name", "g7", str(pem)]) == 0
+    ring = keys.load_keyring(tmp_path / "ring")
+    assert ring.keys[0].name == "g7" and "device" in ring.keys[0].roles
