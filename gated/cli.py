@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "gated.commands.revoke",
     "gated.commands.verify",
     "gated.commands.ledger",
+    "gated.commands.ledger",
     "gated.commands.run",
     "gated.commands.doctor",
 )
