@@ -9,7 +9,10 @@ Checks run in a fixed order so that one scan always yields one reason:
     the form    a ticket with a device key shown as GT1 -> STATIC_COPY
     the place   aud not among the gate's events -> WRONG_EVENT; zone not in zon -> WRONG_ZONE
     the time    now < nbf - skew -> NOT_YET_VALID; now > exp + skew -> EXPIRED;
-                GT2 step further than `step_window` from now's step -> STALE_CODE
+                GT2 step further than `step_window` from now's step -> STALE_CODE;
+                with `time_trusted=False` (an uncertain gate clock under the `deny` policy, see
+                gated/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
+                a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
     the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED
     otherwise   OK, admit
 """
@@ -61,7 +64,8 @@ class Decision:
         return "admit" if self.admit else "deny"
 
 
-def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float) -> Decision:
+def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float, *,
+           time_trusted: bool = True) -> Decision:
     cti = code.claims.cti if isinstance(code, Ticket) else code.cti
     ticket = code if isinstance(code, Ticket) else None
 
@@ -81,6 +85,12 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
+    if not time_trusted:
+        if code.dynamic:
+            return deny(Reason.STALE_CODE, "gate clock uncertain: the code's time step cannot be judged")
+        if now > claims.exp + gate.skew_s:
+            return deny(Reason.EXPIRED, f"valid until {claims.exp} (gate clock uncertain)")
+        return deny(Reason.NOT_YET_VALID, "gate clock uncertain: the validity window cannot be established")
     if now < claims.nbf - gate.skew_s:
         return deny(Reason.NOT_YET_VALID, f"valid from {_iso(claims.nbf)}")
     if now > claims.exp + gate.skew_s:

@@ -8,13 +8,15 @@ from gated.keys import Keyring
 from gated.ticket import Ticket, read_code
 
 
-def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float) -> Decision:
+def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,
+             time_trusted: bool = True) -> Decision:
+    """`now` and `time_trusted` come from the gate's clock (gated.clock.TrustedClock.reading())."""
     code = read_code(text, keyring)
     if isinstance(code, Ticket):
         facts = store.facts(code.claims.cti, code.step) if store is not None else Facts()
     else:
         facts = store.facts(None) if store is not None else Facts()
-    return decide(code, gate, facts, now)
+    return decide(code, gate, facts, now, time_trusted=time_trusted)
 
 
 def scan_fields(decision: Decision, gate: GateContext, rev: int, latency_us: int = 0) -> dict:

@@ -1,0 +1,283 @@
+"""Trusted time for a gate without a real-time clock (PROTOCOL §7; policy in docs/protocol.md).
+
+    beacon  = COSE_Sign1 (PROTOCOL §2 structure) by a `command` key, published retained every 10 s
+              on gated/v1/<site>/time, payload CBOR map
+              {1: site (tstr), 2: unix milliseconds (uint), 3: beacon sequence (uint, strictly increasing)}
+
+Theory of operation
+-------------------
+A beacon can be late (a retained message is up to one interval old when a gate subscribes; queued
+messages arrive in a burst after a reconnect) but never early: the central side signed it before the
+gate read it. So each accepted beacon is a *lower bound* on the true time at the moment it arrived,
+and carried forward on the monotonic clock (which a wall-clock step does not move) it stays one:
+
+    true_now >= beacon_s + (monotonic_now - monotonic_at_receipt)
+
+The clock keeps the beacons of the last `beacon_max_age_s` and takes the tightest bound (the max);
+one live beacon cancels any number of stale retained or queued ones. `offset_s` is that estimate
+minus the local wall clock.
+
+The clock is *uncertain* when
+  - it has no time source: no NTP synchronisation and no beacon within `beacon_max_age_s`, or
+  - a recent beacon disagrees with the wall clock by more than `max_offset_s`, or
+  - the time to judge with is more than `max_offset_s` behind the last trusted time.
+What an uncertain clock does is the policy: `deny` (time-dependent checks fail, see decide()),
+or `beacon` (judge with the beacons' time; with no beacon at all since start it falls back to deny).
+
+Time never runs backwards: the last trusted time (a beacon's time, or a certain reading) is kept in
+the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
+accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon seen before a
+restart is not accepted again.
+
+Everything takes its readings as arguments (`local_now` wall seconds, `mono_now` monotonic
+seconds); the defaults read the real clocks. Not thread-safe: call it from the owner thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import enum
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import cbor2
+
+from gated import cose
+from gated.keys import Keyring
+
+BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
+BEACON_INTERVAL_S = 10.0
+SEQ_KEY = "clock.beacon_seq"
+TRUSTED_KEY = "clock.trusted_ms"
+
+
+def beacon_topic(site: str) -> str:
+    return f"gated/v1/{site}/time"
+
+
+class Policy(str, enum.Enum):
+    DENY = "deny"  # time-dependent checks fail while the clock is uncertain
+    BEACON = "beacon"  # judge with the beacons' time while the clock is uncertain
+
+
+# --- the beacon format -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Beacon:
+    site: str
+    unix_ms: int
+    seq: int
+    signer: str  # keyring name of the command key
+
+
+@dataclass(frozen=True)
+class BeaconOutcome:
+    """What happened to one beacon message; an ignored beacon is a value, not an exception."""
+
+    accepted: bool
+    reason: str  # accepted | malformed | unsupported | unknown_key | bad_signature | wrong_site | not_newer
+    detail: str = ""
+    beacon: Beacon | None = None
+    offset_s: float | None = None  # accepted: the clock's estimate minus the wall clock at receipt
+
+
+def encode_beacon(key, *, site: str, unix_ms: int, seq: int) -> bytes:
+    return cose.sign(cbor2.dumps({BEACON_SITE: site, BEACON_MS: int(unix_ms), BEACON_SEQ: int(seq)}), key)
+
+
+def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
+    """Parse and verify one beacon: a Beacon, or the BeaconOutcome saying why it is ignored."""
+    try:
+        sign1 = cose.parse(payload)
+    except cose.CoseError as exc:
+        return BeaconOutcome(False, "unsupported" if exc.unsupported else "malformed", f"COSE: {exc}")
+    key = keyring.find(sign1.kid, "command")
+    if key is None:
+        return BeaconOutcome(False, "unknown_key", f"kid {sign1.kid.hex()} is not a trusted command key")
+    if not sign1.verify(key.public_key):
+        return BeaconOutcome(False, "bad_signature", f"signature does not verify with {key.name}")
+    try:
+        body = cose.loads_exact(sign1.payload)
+    except cose.CoseError as exc:
+        return BeaconOutcome(False, "malformed", f"payload: {exc}")
+    if not isinstance(body, dict):
+        return BeaconOutcome(False, "malformed", "payload must be a CBOR map")
+    site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
+    if type(site) is not str or not _is_uint(unix_ms) or not _is_uint(seq):
+        return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
+    return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)
+
+
+def _is_uint(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+# --- the clock ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimeReading:
+    """The time a scan is judged with, and whether it may be judged at all."""
+
+    now: float  # unix seconds
+    trusted: bool  # False: the policy says time-dependent checks deny (decide(time_trusted=False))
+    uncertain: bool
+    source: str  # ntp | beacon | none | offset | behind  (what the clock rests on, or why it is uncertain)
+    offset_s: float | None  # beacon estimate minus the wall clock; None without any beacon
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now * 1000)
+
+
+def system_ntp_synchronized() -> bool:
+    """Whether the kernel says the clock is NTP-synchronised (ntp_adjtime() != TIME_ERROR), as
+    `timedatectl` reports it. False where the call is unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        state = libc.ntp_adjtime(ctypes.create_string_buffer(512))  # struct timex, modes = 0: read only
+    except (OSError, AttributeError):
+        return False
+    return state not in (-1, 5)  # 5 = TIME_ERROR: clock not synchronised
+
+
+class TrustedClock:
+    def __init__(self, *, site: str, keyring: Keyring, store=None, policy: Policy | str = Policy.DENY,
+                 max_offset_s: float = 30.0, beacon_max_age_s: float = 600.0,
+                 ntp_synced: Callable[[], bool] = system_ntp_synchronized,
+                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+        self.site, self.keyring, self.store = site, keyring, store
+        self.policy = Policy(policy)
+        self.max_offset_s, self.beacon_max_age_s = float(max_offset_s), float(beacon_max_age_s)
+        self._ntp_synced, self._wall, self._monotonic = ntp_synced, wall, monotonic
+        self._samples: deque[tuple[float, float]] = deque()  # (monotonic at receipt, beacon_s - monotonic)
+        self._last_seq = int(store.get_value(SEQ_KEY, -1)) if store is not None else -1
+        self._trusted_s = int(store.get_value(TRUSTED_KEY, 0)) / 1000 if store is not None else 0.0
+        self._persisted_s = self._trusted_s
+        self.last_outcome: BeaconOutcome | None = None
+
+    @classmethod
+    def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
+                    **readers) -> "TrustedClock":
+        """From the config's [clock] section (max_offset_s, beacon_max_age_s, and `when_uncertain`
+        when the schema has it)."""
+        chosen = policy or getattr(section, "when_uncertain", Policy.DENY)
+        return cls(site=site, keyring=keyring, store=store, policy=chosen, max_offset_s=section.max_offset_s,
+                   beacon_max_age_s=section.beacon_max_age_s, **readers)
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def on_beacon(self, payload: bytes, local_now: float | None = None, mono_now: float | None = None) -> BeaconOutcome:
+        """Take one message from gated/v1/<site>/time. Accepted beacons tighten the estimate and
+        advance the persisted sequence and trusted time."""
+        mono_now = self._monotonic() if mono_now is None else mono_now
+        beacon = read_beacon(payload, self.keyring)
+        if isinstance(beacon, BeaconOutcome):
+            outcome = beacon
+        elif beacon.site != self.site:
+            outcome = BeaconOutcome(False, "wrong_site", f"beacon for site {beacon.site!r}", beacon)
+        elif beacon.seq <= self._last_seq:
+            outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
+        else:
+            self._last_seq = beacon.seq
+            self._samples.append((mono_now, beacon.unix_ms / 1000 - mono_now))
+            self._forget(mono_now)
+            self._trusted_s = max(self._trusted_s, self._estimate(mono_now))
+            self._persist(seq=True)
+            local_now = self._wall() if local_now is None else local_now
+            outcome = BeaconOutcome(True, "accepted", f"beacon {beacon.seq} from {beacon.signer}", beacon,
+                                    self._estimate(mono_now) - local_now)
+        self.last_outcome = outcome
+        return outcome
+
+    def checkpoint(self, local_now: float | None = None, mono_now: float | None = None) -> None:
+        """Persist the current time if it is certain (call it now and then, e.g. with the health report),
+        so that after a restart the clock does not run back before it."""
+        reading = self.reading(local_now, mono_now)
+        if not reading.uncertain:
+            self._trusted_s = max(self._trusted_s, reading.now)
+        self._persist()
+
+    # --- output --------------------------------------------------------------------------------
+
+    def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:
+        local_now = self._wall() if local_now is None else local_now
+        mono_now = self._monotonic() if mono_now is None else mono_now
+        self._forget(mono_now)
+        ntp = bool(self._ntp_synced())
+        estimate = self._estimate(mono_now)
+        offset = None if estimate is None else estimate - local_now
+        recent = self._recent(mono_now)
+        if recent and abs(offset) > self.max_offset_s:
+            uncertain, source = True, "offset"
+        elif recent:
+            uncertain, source = False, "ntp" if ntp else "beacon"
+        elif ntp:
+            uncertain, source = False, "ntp"
+        else:
+            uncertain, source = True, "none"
+        # the best guess: the beacons' time whenever they are recent and not merely confirming NTP
+        use_beacon = estimate is not None and (source in ("beacon", "offset")
+                                               or (uncertain and self.policy is Policy.BEACON))
+        now = estimate if use_beacon else local_now
+        if source != "offset" and now < self._trusted_s - self.max_offset_s:
+            uncertain, source = True, "behind"
+        trusted = not uncertain or (self.policy is Policy.BEACON and estimate is not None)
+        if trusted and not uncertain:
+            self._trusted_s = max(self._trusted_s, now)
+        return TimeReading(now=max(now, self._trusted_s), trusted=trusted, uncertain=uncertain, source=source,
+                           offset_s=offset)
+
+    def now(self) -> float:
+        return self.reading().now
+
+    @property
+    def offset_s(self) -> float | None:
+        return self.reading().offset_s
+
+    @property
+    def uncertain(self) -> bool:
+        return self.reading().uncertain
+
+    @property
+    def trusted_time(self) -> float:
+        """The last trusted time (unix seconds): readings never go below it."""
+        return self._trusted_s
+
+    def health(self, local_now: float | None = None, mono_now: float | None = None) -> dict:
+        """Integer fields for the health report and `state` events (PROTOCOL §5: integers only)."""
+        mono_now = self._monotonic() if mono_now is None else mono_now
+        reading = self.reading(local_now, mono_now)
+        age = mono_now - self._samples[-1][0] if self._samples else None
+        return {
+            "clock_source": reading.source,
+            "clock_uncertain": int(reading.uncertain),
+            "clock_offset_ms": None if reading.offset_s is None else int(round(reading.offset_s * 1000)),
+            "beacon_age_s": None if age is None else int(age),
+        }
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _estimate(self, mono_now: float) -> float | None:
+        if not self._samples:
+            return None
+        return mono_now + max(offset for _, offset in self._samples)
+
+    def _recent(self, mono_now: float) -> bool:
+        return bool(self._samples) and mono_now - self._samples[-1][0] <= self.beacon_max_age_s
+
+    def _forget(self, mono_now: float) -> None:
+        """Drop beacons older than the age limit, always keeping the newest (the policy may use it)."""
+        while len(self._samples) > 1 and mono_now - self._samples[0][0] > self.beacon_max_age_s:
+            self._samples.popleft()
+
+    def _persist(self, *, seq: bool = False) -> None:
+        if self.store is None:
+            return
+        if seq:
+            self.store.set_value(SEQ_KEY, self._last_seq)
+        if self._trusted_s > self._persisted_s:
+            self.store.set_value(TRUSTED_KEY, int(self._trusted_s * 1000))
+            self._persisted_s = self._trusted_s
