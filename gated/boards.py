@@ -1,0 +1,362 @@
+"""Board profiles: the pin map and wiring of one turnstile model, from a TOML file.
+
+Format (firmware_config/boards/*.toml; every table but [board] and [relay] is optional):
+
+    [board]      name = "tripod-rotation"          description = "..."
+    [relay]      pin = "GPIO17"                    active_high = true
+                 mode = "pulse" | "hold"           pulse_ms = 500
+                 # pulse: the relay closes for pulse_ms per admission (a turnstile controller's
+                 #        "one passage" input); hold: closed until the passage or the timeout
+                 #        (a door strike, a drop arm). "hold" needs a passage or door sensor.
+    [passage]    pin, sensor = "beam" | "rotation", pull = "up" | "down" | "none",
+                 active = "low" | "high", bounce_ms = 20
+    [emergency]  pin, pull, active, bounce_ms      # fire-alarm dry contact: relay latched open
+    [door]       pin, pull, active, bounce_ms      # arm/door position: active = open
+    [leds]       green = pin, red = pin, active_high = true
+    [buzzer]     pin, active_high = true
+    [timing]     passage_timeout_s = 8.0, held_open_s = 30.0   # defaults for the daemon
+    [feedback.<class>]  led = "green" | "red" | "none", led_ms, beeps, beep_ms, gap_ms
+
+Pins are BCM numbers (17) or gpiozero names ("GPIO17", "BCM17", "BOARD11", "J8:11"); they are
+checked against the 40-pin header and stored as "GPIO<n>". An input's `active` level may be
+either level whatever its pull: an NC contact with a pull-up reads high when it opens (on
+alarm, or when its wire is cut, which is why emergency contacts should be NC).
+
+Feedback classes (a reason's class picks the pattern; a missing class falls back to `deny`):
+    admit: ok        invalid: malformed unsupported unknown_key bad_signature static_copy
+    wrong_place: wrong_event wrong_zone       wrong_time: not_yet_valid expired stale_code
+    used: already_used   revoked: revoked   locked: locked   emergency: emergency
+    fault: the store failed (not a reason: the gate could not record the scan)
+
+`load_board()` reports every problem at once, each with its key path (BoardError.problems).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from gated.reasons import Reason
+
+BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
+
+REASON_CLASS: dict[Reason, str] = {
+    Reason.OK: "admit",
+    Reason.MALFORMED: "invalid", Reason.UNSUPPORTED: "invalid", Reason.UNKNOWN_KEY: "invalid",
+    Reason.BAD_SIGNATURE: "invalid", Reason.STATIC_COPY: "invalid",
+    Reason.WRONG_EVENT: "wrong_place", Reason.WRONG_ZONE: "wrong_place",
+    Reason.NOT_YET_VALID: "wrong_time", Reason.EXPIRED: "wrong_time", Reason.STALE_CODE: "wrong_time",
+    Reason.ALREADY_USED: "used", Reason.REVOKED: "revoked", Reason.LOCKED: "locked",
+    Reason.EMERGENCY: "emergency",
+}
+FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "used", "revoked", "locked",
+                    "emergency", "fault")
+
+
+class BoardError(ValueError):
+    """A board profile is wrong; `problems` lists every one, each with its key path."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source, self.problems = source, problems
+        super().__init__(f"{source}: {len(problems)} problem(s) in the board profile:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Feedback:
+    led: str = "none"  # "green", "red" or "none"
+    led_ms: int = 0
+    beeps: int = 0
+    beep_ms: int = 0
+    gap_ms: int = 100
+
+
+DEFAULT_FEEDBACK: dict[str, Feedback] = {
+    "admit": Feedback("green", 1000, 1, 100),  # green and a short beep
+    "deny": Feedback("red", 1500, 1, 600),  # red and a long beep
+    "emergency": Feedback("none", 0, 0, 0),  # green is latched on; no noise
+    "fault": Feedback("red", 3000, 3, 200, 200),
+}
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    pin: str
+    active_high: bool = True
+    mode: str = "pulse"  # "pulse" or "hold"
+    pulse_ms: int = 500
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    pin: str
+    pull: str = "up"  # "up", "down", "none" (external resistor)
+    active: str = "low"  # level of the pin when the input is active
+    bounce_ms: int = 20
+    sensor: str = ""  # passage only: "beam" or "rotation"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    pin: str
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class Timing:
+    passage_timeout_s: float = 8.0
+    held_open_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BoardProfile:
+    name: str
+    description: str
+    relay: RelaySpec
+    passage: InputSpec | None = None
+    emergency: InputSpec | None = None
+    door: InputSpec | None = None
+    green: OutputSpec | None = None
+    red: OutputSpec | None = None
+    buzzer: OutputSpec | None = None
+    timing: Timing = Timing()
+    feedback: tuple[tuple[str, Feedback], ...] = tuple(DEFAULT_FEEDBACK.items())
+    source: str = "<dict>"
+
+    @property
+    def counts_passages(self) -> bool:
+        """True if something tells when a person went through (passage or door sensor)."""
+        return self.passage is not None or self.door is not None
+
+    def feedback_for(self, what: Reason | str) -> Feedback:
+        """The pattern for a reason (or a class name such as "fault")."""
+        name = REASON_CLASS.get(what, "deny") if isinstance(what, Reason) else what
+        patterns = dict(self.feedback)
+        return patterns.get(name) or patterns.get("deny") or DEFAULT_FEEDBACK["deny"]
+
+
+# Other names a profile is known by (the simulator's scenarios say "generic").
+ALIASES = {"generic": "generic-relay"}
+
+
+def shipped_boards(boards_dir: str | os.PathLike | None = None) -> list[Path]:
+    return sorted(Path(boards_dir or BOARDS_DIR).glob("*.toml"))
+
+
+def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | None = None) -> BoardProfile:
+    """Load a profile by file path, or by name ("tripod-rotation") from `boards_dir`
+    (default: firmware_config/boards/ beside the package)."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        name = ALIASES.get(str(name_or_path), str(name_or_path))
+        path = Path(boards_dir or BOARDS_DIR) / f"{name}.toml"
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        known = ", ".join(p.stem for p in shipped_boards(boards_dir))
+        raise BoardError(str(path), [f"no such board profile (shipped: {known})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BoardError(str(path), [f"not valid TOML: {exc}"]) from exc
+    return board_from_dict(data, source=str(path))
+
+
+def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:
+    """Build a profile from parsed TOML (also for a profile embedded in another config)."""
+    c = _Checker()
+    c.known(data, "", {"board", "relay", "passage", "emergency", "door", "leds", "buzzer", "timing", "feedback"})
+    board = c.table(data, "board", required=True)
+    c.known(board, "board", {"name", "description"})
+    name = c.text(board, "board.name", required=True)
+    description = c.text(board, "board.description", default="")
+
+    relay = _relay(c, c.table(data, "relay", required=True))
+    passage = _input(c, data, "passage")
+    emergency = _input(c, data, "emergency")
+    door = _input(c, data, "door")
+    green = red = buzzer = None
+    if (leds := c.table(data, "leds")) is not None:
+        c.known(leds, "leds", {"green", "red", "active_high"})
+        active_high = c.boolean(leds, "leds.active_high", default=True)
+        if "green" in leds:
+            green = OutputSpec(c.pin(leds, "leds.green"), active_high)
+        if "red" in leds:
+            red = OutputSpec(c.pin(leds, "leds.red"), active_high)
+    if (buzz := c.table(data, "buzzer")) is not None:
+        c.known(buzz, "buzzer", {"pin", "active_high"})
+        buzzer = OutputSpec(c.pin(buzz, "buzzer.pin", required=True), c.boolean(buzz, "buzzer.active_high", default=True))
+    timing = Timing()
+    if (t := c.table(data, "timing")) is not None:
+        c.known(t, "timing", {"passage_timeout_s", "held_open_s"})
+        timing = Timing(c.number(t, "timing.passage_timeout_s", 0.5, 600, default=8.0),
+                        c.number(t, "timing.held_open_s", 1, 3600, default=30.0))
+    feedback = dict(DEFAULT_FEEDBACK)
+    if (fb := c.table(data, "feedback")) is not None:
+        c.known(fb, "feedback", set(FEEDBACK_CLASSES))
+        for cls in FEEDBACK_CLASSES:
+            if (pattern := c.table(fb, cls, prefix="feedback.")) is not None:
+                feedback[cls] = _feedback(c, pattern, f"feedback.{cls}")
+
+    if relay is not None and relay.mode == "hold" and passage is None and door is None:
+        c.problem("relay.mode", "'hold' needs a [passage] or [door] sensor to know when to let go; use 'pulse'")
+    # A board without LEDs or buzzer is fine (a controller with its own lights); a pattern the
+    # profile asks for explicitly must have its LED.
+    for cls in sorted(fb or {}):
+        pattern = feedback.get(cls)
+        if pattern is not None and (pattern.led == "green" and green is None or pattern.led == "red" and red is None):
+            c.problem(f"feedback.{cls}.led", f"{pattern.led!r} but [leds] has no {pattern.led} pin")
+    if c.problems:
+        raise BoardError(source, c.problems)
+    return BoardProfile(name=name, description=description, relay=relay, passage=passage, emergency=emergency,
+                        door=door, green=green, red=red, buzzer=buzzer, timing=timing,
+                        feedback=tuple(feedback.items()), source=source)
+
+
+# --- parts ----------------------------------------------------------------------------------
+
+def _relay(c: "_Checker", t: dict | None) -> RelaySpec | None:
+    if t is None:
+        return None
+    c.known(t, "relay", {"pin", "active_high", "mode", "pulse_ms"})
+    return RelaySpec(pin=c.pin(t, "relay.pin", required=True),
+                     active_high=c.boolean(t, "relay.active_high", default=True),
+                     mode=c.choice(t, "relay.mode", ("pulse", "hold"), default="pulse"),
+                     pulse_ms=c.integer(t, "relay.pulse_ms", 20, 60_000, default=500))
+
+
+def _input(c: "_Checker", data: dict, key: str) -> InputSpec | None:
+    t = c.table(data, key)
+    if t is None:
+        return None
+    extra = {"sensor"} if key == "passage" else set()
+    c.known(t, key, {"pin", "pull", "active", "bounce_ms"} | extra)
+    pull = c.choice(t, f"{key}.pull", ("up", "down", "none"), default="up")
+    spec = InputSpec(pin=c.pin(t, f"{key}.pin", required=True, pull=pull),
+                     pull=pull,
+                     active=c.choice(t, f"{key}.active", ("low", "high"), default="low" if pull != "down" else "high"),
+                     bounce_ms=c.integer(t, f"{key}.bounce_ms", 0, 1000, default=20),
+                     sensor=c.choice(t, f"{key}.sensor", ("beam", "rotation"), required=True) if extra else "")
+    return spec
+
+
+def _feedback(c: "_Checker", t: dict, path: str) -> Feedback:
+    c.known(t, path, {"led", "led_ms", "beeps", "beep_ms", "gap_ms"})
+    return Feedback(led=c.choice(t, f"{path}.led", ("green", "red", "none"), default="none"),
+                    led_ms=c.integer(t, f"{path}.led_ms", 0, 60_000, default=0),
+                    beeps=c.integer(t, f"{path}.beeps", 0, 10, default=0),
+                    beep_ms=c.integer(t, f"{path}.beep_ms", 0, 10_000, default=0),
+                    gap_ms=c.integer(t, f"{path}.gap_ms", 0, 10_000, default=100))
+
+
+class _Checker:
+    """Typed reads that collect problems instead of stopping at the first."""
+
+    _MISSING = object()
+
+    def __init__(self):
+        self.problems: list[str] = []
+        self.pins: dict[str, str] = {}  # "GPIO17" -> first key path using it
+
+    def problem(self, path: str, text: str) -> None:
+        self.problems.append(f"{path}: {text}")
+
+    def _get(self, t: dict, path: str, required: bool):
+        key = path.rsplit(".", 1)[-1]
+        if key not in t:
+            if required:
+                self.problem(path, "required")
+            return self._MISSING
+        return t[key]
+
+    def known(self, t: dict | None, path: str, keys: set[str]) -> None:
+        if not isinstance(t, dict):
+            return
+        for key in sorted(set(t) - keys):
+            self.problem(f"{path}.{key}" if path else key, f"unknown key (expected one of: {', '.join(sorted(keys))})")
+
+    def table(self, t: dict, key: str, required: bool = False, prefix: str = "") -> dict | None:
+        value = t.get(key) if isinstance(t, dict) else None
+        if value is None:
+            if required:
+                self.problem(prefix + key, "required table")
+            return None
+        if not isinstance(value, dict):
+            self.problem(prefix + key, f"expected a table, got {type(value).__name__}")
+            return None
+        return value
+
+    def text(self, t, path, required=False, default=None):
+        value = self._get(t, path, required)
+        if value is self._MISSING:
+            return default
+        if not isinstance(value, str) or (required and not value.strip()):
+            self.problem(path, "expected a non-empty string")
+            return default
+        return value
+
+    def boolean(self, t, path, default):
+        value = self._get(t, path, False)
+        if value is self._MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.problem(path, "expected true or false")
+            return default
+        return value
+
+    def choice(self, t, path, options, default=None, required=False):
+        value = self._get(t, path, required)
+        if value is self._MISSING:
+            return default
+        if value not in options:
+            self.problem(path, f"expected one of {', '.join(map(repr, options))}, got {value!r}")
+            return default
+        return value
+
+    def integer(self, t, path, low, high, default):
+        value = self._get(t, path, False)
+        if value is self._MISSING:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            self.problem(path, f"expected a whole number from {low} to {high}, got {value!r}")
+            return default
+        return value
+
+    def number(self, t, path, low, high, default):
+        value = self._get(t, path, False)
+        if value is self._MISSING:
+            return default
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            self.problem(path, f"expected a number from {low} to {high}, got {value!r}")
+            return default
+        return float(value)
+
+    def pin(self, t, path, required=True, pull=None) -> str:
+        value = self._get(t, path, required)
+        if value is self._MISSING:
+            return ""
+        info = _header_pin(value)
+        if info is None:
+            self.problem(path, f"{value!r} is not a GPIO pin of the 40-pin header "
+                               "(a BCM number 0-27, or a name like 'GPIO17', 'BOARD11', 'J8:11')")
+            return ""
+        if pull is not None and info.pull == "up" and pull != "up":
+            self.problem(path, f"{info.name} has a fixed pull-up resistor (I2C); use pull = 'up' or another pin")
+        if info.name in self.pins:
+            self.problem(path, f"{info.name} is already used by {self.pins[info.name]}")
+        else:
+            self.pins[info.name] = path
+        return info.name
+
+
+def _header_pin(value):
+    """gpiozero's own description of the 40-pin header (same on every 40-pin Raspberry Pi)."""
+    from gpiozero.pins.pi import PiBoardInfo
+
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    board = PiBoardInfo.from_revision(0xA02082)
+    for _header, info in board.find_pin(value):
+        if "gpio" in info.interfaces and info.name.startswith("GPIO"):
+            return info
+    return None

@@ -1,0 +1,196 @@
+"""The turnstile's hardware, over gpiozero: relay, passage sensor, LEDs, buzzer, emergency input,
+optional door/arm position sensor, all from a board profile (gated/boards.py).
+
+Every device is built with the pin factory given (lgpio on a Raspberry Pi, as chosen by
+GPIOZERO_PIN_FACTORY; gpiozero's MockFactory in tests and the simulator), so tests and the
+simulator run the real gpiozero code on mock pins.
+
+This module decides nothing: the Gate (gated/gate.py) tells it to open, latch or signal, and
+gets the inputs through one callback, `on_input(callback)`, called as callback(kind, active)
+with kind "passage", "emergency" or "door". gpiozero calls it on its own threads: the callback
+must only hand the news on (the Gate puts it in a queue).
+
+Devices are gpiozero objects held in attributes named for what they are (relay, passage,
+emergency, door, green, red, buzzer): gated/simcontrol.py finds and drives them by those names.
+
+Safe state: `close()` switches the relay off before closing the devices, so the turnstile is
+locked while the gate is not running (on an active-low relay board the released pin floats and
+the board's own pull-up keeps the relay off). A turnstile that must open on power loss does so
+mechanically (its controller's fail-safe setting), not through this program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gpiozero import Buzzer, DigitalInputDevice, DigitalOutputDevice, LED
+
+from gated.boards import BoardProfile, Feedback, InputSpec, OutputSpec
+from gated.decide import GateMode
+from gated.reasons import Reason
+
+INPUT_KINDS = ("passage", "emergency", "door")
+
+
+class Turnstile:
+    def __init__(self, profile: BoardProfile, *, pin_factory=None, pulse_ms: int | None = None):
+        """Claim the board's pins. `pin_factory` None means gpiozero's default (GPIOZERO_PIN_FACTORY);
+        `pulse_ms` overrides the profile's relay pulse (the daemon's timings.relay_pulse_s)."""
+        self.profile = profile
+        self.pin_factory = pin_factory
+        self.pulse_s = (pulse_ms if pulse_ms is not None else profile.relay.pulse_ms) / 1000
+        self.mode = GateMode.NORMAL
+        self._callback: Callable[[str, bool], None] | None = None
+        self.relay = self.passage = self.emergency = self.door = None
+        self.green = self.red = self.buzzer = None
+        try:
+            self.relay = DigitalOutputDevice(profile.relay.pin, active_high=profile.relay.active_high,
+                                             initial_value=False, pin_factory=pin_factory)
+            self.green = _output(LED, profile.green, pin_factory)
+            self.red = _output(LED, profile.red, pin_factory)
+            self.buzzer = _output(Buzzer, profile.buzzer, pin_factory)
+            for kind in INPUT_KINDS:
+                spec = getattr(profile, kind)
+                if spec is not None:
+                    setattr(self, kind, self._input(kind, spec))
+        except Exception:
+            # half-claimed pins would stay reserved in this process: give them back, then say why
+            self.close()
+            raise
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def _input(self, kind: str, spec: InputSpec) -> DigitalInputDevice:
+        pull_up = {"up": True, "down": False, "none": None}[spec.pull]
+        active_high = spec.active == "high"
+        device = DigitalInputDevice(spec.pin, pull_up=pull_up,
+                                    active_state=active_high if pull_up is None else None,
+                                    bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
+                                    pin_factory=self.pin_factory)
+        if pull_up is not None and active_high == pull_up:
+            _invert(device)  # e.g. an NC contact on a pull-up: reads high when it opens
+        device.when_activated = lambda: self._report(kind, True)
+        device.when_deactivated = lambda: self._report(kind, False)
+        return device
+
+    def _report(self, kind: str, active: bool) -> None:
+        callback = self._callback
+        if callback is not None:
+            callback(kind, active)
+
+    def on_input(self, callback: Callable[[str, bool], None] | None) -> None:
+        """Where input changes go: callback(kind, active), on gpiozero's threads."""
+        self._callback = callback
+
+    def input_active(self, kind: str) -> bool | None:
+        """The input's level now (None: the board has no such input)."""
+        device = getattr(self, kind)
+        return None if device is None else bool(device.is_active)
+
+    @property
+    def counts_passages(self) -> bool:
+        return self.passage is not None or self.door is not None
+
+    # --- relay ----------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Let one person through: a pulse of pulse_ms, or on until release() (hold mode)."""
+        if self.profile.relay.mode == "hold":
+            self.relay.on()
+        else:
+            self.relay.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
+
+    def release(self) -> None:
+        """No admission waits any more: a held relay lets go (a pulse ends by itself)."""
+        if self.profile.relay.mode == "hold":
+            self.relay.off()
+
+    def latch(self) -> None:
+        """Emergency: relay on and held (free passage), whatever it was doing."""
+        self.relay.on()
+
+    def unlatch(self) -> None:
+        self.relay.off()
+
+    # --- lights and sound -------------------------------------------------------------------------
+
+    def show_mode(self, mode: GateMode) -> None:
+        """Steady lights for the gate's mode: locked red, emergency green, normal dark."""
+        self.mode = mode
+        _set(self.green, mode is GateMode.EMERGENCY)
+        _set(self.red, mode is GateMode.LOCKED)
+
+    def signal(self, what: Reason | str) -> Feedback:
+        """Feedback for a scan's reason (or "fault"), per the profile's patterns."""
+        pattern = self.profile.feedback_for(what)
+        self.feedback(pattern)
+        return pattern
+
+    def feedback(self, pattern: Feedback) -> None:
+        if self.mode is GateMode.NORMAL and pattern.led != "none" and pattern.led_ms > 0:
+            led, other = (self.green, self.red) if pattern.led == "green" else (self.red, self.green)
+            _set(other, False)
+            if led is not None:
+                led.blink(on_time=pattern.led_ms / 1000, off_time=0, n=1, background=True)
+        if self.buzzer is not None and pattern.beeps > 0 and pattern.beep_ms > 0:
+            self.buzzer.blink(on_time=pattern.beep_ms / 1000, off_time=pattern.gap_ms / 1000, n=pattern.beeps,
+                              background=True)
+
+    # --- simulation and shutdown ------------------------------------------------------------------
+
+    def simulate(self, kind: str, active: bool) -> None:
+        """Drive an input's mock pin as the world would (a person in the beam, a fire alarm).
+        Only on gpiozero's MockFactory: real pins are driven by real people."""
+        device = getattr(self, kind)
+        if device is None:
+            raise ValueError(f"this board ({self.profile.name}) has no {kind} input")
+        pin = device.pin
+        if not hasattr(pin, "drive_high"):
+            raise TypeError(f"{kind} is on a real pin ({pin}); only mock pins can be driven")
+        if active == bool(device._active_state):
+            pin.drive_high()
+        else:
+            pin.drive_low()
+
+    def close(self) -> None:
+        """Relay off first (the safe state), then give every pin back. Safe to call twice."""
+        self._callback = None
+        if self.relay is not None and not self.relay.closed:
+            self.relay.off()
+        for name in ("passage", "emergency", "door", "green", "red", "buzzer", "relay"):
+            device = getattr(self, name)
+            if device is not None:
+                device.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _output(cls, spec: OutputSpec | None, pin_factory):
+    if spec is None:
+        return None
+    return cls(spec.pin, active_high=spec.active_high, initial_value=False, pin_factory=pin_factory)
+
+
+def _set(device, on: bool) -> None:
+    if device is not None:
+        device.on() if on else device.off()
+
+
+def _invert(device: DigitalInputDevice) -> None:
+    """Make `device` active at the level its pull resistor gives.
+
+    gpiozero ties the active level to the pull (a pull-up input is active low) and refuses an
+    explicit active_state with a pull. Setting the pull after construction would re-claim the
+    line on lgpio and lose its edge alerts, so the device's polarity is swapped instead
+    (gpiozero 2.0 keeps it in _active_state/_inactive_state) and its initial event state is
+    re-seeded, without firing callbacks. Kept in gpiozero's own fields so that `is_active`,
+    `value` and the simulator's control socket all see the same polarity."""
+    device._active_state, device._inactive_state = device._inactive_state, device._active_state
+    device._active_event.clear()
+    device._inactive_event.clear()
+    device._last_active = None
+    device._fire_events(device.pin_factory.ticks(), device.is_active)
