@@ -3,6 +3,8 @@ so it can be killed and restarted with its retained messages and queued sessions
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -31,7 +33,10 @@ class Broker:
             f"persistence_location {self.directory}/\n"
             "autosave_interval 1\n"
             "max_queued_messages 100000\n"
-            "log_dest stderr\n"
+            # run as root, mosquitto drops to user `mosquitto`, which cannot write the 0700 temp dir:
+            # persistence then fails silently and a restart loses every session
+            + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
+            + "log_dest stderr\n"
             "log_type error\nlog_type warning\n" + extra_config
         )
         self.process: subprocess.Popen | None = None
