@@ -19,7 +19,7 @@ from gated.reasons import Reason
 from gated.validate import scan_fields, validate
 from tests.conftest import EVENT, SITE
 
-NOW = 1_790_000_010.0  # 10 s into a step
+NOW = 1_790_000_020.0  # 10 s into a 30 s step
 
 
 @pytest.fixture
