@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "gated.commands.ledger",
     "gated.commands.run",
     "gated.commands.doctor",
+    "gated.commands.sim",
 )
 
 

@@ -1,0 +1,412 @@
+"""`gated sim`: play a scenario's crowd against a real venue and report against the ground truth.
+
+Theory of operation
+-------------------
+The venue (sim/venue.py) is real: Mosquitto, `gated ledger`, N `gated run` processes with
+synthetic cameras and mock pins. The crowd (sim/model.py) is planned before the doors open, so
+every expected answer is known. Threads of the runner:
+
+    dispatcher   moves each attempt into its gate's queue when it is due (its arrival time / speed)
+                 and what it waits for has happened (the original passed; the revocation reached
+                 the gates; the broker has been back long enough for an admission to cross)
+    gate worker  one per gate, one visitor at a time, like a lane: show the code to the camera
+                 (control socket), wait for the gate's scan event (from the broker, or from the
+                 gate's outbox while the broker is away), step away, walk through the beam on a
+                 green light (or do not, and wait for the gate's passage timeout); carries out a
+                 `gate_kill` fault between two visitors
+    timeline     the scenario's faults and the revocation published during the event
+    sampler      queue lengths for the report
+    main         the live progress view (rich), then the drain: every event made must reach the
+                 ledger, then everything stops and the report is written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gated.simcontrol import ControlError
+from sim import model, report
+from sim.scenario import Scenario
+from sim.venue import Venue, VenueError
+
+DECISION_TIMEOUT_S = 20.0  # a visitor waits this long for an answer before giving up (a mismatch)
+PROPAGATION_S = 3.0  # after the broker is back (or a gate restarted), time for news to cross it
+
+
+@dataclass
+class Clock:
+    """Wall time since the doors opened, and its conversion to simulated time."""
+
+    speed: float
+    t0: float = field(default_factory=time.monotonic)
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def sim(self, real_s: float) -> float:
+        return real_s * self.speed
+
+    def real(self, sim_s: float) -> float:
+        return sim_s / self.speed
+
+
+class Run:
+    def __init__(self, scenario: Scenario, venue: Venue, crowd: model.Crowd, speed: float, log):
+        self.scenario, self.venue, self.crowd, self.speed, self.log = scenario, venue, crowd, speed, log
+        self.clock: Clock | None = None
+        self.queues = {g: deque() for g in scenario.gate_ids}
+        self.serving: dict[str, model.Attempt | None] = {g: None for g in scenario.gate_ids}
+        self.pending = list(crowd.attempts)
+        self.by_id = {a.id: a for a in crowd.attempts}
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        self.broker_up_since: float | None = 0.0
+        self.revocation_sent_at: float | None = None
+        self.kill_pending: dict[str, object] = {}
+        self.faults: list[dict] = []
+        self.notes: list[str] = []
+        self.samples: list[tuple[float, dict]] = []
+        self.gate_state = {g: "up" for g in scenario.gate_ids}
+        self.passage_device = "passage"
+
+    # --- dispatcher ---------------------------------------------------------------------------
+    def ready(self, a: model.Attempt, now: float) -> bool:
+        if now < self.clock.real(a.at_s):
+            return False
+        if a.after is not None:
+            dep = self.by_id[a.after]
+            if dep.ended_at is None or now < dep.ended_at + a.after_gap_s:
+                return False
+            if a.needs_broker:
+                seen = self.venue.listener.received_at.get(dep.event_id or "")
+                if seen is None:
+                    return False
+        if a.needs_broker:
+            if self.broker_up_since is None or now < self.broker_up_since + PROPAGATION_S:
+                return False
+            up = self.venue.gates[a.gate].up_since
+            if up is None or time.monotonic() < up + PROPAGATION_S:
+                return False
+        if a.needs_revocation:
+            if self.revocation_sent_at is None:
+                return False
+            rev = self.venue.listener.revs.get(a.gate, 0)
+            if rev < 2 and now < self.revocation_sent_at + 2 * PROPAGATION_S:
+                return False
+            if now < self.revocation_sent_at + 0.5:
+                return False
+        return True
+
+    def dispatcher(self) -> None:
+        while not self.stop.is_set() and self.pending:
+            now = self.clock.now()
+            still = []
+            for a in self.pending:
+                if self.ready(a, now):
+                    a.queued_at = now
+                    with self.lock:
+                        self.queues[a.gate].append(a)
+                else:
+                    still.append(a)
+            self.pending = still
+            self.stop.wait(0.05)
+
+    # --- a lane ---------------------------------------------------------------------------------
+    def worker(self, gate_id: str) -> None:
+        gate = self.venue.gates[gate_id]
+        while not self.stop.is_set():
+            if gate_id in self.kill_pending:
+                self.carry_out_kill(gate_id, self.kill_pending.pop(gate_id))
+                continue
+            with self.lock:
+                attempt = self.queues[gate_id].popleft() if self.queues[gate_id] else None
+                self.serving[gate_id] = attempt
+            if attempt is None:
+                if self.all_served():
+                    return
+                self.stop.wait(0.02)
+                continue
+            try:
+                self.serve(gate, attempt)
+            except (OSError, ControlError) as exc:
+                attempt.note = f"gate unreachable: {exc}"
+            finally:
+                attempt.ended_at = self.clock.now()
+                with self.lock:
+                    self.serving[gate_id] = None
+
+    def all_served(self) -> bool:
+        with self.lock:
+            return not self.pending and not any(self.queues.values())
+
+    def baseline(self, gate) -> int:
+        return max(gate.db_seq(), self.venue.listener.max_seq(gate.id))
+
+    def find_events(self, gate, after_seq: int) -> list[dict]:
+        found = {e["seq"]: e for e in self.venue.listener.events_of(gate.id, after_seq)}
+        for e in gate.outbox_after(after_seq):
+            found.setdefault(e["seq"], e)
+        return [found[s] for s in sorted(found)]
+
+    def serve(self, gate, a: model.Attempt) -> None:
+        start = self.baseline(gate)
+        text = model.render(a, time.time())
+        gate.client.request("show", text=text)
+        a.shown_at = self.clock.now()
+        scan = None
+        deadline = time.monotonic() + DECISION_TIMEOUT_S
+        while scan is None and time.monotonic() < deadline and not self.stop.is_set():
+            scan = next((e for e in self.find_events(gate, start) if e.get("kind") == "scan"), None)
+            if scan is None:
+                time.sleep(0.02)
+        gate.client.request("show", text=None)
+        if scan is None:
+            a.note = f"no scan event within {DECISION_TIMEOUT_S:.0f} s"
+            return
+        a.decided_at = self.clock.now()
+        a.observed_admit = scan.get("decision") == "admit"
+        a.observed_reason = scan.get("reason")
+        a.event_id = scan.get("id")
+        a.latency_us = scan.get("latency_us")
+        if not a.observed_admit:
+            return
+        if a.passes:
+            time.sleep(min(self.scenario.pass_time_s / self.speed, 1.0))
+            gate.client.request("drive", device=self.passage_device, active=True)
+            time.sleep(0.15)
+            gate.client.request("drive", device=self.passage_device, active=False)
+            wait = 5.0
+        else:
+            wait = self.scenario.passage_timeout_s + 5.0
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not self.stop.is_set():
+            passage = next((e for e in self.find_events(gate, scan["seq"])
+                            if e.get("kind") == "passage" and e.get("ref") == scan.get("id")), None)
+            if passage is not None:
+                a.passage = passage.get("result")
+                break
+            time.sleep(0.02)
+        expected = "passed" if a.passes else "timeout"
+        if a.passage != expected:
+            a.note = f"passage {a.passage or 'never reported'}, expected {expected}"
+            a.observed_reason = f"{a.observed_reason}+passage_{a.passage or 'missing'}"
+
+    # --- faults ---------------------------------------------------------------------------------
+    def carry_out_kill(self, gate_id: str, fault) -> None:
+        gate = self.venue.gates[gate_id]
+        self.gate_state[gate_id] = "killed"
+        killed = self.clock.now()
+        gate.kill()
+        time.sleep(self.clock.real(fault.end_s - fault.start_s))
+        gate.start()
+        try:
+            gate.wait_ready()
+        except VenueError as exc:
+            self.notes.append(str(exc))
+            self.gate_state[gate_id] = "dead"
+            self.stop.set()
+            return
+        time.sleep(2.5)  # its clock waits for a fresh beacon after a restart
+        back = self.clock.now()
+        self.gate_state[gate_id] = "up"
+        self.faults.append({"kind": "gate_kill", "gate": gate_id, "start_sim_s": self.clock.sim(killed),
+                            "end_sim_s": self.clock.sim(back),
+                            "what": f"SIGKILL at {self.clock.sim(killed):.1f} s (between two visitors), "
+                                    f"restarted and serving again at {self.clock.sim(back):.1f} s"})
+
+    def timeline(self) -> None:
+        sc = self.scenario
+        steps = []
+        for f in sc.faults:
+            if f.kind == "broker_down":
+                steps.append((f.start_s, "broker_stop", f))
+                steps.append((f.end_s, "broker_start", f))
+            elif f.kind == "gate_kill":
+                steps.append((f.start_s, "kill", f))
+            elif f.kind == "camera_stall":
+                steps.append((f.start_s, "stall", f))
+            elif f.kind == "clock_skew":
+                self.faults.append({"kind": "clock_skew", "gate": f.gate, "start_sim_s": None, "end_sim_s": None,
+                                    "what": f"wall clock {f.offset_s:+.0f} s off all along (time beacons bound it)"})
+        if self.crowd.revoked_during:
+            steps.append((sc.revocations_at_s, "revoke", None))
+        steps.sort(key=lambda s: s[0])
+        down_at = None
+        for at, what, f in steps:
+            while not self.stop.is_set() and self.clock.now() < self.clock.real(at):
+                self.stop.wait(0.05)
+            if self.stop.is_set():
+                return
+            now = self.clock.now()
+            if what == "broker_stop":
+                if self.venue.broker is None:
+                    self.notes.append("broker_down fault skipped: the broker was given with --broker")
+                    continue
+                self.venue.broker.stop()
+                self.broker_up_since = None
+                down_at = now
+            elif what == "broker_start" and self.venue.broker is not None:
+                self.venue.broker.start()
+                self.broker_up_since = self.clock.now()
+                self.faults.append({"kind": "broker_down", "gate": None, "start_sim_s": self.clock.sim(down_at),
+                                    "end_sim_s": self.clock.sim(self.broker_up_since),
+                                    "what": f"Mosquitto stopped at {self.clock.sim(down_at):.1f} s, "
+                                            f"started again at {self.clock.sim(self.broker_up_since):.1f} s"})
+            elif what == "kill":
+                self.kill_pending[f.gate] = f
+            elif what == "stall":
+                seconds = self.clock.real(f.end_s - f.start_s)
+                try:
+                    self.venue.gates[f.gate].client.request("stall", seconds=seconds)
+                    self.faults.append({"kind": "camera_stall", "gate": f.gate, "start_sim_s": self.clock.sim(now),
+                                        "end_sim_s": self.clock.sim(now + seconds),
+                                        "what": f"no camera frames for {seconds:.1f} s (wall)"})
+                except (OSError, ControlError) as exc:
+                    self.notes.append(f"camera_stall at {f.gate} not carried out: {exc}")
+            elif what == "revoke":
+                try:
+                    self.venue.publish_revocations(2, 1, self.crowd.revoked_during)
+                    self.revocation_sent_at = self.clock.now()
+                except (OSError, RuntimeError, ValueError) as exc:
+                    self.notes.append(f"revocation delta not published: {exc}")
+                    self.revocation_sent_at = self.clock.now()
+
+    def sampler(self) -> None:
+        while not self.stop.is_set() and not self.done.is_set():
+            with self.lock:
+                sample = {g: len(q) + (1 if self.serving[g] is not None else 0) for g, q in self.queues.items()}
+            self.samples.append((self.clock.now(), sample))
+            self.stop.wait(0.25)
+
+    # --- progress -------------------------------------------------------------------------------
+    def progress_table(self):
+        from rich.table import Table
+
+        attempts = self.crowd.attempts
+        t = Table(title=f"gated sim {self.scenario.name}: simulated {self.clock.sim(self.clock.now()):.0f} s of "
+                        f"{self.scenario.duration_s:.0f} (x{self.speed:g}); broker "
+                        f"{'up' if self.broker_up_since is not None else '[red]DOWN[/red]'}; "
+                        f"events seen {self.venue.listener.unique()}", title_justify="left")
+        for col in ("gate", "state", "queue", "served", "admits", "denies", "mismatches", "last"):
+            t.add_column(col, justify="right" if col not in ("gate", "state", "last") else "left")
+        shown = self.scenario.gate_ids if len(self.scenario.gate_ids) <= 24 else self.scenario.gate_ids[:24]
+        for g in shown:
+            mine = [a for a in attempts if a.gate == g and a.ended_at is not None]
+            last = mine[-1] if mine else None
+            mism = sum(1 for a in mine if not a.matched)
+            t.add_row(g, self.gate_state[g], str(len(self.queues[g])), f"{len(mine)}/{sum(1 for a in attempts if a.gate == g)}",
+                      str(sum(1 for a in mine if a.observed_admit)), str(sum(1 for a in mine if a.observed_admit is False)),
+                      f"[red]{mism}[/red]" if mism else "0",
+                      f"{last.kind}: {last.observed_reason}" if last else "")
+        return t
+
+
+def run(scenario: Scenario, out_dir: Path, *, speed: float | None = None, broker_url: str | None = None,
+        progress: bool = True, log=print) -> dict:
+    """Run the scenario; returns the report (also written to out_dir)."""
+    speed = speed or scenario.speed
+    out_dir = Path(out_dir)
+    venue = Venue(scenario, out_dir, broker_url=broker_url, log=log)
+    try:
+        return _run(scenario, venue, out_dir, speed, progress, log)
+    finally:
+        venue.close()
+
+
+def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, log) -> dict:
+    log(f"venue: {scenario.gates} gates at {scenario.site}, {scenario.visitors} visitors, speed x{speed:g}")
+    venue.start_broker()
+    venue.prepare_gates()
+    opened = int(time.time())
+    crowd = model.build(scenario, venue.issuer_key, opened, speed=speed)
+    venue.write_tickets_csv(crowd.tickets)
+    venue.start_listener()
+    venue.publish_revocations(1, 0, crowd.revoked_before)  # the snapshot the gates start with
+    venue.start_ledger()
+    log(f"broker {venue.broker_url}; ledger {venue.ledger_db}; starting {scenario.gates} gates")
+    venue.start_gates()
+    time.sleep(2.5)  # a fresh beacon and the revocation snapshot reach every gate
+    r = Run(scenario, venue, crowd, speed, log)
+    r.clock = Clock(speed)
+    threads = [threading.Thread(target=r.dispatcher, name="dispatcher", daemon=True),
+               threading.Thread(target=r.timeline, name="timeline", daemon=True),
+               threading.Thread(target=r.sampler, name="sampler", daemon=True)]
+    workers = [threading.Thread(target=r.worker, args=(g,), name=f"lane-{g}", daemon=True) for g in scenario.gate_ids]
+    for t in threads + workers:
+        t.start()
+    limit = r.clock.real(scenario.duration_s) + 120 + 2 * len(crowd.attempts) / max(1, scenario.gates)
+    try:
+        _watch(r, workers, limit, progress)
+    finally:
+        r.done.set()
+        r.stop.set()
+    for t in threads + workers:
+        t.join(timeout=30)
+    if venue.broker is not None and not venue.broker.running:
+        venue.broker.start()  # a fault window that outlived the crowd
+    # the drain: every event made reaches the ledger
+    made = sum(g.db_seq() for g in venue.gates.values())
+    deadline = time.monotonic() + 60
+    while venue.ledger_count() < made and time.monotonic() < deadline:
+        time.sleep(0.2)
+        made = sum(g.db_seq() for g in venue.gates.values())
+    for gate in venue.gates.values():
+        code = gate.stop()
+        if code not in (0, None, -9):
+            r.notes.append(f"gate {gate.id} exited with {code} at the end; see {gate.log_path}")
+    made = sum(g.db_seq() for g in venue.gates.values())
+    deadline = time.monotonic() + 10
+    while venue.ledger_count() < made and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {g.id: g.outbox_depth() for g in venue.gates.values()}
+    if any(left.values()):
+        r.notes.append(f"events still in the gates' outboxes after they stopped: {left}")
+    time.sleep(0.5)
+    venue.stop_ledger()
+    ledger_report, ledger_events = _read_ledger(venue)
+    duplicates = max(0, venue.listener.deliveries - venue.listener.unique())
+    result = report.build(scenario=scenario, attempts=crowd.attempts, visitors=crowd.visitors, events_made=made,
+                          ledger=ledger_report, ledger_events=ledger_events, duplicates_dropped=duplicates,
+                          tickets=crowd.tickets, faults=r.faults, speed=speed, gate_ids=scenario.gate_ids,
+                          notes=r.notes)
+    json_path, html_path = report.write(out_dir, result, crowd.attempts, r.samples, speed)
+    log(f"{result['verdict']}")
+    log(f"report: {html_path} (and {json_path.name}); device keys in {out_dir / 'devices'}")
+    return result
+
+
+def _watch(r: Run, workers, limit: float, progress: bool) -> None:
+    def finished():
+        return not any(w.is_alive() for w in workers) or r.clock.now() > limit or r.stop.is_set()
+
+    if not progress:
+        while not finished():
+            time.sleep(0.2)
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console(stderr=True)
+    with Live(r.progress_table(), console=console, refresh_per_second=4, transient=False) as live:
+        while not finished():
+            time.sleep(0.25)
+            live.update(r.progress_table())
+    if r.clock.now() > limit:
+        r.notes.append(f"stopped after {limit:.0f} s of wall time with visitors still waiting")
+
+
+def _read_ledger(venue: Venue) -> tuple[dict, list[dict]]:
+    import json
+
+    from gated.central.ledger import Ledger
+    from gated.keys import load_keyring
+
+    with Ledger(venue.ledger_db, keyring=load_keyring(venue.ledger_keyring), site=venue.scenario.site) as ledger:
+        summary = ledger.report()
+        bodies = [json.loads(row[0]) for row in ledger.db.execute("SELECT body FROM events ORDER BY gate, seq")]
+    return summary, bodies
