@@ -57,4 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m gated.cli`: run the imported module's main, whose except clauses catch the
+    # gated.cli.CommandError the commands raise (this __main__ module has its own copy of the class)
+    from gated.cli import main as _main
+
+    sys.exit(_main())

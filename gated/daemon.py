@@ -43,6 +43,8 @@ from gated.config import Config
 log = structlog.get_logger("gated.daemon")
 
 LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
+REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked against the policy
+STALE_LOCK_KEY = "daemon.stale_lock"  # set while the gate is locked because the list is stale (fail closed)
 CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watchdog pings)
 FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
 
@@ -127,6 +129,9 @@ class Daemon:
         self.store_ok = True
         self.camera_fault: str | None = None
         self._next_health = 0.0
+        self._next_rev_check = 0.0
+        self._stale_why: str | None = None
+        self._stale_locked: bool | None = None  # mirrors STALE_LOCK_KEY (read once, at the first check)
         self._next_watchdog = 0.0
         self._watchdog_every = sdnotify.watchdog_interval_s()
 
@@ -143,6 +148,7 @@ class Daemon:
         self.clock = self._make_clock()
         self.turnstile = self._make_turnstile()
         self.gate = self._make_gate()
+        self._revocation_policy(time.monotonic())  # locked before the first scan if the list is stale
         self.scanner = make_scanner(cfg)
         self.camera = open_camera(cfg)
         self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
@@ -168,22 +174,21 @@ class Daemon:
         from gated import turnstile
 
         board = load_board(self.cfg)
+        pulse_s = self.cfg.timings.relay_pulse_s
         return turnstile.Turnstile(board, pin_factory=make_pin_factory(self.cfg),
-                                   relay_pulse_s=self.cfg.timings.relay_pulse_s)
+                                   pulse_ms=None if pulse_s is None else int(round(pulse_s * 1000)))
 
     def _make_gate(self):
         from gated.decide import GateContext
         from gated.gate import Gate
 
-        cfg, board = self.cfg, self.turnstile.board
+        cfg, board = self.cfg, self.turnstile.profile
         context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
                               skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window)
         return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
-                    clock=self.clock,
+                    clock=self.clock.now if self.clock is not None else time.time,
                     passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
-                    held_open_s=cfg.timings.held_open_s or board.timing.held_open_s,
-                    revocation_max_age_s=cfg.revocations.max_age_s,
-                    fail_open_when_stale=cfg.revocations.when_stale == "open")
+                    held_open_s=cfg.timings.held_open_s or board.timing.held_open_s)
 
     def _make_uplink(self):
         from gated.uplink import Uplink
@@ -258,8 +263,9 @@ class Daemon:
             else:
                 self._scan(text, captured_at)
             self.uplink.poll()
-            self.gate.poll()
+            self._poll_gate()
             now = time.monotonic()
+            self._revocation_policy(now)
             self._health(now)
             self._watchdog(now)
 
@@ -273,8 +279,52 @@ class Daemon:
             log.error("store fault: gate stays shut", error=str(exc))
             return
         self.store_ok = True
-        if decision is not None:
-            self.counters.decision(bool(decision.admit))
+        self.counters.decision(decision.admit)
+        event = self.gate.last_scan or {}
+        log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,
+                 ticket=event.get("ticket"), latency_us=event.get("latency_us"),
+                 relay_latency_us=self.gate.last_latency_us if decision.admit else None)
+
+    def _poll_gate(self) -> None:
+        from gated.store import StoreError
+
+        try:
+            self.gate.poll()
+        except StoreError as exc:  # the gate logged it and kept shut; stop the watchdog pings
+            self.store_ok = False
+            log.error("store fault while polling the gate", error=str(exc))
+
+    def _revocation_policy(self, now: float) -> None:
+        """The staleness policy: log (the alarm) when the list goes stale or fresh again; fail closed
+        by locking the gate (a `state: locked` event) and unlocking it once a current list is in."""
+        from gated.decide import GateMode
+
+        if now < self._next_rev_check:
+            return
+        self._next_rev_check = now + REVOCATION_CHECK_S
+        policy = self.cfg.revocations.when_stale
+        why = health.revocation_staleness(self.store.revocation_state(), time.time(), self.cfg.revocations.max_age_s)
+        if why != self._stale_why:
+            if why:
+                log.error("revocations stale", why=why, policy=policy,
+                          action="gate locked until a current list arrives" if policy == "closed"
+                          else "gate keeps admitting on the old list")
+            elif self._stale_why:
+                log.info("revocations current again", rev=self.store.revocation_state().version)
+            self._stale_why = why
+        if policy != "closed":
+            return
+        if self._stale_locked is None:
+            self._stale_locked = bool(int(self.store.get_value(STALE_LOCK_KEY, 0) or 0))
+        if why and self.gate.mode is GateMode.NORMAL:
+            self.gate.command("lock")
+            self.store.set_value(STALE_LOCK_KEY, 1)
+            self._stale_locked = True
+        elif not why and self._stale_locked:
+            if self.gate.mode is GateMode.LOCKED:
+                self.gate.command("unlock")
+            self.store.set_value(STALE_LOCK_KEY, 0)
+            self._stale_locked = False
 
     @property
     def camera_ok(self) -> bool:

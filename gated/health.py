@@ -122,3 +122,16 @@ def write_textfile(path: Path, text: str) -> None:
 
 def encode(body: dict) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def revocation_staleness(rev, now_s: float, max_age_s: float) -> str | None:
+    """Why the revocation list cannot be trusted as current (None: it can). `rev` is the store's
+    RevocationState; the age counts from the newest update's `iat` (when the central side signed it)."""
+    if rev.version == 0:
+        return "no revocation list received yet"
+    if rev.stale:
+        return f"list v{rev.version} has a gap (a delta is missing); waiting for a snapshot"
+    age = now_s - (rev.iat or rev.applied_ms / 1000)
+    if age > max_age_s:
+        return f"list v{rev.version} is {int(age)} s old (limit {int(max_age_s)} s)"
+    return None
