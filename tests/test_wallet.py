@@ -16,6 +16,7 @@ import pytest
 from gated.central import wallet
 from gated.cli import main
 
+GATED = str(Path(sys.executable).with_name("gated"))  # the installed entry point
 NOW = 1_790_000_020  # 10 s into a 30 s step
 
 
@@ -126,7 +127,7 @@ def test_watch_renders_a_new_code_each_step(desk):
 def test_watch_command_keeps_running(desk):
     """`gated wallet show --watch` prints a code at once and keeps going until interrupted."""
     ticket_file, key_file = desk
-    proc = subprocess.Popen([sys.executable, "-m", "gated.cli", "wallet", "show", "--ticket", str(ticket_file),
+    proc = subprocess.Popen([GATED, "wallet", "show", "--ticket", str(ticket_file),
                              "--device-key", str(key_file), "--watch"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
