@@ -4,6 +4,8 @@ queued messages of persistent sessions, as a production broker with persistence 
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -38,7 +40,10 @@ class Mosquitto:
             "autosave_interval 1\n"
             "max_queued_messages 1000000\n"
             "max_inflight_messages 100\n"
-            "log_dest stderr\n"
+            # as root, mosquitto drops to user `mosquitto`, which cannot write our directory: persistence
+            # would fail silently and a restart (the broker_down fault) would lose every queued session
+            + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
+            + "log_dest stderr\n"
             "log_type error\nlog_type warning\n")
         self.process: subprocess.Popen | None = None
 

@@ -188,7 +188,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         name=r.get(sc, "scenario.name", str) or "?", site=r.get(sc, "scenario.site", str) or "site",
         event=r.get(sc, "scenario.event", str) or "EVENT", seed=r.get(sc, "scenario.seed", int, 1),
         duration_s=duration, speed=r.get(sc, "scenario.speed", float, 1.0, above=0),
-        gates=gates, zones=tuple(zones), board=r.get(ga, "gates.board", str, "generic"),
+        gates=gates, zones=tuple(zones), board=r.get(ga, "gates.board", str, "generic-relay"),
         passage_timeout_s=r.get(ga, "gates.passage_timeout_s", float, 2.0, above=0),
         relay_pulse_s=r.get(ga, "gates.relay_pulse_s", float, 0.5, above=0),
         fps=r.get(ga, "gates.fps", float, 10.0, above=0),

@@ -1,0 +1,267 @@
+"""The simulator: scenario files, the crowd's ground truth, the control socket, the report, and
+whole venues run end to end (real gate processes, a real Mosquitto, the real ledger)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated import keys, ticket
+from gated.simcontrol import Client, ControlError, Controller, serve
+from sim import model, report, scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "sim" / "scenarios"
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["demo", "outage", "stadium"])
+def test_shipped_scenarios_load(name):
+    s = scenario.load(SCENARIOS / f"{name}.toml")
+    assert s.name == name
+    assert len(s.gate_ids) == s.gates
+
+
+def test_stadium_is_the_big_one():
+    s = scenario.load(SCENARIOS / "stadium.toml")
+    assert (s.gates, s.visitors) == (20, 20000)
+    assert {f.kind for f in s.faults} == {"broker_down", "gate_kill", "clock_skew", "camera_stall"}
+
+
+def test_outage_has_broker_loss_and_a_killed_gate():
+    s = scenario.load(SCENARIOS / "outage.toml")
+    assert s.faults_of("broker_down") and s.faults_of("gate_kill")
+
+
+def test_a_bad_scenario_names_every_problem_with_its_key():
+    raw = {"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": -1, "colour": "red"},
+           "gates": {"count": 1, "zones": "north"},
+           "arrivals": {"visitors": 10, "profile": [[5, 1], [1, 1]]},
+           "fraud": {"two_gates": 1, "forged": 9},
+           "faults": [{"kind": "broker_down", "start_s": 30, "end_s": 10}, {"kind": "meteor"},
+                      {"kind": "gate_kill", "gate": "g9", "at_s": 1}]}
+    with pytest.raises(scenario.ScenarioError) as err:
+        scenario.from_dict(raw, source="bad.toml")
+    text = str(err.value)
+    for needle in ("scenario.duration_s", "scenario.colour", "gates.zones", "arrivals.profile", "fraud.two_gates",
+                   "at most half", "faults[0]", "faults[1].kind", "faults[2].gate"):
+        assert needle in text, needle
+
+
+# --- ground truth --------------------------------------------------------------------------------
+
+@pytest.fixture
+def issuer():
+    return Ed25519PrivateKey.generate()
+
+
+def test_the_crowd_matches_the_scenario(issuer):
+    s = scenario.load(SCENARIOS / "demo.toml")
+    crowd = model.build(s, issuer, int(time.time()), speed=1.0)
+    assert len({a.visitor for a in crowd.attempts}) == s.visitors
+    kinds = Counter(a.kind for a in crowd.attempts)
+    for kind, n in s.fraud.items():
+        assert kinds[kind] == n, kind
+    assert kinds["retry"] == sum(1 for a in crowd.attempts if a.kind == "valid" and not a.passes)
+    assert all(a.at_s <= s.duration_s for a in crowd.attempts)
+
+
+def test_expected_codec_denials_are_what_a_gate_reads(issuer):
+    """The model states unknown_key, bad_signature, malformed without asking the codec; the codec agrees."""
+    s = scenario.load(SCENARIOS / "demo.toml")
+    crowd = model.build(s, issuer, int(time.time()), speed=1.0)
+    ring = keys.Keyring((keys.trusted("issuer", issuer.public_key(), ["issuer"]),))
+    checked = Counter()
+    for a in crowd.attempts:
+        code = ticket.read_code(a.text, ring) if a.text else None
+        if a.kind in ("forged", "tampered"):
+            assert isinstance(code, ticket.Rejection) and code.reason.value == a.expect_reason, (a.kind, code)
+            checked[a.expect_reason] += 1
+        elif a.text:
+            assert isinstance(code, ticket.Ticket)
+    assert set(checked) == {"unknown_key", "bad_signature", "malformed"}
+
+
+def test_copies_come_after_their_original(issuer):
+    s = scenario.load(SCENARIOS / "demo.toml")
+    crowd = model.build(s, issuer, int(time.time()), speed=1.0)
+    by_id = {a.id: a for a in crowd.attempts}
+    copies = [a for a in crowd.attempts if a.kind in ("used_twice", "two_gates")]
+    assert copies
+    for c in copies:
+        original = by_id[c.after]
+        assert original.cti == c.cti and original.expect_admit and original.passes
+        assert (c.gate == original.gate) == (c.kind == "used_twice")
+
+
+def test_arrivals_follow_the_profile():
+    import random
+
+    s = scenario.from_dict({"scenario": {"name": "r", "site": "s", "event": "E", "duration_s": 100},
+                            "gates": {"count": 1}, "arrivals": {"visitors": 4000, "profile": [[0, 0], [50, 0], [51, 1], [100, 1]]}})
+    times = model.arrival_times(s, 4000, random.Random(1))
+    assert sum(1 for t in times if t < 50) == 0
+    assert 0 < min(times) and max(times) <= 100
+
+
+# --- the control socket --------------------------------------------------------------------------
+
+class Camera:
+    """A camera that remembers what it was told to show (the synthetic source's show() interface)."""
+
+    def __init__(self):
+        self.shown = []
+
+    def show(self, text):
+        self.shown.append(text)
+
+
+@pytest.fixture
+def turnstile():
+    from gpiozero.pins.mock import MockFactory
+
+    from gated.boards import load_board
+    from gated.turnstile import Turnstile
+
+    t = Turnstile(load_board("generic-relay"), pin_factory=MockFactory())
+    yield t
+    t.close()
+
+
+def test_control_socket_shows_codes_and_drives_the_beam(tmp_path, turnstile):
+    camera = Camera()
+    seen = []
+    turnstile.on_input(lambda kind, active: seen.append((kind, active)))
+    server = serve(tmp_path / "c.sock", camera=camera, turnstile=turnstile)
+    client = Client(tmp_path / "c.sock")
+    try:
+        assert client.request("ping")["pid"] > 0
+        client.request("show", text="GT1:ABC")
+        client.request("show", text=None)
+        assert camera.shown == ["GT1:ABC", None]
+        # the beam is active low on this board: "active" must pull the pin low
+        client.request("drive", device="passage", active=True)
+        assert turnstile.passage.pin.state == 0 and turnstile.input_active("passage")
+        client.request("drive", device="passage", active=False)
+        assert ("passage", True) in seen and ("passage", False) in seen
+        state = client.request("state")["devices"]
+        assert state["relay"]["kind"] == "output" and state["relay"]["activations"] == 0
+        turnstile.relay.on()
+        turnstile.relay.off()
+        assert client.request("state")["devices"]["relay"]["activations"] == 1
+        with pytest.raises(ControlError, match="no device"):
+            client.request("drive", device="trapdoor", active=True)
+        with pytest.raises(ControlError, match="output"):
+            client.request("drive", device="relay", active=True)
+        with pytest.raises(ControlError, match="cannot stall"):
+            client.request("stall", seconds=1)
+    finally:
+        client.close()
+        server.stop()
+    assert not (tmp_path / "c.sock").exists()
+
+
+def test_controller_refuses_bad_requests(turnstile):
+    c = Controller(camera=Camera(), turnstile=turnstile)
+    assert c.handle({"op": "show", "text": 5})["ok"] is False
+    assert c.handle({"op": "fly"})["ok"] is False
+    assert c.handle({"op": "drive", "device": "passage"})["ok"] is False
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def _attempt(i, expect, observed, gate="g1"):
+    a = model.Attempt(i, i, gate, float(i), "valid" if expect == "ok" else "forged", "GT1:X", None,
+                      expect == "ok", expect)
+    if observed is not None:
+        a.observed_admit, a.observed_reason = observed == "ok", observed
+        a.shown_at, a.decided_at, a.latency_us = float(i), i + 0.2, 40_000 + i
+    return a
+
+
+def _ledger(events=10, missing=0):
+    return {"gates": {"g1": {"events": events}}, "totals": {"events": events, "missing": missing, "chain_breaks": 0,
+                                                            "bad_signatures": 0, "bad_hashes": 0}}
+
+
+def _build(attempts, ledger, made=10, ledger_events=()):
+    s = scenario.load(SCENARIOS / "demo.toml")
+    return report.build(scenario=s, attempts=attempts, visitors=len(attempts), events_made=made, ledger=ledger,
+                        ledger_events=list(ledger_events), duplicates_dropped=0, tickets={}, faults=[], speed=1.0,
+                        gate_ids=["g1", "g2"])
+
+
+def test_report_passes_only_when_everything_matches(tmp_path):
+    good = [_attempt(1, "ok", "ok"), _attempt(2, "unknown_key", "unknown_key")]
+    r = _build(good, _ledger())
+    assert r["ok"] and r["decisions"] == {"expected": 2, "matched": 2, "mismatched": 0}
+    assert set(r) >= {"scenario", "visitors", "decisions", "events", "latency_ms", "throughput_per_gate_per_min",
+                      "denials", "admissions_over_limit"}
+    assert set(r["events"]) == {"made", "in_ledger", "gaps", "duplicates_dropped", "chain_breaks", "bad_signatures"}
+    assert r["denials"] == {"unknown_key": 1}
+
+    assert not _build(good + [_attempt(3, "expired", "ok")], _ledger())["ok"]  # a mismatch
+    assert not _build(good + [_attempt(3, "expired", None)], _ledger())["ok"]  # no decision at all
+    assert not _build(good, _ledger(events=9), made=10)["ok"]  # an event lost
+    assert not _build(good, _ledger(missing=1))["ok"]  # a gap
+    over = [{"kind": "scan", "id": f"g1:{i}", "decision": "admit", "ticket": "ab" * 16} for i in (1, 2)]
+    r = _build(good, _ledger(), ledger_events=over)
+    assert r["admissions_over_limit"] == 1 and not r["ok"]
+    rolled_back = over + [{"kind": "passage", "id": "g1:3", "ref": "g1:1", "result": "timeout"}]
+    assert _build(good, _ledger(), ledger_events=rolled_back)["admissions_over_limit"] == 0
+
+
+def test_report_files_open_offline(tmp_path):
+    attempts = [_attempt(i, "ok", "ok", gate=f"g{1 + i % 2}") for i in range(20)] + [_attempt(30, "expired", "ok")]
+    r = _build(attempts, _ledger())
+    r["faults"] = [{"kind": "broker_down", "gate": None, "start_sim_s": 3.0, "end_sim_s": 8.0, "what": "down"}]
+    json_path, html_path = report.write(tmp_path, r, attempts, [(0.0, {"g1": 1, "g2": 0}), (5.0, {"g1": 3, "g2": 1})], 1.0)
+    assert json.loads(json_path.read_text())["decisions"]["mismatched"] == 1
+    page = html_path.read_text()
+    assert page.index("FAIL") < page.index("<h2>")  # the verdict comes first
+    assert page.count("data:image/png;base64,") == 4
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+
+
+# --- whole venues --------------------------------------------------------------------------------
+
+def _run_venue(name, tmp_path, speed):
+    from sim import runner
+
+    s = scenario.load(SCENARIOS / f"{name}.toml")
+    result = runner.run(s, tmp_path / "out", speed=speed, progress=False, log=lambda m: None)
+    return s, result
+
+
+def _assert_clean(result, tmp_path, s):
+    detail = json.dumps({k: result[k] for k in ("verdict", "mismatches", "events", "notes")}, indent=1)[:4000]
+    assert result["decisions"]["mismatched"] == 0, detail
+    assert result["decisions"]["matched"] == result["decisions"]["expected"]
+    assert result["events"]["made"] == result["events"]["in_ledger"] > 0, detail
+    assert result["events"]["gaps"] == result["events"]["chain_breaks"] == result["events"]["bad_signatures"] == 0
+    assert result["admissions_over_limit"] == 0
+    assert result["denials"] == result["expected_denials"]
+    assert result["ok"], detail
+    for gate in s.gate_ids:
+        assert (tmp_path / "out" / "devices" / f"{gate}.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY")
+    assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_demo_venue_matches_ground_truth_and_loses_nothing(tmp_path):
+    s, result = _run_venue("demo", tmp_path, speed=2.0)
+    _assert_clean(result, tmp_path, s)
+    fraud_reasons = {"unknown_key", "bad_signature", "malformed", "revoked", "expired", "wrong_event", "already_used"}
+    assert set(result["denials"]) == fraud_reasons
+
+
+def test_outage_venue_loses_nothing(tmp_path):
+    s, result = _run_venue("outage", tmp_path, speed=2.0)
+    _assert_clean(result, tmp_path, s)
+    kinds = {f["kind"] for f in result["faults"]}
+    assert {"broker_down", "gate_kill"} <= kinds, result["faults"]
