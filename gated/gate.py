@@ -57,9 +57,12 @@ LOCKED_KEY, EMERGENCY_KEY = "gate.locked", "gate.emergency"
 
 class Gate:
     def __init__(self, *, store: GateStore, keyring: Keyring, context: GateContext, turnstile: Turnstile,
-                 clock: Callable[[], float] = time.time, passage_timeout_s: float, held_open_s: float):
+                 clock: Callable[[], float] = time.time, passage_timeout_s: float, held_open_s: float,
+                 time_reading: Callable[[], object] | None = None):
+        """`clock` times events and timers. `time_reading`, if given (gated.clock.TrustedClock.reading),
+        gives the time scans are judged with and whether it can be trusted (decide(time_trusted=))."""
         self._store, self._keyring, self._context, self._turnstile = store, keyring, context, turnstile
-        self._clock = clock
+        self._clock, self._time_reading = clock, time_reading
         self._rules = gs.Rules(passage_timeout_s=passage_timeout_s, held_open_s=held_open_s)
         self._queue: queue.Queue[tuple[str, bool, float]] = queue.Queue()
         self.last_scan: dict | None = None  # the last scan event written
@@ -90,10 +93,13 @@ class Gate:
             self._drain()  # a passage or timeout before this scan is settled before it
         except StoreError:
             pass  # already logged; this scan's own write tells whether the store works
-        now = self._clock()
+        now, trusted = self._clock(), True
+        if self._time_reading is not None:
+            reading = self._time_reading()
+            now, trusted = reading.now, reading.trusted
         context = self._context if self._context.mode is self.mode else replace(self._context, mode=self.mode)
         try:
-            decision = validate(text, self._keyring, context, self._store, now)
+            decision = validate(text, self._keyring, context, self._store, now, time_trusted=trusted)
             rev = self._store.revocation_state().version
         except sqlite3.Error as exc:
             raise self._store_fault(StoreError(f"{self._store.path}: read failed ({exc}); the gate stays shut")) from exc
