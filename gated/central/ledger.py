@@ -1,6 +1,6 @@
 """The central ledger: every gate's events exactly once, with what is wrong with them.
 
-    gated/v1/<site>/gates/+/events  --$share/ledger/...-->  Ledger.ingest()  -->  ledger.db
+    gated/v1/<site>/gates/+/events  --(persistent session, or $share/<group>/...)-->  Ledger.ingest()  -->  ledger.db
 
 Storage (SQLite, WAL, synchronous=FULL; a message is acknowledged to the broker only after the
 transaction holding it has committed, so a crash of the ledger loses nothing):
@@ -318,23 +318,29 @@ def format_report(report: dict) -> str:
 
 # --- the service: a shared subscription feeding the ledger --------------------------------------
 
-def share_topic(site: str, group: str = "ledger") -> str:
-    """Several ledgers in one group split the events between them (MQTT v5 shared subscription)."""
-    return f"$share/{group}/gated/v1/{site}/gates/+/events"
+def ledger_topic(site: str, group: str | None = None) -> str:
+    """The ledger's subscription. With a group, an MQTT v5 shared subscription (`$share/<group>/...`):
+    the ledgers of one group split the events between them. Without, a plain one: every ledger keeps
+    a full copy. The plain one is the default because Mosquitto 2.0.11 does not restore shared
+    subscriptions from its persistence file: after a broker restart, events published before the
+    ledger has subscribed again reach no ledger of the group (they show as gaps in `gated reconcile`;
+    tests/test_uplink.py measures both)."""
+    plain = f"gated/v1/{site}/gates/+/events"
+    return f"$share/{group}/{plain}" if group else plain
 
 
 class LedgerService:
     """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
-    def __init__(self, ledger: Ledger, settings, *, site: str, group: str = "ledger", batch: int = 2000):
+    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000):
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.uplink import MqttLink
 
         self.ledger, self.site, self.batch = ledger, site, batch
         self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}")
-        self.link.add_subscription(share_topic(site, group), SubscribeOptions(qos=1))
+        self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
 

@@ -21,7 +21,9 @@ def register(sub) -> None:
     p.add_argument("--keyring", help="keyring with the gates' device keys (role device, named after the gate)")
     p.add_argument("--tickets", action="append", default=[], metavar="CSV",
                    help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
-    p.add_argument("--group", default="ledger", help="shared-subscription group (ledgers in one group split the load)")
+    p.add_argument("--group", help="shared-subscription group: the ledgers of a group split the events ($share/GROUP/...); "
+                   "without it every ledger keeps a full copy (see docs/protocol.md: Mosquitto 2.0.11 loses shared "
+                   "subscriptions on a restart)")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 

@@ -47,10 +47,11 @@ def device_keyring(directory: Path, *stores) -> keys.Keyring:
 class LedgerThread:
     """A LedgerService running on its own thread (its SQLite connection is used only there)."""
 
-    def __init__(self, db: Path, url: str, site: str, keyring=None, **settings):
+    def __init__(self, db: Path, url: str, site: str, keyring=None, group: str | None = None, **settings):
         self.db = Path(db)
         self.ledger = Ledger(db, keyring=keyring, site=site)
-        self.service = LedgerService(self.ledger, fast_settings(url, client_id=f"ledger-{site}", **settings), site=site)
+        settings.setdefault("client_id", f"ledger-{site}-{self.db.stem}")
+        self.service = LedgerService(self.ledger, fast_settings(url, **settings), site=site, group=group)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
 
