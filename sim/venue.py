@@ -301,7 +301,7 @@ class Venue:
             directory = self.work / "gates" / gate_id
             (directory / "state").mkdir(parents=True)
             with GateStore(directory / "state" / "gate.db", site=sc.site, gate=gate_id) as store:
-                pem = keys.public_pem(store.device_public_key())
+                pem = keys.public_pem(store.device_public_key)
             (devices / f"{gate_id}.pub").write_bytes(pem)
             keys.trust_key_file(self.ledger_keyring, devices / f"{gate_id}.pub", "device", name=gate_id)
             socket_path = self.sockets / f"{gate_id}.sock"
