@@ -22,9 +22,10 @@ import struct
 from dataclasses import dataclass
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from gated import base45, cose
 from gated.keys import Keyring
@@ -120,6 +121,18 @@ def devsig_message(cti: bytes, step: int) -> bytes:
     return DEVSIG_DOMAIN + cti + struct.pack(">Q", step)
 
 
+def devsig_verifies(dev: bytes, devsig: bytes, message: bytes) -> bool:
+    """Ed25519 verification of a holder-device signature. libsodium (PyNaCl) rather than OpenSSL:
+    half the CPU time here (about 100 us against 190 us), which keeps a GT2 decision, with its two
+    signature checks, within 0.5 ms (bench/gt2.py); it is also the stricter verifier (it refuses
+    small-order keys and non-canonical encodings), which costs an honest wallet nothing."""
+    try:
+        crypto_sign_open(devsig + message, dev)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
 def raw_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
@@ -186,9 +199,7 @@ def _read_dynamic(body: str, keyring: Keyring) -> Ticket | Rejection:
     dev = inner.claims.dev
     if dev is None:
         return Rejection(Reason.MALFORMED, "GT2 code around a ticket without a device key", inner.claims.cti)
-    try:
-        Ed25519PublicKey.from_public_bytes(dev).verify(devsig, devsig_message(inner.claims.cti, step))
-    except (InvalidSignature, ValueError):
+    if not devsig_verifies(dev, devsig, devsig_message(inner.claims.cti, step)):
         return Rejection(Reason.BAD_SIGNATURE, "holder-device signature does not verify", inner.claims.cti)
     return Ticket(claims=inner.claims, issuer=inner.issuer, dynamic=True, step=step)
 
