@@ -316,3 +316,67 @@ def test_no_broker_is_not_an_error_events_wait_in_the_outbox(url, store, authori
     finally:
         uplink.stop()
     assert not uplink.connected and store.outbox_depth() == 3
+
+
+def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill(tmp_path, authority):
+    """The issue's "done when": every event in the ledger exactly once, every chain valid."""
+    broker = Broker(tmp_path / "broker").start()
+    dbs = {gate: tmp_path / f"{gate}.db" for gate in ("g1", "g2")}
+    stores = [GateStore(db, site=SITE, gate=gate) for gate, db in dbs.items()]  # device keys made on first open
+    ring = device_keyring(tmp_path / "ring", *stores)
+    for s in stores:
+        s.close()
+
+    def gate(name):
+        return spawn("--db", str(dbs[name]), "--site", SITE, "--gate", name, "--broker", broker.url,
+                     "--keyring", str(authority.keyring_dir), "--rate", "150")
+
+    key, now, settings = authority.revocation, int(time.time()), fast_settings(broker.url)
+    revoked = [os.urandom(16) for _ in range(3)]
+    procs = {}
+    try:
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
+            procs = {name: gate(name) for name in dbs}
+            for p in procs.values():
+                assert p.stdout.readline().split()[0] == "ready"
+            publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=1, add=revoked[:1],
+                                                                           iat=now))
+            time.sleep(1.0)
+            procs["g1"].send_signal(signal.SIGKILL)  # power cut at g1, rows in flight
+            procs["g1"].wait(10)
+            broker.stop()  # and the broker goes away while g2 keeps scanning
+            time.sleep(0.5)
+            broker.start()
+            publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=2, base=1,
+                                                                           add=revoked[1:2], iat=now))
+            procs["g1"] = gate("g1")
+            assert procs["g1"].stdout.readline().split()[0] == "ready"
+            publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=3, base=2,
+                                                                           add=revoked[2:], iat=now))
+            time.sleep(1.0)
+            last = {}
+            for name, p in procs.items():
+                p.send_signal(signal.SIGTERM)
+                word, seq = p.stdout.read().split()[-2:]
+                assert word == "drained" and p.wait(20) == 0
+                last[name] = int(seq)
+            deadline = time.monotonic() + 20
+            while ledger.count() < sum(last.values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            report = ledger.report()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        broker.stop()
+    for name, seq in last.items():
+        g = report["gates"][name]
+        assert seq > 100
+        assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"], g["bad_signatures"]) == (seq, seq, 0, 0, 0)
+        with GateStore(dbs[name]) as store:
+            assert store.revocation_state().version == 3 and all(store.is_revoked(c) for c in revoked)
+    assert report["clean"] and report["totals"]["conflicts"] == 0
+    from gated.cli import main
+
+    assert main(["reconcile", "--db", str(tmp_path / "ledger.db")]) == 0

@@ -1,9 +1,11 @@
 """A gate process for tests that must kill one (SIGKILL): a real GateStore and Uplink, making
 `state` events, the owner loop polling the uplink. Not the daemon (`gated run`): just enough gate.
 
-    python -m tests.support.gateproc --db D --site S --gate G --broker URL [--make N] [--exit-when-drained]
+    python -m tests.support.gateproc --db D --site S --gate G --broker URL [--keyring DIR]
+                                     [--make N] [--rate PER_S] [--exit-when-drained]
 
-Prints `ready` once its events are committed, then `drained` when the outbox is empty."""
+Prints `ready` once its first N events are committed, then `drained` when the outbox is empty.
+With --rate it goes on making events until SIGTERM, then stops making them, drains and exits."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from gated.keys import Keyring
+from gated.keys import Keyring, load_keyring
 from gated.mqtturl import parse_broker_url
 from gated.store import GateStore
 from gated.uplink import Uplink
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--gate", required=True)
     p.add_argument("--broker", required=True)
     p.add_argument("--make", type=int, default=0)
+    p.add_argument("--rate", type=float, default=0.0, help="events per second until SIGTERM")
+    p.add_argument("--keyring", help="trusted keys (revocation updates, commands)")
     p.add_argument("--exit-when-drained", action="store_true")
     args = p.parse_args(argv)
     stopping = []
@@ -37,18 +41,30 @@ def main(argv=None) -> int:
     for i in range(args.make):
         store.record_event({"kind": "state", "state": "online", "rev": 0}, time.time_ns() // 1_000_000)
     print("ready", store.last_seq, store.outbox_depth(), flush=True)
-    uplink = Uplink(store=store, keyring=Keyring(), settings=parse_broker_url(args.broker, reconnect_min_s=0.1,
+    keyring = load_keyring(args.keyring) if args.keyring else Keyring()
+    uplink = Uplink(store=store, keyring=keyring, settings=parse_broker_url(args.broker, reconnect_min_s=0.1,
                                                                            reconnect_max_s=0.5),
                     site=args.site, gate=args.gate)
     uplink.start()
-    said = False
+    said, started, made = False, time.monotonic(), 0
     while not stopping:
-        uplink.poll(0.05)
-        if not said and store.outbox_depth() == 0:
+        uplink.poll(0.01)
+        if args.rate:
+            due = int((time.monotonic() - started) * args.rate)
+            for _ in range(due - made):
+                store.record_event({"kind": "state", "state": "online", "rev": store.revocation_state().version},
+                                   time.time_ns() // 1_000_000)
+            made = max(made, due)
+        elif not said and store.outbox_depth() == 0:
             print("drained", store.last_seq, flush=True)
             said = True
             if args.exit_when_drained:
                 break
+    deadline = time.monotonic() + 20
+    while stopping and store.outbox_depth() and time.monotonic() < deadline:
+        uplink.poll(0.05)
+    if stopping:
+        print("drained" if store.outbox_depth() == 0 else "undrained", store.last_seq, flush=True)
     uplink.stop()
     store.close()
     return 0
