@@ -136,10 +136,6 @@ class BoardProfile:
         return patterns.get(name) or patterns.get("deny") or DEFAULT_FEEDBACK["deny"]
 
 
-# Other names a profile is known by (the simulator's scenarios say "generic").
-ALIASES = {"generic": "generic-relay"}
-
-
 def shipped_boards(boards_dir: str | os.PathLike | None = None) -> list[Path]:
     return sorted(Path(boards_dir or BOARDS_DIR).glob("*.toml"))
 
@@ -149,8 +145,7 @@ def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | 
     (default: firmware_config/boards/ beside the package)."""
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
-        name = ALIASES.get(str(name_or_path), str(name_or_path))
-        path = Path(boards_dir or BOARDS_DIR) / f"{name}.toml"
+        path = Path(boards_dir or BOARDS_DIR) / f"{name_or_path}.toml"
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -33,9 +33,8 @@ def test_shipped_profile_loads(path):
         assert profile.counts_passages
 
 
-def test_profiles_load_by_name_and_the_simulators_alias():
+def test_profiles_load_by_name():
     assert load_board("tripod-rotation").passage.sensor == "rotation"
-    assert load_board("generic").name == "generic-relay"
 
 
 def test_the_relay_hat_is_active_low_on_bcm26():
