@@ -71,6 +71,7 @@ def run_check_config(args) -> int:
 def run_doctor(args) -> int:
     cfg = _load(args.config)
     findings = [Finding(OK, "config", f"{args.config}: gate {cfg.gate.id} at {cfg.gate.site}")]
+    print(findings[0].line(), flush=True)
     for name, check in CHECKS:
         if name in args.skip:
             continue
@@ -123,6 +124,8 @@ def _read_meta(db_path: Path) -> dict:
 
 def check_state(cfg, timeout) -> Finding:
     directory, db_path = cfg.gate.state_dir, cfg.gate.database
+    if directory.exists() and not directory.is_dir():
+        return Finding(FAIL, "state", f"{directory} exists but is not a directory")
     if not directory.is_dir():
         parent = next((p for p in directory.parents if p.exists()), Path("/"))
         if os.access(parent, os.W_OK):
@@ -157,7 +160,7 @@ def check_state(cfg, timeout) -> Finding:
 def check_revocations(cfg, timeout) -> Finding:
     db_path = cfg.gate.database
     severity = FAIL if cfg.revocations.when_stale == "closed" else WARN
-    consequence = "the gate denies every ticket" if severity == FAIL else "the gate admits on an old list"
+    consequence = "the gate stays locked (denies every ticket)" if severity == FAIL else "the gate admits on an old list"
     if not db_path.exists():
         return Finding(severity, "revocations", f"no list yet (no state database); until one arrives {consequence}")
     try:
@@ -263,15 +266,59 @@ def check_decoder(cfg, timeout) -> Finding:
 
 
 def check_camera(cfg, timeout) -> Finding:
-    from gated.daemon import probe_camera
+    from gated.daemon import open_camera
 
-    return probe_camera(cfg, timeout, Finding, OK, FAIL)
+    where = cfg.camera.source
+    try:
+        camera = open_camera(cfg)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return Finding(FAIL, "camera", f"{where}: cannot open ({exc}); is it connected, and is this user in group video?")
+    frames, started, shape = 0, time.monotonic(), None
+    try:
+        deadline = started + timeout
+        while frames < 10 and time.monotonic() < deadline:
+            frame = camera.read()
+            if frame is None:
+                time.sleep(0.005)
+                continue
+            frames += 1
+            shape = frame.gray.shape
+    except (OSError, RuntimeError) as exc:
+        return Finding(FAIL, "camera", f"{where}: failed while reading ({exc})")
+    finally:
+        if hasattr(camera, "close"):
+            camera.close()
+    elapsed = time.monotonic() - started
+    if frames == 0:
+        return Finding(FAIL, "camera", f"{where}: opened, but no frame within {timeout:g} s")
+    height, width = shape[:2]
+    return Finding(OK, "camera", f"{where}: {frames} frames of {width}x{height} in {elapsed:.2f} s")
 
 
 def check_gpio(cfg, timeout) -> Finding:
-    from gated.daemon import probe_gpio
+    from gpiozero.exc import GPIOZeroError
 
-    return probe_gpio(cfg, Finding, OK, FAIL)
+    from gated.boards import BoardError
+    from gated.daemon import StartupError, load_board, make_pin_factory
+    from gated.turnstile import Turnstile
+
+    try:
+        board = load_board(cfg)
+    except BoardError as exc:
+        return Finding(FAIL, "gpio", str(exc).replace("\n", ";"))
+    try:
+        factory = make_pin_factory(cfg)
+        turnstile = Turnstile(board, pin_factory=factory)
+    except (StartupError, GPIOZeroError, OSError, RuntimeError) as exc:
+        return Finding(FAIL, "gpio", f"board {board.name}: pins not claimable ({type(exc).__name__}: {exc}); "
+                                     f"is gated (or another program) running, is this user in group gpio?")
+    try:
+        pins = [str(getattr(turnstile, name).pin) for name in ("relay", "passage", "emergency", "door", "green", "red",
+                                                               "buzzer") if getattr(turnstile, name) is not None]
+        kind = type(turnstile.relay.pin_factory).__name__
+    finally:
+        turnstile.close()
+    return Finding(OK, "gpio", f"board {board.name}: {len(pins)} pins claimed and released ({', '.join(pins)}) via {kind}")
 
 
 def _age(seconds: float) -> str:

@@ -1,0 +1,211 @@
+"""`gated run` as a subprocess for end-to-end tests: its config, its JSON log lines, a systemd
+notify socket to catch READY=1/WATCHDOG=1, and an MQTT collector for the events it reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import tomli_w
+
+from gated import events
+
+ROOT = Path(__file__).resolve().parents[2]
+GATED = Path(sys.executable).parent / "gated"
+
+
+def gate_config(tmp: Path, *, keyring: Path, broker_url: str, camera: str, site: str, gate: str, event: str,
+                board: str = "relay-only", **sections) -> dict:
+    """A gate config dict for tests (mock pins, fast health, JSON logs); `sections` override whole tables."""
+    cfg = {
+        "gate": {"site": site, "id": gate, "events": [event], "zone": "north", "keyring": str(keyring),
+                 "state_dir": str(tmp / "state")},
+        "camera": {"source": camera, "width": 640, "height": 480, "fps": 30.0},
+        "scanner": {"backend": "zxing"},
+        "turnstile": {"board": board, "pin_factory": "mock"},
+        "timings": {"relay_pulse_s": 0.05, "debounce_s": 0.5},
+        "clock": {"trust_system_clock": True},
+        "revocations": {"max_age_s": 3600.0, "when_stale": "open"},
+        "mqtt": {"url": broker_url, "keepalive_s": 5},
+        "logging": {"level": "info", "format": "json"},
+        "health": {"interval_s": 0.5},
+    }
+    for name, table in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **table}
+    return cfg
+
+
+class NotifySocket:
+    """A stand-in for systemd's notify socket: collects the datagrams a service sends."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def saw(self, word: str) -> int:
+        return sum(word in m.split("\n") for m in list(self.messages))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+class GateProcess:
+    """One `gated run --config FILE`; stderr's JSON lines are parsed into `logs` as they come."""
+
+    def __init__(self, config_path: Path, *, notify: NotifySocket | None = None, env: dict | None = None):
+        self.config_path = config_path
+        self.notify = notify
+        self.env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **(env or {})}
+        self.env.pop("JOURNAL_STREAM", None)
+        if notify is not None:
+            self.env.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="400000")
+        self.process: subprocess.Popen | None = None
+        self.logs: list[dict] = []
+        self.raw: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> "GateProcess":
+        self.logs, self.raw = [], []
+        self.process = subprocess.Popen([str(GATED), "run", "--config", str(self.config_path)], cwd=ROOT,
+                                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self, process) -> None:
+        for line in process.stderr:
+            self.raw.append(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                self.logs.append(entry)
+
+    def wait_for(self, predicate, timeout: float = 20.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            if self.process.poll() is not None:
+                time.sleep(0.2)  # let the reader catch the last lines
+                raise AssertionError(f"gated run exited ({self.process.returncode}) while waiting for {what}:\n"
+                                     + "".join(self.raw[-30:]))
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}; last log lines:\n" + "".join(self.raw[-30:]))
+
+    def logged(self, event: str) -> list[dict]:
+        return [e for e in list(self.logs) if e.get("event") == event]
+
+    def scans(self) -> list[dict]:
+        return self.logged("scan")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self.wait_for(lambda: self.logged("gate ready"), timeout, "gate ready")
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        self.process.terminate()
+        return self._wait(timeout)
+
+    def kill(self) -> int:
+        self.process.kill()
+        return self._wait(10)
+
+    def _wait(self, timeout: float) -> int:
+        rc = self.process.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(5)
+        return rc
+
+    def stop_quietly(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class EventCollector:
+    """Subscribes to a gate's events (and health) and keeps each event once, by id."""
+
+    def __init__(self, port: int, site: str, gate: str):
+        self.site, self.gate = site, gate
+        self.events: dict[int, dict] = {}
+        self.health: list[dict] = []
+        self.deliveries = 0
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        root = f"gated/v1/{site}/gates/{gate}/"
+        self.client.subscribe([(root + "events", 1), (root + "health", 1)])
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise AssertionError("collector could not subscribe")
+
+    def _on_message(self, client, userdata, message) -> None:
+        body = json.loads(message.payload)
+        with self._lock:
+            if message.topic.endswith("/health"):
+                self.health.append(body)
+            else:
+                self.deliveries += 1
+                self.events.setdefault(body["seq"], body)
+
+    def chain(self) -> list[dict]:
+        with self._lock:
+            return [self.events[s] for s in sorted(self.events)]
+
+    def wait_for_seq(self, seq: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(s in self.events for s in range(1, seq + 1)):
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"events 1..{seq} did not all arrive; have {sorted(self.events)}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def check_chain(chain: list[dict], device_public_key) -> None:
+    """seq 1..n without gaps, each `prev` the previous `hash`, each hash and signature valid."""
+    assert [e["seq"] for e in chain] == list(range(1, len(chain) + 1)), [e["seq"] for e in chain]
+    prev = events.GENESIS
+    for event in chain:
+        assert event["prev"] == prev, f"chain broken at {event['id']}"
+        problems = events.check_seal(event, device_public_key)
+        assert not problems, f"{event['id']}: {problems}"
+        prev = event["hash"]
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(tomli_w.dumps(cfg))
+    return path
