@@ -139,3 +139,27 @@ def test_profiles_are_frozen():
     profile = board_from_dict(MINIMAL)
     with pytest.raises(AttributeError):
         profile.relay = None
+
+
+RPI_CONFIG = boards.BOARDS_DIR.parent / "raspberrypi" / "config.txt"
+
+
+def test_raspberrypi_config_fragment_is_well_formed():
+    active = [line.strip() for line in RPI_CONFIG.read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    for line in active:
+        assert line.startswith("[") or "=" in line, line
+    keys = {line.split("=", 1)[0] for line in active if "=" in line}
+    assert {"camera_auto_detect", "dtparam", "gpio"} <= keys
+    assert "dtparam=watchdog=on" in active
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_raspberrypi_config_names_the_power_on_level_of_every_board_relay(path):
+    """The gpio= line the fragment gives for a board must hold that board's relay off at boot."""
+    profile = load_board(path)
+    number = profile.relay.pin.removeprefix("GPIO")
+    level = "dl" if profile.relay.active_high else "dh"
+    lines = [line for line in RPI_CONFIG.read_text().splitlines() if path.name in line]
+    assert lines, f"config.txt has no power-on line for {path.name}"
+    assert f"gpio={number}=op,{level}" in lines[0]
