@@ -178,7 +178,7 @@ class Run:
         if a.passes:
             time.sleep(min(self.scenario.pass_time_s / self.speed, 1.0))
             gate.client.request("drive", device=self.passage_device, active=True)
-            time.sleep(0.15)
+            time.sleep(0.08)
             gate.client.request("drive", device=self.passage_device, active=False)
             wait = 5.0
         else:
@@ -341,7 +341,7 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
         t.start()
     limit = r.clock.real(scenario.duration_s) + 120 + 2 * len(crowd.attempts) / max(1, scenario.gates)
     try:
-        _watch(r, workers, limit, progress)
+        _watch_all(r, workers, limit, progress)
     finally:
         r.done.set()
         r.stop.set()
@@ -370,10 +370,13 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     venue.stop_ledger()
     ledger_report, ledger_events = _read_ledger(venue)
     duplicates = max(0, venue.listener.deliveries - venue.listener.unique())
+    arrived = venue.listener.received_at
+    held_back = sum(1 for a in crowd.attempts if a.event_id in arrived and a.decided_at is not None
+                    and arrived[a.event_id] - (r.clock.t0 + a.decided_at) > 2.0)
     result = report.build(scenario=scenario, attempts=crowd.attempts, visitors=crowd.visitors, events_made=made,
                           ledger=ledger_report, ledger_events=ledger_events, duplicates_dropped=duplicates,
                           tickets=crowd.tickets, faults=r.faults, speed=speed, gate_ids=scenario.gate_ids,
-                          notes=r.notes)
+                          notes=r.notes, held_back=held_back)
     json_path, html_path = report.write(out_dir, result, crowd.attempts, r.samples, speed)
     log(f"{result['verdict']}")
     log(f"report: {html_path} (and {json_path.name}); device keys in {out_dir / 'devices'}")
@@ -396,6 +399,10 @@ def _watch(r: Run, workers, limit: float, progress: bool) -> None:
         while not finished():
             time.sleep(0.25)
             live.update(r.progress_table())
+
+
+def _watch_all(r: Run, workers, limit: float, progress: bool) -> None:
+    _watch(r, workers, limit, progress)
     if r.clock.now() > limit:
         r.notes.append(f"stopped after {limit:.0f} s of wall time with visitors still waiting")
 
