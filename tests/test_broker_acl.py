@@ -1,0 +1,161 @@
+"""The shipped site broker configuration (systemd/mosquitto/) run by a real Mosquitto: TLS with
+client certificates, CN as user name, and an ACL that keeps each gate to its own topics."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from gated import revocations
+from gated.central.publisher import publish_revocations
+from gated.mqtturl import parse_broker_url
+from gated.store import GateStore
+from gated.uplink import Uplink, command_topic, encode_command, events_topic, revocation_topic
+from tests.conftest import SITE
+from tests.support.broker import Broker
+from tests.support.uplink import LedgerThread, pump
+
+SHIPPED = Path(__file__).resolve().parents[1] / "systemd" / "mosquitto"
+CLIENTS = ("g1", "g2", "central", "ledger")
+
+
+@pytest.fixture
+def site_broker(tmp_path):
+    """Mosquitto running gated-site.conf and gated.acl as shipped, paths and port moved to tmp."""
+    certs = tmp_path / "certs"
+    subprocess.run([str(SHIPPED / "make-test-ca.sh"), str(certs), *CLIENTS], check=True, capture_output=True)
+    shutil.copy(SHIPPED / "gated.acl", certs / "gated.acl")
+    broker = Broker(tmp_path / "broker")
+    config = (SHIPPED / "gated-site.conf").read_text()
+    config = config.replace("/etc/mosquitto/gated/", f"{certs}/").replace("/var/lib/mosquitto/", f"{broker.directory}/")
+    assert "listener 8883\n" in config
+    config = config.replace("listener 8883\n", f"listener {broker.port} 127.0.0.1\n")
+    if os.geteuid() == 0:  # mosquitto would drop to user `mosquitto`, who cannot read the temp dir
+        config = f"user {pwd.getpwuid(0).pw_name}\n" + config
+    broker.config.write_text(config + "log_dest stderr\n")
+    broker.start()
+    broker.certs = certs
+    yield broker
+    broker.stop()
+
+
+def url(broker, who: str) -> str:
+    c = broker.certs
+    return f"mqtts://127.0.0.1:{broker.port}?ca={c}/ca.crt&cert={c}/{who}.crt&key={c}/{who}.key"
+
+
+class Client:
+    """A plain TLS client under one identity, recording what it receives."""
+
+    def __init__(self, broker, who: str | None, subscribe: str | None = None):
+        self.messages: list[tuple[str, bytes]] = []
+        self.acks: dict[int, int] = {}
+        self.connected = threading.Event()
+        self.refused = threading.Event()
+        c = broker.certs
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.tls_set(ca_certs=str(c / "ca.crt"), certfile=str(c / f"{who}.crt") if who else None,
+                            keyfile=str(c / f"{who}.key") if who else None, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.on_connect = lambda cl, u, f, rc, p: (self.refused if rc.is_failure else self.connected).set()
+        self.client.on_message = lambda cl, u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client.on_publish = lambda cl, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.reconnect_delay_set(0.1, 0.1)
+        self.client.connect_async("127.0.0.1", broker.port)
+        self.client.loop_start()
+        if who is not None:
+            assert self.connected.wait(10), f"{who} could not connect"
+        if subscribe:
+            self.client.subscribe(subscribe, qos=1)
+            assert subscribed.wait(10)
+
+    def publish(self, topic, payload: bytes) -> int:
+        info = self.client.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 10
+        while info.mid not in self.acks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.acks.get(info.mid, -1)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_gate_cannot_publish_as_another_gate_or_as_central(site_broker):
+    watcher = Client(site_broker, "central", subscribe=f"gated/v1/{SITE}/#")
+    g1 = Client(site_broker, "g1")
+    try:
+        for topic in (events_topic(SITE, "g2"), f"gated/v1/{SITE}/gates/g2/status", revocation_topic(SITE, 9, 0),
+                      command_topic(SITE, "g2"), f"gated/v1/{SITE}/time"):
+            g1.publish(topic, b'{"forged": true}')
+        assert g1.publish(events_topic(SITE, "g1"), b'{"own": true}') < 0x80  # the sentinel, after the forgeries
+        assert wait_for(lambda: any(t == events_topic(SITE, "g1") for t, _ in watcher.messages))
+    finally:
+        g1.close()
+        watcher.close()
+    assert [t for t, p in watcher.messages if p == b'{"forged": true}'] == []
+
+
+def test_only_a_gate_reads_its_commands_and_nobody_without_a_certificate_gets_in(site_broker):
+    g1 = Client(site_broker, "g1", subscribe=f"gated/v1/{SITE}/gates/+/cmd")
+    g2 = Client(site_broker, "g2", subscribe=command_topic(SITE, "g2"))
+    central = Client(site_broker, "central")
+    try:
+        assert central.publish(command_topic(SITE, "g2"), b"cmd for g2") < 0x80
+        assert central.publish(command_topic(SITE, "g1"), b"cmd for g1") < 0x80
+        assert wait_for(lambda: g2.messages and g1.messages)
+        time.sleep(0.2)
+        anonymous = Client(site_broker, None)
+        time.sleep(1.0)
+        assert not anonymous.connected.is_set()
+        anonymous.close()
+    finally:
+        for c in (g1, g2, central):
+            c.close()
+    assert g1.messages == [(command_topic(SITE, "g1"), b"cmd for g1")]
+    assert g2.messages == [(command_topic(SITE, "g2"), b"cmd for g2")]
+
+
+def test_gates_publisher_and_ledger_work_through_tls_and_the_acl(site_broker, tmp_path, authority):
+    """The real components under their identities: events reach the ledger, revocations and commands reach the gate."""
+    ran = []
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as store:
+        store.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+        settings = parse_broker_url(url(site_broker, "g1"), reconnect_min_s=0.1)
+        uplink = Uplink(store=store, keyring=authority.keyring, settings=settings, site=SITE, gate="g1",
+                        on_command=ran.append)
+        with LedgerThread(tmp_path / "ledger.db", url(site_broker, "ledger"), SITE) as ledger:
+            uplink.start()
+            try:
+                pump([uplink], lambda: uplink.connected and store.outbox_depth() == 0, what="g1's event delivered")
+                blobs = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+                                                   iat=int(time.time()))
+                publish_revocations(parse_broker_url(url(site_broker, "central")), SITE, blobs)
+                central = Client(site_broker, "central")
+                central.publish(command_topic(SITE, "g1"), encode_command(authority.command, gate="g1", command="open",
+                                                                           nonce=1))
+                central.close()
+                pump([uplink], lambda: store.revocation_state().version == 1 and ran, what="revocation and command")
+                assert wait_for(lambda: ledger.count() == 1)
+                report = ledger.report()
+            finally:
+                uplink.stop()
+    assert ran == ["open"]
+    assert report["gates"]["g1"]["events"] == 1
