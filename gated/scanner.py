@@ -1,0 +1,232 @@
+"""QR decoding: grayscale frames in, QR texts out; and the debouncer that turns a stream of
+per-frame readings into scans.
+
+Theory of operation. A gate camera delivers ~15-30 frames a second and most of them show no
+code at all, so the cost that matters most is the idle frame, and the decoder's first try must
+be cheap. `Scanner.read()` runs a short list of passes and stops at the first that yields a code:
+
+  zxing backend (zxing-cpp, primary); every call is restricted to QR and uses text mode Plain
+  (the symbol's bytes as text: the default HRI mode prints control characters as "<GS>")
+    "coarse"  frames above 800x600 only: the frame at half resolution (INTER_AREA, which also
+              averages away sensor noise), both polarities (dark-mode codes). A ticket held up
+              to a 720p camera has modules of 4+ pixels, so this cheap call finds most codes.
+    "fine"    the full frame. Above 800x600 it is smoothed 3x3 first (sensor noise makes the
+              local binarizer chase speckle: the smoothing halves the idle cost at 720p and
+              loses nothing when a module spans 3+ pixels) and zxing-cpp's own downscaling is
+              off (the coarse pass did it). Smaller frames get zxing-cpp's defaults
+              (try_invert, try_downscale, try_rotate): this is "plain zxing-cpp".
+    "region"  only when the fine pass *saw* a QR symbol but could not decode it (zxing-cpp
+              returns such symbols with return_errors=True, with their corners): that region,
+              cut out with a margin, upscaled 2x, read with the LocalAverage and then the
+              GlobalHistogram binarizer. Costs nothing on idle frames, where nothing is seen.
+    "smooth"  frames up to 800x600 where nothing was seen: smoothed 5x5 and read with the
+              GlobalHistogram binarizer (wins unevenly lit and noisy photos whose finder
+              patterns the local binarizer breaks up). Not run on larger frames: there it won
+              nothing in the benchmark and would cost every idle frame.
+  pyzbar backend (ZBar; needs libzbar0)
+    "fine"      pyzbar.decode(frame, QR only)
+    "inverted"  the negative of the frame: ZBar cannot read light-on-dark codes by itself.
+
+Which passes run is a constructor argument (`passes=`), so the benchmark can measure each.
+A "misread" (a wrong text) is not guarded against here: the GT1 signature does that downstream.
+
+Debouncing. A code held in front of the camera is seen in many consecutive frames; the gate must
+act once. `Debouncer.feed(texts, now)` passes a text on the first time it is seen and then at
+most once per `hold_off_s` (a ticket still held up after the hold-off is judged again, and the
+store answers already_used); a different text goes through at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BACKENDS = ("zxing", "pyzbar")
+ZXING_PASSES = ("fine", "coarse", "region", "smooth")
+LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
+PYZBAR_PASSES = ("fine", "inverted")
+
+
+class ScannerError(RuntimeError):
+    """The decoder library is missing or unusable; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one frame yielded: the texts (in reading order, no duplicates) and the pass that found them."""
+
+    texts: list[str]
+    via: str | None  # None: nothing found
+
+
+class Scanner:
+    """Decode QR codes in grayscale uint8 frames with zxing-cpp (default) or pyzbar."""
+
+    def __init__(self, backend: str = "zxing", passes: tuple[str, ...] | None = None, *,
+                 region_scale: float = 2.0):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown scanner backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        known = ZXING_PASSES if backend == "zxing" else PYZBAR_PASSES
+        self.backend = backend
+        self.passes = tuple(passes) if passes is not None else known
+        bad = [p for p in self.passes if p not in known]
+        if bad or known[0] not in self.passes:
+            raise ValueError(f"passes for {backend} must include {known[0]!r} and be among {known}, got {self.passes}")
+        self.region_scale = region_scale
+        self._lib = _load(backend)
+
+    def decode(self, gray: np.ndarray) -> list[str]:
+        """The QR texts in one frame (empty list: none)."""
+        return self.read(gray).texts
+
+    def read(self, gray: np.ndarray) -> Reading:
+        gray = _as_gray(gray)
+        if self.backend == "zxing":
+            return self._read_zxing(gray)
+        return self._read_pyzbar(gray)
+
+    # zxing-cpp ------------------------------------------------------------------------------
+    def _zx(self, image: np.ndarray, **options):
+        zx = self._lib
+        return zx.read_barcodes(image, formats=zx.BarcodeFormat.QRCode, text_mode=zx.TextMode.Plain, **options)
+
+    def _read_zxing(self, gray: np.ndarray) -> Reading:
+        import cv2
+
+        zx = self._lib
+        seen: list = []
+        if gray.size > LARGE_FRAME_PIXELS and "coarse" in self.passes:
+            half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            texts = _unique(b.text for b in self._zx(half, try_downscale=False))
+            if texts:
+                return Reading(texts, "coarse")
+        if gray.size > LARGE_FRAME_PIXELS:
+            # Sensor noise makes the local binarizer chase speckle: a 3x3 smoothing halves the
+            # idle cost at 720p and loses nothing when a module spans 3+ pixels.
+            found = self._zx(cv2.GaussianBlur(gray, (3, 3), 0), try_downscale=False, return_errors=True)
+        else:
+            found = self._zx(gray, return_errors=True)
+        texts = _unique(b.text for b in found if b.valid)
+        if texts:
+            return Reading(texts, "fine")
+        seen = [b.position for b in found if not b.valid]
+        if seen and "region" in self.passes:
+            texts = self._read_regions(gray, seen)
+            if texts:
+                return Reading(texts, "region")
+        if not seen and "smooth" in self.passes and gray.size <= LARGE_FRAME_PIXELS:
+            smooth = cv2.GaussianBlur(gray, (5, 5), 0)
+            texts = _unique(b.text for b in self._zx(smooth, binarizer=zx.Binarizer.GlobalHistogram))
+            if texts:
+                return Reading(texts, "smooth")
+        return Reading([], None)
+
+    def _read_regions(self, gray: np.ndarray, positions) -> list[str]:
+        import cv2
+
+        zx = self._lib
+        texts: list[str] = []
+        for box in _merge_boxes([_box_of(p, gray.shape) for p in positions])[:3]:
+            x0, y0, x1, y1 = box
+            crop = gray[y0:y1, x0:x1]
+            up = cv2.resize(crop, None, fx=self.region_scale, fy=self.region_scale, interpolation=cv2.INTER_LINEAR)
+            for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
+                got = [b.text for b in self._zx(up, binarizer=binarizer, try_downscale=False)]
+                if got:
+                    texts.extend(got)
+                    break
+        return _unique(texts)
+
+    # pyzbar ----------------------------------------------------------------------------------
+    def _read_pyzbar(self, gray: np.ndarray) -> Reading:
+        texts = self._zbar(gray)
+        if texts:
+            return Reading(texts, "fine")
+        if "inverted" in self.passes:
+            texts = self._zbar(255 - gray)
+            if texts:
+                return Reading(texts, "inverted")
+        return Reading([], None)
+
+    def _zbar(self, gray: np.ndarray) -> list[str]:
+        pyzbar = self._lib
+        symbols = pyzbar.decode(gray, symbols=[pyzbar.ZBarSymbol.QRCODE])
+        return _unique(s.data.decode("utf-8", errors="replace") for s in symbols)
+
+
+class Debouncer:
+    """One scan per presented code: a text goes on at most once per `hold_off_s`; others at once."""
+
+    def __init__(self, hold_off_s: float = 2.0):
+        if hold_off_s < 0:
+            raise ValueError("hold_off_s must be >= 0")
+        self.hold_off_s = hold_off_s
+        self._passed_at: dict[str, float] = {}
+
+    def feed(self, texts, now: float) -> list[str]:
+        """The texts of this frame that should go on to validation now."""
+        fresh = []
+        for text in dict.fromkeys(texts):
+            last = self._passed_at.get(text)
+            if last is None or now - last >= self.hold_off_s:
+                fresh.append(text)
+                self._passed_at[text] = now
+        for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
+            if text not in fresh:
+                del self._passed_at[text]
+        return fresh
+
+
+def _load(backend: str):
+    if backend == "zxing":
+        try:
+            import zxingcpp
+        except ImportError as exc:
+            raise ScannerError(f"zxing-cpp is not installed ({exc}): pip install zxing-cpp, "
+                               "or use the pyzbar backend") from exc
+        return zxingcpp
+    try:
+        from pyzbar import pyzbar
+    except ImportError as exc:  # the module imports, but libzbar0 is missing: pyzbar raises ImportError
+        raise ScannerError(f"pyzbar cannot load ZBar ({exc}): apt install libzbar0 and pip install pyzbar, "
+                           "or use the zxing backend") from exc
+    return pyzbar
+
+
+def _as_gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3:
+        import cv2
+
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"expected a grayscale uint8 frame, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _unique(texts) -> list[str]:
+    return list(dict.fromkeys(t for t in texts if t))
+
+
+def _box_of(position, shape) -> tuple[int, int, int, int]:
+    """The axis-aligned box around a symbol's four corners, grown by half its size on each side."""
+    xs = [position.top_left.x, position.top_right.x, position.bottom_right.x, position.bottom_left.x]
+    ys = [position.top_left.y, position.top_right.y, position.bottom_right.y, position.bottom_left.y]
+    w, h = max(xs) - min(xs), max(ys) - min(ys)
+    grow = max(w, h) // 2 + 8
+    height, width = shape
+    return (max(min(xs) - grow, 0), max(min(ys) - grow, 0), min(max(xs) + grow, width), min(max(ys) + grow, height))
+
+
+def _merge_boxes(boxes):
+    """Overlapping boxes merged (one failed symbol is often reported more than once), largest first."""
+    merged: list[list[int]] = []
+    for box in sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True):
+        for m in merged:
+            if box[0] < m[2] and m[0] < box[2] and box[1] < m[3] and m[1] < box[3]:
+                m[:] = [min(m[0], box[0]), min(m[1], box[1]), max(m[2], box[2]), max(m[3], box[3])]
+                break
+        else:
+            merged.append(list(box))
+    return [tuple(m) for m in merged]
