@@ -3,13 +3,17 @@ with the codes judged by `gated verify` (the same validate() the gate uses)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -137,3 +141,58 @@ def test_watch_command_keeps_running(desk):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- the static wallet page (docs/wallet/), in headless Chromium ----------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "wallet" / "index.html"
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+
+
+def page_url(ticket_file, key_file, now) -> str:
+    def b64url(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    fragment = urlencode({"ticket": b64url(Path(ticket_file).read_bytes()), "key": b64url(Path(key_file).read_bytes())})
+    return f"{PAGE.as_uri()}?now={now}#{fragment}"
+
+
+def chromium(tmp_path, url: str, *extra) -> str:
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
+                           *extra, url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@needs_chromium
+def test_wallet_page_renders_the_same_code_and_a_scannable_qr(desk, capsys, tmp_path):
+    import cv2
+    import zxingcpp
+
+    ticket_file, key_file = desk
+    url = page_url(ticket_file, key_file, NOW)
+    dom = chromium(tmp_path, url, "--dump-dom")
+    match = re.search(r'<pre id="code" data-step="(\d+)">(GT2:[^<]+)</pre>', dom)
+    assert match, dom[-3000:]
+    step, text = int(match.group(1)), match.group(2)
+    held = wallet.load(ticket_file, key_file)
+    assert step == wallet.step_of(NOW)
+    assert text == held.code(NOW)  # Ed25519 is deterministic: byte for byte what `gated wallet show` makes
+    assert verify(capsys, text, NOW) == (0, "ok")
+    assert verify(capsys, text, NOW + 60) == (1, "stale_code")
+
+    shot = tmp_path / "page.png"
+    chromium(tmp_path, url, f"--screenshot={shot}", "--window-size=500,900")
+    found = [r.text for r in zxingcpp.read_barcodes(cv2.imread(str(shot)))]
+    assert found == [text]
+
+
+@needs_chromium
+def test_wallet_page_refuses_a_key_of_another_device(desk, tmp_path):
+    ticket_file, _ = desk
+    assert main(["keys", "generate", "--out", "k", "--name", "stranger"]) == 0
+    dom = chromium(tmp_path, page_url(ticket_file, "k/stranger.key", NOW), "--dump-dom")
+    assert 'data-state="error"' in dom and "not the one the ticket is bound to" in dom
+    assert re.search(r'<pre id="code"[^>]*>GT2:', dom) is None
