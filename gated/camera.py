@@ -51,7 +51,7 @@ class Frame:
     gray: np.ndarray
     captured_at: float
     seq: int
-    origin: str = ""  # where it came from: a file name, "frame 12 of x.mp4", the device
+    origin: str = ""  # where it came from: an image path, "clip.mp4#12" (frame 12), the device
 
 
 class FrameSource(Protocol):
@@ -302,7 +302,7 @@ class FileSource:
             ok, image = self._video.read()
             if ok:
                 self._video_frame += 1
-                return to_gray(image), f"{item.name}#{self._video_frame}"
+                return to_gray(image), f"{item}#{self._video_frame}"
             self._close_video()
             self._index += 1
             return None
@@ -310,7 +310,7 @@ class FileSource:
         image = cv2.imread(str(item), cv2.IMREAD_GRAYSCALE)
         if image is None:
             raise CameraError(f"{self.name}: cannot read image {item}")
-        return image, item.name
+        return image, str(item)
 
     def _close_video(self) -> None:
         if self._video is not None:

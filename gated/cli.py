@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "gated.commands.issue",
     "gated.commands.revoke",
     "gated.commands.verify",
+    "gated.commands.scan",
     "gated.commands.wallet",
     "gated.commands.beacon",
     "gated.commands.ledger",
