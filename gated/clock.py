@@ -36,7 +36,6 @@ seconds); the defaults read the real clocks. Not thread-safe: call it from the o
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import enum
 import time
 from collections import deque
@@ -132,12 +131,17 @@ class TimeReading:
         return int(self.now * 1000)
 
 
+_LIBC: ctypes.CDLL | None = None
+
+
 def system_ntp_synchronized() -> bool:
     """Whether the kernel says the clock is NTP-synchronised (ntp_adjtime() != TIME_ERROR), as
-    `timedatectl` reports it. False where the call is unavailable."""
+    `timedatectl` reports it. False where the call is unavailable. About 3 us: fine per scan."""
+    global _LIBC
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        state = libc.ntp_adjtime(ctypes.create_string_buffer(512))  # struct timex, modes = 0: read only
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc, without a search
+        state = _LIBC.ntp_adjtime(ctypes.create_string_buffer(512))  # struct timex, modes = 0: read only
     except (OSError, AttributeError):
         return False
     return state not in (-1, 5)  # 5 = TIME_ERROR: clock not synchronised
