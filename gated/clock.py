@@ -30,13 +30,15 @@ accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon 
 restart is not accepted again.
 
 Everything takes its readings as arguments (`local_now` wall seconds, `mono_now` monotonic
-seconds); the defaults read the real clocks. Not thread-safe: call it from the owner thread.
+seconds); the defaults read the real clocks. Beacons come on the owner thread (uplink.poll); readings
+may be taken from any thread (a lock keeps the few fields consistent).
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -161,6 +163,7 @@ class TrustedClock:
         self._trusted_s = int(store.get_value(TRUSTED_KEY, 0)) / 1000 if store is not None else 0.0
         self._persisted_s = self._trusted_s
         self.last_outcome: BeaconOutcome | None = None
+        self._lock = threading.RLock()
 
     @classmethod
     def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
@@ -178,6 +181,10 @@ class TrustedClock:
         advance the persisted sequence and trusted time."""
         mono_now = self._monotonic() if mono_now is None else mono_now
         beacon = read_beacon(payload, self.keyring)
+        with self._lock:
+            return self._take(beacon, local_now, mono_now)
+
+    def _take(self, beacon, local_now: float | None, mono_now: float) -> BeaconOutcome:
         if isinstance(beacon, BeaconOutcome):
             outcome = beacon
         elif beacon.site != self.site:
@@ -200,17 +207,22 @@ class TrustedClock:
         """Persist the current time if it is certain (call it now and then, e.g. with the health report),
         so that after a restart the clock does not run back before it."""
         reading = self.reading(local_now, mono_now)
-        if not reading.uncertain:
-            self._trusted_s = max(self._trusted_s, reading.now)
-        self._persist()
+        with self._lock:
+            if not reading.uncertain:
+                self._trusted_s = max(self._trusted_s, reading.now)
+            self._persist()
 
     # --- output --------------------------------------------------------------------------------
 
     def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:
         local_now = self._wall() if local_now is None else local_now
         mono_now = self._monotonic() if mono_now is None else mono_now
-        self._forget(mono_now)
         ntp = bool(self._ntp_synced())
+        with self._lock:
+            return self._read(local_now, mono_now, ntp)
+
+    def _read(self, local_now: float, mono_now: float, ntp: bool) -> TimeReading:
+        self._forget(mono_now)
         estimate = self._estimate(mono_now)
         offset = None if estimate is None else estimate - local_now
         recent = self._recent(mono_now)
