@@ -117,7 +117,8 @@ class Gate:
         self.last_scan = event
         if decision.admit:
             self._captured_at = captured_at
-            self._apply(gs.Grant(now, event["id"], confirmed))  # the relay moves here, after the commit
+            # the relay moves here, after the commit; timers run on the gate clock
+            self._apply(gs.Grant(self._clock(), event["id"], confirmed))
         self._turnstile.signal(decision.reason)
         return decision
 

@@ -529,3 +529,22 @@ def test_every_event_has_exactly_the_protocol_fields_and_a_valid_seal(rig, autho
         assert all(not isinstance(v, float) for v in event.values())
         prev = event["hash"]
     assert r.events("state")[-1] == {**r.events("state")[-1], "state": "emergency", "rev": 0}
+
+
+def test_scans_are_judged_with_the_trusted_time_reading(store, authority, gate_context, pins, clock):
+    from gated.clock import TimeReading
+
+    readings = [TimeReading(now=clock(), trusted=False, uncertain=True, source="none", offset_s=None)]
+    turnstile = Turnstile(profile(), pin_factory=pins)
+    gate = Gate(store=store, keyring=authority.keyring, context=gate_context, turnstile=turnstile, clock=clock,
+                passage_timeout_s=TIMEOUT_S, held_open_s=HELD_S, time_reading=lambda: readings[-1])
+    try:
+        text = authority.ticket()
+        assert gate.on_code(text).reason is Reason.NOT_YET_VALID  # an uncertain clock cannot admit
+        readings.append(TimeReading(now=clock(), trusted=True, uncertain=False, source="beacon", offset_s=0.0))
+        assert gate.on_code(text).admit
+        clock.advance(TIMEOUT_S)
+        gate.poll()  # timers run on the gate clock
+        assert store.admissions(bytes.fromhex(gate.last_scan["ticket"])) == []
+    finally:
+        gate.close()
