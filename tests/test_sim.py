@@ -253,6 +253,7 @@ def _assert_clean(result, tmp_path, s):
     assert (tmp_path / "out" / "report.html").exists()
 
 
+@pytest.mark.slow  # a whole venue: about a minute and a half on two shared cores
 def test_demo_venue_matches_ground_truth_and_loses_nothing(tmp_path):
     s, result = _run_venue("demo", tmp_path, speed=2.0)
     _assert_clean(result, tmp_path, s)
@@ -260,6 +261,7 @@ def test_demo_venue_matches_ground_truth_and_loses_nothing(tmp_path):
     assert set(result["denials"]) == fraud_reasons
 
 
+@pytest.mark.slow  # a whole venue with a broker outage and a killed gate: about a minute
 def test_outage_venue_loses_nothing(tmp_path):
     s, result = _run_venue("outage", tmp_path, speed=2.0)
     _assert_clean(result, tmp_path, s)
