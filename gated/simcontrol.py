@@ -14,7 +14,9 @@ Wire format: one JSON object per line each way, one answer per request, on a str
     {"op": "drive", "device": "passage", "level": "high"}   the raw pin level instead
     {"op": "state"}                            -> {"ok": true, "devices": {name: {"kind": "input"|"output",
                                                "pin": str, "active": bool, "activations": int}}}
-    {"op": "stall", "seconds": 2.5}            the camera delivers no frames for a while (if it can)
+    {"op": "stall", "seconds": 2.5}            the camera hangs: no frames until it is reopened (the gate's
+                                               supervision does) or, with seconds, at most that long
+                                               -> {"ok": true, "recovery": "how it ends"}
     {"op": "ping"}                             -> {"ok": true, "pid": int}
 
 `activations` counts rising edges to the active level in the mock pin's history, so the
@@ -24,6 +26,7 @@ A request that cannot be done answers {"ok": false, "error": "..."}; the gate ke
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import socket
@@ -99,14 +102,35 @@ class Controller:
             if op == "state":
                 return {"ok": True, "devices": self.state()}
             if op == "stall":
-                stall = getattr(self.camera, "stall", None)
-                if stall is None:
-                    raise ControlError("this camera cannot stall (no stall(seconds) method)")
-                stall(float(request.get("seconds", 0)))
-                return {"ok": True}
+                return {"ok": True, "recovery": self.stall(request.get("seconds"))}
             raise ControlError(f"unknown op {op!r} (show, drive, state, stall, ping)")
         except (ControlError, TypeError, ValueError) as exc:
             return {"ok": False, "error": str(exc)}
+
+    def stall(self, seconds) -> str:
+        """Hang the camera. A camera whose stall() takes no duration hangs until it is reopened (the
+        daemon's supervision does that); with `seconds` it is also reopened from here after that
+        long, a transient hang. Says which recovery applies."""
+        stall = getattr(self.camera, "stall", None)
+        if stall is None:
+            raise ControlError("this camera cannot stall (no stall() method)")
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0):
+            raise ControlError("seconds must be a number >= 0")
+        try:
+            takes_duration = bool(inspect.signature(stall).parameters)
+        except (TypeError, ValueError):
+            takes_duration = False
+        if takes_duration:
+            stall(float(seconds or 0))
+            return f"by itself after {float(seconds or 0):g} s"
+        stall()
+        reopen = getattr(self.camera, "open", None)
+        if seconds and reopen is not None:
+            timer = threading.Timer(float(seconds), reopen)
+            timer.daemon = True
+            timer.start()
+            return f"reopened after {float(seconds):g} s, or earlier by the gate's camera supervision"
+        return "when the gate's camera supervision reopens it"
 
     def drive(self, name, *, active=None, level=None) -> None:
         device = self.devices.get(name)

@@ -135,6 +135,11 @@ class Run:
                 self.serve(gate, attempt)
             except (OSError, ControlError) as exc:
                 attempt.note = f"gate unreachable: {exc}"
+                proc = gate.process
+                if proc is not None and proc.poll() is not None and self.gate_state[gate_id] != "dead":
+                    self.gate_state[gate_id] = "dead"
+                    self.notes.append(f"gate {gate_id} died on its own (exit {proc.returncode}); "
+                                      f"see {gate.log_path}")
             finally:
                 attempt.ended_at = self.clock.now()
                 with self.lock:
@@ -262,10 +267,11 @@ class Run:
             elif what == "stall":
                 seconds = self.clock.real(f.end_s - f.start_s)
                 try:
-                    self.venue.gates[f.gate].client.request("stall", seconds=seconds)
+                    answer = self.venue.gates[f.gate].client.request("stall", seconds=seconds)
                     self.faults.append({"kind": "camera_stall", "gate": f.gate, "start_sim_s": self.clock.sim(now),
                                         "end_sim_s": self.clock.sim(now + seconds),
-                                        "what": f"no camera frames for {seconds:.1f} s (wall)"})
+                                        "what": f"camera hung at {self.clock.sim(now):.1f} s for up to {seconds:.1f} s "
+                                                f"(wall); it came back {answer.get('recovery', '')}"})
                 except (OSError, ControlError) as exc:
                     self.notes.append(f"camera_stall at {f.gate} not carried out: {exc}")
             elif what == "revoke":
