@@ -180,6 +180,9 @@ class Gate:
         raise ValueError(f"unknown input {kind!r}")
 
     def _drain(self, first: tuple[str, bool, float] | None = None) -> None:
+        # The clock is read before the queue is emptied: news stamped before `now` is handled
+        # before the timers fire at `now` (a passage just before its deadline still confirms).
+        now = self._clock()
         first_error: StoreError | None = None
         while True:
             if first is not None:
@@ -191,7 +194,7 @@ class Gate:
                     break
             for event in self._inputs_for(kind, active, at):
                 first_error = self._apply_collecting(event, first_error)
-        first_error = self._apply_collecting(gs.Tick(self._clock()), first_error)
+        first_error = self._apply_collecting(gs.Tick(now), first_error)
         if first_error is not None:
             raise first_error
 

@@ -236,3 +236,12 @@ def test_a_board_without_lights_or_buzzer_still_signals(pins):
         turnstile.signal("fault")
         turnstile.show_mode(GateMode.LOCKED)
         assert turnstile.green is turnstile.red is turnstile.buzzer is None
+
+
+def test_bounce_time_reaches_the_pin(pins):
+    board = profile(passage={"pin": "GPIO27", "sensor": "rotation", "bounce_ms": 30})
+    with Turnstile(board, pin_factory=pins) as turnstile:
+        assert turnstile.passage.pin.bounce == pytest.approx(0.03)
+        assert turnstile.emergency.pin.bounce == pytest.approx(0.02)  # the default
+    with Turnstile(profile(), pin_factory=pins) as turnstile:
+        assert turnstile.passage.pin.bounce is None  # bounce_ms = 0: no debouncing
