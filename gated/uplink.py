@@ -90,8 +90,11 @@ class MqttLink:
     put ("connected", generation, session_present), ("disconnected", reason), ("published", mid, rc)
     and ("message", Inbound) on `inbox`. Shared by the gate uplink, the ledger and the publisher."""
 
-    def __init__(self, settings: UplinkSettings, client_id: str, *, will: tuple[str, bytes] | None = None,
-                 persistent: bool = True, rng: random.Random | None = None):
+    def __init__(self, settings: UplinkSettings, client_id: str, *,
+                 will: Callable[[], tuple[str, bytes]] | None = None, persistent: bool = True,
+                 rng: random.Random | None = None):
+        """`will()` gives the last will's (topic, payload); it is asked again before every reconnect
+        (on paho's thread, so it must only read values, never the store)."""
         self.settings, self.client_id, self.persistent = settings, client_id, persistent
         self.inbox: queue.Queue = queue.Queue()
         self.generation = 0
@@ -107,8 +110,9 @@ class MqttLink:
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
+        self._will = will
         if will is not None:
-            client.will_set(will[0], will[1], qos=1, retain=True)
+            client.will_set(*will(), qos=1, retain=True)
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
         self._set_backoff(client)
@@ -121,7 +125,11 @@ class MqttLink:
 
     # paho thread -------------------------------------------------------------------------------
     def _set_backoff(self, client) -> None:
-        """Exponential backoff with full jitter in [50 %, 100 %] of the step (paho's own has none)."""
+        """Exponential backoff with full jitter in [50 %, 100 %] of the step (paho's own has none).
+        Called after every connection loss or failed attempt, before paho waits and reconnects,
+        which is also the moment to refresh the will for the next CONNECT."""
+        if self._will is not None and hasattr(self, "client"):
+            client.will_set(*self._will(), qos=1, retain=True)
         s = self.settings
         step = min(s.reconnect_max_s, s.reconnect_min_s * (2 ** min(self._attempt, 20)))
         delay = step * self._rng.uniform(0.5, 1.0)
@@ -262,8 +270,8 @@ class Uplink:
         self.store, self.keyring, self.settings = store, keyring, settings
         self.site, self.gate = site, gate
         self.on_command, self.status = on_command, status
-        self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}",
-                             will=(status_topic(site, gate), self._status_payload("offline")))
+        self._rev = store.revocation_state().version  # for the will, which paho's thread builds
+        self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}", will=self._will)
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
         self._sent_through = 0  # highest outbox seq handed to paho in this process
@@ -316,10 +324,15 @@ class Uplink:
     def publish_status(self, state: str, **extra) -> int | None:
         return self.publish(status_topic(self.site, self.gate), self._status_payload(state, **extra), 1, True)
 
-    def _status_payload(self, state: str, **extra) -> bytes:
-        body = {"state": state, "rev": self.store.revocation_state().version, "version": __version__,
-                "ts": events.format_ts(now_ms()), **extra}
+    def _status_payload(self, state: str, rev: int | None = None, **extra) -> bytes:
+        body = {"state": state, "rev": self.store.revocation_state().version if rev is None else rev,
+                "version": __version__, "ts": events.format_ts(now_ms()), **extra}
         return json.dumps(body, separators=(",", ":")).encode()
+
+    def _will(self) -> tuple[str, bytes]:
+        """`offline`, stamped when the connection it belongs to is made: the gate was online until
+        some time after `ts`."""
+        return status_topic(self.site, self.gate), self._status_payload("offline", rev=self._rev)
 
     # the owner thread's work -------------------------------------------------------------------
     def poll(self, timeout: float = 0.0) -> None:
@@ -338,6 +351,7 @@ class Uplink:
                     break
         self._acknowledge_delivered()
         self._drain_outbox()
+        self._rev = self.store.revocation_state().version
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]

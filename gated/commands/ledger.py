@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--group", help="shared-subscription group: the ledgers of a group split the events ($share/GROUP/...); "
                    "without it every ledger keeps a full copy (see docs/protocol.md: Mosquitto 2.0.11 loses shared "
                    "subscriptions on a restart)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="threads checking signatures (default: CPUs, at most 4)")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 
@@ -56,11 +59,11 @@ def _keyring(path):
     return load_keyring(path) if path else None
 
 
-def _open_ledger(args, keyring=None, site=None):
+def _open_ledger(args, keyring=None, site=None, workers=1):
     from gated.central.ledger import Ledger, LedgerError
 
     try:
-        ledger = Ledger(args.db, keyring=keyring, site=site)
+        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers)
         for csv_path in args.tickets:
             count = ledger.load_tickets(csv_path)
             print(f"{csv_path}: {count} tickets", file=sys.stderr)
@@ -73,7 +76,7 @@ def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError, LedgerService
 
     settings = _settings(args, None)
-    ledger = _open_ledger(args, _keyring(args.keyring), args.site)
+    ledger = _open_ledger(args, _keyring(args.keyring), args.site, max(1, args.workers))
     service = LedgerService(ledger, settings, site=args.site, group=args.group)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

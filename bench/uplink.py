@@ -1,0 +1,161 @@
+"""Uplink and ledger throughput against a local Mosquitto, each figure beside its target.
+
+    .venv/bin/python bench/uplink.py [--events 20000] [--gates 50] [--per-gate 400]
+
+1. Outbox drain after an outage: a gate's outbox fills while the broker is away; the time from
+   the uplink's connection to an empty outbox (every row acknowledged by PUBACK and deleted).
+   Target: >= 2,000 events/s.
+2. Ledger ingest from 50 simulated gates: signed, chained events of 50 gates are queued for the
+   ledger's persistent session while it is away; the time from its reconnection until every event
+   is stored (checked: signatures, chains, exactly once) and acknowledged. Target: >= 5,000 events/s.
+   Also the same batches through Ledger.ingest() alone, without MQTT.
+
+The machine may be shared: figures are pessimistic, and the best of --repeat runs is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from gated import events, keys  # noqa: E402
+from gated.central.ledger import Ledger, LedgerService  # noqa: E402
+from gated.keys import Keyring  # noqa: E402
+from gated.mqtturl import parse_broker_url  # noqa: E402
+from gated.store import GateStore  # noqa: E402
+from gated.uplink import Uplink, events_topic  # noqa: E402
+from tests.support.broker import Broker  # noqa: E402
+
+SITE = "bench"
+WORKERS = min(4, os.cpu_count() or 1)  # as `gated ledger` does by default
+
+
+def line(name: str, value: float, target: float, unit: str = "events/s") -> None:
+    verdict = "ok" if value >= target else "BELOW TARGET"
+    print(f"{name:48} {value:10,.0f} {unit}   target >= {target:,.0f}   {verdict}")
+
+
+def drain_after_outage(work: Path, count: int) -> float:
+    broker = Broker(work / "broker-drain")
+    with GateStore(work / "gate.db", site=SITE, gate="g1") as store:
+        for _ in range(count):
+            store.record_event({"kind": "state", "state": "online", "rev": 0}, time.time_ns() // 1_000_000)
+        broker.start()
+        try:
+            uplink = Uplink(store=store, keyring=Keyring(), settings=parse_broker_url(broker.url, reconnect_min_s=0.05),
+                            site=SITE, gate="g1")
+            uplink.start()
+            while not uplink.connected:
+                uplink.poll(0.005)
+            started = time.perf_counter()
+            while store.outbox_depth():
+                uplink.poll(0.005)
+            elapsed = time.perf_counter() - started
+            uplink.stop()
+        finally:
+            broker.stop()
+    return count / elapsed
+
+
+def simulated_gates(gates: int, per_gate: int) -> tuple[list[tuple[str, bytes]], Keyring]:
+    """Signed, chained events of `gates` gates, interleaved as they would arrive."""
+    ring, streams = Keyring(), []
+    for n in range(gates):
+        gate, key = f"g{n:02d}", Ed25519PrivateKey.generate()
+        ring = ring.with_key(keys.trusted(gate, key.public_key(), ["device"]))
+        prev, stream = events.GENESIS, []
+        for seq in range(1, per_gate + 1):
+            body = {"kind": "scan", "ticket": f"{seq:032x}", "event": "E", "type": "general", "zone": "z",
+                    "decision": "admit" if seq % 5 else "deny", "reason": "ok" if seq % 5 else "already_used",
+                    "rev": 0, "latency_us": 0}
+            event = events.seal(body, site=SITE, gate=gate, seq=seq, prev=prev, ts_ms=1_700_000_000_000 + seq, key=key)
+            prev = event["hash"]
+            stream.append((events_topic(SITE, gate), events.canonical(event)))
+        streams.append(stream)
+    return [m for row in zip(*streams) for m in row], ring
+
+
+def ledger_ingest(work: Path, messages, ring, run: int) -> tuple[float, dict]:
+    broker = Broker(work / f"broker-ledger-{run}", extra_config="max_queued_messages 0\n").start()
+    try:
+        settings = parse_broker_url(broker.url, client_id="bench-ledger", reconnect_min_s=0.05)
+        ledger = Ledger(work / f"ledger-{run}.db", keyring=ring, site=SITE, workers=WORKERS)
+        service = LedgerService(ledger, settings, site=SITE)
+        service.start()  # make the persistent session and its subscription, then go away
+        while not service.link.connected:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        service.stop()
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.max_inflight_messages_set(1000)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        infos = [publisher.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(60)
+        publisher.disconnect()
+        publisher.loop_stop()
+        service = LedgerService(ledger, settings, site=SITE)
+        service.start()
+        started = time.perf_counter()
+        while service.stored < len(messages):
+            service.step(0.05)
+            if time.perf_counter() - started > 300:
+                raise RuntimeError(f"ledger stored only {service.stored} of {len(messages)}")
+        elapsed = time.perf_counter() - started
+        service.stop()
+        report = ledger.report()
+        ledger.close()
+    finally:
+        broker.stop()
+    return len(messages) / elapsed, report
+
+
+def ingest_only(work: Path, messages, ring, run: int, batch: int = 2000) -> float:
+    with Ledger(work / f"ingest-only-{run}.db", keyring=ring, site=SITE, workers=WORKERS) as ledger:
+        payloads = [p for _, p in messages]
+        started = time.perf_counter()
+        for i in range(0, len(payloads), batch):
+            ledger.ingest(payloads[i:i + batch])
+        return len(payloads) / (time.perf_counter() - started)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=20000, help="outbox rows for the drain benchmark")
+    p.add_argument("--gates", type=int, default=50)
+    p.add_argument("--per-gate", type=int, default=400)
+    p.add_argument("--repeat", type=int, default=2)
+    args = p.parse_args()
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f}" + (" (busy machine: figures are pessimistic)" if load > 1 else ""))
+    with tempfile.TemporaryDirectory(prefix="gated-bench-") as tmp:
+        work = Path(tmp)
+        drain = max(drain_after_outage(work / f"d{i}", args.events) for i in range(args.repeat))
+        line(f"outbox drain after an outage ({args.events:,} events)", drain, 2000)
+        messages, ring = simulated_gates(args.gates, args.per_gate)
+        results = [ledger_ingest(work, messages, ring, i) for i in range(args.repeat)]
+        rate, report = max(results, key=lambda r: r[0])
+        line(f"ledger ingest, {args.gates} gates ({len(messages):,} events, via MQTT)", rate, 5000)
+        totals = report["totals"]
+        print(f"{'':48} checked: {totals['events']:,} stored, {totals['missing']} missing, "
+              f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures']} bad signatures")
+        line(f"ledger ingest, Ledger.ingest() alone ({WORKERS} verify threads)", max(ingest_only(work, messages, ring, i)
+                                                           for i in range(args.repeat)), 5000)
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())
