@@ -75,6 +75,14 @@ def now_ms() -> int:
 
 # --- the paho client, wrapped so its callbacks only queue work ------------------------------------
 
+def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Wait before reconnect attempt `attempt` (0 after a success): the exponential step
+    min_s * 2**attempt, capped at max_s, times a random factor in [0.5, 1.0], so the gates of a
+    site that lost the broker together spread their reconnects."""
+    step = min(max_s, min_s * (2 ** min(attempt, 30)))
+    return step * rng.uniform(0.5, 1.0)
+
+
 @dataclass(frozen=True)
 class Inbound:
     topic: str
@@ -125,14 +133,11 @@ class MqttLink:
 
     # paho thread -------------------------------------------------------------------------------
     def _set_backoff(self, client) -> None:
-        """Exponential backoff with full jitter in [50 %, 100 %] of the step (paho's own has none).
-        Called after every connection loss or failed attempt, before paho waits and reconnects,
-        which is also the moment to refresh the will for the next CONNECT."""
+        """Called after every connection loss or failed attempt, before paho waits and reconnects
+        (paho's own backoff has no jitter), which is also the moment to refresh the will."""
         if self._will is not None and hasattr(self, "client"):
             client.will_set(*self._will(), qos=1, retain=True)
-        s = self.settings
-        step = min(s.reconnect_max_s, s.reconnect_min_s * (2 ** min(self._attempt, 20)))
-        delay = step * self._rng.uniform(0.5, 1.0)
+        delay = backoff_delay(self._attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self._rng)
         client.reconnect_delay_set(delay, delay)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -380,3 +380,55 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
     from gated.cli import main
 
     assert main(["reconcile", "--db", str(tmp_path / "ledger.db")]) == 0
+
+
+def test_reconnect_backoff_grows_is_capped_and_spreads_gates_apart():
+    import random
+
+    from gated.uplink import backoff_delay
+
+    gates = [random.Random(seed) for seed in range(20)]
+    for attempt in range(12):
+        delays = [backoff_delay(attempt, 1.0, 60.0, rng) for rng in gates]
+        step = min(60.0, 2.0 ** attempt)
+        assert all(step * 0.5 <= d <= step for d in delays)
+        assert len({round(d, 6) for d in delays}) == len(delays)  # no two gates in step
+
+
+def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, store):
+    """`gated publish-revocations` and `gated ledger` as an operator runs them."""
+    import subprocess
+    import sys
+
+    from gated.cli import main
+
+    update = tmp_path / "v1.rev"
+    update.write_bytes(revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+                                                  iat=int(time.time()))[0])
+    assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
+                 str(authority.keyring_dir), str(update)]) == 0
+    forged = tmp_path / "forged.rev"
+    forged.write_bytes(revocations.encode_updates(authority.issuer, site=SITE, version=2, iat=0)[0])
+    assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
+                 str(authority.keyring_dir), str(forged)]) == 2
+    db = tmp_path / "ledger.db"
+    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
+                               "--db", str(db), "--client-id", "cli-ledger"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # subscribed by now (its session would keep the events anyway)
+        state_events(store, 5)
+        uplink = make_uplink(store, broker, authority.keyring)
+        uplink.start()
+        try:
+            pump([uplink], lambda: store.outbox_depth() == 0 and store.revocation_state().version == 1,
+                 what="events out and v1 in")
+        finally:
+            uplink.stop()
+        time.sleep(1.0)
+    finally:
+        ledger.send_signal(signal.SIGTERM)
+        err = ledger.communicate(timeout=20)[1]
+    assert ledger.returncode == 0, err
+    assert "5 new events" in err
+    assert main(["reconcile", "--db", str(db)]) == 0
