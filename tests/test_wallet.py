@@ -63,6 +63,24 @@ def test_issue_dynamic_writes_ticket_and_private_device_key(desk):
     assert held.claims.dev is not None and held.claims.ent == 0
 
 
+def test_dynamic_ticket_too_long_for_a_gate_is_refused_at_issue(desk, capsys):
+    zones = [f"--zone=Z{i:03d}-north-stand-upper-tier" for i in range(25)]
+    code, out, err = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL", "--dynamic", "--out", "long",
+                         *zones)
+    assert code == 2 and "over the 1024" in err and not Path("long/tickets.csv").exists()
+
+
+def test_device_key_made_private_even_over_an_old_file(tmp_path, authority):
+    from gated.central.issuer import issue, new_claims, write_batch
+
+    item = issue(new_claims(event="FINAL", nbf=0, exp=2**31), authority.issuer, dynamic=True)
+    old = tmp_path / f"{item.claims.cti.hex()}.devkey"
+    old.write_bytes(b"stale")
+    old.chmod(0o644)
+    write_batch([item], tmp_path)
+    assert stat.S_IMODE(os.stat(old).st_mode) == 0o600 and old.read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+
+
 def test_shown_code_admitted_once_per_step_and_screenshot_stale(desk, capsys):
     code = show(capsys, desk)
     assert code.startswith("GT2:") and "\n" not in code

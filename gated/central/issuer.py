@@ -35,6 +35,11 @@ def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool
         device_key = Ed25519PrivateKey.generate()
         claims = ticket.Claims(**{**claims.__dict__, "dev": ticket.raw_public(device_key.public_key())})
     cose_bytes = ticket.encode_cose(claims, issuer_key)
+    if device_key is not None:
+        longest = len(ticket.encode_dynamic(cose_bytes, claims.cti, 2**32 - 1, device_key))  # steps until 6053
+        if longest > ticket.MAX_TEXT:
+            raise ValueError(f"the ticket's GT2 code would be {longest} characters, over the {ticket.MAX_TEXT} a gate "
+                             f"reads: fewer zones or shorter labels")
     return IssuedTicket(claims, ticket.STATIC_PREFIX + ticket.base45.encode(cose_bytes), cose_bytes, device_key)
 
 
@@ -58,6 +63,7 @@ def write_batch(tickets: list[IssuedTicket], out_dir: str | os.PathLike, *, scal
             if item.device_key is not None:
                 (out / f"{cti}.ticket").write_bytes(item.cose)
                 fd = os.open(out / f"{cti}.devkey", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)  # also when the file was already there with another mode
                 with os.fdopen(fd, "wb") as fh_key:
                     fh_key.write(private_pem(item.device_key))
             c = item.claims

@@ -50,9 +50,13 @@ def run(args) -> int:
     exp = _time(args.valid_until, "--valid-until", nbf + 86400)
     if exp < nbf:
         raise CommandError("--valid-until is before --valid-from")
-    batch = [issue(new_claims(event=args.event, nbf=nbf, exp=exp, typ=args.type, ent=args.entries, zones=args.zone,
-                              seat=args.seat, iss=args.issuer_name, iat=now), key, dynamic=args.dynamic)
-             for _ in range(args.count)]
+    try:
+        batch = [issue(new_claims(event=args.event, nbf=nbf, exp=exp, typ=args.type, ent=args.entries,
+                                  zones=args.zone, seat=args.seat, iss=args.issuer_name, iat=now), key,
+                       dynamic=args.dynamic)
+                 for _ in range(args.count)]
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if args.out:
         csv_path = write_batch(batch, args.out)
         print(f"{len(batch)} ticket(s) written to {args.out} (ids in {csv_path})")
