@@ -183,3 +183,13 @@ def test_health_fields_are_integers(authority):
     world.advance(3)
     health = clock.health(world.wall, world.mono)
     assert health == {"clock_source": "offset", "clock_uncertain": 1, "clock_offset_ms": 3_600_000, "beacon_age_s": 3}
+
+
+def test_from_config_takes_the_policy_and_limits(authority):
+    from gated.config import ClockSection
+
+    section = ClockSection(when_uncertain="beacon", max_offset_s=5.0, beacon_max_age_s=60.0)
+    clock = TrustedClock.from_config(section, site=SITE, keyring=authority.keyring, store=None)
+    assert (clock.policy, clock.max_offset_s, clock.beacon_max_age_s) == (Policy.BEACON, 5.0, 60.0)
+    assert TrustedClock.from_config(ClockSection(), site=SITE, keyring=authority.keyring, store=None).policy \
+        is Policy.DENY
