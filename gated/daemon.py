@@ -97,10 +97,22 @@ def make_scanner(cfg: Config):
 
 
 def open_camera(cfg: Config):
+    """The configured frame source, opened. Width, height and fps from [camera] go to the sources
+    that take them, unless the spec itself sets them (`files:/dir?fps=5`)."""
+    from urllib.parse import parse_qsl
+
     from gated import camera
 
-    return camera.open_source(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
-                              fps=cfg.camera.fps)
+    spec, c = cfg.camera.source, cfg.camera
+    kind = spec.partition(":")[0]
+    offered = {"v4l2": {"width": c.width, "height": c.height, "fps": int(round(c.fps))},
+               "picamera2": {"width": c.width, "height": c.height},
+               "files": {"fps": c.fps},
+               "synthetic": {"width": c.width, "height": c.height, "fps": c.fps}}.get(kind, {})
+    in_spec = {k for k, _ in parse_qsl(spec.partition("?")[2])}
+    source = camera.open_source(spec, **{k: v for k, v in offered.items() if k not in in_spec})
+    source.open()
+    return source
 
 
 def qr_frame(text: str, width: int, height: int):
@@ -124,7 +136,7 @@ class Daemon:
         self._stop = threading.Event()  # set by a signal or stop(): the owner loop ends
         self._camera_stop = threading.Event()
         self._camera_thread: threading.Thread | None = None
-        self.store = self.keyring = self.turnstile = self.gate = self.camera = None
+        self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
         self.store_ok = True
         self.camera_fault: str | None = None
@@ -150,7 +162,7 @@ class Daemon:
         self.gate = self._make_gate()
         self._revocation_policy(time.monotonic())  # locked before the first scan if the list is stale
         self.scanner = make_scanner(cfg)
-        self.camera = open_camera(cfg)
+        self._open_camera()
         self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
         self._camera_thread.start()
         self._await_first_frame()
@@ -160,6 +172,17 @@ class Daemon:
         sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
         log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
                  camera=cfg.camera.source, board=cfg.turnstile.board)
+
+    def _open_camera(self) -> None:
+        from gated.camera import CameraError, SupervisedSource
+
+        try:
+            self.camera_source = open_camera(self.cfg)
+        except CameraError as exc:
+            raise StartupError(str(exc)) from exc
+        # reopened when it stops delivering; the simulator steers the source inside (show, stall)
+        self.camera = SupervisedSource(self.camera_source, stall_after_s=CAMERA_STALL_S / 2,
+                                       report=lambda message: log.warning("camera", message=message))
 
     def _make_clock(self):
         if importlib.util.find_spec("gated.clock") is None:
@@ -212,17 +235,16 @@ class Daemon:
             return
         from gated import simcontrol
 
-        self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera, turnstile=self.turnstile,
+        self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera_source, turnstile=self.turnstile,
                                      gate=self.gate)
         log.warning("simulator control socket open: this is not a real gate", socket=str(sim.control_socket))
 
     def _await_first_frame(self) -> None:
         deadline = time.monotonic() + FIRST_FRAME_S
         while self.counters.frames == 0:
-            if self.camera_fault is not None and not self._camera_thread.is_alive():
-                raise StartupError(f"camera {self.cfg.camera.source}: {self.camera_fault}")
             if time.monotonic() > deadline:
-                raise StartupError(f"camera {self.cfg.camera.source}: no frame within {FIRST_FRAME_S:g} s")
+                why = self.camera_fault or "no frame"
+                raise StartupError(f"camera {self.cfg.camera.source}: {why} within {FIRST_FRAME_S:g} s of start")
             if self._stop.wait(0.01):
                 return
 
@@ -231,27 +253,28 @@ class Daemon:
 
     # the camera thread ---------------------------------------------------------------------
     def _camera_loop(self) -> None:
+        from gated.camera import CameraError
         from gated.scanner import Debouncer
 
         debouncer = Debouncer(self.cfg.timings.debounce_s)
         while not self._camera_stop.is_set():
             try:
-                frame = self.camera.read()
-            except OSError as exc:  # a camera that went away: report, stop pinging the watchdog
+                frame = self.camera.read(timeout=0.5)
+            except (CameraError, OSError) as exc:  # supervision reopens a stalled camera; this is worse
+                if str(exc) != self.camera_fault:
+                    log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
                 self.camera_fault = str(exc)
-                log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
-                return
-            if frame is None:  # a source that has nothing right now (or ran out of files)
-                if self._camera_stop.wait(0.005):
-                    return
+                self._camera_stop.wait(0.5)
                 continue
+            if frame is None:  # nothing new yet, a stall being handled, or a file source at its end
+                if self.camera.finished:
+                    self._camera_stop.wait(0.05)
+                continue
+            self.camera_fault = None
             self.counters.frame(time.monotonic())
             texts = self.scanner.decode(frame.gray)
-            if texts:
-                for text in debouncer.feed(texts, frame.captured_at):
-                    self.codes.put((text, frame.captured_at))
-            else:
-                debouncer.feed((), frame.captured_at)
+            for text in debouncer.feed(texts, frame.captured_at):
+                self.codes.put((text, frame.captured_at))
 
     # the owner loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -379,6 +402,8 @@ class Daemon:
             ("turnstile", lambda: _close(self.turnstile)),
             ("camera", lambda: _close(self.camera)),
             ("uplink", lambda: self.uplink.stop() if self.uplink is not None else None),
+            ("log", lambda: log.info("gate stopped", seq=self.store.last_seq, outbox=self.store.outbox_depth())
+             if self.store is not None else None),
             ("store", lambda: self.store.close() if self.store is not None else None),
         )
         for name, step in steps:
@@ -386,7 +411,6 @@ class Daemon:
                 step()
             except (OSError, RuntimeError, ValueError) as exc:
                 log.error("shutdown step failed", step=name, error=str(exc))
-        log.info("gate stopped", outbox=None)
 
 
 def _close(thing) -> None:
@@ -396,7 +420,12 @@ def _close(thing) -> None:
 
 def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 2 when start-up failed (systemd restarts us)."""
+    from gpiozero.exc import GPIOZeroError
+
+    from gated.boards import BoardError
     from gated.keys import KeyringError
+    from gated.mqtturl import BrokerUrlError
+    from gated.scanner import ScannerError
     from gated.store import StoreError
 
     daemon = Daemon(cfg)
@@ -405,8 +434,9 @@ def run(cfg: Config) -> int:
     try:
         daemon.start()
         daemon.run()
-    except (StartupError, StoreError, KeyringError, OSError) as exc:
-        log.error("gate cannot run", error=str(exc))
+    except (StartupError, StoreError, KeyringError, BoardError, GPIOZeroError, ScannerError, BrokerUrlError,
+            OSError) as exc:
+        log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
         daemon.close()
         return 2
     daemon.close()

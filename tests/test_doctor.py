@@ -28,7 +28,8 @@ def lines(result) -> dict[str, tuple[str, str]]:
     out = {}
     for line in result.stdout.splitlines():
         status, check, message = line[:5].strip(), line[6:17].strip(), line[18:]
-        out[check] = (status, message)
+        if status in ("ok", "warn", "FAIL"):
+            out[check] = (status, message)
     return out
 
 
@@ -43,7 +44,7 @@ def provision(store_dir: Path, authority, *, age_s: int = 0) -> None:
 
 def test_a_ready_machine_passes_every_check(tmp_path, authority, broker):
     provision(tmp_path / "state", authority)
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera="synthetic:", site=SITE,
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:", site=SITE,
                       gate="g1", event=EVENT, revocations={"when_stale": "closed"})
     result = doctor(write_config(tmp_path / "gated.toml", cfg))
     found = lines(result)
@@ -54,6 +55,8 @@ def test_a_ready_machine_passes_every_check(tmp_path, authority, broker):
     assert found["broker"][0] == "ok" and "connected" in found["broker"][1]
     assert found["gpio"][0] == "ok" and "GPIO17" in found["gpio"][1]
     assert found["decoder"][0] == "ok"
+    assert found["camera"][0] == "ok" and "frames of 640x480" in found["camera"][1]
+    assert result.stdout.strip().endswith("all checks passed")
     assert found["state"][0] == "ok" and "intact" in found["state"][1]
     assert found["revocations"] == ("ok", found["revocations"][1]) and found["revocations"][1].startswith("v1")
 
@@ -61,7 +64,7 @@ def test_a_ready_machine_passes_every_check(tmp_path, authority, broker):
 def test_a_misconfigured_machine_says_what_is_wrong(tmp_path, authority):
     (tmp_path / "state").write_text("a file where the state directory should be")
     cfg = gate_config(tmp_path, keyring=tmp_path / "no-keyring", broker_url="mqtt://127.0.0.1:1",
-                      camera="v4l2:/dev/video-none", site=SITE, gate="g1", event=EVENT,
+                      camera_source="v4l2:/dev/video-none", site=SITE, gate="g1", event=EVENT,
                       turnstile={"board": "no-such-board"}, revocations={"when_stale": "closed"})
     result = doctor(write_config(tmp_path / "gated.toml", cfg))
     found = lines(result)
@@ -77,7 +80,7 @@ def test_a_misconfigured_machine_says_what_is_wrong(tmp_path, authority):
 def test_a_stale_list_fails_when_the_policy_is_closed_and_warns_when_open(tmp_path, authority):
     provision(tmp_path / "state", authority, age_s=7200)
     for policy, status in (("closed", "FAIL"), ("open", "warn")):
-        cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1", camera="synthetic:",
+        cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1", camera_source="synthetic:",
                           site=SITE, gate="g1", event=EVENT, revocations={"when_stale": policy, "max_age_s": 3600.0})
         result = doctor(write_config(tmp_path / "gated.toml", cfg), "--skip", "broker", "--skip", "camera")
         found = lines(result)
@@ -88,7 +91,7 @@ def test_a_stale_list_fails_when_the_policy_is_closed_and_warns_when_open(tmp_pa
 
 def test_state_of_another_gate_is_refused(tmp_path, authority):
     provision(tmp_path / "state", authority)
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1", camera="synthetic:",
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1", camera_source="synthetic:",
                       site=SITE, gate="g2", event=EVENT)
     result = doctor(write_config(tmp_path / "gated.toml", cfg), "--skip", "broker", "--skip", "camera")
     found = lines(result)
@@ -111,7 +114,7 @@ def test_unwritable_state_directory_fails(tmp_path, authority):
     state.chmod(0o500)
     try:
         cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1",
-                          camera="synthetic:", site=SITE, gate="g1", event=EVENT)
+                          camera_source="synthetic:", site=SITE, gate="g1", event=EVENT)
         found = lines(doctor(write_config(tmp_path / "gated.toml", cfg), "--skip", "broker", "--skip", "camera"))
         assert found["state"][0] == "FAIL" and "not writable" in found["state"][1]
     finally:

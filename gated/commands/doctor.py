@@ -266,28 +266,29 @@ def check_decoder(cfg, timeout) -> Finding:
 
 
 def check_camera(cfg, timeout) -> Finding:
+    from gated.camera import CameraError
     from gated.daemon import open_camera
 
     where = cfg.camera.source
     try:
         camera = open_camera(cfg)
-    except (OSError, RuntimeError, ValueError) as exc:
-        return Finding(FAIL, "camera", f"{where}: cannot open ({exc}); is it connected, and is this user in group video?")
+    except (CameraError, OSError) as exc:
+        return Finding(FAIL, "camera", f"{where}: cannot open: {exc}")
     frames, started, shape = 0, time.monotonic(), None
     try:
         deadline = started + timeout
         while frames < 10 and time.monotonic() < deadline:
-            frame = camera.read()
+            frame = camera.read(timeout=max(0.01, deadline - time.monotonic()))
             if frame is None:
-                time.sleep(0.005)
+                if camera.finished:
+                    break
                 continue
             frames += 1
             shape = frame.gray.shape
-    except (OSError, RuntimeError) as exc:
+    except (CameraError, OSError) as exc:
         return Finding(FAIL, "camera", f"{where}: failed while reading ({exc})")
     finally:
-        if hasattr(camera, "close"):
-            camera.close()
+        camera.close()
     elapsed = time.monotonic() - started
     if frames == 0:
         return Finding(FAIL, "camera", f"{where}: opened, but no frame within {timeout:g} s")

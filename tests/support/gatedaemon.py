@@ -21,13 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 GATED = Path(sys.executable).parent / "gated"
 
 
-def gate_config(tmp: Path, *, keyring: Path, broker_url: str, camera: str, site: str, gate: str, event: str,
+def gate_config(tmp: Path, *, keyring: Path, broker_url: str, camera_source: str, site: str, gate: str, event: str,
                 board: str = "relay-only", **sections) -> dict:
     """A gate config dict for tests (mock pins, fast health, JSON logs); `sections` override whole tables."""
     cfg = {
         "gate": {"site": site, "id": gate, "events": [event], "zone": "north", "keyring": str(keyring),
                  "state_dir": str(tmp / "state")},
-        "camera": {"source": camera, "width": 640, "height": 480, "fps": 30.0},
+        "camera": {"source": camera_source, "width": 640, "height": 480, "fps": 30.0},
         "scanner": {"backend": "zxing"},
         "turnstile": {"board": board, "pin_factory": "mock"},
         "timings": {"relay_pulse_s": 0.05, "debounce_s": 0.5},

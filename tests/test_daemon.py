@@ -1,0 +1,176 @@
+"""End to end: `gated run` as a subprocess, a files camera of ticket images (the issuer's own QR
+symbols), gpiozero mock pins, a real Mosquitto. Every ticket decided right, the relay pulsed for
+each admission, the events at the broker with a valid chain; SIGTERM exits 0; SIGKILL and a
+restart lose no event and do not admit a used ticket again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated import revocations, ticket
+from gated.central.issuer import issue, new_claims, qr
+from gated.store import GateStore
+from tests.conftest import EVENT, SITE
+from tests.support.gatedaemon import EventCollector, GateProcess, NotifySocket, check_chain, gate_config, write_config
+
+GATE = "g1"
+
+
+def render(directory: Path, name: str, text: str | None) -> None:
+    """One camera image: the ticket's QR code as the issuer renders it (or a blank card)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    if text is None:
+        qr("BLANK").save(path, scale=1, border=200, dark="#fff", light="#fff")  # a plain white frame
+    else:
+        qr(text).save(path, scale=6, border=8)
+
+
+def provision_revocations(state_dir: Path, authority, revoked: list[bytes]) -> None:
+    """The revocation snapshot the gate starts with (as after its first contact with central)."""
+    with GateStore(state_dir / "gate.db", site=SITE, gate=GATE) as store:
+        blob = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=revoked,
+                                          iat=int(time.time()))[0]
+        assert revocations.apply_update(store, blob, authority.keyring, site=SITE,
+                                        now_ms=int(time.time() * 1000)).status != "rejected"
+
+
+def device_key(state_dir: Path):
+    with GateStore(state_dir / "gate.db", site=SITE, gate=GATE) as store:
+        return store.device_public_key
+
+
+def make_config(tmp_path, authority, broker, images: Path, **sections) -> Path:
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"files:{images}",
+                      site=SITE, gate=GATE, event=EVENT, camera={"fps": 10.0},
+                      timings={"relay_pulse_s": 0.05, "debounce_s": 0.3}, **sections)
+    return write_config(tmp_path / "gated.toml", cfg)
+
+
+@pytest.fixture
+def collector(broker):
+    c = EventCollector(broker.port, SITE, GATE)
+    yield c
+    c.close()
+
+
+def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority, broker, collector):
+    now = int(time.time())
+    ok_a, ok_b = authority.ticket(zon=("north",)), authority.ticket(typ="child")
+    revoked_claims = authority.claims()
+    stranger = Ed25519PrivateKey.generate()
+    dynamic = issue(new_claims(event=EVENT, nbf=now - 60, exp=now + 3600), authority.issuer, dynamic=True)
+    shown = [  # (image name, text, expected decision, expected reason) in the order the camera sees them
+        ("00-blank", None, None, None),
+        ("01-ok-a", ok_a, "admit", "ok"),
+        ("01b-blank", None, None, None),
+        ("01c-blank", None, None, None),  # the relay pulse of one admission ends before the next
+        ("02-ok-b", ok_b, "admit", "ok"),
+        ("03-revoked", ticket.encode_static(revoked_claims, authority.issuer), "deny", "revoked"),
+        ("04-expired", authority.ticket(nbf=now - 7200, exp=now - 3600), "deny", "expired"),
+        ("05-wrong-event", authority.ticket(aud="OTHER-2026"), "deny", "wrong_event"),
+        ("06-wrong-zone", authority.ticket(zon=("south",)), "deny", "wrong_zone"),
+        ("07-unknown-key", ticket.encode_static(authority.claims(), stranger), "deny", "unknown_key"),
+        ("08-static-copy", dynamic.text, "deny", "static_copy"),
+        ("09-blank", None, None, None),
+        ("10-ok-a-again", ok_a, "deny", "already_used"),
+    ]
+    images = tmp_path / "images"
+    for name, text, _, _ in shown:
+        render(images, name, text)
+    provision_revocations(tmp_path / "state", authority, [revoked_claims.cti])
+    config = make_config(tmp_path, authority, broker, images, sim={"control_socket": str(tmp_path / "sim.sock")})
+    notify = NotifySocket(tmp_path / "notify.sock")
+    gate = GateProcess(config, notify=notify).start()
+    try:
+        gate.wait_ready()
+        expected = [(d, r) for _, text, d, r in shown if text is not None]
+        scans = gate.wait_for(lambda: len(gate.scans()) >= len(expected) and gate.scans(), what="every ticket scanned")
+        assert [(s["decision"], s["reason"]) for s in scans] == expected
+        assert scans[0]["ticket"] == scans[-1]["ticket"]  # the used ticket, shown again
+
+        from gated.simcontrol import Client
+
+        client = Client(tmp_path / "sim.sock")
+        relay = client.request("state")["devices"]["relay"]
+        client.close()
+        assert relay["activations"] == 2 and relay["active"] is False  # one pulse per admission, and it ended
+
+        collector.wait_for_seq(len(expected))
+        gate.wait_for(lambda: collector.health and collector.health[-1]["scans"] == len(expected), what="health")
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+        notify.close()
+    assert gate.logged("gate stopped")
+    assert notify.saw("READY=1") == 1 and notify.saw("WATCHDOG=1") >= 1 and notify.saw("STOPPING=1") == 1
+
+    chain = collector.chain()
+    check_chain(chain, device_key(tmp_path / "state"))
+    assert [(e["kind"], e["decision"], e["reason"]) for e in chain] == [("scan", d, r) for d, r in expected]
+    assert all(e["latency_us"] > 0 for e in chain)  # every scan came from a frame
+    assert all(e["rev"] == 1 and e["zone"] == "north" for e in chain)
+    health = collector.health[-1]
+    assert (health["admits"], health["denies"], health["outbox"], health["rev"]) == (2, len(expected) - 2, 0, 1)
+
+
+def test_sigkill_and_restart_lose_no_event_and_do_not_readmit(tmp_path, authority, broker):
+    ok_a, ok_b, ok_c = authority.ticket(), authority.ticket(), authority.ticket()
+    first, second = tmp_path / "first", tmp_path / "second"
+    render(first, "01-a", ok_a)
+    render(first, "02-b", ok_b)
+    render(second, "01-a-again", ok_a)
+    render(second, "02-c", ok_c)
+    provision_revocations(tmp_path / "state", authority, [])
+
+    broker.stop()  # the broker is down: the events wait in the gate's outbox
+    gate = GateProcess(make_config(tmp_path, authority, broker, first)).start()
+    try:
+        gate.wait_ready()
+        scans = gate.wait_for(lambda: len(gate.scans()) >= 2 and gate.scans(), what="two admissions")
+        assert [s["decision"] for s in scans] == ["admit", "admit"]
+        assert gate.kill() == -9
+    finally:
+        gate.stop_quietly()
+
+    broker.start()
+    collector = EventCollector(broker.port, SITE, GATE)
+    gate = GateProcess(make_config(tmp_path, authority, broker, second)).start()
+    try:
+        gate.wait_ready()
+        scans = gate.wait_for(lambda: len(gate.scans()) >= 2 and gate.scans(), what="two more scans")
+        assert [(s["decision"], s["reason"]) for s in scans] == [("deny", "already_used"), ("admit", "ok")]
+        assert [s["id"] for s in scans] == [f"{GATE}:3", f"{GATE}:4"]  # seq continues after the kill
+        collector.wait_for_seq(4)
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+        collector.close()
+    chain = collector.chain()
+    check_chain(chain, device_key(tmp_path / "state"))
+    a, b, c = (ticket.read_code(t, authority.keyring).claims.cti.hex() for t in (ok_a, ok_b, ok_c))
+    assert [(e["ticket"], e["decision"]) for e in chain] == [(a, "admit"), (b, "admit"), (a, "deny"), (c, "admit")]
+
+
+def test_a_broken_config_exits_2_and_names_the_problem(tmp_path):
+    (tmp_path / "gated.toml").write_text("[gate]\nsite = 'arena'\n")
+    gate = GateProcess(tmp_path / "gated.toml").start()
+    assert gate.process.wait(30) == 2
+    gate._reader.join(5)
+    assert any("gate.id: missing" in line for line in gate.raw)
+
+
+def test_a_missing_keyring_fails_start_up(tmp_path, broker):
+    images = tmp_path / "images"
+    render(images, "blank", None)
+    cfg = gate_config(tmp_path, keyring=tmp_path / "nowhere", broker_url=broker.url, camera_source=f"files:{images}",
+                      site=SITE, gate=GATE, event=EVENT)
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    assert gate.process.wait(30) == 2
+    gate._reader.join(5)
+    failed = gate.logged("gate cannot run")
+    assert failed and "no keyring here" in failed[0]["error"]
