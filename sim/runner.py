@@ -316,7 +316,7 @@ def run(scenario: Scenario, out_dir: Path, *, speed: float | None = None, broker
         progress: bool = True, log=print) -> dict:
     """Run the scenario; returns the report (also written to out_dir)."""
     speed = speed or scenario.speed
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # gate configs and child processes need absolute paths
     venue = Venue(scenario, out_dir, broker_url=broker_url, log=log)
     try:
         return _run(scenario, venue, out_dir, speed, progress, log)

@@ -267,3 +267,15 @@ def test_outage_venue_loses_nothing(tmp_path):
     _assert_clean(result, tmp_path, s)
     kinds = {f["kind"] for f in result["faults"]}
     assert {"broker_down", "gate_kill"} <= kinds, result["faults"]
+
+
+def test_gated_sim_check_validates_a_scenario(tmp_path, capsys):
+    from gated.cli import main
+
+    assert main(["sim", "--check", str(SCENARIOS / "stadium.toml")]) == 0
+    assert "20 gates, 20000 visitors" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nname = "b"\nsite = "s"\nevent = "E"\nduration_s = 10\n[gates]\ncount = 0\n'
+                   '[arrivals]\nvisitors = 5\n')
+    assert main(["sim", "--check", str(bad)]) == 2
+    assert "gates.count" in capsys.readouterr().err
