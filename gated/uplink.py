@@ -69,6 +69,16 @@ def revocation_topic(site: str, version: int, part: int) -> str:
     return f"{root(site)}revocations/{version}/{part}"
 
 
+def _is_ticket_id(value) -> bool:
+    if not isinstance(value, str) or len(value) != 32:
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -458,6 +468,8 @@ class Uplink:
             log.warning("peer event ignored", topic=topic, problem="site or gate does not match its topic")
             return
         problems = events.check_seal(event, self._device_key(event["gate"]))
+        if event.get("kind") == "scan" and event.get("decision") == "admit" and not _is_ticket_id(event.get("ticket")):
+            problems.append("an admission without a ticket id (32 hex digits)")
         if problems:
             log.warning("peer event ignored", topic=topic, id=event.get("id"), problem="; ".join(problems))
             return

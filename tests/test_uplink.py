@@ -245,6 +245,10 @@ def test_peer_events_with_a_bad_seal_are_ignored(broker, tmp_path, authority, ga
                                  ts_ms=1, key=Ed25519PrivateKey.generate())
             other = Listener(broker.port, "unused/topic")  # g2 does not hear its own publications (noLocal)
             other.client.publish(events_topic(SITE, "g1"), json.dumps(forged).encode(), 1).wait_for_publish(5)
+            # no device key for g3 (only the ACL vouches), and a ticket id that is not one: ignored, no crash
+            odd = events.seal(dict(body, ticket="not-hex"), site=SITE, gate="g3", seq=1, prev=events.GENESIS, ts_ms=1,
+                              key=Ed25519PrivateKey.generate())
+            other.client.publish(events_topic(SITE, "g3"), json.dumps(odd).encode(), 1).wait_for_publish(5)
             genuine = g1.record_scan({k: v for k, v in body.items() if k != "kind"}, 2, admit_cti=cti, confirmed=True)
             other.client.publish(events_topic(SITE, "g1"), json.dumps(genuine).encode(), 1).wait_for_publish(5)
             pump([uplink], lambda: g2.admissions(cti) != [], what="the genuine admission")
