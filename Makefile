@@ -31,7 +31,8 @@ test: venv
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 demo: venv
-	$(VENV)/bin/python -m sim.desk_demo
+	@$(VENV)/bin/gated sim sim/scenarios/demo.toml --out demo-out; status=$$?; \
+	echo "demo report: $(CURDIR)/demo-out/report.html (report.json and devices/ beside it)"; exit $$status
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
