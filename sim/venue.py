@@ -365,6 +365,20 @@ class Venue:
     def ledger_count(self) -> int:
         return int(_read_db(self.ledger_db, "SELECT COUNT(*) FROM events", one=True) or 0)
 
+    def ledger_duplicates(self) -> int | None:
+        """Messages the ledger received minus new events it stored (its last words on stopping):
+        redeliveries it dropped by event id. None when its log does not say."""
+        import re
+
+        try:
+            found = re.findall(r"ledger: (\d+) messages, (\d+) new events", (self.work / "ledger.log").read_text())
+        except OSError:
+            return None
+        if not found:
+            return None
+        received, new = map(int, found[-1])
+        return max(0, received - new)
+
     def write_tickets_csv(self, tickets: dict) -> None:
         path = self.work / "central" / "tickets.csv"
         with path.open("w") as fh:
