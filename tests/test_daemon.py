@@ -45,9 +45,9 @@ def device_key(state_dir: Path):
 
 
 def make_config(tmp_path, authority, broker, images: Path, **sections) -> Path:
+    sections = {"camera": {"fps": 10.0}, "timings": {"relay_pulse_s": 0.05, "debounce_s": 0.3}, **sections}
     cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"files:{images}",
-                      site=SITE, gate=GATE, event=EVENT, camera={"fps": 10.0},
-                      timings={"relay_pulse_s": 0.05, "debounce_s": 0.3}, **sections)
+                      site=SITE, gate=GATE, event=EVENT, **sections)
     return write_config(tmp_path / "gated.toml", cfg)
 
 
@@ -174,3 +174,40 @@ def test_a_missing_keyring_fails_start_up(tmp_path, broker):
     gate._reader.join(5)
     failed = gate.logged("gate cannot run")
     assert failed and "no keyring here" in failed[0]["error"]
+
+
+def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_path, authority, broker, collector):
+    """when_stale = closed: no list yet, the gate is locked (scans denied `locked`, a `state` event);
+    the central snapshot arrives over MQTT, the gate unlocks by itself and admits."""
+    import paho.mqtt.client as mqtt
+
+    ok_a = authority.ticket()
+    images = tmp_path / "images"
+    render(images, "01-blank", None)
+    render(images, "02-ok-a", ok_a)
+    config = make_config(tmp_path, authority, broker, images, revocations={"when_stale": "closed"},
+                         camera={"source": f"files:{images}?loop=1", "fps": 4.0})
+    gate = GateProcess(config).start()
+    try:
+        gate.wait_ready()
+        gate.wait_for(lambda: gate.scans(), what="a scan while locked")
+        assert gate.logged("revocations stale")[0]["policy"] == "closed"
+        blob = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[], iat=int(time.time()))[0]
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        publisher.publish(f"gated/v1/{SITE}/revocations/1/0", blob, qos=1, retain=True).wait_for_publish(10)
+        publisher.disconnect()
+        publisher.loop_stop()
+        gate.wait_for(lambda: any(s["decision"] == "admit" for s in gate.scans()), what="an admission")
+        gate.wait_for(lambda: gate.scans()[-1]["reason"] == "already_used", what="the ticket shown again")
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    reasons = [s["reason"] for s in gate.scans()]
+    first_admit = reasons.index("ok")
+    assert first_admit >= 1 and set(reasons[:first_admit]) == {"locked"}
+    assert set(reasons[first_admit + 1:]) == {"already_used"}
+    states = [e["state"] for e in collector.chain() if e["kind"] == "state"]
+    assert states[:2] == ["locked", "online"]
+    check_chain(collector.chain(), device_key(tmp_path / "state"))

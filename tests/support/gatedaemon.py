@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import tomllib
+
 import paho.mqtt.client as mqtt
 import tomli_w
 
@@ -19,24 +21,25 @@ from gated import events
 
 ROOT = Path(__file__).resolve().parents[2]
 GATED = Path(sys.executable).parent / "gated"
+EXAMPLE = ROOT / "firmware_config" / "gated.example.toml"
 
 
 def gate_config(tmp: Path, *, keyring: Path, broker_url: str, camera_source: str, site: str, gate: str, event: str,
                 board: str = "relay-only", **sections) -> dict:
-    """A gate config dict for tests (mock pins, fast health, JSON logs); `sections` override whole tables."""
-    cfg = {
-        "gate": {"site": site, "id": gate, "events": [event], "zone": "north", "keyring": str(keyring),
-                 "state_dir": str(tmp / "state")},
-        "camera": {"source": camera_source, "width": 640, "height": 480, "fps": 30.0},
-        "scanner": {"backend": "zxing"},
-        "turnstile": {"board": board, "pin_factory": "mock"},
-        "timings": {"relay_pulse_s": 0.05, "debounce_s": 0.5},
-        "clock": {"trust_system_clock": True},
-        "revocations": {"max_age_s": 3600.0, "when_stale": "open"},
-        "mqtt": {"url": broker_url, "keepalive_s": 5},
-        "logging": {"level": "info", "format": "json"},
-        "health": {"interval_s": 0.5},
-    }
+    """firmware_config/gated.example.toml adapted to a test bench: this gate's identity and keyring,
+    a state dir in `tmp`, mock pins, the given camera, a local broker without TLS or password,
+    JSON logs, fast health. `sections` then override keys table by table."""
+    cfg = tomllib.loads(EXAMPLE.read_text())
+    cfg["gate"].update(site=site, id=gate, events=[event], zone="north", keyring=str(keyring),
+                       state_dir=str(tmp / "state"))
+    cfg["camera"].update(source=camera_source, width=640, height=480)
+    cfg["turnstile"].update(board=board, pin_factory="mock")
+    cfg["timings"].update(relay_pulse_s=0.05, debounce_s=0.5)
+    cfg["clock"].update(trust_system_clock=True)
+    cfg["revocations"].update(max_age_s=3600.0, when_stale="open")
+    cfg["mqtt"] = {"url": broker_url, "keepalive_s": 5}
+    cfg["logging"].update(format="json")
+    cfg["health"].update(interval_s=0.5)
     for name, table in sections.items():
         cfg[name] = {**cfg.get(name, {}), **table}
     return cfg
