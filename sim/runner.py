@@ -103,24 +103,24 @@ class Run:
         return True
 
     def dispatcher(self) -> None:
-        while not self.stop.is_set() and self.pending:
+        while not self.stop.is_set():
             now = self.clock.now()
-            still = []
-            for a in self.pending:
-                if self.ready(a, now):
-                    a.queued_at = now
-                    with self.lock:
+            with self.lock:
+                still = []
+                for a in self.pending:
+                    if self.ready(a, now):
+                        a.queued_at = now
                         self.queues[a.gate].append(a)
-                else:
-                    still.append(a)
-            self.pending = still
+                    else:
+                        still.append(a)
+                self.pending = still
             self.stop.wait(0.05)
 
     # --- a lane ---------------------------------------------------------------------------------
     def worker(self, gate_id: str) -> None:
         gate = self.venue.gates[gate_id]
         while not self.stop.is_set():
-            if gate_id in self.kill_pending:
+            if gate_id in self.kill_pending and self.kill_pending[gate_id].during == "idle":
                 self.carry_out_kill(gate_id, self.kill_pending.pop(gate_id))
                 continue
             with self.lock:
@@ -180,7 +180,11 @@ class Run:
         a.latency_us = scan.get("latency_us")
         if not a.observed_admit:
             return
-        if a.passes:
+        fault = self.kill_pending.get(gate.id)
+        if fault is not None and fault.during == "admission" and a.passes:
+            self.kill_on_green(gate, a, scan)
+            wait = 15.0
+        elif a.passes:
             time.sleep(min(self.scenario.pass_time_s / self.speed, 1.0))
             gate.client.request("drive", device=self.passage_device, active=True)
             time.sleep(0.08)
@@ -202,7 +206,8 @@ class Run:
             a.observed_reason = f"{a.observed_reason}+passage_{a.passage or 'missing'}"
 
     # --- faults ---------------------------------------------------------------------------------
-    def carry_out_kill(self, gate_id: str, fault) -> None:
+    def carry_out_kill(self, gate_id: str, fault, during: str = "between two visitors") -> bool:
+        """SIGKILL the gate, wait out its downtime, start it again. False if it did not come back."""
         gate = self.venue.gates[gate_id]
         self.gate_state[gate_id] = "killed"
         killed = self.clock.now()
@@ -215,14 +220,30 @@ class Run:
             self.notes.append(str(exc))
             self.gate_state[gate_id] = "dead"
             self.stop.set()
-            return
+            return False
         time.sleep(2.5)  # its clock waits for a fresh beacon after a restart
         back = self.clock.now()
         self.gate_state[gate_id] = "up"
         self.faults.append({"kind": "gate_kill", "gate": gate_id, "start_sim_s": self.clock.sim(killed),
                             "end_sim_s": self.clock.sim(back),
-                            "what": f"SIGKILL at {self.clock.sim(killed):.1f} s (between two visitors), "
+                            "what": f"SIGKILL at {self.clock.sim(killed):.1f} s ({during}), "
                                     f"restarted and serving again at {self.clock.sim(back):.1f} s"})
+        return True
+
+    def kill_on_green(self, gate, a: model.Attempt, scan: dict) -> None:
+        """The gate dies while this visitor's light is green. Nobody passed: the restarted gate must roll
+        the admission back (a passage `timeout`), and the visitor, still holding a good ticket, tries again."""
+        fault = self.kill_pending.pop(gate.id)
+        a.passes = False
+        a.kind = "valid_killed"
+        if not self.carry_out_kill(gate.id, fault, during=f"light green for {scan.get('id')}, nobody through yet"):
+            return
+        retry = model.Attempt(max(self.by_id) + 1, a.visitor, a.gate, a.at_s, "retry", a.text, a.cti, True, "ok",
+                              after=a.id, after_gap_s=0.5, dynamic=a.dynamic)
+        self.by_id[retry.id] = retry
+        self.crowd.attempts.append(retry)
+        with self.lock:
+            self.pending.append(retry)
 
     def timeline(self) -> None:
         sc = self.scenario
@@ -353,6 +374,9 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
         r.stop.set()
     for t in threads + workers:
         t.join(timeout=30)
+    for gate_id, fault in r.kill_pending.items():
+        r.notes.append(f"gate_kill at {gate_id} ({fault.during}) never happened: no moment for it after "
+                       f"{fault.start_s:g} s")
     if venue.broker is not None and not venue.broker.running:
         venue.broker.start()  # a fault window that outlived the crowd
     # the drain: every event made reaches the ledger

@@ -13,7 +13,9 @@
     [fraud]     counts of visitors: forged, tampered, revoked_before, revoked_during, expired,
                 wrong_event, used_twice (a copy shown again at the same gate), two_gates
                 (one ticket at two gates); revocations_at_s (when the "during" list goes out)
-    [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s) |
+    [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
+                "idle": between two visitors, or "admission": the first green light after at_s, before
+                the visitor passes; the restarted gate must roll that admission back) |
                 "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s)
 
 Times are simulated seconds from the start; the runner divides them by the speed. Loading reports
@@ -44,6 +46,7 @@ class Fault:
     end_s: float = 0.0  # broker_down, camera_stall; gate_kill: at_s + down_s
     gate: str | None = None
     offset_s: float = 0.0  # clock_skew
+    during: str = "idle"  # gate_kill: idle | admission
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -222,7 +225,7 @@ def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault
         if kind not in FAULT_KINDS:
             problems.append(f"{where}.kind: expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
             continue
-        known = {"broker_down": ("kind", "start_s", "end_s"), "gate_kill": ("kind", "gate", "at_s", "down_s"),
+        known = {"broker_down": ("kind", "start_s", "end_s"), "gate_kill": ("kind", "gate", "at_s", "down_s", "during"),
                  "clock_skew": ("kind", "gate", "offset_s"), "camera_stall": ("kind", "gate", "start_s", "end_s")}[kind]
         for key in f:
             if key not in known:
@@ -243,7 +246,10 @@ def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault
             down = r.get(f, f"{where}.down_s", float, 2.0, minimum=0)
             if at is not None and at >= duration:
                 problems.append(f"{where}.at_s: expected below scenario.duration_s ({duration})")
-            out.append(Fault(kind, at or 0.0, (at or 0.0) + (down or 0.0), gate))
+            during = f.get("during", "idle")
+            if during not in ("idle", "admission"):
+                problems.append(f"{where}.during: expected 'idle' or 'admission', got {during!r}")
+            out.append(Fault(kind, at or 0.0, (at or 0.0) + (down or 0.0), gate, during=during))
         else:
             offset = r.get(f, f"{where}.offset_s", float)
             out.append(Fault(kind, 0.0, duration, gate, offset or 0.0))
