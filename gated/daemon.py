@@ -375,8 +375,8 @@ class Daemon:
             clock = self.clock.health()
         body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
-                               clock_offset_ms=clock.get("clock_offset_ms"),
-                               mode=self.gate.mode.value, camera_ok=self.camera_ok, store_ok=self.store_ok)
+                               clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
+                               store_ok=self.store_ok, rev_stale=self._stale_why)
         self.uplink.publish(health.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.cfg.health.textfile is not None:
             try:

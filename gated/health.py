@@ -5,11 +5,13 @@ JSON with integers only (like events):
 
     {"ts": "2026-05-01T18:00:00.000Z", "uptime_s": 3600, "frames_per_s_milli": 29970,
      "frames": 107892, "scans": 412, "admits": 398, "denies": 14, "outbox": 0,
-     "rev": 17, "rev_age_s": 420, "clock_offset_ms": -12, "mode": "online",
-     "camera_ok": true, "store_ok": true}
+     "rev": 17, "rev_age_s": 420, "rev_stale": false,
+     "clock_offset_ms": -12, "clock_uncertain": 0, "clock_source": "ntp", "beacon_age_s": 4,
+     "mode": "online", "camera_ok": true, "store_ok": true}
 
-`clock_offset_ms` is null when no time beacon has bounded the clock yet, `rev_age_s` null before
-the first revocation list. The counters are since the process started. The Prometheus textfile
+`clock_offset_ms` and `beacon_age_s` are null when no time beacon has bounded the clock yet,
+`rev_age_s` null before the first revocation list; `rev_stale` is the daemon's staleness policy
+verdict (no list, a gap, or older than `[revocations] max_age_s`). The counters are since the process started. The Prometheus textfile
 (node_exporter's textfile collector) carries the same figures as `gated_*` gauges and counters;
 it is written to a temporary file and renamed, so the collector never reads half a file.
 
@@ -63,8 +65,10 @@ class Counters:
 
 
 def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
-             rev_iat: int, clock_offset_ms: int | None, mode: str, camera_ok: bool, store_ok: bool) -> dict:
-    """The health message body (pure apart from the frame-rate mark it advances)."""
+             rev_iat: int, clock: dict, mode: str, camera_ok: bool, store_ok: bool,
+             rev_stale: str | None = None) -> dict:
+    """The health message body (pure apart from the frame-rate mark it advances). `clock` is
+    TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}."""
     return {
         "ts": events.format_ts(now_ms),
         "uptime_s": int(now_mono - counters.started),
@@ -76,7 +80,9 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "outbox": outbox,
         "rev": rev_version,
         "rev_age_s": max(0, now_ms // 1000 - rev_iat) if rev_version else None,
-        "clock_offset_ms": clock_offset_ms,
+        "rev_stale": rev_stale is not None,
+        "clock_offset_ms": clock.get("clock_offset_ms"),
+        **{k: v for k, v in clock.items() if k != "clock_offset_ms"},
         "mode": mode,
         "camera_ok": camera_ok,
         "store_ok": store_ok,
@@ -93,7 +99,9 @@ PROMETHEUS = (
     ("outbox", "gauge", "events not yet acknowledged by the broker"),
     ("rev", "gauge", "revocation list version in use"),
     ("rev_age_s", "gauge", "age of the revocation list in seconds"),
+    ("rev_stale", "gauge", "1 while the revocation list is stale by the configured policy"),
     ("clock_offset_ms", "gauge", "clock offset from the time beacons in milliseconds"),
+    ("clock_uncertain", "gauge", "1 while the gate's clock cannot be trusted"),
     ("camera_ok", "gauge", "1 while the camera delivers frames"),
     ("store_ok", "gauge", "1 while the state database accepts writes"),
 )

@@ -83,7 +83,8 @@ def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority
     for name, text, _, _ in shown:
         render(images, name, text)
     provision_revocations(tmp_path / "state", authority, [revoked_claims.cti])
-    config = make_config(tmp_path, authority, broker, images, sim={"control_socket": str(tmp_path / "sim.sock")})
+    config = make_config(tmp_path, authority, broker, images, sim={"control_socket": str(tmp_path / "sim.sock")},
+                         health={"textfile": str(tmp_path / "gated.prom")})
     notify = NotifySocket(tmp_path / "notify.sock")
     gate = GateProcess(config, notify=notify).start()
     try:
@@ -116,6 +117,10 @@ def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority
     assert all(e["rev"] == 1 and e["zone"] == "north" for e in chain)
     health = collector.health[-1]
     assert (health["admits"], health["denies"], health["outbox"], health["rev"]) == (2, len(expected) - 2, 0, 1)
+    assert health["rev_stale"] is False and health["store_ok"] is True and health["frames"] >= len(shown)
+    prom = (tmp_path / "gated.prom").read_text()
+    assert f'gated_admits_total{{site="{SITE}",gate="{GATE}"}} 2' in prom
+    assert f'gated_mode{{site="{SITE}",gate="{GATE}",mode="online"}} 1' in prom
 
 
 def test_sigkill_and_restart_lose_no_event_and_do_not_readmit(tmp_path, authority, broker):
@@ -211,3 +216,41 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
     states = [e["state"] for e in collector.chain() if e["kind"] == "state"]
     assert states[:2] == ["locked", "online"]
     check_chain(collector.chain(), device_key(tmp_path / "state"))
+
+
+def test_the_simulator_steers_the_camera_and_reads_the_relay_through_the_control_socket(tmp_path, authority, broker):
+    from gated.simcontrol import Client
+
+    ok_a = authority.ticket()
+    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{clean}",
+                      site=SITE, gate=GATE, event=EVENT, camera={"fps": 15.0},
+                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        assert client.request("ping")["pid"] == gate.process.pid
+        assert gate.scans() == []  # nobody in front of the camera yet
+        client.request("show", text=ok_a)
+        gate.wait_for(lambda: gate.scans(), what="the shown ticket scanned")
+        client.request("show", text=None)
+        gate.wait_for(lambda: client.request("state")["devices"]["relay"]["activations"] == 1, what="one relay pulse")
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+    assert not (tmp_path / "sim.sock").exists()  # the control socket goes with the gate
+
+
+def test_revocation_staleness_rule():
+    from gated.health import revocation_staleness
+    from gated.store import RevocationState
+
+    now = 1_800_000_000
+    fresh = RevocationState(site=SITE, version=3, iat=now - 100, applied_ms=(now - 90) * 1000, stale=False)
+    assert revocation_staleness(fresh, now, 3600) is None
+    assert "no revocation list" in revocation_staleness(RevocationState(None, 0, 0, 0, False), now, 3600)
+    assert "gap" in revocation_staleness(RevocationState(SITE, 3, now, now * 1000, True), now, 3600)
+    assert "3700 s old" in revocation_staleness(RevocationState(SITE, 3, now - 3700, now * 1000, False), now, 3600)
