@@ -144,6 +144,7 @@ class Daemon:
         self._next_rev_check = 0.0
         self._stale_why: str | None = None
         self._stale_locked: bool | None = None  # mirrors STALE_LOCK_KEY (read once, at the first check)
+        self._status_sent: tuple | None = None
         self._next_watchdog = 0.0
         self._watchdog_every = sdnotify.watchdog_interval_s()
 
@@ -185,8 +186,6 @@ class Daemon:
                                        report=lambda message: log.warning("camera", message=message))
 
     def _make_clock(self):
-        if importlib.util.find_spec("gated.clock") is None:
-            return None
         from gated import clock
 
         readers = {"ntp_synced": lambda: True} if self.cfg.clock.trust_system_clock else {}
@@ -289,6 +288,7 @@ class Daemon:
             self._poll_gate()
             now = time.monotonic()
             self._revocation_policy(now)
+            self._publish_status()
             self._health(now)
             self._watchdog(now)
 
@@ -307,6 +307,14 @@ class Daemon:
         log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,
                  ticket=event.get("ticket"), latency_us=event.get("latency_us"),
                  relay_latency_us=self.gate.last_latency_us if decision.admit else None)
+
+    def _publish_status(self) -> None:
+        """The retained status follows the gate's mode and list version (the uplink also sends it on
+        every connect, and `offline` as its last will)."""
+        now = (self.gate.mode, self.store.revocation_state().version)
+        if now != self._status_sent and self.uplink.connected:
+            if self.uplink.publish_status(self.gate.mode.value) is not None:
+                self._status_sent = now
 
     def _poll_gate(self) -> None:
         from gated.store import StoreError

@@ -215,6 +215,9 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
     assert set(reasons[first_admit + 1:]) == {"already_used"}
     states = [e["state"] for e in collector.chain() if e["kind"] == "state"]
     assert states[:2] == ["locked", "online"]
+    said = [m["state"] for m in collector.status]
+    assert said[0] == "locked" and "online" in said and said[-1] == "offline"  # retained status follows the mode
+    assert [m["rev"] for m in collector.status if m["state"] == "online"][0] == 1
     check_chain(collector.chain(), device_key(tmp_path / "state"))
 
 

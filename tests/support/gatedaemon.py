@@ -158,6 +158,7 @@ class EventCollector:
         self.site, self.gate = site, gate
         self.events: dict[int, dict] = {}
         self.health: list[dict] = []
+        self.status: list[dict] = []
         self.deliveries = 0
         self._lock = threading.Lock()
         subscribed = threading.Event()
@@ -166,7 +167,7 @@ class EventCollector:
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.connect("127.0.0.1", port)
         root = f"gated/v1/{site}/gates/{gate}/"
-        self.client.subscribe([(root + "events", 1), (root + "health", 1)])
+        self.client.subscribe([(root + "events", 1), (root + "health", 1), (root + "status", 1)])
         self.client.loop_start()
         if not subscribed.wait(10):
             raise AssertionError("collector could not subscribe")
@@ -176,6 +177,8 @@ class EventCollector:
         with self._lock:
             if message.topic.endswith("/health"):
                 self.health.append(body)
+            elif message.topic.endswith("/status"):
+                self.status.append(body)
             else:
                 self.deliveries += 1
                 self.events.setdefault(body["seq"], body)
