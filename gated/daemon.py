@@ -16,7 +16,7 @@ admission and its event before it commands the relay, and keeps the gate shut wh
 fails; the daemon only passes the frame's capture time along so that the scan event's
 `latency_us` runs from capture to the relay command.
 
-Start-up order: store, keyring, GPIO (board profile, pin factory, turnstile), gate, camera
+Start-up order: keyring, store, GPIO (board profile, pin factory, turnstile), gate, camera
 (first frame awaited), uplink, then READY=1 for systemd. WATCHDOG=1 is sent from the owner loop,
 and only while the camera delivers frames and the store accepts writes, so systemd restarts a
 gate whose camera or disk hangs.
@@ -154,10 +154,10 @@ class Daemon:
         from gated.store import GateStore
 
         cfg = self.cfg
+        self.keyring = keys.load_keyring(cfg.gate.keyring)
         self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id)
         log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
                  outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
-        self.keyring = keys.load_keyring(cfg.gate.keyring)
         self.clock = self._make_clock()
         self.turnstile = self._make_turnstile()
         self.gate = self._make_gate()

@@ -257,3 +257,40 @@ def test_revocation_staleness_rule():
     assert "no revocation list" in revocation_staleness(RevocationState(None, 0, 0, 0, False), now, 3600)
     assert "gap" in revocation_staleness(RevocationState(SITE, 3, now, now * 1000, True), now, 3600)
     assert "3700 s old" in revocation_staleness(RevocationState(SITE, 3, now - 3700, now * 1000, False), now, 3600)
+
+
+def test_logs_are_json_lines_under_systemd_and_readable_on_a_terminal(monkeypatch):
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from gated import logging as gated_logging
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    assert gated_logging.wants_json("auto", Terminal())
+    monkeypatch.delenv("JOURNAL_STREAM")
+    assert not gated_logging.wants_json("auto", Terminal())
+    assert gated_logging.wants_json("auto", io.StringIO())  # a pipe or a file: JSON
+    handlers = logging.getLogger().handlers[:]
+    try:
+        out = io.StringIO()
+        gated_logging.setup("info", "json", out)
+        gated_logging.get("gated.test").info("scan", decision="admit", latency_us=1234)
+        gated_logging.get("gated.test").debug("not shown at info")
+        logging.getLogger("paho").warning('a "quoted" library message')
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [(e["event"], e["level"]) for e in lines] == [("scan", "info"), ('a "quoted" library message', "warning")]
+        assert lines[0]["decision"] == "admit" and lines[0]["timestamp"].endswith("Z")
+        term = Terminal()
+        gated_logging.setup("info", "console", term)
+        gated_logging.get("gated.test").info("scan", decision="deny")
+        assert "scan" in term.getvalue() and "decision" in term.getvalue() and not term.getvalue().startswith("{")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers[:] = handlers
