@@ -22,6 +22,7 @@ worse than typical. Any distortion can be pinned by keyword (`blur=0`, `inverted
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -76,10 +77,14 @@ class Distortions:
         return cls(**drawn)
 
 
+@functools.lru_cache(maxsize=256)
 def qr_modules(text: str) -> np.ndarray:
-    """The ticket's QR symbol as a 0/1 array (1 = dark module), quiet zone of 4 modules included."""
+    """The ticket's QR symbol as a 0/1 array (1 = dark module), quiet zone of 4 modules included.
+    Cached: a camera sees the same ticket for many frames, and encoding is the slow part."""
     symbol = ticket_symbol(text)
-    return np.array(list(symbol.matrix_iter(scale=1, border=4)), dtype=np.uint8)
+    modules = np.array(list(symbol.matrix_iter(scale=1, border=4)), dtype=np.uint8)
+    modules.setflags(write=False)
+    return modules
 
 
 def render_idle_frame(size=(1280, 720), rng: np.random.Generator | None = None, *,
@@ -159,9 +164,9 @@ def _place_ticket(scene: np.ndarray, modules: np.ndarray, d: Distortions, rng: n
     matrix = cv2.getPerspectiveTransform(src, corners.astype(np.float32))
     warped = cv2.warpPerspective(texture, matrix, (width, height), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    mask = cv2.warpPerspective(np.ones_like(texture), matrix, (width, height), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    np.copyto(scene, scene * (1 - mask) + warped)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
+    np.copyto(scene, warped, where=mask.astype(bool))
 
 
 def _light_and_sensor(scene: np.ndarray, d: Distortions, rng: np.random.Generator) -> np.ndarray:
@@ -180,16 +185,16 @@ def _light_and_sensor(scene: np.ndarray, d: Distortions, rng: np.random.Generato
         img = cv2.filter2D(img, -1, kernel / max(float(kernel.sum()), 1e-6))
     if d.gradient > 0:
         angle = rng.uniform(0, 2 * np.pi)
-        xs = np.linspace(-1, 1, width, dtype=np.float32)[None, :] * np.cos(angle)
-        ys = np.linspace(-1, 1, height, dtype=np.float32)[:, None] * np.sin(angle)
-        img = img * (1 - d.gradient * (xs + ys + 1.414) / 2.828)
-    if d.glare > 0:
+        xs = np.linspace(-1, 1, width, dtype=np.float32)[None, :] * np.float32(np.cos(angle))
+        ys = np.linspace(-1, 1, height, dtype=np.float32)[:, None] * np.float32(np.sin(angle))
+        img = img * (1 - np.float32(d.gradient) * (xs + ys + np.float32(1.414)) / np.float32(2.828))
+    if d.glare > 0:  # a Gaussian spot is separable: the outer product of two 1-D profiles
         gx, gy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height
         radius = rng.uniform(0.05, 0.15) * width
-        yy, xx = np.ogrid[:height, :width]
-        spot = np.exp(-(((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * radius ** 2))).astype(np.float32)
-        img = img + d.glare * spot
-    img = img * 255.0
+        fx = np.exp(-((np.arange(width, dtype=np.float32) - gx) ** 2) / (2 * radius ** 2)).astype(np.float32)
+        fy = np.exp(-((np.arange(height, dtype=np.float32) - gy) ** 2) / (2 * radius ** 2)).astype(np.float32)
+        img = img + np.float32(d.glare) * np.outer(fy, fx)
+    img = img * np.float32(255.0)
     if d.noise > 0:
-        img = img + rng.normal(0.0, d.noise, img.shape).astype(np.float32)
+        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(d.noise)
     return np.clip(img, 0, 255).astype(np.uint8)
