@@ -121,6 +121,7 @@ class MqttLink:
         self._subscriptions: dict[str, SubscribeOptions] = {}
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self._subscribed = threading.Event()  # a SUBACK came on this connection
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if settings.tls:
@@ -139,6 +140,7 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self.client = client
 
     # paho thread -------------------------------------------------------------------------------
@@ -166,12 +168,18 @@ class MqttLink:
         self._connected.set()
         self.inbox.put(("connected", self.generation, bool(flags.session_present)))
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            self.inbox.put(("refused", f"subscription refused: {', '.join(str(rc) for rc in reason_codes)}"))
+        self._subscribed.set()
+
     def _on_connect_fail(self, client, userdata) -> None:
         self._attempt += 1
         self._set_backoff(client)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
+        self._subscribed.clear()
         self._attempt += 1
         self._set_backoff(client)
         self.inbox.put(("disconnected", str(reason_code)))
@@ -190,6 +198,10 @@ class MqttLink:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait for the broker to acknowledge a subscription on the current connection."""
+        return self._subscribed.wait(timeout)
 
     def add_subscription(self, topic_filter: str, options: SubscribeOptions) -> None:
         with self._lock:

@@ -386,6 +386,16 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
     assert main(["reconcile", "--db", str(tmp_path / "ledger.db")]) == 0
 
 
+def _ledger_count(db) -> int:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def test_reconnect_backoff_grows_is_capped_and_spreads_gates_apart():
     import random
 
@@ -416,11 +426,12 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
     assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
                  str(authority.keyring_dir), str(forged)]) == 2
     db = tmp_path / "ledger.db"
+    with LedgerThread(tmp_path / "first.db", broker.url, SITE, client_id="cli-ledger"):
+        pass  # the ledger's session exists from its first start on: events queue for it from then on
     ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
                                "--db", str(db), "--client-id", "cli-ledger"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)  # subscribed by now (its session would keep the events anyway)
         state_events(store, 5)
         uplink = make_uplink(store, broker, authority.keyring)
         uplink.start()
@@ -429,7 +440,9 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
                  what="events out and v1 in")
         finally:
             uplink.stop()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _ledger_count(db) == 5:
+            time.sleep(0.1)
     finally:
         ledger.send_signal(signal.SIGTERM)
         err = ledger.communicate(timeout=20)[1]

@@ -57,6 +57,8 @@ class LedgerThread:
 
     def __enter__(self):
         self.service.start()
+        if not self.service.link.wait_subscribed(15):
+            raise AssertionError("the ledger did not subscribe within 15 s")
         self._thread.start()
         return self
 
