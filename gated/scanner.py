@@ -98,15 +98,12 @@ class Scanner:
         import cv2
 
         zx = self._lib
-        seen: list = []
         if gray.size > LARGE_FRAME_PIXELS and "coarse" in self.passes:
             half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
             texts = _unique(b.text for b in self._zx(half, try_downscale=False))
             if texts:
                 return Reading(texts, "coarse")
         if gray.size > LARGE_FRAME_PIXELS:
-            # Sensor noise makes the local binarizer chase speckle: a 3x3 smoothing halves the
-            # idle cost at 720p and loses nothing when a module spans 3+ pixels.
             found = self._zx(cv2.GaussianBlur(gray, (3, 3), 0), try_downscale=False, return_errors=True)
         else:
             found = self._zx(gray, return_errors=True)

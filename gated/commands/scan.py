@@ -107,14 +107,15 @@ def _scan_paths(args, scanner, judge) -> int:
     return 0 if found and not (judge and judge.denied) else 1
 
 
-def _print_result(args, record: dict, codes: list[str], judge) -> None:
-    decisions = [judge.decide(code) for code in codes] if judge else None
+def _print_result(args, record: dict, codes: list[str], judge, now: float | None = None) -> None:
+    """One JSON line per image/frame (decisions added with gate options), or one text line per code."""
+    decisions = [judge.decide(code, now) for code in codes] if judge else None
     if args.json:
         if decisions is not None:
             record["decisions"] = [{k: v for k, v in d.items() if k != "text"} for d in decisions]
         print(json.dumps(record, ensure_ascii=False), flush=True)
         return
-    label = record.get("file") or f"frame {record.get('seq')}"
+    label = record["file"] if "file" in record else time.strftime("%H:%M:%S")
     if not codes:
         print(f"{label}: no code", flush=True)
     for i, code in enumerate(codes):
@@ -125,7 +126,7 @@ def _scan_camera(args, scanner, judge) -> int:
     from gated.camera import CameraError, SupervisedSource, open_source
     from gated.scanner import Debouncer
 
-    spec = args.camera if ":" in args.camera else f"v4l2:{args.camera}"
+    spec = f"v4l2:{args.camera}" if args.camera.startswith("/") or args.camera.isdigit() else args.camera
     try:
         source = SupervisedSource(open_source(spec), report=lambda msg: print(msg, file=sys.stderr, flush=True))
         source.open()
@@ -150,21 +151,9 @@ def _scan_camera(args, scanner, judge) -> int:
                 found += len(codes)
                 now = time.time() if judge and args.now is None else None
                 record = {"seq": frame.seq, "frame": frame.origin, "codes": codes, "ms": round(ms, 3)}
-                _print_camera(args, record, codes, judge, now)
+                _print_result(args, record, codes, judge, now)
     except KeyboardInterrupt:
         pass
     finally:
         source.close()
     return 0 if found and not (judge and judge.denied) else 1
-
-
-def _print_camera(args, record, codes, judge, now) -> None:
-    decisions = [judge.decide(code, now) for code in codes] if judge else None
-    if args.json:
-        if decisions is not None:
-            record["decisions"] = [{k: v for k, v in d.items() if k != "text"} for d in decisions]
-        print(json.dumps(record, ensure_ascii=False), flush=True)
-        return
-    stamp = time.strftime("%H:%M:%S")
-    for i, code in enumerate(codes):
-        print(f"{stamp} {code}" + (f"\n    {decisions[i]['text']}" if decisions else ""), flush=True)
