@@ -13,8 +13,9 @@ Every ticket is issued here, so every expected answer is known before the first 
     expired         exp two days ago (far beyond the allowed skew)     deny/expired
     wrong_event     signed for another event                           deny/wrong_event
     used_twice      a copy of an admitted ticket, same gate, later     deny/already_used
-    two_gates       a copy of an admitted ticket at another gate,
-                    once the admission has crossed the broker          deny/already_used
+    two_gates       a copy of an admitted ticket at another gate (of the same zone when
+                    tickets are zoned), once the admission has crossed the broker
+                                                                       deny/already_used
 
 An attempt may depend on another (a copy comes after the original passed; a retry after the
 timeout); the runner starts it no earlier than `after_gap_s` real seconds after that one ended,
@@ -191,9 +192,17 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
     for kind in ("used_twice", "two_gates"):
         for _ in range(fraud[kind]):
             original = originals.pop()
-            gate = original.gate if kind == "used_twice" else rng.choice([g for g in gates if g != original.gate])
+            reason = "already_used"
+            if kind == "used_twice":
+                gate = original.gate
+            else:
+                others = [g for g in gates if g != original.gate]
+                if scenario.zoned:  # a zoned ticket at another zone's gate is wrong_zone before anything else
+                    same_zone = [g for g in others if scenario.zone_of(g) == scenario.zone_of(original.gate)]
+                    others, reason = (same_zone, reason) if same_zone else (others, "wrong_zone")
+                gate = rng.choice(others)
             add(visitor, gate, max(times[visitor], original.at_s), kind, original.text, original.cti, False,
-                "already_used", after=original.id, after_gap_s=2.0 if kind == "used_twice" else 3.0,
+                reason, after=original.id, after_gap_s=2.0 if kind == "used_twice" else 3.0,
                 needs_broker=kind == "two_gates")
             visitor += 1
     # the rest of the cheats

@@ -279,3 +279,19 @@ def test_gated_sim_check_validates_a_scenario(tmp_path, capsys):
                    '[arrivals]\nvisitors = 5\n')
     assert main(["sim", "--check", str(bad)]) == 2
     assert "gates.count" in capsys.readouterr().err
+
+
+def test_zoned_copies_go_to_a_gate_of_their_zone(issuer):
+    """Found by a 20-gate run: a copy shown at another zone's gate is wrong_zone, not already_used."""
+    sc = scenario.from_dict({
+        "scenario": {"name": "z", "site": "s", "event": "E", "duration_s": 60},
+        "gates": {"count": 8, "zones": ["north", "south"]}, "tickets": {"zoned": True},
+        "arrivals": {"visitors": 80}, "fraud": {"two_gates": 6}})
+    crowd = model.build(sc, issuer, int(time.time()), speed=1.0)
+    by_id = {a.id: a for a in crowd.attempts}
+    copies = [a for a in crowd.attempts if a.kind == "two_gates"]
+    assert len(copies) == 6
+    for c in copies:
+        original = by_id[c.after]
+        assert c.gate != original.gate and sc.zone_of(c.gate) == sc.zone_of(original.gate)
+        assert c.expect_reason == "already_used"
