@@ -389,6 +389,8 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
 def _ledger_count(db) -> int:
     import sqlite3
 
+    if not db.exists():
+        return 0
     try:
         with sqlite3.connect(db) as conn:
             return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
