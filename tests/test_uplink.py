@@ -451,3 +451,26 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
     assert ledger.returncode == 0, err
     assert "5 new events" in err
     assert main(["reconcile", "--db", str(db)]) == 0
+
+
+def test_ledgers_in_a_shared_group_split_the_events_between_them(broker, tmp_path, store, authority):
+    import sqlite3
+
+    state_events(store, 100)
+    with LedgerThread(tmp_path / "a.db", broker.url, SITE, group="ledger") as a, \
+            LedgerThread(tmp_path / "b.db", broker.url, SITE, group="ledger") as b:
+        uplink = make_uplink(store, broker, authority.keyring)
+        uplink.start()
+        try:
+            pump([uplink], lambda: store.outbox_depth() == 0, what="the outbox to drain")
+        finally:
+            uplink.stop()
+        deadline = time.monotonic() + 20
+        while a.count() + b.count() < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    ids = []
+    for db in (tmp_path / "a.db", tmp_path / "b.db"):
+        with sqlite3.connect(db) as conn:
+            ids.append({row[0] for row in conn.execute("SELECT id FROM events")})
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+    assert ids[0] | ids[1] == {f"g1:{n}" for n in range(1, 101)}

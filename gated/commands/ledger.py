@@ -81,7 +81,9 @@ def run_ledger(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.exit_after is not None:
-        threading.Timer(args.exit_after, stop.set).start()
+        timer = threading.Timer(args.exit_after, stop.set)
+        timer.daemon = True
+        timer.start()
     print(f"ledger: {settings.url} site {args.site} -> {args.db}", file=sys.stderr)
     service.start()
     try:
