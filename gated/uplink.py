@@ -156,7 +156,7 @@ class MqttLink:
         if reason_code.is_failure:
             self._attempt += 1
             self._set_backoff(client)
-            self.inbox.put(("refused", str(reason_code)))
+            self.inbox.put(("refused", f"connection refused: {reason_code}"))
             return
         self._attempt = 0
         self._set_backoff(client)
@@ -387,15 +387,14 @@ class Uplink:
         elif kind == "message":
             self._dispatch(item[1])
         elif kind == "connected":
-            state = (self.status() if self.status else {}).get("state", "online")
             log.info("uplink connected", broker=self.settings.url, session_present=item[2], outbox=self.outbox_depth)
-            extra = {k: v for k, v in (self.status() if self.status else {}).items() if k != "state"}
-            self.publish_status(state, **extra)
+            extra = dict(self.status()) if self.status else {}
+            self.publish_status(extra.pop("state", "online"), **extra)
             self._retry_after = 0.0
         elif kind == "disconnected":
             log.warning("uplink disconnected", broker=self.settings.url, reason=item[1], outbox=self.outbox_depth)
         elif kind == "refused":
-            log.error("broker refused the connection", broker=self.settings.url, reason=item[1])
+            log.error("broker refused", broker=self.settings.url, reason=item[1])
 
     # outbox
     def _drain_outbox(self) -> None:
