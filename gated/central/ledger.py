@@ -146,8 +146,10 @@ class Ledger:
         payloads = list(payloads)
         if self._pool is None or len(payloads) < 64:
             return [self._examine(p) for p in payloads]
-        chunk = max(16, len(payloads) // (4 * self.workers))
-        return list(self._pool.map(self._examine, payloads, chunksize=chunk))
+        size = -(-len(payloads) // self.workers)  # one slice per thread (ThreadPoolExecutor.map ignores chunksize)
+        slices = [payloads[i:i + size] for i in range(0, len(payloads), size)]
+        return [examined for part in self._pool.map(lambda part: [self._examine(p) for p in part], slices)
+                for examined in part]
 
     def _problem(self, result, kind, detail, received_ms, gate=None, seq=None, event_id=None) -> None:
         cur = self.db.execute("INSERT OR IGNORE INTO problems (kind, gate, seq, event_id, detail, received_ms) "
