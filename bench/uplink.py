@@ -8,7 +8,8 @@
 2. Ledger ingest from 50 simulated gates: signed, chained events of 50 gates are queued for the
    ledger's persistent session while it is away; the time from its reconnection until every event
    is stored (checked: signatures, chains, exactly once) and acknowledged. Target: >= 5,000 events/s.
-   Also the same batches through Ledger.ingest() alone, without MQTT.
+   Also: two ledger processes in one shared-subscription group writing one database (the way to
+   scale out past one Python process), and the same batches through Ledger.ingest() alone.
 
 The machine may be shared: figures are pessimistic, and the best of --repeat runs is printed.
 """
@@ -123,6 +124,78 @@ def ledger_ingest(work: Path, messages, ring, run: int) -> tuple[float, dict]:
     return len(messages) / elapsed, report
 
 
+WORKER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from gated.central.ledger import Ledger, LedgerService
+from gated.keys import load_keyring
+from gated.mqtturl import parse_broker_url
+ledger = Ledger({db!r}, keyring=load_keyring({ring!r}), site={site!r}, workers=1)
+service = LedgerService(ledger, parse_broker_url({url!r}, client_id={cid!r}), site={site!r}, group="bench")
+service.start()
+if {prepare!r}:
+    service.link.wait_subscribed(30)
+    service.stop()
+    sys.exit(0)
+service.link.wait_connected(30)
+print(time.time(), flush=True)
+while True:
+    service.step(0.2)
+    if ledger.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] >= {total}:
+        break
+service.stop()
+"""
+
+
+def ledger_group(work: Path, messages, ring, processes: int) -> float:
+    """`processes` ledger processes in one shared-subscription group, writing one database."""
+    import sqlite3
+    import subprocess
+
+    ring_dir = work / "group-ring"
+    ring_dir.mkdir(exist_ok=True)
+    for key in ring.keys:
+        (ring_dir / f"{key.name}.pub").write_bytes(keys.public_pem(key.public_key))
+        keys.trust_key_file(ring_dir, ring_dir / f"{key.name}.pub", "device", name=key.name)
+    broker = Broker(work / "broker-group", extra_config="max_queued_messages 0\n").start()
+    db = work / "group.db"
+    Ledger(db).close()
+
+    def spawn(n, prepare):
+        code = WORKER.format(root=str(ROOT), db=str(db), ring=str(ring_dir), site=SITE, url=broker.url,
+                             cid=f"bench-group-{n}", prepare=prepare, total=len(messages))
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+
+    try:
+        for p in [spawn(n, True) for n in range(processes)]:
+            p.wait(60)
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.max_inflight_messages_set(1000)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        for info in [publisher.publish(topic, payload, qos=1) for topic, payload in messages]:
+            info.wait_for_publish(60)
+        publisher.disconnect()
+        publisher.loop_stop()
+        procs = [spawn(n, False) for n in range(processes)]
+        started = min(float(p.stdout.readline()) for p in procs)
+        for p in procs:
+            p.wait(300)
+        with sqlite3.connect(db) as conn:
+            last = conn.execute("SELECT MAX(received_ms) FROM events").fetchone()[0] / 1000
+            stored = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        if stored != len(messages):
+            raise RuntimeError(f"group stored {stored} of {len(messages)}")
+        with Ledger(db) as ledger:
+            totals = ledger.report()["totals"]
+        if totals["missing"] or totals["chain_breaks"] or totals["bad_signatures"]:
+            raise RuntimeError(f"group ledger found problems: {totals}")
+        return len(messages) / (last - started)
+    finally:
+        broker.stop()
+
+
 def ingest_only(work: Path, messages, ring, run: int, batch: int = 2000) -> float:
     with Ledger(work / f"ingest-only-{run}.db", keyring=ring, site=SITE, workers=WORKERS) as ledger:
         payloads = [p for _, p in messages]
@@ -154,6 +227,8 @@ def main() -> int:
               f"({len(messages) / report['cpu_s']:,.0f} events per CPU-second, all threads)")
         print(f"{'':48} checked: {totals['events']:,} stored, {totals['missing']} missing, "
               f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures']} bad signatures")
+        group = ledger_group(work, messages, ring, 2)
+        line("ledger ingest, 2 ledger processes, --group, one DB", group, 5000)
         line(f"ledger ingest, Ledger.ingest() alone ({WORKERS} verify threads)", max(ingest_only(work, messages, ring, i)
                                                            for i in range(args.repeat)), 5000)
     return 0
