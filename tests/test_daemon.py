@@ -294,3 +294,28 @@ def test_logs_are_json_lines_under_systemd_and_readable_on_a_terminal(monkeypatc
     finally:
         structlog.reset_defaults()
         logging.getLogger().handlers[:] = handlers
+
+
+def test_a_stalled_camera_is_reopened_and_the_gate_scans_again(tmp_path, authority, broker):
+    """A hung camera (the simulator's `stall`): supervision notices, reopens it, and scanning resumes."""
+    from gated.simcontrol import Client
+
+    ok_a = authority.ticket()
+    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{clean}",
+                      site=SITE, gate=GATE, event=EVENT, camera={"fps": 15.0},
+                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        client.request("stall")  # until the gate's supervision reopens it
+        gate.wait_for(lambda: any("reopening" in e.get("message", "") for e in gate.logged("camera")),
+                      what="supervision reopening the camera")
+        client.request("show", text=ok_a)
+        gate.wait_for(lambda: gate.scans(), what="a scan after the stall")
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
