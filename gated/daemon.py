@@ -208,7 +208,7 @@ class Daemon:
         context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
                               skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window)
         return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
-                    clock=self.clock.now if self.clock is not None else time.time,
+                    clock=self.clock.now, time_reading=self.clock.reading,
                     passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
                     held_open_s=cfg.timings.held_open_s or board.timing.held_open_s)
 

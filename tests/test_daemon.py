@@ -319,3 +319,39 @@ def test_a_stalled_camera_is_reopened_and_the_gate_scans_again(tmp_path, authori
     finally:
         gate.stop_quietly()
     assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+
+
+def test_time_beacons_reach_the_clock_and_an_uncertain_clock_denies(tmp_path, authority, broker, collector):
+    """No NTP trust and no beacon: tickets are denied (`when_uncertain = deny`); a signed beacon
+    published by central is accepted through the uplink, and the same ticket is admitted."""
+    import paho.mqtt.client as mqtt
+
+    from gated.clock import beacon_topic, encode_beacon, system_ntp_synchronized
+
+    unlimited = authority.ticket(ent=0)
+    images = tmp_path / "images"
+    render(images, "01-blank", None)
+    render(images, "02-unlimited", unlimited)
+    config = make_config(tmp_path, authority, broker, images, camera={"source": f"files:{images}?loop=1", "fps": 4.0},
+                         clock={"trust_system_clock": False, "when_uncertain": "deny", "beacons": True})
+    gate = GateProcess(config).start()
+    try:
+        gate.wait_ready()
+        gate.wait_for(lambda: gate.scans(), what="a first scan")
+        beacon = encode_beacon(authority.command, site=SITE, unix_ms=time.time_ns() // 1_000_000, seq=1)
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        publisher.publish(beacon_topic(SITE), beacon, qos=1, retain=True).wait_for_publish(10)
+        publisher.disconnect()
+        publisher.loop_stop()
+        gate.wait_for(lambda: any(h.get("beacon_age_s") is not None for h in collector.health), what="beacon in health")
+        gate.wait_for(lambda: gate.scans()[-1]["decision"] == "admit", what="an admission with a trusted clock")
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    reasons = [s["reason"] for s in gate.scans()]
+    first_ok = reasons.index("ok")
+    if not system_ntp_synchronized():  # this machine's clock alone is not trusted: denied until the beacon
+        assert first_ok >= 1 and set(reasons[:first_ok]) == {"not_yet_valid"}
+    assert collector.health[-1]["clock_uncertain"] == 0
