@@ -406,6 +406,7 @@ class Daemon:
         steps = (
             ("sim control", lambda: self._sim.stop() if self._sim is not None else None),
             ("camera thread", lambda: self._camera_thread.join(timeout=5) if self._camera_thread else None),
+            ("last poll", self._last_poll),
             ("gate", lambda: self.gate.close() if self.gate is not None else None),
             ("turnstile", lambda: _close(self.turnstile)),
             ("camera", lambda: _close(self.camera)),
@@ -419,6 +420,17 @@ class Daemon:
                 step()
             except (OSError, RuntimeError, ValueError) as exc:
                 log.error("shutdown step failed", step=name, error=str(exc))
+
+
+    def _last_poll(self) -> None:
+        """Commit what the hardware reported before the stop (a passage, a door closing); codes
+        decoded but not yet judged are dropped: the relay must not move while the gate stops."""
+        if self.gate is None:
+            return
+        self._poll_gate()
+        dropped = self.codes.qsize()
+        if dropped:
+            log.info("codes not judged at stop", count=dropped)
 
 
 def _close(thing) -> None:

@@ -355,3 +355,36 @@ def test_time_beacons_reach_the_clock_and_an_uncertain_clock_denies(tmp_path, au
     if not system_ntp_synchronized():  # this machine's clock alone is not trusted: denied until the beacon
         assert first_ok >= 1 and set(reasons[:first_ok]) == {"not_yet_valid"}
     assert collector.health[-1]["clock_uncertain"] == 0
+
+
+def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, authority, broker, collector):
+    """A hold-mode board with a light beam: the relay holds until somebody breaks the beam, the
+    `passage: passed` event follows the scan, and the relay lets go."""
+    from gated.simcontrol import Client
+
+    ok_a = authority.ticket()
+    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{clean}",
+                      site=SITE, gate=GATE, event=EVENT, board="generic-relay", camera={"fps": 15.0},
+                      timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
+                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        client.request("show", text=ok_a)
+        gate.wait_for(lambda: gate.scans(), what="the scan")
+        client.request("show", text=None)
+        relay = lambda: client.request("state")["devices"]["relay"]["active"]  # noqa: E731
+        gate.wait_for(relay, what="the relay held open")
+        client.request("drive", device="passage", active=True)  # the visitor walks through the beam
+        client.request("drive", device="passage", active=False)
+        gate.wait_for(lambda: not relay(), what="the relay let go")
+        collector.wait_for_seq(2)
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    scan, passage = collector.chain()[:2]
+    assert (scan["kind"], scan["decision"]) == ("scan", "admit")
+    assert (passage["kind"], passage["ref"], passage["result"]) == ("passage", scan["id"], "passed")
