@@ -33,7 +33,6 @@ import queue
 import signal
 import threading
 import time
-from pathlib import Path
 
 import structlog
 
