@@ -17,7 +17,8 @@ fails; the daemon only passes the frame's capture time along so that the scan ev
 `latency_us` runs from capture to the relay command.
 
 Start-up order: keyring, store, GPIO (board profile, pin factory, turnstile), gate, camera
-(first frame awaited), uplink, then READY=1 for systemd. WATCHDOG=1 is sent from the owner loop,
+(first frame awaited), uplink (a few seconds at most to take the retained revocation list and
+time beacon), then READY=1 for systemd. WATCHDOG=1 is sent from the owner loop,
 and only while the camera delivers frames and the store accepts writes, so systemd restarts a
 gate whose camera or disk hangs.
 
@@ -46,6 +47,8 @@ REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked agai
 STALE_LOCK_KEY = "daemon.stale_lock"  # set while the gate is locked because the list is stale (fail closed)
 CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watchdog pings)
 FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
+CATCH_UP_S = 3.0  # how long start-up gives the uplink to fetch retained revocations and beacons
+SETTLE_S = 0.3  # once connected, how long to keep taking what the broker kept for us
 
 
 class StartupError(RuntimeError):
@@ -168,10 +171,26 @@ class Daemon:
         self._await_first_frame()
         self.uplink = self._make_uplink()
         self.uplink.start()
+        self._catch_up()
         self._start_sim_control()
         sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
         log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
                  camera=cfg.camera.source, board=cfg.turnstile.board)
+
+    def _catch_up(self) -> None:
+        """Before READY, a moment for the uplink to connect and apply what the broker kept for this
+        gate (the retained revocation list and time beacon, queued commands), so a gate that can
+        reach its broker does not begin with a stale list or an uncertain clock. Bounded: a gate
+        without its broker starts anyway, on what it has. Codes read meanwhile wait in the queue."""
+        deadline = time.monotonic() + CATCH_UP_S
+        settled_at = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.uplink.poll(0.02)
+            self._revocation_policy(time.monotonic())
+            if self.uplink.connected:
+                settled_at = settled_at or time.monotonic() + SETTLE_S
+                if time.monotonic() >= settled_at:
+                    break
 
     def _open_camera(self) -> None:
         from gated.camera import CameraError, SupervisedSource
