@@ -21,6 +21,7 @@ mechanically (its controller's fail-safe setting), not through this program.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from gpiozero import Buzzer, DigitalInputDevice, DigitalOutputDevice, LED
@@ -30,6 +31,7 @@ from gated.decide import GateMode
 from gated.reasons import Reason
 
 INPUT_KINDS = ("passage", "emergency", "door")
+PULSE_GAP_S = 0.25  # relay off between two queued pulses, so a pulse-input controller counts both
 
 
 class Turnstile:
@@ -41,6 +43,11 @@ class Turnstile:
         self.pulse_s = (pulse_ms if pulse_ms is not None else profile.relay.pulse_ms) / 1000
         self.mode = GateMode.NORMAL
         self._callback: Callable[[str, bool], None] | None = None
+        self._pulse_lock = threading.Lock()
+        self._pulses_due = 0
+        self._pulser: threading.Thread | None = None
+        self._latched = False
+        self._closing = threading.Event()
         self.relay = self.passage = self.emergency = self.door = None
         self.green = self.red = self.buzzer = None
         try:
@@ -94,11 +101,35 @@ class Turnstile:
     # --- relay ----------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Let one person through: a pulse of pulse_ms, or on until release() (hold mode)."""
+        """Let one person through: a pulse of pulse_ms, or on until release() (hold mode).
+        Pulses asked for while one is running queue up, each its own pulse after a short gap:
+        two admissions in quick succession must let two people through, not one."""
         if self.profile.relay.mode == "hold":
             self.relay.on()
-        else:
-            self.relay.blink(on_time=self.pulse_s, off_time=0, n=1, background=True)
+            return
+        with self._pulse_lock:
+            if self._pulser is not None:
+                self._pulses_due += 1
+                return
+            if not self._latched:
+                self.relay.on()  # the first pulse starts now, on the caller's thread: the relay command
+            self._pulser = threading.Thread(target=self._pulse_train, name="relay-pulses", daemon=True)
+            self._pulser.start()
+
+    def _pulse_train(self) -> None:
+        """Ends the running pulse, then plays the queued ones, each after a gap."""
+        while True:
+            self._closing.wait(self.pulse_s)
+            with self._pulse_lock:
+                if not self._latched and not self.relay.closed:
+                    self.relay.off()
+            self._closing.wait(PULSE_GAP_S)
+            with self._pulse_lock:
+                if self._pulses_due == 0 or self._latched or self._closing.is_set():
+                    self._pulser = None
+                    return
+                self._pulses_due -= 1
+                self.relay.on()
 
     def release(self) -> None:
         """No admission waits any more: a held relay lets go (a pulse ends by itself)."""
@@ -106,11 +137,16 @@ class Turnstile:
             self.relay.off()
 
     def latch(self) -> None:
-        """Emergency: relay on and held (free passage), whatever it was doing."""
-        self.relay.on()
+        """Emergency: relay on and held (free passage), whatever it was doing; queued pulses are dropped."""
+        with self._pulse_lock:
+            self._latched = True
+            self._pulses_due = 0
+            self.relay.on()
 
     def unlatch(self) -> None:
-        self.relay.off()
+        with self._pulse_lock:
+            self._latched = False
+            self.relay.off()
 
     # --- lights and sound -------------------------------------------------------------------------
 
@@ -155,6 +191,10 @@ class Turnstile:
     def close(self) -> None:
         """Relay off first (the safe state), then give every pin back. Safe to call twice."""
         self._callback = None
+        self._closing.set()
+        pulser = self._pulser
+        if pulser is not None:
+            pulser.join(timeout=1)
         if self.relay is not None and not self.relay.closed:
             self.relay.off()
         for name in ("passage", "emergency", "door", "green", "red", "buzzer", "relay"):

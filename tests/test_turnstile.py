@@ -65,6 +65,20 @@ def test_pulse_override_and_active_low_relay(pins):
         relay.assert_states_and_times([(0.0, True), (0.0, False), (0.2, True)])
 
 
+def test_two_quick_admissions_are_two_pulses(pins):
+    """A pulse-input turnstile counts pulses: a second open() during a pulse must not merge into it."""
+    from gated.turnstile import PULSE_GAP_S
+
+    with Turnstile(profile(), pin_factory=pins) as turnstile:
+        relay = pins.pin("GPIO17")
+        relay.clear_states()
+        turnstile.open()
+        time.sleep(0.03)
+        turnstile.open()
+        assert wait_for(lambda: len(relay.states) >= 5)
+        relay.assert_states_and_times([(0.0, False), (0.0, True), (0.1, False), (PULSE_GAP_S, True), (0.1, False)])
+
+
 def test_hold_mode_stays_on_until_released(pins):
     board = profile(relay={"pin": "GPIO17", "mode": "hold"})
     with Turnstile(board, pin_factory=pins) as turnstile:
