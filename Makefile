@@ -4,10 +4,11 @@
 VENV ?= .venv
 PYTHON ?= python3
 SYSTEM_PACKAGES := libzbar0 mosquitto
+TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test system venv bench clean
+.PHONY: demo test system test-tools venv bench clean
 
 system:
 	@missing=""; \
@@ -19,6 +20,14 @@ system:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
 	fi
 
+# Only the tests need a browser (the GT2 wallet page runs in headless Chromium).
+test-tools:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "installing test packages: $(TEST_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES) </dev/null \
+		|| echo "warning: could not install $(TEST_PACKAGES); the wallet page tests will be skipped"; }
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -27,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: system $(VENV)/.installed
 
-test: venv
+test: venv test-tools
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 demo: venv
