@@ -26,7 +26,7 @@ def free_port() -> int:
 
 
 class Mosquitto:
-    def __init__(self, directory: Path, port: int | None = None):
+    def __init__(self, directory: Path, port: int | None = None, extra_config: str = ""):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -44,7 +44,7 @@ class Mosquitto:
             # would fail silently and a restart (the broker_down fault) would lose every queued session
             + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
             + "log_dest stderr\n"
-            "log_type error\nlog_type warning\n")
+            "log_type error\nlog_type warning\n" + extra_config)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -72,13 +72,17 @@ class Mosquitto:
                 time.sleep(0.05)
         raise BrokerError(f"mosquitto did not listen on 127.0.0.1:{self.port}")
 
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto saves its persistence file on the way out."""
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM: Mosquitto saves its persistence file on the way out (kill=True: SIGKILL, it does not)."""
         if self.running:
-            self.process.terminate()
+            (self.process.kill if kill else self.process.terminate)()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
