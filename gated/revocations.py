@@ -121,12 +121,12 @@ def parse_update(blob: bytes, keyring: Keyring) -> Update:
 def _payload_to_update(body, signer: str) -> Update:
     def uint(key, name, default=None):
         value = body.get(key, default)
-        if type(value) is not int or value < 0:
+        if type(value) is not int or not 0 <= value < 2**64:
             raise UpdateRejected("malformed", f"{name} ({key}) must be an unsigned integer")
         return value
 
     def ids(key, name):
-        value = body.get(key, [])
+        value = body.get(key)  # required, even when empty (PROTOCOL §4 marks only part/parts optional)
         if type(value) is not list or not all(type(i) is bytes and len(i) == 16 for i in value):
             raise UpdateRejected("malformed", f"{name} ({key}) must be an array of 16-byte ids")
         return tuple(value)

@@ -205,7 +205,8 @@ def _read_dynamic(body: str, keyring: Keyring) -> Ticket | Rejection:
 
 
 def _is_uint(value) -> bool:
-    return type(value) is int and value >= 0
+    """A CBOR unsigned integer: major type 0 holds at most 2**64 - 1 (a bignum is not a uint)."""
+    return type(value) is int and 0 <= value < 2**64
 
 
 def _is_text(value) -> bool:
@@ -216,6 +217,9 @@ def parse_claims(payload: bytes) -> Claims:
     claims = cose.loads_exact(payload)
     if not isinstance(claims, dict):
         raise ClaimsError("payload must be a CBOR map")
+    # Only integer keys are claims: in a Python dict `true` and `7.0` would pass for 1 and 7,
+    # and unknown claims (whatever their key) are ignored.
+    claims = {k: v for k, v in claims.items() if type(k) is int}
     for key, name in ((CTI, "cti"), (AUD, "aud"), (NBF, "nbf"), (EXP, "exp")):
         if key not in claims:
             raise ClaimsError(f"required claim {name} ({key}) is missing")

@@ -129,3 +129,11 @@ def test_retained_messages_in_any_order_after_reconnect(store, authority):
 def test_oversized_delta_is_refused_with_advice(authority):
     with pytest.raises(ValueError, match="consecutive versions"):
         make(authority, version=2, base=1, add=ids(70_000))
+
+
+@pytest.mark.parametrize("missing", [4, 5])
+def test_add_and_remove_are_required_even_when_empty(store, authority, missing):
+    payload = {1: SITE, 2: 1, 3: 0, 4: ids(1), 5: [], 6: 0}
+    del payload[missing]
+    outcome = apply(store, authority, _signed(authority, payload))
+    assert (outcome.status, outcome.code) == ("rejected", "malformed")

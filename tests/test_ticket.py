@@ -159,3 +159,15 @@ def test_rejection_carries_ticket_id_when_payload_parsed(authority):
     cti = os.urandom(16)
     forged = ticket.encode_static(authority.claims(cti=cti), Ed25519PrivateKey.generate())
     assert read_code(forged, authority.keyring).cti == cti
+
+
+def test_claim_keys_must_be_integers_and_uints_fit_64_bits(authority):
+    """Found in review: Python dicts let `true` stand for key 1 and `7.0` for key 7."""
+    claims = authority.claims().to_cbor_map()
+    with_bool_key = cbor2.dumps({**claims, True: b"not iss"})
+    assert isinstance(read_code(_sign1(authority, with_bool_key), authority.keyring), Ticket)  # unknown: ignored
+    float_cti = {k: v for k, v in claims.items() if k != 7}
+    float_cti[7.0] = claims[7]
+    assert read_code(_sign1(authority, cbor2.dumps(float_cti)), authority.keyring).reason is Reason.MALFORMED
+    huge = _payload(authority, exp=2**64)  # cbor2 encodes it as a bignum (tag 2)
+    assert read_code(_sign1(authority, huge), authority.keyring).reason is Reason.MALFORMED
