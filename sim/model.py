@@ -16,6 +16,9 @@ Every ticket is issued here, so every expected answer is known before the first 
     two_gates       a copy of an admitted ticket at another gate (of the same zone when
                     tickets are zoned), once the admission has crossed the broker
                                                                        deny/already_used
+    screenshot      a dynamic (GT2) ticket's code captured ten minutes before the doors
+                    opened and replayed                                deny/stale_code
+    static_copy     a dynamic ticket shown in its static GT1 form      deny/static_copy
 
 An attempt may depend on another (a copy comes after the original passed; a retry after the
 timeout); the runner starts it no earlier than `after_gap_s` real seconds after that one ended,
@@ -206,7 +209,8 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
                 needs_broker=kind == "two_gates")
             visitor += 1
     # the rest of the cheats
-    plain = [k for k in ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event")
+    plain = [k for k in ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
+                         "screenshot", "static_copy")
              for _ in range(fraud[k])]
     assert len(plain) == n_plain_fraud
     tampered_seen = 0
@@ -238,6 +242,14 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         elif kind == "wrong_event":
             issued = issue(claims_for(gate, event=scenario.event + "-OTHER"), issuer_key)
             add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "wrong_event")
+        elif kind == "screenshot":
+            issued = issue(claims_for(gate), issuer_key, dynamic=True)
+            old_step = (start - 600) // ticket.STEP_SECONDS  # twenty steps old whenever it is shown
+            text = ticket.encode_dynamic(issued.cose, issued.claims.cti, old_step, issued.device_key)
+            add(visitor, gate, at, kind, text, issued.claims.cti.hex(), False, "stale_code")
+        elif kind == "static_copy":
+            issued = issue(claims_for(gate), issuer_key, dynamic=True)
+            add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "static_copy")
         visitor += 1
     crowd.attempts.sort(key=lambda a: (a.at_s, a.id))
     return crowd

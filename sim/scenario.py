@@ -11,7 +11,8 @@
     [behaviour] no_pass_share (green light, nobody passes: the admission times out, they retry),
                 pass_time_s (how long a visitor takes to walk through)
     [fraud]     counts of visitors: forged, tampered, revoked_before, revoked_during, expired,
-                wrong_event, used_twice (a copy shown again at the same gate), two_gates
+                wrong_event, used_twice (a copy shown again at the same gate), two_gates,
+                screenshot (an old GT2 code replayed), static_copy (a GT2 ticket shown as GT1)
                 (one ticket at two gates); revocations_at_s (when the "during" list goes out)
     [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
-               "used_twice", "two_gates")
+               "used_twice", "two_gates", "screenshot", "static_copy")
 FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
 
 

@@ -88,6 +88,27 @@ def test_expected_codec_denials_are_what_a_gate_reads(issuer):
     assert set(checked) == {"unknown_key", "bad_signature", "malformed"}
 
 
+def test_screenshots_and_static_copies_get_their_reasons(issuer):
+    """The GT2 frauds of the model are judged as the model says by the real codec and decide()."""
+    from gated.decide import GateContext
+    from gated.validate import validate
+
+    sc = scenario.from_dict({
+        "scenario": {"name": "g", "site": "s", "event": "E", "duration_s": 60}, "gates": {"count": 1},
+        "arrivals": {"visitors": 20}, "fraud": {"screenshot": 2, "static_copy": 2}})
+    now = int(time.time())
+    crowd = model.build(sc, issuer, now, speed=1.0)
+    gate = GateContext(site="s", events=frozenset({"E"}))
+    ring = keys.Keyring((keys.trusted("issuer", issuer.public_key(), ["issuer"]),))
+    judged = Counter()
+    for a in crowd.attempts:
+        if a.kind in ("screenshot", "static_copy"):
+            decision = validate(model.render(a, now + 5), ring, gate, None, now + 5)
+            assert decision.reason.value == a.expect_reason
+            judged[a.expect_reason] += 1
+    assert judged == {"stale_code": 2, "static_copy": 2}
+
+
 def test_copies_come_after_their_original(issuer):
     s = scenario.load(SCENARIOS / "demo.toml")
     crowd = model.build(s, issuer, int(time.time()), speed=1.0)
@@ -257,7 +278,8 @@ def _assert_clean(result, tmp_path, s):
 def test_demo_venue_matches_ground_truth_and_loses_nothing(tmp_path):
     s, result = _run_venue("demo", tmp_path, speed=2.0)
     _assert_clean(result, tmp_path, s)
-    fraud_reasons = {"unknown_key", "bad_signature", "malformed", "revoked", "expired", "wrong_event", "already_used"}
+    fraud_reasons = {"unknown_key", "bad_signature", "malformed", "revoked", "expired", "wrong_event", "already_used",
+                     "stale_code", "static_copy"}
     assert set(result["denials"]) == fraud_reasons
 
 
