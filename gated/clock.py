@@ -47,7 +47,7 @@ from typing import Callable
 import cbor2
 
 from gated import cose
-from gated.keys import Keyring
+from gated.keys import Keyring, SignedRejected, open_signed
 
 BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
 BEACON_INTERVAL_S = 10.0
@@ -92,28 +92,15 @@ def encode_beacon(key, *, site: str, unix_ms: int, seq: int) -> bytes:
 def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
     """Parse and verify one beacon: a Beacon, or the BeaconOutcome saying why it is ignored."""
     try:
-        sign1 = cose.parse(payload)
-    except cose.CoseError as exc:
-        return BeaconOutcome(False, "unsupported" if exc.unsupported else "malformed", f"COSE: {exc}")
-    key = keyring.find(sign1.kid, "command")
-    if key is None:
-        return BeaconOutcome(False, "unknown_key", f"kid {sign1.kid.hex()} is not a trusted command key")
-    if not sign1.verify(key.public_key):
-        return BeaconOutcome(False, "bad_signature", f"signature does not verify with {key.name}")
-    try:
-        body = cose.loads_exact(sign1.payload)
-    except cose.CoseError as exc:
-        return BeaconOutcome(False, "malformed", f"payload: {exc}")
+        key, body = open_signed(payload, keyring, "command")
+    except SignedRejected as exc:
+        return BeaconOutcome(False, exc.code, exc.detail)
     if not isinstance(body, dict):
         return BeaconOutcome(False, "malformed", "payload must be a CBOR map")
     site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
-    if type(site) is not str or not _is_uint(unix_ms) or not _is_uint(seq):
+    if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
         return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
     return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)
-
-
-def _is_uint(value) -> bool:
-    return type(value) is int and value >= 0
 
 
 # --- the clock ---------------------------------------------------------------------------------

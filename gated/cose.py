@@ -60,6 +60,11 @@ class Sign1:
         return True
 
 
+def is_uint(value) -> bool:
+    """A CBOR unsigned integer: major type 0 holds at most 2**64 - 1 (bools and bignums are not)."""
+    return type(value) is int and 0 <= value < 2**64
+
+
 def kid_of(public_key: Ed25519PublicKey) -> bytes:
     """PROTOCOL §1: kid = SHA-256(raw 32-byte public key)[0:8]."""
     raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from gated import cose
 from gated.cose import kid_of
 
 ROLES = ("issuer", "revocation", "command", "device")
@@ -76,6 +77,33 @@ class Keyring:
 
     def with_key(self, key: TrustedKey) -> "Keyring":
         return Keyring(self.keys + (key,))
+
+
+class SignedRejected(ValueError):
+    """A signed message that is not accepted; `code` is stable: malformed, unsupported (another
+    algorithm), unknown_key (no such kid with the role), bad_signature."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
+def open_signed(blob: bytes, keyring: Keyring, role: str) -> tuple[TrustedKey, object]:
+    """Verify a COSE_Sign1 by a key trusted for `role` and decode its payload (one CBOR item, nothing
+    after it). Revocation updates, remote commands and time beacons all arrive this way."""
+    try:
+        sign1 = cose.parse(blob)
+    except cose.CoseError as exc:
+        raise SignedRejected("unsupported" if exc.unsupported else "malformed", f"COSE: {exc}") from None
+    key = keyring.find(sign1.kid, role)
+    if key is None:
+        raise SignedRejected("unknown_key", f"kid {sign1.kid.hex()} is not a trusted {role} key")
+    if not sign1.verify(key.public_key):
+        raise SignedRejected("bad_signature", f"signature does not verify with {key.name}")
+    try:
+        return key, cose.loads_exact(sign1.payload)
+    except cose.CoseError as exc:
+        raise SignedRejected("malformed", f"payload: {exc}") from None
 
 
 def trusted(name: str, public_key: Ed25519PublicKey, roles, events=(), not_before=None, not_after=None) -> TrustedKey:

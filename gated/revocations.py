@@ -23,7 +23,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import cose
-from gated.keys import Keyring
+from gated.keys import Keyring, SignedRejected, open_signed
 
 MAX_MESSAGE = 1024 * 1024
 SITE, VERSION, BASE, ADD, REMOVE, IAT, PART, PARTS = 1, 2, 3, 4, 5, 6, 7, 8
@@ -31,8 +31,8 @@ _ID_BYTES = 17  # one bstr16 in CBOR
 
 
 class UpdateRejected(ValueError):
-    """An update the gate will not apply. `code` is stable: malformed, too_large, unknown_key,
-    bad_signature, wrong_site, replay (version not above current), gap."""
+    """An update the gate will not apply. `code` is stable: malformed, unsupported, too_large,
+    unknown_key, bad_signature, wrong_site, replay (version not above current), gap."""
 
     def __init__(self, code: str, detail: str):
         super().__init__(f"{code}: {detail}")
@@ -103,25 +103,16 @@ def parse_update(blob: bytes, keyring: Keyring) -> Update:
     if len(blob) > MAX_MESSAGE:
         raise UpdateRejected("too_large", f"{len(blob)} bytes, over {MAX_MESSAGE}")
     try:
-        sign1 = cose.parse(blob)
-    except cose.CoseError as exc:
-        raise UpdateRejected("malformed", str(exc)) from None
-    key = keyring.find(sign1.kid, "revocation")
-    if key is None:
-        raise UpdateRejected("unknown_key", f"kid {sign1.kid.hex()} is not a trusted revocation key")
-    if not sign1.verify(key.public_key):
-        raise UpdateRejected("bad_signature", f"signature does not verify with {key.name}")
-    try:
-        body = cose.loads_exact(sign1.payload)
-    except cose.CoseError as exc:
-        raise UpdateRejected("malformed", str(exc)) from None
+        key, body = open_signed(blob, keyring, "revocation")
+    except SignedRejected as exc:
+        raise UpdateRejected(exc.code, exc.detail) from None
     return _payload_to_update(body, key.name)
 
 
 def _payload_to_update(body, signer: str) -> Update:
     def uint(key, name, default=None):
         value = body.get(key, default)
-        if type(value) is not int or not 0 <= value < 2**64:
+        if not cose.is_uint(value):
             raise UpdateRejected("malformed", f"{name} ({key}) must be an unsigned integer")
         return value
 

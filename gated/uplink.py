@@ -40,7 +40,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__, cose, events, revocations
-from gated.keys import Keyring
+from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtturl import UplinkSettings
 
 log = structlog.get_logger("gated.uplink")
@@ -261,20 +261,11 @@ def parse_command(blob: bytes, keyring: Keyring, gate: str) -> Command:
     """Verify a command message (signature by a `command` key, for this gate); raises CommandRejected.
     The nonce is checked against the store by the caller."""
     try:
-        sign1 = cose.parse(blob)
-    except cose.CoseError as exc:
-        raise CommandRejected("malformed", str(exc)) from None
-    key = keyring.find(sign1.kid, "command")
-    if key is None:
-        raise CommandRejected("unknown_key", f"kid {sign1.kid.hex()} is not a trusted command key")
-    if not sign1.verify(key.public_key):
-        raise CommandRejected("bad_signature", f"signature does not verify with {key.name}")
-    try:
-        body = cose.loads_exact(sign1.payload)
-    except cose.CoseError as exc:
-        raise CommandRejected("malformed", str(exc)) from None
+        key, body = open_signed(blob, keyring, "command")
+    except SignedRejected as exc:
+        raise CommandRejected(exc.code, exc.detail) from None
     if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
-            or type(body.get(3)) is not int or body[3] < 0 or type(body.get(4)) is not int or body[4] < 0:
+            or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
         raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint}")
     if body[1] != gate:
         raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
