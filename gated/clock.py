@@ -48,6 +48,7 @@ import cbor2
 
 from gated import cose
 from gated.keys import Keyring, SignedRejected, open_signed
+from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 
 BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
 BEACON_INTERVAL_S = 10.0
@@ -55,8 +56,6 @@ SEQ_KEY = "clock.beacon_seq"
 TRUSTED_KEY = "clock.trusted_ms"
 
 
-def beacon_topic(site: str) -> str:
-    return f"gated/v1/{site}/time"
 
 
 class Policy(str, enum.Enum):

@@ -37,7 +37,7 @@ import time
 
 import structlog
 
-from gated import health, sdnotify
+from gated import health, sdnotify, topics
 from gated.config import Config
 
 log = structlog.get_logger("gated.daemon")
@@ -237,7 +237,7 @@ class Daemon:
         uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
                         gate=cfg.gate.id, on_command=self.gate.command, status=self._status)
         if self.clock is not None and cfg.clock.beacons:
-            from gated.clock import beacon_topic
+            from gated.topics import beacon_topic
 
             uplink.subscribe(beacon_topic(cfg.gate.site), lambda topic, payload: self.clock.on_beacon(payload))
         return uplink
@@ -403,7 +403,7 @@ class Daemon:
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
                                store_ok=self.store_ok, rev_stale=self._stale_why)
-        self.uplink.publish(health.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
+        self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.cfg.health.textfile is not None:
             try:
                 health.write_textfile(self.cfg.health.textfile,

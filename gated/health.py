@@ -30,10 +30,6 @@ from pathlib import Path
 from gated import events
 
 
-def health_topic(site: str, gate: str) -> str:
-    return f"gated/v1/{site}/gates/{gate}/health"
-
-
 @dataclass
 class Counters:
     started: float = field(default_factory=time.monotonic)

@@ -42,6 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gated import __version__, cose, events, revocations
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtturl import UplinkSettings
+from gated.topics import command_topic, events_topic, revocation_topic, root, status_topic  # noqa: F401 (re-exported)
 
 log = structlog.get_logger("gated.uplink")
 
@@ -49,24 +50,6 @@ COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
 NONCE_KEY = "command_nonce"
 
 
-def root(site: str) -> str:
-    return f"gated/v1/{site}/"
-
-
-def events_topic(site: str, gate: str) -> str:
-    return f"{root(site)}gates/{gate}/events"
-
-
-def status_topic(site: str, gate: str) -> str:
-    return f"{root(site)}gates/{gate}/status"
-
-
-def command_topic(site: str, gate: str) -> str:
-    return f"{root(site)}gates/{gate}/cmd"
-
-
-def revocation_topic(site: str, version: int, part: int) -> str:
-    return f"{root(site)}revocations/{version}/{part}"
 
 
 def _is_ticket_id(value) -> bool:

@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 import tomli_w
 
 from gated import keys
+from gated.topics import gate_topic
 from gated.simcontrol import Client, ControlError
 from gated.store import GateStore
 from sim.broker import Mosquitto
@@ -183,8 +184,7 @@ class Listener:
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
             return
-        root = f"gated/v1/{self.site}/gates/+/"
-        client.subscribe([(root + "events", 1), (root + "status", 1), (root + "health", 1)])
+        client.subscribe([(gate_topic(self.site, "+", leaf), 1) for leaf in ("events", "status", "health")])
         self.connected.set()
 
     def _on_message(self, client, userdata, message) -> None:
@@ -210,7 +210,8 @@ class Listener:
                     self.revs[gate] = max(rev, self.revs.get(gate, 0))
 
     def _beacon_loop(self) -> None:
-        from gated.clock import beacon_topic, encode_beacon
+        from gated.clock import encode_beacon
+        from gated.topics import beacon_topic
 
         while self._beacon_key is not None and not self._stop.is_set():
             if self.connected.is_set():

@@ -15,7 +15,8 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 import structlog
 
-from gated.clock import BEACON_INTERVAL_S, beacon_topic, encode_beacon
+from gated.clock import BEACON_INTERVAL_S, encode_beacon
+from gated.topics import beacon_topic
 
 log = structlog.get_logger("gated.beacon")
 

@@ -46,6 +46,7 @@ from nacl.exceptions import BadSignatureError
 
 from gated import events as ev
 from gated.keys import Keyring
+from gated.topics import events_topic
 
 log = structlog.get_logger("gated.ledger")
 
@@ -365,7 +366,7 @@ def ledger_topic(site: str, group: str | None = None) -> str:
     subscriptions from its persistence file: after a broker restart, events published before the
     ledger has subscribed again reach no ledger of the group (they show as gaps in `gated reconcile`;
     tests/test_uplink.py measures both)."""
-    plain = f"gated/v1/{site}/gates/+/events"
+    plain = events_topic(site, "+")
     return f"$share/{group}/{plain}" if group else plain
 
 

@@ -19,7 +19,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gated import cose, revocations
 from gated.keys import Keyring
 from gated.mqtturl import UplinkSettings
-from gated.uplink import MqttLink, revocation_topic, root
+from gated.topics import revocation_topic, root
+from gated.uplink import MqttLink
 
 
 class PublishError(RuntimeError):

@@ -1,0 +1,44 @@
+"""MQTT topics, PROTOCOL §6-7 (and the health extension in docs/protocol.md), in one place.
+
+    gated/v1/<site>/gates/<gate>/events       gate -> central   QoS 1        scan events (§5)
+    gated/v1/<site>/gates/<gate>/status       gate -> all       QoS 1, retained; last will `offline`
+    gated/v1/<site>/gates/<gate>/cmd          central -> gate   QoS 1        signed commands
+    gated/v1/<site>/gates/<gate>/health       gate -> all       retained     (extension)
+    gated/v1/<site>/revocations/<version>/<part>   central -> gates   QoS 1, retained
+    gated/v1/<site>/time                      central -> gates  retained     signed time beacons
+"""
+
+from __future__ import annotations
+
+
+def root(site: str) -> str:
+    return f"gated/v1/{site}/"
+
+
+def gate_topic(site: str, gate: str, leaf: str) -> str:
+    """`gate` may be the single-level wildcard `+` (a ledger or a peer listening to every gate)."""
+    return f"{root(site)}gates/{gate}/{leaf}"
+
+
+def events_topic(site: str, gate: str) -> str:
+    return gate_topic(site, gate, "events")
+
+
+def status_topic(site: str, gate: str) -> str:
+    return gate_topic(site, gate, "status")
+
+
+def command_topic(site: str, gate: str) -> str:
+    return gate_topic(site, gate, "cmd")
+
+
+def health_topic(site: str, gate: str) -> str:
+    return gate_topic(site, gate, "health")
+
+
+def revocation_topic(site: str, version: int, part: int) -> str:
+    return f"{root(site)}revocations/{version}/{part}"
+
+
+def beacon_topic(site: str) -> str:
+    return f"{root(site)}time"
