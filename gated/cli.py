@@ -31,6 +31,18 @@ class CommandError(Exception):
     """A problem the user can fix; printed without a traceback, exit code 2."""
 
 
+def iso_option(text: str | None, option: str, default=None):
+    """An ISO 8601 date or time option as unix seconds (`default` when not given)."""
+    from gated.keys import parse_time
+
+    if text is None:
+        return default
+    try:
+        return parse_time(text)
+    except ValueError:
+        raise CommandError(f"{option} {text!r} is not an ISO 8601 date or time") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gated", description="Offline ticket validation for gates and turnstiles.")
     parser.add_argument("--version", action="version", version=f"gated {__version__}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from gated import keys
-from gated.cli import CommandError
+from gated.cli import CommandError, iso_option
 
 
 def register(sub) -> None:
@@ -25,15 +25,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _time(text, option, default):
-    if text is None:
-        return default
-    try:
-        return keys.parse_time(text)
-    except ValueError:
-        raise CommandError(f"{option} {text!r} is not an ISO 8601 date or time") from None
-
-
 def run(args) -> int:
     from gated.central.issuer import issue, new_claims, write_batch
 
@@ -46,8 +37,8 @@ def run(args) -> int:
     except ValueError as exc:
         raise CommandError(f"--key {args.key}: {exc}") from None
     now = int(time.time())
-    nbf = _time(args.valid_from, "--valid-from", now)
-    exp = _time(args.valid_until, "--valid-until", nbf + 86400)
+    nbf = iso_option(args.valid_from, "--valid-from", now)
+    exp = iso_option(args.valid_until, "--valid-until", nbf + 86400)
     if exp < nbf:
         raise CommandError("--valid-until is before --valid-from")
     try:

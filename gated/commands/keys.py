@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from gated import keys
-from gated.cli import CommandError
+from gated.cli import CommandError, iso_option
 
 
 def register(sub) -> None:
@@ -45,20 +45,11 @@ def generate(args) -> int:
     return 0
 
 
-def _time(text, option):
-    if text is None:
-        return None
-    try:
-        return keys.parse_time(text)
-    except ValueError:
-        raise CommandError(f"{option} {text!r} is not an ISO 8601 date or time") from None
-
-
 def trust_key(args) -> int:
     try:
         key = keys.trust_key_file(args.keyring, args.pubfile, args.role, name=args.name, events=args.event,
-                                  not_before=_time(args.not_before, "--not-before"),
-                                  not_after=_time(args.not_after, "--not-after"))
+                                  not_before=iso_option(args.not_before, "--not-before"),
+                                  not_after=iso_option(args.not_after, "--not-after"))
     except ValueError as exc:
         raise CommandError(f"{args.pubfile}: {exc}") from None
     print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -21,12 +22,7 @@ def add_gate_options(p, *, event_required: bool = True) -> None:
     p.add_argument("--skew", type=int, default=60, help="allowed clock skew in seconds (default 60)")
     p.add_argument("--state", help="gate state database (default: a temporary one)")
     p.add_argument("--revocations", action="append", default=[], metavar="FILE", help="revocation update file(s) to apply first")
-    p.add_argument("--now", help=argparse_suppress(), default=None)
-
-
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
+    p.add_argument("--now", help=argparse.SUPPRESS, default=None)  # unix seconds: for tests and replays
 
 
 def register(sub) -> None:
