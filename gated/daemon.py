@@ -117,17 +117,6 @@ def open_camera(cfg: Config):
     return source
 
 
-def qr_frame(text: str, width: int, height: int):
-    """A clean grayscale frame showing `text` as a QR code (doctor's decoder check)."""
-    from gated.synthetic import render_ticket_frame
-
-    import numpy as np
-
-    return render_ticket_frame(text, (width, height), np.random.default_rng(0), scale=0.6, rotation=0.0, tilt=0.0,
-                               blur=0.0, motion=0.0, noise=0.0, glare=0.0, gradient=0.0, contrast=1.0,
-                               inverted=False, offset=(0.0, 0.0))
-
-
 # --- the daemon ----------------------------------------------------------------------------------
 
 class Daemon:

@@ -198,3 +198,10 @@ def _light_and_sensor(scene: np.ndarray, d: Distortions, rng: np.random.Generato
     if d.noise > 0:
         img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(d.noise)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def clean_ticket_frame(text: str, width: int, height: int) -> np.ndarray:
+    """A clean, square-on grayscale frame showing `text` (`gated doctor`'s decoder check)."""
+    return render_ticket_frame(text, (width, height), np.random.default_rng(0), scale=0.6, rotation=0.0, tilt=0.0,
+                               blur=0.0, motion=0.0, noise=0.0, glare=0.0, gradient=0.0, contrast=1.0,
+                               inverted=False, offset=(0.0, 0.0))

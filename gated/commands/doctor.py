@@ -256,10 +256,11 @@ def check_broker(cfg, timeout) -> Finding:
 
 
 def check_decoder(cfg, timeout) -> Finding:
-    from gated.daemon import make_scanner, qr_frame
+    from gated.daemon import make_scanner
+    from gated.synthetic import clean_ticket_frame
 
     text = "GT1:DOCTOR-TEST-1234"
-    found = make_scanner(cfg).decode(qr_frame(text, 640, 480))
+    found = make_scanner(cfg).decode(clean_ticket_frame(text, 640, 480))
     if text not in found:
         return Finding(FAIL, "decoder", f"{cfg.scanner.backend}: did not read a clean test QR code (got {found})")
     return Finding(OK, "decoder", f"{cfg.scanner.backend}: reads QR codes")
