@@ -243,13 +243,8 @@ class TrustedClock:
     def uncertain(self) -> bool:
         return self.reading().uncertain
 
-    @property
-    def trusted_time(self) -> float:
-        """The last trusted time (unix seconds): readings never go below it."""
-        return self._trusted_s
-
     def health(self, local_now: float | None = None, mono_now: float | None = None) -> dict:
-        """Integer fields for the health report and `state` events (PROTOCOL §5: integers only)."""
+        """Integer fields for the health message (not `state` events, whose fields PROTOCOL §5 fixes)."""
         mono_now = self._monotonic() if mono_now is None else mono_now
         reading = self.reading(local_now, mono_now)
         age = mono_now - self._samples[-1][0] if self._samples else None

@@ -83,10 +83,6 @@ class Ticket:
     dynamic: bool = False  # shown as GT2
     step: int | None = None  # GT2 time step (devsig already verified)
 
-    @property
-    def cti_hex(self) -> str:
-        return self.claims.cti.hex()
-
 
 @dataclass(frozen=True)
 class Rejection:
