@@ -11,7 +11,7 @@ Decoders (columns):
 Every frame is handed to every decoder in turn (rotating the order), so a busy machine slows
 them alike; timings are wall-clock per decode call, the frame already in memory as grayscale.
 
-Real photos: ../shared/datasets/qr-blackbox (ZXing's black-box images; its README holds the ZXing
+Real photos: tests/data/qr-blackbox (ZXing's black-box images; its README holds the ZXing
 Java bar per folder and rotation). Exact text match. One label (qrcode-2/13.png) is disputed:
 both zxing-cpp and ZBar read "photography" where the .txt says "photograph"; such a reading is
 counted apart ("disputed"), neither decoded nor misread.
@@ -42,7 +42,7 @@ from gated.central.issuer import issue, new_claims  # noqa: E402
 from gated.scanner import Scanner  # noqa: E402
 from gated.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
 
-DEFAULT_DATASET = ROOT.parent / "shared/datasets/qr-blackbox"
+DEFAULT_DATASET = ROOT / "tests/data/qr-blackbox"
 ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 ZXING_BAR = {  # the dataset README's table
     "qrcode-1": {0: 17, 90: 14, 180: 17, 270: 14},
