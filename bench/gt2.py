@@ -29,10 +29,10 @@ from gated import keys  # noqa: E402
 from gated.clock import TrustedClock  # noqa: E402
 from gated.central import wallet  # noqa: E402
 from gated.central.issuer import issue, new_claims  # noqa: E402
-from gated.decide import Facts, GateContext, decide  # noqa: E402
-from gated.reasons import Reason  # noqa: E402
+from gated.core.decide import Facts, GateContext, decide  # noqa: E402
+from gated.core.reasons import Reason  # noqa: E402
 from gated.store import GateStore  # noqa: E402
-from gated.ticket import read_code  # noqa: E402
+from gated.core.ticket import read_code  # noqa: E402
 from gated.validate import validate  # noqa: E402
 
 TARGET_MS = 0.5

@@ -5,7 +5,7 @@ The pipeline is the one `gated run` wires (gated/daemon.py): a camera thread dec
 and calls Gate.on_code(), which validates (signature, store facts), commits the scan event and
 the admission to the real SQLite store (WAL, synchronous=FULL: an fsync per admission) and only
 then commands the relay (gpiozero, mock pins). The figure is Gate.last_latency_us: capture time
--> relay command. Frames are synthetic camera frames (gated/synthetic.py: a ticket held in front
+-> relay command. Frames are synthetic camera frames (gated/rehearsal/synthetic.py: a ticket held in front
 of the camera, with blur, noise, tilt and light drawn at random), paced at the camera's frame
 rate with idle frames between tickets; capture itself (V4L2/Picamera2 DMA) is not included.
 
@@ -32,13 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
-from gated import keys, ticket  # noqa: E402
+from gated import keys  # noqa: E402
+
+from gated.core import ticket
 from gated.boards import load_board  # noqa: E402
-from gated.decide import GateContext  # noqa: E402
+from gated.core.decide import GateContext  # noqa: E402
 from gated.gate import Gate  # noqa: E402
 from gated.scanner import Debouncer, Scanner  # noqa: E402
 from gated.store import GateStore  # noqa: E402
-from gated.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
+from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
 from gated.turnstile import Turnstile  # noqa: E402
 
 TARGET_P99_MS_720P = 25.0

@@ -16,7 +16,7 @@ Java bar per folder and rotation). Exact text match. One label (qrcode-2/13.png)
 both zxing-cpp and ZBar read "photography" where the .txt says "photograph"; such a reading is
 counted apart ("disputed"), neither decoded nor misread.
 
-Synthetic: fresh GT1 tickets (a new issuer key each run), rendered by gated.synthetic with randomly
+Synthetic: fresh GT1 tickets (a new issuer key each run), rendered by gated.rehearsal.synthetic with randomly
 drawn distortions (its RANGES), at 640x480 and 1280x720; and idle frames (the same scenes with no
 code) for the per-frame cost of watching an empty scene.
 """
@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from gated.central.issuer import issue, new_claims  # noqa: E402
 from gated.scanner import Scanner  # noqa: E402
-from gated.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
+from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
 
 DEFAULT_DATASET = ROOT / "tests/data/qr-blackbox"
 ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}

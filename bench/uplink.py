@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as mqtt  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from gated import events, keys  # noqa: E402
+from gated import keys  # noqa: E402
+
+from gated.core import events
 from gated.central.ledger import Ledger, LedgerService  # noqa: E402
 from gated.keys import Keyring  # noqa: E402
 from gated.mqtturl import parse_broker_url  # noqa: E402

@@ -38,7 +38,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
 

@@ -15,7 +15,7 @@ Specs (the daemon config passes one string; options may also ride in it: `files:
                       `python3 -m venv --system-site-packages .venv`. Options: width, height.
     files:PATH        an image file, a directory of images/videos (sorted by name), or a video file.
                       Options: loop (start again at the end), fps (pace frames; default: as fast as read).
-    synthetic:        rendered ticket frames (gated.synthetic); `show(text)` picks the code in view.
+    synthetic:        rendered ticket frames (gated.rehearsal.synthetic); `show(text)` picks the code in view.
                       Options: width, height, fps, seed, and any distortion to pin (blur=0, ...).
 
 Live cameras run a reader thread that keeps only the newest frame: a decision never runs on a
@@ -337,7 +337,7 @@ class SyntheticSource:
 
     def __init__(self, *, width: int = 1280, height: int = 720, fps: float | None = 15.0,
                  seed: int | None = None, **distortions):
-        from gated.synthetic import Distortions
+        from gated.rehearsal.synthetic import Distortions
 
         Distortions.sample(np.random.default_rng(0), **distortions)  # unknown names fail here, not mid-run
         self.name = "synthetic:"
@@ -367,7 +367,7 @@ class SyntheticSource:
             self._last_at = time.monotonic()
 
     def read(self, timeout: float | None = 1.0) -> Frame | None:
-        from gated.synthetic import render_idle_frame, render_ticket_frame
+        from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame
 
         with self._lock:
             text, stalled = self._text, self._stalled

@@ -46,7 +46,7 @@ from typing import Callable
 
 import cbor2
 
-from gated import cose
+from gated.core import cose
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 

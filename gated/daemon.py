@@ -208,7 +208,7 @@ class Daemon:
                                    pulse_ms=None if pulse_s is None else int(round(pulse_s * 1000)))
 
     def _make_gate(self):
-        from gated.decide import GateContext
+        from gated.core.decide import GateContext
         from gated.gate import Gate
 
         cfg, board = self.cfg, self.turnstile.profile
@@ -235,11 +235,11 @@ class Daemon:
         sim = self.cfg.sim
         if sim is None or sim.control_socket is None:
             return
-        if importlib.util.find_spec("gated.simcontrol") is None:
-            log.warning("sim control socket configured but gated.simcontrol is not installed",
+        if importlib.util.find_spec("gated.rehearsal.control") is None:
+            log.warning("sim control socket configured but gated.rehearsal.control is not installed",
                         socket=str(sim.control_socket))
             return
-        from gated import simcontrol
+        from gated.rehearsal import control as simcontrol
 
         self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera_source, turnstile=self.turnstile,
                                      gate=self.gate)
@@ -335,7 +335,7 @@ class Daemon:
     def _revocation_policy(self, now: float) -> None:
         """The staleness policy: log (the alarm) when the list goes stale or fresh again; fail closed
         by locking the gate (a `state: locked` event) and unlocking it once a current list is in."""
-        from gated.decide import GateMode
+        from gated.core.decide import GateMode
 
         if now < self._next_rev_check:
             return

@@ -10,7 +10,7 @@ carries out what they decide, in the order that keeps the promise "fail closed, 
                     and the timers (passage timeout -> the admission is rolled back, held_open)
     command(name)   remote commands: open, lock, unlock, emergency_on, emergency_off
 
-The gate's state machine is gated/gatestate.py (a pure table); this class feeds it inputs and
+The gate's state machine is gated/core/gatestate.py (a pure table); this class feeds it inputs and
 carries out its effects, the relay first and then the store writes. Every event goes through
 the store, PROTOCOL §5: `passage` (passed/timeout), `alarm` (forced_entry, held_open,
 emergency_on, emergency_off, tamper) and `state` (online/locked/emergency, with the list's rev).
@@ -42,8 +42,8 @@ from dataclasses import replace
 
 import structlog
 
-from gated import gatestate as gs
-from gated.decide import Decision, GateContext, GateMode
+from gated.core import gatestate as gs
+from gated.core.decide import Decision, GateContext, GateMode
 from gated.keys import Keyring
 from gated.store import GateStore, StoreError
 from gated.turnstile import Turnstile

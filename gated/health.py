@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gated import events
+from gated.core import events
 
 
 @dataclass

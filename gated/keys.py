@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from gated import cose
-from gated.cose import kid_of
+from gated.core import cose
+from gated.core.cose import kid_of
 
 ROLES = ("issuer", "revocation", "command", "device")
 KEYRING_FILE = "keyring.toml"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import cose
+from gated.core import cose
 from gated.keys import Keyring, SignedRejected, open_signed
 
 MAX_MESSAGE = 1024 * 1024

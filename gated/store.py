@@ -29,8 +29,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from gated import events
-from gated.decide import Facts
+from gated.core import events
+from gated.core.decide import Facts
 
 MIGRATIONS = [
     # 1: the first schema

@@ -11,7 +11,7 @@ with kind "passage", "emergency" or "door". gpiozero calls it on its own threads
 must only hand the news on (the Gate puts it in a queue).
 
 Devices are gpiozero objects held in attributes named for what they are (relay, passage,
-emergency, door, green, red, buzzer): gated/simcontrol.py finds and drives them by those names.
+emergency, door, green, red, buzzer): gated/rehearsal/control.py finds and drives them by those names.
 
 Safe state: `close()` switches the relay off before closing the devices, so the turnstile is
 locked while the gate is not running (on an active-low relay board the released pin floats and
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from gpiozero import Buzzer, DigitalInputDevice, DigitalOutputDevice, LED
 
 from gated.boards import BoardProfile, Feedback, InputSpec, OutputSpec
-from gated.decide import GateMode
-from gated.reasons import Reason
+from gated.core.decide import GateMode
+from gated.core.reasons import Reason
 
 INPUT_KINDS = ("passage", "emergency", "door")
 PULSE_GAP_S = 0.25  # relay off between two queued pulses, so a pulse-input controller counts both
@@ -172,21 +172,7 @@ class Turnstile:
             self.buzzer.blink(on_time=pattern.beep_ms / 1000, off_time=pattern.gap_ms / 1000, n=pattern.beeps,
                               background=True)
 
-    # --- simulation and shutdown ------------------------------------------------------------------
-
-    def simulate(self, kind: str, active: bool) -> None:
-        """Drive an input's mock pin as the world would (a person in the beam, a fire alarm).
-        Only on gpiozero's MockFactory: real pins are driven by real people."""
-        device = getattr(self, kind)
-        if device is None:
-            raise ValueError(f"this board ({self.profile.name}) has no {kind} input")
-        pin = device.pin
-        if not hasattr(pin, "drive_high"):
-            raise TypeError(f"{kind} is on a real pin ({pin}); only mock pins can be driven")
-        if active == bool(device._active_state):
-            pin.drive_high()
-        else:
-            pin.drive_low()
+    # --- shutdown (rehearsals drive the mock pins through gated/rehearsal/control.py) -------------
 
     def close(self) -> None:
         """Relay off first (the safe state), then give every pin back. Safe to call twice."""

@@ -39,7 +39,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gated import __version__, cose, events, revocations
+from gated import __version__, revocations
+
+from gated.core import cose, events
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtturl import UplinkSettings
 from gated.topics import command_topic, events_topic, revocation_topic, root, status_topic  # noqa: F401 (re-exported)

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from gated.decide import Decision, Facts, GateContext, decide
+from gated.core.decide import Decision, Facts, GateContext, decide
 from gated.keys import Keyring
-from gated.ticket import Ticket, read_code
+from gated.core.ticket import Ticket, read_code
 
 
 def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,

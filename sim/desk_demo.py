@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 
-from gated import base45, keys
+from gated import keys
+
+from gated.core import base45
 from gated.central.issuer import issue, new_claims
-from gated.decide import GateContext
+from gated.core.decide import GateContext
 from gated.revocations import apply_update, encode_updates
 from gated.store import GateStore
 from gated.validate import scan_fields, validate

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import base45, ticket
+from gated.core import base45, ticket
 from gated.central.issuer import issue, new_claims
 from sim.scenario import Scenario
 

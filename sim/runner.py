@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gated.simcontrol import ControlError
+from gated.rehearsal.control import ControlError
 from sim import model, report
 from sim.scenario import Scenario
 from sim.venue import Venue, VenueError

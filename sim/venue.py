@@ -2,7 +2,7 @@
 listener on the broker. The runner (sim/runner.py) plays the crowd against it.
 
 Everything here is the real thing: `gated run` processes (each with a synthetic camera and
-gpiozero mock pins, steered through its control socket, gated/simcontrol.py), `gated ledger`,
+gpiozero mock pins, steered through its control socket, gated/rehearsal/control.py), `gated ledger`,
 a Mosquitto, revocation updates through gated.central.publisher, signed time beacons.
 """
 
@@ -25,7 +25,7 @@ import tomli_w
 
 from gated import keys
 from gated.topics import gate_topic
-from gated.simcontrol import Client, ControlError
+from gated.rehearsal.control import Client, ControlError
 from gated.store import GateStore
 from sim.broker import Mosquitto
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import keys, ticket
-from gated.decide import GateContext
+from gated import keys
+
+from gated.core import ticket
+from gated.core.decide import GateContext
 from gated.store import GateStore
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")

@@ -11,12 +11,12 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from gated import cose
+from gated.core import cose
 from gated.central import wallet
 from gated.central.beacon import BeaconSource
 from gated.central.issuer import issue, new_claims
 from gated.clock import TrustedClock, beacon_topic, read_beacon
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 from gated.uplink import Uplink
 from gated.validate import validate
 from tests.conftest import EVENT, SITE

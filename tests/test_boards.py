@@ -6,7 +6,7 @@ import pytest
 
 from gated import boards
 from gated.boards import BoardError, Feedback, board_from_dict, load_board, shipped_boards
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 
 SHIPPED = shipped_boards()
 

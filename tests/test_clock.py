@@ -7,7 +7,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import cose
+from gated.core import cose
 from gated.clock import Policy, TrustedClock, encode_beacon, read_beacon
 from gated.store import GateStore
 from tests.conftest import SITE

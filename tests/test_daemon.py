@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import revocations, ticket
-from gated.central.issuer import issue, new_claims, qr
+from gated import revocations
+
+from gated.core import ticket
+from gated.central.issuer import issue, new_claims
+from gated.core.ticket import qr_symbol as qr
 from gated.store import GateStore
 from tests.conftest import EVENT, SITE
 from tests.support.gatedaemon import EventCollector, GateProcess, NotifySocket, check_chain, gate_config, write_config
@@ -96,7 +99,7 @@ def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority
         assert [(s["decision"], s["reason"]) for s in scans] == expected
         assert scans[0]["ticket"] == scans[-1]["ticket"]  # the used ticket, shown again
 
-        from gated.simcontrol import Client
+        from gated.rehearsal.control import Client
 
         client = Client(tmp_path / "sim.sock")
         relay = client.request("state")["devices"]["relay"]
@@ -224,7 +227,7 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
 
 
 def test_the_simulator_steers_the_camera_and_reads_the_relay_through_the_control_socket(tmp_path, authority, broker):
-    from gated.simcontrol import Client
+    from gated.rehearsal.control import Client
 
     ok_a = authority.ticket()
     clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
@@ -300,7 +303,7 @@ def test_logs_are_json_lines_under_systemd_and_readable_on_a_terminal(monkeypatc
 
 def test_a_stalled_camera_is_reopened_and_the_gate_scans_again(tmp_path, authority, broker):
     """A hung camera (the simulator's `stall`): supervision notices, reopens it, and scanning resumes."""
-    from gated.simcontrol import Client
+    from gated.rehearsal.control import Client
 
     ok_a = authority.ticket()
     clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
@@ -362,7 +365,7 @@ def test_time_beacons_reach_the_clock_and_an_uncertain_clock_denies(tmp_path, au
 def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, authority, broker, collector):
     """A hold-mode board with a light beam: the relay holds until somebody breaks the beam, the
     `passage: passed` event follows the scan, and the relay lets go."""
-    from gated.simcontrol import Client
+    from gated.rehearsal.control import Client
 
     ok_a = authority.ticket()
     clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from gated.decide import Facts, GateContext, GateMode, decide
-from gated.reasons import Reason
-from gated.ticket import STEP_SECONDS, Claims, Rejection, Ticket
+from gated.core.decide import Facts, GateContext, GateMode, decide
+from gated.core.reasons import Reason
+from gated.core.ticket import STEP_SECONDS, Claims, Rejection, Ticket
 
 NOW = 1_790_000_000
 GATE = GateContext(site="arena", events=frozenset({"FINAL"}), zone="north", skew_s=60, step_window=1)

@@ -13,11 +13,11 @@ from gpiozero import DigitalInputDevice
 from gpiozero.pins.mock import MockConnectedPin
 from structlog.testing import capture_logs
 
-from gated import events
+from gated.core import events
 from gated.boards import load_board, shipped_boards
-from gated.decide import GateMode
+from gated.core.decide import GateMode
 from gated.gate import Gate
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 from gated.store import GateStore, StoreError
 from gated.turnstile import Turnstile
 from tests.support.pins import FakeClock, drive, pins, profile, relay_on  # noqa: F401  (pins is a fixture)

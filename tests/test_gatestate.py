@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gated import gatestate as gs
-from gated.decide import GateMode
-from gated.gatestate import (
+from gated.core import gatestate as gs
+from gated.core.decide import GateMode
+from gated.core.gatestate import (
     Closed, CloseRelay, Confirm, EmergencyOff, EmergencyOn, GateState, Grant, LatchRelay, Lock, ModeChanged,
     Opened, OpenRelay, Passage, PendingGrant, Phase, RaiseAlarm, RollBack, Tick, Unlock, UnlatchRelay,
 )

@@ -11,11 +11,11 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gated import base45, ticket
+from gated.core import base45, ticket
 from gated.central import wallet
 from gated.central.issuer import issue, new_claims
 from gated.clock import TrustedClock, encode_beacon
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 from gated.validate import scan_fields, validate
 from tests.conftest import EVENT, SITE
 

@@ -11,8 +11,8 @@ import os
 import struct
 import time
 
-from gated import base45, cose
-from gated.decide import GateContext
+from gated.core import base45, cose
+from gated.core.decide import GateContext
 from gated.validate import validate
 
 

@@ -9,7 +9,9 @@ import os
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import events, keys
+from gated import keys
+
+from gated.core import events
 from gated.central.ledger import Ledger
 from gated.cli import main
 from gated.store import GateStore

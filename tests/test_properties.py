@@ -7,9 +7,9 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gated import base45, cose
-from gated.decide import GateContext
-from gated.reasons import Reason
+from gated.core import base45, cose
+from gated.core.decide import GateContext
+from gated.core.reasons import Reason
 from gated.revocations import apply_update
 from gated.validate import validate
 

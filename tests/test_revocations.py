@@ -8,7 +8,7 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import cose
+from gated.core import cose
 from gated.revocations import MAX_MESSAGE, apply_update, encode_updates
 
 SITE = "arena"

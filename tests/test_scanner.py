@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gated.scanner import Debouncer, Scanner
-from gated.synthetic import render_ticket_frame
+from gated.rehearsal.synthetic import render_ticket_frame
 from gated.validate import validate
 from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
 

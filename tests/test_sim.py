@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import keys, ticket
-from gated.simcontrol import Client, ControlError, Controller, serve
+from gated import keys
+
+from gated.core import ticket
+from gated.rehearsal.control import Client, ControlError, Controller, serve
 from sim import model, report, scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +92,7 @@ def test_expected_codec_denials_are_what_a_gate_reads(issuer):
 
 def test_screenshots_and_static_copies_get_their_reasons(issuer):
     """The GT2 frauds of the model are judged as the model says by the real codec and decide()."""
-    from gated.decide import GateContext
+    from gated.core.decide import GateContext
     from gated.validate import validate
 
     sc = scenario.from_dict({

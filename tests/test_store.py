@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from gated import events
+from gated.core import events
 from gated.store import GateStore, StoreError
 
 SITE = "arena"

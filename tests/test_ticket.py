@@ -10,10 +10,12 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gated import base45, cose, keys, ticket
-from gated.decide import GateContext
-from gated.reasons import Reason
-from gated.ticket import Rejection, Ticket, read_code
+from gated import keys
+
+from gated.core import base45, cose, ticket
+from gated.core.decide import GateContext
+from gated.core.reasons import Reason
+from gated.core.ticket import Rejection, Ticket, read_code
 from gated.validate import validate
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "gt1.json").read_text())

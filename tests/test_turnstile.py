@@ -8,10 +8,10 @@ import pytest
 from gpiozero import Device
 from gpiozero.exc import GPIOPinInUse
 
-from gated import simcontrol
+from gated.rehearsal import control as simcontrol
 from gated.boards import load_board, shipped_boards
-from gated.decide import GateMode
-from gated.reasons import Reason
+from gated.core.decide import GateMode
+from gated.core.reasons import Reason
 from gated.turnstile import Turnstile
 from tests.support.pins import drive, level, pins, profile  # noqa: F401  (pins is a fixture)
 
@@ -170,15 +170,16 @@ def test_other_wirings(pins, pull, active, idle_active):
         assert seen == ([True] if not idle_active else [False, True])
 
 
-def test_simulate_drives_mock_pins_at_the_right_level(pins):
+def test_rehearsal_control_drives_mock_pins_at_the_right_level(pins):
     board = profile(emergency={"pin": "GPIO22", "pull": "up", "active": "high"})
     with Turnstile(board, pin_factory=pins) as turnstile:
-        turnstile.simulate("emergency", False)
+        control = simcontrol.Controller(camera=None, turnstile=turnstile)
+        control.drive("emergency", active=False)
         assert pins.pin("GPIO22").state is False
-        turnstile.simulate("passage", True)
+        control.drive("passage", active=True)
         assert pins.pin("GPIO27").state is False and turnstile.input_active("passage")
-        with pytest.raises(ValueError, match="no door input"):
-            turnstile.simulate("door", True)
+        with pytest.raises(simcontrol.ControlError, match="no device 'door'"):
+            control.drive("door", active=True)
 
 
 def test_simcontrol_drives_the_turnstile_by_device_name(pins):

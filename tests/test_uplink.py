@@ -11,9 +11,11 @@ import time
 
 import pytest
 
-from gated import events, keys, revocations
+from gated import keys, revocations
+
+from gated.core import events
 from gated.central.publisher import publish_revocations
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 from gated.store import GateStore
 from gated.uplink import Uplink, command_topic, encode_command, events_topic, revocation_topic, status_topic
 from gated.validate import scan_fields, validate

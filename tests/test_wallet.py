@@ -117,7 +117,7 @@ def test_wrong_device_key_is_a_usage_error(desk, capsys):
 
 
 def test_static_ticket_file_is_refused(desk, capsys, tmp_path):
-    from gated import base45
+    from gated.core import base45
 
     _, key_file = desk
     text = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL")[1].strip()

@@ -7,10 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import segno
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import ticket
+from gated.core import ticket
 from gated.keys import private_pem
 
 
@@ -43,11 +42,6 @@ def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool
     return IssuedTicket(claims, ticket.STATIC_PREFIX + ticket.base45.encode(cose_bytes), cose_bytes, device_key)
 
 
-def qr(text: str):
-    """The QR symbol for a ticket text: alphanumeric mode, error correction M (survives a scuffed screen)."""
-    return segno.make_qr(text, error="m", boost_error=False)
-
-
 def write_batch(tickets: list[IssuedTicket], out_dir: str | os.PathLike, *, scale: int = 8) -> Path:
     """PNG per ticket plus tickets.csv (ticket id, file, type, entries, seat). Returns the CSV path.
     Dynamic tickets also get TICKET.ticket (the signed ticket) and TICKET.devkey (mode 0600) for the wallet."""
@@ -59,7 +53,7 @@ def write_batch(tickets: list[IssuedTicket], out_dir: str | os.PathLike, *, scal
         writer.writerow(["ticket_id", "file", "type", "entries", "seat", "event", "valid_from", "valid_until"])
         for item in tickets:
             cti = item.claims.cti.hex()
-            qr(item.text).save(out / f"{cti}.png", scale=scale, border=4)
+            ticket.qr_symbol(item.text).save(out / f"{cti}.png", scale=scale, border=4)
             if item.device_key is not None:
                 (out / f"{cti}.ticket").write_bytes(item.cose)
                 fd = os.open(out / f"{cti}.devkey", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

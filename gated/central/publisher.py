@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gated import cose, revocations
+from gated import revocations
+
+from gated.core import cose
 from gated.keys import Keyring
 from gated.mqtturl import UplinkSettings
 from gated.topics import revocation_topic, root

@@ -21,9 +21,11 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import base45, cose, keys, ticket
+from gated import keys
 
 
+
+from gated.core import base45, cose, ticket
 class WalletError(ValueError):
     """The ticket or device key file cannot make codes; the message names the file to fix."""
 

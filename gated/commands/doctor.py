@@ -257,7 +257,7 @@ def check_broker(cfg, timeout) -> Finding:
 
 def check_decoder(cfg, timeout) -> Finding:
     from gated.daemon import make_scanner
-    from gated.synthetic import clean_ticket_frame
+    from gated.rehearsal.synthetic import clean_ticket_frame
 
     text = "GT1:DOCTOR-TEST-1234"
     found = make_scanner(cfg).decode(clean_ticket_frame(text, 640, 480))

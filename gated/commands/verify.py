@@ -38,8 +38,9 @@ class GateSetup:
     """Keyring, store and gate context built from the gate options; revocation files applied."""
 
     def __init__(self, args):
-        from gated import decide, keys, store
+        from gated import keys, store
 
+        from gated.core import decide
         self.keyring = keys.load_keyring(args.keyring)
         self._tmp = None
         path = args.state
@@ -97,7 +98,7 @@ def _stored_gate(path):
 
 def _site_of_files(files) -> str | None:
     """The site named inside the first readable update (not yet trusted: the gate checks it later)."""
-    from gated import cose
+    from gated.core import cose
     for file in files:
         try:
             body = cose.loads_exact(cose.parse(Path(file).read_bytes()).payload)

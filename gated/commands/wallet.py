@@ -30,7 +30,7 @@ def _suppress():
 
 def show(args) -> int:
     from gated.central import wallet
-    from gated.central.issuer import qr
+    from gated.core.ticket import qr_symbol as qr
 
     try:
         held = wallet.load(args.ticket, args.device_key)

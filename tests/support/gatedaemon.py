@@ -17,7 +17,7 @@ import tomllib
 import paho.mqtt.client as mqtt
 import tomli_w
 
-from gated import events
+from gated.core import events
 
 ROOT = Path(__file__).resolve().parents[2]
 GATED = Path(sys.executable).parent / "gated"

@@ -16,7 +16,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gated import base45, cose
+from gated.core import base45, cose
 
 NOW = 1_790_000_000  # 2026-09-21T14:13:20Z, the `now` each vector is judged at
 EVENT = "FINAL-2026"

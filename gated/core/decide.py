@@ -23,8 +23,8 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from gated.reasons import Reason
-from gated.ticket import STEP_SECONDS, Rejection, Ticket
+from gated.core.reasons import Reason
+from gated.core.ticket import STEP_SECONDS, Rejection, Ticket
 
 
 class GateMode(str, enum.Enum):

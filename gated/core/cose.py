@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gated.core import ed25519
 
 ALG_EDDSA = -8
 HDR_ALG = 1
@@ -53,11 +54,7 @@ class Sign1:
         return sig_structure(self.protected, self.payload)
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
-        try:
-            public_key.verify(self.signature, self.to_be_signed())
-        except InvalidSignature:
-            return False
-        return True
+        return ed25519.verifies(public_key, self.signature, self.to_be_signed())
 
 
 def is_uint(value) -> bool:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from gated.decide import GateMode
+from gated.core.decide import GateMode
 
 
 class Phase(str, enum.Enum):

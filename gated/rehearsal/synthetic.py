@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gated.central.issuer import qr as ticket_symbol
+from gated.core.ticket import qr_symbol as ticket_symbol
 
 # Ranges for Distortions.sample(): (low, high) drawn uniformly; chances for the booleans.
 RANGES = {
