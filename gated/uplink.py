@@ -25,9 +25,6 @@ from __future__ import annotations
 
 import json
 import queue
-import random
-import ssl
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -35,14 +32,13 @@ from typing import Callable
 import cbor2
 import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__, revocations
 
 from gated.core import cose, events
 from gated.keys import Keyring, SignedRejected, open_signed
+from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.topics import command_topic, events_topic, revocation_topic, root, status_topic  # noqa: F401 (re-exported)
 
@@ -66,160 +62,6 @@ def _is_ticket_id(value) -> bool:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# --- the paho client, wrapped so its callbacks only queue work ------------------------------------
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """Wait before reconnect attempt `attempt` (0 after a success): the exponential step
-    min_s * 2**attempt, capped at max_s, times a random factor in [0.5, 1.0], so the gates of a
-    site that lost the broker together spread their reconnects."""
-    step = min(max_s, min_s * (2 ** min(attempt, 30)))
-    return step * rng.uniform(0.5, 1.0)
-
-
-@dataclass(frozen=True)
-class Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    retain: bool
-    generation: int  # which connection it came on: an ack is only valid on that connection
-
-
-class MqttLink:
-    """One paho client (VERSION2 callbacks, MQTT v5, persistent session, manual acks) whose callbacks
-    put ("connected", generation, session_present), ("disconnected", reason), ("published", mid, rc)
-    and ("message", Inbound) on `inbox`. Shared by the gate uplink, the ledger and the publisher."""
-
-    def __init__(self, settings: UplinkSettings, client_id: str, *,
-                 will: Callable[[], tuple[str, bytes]] | None = None, persistent: bool = True,
-                 rng: random.Random | None = None):
-        """`will()` gives the last will's (topic, payload); it is asked again before every reconnect
-        (on paho's thread, so it must only read values, never the store)."""
-        self.settings, self.client_id, self.persistent = settings, client_id, persistent
-        self.inbox: queue.Queue = queue.Queue()
-        self.generation = 0
-        self._rng = rng or random.Random()
-        self._attempt = 0
-        self._subscriptions: dict[str, SubscribeOptions] = {}
-        self._lock = threading.Lock()
-        self._connected = threading.Event()
-        self._subscribed = threading.Event()  # a SUBACK came on this connection
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
-        if settings.tls:
-            client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        self._will = will
-        if will is not None:
-            client.will_set(*will(), qos=1, retain=True)
-        client.max_inflight_messages_set(settings.max_inflight)
-        client.max_queued_messages_set(0)
-        self._set_backoff(client)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        self.client = client
-
-    # paho thread -------------------------------------------------------------------------------
-    def _set_backoff(self, client) -> None:
-        """Called after every connection loss or failed attempt, before paho waits and reconnects
-        (paho's own backoff has no jitter), which is also the moment to refresh the will."""
-        if self._will is not None and hasattr(self, "client"):
-            client.will_set(*self._will(), qos=1, retain=True)
-        delay = backoff_delay(self._attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s, self._rng)
-        client.reconnect_delay_set(delay, delay)
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self._attempt += 1
-            self._set_backoff(client)
-            self.inbox.put(("refused", f"connection refused: {reason_code}"))
-            return
-        self._attempt = 0
-        self._set_backoff(client)
-        self.generation += 1
-        with self._lock:
-            subscriptions = list(self._subscriptions.items())
-        if subscriptions:
-            client.subscribe(subscriptions)
-        self._connected.set()
-        self.inbox.put(("connected", self.generation, bool(flags.session_present)))
-
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if any(rc.is_failure for rc in reason_codes):
-            self.inbox.put(("refused", f"subscription refused: {', '.join(str(rc) for rc in reason_codes)}"))
-        self._subscribed.set()
-
-    def _on_connect_fail(self, client, userdata) -> None:
-        self._attempt += 1
-        self._set_backoff(client)
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._connected.clear()
-        self._subscribed.clear()
-        self._attempt += 1
-        self._set_backoff(client)
-        self.inbox.put(("disconnected", str(reason_code)))
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self.inbox.put(("published", mid, reason_code.value))
-
-    def _on_message(self, client, userdata, message) -> None:
-        self.inbox.put(("message", Inbound(message.topic, bytes(message.payload), message.mid, message.qos,
-                                           bool(message.retain), self.generation)))
-
-    # owner thread ------------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self._connected.wait(timeout)
-
-    def wait_subscribed(self, timeout: float) -> bool:
-        """Wait for the broker to acknowledge a subscription on the current connection."""
-        return self._subscribed.wait(timeout)
-
-    def add_subscription(self, topic_filter: str, options: SubscribeOptions) -> None:
-        with self._lock:
-            self._subscriptions[topic_filter] = options
-        if self.connected:
-            self.client.subscribe([(topic_filter, options)])
-
-    def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        if self.persistent:
-            props.SessionExpiryInterval = self.settings.session_expiry_s
-        s = self.settings
-        self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s,
-                                  clean_start=not self.persistent, properties=props)
-        self.client.loop_start()
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._connected.clear()
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
-        """Hand a message to paho; its mid, or None when paho refused it (not connected, say)."""
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            return None
-        return info.mid
-
-    def ack(self, message: Inbound) -> None:
-        """Acknowledge an applied message, if it came on the current connection (else the broker
-        sends it again on this one, and our handlers are idempotent)."""
-        if message.qos > 0 and message.generation == self.generation:
-            self.client.ack(message.mid, message.qos)
 
 
 # --- signed commands (PROTOCOL §6) --------------------------------------------------------------

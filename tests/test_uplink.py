@@ -403,7 +403,7 @@ def _ledger_count(db) -> int:
 def test_reconnect_backoff_grows_is_capped_and_spreads_gates_apart():
     import random
 
-    from gated.uplink import backoff_delay
+    from gated.mqtt import backoff_delay
 
     gates = [random.Random(seed) for seed in range(20)]
     for attempt in range(12):

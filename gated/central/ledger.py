@@ -377,7 +377,7 @@ class LedgerService:
     def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000):
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
-        from gated.uplink import MqttLink
+        from gated.mqtt import MqttLink
 
         self.ledger, self.site, self.batch = ledger, site, batch
         self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}")

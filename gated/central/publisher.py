@@ -22,7 +22,7 @@ from gated.core import cose
 from gated.keys import Keyring
 from gated.mqtturl import UplinkSettings
 from gated.topics import revocation_topic, root
-from gated.uplink import MqttLink
+from gated.mqtt import MqttLink
 
 
 class PublishError(RuntimeError):
