@@ -38,6 +38,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from gated.core.errors import GatedError
 from gated.core.reasons import Reason
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
@@ -55,7 +56,7 @@ FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "us
                     "emergency", "fault")
 
 
-class BoardError(ValueError):
+class BoardError(GatedError, ValueError):
     """A board profile is wrong; `problems` lists every one, each with its key path."""
 
     def __init__(self, source: str, problems: list[str]):

@@ -36,11 +36,13 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from gated.core.errors import GatedError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
 
 
-class CameraError(RuntimeError):
+class CameraError(GatedError, RuntimeError):
     """A frame source cannot be opened or has failed; the message says what to check."""
 
 

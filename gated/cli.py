@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from gated.core.errors import GatedError
 from gated import __version__
 
 COMMAND_MODULES = (
@@ -27,7 +28,7 @@ COMMAND_MODULES = (
 )
 
 
-class CommandError(Exception):
+class CommandError(GatedError):
     """A problem the user can fix; printed without a traceback, exit code 2."""
 
 
@@ -53,13 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gated.keys import KeyringError
-    from gated.store import StoreError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CommandError, KeyringError, StoreError) as exc:
+    except GatedError as exc:  # every refusal or fault gated raises knowingly: one line, exit 2
         print(f"gated {args.command}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -23,6 +23,8 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gated.core.errors import GatedError
+
 DEFAULT_PATH = Path("/etc/gated/gated.toml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # site, gate and board names: safe in MQTT topics and file names
 CAMERA_KINDS = ("v4l2", "picamera2", "files", "synthetic")
@@ -33,7 +35,7 @@ LOG_FORMATS = ("auto", "json", "console")
 MQTT_SCHEMES = ("mqtt", "mqtts")
 
 
-class ConfigError(ValueError):
+class ConfigError(GatedError, ValueError):
     """The configuration file is unusable; `problems` lists every (key path, what is wrong)."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):

@@ -37,6 +37,7 @@ import time
 
 import structlog
 
+from gated.core.errors import GatedError
 from gated import health, sdnotify, topics
 from gated.config import Config
 
@@ -51,7 +52,7 @@ CATCH_UP_S = 3.0  # how long start-up gives the uplink to fetch retained revocat
 SETTLE_S = 0.3  # once connected, how long to keep taking what the broker kept for us
 
 
-class StartupError(RuntimeError):
+class StartupError(GatedError, RuntimeError):
     """A part of the gate could not be started; the message says which and what to do."""
 
 
@@ -449,20 +450,13 @@ def run(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 2 when start-up failed (systemd restarts us)."""
     from gpiozero.exc import GPIOZeroError
 
-    from gated.boards import BoardError
-    from gated.keys import KeyringError
-    from gated.mqtturl import BrokerUrlError
-    from gated.scanner import ScannerError
-    from gated.store import StoreError
-
     daemon = Daemon(cfg)
     signal.signal(signal.SIGTERM, daemon.stop)
     signal.signal(signal.SIGINT, daemon.stop)
     try:
         daemon.start()
         daemon.run()
-    except (StartupError, StoreError, KeyringError, BoardError, GPIOZeroError, ScannerError, BrokerUrlError,
-            OSError) as exc:
+    except (GatedError, GPIOZeroError, OSError) as exc:
         log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
         daemon.close()
         return 2

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from gated.core.errors import GatedError
 from gated.core import cose
 from gated.core.cose import kid_of
 
@@ -41,7 +42,7 @@ ROLES = ("issuer", "revocation", "command", "device")
 KEYRING_FILE = "keyring.toml"
 
 
-class KeyringError(ValueError):
+class KeyringError(GatedError, ValueError):
     """The keyring on disk is unusable; the message names the file and entry to fix."""
 
 
@@ -79,7 +80,7 @@ class Keyring:
         return Keyring(self.keys + (key,))
 
 
-class SignedRejected(ValueError):
+class SignedRejected(GatedError, ValueError):
     """A signed message that is not accepted; `code` is stable: malformed, unsupported (another
     algorithm), unknown_key (no such kid with the role), bad_signature."""
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from gated.core.errors import GatedError
+
 DAY = 24 * 3600
 
 
-class BrokerUrlError(ValueError):
+class BrokerUrlError(GatedError, ValueError):
     """A broker URL or TLS setting that cannot work; the message says which part to fix."""
 
 

@@ -45,13 +45,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gated.core.errors import GatedError
+
 BACKENDS = ("zxing", "pyzbar")
 ZXING_PASSES = ("fine", "coarse", "region", "smooth")
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 
 
-class ScannerError(RuntimeError):
+class ScannerError(GatedError, RuntimeError):
     """The decoder library is missing or unusable; the message says what to install."""
 
 

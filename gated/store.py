@@ -29,6 +29,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from gated.core.errors import GatedError
 from gated.core import events
 from gated.core.decide import Facts
 
@@ -55,7 +56,7 @@ MIGRATIONS = [
 ]
 
 
-class StoreError(RuntimeError):
+class StoreError(GatedError, RuntimeError):
     """The state database failed. The gate stays shut; check the disk and the file's permissions."""
 
 

@@ -37,6 +37,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gated import __version__, revocations
 
 from gated.core import cose, events
+from gated.core.errors import GatedError
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
@@ -66,7 +67,7 @@ def now_ms() -> int:
 
 # --- signed commands (PROTOCOL §6) --------------------------------------------------------------
 
-class CommandRejected(ValueError):
+class CommandRejected(GatedError, ValueError):
     """A command the gate ignores; `code`: malformed, unknown_key, bad_signature, wrong_gate,
     unknown_command, replay."""
 

@@ -12,10 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from gated.core.errors import GatedError
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-class BrokerError(RuntimeError):
+class BrokerError(GatedError, RuntimeError):
     """Mosquitto would not start; the message holds the end of its log."""
 
 

@@ -29,12 +29,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gated.core.errors import GatedError
+
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
                "used_twice", "two_gates", "screenshot", "static_copy")
 FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
 
 
-class ScenarioError(ValueError):
+class ScenarioError(GatedError, ValueError):
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(f"{source}: {p}" for p in problems))

@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 import tomli_w
 
 from gated import keys
+from gated.core.errors import GatedError
 from gated.topics import gate_topic
 from gated.rehearsal.control import Client, ControlError
 from gated.store import GateStore
@@ -32,7 +33,7 @@ from sim.broker import Mosquitto
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class VenueError(RuntimeError):
+class VenueError(GatedError, RuntimeError):
     """A part of the venue would not start; the message says which and where its log is."""
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 import paho.mqtt.client as mqtt
 import structlog
 
+from gated.core.errors import GatedError
 from gated.clock import BEACON_INTERVAL_S, encode_beacon
 from gated.topics import beacon_topic
 
@@ -33,7 +34,7 @@ class BeaconSource:
         return encode_beacon(self.key, site=self.site, unix_ms=int(unix_ms), seq=seq)
 
 
-class BeaconPublishError(RuntimeError):
+class BeaconPublishError(GatedError, RuntimeError):
     """The broker could not be reached or did not acknowledge; check --broker and the broker's ACL."""
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gated.core.errors import GatedError
 from gated.core import events as ev
 from gated.core import ed25519
 from gated.keys import Keyring
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS tickets (cti TEXT PRIMARY KEY, ent INTEGER NOT NULL) 
 FIELDS = ("ts", "ticket", "decision", "reason", "ref", "result")
 
 
-class LedgerError(RuntimeError):
+class LedgerError(GatedError, RuntimeError):
     """The ledger database failed; check the disk and the file's permissions."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gated.core.errors import GatedError
 from gated import revocations
 
 from gated.core import cose
@@ -25,7 +26,7 @@ from gated.topics import revocation_topic, root
 from gated.mqtt import MqttLink
 
 
-class PublishError(RuntimeError):
+class PublishError(GatedError, RuntimeError):
     """Publishing failed (broker unreachable, an update refused); nothing superseded was cleared."""
 
 

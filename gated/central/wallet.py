@@ -21,12 +21,13 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gated.core.errors import GatedError
 from gated import keys
 
 
 
 from gated.core import base45, cose, ticket
-class WalletError(ValueError):
+class WalletError(GatedError, ValueError):
     """The ticket or device key file cannot make codes; the message names the file to fix."""
 
 

@@ -21,6 +21,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gated.core.errors import GatedError
 from gated.core import ed25519
 
 ALG_EDDSA = -8
@@ -34,7 +35,7 @@ KID_LEN = 8
 CBOR_FAULTS = (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, IndexError, KeyError, EOFError)
 
 
-class CoseError(ValueError):
+class CoseError(GatedError, ValueError):
     """A COSE_Sign1 structure that breaks the profile. `unsupported` marks a well-formed
     structure using something this profile does not allow (another algorithm)."""
 

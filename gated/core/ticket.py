@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gated.core import base45, cose, ed25519
+from gated.core.errors import GatedError
 from gated.core.reasons import Reason
 
 
@@ -100,7 +101,7 @@ class Rejection:
     cti: bytes | None = None  # known when the payload parsed but the signature or key failed
 
 
-class ClaimsError(ValueError):
+class ClaimsError(GatedError, ValueError):
     pass
 
 

@@ -34,8 +34,10 @@ import socketserver
 import threading
 from pathlib import Path
 
+from gated.core.errors import GatedError
 
-class ControlError(ValueError):
+
+class ControlError(GatedError, ValueError):
     """A request the control socket cannot carry out (unknown device, camera without stall...)."""
 
 
