@@ -249,7 +249,7 @@ def parse_command(blob: bytes, keyring: Keyring, gate: str) -> Command:
         raise CommandRejected(exc.code, exc.detail) from None
     if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
             or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
-        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint}")
+        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} (uints below 2^63)")
     if body[1] != gate:
         raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
     if body[2] not in COMMANDS:
