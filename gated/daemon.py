@@ -465,7 +465,7 @@ def run(cfg: Config) -> int:
     except (StartupError, StoreError, KeyringError, BoardError, GPIOZeroError, ScannerError, BrokerUrlError,
             OSError) as exc:
         log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
-        daemon.close()
         return 2
-    daemon.close()
+    finally:  # whatever ends the loop, even a fault nobody expected: the relay off first (close())
+        daemon.close()
     return 0
