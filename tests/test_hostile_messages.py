@@ -6,6 +6,7 @@ Mosquitto survives a hostile GT2 code and hostile messages, and still works afte
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ import time
 import cbor2
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import base45, cose, revocations, ticket
 from gated.central.issuer import issue, new_claims
@@ -25,6 +27,7 @@ from tests.support.gatedaemon import GateProcess, gate_config, write_config
 
 HUGE = (2**63, 2**64 - 1, 2**70)  # 2^70 travels as a CBOR bignum
 GATE = "g1"
+SEED = 20261201
 
 
 @pytest.mark.parametrize("value", HUGE)
@@ -85,6 +88,42 @@ def test_verify_record_without_state_is_refused(tmp_path, authority):
 
 # --- a running gate ------------------------------------------------------------------------------
 
+COMMAND_CODES = {"malformed", "unsupported", "unknown_key", "bad_signature", "wrong_gate", "unknown_command",
+                 "too_old", "replay"}
+
+
+def hostile_commands(rng: random.Random, authority, count: int = 30) -> list[bytes]:
+    """Seeded hostile command messages, each with at least one defect (so none may run)."""
+    stranger = Ed25519PrivateKey.generate()
+    bad_ints = [*HUGE, -1, 1.5, True, None, "1", b"\x01", [1], {1: 1}]
+    now = int(time.time())
+    made = []
+    for i in range(count):
+        kind = i % 6
+        if kind == 0:
+            made.append(os.urandom(rng.randrange(0, 200)))
+        elif kind == 1:  # a defect in the nonce or the iat
+            body = {1: GATE, 2: "open", 3: rng.choice(bad_ints), 4: now} if rng.random() < 0.5 else \
+                {1: GATE, 2: "open", 3: now * 1000 + i, 4: rng.choice(bad_ints)}
+            made.append(cose.sign(cbor2.dumps(body), authority.command))
+        elif kind == 2:  # wrong gate, unknown command, not a map
+            body = rng.choice(({1: "g2", 2: "open", 3: now * 1000 + i, 4: now},
+                               {1: GATE, 2: rng.choice(("OPEN", "reboot", "")), 3: now * 1000 + i, 4: now},
+                               [GATE, "open", 1, now], rng.choice(bad_ints)))
+            made.append(cose.sign(cbor2.dumps(body), authority.command))
+        elif kind == 3:  # signed by a stranger, or by the issuer (a key without the command role)
+            key = rng.choice((stranger, authority.issuer))
+            made.append(encode_command(key, gate=GATE, command="open", nonce=now * 1000 + i))
+        elif kind == 4:  # a good command with its signature or payload bytes changed
+            blob = bytearray(encode_command(authority.command, gate=GATE, command="open", nonce=now * 1000 + i))
+            blob[rng.randrange(len(blob) - 64, len(blob))] ^= 1 << rng.randrange(8)
+            made.append(bytes(blob))
+        else:  # a COSE structure with a hostile header
+            protected = cbor2.dumps({1: rng.choice((-7, 2**63, "EdDSA")), 4: rng.choice((b"", 2**64, b"k" * 8))})
+            made.append(cbor2.dumps([protected, {}, cbor2.dumps({1: GATE}), os.urandom(64)]))
+    return made
+
+
 def render(directory, name: str, text: str | None) -> None:
     from gated.central.issuer import qr
 
@@ -129,13 +168,19 @@ def test_a_running_gate_survives_hostile_codes_and_messages(tmp_path, authority,
             (command_topic(SITE, GATE), False, encode_command(authority.command, gate=GATE, command="open",
                                                               nonce=time.time_ns() // 1_000_000, iat=now - 3600)),
         ]
+        fuzzed = hostile_commands(random.Random(SEED), authority)
+        hostile += [(command_topic(SITE, GATE), False, payload) for payload in fuzzed]
         for topic, retain, payload in hostile:
             publisher.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
         gate.wait_for(lambda: any(e.get("code") == "malformed" for e in gate.logged("revocation update rejected")),
                       what="the revocation update rejected")
-        ignored = gate.wait_for(lambda: len(gate.logged("command ignored")) >= 2 and gate.logged("command ignored"),
-                                what="both commands ignored")
-        assert [e["code"] for e in ignored] == ["malformed", "too_old"]
+        expected = 2 + len(fuzzed)
+        ignored = gate.wait_for(lambda: len(gate.logged("command ignored")) >= expected
+                                and gate.logged("command ignored"), what="every hostile command ignored")
+        assert len(ignored) == expected  # one line, one reason each
+        assert [e["code"] for e in ignored[:2]] == ["malformed", "too_old"]
+        assert {e["code"] for e in ignored} <= COMMAND_CODES
+        assert {e["code"] for e in ignored} >= {"malformed", "unknown_key", "bad_signature", "wrong_gate"}
         assert not gate.logged("command")
 
         fresh = encode_command(authority.command, gate=GATE, command="lock", nonce=time.time_ns() // 1_000_000)
