@@ -5,7 +5,9 @@ carries out what they decide, in the order that keeps the promise "fail closed, 
 
     on_code(text)   validate() -> store.record_scan() COMMITTED -> only then the relay opens
                     (a StoreError keeps the gate shut, beeps the `fault` pattern, records a
-                    `tamper` alarm if the store still takes it, and is re-raised)
+                    `tamper` alarm if the store still takes it, and is re-raised; any other
+                    fault is a denial `internal_error` with a `tamper` alarm and a log line,
+                    and the gate goes on: one scan, one error boundary)
     poll()          hardware news queued by gpiozero's threads (passage, door, emergency input)
                     and the timers (passage timeout -> the admission is rolled back, held_open)
     command(name)   remote commands: open, lock, unlock, emergency_on, emergency_off
@@ -292,7 +294,6 @@ class Gate:
         log.error("gate.scan_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc,
                   action="scan denied internal_error; the gate goes on")
         decision = Decision(False, Reason.INTERNAL_ERROR, detail=f"the gate could not judge this code ({type(exc).__name__})")
-        self._turnstile.signal(decision.reason)
         try:
             now = _ms(self._clock())
             if not self._scan_recorded:
@@ -301,6 +302,10 @@ class Gate:
             self._store.record_event({"kind": "alarm", "alarm": "tamper"}, now)
         except (StoreError, sqlite3.Error) as again:
             log.error("gate.alarm_not_recorded", alarm="tamper", error=str(again))
+        try:
+            self._turnstile.signal(decision.reason)
+        except Exception as again:  # noqa: BLE001 - lamps and buzzer are not worth a second fault
+            log.error("gate.signal_failed", reason=decision.reason.value, error=f"{type(again).__name__}: {again}")
         return decision
 
     # --- start-up -----------------------------------------------------------------------------------

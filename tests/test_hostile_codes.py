@@ -15,12 +15,10 @@ import time
 
 import cbor2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from structlog.testing import capture_logs
 
 from gated import base45, cose, ticket
 from gated.central.issuer import issue, new_claims
-
 from gated.gate import Gate
 from gated.reasons import Reason
 from gated.turnstile import Turnstile
