@@ -50,7 +50,7 @@ REASON_CLASS: dict[Reason, str] = {
     Reason.WRONG_EVENT: "wrong_place", Reason.WRONG_ZONE: "wrong_place",
     Reason.NOT_YET_VALID: "wrong_time", Reason.EXPIRED: "wrong_time", Reason.STALE_CODE: "wrong_time",
     Reason.ALREADY_USED: "used", Reason.REVOKED: "revoked", Reason.LOCKED: "locked",
-    Reason.EMERGENCY: "emergency",
+    Reason.EMERGENCY: "emergency", Reason.INTERNAL_ERROR: "fault",
 }
 FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "used", "revoked", "locked",
                     "emergency", "fault")

@@ -141,6 +141,8 @@ class MqttSection:
     password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
     client_id: str | None = _opt(None, doc="MQTT client id (default: gated-<site>-<gate>)")
     keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5)
+    command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat) is ignored "
+                                              "and logged: an 'open' queued while the gate was offline", above=0)
     tls: TlsSection = _opt(TlsSection(), doc="TLS files")
 
     @property

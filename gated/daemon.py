@@ -225,7 +225,8 @@ class Daemon:
 
         cfg = self.cfg
         uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
-                        gate=cfg.gate.id, on_command=self.gate.command, status=self._status)
+                        gate=cfg.gate.id, on_command=self.gate.command, status=self._status,
+                        command_max_age_s=cfg.mqtt.command_max_age_s)
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 
@@ -458,7 +459,7 @@ def run(cfg: Config) -> int:
         daemon.run()
     except (GatedError, GPIOZeroError, OSError) as exc:
         log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
-        daemon.close()
         return 2
-    daemon.close()
+    finally:  # whatever ends the loop, even a fault nobody expected: the relay off first (close())
+        daemon.close()
     return 0

@@ -5,7 +5,9 @@ carries out what they decide, in the order that keeps the promise "fail closed, 
 
     on_code(text)   validate() -> store.record_scan() COMMITTED -> only then the relay opens
                     (a StoreError keeps the gate shut, beeps the `fault` pattern, records a
-                    `tamper` alarm if the store still takes it, and is re-raised)
+                    `tamper` alarm if the store still takes it, and is re-raised; any other
+                    fault is a denial `internal_error` with a `tamper` alarm and a log line,
+                    and the gate goes on: one scan, one error boundary)
     poll()          hardware news queued by gpiozero's threads (passage, door, emergency input)
                     and the timers (passage timeout -> the admission is rolled back, held_open)
     command(name)   remote commands: open, lock, unlock, emergency_on, emergency_off
@@ -45,6 +47,7 @@ import structlog
 from gated.core import gatestate as gs
 from gated.core.decide import Decision, GateContext, GateMode
 from gated.keys import Keyring
+from gated.reasons import Reason
 from gated.store import GateStore, StoreError
 from gated.turnstile import Turnstile
 from gated.validate import scan_fields, validate
@@ -68,6 +71,7 @@ class Gate:
         self.last_scan: dict | None = None  # the last scan event written
         self.last_latency_us: int | None = None  # frame capture -> relay command, last admission
         self._captured_at: float | None = None
+        self._scan_recorded = False  # whether the scan being judged has its event in the store
         now = clock()
         self._recover_pending(now)
         self._state = self._restored_state(now)
@@ -88,7 +92,21 @@ class Gate:
         return self._state
 
     def on_code(self, text: str, captured_at: float | None = None) -> Decision:
-        """Judge one scanned code; `captured_at` is time.monotonic() when its frame was taken."""
+        """Judge one scanned code; `captured_at` is time.monotonic() when its frame was taken.
+
+        Each scan runs inside its own error boundary: a StoreError keeps the gate shut and is
+        re-raised (see the module's docstring); any other fault is a denial `internal_error`, a
+        `tamper` alarm (if the store still takes it), a log line with the traceback, and the gate
+        goes on with the next scan."""
+        self._scan_recorded = False
+        try:
+            return self._judge(text, captured_at)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the per-scan error boundary (hostile codes, our own bugs)
+            return self._scan_fault(exc)
+
+    def _judge(self, text: str, captured_at: float | None) -> Decision:
         try:
             self._drain()  # a passage or timeout before this scan is settled before it
         except StoreError:
@@ -114,7 +132,7 @@ class Gate:
                 event = self._store.record_scan(body, _ms(now))
         except StoreError as exc:
             raise self._store_fault(exc)
-        self.last_scan = event
+        self.last_scan, self._scan_recorded = event, True
         if decision.admit:
             self._captured_at = captured_at
             # the relay moves here, after the commit; timers run on the gate clock
@@ -268,6 +286,27 @@ class Gate:
         except (StoreError, sqlite3.Error) as again:
             log.error("gate.alarm_not_recorded", alarm="tamper", error=str(again))
         return exc
+
+    def _scan_fault(self, exc: Exception) -> Decision:
+        """A scan failed for a reason other than the store: deny it `internal_error`. The scan event
+        is written unless this scan's own event already was (then it stands as written), then a
+        `tamper` alarm; if the store refuses those too, that is logged and the gate stays shut."""
+        log.error("gate.scan_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+                  action="scan denied internal_error; the gate goes on")
+        decision = Decision(False, Reason.INTERNAL_ERROR, detail=f"the gate could not judge this code ({type(exc).__name__})")
+        try:
+            now = _ms(self._clock())
+            if not self._scan_recorded:
+                rev = self._store.revocation_state().version
+                self.last_scan = self._store.record_scan(scan_fields(decision, self._context, rev), now)
+            self._store.record_event({"kind": "alarm", "alarm": "tamper"}, now)
+        except (StoreError, sqlite3.Error) as again:
+            log.error("gate.alarm_not_recorded", alarm="tamper", error=str(again))
+        try:
+            self._turnstile.signal(decision.reason)
+        except Exception as again:  # noqa: BLE001 - lamps and buzzer are not worth a second fault
+            log.error("gate.signal_failed", reason=decision.reason.value, error=f"{type(again).__name__}: {again}")
+        return decision
 
     # --- start-up -----------------------------------------------------------------------------------
 

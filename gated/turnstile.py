@@ -13,10 +13,16 @@ must only hand the news on (the Gate puts it in a queue).
 Devices are gpiozero objects held in attributes named for what they are (relay, passage,
 emergency, door, green, red, buzzer): gated/rehearsal/control.py finds and drives them by those names.
 
-Safe state: `close()` switches the relay off before closing the devices, so the turnstile is
-locked while the gate is not running (on an active-low relay board the released pin floats and
-the board's own pull-up keeps the relay off). A turnstile that must open on power loss does so
-mechanically (its controller's fail-safe setting), not through this program.
+Safe state (fail-secure: the gate is shut while gated is not running):
+- a clean stop: `close()` switches the relay off before closing the devices (on an active-low
+  relay board the released pin floats and the board's own pull-up keeps the relay off);
+- a crash, a watchdog kill, SIGKILL: the process cannot say what the pin is left at (the kernel
+  may keep the line's last level after release), so systemd's stop step `ExecStopPost=gated
+  relay-off` runs `relay_off()`, which drives the pin to its inactive level, after any stop;
+- power-on: until gated starts, the firmware sets the level (`gpio=17=op,dl` style lines in
+  firmware_config/raspberrypi/config.txt, one per board profile).
+A turnstile that must open on power loss or during a fire alarm does so through its own
+controller (its fail-safe setting, the fire panel wired to it), not through this program.
 """
 
 from __future__ import annotations
@@ -193,6 +199,18 @@ class Turnstile:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def relay_off(profile: BoardProfile, *, pin_factory=None) -> None:
+    """Drive the board's relay pin to its inactive level, then give it back: the stop step after the
+    daemon ended however it ended (`gated relay-off`, systemd's ExecStopPost). Raises gpiozero's
+    GPIOPinInUse while a running gate holds the pin."""
+    relay = DigitalOutputDevice(profile.relay.pin, active_high=profile.relay.active_high, initial_value=False,
+                                pin_factory=pin_factory)
+    try:
+        relay.off()
+    finally:
+        relay.close()
 
 
 def _output(cls, spec: OutputSpec | None, pin_factory):

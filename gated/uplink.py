@@ -69,7 +69,7 @@ def now_ms() -> int:
 
 class CommandRejected(GatedError, ValueError):
     """A command the gate ignores; `code`: malformed, unknown_key, bad_signature, wrong_gate,
-    unknown_command, replay."""
+    unknown_command, too_old, replay."""
 
     def __init__(self, code: str, detail: str):
         super().__init__(f"{code}: {detail}")
@@ -85,20 +85,25 @@ class Command:
     signer: str
 
 
-def parse_command(blob: bytes, keyring: Keyring, gate: str) -> Command:
+def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
+                  max_age_s: float | None = None) -> Command:
     """Verify a command message (signature by a `command` key, for this gate); raises CommandRejected.
-    The nonce is checked against the store by the caller."""
+    Given `now` and `max_age_s`, a command whose iat is more than `max_age_s` before `now` is
+    `too_old` (an `open` queued by the broker while the gate was away). The nonce is checked
+    against the store by the caller."""
     try:
         key, body = open_signed(blob, keyring, "command")
     except SignedRejected as exc:
         raise CommandRejected(exc.code, exc.detail) from None
     if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
             or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
-        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint}")
+        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} (uints below 2^63)")
     if body[1] != gate:
         raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
     if body[2] not in COMMANDS:
         raise CommandRejected("unknown_command", f"{body[2]!r} is not one of {', '.join(COMMANDS)}")
+    if now is not None and max_age_s is not None and now - body[4] > max_age_s:
+        raise CommandRejected("too_old", f"issued {int(now - body[4])} s ago, over the {max_age_s:g} s allowed")
     return Command(gate=body[1], name=body[2], nonce=body[3], iat=body[4], signer=key.name)
 
 
@@ -112,8 +117,10 @@ def encode_command(key, *, gate: str, command: str, nonce: int, iat: int | None 
 
 class Uplink:
     def __init__(self, *, store, keyring: Keyring, settings: UplinkSettings, site: str, gate: str,
-                 on_command: Callable[[str], None] | None = None, status: Callable[[], dict] | None = None):
+                 on_command: Callable[[str], None] | None = None, status: Callable[[], dict] | None = None,
+                 command_max_age_s: float = 60.0):
         self.store, self.keyring, self.settings = store, keyring, settings
+        self.command_max_age_s = command_max_age_s
         self.site, self.gate = site, gate
         self.on_command, self.status = on_command, status
         self._rev = store.revocation_state().version  # for the will, which paho's thread builds
@@ -276,7 +283,7 @@ class Uplink:
 
     def _command(self, payload: bytes) -> None:
         try:
-            command = parse_command(payload, self.keyring, self.gate)
+            command = parse_command(payload, self.keyring, self.gate, now=time.time(), max_age_s=self.command_max_age_s)
         except CommandRejected as exc:
             log.warning("command ignored", code=exc.code, detail=exc.detail)
             return

@@ -114,6 +114,8 @@ def run(args) -> int:
 
     if not args.event:
         raise CommandError("--event is required")
+    if args.record and not args.state:
+        raise CommandError("--record needs --state: without a state database there is nowhere to record the admission")
     setup = GateSetup(args)
     try:
         decision = validate(args.text, setup.keyring, setup.context, setup.store, setup.now)

@@ -58,9 +58,16 @@ class Sign1:
         return ed25519.verifies(public_key, self.signature, self.to_be_signed())
 
 
+# docs/protocol.md "Integers": every unsigned integer a gate reads (ticket claims, the GT2 step,
+# revocation version/base/iat/part, command nonce/iat, beacon time/seq) must fit the signed 64-bit
+# INTEGER of the gate's SQLite store, so a value of 2**63 or more is refused where it is parsed.
+UINT_MAX = 2**63 - 1
+
+
 def is_uint(value) -> bool:
-    """A CBOR unsigned integer: major type 0 holds at most 2**64 - 1 (bools and bignums are not)."""
-    return type(value) is int and 0 <= value < 2**64
+    """An unsigned integer a gate accepts: a CBOR major type 0 value of at most UINT_MAX (2**63 - 1,
+    what the store can hold; bools and bignums are not)."""
+    return type(value) is int and 0 <= value <= UINT_MAX
 
 
 def kid_of(public_key: Ed25519PublicKey) -> bytes:

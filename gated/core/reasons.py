@@ -1,4 +1,6 @@
-"""Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire."""
+"""Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire, plus
+`internal_error`, this implementation's one extension (docs/protocol.md): a scan the gate could
+not judge because of a fault in the gate itself, denied."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Reason(str, enum.Enum):
     STALE_CODE = "stale_code"
     EMERGENCY = "emergency"
     LOCKED = "locked"
+    INTERNAL_ERROR = "internal_error"  # extension (docs/protocol.md), not in PROTOCOL §5's set
 
     def __str__(self) -> str:  # so f-strings and logs show the wire value
         return self.value
