@@ -47,7 +47,7 @@ import structlog
 from gated.core import gatestate as gs
 from gated.core.decide import Decision, GateContext, GateMode
 from gated.keys import Keyring
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 from gated.store import GateStore, StoreError
 from gated.turnstile import Turnstile
 from gated.validate import scan_fields, validate

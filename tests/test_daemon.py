@@ -15,22 +15,14 @@ from gated import revocations
 
 from gated.core import ticket
 from gated.central.issuer import issue, new_claims
-from gated.core.ticket import qr_symbol as qr
 from gated.store import GateStore
 from tests.conftest import EVENT, SITE
+from tests.support.frames import render_card
 from tests.support.gatedaemon import EventCollector, GateProcess, NotifySocket, check_chain, gate_config, write_config
 
 GATE = "g1"
 
 
-def render(directory: Path, name: str, text: str | None) -> None:
-    """One camera image: the ticket's QR code as the issuer renders it (or a blank card)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.png"
-    if text is None:
-        qr("BLANK").save(path, scale=1, border=200, dark="#fff", light="#fff")  # a plain white frame
-    else:
-        qr(text).save(path, scale=6, border=8)
 
 
 def provision_revocations(state_dir: Path, authority, revoked: list[bytes]) -> None:
@@ -86,7 +78,7 @@ def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority
     ]
     images = tmp_path / "images"
     for name, text, _, _ in shown:
-        render(images, name, text)
+        render_card(images, name, text)
     provision_revocations(tmp_path / "state", authority, [revoked_claims.cti])
     config = make_config(tmp_path, authority, broker, images, sim={"control_socket": str(tmp_path / "sim.sock")},
                          health={"textfile": str(tmp_path / "gated.prom")})
@@ -131,10 +123,10 @@ def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority
 def test_sigkill_and_restart_lose_no_event_and_do_not_readmit(tmp_path, authority, broker):
     ok_a, ok_b, ok_c = authority.ticket(), authority.ticket(), authority.ticket()
     first, second = tmp_path / "first", tmp_path / "second"
-    render(first, "01-a", ok_a)
-    render(first, "02-b", ok_b)
-    render(second, "01-a-again", ok_a)
-    render(second, "02-c", ok_c)
+    render_card(first, "01-a", ok_a)
+    render_card(first, "02-b", ok_b)
+    render_card(second, "01-a-again", ok_a)
+    render_card(second, "02-c", ok_c)
     provision_revocations(tmp_path / "state", authority, [])
 
     broker.stop()  # the broker is down: the events wait in the gate's outbox
@@ -176,7 +168,7 @@ def test_a_broken_config_exits_2_and_names_the_problem(tmp_path):
 
 def test_a_missing_keyring_fails_start_up(tmp_path, broker):
     images = tmp_path / "images"
-    render(images, "blank", None)
+    render_card(images, "blank", None)
     cfg = gate_config(tmp_path, keyring=tmp_path / "nowhere", broker_url=broker.url, camera_source=f"files:{images}",
                       site=SITE, gate=GATE, event=EVENT)
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
@@ -193,8 +185,8 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
 
     ok_a = authority.ticket()
     images = tmp_path / "images"
-    render(images, "01-blank", None)
-    render(images, "02-ok-a", ok_a)
+    render_card(images, "01-blank", None)
+    render_card(images, "02-ok-a", ok_a)
     config = make_config(tmp_path, authority, broker, images, revocations={"when_stale": "closed"},
                          camera={"source": f"files:{images}?loop=1", "fps": 4.0})
     gate = GateProcess(config).start()
@@ -335,8 +327,8 @@ def test_time_beacons_reach_the_clock_and_an_uncertain_clock_denies(tmp_path, au
 
     unlimited = authority.ticket(ent=0)
     images = tmp_path / "images"
-    render(images, "01-blank", None)
-    render(images, "02-unlimited", unlimited)
+    render_card(images, "01-blank", None)
+    render_card(images, "02-unlimited", unlimited)
     config = make_config(tmp_path, authority, broker, images, camera={"source": f"files:{images}?loop=1", "fps": 4.0},
                          clock={"trust_system_clock": False, "when_uncertain": "deny", "beacons": True})
     gate = GateProcess(config).start()

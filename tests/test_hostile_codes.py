@@ -17,10 +17,10 @@ import cbor2
 import pytest
 from structlog.testing import capture_logs
 
-from gated import base45, cose, ticket
+from gated.core import base45, cose, ticket
 from gated.central.issuer import issue, new_claims
 from gated.gate import Gate
-from gated.reasons import Reason
+from gated.core.reasons import Reason
 from gated.turnstile import Turnstile
 from tests.conftest import EVENT
 from tests.support.pins import pins, profile, relay_on  # noqa: F401  (pins is a fixture)

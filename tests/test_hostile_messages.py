@@ -16,13 +16,16 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated import base45, cose, revocations, ticket
+from gated import revocations
+
+from gated.core import base45, cose, ticket
 from gated.central.issuer import issue, new_claims
 from gated.clock import TrustedClock, encode_beacon, read_beacon
 from gated.config import from_dict
 from gated.topics import beacon_topic, command_topic, revocation_topic
 from gated.uplink import CommandRejected, encode_command, parse_command
 from tests.conftest import EVENT, SITE
+from tests.support.frames import render_card
 from tests.support.gatedaemon import GateProcess, gate_config, write_config
 
 HUGE = (2**63, 2**64 - 1, 2**70)  # 2^70 travels as a CBOR bignum
@@ -124,15 +127,6 @@ def hostile_commands(rng: random.Random, authority, count: int = 30) -> list[byt
     return made
 
 
-def render(directory, name: str, text: str | None) -> None:
-    from gated.central.issuer import qr
-
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.png"
-    if text is None:
-        qr("BLANK").save(path, scale=1, border=200, dark="#fff", light="#fff")
-    else:
-        qr(text).save(path, scale=6, border=8)
 
 
 def test_a_running_gate_survives_hostile_codes_and_messages(tmp_path, authority, broker):
@@ -144,10 +138,10 @@ def test_a_running_gate_survives_hostile_codes_and_messages(tmp_path, authority,
     hostile_code = ticket.DYNAMIC_PREFIX + base45.encode(cbor2.dumps([dyn.cose, 2**63, devsig]))
     images = tmp_path / "images"
     for i in range(6):
-        render(images, f"00-blank-{i}", None)
-    render(images, "01-hostile", hostile_code)
-    render(images, "02-blank", None)
-    render(images, "03-ok", authority.ticket())
+        render_card(images, f"00-blank-{i}", None)
+    render_card(images, "01-hostile", hostile_code)
+    render_card(images, "02-blank", None)
+    render_card(images, "03-ok", authority.ticket())
     cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url,
                       camera_source=f"files:{images}", site=SITE, gate=GATE, event=EVENT,
                       camera={"fps": 10.0}, timings={"relay_pulse_s": 0.05, "debounce_s": 0.3})

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from gated.core.ticket import qr_symbol
 from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame
 
 DATASET = Path(__file__).resolve().parents[1] / "data/qr-blackbox"  # ZXing's images, Apache-2.0 (NOTICE there)
@@ -78,4 +79,16 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path
     for gray in frames:
         writer.write(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
     writer.release()
+    return path
+
+
+def render_card(directory: Path, name: str, text: str | None) -> Path:
+    """One camera image for a file-source gate: the ticket's QR code as the issuer renders it, or a
+    blank card (text None)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
+    if text is None:
+        qr_symbol("BLANK").save(path, scale=1, border=200, dark="#fff", light="#fff")  # a plain white frame
+    else:
+        qr_symbol(text).save(path, scale=6, border=8)
     return path
