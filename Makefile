@@ -31,7 +31,7 @@ test-tools:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[sim,test]'
 	touch $@
 
 venv: system $(VENV)/.installed

@@ -4,6 +4,8 @@ whole venues run end to end (real gate processes, a real Mosquitto, the real led
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -319,3 +321,13 @@ def test_zoned_copies_go_to_a_gate_of_their_zone(issuer):
         original = by_id[c.after]
         assert c.gate != original.gate and sc.zone_of(c.gate) == sc.zone_of(original.gate)
         assert c.expect_reason == "already_used"
+
+
+def test_a_gate_install_without_the_sim_extra_gets_a_clear_message(tmp_path):
+    """rich and matplotlib are the `sim` extra: without them `gated sim` says how to get them."""
+    code = ("import sys; sys.modules['matplotlib'] = None; from gated.cli import main; "
+            f"sys.exit(main(['sim', 'sim/scenarios/demo.toml', '--out', {str(tmp_path / 'out')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "needs matplotlib" in done.stderr and "gated[sim]" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -22,6 +22,12 @@ def register(sub) -> None:
 
 
 def run_sim(args) -> int:
+    try:
+        import matplotlib  # noqa: F401 (the report's plots)
+        import rich  # noqa: F401 (the live table)
+    except ImportError as exc:
+        raise CommandError(f"the simulator needs {exc.name}, which a gate does not: pip install 'gated[sim]' "
+                           "(make demo does)") from None
     from sim import scenario as scenario_mod
 
     try:
