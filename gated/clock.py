@@ -250,7 +250,7 @@ class TrustedClock:
             outcome = beacon
         elif beacon.site != self.site:
             outcome = BeaconOutcome(False, "wrong_site", f"beacon for site {beacon.site!r}", beacon)
-        elif beacon.seq <= self._last_seq:
+        elif beacon.seq < self._last_seq or (beacon.seq == self._last_seq and not self._retaken(beacon)):
             outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
         else:
             before = self._read(local_now, mono_now, ntp)
@@ -258,15 +258,23 @@ class TrustedClock:
             if not before.uncertain and beacon_s > before.now + self.max_beacon_step_s:
                 outcome = self._refuse(beacon, beacon_s, before, local_now)
             else:
+                again = beacon.seq == self._last_seq
                 self._last_seq = beacon.seq
                 self._samples.append((mono_now, beacon_s - mono_now))
                 self._forget(mono_now)
                 self._trusted_s = max(self._trusted_s, self._estimate(mono_now))
                 self._persist(seq=True)
-                outcome = BeaconOutcome(True, "accepted", f"beacon {beacon.seq} from {beacon.signer}", beacon,
-                                        self._estimate(mono_now) - local_now)
+                detail = f"beacon {beacon.seq} from {beacon.signer}" + (
+                    " (taken before the restart; not older than the trusted time)" if again else "")
+                outcome = BeaconOutcome(True, "accepted", detail, beacon, self._estimate(mono_now) - local_now)
         self.last_outcome = outcome
         return outcome
+
+    def _retaken(self, beacon: Beacon) -> bool:
+        """The retained beacon last taken before a reboot may be taken once more by a clock that knows
+        nothing else from beacons, if it is not older than the persisted trusted time (beyond
+        max_offset_s): a broker back after an outage may hold nothing newer yet."""
+        return not self._samples and beacon.unix_ms / 1000 >= self._trusted_s - self.max_offset_s
 
     def _refuse(self, beacon: Beacon, beacon_s: float, before: TimeReading, local_now: float) -> BeaconOutcome:
         """A beacon too far ahead of a certain clock: the sources disagree. Kept for the doctor, not taken."""
