@@ -70,6 +70,7 @@ SEQ_KEY = "clock.beacon_seq"
 TRUSTED_KEY = "clock.trusted_ms"
 ANCHOR_KEY = "clock.anchor"  # JSON {"boot": boot id, "at": boot-time s of the newest beacon, "offset": best bound}
 DISAGREEMENT_KEY = "clock.disagreement"  # JSON {"beacon_ms", "reference_ms", "source", "seen_ms"}: last refused beacon
+MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a beacon time beyond it is malformed
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
 
@@ -116,6 +117,8 @@ def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
     site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
     if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
         return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
+    if unix_ms > MAX_UNIX_MS:
+        return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond the year 9999")
     return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)
 
 

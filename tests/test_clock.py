@@ -315,3 +315,15 @@ def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
         reading = clock.reading(world.wall, world.mono)
         assert (reading.uncertain, reading.source, reading.now) == (False, "ntp", world.wall)
         assert clock.on_beacon(beacon(authority, 5, at=world.true), world.wall, world.mono).accepted
+
+
+@pytest.mark.parametrize("unix_ms", [2**53, 2**63 - 1, 2**64 - 1])
+def test_a_beacon_beyond_any_plausible_time_is_malformed_even_with_no_other_source(authority, tmp_path, unix_ms):
+    world = World()  # no NTP, no beacon yet: nothing bounds a first beacon's step
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        outcome = clock.on_beacon(encode_beacon(authority.command, site=SITE, unix_ms=unix_ms, seq=1),
+                                  world.wall, world.mono)
+        assert (outcome.accepted, outcome.reason) == (False, "malformed")
+        clock.checkpoint(world.wall, world.mono)
+        assert store.get_value("clock.trusted_ms", 0) == 0
