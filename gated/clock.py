@@ -299,6 +299,14 @@ class TrustedClock:
                 self._trusted_s = max(self._trusted_s, reading.now)
             self._persist()
 
+    def reset(self) -> dict:
+        """Forget every bound and the persisted trust (the `clock_reset` command): the next NTP
+        reading, RTC or beacon sets the time, as on a first start. What the store held is returned."""
+        with self._lock:
+            self._samples.clear()
+            self._last_seq, self._trusted_s, self._persisted_s, self.disagreement = -1, 0.0, 0.0, {}
+            return reset_trust(self.store) if self.store is not None else {}
+
     # --- output --------------------------------------------------------------------------------
 
     def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:

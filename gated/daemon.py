@@ -224,12 +224,20 @@ class Daemon:
 
         cfg = self.cfg
         uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
-                        gate=cfg.gate.id, on_command=self.gate.command, status=self._status)
+                        gate=cfg.gate.id, on_command=self._command, status=self._status)
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 
             uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
         return uplink
+
+    def _command(self, name: str) -> None:
+        """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
+        if name == "clock_reset":
+            before = self.clock.reset() if self.clock is not None else {}
+            log.warning("clock trust reset by command", was=before)
+            return
+        self.gate.command(name)
 
     def _beacon(self, topic: str, payload: bytes) -> None:
         """A message on the time topic: the clock takes or ignores it (a value, never an exception); each

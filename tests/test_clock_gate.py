@@ -226,3 +226,31 @@ def test_a_poisoned_clock_is_shown_by_doctor_and_cleared_by_clock_reset(tmp_path
 def test_clock_reset_without_a_state_database_says_so(tmp_path, authority, broker):
     reset = run_cli("clock", "reset", "--config", str(config(tmp_path, authority, broker)))
     assert reset.returncode == 2 and "no state database" in reset.stderr
+
+
+def test_a_signed_clock_reset_command_clears_a_running_gates_poisoned_clock(tmp_path, authority, broker):
+    from gated.topics import command_topic
+    from gated.uplink import encode_command
+
+    path = config(tmp_path, authority, broker, trust_system_clock=True)
+    (tmp_path / "state").mkdir()
+    with GateStore(tmp_path / "state" / "gate.db", site=SITE, gate=GATE) as store:
+        store.set_value("clock.trusted_ms", now_ms() + YEAR_MS)  # what a fast beacon left behind before the bound
+    sock = tmp_path / "sim.sock"
+    gate = GateProcess(path).start()
+    try:
+        gate.wait_ready()
+        poisoned = scan(gate, sock, authority.ticket())
+        assert (poisoned["decision"], poisoned["reason"]) == ("deny", "expired")  # judged a year from now
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        client.publish(command_topic(SITE, GATE), encode_command(authority.command, gate=GATE, command="clock_reset",
+                                                                 nonce=now_ms()), qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
+        gate.wait_for(lambda: gate.logged("clock trust reset by command"), what="the reset")
+        after = scan(gate, sock, authority.ticket())
+        assert (after["decision"], after["reason"]) == ("admit", "ok")
+    finally:
+        gate.stop_quietly()
