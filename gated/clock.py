@@ -28,7 +28,8 @@ or `beacon` (judge with the beacons' time; with no beacon at all since start it 
 Time never runs backwards: the last trusted time (a beacon's time, or a certain reading) is kept in
 the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
 accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon seen before a
-restart is not accepted again.
+restart is not accepted again (except by a clock with no beacon yet, after a reboot, when it is not
+older than the trusted time: see `_retaken`).
 
 A process restart is not a reboot: the monotonic clock used here is CLOCK_BOOTTIME, which runs on
 across restarts within one boot, so the best beacon bound is persisted with the boot id

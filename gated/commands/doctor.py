@@ -236,8 +236,9 @@ def _clock_trust(cfg, meta: dict, now: float) -> tuple[str, str] | None:
     refused = _json_dict(meta.get(f"x:{clock.DISAGREEMENT_KEY}"))
     if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
         ahead = (refused["beacon_ms"] - refused["reference_ms"]) / 1000
+        seen = f" at {_iso(refused['seen_ms'] / 1000)}" if isinstance(refused.get("seen_ms"), int) else ""
         return WARN, (f"beacon time and {refused.get('source', 'system')} time disagree: a beacon {_age(ahead)} ahead "
-                      f"({_iso(refused['beacon_ms'] / 1000)}) was refused; check the central clock and NTP "
+                      f"({_iso(refused['beacon_ms'] / 1000)}) was refused{seen}; check the central clock and NTP "
                       f"(`gated clock reset` clears this)")
     anchor = _json_dict(meta.get(f"x:{clock.ANCHOR_KEY}"))
     if anchor.get("boot") is not None and anchor.get("boot") == clock.boot_id() \
