@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "gated.commands.scan",
     "gated.commands.wallet",
     "gated.commands.beacon",
+    "gated.commands.clock",
     "gated.commands.ledger",
     "gated.commands.run",
     "gated.commands.doctor",

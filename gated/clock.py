@@ -18,7 +18,8 @@ one live beacon cancels any number of stale retained or queued ones. `offset_s` 
 minus the local wall clock.
 
 The clock is *uncertain* when
-  - it has no time source: no NTP synchronisation and no beacon within `beacon_max_age_s`, or
+  - it has no time source: no NTP synchronisation, no configured real-time clock and no beacon
+    within `beacon_max_age_s`, or
   - a recent beacon disagrees with the wall clock by more than `max_offset_s`, or
   - the time to judge with is more than `max_offset_s` behind the last trusted time.
 What an uncertain clock does is the policy: `deny` (time-dependent checks fail, see decide()),
@@ -27,7 +28,19 @@ or `beacon` (judge with the beacons' time; with no beacon at all since start it 
 Time never runs backwards: the last trusted time (a beacon's time, or a certain reading) is kept in
 the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
 accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon seen before a
-restart is not accepted again.
+restart is not accepted again (except by a clock with no beacon yet, after a reboot, when it is not
+older than the trusted time: see `_retaken`).
+
+A process restart is not a reboot: the monotonic clock used here is CLOCK_BOOTTIME, which runs on
+across restarts within one boot, so the best beacon bound is persisted with the boot id
+(`clock.anchor`) and a restarted daemon in the same boot takes it back as if it had never stopped
+(a gate killed during a broker outage keeps its time). After a reboot the anchor is void and only
+NTP, an RTC (`rtc`, when configured and present) or a fresh beacon make the clock certain.
+
+One beacon cannot run away with the time: a beacon more than `max_beacon_step_s` ahead of a
+certain reading (NTP, RTC or the beacons so far) is refused (`too_far_ahead`): not a sample, its
+sequence not taken, the trusted time not moved. The disagreement is kept (`clock.disagreement`)
+for `gated doctor`. `reset_trust()` (`gated clock reset`) forgets the persisted trust.
 
 Everything takes its readings as arguments (`local_now` wall seconds, `mono_now` monotonic
 seconds); the defaults read the real clocks. Beacons come on the owner thread (uplink.poll); readings
@@ -38,10 +51,12 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import cbor2
@@ -54,8 +69,11 @@ BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
 BEACON_INTERVAL_S = 10.0
 SEQ_KEY = "clock.beacon_seq"
 TRUSTED_KEY = "clock.trusted_ms"
-
-
+ANCHOR_KEY = "clock.anchor"  # JSON {"boot": boot id, "at": boot-time s of the newest beacon, "offset": best bound}
+DISAGREEMENT_KEY = "clock.disagreement"  # JSON {"beacon_ms", "reference_ms", "source", "seen_ms"}: last refused beacon
+MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a beacon time beyond it is malformed
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
 
 
 class Policy(str, enum.Enum):
@@ -79,6 +97,7 @@ class BeaconOutcome:
 
     accepted: bool
     reason: str  # accepted | malformed | unsupported | unknown_key | bad_signature | wrong_site | not_newer
+    #              | too_far_ahead
     detail: str = ""
     beacon: Beacon | None = None
     offset_s: float | None = None  # accepted: the clock's estimate minus the wall clock at receipt
@@ -99,6 +118,8 @@ def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
     site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
     if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
         return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
+    if unix_ms > MAX_UNIX_MS:
+        return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond the year 9999")
     return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)
 
 
@@ -111,7 +132,7 @@ class TimeReading:
     now: float  # unix seconds
     trusted: bool  # False: the policy says time-dependent checks deny (decide(time_trusted=False))
     uncertain: bool
-    source: str  # ntp | beacon | none | offset | behind  (what the clock rests on, or why it is uncertain)
+    source: str  # ntp | rtc | beacon | none | offset | behind  (what the clock rests on, or why it is uncertain)
     offset_s: float | None  # beacon estimate minus the wall clock; None without any beacon
 
     @property
@@ -135,30 +156,86 @@ def system_ntp_synchronized() -> bool:
     return state not in (-1, 5)  # 5 = TIME_ERROR: clock not synchronised
 
 
+def boot_id() -> str | None:
+    """This boot's id (changes at every boot, the same for every process within one); None if unknown."""
+    try:
+        return BOOT_ID_PATH.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def boot_time() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME); comparable between processes of one boot."""
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock_id) if clock_id is not None else time.monotonic()
+
+
+def rtc_present() -> bool:
+    """Whether the machine has a real-time clock the kernel set the wall clock from at boot."""
+    return any(path.exists() for path in RTC_PATHS)
+
+
+def _json_value(store, key: str) -> dict:
+    """A JSON object kept under `key`, or {} when absent, cleared or unreadable (then it is ignored)."""
+    raw = store.get_value(key) if store is not None else None
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value, default):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def reset_trust(store) -> dict:
+    """Forget the persisted trust (trusted time, beacon sequence, anchor, disagreement) and return
+    what was there. For an operator whose gate took a bad beacon (`gated clock reset`)."""
+    before = {key: store.get_value(key) for key in (TRUSTED_KEY, SEQ_KEY, ANCHOR_KEY, DISAGREEMENT_KEY)}
+    store.set_value(TRUSTED_KEY, 0)
+    store.set_value(SEQ_KEY, -1)
+    store.set_value(ANCHOR_KEY, None)
+    store.set_value(DISAGREEMENT_KEY, None)
+    return before
+
+
 class TrustedClock:
     def __init__(self, *, site: str, keyring: Keyring, store=None, policy: Policy | str = Policy.DENY,
-                 max_offset_s: float = 30.0, beacon_max_age_s: float = 600.0,
-                 ntp_synced: Callable[[], bool] = system_ntp_synchronized,
-                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
+                 max_offset_s: float = 30.0, beacon_max_age_s: float = 600.0, max_beacon_step_s: float = 60.0,
+                 ntp_synced: Callable[[], bool] = system_ntp_synchronized, rtc: Callable[[], bool] = lambda: False,
+                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = boot_time,
+                 boot: Callable[[], str | None] = boot_id):
+        """`monotonic` must run on across restarts within one boot (CLOCK_BOOTTIME) and `boot` name
+        the boot, for the persisted anchor to carry a restart; `rtc` says whether the wall clock comes
+        from a real-time clock (a time source after a reboot, like NTP)."""
         self.site, self.keyring, self.store = site, keyring, store
         self.policy = Policy(policy)
         self.max_offset_s, self.beacon_max_age_s = float(max_offset_s), float(beacon_max_age_s)
-        self._ntp_synced, self._wall, self._monotonic = ntp_synced, wall, monotonic
+        self.max_beacon_step_s = float(max_beacon_step_s)
+        self._ntp_synced, self._rtc, self._wall, self._monotonic = ntp_synced, rtc, wall, monotonic
         self._samples: deque[tuple[float, float]] = deque()  # (monotonic at receipt, beacon_s - monotonic)
-        self._last_seq = int(store.get_value(SEQ_KEY, -1)) if store is not None else -1
-        self._trusted_s = int(store.get_value(TRUSTED_KEY, 0)) / 1000 if store is not None else 0.0
+        stored = store.get_value if store is not None else (lambda key, default=None: default)
+        self._last_seq = int(_number(stored(SEQ_KEY, -1), -1))
+        self._trusted_s = _number(stored(TRUSTED_KEY, 0), 0) / 1000
         self._persisted_s = self._trusted_s
         self.last_outcome: BeaconOutcome | None = None
+        self.disagreement: dict = _json_value(store, DISAGREEMENT_KEY)
         self._lock = threading.RLock()
+        self._boot = boot()
+        self._restore_anchor(self._monotonic())
 
     @classmethod
     def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
                     **readers) -> "TrustedClock":
-        """From the config's [clock] section (max_offset_s, beacon_max_age_s, and `when_uncertain`
-        when the schema has it)."""
-        chosen = policy or getattr(section, "when_uncertain", Policy.DENY)
+        """From the config's [clock] section (max_offset_s, beacon_max_age_s, max_beacon_step_s,
+        `rtc` and `when_uncertain`)."""
+        chosen = policy or section.when_uncertain
+        if section.rtc:
+            readers.setdefault("rtc", rtc_present)
         return cls(site=site, keyring=keyring, store=store, policy=chosen, max_offset_s=section.max_offset_s,
-                   beacon_max_age_s=section.beacon_max_age_s, **readers)
+                   beacon_max_age_s=section.beacon_max_age_s, max_beacon_step_s=section.max_beacon_step_s,
+                   **readers)
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -166,28 +243,53 @@ class TrustedClock:
         """Take one message from gated/v1/<site>/time. Accepted beacons tighten the estimate and
         advance the persisted sequence and trusted time."""
         mono_now = self._monotonic() if mono_now is None else mono_now
+        local_now = self._wall() if local_now is None else local_now
         beacon = read_beacon(payload, self.keyring)
+        ntp = bool(self._ntp_synced())
         with self._lock:
-            return self._take(beacon, local_now, mono_now)
+            return self._take(beacon, local_now, mono_now, ntp)
 
-    def _take(self, beacon, local_now: float | None, mono_now: float) -> BeaconOutcome:
+    def _take(self, beacon, local_now: float, mono_now: float, ntp: bool) -> BeaconOutcome:
         if isinstance(beacon, BeaconOutcome):
             outcome = beacon
         elif beacon.site != self.site:
             outcome = BeaconOutcome(False, "wrong_site", f"beacon for site {beacon.site!r}", beacon)
-        elif beacon.seq <= self._last_seq:
+        elif beacon.seq < self._last_seq or (beacon.seq == self._last_seq and not self._retaken(beacon)):
             outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
         else:
-            self._last_seq = beacon.seq
-            self._samples.append((mono_now, beacon.unix_ms / 1000 - mono_now))
-            self._forget(mono_now)
-            self._trusted_s = max(self._trusted_s, self._estimate(mono_now))
-            self._persist(seq=True)
-            local_now = self._wall() if local_now is None else local_now
-            outcome = BeaconOutcome(True, "accepted", f"beacon {beacon.seq} from {beacon.signer}", beacon,
-                                    self._estimate(mono_now) - local_now)
+            before = self._read(local_now, mono_now, ntp)
+            beacon_s = beacon.unix_ms / 1000
+            if not before.uncertain and beacon_s > before.now + self.max_beacon_step_s:
+                outcome = self._refuse(beacon, beacon_s, before, local_now)
+            else:
+                again = beacon.seq == self._last_seq
+                self._last_seq = beacon.seq
+                self._samples.append((mono_now, beacon_s - mono_now))
+                self._forget(mono_now)
+                self._trusted_s = max(self._trusted_s, self._estimate(mono_now))
+                self._persist(seq=True)
+                detail = f"beacon {beacon.seq} from {beacon.signer}" + (
+                    " (taken before the restart; not older than the trusted time)" if again else "")
+                outcome = BeaconOutcome(True, "accepted", detail, beacon, self._estimate(mono_now) - local_now)
         self.last_outcome = outcome
         return outcome
+
+    def _retaken(self, beacon: Beacon) -> bool:
+        """The retained beacon last taken before a reboot may be taken once more by a clock that knows
+        nothing else from beacons, if it is not older than the persisted trusted time (beyond
+        max_offset_s): a broker back after an outage may hold nothing newer yet."""
+        return not self._samples and beacon.unix_ms / 1000 >= self._trusted_s - self.max_offset_s
+
+    def _refuse(self, beacon: Beacon, beacon_s: float, before: TimeReading, local_now: float) -> BeaconOutcome:
+        """A beacon too far ahead of a certain clock: the sources disagree. Kept for the doctor, not taken."""
+        ahead = beacon_s - before.now
+        self.disagreement = {"beacon_ms": beacon.unix_ms, "reference_ms": before.now_ms, "source": before.source,
+                             "seen_ms": int(local_now * 1000)}
+        if self.store is not None:
+            self.store.set_value(DISAGREEMENT_KEY, json.dumps(self.disagreement))
+        return BeaconOutcome(False, "too_far_ahead",
+                             f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {before.source} time "
+                             f"(limit {self.max_beacon_step_s:g} s): not taken", beacon, beacon_s - local_now)
 
     def checkpoint(self, local_now: float | None = None, mono_now: float | None = None) -> None:
         """Persist the current time if it is certain (call it now and then, e.g. with the health report),
@@ -197,6 +299,14 @@ class TrustedClock:
             if not reading.uncertain:
                 self._trusted_s = max(self._trusted_s, reading.now)
             self._persist()
+
+    def reset(self) -> dict:
+        """Forget every bound and the persisted trust (the `clock_reset` command): the next NTP
+        reading, RTC or beacon sets the time, as on a first start. What the store held is returned."""
+        with self._lock:
+            self._samples.clear()
+            self._last_seq, self._trusted_s, self._persisted_s, self.disagreement = -1, 0.0, 0.0, {}
+            return reset_trust(self.store) if self.store is not None else {}
 
     # --- output --------------------------------------------------------------------------------
 
@@ -218,6 +328,8 @@ class TrustedClock:
             uncertain, source = False, "ntp" if ntp else "beacon"
         elif ntp:
             uncertain, source = False, "ntp"
+        elif self._rtc():
+            uncertain, source = False, "rtc"
         else:
             uncertain, source = True, "none"
         # the best guess: the beacons' time whenever they are recent and not merely confirming NTP
@@ -270,11 +382,23 @@ class TrustedClock:
         while len(self._samples) > 1 and mono_now - self._samples[0][0] > self.beacon_max_age_s:
             self._samples.popleft()
 
+    def _restore_anchor(self, mono_now: float) -> None:
+        """Take back the beacon bound a previous process of this same boot persisted."""
+        anchor = _json_value(self.store, ANCHOR_KEY)
+        at, offset = _number(anchor.get("at"), None), _number(anchor.get("offset"), None)
+        if self._boot is None or anchor.get("boot") != self._boot or at is None or offset is None or at > mono_now:
+            return  # another boot (or none recorded): the boot-time clock it was measured on is gone
+        self._samples.append((at, offset))
+
     def _persist(self, *, seq: bool = False) -> None:
         if self.store is None:
             return
         if seq:
             self.store.set_value(SEQ_KEY, self._last_seq)
+            if self._boot is not None:
+                anchor = {"boot": self._boot, "at": self._samples[-1][0],
+                          "offset": max(offset for _, offset in self._samples)}
+                self.store.set_value(ANCHOR_KEY, json.dumps(anchor))
         if self._trusted_s > self._persisted_s:
             self.store.set_value(TRUSTED_KEY, int(self._trusted_s * 1000))
             self._persisted_s = self._trusted_s

@@ -117,6 +117,10 @@ class ClockSection:
     max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
                                above=0)
     beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0)
+    max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of a certain clock (NTP, RTC, the "
+                                              "beacons so far) is refused: one bad beacon cannot move the time", above=0)
+    rtc: bool = _opt(False, doc="the board has a battery-backed real-time clock: after a reboot its time counts as "
+                                "a source, like NTP (only while /dev/rtc0 or /sys/class/rtc/rtc0 exists)")
 
 
 @dataclass(frozen=True)

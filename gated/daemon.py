@@ -225,13 +225,35 @@ class Daemon:
 
         cfg = self.cfg
         uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
-                        gate=cfg.gate.id, on_command=self.gate.command, status=self._status,
+                        gate=cfg.gate.id, on_command=self._command, status=self._status,
                         command_max_age_s=cfg.mqtt.command_max_age_s)
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 
-            uplink.subscribe(beacon_topic(cfg.gate.site), lambda topic, payload: self.clock.on_beacon(payload))
+            uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
         return uplink
+
+    def _command(self, name: str) -> None:
+        """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
+        if name == "clock_reset":
+            before = self.clock.reset() if self.clock is not None else {}
+            log.warning("clock trust reset by command", was=before)
+            return
+        self.gate.command(name)
+
+    def _beacon(self, topic: str, payload: bytes) -> None:
+        """A message on the time topic: the clock takes or ignores it (a value, never an exception); each
+        ignored one is logged with its reason (a retained one seen before: info); accepted ones at debug."""
+        outcome = self.clock.on_beacon(payload)
+        fields = {"reason": outcome.reason, "detail": outcome.detail}
+        if outcome.offset_s is not None:
+            fields["offset_ms"] = int(round(outcome.offset_s * 1000))
+        if outcome.accepted:
+            log.debug("beacon", **fields)
+        elif outcome.reason == "not_newer":
+            log.info("beacon ignored", **fields)
+        else:
+            log.warning("beacon ignored", **fields)
 
     def _start_sim_control(self) -> None:
         sim = self.cfg.sim

@@ -45,7 +45,7 @@ from gated.topics import command_topic, events_topic, revocation_topic, root, st
 
 log = structlog.get_logger("gated.uplink")
 
-COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
+COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off", "clock_reset")  # the gate's, and the clock's
 NONCE_KEY = "command_nonce"
 
 

@@ -221,7 +221,7 @@ class Run:
             self.gate_state[gate_id] = "dead"
             self.stop.set()
             return False
-        time.sleep(2.5)  # its clock waits for a fresh beacon after a restart
+        time.sleep(2.5)  # a fresh beacon, if the broker is up (inside an outage its clock carries on alone)
         back = self.clock.now()
         self.gate_state[gate_id] = "up"
         self.faults.append({"kind": "gate_kill", "gate": gate_id, "start_sim_s": self.clock.sim(killed),

@@ -84,7 +84,7 @@ def test_gate_an_hour_slow_corrects_through_beacons_or_applies_its_policy(broker
         assert reading.now == pytest.approx(time.time(), abs=30)
 
 
-def test_live_beacons_and_a_restarted_gate_ignores_the_retained_one_it_already_took(broker, tmp_path, authority):
+def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_retained_beacon(broker, tmp_path, authority):
     from gated.store import GateStore
 
     publisher = subprocess.Popen([GATED, "beacon", "--broker", broker.url, "--site", SITE,
@@ -110,19 +110,36 @@ def test_live_beacons_and_a_restarted_gate_ignores_the_retained_one_it_already_t
         publisher.wait(timeout=10)
     assert publisher.returncode is not None
 
-    # the publisher is gone; its last beacon stays retained. A restarted gate has already taken it.
+    # the publisher is gone; its last beacon stays retained. A restarted gate has already taken it,
+    # and within the same boot it needs it not: the bound it persisted carries the restart.
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
         clock = TrustedClock(site=SITE, keyring=authority.keyring, store=store, ntp_synced=lambda: False)
-        uplink = Uplink(store=store, keyring=authority.keyring, settings=fast_settings(broker.url, client_id="g1-b"),
-                        site=SITE, gate="g1")
-        uplink.subscribe(beacon_topic(SITE), lambda t, p: clock.on_beacon(p))
-        uplink.start()
-        try:
-            pump([uplink], lambda: clock.last_outcome is not None and clock.last_outcome.reason == "not_newer",
-                 what="the retained beacon, ignored")
-        finally:
-            uplink.stop()
-        assert clock.reading().uncertain  # no fresh beacon, no NTP
+        assert not clock.reading().uncertain and clock.reading().source == "beacon"
+        take_retained(clock, broker, store, "g1-b")
+        assert clock.last_outcome.reason == "not_newer"
+        assert not clock.reading().uncertain
+
+    # after a reboot the bound is void; the retained beacon, not older than the trusted time, is enough
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = TrustedClock(site=SITE, keyring=authority.keyring, store=store, ntp_synced=lambda: False,
+                             boot=lambda: "the next boot", monotonic=lambda: time.monotonic() - 1e5)
+        assert clock.reading().uncertain
+        take_retained(clock, broker, store, "g1-c")
+        assert clock.last_outcome.accepted, clock.last_outcome
+        assert not clock.reading().uncertain
+
+
+def take_retained(clock, broker, store, client_id) -> None:
+    from gated.uplink import Uplink
+
+    uplink = Uplink(store=store, keyring=clock.keyring, settings=fast_settings(broker.url, client_id=client_id),
+                    site=SITE, gate="g1")
+    uplink.subscribe(beacon_topic(SITE), lambda t, p: clock.on_beacon(p))
+    uplink.start()
+    try:
+        pump([uplink], lambda: clock.last_outcome is not None, what="the retained beacon")
+    finally:
+        uplink.stop()
 
 
 def test_beacon_for_another_site_is_ignored(broker, store, authority):

@@ -19,8 +19,9 @@ HOUR = 3600.0
 class World:
     """The true time, the gate's wall clock (off by `skew`) and its monotonic clock, all moving together."""
 
-    def __init__(self, skew: float = 0.0, ntp: bool = False):
-        self.true, self.skew, self.mono, self.ntp = TRUE, skew, 1000.0, ntp
+    def __init__(self, skew: float = 0.0, ntp: bool = False, rtc: bool = False):
+        self.true, self.skew, self.mono, self.ntp, self.rtc = TRUE, skew, 1000.0, ntp, rtc
+        self.boot = "boot-1"
 
     @property
     def wall(self) -> float:
@@ -30,9 +31,14 @@ class World:
         self.true += seconds
         self.mono += seconds
 
+    def reboot(self, *, skew: float) -> None:
+        """A new boot: the boot-time clock starts again, the wall clock is whatever the board had."""
+        self.boot, self.mono, self.skew = self.boot + "'", 3.0, skew
+
     def clock(self, authority, store=None, **kw) -> TrustedClock:
         return TrustedClock(site=SITE, keyring=authority.keyring, store=store, ntp_synced=lambda: self.ntp,
-                            wall=lambda: self.wall, monotonic=lambda: self.mono, **kw)
+                            rtc=lambda: self.rtc, wall=lambda: self.wall, monotonic=lambda: self.mono,
+                            boot=lambda: self.boot, **kw)
 
 
 def beacon(authority, seq, *, at: float, site=SITE, key=None) -> bytes:
@@ -157,19 +163,19 @@ def test_time_never_runs_backwards_across_a_restart(authority, tmp_path):
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
         clock = world.clock(authority, store)
         clock.on_beacon(beacon(authority, 10, at=world.true), world.wall, world.mono)
-        world.advance(5)
+        world.advance(120)  # still certain on that beacon, two minutes on
         clock.checkpoint(world.wall, world.mono)
         last_trusted = world.true
     # power cut; the Pi boots with its clock two days behind and no network yet
     world.advance(60)
-    world.skew, world.mono = -2 * 86400, 3.0
+    world.reboot(skew=-2 * 86400)
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
         clock = world.clock(authority, store, policy="beacon")
         reading = clock.reading(world.wall, world.mono)
         assert reading.now >= last_trusted  # clamped to the persisted trusted time
         assert reading.uncertain and reading.source == "behind" and not reading.trusted
-        # the retained beacon it accepted before the restart is not accepted again
-        replay = clock.on_beacon(beacon(authority, 10, at=last_trusted - 5), world.wall, world.mono)
+        # the retained beacon it accepted before the restart, older than the trusted time, is not taken again
+        replay = clock.on_beacon(beacon(authority, 10, at=last_trusted - 120), world.wall, world.mono)
         assert replay.reason == "not_newer"
         clock.on_beacon(beacon(authority, 11, at=world.true), world.wall, world.mono)
         after = clock.reading(world.wall, world.mono)
@@ -193,3 +199,131 @@ def test_from_config_takes_the_policy_and_limits(authority):
     assert (clock.policy, clock.max_offset_s, clock.beacon_max_age_s) == (Policy.BEACON, 5.0, 60.0)
     assert TrustedClock.from_config(ClockSection(), site=SITE, keyring=authority.keyring, store=None).policy \
         is Policy.DENY
+
+
+# --- a restart is not a reboot (issue #11 item 5) -------------------------------------------------
+
+def test_a_restart_within_the_same_boot_keeps_the_beacon_bound(authority, tmp_path):
+    world = World(skew=-12)  # no NTP, no RTC: the beacons are the only source
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        clock.on_beacon(beacon(authority, 1, at=world.true - 1), world.wall, world.mono)
+        assert clock.reading(world.wall, world.mono).source == "beacon"
+    world.advance(40)  # the broker went away, then the daemon was SIGKILLed and restarted: same boot
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        reading = clock.reading(world.wall, world.mono)
+        assert (reading.uncertain, reading.trusted, reading.source) == (False, True, "beacon")
+        assert reading.now == pytest.approx(world.true - 1, abs=0.01)  # the bound carried on the boot-time clock
+        world.advance(600)  # the restored bound ages out as the live one would have
+        assert clock.reading(world.wall, world.mono).source == "none"
+
+
+def test_after_a_reboot_the_anchor_is_void_and_only_a_source_makes_the_clock_certain(authority, tmp_path):
+    world = World()
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        world.clock(authority, store).on_beacon(beacon(authority, 1, at=world.true), world.wall, world.mono)
+    world.advance(30)
+    world.reboot(skew=0)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        reading = world.clock(authority, store).reading(world.wall, world.mono)
+        assert reading.uncertain and reading.source == "none"
+        world.rtc = True  # [clock] rtc = true and the board has one
+        reading = world.clock(authority, store).reading(world.wall, world.mono)
+        assert (reading.uncertain, reading.source, reading.now) == (False, "rtc", world.wall)
+
+
+def test_an_rtc_behind_the_trusted_time_is_not_believed(authority, tmp_path):
+    world = World(rtc=True)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        world.clock(authority, store).on_beacon(beacon(authority, 1, at=world.true), world.wall, world.mono)
+    world.reboot(skew=-3 * HOUR)  # the RTC's battery ran flat
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        reading = world.clock(authority, store).reading(world.wall, world.mono)
+        assert reading.uncertain and reading.source == "behind"
+
+
+def test_after_a_reboot_a_retained_beacon_bounded_by_the_trusted_time_is_enough(authority, tmp_path):
+    world = World()
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        clock.on_beacon(beacon(authority, 1, at=world.true), world.wall, world.mono)
+        clock.checkpoint(world.wall, world.mono)
+    taken = world.true
+    world.advance(5)
+    world.reboot(skew=-10)  # no RTC: the board starts from the time it saved at shutdown
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        assert clock.reading(world.wall, world.mono).uncertain
+        # the broker is back before the publisher: it holds the very beacon taken before the reboot
+        retained = clock.on_beacon(beacon(authority, 1, at=taken), world.wall, world.mono)
+        assert retained.accepted and "before the restart" in retained.detail
+        reading = clock.reading(world.wall, world.mono)
+        assert (reading.uncertain, reading.trusted, reading.source) == (False, True, "beacon")
+        assert reading.now == pytest.approx(world.true - 5, abs=0.01)  # a lower bound, 5 s late
+        assert clock.on_beacon(beacon(authority, 1, at=taken), world.wall, world.mono).reason == "not_newer"
+
+
+# --- one fast beacon (issue #11 item 6) -----------------------------------------------------------
+
+YEAR = 365 * 86400.0
+
+
+@pytest.mark.parametrize("source", ["ntp", "beacon"])
+def test_one_beacon_a_year_ahead_cannot_move_the_time(authority, tmp_path, source):
+    world = World(ntp=source == "ntp")
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store, max_beacon_step_s=60)
+        if source == "beacon":
+            clock.on_beacon(beacon(authority, 1, at=world.true), world.wall, world.mono)
+        fast = clock.on_beacon(beacon(authority, 2, at=world.true + YEAR), world.wall, world.mono)
+        assert (fast.accepted, fast.reason) == (False, "too_far_ahead") and source in fast.detail
+        reading = clock.reading(world.wall, world.mono)
+        assert (reading.uncertain, reading.source) == (False, source)
+        assert reading.now == pytest.approx(world.true, abs=0.01)
+        clock.checkpoint(world.wall, world.mono)
+        assert store.get_value("clock.trusted_ms") <= (world.true + 60) * 1000
+        assert clock.disagreement["beacon_ms"] - clock.disagreement["reference_ms"] == pytest.approx(YEAR * 1000, abs=10)
+        # its sequence was not taken: the next honest beacon counts
+        assert clock.on_beacon(beacon(authority, 2, at=world.true), world.wall, world.mono).accepted
+    world.advance(5)  # and after a restart nothing is judged a year ahead
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        reading = world.clock(authority, store).reading(world.wall, world.mono)
+        assert not reading.uncertain and reading.now == pytest.approx(world.true, abs=1)
+
+
+def test_a_beacon_within_the_step_still_moves_the_time(authority):
+    world = World(skew=-20)  # no NTP; beacons say the wall clock is 20 s late
+    clock = world.clock(authority, max_beacon_step_s=60)
+    clock.on_beacon(beacon(authority, 1, at=world.true - 20), world.wall, world.mono)  # a stale retained one
+    assert clock.on_beacon(beacon(authority, 2, at=world.true), world.wall, world.mono).accepted
+    assert clock.reading(world.wall, world.mono).now == pytest.approx(world.true, abs=0.01)
+
+
+def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
+    from gated.clock import reset_trust
+
+    world = World(ntp=True)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        store.set_value("clock.trusted_ms", int((world.true + YEAR) * 1000))  # as an older release left it
+        store.set_value("clock.beacon_seq", int((world.true + YEAR) * 1000))
+        poisoned = world.clock(authority, store).reading(world.wall, world.mono)
+        assert poisoned.now == pytest.approx(world.true + YEAR) and poisoned.source == "behind"
+        before = reset_trust(store)
+        assert before["clock.trusted_ms"] == int((world.true + YEAR) * 1000)
+        clock = world.clock(authority, store)
+        reading = clock.reading(world.wall, world.mono)
+        assert (reading.uncertain, reading.source, reading.now) == (False, "ntp", world.wall)
+        assert clock.on_beacon(beacon(authority, 5, at=world.true), world.wall, world.mono).accepted
+
+
+@pytest.mark.parametrize("unix_ms", [2**53, 2**63 - 1, 2**64 - 1])
+def test_a_beacon_beyond_any_plausible_time_is_malformed_even_with_no_other_source(authority, tmp_path, unix_ms):
+    world = World()  # no NTP, no beacon yet: nothing bounds a first beacon's step
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        outcome = clock.on_beacon(encode_beacon(authority.command, site=SITE, unix_ms=unix_ms, seq=1),
+                                  world.wall, world.mono)
+        assert (outcome.accepted, outcome.reason) == (False, "malformed")
+        clock.checkpoint(world.wall, world.mono)
+        assert store.get_value("clock.trusted_ms", 0) == 0

@@ -41,6 +41,9 @@ def test_stadium_is_the_big_one():
 def test_outage_has_broker_loss_and_a_killed_gate():
     s = scenario.load(SCENARIOS / "outage.toml")
     assert s.faults_of("broker_down") and s.faults_of("gate_kill")
+    # one gate is killed and restarted inside the outage: no beacon, no NTP when it comes back (issue #11)
+    (down,) = s.faults_of("broker_down")
+    assert any(down.start_s < k.start_s and k.end_s + 5 < down.end_s for k in s.faults_of("gate_kill"))
 
 
 def test_a_bad_scenario_names_every_problem_with_its_key():

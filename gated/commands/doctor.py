@@ -193,7 +193,7 @@ def check_disk(cfg, timeout) -> Finding:
 
 def check_clock(cfg, timeout) -> Finding:
     now = time.time()
-    text = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    text = _iso(now)
     if now < EARLIEST_PLAUSIBLE:
         return Finding(FAIL, "clock", f"{text}: before 2026, the clock was never set (no RTC, no NTP, no beacon yet); "
                                       f"every ticket would be not_yet_valid")
@@ -209,7 +209,10 @@ def check_clock(cfg, timeout) -> Finding:
         iat = int(meta.get("rev_iat", 0))
         if iat and now + cfg.clock.skew_s < iat:
             return Finding(FAIL, "clock", f"{text}: earlier than the revocation list's issue time "
-                                          f"({time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(iat))}); the clock is behind")
+                                          f"({_iso(iat)}); the clock is behind")
+        trust = _clock_trust(cfg, meta, now)
+        if trust is not None:
+            return Finding(trust[0], "clock", f"{text}: {trust[1]}")
     if not synced:
         if cfg.clock.beacons:
             return Finding(WARN, "clock", f"{text}: not NTP-synchronised; the gate relies on time beacons "
@@ -217,6 +220,48 @@ def check_clock(cfg, timeout) -> Finding:
         return Finding(FAIL, "clock", f"{text}: not NTP-synchronised and beacons are off: every time check denies")
     return Finding(OK, "clock", f"{text}: " + ("NTP-synchronised" if not cfg.clock.trust_system_clock
                                                  else "trusted by configuration"))
+
+
+def _clock_trust(cfg, meta: dict, now: float) -> tuple[str, str] | None:
+    """What the gate persisted about its clock against this machine's clock: a trusted time ahead of
+    it (the gate would judge every ticket in the future), a refused beacon, a beacon bound (same boot)
+    that disagrees with the system time. None when all agree."""
+    from gated import clock
+
+    trusted_ms = meta.get(f"x:{clock.TRUSTED_KEY}")
+    if isinstance(trusted_ms, int) and trusted_ms / 1000 > now + cfg.clock.max_offset_s:
+        return FAIL, (f"the gate's persisted trusted time {_iso(trusted_ms / 1000)} is {_age(trusted_ms / 1000 - now)} "
+                      f"ahead of this clock: it judges every ticket then; if that time is wrong, stop the gate "
+                      f"and run `gated clock reset --config ...`")
+    refused = _json_dict(meta.get(f"x:{clock.DISAGREEMENT_KEY}"))
+    if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
+        ahead = (refused["beacon_ms"] - refused["reference_ms"]) / 1000
+        seen = f" at {_iso(refused['seen_ms'] / 1000)}" if isinstance(refused.get("seen_ms"), int) else ""
+        return WARN, (f"beacon time and {refused.get('source', 'system')} time disagree: a beacon {_age(ahead)} ahead "
+                      f"({_iso(refused['beacon_ms'] / 1000)}) was refused{seen}; check the central clock and NTP "
+                      f"(`gated clock reset` clears this)")
+    anchor = _json_dict(meta.get(f"x:{clock.ANCHOR_KEY}"))
+    if anchor.get("boot") is not None and anchor.get("boot") == clock.boot_id() \
+            and isinstance(anchor.get("offset"), (int, float)):
+        offset = anchor["offset"] + clock.boot_time() - now  # the beacons' time carried to now, minus this clock
+        if abs(offset) > cfg.clock.max_offset_s:
+            return WARN, (f"beacon time and system time disagree by {offset:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
+                          f"the gate is uncertain while they do: check NTP and the central clock")
+    return None
+
+
+def _json_dict(raw) -> dict:
+    import json
+
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def check_broker(cfg, timeout) -> Finding:
