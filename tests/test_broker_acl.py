@@ -1,5 +1,6 @@
 """The shipped site broker configuration (systemd/mosquitto/) run by a real Mosquitto: TLS with
-client certificates, CN as user name, and an ACL that keeps each gate to its own topics."""
+client certificates, CN as user name and client id, and access rules (make-dynsec.py) that keep
+each gate to its own topics."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pwd
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,15 +29,18 @@ from tests.support.broker import Broker
 from tests.support.uplink import LedgerThread, pump
 
 SHIPPED = Path(__file__).resolve().parents[1] / "systemd" / "mosquitto"
-CLIENTS = ("g1", "g2", "central", "ledger")
+GATES = ("g1", "g2")
+CLIENTS = (*GATES, "central", "beacon", "ledger")
 
 
 @pytest.fixture
 def site_broker(tmp_path):
-    """Mosquitto running gated-site.conf and gated.acl as shipped, paths and port moved to tmp."""
+    """Mosquitto running gated-site.conf as shipped, with the rules make-dynsec.py writes for g1 and g2;
+    paths and port moved to tmp."""
     certs = tmp_path / "certs"
     subprocess.run([str(SHIPPED / "make-test-ca.sh"), str(certs), *CLIENTS], check=True, capture_output=True)
-    shutil.copy(SHIPPED / "gated.acl", certs / "gated.acl")
+    subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *GATES],
+                   check=True, capture_output=True)
     broker = Broker(tmp_path / "broker")
     config = (SHIPPED / "gated-site.conf").read_text()
     config = config.replace("/etc/mosquitto/gated/", f"{certs}/").replace("/var/lib/mosquitto/", f"{broker.directory}/")
@@ -71,8 +76,8 @@ class Client:
         self.client.on_connect = lambda cl, u, f, rc, p: (self.refused if rc.is_failure else self.connected).set()
         self.client.on_message = lambda cl, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_publish = lambda cl, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.subacks: list[list] = []
+        self.client.on_subscribe = lambda cl, u, mid, codes, p: self.subacks.append(codes)
         self.client.reconnect_delay_set(0.1, 0.1)
         props = None
         if persistent:  # MQTT v5: the session outlives the connection (as the gates' and ledgers' do)
@@ -83,8 +88,14 @@ class Client:
         if who is not None:
             assert self.connected.wait(10), f"{who} could not connect"
         if subscribe:
-            self.client.subscribe(subscribe, qos=1)
-            assert subscribed.wait(10)
+            assert self.subscribe(subscribe) is True, f"{who} may not subscribe to {subscribe}"
+
+    def subscribe(self, topic) -> bool:
+        """True if the broker granted the subscription, False if it refused it."""
+        before = len(self.subacks)
+        self.client.subscribe(topic, qos=1)
+        assert wait_for(lambda: len(self.subacks) > before), "no SUBACK"
+        return not self.subacks[before][0].is_failure
 
     def publish(self, topic, payload: bytes) -> int:
         info = self.client.publish(topic, payload, qos=1)
@@ -121,7 +132,9 @@ def test_a_gate_cannot_publish_as_another_gate_or_as_central(site_broker):
 
 
 def test_only_a_gate_reads_its_commands_and_nobody_without_a_certificate_gets_in(site_broker):
-    g1 = Client(site_broker, "g1", subscribe=f"gated/v1/{SITE}/gates/+/cmd")
+    g1 = Client(site_broker, "g1")
+    assert g1.subscribe(f"gated/v1/{SITE}/gates/+/cmd") is False and g1.subscribe(command_topic(SITE, "g2")) is False
+    assert g1.subscribe(command_topic(SITE, "g1")) is True
     g2 = Client(site_broker, "g2", subscribe=command_topic(SITE, "g2"))
     central = Client(site_broker, "central")
     try:
@@ -167,12 +180,14 @@ def test_a_gate_using_another_gates_client_id_gets_neither_its_session_nor_its_c
     assert g2.messages == []
 
 
-@pytest.mark.xfail(strict=True, reason="Mosquitto 2.0.11's acl_file does not check SUBSCRIBE, and gates may read "
-                                       "all events (anti-passback): known limit, docs/protocol.md 'Site broker'")
 def test_a_gate_cannot_join_the_ledgers_shared_subscription(site_broker):
+    """Before (acl_file, which never checks SUBSCRIBE), g2 joined the ledgers' group and took half of
+    the events. Now its subscription is refused, and the ledger gets every event."""
     shared = f"$share/ledgers/{events_topic(SITE, '+')}"
     ledger = Client(site_broker, "ledger", subscribe=shared, persistent=True)
-    intruder = Client(site_broker, "g2", subscribe=shared)
+    intruder = Client(site_broker, "g2")
+    assert intruder.subscribe(shared) is False  # 0x87 not authorised
+    assert intruder.subscribe(f"$share/other/{events_topic(SITE, '+')}") is False
     g1 = Client(site_broker, "g1")
     try:
         for n in range(6):
@@ -183,6 +198,23 @@ def test_a_gate_cannot_join_the_ledgers_shared_subscription(site_broker):
             c.close()
     assert intruder.messages == []
     assert len(ledger.messages) == 6
+
+
+def test_the_beacon_writes_time_only_and_gate_ids_cannot_take_central_names(site_broker, tmp_path):
+    g1 = Client(site_broker, "g1", subscribe=f"gated/v1/{SITE}/time")
+    beacon = Client(site_broker, "beacon")
+    try:
+        assert beacon.publish(command_topic(SITE, "g1"), b"not a beacon's") >= 0x80
+        assert beacon.publish(f"gated/v1/{SITE}/time", b"beacon") < 0x80
+        assert beacon.subscribe(f"gated/v1/{SITE}/#") is False
+        assert wait_for(lambda: g1.messages)
+    finally:
+        beacon.close()
+        g1.close()
+    assert g1.messages == [(f"gated/v1/{SITE}/time", b"beacon")]
+    made = subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(tmp_path / "rules.json"), "g1",
+                           "central"], capture_output=True, text=True)
+    assert made.returncode == 2 and "'central': reserved" in made.stderr and not (tmp_path / "rules.json").exists()
 
 
 def test_gates_publisher_and_ledger_work_through_tls_and_the_acl(site_broker, tmp_path, authority):
