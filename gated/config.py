@@ -109,16 +109,19 @@ class TimingsSection:
 
 @dataclass(frozen=True)
 class ClockSection:
-    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0)
-    step_window: int = _opt(1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0)
+    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0,
+                       maximum=3600)
+    step_window: int = _opt(1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0,
+                            maximum=10)
     beacons: bool = _opt(True, doc="use signed time beacons (gated/v1/<site>/time) to bound the clock's error")
     trust_system_clock: bool = _opt(False, doc="treat the system clock as synchronised even when the kernel does not "
                                                "report NTP sync (battery-backed RTC, test bench)")
     when_uncertain: str = _opt("deny", doc="no NTP and no recent beacon, or they disagree: 'deny' time-dependent "
                                            "checks, or judge with the 'beacon' time", choices=("deny", "beacon"))
     max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
-                               above=0)
-    beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0)
+                               above=0, maximum=86400)
+    beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0,
+                                   maximum=86400)
 
 
 @dataclass(frozen=True)

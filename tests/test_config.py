@@ -200,14 +200,15 @@ def test_check_config_refuses_inf_nan_out_of_range_numbers_and_an_unknown_board(
             + "[revocations]\nmax_age_s = inf\n"
             + "[timings]\ndebounce_s = nan\nrelay_pulse_s = -inf\npassage_timeout_s = 1e9\n"
             + "[camera]\nfps = nan\nwidth = 100000\n"
-            + "[health]\ninterval_s = inf\n")
+            + "[health]\ninterval_s = inf\n"
+            + "[clock]\nskew_s = 1000000000\nbeacon_max_age_s = inf\n")
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError) as caught:
         config.load(path)
     keys = [k for k, _ in caught.value.problems]
     assert sorted(keys) == sorted(["revocations.max_age_s", "timings.debounce_s", "timings.relay_pulse_s",
                                    "timings.passage_timeout_s", "camera.fps", "camera.width", "health.interval_s",
-                                   "mqtt.keepalive_s", "turnstile.board"])
+                                   "mqtt.keepalive_s", "clock.skew_s", "clock.beacon_max_age_s", "turnstile.board"])
     assert main(["check-config", str(path)]) == 2
     err = str(caught.value)
     assert "revocations.max_age_s: expected a finite number > 0 and <= 2592000, got inf" in err
