@@ -151,11 +151,19 @@ def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | 
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        known = ", ".join(p.stem for p in shipped_boards(boards_dir))
-        raise BoardError(str(path), [f"no such board profile (shipped: {known})"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BoardError(str(path), [f"not valid TOML: {exc}"]) from exc
+        known = ", ".join(p.stem for p in shipped_boards(boards_dir)) or "none"
+        raise BoardError(str(path), [f"no such board profile (in {Path(boards_dir or BOARDS_DIR)}: {known})"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BoardError(str(path), [f"not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise BoardError(str(path), [f"cannot read ({exc.strerror})"]) from None
     return board_from_dict(data, source=str(path))
+
+
+def load_profile(name: str, boards_dir: str | os.PathLike | None = None) -> BoardProfile:
+    """The profile a gate's configuration names (`[turnstile] board`, a name, never a path): the file
+    NAME.toml in `boards_dir` (default: the shipped firmware_config/boards/)."""
+    return load_board(Path(boards_dir or BOARDS_DIR) / f"{name}.toml", boards_dir)
 
 
 def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:

@@ -6,15 +6,18 @@ keeps the two in step). Loading reports *every* problem at once, each with its k
 what is expected, so one edit-and-retry fixes a whole file:
 
     gated.toml: gate.events: expected a non-empty list of strings, got 'FINAL'
-    gated.toml: timings.relay_pulse_s: expected a number > 0, got -1
+    gated.toml: timings.relay_pulse_s: expected a finite number > 0 and <= 60, got -1
     gated.toml: mqtt.tls.cafile: unknown key in mqtt.tls (known: ca_file, cert_file, key_file)
 
-Unknown keys are errors (a misspelt key would otherwise silently keep its default). Relative
-paths are resolved against the directory of the configuration file. Durations are seconds.
+Unknown keys are errors (a misspelt key would otherwise silently keep its default). Numbers are
+finite (`inf` and `nan` are refused: `max_age_s = inf` would turn a safety check off) and within
+their field's range. The board profile is resolved and checked as part of the configuration.
+Relative paths are resolved against the directory of the configuration file. Durations are seconds.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 import types
@@ -45,8 +48,8 @@ class ConfigError(GatedError, ValueError):
 
 
 def _opt(default=MISSING, doc: str = "", **checks):
-    """A schema field: `doc` for people; checks: choices=, minimum=, above=, pattern=, path=True, nonempty=True,
-    check=(value -> what was expected, or None)."""
+    """A schema field: `doc` for people; checks: choices=, minimum=, above=, maximum=, pattern=, path=True,
+    nonempty=True, check=(value -> what was expected, or None). Numbers are always finite."""
     kwargs = {"metadata": {"doc": doc, **checks}}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for list defaults")
@@ -75,9 +78,9 @@ class GateSection:
 class CameraSection:
     source: str = _opt("v4l2:/dev/video0", doc="frame source: v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:",
                        check=lambda v: _check_camera(v))
-    width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16)
-    height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16)
-    fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0)
+    width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16, maximum=16384)
+    height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16, maximum=16384)
+    fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0, maximum=1000)
 
 
 @dataclass(frozen=True)
@@ -97,35 +100,41 @@ class TurnstileSection:
 @dataclass(frozen=True)
 class TimingsSection:
     relay_pulse_s: float | None = _opt(None, doc="relay energised this long per admission (default: the board's pulse_ms)",
-                                       above=0)
+                                       above=0, maximum=60)
     passage_timeout_s: float | None = _opt(None, doc="nobody passed within this after an admission: roll it back "
-                                                     "(default: the board's)", above=0)
+                                                     "(default: the board's)", above=0, maximum=600)
     held_open_s: float | None = _opt(None, doc="door/arm still open after this: held_open alarm (default: the board's)",
-                                     above=0)
-    debounce_s: float = _opt(3.0, doc="the same code seen again within this is one scan, not two", minimum=0)
+                                     above=0, maximum=3600)
+    debounce_s: float = _opt(3.0, doc="the same code seen again within this is one scan, not two", minimum=0,
+                             maximum=3600)
 
 
 @dataclass(frozen=True)
 class ClockSection:
-    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0)
-    step_window: int = _opt(1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0)
+    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0,
+                       maximum=3600)
+    step_window: int = _opt(1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0,
+                            maximum=10)
     beacons: bool = _opt(True, doc="use signed time beacons (gated/v1/<site>/time) to bound the clock's error")
     trust_system_clock: bool = _opt(False, doc="treat the system clock as synchronised even when the kernel does not "
                                                "report NTP sync (battery-backed RTC, test bench)")
     when_uncertain: str = _opt("deny", doc="no NTP and no recent beacon, or they disagree: 'deny' time-dependent "
                                            "checks, or judge with the 'beacon' time", choices=("deny", "beacon"))
     max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
-                               above=0)
-    beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0)
+                               above=0, maximum=86400)
+    beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0,
+                                   maximum=86400)
     max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of a certain clock (NTP, RTC, the "
-                                              "beacons so far) is refused: one bad beacon cannot move the time", above=0)
+                                              "beacons so far) is refused: one bad beacon cannot move the time",
+                                    above=0, maximum=86400)
     rtc: bool = _opt(False, doc="the board has a battery-backed real-time clock: after a reboot its time counts as "
                                 "a source, like NTP (only while /dev/rtc0 or /sys/class/rtc/rtc0 exists)")
 
 
 @dataclass(frozen=True)
 class RevocationsSection:
-    max_age_s: float = _opt(86400.0, doc="the list is stale when its newest update is older than this", above=0)
+    max_age_s: float = _opt(86400.0, doc="the list is stale when its newest update is older than this", above=0,
+                            maximum=30 * 86400)
     when_stale: str = _opt("closed", doc="stale list: 'closed' denies every ticket, 'open' keeps admitting; "
                                           "an alarm is raised either way", choices=("open", "closed"))
 
@@ -144,9 +153,10 @@ class MqttSection:
     password: str | None = _opt(None, doc="broker password (prefer password_file)")
     password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
     client_id: str | None = _opt(None, doc="MQTT client id (default: gated-<site>-<gate>)")
-    keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5)
+    keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5, maximum=65535)
     command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat) is ignored "
-                                              "and logged: an 'open' queued while the gate was offline", above=0)
+                                              "and logged: an 'open' queued while the gate was offline", above=0,
+                                    maximum=86400)
     tls: TlsSection = _opt(TlsSection(), doc="TLS files")
 
     @property
@@ -178,7 +188,8 @@ class LoggingSection:
 
 @dataclass(frozen=True)
 class HealthSection:
-    interval_s: float = _opt(30.0, doc="how often the retained health message is published", above=0)
+    interval_s: float = _opt(30.0, doc="how often the retained health message is published", above=0,
+                             maximum=86400)
     textfile: Path | None = _opt(None, doc="optional Prometheus textfile (node_exporter textfile collector)", path=True)
 
 
@@ -290,9 +301,9 @@ def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
             return bad("an integer" + _bounds(meta))
         return raw if _in_bounds(raw, meta) else bad("an integer" + _bounds(meta))
     if inner is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            return bad("a number" + _bounds(meta))
-        return float(raw) if _in_bounds(raw, meta) else bad("a number" + _bounds(meta))
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            return bad("a finite number" + _bounds(meta))
+        return float(raw) if _in_bounds(raw, meta) else bad("a finite number" + _bounds(meta))
     if inner is Path:
         if not isinstance(raw, str) or not raw:
             return bad("a path (string)")
@@ -324,17 +335,22 @@ def _str_expected(meta) -> str:
 
 
 def _bounds(meta) -> str:
+    parts = []
     if "above" in meta:
-        return f" > {meta['above']}"
-    if "minimum" in meta:
-        return f" >= {meta['minimum']}"
-    return ""
+        parts.append(f"> {meta['above']}")
+    elif "minimum" in meta:
+        parts.append(f">= {meta['minimum']}")
+    if "maximum" in meta:
+        parts.append(f"<= {meta['maximum']}")
+    return (" " + " and ".join(parts)) if parts else ""
 
 
 def _in_bounds(value, meta) -> bool:
     if "above" in meta and not value > meta["above"]:
         return False
-    return not ("minimum" in meta and value < meta["minimum"])
+    if "minimum" in meta and not value >= meta["minimum"]:
+        return False
+    return not ("maximum" in meta and not value <= meta["maximum"])
 
 
 def _show(raw) -> str:
@@ -377,6 +393,15 @@ def _cross_checks(v: dict, problems: list) -> None:
         has_tls_files = any(x is not None for x in (mqtt.tls.ca_file, mqtt.tls.cert_file, mqtt.tls.key_file))
         if has_tls_files and not mqtt.uses_tls:
             problems.append(("mqtt.url", "TLS files are set but mqtt:// is plain text; use mqtts://"))
+    turnstile = v.get("turnstile")
+    if turnstile is not None:
+        from gated.boards import BoardError, load_profile
+
+        try:
+            load_profile(turnstile.board, turnstile.boards_dir)
+        except BoardError as exc:
+            problems.extend(("turnstile.board", f"profile {turnstile.board!r} ({exc.source}): {problem}")
+                            for problem in exc.problems)
     timings = v.get("timings")
     if timings is not None and None not in (timings.held_open_s, timings.relay_pulse_s) \
             and timings.held_open_s < timings.relay_pulse_s:

@@ -74,9 +74,7 @@ def uplink_settings(cfg: Config):
 def load_board(cfg: Config):
     from gated import boards
 
-    if cfg.turnstile.boards_dir is not None:
-        return boards.load_board(cfg.turnstile.boards_dir / f"{cfg.turnstile.board}.toml")
-    return boards.load_board(cfg.turnstile.board)
+    return boards.load_profile(cfg.turnstile.board, cfg.turnstile.boards_dir)
 
 
 def make_pin_factory(cfg: Config):

@@ -203,19 +203,36 @@ def generate_key_files(out_dir: str | os.PathLike, name: str) -> tuple[Path, Pat
     return private_path, public_path
 
 
-def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(), not_before=None, not_after=None) -> TrustedKey:
-    """Copy a public key into the keyring and add (or extend) its entry in keyring.toml."""
+def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(), not_before=None, not_after=None,
+                   replace: bool = False) -> TrustedKey:
+    """Copy a public key into the keyring and add (or extend) its entry in keyring.toml.
+
+    The same key under a name already there gains `role` (and the scope given). A *different* key
+    under a name already there is refused (KeyringError naming both kids) unless `replace`: then the
+    entry starts afresh with this key and only `role` and the scope given; nothing of the old key's
+    roles, events or window carries over to the new key."""
     if role not in ROLES:
         raise KeyringError(f"role {role!r} is not one of {', '.join(ROLES)}")
     keyring_dir = Path(keyring_dir)
     keyring_dir.mkdir(parents=True, exist_ok=True)
     pem = Path(public_file).read_bytes()
     public_key = load_public_key(pem)
+    kid = kid_of(public_key)
     name = name or Path(public_file).name.removesuffix(".pub").removesuffix(".pem")
     path = keyring_dir / KEYRING_FILE
     doc = tomllib.loads(path.read_text()) if path.exists() else {}
     entries = doc.setdefault("key", [])
     entry = next((e for e in entries if e.get("name") == name), None)
+    if entry is not None:
+        old_kid = _entry_kid(keyring_dir, entry)
+        if old_kid != kid:
+            if not replace:
+                raise KeyringError(
+                    f"{path}: the name {name!r} already holds another key (kid {old_kid.hex() if old_kid else '?'}, "
+                    f"{', '.join(entry.get('roles', [])) or 'no roles'}) than {public_file} (kid {kid.hex()}); "
+                    f"trust it under another --name, or pass --replace to drop the old key and its roles")
+            entries.remove(entry)
+            entry = None
     if entry is None:
         entry = {"name": name, "file": f"{name}.pub", "roles": []}
         entries.append(entry)
@@ -229,4 +246,12 @@ def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(),
     if not_after is not None:
         entry["not_after"] = format_time(not_after)
     path.write_text(tomli_w.dumps(doc))
-    return load_keyring(keyring_dir).find(kid_of(public_key), role)
+    return load_keyring(keyring_dir).find(kid, role)
+
+
+def _entry_kid(directory: Path, entry: dict) -> bytes | None:
+    """The kid of the key file an existing entry names; None if it cannot be read as a public key."""
+    try:
+        return kid_of(load_public_key((directory / entry["file"]).read_bytes()))
+    except (KeyError, TypeError, ValueError, OSError):
+        return None

@@ -99,8 +99,8 @@ when_stale = "maybe"
     assert "gate.id: missing, and required" in message
     assert "gate.events: expected a non-empty list of strings, got 'FINAL-2026'" in message
     assert "turnstile.pin_factory: expected one of 'auto'" in message
-    assert "timings.relay_pulse_s: expected a number > 0, got -1" in message
-    assert "timings.debounce_s: expected a number >= 0, got '3'" in message
+    assert "timings.relay_pulse_s: expected a finite number > 0 and <= 60, got -1" in message
+    assert "timings.debounce_s: expected a finite number >= 0 and <= 3600, got '3'" in message
     assert "mqtt.tls.cafile: unknown key in mqtt.tls (known: ca_file, cert_file, key_file)" in message
     assert "revocations.when_stale: expected one of 'open', 'closed'" in message
     assert "camera.source: expected one of v4l2:" in message
@@ -187,4 +187,53 @@ def test_check_config_command(tmp_path):
     (tmp_path / "bad.toml").write_text(MINIMAL.replace('id = "g1"', 'id = 7') + "[timings]\nheld_open_s = 0\n")
     bad = run("check-config", str(tmp_path / "bad.toml"))
     assert bad.returncode == 2
-    assert "gate.id: expected a name" in bad.stderr and "timings.held_open_s: expected a number > 0" in bad.stderr
+    assert "gate.id: expected a name" in bad.stderr and "timings.held_open_s: expected a finite number > 0" in bad.stderr
+
+
+def test_check_config_refuses_inf_nan_out_of_range_numbers_and_an_unknown_board(tmp_path):
+    """`max_age_s = inf` turned the stale-list lock off, `debounce_s = nan` meant a code was never
+    read again, and a board profile that does not exist passed: each is now listed with its key."""
+    from gated.cli import main
+
+    text = (MINIMAL.replace('board = "generic-relay"', 'board = "no-such-board"')
+            .replace('url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:1883"\nkeepalive_s = 70000')
+            + "[revocations]\nmax_age_s = inf\n"
+            + "[timings]\ndebounce_s = nan\nrelay_pulse_s = -inf\npassage_timeout_s = 1e9\n"
+            + "[camera]\nfps = nan\nwidth = 100000\n"
+            + "[health]\ninterval_s = inf\n"
+            + "[clock]\nskew_s = 1000000000\nbeacon_max_age_s = inf\n")
+    path = write(tmp_path, text)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    keys = [k for k, _ in caught.value.problems]
+    assert sorted(keys) == sorted(["revocations.max_age_s", "timings.debounce_s", "timings.relay_pulse_s",
+                                   "timings.passage_timeout_s", "camera.fps", "camera.width", "health.interval_s",
+                                   "mqtt.keepalive_s", "clock.skew_s", "clock.beacon_max_age_s", "turnstile.board"])
+    assert main(["check-config", str(path)]) == 2
+    err = str(caught.value)
+    assert "revocations.max_age_s: expected a finite number > 0 and <= 2592000, got inf" in err
+    assert "timings.debounce_s: expected a finite number >= 0 and <= 3600, got nan" in err
+    assert re.search(r"turnstile.board: profile 'no-such-board' .*no such board profile .*generic-relay", err)
+
+
+def test_a_board_profile_with_problems_is_a_configuration_problem(tmp_path):
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "mine.toml").write_text('[board]\nname = "mine"\n[relay]\npin = "GPIO99"\nmode = "hold"\n')
+    text = MINIMAL.replace('board = "generic-relay"', 'board = "mine"\nboards_dir = "boards"')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(write(tmp_path, text))
+    problems = [what for key, what in caught.value.problems if key == "turnstile.board"]
+    assert len(problems) == 2 and any("relay.pin" in p for p in problems) and any("relay.mode" in p for p in problems)
+    (boards / "mine.toml").write_text('[board]\nname = "mine"\n[relay]\npin = "GPIO4"\n')
+    assert config.load(write(tmp_path, text)).turnstile.boards_dir == boards
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "firmware_config").rglob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_file_still_loads(path):
+    from gated.boards import load_board
+
+    if path.parent.name == "boards":
+        assert load_board(path).name
+    else:
+        assert config.load(path).gate.id

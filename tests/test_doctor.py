@@ -65,16 +65,19 @@ def test_a_misconfigured_machine_says_what_is_wrong(tmp_path, authority):
     (tmp_path / "state").write_text("a file where the state directory should be")
     cfg = gate_config(tmp_path, keyring=tmp_path / "no-keyring", broker_url="mqtt://127.0.0.1:1",
                       camera_source="v4l2:/dev/video-none", site=SITE, gate="g1", event=EVENT,
-                      turnstile={"board": "no-such-board"}, revocations={"when_stale": "closed"})
+                      revocations={"when_stale": "closed"})
     result = doctor(write_config(tmp_path / "gated.toml", cfg))
     found = lines(result)
     assert result.returncode == 1
     for check, words in (("keyring", "no keyring here"), ("state", "not a directory"), ("revocations", "no list yet"),
-                         ("camera", "v4l2:/dev/video-none"), ("gpio", "no such board profile"),
-                         ("broker", "unreachable")):
+                         ("camera", "v4l2:/dev/video-none"), ("broker", "unreachable")):
         assert found[check][0] == "FAIL", (check, found[check])
         assert words in found[check][1], (check, found[check])
     assert "failed" in result.stderr
+    # a board profile that does not exist is a configuration problem (config.py resolves it)
+    cfg["turnstile"]["board"] = "no-such-board"
+    result = doctor(write_config(tmp_path / "gated.toml", cfg))
+    assert result.returncode == 2 and "turnstile.board" in result.stderr and "no such board profile" in result.stderr
 
 
 def test_a_stale_list_fails_when_the_policy_is_closed_and_warns_when_open(tmp_path, authority):

@@ -36,3 +36,32 @@ def test_every_bad_entry_is_reported(tmp_path):
     message = str(caught.value)
     assert "key[1] (missing)" in message and "key[2] (badrole)" in message and "key[3] (private)" in message
     assert "key[0]" not in message
+
+
+def test_trusting_a_different_key_under_a_taken_name_is_refused_unless_replace(tmp_path, capsys):
+    """Two folders, each with an `issuer.pub`: the second must not silently take the first one's
+    place (and its roles). Before, the revocation-only key became an issuer and the real issuer's
+    tickets were denied unknown_key."""
+    from gated.cli import main
+
+    issuer_pub = keys.generate_key_files(tmp_path / "box-office", "issuer")[1]
+    other_pub = keys.generate_key_files(tmp_path / "revocation-desk", "issuer")[1]
+    issuer_kid = keys.kid_of(keys.load_public_key(issuer_pub.read_bytes()))
+    other_kid = keys.kid_of(keys.load_public_key(other_pub.read_bytes()))
+    ring = tmp_path / "ring"
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "issuer", "--event", "FINAL", str(issuer_pub)]) == 0
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "issuer", str(issuer_pub)]) == 0  # same key: fine
+    capsys.readouterr()
+
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "revocation", str(other_pub)]) == 2
+    err = capsys.readouterr().err
+    assert issuer_kid.hex() in err and other_kid.hex() in err and "--replace" in err
+    loaded = keys.load_keyring(ring)
+    assert [(k.name, k.kid, k.roles) for k in loaded.keys] == [("issuer", issuer_kid, {"issuer"})]
+    assert loaded.find(issuer_kid, "issuer") is not None and loaded.find(other_kid, "issuer") is None
+
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "revocation", "--replace", str(other_pub)]) == 0
+    loaded = keys.load_keyring(ring)
+    assert [(k.name, k.kid, k.roles, k.events) for k in loaded.keys] == [("issuer", other_kid, {"revocation"},
+                                                                          frozenset())]
+    assert loaded.find(other_kid, "issuer") is None and loaded.find(issuer_kid, "issuer") is None

@@ -24,6 +24,8 @@ def register(sub) -> None:
     trust.add_argument("--event", action="append", default=[], help="issuer scope: event id it may sign for (repeat)")
     trust.add_argument("--not-before", help="ISO 8601 start of the key's signing window")
     trust.add_argument("--not-after", help="ISO 8601 end of the key's signing window")
+    trust.add_argument("--replace", action="store_true",
+                       help="the name already holds a different key: drop it (and its roles, events, window) for this one")
     trust.add_argument("pubfile")
     trust.set_defaults(func=trust_key)
 
@@ -49,7 +51,7 @@ def trust_key(args) -> int:
     try:
         key = keys.trust_key_file(args.keyring, args.pubfile, args.role, name=args.name, events=args.event,
                                   not_before=iso_option(args.not_before, "--not-before"),
-                                  not_after=iso_option(args.not_after, "--not-after"))
+                                  not_after=iso_option(args.not_after, "--not-after"), replace=args.replace)
     except ValueError as exc:
         raise CommandError(f"{args.pubfile}: {exc}") from None
     print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")

@@ -35,8 +35,8 @@ def relay_off(args) -> int:
 
     try:
         cfg = config.load(args.config)
-    except config.ConfigError as exc:
-        raise CommandError(f"configuration problems:\n{exc}") from None
+    except config.ConfigError as exc:  # the board profile is part of the configuration
+        raise CommandError(f"relay not switched off: configuration problems:\n{exc}") from None
     try:
         board = daemon.load_board(cfg)
         turnstile.relay_off(board, pin_factory=daemon.make_pin_factory(cfg))

@@ -5,8 +5,10 @@
 #
 # OUTDIR gets ca.crt/ca.key, server.crt/server.key (CN and SAN: the server name, default localhost,
 # plus IP 127.0.0.1), and CLIENT.crt/CLIENT.key for each client. The broker takes a client's CN as
-# its user name (use_identity_as_username), so name gate certificates after the gate id (g1, g2...),
-# and the central identities `central` (publisher, commands, beacons) and `ledger`.
+# its user name and client id (use_identity_as_username, use_username_as_clientid), so name gate
+# certificates after the gate id (g1, g2...), and the central identities `central` (publisher,
+# commands), `beacon` (gated beacon) and `ledger` (one per ledger process; make-dynsec.py --ledger).
+# The access rules for these names: make-dynsec.py.
 # EC P-256 keys, mode 0600. For tests and trials: a real site keeps its CA key offline.
 set -eu
 

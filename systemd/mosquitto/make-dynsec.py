@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Write the site broker's access rules (Mosquitto's dynamic-security plugin file) for a list of gates.
+
+    systemd/mosquitto/make-dynsec.py OUTFILE [--ledger NAME]... GATE...
+
+User names are client-certificate CNs (gated-site.conf: use_identity_as_username), and client ids
+too (use_username_as_clientid). Identities:
+
+  GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health, reads its own
+           cmd, every gate's events and status (cross-gate anti-passback), revocations and time.
+           It cannot subscribe to anything else, in particular not to a shared subscription
+           ($share/...), so it cannot take events away from the ledgers.
+  central  writes revocations, commands and time beacons; reads everything (short tools:
+           publish-revocations, commands; one at a time, they share the certificate).
+  beacon   writes time beacons (the long-running `gated beacon`).
+  ledger   reads events, status and health, plainly or through `$share/<group>/...` (each ledger
+           process needs its own certificate: --ledger NAME for each, default one `ledger`).
+
+Why a plugin and not an acl_file: Mosquitto 2.0.11's acl_file does not check SUBSCRIBE at all
+(only each delivered message, by its topic), so a gate, which may read every gate's events, could
+join the ledgers' shared subscription. The dynamic-security plugin (shipped in the mosquitto
+package) checks the subscription filter itself, `$share/` prefix included. It has no %u
+substitution, so every gate gets a role of its own: adding a gate means running this again with
+the new list and restarting Mosquitto (sessions and queues survive: persistence). The site level
+of every topic is `+` (one broker per site). No client here may administer the plugin over MQTT.
+Standard library only, so it runs on the broker host without gated installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # gated's gate-id rule (gated/config.py)
+CENTRAL = ("central", "beacon")
+
+
+def acl(kind: str, topic: str) -> dict:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
+
+
+def reads(*topics: str, shared: bool = False) -> list[dict]:
+    """Subscribe to and receive `topics` (and, with shared, through any $share group)."""
+    out = []
+    for topic in topics:
+        out += [acl("subscribePattern", topic), acl("publishClientReceive", topic)]
+        if shared:
+            out.append(acl("subscribePattern", f"$share/+/{topic}"))
+    return out
+
+
+def writes(*topics: str) -> list[dict]:
+    return [acl("publishClientSend", topic) for topic in topics]
+
+
+def site_rules(gates: list[str], ledgers: list[str]) -> dict:
+    root = "gated/v1/+"
+    roles = [
+        {"rolename": "gate", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
+                                           f"{root}/revocations/#", f"{root}/time")},
+        {"rolename": "central", "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time")
+                                        + reads("gated/v1/#")},
+        {"rolename": "beacon", "acls": writes(f"{root}/time")},
+        {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
+                                             f"{root}/gates/+/health", shared=True)},
+    ]
+    clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]
+    clients += [{"username": name, "roles": [{"rolename": "ledger"}]} for name in ledgers]
+    for gate in gates:
+        roles.append({"rolename": f"gate-{gate}",
+                      "acls": writes(*(f"{root}/gates/{gate}/{leaf}" for leaf in ("events", "status", "health")))
+                      + reads(f"{root}/gates/{gate}/cmd")})
+        clients.append({"username": gate, "roles": [{"rolename": "gate"}, {"rolename": f"gate-{gate}"}]})
+    return {
+        # anything not granted below is refused (unsubscribing is always allowed)
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
+                             "unsubscribe": True},
+        "clients": clients, "groups": [], "roles": roles,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outfile")
+    parser.add_argument("--ledger", action="append", help="a ledger's certificate CN (repeat; default: ledger)")
+    parser.add_argument("gates", nargs="+", metavar="GATE")
+    args = parser.parse_args(argv)
+    ledgers = args.ledger or ["ledger"]
+    names = args.gates + ledgers
+    bad = [n for n in names if not NAME.match(n)]
+    reserved = [n for n in args.gates if n in CENTRAL or n in ledgers]
+    duplicate = sorted({n for n in names if names.count(n) > 1})
+    if bad or reserved or duplicate:
+        for n in bad:
+            print(f"{n!r}: not a gate id (letters, digits, '.', '_', '-'; at most 64)", file=sys.stderr)
+        for n in reserved:
+            print(f"{n!r}: reserved for a central identity, not usable as a gate id", file=sys.stderr)
+        for n in duplicate:
+            print(f"{n!r}: given twice", file=sys.stderr)
+        return 2
+    text = json.dumps(site_rules(args.gates, ledgers), indent=2) + "\n"
+    fd = os.open(args.outfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # no secrets in it; mosquitto must read it
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    print(f"{args.outfile}: {len(args.gates)} gates, ledgers {', '.join(ledgers)}, central, beacon")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
