@@ -466,8 +466,8 @@ class Uplink:
         if problems:
             log.warning("peer event ignored", topic=topic[:200], id=event["id"], problem="; ".join(problems))
             return
-        if self.store.record_peer_event(event):
-            log.debug("peer event recorded", id=event["id"], kind=event["kind"])
+        changed = self.store.record_peer_event(event)
+        log.debug("peer event taken", topic=topic[:200], id=event["id"], kind=event["kind"], changed=changed)
 
     def _device_key(self, gate: str):
         """The peer's device key if the keyring names one after the gate (else the broker ACL is the guard)."""
