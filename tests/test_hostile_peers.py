@@ -16,6 +16,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import events, keys
 from gated.central.ledger import Ledger
@@ -332,6 +333,7 @@ def test_over_admission_counts_only_a_rollback_by_the_admitting_gate(tmp_path):
 
 # --- seeded fuzz: hostile messages through a running gate and a running ledger -----------------------
 
+events_common = ("v", "id", "site", "gate", "seq", "ts", "prev", "hash", "sig")
 HOSTILE_VALUES = [2**70, 2**63, -1, 1.5, [], {}, [[[[[]]]]], "x" * 5000, None, True, "\ud800", "", "g1:1",
                   {"a": [1, {"b": 2}]}, "ab" * 16, 0, "2026-13-45T99:99:99.999Z"]
 
@@ -355,6 +357,18 @@ def fuzz_messages(peer: Peer, rng: random.Random, count: int) -> list[tuple[str,
                      "passage": lambda: peer.event("passage", ref=f"g2:{max(1, peer.seq - 1)}", result="timeout"),
                      "alarm": lambda: peer.event("alarm", alarm="tamper"),
                      "state": lambda: peer.event("state", state="online", rev=1)}[kind]()
+            if roll < 0.3:  # well made, then sealed by g2, or by another key, or changed after sealing
+                how = rng.random()
+                if how < 0.4:
+                    event = peer.seal(event)
+                elif how < 0.7:
+                    stranger = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
+                    event = events.seal({k: v for k, v in event.items() if k not in events_common}, site=SITE,
+                                        gate=event["gate"], seq=event["seq"], prev=event["prev"], ts_ms=1, key=stranger)
+                else:
+                    event = dict(peer.seal(event), ts=events.format_ts(rng.getrandbits(40)))
+                made.append((events_topic(SITE, "g2"), json.dumps(event).encode()))
+                continue
             for _ in range(rng.randint(1, 3)):
                 how = rng.random()
                 if how < 0.6:
