@@ -9,9 +9,14 @@ transaction holding it has committed, so a crash of the ledger loses nothing):
                     one row per event id (`<gate>:<seq>`): a redelivered event is a no-op
     problems        chain_break, bad_signature, bad_hash, no_device_key, conflict (same id, other
                     content), malformed, wrong_site; one row per (kind, gate, seq, detail)
-    quarantine      events that failed their hash or signature: kept for inspection, never counted,
+    quarantine      messages not stored as events (malformed, wrong site, bad hash or signature,
+                    conflict), each with why: kept for inspection, never counted,
                     so a forgery cannot take the id slot of the real event
     tickets(cti, ent)  optional: admissions allowed per ticket, from `gated issue` CSVs
+
+Each message is read by events.read_event (size, JSON depth, types, integer ranges, id =
+gate:seq of the topic's gate) and stored alone (a savepoint each): a bad one is quarantined with
+its reason and the batch goes on; only a failing database stops the ledger.
 
 Checks, all independent of arrival order (QoS 1 redelivery and reconnects reorder messages):
   - hash and device signature: the key is the keyring entry with role `device` named after the
@@ -21,7 +26,7 @@ Checks, all independent of arrival order (QoS 1 redelivery and reconnects reorde
     seq+1 must point back at it (seq 1 must point at 64 zeros);
   - gaps: sequence numbers missing from 1..max per gate, computed when reporting;
   - over-admission: a scan event does not carry the ticket's `ent`, so the ledger counts, per
-    ticket, admissions not rolled back by a `passage` `timeout`, and compares the count with the
+    ticket, admissions not rolled back by a `passage` `timeout` of the same gate, and compares the count with the
     ticket's `entries` from an imported tickets CSV, or with 1 (the protocol default) when it has
     no CSV row for the ticket; `ent` 0 (unlimited) is never over-admitted. Reports say which
     limits were assumed.
