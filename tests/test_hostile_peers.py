@@ -435,3 +435,37 @@ def test_fuzz_hostile_peer_messages_through_a_running_gate_and_ledger(tmp_path, 
         gate.stop_quietly()
     err = ledger.stop()
     assert ledger.process.returncode == 0, err
+
+
+# --- the uplink's per-message error boundary ----------------------------------------------------------
+
+def test_a_handler_failing_on_one_message_costs_only_that_message(broker, store, authority, capsys):
+    """Whatever a message makes its handler raise: logged with why, acknowledged, and the next
+    message is handled (before: the exception left Uplink.poll() and ended the daemon)."""
+    from gated.uplink import Uplink
+    from tests.support.uplink import fast_settings, pump
+
+    seen = []
+
+    def handler(topic, payload):
+        if payload == b"bad":
+            raise ValueError("cannot read this")
+        seen.append(payload)
+
+    uplink = Uplink(store=store, keyring=authority.keyring, settings=fast_settings(broker.url), site=SITE, gate="g1")
+    uplink.subscribe(f"gated/v1/{SITE}/extra", handler)
+    uplink.start()
+    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    try:
+        pump([uplink], lambda: uplink.connected and uplink.link.wait_subscribed(0), what="a subscription")
+        sender.connect("127.0.0.1", broker.port)
+        sender.loop_start()
+        for payload in (b"bad", b"good"):
+            sender.publish(f"gated/v1/{SITE}/extra", payload, 1).wait_for_publish(5)
+        pump([uplink], lambda: seen == [b"good"], what="the message after the bad one")
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        uplink.stop()
+    dropped = [line for line in capsys.readouterr().out.splitlines() if "inbound message dropped" in line]
+    assert len(dropped) == 1 and "ValueError: cannot read this" in dropped[0], dropped
