@@ -42,6 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gated import __version__, cose, events, revocations
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtturl import UplinkSettings
+from gated.store import StoreError
 from gated.topics import command_topic, events_topic, events_topic_gate, revocation_topic, root, status_topic  # noqa: F401 (re-exported)
 
 log = structlog.get_logger("gated.uplink")
@@ -400,13 +401,11 @@ class Uplink:
         after every restart would otherwise be a crash loop), except a failing store, which may be
         the disk rather than the message: that one is not acknowledged, so it comes again on the next
         connection, and the loop goes on."""
-        from gated.store import StoreError
-
         try:
             self._route(message)
         except StoreError as exc:
-            log.error("inbound message not applied: store fault; it will come again", topic=message.topic[:200],
-                      error=str(exc))
+            log.error("inbound message not applied: store fault; not acknowledged, so the broker sends it again "
+                      "on the next connection", topic=message.topic[:200], error=str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary: logged, acknowledged, dropped
             log.error("inbound message dropped: its handler failed", topic=message.topic[:200], size=len(message.payload),
