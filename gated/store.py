@@ -3,9 +3,11 @@
 Tables (migration 1):
     meta(key, value)        event seq and last hash, revocation list version/site/state,
                             the device key, the last command nonce
-    admissions              one row per admission: scan id, ticket id, GT2 step, gate, time, state
-                            ('pending' until the passage sensor confirms it, then 'passed');
-                            admissions seen from other gates are rows here too (cross-gate anti-passback)
+    admissions              one row per admission of this gate: scan id, ticket id, GT2 step, gate,
+                            time, state ('pending' until the passage sensor confirms it, then 'passed')
+    peer_admissions         (migration 2) admissions seen from other gates (cross-gate anti-passback),
+                            keyed by (gate, seq): apart from this gate's own, so a peer's event can
+                            never collide with or roll back one of them
     revoked(cti)            the revocation list, a WITHOUT ROWID b-tree: lookups stay O(log n) on
                             disk and memory does not grow with the list
     revocation_parts        parts of a multi-part snapshot waiting for the rest
@@ -52,6 +54,23 @@ MIGRATIONS = [
         payload BLOB NOT NULL, PRIMARY KEY (version, part)
     );
     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, event TEXT NOT NULL);
+    """,
+    # 2: other gates' admissions get a table of their own, keyed by (gate, seq): a peer's event can
+    # neither take one of this gate's scan ids nor roll back one of this gate's admissions
+    """
+    CREATE TABLE peer_admissions (
+        gate TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        cti BLOB NOT NULL,
+        step INTEGER,
+        ts_ms INTEGER NOT NULL,
+        PRIMARY KEY (gate, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX peer_admissions_by_ticket ON peer_admissions (cti, step);
+    INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms)
+        SELECT a.gate, CAST(substr(a.scan_id, length(a.gate) + 2) AS INTEGER), a.cti, a.step, a.ts_ms
+        FROM admissions a JOIN meta m ON m.key = 'gate' WHERE a.gate != m.value;
+    DELETE FROM admissions WHERE gate != (SELECT value FROM meta WHERE key = 'gate');
     """,
 ]
 
@@ -163,8 +182,9 @@ class GateStore:
         with self._lock:
             revoked, count, step_seen = self._db.execute(
                 "SELECT EXISTS (SELECT 1 FROM revoked WHERE cti = ?1),"
-                " (SELECT COUNT(*) FROM admissions WHERE cti = ?1),"
-                " EXISTS (SELECT 1 FROM admissions WHERE cti = ?1 AND step = ?2)", (cti, step)).fetchone()
+                " (SELECT COUNT(*) FROM admissions WHERE cti = ?1) + (SELECT COUNT(*) FROM peer_admissions WHERE cti = ?1),"
+                " EXISTS (SELECT 1 FROM admissions WHERE cti = ?1 AND step = ?2)"
+                " OR EXISTS (SELECT 1 FROM peer_admissions WHERE cti = ?1 AND step = ?2)", (cti, step)).fetchone()
         return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev)
 
     def is_revoked(self, cti: bytes) -> bool:
@@ -174,7 +194,9 @@ class GateStore:
     def admissions(self, cti: bytes) -> list[dict]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ? ORDER BY ts_ms", (cti,)).fetchall()
+                "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ?1 UNION ALL "
+                "SELECT gate || ':' || seq, gate, step, ts_ms, 'passed' FROM peer_admissions WHERE cti = ?1 "
+                "ORDER BY ts_ms", (cti,)).fetchall()
         return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
 
     # --- events -----------------------------------------------------------------------------
@@ -220,17 +242,25 @@ class GateStore:
                 "SELECT scan_id FROM admissions WHERE state = 'pending' AND gate = ? ORDER BY ts_ms", (self.gate,))]
 
     def record_peer_event(self, event: dict) -> bool:
-        """Learn another gate's admission (or its rollback); idempotent by event id. True if it changed anything."""
-        if event.get("gate") == self.gate:
+        """Learn another gate's admission, or its rollback; idempotent. True if it changed anything.
+        `event` must have passed events.read_event() and check_seal(): its id is `<gate>:<seq>` and
+        a passage's `ref` names an earlier scan of the same gate. Only that gate's own admissions
+        are touched, in `peer_admissions`; this gate's own events are ignored."""
+        gate = event["gate"]
+        if gate == self.gate:
             return False
         with self._tx() as db:
-            if event.get("kind") == "scan" and event.get("decision") == "admit" and isinstance(event.get("ticket"), str):
+            if event["kind"] == "scan" and event["decision"] == "admit":
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, 'passed')",
-                    (event["id"], bytes.fromhex(event["ticket"]), event.get("step"), event["gate"], _event_ms(event)))
+                    "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms) VALUES (?, ?, ?, ?, ?)",
+                    (gate, event["seq"], bytes.fromhex(event["ticket"]), event.get("step"), _event_ms(event)))
                 return cur.rowcount > 0
-            if event.get("kind") == "passage" and event.get("result") == "timeout":
-                return db.execute("DELETE FROM admissions WHERE scan_id = ?", (event.get("ref"),)).rowcount > 0
+            if event["kind"] == "passage" and event["result"] == "timeout":
+                prefix, _, seq = event["ref"].rpartition(":")
+                if prefix != gate or not seq.isdigit():
+                    return False
+                return db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?",
+                                  (gate, int(seq))).rowcount > 0
         return False
 
     @property

@@ -42,3 +42,13 @@ def revocation_topic(site: str, version: int, part: int) -> str:
 
 def beacon_topic(site: str) -> str:
     return f"{root(site)}time"
+
+
+def events_topic_gate(topic: str, site: str | None = None) -> str | None:
+    """The gate an events topic names (`gated/v1/<site>/gates/<gate>/events`; any site when
+    `site` is None), or None when `topic` is not one."""
+    parts = topic.split("/")
+    if len(parts) != 6 or parts[:2] != ["gated", "v1"] or parts[3] != "gates" or parts[5] != "events" \
+            or (site is not None and parts[2] != site) or not parts[4]:
+        return None
+    return parts[4]

@@ -41,7 +41,8 @@ from gated.core.errors import GatedError
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
-from gated.topics import command_topic, events_topic, revocation_topic, root, status_topic  # noqa: F401 (re-exported)
+from gated.store import StoreError
+from gated.topics import command_topic, events_topic, events_topic_gate, revocation_topic, root, status_topic  # noqa: F401 (re-exported)
 
 log = structlog.get_logger("gated.uplink")
 
@@ -49,16 +50,6 @@ COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off", "clock_re
 NONCE_KEY = "command_nonce"
 
 
-
-
-def _is_ticket_id(value) -> bool:
-    if not isinstance(value, str) or len(value) != 32:
-        return False
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
 
 
 def now_ms() -> int:
@@ -257,19 +248,35 @@ class Uplink:
 
     # inbound
     def _dispatch(self, message: Inbound) -> None:
+        """Each inbound message in its own error boundary: whatever a message makes a handler raise
+        is logged with why and the message is acknowledged and dropped (a broker redelivering it
+        after every restart would otherwise be a crash loop), except a failing store, which may be
+        the disk rather than the message: that one is not acknowledged, so it comes again on the next
+        connection, and the loop goes on."""
+        try:
+            self._route(message)
+        except StoreError as exc:
+            log.error("inbound message not applied: store fault; not acknowledged, so the broker sends it again "
+                      "on the next connection", topic=message.topic[:200], error=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the per-message error boundary: logged, acknowledged, dropped
+            log.error("inbound message dropped: its handler failed", topic=message.topic[:200], size=len(message.payload),
+                      error=f"{type(exc).__name__}: {exc}"[:300])
+        self.link.ack(message)
+
+    def _route(self, message: Inbound) -> None:
         base = root(self.site)
         topic = message.topic
         if topic.startswith(base + "revocations/"):
             self._revocation(message)
         elif topic == command_topic(self.site, self.gate):
             self._command(message.payload)
-        elif topic.startswith(base + "gates/") and topic.endswith("/events"):
+        elif events_topic_gate(topic, self.site) is not None:
             self._peer_event(topic, message.payload)
         else:
             for topic_filter, handler in self._handlers:
                 if mqtt.topic_matches_sub(topic_filter, topic):
                     handler(topic, message.payload)
-        self.link.ack(message)
 
     def _revocation(self, message: Inbound) -> None:
         if not message.payload:  # a cleared retained topic
@@ -295,22 +302,23 @@ class Uplink:
             self.on_command(command.name)
 
     def _peer_event(self, topic: str, payload: bytes) -> None:
+        """Another gate's event (PROTOCOL §6): checked as strictly as the ledger checks it (the gate
+        the topic names, `id` = gate:seq, types, integer ranges, sizes; events.read_event), then its
+        seal, then recorded (only admissions and that gate's own rollbacks matter here)."""
+        gate = events_topic_gate(topic, self.site)
         try:
-            event = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            log.warning("peer event ignored", topic=topic, problem=f"not JSON: {exc}")
+            event = events.read_event(payload, site=self.site, gate=gate)
+        except events.EventRejected as exc:
+            log.warning("peer event ignored", topic=topic[:200], problem=exc.detail)
             return
-        if not isinstance(event, dict) or event.get("site") != self.site \
-                or events_topic(self.site, str(event.get("gate"))) != topic:
-            log.warning("peer event ignored", topic=topic, problem="site or gate does not match its topic")
-            return
-        problems = events.check_seal(event, self._device_key(event["gate"]))
-        if event.get("kind") == "scan" and event.get("decision") == "admit" and not _is_ticket_id(event.get("ticket")):
-            problems.append("an admission without a ticket id (32 hex digits)")
+        if gate == self.gate:
+            return  # our own (the broker's No Local should have kept it from us)
+        problems = events.check_seal(event, self._device_key(gate))
         if problems:
-            log.warning("peer event ignored", topic=topic, id=event.get("id"), problem="; ".join(problems))
+            log.warning("peer event ignored", topic=topic[:200], id=event["id"], problem="; ".join(problems))
             return
-        self.store.record_peer_event(event)
+        changed = self.store.record_peer_event(event)
+        log.debug("peer event taken", topic=topic[:200], id=event["id"], kind=event["kind"], changed=changed)
 
     def _device_key(self, gate: str):
         """The peer's device key if the keyring names one after the gate (else the broker ACL is the guard)."""

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from gated.core import events
-from gated.store import GateStore, StoreError
+from gated.store import MIGRATIONS, GateStore, StoreError
 
 SITE = "arena"
 
@@ -23,9 +23,25 @@ def test_settings_and_migrations(tmp_path):
         pass
     db = sqlite3.connect(tmp_path / "g.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox"} <= tables
+    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox", "peer_admissions"} <= tables
+
+
+def test_migration_2_moves_peer_admissions_out_of_the_gates_own_table(tmp_path):
+    path, own, peer = tmp_path / "old.db", os.urandom(16), os.urandom(16)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [("site", "arena"), ("gate", "g1")])
+    db.executemany("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, ?)",
+                   [("g1:1", own, None, "g1", 5, "pending"), ("g2:7", peer, None, "g2", 6, "passed")])
+    db.close()
+    with GateStore(path, site="arena", gate="g1") as store:
+        assert store.admissions(peer) == [{"scan_id": "g2:7", "gate": "g2", "step": None, "ts_ms": 6, "state": "passed"}]
+        assert store.facts(peer).admissions == 1 and store.facts(own).admissions == 1
+        assert store.pending_admissions() == ["g1:1"]
+        (mine,) = store._db.execute("SELECT COUNT(*) FROM admissions").fetchone()
+    assert mine == 1
 
 
 def test_scan_event_and_admission_commit_together(store):
@@ -94,17 +110,35 @@ def test_outbox_acknowledge(store):
     assert [seq for seq, _ in store.outbox()] == [4, 5] and store.outbox_depth() == 2
 
 
-def test_peer_admissions_are_idempotent_and_rolled_back(store):
+def test_peer_admissions_are_idempotent_and_rolled_back(store, tmp_path):
     cti = os.urandom(16)
-    scan = {"kind": "scan", "id": "g2:7", "gate": "g2", "decision": "admit", "ticket": cti.hex(),
-            "ts": "2026-09-21T14:13:20.123Z"}
+    with GateStore(tmp_path / "g2.db", site=store.site, gate="g2") as g2:
+        g2.record_event({"kind": "alarm", "alarm": "tamper"}, 1)
+        scan = g2.record_scan({"ticket": cti.hex(), "event": "E", "type": "t", "zone": None, "decision": "admit",
+                               "reason": "ok", "rev": 0, "latency_us": 0}, 1_000, admit_cti=cti)
+        timeout = g2.record_passage(scan["id"], False, 2_000)
     assert store.record_peer_event(scan) is True
     assert store.record_peer_event(scan) is False  # delivered twice, counted once
     assert store.facts(cti).admissions == 1
-    assert store.record_peer_event({"kind": "passage", "gate": "g2", "ref": "g2:7", "result": "timeout"}) is True
+    assert store.admissions(cti) == [{"scan_id": "g2:2", "gate": "g2", "step": None, "ts_ms": 1_000, "state": "passed"}]
+    assert store.record_peer_event(timeout) is True
     assert store.facts(cti).admissions == 0
-    own = {**scan, "gate": "g1", "id": "g1:99"}
+    own = {**scan, "gate": "g1", "id": "g1:2"}
     assert store.record_peer_event(own) is False
+
+
+def test_a_peer_can_neither_take_nor_roll_back_the_gates_own_admissions(store):
+    cti = os.urandom(16)
+    mine = store.record_scan({"ticket": cti.hex(), "decision": "admit"}, 1_000, admit_cti=cti)
+    # g2 names g1's scan id (a shape events.read_event refuses; the store must not rely on that alone)
+    assert store.record_peer_event({"kind": "passage", "gate": "g2", "id": "g2:9", "seq": 9, "ref": mine["id"],
+                                    "result": "timeout"}) is False
+    # and an admission whose id is the one g1 gives next: g1's own next admission still goes in
+    assert store.record_peer_event({"kind": "scan", "gate": "g2", "id": "g1:2", "seq": 2, "decision": "admit",
+                                    "ticket": cti.hex(), "ts": "2026-09-21T14:13:20.123Z"}) is True
+    assert store.facts(cti).admissions == 2
+    follow = store.record_scan({"ticket": cti.hex(), "decision": "admit"}, 2_000, admit_cti=cti)  # no collision
+    assert follow["id"] == "g1:2" and store.facts(cti).admissions == 3
 
 
 def test_a_store_belongs_to_one_gate(tmp_path):

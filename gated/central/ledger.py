@@ -9,9 +9,14 @@ transaction holding it has committed, so a crash of the ledger loses nothing):
                     one row per event id (`<gate>:<seq>`): a redelivered event is a no-op
     problems        chain_break, bad_signature, bad_hash, no_device_key, conflict (same id, other
                     content), malformed, wrong_site; one row per (kind, gate, seq, detail)
-    quarantine      events that failed their hash or signature: kept for inspection, never counted,
+    quarantine      messages not stored as events (malformed, wrong site, bad hash or signature,
+                    conflict), each with why: kept for inspection, never counted,
                     so a forgery cannot take the id slot of the real event
     tickets(cti, ent)  optional: admissions allowed per ticket, from `gated issue` CSVs
+
+Each message is read by events.read_event (size, JSON depth, types, integer ranges, id =
+gate:seq of the topic's gate) and stored alone (a savepoint each): a bad one is quarantined with
+its reason and the batch goes on; only a failing database stops the ledger.
 
 Checks, all independent of arrival order (QoS 1 redelivery and reconnects reorder messages):
   - hash and device signature: the key is the keyring entry with role `device` named after the
@@ -21,7 +26,7 @@ Checks, all independent of arrival order (QoS 1 redelivery and reconnects reorde
     seq+1 must point back at it (seq 1 must point at 64 zeros);
   - gaps: sequence numbers missing from 1..max per gate, computed when reporting;
   - over-admission: a scan event does not carry the ticket's `ent`, so the ledger counts, per
-    ticket, admissions not rolled back by a `passage` `timeout`, and compares the count with the
+    ticket, admissions not rolled back by a `passage` `timeout` of the same gate, and compares the count with the
     ticket's `entries` from an imported tickets CSV, or with 1 (the protocol default) when it has
     no CSV row for the ticket; `ent` 0 (unlimited) is never over-admitted. Reports say which
     limits were assumed.
@@ -29,7 +34,6 @@ Checks, all independent of arrival order (QoS 1 redelivery and reconnects reorde
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 import os
@@ -42,11 +46,10 @@ from pathlib import Path
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gated.core.errors import GatedError
 from gated.core import events as ev
-from gated.core import ed25519
+from gated.core.errors import GatedError
 from gated.keys import Keyring
-from gated.topics import events_topic
+from gated.topics import events_topic, events_topic_gate
 
 log = structlog.get_logger("gated.ledger")
 
@@ -126,15 +129,20 @@ class Ledger:
         self.db.execute("COMMIT")
         return len(rows)
 
-    def ingest(self, payloads, received_ms: int | None = None) -> IngestResult:
-        """Store a batch of event messages (bytes, str or dicts) in one transaction."""
+    def ingest(self, payloads, received_ms: int | None = None, *, topics=None) -> IngestResult:
+        """Store a batch of event messages (bytes, str or dicts) in one transaction. `topics`: the
+        topic each came on (same order), whose gate the event must name. Each message is handled
+        alone (a savepoint of its own): whatever is wrong with one is quarantined with its reason,
+        and the rest of the batch is stored. Only a failing database fails the batch (LedgerError)."""
         received_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
+        payloads = list(payloads)
+        topics = list(topics) if topics is not None else [None] * len(payloads)
         result = IngestResult()
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for examined in self._examine_all(payloads):
-                    self._store(examined, received_ms, result)
+                for examined in self._examine_all(list(zip(payloads, topics))):
+                    self._store_alone(examined, received_ms, result)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -143,14 +151,36 @@ class Ledger:
             raise LedgerError(f"{self.path}: write failed ({exc}); the batch was not acknowledged") from exc
         return result
 
-    def _examine_all(self, payloads) -> list:
-        payloads = list(payloads)
-        if self._pool is None or len(payloads) < 64:
-            return [self._examine(p) for p in payloads]
-        size = -(-len(payloads) // self.workers)  # one slice per thread (ThreadPoolExecutor.map ignores chunksize)
-        slices = [payloads[i:i + size] for i in range(0, len(payloads), size)]
-        return [examined for part in self._pool.map(lambda part: [self._examine(p) for p in part], slices)
+    def _examine_all(self, messages: list) -> list:
+        if self._pool is None or len(messages) < 64:
+            return [self._examine_alone(*m) for m in messages]
+        size = -(-len(messages) // self.workers)  # one slice per thread (ThreadPoolExecutor.map ignores chunksize)
+        slices = [messages[i:i + size] for i in range(0, len(messages), size)]
+        return [examined for part in self._pool.map(lambda part: [self._examine_alone(*m) for m in part], slices)
                 for examined in part]
+
+    def _examine_alone(self, payload, topic) -> tuple:
+        """_examine() in an error boundary: a message that makes it fail is quarantined, with why."""
+        try:
+            return self._examine(payload, topic)
+        except Exception as exc:  # noqa: BLE001 - the per-message error boundary
+            return _body_text(payload), None, None, "malformed", f"could not be examined: {type(exc).__name__}: {exc}"[:200]
+
+    def _store_alone(self, examined: tuple, received_ms: int, result: IngestResult) -> None:
+        """_store() in a savepoint: if one message makes it fail, what it wrote is undone and the
+        message is quarantined with why; if even that fails, the database is at fault."""
+        counts = (result.new, result.duplicates, result.rejected, len(result.problems))
+        self.db.execute("SAVEPOINT message")
+        try:
+            self._store(examined, received_ms, result)
+        except Exception as exc:  # noqa: BLE001 - the per-message error boundary
+            self.db.execute("ROLLBACK TO message")
+            result.new, result.duplicates, result.rejected = counts[:3]
+            del result.problems[counts[3]:]
+            why = f"could not be stored: {type(exc).__name__}: {exc}"[:200]
+            log.error("ledger message quarantined", why=why)
+            self._quarantine(result, None, examined[0], why, received_ms)
+        self.db.execute("RELEASE message")
 
     def _problem(self, result, kind, detail, received_ms, gate=None, seq=None, event_id=None) -> None:
         cur = self.db.execute("INSERT OR IGNORE INTO problems (kind, gate, seq, event_id, detail, received_ms) "
@@ -159,28 +189,29 @@ class Ledger:
             result.problems.append({"kind": kind, "gate": gate, "seq": seq, "detail": detail})
 
     def _quarantine(self, result, event_id, body, why, received_ms) -> None:
+        """Keep a message that is not stored as an event, with why (its first MAX_BYTES characters
+        when it is longer: it was refused for its size anyway)."""
         self.db.execute("INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
-                        (event_id, body, why, received_ms))
+                        (event_id, body[:ev.MAX_BYTES], why, received_ms))
         result.rejected += 1
 
-    def _examine(self, payload) -> tuple:
+    def _examine(self, payload, topic: str | None = None) -> tuple:
         """Parse and check one message without touching the database (runs on worker threads:
         libsodium releases the GIL). Returns (text, event, key, problem kind, detail)."""
-        if isinstance(payload, dict):
-            event, text = payload, json.dumps(payload, ensure_ascii=False)
-        else:
-            text = payload.decode("utf-8", "replace") if isinstance(payload, (bytes, bytearray)) else str(payload)
-            try:
-                event = json.loads(text)
-            except json.JSONDecodeError as exc:
-                return text, None, None, "malformed", f"not JSON: {exc}"[:200]
-        shape = _shape_problem(event)
-        if shape:
-            return text, event, None, "malformed", shape
+        text = _body_text(payload)
+        gate = None
+        if topic is not None:
+            gate = events_topic_gate(topic)
+            if gate is None:
+                return text, None, None, "malformed", f"not an events topic: {topic[:100]!r}"
+        try:
+            event = ev.read_event(text if isinstance(payload, dict) else payload, gate=gate)
+        except ev.EventRejected as exc:
+            return text, None, None, "malformed", exc.detail
         if self.site is not None and event["site"] != self.site:
             return text, event, None, "wrong_site", f"event for site {event['site']!r}"
         key = self._device_key(event["gate"])
-        seal_problems = _check_seal(event, key)
+        seal_problems = ev.check_seal(event, key)
         if seal_problems:
             kind = "bad_hash" if "hash does not match content" in seal_problems else "bad_signature"
             return text, event, key, kind, "; ".join(seal_problems)
@@ -189,13 +220,12 @@ class Ledger:
     def _store(self, examined: tuple, received_ms: int, result: IngestResult) -> None:
         text, event, key, kind, detail = examined
         if kind is not None:
-            gate = event.get("gate") if isinstance(event, dict) and isinstance(event.get("gate"), str) else None
-            if kind == "malformed":
+            if event is None:  # malformed: nothing in it can be trusted, not even its gate
                 self._quarantine(result, None, text, detail, received_ms)
-                self._problem(result, kind, detail, received_ms, gate=gate)
+                self._problem(result, kind, detail, received_ms)
             else:
                 self._quarantine(result, event["id"], text, detail, received_ms)
-                self._problem(result, kind, detail, received_ms, gate, event["seq"], event["id"])
+                self._problem(result, kind, detail, received_ms, event["gate"], event["seq"], event["id"])
             return
         gate, seq, event_id = event["gate"], event["seq"], event["id"]
         if key is None and self.keyring is not None:
@@ -278,7 +308,8 @@ class Ledger:
                     "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), t.ent IS NULL, GROUP_CONCAT(e.gate) "
                     "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
                     "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL AND NOT EXISTS ("
-                    "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.kind = 'passage' AND p.result = 'timeout') "
+                    "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
+                    "  AND p.result = 'timeout') "
                     "GROUP BY e.ticket HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
                     "ORDER BY e.ticket")]
         (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
@@ -293,40 +324,17 @@ class Ledger:
                 "clean": clean}
 
 
-def _check_seal(event: dict, raw_key: bytes | None) -> list[str]:
-    """events.check_seal, stopping at the first problem."""
-    try:
-        expected = ev.event_hash(event)
-    except (KeyError, ValueError, TypeError) as exc:
-        return [f"unhashable event: {exc}"]
-    if expected != event.get("hash"):
-        return ["hash does not match content"]
-    if raw_key is not None:
-        try:
-            sig = base64.b64decode(event.get("sig", ""), validate=True)
-        except (ValueError, TypeError):
-            sig = b""
-        if not ed25519.verifies(raw_key, sig, bytes.fromhex(expected)):
-            return ["device signature does not verify"]
-    return []
-
-
 def _text(value):
     return None if value is None else str(value)
 
 
-def _shape_problem(event) -> str:
-    """What keeps an event from being stored at all (its common fields, PROTOCOL §5), or ''."""
-    if not isinstance(event, dict):
-        return "an event must be a JSON object"
-    for name, kind in (("id", str), ("site", str), ("gate", str), ("kind", str), ("hash", str), ("prev", str)):
-        if type(event.get(name)) is not kind:
-            return f"{name} missing or not a {kind.__name__}"
-    if type(event.get("seq")) is not int or event["seq"] < 1:
-        return "seq missing or not a positive integer"
-    if event["id"] != f"{event['gate']}:{event['seq']}":
-        return f"id {event['id']!r} is not <gate>:<seq>"
-    return ""
+def _body_text(payload) -> str:
+    """A message as text for the events table or the quarantine (undecodable bytes replaced)."""
+    if isinstance(payload, dict):
+        return json.dumps(payload, ensure_ascii=False)
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload).decode("utf-8", "replace")
+    return str(payload)
 
 
 def format_report(report: dict) -> str:
@@ -412,7 +420,7 @@ class LedgerService:
             pass
         if not messages:
             return None
-        result = self.ledger.ingest([m.payload for m in messages])
+        result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
         for message in messages:
             self.link.ack(message)
         self.received += len(messages)

@@ -16,16 +16,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gated.core import ed25519
+from gated.core.reasons import Reason
 
 VERSION = 1
 GENESIS = "0" * 64
 KINDS = ("scan", "passage", "alarm", "state")
 ALARMS = ("forced_entry", "held_open", "emergency_on", "emergency_off", "tamper")
+
+# Bounds on an event message (docs/protocol.md, "Event messages in"): checked before and while parsing.
+MAX_BYTES = 16384        # one event message; a gate's events are well under 2 KiB
+MAX_FIELDS = 32          # keys in the object
+MAX_TEXT = 1024          # characters in any string value (aud/typ come from a ticket of at most 1024)
+MAX_NAME = 128           # characters in site and gate
+MAX_INT = 2**63 - 1      # every integer is in 0..MAX_INT (SQLite's INTEGER, and the ledger's columns)
 
 
 def canonical(event: dict) -> bytes:
@@ -51,18 +60,164 @@ def seal(body: dict, *, site: str, gate: str, seq: int, prev: str, ts_ms: int, k
     return event
 
 
-def check_seal(event: dict, device_key: Ed25519PublicKey | None) -> list[str]:
-    """What is wrong with an event's own hash and signature (an empty list: nothing)."""
+
+# --- reading an event message from outside (a peer gate, the ledger) ------------------------------
+
+class EventRejected(ValueError):
+    """An event message that is not a well-formed PROTOCOL §5 event; `detail` says why."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CTI = re.compile(r"[0-9a-f]{32}")
+_TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", re.ASCII)
+_SIG = re.compile(r"[A-Za-z0-9+/]{86}==")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # "\\ud800" escapes parse to these; they cannot be hashed or stored
+_REASONS = frozenset(r.value for r in Reason)
+
+
+def _no_float(text: str):
+    raise EventRejected(f"a number that is not an integer ({text[:20]})")
+
+
+def _unique_keys(pairs: list) -> dict:
+    if len(pairs) > MAX_FIELDS:
+        raise EventRejected(f"an object with more than {MAX_FIELDS} keys")
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise EventRejected("a key repeated in one object")
+    return obj
+
+
+def read_event(payload: bytes | str, *, site: str | None = None, gate: str | None = None) -> dict:
+    """Parse and check one event message (bytes off the wire, or text). `site`, `gate`: what the
+    topic it came on says; the event must name the same. Raises EventRejected with the reason.
+    The seal (hash, signature) is checked separately: check_seal()."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8", "surrogatepass")
+    if len(payload) > MAX_BYTES:
+        raise EventRejected(f"message of {len(payload)} bytes, over {MAX_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+        event = json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        raise EventRejected(f"not UTF-8: {exc}") from None
+    except RecursionError:
+        raise EventRejected("JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and int() refusing a number of over 4300 digits
+        if isinstance(exc, EventRejected):
+            raise
+        raise EventRejected(f"not JSON: {exc}"[:200]) from None
+    problem = shape_problem(event, site=site, gate=gate)
+    if problem:
+        raise EventRejected(problem)
+    return event
+
+
+def _uint(value) -> bool:
+    return type(value) is int and 0 <= value <= MAX_INT
+
+
+def _text(value, limit: int = MAX_TEXT) -> bool:
+    return type(value) is str and len(value) <= limit and not _SURROGATE.search(value)
+
+
+def shape_problem(event, *, site: str | None = None, gate: str | None = None) -> str:
+    """What keeps a parsed event from being a PROTOCOL §5 event of `site` and `gate` (when given),
+    or '': the common fields, the fields of its kind, integer ranges, sizes. Unknown keys may carry
+    only a string, an integer, a boolean or null (room for additions, none for structures)."""
+    if not isinstance(event, dict):
+        return "an event must be a JSON object"
+    if len(event) > MAX_FIELDS:
+        return f"more than {MAX_FIELDS} fields"
+    for name, value in event.items():
+        if not _text(name, 64):
+            return "a key of over 64 characters or with a lone surrogate"
+        if not (value is None or type(value) is bool or _uint(value) or _text(value)):
+            return f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters), integer in 0..2^63-1, boolean or null"
+    if event.get("v") != VERSION or type(event.get("v")) is not int:
+        return f"v must be {VERSION}"
+    for name in ("site", "gate"):
+        value = event.get(name)
+        if type(value) is not str or not 0 < len(value) <= MAX_NAME or any(c in value for c in "/+#\0"):
+            return f"{name} missing, empty, over {MAX_NAME} characters or not a topic level"
+    if site is not None and event["site"] != site:
+        return f"site {event['site']!r} is not {site!r}"
+    if gate is not None and event["gate"] != gate:
+        return f"gate {event['gate']!r} is not the topic's gate {gate!r}"
+    seq = event.get("seq")
+    if not _uint(seq) or seq < 1:
+        return "seq missing or not an integer in 1..2^63-1"
+    if event.get("id") != f"{event['gate']}:{seq}":
+        return f"id {str(event.get('id'))[:80]!r} is not <gate>:<seq>"
+    if type(event.get("ts")) is not str or not _TS.fullmatch(event["ts"]):
+        return "ts missing or not RFC 3339 UTC with milliseconds"
+    for name in ("prev", "hash"):
+        if type(event.get(name)) is not str or not _HEX64.fullmatch(event[name]):
+            return f"{name} missing or not 64 lowercase hex digits"
+    if type(event.get("sig")) is not str or not _SIG.fullmatch(event["sig"]):
+        return "sig missing or not a base64 Ed25519 signature"
+    kind = event.get("kind")
+    if kind == "scan":
+        return _scan_problem(event)
+    if kind == "passage":
+        ref = event.get("ref")
+        prefix = f"{event['gate']}:"
+        number = ref[len(prefix):] if type(ref) is str and ref.startswith(prefix) else ""
+        if not (number.isascii() and number.isdigit() and number[0] != "0" and int(number) < seq):
+            return "ref must be the id of an earlier scan of the same gate"
+        if event.get("result") not in ("passed", "timeout"):
+            return "result must be passed or timeout"
+        return ""
+    if kind == "alarm":
+        return "" if event.get("alarm") in ALARMS else f"alarm must be one of {', '.join(ALARMS)}"
+    if kind == "state":
+        if type(event.get("state")) is not str or not _uint(event.get("rev")):
+            return "a state event needs state (a string) and rev (an integer)"
+        return ""
+    return f"kind must be one of {', '.join(KINDS)}"
+
+
+def _scan_problem(event: dict) -> str:
+    ticket = event.get("ticket")
+    if ticket is not None and not (type(ticket) is str and _CTI.fullmatch(ticket)):
+        return "ticket must be 32 lowercase hex digits or null"
+    for name in ("event", "type", "zone"):
+        if event.get(name) is not None and type(event.get(name)) is not str:
+            return f"{name} must be a string or null"
+    decision = event.get("decision")
+    if decision not in ("admit", "deny"):
+        return "decision must be admit or deny"
+    if event.get("reason") not in _REASONS:
+        return "reason is not one of PROTOCOL §5's reasons"
+    if decision == "admit" and ticket is None:
+        return "an admission without a ticket id"
+    for name in ("rev", "latency_us"):
+        if not _uint(event.get(name)):
+            return f"{name} missing or not an integer in 0..2^63-1"
+    if "step" in event and event["step"] is not None and not _uint(event["step"]):
+        return "step must be an integer in 0..2^63-1"
+    return ""
+
+
+def check_seal(event: dict, device_key: Ed25519PublicKey | bytes | None) -> list[str]:
+    """What is wrong with an event's own hash and signature (an empty list: nothing). The one seal
+    check, for the gate's peer events and the ledger. `device_key`: the gate's public key (or its
+    32 raw bytes); None checks the hash only. The signature: the one verifier, gated/core/ed25519.py."""
     try:
         expected = event_hash(event)
-    except (KeyError, ValueError, TypeError) as exc:
-        return [f"unhashable event: {exc}"]
-    problems = [] if expected == event.get("hash") else ["hash does not match content"]
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        return [f"unhashable event: {exc}"[:200]]
+    if expected != event.get("hash"):
+        return ["hash does not match content"]
     if device_key is not None:
         try:
-            sig, digest = base64.b64decode(event.get("sig", ""), validate=True), bytes.fromhex(event.get("hash", ""))
+            sig = base64.b64decode(event.get("sig", ""), validate=True)
         except (ValueError, TypeError):
-            sig = digest = b""
-        if not ed25519.verifies(device_key, sig, digest):
-            problems.append("device signature does not verify")
-    return problems
+            sig = b""
+        if not ed25519.verifies(device_key, sig, bytes.fromhex(expected)):
+            return ["device signature does not verify"]
+    return []
