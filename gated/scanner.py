@@ -46,9 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 
 BACKENDS = ("zxing", "pyzbar")
-ZXING_PASSES = ("fine", "coarse", "region", "smooth")
+ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture")
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
+TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
+TEXTURE_FACTOR = 1.8
 
 
 class ScannerError(RuntimeError):
@@ -120,7 +122,29 @@ class Scanner:
             texts = _unique(b.text for b in self._zx(smooth, binarizer=zx.Binarizer.GlobalHistogram))
             if texts:
                 return Reading(texts, "smooth")
+        if "texture" in self.passes:
+            texts = self._read_textured(gray)
+            if texts:
+                return Reading(texts, "texture")
         return Reading([], None)
+
+    def _read_textured(self, gray: np.ndarray) -> list[str]:
+        """Read the regions that look like a code (texture_boxes), sharpened: first at their own
+        size (low contrast), then upscaled 2x (modules under 3 pixels)."""
+        import cv2
+
+        texts: list[str] = []
+        height, width = gray.shape
+        for x0, y0, x1, y1 in texture_boxes(gray):
+            margin = (max(x1 - x0, y1 - y0)) // 10 + 4
+            crop = gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
+            up = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+            for image, sigma, amount in ((crop, 1.5, 1.0), (crop, 1.5, 2.0), (up, 3.0, 1.0), (up, 3.0, 2.0)):
+                got = [b.text for b in self._zx(sharpen(image, sigma, amount), try_downscale=False)]
+                if got:
+                    texts.extend(got)
+                    break
+        return _unique(texts)
 
     def _read_regions(self, gray: np.ndarray, positions) -> list[str]:
         import cv2
@@ -202,6 +226,46 @@ def _load(backend: str):
         raise ScannerError(f"pyzbar cannot load ZBar ({exc}): apt install libzbar0 and pip install pyzbar, "
                            "or use the zxing backend") from exc
     return pyzbar
+
+
+def sharpen(gray: np.ndarray, sigma: float, amount: float) -> np.ndarray:
+    """Unsharp masking after a 3x3 smoothing (which keeps the sensor noise from being sharpened
+    too): restores the module edges that defocus rounded off, and stretches a low contrast."""
+    import cv2
+
+    smooth = cv2.GaussianBlur(gray, (3, 3), 0)
+    return cv2.addWeighted(smooth, 1.0 + amount, cv2.GaussianBlur(smooth, (0, 0), sigma), -amount, 0)
+
+
+def texture_boxes(gray: np.ndarray, limit: int = 2) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1) around regions that look like a QR code: dense edges in both
+    directions over a square area at least TEXTURE_MIN_SIDE pixels wide, densest first.
+
+    Found on the half-resolution frame: the edge strength across and along (Sobel), each
+    averaged over a 9x9 window, the weaker of the two (a straight edge or stripe is strong one
+    way only), above TEXTURE_FACTOR times the frame's median (the sensor noise and the scene's
+    flat parts) plus a little; then opened with a 21x21 square, which removes the thin bands
+    along edges, lines and corners of the scene and keeps blocks of code-like size.
+    Costs ~1 ms at 1280x720."""
+    import cv2
+
+    if min(gray.shape) < 2 * TEXTURE_MIN_SIDE:
+        return []
+    half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    across = cv2.blur(cv2.convertScaleAbs(cv2.Sobel(half, cv2.CV_16S, 1, 0)), (9, 9))
+    along = cv2.blur(cv2.convertScaleAbs(cv2.Sobel(half, cv2.CV_16S, 0, 1)), (9, 9))
+    edges = cv2.min(across, along)
+    threshold = float(np.median(edges[::4, ::4])) * TEXTURE_FACTOR + 4
+    mask = cv2.morphologyEx((edges > threshold).astype(np.uint8), cv2.MORPH_OPEN,
+                            cv2.getStructuringElement(cv2.MORPH_RECT, (21, 21)))
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    boxes = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        area = cv2.contourArea(contour)
+        if 2 * min(w, h) >= TEXTURE_MIN_SIDE and max(w, h) <= 2.2 * min(w, h) and area >= 0.5 * w * h:
+            boxes.append((area, (2 * x, 2 * y, 2 * (x + w), 2 * (y + h))))
+    return [box for _, box in sorted(boxes, reverse=True)[:limit]]
 
 
 def _as_gray(image: np.ndarray) -> np.ndarray:
