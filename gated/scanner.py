@@ -51,6 +51,15 @@ LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resol
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
 TEXTURE_FACTOR = 1.8
+# The texture pass's reads of one region, cheapest first, until one decodes: (upscale, unsharp
+# sigma, unsharp amount, smoothing sigma (0: 3x3), binarizers); sigmas in upscaled pixels.
+TEXTURE_TRIES = (
+    (1, 1.5, 1.0, 0.0, ("LocalAverage",)),  # low contrast, modules of 3+ pixels
+    (1, 1.5, 2.0, 0.0, ("LocalAverage",)),
+    (2, 3.0, 1.0, 0.0, ("LocalAverage",)),  # modules of 2.5-3 pixels, defocused
+    (2, 3.0, 2.0, 0.0, ("LocalAverage",)),
+    (3, 4.5, 3.0, 1.5, ("LocalAverage", "GlobalHistogram")),  # ... and noisy: smoothed and sharpened harder
+)
 
 
 class ScannerError(RuntimeError):
@@ -133,14 +142,21 @@ class Scanner:
         size (low contrast), then upscaled 2x (modules under 3 pixels)."""
         import cv2
 
+        zx = self._lib
         texts: list[str] = []
         height, width = gray.shape
         for x0, y0, x1, y1 in texture_boxes(gray):
             margin = (max(x1 - x0, y1 - y0)) // 10 + 4
             crop = gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
-            up = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
-            for image, sigma, amount in ((crop, 1.5, 1.0), (crop, 1.5, 2.0), (up, 3.0, 1.0), (up, 3.0, 2.0)):
-                got = [b.text for b in self._zx(sharpen(image, sigma, amount), try_downscale=False)]
+            scaled = {1: crop}
+            for scale, sigma, amount, smooth, binarizers in TEXTURE_TRIES:
+                if scale not in scaled:
+                    scaled[scale] = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                image = sharpen(scaled[scale], sigma, amount, smooth)
+                got = []
+                for binarizer in binarizers:
+                    got = got or [b.text for b in self._zx(image, binarizer=getattr(zx.Binarizer, binarizer),
+                                                           try_downscale=False)]
                 if got:
                     texts.extend(got)
                     break
@@ -228,13 +244,14 @@ def _load(backend: str):
     return pyzbar
 
 
-def sharpen(gray: np.ndarray, sigma: float, amount: float) -> np.ndarray:
-    """Unsharp masking after a 3x3 smoothing (which keeps the sensor noise from being sharpened
-    too): restores the module edges that defocus rounded off, and stretches a low contrast."""
+def sharpen(gray: np.ndarray, sigma: float, amount: float, smooth: float = 0.0) -> np.ndarray:
+    """Unsharp masking (mask: Gaussian of `sigma`, weight `amount`) after smoothing, which keeps
+    the sensor noise from being sharpened too (Gaussian of `smooth`; 0: 3x3): restores module
+    edges that defocus rounded off, and stretches a low contrast."""
     import cv2
 
-    smooth = cv2.GaussianBlur(gray, (3, 3), 0)
-    return cv2.addWeighted(smooth, 1.0 + amount, cv2.GaussianBlur(smooth, (0, 0), sigma), -amount, 0)
+    smoothed = cv2.GaussianBlur(gray, (0, 0), smooth) if smooth else cv2.GaussianBlur(gray, (3, 3), 0)
+    return cv2.addWeighted(smoothed, 1.0 + amount, cv2.GaussianBlur(smoothed, (0, 0), sigma), -amount, 0)
 
 
 def texture_boxes(gray: np.ndarray, limit: int = 2) -> list[tuple[int, int, int, int]]:
