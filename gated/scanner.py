@@ -23,6 +23,15 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               GlobalHistogram binarizer (wins unevenly lit and noisy photos whose finder
               patterns the local binarizer breaks up). Not run on larger frames: there it won
               nothing in the benchmark and would cost every idle frame.
+    "texture" every frame where nothing was read so far: the regions that look like a code
+              (texture_boxes: dense edges both ways over a square area, found on the
+              half-resolution frame in ~1 ms at 720p; an empty scene has none, so idle frames
+              pay only the search), each cut out and read sharpened (unsharp masking after a
+              light smoothing), first at its own size (low contrast: dark 90 on light 160), then
+              upscaled 2x and 3x (modules of 2.5-3 pixels, defocused, noisy): TEXTURE_TRIES.
+              zxing-cpp's own locator does not even see most of these codes, so the "region"
+              pass cannot help them. Measured on bench/scan.py's hard set (issue 15), where it
+              lifts the share read from ~89 % to ~98 %; it wins nothing on the real photos.
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
