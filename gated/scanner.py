@@ -32,6 +32,10 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               zxing-cpp's own locator does not even see most of these codes, so the "region"
               pass cannot help them. Measured on bench/scan.py's hard set (issue 15), where it
               lifts the share read from ~89 % to ~98 %; it wins nothing on the real photos.
+              A textured region that stays put and unread for SCENERY_AFTER frames (a poster
+              with a pattern) is taken for scenery and no longer read (`Scanner.scenery`), so
+              a static scene does not cost every idle frame the reads. This is the one state a
+              Scanner keeps: use one per camera.
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
@@ -60,6 +64,8 @@ LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resol
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
 TEXTURE_FACTOR = 1.8
+SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
+SCENERY_SLACK = 4   # pixels each box edge may move and still be "the same place"
 # The texture pass's reads of one region, cheapest first, until one decodes: (upscale, unsharp
 # sigma, unsharp amount, smoothing sigma (0: 3x3), binarizers); sigmas in upscaled pixels.
 TEXTURE_TRIES = (
@@ -98,6 +104,14 @@ class Scanner:
             raise ValueError(f"passes for {backend} must include {known[0]!r} and be among {known}, got {self.passes}")
         self.region_scale = region_scale
         self._lib = _load(backend)
+        self._unread: list[tuple[tuple[int, int, int, int], int]] = []  # textured boxes not read: (box, frames)
+
+    @property
+    def scenery(self) -> list[tuple[int, int, int, int]]:
+        """Textured regions the texture pass no longer reads: they stayed in place, unread, for
+        SCENERY_AFTER frames in a row (a poster, a keyboard), which would otherwise cost every
+        idle frame its reads. A code held up by hand moves by more than SCENERY_SLACK pixels."""
+        return [box for box, frames in self._unread if frames >= SCENERY_AFTER]
 
     def decode(self, gray: np.ndarray) -> list[str]:
         """The QR texts in one frame (empty list: none)."""
@@ -148,13 +162,20 @@ class Scanner:
 
     def _read_textured(self, gray: np.ndarray) -> list[str]:
         """Read the regions that look like a code (texture_boxes), sharpened: first at their own
-        size (low contrast), then upscaled 2x (modules under 3 pixels)."""
+        size (low contrast), then upscaled (small modules): TEXTURE_TRIES. Regions taken for
+        scenery are skipped."""
         import cv2
 
         zx = self._lib
         texts: list[str] = []
+        unread = []
         height, width = gray.shape
-        for x0, y0, x1, y1 in texture_boxes(gray):
+        for box in texture_boxes(gray):
+            frames = next((n for seen, n in self._unread if _same_place(seen, box)), 0)
+            if frames >= SCENERY_AFTER:
+                unread.append((box, frames + 1))
+                continue
+            x0, y0, x1, y1 = box
             margin = (max(x1 - x0, y1 - y0)) // 10 + 4
             crop = gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
             scaled = {1: crop}
@@ -169,6 +190,9 @@ class Scanner:
                 if got:
                     texts.extend(got)
                     break
+            else:
+                unread.append((box, frames + 1))
+        self._unread = unread
         return _unique(texts)
 
     def _read_regions(self, gray: np.ndarray, positions) -> list[str]:
@@ -317,6 +341,10 @@ def _box_of(position, shape) -> tuple[int, int, int, int]:
     grow = max(w, h) // 2 + 8
     height, width = shape
     return (max(min(xs) - grow, 0), max(min(ys) - grow, 0), min(max(xs) + grow, width), min(max(ys) + grow, height))
+
+
+def _same_place(a, b) -> bool:
+    return all(abs(p - q) <= SCENERY_SLACK for p, q in zip(a, b))
 
 
 def _merge_boxes(boxes):

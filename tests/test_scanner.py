@@ -9,7 +9,7 @@ import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import ticket
-from gated.scanner import Debouncer, Scanner, texture_boxes
+from gated.scanner import SCENERY_AFTER, Debouncer, Scanner, texture_boxes
 from gated.synthetic import (HARD_LOW_CONTRAST, HARD_RANGES, hard_distortions, module_px, qr_modules,
                              render_hard_frame, render_hard_idle_frame, render_ticket_frame)
 from gated.validate import validate
@@ -165,6 +165,29 @@ def test_texture_boxes_find_the_code_and_nothing_in_empty_scenes():
     x0, y0, x1, y1 = box
     assert abs((x0 + x1) / 2 - 640) < 20 and abs((y0 + y1) / 2 - 360) < 20
     assert 0.8 * side < x1 - x0 < 1.4 * side and 0.8 * side < y1 - y0 < 1.4 * side
+
+
+def test_a_textured_region_that_stays_put_unread_becomes_scenery_and_a_moved_one_does_not(hard_sample):
+    rng = np.random.default_rng(21)
+    scene = render_hard_idle_frame((1280, 720), rng)
+    pattern = cv2.resize((rng.random((60, 60)) < 0.5).astype(np.uint8) * 170 + 40, (240, 240),
+                         interpolation=cv2.INTER_NEAREST)  # code-like modules, no finder patterns
+
+    def with_pattern(x, y):
+        frame = scene.copy()
+        frame[y:y + 240, x:x + 240] = cv2.GaussianBlur(pattern, (0, 0), 1.0)
+        return frame
+
+    scanner = Scanner()
+    for _ in range(SCENERY_AFTER - 1):
+        assert scanner.decode(with_pattern(300, 200)) == []
+    assert scanner.scenery == []
+    assert scanner.decode(with_pattern(300, 200)) == []
+    (box,) = scanner.scenery
+    assert box[0] <= 300 + 10 and box[2] >= 300 + 230
+    assert scanner.decode(with_pattern(330, 200)) == [] and scanner.scenery == []  # moved: read again
+    text, frame, _ = next((t, f, d) for t, f, d in hard_sample if Scanner().read(f).via == "texture")
+    assert scanner.decode(frame) == [text]
 
 
 def test_hard_set_distortions_follow_the_issue_ranges():
