@@ -1,7 +1,9 @@
-"""Benchmark: QR decoding on real photos and on rendered GT1 ticket frames, against the targets of
-issue 3, each figure beside plain zxing-cpp and plain pyzbar measured in the same run.
+"""Benchmark: QR decoding on real photos and on rendered ticket frames (an easy and a hard set),
+against the targets of issues 3 and 15, each figure beside plain zxing-cpp and plain pyzbar
+measured in the same run.
 
-    .venv/bin/python bench/scan.py [--frames 200] [--idle 60] [--seed 1] [--dataset PATH]
+    .venv/bin/python bench/scan.py [--frames 200] [--hard-frames 200] [--idle 60] [--seed 1]
+                                   [--dataset PATH] [--skip-real] [--skip-easy]
 
 Decoders (columns):
     gated          gated.scanner.Scanner("zxing"), all passes (see gated/scanner.py)
@@ -9,16 +11,20 @@ Decoders (columns):
     zxing-cpp      zxingcpp.read_barcodes(gray, formats=QRCode): library defaults otherwise
     pyzbar         pyzbar.decode(gray, symbols=[QRCODE]), bytes decoded as UTF-8
 Every frame is handed to every decoder in turn (rotating the order), so a busy machine slows
-them alike; timings are wall-clock per decode call, the frame already in memory as grayscale.
+them alike. Per decode call, the frame already in memory as grayscale, two times are taken:
+the process's CPU time (the verdicts: what decoding costs) and wall-clock (printed in brackets;
+on a loaded shared machine it mostly measures the neighbours).
 
 Real photos: ../shared/datasets/qr-blackbox (ZXing's black-box images; its README holds the ZXing
 Java bar per folder and rotation). Exact text match. One label (qrcode-2/13.png) is disputed:
 both zxing-cpp and ZBar read "photography" where the .txt says "photograph"; such a reading is
 counted apart ("disputed"), neither decoded nor misread.
 
-Synthetic: fresh GT1 tickets (a new issuer key each run), rendered by gated.synthetic with randomly
-drawn distortions (its RANGES), at 640x480 and 1280x720; and idle frames (the same scenes with no
-code) for the per-frame cost of watching an empty scene.
+Synthetic: fresh tickets (a new issuer key each run) at 640x480 and 1280x720, and idle frames (the
+same scenes with no code) for the per-frame cost of watching an empty scene.
+    easy   GT1 texts, gated.synthetic's RANGES (issue 3)
+    hard   GT1 texts and, every third frame, GT2 codes; gated.synthetic's HARD_RANGES (issue 15):
+           small, blurred, noisy, low-contrast, glared and dark-mode codes; read per regime too
 """
 
 from __future__ import annotations
