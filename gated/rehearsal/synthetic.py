@@ -17,6 +17,11 @@ exist only as text, without a camera or a printer. A frame is built like a photo
 which aim at a phone or paper ticket held 15-40 cm in front of a 720p gate camera, a little
 worse than typical. Any distortion can be pinned by keyword (`blur=0`, `inverted=True`...).
 `SyntheticSource` (in gated.camera) serves these frames as a FrameSource.
+
+The hard set (`HARD_RANGES`, `render_hard_frame()`, `render_hard_idle_frame()`; issue 15) is
+drawn in the frame's own pixels instead: codes 150-320 px wide (down to 2.5 px a module), blur
+sigma 0.6-1.4 px, noise 4-9, a low-contrast fifth, dark mode, glare; bench/scan.py and
+tests/test_scanner.py read it.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class Distortions:
     contrast: float = 1.0
     inverted: bool = False
     offset: tuple[float, float] = (0.0, 0.0)  # code centre shift, share of the free room (-1..1)
+    jitter: float = 0.0  # perspective: each corner moved by up to this share of the code's side, in x and y
 
     @classmethod
     def sample(cls, rng: np.random.Generator, **fixed) -> Distortions:
@@ -150,6 +156,8 @@ def _place_ticket(scene: np.ndarray, modules: np.ndarray, d: Distortions, rng: n
     pa, pb = corners[a].copy(), corners[b].copy()
     corners[a] = pa + (pb - pa) * (d.tilt / 2)
     corners[b] = pb + (pa - pb) * (d.tilt / 2)
+    if d.jitter > 0:
+        corners += rng.uniform(-d.jitter, d.jitter, (4, 2)).astype(np.float32) * np.float32(side)
     theta = np.deg2rad(d.rotation)
     turn = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]], dtype=np.float32)
     corners = corners @ turn.T
@@ -205,3 +213,55 @@ def clean_ticket_frame(text: str, width: int, height: int) -> np.ndarray:
     return render_ticket_frame(text, (width, height), np.random.default_rng(0), scale=0.6, rotation=0.0, tilt=0.0,
                                blur=0.0, motion=0.0, noise=0.0, glare=0.0, gradient=0.0, contrast=1.0,
                                inverted=False, offset=(0.0, 0.0))
+
+
+# The hard set (issue 15): frames at the edge of what a gate camera still has to read. Unlike
+# RANGES (shares of the frame, scaled with it), these are in the frame's own pixels: a code 150 px
+# wide is as hard at 640x480 as at 1280x720.
+HARD_RANGES = {
+    "code_px": (150.0, 320.0),  # the symbol's width, quiet zone excluded: 2.5-5 px a module for a GT2 code
+    "rotation": (-15.0, 15.0),
+    "blur": (0.6, 1.4),         # defocus, Gaussian sigma in frame pixels
+    "noise": (4.0, 9.0),        # sensor read noise, grey levels (sigma)
+    "gradient": (0.2, 0.55),
+    "glare": (0.3, 0.6),
+    "contrast": (0.7, 1.0),     # codes that are not low-contrast ones
+}
+HARD_JITTER = 0.10              # perspective: each corner moved up to 10 % of the code's side, in x and y
+HARD_CHANCE_LOW_CONTRAST = 0.2  # a dim or washed-out code: dark 90 on light 160
+HARD_LOW_CONTRAST = 70 / 230    # the contrast factor that turns ink 0.05 / paper 0.95 into 90 / 160
+HARD_CHANCE_INVERTED = 0.15     # dark-mode screens
+HARD_CHANCE_GLARE = 0.25
+
+
+def hard_distortions(text: str, size, rng: np.random.Generator) -> Distortions:
+    """One draw from HARD_RANGES for `text` in a frame of `size` (width, height)."""
+    width, height = size
+    n = qr_modules(text).shape[0]  # quiet zone included: 8 modules more than the symbol
+    u = {name: float(rng.uniform(lo, hi)) for name, (lo, hi) in HARD_RANGES.items()}
+    low = bool(rng.random() < HARD_CHANCE_LOW_CONTRAST)
+    inverted = bool(rng.random() < HARD_CHANCE_INVERTED)
+    glare = u["glare"] if rng.random() < HARD_CHANCE_GLARE else 0.0
+    offset = (float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.8, 0.8)))
+    k = width / 1280  # render_ticket_frame scales blur with the frame width; undo that
+    return Distortions(scale=u["code_px"] * n / (n - 8) / height, rotation=u["rotation"], tilt=0.0,
+                       blur=u["blur"] / k, motion=0.0, noise=u["noise"], glare=glare, gradient=u["gradient"],
+                       contrast=HARD_LOW_CONTRAST if low else u["contrast"], inverted=inverted, offset=offset,
+                       jitter=HARD_JITTER)
+
+
+def render_hard_frame(text: str, size, rng: np.random.Generator) -> tuple[np.ndarray, Distortions]:
+    """A frame of the hard set and the distortions it was drawn with (the benchmark sorts by them)."""
+    d = hard_distortions(text, size, rng)
+    return render_ticket_frame(text, size, rng, distortions=d), d
+
+
+def render_hard_idle_frame(size, rng: np.random.Generator) -> np.ndarray:
+    """An empty scene lit and noised like the hard set."""
+    return render_idle_frame(size, rng, noise=float(rng.uniform(*HARD_RANGES["noise"])),
+                             gradient=float(rng.uniform(*HARD_RANGES["gradient"])))
+
+
+def module_px(text: str, d: Distortions, size) -> float:
+    """Frame pixels per module of `text`'s code drawn with `d` in a frame of `size` (before the fit to the frame)."""
+    return d.scale * size[1] / qr_modules(text).shape[0]
