@@ -45,7 +45,6 @@ log = structlog.get_logger("gated.daemon")
 
 LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
 REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked against the policy
-STALE_LOCK_KEY = "daemon.stale_lock"  # set while the gate is locked because the list is stale (fail closed)
 CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watchdog pings)
 FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
 CATCH_UP_S = 3.0  # how long start-up gives the uplink to fetch retained revocations and beacons
@@ -135,7 +134,6 @@ class Daemon:
         self._next_health = 0.0
         self._next_rev_check = 0.0
         self._stale_why: str | None = None
-        self._stale_locked: bool | None = None  # mirrors STALE_LOCK_KEY (read once, at the first check)
         self._status_sent: tuple | None = None
         self._next_watchdog = 0.0
         self._watchdog_every = sdnotify.watchdog_interval_s()
@@ -336,9 +334,9 @@ class Daemon:
 
     def _revocation_policy(self, now: float) -> None:
         """The staleness policy: log (the alarm) when the list goes stale or fresh again; fail closed
-        by locking the gate (a `state: locked` event) and unlocking it once a current list is in."""
-        from gated.core.decide import GateMode
-
+        by telling the gate, which holds a `stale_list` lock (a lock source beside the operator's,
+        gated/core/gatestate.py) while the list is stale. With when_stale = open no such lock is held
+        (one left from a run under `closed` is lifted)."""
         if now < self._next_rev_check:
             return
         self._next_rev_check = now + REVOCATION_CHECK_S
@@ -352,19 +350,7 @@ class Daemon:
             elif self._stale_why:
                 log.info("revocations current again", rev=self.store.revocation_state().version)
             self._stale_why = why
-        if policy != "closed":
-            return
-        if self._stale_locked is None:
-            self._stale_locked = bool(int(self.store.get_value(STALE_LOCK_KEY, 0) or 0))
-        if why and self.gate.mode is GateMode.NORMAL:
-            self.gate.command("lock")
-            self.store.set_value(STALE_LOCK_KEY, 1)
-            self._stale_locked = True
-        elif not why and self._stale_locked:
-            if self.gate.mode is GateMode.LOCKED:
-                self.gate.command("unlock")
-            self.store.set_value(STALE_LOCK_KEY, 0)
-            self._stale_locked = False
+        self.gate.list_stale(bool(why) and policy == "closed")
 
     @property
     def camera_ok(self) -> bool:
