@@ -7,6 +7,7 @@ Two threads of ours (paho and gpiozero add their own, which only queue work):
     camera thread   frame = camera.read()  ->  scanner.decode(frame)  ->  debouncer.feed()
                     -> codes queue: (text, captured_at)            (never touches the store)
     owner thread    codes queue -> gate.on_code(text, captured_at)    decide, commit, then relay
+                    (both halves are gated/scanloop.py, which bench/latency.py times too)
                     uplink.poll()   revocations, peer admissions, commands, outbox -> broker
                     gate.poll()     passage timeouts, sensor edges, held-open alarms
                     health, systemd watchdog
@@ -257,30 +258,22 @@ class Daemon:
     def _status(self) -> dict:
         return {"state": self.gate.mode.value if self.gate is not None else "online"}
 
-    # the camera thread ---------------------------------------------------------------------
+    # the camera thread: gated/scanloop.py ----------------------------------------------------
     def _camera_loop(self) -> None:
-        from gated.camera import CameraError
+        from gated import scanloop
         from gated.scanner import Debouncer
 
-        debouncer = Debouncer(self.cfg.timings.debounce_s)
-        while not self._camera_stop.is_set():
-            try:
-                frame = self.camera.read(timeout=0.5)
-            except (CameraError, OSError) as exc:  # supervision reopens a stalled camera; this is worse
-                if str(exc) != self.camera_fault:
-                    log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
-                self.camera_fault = str(exc)
-                self._camera_stop.wait(0.5)
-                continue
-            if frame is None:  # nothing new yet, a stall being handled, or a file source at its end
-                if self.camera.finished:
-                    self._camera_stop.wait(0.05)
-                continue
-            self.camera_fault = None
-            self.counters.frame(time.monotonic())
-            texts = self.scanner.decode(frame.gray)
-            for text in debouncer.feed(texts, frame.captured_at):
-                self.codes.put((text, frame.captured_at))
+        scanloop.read_codes(self.camera, self.scanner, Debouncer(self.cfg.timings.debounce_s), self.codes,
+                            self._camera_stop, on_frame=self._frame_read, on_fault=self._camera_failed)
+
+    def _frame_read(self, frame, texts) -> None:
+        self.camera_fault = None
+        self.counters.frame(time.monotonic())
+
+    def _camera_failed(self, exc: Exception) -> None:
+        if str(exc) != self.camera_fault:
+            log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
+        self.camera_fault = str(exc)
 
     # the owner loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -300,20 +293,12 @@ class Daemon:
             self._watchdog(now)
 
     def _scan(self, text: str, captured_at: float) -> None:
-        from gated.store import StoreError
+        from gated import scanloop
 
-        try:
-            decision = self.gate.on_code(text, captured_at)
-        except StoreError as exc:  # the gate stayed shut; keep going, but stop the watchdog pings
-            self.store_ok = False
-            log.error("store fault: gate stays shut", error=str(exc))
-            return
-        self.store_ok = True
-        self.counters.decision(decision.admit)
-        event = self.gate.last_scan or {}
-        log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,
-                 ticket=event.get("ticket"), latency_us=event.get("latency_us"),
-                 relay_latency_us=self.gate.last_latency_us if decision.admit else None)
+        decision = scanloop.judge(self.gate, text, captured_at)
+        self.store_ok = decision is not None  # a store fault: keep going, but stop the watchdog pings
+        if decision is not None:
+            self.counters.decision(decision.admit)
 
     def _publish_status(self) -> None:
         """The retained status follows the gate's mode and list version (the uplink also sends it on
