@@ -1,8 +1,9 @@
 """Frame -> relay command latency through the daemon's own pipeline, and the idle-frame CPU share.
 
-The pipeline is the one `gated run` wires (gated/daemon.py): a camera thread decodes each frame
-(gated.scanner, zxing-cpp), debounces, and queues (text, captured_at); the owner thread takes it
-and calls Gate.on_code(), which validates (signature, store facts), commits the scan event and
+The pipeline is the one `gated run` wires (gated/daemon.py), run by the same code,
+gated/scanloop.py: a camera thread (scanloop.read_codes) decodes each frame (gated.scanner,
+zxing-cpp), debounces, and queues (text, captured_at); the owner thread takes it and calls
+scanloop.judge() -> Gate.on_code(), which validates (signature, store facts), commits the scan event and
 the admission to the real SQLite store (WAL, synchronous=FULL: an fsync per admission) and only
 then commands the relay (gpiozero, mock pins). The figure is Gate.last_latency_us: capture time
 -> relay command. Frames are synthetic camera frames (gated/rehearsal/synthetic.py: a ticket held in front
@@ -32,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
-from gated import keys  # noqa: E402
-
-from gated.core import ticket
+from gated import keys, scanloop  # noqa: E402
+from gated import logging as gated_logging  # noqa: E402
 from gated.boards import load_board  # noqa: E402
+from gated.camera import Frame  # noqa: E402
+from gated.core import ticket  # noqa: E402
 from gated.core.decide import GateContext  # noqa: E402
 from gated.gate import Gate  # noqa: E402
 from gated.scanner import Debouncer, Scanner  # noqa: E402
@@ -64,6 +66,36 @@ def make_gate(work: Path, issuer_pub: Path) -> tuple[Gate, GateStore, Turnstile]
     return gate, store, turnstile
 
 
+class PacedFrames:
+    """A frame source for the benchmark: the rendered frames, one per frame period, each stamped
+    with its capture time as it is handed over (what a live camera's read() does); `stop` is set
+    after the last, which ends the scan loop once that frame has been through it."""
+
+    name = "bench"
+
+    def __init__(self, frames, fps: float, stop: threading.Event):
+        self._frames, self._period, self._stop = iter(frames), 1.0 / fps, stop
+        self._next_at: float | None = None
+        self._seq = 0
+        self.finished = False
+        self.shown: dict[int, str] = {}  # frame seq -> the ticket text it shows
+
+    def read(self, timeout: float | None = 1.0) -> Frame | None:
+        now = time.monotonic()
+        self._next_at = now if self._next_at is None else self._next_at + self._period
+        time.sleep(max(0.0, self._next_at - now))
+        item = next(self._frames, None)
+        if item is None:
+            self.finished = True
+            self._stop.set()
+            return None
+        expected, gray = item
+        self._seq += 1
+        if expected is not None:
+            self.shown[self._seq] = expected
+        return Frame(gray=gray, captured_at=time.monotonic(), seq=self._seq)
+
+
 def run_latency(size, n_tickets: int, fps: float, issuer, issuer_pub: Path, rng) -> dict:
     now = int(time.time())
     texts = [ticket.encode_static(ticket.Claims(cti=os.urandom(16), aud=EVENT, nbf=now - 60, exp=now + 3600), issuer)
@@ -74,36 +106,32 @@ def run_latency(size, n_tickets: int, fps: float, issuer, issuer_pub: Path, rng)
         frames.extend((None, render_idle_frame(size, rng)) for _ in range(IDLE_BETWEEN))
     with tempfile.TemporaryDirectory(prefix="gated-bench-") as tmp:
         gate, store, turnstile = make_gate(Path(tmp), issuer_pub)
-        scanner, debouncer = Scanner("zxing"), Debouncer(0.5)
         codes: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        source = PacedFrames(frames, fps, stop)
         decode_ms: list[float] = []
         read = {"shown": 0, "read": 0}
 
-        def camera() -> None:
-            period = 1.0 / fps
-            next_at = time.monotonic()
-            for expected, frame in frames:
-                next_at += period
-                captured_at = time.monotonic()
-                texts_seen = scanner.decode(frame)
-                if expected is not None:
-                    decode_ms.append((time.monotonic() - captured_at) * 1000)
-                    read["shown"] += 1
-                    read["read"] += expected in texts_seen
-                for text in debouncer.feed(texts_seen, captured_at):
-                    codes.put((text, captured_at))
-                time.sleep(max(0.0, next_at - time.monotonic()))
+        def frame_read(frame: Frame, texts_seen: list[str]) -> None:
+            expected = source.shown.get(frame.seq)
+            if expected is not None:
+                decode_ms.append((time.monotonic() - frame.captured_at) * 1000)
+                read["shown"] += 1
+                read["read"] += expected in texts_seen
+
+        def camera() -> None:  # the daemon's camera thread: the shipped loop, then an end marker
+            scanloop.read_codes(source, Scanner("zxing"), Debouncer(0.5), codes, stop, on_frame=frame_read)
             codes.put(None)
 
         thread = threading.Thread(target=camera, daemon=True)
         thread.start()
         latencies, handoff, admits = [], [], 0
-        while (item := codes.get()) is not None:
+        while (item := codes.get()) is not None:  # the daemon's owner loop, less the uplink
             text, captured_at = item
             handoff.append((time.monotonic() - captured_at) * 1000)
-            decision = gate.on_code(text, captured_at)
+            decision = scanloop.judge(gate, text, captured_at)
             gate.poll()
-            if decision.admit:
+            if decision is not None and decision.admit:
                 admits += 1
                 latencies.append(gate.last_latency_us / 1000)
         thread.join()
@@ -136,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args(argv)
+    gated_logging.setup("warning")  # the scan loop logs a line per scan at info level, as a gate does
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory(prefix="gated-bench-keys-") as key_tmp:
         private_path, public_path = keys.generate_key_files(key_tmp, "issuer")

@@ -7,6 +7,7 @@ Two threads of ours (paho and gpiozero add their own, which only queue work):
     camera thread   frame = camera.read()  ->  scanner.decode(frame)  ->  debouncer.feed()
                     -> codes queue: (text, captured_at)            (never touches the store)
     owner thread    codes queue -> gate.on_code(text, captured_at)    decide, commit, then relay
+                    (both halves are gated/scanloop.py, which bench/latency.py times too)
                     uplink.poll()   revocations, peer admissions, commands, outbox -> broker
                     gate.poll()     passage timeouts, sensor edges, held-open alarms
                     health, systemd watchdog
@@ -45,7 +46,6 @@ log = structlog.get_logger("gated.daemon")
 
 LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
 REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked against the policy
-STALE_LOCK_KEY = "daemon.stale_lock"  # set while the gate is locked because the list is stale (fail closed)
 CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watchdog pings)
 FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
 CATCH_UP_S = 3.0  # how long start-up gives the uplink to fetch retained revocations and beacons
@@ -133,7 +133,6 @@ class Daemon:
         self._next_health = 0.0
         self._next_rev_check = 0.0
         self._stale_why: str | None = None
-        self._stale_locked: bool | None = None  # mirrors STALE_LOCK_KEY (read once, at the first check)
         self._status_sent: tuple | None = None
         self._next_watchdog = 0.0
         self._watchdog_every = sdnotify.watchdog_interval_s()
@@ -279,30 +278,22 @@ class Daemon:
     def _status(self) -> dict:
         return {"state": self.gate.mode.value if self.gate is not None else "online"}
 
-    # the camera thread ---------------------------------------------------------------------
+    # the camera thread: gated/scanloop.py ----------------------------------------------------
     def _camera_loop(self) -> None:
-        from gated.camera import CameraError
+        from gated import scanloop
         from gated.scanner import Debouncer
 
-        debouncer = Debouncer(self.cfg.timings.debounce_s)
-        while not self._camera_stop.is_set():
-            try:
-                frame = self.camera.read(timeout=0.5)
-            except (CameraError, OSError) as exc:  # supervision reopens a stalled camera; this is worse
-                if str(exc) != self.camera_fault:
-                    log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
-                self.camera_fault = str(exc)
-                self._camera_stop.wait(0.5)
-                continue
-            if frame is None:  # nothing new yet, a stall being handled, or a file source at its end
-                if self.camera.finished:
-                    self._camera_stop.wait(0.05)
-                continue
-            self.camera_fault = None
-            self.counters.frame(time.monotonic())
-            texts = self.scanner.decode(frame.gray)
-            for text in debouncer.feed(texts, frame.captured_at):
-                self.codes.put((text, frame.captured_at))
+        scanloop.read_codes(self.camera, self.scanner, Debouncer(self.cfg.timings.debounce_s), self.codes,
+                            self._camera_stop, on_frame=self._frame_read, on_fault=self._camera_failed)
+
+    def _frame_read(self, frame, texts) -> None:
+        self.camera_fault = None
+        self.counters.frame(time.monotonic())
+
+    def _camera_failed(self, exc: Exception) -> None:
+        if str(exc) != self.camera_fault:
+            log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
+        self.camera_fault = str(exc)
 
     # the owner loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -322,20 +313,12 @@ class Daemon:
             self._watchdog(now)
 
     def _scan(self, text: str, captured_at: float) -> None:
-        from gated.store import StoreError
+        from gated import scanloop
 
-        try:
-            decision = self.gate.on_code(text, captured_at)
-        except StoreError as exc:  # the gate stayed shut; keep going, but stop the watchdog pings
-            self.store_ok = False
-            log.error("store fault: gate stays shut", error=str(exc))
-            return
-        self.store_ok = True
-        self.counters.decision(decision.admit)
-        event = self.gate.last_scan or {}
-        log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,
-                 ticket=event.get("ticket"), latency_us=event.get("latency_us"),
-                 relay_latency_us=self.gate.last_latency_us if decision.admit else None)
+        decision = scanloop.judge(self.gate, text, captured_at)
+        self.store_ok = decision is not None  # a store fault: keep going, but stop the watchdog pings
+        if decision is not None:
+            self.counters.decision(decision.admit)
 
     def _publish_status(self) -> None:
         """The retained status follows the gate's mode and list version (the uplink also sends it on
@@ -356,9 +339,9 @@ class Daemon:
 
     def _revocation_policy(self, now: float) -> None:
         """The staleness policy: log (the alarm) when the list goes stale or fresh again; fail closed
-        by locking the gate (a `state: locked` event) and unlocking it once a current list is in."""
-        from gated.core.decide import GateMode
-
+        by telling the gate, which holds a `stale_list` lock (a lock source beside the operator's,
+        gated/core/gatestate.py) while the list is stale. With when_stale = open no such lock is held
+        (one left from a run under `closed` is lifted)."""
         if now < self._next_rev_check:
             return
         self._next_rev_check = now + REVOCATION_CHECK_S
@@ -372,19 +355,7 @@ class Daemon:
             elif self._stale_why:
                 log.info("revocations current again", rev=self.store.revocation_state().version)
             self._stale_why = why
-        if policy != "closed":
-            return
-        if self._stale_locked is None:
-            self._stale_locked = bool(int(self.store.get_value(STALE_LOCK_KEY, 0) or 0))
-        if why and self.gate.mode is GateMode.NORMAL:
-            self.gate.command("lock")
-            self.store.set_value(STALE_LOCK_KEY, 1)
-            self._stale_locked = True
-        elif not why and self._stale_locked:
-            if self.gate.mode is GateMode.LOCKED:
-                self.gate.command("unlock")
-            self.store.set_value(STALE_LOCK_KEY, 0)
-            self._stale_locked = False
+        self.gate.list_stale(bool(why) and policy == "closed")
 
     @property
     def camera_ok(self) -> bool:

@@ -26,7 +26,7 @@ Restarts:
   back at start with a `passage` `timeout` event: nobody can tell whether that visitor passed,
   and rolling back means a ticket holder who did not get through can scan again; the cost is
   one possible extra entry on that ticket, which the ledger sees (scan admit, passage timeout).
-- lock and command-emergency survive a restart (kept in the store); the emergency input is
+- lock and command-emergency survive a restart (kept in the store, with their sources); the emergency input is
   read afresh, and a change while the gate was down is recorded as its alarm.
 
 latency_us in a scan event (PROTOCOL §5: frame capture to the relay command) is measured when
@@ -55,7 +55,8 @@ from gated.validate import scan_fields, validate
 log = structlog.get_logger("gated.gate")
 
 COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
-LOCKED_KEY, EMERGENCY_KEY = "gate.locked", "gate.emergency"
+LOCKED_KEY, EMERGENCY_KEY = "gate.locked", "gate.emergency"  # the lock and emergency sources held, "a,b"
+LEGACY_STALE_LOCK_KEY = "daemon.stale_lock"  # before lock sources: 1 while the daemon held a stale-list lock
 
 
 class Gate:
@@ -159,13 +160,23 @@ class Gate:
         """A remote command (already authenticated by the caller), on the owner thread."""
         now = self._clock()
         inputs = {"open": lambda: gs.Grant(now, None, not self._turnstile.counts_passages),
-                  "lock": lambda: gs.Lock(now), "unlock": lambda: gs.Unlock(now),
+                  "lock": lambda: gs.Lock(now, gs.LOCK_COMMAND), "unlock": lambda: gs.Unlock(now, gs.LOCK_COMMAND),
                   "emergency_on": lambda: gs.EmergencyOn(now, "command"),
                   "emergency_off": lambda: gs.EmergencyOff(now, "command")}
         if name not in inputs:
             raise ValueError(f"unknown gate command {name!r} (expected one of: {', '.join(COMMANDS)})")
         self._drain()
         self._apply(inputs[name]())
+
+    def list_stale(self, stale: bool) -> None:
+        """The revocation policy's verdict, on the owner thread: while `stale` the gate holds a
+        `stale_list` lock (fail closed). It is a lock source of its own: a fresh list lifts only
+        it, never an operator's `lock`, and an operator's `unlock` does not lift it."""
+        if stale == (gs.LOCK_STALE_LIST in self._state.locks):
+            return
+        now = self._clock()
+        self._drain()
+        self._apply(gs.Lock(now, gs.LOCK_STALE_LIST) if stale else gs.Unlock(now, gs.LOCK_STALE_LIST))
 
     def next_deadline(self) -> float | None:
         """When the next timer falls due (clock time), for a caller that sleeps between polls."""
@@ -240,7 +251,7 @@ class Gate:
             except StoreError as exc:
                 log.error("gate.store_write_failed", effect=type(effect).__name__, error=str(exc))
                 first_error = first_error or exc
-        if (before.locked, before.emergency) != (self._state.locked, self._state.emergency):
+        if (before.locks, before.emergency) != (self._state.locks, self._state.emergency):
             try:
                 self._persist_mode()
             except StoreError as exc:
@@ -317,12 +328,26 @@ class Gate:
             self._store.record_passage(scan_id, False, _ms(now))
 
     def _restored_state(self, now: float) -> gs.GateState:
-        locked = bool(int(self._store.get_value(LOCKED_KEY, 0) or 0))
-        sources = frozenset(s for s in str(self._store.get_value(EMERGENCY_KEY, "") or "").split(",") if s)
+        locks = self._restored_locks()
+        sources = _sources(self._store.get_value(EMERGENCY_KEY, ""))
         opened = self._turnstile.input_active("door")
         if opened is None:
             opened = self._turnstile.input_active("passage")
-        return gs.GateState(locked=locked, emergency=sources, open_since=now if opened else None)
+        return gs.GateState(locks=locks, emergency=sources, open_since=now if opened else None)
+
+    def _restored_locks(self) -> frozenset[str]:
+        held = self._store.get_value(LOCKED_KEY, "")
+        if str(held) in ("0", "1"):  # written before locks had sources: 1 = locked, by whom the old key says
+            if str(held) == "0":
+                return frozenset()
+            stale = bool(int(self._store.get_value(LEGACY_STALE_LOCK_KEY, 0) or 0))
+            return frozenset({gs.LOCK_STALE_LIST if stale else gs.LOCK_COMMAND})
+        locks = _sources(held)
+        unknown = locks - set(gs.LOCK_SOURCES)
+        if unknown:  # fail closed: a source we do not know still locks, as the operator's lock
+            log.warning("gate.unknown_lock_source", sources=sorted(unknown), action="kept as the operator's lock")
+            locks = (locks - unknown) | {gs.LOCK_COMMAND}
+        return locks
 
     def _check_emergency_input(self, now: float) -> None:
         """The fire-alarm input as it is now, against what the store remembers."""
@@ -334,8 +359,12 @@ class Gate:
             self._apply(gs.EmergencyOff(now, "input"))
 
     def _persist_mode(self) -> None:
-        self._store.set_value(LOCKED_KEY, int(self._state.locked))
+        self._store.set_value(LOCKED_KEY, ",".join(sorted(self._state.locks)))
         self._store.set_value(EMERGENCY_KEY, ",".join(sorted(self._state.emergency)))
+
+
+def _sources(stored) -> frozenset[str]:
+    return frozenset(s for s in str(stored or "").split(",") if s)
 
 
 def _ms(unix_seconds: float) -> int:

@@ -10,8 +10,10 @@ gets the inputs through one callback, `on_input(callback)`, called as callback(k
 with kind "passage", "emergency" or "door". gpiozero calls it on its own threads: the callback
 must only hand the news on (the Gate puts it in a queue).
 
-Devices are gpiozero objects held in attributes named for what they are (relay, passage,
-emergency, door, green, red, buzzer): gated/rehearsal/control.py finds and drives them by those names.
+Devices are held in attributes named for what they are (relay, passage, emergency, door, green,
+red, buzzer): gpiozero output devices, and for the inputs an `Input` (a gpiozero
+DigitalInputDevice read at the wiring's polarity, see there); gated/rehearsal/control.py finds
+and drives them by those names, with `active_level(name)` for the level that means active.
 
 Safe state (fail-secure: the gate is shut while gated is not running):
 - a clean stop: `close()` switches the relay off before closing the devices (on an active-low
@@ -37,6 +39,7 @@ from gated.core.decide import GateMode
 from gated.core.reasons import Reason
 
 INPUT_KINDS = ("passage", "emergency", "door")
+OUTPUT_NAMES = ("relay", "green", "red", "buzzer")
 PULSE_GAP_S = 0.25  # relay off between two queued pulses, so a pulse-input controller counts both
 
 
@@ -73,18 +76,8 @@ class Turnstile:
 
     # --- inputs ---------------------------------------------------------------------------------
 
-    def _input(self, kind: str, spec: InputSpec) -> DigitalInputDevice:
-        pull_up = {"up": True, "down": False, "none": None}[spec.pull]
-        active_high = spec.active == "high"
-        device = DigitalInputDevice(spec.pin, pull_up=pull_up,
-                                    active_state=active_high if pull_up is None else None,
-                                    bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
-                                    pin_factory=self.pin_factory)
-        if pull_up is not None and active_high == pull_up:
-            _invert(device)  # e.g. an NC contact on a pull-up: reads high when it opens
-        device.when_activated = lambda: self._report(kind, True)
-        device.when_deactivated = lambda: self._report(kind, False)
-        return device
+    def _input(self, kind: str, spec: InputSpec) -> "Input":
+        return Input(spec, pin_factory=self.pin_factory, on_change=lambda active: self._report(kind, active))
 
     def _report(self, kind: str, active: bool) -> None:
         callback = self._callback
@@ -99,6 +92,15 @@ class Turnstile:
         """The input's level now (None: the board has no such input)."""
         device = getattr(self, kind)
         return None if device is None else bool(device.is_active)
+
+    def active_level(self, name: str) -> bool:
+        """Whether the device `name` (relay, passage, emergency, door, green, red, buzzer) is active
+        when its pin is high, as the board profile wires it (the rehearsal controller drives and
+        reads mock pins with it)."""
+        spec = getattr(self.profile, name, None) if name in INPUT_KINDS + OUTPUT_NAMES else None
+        if spec is None:
+            raise ValueError(f"the board has no device {name!r}")
+        return spec.active == "high" if isinstance(spec, InputSpec) else bool(spec.active_high)
 
     @property
     def counts_passages(self) -> bool:
@@ -224,17 +226,56 @@ def _set(device, on: bool) -> None:
         device.on() if on else device.off()
 
 
-def _invert(device: DigitalInputDevice) -> None:
-    """Make `device` active at the level its pull resistor gives.
+class Input:
+    """One input of the board: a gpiozero DigitalInputDevice, read at the level that means active
+    for its wiring (the board profile's `active`).
 
-    gpiozero ties the active level to the pull (a pull-up input is active low) and refuses an
-    explicit active_state with a pull. Setting the pull after construction would re-claim the
-    line on lgpio and lose its edge alerts, so the device's polarity is swapped instead
-    (gpiozero 2.0 keeps it in _active_state/_inactive_state) and its initial event state is
-    re-seeded, without firing callbacks. Kept in gpiozero's own fields so that `is_active`,
-    `value` and the simulator's control socket all see the same polarity."""
-    device._active_state, device._inactive_state = device._inactive_state, device._active_state
-    device._active_event.clear()
-    device._inactive_event.clear()
-    device._last_active = None
-    device._fire_events(device.pin_factory.ticks(), device.is_active)
+    gpiozero ties an input's active level to its pull resistor (pulled up: active low; pulled
+    down: active high) and refuses an explicit `active_state` beside a pull; setting the pull
+    after construction would re-claim the line on lgpio and lose its edge alerts. So the device
+    keeps gpiozero's polarity, and this class keeps the wiring's: when the two differ (an NC
+    contact on a pull-up, which is active when it opens and reads high) `is_active`, `value`
+    and the change callback are the inverse of the device's. Only gpiozero's public API is used.
+    """
+
+    def __init__(self, spec: InputSpec, *, pin_factory=None, on_change: Callable[[bool], None]):
+        pull_up = {"up": True, "down": False, "none": None}[spec.pull]
+        self.active_high = spec.active == "high"
+        self.device = DigitalInputDevice(spec.pin, pull_up=pull_up,
+                                         active_state=self.active_high if pull_up is None else None,
+                                         bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
+                                         pin_factory=pin_factory)
+        # gpiozero's active level is the opposite of the pull's idle level; ours is the profile's
+        self.inverted = pull_up is not None and self.active_high == pull_up
+        self.device.when_activated = lambda: on_change(not self.inverted)
+        self.device.when_deactivated = lambda: on_change(self.inverted)
+
+    @property
+    def is_active(self) -> bool:
+        return bool(self.device.is_active) != self.inverted
+
+    @property
+    def value(self) -> int:
+        return int(self.is_active)
+
+    @property
+    def pin(self):
+        return self.device.pin
+
+    @property
+    def pin_factory(self):
+        return self.device.pin_factory
+
+    @property
+    def pull_up(self) -> bool | None:
+        return self.device.pull_up
+
+    @property
+    def closed(self) -> bool:
+        return self.device.closed
+
+    def close(self) -> None:
+        self.device.close()
+
+    def __repr__(self) -> str:
+        return f"<gated Input on {self.device!r}, active {'high' if self.active_high else 'low'}>"

@@ -373,6 +373,45 @@ def test_lock_denies_scans_and_survives_a_restart(rig, authority):
     assert [e["reason"] for e in r.events("scan")] == ["locked", "ok"]
 
 
+def test_an_operators_lock_during_a_stale_list_lock_survives_the_fresh_list(rig, authority):
+    """Issue 12: the stale-list lock and the operator's lock are separate sources; a fresh list
+    lifts only its own, across a restart too, and one `state` event per change of mode."""
+    r = rig()
+    text = authority.ticket()
+    r.gate.list_stale(True)
+    r.gate.command("lock")  # the operator locks while the list is stale
+    r = r.restart()
+    r.gate.list_stale(False)  # a current list arrives
+    assert r.gate.mode is GateMode.LOCKED
+    assert r.gate.on_code(text).reason is Reason.LOCKED
+    r.gate.command("unlock")
+    assert r.gate.mode is GateMode.NORMAL and r.gate.on_code(text).admit
+    assert [e["state"] for e in r.events("state")] == ["locked", "online"]
+
+
+def test_an_operators_unlock_does_not_lift_a_stale_list_lock(rig, authority):
+    r = rig()
+    r.gate.list_stale(True)
+    r.gate.command("unlock")
+    assert r.gate.on_code(authority.ticket()).reason is Reason.LOCKED
+    r.gate.list_stale(False)
+    assert r.gate.mode is GateMode.NORMAL
+
+
+def test_a_lock_stored_before_lock_sources_is_kept_by_its_source(rig, store):
+    store.set_value("gate.locked", 1)
+    store.set_value("daemon.stale_lock", 1)  # the daemon's stale-list lock, as stored before
+    r = rig()
+    assert r.gate.mode is GateMode.LOCKED
+    r.gate.list_stale(False)
+    assert r.gate.mode is GateMode.NORMAL
+    store.set_value("gate.locked", 1)
+    store.set_value("daemon.stale_lock", 0)  # an operator's lock
+    r = r.restart()
+    r.gate.list_stale(False)
+    assert r.gate.mode is GateMode.LOCKED
+
+
 def test_remote_open_lets_one_through_without_a_record(rig, pins):
     r = rig()
     relay = pins.pin("GPIO17")

@@ -18,7 +18,7 @@ I, G, L, E = Phase.IDLE, Phase.GRANTED, Phase.LOCKED, Phase.EMERGENCY
 START = {
     I: GateState(),
     G: GateState(grants=(PendingGrant("g:1", 10.0),)),
-    L: GateState(locked=True),
+    L: GateState(locks=frozenset({"command"})),
     E: GateState(emergency=frozenset({"input"})),
 }
 
@@ -179,6 +179,33 @@ def test_locked_gate_with_an_admission_still_waiting_is_locked_after_it():
     assert state.mode is GateMode.LOCKED and state.phase is G
     state, out = gs.step(state, Passage(2), RULES)
     assert out == [Confirm("g:1"), CloseRelay()] and state.phase is L
+
+
+def test_an_operators_lock_during_a_stale_list_lock_survives_the_fresh_list():
+    state, out = gs.step(GateState(), Lock(0, "stale_list"), RULES)
+    assert state.mode is GateMode.LOCKED and out == [ModeChanged(GateMode.LOCKED)]
+    state, out = gs.step(state, Lock(1, "command"), RULES)
+    assert out == [] and state.locks == {"stale_list", "command"}
+    state, out = gs.step(state, Unlock(2, "stale_list"), RULES)  # a current list arrives
+    assert out == [] and state.phase is L and state.locks == {"command"}
+    state, out = gs.step(state, Unlock(3, "command"), RULES)
+    assert out == [ModeChanged(GateMode.NORMAL)] and state.phase is I
+
+
+def test_an_operators_unlock_does_not_lift_a_stale_list_lock():
+    state, _ = gs.step(GateState(), Lock(0, "stale_list"), RULES)
+    state, out = gs.step(state, Unlock(1, "command"), RULES)
+    assert out == [] and state.phase is L
+    state, out = gs.step(state, Unlock(2, "stale_list"), RULES)
+    assert out == [ModeChanged(GateMode.NORMAL)] and state.phase is I
+
+
+def test_lock_sources_are_kept_through_admissions_and_emergencies():
+    state, _ = gs.step(START[G], Lock(1, "stale_list"), RULES)
+    state, _ = gs.step(state, EmergencyOn(2, "command"), RULES)
+    state, _ = gs.step(state, Unlock(3, "command"), RULES)  # not the source that holds
+    state, out = gs.step(state, EmergencyOff(4, "command"), RULES)
+    assert state.phase is L and out[-1] == ModeChanged(GateMode.LOCKED)
 
 
 def test_states_are_immutable_values():

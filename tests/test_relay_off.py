@@ -29,8 +29,8 @@ def left_energised(factory, board) -> None:
     assert relay_on(factory, board)
     for name in ("relay", "passage", "emergency", "door", "green", "red", "buzzer"):  # the process is gone:
         device = getattr(turnstile, name)
-        if device is not None:
-            factory.release_all(device)
+        if device is not None:  # an input's pins are reserved by its gpiozero device (Input.device)
+            factory.release_all(getattr(device, "device", device))
 
 
 @pytest.mark.parametrize("path", shipped_boards(), ids=lambda p: p.stem)

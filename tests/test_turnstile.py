@@ -260,3 +260,39 @@ def test_bounce_time_reaches_the_pin(pins):
         assert turnstile.emergency.pin.bounce == pytest.approx(0.02)  # the default
     with Turnstile(profile(), pin_factory=pins) as turnstile:
         assert turnstile.passage.pin.bounce is None  # bounce_ms = 0: no debouncing
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_the_turnstile_says_each_devices_active_level_from_the_board(pins, path):
+    board = load_board(path)
+    with Turnstile(board, pin_factory=pins) as turnstile:
+        for name in simcontrol.find_devices(turnstile):
+            spec = getattr(board, name)
+            expected = spec.active == "high" if hasattr(spec, "active") else spec.active_high
+            assert turnstile.active_level(name) is expected, name
+        with pytest.raises(ValueError, match="no device 'lamp'"):
+            turnstile.active_level("lamp")
+
+
+def test_the_nc_contact_is_read_at_its_wiring_and_counted_by_the_rehearsal_control(pins):
+    board = profile(emergency={"pin": "GPIO22", "pull": "up", "active": "high"})
+    with Turnstile(board, pin_factory=pins) as turnstile:
+        control = simcontrol.Controller(camera=None, turnstile=turnstile)
+        assert turnstile.emergency.device.is_active is False  # gpiozero's own view: a pull-up is active low
+        assert control.state()["emergency"]["active"] is True
+        pins.pin("GPIO22").clear_states()  # the pull-up raised it when claimed
+        control.drive("emergency", active=False)
+        control.drive("emergency", active=True)
+        assert control.state()["emergency"]["activations"] == 1
+
+
+def test_no_private_gpiozero_attributes_are_used():
+    import re
+    from pathlib import Path
+
+    private = re.compile(r"\._(active_state|inactive_state|fire_events|last_active|active_event|inactive_event|"
+                         r"state_to_value|pin_changed)\b")
+    root = Path(__file__).resolve().parents[1] / "gated"
+    found = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py")
+             for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    assert found == []

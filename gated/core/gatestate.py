@@ -6,7 +6,8 @@ from its state rather than stored, so the state can never disagree with itself:
     EMERGENCY  an emergency source is active (the fire-alarm input, or a remote command):
                relay latched open, free passage, no alarms for passages or a door held open
     GRANTED    admissions are waiting for their passage (first in, first out)
-    LOCKED     locked by command: scans are denied `locked` (decide() does that)
+    LOCKED     a lock source holds: the operator's `lock` command, or the stale-list policy
+               (revocations.when_stale = closed); scans are denied `locked` (decide() does that)
     IDLE       none of the above
 
 Inputs are immutable values stamped with the time they happened (`at`, unix seconds):
@@ -25,7 +26,11 @@ Rules the table encodes:
 - emergency on: admissions waiting are rolled back (nobody can tell who passed during free
   passage), the relay is latched open, `emergency_on`; it ends when the last source clears
   (a remote `emergency_off` does not override a fire-alarm contact still active);
-- a lock while admissions are waiting lets them finish: it only stops new ones.
+- a lock while admissions are waiting lets them finish: it only stops new ones;
+- locks have sources, like emergencies: the operator (`command`) and the revocation policy
+  (`stale_list`). The gate is locked while any source holds; an Unlock clears only its own
+  source (a fresh list does not undo an operator's lock, an operator's unlock does not lift
+  the fail-closed lock of a stale list).
 The gate's mode (GateMode, also the `state` of a state event) follows from the state; `step`
 adds a ModeChanged effect whenever a row changes it.
 """
@@ -76,14 +81,21 @@ class Tick:
     at: float
 
 
+LOCK_COMMAND = "command"  # the operator's remote `lock`/`unlock`
+LOCK_STALE_LIST = "stale_list"  # the revocation list is stale and the policy is fail closed
+LOCK_SOURCES = (LOCK_COMMAND, LOCK_STALE_LIST)
+
+
 @dataclass(frozen=True)
 class Lock:
     at: float
+    source: str = LOCK_COMMAND
 
 
 @dataclass(frozen=True)
 class Unlock:
     at: float
+    source: str = LOCK_COMMAND
 
 
 @dataclass(frozen=True)
@@ -163,10 +175,15 @@ class PendingGrant:
 @dataclass(frozen=True)
 class GateState:
     grants: tuple[PendingGrant, ...] = ()
-    locked: bool = False
+    locks: frozenset[str] = field(default_factory=frozenset)
     emergency: frozenset[str] = field(default_factory=frozenset)
     open_since: float | None = None
     held_alarmed: bool = False
+
+    @property
+    def locked(self) -> bool:
+        """Any lock source holds."""
+        return bool(self.locks)
 
     @property
     def phase(self) -> Phase:
@@ -250,12 +267,12 @@ def _check_held_open(s: GateState, i, r: Rules):
     return s, []
 
 
-def _set_locked(s, i, r):
-    return replace(s, locked=True), []
+def _add_lock(s: GateState, i: Lock, r):
+    return replace(s, locks=s.locks | {i.source}), []
 
 
-def _clear_locked(s, i, r):
-    return replace(s, locked=False), []
+def _drop_lock(s: GateState, i: Unlock, r):
+    return replace(s, locks=s.locks - {i.source}), []
 
 
 def _add_emergency(s: GateState, i: EmergencyOn, r):
@@ -283,7 +300,7 @@ STEPS = {
     "confirm_oldest": _confirm_oldest, "expire_grants": _expire_grants, "close_if_done": _close_if_done,
     "rollback_all": _rollback_all, "forced_entry": _forced_entry,
     "start_open": _start_open, "end_open": _end_open, "check_held_open": _check_held_open,
-    "set_locked": _set_locked, "clear_locked": _clear_locked,
+    "add_lock": _add_lock, "drop_lock": _drop_lock,
     "add_emergency": _add_emergency, "enter_emergency": _enter_emergency,
     "drop_emergency": _drop_emergency, "leave_emergency_if_clear": _leave_emergency_if_clear,
 }
@@ -308,8 +325,8 @@ TABLE: dict[tuple[Phase, type], Row] = {
     (I, Opened):       _row("start_open", I),
     (I, Closed):       _row("end_open", I),
     (I, Tick):         _row("check_held_open", I),
-    (I, Lock):         _row("set_locked", L),
-    (I, Unlock):       _row("", I),
+    (I, Lock):         _row("add_lock", L),
+    (I, Unlock):       _row("drop_lock", I),
     (I, EmergencyOn):  _row("add_emergency enter_emergency", E),
     (I, EmergencyOff): _row("drop_emergency", I),
 
@@ -318,8 +335,8 @@ TABLE: dict[tuple[Phase, type], Row] = {
     (G, Opened):       _row("start_open", G),
     (G, Closed):       _row("end_open", G),
     (G, Tick):         _row("expire_grants close_if_done check_held_open", G, I, L),
-    (G, Lock):         _row("set_locked", G),  # the admissions already granted may finish
-    (G, Unlock):       _row("clear_locked", G),
+    (G, Lock):         _row("add_lock", G),  # the admissions already granted may finish
+    (G, Unlock):       _row("drop_lock", G),
     (G, EmergencyOn):  _row("add_emergency rollback_all enter_emergency", E),
     (G, EmergencyOff): _row("drop_emergency", G),
 
@@ -328,8 +345,8 @@ TABLE: dict[tuple[Phase, type], Row] = {
     (L, Opened):       _row("start_open", L),
     (L, Closed):       _row("end_open", L),
     (L, Tick):         _row("check_held_open", L),
-    (L, Lock):         _row("", L),
-    (L, Unlock):       _row("clear_locked", I),
+    (L, Lock):         _row("add_lock", L),  # one more source
+    (L, Unlock):       _row("drop_lock", I, L),  # L: another source still holds
     (L, EmergencyOn):  _row("add_emergency enter_emergency", E),
     (L, EmergencyOff): _row("drop_emergency", L),
 
@@ -338,8 +355,8 @@ TABLE: dict[tuple[Phase, type], Row] = {
     (E, Opened):       _row("start_open", E),
     (E, Closed):       _row("end_open", E),
     (E, Tick):         _row("", E),
-    (E, Lock):         _row("set_locked", E),  # takes effect when the emergency ends
-    (E, Unlock):       _row("clear_locked", E),
+    (E, Lock):         _row("add_lock", E),  # takes effect when the emergency ends
+    (E, Unlock):       _row("drop_lock", E),
     (E, EmergencyOn):  _row("add_emergency", E),
     (E, EmergencyOff): _row("drop_emergency leave_emergency_if_clear", E, I, L),
 }

@@ -10,7 +10,7 @@ Wire format: one JSON object per line each way, one answer per request, on a str
     {"op": "show", "text": "GT1:..."}          camera sees this code (null: nothing)   -> {"ok": true}
     {"op": "drive", "device": "passage", "active": true}
                                                input device goes active (or inactive), honouring
-                                               its polarity (pull-up inputs are active low)   -> {"ok": true}
+                                               its wiring's polarity (Turnstile.active_level)  -> {"ok": true}
     {"op": "drive", "device": "passage", "level": "high"}   the raw pin level instead
     {"op": "state"}                            -> {"ok": true, "devices": {name: {"kind": "input"|"output",
                                                "pin": str, "active": bool, "activations": int}}}
@@ -42,39 +42,38 @@ class ControlError(GatedError, ValueError):
 
 
 def find_devices(turnstile) -> dict:
-    """The turnstile's gpiozero devices by attribute name (a leading underscore dropped).
-    Found by type, so this keeps working whatever the turnstile module names them."""
+    """The turnstile's devices by attribute name (a leading underscore dropped): gpiozero devices
+    and the turnstile's inputs (gated.turnstile.Input). Found by type, so this keeps working
+    whatever the turnstile module names them."""
     from gpiozero import Device
+
+    from gated.turnstile import Input
 
     found = {}
     for attr, value in vars(turnstile).items():
         values = value.items() if isinstance(value, dict) else [(attr, value)]
         for name, device in values:
-            if isinstance(device, Device) and getattr(device, "pin", None) is not None:
+            if isinstance(device, (Device, Input)) and getattr(device, "pin", None) is not None:
                 found[str(name).lstrip("_")] = device
     return found
-
-
-def _active_level(device) -> bool:
-    # gpiozero keeps a device's polarity in _active_state (inputs and outputs alike); no public getter
-    return bool(getattr(device, "_active_state", True))
 
 
 def _is_input(device) -> bool:
     from gpiozero import InputDevice
 
-    return isinstance(device, InputDevice)
+    from gated.turnstile import Input
+
+    return isinstance(device, (Input, InputDevice))
 
 
-def _activations(device) -> int:
+def _activations(device, active_high: bool) -> int:
     states = getattr(device.pin, "states", None)
     if not states:
         return 0
-    active = _active_level(device)
     count, previous = 0, None
     for entry in states:
         level = bool(entry.state)
-        if previous is not None and level == active and previous != active:
+        if previous is not None and level == active_high and previous != active_high:
             count += 1
         previous = level
     return count
@@ -145,7 +144,7 @@ class Controller:
                 raise ControlError("level must be 'high' or 'low'")
             high = level == "high"
         elif isinstance(active, bool):
-            high = active == _active_level(device)
+            high = active == self._active_level(name)
         else:
             raise ControlError("give active (true/false) or level ('high'/'low')")
         pin = device.pin
@@ -157,8 +156,16 @@ class Controller:
         out = {}
         for name, device in sorted(self.devices.items()):
             out[name] = {"kind": "input" if _is_input(device) else "output", "pin": str(device.pin),
-                         "active": bool(device.is_active), "activations": _activations(device)}
+                         "active": bool(device.is_active),
+                         "activations": _activations(device, self._active_level(name))}
         return out
+
+    def _active_level(self, name: str) -> bool:
+        """True: the device is active when its pin is high (the turnstile knows from the board)."""
+        level = getattr(self.turnstile, "active_level", None)
+        if level is None:
+            raise ControlError(f"cannot tell {name}'s active level: the turnstile does not say")
+        return level(name)
 
 
 class _Handler(socketserver.StreamRequestHandler):
