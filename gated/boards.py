@@ -40,6 +40,7 @@ from pathlib import Path
 
 from gated.core.errors import GatedError
 from gated.core.reasons import Reason
+from gated.tomlcheck import TableReader
 
 BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
 
@@ -253,92 +254,27 @@ def _feedback(c: "_Checker", t: dict, path: str) -> Feedback:
                     gap_ms=c.integer(t, f"{path}.gap_ms", 0, 10_000, default=100))
 
 
-class _Checker:
-    """Typed reads that collect problems instead of stopping at the first."""
-
-    _MISSING = object()
+class _Checker(TableReader):
+    """The shared reader (gated/tomlcheck.py) plus GPIO pins, each used once."""
 
     def __init__(self):
-        self.problems: list[str] = []
+        super().__init__()
         self.pins: dict[str, str] = {}  # "GPIO17" -> first key path using it
-
-    def problem(self, path: str, text: str) -> None:
-        self.problems.append(f"{path}: {text}")
-
-    def _get(self, t: dict, path: str, required: bool):
-        key = path.rsplit(".", 1)[-1]
-        if key not in t:
-            if required:
-                self.problem(path, "required")
-            return self._MISSING
-        return t[key]
-
-    def known(self, t: dict | None, path: str, keys: set[str]) -> None:
-        if not isinstance(t, dict):
-            return
-        for key in sorted(set(t) - keys):
-            self.problem(f"{path}.{key}" if path else key, f"unknown key (expected one of: {', '.join(sorted(keys))})")
 
     def table(self, t: dict, key: str, required: bool = False, prefix: str = "") -> dict | None:
         value = t.get(key) if isinstance(t, dict) else None
-        if value is None:
-            if required:
-                self.problem(prefix + key, "required table")
+        if value is None and required:
+            self.problem(prefix + key, "required table")
             return None
-        if not isinstance(value, dict):
-            self.problem(prefix + key, f"expected a table, got {type(value).__name__}")
-            return None
-        return value
-
-    def text(self, t, path, required=False, default=None):
-        value = self._get(t, path, required)
-        if value is self._MISSING:
-            return default
-        if not isinstance(value, str) or (required and not value.strip()):
-            self.problem(path, "expected a non-empty string")
-            return default
-        return value
-
-    def boolean(self, t, path, default):
-        value = self._get(t, path, False)
-        if value is self._MISSING:
-            return default
-        if not isinstance(value, bool):
-            self.problem(path, "expected true or false")
-            return default
-        return value
-
-    def choice(self, t, path, options, default=None, required=False):
-        value = self._get(t, path, required)
-        if value is self._MISSING:
-            return default
-        if value not in options:
-            self.problem(path, f"expected one of {', '.join(map(repr, options))}, got {value!r}")
-            return default
-        return value
-
-    def integer(self, t, path, low, high, default):
-        value = self._get(t, path, False)
-        if value is self._MISSING:
-            return default
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            self.problem(path, f"expected a whole number from {low} to {high}, got {value!r}")
-            return default
-        return value
-
-    def number(self, t, path, low, high, default):
-        value = self._get(t, path, False)
-        if value is self._MISSING:
-            return default
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-            self.problem(path, f"expected a number from {low} to {high}, got {value!r}")
-            return default
-        return float(value)
+        return super().table(t, key, prefix=prefix)
 
     def pin(self, t, path, required=True, pull=None) -> str:
-        value = self._get(t, path, required)
-        if value is self._MISSING:
+        key = path.rsplit(".", 1)[-1]
+        if not isinstance(t, dict) or key not in t:
+            if required:
+                self.problem(path, "required")
             return ""
+        value = t[key]
         info = _header_pin(value)
         if info is None:
             self.problem(path, f"{value!r} is not a GPIO pin of the 40-pin header "

@@ -17,7 +17,6 @@ Relative paths are resolved against the directory of the configuration file. Dur
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 import types
@@ -27,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gated.core.errors import GatedError
+from gated.tomlcheck import BAD, scalar, show
 
 DEFAULT_PATH = Path("/etc/gated/gated.toml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # site, gate and board names: safe in MQTT topics and file names
@@ -241,7 +241,7 @@ def from_dict(raw: dict, *, base_dir: Path = Path("."), source: str = "<config>"
 def _section(cls, raw, prefix: str, base_dir: Path, problems: list, skip=()) -> dict:
     where = prefix.rstrip(".") or "the top level"
     if not isinstance(raw, dict):
-        problems.append((prefix.rstrip("."), f"expected a table [{prefix.rstrip('.')}], got {_show(raw)}"))
+        problems.append((prefix.rstrip("."), f"expected a table [{prefix.rstrip('.')}], got {show(raw)}"))
         return {}
     hints = typing.get_type_hints(cls)
     known = [f for f in fields(cls) if f.name not in skip]
@@ -263,7 +263,7 @@ def _section(cls, raw, prefix: str, base_dir: Path, problems: list, skip=()) -> 
                     problems.append((path, f"missing, and required ({f.metadata.get('doc', '')})"))
             continue
         value = _value(kind, raw[f.name], path, f.metadata, base_dir, problems)
-        if value is not _BAD:
+        if value is not BAD:
             values[f.name] = value
     return values
 
@@ -276,7 +276,6 @@ def _section_or_none(cls, raw, prefix, base_dir, problems, missing_section):
     return cls(**_section(cls, raw, prefix, base_dir, problems))
 
 
-_BAD = object()
 
 
 def _unwrap(kind):
@@ -289,21 +288,14 @@ def _unwrap(kind):
 
 def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
     inner, optional = _unwrap(kind)
-    bad = lambda expected: problems.append((path, f"expected {expected}, got {_show(raw)}")) or _BAD  # noqa: E731
+    bad = lambda expected: problems.append((path, f"expected {expected}, got {show(raw)}")) or BAD  # noqa: E731
     if is_dataclass(inner):
         sub_problems = len(problems)
         values = _section(inner, raw, path + ".", base_dir, problems)
-        return inner(**values) if len(problems) == sub_problems else _BAD
-    if inner is bool:
-        return raw if isinstance(raw, bool) else bad("true or false")
-    if inner is int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            return bad("an integer" + _bounds(meta))
-        return raw if _in_bounds(raw, meta) else bad("an integer" + _bounds(meta))
-    if inner is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-            return bad("a finite number" + _bounds(meta))
-        return float(raw) if _in_bounds(raw, meta) else bad("a finite number" + _bounds(meta))
+        return inner(**values) if len(problems) == sub_problems else BAD
+    if inner in (bool, int, float):
+        value, expected = scalar(raw, inner, **{k: meta[k] for k in ("minimum", "maximum", "above") if k in meta})
+        return bad(expected) if value is BAD else value
     if inner is Path:
         if not isinstance(raw, str) or not raw:
             return bad("a path (string)")
@@ -332,30 +324,6 @@ def _str_expected(meta) -> str:
     if "pattern" in meta:
         return "a name of letters, digits, '.', '_' or '-' (at most 64)"
     return "a non-empty string"
-
-
-def _bounds(meta) -> str:
-    parts = []
-    if "above" in meta:
-        parts.append(f"> {meta['above']}")
-    elif "minimum" in meta:
-        parts.append(f">= {meta['minimum']}")
-    if "maximum" in meta:
-        parts.append(f"<= {meta['maximum']}")
-    return (" " + " and ".join(parts)) if parts else ""
-
-
-def _in_bounds(value, meta) -> bool:
-    if "above" in meta and not value > meta["above"]:
-        return False
-    if "minimum" in meta and not value >= meta["minimum"]:
-        return False
-    return not ("maximum" in meta and not value <= meta["maximum"])
-
-
-def _show(raw) -> str:
-    text = repr(raw)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_camera(spec: str) -> str | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gated.core.errors import GatedError
+from gated.tomlcheck import TableReader
 
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
                "used_twice", "two_gates", "screenshot", "static_copy")
@@ -97,44 +98,11 @@ class Scenario:
         return [f for f in self.faults if f.kind == kind]
 
 
-class _Reader:
-    """Pulls typed values out of a TOML table, noting every problem with its key path."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
+class _Reader(TableReader):
+    """The shared reader (gated/tomlcheck.py); a scenario's sections read as {} when absent."""
 
     def table(self, raw: dict, name: str, known: tuple[str, ...], required: bool = True) -> dict:
-        value = raw.get(name)
-        if value is None:
-            if required:
-                self.problems.append(f"[{name}]: required section is missing")
-            return {}
-        if not isinstance(value, dict):
-            self.problems.append(f"{name}: expected a table")
-            return {}
-        for key in value:
-            if key not in known:
-                self.problems.append(f"{name}.{key}: unknown key (known: {', '.join(known)})")
-        return value
-
-    def get(self, table: dict, path: str, kind, default=None, *, minimum=None, maximum=None, above=None):
-        key = path.rsplit(".", 1)[-1]
-        if key not in table:
-            if default is None:
-                self.problems.append(f"{path}: required")
-            return default
-        value = table[key]
-        ok = isinstance(value, kind) and not isinstance(value, bool) if kind is not bool else isinstance(value, bool)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if ok and kind in (int, float):
-            ok = (minimum is None or value >= minimum) and (maximum is None or value <= maximum) and \
-                 (above is None or value > above)
-        if not ok:
-            bounds = "".join(f" {op} {b}" for op, b in ((">=", minimum), ("<=", maximum), (">", above)) if b is not None)
-            self.problems.append(f"{path}: expected {kind.__name__}{bounds}, got {value!r}")
-            return default
-        return value
+        return super().table(raw, name, required=required, known=known) or {}
 
 
 def load(path: str | Path) -> Scenario:

@@ -237,3 +237,19 @@ def test_every_shipped_file_still_loads(path):
         assert load_board(path).name
     else:
         assert config.load(path).gate.id
+
+
+def test_one_reader_judges_numbers_for_config_boards_and_scenarios():
+    """gated/tomlcheck.py is the one validator: inf and nan are refused by all three readers."""
+    from gated.boards import BoardError, board_from_dict
+    from gated.tomlcheck import BAD, scalar
+    from sim.scenario import ScenarioError, from_dict as scenario_from_dict
+
+    assert scalar(float("nan"), float)[0] is BAD and scalar(float("inf"), float, minimum=0)[0] is BAD
+    assert scalar(True, int)[0] is BAD and scalar(3, float) == (3.0, "")
+    with pytest.raises(BoardError, match=r"relay.pulse_ms: expected a whole number"):
+        board_from_dict({"board": {"name": "b"}, "relay": {"pin": "GPIO17", "pulse_ms": float("nan")}}, source="b.toml")
+    with pytest.raises(ScenarioError, match=r"behaviour.pass_time_s: expected a finite number"):
+        scenario_from_dict({"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": 60},
+                            "gates": {"count": 1}, "arrivals": {"visitors": 1, "profile": [[0, 1], [60, 1]]},
+                            "behaviour": {"pass_time_s": float("inf")}}, source="s.toml")
