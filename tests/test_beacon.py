@@ -108,7 +108,7 @@ def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_re
     finally:
         publisher.terminate()
         publisher.wait(timeout=10)
-    assert publisher.returncode is not None
+    assert publisher.returncode == 0  # `gated beacon` stops cleanly on SIGTERM
 
     # the publisher is gone; its last beacon stays retained. A restarted gate has already taken it,
     # and within the same boot it needs it not: the bound it persisted carries the restart.

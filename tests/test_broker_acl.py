@@ -26,6 +26,7 @@ from gated.uplink import Uplink, command_topic, encode_command, events_topic, re
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from tests.support.uplink import LedgerThread, pump
+from tests.support.waiting import wait_for
 
 SHIPPED = Path(__file__).resolve().parents[1] / "systemd" / "mosquitto"
 GATES = ("g1", "g2")
@@ -93,7 +94,7 @@ class Client:
         """True if the broker granted the subscription, False if it refused it."""
         before = len(self.subacks)
         self.client.subscribe(topic, qos=1)
-        assert wait_for(lambda: len(self.subacks) > before), "no SUBACK"
+        assert wait_for(lambda: len(self.subacks) > before, timeout=10.0), "no SUBACK"
         return not self.subacks[before][0].is_failure
 
     def publish(self, topic, payload: bytes) -> int:
@@ -108,13 +109,6 @@ class Client:
         self.client.loop_stop()
 
 
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_a_gate_cannot_publish_as_another_gate_or_as_central(site_broker):
     watcher = Client(site_broker, "central", subscribe=f"gated/v1/{SITE}/#")
     g1 = Client(site_broker, "g1")
@@ -123,7 +117,7 @@ def test_a_gate_cannot_publish_as_another_gate_or_as_central(site_broker):
                       command_topic(SITE, "g2"), f"gated/v1/{SITE}/time"):
             g1.publish(topic, b'{"forged": true}')
         assert g1.publish(events_topic(SITE, "g1"), b'{"own": true}') < 0x80  # the sentinel, after the forgeries
-        assert wait_for(lambda: any(t == events_topic(SITE, "g1") for t, _ in watcher.messages))
+        assert wait_for(lambda: any(t == events_topic(SITE, "g1") for t, _ in watcher.messages), timeout=10.0)
     finally:
         g1.close()
         watcher.close()
@@ -139,7 +133,7 @@ def test_only_a_gate_reads_its_commands_and_nobody_without_a_certificate_gets_in
     try:
         assert central.publish(command_topic(SITE, "g2"), b"cmd for g2") < 0x80
         assert central.publish(command_topic(SITE, "g1"), b"cmd for g1") < 0x80
-        assert wait_for(lambda: g2.messages and g1.messages)
+        assert wait_for(lambda: g2.messages and g1.messages, timeout=10.0)
         time.sleep(0.2)
         anonymous = Client(site_broker, None)
         time.sleep(1.0)
@@ -206,7 +200,7 @@ def test_the_beacon_writes_time_only_and_gate_ids_cannot_take_central_names(site
         assert beacon.publish(command_topic(SITE, "g1"), b"not a beacon's") >= 0x80
         assert beacon.publish(f"gated/v1/{SITE}/time", b"beacon") < 0x80
         assert beacon.subscribe(f"gated/v1/{SITE}/#") is False
-        assert wait_for(lambda: g1.messages)
+        assert wait_for(lambda: g1.messages, timeout=10.0)
     finally:
         beacon.close()
         g1.close()
@@ -236,7 +230,7 @@ def test_gates_publisher_and_ledger_work_through_tls_and_the_acl(site_broker, tm
                                                                            nonce=1))
                 central.close()
                 pump([uplink], lambda: store.revocation_state().version == 1 and ran, what="revocation and command")
-                assert wait_for(lambda: ledger.count() == 1)
+                assert wait_for(lambda: ledger.count() == 1, timeout=10.0)
                 report = ledger.report()
             finally:
                 uplink.stop()

@@ -21,6 +21,7 @@ from gated.core.reasons import Reason
 from gated.store import GateStore, StoreError
 from gated.turnstile import Turnstile
 from tests.support.pins import FakeClock, drive, pins, profile, relay_on  # noqa: F401  (pins is a fixture)
+from tests.support.waiting import wait_for
 
 SHIPPED = shipped_boards()
 TIMEOUT_S, HELD_S = 5.0, 20.0
@@ -81,15 +82,6 @@ def rig(store, authority, gate_context, pins, clock):
     yield make
     for r in made:
         r.gate.close()
-
-
-def wait_for(condition, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 # --- every shipped board ------------------------------------------------------------------------

@@ -14,17 +14,9 @@ from gated.core.decide import GateMode
 from gated.core.reasons import Reason
 from gated.turnstile import Turnstile
 from tests.support.pins import drive, level, pins, profile  # noqa: F401  (pins is a fixture)
+from tests.support.waiting import wait_for
 
 SHIPPED = shipped_boards()
-
-
-def wait_for(condition, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

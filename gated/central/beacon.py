@@ -62,14 +62,16 @@ def connect(settings, client_id: str, timeout: float = 10.0) -> mqtt.Client:
 
 def publish_beacons(client: mqtt.Client, source: BeaconSource, *, interval_s: float = BEACON_INTERVAL_S,
                     count: int | None = None, wall: Callable[[], float] = time.time,
-                    sleep: Callable[[float], None] = time.sleep, ack_timeout_s: float = 10.0) -> int:
-    """Publish a beacon every `interval_s` (on a monotonic schedule), `count` times or for ever.
+                    sleep: Callable[[float], None] = time.sleep, ack_timeout_s: float = 10.0,
+                    stopped: Callable[[], bool] = lambda: False) -> int:
+    """Publish a beacon every `interval_s` (on a monotonic schedule), `count` times or until
+    `stopped()` (checked after each sleep, so a `sleep` that returns early on a stop request ends it).
     Returns the number the broker acknowledged; a beacon not acknowledged in time is logged and
     the next one follows (a beacon is only useful fresh, so none is resent)."""
     topic = beacon_topic(source.site)
     acknowledged = sent = 0
     start = time.monotonic()
-    while count is None or sent < count:
+    while (count is None or sent < count) and not stopped():
         payload = source.next(int(wall() * 1000))
         info = client.publish(topic, payload, qos=1, retain=True)
         sent += 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from gated.cli import CommandError
 
 
@@ -38,9 +41,12 @@ def run(args) -> int:
         client = connect(settings, args.client_id or settings.client_id or f"gated-beacon-{args.site}")
     except BeaconPublishError as exc:
         raise CommandError(str(exc)) from None
+    stop = threading.Event()  # SIGTERM (systemd stop) and SIGINT end the loop between two beacons: exit 0
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         acknowledged = publish_beacons(client, BeaconSource(key, args.site), interval_s=args.interval,
-                                       count=args.count)
+                                       count=args.count, sleep=stop.wait, stopped=stop.is_set)
     finally:
         client.disconnect()
         client.loop_stop()
