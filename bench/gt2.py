@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -34,13 +33,13 @@ from gated.core.reasons import Reason  # noqa: E402
 from gated.store import GateStore  # noqa: E402
 from gated.core.ticket import read_code  # noqa: E402
 from gated.validate import validate  # noqa: E402
+from gated.stats import percentile  # noqa: E402
 
 TARGET_MS = 0.5
 
 
 def figures(samples_us: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples_us)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1], ordered[-1]
+    return percentile(samples_us, 50), percentile(samples_us, 99), max(samples_us)
 
 
 def main() -> int:

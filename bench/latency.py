@@ -44,15 +44,11 @@ from gated.scanner import Debouncer, Scanner  # noqa: E402
 from gated.store import GateStore  # noqa: E402
 from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
 from gated.turnstile import Turnstile  # noqa: E402
+from gated.stats import percentile  # noqa: E402
 
 TARGET_P99_MS_720P = 25.0
 EVENT, SITE = "BENCH-2026", "bench"
 IDLE_BETWEEN = 3  # idle frames between two tickets (a visitor steps up)
-
-
-def percentile(values, q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def make_gate(work: Path, issuer_pub: Path) -> tuple[Gate, GateStore, Turnstile]:

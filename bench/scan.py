@@ -47,7 +47,8 @@ from gated.central.issuer import issue, new_claims  # noqa: E402
 from gated.scanner import Scanner  # noqa: E402
 from gated.central import wallet  # noqa: E402
 from gated.rehearsal.synthetic import (HARD_LOW_CONTRAST, module_px, render_hard_frame, render_hard_idle_frame,  # noqa: E402
-                             render_idle_frame, render_ticket_frame)
+                                       render_idle_frame, render_ticket_frame)
+from gated.stats import percentile  # noqa: E402
 
 DEFAULT_DATASET = ROOT / "tests/data/qr-blackbox"
 ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -93,7 +94,7 @@ def run_all(decs: dict, frame: np.ndarray, turn: int) -> dict:
 
 
 def ms(values, q=50) -> float:
-    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+    return percentile(values, q) * 1000
 
 
 # real photos -----------------------------------------------------------------------------------

@@ -27,14 +27,12 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from gated.stats import percentile
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo), 3)
+
+def _p(values: list[float], q: float) -> float:
+    """The report's figures: gated.stats.percentile, rounded, 0 where nothing was measured."""
+    return round(percentile(values, q), 3) if values else 0.0
 
 
 def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, ledger_events: list[dict],
@@ -90,7 +88,7 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
                       "mismatched": len(mismatches)},
         "events": {"made": events_made, "in_ledger": in_ledger, "gaps": gaps, "duplicates_dropped": duplicates_dropped,
                    "chain_breaks": chain_breaks, "bad_signatures": bad_signatures},
-        "latency_ms": {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99)},
+        "latency_ms": {"p50": _p(latencies, 50), "p99": _p(latencies, 99)},
         "throughput_per_gate_per_min": throughput,
         "denials": dict(sorted(denials.items())),
         "admissions_over_limit": max(len(over), ledger_over),
@@ -100,7 +98,7 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         "notes": list(notes),
         "held_back_events": held_back,
         "speed": speed,
-        "end_to_end_ms": {"p50": percentile(e2e, 0.5), "p99": percentile(e2e, 0.99)},
+        "end_to_end_ms": {"p50": _p(e2e, 50), "p99": _p(e2e, 99)},
         "expected_denials": dict(sorted(Counter(a.expect_reason for a in attempts if not a.expect_admit).items())),
         "gates": per_gate,
         "faults": faults,

@@ -334,3 +334,12 @@ def test_a_gate_install_without_the_sim_extra_gets_a_clear_message(tmp_path):
     assert done.returncode == 2
     assert "needs matplotlib" in done.stderr and "gated[sim]" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_one_percentile_for_every_figure():
+    from gated.stats import percentile
+
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile(range(101), 99) == 99
+    assert percentile([5], 99) == 5 and percentile([], 50) != percentile([], 50)  # NaN: nothing measured
+    with pytest.raises(ValueError):
+        percentile([1], 0.99 * 1000)
