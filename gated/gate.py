@@ -51,10 +51,10 @@ from gated.core.reasons import Reason
 from gated.store import GateStore, StoreError
 from gated.turnstile import Turnstile
 from gated.validate import scan_fields, validate
+from gated.core.command import GATE_COMMANDS
 
 log = structlog.get_logger("gated.gate")
 
-COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
 LOCKED_KEY, EMERGENCY_KEY = "gate.locked", "gate.emergency"  # the lock and emergency sources held, "a,b"
 LEGACY_STALE_LOCK_KEY = "daemon.stale_lock"  # before lock sources: 1 while the daemon held a stale-list lock
 
@@ -164,7 +164,7 @@ class Gate:
                   "emergency_on": lambda: gs.EmergencyOn(now, "command"),
                   "emergency_off": lambda: gs.EmergencyOff(now, "command")}
         if name not in inputs:
-            raise ValueError(f"unknown gate command {name!r} (expected one of: {', '.join(COMMANDS)})")
+            raise ValueError(f"unknown gate command {name!r} (expected one of: {', '.join(GATE_COMMANDS)})")
         self._drain()
         self._apply(inputs[name]())
 

@@ -26,27 +26,24 @@ from __future__ import annotations
 import json
 import queue
 import time
-from dataclasses import dataclass
 from typing import Callable
 
-import cbor2
 import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__, revocations
-
-from gated.core import cose, events
-from gated.core.errors import GatedError
+from gated.core import command as commands
+from gated.core import events
+from gated.core.command import Command, CommandRejected
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.store import StoreError
-from gated.topics import command_topic, events_topic, events_topic_gate, revocation_topic, root, status_topic  # noqa: F401 (re-exported)
+from gated.topics import command_topic, events_topic, events_topic_gate, root, status_topic
 
 log = structlog.get_logger("gated.uplink")
 
-COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off", "clock_reset")  # the gate's, and the clock's
 NONCE_KEY = "command_nonce"
 
 
@@ -56,52 +53,17 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# --- signed commands (PROTOCOL §6) --------------------------------------------------------------
-
-class CommandRejected(GatedError, ValueError):
-    """A command the gate ignores; `code`: malformed, unknown_key, bad_signature, wrong_gate,
-    unknown_command, too_old, replay."""
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
-
-
-@dataclass(frozen=True)
-class Command:
-    gate: str
-    name: str
-    nonce: int
-    iat: int
-    signer: str
-
+# --- signed commands (§6) ----------------------------------------------------------------------
 
 def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
                   max_age_s: float | None = None) -> Command:
-    """Verify a command message (signature by a `command` key, for this gate); raises CommandRejected.
-    Given `now` and `max_age_s`, a command whose iat is more than `max_age_s` before `now` is
-    `too_old` (an `open` queued by the broker while the gate was away). The nonce is checked
-    against the store by the caller."""
+    """Verify a command message (signature by a `command` key) and read it (gated/core/command.py);
+    raises CommandRejected. The nonce is checked against the store by the caller."""
     try:
         key, body = open_signed(blob, keyring, "command")
     except SignedRejected as exc:
         raise CommandRejected(exc.code, exc.detail) from None
-    if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
-            or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
-        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} (uints below 2^63)")
-    if body[1] != gate:
-        raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
-    if body[2] not in COMMANDS:
-        raise CommandRejected("unknown_command", f"{body[2]!r} is not one of {', '.join(COMMANDS)}")
-    if now is not None and max_age_s is not None and now - body[4] > max_age_s:
-        raise CommandRejected("too_old", f"issued {int(now - body[4])} s ago, over the {max_age_s:g} s allowed")
-    return Command(gate=body[1], name=body[2], nonce=body[3], iat=body[4], signer=key.name)
-
-
-def encode_command(key, *, gate: str, command: str, nonce: int, iat: int | None = None) -> bytes:
-    """The central side: a signed command message."""
-    payload = {1: gate, 2: command, 3: nonce, 4: int(time.time()) if iat is None else iat}
-    return cose.sign(cbor2.dumps(payload), key)
+    return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s)
 
 
 # --- the gate's uplink ----------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from gated import revocations
 from gated.central.publisher import publish_revocations
 from gated.mqtturl import parse_broker_url
 from gated.store import GateStore
-from gated.uplink import Uplink, command_topic, encode_command, events_topic, revocation_topic
+from gated.central.commands import encode_command
+from gated.topics import command_topic, events_topic, revocation_topic
+from gated.uplink import Uplink
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from tests.support.uplink import LedgerThread, pump

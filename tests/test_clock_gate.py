@@ -230,7 +230,7 @@ def test_clock_reset_without_a_state_database_says_so(tmp_path, authority, broke
 
 def test_a_signed_clock_reset_command_clears_a_running_gates_poisoned_clock(tmp_path, authority, broker):
     from gated.topics import command_topic
-    from gated.uplink import encode_command
+    from gated.central.commands import encode_command
 
     path = config(tmp_path, authority, broker, trust_system_clock=True)
     (tmp_path / "state").mkdir()

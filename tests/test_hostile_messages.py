@@ -23,7 +23,9 @@ from gated.central.issuer import issue, new_claims
 from gated.clock import TrustedClock, encode_beacon, read_beacon
 from gated.config import from_dict
 from gated.topics import beacon_topic, command_topic, revocation_topic
-from gated.uplink import CommandRejected, encode_command, parse_command
+from gated.central.commands import encode_command
+from gated.core.command import CommandRejected
+from gated.uplink import parse_command
 from tests.conftest import EVENT, SITE
 from tests.support.frames import render_card
 from tests.support.gatedaemon import GateProcess, gate_config, write_config

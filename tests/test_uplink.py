@@ -17,7 +17,9 @@ from gated.core import events
 from gated.central.publisher import publish_revocations
 from gated.core.reasons import Reason
 from gated.store import GateStore
-from gated.uplink import Uplink, command_topic, encode_command, events_topic, revocation_topic, status_topic
+from gated.central.commands import encode_command
+from gated.topics import command_topic, events_topic, revocation_topic, status_topic
+from gated.uplink import Uplink
 from gated.validate import scan_fields, validate
 from tests.conftest import SITE
 from tests.support.broker import Broker

@@ -1,0 +1,59 @@
+"""Remote commands (§6): what the central side may ask of a gate, and the payload that carries it.
+
+    COSE_Sign1 by a `command` key, payload {1: gate (tstr), 2: command (tstr), 3: nonce (uint),
+                                            4: iat (uint, unix seconds)}
+
+`read()` judges a payload whose signature the shell has already checked (gated/keys.open_signed):
+it returns a `Command` or raises `CommandRejected` with a code. The nonce (strictly increasing per
+gate) needs the store, so the uplink checks it; everything else is here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gated.core import cose
+from gated.core.errors import GatedError
+
+GATE_COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")  # §6: the turnstile's
+COMMANDS = GATE_COMMANDS + ("clock_reset",)  # and the clock's (part 2: "Resetting a gate's clock trust")
+
+
+class CommandRejected(GatedError, ValueError):
+    """A command the gate ignores; `code`: malformed, unknown_key, bad_signature, wrong_gate,
+    unknown_command, too_old, replay."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
+@dataclass(frozen=True)
+class Command:
+    gate: str
+    name: str
+    nonce: int
+    iat: int
+    signer: str
+
+
+def payload(*, gate: str, command: str, nonce: int, iat: int) -> dict:
+    """The CBOR map a command key signs."""
+    return {1: gate, 2: command, 3: nonce, 4: iat}
+
+
+def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: float | None = None) -> Command:
+    """The command in a verified payload, for gate `gate`. Given `now` and `max_age_s`, a command
+    whose iat is more than `max_age_s` before `now` is `too_old` (an `open` the broker queued while
+    the gate was away must not run when it reconnects)."""
+    if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
+            or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
+        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} "
+                                           "(uints below 2^63)")
+    if body[1] != gate:
+        raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
+    if body[2] not in COMMANDS:
+        raise CommandRejected("unknown_command", f"{body[2]!r} is not one of {', '.join(COMMANDS)}")
+    if now is not None and max_age_s is not None and now - body[4] > max_age_s:
+        raise CommandRejected("too_old", f"issued {int(now - body[4])} s ago, over the {max_age_s:g} s allowed")
+    return Command(gate=body[1], name=body[2], nonce=body[3], iat=body[4], signer=signer)
