@@ -63,6 +63,8 @@ class GateSection:
     keyring: Path = _opt(doc="keyring directory: trusted public keys and keyring.toml", path=True)
     state_dir: Path = _opt(Path("/var/lib/gated"), doc="directory of the gate's state database (gate.db)", path=True)
     zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)")
+    products: tuple[str, ...] | None = _opt(None, doc="admit only these products (absent: all): GT ticket types, "
+                                                      "pretix item ids \"12\" or item/variation \"12/3\"")
 
     @property
     def database(self) -> Path:

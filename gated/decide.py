@@ -7,7 +7,9 @@ Checks run in a fixed order so that one scan always yields one reason:
     gate mode   emergency -> EMERGENCY, locked -> LOCKED
     the code    rejections from the codec (malformed, unsupported, unknown_key, bad_signature)
     the form    a ticket with a device key shown as GT1 -> STATIC_COPY
-    the place   aud not among the gate's events -> WRONG_EVENT; zone not in zon -> WRONG_ZONE
+    the place   aud not among the gate's events -> WRONG_EVENT; a gate limited to some products
+                (`products`: GT ticket types, pretix "ITEM" or "ITEM/VARIATION") and the ticket's
+                product not among them -> WRONG_ZONE; zone not in zon -> WRONG_ZONE
     the time    now < nbf - skew -> NOT_YET_VALID; now > exp + skew -> EXPIRED;
                 GT2 step further than `step_window` from now's step -> STALE_CODE;
                 with `time_trusted=False` (an uncertain gate clock under the `deny` policy, see
@@ -41,6 +43,7 @@ class GateContext:
     skew_s: int = 60
     step_window: int = 1
     mode: GateMode = GateMode.NORMAL
+    products: frozenset[str] | None = None  # None: every product; else the ones this gate admits
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STATIC_COPY, "dynamic ticket shown in static form (screenshot?)")
     if claims.aud not in gate.events:
         return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
+    if gate.products is not None and not gate.products.intersection(products_of(code)):
+        return deny(Reason.WRONG_ZONE, f"product {products_of(code)[-1]!r} is not admitted at this gate")
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
     if not time_trusted:
@@ -104,6 +109,16 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
     if claims.ent and facts.admissions >= claims.ent:
         return deny(Reason.ALREADY_USED, f"{facts.admissions} of {claims.ent} entries used")
     return Decision(True, Reason.OK, ticket, cti)
+
+
+def products_of(ticket: Ticket) -> tuple[str, ...]:
+    """The names a gate's product limit matches: a GT ticket's type; a pretix ticket's item and
+    item/variation (gated/pretix_secret.py)."""
+    from gated.pretix_secret import PretixTicket
+
+    if isinstance(ticket, PretixTicket):
+        return ticket.products
+    return (ticket.claims.typ,)
 
 
 def _iso(unix_seconds: int) -> str:
