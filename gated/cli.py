@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",
+    "gated.commands.pretix",
 )
 
 
