@@ -65,6 +65,8 @@ class GateSection:
     zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)")
     products: tuple[str, ...] | None = _opt(None, doc="admit only these products (absent: all): GT ticket types, "
                                                       "pretix item ids \"12\" or item/variation \"12/3\"")
+    pretix_entries: int = _opt(1, doc="entries a pretix ticket allows at this site (its code states none); "
+                                      "0 = unlimited", minimum=0)
 
     @property
     def database(self) -> Path:

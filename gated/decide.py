@@ -15,7 +15,8 @@ Checks run in a fixed order so that one scan always yields one reason:
                 with `time_trusted=False` (an uncertain gate clock under the `deny` policy, see
                 gated/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
                 a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
-    the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED
+    the lists   revoked -> REVOKED; entries used up (ent; for a pretix ticket the gate's
+                `pretix_entries`) or this GT2 step seen -> ALREADY_USED
     otherwise   OK, admit
 """
 
@@ -44,6 +45,7 @@ class GateContext:
     step_window: int = 1
     mode: GateMode = GateMode.NORMAL
     products: frozenset[str] | None = None  # None: every product; else the ones this gate admits
+    pretix_entries: int = 1  # entries a pretix ticket allows (its secret states none); 0 = unlimited
 
 
 @dataclass(frozen=True)
@@ -106,19 +108,22 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.REVOKED, f"on revocation list v{facts.rev_version}")
     if code.dynamic and facts.step_seen:
         return deny(Reason.ALREADY_USED, f"code step {code.step} already shown")
-    if claims.ent and facts.admissions >= claims.ent:
-        return deny(Reason.ALREADY_USED, f"{facts.admissions} of {claims.ent} entries used")
+    entries = gate.pretix_entries if _is_pretix(code) else claims.ent
+    if entries and facts.admissions >= entries:
+        return deny(Reason.ALREADY_USED, f"{facts.admissions} of {entries} entries used")
     return Decision(True, Reason.OK, ticket, cti)
 
 
 def products_of(ticket: Ticket) -> tuple[str, ...]:
     """The names a gate's product limit matches: a GT ticket's type; a pretix ticket's item and
     item/variation (gated/pretix_secret.py)."""
-    from gated.pretix_secret import PretixTicket
+    return ticket.products if _is_pretix(ticket) else (ticket.claims.typ,)
 
-    if isinstance(ticket, PretixTicket):
-        return ticket.products
-    return (ticket.claims.typ,)
+
+def _is_pretix(ticket: Ticket) -> bool:
+    from gated.pretix_secret import PretixTicket  # here: gated.pretix_secret builds on gated.ticket
+
+    return isinstance(ticket, PretixTicket)
 
 
 def _iso(unix_seconds: int) -> str:

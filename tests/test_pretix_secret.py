@@ -220,3 +220,50 @@ def test_any_bytes_in_a_signed_envelope_never_raise(payload):
 @given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=300))
 def test_any_base64_text_never_raises(text):
     assert isinstance(read_code(text, Keyring()), Rejection)
+
+
+def test_pretix_entries_are_one_unless_the_gate_says_otherwise(desk, capsys):
+    text = SECRETS["plain"]
+    for _ in range(2):
+        assert verify(capsys, text, "--state", "two.db", "--record", "--pretix-entries", "2")["decision"] == "admit"
+    assert verify(capsys, text, "--state", "two.db", "--pretix-entries", "2")["reason"] == "already_used"
+    assert verify(capsys, text, "--state", "two.db", "--pretix-entries", "0")["decision"] == "admit"  # unlimited
+
+
+def test_gate_config_takes_products_and_pretix_entries(tmp_path):
+    from gated import config
+
+    path = tmp_path / "gated.toml"
+    path.write_text('[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
+                    'products = ["12", "14/3"]\npretix_entries = 2\n'
+                    '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n')
+    cfg = config.load(path)
+    assert cfg.gate.products == ("12", "14/3") and cfg.gate.pretix_entries == 2
+    path.write_text(path.read_text().replace("pretix_entries = 2", "pretix_entries = -1"))
+    with pytest.raises(config.ConfigError, match="gate.pretix_entries"):
+        config.load(path)
+
+
+def test_gated_scan_reads_a_pretix_code_from_a_camera_frame_at_a_given_time(desk, capsys):
+    import cv2
+
+    from tests.support.frames import ticket_frames
+
+    cv2.imwrite("frame.png", ticket_frames([SECRETS["window"]], blur=0, motion=0, noise=0, glare=0, tilt=0,
+                                           rotation=0, gradient=0, contrast=1, inverted=False)[0])
+    argv = ["scan", "--json", "frame.png", "--keyring", "ring", "--event", EVENT]
+    assert main([*argv, "--at", "2026-06-01T20:03:00Z"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["codes"] == [SECRETS["window"]] and line["decisions"][0]["decision"] == "admit"
+    assert main([*argv, "--at", "2026-06-02T08:00:00Z"]) == 1
+    assert json.loads(capsys.readouterr().out)["decisions"][0]["reason"] == "expired"
+
+
+def test_sync_cursor_overlaps_and_never_goes_back():
+    from datetime import datetime, timezone
+
+    from gated.central.pretix import _cursor
+
+    newest = datetime(2026, 6, 1, 20, 0, 0, 123456, tzinfo=timezone.utc)
+    assert _cursor(newest, None) == "2026-06-01T19:55:00.123456Z"
+    assert _cursor(newest, "2026-06-01T19:58:00.000000Z") == "2026-06-01T19:58:00.000000Z"

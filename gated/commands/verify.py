@@ -24,6 +24,8 @@ def add_gate_options(p, *, event_required: bool = True) -> None:
     p.add_argument("--revocations", action="append", default=[], metavar="FILE", help="revocation update file(s) to apply first")
     p.add_argument("--product", action="append", default=None, metavar="NAME",
                    help="admit only this product (repeat): a GT ticket type, a pretix item id or ITEM/VARIATION")
+    p.add_argument("--pretix-entries", type=int, default=1, metavar="N",
+                   help="entries a pretix ticket allows (default 1, 0 = unlimited)")
     p.add_argument("--at", metavar="ISO-TIME", help="judge as if the gate's clock read this time (UTC unless an "
                                                     "offset is given), e.g. 2026-06-01T20:03:00+02:00")
     p.add_argument("--now", help=argparse.SUPPRESS, default=None)  # unix seconds: for tests and replays
@@ -56,7 +58,8 @@ class GateSetup:
         for file in args.revocations:
             self.apply_revocation_file(file)
         self.context = decide.GateContext(site=site, events=frozenset(args.event), zone=args.zone, skew_s=args.skew,
-                                            products=frozenset(args.product) if args.product else None)
+                                            products=frozenset(args.product) if args.product else None,
+                                            pretix_entries=args.pretix_entries)
 
     def apply_revocation_file(self, file: str) -> None:
         from gated.revocations import apply_update
