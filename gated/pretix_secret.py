@@ -95,8 +95,9 @@ def looks_like(text: str) -> bool:
 
 
 def ticket_id(text: str) -> bytes:
-    """The ticket id of a pretix secret (docs/protocol.md): SHA-256 of the text, first 16 bytes."""
-    return hashlib.sha256(text.encode("ascii")).digest()[:16]
+    """The ticket id of a pretix secret (docs/protocol.md): SHA-256 of the text, first 16 bytes.
+    (UTF-8 for any text the central side meets; a secret a gate reads is ASCII.)"""
+    return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -127,11 +127,6 @@ def _time(row: dict, key: str, where: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def secret_id(secret: str, where: str) -> bytes:
-    """The ticket id of a secret pretix lists (docs/protocol.md: SHA-256 of the text, 16 bytes)."""
-    if not secret.isascii():
-        raise PretixError(f"{where}: a secret that is not ASCII")
-    return ticket_id(secret)
 
 
 # --- keys --------------------------------------------------------------------------------------
@@ -139,8 +134,8 @@ def secret_id(secret: str, where: str) -> bytes:
 def fetch_keys(client: PretixClient, event: str) -> list[bytes]:
     """The event's pretix_sig1 public keys as PEM (the event must have issued a ticket already:
     pretix makes its key with the first secret)."""
-    answer = client.get(_event_path(event))
-    keys = (answer.get("valid_keys") or {}).get("pretix_sig1") if isinstance(answer.get("valid_keys"), dict) else None
+    valid = client.get(_event_path(event)).get("valid_keys")
+    keys = valid.get("pretix_sig1") if isinstance(valid, dict) else None
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise PretixError(f"event {event}: no valid_keys.pretix_sig1 list in the event resource")
     pems = []
@@ -225,8 +220,8 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
                                 {"created_since": revoked_since} if revoked_since else None))
     blocked = list(client.pages(_event_path(event) + "blockedsecrets/",
                                 {"updated_since": blocked_since} if blocked_since else None))
-    revoked_rows = [(secret_id(_text(r, "secret", where), where), _time(r, "created", where)) for r in revoked]
-    blocked_rows = [(secret_id(_text(b, "secret", where), where), _time(b, "updated", where), b.get("blocked"))
+    revoked_rows = [(ticket_id(_text(r, "secret", where)), _time(r, "created", where)) for r in revoked]
+    blocked_rows = [(ticket_id(_text(b, "secret", where)), _time(b, "updated", where), b.get("blocked"))
                     for b in blocked]
     if any(flag not in (True, False) for _, _, flag in blocked_rows):
         raise PretixError(f"{where}: a blocked secret without a true/false `blocked`")
@@ -338,10 +333,10 @@ def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, ev
     secrets = {}
     for row in client.pages(_event_path(event) + "orderpositions/", {"include_canceled_positions": "true"}):
         secret = _text(row, "secret", where)
-        secrets[secret_id(secret, where).hex()] = secret
+        secrets[ticket_id(secret).hex()] = secret
     for row in client.pages(_event_path(event) + "revokedsecrets/"):
         secret = _text(row, "secret", where)
-        secrets.setdefault(secret_id(secret, where).hex(), secret)
+        secrets.setdefault(ticket_id(secret).hex(), secret)
     for event_id, cti, ts in todo:
         secret = secrets.get(cti)
         if secret is None:

@@ -91,9 +91,9 @@ def run_keys(args) -> int:
 
 
 def run_sync(args) -> int:
-    from gated import keys, revocations
+    from gated import keys
     from gated.central.pretix import PretixError, SyncState, sync_revocations
-    from gated.central.publisher import PublishError, publish_revocations
+    from gated.central.publisher import PublishError, publish_revocations, read_update
     from gated.commands.ledger import _settings
     from gated.commands.revoke import part_paths
 
@@ -110,8 +110,7 @@ def run_sync(args) -> int:
         if args.out:
             by_version = {}
             for blob in blobs:
-                update = revocations.parse_update(blob, keys.Keyring((keys.trusted("self", key.public_key(),
-                                                                                     ["revocation"]),)))
+                update = read_update(blob)  # our own, just signed: only its version and part are needed
                 by_version.setdefault(update.version, []).append((update.part, blob))
             for version, parts in by_version.items():
                 for path, (_, blob) in zip(part_paths(Path(args.out) / f"rev-{version}.cose", len(parts)),
@@ -127,6 +126,8 @@ def run_sync(args) -> int:
                                       first_version=args.first_version)
     except (PretixError, PublishError) as exc:
         raise CommandError(f"{exc} (nothing is lost: run again)") from None
+    except ValueError as exc:  # an update the protocol cannot carry (a delta over 1 MiB)
+        raise CommandError(f"{exc}; nothing was signed or sent") from None
     print(f"pretix {args.event}: {result.revoked_seen} revoked and {result.blocked_seen} blocked entries read; "
           f"list v{result.version} (+{result.added} -{result.removed}); "
           f"published {', '.join(f'v{v}' for v in result.published) or 'nothing new'}")
