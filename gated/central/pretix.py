@@ -318,8 +318,9 @@ def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]
 def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, event: str, site: str,
                       checkin_list: int, now=time.time) -> UploadResult:
     """Each admission not yet uploaded goes to pretix's check-in RPC, forced (it happened), with
-    its time and nonce. Ticket ids are matched to secrets through the event's order positions and
-    its revoked secrets (a ticket admitted before it was revoked is still that position's entry)."""
+    its time and nonce. Ticket ids are matched to secrets through the check-in list's positions
+    (whatever their order's state) and the event's revoked secrets (a ticket admitted before it was
+    revoked is still that position's entry); both are open to a pretixSCAN device."""
     result = UploadResult()
     todo = []
     for event_id, cti, ts in admissions(ledger_path, event):
@@ -331,7 +332,7 @@ def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, ev
         return result
     where = f"pretix event {event}"
     secrets = {}
-    for row in client.pages(_event_path(event) + "orderpositions/", {"include_canceled_positions": "true"}):
+    for row in client.pages(_event_path(event) + f"checkinlists/{checkin_list}/positions/", {"ignore_status": "true"}):
         secret = _text(row, "secret", where)
         secrets[ticket_id(secret).hex()] = secret
     for row in client.pages(_event_path(event) + "revokedsecrets/"):

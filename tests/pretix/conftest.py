@@ -88,6 +88,7 @@ class Pretix:
     event: str
     token: str
     token_file: Path
+    device_token_file: Path
     items: dict
     checkin_list: int
     process: subprocess.Popen
@@ -114,9 +115,10 @@ class Pretix:
     def checkins(self, position_id: int) -> list[dict]:
         return self.call("GET", f"orderpositions/{position_id}/")["checkins"]
 
-    def shop_args(self) -> list[str]:
-        return ["--url", self.url, "--organizer", self.organizer, "--event", self.event,
-                "--token-file", str(self.token_file)]
+    def shop_args(self, *, device: bool = False) -> list[str]:
+        """The options naming the shop: team token authentication, or with `device` the device's."""
+        auth = ["--device-token-file", str(self.device_token_file)] if device else ["--token-file", str(self.token_file)]
+        return ["--url", self.url, "--organizer", self.organizer, "--event", self.event, *auth]
 
 
 @pytest.fixture(scope="session")
@@ -130,13 +132,15 @@ def pretix(tmp_path_factory) -> Pretix:
     assert made.returncode == 0, made.stderr[-3000:]
     setup = json.loads((root / "setup.json").read_text())
     (root / "token").write_text(setup["token"])
+    (root / "device-token").write_text(setup["device_token"])
     env = {**os.environ, "PRETIX_CONFIG_FILE": str(config)}
     env.pop("PYTHONPATH", None)
     log = open(root / "server.log", "w")
     process = subprocess.Popen([PRETIX_PYTHON, "-m", "pretix", "runserver", f"127.0.0.1:{port}", "--noreload"],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     shop = Pretix(url=f"http://127.0.0.1:{port}", organizer=setup["organizer"], event=setup["event"],
-                  token=setup["token"], token_file=root / "token", items=setup["items"],
+                  token=setup["token"], token_file=root / "token", device_token_file=root / "device-token",
+                  items=setup["items"],
                   checkin_list=setup["checkin_list"], process=process)
     deadline = time.monotonic() + 120
     while True:

@@ -4,7 +4,8 @@
 
 Makes (with pretix's models, after `python -m pretix migrate`) an organizer `gated`, an event
 `final-2026` whose ticket code generator is `pretix_sig1`, three products (`Adult`; `Late`, valid
-only from 2099; `Early`, valid only until 2000), a quota, a check-in list and a team API token, then
+only from 2099; `Early`, valid only until 2000), a quota, a check-in list, a team API token and an initialized
+device (security profile pretixSCAN) for device authentication, then
 writes their ids as JSON. Orders are made later through pretix's REST API, so their secrets come
 from pretix's own Sig1TicketSecretGenerator.
 """
@@ -22,7 +23,9 @@ import django  # noqa: E402
 django.setup()
 
 from django_scopes import scopes_disabled  # noqa: E402
-from pretix.base.models import Event, Item, Organizer, Team  # noqa: E402
+from django.utils.crypto import get_random_string  # noqa: E402
+from django.utils.timezone import now  # noqa: E402
+from pretix.base.models import Device, Event, Item, Organizer, Team  # noqa: E402
 
 
 def main(out: str) -> None:
@@ -47,8 +50,13 @@ def main(out: str) -> None:
         team = Team.objects.create(organizer=organizer, name="gated", all_events=True,
                                    all_event_permissions=True, all_organizer_permissions=True)
         token = team.tokens.create(name="gated tests")
+        # a scanning device as after pretix's initialization handshake, with pretixSCAN's security profile
+        device = Device.objects.create(organizer=organizer, name="gated central", all_events=True,
+                                       security_profile="pretixscan", initialized=now(),
+                                       api_token=get_random_string(64), hardware_brand="gated",
+                                       hardware_model="central", software_brand="gated", software_version="0.1")
     with open(out, "w") as fh:
-        json.dump({"organizer": organizer.slug, "event": event.slug, "token": token.token,
+        json.dump({"organizer": organizer.slug, "event": event.slug, "token": token.token, "device_token": device.api_token,
                    "items": {"adult": adult.pk, "late": late.pk, "early": early.pk},
                    "checkin_list": checkin_list.pk}, fh)
 

@@ -40,18 +40,19 @@ def tampered(secret: str) -> str:
 class Desk:
     """The central side of the venue: a keyring for the gate, a revocation key, the sync's state."""
 
-    def __init__(self, tmp: Path, pretix, broker):
+    def __init__(self, tmp: Path, pretix, broker, *, device: bool = False):
         self.tmp, self.pretix, self.broker = tmp, pretix, broker
+        self.shop = pretix.shop_args(device=device)
         self.ring = tmp / "ring"
         gated("keys", "generate", "--out", tmp / "k", "--name", "rev")
         gated("keys", "trust", "--keyring", self.ring, "--role", "revocation", tmp / "k" / "rev.pub")
 
     def sync(self, *extra, check=True):
-        return gated("pretix", "sync", *self.pretix.shop_args(), "--state", self.tmp / "sync.db",
+        return gated("pretix", "sync", *self.shop, "--state", self.tmp / "sync.db",
                      "--revocation-key", self.tmp / "k" / "rev.key", "--site", SITE, *extra, check=check)
 
     def upload(self, state="sync.db"):
-        return gated("pretix", "upload", *self.pretix.shop_args(), "--state", self.tmp / state, "--site", SITE,
+        return gated("pretix", "upload", *self.shop, "--state", self.tmp / state, "--site", SITE,
                      "--ledger", self.tmp / "ledger.db", "--list", self.pretix.checkin_list).stdout
 
 
@@ -76,8 +77,8 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
     a, b, c = pretix.order("adult"), pretix.order("adult"), pretix.order("adult")
     late, early = pretix.order("late"), pretix.order("early")
     sa, sb, sc = (o["positions"][0]["secret"] for o in (a, b, c))
-    desk = Desk(tmp_path, pretix, broker)
-    gated("pretix", "keys", *pretix.shop_args(), "--keyring", desk.ring)
+    desk = Desk(tmp_path, pretix, broker, device=True)  # device authentication, pretixSCAN's profile
+    gated("pretix", "keys", *desk.shop, "--keyring", desk.ring)
     assert "list v1 (+0 -0); published v1" in desk.sync("--broker", broker.url).stdout
 
     ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
@@ -159,7 +160,8 @@ def retained(broker, topic: str, timeout: float = 10.0) -> bytes | None:
 
 def test_sync_that_could_not_publish_publishes_the_same_update_on_the_next_run(tmp_path, pretix, broker):
     """Killed (or the broker gone) after signing: the next run sends the very bytes it signed, never a
-    different update under the same version; a run with nothing new publishes nothing."""
+    different update under the same version; a run with nothing new publishes nothing. (Team token
+    authentication here; the venue test above uses device authentication.)"""
     from tests.support.broker import free_port
 
     desk = Desk(tmp_path, pretix, broker)
