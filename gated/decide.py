@@ -7,7 +7,8 @@ Checks run in a fixed order so that one scan always yields one reason:
     gate mode   emergency -> EMERGENCY, locked -> LOCKED
     the code    rejections from the codec (malformed, unsupported, unknown_key, bad_signature)
     the form    a ticket with a device key shown as GT1 -> STATIC_COPY
-    the place   aud not among the gate's events -> WRONG_EVENT; a gate limited to some products
+    the place   aud not among the gate's events, or a pretix ticket for another date of the series
+                than the gate's `pretix_subevents` -> WRONG_EVENT; a gate limited to some products
                 (`products`: GT ticket types, pretix "ITEM" or "ITEM/VARIATION") and the ticket's
                 product not among them -> WRONG_ZONE; zone not in zon -> WRONG_ZONE
     the time    now < nbf - skew -> NOT_YET_VALID; now > exp + skew -> EXPIRED;
@@ -46,6 +47,7 @@ class GateContext:
     mode: GateMode = GateMode.NORMAL
     products: frozenset[str] | None = None  # None: every product; else the ones this gate admits
     pretix_entries: int = 1  # entries a pretix ticket allows (its secret states none); 0 = unlimited
+    pretix_subevents: frozenset[int] | None = None  # None: every date of a pretix event series; else these
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STATIC_COPY, "dynamic ticket shown in static form (screenshot?)")
     if claims.aud not in gate.events:
         return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
+    if gate.pretix_subevents is not None and _is_pretix(code) and code.subevent not in gate.pretix_subevents:
+        return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r} date (subevent) {code.subevent or 'none'}")
     if gate.products is not None and not gate.products.intersection(products_of(code)):
         return deny(Reason.WRONG_ZONE, f"product {products_of(code)[-1]!r} is not admitted at this gate")
     if claims.zon is not None and gate.zone not in claims.zon:

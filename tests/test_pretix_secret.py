@@ -235,10 +235,10 @@ def test_gate_config_takes_products_and_pretix_entries(tmp_path):
 
     path = tmp_path / "gated.toml"
     path.write_text('[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
-                    'products = ["12", "14/3"]\npretix_entries = 2\n'
+                    'products = ["12", "14/3"]\npretix_entries = 2\npretix_subevents = [7]\n'
                     '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n')
     cfg = config.load(path)
-    assert cfg.gate.products == ("12", "14/3") and cfg.gate.pretix_entries == 2
+    assert cfg.gate.products == ("12", "14/3") and cfg.gate.pretix_entries == 2 and cfg.gate.pretix_subevents == (7,)
     path.write_text(path.read_text().replace("pretix_entries = 2", "pretix_entries = -1"))
     with pytest.raises(config.ConfigError, match="gate.pretix_entries"):
         config.load(path)
@@ -267,3 +267,22 @@ def test_sync_cursor_overlaps_and_never_goes_back():
     newest = datetime(2026, 6, 1, 20, 0, 0, 123456, tzinfo=timezone.utc)
     assert _cursor(newest, None) == "2026-06-01T19:55:00.123456Z"
     assert _cursor(newest, "2026-06-01T19:58:00.000000Z") == "2026-06-01T19:58:00.000000Z"
+
+
+def test_a_gate_for_some_dates_of_a_pretix_series_denies_the_others(desk, capsys):
+    assert verify(capsys, SECRETS["subevent"], "--pretix-subevent", "7")["decision"] == "admit"
+    assert verify(capsys, SECRETS["subevent"], "--pretix-subevent", "8")["reason"] == "wrong_event"
+    assert verify(capsys, SECRETS["subevent"], "--pretix-subevent", "8", "--pretix-subevent", "7")["decision"] == "admit"
+    assert verify(capsys, SECRETS["plain"], "--pretix-subevent", "7")["reason"] == "wrong_event"  # no date at all
+    assert verify(capsys, SECRETS["plain"])["decision"] == "admit"  # no limit: every date
+
+
+def test_gate_config_refuses_subevents_that_are_not_ids(tmp_path):
+    from gated import config
+
+    path = tmp_path / "gated.toml"
+    path.write_text('[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
+                    'pretix_subevents = ["7", true]\n'
+                    '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n')
+    with pytest.raises(config.ConfigError, match="gate.pretix_subevents: expected a list of integers"):
+        config.load(path)

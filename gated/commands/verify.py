@@ -26,6 +26,8 @@ def add_gate_options(p, *, event_required: bool = True) -> None:
                    help="admit only this product (repeat): a GT ticket type, a pretix item id or ITEM/VARIATION")
     p.add_argument("--pretix-entries", type=int, default=1, metavar="N",
                    help="entries a pretix ticket allows (default 1, 0 = unlimited)")
+    p.add_argument("--pretix-subevent", type=int, action="append", default=None, metavar="ID",
+                   help="pretix event series: admit only this date (subevent id; repeat)")
     p.add_argument("--at", metavar="ISO-TIME", help="judge as if the gate's clock read this time (UTC unless an "
                                                     "offset is given), e.g. 2026-06-01T20:03:00+02:00")
     p.add_argument("--now", help=argparse.SUPPRESS, default=None)  # unix seconds: for tests and replays
@@ -59,7 +61,9 @@ class GateSetup:
             self.apply_revocation_file(file)
         self.context = decide.GateContext(site=site, events=frozenset(args.event), zone=args.zone, skew_s=args.skew,
                                             products=frozenset(args.product) if args.product else None,
-                                            pretix_entries=args.pretix_entries)
+                                            pretix_entries=args.pretix_entries,
+                                            pretix_subevents=frozenset(args.pretix_subevent)
+                                            if args.pretix_subevent else None)
 
     def apply_revocation_file(self, file: str) -> None:
         from gated.revocations import apply_update
