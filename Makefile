@@ -8,7 +8,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test system test-tools venv bench clean
+.PHONY: demo test test-pretix pretix-venv system test-tools venv bench clean
 
 system:
 	@missing=""; \
@@ -39,6 +39,22 @@ venv: system $(VENV)/.installed
 test: venv test-tools
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
+# pretix (tests/pretix/: a real pretix shop on 127.0.0.1) lives in its own venv: gated never imports it.
+PRETIX_VENV ?= .venv-pretix
+PRETIX_VERSION ?= 2026.8.0
+
+$(PRETIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PRETIX_VENV)
+	$(PRETIX_VENV)/bin/pip install -q --upgrade pip
+	$(PRETIX_VENV)/bin/pip install -q 'pretix==$(PRETIX_VERSION)'
+	touch $@
+
+pretix-venv: system $(PRETIX_VENV)/.installed
+
+test-pretix: venv pretix-venv
+	GATED_PRETIX_PYTHON=$(CURDIR)/$(PRETIX_VENV)/bin/python GPIOZERO_PIN_FACTORY=mock \
+		$(VENV)/bin/python -m pytest -q tests/pretix $(PYTEST_ARGS)
+
 demo: venv
 	@$(VENV)/bin/gated sim sim/scenarios/demo.toml --out demo-out; status=$$?; \
 	echo "demo report: $(CURDIR)/demo-out/report.html (report.json and devices/ beside it)"; exit $$status
@@ -47,4 +63,4 @@ bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis demo-out
+	rm -rf $(VENV) $(PRETIX_VENV) .pytest_cache .hypothesis demo-out

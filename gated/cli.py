@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",
+    "gated.commands.pretix",
 )
 
 

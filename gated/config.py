@@ -68,6 +68,12 @@ class GateSection:
     keyring: Path = _opt(doc="keyring directory: trusted public keys and keyring.toml", path=True)
     state_dir: Path = _opt(Path("/var/lib/gated"), doc="directory of the gate's state database (gate.db)", path=True)
     zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)")
+    products: tuple[str, ...] | None = _opt(None, doc="admit only these products (absent: all): GT ticket types, "
+                                                      "pretix item ids \"12\" or item/variation \"12/3\"")
+    pretix_entries: int = _opt(1, doc="entries a pretix ticket allows at this site (its code states none); "
+                                      "0 = unlimited", minimum=0)
+    pretix_subevents: tuple[int, ...] | None = _opt(None, doc="pretix event series: admit only these dates "
+                                                            "(subevent ids; absent: every date)")
 
     @property
     def database(self) -> Path:
@@ -311,6 +317,10 @@ def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
         if "check" in meta and (expected := meta["check"](raw)):
             return bad(expected)
         return raw
+    if typing.get_origin(inner) is tuple and typing.get_args(inner)[0] is int:
+        if not isinstance(raw, list) or not all(type(x) is int and x >= 0 for x in raw):
+            return bad("a list of integers >= 0")
+        return tuple(raw)
     if typing.get_origin(inner) is tuple:
         if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw) or (meta.get("nonempty") and not raw):
             return bad("a non-empty list of strings" if meta.get("nonempty") else "a list of strings")

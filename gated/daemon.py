@@ -211,7 +211,11 @@ class Daemon:
 
         cfg, board = self.cfg, self.turnstile.profile
         context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
-                              skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window)
+                              skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
+                              products=frozenset(cfg.gate.products) if cfg.gate.products is not None else None,
+                              pretix_entries=cfg.gate.pretix_entries,
+                              pretix_subevents=None if cfg.gate.pretix_subevents is None
+                              else frozenset(cfg.gate.pretix_subevents))
         return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
                     clock=self.clock.now, time_reading=self.clock.reading,
                     passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,

@@ -20,6 +20,11 @@ Every ticket is issued here, so every expected answer is known before the first 
                     opened and replayed                                deny/stale_code
     static_copy     a dynamic ticket shown in its static GT1 form      deny/static_copy
 
+With `[tickets] format = "pretix_sig1"` every ticket is a pretix secret (gated/core/pretix_secret.py:
+the product is the ticket type's position in `types`, the validity its nbf/exp, one entry); a
+forged one is then deny/bad_signature (a pretix secret names no key), and a ticket of another
+event is signed with that event's own key (`other_event_key`, which the venue trusts for it).
+
 An attempt may depend on another (a copy comes after the original passed; a retry after the
 timeout); the runner starts it no earlier than `after_gap_s` real seconds after that one ended,
 and never inside a broker outage when it needs the broker (revocations, cross-gate admissions).
@@ -27,14 +32,17 @@ and never inside a broker outage when it needs the broker (revocations, cross-ga
 
 from __future__ import annotations
 
+import base64
 import bisect
 import random
-from dataclasses import dataclass, field
+import string
+from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gated.core import pretix_secret
 from gated.core import base45, ticket
-from gated.central.issuer import issue, new_claims
+from gated.central.issuer import IssuedTicket, issue, new_claims
 from sim.scenario import Scenario
 
 DAY = 86400
@@ -132,6 +140,26 @@ def cut_signature(text: str) -> str:
     return ticket.STATIC_PREFIX + base45.encode(cbor2.dumps(value))
 
 
+def issue_pretix(claims: ticket.Claims, key: Ed25519PrivateKey, *, item: int, seed: str) -> IssuedTicket:
+    """A pretix_sig1 secret as pretix would sell it, its claims as the gate will read them."""
+    text = pretix_secret.encode_secret(pretix_secret.Fields(seed=seed, item=item, valid_from=claims.nbf,
+                                                            valid_until=claims.exp), key)
+    return IssuedTicket(replace(claims, cti=pretix_secret.ticket_id(text), ent=1, zon=None), text, b"")
+
+
+def tamper_pretix(text: str) -> str:
+    """Change one character of the seed (still valid UTF-8, still well-formed): only the signature is wrong."""
+    raw = bytearray(base64.b64decode(text[::-1]))
+    raw[8] ^= 0x01  # header (5 bytes), the seed's tag and length, then its characters
+    return base64.b64encode(bytes(raw)).decode()[::-1]
+
+
+def cut_pretix_signature(text: str) -> str:
+    """Drop the last signature byte: the lengths no longer add up, malformed before any key is tried."""
+    raw = base64.b64decode(text[::-1])[:-1]
+    return base64.b64encode(raw).decode()[::-1]
+
+
 def _payload_of(cose_bytes: bytes) -> bytes:
     import cbor2
 
@@ -140,9 +168,13 @@ def _payload_of(cose_bytes: bytes) -> bytes:
     return value[2]
 
 
-def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, speed: float) -> Crowd:
+def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, speed: float,
+          other_event_key: Ed25519PrivateKey | None = None) -> Crowd:
     """Issue every ticket and plan every attempt. `start` is the unix time the doors open."""
     rng = random.Random(scenario.seed)
+    pretix = scenario.ticket_format == "pretix_sig1"
+    if pretix and other_event_key is None:
+        raise ValueError("pretix_sig1 tickets of another event need that event's key (other_event_key)")
     gates = scenario.gate_ids
     fraud = dict(scenario.fraud)
     n_copies = fraud["used_twice"] + fraud["two_gates"]
@@ -163,6 +195,12 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         fields.update(over)
         return new_claims(**fields)
 
+    def sign(claims, key, *, dynamic: bool = False) -> IssuedTicket:
+        if not pretix:
+            return issue(claims, key, dynamic=dynamic)
+        seed = "".join(rng.choices(string.ascii_letters + string.digits, k=9))
+        return issue_pretix(claims, key, item=types.index(claims.typ) + 1, seed=seed)
+
     def add(visitor, gate, at, kind, text, cti, admit, reason, **kw) -> Attempt:
         a = Attempt(next(next_id), visitor, gate, at, kind, text, cti, admit, reason, **kw)
         crowd.attempts.append(a)
@@ -175,7 +213,7 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         gate = rng.choice(gates)
         at = times[visitor]
         dynamic = rng.random() < scenario.dynamic_share
-        issued = issue(claims_for(gate), issuer_key, dynamic=dynamic)
+        issued = sign(claims_for(gate), issuer_key, dynamic=dynamic)
         cti = issued.claims.cti.hex()
         crowd.tickets[cti] = issued.claims.ent
         passes = rng.random() >= scenario.no_pass_share
@@ -218,18 +256,23 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         gate = rng.choice(gates)
         at = times[visitor]
         if kind == "forged":
-            issued = issue(claims_for(gate), forger)
-            add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "unknown_key")
+            issued = sign(claims_for(gate), forger)
+            add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False,
+                "bad_signature" if pretix else "unknown_key")
         elif kind == "tampered":
-            issued = issue(claims_for(gate), issuer_key)
-            if tampered_seen % 2 == 0:
+            issued = sign(claims_for(gate), issuer_key)
+            if tampered_seen % 2 == 0 and pretix:
+                text = tamper_pretix(issued.text)
+                add(visitor, gate, at, kind, text, pretix_secret.ticket_id(text).hex(), False, "bad_signature")
+            elif tampered_seen % 2 == 0:
                 add(visitor, gate, at, kind, tamper_claim(issued.text), issued.claims.cti.hex(), False, "bad_signature")
             else:
                 # the payload no longer parses as a signed structure: the gate cannot even read the ticket id
-                add(visitor, gate, at, kind, cut_signature(issued.text), None, False, "malformed")
+                text = cut_pretix_signature(issued.text) if pretix else cut_signature(issued.text)
+                add(visitor, gate, at, kind, text, None, False, "malformed")
             tampered_seen += 1
         elif kind in ("revoked_before", "revoked_during"):
-            issued = issue(claims_for(gate, ent=1), issuer_key)
+            issued = sign(claims_for(gate, ent=1), issuer_key)
             (crowd.revoked_before if kind == "revoked_before" else crowd.revoked_during).append(issued.claims.cti)
             crowd.tickets[issued.claims.cti.hex()] = 1
             if kind == "revoked_during":
@@ -237,10 +280,10 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
             add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "revoked",
                 needs_broker=kind == "revoked_during", needs_revocation=kind == "revoked_during")
         elif kind == "expired":
-            issued = issue(claims_for(gate, nbf=start - 3 * DAY, exp=start - 2 * DAY, iat=start - 4 * DAY), issuer_key)
+            issued = sign(claims_for(gate, nbf=start - 3 * DAY, exp=start - 2 * DAY, iat=start - 4 * DAY), issuer_key)
             add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "expired")
         elif kind == "wrong_event":
-            issued = issue(claims_for(gate, event=scenario.event + "-OTHER"), issuer_key)
+            issued = sign(claims_for(gate, event=scenario.event + "-OTHER"), other_event_key if pretix else issuer_key)
             add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "wrong_event")
         elif kind == "screenshot":
             issued = issue(claims_for(gate), issuer_key, dynamic=True)

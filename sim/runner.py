@@ -350,7 +350,7 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     venue.start_broker()
     venue.prepare_gates()
     opened = int(time.time())
-    crowd = model.build(scenario, venue.issuer_key, opened, speed=speed)
+    crowd = model.build(scenario, venue.issuer_key, opened, speed=speed, other_event_key=venue.other_event_key)
     venue.write_tickets_csv(crowd.tickets)
     venue.start_listener()
     venue.publish_revocations(1, 0, crowd.revoked_before)  # the snapshot the gates start with

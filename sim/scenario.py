@@ -6,7 +6,9 @@
                 passage_timeout_s, relay_pulse_s, fps
     [tickets]   types = {adult = 0.8, child = 0.2} (shares), entries (admissions per ticket),
                 zoned (tickets name the zone of their gate), dynamic_share (GT2 tickets shown
-                through a wallet; 0 unless the wallet is there)
+                through a wallet; 0 unless the wallet is there), format = "gated" (GT1/GT2,
+                default) or "pretix_sig1" (the codes pretix sells: rehearse with them; one entry,
+                no zones, no GT2, and the screenshot/static_copy cheats do not apply)
     [arrivals]  visitors, profile = [[t_s, rate weight], ...] (piecewise linear over duration_s)
     [behaviour] no_pass_share (green light, nobody passes: the admission times out, they retry),
                 pass_time_s (how long a visitor takes to walk through)
@@ -32,6 +34,7 @@ from pathlib import Path
 from gated.core.errors import GatedError
 from gated.tomlcheck import TableReader
 
+TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
                "used_twice", "two_gates", "screenshot", "static_copy")
 FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
@@ -84,6 +87,7 @@ class Scenario:
     revocations_at_s: float
     faults: tuple[Fault, ...] = field(default=())
     source: str = ""
+    ticket_format: str = "gated"  # or "pretix_sig1"
 
     @property
     def gate_ids(self) -> list[str]:
@@ -124,7 +128,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
             problems.append(f"{key}: unknown section")
     sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
     ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps"))
-    ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share"), required=False)
+    ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share", "format"), required=False)
     ar = r.table(raw, "arrivals", ("visitors", "profile"))
     be = r.table(raw, "behaviour", ("no_pass_share", "pass_time_s"), required=False)
     fr = r.table(raw, "fraud", FRAUD_KINDS + ("revocations_at_s",), required=False)
@@ -172,9 +176,20 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         visitors=visitors, profile=tuple((float(a), float(b)) for a, b in profile),
         no_pass_share=r.get(be, "behaviour.no_pass_share", float, 0.0, minimum=0, maximum=0.5),
         pass_time_s=r.get(be, "behaviour.pass_time_s", float, 0.3, minimum=0),
-        fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source)
+        fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source,
+        ticket_format=r.get(ti, "tickets.format", str, "gated"))
     if scenario.zoned and not scenario.zones:
         problems.append("tickets.zoned: needs gates.zones")
+    if scenario.ticket_format not in TICKET_FORMATS:
+        problems.append(f"tickets.format: expected one of {', '.join(TICKET_FORMATS)}, got {scenario.ticket_format!r}")
+    elif scenario.ticket_format == "pretix_sig1":
+        for wrong, what in ((scenario.entries != 1, "tickets.entries: pretix_sig1 tickets allow one entry"),
+                            (scenario.zoned, "tickets.zoned: pretix_sig1 tickets name no zones"),
+                            (scenario.dynamic_share > 0, "tickets.dynamic_share: pretix_sig1 tickets are static"),
+                            (fraud["screenshot"] or fraud["static_copy"],
+                             "fraud.screenshot/static_copy: need GT2 tickets, not pretix_sig1")):
+            if wrong:
+                problems.append(what)
     if problems:
         raise ScenarioError(source, problems)
     return scenario

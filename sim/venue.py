@@ -266,11 +266,19 @@ class Venue:
         central = self.work / "central"
         self.keyring_dir = self.work / "keyring"
         made = {}
+        pretix = self.scenario.ticket_format == "pretix_sig1"
         for name in ("issuer", "revocation", "command"):
             private, public = keys.generate_key_files(central, name)
-            keys.trust_key_file(self.keyring_dir, public, name)
+            # a pretix event key is trusted for its one event (it is what names the event)
+            keys.trust_key_file(self.keyring_dir, public, name,
+                                events=[self.scenario.event] if pretix and name == "issuer" else ())
             made[name] = keys.load_private_key(private)
         self.issuer_key, self.revocation_key, self.command_key = made["issuer"], made["revocation"], made["command"]
+        self.other_event_key = None  # pretix_sig1: the key of another event, for the wrong_event cheats
+        if pretix:
+            private, public = keys.generate_key_files(central, "other-event")
+            keys.trust_key_file(self.keyring_dir, public, "issuer", events=[self.scenario.event + "-OTHER"])
+            self.other_event_key = keys.load_private_key(private)
         self.keyring = keys.load_keyring(self.keyring_dir)
 
     def start_broker(self) -> str:

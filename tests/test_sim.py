@@ -25,7 +25,7 @@ SCENARIOS = ROOT / "sim" / "scenarios"
 
 # --- scenarios -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["demo", "outage", "stadium"])
+@pytest.mark.parametrize("name", ["demo", "outage", "stadium", "pretix"])
 def test_shipped_scenarios_load(name):
     s = scenario.load(SCENARIOS / f"{name}.toml")
     assert s.name == name
@@ -343,3 +343,54 @@ def test_one_percentile_for_every_figure():
     assert percentile([5], 99) == 5 and percentile([], 50) != percentile([], 50)  # NaN: nothing measured
     with pytest.raises(ValueError):
         percentile([1], 0.99 * 1000)
+
+
+# --- rehearsing with pretix_sig1 tickets -------------------------------------------------------
+
+def test_a_pretix_crowd_is_read_by_the_codec_as_the_model_says(issuer):
+    """[tickets] format = "pretix_sig1": every ticket a pretix secret; the codec agrees with the model's
+    codec-level answers (forged: bad_signature, as a pretix secret names no key)."""
+    from gated.core.pretix_secret import PretixTicket
+
+    s = scenario.load(SCENARIOS / "pretix.toml")
+    other = Ed25519PrivateKey.generate()
+    crowd = model.build(s, issuer, int(time.time()), speed=1.0, other_event_key=other)
+    ring = keys.Keyring((keys.trusted("issuer", issuer.public_key(), ["issuer"], [s.event]),
+                         keys.trusted("other", other.public_key(), ["issuer"], [s.event + "-OTHER"])))
+    checked = Counter()
+    for a in crowd.attempts:
+        code = ticket.read_code(a.text, ring)
+        assert not a.text.startswith("GT")
+        if a.kind in ("forged", "tampered"):
+            assert isinstance(code, ticket.Rejection) and code.reason.value == a.expect_reason, (a.kind, code)
+            assert (code.cti.hex() if code.cti else None) == a.cti
+            checked[a.expect_reason] += 1
+        else:
+            assert isinstance(code, PretixTicket) and code.claims.cti.hex() == a.cti
+            assert code.claims.aud == (s.event + "-OTHER" if a.kind == "wrong_event" else s.event)
+    assert set(checked) == {"bad_signature", "malformed"}
+    with pytest.raises(ValueError):
+        model.build(s, issuer, int(time.time()), speed=1.0)  # no key for the other event
+
+
+def test_pretix_format_refuses_what_pretix_tickets_cannot_do():
+    raw = {"scenario": {"name": "p", "site": "s", "event": "E", "duration_s": 10},
+           "gates": {"count": 1, "zones": ["north"]}, "arrivals": {"visitors": 20},
+           "tickets": {"format": "pretix_sig1", "entries": 2, "zoned": True, "dynamic_share": 0.1},
+           "fraud": {"screenshot": 1}}
+    with pytest.raises(scenario.ScenarioError) as err:
+        scenario.from_dict(raw)
+    assert {p.split(":")[0] for p in err.value.problems} == {
+        "tickets.entries", "tickets.zoned", "tickets.dynamic_share", "fraud.screenshot/static_copy"}
+    raw["tickets"] = {"format": "paper"}
+    raw["fraud"] = {}
+    with pytest.raises(scenario.ScenarioError, match="tickets.format"):
+        scenario.from_dict(raw)
+
+
+@pytest.mark.slow  # a small venue: about half a minute
+def test_pretix_venue_matches_ground_truth(tmp_path):
+    s, result = _run_venue("pretix", tmp_path, speed=2.0)
+    _assert_clean(result, tmp_path, s)
+    assert set(result["denials"]) == {"bad_signature", "malformed", "revoked", "expired", "wrong_event",
+                                      "already_used"}

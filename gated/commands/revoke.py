@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--add-file", action="append", default=[], help="file of ticket ids (hex, one per line, or tickets.csv)")
     p.add_argument("--remove-file", action="append", default=[], help="file of ticket ids to un-revoke")
     p.add_argument("--remove", action="append", default=[], metavar="TICKET_ID_HEX", help="ticket id to un-revoke")
+    p.add_argument("--code", action="append", default=[], metavar="TEXT",
+                   help="revoke the ticket this QR text carries (GT1, GT2 or pretix_sig1; repeat)")
     p.add_argument("--out", required=True, help="output file; parts go to NAME.partK.EXT")
     p.add_argument("ticket_ids", nargs="*", metavar="TICKET_ID_HEX", help="ticket ids to revoke")
     p.set_defaults(func=run)
@@ -45,6 +47,18 @@ def read_ids(path: str) -> list[bytes]:
     return ids
 
 
+def code_id(text: str) -> bytes:
+    """The ticket id a QR text carries, whatever its format; read without keys (no signature is
+    needed to name a ticket; the gates check signatures when it is shown)."""
+    from gated.keys import Keyring
+    from gated.core.ticket import read_code
+
+    cti = read_code(text, Keyring()).cti
+    if cti is None:
+        raise CommandError(f"--code {text[:40]!r}: not a ticket this project reads (GT1, GT2, pretix_sig1)")
+    return cti
+
+
 def part_paths(out: Path, count: int) -> list[Path]:
     if count == 1:
         return [out]
@@ -52,7 +66,7 @@ def part_paths(out: Path, count: int) -> list[Path]:
 
 
 def run(args) -> int:
-    add = [parse_id(t, "argument") for t in args.ticket_ids]
+    add = [parse_id(t, "argument") for t in args.ticket_ids] + [code_id(text) for text in args.code]
     for path in args.add_file:
         add += read_ids(path)
     remove = [parse_id(t, "--remove") for t in args.remove]

@@ -149,7 +149,7 @@ def _scan_camera(args, scanner, judge) -> int:
             ms = (time.perf_counter() - started) * 1000
             if codes:
                 found += len(codes)
-                now = time.time() if judge and args.now is None else None
+                now = time.time() if judge and args.now is None and args.at is None else None
                 record = {"seq": frame.seq, "frame": frame.origin, "codes": codes, "ms": round(ms, 3)}
                 _print_result(args, record, codes, judge, now)
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gated.cli import CommandError
+from gated.cli import CommandError, iso_option
 
 
 def add_gate_options(p, *, event_required: bool = True) -> None:
@@ -22,6 +22,14 @@ def add_gate_options(p, *, event_required: bool = True) -> None:
     p.add_argument("--skew", type=int, default=60, help="allowed clock skew in seconds (default 60)")
     p.add_argument("--state", help="gate state database (default: a temporary one)")
     p.add_argument("--revocations", action="append", default=[], metavar="FILE", help="revocation update file(s) to apply first")
+    p.add_argument("--product", action="append", default=None, metavar="NAME",
+                   help="admit only this product (repeat): a GT ticket type, a pretix item id or ITEM/VARIATION")
+    p.add_argument("--pretix-entries", type=int, default=1, metavar="N",
+                   help="entries a pretix ticket allows (default 1, 0 = unlimited)")
+    p.add_argument("--pretix-subevent", type=int, action="append", default=None, metavar="ID",
+                   help="pretix event series: admit only this date (subevent id; repeat)")
+    p.add_argument("--at", metavar="ISO-TIME", help="judge as if the gate's clock read this time (UTC unless an "
+                                                    "offset is given), e.g. 2026-06-01T20:03:00+02:00")
     p.add_argument("--now", help=argparse.SUPPRESS, default=None)  # unix seconds: for tests and replays
 
 
@@ -30,7 +38,7 @@ def register(sub) -> None:
     add_gate_options(p)
     p.add_argument("--record", action="store_true", help="record the admission in --state (a second scan is already_used)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("text", help="the QR text (GT1:... or GT2:...)")
+    p.add_argument("text", help="the QR text (GT1:..., GT2:... or a pretix_sig1 secret)")
     p.set_defaults(func=run)
 
 
@@ -49,10 +57,14 @@ class GateSetup:
             path = Path(self._tmp.name) / "state.db"
         site = args.site or _stored_site(path) or _site_of_files(args.revocations) or "local"
         self.store = store.GateStore(path, site=site, gate=_stored_gate(path) or "desk")
-        self.now = float(args.now) if args.now else time.time()
+        self.now = float(args.now) if args.now else iso_option(args.at, "--at", default=None) or time.time()
         for file in args.revocations:
             self.apply_revocation_file(file)
-        self.context = decide.GateContext(site=site, events=frozenset(args.event), zone=args.zone, skew_s=args.skew)
+        self.context = decide.GateContext(site=site, events=frozenset(args.event), zone=args.zone, skew_s=args.skew,
+                                            products=frozenset(args.product) if args.product else None,
+                                            pretix_entries=args.pretix_entries,
+                                            pretix_subevents=frozenset(args.pretix_subevent)
+                                            if args.pretix_subevent else None)
 
     def apply_revocation_file(self, file: str) -> None:
         from gated.revocations import apply_update

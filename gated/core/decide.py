@@ -7,13 +7,17 @@ Checks run in a fixed order so that one scan always yields one reason:
     gate mode   emergency -> EMERGENCY, locked -> LOCKED
     the code    rejections from the codec (malformed, unsupported, unknown_key, bad_signature)
     the form    a ticket with a device key shown as GT1 -> STATIC_COPY
-    the place   aud not among the gate's events -> WRONG_EVENT; zone not in zon -> WRONG_ZONE
+    the place   aud not among the gate's events, or a pretix ticket for another date of the series
+                than the gate's `pretix_subevents` -> WRONG_EVENT; a gate limited to some products
+                (`products`: GT ticket types, pretix "ITEM" or "ITEM/VARIATION") and the ticket's
+                product not among them -> WRONG_ZONE; zone not in zon -> WRONG_ZONE
     the time    now < nbf - skew -> NOT_YET_VALID; now > exp + skew -> EXPIRED;
                 GT2 step further than `step_window` from now's step -> STALE_CODE;
                 with `time_trusted=False` (an uncertain gate clock under the `deny` policy, see
                 gated/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
                 a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
-    the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED
+    the lists   revoked -> REVOKED; entries used up (ent; for a pretix ticket the gate's
+                `pretix_entries`) or this GT2 step seen -> ALREADY_USED
     otherwise   OK, admit
 """
 
@@ -41,6 +45,9 @@ class GateContext:
     skew_s: int = 60
     step_window: int = 1
     mode: GateMode = GateMode.NORMAL
+    products: frozenset[str] | None = None  # None: every product; else the ones this gate admits
+    pretix_entries: int = 1  # entries a pretix ticket allows (its secret states none); 0 = unlimited
+    pretix_subevents: frozenset[int] | None = None  # None: every date of a pretix event series; else these
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STATIC_COPY, "dynamic ticket shown in static form (screenshot?)")
     if claims.aud not in gate.events:
         return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
+    if gate.pretix_subevents is not None and _is_pretix(code) and code.subevent not in gate.pretix_subevents:
+        return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r} date (subevent) {code.subevent or 'none'}")
+    if gate.products is not None and not gate.products.intersection(products_of(code)):
+        return deny(Reason.WRONG_ZONE, f"product {products_of(code)[-1]!r} is not admitted at this gate")
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
     if not time_trusted:
@@ -101,9 +112,22 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.REVOKED, f"on revocation list v{facts.rev_version}")
     if code.dynamic and facts.step_seen:
         return deny(Reason.ALREADY_USED, f"code step {code.step} already shown")
-    if claims.ent and facts.admissions >= claims.ent:
-        return deny(Reason.ALREADY_USED, f"{facts.admissions} of {claims.ent} entries used")
+    entries = gate.pretix_entries if _is_pretix(code) else claims.ent
+    if entries and facts.admissions >= entries:
+        return deny(Reason.ALREADY_USED, f"{facts.admissions} of {entries} entries used")
     return Decision(True, Reason.OK, ticket, cti)
+
+
+def products_of(ticket: Ticket) -> tuple[str, ...]:
+    """The names a gate's product limit matches: a GT ticket's type; a pretix ticket's item and
+    item/variation (gated/core/pretix_secret.py)."""
+    return ticket.products if _is_pretix(ticket) else (ticket.claims.typ,)
+
+
+def _is_pretix(ticket: Ticket) -> bool:
+    from gated.core.pretix_secret import PretixTicket  # here: gated.core.pretix_secret builds on gated.ticket
+
+    return isinstance(ticket, PretixTicket)
 
 
 def _iso(unix_seconds: int) -> str:

@@ -12,7 +12,8 @@ Order of checks for any scanned text, each failing with a reason and never an ex
 size (<= 1024 characters) and prefix before anything is decoded; then base45; then CBOR
 (one item, no trailing bytes); then the COSE structure; then claim types; then the kid in
 the keyring under role `issuer`; then the signature; then the key's scope (event, window).
-Unknown claims are ignored. `read_code()` returns a `Ticket` or a `Rejection`.
+Unknown claims are ignored. `read_code()` returns a `Ticket` or a `Rejection`. A text in the
+base64 alphabet (no `GTn:` prefix) goes to gated/core/pretix_secret.py, the pretix_sig1 codec.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from gated.core.reasons import Reason
 
 
 class Keyring(Protocol):
-    """What the codec needs of the gate's keyring (gated/keys.py): the trusted key with a kid and role,
-    or None. The key has `name`, `public_key`, `allows_event(aud)` and `valid_at(unix_seconds)`."""
+    """What the codecs need of the gate's keyring (gated/keys.py): the trusted key with a kid and role,
+    or None, and all its keys (a pretix secret names no kid). A key has `name`, `roles`, `events`,
+    `public_key`, `allows_event(aud)` and `valid_at(unix_seconds)`."""
+
+    keys: tuple
 
     def find(self, kid: bytes, role: str): ...
 
@@ -152,7 +156,11 @@ def read_code(text: str, keyring: Keyring) -> Ticket | Rejection:
         return _read_dynamic(text[len(DYNAMIC_PREFIX):], keyring)
     if _ANY_TICKET_PREFIX.match(text):
         return Rejection(Reason.UNSUPPORTED, f"ticket format {text.split(':', 1)[0]} is not supported")
-    return Rejection(Reason.MALFORMED, "not a gated ticket (no GT1:/GT2: prefix)")
+    from gated.core import pretix_secret  # here, not at the top: it builds on this module's Ticket
+
+    if pretix_secret.looks_like(text):
+        return pretix_secret.read_secret(text, keyring)
+    return Rejection(Reason.MALFORMED, "not a gated ticket (no GT1:/GT2: prefix) nor a pretix_sig1 secret")
 
 
 def _read_static(body: str, keyring: Keyring) -> Ticket | Rejection:

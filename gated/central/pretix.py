@@ -1,0 +1,362 @@
+"""The central side against a pretix shop's REST API (docs/pretix.md): keys, revocations, admissions.
+
+    fetch_keys()         the event resource's `valid_keys.pretix_sig1`: base64 of PEM public keys
+    sync_revocations()   `revokedsecrets` (cancelled, changed, re-issued tickets) and `blockedsecrets`
+                         (blocked: revoke; unblocked: remove again) into signed revocation updates
+    upload_admissions()  every admission in the ledger to the check-in RPC (`checkinrpc/redeem`),
+                         with the scan's time and a nonce derived from the event id
+
+pretix speaks plain HTTP(S) with JSON; the standard library's urllib is enough, so the central side
+needs no HTTP library and nothing of pretix. Every answer is parsed inside its own boundary: an
+unreachable server, an HTTP error or a body that is not what the API documents is a PretixError
+naming the request, and nothing is written (the sync and upload states change only after a
+complete, well-formed fetch).
+
+Restart safety. `sync_revocations` keeps its state in one SQLite file: the cursors (`created` of
+revoked secrets, `updated` of blocked ones, re-read with an overlap since pretix filters with >=
+and a row may commit after a later one), the ticket ids pretix revoked and blocked, the list the
+gates were sent, and an outbox of signed updates. Fetching, computing the delta, signing it and
+advancing the cursors is one transaction; publishing comes after, and an update is marked sent
+only when the broker acknowledged it. Killed at any point, the next run republishes the same
+bytes (never a different update under the same version) and goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import sqlite3
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from gated import revocations
+from gated.core.pretix_secret import ticket_id
+
+OVERLAP = timedelta(minutes=5)
+MAX_PAGES = 10_000
+
+
+class PretixError(RuntimeError):
+    """pretix could not be asked, or answered something the API does not document."""
+
+
+# --- the HTTP client -------------------------------------------------------------------------
+
+class PretixClient:
+    """One organizer on one pretix server. `auth` is "Token <team API token>" or "Device <device
+    API token>" (pretix's token and device authentication)."""
+
+    def __init__(self, url: str, organizer: str, auth: str, *, timeout: float = 20.0):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PretixError(f"pretix URL {url!r} must be http(s)://host[:port][/path]")
+        self.base = url.rstrip("/") + f"/api/v1/organizers/{urllib.parse.quote(organizer, safe='')}/"
+        self._auth, self._timeout = auth, timeout
+
+    def _request(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
+        url = self.base + path + ("?" + urllib.parse.urlencode(params, doseq=True) if params else "")
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": self._auth, "Accept": "application/json",
+            **({"Content-Type": "application/json"} if data is not None else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                status, raw = response.status, response.read(64 * 1024 * 1024)
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read(1024 * 1024)
+        except (urllib.error.URLError, OSError) as exc:
+            raise PretixError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+        try:
+            answer = json.loads(raw) if raw else None
+        except (ValueError, UnicodeDecodeError):
+            answer = None
+            if status < 400:
+                raise PretixError(f"{method} {url}: HTTP {status} with a body that is not JSON") from None
+        return status, answer
+
+    def get(self, path: str, params: dict | None = None) -> dict:
+        status, answer = self._request("GET", path, params)
+        if status != 200 or not isinstance(answer, dict):
+            raise PretixError(f"GET {self.base}{path}: HTTP {status}: {_short(answer)}")
+        return answer
+
+    def pages(self, path: str, params: dict | None = None):
+        """Every result of a paginated list (pretix's `results`, `next`), page by page."""
+        for page in range(1, MAX_PAGES + 1):
+            answer = self.get(path, {**(params or {}), "page": page})
+            results = answer.get("results")
+            if not isinstance(results, list):
+                raise PretixError(f"GET {self.base}{path}: no `results` list in the answer")
+            yield from results
+            if not answer.get("next"):
+                return
+        raise PretixError(f"GET {self.base}{path}: more than {MAX_PAGES} pages")
+
+    def post(self, path: str, body: dict) -> tuple[int, dict | None]:
+        status, answer = self._request("POST", path, None, body)
+        return status, answer if isinstance(answer, dict) else None
+
+
+def _short(answer) -> str:
+    return json.dumps(answer)[:200] if answer is not None else "no JSON body"
+
+
+def _event_path(event: str) -> str:
+    return f"events/{urllib.parse.quote(event, safe='')}/"
+
+
+def _text(row: dict, key: str, where: str) -> str:
+    value = row.get(key) if isinstance(row, dict) else None
+    if not isinstance(value, str) or not value:
+        raise PretixError(f"{where}: an entry without a text `{key}`: {_short(row)}")
+    return value
+
+
+def _time(row: dict, key: str, where: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(_text(row, key, where).replace("Z", "+00:00"))
+    except ValueError:
+        raise PretixError(f"{where}: `{key}` is not an ISO 8601 time: {_short(row)}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+def fetch_keys(client: PretixClient, event: str) -> list[bytes]:
+    """The event's pretix_sig1 public keys as PEM (the event must have issued a ticket already:
+    pretix makes its key with the first secret)."""
+    valid = client.get(_event_path(event)).get("valid_keys")
+    keys = valid.get("pretix_sig1") if isinstance(valid, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise PretixError(f"event {event}: no valid_keys.pretix_sig1 list in the event resource")
+    pems = []
+    for text in keys:
+        try:
+            pems.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise PretixError(f"event {event}: a pretix_sig1 key that is not base64") from None
+    return pems
+
+
+# --- revocations -------------------------------------------------------------------------------
+
+STATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revoked (ticket BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocked (ticket BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sent (ticket BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (version INTEGER NOT NULL, part INTEGER NOT NULL, blob BLOB NOT NULL,
+    acked INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (version, part));
+CREATE TABLE IF NOT EXISTS uploaded (event_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, at_ms INTEGER NOT NULL);
+"""
+
+
+class SyncState:
+    """The sync's memory (one SQLite file per pretix event and site)."""
+
+    def __init__(self, path: str | Path, *, event: str, site: str):
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.executescript(STATE_SCHEMA)
+        except sqlite3.Error as exc:
+            raise PretixError(f"{self.path}: {exc}") from None
+        for key, value in (("event", event), ("site", site)):
+            stored = self.get(key)
+            if stored is None:
+                self.db.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
+            elif stored != value:
+                raise PretixError(f"{self.path} is the state of {key} {stored!r}, not {value!r}")
+
+    def get(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set(self, key: str, value) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    def pending(self) -> list[tuple[int, int, bytes]]:
+        return self.db.execute("SELECT version, part, blob FROM outbox WHERE acked = 0 ORDER BY version, part").fetchall()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class SyncResult:
+    revoked_seen: int = 0
+    blocked_seen: int = 0
+    added: int = 0
+    removed: int = 0
+    version: int = 0
+    published: list[int] = field(default_factory=list)
+
+
+def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site: str, key, publish,
+                     first_version: int = 1, now=time.time) -> SyncResult:
+    """One round: publish what a killed run left, fetch what changed in pretix, sign the delta
+    (a snapshot the first time), publish it. `publish(blobs)` raises when the broker did not take
+    them; the outbox keeps them for the next run."""
+    result = SyncResult(version=int(state.get("version", 0)))
+    _publish_pending(state, publish, result)
+    where = f"pretix event {event}"
+    revoked_since, blocked_since = state.get("revoked_since"), state.get("blocked_since")
+    revoked = list(client.pages(_event_path(event) + "revokedsecrets/",
+                                {"created_since": revoked_since} if revoked_since else None))
+    blocked = list(client.pages(_event_path(event) + "blockedsecrets/",
+                                {"updated_since": blocked_since} if blocked_since else None))
+    revoked_rows = [(ticket_id(_text(r, "secret", where)), _time(r, "created", where)) for r in revoked]
+    blocked_rows = [(ticket_id(_text(b, "secret", where)), _time(b, "updated", where), b.get("blocked"))
+                    for b in blocked]
+    if any(flag not in (True, False) for _, _, flag in blocked_rows):
+        raise PretixError(f"{where}: a blocked secret without a true/false `blocked`")
+    result.revoked_seen, result.blocked_seen = len(revoked_rows), len(blocked_rows)
+    db = state.db
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany("INSERT OR IGNORE INTO revoked VALUES (?)", [(cti,) for cti, _ in revoked_rows])
+        # pretix lists newest first; apply oldest first so the latest state of a secret wins
+        for cti, _, flag in sorted(blocked_rows, key=lambda row: row[1]):
+            db.execute("INSERT OR IGNORE INTO blocked VALUES (?)" if flag else "DELETE FROM blocked WHERE ticket = ?",
+                       (cti,))
+        if revoked_rows:
+            state.set("revoked_since", _cursor(max(t for _, t in revoked_rows), revoked_since))
+        if blocked_rows:
+            state.set("blocked_since", _cursor(max(t for _, t, _ in blocked_rows), blocked_since))
+        wanted = {row[0] for row in db.execute("SELECT ticket FROM revoked UNION SELECT ticket FROM blocked")}
+        sent = {row[0] for row in db.execute("SELECT ticket FROM sent")}
+        add, remove = sorted(wanted - sent), sorted(sent - wanted)
+        version = int(state.get("version", 0))
+        blobs = None
+        if version == 0:  # the first update: a snapshot of everything revoked or blocked
+            version = first_version
+            blobs = revocations.encode_updates(key, site=site, version=version, add=wanted, iat=int(now()))
+            result.added = len(wanted)
+        elif add or remove:
+            blobs = revocations.encode_updates(key, site=site, version=version + 1, base=version, add=add,
+                                               remove=remove, iat=int(now()))
+            version += 1
+            result.added, result.removed = len(add), len(remove)
+        if blobs is not None:
+            db.executemany("INSERT INTO outbox (version, part, blob) VALUES (?, ?, ?)",
+                           [(version, part, blob) for part, blob in enumerate(blobs)])
+            db.execute("DELETE FROM sent")
+            db.executemany("INSERT INTO sent VALUES (?)", [(cti,) for cti in wanted])
+            state.set("version", version)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    result.version = version
+    _publish_pending(state, publish, result)
+    return result
+
+
+def _cursor(newest: datetime, previous: str | None) -> str:
+    """Where the next fetch starts: the newest time seen, less the overlap, never going back."""
+    start = (newest - OVERLAP).astimezone(timezone.utc)
+    if previous is not None:
+        start = max(start, datetime.fromisoformat(previous.replace("Z", "+00:00")))
+    return start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _publish_pending(state: SyncState, publish, result: SyncResult) -> None:
+    rows = state.pending()
+    if not rows:
+        return
+    publish([blob for _, _, blob in rows])
+    state.db.executemany("UPDATE outbox SET acked = 1 WHERE version = ? AND part = ?", [(v, p) for v, p, _ in rows])
+    result.published.extend(sorted({v for v, _, _ in rows}))
+
+
+# --- admissions ----------------------------------------------------------------------------
+
+@dataclass
+class UploadResult:
+    uploaded: int = 0
+    already: int = 0  # uploaded by an earlier run
+    unknown: int = 0  # admitted tickets pretix does not know (not pretix tickets, another event)
+    refused: list[str] = field(default_factory=list)
+
+
+def nonce_for(site: str, event_id: str) -> str:
+    """The check-in's nonce: the same gate event always gives the same nonce, so a retried upload
+    is one check-in in pretix. Readable, within pretix's 190 characters."""
+    return f"gated:{site}:{event_id}" if len(site) + len(event_id) < 160 else \
+        "gated:" + hashlib.sha256(f"{site}:{event_id}".encode()).hexdigest()
+
+
+def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]]:
+    """(event id, ticket id hex, ts) of every admission for `event` in the ledger that a passage
+    timeout did not roll back, oldest first. Read-only."""
+    try:
+        with sqlite3.connect(f"file:{Path(ledger_path)}?mode=ro", uri=True, timeout=30) as db:
+            return db.execute(
+                "SELECT e.id, e.ticket, e.ts FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
+                "AND e.ticket IS NOT NULL AND json_extract(e.body, '$.event') = ? AND NOT EXISTS ("
+                "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.kind = 'passage' AND p.result = 'timeout') "
+                "ORDER BY e.ts, e.id", (event,)).fetchall()
+    except sqlite3.Error as exc:
+        raise PretixError(f"ledger {ledger_path}: {exc}") from None
+
+
+def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, event: str, site: str,
+                      checkin_list: int, now=time.time) -> UploadResult:
+    """Each admission not yet uploaded goes to pretix's check-in RPC, forced (it happened), with
+    its time and nonce. Ticket ids are matched to secrets through the check-in list's positions
+    (whatever their order's state) and the event's revoked secrets (a ticket admitted before it was
+    revoked is still that position's entry); both are open to a pretixSCAN device."""
+    result = UploadResult()
+    todo = []
+    for event_id, cti, ts in admissions(ledger_path, event):
+        if state.db.execute("SELECT 1 FROM uploaded WHERE event_id = ?", (event_id,)).fetchone():
+            result.already += 1
+        else:
+            todo.append((event_id, cti, ts))
+    if not todo:
+        return result
+    where = f"pretix event {event}"
+    secrets = {}
+    for row in client.pages(_event_path(event) + f"checkinlists/{checkin_list}/positions/", {"ignore_status": "true"}):
+        secret = _text(row, "secret", where)
+        secrets[ticket_id(secret).hex()] = secret
+    for row in client.pages(_event_path(event) + "revokedsecrets/"):
+        secret = _text(row, "secret", where)
+        secrets.setdefault(ticket_id(secret).hex(), secret)
+    for event_id, cti, ts in todo:
+        secret = secrets.get(cti)
+        if secret is None:
+            result.unknown += 1
+            continue
+        status, answer = client.post("checkinrpc/redeem/", {
+            "secret": secret, "source_type": "barcode", "lists": [checkin_list], "type": "entry",
+            "datetime": ts, "force": True, "ignore_unpaid": True, "questions_supported": False,
+            "nonce": nonce_for(site, event_id)})
+        outcome = answer.get("status") if answer else None
+        if status in (200, 201) and outcome == "ok":
+            result.uploaded += 1
+            state.db.execute("INSERT OR REPLACE INTO uploaded VALUES (?, 'ok', ?)", (event_id, int(now() * 1000)))
+        elif status < 500 and outcome == "error":
+            # pretix answered for this ticket (e.g. `invalid`): retrying would get the same answer
+            reason = answer.get("reason")
+            result.refused.append(f"{event_id}: {reason}")
+            state.db.execute("INSERT OR REPLACE INTO uploaded VALUES (?, ?, ?)",
+                             (event_id, f"refused: {reason}", int(now() * 1000)))
+        else:
+            raise PretixError(f"POST checkinrpc/redeem/ for {event_id}: HTTP {status}: {_short(answer)}")
+    return result
