@@ -23,9 +23,9 @@ def test_settings_and_migrations(tmp_path):
         pass
     db = sqlite3.connect(tmp_path / "g.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox"} <= tables
+    assert {"meta", "admissions", "revoked", "revocation_parts", "revocation_staging", "revocation_staged", "outbox"} <= tables
 
 
 def test_scan_event_and_admission_commit_together(store):
