@@ -146,7 +146,7 @@ class Daemon:
 
         cfg = self.cfg
         self.keyring = keys.load_keyring(cfg.gate.keyring)
-        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id)
+        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id, own_directory=True)
         log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
                  outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
         self.clock = self._make_clock()

@@ -87,16 +87,18 @@ class RevocationState:
 
 
 class GateStore:
-    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None):
+    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None,
+                 own_directory: bool = False):
         """Open (or create) a gate's state. With site/gate None the stored identity is adopted
         (a new file becomes site 'local', gate 'desk': the desk tools' scratch state).
         The file holds the device's private key: it is made 0600 (and a directory created for it
-        0700) whatever the umask, and it is checked (`PRAGMA quick_check`) before use."""
+        0700, or the directory in any case with `own_directory`, the daemon's state directory)
+        whatever the umask, and it is checked (`PRAGMA quick_check`) before use: damage is StoreCorrupt."""
         self.path = Path(path)
         self.site, self.gate = site, gate
         self.fault: str | None = None  # the last write's error, until a write succeeds again
         self._lock = threading.RLock()
-        _make_private(self.path)
+        _make_private(self.path, own_directory)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             self._quick_check()
@@ -108,7 +110,7 @@ class GateStore:
             self._check_identity()
             self._device_key = self._load_or_make_device_key()
             self._rev_state = self._read_revocation_state()
-            _make_private(self.path)  # -wal and -shm, made by SQLite with the file's mode: check them
+            _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
                 raise StoreCorrupt(f"{self.path}: the gate state is damaged ({exc}); "
@@ -411,15 +413,18 @@ class GateStore:
             return True
 
 
-def _make_private(path: Path) -> None:
+def _make_private(path: Path, own_directory: bool = False) -> None:
     """The state directory 0700 when this creates it, the database and its -wal/-shm files 0600,
     whatever the umask (the file holds the device's private key). An existing directory is left as
-    it is (it may be shared, like a working directory); a file readable by others is tightened."""
+    it is unless it is `own_directory` (a desk tool's --state may sit in a shared working directory);
+    a file others can read is tightened (older versions made it with the umask)."""
     try:
         missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
         for directory in reversed(missing):
             directory.mkdir(mode=0o700, exist_ok=True)
             os.chmod(directory, 0o700)
+        if own_directory and path.parent.stat().st_mode & 0o077:
+            os.chmod(path.parent, 0o700)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
