@@ -12,6 +12,9 @@ site, a version not above its own (replay, rollback), a malformed payload. A del
 base is ahead of the gate's version is a gap: the list is marked stale and the delta is
 kept, to be applied as soon as the missing versions (or a newer snapshot) arrive; retained
 messages may come in any order after a reconnect, so nothing is dropped for arriving early.
+The parts of a snapshot are verified and staged in the store as they come (one part in memory at
+a time); the last one swaps the staged list in. A kept delta whose key was rotated out of the
+keyring meanwhile is dropped (`Outcome.dropped`), not raised.
 """
 
 from __future__ import annotations
