@@ -58,7 +58,8 @@ MIGRATIONS = [
     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, event TEXT NOT NULL);
     """,
     # 2: snapshot parts are staged id by id as they come, not kept whole and re-read (issue #11).
-    # Whole parts kept by an older gated are dropped: the gate waits for the next snapshot.
+    # Whole parts kept by an older gated are dropped: they are retained at the broker, and the gate
+    # subscribes again on every connect, so they come again after the upgrade's restart.
     """
     DELETE FROM revocation_parts WHERE base = 0;
     CREATE TABLE revocation_staging (cti BLOB NOT NULL);
@@ -346,7 +347,8 @@ class GateStore:
     def stage_snapshot_part(self, *, version: int, part: int, parts: int, add, iat: int, site: str,
                             applied_ms: int) -> tuple[str, int]:
         """Write one verified part of a multi-part snapshot into the staging table, in one transaction;
-        with the last part, swap the staging table in for the list in the same transaction. Only one
+        with the last part, build the new list from the staging table and swap it in for the old one
+        in the same transaction. Only one
         snapshot is assembled at a time: a part of a newer version starts over, an older one is refused.
         Returns (what happened, parts staged so far): `applied`, `stored`, `repeated` (this part is
         already staged), `superseded` (a newer snapshot is being assembled), `mismatch` (the parts
