@@ -218,3 +218,19 @@ def test_gated_run_and_doctor_refuse_a_damaged_state(tmp_path, authority):
     assert result.returncode == 1
     (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
     assert state_line.startswith("FAIL") and "damaged" in state_line, result.stdout
+
+
+def test_doctor_warns_about_a_state_file_others_can_read(tmp_path, authority):
+    from tests.support.gatedaemon import gate_config, write_config
+
+    with GateStore(tmp_path / "state" / "gate.db", site=SITE, gate="g1"):
+        pass
+    (tmp_path / "state" / "gate.db").chmod(0o644)  # as an older gated left it under umask 022
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:9", camera_source="synthetic:",
+                      site=SITE, gate="g1", event=EVENT)
+    result = subprocess.run([str(GATED), "doctor", "--config", str(write_config(tmp_path / "gated.toml", cfg)),
+                             "--timeout", "1", "--skip", "broker", "--skip", "camera", "--skip", "gpio", "--skip", "decoder"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
+    assert state_line.startswith("warn") and "readable by other users" in state_line, result.stdout
+    assert stat.S_IMODE((tmp_path / "state" / "gate.db").stat().st_mode) == 0o644  # doctor never writes
