@@ -311,14 +311,15 @@ class Daemon:
             self._store_failed(step, exc)
 
     def _store_failed(self, step: str, exc) -> None:
-        """The alarm, once per fault: an error line, the gate's fault signal and `tamper` alarm (if
-        the store still takes it), `store_ok` false in health and the systemd status. Scans go on
+        """An error line for each failed step; once per fault, the alarm: the gate's fault signal and
+        `tamper` alarm (if the store still takes it), `store_ok` false in health and the systemd
+        status. Scans go on
         being judged; one whose record cannot be written is not admitted (the gate stays shut)."""
         first = self.store_ok
         self.store_ok = False
+        log.error("store fault: gate stays shut", step=step, error=str(exc),
+                  action="free disk space or replace the card; the gate keeps running")
         if first:
-            log.error("store fault: gate stays shut", step=step, error=str(exc),
-                      action="free disk space or replace the card; the gate keeps running")
             if self.gate is not None:
                 self.gate.store_fault(exc)
             sdnotify.status(f"store failing: {exc}")
