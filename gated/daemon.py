@@ -297,7 +297,7 @@ class Daemon:
             self._guarded("revocation policy", self._revocation_policy, now)
             self._publish_status()
             self._guarded("health", self._health, now)
-            self._store_recovered()
+            self._store_health()
             self._watchdog(now)
 
     def _guarded(self, step: str, work, *args) -> None:
@@ -324,8 +324,15 @@ class Daemon:
                 self.gate.store_fault(exc)
             sdnotify.status(f"store failing: {exc}")
 
-    def _store_recovered(self) -> None:
-        if not self.store_ok and self.store.fault is None:
+    def _store_health(self) -> None:
+        """Follow the store's own record of its last write: a failure some inner boundary caught and
+        logged still raises the alarm; the first write that works again clears it."""
+        from gated.store import StoreError
+
+        fault = self.store.fault
+        if fault is not None and self.store_ok:
+            self._store_failed("store", StoreError(f"{self.store.path}: {fault}"))
+        elif fault is None and not self.store_ok:
             self.store_ok = True
             log.info("store writes again")
 
