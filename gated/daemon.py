@@ -144,7 +144,7 @@ class Daemon:
 
         cfg = self.cfg
         self.keyring = keys.load_keyring(cfg.gate.keyring)
-        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id)
+        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id, own_directory=True)
         log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
                  outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
         self.clock = self._make_clock()
@@ -172,8 +172,8 @@ class Daemon:
         deadline = time.monotonic() + CATCH_UP_S
         settled_at = None
         while not self._stop.is_set() and time.monotonic() < deadline:
-            self.uplink.poll(0.02)
-            self._revocation_policy(time.monotonic())
+            self._guarded("uplink", self.uplink.poll, 0.02)
+            self._guarded("revocation policy", self._revocation_policy, time.monotonic())
             if self.uplink.connected:
                 settled_at = settled_at or time.monotonic() + SETTLE_S
                 if time.monotonic() >= settled_at:
@@ -308,21 +308,59 @@ class Daemon:
                 pass
             else:
                 self._scan(text, captured_at)
-            self.uplink.poll()
+            self._guarded("uplink", self.uplink.poll)
             self._poll_gate()
             now = time.monotonic()
-            self._revocation_policy(now)
+            self._guarded("revocation policy", self._revocation_policy, now)
             self._publish_status()
-            self._health(now)
+            self._guarded("health", self._health, now)
+            self._store_health()
             self._watchdog(now)
+
+    def _guarded(self, step: str, work, *args) -> None:
+        """One step of the owner loop whose writes may fail (a full disk: a revocation update, a
+        beacon, a clock checkpoint): the gate stays up and shut, says so, and the loop goes on."""
+        from gated.store import StoreError
+
+        try:
+            work(*args)
+        except StoreError as exc:
+            self._store_failed(step, exc)
+
+    def _store_failed(self, step: str, exc) -> None:
+        """An error line for each failed step; once per fault, the alarm: the gate's fault signal and
+        `tamper` alarm (if the store still takes it), `store_ok` false in health and the systemd
+        status. Scans go on
+        being judged; one whose record cannot be written is not admitted (the gate stays shut)."""
+        first = self.store_ok
+        self.store_ok = False
+        log.error("store fault: gate stays shut", step=step, error=str(exc),
+                  action="free disk space or replace the card; the gate keeps running")
+        if first:
+            if self.gate is not None:
+                self.gate.store_fault(exc)
+            sdnotify.status(f"store failing: {exc}")
+
+    def _store_health(self) -> None:
+        """Follow the store's own record of its last write: a failure some inner boundary caught and
+        logged still raises the alarm; the first write that works again clears it."""
+        from gated.store import StoreError
+
+        fault = self.store.fault
+        if fault is not None and self.store_ok:
+            self._store_failed("store", StoreError(f"{self.store.path}: {fault}"))
+        elif fault is None and not self.store_ok:
+            self.store_ok = True
+            log.info("store writes again")
 
     def _scan(self, text: str, captured_at: float) -> None:
         from gated import scanloop
 
         decision = scanloop.judge(self.gate, text, captured_at)
-        self.store_ok = decision is not None  # a store fault: keep going, but stop the watchdog pings
-        if decision is not None:
-            self.counters.decision(decision.admit)
+        if decision is None:  # a store fault: the gate stayed shut (and said so); keep going
+            self.store_ok = False
+            return
+        self.counters.decision(decision.admit)
 
     def _publish_status(self) -> None:
         """The retained status follows the gate's mode and list version (the uplink also sends it on
@@ -337,7 +375,7 @@ class Daemon:
 
         try:
             self.gate.poll()
-        except StoreError as exc:  # the gate logged it and kept shut; stop the watchdog pings
+        except StoreError as exc:  # the gate logged it and kept shut; keep going
             self.store_ok = False
             log.error("store fault while polling the gate", error=str(exc))
 
@@ -367,12 +405,16 @@ class Daemon:
         return self.camera_fault is None and last is not None and time.monotonic() - last < CAMERA_STALL_S
 
     def _watchdog(self, now: float) -> None:
+        """Pings while the loop runs and the camera delivers. A store that refuses writes (a full
+        disk) does not stop them: a restart would not free space, and a restarting gate flaps its
+        uplink; it stays up, shut, and says so (health `store_ok`, the status line, the alarm).
+        A hung store hangs this loop, and the pings stop by themselves."""
         if self._watchdog_every is None or now < self._next_watchdog:
             return
-        if self.camera_ok and self.store_ok:
+        if self.camera_ok:
             sdnotify.watchdog()
             self._next_watchdog = now + self._watchdog_every
-        else:
+        if not (self.camera_ok and self.store_ok):
             sdnotify.status(f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
                             f"store {'ok' if self.store_ok else 'failing'}")
 
@@ -383,7 +425,9 @@ class Daemon:
         rev = self.store.revocation_state()
         clock = {}
         if self.clock is not None:
-            self.clock.checkpoint()  # so that after a restart the clock does not run back before now
+            # so that after a restart the clock does not run back before now; a failed write must
+            # not keep the health report (which says store_ok) from going out
+            self._guarded("clock checkpoint", self.clock.checkpoint)
             clock = self.clock.health()
         body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,

@@ -121,7 +121,7 @@ class Gate:
             decision = validate(text, self._keyring, context, self._store, now, time_trusted=trusted)
             rev = self._store.revocation_state().version
         except sqlite3.Error as exc:
-            raise self._store_fault(StoreError(f"{self._store.path}: read failed ({exc}); the gate stays shut")) from exc
+            raise self.store_fault(StoreError(f"{self._store.path}: read failed ({exc}); the gate stays shut")) from exc
         latency_us = int((time.monotonic() - captured_at) * 1_000_000) if captured_at is not None else 0
         body = scan_fields(decision, context, rev, max(latency_us, 0))
         confirmed = not self._turnstile.counts_passages
@@ -132,7 +132,7 @@ class Gate:
             else:
                 event = self._store.record_scan(body, _ms(now))
         except StoreError as exc:
-            raise self._store_fault(exc)
+            raise self.store_fault(exc)
         self.last_scan, self._scan_recorded = event, True
         if decision.admit:
             self._captured_at = captured_at
@@ -287,7 +287,7 @@ class Gate:
             self._store.record_event({"kind": "state", "state": effect.mode.value,
                                       "rev": self._store.revocation_state().version}, ts)
 
-    def _store_fault(self, exc: StoreError) -> StoreError:
+    def store_fault(self, exc: StoreError) -> StoreError:
         """The store failed: the gate stays shut and says so (lights, sound, an alarm if the store
         still takes it). Returns the error for the caller to raise."""
         log.error("gate.store_fault", error=str(exc), action="gate kept shut; check the disk and the state file")

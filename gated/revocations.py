@@ -12,6 +12,9 @@ site, a version not above its own (replay, rollback), a malformed payload. A del
 base is ahead of the gate's version is a gap: the list is marked stale and the delta is
 kept, to be applied as soon as the missing versions (or a newer snapshot) arrive; retained
 messages may come in any order after a reconnect, so nothing is dropped for arriving early.
+The parts of a snapshot are verified and staged in the store as they come (one part in memory at
+a time); the last one swaps the staged list in. A kept delta whose key was rotated out of the
+keyring meanwhile is dropped (`Outcome.dropped`), not raised.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Outcome:
     code: str = "ok"
     detail: str = ""
     applied: tuple[int, ...] = field(default=())  # versions applied by this message (chained deltas too)
+    dropped: tuple[str, ...] = field(default=())  # kept deltas dropped on the way: why, one line each
 
 
 # --- central side ----------------------------------------------------------------------------
@@ -144,7 +148,8 @@ def _payload_to_update(body, signer: str) -> Update:
 
 
 def apply_update(store, blob: bytes, keyring: Keyring, *, site: str, now_ms: int) -> Outcome:
-    """Take one message from the wire (or a file) into the store. Never raises for bad input."""
+    """Take one message from the wire (or a file) into the store. Never raises for bad input; a
+    store failure (a full disk) is a StoreError, and the list stays as it was."""
     current = store.revocation_state().version
     try:
         update = parse_update(blob, keyring)
@@ -154,35 +159,47 @@ def apply_update(store, blob: bytes, keyring: Keyring, *, site: str, now_ms: int
             raise UpdateRejected("replay", f"version {update.version} not above current {current}")
     except UpdateRejected as exc:
         return Outcome("rejected", current, exc.code, exc.detail)
-    if update.is_snapshot:
-        payloads = store.stash_part(update.version, update.part, update.parts, 0, blob) if update.parts > 1 else [blob]
-        if payloads is None:
-            return Outcome("stored", current, "ok", f"part {update.part + 1} of {update.parts} of v{update.version}")
-        updates = [parse_update(p, keyring) for p in payloads]
-        _commit(store, updates, current, now_ms)
-    elif update.base != current:
-        store.stash_part(update.version, 0, 1, update.base, blob)
+    if update.is_snapshot and update.parts > 1:
+        status, staged = store.stage_snapshot_part(version=update.version, part=update.part, parts=update.parts,
+                                                   add=update.add, iat=update.iat, site=update.site, applied_ms=now_ms)
+        if status == "superseded":
+            return Outcome("rejected", current, "replay", f"a snapshot newer than v{update.version} is being assembled")
+        if status == "mismatch":
+            return Outcome("rejected", current, "malformed",
+                           f"part {update.part} says {update.parts} parts; the parts of v{update.version} already here "
+                           f"say otherwise")
+        if status != "applied":
+            return Outcome("stored", current, "ok", f"part {update.part + 1} of {update.parts} of v{update.version} "
+                                                     f"({staged} here{', a repeat' if status == 'repeated' else ''})")
+    elif update.is_snapshot or update.base == current:
+        store.apply_revocations(version=update.version, base=update.base, add=update.add, remove=update.remove,
+                                iat=update.iat, site=update.site, applied_ms=now_ms, expected_version=current)
+    else:
+        store.stash_delta(update.version, update.base, blob)
         store.mark_revocations_stale()
         return Outcome("stored", current, "gap",
                        f"delta v{update.version} needs v{update.base}, list is at v{current}: waiting for the missing versions")
-    else:
-        _commit(store, [update], current, now_ms)
-    applied = [update.version] + _apply_waiting_deltas(store, keyring, now_ms)
-    return Outcome("applied", store.revocation_state().version, "ok", f"now at v{applied[-1]}", tuple(applied))
+    chained, dropped = _apply_waiting_deltas(store, keyring, now_ms)
+    applied = [update.version] + chained
+    return Outcome("applied", store.revocation_state().version, "ok", f"now at v{applied[-1]}", tuple(applied),
+                   tuple(dropped))
 
 
-def _commit(store, updates: list[Update], current: int, now_ms: int) -> None:
-    first = updates[0]
-    store.apply_revocations(version=first.version, base=first.base,
-                            add=(cti for u in updates for cti in u.add), remove=first.remove,
-                            iat=first.iat, site=first.site, applied_ms=now_ms, expected_version=current)
-
-
-def _apply_waiting_deltas(store, keyring: Keyring, now_ms: int) -> list[int]:
-    applied = []
-    while (blob := store.waiting_delta(store.revocation_state().version)) is not None:
-        update = parse_update(blob, keyring)
+def _apply_waiting_deltas(store, keyring: Keyring, now_ms: int) -> tuple[list[int], list[str]]:
+    """Deltas kept for arriving early, applied in order once their base is reached. One that no
+    longer verifies (its key was rotated out of the keyring since it was kept) is dropped, and
+    said in the outcome for the caller to log."""
+    applied, dropped = [], []
+    while (waiting := store.waiting_delta(store.revocation_state().version)) is not None:
+        version, blob = waiting
+        try:
+            update = parse_update(blob, keyring)
+        except UpdateRejected as exc:
+            store.drop_waiting_delta(version)
+            dropped.append(f"kept delta v{version} dropped ({exc.code}): {exc.detail}")
+            continue
         current = store.revocation_state().version
-        _commit(store, [update], current, now_ms)
+        store.apply_revocations(version=update.version, base=update.base, add=update.add, remove=update.remove,
+                                iat=update.iat, site=update.site, applied_ms=now_ms, expected_version=current)
         applied.append(update.version)
-    return applied
+    return applied, dropped

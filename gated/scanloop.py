@@ -65,7 +65,7 @@ def judge(gate, text: str, captured_at: float | None) -> Decision | None:
     try:
         decision = gate.on_code(text, captured_at)
     except StoreError as exc:
-        log.error("store fault: gate stays shut", error=str(exc))
+        log.error("store fault: gate stays shut", step="scan", error=str(exc))
         return None
     event = gate.last_scan or {}
     log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,

@@ -10,7 +10,12 @@ Tables (migration 1):
                             never collide with or roll back one of them
     revoked(cti)            the revocation list, a WITHOUT ROWID b-tree: lookups stay O(log n) on
                             disk and memory does not grow with the list
-    revocation_parts        parts of a multi-part snapshot waiting for the rest
+    revocation_parts        deltas that arrived before their base, waiting for it
+    revocation_staging(cti) (migration 2) the ids of a multi-part snapshot being assembled: each
+                            part is verified and appended as it arrives (a plain rowid table, so a
+                            part writes only its own pages); with the last part the new list is
+                            built from it in id order and swapped in for `revoked`, one transaction
+    revocation_staged       which parts of the snapshot being assembled are in the staging table
     outbox(seq, event)      sealed events not yet acknowledged by the broker (PUBACK)
 
 Every write that makes an event is one transaction with the event: an admission and its scan
@@ -72,11 +77,28 @@ MIGRATIONS = [
         FROM admissions a JOIN meta m ON m.key = 'gate' WHERE a.gate != m.value;
     DELETE FROM admissions WHERE gate != (SELECT value FROM meta WHERE key = 'gate');
     """,
+    # 3: snapshot parts are staged id by id as they come, not kept whole and re-read (issue #11).
+    # Whole parts kept by an older gated are dropped: they are retained at the broker, and the gate
+    # subscribes again on every connect, so they come again after the upgrade's restart.
+    """
+    DELETE FROM revocation_parts WHERE base = 0;
+    CREATE TABLE revocation_staging (cti BLOB NOT NULL);
+    CREATE TABLE revocation_staged (part INTEGER PRIMARY KEY);
+    """,
 ]
+
+
+CACHE_KIB = 16384  # SQLite's page cache, fixed: hot b-tree pages of the revocation list (16 MiB)
+SORT_CACHE_KIB = 4096  # while a staged snapshot is sorted into the list: the sorter's memory runs
 
 
 class StoreError(GatedError, RuntimeError):
     """The state database failed. The gate stays shut; check the disk and the file's permissions."""
+
+
+class StoreCorrupt(StoreError):
+    """`PRAGMA quick_check` found damage: the gate refuses to start on it (an index that lies could
+    make used tickets read as unused). Restore the file from a backup or move it aside."""
 
 
 @dataclass(frozen=True)
@@ -89,24 +111,35 @@ class RevocationState:
 
 
 class GateStore:
-    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None):
+    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None,
+                 own_directory: bool = False):
         """Open (or create) a gate's state. With site/gate None the stored identity is adopted
-        (a new file becomes site 'local', gate 'desk': the desk tools' scratch state)."""
+        (a new file becomes site 'local', gate 'desk': the desk tools' scratch state).
+        The file holds the device's private key: it is made 0600 (and a directory created for it
+        0700, or the directory in any case with `own_directory`, the daemon's state directory)
+        whatever the umask, and it is checked (`PRAGMA quick_check`) before use: damage is StoreCorrupt."""
         self.path = Path(path)
         self.site, self.gate = site, gate
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fault: str | None = None  # the last write's error, until a write succeeds again
         self._lock = threading.RLock()
+        _make_private(self.path, own_directory)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+            self._quick_check()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA cache_size=-16384")  # 16 MiB, fixed: hot b-tree pages of the revocation list
+            self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            self._db.execute("PRAGMA journal_size_limit=67108864")  # a big update's WAL shrinks back to 64 MiB
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             self._check_identity()
             self._device_key = self._load_or_make_device_key()
             self._rev_state = self._read_revocation_state()
+            _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
+            if "malformed" in str(exc) or "not a database" in str(exc):
+                raise StoreCorrupt(f"{self.path}: the gate state is damaged ({exc}); "
+                                   f"the gate will not run on it: restore the file or move it aside") from exc
             raise StoreError(f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions") from exc
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -123,17 +156,29 @@ class GateStore:
 
     @contextmanager
     def _tx(self):
+        """One write transaction. A failure (a full disk...) is a StoreError and is kept in `fault`
+        until a later write succeeds: the daemon reports it (health, an alarm) and keeps running."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield self._db
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite may have rolled back itself (SQLITE_FULL, IOERR)
+                        self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
+            self.fault = None
+
+    def _quick_check(self) -> None:
+        rows = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        if rows != ["ok"]:
+            self._db.close()
+            raise StoreCorrupt(f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
+                               f"the gate will not run on it: restore the file or move it aside")
 
     def _migrate(self) -> None:
         (current,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -313,29 +358,85 @@ class GateStore:
                 db.execute("DELETE FROM revoked")
             db.executemany("INSERT OR IGNORE INTO revoked (cti) VALUES (?)", ((c,) for c in add))
             db.executemany("DELETE FROM revoked WHERE cti = ?", ((c,) for c in remove))
-            db.execute("DELETE FROM revocation_parts WHERE version <= ?", (version,))
-            for key, value in (("rev_version", version), ("rev_iat", iat), ("rev_site", site),
-                               ("rev_applied_ms", applied_ms), ("rev_stale", 0)):
-                self._set_meta(db, key, value)
+            self._now_at(db, version, iat=iat, site=site, applied_ms=applied_ms)
         self._rev_state = self._read_revocation_state()
 
-    def stash_part(self, version: int, part: int, parts: int, base: int, payload: bytes) -> list[bytes] | None:
-        """Keep one part of a multi-part snapshot; return all payloads in order once every part is here."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, ?, ?, ?, ?)",
-                       (version, part, parts, base, payload))
-            rows = db.execute("SELECT part, payload FROM revocation_parts WHERE version = ? AND parts = ? ORDER BY part",
-                              (version, parts)).fetchall()
-        if [r[0] for r in rows] == list(range(parts)):
-            return [r[1] for r in rows]
-        return None
+    def _now_at(self, db, version: int, *, iat: int, site: str, applied_ms: int) -> None:
+        """The list is now at `version`: what waited for older versions goes."""
+        db.execute("DELETE FROM revocation_parts WHERE version <= ?", (version,))
+        if int(self._meta("stage_version", 0)) <= version:
+            self._clear_staging(db)
+        for key, value in (("rev_version", version), ("rev_iat", iat), ("rev_site", site),
+                           ("rev_applied_ms", applied_ms), ("rev_stale", 0)):
+            self._set_meta(db, key, value)
 
-    def waiting_delta(self, base: int) -> bytes | None:
-        """A delta kept for arriving before its base, now applicable on top of `base`."""
+    def _clear_staging(self, db) -> None:
+        db.execute("DELETE FROM revocation_staging")
+        db.execute("DELETE FROM revocation_staged")
+        db.execute("DELETE FROM meta WHERE key IN ('stage_version', 'stage_parts', 'stage_iat')")
+
+    def stage_snapshot_part(self, *, version: int, part: int, parts: int, add, iat: int, site: str,
+                            applied_ms: int) -> tuple[str, int]:
+        """Write one verified part of a multi-part snapshot into the staging table, in one transaction;
+        with the last part, build the new list from the staging table and swap it in for the old one
+        in the same transaction. Only one
+        snapshot is assembled at a time: a part of a newer version starts over, an older one is refused.
+        Returns (what happened, parts staged so far): `applied`, `stored`, `repeated` (this part is
+        already staged), `superseded` (a newer snapshot is being assembled), `mismatch` (the parts
+        already staged were announced with another count). A part's work is proportional to the
+        part; the last one's to the list (a sort and one pass), never to parts x list."""
+        with self._tx() as db:
+            if version <= self._rev_state.version:
+                raise StoreError("revocation list changed underneath an update; retry")
+            staging, count = int(self._meta("stage_version", 0)), int(self._meta("stage_parts", 0))
+            if version < staging:
+                return "superseded", 0
+            if version > staging:
+                self._clear_staging(db)
+                for key, value in (("stage_version", version), ("stage_parts", parts), ("stage_iat", iat)):
+                    self._set_meta(db, key, value)
+            elif parts != count:
+                return "mismatch", db.execute("SELECT COUNT(*) FROM revocation_staged").fetchone()[0]
+            if db.execute("INSERT OR IGNORE INTO revocation_staged (part) VALUES (?)", (part,)).rowcount == 0:
+                return "repeated", db.execute("SELECT COUNT(*) FROM revocation_staged").fetchone()[0]
+            if part == 0:
+                self._set_meta(db, "stage_iat", iat)
+            db.executemany("INSERT OR IGNORE INTO revocation_staging (cti) VALUES (?)", ((c,) for c in add))
+            staged = db.execute("SELECT COUNT(*) FROM revocation_staged").fetchone()[0]
+            if staged < parts:
+                return "stored", staged
+            iat = int(self._meta("stage_iat", iat))
+            # sorted first (SQLite's external sort: runs of at most the cache size in memory, merged
+            # from temporary files), so the b-tree is written front to back, not a random page per id
+            db.execute("CREATE TABLE revoked_next (cti BLOB PRIMARY KEY) WITHOUT ROWID")
+            db.execute(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
+            try:
+                db.execute("INSERT OR IGNORE INTO revoked_next (cti) SELECT cti FROM revocation_staging ORDER BY cti")
+            finally:
+                db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            db.execute("DROP TABLE revoked")
+            db.execute("ALTER TABLE revoked_next RENAME TO revoked")
+            self._now_at(db, version, iat=iat, site=site, applied_ms=applied_ms)
+        self._rev_state = self._read_revocation_state()
+        return "applied", staged
+
+    def stash_delta(self, version: int, base: int, payload: bytes) -> None:
+        """Keep a delta that arrived before its base (it was verified; it is checked again when applied)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, 0, 1, ?, ?)",
+                       (version, base, payload))
+
+    def waiting_delta(self, base: int) -> tuple[int, bytes] | None:
+        """A delta kept for arriving before its base, now applicable on top of `base`: (version, payload)."""
         with self._lock:
-            row = self._db.execute("SELECT payload FROM revocation_parts WHERE base = ? AND base > 0 ORDER BY version LIMIT 1",
-                                   (base,)).fetchone()
-        return None if row is None else row[0]
+            row = self._db.execute("SELECT version, payload FROM revocation_parts WHERE base = ? AND base > 0 "
+                                   "ORDER BY version LIMIT 1", (base,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def drop_waiting_delta(self, version: int) -> None:
+        """Forget a kept delta that no longer verifies (its key was rotated out of the keyring)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM revocation_parts WHERE version = ? AND base > 0", (version,))
 
     # --- small persistent values (command nonce, trusted time) ------------------------------
 
@@ -355,6 +456,27 @@ class GateStore:
                 return False
             self._set_meta(db, f"x:{key}", nonce)
             return True
+
+
+def _make_private(path: Path, own_directory: bool = False) -> None:
+    """The state directory 0700 when this creates it, the database and its -wal/-shm files 0600,
+    whatever the umask (the file holds the device's private key). An existing directory is left as
+    it is unless it is `own_directory` (a desk tool's --state may sit in a shared working directory);
+    a file others can read is tightened (older versions made it with the umask)."""
+    try:
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)
+        if own_directory and path.parent.stat().st_mode & 0o077:
+            os.chmod(path.parent, 0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists() and file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner") from exc
 
 
 def _event_ms(event: dict) -> int:

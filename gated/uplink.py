@@ -249,6 +249,8 @@ class Uplink:
         elif outcome.status != "rejected":
             log.info("revocation update", topic=message.topic, status=outcome.status, version=outcome.version,
                      detail=outcome.detail)
+        for why in outcome.dropped:
+            log.warning("revocation update dropped", topic=message.topic, detail=why)
 
     def _command(self, payload: bytes) -> None:
         try:

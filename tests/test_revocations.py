@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gated import keys
 from gated.core import cose
 from gated.revocations import MAX_MESSAGE, apply_update, encode_updates
+from gated.store import GateStore
+from tests.conftest import EVENT
 
 SITE = "arena"
 
@@ -137,3 +143,96 @@ def test_add_and_remove_are_required_even_when_empty(store, authority, missing):
     del payload[missing]
     outcome = apply(store, authority, _signed(authority, payload))
     assert (outcome.status, outcome.code) == ("rejected", "malformed")
+
+
+# --- through the CLI (`gated verify --revocations`, the path the daemon's uplink takes too) ----------
+
+GATED = Path(sys.executable).parent / "gated"
+
+
+def verify(authority, state: Path, files, *, keyring=None, umask=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    args = [str(GATED), "verify", "--keyring", str(keyring or authority.keyring_dir), "--event", EVENT,
+            "--state", str(state), *[a for f in files for a in ("--revocations", str(f))], authority.ticket()]
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, umask=-1 if umask is None else umask)
+
+
+def write(directory: Path, name: str, blobs) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, blob in enumerate(blobs):
+        paths.append(directory / f"{name}-{index}.cose")
+        paths[-1].write_bytes(blob)
+    return paths
+
+
+def test_kept_delta_signed_by_a_rotated_out_key_is_dropped_and_said(tmp_path, authority):
+    """Issue #11 item 8: a delta kept (gap) under the old revocation key, then the key is rotated and
+    the missing version arrives signed by the new key: the stale delta is dropped with a reason, the
+    new version applies, nothing raises."""
+    state = tmp_path / "state" / "gate.db"
+    (v1,) = make(authority, version=1, add=ids(1))
+    (v3,) = make(authority, version=3, base=2, add=ids(1))
+    result = verify(authority, state, write(tmp_path / "in", "old", [v1, v3]))
+    assert result.returncode == 0 and "kept for later" in result.stderr, result.stderr
+    new_ring = tmp_path / "rotated"
+    private, public = keys.generate_key_files(tmp_path / "newkeys", "revocation-2")
+    keys.trust_key_file(new_ring, public, "revocation")
+    keys.trust_key_file(new_ring, authority.keyring_dir / "issuer.pub", "issuer")
+    revoked_now = ids(1)
+    (v2,) = make(authority, version=2, base=1, add=revoked_now, key=keys.load_private_key(private))
+    result = verify(authority, state, write(tmp_path / "in", "new", [v2]), keyring=new_ring)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "kept delta v3 dropped (unknown_key)" in result.stderr
+    with GateStore(state) as store:
+        assert store.revocation_state().version == 2 and store.is_revoked(revoked_now[0])
+        assert store.waiting_delta(2) is None
+
+
+def test_parts_are_staged_as_they_come_and_memory_stays_flat(tmp_path, authority):
+    """Issue #11 item 13, small: 400k ids in 8 signed parts through `gated verify --revocations`. The
+    old design read every stashed part back and parsed them all at once when the last came; the
+    peak memory of the process grew with the whole list. Now it grows with one part at most."""
+    probe = tmp_path / "rss.py"
+    probe.write_text("import resource, subprocess, sys\n"
+                     "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+                     "sys.stderr.write(r.stderr)\n"
+                     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
+                     "sys.exit(r.returncode)\n")
+
+    def peak_mib(state, files):
+        args = [sys.executable, str(probe), str(GATED), "verify", "--keyring", str(authority.keyring_dir), "--event",
+                EVENT, "--state", str(state), *[a for f in files for a in ("--revocations", str(f))], authority.ticket()]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.split()[-1])
+
+    everything = sorted(ids(400_000))
+    base = peak_mib(tmp_path / "small.db", write(tmp_path / "small", "s", make(authority, version=1, add=everything[:8],
+                                                                                  parts=8)))
+    files = write(tmp_path / "big", "b", make(authority, version=1, add=everything, parts=8))
+    big = peak_mib(tmp_path / "big.db", files[::-1])  # in any order
+    with GateStore(tmp_path / "big.db") as store:
+        assert store.revocation_state().version == 1 and store.revoked_count() == len(everything)
+        assert store.is_revoked(everything[0]) and store.is_revoked(everything[-1])
+    # one part is ~0.85 MiB of CBOR, 50k ids; SQLite's page cache is capped at 16 MiB. The old design
+    # held all 400k ids as Python objects at once (~50 MiB more).
+    assert big - base < 32, f"peak RSS {big} MiB vs {base} MiB for a tiny list"
+
+
+def test_part_count_mismatch_newer_snapshot_and_repeats(store, authority):
+    everything = ids(40)
+    v2 = make(authority, version=2, add=everything, parts=4)
+    assert apply(store, authority, v2[0]).status == "stored"
+    assert apply(store, authority, v2[0]).detail.endswith("a repeat)")
+    odd = make(authority, version=2, add=everything, parts=5)[1]
+    assert (apply(store, authority, odd).status, apply(store, authority, odd).code) == ("rejected", "malformed")
+    v3 = make(authority, version=3, add=everything[:20], parts=2)
+    assert apply(store, authority, v3[1]).status == "stored"  # a newer snapshot: v2's parts are given up
+    outcome = apply(store, authority, v2[1])
+    assert (outcome.status, outcome.code) == ("rejected", "replay")
+    outcome = apply(store, authority, v3[0])
+    assert (outcome.status, outcome.version) == ("applied", 3) and store.revoked_count() == 20
+    assert all(apply(store, authority, p).code == "replay" for p in v2)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
+import stat
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
 from gated.core import events
-from gated.store import MIGRATIONS, GateStore, StoreError
+from gated.store import MIGRATIONS, GateStore, StoreCorrupt, StoreError
+from tests.conftest import EVENT
 
 SITE = "arena"
 
@@ -25,7 +32,8 @@ def test_settings_and_migrations(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox", "peer_admissions"} <= tables
+    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox", "peer_admissions",
+            "revocation_staging", "revocation_staged"} <= tables
 
 
 def test_migration_2_moves_peer_admissions_out_of_the_gates_own_table(tmp_path):
@@ -160,3 +168,104 @@ def test_nonce_only_increases(store):
     assert not store.check_and_set_nonce("cmd", 5)
     assert not store.check_and_set_nonce("cmd", 4)
     assert store.check_and_set_nonce("cmd", 6)
+
+
+# --- the file: permissions whatever the umask, damage found before use (issue #11 item 9) ----------
+
+GATED = Path(sys.executable).parent / "gated"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_state_is_private_whatever_the_umask(tmp_path, authority, umask):
+    """The file holds the device's private key: `gated verify --state` (a desk tool, a fresh
+    directory) and the daemon make it 0600 in a 0700 directory, -wal and -shm too."""
+    state = tmp_path / "made" / "here" / "gate.db"
+    result = subprocess.run([str(GATED), "verify", "--keyring", str(authority.keyring_dir), "--event", EVENT,
+                             "--state", str(state), "--record", authority.ticket()],
+                            capture_output=True, text=True, timeout=60, umask=umask,
+                            env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    assert result.returncode == 0, result.stderr
+    for directory in (tmp_path / "made", tmp_path / "made" / "here"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    files = [p for p in state.parent.iterdir()]
+    assert state in files
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+
+
+def test_a_state_file_left_readable_by_an_older_version_is_tightened(tmp_path):
+    path = tmp_path / "gate.db"
+    with open_store(path):
+        pass
+    path.chmod(0o644)
+    with open_store(path) as store:
+        store.record_event({"kind": "alarm", "alarm": "tamper"}, 1)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def corrupt_index(path: Path, index: str = "admissions_by_ticket") -> None:
+    """Garbage over the root page of one index, as a failing SD card might leave it."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (index,)).fetchone()
+    with open(path, "r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(random.Random(7).randbytes(page_size))
+
+
+def admitted_state(path: Path, count: int = 2000) -> list[bytes]:
+    ctis = [os.urandom(16) for _ in range(count)]
+    with open_store(path) as store:
+        for number, cti in enumerate(ctis):
+            store.record_scan({"ticket": cti.hex(), "decision": "admit"}, number, admit_cti=cti, confirmed=True)
+    return ctis
+
+
+def test_a_damaged_index_is_refused_at_open(tmp_path):
+    path = tmp_path / "gate.db"
+    admitted_state(path)
+    corrupt_index(path)
+    with pytest.raises(StoreCorrupt, match="damaged"):
+        open_store(path)
+
+
+def test_gated_run_and_doctor_refuse_a_damaged_state(tmp_path, authority):
+    from tests.support.gatedaemon import GateProcess, gate_config, write_config
+
+    admitted_state(tmp_path / "state" / "gate.db", 500)
+    corrupt_index(tmp_path / "state" / "gate.db")
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:9", camera_source="synthetic:",
+                      site=SITE, gate="g1", event=EVENT)
+    config = write_config(tmp_path / "gated.toml", cfg)
+    gate = GateProcess(config).start()
+    try:
+        assert gate.process.wait(60) != 0
+    finally:
+        gate.stop_quietly()
+    gate._reader.join(5)
+    (failure,) = gate.logged("gate cannot run")
+    assert failure["fault"] == "StoreCorrupt" and "damaged" in failure["error"], failure
+    assert not gate.logged("gate ready")
+    result = subprocess.run([str(GATED), "doctor", "--config", str(config), "--timeout", "2", "--skip", "broker",
+                             "--skip", "camera"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    assert result.returncode == 1
+    (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
+    assert state_line.startswith("FAIL") and "damaged" in state_line, result.stdout
+
+
+def test_doctor_warns_about_a_state_file_others_can_read(tmp_path, authority):
+    from tests.support.gatedaemon import gate_config, write_config
+
+    with GateStore(tmp_path / "state" / "gate.db", site=SITE, gate="g1"):
+        pass
+    (tmp_path / "state" / "gate.db").chmod(0o644)  # as an older gated left it under umask 022
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:9", camera_source="synthetic:",
+                      site=SITE, gate="g1", event=EVENT)
+    result = subprocess.run([str(GATED), "doctor", "--config", str(write_config(tmp_path / "gated.toml", cfg)),
+                             "--timeout", "1", "--skip", "broker", "--skip", "camera", "--skip", "gpio", "--skip", "decoder"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
+    assert state_line.startswith("warn") and "readable by other users" in state_line, result.stdout
+    assert stat.S_IMODE((tmp_path / "state" / "gate.db").stat().st_mode) == 0o644  # doctor never writes

@@ -112,9 +112,9 @@ def check_keyring(cfg, timeout) -> Finding:
 
 def _read_meta(db_path: Path) -> dict:
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
-        (result,) = db.execute("PRAGMA quick_check").fetchone()
-        if result != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {result}")
+        problems = [row[0].replace("\n", " ") for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:  # the gate refuses to start on it (gated.store.StoreCorrupt)
+            raise sqlite3.DatabaseError(f"damaged, quick_check: {'; '.join(problems)}; the gate will not run on it")
         rows = db.execute("SELECT key, value FROM meta WHERE key NOT IN ('device_key')").fetchall()
         meta = dict(rows)
         meta["_outbox"] = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -153,6 +153,10 @@ def check_state(cfg, timeout) -> Finding:
     if (meta.get("site"), meta.get("gate")) != (cfg.gate.site, cfg.gate.id):
         return Finding(FAIL, "state", f"{db_path} belongs to gate {meta.get('gate')!r} at {meta.get('site')!r}, "
                                       f"not {cfg.gate.id!r} at {cfg.gate.site!r}")
+    exposed = [p.name for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists() and p.stat().st_mode & 0o077]
+    if exposed:  # the gate makes them 0600 when it next starts; until then other users can read the device key
+        return Finding(WARN, "state", f"{', '.join(exposed)} readable by other users (it holds the device key); "
+                                      f"the gate makes it 0600 when it starts, or: chmod 600 {db_path}")
     return Finding(OK, "state", f"{db_path}: writable, intact, {meta.get('seq', 0)} events, "
                                 f"{meta['_outbox']} waiting for the broker, {meta['_pending']} admissions pending")
 

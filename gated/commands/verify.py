@@ -80,6 +80,8 @@ class GateSetup:
                   file=sys.stderr)
         elif outcome.code == "gap":
             print(f"revocations {file}: kept for later: {outcome.detail}", file=sys.stderr)
+        for why in outcome.dropped:
+            print(f"revocations {file}: {why}", file=sys.stderr)
 
     def close(self) -> None:
         self.store.close()
