@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "gated.commands.wallet",
     "gated.commands.beacon",
     "gated.commands.ledger",
+    "gated.commands.fleet",
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",

@@ -272,6 +272,8 @@ class Uplink:
         self.site, self.gate = site, gate
         self.on_command, self.status = on_command, status
         self._rev = store.revocation_state().version  # for the will, which paho's thread builds
+        last = store.get_value(NONCE_KEY)
+        self.last_command = None if last is None else int(last)  # nonce of the last command applied (`cmd`)
         self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}", will=self._will)
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
@@ -328,6 +330,8 @@ class Uplink:
     def _status_payload(self, state: str, rev: int | None = None, **extra) -> bytes:
         body = {"state": state, "rev": self.store.revocation_state().version if rev is None else rev,
                 "version": __version__, "ts": events.format_ts(now_ms()), **extra}
+        if self.last_command is not None:
+            body["cmd"] = self.last_command  # the acknowledgement `gated command` waits for
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _will(self) -> tuple[str, bytes]:
@@ -441,6 +445,9 @@ class Uplink:
         log.info("command", command=command.name, nonce=command.nonce, signer=command.signer)
         if self.on_command is not None:
             self.on_command(command.name)
+        self.last_command = command.nonce
+        extra = dict(self.status()) if self.status else {}
+        self.publish_status(extra.pop("state", "online"), **extra)  # the acknowledgement, with the mode it left
 
     def _peer_event(self, topic: str, payload: bytes) -> None:
         try:
