@@ -27,6 +27,8 @@ def register(sub) -> None:
                    "subscriptions on a restart)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads checking signatures (default: CPUs, at most 4)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 
@@ -84,6 +86,16 @@ def run_ledger(args) -> int:
         timer = threading.Timer(args.exit_after, stop.set)
         timer.daemon = True
         timer.start()
+    server = None
+    if args.metrics:
+        from gated.metrics import LedgerCollector, MetricsError, serve
+
+        try:
+            server = serve(args.metrics, LedgerCollector(args.db, args.site, received=lambda: service.received))
+        except MetricsError as exc:
+            ledger.close()
+            raise CommandError(f"--metrics: {exc}") from None
+        print(f"ledger: metrics on http://{args.metrics}/metrics", file=sys.stderr)
     print(f"ledger: {settings.url} site {args.site} -> {args.db}", file=sys.stderr)
     service.start()
     try:
@@ -92,6 +104,8 @@ def run_ledger(args) -> int:
         raise CommandError(f"{exc}") from None
     finally:
         service.stop()
+        if server is not None:
+            server.shutdown()
         ledger.close()
     print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
     return 0
