@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "gated.commands.beacon",
     "gated.commands.ledger",
     "gated.commands.fleet",
+    "gated.commands.certs",
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",
