@@ -166,7 +166,8 @@ class Daemon:
         self._start_metrics()
         sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
         log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
-                 camera=cfg.camera.source, board=cfg.turnstile.board)
+                 camera=cfg.camera.source, board=cfg.turnstile.board,
+                 device_kid=keys.kid_of(self.store.device_public_key).hex())
 
     def _catch_up(self) -> None:
         """Before READY, a moment for the uplink to connect and apply what the broker kept for this

@@ -23,6 +23,8 @@ Reconnects back off exponentially with random jitter (so a site's gates do not r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import queue
 import random
@@ -35,6 +37,8 @@ from typing import Callable
 import cbor2
 import paho.mqtt.client as mqtt
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -263,6 +267,30 @@ def encode_command(key, *, gate: str, command: str, nonce: int, iat: int | None 
     return cose.sign(cbor2.dumps(payload), key)
 
 
+# --- device-key enrolment (docs/protocol.md) ------------------------------------------------------
+
+def device_announcement(public_key) -> dict:
+    """The status fields announcing the gate's event-signing key: `device_kid` (hex of PROTOCOL §1's
+    kid) and `device_key` (base64 of the raw 32 bytes)."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return {"device_kid": cose.kid_of(public_key).hex(), "device_key": base64.b64encode(raw).decode()}
+
+
+def parse_device_announcement(status: dict):
+    """(kid hex, Ed25519PublicKey) from a status message; ValueError saying what is wrong."""
+    kid, text = status.get("device_kid"), status.get("device_key")
+    if not isinstance(kid, str) or not isinstance(text, str):
+        raise ValueError("no device key announced (a gate older than this feature?)")
+    try:
+        raw = base64.b64decode(text, validate=True)
+        public_key = Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise ValueError("device_key is not base64 of a 32-byte Ed25519 public key") from None
+    if cose.kid_of(public_key).hex() != kid:
+        raise ValueError(f"device_kid {kid} does not match the announced key")
+    return kid, public_key
+
+
 # --- the gate's uplink ----------------------------------------------------------------------------
 
 class Uplink:
@@ -272,6 +300,7 @@ class Uplink:
         self.site, self.gate = site, gate
         self.on_command, self.status = on_command, status
         self._rev = store.revocation_state().version  # for the will, which paho's thread builds
+        self._device = device_announcement(store.device_public_key)  # in every status: enrolment by kid
         last = store.get_value(NONCE_KEY)
         self.last_command = None if last is None else int(last)  # nonce of the last command applied (`cmd`)
         self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}", will=self._will)
@@ -329,7 +358,7 @@ class Uplink:
 
     def _status_payload(self, state: str, rev: int | None = None, **extra) -> bytes:
         body = {"state": state, "rev": self.store.revocation_state().version if rev is None else rev,
-                "version": __version__, "ts": events.format_ts(now_ms()), **extra}
+                "version": __version__, "ts": events.format_ts(now_ms()), **self._device, **extra}
         if self.last_command is not None:
             body["cmd"] = self.last_command  # the acknowledgement `gated command` waits for
         return json.dumps(body, separators=(",", ":")).encode()

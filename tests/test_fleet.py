@@ -142,6 +142,39 @@ def test_a_command_signed_by_a_key_the_gates_do_not_trust_is_not_confirmed(venue
     assert status(venue)[gate]["mode"] == "online"
 
 
+def test_device_keys_are_announced_and_approved_by_kid(venue, tmp_path):
+    gates = venue.scenario.gate_ids
+    ring = tmp_path / "ledger-keyring"
+    kids = {}
+    for gate in gates:
+        pem = (venue.out / "devices" / f"{gate}.pub").read_bytes()
+        kids[gate] = keys.kid_of(keys.load_public_key(pem)).hex()
+        shown = gated("keys", "device", "--state", str(venue.gates[gate].db_path))
+        assert shown.stdout.encode() == pem and f"kid {kids[gate]}" in shown.stderr
+    listed = gated("keys", "enrol", "--keyring", str(ring), *site_args(venue))
+    assert listed.returncode == 0, listed.stderr
+    for gate in gates:
+        assert f"{gate}  kid {kids[gate]}  new: approve with --approve {kids[gate]}" in listed.stdout
+    first = gates[0]
+    approved = gated("keys", "enrol", "--keyring", str(ring), "--approve", kids[first], *site_args(venue))
+    assert approved.returncode == 0, approved.stderr
+    assert f"{first}  kid {kids[first]}  trusted" in approved.stdout
+    trusted = keys.load_keyring(ring).find(bytes.fromhex(kids[first]), "device")
+    assert trusted is not None and trusted.name == first
+    assert keys.public_pem(trusted.public_key) == (venue.out / "devices" / f"{first}.pub").read_bytes()
+    unknown = gated("keys", "enrol", "--keyring", str(ring), "--approve", "00" * 8, *site_args(venue))
+    assert unknown.returncode == 2 and "announces kid 0000000000000000" in unknown.stderr
+    # another key already trusted under a gate's name is not silently replaced
+    other = tmp_path / "other"
+    _, public = keys.generate_key_files(other, gates[1])
+    keys.trust_key_file(ring, public, "device", name=gates[1])
+    refused = gated("keys", "enrol", "--keyring", str(ring), "--approve", kids[gates[1]], *site_args(venue))
+    assert refused.returncode == 2 and "--replace" in refused.stderr
+    replaced = gated("keys", "enrol", "--keyring", str(ring), "--approve", kids[gates[1]], "--replace",
+                     *site_args(venue))
+    assert replaced.returncode == 0 and f"{gates[1]}  kid {kids[gates[1]]}  trusted" in replaced.stdout
+
+
 def test_a_stopped_gate_shows_offline_with_its_last_known_state(venue):
     gates = venue.scenario.gate_ids
     last = gates[-1]

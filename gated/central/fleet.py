@@ -272,3 +272,56 @@ class SiteWatch:
                 result["detail"] = "relay opened" if name == "open" else f"now {mode}"
             results.append(result)
         return results
+
+
+# --- device-key enrolment -------------------------------------------------------------------------
+
+@dataclass
+class Announcement:
+    gate: str
+    kid: str | None
+    public_key: object | None  # Ed25519PublicKey
+    problem: str | None = None
+    trusted_kid: str | None = None  # the kid the keyring trusts as this gate's device key, if any
+
+    @property
+    def state(self) -> str:
+        if self.problem:
+            return "unusable"
+        if self.trusted_kid is None:
+            return "new"
+        return "trusted" if self.trusted_kid == self.kid else "different"
+
+
+def announcements(views: dict[str, GateView], keyring) -> list[Announcement]:
+    """The device keys the gates announce in their status, compared with `keyring` (None: empty)."""
+    from gated.uplink import parse_device_announcement
+
+    trusted = {}
+    for key in (keyring.keys if keyring is not None else ()):
+        if "device" in key.roles:
+            trusted[key.name] = key.kid.hex()
+    out = []
+    for gate in sorted(views):
+        status = views[gate].status or {}
+        try:
+            kid, public_key = parse_device_announcement(status)
+        except ValueError as exc:
+            out.append(Announcement(gate, None, None, problem=str(exc), trusted_kid=trusted.get(gate)))
+            continue
+        out.append(Announcement(gate, kid, public_key, trusted_kid=trusted.get(gate)))
+    return out
+
+
+def approve(keyring_dir, found: Announcement, *, replace: bool = False) -> None:
+    """Trust an announced key as `device` for its gate (named after the gate) in keyring_dir."""
+    import tempfile
+    from pathlib import Path
+
+    if found.state == "different" and not replace:
+        raise FleetError(f"{found.gate}: the keyring trusts another device key (kid {found.trusted_kid}) for this "
+                         "gate; a replaced gate or state database? approve with --replace if so")
+    with tempfile.TemporaryDirectory() as tmp:
+        pem = Path(tmp) / f"{found.gate}.pub"
+        pem.write_bytes(keys.public_pem(found.public_key))
+        keys.trust_key_file(keyring_dir, pem, "device", name=found.gate)

@@ -29,6 +29,6 @@ def run(args) -> int:
         print(f"made   {path}")
     for path in made.kept:
         print(f"kept   {path} (exists; --renew remakes a client's)")
-    print(f"broker: copy ca.crt server.crt server.key to /etc/mosquitto/gated/; each gate gets ca.crt and its own "
+    print("broker: copy ca.crt server.crt server.key to /etc/mosquitto/gated/; each gate gets ca.crt and its own "
           f"<gate>.crt/.key (docs/central.md). Keep ca.key offline.")
     return 0
