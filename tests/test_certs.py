@@ -135,3 +135,12 @@ def test_a_gate_status_and_command_work_through_tls_and_the_shipped_acl(site_bro
             uplink.stop()
     assert command.returncode == 0, stdout + stderr
     assert applied == ["lock"] and "g1  lock: ok  now locked" in stdout
+
+
+def test_private_keys_the_walkthroughs_create_are_ignored_by_git():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("central/box-office.key", "central/revocations.key", "certs/ca.key", "certs/g1.key",
+                 "site/central/command.key"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+    assert subprocess.run(["git", "check-ignore", "-q", "gated/central/certs.py"], cwd=ROOT).returncode == 1
