@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gated.commands.ledger",
     "gated.commands.fleet",
     "gated.commands.certs",
+    "gated.commands.wiring",
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",
