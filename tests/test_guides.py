@@ -35,6 +35,9 @@ def _commands(text: str) -> set[tuple[str, ...]]:
         for line in block.splitlines():
             line = line.replace("sudo -u gated ", "")  # the user, not the command
             for match in re.finditer(r"(?:^|[\s;&|(])gated ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", line):
+                before = line[:match.start() + 1].split()
+                if before and before[-1].startswith("-"):  # `-g gated`: the group, not the command
+                    continue
                 found.add(match.groups())
     return found
 

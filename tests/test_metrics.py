@@ -89,7 +89,8 @@ def test_a_taken_metrics_port_stops_the_gate_with_a_clear_error(tmp_path, author
 def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker):
     port = free_port()
     ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", str(tmp_path / "ledger.db"), "--metrics", f"127.0.0.1:{port}"],
+                               "--db", str(tmp_path / "ledger.db"), "--metrics", f"127.0.0.1:{port}",
+                               "--keyring", str(tmp_path / "ledger-keyring")],  # none approved yet: starts anyway
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}/metrics"
@@ -102,6 +103,7 @@ def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker):
     finally:
         ledger.terminate()
         assert ledger.wait(20) == 0, ledger.stderr.read()
+    assert "trusts no device key yet" in ledger.stderr.read()
     g1 = {"site": SITE, "gate": "g1"}
     assert (g1, 5.0) in samples["gated_ledger_events_total"]
     assert (g1, 0.0) in samples["gated_ledger_missing_events"]

@@ -55,10 +55,18 @@ def _settings(args, client_id):
         raise CommandError(str(exc)) from None
 
 
-def _keyring(path):
-    from gated.keys import load_keyring
+def _keyring(path, *, may_be_empty: bool = False):
+    """The keyring at `path` (None without one). `may_be_empty`: a directory with no keyring.toml
+    yet is the ledger's keyring before the first `gated keys enrol --approve`."""
+    from gated.keys import KEYRING_FILE, load_keyring
 
-    return load_keyring(path) if path else None
+    if not path:
+        return None
+    if may_be_empty and not (Path(path) / KEYRING_FILE).exists():
+        print(f"ledger: {path} trusts no device key yet: signatures are not checked until "
+              f"`gated keys enrol --approve KID` (then restart the ledger)", file=sys.stderr)
+        return None
+    return load_keyring(path)
 
 
 def _open_ledger(args, keyring=None, site=None, workers=1):
@@ -78,7 +86,7 @@ def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError, LedgerService
 
     settings = _settings(args, None)
-    ledger = _open_ledger(args, _keyring(args.keyring), args.site, max(1, args.workers))
+    ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers))
     service = LedgerService(ledger, settings, site=args.site, group=args.group)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
