@@ -40,7 +40,10 @@ from pathlib import Path
 
 from gated.reasons import Reason
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
+SOURCE_BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
+INSTALLED_BOARDS_DIR = Path("/usr/share/gated/boards")  # where docs/install-pi.md puts them beside a wheel
+# a source checkout's profiles, else the installed ones (a wheel carries no profiles)
+BOARDS_DIR = SOURCE_BOARDS_DIR if SOURCE_BOARDS_DIR.is_dir() else INSTALLED_BOARDS_DIR
 
 REASON_CLASS: dict[Reason, str] = {
     Reason.OK: "admit",
@@ -151,7 +154,10 @@ def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | 
             data = tomllib.load(fh)
     except FileNotFoundError:
         known = ", ".join(p.stem for p in shipped_boards(boards_dir))
-        raise BoardError(str(path), [f"no such board profile (shipped: {known})"]) from None
+        where = Path(boards_dir or BOARDS_DIR)
+        raise BoardError(str(path), [f"no such board profile (shipped: {known})" if known else
+                                     f"no board profiles in {where}: copy firmware_config/boards/ there "
+                                     "(docs/install-pi.md, step 2) or give a profile's path"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise BoardError(str(path), [f"not valid TOML: {exc}"]) from exc
     return board_from_dict(data, source=str(path))
