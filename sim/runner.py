@@ -68,6 +68,7 @@ class Run:
         self.done = threading.Event()
         self.stop = threading.Event()
         self.broker_up_since: float | None = 0.0
+        self.broker_restarted = False  # a broker_down fault has ended: gates must say online again
         self.revocation_sent_at: float | None = None
         self.kill_pending: dict[str, object] = {}
         self.faults: list[dict] = []
@@ -90,6 +91,11 @@ class Run:
                     return False
         if a.needs_broker:
             if self.broker_up_since is None or now < self.broker_up_since + PROPAGATION_S:
+                return False
+            # the gate's reconnect backs off (up to seconds after the broker is back): wait until it
+            # has said `online` again, else the news it needs may still be waiting at the broker
+            if self.broker_restarted and self.venue.listener.online_at.get(a.gate, 0.0) < \
+                    self.clock.t0 + self.broker_up_since:
                 return False
             up = self.venue.gates[a.gate].up_since
             if up is None or time.monotonic() < up + PROPAGATION_S:
@@ -281,6 +287,7 @@ class Run:
             elif what == "broker_start" and self.venue.broker is not None:
                 self.venue.broker.start()
                 self.broker_up_since = self.clock.now()
+                self.broker_restarted = True
                 self.faults.append({"kind": "broker_down", "gate": None, "start_sim_s": self.clock.sim(down_at),
                                     "end_sim_s": self.clock.sim(self.broker_up_since),
                                     "what": f"Mosquitto stopped at {self.clock.sim(down_at):.1f} s, "
