@@ -97,6 +97,21 @@ def test_status_json_lists_every_gate_of_a_running_rehearsal(venue):
     assert f"site {venue.scenario.site}: {len(gates)} gate(s), {len(gates)} online" in lines[-1]
 
 
+def test_status_watch_refreshes_until_interrupted(venue):
+    import signal
+
+    watch = subprocess.Popen([sys.executable, "-m", "gated.cli", "status", "--watch", "0.5", *site_args(venue)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(4)
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=20)
+    assert watch.returncode == 130, err
+    assert out.count("(every 0.5 s; Ctrl-C to stop)") >= 2, out  # refreshed, not printed once
+    assert "\x1b[" not in out  # no screen clearing when the output is not a terminal
+    for gate in venue.scenario.gate_ids:
+        assert f"\n{gate} " in out
+
+
 def test_command_locks_and_unlocks_a_running_gate_and_reports_it(venue):
     gate = venue.scenario.gate_ids[0]
     locked = gated("command", "--key", command_key(venue), *site_args(venue), gate, "lock")
