@@ -30,5 +30,5 @@ def run(args) -> int:
     for path in made.kept:
         print(f"kept   {path} (exists; --renew remakes a client's)")
     print("broker: copy ca.crt server.crt server.key to /etc/mosquitto/gated/; each gate gets ca.crt and its own "
-          f"<gate>.crt/.key (docs/central.md). Keep ca.key offline.")
+          "<gate>.crt/.key (docs/central.md). Keep ca.key offline.")
     return 0
