@@ -8,7 +8,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-pretix pretix-venv system test-tools venv bench clean
+.PHONY: demo test test-pretix pretix-venv system test-tools venv bench dist clean
 
 system:
 	@missing=""; \
@@ -62,5 +62,14 @@ demo: venv
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
+# What a gate installs from (docs/install-pi.md): the wheel, and the files that are not Python
+# (systemd units, board profiles, the example configuration, Mosquitto site files) in one tarball.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+dist: venv
+	rm -rf dist build
+	$(VENV)/bin/pip wheel -q --no-deps -w dist .
+	tar -czf dist/gated-$(VERSION)-files.tar.gz systemd firmware_config
+	@ls -l dist
+
 clean:
-	rm -rf $(VENV) $(PRETIX_VENV) .pytest_cache .hypothesis demo-out
+	rm -rf $(VENV) $(PRETIX_VENV) .pytest_cache .hypothesis demo-out dist

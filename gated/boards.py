@@ -42,7 +42,10 @@ from gated.core.errors import GatedError
 from gated.core.reasons import Reason
 from gated.tomlcheck import TableReader
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
+SOURCE_BOARDS_DIR = Path(__file__).resolve().parent.parent / "firmware_config" / "boards"
+INSTALLED_BOARDS_DIR = Path("/usr/share/gated/boards")  # where docs/install-pi.md puts them beside a wheel
+# a source checkout's profiles, else the installed ones (a wheel carries no profiles)
+BOARDS_DIR = SOURCE_BOARDS_DIR if SOURCE_BOARDS_DIR.is_dir() else INSTALLED_BOARDS_DIR
 
 REASON_CLASS: dict[Reason, str] = {
     Reason.OK: "admit",
@@ -152,8 +155,11 @@ def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | 
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        known = ", ".join(p.stem for p in shipped_boards(boards_dir)) or "none"
-        raise BoardError(str(path), [f"no such board profile (in {Path(boards_dir or BOARDS_DIR)}: {known})"]) from None
+        known = ", ".join(p.stem for p in shipped_boards(boards_dir))
+        where = Path(boards_dir or BOARDS_DIR)
+        raise BoardError(str(path), [f"no such board profile (in {where}: {known})" if known else
+                                     f"no board profiles in {where}: copy firmware_config/boards/ there "
+                                     "(docs/install-pi.md, step 2) or give a profile's path"]) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BoardError(str(path), [f"not valid TOML: {exc}"]) from None
     except OSError as exc:
@@ -300,3 +306,46 @@ def _header_pin(value):
         if "gpio" in info.interfaces and info.name.startswith("GPIO"):
             return info
     return None
+
+
+# --- wiring diagrams (docs/install-pi.md prints one per shipped profile) ------------------------
+
+def _roles(profile: BoardProfile) -> list[tuple[str, str, str]]:
+    """(role, pin name, what the pin does) for every pin the profile uses, header order aside."""
+    out = []
+    r = profile.relay
+    out.append(("relay", r.pin, f"output, {'HIGH' if r.active_high else 'LOW'} energises the relay "
+                                f"({r.mode}{f' {r.pulse_ms} ms' if r.mode == 'pulse' else ''})"))
+    for role, spec in (("passage", profile.passage), ("emergency", profile.emergency), ("door", profile.door)):
+        if spec is not None:
+            kind = f" {spec.sensor} sensor," if spec.sensor else ""
+            pull = {"up": "internal pull-up", "down": "internal pull-down", "none": "external resistor"}[spec.pull]
+            out.append((role, spec.pin, f"input,{kind} active {spec.active.upper()}, {pull}"))
+    for role, spec in (("green LED", profile.green), ("red LED", profile.red), ("buzzer", profile.buzzer)):
+        if spec is not None:
+            out.append((role, spec.pin, f"output, {'HIGH' if spec.active_high else 'LOW'} = on"))
+    return out
+
+
+def wiring_diagram(profile: BoardProfile) -> str:
+    """The 40-pin header with the profile's pins marked, and a line per connection."""
+    from gpiozero.pins.pi import PiBoardInfo
+
+    header = PiBoardInfo.from_revision(0xA02082).headers["J8"].pins
+    used = {pin: role for role, pin, _ in _roles(profile)}
+    left_width = max(len(role) for role in used.values()) if used else 0
+    lines = [f"{profile.name}: {profile.description}", "",
+             "Raspberry Pi 40-pin header, seen from above (pin 1 has the square solder pad):", ""]
+    for odd in range(1, 41, 2):
+        a, b = header[odd], header[odd + 1]
+        left = used.get(a.name, "")
+        right = used.get(b.name, "")
+        lines.append(f"  {left:>{left_width}} {'--' if left else '  '} {a.name:>6} ({odd:2d}) ({odd + 1:2d}) "
+                     f"{b.name:<6} {'--' if right else '  '} {right}".rstrip())
+    lines += ["", "Connections:"]
+    for role, pin, what in _roles(profile):
+        number = next(n for n, info in header.items() if info.name == pin)
+        lines.append(f"  {role:<10} {pin:<7} pin {number:<3} {what}")
+    grounds = ", ".join(str(n) for n, info in header.items() if info.name == "GND")
+    lines.append(f"  ground     GND     pins {grounds} (any; share it with every sensor and module)")
+    return "\n".join(lines) + "\n"

@@ -200,6 +200,12 @@ class HealthSection:
 
 
 @dataclass(frozen=True)
+class MetricsSection:
+    listen: str | None = _opt(None, doc="opt-in Prometheus endpoint, host:port (e.g. 127.0.0.1:9108): GET /metrics "
+                                        "serves the last health report's figures", check=lambda v: _check_listen(v))
+
+
+@dataclass(frozen=True)
 class SimSection:
     control_socket: Path | None = _opt(None, doc="simulator only: a Unix socket to steer the camera and mock pins",
                                        path=True)
@@ -217,6 +223,7 @@ class Config:
     revocations: RevocationsSection = _opt(RevocationsSection(), doc="what a stale revocation list does")
     logging: LoggingSection = _opt(LoggingSection(), doc="log level and format")
     health: HealthSection = _opt(HealthSection(), doc="health reporting")
+    metrics: MetricsSection = _opt(MetricsSection(), doc="Prometheus HTTP endpoint")
     sim: SimSection | None = _opt(None, doc="simulator hooks; never on a real gate")
     source: Path | None = None  # the file this was loaded from (not a key)
 
@@ -343,6 +350,12 @@ def _check_camera(spec: str) -> str | None:
     if kind == "picamera2" and rest and not rest.isdigit():
         return "picamera2:<camera number>"
     return None
+
+
+def _check_listen(text: str) -> str | None:
+    from gated.metrics import check_listen
+
+    return check_listen(text)
 
 
 def _check_url(url: str) -> str | None:

@@ -128,6 +128,7 @@ class Daemon:
         self._camera_thread: threading.Thread | None = None
         self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
+        self.metrics = self._metrics_server = None
         self.store_ok = True
         self.camera_fault: str | None = None
         self._next_health = 0.0
@@ -160,9 +161,11 @@ class Daemon:
         self.uplink.start()
         self._catch_up()
         self._start_sim_control()
+        self._start_metrics()
         sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
         log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
-                 camera=cfg.camera.source, board=cfg.turnstile.board)
+                 camera=cfg.camera.source, board=cfg.turnstile.board,
+                 device_kid=keys.kid_of(self.store.device_public_key).hex())
 
     def _catch_up(self) -> None:
         """Before READY, a moment for the uplink to connect and apply what the broker kept for this
@@ -269,6 +272,19 @@ class Daemon:
         self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera_source, turnstile=self.turnstile,
                                      gate=self.gate)
         log.warning("simulator control socket open: this is not a real gate", socket=str(sim.control_socket))
+
+    def _start_metrics(self) -> None:
+        listen = self.cfg.metrics.listen
+        if listen is None:
+            return
+        from gated.metrics import GateCollector, MetricsError, serve
+
+        self.metrics = GateCollector(self.cfg.gate.site, self.cfg.gate.id)
+        try:
+            self._metrics_server = serve(listen, self.metrics)
+        except MetricsError as exc:
+            raise StartupError(f"[metrics] listen: {exc}") from exc
+        log.info("metrics endpoint", url=f"http://{listen}/metrics")
 
     def _await_first_frame(self) -> None:
         deadline = time.monotonic() + FIRST_FRAME_S
@@ -434,6 +450,8 @@ class Daemon:
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
                                store_ok=self.store_ok, rev_stale=self._stale_why)
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
+        if self.metrics is not None:
+            self.metrics.update(body)
         if self.cfg.health.textfile is not None:
             try:
                 health.write_textfile(self.cfg.health.textfile,
@@ -453,6 +471,7 @@ class Daemon:
         self._camera_stop.set()
         steps = (
             ("sim control", lambda: self._sim.stop() if self._sim is not None else None),
+            ("metrics", lambda: self._metrics_server.shutdown() if self._metrics_server is not None else None),
             ("camera thread", lambda: self._camera_thread.join(timeout=5) if self._camera_thread else None),
             ("last poll", self._last_poll),
             ("gate", lambda: self.gate.close() if self.gate is not None else None),

@@ -7,10 +7,12 @@ JSON with integers only (like events):
      "frames": 107892, "scans": 412, "admits": 398, "denies": 14, "outbox": 0,
      "rev": 17, "rev_age_s": 420, "rev_stale": false,
      "clock_offset_ms": -12, "clock_uncertain": 0, "clock_source": "ntp", "beacon_age_s": 4,
-     "mode": "online", "camera_ok": true, "store_ok": true}
+     "mode": "online", "camera_ok": true, "store_ok": true,
+     "last_scan_age_s": 3, "scans_per_min": 24}
 
 `clock_offset_ms` and `beacon_age_s` are null when no time beacon has bounded the clock yet,
-`rev_age_s` null before the first revocation list; `rev_stale` is the daemon's staleness policy
+`rev_age_s` null before the first revocation list, `last_scan_age_s` null before the first scan since
+the process started; `scans_per_min` counts the decisions of the last 60 s; `rev_stale` is the daemon's staleness policy
 verdict (no list, a gap, or older than `[revocations] max_age_s`). The counters are since the process started. The Prometheus textfile
 (node_exporter's textfile collector) carries the same figures as `gated_*` gauges and counters;
 it is written to a temporary file and renamed, so the collector never reads half a file.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,18 +41,35 @@ class Counters:
     admits: int = 0
     denies: int = 0
     last_frame_at: float | None = None  # monotonic
+    last_scan_at: float | None = None  # monotonic, owner thread
     _rate_mark: tuple[float, int] | None = None
+    _recent_scans: deque = field(default_factory=deque)  # monotonic times of the last minute's decisions
+
+    RATE_WINDOW_S = 60.0
 
     def frame(self, now: float) -> None:
         self.frames += 1
         self.last_frame_at = now
 
-    def decision(self, admit: bool) -> None:
+    def decision(self, admit: bool, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         self.scans += 1
+        self.last_scan_at = now
+        self._recent_scans.append(now)
+        self._forget_before(now - self.RATE_WINDOW_S)
         if admit:
             self.admits += 1
         else:
             self.denies += 1
+
+    def _forget_before(self, cutoff: float) -> None:
+        while self._recent_scans and self._recent_scans[0] < cutoff:
+            self._recent_scans.popleft()
+
+    def scans_per_min(self, now: float) -> int:
+        """Decisions in the last 60 s."""
+        self._forget_before(now - self.RATE_WINDOW_S)
+        return len(self._recent_scans)
 
     def frames_per_s(self, now: float) -> float:
         """Average frame rate since the previous call (or since start)."""
@@ -82,6 +102,8 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "mode": mode,
         "camera_ok": camera_ok,
         "store_ok": store_ok,
+        "last_scan_age_s": None if counters.last_scan_at is None else max(0, int(now_mono - counters.last_scan_at)),
+        "scans_per_min": counters.scans_per_min(now_mono),
     }
 
 
@@ -100,6 +122,8 @@ PROMETHEUS = (
     ("clock_uncertain", "gauge", "1 while the gate's clock cannot be trusted"),
     ("camera_ok", "gauge", "1 while the camera delivers frames"),
     ("store_ok", "gauge", "1 while the state database accepts writes"),
+    ("last_scan_age_s", "gauge", "seconds since the last decision (absent before the first)"),
+    ("scans_per_min", "gauge", "decisions in the last 60 seconds"),
 )
 
 

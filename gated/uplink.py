@@ -23,6 +23,8 @@ Reconnects back off exponentially with random jitter (so a site's gates do not r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import queue
 import time
@@ -30,11 +32,13 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__, revocations
 from gated.core import command as commands
-from gated.core import events
+from gated.core import cose, events
 from gated.core.command import Command, CommandRejected
 from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtt import Inbound, MqttLink
@@ -66,6 +70,30 @@ def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None
     return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s)
 
 
+# --- device-key enrolment (docs/protocol.md) ------------------------------------------------------
+
+def device_announcement(public_key) -> dict:
+    """The status fields announcing the gate's event-signing key: `device_kid` (hex of PROTOCOL §1's
+    kid) and `device_key` (base64 of the raw 32 bytes)."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return {"device_kid": cose.kid_of(public_key).hex(), "device_key": base64.b64encode(raw).decode()}
+
+
+def parse_device_announcement(status: dict):
+    """(kid hex, Ed25519PublicKey) from a status message; ValueError saying what is wrong."""
+    kid, text = status.get("device_kid"), status.get("device_key")
+    if not isinstance(kid, str) or not isinstance(text, str):
+        raise ValueError("no device key announced (a gate older than this feature?)")
+    try:
+        raw = base64.b64decode(text, validate=True)
+        public_key = Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise ValueError("device_key is not base64 of a 32-byte Ed25519 public key") from None
+    if cose.kid_of(public_key).hex() != kid:
+        raise ValueError(f"device_kid {kid} does not match the announced key")
+    return kid, public_key
+
+
 # --- the gate's uplink ----------------------------------------------------------------------------
 
 class Uplink:
@@ -77,6 +105,9 @@ class Uplink:
         self.site, self.gate = site, gate
         self.on_command, self.status = on_command, status
         self._rev = store.revocation_state().version  # for the will, which paho's thread builds
+        self._device = device_announcement(store.device_public_key)  # in every status: enrolment by kid
+        last = store.get_value(NONCE_KEY)
+        self.last_command = None if last is None else int(last)  # nonce of the last command applied (`cmd`)
         self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}", will=self._will)
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
@@ -132,7 +163,9 @@ class Uplink:
 
     def _status_payload(self, state: str, rev: int | None = None, **extra) -> bytes:
         body = {"state": state, "rev": self.store.revocation_state().version if rev is None else rev,
-                "version": __version__, "ts": events.format_ts(now_ms()), **extra}
+                "version": __version__, "ts": events.format_ts(now_ms()), **self._device, **extra}
+        if self.last_command is not None:
+            body["cmd"] = self.last_command  # the acknowledgement `gated command` waits for
         return json.dumps(body, separators=(",", ":")).encode()
 
     def _will(self) -> tuple[str, bytes]:
@@ -264,6 +297,9 @@ class Uplink:
         log.info("command", command=command.name, nonce=command.nonce, signer=command.signer)
         if self.on_command is not None:
             self.on_command(command.name)
+        self.last_command = command.nonce
+        extra = dict(self.status()) if self.status else {}
+        self.publish_status(extra.pop("state", "online"), **extra)  # the acknowledgement, with the mode it left
 
     def _peer_event(self, topic: str, payload: bytes) -> None:
         """Another gate's event (PROTOCOL §6): checked as strictly as the ledger checks it (the gate

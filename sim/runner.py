@@ -22,6 +22,7 @@ every expected answer is known. Threads of the runner:
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +35,7 @@ from sim.scenario import Scenario
 from sim.venue import Venue, VenueError
 
 DECISION_TIMEOUT_S = 20.0  # a visitor waits this long for an answer before giving up (a mismatch)
+PROGRESS_EVERY_S = 5.0  # a progress line this often when stderr is not a terminal
 PROPAGATION_S = 3.0  # after the broker is back (or a gate restarted), time for news to cross it
 
 
@@ -66,6 +68,7 @@ class Run:
         self.done = threading.Event()
         self.stop = threading.Event()
         self.broker_up_since: float | None = 0.0
+        self.broker_restarted = False  # a broker_down fault has ended: gates must say online again
         self.revocation_sent_at: float | None = None
         self.kill_pending: dict[str, object] = {}
         self.faults: list[dict] = []
@@ -88,6 +91,11 @@ class Run:
                     return False
         if a.needs_broker:
             if self.broker_up_since is None or now < self.broker_up_since + PROPAGATION_S:
+                return False
+            # the gate's reconnect backs off (up to seconds after the broker is back): wait until it
+            # has said `online` again, else the news it needs may still be waiting at the broker
+            if self.broker_restarted and self.venue.listener.online_at.get(a.gate, 0.0) < \
+                    self.clock.t0 + self.broker_up_since:
                 return False
             up = self.venue.gates[a.gate].up_since
             if up is None or time.monotonic() < up + PROPAGATION_S:
@@ -279,6 +287,7 @@ class Run:
             elif what == "broker_start" and self.venue.broker is not None:
                 self.venue.broker.start()
                 self.broker_up_since = self.clock.now()
+                self.broker_restarted = True
                 self.faults.append({"kind": "broker_down", "gate": None, "start_sim_s": self.clock.sim(down_at),
                                     "end_sim_s": self.clock.sim(self.broker_up_since),
                                     "what": f"Mosquitto stopped at {self.clock.sim(down_at):.1f} s, "
@@ -311,6 +320,19 @@ class Run:
             self.stop.wait(0.25)
 
     # --- progress -------------------------------------------------------------------------------
+    def progress_line(self) -> str:
+        """One line for a log: simulated time, broker, served, admits, denies, mismatches, queues."""
+        attempts = self.crowd.attempts
+        done = [a for a in attempts if a.ended_at is not None]
+        with self.lock:
+            waiting = sum(len(q) for q in self.queues.values())
+        mism = sum(1 for a in done if not a.matched)
+        return (f"sim {self.scenario.name}: {self.clock.sim(self.clock.now()):.0f} of {self.scenario.duration_s:.0f} s; "
+                f"broker {'up' if self.broker_up_since is not None else 'DOWN'}; served {len(done)}/{len(attempts)}, "
+                f"{sum(1 for a in done if a.observed_admit)} admitted, "
+                f"{sum(1 for a in done if a.observed_admit is False)} denied, {mism} mismatches; {waiting} in line; "
+                f"events seen {self.venue.listener.unique()}")
+
     def progress_table(self):
         from rich.table import Table
 
@@ -408,7 +430,8 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     result = report.build(scenario=scenario, attempts=crowd.attempts, visitors=crowd.visitors, events_made=made,
                           ledger=ledger_report, ledger_events=ledger_events, duplicates_dropped=duplicates,
                           tickets=crowd.tickets, faults=r.faults, speed=speed, gate_ids=scenario.gate_ids,
-                          notes=r.notes, held_back=held_back)
+                          notes=r.notes, held_back=held_back,
+                          arrivals={k: v - r.clock.t0 for k, v in arrived.items()})
     json_path, html_path = report.write(out_dir, result, crowd.attempts, r.samples, speed)
     log(f"{result['verdict']}")
     log(f"report: {html_path} (and {json_path.name}); device keys in {out_dir / 'devices'}")
@@ -427,6 +450,15 @@ def _watch(r: Run, workers, limit: float, progress: bool) -> None:
     from rich.live import Live
 
     console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or CI: a plain line every few seconds, not a redrawn table
+        next_line = 0.0
+        while not finished():
+            if time.monotonic() >= next_line:
+                print(r.progress_line(), file=sys.stderr, flush=True)
+                next_line = time.monotonic() + PROGRESS_EVERY_S
+            time.sleep(0.2)
+        print(r.progress_line(), file=sys.stderr, flush=True)
+        return
     with Live(r.progress_table(), console=console, refresh_per_second=4, transient=False) as live:
         while not finished():
             time.sleep(0.25)

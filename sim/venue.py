@@ -155,6 +155,7 @@ class Listener:
         self.deliveries = 0
         self.received_at: dict[str, float] = {}  # event id -> monotonic
         self.revs: dict[str, int] = {}
+        self.online_at: dict[str, float] = {}  # gate -> monotonic time of its last status other than offline
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self._beacon_key, self._beacon_every = beacon_key, beacon_every_s
@@ -206,6 +207,8 @@ class Listener:
                     self.events.setdefault(gate, {}).setdefault(seq, body)
                     self.received_at.setdefault(body.get("id", ""), now)
             else:
+                if topic.endswith("/status") and body.get("state") not in (None, "offline") and not message.retain:
+                    self.online_at[gate] = now  # a gate publishes its status on every (re)connect
                 rev = body.get("rev", body.get("rev_version"))
                 if isinstance(rev, int):
                     self.revs[gate] = max(rev, self.revs.get(gate, 0))

@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +73,14 @@ def run_doctor(args) -> int:
     cfg = _load(args.config)
     findings = [Finding(OK, "config", f"{args.config}: gate {cfg.gate.id} at {cfg.gate.site}")]
     print(findings[0].line(), flush=True)
+    _quiet_libraries()
     for name, check in CHECKS:
         if name in args.skip:
             continue
         try:
-            result = check(cfg, args.timeout)
+            with warnings.catch_warnings():  # gpiozero's pin-factory fallbacks and the like: the finding says it
+                warnings.simplefilter("ignore")
+                result = check(cfg, args.timeout)
         except Exception as exc:  # noqa: BLE001 -- a check that crashes is reported as a failure, not raised
             result = Finding(FAIL, name, f"{type(exc).__name__}: {exc}")
         for finding in result if isinstance(result, list) else [result]:
@@ -86,6 +90,15 @@ def run_doctor(args) -> int:
     print(f"{len(failed)} failed, {sum(f.status == WARN for f in findings)} warnings" if failed or any(
         f.status == WARN for f in findings) else "all checks passed", file=sys.stderr if failed else sys.stdout)
     return 1 if failed else 0
+
+
+def _quiet_libraries() -> None:
+    """One line per check and nothing else on the screen: OpenCV's own log (a failed V4L2 open,
+    say) goes through its C++ logger, not Python's warnings."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
+    if "cv2" in sys.modules:
+        cv2 = sys.modules["cv2"]
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 # --- the checks -----------------------------------------------------------------------------------
@@ -273,7 +286,13 @@ def check_broker(cfg, timeout) -> Finding:
 
     from gated.daemon import uplink_settings
 
-    settings = uplink_settings(cfg)
+    try:
+        settings = uplink_settings(cfg)
+    except OSError as exc:  # the password file: the only file read here
+        path = cfg.mqtt.password_file
+        fix = (f"create it: install -m 0640 -o root -g gated /dev/stdin {path} <<< 'the-password'"
+               if isinstance(exc, FileNotFoundError) else "check its owner and mode (root:gated 0640)")
+        return Finding(FAIL, "broker", f"password file {path}: {exc.strerror}; {fix}")
     where = f"{settings.url}"
     try:
         socket.create_connection((settings.host, settings.port), timeout=timeout).close()
@@ -347,7 +366,7 @@ def check_camera(cfg, timeout) -> Finding:
 
 
 def check_gpio(cfg, timeout) -> Finding:
-    from gpiozero.exc import GPIOZeroError
+    from gpiozero.exc import BadPinFactory, GPIOZeroError
 
     from gated.boards import BoardError
     from gated.daemon import StartupError, load_board, make_pin_factory
@@ -360,6 +379,10 @@ def check_gpio(cfg, timeout) -> Finding:
     try:
         factory = make_pin_factory(cfg)
         turnstile = Turnstile(board, pin_factory=factory)
+    except (BadPinFactory, ImportError) as exc:
+        return Finding(FAIL, "gpio", f"no GPIO on this machine (not a Raspberry Pi, or lgpio missing: "
+                                     f"apt-get install python3-lgpio); on a bench without pins set "
+                                     f"[turnstile] pin_factory = \"mock\" ({type(exc).__name__})")
     except (StartupError, GPIOZeroError, OSError, RuntimeError) as exc:
         return Finding(FAIL, "gpio", f"board {board.name}: pins not claimable ({type(exc).__name__}: {exc}); "
                                      f"is gated (or another program) running, is this user in group gpio?")

@@ -37,6 +37,20 @@ def register(sub) -> None:
     dev.add_argument("--state", required=True, help="the gate's state database")
     dev.set_defaults(func=device_key)
 
+    from gated.mqtturl import add_broker_arguments
+
+    enrol = keys_sub.add_parser("enrol", help="list the device keys gates announce in their status; approve one by "
+                                "kid into the ledger's keyring")
+    add_broker_arguments(enrol)
+    enrol.add_argument("--site", required=True)
+    enrol.add_argument("--keyring", required=True, help="the ledger's keyring (created if absent)")
+    enrol.add_argument("--approve", action="append", default=[], metavar="KID",
+                       help="trust the key with this kid (as the gate shows it: `gated keys device`) (repeat)")
+    enrol.add_argument("--replace", action="store_true",
+                       help="let an approved key replace another key trusted for the same gate")
+    enrol.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
+    enrol.set_defaults(func=enrol_keys)
+
 
 def generate(args) -> int:
     try:
@@ -83,6 +97,45 @@ def device_key(args) -> int:
         raise CommandError(f"{args.state}: no gate state here (the gate makes it, and its key, on first start)")
     with GateStore(args.state) as store:
         print(keys.public_pem(store.device_public_key).decode(), end="")
+        print(f"# kid {keys.kid_of(store.device_public_key).hex()} (what `gated keys enrol` lists for this gate)",
+              file=sys.stderr)
         print(f"# gate {store.gate} at site {store.site}: trust it with "
               f"`gated keys trust --keyring DIR --role device --name {store.gate} FILE`", file=sys.stderr)
+    return 0
+
+
+def enrol_keys(args) -> int:
+    from pathlib import Path
+
+    from gated.central.fleet import FleetError, announcements, approve
+    from gated.commands.fleet import _watch
+
+    keyring = keys.load_keyring(args.keyring) if (Path(args.keyring) / keys.KEYRING_FILE).exists() else None
+    watch = _watch(args)
+    try:
+        watch.settle()
+    finally:
+        watch.stop()
+    found = announcements(watch.views, keyring)
+    wanted = {kid.lower() for kid in args.approve}
+    by_kid = {a.kid: a for a in found if a.kid}
+    missing = sorted(wanted - set(by_kid))
+    if missing:
+        raise CommandError(f"no gate at {args.site} announces kid {', '.join(missing)} "
+                           f"(announced: {', '.join(sorted(by_kid)) or 'none'})")
+    for kid in sorted(wanted):
+        try:
+            approve(args.keyring, by_kid[kid], replace=args.replace)
+        except FleetError as exc:
+            raise CommandError(str(exc)) from None
+        print(f"approved {by_kid[kid].gate} kid {kid}: trusted as its device key in {args.keyring}")
+    if wanted:
+        found = announcements(watch.views, keys.load_keyring(args.keyring))
+    if not found:
+        print(f"no gate status at site {args.site} yet")
+    for a in found:
+        what = {"new": f"new: approve with --approve {a.kid}", "trusted": "trusted",
+                "different": f"DIFFERENT from the trusted key (kid {a.trusted_kid})",
+                "unusable": f"unusable: {a.problem}"}[a.state]
+        print(f"{a.gate}  kid {a.kid or '-'}  {what}")
     return 0

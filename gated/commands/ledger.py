@@ -27,6 +27,8 @@ def register(sub) -> None:
                    "subscriptions on a restart)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads checking signatures (default: CPUs, at most 4)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 
@@ -53,10 +55,18 @@ def _settings(args, client_id):
         raise CommandError(str(exc)) from None
 
 
-def _keyring(path):
-    from gated.keys import load_keyring
+def _keyring(path, *, may_be_empty: bool = False):
+    """The keyring at `path` (None without one). `may_be_empty`: a directory with no keyring.toml
+    yet is the ledger's keyring before the first `gated keys enrol --approve`."""
+    from gated.keys import KEYRING_FILE, load_keyring
 
-    return load_keyring(path) if path else None
+    if not path:
+        return None
+    if may_be_empty and not (Path(path) / KEYRING_FILE).exists():
+        print(f"ledger: {path} trusts no device key yet: signatures are not checked until "
+              f"`gated keys enrol --approve KID` (then restart the ledger)", file=sys.stderr)
+        return None
+    return load_keyring(path)
 
 
 def _open_ledger(args, keyring=None, site=None, workers=1):
@@ -76,7 +86,7 @@ def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError, LedgerService
 
     settings = _settings(args, None)
-    ledger = _open_ledger(args, _keyring(args.keyring), args.site, max(1, args.workers))
+    ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers))
     service = LedgerService(ledger, settings, site=args.site, group=args.group)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -84,6 +94,17 @@ def run_ledger(args) -> int:
         timer = threading.Timer(args.exit_after, stop.set)
         timer.daemon = True
         timer.start()
+    server = None
+    if args.metrics:
+        from gated.central.ledger_metrics import LedgerCollector
+        from gated.metrics import MetricsError, serve
+
+        try:
+            server = serve(args.metrics, LedgerCollector(args.db, args.site, received=lambda: service.received))
+        except MetricsError as exc:
+            ledger.close()
+            raise CommandError(f"--metrics: {exc}") from None
+        print(f"ledger: metrics on http://{args.metrics}/metrics", file=sys.stderr)
     print(f"ledger: {settings.url} site {args.site} -> {args.db}", file=sys.stderr)
     service.start()
     try:
@@ -92,6 +113,8 @@ def run_ledger(args) -> int:
         raise CommandError(f"{exc}") from None
     finally:
         service.stop()
+        if server is not None:
+            server.shutdown()
         ledger.close()
     print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
     return 0

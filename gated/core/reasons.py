@@ -27,3 +27,23 @@ class Reason(str, enum.Enum):
 
     def __str__(self) -> str:  # so f-strings and logs show the wire value
         return self.value
+
+
+MEANING: dict[Reason, str] = {
+    Reason.OK: "admitted",
+    Reason.MALFORMED: "not a ticket: the code could not be decoded as GT1/GT2",
+    Reason.UNSUPPORTED: "a ticket format or algorithm this gate does not know",
+    Reason.UNKNOWN_KEY: "signed by a key the gate does not trust (a forgery, or another organiser's ticket)",
+    Reason.BAD_SIGNATURE: "the signature does not match the content (the ticket was altered)",
+    Reason.WRONG_EVENT: "a genuine ticket for another event",
+    Reason.WRONG_ZONE: "a genuine ticket that does not include this gate's zone",
+    Reason.NOT_YET_VALID: "valid later (or the gate cannot tell the time)",
+    Reason.EXPIRED: "its validity ended",
+    Reason.REVOKED: "refunded or cancelled: on the revocation list",
+    Reason.ALREADY_USED: "its admissions are used up (here or at another gate)",
+    Reason.STATIC_COPY: "a phone ticket shown in its printed form: it must come from the holder's app",
+    Reason.STALE_CODE: "a phone code too old to be live (a screenshot or a replay)",
+    Reason.EMERGENCY: "the gate is in emergency mode: open for everyone, nothing is checked",
+    Reason.LOCKED: "the gate is locked (by an operator, or until it has a current revocation list)",
+    Reason.INTERNAL_ERROR: "the gate could not judge this code (a fault in the gate, logged with an alarm): try again",
+}

@@ -1,0 +1,329 @@
+"""A site's gates seen from the operator's desk: `gated status` and `gated command`.
+
+Both only talk to the broker:
+
+    status    reads the retained `status` and `health` of every gate (gates/+/status, gates/+/health)
+              and makes one row per gate of them;
+    command   publishes a signed command (PROTOCOL §6) on gates/<gate>/cmd and waits for the gate's
+              status to carry the command's nonce as `cmd` (docs/protocol.md: the gate republishes its
+              status after every command it applies), then reports the mode the gate is in.
+
+Every message is parsed inside its own boundary: a status or health that is not a JSON object is
+noted against its gate (`problem`) and the rest of the site is shown as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gated import keys
+from gated.mqtturl import UplinkSettings
+from gated.topics import command_topic, gate_topic, root
+from gated.central.commands import encode_command
+from gated.core.command import COMMANDS
+from gated.mqtt import MqttLink
+
+HEALTH_SILENT_S = 120  # an online gate whose last health message is older than this: an alarm
+EXPECTED_MODE = {"lock": "locked", "unlock": "online", "emergency_on": "emergency", "emergency_off": "online"}
+
+
+class FleetError(RuntimeError):
+    """The broker could not be reached or refused us; the message says what to check."""
+
+
+@dataclass
+class GateView:
+    gate: str
+    status: dict | None = None
+    health: dict | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _age_s(ts, now_s: float) -> int | None:
+    if not isinstance(ts, str):
+        return None
+    try:
+        return max(0, int(now_s - keys.parse_time(ts)))
+    except ValueError:
+        return None
+
+
+def _later(value, by: int | None):
+    """A health figure that was `value` seconds `by` seconds ago."""
+    return value + by if isinstance(value, int) and not isinstance(value, bool) and by is not None else None
+
+
+def gate_row(view: GateView, now_s: float) -> dict:
+    """One gate's line of `gated status`: its retained status and health, aged to `now_s`."""
+    status, health = view.status or {}, view.health or {}
+    state = status.get("state")
+    online = isinstance(state, str) and state != "offline"
+    health_age = _age_s(health.get("ts"), now_s)
+    mode = state if online else health.get("mode")
+    alarms = []
+    if not online:
+        alarms.append("offline")
+    if mode == "emergency":
+        alarms.append("emergency")
+    if health.get("camera_ok") is False:
+        alarms.append("camera not delivering frames")
+    if health.get("store_ok") is False:
+        alarms.append("state database failing")
+    if health.get("rev_stale") is True:
+        alarms.append("revocation list stale" if health.get("rev") else "no revocation list yet")
+    if health.get("clock_uncertain"):
+        alarms.append("clock uncertain")
+    if online and (health_age is None or health_age > HEALTH_SILENT_S):
+        alarms.append("no health report" if health_age is None else f"no health report for {health_age} s")
+    alarms += view.problems
+    return {
+        "gate": view.gate,
+        "online": online,
+        "since": status.get("ts"),
+        "since_s": _age_s(status.get("ts"), now_s),
+        "mode": mode,
+        "rev": health.get("rev", status.get("rev")),
+        "rev_age_s": _later(health.get("rev_age_s"), health_age),
+        "clock_source": health.get("clock_source"),
+        "clock_uncertain": health.get("clock_uncertain"),
+        "clock_offset_ms": health.get("clock_offset_ms"),
+        "outbox": health.get("outbox"),
+        "last_scan_age_s": _later(health.get("last_scan_age_s"), health_age),
+        "scans_per_min": health.get("scans_per_min"),
+        "health_age_s": health_age,
+        "version": status.get("version"),
+        "alarms": alarms,
+    }
+
+
+def _show(value, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value}{unit}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+def format_table(rows: list[dict], site: str) -> str:
+    """The rows as a plain text table, one gate a line, alarms last."""
+    head = ("gate", "state", "since", "mode", "list", "list age", "clock", "outbox", "last scan", "scans/min",
+            "alarms")
+    lines = [head]
+    for r in rows:
+        clock = "-" if r["clock_source"] is None else (
+            f"{r['clock_source']}{' UNCERTAIN' if r['clock_uncertain'] else ''}"
+            + ("" if r["clock_offset_ms"] is None else f" {r['clock_offset_ms']:+d} ms"))
+        lines.append((r["gate"], "online" if r["online"] else "OFFLINE", _duration(r["since_s"]), _show(r["mode"]),
+                      "-" if not r["rev"] else f"v{r['rev']}", _duration(r["rev_age_s"]), clock, _show(r["outbox"]),
+                      _duration(r["last_scan_age_s"]) if r["last_scan_age_s"] is not None else "none",
+                      _show(r["scans_per_min"]), "; ".join(r["alarms"]) or "-"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
+    online = sum(r["online"] for r in rows)
+    text.append(f"site {site}: {len(rows)} gate(s), {online} online, "
+                f"{sum(bool(r['alarms']) for r in rows)} with alarms")
+    return "\n".join(text)
+
+
+class SiteWatch:
+    """A non-persistent MQTT session reading every gate's status and health (and sending commands)."""
+
+    def __init__(self, settings: UplinkSettings, site: str, client_id: str | None = None):
+        self.site = site
+        self.views: dict[str, GateView] = {}
+        self.link = MqttLink(settings, client_id or settings.client_id or f"gated-operator-{site}-{os.getpid()}",
+                             persistent=False)
+        for leaf in ("status", "health"):
+            self.link.add_subscription(gate_topic(site, "+", leaf), SubscribeOptions(qos=1))
+        self.refused: str | None = None
+
+    def start(self, timeout: float) -> None:
+        self.link.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.link.connected and self.link.wait_subscribed(0.05):
+                return
+            self.pump(0.05)
+            if self.refused:
+                raise FleetError(f"{self.link.settings.url}: {self.refused}")
+        raise FleetError(f"no connection to {self.link.settings.url} within {timeout:g} s "
+                         "(is the broker running, and the URL, certificate and key right?)")
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    def pump(self, seconds: float, until=None) -> bool:
+        """Apply what arrives for up to `seconds`; stop early (True) once `until()` holds."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if until is not None and until():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                item = self.link.inbox.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                continue
+            self._handle(item)
+
+    def settle(self, quiet_s: float = 0.3, limit_s: float = 5.0) -> None:
+        """Take the retained messages: until nothing has come for `quiet_s` (or `limit_s` passed)."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                item = self.link.inbox.get(timeout=quiet_s)
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _handle(self, item: tuple) -> None:
+        if item[0] == "refused":
+            self.refused = item[1]
+        if item[0] != "message":
+            return
+        message = item[1]
+        self.link.ack(message)
+        prefix = root(self.site) + "gates/"
+        gate, _, leaf = message.topic[len(prefix):].partition("/")
+        if not message.topic.startswith(prefix) or leaf not in ("status", "health") or not gate:
+            return
+        view = self.views.setdefault(gate, GateView(gate))
+        view.problems = [p for p in view.problems if not p.startswith(leaf)]
+        if not message.payload:  # a cleared retained topic
+            setattr(view, leaf, None)
+            return
+        try:
+            body = json.loads(message.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            view.problems.append(f"{leaf} message is not a JSON object")
+            return
+        setattr(view, leaf, body)
+
+    def rows(self, now_s: float | None = None) -> list[dict]:
+        now_s = time.time() if now_s is None else now_s
+        return [gate_row(self.views[g], now_s) for g in sorted(self.views)]
+
+    # commands ----------------------------------------------------------------------------------
+    def command(self, key, gates: list[str], name: str, timeout: float) -> list[dict]:
+        """Send `name` to each gate, signed with `key`, and wait up to `timeout` for every
+        acknowledgement. One result per gate: gate, command, nonce, confirmed, mode, detail."""
+        if name not in COMMANDS:
+            raise ValueError(f"unknown command {name!r}")
+        nonce = time.time_ns() // 1000  # microseconds: above any nonce an earlier command used
+        pending = {}
+        for gate in gates:
+            blob = encode_command(key, gate=gate, command=name, nonce=nonce)  # a fresh iat: gates refuse old ones
+            mid = self.link.publish(command_topic(self.site, gate), blob, 1, False)
+            if mid is None:
+                raise FleetError(f"could not hand the command for {gate} to the MQTT client")
+            pending[gate] = mid
+        refused: dict[str, str] = {}
+        mids = {mid: gate for gate, mid in pending.items()}
+
+        def acknowledged(gate: str) -> bool:
+            status = (self.views.get(gate) or GateView(gate)).status or {}
+            return status.get("cmd") == nonce
+
+        def done() -> bool:
+            return all(acknowledged(g) or g in refused for g in gates)
+
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            try:
+                item = self.link.inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if item[0] == "published" and item[1] in mids and item[2] >= 0x80:
+                refused[mids[item[1]]] = f"the broker refused the command (reason code {item[2]:#x}): check its ACL"
+            self._handle(item)
+        results = []
+        for gate in gates:
+            status = (self.views.get(gate) or GateView(gate)).status or {}
+            mode = status.get("state")
+            result = {"gate": gate, "command": name, "nonce": nonce, "confirmed": False, "mode": mode}
+            if gate in refused:
+                result["detail"] = refused[gate]
+            elif not acknowledged(gate):
+                result["detail"] = (f"no acknowledgement within {timeout:g} s: " + (
+                    "the gate is offline (the broker keeps the command; a gate refuses it once it is too old)"
+                    if mode in (None, "offline") else
+                    "the gate ignored it (is this key trusted with role `command` in its keyring? see its log)"))
+            elif name in EXPECTED_MODE and mode != EXPECTED_MODE[name]:
+                result["detail"] = f"applied, but the gate is {mode} (expected {EXPECTED_MODE[name]})"
+            else:
+                result["confirmed"] = True
+                result["detail"] = "relay opened" if name == "open" else f"now {mode}"
+            results.append(result)
+        return results
+
+
+# --- device-key enrolment -------------------------------------------------------------------------
+
+@dataclass
+class Announcement:
+    gate: str
+    kid: str | None
+    public_key: object | None  # Ed25519PublicKey
+    problem: str | None = None
+    trusted_kid: str | None = None  # the kid the keyring trusts as this gate's device key, if any
+
+    @property
+    def state(self) -> str:
+        if self.problem:
+            return "unusable"
+        if self.trusted_kid is None:
+            return "new"
+        return "trusted" if self.trusted_kid == self.kid else "different"
+
+
+def announcements(views: dict[str, GateView], keyring) -> list[Announcement]:
+    """The device keys the gates announce in their status, compared with `keyring` (None: empty)."""
+    from gated.uplink import parse_device_announcement
+
+    trusted = {}
+    for key in (keyring.keys if keyring is not None else ()):
+        if "device" in key.roles:
+            trusted[key.name] = key.kid.hex()
+    out = []
+    for gate in sorted(views):
+        status = views[gate].status or {}
+        try:
+            kid, public_key = parse_device_announcement(status)
+        except ValueError as exc:
+            out.append(Announcement(gate, None, None, problem=str(exc), trusted_kid=trusted.get(gate)))
+            continue
+        out.append(Announcement(gate, kid, public_key, trusted_kid=trusted.get(gate)))
+    return out
+
+
+def approve(keyring_dir, found: Announcement, *, replace: bool = False) -> None:
+    """Trust an announced key as `device` for its gate (named after the gate) in keyring_dir."""
+    import tempfile
+    from pathlib import Path
+
+    if found.state == "different" and not replace:
+        raise FleetError(f"{found.gate}: the keyring trusts another device key (kid {found.trusted_kid}) for this "
+                         "gate; a replaced gate or state database? approve with --replace if so")
+    with tempfile.TemporaryDirectory() as tmp:
+        pem = Path(tmp) / f"{found.gate}.pub"
+        pem.write_bytes(keys.public_pem(found.public_key))
+        keys.trust_key_file(keyring_dir, pem, "device", name=found.gate, replace=replace)
