@@ -19,6 +19,7 @@ from pathlib import Path
 from gated.keys import Keyring, load_keyring
 from gated.mqtturl import parse_broker_url
 from gated.store import GateStore
+from gated import logging as gated_logging
 from gated.uplink import Uplink
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--keyring", help="trusted keys (revocation updates, commands)")
     p.add_argument("--exit-when-drained", action="store_true")
     args = p.parse_args(argv)
+    gated_logging.setup("info")  # logs to stderr: stdout carries only `ready` and `drained`, which tests read
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     store = GateStore(args.db, site=args.site, gate=args.gate)
