@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="sim-out", help="where report.json, report.html and devices/ go (default sim-out)")
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting a Mosquitto; "
                                     "broker_down faults are then skipped")
+    p.add_argument("--ledger-db", metavar="DB", help="the ledger's database: a postgresql://user@host/dbname URL "
+                   "(rehearse against the central database you will use; it must hold no events) or a SQLite file; "
+                   "default a SQLite file in the output directory")
     p.add_argument("--no-progress", action="store_true", help="no live view (logs only)")
     p.add_argument("--check", action="store_true", help="only load and check the scenario")
     p.set_defaults(func=run_sim)
@@ -49,7 +52,7 @@ def run_sim(args) -> int:
 
     try:
         result = runner.run(scenario, Path(args.out), speed=args.speed, broker_url=args.broker,
-                            progress=not args.no_progress and sys.stderr.isatty(), log=log)
+                            progress=not args.no_progress and sys.stderr.isatty(), log=log, ledger_db=args.ledger_db)
     except (VenueError, BrokerError) as exc:
         raise CommandError(str(exc)) from None
     print(f"{'PASS' if result['ok'] else 'FAIL'}: {Path(args.out) / 'report.html'}")
