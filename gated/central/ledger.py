@@ -135,23 +135,41 @@ class Ledger:
         received_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
         payloads = list(payloads)
         topics = list(topics) if topics is not None else [None] * len(payloads)
-        result = IngestResult()
-        touched: set[str] = set()
+        examined = [e for e in self._examine_all(list(zip(payloads, topics))) if e is not None]  # None: another worker's gate
         try:
-            self.db.begin()
             try:
-                for examined in self._examine_all(list(zip(payloads, topics))):
-                    if examined is None:
-                        continue  # another worker's gate
-                    if self._store_alone(examined, received_ms, result):
-                        touched.add(examined[1]["gate"])
-                result.committed = self._advance(sorted(touched))
-            except BaseException:
-                self._rollback_quietly()
-                raise
-            self.db.commit()
+                return self._store_batch(examined, received_ms, alone=False)
+            except _MessageFailed:
+                # one message made a statement fail (on PostgreSQL that spoils the transaction):
+                # the batch again, each message in a savepoint of its own, to quarantine that one
+                return self._store_batch(examined, received_ms, alone=True)
         except self.db.errors as exc:
             raise LedgerError(f"{self.where}: write failed ({exc}); the batch was not acknowledged") from exc
+
+    def _store_batch(self, examined: list, received_ms: int, *, alone: bool) -> IngestResult:
+        """One transaction. `alone`: a savepoint per message (two more round trips each, so only
+        when a batch without them has failed)."""
+        result = IngestResult()
+        touched: set[str] = set()
+        self._new: list[dict] = []  # events stored by this batch, for the chain checks at its end
+        self.db.begin()
+        try:
+            for message in examined:
+                if alone:
+                    held = self._store_alone(message, received_ms, result)
+                else:
+                    try:
+                        held = self._store(message, received_ms, result)
+                    except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
+                        raise _MessageFailed() from exc
+                if held:
+                    touched.add(message[1]["gate"])
+            self._check_links(result, self._new, received_ms)
+            result.committed = self._advance(sorted(touched))
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        self.db.commit()
         return result
 
     def _advance(self, gates: list[str]) -> dict[str, int]:
@@ -208,7 +226,7 @@ class Ledger:
         """_store() in a savepoint: if one message makes it fail, what it wrote is undone and the
         message is quarantined with why; if even that fails, the database is at fault. True when
         the event is held (new or a duplicate)."""
-        counts = (result.new, result.duplicates, result.rejected, len(result.problems))
+        counts = (result.new, result.duplicates, result.rejected, len(result.problems), len(self._new))
         self.db.execute("SAVEPOINT message")
         held = False
         try:
@@ -217,6 +235,7 @@ class Ledger:
             self.db.execute("ROLLBACK TO SAVEPOINT message")
             result.new, result.duplicates, result.rejected = counts[:3]
             del result.problems[counts[3]:]
+            del self._new[counts[4]:]
             why = f"could not be stored: {type(exc).__name__}: {exc}"[:200]
             log.error("ledger message quarantined", why=why)
             self._quarantine(result, None, examined[0], why, received_ms)
@@ -289,22 +308,37 @@ class Ledger:
                               received_ms, gate, seq, event_id)
             return False
         result.new += 1
-        self._check_links(result, event, received_ms)
+        self._new.append(event)
         return True
 
-    def _check_links(self, result, event: dict, received_ms: int) -> None:
+    def _check_links(self, result, new: list[dict], received_ms: int) -> None:
+        """The chain around each event this batch stored, once every event of the batch is in: one
+        query per gate (and 400 events) for the neighbours, whichever order they came in."""
+        by_gate: dict[str, list[dict]] = {}
+        for event in new:
+            by_gate.setdefault(event["gate"], []).append(event)
+        for gate, gate_events in by_gate.items():
+            wanted = sorted({n for e in gate_events for n in (e["seq"] - 1, e["seq"] + 1) if n > 0})
+            stored: dict[int, tuple] = {}
+            for i in range(0, len(wanted), 800):
+                part = wanted[i:i + 800]
+                stored.update((n, (h, p, i_)) for n, h, p, i_ in self.db.execute(
+                    f"SELECT seq, hash, prev, id FROM events WHERE gate = ? AND seq IN ({', '.join('?' * len(part))})",
+                    (gate, *part)).fetchall())
+            for event in gate_events:
+                self._check_event_links(result, event, stored, received_ms)
+
+    def _check_event_links(self, result, event: dict, stored: dict, received_ms: int) -> None:
         gate, seq = event["gate"], event["seq"]
-        neighbours = {n: (h, p, i) for n, h, p, i in self.db.execute(
-            "SELECT seq, hash, prev, id FROM events WHERE gate = ? AND seq IN (?, ?)", (gate, seq - 1, seq + 1))}
         if seq == 1 and event["prev"] != ev.GENESIS:
             self._problem(result, "chain_break", "first event does not start from 64 zeros", received_ms,
                           gate, seq, event["id"])
-        if seq - 1 in neighbours and neighbours[seq - 1][0] != event["prev"]:
+        if seq - 1 in stored and stored[seq - 1][0] != event["prev"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq - 1}", received_ms,
                           gate, seq, event["id"])
-        if seq + 1 in neighbours and neighbours[seq + 1][1] != event["hash"]:
+        if seq + 1 in stored and stored[seq + 1][1] != event["hash"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq}", received_ms,
-                          gate, seq + 1, neighbours[seq + 1][2])
+                          gate, seq + 1, stored[seq + 1][2])
 
     def _device_key(self, gate: str):
         if self.keyring is None:
@@ -368,6 +402,11 @@ class Ledger:
                                             "malformed", "over_admitted"))
         return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
                 "clean": clean}
+
+
+class _MessageFailed(Exception):
+    """Inside Ledger._store_batch: a message made storing it fail; the batch is done again with a
+    savepoint per message (never leaves the ledger)."""
 
 
 def _text(value):
