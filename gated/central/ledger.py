@@ -154,16 +154,20 @@ class Ledger:
         self._new: list[dict] = []  # events stored by this batch, for the chain checks at its end
         self.db.begin()
         try:
-            for message in examined:
-                if alone:
-                    held = self._store_alone(message, received_ms, result)
-                else:
-                    try:
-                        held = self._store(message, received_ms, result)
-                    except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
-                        raise _MessageFailed() from exc
-                if held:
-                    touched.add(message[1]["gate"])
+            if alone:
+                for message in examined:
+                    if self._store_alone(message, received_ms, result):
+                        touched.add(message[1]["gate"])
+            else:
+                try:
+                    for message in examined:
+                        if message[3] is not None:  # refused: quarantined, one by one
+                            self._store(message, received_ms, result)
+                    events = [m for m in examined if m[3] is None]
+                    held = self._store_events(events, received_ms, result)
+                except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
+                    raise _MessageFailed() from exc
+                touched.update(m[1]["gate"] for m, h in zip(events, held) if h)
             self._check_links(result, self._new, received_ms)
             result.committed = self._advance(sorted(touched))
         except BaseException:
@@ -287,29 +291,44 @@ class Ledger:
                 self._quarantine(result, event["id"], text, detail, received_ms)
                 self._problem(result, kind, detail, received_ms, event["gate"], event["seq"], event["id"])
             return False
-        gate, seq, event_id = event["gate"], event["seq"], event["id"]
-        if key is None and self.keyring is not None:
-            self._problem(result, "no_device_key", f"no device key named {gate!r} in the keyring", received_ms, gate)
-        cur = self.db.execute(
+        return self._store_events([examined], received_ms, result)[0]
+
+    def _store_events(self, examined: list[tuple], received_ms: int, result: IngestResult) -> list[bool]:
+        """Insert well-formed, well-sealed events (one round trip for all on PostgreSQL); for each,
+        whether it is held: new, or a duplicate (same id, same hash). The same id with another hash
+        is a conflict: quarantined."""
+        for _, event, key, _, _ in examined:
+            if key is None and self.keyring is not None:
+                self._problem(result, "no_device_key", f"no device key named {event['gate']!r} in the keyring",
+                              received_ms, event["gate"])
+        new = self.db.insert_new(
             "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, "
             "prev, signed, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
-            (event_id, event["site"], gate, seq, event["kind"], *(_text(event.get(f)) for f in FIELDS),
-             event["hash"], event["prev"], int(key is not None), received_ms, text))
-        if cur.rowcount == 0:
-            (existing,) = self.db.execute("SELECT hash FROM events WHERE id = ?", (event_id,)).fetchone()
-            if existing == event["hash"]:
+            [(event["id"], event["site"], event["gate"], event["seq"], event["kind"],
+              *(_text(event.get(f)) for f in FIELDS), event["hash"], event["prev"], int(key is not None),
+              received_ms, text) for text, event, key, _, _ in examined])
+        taken = [e[1]["id"] for e, fresh in zip(examined, new) if not fresh]
+        existing: dict[str, str] = {}
+        for i in range(0, len(taken), 800):
+            part = taken[i:i + 800]
+            existing.update(self.db.execute(f"SELECT id, hash FROM events WHERE id IN ({', '.join('?' * len(part))})",
+                                            tuple(part)).fetchall())
+        held = []
+        for (text, event, _, _, _), fresh in zip(examined, new):
+            gate, seq, event_id = event["gate"], event["seq"], event["id"]
+            if fresh:
+                result.new += 1
+                self._new.append(event)
+            elif existing.get(event_id) == event["hash"]:
                 result.duplicates += 1
-                return True
             else:
                 self._quarantine(result, event_id, text, "conflict", received_ms)
                 self._problem(result, "conflict", f"second event with id {event_id} and another hash "
                               f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
                               received_ms, gate, seq, event_id)
-            return False
-        result.new += 1
-        self._new.append(event)
-        return True
+            held.append(fresh or existing.get(event_id) == event["hash"])
+        return held
 
     def _check_links(self, result, new: list[dict], received_ms: int) -> None:
         """The chain around each event this batch stored, once every event of the batch is in: one

@@ -124,6 +124,10 @@ class SqliteDb:
     def executemany(self, sql: str, rows) -> None:
         self.conn.executemany(sql, rows)
 
+    def insert_new(self, sql: str, rows: list) -> list[bool]:
+        """`sql` an INSERT ... ON CONFLICT DO NOTHING; per row, whether it went in."""
+        return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
+
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
@@ -181,6 +185,20 @@ class PostgresDb:
     def executemany(self, sql: str, rows) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), list(rows))
+
+    def insert_new(self, sql: str, rows: list) -> list[bool]:
+        """`sql` an INSERT ... ON CONFLICT DO NOTHING; per row, whether it went in. One pipelined
+        round trip for all rows (psycopg's executemany), RETURNING telling the new ones."""
+        if not rows:
+            return []
+        flags = []
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s") + " RETURNING 1", rows, returning=True)
+            while True:
+                flags.append(cur.fetchone() is not None)
+                if not cur.nextset():
+                    break
+        return flags
 
     def begin(self) -> None:
         self.conn.execute("BEGIN")
