@@ -8,6 +8,8 @@ import json
 import os
 import time
 
+import pytest
+
 from gated.store import GateStore
 from gated.topics import committed_topic
 from gated.uplink import Uplink
@@ -116,3 +118,18 @@ def test_without_keep_until_committed_the_same_kills_leave_gaps(tmp_path, author
     for s in stores:
         s.close()
     assert report["totals"]["missing"] > 0
+
+
+def test_gated_toml_turns_end_to_end_delivery_on_with_its_bounds(tmp_path):
+    from gated import config
+    from gated.daemon import uplink_settings
+    from tests.test_config import MINIMAL, write
+
+    off = uplink_settings(config.load(write(tmp_path, MINIMAL)))
+    assert not off.keep_until_committed
+    on = uplink_settings(config.load(write(tmp_path, MINIMAL + "keep_until_committed = true\nresend_after_s = 5\n"
+                                                               "outbox_retention_h = 48\n")))
+    assert (on.keep_until_committed, on.resend_after_s, on.outbox_retention_s) == (True, 5.0, 48 * 3600)
+    bad = write(tmp_path, MINIMAL + "outbox_retention_h = 0\n")
+    with pytest.raises(config.ConfigError, match="outbox_retention_h"):
+        config.load(bad)
