@@ -4,6 +4,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 SYSTEM_PACKAGES := libzbar0 mosquitto
+# PostgreSQL: the tests start throwaway clusters of it for the central ledger (gated ledger --db postgresql://)
+TEST_SYSTEM_PACKAGES := postgresql
 TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
@@ -22,6 +24,13 @@ system:
 
 # Only the tests need a browser (the GT2 wallet page runs in headless Chromium).
 test-tools:
+	@missing=""; \
+	for pkg in $(TEST_SYSTEM_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing test packages:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing </dev/null; \
+	fi
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 		echo "installing test packages: $(TEST_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && \
@@ -31,7 +40,7 @@ test-tools:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[sim,test]'
+	$(VENV)/bin/pip install -q -e '.[sim,test,central]'
 	touch $@
 
 venv: system $(VENV)/.installed

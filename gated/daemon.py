@@ -68,7 +68,9 @@ def uplink_settings(cfg: Config):
         cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
         key_file=str(m.tls.key_file) if m.tls.key_file else None,
         username=m.username, password=m.secret(),
-        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s)
+        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s,
+        keep_until_committed=m.keep_until_committed, resend_after_s=m.resend_after_s,
+        outbox_retention_s=m.outbox_retention_h * 3600)
 
 
 def load_board(cfg: Config):

@@ -114,7 +114,7 @@ PROMETHEUS = (
     ("scans", "counter", "codes decided since start"),
     ("admits", "counter", "admissions since start"),
     ("denies", "counter", "denials since start"),
-    ("outbox", "gauge", "events not yet acknowledged by the broker"),
+    ("outbox", "gauge", "events not yet acknowledged by the broker (with keep_until_committed: not yet confirmed by the ledger)"),
     ("rev", "gauge", "revocation list version in use"),
     ("rev_age_s", "gauge", "age of the revocation list in seconds"),
     ("rev_stale", "gauge", "1 while the revocation list is stale by the configured policy"),

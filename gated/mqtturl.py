@@ -43,6 +43,13 @@ class UplinkSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_inflight: int = 100  # outbox events handed to paho and not yet acknowledged
+    # end-to-end delivery (docs/protocol.md, "Committed events"): keep each event until the ledger
+    # says it holds it (not just the broker); re-send what it lacks when it makes no progress for
+    # resend_after_s (doubling, up to an hour); drop rows the broker acknowledged over
+    # outbox_retention_s ago that no ledger confirmed
+    keep_until_committed: bool = False
+    resend_after_s: float = 30.0
+    outbox_retention_s: float = 7 * DAY
 
     def __post_init__(self):
         if bool(self.cert_file) != bool(self.key_file):
@@ -53,6 +60,8 @@ class UplinkSettings:
             raise BrokerUrlError("reconnect delays must satisfy 0 < min <= max")
         if self.max_inflight < 1:
             raise BrokerUrlError("max_inflight must be at least 1")
+        if not (self.resend_after_s > 0 and self.outbox_retention_s > 0):
+            raise BrokerUrlError("resend_after_s and outbox_retention_s must be above 0")
 
     @property
     def url(self) -> str:

@@ -11,12 +11,14 @@ Tables (migration 1):
     revoked(cti)            the revocation list, a WITHOUT ROWID b-tree: lookups stay O(log n) on
                             disk and memory does not grow with the list
     revocation_parts        deltas that arrived before their base, waiting for it
-    revocation_staging(cti) (migration 2) the ids of a multi-part snapshot being assembled: each
+    revocation_staging(cti) (migration 3) the ids of a multi-part snapshot being assembled: each
                             part is verified and appended as it arrives (a plain rowid table, so a
                             part writes only its own pages); with the last part the new list is
                             built from it in id order and swapped in for `revoked`, one transaction
     revocation_staged       which parts of the snapshot being assembled are in the staging table
-    outbox(seq, event)      sealed events not yet acknowledged by the broker (PUBACK)
+    outbox(seq, event, broker_ms)  sealed events not yet acknowledged by the broker (PUBACK), or with
+                            [mqtt] keep_until_committed not yet held by the ledger (migration 4:
+                            broker_ms, when the broker first acknowledged the row)
 
 Every write that makes an event is one transaction with the event: an admission and its scan
 event are committed together or not at all, and `seq`/`prev` are read and advanced inside it.
@@ -84,6 +86,12 @@ MIGRATIONS = [
     DELETE FROM revocation_parts WHERE base = 0;
     CREATE TABLE revocation_staging (cti BLOB NOT NULL);
     CREATE TABLE revocation_staged (part INTEGER PRIMARY KEY);
+    """,
+    # 4: end-to-end delivery: when the broker first acknowledged an outbox row (unix ms); with
+    # [mqtt] keep_until_committed the row stays until the ledger says it holds it, or until the
+    # operator's retention has passed since that time
+    """
+    ALTER TABLE outbox ADD COLUMN broker_ms INTEGER;
     """,
 ]
 
@@ -323,6 +331,24 @@ class GateStore:
     def acknowledge(self, *seqs: int) -> None:
         with self._tx() as db:
             db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+    def mark_delivered(self, seqs, now_ms: int) -> None:
+        """The broker acknowledged these rows; they stay until the ledger has them (prune_committed)."""
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL",
+                           [(now_ms, s) for s in seqs])
+
+    def prune_committed(self, seq: int) -> int:
+        """The ledger holds every event up to `seq`: drop them from the outbox; how many went."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+
+    def prune_expired(self, before_ms: int) -> int:
+        """Drop rows the broker acknowledged before `before_ms` that no ledger ever confirmed (the
+        operator's retention bound); how many went."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM outbox WHERE broker_ms IS NOT NULL AND broker_ms < ?",
+                              (before_ms,)).rowcount
 
     def outbox_depth(self) -> int:
         with self._lock:

@@ -4,6 +4,7 @@
     gated/v1/<site>/gates/<gate>/status       gate -> all       QoS 1, retained; last will `offline`
     gated/v1/<site>/gates/<gate>/cmd          central -> gate   QoS 1        signed commands
     gated/v1/<site>/gates/<gate>/health       gate -> all       retained     (extension)
+    gated/v1/<site>/gates/<gate>/committed    ledger -> gate    QoS 1, retained  {"seq": n}: events 1..n held (extension)
     gated/v1/<site>/revocations/<version>/<part>   central -> gates   QoS 1, retained
     gated/v1/<site>/time                      central -> gates  retained     signed time beacons
 """
@@ -34,6 +35,10 @@ def command_topic(site: str, gate: str) -> str:
 
 def health_topic(site: str, gate: str) -> str:
     return gate_topic(site, gate, "health")
+
+
+def committed_topic(site: str, gate: str) -> str:
+    return gate_topic(site, gate, "committed")
 
 
 def revocation_topic(site: str, version: int, part: int) -> str:

@@ -19,6 +19,15 @@ Delivery is at least once and nothing is lost to a crash:
     commands and peer events published while the gate is away are queued for it by the broker; the
     revocation topics are retained as well, so a gate whose session expired still catches up.
 Reconnects back off exponentially with random jitter (so a site's gates do not reconnect in step).
+
+End to end (settings.keep_until_committed, docs/protocol.md "Committed events"): a PUBACK only
+marks the row as delivered to the broker; the row leaves the outbox when the ledger's retained
+`gates/<gate>/committed` says it holds every event up to it. A broker (or a bridge) that dies
+loses what it had acknowledged, and the ledger's committed seq stops below the hole: when it has
+not moved for `resend_after_s` while delivered rows wait, the uplink sends again from just above
+it (the ledger drops what it already has), waiting twice as long before the next try, at most an
+hour. Rows the broker acknowledged longer than `outbox_retention_s` ago that no ledger confirmed
+are dropped, with a warning (an operator's bound on the outbox).
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from gated.keys import Keyring, SignedRejected, open_signed
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.store import StoreError
-from gated.topics import command_topic, events_topic, events_topic_gate, root, status_topic
+from gated.topics import command_topic, committed_topic, events_topic, events_topic_gate, root, status_topic
 
 log = structlog.get_logger("gated.uplink")
 
@@ -115,10 +124,19 @@ class Uplink:
         self._retry_after = 0.0
         self._acked: list[int] = []  # seqs whose PUBACK came, deleted from the outbox at the end of poll()
         self.delivered = 0  # events acknowledged by the broker since start
+        # end to end (keep_until_committed): the ledger's committed seq, the highest seq the broker
+        # acknowledged, when the ledger last made progress, the wait before re-sending
+        self.committed = 0
+        self._broker_through = 0
+        self._progress_at = time.monotonic()
+        self._resend_wait = settings.resend_after_s
+        self._pruned_at = 0.0
         rev = root(site)
         self.link.add_subscription(f"{rev}revocations/+/+", SubscribeOptions(qos=1))
         self.link.add_subscription(f"{rev}gates/+/events", SubscribeOptions(qos=1, noLocal=True))
         self.link.add_subscription(command_topic(site, gate), SubscribeOptions(qos=1))
+        if settings.keep_until_committed:
+            self.link.add_subscription(committed_topic(site, gate), SubscribeOptions(qos=1))
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -189,6 +207,8 @@ class Uplink:
                 except queue.Empty:
                     break
         self._acknowledge_delivered()
+        if self.settings.keep_until_committed:
+            self._resend_if_stuck()
         self._drain_outbox()
         self._rev = self.store.revocation_state().version
 
@@ -237,9 +257,52 @@ class Uplink:
 
     def _acknowledge_delivered(self) -> None:
         if self._acked:
-            self.store.acknowledge(*self._acked)
+            if self.settings.keep_until_committed:
+                self.store.mark_delivered(self._acked, now_ms())
+                self._broker_through = max(self._broker_through, *self._acked)
+            else:
+                self.store.acknowledge(*self._acked)
             self.delivered += len(self._acked)
             self._acked = []
+
+    def _committed(self, payload: bytes) -> None:
+        """The ledger's `{"seq": n}`: it holds this gate's events 1..n; they leave the outbox."""
+        try:
+            body = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("committed message ignored", problem=f"not JSON: {exc}"[:200])
+            return
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not cose.is_uint(seq):
+            log.warning("committed message ignored", problem="needs {\"seq\": n}, n an integer in 0..2^63-1")
+            return
+        if seq > self.store.last_seq:
+            log.warning("committed message ignored", problem=f"seq {seq} is beyond this gate's last event "
+                        f"{self.store.last_seq} (its state restored from a backup?)")
+            return
+        if seq > self.committed:
+            self.committed = seq
+            self._progress_at, self._resend_wait = time.monotonic(), self.settings.resend_after_s
+            pruned = self.store.prune_committed(seq)
+            log.debug("ledger committed", seq=seq, pruned=pruned)
+
+    def _resend_if_stuck(self) -> None:
+        """Send again from just above the ledger's committed seq when delivered rows have waited
+        `_resend_wait` without progress; drop rows past the operator's retention."""
+        now = time.monotonic()
+        if self._broker_through <= self.committed:
+            self._progress_at = now
+        elif now - self._progress_at >= self._resend_wait and self.connected:
+            log.warning("ledger has not confirmed delivered events; sending them again", committed=self.committed,
+                        delivered_through=self._broker_through, waited_s=round(self._resend_wait, 1))
+            self._sent_through = min(self._sent_through, self.committed)
+            self._progress_at, self._resend_wait = now, min(self._resend_wait * 2, 3600.0)
+        if now - self._pruned_at >= 60.0:
+            self._pruned_at = now
+            dropped = self.store.prune_expired(now_ms() - int(self.settings.outbox_retention_s * 1000))
+            if dropped:
+                log.warning("outbox events dropped unconfirmed by the ledger after the retention", count=dropped,
+                            retention_s=self.settings.outbox_retention_s)
 
     # inbound
     def _dispatch(self, message: Inbound) -> None:
@@ -266,6 +329,8 @@ class Uplink:
             self._revocation(message)
         elif topic == command_topic(self.site, self.gate):
             self._command(message.payload)
+        elif topic == committed_topic(self.site, self.gate) and self.settings.keep_until_committed:
+            self._committed(message.payload)
         elif events_topic_gate(topic, self.site) is not None:
             self._peer_event(topic, message.payload)
         else:

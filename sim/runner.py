@@ -356,11 +356,11 @@ class Run:
 
 
 def run(scenario: Scenario, out_dir: Path, *, speed: float | None = None, broker_url: str | None = None,
-        progress: bool = True, log=print) -> dict:
+        progress: bool = True, log=print, ledger_db: str | None = None) -> dict:
     """Run the scenario; returns the report (also written to out_dir)."""
     speed = speed or scenario.speed
     out_dir = Path(out_dir).resolve()  # gate configs and child processes need absolute paths
-    venue = Venue(scenario, out_dir, broker_url=broker_url, log=log)
+    venue = Venue(scenario, out_dir, broker_url=broker_url, ledger_db=ledger_db, log=log)
     try:
         return _run(scenario, venue, out_dir, speed, progress, log)
     finally:
@@ -479,5 +479,5 @@ def _read_ledger(venue: Venue) -> tuple[dict, list[dict]]:
 
     with Ledger(venue.ledger_db, keyring=load_keyring(venue.ledger_keyring), site=venue.scenario.site) as ledger:
         summary = ledger.report()
-        bodies = [json.loads(row[0]) for row in ledger.db.execute("SELECT body FROM events ORDER BY gate, seq")]
+        bodies = [json.loads(row[0]) for row in ledger.query("SELECT body FROM events ORDER BY gate, seq")]
     return summary, bodies

@@ -247,7 +247,11 @@ class Listener:
 class Venue:
     """Keys, broker, ledger and gates for one run; close() stops everything it started."""
 
-    def __init__(self, scenario, out_dir: Path, *, broker_url: str | None = None, log=print):
+    def __init__(self, scenario, out_dir: Path, *, broker_url: str | None = None, ledger_db: str | None = None,
+                 log=print):
+        """`ledger_db`: the ledger's database (a postgresql:// URL, or a SQLite path); default a
+        SQLite file in the work directory. It must hold no events: the report compares it with
+        this run's ground truth."""
         self.scenario = scenario
         self.out = out_dir
         self.work = out_dir / "work"
@@ -259,7 +263,8 @@ class Venue:
         self.broker: Mosquitto | None = None
         self.broker_url = broker_url
         self.ledger_process: subprocess.Popen | None = None
-        self.ledger_db = self.work / "ledger.db"
+        self.ledger_db = ledger_db or self.work / "ledger.db"
+        self._check_ledger_empty()
         self.gates: dict[str, GateProcess] = {}
         self.listener: Listener | None = None
         self._make_keys()
@@ -367,15 +372,43 @@ class Venue:
             self.ledger_process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                                    start_new_session=True)
         deadline = time.monotonic() + 30
-        while not self.ledger_db.exists():
+        while "ledger: subscribed" not in log_path.read_text(errors="replace"):
             if self.ledger_process.poll() is not None:
                 raise VenueError(f"gated ledger exited ({self.ledger_process.returncode}); see {log_path}:\n"
                                  f"{_tail(log_path)}")
             if time.monotonic() > deadline:
-                raise VenueError(f"gated ledger made no database in 30 s; see {log_path}")
+                raise VenueError(f"gated ledger did not subscribe within 30 s; see {log_path}")
             time.sleep(0.1)
 
+    @property
+    def ledger_in_server(self) -> bool:
+        from gated.central.ledgerdb import is_database_url
+
+        return is_database_url(self.ledger_db)
+
+    def _check_ledger_empty(self) -> None:
+        from gated.central.ledger import Ledger, LedgerError
+
+        if not self.ledger_in_server and not Path(self.ledger_db).exists():
+            return
+        try:
+            with Ledger(self.ledger_db) as ledger:
+                (count,) = ledger.query("SELECT COUNT(*) FROM events")[0]
+        except LedgerError as exc:
+            raise VenueError(str(exc)) from None
+        if count:
+            raise VenueError(f"the ledger database {ledger.where} already holds {count} events; a rehearsal "
+                             "needs an empty one (its report compares the ledger with this run)")
+
     def ledger_count(self) -> int:
+        if self.ledger_in_server:
+            from gated.central.ledger import Ledger, LedgerError
+
+            try:
+                with Ledger(self.ledger_db) as ledger:
+                    return int(ledger.query("SELECT COUNT(*) FROM events")[0][0])
+            except LedgerError:
+                return 0
         return int(_read_db(self.ledger_db, "SELECT COUNT(*) FROM events", one=True) or 0)
 
     def ledger_duplicates(self) -> int | None:

@@ -76,3 +76,25 @@ def broker(tmp_path):
     b = Broker(tmp_path / "broker").start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster for this test process (tests.support.postgres.Postgres); the tests
+    that need one are skipped, with why, where it cannot run."""
+    from tests.support import postgres as pg
+
+    why = pg.available()
+    if why is not None:
+        pytest.skip(why)
+    server = pg.Postgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_db(request, tmp_path):
+    """Where a ledger test keeps its ledger: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.db")
+    return request.getfixturevalue("postgres").database()

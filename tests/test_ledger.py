@@ -35,14 +35,14 @@ def scan(store, cti: bytes | None, admit: bool, reason: str = "ok", ts=1_700_000
     return store.record_scan(body, ts, admit_cti=cti if admit else None, confirmed=True)
 
 
-def test_every_event_once_duplicates_dropped_and_report_clean(tmp_path, gates):
+def test_every_event_once_duplicates_dropped_and_report_clean(tmp_path, ledger_db, gates):
     g1, g2 = gates
     for i in range(5):
         scan(g1, os.urandom(16), True)
         scan(g2, None, False, "malformed")
     g2.record_event({"kind": "alarm", "alarm": "tamper"}, 1_700_000_000_500)
     ring = device_keyring(tmp_path / "ring", g1, g2)
-    with Ledger(tmp_path / "ledger.db", keyring=ring, site=SITE) as ledger:
+    with Ledger(ledger_db, keyring=ring, site=SITE) as ledger:
         first = ledger.ingest(outbox(g1) + outbox(g2))
         again = ledger.ingest(outbox(g2) + outbox(g1)[::-1])
         report = ledger.report()
@@ -55,13 +55,13 @@ def test_every_event_once_duplicates_dropped_and_report_clean(tmp_path, gates):
     assert all(g["signatures_checked"] for g in report["gates"].values())
 
 
-def test_gaps_are_reported_whatever_the_arrival_order(tmp_path, gates):
+def test_gaps_are_reported_whatever_the_arrival_order(tmp_path, ledger_db, gates):
     g1, _ = gates
     for _ in range(10):
         g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
     rows = outbox(g1)
     arrived = [rows[i] for i in (9, 0, 1, 5, 2, 6)]  # 4, 5, 8, 9 never arrive
-    with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
+    with Ledger(ledger_db, site=SITE) as ledger:
         ledger.ingest(arrived)
         report = ledger.report()
     g = report["gates"]["g1"]
@@ -71,7 +71,7 @@ def test_gaps_are_reported_whatever_the_arrival_order(tmp_path, gates):
     assert not report["clean"]
 
 
-def test_tampered_forged_and_reused_events_are_caught(tmp_path, gates):
+def test_tampered_forged_and_reused_events_are_caught(tmp_path, ledger_db, gates):
     g1, g2 = gates
     for _ in range(4):
         g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
@@ -86,7 +86,7 @@ def test_tampered_forged_and_reused_events_are_caught(tmp_path, gates):
     fork = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=3,
                        prev="ab" * 32, ts_ms=1_700_000_000_000, key=g1._device_key)
 
-    with Ledger(tmp_path / "ledger.db", keyring=ring, site=SITE) as ledger:
+    with Ledger(ledger_db, keyring=ring, site=SITE) as ledger:
         ledger.ingest([tampered, forged])
         ledger.ingest([rows[0], rows[1], rows[3]])
         ledger.ingest([fork])  # arrives before the real seq 3: it takes the slot and breaks the chain both ways
@@ -101,7 +101,7 @@ def test_tampered_forged_and_reused_events_are_caught(tmp_path, gates):
     assert not report["clean"]
 
 
-def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_path, gates):
+def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_path, ledger_db, gates):
     g1, g2 = gates
     once, rolled_back, twice_allowed, unlimited = (os.urandom(16) for _ in range(4))
     scan(g1, once, True)
@@ -117,7 +117,7 @@ def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_pat
     csv_path.write_text("ticket_id,file,type,entries,seat,event,valid_from,valid_until\n"
                         f"{twice_allowed.hex()},x.png,general,2,,FINAL-2026,0,0\n"
                         f"{unlimited.hex()},y.png,staff,0,,FINAL-2026,0,0\n")
-    db = tmp_path / "ledger.db"
+    db = ledger_db
     with Ledger(db, site=SITE) as ledger:
         ledger.ingest(outbox(g1) + outbox(g2))
         without_csv = ledger.report()["over_admitted"]
@@ -128,11 +128,11 @@ def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_pat
     assert with_csv == [{"ticket": once.hex(), "admits": 2, "allowed": 1, "assumed": True, "gates": ["g1", "g2"]}]
 
 
-def test_reconcile_command_text_json_and_exit_code(tmp_path, gates, capsys):
+def test_reconcile_command_text_json_and_exit_code(tmp_path, ledger_db, gates, capsys):
     g1, _ = gates
     for _ in range(3):
         scan(g1, None, False, "expired")
-    db = tmp_path / "ledger.db"
+    db = ledger_db
     with Ledger(db, site=SITE) as ledger:
         ledger.ingest(outbox(g1))
     assert main(["reconcile", "--db", str(db), "--json"]) == 0

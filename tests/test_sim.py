@@ -259,11 +259,11 @@ def test_report_files_open_offline(tmp_path):
 
 # --- whole venues --------------------------------------------------------------------------------
 
-def _run_venue(name, tmp_path, speed):
+def _run_venue(name, tmp_path, speed, ledger_db=None):
     from sim import runner
 
     s = scenario.load(SCENARIOS / f"{name}.toml")
-    result = runner.run(s, tmp_path / "out", speed=speed, progress=False, log=lambda m: None)
+    result = runner.run(s, tmp_path / "out", speed=speed, progress=False, log=lambda m: None, ledger_db=ledger_db)
     return s, result
 
 
@@ -282,9 +282,16 @@ def _assert_clean(result, tmp_path, s):
 
 
 @pytest.mark.slow  # a whole venue: about a minute and a half on two shared cores
-def test_demo_venue_matches_ground_truth_and_loses_nothing(tmp_path):
-    s, result = _run_venue("demo", tmp_path, speed=2.0)
+def test_demo_venue_with_its_ledger_on_postgres_matches_ground_truth_and_loses_nothing(tmp_path, postgres):
+    """`gated sim --ledger-db postgresql://...`: the rehearsal's ledger in a real PostgreSQL (the
+    outage venue below keeps the default SQLite ledger)."""
+    url = postgres.database()
+    s, result = _run_venue("demo", tmp_path, speed=2.0, ledger_db=url)
     _assert_clean(result, tmp_path, s)
+    from gated.central.ledger import Ledger
+
+    with Ledger(url) as ledger:
+        assert ledger.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM events")[0] == (result["events"]["made"],) * 2
     fraud_reasons = {"unknown_key", "bad_signature", "malformed", "revoked", "expired", "wrong_event", "already_used",
                      "stale_code", "static_copy"}
     assert set(result["denials"]) == fraud_reasons
@@ -296,6 +303,22 @@ def test_outage_venue_loses_nothing(tmp_path):
     _assert_clean(result, tmp_path, s)
     kinds = {f["kind"] for f in result["faults"]}
     assert {"broker_down", "gate_kill"} <= kinds, result["faults"]
+
+
+def test_gated_sim_refuses_a_ledger_database_that_holds_events(tmp_path, postgres, capsys):
+    from gated.central.ledger import Ledger
+    from gated.cli import main
+    from gated.store import GateStore
+
+    url = postgres.database()
+    with GateStore(tmp_path / "g.db", site="arena", gate="g1") as store:
+        store.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+        rows = [event for _, event in store.outbox()]
+    with Ledger(url) as ledger:
+        ledger.ingest(rows)
+    assert main(["sim", str(SCENARIOS / "demo.toml"), "--out", str(tmp_path / "out"), "--ledger-db", url,
+                 "--no-progress"]) == 2
+    assert "already holds 1 events" in capsys.readouterr().err
 
 
 def test_gated_sim_check_validates_a_scenario(tmp_path, capsys):

@@ -365,7 +365,9 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
             last = {}
             for name, p in procs.items():
                 p.send_signal(signal.SIGTERM)
-                word, seq = p.stdout.read().split()[-2:]
+                # its last word on stopping (log lines of the uplink's own stop may follow it)
+                word, seq = [line.split() for line in p.stdout.read().splitlines()
+                             if line.split()[:1] in (["drained"], ["undrained"])][-1]
                 assert word == "drained" and p.wait(20) == 0
                 last[name] = int(seq)
             deadline = time.monotonic() + 20

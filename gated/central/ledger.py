@@ -2,8 +2,10 @@
 
     gated/v1/<site>/gates/+/events  --(persistent session, or $share/<group>/...)-->  Ledger.ingest()  -->  ledger.db
 
-Storage (SQLite, WAL, synchronous=FULL; a message is acknowledged to the broker only after the
-transaction holding it has committed, so a crash of the ledger loses nothing):
+Storage: a SQLite file (WAL, synchronous=FULL) or PostgreSQL, behind one small seam
+(gated/central/ledgerdb.py: opening, transactions, dialect words, numbered migrations); the logic
+here is written once for both. A message is acknowledged to the broker only after the transaction
+holding it has committed, so a crash of the ledger loses nothing:
 
     events(id PK, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, prev, body)
                     one row per event id (`<gate>:<seq>`): a redelivered event is a no-op
@@ -13,6 +15,9 @@ transaction holding it has committed, so a crash of the ledger loses nothing):
                     conflict), each with why: kept for inspection, never counted,
                     so a forgery cannot take the id slot of the real event
     tickets(cti, ent)  optional: admissions allowed per ticket, from `gated issue` CSVs
+    gate_progress(gate, contiguous)  the highest n such that events 1..n of the gate are all held;
+                    published to the gate after each commit (`committed`, docs/protocol.md), so
+                    the gate can drop them from its outbox and send again what is missing
 
 Each message is read by events.read_event (size, JSON depth, types, integer ranges, id =
 gate:seq of the topic's gate) and stored alone (a savepoint each): a bad one is quarantined with
@@ -37,45 +42,22 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sqlite3
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gated.core import events as ev
-from gated.core.errors import GatedError
+from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
 from gated.keys import Keyring
-from gated.topics import events_topic, events_topic_gate
+from gated.topics import committed_topic, events_topic, events_topic_gate
 
 log = structlog.get_logger("gated.ledger")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY, site TEXT NOT NULL, gate TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
-    ts TEXT, ticket TEXT, decision TEXT, reason TEXT, ref TEXT, result TEXT,
-    hash TEXT NOT NULL, prev TEXT NOT NULL, signed INTEGER NOT NULL, received_ms INTEGER NOT NULL, body TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_gate ON events (gate, seq);
-CREATE INDEX IF NOT EXISTS events_by_ticket ON events (ticket) WHERE ticket IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_ref ON events (ref) WHERE ref IS NOT NULL;
-CREATE TABLE IF NOT EXISTS problems (
-    n INTEGER PRIMARY KEY, kind TEXT NOT NULL, gate TEXT, seq INTEGER, event_id TEXT, detail TEXT NOT NULL,
-    received_ms INTEGER NOT NULL, UNIQUE (kind, gate, seq, detail)
-);
-CREATE TABLE IF NOT EXISTS quarantine (n INTEGER PRIMARY KEY, event_id TEXT, body TEXT NOT NULL, why TEXT NOT NULL,
-    received_ms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS tickets (cti TEXT PRIMARY KEY, ent INTEGER NOT NULL) WITHOUT ROWID;
-"""
-
 FIELDS = ("ts", "ticket", "decision", "reason", "ref", "result")
-
-
-class LedgerError(GatedError, RuntimeError):
-    """The ledger database failed; check the disk and the file's permissions."""
 
 
 @dataclass
@@ -84,22 +66,19 @@ class IngestResult:
     duplicates: int = 0
     rejected: int = 0
     problems: list[dict] = field(default_factory=list)
+    committed: dict[str, int] = field(default_factory=dict)  # per gate in the batch: events 1..n all held
 
 
 class Ledger:
-    def __init__(self, path: str | os.PathLike, *, keyring: Keyring | None = None, site: str | None = None,
-                 workers: int = 1):
-        """`workers` > 1: check hashes and signatures of a batch on that many threads."""
-        self.path, self.keyring, self.site, self.workers = Path(path), keyring, site, workers
+    def __init__(self, target: str | os.PathLike, *, keyring: Keyring | None = None, site: str | None = None,
+                 workers: int = 1, partition: tuple[int, int] | None = None):
+        """`target`: a SQLite file or a postgresql:// URL (gated/central/ledgerdb.py). `workers` > 1:
+        check hashes and signatures of a batch on that many threads. `partition` (i, n): store only
+        the gates whose `gate_partition(gate, n)` is i, and leave the others to the other workers."""
+        self.keyring, self.site, self.workers, self.partition = keyring, site, workers, partition
+        self.db = open_db(target)
+        self.where = self.db.where
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ledger-verify") if workers > 1 else None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"{self.path}: cannot open the ledger ({exc})") from exc
         self._keys: dict[str, object] = {}
 
     def close(self) -> None:
@@ -124,10 +103,28 @@ class Ledger:
                     rows.append((row["ticket_id"].strip().lower(), int(row.get("entries") or 1)))
                 except (KeyError, ValueError) as exc:
                     raise LedgerError(f"{csv_path}: needs ticket_id and entries columns ({exc})") from None
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany("INSERT OR REPLACE INTO tickets (cti, ent) VALUES (?, ?)", rows)
-        self.db.execute("COMMIT")
+        try:
+            self.db.begin()
+            self.db.executemany("INSERT INTO tickets (cti, ent) VALUES (?, ?) "
+                                "ON CONFLICT (cti) DO UPDATE SET ent = excluded.ent", rows)
+            self.db.commit()
+        except self.db.errors as exc:
+            self._rollback_quietly()
+            raise LedgerError(f"{self.where}: cannot store the tickets ({exc})") from exc
         return len(rows)
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """Rows of a read-only query (`?` placeholders) on either backend: for reports and tools."""
+        try:
+            return list(self.db.execute(sql, params).fetchall())
+        except self.db.errors as exc:
+            raise LedgerError(f"{self.where}: query failed ({exc})") from exc
+
+    def _rollback_quietly(self) -> None:
+        try:
+            self.db.rollback()
+        except self.db.errors as exc:
+            log.error("ledger rollback failed", where=self.where, error=str(exc))
 
     def ingest(self, payloads, received_ms: int | None = None, *, topics=None) -> IngestResult:
         """Store a batch of event messages (bytes, str or dicts) in one transaction. `topics`: the
@@ -137,19 +134,76 @@ class Ledger:
         received_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
         payloads = list(payloads)
         topics = list(topics) if topics is not None else [None] * len(payloads)
-        result = IngestResult()
+        examined = [e for e in self._examine_all(list(zip(payloads, topics))) if e is not None]  # None: another worker's gate
         try:
-            self.db.execute("BEGIN IMMEDIATE")
             try:
-                for examined in self._examine_all(list(zip(payloads, topics))):
-                    self._store_alone(examined, received_ms, result)
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"{self.path}: write failed ({exc}); the batch was not acknowledged") from exc
+                return self._store_batch(examined, received_ms, alone=False)
+            except _MessageFailed:
+                # one message made a statement fail (on PostgreSQL that spoils the transaction):
+                # the batch again, each message in a savepoint of its own, to quarantine that one
+                return self._store_batch(examined, received_ms, alone=True)
+        except self.db.errors as exc:
+            raise LedgerError(f"{self.where}: write failed ({exc}); the batch was not acknowledged") from exc
+
+    def _store_batch(self, examined: list, received_ms: int, *, alone: bool) -> IngestResult:
+        """One transaction. `alone`: a savepoint per message (two more round trips each, so only
+        when a batch without them has failed)."""
+        result = IngestResult()
+        touched: set[str] = set()
+        self._new: list[dict] = []  # events stored by this batch, for the chain checks at its end
+        self.db.begin()
+        try:
+            if alone:
+                for message in examined:
+                    if self._store_alone(message, received_ms, result):
+                        touched.add(message[1]["gate"])
+            else:
+                try:
+                    for message in examined:
+                        if message[3] is not None:  # refused: quarantined, one by one
+                            self._store(message, received_ms, result)
+                    events = [m for m in examined if m[3] is None]
+                    held = self._store_events(events, received_ms, result)
+                except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
+                    raise _MessageFailed() from exc
+                touched.update(m[1]["gate"] for m, h in zip(events, held) if h)
+            self._check_links(result, self._new, received_ms)
+            result.committed = self._advance(sorted(touched))
+        except BaseException:
+            self._rollback_quietly()
+            raise
+        self.db.commit()
         return result
+
+    def _advance(self, gates: list[str]) -> dict[str, int]:
+        """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. In
+        gate order, each row locked on PostgreSQL, after this batch's own inserts: of two workers
+        storing one gate's events at once, the later one sees the earlier one's (committed) rows."""
+        committed = {}
+        for gate in gates:
+            self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES (?, 0) ON CONFLICT DO NOTHING", (gate,))
+            (n,) = self.db.execute("SELECT contiguous FROM gate_progress WHERE gate = ?" + self.db.lock_row,
+                                   (gate,)).fetchone()
+            start = n
+            while True:
+                seqs = [s for (s,) in self.db.execute(
+                    "SELECT seq FROM events WHERE gate = ? AND seq > ? ORDER BY seq LIMIT 1000", (gate, n)).fetchall()]
+                for seq in seqs:
+                    if seq != n + 1:
+                        break
+                    n = seq
+                else:
+                    if len(seqs) == 1000:
+                        continue
+                break
+            if n != start:
+                self.db.execute("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", (n, gate))
+            committed[gate] = n
+        return committed
+
+    def committed(self) -> dict[str, int]:
+        """Per gate, the highest seq n such that the ledger holds every event 1..n."""
+        return dict(self.query("SELECT gate, contiguous FROM gate_progress ORDER BY gate"))
 
     def _examine_all(self, messages: list) -> list:
         if self._pool is None or len(messages) < 64:
@@ -159,32 +213,41 @@ class Ledger:
         return [examined for part in self._pool.map(lambda part: [self._examine_alone(*m) for m in part], slices)
                 for examined in part]
 
-    def _examine_alone(self, payload, topic) -> tuple:
-        """_examine() in an error boundary: a message that makes it fail is quarantined, with why."""
+    def _examine_alone(self, payload, topic) -> tuple | None:
+        """_examine() in an error boundary: a message that makes it fail is quarantined, with why.
+        None: the topic names a gate of another worker's partition (that worker stores it)."""
+        if self.partition is not None and topic is not None:
+            gate = events_topic_gate(topic)
+            if gate is not None and gate_partition(gate, self.partition[1]) != self.partition[0]:
+                return None
         try:
             return self._examine(payload, topic)
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary
             return _body_text(payload), None, None, "malformed", f"could not be examined: {type(exc).__name__}: {exc}"[:200]
 
-    def _store_alone(self, examined: tuple, received_ms: int, result: IngestResult) -> None:
+    def _store_alone(self, examined: tuple, received_ms: int, result: IngestResult) -> bool:
         """_store() in a savepoint: if one message makes it fail, what it wrote is undone and the
-        message is quarantined with why; if even that fails, the database is at fault."""
-        counts = (result.new, result.duplicates, result.rejected, len(result.problems))
+        message is quarantined with why; if even that fails, the database is at fault. True when
+        the event is held (new or a duplicate)."""
+        counts = (result.new, result.duplicates, result.rejected, len(result.problems), len(self._new))
         self.db.execute("SAVEPOINT message")
+        held = False
         try:
-            self._store(examined, received_ms, result)
+            held = self._store(examined, received_ms, result)
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary
-            self.db.execute("ROLLBACK TO message")
+            self.db.execute("ROLLBACK TO SAVEPOINT message")
             result.new, result.duplicates, result.rejected = counts[:3]
             del result.problems[counts[3]:]
+            del self._new[counts[4]:]
             why = f"could not be stored: {type(exc).__name__}: {exc}"[:200]
             log.error("ledger message quarantined", why=why)
             self._quarantine(result, None, examined[0], why, received_ms)
-        self.db.execute("RELEASE message")
+        self.db.execute("RELEASE SAVEPOINT message")
+        return held
 
     def _problem(self, result, kind, detail, received_ms, gate=None, seq=None, event_id=None) -> None:
-        cur = self.db.execute("INSERT OR IGNORE INTO problems (kind, gate, seq, event_id, detail, received_ms) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (kind, gate or "", seq or 0, event_id, detail, received_ms))
+        cur = self.db.execute("INSERT INTO problems (kind, gate, seq, event_id, detail, received_ms) "
+                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (kind, gate or "", seq or 0, event_id, detail, received_ms))
         if cur.rowcount:
             result.problems.append({"kind": kind, "gate": gate, "seq": seq, "detail": detail})
 
@@ -217,7 +280,7 @@ class Ledger:
             return text, event, key, kind, "; ".join(seal_problems)
         return text, event, key, None, ""
 
-    def _store(self, examined: tuple, received_ms: int, result: IngestResult) -> None:
+    def _store(self, examined: tuple, received_ms: int, result: IngestResult) -> bool:
         text, event, key, kind, detail = examined
         if kind is not None:
             if event is None:  # malformed: nothing in it can be trusted, not even its gate
@@ -226,41 +289,74 @@ class Ledger:
             else:
                 self._quarantine(result, event["id"], text, detail, received_ms)
                 self._problem(result, kind, detail, received_ms, event["gate"], event["seq"], event["id"])
-            return
-        gate, seq, event_id = event["gate"], event["seq"], event["id"]
-        if key is None and self.keyring is not None:
-            self._problem(result, "no_device_key", f"no device key named {gate!r} in the keyring", received_ms, gate)
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, "
-            "prev, signed, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (event_id, event["site"], gate, seq, event["kind"], *(_text(event.get(f)) for f in FIELDS),
-             event["hash"], event["prev"], int(key is not None), received_ms, text))
-        if cur.rowcount == 0:
-            (existing,) = self.db.execute("SELECT hash FROM events WHERE id = ?", (event_id,)).fetchone()
-            if existing == event["hash"]:
+            return False
+        return self._store_events([examined], received_ms, result)[0]
+
+    def _store_events(self, examined: list[tuple], received_ms: int, result: IngestResult) -> list[bool]:
+        """Insert well-formed, well-sealed events (one round trip for all on PostgreSQL); for each,
+        whether it is held: new, or a duplicate (same id, same hash). The same id with another hash
+        is a conflict: quarantined."""
+        for _, event, key, _, _ in examined:
+            if key is None and self.keyring is not None:
+                self._problem(result, "no_device_key", f"no device key named {event['gate']!r} in the keyring",
+                              received_ms, event["gate"])
+        new = self.db.insert_new(
+            "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, "
+            "prev, signed, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [(event["id"], event["site"], event["gate"], event["seq"], event["kind"],
+              *(_text(event.get(f)) for f in FIELDS), event["hash"], event["prev"], int(key is not None),
+              received_ms, text) for text, event, key, _, _ in examined])
+        taken = [e[1]["id"] for e, fresh in zip(examined, new) if not fresh]
+        existing: dict[str, str] = {}
+        for i in range(0, len(taken), 800):
+            part = taken[i:i + 800]
+            existing.update(self.db.execute(f"SELECT id, hash FROM events WHERE id IN ({', '.join('?' * len(part))})",
+                                            tuple(part)).fetchall())
+        held = []
+        for (text, event, _, _, _), fresh in zip(examined, new):
+            gate, seq, event_id = event["gate"], event["seq"], event["id"]
+            if fresh:
+                result.new += 1
+                self._new.append(event)
+            elif existing.get(event_id) == event["hash"]:
                 result.duplicates += 1
             else:
                 self._quarantine(result, event_id, text, "conflict", received_ms)
                 self._problem(result, "conflict", f"second event with id {event_id} and another hash "
                               f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
                               received_ms, gate, seq, event_id)
-            return
-        result.new += 1
-        self._check_links(result, event, received_ms)
+            held.append(fresh or existing.get(event_id) == event["hash"])
+        return held
 
-    def _check_links(self, result, event: dict, received_ms: int) -> None:
+    def _check_links(self, result, new: list[dict], received_ms: int) -> None:
+        """The chain around each event this batch stored, once every event of the batch is in: one
+        query per gate (and 400 events) for the neighbours, whichever order they came in."""
+        by_gate: dict[str, list[dict]] = {}
+        for event in new:
+            by_gate.setdefault(event["gate"], []).append(event)
+        for gate, gate_events in by_gate.items():
+            wanted = sorted({n for e in gate_events for n in (e["seq"] - 1, e["seq"] + 1) if n > 0})
+            stored: dict[int, tuple] = {}
+            for i in range(0, len(wanted), 800):
+                part = wanted[i:i + 800]
+                stored.update((n, (h, p, i_)) for n, h, p, i_ in self.db.execute(
+                    f"SELECT seq, hash, prev, id FROM events WHERE gate = ? AND seq IN ({', '.join('?' * len(part))})",
+                    (gate, *part)).fetchall())
+            for event in gate_events:
+                self._check_event_links(result, event, stored, received_ms)
+
+    def _check_event_links(self, result, event: dict, stored: dict, received_ms: int) -> None:
         gate, seq = event["gate"], event["seq"]
-        neighbours = {n: (h, p, i) for n, h, p, i in self.db.execute(
-            "SELECT seq, hash, prev, id FROM events WHERE gate = ? AND seq IN (?, ?)", (gate, seq - 1, seq + 1))}
         if seq == 1 and event["prev"] != ev.GENESIS:
             self._problem(result, "chain_break", "first event does not start from 64 zeros", received_ms,
                           gate, seq, event["id"])
-        if seq - 1 in neighbours and neighbours[seq - 1][0] != event["prev"]:
+        if seq - 1 in stored and stored[seq - 1][0] != event["prev"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq - 1}", received_ms,
                           gate, seq, event["id"])
-        if seq + 1 in neighbours and neighbours[seq + 1][1] != event["hash"]:
+        if seq + 1 in stored and stored[seq + 1][1] != event["hash"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq}", received_ms,
-                          gate, seq + 1, neighbours[seq + 1][2])
+                          gate, seq + 1, stored[seq + 1][2])
 
     def _device_key(self, gate: str):
         if self.keyring is None:
@@ -277,7 +373,8 @@ class Ledger:
         db = self.db
         gates: dict[str, dict] = {}
         for gate, count, last, admits, passages in db.execute(
-                "SELECT gate, COUNT(*), MAX(seq), SUM(kind = 'scan' AND decision = 'admit'), SUM(kind = 'passage') "
+                "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
+                "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
                 "FROM events GROUP BY gate ORDER BY gate"):
             gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
                            "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
@@ -288,7 +385,7 @@ class Ledger:
             gates[gate]["denies"][reason] = count
         for gate, seq, before in db.execute(
                 "SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, 0) OVER (PARTITION BY gate ORDER BY seq)"
-                " AS prev_seq FROM events) WHERE seq - prev_seq > 1"):
+                " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
             gates[gate]["gaps"].append([before + 1, seq - 1])
             gates[gate]["missing"] += seq - 1 - before
         for gate, (unsigned,) in ((g, db.execute("SELECT COUNT(*) FROM events WHERE gate = ? AND signed = 0",
@@ -303,14 +400,15 @@ class Ledger:
                                                        "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
                                                        "malformed": 0, "signatures_checked": False})
                 entry[names[kind]] += count
-        over = [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": assumed == 1, "gates": sorted(set(g.split(",")))}
+        over = [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": bool(assumed), "gates": sorted(set(g.split(",")))}
                 for cti, admits, allowed, assumed, g in db.execute(
-                    "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), t.ent IS NULL, GROUP_CONCAT(e.gate) "
+                    "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
+                    + db.group_concat("e.gate") + " "
                     "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
                     "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL AND NOT EXISTS ("
                     "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
                     "  AND p.result = 'timeout') "
-                    "GROUP BY e.ticket HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
+                    "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
                     "ORDER BY e.ticket")]
         (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
@@ -322,6 +420,11 @@ class Ledger:
                                             "malformed", "over_admitted"))
         return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
                 "clean": clean}
+
+
+class _MessageFailed(Exception):
+    """Inside Ledger._store_batch: a message made storing it fail; the batch is done again with a
+    savepoint per message (never leaves the ledger)."""
 
 
 def _text(value):
@@ -368,6 +471,12 @@ def format_report(report: dict) -> str:
 
 # --- the service: a shared subscription feeding the ledger --------------------------------------
 
+def gate_partition(gate: str, parts: int) -> int:
+    """Which of `parts` ledger workers stores `gate`'s events (`gated ledger --partition I/N`):
+    CRC-32 of the gate id, the same in every process and on every machine."""
+    return zlib.crc32(gate.encode()) % parts
+
+
 def ledger_topic(site: str, group: str | None = None) -> str:
     """The ledger's subscription. With a group, an MQTT v5 shared subscription (`$share/<group>/...`):
     the ledgers of one group split the events between them. Without, a plain one: every ledger keeps
@@ -383,13 +492,17 @@ class LedgerService:
     """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
-    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000):
+    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
+                 publish_committed: bool = True):
+        """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
+        highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md)."""
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.mqtt import MqttLink
 
-        self.ledger, self.site, self.batch = ledger, site, batch
-        self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}")
+        self.ledger, self.site, self.batch, self.publish_committed = ledger, site, batch, publish_committed
+        part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
+        self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
@@ -423,6 +536,9 @@ class LedgerService:
         result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
         for message in messages:
             self.link.ack(message)
+        if self.publish_committed:
+            for gate, seq in result.committed.items():
+                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
         self.received += len(messages)
         self.stored += result.new
         for problem in result.problems:

@@ -18,13 +18,20 @@ def register(sub) -> None:
     p = sub.add_parser("ledger", help="collect every gate's events into a ledger database (exactly once, checked)")
     add_broker_arguments(p)
     p.add_argument("--site", required=True)
-    p.add_argument("--db", required=True, help="ledger database (SQLite), created if absent")
+    p.add_argument("--db", required=True, help="ledger database: a SQLite file (created if absent) or a "
+                   "postgresql://user@host/dbname URL (needs gated[central]); the schema is made or migrated")
     p.add_argument("--keyring", help="keyring with the gates' device keys (role device, named after the gate)")
     p.add_argument("--tickets", action="append", default=[], metavar="CSV",
                    help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
     p.add_argument("--group", help="shared-subscription group: the ledgers of a group split the events ($share/GROUP/...); "
                    "without it every ledger keeps a full copy (see docs/protocol.md: Mosquitto 2.0.11 loses shared "
                    "subscriptions on a restart)")
+    p.add_argument("--partition", metavar="I/N", type=_partition,
+                   help="one of N ledger workers sharing one database: store only the gates whose CRC-32 of the id "
+                   "mod N is I (0-based); each worker has a plain subscription and its own client id "
+                   "(see docs/central.md)")
+    p.add_argument("--no-committed", dest="committed", action="store_false",
+                   help="do not publish the per-gate `committed` seq (gates then keep only the broker's PUBACK)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads checking signatures (default: CPUs, at most 4)")
     p.add_argument("--metrics", metavar="HOST:PORT",
@@ -33,7 +40,7 @@ def register(sub) -> None:
     p.set_defaults(func=run_ledger)
 
     r = sub.add_parser("reconcile", help="per gate: events, admits, denies, gaps, chain breaks; over-admitted tickets")
-    r.add_argument("--db", required=True, help="ledger database")
+    r.add_argument("--db", required=True, help="ledger database: a SQLite file or a postgresql:// URL")
     r.add_argument("--tickets", action="append", default=[], metavar="CSV", help="import tickets.csv first (repeat)")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.set_defaults(func=run_reconcile)
@@ -44,6 +51,15 @@ def register(sub) -> None:
     u.add_argument("--keyring", help="verify the updates against this keyring before publishing")
     u.add_argument("files", nargs="+", metavar="FILE", help="update files from `gated revoke` (all parts)")
     u.set_defaults(func=run_publish)
+
+
+def _partition(text: str) -> tuple[int, int]:
+    import argparse
+
+    i, slash, n = text.partition("/")
+    if not (slash and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give I/N with 0 <= I < N, e.g. 0/2")
+    return int(i), int(n)
 
 
 def _settings(args, client_id):
@@ -69,11 +85,11 @@ def _keyring(path, *, may_be_empty: bool = False):
     return load_keyring(path)
 
 
-def _open_ledger(args, keyring=None, site=None, workers=1):
+def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
     from gated.central.ledger import Ledger, LedgerError
 
     try:
-        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers)
+        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers, partition=partition)
         for csv_path in args.tickets:
             count = ledger.load_tickets(csv_path)
             print(f"{csv_path}: {count} tickets", file=sys.stderr)
@@ -86,8 +102,11 @@ def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError, LedgerService
 
     settings = _settings(args, None)
-    ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers))
-    service = LedgerService(ledger, settings, site=args.site, group=args.group)
+    if args.partition and args.group:
+        raise CommandError("give --partition or --group, not both")
+    ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers),
+                          args.partition)
+    service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.exit_after is not None:
@@ -105,8 +124,11 @@ def run_ledger(args) -> int:
             ledger.close()
             raise CommandError(f"--metrics: {exc}") from None
         print(f"ledger: metrics on http://{args.metrics}/metrics", file=sys.stderr)
-    print(f"ledger: {settings.url} site {args.site} -> {args.db}", file=sys.stderr)
+    part = f" partition {args.partition[0]}/{args.partition[1]}" if args.partition else ""
+    print(f"ledger: {settings.url} site {args.site}{part} -> {ledger.where}", file=sys.stderr)
     service.start()
+    if service.link.wait_subscribed(10):
+        print("ledger: subscribed", file=sys.stderr, flush=True)
     try:
         service.run(stop)
     except LedgerError as exc:
@@ -122,8 +144,9 @@ def run_ledger(args) -> int:
 
 def run_reconcile(args) -> int:
     from gated.central.ledger import format_report
+    from gated.central.ledgerdb import is_database_url
 
-    if not Path(args.db).exists():
+    if not is_database_url(args.db) and not Path(args.db).exists():
         raise CommandError(f"{args.db}: no ledger database here")
     with _open_ledger(args) as ledger:
         report = ledger.report()

@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="sim-out", help="where report.json, report.html and devices/ go (default sim-out)")
     p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting a Mosquitto; "
                                     "broker_down faults are then skipped")
+    p.add_argument("--ledger-db", metavar="DB", help="the ledger's database: a postgresql://user@host/dbname URL "
+                   "(rehearse against the central database you will use; it must hold no events) or a SQLite file; "
+                   "default a SQLite file in the output directory")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress (a live table on a terminal, a line every 5 s otherwise)")
     p.add_argument("--check", action="store_true", help="only load and check the scenario")
@@ -50,7 +53,7 @@ def run_sim(args) -> int:
 
     try:
         result = runner.run(scenario, Path(args.out), speed=args.speed, broker_url=args.broker,
-                            progress=not args.no_progress, log=log)  # a table on a terminal, else lines
+                            progress=not args.no_progress, log=log, ledger_db=args.ledger_db)  # a table on a terminal, else lines
     except (VenueError, BrokerError) as exc:
         raise CommandError(str(exc)) from None
     print(f"{'PASS' if result['ok'] else 'FAIL'}: {Path(args.out) / 'report.html'}")

@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
 """Write the site broker's access rules (Mosquitto's dynamic-security plugin file) for a list of gates.
 
-    systemd/mosquitto/make-dynsec.py OUTFILE [--ledger NAME]... GATE...
+    systemd/mosquitto/make-dynsec.py OUTFILE [--ledger NAME]... GATE...                 (a site broker)
+    systemd/mosquitto/make-dynsec.py OUTFILE [--ledger NAME]... --bridge CN=SITE...     (a central broker)
 
 User names are client-certificate CNs (gated-site.conf: use_identity_as_username), and client ids
 too (use_username_as_clientid). Identities:
 
   GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health, reads its own
-           cmd, every gate's events and status (cross-gate anti-passback), revocations and time.
+           cmd and committed (the ledger's progress), every gate's events and status (cross-gate
+           anti-passback), revocations and time.
            It cannot subscribe to anything else, in particular not to a shared subscription
            ($share/...), so it cannot take events away from the ledgers.
   central  writes revocations, commands and time beacons; reads everything (short tools:
            publish-revocations, commands; one at a time, they share the certificate).
   beacon   writes time beacons (the long-running `gated beacon`).
-  ledger   reads events, status and health, plainly or through `$share/<group>/...` (each ledger
+  ledger   reads events, status and health, plainly or through `$share/<group>/...`, and writes
+           each gate's `committed` (docs/protocol.md, "Committed events") (each ledger
            process needs its own certificate: --ledger NAME for each, default one `ledger`).
+
+  CN=SITE  (central broker, --bridge) a site broker's bridge (gated-bridge.conf, certificate CN):
+           writes only gated/v1/SITE/gates/+/events|status|health, reads that site's cmd,
+           committed, revocations and time; nothing of another site.
 
 Why a plugin and not an acl_file: Mosquitto 2.0.11's acl_file does not check SUBSCRIBE at all
 (only each delivered message, by its topic), so a gate, which may read every gate's events, could
@@ -56,7 +63,7 @@ def writes(*topics: str) -> list[dict]:
     return [acl("publishClientSend", topic) for topic in topics]
 
 
-def site_rules(gates: list[str], ledgers: list[str]) -> dict:
+def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | None = None) -> dict:
     root = "gated/v1/+"
     roles = [
         {"rolename": "gate", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
@@ -65,15 +72,23 @@ def site_rules(gates: list[str], ledgers: list[str]) -> dict:
                                         + reads("gated/v1/#")},
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
         {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
-                                             f"{root}/gates/+/health", shared=True)},
+                                             f"{root}/gates/+/health", shared=True)
+                                       + writes(f"{root}/gates/+/committed")},
     ]
     clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]
     clients += [{"username": name, "roles": [{"rolename": "ledger"}]} for name in ledgers]
     for gate in gates:
         roles.append({"rolename": f"gate-{gate}",
                       "acls": writes(*(f"{root}/gates/{gate}/{leaf}" for leaf in ("events", "status", "health")))
-                      + reads(f"{root}/gates/{gate}/cmd")})
+                      + reads(f"{root}/gates/{gate}/cmd", f"{root}/gates/{gate}/committed")})
         clients.append({"username": gate, "roles": [{"rolename": "gate"}, {"rolename": f"gate-{gate}"}]})
+    for name, site in (bridges or {}).items():
+        base = f"gated/v1/{site}"
+        roles.append({"rolename": f"bridge-{site}",
+                      "acls": writes(*(f"{base}/gates/+/{leaf}" for leaf in ("events", "status", "health")))
+                      + reads(f"{base}/gates/+/cmd", f"{base}/gates/+/committed", f"{base}/revocations/#",
+                              f"{base}/time")})
+        clients.append({"username": name, "roles": [{"rolename": f"bridge-{site}"}]})
     return {
         # anything not granted below is refused (unsubscribing is always allowed)
         "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
@@ -86,13 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outfile")
     parser.add_argument("--ledger", action="append", help="a ledger's certificate CN (repeat; default: ledger)")
-    parser.add_argument("gates", nargs="+", metavar="GATE")
-    args = parser.parse_args(argv)
+    parser.add_argument("--bridge", action="append", default=[], metavar="CN=SITE",
+                        help="(central broker) a site's bridge certificate CN and its site id (repeat)")
+    parser.add_argument("gates", nargs="*", metavar="GATE")
+    args = parser.parse_intermixed_args(argv)
     ledgers = args.ledger or ["ledger"]
-    names = args.gates + ledgers
+    bridges = dict(b.split("=", 1) for b in args.bridge if "=" in b)
+    if len(bridges) != len(args.bridge) or not (args.gates or bridges):
+        parser.error("give GATE... (a site broker) or --bridge CN=SITE... (a central broker)")
+    names = args.gates + ledgers + list(bridges) + list(bridges.values())
     bad = [n for n in names if not NAME.match(n)]
-    reserved = [n for n in args.gates if n in CENTRAL or n in ledgers]
-    duplicate = sorted({n for n in names if names.count(n) > 1})
+    reserved = [n for n in args.gates + list(bridges) if n in CENTRAL or n in ledgers]
+    duplicate = sorted({n for n in args.gates + ledgers + list(bridges) if (args.gates + ledgers + list(bridges)).count(n) > 1})
     if bad or reserved or duplicate:
         for n in bad:
             print(f"{n!r}: not a gate id (letters, digits, '.', '_', '-'; at most 64)", file=sys.stderr)
@@ -101,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in duplicate:
             print(f"{n!r}: given twice", file=sys.stderr)
         return 2
-    text = json.dumps(site_rules(args.gates, ledgers), indent=2) + "\n"
+    text = json.dumps(site_rules(args.gates, ledgers, bridges), indent=2) + "\n"
     fd = os.open(args.outfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # no secrets in it; mosquitto must read it
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    print(f"{args.outfile}: {len(args.gates)} gates, ledgers {', '.join(ledgers)}, central, beacon")
+    print(f"{args.outfile}: {len(args.gates)} gates, {len(bridges)} bridges, ledgers {', '.join(ledgers)}, central, beacon")
     return 0
 
 

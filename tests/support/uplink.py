@@ -47,10 +47,11 @@ def device_keyring(directory: Path, *stores) -> keys.Keyring:
 class LedgerThread:
     """A LedgerService running on its own thread (its SQLite connection is used only there)."""
 
-    def __init__(self, db: Path, url: str, site: str, keyring=None, group: str | None = None, **settings):
-        self.db = Path(db)
+    def __init__(self, db, url: str, site: str, keyring=None, group: str | None = None, **settings):
+        """`db`: a SQLite path or a postgresql:// URL."""
+        self.db = db
         self.ledger = Ledger(db, keyring=keyring, site=site)
-        settings.setdefault("client_id", f"ledger-{site}-{self.db.stem}")
+        settings.setdefault("client_id", f"ledger-{site}-{str(db).rsplit('/', 1)[-1].split('.')[0]}")
         self.service = LedgerService(self.ledger, fast_settings(url, **settings), site=site, group=group)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
@@ -71,12 +72,26 @@ class LedgerThread:
         self.service.stop()
 
     def count(self) -> int:
-        with sqlite3.connect(self.db) as db:
-            return db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return ledger_count(self.db)
 
     def report(self) -> dict:
         with Ledger(self.db) as ledger:
             return ledger.report()
+
+
+def ledger_count(db) -> int:
+    """Events in a ledger (SQLite path or postgresql:// URL), on a connection of its own; 0 while
+    the database does not exist yet."""
+    if not str(db).startswith("postgresql://"):
+        if not Path(db).exists():
+            return 0
+        try:
+            with sqlite3.connect(db) as conn:
+                return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+    with Ledger(db) as ledger:
+        return ledger.query("SELECT COUNT(*) FROM events")[0][0]
 
 
 class Listener:

@@ -1,0 +1,230 @@
+"""Where the ledger keeps its rows: a SQLite file (the embedded default) or PostgreSQL (psycopg 3).
+
+The ledger's logic (gated/central/ledger.py) is written once, in the SQL both engines share
+(`INSERT ... ON CONFLICT DO NOTHING`, savepoints, window functions, `?` placeholders). This module
+is the seam: opening, transactions, the few words the dialects spell differently, and numbered
+schema migrations per backend.
+
+    open_db("ledger.db")                       -> SqliteDb   (WAL, synchronous=FULL)
+    open_db("postgresql://user@host/ledger")   -> PostgresDb (autocommit off the driver's books:
+                                                  BEGIN/COMMIT are ours, like SQLite's)
+
+Migrations: SQLite records its version in `PRAGMA user_version`; PostgreSQL in the table
+`gated_schema`, and several workers starting at once on one database migrate under an advisory
+lock (one migrates, the others wait and find it done).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from gated.core.errors import GatedError
+
+_SQLITE_MIGRATIONS = [
+    # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY, site TEXT NOT NULL, gate TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL,
+        ts TEXT, ticket TEXT, decision TEXT, reason TEXT, ref TEXT, result TEXT,
+        hash TEXT NOT NULL, prev TEXT NOT NULL, signed INTEGER NOT NULL, received_ms INTEGER NOT NULL, body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS events_by_gate ON events (gate, seq);
+    CREATE INDEX IF NOT EXISTS events_by_ticket ON events (ticket) WHERE ticket IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS events_by_ref ON events (ref) WHERE ref IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS problems (
+        n INTEGER PRIMARY KEY, kind TEXT NOT NULL, gate TEXT, seq INTEGER, event_id TEXT, detail TEXT NOT NULL,
+        received_ms INTEGER NOT NULL, UNIQUE (kind, gate, seq, detail)
+    );
+    CREATE TABLE IF NOT EXISTS quarantine (n INTEGER PRIMARY KEY, event_id TEXT, body TEXT NOT NULL, why TEXT NOT NULL,
+        received_ms INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS tickets (cti TEXT PRIMARY KEY, ent INTEGER NOT NULL) WITHOUT ROWID;
+    """,
+]
+
+_POSTGRES_MIGRATIONS = [
+    # 1: the first schema; BIGINT where SQLite's INTEGER holds 64 bits (seq goes to 2^63-1)
+    """
+    CREATE TABLE events (
+        id TEXT PRIMARY KEY, site TEXT NOT NULL, gate TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,
+        ts TEXT, ticket TEXT, decision TEXT, reason TEXT, ref TEXT, result TEXT,
+        hash TEXT NOT NULL, prev TEXT NOT NULL, signed INTEGER NOT NULL, received_ms BIGINT NOT NULL, body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_gate ON events (gate, seq);
+    CREATE INDEX events_by_ticket ON events (ticket) WHERE ticket IS NOT NULL;
+    CREATE INDEX events_by_ref ON events (ref) WHERE ref IS NOT NULL;
+    CREATE TABLE problems (
+        n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind TEXT NOT NULL, gate TEXT, seq BIGINT,
+        event_id TEXT, detail TEXT NOT NULL, received_ms BIGINT NOT NULL, UNIQUE (kind, gate, seq, detail)
+    );
+    CREATE TABLE quarantine (n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id TEXT, body TEXT NOT NULL,
+        why TEXT NOT NULL, received_ms BIGINT NOT NULL);
+    CREATE TABLE tickets (cti TEXT PRIMARY KEY, ent INTEGER NOT NULL);
+    """,
+]
+
+# 2 (both): per gate, the highest seq up to which the ledger holds every event (1..contiguous), which
+# it publishes to the gate (docs/protocol.md, "Committed events"); filled from what is already stored
+_PROGRESS = """
+    CREATE TABLE gate_progress (gate TEXT PRIMARY KEY, contiguous {int} NOT NULL);
+    INSERT INTO gate_progress (gate, contiguous)
+        SELECT e.gate, CASE WHEN EXISTS (SELECT 1 FROM events o WHERE o.gate = e.gate AND o.seq = 1)
+                       THEN MIN(e.seq) ELSE 0 END
+        FROM events e WHERE NOT EXISTS (SELECT 1 FROM events n WHERE n.gate = e.gate AND n.seq = e.seq + 1)
+        GROUP BY e.gate;
+"""
+_SQLITE_MIGRATIONS.append(_PROGRESS.format(int="INTEGER"))
+_POSTGRES_MIGRATIONS.append(_PROGRESS.format(int="BIGINT"))
+
+SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
+assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
+
+
+class LedgerError(GatedError, RuntimeError):
+    """The ledger database failed; check the disk, the file's permissions or the database server."""
+
+
+def is_database_url(target) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def open_db(target: str | os.PathLike) -> "SqliteDb | PostgresDb":
+    """A SQLite path, or a postgresql:// URL (libpq's form: user, password, host, port, dbname, ?options)."""
+    return PostgresDb(target) if is_database_url(target) else SqliteDb(target)
+
+
+class SqliteDb:
+    errors: tuple = (sqlite3.Error,)
+    lock_row = ""  # SQLite's BEGIN IMMEDIATE already holds the only write lock
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.where = str(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.where}: cannot open the ledger ({exc})") from exc
+
+    def _migrate(self) -> None:
+        (current,) = self.conn.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(_SQLITE_MIGRATIONS[current:], start=current + 1):
+            self.conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def execute(self, sql: str, params=()):
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows) -> None:
+        self.conn.executemany(sql, rows)
+
+    def insert_new(self, sql: str, rows: list) -> list[bool]:
+        """`sql` an INSERT ... ON CONFLICT DO NOTHING; per row, whether it went in."""
+        return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    @staticmethod
+    def group_concat(expr: str) -> str:
+        return f"GROUP_CONCAT({expr}, ',')"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresDb:
+    lock_row = " FOR UPDATE"  # concurrent workers advancing one gate's progress take turns
+
+    def __init__(self, url: str):
+        try:
+            import psycopg
+        except ImportError:
+            raise LedgerError("a PostgreSQL ledger needs psycopg 3, which a gate does not: "
+                              "pip install 'gated[central]'") from None
+        self._psycopg = psycopg
+        self.errors = (psycopg.Error,)
+        self.where = _without_password(url)
+        try:
+            # autocommit: the driver opens no transaction of its own; BEGIN/COMMIT are the ledger's
+            self.conn = psycopg.connect(url, autocommit=True)
+            self._migrate()
+        except psycopg.Error as exc:
+            raise LedgerError(f"{self.where}: cannot open the ledger ({exc})".strip()) from exc
+
+    def _migrate(self) -> None:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('gated-ledger-schema'))")
+            self.conn.execute("CREATE TABLE IF NOT EXISTS gated_schema (version INTEGER NOT NULL)")
+            row = self.conn.execute("SELECT version FROM gated_schema").fetchone()
+            current = 0 if row is None else row[0]
+            if row is None:
+                self.conn.execute("INSERT INTO gated_schema (version) VALUES (0)")
+            for number, script in enumerate(_POSTGRES_MIGRATIONS[current:], start=current + 1):
+                self.conn.execute(script)
+                self.conn.execute("UPDATE gated_schema SET version = %s", (number,))
+
+    def schema_version(self) -> int:
+        return self.conn.execute("SELECT version FROM gated_schema").fetchone()[0]
+
+    def execute(self, sql: str, params=()):
+        return self.conn.execute(sql.replace("?", "%s"), params or None)
+
+    def executemany(self, sql: str, rows) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), list(rows))
+
+    def insert_new(self, sql: str, rows: list) -> list[bool]:
+        """`sql` an INSERT ... ON CONFLICT DO NOTHING; per row, whether it went in. One pipelined
+        round trip for all rows (psycopg's executemany), RETURNING telling the new ones."""
+        if not rows:
+            return []
+        flags = []
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s") + " RETURNING 1", rows, returning=True)
+            while True:
+                flags.append(cur.fetchone() is not None)
+                if not cur.nextset():
+                    break
+        return flags
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.closed:
+            return
+        self.conn.execute("ROLLBACK")
+
+    @staticmethod
+    def group_concat(expr: str) -> str:
+        return f"STRING_AGG({expr}, ',')"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _without_password(url: str) -> str:
+    """The URL for messages: a password in it is replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
