@@ -15,7 +15,6 @@ import argparse
 import os
 import random
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat 
 from gated import keys  # noqa: E402
 from gated.revocations import apply_update, encode_updates  # noqa: E402
 from gated.store import GateStore  # noqa: E402
+from gated.stats import percentile  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -58,8 +58,7 @@ def lookups(store: GateStore, probes: list[bytes], call=None) -> tuple[float, fl
         t0 = time.perf_counter_ns()
         call(cti)
         times.append((time.perf_counter_ns() - t0) / 1000)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.99)]
+    return percentile(times, 50), percentile(times, 99)
 
 
 RSS_BUDGET_MIB = 150

@@ -19,10 +19,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gated.core.errors import GatedError
 from gated import health
 
 
-class MetricsError(ValueError):
+class MetricsError(GatedError, ValueError):
     """A listen address that cannot work, or a port already taken."""
 
 

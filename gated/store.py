@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from gated.core.errors import GatedError
 from gated.core import events
 from gated.core.decide import Facts
+from gated.sqlitedb import write_transaction
 
 MIGRATIONS = [
     # 1: the first schema
@@ -168,14 +169,8 @@ class GateStore:
         until a later write succeeds: the daemon reports it (health, an alarm) and keeps running."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(self._db):
                     yield self._db
-                except BaseException:
-                    if self._db.in_transaction:  # SQLite may have rolled back itself (SQLITE_FULL, IOERR)
-                        self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc

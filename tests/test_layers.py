@@ -84,3 +84,25 @@ def test_the_checker_sees_a_violation(tmp_path):
                       "def f():\n    import sqlite3\n")
     names = [name for _, name in imports(sample)]
     assert names == ["time", "gated", "gated.central", "gated.central.ledger", "sqlite3"]
+
+
+def test_every_error_class_of_ours_inherits_gated_error():
+    """GatedError is the one base (gated/core/errors.py): the daemon and the CLI catch it alone."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import gated
+    import sim
+    from gated.core.errors import GatedError
+
+    missing = []
+    for package in (gated, sim):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue
+            module = importlib.import_module(info.name)
+            for name, cls in inspect.getmembers(module, inspect.isclass):
+                if cls.__module__ == info.name and issubclass(cls, Exception) and not issubclass(cls, GatedError):
+                    missing.append(f"{info.name}.{name}")
+    assert not missing, "errors that do not inherit GatedError: " + ", ".join(missing)

@@ -25,11 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gated.core.errors import GatedError
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as gated.config.NAME: safe as a topic level and file name
 CA_DAYS, LEAF_DAYS = 3650, 825
 
 
-class CertError(ValueError):
+class CertError(GatedError, ValueError):
     """A name or directory that cannot be used; the message says what to change."""
 
 

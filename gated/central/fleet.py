@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gated.core.errors import GatedError
 from gated import keys
 from gated.mqtturl import UplinkSettings
 from gated.topics import command_topic, gate_topic, root
@@ -33,7 +34,7 @@ HEALTH_SILENT_S = 120  # an online gate whose last health message is older than 
 EXPECTED_MODE = {"lock": "locked", "unlock": "online", "emergency_on": "emergency", "emergency_off": "online"}
 
 
-class FleetError(RuntimeError):
+class FleetError(GatedError, RuntimeError):
     """The broker could not be reached or refused us; the message says what to check."""
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gated.core.errors import GatedError
 from gated.core import events as ev
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
 from gated.keys import Keyring
@@ -422,7 +423,7 @@ class Ledger:
                 "clean": clean}
 
 
-class _MessageFailed(Exception):
+class _MessageFailed(GatedError):
     """Inside Ledger._store_batch: a message made storing it fail; the batch is done again with a
     savepoint per message (never leaves the ledger)."""
 

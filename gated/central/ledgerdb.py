@@ -21,6 +21,7 @@ import sqlite3
 from pathlib import Path
 
 from gated.core.errors import GatedError
+from gated.sqlitedb import rollback
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -135,7 +136,7 @@ class SqliteDb:
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
+        rollback(self.conn)  # not again if SQLite already rolled back (a full disk): keep the real error
 
     @staticmethod
     def group_concat(expr: str) -> str:

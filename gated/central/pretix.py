@@ -36,14 +36,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from gated.core.errors import GatedError
 from gated import revocations
 from gated.core.pretix_secret import ticket_id
+from gated.sqlitedb import write_transaction
 
 OVERLAP = timedelta(minutes=5)
 MAX_PAGES = 10_000
 
 
-class PretixError(RuntimeError):
+class PretixError(GatedError, RuntimeError):
     """pretix could not be asked, or answered something the API does not document."""
 
 
@@ -227,8 +229,7 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
         raise PretixError(f"{where}: a blocked secret without a true/false `blocked`")
     result.revoked_seen, result.blocked_seen = len(revoked_rows), len(blocked_rows)
     db = state.db
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         db.executemany("INSERT OR IGNORE INTO revoked VALUES (?)", [(cti,) for cti, _ in revoked_rows])
         # pretix lists newest first; apply oldest first so the latest state of a secret wins
         for cti, _, flag in sorted(blocked_rows, key=lambda row: row[1]):
@@ -258,10 +259,6 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
             db.execute("DELETE FROM sent")
             db.executemany("INSERT INTO sent VALUES (?)", [(cti,) for cti in wanted])
             state.set("version", version)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     result.version = version
     _publish_pending(state, publish, result)
     return result
@@ -303,13 +300,15 @@ def nonce_for(site: str, event_id: str) -> str:
 
 def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]]:
     """(event id, ticket id hex, ts) of every admission for `event` in the ledger that a passage
-    timeout did not roll back, oldest first. Read-only."""
+    timeout of the admitting gate did not roll back (a gate rolls back only its own admissions, as
+    the ledger's over-admission check has it), oldest first. Read-only."""
     try:
         with sqlite3.connect(f"file:{Path(ledger_path)}?mode=ro", uri=True, timeout=30) as db:
             return db.execute(
                 "SELECT e.id, e.ticket, e.ts FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
                 "AND e.ticket IS NOT NULL AND json_extract(e.body, '$.event') = ? AND NOT EXISTS ("
-                "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.kind = 'passage' AND p.result = 'timeout') "
+                "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
+                "  AND p.result = 'timeout') "
                 "ORDER BY e.ts, e.id", (event,)).fetchall()
     except sqlite3.Error as exc:
         raise PretixError(f"ledger {ledger_path}: {exc}") from None

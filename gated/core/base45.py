@@ -8,11 +8,13 @@ a group whose value overflows), so a ticket has exactly one text form.
 
 from __future__ import annotations
 
+from gated.core.errors import GatedError
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 
 
-class Base45Error(ValueError):
+class Base45Error(GatedError, ValueError):
     """The text is not valid base45 (RFC 9285)."""
 
 

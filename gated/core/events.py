@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gated.core.errors import GatedError
 from gated.core import ed25519
 from gated.core.reasons import Reason
 
@@ -63,7 +64,7 @@ def seal(body: dict, *, site: str, gate: str, seq: int, prev: str, ts_ms: int, k
 
 # --- reading an event message from outside (a peer gate, the ledger) ------------------------------
 
-class EventRejected(ValueError):
+class EventRejected(GatedError, ValueError):
     """An event message that is not a well-formed PROTOCOL §5 event; `detail` says why."""
 
     def __init__(self, detail: str):

@@ -36,6 +36,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from gated.core.errors import GatedError
 from gated.core import ed25519
 from gated.core.reasons import Reason
 from gated.core.ticket import Claims, Keyring, Rejection, Ticket
@@ -52,7 +53,7 @@ _WIRE_TYPES = {SEED: _LENGTH_DELIMITED, ITEM: _VARINT, VARIATION: _VARINT, SUBEV
                VALID_FROM: _VARINT, VALID_UNTIL: _VARINT}
 
 
-class SecretError(ValueError):
+class SecretError(GatedError, ValueError):
     def __init__(self, message: str, *, unsupported: bool = False):
         super().__init__(message)
         self.unsupported = unsupported
