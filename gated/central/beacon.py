@@ -9,14 +9,15 @@ which the whole scheme assumes). Gates ignore a sequence not above the last one 
 
 from __future__ import annotations
 
+import queue
 import time
 from typing import Callable
 
-import paho.mqtt.client as mqtt
 import structlog
 
 from gated.core.errors import GatedError
 from gated.clock import BEACON_INTERVAL_S, encode_beacon
+from gated.mqtt import MqttLink
 from gated.topics import beacon_topic
 
 log = structlog.get_logger("gated.beacon")
@@ -38,29 +39,20 @@ class BeaconPublishError(GatedError, RuntimeError):
     """The broker could not be reached or did not acknowledge; check --broker and the broker's ACL."""
 
 
-def connect(settings, client_id: str, timeout: float = 10.0) -> mqtt.Client:
-    """A connected paho client (MQTT v5, clean session, paho reconnects by itself)."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    if settings.tls:
-        client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
-    client.reconnect_delay_set(1, 30)
-    try:
-        client.connect(settings.host, settings.port, keepalive=30)
-    except OSError as exc:
-        raise BeaconPublishError(f"cannot reach the broker at {settings.url}: {exc}") from None
-    client.loop_start()
-    deadline = time.monotonic() + timeout
-    while not client.is_connected():
-        if time.monotonic() > deadline:
-            client.loop_stop()
-            raise BeaconPublishError(f"the broker at {settings.url} did not accept the connection")
-        time.sleep(0.02)
-    return client
+def connect(settings, client_id: str, timeout: float = 10.0) -> MqttLink:
+    """A connected link (the shared MQTT client, gated/mqtt.py; clean session: a beacon is only
+    useful fresh), which reconnects by itself if the broker goes away later."""
+    link = MqttLink(settings, client_id, persistent=False)
+    link.start()
+    if not link.wait_connected(timeout):
+        refused = _refusal(link)
+        link.stop()
+        raise BeaconPublishError(f"the broker at {settings.url} did not accept the connection"
+                                 + (f" ({refused})" if refused else "") + ": check --broker, the certificate and the ACL")
+    return link
 
 
-def publish_beacons(client: mqtt.Client, source: BeaconSource, *, interval_s: float = BEACON_INTERVAL_S,
+def publish_beacons(link: MqttLink, source: BeaconSource, *, interval_s: float = BEACON_INTERVAL_S,
                     count: int | None = None, wall: Callable[[], float] = time.time,
                     sleep: Callable[[float], None] = time.sleep, ack_timeout_s: float = 10.0,
                     stopped: Callable[[], bool] = lambda: False) -> int:
@@ -73,13 +65,9 @@ def publish_beacons(client: mqtt.Client, source: BeaconSource, *, interval_s: fl
     start = time.monotonic()
     while (count is None or sent < count) and not stopped():
         payload = source.next(int(wall() * 1000))
-        info = client.publish(topic, payload, qos=1, retain=True)
+        mid = link.publish(topic, payload, qos=1, retain=True)
         sent += 1
-        try:
-            info.wait_for_publish(timeout=ack_timeout_s)
-        except (RuntimeError, ValueError) as exc:  # paho: not connected / queue refused
-            log.warning("beacon_not_sent", seq=source.last_seq, error=str(exc))
-        if info.is_published():
+        if mid is not None and _acknowledged(link, mid, ack_timeout_s):
             acknowledged += 1
             log.debug("beacon_sent", site=source.site, seq=source.last_seq)
         else:
@@ -88,3 +76,28 @@ def publish_beacons(client: mqtt.Client, source: BeaconSource, *, interval_s: fl
             break
         sleep(max(0.0, start + sent * interval_s - time.monotonic()))
     return acknowledged
+
+
+def _acknowledged(link: MqttLink, mid: int, timeout: float) -> bool:
+    """Wait for the PUBACK of `mid` on the link's queue (what else comes is logged and dropped)."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            item = link.inbox.get(timeout=left)
+        except queue.Empty:
+            break
+        if item[0] == "published" and item[1] == mid:
+            return item[2] < 0x80  # MQTT v5: below 0x80 is success (16: no subscriber yet, still kept)
+        if item[0] in ("disconnected", "refused"):
+            log.warning("beacon_link", state=item[0], detail=item[1:])
+    return False
+
+
+def _refusal(link: MqttLink) -> str | None:
+    while True:
+        try:
+            item = link.inbox.get_nowait()
+        except queue.Empty:
+            return None
+        if item[0] == "refused":
+            return item[1]

@@ -38,18 +38,17 @@ def run(args) -> int:
     except BrokerUrlError as exc:
         raise CommandError(str(exc)) from None
     try:
-        client = connect(settings, args.client_id or settings.client_id or f"gated-beacon-{args.site}")
+        link = connect(settings, args.client_id or settings.client_id or f"gated-beacon-{args.site}")
     except BeaconPublishError as exc:
         raise CommandError(str(exc)) from None
     stop = threading.Event()  # SIGTERM (systemd stop) and SIGINT end the loop between two beacons: exit 0
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        acknowledged = publish_beacons(client, BeaconSource(key, args.site), interval_s=args.interval,
+        acknowledged = publish_beacons(link, BeaconSource(key, args.site), interval_s=args.interval,
                                        count=args.count, sleep=stop.wait, stopped=stop.is_set)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        link.stop()
     if args.count is not None:
         print(f"{acknowledged} of {args.count} beacon(s) acknowledged on gated/v1/{args.site}/time")
     return 0 if args.count is None or acknowledged == args.count else 1
