@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from gated import camera
-from gated.camera import CameraError, FileSource, SupervisedSource, SyntheticSource, open_source
+from gated.camera import CameraError, FileSource, SupervisedSource, open_source
+from gated.rehearsal.camera import SyntheticSource
 from gated.cli import main
 from gated.scanner import Debouncer, Scanner
 from tests.support.frames import MILD, idle_frames, ticket_frames, write_video

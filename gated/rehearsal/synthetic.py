@@ -16,7 +16,7 @@ exist only as text, without a camera or a printer. A frame is built like a photo
 `rng` passed in); `Distortions.sample()` draws one set of distortions from the ranges below,
 which aim at a phone or paper ticket held 15-40 cm in front of a 720p gate camera, a little
 worse than typical. Any distortion can be pinned by keyword (`blur=0`, `inverted=True`...).
-`SyntheticSource` (in gated.camera) serves these frames as a FrameSource.
+`SyntheticSource` (gated/rehearsal/camera.py) serves these frames as a FrameSource.
 
 The hard set (`HARD_RANGES`, `render_hard_frame()`, `render_hard_idle_frame()`; issue 15) is
 drawn in the frame's own pixels instead: codes 150-320 px wide (down to 2.5 px a module), blur
