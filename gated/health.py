@@ -62,7 +62,7 @@ class Counters:
 
 def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
              rev_iat: int, clock: dict, mode: str, camera_ok: bool, store_ok: bool,
-             rev_stale: str | None = None) -> dict:
+             rev_stale: str | None = None, occupancy: tuple[int, str, int | None] | None = None) -> dict:
     """The health message body (pure apart from the frame-rate mark it advances). `clock` is
     TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}."""
     return {
@@ -82,6 +82,9 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "mode": mode,
         "camera_ok": camera_ok,
         "store_ok": store_ok,
+        # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the gate's own figure for its zone
+        **({} if occupancy is None else {"occupancy": occupancy[0], "occupancy_source": occupancy[1],
+                                         "capacity": occupancy[2]}),
     }
 
 

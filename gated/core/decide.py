@@ -13,8 +13,16 @@ Checks run in a fixed order so that one scan always yields one reason:
                 with `time_trusted=False` (an uncertain gate clock under the `deny` policy, see
                 gated/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
                 a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
-    the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED
+    the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED,
+                unless re-entry is allowed (the gate's `reentry`) and the ticket has left since it
+                last came in (`facts.outside`: more exits recorded than re-entries): then a
+                re-entry, no entry spent
+    the zone    the gate has a capacity and its zone holds that many (`facts.zone_inside`) -> CAPACITY
     otherwise   OK, admit
+
+An exit gate (`direction="out"`, a scan-out exit) lets a readable ticket of its event out: after
+the gate mode, the codec, `static_copy` and `wrong_event`, every exit is OK (a revoked, used or
+expired ticket still leaves; the exit is recorded against the ticket).
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ class GateContext:
     skew_s: int = 60
     step_window: int = 1
     mode: GateMode = GateMode.NORMAL
+    direction: str = "in"  # "in": an entry gate (scans admit); "out": a scan-out exit gate
+    reentry: bool = False  # a ticket whose latest movement is an exit may come in again, no entry spent
+    capacity: int | None = None  # people the gate's zone may hold (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,9 @@ class Facts:
     admissions: int = 0
     step_seen: bool = False
     rev_version: int = 0
+    outside: bool = False  # the ticket has more recorded exits than re-entries (own and peers' events)
+    zone_inside: int = 0  # people in the gate's zone, as the gate knows it (only read with a capacity)
+    occupancy_source: str = ""  # which figure zone_inside is: "central" (the ledger's) or "local"
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,10 @@ class Decision:
     ticket: Ticket | None = None
     cti: bytes | None = None
     detail: str = ""
+    direction: str = "in"  # "out": an exit scan
+    reentry: bool = False  # an entry after a recorded exit: no entry spent
+    inside: int | None = None  # at a gate with a capacity: the people inside its zone it judged with
+    occupancy_source: str = ""  # and which figure that was ("central" or "local")
 
     @property
     def word(self) -> str:
@@ -83,6 +101,8 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STATIC_COPY, "dynamic ticket shown in static form (screenshot?)")
     if claims.aud not in gate.events:
         return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
+    if gate.direction == "out":
+        return Decision(True, Reason.OK, ticket, cti, "exit", direction="out")
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
     if not time_trusted:
@@ -99,11 +119,18 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STALE_CODE, f"code step {code.step}, now {int(now // STEP_SECONDS)}")
     if facts.revoked:
         return deny(Reason.REVOKED, f"on revocation list v{facts.rev_version}")
-    if code.dynamic and facts.step_seen:
+    reentry = gate.reentry and facts.outside
+    if code.dynamic and facts.step_seen and not reentry:
         return deny(Reason.ALREADY_USED, f"code step {code.step} already shown")
-    if claims.ent and facts.admissions >= claims.ent:
+    if claims.ent and facts.admissions >= claims.ent and not reentry:
         return deny(Reason.ALREADY_USED, f"{facts.admissions} of {claims.ent} entries used")
-    return Decision(True, Reason.OK, ticket, cti)
+    counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
+    if gate.capacity is not None and facts.zone_inside >= gate.capacity:
+        return Decision(False, Reason.CAPACITY, ticket, cti,
+                        f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}", **counted)
+    if reentry:
+        return Decision(True, Reason.OK, ticket, cti, "re-entry after a recorded exit", reentry=True, **counted)
+    return Decision(True, Reason.OK, ticket, cti, **counted)
 
 
 def _iso(unix_seconds: int) -> str:

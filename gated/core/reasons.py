@@ -1,6 +1,7 @@
 """Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire, plus
-`internal_error`, this implementation's one extension (docs/protocol.md): a scan the gate could
-not judge because of a fault in the gate itself, denied."""
+this implementation's extensions (docs/protocol.md part 2): `internal_error`, a scan the gate could
+not judge because of a fault in the gate itself, denied; `capacity`, a valid ticket denied because
+the gate's zone is full."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Reason(str, enum.Enum):
     EMERGENCY = "emergency"
     LOCKED = "locked"
     INTERNAL_ERROR = "internal_error"  # extension (docs/protocol.md), not in PROTOCOL §5's set
+    CAPACITY = "capacity"  # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the zone is full
 
     def __str__(self) -> str:  # so f-strings and logs show the wire value
         return self.value

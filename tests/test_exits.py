@@ -1,0 +1,212 @@
+"""Exits, re-entry and occupancy at the gate (docs/protocol.md part 2, "Exits, re-entry and
+occupancy"): real tickets, real SQLite stores, gpiozero mock pins; two gates that learn each
+other's events the way the uplink hands them over (events.read_event, check_seal, record_peer_event)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gated.core import events
+from gated.core.decide import GateContext
+from gated.core.reasons import Reason
+from gated.gate import Gate
+from gated.store import GateStore
+from gated.turnstile import Turnstile
+from tests.conftest import EVENT, SITE
+from tests.support.pins import FakeClock, drive, profile
+
+TIMEOUT_S, HELD_S = 5.0, 20.0
+
+
+class Lane:
+    """One gate: its store, turnstile, mock pins; events handed to peers as the uplink would."""
+
+    def __init__(self, tmp_path, name: str, authority, clock, board=None, free_exit=False, **context):
+        self.name, self.clock, self.board = name, clock, board or profile()
+        self.pins = MockFactory()
+        self.store = GateStore(tmp_path / f"{name}.db", site=SITE, gate=name)
+        self.turnstile = Turnstile(self.board, pin_factory=self.pins)
+        self.context = GateContext(site=SITE, events=frozenset({EVENT}), zone="north", **context)
+        self.gate = Gate(store=self.store, keyring=authority.keyring, context=self.context, turnstile=self.turnstile,
+                         clock=clock, passage_timeout_s=TIMEOUT_S, held_open_s=HELD_S, free_exit=free_exit)
+
+    def scan(self, text: str, walk: bool = True):
+        decision = self.gate.on_code(text)
+        if decision.admit and walk:
+            self.walk("passage")
+        return decision
+
+    def walk(self, kind: str = "passage") -> None:
+        drive(self.pins, getattr(self.board, kind), True)
+        drive(self.pins, getattr(self.board, kind), False)
+        self.gate.poll()
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        found = [json.loads(e) for _, e in self.store.outbox(0, 10_000)]
+        return [e for e in found if kind is None or e["kind"] == kind]
+
+    def tell(self, *others: "Lane") -> None:
+        """Hand this gate's events to the others, through the strict reader as the uplink does."""
+        for _, text in self.store.outbox(0, 10_000):
+            event = events.read_event(text.encode(), site=SITE, gate=self.name)
+            assert events.check_seal(event, self.store.device_public_key) == []
+            for other in others:
+                other.store.record_peer_event(event)
+
+    def close(self) -> None:
+        self.gate.close()
+        self.store.close()
+        self.pins.reset()
+
+
+@pytest.fixture
+def lanes(tmp_path, authority):
+    clock = FakeClock(time.time())
+    made = []
+
+    def make(name, **kw):
+        lane = Lane(tmp_path, name, authority, clock, **kw)
+        made.append(lane)
+        return lane
+
+    make.clock = clock
+    yield make
+    for lane in made:
+        lane.close()
+
+
+def test_an_exit_scan_enables_a_reentry_at_another_gate(lanes, authority):
+    entry = lanes("g1", reentry=True)
+    out = lanes("g9", direction="out")
+    text = authority.ticket()
+    assert entry.scan(text).admit
+    assert entry.scan(text).reason is Reason.ALREADY_USED  # never left: still already_used
+
+    left = out.scan(text)
+    assert left.admit and left.direction == "out"
+    exit_scan = out.events("scan")[-1]
+    assert exit_scan["dir"] == "out" and exit_scan["decision"] == "admit" and "reentry" not in exit_scan
+    assert out.events("passage")[-1] == {**out.events("passage")[-1], "dir": "out", "result": "passed",
+                                         "ref": exit_scan["id"]}
+    out.tell(entry)
+
+    back = entry.scan(text)
+    assert back.admit and back.reentry, back.detail
+    assert entry.events("scan")[-1]["reentry"] is True
+    again = entry.scan(text)
+    assert again.reason is Reason.ALREADY_USED  # back inside: one more re-entry needs one more exit
+    # the entry gate's own events stay as part 1 has them: no dir on entries
+    first = entry.events("scan")[0]
+    assert "dir" not in first and "reentry" not in first and "inside" not in first
+
+
+def test_an_exit_nobody_walked_through_is_rolled_back_and_allows_nothing(lanes, authority):
+    entry = lanes("g1", reentry=True)
+    out = lanes("g9", direction="out")
+    text = authority.ticket()
+    assert entry.scan(text).admit
+    assert out.scan(text, walk=False).admit
+    lanes.clock.advance(TIMEOUT_S + 0.1)
+    out.gate.poll()
+    timeout = out.events("passage")[-1]
+    assert (timeout["result"], timeout["dir"]) == ("timeout", "out")
+    out.tell(entry)
+    assert entry.scan(text).reason is Reason.ALREADY_USED
+
+
+def test_a_gate_without_reentry_refuses_a_ticket_that_left(lanes, authority):
+    entry = lanes("g1")
+    out = lanes("g9", direction="out")
+    text = authority.ticket()
+    entry.scan(text)
+    out.scan(text)
+    out.tell(entry)
+    assert entry.scan(text).reason is Reason.ALREADY_USED
+
+
+def test_a_capacity_is_reached_and_released_with_the_right_denials(lanes, authority):
+    entry = lanes("g1", capacity=2)
+    out = lanes("g9", free_exit=True)
+    t1, t2, t3, t4 = (authority.ticket() for _ in range(4))
+    assert entry.scan(t1).admit and entry.scan(t2).admit
+    full = entry.scan(t3)
+    assert full.reason is Reason.CAPACITY and not full.admit
+    denied = entry.events("scan")[-1]
+    assert (denied["reason"], denied["inside"], denied["occupancy_source"]) == ("capacity", 2, "local")
+    assert entry.scan(t1).reason is Reason.ALREADY_USED  # a used ticket hears that, not `capacity`
+    assert entry.scan(t3).reason is Reason.CAPACITY  # the denied ticket keeps its entry for later
+
+    out.walk("passage")  # somebody leaves through the free exit
+    free = out.events("passage")[-1]
+    assert (free["dir"], free["free"], free["result"], free["zone"]) == ("out", True, "passed", "north")
+    assert free["ref"] == out.events()[0]["id"] and out.events()[0]["kind"] == "state"
+    out.tell(entry)
+    assert entry.store.local_occupancy("north") == 1
+    assert entry.scan(t3).admit  # room again
+    assert entry.scan(t4).reason is Reason.CAPACITY  # and full again
+    assert entry.store.local_occupancy("north") == 2
+
+
+def test_the_centre_figure_is_used_while_fresh_and_said_so(lanes, authority):
+    entry = lanes("g1", capacity=3)
+    assert entry.scan(authority.ticket()).admit
+    now_ms = int(lanes.clock() * 1000)
+    entry.store.set_central_occupancy({"north": {"inside": 3, "capacity": 3}}, now_ms)
+    assert entry.scan(authority.ticket()).reason is Reason.CAPACITY
+    assert entry.events("scan")[-1]["occupancy_source"] == "central"
+    lanes.clock.advance(31)  # the centre has not been heard for too long: the gate's own estimate
+    assert entry.scan(authority.ticket()).admit
+    assert entry.events("scan")[-1]["occupancy_source"] == "local"
+    assert entry.events("scan")[-1]["inside"] == 1
+
+
+def test_a_turnstile_that_tells_direction_counts_people_going_out(lanes, authority, tmp_path):
+    from gated.boards import load_profile
+
+    board = load_profile("tripod-rotation")
+    assert board.passage_out is not None
+    both = lanes("g1", board=board, capacity=1)
+    assert both.scan(authority.ticket()).admit  # the rotation "in" confirms it
+    assert both.events("passage")[-1]["result"] == "passed"
+    assert both.scan(authority.ticket()).reason is Reason.CAPACITY
+    both.walk("passage_out")
+    out = both.events("passage")[-1]
+    assert (out["dir"], out["free"]) == ("out", True)
+    assert both.scan(authority.ticket()).admit
+    assert [e["alarm"] for e in both.events("alarm")] == []  # going out is no forced entry
+
+
+def test_part_1_readers_still_read_every_new_event(lanes, authority):
+    entry = lanes("g1", reentry=True, capacity=5)
+    out = lanes("g9", direction="out")
+    free = lanes("g8", free_exit=True)
+    text = authority.ticket()
+    entry.scan(text)
+    out.scan(text)
+    out.tell(entry)
+    entry.scan(text)
+    free.walk("passage")
+    for lane in (entry, out, free):
+        for e in lane.events():
+            events.read_event(json.dumps(e).encode(), site=SITE, gate=lane.name)
+            # what part 1 knows of each kind is there, with its part 1 type
+            assert e["kind"] in events.KINDS
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"dir": "sideways"}, "dir must be in or out"),
+    ({"reentry": 1}, "reentry must be a boolean"),
+    ({"dir": "out", "reentry": True}, "reentry is for entry scans only"),
+    ({"free": True}, "free is for exit passages"),
+])
+def test_the_strict_reader_checks_the_new_fields(lanes, authority, change, problem):
+    entry = lanes("g1")
+    entry.scan(authority.ticket())
+    event = dict(entry.events("scan")[0], **change)
+    with pytest.raises(events.EventRejected, match=problem):
+        events.read_event(json.dumps(event).encode())
