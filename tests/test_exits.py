@@ -210,3 +210,76 @@ def test_the_strict_reader_checks_the_new_fields(lanes, authority, change, probl
     event = dict(entry.events("scan")[0], **change)
     with pytest.raises(events.EventRejected, match=problem):
         events.read_event(json.dumps(event).encode())
+
+
+# --- the ledger -----------------------------------------------------------------------------------
+
+def _ledger_of(tmp_path, *lanes_, capacity=None):
+    from gated.central.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.db", site=SITE)
+    if capacity:
+        ledger.set_capacity(*capacity)
+    for lane in lanes_:
+        ledger.ingest([text for _, text in lane.store.outbox(0, 10_000)])
+    return ledger
+
+
+def test_the_ledger_counts_people_inside_from_entries_and_exits(lanes, authority, tmp_path):
+    entry = lanes("g1", reentry=True)
+    south = lanes("g2", reentry=True)
+    south.context = replace(south.context, zone="south")
+    south.gate._context = south.context
+    out = lanes("g9", direction="out")
+    free = lanes("g8", free_exit=True)
+    tickets = [authority.ticket() for _ in range(5)]
+    for text in tickets:
+        assert entry.scan(text).admit  # 5 in
+    assert south.scan(authority.ticket()).admit  # 1 in, south
+    assert entry.scan(authority.ticket(), walk=False).admit  # nobody passes: rolled back
+    lanes.clock.advance(TIMEOUT_S + 0.1)
+    entry.gate.poll()
+    out.scan(tickets[0])  # 1 out with a scan
+    out.tell(entry)
+    assert entry.scan(tickets[0]).reentry  # and back in
+    free.walk("passage")
+    free.walk("passage")  # 2 out freely
+    with _ledger_of(tmp_path, entry, south, out, free, capacity=("north", 10)) as ledger:
+        report = ledger.report()
+    north = report["occupancy"]["zones"]["north"]
+    assert (north["entries"], north["exits"], north["inside"], north["capacity"]) == (6, 3, 3, 10)
+    assert report["occupancy"]["zones"]["south"]["inside"] == 1
+    free.tell(entry)  # the entry gate's own estimate, once it has heard every event, agrees
+    assert report["occupancy"]["inside"] == 4 == entry.store.local_occupancy("north") + 1
+    # an exit or a re-entry spends no entry: nothing over-admitted, nothing missing, clean
+    assert report["over_admitted"] == [] and report["reentries_without_exit"] == []
+    assert report["clean"], report["totals"]
+
+
+def test_the_ledger_reports_reentries_no_gate_could_have_refused(lanes, authority, tmp_path):
+    a = lanes("g1", reentry=True)
+    b = lanes("g2", reentry=True)
+    out = lanes("g9", direction="out")
+    text = authority.ticket()
+    assert a.scan(text).admit
+    out.scan(text)
+    out.tell(a, b)  # both hear of the exit, but not of each other (offline from each other)
+    a.tell(b)
+    assert a.scan(text).reentry and b.scan(text).reentry
+    with _ledger_of(tmp_path, a, b, out) as ledger:
+        report = ledger.report()
+    assert report["reentries_without_exit"] == [{"ticket": report["reentries_without_exit"][0]["ticket"],
+                                                 "reentries": 2, "exits": 1, "gates": ["g1", "g2", "g9"]}]
+    assert not report["clean"] and report["totals"]["reentries_without_exit"] == 1
+
+
+def test_the_occupancy_message_is_read_strictly():
+    from gated.core.occupancy import OccupancyRejected, encode_occupancy, read_occupancy
+
+    message = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0)
+    assert read_occupancy(message, site=SITE) == {"north": {"inside": 3, "capacity": 10}}
+    assert json.loads(message)["inside"] == 3
+    for bad in (b"\xff", b"[]", message.replace(b'"inside":3', b'"inside":-3'), message.replace(b"arena", b"other"),
+                message.replace(b'"inside":3', b'"inside":3.5'), b"x" * 70000):
+        with pytest.raises(OccupancyRejected):
+            read_occupancy(bad, site=SITE)

@@ -7,14 +7,16 @@ User names are client-certificate CNs (gated-site.conf: use_identity_as_username
 too (use_username_as_clientid). Identities:
 
   GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health, reads its own
-           cmd, every gate's events and status (cross-gate anti-passback), revocations and time.
+           cmd, every gate's events and status (cross-gate anti-passback), revocations, time and
+           occupancy (the ledger's people-inside figures, for a zone's capacity).
            It cannot subscribe to anything else, in particular not to a shared subscription
            ($share/...), so it cannot take events away from the ledgers.
   central  writes revocations, commands and time beacons; reads everything (short tools:
            publish-revocations, commands; one at a time, they share the certificate).
   beacon   writes time beacons (the long-running `gated beacon`).
   ledger   reads events, status and health, plainly or through `$share/<group>/...` (each ledger
-           process needs its own certificate: --ledger NAME for each, default one `ledger`).
+           process needs its own certificate: --ledger NAME for each, default one `ledger`);
+           writes occupancy (retained: people inside per zone).
 
 Why a plugin and not an acl_file: Mosquitto 2.0.11's acl_file does not check SUBSCRIBE at all
 (only each delivered message, by its topic), so a gate, which may read every gate's events, could
@@ -60,12 +62,13 @@ def site_rules(gates: list[str], ledgers: list[str]) -> dict:
     root = "gated/v1/+"
     roles = [
         {"rolename": "gate", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
-                                           f"{root}/revocations/#", f"{root}/time")},
+                                           f"{root}/revocations/#", f"{root}/time", f"{root}/occupancy")},
         {"rolename": "central", "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time")
                                         + reads("gated/v1/#")},
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
         {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
-                                             f"{root}/gates/+/health", shared=True)},
+                                             f"{root}/gates/+/health", shared=True)
+                                   + writes(f"{root}/occupancy")},
     ]
     clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]
     clients += [{"username": name, "roles": [{"rolename": "ledger"}]} for name in ledgers]
