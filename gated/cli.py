@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "gated.commands.beacon",
     "gated.commands.clock",
     "gated.commands.ledger",
+    "gated.commands.report",
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",

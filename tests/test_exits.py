@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -283,3 +284,59 @@ def test_the_occupancy_message_is_read_strictly():
                 message.replace(b'"inside":3', b'"inside":3.5'), b"x" * 70000):
         with pytest.raises(OccupancyRejected):
             read_occupancy(bad, site=SITE)
+
+
+# --- gated report ---------------------------------------------------------------------------------
+
+def test_gated_report_writes_the_day_with_its_totals_and_plots(lanes, authority, tmp_path, capsys):
+    from gated.cli import main
+
+    entry = lanes("g1", reentry=True, capacity=3)
+    out = lanes("g9", direction="out")
+    kept = authority.ticket()
+    for text in (kept, authority.ticket(), authority.ticket()):
+        assert entry.scan(text).admit
+    assert entry.scan(authority.ticket()).reason is Reason.CAPACITY
+    out.scan(kept)
+    out.tell(entry)
+    lanes.clock.advance(1200)  # twenty minutes later: the next quarter hour
+    assert entry.scan(kept).reentry
+    assert entry.scan(authority.ticket(aud="OTHER")).reason is Reason.WRONG_EVENT
+    with _ledger_of(tmp_path, entry, out, capacity=("north", 3)):
+        pass
+    code = main(["report", "--db", str(tmp_path / "ledger.db"), "--out", str(tmp_path / "day")])
+    assert code == 0, capsys.readouterr()
+    report = json.loads((tmp_path / "day" / "report.json").read_text())
+    assert report["ok"] and report["verdict"].startswith("CLEAN")
+    assert report["totals"] | {} == {**report["totals"], "entries": 4, "reentries": 1, "exits": 1, "admit_scans": 5,
+                                     "denials": 2, "inside_at_end": 3}
+    assert report["denials"] == {"capacity": 1, "wrong_event": 1}
+    assert sum(int(n) for n in report["entries_per_bin"]["gates"]["g1"].values()) == 4
+    assert len(report["entries_per_bin"]["gates"]["g1"]) == 2  # two quarter hours
+    north = report["occupancy"]["zones"]["north"]
+    assert (north["peak"], north["capacity"], north["inside_at_end"], north["entries_over_capacity"]) == (3, 3, 3, 0)
+    page = (tmp_path / "day" / "report.html").read_text()
+    assert page.index("CLEAN") < page.index("<h2>")
+    assert page.count("data:image/png;base64,") == 5
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+
+    # a window: only the re-entry's quarter hour
+    later = datetime.fromtimestamp(lanes.clock() - 300, timezone.utc).isoformat()
+    assert main(["report", "--db", str(tmp_path / "ledger.db"), "--out", str(tmp_path / "late"), "--from", later]) == 0
+    late = json.loads((tmp_path / "late" / "report.json").read_text())
+    assert (late["totals"]["entries"], late["totals"]["reentries"]) == (1, 1)
+    assert late["occupancy"]["zones"]["north"]["inside_at_start"] == 2
+
+
+def test_gated_report_without_matplotlib_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; sys.modules['matplotlib'] = None; from gated.cli import main; "
+            f"sys.exit(main(['report', '--db', {str(tmp_path / 'none.db')!r}, '--out', {str(tmp_path / 'o')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "need matplotlib" in done.stderr and "gated[sim]" in done.stderr
+    assert not (tmp_path / "o").exists()
