@@ -242,11 +242,11 @@ class Daemon:
         from gated.core.occupancy import OccupancyRejected, read_occupancy
 
         try:
-            zones = read_occupancy(payload, site=self.cfg.gate.site)
+            zones, as_of = read_occupancy(payload, site=self.cfg.gate.site)
         except OccupancyRejected as exc:
             log.warning("occupancy message ignored", problem=str(exc))
             return
-        self.store.set_central_occupancy(zones, int(time.time() * 1000))
+        self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of)
 
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""

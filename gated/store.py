@@ -232,44 +232,41 @@ class GateStore:
         return max(0, inside)
 
     def zone_occupancy(self, zone: str | None, now_ms: int | None = None, max_age_ms: int = 30_000) -> tuple[int, str]:
-        """(people inside `zone`, which figure): the ledger's ("central", from its retained occupancy
-        message, when it is under `max_age_ms` old and not below the local estimate) or the gate's
-        own ("local", from its own and its peers' events)."""
-        local = self.local_occupancy(zone)
-        central = self.central_occupancy(zone, now_ms, max_age_ms)
-        if central is not None and central >= local:
-            return central, "central"
-        return local, "local"
+        """(people inside `zone`, which figure): "central" while the ledger's retained occupancy
+        message is under `max_age_ms` old (its figure plus the movements this gate knows of that
+        came after it: events with a seq above the message's `as_of` for their gate), else "local"
+        (this gate's own and its peers' events alone)."""
+        central = self._central(zone, now_ms, max_age_ms)
+        if central is None:
+            return self.local_occupancy(zone), "local"
+        figure, as_of = central
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT gate, CAST(substr(scan_id, length(gate) + 2) AS INTEGER), dir FROM admissions WHERE zone IS ?1"
+                " UNION ALL SELECT gate, seq, dir FROM peer_admissions WHERE zone IS ?1"
+                " UNION ALL SELECT gate, seq, 'out' FROM free_exits WHERE zone IS ?1", (zone,)).fetchall()
+        later = sum(1 if d == "in" else -1 for gate, seq, d in rows if seq > as_of.get(gate, 0))
+        return max(0, figure + later), "central"
 
-    def central_occupancy(self, zone: str | None, now_ms: int | None, max_age_ms: int = 30_000) -> int | None:
+    def _central(self, zone: str | None, now_ms: int | None, max_age_ms: int) -> tuple[int, dict] | None:
         raw = self.get_value(CENTRAL_OCCUPANCY_KEY)
         if raw is None or now_ms is None:
             return None
         try:
             message = json.loads(raw)
-            figure = message["zones"][zone if zone is not None else ""]["inside"]
-            age = now_ms - int(message["received_ms"])
-        except (ValueError, KeyError, TypeError):
+            figure = message["zones"].get(zone if zone is not None else "", {"inside": 0})["inside"]
+            age, as_of = now_ms - int(message["received_ms"]), message["as_of"]
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if type(figure) is not int or not 0 <= age <= max_age_ms:
+        if type(figure) is not int or not isinstance(as_of, dict) or not 0 <= age <= max_age_ms:
             return None
-        return figure
+        return figure, as_of
 
-    def set_central_occupancy(self, zones: dict, received_ms: int) -> None:
-        """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, already checked by the caller)."""
-        self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms}))
-
-    def is_revoked(self, cti: bytes) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM revoked WHERE cti = ?", (cti,)).fetchone() is not None
-
-    def admissions(self, cti: bytes) -> list[dict]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ?1 UNION ALL "
-                "SELECT gate || ':' || seq, gate, step, ts_ms, 'passed' FROM peer_admissions WHERE cti = ?1 "
-                "ORDER BY ts_ms", (cti,)).fetchall()
-        return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
+    def set_central_occupancy(self, zones: dict, received_ms: int, as_of: dict | None = None) -> None:
+        """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, {gate: seq}; already checked
+        by the caller, gated/core/occupancy.py)."""
+        self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms,
+                                                          "as_of": as_of or {}}))
 
     # --- events -----------------------------------------------------------------------------
 

@@ -155,15 +155,27 @@ def test_a_capacity_is_reached_and_released_with_the_right_denials(lanes, author
 
 def test_the_centre_figure_is_used_while_fresh_and_said_so(lanes, authority):
     entry = lanes("g1", capacity=3)
-    assert entry.scan(authority.ticket()).admit
+    other = lanes("g2")
+    assert entry.scan(authority.ticket()).admit  # g1:1 scan, g1:2 passage
+    # the ledger also counted two people from a gate this one never heard of (g7), and g1's first
     now_ms = int(lanes.clock() * 1000)
-    entry.store.set_central_occupancy({"north": {"inside": 3, "capacity": 3}}, now_ms)
-    assert entry.scan(authority.ticket()).reason is Reason.CAPACITY
-    assert entry.events("scan")[-1]["occupancy_source"] == "central"
+    entry.store.set_central_occupancy({"north": {"inside": 3, "capacity": 3}}, now_ms, {"g1": 2, "g7": 5})
+    full = entry.scan(authority.ticket())
+    assert full.reason is Reason.CAPACITY
+    assert (entry.events("scan")[-1]["occupancy_source"], entry.events("scan")[-1]["inside"]) == ("central", 3)
+    # somebody leaves after the figure was made: the gate adds what it knows came after it
+    leaving = lanes("g9", free_exit=True)
+    leaving.walk("passage")
+    leaving.tell(entry)
+    assert entry.store.zone_occupancy("north", now_ms) == (2, "central")
+    assert entry.scan(authority.ticket()).admit
+    assert entry.store.zone_occupancy("north", now_ms) == (3, "central")
     lanes.clock.advance(31)  # the centre has not been heard for too long: the gate's own estimate
+    assert entry.store.zone_occupancy("north", int(lanes.clock() * 1000)) == (1, "local")
     assert entry.scan(authority.ticket()).admit
     assert entry.events("scan")[-1]["occupancy_source"] == "local"
     assert entry.events("scan")[-1]["inside"] == 1
+    assert other.store.zone_occupancy("north", now_ms) == (0, "local")  # no figure of the centre at all
 
 
 def test_a_turnstile_that_tells_direction_counts_people_going_out(lanes, authority, tmp_path):
@@ -277,11 +289,11 @@ def test_the_ledger_reports_reentries_no_gate_could_have_refused(lanes, authorit
 def test_the_occupancy_message_is_read_strictly():
     from gated.core.occupancy import OccupancyRejected, encode_occupancy, read_occupancy
 
-    message = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0)
-    assert read_occupancy(message, site=SITE) == {"north": {"inside": 3, "capacity": 10}}
+    message = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0, {"g1": 7})
+    assert read_occupancy(message, site=SITE) == ({"north": {"inside": 3, "capacity": 10}}, {"g1": 7})
     assert json.loads(message)["inside"] == 3
     for bad in (b"\xff", b"[]", message.replace(b'"inside":3', b'"inside":-3'), message.replace(b"arena", b"other"),
-                message.replace(b'"inside":3', b'"inside":3.5'), b"x" * 70000):
+                message.replace(b'"inside":3', b'"inside":3.5'), message.replace(b'"g1":7', b'"g1":"7"'), b"x" * 70000):
         with pytest.raises(OccupancyRejected):
             read_occupancy(bad, site=SITE)
 

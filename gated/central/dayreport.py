@@ -200,7 +200,7 @@ def plots(report: dict) -> dict[str, str]:
         series = {(name or "(no zone)"): {int(b): n for b, n in counts.items()}
                   for name, counts in report["entries_per_bin"][key].items()}
         out[f"entries_per_{label}"] = p.counts_per_bin(
-            series, bins, xs=xs, title=f"Entries per {minutes:g} minutes per {label}",
+            series, bins, xs=xs, title=f"Entries per {minutes:g} min per {label}",
             ylabel=f"entries per {minutes:g} min", xlabel="time (UTC)", spans=spans)
     points = {z: [(_when(ts_ms(t)), n) for t, n in pts] for z, pts in report["occupancy"]["points"].items()}
     out["occupancy"] = p.occupancy(points, {z: v["capacity"] for z, v in report["occupancy"]["zones"].items()},

@@ -338,6 +338,14 @@ class Ledger:
     def occupancy(self) -> dict:
         return occ.occupancy(self.db)
 
+    def occupancy_as_of(self) -> tuple[dict, dict[str, int]]:
+        """The occupancy and, per gate, the highest seq it was counted from (one read transaction)."""
+        self.db.execute("BEGIN")
+        try:
+            return occ.occupancy(self.db), dict(self.db.execute("SELECT gate, MAX(seq) FROM events GROUP BY gate"))
+        finally:
+            self.db.execute("COMMIT")
+
 
 def _text(value):
     return None if value is None else str(value)
@@ -469,9 +477,9 @@ class LedgerService:
         from gated.core.occupancy import encode_occupancy
         from gated.topics import occupancy_topic
 
-        figures = self.ledger.occupancy()
+        figures, as_of = self.ledger.occupancy_as_of()
         self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"],
-                                                                       time.time_ns() // 1_000_000), 1, True)
+                                                                       time.time_ns() // 1_000_000, as_of), 1, True)
         self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
 
     def run(self, stop=None) -> None:

@@ -32,7 +32,7 @@ def require() -> None:
                                "pip install 'gated[sim]'") from None
 
 
-def _pyplot():
+def pyplot():
     require()
     import matplotlib
 
@@ -43,7 +43,7 @@ def _pyplot():
 
 
 def png(fig) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -63,7 +63,7 @@ def counts_per_bin(series: dict[str, dict[int, int]], bins: list, *, xs: list, t
                    xlabel: str, scale: float = 1.0, spans=(), summarise_over: int = 8) -> str:
     """`series`: label -> {bin index: count}; `xs`: the x value of each bin index in `bins`.
     More than `summarise_over` series: the mean and the busiest instead of one line each."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.4))
     if len(series) > summarise_over:
         n = len(series)
@@ -85,7 +85,7 @@ def counts_per_bin(series: dict[str, dict[int, int]], bins: list, *, xs: list, t
 def occupancy(points: dict[str, list[tuple]], capacities: dict[str, int | None], *, title: str, xlabel: str,
               spans=()) -> str:
     """`points`: zone -> [(x, people inside after this change)], in time order."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.4))
     for zone, pts in points.items():
         if not pts:
@@ -109,7 +109,7 @@ def occupancy(points: dict[str, list[tuple]], capacities: dict[str, int | None],
 def bars(counts: dict[str, int], *, title: str, ylabel: str, expected: dict[str, int] | None = None,
          colour: str = "#d62728", label: str = "counted") -> str:
     """Counts per label; with `expected`, grey bars of the expected counts beside them."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.0))
     names = sorted(set(counts) | set(expected or {}))
     xs = range(len(names))
