@@ -382,6 +382,11 @@ def test_exits_venue_ledger_occupancy_is_the_ground_truth_and_gated_report_agree
     assert result["denials"].get("capacity", 0) >= 2 and result["movements"]["reentries"] >= 1
 
     ledger_db = tmp_path / "out" / "work" / "ledger.db"
+    import sqlite3
+
+    with sqlite3.connect(ledger_db) as db:
+        sources = {json.loads(b).get("occupancy_source") for (b,) in db.execute("SELECT body FROM events WHERE kind = 'scan'")}
+    assert "central" in sources  # the entry gates heard the ledger's occupancy topic and used it
     day = tmp_path / "day"
     assert main(["report", "--db", str(ledger_db), "--out", str(day), "--bin-minutes", "1"]) == 0, capsys.readouterr()
     report_json = json.loads((day / "report.json").read_text())
