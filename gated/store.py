@@ -268,6 +268,18 @@ class GateStore:
         self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms,
                                                           "as_of": as_of or {}}))
 
+    def is_revoked(self, cti: bytes) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM revoked WHERE cti = ?", (cti,)).fetchone() is not None
+
+    def admissions(self, cti: bytes) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ?1 UNION ALL "
+                "SELECT gate || ':' || seq, gate, step, ts_ms, 'passed' FROM peer_admissions WHERE cti = ?1 "
+                "ORDER BY ts_ms", (cti,)).fetchall()
+        return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
+
     # --- events -----------------------------------------------------------------------------
 
     def _append(self, db, body: dict, ts_ms: int) -> dict:

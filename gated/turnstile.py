@@ -191,7 +191,7 @@ class Turnstile:
             pulser.join(timeout=1)
         if self.relay is not None and not self.relay.closed:
             self.relay.off()
-        for name in ("passage", "emergency", "door", "green", "red", "buzzer", "relay"):
+        for name in ("passage", "passage_out", "emergency", "door", "green", "red", "buzzer", "relay"):
             device = getattr(self, name)
             if device is not None:
                 device.close()

@@ -352,3 +352,19 @@ def test_gated_report_without_matplotlib_says_what_to_install(tmp_path):
     assert done.returncode == 2
     assert "need matplotlib" in done.stderr and "gated[sim]" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_both_ways_gate_needs_a_sensor_that_tells_direction(tmp_path):
+    from gated import config
+    from tests.test_config import MINIMAL
+
+    both = MINIMAL.replace('keyring = "keyring"', 'keyring = "keyring"\ndirection = "both"\ncapacity = 500')
+    path = tmp_path / "gated.toml"
+    path.write_text(both)
+    with pytest.raises(config.ConfigError) as caught:
+        config.load(path)
+    assert [p for p, _ in caught.value.problems] == ["gate.direction"]
+    assert "passage_out" in caught.value.problems[0][1]
+    path.write_text(both.replace('board = "generic-relay"', 'board = "tripod-rotation"'))
+    cfg = config.load(path)
+    assert (cfg.gate.direction, cfg.gate.capacity, cfg.gate.reentry, cfg.gate.exit) == ("both", 500, False, "scan")
