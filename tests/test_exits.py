@@ -368,3 +368,13 @@ def test_a_both_ways_gate_needs_a_sensor_that_tells_direction(tmp_path):
     path.write_text(both.replace('board = "generic-relay"', 'board = "tripod-rotation"'))
     cfg = config.load(path)
     assert (cfg.gate.direction, cfg.gate.capacity, cfg.gate.reentry, cfg.gate.exit) == ("both", 500, False, "scan")
+
+
+def test_the_health_message_carries_the_gates_figure():
+    from gated import health
+
+    body = health.snapshot(health.Counters(), now_mono=10.0, now_ms=0, outbox=0, rev_version=0, rev_iat=0, clock={},
+                           mode="online", camera_ok=True, store_ok=True, occupancy=(412, "local", 500))
+    assert (body["occupancy"], body["occupancy_source"], body["capacity"]) == (412, "local", 500)
+    assert "occupancy" not in health.snapshot(health.Counters(), now_mono=10.0, now_ms=0, outbox=0, rev_version=0,
+                                              rev_iat=0, clock={}, mode="online", camera_ok=True, store_ok=True)

@@ -243,6 +243,19 @@ def test_report_passes_only_when_everything_matches(tmp_path):
     assert r["admissions_over_limit"] == 1 and not r["ok"]
     rolled_back = over + [{"kind": "passage", "id": "g1:3", "ref": "g1:1", "result": "timeout"}]
     assert _build(good, _ledger(), ledger_events=rolled_back)["admissions_over_limit"] == 0
+    out_and_back = [over[0], {"kind": "scan", "id": "g3:1", "decision": "admit", "ticket": "ab" * 16, "dir": "out"},
+                    dict(over[1], reentry=True)]
+    assert _build(good, _ledger(), ledger_events=out_and_back)["admissions_over_limit"] == 0  # no entry spent
+
+    def counted(inside):
+        return {**_ledger(), "occupancy": {"zones": {"hall": {"inside": inside, "entries": 5, "exits": 5 - inside}}}}
+
+    s = scenario.load(SCENARIOS / "demo.toml")
+    base = dict(scenario=s, attempts=good, visitors=2, events_made=10, ledger_events=[], duplicates_dropped=0,
+                tickets={}, faults=[], speed=1.0, gate_ids=["g1", "g2"])
+    assert report.build(ledger=counted(3), expected_inside={"hall": 3}, **base)["ok"]
+    wrong = report.build(ledger=counted(2), expected_inside={"hall": 3}, **base)
+    assert not wrong["ok"] and "people inside" in wrong["verdict"]
 
 
 def test_report_files_open_offline(tmp_path):
