@@ -59,6 +59,8 @@ ROWS = [
     ("exit: wrong_event all the same", static(aud="OTHER"), {"direction": "out"}, Facts(), Reason.WRONG_EVENT),
     ("re-entry after a recorded exit", static(), {"reentry": True}, Facts(admissions=1, outside=True), Reason.OK),
     ("already_used: re-entry allowed, never left", static(), {"reentry": True}, Facts(admissions=1), Reason.ALREADY_USED),
+    ("re-entry: the ticket allows it (rex)", static(rex=True), {}, Facts(admissions=1, outside=True), Reason.OK),
+    ("already_used: rex, never left", static(rex=True), {}, Facts(admissions=1), Reason.ALREADY_USED),
     ("already_used: left, gate without re-entry", static(), {}, Facts(admissions=1, outside=True), Reason.ALREADY_USED),
     ("capacity", static(), {"capacity": 10}, Facts(zone_inside=10), Reason.CAPACITY),
     ("capacity: a re-entry too", static(), {"capacity": 10, "reentry": True},

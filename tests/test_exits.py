@@ -378,3 +378,16 @@ def test_the_health_message_carries_the_gates_figure():
     assert (body["occupancy"], body["occupancy_source"], body["capacity"]) == (412, "local", 500)
     assert "occupancy" not in health.snapshot(health.Counters(), now_mono=10.0, now_ms=0, outbox=0, rev_version=0,
                                               rev_iat=0, clock={}, mode="online", camera_ok=True, store_ok=True)
+
+
+def test_a_ticket_that_allows_reentry_comes_back_at_any_entry_gate(lanes, authority):
+    entry = lanes("g1")  # no reentry in the gate's configuration
+    out = lanes("g9", direction="out")
+    text = authority.ticket(rex=True)
+    plain = authority.ticket()
+    for t in (text, plain):
+        assert entry.scan(t).admit
+        assert out.scan(t).admit
+    out.tell(entry)
+    assert entry.scan(text).reentry  # the ticket's own claim allows it
+    assert entry.scan(plain).reason is Reason.ALREADY_USED  # this one does not

@@ -14,7 +14,7 @@ Checks run in a fixed order so that one scan always yields one reason:
                 gated/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
                 a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
     the lists   revoked -> REVOKED; entries used up (or this GT2 step seen) -> ALREADY_USED,
-                unless re-entry is allowed (the gate's `reentry`) and the ticket has left since it
+                unless re-entry is allowed (the gate's `reentry`, or the ticket's `rex` claim) and the ticket has left since it
                 last came in (`facts.outside`: more exits recorded than re-entries): then a
                 re-entry, no entry spent
     the zone    the gate has a capacity and its zone holds that many (`facts.zone_inside`) -> CAPACITY
@@ -119,7 +119,7 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STALE_CODE, f"code step {code.step}, now {int(now // STEP_SECONDS)}")
     if facts.revoked:
         return deny(Reason.REVOKED, f"on revocation list v{facts.rev_version}")
-    reentry = gate.reentry and facts.outside
+    reentry = (gate.reentry or claims.rex) and facts.outside
     if code.dynamic and facts.step_seen and not reentry:
         return deny(Reason.ALREADY_USED, f"code step {code.step} already shown")
     if claims.ent and facts.admissions >= claims.ent and not reentry:
