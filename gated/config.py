@@ -72,7 +72,8 @@ class GateSection:
                                        "(scans let people in; the board's passage_out contact counts people going "
                                        "out as free exits)", choices=("entry", "exit", "both"))
     exit: str = _opt("scan", doc="an exit gate: scan (a ticket is scanned out, its exit recorded, so it may come "
-                                 "back in where re-entry is allowed) or free (anyone goes out; each passage counted)",
+                                 "back in where re-entry is allowed) or free (anyone goes out; each passage counted; a ticket "
+                                 "shown there anyway has its exit recorded)",
                      choices=("scan", "free"))
     reentry: bool = _opt(False, doc="admit a ticket again, no entry spent, when it has left since it last came in "
                                         "(more exits recorded than re-entries)")

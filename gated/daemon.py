@@ -213,7 +213,7 @@ class Daemon:
         exit_gate = cfg.gate.direction == "exit"
         context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
                               skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
-                              direction="out" if exit_gate and cfg.gate.exit == "scan" else "in",
+                              direction="out" if exit_gate else "in",
                               reentry=cfg.gate.reentry, capacity=cfg.gate.capacity)
         return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
                     clock=self.clock.now, time_reading=self.clock.reading,

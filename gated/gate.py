@@ -67,7 +67,9 @@ class Gate:
                  time_reading: Callable[[], object] | None = None, free_exit: bool = False):
         """`clock` times events and timers. `time_reading`, if given (gated.clock.TrustedClock.reading),
         gives the time scans are judged with and whether it can be trusted (decide(time_trusted=)).
-        `free_exit`: an exit that lets people out without a ticket; each passage is a counted exit.
+        `free_exit`: an exit that lets people out without a ticket; each passage is a counted exit
+        (a ticket scanned there, with `context.direction` "out", has its exit recorded instead, and
+        the passage that follows confirms that exit).
         A board whose passage sensor tells direction (`passage_out`) counts each "out" as a free
         exit whatever the gate is."""
         self._store, self._keyring, self._context, self._turnstile = store, keyring, context, turnstile
@@ -204,7 +206,8 @@ class Gate:
         has_passage = self._turnstile.passage is not None
         if kind == "passage_out":
             return [gs.ExitPassage(at)] if active else []
-        if kind == "passage" and self._free_exit:
+        if kind == "passage" and self._free_exit and not self._state.grants:
+            # nobody's exit scan is waiting for it: somebody went out freely
             return [gs.ExitPassage(at)] + ([] if has_door else [gs.Opened(at)]) if active else \
                 ([] if has_door else [gs.Closed(at)])
         if kind == "passage":

@@ -391,3 +391,17 @@ def test_a_ticket_that_allows_reentry_comes_back_at_any_entry_gate(lanes, author
     out.tell(entry)
     assert entry.scan(text).reentry  # the ticket's own claim allows it
     assert entry.scan(plain).reason is Reason.ALREADY_USED  # this one does not
+
+
+def test_a_free_exit_records_the_exit_of_a_ticket_shown_there(lanes, authority):
+    entry = lanes("g1", reentry=True)
+    free = lanes("g8", direction="out", free_exit=True)
+    text = authority.ticket()
+    assert entry.scan(text).admit
+    assert free.scan(text).admit  # shown at the free exit: its exit is recorded, the passage confirms it
+    free.walk("passage")  # and then somebody without a ticket
+    passages = free.events("passage")
+    assert [(p["result"], p.get("free", False)) for p in passages] == [("passed", False), ("passed", True)]
+    free.tell(entry)
+    assert entry.scan(text).reentry
+    assert entry.store.local_occupancy("north") == 0  # in, out, out without a ticket, back in
