@@ -10,6 +10,10 @@ Format (firmware_config/boards/*.toml; every table but [board] and [relay] is op
                  #        (a door strike, a drop arm). "hold" needs a passage or door sensor.
     [passage]    pin, sensor = "beam" | "rotation", pull = "up" | "down" | "none",
                  active = "low" | "high", bounce_ms = 20
+    [passage_out] pin, pull, active, bounce_ms     # a sensor that tells direction: its second
+                 # contact, active once per person going out (a tripod controller's "passage B"
+                 # output). With it [passage] means "in"; a gate with `direction = "both"` counts
+                 # each "out" as a free exit (docs/protocol.md part 2, "Exits, re-entry and occupancy")
     [emergency]  pin, pull, active, bounce_ms      # fire-alarm dry contact: relay latched open
     [door]       pin, pull, active, bounce_ms      # arm/door position: active = open
     [leds]       green = pin, red = pin, active_high = true
@@ -25,7 +29,7 @@ alarm, or when its wire is cut, which is why emergency contacts should be NC).
 Feedback classes (a reason's class picks the pattern; a missing class falls back to `deny`):
     admit: ok        invalid: malformed unsupported unknown_key bad_signature static_copy
     wrong_place: wrong_event wrong_zone       wrong_time: not_yet_valid expired stale_code
-    used: already_used   revoked: revoked   locked: locked   emergency: emergency
+    used: already_used   revoked: revoked   locked: locked capacity   emergency: emergency
     fault: the store failed (not a reason: the gate could not record the scan)
 
 `load_board()` reports every problem at once, each with its key path (BoardError.problems).
@@ -54,6 +58,7 @@ REASON_CLASS: dict[Reason, str] = {
     Reason.WRONG_EVENT: "wrong_place", Reason.WRONG_ZONE: "wrong_place",
     Reason.NOT_YET_VALID: "wrong_time", Reason.EXPIRED: "wrong_time", Reason.STALE_CODE: "wrong_time",
     Reason.ALREADY_USED: "used", Reason.REVOKED: "revoked", Reason.LOCKED: "locked",
+    Reason.CAPACITY: "locked",  # the zone is full: like a locked gate, come back when people have left
     Reason.EMERGENCY: "emergency", Reason.INTERNAL_ERROR: "fault",
 }
 FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "used", "revoked", "locked",
@@ -120,6 +125,7 @@ class BoardProfile:
     description: str
     relay: RelaySpec
     passage: InputSpec | None = None
+    passage_out: InputSpec | None = None  # the out direction of a passage sensor that tells direction
     emergency: InputSpec | None = None
     door: InputSpec | None = None
     green: OutputSpec | None = None
@@ -176,7 +182,8 @@ def load_profile(name: str, boards_dir: str | os.PathLike | None = None) -> Boar
 def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:
     """Build a profile from parsed TOML (also for a profile embedded in another config)."""
     c = _Checker()
-    c.known(data, "", {"board", "relay", "passage", "emergency", "door", "leds", "buzzer", "timing", "feedback"})
+    c.known(data, "", {"board", "relay", "passage", "passage_out", "emergency", "door", "leds", "buzzer", "timing",
+                      "feedback"})
     board = c.table(data, "board", required=True)
     c.known(board, "board", {"name", "description"})
     name = c.text(board, "board.name", required=True)
@@ -184,6 +191,9 @@ def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:
 
     relay = _relay(c, c.table(data, "relay", required=True))
     passage = _input(c, data, "passage")
+    passage_out = _input(c, data, "passage_out")
+    if passage_out is not None and passage is None:
+        c.problem("passage_out", "a direction contact needs the [passage] sensor it belongs to")
     emergency = _input(c, data, "emergency")
     door = _input(c, data, "door")
     green = red = buzzer = None
@@ -219,7 +229,8 @@ def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:
             c.problem(f"feedback.{cls}.led", f"{pattern.led!r} but [leds] has no {pattern.led} pin")
     if c.problems:
         raise BoardError(source, c.problems)
-    return BoardProfile(name=name, description=description, relay=relay, passage=passage, emergency=emergency,
+    return BoardProfile(name=name, description=description, relay=relay, passage=passage, passage_out=passage_out,
+                        emergency=emergency,
                         door=door, green=green, red=red, buzzer=buzzer, timing=timing,
                         feedback=tuple(feedback.items()), source=source)
 

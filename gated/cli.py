@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "gated.commands.fleet",
     "gated.commands.certs",
     "gated.commands.wiring",
+    "gated.commands.report",
     "gated.commands.run",
     "gated.commands.doctor",
     "gated.commands.sim",

@@ -74,6 +74,17 @@ class GateSection:
                                       "0 = unlimited", minimum=0)
     pretix_subevents: tuple[int, ...] | None = _opt(None, doc="pretix event series: admit only these dates "
                                                             "(subevent ids; absent: every date)")
+    direction: str = _opt("entry", doc="entry (scans let people in), exit (people go out; see `exit`), or both "
+                                       "(scans let people in; the board's passage_out contact counts people going "
+                                       "out as free exits)", choices=("entry", "exit", "both"))
+    exit: str = _opt("scan", doc="an exit gate: scan (a ticket is scanned out, its exit recorded, so it may come "
+                                 "back in where re-entry is allowed) or free (anyone goes out; each passage counted; a ticket "
+                                 "shown there anyway has its exit recorded)",
+                     choices=("scan", "free"))
+    reentry: bool = _opt(False, doc="admit a ticket again, no entry spent, when it has left since it last came in "
+                                        "(more exits recorded than re-entries)")
+    capacity: int | None = _opt(None, doc="people the zone may hold; at this many inside, entries are denied "
+                                          "`capacity` until people leave", minimum=1)
 
     @property
     def database(self) -> Path:
@@ -402,6 +413,16 @@ def _cross_checks(v: dict, problems: list) -> None:
         except BoardError as exc:
             problems.extend(("turnstile.board", f"profile {turnstile.board!r} ({exc.source}): {problem}")
                             for problem in exc.problems)
+    gate, turnstile = v.get("gate"), v.get("turnstile")
+    if gate is not None and turnstile is not None and gate.direction == "both":
+        from gated.boards import BoardError, load_profile
+
+        try:
+            if load_profile(turnstile.board, turnstile.boards_dir).passage_out is None:
+                problems.append(("gate.direction", f"'both' needs a passage sensor that tells direction: board "
+                                                   f"{turnstile.board!r} has no [passage_out]"))
+        except BoardError:
+            pass  # reported above
     timings = v.get("timings")
     if timings is not None and None not in (timings.held_open_s, timings.relay_pulse_s) \
             and timings.held_open_s < timings.relay_pulse_s:

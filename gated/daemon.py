@@ -215,14 +215,18 @@ class Daemon:
         from gated.gate import Gate
 
         cfg, board = self.cfg, self.turnstile.profile
+        exit_gate = cfg.gate.direction == "exit"
         context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
                               skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
                               products=frozenset(cfg.gate.products) if cfg.gate.products is not None else None,
                               pretix_entries=cfg.gate.pretix_entries,
                               pretix_subevents=None if cfg.gate.pretix_subevents is None
-                              else frozenset(cfg.gate.pretix_subevents))
+                              else frozenset(cfg.gate.pretix_subevents),
+                              direction="out" if exit_gate else "in",
+                              reentry=cfg.gate.reentry, capacity=cfg.gate.capacity)
         return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
                     clock=self.clock.now, time_reading=self.clock.reading,
+                    free_exit=exit_gate and cfg.gate.exit == "free",
                     passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
                     held_open_s=cfg.timings.held_open_s or board.timing.held_open_s)
 
@@ -237,7 +241,21 @@ class Daemon:
             from gated.topics import beacon_topic
 
             uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
+        if cfg.gate.capacity is not None:
+            uplink.subscribe(topics.occupancy_topic(cfg.gate.site), self._occupancy)
         return uplink
+
+    def _occupancy(self, topic: str, payload: bytes) -> None:
+        """The ledger's retained occupancy figures: kept for the capacity check while fresh
+        (GateStore.zone_occupancy); a message that is not one is logged and ignored."""
+        from gated.core.occupancy import OccupancyRejected, read_occupancy
+
+        try:
+            zones, as_of = read_occupancy(payload, site=self.cfg.gate.site)
+        except OccupancyRejected as exc:
+            log.warning("occupancy message ignored", problem=str(exc))
+            return
+        self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of)
 
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
@@ -436,6 +454,11 @@ class Daemon:
             sdnotify.status(f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
                             f"store {'ok' if self.store_ok else 'failing'}")
 
+    def _occupancy_figure(self) -> tuple[int, str, int | None]:
+        """(people inside this gate's zone, "central" or "local", capacity) for the health message."""
+        inside, source = self.store.zone_occupancy(self.cfg.gate.zone, int(time.time() * 1000))
+        return inside, source, self.cfg.gate.capacity
+
     def _health(self, now: float) -> None:
         if now < self._next_health:
             return
@@ -450,7 +473,7 @@ class Daemon:
         body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
-                               store_ok=self.store_ok, rev_stale=self._stale_why)
+                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure())
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.metrics is not None:
             self.metrics.update(body)

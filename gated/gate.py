@@ -8,7 +8,9 @@ carries out what they decide, in the order that keeps the promise "fail closed, 
                     `tamper` alarm if the store still takes it, and is re-raised; any other
                     fault is a denial `internal_error` with a `tamper` alarm and a log line,
                     and the gate goes on: one scan, one error boundary)
-    poll()          hardware news queued by gpiozero's threads (passage, door, emergency input)
+    poll()          hardware news queued by gpiozero's threads (passage, door, emergency input;
+                    a free exit's passage, or the out contact of a sensor that tells direction:
+                    a counted exit, `passage` event `dir: out, free: true`)
                     and the timers (passage timeout -> the admission is rolled back, held_open)
     command(name)   remote commands: open, lock, unlock, emergency_on, emergency_off
 
@@ -62,11 +64,17 @@ LEGACY_STALE_LOCK_KEY = "daemon.stale_lock"  # before lock sources: 1 while the 
 class Gate:
     def __init__(self, *, store: GateStore, keyring: Keyring, context: GateContext, turnstile: Turnstile,
                  clock: Callable[[], float] = time.time, passage_timeout_s: float, held_open_s: float,
-                 time_reading: Callable[[], object] | None = None):
+                 time_reading: Callable[[], object] | None = None, free_exit: bool = False):
         """`clock` times events and timers. `time_reading`, if given (gated.clock.TrustedClock.reading),
-        gives the time scans are judged with and whether it can be trusted (decide(time_trusted=))."""
+        gives the time scans are judged with and whether it can be trusted (decide(time_trusted=)).
+        `free_exit`: an exit that lets people out without a ticket; each passage is a counted exit
+        (a ticket scanned there, with `context.direction` "out", has its exit recorded instead, and
+        the passage that follows confirms that exit).
+        A board whose passage sensor tells direction (`passage_out`) counts each "out" as a free
+        exit whatever the gate is."""
         self._store, self._keyring, self._context, self._turnstile = store, keyring, context, turnstile
         self._clock, self._time_reading = clock, time_reading
+        self._free_exit = free_exit
         self._rules = gs.Rules(passage_timeout_s=passage_timeout_s, held_open_s=held_open_s)
         self._queue: queue.Queue[tuple[str, bool, float]] = queue.Queue()
         self.last_scan: dict | None = None  # the last scan event written
@@ -196,6 +204,12 @@ class Gate:
     def _inputs_for(self, kind: str, active: bool, at: float) -> list:
         has_door = self._turnstile.door is not None
         has_passage = self._turnstile.passage is not None
+        if kind == "passage_out":
+            return [gs.ExitPassage(at)] if active else []
+        if kind == "passage" and self._free_exit and not self._state.grants:
+            # nobody's exit scan is waiting for it: somebody went out freely
+            return [gs.ExitPassage(at)] + ([] if has_door else [gs.Opened(at)]) if active else \
+                ([] if has_door else [gs.Closed(at)])
         if kind == "passage":
             # without a door sensor the beam/arm contact also tells how long the way is open
             return [gs.Passage(at)] + ([] if has_door else [gs.Opened(at)]) if active else \
@@ -279,6 +293,8 @@ class Gate:
             self._store.record_passage(effect.scan_id, True, ts)
         elif isinstance(effect, gs.RollBack):
             self._store.record_passage(effect.scan_id, False, ts)
+        elif isinstance(effect, gs.CountExit):
+            self._store.record_free_exit(self._context.zone, ts, self._state.mode.value)
         elif isinstance(effect, gs.RaiseAlarm):
             log.warning("gate.alarm", alarm=effect.alarm)
             self._store.record_event({"kind": "alarm", "alarm": effect.alarm}, ts)

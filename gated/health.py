@@ -82,7 +82,7 @@ class Counters:
 
 def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
              rev_iat: int, clock: dict, mode: str, camera_ok: bool, store_ok: bool,
-             rev_stale: str | None = None) -> dict:
+             rev_stale: str | None = None, occupancy: tuple[int, str, int | None] | None = None) -> dict:
     """The health message body (pure apart from the frame-rate mark it advances). `clock` is
     TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}."""
     return {
@@ -104,6 +104,9 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "store_ok": store_ok,
         "last_scan_age_s": None if counters.last_scan_at is None else max(0, int(now_mono - counters.last_scan_at)),
         "scans_per_min": counters.scans_per_min(now_mono),
+        # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the gate's own figure for its zone
+        **({} if occupancy is None else {"occupancy": occupancy[0], "occupancy_source": occupancy[1],
+                                         "capacity": occupancy[2]}),
     }
 
 

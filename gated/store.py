@@ -19,6 +19,10 @@ Tables (migration 1):
     outbox(seq, event, broker_ms)  sealed events not yet acknowledged by the broker (PUBACK), or with
                             [mqtt] keep_until_committed not yet held by the ledger (migration 4:
                             broker_ms, when the broker first acknowledged the row)
+    (migration 5)           admissions and peer_admissions get dir ('in'/'out': an exit scan),
+                            reentry (1: no entry spent) and zone; free_exits(gate, seq, zone, ts_ms)
+                            holds exits without a ticket, this gate's and its peers': together they
+                            are the gate's local estimate of the people inside its zone
 
 Every write that makes an event is one transaction with the event: an admission and its scan
 event are committed together or not at all, and `seq`/`prev` are read and advanced inside it.
@@ -94,7 +98,26 @@ MIGRATIONS = [
     """
     ALTER TABLE outbox ADD COLUMN broker_ms INTEGER;
     """,
+    # 5: exits, re-entries and occupancy (docs/protocol.md part 2, "Exits, re-entry and occupancy"):
+    # a movement's direction, whether it was a re-entry (no entry spent), the zone it was made at,
+    # and the free exits (no ticket) of this gate and its peers, keyed by (gate, seq) like peer_admissions
+    """
+    ALTER TABLE admissions ADD COLUMN dir TEXT NOT NULL DEFAULT 'in';
+    ALTER TABLE admissions ADD COLUMN reentry INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE admissions ADD COLUMN zone TEXT;
+    ALTER TABLE peer_admissions ADD COLUMN dir TEXT NOT NULL DEFAULT 'in';
+    ALTER TABLE peer_admissions ADD COLUMN reentry INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE peer_admissions ADD COLUMN zone TEXT;
+    CREATE INDEX admissions_by_zone ON admissions (zone, dir);
+    CREATE INDEX peer_admissions_by_zone ON peer_admissions (zone, dir);
+    CREATE TABLE free_exits (
+        gate TEXT NOT NULL, seq INTEGER NOT NULL, zone TEXT, ts_ms INTEGER NOT NULL, PRIMARY KEY (gate, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX free_exits_by_zone ON free_exits (zone);
+    """,
 ]
+
+CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
 
 CACHE_KIB = 16384  # SQLite's page cache, fixed: hot b-tree pages of the revocation list (16 MiB)
@@ -222,18 +245,76 @@ class GateStore:
 
     # --- facts ------------------------------------------------------------------------------
 
-    def facts(self, cti: bytes | None, step: int | None = None) -> Facts:
-        """What decide() needs about one ticket, in one query (this is on the scan path)."""
+    def facts(self, cti: bytes | None, step: int | None = None, *, zone: str | None = None,
+              count_zone: bool = False, now_ms: int | None = None) -> Facts:
+        """What decide() needs about one ticket, in one query (this is on the scan path). Entries
+        spent count entries that were not re-entries; `outside`: the ticket has left since its last
+        exit: more exits recorded than re-entries (counted, not ordered by time: gates' clocks differ and
+        events arrive in any order). With `count_zone` (a gate with a capacity), the people inside `zone` too."""
         rev = self._rev_state.version
+        inside, source = self.zone_occupancy(zone, now_ms) if count_zone else (0, "")
         if cti is None:
-            return Facts(rev_version=rev)
+            return Facts(rev_version=rev, zone_inside=inside, occupancy_source=source)
         with self._lock:
-            revoked, count, step_seen = self._db.execute(
+            revoked, count, step_seen, last_dir = self._db.execute(
                 "SELECT EXISTS (SELECT 1 FROM revoked WHERE cti = ?1),"
-                " (SELECT COUNT(*) FROM admissions WHERE cti = ?1) + (SELECT COUNT(*) FROM peer_admissions WHERE cti = ?1),"
-                " EXISTS (SELECT 1 FROM admissions WHERE cti = ?1 AND step = ?2)"
-                " OR EXISTS (SELECT 1 FROM peer_admissions WHERE cti = ?1 AND step = ?2)", (cti, step)).fetchone()
-        return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev)
+                " (SELECT COUNT(*) FROM admissions WHERE cti = ?1 AND dir = 'in' AND reentry = 0)"
+                " + (SELECT COUNT(*) FROM peer_admissions WHERE cti = ?1 AND dir = 'in' AND reentry = 0),"
+                " EXISTS (SELECT 1 FROM admissions WHERE cti = ?1 AND step = ?2 AND dir = 'in')"
+                " OR EXISTS (SELECT 1 FROM peer_admissions WHERE cti = ?1 AND step = ?2 AND dir = 'in'),"
+                " (SELECT COALESCE(SUM(CASE WHEN dir = 'out' THEN 1 WHEN reentry = 1 THEN -1 ELSE 0 END), 0) FROM"
+                "  (SELECT dir, reentry FROM admissions WHERE cti = ?1 UNION ALL"
+                "   SELECT dir, reentry FROM peer_admissions WHERE cti = ?1))",
+                (cti, step)).fetchone()
+        return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev,
+                     outside=last_dir > 0, zone_inside=inside, occupancy_source=source)
+
+    def local_occupancy(self, zone: str | None) -> int:
+        """People inside `zone` as this gate knows it: entries (own and peers', re-entries too, not
+        rolled back) less exits (scanned and free). Never below 0."""
+        with self._lock:
+            (inside,) = self._db.execute(
+                "SELECT (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM admissions WHERE zone IS ?1)"
+                " + (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM peer_admissions WHERE zone IS ?1)"
+                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1)", (zone,)).fetchone()
+        return max(0, inside)
+
+    def zone_occupancy(self, zone: str | None, now_ms: int | None = None, max_age_ms: int = 30_000) -> tuple[int, str]:
+        """(people inside `zone`, which figure): "central" while the ledger's retained occupancy
+        message is under `max_age_ms` old (its figure plus the movements this gate knows of that
+        came after it: events with a seq above the message's `as_of` for their gate), else "local"
+        (this gate's own and its peers' events alone)."""
+        central = self._central(zone, now_ms, max_age_ms)
+        if central is None:
+            return self.local_occupancy(zone), "local"
+        figure, as_of = central
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT gate, CAST(substr(scan_id, length(gate) + 2) AS INTEGER), dir FROM admissions WHERE zone IS ?1"
+                " UNION ALL SELECT gate, seq, dir FROM peer_admissions WHERE zone IS ?1"
+                " UNION ALL SELECT gate, seq, 'out' FROM free_exits WHERE zone IS ?1", (zone,)).fetchall()
+        later = sum(1 if d == "in" else -1 for gate, seq, d in rows if seq > as_of.get(gate, 0))
+        return max(0, figure + later), "central"
+
+    def _central(self, zone: str | None, now_ms: int | None, max_age_ms: int) -> tuple[int, dict] | None:
+        raw = self.get_value(CENTRAL_OCCUPANCY_KEY)
+        if raw is None or now_ms is None:
+            return None
+        try:
+            message = json.loads(raw)
+            figure = message["zones"].get(zone if zone is not None else "", {"inside": 0})["inside"]
+            age, as_of = now_ms - int(message["received_ms"]), message["as_of"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if type(figure) is not int or not isinstance(as_of, dict) or not 0 <= age <= max_age_ms:
+            return None
+        return figure, as_of
+
+    def set_central_occupancy(self, zones: dict, received_ms: int, as_of: dict | None = None) -> None:
+        """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, {gate: seq}; already checked
+        by the caller, gated/core/occupancy.py)."""
+        self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms,
+                                                          "as_of": as_of or {}}))
 
     def is_revoked(self, cti: bytes) -> bool:
         with self._lock:
@@ -261,22 +342,46 @@ class GateStore:
     def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
                     confirmed: bool = False) -> dict:
         """Write a scan event, and when `admit_cti` is given the admission it grants, in one transaction.
-        The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor)."""
+        The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor).
+        An exit scan (body `dir` out) and a re-entry (`reentry`) are admissions of their kind."""
         with self._tx() as db:
             event = self._append(db, {"kind": "scan", **body}, ts_ms)
             if admit_cti is not None:
-                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, ?)",
-                           (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending"))
+                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending",
+                            body.get("dir", "in"), int(bool(body.get("reentry"))), body.get("zone")))
         return event
 
     def record_passage(self, scan_id: str, passed: bool, ts_ms: int) -> dict:
-        """Confirm an admission (somebody passed) or roll it back (timeout: the ticket works again)."""
+        """Confirm an admission (somebody passed) or roll it back (timeout: the ticket works again).
+        The passage of an exit scan says `dir: out`."""
         with self._tx() as db:
+            row = db.execute("SELECT dir FROM admissions WHERE scan_id = ?", (scan_id,)).fetchone()
             if passed:
                 db.execute("UPDATE admissions SET state = 'passed' WHERE scan_id = ?", (scan_id,))
             else:
                 db.execute("DELETE FROM admissions WHERE scan_id = ?", (scan_id,))
-            return self._append(db, {"kind": "passage", "ref": scan_id, "result": "passed" if passed else "timeout"}, ts_ms)
+            body = {"kind": "passage", "ref": scan_id, "result": "passed" if passed else "timeout"}
+            if row is not None and row[0] == "out":
+                body["dir"] = "out"
+            return self._append(db, body, ts_ms)
+
+    def record_free_exit(self, zone: str | None, ts_ms: int, mode: str) -> dict:
+        """Somebody left through a free exit (no ticket): a `passage` event `dir: out, free: true`
+        whose `ref` is this gate's previous event (part 1 wants an earlier id of the same gate; a
+        gate's very first event is a `state` event for that). Counted in free_exits."""
+        with self._tx() as db:
+            if int(self._meta("seq", 0)) == 0:
+                self._append(db, {"kind": "state", "state": mode, "rev": self._rev_state.version}, ts_ms)
+            body = {"kind": "passage", "ref": f"{self.gate}:{int(self._meta('seq'))}", "result": "passed",
+                    "dir": "out", "free": True}
+            if zone is not None:
+                body["zone"] = zone
+            event = self._append(db, body, ts_ms)
+            db.execute("INSERT INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
+                       (self.gate, event["seq"], zone, ts_ms))
+        return event
 
     def record_event(self, body: dict, ts_ms: int) -> dict:
         """An alarm or state event (body holds `kind` and its fields)."""
@@ -300,9 +405,14 @@ class GateStore:
         with self._tx() as db:
             if event["kind"] == "scan" and event["decision"] == "admit":
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms) VALUES (?, ?, ?, ?, ?)",
-                    (gate, event["seq"], bytes.fromhex(event["ticket"]), event.get("step"), _event_ms(event)))
+                    "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (gate, event["seq"], bytes.fromhex(event["ticket"]), event.get("step"), _event_ms(event),
+                     event.get("dir", "in"), int(bool(event.get("reentry"))), event.get("zone")))
                 return cur.rowcount > 0
+            if event["kind"] == "passage" and event.get("free") is True and event.get("dir") == "out":
+                return db.execute("INSERT OR IGNORE INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
+                                  (gate, event["seq"], event.get("zone"), _event_ms(event))).rowcount > 0
             if event["kind"] == "passage" and event["result"] == "timeout":
                 prefix, _, seq = event["ref"].rpartition(":")
                 if prefix != gate or not seq.isdigit():

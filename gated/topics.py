@@ -7,6 +7,7 @@
     gated/v1/<site>/gates/<gate>/committed    ledger -> gate    QoS 1, retained  {"seq": n}: events 1..n held (extension)
     gated/v1/<site>/revocations/<version>/<part>   central -> gates   QoS 1, retained
     gated/v1/<site>/time                      central -> gates  retained     signed time beacons
+    gated/v1/<site>/occupancy                 ledger -> all     QoS 1, retained   people inside (extension)
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def revocation_topic(site: str, version: int, part: int) -> str:
 
 def beacon_topic(site: str) -> str:
     return f"{root(site)}time"
+
+
+def occupancy_topic(site: str) -> str:
+    return f"{root(site)}occupancy"
 
 
 def events_topic_gate(topic: str, site: str | None = None) -> str | None:

@@ -38,7 +38,7 @@ from gated.boards import BoardProfile, Feedback, InputSpec, OutputSpec
 from gated.core.decide import GateMode
 from gated.core.reasons import Reason
 
-INPUT_KINDS = ("passage", "emergency", "door")
+INPUT_KINDS = ("passage", "passage_out", "emergency", "door")
 OUTPUT_NAMES = ("relay", "green", "red", "buzzer")
 PULSE_GAP_S = 0.25  # relay off between two queued pulses, so a pulse-input controller counts both
 
@@ -57,7 +57,7 @@ class Turnstile:
         self._pulser: threading.Thread | None = None
         self._latched = False
         self._closing = threading.Event()
-        self.relay = self.passage = self.emergency = self.door = None
+        self.relay = self.passage = self.passage_out = self.emergency = self.door = None
         self.green = self.red = self.buzzer = None
         try:
             self.relay = DigitalOutputDevice(profile.relay.pin, active_high=profile.relay.active_high,
@@ -191,7 +191,7 @@ class Turnstile:
             pulser.join(timeout=1)
         if self.relay is not None and not self.relay.closed:
             self.relay.off()
-        for name in ("passage", "emergency", "door", "green", "red", "buzzer", "relay"):
+        for name in ("passage", "passage_out", "emergency", "door", "green", "red", "buzzer", "relay"):
             device = getattr(self, name)
             if device is not None:
                 device.close()

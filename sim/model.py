@@ -24,6 +24,17 @@ With `[tickets] format = "pretix_sig1"` every ticket is a pretix secret (gated/c
 the product is the ticket type's position in `types`, the validity its nbf/exp, one entry); a
 forged one is then deny/bad_signature (a pretix secret names no key), and a ticket of another
 event is signed with that event's own key (`other_event_key`, which the venue trusts for it).
+With exits (scenario [exits], gates.exits / free_exits):
+    exit            leaves through a scan-out exit after a dwell time       admit/ok (dir out)
+    free_exit       leaves through a free exit (no ticket): a counted passage   admit/ok
+    reentry         comes back in after a scan-out exit                     admit/ok with gates.reentry,
+                                                                            else deny/already_used
+    return_unrecorded  comes back after a free exit: no gate knows it left  deny/already_used
+    capacity        (any entry) the zone holds its capacity                 deny/capacity, and the
+                                                                            visitor tries again
+                                                                            after the next exit
+In a zone with a capacity every movement is chained to the one before (its `after`), so the order,
+and with it who meets a full zone, is the planned one.
 
 An attempt may depend on another (a copy comes after the original passed; a retry after the
 timeout); the runner starts it no earlier than `after_gap_s` real seconds after that one ended,
@@ -175,7 +186,7 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
     pretix = scenario.ticket_format == "pretix_sig1"
     if pretix and other_event_key is None:
         raise ValueError("pretix_sig1 tickets of another event need that event's key (other_event_key)")
-    gates = scenario.gate_ids
+    gates = scenario.entry_gate_ids
     fraud = dict(scenario.fraud)
     n_copies = fraud["used_twice"] + fraud["two_gates"]
     n_plain_fraud = sum(fraud.values()) - n_copies
@@ -208,6 +219,8 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
 
     visitor = 0
     originals: list[Attempt] = []
+    entered: list[Attempt] = []  # attempts that put a visitor inside, for the exits
+    held: dict[str, list] = {}  # zone with a capacity -> its visitors' arrivals, planned in order below
     # honest visitors
     for _ in range(n_valid):
         gate = rng.choice(gates)
@@ -217,15 +230,26 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         cti = issued.claims.cti.hex()
         crowd.tickets[cti] = issued.claims.ent
         passes = rng.random() >= scenario.no_pass_share
+        if _zone(scenario, gate) in scenario.capacities:
+            held.setdefault(_zone(scenario, gate), []).append(
+                (at, visitor, gate, None if dynamic else issued.text, cti,
+                 (issued.cose, issued.claims.cti, issued.device_key) if dynamic else None, passes))
+            visitor += 1
+            continue
         first = add(visitor, gate, at, "valid", None if dynamic else issued.text, cti, True, "ok", passes=passes,
                     dynamic=(issued.cose, issued.claims.cti, issued.device_key) if dynamic else None)
         if not passes:
             # the light went green, nobody went through: after the timeout the ticket works again
-            add(visitor, gate, at, "retry", first.text, cti, True, "ok", after=first.id, after_gap_s=1.0,
-                dynamic=first.dynamic)
-        elif not dynamic and scenario.entries == 1:
-            originals.append(first)
+            entered.append(add(visitor, gate, at, "retry", first.text, cti, True, "ok", after=first.id,
+                               after_gap_s=1.0, dynamic=first.dynamic))
+        else:
+            entered.append(first)
+            if not dynamic and scenario.entries == 1:
+                originals.append(first)
         visitor += 1
+    _plan_exits(scenario, rng, entered, add, speed)
+    for zone, arrivals in held.items():
+        _plan_capacity_zone(scenario, rng, zone, arrivals, add, speed)
     # copies: they need an original that passed, at one entry per ticket
     rng.shuffle(originals)
     if len(originals) < n_copies:
@@ -296,6 +320,126 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         visitor += 1
     crowd.attempts.sort(key=lambda a: (a.at_s, a.id))
     return crowd
+
+
+def _zone(scenario: Scenario, gate: str) -> str:
+    return scenario.zone_of(gate) or ""
+
+
+def _exit_gates(scenario: Scenario, zone: str) -> list[str]:
+    return [g for g in scenario.exit_gates + scenario.free_exit_gates if _zone(scenario, g) == zone]
+
+
+def _entry_gates(scenario: Scenario, zone: str) -> list[str]:
+    return [g for g in scenario.entry_gate_ids if _zone(scenario, g) == zone]
+
+
+def _leaving(scenario: Scenario, rng: random.Random, zone: str) -> tuple[str, float, bool] | None:
+    """(exit gate, dwell seconds, comes back) for a visitor who leaves, or None."""
+    exits = _exit_gates(scenario, zone)
+    if not exits or rng.random() >= scenario.leave_share:
+        return None
+    return rng.choice(exits), rng.uniform(*scenario.dwell_s), rng.random() < scenario.return_share
+
+
+def _return_expectation(scenario: Scenario, exit_gate: str) -> tuple[str, bool, str]:
+    """(kind, admit, reason) of coming back after leaving through `exit_gate`."""
+    if scenario.direction_of(exit_gate) == "free":
+        return "return_unrecorded", False, "already_used"  # no gate knows the ticket left
+    return ("reentry", True, "ok") if scenario.reentry else ("reentry", False, "already_used")
+
+
+def _exit_kind(scenario: Scenario, gate: str) -> str:
+    return "free_exit" if scenario.direction_of(gate) == "free" else "exit"
+
+
+def _plan_exits(scenario: Scenario, rng: random.Random, entered: list[Attempt], add, speed: float) -> None:
+    """Visitors inside a zone without a capacity: some leave after a dwell time, some come back."""
+    for e in entered:
+        leaving = _leaving(scenario, rng, _zone(scenario, e.gate))
+        if leaving is None:
+            continue
+        gate, dwell, back = leaving
+        kind = _exit_kind(scenario, gate)
+        out = add(e.visitor, gate, e.at_s + dwell, kind, None if kind == "free_exit" else e.text, e.cti, True, "ok",
+                  after=e.id, after_gap_s=dwell / speed, dynamic=None if kind == "free_exit" else e.dynamic)
+        if back:
+            kind, admit, reason = _return_expectation(scenario, gate)
+            add(e.visitor, e.gate, out.at_s + 2.0, kind, e.text, e.cti, admit, reason, after=out.id,
+                after_gap_s=1.0, needs_broker=True, dynamic=e.dynamic)
+
+
+def _plan_capacity_zone(scenario: Scenario, rng: random.Random, zone: str, arrivals: list, add, speed: float) -> None:
+    """Every movement of a zone with a capacity, in one chain: who meets a full zone is denied
+    `capacity` and tries again at the same gate after the next person leaves."""
+    import heapq
+    from collections import deque
+
+    capacity = scenario.capacities[zone]
+    queue: list = []
+    order = iter(range(10**9))
+    for at, visitor, gate, text, cti, dynamic, passes in arrivals:
+        heapq.heappush(queue, (at, next(order), "enter", {"visitor": visitor, "gate": gate, "text": text, "cti": cti,
+                                                           "dynamic": dynamic, "passes": passes}))
+    inside, waiting, previous = 0, deque(), None
+
+    def chained(v, gate, at, kind, text, admit, reason, passes=True, dynamic=None):
+        nonlocal previous
+        # news from another gate (an exit, an entry) must have crossed the broker first
+        crossing = previous is not None and (previous.gate != gate or kind in ("reentry", "return_unrecorded"))
+        a = add(v["visitor"], gate, at, kind, text, v["cti"], admit, reason, passes=passes, dynamic=dynamic,
+                after=previous.id if previous else None, after_gap_s=0.6 if crossing else 0.2,
+                needs_broker=crossing)
+        previous = a
+        return a
+
+    while queue:
+        at, _, what, v = heapq.heappop(queue)
+        if what in ("enter", "reentry", "return_unrecorded"):
+            if what == "return_unrecorded" or (what == "reentry" and not scenario.reentry):
+                chained(v, v["gate"], at, what, v["text"], False, "already_used", dynamic=v["dynamic"])
+                continue
+            kind = v.get("kind_again") or ("valid" if what == "enter" else "reentry")
+            if inside >= capacity:
+                chained(v, v["gate"], at, kind, v["text"], False, "capacity", dynamic=v["dynamic"])
+                waiting.append((what, {**v, "kind_again": "capacity_retry" if what == "enter" else "reentry"}))
+                continue
+            if what == "enter" and not v["passes"]:
+                chained(v, v["gate"], at, kind, v["text"], True, "ok", passes=False, dynamic=v["dynamic"])
+                v = {**v, "passes": True, "kind_again": "retry"}
+                heapq.heappush(queue, (at + 0.1, next(order), "enter", v))
+                continue
+            chained(v, v["gate"], at, kind, v["text"], True, "ok", dynamic=v["dynamic"])
+            inside += 1
+            if what == "enter":
+                leaving = _leaving(scenario, rng, zone)
+                if leaving is not None:
+                    gate, dwell, back = leaving
+                    heapq.heappush(queue, (at + dwell, next(order), "exit", {**v, "exit_gate": gate, "back": back}))
+        elif what == "exit":
+            gate = v["exit_gate"]
+            kind = _exit_kind(scenario, gate)
+            chained(v, gate, at, kind, None if kind == "free_exit" else v["text"], True, "ok",
+                    dynamic=None if kind == "free_exit" else v["dynamic"])
+            inside -= 1
+            if v["back"]:
+                again, _, _ = _return_expectation(scenario, gate)
+                heapq.heappush(queue, (at + 2.0, next(order), again, {**v, "back": False, "kind_again": None}))
+            if waiting:
+                what_again, w = waiting.popleft()
+                heapq.heappush(queue, (at + 0.1, next(order), what_again, w))
+
+
+def expected_inside(scenario: Scenario, attempts: list[Attempt]) -> dict[str, int]:
+    """People inside per zone at the end, by the ground truth: every expected admission whose
+    visitor walks through counts one in (at an entry gate) or one out (at an exit)."""
+    inside: dict[str, int] = {}
+    for a in attempts:
+        if not a.expect_admit or not a.passes:
+            continue
+        zone = _zone(scenario, a.gate)
+        inside[zone] = inside.get(zone, 0) + (-1 if a.kind in ("exit", "free_exit") else 1)
+    return dict(sorted(inside.items()))
 
 
 def render(attempt: Attempt, gate_now: float) -> str:

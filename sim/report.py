@@ -12,6 +12,10 @@ report.json (the keys CI and operators rely on):
      "throughput_per_gate_per_min": x,          decisions per gate per minute of wall time while serving
      "denials": {reason: n},
      "admissions_over_limit": n,
+     "movements": {"entries": n, "reentries": n, "exits": n}      as the visitors went through
+     "occupancy": {"expected": {zone: n}, "ledger": {zone: n}, "capacity": {zone: n}}
+                                                people inside at the end: the ground truth, and what
+                                                the ledger counts from entries and exits
      ... plus "ok", "verdict", "held_back_events" (scans that reached the broker late: proof a fault bit), "problems", "mismatches", "faults", "gates", "end_to_end_ms", "speed",
      "answer_s" (p50/p99 seconds from showing a code to its scan event), "queue_wait_s" (p50/p99/max wall
      seconds in line before the reader), "backlog_drain_s" (per broker outage: scans made meanwhile and
@@ -23,9 +27,7 @@ signature, and any ticket admitted more often than it allows; the command exits 
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -44,7 +46,8 @@ def _p(values: list[float], q: float) -> float:
 
 def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, ledger_events: list[dict],
           duplicates_dropped: int, tickets: dict, faults: list[dict], speed: float, gate_ids: list[str],
-          notes: list[str] = (), held_back: int = 0, arrivals: dict | None = None) -> dict:
+          notes: list[str] = (), held_back: int = 0, arrivals: dict | None = None,
+          expected_inside: dict | None = None) -> dict:
     """Compare what happened with the ground truth. `ledger` is Ledger.report(); `ledger_events` the
     stored events; `tickets` cti hex -> entries allowed; `faults` as the runner carried them out."""
     decided = [a for a in attempts if a.observed_reason is not None]
@@ -81,12 +84,19 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         problems.append(f"{max(len(over), ledger_over)} tickets admitted more often than they allow")
     if not ledger.get("gates") and events_made:
         problems.append("the ledger holds nothing")
+    ledger_zones = (ledger.get("occupancy") or {}).get("zones", {})
+    ledger_inside = {z: v["inside"] for z, v in ledger_zones.items() if v["inside"]}
+    if expected_inside is not None and ledger_inside != {z: n for z, n in expected_inside.items() if n}:
+        problems.append(f"people inside at the end: the ledger counts {ledger_inside}, the ground truth {expected_inside}")
+    if ledger.get("reentries_without_exit"):
+        problems.append(f"{len(ledger['reentries_without_exit'])} tickets let back in more often than they left")
     verdict = ("PASS: every decision matched the ground truth, every event reached the ledger exactly once, "
                "no ticket was admitted beyond its limit") if not problems else "FAIL: " + "; ".join(problems)
     per_gate = {}
     for gate in gate_ids:
         mine = [a for a in decided if a.gate == gate]
-        per_gate[gate] = {"decisions": len(mine), "admits": sum(1 for a in mine if a.observed_admit),
+        per_gate[gate] = {"zone": (scenario.zone_of(gate) or "") if hasattr(scenario, "zone_of") else "",
+                          "decisions": len(mine), "admits": sum(1 for a in mine if a.observed_admit),
                           "mismatches": sum(1 for a in attempts if a.gate == gate and not a.matched),
                           "ledger_events": ledger.get("gates", {}).get(gate, {}).get("events", 0)}
     return {
@@ -100,6 +110,9 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         "throughput_per_gate_per_min": throughput,
         "denials": dict(sorted(denials.items())),
         "admissions_over_limit": max(len(over), ledger_over),
+        "movements": _movements(attempts),
+        "occupancy": {"expected": dict(expected_inside or {}), "ledger": ledger_inside,
+                      "capacity": dict(getattr(scenario, "capacities", {}) or {})},
         "ok": not problems,
         "verdict": verdict,
         "problems": problems,
@@ -140,12 +153,23 @@ def backlog_drain(faults: list[dict], attempts, arrivals: dict, speed: float) ->
     return out
 
 
+def _movements(attempts) -> dict:
+    """What the gates did, as the visitors saw it: entries (admitted and walked through, re-entries
+    included), re-entries, exits (scanned out or through a free exit). `gated report` counts the same
+    from the ledger."""
+    through = [a for a in attempts if a.observed_admit and a.passage in ("passed", None) and a.passes]
+    exits = [a for a in through if a.kind in ("exit", "free_exit")]
+    entries = [a for a in through if a.kind not in ("exit", "free_exit")]
+    return {"entries": len(entries), "reentries": sum(1 for a in entries if a.kind == "reentry"), "exits": len(exits)}
+
+
 def over_admissions(ledger_events: list[dict], tickets: dict) -> list[dict]:
     """Tickets with more admissions (not rolled back by a passage timeout) than they allow."""
     timed_out = {e.get("ref") for e in ledger_events if e.get("kind") == "passage" and e.get("result") == "timeout"}
     counts = Counter(e["ticket"] for e in ledger_events
                      if e.get("kind") == "scan" and e.get("decision") == "admit" and e.get("ticket")
-                     and e.get("id") not in timed_out)
+                     and e.get("id") not in timed_out
+                     and e.get("dir", "in") == "in" and e.get("reentry") is not True)  # exits, re-entries spend none
     out = []
     for cti, n in sorted(counts.items()):
         allowed = tickets.get(cti, 1)
@@ -156,68 +180,40 @@ def over_admissions(ledger_events: list[dict], tickets: dict) -> list[dict]:
 
 # --- for people ---------------------------------------------------------------------------------
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _shade(ax, faults: list[dict], minutes: bool = True) -> None:
-    colours = {"broker_down": "#d62728", "gate_kill": "#9467bd", "camera_stall": "#ff7f0e"}
-    seen = set()
-    for f in faults:
-        if f.get("start_sim_s") is None or f.get("end_sim_s") is None or f["kind"] not in colours:
-            continue
-        div = 60 if minutes else 1
-        label = f"{f['kind']}" + (f" {f['gate']}" if f.get("gate") else "")
-        ax.axvspan(f["start_sim_s"] / div, f["end_sim_s"] / div, color=colours[f["kind"]], alpha=0.15,
-                   label=None if label in seen else label)
-        seen.add(label)
+def _spans(faults: list[dict], minutes: bool = False) -> list[tuple[float, float, str]]:
+    """Fault windows as (start, end, label) on the simulated-seconds axis (minutes: for longer plots),
+    for plots.shade."""
+    div = 60 if minutes else 1
+    return [(f["start_sim_s"] / div, f["end_sim_s"] / div, f["kind"] + (f" {f['gate']}" if f.get("gate") else ""))
+            for f in faults if f.get("start_sim_s") is not None and f.get("end_sim_s") is not None
+            and f["kind"] in ("broker_down", "gate_kill", "camera_stall")]
 
 
 def plots(report: dict, attempts, queue_samples: list[tuple[float, dict]], speed: float) -> dict[str, str]:
     """PNG (base64) per plot. Times on the x axis are simulated seconds (wall seconds x speed), as in
     the fault list."""
-    import matplotlib
+    from gated.central import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plots.pyplot()
     faults = report["faults"]
     gates = list(report["gates"])
+    many = len(gates) > 8
     out = {}
 
-    # admissions per minute per gate, in bins fine enough for a one-minute demo
-    fig, ax = plt.subplots(figsize=(9, 3.4))
+    # admissions per minute per gate, in bins fine enough for a one-minute demo (the plot is
+    # gated/central/plots.py's, as in `gated report`)
     span = max([a.decided_at * speed for a in attempts if a.decided_at is not None] + [1.0])
     bin_s = max(5.0, round(span / 30 / 5) * 5)
-    per_gate = defaultdict(Counter)
+    per_gate = {gate: Counter() for gate in gates}
     for a in attempts:
-        if a.observed_admit and a.decided_at is not None:
-            per_gate[a.gate][int(a.decided_at * speed // bin_s)] += 1
-    bins = range(int(span // bin_s) + 1)
-    xs = [(b + 0.5) * bin_s for b in bins]
-    rate = 60 / bin_s
-    many = len(gates) > 8
-    if many:
-        total = Counter()
-        for c in per_gate.values():
-            total.update(c)
-        ax.plot(xs, [total[b] * rate / len(gates) for b in bins], label="mean per gate")
-        ax.plot(xs, [max((per_gate[g][b] for g in gates), default=0) * rate for b in bins], linestyle="--",
-                label="busiest gate")
-    else:
-        for gate in gates:
-            ax.plot(xs, [per_gate[gate][b] * rate for b in bins], marker=".", label=gate)
-    _shade(ax, faults, minutes=False)
-    ax.set_xlabel("simulated seconds from the doors opening")
-    ax.set_ylabel(f"admissions per minute ({bin_s:g} s bins)")
-    ax.set_title("Admissions per minute per gate")
-    ax.legend(fontsize=8, ncol=4)
-    out["admissions"] = _png(fig)
+        if a.observed_admit and a.decided_at is not None and a.kind not in ("exit", "free_exit"):
+            per_gate.setdefault(a.gate, Counter())[int(a.decided_at * speed // bin_s)] += 1
+    per_gate = {g: c for g, c in per_gate.items() if c or not any(per_gate.values())}
+    bins = list(range(int(span // bin_s) + 1))
+    out["admissions"] = plots.counts_per_bin(
+        per_gate, bins, xs=[(b + 0.5) * bin_s for b in bins], scale=60 / bin_s, spans=_spans(faults, minutes=False),
+        title="Admissions per minute per gate", ylabel=f"admissions per minute ({bin_s:g} s bins)",
+        xlabel="simulated seconds from the doors opening")
 
     # queue length over time
     fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -229,12 +225,12 @@ def plots(report: dict, attempts, queue_samples: list[tuple[float, dict]], speed
         else:
             for gate in gates:
                 ax.plot(xs, [q.get(gate, 0) for _, q in queue_samples], label=gate)
-    _shade(ax, faults, minutes=False)
+    plots.shade(ax, _spans(faults, minutes=False))
     ax.set_xlabel("simulated seconds from the doors opening")
     ax.set_ylabel("people waiting")
     ax.set_title("Queue length over time")
     ax.legend(fontsize=8, ncol=4)
-    out["queues"] = _png(fig)
+    out["queues"] = plots.png(fig)
 
     # latency histogram
     fig, ax = plt.subplots(figsize=(9, 3.0))
@@ -247,21 +243,26 @@ def plots(report: dict, attempts, queue_samples: list[tuple[float, dict]], speed
     ax.set_xlabel("ms from frame capture to relay command")
     ax.set_ylabel("scans")
     ax.set_title("Decision latency")
-    out["latency"] = _png(fig)
+    out["latency"] = plots.png(fig)
 
-    # denials by reason: observed beside expected
-    fig, ax = plt.subplots(figsize=(9, 3.0))
-    reasons = sorted(set(report["denials"]) | set(report["expected_denials"]))
-    xs = range(len(reasons))
-    ax.bar([x - 0.2 for x in xs], [report["expected_denials"].get(r, 0) for r in reasons], width=0.4, label="expected",
-           color="#bbbbbb")
-    ax.bar([x + 0.2 for x in xs], [report["denials"].get(r, 0) for r in reasons], width=0.4, label="gates said",
-           color="#d62728")
-    ax.set_xticks(list(xs), reasons, rotation=20, fontsize=8)
-    ax.set_ylabel("denials")
-    ax.set_title("Denials by reason")
-    ax.legend(fontsize=8)
-    out["denials"] = _png(fig)
+    # denials by reason: observed beside expected (the same bars as `gated report`)
+    out["denials"] = plots.bars(report["denials"], expected=report["expected_denials"], label="gates said",
+                                title="Denials by reason", ylabel="denials")
+
+    # people inside over time, when visitors leave: the same plot as `gated report`
+    occupancy = report.get("occupancy") or {}
+    if any(a.kind in ("exit", "free_exit") for a in attempts):
+        inside, points = Counter(), defaultdict(lambda: [(0.0, 0)])
+        zone_of = {g: v.get("zone", "") for g, v in report["gates"].items()}
+        for a in sorted((a for a in attempts if a.observed_admit and a.passes and a.decided_at is not None),
+                        key=lambda a: a.decided_at):
+            zone = zone_of.get(a.gate, "")
+            inside[zone] += -1 if a.kind in ("exit", "free_exit") else 1
+            points[zone].append((a.decided_at * speed, inside[zone]))
+        out["occupancy"] = plots.occupancy(dict(points), occupancy.get("capacity", {}),
+                                           spans=_spans(faults, minutes=False),
+                                           title="People inside per zone (as the gates decided)",
+                                           xlabel="simulated seconds from the doors opening")
     return out
 
 
@@ -272,6 +273,10 @@ def write(out_dir: Path, report: dict, attempts, queue_samples, speed: float) ->
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(report, plots(report, attempts, queue_samples, speed)))
     return json_path, html_path
+
+
+def _zones(counts: dict) -> str:
+    return ", ".join(f"{z or '(no zone)'} {n}" for z, n in counts.items()) or "nobody"
 
 
 def render_html(report: dict, images: dict[str, str]) -> str:
@@ -292,6 +297,8 @@ def render_html(report: dict, images: dict[str, str]) -> str:
                      f"longest {report['queue_wait_s']['max']:.1f} s in line before reaching the reader (wall seconds)"),
         ("throughput", f"{report['throughput_per_gate_per_min']} decisions per gate per minute"),
         ("over-admissions", report["admissions_over_limit"]),
+        ("people inside at the end", f"ledger {_zones(report.get('occupancy', {}).get('ledger', {}))}; ground truth "
+                                     f"{_zones(report.get('occupancy', {}).get('expected', {}))}"),
         ("held back", f"{report.get('held_back_events', 0)} scan events reached the broker more than 2 s after the "
                       f"decision (kept in the gate's outbox through a fault) and still arrived"),
         *[("backlog after outage", f"broker down {d['outage_start_s']:.1f}-{d['back_s']:.1f} s: "

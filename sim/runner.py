@@ -166,7 +166,27 @@ class Run:
             found.setdefault(e["seq"], e)
         return [found[s] for s in sorted(found)]
 
+    def walk_out(self, gate, a: model.Attempt) -> None:
+        """A free exit: nobody scans anything; the visitor goes through and the gate counts it."""
+        start = self.baseline(gate)
+        a.shown_at = self.clock.now()
+        gate.client.request("drive", device=self.passage_device, active=True)
+        time.sleep(0.08)
+        gate.client.request("drive", device=self.passage_device, active=False)
+        deadline = time.monotonic() + DECISION_TIMEOUT_S
+        while time.monotonic() < deadline and not self.stop.is_set():
+            found = next((e for e in self.find_events(gate, start) if e.get("kind") == "passage" and e.get("free")), None)
+            if found is not None:
+                a.decided_at = self.clock.now()
+                a.observed_admit, a.observed_reason, a.event_id = True, "ok", found.get("id")
+                a.passage = found.get("result")
+                return
+            time.sleep(0.02)
+        a.note = f"no free-exit passage event within {DECISION_TIMEOUT_S:.0f} s"
+
     def serve(self, gate, a: model.Attempt) -> None:
+        if a.kind == "free_exit":
+            return self.walk_out(gate, a)
         start = self.baseline(gate)
         text = model.render(a, time.time())
         gate.client.request("show", text=text)
@@ -428,6 +448,7 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     held_back = sum(1 for a in crowd.attempts if a.event_id in arrived and a.decided_at is not None
                     and arrived[a.event_id] - (r.clock.t0 + a.decided_at) > 2.0)
     result = report.build(scenario=scenario, attempts=crowd.attempts, visitors=crowd.visitors, events_made=made,
+                          expected_inside=model.expected_inside(scenario, crowd.attempts),
                           ledger=ledger_report, ledger_events=ledger_events, duplicates_dropped=duplicates,
                           tickets=crowd.tickets, faults=r.faults, speed=speed, gate_ids=scenario.gate_ids,
                           notes=r.notes, held_back=held_back,

@@ -10,6 +10,14 @@
                 default) or "pretix_sig1" (the codes pretix sells: rehearse with them; one entry,
                 no zones, no GT2, and the screenshot/static_copy cheats do not apply)
     [arrivals]  visitors, profile = [[t_s, rate weight], ...] (piecewise linear over duration_s)
+    [gates]     ... exits = ["g3"] (scan-out exit gates), free_exits = ["g4"] (free exits: people
+                go out without a ticket, counted), reentry (entry gates let a ticket that left back in)
+    [exits]     leave_share (honest visitors who leave before the end, at an exit gate of their
+                zone), dwell_s = [min, max] (time inside before leaving), return_share (of those who
+                left through a scan-out exit, the share who come back in: a re-entry)
+    [capacity]  zone = people it may hold; with a capacity, a zone's movements are played one
+                after the other (in planned order) so that who meets a full zone is known: they
+                are denied `capacity` and try again after the next person leaves
     [behaviour] no_pass_share (green light, nobody passes: the admission times out, they retry),
                 pass_time_s (how long a visitor takes to walk through)
     [fraud]     counts of visitors: forged, tampered, revoked_before, revoked_during, expired,
@@ -88,6 +96,21 @@ class Scenario:
     faults: tuple[Fault, ...] = field(default=())
     source: str = ""
     ticket_format: str = "gated"  # or "pretix_sig1"
+    exit_gates: tuple[str, ...] = ()
+    free_exit_gates: tuple[str, ...] = ()
+    reentry: bool = False
+    leave_share: float = 0.0
+    dwell_s: tuple[float, float] = (10.0, 30.0)
+    return_share: float = 0.0
+    capacities: dict = field(default_factory=dict)
+
+    @property
+    def entry_gate_ids(self) -> list[str]:
+        return [g for g in self.gate_ids if g not in self.exit_gates and g not in self.free_exit_gates]
+
+    def direction_of(self, gate_id: str) -> str:
+        """entry, exit (scan-out) or free (free exit)."""
+        return "exit" if gate_id in self.exit_gates else "free" if gate_id in self.free_exit_gates else "entry"
 
     @property
     def gate_ids(self) -> list[str]:
@@ -124,10 +147,13 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     problems: list[str] = []
     r = _Reader(problems)
     for key in raw:
-        if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults"):
+        if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults", "exits", "capacity"):
             problems.append(f"{key}: unknown section")
     sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
-    ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps"))
+    ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps", "exits",
+                                "free_exits", "reentry"))
+    ex = r.table(raw, "exits", ("leave_share", "dwell_s", "return_share"), required=False)
+    capacity = raw.get("capacity", {})
     ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share", "format"), required=False)
     ar = r.table(raw, "arrivals", ("visitors", "profile"))
     be = r.table(raw, "behaviour", ("no_pass_share", "pass_time_s"), required=False)
@@ -162,6 +188,36 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     if fraud["revoked_during"] and any(f.start_s <= revocations_at <= f.end_s for f in faults if f.kind == "broker_down"):
         problems.append("fraud.revocations_at_s: falls inside a broker outage; the revocation could not go out")
 
+    gate_ids = {f"g{i + 1}" for i in range(gates)}
+    exit_lists = {}
+    for key in ("exits", "free_exits"):
+        value = ga.get(key, [])
+        if not (isinstance(value, list) and all(g in gate_ids for g in value)):
+            problems.append(f"gates.{key}: expected a list of gate ids g1..g{gates}, got {value!r}")
+            value = []
+        exit_lists[key] = tuple(value)
+    if set(exit_lists["exits"]) & set(exit_lists["free_exits"]):
+        problems.append("gates.free_exits: a gate is either a scan-out exit or a free exit")
+    if len(set(exit_lists["exits"]) | set(exit_lists["free_exits"])) >= gates:
+        problems.append("gates.exits: at least one gate must be an entry")
+    dwell = ex.get("dwell_s", [10, 30])
+    if not (isinstance(dwell, list) and len(dwell) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in dwell)
+            and dwell[0] <= dwell[1]):
+        problems.append(f"exits.dwell_s: expected [min, max] seconds, got {dwell!r}")
+        dwell = [10, 30]
+    if not (isinstance(capacity, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                               for v in capacity.values())):
+        problems.append(f"capacity: expected zone = people (integers >= 1), got {capacity!r}")
+        capacity = {}
+    for zone in capacity:
+        if zone not in zones:
+            problems.append(f"capacity.{zone}: not one of gates.zones")
+    leave_share = r.get(ex, "exits.leave_share", float, 0.0, minimum=0, maximum=1)
+    if (leave_share or capacity) and not exit_lists["exits"] and not exit_lists["free_exits"]:
+        problems.append("exits: visitors who leave, and a capacity, need exit gates (gates.exits or gates.free_exits)")
+    if capacity and (fraud["used_twice"] or fraud["two_gates"]):
+        problems.append("capacity: copied tickets (fraud.used_twice, two_gates) are not planned with a capacity")
+
     scenario = Scenario(
         name=r.get(sc, "scenario.name", str) or "?", site=r.get(sc, "scenario.site", str) or "site",
         event=r.get(sc, "scenario.event", str) or "EVENT", seed=r.get(sc, "scenario.seed", int, 1),
@@ -177,7 +233,12 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         no_pass_share=r.get(be, "behaviour.no_pass_share", float, 0.0, minimum=0, maximum=0.5),
         pass_time_s=r.get(be, "behaviour.pass_time_s", float, 0.3, minimum=0),
         fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source,
-        ticket_format=r.get(ti, "tickets.format", str, "gated"))
+        ticket_format=r.get(ti, "tickets.format", str, "gated"),
+        exit_gates=exit_lists["exits"], free_exit_gates=exit_lists["free_exits"],
+        reentry=r.get(ga, "gates.reentry", bool, False), leave_share=leave_share or 0.0,
+        dwell_s=(float(dwell[0]), float(dwell[1])),
+        return_share=r.get(ex, "exits.return_share", float, 0.0, minimum=0, maximum=1),
+        capacities={str(k): int(v) for k, v in capacity.items()})
     if scenario.zoned and not scenario.zones:
         problems.append("tickets.zoned: needs gates.zones")
     if scenario.ticket_format not in TICKET_FORMATS:

@@ -333,6 +333,13 @@ class Venue:
                 "state_dir": str(directory / "state")}
         if sc.zone_of(gate_id):
             gate["zone"] = sc.zone_of(gate_id)
+        direction = sc.direction_of(gate_id)
+        if direction in ("exit", "free"):
+            gate["direction"], gate["exit"] = "exit", "scan" if direction == "exit" else "free"
+        else:
+            gate["reentry"] = sc.reentry
+            if sc.zone_of(gate_id) in sc.capacities:
+                gate["capacity"] = sc.capacities[sc.zone_of(gate_id)]
         return {
             "gate": gate,
             "camera": {"source": "synthetic:", "width": 640, "height": 480, "fps": sc.fps},
@@ -367,6 +374,8 @@ class Venue:
         tickets = self.work / "central" / "tickets.csv"
         if tickets.exists():
             argv += ["--tickets", str(tickets)]
+        for zone, capacity in sorted(self.scenario.capacities.items()):
+            argv += ["--capacity", f"{zone}={capacity}"]
         log_path = self.work / "ledger.log"
         with log_path.open("ab") as log:
             self.ledger_process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,

@@ -53,6 +53,21 @@ ROWS = [
     ("stale_code: from the future", dynamic(step=STEP + 2), {}, Facts(), Reason.STALE_CODE),
     ("emergency", static(), {"mode": GateMode.EMERGENCY}, Facts(), Reason.EMERGENCY),
     ("locked", static(), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
+    # exits, re-entry, capacity (docs/protocol.md part 2, "Exits, re-entry and occupancy")
+    ("exit: a used, revoked ticket leaves", static(), {"direction": "out"}, Facts(admissions=1, revoked=True), Reason.OK),
+    ("exit: an expired ticket leaves", static(exp=NOW - 9999), {"direction": "out"}, Facts(), Reason.OK),
+    ("exit: wrong_event all the same", static(aud="OTHER"), {"direction": "out"}, Facts(), Reason.WRONG_EVENT),
+    ("re-entry after a recorded exit", static(), {"reentry": True}, Facts(admissions=1, outside=True), Reason.OK),
+    ("already_used: re-entry allowed, never left", static(), {"reentry": True}, Facts(admissions=1), Reason.ALREADY_USED),
+    ("re-entry: the ticket allows it (rex)", static(rex=True), {}, Facts(admissions=1, outside=True), Reason.OK),
+    ("already_used: rex, never left", static(rex=True), {}, Facts(admissions=1), Reason.ALREADY_USED),
+    ("already_used: left, gate without re-entry", static(), {}, Facts(admissions=1, outside=True), Reason.ALREADY_USED),
+    ("capacity", static(), {"capacity": 10}, Facts(zone_inside=10), Reason.CAPACITY),
+    ("capacity: a re-entry too", static(), {"capacity": 10, "reentry": True},
+     Facts(admissions=1, outside=True, zone_inside=12), Reason.CAPACITY),
+    ("ok: one below capacity", static(), {"capacity": 10}, Facts(zone_inside=9), Reason.OK),
+    ("already_used before capacity", static(), {"capacity": 10}, Facts(admissions=1, zone_inside=10), Reason.ALREADY_USED),
+    ("revoked before capacity", static(), {"capacity": 1}, Facts(revoked=True, zone_inside=5), Reason.REVOKED),
     # precedence: one scan, one reason
     ("locked before malformed", Rejection(Reason.MALFORMED, "x"), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
     ("wrong_event before expired", static(aud="X", exp=NOW - 9999), {}, Facts(), Reason.WRONG_EVENT),
@@ -80,3 +95,12 @@ def test_decision_carries_ticket_id_and_detail():
     decision = decide(static(cti=cti, exp=NOW - 1000), GATE, Facts(), NOW)
     assert decision.cti == cti and "valid until" in decision.detail
     assert decide(Rejection(Reason.MALFORMED, "base45: bad"), GATE, Facts(), NOW).cti is None
+
+
+def test_exits_and_reentries_say_so():
+    exit_ = decide(static(), replace(GATE, direction="out"), Facts(admissions=1), NOW)
+    assert exit_.admit and exit_.direction == "out" and not exit_.reentry
+    back = decide(static(), replace(GATE, reentry=True), Facts(admissions=1, outside=True), NOW)
+    assert back.admit and back.reentry and back.direction == "in"
+    first = decide(static(ent=2), replace(GATE, reentry=True), Facts(admissions=0), NOW)
+    assert first.admit and not first.reentry  # no exit recorded: an ordinary entry, one spent

@@ -7,7 +7,7 @@ import pytest
 from gated.core import gatestate as gs
 from gated.core.decide import GateMode
 from gated.core.gatestate import (
-    Closed, CloseRelay, Confirm, EmergencyOff, EmergencyOn, GateState, Grant, LatchRelay, Lock, ModeChanged,
+    Closed, CountExit, ExitPassage, CloseRelay, Confirm, EmergencyOff, EmergencyOn, GateState, Grant, LatchRelay, Lock, ModeChanged,
     Opened, OpenRelay, Passage, PendingGrant, Phase, RaiseAlarm, RollBack, Tick, Unlock, UnlatchRelay,
 )
 
@@ -26,6 +26,7 @@ ROWS = [
     # phase, input, phase after, effects
     (I, Grant(5, "g:2"), G, [OpenRelay()]),
     (I, Passage(5), I, [RaiseAlarm("forced_entry")]),
+    (I, ExitPassage(5), I, [CountExit()]),
     (I, Opened(5), I, []),
     (I, Closed(5), I, []),
     (I, Tick(5), I, []),
@@ -36,6 +37,7 @@ ROWS = [
 
     (G, Grant(5, "g:2"), G, [OpenRelay()]),
     (G, Passage(5), I, [Confirm("g:1"), CloseRelay()]),
+    (G, ExitPassage(5), G, [CountExit()]),
     (G, Opened(5), G, []),
     (G, Closed(5), G, []),
     (G, Tick(10), I, [RollBack("g:1"), CloseRelay()]),  # nobody passed by the deadline
@@ -47,6 +49,7 @@ ROWS = [
 
     (L, Grant(5, None), G, [OpenRelay()]),  # a remote open while locked
     (L, Passage(5), L, [RaiseAlarm("forced_entry")]),
+    (L, ExitPassage(5), L, [CountExit()]),
     (L, Opened(5), L, []),
     (L, Closed(5), L, []),
     (L, Tick(5), L, []),
@@ -57,6 +60,7 @@ ROWS = [
 
     (E, Grant(5, "g:2"), E, [RollBack("g:2")]),
     (E, Passage(5), E, []),  # free passage: no forced entry
+    (E, ExitPassage(5), E, [CountExit()]),  # people going out are counted in an emergency too
     (E, Opened(5), E, []),
     (E, Closed(5), E, []),
     (E, Tick(5), E, []),
@@ -70,7 +74,7 @@ ROWS = [
 def test_rows_cover_the_table_exactly():
     covered = {(phase, type(event)) for phase, event, _, _ in ROWS}
     assert covered == set(gs.TABLE)
-    assert len(ROWS) == len(gs.TABLE) == 4 * 9
+    assert len(ROWS) == len(gs.TABLE) == 4 * 10
 
 
 @pytest.mark.parametrize("phase, event, after, effects", ROWS,

@@ -27,7 +27,7 @@ def left_energised(factory, board) -> None:
     turnstile = Turnstile(board, pin_factory=factory)
     turnstile.latch()
     assert relay_on(factory, board)
-    for name in ("relay", "passage", "emergency", "door", "green", "red", "buzzer"):  # the process is gone:
+    for name in ("relay", "passage", "passage_out", "emergency", "door", "green", "red", "buzzer"):  # the process is gone:
         device = getattr(turnstile, name)
         if device is not None:  # an input's pins are reserved by its gpiozero device (Input.device)
             factory.release_all(getattr(device, "device", device))

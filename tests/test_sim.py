@@ -243,6 +243,19 @@ def test_report_passes_only_when_everything_matches(tmp_path):
     assert r["admissions_over_limit"] == 1 and not r["ok"]
     rolled_back = over + [{"kind": "passage", "id": "g1:3", "ref": "g1:1", "result": "timeout"}]
     assert _build(good, _ledger(), ledger_events=rolled_back)["admissions_over_limit"] == 0
+    out_and_back = [over[0], {"kind": "scan", "id": "g3:1", "decision": "admit", "ticket": "ab" * 16, "dir": "out"},
+                    dict(over[1], reentry=True)]
+    assert _build(good, _ledger(), ledger_events=out_and_back)["admissions_over_limit"] == 0  # no entry spent
+
+    def counted(inside):
+        return {**_ledger(), "occupancy": {"zones": {"hall": {"inside": inside, "entries": 5, "exits": 5 - inside}}}}
+
+    s = scenario.load(SCENARIOS / "demo.toml")
+    base = dict(scenario=s, attempts=good, visitors=2, events_made=10, ledger_events=[], duplicates_dropped=0,
+                tickets={}, faults=[], speed=1.0, gate_ids=["g1", "g2"])
+    assert report.build(ledger=counted(3), expected_inside={"hall": 3}, **base)["ok"]
+    wrong = report.build(ledger=counted(2), expected_inside={"hall": 3}, **base)
+    assert not wrong["ok"] and "people inside" in wrong["verdict"]
 
 
 def test_report_files_open_offline(tmp_path):
@@ -417,3 +430,85 @@ def test_pretix_venue_matches_ground_truth(tmp_path):
     _assert_clean(result, tmp_path, s)
     assert set(result["denials"]) == {"bad_signature", "malformed", "revoked", "expired", "wrong_event",
                                       "already_used"}
+
+
+# --- exits, re-entry, a capacity; and `gated report` on the rehearsal's ledger ---------------------
+
+def test_exits_scenario_plans_capacity_denials_reentries_and_free_exits(issuer):
+    s = scenario.load(SCENARIOS / "exits.toml")
+    assert s.exit_gates == ("g3",) and s.free_exit_gates == ("g4",) and s.capacities == {"hall": 8}
+    crowd = model.build(s, issuer, int(time.time()), speed=2.0)
+    kinds = Counter((a.kind, a.expect_reason) for a in crowd.attempts)
+    assert kinds[("exit", "ok")] and kinds[("free_exit", "ok")] and kinds[("reentry", "ok")]
+    assert kinds[("return_unrecorded", "already_used")]  # left through the free exit: no gate knows
+    assert sum(n for (k, r), n in kinds.items() if r == "capacity") >= 2  # the crowd meets the full hall
+    assert all(a.gate in s.entry_gate_ids for a in crowd.attempts if a.kind not in ("exit", "free_exit"))
+    # the ground truth never puts more than the capacity inside
+    inside, peak = 0, 0
+    for a in crowd.attempts:
+        if a.expect_admit and a.passes and a.kind != "forged":
+            inside += -1 if a.kind in ("exit", "free_exit") else 1
+            peak = max(peak, inside)
+    assert peak == 8 and model.expected_inside(s, crowd.attempts) == {"hall": inside}
+
+
+def test_a_scenario_with_a_capacity_needs_exits_and_names_its_zones():
+    raw = {"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": 10},
+           "gates": {"count": 2, "zones": ["hall"], "exits": ["g5"]}, "arrivals": {"visitors": 10},
+           "capacity": {"attic": 5}}
+    with pytest.raises(scenario.ScenarioError) as err:
+        scenario.from_dict(raw, source="bad.toml")
+    text = str(err.value)
+    for needle in ("gates.exits", "capacity.attic", "need exit gates"):
+        assert needle in text, needle
+    raw["capacity"] = {"hall": 0}
+    with pytest.raises(scenario.ScenarioError, match="integers >= 1"):
+        scenario.from_dict(raw, source="bad.toml")
+
+
+@pytest.mark.slow  # a whole venue with exits and a capacity: about 35 s on two shared cores
+def test_exits_venue_ledger_occupancy_is_the_ground_truth_and_gated_report_agrees(tmp_path, capsys):
+    from gated.cli import main
+    from tests.test_wallet import CHROMIUM, chromium
+
+    s, result = _run_venue("exits", tmp_path, speed=2.0)
+    _assert_clean(result, tmp_path, s)
+    assert result["occupancy"]["ledger"] == result["occupancy"]["expected"]
+    assert result["occupancy"]["ledger"]["hall"] > 0
+    assert result["denials"].get("capacity", 0) >= 2 and result["movements"]["reentries"] >= 1
+
+    ledger_db = tmp_path / "out" / "work" / "ledger.db"
+    import sqlite3
+
+    with sqlite3.connect(ledger_db) as db:
+        sources = {json.loads(b).get("occupancy_source") for (b,) in db.execute("SELECT body FROM events WHERE kind = 'scan'")}
+    assert "central" in sources  # the entry gates heard the ledger's occupancy topic and used it
+    day = tmp_path / "day"
+    assert main(["report", "--db", str(ledger_db), "--out", str(day), "--bin-minutes", "1"]) == 0, capsys.readouterr()
+    report_json = json.loads((day / "report.json").read_text())
+    # the same totals as the rehearsal's own report (which counts what the visitors met)
+    assert report_json["totals"]["events"] == result["events"]["in_ledger"]
+    assert report_json["denials"] == result["denials"]
+    assert {k: report_json["totals"][k] for k in ("entries", "reentries", "exits")} == result["movements"]
+    assert {z: v["inside_at_end"] for z, v in report_json["occupancy"]["zones"].items()} == result["occupancy"]["ledger"]
+    assert report_json["occupancy"]["zones"]["hall"]["peak"] == 8 == report_json["occupancy"]["zones"]["hall"]["capacity"]
+    assert report_json["integrity"]["over_admitted"] == [] and result["admissions_over_limit"] == 0
+    assert report_json["ok"]
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium; make test-tools)")
+    page = (day / "report.html").as_uri()
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000",
+                           "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "CONSOLE" not in done.stderr and "Failed to load" not in done.stderr, done.stderr[-2000:]
+    dom = done.stdout
+    assert dom.index("CLEAN") < dom.index("<h2>") and dom.count('src="data:image/png;base64,') == 5
+    shot = tmp_path / "day.png"
+    chromium(tmp_path, page, f"--screenshot={shot}", "--window-size=1000,3000")
+    import cv2
+
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[0] == 3000
+    assert (image.std(axis=(0, 1)) > 10).all()  # plots drawn, not a blank page

@@ -32,7 +32,8 @@ def test_base45_rfc9285_examples():
 
 
 def test_round_trip_keeps_every_claim(authority):
-    claims = authority.claims(iss="box office", iat=1_700_000_000, typ="vip", ent=3, zon=("north", "vip"), seat="A12")
+    claims = authority.claims(iss="box office", iat=1_700_000_000, typ="vip", ent=3, zon=("north", "vip"), seat="A12",
+                              rex=True)
     text = ticket.encode_static(claims, authority.issuer)
     assert text.startswith("GT1:") and len(text) <= ticket.MAX_TEXT
     assert set(text[4:]) <= set(base45.ALPHABET)
@@ -72,7 +73,7 @@ def _payload(authority, **changes) -> bytes:
     claims = authority.claims().to_cbor_map()
     for key, value in changes.items():
         number = {"cti": 7, "aud": 3, "nbf": 5, "exp": 4, "iss": 1, "iat": 6, "typ": -1, "ent": -2, "zon": -3,
-                  "seat": -4, "dev": -5}[key]
+                  "seat": -4, "dev": -5, "rex": -6}[key]
         if value is _DROP:
             claims.pop(number)
         else:
@@ -86,7 +87,7 @@ _DROP = object()
 @pytest.mark.parametrize("claim,value", [
     ("cti", b"short"), ("cti", "0123456789abcdef"), ("aud", 7), ("nbf", -1), ("nbf", 1.5), ("exp", "soon"),
     ("exp", True), ("iss", b"bytes"), ("iat", "x"), ("typ", 1), ("ent", -2), ("zon", "north"), ("zon", [1]),
-    ("seat", 12), ("dev", b"x" * 31),
+    ("seat", 12), ("dev", b"x" * 31), ("rex", 1), ("rex", "yes"),
 ])
 def test_wrong_type_of_a_known_claim_is_malformed(authority, claim, value):
     result = read_code(_sign1(authority, _payload(authority, **{claim: value})), authority.keyring)

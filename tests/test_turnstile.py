@@ -30,7 +30,7 @@ def test_every_device_uses_the_factory_given_and_starts_safe(pins, path):
             assert device.pin_factory is not Device.pin_factory or Device.pin_factory is pins
         assert turnstile.relay.value == 0
         assert level(pins, board.relay.pin) is (not board.relay.active_high)  # relay off at its polarity
-        for kind in ("passage", "emergency", "door"):
+        for kind in ("passage", "passage_out", "emergency", "door"):
             assert (getattr(turnstile, kind) is not None) == (getattr(board, kind) is not None)
             if getattr(board, kind) is not None:
                 assert turnstile.input_active(kind) is False  # nothing happening on an idle mock board

@@ -22,9 +22,9 @@ class IssuedTicket:
 
 
 def new_claims(*, event: str, nbf: int, exp: int, typ: str = "general", ent: int = 1, zones=None, seat=None,
-               iss=None, iat=None, dev: bytes | None = None) -> ticket.Claims:
+               iss=None, iat=None, dev: bytes | None = None, rex: bool = False) -> ticket.Claims:
     return ticket.Claims(cti=os.urandom(16), aud=event, nbf=nbf, exp=exp, iss=iss, iat=iat, typ=typ, ent=ent,
-                         zon=tuple(zones) if zones else None, seat=seat, dev=dev)
+                         zon=tuple(zones) if zones else None, seat=seat, dev=dev, rex=rex)
 
 
 def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool = False) -> IssuedTicket:

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gated.central import occupancy as occ
 from gated.core.errors import GatedError
 from gated.core import events as ev
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
@@ -80,6 +81,7 @@ class Ledger:
         self.db = open_db(target)
         self.where = self.db.where
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ledger-verify") if workers > 1 else None
+        occ.backfill(self.db)  # movements of events stored before the occupancy tables (migration 3)
         self._keys: dict[str, object] = {}
 
     def close(self) -> None:
@@ -327,6 +329,8 @@ class Ledger:
                 self._problem(result, "conflict", f"second event with id {event_id} and another hash "
                               f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
                               received_ms, gate, seq, event_id)
+            if fresh:
+                occ.record(self.db, event)  # its movement, if it moves somebody (occupancy, issue #16)
             held.append(fresh or existing.get(event_id) == event["hash"])
         return held
 
@@ -406,7 +410,8 @@ class Ledger:
                     "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
                     + db.group_concat("e.gate") + " "
                     "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
-                    "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL AND NOT EXISTS ("
+                    "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL "
+                    f"AND NOT {occ.not_an_entry_sql('e')} AND NOT EXISTS ("
                     "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
                     "  AND p.result = 'timeout') "
                     "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
@@ -417,10 +422,33 @@ class Ledger:
                   ("events", "admits", "missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts", "malformed")}
         totals["over_admitted"] = len(over)
         totals["quarantined"] = quarantined
+        reentries = occ.reentries_without_exit(db)
+        totals["reentries_without_exit"] = len(reentries)
         clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
-                                            "malformed", "over_admitted"))
+                                            "malformed", "over_admitted", "reentries_without_exit"))
         return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
-                "clean": clean}
+                "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
+
+    def set_capacity(self, zone: str, capacity: int) -> None:
+        """A zone's capacity, for the occupancy message and the reports."""
+        self.db.begin()
+        try:
+            occ.set_capacity(self.db, zone, capacity)
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.commit()
+
+    def occupancy(self) -> dict:
+        return occ.occupancy(self.db)
+
+    def occupancy_as_of(self) -> tuple[dict, dict[str, int]]:
+        """The occupancy and, per gate, the highest seq it was counted from (one read transaction)."""
+        self.db.begin()
+        try:
+            return occ.occupancy(self.db), dict(self.db.execute("SELECT gate, MAX(seq) FROM events GROUP BY gate"))
+        finally:
+            self.db.commit()
 
 
 class _MessageFailed(GatedError):
@@ -461,6 +489,14 @@ def format_report(report: dict) -> str:
         for t in report["over_admitted"]:
             how = "assumed 1, no tickets CSV row" if t["assumed"] else "from tickets CSV"
             lines.append(f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}")
+    if report.get("reentries_without_exit"):
+        lines.append("tickets let back in more often than they were recorded leaving (gates that could not hear each other):")
+        for t in report["reentries_without_exit"]:
+            lines.append(f"  {t['ticket']}  {t['reentries']} re-entries, {t['exits']} exits at {', '.join(t['gates'])}")
+    occupancy = report.get("occupancy") or {"zones": {}}
+    for zone, z in occupancy["zones"].items():
+        limit = f" of {z['capacity']}" if z["capacity"] is not None else ""
+        lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
     totals = report["totals"]
     lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
                  f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
@@ -494,9 +530,10 @@ class LedgerService:
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
     def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True):
+                 publish_committed: bool = True, occupancy_every_s: float = 1.0):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
-        highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md)."""
+        highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
+        `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py)."""
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.mqtt import MqttLink
@@ -507,6 +544,9 @@ class LedgerService:
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
+        self.occupancy_every_s = occupancy_every_s
+        self._occupancy_due = 0.0  # monotonic time the next occupancy message may go out
+        self._occupancy_dirty = True  # publish once on start, then after new events
 
     def start(self) -> "LedgerService":
         self.link.start()
@@ -533,6 +573,7 @@ class LedgerService:
         except queue.Empty:
             pass
         if not messages:
+            self.publish_occupancy()
             return None
         result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
         for message in messages:
@@ -544,7 +585,24 @@ class LedgerService:
         self.stored += result.new
         for problem in result.problems:
             log.warning("ledger problem", **problem)
+        self._occupancy_dirty = self._occupancy_dirty or result.new > 0
+        self.publish_occupancy()
         return result
+
+    def publish_occupancy(self) -> None:
+        """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),
+        at most every `occupancy_every_s`, after new events (gates with a capacity and `gated status`
+        read it)."""
+        now = time.monotonic()
+        if not self._occupancy_dirty or now < self._occupancy_due or not self.link.connected:
+            return
+        from gated.core.occupancy import encode_occupancy
+        from gated.topics import occupancy_topic
+
+        figures, as_of = self.ledger.occupancy_as_of()
+        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"],
+                                                                       time.time_ns() // 1_000_000, as_of), 1, True)
+        self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
 
     def run(self, stop=None) -> None:
         """Until `stop` (a threading.Event) is set, or forever."""

@@ -78,6 +78,20 @@ _PROGRESS = """
 _SQLITE_MIGRATIONS.append(_PROGRESS.format(int="INTEGER"))
 _POSTGRES_MIGRATIONS.append(_PROGRESS.format(int="BIGINT"))
 
+# 3 (both): movements and zone capacities for occupancy (gated/central/occupancy.py, issue #16);
+# a ledger made before it gets its movements from the stored events when it is opened
+_MOVEMENTS = """
+    CREATE TABLE IF NOT EXISTS movements (
+        id TEXT PRIMARY KEY, gate TEXT NOT NULL, seq {int} NOT NULL, ticket TEXT, zone TEXT NOT NULL,
+        dir TEXT NOT NULL, reentry INTEGER NOT NULL, free INTEGER NOT NULL, ts TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS movements_by_ticket ON movements (ticket) WHERE ticket IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS movements_by_ts ON movements (ts);
+    CREATE TABLE IF NOT EXISTS capacities (zone TEXT PRIMARY KEY, capacity INTEGER NOT NULL);
+"""
+_SQLITE_MIGRATIONS.append(_MOVEMENTS.format(int="INTEGER"))
+_POSTGRES_MIGRATIONS.append(_MOVEMENTS.format(int="BIGINT"))
+
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
 

@@ -387,8 +387,9 @@ def check_gpio(cfg, timeout) -> Finding:
         return Finding(FAIL, "gpio", f"board {board.name}: pins not claimable ({type(exc).__name__}: {exc}); "
                                      f"is gated (or another program) running, is this user in group gpio?")
     try:
-        pins = [str(getattr(turnstile, name).pin) for name in ("relay", "passage", "emergency", "door", "green", "red",
-                                                               "buzzer") if getattr(turnstile, name) is not None]
+        pins = [str(getattr(turnstile, name).pin) for name in ("relay", "passage", "passage_out", "emergency", "door",
+                                                               "green", "red", "buzzer")
+                if getattr(turnstile, name) is not None]
         kind = type(turnstile.relay.pin_factory).__name__
     finally:
         turnstile.close()

@@ -36,6 +36,9 @@ def register(sub) -> None:
                    help="threads checking signatures (default: CPUs, at most 4)")
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
+    p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
+                   help="people zone ZONE may hold (repeat): shown with the occupancy published on "
+                        "gated/v1/<site>/occupancy and in reports")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 
@@ -106,6 +109,7 @@ def run_ledger(args) -> int:
         raise CommandError("give --partition or --group, not both")
     ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers),
                           args.partition)
+    _set_capacities(ledger, args.capacity)
     service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -140,6 +144,17 @@ def run_ledger(args) -> int:
         ledger.close()
     print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
     return 0
+
+
+def _set_capacities(ledger, options) -> None:
+    from gated.central.occupancy import parse_capacity
+
+    for option in options:
+        try:
+            zone, capacity = parse_capacity(option)
+        except ValueError as exc:
+            raise CommandError(f"--capacity {exc}") from None
+        ledger.set_capacity(zone, capacity)
 
 
 def run_reconcile(args) -> int:

@@ -18,7 +18,15 @@ Checks run in a fixed order so that one scan always yields one reason:
                 a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
     the lists   revoked -> REVOKED; entries used up (ent; for a pretix ticket the gate's
                 `pretix_entries`) or this GT2 step seen -> ALREADY_USED
+                unless re-entry is allowed (the gate's `reentry`, or the ticket's `rex` claim) and the ticket has left since it
+                last came in (`facts.outside`: more exits recorded than re-entries): then a
+                re-entry, no entry spent
+    the zone    the gate has a capacity and its zone holds that many (`facts.zone_inside`) -> CAPACITY
     otherwise   OK, admit
+
+An exit gate (`direction="out"`, a scan-out exit) lets a readable ticket of its event out: after
+the gate mode, the codec, `static_copy` and `wrong_event`, every exit is OK (a revoked, used or
+expired ticket still leaves; the exit is recorded against the ticket).
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ class GateContext:
     products: frozenset[str] | None = None  # None: every product; else the ones this gate admits
     pretix_entries: int = 1  # entries a pretix ticket allows (its secret states none); 0 = unlimited
     pretix_subevents: frozenset[int] | None = None  # None: every date of a pretix event series; else these
+    direction: str = "in"  # "in": an entry gate (scans admit); "out": a scan-out exit gate
+    reentry: bool = False  # a ticket whose latest movement is an exit may come in again, no entry spent
+    capacity: int | None = None  # people the gate's zone may hold (None: no limit)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class Facts:
     admissions: int = 0
     step_seen: bool = False
     rev_version: int = 0
+    outside: bool = False  # the ticket has more recorded exits than re-entries (own and peers' events)
+    zone_inside: int = 0  # people in the gate's zone, as the gate knows it (only read with a capacity)
+    occupancy_source: str = ""  # which figure zone_inside is: "central" (the ledger's) or "local"
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,10 @@ class Decision:
     ticket: Ticket | None = None
     cti: bytes | None = None
     detail: str = ""
+    direction: str = "in"  # "out": an exit scan
+    reentry: bool = False  # an entry after a recorded exit: no entry spent
+    inside: int | None = None  # at a gate with a capacity: the people inside its zone it judged with
+    occupancy_source: str = ""  # and which figure that was ("central" or "local")
 
     @property
     def word(self) -> str:
@@ -94,6 +112,8 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r} date (subevent) {code.subevent or 'none'}")
     if gate.products is not None and not gate.products.intersection(products_of(code)):
         return deny(Reason.WRONG_ZONE, f"product {products_of(code)[-1]!r} is not admitted at this gate")
+    if gate.direction == "out":
+        return Decision(True, Reason.OK, ticket, cti, "exit", direction="out")
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
     if not time_trusted:
@@ -110,12 +130,19 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.STALE_CODE, f"code step {code.step}, now {int(now // STEP_SECONDS)}")
     if facts.revoked:
         return deny(Reason.REVOKED, f"on revocation list v{facts.rev_version}")
-    if code.dynamic and facts.step_seen:
+    reentry = (gate.reentry or claims.rex) and facts.outside
+    if code.dynamic and facts.step_seen and not reentry:
         return deny(Reason.ALREADY_USED, f"code step {code.step} already shown")
     entries = gate.pretix_entries if _is_pretix(code) else claims.ent
-    if entries and facts.admissions >= entries:
+    if entries and facts.admissions >= entries and not reentry:
         return deny(Reason.ALREADY_USED, f"{facts.admissions} of {entries} entries used")
-    return Decision(True, Reason.OK, ticket, cti)
+    counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
+    if gate.capacity is not None and facts.zone_inside >= gate.capacity:
+        return Decision(False, Reason.CAPACITY, ticket, cti,
+                        f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}", **counted)
+    if reentry:
+        return Decision(True, Reason.OK, ticket, cti, "re-entry after a recorded exit", reentry=True, **counted)
+    return Decision(True, Reason.OK, ticket, cti, **counted)
 
 
 def products_of(ticket: Ticket) -> tuple[str, ...]:

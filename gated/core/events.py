@@ -29,6 +29,7 @@ VERSION = 1
 GENESIS = "0" * 64
 KINDS = ("scan", "passage", "alarm", "state")
 ALARMS = ("forced_entry", "held_open", "emergency_on", "emergency_off", "tamper")
+DIRECTIONS = ("in", "out")  # the optional `dir` of scan and passage events (part 2); absent: in
 
 # Bounds on an event message (docs/protocol.md, "Event messages in"): checked before and while parsing.
 MAX_BYTES = 16384        # one event message; a gate's events are well under 2 KiB
@@ -172,7 +173,7 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None) ->
             return "ref must be the id of an earlier scan of the same gate"
         if event.get("result") not in ("passed", "timeout"):
             return "result must be passed or timeout"
-        return ""
+        return _movement_problem(event)
     if kind == "alarm":
         return "" if event.get("alarm") in ALARMS else f"alarm must be one of {', '.join(ALARMS)}"
     if kind == "state":
@@ -201,6 +202,21 @@ def _scan_problem(event: dict) -> str:
             return f"{name} missing or not an integer in 0..2^63-1"
     if "step" in event and event["step"] is not None and not _uint(event["step"]):
         return "step must be an integer in 0..2^63-1"
+    return _movement_problem(event)
+
+
+def _movement_problem(event: dict) -> str:
+    """The optional fields of exits and re-entries (docs/protocol.md part 2, "Exits, re-entry and
+    occupancy"): absent they mean an entry, as in part 1."""
+    if event.get("dir", "in") not in DIRECTIONS:
+        return "dir must be in or out"
+    for name in ("reentry", "free"):
+        if name in event and type(event[name]) is not bool:
+            return f"{name} must be a boolean"
+    if event.get("free") and (event["kind"] != "passage" or event.get("dir") != "out"):
+        return "free is for exit passages (dir out) only"
+    if event.get("reentry") and (event["kind"] != "scan" or event.get("dir", "in") != "in"):
+        return "reentry is for entry scans only"
     return ""
 
 

@@ -22,6 +22,8 @@ Rules the table encodes:
 - an admission is confirmed by the first passage after it, or rolled back when nobody passed
   within `passage_timeout_s` (the ticket then works again);
 - a passage with no admission waiting is `forced_entry` (also when locked);
+- a free exit (ExitPassage: the out contact of a sensor that tells direction, or the passage
+  sensor of a free-exit gate) is counted (CountExit) in every phase and changes nothing else;
 - the gate open longer than `held_open_s` raises `held_open`, once per opening;
 - emergency on: admissions waiting are rolled back (nobody can tell who passed during free
   passage), the relay is latched open, `emergency_on`; it ends when the last source clears
@@ -63,6 +65,13 @@ class Grant:
 
 @dataclass(frozen=True)
 class Passage:
+    at: float
+
+
+@dataclass(frozen=True)
+class ExitPassage:
+    """Somebody went out through a free exit (a free-exit gate's passage sensor, or the out
+    contact of a sensor that tells direction): counted, nothing else."""
     at: float
 
 
@@ -110,7 +119,7 @@ class EmergencyOff:
     source: str = "input"
 
 
-Input = Grant | Passage | Opened | Closed | Tick | Lock | Unlock | EmergencyOn | EmergencyOff
+Input = Grant | Passage | ExitPassage | Opened | Closed | Tick | Lock | Unlock | EmergencyOn | EmergencyOff
 
 
 # --- effects --------------------------------------------------------------------------------
@@ -151,11 +160,16 @@ class RaiseAlarm:
 
 
 @dataclass(frozen=True)
+class CountExit:
+    """Record a free exit (a `passage` event `dir: out, free: true`)."""
+
+
+@dataclass(frozen=True)
 class ModeChanged:
     mode: GateMode
 
 
-Effect = OpenRelay | CloseRelay | LatchRelay | UnlatchRelay | Confirm | RollBack | RaiseAlarm | ModeChanged
+Effect = OpenRelay | CloseRelay | LatchRelay | UnlatchRelay | Confirm | RollBack | RaiseAlarm | CountExit | ModeChanged
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -253,6 +267,10 @@ def _forced_entry(s, i, r):
     return s, [RaiseAlarm("forced_entry")]
 
 
+def _count_exit(s, i, r):
+    return s, [CountExit()]
+
+
 def _start_open(s: GateState, i, r):
     return replace(s, open_since=i.at, held_alarmed=False), []
 
@@ -298,7 +316,7 @@ def _leave_emergency_if_clear(s: GateState, i, r):
 STEPS = {
     "add_grant": _add_grant, "refuse_grant": _refuse_grant, "open_relay": _open_relay,
     "confirm_oldest": _confirm_oldest, "expire_grants": _expire_grants, "close_if_done": _close_if_done,
-    "rollback_all": _rollback_all, "forced_entry": _forced_entry,
+    "rollback_all": _rollback_all, "forced_entry": _forced_entry, "count_exit": _count_exit,
     "start_open": _start_open, "end_open": _end_open, "check_held_open": _check_held_open,
     "add_lock": _add_lock, "drop_lock": _drop_lock,
     "add_emergency": _add_emergency, "enter_emergency": _enter_emergency,
@@ -322,6 +340,7 @@ I, G, L, E = Phase.IDLE, Phase.GRANTED, Phase.LOCKED, Phase.EMERGENCY
 TABLE: dict[tuple[Phase, type], Row] = {
     (I, Grant):        _row("add_grant open_relay", G, I),  # I: confirmed (no passage sensor)
     (I, Passage):      _row("forced_entry", I),
+    (I, ExitPassage): _row("count_exit", I),  # going out, free: counted in every phase
     (I, Opened):       _row("start_open", I),
     (I, Closed):       _row("end_open", I),
     (I, Tick):         _row("check_held_open", I),
@@ -332,6 +351,7 @@ TABLE: dict[tuple[Phase, type], Row] = {
 
     (G, Grant):        _row("add_grant open_relay", G),
     (G, Passage):      _row("confirm_oldest close_if_done", G, I, L),
+    (G, ExitPassage): _row("count_exit", G),  # going out, free: counted in every phase
     (G, Opened):       _row("start_open", G),
     (G, Closed):       _row("end_open", G),
     (G, Tick):         _row("expire_grants close_if_done check_held_open", G, I, L),
@@ -342,6 +362,7 @@ TABLE: dict[tuple[Phase, type], Row] = {
 
     (L, Grant):        _row("add_grant open_relay", G, L),  # a remote `open` while locked
     (L, Passage):      _row("forced_entry", L),
+    (L, ExitPassage): _row("count_exit", L),  # going out, free: counted in every phase
     (L, Opened):       _row("start_open", L),
     (L, Closed):       _row("end_open", L),
     (L, Tick):         _row("check_held_open", L),
@@ -352,6 +373,7 @@ TABLE: dict[tuple[Phase, type], Row] = {
 
     (E, Grant):        _row("refuse_grant", E),  # relay already latched open
     (E, Passage):      _row("", E),  # free passage
+    (E, ExitPassage): _row("count_exit", E),  # going out, free: counted in every phase
     (E, Opened):       _row("start_open", E),
     (E, Closed):       _row("end_open", E),
     (E, Tick):         _row("", E),

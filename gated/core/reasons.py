@@ -1,6 +1,7 @@
 """Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire, plus
-`internal_error`, this implementation's one extension (docs/protocol.md): a scan the gate could
-not judge because of a fault in the gate itself, denied."""
+this implementation's extensions (docs/protocol.md part 2): `internal_error`, a scan the gate could
+not judge because of a fault in the gate itself, denied; `capacity`, a valid ticket denied because
+the gate's zone is full."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Reason(str, enum.Enum):
     EMERGENCY = "emergency"
     LOCKED = "locked"
     INTERNAL_ERROR = "internal_error"  # extension (docs/protocol.md), not in PROTOCOL §5's set
+    CAPACITY = "capacity"  # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the zone is full
 
     def __str__(self) -> str:  # so f-strings and logs show the wire value
         return self.value
@@ -46,4 +48,5 @@ MEANING: dict[Reason, str] = {
     Reason.EMERGENCY: "the gate is in emergency mode: open for everyone, nothing is checked",
     Reason.LOCKED: "the gate is locked (by an operator, or until it has a current revocation list)",
     Reason.INTERNAL_ERROR: "the gate could not judge this code (a fault in the gate, logged with an alarm): try again",
+    Reason.CAPACITY: "a valid ticket, but the zone is full: entries wait until people leave",
 }

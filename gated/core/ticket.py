@@ -5,6 +5,7 @@
         7 cti bstr16 (required)   3 aud tstr (required)   5 nbf uint (required)   4 exp uint (required)
         1 iss tstr   6 iat uint   -1 typ tstr (default "general")   -2 ent uint (default 1, 0 = unlimited)
         -3 zon [* tstr] (absent = every zone)   -4 seat tstr   -5 dev bstr32 (holder device key: dynamic)
+        -6 rex bool (an extension, docs/protocol.md part 2: re-entry after a recorded exit; default false)
     GT2 text = "GT2:" + base45(CBOR [ticket: bstr (GT1 COSE bytes), step: uint, devsig: bstr64])
         devsig = Ed25519 by dev over "GT2" || cti || step as u64 big-endian
 
@@ -52,6 +53,7 @@ _ANY_TICKET_PREFIX = re.compile(r"GT[0-9]+:")
 
 CTI, AUD, NBF, EXP, ISS, IAT = 7, 3, 5, 4, 1, 6
 TYP, ENT, ZON, SEAT, DEV = -1, -2, -3, -4, -5
+REX = -6  # extension (docs/protocol.md part 2, "Exits, re-entry and occupancy"): a part-1 gate ignores it
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Claims:
     zon: tuple[str, ...] | None = None
     seat: str | None = None
     dev: bytes | None = None
+    rex: bool = False  # may come in again, no entry spent, after a recorded exit
 
     def to_cbor_map(self) -> dict:
         claims = {CTI: self.cti, AUD: self.aud, NBF: self.nbf, EXP: self.exp}
@@ -78,6 +81,8 @@ class Claims:
             claims[ENT] = self.ent
         if self.zon is not None:
             claims[ZON] = list(self.zon)
+        if self.rex:
+            claims[REX] = True
         return claims
 
     @property
@@ -241,6 +246,7 @@ def parse_claims(payload: bytes) -> Claims:
         ZON: ("zon", lambda v: type(v) is list and all(_is_text(z) for z in v), "an array of text strings"),
         SEAT: ("seat", _is_text, "a text string"),
         DEV: ("dev", lambda v: type(v) is bytes and len(v) == 32, "a 32-byte string"),
+        REX: ("rex", lambda v: type(v) is bool, "a boolean"),
     }
     for key, (name, ok, expected) in checks.items():
         if key in claims and not ok(claims[key]):
@@ -257,4 +263,5 @@ def parse_claims(payload: bytes) -> Claims:
         zon=tuple(claims[ZON]) if ZON in claims else None,
         seat=claims.get(SEAT),
         dev=claims.get(DEV),
+        rex=claims.get(REX, False),
     )

@@ -9,15 +9,17 @@ too (use_username_as_clientid). Identities:
 
   GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health, reads its own
            cmd and committed (the ledger's progress), every gate's events and status (cross-gate
-           anti-passback), revocations and time.
+           anti-passback), revocations, time and occupancy (the ledger's people-inside figures, for
+           a zone's capacity).
            It cannot subscribe to anything else, in particular not to a shared subscription
            ($share/...), so it cannot take events away from the ledgers.
   central  writes revocations, commands and time beacons; reads everything (short tools:
            publish-revocations, commands; one at a time, they share the certificate).
   beacon   writes time beacons (the long-running `gated beacon`).
   ledger   reads events, status and health, plainly or through `$share/<group>/...`, and writes
-           each gate's `committed` (docs/protocol.md, "Committed events") (each ledger
-           process needs its own certificate: --ledger NAME for each, default one `ledger`).
+           each gate's `committed` (docs/protocol.md, "Committed events") and the site's occupancy
+           (retained: people inside per zone) (each ledger process needs its own certificate:
+           --ledger NAME for each, default one `ledger`).
 
   CN=SITE  (central broker, --bridge) a site broker's bridge (gated-bridge.conf, certificate CN):
            writes only gated/v1/SITE/gates/+/events|status|health, reads that site's cmd,
@@ -67,13 +69,13 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
     root = "gated/v1/+"
     roles = [
         {"rolename": "gate", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
-                                           f"{root}/revocations/#", f"{root}/time")},
+                                           f"{root}/revocations/#", f"{root}/time", f"{root}/occupancy")},
         {"rolename": "central", "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time")
                                         + reads("gated/v1/#")},
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
         {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
                                              f"{root}/gates/+/health", shared=True)
-                                       + writes(f"{root}/gates/+/committed")},
+                                       + writes(f"{root}/gates/+/committed", f"{root}/occupancy")},
     ]
     clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]
     clients += [{"username": name, "roles": [{"rolename": "ledger"}]} for name in ledgers]

@@ -1,0 +1,125 @@
+"""The plots of the reports, one code for both: `gated report` (the day at a site, from the
+ledger) and the rehearsal's report (sim/report.py). matplotlib is the `sim` extra (a gate does not
+need it): require() says how to get it. Each plot is returned as a base64 PNG for embedding in a
+self-contained page.
+
+    counts_per_bin   people per time bin, one line per series (gates, zones)
+    occupancy        people inside over time, one step line per zone, its capacity dashed
+    bars             counts per label (denials per reason, ticket types), optionally beside expected counts
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from gated.core.errors import GatedError
+
+COLOURS = {"broker_down": "#d62728", "gate_kill": "#9467bd", "camera_stall": "#ff7f0e", "outage": "#d62728",
+           "held_back": "#ff7f0e"}
+
+
+class PlotsUnavailable(GatedError, RuntimeError):
+    """matplotlib is not installed."""
+
+
+def require() -> None:
+    """Raise PlotsUnavailable with what to install when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise PlotsUnavailable(f"the report's plots need {exc.name or 'matplotlib'}, which a gate does not: "
+                               "pip install 'gated[sim]'") from None
+
+
+def pyplot():
+    require()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(fig) -> str:
+    plt = pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def shade(ax, spans: list[tuple[float, float, str]]) -> None:
+    """Shade (start, end, label) spans on the x axis (faults, outages), one legend entry per label."""
+    seen = set()
+    for start, end, label in spans:
+        kind = label.split(" ")[0]
+        ax.axvspan(start, end, color=COLOURS.get(kind, "#888888"), alpha=0.15, label=None if label in seen else label)
+        seen.add(label)
+
+
+def counts_per_bin(series: dict[str, dict[int, int]], bins: list, *, xs: list, title: str, ylabel: str,
+                   xlabel: str, scale: float = 1.0, spans=(), summarise_over: int = 8) -> str:
+    """`series`: label -> {bin index: count}; `xs`: the x value of each bin index in `bins`.
+    More than `summarise_over` series: the mean and the busiest instead of one line each."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    if len(series) > summarise_over:
+        n = len(series)
+        ax.plot(xs, [sum(s.get(b, 0) for s in series.values()) * scale / n for b in bins], label=f"mean of {n}")
+        ax.plot(xs, [max(s.get(b, 0) for s in series.values()) * scale for b in bins], linestyle="--", label="busiest")
+    else:
+        for label, counts in series.items():
+            ax.plot(xs, [counts.get(b, 0) * scale for b in bins], marker=".", label=label)
+    shade(ax, list(spans))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if series:
+        ax.legend(fontsize=8, ncol=4)
+    fig.autofmt_xdate() if xs and not isinstance(xs[0], (int, float)) else None
+    return png(fig)
+
+
+def occupancy(points: dict[str, list[tuple]], capacities: dict[str, int | None], *, title: str, xlabel: str,
+              spans=()) -> str:
+    """`points`: zone -> [(x, people inside after this change)], in time order."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    for zone, pts in points.items():
+        if not pts:
+            continue
+        line, = ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=zone or "(no zone)")
+        if capacities.get(zone) is not None:
+            ax.axhline(capacities[zone], color=line.get_color(), linestyle="--", linewidth=1,
+                       label=f"{zone or '(no zone)'} capacity {capacities[zone]}")
+    shade(ax, list(spans))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("people inside")
+    ax.set_title(title)
+    if points:
+        ax.legend(fontsize=8, ncol=3)
+    first = next((pts[0][0] for pts in points.values() if pts), None)
+    if first is not None and not isinstance(first, (int, float)):
+        fig.autofmt_xdate()
+    return png(fig)
+
+
+def bars(counts: dict[str, int], *, title: str, ylabel: str, expected: dict[str, int] | None = None,
+         colour: str = "#d62728", label: str = "counted") -> str:
+    """Counts per label; with `expected`, grey bars of the expected counts beside them."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 3.0))
+    names = sorted(set(counts) | set(expected or {}))
+    xs = range(len(names))
+    if expected is not None:
+        ax.bar([x - 0.2 for x in xs], [expected.get(r, 0) for r in names], width=0.4, label="expected", color="#bbbbbb")
+        ax.bar([x + 0.2 for x in xs], [counts.get(r, 0) for r in names], width=0.4, label=label, color=colour)
+        ax.legend(fontsize=8)
+    else:
+        ax.bar(list(xs), [counts.get(r, 0) for r in names], width=0.6, color=colour)
+    ax.set_xticks(list(xs), names, rotation=20, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return png(fig)
