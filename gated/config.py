@@ -130,8 +130,9 @@ class ClockSection:
                                above=0, maximum=86400)
     beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0,
                                    maximum=86400)
-    max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of a certain clock (NTP, RTC, the "
-                                              "beacons so far) is refused: one bad beacon cannot move the time",
+    max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of another source (NTP or RTC, "
+                                              "else the beacons so far) is refused, even while the clock is "
+                                              "uncertain: bad beacons cannot move the time",
                                     above=0, maximum=86400)
     rtc: bool = _opt(False, doc="the board has a battery-backed real-time clock: after a reboot its time counts as "
                                 "a source, like NTP (only while /dev/rtc0 or /sys/class/rtc/rtc0 exists)")
