@@ -233,8 +233,12 @@ class TrustedClock:
     def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
                     **readers) -> "TrustedClock":
         """From the config's [clock] section (max_offset_s, beacon_max_age_s, max_beacon_step_s,
-        `rtc` and `when_uncertain`)."""
+        `rtc`, `ntp`, `trust_system_clock` and `when_uncertain`)."""
         chosen = policy or section.when_uncertain
+        if section.trust_system_clock:
+            readers["ntp_synced"] = lambda: True
+        elif section.ntp == "ignore":  # the system's NTP synchronisation is never a source at this site
+            readers["ntp_synced"] = lambda: False
         if section.rtc:
             readers.setdefault("rtc", rtc_present)
         return cls(site=site, keyring=keyring, store=store, policy=chosen, max_offset_s=section.max_offset_s,

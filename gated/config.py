@@ -124,6 +124,10 @@ class ClockSection:
     beacons: bool = _opt(True, doc="use signed time beacons (gated/v1/<site>/time) to bound the clock's error")
     trust_system_clock: bool = _opt(False, doc="treat the system clock as synchronised even when the kernel does not "
                                                "report NTP sync (battery-backed RTC, test bench)")
+    ntp: str = _opt("auto", doc="'auto': the system clock counts as a time source while the kernel reports NTP "
+                                "synchronisation; 'ignore': it never does (a site whose NTP is not trusted: the "
+                                "gate then rests on beacons, an RTC or trust_system_clock)",
+                    choices=("auto", "ignore"))
     when_uncertain: str = _opt("deny", doc="no NTP and no recent beacon, or they disagree: 'deny' time-dependent "
                                            "checks, or judge with the 'beacon' time", choices=("deny", "beacon"))
     max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
@@ -403,6 +407,10 @@ def _cross_checks(v: dict, problems: list) -> None:
         except BoardError as exc:
             problems.extend(("turnstile.board", f"profile {turnstile.board!r} ({exc.source}): {problem}")
                             for problem in exc.problems)
+    clock = v.get("clock")
+    if clock is not None and clock.trust_system_clock and clock.ntp == "ignore":
+        problems.append(("clock.ntp", "'ignore' contradicts trust_system_clock = true (which trusts the system "
+                                      "clock always); choose one"))
     timings = v.get("timings")
     if timings is not None and None not in (timings.held_open_s, timings.relay_pulse_s) \
             and timings.held_open_s < timings.relay_pulse_s:

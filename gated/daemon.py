@@ -198,9 +198,8 @@ class Daemon:
     def _make_clock(self):
         from gated import clock
 
-        readers = {"ntp_synced": lambda: True} if self.cfg.clock.trust_system_clock else {}
         return clock.TrustedClock.from_config(self.cfg.clock, store=self.store, keyring=self.keyring,
-                                              site=self.cfg.gate.site, **readers)
+                                              site=self.cfg.gate.site)
 
     def _make_turnstile(self):
         from gated import turnstile

@@ -3,7 +3,9 @@
     [scenario]  name, site, event, seed, duration_s (simulated seconds of arrivals), speed (default
                 time compression; `gated sim --speed` wins)
     [gates]     count, zones (assigned round robin), board (profile in firmware_config/boards/),
-                passage_timeout_s, relay_pulse_s, fps
+                passage_timeout_s, relay_pulse_s, fps, ntp (each gate's `[clock] ntp`: "auto",
+                default, or "ignore": the host's NTP is no time source, so the clock faults bite
+                on any host, synchronised or not)
     [tickets]   types = {adult = 0.8, child = 0.2} (shares), entries (admissions per ticket),
                 zoned (tickets name the zone of their gate), dynamic_share (GT2 tickets shown
                 through a wallet; 0 unless the wallet is there), format = "gated" (GT1/GT2,
@@ -88,6 +90,7 @@ class Scenario:
     faults: tuple[Fault, ...] = field(default=())
     source: str = ""
     ticket_format: str = "gated"  # or "pretix_sig1"
+    ntp: str = "auto"  # the gates' [clock] ntp: "auto" or "ignore"
 
     @property
     def gate_ids(self) -> list[str]:
@@ -127,7 +130,8 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults"):
             problems.append(f"{key}: unknown section")
     sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
-    ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps"))
+    ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps",
+                                   "ntp"))
     ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share", "format"), required=False)
     ar = r.table(raw, "arrivals", ("visitors", "profile"))
     be = r.table(raw, "behaviour", ("no_pass_share", "pass_time_s"), required=False)
@@ -177,7 +181,9 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         no_pass_share=r.get(be, "behaviour.no_pass_share", float, 0.0, minimum=0, maximum=0.5),
         pass_time_s=r.get(be, "behaviour.pass_time_s", float, 0.3, minimum=0),
         fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source,
-        ticket_format=r.get(ti, "tickets.format", str, "gated"))
+        ticket_format=r.get(ti, "tickets.format", str, "gated"), ntp=r.get(ga, "gates.ntp", str, "auto"))
+    if scenario.ntp not in ("auto", "ignore"):
+        problems.append(f"gates.ntp: expected auto or ignore, got {scenario.ntp!r}")
     if scenario.zoned and not scenario.zones:
         problems.append("tickets.zoned: needs gates.zones")
     if scenario.ticket_format not in TICKET_FORMATS:

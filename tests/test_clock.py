@@ -201,6 +201,17 @@ def test_from_config_takes_the_policy_and_limits(authority):
         is Policy.DENY
 
 
+@pytest.mark.parametrize("ntp, synced, source", [("auto", True, "ntp"), ("auto", False, "none"),
+                                                 ("ignore", True, "none")])
+def test_a_site_can_tell_the_gate_to_ignore_the_systems_ntp(authority, ntp, synced, source):
+    from gated.config import ClockSection
+
+    clock = TrustedClock.from_config(ClockSection(ntp=ntp), site=SITE, keyring=authority.keyring, store=None,
+                                     ntp_synced=lambda: synced)
+    reading = clock.reading()
+    assert (reading.source, reading.uncertain) == (source, source == "none")
+
+
 # --- a restart is not a reboot (issue #11 item 5) -------------------------------------------------
 
 def test_a_restart_within_the_same_boot_keeps_the_beacon_bound(authority, tmp_path):
