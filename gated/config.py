@@ -165,8 +165,10 @@ class MqttSection:
     password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
     client_id: str | None = _opt(None, doc="MQTT client id (default: gated-<site>-<gate>)")
     keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5, maximum=65535)
-    command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat) is ignored "
-                                              "and logged: an 'open' queued while the gate was offline", above=0,
+    command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat, by the gate's "
+                                              "trusted clock) is ignored and logged: an 'open' queued while the gate "
+                                              "was offline; with the clock untrusted, open/unlock are refused",
+                                    above=0,
                                     maximum=86400)
     keep_until_committed: bool = _opt(False, doc="keep each event in the outbox until the ledger says it holds "
                                                  "it (the retained gates/<gate>/committed), not just the broker; "

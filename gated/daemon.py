@@ -231,7 +231,8 @@ class Daemon:
         cfg = self.cfg
         uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
                         gate=cfg.gate.id, on_command=self._command, status=self._status,
-                        command_max_age_s=cfg.mqtt.command_max_age_s)
+                        command_max_age_s=cfg.mqtt.command_max_age_s,
+                        time_reading=self.clock.reading if self.clock is not None else None)
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 
