@@ -25,7 +25,7 @@ The clock is *uncertain* when
 What an uncertain clock does is the policy: `deny` (time-dependent checks fail, see decide()),
 or `beacon` (judge with the beacons' time; with no beacon at all since start it falls back to deny).
 
-Time never runs backwards: the last trusted time (a beacon's time, or a certain reading) is kept in
+Time never runs backwards: the last trusted time (the latest certain reading) is kept in
 the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
 accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon seen before a
 restart is not accepted again (except by a clock with no beacon yet, after a reboot, when it is not
@@ -37,9 +37,13 @@ across restarts within one boot, so the best beacon bound is persisted with the 
 (a gate killed during a broker outage keeps its time). After a reboot the anchor is void and only
 NTP, an RTC (`rtc`, when configured and present) or a fresh beacon make the clock certain.
 
-One beacon cannot run away with the time: a beacon more than `max_beacon_step_s` ahead of a
-certain reading (NTP, RTC or the beacons so far) is refused (`too_far_ahead`): not a sample, its
-sequence not taken, the trusted time not moved. The disagreement is kept (`clock.disagreement`)
+One beacon cannot run away with the time: a beacon more than `max_beacon_step_s` ahead of another
+source is refused (`too_far_ahead`): not a sample, its sequence not taken, the trusted time not moved.
+The other source is NTP or the RTC when there is one (and it is not behind the trusted time), else
+the beacons so far; it applies whether or not the clock is uncertain at that moment (a beacon that
+made it "offset"-uncertain does not lift the bound for the next), and with NTP or an RTC the bound
+is from them, so beacons cannot walk the time away in steps. The trusted time (the persisted floor)
+is only raised from a certain reading, never from a beacon the other sources disagree with. The disagreement is kept (`clock.disagreement`)
 for `gated doctor`. `reset_trust()` (`gated clock reset`) forgets the persisted trust.
 
 Everything takes its readings as arguments (`local_now` wall seconds, `mono_now` monotonic
@@ -229,8 +233,12 @@ class TrustedClock:
     def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
                     **readers) -> "TrustedClock":
         """From the config's [clock] section (max_offset_s, beacon_max_age_s, max_beacon_step_s,
-        `rtc` and `when_uncertain`)."""
+        `rtc`, `ntp`, `trust_system_clock` and `when_uncertain`)."""
         chosen = policy or section.when_uncertain
+        if section.trust_system_clock:
+            readers["ntp_synced"] = lambda: True
+        elif section.ntp == "ignore":  # the system's NTP synchronisation is never a source at this site
+            readers["ntp_synced"] = lambda: False
         if section.rtc:
             readers.setdefault("rtc", rtc_present)
         return cls(site=site, keyring=keyring, store=store, policy=chosen, max_offset_s=section.max_offset_s,
@@ -257,16 +265,16 @@ class TrustedClock:
         elif beacon.seq < self._last_seq or (beacon.seq == self._last_seq and not self._retaken(beacon)):
             outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
         else:
-            before = self._read(local_now, mono_now, ntp)
             beacon_s = beacon.unix_ms / 1000
-            if not before.uncertain and beacon_s > before.now + self.max_beacon_step_s:
-                outcome = self._refuse(beacon, beacon_s, before, local_now)
+            reference = self._step_reference(local_now, mono_now, ntp)
+            if reference is not None and beacon_s > reference[0] + self.max_beacon_step_s:
+                outcome = self._refuse(beacon, beacon_s, reference, local_now)
             else:
                 again = beacon.seq == self._last_seq
                 self._last_seq = beacon.seq
                 self._samples.append((mono_now, beacon_s - mono_now))
                 self._forget(mono_now)
-                self._trusted_s = max(self._trusted_s, self._estimate(mono_now))
+                self._read(local_now, mono_now, ntp)  # raises the trusted time only if the reading is certain
                 self._persist(seq=True)
                 detail = f"beacon {beacon.seq} from {beacon.signer}" + (
                     " (taken before the restart; not older than the trusted time)" if again else "")
@@ -280,15 +288,28 @@ class TrustedClock:
         max_offset_s): a broker back after an outage may hold nothing newer yet."""
         return not self._samples and beacon.unix_ms / 1000 >= self._trusted_s - self.max_offset_s
 
-    def _refuse(self, beacon: Beacon, beacon_s: float, before: TimeReading, local_now: float) -> BeaconOutcome:
-        """A beacon too far ahead of a certain clock: the sources disagree. Kept for the doctor, not taken."""
-        ahead = beacon_s - before.now
-        self.disagreement = {"beacon_ms": beacon.unix_ms, "reference_ms": before.now_ms, "source": before.source,
+    def _step_reference(self, local_now: float, mono_now: float, ntp: bool) -> tuple[float, str] | None:
+        """The time a beacon may not run ahead of by more than `max_beacon_step_s`, and its source, whether
+        or not the clock is uncertain now: the wall clock when NTP is synchronised or an RTC set it (unless
+        it is behind the trusted time: then it is not believed), else the bound of the beacons so far
+        (the restored anchor included); None with no other source (a first beacon after a reboot).
+        With NTP or an RTC the beacons so far do not count, so beacons cannot walk the time away from
+        them in steps each within the bound."""
+        if (ntp or self._rtc()) and local_now >= self._trusted_s - self.max_offset_s:
+            return local_now, "ntp" if ntp else "rtc"
+        estimate = self._estimate(mono_now)
+        return None if estimate is None else (estimate, "beacon")
+
+    def _refuse(self, beacon: Beacon, beacon_s: float, reference: tuple[float, str], local_now: float) -> BeaconOutcome:
+        """A beacon too far ahead of another source: the sources disagree. Kept for the doctor, not taken."""
+        reference_s, source = reference
+        ahead = beacon_s - reference_s
+        self.disagreement = {"beacon_ms": beacon.unix_ms, "reference_ms": int(reference_s * 1000), "source": source,
                              "seen_ms": int(local_now * 1000)}
         if self.store is not None:
             self.store.set_value(DISAGREEMENT_KEY, json.dumps(self.disagreement))
         return BeaconOutcome(False, "too_far_ahead",
-                             f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {before.source} time "
+                             f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {source} time "
                              f"(limit {self.max_beacon_step_s:g} s): not taken", beacon, beacon_s - local_now)
 
     def checkpoint(self, local_now: float | None = None, mono_now: float | None = None) -> None:

@@ -135,14 +135,19 @@ class ClockSection:
     beacons: bool = _opt(True, doc="use signed time beacons (gated/v1/<site>/time) to bound the clock's error")
     trust_system_clock: bool = _opt(False, doc="treat the system clock as synchronised even when the kernel does not "
                                                "report NTP sync (battery-backed RTC, test bench)")
+    ntp: str = _opt("auto", doc="'auto': the system clock counts as a time source while the kernel reports NTP "
+                                "synchronisation; 'ignore': it never does (a site whose NTP is not trusted: the "
+                                "gate then rests on beacons, an RTC or trust_system_clock)",
+                    choices=("auto", "ignore"))
     when_uncertain: str = _opt("deny", doc="no NTP and no recent beacon, or they disagree: 'deny' time-dependent "
                                            "checks, or judge with the 'beacon' time", choices=("deny", "beacon"))
     max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
                                above=0, maximum=86400)
     beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0,
                                    maximum=86400)
-    max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of a certain clock (NTP, RTC, the "
-                                              "beacons so far) is refused: one bad beacon cannot move the time",
+    max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of another source (NTP or RTC, "
+                                              "else the beacons so far) is refused, even while the clock is "
+                                              "uncertain: bad beacons cannot move the time",
                                     above=0, maximum=86400)
     rtc: bool = _opt(False, doc="the board has a battery-backed real-time clock: after a reboot its time counts as "
                                 "a source, like NTP (only while /dev/rtc0 or /sys/class/rtc/rtc0 exists)")
@@ -171,8 +176,10 @@ class MqttSection:
     password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
     client_id: str | None = _opt(None, doc="MQTT client id (default: gated-<site>-<gate>)")
     keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5, maximum=65535)
-    command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat) is ignored "
-                                              "and logged: an 'open' queued while the gate was offline", above=0,
+    command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat, by the gate's "
+                                              "trusted clock) is ignored and logged: an 'open' queued while the gate "
+                                              "was offline; with the clock untrusted, open/unlock are refused",
+                                    above=0,
                                     maximum=86400)
     keep_until_committed: bool = _opt(False, doc="keep each event in the outbox until the ledger says it holds "
                                                  "it (the retained gates/<gate>/committed), not just the broker; "
@@ -423,6 +430,10 @@ def _cross_checks(v: dict, problems: list) -> None:
                                                    f"{turnstile.board!r} has no [passage_out]"))
         except BoardError:
             pass  # reported above
+    clock = v.get("clock")
+    if clock is not None and clock.trust_system_clock and clock.ntp == "ignore":
+        problems.append(("clock.ntp", "'ignore' contradicts trust_system_clock = true (which trusts the system "
+                                      "clock always); choose one"))
     timings = v.get("timings")
     if timings is not None and None not in (timings.held_open_s, timings.relay_pulse_s) \
             and timings.held_open_s < timings.relay_pulse_s:

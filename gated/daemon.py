@@ -198,9 +198,8 @@ class Daemon:
     def _make_clock(self):
         from gated import clock
 
-        readers = {"ntp_synced": lambda: True} if self.cfg.clock.trust_system_clock else {}
         return clock.TrustedClock.from_config(self.cfg.clock, store=self.store, keyring=self.keyring,
-                                              site=self.cfg.gate.site, **readers)
+                                              site=self.cfg.gate.site)
 
     def _make_turnstile(self):
         from gated import turnstile
@@ -236,7 +235,8 @@ class Daemon:
         cfg = self.cfg
         uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
                         gate=cfg.gate.id, on_command=self._command, status=self._status,
-                        command_max_age_s=cfg.mqtt.command_max_age_s)
+                        command_max_age_s=cfg.mqtt.command_max_age_s,
+                        time_reading=self.clock.reading if self.clock is not None else None)
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 

@@ -37,7 +37,7 @@ import binascii
 import json
 import queue
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -55,6 +55,9 @@ from gated.mqtturl import UplinkSettings
 from gated.store import StoreError
 from gated.topics import command_topic, committed_topic, events_topic, events_topic_gate, root, status_topic
 
+if TYPE_CHECKING:
+    from gated.clock import TimeReading
+
 log = structlog.get_logger("gated.uplink")
 
 NONCE_KEY = "command_nonce"
@@ -69,14 +72,14 @@ def now_ms() -> int:
 # --- signed commands (§6) ----------------------------------------------------------------------
 
 def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
-                  max_age_s: float | None = None) -> Command:
+                  max_age_s: float | None = None, time_trusted: bool = True) -> Command:
     """Verify a command message (signature by a `command` key) and read it (gated/core/command.py);
     raises CommandRejected. The nonce is checked against the store by the caller."""
     try:
         key, body = open_signed(blob, keyring, "command")
     except SignedRejected as exc:
         raise CommandRejected(exc.code, exc.detail) from None
-    return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s)
+    return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s, time_trusted=time_trusted)
 
 
 # --- device-key enrolment (docs/protocol.md) ------------------------------------------------------
@@ -108,9 +111,11 @@ def parse_device_announcement(status: dict):
 class Uplink:
     def __init__(self, *, store, keyring: Keyring, settings: UplinkSettings, site: str, gate: str,
                  on_command: Callable[[str], None] | None = None, status: Callable[[], dict] | None = None,
-                 command_max_age_s: float = 60.0):
+                 command_max_age_s: float = 60.0, time_reading: Callable[[], TimeReading] | None = None):
+        """`time_reading`: the gate's trusted clock (TrustedClock.reading), to judge a command's age
+        with; without it the wall clock, taken as trusted."""
         self.store, self.keyring, self.settings = store, keyring, settings
-        self.command_max_age_s = command_max_age_s
+        self.command_max_age_s, self.time_reading = command_max_age_s, time_reading
         self.site, self.gate = site, gate
         self.on_command, self.status = on_command, status
         self._rev = store.revocation_state().version  # for the will, which paho's thread builds
@@ -352,7 +357,10 @@ class Uplink:
 
     def _command(self, payload: bytes) -> None:
         try:
-            command = parse_command(payload, self.keyring, self.gate, now=time.time(), max_age_s=self.command_max_age_s)
+            reading = self.time_reading() if self.time_reading is not None else None
+            now, trusted = (time.time(), True) if reading is None else (reading.now, reading.trusted)
+            command = parse_command(payload, self.keyring, self.gate, now=now, max_age_s=self.command_max_age_s,
+                                    time_trusted=trusted)
         except CommandRejected as exc:
             log.warning("command ignored", code=exc.code, detail=exc.detail)
             return

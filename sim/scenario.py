@@ -3,7 +3,9 @@
     [scenario]  name, site, event, seed, duration_s (simulated seconds of arrivals), speed (default
                 time compression; `gated sim --speed` wins)
     [gates]     count, zones (assigned round robin), board (profile in firmware_config/boards/),
-                passage_timeout_s, relay_pulse_s, fps
+                passage_timeout_s, relay_pulse_s, fps, ntp (each gate's `[clock] ntp`: "auto",
+                default, or "ignore": the host's NTP is no time source, so the clock faults bite
+                on any host, synchronised or not)
     [tickets]   types = {adult = 0.8, child = 0.2} (shares), entries (admissions per ticket),
                 zoned (tickets name the zone of their gate), dynamic_share (GT2 tickets shown
                 through a wallet; 0 unless the wallet is there), format = "gated" (GT1/GT2,
@@ -96,6 +98,7 @@ class Scenario:
     faults: tuple[Fault, ...] = field(default=())
     source: str = ""
     ticket_format: str = "gated"  # or "pretix_sig1"
+    ntp: str = "auto"  # the gates' [clock] ntp: "auto" or "ignore"
     exit_gates: tuple[str, ...] = ()
     free_exit_gates: tuple[str, ...] = ()
     reentry: bool = False
@@ -151,7 +154,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
             problems.append(f"{key}: unknown section")
     sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
     ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps", "exits",
-                                "free_exits", "reentry"))
+                                "free_exits", "reentry", "ntp"))
     ex = r.table(raw, "exits", ("leave_share", "dwell_s", "return_share"), required=False)
     capacity = raw.get("capacity", {})
     ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share", "format"), required=False)
@@ -238,7 +241,9 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         reentry=r.get(ga, "gates.reentry", bool, False), leave_share=leave_share or 0.0,
         dwell_s=(float(dwell[0]), float(dwell[1])),
         return_share=r.get(ex, "exits.return_share", float, 0.0, minimum=0, maximum=1),
-        capacities={str(k): int(v) for k, v in capacity.items()})
+        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"))
+    if scenario.ntp not in ("auto", "ignore"):
+        problems.append(f"gates.ntp: expected auto or ignore, got {scenario.ntp!r}")
     if scenario.zoned and not scenario.zones:
         problems.append("tickets.zoned: needs gates.zones")
     if scenario.ticket_format not in TICKET_FORMATS:

@@ -346,7 +346,7 @@ class Venue:
             "turnstile": {"board": sc.board, "pin_factory": "mock"},
             "timings": {"relay_pulse_s": sc.relay_pulse_s, "passage_timeout_s": sc.passage_timeout_s,
                         "held_open_s": max(15.0, sc.relay_pulse_s), "debounce_s": 1.0},
-            "clock": {"beacons": True},
+            "clock": {"beacons": True, "ntp": sc.ntp},
             "mqtt": {"url": self.broker_url, "keepalive_s": 5},
             "logging": {"level": "info", "format": "json"},
             "health": {"interval_s": 2.0},

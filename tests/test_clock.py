@@ -201,6 +201,17 @@ def test_from_config_takes_the_policy_and_limits(authority):
         is Policy.DENY
 
 
+@pytest.mark.parametrize("ntp, synced, source", [("auto", True, "ntp"), ("auto", False, "none"),
+                                                 ("ignore", True, "none")])
+def test_a_site_can_tell_the_gate_to_ignore_the_systems_ntp(authority, ntp, synced, source):
+    from gated.config import ClockSection
+
+    clock = TrustedClock.from_config(ClockSection(ntp=ntp), site=SITE, keyring=authority.keyring, store=None,
+                                     ntp_synced=lambda: synced)
+    reading = clock.reading()
+    assert (reading.source, reading.uncertain) == (source, source == "none")
+
+
 # --- a restart is not a reboot (issue #11 item 5) -------------------------------------------------
 
 def test_a_restart_within_the_same_boot_keeps_the_beacon_bound(authority, tmp_path):
@@ -290,6 +301,45 @@ def test_one_beacon_a_year_ahead_cannot_move_the_time(authority, tmp_path, sourc
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
         reading = world.clock(authority, store).reading(world.wall, world.mono)
         assert not reading.uncertain and reading.now == pytest.approx(world.true, abs=1)
+
+
+def test_a_beacon_within_the_step_does_not_lift_the_bound_for_the_next(authority, tmp_path):
+    """NTP synchronised: +59 s is taken (within the step) and makes the clock "offset"-uncertain; a
+    beacon a year ahead is still refused, and nothing persisted runs ahead (issue #11 item 6)."""
+    world = World(ntp=True)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store, max_beacon_step_s=60, max_offset_s=30)
+        assert clock.on_beacon(beacon(authority, 1, at=world.true + 59), world.wall, world.mono).accepted
+        assert clock.reading(world.wall, world.mono).source == "offset"
+        fast = clock.on_beacon(beacon(authority, 2, at=world.true + YEAR), world.wall, world.mono)
+        assert (fast.accepted, fast.reason) == (False, "too_far_ahead") and "ntp" in fast.detail
+        assert clock.reading(world.wall, world.mono).now < world.true + 60
+        clock.checkpoint(world.wall, world.mono)
+        # the floor is raised only from certain readings: not to the +59 s beacon either
+        assert store.get_value("clock.trusted_ms", 0) <= (world.true + 1) * 1000
+    world.advance(5)
+    world.reboot(skew=0)  # after a reboot, NTP's time is judged with, not a year ahead
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        reading = world.clock(authority, store).reading(world.wall, world.mono)
+        assert (reading.uncertain, reading.source) == (False, "ntp")
+        assert reading.now == pytest.approx(world.true, abs=0.01)
+
+
+def test_beacons_cannot_walk_the_time_away_from_ntp_in_steps(authority, tmp_path):
+    world = World(ntp=True)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store, max_beacon_step_s=60)
+        outcomes = []
+        for seq in range(1, 11):  # each beacon 50 s ahead of the one before, 10 s apart
+            world.advance(10)
+            outcomes.append(clock.on_beacon(beacon(authority, seq, at=world.true + 50 * seq), world.wall, world.mono))
+        assert outcomes[0].accepted
+        assert [o.reason for o in outcomes[1:]] == ["too_far_ahead"] * 9
+        reading = clock.reading(world.wall, world.mono)
+        assert reading.now <= world.true + 60
+        clock.checkpoint(world.wall, world.mono)
+        assert store.get_value("clock.trusted_ms", 0) <= (world.true + 60) * 1000
+        assert clock.disagreement["source"] == "ntp"
 
 
 def test_a_beacon_within_the_step_still_moves_the_time(authority):

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import cbor2
 import paho.mqtt.client as mqtt
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
-from gated.clock import encode_beacon, system_ntp_synchronized
+from gated.clock import encode_beacon
 from gated.rehearsal.control import Client
 from gated.store import GateStore
-from gated.topics import beacon_topic
+from gated.central.commands import encode_command
+from gated.topics import beacon_topic, command_topic
 from tests.conftest import EVENT, SITE
 from tests.support.gatedaemon import EventCollector, GateProcess, gate_config, write_config
 
@@ -76,10 +76,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@pytest.mark.skipif(system_ntp_synchronized(), reason="the host's NTP is synchronised: the clock is certain anyway")
 def test_a_gate_killed_during_a_broker_outage_keeps_its_clock(tmp_path, authority, broker):
     publish(broker, [encode_beacon(authority.command, site=SITE, unix_ms=now_ms(), seq=now_ms())], retain=True)
-    path = config(tmp_path, authority, broker, trust_system_clock=False)  # no NTP: the beacons are the source
+    # the host's NTP ignored (synchronised or not): the beacons are the only source, on any host
+    path = config(tmp_path, authority, broker, trust_system_clock=False, ntp="ignore")
     sock = tmp_path / "sim.sock"
     gate = GateProcess(path).start()
     try:
@@ -91,6 +91,50 @@ def test_a_gate_killed_during_a_broker_outage_keeps_its_clock(tmp_path, authorit
         gate.wait_ready()
         later = scan(gate, sock, authority.ticket())
         assert (later["decision"], later["reason"]) == ("admit", "ok"), later
+    finally:
+        gate.stop_quietly()
+
+
+def send_commands(broker, messages: list[bytes]) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        for payload in messages:
+            client.publish(command_topic(SITE, GATE), payload, qos=1).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_a_commands_age_is_judged_by_the_gates_trusted_clock(tmp_path, authority, broker):
+    """Issue #11 item 12: a command's iat is compared with the gate's trusted clock, not the wall clock;
+    while that clock is untrusted, `open` and `unlock` (whose age cannot be judged) are refused."""
+    path = config(tmp_path, authority, broker, trust_system_clock=False, ntp="ignore", when_uncertain="deny",
+                  max_offset_s=3600.0)  # no source at first; then a beacon 50 s ahead is believed
+    gate = GateProcess(path).start()
+
+    def command(name: str, *, iat: float) -> bytes:
+        return encode_command(authority.command, gate=GATE, command=name, nonce=time.time_ns(), iat=int(iat))
+
+    def outcomes(count: int) -> list[tuple[str, str]]:
+        def seen():
+            lines = [e for e in list(gate.logs) if e.get("event") in ("command", "command ignored")]
+            return len(lines) >= count and lines
+        return [(e["event"], e.get("code") or e.get("command")) for e in gate.wait_for(seen, what="commands")]
+
+    try:
+        gate.wait_ready()
+        # untrusted clock (no NTP by configuration, no beacon): a fresh `open` cannot be judged; `lock` runs
+        send_commands(broker, [command("open", iat=time.time()), command("lock", iat=time.time())])
+        assert outcomes(2) == [("command ignored", "clock_uncertain"), ("command", "lock")]
+        # a beacon says the time is 50 s ahead of this wall clock: the gate's time, certain (max_offset_s)
+        publish(broker, [encode_beacon(authority.command, site=SITE, unix_ms=now_ms() + 50_000, seq=now_ms())])
+        gate.wait_for(lambda: gate.logged("beacon"), what="the beacon taken")
+        # 20 s old by the wall clock, 70 s old by the gate's clock: too old (limit 60 s)
+        send_commands(broker, [command("unlock", iat=time.time() - 20), command("unlock", iat=time.time() + 45)])
+        assert outcomes(4)[2:] == [("command ignored", "too_old"), ("command", "unlock")]
+        assert gate.terminate() == 0
     finally:
         gate.stop_quietly()
 

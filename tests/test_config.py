@@ -120,6 +120,8 @@ def test_missing_sections_name_what_they_need(tmp_path):
     ("[mqtt.tls]\nca_file = 'ca.pem'\n", "mqtt.url", "plain text"),
     ("[mqtt.tls]\ncert_file = 'c.pem'\n", "mqtt.tls.key_file", "go together"),
     ("[timings]\nrelay_pulse_s = 2.0\nheld_open_s = 1.0\n", "timings.held_open_s", "at least relay_pulse_s"),
+    ("[clock]\nntp = 'ignore'\ntrust_system_clock = true\n", "clock.ntp", "contradicts trust_system_clock"),
+    ("[clock]\nntp = 'sometimes'\n", "clock.ntp", "ignore"),
     ("", None, None),
 ])
 def test_cross_key_checks(tmp_path, extra, path, words):

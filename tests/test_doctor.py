@@ -122,3 +122,12 @@ def test_unwritable_state_directory_fails(tmp_path, authority):
         assert found["state"][0] == "FAIL" and "not writable" in found["state"][1]
     finally:
         state.chmod(0o700)
+
+
+def test_the_clock_line_says_when_the_sites_ntp_is_ignored(tmp_path, authority):
+    """[clock] ntp = "ignore": doctor does not call the clock NTP-synchronised, whatever the host says."""
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1",
+                      camera_source="synthetic:", site=SITE, gate="g1", event=EVENT,
+                      clock={"ntp": "ignore", "trust_system_clock": False, "beacons": True})
+    found = lines(doctor(write_config(tmp_path / "gated.toml", cfg)))
+    assert found["clock"][0] == "warn" and 'NTP ignored by configuration ([clock] ntp = "ignore")' in found["clock"][1]

@@ -75,6 +75,26 @@ def test_a_command_older_than_the_allowed_age_is_too_old(authority):
     assert parse_command(fresh, authority.keyring, GATE, now=now, max_age_s=60).name == "open"
 
 
+@pytest.mark.parametrize("name, code", [("open", "clock_uncertain"), ("unlock", "clock_uncertain"), ("lock", None),
+                                        ("emergency_on", None), ("emergency_off", None), ("clock_reset", None)])
+def test_with_an_untrusted_clock_only_commands_that_let_people_through_are_refused(authority, name, code):
+    now = time.time()
+    fresh = encode_command(authority.command, gate=GATE, command=name, nonce=1, iat=int(now) - 5)
+    if code is None:
+        assert parse_command(fresh, authority.keyring, GATE, now=now, max_age_s=60, time_trusted=False).name == name
+    else:
+        with pytest.raises(CommandRejected) as rejected:
+            parse_command(fresh, authority.keyring, GATE, now=now, max_age_s=60, time_trusted=False)
+        assert rejected.value.code == code
+    old = encode_command(authority.command, gate=GATE, command=name, nonce=2, iat=int(now) - 61)
+    if name == "clock_reset":  # the remedy for a wrong clock is not judged by it: no age check
+        assert parse_command(old, authority.keyring, GATE, now=now, max_age_s=60, time_trusted=False).name == name
+        return
+    with pytest.raises(CommandRejected) as rejected:  # too old by the best estimate: too old, whatever the command
+        parse_command(old, authority.keyring, GATE, now=now, max_age_s=60, time_trusted=False)
+    assert rejected.value.code == "too_old"
+
+
 def test_command_max_age_is_configured_under_mqtt_with_a_default_of_60_s(tmp_path):
     base = {"gate": {"site": SITE, "id": GATE, "events": [EVENT], "keyring": str(tmp_path)},
             "turnstile": {"board": "relay-only"}, "mqtt": {"url": "mqtt://127.0.0.1"}}
@@ -94,7 +114,7 @@ def test_verify_record_without_state_is_refused(tmp_path, authority):
 # --- a running gate ------------------------------------------------------------------------------
 
 COMMAND_CODES = {"malformed", "unsupported", "unknown_key", "bad_signature", "wrong_gate", "unknown_command",
-                 "too_old", "replay"}
+                 "too_old", "clock_uncertain", "replay"}
 
 
 def hostile_commands(rng: random.Random, authority, count: int = 30) -> list[bytes]:

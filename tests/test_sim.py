@@ -44,11 +44,13 @@ def test_outage_has_broker_loss_and_a_killed_gate():
     # one gate is killed and restarted inside the outage: no beacon, no NTP when it comes back (issue #11)
     (down,) = s.faults_of("broker_down")
     assert any(down.start_s < k.start_s and k.end_s + 5 < down.end_s for k in s.faults_of("gate_kill"))
+    # and its gates ignore the host's NTP, so the kill bites on an NTP-synchronised host too
+    assert s.ntp == "ignore"
 
 
 def test_a_bad_scenario_names_every_problem_with_its_key():
     raw = {"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": -1, "colour": "red"},
-           "gates": {"count": 1, "zones": "north"},
+           "gates": {"count": 1, "zones": "north", "ntp": "never"},
            "arrivals": {"visitors": 10, "profile": [[5, 1], [1, 1]]},
            "fraud": {"two_gates": 1, "forged": 9},
            "faults": [{"kind": "broker_down", "start_s": 30, "end_s": 10}, {"kind": "meteor"},
@@ -57,7 +59,7 @@ def test_a_bad_scenario_names_every_problem_with_its_key():
         scenario.from_dict(raw, source="bad.toml")
     text = str(err.value)
     for needle in ("scenario.duration_s", "scenario.colour", "gates.zones", "arrivals.profile", "fraud.two_gates",
-                   "at most half", "faults[0]", "faults[1].kind", "faults[2].gate"):
+                   "at most half", "faults[0]", "faults[1].kind", "faults[2].gate", "gates.ntp"):
         assert needle in text, needle
 
 

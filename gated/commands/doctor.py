@@ -216,7 +216,8 @@ def check_clock(cfg, timeout) -> Finding:
                                       f"every ticket would be not_yet_valid")
     from gated.clock import system_ntp_synchronized
 
-    synced = system_ntp_synchronized() or cfg.clock.trust_system_clock
+    ntp_ignored = cfg.clock.ntp == "ignore" and not cfg.clock.trust_system_clock
+    synced = cfg.clock.trust_system_clock or (not ntp_ignored and system_ntp_synchronized())
     db_path = cfg.gate.database
     if db_path.exists():
         try:
@@ -231,10 +232,11 @@ def check_clock(cfg, timeout) -> Finding:
         if trust is not None:
             return Finding(trust[0], "clock", f"{text}: {trust[1]}")
     if not synced:
+        why = "NTP ignored by configuration ([clock] ntp = \"ignore\")" if ntp_ignored else "not NTP-synchronised"
         if cfg.clock.beacons:
-            return Finding(WARN, "clock", f"{text}: not NTP-synchronised; the gate relies on time beacons "
+            return Finding(WARN, "clock", f"{text}: {why}; the gate relies on time beacons "
                                           f"(until one arrives, time checks {cfg.clock.when_uncertain})")
-        return Finding(FAIL, "clock", f"{text}: not NTP-synchronised and beacons are off: every time check denies")
+        return Finding(FAIL, "clock", f"{text}: {why} and beacons are off: every time check denies")
     return Finding(OK, "clock", f"{text}: " + ("NTP-synchronised" if not cfg.clock.trust_system_clock
                                                  else "trusted by configuration"))
 

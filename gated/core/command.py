@@ -17,11 +17,18 @@ from gated.core.errors import GatedError
 
 GATE_COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")  # §6: the turnstile's
 COMMANDS = GATE_COMMANDS + ("clock_reset",)  # and the clock's (part 2: "Resetting a gate's clock trust")
+# let people through without a ticket and are no safety measure: refused while the gate's clock cannot
+# judge their age (emergency_on is for evacuation; lock, emergency_off and clock_reset are fail-secure
+# or the remedy: those are judged by the best estimate of the time)
+NEED_TRUSTED_TIME = ("open", "unlock")
+# the remedy for a clock that is wrong cannot be judged by that clock (a gate whose trusted time a fast
+# beacon pushed a year ahead would find every reset too_old): its age is not checked, the nonce stops replays
+AGELESS = ("clock_reset",)
 
 
 class CommandRejected(GatedError, ValueError):
     """A command the gate ignores; `code`: malformed, unknown_key, bad_signature, wrong_gate,
-    unknown_command, too_old, replay."""
+    unknown_command, too_old, clock_uncertain, replay."""
 
     def __init__(self, code: str, detail: str):
         super().__init__(f"{code}: {detail}")
@@ -42,10 +49,14 @@ def payload(*, gate: str, command: str, nonce: int, iat: int) -> dict:
     return {1: gate, 2: command, 3: nonce, 4: iat}
 
 
-def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: float | None = None) -> Command:
+def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: float | None = None,
+         time_trusted: bool = True) -> Command:
     """The command in a verified payload, for gate `gate`. Given `now` and `max_age_s`, a command
     whose iat is more than `max_age_s` before `now` is `too_old` (an `open` the broker queued while
-    the gate was away must not run when it reconnects)."""
+    the gate was away must not run when it reconnects). `now` is the gate's best estimate; when it
+    is not trusted (`time_trusted=False`: the clock policy denies time checks), the age of a
+    command cannot be judged and those in NEED_TRUSTED_TIME are `clock_uncertain`. The age of those
+    in AGELESS (clock_reset) is not checked."""
     if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
             or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
         raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} "
@@ -54,6 +65,9 @@ def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: f
         raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
     if body[2] not in COMMANDS:
         raise CommandRejected("unknown_command", f"{body[2]!r} is not one of {', '.join(COMMANDS)}")
-    if now is not None and max_age_s is not None and now - body[4] > max_age_s:
+    if now is not None and max_age_s is not None and body[2] not in AGELESS and now - body[4] > max_age_s:
         raise CommandRejected("too_old", f"issued {int(now - body[4])} s ago, over the {max_age_s:g} s allowed")
+    if now is not None and max_age_s is not None and not time_trusted and body[2] in NEED_TRUSTED_TIME:
+        raise CommandRejected("clock_uncertain", f"the gate clock is uncertain: the age of {body[2]!r} "
+                                                 f"cannot be judged")
     return Command(gate=body[1], name=body[2], nonce=body[3], iat=body[4], signer=signer)
