@@ -69,10 +69,13 @@ def test_a_misconfigured_machine_says_what_is_wrong(tmp_path, authority):
     result = doctor(write_config(tmp_path / "gated.toml", cfg))
     found = lines(result)
     assert result.returncode == 1
-    for check, words in (("keyring", "no keyring here"), ("state", "not a directory"), ("revocations", "no list yet"),
+    for check, words in (("keyring", "no keyring here"), ("state", "not a directory"),
                          ("camera", "v4l2:/dev/video-none"), ("broker", "unreachable")):
         assert found[check][0] == "FAIL", (check, found[check])
         assert words in found[check][1], (check, found[check])
+    # no list before the first start is what every new gate sees: said plainly, not a failure
+    assert found["revocations"][0] == "warn" and "no list yet" in found["revocations"][1]
+    assert "expected before the gate's first start" in found["revocations"][1] and "locked" in found["revocations"][1]
     assert "failed" in result.stderr
     # a board profile that does not exist is a configuration problem (config.py resolves it)
     cfg["turnstile"]["board"] = "no-such-board"

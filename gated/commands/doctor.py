@@ -178,8 +178,11 @@ def check_revocations(cfg, timeout) -> Finding:
     db_path = cfg.gate.database
     severity = FAIL if cfg.revocations.when_stale == "closed" else WARN
     consequence = "the gate stays locked (denies every ticket)" if severity == FAIL else "the gate admits on an old list"
+    first = ("expected before the gate's first start: it stays locked until the central side publishes a "
+             "list (gated publish-revocations, docs/central.md)") if severity == FAIL else \
+        "expected before the gate's first start: it admits without one until the central side publishes a list"
     if not db_path.exists():
-        return Finding(severity, "revocations", f"no list yet (no state database); until one arrives {consequence}")
+        return Finding(WARN, "revocations", f"no list yet (no state database): {first}")
     try:
         meta = _read_meta(db_path)
     except sqlite3.Error as exc:
@@ -187,7 +190,7 @@ def check_revocations(cfg, timeout) -> Finding:
     version, applied_ms = int(meta.get("rev_version", 0)), int(meta.get("rev_applied_ms", 0))
     iat = int(meta.get("rev_iat", 0))
     if version == 0:
-        return Finding(severity, "revocations", f"no list received yet; until one arrives {consequence}")
+        return Finding(WARN, "revocations", f"no list received yet: {first}")
     age = time.time() - (iat or applied_ms / 1000)
     text = f"v{version}, issued {_age(age)} ago (limit {_age(cfg.revocations.max_age_s)})"
     if int(meta.get("rev_stale", 0)):
