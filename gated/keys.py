@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, Rejected
 from gated.core import cose
 from gated.core.cose import kid_of
 
@@ -80,13 +80,9 @@ class Keyring:
         return Keyring(self.keys + (key,))
 
 
-class SignedRejected(GatedError, ValueError):
+class SignedRejected(Rejected):
     """A signed message that is not accepted; `code` is stable: malformed, unsupported (another
     algorithm), unknown_key (no such kid with the role), bad_signature."""
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
 
 
 def open_signed(blob: bytes, keyring: Keyring, role: str) -> tuple[TrustedKey, object]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated.core.errors import GatedError
+from gated.core.errors import Rejected
 from gated.core import cose
 from gated.keys import Keyring, SignedRejected, open_signed
 
@@ -34,13 +34,9 @@ SITE, VERSION, BASE, ADD, REMOVE, IAT, PART, PARTS = 1, 2, 3, 4, 5, 6, 7, 8
 _ID_BYTES = 17  # one bstr16 in CBOR
 
 
-class UpdateRejected(GatedError, ValueError):
+class UpdateRejected(Rejected):
     """An update the gate will not apply. `code` is stable: malformed, unsupported, too_large,
     unknown_key, bad_signature, wrong_site, replay (version not above current), gap."""
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
 
 
 @dataclass(frozen=True)

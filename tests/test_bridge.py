@@ -16,6 +16,7 @@ from gated.uplink import Uplink
 from tests.conftest import SITE
 from tests.support.sites import BridgedSite
 from tests.support.uplink import LedgerThread, device_keyring, fast_settings, pump
+from tests.support.uplink import admit_for as shared_admit_for
 
 GATES = ["g1", "g2"]
 
@@ -25,13 +26,6 @@ def bridged(tmp_path):
     site = BridgedSite(tmp_path, SITE, GATES).start()
     yield site
     site.stop()
-
-
-def admit(store) -> dict:
-    cti = os.urandom(16)
-    body = {"ticket": cti.hex(), "event": "FINAL-2026", "type": "general", "zone": "north", "decision": "admit",
-            "reason": "ok", "rev": 0, "latency_us": 0}
-    return store.record_scan(body, time.time_ns() // 1_000_000, admit_cti=cti, confirmed=True)
 
 
 def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged, tmp_path, authority):
@@ -51,12 +45,7 @@ def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged
             pump(uplinks, lambda: all(s.revocation_state().version == 1 for s in stores), what="v1 at the gates")
 
             def admit_for(seconds: float) -> None:
-                end = time.monotonic() + seconds
-                while time.monotonic() < end:
-                    for s in stores:
-                        admit(s)
-                    for u in uplinks:
-                        u.poll(0.1)
+                shared_admit_for(stores, uplinks, seconds, 0.1)
 
             admit_for(2.0)
             pump(uplinks, lambda: ledger.count() > 10, what="events through the bridge")
@@ -93,12 +82,7 @@ def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep
                                              resend_after_s=1.0)) for s in stores]
 
     def admit_for(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for s in stores:
-                admit(s)
-            for u in uplinks:
-                u.poll(0.01)
+        shared_admit_for(stores, uplinks, seconds, 0.01)
 
     with LedgerThread(str(tmp_path / "ledger.db"), bridged.url(bridged.central, "ledger"), SITE, keyring=ring) as ledger:
         for u in uplinks:

@@ -5,7 +5,6 @@ each gate to its own topics."""
 from __future__ import annotations
 
 import os
-import pwd
 import ssl
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from gated.central.commands import encode_command
 from gated.topics import command_topic, events_topic, revocation_topic
 from gated.uplink import Uplink
 from tests.conftest import SITE
-from tests.support.broker import Broker
 from tests.support.uplink import LedgerThread, pump
+from tests.support.sites import shipped_site_broker
 from tests.support.waiting import wait_for
 
 SHIPPED = Path(__file__).resolve().parents[1] / "systemd" / "mosquitto"
@@ -41,16 +40,7 @@ def site_broker(tmp_path):
     paths and port moved to tmp."""
     certs = tmp_path / "certs"
     subprocess.run([str(SHIPPED / "make-test-ca.sh"), str(certs), *CLIENTS], check=True, capture_output=True)
-    subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *GATES],
-                   check=True, capture_output=True)
-    broker = Broker(tmp_path / "broker")
-    config = (SHIPPED / "gated-site.conf").read_text()
-    config = config.replace("/etc/mosquitto/gated/", f"{certs}/").replace("/var/lib/mosquitto/", f"{broker.directory}/")
-    assert "listener 8883\n" in config
-    config = config.replace("listener 8883\n", f"listener {broker.port} 127.0.0.1\n")
-    if os.geteuid() == 0:  # mosquitto would drop to user `mosquitto`, who cannot read the temp dir
-        config = f"user {pwd.getpwuid(0).pw_name}\n" + config
-    broker.config.write_text(config + "log_dest stderr\n")
+    broker = shipped_site_broker(tmp_path / "broker", certs, GATES)
     broker.start()
     broker.certs = certs
     yield broker

@@ -5,8 +5,6 @@ certificate, `gated status` as `ledger` and `gated command` as `central`, all ov
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import shutil
 import ssl
 import stat
@@ -25,7 +23,7 @@ from gated.mqtturl import parse_broker_url
 from gated.store import GateStore
 from gated.uplink import Uplink
 from tests.conftest import SITE
-from tests.support.broker import Broker
+from tests.support.sites import shipped_site_broker
 from tests.support.uplink import pump
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +41,7 @@ def certs(tmp_path):
 def site_broker(tmp_path, certs):
     """The shipped gated-site.conf with the rules make-dynsec.py writes for g1 and g2, paths and port
     moved to tmp, our certificates."""
-    subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), "g1", "g2"],
-                   check=True, capture_output=True)
-    broker = Broker(tmp_path / "broker")
-    config = (SHIPPED / "gated-site.conf").read_text()
-    config = config.replace("/etc/mosquitto/gated/", f"{certs}/").replace("/var/lib/mosquitto/", f"{broker.directory}/")
-    assert "listener 8883\n" in config
-    config = config.replace("listener 8883\n", f"listener {broker.port} 127.0.0.1\n")
-    if os.geteuid() == 0:  # mosquitto would drop to user `mosquitto`, who cannot read the temp dir
-        config = f"user {pwd.getpwuid(0).pw_name}\n" + config
-    broker.config.write_text(config + "log_dest stderr\n")
+    broker = shipped_site_broker(tmp_path / "broker", certs, ["g1", "g2"])
     broker.start()
     yield broker
     broker.stop()

@@ -5,7 +5,6 @@ by a power cut (SIGKILL: it loses what it acknowledged since its last save) leav
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
@@ -15,14 +14,8 @@ from gated.topics import committed_topic
 from gated.uplink import Uplink
 from tests.conftest import SITE
 from tests.support.broker import Broker
-from tests.support.uplink import LedgerThread, device_keyring, fast_settings, pump
-
-
-def admit(store) -> dict:
-    cti = os.urandom(16)
-    body = {"ticket": cti.hex(), "event": "FINAL-2026", "type": "general", "zone": "north", "decision": "admit",
-            "reason": "ok", "rev": 0, "latency_us": 0}
-    return store.record_scan(body, time.time_ns() // 1_000_000, admit_cti=cti, confirmed=True)
+from tests.support.uplink import LedgerThread, admit, device_keyring, fast_settings, pump
+from tests.support.uplink import admit_for as shared_admit_for
 
 
 def run_with_broker_kills(tmp_path, authority, keep: bool, kills: int = 3) -> tuple[dict, list]:
@@ -38,12 +31,7 @@ def run_with_broker_kills(tmp_path, authority, keep: bool, kills: int = 3) -> tu
     db = str(tmp_path / "ledger.db")
 
     def admit_for(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            for s in stores:
-                admit(s)
-            for u in uplinks:
-                u.poll(0.005)
+        shared_admit_for(stores, uplinks, seconds, 0.005)
 
     try:
         for u in uplinks:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gated.core import cose
-from gated.core.errors import GatedError
+from gated.core.errors import Rejected
 
 GATE_COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")  # §6: the turnstile's
 COMMANDS = GATE_COMMANDS + ("clock_reset",)  # and the clock's (part 2: "Resetting a gate's clock trust")
@@ -26,13 +26,9 @@ NEED_TRUSTED_TIME = ("open", "unlock")
 AGELESS = ("clock_reset",)
 
 
-class CommandRejected(GatedError, ValueError):
+class CommandRejected(Rejected):
     """A command the gate ignores; `code`: malformed, unknown_key, bad_signature, wrong_gate,
     unknown_command, too_old, clock_uncertain, replay."""
-
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
 
 
 @dataclass(frozen=True)

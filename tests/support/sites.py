@@ -1,6 +1,6 @@
-"""Two real Mosquittos as shipped in systemd/mosquitto/: a site broker (gated-site.conf, its
-dynamic-security rules, and gated-bridge.conf) bridged over TLS to a central broker
-(gated-central.conf); paths and ports moved to a temporary directory."""
+"""Real Mosquittos as shipped in systemd/mosquitto/, paths and ports moved to a temporary directory:
+one site broker (gated-site.conf with the dynamic-security rules make-dynsec.py writes), or a site
+broker bridged over TLS (gated-bridge.conf) to a central broker (gated-central.conf)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,24 @@ from tests.support.broker import Broker
 SHIPPED = Path(__file__).resolve().parents[2] / "systemd" / "mosquitto"
 
 
-def _localise(config: str, certs: Path, broker: Broker) -> str:
+def localise(config: str, certs: Path, broker: Broker) -> str:
+    """A shipped configuration with its certificate and persistence paths and its port moved here."""
     config = config.replace("/etc/mosquitto/gated/", f"{certs}/").replace("/var/lib/mosquitto/", f"{broker.directory}/")
     assert "listener 8883\n" in config
     config = config.replace("listener 8883\n", f"listener {broker.port} 127.0.0.1\n")
     if os.geteuid() == 0:  # mosquitto would drop to user `mosquitto`, who cannot read the temp dir
         config = f"user {pwd.getpwuid(0).pw_name}\n" + config
     return config + "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+
+
+def shipped_site_broker(work: Path, certs: Path, gates: list[str]) -> Broker:
+    """A Mosquitto running gated-site.conf as shipped with the rules make-dynsec.py writes for `gates`
+    (certificates already in `certs`); not started."""
+    subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *gates],
+                   check=True, capture_output=True)
+    broker = Broker(work)
+    broker.config.write_text(localise((SHIPPED / "gated-site.conf").read_text(), certs, broker))
+    return broker
 
 
 class BridgedSite:
@@ -39,13 +50,13 @@ class BridgedSite:
         subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(self.certs / "central-dynsec.json"),
                         *ledger_args, "--bridge", f"bridge-{site}={site}"], check=True, capture_output=True)
         self.central = Broker(work / "central")
-        central_config = _localise((SHIPPED / "gated-central.conf").read_text(), self.certs, self.central) \
+        central_config = localise((SHIPPED / "gated-central.conf").read_text(), self.certs, self.central) \
             .replace("dynamic-security.json", "central-dynsec.json")
         self.central.config.write_text(central_config)
         self.site = Broker(work / "site")
         bridge = (SHIPPED / "gated-bridge.conf").read_text().replace("@SITE@", site) \
             .replace("@CENTRAL@", f"127.0.0.1:{self.central.port}").replace("restart_timeout 5 60", "restart_timeout 1")
-        self.site.config.write_text(_localise((SHIPPED / "gated-site.conf").read_text(), self.certs, self.site)
+        self.site.config.write_text(localise((SHIPPED / "gated-site.conf").read_text(), self.certs, self.site)
                                     + "\n" + bridge.replace("/etc/mosquitto/gated/", f"{self.certs}/"))
 
     def start(self) -> "BridgedSite":

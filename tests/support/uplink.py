@@ -3,6 +3,7 @@ a ledger service on a thread, a keyring holding the gates' device keys."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -13,6 +14,24 @@ import paho.mqtt.client as mqtt
 from gated import keys
 from gated.central.ledger import Ledger, LedgerService
 from gated.mqtturl import parse_broker_url
+
+
+def admit(store) -> dict:
+    """One admission recorded straight in a gate's store (as Gate.on_code would): a scan event."""
+    cti = os.urandom(16)
+    body = {"ticket": cti.hex(), "event": "FINAL-2026", "type": "general", "zone": "north", "decision": "admit",
+            "reason": "ok", "rev": 0, "latency_us": 0}
+    return store.record_scan(body, time.time_ns() // 1_000_000, admit_cti=cti, confirmed=True)
+
+
+def admit_for(stores, uplinks, seconds: float, poll_s: float = 0.01) -> None:
+    """Each gate admits as fast as it can for `seconds`, its uplink polled in between."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for s in stores:
+            admit(s)
+        for u in uplinks:
+            u.poll(poll_s)
 
 
 def fast_settings(url: str, **overrides):
