@@ -34,6 +34,7 @@ from pathlib import Path
 
 from gated.stats import percentile
 from gated.core.reasons import MEANING
+from gated.central.plots import figures, page_head
 
 GLOSSARY = {reason.value: text for reason, text in MEANING.items()}
 
@@ -322,16 +323,8 @@ def render_html(report: dict, images: dict[str, str]) -> str:
         for m in report["mismatches"][:200])
     gates = "".join(f"<tr><td>{e(g)}</td><td>{v['decisions']}</td><td>{v['admits']}</td><td>{v['mismatches']}</td>"
                     f"<td>{v['ledger_events']}</td></tr>" for g, v in report["gates"].items())
-    figs = "".join(f'<figure><img alt="{e(k)}" src="data:image/png;base64,{v}"></figure>' for k, v in images.items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>gated sim: {e(report['scenario'])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #1f2328; }}
-.verdict {{ border-left: 0.5em solid {colour}; padding: 0.6em 1em; background: #f6f8fa; font-size: 1.15em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ text-align: left; padding: 0.2em 0.8em;
-border-bottom: 1px solid #d0d7de; font-size: 0.92em; }} figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
-</style></head><body>
-<h1>Simulation report: {e(report['scenario'])}</h1>
+    figs = figures(images, e)
+    return page_head(f"gated sim: {e(report['scenario'])}", colour, 60) + f"""<h1>Simulation report: {e(report['scenario'])}</h1>
 <p class="verdict"><strong style="color:{colour}">{'PASS' if ok else 'FAIL'}</strong> {e(report['verdict'].split(': ', 1)[-1])}</p>
 <table>{table}</table>
 <h2>Faults</h2><ul>{faults}</ul>

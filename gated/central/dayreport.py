@@ -34,6 +34,7 @@ from pathlib import Path
 
 from gated.central import occupancy as occ
 from gated.core.events import format_ts
+from gated.central.plots import figures, page_head
 
 HELD_BACK_MS = 60_000
 
@@ -256,16 +257,8 @@ def render_html(report: dict, images: dict[str, str]) -> str:
     findings += [f"ticket {r['ticket']}: {r['reentries']} re-entries, {r['exits']} exits ({', '.join(r['gates'])})"
                  for r in i["reentries_without_exit"]]
     found = "".join(f"<li>{e(f)}</li>" for f in findings[:500]) or "<li>none</li>"
-    figs = "".join(f'<figure><img alt="{e(k)}" src="data:image/png;base64,{v}"></figure>' for k, v in images.items())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>gated report {e(w['from'][:10])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 64em; color: #1f2328; }}
-.verdict {{ border-left: 0.5em solid {colour}; padding: 0.6em 1em; background: #f6f8fa; font-size: 1.15em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ text-align: left; padding: 0.2em 0.8em;
-border-bottom: 1px solid #d0d7de; font-size: 0.92em; }} figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
-</style></head><body>
-<h1>The day at the gates: {e(w['from'])} to {e(w['to'])}</h1>
+    figs = figures(images, e)
+    return page_head(f"gated report {e(w['from'][:10])}", colour, 64) + f"""<h1>The day at the gates: {e(w['from'])} to {e(w['to'])}</h1>
 <p class="verdict"><strong style="color:{colour}">{'CLEAN' if ok else 'ATTENTION'}</strong> {e(report['verdict'].split(': ', 1)[-1])}</p>
 <table>{table}</table>
 <h2>Occupancy</h2><table><tr><th>zone</th><th>at start</th><th>at end</th><th>peak</th><th>peak at</th><th>capacity</th><th>entries over capacity</th></tr>{zones}</table>

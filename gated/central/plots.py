@@ -123,3 +123,23 @@ def bars(counts: dict[str, int], *, title: str, ylabel: str, expected: dict[str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return png(fig)
+
+
+# --- the page around the plots: one look for the rehearsal report and the day's report --------------
+
+_STYLE = """body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: {width}em; color: #1f2328; }}
+.verdict {{ border-left: 0.5em solid {colour}; padding: 0.6em 1em; background: #f6f8fa; font-size: 1.15em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ text-align: left; padding: 0.2em 0.8em;
+border-bottom: 1px solid #d0d7de; font-size: 0.92em; }} figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}"""
+
+
+def page_head(title: str, colour: str, width_em: int = 64) -> str:
+    """A self-contained HTML page up to <body> (the caller escapes `title`)."""
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
+            f"<style>\n{_STYLE.format(width=width_em, colour=colour)}\n</style></head><body>\n")
+
+
+def figures(images: dict[str, str], escape) -> str:
+    """The plots as embedded PNG figures."""
+    return "".join(f'<figure><img alt="{escape(k)}" src="data:image/png;base64,{v}"></figure>' for k, v in images.items())
+
