@@ -200,3 +200,43 @@ def test_a_stopped_gate_shows_offline_with_its_last_known_state(venue):
     assert all(rows[g]["online"] for g in gates[:-1])
     out = gated("command", "--key", command_key(venue), "--timeout", "1", *site_args(venue), last, "open")
     assert out.returncode == 1 and "offline" in out.stdout, out.stdout
+
+
+def test_status_shows_people_inside_against_capacity(tmp_path):
+    """The ledger's retained occupancy (per zone) and each gate's own figure from its health: a
+    full zone is said to be full, and a gate counting on its own (it cannot hear the ledger) is named."""
+    import paho.mqtt.client as mqtt
+
+    from gated.core.occupancy import encode_occupancy
+    from gated.topics import gate_topic, occupancy_topic
+    from tests.support.broker import Broker
+
+    broker = Broker(tmp_path / "broker").start()
+    try:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        now = time.time()
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now))
+        for gate, inside, source in (("g1", 8, "central"), ("g2", 7, "local")):
+            client.publish(gate_topic("hall-site", gate, "status"), json.dumps(
+                {"state": "online", "rev": 1, "version": "0.1.0", "ts": ts}), qos=1, retain=True).wait_for_publish(5)
+            client.publish(gate_topic("hall-site", gate, "health"), json.dumps(
+                {"ts": ts, "mode": "online", "rev": 1, "occupancy": inside, "occupancy_source": source,
+                 "capacity": 8}), qos=1, retain=True).wait_for_publish(5)
+        zones = {"hall": {"inside": 8, "capacity": 8, "entries": 11, "exits": 3},
+                 "foyer": {"inside": 2, "capacity": None, "entries": 2, "exits": 0}}
+        client.publish(occupancy_topic("hall-site"), encode_occupancy("hall-site", zones, int(now * 1000), {"g1": 14}),
+                       qos=1, retain=True).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        table = gated("status", "--broker", broker.url, "--site", "hall-site")
+        assert table.returncode == 0, table.stderr
+        assert "zone hall: 8 inside of 8 (100 %)  FULL" in table.stdout
+        assert "zone foyer: 2 inside, no capacity set" in table.stdout
+        assert "cannot hear the ledger): g2" in table.stdout
+        rows = {r["gate"]: r for r in json.loads(gated("status", "--json", "--broker", broker.url, "--site",
+                                                               "hall-site").stdout)}
+        assert (rows["g2"]["occupancy"], rows["g2"]["occupancy_source"], rows["g2"]["capacity"]) == (7, "local", 8)
+    finally:
+        broker.stop()

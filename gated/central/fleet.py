@@ -25,9 +25,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gated.core.errors import GatedError
 from gated import keys
 from gated.mqtturl import UplinkSettings
-from gated.topics import command_topic, gate_topic, root
+from gated.topics import command_topic, gate_topic, occupancy_topic, root
 from gated.central.commands import encode_command
 from gated.core.command import COMMANDS
+from gated.core.occupancy import OccupancyRejected, read_occupancy
 from gated.mqtt import MqttLink
 
 HEALTH_SILENT_S = 120  # an online gate whose last health message is older than this: an alarm
@@ -99,6 +100,9 @@ def gate_row(view: GateView, now_s: float) -> dict:
         "scans_per_min": health.get("scans_per_min"),
         "health_age_s": health_age,
         "version": status.get("version"),
+        "occupancy": health.get("occupancy"),  # people inside the gate's zone as the gate counts them
+        "occupancy_source": health.get("occupancy_source"),  # central (the ledger's figure) or local
+        "capacity": health.get("capacity"),
         "alarms": alarms,
     }
 
@@ -121,8 +125,9 @@ def _duration(seconds) -> str:
     return f"{seconds // 3600} h"
 
 
-def format_table(rows: list[dict], site: str) -> str:
-    """The rows as a plain text table, one gate a line, alarms last."""
+def format_table(rows: list[dict], site: str, zones: dict[str, dict] | None = None) -> str:
+    """The rows as a plain text table, one gate a line, alarms last; then people inside per zone
+    against its capacity (the ledger's figures, `zones` from the occupancy topic), if any."""
     head = ("gate", "state", "since", "mode", "list", "list age", "clock", "outbox", "last scan", "scans/min",
             "alarms")
     lines = [head]
@@ -139,7 +144,20 @@ def format_table(rows: list[dict], site: str) -> str:
     online = sum(r["online"] for r in rows)
     text.append(f"site {site}: {len(rows)} gate(s), {online} online, "
                 f"{sum(bool(r['alarms']) for r in rows)} with alarms")
+    text += [zone_line(name, zone) for name, zone in sorted((zones or {}).items())]
+    local = [r["gate"] for r in rows if r.get("occupancy_source") == "local"]
+    if local and zones:
+        text.append(f"counting inside from their own events (cannot hear the ledger): {', '.join(local)}")
     return "\n".join(text)
+
+
+def zone_line(name: str, zone: dict) -> str:
+    """`zone hall: 7 inside of 8 (88 %)`, FULL at or over its capacity."""
+    inside, capacity = zone["inside"], zone.get("capacity")
+    if capacity is None:
+        return f"zone {name or '(none)'}: {inside} inside, no capacity set"
+    full = "  FULL: entries are denied `capacity`" if inside >= capacity else ""
+    return f"zone {name or '(none)'}: {inside} inside of {capacity} ({100 * inside // capacity} %){full}"
 
 
 class SiteWatch:
@@ -152,6 +170,8 @@ class SiteWatch:
                              persistent=False)
         for leaf in ("status", "health"):
             self.link.add_subscription(gate_topic(site, "+", leaf), SubscribeOptions(qos=1))
+        self.link.add_subscription(occupancy_topic(site), SubscribeOptions(qos=1))
+        self.zones: dict[str, dict] = {}  # people inside per zone, as the ledger last published it
         self.refused: str | None = None
 
     def start(self, timeout: float) -> None:
@@ -201,6 +221,12 @@ class SiteWatch:
             return
         message = item[1]
         self.link.ack(message)
+        if message.topic == occupancy_topic(self.site):
+            try:
+                self.zones = read_occupancy(message.payload, site=self.site)[0] if message.payload else {}
+            except OccupancyRejected:
+                self.zones = {}  # not the ledger's: show nothing rather than a wrong figure
+            return
         prefix = root(self.site) + "gates/"
         gate, _, leaf = message.topic[len(prefix):].partition("/")
         if not message.topic.startswith(prefix) or leaf not in ("status", "health") or not gate:

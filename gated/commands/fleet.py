@@ -64,12 +64,12 @@ def run_status(args) -> int:
             print(json.dumps(watch.rows(), indent=2))
             return 0
         if args.watch is None:
-            print(format_table(watch.rows(), args.site))
+            print(format_table(watch.rows(), args.site, watch.zones))
             return 0
         clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
         while True:
             print(f"{clear}{time.strftime('%H:%M:%S')}  (every {args.watch:g} s; Ctrl-C to stop)")
-            print(format_table(watch.rows(), args.site), flush=True)
+            print(format_table(watch.rows(), args.site, watch.zones), flush=True)
             watch.pump(args.watch)
     finally:
         watch.stop()

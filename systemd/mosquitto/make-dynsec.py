@@ -18,7 +18,8 @@ too (use_username_as_clientid). Identities:
   beacon   writes time beacons (the long-running `gated beacon`).
   ledger   reads events, status and health, plainly or through `$share/<group>/...`, and writes
            each gate's `committed` (docs/protocol.md, "Committed events") and the site's occupancy
-           (retained: people inside per zone) (each ledger process needs its own certificate:
+           (retained: people inside per zone), which it (and `gated status` run as a ledger) also
+           reads (each ledger process needs its own certificate:
            --ledger NAME for each, default one `ledger`).
 
   CN=SITE  (central broker, --bridge) a site broker's bridge (gated-bridge.conf, certificate CN):
@@ -75,7 +76,8 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
         {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
                                              f"{root}/gates/+/health", shared=True)
-                                       + writes(f"{root}/gates/+/committed", f"{root}/occupancy")},
+                                       + writes(f"{root}/gates/+/committed", f"{root}/occupancy")
+                                       + reads(f"{root}/occupancy")},
     ]
     clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]
     clients += [{"username": name, "roles": [{"rolename": "ledger"}]} for name in ledgers]
