@@ -106,3 +106,23 @@ def test_every_error_class_of_ours_inherits_gated_error():
                 if cls.__module__ == info.name and issubclass(cls, Exception) and not issubclass(cls, GatedError):
                     missing.append(f"{info.name}.{name}")
     assert not missing, "errors that do not inherit GatedError: " + ", ".join(missing)
+
+
+CLOCK_CALLS = {"now", "utcnow", "today", "monotonic", "perf_counter", "time_ns", "process_time"}
+
+
+@pytest.mark.parametrize("path", modules(CORE), ids=lambda p: p.name)
+def test_core_modules_read_no_clock_through_datetime_either(path):
+    """`datetime` is allowed in the core (formatting a given time), `datetime.now()` is not: `now` is
+    a parameter."""
+    calls = [f"{path.name}:{node.lineno} calls .{node.func.attr}()"
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCK_CALLS]
+    assert not calls, "\n".join(calls)
+
+
+def test_the_clock_check_sees_a_clock_call(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from datetime import datetime\ndef f():\n    return datetime.now()\n")
+    assert [n.func.attr for n in ast.walk(ast.parse(sample.read_text()))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)] == ["now"]
