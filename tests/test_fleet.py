@@ -240,3 +240,38 @@ def test_status_shows_people_inside_against_capacity(tmp_path):
         assert (rows["g2"]["occupancy"], rows["g2"]["occupancy_source"], rows["g2"]["capacity"]) == (7, "local", 8)
     finally:
         broker.stop()
+
+
+def test_status_survives_garbage_on_the_retained_topics(tmp_path):
+    """Status and health come from gates, occupancy from the ledger: outside input. Whatever is
+    retained there, `gated status` prints a table (and valid JSON), naming what it could not read."""
+    import paho.mqtt.client as mqtt
+
+    from gated.topics import gate_topic, occupancy_topic
+    from tests.support.broker import Broker
+
+    broker = Broker(tmp_path / "broker").start()
+    try:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        garbage = {
+            ("g1", "status"): b"[" * 100_000,
+            ("g1", "health"): b'{"clock_source": "ntp", "clock_offset_ms": "abc", "outbox": NaN, "capacity": []}',
+            ("g2", "status"): b'{"state": "online", "ts": 5}',
+            ("g2", "health"): b"\xff\xfe not utf-8",
+        }
+        for (gate, leaf), payload in garbage.items():
+            client.publish(gate_topic("junk", gate, leaf), payload, qos=1, retain=True).wait_for_publish(5)
+        client.publish(occupancy_topic("junk"), b'{"v": 1, "site": "junk", "zones": {"hall": {"inside": 3, "capacity": 0}}}',
+                       qos=1, retain=True).wait_for_publish(5)
+        client.disconnect()
+        client.loop_stop()
+        table = gated("status", "--broker", broker.url, "--site", "junk")
+        assert table.returncode == 0 and "Traceback" not in table.stderr, table.stderr
+        assert "g1" in table.stdout and "status message is not a JSON object" in table.stdout
+        assert "zone hall" not in table.stdout  # a capacity of 0 is not the ledger's: no figure rather than a wrong one
+        rows = json.loads(gated("status", "--json", "--broker", broker.url, "--site", "junk").stdout)
+        assert {r["gate"] for r in rows} == {"g1", "g2"} and rows[0]["outbox"] is None
+    finally:
+        broker.stop()

@@ -101,6 +101,7 @@ def test_unreachable_or_refusing_shop_is_a_message(shop, capsys):
 
 @pytest.mark.parametrize("revoked, problem", [
     (b"<html>oops</html>", "not JSON"),
+    (b"[" * 100_000, "not JSON"),  # nested past Python's recursion limit
     ({"results": "nope"}, "no `results` list"),
     (page([{"id": 1, "created": "2026-06-01T20:00:00Z"}]), "without a text `secret`"),
     (page([{"id": 1, "secret": "abc", "created": "yesterday"}]), "not an ISO 8601 time"),

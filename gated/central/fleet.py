@@ -61,6 +61,19 @@ def _later(value, by: int | None):
     return value + by if isinstance(value, int) and not isinstance(value, bool) and by is not None else None
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _int(value) -> int | None:
+    """An integer field of a gate's message, or None (a gate's messages are outside input)."""
+    return value if type(value) is int else None
+
+
+def _text(value) -> str | None:
+    return value if type(value) is str else None
+
+
 def gate_row(view: GateView, now_s: float) -> dict:
     """One gate's line of `gated status`: its retained status and health, aged to `now_s`."""
     status, health = view.status or {}, view.health or {}
@@ -92,17 +105,17 @@ def gate_row(view: GateView, now_s: float) -> dict:
         "mode": mode,
         "rev": health.get("rev", status.get("rev")),
         "rev_age_s": _later(health.get("rev_age_s"), health_age),
-        "clock_source": health.get("clock_source"),
+        "clock_source": _text(health.get("clock_source")),
         "clock_uncertain": health.get("clock_uncertain"),
-        "clock_offset_ms": health.get("clock_offset_ms"),
-        "outbox": health.get("outbox"),
+        "clock_offset_ms": _int(health.get("clock_offset_ms")),
+        "outbox": _int(health.get("outbox")),
         "last_scan_age_s": _later(health.get("last_scan_age_s"), health_age),
-        "scans_per_min": health.get("scans_per_min"),
+        "scans_per_min": _int(health.get("scans_per_min")),
         "health_age_s": health_age,
         "version": status.get("version"),
-        "occupancy": health.get("occupancy"),  # people inside the gate's zone as the gate counts them
-        "occupancy_source": health.get("occupancy_source"),  # central (the ledger's figure) or local
-        "capacity": health.get("capacity"),
+        "occupancy": _int(health.get("occupancy")),  # people inside the gate's zone as the gate counts them
+        "occupancy_source": _text(health.get("occupancy_source")),  # central (the ledger's figure) or local
+        "capacity": _int(health.get("capacity")),
         "alarms": alarms,
     }
 
@@ -237,8 +250,8 @@ class SiteWatch:
             setattr(view, leaf, None)
             return
         try:
-            body = json.loads(message.payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = json.loads(message.payload, parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError):  # not JSON, NaN/Infinity, nested too deep
             body = None
         if not isinstance(body, dict):
             view.problems.append(f"{leaf} message is not a JSON object")

@@ -77,7 +77,7 @@ class PretixClient:
             raise PretixError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
         try:
             answer = json.loads(raw) if raw else None
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             answer = None
             if status < 400:
                 raise PretixError(f"{method} {url}: HTTP {status} with a body that is not JSON") from None

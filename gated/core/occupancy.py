@@ -58,8 +58,9 @@ def read_occupancy(payload: bytes, *, site: str) -> tuple[dict[str, dict], dict[
     out = {}
     for name, zone in zones.items():
         if not isinstance(zone, dict) or not _count(zone.get("inside")) \
-                or not (zone.get("capacity") is None or _count(zone.get("capacity"))):
-            raise OccupancyRejected(f"zone {name[:40]!r}: inside (and capacity, if any) must be integers in 0..2^63-1")
+                or not (zone.get("capacity") is None or (_count(zone.get("capacity")) and zone["capacity"] >= 1)):
+            raise OccupancyRejected(f"zone {name[:40]!r}: inside must be an integer in 0..2^63-1 and capacity, "
+                                    "if any, one in 1..2^63-1")
         out[name] = {"inside": zone["inside"], "capacity": zone.get("capacity")}
     as_of = body.get("as_of", {})
     if not isinstance(as_of, dict) or len(as_of) > 10 * MAX_ZONES or not all(_count(v) for v in as_of.values()):
