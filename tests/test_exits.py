@@ -405,3 +405,15 @@ def test_a_free_exit_records_the_exit_of_a_ticket_shown_there(lanes, authority):
     free.tell(entry)
     assert entry.scan(text).reentry
     assert entry.store.local_occupancy("north") == 0  # in, out, out without a ticket, back in
+
+
+def test_gated_report_on_an_empty_ledger_says_there_is_nothing_and_makes_no_ledger(tmp_path, capsys):
+    from gated.central.ledger import Ledger
+    from gated.cli import main
+
+    assert main(["report", "--db", str(tmp_path / "typo.db"), "--out", str(tmp_path / "o")]) == 2
+    assert "no ledger database here" in capsys.readouterr().err and not (tmp_path / "typo.db").exists()
+    Ledger(tmp_path / "empty.db").close()
+    assert main(["report", "--db", str(tmp_path / "empty.db"), "--out", str(tmp_path / "o")]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("ATTENTION") and "no events in the ledger for this window" in out

@@ -140,10 +140,11 @@ def test_pages_are_followed_and_the_latest_block_state_wins(shop, capsys):
     assert any("created_since=2026-06-01T19%3A56%3A00" in p for p, _ in shop.requests[-2:])  # the cursor, less 5 min
 
 
-def test_upload_counts_an_admission_rolled_back_only_by_its_own_gate(tmp_path):
+def test_upload_counts_entries_and_a_rollback_only_by_the_admitting_gate(tmp_path):
     """A passage timeout rolls back an admission only when the admitting gate sent it (as in the
     ledger's over-admission check): a ledger file written before peers were checked strictly may
     hold another gate's timeout naming it."""
+    import json
     import sqlite3
 
     from gated.central.ledger import Ledger
@@ -152,10 +153,15 @@ def test_upload_counts_an_admission_rolled_back_only_by_its_own_gate(tmp_path):
     path = tmp_path / "ledger.db"
     Ledger(path).close()  # the schema, migrated
     rows = [("g1:1", "g1", 1, "scan", "admit", None, None, "a" * 32), ("g1:2", "g1", 2, "scan", "admit", None, None, "b" * 32),
-            ("g1:3", "g1", 3, "passage", None, "g1:2", "timeout", None), ("g2:1", "g2", 1, "passage", None, "g1:1", "timeout", None)]
+            ("g1:3", "g1", 3, "passage", None, "g1:2", "timeout", None), ("g2:1", "g2", 1, "passage", None, "g1:1", "timeout", None),
+            ("g9:1", "g9", 1, "scan", "admit", None, None, "c" * 32)]
     with sqlite3.connect(path) as db:
         db.executemany("INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, ref, result, hash, prev, "
                        "signed, received_ms, body) VALUES (?, 's', ?, ?, ?, '2026-12-01T20:00:00.000Z', ?, ?, ?, ?, "
-                       "'h', 'p', 1, 0, '{\"event\": \"E\"}')",
-                       [(i, g, q, k, t, d, r, res) for i, g, q, k, d, r, res, t in rows])
-    assert [row[0] for row in admissions(path, "E")] == ["g1:1"]  # g1:2 rolled back by g1; g2 cannot undo g1:1
+                       "'h', 'p', 1, 0, ?)",
+                       [(i, g, q, k, t, d, r, res, json.dumps(
+                           {"id": i, "gate": g, "seq": q, "kind": k, "ts": "2026-12-01T20:00:00.000Z", "event": "E",
+                            "decision": d, "ref": r, "result": res, **({"dir": "out"} if g == "g9" else {})}))
+                        for i, g, q, k, d, r, res, t in rows])
+    # g1:2 rolled back by g1; g2 cannot undo g1:1; g9:1 is an exit scan, not an entry for pretix's list
+    assert [row[0] for row in admissions(path, "E")] == ["g1:1"]

@@ -162,6 +162,9 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
         problems.append(f"{t['reentries_without_exit']} tickets let back in more often than they left")
     for zone, n in over_capacity.items():
         problems.append(f"zone {zone or '(no zone)'} went over its capacity {capacities[zone]} ({n} entries)")
+    if not events:
+        problems.append("no events in the ledger for this window: nothing to report (is it the right database, "
+                        "and --from/--to the right day?)")
     verdict = ("CLEAN: every event accounted for, no ticket over its limit, no zone over its capacity"
                if not problems else "ATTENTION: " + "; ".join(problems))
     return {

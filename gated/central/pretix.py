@@ -299,19 +299,30 @@ def nonce_for(site: str, event_id: str) -> str:
 
 
 def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]]:
-    """(event id, ticket id hex, ts) of every admission for `event` in the ledger that a passage
-    timeout of the admitting gate did not roll back (a gate rolls back only its own admissions, as
-    the ledger's over-admission check has it), oldest first. Read-only."""
+    """(event id, ticket id hex, ts) of every entry for `event` in the ledger (a SQLite file or a
+    postgresql:// URL) that a passage timeout of the admitting gate did not roll back (a gate rolls
+    back only its own admissions, as the ledger's over-admission check has it), oldest first. An
+    exit scan (`dir` out) is not an entry: pretix's check-in list counts entries. Read-only."""
+    from gated.central.ledger import Ledger
+    from gated.central.ledgerdb import LedgerError, is_database_url
+
+    if not is_database_url(str(ledger_path)) and not Path(ledger_path).is_file():
+        raise PretixError(f"ledger {ledger_path}: no ledger database here")
     try:
-        with sqlite3.connect(f"file:{Path(ledger_path)}?mode=ro", uri=True, timeout=30) as db:
-            return db.execute(
-                "SELECT e.id, e.ticket, e.ts FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
-                "AND e.ticket IS NOT NULL AND json_extract(e.body, '$.event') = ? AND NOT EXISTS ("
+        with Ledger(str(ledger_path)) as ledger:
+            rows = ledger.query(
+                "SELECT e.id, e.ticket, e.ts, e.body FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
+                "AND e.ticket IS NOT NULL AND NOT EXISTS ("
                 "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
-                "  AND p.result = 'timeout') "
-                "ORDER BY e.ts, e.id", (event,)).fetchall()
-    except sqlite3.Error as exc:
+                "  AND p.result = 'timeout') ORDER BY e.ts, e.id")
+    except LedgerError as exc:
         raise PretixError(f"ledger {ledger_path}: {exc}") from None
+    out = []
+    for event_id, ticket, ts, body in rows:
+        scan = json.loads(body)  # stored by the ledger after its strict reader: an object
+        if scan.get("event") == event and scan.get("dir", "in") != "out":
+            out.append((event_id, ticket, ts))
+    return out
 
 
 def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, event: str, site: str,

@@ -31,7 +31,9 @@ def run_report(args) -> int:
         plots.require()  # say so before any work: a gate install has no matplotlib
     except plots.PlotsUnavailable as exc:
         raise CommandError(str(exc)) from None
-    if not Path(args.db).exists():
+    from gated.central.ledgerdb import is_database_url
+
+    if not is_database_url(args.db) and not Path(args.db).is_file():  # never make an empty ledger here
         raise CommandError(f"{args.db}: no ledger database here")
     if args.bin_minutes < 1 or args.silence_minutes < 1:
         raise CommandError("--bin-minutes and --silence-minutes must be at least 1")
