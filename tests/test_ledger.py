@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gated import keys
 
 from gated.core import events
-from gated.central.ledger import Ledger
+from gated.central.ledger import Ledger, LedgerError
 from gated.cli import main
 from gated.store import GateStore
 from tests.conftest import SITE
@@ -159,3 +159,17 @@ def test_keys_device_prints_the_gates_public_key(tmp_path, capsys):
     assert main(["keys", "trust", "--keyring", str(tmp_path / "ring"), "--role", "device", "--name", "g7", str(pem)]) == 0
     ring = keys.load_keyring(tmp_path / "ring")
     assert ring.keys[0].name == "g7" and "device" in ring.keys[0].roles
+
+
+def test_one_ledger_database_per_site(tmp_path, ledger_db, gates):
+    """Gate ids are unique only within a site, and ids, the (gate, seq) key and the committed progress
+    are per gate: a ledger for another site refuses a database that holds this one's events (before,
+    the second site's g1 events were all rejected as conflicts and its committed seq read from the first)."""
+    g1, _ = gates
+    scan(g1, os.urandom(16), True)
+    with Ledger(ledger_db, site=SITE) as ledger:
+        assert ledger.ingest(outbox(g1)).new == 1
+    with pytest.raises(LedgerError, match=f"holds events of site '{SITE}', not 'museum-b': one ledger database per site"):
+        Ledger(ledger_db, site="museum-b")
+    with Ledger(ledger_db, site=SITE) as ledger:  # its own site still opens it
+        assert ledger.report()["gates"]["g1"]["events"] == 1

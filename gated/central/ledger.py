@@ -80,9 +80,20 @@ class Ledger:
         self.keyring, self.site, self.workers, self.partition = keyring, site, workers, partition
         self.db = open_db(target)
         self.where = self.db.where
+        if site is not None:
+            self._one_site(site)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ledger-verify") if workers > 1 else None
         occ.backfill(self.db)  # movements of events stored before the occupancy tables (migration 3)
         self._keys: dict[str, object] = {}
+
+    def _one_site(self, site: str) -> None:
+        """Refuse a database that holds another site's events: ids, the (gate, seq) key and the
+        committed progress are per gate, and gate ids are unique only within a site."""
+        other = self.db.execute("SELECT site FROM events WHERE site <> ? LIMIT 1", (site,)).fetchone()
+        if other is not None:
+            self.db.close()
+            raise LedgerError(f"{self.where} holds events of site {other[0]!r}, not {site!r}: one ledger database "
+                              "per site (docs/central.md)")
 
     def close(self) -> None:
         if self._pool is not None:
