@@ -86,10 +86,11 @@ def test_a_taken_metrics_port_stops_the_gate_with_a_clear_error(tmp_path, author
     assert any("[metrics] listen" in line and "cannot listen" in line for line in gate.raw), gate.raw[-5:]
 
 
-def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker):
+def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker, ledger_db):
+    """On either backend: a SQLite file, and a postgresql:// URL (which must stay a URL)."""
     port = free_port()
     ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", str(tmp_path / "ledger.db"), "--metrics", f"127.0.0.1:{port}",
+                               "--db", ledger_db, "--metrics", f"127.0.0.1:{port}",
                                "--keyring", str(tmp_path / "ledger-keyring")],  # none approved yet: starts anyway
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

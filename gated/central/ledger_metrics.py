@@ -4,13 +4,15 @@ ledger database at each scrape. The HTTP endpoint itself is gated/metrics.py's, 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 
+import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+log = structlog.get_logger("gated.ledger.metrics")
 
 # --- the ledger ------------------------------------------------------------------------------------
 
@@ -29,7 +31,8 @@ class LedgerCollector(Collector):
     HTTP thread never touches the service's connection). `received` is the service's message count."""
 
     def __init__(self, db_path: str | Path, site: str, received=lambda: 0):
-        self.db_path, self.site, self.received = Path(db_path), site, received
+        # str, not Path: a postgresql:// URL must stay a URL (a Path would make it a SQLite file name)
+        self.db_path, self.site, self.received = str(db_path), site, received
 
     def collect(self):
         from gated.central.ledger import Ledger, LedgerError
@@ -41,7 +44,8 @@ class LedgerCollector(Collector):
         try:
             report = ledger.report()
             lags = _lags(ledger.db)
-        except sqlite3.Error:
+        except ledger.db.errors as exc:  # sqlite3.Error or psycopg.Error: this scrape is empty, the next may work
+            log.warning("ledger metrics not read", error=str(exc))
             return
         finally:
             ledger.close()
@@ -86,8 +90,8 @@ def _lags(db) -> dict[str, tuple[float | None, int]]:
     """Per gate: (lag of its newest event in seconds, or None if its ts is unreadable; when it came)."""
     out = {}
     for gate, ts, received_ms in db.execute(
-            "SELECT gate, ts, MAX(received_ms) FROM events e WHERE seq = (SELECT MAX(seq) FROM events WHERE gate = e.gate) "
-            "GROUP BY gate"):
+            "SELECT e.gate, e.ts, e.received_ms FROM events e "
+            "WHERE e.seq = (SELECT MAX(seq) FROM events WHERE gate = e.gate)"):
         lag = None
         if isinstance(ts, str):
             try:
