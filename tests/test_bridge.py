@@ -5,6 +5,7 @@ talk only to the site broker; the ledger only to the central one."""
 from __future__ import annotations
 
 import os
+import queue
 import time
 
 import pytest
@@ -130,3 +131,37 @@ def test_a_bridge_may_carry_only_its_own_sites_topics(bridged):
         intruder.close()
         watcher.close()
     assert [t for t, p in watcher.messages if p == b'{"forged": true}'] == []
+
+
+def test_the_centres_occupancy_comes_down_the_bridge(bridged):
+    """The ledger at the centre publishes people inside per zone; a site's gates (and `gated status`
+    against the site broker) read it there: the bridge carries the topic down, retained."""
+    from gated.core.occupancy import encode_occupancy, read_occupancy
+    from gated.mqtt import MqttLink
+    from gated.mqtturl import parse_broker_url
+    from gated.topics import occupancy_topic
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    ledger = MqttLink(parse_broker_url(bridged.url(bridged.central, "ledger")), "ledger", persistent=False)
+    ledger.start()
+    assert ledger.wait_connected(10)
+    zones = {"hall": {"inside": 4, "capacity": 8, "entries": 5, "exits": 1}}
+    ledger.publish(occupancy_topic(SITE), encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 5}),
+                   qos=1, retain=True)
+    gate = MqttLink(parse_broker_url(bridged.url(bridged.site, GATES[0])), GATES[0], persistent=False)
+    gate.add_subscription(occupancy_topic(SITE), SubscribeOptions(qos=1))
+    gate.start()
+    try:
+        deadline, got = time.monotonic() + 20, None
+        while got is None and time.monotonic() < deadline:
+            try:
+                item = gate.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item[0] == "message" and item[1].topic == occupancy_topic(SITE):
+                got = item[1].payload
+        assert got is not None, "no occupancy at the site broker"
+        assert read_occupancy(got, site=SITE)[0] == {"hall": {"inside": 4, "capacity": 8}}
+    finally:
+        gate.stop()
+        ledger.stop()

@@ -24,7 +24,7 @@ too (use_username_as_clientid). Identities:
 
   CN=SITE  (central broker, --bridge) a site broker's bridge (gated-bridge.conf, certificate CN):
            writes only gated/v1/SITE/gates/+/events|status|health, reads that site's cmd,
-           committed, revocations and time; nothing of another site.
+           committed, revocations, time and occupancy; nothing of another site.
 
 Why a plugin and not an acl_file: Mosquitto 2.0.11's acl_file does not check SUBSCRIBE at all
 (only each delivered message, by its topic), so a gate, which may read every gate's events, could
@@ -91,7 +91,7 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
         roles.append({"rolename": f"bridge-{site}",
                       "acls": writes(*(f"{base}/gates/+/{leaf}" for leaf in ("events", "status", "health")))
                       + reads(f"{base}/gates/+/cmd", f"{base}/gates/+/committed", f"{base}/revocations/#",
-                              f"{base}/time")})
+                              f"{base}/time", f"{base}/occupancy")})
         clients.append({"username": name, "roles": [{"rolename": f"bridge-{site}"}]})
     return {
         # anything not granted below is refused (unsubscribing is always allowed)
