@@ -18,7 +18,8 @@ from sim.venue import Venue
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {"gate", "online", "since", "since_s", "mode", "rev", "rev_age_s", "clock_source", "clock_uncertain",
-          "clock_offset_ms", "outbox", "last_scan_age_s", "scans_per_min", "health_age_s", "version", "alarms"}
+          "clock_offset_ms", "outbox", "last_scan_age_s", "scans_per_min", "health_age_s", "version", "alarms",
+          "occupancy", "occupancy_source", "capacity"}  # the last three: issue #16, null without a capacity
 
 
 def gated(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
