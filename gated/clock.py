@@ -75,6 +75,7 @@ SEQ_KEY = "clock.beacon_seq"
 TRUSTED_KEY = "clock.trusted_ms"
 ANCHOR_KEY = "clock.anchor"  # JSON {"boot": boot id, "at": boot-time s of the newest beacon, "offset": best bound}
 DISAGREEMENT_KEY = "clock.disagreement"  # JSON {"beacon_ms", "reference_ms", "source", "seen_ms"}: last refused beacon
+RIVALS_TO_OUTVOTE = 3  # live beacons, consistent with each other, that outvote the beacons before them
 MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a beacon time beyond it is malformed
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
@@ -219,6 +220,8 @@ class TrustedClock:
         self.max_beacon_step_s = float(max_beacon_step_s)
         self._ntp_synced, self._rtc, self._wall, self._monotonic = ntp_synced, rtc, wall, monotonic
         self._samples: deque[tuple[float, float]] = deque()  # (monotonic at receipt, beacon_s - monotonic)
+        # beacons refused as too far ahead of the beacons so far (no NTP, no RTC): (monotonic, beacon_s, seq)
+        self._rivals: deque[tuple[float, float, int]] = deque(maxlen=RIVALS_TO_OUTVOTE)
         stored = store.get_value if store is not None else (lambda key, default=None: default)
         self._last_seq = int(_number(stored(SEQ_KEY, -1), -1))
         self._trusted_s = _number(stored(TRUSTED_KEY, 0), 0) / 1000
@@ -267,9 +270,15 @@ class TrustedClock:
         else:
             beacon_s = beacon.unix_ms / 1000
             reference = self._step_reference(local_now, mono_now, ntp)
+            outvoted = False
             if reference is not None and beacon_s > reference[0] + self.max_beacon_step_s:
+                outvoted = reference[1] == "beacon" and self._outvotes(beacon, beacon_s, mono_now)
+                if outvoted:  # the beacons before were the stale ones (an old retained beacon after a reboot)
+                    self._samples.clear()
+            if reference is not None and beacon_s > reference[0] + self.max_beacon_step_s and not outvoted:
                 outcome = self._refuse(beacon, beacon_s, reference, local_now)
             else:
+                self._rivals.clear()
                 again = beacon.seq == self._last_seq
                 self._last_seq = beacon.seq
                 self._samples.append((mono_now, beacon_s - mono_now))
@@ -277,10 +286,24 @@ class TrustedClock:
                 self._read(local_now, mono_now, ntp)  # raises the trusted time only if the reading is certain
                 self._persist(seq=True)
                 detail = f"beacon {beacon.seq} from {beacon.signer}" + (
-                    " (taken before the restart; not older than the trusted time)" if again else "")
+                    " (taken before the restart; not older than the trusted time)" if again else "") + (
+                    f" ({RIVALS_TO_OUTVOTE} live beacons agreeing with each other outvoted the earlier, stale one)"
+                    if outvoted else "")
                 outcome = BeaconOutcome(True, "accepted", detail, beacon, self._estimate(mono_now) - local_now)
         self.last_outcome = outcome
         return outcome
+
+    def _outvotes(self, beacon: Beacon, beacon_s: float, mono_now: float) -> bool:
+        """With beacons as the only source, the beacons so far may be the stale ones: the retained
+        beacon a rebooted gate took may be hours old if the publisher was down. A run of live beacons
+        refused as too far ahead, in sequence and agreeing with each other and with the monotonic clock
+        (their times advance as the gate's own clock does, within max_offset_s), outvotes them. With NTP
+        or an RTC this never applies: those stay the reference."""
+        if self._rivals and (beacon.seq <= self._rivals[-1][2] or abs(
+                (beacon_s - self._rivals[-1][1]) - (mono_now - self._rivals[-1][0])) > self.max_offset_s):
+            self._rivals.clear()  # not one stream: start again from this beacon
+        self._rivals.append((mono_now, beacon_s, beacon.seq))
+        return len(self._rivals) == RIVALS_TO_OUTVOTE
 
     def _retaken(self, beacon: Beacon) -> bool:
         """The retained beacon last taken before a reboot may be taken once more by a clock that knows
@@ -326,6 +349,7 @@ class TrustedClock:
         reading, RTC or beacon sets the time, as on a first start. What the store held is returned."""
         with self._lock:
             self._samples.clear()
+            self._rivals.clear()
             self._last_seq, self._trusted_s, self._persisted_s, self.disagreement = -1, 0.0, 0.0, {}
             return reset_trust(self.store) if self.store is not None else {}
 

@@ -350,6 +350,40 @@ def test_a_beacon_within_the_step_still_moves_the_time(authority):
     assert clock.reading(world.wall, world.mono).now == pytest.approx(world.true, abs=0.01)
 
 
+def test_live_beacons_agreeing_with_each_other_outvote_a_stale_retained_one(authority):
+    """No NTP, no RTC: after a reboot the broker held only an hour-old beacon (its publisher was down),
+    so the gate took it. Live beacons then run an hour ahead of it: the first two are refused, the
+    third of a run that agrees with itself and with the gate's own clock outvotes the stale one."""
+    world = World(ntp=False)
+    clock = world.clock(authority, max_beacon_step_s=60)
+    assert clock.on_beacon(beacon(authority, 1, at=world.true - 3600), world.wall, world.mono).accepted
+    outcomes = []
+    for seq in (2, 3, 4):
+        world.advance(10)
+        outcomes.append(clock.on_beacon(beacon(authority, seq, at=world.true), world.wall, world.mono))
+    assert [o.reason for o in outcomes] == ["too_far_ahead", "too_far_ahead", "accepted"]
+    assert "outvoted" in outcomes[-1].detail
+    assert clock.reading(world.wall, world.mono).now == pytest.approx(world.true, abs=1)
+
+
+def test_beacons_that_disagree_with_each_other_or_with_ntp_outvote_nothing(authority):
+    world = World(ntp=False)
+    clock = world.clock(authority, max_beacon_step_s=60)
+    clock.on_beacon(beacon(authority, 1, at=world.true), world.wall, world.mono)
+    # a run whose times do not advance with the gate's clock (each an hour further): no stream
+    for seq in (2, 3, 4, 5):
+        world.advance(10)
+        assert clock.on_beacon(beacon(authority, seq, at=world.true + 3600 * seq), world.wall, world.mono).reason \
+            == "too_far_ahead"
+    # with NTP, even a consistent run a year ahead never outvotes it
+    synced = World(ntp=True)
+    ntp_clock = synced.clock(authority, max_beacon_step_s=60)
+    for seq in range(1, 6):
+        synced.advance(10)
+        assert ntp_clock.on_beacon(beacon(authority, seq, at=synced.true + YEAR), synced.wall, synced.mono).reason \
+            == "too_far_ahead"
+
+
 def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
     from gated.clock import reset_trust
 
