@@ -341,14 +341,9 @@ def test_gated_report_writes_the_day_with_its_totals_and_plots(lanes, authority,
 
 
 def test_gated_report_without_matplotlib_says_what_to_install(tmp_path):
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.support.cli import gated_without
 
-    root = Path(__file__).resolve().parents[1]
-    code = ("import sys; sys.modules['matplotlib'] = None; from gated.cli import main; "
-            f"sys.exit(main(['report', '--db', {str(tmp_path / 'none.db')!r}, '--out', {str(tmp_path / 'o')!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    done = gated_without("matplotlib", "report", "--db", str(tmp_path / "none.db"), "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert "need matplotlib" in done.stderr and "gated[sim]" in done.stderr
     assert not (tmp_path / "o").exists()

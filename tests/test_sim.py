@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -366,9 +365,9 @@ def test_zoned_copies_go_to_a_gate_of_their_zone(issuer):
 
 def test_a_gate_install_without_the_sim_extra_gets_a_clear_message(tmp_path):
     """rich and matplotlib are the `sim` extra: without them `gated sim` says how to get them."""
-    code = ("import sys; sys.modules['matplotlib'] = None; from gated.cli import main; "
-            f"sys.exit(main(['sim', 'sim/scenarios/demo.toml', '--out', {str(tmp_path / 'out')!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    from tests.support.cli import gated_without
+
+    done = gated_without("matplotlib", "sim", "sim/scenarios/demo.toml", "--out", str(tmp_path / "out"))
     assert done.returncode == 2
     assert "needs matplotlib" in done.stderr and "gated[sim]" in done.stderr
     assert not (tmp_path / "out").exists()

@@ -24,7 +24,7 @@ from gated.validate import scan_fields, validate
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from tests.support.gateproc import spawn
-from tests.support.uplink import LedgerThread, Listener, device_keyring, fast_settings, pump
+from tests.support.uplink import LedgerThread, Listener, device_keyring, fast_settings, ledger_count, pump
 
 
 def make_uplink(store, broker, keyring, **kw) -> Uplink:
@@ -392,18 +392,6 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
     assert main(["reconcile", "--db", str(tmp_path / "ledger.db")]) == 0
 
 
-def _ledger_count(db) -> int:
-    import sqlite3
-
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db) as conn:
-            return conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def test_reconnect_backoff_grows_is_capped_and_spreads_gates_apart():
     import random
 
@@ -449,7 +437,7 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
         finally:
             uplink.stop()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not _ledger_count(db) == 5:
+        while time.monotonic() < deadline and not ledger_count(db) == 5:
             time.sleep(0.1)
     finally:
         ledger.send_signal(signal.SIGTERM)

@@ -104,6 +104,12 @@ def is_database_url(target) -> bool:
     return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
 
 
+def ledger_exists(target) -> bool:
+    """For tools that read a ledger (reconcile, report, pretix upload): a database URL, or a SQLite
+    file that is there. Opening a path that is not there would make an empty ledger of it."""
+    return is_database_url(str(target)) or Path(target).is_file()
+
+
 def open_db(target: str | os.PathLike) -> "SqliteDb | PostgresDb":
     """A SQLite path, or a postgresql:// URL (libpq's form: user, password, host, port, dbname, ?options)."""
     return PostgresDb(target) if is_database_url(target) else SqliteDb(target)

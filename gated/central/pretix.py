@@ -304,9 +304,9 @@ def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]
     back only its own admissions, as the ledger's over-admission check has it), oldest first. An
     exit scan (`dir` out) is not an entry: pretix's check-in list counts entries. Read-only."""
     from gated.central.ledger import Ledger
-    from gated.central.ledgerdb import LedgerError, is_database_url
+    from gated.central.ledgerdb import LedgerError, ledger_exists
 
-    if not is_database_url(str(ledger_path)) and not Path(ledger_path).is_file():
+    if not ledger_exists(ledger_path):
         raise PretixError(f"ledger {ledger_path}: no ledger database here")
     try:
         with Ledger(str(ledger_path)) as ledger:

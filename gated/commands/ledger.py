@@ -159,9 +159,9 @@ def _set_capacities(ledger, options) -> None:
 
 def run_reconcile(args) -> int:
     from gated.central.ledger import format_report
-    from gated.central.ledgerdb import is_database_url
+    from gated.central.ledgerdb import ledger_exists
 
-    if not is_database_url(args.db) and not Path(args.db).exists():
+    if not ledger_exists(args.db):
         raise CommandError(f"{args.db}: no ledger database here")
     with _open_ledger(args) as ledger:
         report = ledger.report()

@@ -31,9 +31,9 @@ def run_report(args) -> int:
         plots.require()  # say so before any work: a gate install has no matplotlib
     except plots.PlotsUnavailable as exc:
         raise CommandError(str(exc)) from None
-    from gated.central.ledgerdb import is_database_url
+    from gated.central.ledgerdb import ledger_exists
 
-    if not is_database_url(args.db) and not Path(args.db).is_file():  # never make an empty ledger here
+    if not ledger_exists(args.db):  # never make an empty ledger here
         raise CommandError(f"{args.db}: no ledger database here")
     if args.bin_minutes < 1 or args.silence_minutes < 1:
         raise CommandError("--bin-minutes and --silence-minutes must be at least 1")
