@@ -79,7 +79,7 @@ def run_workers(work: Path, pg: Postgres, messages, ring_dir: Path, workers: int
     def spawn(i: int) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
                                  "--db", url, "--keyring", str(ring_dir), "--partition", f"{i}/{workers}",
-                                 "--workers", "2", "--client-id", f"bench-{workers}-{i}"],
+                                 "--workers", "2", "--client-id", f"bench-{workers}-{i}", "--verify", os.environ.get("VERIFY", "every")],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
 

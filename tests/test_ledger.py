@@ -173,3 +173,93 @@ def test_one_ledger_database_per_site(tmp_path, ledger_db, gates):
         Ledger(ledger_db, site="museum-b")
     with Ledger(ledger_db, site=SITE) as ledger:  # its own site still opens it
         assert ledger.report()["gates"]["g1"]["events"] == 1
+
+
+def _signed_counts(ledger) -> dict[int, list[int]]:
+    """Per `signed` value (1: its own signature verified, 2: vouched for by a later one), the seqs."""
+    found: dict[int, list[int]] = {}
+    for seq, signed in ledger.query("SELECT seq, signed FROM events ORDER BY seq"):
+        found.setdefault(signed, []).append(seq)
+    return found
+
+
+def test_chain_verification_vouches_for_a_run_by_its_last_signature_and_never_for_a_forgery(tmp_path, ledger_db, gates):
+    """`--verify chain`: one gate's events of a batch linked by their hashes are vouched for by the
+    last one's signature; a forged event (re-hashed, signed by another key) breaks the run or is
+    its last, so it is judged by its own signature and refused, inside a run or on top of it."""
+    g1, g2 = gates
+    for _ in range(6):
+        g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    rows = [json.loads(r) for r in outbox(g1)]
+    ring = device_keyring(tmp_path / "ring", g1, g2)
+    stranger = Ed25519PrivateKey.generate()
+    forged_4 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=4,
+                           prev=rows[2]["hash"], ts_ms=1_700_000_000_000, key=stranger)
+    on_top_7 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=7,
+                           prev=rows[5]["hash"], ts_ms=1_700_000_000_000, key=stranger)
+    on_top_8 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=8,
+                           prev=on_top_7["hash"], ts_ms=1_700_000_000_000, key=stranger)
+    arrived = [rows[5], on_top_8, rows[0], forged_4, rows[4], rows[1], on_top_7, rows[2]]  # no genuine seq 4 yet
+    with Ledger(ledger_db, keyring=ring, site=SITE, verify="chain") as ledger:
+        result = ledger.ingest(arrived)
+        assert (result.new, result.rejected) == (5, 3)
+        assert sorted(p["seq"] for p in result.problems if p["kind"] == "bad_signature") == [4, 7, 8]
+        # runs 1-3 and 5-6: their last events' own signatures verified, the others vouched for by them
+        assert _signed_counts(ledger) == {1: [3, 6], 2: [1, 2, 5]}
+        assert ledger.ingest([rows[3]]).new == 1  # the genuine seq 4 was never kept out by the forgery
+        report = ledger.report()
+    g = report["gates"]["g1"]
+    assert (g["events"], g["missing"], g["chain_breaks"], g["bad_signatures"]) == (6, 0, 0, 3)
+    assert g["signatures_checked"]
+
+
+@pytest.mark.parametrize("verify", ["every", "chain"])
+def test_what_each_verify_mode_says_of_a_signature_swapped_inside_a_run(tmp_path, ledger_db, gates, verify):
+    """The one difference between the modes, stated in docs/central.md: an event whose content is the
+    gate's but whose own signature bytes are not (a relay swapped them) is refused by "every"; "chain"
+    stores it, vouched for by the next event's signature over the chain, its own signature unchecked."""
+    g1, g2 = gates
+    for _ in range(3):
+        g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    rows = [json.loads(r) for r in outbox(g1)]
+    rows[1]["sig"] = rows[0]["sig"]  # a real signature of this gate, of another hash
+    with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE, verify=verify) as ledger:
+        result = ledger.ingest(rows)
+        counts = _signed_counts(ledger)
+    if verify == "every":
+        assert (result.new, result.rejected) == (2, 1) and counts == {1: [1, 3]}
+    else:
+        assert (result.new, result.rejected) == (3, 0) and counts == {1: [3], 2: [1, 2]}
+
+
+def test_one_event_twice_or_two_events_with_one_id_in_the_same_batch(tmp_path, ledger_db, gates):
+    """Within one batch (a redelivery that came with the original): the first is new, the second a
+    duplicate; another event under a taken id is a conflict, whichever arrives in the batch."""
+    g1, g2 = gates
+    for _ in range(2):
+        g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    rows = [json.loads(r) for r in outbox(g1)]
+    other_2 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=2,
+                          prev=rows[0]["hash"], ts_ms=1_700_000_000_000, key=g1._device_key)
+    with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE) as ledger:
+        result = ledger.ingest([rows[0], rows[1], rows[0], other_2])
+        (stored,), = ledger.query("SELECT hash FROM events WHERE id = 'g1:2'")
+        report = ledger.report()
+    assert (result.new, result.duplicates, result.rejected) == (2, 1, 1)
+    assert stored == rows[1]["hash"] and report["gates"]["g1"]["conflicts"] == 1
+
+
+def test_a_gate_at_the_largest_seq_is_stored_and_the_ledger_goes_on(tmp_path, ledger_db, gates):
+    """seq 2^63-1, the largest any parser accepts: the chain and progress queries ask for seq + 1,
+    which PostgreSQL's BIGINT cannot hold; the ledger must store it and keep going, not fail the batch."""
+    g1, g2 = gates
+    g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    first = json.loads(outbox(g1)[0])
+    last = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=events.MAX_INT,
+                       prev="cd" * 32, ts_ms=1_700_000_000_000, key=g1._device_key)
+    with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE, verify="chain") as ledger:
+        assert ledger.ingest([last]).new == 1
+        result = ledger.ingest([first])
+        report = ledger.report()
+    assert result.new == 1 and result.committed == {"g1": 1}
+    assert report["gates"]["g1"]["missing"] == events.MAX_INT - 2

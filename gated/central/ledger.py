@@ -60,6 +60,8 @@ from gated.topics import committed_topic, events_topic, events_topic_gate
 log = structlog.get_logger("gated.ledger")
 
 FIELDS = ("ts", "ticket", "decision", "reason", "ref", "result")
+VERIFY = ("every", "chain")  # Ledger(verify=...), `gated ledger --verify`
+COLUMNS = ("id", "site", "gate", "seq", "kind", *FIELDS, "hash", "prev", "signed", "received_ms", "body")
 
 
 @dataclass
@@ -73,11 +75,16 @@ class IngestResult:
 
 class Ledger:
     def __init__(self, target: str | os.PathLike, *, keyring: Keyring | None = None, site: str | None = None,
-                 workers: int = 1, partition: tuple[int, int] | None = None):
+                 workers: int = 1, partition: tuple[int, int] | None = None, verify: str = "every"):
         """`target`: a SQLite file or a postgresql:// URL (gated/central/ledgerdb.py). `workers` > 1:
-        check hashes and signatures of a batch on that many threads. `partition` (i, n): store only
-        the gates whose `gate_partition(gate, n)` is i, and leave the others to the other workers."""
+        check the signatures of a batch on that many threads. `partition` (i, n): store only
+        the gates whose `gate_partition(gate, n)` is i, and leave the others to the other workers.
+        `verify`: "every" (each event's own signature) or "chain" (each event's content vouched for by a
+        verified signature: its own, or that of a later event of the same gate down the hash chain)."""
+        if verify not in VERIFY:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY)}")
         self.keyring, self.site, self.workers, self.partition = keyring, site, workers, partition
+        self.verify = verify
         self.db = open_db(target)
         self.where = self.db.where
         if site is not None:
@@ -190,29 +197,29 @@ class Ledger:
         return result
 
     def _advance(self, gates: list[str]) -> dict[str, int]:
-        """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. In
-        gate order, each row locked on PostgreSQL, after this batch's own inserts: of two workers
-        storing one gate's events at once, the later one sees the earlier one's (committed) rows."""
-        committed = {}
-        for gate in gates:
-            self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES (?, 0) ON CONFLICT DO NOTHING", (gate,))
-            (n,) = self.db.execute("SELECT contiguous FROM gate_progress WHERE gate = ?" + self.db.lock_row,
-                                   (gate,)).fetchone()
-            start = n
-            while True:
-                seqs = [s for (s,) in self.db.execute(
-                    "SELECT seq FROM events WHERE gate = ? AND seq > ? ORDER BY seq LIMIT 1000", (gate, n)).fetchall()]
-                for seq in seqs:
-                    if seq != n + 1:
-                        break
-                    n = seq
-                else:
-                    if len(seqs) == 1000:
-                        continue
-                break
-            if n != start:
-                self.db.execute("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", (n, gate))
-            committed[gate] = n
+        """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. The
+        rows locked on PostgreSQL in gate order, after this batch's own inserts: of two workers
+        storing one gate's events at once, the later one sees the earlier one's (committed) rows.
+        A few statements for all the batch's gates."""
+        committed: dict[str, int] = {}
+        for i in range(0, len(gates), 500):
+            part = gates[i:i + 500]
+            marks = ", ".join("?" * len(part))
+            self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES "
+                            + ", ".join("(?, 0)" for _ in part) + " ON CONFLICT DO NOTHING", tuple(part))
+            before = dict(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks}) "
+                                          "ORDER BY gate" + self.db.lock_row, tuple(part)).fetchall())
+            # the end of the run that starts right after `contiguous`, where there is one
+            after = dict(self.db.execute(
+                "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
+                f"AND CASE WHEN e.seq >= {ev.MAX_INT} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
+                "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
+                f"FROM gate_progress p WHERE p.gate IN ({marks}) AND EXISTS "
+                "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)", tuple(part)).fetchall())
+            moved = [(after[g], g) for g in part if after.get(g) is not None and after[g] > before[g]]
+            if moved:
+                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", moved)
+            committed.update({g: max(before[g], after.get(g) or 0) for g in part})
         return committed
 
     def committed(self) -> dict[str, int]:
@@ -220,14 +227,56 @@ class Ledger:
         return dict(self.query("SELECT gate, contiguous FROM gate_progress ORDER BY gate"))
 
     def _examine_all(self, messages: list) -> list:
-        if self._pool is None or len(messages) < 64:
-            return [self._examine_alone(*m) for m in messages]
-        size = -(-len(messages) // self.workers)  # one slice per thread (ThreadPoolExecutor.map ignores chunksize)
-        slices = [messages[i:i + size] for i in range(0, len(messages), size)]
-        return [examined for part in self._pool.map(lambda part: [self._examine_alone(*m) for m in part], slices)
-                for examined in part]
+        """Each message read and its hash checked (one by one, under the GIL), then the signatures
+        (on the verify threads). Per message: [text, event, key, problem kind, detail, signed], or
+        None for a gate of another worker's partition."""
+        examined = [self._examine_alone(*m) for m in messages]
+        self._check_signatures(examined)
+        return examined
 
-    def _examine_alone(self, payload, topic) -> tuple | None:
+    def _check_signatures(self, examined: list) -> None:
+        """Judge the device signatures of the events with a key, in place: `signed` 1 (its own
+        signature verifies) or 2 (sealed by a later one: `verify="chain"`), or the problem
+        `bad_signature`. With "chain", one gate's events of the batch form runs linked by their
+        hashes (events.chain_runs) and only the last of a run must verify: its hash covers its
+        `prev`, the hash of the event before, and so on down the run, so its signature vouches
+        for the content of all of them. If it does not verify it is refused, and the one before it
+        must verify instead: a forged event never rides on another's signature."""
+        by_gate: dict[str, list[int]] = {}
+        for i, e in enumerate(examined):
+            if e is not None and e[3] is None and e[2] is not None:
+                by_gate.setdefault(e[1]["gate"], []).append(i)
+        runs = []
+        for positions in by_gate.values():
+            if self.verify == "every":
+                runs.extend([i] for i in positions)
+            else:
+                runs.extend([positions[j] for j in run] for run in ev.chain_runs([examined[i][1] for i in positions]))
+
+        def seal(run: list[int]) -> list[tuple[int, int]]:
+            verdicts = []
+            while run:
+                tip = examined[run[-1]]
+                if ev.signature_verifies(tip[1], tip[2]):
+                    return verdicts + [(run[-1], 1)] + [(i, 2) for i in run[:-1]]
+                verdicts.append((run[-1], 0))
+                run = run[:-1]
+            return verdicts
+
+        if self._pool is None or len(runs) < 64:
+            verdicts = [v for run in runs for v in seal(run)]
+        else:  # one slice per thread (ThreadPoolExecutor.map ignores chunksize); libsodium releases the GIL
+            size = -(-len(runs) // self.workers)
+            verdicts = [v for part in self._pool.map(lambda part: [v for run in part for v in seal(run)],
+                                                     [runs[i:i + size] for i in range(0, len(runs), size)])
+                        for v in part]
+        for i, signed in verdicts:
+            if signed:
+                examined[i][5] = signed
+            else:
+                examined[i][3:5] = ["bad_signature", "device signature does not verify"]
+
+    def _examine_alone(self, payload, topic) -> list | None:
         """_examine() in an error boundary: a message that makes it fail is quarantined, with why.
         None: the topic names a gate of another worker's partition (that worker stores it)."""
         if self.partition is not None and topic is not None:
@@ -237,9 +286,10 @@ class Ledger:
         try:
             return self._examine(payload, topic)
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary
-            return _body_text(payload), None, None, "malformed", f"could not be examined: {type(exc).__name__}: {exc}"[:200]
+            return [_body_text(payload), None, None, "malformed",
+                    f"could not be examined: {type(exc).__name__}: {exc}"[:200], 0]
 
-    def _store_alone(self, examined: tuple, received_ms: int, result: IngestResult) -> bool:
+    def _store_alone(self, examined: list, received_ms: int, result: IngestResult) -> bool:
         """_store() in a savepoint: if one message makes it fail, what it wrote is undone and the
         message is quarantined with why; if even that fails, the database is at fault. True when
         the event is held (new or a duplicate)."""
@@ -272,30 +322,29 @@ class Ledger:
                         (event_id, body[:ev.MAX_BYTES], why, received_ms))
         result.rejected += 1
 
-    def _examine(self, payload, topic: str | None = None) -> tuple:
-        """Parse and check one message without touching the database (runs on worker threads:
-        libsodium releases the GIL). Returns (text, event, key, problem kind, detail)."""
+    def _examine(self, payload, topic: str | None = None) -> list:
+        """Parse one message and check its hash, without the database or the signature (which
+        _check_signatures() judges for the whole batch). [text, event, key, problem kind, detail, 0]."""
         text = _body_text(payload)
         gate = None
         if topic is not None:
             gate = events_topic_gate(topic)
             if gate is None:
-                return text, None, None, "malformed", f"not an events topic: {topic[:100]!r}"
+                return [text, None, None, "malformed", f"not an events topic: {topic[:100]!r}", 0]
         try:
             event = ev.read_event(text if isinstance(payload, dict) else payload, gate=gate)
         except ev.EventRejected as exc:
-            return text, None, None, "malformed", exc.detail
+            return [text, None, None, "malformed", exc.detail, 0]
         if self.site is not None and event["site"] != self.site:
-            return text, event, None, "wrong_site", f"event for site {event['site']!r}"
+            return [text, event, None, "wrong_site", f"event for site {event['site']!r}", 0]
         key = self._device_key(event["gate"])
-        seal_problems = ev.check_seal(event, key)
-        if seal_problems:
-            kind = "bad_hash" if "hash does not match content" in seal_problems else "bad_signature"
-            return text, event, key, kind, "; ".join(seal_problems)
-        return text, event, key, None, ""
+        problem = ev.hash_problem(event)
+        if problem:
+            return [text, event, key, "bad_hash", problem, 0]
+        return [text, event, key, None, "", 0]
 
-    def _store(self, examined: tuple, received_ms: int, result: IngestResult) -> bool:
-        text, event, key, kind, detail = examined
+    def _store(self, examined: list, received_ms: int, result: IngestResult) -> bool:
+        text, event, key, kind, detail, _ = examined
         if kind is not None:
             if event is None:  # malformed: nothing in it can be trusted, not even its gate
                 self._quarantine(result, None, text, detail, received_ms)
@@ -306,29 +355,27 @@ class Ledger:
             return False
         return self._store_events([examined], received_ms, result)[0]
 
-    def _store_events(self, examined: list[tuple], received_ms: int, result: IngestResult) -> list[bool]:
+    def _store_events(self, examined: list[list], received_ms: int, result: IngestResult) -> list[bool]:
         """Insert well-formed, well-sealed events (one round trip for all on PostgreSQL); for each,
         whether it is held: new, or a duplicate (same id, same hash). The same id with another hash
         is a conflict: quarantined."""
-        for _, event, key, _, _ in examined:
+        for _, event, key, *_ in examined:
             if key is None and self.keyring is not None:
                 self._problem(result, "no_device_key", f"no device key named {event['gate']!r} in the keyring",
                               received_ms, event["gate"])
-        new = self.db.insert_new(
-            "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, "
-            "prev, signed, received_ms, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING",
-            [(event["id"], event["site"], event["gate"], event["seq"], event["kind"],
-              *(_text(event.get(f)) for f in FIELDS), event["hash"], event["prev"], int(key is not None),
-              received_ms, text) for text, event, key, _, _ in examined])
+        new = self.db.insert_events(
+            COLUMNS, [(event["id"], event["site"], event["gate"], event["seq"], event["kind"],
+                       *(_text(event.get(f)) for f in FIELDS), event["hash"], event["prev"], signed,
+                       received_ms, text) for text, event, key, _, _, signed in examined])
         taken = [e[1]["id"] for e, fresh in zip(examined, new) if not fresh]
         existing: dict[str, str] = {}
         for i in range(0, len(taken), 800):
             part = taken[i:i + 800]
             existing.update(self.db.execute(f"SELECT id, hash FROM events WHERE id IN ({', '.join('?' * len(part))})",
                                             tuple(part)).fetchall())
+        occ.record(self.db, [e[1] for e, fresh in zip(examined, new) if fresh])  # movements (occupancy, #16)
         held = []
-        for (text, event, _, _, _), fresh in zip(examined, new):
+        for (text, event, *_), fresh in zip(examined, new):
             gate, seq, event_id = event["gate"], event["seq"], event["id"]
             if fresh:
                 result.new += 1
@@ -340,25 +387,38 @@ class Ledger:
                 self._problem(result, "conflict", f"second event with id {event_id} and another hash "
                               f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
                               received_ms, gate, seq, event_id)
-            if fresh:
-                occ.record(self.db, event)  # its movement, if it moves somebody (occupancy, issue #16)
             held.append(fresh or existing.get(event_id) == event["hash"])
         return held
 
     def _check_links(self, result, new: list[dict], received_ms: int) -> None:
-        """The chain around each event this batch stored, once every event of the batch is in: one
-        query per gate (and 400 events) for the neighbours, whichever order they came in."""
+        """The chain around each event this batch stored, once every event of the batch is in: the
+        neighbours of all of them in a few queries, whichever order they came in (per gate the
+        range of seqs around its events when they are dense, else the seqs one by one)."""
         by_gate: dict[str, list[dict]] = {}
         for event in new:
             by_gate.setdefault(event["gate"], []).append(event)
+        stored: dict[tuple[str, int], tuple] = {}
+        clauses: list[tuple[str, tuple]] = []
         for gate, gate_events in by_gate.items():
-            wanted = sorted({n for e in gate_events for n in (e["seq"] - 1, e["seq"] + 1) if n > 0})
-            stored: dict[int, tuple] = {}
-            for i in range(0, len(wanted), 800):
-                part = wanted[i:i + 800]
-                stored.update((n, (h, p, i_)) for n, h, p, i_ in self.db.execute(
-                    f"SELECT seq, hash, prev, id FROM events WHERE gate = ? AND seq IN ({', '.join('?' * len(part))})",
-                    (gate, *part)).fetchall())
+            wanted = sorted({n for e in gate_events for n in (e["seq"] - 1, e["seq"] + 1) if 0 < n <= ev.MAX_INT})
+            if not wanted:
+                continue
+            if wanted[-1] - wanted[0] < 4 * len(wanted):
+                clauses.append(("(gate = ? AND seq BETWEEN ? AND ?)", (gate, wanted[0], wanted[-1])))
+            else:
+                for i in range(0, len(wanted), 500):
+                    part = wanted[i:i + 500]
+                    clauses.append((f"(gate = ? AND seq IN ({', '.join('?' * len(part))}))", (gate, *part)))
+        while clauses:
+            part, size = [], 0
+            while clauses and size < 900:
+                part.append(clauses.pop())
+                size += len(part[-1][1])
+            for gate, n, h, p, i_ in self.db.execute(
+                    "SELECT gate, seq, hash, prev, id FROM events WHERE " + " OR ".join(c for c, _ in part),
+                    tuple(v for _, values in part for v in values)).fetchall():
+                stored[gate, n] = (h, p, i_)
+        for gate, gate_events in by_gate.items():
             for event in gate_events:
                 self._check_event_links(result, event, stored, received_ms)
 
@@ -367,12 +427,12 @@ class Ledger:
         if seq == 1 and event["prev"] != ev.GENESIS:
             self._problem(result, "chain_break", "first event does not start from 64 zeros", received_ms,
                           gate, seq, event["id"])
-        if seq - 1 in stored and stored[seq - 1][0] != event["prev"]:
+        if (gate, seq - 1) in stored and stored[gate, seq - 1][0] != event["prev"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq - 1}", received_ms,
                           gate, seq, event["id"])
-        if seq + 1 in stored and stored[seq + 1][1] != event["hash"]:
+        if (gate, seq + 1) in stored and stored[gate, seq + 1][1] != event["hash"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq}", received_ms,
-                          gate, seq + 1, stored[seq + 1][2])
+                          gate, seq + 1, stored[gate, seq + 1][2])
 
     def _device_key(self, gate: str):
         if self.keyring is None:

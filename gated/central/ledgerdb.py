@@ -145,8 +145,10 @@ class SqliteDb:
     def executemany(self, sql: str, rows) -> None:
         self.conn.executemany(sql, rows)
 
-    def insert_new(self, sql: str, rows: list) -> list[bool]:
-        """`sql` an INSERT ... ON CONFLICT DO NOTHING; per row, whether it went in."""
+    def insert_events(self, columns: tuple[str, ...], rows: list) -> list[bool]:
+        """Rows into `events` unless their id is taken; per row, whether it went in."""
+        sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+               "ON CONFLICT DO NOTHING")
         return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
 
     def begin(self) -> None:
@@ -182,6 +184,9 @@ class PostgresDb:
             # autocommit: the driver opens no transaction of its own; BEGIN/COMMIT are the ledger's
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
+            # insert_events' staging table: this session's own, emptied by every use and every commit
+            self.conn.execute("CREATE TEMP TABLE incoming_events (n INTEGER NOT NULL, LIKE events) "
+                              "ON COMMIT DELETE ROWS")
         except psycopg.Error as exc:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})".strip()) from exc
 
@@ -207,18 +212,28 @@ class PostgresDb:
         with self.conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), list(rows))
 
-    def insert_new(self, sql: str, rows: list) -> list[bool]:
-        """`sql` an INSERT ... ON CONFLICT DO NOTHING; per row, whether it went in. One pipelined
-        round trip for all rows (psycopg's executemany), RETURNING telling the new ones."""
+    def insert_events(self, columns: tuple[str, ...], rows: list) -> list[bool]:
+        """Rows into `events` unless their id is taken; per row, whether it went in. Two round trips
+        for any number of rows: COPY into this session's staging table (the fastest way into
+        PostgreSQL), then one INSERT ... SELECT ... ON CONFLICT DO NOTHING that empties it and
+        returns the (id, hash) of each row that went in. `columns` start with id; `hash` is one."""
         if not rows:
             return []
-        flags = []
+        names = ", ".join(columns)
         with self.conn.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s") + " RETURNING 1", rows, returning=True)
-            while True:
-                flags.append(cur.fetchone() is not None)
-                if not cur.nextset():
-                    break
+            with cur.copy(f"COPY incoming_events (n, {names}) FROM STDIN") as copy:
+                for n, row in enumerate(rows):
+                    copy.write_row((n, *row))
+            went_in = set(cur.execute(
+                f"WITH staged AS (DELETE FROM incoming_events RETURNING *) "
+                f"INSERT INTO events ({names}) SELECT {names} FROM staged ORDER BY n "
+                "ON CONFLICT DO NOTHING RETURNING id, hash").fetchall())
+        at = columns.index("hash")
+        flags = []
+        for row in rows:  # the same event twice in one batch: the first is new, the second a duplicate
+            key = (row[0], row[at])
+            flags.append(key in went_in)
+            went_in.discard(key)
         return flags
 
     def begin(self) -> None:

@@ -40,26 +40,27 @@ def backfill(db) -> None:
         return
     db.begin()
     try:
-        for (body,) in bodies:
-            record(db, json.loads(body))
+        record(db, [json.loads(body) for (body,) in bodies])
     except BaseException:
         db.rollback()
         raise
     db.commit()
 
 
-def record(db, event: dict) -> None:
-    """A new event stored by the ledger (already read and checked): its movement, if it is one."""
-    if event["kind"] == "scan" and event.get("decision") == "admit":
-        row = (event.get("ticket"), event.get("dir", "in"), int(event.get("reentry") is True), 0)
-    elif event["kind"] == "passage" and event.get("free") is True and event.get("dir") == "out":
-        row = (None, "out", 0, 1)
-    else:
-        return
-    db.execute("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
-               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-               (event["id"], event["gate"], event["seq"], row[0], event.get("zone") or "", row[1], row[2], row[3],
-                event["ts"]))
+def record(db, events: list[dict]) -> None:
+    """New events stored by the ledger (already read and checked): the movements among them."""
+    rows = []
+    for event in events:
+        if event["kind"] == "scan" and event.get("decision") == "admit":
+            row = (event.get("ticket"), event.get("dir", "in"), int(event.get("reentry") is True), 0)
+        elif event["kind"] == "passage" and event.get("free") is True and event.get("dir") == "out":
+            row = (None, "out", 0, 1)
+        else:
+            continue
+        rows.append((event["id"], event["gate"], event["seq"], row[0], event.get("zone") or "", *row[1:], event["ts"]))
+    if rows:
+        db.executemany("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
 
 def set_capacity(db, zone: str, capacity: int) -> None:

@@ -34,6 +34,11 @@ def register(sub) -> None:
                    help="do not publish the per-gate `committed` seq (gates then keep only the broker's PUBACK)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads checking signatures (default: CPUs, at most 4)")
+    p.add_argument("--verify", choices=("every", "chain"), default="every",
+                   help="every (default): check each event's own signature; chain: check the signature of the "
+                   "last event of each run of one gate's events linked by their hashes in a batch, which vouches "
+                   "for the content of the whole run (faster catch-up; the other events' own signatures are "
+                   "then not checked: docs/central.md)")
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
     p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
@@ -92,7 +97,8 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
     from gated.central.ledger import Ledger, LedgerError
 
     try:
-        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers, partition=partition)
+        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers, partition=partition,
+                        verify=getattr(args, "verify", "every"))
         for csv_path in args.tickets:
             count = ledger.load_tickets(csv_path)
             print(f"{csv_path}: {count} tickets", file=sys.stderr)

@@ -113,7 +113,8 @@ def read_event(payload: bytes | str, *, site: str | None = None, gate: str | Non
         if isinstance(exc, EventRejected):
             raise
         raise EventRejected(f"not JSON: {exc}"[:200]) from None
-    problem = shape_problem(event, site=site, gate=gate)
+    # a lone surrogate can only come from a \u escape: without one the per-string search is skipped
+    problem = shape_problem(event, site=site, gate=gate, escapes="\\u" in text)
     if problem:
         raise EventRejected(problem)
     return event
@@ -127,19 +128,28 @@ def _text(value, limit: int = MAX_TEXT) -> bool:
     return type(value) is str and len(value) <= limit and not _SURROGATE.search(value)
 
 
-def shape_problem(event, *, site: str | None = None, gate: str | None = None) -> str:
+def shape_problem(event, *, site: str | None = None, gate: str | None = None, escapes: bool = True) -> str:
     """What keeps a parsed event from being a PROTOCOL §5 event of `site` and `gate` (when given),
     or '': the common fields, the fields of its kind, integer ranges, sizes. Unknown keys may carry
-    only a string, an integer, a boolean or null (room for additions, none for structures)."""
+    only a string, an integer, a boolean or null (room for additions, none for structures).
+    `escapes` False: the JSON text had no \\u escape, so no string can hold a lone surrogate."""
     if not isinstance(event, dict):
         return "an event must be a JSON object"
     if len(event) > MAX_FIELDS:
         return f"more than {MAX_FIELDS} fields"
     for name, value in event.items():
-        if not _text(name, 64):
+        if type(name) is not str or len(name) > 64 or (escapes and _SURROGATE.search(name)):
             return "a key of over 64 characters or with a lone surrogate"
-        if not (value is None or type(value) is bool or _uint(value) or _text(value)):
-            return f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters), integer in 0..2^63-1, boolean or null"
+        kind = type(value)
+        if kind is str:
+            if len(value) <= MAX_TEXT and not (escapes and _SURROGATE.search(value)):
+                continue
+        elif kind is int:
+            if 0 <= value <= MAX_INT:
+                continue
+        elif value is None or kind is bool:
+            continue
+        return f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters), integer in 0..2^63-1, boolean or null"
     if event.get("v") != VERSION or type(event.get("v")) is not int:
         return f"v must be {VERSION}"
     for name in ("site", "gate"):
@@ -224,17 +234,47 @@ def check_seal(event: dict, device_key: Ed25519PublicKey | bytes | None) -> list
     """What is wrong with an event's own hash and signature (an empty list: nothing). The one seal
     check, for the gate's peer events and the ledger. `device_key`: the gate's public key (or its
     32 raw bytes); None checks the hash only. The signature: the one verifier, gated/core/ed25519.py."""
+    problem = hash_problem(event)
+    if problem:
+        return [problem]
+    if device_key is not None and not signature_verifies(event, device_key):
+        return ["device signature does not verify"]
+    return []
+
+
+def hash_problem(event: dict) -> str:
+    """'' when the event's `hash` is the hash of its content (and its `prev`), else what is wrong."""
     try:
         expected = event_hash(event)
     except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        return [f"unhashable event: {exc}"[:200]]
-    if expected != event.get("hash"):
-        return ["hash does not match content"]
-    if device_key is not None:
-        try:
-            sig = base64.b64decode(event.get("sig", ""), validate=True)
-        except (ValueError, TypeError):
-            sig = b""
-        if not ed25519.verifies(device_key, sig, bytes.fromhex(expected)):
-            return ["device signature does not verify"]
-    return []
+        return f"unhashable event: {exc}"[:200]
+    return "" if expected == event.get("hash") else "hash does not match content"
+
+
+def signature_verifies(event: dict, device_key: Ed25519PublicKey | bytes) -> bool:
+    """The event's `sig` is the device key's signature of its `hash` (which hash_problem() has
+    found to be the hash of the content)."""
+    try:
+        sig = base64.b64decode(event.get("sig", ""), validate=True)
+        hashed = bytes.fromhex(event["hash"])
+    except (KeyError, ValueError, TypeError):
+        return False
+    return ed25519.verifies(device_key, sig, hashed)
+
+
+def chain_runs(events: list[dict]) -> list[list[int]]:
+    """The positions of one gate's `events` (each with a good hash) as runs in seq order, each
+    event linked to the one before it (seq n+1 whose `prev` is the hash of seq n). Every position
+    is in exactly one run. Why it matters: the hash of an event covers its `prev`, so a good
+    signature on the last event of a run vouches for the content of every event in it (the
+    ledger's `--verify chain`, docs/protocol.md)."""
+    runs: list[list[int]] = []
+    last = None
+    for i in sorted(range(len(events)), key=lambda i: events[i]["seq"]):
+        event = events[i]
+        if last is not None and event["seq"] == last["seq"] + 1 and event["prev"] == last["hash"]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+        last = event
+    return runs
