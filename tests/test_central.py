@@ -101,9 +101,10 @@ def _publisher(port: int):
     return client
 
 
-def _ledger_worker(broker, url, ring_dir, partition: str, log):
+def _ledger_worker(broker, url, ring_dir, partition: str, log, verify: str = "every"):
     return subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                             "--db", url, "--keyring", str(ring_dir), "--partition", partition, "--workers", "1"],
+                             "--db", url, "--keyring", str(ring_dir), "--partition", partition, "--workers", "1",
+                             "--verify", verify],
                             stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -116,9 +117,11 @@ def _wait(until, timeout: float, what: str) -> None:
 
 
 def test_two_workers_on_one_postgres_one_sigkilled_mid_stream_store_every_event_once(postgres, tmp_path):
-    """`gated ledger --db postgresql://... --partition I/2` twice; worker 0 is SIGKILLed while the
-    gates publish and started again (as systemd would): every event is in the database exactly
-    once, every chain whole, and the `committed` seq each gate is told is its last."""
+    """`gated ledger --db postgresql://... --partition I/2` twice; worker 0 (`--verify chain`) is
+    SIGKILLed while the gates publish and started again (as systemd would): every event is in the
+    database exactly once, every chain whole, and the `committed` seq each gate is told is its last.
+    Worker 0 takes its queued gates' events as a burst when it is back, so runs of each gate are
+    vouched for by their last signature; worker 1 (`--verify every`) checks each one's own."""
     gates = [f"g{n}" for n in range(1, 7)]
     per_gate = 200
     made, _ = make_events(tmp_path, gates, per_gate)
@@ -130,7 +133,8 @@ def test_two_workers_on_one_postgres_one_sigkilled_mid_stream_store_every_event_
     workers = {}
     client = None
     try:
-        workers = {p: _ledger_worker(broker, url, tmp_path / "ring", f"{p}/2", log) for p in (0, 1)}
+        modes = {0: "chain", 1: "every"}
+        workers = {p: _ledger_worker(broker, url, tmp_path / "ring", f"{p}/2", log, modes[p]) for p in (0, 1)}
         _wait(lambda: broker_has_subscribers(tmp_path, workers), 30, "both workers to start")
         client = _publisher(broker.port)
         order = [(gate, made[gate][i]) for i in range(per_gate) for gate in gates]
@@ -149,7 +153,7 @@ def test_two_workers_on_one_postgres_one_sigkilled_mid_stream_store_every_event_
         workers[0].wait(10)
         killed.set()
         time.sleep(1.0)  # worker 0's gates' events queue at the broker for its session
-        workers[0] = _ledger_worker(broker, url, tmp_path / "ring", "0/2", log)
+        workers[0] = _ledger_worker(broker, url, tmp_path / "ring", "0/2", log, modes[0])
         sender.join(60)
         _wait(lambda: ledger_count(url) >= len(order), 60, "every event in the ledger")
         _wait(lambda: all(listener.on(committed_topic(SITE, g))
@@ -174,6 +178,7 @@ def test_two_workers_on_one_postgres_one_sigkilled_mid_stream_store_every_event_
         g = report["gates"][gate]
         assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"], g["conflicts"]) == (per_gate, per_gate, 0, 0, 0)
         assert g["signatures_checked"]
+        assert (g["chain_vouched"] > 0) == (gate_partition(gate, 2) == 0)
     assert report["clean"] and report["totals"]["quarantined"] == 0
     assert main(["reconcile", "--db", url]) == 0
 

@@ -454,7 +454,8 @@ class Ledger:
                 "FROM events GROUP BY gate ORDER BY gate"):
             gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
                            "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
-                           "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True}
+                           "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True,
+                           "chain_vouched": 0}
         for gate, reason, count in db.execute(
                 "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
                 "GROUP BY gate, reason ORDER BY gate, reason"):
@@ -464,9 +465,11 @@ class Ledger:
                 " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
             gates[gate]["gaps"].append([before + 1, seq - 1])
             gates[gate]["missing"] += seq - 1 - before
-        for gate, (unsigned,) in ((g, db.execute("SELECT COUNT(*) FROM events WHERE gate = ? AND signed = 0",
-                                                  (g,)).fetchone()) for g in list(gates)):
-            gates[gate]["signatures_checked"] = unsigned == 0
+        for gate, unsigned, vouched in db.execute(
+                "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
+                "FROM events GROUP BY gate"):
+            gates[gate]["signatures_checked"] = not unsigned
+            gates[gate]["chain_vouched"] = vouched or 0  # --verify chain: content vouched for by a later signature
         names = {"chain_break": "chain_breaks", "bad_signature": "bad_signatures", "bad_hash": "bad_hashes",
                  "conflict": "conflicts", "malformed": "malformed"}
         for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
@@ -474,7 +477,8 @@ class Ledger:
                 entry = gates.setdefault(gate or "(unknown)", {"events": 0, "last_seq": 0, "admits": 0, "passages": 0,
                                                        "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0,
                                                        "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
-                                                       "malformed": 0, "signatures_checked": False})
+                                                       "malformed": 0, "signatures_checked": False,
+                                                       "chain_vouched": 0})
                 entry[names[kind]] += count
         over = [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": bool(assumed), "gates": sorted(set(g.split(",")))}
                 for cti, admits, allowed, assumed, g in db.execute(
@@ -553,6 +557,9 @@ def format_report(report: dict) -> str:
                          + (" …" if len(g["gaps"]) > 20 else ""))
         if not g["signatures_checked"]:
             lines.append("             signatures not checked (no device key for this gate)")
+        if g.get("chain_vouched"):
+            lines.append(f"             {g['chain_vouched']} events vouched for by the signature of a later one "
+                         "(--verify chain: their own signatures not checked)")
         if g["conflicts"]:
             lines.append(f"             {g['conflicts']} conflicting events (same id, other content)")
     if report["over_admitted"]:

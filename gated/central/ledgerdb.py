@@ -151,6 +151,11 @@ class SqliteDb:
                "ON CONFLICT DO NOTHING")
         return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
 
+    def insert_ignoring(self, table: str, columns: tuple[str, ...], rows: list) -> None:
+        """Rows into `table`, each unless its key is taken."""
+        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                              "ON CONFLICT DO NOTHING", rows)
+
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
@@ -170,6 +175,7 @@ class SqliteDb:
 
 class PostgresDb:
     lock_row = " FOR UPDATE"  # concurrent workers advancing one gate's progress take turns
+    STAGED = ("events", "movements")  # the tables rows go into by COPY (_staged_insert)
 
     def __init__(self, url: str):
         try:
@@ -184,9 +190,10 @@ class PostgresDb:
             # autocommit: the driver opens no transaction of its own; BEGIN/COMMIT are the ledger's
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
-            # insert_events' staging table: this session's own, emptied by every use and every commit
-            self.conn.execute("CREATE TEMP TABLE incoming_events (n INTEGER NOT NULL, LIKE events) "
-                              "ON COMMIT DELETE ROWS")
+            # the staging tables of _staged_insert: this session's own, emptied by every use and every commit
+            for table in self.STAGED:
+                self.conn.execute(f"CREATE TEMP TABLE incoming_{table} (n INTEGER NOT NULL, LIKE {table}) "
+                                  "ON COMMIT DELETE ROWS")
         except psycopg.Error as exc:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})".strip()) from exc
 
@@ -214,20 +221,11 @@ class PostgresDb:
 
     def insert_events(self, columns: tuple[str, ...], rows: list) -> list[bool]:
         """Rows into `events` unless their id is taken; per row, whether it went in. Two round trips
-        for any number of rows: COPY into this session's staging table (the fastest way into
-        PostgreSQL), then one INSERT ... SELECT ... ON CONFLICT DO NOTHING that empties it and
-        returns the (id, hash) of each row that went in. `columns` start with id; `hash` is one."""
+        for any number of rows (_staged_insert), the (id, hash) of each row that went in returned.
+        `columns` start with id; `hash` is one."""
         if not rows:
             return []
-        names = ", ".join(columns)
-        with self.conn.cursor() as cur:
-            with cur.copy(f"COPY incoming_events (n, {names}) FROM STDIN") as copy:
-                for n, row in enumerate(rows):
-                    copy.write_row((n, *row))
-            went_in = set(cur.execute(
-                f"WITH staged AS (DELETE FROM incoming_events RETURNING *) "
-                f"INSERT INTO events ({names}) SELECT {names} FROM staged ORDER BY n "
-                "ON CONFLICT DO NOTHING RETURNING id, hash").fetchall())
+        went_in = set(self._staged_insert("events", columns, rows, "RETURNING id, hash"))
         at = columns.index("hash")
         flags = []
         for row in rows:  # the same event twice in one batch: the first is new, the second a duplicate
@@ -235,6 +233,25 @@ class PostgresDb:
             flags.append(key in went_in)
             went_in.discard(key)
         return flags
+
+    def insert_ignoring(self, table: str, columns: tuple[str, ...], rows: list) -> None:
+        """Rows into `table` (one with a staging table: STAGED), each unless its key is taken."""
+        if rows:
+            self._staged_insert(table, columns, rows)
+
+    def _staged_insert(self, table: str, columns: tuple[str, ...], rows: list, returning: str = "") -> list:
+        """COPY the rows into this session's staging table for `table` (the fastest way into
+        PostgreSQL), then one INSERT ... SELECT ... ON CONFLICT DO NOTHING that empties it, in
+        the rows' order."""
+        names = ", ".join(columns)
+        with self.conn.cursor() as cur:
+            with cur.copy(f"COPY incoming_{table} (n, {names}) FROM STDIN") as copy:
+                for n, row in enumerate(rows):
+                    copy.write_row((n, *row))
+            cur.execute(f"WITH staged AS (DELETE FROM incoming_{table} RETURNING *) "
+                        f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY n "
+                        f"ON CONFLICT DO NOTHING {returning}")
+            return cur.fetchall() if returning else []
 
     def begin(self) -> None:
         self.conn.execute("BEGIN")

@@ -58,9 +58,7 @@ def record(db, events: list[dict]) -> None:
         else:
             continue
         rows.append((event["id"], event["gate"], event["seq"], row[0], event.get("zone") or "", *row[1:], event["ts"]))
-    if rows:
-        db.executemany("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+    db.insert_ignoring("movements", ("id", "gate", "seq", "ticket", "zone", "dir", "reentry", "free", "ts"), rows)
 
 
 def set_capacity(db, zone: str, capacity: int) -> None:
