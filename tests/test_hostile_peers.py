@@ -241,14 +241,23 @@ def test_a_peer_cannot_take_the_gates_own_event_ids(tmp_path, attack, authority)
 # --- item 3: the ledger stores each message alone and never stops ------------------------------------
 
 class LedgerProcess:
-    def __init__(self, tmp_path: Path, broker, authority):
-        self.db = tmp_path / "ledger.db"
+    def __init__(self, tmp_path: Path, broker, authority, db: str | None = None):
+        """`db`: a postgresql:// URL; without, a SQLite file in tmp_path."""
+        self.db = db or tmp_path / "ledger.db"
         self.process = subprocess.Popen(
             [str(GATED), "ledger", "--broker", broker.url, "--site", SITE, "--db", str(self.db), "--keyring",
              str(authority.keyring_dir), "--client-id", "hostile-ledger", "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def rows(self, sql: str):
+        if isinstance(self.db, str):
+            import psycopg
+
+            try:
+                with psycopg.connect(self.db) as conn:
+                    return conn.execute(sql).fetchall()
+            except psycopg.Error:
+                return []  # not made yet
         if not self.db.exists():
             return []
         try:
@@ -437,6 +446,41 @@ def test_fuzz_hostile_peer_messages_through_a_running_gate_and_ledger(tmp_path, 
         gate.stop_quietly()
     err = ledger.stop()
     assert ledger.process.returncode == 0, err
+
+
+def test_fuzz_hostile_messages_through_a_running_ledger_on_postgres(tmp_path, broker, authority, peer, postgres):
+    """The same hostile corpus through `gated ledger --db postgresql://...`, and raw NUL bytes, which
+    PostgreSQL's text refuses: before, one such message (quarantined with its body) failed the
+    batch, so the ledger stopped, and again on every restart, since the broker sent it again."""
+    ledger = LedgerProcess(tmp_path, broker, authority, db=postgres.database())
+    try:
+        probe = wait_subscribed(ledger, peer)
+        (start_events,) = ledger.rows(f"SELECT COUNT(*) FROM events WHERE id <> '{probe}'")[0]
+        g2 = events_topic(SITE, "g2")
+        messages = fuzz_messages(peer, random.Random(20261202), 120) + [
+            (g2, b'{"v":1,"x":"\x00"}'), (g2, b"\x00" * 16), (g2, b'{"reason":"ok"}\x00'),
+            (g2, "{\"v\":1,\"id\":\"\u0000\"}".encode())]
+
+        def accounted() -> int:
+            (stored,) = ledger.rows(f"SELECT COUNT(*) FROM events WHERE id <> '{probe}'")[0]
+            (quarantined,) = ledger.rows("SELECT COUNT(*) FROM quarantine")[0]
+            return stored - start_events + quarantined
+
+        for topic, payload in messages:
+            peer.publish(payload, topic)
+        ledger.wait(lambda: accounted() >= len(messages), "a row for every hostile message", timeout=30)
+        assert accounted() == len(messages)
+        assert all(w for (w,) in ledger.rows("SELECT why FROM quarantine"))
+        assert ledger.rows("SELECT COUNT(*) FROM quarantine WHERE body LIKE '%\ufffd%'")[0][0] >= 3
+        after = peer.seal(peer.event("alarm", alarm="tamper"))
+        peer.publish(after)
+        ledger.wait(lambda: ledger.rows(f"SELECT 1 FROM events WHERE id = '{after['id']}'"), "an event after them")
+        err = ledger.stop()
+        assert ledger.process.returncode == 0, err
+    finally:
+        if ledger.process.poll() is None:
+            ledger.process.kill()
+            ledger.process.wait(10)
 
 
 # --- the uplink's per-message error boundary ----------------------------------------------------------

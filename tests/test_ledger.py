@@ -263,3 +263,20 @@ def test_a_gate_at_the_largest_seq_is_stored_and_the_ledger_goes_on(tmp_path, le
         report = ledger.report()
     assert result.new == 1 and result.committed == {"g1": 1}
     assert report["gates"]["g1"]["missing"] == events.MAX_INT - 2
+
+
+@pytest.mark.parametrize("name, body, says", [
+    ("missing.csv", None, "cannot read the tickets"),
+    ("binary.csv", b"\xff\xfe\x00\x01", "cannot read the tickets"),
+    ("huge.csv", b"ticket_id,entries\nab,99999999999999999999999\n", "line 2: entries 99999999999999999999999 is not in 0..2^63-1"),
+    ("negative.csv", b"ticket_id,entries\nab,-1\n", "line 2: entries -1 is not in 0..2^63-1"),
+    ("columns.csv", b"id,n\n1,2\n", "needs ticket_id and entries columns"),
+])
+def test_a_bad_tickets_csv_is_a_clear_error_not_a_traceback(tmp_path, ledger_db, capsys, name, body, says):
+    path = tmp_path / name
+    if body is not None:
+        path.write_bytes(body)
+    with Ledger(ledger_db, site=SITE):
+        pass  # the ledger exists
+    assert main(["reconcile", "--db", ledger_db, "--tickets", str(path)]) == 2
+    assert says in capsys.readouterr().err

@@ -118,12 +118,18 @@ class Ledger:
     def load_tickets(self, csv_path: str | os.PathLike) -> int:
         """Admissions allowed per ticket, from a `gated issue` tickets.csv (ticket_id, ..., entries)."""
         rows = []
-        with open(csv_path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                try:
-                    rows.append((row["ticket_id"].strip().lower(), int(row.get("entries") or 1)))
-                except (KeyError, ValueError) as exc:
-                    raise LedgerError(f"{csv_path}: needs ticket_id and entries columns ({exc})") from None
+        try:
+            with open(csv_path, newline="", encoding="utf-8") as fh:
+                for line, row in enumerate(csv.DictReader(fh), start=2):
+                    try:
+                        cti, entries = _storable(row["ticket_id"].strip().lower()), int(row.get("entries") or 1)
+                    except (KeyError, ValueError, AttributeError) as exc:
+                        raise LedgerError(f"{csv_path}: needs ticket_id and entries columns ({exc})") from None
+                    if not 0 <= entries <= ev.MAX_INT:
+                        raise LedgerError(f"{csv_path}, line {line}: entries {entries} is not in 0..2^63-1")
+                    rows.append((cti, entries))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise LedgerError(f"{csv_path}: cannot read the tickets ({exc})") from None
         try:
             self.db.begin()
             self.db.executemany("INSERT INTO tickets (cti, ent) VALUES (?, ?) "
@@ -310,6 +316,7 @@ class Ledger:
         return held
 
     def _problem(self, result, kind, detail, received_ms, gate=None, seq=None, event_id=None) -> None:
+        detail = _storable(detail)
         cur = self.db.execute("INSERT INTO problems (kind, gate, seq, event_id, detail, received_ms) "
                               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (kind, gate or "", seq or 0, event_id, detail, received_ms))
         if cur.rowcount:
@@ -317,9 +324,9 @@ class Ledger:
 
     def _quarantine(self, result, event_id, body, why, received_ms) -> None:
         """Keep a message that is not stored as an event, with why (its first MAX_BYTES characters
-        when it is longer: it was refused for its size anyway)."""
+        when it is longer: it was refused for its size anyway; see _storable)."""
         self.db.execute("INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
-                        (event_id, body[:ev.MAX_BYTES], why, received_ms))
+                        (event_id, _storable(body[:ev.MAX_BYTES]), _storable(why), received_ms))
         result.rejected += 1
 
     def _examine(self, payload, topic: str | None = None) -> list:
@@ -533,6 +540,20 @@ class _MessageFailed(GatedError):
 
 def _text(value):
     return None if value is None else str(value)
+
+
+def _storable(text: str) -> str:
+    """Text any database column takes: NUL (which PostgreSQL's text refuses) and lone surrogates
+    (which UTF-8 cannot carry) replaced by U+FFFD, as undecodable bytes already are. A stored event
+    never needs it: the strict reader refuses a raw control character, and an escaped one stays
+    escaped in the body."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def _body_text(payload) -> str:
