@@ -67,7 +67,9 @@ class GateSection:
     events: tuple[str, ...] = _opt(doc="event ids (ticket aud) this gate admits for", nonempty=True)
     keyring: Path = _opt(doc="keyring directory: trusted public keys and keyring.toml", path=True)
     state_dir: Path = _opt(Path("/var/lib/gated"), doc="directory of the gate's state database (gate.db)", path=True)
-    zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)")
+    zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)",
+                            check=lambda v: "a zone name without control characters" if any(ord(c) < 32 for c in v)
+                            else None)
     products: tuple[str, ...] | None = _opt(None, doc="admit only these products (absent: all): GT ticket types, "
                                                       "pretix item ids \"12\" or item/variation \"12/3\"")
     pretix_entries: int = _opt(1, doc="entries a pretix ticket allows at this site (its code states none); "
@@ -85,6 +87,11 @@ class GateSection:
                                         "(more exits recorded than re-entries)")
     capacity: int | None = _opt(None, doc="people the zone may hold; at this many inside, entries are denied "
                                           "`capacity` until people leave", minimum=1)
+    day_starts: str | None = _opt(None, doc="local time HH:MM at which the count of people inside starts over, "
+                                            "every day (a time the venue is empty; as the ledger's --day-starts); "
+                                            "absent: never", check=lambda v: _check_day_start(v))
+    timezone: str = _opt("UTC", doc="the venue's time zone (IANA name, e.g. Europe/Berlin), for day_starts",
+                         check=lambda v: _check_time_zone(v))
 
     @property
     def database(self) -> Path:
@@ -368,6 +375,26 @@ def _str_expected(meta) -> str:
     if "pattern" in meta:
         return "a name of letters, digits, '.', '_' or '-' (at most 64)"
     return "a non-empty string"
+
+
+def _check_day_start(text: str) -> str | None:
+    from gated.daystart import DayStartError, time_of_day
+
+    try:
+        time_of_day(text)
+    except DayStartError:
+        return "a time of day HH:MM (00:00 to 23:59)"
+    return None
+
+
+def _check_time_zone(name: str) -> str | None:
+    from gated.daystart import DayStartError, time_zone
+
+    try:
+        time_zone(name)
+    except DayStartError:
+        return "an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC)"
+    return None
 
 
 def _check_camera(spec: str) -> str | None:

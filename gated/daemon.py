@@ -148,6 +148,10 @@ class Daemon:
         cfg = self.cfg
         self.keyring = keys.load_keyring(cfg.gate.keyring)
         self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id, own_directory=True)
+        if cfg.gate.day_starts is not None:
+            from gated.daystart import DayStart
+
+            self.store.day_start = DayStart(cfg.gate.day_starts, cfg.gate.timezone).before
         log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
                  outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
         self.clock = self._make_clock()
@@ -251,11 +255,11 @@ class Daemon:
         from gated.core.occupancy import OccupancyRejected, read_occupancy
 
         try:
-            zones, as_of = read_occupancy(payload, site=self.cfg.gate.site)
+            zones, as_of, since_ms = read_occupancy(payload, site=self.cfg.gate.site)
         except OccupancyRejected as exc:
             log.warning("occupancy message ignored", problem=str(exc))
             return
-        self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of)
+        self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of, since_ms)
 
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""

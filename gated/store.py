@@ -35,6 +35,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,9 @@ class GateStore:
         self.path = Path(path)
         self.site, self.gate = site, gate
         self.fault: str | None = None  # the last write's error, until a write succeeds again
+        # unix ms now -> unix ms the venue's day started (gated.daystart.DayStart.before): occupancy
+        # counts movements since then; None: every movement stored
+        self.day_start: Callable[[int], int] | None = None
         self._lock = threading.RLock()
         _make_private(self.path, own_directory)
         try:
@@ -269,34 +273,44 @@ class GateStore:
         return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev,
                      outside=last_dir > 0, zone_inside=inside, occupancy_source=source)
 
-    def local_occupancy(self, zone: str | None) -> int:
+    def occupancy_since(self, now_ms: int | None) -> int:
+        """Unix ms from which movements count (the venue's day start, `day_start`), or 0: all."""
+        return self.day_start(now_ms) if self.day_start is not None and now_ms is not None else 0
+
+    def local_occupancy(self, zone: str | None, since_ms: int = 0) -> int:
         """People inside `zone` as this gate knows it: entries (own and peers', re-entries too, not
-        rolled back) less exits (scanned and free). Never below 0."""
+        rolled back) less exits (scanned and free), made at or after `since_ms`. Never below 0."""
         with self._lock:
             (inside,) = self._db.execute(
-                "SELECT (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM admissions WHERE zone IS ?1)"
-                " + (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM peer_admissions WHERE zone IS ?1)"
-                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1)", (zone,)).fetchone()
+                "SELECT (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM admissions"
+                "  WHERE zone IS ?1 AND ts_ms >= ?2)"
+                " + (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM peer_admissions"
+                "  WHERE zone IS ?1 AND ts_ms >= ?2)"
+                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2)", (zone, since_ms)).fetchone()
         return max(0, inside)
 
     def zone_occupancy(self, zone: str | None, now_ms: int | None = None, max_age_ms: int = 30_000) -> tuple[int, str]:
         """(people inside `zone`, which figure): "central" while the ledger's retained occupancy
-        message is under `max_age_ms` old (its figure plus the movements this gate knows of that
-        came after it: events with a seq above the message's `as_of` for their gate), else "local"
-        (this gate's own and its peers' events alone)."""
-        central = self._central(zone, now_ms, max_age_ms)
+        message is under `max_age_ms` old and counts from the same day start as this gate (its
+        figure plus the movements this gate knows of that came after it: events with a seq above
+        the message's `as_of` for their gate), else "local" (this gate's own and its peers' events
+        alone). Only movements since the day start count (`day_start`)."""
+        since = self.occupancy_since(now_ms)
+        central = self._central(zone, now_ms, max_age_ms, since)
         if central is None:
-            return self.local_occupancy(zone), "local"
+            return self.local_occupancy(zone, since), "local"
         figure, as_of = central
         with self._lock:
             rows = self._db.execute(
-                "SELECT gate, CAST(substr(scan_id, length(gate) + 2) AS INTEGER), dir FROM admissions WHERE zone IS ?1"
-                " UNION ALL SELECT gate, seq, dir FROM peer_admissions WHERE zone IS ?1"
-                " UNION ALL SELECT gate, seq, 'out' FROM free_exits WHERE zone IS ?1", (zone,)).fetchall()
+                "SELECT gate, CAST(substr(scan_id, length(gate) + 2) AS INTEGER), dir FROM admissions"
+                " WHERE zone IS ?1 AND ts_ms >= ?2"
+                " UNION ALL SELECT gate, seq, dir FROM peer_admissions WHERE zone IS ?1 AND ts_ms >= ?2"
+                " UNION ALL SELECT gate, seq, 'out' FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2",
+                (zone, since)).fetchall()
         later = sum(1 if d == "in" else -1 for gate, seq, d in rows if seq > as_of.get(gate, 0))
         return max(0, figure + later), "central"
 
-    def _central(self, zone: str | None, now_ms: int | None, max_age_ms: int) -> tuple[int, dict] | None:
+    def _central(self, zone: str | None, now_ms: int | None, max_age_ms: int, since_ms: int) -> tuple[int, dict] | None:
         raw = self.get_value(CENTRAL_OCCUPANCY_KEY)
         if raw is None or now_ms is None:
             return None
@@ -304,17 +318,20 @@ class GateStore:
             message = json.loads(raw)
             figure = message["zones"].get(zone if zone is not None else "", {"inside": 0})["inside"]
             age, as_of = now_ms - int(message["received_ms"]), message["as_of"]
+            counted_from = int(message.get("since_ms", 0))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if type(figure) is not int or not isinstance(as_of, dict) or not 0 <= age <= max_age_ms:
             return None
+        if counted_from != since_ms:  # the ledger counts from another day start (or none): not this gate's figure
+            return None
         return figure, as_of
 
-    def set_central_occupancy(self, zones: dict, received_ms: int, as_of: dict | None = None) -> None:
-        """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, {gate: seq}; already checked
-        by the caller, gated/core/occupancy.py)."""
+    def set_central_occupancy(self, zones: dict, received_ms: int, as_of: dict | None = None, since_ms: int = 0) -> None:
+        """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, {gate: seq}, the day start
+        it counted from; already checked by the caller, gated/core/occupancy.py)."""
         self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms,
-                                                          "as_of": as_of or {}}))
+                                                          "as_of": as_of or {}, "since_ms": since_ms}))
 
     def is_revoked(self, cti: bytes) -> bool:
         with self._lock:
@@ -611,9 +628,4 @@ def _make_private(path: Path, own_directory: bool = False) -> None:
 
 
 def _event_ms(event: dict) -> int:
-    from datetime import datetime
-
-    try:
-        return int(datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp() * 1000)
-    except (KeyError, ValueError, AttributeError):
-        return 0
+    return events.parse_ts(event.get("ts")) or 0

@@ -194,3 +194,56 @@ def test_a_bad_partition_is_refused(partition, capsys):
     with pytest.raises(SystemExit):
         main(["ledger", "--broker", "mqtt://127.0.0.1:1", "--site", SITE, "--db", "x.db", "--partition", partition])
     assert "I/N" in capsys.readouterr().err
+
+
+def test_two_workers_advancing_over_500_gates_at_once_do_not_deadlock(postgres):
+    """Worker 1 (played here by hand, on its own connection, as `_advance` runs) has made gate b's
+    progress row and is about to lock a000's; worker 2 stores a batch of 600 gates, a000 to a599
+    and b. Worker 2 must not lock a000 before it has all its rows: before, it locked its first 500
+    gates, then waited on b, and worker 1 waited on a000: PostgreSQL's deadlock detector then
+    failed one of them, and a failed batch stops `gated ledger`."""
+    import psycopg
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gated.core import events
+
+    key = Ed25519PrivateKey.generate()
+
+    def event(gate: str, seq: int, prev: str) -> dict:
+        return events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate=gate, seq=seq, prev=prev,
+                           ts_ms=1_790_000_000_000, key=key)
+
+    url = postgres.database()
+    firsts = {f"a{n:03d}": event(f"a{n:03d}", 1, events.GENESIS) for n in range(600)}
+    with Ledger(url, site=SITE) as ledger:
+        ledger.ingest(list(firsts.values()))
+    worker1 = psycopg.connect(url, autocommit=True)
+    worker1.execute("SET deadlock_timeout = '100ms'")
+    worker1.execute("BEGIN")
+    worker1.execute("INSERT INTO gate_progress (gate, contiguous) VALUES ('b', 0) ON CONFLICT DO NOTHING")
+    outcome = {}
+
+    def worker2() -> None:
+        try:
+            with Ledger(url, site=SITE) as ledger:
+                batch = [event(g, 2, first["hash"]) for g, first in firsts.items()] + [event("b", 1, events.GENESIS)]
+                outcome["committed"] = ledger.ingest(batch).committed
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcome["error"] = repr(exc)
+
+    second = threading.Thread(target=worker2)
+    second.start()
+    monitor = psycopg.connect(url, autocommit=True)  # outside worker 1's transaction: a fresh view each time
+    try:
+        _wait(lambda: monitor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+              .fetchone()[0] > 0, 20, "worker 2 to wait for worker 1's row b")
+        worker1.execute("SET lock_timeout = '10s'")
+        (contiguous,) = worker1.execute("SELECT contiguous FROM gate_progress WHERE gate = 'a000' FOR UPDATE").fetchone()
+        worker1.execute("COMMIT")
+    finally:
+        second.join(30)
+        worker1.close()
+        monitor.close()
+    assert contiguous == 1
+    assert "error" not in outcome, outcome
+    assert outcome["committed"]["b"] == 1 and outcome["committed"]["a599"] == 2

@@ -73,6 +73,8 @@ surprise = 1
 site = "the arena"
 events = "FINAL-2026"
 keyring = "keyring"
+day_starts = "4 am"
+timezone = "Europe/Atlantis"
 [turnstile]
 board = "generic-relay"
 pin_factory = "gpio"
@@ -91,7 +93,8 @@ when_stale = "maybe"
     with pytest.raises(config.ConfigError) as caught:
         config.load(write(tmp_path, text))
     paths = [path for path, _ in caught.value.problems]
-    assert paths == ["surprise", "gate.site", "gate.id", "gate.events", "turnstile.pin_factory", "mqtt.url",
+    assert paths == ["surprise", "gate.site", "gate.id", "gate.events", "gate.day_starts", "gate.timezone",
+                     "turnstile.pin_factory", "mqtt.url",
                      "mqtt.tls.cafile", "camera.source", "timings.relay_pulse_s", "timings.debounce_s",
                      "revocations.when_stale"]
     message = str(caught.value)
@@ -104,6 +107,9 @@ when_stale = "maybe"
     assert "mqtt.tls.cafile: unknown key in mqtt.tls (known: ca_file, cert_file, key_file)" in message
     assert "revocations.when_stale: expected one of 'open', 'closed'" in message
     assert "camera.source: expected one of v4l2:" in message
+    assert "gate.day_starts: expected a time of day HH:MM (00:00 to 23:59), got '4 am'" in message
+    assert ("gate.timezone: expected an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC), "
+            "got 'Europe/Atlantis'") in message
     assert "mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got 'http://broker'" in message
 
 

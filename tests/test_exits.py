@@ -5,6 +5,7 @@ other's events the way the uplink hands them over (events.read_event, check_seal
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -290,12 +291,128 @@ def test_the_occupancy_message_is_read_strictly():
     from gated.core.occupancy import OccupancyRejected, encode_occupancy, read_occupancy
 
     message = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0, {"g1": 7})
-    assert read_occupancy(message, site=SITE) == ({"north": {"inside": 3, "capacity": 10}}, {"g1": 7})
-    assert json.loads(message)["inside"] == 3
+    assert read_occupancy(message, site=SITE) == ({"north": {"inside": 3, "capacity": 10}}, {"g1": 7}, 0)
+    assert json.loads(message)["inside"] == 3 and "since" not in json.loads(message)
+    daily = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0, {"g1": 7},
+                             since_ms=1_790_000_000_123)
+    assert json.loads(daily)["since"] == "2026-09-21T14:13:20.123Z"
+    assert read_occupancy(daily, site=SITE)[2] == 1_790_000_000_123
     for bad in (b"\xff", b"[]", message.replace(b'"inside":3', b'"inside":-3'), message.replace(b"arena", b"other"),
-                message.replace(b'"inside":3', b'"inside":3.5'), message.replace(b'"g1":7', b'"g1":"7"'), b"x" * 70000):
+                message.replace(b'"inside":3', b'"inside":3.5'), message.replace(b'"g1":7', b'"g1":"7"'), b"x" * 70000,
+                daily.replace(b"2026-09-21T14:13:20.123Z", b"yesterday"), daily.replace(b'"2026-09-21T14:13:20.123Z"', b"5"),
+                daily.replace(b"2026-09-21T14", b"2026-19-21T14")):
         with pytest.raises(OccupancyRejected):
             read_occupancy(bad, site=SITE)
+
+
+# --- the day starts over --------------------------------------------------------------------------
+
+def _utc_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+@pytest.mark.parametrize("now, start", [
+    ("2026-12-01T02:59:59", "2026-11-30T03:00:00"),  # 03:59:59 in Berlin (CET, UTC+1): yesterday's 04:00
+    ("2026-12-01T03:00:00", "2026-12-01T03:00:00"),  # 04:00 sharp: today's
+    ("2026-03-29T01:59:00", "2026-03-28T03:00:00"),  # the night clocks go forward: still yesterday's (CET)
+    ("2026-03-29T12:00:00", "2026-03-29T02:00:00"),  # that day's 04:00 is CEST, UTC+2
+    ("2026-10-25T01:30:00", "2026-10-24T02:00:00"),  # the night clocks go back: yesterday's 04:00 CEST
+    ("2026-10-25T03:30:00", "2026-10-25T03:00:00"),  # and that day's is CET again
+])
+def test_the_day_starts_at_the_venues_local_time_through_daylight_saving(now, start):
+    from gated.daystart import DayStart
+
+    assert DayStart("04:00", "Europe/Berlin").before(_utc_ms(now)) == _utc_ms(start)
+
+
+def test_a_bad_day_start_or_time_zone_is_a_clear_error():
+    from gated.daystart import DayStart, DayStartError
+
+    for at, zone, says in (("4:00", "UTC", "is not a time of day HH:MM"), ("24:00", "UTC", "HH:MM"),
+                           ("04:00", "Mars/Olympus", "is not a time zone name"), ("04:00", "../etc", "time zone")):
+        with pytest.raises(DayStartError, match=says):
+            DayStart(at, zone)
+
+
+def test_yesterdays_visitors_no_longer_fill_the_zone_after_the_day_starts(lanes, authority):
+    """A capacity of 2: two admitted in the evening (nobody scanned out: the exit is an emergency
+    door). Without a day start the zone stays full for good; with one, the count starts over at
+    04:00 and the next morning's visitors are let in, while yesterday's count is still there for
+    the evening (the same day)."""
+    from gated.daystart import DayStart
+
+    lanes.clock.advance(-(lanes.clock() % 86400) + 86400 + 20 * 3600)  # tomorrow, 20:00 UTC
+    now = int(time.time())
+
+    def ticket() -> str:  # valid all through the days this test walks
+        return authority.ticket(nbf=now - 86400, exp=now + 4 * 86400)
+
+    counting = lanes("g1", capacity=2)
+    counting.store.day_start = DayStart("04:00", "UTC").before
+    forever = lanes("g2", capacity=2)
+    for lane in (counting, forever):
+        assert lane.scan(ticket()).admit and lane.scan(ticket()).admit
+        assert lane.scan(ticket()).reason is Reason.CAPACITY
+    lanes.clock.advance(7 * 3600 + 59 * 60)  # 03:59 next day: still the same venue day
+    assert counting.scan(ticket()).reason is Reason.CAPACITY
+    lanes.clock.advance(60)  # 04:00
+    morning = counting.scan(ticket())
+    assert morning.admit, morning.detail
+    assert counting.events("scan")[-1]["inside"] == 0
+    assert counting.store.local_occupancy("north") == 3  # everything stored, counted from no day start
+    assert forever.scan(ticket()).reason is Reason.CAPACITY
+
+
+def test_the_centre_figure_counts_only_when_it_starts_from_the_same_day(lanes, authority):
+    from gated.daystart import DayStart
+
+    entry = lanes("g1", capacity=3)
+    entry.store.day_start = DayStart("04:00", "UTC").before
+    now_ms = int(lanes.clock() * 1000)
+    today = entry.store.occupancy_since(now_ms)
+    entry.store.set_central_occupancy({"north": {"inside": 3, "capacity": 3}}, now_ms, {}, today)
+    assert entry.store.zone_occupancy("north", now_ms) == (3, "central")
+    for other_day in (0, today - 86_400_000):  # counted from no day start, or from yesterday's
+        entry.store.set_central_occupancy({"north": {"inside": 3, "capacity": 3}}, now_ms, {}, other_day)
+        assert entry.store.zone_occupancy("north", now_ms) == (0, "local")
+
+
+def test_the_ledger_publishes_the_occupancy_of_the_venue_day(tmp_path, broker):
+    """`gated ledger --day-starts`: the retained occupancy counts movements from the latest day start
+    and says so (`since`); yesterday's entries are in the ledger, not in the figure."""
+    import subprocess
+    import sys
+
+    from gated.central.ledger import Ledger
+    from gated.daystart import DayStart
+    from gated.topics import occupancy_topic
+    from tests.support.uplink import Listener
+
+    now_ms = int(time.time() * 1000)
+    start = DayStart("04:00", "Europe/Berlin").before(now_ms)
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1:
+        for when in (start - 3_600_000, start - 60_000, start + 1, now_ms):  # two yesterday, two today
+            g1.record_scan({"ticket": os.urandom(16).hex(), "event": EVENT, "type": "general", "zone": "north",
+                            "decision": "admit", "reason": "ok", "rev": 0, "latency_us": 0}, when,
+                           admit_cti=os.urandom(16), confirmed=True)
+        with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
+            ledger.ingest([e for _, e in g1.outbox(0, 100)])
+            assert ledger.occupancy()["inside"] == 4
+    listener = Listener(broker.port, occupancy_topic(SITE))
+    ledger_process = subprocess.Popen(
+        [sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE, "--db",
+         str(tmp_path / "ledger.db"), "--day-starts", "04:00", "--timezone", "Europe/Berlin", "--exit-after", "3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert ledger_process.wait(30) == 0, ledger_process.stderr.read()
+    finally:
+        listener.close()
+    figure = json.loads(listener.on(occupancy_topic(SITE))[-1])
+    assert figure["zones"]["north"]["inside"] == 2 and figure["inside"] == 2
+    assert events.parse_ts(figure["since"]) == start
+    bad = subprocess.run([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE, "--db",
+                          str(tmp_path / "ledger.db"), "--day-starts", "4am"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "'4am' is not a time of day HH:MM" in bad.stderr
 
 
 # --- gated report ---------------------------------------------------------------------------------

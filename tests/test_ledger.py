@@ -280,3 +280,76 @@ def test_a_bad_tickets_csv_is_a_clear_error_not_a_traceback(tmp_path, ledger_db,
         pass  # the ledger exists
     assert main(["reconcile", "--db", ledger_db, "--tickets", str(path)]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_a_nul_in_any_string_of_an_event_is_refused_the_same_on_both_backends(tmp_path, ledger_db, gates):
+    """An escaped NUL (\\u0000) parses into the string; PostgreSQL's text cannot hold it, so a
+    PostgreSQL ledger used to fail the event's insert and quarantine it without a problem row (the
+    gate's committed seq then stuck below it) while a SQLite ledger stored it. Now the reader
+    refuses it as malformed everywhere, in a value or a key, sealed by the gate or not."""
+    g1, g2 = gates
+    g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    first = json.loads(outbox(g1)[0])
+    nul_ref = events.seal({"kind": "passage", "ref": "g1:1", "result": "passed", "zone": "no\x00rth"}, site=SITE,
+                          gate="g1", seq=2, prev=first["hash"], ts_ms=1_700_000_000_000, key=g1._device_key)
+    nul_key = events.seal({"kind": "state", "state": "online", "rev": 0, "x\x00": 1}, site=SITE, gate="g1", seq=3,
+                          prev=nul_ref["hash"], ts_ms=1_700_000_000_000, key=g1._device_key)
+    with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE) as ledger:
+        result = ledger.ingest([first, json.dumps(nul_ref), json.dumps(nul_key)],
+                               topics=[f"gated/v1/{SITE}/gates/g1/events"] * 3)
+        why = [w for (w,) in ledger.query("SELECT why FROM quarantine ORDER BY n")]
+    assert (result.new, result.rejected, result.committed) == (1, 2, {"g1": 1})
+    assert [p["kind"] for p in result.problems] == ["malformed", "malformed"]
+    assert "'zone': not a string (at most 1024 characters, no lone surrogate or NUL)" in why[0]
+    assert "with a lone surrogate or NUL" in why[1]
+
+
+def test_capacities_and_ticket_entries_take_any_count_up_to_2_63_on_both_backends(tmp_path, ledger_db):
+    """PostgreSQL's INTEGER stopped at 2^31-1 (a traceback from `gated ledger --capacity z=3000000000`,
+    "integer out of range" for a tickets CSV): migration 4 makes both BIGINT; above 2^63-1 is refused."""
+    from gated.central.occupancy import parse_capacity
+
+    csv_path = tmp_path / "tickets.csv"
+    csv_path.write_text("ticket_id,entries\n" + "ab" * 16 + ",3000000000\n")
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.set_capacity(*parse_capacity("hall=3000000000"))
+        assert ledger.load_tickets(csv_path) == 1
+        assert ledger.occupancy()["zones"]["hall"]["capacity"] == 3_000_000_000
+        assert ledger.query("SELECT ent FROM tickets") == [(3_000_000_000,)]
+    for bad in ("hall=9223372036854775808", "hall=0", "hall=-1", "hall", "ha\x00ll=5", "hall=٣"):
+        with pytest.raises(ValueError, match="expected ZONE=N"):
+            parse_capacity(bad)
+
+
+@pytest.mark.parametrize("errcode, quarantined", [("22000", True), ("58030", False)])
+def test_a_message_is_quarantined_for_its_own_values_never_for_a_failing_database(tmp_path, postgres, gates,
+                                                                                   errcode, quarantined):
+    """A trigger makes PostgreSQL refuse g2's event: with a data error (22000, the message's values)
+    it is quarantined and g1's is stored; with a system error (58030, an I/O error: the database's
+    trouble, like a lock timeout or a lost table) the batch fails and nothing is acknowledged or
+    quarantined, so the broker sends it all again once the database is well."""
+    import psycopg
+
+    g1, g2 = gates
+    scan(g1, os.urandom(16), True)
+    scan(g2, os.urandom(16), True)
+    url = postgres.database()
+    batch = outbox(g1) + outbox(g2)
+    with Ledger(url, site=SITE) as ledger:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                          f"$$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{errcode}'; END $$")
+            admin.execute("CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.gate = 'g2') "
+                          "EXECUTE FUNCTION refuse()")
+        if quarantined:
+            result = ledger.ingest(batch)
+            assert (result.new, result.rejected) == (1, 1)
+            assert "could not be stored: DataException: refused" in ledger.query("SELECT why FROM quarantine")[0][0]
+        else:
+            with pytest.raises(LedgerError, match="refused"):
+                ledger.ingest(batch)
+            assert ledger.query("SELECT COUNT(*) FROM events")[0][0] == 0
+            assert ledger.query("SELECT COUNT(*) FROM quarantine")[0][0] == 0
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("DROP TRIGGER refuse ON events")
+            assert ledger.ingest(batch).new == 2  # the database is well again: the same batch goes in

@@ -88,6 +88,7 @@ _DROP = object()
     ("cti", b"short"), ("cti", "0123456789abcdef"), ("aud", 7), ("nbf", -1), ("nbf", 1.5), ("exp", "soon"),
     ("exp", True), ("iss", b"bytes"), ("iat", "x"), ("typ", 1), ("ent", -2), ("zon", "north"), ("zon", [1]),
     ("seat", 12), ("dev", b"x" * 31), ("rex", 1), ("rex", "yes"),
+    ("aud", "FINAL\x00-2026"), ("typ", "vip\x00"), ("seat", "\x00"), ("zon", ["north\x00"]), ("iss", "a\x00b"),
 ])
 def test_wrong_type_of_a_known_claim_is_malformed(authority, claim, value):
     result = read_code(_sign1(authority, _payload(authority, **{claim: value})), authority.keyring)

@@ -33,14 +33,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gated.central import occupancy as occ
-from gated.core.events import format_ts
+from gated.core.events import format_ts, parse_ts
 from gated.central.plots import figures, page_head
 
 HELD_BACK_MS = 60_000
 
 
 def ts_ms(ts: str) -> int:
-    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
+    """An event `ts` the ledger stored (read_event checked its form) as unix ms."""
+    return parse_ts(ts) or 0
 
 
 def _when(ms: int) -> datetime:

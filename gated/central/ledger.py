@@ -204,17 +204,22 @@ class Ledger:
 
     def _advance(self, gates: list[str]) -> dict[str, int]:
         """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. The
-        rows locked on PostgreSQL in gate order, after this batch's own inserts: of two workers
-        storing one gate's events at once, the later one sees the earlier one's (committed) rows.
+        rows locked on PostgreSQL after this batch's own inserts: of two workers storing one gate's
+        events at once, the later one sees the earlier one's (committed) rows. No deadlock between
+        workers: every worker first makes the rows it lacks, then locks its rows, each step in one
+        order of gates (byte order, the same in Python and in the database), whatever the chunking.
         A few statements for all the batch's gates."""
-        committed: dict[str, int] = {}
-        for i in range(0, len(gates), 500):
-            part = gates[i:i + 500]
-            marks = ", ".join("?" * len(part))
+        gates = sorted(gates)
+        chunks = [gates[i:i + 500] for i in range(0, len(gates), 500)]
+        for part in chunks:
             self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES "
                             + ", ".join("(?, 0)" for _ in part) + " ON CONFLICT DO NOTHING", tuple(part))
+        committed: dict[str, int] = {}
+        for part in chunks:
+            marks = ", ".join("?" * len(part))
             before = dict(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks}) "
-                                          "ORDER BY gate" + self.db.lock_row, tuple(part)).fetchall())
+                                          f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row,
+                                          tuple(part)).fetchall())
             # the end of the run that starts right after `contiguous`, where there is one
             after = dict(self.db.execute(
                 "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
@@ -296,15 +301,18 @@ class Ledger:
                     f"could not be examined: {type(exc).__name__}: {exc}"[:200], 0]
 
     def _store_alone(self, examined: list, received_ms: int, result: IngestResult) -> bool:
-        """_store() in a savepoint: if one message makes it fail, what it wrote is undone and the
-        message is quarantined with why; if even that fails, the database is at fault. True when
-        the event is held (new or a duplicate)."""
+        """_store() in a savepoint: if one message makes it fail (its values: a data or integrity
+        error, or any error of ours), what it wrote is undone and the message is quarantined with
+        why; any other database error, or a failing quarantine, is the database's fault and fails
+        the batch. True when the event is held (new or a duplicate)."""
         counts = (result.new, result.duplicates, result.rejected, len(result.problems), len(self._new))
         self.db.execute("SAVEPOINT message")
         held = False
         try:
             held = self._store(examined, received_ms, result)
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary
+            if isinstance(exc, self.db.errors) and not isinstance(exc, self.db.message_errors):
+                raise  # the database (locked, full, gone, a deadlock), not this message: nothing is acknowledged
             self.db.execute("ROLLBACK TO SAVEPOINT message")
             result.new, result.duplicates, result.rejected = counts[:3]
             del result.problems[counts[3]:]
@@ -513,22 +521,24 @@ class Ledger:
 
     def set_capacity(self, zone: str, capacity: int) -> None:
         """A zone's capacity, for the occupancy message and the reports."""
-        self.db.begin()
         try:
+            self.db.begin()
             occ.set_capacity(self.db, zone, capacity)
-        except BaseException:
-            self.db.rollback()
-            raise
-        self.db.commit()
+            self.db.commit()
+        except self.db.errors as exc:
+            self._rollback_quietly()
+            raise LedgerError(f"{self.where}: cannot store the capacity of zone {zone!r} ({exc})") from exc
 
     def occupancy(self) -> dict:
         return occ.occupancy(self.db)
 
-    def occupancy_as_of(self) -> tuple[dict, dict[str, int]]:
-        """The occupancy and, per gate, the highest seq it was counted from (one read transaction)."""
+    def occupancy_as_of(self, since_ts: str | None = None) -> tuple[dict, dict[str, int]]:
+        """The occupancy (counted from `since_ts`, the venue's day start; None: all) and, per gate,
+        the highest seq it was counted from (one read transaction)."""
         self.db.begin()
         try:
-            return occ.occupancy(self.db), dict(self.db.execute("SELECT gate, MAX(seq) FROM events GROUP BY gate"))
+            return (occ.occupancy(self.db, since_ts=since_ts),
+                    dict(self.db.execute("SELECT gate, MAX(seq) FROM events GROUP BY gate")))
         finally:
             self.db.commit()
 
@@ -629,10 +639,11 @@ class LedgerService:
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
     def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True, occupancy_every_s: float = 1.0):
+                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
         highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
-        `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py)."""
+        `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
+        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start."""
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.mqtt import MqttLink
@@ -644,6 +655,8 @@ class LedgerService:
         self.received = 0
         self.stored = 0
         self.occupancy_every_s = occupancy_every_s
+        self.day_start = day_start
+        self._counted_since: int | None = None  # the day start the last occupancy message counted from
         self._occupancy_due = 0.0  # monotonic time the next occupancy message may go out
         self._occupancy_dirty = True  # publish once on start, then after new events
 
@@ -693,14 +706,20 @@ class LedgerService:
         at most every `occupancy_every_s`, after new events (gates with a capacity and `gated status`
         read it)."""
         now = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000
+        since_ms = self.day_start.before(now_ms) if self.day_start is not None else None
+        if since_ms != self._counted_since:  # a new day: the counts start over, whether or not anything came
+            self._occupancy_dirty = True
         if not self._occupancy_dirty or now < self._occupancy_due or not self.link.connected:
             return
+        from gated.core.events import format_ts
         from gated.core.occupancy import encode_occupancy
         from gated.topics import occupancy_topic
 
-        figures, as_of = self.ledger.occupancy_as_of()
-        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"],
-                                                                       time.time_ns() // 1_000_000, as_of), 1, True)
+        figures, as_of = self.ledger.occupancy_as_of(None if since_ms is None else format_ts(since_ms))
+        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"], now_ms, as_of,
+                                                                       since_ms), 1, True)
+        self._counted_since = since_ms
         self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
 
     def run(self, stop=None) -> None:

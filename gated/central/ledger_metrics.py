@@ -5,12 +5,13 @@ ledger database at each scrape. The HTTP endpoint itself is gated/metrics.py's, 
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from gated.core.events import parse_ts
 
 log = structlog.get_logger("gated.ledger.metrics")
 
@@ -92,11 +93,6 @@ def _lags(db) -> dict[str, tuple[float | None, int]]:
     for gate, ts, received_ms in db.execute(
             "SELECT e.gate, e.ts, e.received_ms FROM events e "
             "WHERE e.seq = (SELECT MAX(seq) FROM events WHERE gate = e.gate)"):
-        lag = None
-        if isinstance(ts, str):
-            try:
-                lag = max(0.0, received_ms / 1000 - datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp())
-            except ValueError:
-                lag = None
-        out[gate] = (lag, received_ms)
+        made_ms = parse_ts(ts)
+        out[gate] = (None if made_ms is None else max(0.0, (received_ms - made_ms) / 1000), received_ms)
     return out

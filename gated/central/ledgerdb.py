@@ -92,6 +92,12 @@ _MOVEMENTS = """
 _SQLITE_MIGRATIONS.append(_MOVEMENTS.format(int="INTEGER"))
 _POSTGRES_MIGRATIONS.append(_MOVEMENTS.format(int="BIGINT"))
 
+# 4: the admissions a ticket allows and a zone's capacity are numbers up to 2^63-1 like every other
+# count (PostgreSQL's INTEGER stopped at 2^31-1; SQLite's INTEGER is 64 bits already)
+_SQLITE_MIGRATIONS.append("SELECT 1")
+_POSTGRES_MIGRATIONS.append("ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; "
+                            "ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT")
+
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
 
@@ -117,7 +123,9 @@ def open_db(target: str | os.PathLike) -> "SqliteDb | PostgresDb":
 
 class SqliteDb:
     errors: tuple = (sqlite3.Error,)
+    message_errors: tuple = (sqlite3.DataError, sqlite3.IntegrityError)  # what one message's values can cause
     lock_row = ""  # SQLite's BEGIN IMMEDIATE already holds the only write lock
+    byte_order = ""  # SQLite's BINARY collation compares UTF-8 bytes: Python's order of str
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -175,7 +183,7 @@ class SqliteDb:
 
 class PostgresDb:
     lock_row = " FOR UPDATE"  # concurrent workers advancing one gate's progress take turns
-    STAGED = ("events", "movements")  # the tables rows go into by COPY (_staged_insert)
+    byte_order = ' COLLATE "C"'  # Python's order of str, whatever the database's collation
 
     def __init__(self, url: str):
         try:
@@ -185,15 +193,12 @@ class PostgresDb:
                               "pip install 'gated[central]'") from None
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
+        self.message_errors = (psycopg.DataError, psycopg.IntegrityError)  # what one message's values can cause
         self.where = _without_password(url)
         try:
             # autocommit: the driver opens no transaction of its own; BEGIN/COMMIT are the ledger's
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
-            # the staging tables of _staged_insert: this session's own, emptied by every use and every commit
-            for table in self.STAGED:
-                self.conn.execute(f"CREATE TEMP TABLE incoming_{table} (n INTEGER NOT NULL, LIKE {table}) "
-                                  "ON COMMIT DELETE ROWS")
         except psycopg.Error as exc:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})".strip()) from exc
 
@@ -235,16 +240,19 @@ class PostgresDb:
         return flags
 
     def insert_ignoring(self, table: str, columns: tuple[str, ...], rows: list) -> None:
-        """Rows into `table` (one with a staging table: STAGED), each unless its key is taken."""
+        """Rows into `table`, each unless its key is taken (_staged_insert)."""
         if rows:
             self._staged_insert(table, columns, rows)
 
     def _staged_insert(self, table: str, columns: tuple[str, ...], rows: list, returning: str = "") -> list:
-        """COPY the rows into this session's staging table for `table` (the fastest way into
-        PostgreSQL), then one INSERT ... SELECT ... ON CONFLICT DO NOTHING that empties it, in
-        the rows' order."""
+        """COPY the rows into a staging table for `table` (the fastest way into PostgreSQL), then
+        one INSERT ... SELECT ... ON CONFLICT DO NOTHING that empties it, in the rows' order."""
         names = ", ".join(columns)
         with self.conn.cursor() as cur:
+            # made in the transaction, dropped at its end: nothing of it outlives the batch, so it
+            # works behind a connection pooler too (a session's own temporary table would not)
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (n INTEGER NOT NULL, LIKE {table}) "
+                        "ON COMMIT DROP")
             with cur.copy(f"COPY incoming_{table} (n, {names}) FROM STDIN") as copy:
                 for n, row in enumerate(rows):
                     copy.write_row((n, *row))

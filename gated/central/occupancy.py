@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 
+from gated.core.events import MAX_INT
+
 # The tables are the ledger's migration 3 (gated/central/ledgerdb.py), on SQLite and PostgreSQL alike:
 # everything below is the SQL both engines share, through the ledger's database seam (`db`).
 
@@ -69,20 +71,25 @@ def set_capacity(db, zone: str, capacity: int) -> None:
 def parse_capacity(text: str) -> tuple[str, int]:
     """`ZONE=N` (an option's value); ValueError with what is wrong."""
     zone, sep, number = text.partition("=")
-    if not sep or not number.strip().isdigit() or int(number) < 1:
-        raise ValueError(f"{text!r}: expected ZONE=N with N a whole number of at least 1")
+    number = number.strip()
+    if not sep or not (number.isascii() and number.isdigit()) or not 1 <= int(number) <= MAX_INT \
+            or any(ord(c) < 32 for c in zone):
+        raise ValueError(f"{text!r}: expected ZONE=N with N a whole number in 1..2^63-1 (and no control "
+                         "characters in ZONE)")
     return zone.strip(), int(number)
 
 
-def occupancy(db, until_ts: str | None = None) -> dict:
+def occupancy(db, until_ts: str | None = None, since_ts: str | None = None) -> dict:
     """{"inside": n, "zones": {zone: {"inside", "entries", "exits", "capacity"}}} from the movements
-    up to `until_ts` (an event `ts`, inclusive; None: all). Inside is entries - exits, never below 0."""
+    from `since_ts` (an event `ts`, inclusive: the venue's day start; None: all) up to `until_ts`
+    (inclusive; None: all). Inside is entries - exits, never below 0."""
     zones: dict[str, dict] = {}
     for zone, capacity in db.execute("SELECT zone, capacity FROM capacities"):
         zones[zone] = {"inside": 0, "entries": 0, "exits": 0, "capacity": capacity}
     rows = db.execute(
         f"SELECT m.zone, {_IS_IN}, {_IS_OUT} FROM movements m WHERE {_COUNTED} "
-        "AND (CAST(? AS TEXT) IS NULL OR m.ts <= ?) GROUP BY m.zone", (until_ts, until_ts))
+        "AND (CAST(? AS TEXT) IS NULL OR m.ts <= ?) AND (CAST(? AS TEXT) IS NULL OR m.ts >= ?) GROUP BY m.zone",
+        (until_ts, until_ts, since_ts, since_ts))
     for zone, entries, exits in rows:
         entry = zones.setdefault(zone, {"inside": 0, "entries": 0, "exits": 0, "capacity": None})
         entry.update(entries=entries or 0, exits=exits or 0, inside=max(0, (entries or 0) - (exits or 0)))

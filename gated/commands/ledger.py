@@ -44,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
                    help="people zone ZONE may hold (repeat): shown with the occupancy published on "
                         "gated/v1/<site>/occupancy and in reports")
+    p.add_argument("--day-starts", metavar="HH:MM",
+                   help="local time at which the occupancy published to the gates starts over, every day (a time "
+                        "the venue is empty; the same as the gates' [gate] day_starts); default: never")
+    p.add_argument("--timezone", default="UTC", help="the venue's time zone for --day-starts (IANA, e.g. Europe/Berlin)")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 
@@ -110,13 +114,20 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
 def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError, LedgerService
 
+    from gated.daystart import DayStart, DayStartError
+
     settings = _settings(args, None)
     if args.partition and args.group:
         raise CommandError("give --partition or --group, not both")
+    try:
+        day_start = DayStart(args.day_starts, args.timezone) if args.day_starts is not None else None
+    except DayStartError as exc:
+        raise CommandError(f"--day-starts/--timezone: {exc}") from None
     ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers),
                           args.partition)
     _set_capacities(ledger, args.capacity)
-    service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed)
+    service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
+                            day_start=day_start)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.exit_after is not None:

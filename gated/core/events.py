@@ -48,6 +48,17 @@ def format_ts(unix_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{unix_ms % 1000:03d}Z"
 
 
+def parse_ts(ts) -> int | None:
+    """Unix ms of a `ts` in format_ts()'s form (RFC 3339 UTC with milliseconds), None when it is not one."""
+    if type(ts) is not str or not _TS.fullmatch(ts):
+        return None
+    try:
+        moment = datetime.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:  # 2026-13-45T99:...
+        return None
+    return int(moment.timestamp()) * 1000 + int(ts[20:23])
+
+
 def event_hash(event: dict) -> str:
     body = {k: v for k, v in event.items() if k not in ("hash", "sig")}
     return hashlib.sha256(bytes.fromhex(event["prev"]) + canonical(body)).hexdigest()
@@ -77,7 +88,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CTI = re.compile(r"[0-9a-f]{32}")
 _TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", re.ASCII)
 _SIG = re.compile(r"[A-Za-z0-9+/]{86}==")
-_SURROGATE = re.compile("[\ud800-\udfff]")  # "\\ud800" escapes parse to these; they cannot be hashed or stored
+# "\\ud800" escapes parse to lone surrogates, which cannot be hashed or stored; "\\u0000" to NUL, which
+# PostgreSQL's text cannot hold (a ledger on SQLite would store what one on PostgreSQL refuses)
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
 _REASONS = frozenset(r.value for r in Reason)
 
 
@@ -113,7 +126,7 @@ def read_event(payload: bytes | str, *, site: str | None = None, gate: str | Non
         if isinstance(exc, EventRejected):
             raise
         raise EventRejected(f"not JSON: {exc}"[:200]) from None
-    # a lone surrogate can only come from a \u escape: without one the per-string search is skipped
+    # a lone surrogate or NUL can only come from a \u escape: without one the per-string search is skipped
     problem = shape_problem(event, site=site, gate=gate, escapes="\\u" in text)
     if problem:
         raise EventRejected(problem)
@@ -124,32 +137,29 @@ def _uint(value) -> bool:
     return type(value) is int and 0 <= value <= MAX_INT
 
 
-def _text(value, limit: int = MAX_TEXT) -> bool:
-    return type(value) is str and len(value) <= limit and not _SURROGATE.search(value)
-
-
 def shape_problem(event, *, site: str | None = None, gate: str | None = None, escapes: bool = True) -> str:
     """What keeps a parsed event from being a PROTOCOL §5 event of `site` and `gate` (when given),
     or '': the common fields, the fields of its kind, integer ranges, sizes. Unknown keys may carry
     only a string, an integer, a boolean or null (room for additions, none for structures).
-    `escapes` False: the JSON text had no \\u escape, so no string can hold a lone surrogate."""
+    `escapes` False: the JSON text had no \\u escape, so no string can hold a lone surrogate or NUL."""
     if not isinstance(event, dict):
         return "an event must be a JSON object"
     if len(event) > MAX_FIELDS:
         return f"more than {MAX_FIELDS} fields"
     for name, value in event.items():
-        if type(name) is not str or len(name) > 64 or (escapes and _SURROGATE.search(name)):
-            return "a key of over 64 characters or with a lone surrogate"
+        if type(name) is not str or len(name) > 64 or (escapes and _UNSTORABLE.search(name)):
+            return "a key of over 64 characters, or with a lone surrogate or NUL"
         kind = type(value)
         if kind is str:
-            if len(value) <= MAX_TEXT and not (escapes and _SURROGATE.search(value)):
+            if len(value) <= MAX_TEXT and not (escapes and _UNSTORABLE.search(value)):
                 continue
         elif kind is int:
             if 0 <= value <= MAX_INT:
                 continue
         elif value is None or kind is bool:
             continue
-        return f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters), integer in 0..2^63-1, boolean or null"
+        return (f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters, no lone surrogate or NUL), "
+                "integer in 0..2^63-1, boolean or null")
     if event.get("v") != VERSION or type(event.get("v")) is not int:
         return f"v must be {VERSION}"
     for name in ("site", "gate"):

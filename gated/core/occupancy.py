@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 
 from gated.core.errors import GatedError
-from gated.core.events import MAX_INT, format_ts
+from gated.core.events import MAX_INT, format_ts, parse_ts
 
 VERSION = 1
 MAX_BYTES = 65536
@@ -28,12 +28,16 @@ class OccupancyRejected(GatedError, ValueError):
     """A message on the occupancy topic that is not an occupancy message."""
 
 
-def encode_occupancy(site: str, zones: dict[str, dict], now_ms: int, as_of: dict[str, int]) -> bytes:
-    """`zones`: {zone: {"inside", "capacity" (int or None), "entries", "exits"}}; `as_of`: {gate: seq}."""
+def encode_occupancy(site: str, zones: dict[str, dict], now_ms: int, as_of: dict[str, int],
+                     since_ms: int | None = None) -> bytes:
+    """`zones`: {zone: {"inside", "capacity" (int or None), "entries", "exits"}}; `as_of`: {gate: seq};
+    `since_ms`: the day start the counts begin at (`since`), None: they count everything."""
     body = {"v": VERSION, "site": site, "ts": format_ts(now_ms), "inside": sum(z["inside"] for z in zones.values()),
             "zones": {name: {k: zone[k] for k in ("inside", "capacity", "entries", "exits")}
                       for name, zone in sorted(zones.items())},
             "as_of": dict(sorted(as_of.items()))}
+    if since_ms is not None:
+        body["since"] = format_ts(since_ms)
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -41,9 +45,9 @@ def _count(value) -> bool:
     return type(value) is int and 0 <= value <= MAX_INT
 
 
-def read_occupancy(payload: bytes, *, site: str) -> tuple[dict[str, dict], dict[str, int]]:
-    """({zone: {"inside": n, "capacity": c or None}}, {gate: seq}) from a message of `site`;
-    OccupancyRejected otherwise."""
+def read_occupancy(payload: bytes, *, site: str) -> tuple[dict[str, dict], dict[str, int], int]:
+    """({zone: {"inside": n, "capacity": c or None}}, {gate: seq}, the unix ms its counts begin at, 0
+    without `since`) from a message of `site`; OccupancyRejected otherwise."""
     if len(payload) > MAX_BYTES:
         raise OccupancyRejected(f"message of {len(payload)} bytes, over {MAX_BYTES}")
     try:
@@ -65,4 +69,10 @@ def read_occupancy(payload: bytes, *, site: str) -> tuple[dict[str, dict], dict[
     as_of = body.get("as_of", {})
     if not isinstance(as_of, dict) or len(as_of) > 10 * MAX_ZONES or not all(_count(v) for v in as_of.values()):
         raise OccupancyRejected("as_of must be an object of gate: seq (integers)")
-    return out, as_of
+    since = body.get("since")
+    if since is None:
+        return out, as_of, 0
+    since_ms = parse_ts(since) if isinstance(since, str) else None
+    if since_ms is None:
+        raise OccupancyRejected("since must be a time like an event's ts (RFC 3339 UTC with milliseconds)")
+    return out, as_of, since_ms

@@ -221,7 +221,8 @@ def _read_dynamic(body: str, keyring: Keyring) -> Ticket | Rejection:
 
 
 def _is_text(value) -> bool:
-    return type(value) is str
+    """A text claim: a string without NUL (which no event, store or ledger column could carry on)."""
+    return type(value) is str and "\x00" not in value
 
 
 def parse_claims(payload: bytes) -> Claims:
@@ -236,15 +237,15 @@ def parse_claims(payload: bytes) -> Claims:
             raise ClaimsError(f"required claim {name} ({key}) is missing")
     checks = {
         CTI: ("cti", lambda v: type(v) is bytes and len(v) == 16, "a 16-byte string"),
-        AUD: ("aud", _is_text, "a text string"),
+        AUD: ("aud", _is_text, "a text string without NUL"),
         NBF: ("nbf", cose.is_uint, "an unsigned integer below 2^63"),
         EXP: ("exp", cose.is_uint, "an unsigned integer below 2^63"),
-        ISS: ("iss", _is_text, "a text string"),
+        ISS: ("iss", _is_text, "a text string without NUL"),
         IAT: ("iat", cose.is_uint, "an unsigned integer below 2^63"),
-        TYP: ("typ", _is_text, "a text string"),
+        TYP: ("typ", _is_text, "a text string without NUL"),
         ENT: ("ent", cose.is_uint, "an unsigned integer below 2^63"),
-        ZON: ("zon", lambda v: type(v) is list and all(_is_text(z) for z in v), "an array of text strings"),
-        SEAT: ("seat", _is_text, "a text string"),
+        ZON: ("zon", lambda v: type(v) is list and all(_is_text(z) for z in v), "an array of text strings without NUL"),
+        SEAT: ("seat", _is_text, "a text string without NUL"),
         DEV: ("dev", lambda v: type(v) is bytes and len(v) == 32, "a 32-byte string"),
         REX: ("rex", lambda v: type(v) is bool, "a boolean"),
     }
