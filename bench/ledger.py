@@ -46,13 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import paho.mqtt.client as mqtt  # noqa: E402
-
 from gated import keys  # noqa: E402
 from gated.central.ledger import Ledger  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.postgres import Postgres, available  # noqa: E402
-from uplink import SITE, simulated_gates  # noqa: E402  (bench/uplink.py: the same 50 simulated gates)
+from uplink import SITE, queue_burst, simulated_gates  # noqa: E402  (bench/uplink.py: the same 50 simulated gates)
 
 TARGET_SHARE = 0.70
 TICK = os.sysconf("SC_CLK_TCK")
@@ -109,17 +107,6 @@ def cpu_seconds(pid: int, children_of: bool = False) -> float:
     return total
 
 
-def queue_burst(broker: Broker, messages) -> None:
-    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    publisher.max_inflight_messages_set(1000)
-    publisher.connect("127.0.0.1", broker.port)
-    publisher.loop_start()
-    for info in [publisher.publish(topic, payload, qos=1) for topic, payload in messages]:
-        info.wait_for_publish(60)
-    publisher.disconnect()
-    publisher.loop_stop()
-
-
 def mqtt_floor(work: Path, messages) -> dict:
     """The burst taken off the broker by the ledger's MQTT link (gated/mqtt.py: paho, MQTT v5,
     persistent session, manual acks) doing nothing else: messages per second and CPU per message,
@@ -140,7 +127,7 @@ def mqtt_floor(work: Path, messages) -> dict:
         session.start()
         session.wait_subscribed(10)
         session.stop()
-        queue_burst(broker, messages)
+        queue_burst(broker.port, messages)
         consumer = link()
         started, cpu, broker_cpu = time.perf_counter(), time.process_time(), cpu_seconds(broker.process.pid)
         consumer.start()
@@ -202,7 +189,7 @@ def run_workers(work: Path, pg: Postgres, messages, ring_dir: Path, workers: int
         for p in procs:
             p.terminate()
             p.wait(30)
-        queue_burst(broker, messages)
+        queue_burst(broker.port, messages)
         started = time.time()
         procs = [spawn(i) for i in range(workers)]
         wait_log(f"site {SITE}", 2 * workers, 60)  # started up (imports, database open): the work begins

@@ -72,6 +72,19 @@ def drain_after_outage(work: Path, count: int) -> float:
     return count / elapsed
 
 
+def queue_burst(port: int, messages) -> None:
+    """Publish (topic, payload) pairs, QoS 1, to the broker on `port`, and wait for every PUBACK:
+    the burst the ledger's sessions find queued when they come back."""
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.max_inflight_messages_set(1000)
+    publisher.connect("127.0.0.1", port)
+    publisher.loop_start()
+    for info in [publisher.publish(topic, payload, qos=1) for topic, payload in messages]:
+        info.wait_for_publish(60)
+    publisher.disconnect()
+    publisher.loop_stop()
+
+
 def simulated_gates(gates: int, per_gate: int) -> tuple[list[tuple[str, bytes]], Keyring]:
     """Signed, chained events of `gates` gates, interleaved as they would arrive."""
     ring, streams = Keyring(), []
@@ -101,15 +114,7 @@ def ledger_ingest(work: Path, messages, ring, run: int) -> tuple[float, dict]:
             time.sleep(0.01)
         time.sleep(0.2)
         service.stop()
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        publisher.max_inflight_messages_set(1000)
-        publisher.connect("127.0.0.1", broker.port)
-        publisher.loop_start()
-        infos = [publisher.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(60)
-        publisher.disconnect()
-        publisher.loop_stop()
+        queue_burst(broker.port, messages)
         service = LedgerService(ledger, settings, site=SITE)
         service.start()
         started, cpu = time.perf_counter(), time.process_time()
@@ -173,14 +178,7 @@ def ledger_group(work: Path, messages, ring, processes: int) -> float:
     try:
         for p in [spawn(n, True) for n in range(processes)]:
             p.wait(60)
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        publisher.max_inflight_messages_set(1000)
-        publisher.connect("127.0.0.1", broker.port)
-        publisher.loop_start()
-        for info in [publisher.publish(topic, payload, qos=1) for topic, payload in messages]:
-            info.wait_for_publish(60)
-        publisher.disconnect()
-        publisher.loop_stop()
+        queue_burst(broker.port, messages)
         procs = [spawn(n, False) for n in range(processes)]
         started = min(float(p.stdout.readline()) for p in procs)
         for p in procs:
