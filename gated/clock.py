@@ -265,6 +265,11 @@ class TrustedClock:
             outcome = beacon
         elif beacon.site != self.site:
             outcome = BeaconOutcome(False, "wrong_site", f"beacon for site {beacon.site!r}", beacon)
+        elif beacon.seq > beacon.unix_ms + self.max_beacon_step_s * 1000:
+            # the publisher's sequence is its unix ms (or the last + 1): one far above its own time would
+            # stand above every later beacon until `gated clock reset` (a publisher counting in us, say)
+            outcome = BeaconOutcome(False, "too_far_ahead", f"sequence {beacon.seq} is over max_beacon_step_s "
+                                    f"({self.max_beacon_step_s:.0f} s) above the beacon's own time: not taken", beacon)
         elif beacon.seq < self._last_seq or (beacon.seq == self._last_seq and not self._retaken(beacon)):
             outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
         else:

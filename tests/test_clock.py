@@ -90,6 +90,21 @@ def test_sequence_must_rise(authority):
     assert (again.reason, older.reason) == ("not_newer", "not_newer")
 
 
+def test_a_sequence_far_above_its_own_time_is_not_taken(authority):
+    """The publisher's sequence is its unix ms (or the last + 1). A correctly signed beacon whose
+    sequence is far above its own time (a publisher counting in microseconds) used to stand above
+    every later beacon, so the gate took none until `gated clock reset`; now it is refused."""
+    world = World()
+    clock = world.clock(authority)
+    now_ms = int(world.true * 1000)
+    runaway = clock.on_beacon(beacon(authority, now_ms * 1000, at=world.true), world.wall, world.mono)
+    assert (runaway.accepted, runaway.reason) == (False, "too_far_ahead") and "sequence" in runaway.detail
+    world.advance(10)
+    assert clock.on_beacon(beacon(authority, now_ms + 10_000, at=world.true), world.wall, world.mono).accepted
+    world.advance(10)  # a publisher whose clock stepped back a little goes on counting from its last sequence
+    assert clock.on_beacon(beacon(authority, now_ms + 10_001, at=world.true - 30), world.wall, world.mono).accepted
+
+
 def test_gate_an_hour_behind_is_corrected_by_beacons(authority):
     world = World(skew=-HOUR)  # booted without network: the clock is an hour late
     clock = world.clock(authority, policy=Policy.BEACON)
