@@ -45,9 +45,14 @@ class DayStart:
         self.text = f"{at} {zone}"
 
     def before(self, now_ms: int) -> int:
-        """Unix ms of the latest day start at or before `now_ms`."""
-        local = datetime.fromtimestamp(now_ms / 1000, self.zone)
-        start = local.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
-        if start > local:
-            start = (local - timedelta(days=1)).replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
-        return int(start.timestamp() * 1000)
+        """Unix ms of the latest day start at or before `now_ms`; 0 (count everything) for a time
+        no calendar holds (a clock gone wild: this runs on the scan path and must not raise)."""
+        try:
+            local = datetime.fromtimestamp(now_ms / 1000, self.zone)
+            start = local.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
+            if start > local:
+                start = (local - timedelta(days=1)).replace(hour=self.hour, minute=self.minute, second=0,
+                                                            microsecond=0)
+            return int(start.timestamp() * 1000)
+        except (OverflowError, OSError, ValueError):
+            return 0

@@ -325,6 +325,14 @@ def test_the_day_starts_at_the_venues_local_time_through_daylight_saving(now, st
     assert DayStart("04:00", "Europe/Berlin").before(_utc_ms(now)) == _utc_ms(start)
 
 
+def test_a_clock_gone_wild_counts_everything_instead_of_failing_the_scan():
+    from gated.daystart import DayStart
+
+    day = DayStart("04:00", "Europe/Berlin")
+    assert [day.before(ms) for ms in (10**18, -(10**18), 253402300799999)] == [0, 0, 0]
+    assert day.before(1) == _utc_ms("1969-12-31T03:00:00")
+
+
 def test_a_bad_day_start_or_time_zone_is_a_clear_error():
     from gated.daystart import DayStart, DayStartError
 
