@@ -460,7 +460,7 @@ class Daemon:
 
     def _occupancy_figure(self) -> tuple[int, str, int | None]:
         """(people inside this gate's zone, "central" or "local", capacity) for the health message."""
-        inside, source = self.store.zone_occupancy(self.cfg.gate.zone, int(time.time() * 1000))
+        inside, source = self.store.zone_occupancy(self.cfg.gate.zone, int(self.clock.now() * 1000))  # as scans see it
         return inside, source, self.cfg.gate.capacity
 
     def _health(self, now: float) -> None:

@@ -3,9 +3,9 @@
 
     DayStart("04:00", "Europe/Berlin").before(now_ms)  ->  unix ms of the latest 04:00 Berlin time at or before now
 
-Choose a time when the venue is empty: whoever is inside then is no longer counted. Local time,
-with its daylight-saving changes (a start that falls in the hour skipped in spring is taken as
-the wall time before the change, as Python's zoneinfo does). Without it the counts never start over.
+Choose a time when the venue is empty: whoever is inside then is no longer counted, and their
+exits afterwards lower the new day's count. Local time, with its daylight-saving changes (see
+DayStart.before). Without it the counts never start over.
 """
 
 from __future__ import annotations
@@ -46,13 +46,18 @@ class DayStart:
 
     def before(self, now_ms: int) -> int:
         """Unix ms of the latest day start at or before `now_ms`; 0 (count everything) for a time
-        no calendar holds (a clock gone wild: this runs on the scan path and must not raise)."""
+        no calendar holds (a clock gone wild: this runs on the scan path and must not raise).
+        Compared as instants, not wall times: a start in the hour skipped in spring is the wall
+        time before the change (fold 0), one in the hour repeated in autumn its first pass, so
+        the day start never lies ahead of now and never goes back while time goes on."""
         try:
-            local = datetime.fromtimestamp(now_ms / 1000, self.zone)
-            start = local.replace(hour=self.hour, minute=self.minute, second=0, microsecond=0)
-            if start > local:
-                start = (local - timedelta(days=1)).replace(hour=self.hour, minute=self.minute, second=0,
-                                                            microsecond=0)
-            return int(start.timestamp() * 1000)
+            today = datetime.fromtimestamp(now_ms / 1000, self.zone).date()
+            for back in range(3):  # today's, else yesterday's (or, across a skipped day, the one before)
+                day = today - timedelta(days=back)
+                start = int(datetime(day.year, day.month, day.day, self.hour, self.minute,
+                                     tzinfo=self.zone).timestamp()) * 1000
+                if start <= now_ms:
+                    return start
         except (OverflowError, OSError, ValueError):
-            return 0
+            pass
+        return 0

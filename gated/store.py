@@ -116,6 +116,16 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     CREATE INDEX free_exits_by_zone ON free_exits (zone);
     """,
+    # 6: occupancy counts from the venue's day start ([gate] day_starts): the zone's movements by time,
+    # so the count on the scan path reads the index alone, not every row since the gate was installed
+    """
+    DROP INDEX admissions_by_zone;
+    DROP INDEX peer_admissions_by_zone;
+    DROP INDEX free_exits_by_zone;
+    CREATE INDEX admissions_by_zone ON admissions (zone, ts_ms, dir);
+    CREATE INDEX peer_admissions_by_zone ON peer_admissions (zone, ts_ms, dir);
+    CREATE INDEX free_exits_by_zone ON free_exits (zone, ts_ms);
+    """,
 ]
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received

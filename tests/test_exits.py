@@ -325,6 +325,23 @@ def test_the_day_starts_at_the_venues_local_time_through_daylight_saving(now, st
     assert DayStart("04:00", "Europe/Berlin").before(_utc_ms(now)) == _utc_ms(start)
 
 
+@pytest.mark.parametrize("zone, at, year", [
+    ("Europe/Berlin", "02:30", 2026),        # in the hour skipped in March and the one repeated in October
+    ("Australia/Lord_Howe", "02:15", 2026),  # a half-hour change
+    ("America/Santiago", "23:30", 2026),     # changes at midnight
+    ("Pacific/Apia", "04:00", 2011),         # the country skipped 30 December 2011
+])
+def test_the_day_start_is_never_ahead_of_now_and_never_goes_back(zone, at, year):
+    from gated.daystart import DayStart
+
+    day = DayStart(at, zone)
+    now, last, previous = _utc_ms(f"{year}-01-01T00:00:00"), _utc_ms(f"{year + 1}-01-01T00:00:00"), 0
+    while now < last:
+        start = day.before(now)
+        assert previous <= start <= now and now - start < 49 * 3_600_000, (zone, at, now, start)
+        previous, now = start, now + 20 * 60_000
+
+
 def test_a_clock_gone_wild_counts_everything_instead_of_failing_the_scan():
     from gated.daystart import DayStart
 

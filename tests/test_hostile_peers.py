@@ -85,13 +85,16 @@ def cti_of(text: str, authority, gate_context) -> str:
 
 # --- the victim: `gated run` as g1 ------------------------------------------------------------------
 
-def start_gate(tmp_path: Path, authority, broker) -> tuple[GateProcess, object]:
+def start_gate(tmp_path: Path, authority, broker, **gate_settings) -> tuple[GateProcess, object]:
+    """`gated run` as g1 with a synthetic camera driven over the control socket; `gate_settings`
+    added to its [gate] table."""
     from gated.rehearsal.control import Client
 
     cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{CLEAN}",
                       site=SITE, gate="g1", event=EVENT, camera={"fps": 15.0},
                       timings={"relay_pulse_s": 0.05, "debounce_s": 0.3}, logging={"level": "debug"},
                       sim={"control_socket": str(tmp_path / "sim.sock")})
+    cfg["gate"].update(gate_settings)
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     gate.wait_ready()
     return gate, Client(tmp_path / "sim.sock")
@@ -236,6 +239,56 @@ def test_a_peer_cannot_take_the_gates_own_event_ids(tmp_path, attack, authority)
         assert scan(gate, camera, authority.ticket(ent=1))["decision"] == "admit"
     assert not gate.logged("store fault: gate stays shut")
     assert len(gate.logged("peer event ignored")) == 50
+
+
+# --- the day starts over: a running gate counts from its day start, and the centre's figure only from the same one
+
+def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, authority, gate_context, peer):
+    """`gated run` with capacity 1 and a day start an hour ago: a peer's admission from before it
+    does not fill the zone; the centre's retained figure counting from the same day start does,
+    and one counting from no day start is not used (the gate's own figure instead)."""
+    from gated.core.occupancy import encode_occupancy
+    from gated.daystart import DayStart
+    from gated.topics import occupancy_topic
+
+    now = time.time()
+    day_starts = time.strftime("%H:%M", time.gmtime(now - 3600))
+    start_ms = DayStart(day_starts, "UTC").before(int(now * 1000))
+    gate, camera = start_gate(tmp_path, authority, broker, capacity=1, day_starts=day_starts, timezone="UTC")
+    published = Listener(broker.port, events_topic(SITE, "g1"))
+
+    def scanned(text: str) -> dict:
+        """The scan event g1 published for one more look at `text` (it carries the figure it judged with)."""
+        line = scan(gate, camera, text)
+        gate.wait_for(lambda: any(json.loads(p)["id"] == line["id"] for p in published.on(events_topic(SITE, "g1"))),
+                      what="the scan event at the broker")
+        return next(e for e in map(json.loads, published.on(events_topic(SITE, "g1"))) if e["id"] == line["id"])
+
+    try:
+        sync(gate, peer)
+        yesterday = peer.seal(dict(peer.admission("%032x" % 7), ts=events.format_ts(start_ms - 60_000)))
+        peer.publish(yesterday)
+        gate.wait_for(lambda: taken(gate, yesterday["id"]), what="the peer's admission from before the day start")
+        first = scanned(authority.ticket())
+        assert (first["decision"], first["inside"], first["occupancy_source"]) == ("admit", 0, "local"), first
+
+        def centre(since_ms):
+            zones = {"north": {"inside": 0, "capacity": 1, "entries": 0, "exits": 0}}
+            message = encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)
+            peer.client.publish(occupancy_topic(SITE), message, 1, retain=True).wait_for_publish(5)
+            time.sleep(0.5)
+
+        centre(None)  # the centre counts from no day start: not this gate's figure; its own says 1 inside
+        full = scanned(authority.ticket())
+        assert (full["reason"], full["inside"], full["occupancy_source"]) == ("capacity", 1, "local"), full
+        centre(start_ms)  # the same day start, and the centre says nobody is inside (as_of past every seq)
+        again = scanned(authority.ticket())
+        assert (again["decision"], again["inside"], again["occupancy_source"]) == ("admit", 0, "central"), again
+        assert gate.terminate() == 0
+    finally:
+        published.close()
+        camera.close()
+        gate.stop_quietly()
 
 
 # --- item 3: the ledger stores each message alone and never stops ------------------------------------

@@ -353,3 +353,16 @@ def test_a_message_is_quarantined_for_its_own_values_never_for_a_failing_databas
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute("DROP TRIGGER refuse ON events")
             assert ledger.ingest(batch).new == 2  # the database is well again: the same batch goes in
+
+
+def test_a_ts_that_is_no_real_time_is_malformed(tmp_path, ledger_db, gates):
+    """`ts` must be a real time, not only look like one: a gate counts a peer's movement by its time
+    and the ledger by the text, so month 13 would be counted by one and not the other."""
+    g1, g2 = gates
+    odd = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=1, prev=events.GENESIS,
+                      ts_ms=1_700_000_000_000, key=g1._device_key)
+    odd = dict(odd, ts="2026-13-45T25:61:61.000Z")  # the shape's check comes before the hash's
+    with Ledger(ledger_db, site=SITE) as ledger:
+        result = ledger.ingest([json.dumps(odd)], topics=[f"gated/v1/{SITE}/gates/g1/events"])
+        (why,), = ledger.query("SELECT why FROM quarantine")
+    assert result.rejected == 1 and "ts missing or not a real time" in why

@@ -175,8 +175,8 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None, es
         return "seq missing or not an integer in 1..2^63-1"
     if event.get("id") != f"{event['gate']}:{seq}":
         return f"id {str(event.get('id'))[:80]!r} is not <gate>:<seq>"
-    if type(event.get("ts")) is not str or not _TS.fullmatch(event["ts"]):
-        return "ts missing or not RFC 3339 UTC with milliseconds"
+    if parse_ts(event.get("ts")) is None:
+        return "ts missing or not a real time in RFC 3339 UTC with milliseconds"
     for name in ("prev", "hash"):
         if type(event.get(name)) is not str or not _HEX64.fullmatch(event[name]):
             return f"{name} missing or not 64 lowercase hex digits"

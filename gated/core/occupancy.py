@@ -69,10 +69,9 @@ def read_occupancy(payload: bytes, *, site: str) -> tuple[dict[str, dict], dict[
     as_of = body.get("as_of", {})
     if not isinstance(as_of, dict) or len(as_of) > 10 * MAX_ZONES or not all(_count(v) for v in as_of.values()):
         raise OccupancyRejected("as_of must be an object of gate: seq (integers)")
-    since = body.get("since")
-    if since is None:
+    if "since" not in body:
         return out, as_of, 0
-    since_ms = parse_ts(since) if isinstance(since, str) else None
+    since_ms = parse_ts(body["since"])
     if since_ms is None:
         raise OccupancyRejected("since must be a time like an event's ts (RFC 3339 UTC with milliseconds)")
     return out, as_of, since_ms
