@@ -214,7 +214,7 @@ def test_chain_verification_vouches_for_a_run_by_its_last_signature_and_never_fo
 
 
 @pytest.mark.parametrize("verify", ["every", "chain"])
-def test_what_each_verify_mode_says_of_a_signature_swapped_inside_a_run(tmp_path, ledger_db, gates, verify):
+def test_what_each_verify_mode_says_of_a_signature_swapped_inside_a_run(tmp_path, ledger_db, gates, verify, capsys):
     """The one difference between the modes, stated in docs/central.md: an event whose content is the
     gate's but whose own signature bytes are not (a relay swapped them) is refused by "every"; "chain"
     stores it, vouched for by the next event's signature over the chain, its own signature unchecked."""
@@ -230,6 +230,14 @@ def test_what_each_verify_mode_says_of_a_signature_swapped_inside_a_run(tmp_path
         assert (result.new, result.rejected) == (2, 1) and counts == {1: [1, 3]}
     else:
         assert (result.new, result.rejected) == (3, 0) and counts == {1: [3], 2: [1, 2]}
+        # what chain let through, an audit after the fact finds: every row's own signature checked again
+        assert main(["reconcile", "--db", ledger_db]) == 0
+        capsys.readouterr()
+        assert main(["reconcile", "--db", ledger_db, "--verify-signatures", str(tmp_path / "ring")]) == 1
+        assert "signatures checked again: 3 events, 1 whose own signature does not verify: g1:2" in capsys.readouterr().out
+        with Ledger(ledger_db) as ledger:
+            audit = ledger.audit_signatures(keys.load_keyring(tmp_path / "ring"), only_vouched=True)
+        assert audit == {"checked": 2, "bad": [{"id": "g1:2", "gate": "g1", "seq": 2}], "no_key": []}
 
 
 def test_one_event_twice_or_two_events_with_one_id_in_the_same_batch(tmp_path, ledger_db, gates):

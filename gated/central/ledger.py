@@ -519,6 +519,32 @@ class Ledger:
         return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
                 "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
 
+    def audit_signatures(self, keyring: Keyring, *, only_vouched: bool = False) -> dict:
+        """Check every stored event's own signature again against `keyring` (role device, named
+        after the gate): an audit after the fact, off the ingest path, for rows `--verify chain`
+        stored on a later event's signature (`only_vouched`: those alone). Read-only.
+        {"checked": n, "bad": [{"id", "gate", "seq"}...], "no_key": [gate...]}"""
+        keys_by_gate: dict[str, object] = {}
+        for key in keyring.keys:
+            if "device" in key.roles:
+                keys_by_gate.setdefault(key.name, key.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+        checked, bad, no_key = 0, [], set()
+        where = "WHERE signed = 2 " if only_vouched else ""
+        rows = self.db.execute(f"SELECT id, gate, seq, body FROM events {where}ORDER BY gate, seq")
+        for event_id, gate, seq, body in rows:
+            key = keys_by_gate.get(gate)
+            if key is None:
+                no_key.add(gate)
+                continue
+            checked += 1
+            try:
+                event = json.loads(body)
+            except ValueError:
+                event = {}
+            if not isinstance(event, dict) or ev.hash_problem(event) or not ev.signature_verifies(event, key):
+                bad.append({"id": event_id, "gate": gate, "seq": seq})
+        return {"checked": checked, "bad": bad, "no_key": sorted(no_key)}
+
     def set_capacity(self, zone: str, capacity: int) -> None:
         """A zone's capacity, for the occupancy message and the reports."""
         try:
@@ -606,6 +632,12 @@ def format_report(report: dict) -> str:
     for zone, z in occupancy["zones"].items():
         limit = f" of {z['capacity']}" if z["capacity"] is not None else ""
         lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
+    audit = report.get("signature_audit")
+    if audit is not None:
+        lines.append(f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
+                     "does not verify" + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
+                     + (" …" if len(audit["bad"]) > 20 else "")
+                     + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else ""))
     totals = report["totals"]
     lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
                  f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "

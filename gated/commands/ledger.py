@@ -55,6 +55,10 @@ def register(sub) -> None:
     r.add_argument("--db", required=True, help="ledger database: a SQLite file or a postgresql:// URL")
     r.add_argument("--tickets", action="append", default=[], metavar="CSV", help="import tickets.csv first (repeat)")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.add_argument("--verify-signatures", metavar="KEYRING",
+                   help="check every stored event's own signature again with this keyring's device keys (an audit "
+                        "of what `gated ledger --verify chain` stored on a later event's signature); any bad one "
+                        "makes the report not clean")
     r.set_defaults(func=run_reconcile)
 
     u = sub.add_parser("publish-revocations", help="publish revocation update files, retained, to a site's gates")
@@ -180,8 +184,12 @@ def run_reconcile(args) -> int:
 
     if not ledger_exists(args.db):
         raise CommandError(f"{args.db}: no ledger database here")
+    keyring = _keyring(args.verify_signatures) if args.verify_signatures else None
     with _open_ledger(args) as ledger:
         report = ledger.report()
+        if keyring is not None:
+            audit = report["signature_audit"] = ledger.audit_signatures(keyring)
+            report["clean"] = report["clean"] and not audit["bad"]
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["clean"] else 1
 
