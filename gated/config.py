@@ -89,9 +89,11 @@ class GateSection:
                                           "`capacity` until people leave", minimum=1)
     day_starts: str | None = _opt(None, doc="local time HH:MM at which the count of people inside starts over, "
                                             "every day (a time the venue is empty; as the ledger's --day-starts); "
-                                            "absent: never", check=lambda v: _check_day_start(v))
+                                            "absent: never",
+                                  check=lambda v: _check_day("time_of_day", v, "a time of day HH:MM (00:00 to 23:59)"))
     timezone: str = _opt("UTC", doc="the venue's time zone (IANA name, e.g. Europe/Berlin), for day_starts",
-                         check=lambda v: _check_time_zone(v))
+                         check=lambda v: _check_day("time_zone", v, "an IANA time zone name this machine knows "
+                                                                    "(e.g. Europe/Berlin, UTC)"))
 
     @property
     def database(self) -> Path:
@@ -384,23 +386,14 @@ def _str_expected(meta) -> str:
     return "a non-empty string"
 
 
-def _check_day_start(text: str) -> str | None:
-    from gated.daystart import DayStartError, time_of_day
+def _check_day(reader: str, text: str, expected: str) -> str | None:
+    """`expected` when gated.daystart's `reader` (time_of_day, time_zone) refuses `text`."""
+    from gated import daystart
 
     try:
-        time_of_day(text)
-    except DayStartError:
-        return "a time of day HH:MM (00:00 to 23:59)"
-    return None
-
-
-def _check_time_zone(name: str) -> str | None:
-    from gated.daystart import DayStartError, time_zone
-
-    try:
-        time_zone(name)
-    except DayStartError:
-        return "an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC)"
+        getattr(daystart, reader)(text)
+    except daystart.DayStartError:
+        return expected
     return None
 
 
