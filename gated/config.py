@@ -190,12 +190,9 @@ class MqttSection:
                                               "was offline; with the clock untrusted, open/unlock are refused",
                                     above=0,
                                     maximum=86400)
-    keep_until_committed: str | bool = _opt("auto", doc="keep each event in the outbox until the ledger says it "
-                                                        "holds it (the retained gates/<gate>/committed), not just the "
-                                                        "broker, so a broker or bridge that dies loses nothing: true, "
-                                                        "false, or auto (from the first committed message a ledger "
-                                                        "sends this gate on; until then the broker's PUBACK)",
-                                              choices=("auto",), or_bool=True)
+    keep_until_committed: bool = _opt(False, doc="keep each event in the outbox until the ledger says it holds "
+                                                 "it (the retained gates/<gate>/committed), not just the broker; "
+                                                 "a broker or bridge that dies then loses nothing")
     resend_after_s: float = _opt(30.0, doc="with keep_until_committed: re-send what the ledger lacks when it has "
                                            "confirmed nothing new for this long (doubling, at most an hour)",
                                  above=0, maximum=86400)
@@ -341,8 +338,6 @@ def _unwrap(kind):
 def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
     inner, optional = _unwrap(kind)
     bad = lambda expected: problems.append((path, f"expected {expected}, got {show(raw)}")) or BAD  # noqa: E731
-    if meta.get("or_bool") and type(raw) is bool:  # `str | bool`: true, false, or one of the words
-        return raw
     if is_dataclass(inner):
         sub_problems = len(problems)
         values = _section(inner, raw, path + ".", base_dir, problems)
@@ -377,8 +372,6 @@ def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
 
 
 def _str_expected(meta) -> str:
-    if "choices" in meta and meta.get("or_bool"):
-        return "true, false or " + " or ".join(repr(c) for c in meta["choices"])
     if "choices" in meta:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     if "pattern" in meta:

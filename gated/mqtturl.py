@@ -46,9 +46,8 @@ class UplinkSettings:
     # end-to-end delivery (docs/protocol.md, "Committed events"): keep each event until the ledger
     # says it holds it (not just the broker); re-send what it lacks when it makes no progress for
     # resend_after_s (doubling, up to an hour); drop rows the broker acknowledged over
-    # outbox_retention_s ago that no ledger confirmed. "auto": from the first `committed` a ledger
-    # sends this gate on (remembered in the store), until then the broker's PUBACK
-    keep_until_committed: bool | str = False
+    # outbox_retention_s ago that no ledger confirmed
+    keep_until_committed: bool = False
     resend_after_s: float = 30.0
     outbox_retention_s: float = 7 * DAY
 

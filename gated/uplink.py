@@ -27,9 +27,7 @@ loses what it had acknowledged, and the ledger's committed seq stops below the h
 not moved for `resend_after_s` while delivered rows wait, the uplink sends again from just above
 it (the ledger drops what it already has), waiting twice as long before the next try, at most an
 hour. Rows the broker acknowledged longer than `outbox_retention_s` ago that no ledger confirmed
-are dropped, with a warning (an operator's bound on the outbox). With "auto" (the gate's
-default) the uplink listens for `committed` from the start and works this way from the first one
-a ledger sends it (remembered in the store); until then, and with false, the PUBACK ends a row.
+are dropped, with a warning (an operator's bound on the outbox).
 """
 
 from __future__ import annotations
@@ -63,7 +61,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("gated.uplink")
 
 NONCE_KEY = "command_nonce"
-LEDGER_CONFIRMS_KEY = "uplink.ledger_confirms"  # keep_until_committed auto: the first committed seq a ledger sent
 
 
 
@@ -143,10 +140,7 @@ class Uplink:
         self.link.add_subscription(f"{rev}revocations/+/+", SubscribeOptions(qos=1))
         self.link.add_subscription(f"{rev}gates/+/events", SubscribeOptions(qos=1, noLocal=True))
         self.link.add_subscription(command_topic(site, gate), SubscribeOptions(qos=1))
-        # end to end from the start (true), never (false), or from the first `committed` ("auto")
-        self.end_to_end = settings.keep_until_committed is True or (
-            settings.keep_until_committed == "auto" and store.get_value(LEDGER_CONFIRMS_KEY) is not None)
-        if settings.keep_until_committed is not False:
+        if settings.keep_until_committed:
             self.link.add_subscription(committed_topic(site, gate), SubscribeOptions(qos=1))
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -218,7 +212,7 @@ class Uplink:
                 except queue.Empty:
                     break
         self._acknowledge_delivered()
-        if self.end_to_end:
+        if self.settings.keep_until_committed:
             self._resend_if_stuck()
         self._drain_outbox()
         self._rev = self.store.revocation_state().version
@@ -268,7 +262,7 @@ class Uplink:
 
     def _acknowledge_delivered(self) -> None:
         if self._acked:
-            if self.end_to_end:
+            if self.settings.keep_until_committed:
                 self.store.mark_delivered(self._acked, now_ms())
                 self._broker_through = max(self._broker_through, *self._acked)
             else:
@@ -291,11 +285,6 @@ class Uplink:
             log.warning("committed message ignored", problem=f"seq {seq} is beyond this gate's last event "
                         f"{self.store.last_seq} (its state restored from a backup?)")
             return
-        if not self.end_to_end:  # "auto", and this is the first word of a ledger that confirms: from now on
-            self.store.set_value(LEDGER_CONFIRMS_KEY, seq)
-            self.end_to_end = True
-            log.info("the ledger confirms this gate's events: each is kept until it does (keep_until_committed auto)",
-                     committed=seq)
         if seq > self.committed:
             self.committed = seq
             self._progress_at, self._resend_wait = time.monotonic(), self.settings.resend_after_s
@@ -345,7 +334,7 @@ class Uplink:
             self._revocation(message)
         elif topic == command_topic(self.site, self.gate):
             self._command(message.payload)
-        elif topic == committed_topic(self.site, self.gate) and self.settings.keep_until_committed is not False:
+        elif topic == committed_topic(self.site, self.gate) and self.settings.keep_until_committed:
             self._committed(message.payload)
         elif events_topic_gate(topic, self.site) is not None:
             self._peer_event(topic, message.payload)

@@ -18,7 +18,7 @@ from tests.support.uplink import LedgerThread, admit, device_keyring, fast_setti
 from tests.support.uplink import admit_for as shared_admit_for
 
 
-def run_with_broker_kills(tmp_path, authority, keep: bool | str, kills: int = 3) -> tuple[dict, list]:
+def run_with_broker_kills(tmp_path, authority, keep: bool, kills: int = 3) -> tuple[dict, list]:
     """Two gates admit while the broker is SIGKILLed `kills` times with the ledger away (so events
     wait in the broker's queue for its session, as in a burst); then the ledger comes back. The
     ledger's report and the stores."""
@@ -46,8 +46,7 @@ def run_with_broker_kills(tmp_path, authority, keep: bool | str, kills: int = 3)
         with LedgerThread(db, broker.url, SITE, keyring=ring, client_id="ledger") as ledger:
             admit_for(1.0)
             made = sum(s.last_seq for s in stores)
-            if keep is not False:
-                assert all(u.end_to_end for u in uplinks)
+            if keep:
                 pump(uplinks, lambda: ledger.count() >= made and all(s.outbox_depth() == 0 for s in stores),
                      timeout=60, what="every event at the ledger and confirmed to its gate")
             else:
@@ -63,12 +62,8 @@ def run_with_broker_kills(tmp_path, authority, keep: bool | str, kills: int = 3)
     return report, stores
 
 
-@pytest.mark.parametrize("keep", [True, "auto"])
-def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep_until_committed(tmp_path, authority,
-                                                                                              keep):
-    """With true from the start; with "auto" (the gate's default) from the first `committed` the
-    ledger sends, before the kills."""
-    report, stores = run_with_broker_kills(tmp_path, authority, keep=keep)
+def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep_until_committed(tmp_path, authority):
+    report, stores = run_with_broker_kills(tmp_path, authority, keep=True)
     for s in stores:
         g = report["gates"][s.gate]
         assert s.last_seq > 100
@@ -104,38 +99,6 @@ def test_committed_prunes_the_outbox_and_a_bad_or_impossible_one_is_ignored(brok
         store.close()
 
 
-def test_auto_without_a_ledger_that_confirms_ends_a_row_at_the_puback_and_remembers_the_first_committed(
-        broker, tmp_path, authority):
-    """keep_until_committed "auto": no ledger has said `committed` yet, so the outbox drains on the
-    broker's PUBACKs (nothing held for a ledger that may never answer). The first committed turns
-    end-to-end delivery on, and a restarted uplink remembers it."""
-    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
-    from tests.support.uplink import Listener
-
-    central = Listener(broker.port, "unused/#")
-    settings = fast_settings(broker.url, keep_until_committed="auto", outbox_retention_s=3600)
-    uplink = Uplink(store=store, keyring=authority.keyring, site=SITE, gate="g1", settings=settings)
-    try:
-        uplink.start()
-        for _ in range(3):
-            admit(store)
-        pump([uplink], lambda: store.outbox_depth() == 0, what="the outbox drained on PUBACKs")
-        assert not uplink.end_to_end
-        central.client.publish(committed_topic(SITE, "g1"), json.dumps({"seq": 3}).encode(), qos=1, retain=True)
-        pump([uplink], lambda: uplink.end_to_end, what="the first committed")
-        for _ in range(2):
-            admit(store)
-        pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
-        assert [seq for seq, _ in store.outbox()] == [4, 5]  # kept now: the broker has them, the ledger not yet
-        uplink.stop()
-        again = Uplink(store=store, keyring=authority.keyring, site=SITE, gate="g1", settings=settings)
-        assert again.end_to_end  # remembered across a restart
-    finally:
-        uplink.stop()
-        central.close()
-        store.close()
-
-
 def test_without_keep_until_committed_the_same_kills_leave_gaps(tmp_path, authority):
     """The control: the same run with the broker's PUBACK as the end of a gate's duty loses what the
     killed broker had acknowledged (docs/protocol.md, the known limit this mode removes)."""
@@ -150,16 +113,11 @@ def test_gated_toml_turns_end_to_end_delivery_on_with_its_bounds(tmp_path):
     from gated.daemon import uplink_settings
     from tests.test_config import MINIMAL, write
 
-    default = uplink_settings(config.load(write(tmp_path, MINIMAL)))
-    assert default.keep_until_committed == "auto"
-    off = uplink_settings(config.load(write(tmp_path, MINIMAL + "keep_until_committed = false\n")))
-    assert off.keep_until_committed is False
+    off = uplink_settings(config.load(write(tmp_path, MINIMAL)))
+    assert not off.keep_until_committed
     on = uplink_settings(config.load(write(tmp_path, MINIMAL + "keep_until_committed = true\nresend_after_s = 5\n"
                                                                "outbox_retention_h = 48\n")))
     assert (on.keep_until_committed, on.resend_after_s, on.outbox_retention_s) == (True, 5.0, 48 * 3600)
     bad = write(tmp_path, MINIMAL + "outbox_retention_h = 0\n")
     with pytest.raises(config.ConfigError, match="outbox_retention_h"):
         config.load(bad)
-    for word in ('"sometimes"', '"true"', "1"):
-        with pytest.raises(config.ConfigError, match=r"mqtt.keep_until_committed: expected true, false or 'auto'"):
-            config.load(write(tmp_path, MINIMAL + f"keep_until_committed = {word}\n"))
