@@ -10,7 +10,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-pretix pretix-venv system test-tools venv bench dist clean
+.PHONY: demo test test-fast test-pretix pretix-venv system test-tools venv bench dist clean
 
 system:
 	@missing=""; \
@@ -47,6 +47,11 @@ venv: system $(VENV)/.installed
 
 test: venv test-tools
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# The unit tests only (tests/core, tests/gate, tests/central): no broker, no database server, no
+# gate process; under a minute. tests/system starts real processes and is in `make test`.
+test-fast: venv
+	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -q tests/core tests/gate tests/central $(PYTEST_ARGS)
 
 # pretix (tests/pretix/: a real pretix shop on 127.0.0.1) lives in its own venv: gated never imports it.
 PRETIX_VENV ?= .venv-pretix

@@ -25,15 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from gated import keys  # noqa: E402
-from gated.clock import TrustedClock  # noqa: E402
+from gated.gate.clock import TrustedClock  # noqa: E402
 from gated.central import wallet  # noqa: E402
 from gated.central.issuer import issue, new_claims  # noqa: E402
 from gated.core.decide import Facts, GateContext, decide  # noqa: E402
 from gated.core.reasons import Reason  # noqa: E402
-from gated.store import GateStore  # noqa: E402
+from gated.gate.store import GateStore  # noqa: E402
 from gated.core.ticket import read_code  # noqa: E402
-from gated.validate import validate  # noqa: E402
-from gated.stats import percentile  # noqa: E402
+from gated.gate.validate import validate  # noqa: E402
+from sim.stats import percentile  # noqa: E402
 
 TARGET_MS = 0.5
 

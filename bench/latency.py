@@ -1,12 +1,12 @@
 """Frame -> relay command latency through the daemon's own pipeline, and the idle-frame CPU share.
 
-The pipeline is the one `gated run` wires (gated/daemon.py), run by the same code,
-gated/scanloop.py: a camera thread (scanloop.read_codes) decodes each frame (gated.scanner,
+The pipeline is the one `gated run` wires (gated/gate/daemon.py), run by the same code,
+gated/gate/scanloop.py: a camera thread (scanloop.read_codes) decodes each frame (gated.gate.scanner,
 zxing-cpp), debounces, and queues (text, captured_at); the owner thread takes it and calls
 scanloop.judge() -> Gate.on_code(), which validates (signature, store facts), commits the scan event and
 the admission to the real SQLite store (WAL, synchronous=FULL: an fsync per admission) and only
 then commands the relay (gpiozero, mock pins). The figure is Gate.last_latency_us: capture time
--> relay command. Frames are synthetic camera frames (gated/rehearsal/synthetic.py: a ticket held in front
+-> relay command. Frames are synthetic camera frames (gated/gate/rehearsal/synthetic.py: a ticket held in front
 of the camera, with blur, noise, tilt and light drawn at random), paced at the camera's frame
 rate with idle frames between tickets; capture itself (V4L2/Picamera2 DMA) is not included.
 
@@ -35,16 +35,16 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from gated import keys, scanloop  # noqa: E402
 from gated import logging as gated_logging  # noqa: E402
-from gated.boards import load_board  # noqa: E402
-from gated.camera import Frame  # noqa: E402
+from gated.gate.boards import load_board  # noqa: E402
+from gated.gate.camera import Frame  # noqa: E402
 from gated.core import ticket  # noqa: E402
 from gated.core.decide import GateContext  # noqa: E402
-from gated.gate import Gate  # noqa: E402
-from gated.scanner import Debouncer, Scanner  # noqa: E402
-from gated.store import GateStore  # noqa: E402
-from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
-from gated.turnstile import Turnstile  # noqa: E402
-from gated.stats import percentile  # noqa: E402
+from gated.gate.gate import Gate  # noqa: E402
+from gated.gate.scanner import Debouncer, Scanner  # noqa: E402
+from gated.gate.store import GateStore  # noqa: E402
+from gated.gate.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
+from gated.gate.turnstile import Turnstile  # noqa: E402
+from sim.stats import percentile  # noqa: E402
 
 TARGET_P99_MS_720P = 25.0
 EVENT, SITE = "BENCH-2026", "bench"

@@ -30,9 +30,9 @@ import cbor2  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 
 from gated import keys  # noqa: E402
-from gated.revocations import apply_update, encode_updates  # noqa: E402
-from gated.store import GateStore  # noqa: E402
-from gated.stats import percentile  # noqa: E402
+from gated.gate.revocations import apply_update, encode_updates  # noqa: E402
+from gated.gate.store import GateStore  # noqa: E402
+from sim.stats import percentile  # noqa: E402
 
 
 def rss_mib() -> float:

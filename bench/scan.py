@@ -6,8 +6,8 @@ measured in the same run.
                                    [--dataset PATH] [--skip-real] [--skip-easy]
 
 Decoders (columns):
-    gated          gated.scanner.Scanner("zxing"), all passes (see gated/scanner.py)
-    gated-pyzbar   gated.scanner.Scanner("pyzbar") (plain ZBar + an inverted pass)
+    gated          gated.gate.scanner.Scanner("zxing"), all passes (see gated/gate/scanner.py)
+    gated-pyzbar   gated.gate.scanner.Scanner("pyzbar") (plain ZBar + an inverted pass)
     zxing-cpp      zxingcpp.read_barcodes(gray, formats=QRCode): library defaults otherwise
     pyzbar         pyzbar.decode(gray, symbols=[QRCODE]), bytes decoded as UTF-8
 Every frame is handed to every decoder in turn (rotating the order), so a busy machine slows
@@ -22,8 +22,8 @@ counted apart ("disputed"), neither decoded nor misread.
 
 Synthetic: fresh tickets (a new issuer key each run) at 640x480 and 1280x720, and idle frames (the
 same scenes with no code) for the per-frame cost of watching an empty scene.
-    easy   GT1 texts, gated.rehearsal.synthetic's RANGES (issue 3)
-    hard   GT1 texts and, every third frame, GT2 codes; gated.rehearsal.synthetic's HARD_RANGES (issue 15):
+    easy   GT1 texts, gated.gate.rehearsal.synthetic's RANGES (issue 3)
+    hard   GT1 texts and, every third frame, GT2 codes; gated.gate.rehearsal.synthetic's HARD_RANGES (issue 15):
            small, blurred, noisy, low-contrast, glared and dark-mode codes; read per regime too
 """
 
@@ -44,11 +44,11 @@ sys.path.insert(0, str(ROOT))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from gated.central.issuer import issue, new_claims  # noqa: E402
-from gated.scanner import Scanner  # noqa: E402
+from gated.gate.scanner import Scanner  # noqa: E402
 from gated.central import wallet  # noqa: E402
-from gated.rehearsal.synthetic import (HARD_LOW_CONTRAST, module_px, render_hard_frame, render_hard_idle_frame,  # noqa: E402
+from gated.gate.rehearsal.synthetic import (HARD_LOW_CONTRAST, module_px, render_hard_frame, render_hard_idle_frame,  # noqa: E402
                                        render_idle_frame, render_ticket_frame)
-from gated.stats import percentile  # noqa: E402
+from sim.stats import percentile  # noqa: E402
 
 DEFAULT_DATASET = ROOT / "tests/data/qr-blackbox"
 ROTATIONS = {0: None, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}

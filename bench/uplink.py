@@ -36,9 +36,9 @@ from gated.core import events
 from gated.central.ledger import Ledger, LedgerService  # noqa: E402
 from gated.keys import Keyring  # noqa: E402
 from gated.mqtturl import parse_broker_url  # noqa: E402
-from gated.store import GateStore  # noqa: E402
+from gated.gate.store import GateStore  # noqa: E402
 from gated.topics import events_topic  # noqa: E402
-from gated.uplink import Uplink  # noqa: E402
+from gated.gate.uplink import Uplink  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 
 SITE = "bench"

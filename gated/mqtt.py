@@ -1,6 +1,6 @@
 """The one MQTT client of gated: paho-mqtt wrapped so that its callbacks only queue work.
 
-Shared by the gate's uplink (gated/uplink.py), the ledger, the revocation publisher, the beacon
+Shared by the gate's uplink (gated/gate/uplink.py), the ledger, the revocation publisher, the beacon
 and the operators' tools. paho runs its network loop on its own thread (`loop_start`); each
 callback puts a tuple on `MqttLink.inbox` and returns, and the owner thread takes them from there,
 so nothing of ours runs on paho's thread and SQLite keeps one writer.

@@ -1,7 +1,7 @@
 """Reading TOML files that people write: every problem at once, each with its key path.
 
-The one "report every problem" validator behind the gate's configuration (gated/config.py), the
-board profiles (gated/boards.py) and the simulator's scenarios (sim/scenario.py). `scalar()`
+The one "report every problem" validator behind the gate's configuration (gated/gate/config.py), the
+board profiles (gated/gate/boards.py) and the simulator's scenarios (sim/scenario.py). `scalar()`
 judges one value against its kind and bounds; `TableReader` walks tables with it, noting
 `"<key path>: <what is wrong>"` for each problem and carrying on with a default, so that a file
 with five mistakes is reported with five lines, not fixed one run at a time.

@@ -21,9 +21,9 @@ from gated import keys
 from gated.core import base45
 from gated.central.issuer import issue, new_claims
 from gated.core.decide import GateContext
-from gated.revocations import apply_update, encode_updates
-from gated.store import GateStore
-from gated.validate import scan_fields, validate
+from gated.gate.revocations import apply_update, encode_updates
+from gated.gate.store import GateStore
+from gated.gate.validate import scan_fields, validate
 
 SITE, EVENT = "arena", "FINAL-2026"
 

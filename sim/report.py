@@ -32,7 +32,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from gated.stats import percentile
+from sim.stats import percentile
 from gated.core.reasons import MEANING
 from gated.central.plots import figures, page_head
 
@@ -41,7 +41,7 @@ GLOSSARY = {reason.value: text for reason, text in MEANING.items()}
 
 
 def _p(values: list[float], q: float) -> float:
-    """The report's figures: gated.stats.percentile, rounded, 0 where nothing was measured."""
+    """The report's figures: sim.stats.percentile, rounded, 0 where nothing was measured."""
     return round(percentile(values, q), 3) if values else 0.0
 
 

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gated.rehearsal.control import ControlError
+from gated.gate.rehearsal.control import ControlError
 from sim import model, report
 from sim.scenario import Scenario
 from sim.venue import Venue, VenueError

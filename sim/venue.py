@@ -2,7 +2,7 @@
 listener on the broker. The runner (sim/runner.py) plays the crowd against it.
 
 Everything here is the real thing: `gated run` processes (each with a synthetic camera and
-gpiozero mock pins, steered through its control socket, gated/rehearsal/control.py), `gated ledger`,
+gpiozero mock pins, steered through its control socket, gated/gate/rehearsal/control.py), `gated ledger`,
 a Mosquitto, revocation updates through gated.central.publisher, signed time beacons.
 """
 
@@ -26,8 +26,8 @@ import tomli_w
 from gated import keys
 from gated.core.errors import GatedError
 from gated.topics import gate_topic
-from gated.rehearsal.control import Client, ControlError
-from gated.store import GateStore
+from gated.gate.rehearsal.control import Client, ControlError
+from gated.gate.store import GateStore
 from sim.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ class Listener:
                     self.revs[gate] = max(rev, self.revs.get(gate, 0))
 
     def _beacon_loop(self) -> None:
-        from gated.clock import encode_beacon
+        from gated.gate.clock import encode_beacon
         from gated.topics import beacon_topic
 
         while self._beacon_key is not None and not self._stop.is_set():
@@ -360,7 +360,7 @@ class Venue:
 
     def publish_revocations(self, version: int, base: int, add) -> None:
         from gated.central.publisher import publish_revocations
-        from gated.revocations import encode_updates
+        from gated.gate.revocations import encode_updates
 
         blobs = encode_updates(self.revocation_key, site=self.scenario.site, version=version, base=base, add=add,
                                iat=int(time.time()))

@@ -17,7 +17,7 @@ from gated import keys
 
 from gated.core import ticket
 from gated.core.decide import GateContext
-from gated.store import GateStore
+from gated.gate.store import GateStore
 
 os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
 

@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gated.core.errors import GatedError
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as gated.config.NAME: safe as a topic level and file name
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as gated.gate.config.NAME: safe as a topic level and file name
 CA_DAYS, LEAF_DAYS = 3650, 825
 
 

@@ -337,7 +337,7 @@ class Announcement:
 
 def announcements(views: dict[str, GateView], keyring) -> list[Announcement]:
     """The device keys the gates announce in their status, compared with `keyring` (None: empty)."""
-    from gated.uplink import parse_device_announcement
+    from gated.gate.uplink import parse_device_announcement
 
     trusted = {}
     for key in (keyring.keys if keyring is not None else ()):

@@ -1,6 +1,6 @@
 """The ledger's Prometheus figures (`gated ledger --metrics LISTEN`, names in docs/metrics.md): per
 gate events, admissions, gaps, chain breaks, bad signatures, over-admissions and lag, read from the
-ledger database at each scrape. The HTTP endpoint itself is gated/metrics.py's, shared with gates."""
+ledger database at each scrape. The HTTP endpoint itself is gated/gate/metrics.py's, shared with gates."""
 
 from __future__ import annotations
 

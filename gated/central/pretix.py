@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated import revocations
+from gated.gate import revocations
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated.core.errors import GatedError
-from gated import revocations
+from gated.gate import revocations
 
 from gated.core import cose
 from gated.keys import Keyring

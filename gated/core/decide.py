@@ -14,7 +14,7 @@ Checks run in a fixed order so that one scan always yields one reason:
     the time    now < nbf - skew -> NOT_YET_VALID; now > exp + skew -> EXPIRED;
                 GT2 step further than `step_window` from now's step -> STALE_CODE;
                 with `time_trusted=False` (an uncertain gate clock under the `deny` policy, see
-                gated/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
+                gated/gate/clock.py) nothing time-dependent can be established: a GT2 code -> STALE_CODE,
                 a GT1 ticket -> EXPIRED if `now` (the best guess) is past exp + skew, else NOT_YET_VALID
     the lists   revoked -> REVOKED; entries used up (ent; for a pretix ticket the gate's
                 `pretix_entries`) or this GT2 step seen -> ALREADY_USED

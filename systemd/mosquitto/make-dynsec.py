@@ -44,7 +44,7 @@ import os
 import re
 import sys
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # gated's gate-id rule (gated/config.py)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # gated's gate-id rule (gated/gate/config.py)
 CENTRAL = ("central", "beacon")
 
 

@@ -72,7 +72,7 @@ def wait_rev(gate, version: int) -> None:
 
 
 def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
-    from gated.rehearsal.control import Client
+    from gated.gate.rehearsal.control import Client
 
     a, b, c = pretix.order("adult"), pretix.order("adult"), pretix.order("adult")
     late, early = pretix.order("late"), pretix.order("early")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from gated.core.ticket import qr_symbol
-from gated.rehearsal.synthetic import render_idle_frame, render_ticket_frame
+from gated.gate.rehearsal.synthetic import render_idle_frame, render_ticket_frame
 
 DATASET = Path(__file__).resolve().parents[1] / "data/qr-blackbox"  # ZXing's images, Apache-2.0 (NOTICE there)
 # The ZXing Java decoder's own bar per folder and rotation (dataset README).

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from gated.keys import Keyring, load_keyring
 from gated.mqtturl import parse_broker_url
-from gated.store import GateStore
+from gated.gate.store import GateStore
 from gated import logging as gated_logging
-from gated.uplink import Uplink
+from gated.gate.uplink import Uplink
 
 ROOT = Path(__file__).resolve().parents[2]
 

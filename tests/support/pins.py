@@ -11,7 +11,7 @@ import threading
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gated.boards import BoardProfile, InputSpec, board_from_dict
+from gated.gate.boards import BoardProfile, InputSpec, board_from_dict
 
 
 @pytest.fixture

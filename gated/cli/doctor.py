@@ -1,0 +1,422 @@
+"""`gated doctor --config FILE` and `gated check-config FILE`: is this machine ready to be a gate?
+
+check-config reads the configuration only. doctor then looks at the machine, one line per check:
+
+    ok    config      /etc/gated/gated.toml: gate north-1 at arena
+    ok    keyring     /etc/gated/keyring: 3 keys (issuer 1, revocation 1, command 1)
+    FAIL  camera      v4l2:/dev/video0: cannot open (No such file or directory): is the camera connected?
+    ...
+
+Exit status: 0 when every check passed (warnings allowed), 1 when any failed, 2 for an unusable
+configuration. A check never stops the others: the point is to see everything that is wrong.
+doctor never writes to the state database (the running gate is its only writer).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from gated.cli.main import CommandError
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+MIN_FREE_BYTES = 64 * 1024 * 1024
+LOW_FREE_BYTES = 512 * 1024 * 1024
+EARLIEST_PLAUSIBLE = 1_767_225_600  # 2026-01-01: a clock before this has not been set since boot
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str
+    check: str
+    message: str
+
+    def line(self) -> str:
+        return f"{self.status:<5} {self.check:<11} {self.message}"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("doctor", help="check this machine: camera, decoder, GPIO, keyring, state, broker, clock, disk")
+    p.add_argument("--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)")
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   help="leave out a check (camera, decoder, gpio, keyring, state, revocations, broker, clock, disk)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for frames and the broker (default 5)")
+    p.set_defaults(func=run_doctor)
+    c = sub.add_parser("check-config", help="check a gate configuration file; list every problem")
+    c.add_argument("file", help="configuration file (e.g. /etc/gated/gated.toml)")
+    c.set_defaults(func=run_check_config)
+
+
+def _load(path):
+    from gated.gate import config
+
+    try:
+        return config.load(path)
+    except config.ConfigError as exc:
+        raise CommandError(f"configuration problems:\n{exc}") from None
+
+
+def run_check_config(args) -> int:
+    cfg = _load(args.file)
+    print(f"{args.file}: ok (gate {cfg.gate.id} at {cfg.gate.site}, events {', '.join(cfg.gate.events)})")
+    return 0
+
+
+def run_doctor(args) -> int:
+    cfg = _load(args.config)
+    findings = [Finding(OK, "config", f"{args.config}: gate {cfg.gate.id} at {cfg.gate.site}")]
+    print(findings[0].line(), flush=True)
+    _quiet_libraries()
+    for name, check in CHECKS:
+        if name in args.skip:
+            continue
+        try:
+            with warnings.catch_warnings():  # gpiozero's pin-factory fallbacks and the like: the finding says it
+                warnings.simplefilter("ignore")
+                result = check(cfg, args.timeout)
+        except Exception as exc:  # noqa: BLE001 -- a check that crashes is reported as a failure, not raised
+            result = Finding(FAIL, name, f"{type(exc).__name__}: {exc}")
+        for finding in result if isinstance(result, list) else [result]:
+            findings.append(finding)
+            print(finding.line(), flush=True)
+    failed = [f for f in findings if f.status == FAIL]
+    print(f"{len(failed)} failed, {sum(f.status == WARN for f in findings)} warnings" if failed or any(
+        f.status == WARN for f in findings) else "all checks passed", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
+
+
+def _quiet_libraries() -> None:
+    """One line per check and nothing else on the screen: OpenCV's own log (a failed V4L2 open,
+    say) goes through its C++ logger, not Python's warnings."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
+    if "cv2" in sys.modules:
+        cv2 = sys.modules["cv2"]
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+# --- the checks -----------------------------------------------------------------------------------
+
+def check_keyring(cfg, timeout) -> Finding:
+    from gated.keys import KeyringError, load_keyring
+
+    try:
+        ring = load_keyring(cfg.gate.keyring)
+    except KeyringError as exc:
+        return Finding(FAIL, "keyring", str(exc).replace("\n", "; "))
+    counts = {role: sum(role in k.roles for k in ring.keys) for role in ("issuer", "revocation", "command")}
+    text = f"{cfg.gate.keyring}: {len(ring.keys)} keys ({', '.join(f'{r} {n}' for r, n in counts.items())})"
+    if counts["issuer"] == 0:
+        return Finding(FAIL, "keyring", text + ": no issuer key, every ticket would be unknown_key")
+    for event in cfg.gate.events:
+        if not any("issuer" in k.roles and k.allows_event(event) for k in ring.keys):
+            return Finding(FAIL, "keyring", text + f": no issuer key may sign for event {event!r}")
+    if counts["revocation"] == 0 or counts["command"] == 0:
+        missing = [r for r in ("revocation", "command") if counts[r] == 0]
+        return Finding(WARN, "keyring", text + f": no {' or '.join(missing)} key, those messages will be refused")
+    return Finding(OK, "keyring", text)
+
+
+def _read_meta(db_path: Path) -> dict:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
+        problems = [row[0].replace("\n", " ") for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:  # the gate refuses to start on it (gated.gate.store.StoreCorrupt)
+            raise sqlite3.DatabaseError(f"damaged, quick_check: {'; '.join(problems)}; the gate will not run on it")
+        rows = db.execute("SELECT key, value FROM meta WHERE key NOT IN ('device_key')").fetchall()
+        meta = dict(rows)
+        meta["_outbox"] = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        meta["_pending"] = db.execute("SELECT COUNT(*) FROM admissions WHERE state = 'pending'").fetchone()[0]
+    return meta
+
+
+def check_state(cfg, timeout) -> Finding:
+    directory, db_path = cfg.gate.state_dir, cfg.gate.database
+    if directory.exists() and not directory.is_dir():
+        return Finding(FAIL, "state", f"{directory} exists but is not a directory")
+    if not directory.is_dir():
+        parent = next((p for p in directory.parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            return Finding(WARN, "state", f"{directory} does not exist yet; the gate will create it")
+        return Finding(FAIL, "state", f"{directory} does not exist and {parent} is not writable "
+                                      f"(systemd: StateDirectory=gated creates it)")
+    probe = directory / f".doctor-{os.getpid()}"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"x")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return Finding(FAIL, "state", f"{directory} is not writable ({exc.strerror}); check owner and permissions")
+    finally:
+        probe.unlink(missing_ok=True)
+    if not db_path.exists():
+        return Finding(OK, "state", f"{directory} writable; {db_path.name} will be created on first start")
+    if not os.access(db_path, os.W_OK):
+        return Finding(FAIL, "state", f"{db_path} is not writable by this user; the gate would stay shut")
+    try:
+        meta = _read_meta(db_path)
+    except sqlite3.Error as exc:
+        return Finding(FAIL, "state", f"{db_path}: unreadable ({exc}); restore it or move it aside")
+    if (meta.get("site"), meta.get("gate")) != (cfg.gate.site, cfg.gate.id):
+        return Finding(FAIL, "state", f"{db_path} belongs to gate {meta.get('gate')!r} at {meta.get('site')!r}, "
+                                      f"not {cfg.gate.id!r} at {cfg.gate.site!r}")
+    exposed = [p.name for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists() and p.stat().st_mode & 0o077]
+    if exposed:  # the gate makes them 0600 when it next starts; until then other users can read the device key
+        return Finding(WARN, "state", f"{', '.join(exposed)} readable by other users (it holds the device key); "
+                                      f"the gate makes it 0600 when it starts, or: chmod 600 {db_path}")
+    return Finding(OK, "state", f"{db_path}: writable, intact, {meta.get('seq', 0)} events, "
+                                f"{meta['_outbox']} waiting for the broker, {meta['_pending']} admissions pending")
+
+
+def check_revocations(cfg, timeout) -> Finding:
+    db_path = cfg.gate.database
+    severity = FAIL if cfg.revocations.when_stale == "closed" else WARN
+    consequence = "the gate stays locked (denies every ticket)" if severity == FAIL else "the gate admits on an old list"
+    first = ("expected before the gate's first start: it stays locked until the central side publishes a "
+             "list (gated publish-revocations, docs/central.md)") if severity == FAIL else \
+        "expected before the gate's first start: it admits without one until the central side publishes a list"
+    if not db_path.exists():
+        return Finding(WARN, "revocations", f"no list yet (no state database): {first}")
+    try:
+        meta = _read_meta(db_path)
+    except sqlite3.Error as exc:
+        return Finding(FAIL, "revocations", f"{db_path}: unreadable ({exc})")
+    version, applied_ms = int(meta.get("rev_version", 0)), int(meta.get("rev_applied_ms", 0))
+    iat = int(meta.get("rev_iat", 0))
+    if version == 0:
+        return Finding(WARN, "revocations", f"no list received yet: {first}")
+    age = time.time() - (iat or applied_ms / 1000)
+    text = f"v{version}, issued {_age(age)} ago (limit {_age(cfg.revocations.max_age_s)})"
+    if int(meta.get("rev_stale", 0)):
+        return Finding(severity, "revocations", text + f"; a gap was seen, waiting for a snapshot: {consequence}")
+    if age > cfg.revocations.max_age_s:
+        return Finding(severity, "revocations", text + f": stale, {consequence}")
+    return Finding(OK, "revocations", text)
+
+
+def check_disk(cfg, timeout) -> Finding:
+    where = next((p for p in (cfg.gate.state_dir, *cfg.gate.state_dir.parents) if p.exists()), Path("/"))
+    usage = shutil.disk_usage(where)
+    text = f"{where}: {usage.free / 2**20:.0f} MiB free of {usage.total / 2**20:.0f} MiB"
+    if usage.free < MIN_FREE_BYTES:
+        return Finding(FAIL, "disk", text + ": too little for the outbox and the database journal")
+    if usage.free < LOW_FREE_BYTES:
+        return Finding(WARN, "disk", text + ": getting low")
+    return Finding(OK, "disk", text)
+
+
+def check_clock(cfg, timeout) -> Finding:
+    now = time.time()
+    text = _iso(now)
+    if now < EARLIEST_PLAUSIBLE:
+        return Finding(FAIL, "clock", f"{text}: before 2026, the clock was never set (no RTC, no NTP, no beacon yet); "
+                                      f"every ticket would be not_yet_valid")
+    from gated.gate.clock import system_ntp_synchronized
+
+    ntp_ignored = cfg.clock.ntp == "ignore" and not cfg.clock.trust_system_clock
+    synced = cfg.clock.trust_system_clock or (not ntp_ignored and system_ntp_synchronized())
+    db_path = cfg.gate.database
+    if db_path.exists():
+        try:
+            meta = _read_meta(db_path)
+        except sqlite3.Error:
+            meta = {}
+        iat = int(meta.get("rev_iat", 0))
+        if iat and now + cfg.clock.skew_s < iat:
+            return Finding(FAIL, "clock", f"{text}: earlier than the revocation list's issue time "
+                                          f"({_iso(iat)}); the clock is behind")
+        trust = _clock_trust(cfg, meta, now)
+        if trust is not None:
+            return Finding(trust[0], "clock", f"{text}: {trust[1]}")
+    if not synced:
+        why = "NTP ignored by configuration ([clock] ntp = \"ignore\")" if ntp_ignored else "not NTP-synchronised"
+        if cfg.clock.beacons:
+            return Finding(WARN, "clock", f"{text}: {why}; the gate relies on time beacons "
+                                          f"(until one arrives, time checks {cfg.clock.when_uncertain})")
+        return Finding(FAIL, "clock", f"{text}: {why} and beacons are off: every time check denies")
+    return Finding(OK, "clock", f"{text}: " + ("NTP-synchronised" if not cfg.clock.trust_system_clock
+                                                 else "trusted by configuration"))
+
+
+def _clock_trust(cfg, meta: dict, now: float) -> tuple[str, str] | None:
+    """What the gate persisted about its clock against this machine's clock: a trusted time ahead of
+    it (the gate would judge every ticket in the future), a refused beacon, a beacon bound (same boot)
+    that disagrees with the system time. None when all agree."""
+    from gated.gate import clock
+
+    trusted_ms = meta.get(f"x:{clock.TRUSTED_KEY}")
+    if isinstance(trusted_ms, int) and trusted_ms / 1000 > now + cfg.clock.max_offset_s:
+        return FAIL, (f"the gate's persisted trusted time {_iso(trusted_ms / 1000)} is {_age(trusted_ms / 1000 - now)} "
+                      f"ahead of this clock: it judges every ticket then; if that time is wrong, stop the gate "
+                      f"and run `gated clock reset --config ...`")
+    refused = _json_dict(meta.get(f"x:{clock.DISAGREEMENT_KEY}"))
+    if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
+        ahead = (refused["beacon_ms"] - refused["reference_ms"]) / 1000
+        seen = f" at {_iso(refused['seen_ms'] / 1000)}" if isinstance(refused.get("seen_ms"), int) else ""
+        return WARN, (f"beacon time and {refused.get('source', 'system')} time disagree: a beacon {_age(ahead)} ahead "
+                      f"({_iso(refused['beacon_ms'] / 1000)}) was refused{seen}; check the central clock and NTP "
+                      f"(`gated clock reset` clears this)")
+    anchor = _json_dict(meta.get(f"x:{clock.ANCHOR_KEY}"))
+    if anchor.get("boot") is not None and anchor.get("boot") == clock.boot_id() \
+            and isinstance(anchor.get("offset"), (int, float)):
+        offset = anchor["offset"] + clock.boot_time() - now  # the beacons' time carried to now, minus this clock
+        if abs(offset) > cfg.clock.max_offset_s:
+            return WARN, (f"beacon time and system time disagree by {offset:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
+                          f"the gate is uncertain while they do: check NTP and the central clock")
+    return None
+
+
+def _json_dict(raw) -> dict:
+    import json
+
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def check_broker(cfg, timeout) -> Finding:
+    import paho.mqtt.client as mqtt
+
+    from gated.gate.daemon import uplink_settings
+
+    try:
+        settings = uplink_settings(cfg)
+    except OSError as exc:  # the password file: the only file read here
+        path = cfg.mqtt.password_file
+        fix = (f"create it: install -m 0640 -o root -g gated /dev/stdin {path} <<< 'the-password'"
+               if isinstance(exc, FileNotFoundError) else "check its owner and mode (root:gated 0640)")
+        return Finding(FAIL, "broker", f"password file {path}: {exc.strerror}; {fix}")
+    where = f"{settings.url}"
+    try:
+        socket.create_connection((settings.host, settings.port), timeout=timeout).close()
+    except OSError as exc:
+        return Finding(FAIL, "broker", f"{where}: unreachable ({exc.strerror or exc}); check the network and the URL")
+    answer = {}
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-doctor-{cfg.gate.site}-{cfg.gate.id}-{os.getpid()}",
+                         protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, u, flags, reason, props: answer.setdefault("reason", reason)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
+    try:
+        client.connect(settings.host, settings.port, keepalive=10)
+        deadline = time.monotonic() + timeout
+        while "reason" not in answer and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+    except (OSError, ValueError) as exc:
+        return Finding(FAIL, "broker", f"{where}: {exc}")
+    finally:
+        client.disconnect()
+    reason = answer.get("reason")
+    if reason is None:
+        return Finding(FAIL, "broker", f"{where}: no answer to CONNECT within {timeout:g} s")
+    if reason.is_failure:
+        return Finding(FAIL, "broker", f"{where}: refused ({reason}); check username, password and ACLs")
+    return Finding(OK, "broker", f"{where}: connected")
+
+
+def check_decoder(cfg, timeout) -> Finding:
+    from gated.gate.daemon import make_scanner
+    from gated.gate.rehearsal.synthetic import clean_ticket_frame
+
+    text = "GT1:DOCTOR-TEST-1234"
+    found = make_scanner(cfg).decode(clean_ticket_frame(text, 640, 480))
+    if text not in found:
+        return Finding(FAIL, "decoder", f"{cfg.scanner.backend}: did not read a clean test QR code (got {found})")
+    return Finding(OK, "decoder", f"{cfg.scanner.backend}: reads QR codes")
+
+
+def check_camera(cfg, timeout) -> Finding:
+    from gated.gate.camera import CameraError
+    from gated.gate.daemon import open_camera
+
+    where = cfg.camera.source
+    try:
+        camera = open_camera(cfg)
+    except (CameraError, OSError) as exc:
+        return Finding(FAIL, "camera", f"{where}: cannot open: {exc}")
+    frames, started, shape = 0, time.monotonic(), None
+    try:
+        deadline = started + timeout
+        while frames < 10 and time.monotonic() < deadline:
+            frame = camera.read(timeout=max(0.01, deadline - time.monotonic()))
+            if frame is None:
+                if camera.finished:
+                    break
+                continue
+            frames += 1
+            shape = frame.gray.shape
+    except (CameraError, OSError) as exc:
+        return Finding(FAIL, "camera", f"{where}: failed while reading ({exc})")
+    finally:
+        camera.close()
+    elapsed = time.monotonic() - started
+    if frames == 0:
+        return Finding(FAIL, "camera", f"{where}: opened, but no frame within {timeout:g} s")
+    height, width = shape[:2]
+    return Finding(OK, "camera", f"{where}: {frames} frames of {width}x{height} in {elapsed:.2f} s")
+
+
+def check_gpio(cfg, timeout) -> Finding:
+    from gpiozero.exc import BadPinFactory, GPIOZeroError
+
+    from gated.gate.boards import BoardError
+    from gated.gate.daemon import StartupError, load_board, make_pin_factory
+    from gated.gate.turnstile import Turnstile
+
+    try:
+        board = load_board(cfg)
+    except BoardError as exc:
+        return Finding(FAIL, "gpio", str(exc).replace("\n", ";"))
+    try:
+        factory = make_pin_factory(cfg)
+        turnstile = Turnstile(board, pin_factory=factory)
+    except (BadPinFactory, ImportError) as exc:
+        return Finding(FAIL, "gpio", f"no GPIO on this machine (not a Raspberry Pi, or lgpio missing: "
+                                     f"apt-get install python3-lgpio); on a bench without pins set "
+                                     f"[turnstile] pin_factory = \"mock\" ({type(exc).__name__})")
+    except (StartupError, GPIOZeroError, OSError, RuntimeError) as exc:
+        return Finding(FAIL, "gpio", f"board {board.name}: pins not claimable ({type(exc).__name__}: {exc}); "
+                                     f"is gated (or another program) running, is this user in group gpio?")
+    try:
+        pins = [str(getattr(turnstile, name).pin) for name in ("relay", "passage", "passage_out", "emergency", "door",
+                                                               "green", "red", "buzzer")
+                if getattr(turnstile, name) is not None]
+        kind = type(turnstile.relay.pin_factory).__name__
+    finally:
+        turnstile.close()
+    return Finding(OK, "gpio", f"board {board.name}: {len(pins)} pins claimed and released ({', '.join(pins)}) via {kind}")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds} s"
+
+
+CHECKS = (
+    ("keyring", check_keyring),
+    ("state", check_state),
+    ("revocations", check_revocations),
+    ("disk", check_disk),
+    ("clock", check_clock),
+    ("decoder", check_decoder),
+    ("camera", check_camera),
+    ("gpio", check_gpio),
+    ("broker", check_broker),
+)

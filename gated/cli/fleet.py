@@ -1,0 +1,118 @@
+"""`gated status` and `gated command`: a site's gates from the operator's desk (gated/central/fleet.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from gated.cli.main import CommandError
+
+COMMAND_WORDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
+
+
+def register(sub) -> None:
+    from gated.mqtturl import add_broker_arguments
+
+    s = sub.add_parser("status", help="every gate of a site: online, mode, revocation list, clock, outbox, scans, alarms")
+    add_broker_arguments(s)
+    s.add_argument("--site", required=True)
+    s.add_argument("--json", action="store_true", help="print the gates once as a JSON list and exit")
+    s.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                   help="refresh the table every SECONDS (default 2) until interrupted")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
+    s.set_defaults(func=run_status)
+
+    c = sub.add_parser("command", help="send a signed command to one gate or all, and wait for each to confirm it")
+    add_broker_arguments(c, cert_key_option="--cert-key")
+    c.add_argument("--site", required=True)
+    c.add_argument("--key", required=True, dest="command_key",
+                   help="the command private key (PEM); gates trust its public half with role `command`")
+    c.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the gates' acknowledgements (default 10)")
+    c.add_argument("--json", action="store_true", help="print the results as JSON")
+    c.add_argument("gate", nargs="?", help="the gate id (or --all)")
+    c.add_argument("--all", action="store_true", help="every gate the broker has a status for")
+    c.add_argument("command_word", metavar="COMMAND", choices=COMMAND_WORDS, help=" | ".join(COMMAND_WORDS))
+    c.set_defaults(func=run_command)
+
+
+def _watch(args):
+    from gated.central.fleet import FleetError, SiteWatch
+    from gated.mqtturl import BrokerUrlError, settings_from_args
+
+    try:
+        settings = settings_from_args(args)
+    except BrokerUrlError as exc:
+        raise CommandError(str(exc)) from None
+    watch = SiteWatch(settings, args.site)
+    try:
+        watch.start(args.timeout)
+    except FleetError as exc:
+        watch.stop()
+        raise CommandError(str(exc)) from None
+    return watch
+
+
+def run_status(args) -> int:
+    from gated.central.fleet import format_table
+
+    watch = _watch(args)
+    try:
+        watch.settle()
+        if args.json:
+            print(json.dumps(watch.rows(), indent=2))
+            return 0
+        if args.watch is None:
+            print(format_table(watch.rows(), args.site, watch.zones))
+            return 0
+        clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+        while True:
+            print(f"{clear}{time.strftime('%H:%M:%S')}  (every {args.watch:g} s; Ctrl-C to stop)")
+            print(format_table(watch.rows(), args.site, watch.zones), flush=True)
+            watch.pump(args.watch)
+    finally:
+        watch.stop()
+
+
+def _load_command_key(path: str):
+    from gated import keys
+
+    fix = ("--key must be the command private key (`gated keys generate --name command` makes one; the gates "
+           "trust its .pub with `gated keys trust --role command`)")
+    try:
+        return keys.load_private_key(path)
+    except OSError as exc:
+        raise CommandError(f"cannot read the command key {path} ({exc.strerror}); {fix}") from None
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"{path} is not a usable command key ({exc}); {fix}") from None
+
+
+def run_command(args) -> int:
+    if bool(args.gate) == bool(args.all):
+        raise CommandError("name one gate, or give --all")
+    if args.timeout <= 0:
+        raise CommandError("--timeout must be above 0 seconds")
+    key = _load_command_key(args.command_key)  # before any network: no key, no command
+    from gated.central.fleet import FleetError
+
+    watch = _watch(args)
+    try:
+        watch.settle()
+        gates = sorted(watch.views) if args.all else [args.gate]
+        if not gates:
+            raise CommandError(f"the broker holds no gate status for site {args.site}: no gate to command")
+        try:
+            results = watch.command(key, gates, args.command_word, args.timeout)
+        except FleetError as exc:
+            raise CommandError(str(exc)) from None
+    finally:
+        watch.stop()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        width = max(len(r["gate"]) for r in results)
+        for r in results:
+            print(f"{r['gate']:<{width}}  {args.command_word}: {'ok' if r['confirmed'] else 'NOT CONFIRMED'}"
+                  f"  {r['detail']}")
+    return 0 if all(r["confirmed"] for r in results) else 1

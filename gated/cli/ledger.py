@@ -1,0 +1,211 @@
+"""`gated ledger`, `gated reconcile`, `gated publish-revocations`: the central side of the uplink."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from gated.cli.main import CommandError
+
+
+def register(sub) -> None:
+    from gated.mqtturl import add_broker_arguments
+
+    p = sub.add_parser("ledger", help="collect every gate's events into a ledger database (exactly once, checked)")
+    add_broker_arguments(p)
+    p.add_argument("--site", required=True)
+    p.add_argument("--db", required=True, help="ledger database: a SQLite file (created if absent) or a "
+                   "postgresql://user@host/dbname URL (needs gated[central]); the schema is made or migrated")
+    p.add_argument("--keyring", help="keyring with the gates' device keys (role device, named after the gate)")
+    p.add_argument("--tickets", action="append", default=[], metavar="CSV",
+                   help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
+    p.add_argument("--group", help="shared-subscription group: the ledgers of a group split the events ($share/GROUP/...); "
+                   "without it every ledger keeps a full copy (see docs/protocol.md: Mosquitto 2.0.11 loses shared "
+                   "subscriptions on a restart)")
+    p.add_argument("--partition", metavar="I/N", type=_partition,
+                   help="one of N ledger workers sharing one database: store only the gates whose CRC-32 of the id "
+                   "mod N is I (0-based); each worker has a plain subscription and its own client id "
+                   "(see docs/central.md)")
+    p.add_argument("--no-committed", dest="committed", action="store_false",
+                   help="do not publish the per-gate `committed` seq (gates then keep only the broker's PUBACK)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="threads checking signatures (default: CPUs, at most 4)")
+    p.add_argument("--verify", choices=("every", "chain"), default="every",
+                   help="every (default): check each event's own signature; chain: check the signature of the "
+                   "last event of each run of one gate's events linked by their hashes in a batch, which vouches "
+                   "for the content of the whole run (faster catch-up; the other events' own signatures are "
+                   "then not checked: docs/central.md)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
+    p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
+                   help="people zone ZONE may hold (repeat): shown with the occupancy published on "
+                        "gated/v1/<site>/occupancy and in reports")
+    p.add_argument("--day-starts", metavar="HH:MM",
+                   help="local time at which the occupancy published to the gates starts over, every day (a time "
+                        "the venue is empty; the same as the gates' [gate] day_starts); default: never")
+    p.add_argument("--timezone", default="UTC", help="the venue's time zone for --day-starts (IANA, e.g. Europe/Berlin)")
+    p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
+    p.set_defaults(func=run_ledger)
+
+    r = sub.add_parser("reconcile", help="per gate: events, admits, denies, gaps, chain breaks; over-admitted tickets")
+    r.add_argument("--db", required=True, help="ledger database: a SQLite file or a postgresql:// URL")
+    r.add_argument("--tickets", action="append", default=[], metavar="CSV", help="import tickets.csv first (repeat)")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.add_argument("--verify-signatures", metavar="KEYRING",
+                   help="check every stored event's own signature again with this keyring's device keys (an audit "
+                        "of what `gated ledger --verify chain` stored on a later event's signature); any bad one "
+                        "makes the report not clean")
+    r.set_defaults(func=run_reconcile)
+
+    u = sub.add_parser("publish-revocations", help="publish revocation update files, retained, to a site's gates")
+    add_broker_arguments(u)
+    u.add_argument("--site", required=True)
+    u.add_argument("--keyring", help="verify the updates against this keyring before publishing")
+    u.add_argument("files", nargs="+", metavar="FILE", help="update files from `gated revoke` (all parts)")
+    u.set_defaults(func=run_publish)
+
+
+def _partition(text: str) -> tuple[int, int]:
+    import argparse
+
+    i, slash, n = text.partition("/")
+    if not (slash and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: give I/N with 0 <= I < N, e.g. 0/2")
+    return int(i), int(n)
+
+
+def _settings(args, client_id):
+    from gated.mqtturl import BrokerUrlError, settings_from_args
+
+    try:
+        return settings_from_args(args, client_id=client_id)
+    except BrokerUrlError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _keyring(path, *, may_be_empty: bool = False):
+    """The keyring at `path` (None without one). `may_be_empty`: a directory with no keyring.toml
+    yet is the ledger's keyring before the first `gated keys enrol --approve`."""
+    from gated.keys import KEYRING_FILE, load_keyring
+
+    if not path:
+        return None
+    if may_be_empty and not (Path(path) / KEYRING_FILE).exists():
+        print(f"ledger: {path} trusts no device key yet: signatures are not checked until "
+              f"`gated keys enrol --approve KID` (then restart the ledger)", file=sys.stderr)
+        return None
+    return load_keyring(path)
+
+
+def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
+    from gated.central.ledger import Ledger, LedgerError
+
+    try:
+        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers, partition=partition,
+                        verify=getattr(args, "verify", "every"))
+        for csv_path in args.tickets:
+            count = ledger.load_tickets(csv_path)
+            print(f"{csv_path}: {count} tickets", file=sys.stderr)
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from None
+    return ledger
+
+
+def run_ledger(args) -> int:
+    from gated.central.ledger import LedgerError, LedgerService
+
+    from gated.daystart import DayStart, DayStartError
+
+    settings = _settings(args, None)
+    if args.partition and args.group:
+        raise CommandError("give --partition or --group, not both")
+    try:
+        day_start = DayStart(args.day_starts, args.timezone) if args.day_starts is not None else None
+    except DayStartError as exc:
+        raise CommandError(f"--day-starts/--timezone: {exc}") from None
+    ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers),
+                          args.partition)
+    _set_capacities(ledger, args.capacity)
+    service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
+                            day_start=day_start)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.exit_after is not None:
+        timer = threading.Timer(args.exit_after, stop.set)
+        timer.daemon = True
+        timer.start()
+    server = None
+    if args.metrics:
+        from gated.central.ledger_metrics import LedgerCollector
+        from gated.gate.metrics import MetricsError, serve
+
+        try:
+            server = serve(args.metrics, LedgerCollector(args.db, args.site, received=lambda: service.received))
+        except MetricsError as exc:
+            ledger.close()
+            raise CommandError(f"--metrics: {exc}") from None
+        print(f"ledger: metrics on http://{args.metrics}/metrics", file=sys.stderr)
+    part = f" partition {args.partition[0]}/{args.partition[1]}" if args.partition else ""
+    print(f"ledger: {settings.url} site {args.site}{part} -> {ledger.where}", file=sys.stderr)
+    service.start()
+    if service.link.wait_subscribed(10):
+        print("ledger: subscribed", file=sys.stderr, flush=True)
+    try:
+        service.run(stop)
+    except LedgerError as exc:
+        raise CommandError(f"{exc}") from None
+    finally:
+        service.stop()
+        if server is not None:
+            server.shutdown()
+        ledger.close()
+    print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
+    return 0
+
+
+def _set_capacities(ledger, options) -> None:
+    from gated.central.occupancy import parse_capacity
+
+    for option in options:
+        try:
+            zone, capacity = parse_capacity(option)
+        except ValueError as exc:
+            raise CommandError(f"--capacity {exc}") from None
+        ledger.set_capacity(zone, capacity)
+
+
+def run_reconcile(args) -> int:
+    from gated.central.ledger import format_report
+    from gated.central.ledgerdb import ledger_exists
+
+    if not ledger_exists(args.db):
+        raise CommandError(f"{args.db}: no ledger database here")
+    keyring = _keyring(args.verify_signatures) if args.verify_signatures else None
+    with _open_ledger(args) as ledger:
+        report = ledger.report()
+        if keyring is not None:
+            audit = report["signature_audit"] = ledger.audit_signatures(keyring)
+            report["clean"] = report["clean"] and not audit["bad"]
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["clean"] else 1
+
+
+def run_publish(args) -> int:
+    from gated.central.publisher import PublishError, publish_revocations
+    from gated.gate.revocations import UpdateRejected
+
+    blobs = [Path(f).read_bytes() for f in args.files]
+    settings = _settings(args, None)
+    try:
+        result = publish_revocations(settings, args.site, blobs, keyring=_keyring(args.keyring))
+    except (PublishError, UpdateRejected) as exc:
+        raise CommandError(str(exc)) from None
+    for topic in result.published:
+        print(f"published {topic}")
+    for topic in result.cleared:
+        print(f"cleared   {topic} (superseded)")
+    return 0

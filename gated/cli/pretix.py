@@ -1,0 +1,151 @@
+"""`gated pretix keys|sync|upload`: a venue selling with pretix (docs/pretix.md)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from gated.cli.main import CommandError
+
+
+def _shop_options(p, *, event: bool = True) -> None:
+    p.add_argument("--url", required=True, help="the pretix server, e.g. https://pretix.eu")
+    p.add_argument("--organizer", required=True, help="the organizer's short form (slug)")
+    p.add_argument("--event", required=True, help="the event's short form (slug); also the gates' event id")
+    auth = p.add_mutually_exclusive_group(required=True)
+    auth.add_argument("--token-file", help="file holding a team API token (pretix: token authentication)")
+    auth.add_argument("--device-token-file", help="file holding a device's API token (pretix: device authentication)")
+
+
+def register(sub) -> None:
+    from gated.mqtturl import add_broker_arguments
+
+    parser = sub.add_parser("pretix", help="tickets sold with pretix: event keys, revocations, admissions")
+    pretix_sub = parser.add_subparsers(dest="pretix_command", required=True, metavar="ACTION")
+
+    k = pretix_sub.add_parser("keys", help="trust the event's pretix_sig1 keys in a gate keyring (role issuer)")
+    _shop_options(k)
+    k.add_argument("--keyring", required=True)
+    k.set_defaults(func=run_keys)
+
+    s = pretix_sub.add_parser("sync", help="revoked and blocked secrets -> signed revocation updates, published")
+    _shop_options(s)
+    s.add_argument("--state", required=True, help="the sync's state (SQLite), created if absent; keep it")
+    s.add_argument("--revocation-key", required=True, help="revocation private key (PEM)")
+    s.add_argument("--site", required=True)
+    s.add_argument("--first-version", type=int, default=1,
+                   help="version of the first update (above what the site's gates hold; default 1)")
+    s.add_argument("--out", help="also write each update to this directory (rev-VERSION[.partK].cose)")
+    add_broker_arguments(s, required=False)
+    s.set_defaults(func=run_sync)
+
+    u = pretix_sub.add_parser("upload", help="the ledger's admissions -> pretix check-ins (idempotent)")
+    _shop_options(u)
+    u.add_argument("--ledger", required=True, help="the ledger database (read only)")
+    u.add_argument("--list", dest="checkin_list", type=int, required=True, help="pretix check-in list id")
+    u.add_argument("--state", required=True, help="the sync's state (SQLite): remembers what was uploaded")
+    u.add_argument("--site", required=True)
+    u.set_defaults(func=run_upload)
+
+
+def _client(args):
+    from gated.central.pretix import PretixClient, PretixError
+
+    path, scheme = (args.token_file, "Token") if args.token_file else (args.device_token_file, "Device")
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    if not token or any(c.isspace() for c in token):
+        raise CommandError(f"{path}: expected one API token")
+    try:
+        return PretixClient(args.url, args.organizer, f"{scheme} {token}")
+    except PretixError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def run_keys(args) -> int:
+    from gated import keys
+    from gated.central.pretix import PretixError, fetch_keys
+    from gated.core.cose import kid_of
+
+    try:
+        pems = fetch_keys(_client(args), args.event)
+    except PretixError as exc:
+        raise CommandError(str(exc)) from None
+    if not pems:
+        raise CommandError(f"event {args.event} has no pretix_sig1 key yet: set its ticket code generator to "
+                           "pretix_sig1 and issue one ticket (pretix makes the key with the first)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, pem in enumerate(pems):
+            try:
+                kid = kid_of(keys.load_public_key(pem)).hex()
+            except ValueError as exc:
+                raise CommandError(f"event {args.event}: key {i}: {exc}") from None
+            path = Path(tmp) / f"pretix-{args.event}-{kid[:8]}.pem"
+            path.write_bytes(pem)
+            key = keys.trust_key_file(args.keyring, path, "issuer", events=[args.event])
+            print(f"trusted {key.name} (kid {kid}) as issuer for event {args.event} in {args.keyring}")
+    return 0
+
+
+def run_sync(args) -> int:
+    from gated import keys
+    from gated.central.pretix import PretixError, SyncState, sync_revocations
+    from gated.central.publisher import PublishError, publish_revocations, read_update
+    from gated.cli.ledger import _settings
+    from gated.cli.revoke import part_paths
+
+    if not args.broker and not args.out:
+        raise CommandError("give --broker (publish to the gates) and/or --out DIR (write update files)")
+    client = _client(args)
+    try:
+        key = keys.load_private_key(args.revocation_key)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    settings = _settings(args, None) if args.broker else None
+
+    def publish(blobs):
+        if args.out:
+            by_version = {}
+            for blob in blobs:
+                update = read_update(blob)  # our own, just signed: only its version and part are needed
+                by_version.setdefault(update.version, []).append((update.part, blob))
+            for version, parts in by_version.items():
+                for path, (_, blob) in zip(part_paths(Path(args.out) / f"rev-{version}.cose", len(parts)),
+                                           sorted(parts)):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(blob)
+        if settings is not None:
+            publish_revocations(settings, args.site, blobs)
+
+    try:
+        with SyncState(args.state, event=args.event, site=args.site) as state:
+            result = sync_revocations(client, state, event=args.event, site=args.site, key=key, publish=publish,
+                                      first_version=args.first_version)
+    except (PretixError, PublishError) as exc:
+        raise CommandError(f"{exc} (nothing is lost: run again)") from None
+    except ValueError as exc:  # an update the protocol cannot carry (a delta over 1 MiB)
+        raise CommandError(f"{exc}; nothing was signed or sent") from None
+    print(f"pretix {args.event}: {result.revoked_seen} revoked and {result.blocked_seen} blocked entries read; "
+          f"list v{result.version} (+{result.added} -{result.removed}); "
+          f"published {', '.join(f'v{v}' for v in result.published) or 'nothing new'}")
+    return 0
+
+
+def run_upload(args) -> int:
+    from gated.central.pretix import PretixError, SyncState, upload_admissions
+
+    client = _client(args)
+    try:
+        with SyncState(args.state, event=args.event, site=args.site) as state:
+            result = upload_admissions(client, state, ledger_path=args.ledger, event=args.event, site=args.site,
+                                       checkin_list=args.checkin_list)
+    except PretixError as exc:
+        raise CommandError(f"{exc} (what was uploaded is remembered: run again)") from None
+    for line in result.refused:
+        print(f"refused by pretix: {line}", file=sys.stderr)
+    print(f"pretix {args.event}: {result.uploaded} admissions uploaded, {result.already} uploaded before, "
+          f"{result.unknown} not pretix tickets of this event, {len(result.refused)} refused")
+    return 0

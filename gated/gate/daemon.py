@@ -1,0 +1,553 @@
+"""`gated run`: the gate daemon. Wiring only: every decision is made elsewhere.
+
+Theory of operation
+-------------------
+Two threads of ours (paho and gpiozero add their own, which only queue work):
+
+    camera thread   frame = camera.read()  ->  scanner.decode(frame)  ->  debouncer.feed()
+                    -> codes queue: (text, captured_at)            (never touches the store)
+    owner thread    codes queue -> gate.on_code(text, captured_at)    decide, commit, then relay
+                    (both halves are gated/gate/scanloop.py, which bench/latency.py times too)
+                    uplink.poll()   revocations, peer admissions, commands, outbox -> broker
+                    gate.poll()     passage timeouts, sensor edges, held-open alarms
+                    health, systemd watchdog
+
+The owner thread is the only writer to the state database. The gate (gated/gate/gate.py) commits an
+admission and its event before it commands the relay, and keeps the gate shut when the store
+fails; the daemon only passes the frame's capture time along so that the scan event's
+`latency_us` runs from capture to the relay command.
+
+Start-up order: keyring, store, GPIO (board profile, pin factory, turnstile), gate, camera
+(first frame awaited), uplink (a few seconds at most to take the retained revocation list and
+time beacon), then READY=1 for systemd. WATCHDOG=1 is sent from the owner loop,
+and only while the camera delivers frames and the store accepts writes, so systemd restarts a
+gate whose camera or disk hangs.
+
+SIGTERM/SIGINT: the loop ends, the camera thread is stopped, the gate puts the relay in its
+safe state and closes its pins, the uplink drains what it can and says `offline`, the store is
+closed (every admission was committed when it was made), exit 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import queue
+import signal
+import threading
+import time
+
+import structlog
+
+from gated.core.errors import GatedError
+from gated import topics
+from gated.gate import health, sdnotify
+from gated.gate.config import Config
+
+log = structlog.get_logger("gated.gate.daemon")
+
+LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
+REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked against the policy
+CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watchdog pings)
+FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
+CATCH_UP_S = 3.0  # how long start-up gives the uplink to fetch retained revocations and beacons
+SETTLE_S = 0.3  # once connected, how long to keep taking what the broker kept for us
+
+
+class StartupError(GatedError, RuntimeError):
+    """A part of the gate could not be started; the message says which and what to do."""
+
+
+# --- builders shared with `gated doctor` and the benchmark ---------------------------------------
+
+def uplink_settings(cfg: Config):
+    from gated.mqtturl import UplinkSettings
+
+    m = cfg.mqtt
+    return UplinkSettings(
+        host=m.host, port=m.port, tls=m.uses_tls,
+        ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
+        cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
+        key_file=str(m.tls.key_file) if m.tls.key_file else None,
+        username=m.username, password=m.secret(),
+        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s,
+        keep_until_committed=m.keep_until_committed, resend_after_s=m.resend_after_s,
+        outbox_retention_s=m.outbox_retention_h * 3600)
+
+
+def load_board(cfg: Config):
+    from gated.gate import boards
+
+    return boards.load_profile(cfg.turnstile.board, cfg.turnstile.boards_dir)
+
+
+def make_pin_factory(cfg: Config):
+    """The configured gpiozero pin factory; None = gpiozero's own choice (GPIOZERO_PIN_FACTORY, then lgpio...)."""
+    import os
+    from importlib.metadata import entry_points
+
+    name = os.environ.get("GPIOZERO_PIN_FACTORY") or cfg.turnstile.pin_factory
+    if name == "auto":
+        return None
+    for ep in entry_points(group="gpiozero_pin_factories"):
+        if ep.name == name:
+            return ep.load()()
+    raise StartupError(f"gpiozero pin factory {name!r} is not installed (pip install {name} on a Pi)")
+
+
+def make_scanner(cfg: Config):
+    from gated.gate.scanner import Scanner
+
+    return Scanner(cfg.scanner.backend)
+
+
+def open_camera(cfg: Config):
+    """The configured frame source, opened. Width, height and fps from [camera] go to the sources
+    that take them, unless the spec itself sets them (`files:/dir?fps=5`)."""
+    from urllib.parse import parse_qsl
+
+    from gated.gate import camera
+
+    spec, c = cfg.camera.source, cfg.camera
+    kind = spec.partition(":")[0]
+    offered = {"v4l2": {"width": c.width, "height": c.height, "fps": int(round(c.fps))},
+               "picamera2": {"width": c.width, "height": c.height},
+               "files": {"fps": c.fps},
+               "synthetic": {"width": c.width, "height": c.height, "fps": c.fps}}.get(kind, {})
+    in_spec = {k for k, _ in parse_qsl(spec.partition("?")[2])}
+    source = camera.open_source(spec, **{k: v for k, v in offered.items() if k not in in_spec})
+    source.open()
+    return source
+
+
+# --- the daemon ----------------------------------------------------------------------------------
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.counters = health.Counters()
+        self.codes: queue.Queue = queue.Queue()
+        self._stop = threading.Event()  # set by a signal or stop(): the owner loop ends
+        self._camera_stop = threading.Event()
+        self._camera_thread: threading.Thread | None = None
+        self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
+        self.scanner = self.uplink = self.clock = self._sim = None
+        self.metrics = self._metrics_server = None
+        self.store_ok = True
+        self.camera_fault: str | None = None
+        self._next_health = 0.0
+        self._next_rev_check = 0.0
+        self._stale_why: str | None = None
+        self._status_sent: tuple | None = None
+        self._next_watchdog = 0.0
+        self._watchdog_every = sdnotify.watchdog_interval_s()
+
+    # start-up ------------------------------------------------------------------------------
+    def start(self) -> None:
+        from gated import keys
+        from gated.gate.store import GateStore
+
+        cfg = self.cfg
+        self.keyring = keys.load_keyring(cfg.gate.keyring)
+        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id, own_directory=True)
+        if cfg.gate.day_starts is not None:
+            from gated.daystart import DayStart
+
+            self.store.day_start = DayStart(cfg.gate.day_starts, cfg.gate.timezone).before
+        log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
+                 outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
+        self.clock = self._make_clock()
+        self.turnstile = self._make_turnstile()
+        self.gate = self._make_gate()
+        self._revocation_policy(time.monotonic())  # locked before the first scan if the list is stale
+        self.scanner = make_scanner(cfg)
+        self._open_camera()
+        self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
+        self._camera_thread.start()
+        self._await_first_frame()
+        self.uplink = self._make_uplink()
+        self.uplink.start()
+        self._catch_up()
+        self._start_sim_control()
+        self._start_metrics()
+        sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
+        log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
+                 camera=cfg.camera.source, board=cfg.turnstile.board,
+                 device_kid=keys.kid_of(self.store.device_public_key).hex())
+
+    def _catch_up(self) -> None:
+        """Before READY, a moment for the uplink to connect and apply what the broker kept for this
+        gate (the retained revocation list and time beacon, queued commands), so a gate that can
+        reach its broker does not begin with a stale list or an uncertain clock. Bounded: a gate
+        without its broker starts anyway, on what it has. Codes read meanwhile wait in the queue."""
+        deadline = time.monotonic() + CATCH_UP_S
+        settled_at = None
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self._guarded("uplink", self.uplink.poll, 0.02)
+            self._guarded("revocation policy", self._revocation_policy, time.monotonic())
+            if self.uplink.connected:
+                settled_at = settled_at or time.monotonic() + SETTLE_S
+                if time.monotonic() >= settled_at:
+                    break
+
+    def _open_camera(self) -> None:
+        from gated.gate.camera import CameraError, SupervisedSource
+
+        try:
+            self.camera_source = open_camera(self.cfg)
+        except CameraError as exc:
+            raise StartupError(str(exc)) from exc
+        # reopened when it stops delivering; the simulator steers the source inside (show, stall)
+        self.camera = SupervisedSource(self.camera_source, stall_after_s=CAMERA_STALL_S / 2,
+                                       report=lambda message: log.warning("camera", message=message))
+
+    def _make_clock(self):
+        from gated.gate import clock
+
+        return clock.TrustedClock.from_config(self.cfg.clock, store=self.store, keyring=self.keyring,
+                                              site=self.cfg.gate.site)
+
+    def _make_turnstile(self):
+        from gated.gate import turnstile
+
+        board = load_board(self.cfg)
+        pulse_s = self.cfg.timings.relay_pulse_s
+        return turnstile.Turnstile(board, pin_factory=make_pin_factory(self.cfg),
+                                   pulse_ms=None if pulse_s is None else int(round(pulse_s * 1000)))
+
+    def _make_gate(self):
+        from gated.core.decide import GateContext
+        from gated.gate.gate import Gate
+
+        cfg, board = self.cfg, self.turnstile.profile
+        exit_gate = cfg.gate.direction == "exit"
+        context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
+                              skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
+                              products=frozenset(cfg.gate.products) if cfg.gate.products is not None else None,
+                              pretix_entries=cfg.gate.pretix_entries,
+                              pretix_subevents=None if cfg.gate.pretix_subevents is None
+                              else frozenset(cfg.gate.pretix_subevents),
+                              direction="out" if exit_gate else "in",
+                              reentry=cfg.gate.reentry, capacity=cfg.gate.capacity)
+        return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
+                    clock=self.clock.now, time_reading=self.clock.reading,
+                    free_exit=exit_gate and cfg.gate.exit == "free",
+                    passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
+                    held_open_s=cfg.timings.held_open_s or board.timing.held_open_s)
+
+    def _make_uplink(self):
+        from gated.gate.uplink import Uplink
+
+        cfg = self.cfg
+        uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
+                        gate=cfg.gate.id, on_command=self._command, status=self._status,
+                        command_max_age_s=cfg.mqtt.command_max_age_s,
+                        time_reading=self.clock.reading if self.clock is not None else None)
+        if self.clock is not None and cfg.clock.beacons:
+            from gated.topics import beacon_topic
+
+            uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
+        if cfg.gate.capacity is not None:
+            uplink.subscribe(topics.occupancy_topic(cfg.gate.site), self._occupancy)
+        return uplink
+
+    def _occupancy(self, topic: str, payload: bytes) -> None:
+        """The ledger's retained occupancy figures: kept for the capacity check while fresh
+        (GateStore.zone_occupancy); a message that is not one is logged and ignored."""
+        from gated.core.occupancy import OccupancyRejected, read_occupancy
+
+        try:
+            zones, as_of, since_ms = read_occupancy(payload, site=self.cfg.gate.site)
+        except OccupancyRejected as exc:
+            log.warning("occupancy message ignored", problem=str(exc))
+            return
+        self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of, since_ms)
+
+    def _command(self, name: str) -> None:
+        """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
+        if name == "clock_reset":
+            before = self.clock.reset() if self.clock is not None else {}
+            log.warning("clock trust reset by command", was=before)
+            return
+        self.gate.command(name)
+
+    def _beacon(self, topic: str, payload: bytes) -> None:
+        """A message on the time topic: the clock takes or ignores it (a value, never an exception); each
+        ignored one is logged with its reason (a retained one seen before: info); accepted ones at debug."""
+        outcome = self.clock.on_beacon(payload)
+        fields = {"reason": outcome.reason, "detail": outcome.detail}
+        if outcome.offset_s is not None:
+            fields["offset_ms"] = int(round(outcome.offset_s * 1000))
+        if outcome.accepted:
+            log.debug("beacon", **fields)
+        elif outcome.reason == "not_newer":
+            log.info("beacon ignored", **fields)
+        else:
+            log.warning("beacon ignored", **fields)
+
+    def _start_sim_control(self) -> None:
+        sim = self.cfg.sim
+        if sim is None or sim.control_socket is None:
+            return
+        if importlib.util.find_spec("gated.gate.rehearsal.control") is None:
+            log.warning("sim control socket configured but gated.gate.rehearsal.control is not installed",
+                        socket=str(sim.control_socket))
+            return
+        from gated.gate.rehearsal import control as simcontrol
+
+        self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera_source, turnstile=self.turnstile,
+                                     gate=self.gate)
+        log.warning("simulator control socket open: this is not a real gate", socket=str(sim.control_socket))
+
+    def _start_metrics(self) -> None:
+        listen = self.cfg.metrics.listen
+        if listen is None:
+            return
+        from gated.gate.metrics import GateCollector, MetricsError, serve
+
+        self.metrics = GateCollector(self.cfg.gate.site, self.cfg.gate.id)
+        try:
+            self._metrics_server = serve(listen, self.metrics)
+        except MetricsError as exc:
+            raise StartupError(f"[metrics] listen: {exc}") from exc
+        log.info("metrics endpoint", url=f"http://{listen}/metrics")
+
+    def _await_first_frame(self) -> None:
+        deadline = time.monotonic() + FIRST_FRAME_S
+        while self.counters.frames == 0:
+            if time.monotonic() > deadline:
+                why = self.camera_fault or "no frame"
+                raise StartupError(f"camera {self.cfg.camera.source}: {why} within {FIRST_FRAME_S:g} s of start")
+            if self._stop.wait(0.01):
+                return
+
+    def _status(self) -> dict:
+        return {"state": self.gate.mode.value if self.gate is not None else "online"}
+
+    # the camera thread: gated/gate/scanloop.py ----------------------------------------------------
+    def _camera_loop(self) -> None:
+        from gated.gate import scanloop
+        from gated.gate.scanner import Debouncer
+
+        scanloop.read_codes(self.camera, self.scanner, Debouncer(self.cfg.timings.debounce_s), self.codes,
+                            self._camera_stop, on_frame=self._frame_read, on_fault=self._camera_failed)
+
+    def _frame_read(self, frame, texts) -> None:
+        self.camera_fault = None
+        self.counters.frame(time.monotonic())
+
+    def _camera_failed(self, exc: Exception) -> None:
+        if str(exc) != self.camera_fault:
+            log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
+        self.camera_fault = str(exc)
+
+    # the owner loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                text, captured_at = self.codes.get(timeout=LOOP_WAIT_S)
+            except queue.Empty:
+                pass
+            else:
+                self._scan(text, captured_at)
+            self._guarded("uplink", self.uplink.poll)
+            self._poll_gate()
+            now = time.monotonic()
+            self._guarded("revocation policy", self._revocation_policy, now)
+            self._publish_status()
+            self._guarded("health", self._health, now)
+            self._store_health()
+            self._watchdog(now)
+
+    def _guarded(self, step: str, work, *args) -> None:
+        """One step of the owner loop whose writes may fail (a full disk: a revocation update, a
+        beacon, a clock checkpoint): the gate stays up and shut, says so, and the loop goes on."""
+        from gated.gate.store import StoreError
+
+        try:
+            work(*args)
+        except StoreError as exc:
+            self._store_failed(step, exc)
+
+    def _store_failed(self, step: str, exc) -> None:
+        """An error line for each failed step; once per fault, the alarm: the gate's fault signal and
+        `tamper` alarm (if the store still takes it), `store_ok` false in health and the systemd
+        status. Scans go on
+        being judged; one whose record cannot be written is not admitted (the gate stays shut)."""
+        first = self.store_ok
+        self.store_ok = False
+        log.error("store fault: gate stays shut", step=step, error=str(exc),
+                  action="free disk space or replace the card; the gate keeps running")
+        if first:
+            if self.gate is not None:
+                self.gate.store_fault(exc)
+            sdnotify.status(f"store failing: {exc}")
+
+    def _store_health(self) -> None:
+        """Follow the store's own record of its last write: a failure some inner boundary caught and
+        logged still raises the alarm; the first write that works again clears it."""
+        from gated.gate.store import StoreError
+
+        fault = self.store.fault
+        if fault is not None and self.store_ok:
+            self._store_failed("store", StoreError(f"{self.store.path}: {fault}"))
+        elif fault is None and not self.store_ok:
+            self.store_ok = True
+            log.info("store writes again")
+
+    def _scan(self, text: str, captured_at: float) -> None:
+        from gated.gate import scanloop
+
+        decision = scanloop.judge(self.gate, text, captured_at)
+        if decision is None:  # a store fault: the gate stayed shut (and said so); keep going
+            self.store_ok = False
+            return
+        self.counters.decision(decision.admit)
+
+    def _publish_status(self) -> None:
+        """The retained status follows the gate's mode and list version (the uplink also sends it on
+        every connect, and `offline` as its last will)."""
+        now = (self.gate.mode, self.store.revocation_state().version)
+        if now != self._status_sent and self.uplink.connected:
+            if self.uplink.publish_status(self.gate.mode.value) is not None:
+                self._status_sent = now
+
+    def _poll_gate(self) -> None:
+        from gated.gate.store import StoreError
+
+        try:
+            self.gate.poll()
+        except StoreError as exc:  # the gate logged it and kept shut; keep going
+            self.store_ok = False
+            log.error("store fault while polling the gate", error=str(exc))
+
+    def _revocation_policy(self, now: float) -> None:
+        """The staleness policy: log (the alarm) when the list goes stale or fresh again; fail closed
+        by telling the gate, which holds a `stale_list` lock (a lock source beside the operator's,
+        gated/core/gatestate.py) while the list is stale. With when_stale = open no such lock is held
+        (one left from a run under `closed` is lifted)."""
+        if now < self._next_rev_check:
+            return
+        self._next_rev_check = now + REVOCATION_CHECK_S
+        policy = self.cfg.revocations.when_stale
+        why = health.revocation_staleness(self.store.revocation_state(), time.time(), self.cfg.revocations.max_age_s)
+        if why != self._stale_why:
+            if why:
+                log.error("revocations stale", why=why, policy=policy,
+                          action="gate locked until a current list arrives" if policy == "closed"
+                          else "gate keeps admitting on the old list")
+            elif self._stale_why:
+                log.info("revocations current again", rev=self.store.revocation_state().version)
+            self._stale_why = why
+        self.gate.list_stale(bool(why) and policy == "closed")
+
+    @property
+    def camera_ok(self) -> bool:
+        last = self.counters.last_frame_at
+        return self.camera_fault is None and last is not None and time.monotonic() - last < CAMERA_STALL_S
+
+    def _watchdog(self, now: float) -> None:
+        """Pings while the loop runs and the camera delivers. A store that refuses writes (a full
+        disk) does not stop them: a restart would not free space, and a restarting gate flaps its
+        uplink; it stays up, shut, and says so (health `store_ok`, the status line, the alarm).
+        A hung store hangs this loop, and the pings stop by themselves."""
+        if self._watchdog_every is None or now < self._next_watchdog:
+            return
+        if self.camera_ok:
+            sdnotify.watchdog()
+            self._next_watchdog = now + self._watchdog_every
+        if not (self.camera_ok and self.store_ok):
+            sdnotify.status(f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
+                            f"store {'ok' if self.store_ok else 'failing'}")
+
+    def _occupancy_figure(self) -> tuple[int, str, int | None]:
+        """(people inside this gate's zone, "central" or "local", capacity) for the health message."""
+        inside, source = self.store.zone_occupancy(self.cfg.gate.zone, int(self.clock.now() * 1000))  # as scans see it
+        return inside, source, self.cfg.gate.capacity
+
+    def _health(self, now: float) -> None:
+        if now < self._next_health:
+            return
+        self._next_health = now + self.cfg.health.interval_s
+        rev = self.store.revocation_state()
+        clock = {}
+        if self.clock is not None:
+            # so that after a restart the clock does not run back before now; a failed write must
+            # not keep the health report (which says store_ok) from going out
+            self._guarded("clock checkpoint", self.clock.checkpoint)
+            clock = self.clock.health()
+        body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
+                               outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
+                               clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
+                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure())
+        self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
+        if self.metrics is not None:
+            self.metrics.update(body)
+        if self.cfg.health.textfile is not None:
+            try:
+                health.write_textfile(self.cfg.health.textfile,
+                                      health.prometheus_text(body, site=self.cfg.gate.site, gate=self.cfg.gate.id))
+            except OSError as exc:
+                log.warning("health textfile not written", path=str(self.cfg.health.textfile), error=str(exc))
+
+    # shutdown ------------------------------------------------------------------------------
+    def stop(self, *_signal) -> None:
+        """Ask the owner loop to end (safe from a signal handler)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Relay safe, devices closed, uplink told `offline`, store closed. Each step runs even if
+        an earlier one failed, and each failure is logged."""
+        sdnotify.stopping()
+        self._camera_stop.set()
+        steps = (
+            ("sim control", lambda: self._sim.stop() if self._sim is not None else None),
+            ("metrics", lambda: self._metrics_server.shutdown() if self._metrics_server is not None else None),
+            ("camera thread", lambda: self._camera_thread.join(timeout=5) if self._camera_thread else None),
+            ("last poll", self._last_poll),
+            ("gate", lambda: self.gate.close() if self.gate is not None else None),
+            ("turnstile", lambda: _close(self.turnstile)),
+            ("camera", lambda: _close(self.camera)),
+            ("uplink", lambda: self.uplink.stop() if self.uplink is not None else None),
+            ("log", lambda: log.info("gate stopped", seq=self.store.last_seq, outbox=self.store.outbox_depth())
+             if self.store is not None else None),
+            ("store", lambda: self.store.close() if self.store is not None else None),
+        )
+        for name, step in steps:
+            try:
+                step()
+            except (OSError, RuntimeError, ValueError) as exc:
+                log.error("shutdown step failed", step=name, error=str(exc))
+
+
+    def _last_poll(self) -> None:
+        """Commit what the hardware reported before the stop (a passage, a door closing); codes
+        decoded but not yet judged are dropped: the relay must not move while the gate stops."""
+        if self.gate is None:
+            return
+        self._poll_gate()
+        dropped = self.codes.qsize()
+        if dropped:
+            log.info("codes not judged at stop", count=dropped)
+
+
+def _close(thing) -> None:
+    if thing is not None and hasattr(thing, "close"):
+        thing.close()
+
+
+def run(cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 2 when start-up failed (systemd restarts us)."""
+    from gpiozero.exc import GPIOZeroError
+
+    daemon = Daemon(cfg)
+    signal.signal(signal.SIGTERM, daemon.stop)
+    signal.signal(signal.SIGINT, daemon.stop)
+    try:
+        daemon.start()
+        daemon.run()
+    except (GatedError, GPIOZeroError, OSError) as exc:
+        log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
+        return 2
+    finally:  # whatever ends the loop, even a fault nobody expected: the relay off first (close())
+        daemon.close()
+    return 0

@@ -1,0 +1,74 @@
+"""The scan loop: frame -> decode -> debounce -> decide, as `gated run` runs it and as
+bench/latency.py times it (one copy of the code, so the benchmark times what ships).
+
+Two halves, on two threads (see gated/gate/daemon.py):
+
+    read_codes()   the camera thread: frame = camera.read() -> scanner.decode(frame) ->
+                   debouncer.feed() -> codes.put((text, captured_at)). Never touches the store.
+                   A camera that raises is reported (on_fault) and retried every half second;
+                   a stalled one is the supervised source's to reopen (gated.gate.camera.SupervisedSource).
+    judge()        the owner thread: one (text, captured_at) from the queue to Gate.on_code(),
+                   which decides, commits and only then moves the relay. Each scan runs inside
+                   Gate.on_code's own error boundary; a StoreError (the gate stayed shut) is
+                   logged here and reported as None so the caller can stop its watchdog pings.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable
+
+import structlog
+
+from gated.gate.camera import CameraError, Frame
+from gated.core.decide import Decision
+from gated.gate.scanner import Debouncer, Scanner
+from gated.gate.store import StoreError
+
+log = structlog.get_logger("gated.gate.scanloop")
+
+READ_TIMEOUT_S = 0.5  # longest wait for one frame before the stop flag is looked at again
+FAULT_RETRY_S = 0.5  # a failing camera is tried again this often
+FINISHED_WAIT_S = 0.05  # a file source at its end: how often to look whether to stop
+
+
+def read_codes(camera, scanner: Scanner, debouncer: Debouncer, codes: queue.Queue, stop: threading.Event, *,
+               on_frame: Callable[[Frame, list[str]], None] | None = None,
+               on_fault: Callable[[Exception], None] | None = None) -> None:
+    """The camera thread, until `stop` is set: every code read, once per debounce hold-off, goes
+    into `codes` as (text, captured_at). `on_frame(frame, texts)` is called after each frame is
+    decoded (the daemon counts frames and clears its camera fault there; the benchmark times the
+    decode); `on_fault(exc)` when the camera raises (CameraError, OSError)."""
+    while not stop.is_set():
+        try:
+            frame = camera.read(timeout=READ_TIMEOUT_S)
+        except (CameraError, OSError) as exc:  # supervision reopens a stalled camera; this is worse
+            if on_fault is not None:
+                on_fault(exc)
+            stop.wait(FAULT_RETRY_S)
+            continue
+        if frame is None:  # nothing new yet, a stall being handled, or a file source at its end
+            if camera.finished:
+                stop.wait(FINISHED_WAIT_S)
+            continue
+        texts = scanner.decode(frame.gray)
+        if on_frame is not None:
+            on_frame(frame, texts)
+        for text in debouncer.feed(texts, frame.captured_at):
+            codes.put((text, frame.captured_at))
+
+
+def judge(gate, text: str, captured_at: float | None) -> Decision | None:
+    """The owner thread: one code to the gate, and its log line. None when the store failed (the
+    gate stayed shut, and said so); the caller keeps going."""
+    try:
+        decision = gate.on_code(text, captured_at)
+    except StoreError as exc:
+        log.error("store fault: gate stays shut", step="scan", error=str(exc))
+        return None
+    event = gate.last_scan or {}
+    log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,
+             ticket=event.get("ticket"), latency_us=event.get("latency_us"),
+             relay_latency_us=gate.last_latency_us if decision.admit else None)
+    return decision

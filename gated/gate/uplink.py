@@ -1,0 +1,404 @@
+"""The gate's MQTT uplink (PROTOCOL §6): events out from the durable outbox, revocations, peer
+admissions and signed commands in.
+
+Theory of operation
+-------------------
+paho-mqtt runs its network loop on its own thread (`loop_start`). Its callbacks touch nothing of
+ours: each one puts a tuple on `MqttLink.inbox` and returns. The owner thread (the daemon's main
+loop, or a test) calls `Uplink.poll()`, which takes the queued work and does it: applies revocation
+updates, records peer admissions, runs verified commands, deletes acknowledged outbox rows, and
+hands the next outbox rows to paho. So SQLite has one writer, and paho never waits on the disk.
+
+Delivery is at least once and nothing is lost to a crash:
+  - an event leaves the outbox (SQLite) only when the broker's PUBACK for it has come back through
+    the queue; paho's own queue is memory and dies with the process, so after a restart the rows
+    still in the outbox are simply sent again (the ledger drops duplicates by event id);
+  - inbound QoS 1 messages are acknowledged by hand (`manual_ack`) after poll() has applied them,
+    so a crash between receipt and commit makes the broker deliver them again;
+  - the session is persistent (MQTT v5 clean_start=False + Session Expiry Interval), so revocations,
+    commands and peer events published while the gate is away are queued for it by the broker; the
+    revocation topics are retained as well, so a gate whose session expired still catches up.
+Reconnects back off exponentially with random jitter (so a site's gates do not reconnect in step).
+
+End to end (settings.keep_until_committed, docs/protocol.md "Committed events"): a PUBACK only
+marks the row as delivered to the broker; the row leaves the outbox when the ledger's retained
+`gates/<gate>/committed` says it holds every event up to it. A broker (or a bridge) that dies
+loses what it had acknowledged, and the ledger's committed seq stops below the hole: when it has
+not moved for `resend_after_s` while delivered rows wait, the uplink sends again from just above
+it (the ledger drops what it already has), waiting twice as long before the next try, at most an
+hour. Rows the broker acknowledged longer than `outbox_retention_s` ago that no ledger confirmed
+are dropped, with a warning (an operator's bound on the outbox).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import queue
+import time
+from typing import TYPE_CHECKING, Callable
+
+import paho.mqtt.client as mqtt
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gated import __version__
+
+from gated.gate import revocations
+from gated.core import command as commands
+from gated.core import cose, events
+from gated.core.command import Command, CommandRejected
+from gated.keys import Keyring, SignedRejected, open_signed
+from gated.mqtt import Inbound, MqttLink
+from gated.mqtturl import UplinkSettings
+from gated.gate.store import StoreError
+from gated.topics import command_topic, committed_topic, events_topic, events_topic_gate, root, status_topic
+
+if TYPE_CHECKING:
+    from gated.gate.clock import TimeReading
+
+log = structlog.get_logger("gated.gate.uplink")
+
+NONCE_KEY = "command_nonce"
+
+
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --- signed commands (§6) ----------------------------------------------------------------------
+
+def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
+                  max_age_s: float | None = None, time_trusted: bool = True) -> Command:
+    """Verify a command message (signature by a `command` key) and read it (gated/core/command.py);
+    raises CommandRejected. The nonce is checked against the store by the caller."""
+    try:
+        key, body = open_signed(blob, keyring, "command")
+    except SignedRejected as exc:
+        raise CommandRejected(exc.code, exc.detail) from None
+    return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s, time_trusted=time_trusted)
+
+
+# --- device-key enrolment (docs/protocol.md) ------------------------------------------------------
+
+def device_announcement(public_key) -> dict:
+    """The status fields announcing the gate's event-signing key: `device_kid` (hex of PROTOCOL §1's
+    kid) and `device_key` (base64 of the raw 32 bytes)."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return {"device_kid": cose.kid_of(public_key).hex(), "device_key": base64.b64encode(raw).decode()}
+
+
+def parse_device_announcement(status: dict):
+    """(kid hex, Ed25519PublicKey) from a status message; ValueError saying what is wrong."""
+    kid, text = status.get("device_kid"), status.get("device_key")
+    if not isinstance(kid, str) or not isinstance(text, str):
+        raise ValueError("no device key announced (a gate older than this feature?)")
+    try:
+        raw = base64.b64decode(text, validate=True)
+        public_key = Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise ValueError("device_key is not base64 of a 32-byte Ed25519 public key") from None
+    if cose.kid_of(public_key).hex() != kid:
+        raise ValueError(f"device_kid {kid} does not match the announced key")
+    return kid, public_key
+
+
+# --- the gate's uplink ----------------------------------------------------------------------------
+
+class Uplink:
+    def __init__(self, *, store, keyring: Keyring, settings: UplinkSettings, site: str, gate: str,
+                 on_command: Callable[[str], None] | None = None, status: Callable[[], dict] | None = None,
+                 command_max_age_s: float = 60.0, time_reading: Callable[[], TimeReading] | None = None):
+        """`time_reading`: the gate's trusted clock (TrustedClock.reading), to judge a command's age
+        with; without it the wall clock, taken as trusted."""
+        self.store, self.keyring, self.settings = store, keyring, settings
+        self.command_max_age_s, self.time_reading = command_max_age_s, time_reading
+        self.site, self.gate = site, gate
+        self.on_command, self.status = on_command, status
+        self._rev = store.revocation_state().version  # for the will, which paho's thread builds
+        self._device = device_announcement(store.device_public_key)  # in every status: enrolment by kid
+        last = store.get_value(NONCE_KEY)
+        self.last_command = None if last is None else int(last)  # nonce of the last command applied (`cmd`)
+        self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}", will=self._will)
+        self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._sent_through = 0  # highest outbox seq handed to paho in this process
+        self._retry_after = 0.0
+        self._acked: list[int] = []  # seqs whose PUBACK came, deleted from the outbox at the end of poll()
+        self.delivered = 0  # events acknowledged by the broker since start
+        # end to end (keep_until_committed): the ledger's committed seq, the highest seq the broker
+        # acknowledged, when the ledger last made progress, the wait before re-sending
+        self.committed = 0
+        self._broker_through = 0
+        self._progress_at = time.monotonic()
+        self._resend_wait = settings.resend_after_s
+        self._pruned_at = 0.0
+        rev = root(site)
+        self.link.add_subscription(f"{rev}revocations/+/+", SubscribeOptions(qos=1))
+        self.link.add_subscription(f"{rev}gates/+/events", SubscribeOptions(qos=1, noLocal=True))
+        self.link.add_subscription(command_topic(site, gate), SubscribeOptions(qos=1))
+        if settings.keep_until_committed:
+            self.link.add_subscription(committed_topic(site, gate), SubscribeOptions(qos=1))
+
+    # lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.link.start()
+        log.info("uplink starting", broker=self.settings.url, site=self.site, gate=self.gate)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Say `offline` (a clean disconnect does not fire the will), then disconnect."""
+        if self.connected:
+            mid = self.publish(status_topic(self.site, self.gate), self._status_payload("offline"), 1, True)
+            deadline = time.monotonic() + timeout
+            while mid is not None and time.monotonic() < deadline:
+                try:
+                    item = self.link.inbox.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if item[0] == "published" and item[1] == mid:
+                    break
+                self._handle(item)
+            self._acknowledge_delivered()
+        self.link.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    @property
+    def outbox_depth(self) -> int:
+        return self.store.outbox_depth()
+
+    # the interface for the rest of the gate ----------------------------------------------------
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Extra topics (time beacons...): `handler(topic, payload)` runs on the owner thread in poll()."""
+        self._handlers.append((topic_filter, handler))
+        self.link.add_subscription(topic_filter, SubscribeOptions(qos=1))
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int | None:
+        return self.link.publish(topic, payload.encode() if isinstance(payload, str) else payload, qos, retain)
+
+    def publish_status(self, state: str, **extra) -> int | None:
+        return self.publish(status_topic(self.site, self.gate), self._status_payload(state, **extra), 1, True)
+
+    def _status_payload(self, state: str, rev: int | None = None, **extra) -> bytes:
+        body = {"state": state, "rev": self.store.revocation_state().version if rev is None else rev,
+                "version": __version__, "ts": events.format_ts(now_ms()), **self._device, **extra}
+        if self.last_command is not None:
+            body["cmd"] = self.last_command  # the acknowledgement `gated command` waits for
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _will(self) -> tuple[str, bytes]:
+        """`offline`, stamped when the connection it belongs to is made: the gate was online until
+        some time after `ts`."""
+        return status_topic(self.site, self.gate), self._status_payload("offline", rev=self._rev)
+
+    # the owner thread's work -------------------------------------------------------------------
+    def poll(self, timeout: float = 0.0) -> None:
+        """Apply queued inbound work and move the outbox along. With `timeout`, first wait that long
+        for something to arrive (an owner loop can sleep here instead of spinning)."""
+        try:
+            first = self.link.inbox.get(timeout=timeout) if timeout > 0 else self.link.inbox.get_nowait()
+        except queue.Empty:
+            first = None
+        if first is not None:
+            self._handle(first)
+            while True:
+                try:
+                    self._handle(self.link.inbox.get_nowait())
+                except queue.Empty:
+                    break
+        self._acknowledge_delivered()
+        if self.settings.keep_until_committed:
+            self._resend_if_stuck()
+        self._drain_outbox()
+        self._rev = self.store.revocation_state().version
+
+    def _handle(self, item: tuple) -> None:
+        kind = item[0]
+        if kind == "published":
+            self._published(item[1], item[2])
+        elif kind == "message":
+            self._dispatch(item[1])
+        elif kind == "connected":
+            log.info("uplink connected", broker=self.settings.url, session_present=item[2], outbox=self.outbox_depth)
+            extra = dict(self.status()) if self.status else {}
+            self.publish_status(extra.pop("state", "online"), **extra)
+            self._retry_after = 0.0
+        elif kind == "disconnected":
+            log.warning("uplink disconnected", broker=self.settings.url, reason=item[1], outbox=self.outbox_depth)
+        elif kind == "refused":
+            log.error("broker refused", broker=self.settings.url, reason=item[1])
+
+    # outbox
+    def _drain_outbox(self) -> None:
+        if not self.connected or time.monotonic() < self._retry_after:
+            return
+        room = self.settings.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        topic = events_topic(self.site, self.gate)
+        for seq, event in self.store.outbox(self._sent_through, room):
+            mid = self.link.publish(topic, event.encode(), 1, False)
+            if mid is None:
+                break
+            self._inflight[mid] = seq
+            self._sent_through = seq
+
+    def _published(self, mid: int, reason: int) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return
+        if reason >= 0x80:
+            # The broker refused this event (not authorised, quota...). Keep the row, try again later.
+            log.error("broker refused an event; it stays in the outbox", seq=seq, reason=reason)
+            self._sent_through = min(self._sent_through, seq - 1)
+            self._retry_after = time.monotonic() + 5.0
+            return
+        self._acked.append(seq)
+
+    def _acknowledge_delivered(self) -> None:
+        if self._acked:
+            if self.settings.keep_until_committed:
+                self.store.mark_delivered(self._acked, now_ms())
+                self._broker_through = max(self._broker_through, *self._acked)
+            else:
+                self.store.acknowledge(*self._acked)
+            self.delivered += len(self._acked)
+            self._acked = []
+
+    def _committed(self, payload: bytes) -> None:
+        """The ledger's `{"seq": n}`: it holds this gate's events 1..n; they leave the outbox."""
+        try:
+            body = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            log.warning("committed message ignored", problem=f"not JSON: {exc}"[:200])
+            return
+        seq = body.get("seq") if isinstance(body, dict) else None
+        if not cose.is_uint(seq):
+            log.warning("committed message ignored", problem="needs {\"seq\": n}, n an integer in 0..2^63-1")
+            return
+        if seq > self.store.last_seq:
+            log.warning("committed message ignored", problem=f"seq {seq} is beyond this gate's last event "
+                        f"{self.store.last_seq} (its state restored from a backup?)")
+            return
+        if seq > self.committed:
+            self.committed = seq
+            self._progress_at, self._resend_wait = time.monotonic(), self.settings.resend_after_s
+            pruned = self.store.prune_committed(seq)
+            log.debug("ledger committed", seq=seq, pruned=pruned)
+
+    def _resend_if_stuck(self) -> None:
+        """Send again from just above the ledger's committed seq when delivered rows have waited
+        `_resend_wait` without progress; drop rows past the operator's retention."""
+        now = time.monotonic()
+        if self._broker_through <= self.committed:
+            self._progress_at = now
+        elif now - self._progress_at >= self._resend_wait and self.connected:
+            log.warning("ledger has not confirmed delivered events; sending them again", committed=self.committed,
+                        delivered_through=self._broker_through, waited_s=round(self._resend_wait, 1))
+            self._sent_through = min(self._sent_through, self.committed)
+            self._progress_at, self._resend_wait = now, min(self._resend_wait * 2, 3600.0)
+        if now - self._pruned_at >= 60.0:
+            self._pruned_at = now
+            dropped = self.store.prune_expired(now_ms() - int(self.settings.outbox_retention_s * 1000))
+            if dropped:
+                log.warning("outbox events dropped unconfirmed by the ledger after the retention", count=dropped,
+                            retention_s=self.settings.outbox_retention_s)
+
+    # inbound
+    def _dispatch(self, message: Inbound) -> None:
+        """Each inbound message in its own error boundary: whatever a message makes a handler raise
+        is logged with why and the message is acknowledged and dropped (a broker redelivering it
+        after every restart would otherwise be a crash loop), except a failing store, which may be
+        the disk rather than the message: that one is not acknowledged, so it comes again on the next
+        connection, and the loop goes on."""
+        try:
+            self._route(message)
+        except StoreError as exc:
+            log.error("inbound message not applied: store fault; not acknowledged, so the broker sends it again "
+                      "on the next connection", topic=message.topic[:200], error=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - the per-message error boundary: logged, acknowledged, dropped
+            log.error("inbound message dropped: its handler failed", topic=message.topic[:200], size=len(message.payload),
+                      error=f"{type(exc).__name__}: {exc}"[:300])
+        self.link.ack(message)
+
+    def _route(self, message: Inbound) -> None:
+        base = root(self.site)
+        topic = message.topic
+        if topic.startswith(base + "revocations/"):
+            self._revocation(message)
+        elif topic == command_topic(self.site, self.gate):
+            self._command(message.payload)
+        elif topic == committed_topic(self.site, self.gate) and self.settings.keep_until_committed:
+            self._committed(message.payload)
+        elif events_topic_gate(topic, self.site) is not None:
+            self._peer_event(topic, message.payload)
+        else:
+            for topic_filter, handler in self._handlers:
+                if mqtt.topic_matches_sub(topic_filter, topic):
+                    handler(topic, message.payload)
+
+    def _revocation(self, message: Inbound) -> None:
+        if not message.payload:  # a cleared retained topic
+            return
+        outcome = revocations.apply_update(self.store, message.payload, self.keyring, site=self.site, now_ms=now_ms())
+        if outcome.status == "rejected" and not (outcome.code == "replay" and message.retain):
+            log.warning("revocation update rejected", topic=message.topic, code=outcome.code, detail=outcome.detail)
+        elif outcome.status != "rejected":
+            log.info("revocation update", topic=message.topic, status=outcome.status, version=outcome.version,
+                     detail=outcome.detail)
+        for why in outcome.dropped:
+            log.warning("revocation update dropped", topic=message.topic, detail=why)
+
+    def _command(self, payload: bytes) -> None:
+        try:
+            reading = self.time_reading() if self.time_reading is not None else None
+            now, trusted = (time.time(), True) if reading is None else (reading.now, reading.trusted)
+            command = parse_command(payload, self.keyring, self.gate, now=now, max_age_s=self.command_max_age_s,
+                                    time_trusted=trusted)
+        except CommandRejected as exc:
+            log.warning("command ignored", code=exc.code, detail=exc.detail)
+            return
+        if not self.store.check_and_set_nonce(NONCE_KEY, command.nonce):
+            log.warning("command ignored", code="replay", detail=f"nonce {command.nonce} not above the last one")
+            return
+        log.info("command", command=command.name, nonce=command.nonce, signer=command.signer)
+        if self.on_command is not None:
+            self.on_command(command.name)
+        self.last_command = command.nonce
+        extra = dict(self.status()) if self.status else {}
+        self.publish_status(extra.pop("state", "online"), **extra)  # the acknowledgement, with the mode it left
+
+    def _peer_event(self, topic: str, payload: bytes) -> None:
+        """Another gate's event (PROTOCOL §6): checked as strictly as the ledger checks it (the gate
+        the topic names, `id` = gate:seq, types, integer ranges, sizes; events.read_event), then its
+        seal, then recorded (only admissions and that gate's own rollbacks matter here)."""
+        gate = events_topic_gate(topic, self.site)
+        try:
+            event = events.read_event(payload, site=self.site, gate=gate)
+        except events.EventRejected as exc:
+            log.warning("peer event ignored", topic=topic[:200], problem=exc.detail)
+            return
+        if gate == self.gate:
+            return  # our own (the broker's No Local should have kept it from us)
+        problems = events.check_seal(event, self._device_key(gate))
+        if problems:
+            log.warning("peer event ignored", topic=topic[:200], id=event["id"], problem="; ".join(problems))
+            return
+        changed = self.store.record_peer_event(event)
+        log.debug("peer event taken", topic=topic[:200], id=event["id"], kind=event["kind"], changed=changed)
+
+    def _device_key(self, gate: str):
+        """The peer's device key if the keyring names one after the gate (else the broker ACL is the guard)."""
+        for key in self.keyring.keys:
+            if key.name == gate and "device" in key.roles:
+                return key.public_key
+        return None
+

@@ -1,0 +1,55 @@
+"""One scan, start to decision: codec, facts from the store, decide(). Shared by the gate,
+`gated verify` and `gated scan`, so a desk check and a turnstile judge a ticket alike."""
+
+from __future__ import annotations
+
+from gated.core.decide import Decision, Facts, GateContext, decide
+from gated.keys import Keyring
+from gated.core.ticket import Ticket, read_code
+
+
+def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,
+             time_trusted: bool = True) -> Decision:
+    """`now` and `time_trusted` come from the gate's clock (gated.gate.clock.TrustedClock.reading())."""
+    code = read_code(text, keyring)
+    counting = {"zone": gate.zone, "count_zone": gate.capacity is not None and gate.direction == "in",
+                "now_ms": int(now * 1000)}
+    if isinstance(code, Ticket):
+        facts = store.facts(code.claims.cti, code.step, **counting) if store is not None else Facts()
+    else:
+        facts = store.facts(None, **counting) if store is not None else Facts()
+    return decide(code, gate, facts, now, time_trusted=time_trusted)
+
+
+def scan_fields(decision: Decision, gate: GateContext, rev: int, latency_us: int = 0) -> dict:
+    """The `scan` event fields of PROTOCOL §5 (the store adds the common ones)."""
+    claims = decision.ticket.claims if decision.ticket is not None else None
+    fields = {
+        "ticket": decision.cti.hex() if decision.cti is not None else None,
+        "event": claims.aud if claims else None,
+        "type": claims.typ if claims else None,
+        "zone": gate.zone,
+        "decision": decision.word,
+        "reason": decision.reason.value,
+        "rev": rev,
+        "latency_us": int(latency_us),
+    }
+    # part 2 extensions, only where they say something (an entry gate's events stay as in part 1)
+    if gate.direction == "out":
+        fields["dir"] = "out"
+    if decision.reentry:
+        fields["reentry"] = True
+    if decision.inside is not None:
+        fields["inside"] = decision.inside
+        fields["occupancy_source"] = decision.occupancy_source
+    return fields
+
+
+def describe(decision: Decision) -> str:
+    """One line for people: what the gate did and why."""
+    claims = decision.ticket.claims if decision.ticket is not None else None
+    who = f"ticket {decision.cti.hex()}" if decision.cti else "unreadable code"
+    if decision.admit:
+        extra = f" {claims.typ}" + (f", seat {claims.seat}" if claims.seat else "") + f" ({claims.aud})"
+        return f"ADMIT  {who}{extra}"
+    return f"DENY   {decision.reason.value}: {decision.detail} [{who}]"

@@ -1,0 +1,67 @@
+"""The keyring on disk: the example layout loads, problems are listed with their entry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gated import keys
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "keys" / "keyring.example.toml"
+
+
+def test_example_keyring_loads(tmp_path):
+    for name in ("box-office-2026", "revocations", "central-commands"):
+        keys.generate_key_files(tmp_path / "private", name)
+        shutil.copy(tmp_path / "private" / f"{name}.pub", tmp_path / f"{name}.pub")
+    shutil.copy(EXAMPLE, tmp_path / "keyring.toml")
+    ring = keys.load_keyring(tmp_path)
+    box = next(k for k in ring.keys if k.name == "box-office-2026")
+    assert box.roles == {"issuer"} and box.allows_event("SEMI-2026") and not box.allows_event("OTHER")
+    assert box.valid_at(keys.parse_time("2026-06-01")) and not box.valid_at(keys.parse_time("2027-01-02"))
+    assert ring.find(box.kid, "issuer") is box and ring.find(box.kid, "revocation") is None
+
+
+def test_every_bad_entry_is_reported(tmp_path):
+    keys.generate_key_files(tmp_path, "good")
+    (tmp_path / "keyring.toml").write_text(
+        '[[key]]\nname = "good"\nfile = "good.pub"\nroles = ["issuer"]\n'
+        '[[key]]\nname = "missing"\nfile = "missing.pub"\nroles = ["issuer"]\n'
+        '[[key]]\nname = "badrole"\nfile = "good.pub"\nroles = ["king"]\n'
+        '[[key]]\nname = "private"\nfile = "good.key"\nroles = ["issuer"]\n')
+    with pytest.raises(keys.KeyringError) as caught:
+        keys.load_keyring(tmp_path)
+    message = str(caught.value)
+    assert "key[1] (missing)" in message and "key[2] (badrole)" in message and "key[3] (private)" in message
+    assert "key[0]" not in message
+
+
+def test_trusting_a_different_key_under_a_taken_name_is_refused_unless_replace(tmp_path, capsys):
+    """Two folders, each with an `issuer.pub`: the second must not silently take the first one's
+    place (and its roles). Before, the revocation-only key became an issuer and the real issuer's
+    tickets were denied unknown_key."""
+    from gated.cli import main
+
+    issuer_pub = keys.generate_key_files(tmp_path / "box-office", "issuer")[1]
+    other_pub = keys.generate_key_files(tmp_path / "revocation-desk", "issuer")[1]
+    issuer_kid = keys.kid_of(keys.load_public_key(issuer_pub.read_bytes()))
+    other_kid = keys.kid_of(keys.load_public_key(other_pub.read_bytes()))
+    ring = tmp_path / "ring"
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "issuer", "--event", "FINAL", str(issuer_pub)]) == 0
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "issuer", str(issuer_pub)]) == 0  # same key: fine
+    capsys.readouterr()
+
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "revocation", str(other_pub)]) == 2
+    err = capsys.readouterr().err
+    assert issuer_kid.hex() in err and other_kid.hex() in err and "--replace" in err
+    loaded = keys.load_keyring(ring)
+    assert [(k.name, k.kid, k.roles) for k in loaded.keys] == [("issuer", issuer_kid, {"issuer"})]
+    assert loaded.find(issuer_kid, "issuer") is not None and loaded.find(other_kid, "issuer") is None
+
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "revocation", "--replace", str(other_pub)]) == 0
+    loaded = keys.load_keyring(ring)
+    assert [(k.name, k.kid, k.roles, k.events) for k in loaded.keys] == [("issuer", other_kid, {"revocation"},
+                                                                          frozenset())]
+    assert loaded.find(other_kid, "issuer") is None and loaded.find(issuer_kid, "issuer") is None

@@ -1,0 +1,95 @@
+"""The scan loop the daemon runs and bench/latency.py times: real frames from a files camera, the
+real decoder and debouncer, a real Gate on a real store and MockFactory pins."""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+
+from structlog.testing import capture_logs
+
+from gated.gate import scanloop
+from gated.gate.camera import FileSource
+from gated.core.decide import GateMode
+from gated.gate.gate import Gate
+from gated.gate.scanner import Debouncer, Scanner
+from gated.gate.turnstile import Turnstile
+from tests.support.frames import render_card
+from tests.support.pins import pins, profile  # noqa: F401  (pins is a fixture)
+
+
+def run_until_finished(camera, codes: queue.Queue, **hooks) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=scanloop.read_codes, args=(camera, Scanner("zxing"), Debouncer(2.0), codes, stop),
+                              kwargs=hooks, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not camera.finished and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_each_code_goes_on_once_with_its_frames_capture_time(tmp_path, authority):
+    text = authority.ticket()
+    for name, shown in (("1", None), ("2", text), ("3", text), ("4", None)):
+        render_card(tmp_path / "cards", name, shown)
+    camera = FileSource(tmp_path / "cards")
+    camera.open()
+    codes: queue.Queue = queue.Queue()
+    seen = []
+    run_until_finished(camera, codes, on_frame=lambda frame, texts: seen.append((frame.captured_at, texts)))
+    assert [texts for _, texts in seen] == [[], [text], [text], []]
+    assert codes.qsize() == 1  # the same code in the next frame is held off by the debouncer
+    assert codes.get() == (text, seen[1][0])
+
+
+class FailingOnce:
+    """A camera whose first read fails, as a device that vanished would; then the files camera."""
+
+    def __init__(self, inner):
+        self.inner, self.failed = inner, False
+
+    def read(self, timeout=1.0):
+        if not self.failed:
+            self.failed = True
+            raise OSError("device gone")
+        return self.inner.read(timeout)
+
+    @property
+    def finished(self):
+        return self.inner.finished
+
+
+def test_a_failing_camera_is_reported_and_read_again(tmp_path, authority):
+    text = authority.ticket()
+    render_card(tmp_path / "cards", "1", text)
+    inner = FileSource(tmp_path / "cards")
+    inner.open()
+    codes: queue.Queue = queue.Queue()
+    faults = []
+    run_until_finished(FailingOnce(inner), codes, on_fault=faults.append)
+    assert [str(f) for f in faults] == ["device gone"]
+    assert codes.get_nowait()[0] == text
+
+
+def test_judge_reports_a_store_fault_as_none_and_the_gate_stays_shut(store, authority, gate_context, pins):
+    gate = Gate(store=store, keyring=authority.keyring, context=gate_context,
+                turnstile=Turnstile(profile(), pin_factory=pins), passage_timeout_s=5.0, held_open_s=20.0)
+    try:
+        with sqlite3.connect(store.path) as db:
+            db.execute("CREATE TRIGGER fail_all BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk'); END")
+        with capture_logs() as logs:
+            assert scanloop.judge(gate, authority.ticket(), time.monotonic()) is None
+        assert "store fault: gate stays shut" in [e["event"] for e in logs]
+        with sqlite3.connect(store.path) as db:
+            db.execute("DROP TRIGGER fail_all")
+        with capture_logs() as logs:
+            decision = scanloop.judge(gate, authority.ticket(), time.monotonic())
+        assert decision.admit and gate.mode is GateMode.NORMAL
+        assert [(e["event"], e["decision"]) for e in logs if e["event"] == "scan"] == [("scan", "admit")]
+    finally:
+        gate.close()

@@ -1,0 +1,235 @@
+"""Scanner and debouncer: real photos against the ZXing bar, rendered tickets end to end, both backends."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import zxingcpp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated.core import ticket
+from gated.gate.scanner import SCENERY_AFTER, Debouncer, Scanner, texture_boxes
+from gated.gate.rehearsal.synthetic import (HARD_LOW_CONTRAST, HARD_RANGES, hard_distortions, module_px, qr_modules,
+                             render_hard_frame, render_hard_idle_frame, render_ticket_frame)
+from gated.gate.validate import validate
+from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
+
+
+@pytest.fixture(scope="module")
+def zxing():
+    return Scanner("zxing")
+
+
+@pytest.fixture(scope="module")
+def pyzbar():
+    return Scanner("pyzbar")
+
+
+@pytest.mark.parametrize("folder", sorted(ZXING_BAR))
+def test_real_photos_decode_at_least_to_the_zxing_bar_at_every_rotation(folder, zxing):
+    pics = photos(folder)
+    for rotation, bar in ZXING_BAR[folder].items():
+        readings = [zxing.decode(p.gray(rotation)) for p in pics]
+        decoded = sum(p.expected in texts for p, texts in zip(pics, readings))
+        misread = sum(p.misread(texts) for p, texts in zip(pics, readings))
+        assert decoded >= bar, f"{folder} at {rotation} deg: {decoded}/{len(pics)} decoded, ZXing bar {bar}"
+        assert misread == 0, f"{folder} at {rotation} deg: {misread} misread"
+
+
+def test_control_characters_come_through_as_they_are_not_as_hri_names(zxing):
+    (photo,) = [p for p in photos("qrcode-2") if p.path.name == "33.png"]
+    assert photo.expected.startswith("\x01\x10")
+    assert zxing.decode(photo.gray()) == [photo.expected]
+
+
+def test_disputed_label_reads_alike_with_both_decoders(zxing):
+    import cv2
+
+    (photo,) = [p for p in photos("qrcode-2") if p.path.name == "13.png"]
+    assert photo.disputed and photo.disputed != photo.expected
+    assert zxing.decode(photo.gray()) == [photo.disputed]
+    assert Scanner("pyzbar").decode(cv2.GaussianBlur(photo.gray(), (7, 7), 0)) == [photo.disputed]
+
+
+def test_region_pass_wins_a_code_the_first_pass_saw_but_could_not_read(zxing):
+    (photo,) = [p for p in photos("qrcode-4") if p.path.name == "09.png"]
+    assert Scanner(passes=("fine",)).decode(photo.gray()) == []
+    reading = zxing.read(photo.gray())
+    assert reading.texts == [photo.expected] and reading.via == "region"
+
+
+def test_smooth_pass_wins_an_unevenly_lit_photo_where_nothing_was_seen(zxing):
+    (photo,) = [p for p in photos("qrcode-2") if p.path.name == "12.png"]
+    assert Scanner(passes=("fine", "coarse", "region")).decode(photo.gray()) == []
+    reading = zxing.read(photo.gray())
+    assert reading.texts == [photo.expected] and reading.via == "smooth"
+
+
+def test_issued_ticket_rendered_into_a_camera_frame_scans_and_is_admitted(authority, store, gate_context):
+    text = authority.ticket(seat="B-7")
+    frame = render_ticket_frame(text, (1280, 720), np.random.default_rng(5), **MILD)
+    (scanned,) = Scanner().decode(frame)
+    assert scanned == text
+    decision = validate(scanned, authority.keyring, gate_context, store, now=__import__("time").time())
+    assert decision.admit, decision
+
+
+def test_backends_agree_on_the_synthetic_set(authority, zxing, pyzbar):
+    texts = [authority.ticket() for _ in range(4)]
+    frames = ticket_frames(texts, seed=3, **MILD)
+    frames += ticket_frames(texts[:2], seed=4, inverted=True, **MILD)  # dark-mode phone screens
+    frames += ticket_frames(texts[:2], size=(640, 480), seed=6, **MILD)
+    frames += idle_frames(2)
+    expected = [[t] for t in texts] + [[t] for t in texts[:2]] * 2 + [[], []]
+    assert [zxing.decode(f) for f in frames] == expected
+    assert [pyzbar.decode(f) for f in frames] == expected
+
+
+def test_pyzbar_needs_its_inverted_passes_for_dark_mode_codes(authority, pyzbar):
+    text = authority.ticket()
+    for size, via in (((640, 480), "inverted"), ((1280, 720), "coarse")):
+        (frame,) = ticket_frames([text], size=size, seed=8, inverted=True, **MILD)
+        assert Scanner("pyzbar", passes=("fine",)).decode(frame) == []
+        reading = pyzbar.read(frame)
+        assert (reading.texts, reading.via) == ([text], via)
+
+
+def test_colour_frames_are_read_as_gray(authority, zxing):
+    (frame,) = ticket_frames([text := authority.ticket()], seed=9, **MILD)
+    assert zxing.decode(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)) == [text]
+
+
+def fixed_codes() -> list[str]:
+    """Four GT1 and two GT2 codes that are the same every run (Ed25519 signatures are deterministic),
+    so a seeded sample of hard frames is the same every run too."""
+    issuer = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    device = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+    codes = []
+    for i in range(6):
+        claims = ticket.Claims(cti=bytes([i]) * 16, aud="FINAL-2026", nbf=1_790_000_000, exp=1_790_086_400,
+                               typ=("general", "vip", "staff")[i % 3], seat=f"B-{i}" if i % 2 else None,
+                               dev=ticket.raw_public(device.public_key()) if i >= 4 else None)
+        cose = ticket.encode_cose(claims, issuer)
+        codes.append(ticket.encode_dynamic(cose, claims.cti, 1000 + i, device) if i >= 4
+                     else ticket.STATIC_PREFIX + ticket.base45.encode(cose))
+    return codes
+
+
+def plain_zxing(gray) -> list[str]:
+    """zxing-cpp with its defaults (what the scanner must beat), text mode Plain like the scanner."""
+    return [b.text for b in zxingcpp.read_barcodes(gray, formats=zxingcpp.BarcodeFormat.QRCode,
+                                                   text_mode=zxingcpp.TextMode.Plain)]
+
+
+@pytest.fixture(scope="module")
+def hard_sample():
+    """40 seeded hard-set frames at 640x480: (text, frame, distortions) for each."""
+    codes = fixed_codes()
+    rng = np.random.default_rng(3)
+    return [(codes[i % len(codes)], *render_hard_frame(codes[i % len(codes)], (640, 480), rng)) for i in range(40)]
+
+
+def test_scanner_reads_the_hard_frames_plain_zxing_cpp_misses(hard_sample, zxing):
+    missed = [(text, frame, d) for text, frame, d in hard_sample if text not in plain_zxing(frame)]
+    assert len(missed) >= 6, "the sample is no longer hard: choose another seed"
+    # the regimes the scanner is there for are all in the sample
+    assert any(d.contrast == HARD_LOW_CONTRAST for _, _, d in missed)
+    assert any(d.inverted for _, _, d in missed)
+    assert any(module_px(text, d, (640, 480)) < 3.0 for text, _, d in missed)
+    assert any(text.startswith("GT2:") for text, _, _ in missed)
+    readings = [zxing.read(frame) for _, frame, _ in missed]
+    assert [r.texts for r in readings] == [[text] for text, _, _ in missed]
+    assert {r.via for r in readings} == {"texture"}
+    without_texture = Scanner(passes=("fine", "coarse", "region", "smooth"))
+    assert [without_texture.decode(frame) for _, frame, _ in missed] == [[]] * len(missed)
+
+
+def test_no_misread_and_nothing_lost_on_the_hard_frames_plain_zxing_cpp_reads(hard_sample, zxing):
+    for text, frame, _ in hard_sample:
+        got = zxing.decode(frame)
+        assert all(t == text for t in got)
+        if text in plain_zxing(frame):
+            assert got == [text]
+
+
+def test_texture_boxes_find_the_code_and_nothing_in_empty_scenes():
+    rng = np.random.default_rng(12)
+    for size in ((640, 480), (1280, 720)):
+        assert [texture_boxes(render_hard_idle_frame(size, rng)) for _ in range(6)] == [[]] * 6
+    text = fixed_codes()[0]
+    frame = render_ticket_frame(text, (1280, 720), rng, scale=0.4, rotation=0.0, tilt=0.0, offset=(0.0, 0.0),
+                                contrast=HARD_LOW_CONTRAST, blur=1.0, noise=6.0, glare=0.0)
+    (box,) = texture_boxes(frame)
+    side = 0.4 * 720 * (qr_modules(text).shape[0] - 8) / qr_modules(text).shape[0]  # the symbol, no quiet zone
+    x0, y0, x1, y1 = box
+    assert abs((x0 + x1) / 2 - 640) < 20 and abs((y0 + y1) / 2 - 360) < 20
+    assert 0.8 * side < x1 - x0 < 1.4 * side and 0.8 * side < y1 - y0 < 1.4 * side
+
+
+def test_a_textured_region_that_stays_put_unread_becomes_scenery_and_a_moved_one_does_not(hard_sample):
+    rng = np.random.default_rng(21)
+    scene = render_hard_idle_frame((1280, 720), rng)
+    pattern = cv2.resize((rng.random((60, 60)) < 0.5).astype(np.uint8) * 170 + 40, (240, 240),
+                         interpolation=cv2.INTER_NEAREST)  # code-like modules, no finder patterns
+
+    def with_pattern(x, y):
+        frame = scene.copy()
+        frame[y:y + 240, x:x + 240] = cv2.GaussianBlur(pattern, (0, 0), 1.0)
+        return frame
+
+    scanner = Scanner()
+    for _ in range(SCENERY_AFTER - 1):
+        assert scanner.decode(with_pattern(300, 200)) == []
+    assert scanner.scenery == []
+    assert scanner.decode(with_pattern(300, 200)) == []
+    (box,) = scanner.scenery
+    assert box[0] <= 300 + 10 and box[2] >= 300 + 230
+    assert scanner.decode(with_pattern(330, 200)) == [] and scanner.scenery == []  # moved: read again
+    text, frame, _ = next((t, f, d) for t, f, d in hard_sample if Scanner().read(f).via == "texture")
+    assert scanner.decode(frame) == [text]
+
+
+def test_hard_set_distortions_follow_the_issue_ranges():
+    rng = np.random.default_rng(4)
+    codes = fixed_codes()
+    draws = [(codes[i % len(codes)], hard_distortions(codes[i % len(codes)], (1280, 720), rng)) for i in range(3000)]
+    widths = [module_px(text, d, (1280, 720)) * (qr_modules(text).shape[0] - 8) for text, d in draws]
+    assert HARD_RANGES["code_px"][0] - 1e-6 <= min(widths) and max(widths) <= HARD_RANGES["code_px"][1] + 1e-6
+    share = lambda pick: sum(map(pick, (d for _, d in draws))) / len(draws)  # noqa: E731
+    assert share(lambda d: d.contrast == HARD_LOW_CONTRAST) == pytest.approx(0.20, abs=0.03)
+    assert share(lambda d: d.inverted) == pytest.approx(0.15, abs=0.03)
+    assert share(lambda d: d.glare > 0) == pytest.approx(0.25, abs=0.03)
+    assert all(abs(d.rotation) <= 15 and d.jitter == 0.10 for _, d in draws)
+    assert all(0.6 <= d.blur <= 1.4 and 4 <= d.noise <= 9 for _, d in draws)  # blur: sigma at 1280 wide
+
+
+def test_bad_backend_and_passes_are_refused():
+    with pytest.raises(ValueError, match="unknown scanner backend"):
+        Scanner("zbar")
+    with pytest.raises(ValueError, match="must include 'fine'"):
+        Scanner("zxing", passes=("region",))
+    with pytest.raises(ValueError, match="among"):
+        Scanner("pyzbar", passes=("fine", "region"))
+
+
+def test_debouncer_passes_a_held_code_once_per_hold_off():
+    d = Debouncer(hold_off_s=2.0)
+    fed = [d.feed(["A"], t) for t in (0.0, 0.1, 0.2, 1.9)]
+    assert fed == [["A"], [], [], []]
+    assert d.feed(["A"], 2.0) == ["A"]     # still held up after the hold-off: judged again
+    assert d.feed(["A"], 2.5) == []
+
+
+def test_debouncer_lets_a_different_code_through_at_once():
+    d = Debouncer(hold_off_s=2.0)
+    assert d.feed(["A"], 0.0) == ["A"]
+    assert d.feed(["B"], 0.1) == ["B"]
+    assert d.feed(["A", "B", "C"], 0.2) == ["C"]
+    assert d.feed([], 5.0) == []
+    assert d.feed(["A"], 5.1) == ["A"]
+
+
+def test_debouncer_with_zero_hold_off_passes_every_sighting():
+    d = Debouncer(hold_off_s=0.0)
+    assert [d.feed(["A", "A"], t) for t in (0.0, 0.0, 0.1)] == [["A"], ["A"], ["A"]]

@@ -1,0 +1,128 @@
+"""The opt-in Prometheus endpoints, scraped over HTTP: a `gated run` gate with `[metrics] listen`,
+and `gated ledger --metrics`; every metric name docs/metrics.md documents is served."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import EVENT, SITE
+from tests.support import gateproc
+from tests.support.broker import free_port
+from tests.support.gatedaemon import GateProcess, gate_config, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "metrics.md"
+# absent until there is something to report: a beacon, a first scan, a first list
+CONDITIONAL = {"gated_clock_offset_ms", "gated_last_scan_age_s", "gated_rev_age_s"}
+
+
+def documented() -> set[str]:
+    return set(re.findall(r"`(gated_[a-z_]+)`", DOC.read_text()))
+
+
+def scrape(url: str, timeout: float = 20.0, until=lambda samples: True) -> dict[str, list]:
+    """name -> [(labels, value)] of the exposition at `url`, retried until `until(samples)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                assert response.status == 200
+                text = response.read().decode()
+            samples: dict[str, list] = {}
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+            if until(samples):
+                return samples
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        assert time.monotonic() < deadline, f"{url}: no acceptable scrape within {timeout} s"
+        time.sleep(0.2)
+
+
+def test_the_gate_serves_its_health_figures_over_http_and_keeps_the_textfile(tmp_path, authority, broker):
+    port = free_port()
+    textfile = tmp_path / "gated.prom"
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:",
+                      site=SITE, gate="g1", event=EVENT, metrics={"listen": f"127.0.0.1:{port}"},
+                      health={"interval_s": 0.5, "textfile": str(textfile)})
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        samples = scrape(f"http://127.0.0.1:{port}/metrics", until=lambda s: s.get("gated_frames_total"))
+    finally:
+        assert gate.terminate() == 0
+    assert samples["gated_mode"] == [({"site": SITE, "gate": "g1", "mode": "online"}, 1.0)]
+    assert samples["gated_frames_total"][0][1] > 0
+    assert samples["gated_outbox"][0][0] == {"site": SITE, "gate": "g1"}
+    gate_names = {n for n in documented() if not n.startswith("gated_ledger_")}
+    assert gate_names - CONDITIONAL <= set(samples), sorted(gate_names - set(samples))
+    assert set(samples) <= gate_names, sorted(set(samples) - gate_names)
+    # the textfile option stays, with the same names
+    file_names = {s.name for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples}
+    assert file_names == set(samples)
+
+def test_a_taken_metrics_port_stops_the_gate_with_a_clear_error(tmp_path, authority, broker):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url,
+                          camera_source="synthetic:", site=SITE, gate="g1", event=EVENT,
+                          metrics={"listen": f"127.0.0.1:{port}"})
+        gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+        assert gate.process.wait(60) == 2
+        gate._reader.join(5)
+    assert any("[metrics] listen" in line and "cannot listen" in line for line in gate.raw), gate.raw[-5:]
+
+
+def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker, ledger_db):
+    """On either backend: a SQLite file, and a postgresql:// URL (which must stay a URL)."""
+    port = free_port()
+    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
+                               "--db", ledger_db, "--metrics", f"127.0.0.1:{port}",
+                               "--keyring", str(tmp_path / "ledger-keyring")],  # none approved yet: starts anyway
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        scrape(url)  # up (and subscribed soon after)
+        time.sleep(1.0)
+        gate = gateproc.spawn("--db", str(tmp_path / "g1.db"), "--site", SITE, "--gate", "g1", "--broker", broker.url,
+                              "--make", "5", "--exit-when-drained")
+        assert gate.wait(30) == 0
+        samples = scrape(url, until=lambda s: any(v == 5 for _, v in s.get("gated_ledger_events_total", [])))
+    finally:
+        ledger.terminate()
+        assert ledger.wait(20) == 0, ledger.stderr.read()
+    assert "trusts no device key yet" in ledger.stderr.read()
+    g1 = {"site": SITE, "gate": "g1"}
+    assert (g1, 5.0) in samples["gated_ledger_events_total"]
+    assert (g1, 0.0) in samples["gated_ledger_missing_events"]
+    assert (g1, 0.0) in samples["gated_ledger_chain_breaks"]
+    assert (g1, 0.0) in samples["gated_ledger_over_admitted"]
+    [(labels, lag)] = samples["gated_ledger_lag_seconds"]
+    assert labels == g1 and 0 <= lag < 30
+    assert samples["gated_ledger_received_messages_total"][0][1] >= 5
+    ledger_names = {n for n in documented() if n.startswith("gated_ledger_")}
+    assert ledger_names == set(samples), sorted(ledger_names ^ set(samples))
+
+
+def test_the_shipped_dashboard_and_scrape_example_use_only_documented_names():
+    import json
+
+    dashboard = json.loads((ROOT / "docs" / "metrics" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\b(gated_[a-z_]+)", e)}
+    assert used and used <= documented(), sorted(used - documented())
+    assert "gated_ledger_events_total" in used and "gated_scans_per_min" in used
+    assert (ROOT / "docs" / "metrics" / "prometheus.yml").read_text().count("job_name") == 2
