@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
 
 
@@ -116,7 +117,7 @@ def run_sync(args) -> int:
                 for path, (_, blob) in zip(part_paths(Path(args.out) / f"rev-{version}.cose", len(parts)),
                                            sorted(parts)):
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(blob)
+                    write_atomic(path, blob)
         if settings is not None:
             publish_revocations(settings, args.site, blobs)
 
