@@ -8,6 +8,7 @@
     gated/v1/<site>/revocations/<version>/<part>   central -> gates   QoS 1, retained
     gated/v1/<site>/time                      central -> gates  retained     signed time beacons
     gated/v1/<site>/occupancy                 ledger -> all     QoS 1, retained   people inside (extension)
+    gated/v1/<site>/admissions/<event>/<part> central -> gates  QoS 1, retained   admissions snapshot (extension)
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def beacon_topic(site: str) -> str:
 
 def occupancy_topic(site: str) -> str:
     return f"{root(site)}occupancy"
+
+
+def admissions_topic(site: str, event: str, part: int | str = "+") -> str:
+    """The admissions snapshot of `event` (docs/protocol.md, "Replacing a gate"); part `+`: all."""
+    return f"{root(site)}admissions/{event}/{part}"
 
 
 def events_topic_gate(topic: str, site: str | None = None) -> str | None:

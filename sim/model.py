@@ -87,10 +87,13 @@ class Attempt:
     latency_us: int | None = None
     passage: str | None = None  # passed / timeout as the gate reported it
     note: str = ""
+    expect_flag: bool = False  # admitted by a replaced gate before its admissions snapshot: flagged `unsynced`
+    observed_flag: bool = False
 
     @property
     def matched(self) -> bool:
-        return self.observed_admit == self.expect_admit and self.observed_reason == self.expect_reason
+        return (self.observed_admit == self.expect_admit and self.observed_reason == self.expect_reason
+                and self.observed_flag == self.expect_flag)
 
 
 @dataclass

@@ -7,7 +7,12 @@ report.json (the keys CI and operators rely on):
      "decisions": {"expected": n, "matched": n, "mismatched": n},      one per attempt (a visitor who did
                                                                        not pass and retried makes two)
      "events": {"made": n, "in_ledger": n, "gaps": n, "duplicates_dropped": n, "chain_breaks": n,
-                "bad_signatures": n},
+                "bad_signatures": n, "conflicts": n},        conflicts: events quarantined as a second event
+                                                       with a taken id (a replaced gate's chain must make none)
+     "replacements": [...]                     the ledger's replaced gates (a new chain after an old one)
+     "admissions_flagged_unsynced": n          admissions by replaced gates before their snapshot
+                                                (until_synced = "admit"); over-admissions they explain are
+                                                expected there, flagged, and not counted as a failure
      "latency_ms": {"p50": x, "p99": x},        frame capture to relay command, as each gate measured it
      "throughput_per_gate_per_min": x,          decisions per gate per minute of wall time while serving
      "denials": {reason: n},
@@ -59,8 +64,14 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
     gaps = int(totals.get("missing", 0))
     chain_breaks = int(totals.get("chain_breaks", 0))
     bad_signatures = int(totals.get("bad_signatures", 0)) + int(totals.get("bad_hashes", 0))
-    over = over_admissions(ledger_events, tickets)
-    ledger_over = int(totals.get("over_admitted", 0))  # the ledger's own count, from the same tickets CSV
+    flagged = {e["ticket"] for e in ledger_events if e.get("kind") == "scan" and e.get("unsynced") is True}
+    all_over = over_admissions(ledger_events, tickets)
+    # an over-admission that a flagged (unsynced) admission explains is what until_synced = "admit" means:
+    # the ground truth expected those admissions (attempt by attempt) and the ledger reports them
+    over = [o for o in all_over if o["ticket"] not in flagged]
+    ledger_over = len([t for t in ledger.get("over_admitted", []) if t["ticket"] not in flagged]) \
+        if "over_admitted" in ledger else int(totals.get("over_admitted", 0))
+    conflicts = int(totals.get("conflicts", 0))
     denials = Counter(a.observed_reason for a in decided if not a.observed_admit)
     latencies = [a.latency_us / 1000 for a in decided if a.latency_us is not None]
     e2e = [(a.decided_at - a.shown_at) * 1000 for a in decided if a.decided_at is not None and a.shown_at is not None]
@@ -82,6 +93,10 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         problems.append(f"{chain_breaks} hash chain breaks")
     if bad_signatures:
         problems.append(f"{bad_signatures} events with a bad hash or device signature")
+    if conflicts:
+        problems.append(f"{conflicts} events quarantined as conflicts (an id taken by another event)")
+    if int(totals.get("unapproved", 0)):
+        problems.append(f"{totals['unapproved']} events of a replaced gate still wait for its key's approval")
     if over or ledger_over:
         problems.append(f"{max(len(over), ledger_over)} tickets admitted more often than they allow")
     if not ledger.get("gates") and events_made:
@@ -107,7 +122,11 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         "decisions": {"expected": len(attempts), "matched": len(attempts) - len(mismatches),
                       "mismatched": len(mismatches)},
         "events": {"made": events_made, "in_ledger": in_ledger, "gaps": gaps, "duplicates_dropped": duplicates_dropped,
-                   "chain_breaks": chain_breaks, "bad_signatures": bad_signatures},
+                   "chain_breaks": chain_breaks, "bad_signatures": bad_signatures, "conflicts": conflicts},
+        "replacements": ledger.get("replacements", []),
+        "admissions_flagged_unsynced": len([e for e in ledger_events if e.get("kind") == "scan"
+                                            and e.get("unsynced") is True]),
+        "over_admitted_flagged": [o for o in all_over if o["ticket"] in flagged],
         "latency_ms": {"p50": _p(latencies, 50), "p99": _p(latencies, 99)},
         "throughput_per_gate_per_min": throughput,
         "denials": dict(sorted(denials.items())),
@@ -188,7 +207,7 @@ def _spans(faults: list[dict], minutes: bool = False) -> list[tuple[float, float
     div = 60 if minutes else 1
     return [(f["start_sim_s"] / div, f["end_sim_s"] / div, f["kind"] + (f" {f['gate']}" if f.get("gate") else ""))
             for f in faults if f.get("start_sim_s") is not None and f.get("end_sim_s") is not None
-            and f["kind"] in ("broker_down", "gate_kill", "camera_stall")]
+            and f["kind"] in ("broker_down", "gate_kill", "camera_stall", "gate_replace")]
 
 
 def plots(report: dict, attempts, queue_samples: list[tuple[float, dict]], speed: float) -> dict[str, str]:

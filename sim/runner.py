@@ -75,6 +75,9 @@ class Run:
         self.notes: list[str] = []
         self.samples: list[tuple[float, dict]] = []
         self.gate_state = {g: "up" for g in scenario.gate_ids}
+        self.unsynced_until: dict[str, float] = {}  # replaced gate -> clock time its admissions snapshot goes out
+        self.replaced_at: dict[str, float] = {}  # replaced gate -> clock time its new state started serving
+        self.used_at_old: dict[str, list] = {}  # replaced gate -> attempts admitted at its dead card
         self.passage_device = "passage"
 
     # --- dispatcher ---------------------------------------------------------------------------
@@ -128,8 +131,14 @@ class Run:
     def worker(self, gate_id: str) -> None:
         gate = self.venue.gates[gate_id]
         while not self.stop.is_set():
+            if gate_id in self.kill_pending and self.kill_pending[gate_id].kind == "gate_replace":
+                self.carry_out_replace(gate_id, self.kill_pending.pop(gate_id))
+                continue
             if gate_id in self.kill_pending and self.kill_pending[gate_id].during == "idle":
                 self.carry_out_kill(gate_id, self.kill_pending.pop(gate_id))
+                continue
+            if gate_id in self.unsynced_until and self.clock.now() >= self.unsynced_until[gate_id]:
+                self.sync_replaced(gate_id)
                 continue
             with self.lock:
                 attempt = self.queues[gate_id].popleft() if self.queues[gate_id] else None
@@ -139,6 +148,10 @@ class Run:
                     return
                 self.stop.wait(0.02)
                 continue
+            if gate_id in self.unsynced_until:
+                self.expect_unsynced(attempt)
+            elif attempt.after is not None:
+                self.expect_after_unsynced(attempt)
             try:
                 self.serve(gate, attempt)
             except (OSError, ControlError) as exc:
@@ -158,7 +171,8 @@ class Run:
             return not self.pending and not any(self.queues.values())
 
     def baseline(self, gate) -> int:
-        return max(gate.db_seq(), self.venue.listener.max_seq(gate.id))
+        own = gate.db_seq()  # a replaced gate's new chain: its epoch's seqs only
+        return max(own, self.venue.listener.max_seq(gate.id, epoch=own >> 40))
 
     def find_events(self, gate, after_seq: int) -> list[dict]:
         found = {e["seq"]: e for e in self.venue.listener.events_of(gate.id, after_seq)}
@@ -206,6 +220,7 @@ class Run:
         a.observed_reason = scan.get("reason")
         a.event_id = scan.get("id")
         a.latency_us = scan.get("latency_us")
+        a.observed_flag = scan.get("unsynced") is True
         if not a.observed_admit:
             return
         fault = self.kill_pending.get(gate.id)
@@ -258,6 +273,103 @@ class Run:
                                     f"restarted and serving again at {self.clock.sim(back):.1f} s"})
         return True
 
+    def carry_out_replace(self, gate_id: str, fault) -> bool:
+        """The gate's SD card dies: once its outbox has drained (what a dead card held unsent is lost
+        with it, and that is not what this rehearses), SIGKILL, state wiped, `gated replace` on a fresh
+        state directory, started again after down_s; its new device key approved with
+        `gated keys enrol --replace`. It then serves visitors unsynced until sync_replaced()."""
+        gate = self.venue.gates[gate_id]
+        deadline = time.monotonic() + 15
+        while gate.outbox_depth() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.gate_state[gate_id] = "replacing"
+        killed = self.clock.now()
+        gate.kill()
+        try:
+            kid = gate.replace()
+            time.sleep(self.clock.real(fault.end_s - fault.start_s))
+            gate.start()
+            gate.wait_ready()
+            time.sleep(1.0)  # its status, announcing the new key, is retained at the broker
+            self.venue.approve_device(kid)
+        except VenueError as exc:
+            self.notes.append(str(exc))
+            self.gate_state[gate_id] = "dead"
+            self.stop.set()
+            return False
+        back = self.clock.now()
+        self.replaced_at[gate_id] = killed  # peers' events since are queued for it in its broker session
+        self.used_at_old[gate_id] = [a for a in self.crowd.attempts if a.gate == gate_id and a.observed_admit
+                                     and a.passage == "passed" and a.dynamic is None and a.decided_at is not None
+                                     and a.decided_at < killed and self.crowd.tickets.get(a.cti, 1) == 1]
+        self.show_again(gate_id, 2)  # before the snapshot: the new state cannot know these were used
+        self.unsynced_until[gate_id] = back + self.clock.real(fault.sync_after_s)
+        self.gate_state[gate_id] = "unsynced"
+        self.faults.append({"kind": "gate_replace", "gate": gate_id, "start_sim_s": self.clock.sim(killed),
+                            "end_sim_s": self.clock.sim(back),
+                            "what": f"card dead at {self.clock.sim(killed):.1f} s: state wiped, new chain and device "
+                                    f"key (kid {kid}, approved), serving again at {self.clock.sim(back):.1f} s under "
+                                    f"until_synced = {self.scenario.until_synced}"})
+        return True
+
+    def sync_replaced(self, gate_id: str) -> None:
+        """The operator publishes the ledger's admissions snapshot; the lane waits until the gate has it."""
+        gate = self.venue.gates[gate_id]
+        try:
+            self.venue.publish_admissions()
+        except VenueError as exc:
+            self.notes.append(f"admissions snapshot for {gate_id} not published: {exc}")
+        deadline = time.monotonic() + 20
+        while not gate.synced() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not gate.synced():
+            self.notes.append(f"replaced gate {gate_id} did not take the admissions snapshot within 20 s")
+        del self.unsynced_until[gate_id]
+        self.gate_state[gate_id] = "up"
+        self.show_again(gate_id, 3)  # after it: already_used, as at the old card
+        self.faults.append({"kind": "gate_replace", "gate": gate_id, "start_sim_s": None, "end_sim_s": None,
+                            "what": f"admissions snapshot published at {self.clock.sim(self.clock.now()):.1f} s: "
+                                    f"{gate_id} synced: {gate.synced()}"})
+
+    def show_again(self, gate_id: str, n: int) -> None:
+        """Copies of tickets used at the dead card, shown at its replacement next (the ground truth of
+        "no ticket used at the old gate is admitted again at the new one")."""
+        with self.lock:
+            for original in self.used_at_old[gate_id][:n]:
+                copy = model.Attempt(max(self.by_id) + 1, original.visitor, gate_id, original.at_s, "used_at_old_gate",
+                                     original.text, original.cti, False, "already_used")
+                self.by_id[copy.id] = copy
+                self.crowd.attempts.append(copy)
+                self.queues[gate_id].appendleft(copy)
+            del self.used_at_old[gate_id][:n]
+
+    def expect_unsynced(self, a: model.Attempt) -> None:
+        """The ground truth at a replaced gate before its snapshot: a ticket with limited entries whose
+        earlier admission the new state cannot know (at the old card, or at a peer before the new
+        state started) is denied `unsynced` (deny_used_check) or admitted and flagged (admit); one
+        it can know (made at it, or at a peer since it started, while the broker was up) is checked."""
+        if self.scenario.direction_of(a.gate) != "entry" or a.kind == "free_exit":
+            return
+        self.expect_after_unsynced(a)
+        if a.expect_reason == "already_used":
+            original = self.by_id.get(a.after) if a.after is not None else None
+            if original is not None and original.decided_at is not None and \
+                    original.decided_at >= self.replaced_at[a.gate]:
+                return  # the new state saw that admission (its own, or a peer's event)
+        elif a.expect_reason != "ok":
+            return
+        if self.scenario.until_synced == "admit":
+            a.expect_admit, a.expect_reason, a.expect_flag = True, "ok", True
+        else:
+            a.expect_admit, a.expect_reason = False, "unsynced"
+
+    def expect_after_unsynced(self, a: model.Attempt) -> None:
+        """A copy whose original was denied `unsynced` meets a ticket never admitted: a first entry."""
+        original = self.by_id.get(a.after) if a.after is not None else None
+        if original is not None and a.expect_reason == "already_used" and original.expect_reason == "unsynced" \
+                and original.observed_admit is False:
+            a.expect_admit, a.expect_reason = True, "ok"
+
     def kill_on_green(self, gate, a: model.Attempt, scan: dict) -> None:
         """The gate dies while this visitor's light is green. Nobody passed: the restarted gate must roll
         the admission back (a passage `timeout`), and the visitor, still holding a good ticket, tries again."""
@@ -280,7 +392,7 @@ class Run:
             if f.kind == "broker_down":
                 steps.append((f.start_s, "broker_stop", f))
                 steps.append((f.end_s, "broker_start", f))
-            elif f.kind == "gate_kill":
+            elif f.kind in ("gate_kill", "gate_replace"):
                 steps.append((f.start_s, "kill", f))
             elif f.kind == "camera_stall":
                 steps.append((f.start_s, "stall", f))
@@ -417,21 +529,23 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     for t in threads + workers:
         t.join(timeout=30)
     for gate_id, fault in r.kill_pending.items():
-        r.notes.append(f"gate_kill at {gate_id} ({fault.during}) never happened: no moment for it after "
+        r.notes.append(f"{fault.kind} at {gate_id} ({fault.during}) never happened: no moment for it after "
                        f"{fault.start_s:g} s")
+    for gate_id in list(r.unsynced_until):  # the crowd was gone before the snapshot was due
+        r.sync_replaced(gate_id)
     if venue.broker is not None and not venue.broker.running:
         venue.broker.start()  # a fault window that outlived the crowd
     # the drain: every event made reaches the ledger
-    made = sum(g.db_seq() for g in venue.gates.values())
+    made = sum(g.events_made() for g in venue.gates.values())
     deadline = time.monotonic() + 60
     while venue.ledger_count() < made and time.monotonic() < deadline:
         time.sleep(0.2)
-        made = sum(g.db_seq() for g in venue.gates.values())
+        made = sum(g.events_made() for g in venue.gates.values())
     for gate in venue.gates.values():
         code = gate.stop()
         if code not in (0, None, -9):
             r.notes.append(f"gate {gate.id} exited with {code} at the end; see {gate.log_path}")
-    made = sum(g.db_seq() for g in venue.gates.values())
+    made = sum(g.events_made() for g in venue.gates.values())
     deadline = time.monotonic() + 10
     while venue.ledger_count() < made and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -29,7 +29,14 @@
     [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
                 the visitor passes; the restarted gate must roll that admission back) |
-                "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s)
+                "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s) |
+                "gate_replace" (gate, at_s, down_s, sync_after_s): the gate's card dies between two
+                visitors (once its outbox has drained): killed, its state wiped, a new state made with
+                `gated replace` (a new chain, a new device key), started again, its key approved with
+                `gated keys enrol --replace` as docs/install-pi.md says; it serves visitors for
+                sync_after_s (default 5) under `[gates] until_synced` before the admissions snapshot
+                is published (`gated admissions publish`)
+    [gates]     ... until_synced = "deny_used_check" (default) | "admit": the replaced gates' policy
 
 Times are simulated seconds from the start; the runner divides them by the speed. Loading reports
 every problem at once with its key path, like the gate's own configuration.
@@ -47,7 +54,7 @@ from gated.tomlcheck import TableReader
 TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
                "used_twice", "two_gates", "screenshot", "static_copy")
-FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
+FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall", "gate_replace")
 
 
 class ScenarioError(GatedError, ValueError):
@@ -64,6 +71,7 @@ class Fault:
     gate: str | None = None
     offset_s: float = 0.0  # clock_skew
     during: str = "idle"  # gate_kill: idle | admission
+    sync_after_s: float = 5.0  # gate_replace: serving unsynced this long before the admissions snapshot
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -106,6 +114,7 @@ class Scenario:
     dwell_s: tuple[float, float] = (10.0, 30.0)
     return_share: float = 0.0
     capacities: dict = field(default_factory=dict)
+    until_synced: str = "deny_used_check"  # the gates' [gate] until_synced (what a replaced gate does before its snapshot)
 
     @property
     def entry_gate_ids(self) -> list[str]:
@@ -154,7 +163,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
             problems.append(f"{key}: unknown section")
     sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
     ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps", "exits",
-                                "free_exits", "reentry", "ntp"))
+                                "free_exits", "reentry", "ntp", "until_synced"))
     ex = r.table(raw, "exits", ("leave_share", "dwell_s", "return_share"), required=False)
     capacity = raw.get("capacity", {})
     ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share", "format"), required=False)
@@ -241,7 +250,10 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         reentry=r.get(ga, "gates.reentry", bool, False), leave_share=leave_share or 0.0,
         dwell_s=(float(dwell[0]), float(dwell[1])),
         return_share=r.get(ex, "exits.return_share", float, 0.0, minimum=0, maximum=1),
-        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"))
+        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"),
+        until_synced=r.get(ga, "gates.until_synced", str, "deny_used_check"))
+    if scenario.until_synced not in ("deny_used_check", "admit"):
+        problems.append(f"gates.until_synced: expected deny_used_check or admit, got {scenario.until_synced!r}")
     if scenario.ntp not in ("auto", "ignore"):
         problems.append(f"gates.ntp: expected auto or ignore, got {scenario.ntp!r}")
     if scenario.zoned and not scenario.zones:
@@ -278,6 +290,7 @@ def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault
             problems.append(f"{where}.kind: expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
             continue
         known = {"broker_down": ("kind", "start_s", "end_s"), "gate_kill": ("kind", "gate", "at_s", "down_s", "during"),
+                 "gate_replace": ("kind", "gate", "at_s", "down_s", "sync_after_s"),
                  "clock_skew": ("kind", "gate", "offset_s"), "camera_stall": ("kind", "gate", "start_s", "end_s")}[kind]
         for key in f:
             if key not in known:
@@ -302,6 +315,13 @@ def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault
             if during not in ("idle", "admission"):
                 problems.append(f"{where}.during: expected 'idle' or 'admission', got {during!r}")
             out.append(Fault(kind, at or 0.0, (at or 0.0) + (down or 0.0), gate, during=during))
+        elif kind == "gate_replace":
+            at = r.get(f, f"{where}.at_s", float, minimum=0)
+            down = r.get(f, f"{where}.down_s", float, 2.0, minimum=0)
+            sync_after = r.get(f, f"{where}.sync_after_s", float, 5.0, minimum=0)
+            if at is not None and at >= duration:
+                problems.append(f"{where}.at_s: expected below scenario.duration_s ({duration})")
+            out.append(Fault(kind, at or 0.0, (at or 0.0) + (down or 0.0), gate, sync_after_s=sync_after or 0.0))
         else:
             offset = r.get(f, f"{where}.offset_s", float)
             out.append(Fault(kind, 0.0, duration, gate, offset or 0.0))

@@ -26,6 +26,7 @@ import tomli_w
 from gated import keys
 from gated.atomicfile import write_atomic
 from gated.core.errors import GatedError
+from gated.core.events import EPOCH_SHIFT
 from gated.topics import gate_topic
 from gated.gate.rehearsal.control import Client, ControlError
 from gated.gate.store import GateStore
@@ -58,6 +59,7 @@ class GateProcess:
         self.client = Client(socket_path, timeout=5.0)
         self.up_since: float | None = None  # monotonic; None while down
         self.starts = 0
+        self.made_before = 0  # events of the chains of this gate's earlier (replaced) states
 
     def start(self) -> None:
         if self.clock_offset_s:
@@ -112,6 +114,30 @@ class GateProcess:
     def db_seq(self) -> int:
         """The gate's event counter, read from its database (read-only; the gate is the writer)."""
         return int(_read_db(self.db_path, "SELECT value FROM meta WHERE key = 'seq'", one=True) or 0)
+
+    def events_made(self) -> int:
+        """Events made by this gate, over all its chains (a replaced gate's old ones in `made_before`)."""
+        return self.made_before + (self.db_seq() & ((1 << EPOCH_SHIFT) - 1))
+
+    def synced(self) -> bool:
+        return not int(_read_db(self.db_path, "SELECT value FROM meta WHERE key = 'needs_sync'", one=True) or 0)
+
+    def replace(self) -> str:
+        """The card died: the state is gone (kept aside for inspection), and `gated replace` makes a
+        new one, a new chain with a new device key, as docs/install-pi.md says. The new key's kid."""
+        self.made_before = self.events_made()
+        dead = self.directory / f"state.dead-{self.starts}"
+        (self.directory / "state").rename(dead)
+        (self.directory / "state").mkdir(mode=0o700)
+        out = subprocess.run(gated_command() + ["replace", "--config", str(self.config_path)], capture_output=True,
+                             text=True, cwd=ROOT, timeout=60)
+        if out.returncode != 0:
+            raise VenueError(f"gate {self.id}: gated replace failed: {out.stderr.strip()}")
+        kid = next((w for line in out.stdout.splitlines() if line.startswith("device key kid")
+                    for w in [line.split()[3].rstrip(":")]), None)
+        if kid is None:
+            raise VenueError(f"gate {self.id}: gated replace printed no kid: {out.stdout.strip()}")
+        return kid
 
     def outbox_after(self, seq: int) -> list[dict]:
         rows = _read_db(self.db_path, "SELECT event FROM outbox WHERE seq > ? ORDER BY seq", (seq,)) or []
@@ -227,13 +253,14 @@ class Listener:
             self._stop.wait(self._beacon_every)
 
     def events_of(self, gate: str, after_seq: int) -> list[dict]:
+        """The gate's events after `after_seq` in the same chain (a replaced gate's chains: epochs)."""
         with self._lock:
             mine = self.events.get(gate, {})
-            return [mine[s] for s in sorted(mine) if s > after_seq]
+            return [mine[s] for s in sorted(mine) if s > after_seq and s >> EPOCH_SHIFT == after_seq >> EPOCH_SHIFT]
 
-    def max_seq(self, gate: str) -> int:
+    def max_seq(self, gate: str, epoch: int = 0) -> int:
         with self._lock:
-            return max(self.events.get(gate, {}), default=0)
+            return max((s for s in self.events.get(gate, {}) if s >> EPOCH_SHIFT == epoch), default=epoch << EPOCH_SHIFT)
 
     def unique(self) -> int:
         with self._lock:
@@ -334,6 +361,8 @@ class Venue:
                 "state_dir": str(directory / "state")}
         if sc.zone_of(gate_id):
             gate["zone"] = sc.zone_of(gate_id)
+        if sc.faults_of("gate_replace"):
+            gate["until_synced"] = sc.until_synced
         direction = sc.direction_of(gate_id)
         if direction in ("exit", "free"):
             gate["direction"], gate["exit"] = "exit", "scan" if direction == "exit" else "free"
@@ -389,6 +418,24 @@ class Venue:
             if time.monotonic() > deadline:
                 raise VenueError(f"gated ledger did not subscribe within 30 s; see {log_path}")
             time.sleep(0.1)
+
+    def approve_device(self, kid: str) -> None:
+        """What an operator does for a replaced gate (docs/install-pi.md, "Replacing a gate"): approve
+        the key it announces, in place of the old one, into the ledger's keyring (the ledger reloads it)."""
+        self._central("keys", "enrol", "--broker", self.broker_url, "--site", self.scenario.site,
+                      "--keyring", str(self.ledger_keyring), "--replace", "--approve", kid)
+
+    def publish_admissions(self) -> None:
+        """The ledger's signed admissions snapshot of the event, retained, for the replaced gate."""
+        self._central("admissions", "publish", "--db", str(self.ledger_db), "--site", self.scenario.site,
+                      "--event", self.scenario.event, "--key", str(self.work / "central" / "revocation.key"),
+                      "--broker", self.broker_url)
+
+    def _central(self, *argv: str) -> str:
+        out = subprocess.run(gated_command() + list(argv), capture_output=True, text=True, cwd=ROOT, timeout=60)
+        if out.returncode != 0:
+            raise VenueError(f"gated {' '.join(argv[:2])} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+        return out.stdout
 
     @property
     def ledger_in_server(self) -> bool:

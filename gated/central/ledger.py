@@ -46,15 +46,17 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gated.central import chains
 from gated.central import occupancy as occ
 from gated.core.errors import GatedError
 from gated.core import events as ev
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
-from gated.keys import Keyring
+from gated.keys import KEYRING_FILE, Keyring, KeyringError, load_keyring
 from gated.topics import committed_topic, events_topic, events_topic_gate
 
 log = structlog.get_logger("gated.ledger")
@@ -214,6 +216,11 @@ class Ledger:
         for part in chunks:
             self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES "
                             + ", ".join("(?, 0)" for _ in part) + " ON CONFLICT DO NOTHING", tuple(part))
+        # a replaced gate's new chain started in this batch: its progress follows the new chain from its base
+        starts = chains.chain_starts(getattr(self, "_new", []))
+        if starts:
+            self.db.executemany(f"UPDATE gate_progress SET contiguous = ? WHERE gate = ? AND "
+                                f"{chains.EPOCH_OF('contiguous')} <> ?", starts)
         committed: dict[str, int] = {}
         for part in chunks:
             marks = ", ".join("?" * len(part))
@@ -284,6 +291,9 @@ class Ledger:
         for i, signed in verdicts:
             if signed:
                 examined[i][5] = signed
+            elif examined[i][1].get("epoch"):  # a replaced gate's new chain, its key not approved (yet)
+                examined[i][3:5] = ["unapproved_key", chains.UNAPPROVED + f" (epoch {examined[i][1]['epoch']}): "
+                                    "approve the replaced gate's device key (gated keys enrol --replace)"]
             else:
                 examined[i][3:5] = ["bad_signature", "device signature does not verify"]
 
@@ -439,7 +449,8 @@ class Ledger:
 
     def _check_event_links(self, result, event: dict, stored: dict, received_ms: int) -> None:
         gate, seq = event["gate"], event["seq"]
-        if seq == 1 and event["prev"] != ev.GENESIS:
+        first = seq == 1 or (event.get("epoch") and seq == ev.epoch_base(event["epoch"]) + 1)  # "Replacing a gate"
+        if first and event["prev"] != ev.GENESIS:
             self._problem(result, "chain_break", "first event does not start from 64 zeros", received_ms,
                           gate, seq, event["id"])
         if (gate, seq - 1) in stored and stored[gate, seq - 1][0] != event["prev"]:
@@ -448,6 +459,24 @@ class Ledger:
         if (gate, seq + 1) in stored and stored[gate, seq + 1][1] != event["hash"]:
             self._problem(result, "chain_break", f"prev does not match the hash of seq {seq}", received_ms,
                           gate, seq + 1, stored[gate, seq + 1][2])
+
+    def set_keyring(self, keyring: Keyring | None) -> IngestResult:
+        """The keyring changed (an operator approved a replaced gate's key): use it from now on, and
+        take in again the messages quarantined for an unapproved key (gated/central/chains.py)."""
+        self.keyring, self._keys = keyring, {}
+        rows = self.query(chains.UNAPPROVED_ROWS, (chains.UNAPPROVED_LIKE,))
+        if not rows:
+            return IngestResult()
+        result = self.ingest([body for _, body in rows])  # those still unapproved are quarantined again, anew
+        try:
+            self.db.begin()
+            self.db.execute(chains.DROP_REPLAYED, (chains.UNAPPROVED_LIKE, rows[-1][0]))
+            self.db.commit()
+        except self.db.errors as exc:
+            self._rollback_quietly()
+            raise LedgerError(f"{self.where}: cannot drop the replayed messages ({exc})") from exc
+        log.info("keyring reloaded", replayed=len(rows), stored=result.new, still_unapproved=result.rejected)
+        return result
 
     def _device_key(self, gate: str):
         if self.keyring is None:
@@ -475,8 +504,9 @@ class Ledger:
                 "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
                 "GROUP BY gate, reason ORDER BY gate, reason"):
             gates[gate]["denies"][reason] = count
-        for gate, seq, before in db.execute(
-                "SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, 0) OVER (PARTITION BY gate ORDER BY seq)"
+        for gate, seq, before in db.execute(  # per chain: a replaced gate's new chain starts at its epoch's base
+                f"SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, {chains.CHAIN_OF()} * "
+                f"{1 << ev.EPOCH_SHIFT}) OVER (PARTITION BY gate, {chains.CHAIN_OF()} ORDER BY seq)"
                 " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
             gates[gate]["gaps"].append([before + 1, seq - 1])
             gates[gate]["missing"] += seq - 1 - before
@@ -516,8 +546,17 @@ class Ledger:
         totals["reentries_without_exit"] = len(reentries)
         clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
                                             "malformed", "over_admitted", "reentries_without_exit"))
+        replaced = chains.replacements(db)
+        totals["replacements"] = len(replaced)
+        totals["unapproved"] = chains.unapproved_count(db)
+        for gate, found in chains.per_gate(db).items():
+            if gate in gates:
+                gates[gate]["chains"] = found
+        unsynced = chains.unsynced_admissions(db)
+        totals["unsynced_admissions"] = len(unsynced)
         return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
-                "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
+                "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean,
+                "replacements": replaced, "unsynced_admissions": unsynced}
 
     def audit_signatures(self, keyring: Keyring, *, only_vouched: bool = False) -> dict:
         """Check every stored event's own signature again against `keyring` (role device, named
@@ -619,6 +658,15 @@ def format_report(report: dict) -> str:
                          "(--verify chain: their own signatures not checked)")
         if g["conflicts"]:
             lines.append(f"             {g['conflicts']} conflicting events (same id, other content)")
+    for r in report.get("replacements", []):
+        lines.append(f"gate {r['gate']} replaced: chain epoch {r['epoch']} from {r['first_ts']} (seq {r['first_seq']}..."
+                     f"{r['last_seq']}), after epoch {r['after_epoch']} ended at seq {r['after_last_seq']}")
+    if report.get("totals", {}).get("unapproved"):
+        lines.append(f"{report['totals']['unapproved']} events of a replaced gate wait for its device key's approval "
+                     "(gated keys enrol --replace)")
+    if report.get("unsynced_admissions"):
+        lines.append(f"{len(report['unsynced_admissions'])} admissions by replaced gates before their admissions "
+                     "snapshot (flagged unsynced): check them")
     if report["over_admitted"]:
         lines.append("tickets admitted more often than allowed:")
         for t in report["over_admitted"]:
@@ -671,7 +719,8 @@ class LedgerService:
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
     def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None):
+                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None,
+                 keyring_dir=None):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
         highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
         `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
@@ -691,6 +740,10 @@ class LedgerService:
         self._counted_since: int | None = None  # the day start the last occupancy message counted from
         self._occupancy_due = 0.0  # monotonic time the next occupancy message may go out
         self._occupancy_dirty = True  # publish once on start, then after new events
+        # the ledger's keyring directory: reloaded when keyring.toml changes (an approved replaced gate)
+        self.keyring_dir = keyring_dir
+        self._keyring_seen = self._keyring_stamp()
+        self._keyring_checked = time.monotonic()
 
     def start(self) -> "LedgerService":
         self.link.start()
@@ -716,6 +769,7 @@ class LedgerService:
                 item = self.link.inbox.get_nowait()
         except queue.Empty:
             pass
+        self._reload_keyring_if_changed()
         if not messages:
             self.publish_occupancy()
             return None
@@ -732,6 +786,38 @@ class LedgerService:
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0
         self.publish_occupancy()
         return result
+
+    def _keyring_stamp(self):
+        if self.keyring_dir is None:
+            return None
+        try:
+            found = (Path(self.keyring_dir) / KEYRING_FILE).stat()
+        except OSError:
+            return None
+        return found.st_mtime_ns, found.st_size, found.st_ino
+
+    def _reload_keyring_if_changed(self) -> None:
+        """Every 2 s: a keyring.toml rewritten (atomically: a new inode) since the last look is loaded
+        and the messages waiting for an approved key are taken in again. A keyring that does not load
+        is logged and the old one kept."""
+        if self.keyring_dir is None or time.monotonic() - self._keyring_checked < 2.0:
+            return
+        self._keyring_checked = time.monotonic()
+        stamp = self._keyring_stamp()
+        if stamp is None or stamp == self._keyring_seen:
+            return
+        self._keyring_seen = stamp
+        try:
+            keyring = load_keyring(self.keyring_dir)
+        except KeyringError as exc:
+            log.error("keyring changed but does not load; the old one stays in use", error=str(exc)[:300])
+            return
+        result = self.ledger.set_keyring(keyring)
+        for gate, seq in result.committed.items():
+            if self.publish_committed:
+                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
+        self.stored += result.new
+        self._occupancy_dirty = self._occupancy_dirty or result.new > 0
 
     def publish_occupancy(self) -> None:
         """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),

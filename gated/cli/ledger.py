@@ -96,7 +96,7 @@ def _keyring(path, *, may_be_empty: bool = False):
         return None
     if may_be_empty and not (Path(path) / KEYRING_FILE).exists():
         print(f"ledger: {path} trusts no device key yet: signatures are not checked until "
-              f"`gated keys enrol --approve KID` (then restart the ledger)", file=sys.stderr)
+              f"`gated keys enrol --approve KID` (the ledger then reloads it)", file=sys.stderr)
         return None
     return load_keyring(path)
 
@@ -131,7 +131,7 @@ def run_ledger(args) -> int:
                           args.partition)
     _set_capacities(ledger, args.capacity)
     service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
-                            day_start=day_start)
+                            day_start=day_start, keyring_dir=args.keyring or None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.exit_after is not None:

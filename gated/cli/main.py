@@ -15,6 +15,8 @@ from gated import __version__
 
 COMMAND_MODULES = (
     "gated.cli.keys",
+    "gated.cli.replace",
+    "gated.cli.admissions",
     "gated.cli.issue",
     "gated.cli.revoke",
     "gated.cli.verify",

@@ -21,6 +21,9 @@ Checks run in a fixed order so that one scan always yields one reason:
                 unless re-entry is allowed (the gate's `reentry`, or the ticket's `rex` claim) and the ticket has left since it
                 last came in (`facts.outside`: more exits recorded than re-entries): then a
                 re-entry, no entry spent
+    unsynced    a replaced gate that has not yet recovered the site's admissions (`facts.synced` False)
+                and a ticket with limited entries: under `until_synced = "deny_used_check"` -> UNSYNCED;
+                under "admit" the admission stands, flagged (`Decision.unsynced`) for reconciliation
     the zone    the gate has a capacity and its zone holds that many (`facts.zone_inside`) -> CAPACITY
     otherwise   OK, admit
 
@@ -59,6 +62,7 @@ class GateContext:
     direction: str = "in"  # "in": an entry gate (scans admit); "out": a scan-out exit gate
     reentry: bool = False  # a ticket whose latest movement is an exit may come in again, no entry spent
     capacity: int | None = None  # people the gate's zone may hold (None: no limit)
+    until_synced: str = "deny_used_check"  # a replaced gate before its admissions snapshot: or "admit" (flagged)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Facts:
     outside: bool = False  # the ticket has more recorded exits than re-entries (own and peers' events)
     zone_inside: int = 0  # people in the gate's zone, as the gate knows it (only read with a capacity)
     occupancy_source: str = ""  # which figure zone_inside is: "central" (the ledger's) or "local"
+    synced: bool = True  # False: a replaced gate without the site's admissions yet (admissions may be missing)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class Decision:
     reentry: bool = False  # an entry after a recorded exit: no entry spent
     inside: int | None = None  # at a gate with a capacity: the people inside its zone it judged with
     occupancy_source: str = ""  # and which figure that was ("central" or "local")
+    unsynced: bool = False  # admitted by a replaced gate that could not check the ticket's earlier admissions
 
     @property
     def word(self) -> str:
@@ -136,13 +142,18 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
     entries = gate.pretix_entries if _is_pretix(code) else claims.ent
     if entries and facts.admissions >= entries and not reentry:
         return deny(Reason.ALREADY_USED, f"{facts.admissions} of {entries} entries used")
+    unchecked = not facts.synced and bool(entries) and not reentry
+    if unchecked and gate.until_synced != "admit":
+        return deny(Reason.UNSYNCED, "replaced gate: the site's admissions are not recovered yet, "
+                                     f"so whether this ticket's {entries} entries are used cannot be checked")
     counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
+    flagged = {"unsynced": True} if unchecked else {}
     if gate.capacity is not None and facts.zone_inside >= gate.capacity:
         return Decision(False, Reason.CAPACITY, ticket, cti,
                         f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}", **counted)
     if reentry:
         return Decision(True, Reason.OK, ticket, cti, "re-entry after a recorded exit", reentry=True, **counted)
-    return Decision(True, Reason.OK, ticket, cti, **counted)
+    return Decision(True, Reason.OK, ticket, cti, **counted, **flagged)
 
 
 def products_of(ticket: Ticket) -> tuple[str, ...]:

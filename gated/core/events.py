@@ -38,6 +38,21 @@ MAX_TEXT = 1024          # characters in any string value (aud/typ come from a t
 MAX_NAME = 128           # characters in site and gate
 MAX_INT = 2**63 - 1      # every integer is in 0..MAX_INT (SQLite's INTEGER, and the ledger's columns)
 
+# Chain epochs (docs/protocol.md, "Replacing a gate"): a replaced gate's new state starts a new chain
+# whose seqs are epoch * 2^40 + 1, +2, ...: ids stay `<gate>:<seq>`, unique across a gate's chains, and
+# its events carry `"epoch": e`. Epoch 0 (no field) is a gate's first state: seq 1, 2, ... as in part 1.
+EPOCH_SHIFT = 40
+MAX_EPOCH = (MAX_INT >> EPOCH_SHIFT)  # 2^23 - 1
+
+
+def epoch_of(seq: int) -> int:
+    return seq >> EPOCH_SHIFT
+
+
+def epoch_base(epoch: int) -> int:
+    """The seq before an epoch's first event (its first event is base + 1)."""
+    return epoch << EPOCH_SHIFT
+
 
 def canonical(event: dict) -> bytes:
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -175,6 +190,8 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None, es
         return "seq missing or not an integer in 1..2^63-1"
     if event.get("id") != f"{event['gate']}:{seq}":
         return f"id {str(event.get('id'))[:80]!r} is not <gate>:<seq>"
+    if "epoch" in event and (type(event["epoch"]) is not int or event["epoch"] != epoch_of(seq) or not event["epoch"]):
+        return "epoch, where given, must be seq >> 40 and at least 1 (docs/protocol.md, \"Replacing a gate\")"
     if parse_ts(event.get("ts")) is None:
         return "ts missing or not a real time in RFC 3339 UTC with milliseconds"
     for name in ("prev", "hash"):

@@ -1,7 +1,8 @@
 """Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire, plus
 this implementation's extensions (docs/protocol.md part 2): `internal_error`, a scan the gate could
 not judge because of a fault in the gate itself, denied; `capacity`, a valid ticket denied because
-the gate's zone is full."""
+the gate's zone is full; `unsynced`, a ticket with limited entries at a replaced gate that has not
+yet recovered the site's admissions (it cannot check whether the ticket was used)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class Reason(str, enum.Enum):
     LOCKED = "locked"
     INTERNAL_ERROR = "internal_error"  # extension (docs/protocol.md), not in PROTOCOL §5's set
     CAPACITY = "capacity"  # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the zone is full
+    UNSYNCED = "unsynced"  # extension (docs/protocol.md, "Replacing a gate"): a replaced gate that has not yet
+    # recovered the site's admissions cannot tell whether a limited ticket was used (until_synced = "deny_used_check")
 
     def __str__(self) -> str:  # so f-strings and logs show the wire value
         return self.value
@@ -49,4 +52,5 @@ MEANING: dict[Reason, str] = {
     Reason.LOCKED: "the gate is locked (by an operator, or until it has a current revocation list)",
     Reason.INTERNAL_ERROR: "the gate could not judge this code (a fault in the gate, logged with an alarm): try again",
     Reason.CAPACITY: "a valid ticket, but the zone is full: entries wait until people leave",
+    Reason.UNSYNCED: "a replaced gate that has not yet recovered which tickets were used: try another gate",
 }

@@ -59,6 +59,7 @@ REASON_CLASS: dict[Reason, str] = {
     Reason.NOT_YET_VALID: "wrong_time", Reason.EXPIRED: "wrong_time", Reason.STALE_CODE: "wrong_time",
     Reason.ALREADY_USED: "used", Reason.REVOKED: "revoked", Reason.LOCKED: "locked",
     Reason.CAPACITY: "locked",  # the zone is full: like a locked gate, come back when people have left
+    Reason.UNSYNCED: "locked",  # a replaced gate not yet able to check: like a locked gate, use another lane
     Reason.EMERGENCY: "emergency", Reason.INTERNAL_ERROR: "fault",
 }
 FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "used", "revoked", "locked",

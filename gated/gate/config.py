@@ -87,6 +87,12 @@ class GateSection:
                                         "(more exits recorded than re-entries)")
     capacity: int | None = _opt(None, doc="people the zone may hold; at this many inside, entries are denied "
                                           "`capacity` until people leave", minimum=1)
+    until_synced: str = _opt("deny_used_check", doc="a replaced gate (a new chain: `gated replace`) until it has "
+                                                  "the ledger's admissions snapshot: deny_used_check (tickets with "
+                                                  "limited entries are denied `unsynced`: whether they were used "
+                                                  "cannot be checked) or admit (admitted, each such scan flagged "
+                                                  "`unsynced` for reconciliation)",
+                              choices=("deny_used_check", "admit"))
     day_starts: str | None = _opt(None, doc="local time HH:MM at which the count of people inside starts over, "
                                             "every day (a time the venue is empty; as the ledger's --day-starts); "
                                             "absent: never",

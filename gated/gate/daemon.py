@@ -172,7 +172,8 @@ class Daemon:
         sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
         log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
                  camera=cfg.camera.source, board=cfg.turnstile.board,
-                 device_kid=keys.kid_of(self.store.device_public_key).hex())
+                 device_kid=keys.kid_of(self.store.device_public_key).hex(), epoch=self.store.epoch,
+                 synced=self.store.synced, until_synced=None if self.store.synced else cfg.gate.until_synced)
 
     def _catch_up(self) -> None:
         """Before READY, a moment for the uplink to connect and apply what the broker kept for this
@@ -227,7 +228,8 @@ class Daemon:
                               pretix_subevents=None if cfg.gate.pretix_subevents is None
                               else frozenset(cfg.gate.pretix_subevents),
                               direction="out" if exit_gate else "in",
-                              reentry=cfg.gate.reentry, capacity=cfg.gate.capacity)
+                              reentry=cfg.gate.reentry, capacity=cfg.gate.capacity,
+                              until_synced=cfg.gate.until_synced)
         return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
                     clock=self.clock.now, time_reading=self.clock.reading,
                     free_exit=exit_gate and cfg.gate.exit == "free",
@@ -248,6 +250,12 @@ class Daemon:
             uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
         if cfg.gate.capacity is not None:
             uplink.subscribe(topics.occupancy_topic(cfg.gate.site), self._occupancy)
+        if not self.store.synced:  # a replaced gate: recover the site's admissions (gated/gate/admissions.py)
+            from gated.gate.admissions import Recovery
+
+            recovery = Recovery(self.store, self.keyring, site=cfg.gate.site, events=cfg.gate.events)
+            for topic in recovery.topics():
+                uplink.subscribe(topic, recovery.on_message)
         return uplink
 
     def _occupancy(self, topic: str, payload: bytes) -> None:
@@ -321,7 +329,10 @@ class Daemon:
                 return
 
     def _status(self) -> dict:
-        return {"state": self.gate.mode.value if self.gate is not None else "online"}
+        status = {"state": self.gate.mode.value if self.gate is not None else "online"}
+        if self.store.epoch:  # a replaced gate (docs/protocol.md, "Replacing a gate")
+            status.update(epoch=self.store.epoch, synced=self.store.synced)
+        return status
 
     # the camera thread: gated/gate/scanloop.py ----------------------------------------------------
     def _camera_loop(self) -> None:

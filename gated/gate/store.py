@@ -181,6 +181,7 @@ class GateStore:
             self._check_identity()
             self._device_key = self._load_or_make_device_key()
             self._rev_state = self._read_revocation_state()
+            self._synced = not int(self._meta("needs_sync", 0))
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
@@ -268,7 +269,7 @@ class GateStore:
         rev = self._rev_state.version
         inside, source = self.zone_occupancy(zone, now_ms) if count_zone else (0, "")
         if cti is None:
-            return Facts(rev_version=rev, zone_inside=inside, occupancy_source=source)
+            return Facts(rev_version=rev, zone_inside=inside, occupancy_source=source, synced=self._synced)
         with self._lock:
             revoked, count, step_seen, last_dir = self._db.execute(
                 "SELECT EXISTS (SELECT 1 FROM revoked WHERE cti = ?1),"
@@ -281,7 +282,7 @@ class GateStore:
                 "   SELECT dir, reentry FROM peer_admissions WHERE cti = ?1))",
                 (cti, step)).fetchone()
         return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev,
-                     outside=last_dir > 0, zone_inside=inside, occupancy_source=source)
+                     outside=last_dir > 0, zone_inside=inside, occupancy_source=source, synced=self._synced)
 
     def occupancy_since(self, now_ms: int | None) -> int:
         """Unix ms from which movements count (the venue's day start, `day_start`), or 0: all."""
@@ -359,6 +360,8 @@ class GateStore:
 
     def _append(self, db, body: dict, ts_ms: int) -> dict:
         seq = int(self._meta("seq", 0)) + 1
+        if seq > events.epoch_base(1):
+            body = {**body, "epoch": events.epoch_of(seq)}  # a replaced gate's chain (start_epoch)
         event = events.seal(body, site=self.site, gate=self.gate, seq=seq, prev=self._meta("last_hash", events.GENESIS),
                             ts_ms=ts_ms, key=self._device_key)
         db.execute("INSERT INTO outbox (seq, event) VALUES (?, ?)", (seq, json.dumps(event, ensure_ascii=False)))
@@ -399,7 +402,7 @@ class GateStore:
         whose `ref` is this gate's previous event (part 1 wants an earlier id of the same gate; a
         gate's very first event is a `state` event for that). Counted in free_exits."""
         with self._tx() as db:
-            if int(self._meta("seq", 0)) == 0:
+            if int(self._meta("seq", 0)) % (1 << events.EPOCH_SHIFT) == 0:  # the chain's first event
                 self._append(db, {"kind": "state", "state": mode, "rev": self._rev_state.version}, ts_ms)
             body = {"kind": "passage", "ref": f"{self.gate}:{int(self._meta('seq'))}", "result": "passed",
                     "dir": "out", "free": True}
@@ -447,6 +450,54 @@ class GateStore:
                 return db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?",
                                   (gate, int(seq))).rowcount > 0
         return False
+
+    # --- chain epochs and the admissions snapshot (docs/protocol.md, "Replacing a gate") -------
+
+    def start_epoch(self, epoch: int, now_ms: int) -> None:
+        """Make this new state the start of a new chain of its gate (a replaced card, or a damaged
+        state moved aside): its first event will be `epoch * 2^40 + 1` (prev 64 zeros, `"epoch": e`
+        in every event), so its ids never meet the old chain's; and until the site's admissions
+        snapshot is applied (`mark_synced`) decide() is told that admissions may be missing.
+        Only before the state's first event."""
+        if not 1 <= epoch <= events.MAX_EPOCH:
+            raise ValueError(f"epoch must be in 1..{events.MAX_EPOCH}")
+        with self._tx() as db:
+            if int(self._meta("seq", 0)) != 0:
+                raise StoreError(f"{self.path} has made events already: a new chain starts only on a new state")
+            self._set_meta(db, "seq", events.epoch_base(epoch))
+            self._set_meta(db, "epoch_started_ms", now_ms)
+            self._set_meta(db, "needs_sync", 1)
+        self._synced = False
+
+    @property
+    def epoch(self) -> int:
+        with self._lock:
+            return events.epoch_of(int(self._meta("seq", 0)))
+
+    @property
+    def epoch_started_ms(self) -> int:
+        with self._lock:
+            return int(self._meta("epoch_started_ms", 0))
+
+    @property
+    def synced(self) -> bool:
+        """False: a replaced gate that has not yet recovered the site's admissions."""
+        return self._synced
+
+    def mark_synced(self) -> None:
+        with self._tx() as db:
+            self._set_meta(db, "needs_sync", 0)
+        self._synced = True
+
+    def record_recovered_admissions(self, rows) -> int:
+        """Admissions from the ledger's snapshot (gate, seq, cti, step, ts_ms, dir, reentry, zone),
+        kept like peers' admissions (this gate's old chain's too: its seqs are not this chain's);
+        idempotent, only ever adds. How many were new."""
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return db.total_changes - before
 
     @property
     def last_seq(self) -> int:

@@ -39,6 +39,8 @@ def scan_fields(decision: Decision, gate: GateContext, rev: int, latency_us: int
         fields["dir"] = "out"
     if decision.reentry:
         fields["reentry"] = True
+    if decision.unsynced:
+        fields["unsynced"] = True  # admitted before the admissions snapshot: for reconciliation
     if decision.inside is not None:
         fields["inside"] = decision.inside
         fields["occupancy_source"] = decision.occupancy_source

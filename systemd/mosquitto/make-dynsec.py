@@ -9,11 +9,12 @@ too (use_username_as_clientid). Identities:
 
   GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health, reads its own
            cmd and committed (the ledger's progress), every gate's events and status (cross-gate
-           anti-passback), revocations, time and occupancy (the ledger's people-inside figures, for
+           anti-passback), revocations, admissions snapshots (a replaced gate's recovery), time and
+           occupancy (the ledger's people-inside figures, for
            a zone's capacity).
            It cannot subscribe to anything else, in particular not to a shared subscription
            ($share/...), so it cannot take events away from the ledgers.
-  central  writes revocations, commands and time beacons; reads everything (short tools:
+  central  writes revocations, admissions snapshots, commands and time beacons; reads everything (short tools:
            publish-revocations, commands; one at a time, they share the certificate).
   beacon   writes time beacons (the long-running `gated beacon`).
   ledger   reads events, status and health, plainly or through `$share/<group>/...`, and writes
@@ -70,8 +71,10 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
     root = "gated/v1/+"
     roles = [
         {"rolename": "gate", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
-                                           f"{root}/revocations/#", f"{root}/time", f"{root}/occupancy")},
-        {"rolename": "central", "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time")
+                                           f"{root}/revocations/#", f"{root}/time", f"{root}/occupancy",
+                                           f"{root}/admissions/#")},
+        {"rolename": "central", "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time",
+                                               f"{root}/admissions/#")
                                         + reads("gated/v1/#")},
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
         {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
@@ -91,7 +94,7 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
         roles.append({"rolename": f"bridge-{site}",
                       "acls": writes(*(f"{base}/gates/+/{leaf}" for leaf in ("events", "status", "health")))
                       + reads(f"{base}/gates/+/cmd", f"{base}/gates/+/committed", f"{base}/revocations/#",
-                              f"{base}/time", f"{base}/occupancy")})
+                              f"{base}/time", f"{base}/occupancy", f"{base}/admissions/#")})
         clients.append({"username": name, "roles": [{"rolename": f"bridge-{site}"}]})
     return {
         # anything not granted below is refused (unsubscribing is always allowed)

@@ -68,6 +68,12 @@ ROWS = [
     ("ok: one below capacity", static(), {"capacity": 10}, Facts(zone_inside=9), Reason.OK),
     ("already_used before capacity", static(), {"capacity": 10}, Facts(admissions=1, zone_inside=10), Reason.ALREADY_USED),
     ("revoked before capacity", static(), {"capacity": 1}, Facts(revoked=True, zone_inside=5), Reason.REVOKED),
+    # a replaced gate before its admissions snapshot (docs/protocol.md, "Replacing a gate")
+    ("unsynced: limited ticket, admissions not recovered", static(), {}, Facts(synced=False), Reason.UNSYNCED),
+    ("ok: unsynced, unlimited ticket", static(ent=0), {}, Facts(synced=False), Reason.OK),
+    ("ok: unsynced, policy admit (flagged)", static(), {"until_synced": "admit"}, Facts(synced=False), Reason.OK),
+    ("already_used before unsynced", static(), {}, Facts(synced=False, admissions=1), Reason.ALREADY_USED),
+    ("revoked before unsynced", static(), {}, Facts(synced=False, revoked=True), Reason.REVOKED),
     # precedence: one scan, one reason
     ("locked before malformed", Rejection(Reason.MALFORMED, "x"), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
     ("wrong_event before expired", static(aud="X", exp=NOW - 9999), {}, Facts(), Reason.WRONG_EVENT),
@@ -95,6 +101,13 @@ def test_decision_carries_ticket_id_and_detail():
     decision = decide(static(cti=cti, exp=NOW - 1000), GATE, Facts(), NOW)
     assert decision.cti == cti and "valid until" in decision.detail
     assert decide(Rejection(Reason.MALFORMED, "base45: bad"), GATE, Facts(), NOW).cti is None
+
+
+def test_admissions_before_the_snapshot_are_flagged_only_where_unchecked():
+    flagged = decide(static(), replace(GATE, until_synced="admit"), Facts(synced=False), NOW)
+    assert flagged.admit and flagged.unsynced
+    assert not decide(static(), GATE, Facts(), NOW).unsynced
+    assert not decide(static(ent=0), replace(GATE, until_synced="admit"), Facts(synced=False), NOW).unsynced
 
 
 def test_exits_and_reentries_say_so():

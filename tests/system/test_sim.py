@@ -232,7 +232,8 @@ def test_report_passes_only_when_everything_matches(tmp_path):
     assert r["ok"] and r["decisions"] == {"expected": 2, "matched": 2, "mismatched": 0}
     assert set(r) >= {"scenario", "visitors", "decisions", "events", "latency_ms", "throughput_per_gate_per_min",
                       "denials", "admissions_over_limit"}
-    assert set(r["events"]) == {"made", "in_ledger", "gaps", "duplicates_dropped", "chain_breaks", "bad_signatures"}
+    assert set(r["events"]) == {"made", "in_ledger", "gaps", "duplicates_dropped", "chain_breaks", "bad_signatures",
+                                "conflicts"}
     assert r["denials"] == {"unknown_key": 1}
 
     assert not _build(good + [_attempt(3, "expired", "ok")], _ledger())["ok"]  # a mismatch

@@ -1,0 +1,107 @@
+"""The ledger's admissions snapshot for replaced gates (docs/protocol.md, "Replacing a gate"; the
+format: gated/core/snapshot.py).
+
+    collect(ledger, event)       every admission of `event` the ledger holds that no `passage`
+                                 `timeout` of its gate rolled back, with its gate and seq
+    publish(settings, site, event, blobs)
+                                 the parts, retained on gated/v1/<site>/admissions/<event>/<part>;
+                                 parts of an older, longer snapshot beyond the new count are cleared
+
+`gated admissions publish --db LEDGER --site S --event E --key revocation.key --broker URL` does
+both; the operator runs it once a replaced gate has started (its new chain's `gated replace`), and
+`gated sim` does it for a `gate_replace` fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import time
+
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gated.core.errors import GatedError
+from gated.core.events import parse_ts
+from gated.core.snapshot import Admission
+from gated.mqtt import MqttLink
+from gated.topics import admissions_topic
+
+
+class SnapshotError(GatedError, RuntimeError):
+    """The snapshot could not be taken or published; the message says why."""
+
+
+def collect(ledger, event: str) -> list[Admission]:
+    """The admissions of `event` in the ledger (a gated.central.ledger.Ledger), rolled-back ones left out."""
+    rows = ledger.query(
+        "SELECT e.gate, e.seq, e.ticket, e.body FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
+        "AND e.ticket IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate "
+        "AND p.kind = 'passage' AND p.result = 'timeout') ORDER BY e.gate, e.seq")
+    out = []
+    for gate, seq, ticket, body in rows:
+        try:
+            scan = json.loads(body)
+        except ValueError:
+            continue  # stored events were read strictly on the way in; nothing else is in the table
+        if scan.get("event") != event:
+            continue
+        step = scan.get("step")
+        out.append(Admission(gate=gate, seq=int(seq), cti=bytes.fromhex(ticket),
+                             step=step if isinstance(step, int) else None, ts_ms=parse_ts(scan.get("ts")) or 0,
+                             dir=scan.get("dir", "in"), reentry=bool(scan.get("reentry")), zone=scan.get("zone")))
+    return out
+
+
+def publish(settings, site: str, event: str, blobs: list[bytes], *, timeout: float = 15.0,
+            settle_s: float = 0.5) -> list[str]:
+    """Publish the parts retained and clear retained parts beyond them; the topics published."""
+    link = MqttLink(settings, settings.client_id or f"gated-admissions-{site}-{os.getpid()}", persistent=False)
+    link.add_subscription(admissions_topic(site, event), SubscribeOptions(qos=1, noLocal=True))
+    link.start()
+    try:
+        if not link.wait_connected(timeout):
+            raise SnapshotError(f"no connection to {settings.url} within {timeout:.0f} s")
+        held = _retained(link, settle_s, timeout)
+        mids = {link.publish(admissions_topic(site, event, i), blob, 1, True): admissions_topic(site, event, i)
+                for i, blob in enumerate(blobs)}
+        stale = [t for t in held if t.rsplit("/", 1)[1].isdigit() and int(t.rsplit("/", 1)[1]) >= len(blobs)]
+        mids.update({link.publish(t, b"", 1, True): t for t in stale})
+        _wait_acks(link, mids, timeout)
+        return [admissions_topic(site, event, i) for i in range(len(blobs))]
+    finally:
+        link.stop()
+
+
+def _retained(link: MqttLink, settle_s: float, timeout: float) -> set[str]:
+    held: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            item = link.inbox.get(timeout=settle_s)
+        except queue.Empty:
+            break
+        if item[0] == "message":
+            link.ack(item[1])
+            (held.add if item[1].payload else held.discard)(item[1].topic)
+    return held
+
+
+def _wait_acks(link: MqttLink, mids: dict, timeout: float) -> None:
+    if None in mids:
+        raise SnapshotError(f"paho refused to queue {mids[None]}")
+    deadline = time.monotonic() + timeout
+    while mids:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SnapshotError(f"no PUBACK for {', '.join(sorted(mids.values()))} within {timeout:.0f} s")
+        try:
+            item = link.inbox.get(timeout=left)
+        except queue.Empty:
+            continue
+        if item[0] == "published" and item[1] in mids:
+            topic = mids.pop(item[1])
+            if item[2] >= 0x80:
+                raise SnapshotError(f"the broker refused {topic} (reason code {item[2]:#x}): check its ACL")
+        elif item[0] == "message":
+            link.ack(item[1])

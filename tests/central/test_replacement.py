@@ -1,0 +1,148 @@
+"""A replaced gate (docs/protocol.md, "Replacing a gate"): its new state is a new chain of the same
+gate id, the ledger keeps the chains apart (no conflict, no gap), holds the new chain's events until
+the new device key is approved and then links them, and the new gate recovers the site's admissions
+from the ledger's signed snapshot before it lets single-entry tickets in again."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from gated import keys
+from gated.central import admissions
+from gated.central.ledger import Ledger
+from gated.core import events, snapshot
+from gated.core.decide import GateContext
+from gated.core.reasons import Reason
+from gated.gate.admissions import Recovery
+from gated.gate.store import GateStore
+from gated.gate.validate import scan_fields, validate
+from tests.conftest import EVENT, SITE
+
+NOW_MS = int(time.time() * 1000)
+
+
+def _admit(store, authority, context, text, ts_ms):
+    decision = validate(text, authority.keyring, context, store, ts_ms / 1000)
+    body = scan_fields(decision, context, 0)
+    if decision.admit:
+        return decision, store.record_scan(body, ts_ms, admit_cti=decision.cti, confirmed=True)
+    return decision, store.record_scan(body, ts_ms)
+
+
+def _device_ring(tmp_path, store, name="g1", replace=False):
+    ring = tmp_path / "ledger-keyring"
+    pub = tmp_path / f"{name}-{keys.kid_of(store.device_public_key).hex()}.pub"
+    pub.write_bytes(keys.public_pem(store.device_public_key))
+    keys.trust_key_file(ring, pub, "device", name=name, replace=replace)
+    return keys.load_keyring(ring)
+
+
+def _outbox(store):
+    return [json.loads(e) for _, e in store.outbox(0, 100_000)]
+
+
+def test_a_new_chain_starts_at_its_epoch_base_and_says_so(tmp_path):
+    with GateStore(tmp_path / "new.db", site=SITE, gate="g1") as store:
+        store.start_epoch(5, NOW_MS)
+        assert not store.synced and store.epoch == 5
+        first = store.record_event({"kind": "state", "state": "online", "rev": 0}, NOW_MS)
+        second = store.record_event({"kind": "state", "state": "online", "rev": 0}, NOW_MS)
+    assert first["seq"] == (5 << 40) + 1 and first["id"] == f"g1:{(5 << 40) + 1}" and first["epoch"] == 5
+    assert first["prev"] == events.GENESIS and second["prev"] == first["hash"]
+    for event in (first, second):
+        assert events.read_event(json.dumps(event)) == event  # a strict reader (the ledger's, peers') takes it
+    with GateStore(tmp_path / "new.db") as again:  # survives a restart
+        assert not again.synced and again.epoch == 5
+        with pytest.raises(Exception, match="new state"):
+            again.start_epoch(6, NOW_MS)
+
+
+def test_the_ledger_keeps_the_chains_apart_and_links_the_new_one_once_approved(tmp_path, authority, ledger_db):
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    used = [authority.ticket() for _ in range(3)]
+    with GateStore(tmp_path / "old.db", site=SITE, gate="g1") as old:
+        for i, text in enumerate(used):
+            _admit(old, authority, context, text, NOW_MS + i)
+        old_events = _outbox(old)
+        ring = _device_ring(tmp_path, old)
+    with Ledger(ledger_db, keyring=ring, site=SITE) as ledger:
+        assert ledger.ingest(old_events).new == 3
+        with GateStore(tmp_path / "new.db", site=SITE, gate="g1") as new:
+            new.start_epoch(7, NOW_MS + 10)
+            for i in range(2):
+                _admit(new, authority, context, authority.ticket(), NOW_MS + 20 + i)
+            new_events = _outbox(new)
+            # before the operator approves the new key: held back, neither a conflict nor a bad signature
+            held = ledger.ingest(new_events)
+            assert held.new == 0 and {p["kind"] for p in held.problems} == {"unapproved_key"}
+            report = ledger.report()
+            assert report["totals"]["conflicts"] == 0 and report["totals"]["bad_signatures"] == 0
+            assert report["totals"]["unapproved"] == 2
+            # approved (gated keys enrol --replace rewrites the keyring): taken in, linked, no gap
+            result = ledger.set_keyring(_device_ring(tmp_path, new, replace=True))
+            assert result.new == 2 and result.committed == {"g1": (7 << 40) + 2}
+        report = ledger.report()
+    g1 = report["gates"]["g1"]
+    assert g1["conflicts"] == 0 and g1["gaps"] == [] and g1["missing"] == 0 and g1["chain_breaks"] == 0
+    assert [c["epoch"] for c in g1["chains"]] == [0, 7]
+    assert report["totals"]["replacements"] == 1 and report["totals"]["unapproved"] == 0
+    (replaced,) = report["replacements"]
+    assert replaced["gate"] == "g1" and replaced["after_last_seq"] == 3 and replaced["first_seq"] == (7 << 40) + 1
+    assert report["clean"]
+
+
+def _snapshot_from(ledger_db, authority, *, iat=None, per_part=None, monkeypatch=None):
+    with Ledger(ledger_db, site=SITE) as ledger:
+        found = admissions.collect(ledger, EVENT)
+    if per_part is not None:
+        monkeypatch.setattr(snapshot, "PER_PART", per_part)
+    return found, snapshot.encode(authority.revocation, site=SITE, event=EVENT, version=NOW_MS + 1, admissions=found,
+                                  iat=iat if iat is not None else int(time.time()))
+
+
+@pytest.mark.parametrize("policy", ["deny_used_check", "admit"])
+def test_a_replaced_gate_recovers_the_admissions_before_it_checks_tickets_again(tmp_path, authority, policy,
+                                                                              monkeypatch):
+    context = GateContext(site=SITE, events=frozenset({EVENT}), until_synced=policy)
+    used = [authority.ticket() for _ in range(3)]
+    rolled_back = authority.ticket()
+    ledger_db = str(tmp_path / "ledger.db")
+    with GateStore(tmp_path / "old.db", site=SITE, gate="g1") as old:
+        for i, text in enumerate(used):
+            _admit(old, authority, context, text, NOW_MS + i)
+        decision = validate(rolled_back, authority.keyring, context, old, NOW_MS / 1000)
+        scan = old.record_scan(scan_fields(decision, context, 0), NOW_MS + 5, admit_cti=decision.cti)
+        old.record_passage(scan["id"], False, NOW_MS + 6)  # nobody passed: the ticket may be used again
+        with Ledger(ledger_db, site=SITE) as ledger:
+            ledger.ingest(_outbox(old))
+    with GateStore(tmp_path / "new.db", site=SITE, gate="g1") as new:
+        new.start_epoch(9, NOW_MS + 10)
+        # before the snapshot: a used ticket cannot be checked
+        decision, event = _admit(new, authority, context, used[0], NOW_MS + 20)
+        if policy == "deny_used_check":
+            assert decision.reason is Reason.UNSYNCED and event["reason"] == "unsynced" and not decision.admit
+        else:
+            assert decision.admit and event["unsynced"] is True
+        # an old snapshot (taken before this chain started) is not enough; a forged one is nothing
+        recovery = Recovery(new, authority.keyring, site=SITE, events=[EVENT])
+        _, stale = _snapshot_from(ledger_db, authority, iat=int(NOW_MS / 1000) - 3600)
+        recovery.on_message("t", stale[0])
+        forged = snapshot.encode(authority.issuer, site=SITE, event=EVENT, version=1, admissions=[], iat=int(time.time()))
+        recovery.on_message("t", forged[0])
+        assert not new.synced
+        found, parts = _snapshot_from(ledger_db, authority, per_part=2, monkeypatch=monkeypatch)
+        assert len(found) == 3 and len(parts) == 2  # the rolled-back admission is not in it
+        recovery.on_message("t", parts[1])
+        assert not new.synced  # one part of two
+        recovery.on_message("t", parts[0])
+        assert new.synced
+        for text in used[1:]:
+            assert _admit(new, authority, context, text, NOW_MS + 30)[0].reason is Reason.ALREADY_USED
+        assert _admit(new, authority, context, rolled_back, NOW_MS + 31)[0].admit
+        fresh, event = _admit(new, authority, context, authority.ticket(), NOW_MS + 32)
+        assert fresh.admit and "unsynced" not in event
+    with GateStore(tmp_path / "new.db") as again:
+        assert again.synced  # for good
