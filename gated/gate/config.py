@@ -177,6 +177,19 @@ class RevocationsSection:
 
 
 @dataclass(frozen=True)
+class StateSection:
+    expired_margin_h: float = _opt(48.0, doc="admissions of a ticket go this long after it expired (decide() says "
+                                             "`expired` before it looks at them); at least a day, so the day's "
+                                             "count of people inside keeps them", minimum=24, maximum=87600)
+    peer_retention_days: float = _opt(30.0, doc="peers' admissions of tickets this gate never admitted (their expiry "
+                                                "unknown here) go this long after they were made; keep it above the "
+                                                "longest validity of a ticket with limited entries",
+                                      minimum=1, maximum=3650)
+    prune_every_s: float = _opt(300.0, doc="how often the pruning starts (in small batches between scans)",
+                                minimum=1, maximum=86400)
+
+
+@dataclass(frozen=True)
 class TlsSection:
     ca_file: Path | None = _opt(None, doc="CA certificate(s) that sign the broker's certificate (PEM)", path=True)
     cert_file: Path | None = _opt(None, doc="client certificate for mutual TLS (PEM)", path=True)
@@ -263,6 +276,7 @@ class Config:
     timings: TimingsSection = _opt(TimingsSection(), doc="relay, passage and debounce timings")
     clock: ClockSection = _opt(ClockSection(), doc="clock skew and time beacons")
     revocations: RevocationsSection = _opt(RevocationsSection(), doc="what a stale revocation list does")
+    state: StateSection = _opt(StateSection(), doc="how long the gate's state keeps what no longer decides anything")
     logging: LoggingSection = _opt(LoggingSection(), doc="log level and format")
     health: HealthSection = _opt(HealthSection(), doc="health reporting")
     metrics: MetricsSection = _opt(MetricsSection(), doc="Prometheus HTTP endpoint")

@@ -131,7 +131,7 @@ class Daemon:
         self._camera_thread: threading.Thread | None = None
         self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
-        self.metrics = self._metrics_server = None
+        self.metrics = self._metrics_server = self.pruner = None
         self.store_ok = True
         self.camera_fault: str | None = None
         self._next_health = 0.0
@@ -366,8 +366,17 @@ class Daemon:
             self._guarded("revocation policy", self._revocation_policy, now)
             self._publish_status()
             self._guarded("health", self._health, now)
+            self._guarded("prune", self._prune, now)
             self._store_health()
             self._watchdog(now)
+
+    def _prune(self, now: float) -> None:
+        """Bounded state (gated/gate/prune.py): one small batch when due, between scans."""
+        if self.pruner is None:
+            from gated.gate.prune import Pruner
+
+            self.pruner = Pruner.from_config(self.store, self.cfg)
+        self.pruner.step(now, time.time())
 
     def _guarded(self, step: str, work, *args) -> None:
         """One step of the owner loop whose writes may fail (a full disk: a revocation update, a

@@ -136,7 +136,7 @@ class Gate:
         try:
             if decision.admit:
                 event = self._store.record_scan(body, _ms(now), admit_cti=decision.cti, step=decision.ticket.step,
-                                                confirmed=confirmed)
+                                                confirmed=confirmed, exp=decision.ticket.claims.exp)
             else:
                 event = self._store.record_scan(body, _ms(now))
         except StoreError as exc:

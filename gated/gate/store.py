@@ -126,6 +126,15 @@ MIGRATIONS = [
     CREATE INDEX peer_admissions_by_zone ON peer_admissions (zone, ts_ms, dir);
     CREATE INDEX free_exits_by_zone ON free_exits (zone, ts_ms);
     """,
+    # 7: bounded state (gated/gate/prune.py): each ticket's `exp` as this gate read it when it admitted
+    # the ticket, so its admissions (own and peers') can go once it has long expired; peers'
+    # admissions by time, for those of tickets this gate never saw
+    """
+    CREATE TABLE ticket_exp (cti BLOB PRIMARY KEY, exp INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX ticket_exp_by_exp ON ticket_exp (exp);
+    CREATE INDEX peer_admissions_by_time ON peer_admissions (ts_ms);
+    INSERT OR IGNORE INTO ticket_exp (cti, exp) SELECT DISTINCT cti, 9223372036854775807 FROM admissions;
+    """,
 ]
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
@@ -370,7 +379,7 @@ class GateStore:
         return event
 
     def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
-                    confirmed: bool = False) -> dict:
+                    confirmed: bool = False, exp: int | None = None) -> dict:
         """Write a scan event, and when `admit_cti` is given the admission it grants, in one transaction.
         The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor).
         An exit scan (body `dir` out) and a re-entry (`reentry`) are admissions of their kind."""
@@ -381,6 +390,9 @@ class GateStore:
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending",
                             body.get("dir", "in"), int(bool(body.get("reentry"))), body.get("zone")))
+                # the ticket's expiry, for pruning (gated/gate/prune.py); unknown: never pruned by it
+                db.execute("INSERT INTO ticket_exp (cti, exp) VALUES (?, ?) ON CONFLICT (cti) DO UPDATE "
+                           "SET exp = MAX(exp, excluded.exp)", (admit_cti, events.MAX_INT if exp is None else exp))
         return event
 
     def record_passage(self, scan_id: str, passed: bool, ts_ms: int) -> dict:
@@ -498,6 +510,49 @@ class GateStore:
             db.executemany("INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             return db.total_changes - before
+
+    # --- bounded state (gated/gate/prune.py) --------------------------------------------------
+
+    def prune(self, *, expired_before_s: int, peers_before_ms: int, limit: int, movements: bool = True) -> dict:
+        """One small batch (one short transaction, at most `limit` tickets and `limit` peer rows):
+        the admissions, own and peers', of tickets that expired before `expired_before_s` (unix s;
+        decide() says `expired` before it asks about admissions, so they decide nothing any more);
+        peers' admissions made before `peers_before_ms` of tickets this gate never admitted (their
+        expiry unknown here); free exits as old; waiting revocation deltas that can never apply (their
+        base is below the list's version). `movements` False: admissions and exits stay (the gate's
+        count of people inside is over every movement stored: a capacity without day_starts).
+        Pending admissions (a visitor in the turnstile) are never pruned. How many rows went, per kind."""
+        done = {"tickets": 0, "admissions": 0, "peer_admissions": 0, "free_exits": 0, "revocation_deltas": 0}
+        with self._tx() as db:
+            done["revocation_deltas"] = db.execute(
+                "DELETE FROM revocation_parts WHERE base > 0 AND base < ?", (self._rev_state.version,)).rowcount
+            if not movements:
+                return done
+            ctis = [r[0] for r in db.execute("SELECT cti FROM ticket_exp WHERE exp < ? ORDER BY exp LIMIT ?",
+                                             (expired_before_s, limit))]
+            if ctis:
+                marks = ", ".join("?" * len(ctis))
+                done["admissions"] = db.execute(f"DELETE FROM admissions WHERE cti IN ({marks}) AND state = 'passed'",
+                                                ctis).rowcount
+                done["peer_admissions"] = db.execute(f"DELETE FROM peer_admissions WHERE cti IN ({marks})",
+                                                     ctis).rowcount
+                done["tickets"] = db.execute(f"DELETE FROM ticket_exp WHERE cti IN ({marks}) AND NOT EXISTS "
+                                             "(SELECT 1 FROM admissions a WHERE a.cti = ticket_exp.cti)",
+                                             ctis).rowcount
+            done["peer_admissions"] += db.execute(
+                "DELETE FROM peer_admissions WHERE (gate, seq) IN (SELECT p.gate, p.seq FROM peer_admissions p "
+                "WHERE p.ts_ms < ? AND NOT EXISTS (SELECT 1 FROM ticket_exp t WHERE t.cti = p.cti) LIMIT ?)",
+                (peers_before_ms, limit)).rowcount
+            done["free_exits"] = db.execute(
+                "DELETE FROM free_exits WHERE (gate, seq) IN (SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?)",
+                (peers_before_ms, limit)).rowcount
+        return done
+
+    def state_counts(self) -> dict:
+        """Rows per table that grows with use (for the season benchmark and health)."""
+        with self._lock:
+            return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                    for t in ("admissions", "peer_admissions", "ticket_exp", "free_exits", "revoked", "outbox")}
 
     @property
     def last_seq(self) -> int:

@@ -1,0 +1,71 @@
+"""Bounded state: what no longer decides anything leaves the gate's state, a little at a time.
+
+A gate runs for seasons. Left alone its state grows with every admission it makes and hears of,
+and its lookups with it. `Pruner.step()` runs on the owner thread between scans (SQLite has one
+writer): every `[state] prune_every_s` it starts a round, and each call does one small batch (one
+short transaction, `BATCH` tickets) until the round finds nothing more, so a scan never waits
+behind more than one batch. What goes (GateStore.prune):
+
+  - the admissions, own and peers', of tickets that expired more than `expired_margin_h` ago
+    (decide() denies `expired` before it asks about admissions: they decide nothing any more);
+  - peers' admissions, of tickets this gate never admitted, older than `peer_retention_days`
+    (their expiry is unknown here: the scan event does not carry it);
+  - free exits as old, and revocation deltas kept for a base the list has passed.
+
+Not while the gate counts people inside over every movement it holds (a capacity without
+`day_starts`): there, pruning would change the count, so the movements stay. Confirmed outbox rows
+leave when the broker or the ledger confirms them (gated/gate/uplink.py); superseded revocation
+snapshots are replaced whole when the next one applies (gated/gate/store.py).
+"""
+
+from __future__ import annotations
+
+import structlog
+
+log = structlog.get_logger("gated.gate.prune")
+
+BATCH = 500  # tickets (and peer rows) per transaction: a few milliseconds on a Pi's card
+
+
+class Pruner:
+    def __init__(self, store, *, expired_margin_s: float, peer_retention_s: float, every_s: float,
+                 movements: bool = True, batch: int = BATCH):
+        self.store, self.expired_margin_s, self.peer_retention_s = store, expired_margin_s, peer_retention_s
+        self.every_s, self.movements, self.batch = every_s, movements, batch
+        self._next_round = 0.0  # monotonic time the next round starts
+        self._running = False
+        self._round: dict[str, int] = {}
+
+    @classmethod
+    def from_config(cls, store, cfg) -> "Pruner":
+        return cls(store, expired_margin_s=cfg.state.expired_margin_h * 3600,
+                   peer_retention_s=cfg.state.peer_retention_days * 86400, every_s=cfg.state.prune_every_s,
+                   movements=not (cfg.gate.capacity is not None and cfg.gate.day_starts is None))
+
+    def step(self, monotonic_now: float, unix_now: float) -> dict | None:
+        """At most one batch; what it removed, or None when no batch was due."""
+        if not self._running:
+            if monotonic_now < self._next_round:
+                return None
+            self._running, self._round = True, {}
+        done = self.store.prune(expired_before_s=int(unix_now - self.expired_margin_s),
+                                peers_before_ms=int((unix_now - self.peer_retention_s) * 1000), limit=self.batch,
+                                movements=self.movements)
+        for kind, n in done.items():
+            self._round[kind] = self._round.get(kind, 0) + n
+        if not any(n >= self.batch for n in (done["tickets"], done["peer_admissions"], done["free_exits"])):
+            self._running, self._next_round = False, monotonic_now + self.every_s
+            if any(self._round.values()):
+                log.info("state pruned", **self._round)
+        return done
+
+    def run_to_end(self, unix_now: float) -> dict:
+        """A whole round at once (tools and tests)."""
+        total: dict[str, int] = {}
+        self._next_round = 0.0
+        while True:
+            done = self.step(0.0, unix_now)
+            for kind, n in (done or {}).items():
+                total[kind] = total.get(kind, 0) + n
+            if not self._running:
+                return total
