@@ -10,7 +10,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-pretix pretix-venv system test-tools venv bench dist clean
+.PHONY: season test-powercut demo test test-fast test-pretix pretix-venv system test-tools venv bench dist clean
 
 system:
 	@missing=""; \
@@ -72,6 +72,10 @@ test-pretix: venv pretix-venv
 demo: venv
 	@$(VENV)/bin/gated sim sim/scenarios/demo.toml --out demo-out; status=$$?; \
 	echo "demo report: $(CURDIR)/demo-out/report.html (report.json and devices/ beside it)"; exit $$status
+
+# A season in accelerated time (bench/season.py, issue #25), scaled to a few minutes on two cores
+season: venv
+	$(VENV)/bin/python bench/season.py --days 100 --scale 0.05
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done

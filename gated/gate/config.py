@@ -181,10 +181,10 @@ class StateSection:
     expired_margin_h: float = _opt(48.0, doc="admissions of a ticket go this long after it expired (decide() says "
                                              "`expired` before it looks at them); at least a day, so the day's "
                                              "count of people inside keeps them", minimum=24, maximum=87600)
-    peer_retention_days: float = _opt(30.0, doc="peers' admissions of tickets this gate never admitted (their expiry "
-                                                "unknown here) go this long after they were made; keep it above the "
-                                                "longest validity of a ticket with limited entries",
-                                      minimum=1, maximum=3650)
+    peer_retention_days: float = _opt(7.0, doc="peers' admissions of tickets this gate never admitted (their expiry "
+                                               "unknown here) go this long after they were made at the least; longer "
+                                               "when this gate has admitted a longer-lived ticket (its validity plus "
+                                               "expired_margin_h)", minimum=1, maximum=3650)
     prune_every_s: float = _opt(300.0, doc="how often the pruning starts (in small batches between scans)",
                                 minimum=1, maximum=86400)
 

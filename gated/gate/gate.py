@@ -136,7 +136,8 @@ class Gate:
         try:
             if decision.admit:
                 event = self._store.record_scan(body, _ms(now), admit_cti=decision.cti, step=decision.ticket.step,
-                                                confirmed=confirmed, exp=decision.ticket.claims.exp)
+                                                confirmed=confirmed, exp=decision.ticket.claims.exp,
+                                                nbf=decision.ticket.claims.nbf)
             else:
                 event = self._store.record_scan(body, _ms(now))
         except StoreError as exc:

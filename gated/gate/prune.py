@@ -8,8 +8,11 @@ behind more than one batch. What goes (GateStore.prune):
 
   - the admissions, own and peers', of tickets that expired more than `expired_margin_h` ago
     (decide() denies `expired` before it asks about admissions: they decide nothing any more);
-  - peers' admissions, of tickets this gate never admitted, older than `peer_retention_days`
-    (their expiry is unknown here: the scan event does not carry it);
+  - peers' admissions, of tickets this gate never admitted, older than the retention: their
+    expiry is unknown here (the scan event does not carry it), but a ticket's admission is made
+    while it is valid, so it can matter for at most the ticket's validity. The retention is the
+    longest validity of any ticket this gate has admitted (a gate sees thousands: a fair sample),
+    plus `expired_margin_h`, and never less than `peer_retention_days`;
   - free exits as old, and revocation deltas kept for a base the list has passed.
 
 Not while the gate counts people inside over every movement it holds (a capacity without
@@ -48,8 +51,9 @@ class Pruner:
             if monotonic_now < self._next_round:
                 return None
             self._running, self._round = True, {}
+        retention = max(self.peer_retention_s, self.store.max_validity_s + self.expired_margin_s)
         done = self.store.prune(expired_before_s=int(unix_now - self.expired_margin_s),
-                                peers_before_ms=int((unix_now - self.peer_retention_s) * 1000), limit=self.batch,
+                                peers_before_ms=int((unix_now - retention) * 1000), limit=self.batch,
                                 movements=self.movements)
         for kind, n in done.items():
             self._round[kind] = self._round.get(kind, 0) + n

@@ -191,6 +191,7 @@ class GateStore:
             self._device_key = self._load_or_make_device_key()
             self._rev_state = self._read_revocation_state()
             self._synced = not int(self._meta("needs_sync", 0))
+            self._max_validity = int(self._meta("max_validity_s", 0))
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
@@ -379,7 +380,7 @@ class GateStore:
         return event
 
     def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
-                    confirmed: bool = False, exp: int | None = None) -> dict:
+                    confirmed: bool = False, exp: int | None = None, nbf: int | None = None) -> dict:
         """Write a scan event, and when `admit_cti` is given the admission it grants, in one transaction.
         The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor).
         An exit scan (body `dir` out) and a re-entry (`reentry`) are admissions of their kind."""
@@ -393,6 +394,9 @@ class GateStore:
                 # the ticket's expiry, for pruning (gated/gate/prune.py); unknown: never pruned by it
                 db.execute("INSERT INTO ticket_exp (cti, exp) VALUES (?, ?) ON CONFLICT (cti) DO UPDATE "
                            "SET exp = MAX(exp, excluded.exp)", (admit_cti, events.MAX_INT if exp is None else exp))
+                if exp is not None and nbf is not None and exp - nbf > self._max_validity:
+                    self._set_meta(db, "max_validity_s", exp - nbf)  # rarely: a longer-lived ticket than any before
+                    self._max_validity = exp - nbf
         return event
 
     def record_passage(self, scan_id: str, passed: bool, ts_ms: int) -> dict:
@@ -547,6 +551,12 @@ class GateStore:
                 "DELETE FROM free_exits WHERE (gate, seq) IN (SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?)",
                 (peers_before_ms, limit)).rowcount
         return done
+
+    @property
+    def max_validity_s(self) -> int:
+        """The longest validity (exp - nbf) of a ticket this gate has admitted: how long a peer's
+        admission of a ticket never seen here may still matter (gated/gate/prune.py)."""
+        return self._max_validity
 
     def state_counts(self) -> dict:
         """Rows per table that grows with use (for the season benchmark and health)."""

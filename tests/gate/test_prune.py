@@ -51,7 +51,7 @@ def _play(tmp_path, authority, name, scans, pruner_kwargs=None):
         body = scan_fields(decision, context, 0)
         if decision.admit:
             event = store.record_scan(body, at * 1000, admit_cti=decision.cti, confirmed=True,
-                                      exp=decision.ticket.claims.exp)
+                                      exp=decision.ticket.claims.exp, nbf=decision.ticket.claims.nbf)
         else:
             event = store.record_scan(body, at * 1000)
         if gate == "g2":
@@ -67,7 +67,7 @@ def test_pruning_keeps_every_decision_the_same(tmp_path, authority):
     scans = _recorded_days(authority)
     kept, plain = _play(tmp_path, authority, "plain", scans)
     pruned_decisions, pruned = _play(tmp_path, authority, "pruned", scans,
-                                     {"expired_margin_s": 120.0, "peer_retention_s": 2.5 * DAY})
+                                     {"expired_margin_s": 120.0, "peer_retention_s": 0.5 * DAY})
     assert pruned_decisions == kept
     reasons = {r for _, _, r in kept}
     assert {Reason.OK, Reason.ALREADY_USED, Reason.EXPIRED} <= reasons  # the recording exercises what matters
