@@ -58,6 +58,7 @@ class Pruner:
         for kind, n in done.items():
             self._round[kind] = self._round.get(kind, 0) + n
         if not any(n >= self.batch for n in (done["tickets"], done["peer_admissions"], done["free_exits"])):
+            # a batch below its limit everywhere: the round is over
             self._running, self._next_round = False, monotonic_now + self.every_s
             if any(self._round.values()):
                 log.info("state pruned", **self._round)

@@ -23,6 +23,8 @@ Tables (migration 1):
                             reentry (1: no entry spent) and zone; free_exits(gate, seq, zone, ts_ms)
                             holds exits without a ticket, this gate's and its peers': together they
                             are the gate's local estimate of the people inside its zone
+    (migration 7)           admissions get exp (the ticket's, as read at the scan) and peer_admissions an
+                            index by time: what gated/gate/prune.py needs to keep the state bounded
 
 Every write that makes an event is one transaction with the event: an admission and its scan
 event are committed together or not at all, and `seq`/`prev` are read and advanced inside it.
@@ -35,6 +37,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,19 +129,24 @@ MIGRATIONS = [
     CREATE INDEX peer_admissions_by_zone ON peer_admissions (zone, ts_ms, dir);
     CREATE INDEX free_exits_by_zone ON free_exits (zone, ts_ms);
     """,
-    # 7: bounded state (gated/gate/prune.py): each ticket's `exp` as this gate read it when it admitted
-    # the ticket, so its admissions (own and peers') can go once it has long expired; peers'
-    # admissions by time, for those of tickets this gate never saw
+    # 7: bounded state (gated/gate/prune.py): the ticket's `exp` on each admission this gate makes (a
+    # column, not a table: no page more to write per scan), so a ticket's admissions, own and peers',
+    # can go once it has long expired; peers' admissions by time, for tickets this gate never admitted
     """
-    CREATE TABLE ticket_exp (cti BLOB PRIMARY KEY, exp INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE INDEX ticket_exp_by_exp ON ticket_exp (exp);
+    ALTER TABLE admissions ADD COLUMN exp INTEGER;
     CREATE INDEX peer_admissions_by_time ON peer_admissions (ts_ms);
-    INSERT OR IGNORE INTO ticket_exp (cti, exp) SELECT DISTINCT cti, 9223372036854775807 FROM admissions;
     """,
 ]
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
+
+# Outbox rows the broker acknowledged are deleted in groups, not one commit (one fsync of the WAL) per
+# PUBACK: with the next write transaction (a scan's: no fsync of their own), or on their own once this
+# many wait or the oldest has waited this long. A power cut before that sends them again: the ledger
+# drops duplicates by event id (docs/protocol.md, "Events out: the outbox").
+ACK_GROUP_ROWS = 64
+ACK_GROUP_S = 5.0
 
 CACHE_KIB = 16384  # SQLite's page cache, fixed: hot b-tree pages of the revocation list (16 MiB)
 SORT_CACHE_KIB = 4096  # while a staged snapshot is sorted into the list: the sorter's memory runs
@@ -177,6 +185,8 @@ class GateStore:
         # counts movements since then; None: every movement stored
         self.day_start: Callable[[int], int] | None = None
         self._lock = threading.RLock()
+        self._acked: list[int] = []  # outbox seqs acknowledged, waiting to be deleted with the next write
+        self._acked_since = 0.0
         _make_private(self.path, own_directory)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
@@ -203,6 +213,10 @@ class GateStore:
 
     def close(self) -> None:
         with self._lock:
+            try:
+                self.flush_acknowledged()
+            except StoreError:
+                pass  # they are sent again after the restart; the ledger drops the duplicates
             self._db.close()
 
     def __enter__(self):
@@ -216,9 +230,14 @@ class GateStore:
         """One write transaction. A failure (a full disk...) is a StoreError and is kept in `fault`
         until a later write succeeds: the daemon reports it (health, an alarm) and keeps running."""
         with self._lock:
+            acked = self._acked
             try:
                 with write_transaction(self._db):
+                    if acked:  # grouped PUBACK deletions ride on this transaction's commit (ACK_GROUP_ROWS)
+                        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in acked])
                     yield self._db
+                if acked:
+                    self._acked = [s for s in self._acked if s not in set(acked)]
             except sqlite3.Error as exc:
                 self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
@@ -387,13 +406,10 @@ class GateStore:
         with self._tx() as db:
             event = self._append(db, {"kind": "scan", **body}, ts_ms)
             if admit_cti is not None:
-                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone, exp) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending",
-                            body.get("dir", "in"), int(bool(body.get("reentry"))), body.get("zone")))
-                # the ticket's expiry, for pruning (gated/gate/prune.py); unknown: never pruned by it
-                db.execute("INSERT INTO ticket_exp (cti, exp) VALUES (?, ?) ON CONFLICT (cti) DO UPDATE "
-                           "SET exp = MAX(exp, excluded.exp)", (admit_cti, events.MAX_INT if exp is None else exp))
+                            body.get("dir", "in"), int(bool(body.get("reentry"))), body.get("zone"), exp))
                 if exp is not None and nbf is not None and exp - nbf > self._max_validity:
                     self._set_meta(db, "max_validity_s", exp - nbf)  # rarely: a longer-lived ticket than any before
                     self._max_validity = exp - nbf
@@ -532,20 +548,24 @@ class GateStore:
                 "DELETE FROM revocation_parts WHERE base > 0 AND base < ?", (self._rev_state.version,)).rowcount
             if not movements:
                 return done
-            ctis = [r[0] for r in db.execute("SELECT cti FROM ticket_exp WHERE exp < ? ORDER BY exp LIMIT ?",
-                                             (expired_before_s, limit))]
+            # a ticket goes whole (its entries, exits and re-entries), once its last known expiry has long
+            # passed and no visitor of it is in the turnstile; admissions older than migration 7 have no
+            # exp: they go by time, like peers' admissions of tickets never admitted here
+            ctis = [r[0] for r in db.execute(
+                "SELECT cti FROM admissions GROUP BY cti HAVING MAX(COALESCE(exp, ?)) < ? "
+                "AND SUM(state = 'pending') = 0 LIMIT ?", (events.MAX_INT, expired_before_s, limit))]
+            ctis += [r[0] for r in db.execute(
+                "SELECT cti FROM admissions GROUP BY cti HAVING MAX(exp) IS NULL AND SUM(state = 'pending') = 0 "
+                "AND MAX(ts_ms) < ? LIMIT ?", (peers_before_ms, limit))]
             if ctis:
                 marks = ", ".join("?" * len(ctis))
-                done["admissions"] = db.execute(f"DELETE FROM admissions WHERE cti IN ({marks}) AND state = 'passed'",
-                                                ctis).rowcount
+                done["tickets"] = len(ctis)
+                done["admissions"] = db.execute(f"DELETE FROM admissions WHERE cti IN ({marks})", ctis).rowcount
                 done["peer_admissions"] = db.execute(f"DELETE FROM peer_admissions WHERE cti IN ({marks})",
                                                      ctis).rowcount
-                done["tickets"] = db.execute(f"DELETE FROM ticket_exp WHERE cti IN ({marks}) AND NOT EXISTS "
-                                             "(SELECT 1 FROM admissions a WHERE a.cti = ticket_exp.cti)",
-                                             ctis).rowcount
             done["peer_admissions"] += db.execute(
                 "DELETE FROM peer_admissions WHERE (gate, seq) IN (SELECT p.gate, p.seq FROM peer_admissions p "
-                "WHERE p.ts_ms < ? AND NOT EXISTS (SELECT 1 FROM ticket_exp t WHERE t.cti = p.cti) LIMIT ?)",
+                "WHERE p.ts_ms < ? AND NOT EXISTS (SELECT 1 FROM admissions a WHERE a.cti = p.cti) LIMIT ?)",
                 (peers_before_ms, limit)).rowcount
             done["free_exits"] = db.execute(
                 "DELETE FROM free_exits WHERE (gate, seq) IN (SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?)",
@@ -562,7 +582,7 @@ class GateStore:
         """Rows per table that grows with use (for the season benchmark and health)."""
         with self._lock:
             return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                    for t in ("admissions", "peer_admissions", "ticket_exp", "free_exits", "revoked", "outbox")}
+                    for t in ("admissions", "peer_admissions", "free_exits", "revoked", "outbox")}
 
     @property
     def last_seq(self) -> int:
@@ -573,12 +593,26 @@ class GateStore:
 
     def outbox(self, after_seq: int = 0, limit: int = 500) -> list[tuple[int, str]]:
         with self._lock:
-            return self._db.execute("SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after_seq, limit)).fetchall()
+            rows = self._db.execute("SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after_seq, limit + len(self._acked))).fetchall()
+            gone = set(self._acked)
+            return [r for r in rows if r[0] not in gone][:limit]
 
     def acknowledge(self, *seqs: int) -> None:
-        with self._tx() as db:
-            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        """The broker has these events: their rows go, in a group (ACK_GROUP_ROWS, ACK_GROUP_S)."""
+        with self._lock:
+            if not self._acked:
+                self._acked_since = time.monotonic()
+            self._acked.extend(seqs)
+            if len(self._acked) >= ACK_GROUP_ROWS or time.monotonic() - self._acked_since >= ACK_GROUP_S:
+                self.flush_acknowledged()
+
+    def flush_acknowledged(self) -> None:
+        """Delete the acknowledged rows now (one transaction of their own)."""
+        with self._lock:
+            if self._acked:
+                with self._tx():
+                    pass
 
     def mark_delivered(self, seqs, now_ms: int) -> None:
         """The broker acknowledged these rows; they stay until the ledger has them (prune_committed)."""
@@ -599,8 +633,9 @@ class GateStore:
                               (before_ms,)).rowcount
 
     def outbox_depth(self) -> int:
+        """Events the broker has not acknowledged (rows whose deletion waits for its group are not)."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] - len(self._acked)
 
     # --- revocations ------------------------------------------------------------------------
 
