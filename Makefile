@@ -4,8 +4,9 @@
 VENV ?= .venv
 PYTHON ?= python3
 SYSTEM_PACKAGES := libzbar0 mosquitto
-# PostgreSQL: the tests start throwaway clusters of it for the central ledger (gated ledger --db postgresql://)
-TEST_SYSTEM_PACKAGES := postgresql
+# PostgreSQL: the tests start throwaway clusters of it for the central ledger (gated ledger --db postgresql://);
+# fuse3: the power-cut tests mount a file system that loses unsynced writes (tests/support/cutfs.py)
+TEST_SYSTEM_PACKAGES := postgresql fuse3
 TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
@@ -72,6 +73,10 @@ test-pretix: venv pretix-venv
 demo: venv
 	@$(VENV)/bin/gated sim sim/scenarios/demo.toml --out demo-out; status=$$?; \
 	echo "demo report: $(CURDIR)/demo-out/report.html (report.json and devices/ beside it)"; exit $$status
+
+# Power cuts on the gate's state: a few hundred, each at a random moment (tests/support/powercut.py)
+test-powercut: venv test-tools
+	$(VENV)/bin/python -m tests.support.powercut cuts 300
 
 # A season in accelerated time (bench/season.py, issue #25), scaled to a few minutes on two cores
 season: venv
