@@ -19,7 +19,6 @@ the passage counts).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess

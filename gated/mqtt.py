@@ -16,6 +16,7 @@ import queue
 import random
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -171,6 +172,31 @@ class MqttLink:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             return None
         return info.mid
+
+    def wait_published(self, mids: dict, timeout: float, on_other: Callable[[tuple], None] | None = None) -> str | None:
+        """Wait for the broker's PUBACK of each mid (mid -> topic) taken from `inbox`; every other
+        item goes to `on_other` (or is dropped, an inbound message acknowledged). None when all came
+        back accepted, else what went wrong, for the caller's own error."""
+        if None in mids:
+            return f"paho refused to queue {mids[None]}"
+        waiting, deadline = dict(mids), time.monotonic() + timeout
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return f"no PUBACK for {', '.join(sorted(waiting.values()))} within {timeout:.0f} s"
+            try:
+                item = self.inbox.get(timeout=left)
+            except queue.Empty:
+                continue
+            if item[0] == "published" and item[1] in waiting:
+                topic = waiting.pop(item[1])
+                if item[2] >= 0x80:
+                    return f"the broker refused {topic} (reason code {item[2]:#x}): check its ACL"
+            elif on_other is not None:
+                on_other(item)
+            elif item[0] == "message":
+                self.ack(item[1])
+        return None
 
     def ack(self, message: Inbound) -> None:
         """Acknowledge an applied message, if it came on the current connection (else the broker

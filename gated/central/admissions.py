@@ -67,7 +67,9 @@ def publish(settings, site: str, event: str, blobs: list[bytes], *, timeout: flo
                 for i, blob in enumerate(blobs)}
         stale = [t for t in held if t.rsplit("/", 1)[1].isdigit() and int(t.rsplit("/", 1)[1]) >= len(blobs)]
         mids.update({link.publish(t, b"", 1, True): t for t in stale})
-        _wait_acks(link, mids, timeout)
+        problem = link.wait_published(mids, timeout)
+        if problem is not None:
+            raise SnapshotError(problem)
         return [admissions_topic(site, event, i) for i in range(len(blobs))]
     finally:
         link.stop()
@@ -85,23 +87,3 @@ def _retained(link: MqttLink, settle_s: float, timeout: float) -> set[str]:
             link.ack(item[1])
             (held.add if item[1].payload else held.discard)(item[1].topic)
     return held
-
-
-def _wait_acks(link: MqttLink, mids: dict, timeout: float) -> None:
-    if None in mids:
-        raise SnapshotError(f"paho refused to queue {mids[None]}")
-    deadline = time.monotonic() + timeout
-    while mids:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise SnapshotError(f"no PUBACK for {', '.join(sorted(mids.values()))} within {timeout:.0f} s")
-        try:
-            item = link.inbox.get(timeout=left)
-        except queue.Empty:
-            continue
-        if item[0] == "published" and item[1] in mids:
-            topic = mids.pop(item[1])
-            if item[2] >= 0x80:
-                raise SnapshotError(f"the broker refused {topic} (reason code {item[2]:#x}): check its ACL")
-        elif item[0] == "message":
-            link.ack(item[1])

@@ -120,21 +120,7 @@ def _note(item, link: MqttLink, retained: dict) -> None:
 
 
 def _wait_acks(link: MqttLink, mids: dict, timeout: float, retained: dict) -> None:
-    waiting = dict(mids)
-    if None in waiting:
-        raise PublishError(f"paho refused to queue {waiting[None]}")
-    deadline = time.monotonic() + timeout
-    while waiting:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise PublishError(f"no PUBACK for {', '.join(sorted(waiting.values()))} within {timeout:.0f} s")
-        try:
-            item = link.inbox.get(timeout=left)
-        except queue.Empty:
-            continue
-        if item[0] == "published" and item[1] in waiting:
-            topic = waiting.pop(item[1])
-            if item[2] >= 0x80:
-                raise PublishError(f"the broker refused {topic} (reason code {item[2]:#x}): check its ACL")
-        else:
-            _note(item, link, retained)
+    problem = link.wait_published(mids, timeout, on_other=lambda item: _note(item, link, retained))
+    if problem is not None:
+        raise PublishError(problem)
+
