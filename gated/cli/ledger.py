@@ -196,7 +196,7 @@ def run_reconcile(args) -> int:
 
 def run_publish(args) -> int:
     from gated.central.publisher import PublishError, publish_revocations
-    from gated.gate.revocations import UpdateRejected
+    from gated.core.revocation import UpdateRejected
 
     blobs = [Path(f).read_bytes() for f in args.files]
     settings = _settings(args, None)

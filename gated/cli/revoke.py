@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gated import keys
 
-from gated.gate import revocations
+from gated.core import revocation
 from gated.cli.main import CommandError
 
 
@@ -78,7 +78,7 @@ def run(args) -> int:
         raise CommandError("--version must be above 0 and above --base")
     try:
         key = keys.load_private_key(args.key)
-        messages = revocations.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
+        messages = revocation.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
                                               remove=remove, iat=int(time.time()), parts=args.parts)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
