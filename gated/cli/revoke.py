@@ -53,7 +53,7 @@ def code_id(text: str) -> bytes:
     """The ticket id a QR text carries, whatever its format; read without keys (no signature is
     needed to name a ticket; the gates check signatures when it is shown)."""
     from gated.keys import Keyring
-    from gated.core.ticket import read_code
+    from gated.core.scanned import read_code
 
     cti = read_code(text, Keyring()).cti
     if cti is None:

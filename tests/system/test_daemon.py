@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gated.core import revocation
 from gated.gate import revocations
 
-from gated.core import ticket
+from gated.core import scanned, ticket
 from gated.central.issuer import issue, new_claims
 from gated.gate.store import GateStore
 from tests.conftest import EVENT, SITE
@@ -155,7 +155,7 @@ def test_sigkill_and_restart_lose_no_event_and_do_not_readmit(tmp_path, authorit
         collector.close()
     chain = collector.chain()
     check_chain(chain, device_key(tmp_path / "state"))
-    a, b, c = (ticket.read_code(t, authority.keyring).claims.cti.hex() for t in (ok_a, ok_b, ok_c))
+    a, b, c = (scanned.read_code(t, authority.keyring).claims.cti.hex() for t in (ok_a, ok_b, ok_c))
     assert [(e["ticket"], e["decision"]) for e in chain] == [(a, "admit"), (b, "admit"), (a, "deny"), (c, "admit")]
 
 
