@@ -116,7 +116,8 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
 
 
 def run_ledger(args) -> int:
-    from gated.central.ledger import LedgerError, LedgerService
+    from gated.central.ledger import LedgerError
+    from gated.central.ledger_service import LedgerService
 
     from gated.daystart import DayStart, DayStartError
 
@@ -179,7 +180,7 @@ def _set_capacities(ledger, options) -> None:
 
 
 def run_reconcile(args) -> int:
-    from gated.central.ledger import format_report
+    from gated.central.ledger_report import format_report
     from gated.central.ledgerdb import ledger_exists
 
     if not ledger_exists(args.db):
