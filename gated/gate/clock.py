@@ -1,8 +1,7 @@
 """Trusted time for a gate without a real-time clock (PROTOCOL §7; policy in docs/protocol.md).
 
-    beacon  = COSE_Sign1 (PROTOCOL §2 structure) by a `command` key, published retained every 10 s
-              on gated/v1/<site>/time, payload CBOR map
-              {1: site (tstr), 2: unix milliseconds (uint), 3: beacon sequence (uint, strictly increasing)}
+The beacon format (a signed {site, unix ms, sequence}, retained every 10 s on gated/v1/<site>/time)
+is gated/core/beacon.py; this module decides what the beacons, NTP and an RTC say about the time.
 
 Theory of operation
 -------------------
@@ -63,20 +62,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cbor2
-
-from gated.core import cose
-from gated.keys import Keyring, SignedRejected, open_signed
+from gated.core.beacon import Beacon, BeaconOutcome, read_beacon
+from gated.core.signed import Keyring
 from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 
-BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
-BEACON_INTERVAL_S = 10.0
 SEQ_KEY = "clock.beacon_seq"
 TRUSTED_KEY = "clock.trusted_ms"
 ANCHOR_KEY = "clock.anchor"  # JSON {"boot": boot id, "at": boot-time s of the newest beacon, "offset": best bound}
 DISAGREEMENT_KEY = "clock.disagreement"  # JSON {"beacon_ms", "reference_ms", "source", "seen_ms"}: last refused beacon
 RIVALS_TO_OUTVOTE = 3  # live beacons, consistent with each other, that outvote the beacons before them
-MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a beacon time beyond it is malformed
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
 
@@ -84,48 +78,6 @@ RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
 class Policy(str, enum.Enum):
     DENY = "deny"  # time-dependent checks fail while the clock is uncertain
     BEACON = "beacon"  # judge with the beacons' time while the clock is uncertain
-
-
-# --- the beacon format -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Beacon:
-    site: str
-    unix_ms: int
-    seq: int
-    signer: str  # keyring name of the command key
-
-
-@dataclass(frozen=True)
-class BeaconOutcome:
-    """What happened to one beacon message; an ignored beacon is a value, not an exception."""
-
-    accepted: bool
-    reason: str  # accepted | malformed | unsupported | unknown_key | bad_signature | wrong_site | not_newer
-    #              | too_far_ahead
-    detail: str = ""
-    beacon: Beacon | None = None
-    offset_s: float | None = None  # accepted: the clock's estimate minus the wall clock at receipt
-
-
-def encode_beacon(key, *, site: str, unix_ms: int, seq: int) -> bytes:
-    return cose.sign(cbor2.dumps({BEACON_SITE: site, BEACON_MS: int(unix_ms), BEACON_SEQ: int(seq)}), key)
-
-
-def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
-    """Parse and verify one beacon: a Beacon, or the BeaconOutcome saying why it is ignored."""
-    try:
-        key, body = open_signed(payload, keyring, "command")
-    except SignedRejected as exc:
-        return BeaconOutcome(False, exc.code, exc.detail)
-    if not isinstance(body, dict):
-        return BeaconOutcome(False, "malformed", "payload must be a CBOR map")
-    site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
-    if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
-        return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
-    if unix_ms > MAX_UNIX_MS:
-        return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond the year 9999")
-    return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)
 
 
 # --- the clock ---------------------------------------------------------------------------------

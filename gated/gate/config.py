@@ -26,11 +26,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gated.core.errors import GatedError
+from gated.gate.frames import KIND_EXAMPLES, spec_problem
 from gated.tomlcheck import BAD, scalar, show
 
 DEFAULT_PATH = Path("/etc/gated/gated.toml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # site, gate and board names: safe in MQTT topics and file names
-CAMERA_KINDS = ("v4l2", "picamera2", "files", "synthetic")
 SCANNER_BACKENDS = ("zxing", "pyzbar")
 PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -102,8 +102,8 @@ class GateSection:
 
 @dataclass(frozen=True)
 class CameraSection:
-    source: str = _opt("v4l2:/dev/video0", doc="frame source: v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:",
-                       check=lambda v: _check_camera(v))
+    source: str = _opt("v4l2:/dev/video0", doc=f"frame source: {KIND_EXAMPLES}",
+                       check=spec_problem)
     width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16, maximum=16384)
     height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16, maximum=16384)
     fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0, maximum=1000)
@@ -387,15 +387,6 @@ def _check_day(reader: str, text: str, expected: str) -> str | None:
         getattr(daystart, reader)(text)
     except daystart.DayStartError:
         return expected
-    return None
-
-
-def _check_camera(spec: str) -> str | None:
-    kind, _, rest = spec.partition(":")
-    if kind not in CAMERA_KINDS or (kind in ("v4l2", "files") and not rest):
-        return "one of v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:"
-    if kind == "picamera2" and rest and not rest.isdigit():
-        return "picamera2:<camera number>"
     return None
 
 

@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
-from gated.gate.clock import Policy, TrustedClock, encode_beacon, read_beacon
+from gated.core.beacon import encode_beacon, read_beacon
+from gated.gate.clock import Policy, TrustedClock
 from gated.gate.store import GateStore
 from tests.conftest import SITE
 
