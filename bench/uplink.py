@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from gated import keys  # noqa: E402
 
-from gated.core import events
+from gated.core import events  # noqa: E402
 from gated.central.ledger import Ledger  # noqa: E402
 from gated.central.ledger_service import LedgerService  # noqa: E402
 from gated.keys import Keyring  # noqa: E402

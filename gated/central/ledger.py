@@ -437,7 +437,7 @@ class Ledger:
                     "SELECT gate, seq, hash, prev, id FROM events WHERE " + " OR ".join(c for c, _ in part),
                     tuple(v for _, values in part for v in values)).fetchall():
                 stored[gate, n] = (h, p, i_)
-        for gate, gate_events in by_gate.items():
+        for gate_events in by_gate.values():
             for event in gate_events:
                 self._check_event_links(result, event, stored, received_ms)
 

@@ -134,7 +134,10 @@ def rtc_present() -> bool:
 
 def _json_value(store, key: str) -> dict:
     """A JSON object kept under `key`, or {} when absent, cleared or unreadable (then it is ignored)."""
-    raw = store.get_value(key) if store is not None else None
+    return _json_object(store.get_value(key) if store is not None else None)
+
+
+def _json_object(raw) -> dict:
     try:
         value = json.loads(raw) if isinstance(raw, str) else None
     except ValueError:
@@ -155,6 +158,47 @@ def reset_trust(store) -> dict:
     store.set_value(ANCHOR_KEY, None)
     store.set_value(DISAGREEMENT_KEY, None)
     return before
+
+
+@dataclass(frozen=True)
+class TrustDiagnosis:
+    """What a gate's persisted clock trust says is wrong against this machine's clock (`gated doctor`).
+
+    kind  ahead     the persisted trusted time is ahead of this clock beyond max_offset_s: the gate
+                    judges every ticket at `trusted_s` (if that time is wrong: `gated clock reset`)
+          refused   a beacon was refused as too far ahead of another source (`source`: ntp, rtc, beacon)
+          offset    the beacons' bound of this same boot, carried to now, disagrees with this clock by `offset_s`
+    """
+
+    kind: str
+    trusted_s: float | None = None  # ahead
+    beacon_s: float | None = None  # refused: the beacon's time, the reference's, when it was seen (if known)
+    reference_s: float | None = None
+    source: str = "system"
+    seen_s: float | None = None
+    offset_s: float | None = None  # offset: the beacons' time minus this clock
+
+
+def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s: float,
+                   boot: Callable[[], str | None] = boot_id,
+                   monotonic: Callable[[], float] = boot_time) -> TrustDiagnosis | None:
+    """What the trust a gate persisted (`stored(key)`: GateStore.get_value, or a StoreSummary's
+    value) says against this clock at `now`: a trusted time ahead of it, a refused beacon, a beacon
+    bound (same boot) that disagrees with it. None when all agree. The first found is said."""
+    trusted_ms = stored(TRUSTED_KEY)
+    if isinstance(trusted_ms, int) and trusted_ms / 1000 > now + max_offset_s:
+        return TrustDiagnosis("ahead", trusted_s=trusted_ms / 1000)
+    refused = _json_object(stored(DISAGREEMENT_KEY))
+    if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
+        seen = refused["seen_ms"] / 1000 if isinstance(refused.get("seen_ms"), int) else None
+        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000, reference_s=refused["reference_ms"] / 1000,
+                              source=refused.get("source", "system"), seen_s=seen)
+    anchor = _json_object(stored(ANCHOR_KEY))
+    if anchor.get("boot") is not None and anchor.get("boot") == boot() and isinstance(anchor.get("offset"), (int, float)):
+        offset = anchor["offset"] + monotonic() - now  # the beacons' time carried to now, minus this clock
+        if abs(offset) > max_offset_s:
+            return TrustDiagnosis("offset", offset_s=offset)
+    return None
 
 
 class TrustedClock:

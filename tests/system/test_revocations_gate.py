@@ -172,7 +172,9 @@ def test_hostile_revocation_messages_leave_the_list_in_force(tmp_path, authority
         messages = hostile_messages(rng, authority)
         for _case, topic, payload in messages:
             central.publish(topic, payload, retain=False)
-        said = lambda: [e for e in gate.logs if e.get("event") in ("revocation update rejected", "revocation update")]
+        def said():
+            return [e for e in gate.logs if e.get("event") in ("revocation update rejected", "revocation update")]
+
         gate.wait_for(lambda: len(said()) >= len(messages), 30, f"a logged reason for each of {len(messages)} messages")
         entries = said()
         assert all(e["event"] == "revocation update rejected" or e["status"] == "stored" for e in entries), entries

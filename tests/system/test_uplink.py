@@ -74,7 +74,7 @@ def test_broker_stopped_mid_stream_and_restarted_loses_nothing(tmp_path, store, 
     try:
         with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
             uplink.start()
-            for round_ in range(3):
+            for _round in range(3):
                 for _ in range(100):
                     state_events(store, 1)
                     made += 1
