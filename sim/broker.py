@@ -35,7 +35,7 @@ class Mosquitto:
         self.port = port or free_port()
         self.config = self.directory / "mosquitto.conf"
         self.log = self.directory / "mosquitto.log"
-        write_atomic(self.config, 
+        write_atomic(self.config,
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

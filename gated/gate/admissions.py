@@ -17,7 +17,7 @@ from collections.abc import Callable
 import structlog
 
 from gated.core import snapshot
-from gated.keys import Keyring, SignedRejected, open_signed
+from gated.core.signed import Keyring, SignedRejected, open_signed
 from gated.topics import admissions_topic
 
 log = structlog.get_logger("gated.gate.admissions")
