@@ -67,12 +67,18 @@ def measure(work: Path, n: int, mode: str) -> tuple[float, float, float, float]:
     child = work / "child.py"
     child.write_text(CHILD.format(root=str(ROOT)))
     db = work / f"{mode}.db"
-    out = subprocess.run(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", sys.executable, str(child), str(n),
-                          str(db), mode], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", sys.executable, str(child), str(n), str(db), mode],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise SystemExit(out.stderr[-2000:])
-    calls = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$",
-                                                              out.stderr, re.M)}
+    calls = {
+        m.group(2): int(m.group(1))
+        for m in re.finditer(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", out.stderr, re.M)
+    }
     written, handed = map(int, re.search(r"IO (\d+) (\d+)", out.stdout).groups())
     return calls.get("fdatasync", 0) / n, calls.get("fsync", 0) / n, written / n, handed / n
 
@@ -97,8 +103,10 @@ def main() -> int:
         fdatasync, fsync, written, handed = rows[mode]
         print(f"{label:34} {fdatasync:>9.2f} {fsync:>6.2f} {written:>14.0f} {handed:>14.0f}")
     syncs = sum(rows["grouped"][:2])
-    print(f"syncs per admission now {syncs:.2f}; target {TARGET:.0f} (the scan's commit and the passage's; "
-          f"WAL checkpoints add a little) -> {'OK' if syncs <= TARGET + 0.25 else 'MISSED'}")
+    print(
+        f"syncs per admission now {syncs:.2f}; target {TARGET:.0f} (the scan's commit and the passage's; "
+        f"WAL checkpoints add a little) -> {'OK' if syncs <= TARGET + 0.25 else 'MISSED'}"
+    )
     return 0
 
 

@@ -68,8 +68,10 @@ PROBE = 2000  # decisions timed at each reported day: half fresh tickets, half u
 def probe(store, ring, context, issuer, rng, start, used, n) -> list[float]:
     """Decision times (facts + decide, microseconds) of n scans at the end of the day, nothing
     recorded: a p99 of a few thousand samples, not of one gate's day alone."""
-    texts = [ticket.encode_static(ticket.Claims(cti=rng.randbytes(16), aud=EVENT, nbf=start, exp=start + DAY), issuer)
-             for _ in range(n // 2)] + [text for text, _ in used[: n // 2]]
+    texts = [
+        ticket.encode_static(ticket.Claims(cti=rng.randbytes(16), aud=EVENT, nbf=start, exp=start + DAY), issuer)
+        for _ in range(n // 2)
+    ] + [text for text, _ in used[: n // 2]]
     out = []
     for text in texts:  # CPU time of this thread: on a shared machine wall time mostly measures the neighbours
         t = time.thread_time_ns()
@@ -103,10 +105,14 @@ def main() -> int:
     path = work / "state" / "gate.db"
     store = GateStore(path, site=SITE, gate="g1")
     pruner = Pruner(store, expired_margin_s=48 * 3600, peer_retention_s=7 * DAY, every_s=300)
-    print(f"season: {args.days} days, {visitors} visitors a day at {args.gates} gates (g1 judges "
-          f"{visitors // args.gates}), revocations +{revoked_per_day} a day; state in {path}")
-    print(f"{'day':>4} {'db MiB':>8} {'RSS MiB':>8} {'p99 us':>8} {'p50 us':>7} {'admissions':>10} {'peers':>8} "
-          f"{'revoked':>8} {'pruned':>8} {'s':>6}")
+    print(
+        f"season: {args.days} days, {visitors} visitors a day at {args.gates} gates (g1 judges "
+        f"{visitors // args.gates}), revocations +{revoked_per_day} a day; state in {path}"
+    )
+    print(
+        f"{'day':>4} {'db MiB':>8} {'RSS MiB':>8} {'p99 us':>8} {'p50 us':>7} {'admissions':>10} {'peers':>8} "
+        f"{'revoked':>8} {'pruned':>8} {'s':>6}"
+    )
     figures = {}
     rev_version, started = 0, time.monotonic()
     report_days = sorted({1, min(10, args.days), args.days})
@@ -115,8 +121,16 @@ def main() -> int:
         start = T0 + (day - 1) * DAY
         # the day's revocation delta (a snapshot the first day)
         add = [rng.randbytes(16) for _ in range(revoked_per_day)]
-        store.apply_revocations(version=rev_version + 1, base=rev_version, add=add, remove=(), iat=start, site=SITE,
-                                applied_ms=start * 1000, expected_version=rev_version)
+        store.apply_revocations(
+            version=rev_version + 1,
+            base=rev_version,
+            add=add,
+            remove=(),
+            iat=start,
+            site=SITE,
+            applied_ms=start * 1000,
+            expected_version=rev_version,
+        )
         rev_version += 1
         timings = []
         peers = []
@@ -135,8 +149,14 @@ def main() -> int:
             timings.append((time.perf_counter_ns() - t) / 1000)
             body = scan_fields(decision, context, rev_version)
             if decision.admit:
-                store.record_scan(body, at * 1000, admit_cti=decision.cti, confirmed=True,
-                                  exp=decision.ticket.claims.exp, nbf=decision.ticket.claims.nbf)
+                store.record_scan(
+                    body,
+                    at * 1000,
+                    admit_cti=decision.cti,
+                    confirmed=True,
+                    exp=decision.ticket.claims.exp,
+                    nbf=decision.ticket.claims.nbf,
+                )
                 used_today.append((text, at))
             else:
                 store.record_scan(body, at * 1000)
@@ -150,9 +170,12 @@ def main() -> int:
             timings = probe(store, ring, context, issuer, rng, start, used_today, PROBE)
             counts = store.state_counts()
             figures[day] = (db_mib(path), rss_mib(), percentile(timings, 99), counts)
-            print(f"{day:>4} {figures[day][0]:>8.1f} {figures[day][1]:>8.1f} {figures[day][2]:>8.0f} "
-                  f"{percentile(timings, 50):>7.0f} {counts['admissions']:>10} {counts['peer_admissions']:>8} "
-                  f"{counts['revoked']:>8} {sum(pruned.values()):>8} {time.monotonic() - t_day:>6.1f}", flush=True)
+            print(
+                f"{day:>4} {figures[day][0]:>8.1f} {figures[day][1]:>8.1f} {figures[day][2]:>8.0f} "
+                f"{percentile(timings, 50):>7.0f} {counts['admissions']:>10} {counts['peer_admissions']:>8} "
+                f"{counts['revoked']:>8} {sum(pruned.values()):>8} {time.monotonic() - t_day:>6.1f}",
+                flush=True,
+            )
     store.close()
     ten, last = figures[min(10, args.days)], figures[args.days]
     # the revocation list grows by design (a season's refunds): its b-tree, ~40 bytes an id, is set apart
@@ -160,10 +183,12 @@ def main() -> int:
     size_ratio = (last[0] - list_mib(last)) / max(ten[0] - list_mib(ten), 1e-6)
     p99_ratio = last[2] / max(ten[2], 1e-6)
     ok = size_ratio <= GROWTH_LIMIT and p99_ratio <= GROWTH_LIMIT and last[1] <= ten[1] * GROWTH_LIMIT
-    print(f"day {args.days} vs day {min(10, args.days)}: state without the revocation list x{size_ratio:.2f}, "
-          f"RSS x{last[1] / ten[1]:.2f}, p99 decision x{p99_ratio:.2f} "
-          f"(target: each at most x{GROWTH_LIMIT}, flat after the first days) -> {'OK' if ok else 'MISSED'}; "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"day {args.days} vs day {min(10, args.days)}: state without the revocation list x{size_ratio:.2f}, "
+        f"RSS x{last[1] / ten[1]:.2f}, p99 decision x{p99_ratio:.2f} "
+        f"(target: each at most x{GROWTH_LIMIT}, flat after the first days) -> {'OK' if ok else 'MISSED'}; "
+        f"{time.monotonic() - started:.0f} s"
+    )
     if not args.dir:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1

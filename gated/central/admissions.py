@@ -37,7 +37,8 @@ def collect(ledger, event: str) -> list[Admission]:
     rows = ledger.query(
         "SELECT e.gate, e.seq, e.ticket, e.body FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
         "AND e.ticket IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate "
-        "AND p.kind = 'passage' AND p.result = 'timeout') ORDER BY e.gate, e.seq")
+        "AND p.kind = 'passage' AND p.result = 'timeout') ORDER BY e.gate, e.seq"
+    )
     out = []
     for gate, seq, ticket, body in rows:
         try:
@@ -47,14 +48,24 @@ def collect(ledger, event: str) -> list[Admission]:
         if scan.get("event") != event:
             continue
         step = scan.get("step")
-        out.append(Admission(gate=gate, seq=int(seq), cti=bytes.fromhex(ticket),
-                             step=step if isinstance(step, int) else None, ts_ms=parse_ts(scan.get("ts")) or 0,
-                             dir=scan.get("dir", "in"), reentry=bool(scan.get("reentry")), zone=scan.get("zone")))
+        out.append(
+            Admission(
+                gate=gate,
+                seq=int(seq),
+                cti=bytes.fromhex(ticket),
+                step=step if isinstance(step, int) else None,
+                ts_ms=parse_ts(scan.get("ts")) or 0,
+                dir=scan.get("dir", "in"),
+                reentry=bool(scan.get("reentry")),
+                zone=scan.get("zone"),
+            )
+        )
     return out
 
 
-def publish(settings, site: str, event: str, blobs: list[bytes], *, timeout: float = 15.0,
-            settle_s: float = 0.5) -> list[str]:
+def publish(
+    settings, site: str, event: str, blobs: list[bytes], *, timeout: float = 15.0, settle_s: float = 0.5
+) -> list[str]:
     """Publish the parts retained and clear retained parts beyond them; the topics published."""
     link = MqttLink(settings, settings.client_id or f"gated-admissions-{site}-{os.getpid()}", persistent=False)
     link.add_subscription(admissions_topic(site, event), SubscribeOptions(qos=1, noLocal=True))
@@ -63,8 +74,10 @@ def publish(settings, site: str, event: str, blobs: list[bytes], *, timeout: flo
         if not link.wait_connected(timeout):
             raise SnapshotError(f"no connection to {settings.url} within {timeout:.0f} s")
         held = _retained(link, settle_s, timeout)
-        mids = {link.publish(admissions_topic(site, event, i), blob, 1, True): admissions_topic(site, event, i)
-                for i, blob in enumerate(blobs)}
+        mids = {
+            link.publish(admissions_topic(site, event, i), blob, 1, True): admissions_topic(site, event, i)
+            for i, blob in enumerate(blobs)
+        }
         stale = [t for t in held if t.rsplit("/", 1)[1].isdigit() and int(t.rsplit("/", 1)[1]) >= len(blobs)]
         mids.update({link.publish(t, b"", 1, True): t for t in stale})
         problem = link.wait_published(mids, timeout)

@@ -47,10 +47,19 @@ def per_gate(db) -> dict[str, list[dict]]:
     """Each gate's chains in the order they started (the gate's clock): epoch, seqs, events, times."""
     found: dict[str, list[dict]] = {}
     for gate, epoch, first, last, count, first_ts, last_ts in db.execute(
-            f"SELECT gate, {CHAIN_OF()}, MIN(seq), MAX(seq), COUNT(*), MIN(ts), MAX(ts) FROM events "
-            f"GROUP BY gate, {CHAIN_OF()} ORDER BY gate, MIN(ts)"):
-        found.setdefault(gate, []).append({"epoch": int(epoch), "first_seq": first, "last_seq": last, "events": count,
-                                           "first_ts": first_ts, "last_ts": last_ts})
+        f"SELECT gate, {CHAIN_OF()}, MIN(seq), MAX(seq), COUNT(*), MIN(ts), MAX(ts) FROM events "
+        f"GROUP BY gate, {CHAIN_OF()} ORDER BY gate, MIN(ts)"
+    ):
+        found.setdefault(gate, []).append(
+            {
+                "epoch": int(epoch),
+                "first_seq": first,
+                "last_seq": last,
+                "events": count,
+                "first_ts": first_ts,
+                "last_ts": last_ts,
+            }
+        )
     return found
 
 
@@ -59,10 +68,19 @@ def replacements(db) -> list[dict]:
     out = []
     for gate, found in per_gate(db).items():
         for before, after in zip(found, found[1:]):
-            out.append({"gate": gate, "epoch": after["epoch"], "first_seq": after["first_seq"],
-                        "last_seq": after["last_seq"], "first_ts": after["first_ts"], "events": after["events"],
-                        "after_epoch": before["epoch"], "after_last_seq": before["last_seq"],
-                        "after_last_ts": before["last_ts"]})
+            out.append(
+                {
+                    "gate": gate,
+                    "epoch": after["epoch"],
+                    "first_seq": after["first_seq"],
+                    "last_seq": after["last_seq"],
+                    "first_ts": after["first_ts"],
+                    "events": after["events"],
+                    "after_epoch": before["epoch"],
+                    "after_last_seq": before["last_seq"],
+                    "after_last_ts": before["last_ts"],
+                }
+            )
     return out
 
 
@@ -73,14 +91,22 @@ def unapproved_count(db) -> int:
 def unsynced_admissions(db) -> list[dict]:
     """Admissions a replaced gate made before its admissions snapshot (flagged `unsynced`), each
     with the earlier admissions of the same ticket at other chains or gates, if any."""
-    rows = db.execute("SELECT id, gate, ticket, ts, body FROM events WHERE kind = 'scan' AND decision = 'admit' "
-                      "AND body LIKE ? ORDER BY gate, seq", ('%"unsynced":true%',)).fetchall()
+    rows = db.execute(
+        "SELECT id, gate, ticket, ts, body FROM events WHERE kind = 'scan' AND decision = 'admit' "
+        "AND body LIKE ? ORDER BY gate, seq",
+        ('%"unsynced":true%',),
+    ).fetchall()
     out = []
     for event_id, gate, ticket, ts, _ in rows:
-        earlier = [r[0] for r in db.execute(
-            "SELECT e.id FROM events e WHERE e.ticket = ? AND e.kind = 'scan' AND e.decision = 'admit' AND e.id <> ? "
-            "AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
-            "AND p.result = 'timeout') ORDER BY e.ts", (ticket, event_id)).fetchall()]
+        earlier = [
+            r[0]
+            for r in db.execute(
+                "SELECT e.id FROM events e WHERE e.ticket = ? AND e.kind = 'scan' AND e.decision = 'admit' AND e.id <> ? "
+                "AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
+                "AND p.result = 'timeout') ORDER BY e.ts",
+                (ticket, event_id),
+            ).fetchall()
+        ]
         out.append({"id": event_id, "gate": gate, "ticket": ticket, "ts": ts, "also_admitted": earlier})
     return out
 

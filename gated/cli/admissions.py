@@ -12,8 +12,9 @@ from gated.cli.main import CommandError
 def register(sub) -> None:
     from gated.mqtturl import add_broker_arguments
 
-    parser = sub.add_parser("admissions", help="publish the ledger's admissions snapshot (a replaced gate recovers "
-                                               "which tickets were used)")
+    parser = sub.add_parser(
+        "admissions", help="publish the ledger's admissions snapshot (a replaced gate recovers which tickets were used)"
+    )
     actions = parser.add_subparsers(dest="admissions_command", required=True, metavar="ACTION")
     pub = actions.add_parser("publish", help="sign the admissions of an event and publish them, retained")
     pub.add_argument("--db", required=True, help="the ledger (SQLite file or postgresql:// URL)")
@@ -53,8 +54,9 @@ def publish(args) -> int:
         raise CommandError(str(exc)) from None
     version = time.time_ns() // 1_000_000
     for event, found in taken.items():
-        blobs = snapshot.encode(key, site=args.site, event=event, version=version, admissions=found,
-                                iat=int(time.time()))
+        blobs = snapshot.encode(
+            key, site=args.site, event=event, version=version, admissions=found, iat=int(time.time())
+        )
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             for i, blob in enumerate(blobs):
@@ -64,6 +66,8 @@ def publish(args) -> int:
                 admissions.publish(settings, args.site, event, blobs)
             except admissions.SnapshotError as exc:
                 raise CommandError(str(exc)) from None
-        print(f"event {event}: {len(found)} admissions in {len(blobs)} part(s), version {version}"
-              + (" published" if settings is not None else ""))
+        print(
+            f"event {event}: {len(found)} admissions in {len(blobs)} part(s), version {version}"
+            + (" published" if settings is not None else "")
+        )
     return 0

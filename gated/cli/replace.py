@@ -16,11 +16,19 @@ from gated.cli.main import CommandError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("replace", help="on a replaced gate: make its new state a new chain of the same gate id "
-                                       "(new device key; until_synced until the admissions snapshot)")
-    p.add_argument("--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)")
-    p.add_argument("--move-aside", action="store_true",
-                   help="an old (damaged) gate.db is there: rename it to gate.db.replaced-<unix time> first")
+    p = sub.add_parser(
+        "replace",
+        help="on a replaced gate: make its new state a new chain of the same gate id "
+        "(new device key; until_synced until the admissions snapshot)",
+    )
+    p.add_argument(
+        "--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)"
+    )
+    p.add_argument(
+        "--move-aside",
+        action="store_true",
+        help="an old (damaged) gate.db is there: rename it to gate.db.replaced-<unix time> first",
+    )
     p.set_defaults(func=replace_gate)
 
 
@@ -37,8 +45,10 @@ def replace_gate(args) -> int:
     path = cfg.gate.database
     if path.exists():
         if not args.move_aside:
-            raise CommandError(f"{path} exists: this gate has a state. Stop gated and pass --move-aside to keep the old "
-                               "file aside and start a new chain (docs/install-pi.md, \"Replacing a gate\")")
+            raise CommandError(
+                f"{path} exists: this gate has a state. Stop gated and pass --move-aside to keep the old "
+                'file aside and start a new chain (docs/install-pi.md, "Replacing a gate")'
+            )
         aside = path.with_name(f"{path.name}.replaced-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             old = path.with_name(path.name + suffix)
@@ -49,10 +59,17 @@ def replace_gate(args) -> int:
     with GateStore(path, site=cfg.gate.site, gate=cfg.gate.id, own_directory=True) as store:
         store.start_epoch(epoch, time.time_ns() // 1_000_000)
         kid = keys.kid_of(store.device_public_key).hex()
-    print(f"gate {cfg.gate.id} at {cfg.gate.site}: new chain, epoch {epoch} (its events start at seq {epoch << 40 | 1})")
-    print(f"device key kid {kid}: approve it at the ledger: gated keys enrol --site {cfg.gate.site} --keyring DIR "
-          f"--replace --approve {kid}")
-    print(f"until the admissions snapshot is in (gated admissions publish ...), tickets with limited entries are "
-          f"{'admitted and flagged' if cfg.gate.until_synced == 'admit' else 'denied unsynced'} "
-          f"([gate] until_synced = \"{cfg.gate.until_synced}\")", file=sys.stderr)
+    print(
+        f"gate {cfg.gate.id} at {cfg.gate.site}: new chain, epoch {epoch} (its events start at seq {epoch << 40 | 1})"
+    )
+    print(
+        f"device key kid {kid}: approve it at the ledger: gated keys enrol --site {cfg.gate.site} --keyring DIR "
+        f"--replace --approve {kid}"
+    )
+    print(
+        f"until the admissions snapshot is in (gated admissions publish ...), tickets with limited entries are "
+        f"{'admitted and flagged' if cfg.gate.until_synced == 'admit' else 'denied unsynced'} "
+        f'([gate] until_synced = "{cfg.gate.until_synced}")',
+        file=sys.stderr,
+    )
     return 0

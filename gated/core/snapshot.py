@@ -70,11 +70,27 @@ def encode(key: Ed25519PrivateKey, *, site: str, event: str, version: int, admis
     parts = max(1, math.ceil(len(admissions) / PER_PART))
     messages = []
     for index in range(parts):
-        chunk = admissions[index * PER_PART:(index + 1) * PER_PART]
-        payload = {SITE: site, EVENT: event, VERSION: version, IAT: iat, PART: index, PARTS: parts,
-                   ADMISSIONS: [[a.gate, a.seq, a.cti, a.step, a.ts_ms,
-                                 (OUT if a.dir == "out" else 0) | (REENTRY if a.reentry else 0), a.zone]
-                                for a in chunk]}
+        chunk = admissions[index * PER_PART : (index + 1) * PER_PART]
+        payload = {
+            SITE: site,
+            EVENT: event,
+            VERSION: version,
+            IAT: iat,
+            PART: index,
+            PARTS: parts,
+            ADMISSIONS: [
+                [
+                    a.gate,
+                    a.seq,
+                    a.cti,
+                    a.step,
+                    a.ts_ms,
+                    (OUT if a.dir == "out" else 0) | (REENTRY if a.reentry else 0),
+                    a.zone,
+                ]
+                for a in chunk
+            ],
+        }
         messages.append(cose.sign(cbor2.dumps(payload), key))
     return messages
 
@@ -96,18 +112,35 @@ def read(body, *, site: str) -> Snapshot:
     raw = body.get(ADMISSIONS)
     if type(raw) is not list:
         raise SnapshotRejected("malformed", f"admissions ({ADMISSIONS}) must be an array")
-    return Snapshot(site=body[SITE], event=body[EVENT], version=body[VERSION], iat=body[IAT], part=body[PART],
-                    parts=body[PARTS], admissions=tuple(_admission(i, a) for i, a in enumerate(raw)))
+    return Snapshot(
+        site=body[SITE],
+        event=body[EVENT],
+        version=body[VERSION],
+        iat=body[IAT],
+        part=body[PART],
+        parts=body[PARTS],
+        admissions=tuple(_admission(i, a) for i, a in enumerate(raw)),
+    )
 
 
 def _admission(i: int, a) -> Admission:
     if not (type(a) is list and len(a) == 7):
         raise SnapshotRejected("malformed", f"admission {i}: expected [gate, seq, cti, step, ts_ms, flags, zone]")
     gate, seq, cti, step, ts_ms, flags, zone = a
-    ok = (type(gate) is str and gate and "\0" not in gate and cose.is_uint(seq) and seq >= 1
-          and type(cti) is bytes and len(cti) == 16 and (step is None or cose.is_uint(step))
-          and cose.is_uint(ts_ms) and cose.is_uint(flags) and flags <= OUT | REENTRY
-          and (zone is None or (type(zone) is str and "\0" not in zone)))
+    ok = (
+        type(gate) is str
+        and gate
+        and "\0" not in gate
+        and cose.is_uint(seq)
+        and seq >= 1
+        and type(cti) is bytes
+        and len(cti) == 16
+        and (step is None or cose.is_uint(step))
+        and cose.is_uint(ts_ms)
+        and cose.is_uint(flags)
+        and flags <= OUT | REENTRY
+        and (zone is None or (type(zone) is str and "\0" not in zone))
+    )
     if not ok:
         raise SnapshotRejected("malformed", f"admission {i}: a field of the wrong type or range")
     return Admission(gate, seq, cti, step, ts_ms, "out" if flags & OUT else "in", bool(flags & REENTRY), zone)

@@ -52,15 +52,27 @@ class Recovery:
         if part.event not in self.events:
             return
         if part.iat * 1000 < self.store.epoch_started_ms - CLOCK_SLACK_MS:
-            log.warning("admissions snapshot too old", topic=topic[:200], ticket_event=part.event, iat=part.iat,
-                        detail="taken before this gate's chain started: it misses the old gate's last admissions; "
-                               "publish a new one (gated admissions)")
+            log.warning(
+                "admissions snapshot too old",
+                topic=topic[:200],
+                ticket_event=part.event,
+                iat=part.iat,
+                detail="taken before this gate's chain started: it misses the old gate's last admissions; "
+                "publish a new one (gated admissions)",
+            )
             return
         added = self.store.record_recovered_admissions([a.row() for a in part.admissions])
         have = self._parts.setdefault(part.event, {}).setdefault(part.version, set())
         have.add(part.part)
-        log.info("admissions snapshot part", ticket_event=part.event, version=part.version, part=part.part,
-                 parts=part.parts, admissions=len(part.admissions), new=added)
+        log.info(
+            "admissions snapshot part",
+            ticket_event=part.event,
+            version=part.version,
+            part=part.part,
+            parts=part.parts,
+            admissions=len(part.admissions),
+            new=added,
+        )
         if len(have) >= part.parts and all(p < part.parts for p in have):
             self._complete.add(part.event)
         if self._complete >= self.events:

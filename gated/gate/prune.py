@@ -31,8 +31,16 @@ BATCH = 500  # tickets (and peer rows) per transaction: a few milliseconds on a 
 
 
 class Pruner:
-    def __init__(self, store, *, expired_margin_s: float, peer_retention_s: float, every_s: float,
-                 movements: bool = True, batch: int = BATCH):
+    def __init__(
+        self,
+        store,
+        *,
+        expired_margin_s: float,
+        peer_retention_s: float,
+        every_s: float,
+        movements: bool = True,
+        batch: int = BATCH,
+    ):
         self.store, self.expired_margin_s, self.peer_retention_s = store, expired_margin_s, peer_retention_s
         self.every_s, self.movements, self.batch = every_s, movements, batch
         self._next_round = 0.0  # monotonic time the next round starts
@@ -41,9 +49,13 @@ class Pruner:
 
     @classmethod
     def from_config(cls, store, cfg) -> "Pruner":
-        return cls(store, expired_margin_s=cfg.state.expired_margin_h * 3600,
-                   peer_retention_s=cfg.state.peer_retention_days * 86400, every_s=cfg.state.prune_every_s,
-                   movements=not (cfg.gate.capacity is not None and cfg.gate.day_starts is None))
+        return cls(
+            store,
+            expired_margin_s=cfg.state.expired_margin_h * 3600,
+            peer_retention_s=cfg.state.peer_retention_days * 86400,
+            every_s=cfg.state.prune_every_s,
+            movements=not (cfg.gate.capacity is not None and cfg.gate.day_starts is None),
+        )
 
     def step(self, monotonic_now: float, unix_now: float) -> dict | None:
         """At most one batch; what it removed, or None when no batch was due."""
@@ -52,9 +64,12 @@ class Pruner:
                 return None
             self._running, self._round = True, {}
         retention = max(self.peer_retention_s, self.store.max_validity_s + self.expired_margin_s)
-        done = self.store.prune(expired_before_s=int(unix_now - self.expired_margin_s),
-                                peers_before_ms=int((unix_now - retention) * 1000), limit=self.batch,
-                                movements=self.movements)
+        done = self.store.prune(
+            expired_before_s=int(unix_now - self.expired_margin_s),
+            peers_before_ms=int((unix_now - retention) * 1000),
+            limit=self.batch,
+            movements=self.movements,
+        )
         for kind, n in done.items():
             self._round[kind] = self._round.get(kind, 0) + n
         if not any(n >= self.batch for n in (done["tickets"], done["peer_admissions"], done["free_exits"])):

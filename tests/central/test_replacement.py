@@ -99,13 +99,20 @@ def _snapshot_from(ledger_db, authority, *, iat=None, per_part=None, monkeypatch
         found = admissions.collect(ledger, EVENT)
     if per_part is not None:
         monkeypatch.setattr(snapshot, "PER_PART", per_part)
-    return found, snapshot.encode(authority.revocation, site=SITE, event=EVENT, version=NOW_MS + 1, admissions=found,
-                                  iat=iat if iat is not None else int(time.time()))
+    return found, snapshot.encode(
+        authority.revocation,
+        site=SITE,
+        event=EVENT,
+        version=NOW_MS + 1,
+        admissions=found,
+        iat=iat if iat is not None else int(time.time()),
+    )
 
 
 @pytest.mark.parametrize("policy", ["deny_used_check", "admit"])
-def test_a_replaced_gate_recovers_the_admissions_before_it_checks_tickets_again(tmp_path, authority, policy,
-                                                                              monkeypatch):
+def test_a_replaced_gate_recovers_the_admissions_before_it_checks_tickets_again(
+    tmp_path, authority, policy, monkeypatch
+):
     context = GateContext(site=SITE, events=frozenset({EVENT}), until_synced=policy)
     used = [authority.ticket() for _ in range(3)]
     rolled_back = authority.ticket()
@@ -130,7 +137,9 @@ def test_a_replaced_gate_recovers_the_admissions_before_it_checks_tickets_again(
         recovery = Recovery(new, authority.keyring, site=SITE, events=[EVENT])
         _, stale = _snapshot_from(ledger_db, authority, iat=int(NOW_MS / 1000) - 3600)
         recovery.on_message("t", stale[0])
-        forged = snapshot.encode(authority.issuer, site=SITE, event=EVENT, version=1, admissions=[], iat=int(time.time()))
+        forged = snapshot.encode(
+            authority.issuer, site=SITE, event=EVENT, version=1, admissions=[], iat=int(time.time())
+        )
         recovery.on_message("t", forged[0])
         assert not new.synced
         found, parts = _snapshot_from(ledger_db, authority, per_part=2, monkeypatch=monkeypatch)

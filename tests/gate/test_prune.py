@@ -50,8 +50,14 @@ def _play(tmp_path, authority, name, scans, pruner_kwargs=None):
         decision = validate(text, authority.keyring, context, store, at)
         body = scan_fields(decision, context, 0)
         if decision.admit:
-            event = store.record_scan(body, at * 1000, admit_cti=decision.cti, confirmed=True,
-                                      exp=decision.ticket.claims.exp, nbf=decision.ticket.claims.nbf)
+            event = store.record_scan(
+                body,
+                at * 1000,
+                admit_cti=decision.cti,
+                confirmed=True,
+                exp=decision.ticket.claims.exp,
+                nbf=decision.ticket.claims.nbf,
+            )
         else:
             event = store.record_scan(body, at * 1000)
         if gate == "g2":
@@ -66,15 +72,19 @@ def _play(tmp_path, authority, name, scans, pruner_kwargs=None):
 def test_pruning_keeps_every_decision_the_same(tmp_path, authority):
     scans = _recorded_days(authority)
     kept, plain = _play(tmp_path, authority, "plain", scans)
-    pruned_decisions, pruned = _play(tmp_path, authority, "pruned", scans,
-                                     {"expired_margin_s": 120.0, "peer_retention_s": 0.5 * DAY})
+    pruned_decisions, pruned = _play(
+        tmp_path, authority, "pruned", scans, {"expired_margin_s": 120.0, "peer_retention_s": 0.5 * DAY}
+    )
     assert pruned_decisions == kept
     reasons = {r for _, _, r in kept}
     assert {Reason.OK, Reason.ALREADY_USED, Reason.EXPIRED} <= reasons  # the recording exercises what matters
     # the used tickets stayed used while valid, though the store was pruned all along
     assert sum(1 for *_, r in kept if r is Reason.ALREADY_USED) >= 5
     full, small = plain.state_counts(), pruned.state_counts()
-    assert small["admissions"] + small["peer_admissions"] < (full["admissions"] + full["peer_admissions"]) / 2, (small, full)
+    assert small["admissions"] + small["peer_admissions"] < (full["admissions"] + full["peer_admissions"]) / 2, (
+        small,
+        full,
+    )
     plain.close()
     pruned.close()
 
@@ -85,8 +95,13 @@ def test_pruning_leaves_pending_admissions_and_movements_where_they_are_counted(
         for confirmed in (True, False):
             text = authority.ticket(cti=os.urandom(16), nbf=T0, exp=T0 + 3600)
             decision = validate(text, authority.keyring, context, store, T0 + 10)
-            store.record_scan(scan_fields(decision, context, 0), (T0 + 10) * 1000, admit_cti=decision.cti,
-                              confirmed=confirmed, exp=decision.ticket.claims.exp)
+            store.record_scan(
+                scan_fields(decision, context, 0),
+                (T0 + 10) * 1000,
+                admit_cti=decision.cti,
+                confirmed=confirmed,
+                exp=decision.ticket.claims.exp,
+            )
         later = T0 + 10 * DAY
         counting = Pruner(store, expired_margin_s=3600, peer_retention_s=DAY, every_s=0, movements=False)
         assert counting.run_to_end(later)["admissions"] == 0  # a capacity without day_starts: the count needs them

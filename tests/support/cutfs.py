@@ -52,7 +52,7 @@ class _File:
             index, at = divmod(offset, PAGE)
             take = min(PAGE - at, end - offset)
             if index in self.pages:
-                out += self.pages[index][at:at + take]
+                out += self.pages[index][at : at + take]
             else:
                 with open(self.real, "rb") as fh:
                     fh.seek(offset)
@@ -65,7 +65,7 @@ class _File:
         while done < len(data):
             index, at = divmod(offset + done, PAGE)
             take = min(PAGE - at, len(data) - done)
-            self._page(index)[at:at + take] = data[done:done + take]
+            self._page(index)[at : at + take] = data[done : done + take]
             done += take
         self.size = max(self.size, offset + len(data))
         return len(data)
@@ -79,7 +79,7 @@ class _File:
             del self.pages[index]
         last = length // PAGE
         if last in self.pages:
-            self.pages[last][length % PAGE:] = bytes(PAGE - length % PAGE)
+            self.pages[last][length % PAGE :] = bytes(PAGE - length % PAGE)
 
     def sync(self) -> None:
         fd = os.open(self.real, os.O_WRONLY)
@@ -128,8 +128,10 @@ class CutFS(Operations):
             st = os.lstat(self._real(path))
         except OSError as exc:
             raise FuseOSError(exc.errno) from None
-        attrs = {k: getattr(st, k) for k in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_atime", "st_mtime",
-                                             "st_ctime", "st_size")}
+        attrs = {
+            k: getattr(st, k)
+            for k in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_atime", "st_mtime", "st_ctime", "st_size")
+        }
         if path in self.files:
             attrs["st_size"] = self.files[path].size
         return attrs
@@ -186,8 +188,21 @@ class CutFS(Operations):
 
     def statfs(self, path):
         st = os.statvfs(self._real(path))
-        return {k: getattr(st, k) for k in ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree",
-                                            "f_files", "f_flag", "f_frsize", "f_namemax")}
+        return {
+            k: getattr(st, k)
+            for k in (
+                "f_bavail",
+                "f_bfree",
+                "f_blocks",
+                "f_bsize",
+                "f_favail",
+                "f_ffree",
+                "f_files",
+                "f_flag",
+                "f_frsize",
+                "f_namemax",
+            )
+        }
 
     # --- data: in memory until synced ------------------------------------------------------
     def create(self, path, mode, fi=None):

@@ -44,8 +44,13 @@ def gate(db: str) -> None:
     while True:
         cti = os.urandom(16)
         now = int(time.time() * 1000)
-        scan = store.record_scan({"ticket": cti.hex(), "decision": "admit", "reason": "ok", "zone": None}, now,
-                                 admit_cti=cti, exp=now // 1000 + 3600, nbf=now // 1000 - 60)
+        scan = store.record_scan(
+            {"ticket": cti.hex(), "decision": "admit", "reason": "ok", "zone": None},
+            now,
+            admit_cti=cti,
+            exp=now // 1000 + 3600,
+            nbf=now // 1000 - 60,
+        )
         print(f"relay {scan['seq']} {scan['hash']} {cti.hex()}", flush=True)  # the commit is on the card: relay opens
         if rng.random() < 0.8:
             print(f"ack {scan['seq']}", flush=True)  # said before: a row acknowledged may go at any moment now
@@ -80,13 +85,18 @@ def cut_once(work: Path, rng: random.Random) -> dict:
     backing, mount = work / "card", work / "mnt"
     backing.mkdir(exist_ok=True)
     mount.mkdir(exist_ok=True)
-    fs = subprocess.Popen([sys.executable, "-m", "tests.support.cutfs", str(backing), str(mount)], cwd=ROOT,
-                          stderr=subprocess.DEVNULL)
+    fs = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.cutfs", str(backing), str(mount)], cwd=ROOT, stderr=subprocess.DEVNULL
+    )
     child = None
     try:
         _wait(lambda: os.path.ismount(mount), 20, "the cut file system did not mount")
-        child = subprocess.Popen([sys.executable, "-m", "tests.support.powercut", "gate", str(mount / "gate.db")],
-                                 cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.powercut", "gate", str(mount / "gate.db")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert child.stdout.readline().strip() == "ready", "the gate did not start on the surviving state"
         time.sleep(rng.uniform(0.0, 0.4))
         fs.send_signal(signal.SIGUSR1)  # the power goes: nothing unsynced reaches the card from here on
@@ -111,9 +121,11 @@ def cut_once(work: Path, rng: random.Random) -> dict:
             # gone only by its own passage `timeout` (nobody went through), the event right after it
             following = by_seq.get(int(seq) + 1)
             assert last > int(seq), f"admission of seq {seq} lost though its relay opened"
-            assert following is None or (following["kind"] == "passage" and following["result"] == "timeout"
-                                          and following["ref"] == f"{GATE}:{seq}"), \
-                f"admission of seq {seq} lost though its relay opened (next event {following})"
+            assert following is None or (
+                following["kind"] == "passage"
+                and following["result"] == "timeout"
+                and following["ref"] == f"{GATE}:{seq}"
+            ), f"admission of seq {seq} lost though its relay opened (next event {following})"
         assert last >= max(reported, default=0), f"counter {last} below a committed event {max(reported)}"
         acked = {int(line.split()[1]) for line in lines if line.startswith("ack ")}
         for seq in reported:  # committed and not acknowledged by the broker: still to be sent
@@ -151,5 +163,8 @@ if __name__ == "__main__":
         for i in range(n):
             figures = cut_once(work, rng)
             if (i + 1) % 25 == 0 or i + 1 == n:
-                print(f"{i + 1} cuts: store opened every time, no admission lost, chain whole "
-                      f"(now at seq {figures['seq']}, {time.monotonic() - started:.0f} s)", flush=True)
+                print(
+                    f"{i + 1} cuts: store opened every time, no admission lost, chain whole "
+                    f"(now at seq {figures['seq']}, {time.monotonic() - started:.0f} s)",
+                    flush=True,
+                )

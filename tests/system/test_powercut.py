@@ -52,8 +52,16 @@ def test_the_cut_file_system_loses_what_was_not_synced(tmp_path):
     try:
         _wait(lambda: os.path.ismount(mount), 20, "no mount")
         (mount / "keyring.toml").write_text("new keyring\n")  # in place, no fsync
-        subprocess.run([sys.executable, "-c", "import sys; from gated.atomicfile import write_atomic; "
-                        f"write_atomic({str(mount / 'atomic.toml')!r}, 'new keyring\\n')"], cwd=ROOT, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from gated.atomicfile import write_atomic; "
+                f"write_atomic({str(mount / 'atomic.toml')!r}, 'new keyring\\n')",
+            ],
+            cwd=ROOT,
+            check=True,
+        )
         time.sleep(0.1)
         fs.send_signal(signal.SIGUSR1)
     finally:
