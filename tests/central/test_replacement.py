@@ -155,3 +155,33 @@ def test_a_replaced_gate_recovers_the_admissions_before_it_checks_tickets_again(
         assert fresh.admit and "unsynced" not in event
     with GateStore(tmp_path / "new.db") as again:
         assert again.synced  # for good
+
+
+def test_gated_replace_makes_a_new_chain_and_keeps_an_old_state_only_aside(tmp_path, capsys):
+    from gated.cli import main
+
+    state = tmp_path / "state"
+    config = tmp_path / "gated.toml"
+    config.write_text(
+        f'[gate]\nsite = "{SITE}"\nid = "g1"\nevents = ["{EVENT}"]\nkeyring = "{tmp_path}"\n'
+        f'state_dir = "{state}"\n[turnstile]\nboard = "generic-relay"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+    )
+    with GateStore(state / "gate.db", site=SITE, gate="g1") as old:
+        old.record_event({"kind": "state", "state": "online", "rev": 0}, NOW_MS)
+        old_kid = keys.kid_of(old.device_public_key)
+    assert main(["replace", "--config", str(config)]) == 2  # a state is there: never overwritten
+    assert "--move-aside" in capsys.readouterr().err
+    assert main(["replace", "--config", str(config), "--move-aside"]) == 0
+    out = capsys.readouterr().out
+    (aside,) = [
+        p
+        for p in state.iterdir()
+        if p.name.startswith("gate.db.replaced-") and "-wal" not in p.name and "-shm" not in p.name
+    ]
+    with GateStore(aside) as kept:
+        assert kept.last_seq == 1  # the old state, whole, for inspection
+    with GateStore(state / "gate.db") as new:
+        assert new.epoch >= 1 and not new.synced and new.last_seq == new.epoch << 40
+        assert keys.kid_of(new.device_public_key) != old_kid
+        assert f"device key kid {keys.kid_of(new.device_public_key).hex()}" in out
