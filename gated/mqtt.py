@@ -173,6 +173,17 @@ class MqttLink:
             return None
         return info.mid
 
+    def settle(self, settle_s: float, timeout: float) -> list[tuple]:
+        """The inbox's items until none has come for `settle_s` (at most `timeout`): what a short-lived
+        tool subscribed to retained topics receives on connecting."""
+        items, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                items.append(self.inbox.get(timeout=settle_s))
+            except queue.Empty:
+                break
+        return items
+
     def wait_published(self, mids: dict, timeout: float, on_other: Callable[[tuple], None] | None = None) -> str | None:
         """Wait for the broker's PUBACK of each mid (mid -> topic) taken from `inbox`; every other
         item goes to `on_other` (or is dropped, an inbound message acknowledged). None when all came

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import time
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -89,13 +87,9 @@ def publish(
 
 
 def _retained(link: MqttLink, settle_s: float, timeout: float) -> set[str]:
+    """The topics of the parts the broker holds retained now."""
     held: set[str] = set()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            item = link.inbox.get(timeout=settle_s)
-        except queue.Empty:
-            break
+    for item in link.settle(settle_s, timeout):
         if item[0] == "message":
             link.ack(item[1])
             (held.add if item[1].payload else held.discard)(item[1].topic)

@@ -10,8 +10,6 @@ so a gate never finds a moment with nothing to catch up from.
 from __future__ import annotations
 
 import os
-import queue
-import time
 from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -93,12 +91,7 @@ def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes],
 def _collect_retained(link: MqttLink, settle_s: float, timeout: float) -> dict:
     """Topic -> decoded update (None if undecodable) of what the broker holds retained now."""
     retained: dict[str, revocation.Update | None] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            item = link.inbox.get(timeout=settle_s)
-        except queue.Empty:
-            break
+    for item in link.settle(settle_s, timeout):
         _note(item, link, retained)
     return retained
 
