@@ -94,6 +94,8 @@ def gate_row(view: GateView, now_s: float) -> dict:
         alarms.append("revocation list stale" if health.get("rev") else "no revocation list yet")
     if health.get("clock_uncertain"):
         alarms.append("clock uncertain")
+    if online and status.get("synced") is False:  # a replaced gate (docs/install-pi.md section 8)
+        alarms.append("replaced: waiting for the admissions snapshot (gated admissions publish)")
     if online and (health_age is None or health_age > HEALTH_SILENT_S):
         alarms.append("no health report" if health_age is None else f"no health report for {health_age} s")
     alarms += view.problems

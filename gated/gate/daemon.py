@@ -324,11 +324,13 @@ class Daemon:
         self.counters.decision(decision.admit)
 
     def _publish_status(self) -> None:
-        """The retained status follows the gate's mode and list version (the uplink also sends it on
-        every connect, and `offline` as its last will)."""
-        now = (self.gate.mode, self.store.revocation_state().version)
+        """The retained status follows the gate's mode, list version and (a replaced gate) whether it
+        has the site's admissions (the uplink also sends it on every connect, and `offline` as its
+        last will)."""
+        now = (self.gate.mode, self.store.revocation_state().version, self.store.synced)
         if now != self._status_sent and self.uplink.connected:
-            if self.uplink.publish_status(self.gate.mode.value) is not None:
+            extra = self._status()  # a replaced gate's epoch and synced too
+            if self.uplink.publish_status(extra.pop("state"), **extra) is not None:
                 self._status_sent = now
 
     def _poll_gate(self) -> None:

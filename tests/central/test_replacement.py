@@ -185,3 +185,15 @@ def test_gated_replace_makes_a_new_chain_and_keeps_an_old_state_only_aside(tmp_p
         assert new.epoch >= 1 and not new.synced and new.last_seq == new.epoch << 40
         assert keys.kid_of(new.device_public_key) != old_kid
         assert f"device key kid {keys.kid_of(new.device_public_key).hex()}" in out
+
+
+def test_gated_status_names_a_replaced_gate_waiting_for_its_snapshot():
+    from gated.central.fleet import GateView, gate_row
+    from gated.core.events import format_ts
+
+    now = time.time()
+    health = {"ts": format_ts(int(now * 1000)), "mode": "online", "rev": 1}
+    waiting = gate_row(GateView("g1", {"state": "online", "epoch": 7, "synced": False}, health), now)
+    assert any("admissions snapshot" in a for a in waiting["alarms"])
+    synced = gate_row(GateView("g1", {"state": "online", "epoch": 7, "synced": True}, health), now)
+    assert not any("admissions snapshot" in a for a in synced["alarms"])
