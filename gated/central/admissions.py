@@ -9,7 +9,9 @@ format: gated/core/snapshot.py).
 
 `gated admissions publish --db LEDGER --site S --event E --key revocation.key --broker URL` does
 both; the operator runs it once a replaced gate has started (its new chain's `gated replace`), and
-`gated sim` does it for a `gate_replace` fault.
+`gated sim` does it for a `gate_replace` fault. A ledger started with `--admissions-key` does it by
+itself (`AutoSnapshot`): when a gate's status says `"synced": false`, it publishes every event's
+snapshot, at most once a minute per gate and chain.
 """
 
 from __future__ import annotations
@@ -32,21 +34,27 @@ class SnapshotError(GatedError, RuntimeError):
 
 def collect(ledger, event: str) -> list[Admission]:
     """The admissions of `event` in the ledger (a gated.central.ledger.Ledger), rolled-back ones left out."""
+    return collect_all(ledger).get(event, [])
+
+
+def collect_all(ledger) -> dict[str, list[Admission]]:
+    """Every event's admissions in the ledger, rolled-back ones left out."""
     rows = ledger.query(
         "SELECT e.gate, e.seq, e.ticket, e.body FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
         "AND e.ticket IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate "
         "AND p.kind = 'passage' AND p.result = 'timeout') ORDER BY e.gate, e.seq"
     )
-    out = []
+    out: dict[str, list[Admission]] = {}
     for gate, seq, ticket, body in rows:
         try:
             scan = json.loads(body)
         except ValueError:
             continue  # stored events were read strictly on the way in; nothing else is in the table
-        if scan.get("event") != event:
+        event = scan.get("event")
+        if not isinstance(event, str):
             continue
         step = scan.get("step")
-        out.append(
+        out.setdefault(event, []).append(
             Admission(
                 gate=gate,
                 seq=int(seq),
@@ -94,3 +102,41 @@ def _retained(link: MqttLink, settle_s: float, timeout: float) -> set[str]:
             link.ack(item[1])
             (held.add if item[1].payload else held.discard)(item[1].topic)
     return held
+
+
+class AutoSnapshot:
+    """The ledger service's side (gated/central/ledger_service.py): a status of a replaced gate that
+    has not yet recovered the admissions (`"synced": false`) makes the ledger publish every event's
+    snapshot, signed with `key` (a `revocation` key), at most once per RETRY_S per gate and epoch."""
+
+    RETRY_S = 60.0
+
+    def __init__(self, ledger, key, site: str):
+        self.ledger, self.key, self.site = ledger, key, site
+        self._sent: dict[tuple[str, int], float] = {}
+
+    def wanted(self, gate: str, payload: bytes, now: float) -> bool:
+        """Does this status (of `gate`) ask for a snapshot now?"""
+        try:
+            status = json.loads(payload) if payload else None
+        except ValueError:
+            return False
+        if not isinstance(status, dict) or status.get("synced") is not False or status.get("state") == "offline":
+            return False
+        epoch = status.get("epoch") if type(status.get("epoch")) is int else 0
+        if now - self._sent.get((gate, epoch), -self.RETRY_S) < self.RETRY_S:
+            return False
+        self._sent[(gate, epoch)] = now
+        return True
+
+    def messages(self, unix_ms: int) -> list[tuple[str, bytes]]:
+        """(topic, blob) of every event's snapshot, as the ledger holds it now."""
+        from gated.core import snapshot
+
+        out = []
+        for event, found in sorted(collect_all(self.ledger).items()):
+            blobs = snapshot.encode(
+                self.key, site=self.site, event=event, version=unix_ms, admissions=found, iat=unix_ms // 1000
+            )
+            out += [(admissions_topic(self.site, event, i), blob) for i, blob in enumerate(blobs)]
+        return out

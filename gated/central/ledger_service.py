@@ -19,7 +19,7 @@ import structlog
 
 from gated.central.ledger import IngestResult, Ledger
 from gated.keys import KEYRING_FILE, KeyringError, load_keyring
-from gated.topics import committed_topic, events_topic
+from gated.topics import committed_topic, events_topic, status_topic
 
 log = structlog.get_logger("gated.ledger")
 
@@ -41,11 +41,13 @@ class LedgerService:
 
     def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
                  publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None,
-                 keyring_dir=None):
+                 keyring_dir=None, admissions_key=None):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
         highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
         `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
-        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start."""
+        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start.
+        `keyring_dir`: reloaded when its keyring.toml changes. `admissions_key`: a revocation signing key:
+        a replaced gate's status asking for the admissions snapshot gets it (gated/central/admissions.py)."""
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.mqtt import MqttLink
@@ -65,6 +67,12 @@ class LedgerService:
         self.keyring_dir = keyring_dir
         self._keyring_seen = self._keyring_stamp()
         self._keyring_checked = time.monotonic()
+        self.auto_snapshot = None
+        if admissions_key is not None:
+            from gated.central.admissions import AutoSnapshot
+
+            self.auto_snapshot = AutoSnapshot(ledger, admissions_key, site)
+            self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
 
     def start(self) -> "LedgerService":
         self.link.start()
@@ -91,6 +99,7 @@ class LedgerService:
         except queue.Empty:
             pass
         self._reload_keyring_if_changed()
+        messages = self._answer_statuses(messages)
         if not messages:
             self.publish_occupancy()
             return None
@@ -107,6 +116,25 @@ class LedgerService:
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0
         self.publish_occupancy()
         return result
+
+    def _answer_statuses(self, messages: list) -> list:
+        """Gates' status messages (subscribed with an admissions key) answered and acknowledged here;
+        the events go on to the ledger."""
+        if self.auto_snapshot is None:
+            return messages
+        events = []
+        for message in messages:
+            gate = status_topic_gate(message.topic, self.site)
+            if gate is None:
+                events.append(message)
+                continue
+            if self.auto_snapshot.wanted(gate, message.payload, time.monotonic()):
+                published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
+                for topic, blob in published:
+                    self.link.publish(topic, blob, 1, True)
+                log.info("admissions snapshot published for a replaced gate", gate=gate, parts=len(published))
+            self.link.ack(message)
+        return events
 
     def _keyring_stamp(self):
         if self.keyring_dir is None:
@@ -165,3 +193,12 @@ class LedgerService:
         """Until `stop` (a threading.Event) is set, or forever."""
         while stop is None or not stop.is_set():
             self.step()
+
+
+def status_topic_gate(topic: str, site: str) -> str | None:
+    """The gate a `gated/v1/<site>/gates/<gate>/status` topic names, else None."""
+    head, tail = status_topic(site, "\0").split("\0")
+    if topic.startswith(head) and topic.endswith(tail):
+        gate = topic[len(head): -len(tail)]
+        return gate if gate and "/" not in gate else None
+    return None

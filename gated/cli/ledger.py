@@ -49,6 +49,9 @@ def register(sub) -> None:
                         "the venue is empty; the same as the gates' [gate] day_starts); default: never")
     p.add_argument("--timezone", default="UTC", help="the venue's time zone for --day-starts (IANA, e.g. Europe/Berlin)")
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
+    p.add_argument("--admissions-key", metavar="KEY",
+                   help="a revocation signing key: publish the admissions snapshot a replaced gate asks for in its "
+                        "status by itself (else the operator runs `gated admissions publish`)")
     p.set_defaults(func=run_ledger)
 
     r = sub.add_parser("reconcile", help="per gate: events, admits, denies, gaps, chain breaks; over-admitted tickets")
@@ -132,7 +135,8 @@ def run_ledger(args) -> int:
                           args.partition)
     _set_capacities(ledger, args.capacity)
     service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
-                            day_start=day_start, keyring_dir=args.keyring or None)
+                            day_start=day_start, keyring_dir=args.keyring or None,
+                            admissions_key=_admissions_key(args.admissions_key))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.exit_after is not None:
@@ -166,6 +170,18 @@ def run_ledger(args) -> int:
         ledger.close()
     print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
     return 0
+
+
+def _admissions_key(path):
+    """The revocation key `--admissions-key` names (None without the option)."""
+    if path is None:
+        return None
+    from gated.keys import load_private_key
+
+    try:
+        return load_private_key(path)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--admissions-key {path}: {exc}") from None
 
 
 def _set_capacities(ledger, options) -> None:

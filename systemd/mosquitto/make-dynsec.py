@@ -79,7 +79,8 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
         {"rolename": "ledger", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
                                              f"{root}/gates/+/health", shared=True)
-                                       + writes(f"{root}/gates/+/committed", f"{root}/occupancy")
+                                       + writes(f"{root}/gates/+/committed", f"{root}/occupancy",
+                                                f"{root}/admissions/#")
                                        + reads(f"{root}/occupancy")},
     ]
     clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]

@@ -1,0 +1,74 @@
+"""`gated ledger --admissions-key`: the ledger answers a replaced gate's status (`"synced": false`)
+with every event's admissions snapshot, which the gate's recovery takes (docs/protocol.md,
+"Replacing a gate"), with no operator step."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from gated.central.ledger import Ledger
+from gated.central.ledger_service import LedgerService
+from gated.core.decide import GateContext
+from gated.core.reasons import Reason
+from gated.gate.admissions import Recovery
+from gated.gate.store import GateStore
+from gated.gate.validate import scan_fields, validate
+from gated.mqtt import MqttLink
+from gated.topics import admissions_topic, status_topic
+from tests.conftest import EVENT, SITE
+from tests.support.uplink import fast_settings
+from tests.support.waiting import wait_for
+
+
+def test_the_ledger_publishes_the_snapshot_a_replaced_gate_asks_for(tmp_path, broker, authority):
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    used = [authority.ticket() for _ in range(3)]
+    now_ms = int(time.time() * 1000)
+    with GateStore(tmp_path / "old.db", site=SITE, gate="g1") as old:
+        for text in used:
+            decision = validate(text, authority.keyring, context, old, now_ms / 1000)
+            old.record_scan(scan_fields(decision, context, 0), now_ms, admit_cti=decision.cti, confirmed=True)
+        events = [json.loads(e) for _, e in old.outbox()]
+    ledger = Ledger(tmp_path / "ledger.db", site=SITE)
+    ledger.ingest(events)
+    service = LedgerService(
+        ledger, fast_settings(broker.url, client_id="ledger-test"), site=SITE, admissions_key=authority.revocation
+    )
+    stop = threading.Event()
+    service.start()
+    assert service.link.wait_subscribed(15)
+    runner = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    runner.start()
+    gate = MqttLink(fast_settings(broker.url, client_id="g1-test"), "g1-test", persistent=False)
+    new = GateStore(tmp_path / "new.db", site=SITE, gate="g1")
+    try:
+        new.start_epoch(9, now_ms)
+        recovery = Recovery(new, authority.keyring, site=SITE, events=[EVENT])
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        gate.add_subscription(admissions_topic(SITE, EVENT), SubscribeOptions(qos=1))
+        gate.start()
+        assert gate.wait_subscribed(15)
+        gate.publish(
+            status_topic(SITE, "g1"), json.dumps({"state": "online", "epoch": 9, "synced": False}).encode(), 1, True
+        )
+
+        def synced() -> bool:
+            for item in gate.settle(0.1, 0.5):
+                if item[0] == "message":
+                    recovery.on_message(item[1].topic, item[1].payload)
+                    gate.ack(item[1])
+            return new.synced
+
+        assert wait_for(synced, timeout=20), "the ledger's snapshot did not reach the replaced gate"
+        for text in used:  # used at the dead card: already_used at the new one
+            assert validate(text, authority.keyring, context, new, time.time()).reason is Reason.ALREADY_USED
+    finally:
+        stop.set()
+        runner.join(10)
+        service.stop()
+        gate.stop()
+        new.close()
+        ledger.close()
