@@ -85,9 +85,11 @@ demo: venv
 	@$(VENV)/bin/gated sim sim/scenarios/demo.toml --out demo-out; status=$$?; \
 	echo "demo report: $(CURDIR)/demo-out/report.html (report.json and devices/ beside it)"; exit $$status
 
-# Power cuts on the gate's state: a few hundred, each at a random moment (tests/support/powercut.py)
+# Power cuts on the gate's state: 300 under its store doing the daemon's writes, then 30 under the whole
+# `gated run`, each at a random moment, each followed by a restart on what survived (tests/support/powercut.py)
 test-powercut: venv test-tools
 	$(VENV)/bin/python -m tests.support.powercut cuts 300
+	$(VENV)/bin/python -m tests.support.powercut daemon-cuts 30
 
 # A season in accelerated time (bench/season.py, issue #25), scaled to a few minutes on two cores
 season: venv

@@ -3,6 +3,7 @@ that loses every write not yet synced, the gate's store working on it, the power
 moment, the store opened again on what survived.
 
     cut_once(work, rng) -> what was checked
+    cut_daemon_once(DaemonRig(work), rng)      the same under the whole `gated run`
 
 The gate is a child process (`python -m tests.support.powercut gate DB`) doing what the daemon
 does to its state, as fast as it can: an admission (the scan and its event, one transaction),
@@ -147,6 +148,142 @@ def cut_once(work: Path, rng: random.Random) -> dict:
     return {"relays": len(relays), "seq": last, "outbox": len(rows)}
 
 
+# --- the whole daemon -------------------------------------------------------------------------------
+
+
+class DaemonRig:
+    """`gated run` (synthetic camera, mock pins, the simulator's control socket, no broker) with its
+    state directory on the cut file system: visitors show tickets, walk through on the green light;
+    the power goes at a random moment; the next cut_daemon_once() starts the daemon again on what
+    survived, as a gate does after a power cut."""
+
+    def __init__(self, work: Path):
+        import tempfile
+
+        import tomli_w
+
+        from gated import keys
+
+        self.work = work
+        self.card, self.mount = work / "card", work / "mnt"
+        self.card.mkdir(exist_ok=True)
+        self.mount.mkdir(exist_ok=True)
+        private, public = keys.generate_key_files(work / "central", "issuer")
+        keys.trust_key_file(work / "keyring", public, "issuer")
+        self.issuer = keys.load_private_key(private)
+        self.socket = Path(tempfile.mkdtemp(prefix="gcut-")) / "g1.sock"
+        self.config = work / "gated.toml"
+        self.config.write_text(
+            tomli_w.dumps(
+                {
+                    "gate": {
+                        "site": SITE,
+                        "id": GATE,
+                        "events": ["CUT-2026"],
+                        "keyring": str(work / "keyring"),
+                        "state_dir": str(self.mount / "state"),
+                    },
+                    "camera": {"source": "synthetic:", "width": 640, "height": 480, "fps": 15},
+                    "turnstile": {"board": "generic-relay", "pin_factory": "mock"},
+                    "timings": {"relay_pulse_s": 0.2, "passage_timeout_s": 2.0, "debounce_s": 1.0},
+                    "clock": {"beacons": False, "trust_system_clock": True},
+                    "revocations": {"when_stale": "open"},  # no broker, no list: the rehearsal is about the card
+                    "mqtt": {"url": "mqtt://127.0.0.1:9", "keepalive_s": 5},
+                    "logging": {"level": "warning", "format": "json"},
+                    "sim": {"control_socket": str(self.socket)},
+                }
+            )
+        )
+
+    def ticket(self) -> tuple[str, str]:
+        from gated.core import ticket
+
+        cti, now = os.urandom(16), int(time.time())
+        return cti.hex(), ticket.encode_static(
+            ticket.Claims(cti=cti, aud="CUT-2026", nbf=now - 60, exp=now + 3600), self.issuer
+        )
+
+
+def cut_daemon_once(rig: DaemonRig, rng: random.Random) -> dict:
+    """Start the daemon on the card, let visitors through, cut the power at a random moment, and
+    check what survived (AssertionError if something was lost)."""
+    from gated.gate.rehearsal.control import Client, ControlError
+    from gated.gate.store import GateStore
+
+    fs = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.cutfs", str(rig.card), str(rig.mount)],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+    )
+    daemon = None
+    relayed: list[str] = []
+    try:
+        _wait(lambda: os.path.ismount(rig.mount), 20, "the cut file system did not mount")
+        env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "gated.cli", "run", "--config", str(rig.config)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        client = Client(rig.socket, timeout=5.0)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.request("ping")
+                break
+            except (OSError, ControlError):
+                client.close()
+                assert daemon.poll() is None, f"gated run exited: {daemon.stderr.read().decode()[-2000:]}"
+                assert time.monotonic() < deadline, "gated run did not open its control socket"
+                time.sleep(0.1)
+        cut_at = time.monotonic() + rng.uniform(0.2, 4.0)
+        while time.monotonic() < cut_at:
+            cti, text = rig.ticket()
+            before = client.request("state")["devices"]["relay"]["activations"]
+            client.request("show", text=text)
+            seen = _poll(lambda before=before: client.request("state")["devices"]["relay"]["activations"] > before, 5.0)
+            client.request("show", text=None)
+            assert seen, "a valid ticket did not open the relay"
+            relayed.append(cti)  # the relay opened: the admission was committed before it did
+            if time.monotonic() >= cut_at:
+                break
+            client.request("drive", device="passage", active=True)
+            time.sleep(0.05)
+            client.request("drive", device="passage", active=False)
+            time.sleep(rng.uniform(0.0, 0.3))
+        client.close()
+        fs.send_signal(signal.SIGUSR1)  # the power goes
+        os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.wait(10)
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(10)
+        subprocess.run(["fusermount3", "-u", "-z", str(rig.mount)], capture_output=True)
+        fs.wait(20)
+    with GateStore(rig.card / "state" / "gate.db") as store:  # opens: quick_check
+        for cti in relayed:
+            assert store.admissions(bytes.fromhex(cti)), f"ticket {cti} let through, its admission lost"
+        last = store.last_seq
+        rows = [json.loads(e) for _, e in store.outbox(0, 1_000_000)]  # no broker: every event is still here
+        assert [e["seq"] for e in rows] == list(range(1, last + 1)), "a hole in the gate's events"
+        for before, after in zip(rows, rows[1:]):
+            assert after["prev"] == before["hash"], f"chain broken at {after['seq']}"
+    return {"relays": len(relayed), "seq": last}
+
+
+def _poll(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["gate"]:
         try:
@@ -166,5 +303,21 @@ if __name__ == "__main__":
                 print(
                     f"{i + 1} cuts: store opened every time, no admission lost, chain whole "
                     f"(now at seq {figures['seq']}, {time.monotonic() - started:.0f} s)",
+                    flush=True,
+                )
+    elif sys.argv[1:2] == ["daemon-cuts"]:
+        import tempfile
+
+        n = int(sys.argv[2])
+        rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 25)
+        rig = DaemonRig(Path(tempfile.mkdtemp(prefix="gated-powercut-daemon-")))
+        started, relays = time.monotonic(), 0
+        for i in range(n):
+            figures = cut_daemon_once(rig, rng)
+            relays += figures["relays"]
+            if (i + 1) % 5 == 0 or i + 1 == n:
+                print(
+                    f"{i + 1} cuts of gated run: it started again every time, no admission of the {relays} "
+                    f"visitors let through lost, events 1..{figures['seq']} whole ({time.monotonic() - started:.0f} s)",
                     flush=True,
                 )
