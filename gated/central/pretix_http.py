@@ -4,11 +4,16 @@
                      default context); plain http:// only when the caller says so (`--insecure-http`:
                      a test shop on 127.0.0.1)
     one origin       the token goes to the origin of the shop URL and nowhere else: a redirect to
-                     another scheme, host or port is refused before anything is sent there (the
-                     standard library would follow it and keep the Authorization header)
+                     another scheme, host or port is refused before anything is sent there
+                     (urllib would follow it and keep the Authorization header); redirects within
+                     the origin are followed, at most MAX_REDIRECTS
     bounded answers  a body over `max_bytes` is refused (by its Content-Length, or once read past
-                     the cap); each socket operation has `timeout`, and the whole exchange, a server
-                     that drips its answer a byte at a time included, has `deadline`
+                     the cap); each socket operation has `timeout`, and each exchange as a whole,
+                     connect, head and body, has `deadline` (a watchdog shuts the socket down: a
+                     server that drips its answer a byte at a time is cut off too)
+
+http.client, not urllib: its requests go where they are told, with no redirect or proxy machinery
+of its own, and its socket is there for the watchdog.
 
 Every failure is a PretixHttpError naming the request; the caller turns it into its own error.
 This module knows nothing of pretix's resources: pretix.py asks it for (status, body bytes).
@@ -16,10 +21,11 @@ This module knows nothing of pretix's resources: pretix.py asks it for (status, 
 
 from __future__ import annotations
 
-import time
-import urllib.error
+import http.client
+import socket
+import ssl
+import threading
 import urllib.parse
-import urllib.request
 
 from gated.core.errors import GatedError
 
@@ -27,6 +33,8 @@ MAX_BYTES = 16 * 1024 * 1024  # a page of pretix's API is a few hundred kB at mo
 TIMEOUT = 20.0  # seconds per connect or read
 DEADLINE = 120.0  # seconds for one request and its whole answer
 CHUNK = 64 * 1024
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -56,21 +64,6 @@ def check_url(url: str, *, insecure_http: bool = False) -> str:
     return url
 
 
-class _SameOrigin(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only within the origin it was asked for."""
-
-    def __init__(self, allowed: tuple[str, str, int]):
-        self.allowed = allowed
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        target = urllib.parse.urljoin(req.full_url, newurl)
-        if origin(target) != self.allowed:
-            fp.close()
-            raise PretixHttpError(f"{req.get_method()} {req.full_url}: HTTP {code} redirect to {target} refused: "
-                                  f"another origin than the shop's, which the API token must never reach")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
 class Http:
     """Requests to one origin (that of `base_url`), with `headers` (the Authorization) on each."""
 
@@ -79,42 +72,82 @@ class Http:
         check_url(base_url, insecure_http=insecure_http)
         self.origin = origin(base_url)
         self.headers, self.timeout, self.deadline, self.max_bytes = dict(headers), timeout, deadline, max_bytes
-        # no HTTPS to HTTP downgrade can pass _SameOrigin: the scheme is part of the origin
-        self._opener = urllib.request.build_opener(_SameOrigin(self.origin))
+        self._tls = ssl.create_default_context() if self.origin[0] == "https" else None
 
     def request(self, method: str, url: str, data: bytes | None = None,
                 content_type: str | None = None) -> tuple[int, bytes]:
-        """(HTTP status, body) of one request; an HTTP error status is an answer, not an exception."""
+        """(HTTP status, body) of one request, redirects within the origin followed; an HTTP error
+        status is an answer, not an exception."""
         if origin(url) != self.origin:
             raise PretixHttpError(f"{method} {url}: not the shop's origin; the API token is not sent there")
-        headers = {**self.headers, **({"Content-Type": content_type} if content_type else {})}
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
-        started = time.monotonic()
-        try:
-            try:
-                response = self._opener.open(request, timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                response = exc  # 4xx/5xx: its body says why
-            with response:
-                return response.status if hasattr(response, "status") else response.code, \
-                    self._read(response, method, url, started)
-        except PretixHttpError:
-            raise
-        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: http.client's bad status lines
-            raise PretixHttpError(f"{method} {url}: {getattr(exc, 'reason', None) or exc}") from None
+        for _hop in range(MAX_REDIRECTS + 1):
+            status, location, body = self._exchange(method, url, data, content_type)
+            if status not in REDIRECTS or location is None:
+                return status, body
+            target = urllib.parse.urljoin(url, location)
+            if origin(target) != self.origin:
+                raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {target} refused: another origin "
+                                      f"than the shop's, which the API token must never reach")
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, data, content_type = "GET", None, None  # as browsers and urllib do
+            url = target
+        raise PretixHttpError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 
-    def _read(self, response, method: str, url: str, started: float) -> bytes:
-        length = response.headers.get("Content-Length")
+    def _exchange(self, method: str, url: str, data: bytes | None,
+                  content_type: str | None) -> tuple[int, str | None, bytes]:
+        """One request on a connection of its own, cut off at the deadline wherever it is (the
+        connect, the head, the body: a watchdog shuts the socket down)."""
+        parts = urllib.parse.urlsplit(url)
+        _, host, port = self.origin
+        if self._tls is not None:
+            conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        late = threading.Event()
+        opened: list[socket.socket] = []  # the connection's socket (http.client forgets it once a response owns it)
+
+        def cut_off():
+            late.set()
+            for sock in opened:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        watchdog = threading.Timer(self.deadline, cut_off)
+        watchdog.daemon = True
+        watchdog.start()
+        headers = {**self.headers, **({"Content-Type": content_type} if content_type else {})}
+        try:
+            conn.connect()
+            opened.append(conn.sock)
+            if late.is_set():
+                cut_off()
+            conn.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=data,
+                         headers=headers)
+            response = conn.getresponse()
+            body = self._read(response, method, url, late)
+            return response.status, response.getheader("Location"), body
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if late.is_set():
+                raise PretixHttpError(f"{method} {url}: no complete answer within {self.deadline:g} s") from None
+            raise PretixHttpError(f"{method} {url}: {exc}") from None
+        finally:
+            watchdog.cancel()
+            conn.close()
+            for sock in opened:
+                sock.close()
+
+    def _read(self, response, method: str, url: str, late: threading.Event) -> bytes:
+        length = response.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
             raise PretixHttpError(f"{method} {url}: an answer of {int(length)} bytes, over the "
                                   f"{self.max_bytes} this client reads")
         body = bytearray()
-        while True:
-            if time.monotonic() - started > self.deadline:
-                raise PretixHttpError(f"{method} {url}: the answer took over {self.deadline:g} s")
-            chunk = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
-            if not chunk:
-                return bytes(body)
+        while chunk := response.read1(CHUNK):
             body += chunk
             if len(body) > self.max_bytes:
                 raise PretixHttpError(f"{method} {url}: an answer over the {self.max_bytes} bytes this client reads")
+        if late.is_set():
+            raise PretixHttpError(f"{method} {url}: no complete answer within {self.deadline:g} s")
+        return bytes(body)

@@ -23,7 +23,7 @@ class Shop:
     """Canned answers by path (query string ignored unless the key has one), or a function of the
     query; records every request with its Authorization header."""
 
-    def __init__(self):
+    def __init__(self, tls: tuple[str, str] | None = None):
         self.routes: dict[str, object] = {}
         self.requests: list[tuple[str, str]] = []
         shop = self
@@ -47,7 +47,15 @@ class Shop:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda *args: None  # a client that refused our certificate: nothing to say
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def answer(self, path: str, body, status: int = 200, headers: dict | None = None) -> None:
@@ -204,6 +212,26 @@ def test_a_plain_http_shop_is_refused_before_anything_is_sent(shop, capsys):
     assert shop.requests == [] and not os.path.exists("ring")
 
 
+def test_an_https_shop_must_show_a_certificate_the_machine_trusts(shop, capsys, monkeypatch):
+    """The shop's certificate is checked against the system's CAs (or SSL_CERT_FILE): one they do not
+    vouch for ends the run before the token is sent."""
+    from gated.central.certs import make_site_certs
+
+    make_site_certs("tls", [])  # a CA of our own and a certificate for 127.0.0.1
+    secure = Shop(tls=("tls/server.crt", "tls/server.key"))
+    try:
+        secure.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
+        argv = ["pretix", "keys", "--url", secure.url, "--organizer", "org", "--event", "ev", "--token-file", "token",
+                "--keyring", "ring"]
+        code, text = run(capsys, *argv)
+        assert code == 2 and "CERTIFICATE_VERIFY_FAILED" in text and secure.requests == [], text
+        monkeypatch.setenv("SSL_CERT_FILE", "tls/ca.crt")  # the machine trusts the shop's CA
+        code, text = run(capsys, *argv)
+        assert code == 0 and "trusted pretix-ev-" in text and secure.requests == [(EVENT_PATH, "Token abc123")], text
+    finally:
+        secure.close()
+
+
 @pytest.mark.parametrize("elsewhere", ["another port", "another host", "https"])
 def test_a_redirect_to_another_origin_never_carries_the_token(shop, capsys, elsewhere):
     other = Shop()
@@ -238,45 +266,55 @@ def test_an_answer_over_the_size_cap_is_refused(shop, capsys, with_length):
     assert code == 2 and f"over the {MAX_BYTES}" in text and state_version() == (None, 0), text
 
 
-def test_a_silent_or_dripping_shop_times_out(tmp_path):
+def test_a_silent_shop_times_out():
     import socket
     import time
 
     from gated.central.pretix import PretixClient, PretixError
 
-    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog), never answers
-    dripping = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def drip():
-        conn, _ = dripping.accept()
-        conn.recv(65536)
-        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
-        while not stop.wait(0.05):  # a byte every 50 ms: no read ever waits for the timeout
-            try:
-                conn.sendall(b" ")
-            except OSError:
-                break
-        conn.close()
-
-    threading.Thread(target=drip, daemon=True).start()
-    try:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the kernel's backlog), never answers
         client = PretixClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "org", "Token t", insecure_http=True,
                               timeout=0.5)
         started = time.monotonic()
         with pytest.raises(PretixError, match="timed out"):
             client.get("events/ev/")
         assert time.monotonic() - started < 5
-        client = PretixClient(f"http://127.0.0.1:{dripping.getsockname()[1]}", "org", "Token t", insecure_http=True,
-                              timeout=0.5, deadline=1.0)
-        started = time.monotonic()
-        with pytest.raises(PretixError, match="took over 1 s"):
-            client.get("events/ev/")
-        assert time.monotonic() - started < 5
-    finally:
-        stop.set()
-        silent.close()
-        dripping.close()
+
+
+@pytest.mark.parametrize("where, start", [
+    ("body", b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"),
+    ("head", b"HTTP/1.0 200 OK\r\nX-Slow: "),
+])
+def test_a_dripping_shop_is_cut_off_at_the_deadline(where, start):
+    """A byte every 50 ms: no read ever waits for the timeout, the deadline ends it wherever it is."""
+    import socket
+    import time
+
+    from gated.central.pretix import PretixClient, PretixError
+
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as dripping:
+        def drip():
+            conn, _ = dripping.accept()
+            conn.recv(65536)
+            conn.sendall(start)
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b" " if where == "body" else b"a")
+                except OSError:
+                    break
+            conn.close()
+
+        threading.Thread(target=drip, daemon=True).start()
+        try:
+            client = PretixClient(f"http://127.0.0.1:{dripping.getsockname()[1]}", "org", "Token t",
+                                  insecure_http=True, timeout=0.5, deadline=1.0)
+            started = time.monotonic()
+            with pytest.raises(PretixError, match="no complete answer within 1 s"):
+                client.get("events/ev/")
+            assert time.monotonic() - started < 5
+        finally:
+            stop.set()
 
 
 # --- the sync's cursors and times pretix can send ------------------------------------------------
