@@ -83,11 +83,14 @@ class MetricsServer:
         self._thread.start()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._open += 1
-        if self._open > self.max_connections and self._waiting:
+        if self._open >= self.max_connections:
+            if not self._waiting:  # every one of them is being answered: no room
+                writer.transport.abort()
+                return
             oldest = next(iter(self._waiting))
             self._waiting.pop(oldest)
             oldest.transport.abort()
+        self._open += 1
         self._waiting[writer] = None
         try:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -98,7 +99,9 @@ def run_keys(args) -> int:
             ring = keys.load_keyring(args.keyring)
         except keys.KeyringError as exc:
             raise CommandError(str(exc)) from None
-        trusted = {key.kid: key for key in ring.keys if key.name.startswith(prefix) and "issuer" in key.roles}
+        ours = re.compile(re.escape(prefix) + "[0-9a-f]{8}")  # what this command names them (not another event's)
+        trusted = {key.kid: key for key in ring.keys
+                   if ours.fullmatch(key.name) and "issuer" in key.roles and args.event in key.events}
     stale = {kid: key for kid, key in trusted.items() if kid not in offered}
     if (stale or set(offered) - set(trusted)) and trusted and not args.replace:
         before = "; ".join(f"{key.name} sha256 {keys.fingerprint(key.public_key)}" for key in trusted.values())

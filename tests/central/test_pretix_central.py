@@ -399,3 +399,16 @@ def test_a_changed_issuer_key_is_refused_without_replace(shop, capsys):
     assert code == 0 and f"dropped pretix-ev-{fp1[:8]}" in text and f"trusted pretix-ev-{fp2[:8]}" in text, text
     assert [key.kid.hex() for key in keyring.load_keyring("ring").keys] == [fp2[:16]]
     assert not Path(f"ring/pretix-ev-{fp1[:8]}.pub").exists()
+
+
+def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsys):
+    """`--event final` must not take `final-2026`'s pretix keys for its own (nor drop them)."""
+    longer = "/api/v1/organizers/org/events/ev-2026/"
+    (first, fp1), (second, fp2) = pretix_key(), pretix_key()
+    shop.answer(longer, {"valid_keys": {"pretix_sig1": [first]}})
+    shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [second]}})
+    code, text = run(capsys, "pretix", "keys", *shop_options(shop)[:5], "ev-2026", *shop_options(shop)[6:],
+                     "--keyring", "ring")
+    assert code == 0, text
+    code, text = keys(capsys, shop)  # event ev: nothing trusted for it yet
+    assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text, text
