@@ -124,6 +124,7 @@ class LedgerCollector(Collector):
 
     def refresh(self) -> bool:
         """One round; False if the database could not be read (the last snapshot stays)."""
+        from gated.central import ledger_report
         from gated.central.ledger import Ledger, LedgerError
         from gated.central.ledgerdb import SqliteDb
 
@@ -139,7 +140,7 @@ class LedgerCollector(Collector):
             if now >= self._slow_due:
                 started = time.monotonic()
                 over: dict[str, int] = {}
-                for finding in self._ledger.over_admitted():
+                for finding in ledger_report.over_admitted(db):
                     for gate in finding["gates"]:
                         over[gate] = over.get(gate, 0) + 1
                 self._work.over = over
