@@ -411,4 +411,4 @@ def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsy
                      "--keyring", "ring")
     assert code == 0, text
     code, text = keys(capsys, shop)  # event ev: nothing trusted for it yet
-    assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text, text
+    assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text and fp1 not in text, text
