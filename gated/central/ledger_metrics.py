@@ -69,6 +69,7 @@ class Figures:
     gates: dict[str, Gate] = field(default_factory=dict)
     over: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    read_at: float = 0.0  # time.time() at the end of the round that made it
 
 
 def _db_errors() -> tuple:
@@ -118,6 +119,9 @@ class LedgerCollector(Collector):
                 self.refresh()
                 took = time.monotonic() - started
                 self._stop.wait(max(self.every, took * (1 / self.share - 1)))
+        except Exception:  # noqa: BLE001 - said, and visible in gated_ledger_figures_age_seconds
+            log.exception("ledger metrics stopped: the figures are no longer renewed")
+            raise
         finally:
             if self._ledger is not None:
                 self._ledger.close()
@@ -157,7 +161,7 @@ class LedgerCollector(Collector):
             self._work, self._cursors = Figures(), dict.fromkeys(self._cursors, 0)  # read again from the start
             return False
         self._shown = Figures({g: replace(v) for g, v in self._work.gates.items()}, dict(self._work.over),
-                              self._work.quarantined)
+                              self._work.quarantined, time.time())
         return True
 
     def _catch_up(self, db) -> None:
@@ -248,4 +252,8 @@ class LedgerCollector(Collector):
                                         labels=["site"])
         quarantined.add_metric([self.site], shown.quarantined)
         yield quarantined
+        age = GaugeMetricFamily("gated_ledger_figures_age_seconds", "since the figures above were read from "
+                                "the ledger database", labels=["site"])
+        age.add_metric([self.site], max(0.0, time.time() - shown.read_at))
+        yield age
         yield received

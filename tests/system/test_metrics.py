@@ -113,6 +113,7 @@ def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker, ledger_d
     [(labels, lag)] = samples["gated_ledger_lag_seconds"]
     assert labels == g1 and 0 <= lag < 30
     assert samples["gated_ledger_received_messages_total"][0][1] >= 5
+    assert 0 <= samples["gated_ledger_figures_age_seconds"][0][1] < 30  # a snapshot, renewed every few seconds
     ledger_names = {n for n in documented() if n.startswith("gated_ledger_")}
     assert ledger_names == set(samples), sorted(ledger_names ^ set(samples))
 
