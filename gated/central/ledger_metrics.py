@@ -211,6 +211,10 @@ class LedgerCollector(Collector):
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
         self._work = Figures(gates, self._work.over, quarantined)
 
+    def snapshot(self) -> Figures | None:
+        """The figures a scrape shows now (None before the first round)."""
+        return self._shown
+
     # --- a scrape: the snapshot as metric families ---------------------------------------------
 
     def collect(self):
