@@ -180,7 +180,8 @@ class GateStore:
                         self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in acked])
                     yield self._db
                 if acked:
-                    self._acked = [s for s in self._acked if s not in set(acked)]
+                    done = set(acked)
+                    self._acked = [s for s in self._acked if s not in done]
             except sqlite3.Error as exc:
                 self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
