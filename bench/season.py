@@ -44,7 +44,7 @@ from gated.core.decide import GateContext  # noqa: E402
 from gated.core.snapshot import Admission  # noqa: E402
 from gated.gate.prune import Pruner  # noqa: E402
 from gated.gate.store import GateStore  # noqa: E402
-from gated.gate.validate import scan_fields, validate  # noqa: E402
+from gated.gate.validate import record, scan_fields, validate  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 
 DAY = 86_400
@@ -147,19 +147,9 @@ def main() -> int:
             t = time.perf_counter_ns()
             decision = validate(text, ring, context, store, at)
             timings.append((time.perf_counter_ns() - t) / 1000)
-            body = scan_fields(decision, context, rev_version)
+            record(store, decision, scan_fields(decision, context, rev_version), at * 1000)
             if decision.admit:
-                store.record_scan(
-                    body,
-                    at * 1000,
-                    admit_cti=decision.cti,
-                    confirmed=True,
-                    exp=decision.ticket.claims.exp,
-                    nbf=decision.ticket.claims.nbf,
-                )
                 used_today.append((text, at))
-            else:
-                store.record_scan(body, at * 1000)
             if len(peers) >= 500:
                 store.record_recovered_admissions([a.row() for a in peers])
                 peers = []

@@ -24,7 +24,7 @@ from gated.core.decide import GateContext
 from gated.core.revocation import encode_updates
 from gated.gate.revocations import apply_update
 from gated.gate.store import GateStore
-from gated.gate.validate import scan_fields, validate
+from gated.gate.validate import record, scan_fields, validate
 
 SITE, EVENT = "arena", "FINAL-2026"
 
@@ -76,8 +76,7 @@ def main() -> int:
             for label, text in cases:
                 decision = validate(text, ring, gate, store, time.time())
                 rev_version = store.revocation_state().version
-                store.record_scan(scan_fields(decision, gate, rev_version), int(time.time() * 1000),
-                                  admit_cti=decision.cti if decision.admit else None, confirmed=True)
+                record(store, decision, scan_fields(decision, gate, rev_version), int(time.time() * 1000))
                 colour = "green" if decision.admit else "red"
                 table.add_row(label, f"[{colour}]{decision.word}[/]", decision.reason.value, decision.detail)
             console.print(table)

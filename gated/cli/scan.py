@@ -64,16 +64,14 @@ class _Judge:
         self.denied = 0
 
     def decide(self, text: str, now: float | None = None) -> dict:
-        from gated.gate.validate import describe, scan_fields, validate
+        from gated.gate.validate import describe, record, scan_fields, validate
 
         setup = self.setup
         when = setup.now if now is None else now
         decision = validate(text, setup.keyring, setup.context, setup.store, when)
         if self.record and decision.admit:
             rev = setup.store.revocation_state().version
-            step = decision.ticket.step if decision.ticket else None
-            setup.store.record_scan(scan_fields(decision, setup.context, rev), int(when * 1000),
-                                    admit_cti=decision.cti, step=step, confirmed=True)
+            record(setup.store, decision, scan_fields(decision, setup.context, rev), int(when * 1000))
         if not decision.admit:
             self.denied += 1
         claims = decision.ticket.claims if decision.ticket else None

@@ -125,7 +125,7 @@ def _site_of_files(files) -> str | None:
 
 
 def run(args) -> int:
-    from gated.gate.validate import describe, scan_fields, validate
+    from gated.gate.validate import describe, record, scan_fields, validate
 
     if not args.event:
         raise CommandError("--event is required")
@@ -136,9 +136,7 @@ def run(args) -> int:
         decision = validate(args.text, setup.keyring, setup.context, setup.store, setup.now)
         if args.record and decision.admit:
             rev = setup.store.revocation_state().version
-            step = decision.ticket.step if decision.ticket else None
-            setup.store.record_scan(scan_fields(decision, setup.context, rev), int(setup.now * 1000),
-                                    admit_cti=decision.cti, step=step, confirmed=True)
+            record(setup.store, decision, scan_fields(decision, setup.context, rev), int(setup.now * 1000))
     finally:
         setup.close()
     if args.json:

@@ -52,7 +52,7 @@ from gated.core.signed import Keyring
 from gated.core.reasons import Reason
 from gated.gate.store import GateStore, StoreError
 from gated.gate.turnstile import Turnstile
-from gated.gate.validate import scan_fields, validate
+from gated.gate.validate import record, scan_fields, validate
 from gated.core.command import GATE_COMMANDS
 
 log = structlog.get_logger("gated.gate.gate")
@@ -134,12 +134,7 @@ class Gate:
         body = scan_fields(decision, context, rev, max(latency_us, 0))
         confirmed = not self._turnstile.counts_passages
         try:
-            if decision.admit:
-                event = self._store.record_scan(body, _ms(now), admit_cti=decision.cti, step=decision.ticket.step,
-                                                confirmed=confirmed, exp=decision.ticket.claims.exp,
-                                                nbf=decision.ticket.claims.nbf)
-            else:
-                event = self._store.record_scan(body, _ms(now))
+            event = record(self._store, decision, body, _ms(now), confirmed=confirmed)
         except StoreError as exc:
             raise self.store_fault(exc) from exc
         self.last_scan, self._scan_recorded = event, True

@@ -22,6 +22,17 @@ def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, 
     return decide(code, gate, facts, now, time_trusted=time_trusted)
 
 
+def record(store, decision: Decision, body: dict, ts_ms: int, *, confirmed: bool = True) -> dict:
+    """The scan's event and, when it admits, the admission it grants, in one transaction: with the
+    ticket's GT2 step and its validity (what gated/gate/prune.py later prunes by). The one way every
+    caller (the gate, `gated scan`/`verify --record`, the desk demo, the benchmarks) records a scan."""
+    if not decision.admit:
+        return store.record_scan(body, ts_ms)
+    claims = decision.ticket.claims
+    return store.record_scan(body, ts_ms, admit_cti=decision.cti, step=decision.ticket.step, confirmed=confirmed,
+                             exp=claims.exp, nbf=claims.nbf)
+
+
 def scan_fields(decision: Decision, gate: GateContext, rev: int, latency_us: int = 0) -> dict:
     """The `scan` event fields of PROTOCOL §5 (the store adds the common ones)."""
     claims = decision.ticket.claims if decision.ticket is not None else None

@@ -13,7 +13,7 @@ from gated.core.decide import GateContext
 from gated.core.reasons import Reason
 from gated.gate.prune import Pruner
 from gated.gate.store import GateStore
-from gated.gate.validate import scan_fields, validate
+from gated.gate.validate import record, scan_fields, validate
 from tests.conftest import EVENT, SITE
 
 T0 = 1_800_000_000  # the first day, unix seconds
@@ -48,18 +48,7 @@ def _play(tmp_path, authority, name, scans, pruner_kwargs=None):
     for n, (at, gate, text) in enumerate(scans):
         store = g1 if gate == "g1" else g2
         decision = validate(text, authority.keyring, context, store, at)
-        body = scan_fields(decision, context, 0)
-        if decision.admit:
-            event = store.record_scan(
-                body,
-                at * 1000,
-                admit_cti=decision.cti,
-                confirmed=True,
-                exp=decision.ticket.claims.exp,
-                nbf=decision.ticket.claims.nbf,
-            )
-        else:
-            event = store.record_scan(body, at * 1000)
+        event = record(store, decision, scan_fields(decision, context, 0), at * 1000)
         if gate == "g2":
             g1.record_peer_event(event)
         decisions.append((gate, decision.cti, decision.reason))
