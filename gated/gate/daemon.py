@@ -271,12 +271,15 @@ class Daemon:
             self._watchdog(now)
 
     def _prune(self, now: float) -> None:
-        """Bounded state (gated/gate/prune.py): one small batch when due, between scans."""
+        """Bounded state (gated/gate/prune.py): one small batch when due, between scans, on the
+        gate's trusted time only: a clock wrongly ahead must not prune admissions that still decide."""
         if self.pruner is None:
             from gated.gate.prune import Pruner
 
             self.pruner = Pruner.from_config(self.store, self.cfg)
-        self.pruner.step(now, time.time())
+        reading = self.clock.reading()
+        if not reading.uncertain:
+            self.pruner.step(now, reading.now)
 
     def _guarded(self, step: str, work, *args) -> None:
         """One step of the owner loop whose writes may fail (a full disk: a revocation update, a

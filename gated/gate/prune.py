@@ -15,7 +15,9 @@ behind more than one batch. What goes (GateStore.prune):
     plus `expired_margin_h`, and never less than `peer_retention_days`;
   - free exits as old, and revocation deltas kept for a base the list has passed.
 
-Not while the gate counts people inside over every movement it holds (a capacity without
+The time is the gate's trusted clock (gated/gate/clock.py); while it is uncertain nothing is
+pruned (a clock wrongly ahead would drop admissions that still decide). Not while the gate counts
+people inside over every movement it holds (a capacity without
 `day_starts`): there, pruning would change the count, so the movements stay. Confirmed outbox rows
 leave when the broker or the ledger confirms them (gated/gate/uplink.py); superseded revocation
 snapshots are replaced whole when the next one applies (gated/gate/store.py).
