@@ -81,6 +81,15 @@ class Pruner:
                 log.info("state pruned", **self._round)
         return done
 
+    def start_round(self) -> None:
+        """The next step() starts a round whatever the schedule says."""
+        self._next_round = 0.0
+
+    @property
+    def running(self) -> bool:
+        """A round is under way: step() goes on with it."""
+        return self._running
+
     def run_to_end(self, unix_now: float) -> dict:
         """A whole round at once (tools and tests)."""
         total: dict[str, int] = {}
