@@ -29,7 +29,7 @@ import structlog
 
 log = structlog.get_logger("gated.gate.prune")
 
-BATCH = 500  # tickets (and peer rows) per transaction: a few milliseconds on a Pi's card
+BATCH = 100  # tickets (and peer rows) per transaction: about 20 ms at full size on the benchmark machine
 
 
 class Pruner:
