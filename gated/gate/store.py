@@ -502,13 +502,16 @@ class GateStore:
                 done["admissions"] = db.execute(f"DELETE FROM admissions WHERE cti IN ({marks})", ctis).rowcount
                 done["peer_admissions"] = db.execute(f"DELETE FROM peer_admissions WHERE cti IN ({marks})",
                                                      ctis).rowcount
-            done["peer_admissions"] += db.execute(
-                "DELETE FROM peer_admissions WHERE (gate, seq) IN (SELECT p.gate, p.seq FROM peer_admissions p "
-                "WHERE p.ts_ms < ? AND NOT EXISTS (SELECT 1 FROM admissions a WHERE a.cti = p.cti) LIMIT ?)",
-                (peers_before_ms, limit)).rowcount
-            done["free_exits"] = db.execute(
-                "DELETE FROM free_exits WHERE (gate, seq) IN (SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?)",
-                (peers_before_ms, limit)).rowcount
+            # keys first (by the time index), then deleted by key: a row-value IN (subquery) would
+            # have SQLite walk the whole table for every batch
+            old = db.execute("SELECT p.gate, p.seq FROM peer_admissions p WHERE p.ts_ms < ? AND NOT EXISTS "
+                             "(SELECT 1 FROM admissions a WHERE a.cti = p.cti) LIMIT ?",
+                             (peers_before_ms, limit)).fetchall()
+            db.executemany("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", old)
+            done["peer_admissions"] += len(old)
+            old = db.execute("SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?", (peers_before_ms, limit)).fetchall()
+            db.executemany("DELETE FROM free_exits WHERE gate = ? AND seq = ?", old)
+            done["free_exits"] = len(old)
         return done
 
     @property
