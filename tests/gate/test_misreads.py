@@ -79,3 +79,26 @@ def test_micro_qr_and_rmqr_symbols_are_not_read_beside_a_ticket():
                                                     text_mode=zxingcpp.TextMode.Plain)]
     assert "GATE7" in plain and text in plain  # what the scanner used to ask zxing-cpp for
     assert Scanner().decode(frame) == [text]
+
+
+def test_a_micro_qr_symbol_hiding_in_a_tickets_code_is_not_read_when_the_code_is_not():
+    """How bench/scan.py's easy set misread (issue 27), on a frame found by searching seeds: the
+    bottom-left finder pattern of a large code and the modules beside it form a valid Micro QR M1
+    symbol ("396343"; M1 has error detection only). zxing-cpp reports it when it does not read the
+    large code itself: here its top-right finder is covered (a thumb, glare)."""
+    import string
+
+    alphabet = list(string.digits + string.ascii_uppercase + " $%*+-./:")
+    rng = np.random.default_rng(1477)
+    text = "GT1:" + "".join(rng.choice(alphabet, int(rng.integers(190, 230))))
+    frame = render_ticket_frame(text, (1280, 720), rng)
+    micro = [b for b in zxingcpp.read_barcodes(frame, formats=zxingcpp.BarcodeFormat.MicroQRCode,
+                                               text_mode=zxingcpp.TextMode.Plain, try_downscale=False)]
+    assert [(b.text, b.valid) for b in micro] == [("396343", True)]
+    assert Scanner().decode(frame) == [text]
+    cv2.circle(frame, (681, 183), 28, int(np.percentile(frame[150:250, 600:700], 90)), -1)  # the top-right finder
+    plain = [b.text for b in zxingcpp.read_barcodes(frame, formats=zxingcpp.BarcodeFormat.QRCode,
+                                                    text_mode=zxingcpp.TextMode.Plain, try_downscale=False)]
+    assert plain == ["396343"]  # what the scanner used to ask for, and so read
+    reading = Scanner().read(frame)
+    assert reading.texts == [] and reading.unconfirmed == []
