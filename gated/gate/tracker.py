@@ -1,0 +1,160 @@
+"""Reading across frames: what the last frames showed steers the effort on the next (issue 27).
+
+A visitor's phone is in front of the camera for many frames: coming in blurred, tilted and
+over-exposed, then settling with a tremor. One frame alone may not be sharp enough, but the
+frames are not independent: the code is where it was a moment ago, at the same scale. `Tracker`
+wraps a `Scanner` (one per camera, like the Scanner's own scenery memory) and, on a frame where
+the scanner's passes read nothing:
+
+  * remembers the places where a code was seen or a region looked like one (`Reading.places`:
+    symbols zxing-cpp located but could not decode, textured regions) for MEMORY_FRAMES frames,
+    and reads a remembered place this frame's passes did not cover, with the texture pass's tries
+    (a phone that blurred out of the texture search this frame is still where it was);
+  * stacks the frames: the place cut out of the last STACK_FRAMES frames, each aligned to the
+    newest by phase correlation (the tremor moves it a few pixels from frame to frame), averaged,
+    and read like a textured region. Averaging takes the sensor noise, the JPEG blocks and part
+    of the LCD moire out, which differ from frame to frame, while the code stays;
+  * bounds the extra time per frame: at most EXTRA_BUDGET_S of the thread's CPU time goes into
+    these reads (checked between reads), so a hard scene cannot stall the camera thread.
+
+Every read still goes through the scanner's checks (QR Model 2 only, error correction to spare):
+a stacked image of the wrong place cannot produce a text the symbol's error correction does not
+confirm. A code read is judged once: the Debouncer (gated.gate.scanner) holds the same text off
+in the next frames, as before; the Tracker forgets its places once a code is read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from gated.gate.scanner import TEXTURE_TRIES, Box, Reading, Scanner
+
+MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
+STACK_FRAMES = 4  # frames averaged at a place
+EXTRA_BUDGET_S = 0.012  # CPU seconds per frame for the reads across frames
+MAX_PLACES = 2
+STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
+
+
+class Tracker:
+    """Decode QR codes in a stream of frames (one Tracker per camera): `decode(gray)` like a Scanner's."""
+
+    def __init__(self, scanner: Scanner | None = None, *, stack: bool = True, budget_s: float = EXTRA_BUDGET_S):
+        self.scanner = scanner if scanner is not None else Scanner()
+        if self.scanner.backend != "zxing":
+            raise ValueError("reading across frames needs the zxing backend")
+        self.stack = stack
+        self.budget_s = budget_s
+        self._places: list[tuple[Box, int]] = []  # (box, frames since last seen)
+        self._frames: deque[np.ndarray] = deque(maxlen=STACK_FRAMES)
+
+    def decode(self, gray: np.ndarray) -> list[str]:
+        return self.read(gray).texts
+
+    def read(self, gray: np.ndarray) -> Reading:
+        started = time.thread_time()
+        reading = self.scanner.read(gray)
+        gray = np.ascontiguousarray(gray if gray.ndim == 2 else _gray(gray))
+        self._frames.append(gray)
+        if reading.texts:
+            self._places = []
+            self._frames.clear()
+            return reading
+        self._remember(reading.places, gray.shape)
+        if not self._places:
+            return reading
+        texts, via = [], None
+        fresh = set(reading.places)
+        for box, age in self._places[:MAX_PLACES]:
+            if time.thread_time() - started > self.budget_s:
+                break
+            if age > 0 or box not in fresh:  # not read by this frame's passes: read it here
+                texts = self.scanner.read_place(gray, box)
+                if texts:
+                    via = "remembered"
+                    break
+            if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
+                stacked = stack_place(list(self._frames), box)
+                if stacked is not None:
+                    image, origin = stacked
+                    h, w = image.shape
+                    texts = self.scanner.read_place(image, (0, 0, w, h), tries=TEXTURE_TRIES)
+                    if texts:
+                        via = "stacked"
+                        break
+        if texts:
+            self._places = []
+            self._frames.clear()
+            return Reading(texts, via, places=reading.places)
+        return reading
+
+    def _remember(self, places: list[Box], shape) -> None:
+        """This frame's places first (largest first), then the remembered ones not among them, one
+        frame older; forgotten after MEMORY_FRAMES."""
+        height, width = shape
+        now = [(_clip(box, width, height), 0) for box in sorted(set(places), key=_area, reverse=True)]
+        now = [(box, 0) for box, _ in now if _area(box) > 0]
+        kept = [(box, age + 1) for box, age in self._places
+                if age + 1 <= MEMORY_FRAMES and not any(_overlap(box, b) > 0.3 for b, _ in now)]
+        merged: list[tuple[Box, int]] = []
+        for box, age in now + kept:
+            if not any(_overlap(box, b) > 0.6 for b, _ in merged):
+                merged.append((box, age))
+        self._places = merged[:4]
+
+
+def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The place `box` (grown by STACK_MARGIN) cut out of each frame, aligned to the newest frame's
+    cut by phase correlation, and averaged: (uint8 image, its top-left corner in the frame).
+    None when the cut is empty or nothing aligns."""
+    import cv2
+
+    height, width = frames[-1].shape
+    x0, y0, x1, y1 = box
+    grow = int(max(x1 - x0, y1 - y0) * STACK_MARGIN)
+    x0, y0, x1, y1 = max(x0 - grow, 0), max(y0 - grow, 0), min(x1 + grow, width), min(y1 + grow, height)
+    if x1 - x0 < 32 or y1 - y0 < 32:
+        return None
+    newest = frames[-1][y0:y1, x0:x1].astype(np.float32)
+    window = cv2.createHanningWindow((x1 - x0, y1 - y0), cv2.CV_32F)
+    total, count = newest.copy(), 1
+    for frame in frames[:-1]:
+        if frame.shape != frames[-1].shape:
+            continue
+        crop = frame[y0:y1, x0:x1].astype(np.float32)
+        (dx, dy), response = cv2.phaseCorrelate(crop, newest, window)
+        if response < 0.05 or abs(dx) > grow or abs(dy) > grow:
+            continue
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        total += cv2.warpAffine(crop, shift, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        count += 1
+    if count < 2:
+        return None
+    return np.clip(total / count + 0.5, 0, 255).astype(np.uint8), (x0, y0)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+
+
+def _clip(box: Box, width: int, height: int) -> Box:
+    x0, y0, x1, y1 = box
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
+def _area(box: Box) -> int:
+    return max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / max(min(_area(a), _area(b)), 1)
