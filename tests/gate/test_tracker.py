@@ -124,3 +124,22 @@ def test_phone_clips_say_when_the_code_is_in_view_and_the_tracker_reads_them():
     assert readings[-1] == [text]  # read once the phone settles
     idle = phone_clip(None, (640, 480), np.random.default_rng(4), frames=10)
     assert idle.in_view is None and [Tracker().decode(f) for f in idle.frames] == [[]] * 10
+
+
+def test_the_deblur_pass_reads_a_smeared_phone_the_other_passes_miss():
+    """A phone smeared 4.7 px along the hand's path (a still of the harder set, seed 1): its
+    cepstrum gives the smear, Wiener deconvolution undoes it."""
+    from gated.gate.rehearsal.phone import draw_still_doses
+    from gated.gate.scanner import smear_of, texture_boxes
+
+    text = fixed_codes()[5]
+    rng = np.random.default_rng(1)
+    doses, on = draw_still_doses(rng)
+    assert "blur" in on and 4.5 < doses.blur < 5.0
+    frame, _ = still_frame(text, (1280, 720), rng, doses=doses)
+    assert Scanner(passes=("fine", "coarse", "region", "smooth", "texture")).decode(frame) == []
+    reading = Scanner().read(frame)
+    assert (reading.texts, reading.via) == ([text], "deblur")
+    (x0, y0, x1, y1), *_ = texture_boxes(frame)
+    length, _ = smear_of(frame[y0:y1, x0:x1])
+    assert abs(length - doses.blur) < 1.5
