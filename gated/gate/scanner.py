@@ -424,6 +424,26 @@ def smear_of(crop: np.ndarray) -> tuple[float, float]:
     return float(dist[y, x]), float(np.arctan2(y - r, x - r))
 
 
+def smear_along(crop: np.ndarray, angle: float) -> float | None:
+    """The length of a motion smear over `crop` known to run at `angle` (radians): the deepest
+    minimum of the power cepstrum along that line, DEBLUR_MIN_PX to DEBLUR_MAX_PX from the centre;
+    None when the line has no minimum below the cepstrum's typical level there."""
+    import cv2
+
+    f = crop.astype(np.float32)
+    f -= float(f.mean())
+    h, w = f.shape
+    f *= cv2.createHanningWindow((w, h), cv2.CV_32F)
+    cepstrum = np.fft.fftshift(np.fft.irfft2(np.log(np.abs(np.fft.rfft2(f)) + 1e-3), s=(h, w))).astype(np.float32)
+    radii = np.arange(DEBLUR_MIN_PX, DEBLUR_MAX_PX + 0.01, 0.25, dtype=np.float32)
+    xs = (w // 2 + radii * np.float32(np.cos(angle))).reshape(1, -1)
+    ys = (h // 2 + radii * np.float32(np.sin(angle))).reshape(1, -1)
+    line = cv2.remap(cepstrum, xs, ys, cv2.INTER_LINEAR).ravel()
+    if float(line.min()) >= float(np.median(line)):
+        return None
+    return float(radii[int(np.argmin(line))])
+
+
 def unsmear(crop: np.ndarray, length: float, angle: float, nsr: float) -> np.ndarray:
     """Wiener deconvolution of `crop` by a line of `length` pixels at `angle` (the motion smear)."""
     import cv2

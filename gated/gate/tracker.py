@@ -14,13 +14,17 @@ the scanner's passes read nothing:
     newest by phase correlation (the tremor moves it a few pixels from frame to frame), averaged,
     and read like a textured region. Averaging takes the sensor noise, the JPEG blocks and part
     of the LCD moire out, which differ from frame to frame, while the code stays;
+  * reads a place that moved since the last frame unsmeared: the motion's direction is the way
+    the place moved (phase correlation of its last two cuts), the smear's length the deepest
+    minimum of the cut's cepstrum along that direction; Wiener deconvolution undoes it
+    (gated.gate.scanner.unsmear) before the place is read upscaled;
   * bounds the extra time per frame: at most EXTRA_BUDGET_S of the thread's CPU time goes into
     these reads (checked between reads), so a hard scene cannot stall the camera thread.
 
 Every read still goes through the scanner's checks (QR Model 2 only, error correction to spare):
 a stacked image of the wrong place cannot produce a text the symbol's error correction does not
 confirm. A code read is judged once: the Debouncer (gated.gate.scanner) holds the same text off
-in the next frames, as before; the Tracker forgets its places once a code is read.
+in the next frames, as before.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ STACK_FRAMES = 4  # frames averaged at a place
 EXTRA_BUDGET_S = 0.012  # CPU seconds per frame for the reads across frames
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
+MOVING_PX = 3.0  # a place that moved this far since the last frame is read unsmeared along its motion
+UNSMEAR_NSR = 0.01
+UNSMEAR_TRIES = ((2, 3.0, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")),
+                 (3, 4.5, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")))
 
 
 class Tracker:
@@ -59,11 +67,9 @@ class Tracker:
         reading = self.scanner.read(gray)
         gray = np.ascontiguousarray(gray if gray.ndim == 2 else _gray(gray))
         self._frames.append(gray)
-        if reading.texts:
-            self._places = []
-            self._frames.clear()
-            return reading
         self._remember(reading.places, gray.shape)
+        if reading.texts:
+            return reading
         if not self._places:
             return reading
         texts, via = [], None
@@ -76,6 +82,11 @@ class Tracker:
                 if texts:
                     via = "remembered"
                     break
+            if len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
+                texts = self._read_moving(box)
+                if texts:
+                    via = "unsmeared"
+                    break
             if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
                 stacked = stack_place(list(self._frames), box)
                 if stacked is not None:
@@ -86,10 +97,36 @@ class Tracker:
                         via = "stacked"
                         break
         if texts:
-            self._places = []
-            self._frames.clear()
             return Reading(texts, via, places=reading.places)
         return reading
+
+    def _read_moving(self, box: Box) -> list[str]:
+        """The place read after undoing the smear of its motion: the direction from how far it moved
+        since the last frame (phase correlation), the length from the cepstrum along that direction."""
+        import cv2
+
+        from gated.gate.scanner import smear_along, unsmear
+
+        previous, newest = self._frames[-2], self._frames[-1]
+        if previous.shape != newest.shape:
+            return []
+        height, width = newest.shape
+        x0, y0, x1, y1 = box
+        grow = int(max(x1 - x0, y1 - y0) * STACK_MARGIN)
+        x0, y0, x1, y1 = max(x0 - grow, 0), max(y0 - grow, 0), min(x1 + grow, width), min(y1 + grow, height)
+        if x1 - x0 < 48 or y1 - y0 < 48:
+            return []
+        now = newest[y0:y1, x0:x1]
+        window = cv2.createHanningWindow((x1 - x0, y1 - y0), cv2.CV_32F)
+        (dx, dy), response = cv2.phaseCorrelate(previous[y0:y1, x0:x1].astype(np.float32), now.astype(np.float32), window)
+        if response < 0.05 or np.hypot(dx, dy) < MOVING_PX:
+            return []
+        angle = float(np.arctan2(dy, dx))
+        length = smear_along(now, angle)
+        if length is None:
+            return []
+        sharp = unsmear(now, length, angle, UNSMEAR_NSR)
+        return self.scanner.read_place(sharp, (0, 0, sharp.shape[1], sharp.shape[0]), tries=UNSMEAR_TRIES)
 
     def _remember(self, places: list[Box], shape) -> None:
         """This frame's places first (largest first), then the remembered ones not among them, one

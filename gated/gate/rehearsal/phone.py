@@ -120,8 +120,9 @@ def draw_still_doses(rng: np.random.Generator) -> tuple[Doses, tuple[str, ...]]:
 
 @dataclass
 class Clip:
-    """A rendered clip: `frames` at FPS; the phone is first in view in frame `entered` and the whole
-    code (its four corners, inside the frame, the thumb aside) from frame `in_view` (None: never)."""
+    """A rendered clip: `frames` at FPS; the phone is first in view in frame `entered`, the whole
+    code (its four corners, inside the frame, the thumb aside) from frame `in_view` (None: never),
+    and the reach is over (the phone at rest but for the tremor) from frame `settled`."""
 
     text: str | None
     size: tuple[int, int]
@@ -130,6 +131,7 @@ class Clip:
     entered: int | None
     in_view: int | None
     smears: list[float] = dataclasses.field(default_factory=list)  # each frame's smear of the phone, pixels
+    settled: int | None = None  # the first frame after the reach (the tremor goes on)
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,7 @@ def phone_clip(text: str | None, size, rng: np.random.Generator, *, frames: int 
         velocity = (start - rest) * de + wobble * amp * (w * np.cos(w * t + phase) - np.sin(w * t + phase) / settle)
         return centre, velocity, doses.tilt + tilt_extra * e
 
-    out, entered, in_view, smears = [], None, None, []
+    out, entered, in_view, smears, settled = [], None, None, [], None
     for i in range(frames):
         t = (i - idle_before) / FPS
         centre, velocity, tilt = pose(t)
@@ -315,11 +317,13 @@ def phone_clip(text: str | None, size, rng: np.random.Generator, *, frames: int 
         heading = float(np.arctan2(velocity[1], velocity[0])) if smear > 0 else 0.0
         out.append(_draw(scene, look, corners, doses, min(smear, 60.0), heading, rng))
         smears.append(smear)
+        if settled is None and t >= approach:
+            settled = i
         if entered is None and t >= 0 and _visible(corners[:4], size):
             entered = i
         if in_view is None and text and _inside(corners[4:], size):
             in_view = i
-    return Clip(text, size, doses, out, entered, in_view, smears)
+    return Clip(text, size, doses, out, entered, in_view, smears, settled)
 
 
 def still_frame(text: str | None, size, rng: np.random.Generator, *, doses: Doses | None = None,
