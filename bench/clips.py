@@ -131,9 +131,9 @@ def play(clip, decode) -> dict:
 
 def pct(values, q) -> float:
     """percentile() with never-read clips (inf) ranked last."""
-    finite = [v if math.isfinite(v) else 1e9 for v in values]
-    v = percentile(finite, q)
-    return math.inf if v >= 1e8 else v
+    finite = [v for v in values if math.isfinite(v)]
+    v = percentile([v if math.isfinite(v) else 1e9 for v in values], q)
+    return math.inf if not finite or v > max(finite) else v
 
 
 def ms(values, q=50) -> str:
