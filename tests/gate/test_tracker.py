@@ -143,3 +143,13 @@ def test_the_deblur_pass_reads_a_smeared_phone_the_other_passes_miss():
     (x0, y0, x1, y1), *_ = texture_boxes(frame)
     length, _ = smear_of(frame[y0:y1, x0:x1])
     assert abs(length - doses.blur) < 1.5
+
+
+def test_the_daemon_reads_across_frames_by_default():
+    from types import SimpleNamespace
+
+    from gated.gate.config import ScannerSection
+    from gated.gate.daemon import make_scanner
+
+    assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection())), Tracker)
+    assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection(backend="pyzbar"))), Scanner)
