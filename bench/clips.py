@@ -3,8 +3,8 @@ and settling, read frame by frame as a gate camera delivers them; and a harder s
 same effects, per effect. Each figure beside the issue's target, for gated, plain zxing-cpp and
 plain pyzbar measured in the same run.
 
-    .venv/bin/python bench/clips.py [--clips 40] [--idle-clips 6] [--frames 45] [--stills 120] [--seed 1]
-                                    [--sizes 640x480,1280x720] [--quick]
+    .venv/bin/python bench/clips.py [--clips 30] [--idle-clips 4] [--frames 45] [--stills 100] [--seed 1]
+                                    [--sizes 640x480,1280x720] [--quick] [--single-frame-column]
 
 Clips (gated.gate.rehearsal.phone.phone_clip): 30 fps, `--frames` frames each (1.5 s), the phone
 entering from the left, the right or below and settling with a decaying tremor; per clip the
@@ -280,10 +280,10 @@ def print_stills(stills: dict, size) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=40, help="clips with a code per size (default 40)")
-    ap.add_argument("--idle-clips", type=int, default=6, help="idle clips per size (default 6)")
+    ap.add_argument("--clips", type=int, default=30, help="clips with a code per size (default 30)")
+    ap.add_argument("--idle-clips", type=int, default=4, help="idle clips per size (default 4)")
     ap.add_argument("--frames", type=int, default=45, help="frames per clip at 30 fps (default 45: 1.5 s)")
-    ap.add_argument("--stills", type=int, default=120, help="harder stills per size (default 120)")
+    ap.add_argument("--stills", type=int, default=100, help="harder stills per size (default 100)")
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="12 clips, 4 idle clips and 60 stills per size")

@@ -10,10 +10,13 @@ the scanner's passes read nothing:
     symbols zxing-cpp located but could not decode, textured regions) for MEMORY_FRAMES frames,
     and reads a remembered place this frame's passes did not cover, with the texture pass's tries
     (a phone that blurred out of the texture search this frame is still where it was);
-  * stacks the frames: the place cut out of the last STACK_FRAMES frames, each aligned to the
-    newest by phase correlation (the tremor moves it a few pixels from frame to frame), averaged,
-    and read like a textured region. Averaging takes the sensor noise, the JPEG blocks and part
-    of the LCD moire out, which differ from frame to frame, while the code stays;
+  * stacks the frames (shift-and-add super-resolution, `stack_place`): the place cut out of the
+    sharpest STACK_USE of the last STACK_FRAMES frames, upscaled 2x, each moved by the sub-pixel
+    shift that aligns it with the sharpest (phase correlation: the tremor moves it a few pixels
+    from frame to frame), averaged, and read like a textured region. The frames sample the code
+    at different sub-pixel phases, so the stack holds detail no single frame has (modules under
+    2 pixels, foreshortened by a tilt), and the sensor noise and JPEG blocks, which differ from
+    frame to frame, average out;
   * reads a place that moved since the last frame unsmeared: the motion's direction is the way
     the place moved (phase correlation of its last two cuts), the smear's length the deepest
     minimum of the cut's cepstrum along that direction; Wiener deconvolution undoes it
@@ -34,15 +37,21 @@ from collections import deque
 
 import numpy as np
 
-from gated.gate.scanner import TEXTURE_TRIES, Box, Reading, Scanner
+from gated.gate.scanner import Box, Reading, Scanner
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
-STACK_FRAMES = 4  # frames averaged at a place
-EXTRA_BUDGET_S = 0.012  # CPU seconds per frame for the reads across frames
+STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
+STACK_USE = 4  # ... of which the sharpest are stacked
+STACK_UP = 2  # stacked at twice the frame's resolution (shift-and-add super-resolution)
+EXTRA_BUDGET_S = 0.020  # CPU seconds per frame for the reads across frames
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
 MOVING_PX = 3.0  # a place that moved this far since the last frame is read unsmeared along its motion
 UNSMEAR_NSR = 0.01
+# Reads of a stacked place (already at STACK_UP times the scale): TEXTURE_TRIES' form.
+STACK_TRIES = ((1, 3.0, 1.0, 0.0, ("LocalAverage",)),
+               (1, 3.0, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
+               (2, 4.5, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")))
 UNSMEAR_TRIES = ((2, 3.0, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")),
                  (3, 4.5, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")))
 
@@ -75,27 +84,25 @@ class Tracker:
         texts, via = [], None
         fresh = set(reading.places)
         for box, age in self._places[:MAX_PLACES]:
-            if time.thread_time() - started > self.budget_s:
-                break
-            if age > 0 or box not in fresh:  # not read by this frame's passes: read it here
-                texts = self.scanner.read_place(gray, box)
-                if texts:
-                    via = "remembered"
-                    break
+            if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
+                stacked = stack_place(list(self._frames), box)
+                if stacked is not None:
+                    image, _ = stacked
+                    h, w = image.shape
+                    texts = self.scanner.read_place(image, (0, 0, w, h), tries=STACK_TRIES)
+                    if texts:
+                        via = "stacked"
+                        break
             if len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
                 texts = self._read_moving(box)
                 if texts:
                     via = "unsmeared"
                     break
-            if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
-                stacked = stack_place(list(self._frames), box)
-                if stacked is not None:
-                    image, origin = stacked
-                    h, w = image.shape
-                    texts = self.scanner.read_place(image, (0, 0, w, h), tries=TEXTURE_TRIES)
-                    if texts:
-                        via = "stacked"
-                        break
+            if (age > 0 or box not in fresh) and time.thread_time() - started <= self.budget_s:
+                texts = self.scanner.read_place(gray, box)  # not read by this frame's passes: read it here
+                if texts:
+                    via = "remembered"
+                    break
         if texts:
             return Reading(texts, via, places=reading.places)
         return reading
@@ -144,9 +151,14 @@ class Tracker:
 
 
 def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """The place `box` (grown by STACK_MARGIN) cut out of each frame, aligned to the newest frame's
-    cut by phase correlation, and averaged: (uint8 image, its top-left corner in the frame).
-    None when the cut is empty or nothing aligns."""
+    """Shift-and-add super-resolution of the place `box` (grown by STACK_MARGIN): its cut from
+    each frame, the STACK_USE sharpest of them (variance of the Laplacian: the tremor leaves some
+    frames sharp, others smeared), each upscaled STACK_UP times and moved by the sub-pixel shift
+    that aligns it with the sharpest (phase correlation), averaged. Frames sample the code at
+    different sub-pixel phases as the hand trembles, so the average holds detail (modules under
+    2 pixels) that no single frame has, with the noise and JPEG blocks averaged out.
+    (uint8 image at STACK_UP times the frame's scale, the cut's top-left corner in the frame), or
+    None when the cut is too small or fewer than two cuts align."""
     import cv2
 
     height, width = frames[-1].shape
@@ -155,18 +167,25 @@ def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[i
     x0, y0, x1, y1 = max(x0 - grow, 0), max(y0 - grow, 0), min(x1 + grow, width), min(y1 + grow, height)
     if x1 - x0 < 32 or y1 - y0 < 32:
         return None
-    newest = frames[-1][y0:y1, x0:x1].astype(np.float32)
+    cuts = [f[y0:y1, x0:x1] for f in frames if f.shape == frames[-1].shape]
+    sharpness = [float(cv2.Laplacian(c, cv2.CV_32F).var()) for c in cuts]
+    chosen = [cuts[i] for i in sorted(np.argsort(sharpness)[-STACK_USE:])]
+    best = int(np.argmax([cv2.Laplacian(c, cv2.CV_32F).var() for c in chosen]))
+    reference = chosen[best].astype(np.float32)
     window = cv2.createHanningWindow((x1 - x0, y1 - y0), cv2.CV_32F)
-    total, count = newest.copy(), 1
-    for frame in frames[:-1]:
-        if frame.shape != frames[-1].shape:
+    size = ((x1 - x0) * STACK_UP, (y1 - y0) * STACK_UP)
+    total = cv2.resize(reference, size, interpolation=cv2.INTER_CUBIC)
+    count = 1
+    for i, cut in enumerate(chosen):
+        if i == best:
             continue
-        crop = frame[y0:y1, x0:x1].astype(np.float32)
-        (dx, dy), response = cv2.phaseCorrelate(crop, newest, window)
-        if response < 0.05 or abs(dx) > grow or abs(dy) > grow:
+        cut = cut.astype(np.float32)
+        (dx, dy), response = cv2.phaseCorrelate(cut, reference, window)
+        if response < 0.03 or abs(dx) > grow or abs(dy) > grow:
             continue
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        total += cv2.warpAffine(crop, shift, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        shift = np.float32([[1, 0, dx * STACK_UP], [0, 1, dy * STACK_UP]])
+        total += cv2.warpAffine(cv2.resize(cut, size, interpolation=cv2.INTER_CUBIC), shift, size,
+                                flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         count += 1
     if count < 2:
         return None
