@@ -267,10 +267,7 @@ class Scanner:
 
         zx = self._lib
         doubts = doubts if doubts is not None else []
-        height, width = gray.shape
-        x0, y0, x1, y1 = box
-        margin = (max(x1 - x0, y1 - y0)) // 10 + 4
-        crop = gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
+        crop = _cut(gray, box)
         if crop.size == 0:
             return []
         scaled = {1: crop}
@@ -291,10 +288,7 @@ class Scanner:
 
         zx = self._lib
         doubts = doubts if doubts is not None else []
-        height, width = gray.shape
-        x0, y0, x1, y1 = box
-        margin = (max(x1 - x0, y1 - y0)) // 10 + 4
-        crop = gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
+        crop = _cut(gray, box)
         if min(crop.shape) < 32:
             return []
         length, angle = smear_of(crop)
@@ -571,6 +565,14 @@ def _sift(found, image: np.ndarray, via: str, doubts: list[_Doubt]) -> list[str]
         else:
             doubts.append(_Doubt(b.text, image, b.position, via))
     return _unique(texts)
+
+
+def _cut(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The region `box` of the frame with a margin of a tenth of its size and 4 pixels."""
+    height, width = gray.shape
+    x0, y0, x1, y1 = box
+    margin = (max(x1 - x0, y1 - y0)) // 10 + 4
+    return gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
 
 
 def _box_around(position, scale: float, offset) -> Box:
