@@ -21,8 +21,9 @@ the scanner's passes read nothing:
     the place moved (phase correlation of its last two cuts), the smear's length the deepest
     minimum of the cut's cepstrum along that direction; Wiener deconvolution undoes it
     (gated.gate.scanner.unsmear) before the place is read upscaled;
-  * bounds the extra time per frame: at most EXTRA_BUDGET_S of the thread's CPU time goes into
-    these reads (checked between reads), so a hard scene cannot stall the camera thread.
+  * bounds the time per frame: a read across frames starts only while the frame's CPU time (this
+    thread's, the scanner's passes included) is under FRAME_BUDGET_S, so a hard scene cannot
+    stall the camera thread for long.
 
 Every read still goes through the scanner's checks (QR Model 2 only, error correction to spare):
 a stacked image of the wrong place cannot produce a text the symbol's error correction does not
@@ -43,7 +44,7 @@ MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last se
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
 STACK_USE = 4  # ... of which the sharpest are stacked
 STACK_UP = 2  # stacked at twice the frame's resolution (shift-and-add super-resolution)
-EXTRA_BUDGET_S = 0.020  # CPU seconds per frame for the reads across frames
+FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU time is under this
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
 MOVING_PX = 3.0  # a place that moved this far since the last frame is read unsmeared along its motion
@@ -59,7 +60,7 @@ UNSMEAR_TRIES = ((2, 3.0, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")),
 class Tracker:
     """Decode QR codes in a stream of frames (one Tracker per camera): `decode(gray)` like a Scanner's."""
 
-    def __init__(self, scanner: Scanner | None = None, *, stack: bool = True, budget_s: float = EXTRA_BUDGET_S):
+    def __init__(self, scanner: Scanner | None = None, *, stack: bool = True, budget_s: float = FRAME_BUDGET_S):
         self.scanner = scanner if scanner is not None else Scanner()
         if self.scanner.backend != "zxing":
             raise ValueError("reading across frames needs the zxing backend")
