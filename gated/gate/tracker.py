@@ -17,10 +17,6 @@ the scanner's passes read nothing:
     at different sub-pixel phases, so the stack holds detail no single frame has (modules under
     2 pixels, foreshortened by a tilt), and the sensor noise and JPEG blocks, which differ from
     frame to frame, average out;
-  * reads a place that moved since the last frame unsmeared: the motion's direction is the way
-    the place moved (phase correlation of its last two cuts), the smear's length the deepest
-    minimum of the cut's cepstrum along that direction; Wiener deconvolution undoes it
-    (gated.gate.scanner.unsmear) before the place is read upscaled;
   * bounds the time per frame: a read across frames starts only while the frame's CPU time (this
     thread's, the scanner's passes included) is under FRAME_BUDGET_S, so a hard scene cannot
     stall the camera thread for long.
@@ -47,14 +43,10 @@ STACK_UP = 2  # stacked at twice the frame's resolution (shift-and-add super-res
 FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU time is under this
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
-MOVING_PX = 3.0  # a place that moved this far since the last frame is read unsmeared along its motion
-UNSMEAR_NSR = 0.01
 # Reads of a stacked place (already at STACK_UP times the scale): TEXTURE_TRIES' form.
 STACK_TRIES = ((1, 3.0, 1.0, 0.0, ("LocalAverage",)),
                (1, 3.0, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
                (2, 4.5, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")))
-UNSMEAR_TRIES = ((2, 3.0, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")),
-                 (3, 4.5, 0.5, 0.0, ("LocalAverage", "GlobalHistogram")))
 
 
 class Tracker:
@@ -94,11 +86,6 @@ class Tracker:
                     if texts:
                         via = "stacked"
                         break
-            if len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
-                texts = self._read_moving(box)
-                if texts:
-                    via = "unsmeared"
-                    break
             if (age > 0 or box not in fresh) and time.thread_time() - started <= self.budget_s:
                 texts = self.scanner.read_place(gray, box)  # not read by this frame's passes: read it here
                 if texts:
@@ -107,34 +94,6 @@ class Tracker:
         if texts:
             return Reading(texts, via, places=reading.places)
         return reading
-
-    def _read_moving(self, box: Box) -> list[str]:
-        """The place read after undoing the smear of its motion: the direction from how far it moved
-        since the last frame (phase correlation), the length from the cepstrum along that direction."""
-        import cv2
-
-        from gated.gate.scanner import smear_along, unsmear
-
-        previous, newest = self._frames[-2], self._frames[-1]
-        if previous.shape != newest.shape:
-            return []
-        height, width = newest.shape
-        x0, y0, x1, y1 = box
-        grow = int(max(x1 - x0, y1 - y0) * STACK_MARGIN)
-        x0, y0, x1, y1 = max(x0 - grow, 0), max(y0 - grow, 0), min(x1 + grow, width), min(y1 + grow, height)
-        if x1 - x0 < 48 or y1 - y0 < 48:
-            return []
-        now = newest[y0:y1, x0:x1]
-        window = cv2.createHanningWindow((x1 - x0, y1 - y0), cv2.CV_32F)
-        (dx, dy), response = cv2.phaseCorrelate(previous[y0:y1, x0:x1].astype(np.float32), now.astype(np.float32), window)
-        if response < 0.05 or np.hypot(dx, dy) < MOVING_PX:
-            return []
-        angle = float(np.arctan2(dy, dx))
-        length = smear_along(now, angle)
-        if length is None:
-            return []
-        sharp = unsmear(now, length, angle, UNSMEAR_NSR)
-        return self.scanner.read_place(sharp, (0, 0, sharp.shape[1], sharp.shape[0]), tries=UNSMEAR_TRIES)
 
     def _remember(self, places: list[Box], shape) -> None:
         """This frame's places first (largest first), then the remembered ones not among them, one
