@@ -40,11 +40,11 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               hand, smeared 3-7 px along its path): the smear's direction is the one along which
               the region changes least (structure tensor), its length the deepest minimum of the
               region's cepstrum along it (a linear smear of length L puts a negative peak at
-              distance L along its direction); if the cepstrum's own deepest minimum points
-              another way, that is a second guess. Each is undone by Wiener deconvolution and read
-              upscaled 2x and 3x (DEBLUR_SCALES). Costs nothing on idle frames (no region) and is
-              skipped on scenery; it wins about 4 in 10 of the smeared stills the other passes miss
-              (bench/clips.py), at 12-25 ms a region at 720p.
+              distance L along its direction). Undone by Wiener deconvolution and read upscaled
+              2x and 3x (DEBLUR_SCALES). Costs nothing on idle frames (no region) and is skipped
+              on scenery; it wins about a third of the smeared stills the other passes miss
+              (bench/clips.py), at ~12 ms a region at 720p. (A second guess, the cepstrum's own
+              deepest minimum, won a few more stills but cost clips more time than it saved.)
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
@@ -293,22 +293,19 @@ class Scanner:
         crop = _cut(gray, box)
         if min(crop.shape) < 32:
             return []
-        guesses = []
         angle = smear_direction(crop)
         length = smear_along(crop, angle)
-        if length is not None:
-            guesses.append((length, angle))
-        length, angle = smear_of(crop)
-        if length >= DEBLUR_MIN_PX and not any(abs(np.sin(angle - a)) < 0.17 and abs(length - n) < 1 for n, a in guesses):
-            guesses.append((length, angle))  # the cepstrum's own minimum, when it disagrees (> 10 degrees or 1 px)
-        for length, angle in guesses:
-            sharp = unsmear(crop, length, angle, DEBLUR_NSR)
-            for scale in DEBLUR_SCALES:
-                image = cv2.resize(sharp, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-                for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
-                    got = _sift(self._zx(image, binarizer=binarizer, try_downscale=False), image, "deblur", doubts)
-                    if got:
-                        return got
+        if length is None:  # no smear along the quietest direction: the cepstrum's own deepest minimum
+            length, angle = smear_of(crop)
+            if length < DEBLUR_MIN_PX:
+                return []
+        sharp = unsmear(crop, length, angle, DEBLUR_NSR)
+        for scale in DEBLUR_SCALES:
+            image = cv2.resize(sharp, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+            for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
+                got = _sift(self._zx(image, binarizer=binarizer, try_downscale=False), image, "deblur", doubts)
+                if got:
+                    return got
         return []
 
     def _read_regions(self, gray: np.ndarray, positions, doubts: list[_Doubt]) -> list[str]:
