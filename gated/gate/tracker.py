@@ -67,7 +67,7 @@ class Tracker:
     def read(self, gray: np.ndarray) -> Reading:
         started = time.thread_time()
         reading = self.scanner.read(gray)
-        gray = np.ascontiguousarray(gray if gray.ndim == 2 else _gray(gray))
+        gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)  # a camera may reuse its buffer
         self._frames.append(gray)
         self._remember(reading.places, gray.shape)
         if reading.texts:
@@ -129,8 +129,9 @@ def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[i
         return None
     cuts = [f[y0:y1, x0:x1] for f in frames if f.shape == frames[-1].shape]
     sharpness = [float(cv2.Laplacian(c, cv2.CV_32F).var()) for c in cuts]
-    chosen = [cuts[i] for i in sorted(np.argsort(sharpness)[-STACK_USE:])]
-    best = int(np.argmax([cv2.Laplacian(c, cv2.CV_32F).var() for c in chosen]))
+    picked = sorted(np.argsort(sharpness)[-STACK_USE:])
+    chosen = [cuts[i] for i in picked]
+    best = int(np.argmax([sharpness[i] for i in picked]))
     reference = chosen[best].astype(np.float32)
     window = cv2.createHanningWindow((x1 - x0, y1 - y0), cv2.CV_32F)
     size = ((x1 - x0) * STACK_UP, (y1 - y0) * STACK_UP)
