@@ -130,7 +130,8 @@ def test_the_deblur_pass_reads_a_smeared_phone_the_other_passes_miss():
     """A phone smeared 4.7 px along the hand's path (a still of the harder set, seed 1): its
     cepstrum gives the smear, Wiener deconvolution undoes it."""
     from gated.gate.rehearsal.phone import draw_still_doses
-    from gated.gate.scanner import smear_of, texture_boxes
+    from gated.gate.deblur import smear_of
+    from gated.gate.scanner import texture_boxes
 
     text = fixed_codes()[5]
     rng = np.random.default_rng(1)
