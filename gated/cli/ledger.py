@@ -40,7 +40,7 @@ def register(sub) -> None:
                    "for the content of the whole run (faster catch-up; the other events' own signatures are "
                    "then not checked: docs/central.md)")
     p.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
+                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109 (a port alone: 127.0.0.1)")
     p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
                    help="people zone ZONE may hold (repeat): shown with the occupancy published on "
                         "gated/v1/<site>/occupancy and in reports")
@@ -116,7 +116,8 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
 
 
 def run_ledger(args) -> int:
-    from gated.central.ledger import LedgerError, LedgerService
+    from gated.central.ledger import LedgerError
+    from gated.central.ledger_service import LedgerService
 
     from gated.daystart import DayStart, DayStartError
 
@@ -141,14 +142,16 @@ def run_ledger(args) -> int:
     server = None
     if args.metrics:
         from gated.central.ledger_metrics import LedgerCollector
-        from gated.gate.metrics import MetricsError, serve
+        from gated.metrics_http import MetricsError, serve
 
         try:
-            server = serve(args.metrics, LedgerCollector(args.db, args.site, received=lambda: service.received))
+            figures = LedgerCollector(args.db, args.site, received=lambda: service.received).start()
+            server = serve(args.metrics, figures)
         except MetricsError as exc:
+            figures.stop()
             ledger.close()
             raise CommandError(f"--metrics: {exc}") from None
-        print(f"ledger: metrics on http://{args.metrics}/metrics", file=sys.stderr)
+        print(f"ledger: metrics on http://{server.address}/metrics", file=sys.stderr)
     part = f" partition {args.partition[0]}/{args.partition[1]}" if args.partition else ""
     print(f"ledger: {settings.url} site {args.site}{part} -> {ledger.where}", file=sys.stderr)
     service.start()
@@ -162,6 +165,7 @@ def run_ledger(args) -> int:
         service.stop()
         if server is not None:
             server.shutdown()
+            figures.stop()
         ledger.close()
     print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
     return 0
@@ -179,7 +183,7 @@ def _set_capacities(ledger, options) -> None:
 
 
 def run_reconcile(args) -> int:
-    from gated.central.ledger import format_report
+    from gated.central.ledger_report import format_report
     from gated.central.ledgerdb import ledger_exists
 
     if not ledger_exists(args.db):
@@ -196,7 +200,7 @@ def run_reconcile(args) -> int:
 
 def run_publish(args) -> int:
     from gated.central.publisher import PublishError, publish_revocations
-    from gated.gate.revocations import UpdateRejected
+    from gated.core.revocation import UpdateRejected
 
     blobs = [Path(f).read_bytes() for f in args.files]
     settings = _settings(args, None)

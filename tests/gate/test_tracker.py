@@ -150,7 +150,7 @@ def test_the_daemon_reads_across_frames_by_default():
     from types import SimpleNamespace
 
     from gated.gate.config import ScannerSection
-    from gated.gate.daemon import make_scanner
+    from gated.gate.build import make_scanner
 
     assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection())), Tracker)
     assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection(backend="pyzbar"))), Scanner)
