@@ -74,8 +74,9 @@ def decoders(across: bool = True) -> dict:
         return lambda g: [b.text for b in zxingcpp.read_barcodes(g, formats=zxingcpp.BarcodeFormat.QRCode)]
 
     def plain_pyzbar():
-        return lambda g: [s.data.decode("utf-8", errors="replace")
-                          for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])]
+        return lambda g: [
+            s.data.decode("utf-8", errors="replace") for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])
+        ]
 
     out = {"gated": lambda: Tracker(Scanner("zxing")).decode, "zxing-cpp": plain_zxing, "pyzbar": plain_pyzbar}
     if across is False:  # the scanner alone, frame by frame (what reading across frames adds)
@@ -89,8 +90,13 @@ def ticket_codes(count: int) -> list[str]:
     now = int(time.time())
     out = []
     for i in range(count):
-        claims = new_claims(event="BENCH-2026", nbf=now - 3600, exp=now + 86400, typ=("general", "vip", "staff")[i % 3],
-                            seat=f"{chr(65 + i % 20)}-{i * 7 % 300}" if i % 2 else None)
+        claims = new_claims(
+            event="BENCH-2026",
+            nbf=now - 3600,
+            exp=now + 86400,
+            typ=("general", "vip", "staff")[i % 3],
+            seat=f"{chr(65 + i % 20)}-{i * 7 % 300}" if i % 2 else None,
+        )
         if i % 3 == 2:
             out.append(issue(claims, key).text)
         else:
@@ -122,10 +128,14 @@ def play(clip, decode) -> dict:
     out = {"cpu": cpus, "misreads": misreads, "frames": len(cpus), "read": first_read is not None}
     if clip.text is not None:
         out["from_entry"] = first_read - clip.entered / FPS if first_read is not None else math.inf
-        out["from_view"] = (first_read - clip.in_view / FPS if first_read is not None and clip.in_view is not None
-                            else math.inf)
-        out["from_rest"] = (max(first_read - clip.settled / FPS, 0.0) if first_read is not None and clip.settled is not None
-                            else math.inf)
+        out["from_view"] = (
+            first_read - clip.in_view / FPS if first_read is not None and clip.in_view is not None else math.inf
+        )
+        out["from_rest"] = (
+            max(first_read - clip.settled / FPS, 0.0)
+            if first_read is not None and clip.settled is not None
+            else math.inf
+        )
     return out
 
 
@@ -153,7 +163,7 @@ def bench_clips(decs: dict, size, clips: int, idle: int, frames: int, seed: int)
         else:
             clip = phone_clip(None, size, rng, frames=frames, phone=bool(i % 2))
         names = list(decs)
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             out[name]["clips" if i < clips else "idle"].append(play(clip, decs[name]()))
     return out
 
@@ -173,26 +183,46 @@ def print_clips(result: dict, size, clips: int) -> list[str]:
     row("entry -> first read, median ms", "", lambda r: ms([c["from_entry"] for c in r["clips"]]))
     row("entry -> first read, p95 ms", "", lambda r: ms([c["from_entry"] for c in r["clips"]], 95))
     row("in view -> first read, median ms", "", lambda r: ms([c["from_view"] for c in r["clips"]]))
-    row("in view -> first read, p95 ms", f"<= {TARGET_P95_IN_VIEW_MS:.0f}" if big else "",
-        lambda r: ms([c["from_view"] for c in r["clips"]], 95))
+    row(
+        "in view -> first read, p95 ms",
+        f"<= {TARGET_P95_IN_VIEW_MS:.0f}" if big else "",
+        lambda r: ms([c["from_view"] for c in r["clips"]], 95),
+    )
     row("reach over -> first read, median ms", "", lambda r: ms([c["from_rest"] for c in r["clips"]]))
     row("reach over -> first read, p95 ms", "", lambda r: ms([c["from_rest"] for c in r["clips"]], 95))
     row("misreads (frames)", "0", lambda r: str(sum(c["misreads"] for c in r["clips"] + r["idle"])))
-    row("CPU ms/frame, code clips median", "",
-        lambda r: f"{percentile([x for c in r['clips'] for x in c['cpu']], 50) * 1000:.2f}")
-    row("CPU ms/frame, code clips p95", "",
-        lambda r: f"{percentile([x for c in r['clips'] for x in c['cpu']], 95) * 1000:.2f}")
-    row("CPU ms/frame, idle clips median", f"<= {TARGET_IDLE_CPU_MS:.0f}" if big else "",
-        lambda r: f"{percentile([x for c in r['idle'] for x in c['cpu']], 50) * 1000:.2f}")
-    row("CPU ms/frame, idle clips p95", "",
-        lambda r: f"{percentile([x for c in r['idle'] for x in c['cpu']], 95) * 1000:.2f}")
-    row("frames decoded (others dropped)", "",
-        lambda r: f"{sum(c['frames'] for c in r['clips'] + r['idle']) / max(len(r['clips'] + r['idle']), 1):.1f}/clip")
+    row(
+        "CPU ms/frame, code clips median",
+        "",
+        lambda r: f"{percentile([x for c in r['clips'] for x in c['cpu']], 50) * 1000:.2f}",
+    )
+    row(
+        "CPU ms/frame, code clips p95",
+        "",
+        lambda r: f"{percentile([x for c in r['clips'] for x in c['cpu']], 95) * 1000:.2f}",
+    )
+    row(
+        "CPU ms/frame, idle clips median",
+        f"<= {TARGET_IDLE_CPU_MS:.0f}" if big else "",
+        lambda r: f"{percentile([x for c in r['idle'] for x in c['cpu']], 50) * 1000:.2f}",
+    )
+    row(
+        "CPU ms/frame, idle clips p95",
+        "",
+        lambda r: f"{percentile([x for c in r['idle'] for x in c['cpu']], 95) * 1000:.2f}",
+    )
+    row(
+        "frames decoded (others dropped)",
+        "",
+        lambda r: f"{sum(c['frames'] for c in r['clips'] + r['idle']) / max(len(r['clips'] + r['idle']), 1):.1f}/clip",
+    )
     g = result["gated"]
     share = sum(c["read"] for c in g["clips"]) / clips
     misreads = sum(c["misreads"] for c in g["clips"] + g["idle"])
-    verdicts = [f"clips read {share:.1%} {'MET' if share >= TARGET_CLIPS_READ else 'MISSED'}",
-                f"misreads {misreads} {'MET' if misreads == 0 else 'MISSED'}"]
+    verdicts = [
+        f"clips read {share:.1%} {'MET' if share >= TARGET_CLIPS_READ else 'MISSED'}",
+        f"misreads {misreads} {'MET' if misreads == 0 else 'MISSED'}",
+    ]
     if share < TARGET_CLIPS_READ:
         missed.append(f"clips {label}: read {share:.1%}")
     if misreads:
@@ -200,7 +230,9 @@ def print_clips(result: dict, size, clips: int) -> list[str]:
     if big:
         p95 = pct([c["from_view"] for c in g["clips"]], 95)
         idle = percentile([x for c in g["idle"] for x in c["cpu"]], 50) * 1000
-        verdicts.append(f"p95 in view -> read {ms([p95], 50)} ms {'MET' if p95 * 1000 <= TARGET_P95_IN_VIEW_MS else 'MISSED'}")
+        verdicts.append(
+            f"p95 in view -> read {ms([p95], 50)} ms {'MET' if p95 * 1000 <= TARGET_P95_IN_VIEW_MS else 'MISSED'}"
+        )
         verdicts.append(f"idle {idle:.2f} ms {'MET' if idle <= TARGET_IDLE_CPU_MS else 'MISSED'}")
         if p95 * 1000 > TARGET_P95_IN_VIEW_MS:
             missed.append(f"clips {label}: p95 in view -> read {ms([p95], 50)} ms")
@@ -218,8 +250,9 @@ def bench_stills(size, count: int, seed: int) -> dict:
     decs = {
         "gated": scanner.decode,
         "zxing-cpp": lambda g: [b.text for b in zxingcpp.read_barcodes(g, formats=zxingcpp.BarcodeFormat.QRCode)],
-        "pyzbar": lambda g: [s.data.decode("utf-8", errors="replace")
-                             for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])],
+        "pyzbar": lambda g: [
+            s.data.decode("utf-8", errors="replace") for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])
+        ],
     }
     codes = ticket_codes(12)
     rng = np.random.default_rng(seed + 1000)
@@ -232,7 +265,7 @@ def bench_stills(size, count: int, seed: int) -> dict:
         for effect in on:
             effect_count[effect] = effect_count.get(effect, 0) + 1
         names = list(decs)
-        for name in names[i % 3:] + names[:i % 3]:
+        for name in names[i % 3 :] + names[: i % 3]:
             cpu = time.process_time()
             texts = decs[name](frame)
             out[name]["cpu"].append(time.process_time() - cpu)
@@ -254,21 +287,29 @@ def print_stills(stills: dict, size) -> list[str]:
     print(f"{'measure':<34} {'target':>14} " + " ".join(f"{name:>12}" for name in names))
     print(f"{'read':<34} {f'>= {TARGET_STILLS:.0%}':>14} " + " ".join(f"{r[x]['ok'] / n:>12.1%}" for x in names))
     print(f"{'misreads':<34} {'0':>14} " + " ".join(f"{r[x]['misread']:>12}" for x in names))
-    print(f"{'CPU ms/frame median':<34} {f'<= {TARGET_STILL_MEDIAN_RATIO}x zxing':>14} "
-          + " ".join(f"{percentile(r[x]['cpu'], 50) * 1000:>12.2f}" for x in names))
-    print(f"{'CPU ms/frame p95':<34} {'':>14} " + " ".join(f"{percentile(r[x]['cpu'], 95) * 1000:>12.2f}" for x in names))
+    print(
+        f"{'CPU ms/frame median':<34} {f'<= {TARGET_STILL_MEDIAN_RATIO}x zxing':>14} "
+        + " ".join(f"{percentile(r[x]['cpu'], 50) * 1000:>12.2f}" for x in names)
+    )
+    print(
+        f"{'CPU ms/frame p95':<34} {'':>14} " + " ".join(f"{percentile(r[x]['cpu'], 95) * 1000:>12.2f}" for x in names)
+    )
     for effect in EFFECTS:
         count = stills["effects"].get(effect, 0)
         if count:
-            print(f"{'  ' + effect + ' strong':<34} {f'{count} frames':>14} "
-                  + " ".join(f"{r[x]['effects'].get(effect, 0) / count:>12.1%}" for x in names))
+            print(
+                f"{'  ' + effect + ' strong':<34} {f'{count} frames':>14} "
+                + " ".join(f"{r[x]['effects'].get(effect, 0) / count:>12.1%}" for x in names)
+            )
     share, plain = r["gated"]["ok"] / n, r["zxing-cpp"]["ok"] / n
     ratio = percentile(r["gated"]["cpu"], 50) / max(percentile(r["zxing-cpp"]["cpu"], 50), 1e-9)
     hard = plain <= TARGET_STILLS_PLAIN_AT_MOST
-    print(f"targets: plain zxing-cpp {plain:.1%} ({'hard enough' if hard else 'NOT hard enough: above 60 %'}); "
-          f"gated {share:.1%} {'MET' if share >= TARGET_STILLS else 'MISSED'}; "
-          f"median {ratio:.2f}x zxing-cpp {'MET' if ratio <= TARGET_STILL_MEDIAN_RATIO else 'MISSED'}; "
-          f"misreads {r['gated']['misread']} {'MET' if not r['gated']['misread'] else 'MISSED'}")
+    print(
+        f"targets: plain zxing-cpp {plain:.1%} ({'hard enough' if hard else 'NOT hard enough: above 60 %'}); "
+        f"gated {share:.1%} {'MET' if share >= TARGET_STILLS else 'MISSED'}; "
+        f"median {ratio:.2f}x zxing-cpp {'MET' if ratio <= TARGET_STILL_MEDIAN_RATIO else 'MISSED'}; "
+        f"misreads {r['gated']['misread']} {'MET' if not r['gated']['misread'] else 'MISSED'}"
+    )
     if share < TARGET_STILLS:
         missed.append(f"stills {label}: read {share:.1%}")
     if ratio > TARGET_STILL_MEDIAN_RATIO:
@@ -287,24 +328,32 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="12 clips, 4 idle clips and 60 stills per size")
-    ap.add_argument("--single-frame-column", action="store_true",
-                    help="also run the scanner alone, frame by frame (gated-1frame): what reading across frames adds")
+    ap.add_argument(
+        "--single-frame-column",
+        action="store_true",
+        help="also run the scanner alone, frame by frame (gated-1frame): what reading across frames adds",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.clips, args.idle_clips, args.stills = 12, 4, 60
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    print(f"bench/clips.py  cpus={os.cpu_count()}  load average at start {os.getloadavg()[0]:.2f}  "
-          f"(times: CPU time of this process, not wall-clock)")
+    print(
+        f"bench/clips.py  cpus={os.cpu_count()}  load average at start {os.getloadavg()[0]:.2f}  "
+        f"(times: CPU time of this process, not wall-clock)"
+    )
     missed = []
     decs = decoders(across=not args.single_frame_column)
     started = time.monotonic()
     for size in sizes:
-        missed += print_clips(bench_clips(decs, size, args.clips, args.idle_clips, args.frames, args.seed), size,
-                              args.clips)
+        missed += print_clips(
+            bench_clips(decs, size, args.clips, args.idle_clips, args.frames, args.seed), size, args.clips
+        )
     for size in sizes:
         missed += print_stills(bench_stills(size, args.stills, args.seed), size)
-    print(f"\nran {time.monotonic() - started:.0f} s ({time.process_time():.0f} s of CPU); "
-          f"load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nran {time.monotonic() - started:.0f} s ({time.process_time():.0f} s of CPU); "
+        f"load average at end {os.getloadavg()[0]:.2f}"
+    )
     print("ALL TARGETS MET" if not missed else "MISSED: " + "; ".join(missed))
     return 0 if not missed else 1
 

@@ -44,8 +44,8 @@ def smear_of(crop: np.ndarray) -> tuple[float, float]:
     h, w = cepstrum.shape
     cy, cx = h // 2, w // 2
     r = int(DEBLUR_MAX_PX) + 1
-    window = cepstrum[cy - r:cy + r + 1, cx - r:cx + r + 1]
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    window = cepstrum[cy - r : cy + r + 1, cx - r : cx + r + 1]
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
     dist = np.hypot(xx, yy)
     window = np.where((dist >= DEBLUR_MIN_PX) & (dist <= DEBLUR_MAX_PX), window, np.inf)
     y, x = np.unravel_index(int(np.argmin(window)), window.shape)
@@ -59,8 +59,9 @@ def smear_direction(crop: np.ndarray) -> float:
 
     f = cv2.GaussianBlur(crop.astype(np.float32), (3, 3), 0)
     gx, gy = cv2.Sobel(f, cv2.CV_32F, 1, 0), cv2.Sobel(f, cv2.CV_32F, 0, 1)
-    tensor = np.array([[float((gx * gx).mean()), float((gx * gy).mean())],
-                       [float((gx * gy).mean()), float((gy * gy).mean())]])
+    tensor = np.array(
+        [[float((gx * gx).mean()), float((gx * gy).mean())], [float((gx * gy).mean()), float((gy * gy).mean())]]
+    )
     _, vectors = np.linalg.eigh(tensor)
     return float(np.arctan2(vectors[1, 0], vectors[0, 0]))
 
@@ -100,4 +101,4 @@ def unsmear(crop: np.ndarray, length: float, angle: float, nsr: float) -> np.nda
     psf = np.roll(psf, (-(n // 2), -(n // 2)), (0, 1))
     k = np.fft.rfft2(psf)
     restored = np.fft.irfft2(np.fft.rfft2(image) * np.conj(k) / (np.abs(k) ** 2 + nsr), s=(h, w))
-    return np.clip(restored[pad:pad + crop.shape[0], pad:pad + crop.shape[1]], 0, 255).astype(np.uint8)
+    return np.clip(restored[pad : pad + crop.shape[0], pad : pad + crop.shape[1]], 0, 255).astype(np.uint8)

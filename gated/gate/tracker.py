@@ -44,9 +44,11 @@ FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
 # Reads of a stacked place (already at STACK_UP times the scale): TEXTURE_TRIES' form.
-STACK_TRIES = ((1, 3.0, 1.0, 0.0, ("LocalAverage",)),
-               (1, 3.0, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
-               (2, 4.5, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")))
+STACK_TRIES = (
+    (1, 3.0, 1.0, 0.0, ("LocalAverage",)),
+    (1, 3.0, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
+    (2, 4.5, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
+)
 
 
 class Tracker:
@@ -67,7 +69,9 @@ class Tracker:
     def read(self, gray: np.ndarray) -> Reading:
         started = time.thread_time()
         reading = self.scanner.read(gray)
-        gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)  # a camera may reuse its buffer
+        gray = np.array(
+            gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True
+        )  # a camera may reuse its buffer
         self._frames.append(gray)
         self._remember(reading.places, gray.shape)
         if reading.texts:
@@ -101,8 +105,11 @@ class Tracker:
         height, width = shape
         now = [(_clip(box, width, height), 0) for box in sorted(set(places), key=_area, reverse=True)]
         now = [(box, 0) for box, _ in now if _area(box) > 0]
-        kept = [(box, age + 1) for box, age in self._places
-                if age + 1 <= MEMORY_FRAMES and not any(_overlap(box, b) > 0.3 for b, _ in now)]
+        kept = [
+            (box, age + 1)
+            for box, age in self._places
+            if age + 1 <= MEMORY_FRAMES and not any(_overlap(box, b) > 0.3 for b, _ in now)
+        ]
         merged: list[tuple[Box, int]] = []
         for box, age in now + kept:
             if not any(_overlap(box, b) > 0.6 for b, _ in merged):
@@ -145,8 +152,13 @@ def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[i
         if response < 0.03 or abs(dx) > grow or abs(dy) > grow:
             continue
         shift = np.float32([[1, 0, dx * STACK_UP], [0, 1, dy * STACK_UP]])
-        total += cv2.warpAffine(cv2.resize(cut, size, interpolation=cv2.INTER_CUBIC), shift, size,
-                                flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        total += cv2.warpAffine(
+            cv2.resize(cut, size, interpolation=cv2.INTER_CUBIC),
+            shift,
+            size,
+            flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         count += 1
     if count < 2:
         return None

@@ -28,8 +28,13 @@ def used_up(text: str, seed: int = 0) -> np.ndarray:
         y, x = rng.integers(4 + 9, n - 4 - 9, 2)  # clear of the finder patterns and the quiet zone
         modules[y, x] ^= 1
         image = symbol_image(modules)
-        found = [b for b in zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCodeModel2,
-                                                   text_mode=zxingcpp.TextMode.Plain) if b.valid]
+        found = [
+            b
+            for b in zxingcpp.read_barcodes(
+                image, formats=zxingcpp.BarcodeFormat.QRCodeModel2, text_mode=zxingcpp.TextMode.Plain
+            )
+            if b.valid
+        ]
         if found and spare_correction(found[0]) == 0:
             assert found[0].text == text  # zxing-cpp did correct it; nothing could have told
             return image
@@ -67,16 +72,31 @@ def test_micro_qr_and_rmqr_symbols_are_not_read_beside_a_ticket():
     """zxing-cpp's BarcodeFormat.QRCode also means Micro QR (as few as two check codewords: one
     turns up by chance in a large code's texture) and rMQR; a ticket is always a Model 2 symbol."""
     text = fixed_codes()[1]
-    frame = render_ticket_frame(text, (1280, 720), np.random.default_rng(7), scale=0.5, rotation=0.0, tilt=0.0,
-                                blur=0.0, motion=0.0, noise=2.0, glare=0.0, gradient=0.0, contrast=1.0,
-                                inverted=False, offset=(-0.9, 0.0))
+    frame = render_ticket_frame(
+        text,
+        (1280, 720),
+        np.random.default_rng(7),
+        scale=0.5,
+        rotation=0.0,
+        tilt=0.0,
+        blur=0.0,
+        motion=0.0,
+        noise=2.0,
+        glare=0.0,
+        gradient=0.0,
+        contrast=1.0,
+        inverted=False,
+        offset=(-0.9, 0.0),
+    )
     micro = segno.make_micro("GATE7", error="l")
     assert micro.designator.startswith("M")
     image = symbol_image(np.array(list(micro.matrix_iter(scale=1, border=2)), np.uint8), px=8)
     h, w = image.shape
-    frame[300:300 + h, 1000:1000 + w] = image
-    plain = [b.text for b in zxingcpp.read_barcodes(frame, formats=zxingcpp.BarcodeFormat.QRCode,
-                                                    text_mode=zxingcpp.TextMode.Plain)]
+    frame[300 : 300 + h, 1000 : 1000 + w] = image
+    plain = [
+        b.text
+        for b in zxingcpp.read_barcodes(frame, formats=zxingcpp.BarcodeFormat.QRCode, text_mode=zxingcpp.TextMode.Plain)
+    ]
     assert "GATE7" in plain and text in plain  # what the scanner used to ask zxing-cpp for
     assert Scanner().decode(frame) == [text]
 
@@ -92,13 +112,21 @@ def test_a_micro_qr_symbol_hiding_in_a_tickets_code_is_not_read_when_the_code_is
     rng = np.random.default_rng(1477)
     text = "GT1:" + "".join(rng.choice(alphabet, int(rng.integers(190, 230))))
     frame = render_ticket_frame(text, (1280, 720), rng)
-    micro = [b for b in zxingcpp.read_barcodes(frame, formats=zxingcpp.BarcodeFormat.MicroQRCode,
-                                               text_mode=zxingcpp.TextMode.Plain, try_downscale=False)]
+    micro = [
+        b
+        for b in zxingcpp.read_barcodes(
+            frame, formats=zxingcpp.BarcodeFormat.MicroQRCode, text_mode=zxingcpp.TextMode.Plain, try_downscale=False
+        )
+    ]
     assert [(b.text, b.valid) for b in micro] == [("396343", True)]
     assert Scanner().decode(frame) == [text]
     cv2.circle(frame, (681, 183), 28, int(np.percentile(frame[150:250, 600:700], 90)), -1)  # the top-right finder
-    plain = [b.text for b in zxingcpp.read_barcodes(frame, formats=zxingcpp.BarcodeFormat.QRCode,
-                                                    text_mode=zxingcpp.TextMode.Plain, try_downscale=False)]
+    plain = [
+        b.text
+        for b in zxingcpp.read_barcodes(
+            frame, formats=zxingcpp.BarcodeFormat.QRCode, text_mode=zxingcpp.TextMode.Plain, try_downscale=False
+        )
+    ]
     assert plain == ["396343"]  # what the scanner used to ask for, and so read
     reading = Scanner().read(frame)
     assert reading.texts == [] and reading.unconfirmed == []

@@ -73,9 +73,12 @@ def test_the_scan_loop_passes_a_code_read_across_frames_on_once(faint_clip):
 
     camera, codes, stop = Clip(frames * 2), queue.Queue(), threading.Event()
     seen = []
-    thread = threading.Thread(target=scanloop.read_codes,
-                              args=(camera, Tracker(budget_s=1.0), Debouncer(2.0), codes, stop),
-                              kwargs={"on_frame": lambda frame, texts: seen.append(texts)}, daemon=True)
+    thread = threading.Thread(
+        target=scanloop.read_codes,
+        args=(camera, Tracker(budget_s=1.0), Debouncer(2.0), codes, stop),
+        kwargs={"on_frame": lambda frame, texts: seen.append(texts)},
+        daemon=True,
+    )
     thread.start()
     while not camera.finished and thread.is_alive():
         thread.join(0.05)
@@ -101,7 +104,7 @@ def test_reading_across_frames_never_produces_a_code_not_shown():
     shown = [a] * 6 + [b] * 6 + [None] * 6
     tracker = Tracker(budget_s=1.0)
     for i, frame in enumerate(frames):
-        recent = {s for s in shown[max(i - STACK_FRAMES + 1, 0):i + 1] if s}
+        recent = {s for s in shown[max(i - STACK_FRAMES + 1, 0) : i + 1] if s}
         texts = tracker.decode(frame)
         assert set(texts) <= recent, f"frame {i}: {texts} not among {recent}"
 
@@ -113,14 +116,19 @@ def test_a_tracker_needs_the_zxing_backend():
 
 def test_phone_clips_say_when_the_code_is_in_view_and_the_tracker_reads_them():
     text = fixed_codes()[1]
-    clip = phone_clip(text, (640, 480), np.random.default_rng(3), frames=30,
-                      doses=Doses(module_px=3.0, tilt=15.0, blur=3.0, lcd=0.1, exposure=1.2, jpeg=50, noise=3.0))
+    clip = phone_clip(
+        text,
+        (640, 480),
+        np.random.default_rng(3),
+        frames=30,
+        doses=Doses(module_px=3.0, tilt=15.0, blur=3.0, lcd=0.1, exposure=1.2, jpeg=50, noise=3.0),
+    )
     assert len(clip.frames) == 30 and clip.frames[0].shape == (480, 640)
     assert clip.entered is not None and clip.in_view is not None and clip.entered <= clip.in_view
     tracker = Tracker()
     readings = [tracker.decode(f) for f in clip.frames]
     assert all(r in ([], [text]) for r in readings)
-    assert not any(readings[:clip.in_view])  # not read before it is in view
+    assert not any(readings[: clip.in_view])  # not read before it is in view
     assert readings[-1] == [text]  # read once the phone settles
     idle = phone_clip(None, (640, 480), np.random.default_rng(4), frames=10)
     assert idle.in_view is None and [Tracker().decode(f) for f in idle.frames] == [[]] * 10
@@ -129,8 +137,8 @@ def test_phone_clips_say_when_the_code_is_in_view_and_the_tracker_reads_them():
 def test_the_deblur_pass_reads_a_smeared_phone_the_other_passes_miss():
     """A phone smeared 4.7 px along the hand's path (a still of the harder set, seed 1): its
     cepstrum gives the smear, Wiener deconvolution undoes it."""
-    from gated.gate.rehearsal.phone import draw_still_doses
     from gated.gate.deblur import smear_of
+    from gated.gate.rehearsal.phone import draw_still_doses
     from gated.gate.scanner import texture_boxes
 
     text = fixed_codes()[5]
@@ -149,8 +157,8 @@ def test_the_deblur_pass_reads_a_smeared_phone_the_other_passes_miss():
 def test_the_daemon_reads_across_frames_by_default():
     from types import SimpleNamespace
 
-    from gated.gate.config import ScannerSection
     from gated.gate.build import make_scanner
+    from gated.gate.config import ScannerSection
 
     assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection())), Tracker)
     assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection(backend="pyzbar"))), Scanner)

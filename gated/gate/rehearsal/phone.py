@@ -54,7 +54,7 @@ APPROACH_S = (0.3, 0.5)  # the reach into view: from just outside the frame to r
 # smear at its fastest, in frame pixels; `module_px` frame pixels per module facing the camera.
 DOSES = {
     "module_px": (1.6, 3.2),
-    "tilt": (0.0, 40.0),      # degrees
+    "tilt": (0.0, 40.0),  # degrees
     "blur": (3.0, 7.0),
     "lcd": (0.0, 0.35),
     "exposure": (1.0, 1.8),
@@ -159,7 +159,9 @@ def _phone_texture(text: str | None, doses: Doses, rng: np.random.Generator) -> 
     cx0, cy0 = (screen_w - code_w) // 2, int(screen_h * 0.14)
     if text:
         code = np.where(modules == 1, black, white).astype(np.float32)
-        screen[cy0:cy0 + code_w, cx0:cx0 + code_w] = cv2.resize(code, (code_w, code_w), interpolation=cv2.INTER_NEAREST)
+        screen[cy0 : cy0 + code_w, cx0 : cx0 + code_w] = cv2.resize(
+            code, (code_w, code_w), interpolation=cv2.INTER_NEAREST
+        )
     for i in range(int(rng.integers(3, 7))):  # lines of text under the code
         y = cy0 + code_w + int(code_w * (0.08 + 0.12 * i))
         if y + tm * 2 >= screen_h:
@@ -171,7 +173,7 @@ def _phone_texture(text: str | None, doses: Doses, rng: np.random.Generator) -> 
         grid[::3, :] *= 1 - doses.lcd
         grid[:, ::3] *= 1 - doses.lcd
         screen *= grid
-    tex[sy:sy + screen_h, sx:sx + screen_w] = screen
+    tex[sy : sy + screen_h, sx : sx + screen_w] = screen
     q = 4 * tm  # the quiet zone
     code_box = (sx + cx0 + q, sy + cy0 + q, sx + cx0 + code_w - q, sy + cy0 + code_w - q)
     if doses.thumb > 0:  # over the right edge, low on the code (the bottom-right corner has no finder)
@@ -183,8 +185,9 @@ def _phone_texture(text: str | None, doses: Doses, rng: np.random.Generator) -> 
     return _Look(tex, code_box)
 
 
-def _corners(look: _Look, doses: Doses, size, centre, roll: float, tilt: float, axis: float,
-             velocity=(0.0, 0.0)) -> np.ndarray:
+def _corners(
+    look: _Look, doses: Doses, size, centre, roll: float, tilt: float, axis: float, velocity=(0.0, 0.0)
+) -> np.ndarray:
     """Frame positions of the texture's corners (4x2) and the code's (4x2) for a pose: the phone's
     plane turned by `tilt` degrees about an in-plane axis at `axis` degrees, turned by `roll` in
     the image plane, through a pinhole at FOCAL; then the rolling shutter's skew for `velocity`."""
@@ -211,8 +214,15 @@ def _corners(look: _Look, doses: Doses, size, centre, roll: float, tilt: float, 
     return xy.astype(np.float32)
 
 
-def _draw(scene: np.ndarray, look: _Look, corners: np.ndarray, doses: Doses, smear: float, direction: float,
-          rng: np.random.Generator) -> np.ndarray:
+def _draw(
+    scene: np.ndarray,
+    look: _Look,
+    corners: np.ndarray,
+    doses: Doses,
+    smear: float,
+    direction: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """The phone warped into the scene, smeared along its motion, lit, noised, to 8 bits and JPEG."""
     height, width = scene.shape
     h, w = look.texture.shape
@@ -256,36 +266,68 @@ def _draw(scene: np.ndarray, look: _Look, corners: np.ndarray, doses: Doses, sme
 
 def _inside(points: np.ndarray, size, margin: float = 2.0) -> bool:
     width, height = size
-    return bool(np.all(points[:, 0] >= margin) and np.all(points[:, 0] <= width - margin)
-                and np.all(points[:, 1] >= margin) and np.all(points[:, 1] <= height - margin))
+    return bool(
+        np.all(points[:, 0] >= margin)
+        and np.all(points[:, 0] <= width - margin)
+        and np.all(points[:, 1] >= margin)
+        and np.all(points[:, 1] <= height - margin)
+    )
 
 
 def _visible(points: np.ndarray, size) -> bool:
     width, height = size
-    return bool(points[:, 0].max() > 0 and points[:, 0].min() < width and points[:, 1].max() > 0
-                and points[:, 1].min() < height)
+    return bool(
+        points[:, 0].max() > 0 and points[:, 0].min() < width and points[:, 1].max() > 0 and points[:, 1].min() < height
+    )
 
 
-def phone_clip(text: str | None, size, rng: np.random.Generator, *, frames: int = 45, idle_before: int = 2,
-               phone: bool = True, doses: Doses | None = None, **fixed) -> Clip:
+def phone_clip(
+    text: str | None,
+    size,
+    rng: np.random.Generator,
+    *,
+    frames: int = 45,
+    idle_before: int = 2,
+    phone: bool = True,
+    doses: Doses | None = None,
+    **fixed,
+) -> Clip:
     """One clip (see the module docstring). `frames` at FPS in all; the phone starts entering after
     `idle_before` frames. Doses are drawn (draw_doses) unless given; keywords pin some."""
     width, height = size
     doses = doses if doses is not None else draw_doses(rng, **fixed)
     scene = _scene(width, height, rng)
     if not phone:
-        return Clip(None, size, doses, [_draw(scene, _Look(np.zeros((1, 1), np.float32), (0, 0, 0, 0)),
-                                              np.zeros((8, 2), np.float32), doses, 0.0, 0.0, rng)
-                                        for _ in range(frames)], None, None)
+        return Clip(
+            None,
+            size,
+            doses,
+            [
+                _draw(
+                    scene,
+                    _Look(np.zeros((1, 1), np.float32), (0, 0, 0, 0)),
+                    np.zeros((8, 2), np.float32),
+                    doses,
+                    0.0,
+                    0.0,
+                    rng,
+                )
+                for _ in range(frames)
+            ],
+            None,
+            None,
+        )
     look = _phone_texture(text, doses, rng)
     roll = float(rng.uniform(-25, 25))
     axis = float(rng.uniform(0, 180))
     rest = np.array([width * rng.uniform(0.35, 0.65), height * rng.uniform(0.35, 0.6)])
     side = int(rng.integers(0, 3))  # enters from the left, the right or below
     reach = doses.module_px / TEXTURE_PX * max(look.texture.shape) * 0.75 + 10
-    start = {0: np.array([-reach, rest[1] + rng.uniform(-0.2, 0.2) * height]),
-             1: np.array([width + reach, rest[1] + rng.uniform(-0.2, 0.2) * height]),
-             2: np.array([rest[0] + rng.uniform(-0.2, 0.2) * width, height + reach])}[side]
+    start = {
+        0: np.array([-reach, rest[1] + rng.uniform(-0.2, 0.2) * height]),
+        1: np.array([width + reach, rest[1] + rng.uniform(-0.2, 0.2) * height]),
+        2: np.array([rest[0] + rng.uniform(-0.2, 0.2) * width, height + reach]),
+    }[side]
     approach = float(rng.uniform(*APPROACH_S))  # seconds from outside the view to rest
     tremor_hz = float(rng.uniform(2.0, 5.0))
     settle = float(rng.uniform(0.6, 1.5))  # seconds: the tremor's decay time constant
@@ -300,8 +342,8 @@ def phone_clip(text: str | None, size, rng: np.random.Generator, *, frames: int 
         if t < 0:
             return start, np.zeros(2), doses.tilt + tilt_extra
         u = min(t / approach, 1.0)  # a minimum-jerk reach: at rest, smoothly, after `approach` seconds
-        e = 1 - (10 * u ** 3 - 15 * u ** 4 + 6 * u ** 5)
-        de = -(30 * u ** 2 - 60 * u ** 3 + 30 * u ** 4) / approach if u < 1 else 0.0
+        e = 1 - (10 * u**3 - 15 * u**4 + 6 * u**5)
+        de = -(30 * u**2 - 60 * u**3 + 30 * u**4) / approach if u < 1 else 0.0
         amp = speed / (2 * np.pi * tremor_hz) * np.exp(-t / settle)
         w = 2 * np.pi * tremor_hz
         centre = rest + (start - rest) * e + wobble * amp * np.sin(w * t + phase)
@@ -326,8 +368,9 @@ def phone_clip(text: str | None, size, rng: np.random.Generator, *, frames: int 
     return Clip(text, size, doses, out, entered, in_view, smears, settled)
 
 
-def still_frame(text: str | None, size, rng: np.random.Generator, *, doses: Doses | None = None,
-                **fixed) -> tuple[np.ndarray, Doses]:
+def still_frame(
+    text: str | None, size, rng: np.random.Generator, *, doses: Doses | None = None, **fixed
+) -> tuple[np.ndarray, Doses]:
     """One frame of a phone at rest, its tremor at a random phase: smeared by `blur` pixels in a
     random direction, skewed by the rolling shutter alike."""
     width, height = size
@@ -338,6 +381,7 @@ def still_frame(text: str | None, size, rng: np.random.Generator, *, doses: Dose
     heading = float(rng.uniform(0, 2 * np.pi))
     smear = doses.blur
     velocity = smear / EXPOSURE_S * np.array([np.cos(heading), np.sin(heading)])
-    corners = _corners(look, doses, size, centre, float(rng.uniform(-25, 25)), doses.tilt,
-                       float(rng.uniform(0, 180)), velocity)
+    corners = _corners(
+        look, doses, size, centre, float(rng.uniform(-25, 25)), doses.tilt, float(rng.uniform(0, 180)), velocity
+    )
     return _draw(scene, look, corners, doses, smear, heading, rng), doses
