@@ -69,9 +69,8 @@ class Tracker:
     def read(self, gray: np.ndarray) -> Reading:
         started = time.thread_time()
         reading = self.scanner.read(gray)
-        gray = np.array(
-            gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True
-        )  # a camera may reuse its buffer
+        # a copy: a camera may reuse its buffer for the next frame
+        gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)
         self._frames.append(gray)
         self._remember(reading.places, gray.shape)
         if reading.texts:
