@@ -61,7 +61,9 @@ class Tracker:
         self.stack = stack
         self.budget_s = budget_s
         self._places: list[tuple[Box, int]] = []  # (box, frames since last seen)
-        self._frames: deque[np.ndarray] = deque(maxlen=STACK_FRAMES)
+        self._frames: deque[tuple[int, np.ndarray]] = deque(maxlen=STACK_FRAMES)  # (frame number, gray)
+        self._count = 0
+        self._stacked: set[tuple] = set()  # (frame numbers, place) stacked in vain: not stacked again
 
     def decode(self, gray: np.ndarray) -> list[str]:
         return self.read(gray).texts
@@ -71,7 +73,10 @@ class Tracker:
         reading = self.scanner.read(gray)
         # a copy: a camera may reuse its buffer for the next frame
         gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)
-        self._frames.append(gray)
+        self._count += 1
+        self._frames.append((self._count, gray))
+        oldest = self._frames[0][0]
+        self._stacked = {key for key in self._stacked if key[0][0] >= oldest}
         self._remember(reading.places, gray.shape)
         if reading.texts:
             return reading
@@ -81,14 +86,15 @@ class Tracker:
         fresh = set(reading.places)
         for box, age in self._places[:MAX_PLACES]:
             if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
-                stacked = stack_place(list(self._frames), box)
+                stacked = stack_place(list(self._frames), box, self._stacked)
                 if stacked is not None:
-                    image, _ = stacked
+                    image, _, key = stacked
                     h, w = image.shape
                     texts = self.scanner.read_place(image, (0, 0, w, h), tries=STACK_TRIES)
                     if texts:
                         via = "stacked"
                         break
+                    self._stacked.add(key)
             if (age > 0 or box not in fresh) and time.thread_time() - started <= self.budget_s:
                 texts = self.scanner.read_place(gray, box)  # not read by this frame's passes: read it here
                 if texts:
@@ -116,26 +122,35 @@ class Tracker:
         self._places = merged[:4]
 
 
-def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[int, int]] | None:
+def stack_place(
+    frames: list[tuple[int, np.ndarray]], box: Box, tried=frozenset()
+) -> tuple[np.ndarray, tuple[int, int], tuple] | None:
     """Shift-and-add super-resolution of the place `box` (grown by STACK_MARGIN): its cut from
     each frame, the STACK_USE sharpest of them (variance of the Laplacian: the tremor leaves some
     frames sharp, others smeared), each upscaled STACK_UP times and moved by the sub-pixel shift
     that aligns it with the sharpest (phase correlation), averaged. Frames sample the code at
     different sub-pixel phases as the hand trembles, so the average holds detail (modules under
     2 pixels) that no single frame has, with the noise and JPEG blocks averaged out.
-    (uint8 image at STACK_UP times the frame's scale, the cut's top-left corner in the frame), or
-    None when the cut is too small or fewer than two cuts align."""
+    `frames`: (frame number, gray) pairs. Returns the uint8 image at STACK_UP times the frame's
+    scale, the cut's top-left corner in the frame and a key (the numbers of the frames stacked,
+    the place to 32 pixels); None when the cut is too small, the key is among `tried` (stacked
+    before in vain: the same frames at the same place give the same stack, so a long unread
+    stretch does not pay for it on every frame) or fewer than two cuts align."""
     import cv2
 
-    height, width = frames[-1].shape
+    height, width = frames[-1][1].shape
     x0, y0, x1, y1 = box
     grow = int(max(x1 - x0, y1 - y0) * STACK_MARGIN)
     x0, y0, x1, y1 = max(x0 - grow, 0), max(y0 - grow, 0), min(x1 + grow, width), min(y1 + grow, height)
     if x1 - x0 < 32 or y1 - y0 < 32:
         return None
-    cuts = [f[y0:y1, x0:x1] for f in frames if f.shape == frames[-1].shape]
+    frames = [(n, f) for n, f in frames if f.shape == (height, width)]
+    cuts = [f[y0:y1, x0:x1] for _, f in frames]
     sharpness = [float(cv2.Laplacian(c, cv2.CV_32F).var()) for c in cuts]
-    picked = sorted(np.argsort(sharpness)[-STACK_USE:])
+    picked = sorted(int(i) for i in np.argsort(sharpness)[-STACK_USE:])
+    key = (tuple(frames[i][0] for i in picked), (x0 // 32, y0 // 32, x1 // 32, y1 // 32))
+    if key in tried:
+        return None
     chosen = [cuts[i] for i in picked]
     best = int(np.argmax([sharpness[i] for i in picked]))
     reference = chosen[best].astype(np.float32)
@@ -161,7 +176,7 @@ def stack_place(frames: list[np.ndarray], box: Box) -> tuple[np.ndarray, tuple[i
         count += 1
     if count < 2:
         return None
-    return np.clip(total / count + 0.5, 0, 255).astype(np.uint8), (x0, y0)
+    return np.clip(total / count + 0.5, 0, 255).astype(np.uint8), (x0, y0), key
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
