@@ -162,3 +162,17 @@ def test_the_daemon_reads_across_frames_by_default():
 
     assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection())), Tracker)
     assert isinstance(make_scanner(SimpleNamespace(scanner=ScannerSection(backend="pyzbar"))), Scanner)
+
+
+def test_a_camera_that_changes_resolution_or_sends_colour_frames_mid_stream_is_read_on():
+    """A camera reopened at another size (the supervised source after a stall) or a colour frame:
+    the frames and places remembered at the old size do not break the next reads."""
+    text = fixed_codes()[0]
+    clear = Doses(module_px=3.0, tilt=10.0, noise=2.0)
+    small = [still_frame(text, (640, 480), np.random.default_rng(seed), doses=clear)[0] for seed in (11, 12, 13)]
+    big, _ = still_frame(text, (1280, 720), np.random.default_rng(14), doses=clear)
+    empty = cv2.GaussianBlur(big, (0, 0), 12)  # the new size, nothing readable: the old places are read
+    tracker = Tracker(budget_s=1.0)
+    frames = small + [empty, empty, big, cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)] + small
+    expected = [[text]] * 3 + [[], []] + [[text]] * 5
+    assert [tracker.decode(f) for f in frames] == expected
