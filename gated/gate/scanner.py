@@ -64,7 +64,7 @@ No misreads (issue 27). A read is what the symbol's own error correction confirm
     above 0): with no check symbol to spare, nothing tells a corrected block from a miscorrected
     one. A text decoded with a block's capacity used up is `Reading.unconfirmed`; second reads of
     the same place, binarized differently (CONFIRM_TRIES), make it a read if one of them decodes
-    it with capacity to spare; gated.gate.tracker also keeps it for the next frames.
+    it with capacity to spare (in a later frame the code is simply read again).
 The GT1/GT2 signature downstream still rejects any forgery; this is about never turning a valid
 ticket into a red light.
 
