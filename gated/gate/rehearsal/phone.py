@@ -216,22 +216,30 @@ def _corners(
 
 def _draw(
     scene: np.ndarray,
-    look: _Look,
-    corners: np.ndarray,
+    look: _Look | None,
+    corners: np.ndarray | None,
     doses: Doses,
     smear: float,
     direction: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """The phone warped into the scene, smeared along its motion, lit, noised, to 8 bits and JPEG."""
-    height, width = scene.shape
+    """The phone (None: none) warped into the scene, smeared along its motion, lit, noised, to 8
+    bits and JPEG."""
+    img = scene.copy()
+    if look is not None:
+        _place_phone(img, look, corners, smear, direction)
+    return _expose(img, doses, rng)
+
+
+def _place_phone(img: np.ndarray, look: _Look, corners: np.ndarray, smear: float, direction: float) -> None:
+    """The phone's texture warped to `corners` (in place), smeared by `smear` pixels along `direction`."""
+    height, width = img.shape
     h, w = look.texture.shape
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     pad = int(smear) + 4
     bx0, by0 = np.floor(corners[:4].min(0)).astype(int) - pad
     bx1, by1 = np.ceil(corners[:4].max(0)).astype(int) + pad
     bx0, by0, bx1, by1 = max(bx0, 0), max(by0, 0), min(bx1, width), min(by1, height)
-    img = scene.copy()
     if bx1 - bx0 > 2 and by1 - by0 > 2:
         shift = np.array([bx0, by0], np.float32)
         matrix = cv2.getPerspectiveTransform(src, corners[:4] - shift)
@@ -249,6 +257,10 @@ def _draw(
             mask = cv2.filter2D(mask, -1, kernel)
         part = img[by0:by1, bx0:bx1]
         img[by0:by1, bx0:bx1] = part * (1 - mask) + phone
+
+
+def _expose(img: np.ndarray, doses: Doses, rng: np.random.Generator) -> np.ndarray:
+    """The lens, the exposure (over-exposure blooms into the dark modules), sensor noise, 8 bits, JPEG."""
     img = cv2.GaussianBlur(img, (0, 0), 0.5)  # the lens
     if doses.exposure > 1.0:
         img = img * np.float32(doses.exposure)
@@ -297,25 +309,9 @@ def phone_clip(
     width, height = size
     doses = doses if doses is not None else draw_doses(rng, **fixed)
     scene = _scene(width, height, rng)
-    if not phone:
+    if not phone:  # the empty scene, lit, noised and compressed like the others
         return Clip(
-            None,
-            size,
-            doses,
-            [
-                _draw(
-                    scene,
-                    _Look(np.zeros((1, 1), np.float32), (0, 0, 0, 0)),
-                    np.zeros((8, 2), np.float32),
-                    doses,
-                    0.0,
-                    0.0,
-                    rng,
-                )
-                for _ in range(frames)
-            ],
-            None,
-            None,
+            None, size, doses, [_draw(scene, None, None, doses, 0.0, 0.0, rng) for _ in range(frames)], None, None
         )
     look = _phone_texture(text, doses, rng)
     roll = float(rng.uniform(-25, 25))
