@@ -380,6 +380,9 @@ def _load(backend: str):
         except ImportError as exc:
             raise ScannerError(f"zxing-cpp is not installed ({exc}): pip install zxing-cpp, "
                                "or use the pyzbar backend") from exc
+        if not hasattr(zxingcpp.BarcodeFormat, "QRCodeModel2"):  # 3.x: QRCode became the QR family
+            raise ScannerError("zxing-cpp is too old (the scanner asks for QR Model 2 symbols only and for the "
+                               "error correction a decode left unused): pip install 'zxing-cpp>=3.1'")
         return zxingcpp
     try:
         from pyzbar import pyzbar
