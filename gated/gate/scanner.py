@@ -380,7 +380,7 @@ def _load(backend: str):
         except ImportError as exc:
             raise ScannerError(f"zxing-cpp is not installed ({exc}): pip install zxing-cpp, "
                                "or use the pyzbar backend") from exc
-        if not hasattr(zxingcpp.BarcodeFormat, "QRCodeModel2"):  # 3.x: QRCode became the QR family
+        if not hasattr(zxingcpp.BarcodeFormat, "QRCodeModel2"):  # in 3.1, QRCode names the whole QR family
             raise ScannerError("zxing-cpp is too old (the scanner asks for QR Model 2 symbols only and for the "
                                "error correction a decode left unused): pip install 'zxing-cpp>=3.1'")
         return zxingcpp
