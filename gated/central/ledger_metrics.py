@@ -158,7 +158,9 @@ class LedgerCollector(Collector):
             if self._ledger is not None:
                 self._ledger.close()
             self._ledger = None
-            self._work, self._cursors = Figures(), dict.fromkeys(self._cursors, 0)  # read again from the start
+            # read again from the start; the over-admissions stay until their next count (a round
+            # after the error would otherwise show none for up to SLOW_EVERY)
+            self._work, self._cursors = Figures(over=self._work.over), dict.fromkeys(self._cursors, 0)
             return False
         self._shown = Figures({g: replace(v) for g, v in self._work.gates.items()}, dict(self._work.over),
                               self._work.quarantined, time.time())
