@@ -150,4 +150,7 @@ class Http:
                 raise PretixHttpError(f"{method} {url}: an answer over the {self.max_bytes} bytes this client reads")
         if late.is_set():
             raise PretixHttpError(f"{method} {url}: no complete answer within {self.deadline:g} s")
+        if response.length:  # read1() ends quietly where the server closed: what the head announced did not come
+            raise PretixHttpError(f"{method} {url}: the answer ended after {len(body)} of its "
+                                  f"{len(body) + response.length} bytes")
         return bytes(body)

@@ -412,3 +412,26 @@ def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsy
     assert code == 0, text
     code, text = keys(capsys, shop)  # event ev: nothing trusted for it yet
     assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text and fp1 not in text, text
+
+
+def test_an_answer_cut_short_of_its_content_length_is_refused():
+    """The connection closed before the Content-Length the head announced: an incomplete answer,
+    said as one, even when what arrived parses as JSON."""
+    import socket
+
+    from gated.central.pretix import PretixClient, PretixError
+
+    body = b'{"valid_keys": {"pretix_sig1": []}}'
+    with socket.create_server(("127.0.0.1", 0)) as short:
+        def answer():
+            conn, _ = short.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % (len(body) + 100) + body)
+            conn.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        client = PretixClient(f"http://127.0.0.1:{short.getsockname()[1]}", "org", "Token t", insecure_http=True,
+                              timeout=5)
+        with pytest.raises(PretixError, match=f"the answer ended after {len(body)} of its {len(body) + 100} bytes"):
+            client.get("events/ev/")
