@@ -197,7 +197,13 @@ class LedgerCollector(Collector):
             self._cursors["quarantine"] = last
 
     def _recount(self, db) -> None:
-        """PostgreSQL: the per gate aggregates again."""
+        """PostgreSQL: the per gate aggregates again, every statement of the round in one snapshot
+        (a gate whose first event is stored between two of them is in all of them or in none)."""
+        with db.conn.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._recount_in_snapshot(db)
+
+    def _recount_in_snapshot(self, db) -> None:
         gates: dict[str, Gate] = {}
         for gate, count, last, admits in db.execute(
                 "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END) "

@@ -102,3 +102,44 @@ def test_the_figures_survive_a_database_restart_and_still_agree_with_the_report(
     shown = agree(collector, ledger_db)  # connected again: the figures read afresh
     assert shown.gates["g1"].missing == 0 and shown.gates["g1"].events == 6
     assert shown.over == {"g2": 1, "g3": 1}, "an over-admission forgotten after a database error"
+
+
+def test_gates_arriving_during_a_round_on_postgresql_do_not_stop_the_figures(postgres):
+    """PostgreSQL's round is several statements: a gate whose first event is stored between two of
+    them must not end the figures (a KeyError killed the thread: no figures until a restart); after
+    the arrivals the figures agree with the report."""
+    import threading
+
+    url = postgres.database()
+    Ledger(url).close()
+    collector = LedgerCollector(url, "S", slow_every=3600)
+    done = threading.Event()
+
+    def arrivals():
+        try:
+            for i in range(400):
+                with psycopg_connect(url) as db:
+                    db.execute("INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, "
+                               "result, hash, prev, signed, received_ms, body) VALUES (%s, 'S', %s, 2, 'scan', "
+                               "'2026-12-01T20:00:00.000Z', NULL, 'deny', 'x', NULL, NULL, 'h', 'p', 1, 1, %s)",
+                               (f"n{i:03d}:2", f"n{i:03d}", '{"kind": "scan", "decision": "deny"}'))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=arrivals)
+    thread.start()
+    try:
+        rounds = 0
+        while not done.is_set():
+            collector.refresh()
+            rounds += 1
+    finally:
+        thread.join()
+    shown = agree(collector, url)
+    assert len(shown.gates) == 400 and rounds > 1
+
+
+def psycopg_connect(url):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
