@@ -56,6 +56,10 @@ def check_url(url: str, *, insecure_http: bool = False) -> str:
     """The shop URL if it may carry a token: https://host[:port][/path], or http:// when allowed."""
     parts = urllib.parse.urlsplit(url)
     scheme, host, port = origin(url)
+    if "@" in parts.netloc:  # user:password@ would be ignored, and then printed in every message
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise PretixHttpError(f"pretix URL {shown!r} (user and password left out here) must be "
+                              f"https://host[:port][/path], without a user: the API token authenticates")
     if scheme not in ("http", "https") or not host or port == -1 or parts.query or parts.fragment:
         raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]")
     if scheme == "http" and not insecure_http:

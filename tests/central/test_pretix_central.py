@@ -435,3 +435,14 @@ def test_an_answer_cut_short_of_its_content_length_is_refused():
                               timeout=5)
         with pytest.raises(PretixError, match=f"the answer ended after {len(body)} of its {len(body) + 100} bytes"):
             client.get("events/ev/")
+
+
+def test_a_shop_url_with_a_user_and_password_is_refused_without_printing_them(shop, capsys):
+    """user:password@ in the URL would be ignored (the token authenticates), then printed in every
+    message naming a request; it is refused up front, the password not repeated."""
+    shop.answer(EVENT_PATH, {"detail": "Invalid token."}, status=401)
+    url = shop.url.replace("http://", "http://staff:s3cret-pw@")
+    code, text = run(capsys, "pretix", "keys", "--url", url, "--organizer", "org", "--event", "ev",
+                     "--token-file", "token", "--keyring", "ring", "--insecure-http")
+    assert code == 2 and "s3cret-pw" not in text and "user" in text, text
+    assert shop.requests == []
