@@ -44,7 +44,10 @@ class PretixHttpError(GatedError, RuntimeError):
 
 def origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL, the port made explicit: what a redirect must keep."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # "http://[::1": not a URL, the origin of nothing
+        return "", "", -1
     try:
         port = parts.port
     except ValueError:
@@ -54,12 +57,15 @@ def origin(url: str) -> tuple[str, str, int]:
 
 def check_url(url: str, *, insecure_http: bool = False) -> str:
     """The shop URL if it may carry a token: https://host[:port][/path], or http:// when allowed."""
-    parts = urllib.parse.urlsplit(url)
-    scheme, host, port = origin(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # "https://[::1"
+        raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]") from None
     if "@" in parts.netloc:  # user:password@ would be ignored, and then printed in every message
         shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         raise PretixHttpError(f"pretix URL {shown!r} (user and password left out here) must be "
                               f"https://host[:port][/path], without a user: the API token authenticates")
+    scheme, host, port = origin(url)
     if scheme not in ("http", "https") or not host or port == -1 or parts.query or parts.fragment:
         raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]")
     if scheme == "http" and not insecure_http:
@@ -88,7 +94,11 @@ class Http:
             status, location, body = self._exchange(method, url, data, content_type)
             if status not in REDIRECTS or location is None:
                 return status, body
-            target = urllib.parse.urljoin(url, location)
+            try:
+                target = urllib.parse.urljoin(url, location)
+            except ValueError:
+                raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {location!r}, which is not a "
+                                      f"URL") from None
             if origin(target) != self.origin:
                 raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {target} refused: another origin "
                                       f"than the shop's, which the API token must never reach")

@@ -446,3 +446,17 @@ def test_a_shop_url_with_a_user_and_password_is_refused_without_printing_them(sh
                      "--token-file", "token", "--keyring", "ring", "--insecure-http")
     assert code == 2 and "s3cret-pw" not in text and "user" in text, text
     assert shop.requests == []
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "//[::1/x", "https://[fe80::1%/x"])
+def test_a_redirect_to_a_malformed_url_is_a_message(shop, capsys, location):
+    shop.answer(EVENT_PATH, b"", status=302, headers={"Location": location})
+    code, text = keys(capsys, shop)
+    assert code == 2 and "redirect" in text, text
+    assert len(shop.requests) == 1
+
+
+def test_a_malformed_shop_url_is_a_message(shop, capsys):
+    code, text = run(capsys, "pretix", "keys", "--url", "https://[::1", "--organizer", "org", "--event", "ev",
+                     "--token-file", "token", "--keyring", "ring")
+    assert code == 2 and "https://host[:port][/path]" in text, text
