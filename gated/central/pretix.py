@@ -1,7 +1,7 @@
 """The central side against a pretix shop's REST API (docs/pretix.md): keys, revocations, admissions.
 
     fetch_keys()         the event resource's `valid_keys.pretix_sig1`: base64 of PEM public keys
-    sync_revocations()   `revokedsecrets` (cancelled, changed, re-issued tickets) and `blockedsecrets`
+    sync_revocations()   `revokedsecrets` (changed, re-issued tickets) and `blockedsecrets`
                          (blocked: revoke; unblocked: remove again) into signed revocation updates
     upload_admissions()  every admission in the ledger to the check-in RPC (`checkinrpc/redeem`),
                          with the scan's time and a nonce derived from the event id
@@ -210,10 +210,11 @@ class SyncResult:
 
 
 def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site: str, key, publish,
-                     first_version: int = 1, now=time.time) -> SyncResult:
+                     first_version: int = 1, now=time.time, cancelled=()) -> SyncResult:
     """One round: publish what a killed run left, fetch what changed in pretix, sign the delta
     (a snapshot the first time), publish it. `publish(blobs)` raises when the broker did not take
-    them; the outbox keeps them for the next run."""
+    them; the outbox keeps them for the next run. `cancelled`: the ticket ids of cancelled orders and
+    positions (gated/central/pretix_orders.py), revoked as well."""
     result = SyncResult(version=int(state.get("version", 0)))
     _publish_pending(state, publish, result)
     where = f"pretix event {event}"
@@ -240,6 +241,7 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
         if blocked_rows:
             state.set("blocked_since", _cursor(max(t for _, t, _ in blocked_rows), blocked_since))
         wanted = {row[0] for row in db.execute("SELECT ticket FROM revoked UNION SELECT ticket FROM blocked")}
+        wanted |= set(cancelled)
         sent = {row[0] for row in db.execute("SELECT ticket FROM sent")}
         add, remove = sorted(wanted - sent), sorted(sent - wanted)
         version = int(state.get("version", 0))

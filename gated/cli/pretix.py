@@ -36,7 +36,10 @@ def register(sub) -> None:
     s.add_argument("--site", required=True)
     s.add_argument("--first-version", type=int, default=1,
                    help="version of the first update (above what the site's gates hold; default 1)")
-    s.add_argument("--out", help="also write each update to this directory (rev-VERSION[.partK].cose)")
+    s.add_argument("--list", dest="checkin_list", type=int, default=None,
+                   help="the gates' pretix check-in list id (default: the event's only list)")
+    s.add_argument("--out", help="also write each update to this directory (rev-VERSION[.partK].cose), and the "
+                                 "signed check-in list (checkin-list.cose)")
     add_broker_arguments(s, required=False)
     s.set_defaults(func=run_sync)
 
@@ -92,6 +95,7 @@ def run_keys(args) -> int:
 
 def run_sync(args) -> int:
     from gated import keys
+    from gated.central import pretix_orders
     from gated.central.pretix import PretixError, SyncState, sync_revocations
     from gated.central.publisher import PublishError, publish_revocations, read_update
     from gated.cli.ledger import _settings
@@ -122,16 +126,42 @@ def run_sync(args) -> int:
 
     try:
         with SyncState(args.state, event=args.event, site=args.site) as state:
+            orders = pretix_orders.sync_orders(client, state, event=args.event)
             result = sync_revocations(client, state, event=args.event, site=args.site, key=key, publish=publish,
-                                      first_version=args.first_version)
+                                      first_version=args.first_version,
+                                      cancelled=pretix_orders.tickets_in(state, "cancelled"))
+            version, name = pretix_orders.sync_checkin_list(client, state, event=args.event, site=args.site, key=key,
+                                                            list_id=args.checkin_list)
+            sent = _deliver_checkin_list(args, settings, state)
     except (PretixError, PublishError) as exc:
         raise CommandError(f"{exc} (nothing is lost: run again)") from None
     except ValueError as exc:  # an update the protocol cannot carry (a delta over 1 MiB)
         raise CommandError(f"{exc}; nothing was signed or sent") from None
-    print(f"pretix {args.event}: {result.revoked_seen} revoked and {result.blocked_seen} blocked entries read; "
+    print(f"pretix {args.event}: {orders.orders_seen} changed orders read ({orders.cancelled} tickets cancelled, "
+          f"{orders.pending} unpaid, {orders.unapproved} awaiting approval); "
+          f"{result.revoked_seen} revoked and {result.blocked_seen} blocked entries read; "
           f"list v{result.version} (+{result.added} -{result.removed}); "
-          f"published {', '.join(f'v{v}' for v in result.published) or 'nothing new'}")
+          f"published {', '.join(f'v{v}' for v in result.published) or 'nothing new'}; "
+          + (f"check-in list {name!r} v{version}{' published' if sent else ''}" if version else
+             "no check-in list in pretix (unpaid and unapproved orders are not enforced)"))
     return 0
+
+
+def _deliver_checkin_list(args, settings, state) -> bool:
+    """Write the newest signed list to --out and publish what the broker has not taken yet."""
+    from gated.central import pretix_orders
+    latest = pretix_orders.latest_list(state)
+    if latest is None:
+        return False
+    if args.out:
+        _write_atomically(Path(args.out) / "checkin-list.cose", latest[1])
+    waiting = pretix_orders.pending_lists(state)
+    if not waiting:
+        return False
+    if settings is not None:
+        pretix_orders.publish_checkin_list(settings, args.site, waiting[-1][1])
+    pretix_orders.mark_published(state, waiting[-1][0])
+    return True
 
 
 def run_upload(args) -> int:
@@ -149,3 +179,16 @@ def run_upload(args) -> int:
     print(f"pretix {args.event}: {result.uploaded} admissions uploaded, {result.already} uploaded before, "
           f"{result.unknown} not pretix tickets of this event, {len(result.refused)} refused")
     return 0
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """temp file, fsync, rename: a reader sees the old list or the new one, never half of one."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, path)
