@@ -35,7 +35,7 @@ from gated.core import checkinlist
 from gated.core.pretix_rules import RuleError, check_rules
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
-from gated.topics import root
+from gated.topics import checkin_list_topic
 
 ORDERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS order_tickets (ticket BLOB PRIMARY KEY, order_code TEXT NOT NULL,
@@ -43,11 +43,6 @@ CREATE TABLE IF NOT EXISTS order_tickets (ticket BLOB PRIMARY KEY, order_code TE
 CREATE TABLE IF NOT EXISTS checkin_lists (version INTEGER PRIMARY KEY, digest TEXT NOT NULL, blob BLOB NOT NULL,
     acked INTEGER NOT NULL DEFAULT 0);
 """
-
-
-def checkin_list_topic(site: str) -> str:
-    """gated/v1/<site>/checkinlist: retained, QoS 1, central -> gates."""
-    return f"{root(site)}checkinlist"
 
 
 def prepare(state: SyncState) -> None:
@@ -151,15 +146,33 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
         "exit_all_at": _unix(resource, "exit_all_at", where)}
     times = {"tz": tz, "date_from": _unix(ev, "date_from", where) or 0, "date_to": _unix(ev, "date_to", where),
              "date_admission": _unix(ev, "date_admission", where)}
-    gates = {}
-    for gate in client.pages("gates/"):
-        if isinstance(gate, dict) and isinstance(gate.get("id"), int):
-            gates[gate["id"]] = str(gate.get("identifier") or _name(gate.get("name")))
+    gates = gates_in(rules)
     questions = set()
     for question in client.pages(_event_path(event) + "questions/"):
         if isinstance(question, dict) and question.get("ask_during_checkin") is True:
             questions.update(i for i in question.get("items") or [] if isinstance(i, int))
     return {"settings": settings, "times": times, "gates": gates, "questions": sorted(questions)}
+
+
+def gates_in(rules) -> dict[int, str]:
+    """pretix gate id -> name, from the rules' own lookups (`{"lookup": ["gate", "7", "North"]}`: pretix's
+    editor writes each gate's name beside its id; pretix's REST API has no list of gates). A gate
+    whose id (`[gate] id`) is that name, compared case-insensitively, is that pretix gate."""
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            for operator, args in node.items():
+                if operator == "lookup" and isinstance(args, list) and len(args) == 3 and args[0] == "gate":
+                    found[int(args[1])] = str(args[2])
+                else:
+                    walk(args)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(rules)
+    return found
 
 
 def sync_checkin_list(client: PretixClient, state: SyncState, *, event: str, site: str, key, list_id: int | None,

@@ -10,7 +10,8 @@
                              exit_all_at uint / null (unix seconds)
       6 times map            tz tstr (IANA name), date_from uint, date_to uint / null,
                              date_admission uint / null (unix seconds)
-      7 gates map            { uint (pretix gate id) => tstr (the gated gate id it is) }
+      7 gates map            { uint (pretix gate id) => tstr (its name; the gate whose id is that
+                             name, compared case-insensitively, is that pretix gate) }
       8 pending [* bstr16]   tickets of unpaid orders (not `valid_if_pending`)
       9 unapproved [* bstr16] tickets of orders awaiting approval
       10 questions [* uint]  products with questions to ask at check-in
@@ -73,7 +74,8 @@ class CheckinList:
 
     def gate_pk(self, gate_id: str | None) -> int | None:
         """pretix's id of the gate named `gate_id` (the `gate` of pretix's rules), None if none."""
-        matches = [pk for pk, name in self.gates.items() if name == gate_id]
+        wanted = (gate_id or "").casefold()
+        matches = [pk for pk, name in self.gates.items() if name.casefold() == wanted]
         return matches[0] if matches else None
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone, tzinfo
 
 from gated.core.checkinlist import CheckinList
-from gated.core.pretix_rules import Movement, RuleInput, evaluate, explain
+from gated.core.pretix_rules import EvaluationFailed, Movement, RuleInput, evaluate, explain
 from gated.core.reasons import Reason
 
 
@@ -64,7 +64,11 @@ def judge(ticket, clist: CheckinList, *, revoked: bool, history: tuple[Movement,
     if clist.rules:
         scan = RuleInput(product=ticket.item, variation=ticket.variation or None, gate=gate_pk, now=now,
                          history=history)
-        if not evaluate(clist.rules, scan, clist.times):
+        try:
+            admitted = evaluate(clist.rules, scan, clist.times)
+        except EvaluationFailed:
+            return Verdict(False, Reason.RULES, "Evaluation of custom rules has failed.")
+        if not admitted:
             return Verdict(False, Reason.RULES, f"Entry not permitted: {explain(clist.rules, scan, clist.times)}.")
     if ticket.item in clist.questions and questions == "deny":
         return Verdict(False, Reason.QUESTIONS, "questions to answer at check-in: see the box office")

@@ -333,11 +333,19 @@ _COMPARE = {
 }
 
 
+class EvaluationFailed(GatedError, ValueError):
+    """A checked rule set that fails on this scan's values (a time compared with a number...):
+    pretix denies such a scan, reason `rules`, "Evaluation of custom rules has failed."."""
+
+
 def evaluate(rules, scan: RuleInput, event: EventTimes) -> bool:
-    """pretix's verdict on a checked rule set: True admits. No rules admit."""
+    """pretix's verdict on a checked rule set: True admits. No rules admit. Raises EvaluationFailed."""
     if not rules:
         return True
-    return bool(_apply(rules, _Vars(scan, event)))
+    try:
+        return bool(_apply(rules, _Vars(scan, event)))
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise EvaluationFailed(str(exc)) from None
 
 
 # --- the explanation of a denial (pretix's _logic_explain) -------------------------------------
@@ -403,8 +411,11 @@ def explain(rules, scan: RuleInput, event: EventTimes) -> str:
         paths = [[tree["var"]]]
     weights = {"False": (100000, 0), "True": (100000, 0)}
     texts = {"False": "Always false", "True": "Always true"}
-    for name, (operator, var, rhs) in explained.items():
-        weights[name], texts[name] = _weigh(operator, var, rhs, env)
+    try:
+        for name, (operator, var, rhs) in explained.items():
+            weights[name], texts[name] = _weigh(operator, var, rhs, env)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError):
+        return "Unknown reason"  # a comparison pretix's explanation cannot weigh (pretix itself fails on it)
     path_weights = [max([weights[v] for v in path if not values[v]] or [(0, 0)]) for path in paths]
     lightest = min(path_weights)
     chosen = [p for i, p in enumerate(paths) if path_weights[i] == lightest]

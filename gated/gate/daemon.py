@@ -223,7 +223,7 @@ class Daemon:
         context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
                               skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
                               products=frozenset(cfg.gate.products) if cfg.gate.products is not None else None,
-                              pretix_entries=cfg.gate.pretix_entries,
+                              pretix_entries=cfg.gate.pretix_entries, pretix_questions=cfg.gate.pretix_questions,
                               pretix_subevents=None if cfg.gate.pretix_subevents is None
                               else frozenset(cfg.gate.pretix_subevents),
                               direction="out" if exit_gate else "in",
@@ -248,7 +248,22 @@ class Daemon:
             uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
         if cfg.gate.capacity is not None:
             uplink.subscribe(topics.occupancy_topic(cfg.gate.site), self._occupancy)
+        uplink.subscribe(topics.checkin_list_topic(cfg.gate.site), self._checkin_list)
         return uplink
+
+    def _checkin_list(self, topic: str, payload: bytes) -> None:
+        """A pretix check-in list (gated/gate/checkinlists.py): taken, or refused keeping the one held."""
+        from gated.gate import checkinlists
+
+        if not payload:  # a cleared retained topic: the list held stays
+            return
+        outcome = checkinlists.accept(self.store, payload, self.keyring, site=self.cfg.gate.site)
+        if outcome.status == "applied":
+            log.info("check-in list", name=outcome.name, version=outcome.version)
+        elif outcome.code == "replay":
+            log.info("check-in list ignored", code=outcome.code, detail=outcome.detail)
+        else:
+            log.warning("check-in list rejected", code=outcome.code, detail=outcome.detail, kept=outcome.version)
 
     def _occupancy(self, topic: str, payload: bytes) -> None:
         """The ledger's retained occupancy figures: kept for the capacity check while fresh
@@ -464,6 +479,12 @@ class Daemon:
         inside, source = self.store.zone_occupancy(self.cfg.gate.zone, int(self.clock.now() * 1000))  # as scans see it
         return inside, source, self.cfg.gate.capacity
 
+    def _held_list(self) -> tuple[str, int] | None:
+        from gated.gate import checkinlists
+
+        held = checkinlists.held(self.store, self.keyring)
+        return None if held is None else (held.name, held.version)
+
     def _health(self, now: float) -> None:
         if now < self._next_health:
             return
@@ -478,7 +499,8 @@ class Daemon:
         body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
-                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure())
+                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure(),
+                               checkin_list=self._held_list())
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.metrics is not None:
             self.metrics.update(body)

@@ -94,6 +94,7 @@ class Pretix:
     process: subprocess.Popen
     config: Path
     device_token_south: str = ""
+    gates: dict | None = None  # pretix gate ids by name (north, south)
 
     @property
     def api(self) -> str:
@@ -165,7 +166,7 @@ def pretix(tmp_path_factory) -> Pretix:
                   token=setup["token"], token_file=root / "token", device_token_file=root / "device-token",
                   items=setup["items"],
                   checkin_list=setup["checkin_list"], process=process, config=config,
-                  device_token_south=setup["device_token_south"])
+                  device_token_south=setup["device_token_south"], gates=setup["gates"])
     deadline = time.monotonic() + 120
     while True:
         try:

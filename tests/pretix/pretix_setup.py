@@ -70,6 +70,7 @@ def main(out: str) -> None:
     with open(out, "w") as fh:
         json.dump({"organizer": organizer.slug, "event": event.slug, "token": token.token, "device_token": device.api_token,
                    "device_token_south": south_device.api_token,
+                   "gates": {"north": north.pk, "south": south.pk},
                    "items": {"adult": adult.pk, "late": late.pk, "early": early.pk, "vip": vip.pk, "kid": kid.pk},
                    "checkin_list": checkin_list.pk}, fh)
 

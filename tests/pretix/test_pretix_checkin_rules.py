@@ -67,6 +67,7 @@ class Venue:
         self.ring = tmp / "ring"
         gated("keys", "generate", "--out", tmp / "k", "--name", "rev")
         gated("keys", "trust", "--keyring", self.ring, "--role", "revocation", tmp / "k" / "rev.pub")
+        pretix.order("adult")  # pretix makes the event's key with its first secret
         gated("pretix", "keys", *pretix.shop_args(), "--keyring", self.ring)
         self.auth = {"north": f"Device {pretix.device_token_file.read_text().strip()}",
                      "south": f"Device {pretix.device_token_south}"}
@@ -102,8 +103,9 @@ class Venue:
             "ignore_unpaid": True, "questions_supported": False, "nonce": uuid.uuid4().hex,
             "source_type": "barcode"}, auth=self.auth[gate])
 
-    def compare(self, list_id: int, gates: dict, scans) -> list[str]:
-        """Each (secret, time, kind, gate) at pretix and at the gate; the disagreements, in words."""
+    def compare(self, list_id: int, gates: dict, scans, *, words: bool = True) -> list[str]:
+        """Each (secret, time, kind, gate) at pretix and at the gate; the disagreements, in words.
+        `words`: compare a rule's explanation too (see the week-day test for when it cannot be)."""
         problems = []
         for secret, at, kind, gate_id in scans:
             answer = self.redeem(list_id, secret, at, kind, gate_id)
@@ -122,7 +124,7 @@ class Venue:
             if decision.reason.value != expected:
                 problems.append(f"{where}: pretix {theirs} ({answer.get('reason_explanation')}), "
                                 f"gate {decision.reason.value} ({decision.detail})")
-            elif theirs == "rules":
+            elif theirs == "rules" and words:
                 words = f"Entry not permitted: {answer.get('reason_explanation')}."
                 if decision.detail != words:
                     problems.append(f"{where}: pretix says {words!r}, the gate {decision.detail!r}")
@@ -156,7 +158,8 @@ def test_once_per_day_over_three_days_across_the_spring_change(venue, pretix):
 
 
 def test_a_weekday_and_a_time_window(venue, pretix):
-    rules = {"and": [{"inList": [{"var": "now_isoweekday"}, {"objectList": [6, 7]}]},
+    weekday = {"var": "now_isoweekday"}  # (pretix 2026.8.0 fails, HTTP 500, to explain an inList of week days)
+    rules = {"and": [{"or": [{"==": [weekday, 6]}, {"==": [weekday, 7]}]},
                      {"isAfter": [{"var": "now"}, {"buildTime": ["customtime", "10:00:00"]}, 15]},
                      {"isBefore": [{"var": "now"}, {"buildTime": ["customtime", "18:00:00"]}, None]}]}
     list_id = venue.make_list("weekend days", allow_multiple_entries=True, rules=rules)
@@ -164,20 +167,24 @@ def test_a_weekday_and_a_time_window(venue, pretix):
     gates = venue.gates(list_id)
     scans = []
     for day in (23, 24, 25, 26):  # Fri 23 .. Mon 26 October 2026; Sunday 25th the clocks go back
-        for hour, minute in ((2, 30), (9, 30), (9, 46), (10, 0), (12, 0), (17, 59), (18, 0), (21, 0)):
+        for hour, minute in ((2, 30), (9, 30), (9, 44), (9, 46), (10, 0), (12, 0), (17, 59), (18, 0), (18, 1),
+                             (21, 0)):
             scans.append((a, local(2026, 10, day, hour, minute), "entry", "north"))
-    assert venue.compare(list_id, gates, scans) == []
+    # pretix 2026.8.0 explains a denial with `customtime` read on the server's own date, not the scan's
+    # (`_logic_explain` is called without the scan's time): for scans in the past its words cannot be
+    # the gate's. The decisions and reasons must agree all the same.
+    assert venue.compare(list_id, gates, scans, words=False) == []
 
 
 def test_minutes_since_the_last_entry(venue, pretix):
     rules = {"or": [{"==": [{"var": "minutes_since_last_entry"}, -1]},
                     {">=": [{"var": "minutes_since_last_entry"}, 30]}]}
     list_id = venue.make_list("re-entry after 30 min", allow_multiple_entries=True, rules=rules)
-    a, b = _secrets(pretix, "adult"), _secrets(pretix, "adult")
+    a, b, c = _secrets(pretix, "adult"), _secrets(pretix, "adult"), _secrets(pretix, "adult")
     gates = venue.gates(list_id)
     start = local(2026, 10, 25, 1, 40)  # the autumn change: 03:00 CEST becomes 02:00 CET
     scans = []
-    for secret in (a[0], b[0]):
+    for secret in (a[0], b[0], c[0]):
         for minutes in (0, 5, 29, 30, 31, 45, 61, 62, 95, 120, 121, 150, 181, 200, 240):
             scans.append((secret, start + timedelta(minutes=minutes), "entry", "north"))
     assert venue.compare(list_id, gates, scans) == []
@@ -189,16 +196,15 @@ def test_product_specific_rules_and_gates(venue, pretix):
     rules = {"or": [{"inList": [product, {"objectList": [{"lookup": ["product", str(items["vip"]), "VIP"]}]}]},
                     {"and": [{"inList": [product, {"objectList": [{"lookup": ["product", str(items["adult"]), "A"]}]}]},
                              {"<": [{"var": "entries_number"}, 2]},
-                             {"inList": [{"var": "gate"}, {"objectList": [{"lookup": ["gate", "1", "North"]}]}]}]}]}
-    gate_ids = {g["identifier"]: g["id"] for g in pretix.organizer_call("GET", "gates/")["results"]}
-    rules["or"][1]["and"][2]["inList"][1]["objectList"][0]["lookup"][1] = str(gate_ids["north"])
+                             {"inList": [{"var": "gate"},
+                                         {"objectList": [{"lookup": ["gate", str(pretix.gates["north"]), "North"]}]}]}]}]}
     list_id = venue.make_list("products and gates", all_products=False, allow_multiple_entries=True,
                               limit_products=[items["adult"], items["vip"]], rules=rules)
     adult, vip, kid = _secrets(pretix, "adult", "vip", "kid")
     gates = venue.gates(list_id)
     t = local(2026, 6, 1, 18, 0)
     scans = []
-    for i in range(6):
+    for i in range(10):
         for secret in (adult, vip, kid):
             scans.append((secret, t + timedelta(minutes=10 * i), "entry", "south" if i % 3 == 0 else "north"))
     assert venue.compare(list_id, gates, scans) == []
@@ -207,7 +213,7 @@ def test_product_specific_rules_and_gates(venue, pretix):
 def test_exit_then_re_entry_and_the_order_of_pretix_checks(venue, pretix):
     list_id = venue.make_list("exit and back", allow_entry_after_exit=True,
                               rules={"<": [{"var": "entries_days"}, 2]})
-    a, b = _secrets(pretix, "adult"), _secrets(pretix, "adult")
+    a, b, c = _secrets(pretix, "adult"), _secrets(pretix, "adult"), _secrets(pretix, "adult")
     cancelled_order = pretix.order("adult")
     partly = pretix.order("adult", "adult")
     pending = _secrets(pretix, "adult", status="n")
@@ -221,7 +227,7 @@ def test_exit_then_re_entry_and_the_order_of_pretix_checks(venue, pretix):
     gates = venue.gates(list_id)
     t = local(2026, 6, 1, 18, 0)
     scans = []
-    for secret in (a[0], b[0]):
+    for secret in (a[0], b[0], c[0]):
         for minutes, kind in ((0, "entry"), (5, "entry"), (10, "exit"), (20, "entry"), (25, "entry"), (30, "exit"),
                               (35, "exit"), (40, "entry"), (60 * 24, "exit"), (60 * 24 + 5, "entry"),
                               (60 * 48, "exit"), (60 * 48 + 5, "entry")):
