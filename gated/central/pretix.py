@@ -131,6 +131,30 @@ def _time(row: dict, key: str, where: str) -> datetime:
 
 
 
+# --- device initialization -------------------------------------------------------------------
+
+def initialize_device(url: str, token: str, *, software_version: str | None = None) -> dict:
+    """pretix's device handshake (POST /api/v1/device/initialize with the one-time token): the
+    device's organizer, id, name and API token. A used or revoked token is pretix's answer, said."""
+    from gated import __version__
+
+    client = PretixClient(url, "-", "")
+    client.base = url.rstrip("/") + "/api/v1/"  # the handshake is not below an organizer
+    status, answer = client._request("POST", "device/initialize", None, {
+        "token": token, "hardware_brand": "gated", "hardware_model": "gate central", "os_name": "Linux",
+        "software_brand": "gated", "software_version": software_version or __version__})
+    if status != 200 or not isinstance(answer, dict):
+        detail = answer.get("token") if isinstance(answer, dict) and answer.get("token") else _short(answer)
+        raise PretixError(f"pretix device initialization at {url}: HTTP {status}: "
+                          f"{' '.join(detail) if isinstance(detail, list) else detail}")
+    for key in ("api_token", "organizer", "device_id", "name"):
+        if not answer.get(key) and answer.get(key) != 0:
+            raise PretixError(f"pretix device initialization at {url}: no `{key}` in the answer")
+    if not isinstance(answer["api_token"], str) or any(c.isspace() for c in answer["api_token"]):
+        raise PretixError(f"pretix device initialization at {url}: the API token is not one word")
+    return answer
+
+
 # --- keys --------------------------------------------------------------------------------------
 
 def fetch_keys(client: PretixClient, event: str) -> list[bytes]:

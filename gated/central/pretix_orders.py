@@ -107,11 +107,15 @@ def tickets_in(state: SyncState, ticket: str) -> list[bytes]:
 # --- the check-in list -------------------------------------------------------------------------
 
 def choose_list(client: PretixClient, event: str, wanted: int | None) -> dict | None:
-    """The check-in list resource: `wanted`, or the event's only list; None if it has none."""
+    """The check-in list resource: `wanted`, or the event's only list; None if it has none. (From the
+    list of lists: pretixSCAN's device profile may read that, not a list's own resource.)"""
     where = f"pretix event {event}: check-in lists"
+    lists = [row for row in client.pages(_event_path(event) + "checkinlists/") if isinstance(row, dict)]
     if wanted is not None:
-        return client.get(_event_path(event) + f"checkinlists/{int(wanted)}/")
-    lists = list(client.pages(_event_path(event) + "checkinlists/"))
+        chosen = [row for row in lists if row.get("id") == wanted]
+        if not chosen:
+            raise PretixError(f"{where}: no list {wanted} (the event has {sorted(r.get('id') for r in lists)})")
+        return chosen[0]
     if not lists:
         return None
     if len(lists) > 1:
