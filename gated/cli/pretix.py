@@ -179,7 +179,7 @@ def _sync_round(args, client, key, settings, publish) -> int:
             sent = _deliver_checkin_list(args, settings, state)
     except (PretixError, PublishError) as exc:
         hint = ("; this pretix device was revoked: make a new one and run `gated pretix init` with its token"
-                if "revoked" in str(exc) else " (nothing is lost: run again)")
+                if "Device access has been revoked" in str(exc) else " (nothing is lost: run again)")
         raise CommandError(f"{exc}{hint}") from None
     except ValueError as exc:  # an update the protocol cannot carry (a delta over 1 MiB)
         raise CommandError(f"{exc}; nothing was signed or sent") from None
