@@ -25,7 +25,11 @@
     [fraud]     counts of visitors: forged, tampered, revoked_before, revoked_during, expired,
                 wrong_event, used_twice (a copy shown again at the same gate), two_gates,
                 screenshot (an old GT2 code replayed), static_copy (a GT2 ticket shown as GT1)
-                (one ticket at two gates); revocations_at_s (when the "during" list goes out)
+                (one ticket at two gates); unpaid (pretix_sig1 with a [checkin_list]: a ticket of an
+                unpaid order, `unpaid`); revocations_at_s (when the "during" list goes out)
+    [checkin_list] pretix_sig1 only: the gates hold a signed pretix check-in list whose custom rule
+                admits only the ticket types in admit_types (pretix's product rule); the others
+                are denied `rules`
     [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
                 the visitor passes; the restarted gate must roll that admission back) |
@@ -46,7 +50,7 @@ from gated.tomlcheck import TableReader
 
 TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
-               "used_twice", "two_gates", "screenshot", "static_copy")
+               "used_twice", "two_gates", "screenshot", "static_copy", "unpaid")
 FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
 
 
@@ -106,6 +110,7 @@ class Scenario:
     dwell_s: tuple[float, float] = (10.0, 30.0)
     return_share: float = 0.0
     capacities: dict = field(default_factory=dict)
+    checkin_admit_types: tuple[str, ...] | None = None  # a pretix check-in list admitting only these types
 
     @property
     def entry_gate_ids(self) -> list[str]:
@@ -150,7 +155,8 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     problems: list[str] = []
     r = _Reader(problems)
     for key in raw:
-        if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults", "exits", "capacity"):
+        if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults", "exits", "capacity",
+                       "checkin_list"):
             problems.append(f"{key}: unknown section")
     sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
     ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps", "exits",
@@ -161,6 +167,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     ar = r.table(raw, "arrivals", ("visitors", "profile"))
     be = r.table(raw, "behaviour", ("no_pass_share", "pass_time_s"), required=False)
     fr = r.table(raw, "fraud", FRAUD_KINDS + ("revocations_at_s",), required=False)
+    cl = r.table(raw, "checkin_list", ("admit_types",), required=False) if "checkin_list" in raw else None
 
     duration = r.get(sc, "scenario.duration_s", float, above=0) or 60.0
     gates = r.get(ga, "gates.count", int, minimum=1, maximum=200) or 1
@@ -241,7 +248,17 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         reentry=r.get(ga, "gates.reentry", bool, False), leave_share=leave_share or 0.0,
         dwell_s=(float(dwell[0]), float(dwell[1])),
         return_share=r.get(ex, "exits.return_share", float, 0.0, minimum=0, maximum=1),
-        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"))
+        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"),
+        checkin_admit_types=None if cl is None else tuple(str(t) for t in cl.get("admit_types", ())))
+    if scenario.checkin_admit_types is not None:
+        if scenario.ticket_format != "pretix_sig1":
+            problems.append("checkin_list: a pretix check-in list needs tickets.format = \"pretix_sig1\"")
+        if not scenario.checkin_admit_types or set(scenario.checkin_admit_types) - set(scenario.ticket_types):
+            problems.append("checkin_list.admit_types: some of the ticket types (tickets.types)")
+        if scenario.capacities:
+            problems.append("checkin_list: not planned with a capacity")
+    if fraud["unpaid"] and scenario.checkin_admit_types is None:
+        problems.append("fraud.unpaid: needs a [checkin_list] (the gates learn unpaid orders from it)")
     if scenario.ntp not in ("auto", "ignore"):
         problems.append(f"gates.ntp: expected auto or ignore, got {scenario.ntp!r}")
     if scenario.zoned and not scenario.zones:
