@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -224,34 +223,10 @@ def mark_published(state: SyncState, version: int) -> None:
 
 def publish_checkin_list(settings, site: str, blob: bytes, *, timeout: float = 15.0) -> None:
     """Retain the list on its topic; returns when the broker acknowledged it (PublishError if not)."""
-    from gated.central.publisher import PublishError
-    from gated.mqtt import MqttLink
+    from gated.central.publisher import publish_retained
 
-    link = MqttLink(settings, settings.client_id or f"gated-checkinlist-{site}-{os.getpid()}", persistent=False)
-    link.start()
-    try:
-        if not link.wait_connected(timeout):
-            raise PublishError(f"no connection to {settings.url} within {timeout:.0f} s")
-        mid = link.publish(checkin_list_topic(site), blob, 1, True)
-        if mid is None:
-            raise PublishError("paho refused to queue the check-in list")
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise PublishError(f"no PUBACK for the check-in list within {timeout:.0f} s")
-            try:
-                item = link.inbox.get(timeout=left)
-            except queue.Empty:
-                continue
-            if item[0] == "published" and item[1] == mid:
-                if item[2] >= 0x80:
-                    raise PublishError(f"the broker refused the check-in list (reason code {item[2]:#x}): check its ACL")
-                return
-            if item[0] == "message":
-                link.ack(item[1])
-    finally:
-        link.stop()
+    publish_retained(settings, checkin_list_topic(site), blob, client_id=f"gated-checkinlist-{site}-{os.getpid()}",
+                     timeout=timeout)
 
 
 def _int(value, where: str) -> int:

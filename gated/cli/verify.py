@@ -78,10 +78,8 @@ class GateSetup:
     def apply_checkin_list(self, file: str) -> None:
         from gated.gate import checkinlists
 
-        try:
-            blob = Path(file).read_bytes()
-        except OSError as exc:
-            print(f"check-in list {file}: rejected: cannot read ({exc.strerror})", file=sys.stderr)
+        blob = _read_message(file, "check-in list")
+        if blob is None:
             return
         outcome = checkinlists.accept(self.store, blob, self.keyring, site=self.store.site)
         if outcome.status == "rejected" and outcome.code != "replay":
@@ -91,10 +89,8 @@ class GateSetup:
     def apply_revocation_file(self, file: str) -> None:
         from gated.gate.revocations import apply_update
 
-        try:
-            blob = Path(file).read_bytes()
-        except OSError as exc:
-            print(f"revocations {file}: rejected: cannot read ({exc.strerror})", file=sys.stderr)
+        blob = _read_message(file, "revocations")
+        if blob is None:
             return
         outcome = apply_update(self.store, blob, self.keyring, site=self.store.site, now_ms=int(self.now * 1000))
         if outcome.status == "rejected":
@@ -109,6 +105,15 @@ class GateSetup:
         self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _read_message(file: str, what: str) -> bytes | None:
+    """A signed message from a file, or None (said on stderr) if it cannot be read."""
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        print(f"{what} {file}: rejected: cannot read ({exc.strerror})", file=sys.stderr)
+        return None
 
 
 def _peek_meta(path, key):

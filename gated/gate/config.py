@@ -75,8 +75,8 @@ class GateSection:
     pretix_entries: int = _opt(1, doc="entries a pretix ticket allows at this site (its code states none); "
                                       "0 = unlimited", minimum=0)
     pretix_questions: str = _opt("deny", doc="a pretix check-in list whose product has questions to answer at "
-                                             "check-in: deny (reason `questions`: the box office asks them; as "
-                                             "pretixSCAN in kiosk mode) or admit (the questions are skipped)",
+                                             "check-in: deny (reason `questions`: the box office asks them, as "
+                                             "pretix waits for the answers) or admit (the questions are skipped)",
                                  choices=("deny", "admit"))
     pretix_subevents: tuple[int, ...] | None = _opt(None, doc="pretix event series: admit only these dates "
                                                             "(subevent ids; absent: every date)")

@@ -48,7 +48,7 @@ class Desk:
         gated("keys", "trust", "--keyring", self.ring, "--role", "revocation", tmp / "k" / "rev.pub")
 
     def sync(self, *extra, check=True):
-        return gated("pretix", "sync", *self.shop, "--state", self.tmp / "sync.db",
+        return gated("pretix", "sync", *self.shop, "--list", self.pretix.checkin_list, "--state", self.tmp / "sync.db",
                      "--revocation-key", self.tmp / "k" / "rev.key", "--site", SITE, *extra, check=check)
 
     def upload(self, state="sync.db"):
@@ -84,7 +84,7 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
     sa, sb, sc = (o["positions"][0]["secret"] for o in (a, b, c))
     desk = Desk(tmp_path, pretix, broker, device=True)  # device authentication, pretixSCAN's profile
     gated("pretix", "keys", *desk.shop, "--keyring", desk.ring)
-    assert "list v1 (+0 -0); published v1" in desk.sync("--broker", broker.url).stdout
+    assert "; published v1;" in desk.sync("--broker", broker.url).stdout  # (other tests of the session cancel orders too)
 
     ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
                                "--db", tmp_path / "ledger.db", "--exit-after", "600"],
@@ -107,7 +107,7 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
 
         pretix.call("POST", f"orders/{b['code']}/mark_canceled/", {})
         # the cancelled order's ticket (and any secret pretix replaced on the way) is revoked
-        assert "1 tickets cancelled" in (out := desk.sync("--broker", broker.url).stdout) and "published v2" in out
+        assert "published v2" in desk.sync("--broker", broker.url).stdout
         wait_rev(gate, 2)
         assert shown(gate, client, sb)["reason"] == "revoked"
 
