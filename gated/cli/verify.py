@@ -169,7 +169,7 @@ def run(args) -> int:
         setup.close()
     if args.json:
         claims = decision.ticket.claims if decision.ticket else None
-        print(json.dumps({"decision": decision.word, "reason": decision.reason.value,
+        print(json.dumps({"decision": decision.word, "reason": decision.reason.value, "detail": decision.detail,
                           "ticket": decision.cti.hex() if decision.cti else None,
                           "event": claims.aud if claims else None, "type": claims.typ if claims else None,
                           "seat": claims.seat if claims else None}))
