@@ -237,3 +237,23 @@ def test_the_check_in_list_is_signed_only_when_it_changed_and_never_with_rules_a
     shop.answer(EVENT_PATH + "checkinlists/", page([{**gates, "allow_multiple_entries": True}]))
     code, text = sync(capsys, shop, "--list", "3")
     assert code == 0 and "check-in list 'Gates' v2 published" in text, text
+
+
+def test_a_list_that_could_not_be_published_goes_out_on_the_next_run(shop, capsys, tmp_path, broker):
+    """Cut off from the broker: nothing is lost, the next run publishes the list, retained, and then nothing new."""
+    from gated.topics import checkin_list_topic
+    from tests.pretix.test_pretix_venue import retained
+
+    shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    shop.answer(EVENT_PATH, {"timezone": "UTC", "date_from": "2026-06-01T18:00:00Z"})
+    shop.answer(EVENT_PATH + "questions/", page([]))
+    shop.answer(EVENT_PATH + "checkinlists/", page([{"id": 3, "name": "Gates", "all_products": True, "rules": {}}]))
+    shop.answer(EVENT_PATH + "orders/", page([order("C", "n", ("sc", False))]))
+    code, text = sync(capsys, shop, "--broker", f"mqtt://127.0.0.1:{free_port()}")
+    assert code == 2 and "run again" in text
+    code, text = sync(capsys, shop, "--broker", broker.url)
+    assert code == 0 and "check-in list 'Gates' v1 published" in text, text
+    assert retained(broker, checkin_list_topic("s")) == (tmp_path / "out" / "checkin-list.cose").read_bytes()
+    code, text = sync(capsys, shop, "--broker", broker.url)
+    assert code == 0 and "published nothing new; check-in list 'Gates' v1\n" in text, text
