@@ -239,6 +239,30 @@ def test_exit_then_re_entry_and_the_order_of_pretix_checks(venue, pretix):
     assert venue.compare(list_id, gates, scans) == []
 
 
+def test_the_plainest_list_cancellations_payment_approval_blocks(venue, pretix):
+    """One entry, no rules: the list where a gate agreed with pretix on 20 of 29 scans before the
+    orders sync (issue #26)."""
+    list_id = venue.make_list("plain", allow_entry_after_exit=False)
+    paid = _secrets(pretix, "adult")
+    cancelled, partly, blocked = pretix.order("adult"), pretix.order("adult", "vip"), pretix.order("kid")
+    pending, unapproved = _secrets(pretix, "vip", status="n"), _secrets(pretix, "kid", status="n", require_approval=True)
+    paid_later = pretix.order("adult", status="n")
+    pretix.call("POST", f"orders/{cancelled['code']}/mark_canceled/", {})
+    pretix.call("DELETE", f"orderpositions/{partly['positions'][1]['id']}/")
+    pretix.call("POST", f"orderpositions/{blocked['positions'][0]['id']}/add_block/", {"name": "admin"})
+    pretix.call("POST", f"orders/{paid_later['code']}/mark_paid/", {})
+    gates = venue.gates(list_id)
+    t = local(2026, 7, 4, 19, 0)
+    secrets = [paid[0], cancelled["positions"][0]["secret"], partly["positions"][0]["secret"],
+               partly["positions"][1]["secret"], blocked["positions"][0]["secret"], pending[0], unapproved[0],
+               paid_later["positions"][0]["secret"]]
+    scans = []
+    for i, (minutes, kind) in enumerate(((0, "entry"), (2, "entry"), (4, "exit"), (6, "entry"))):
+        scans += [(secret, t + timedelta(minutes=minutes, seconds=j), kind, "north" if i % 2 else "south")
+                  for j, secret in enumerate(secrets) if kind == "entry" or secret in (paid[0], secrets[2])]
+    assert venue.compare(list_id, gates, scans) == []
+
+
 def test_pending_orders_on_a_list_that_includes_them(venue, pretix):
     list_id = venue.make_list("pending welcome", include_pending=True, allow_multiple_entries=True,
                               rules={"<": [{"var": "entries_number"}, 2]})
