@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.gate import revocations
+from gated.core import revocation
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
 
@@ -133,16 +133,14 @@ def _time(row: dict, key: str, where: str) -> datetime:
 
 # --- device initialization -------------------------------------------------------------------
 
-def initialize_device(url: str, token: str, *, software_version: str | None = None) -> dict:
+def initialize_device(url: str, token: str, *, software_version: str) -> dict:
     """pretix's device handshake (POST /api/v1/device/initialize with the one-time token): the
     device's organizer, id, name and API token. A used or revoked token is pretix's answer, said."""
-    from gated import __version__
-
     client = PretixClient(url, "-", "")
     client.base = url.rstrip("/") + "/api/v1/"  # the handshake is not below an organizer
     status, answer = client._request("POST", "device/initialize", None, {
         "token": token, "hardware_brand": "gated", "hardware_model": "gate central", "os_name": "Linux",
-        "software_brand": "gated", "software_version": software_version or __version__})
+        "software_brand": "gated", "software_version": software_version})
     if status != 200 or not isinstance(answer, dict):
         detail = answer.get("token") if isinstance(answer, dict) and answer.get("token") else _short(answer)
         raise PretixError(f"pretix device initialization at {url}: HTTP {status}: "
@@ -272,10 +270,10 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
         blobs = None
         if version == 0:  # the first update: a snapshot of everything revoked or blocked
             version = first_version
-            blobs = revocations.encode_updates(key, site=site, version=version, add=wanted, iat=int(now()))
+            blobs = revocation.encode_updates(key, site=site, version=version, add=wanted, iat=int(now()))
             result.added = len(wanted)
         elif add or remove:
-            blobs = revocations.encode_updates(key, site=site, version=version + 1, base=version, add=add,
+            blobs = revocation.encode_updates(key, site=site, version=version + 1, base=version, add=add,
                                                remove=remove, iat=int(now()))
             version += 1
             result.added, result.removed = len(add), len(remove)

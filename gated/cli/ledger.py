@@ -116,7 +116,8 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
 
 
 def run_ledger(args) -> int:
-    from gated.central.ledger import LedgerError, LedgerService
+    from gated.central.ledger import LedgerError
+    from gated.central.ledger_service import LedgerService
 
     from gated.daystart import DayStart, DayStartError
 
@@ -179,7 +180,7 @@ def _set_capacities(ledger, options) -> None:
 
 
 def run_reconcile(args) -> int:
-    from gated.central.ledger import format_report
+    from gated.central.ledger_report import format_report
     from gated.central.ledgerdb import ledger_exists
 
     if not ledger_exists(args.db):
@@ -196,7 +197,7 @@ def run_reconcile(args) -> int:
 
 def run_publish(args) -> int:
     from gated.central.publisher import PublishError, publish_revocations
-    from gated.gate.revocations import UpdateRejected
+    from gated.core.revocation import UpdateRejected
 
     blobs = [Path(f).read_bytes() for f in args.files]
     settings = _settings(args, None)

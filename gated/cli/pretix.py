@@ -106,6 +106,7 @@ def run_init(args) -> int:
     """pretix's device initialization: the one-time token for the device's API token, kept 0600."""
     import os
 
+    from gated import __version__
     from gated.central.pretix import PretixError, initialize_device
 
     path = Path(args.device_token_file)
@@ -113,7 +114,7 @@ def run_init(args) -> int:
         raise CommandError(f"{path} exists: this machine is initialized already (remove the file to initialize "
                            "it as a new device; a token used once cannot be used again)")
     try:
-        device = initialize_device(args.url, args.token)
+        device = initialize_device(args.url, args.token, software_version=__version__)
     except PretixError as exc:
         raise CommandError(f"{exc} (make a new device in pretix and use its token if this one was used or revoked)") \
             from None

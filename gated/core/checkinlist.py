@@ -34,7 +34,8 @@ import cbor2
 
 from gated.core import cose
 from gated.core.errors import Rejected
-from gated.core.pretix_rules import EventTimes, RuleError, check_rules
+from gated.core.pretix_rules import EventTimes, check_rules
+from gated.core.signed import Keyring, open_message
 
 MAX_MESSAGE = 1024 * 1024
 SITE, VERSION, IAT, EVENT, LIST, TIMES, GATES, PENDING, UNAPPROVED, QUESTIONS = range(1, 11)
@@ -96,6 +97,12 @@ def encode_list(key, *, site: str, version: int, iat: int, event: str, settings:
 
 
 # --- gate side ---------------------------------------------------------------------------------
+
+def parse_list(blob: bytes, keyring: Keyring, *, zones) -> CheckinList:
+    """Verify (a `revocation` key, at most 1 MiB) and read one signed list; raises ListRejected."""
+    key, body = open_message(blob, keyring, "revocation", limit=MAX_MESSAGE, rejected=ListRejected)
+    return read_list(body, signer=key.name, zones=zones)
+
 
 def read_list(body, *, signer: str, zones) -> CheckinList:
     """The verified payload as a CheckinList; `zones(name)` gives a tzinfo or raises ValueError

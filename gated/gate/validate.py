@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gated.core.decide import Decision, Facts, GateContext, decide
-from gated.keys import Keyring
+from gated.core.signed import Keyring
+from gated.core.scanned import read_code
+from gated.core.ticket import Ticket
 from gated.core.pretix_secret import PretixTicket
-from gated.core.ticket import Ticket, read_code
 from gated.gate import checkinlists
 
 

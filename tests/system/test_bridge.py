@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gated.gate import revocations
+from gated.core import revocation
 from gated.central.publisher import publish_revocations
 from gated.gate.store import GateStore
 from gated.gate.uplink import Uplink
@@ -40,7 +40,7 @@ def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged
         try:
             pump(uplinks, lambda: all(u.connected for u in uplinks), what="gates connected to the site broker")
             # down the bridge: a revocation published at the centre reaches the gates
-            update = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+            update = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
                                                 iat=int(time.time()))
             publish_revocations(fast_settings(bridged.url(bridged.central, "central")), SITE, update)
             pump(uplinks, lambda: all(s.revocation_state().version == 1 for s in stores), what="v1 at the gates")
@@ -112,7 +112,7 @@ def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep
 def test_a_bridge_may_carry_only_its_own_sites_topics(bridged):
     """make-dynsec.py --bridge at the centre: the arena bridge's certificate cannot write another
     site's events nor read another site's commands."""
-    from tests.test_broker_acl import Client
+    from tests.system.test_broker_acl import Client
 
     bridged.site.stop()  # the real bridge would push the test's client (same certificate) off
     bridged.central.certs = bridged.certs
