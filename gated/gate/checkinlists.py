@@ -18,7 +18,7 @@ from gated.core import cose
 from gated.core.checkinlist import CheckinList, ListRejected, parse_list
 from gated.core.decide import PretixFacts
 from gated.core.pretix_rules import Movement
-from gated.core.signed import Keyring
+from gated.core.signed import Keyring, check_newer
 
 STORE_KEY = "pretix_checkin_list"
 VERSION_KEY = "pretix_checkin_list_version"
@@ -58,10 +58,7 @@ def accept(store, blob: bytes, keyring: Keyring, *, site: str) -> Outcome:
     current = held_version(store)
     try:
         clist = parse(blob, keyring)
-        if clist.site != site:
-            raise ListRejected("wrong_site", f"list for site {clist.site!r}, gate at {site!r}")
-        if clist.version <= current:
-            raise ListRejected("replay", f"version {clist.version} not above the held {current}")
+        check_newer(clist.site, clist.version, gate_site=site, held=current, rejected=ListRejected)
     except ListRejected as exc:
         return Outcome("rejected", current, exc.code, exc.detail)
     store.set_value(STORE_KEY, blob.hex())
