@@ -4,13 +4,14 @@ kept in the gate's store, read on the scan path.
 A list is taken only if it verifies with a trusted `revocation` key, names this gate's site, is
 above the version held (no rollback, no replay) and reads completely, rules included; anything
 else is refused with a stable code and the list held stays as it was. The store keeps the signed
-bytes (a restart verifies them again) under one key; the parsed list is cached per store and
-version, so a scan costs one small read of the store's meta table.
+bytes (a restart verifies them again) under one key; the parsed list is cached per store object
+(weakly) and version, so a scan costs one small read of the store's meta table.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,7 +23,7 @@ from gated.core.signed import Keyring, check_newer
 
 STORE_KEY = "pretix_checkin_list"
 VERSION_KEY = "pretix_checkin_list_version"
-_cache: dict[tuple[int, int], CheckinList] = {}
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # store -> (version, its CheckinList)
 _cache_lock = threading.Lock()
 
 
@@ -71,20 +72,17 @@ def held(store, keyring: Keyring) -> CheckinList | None:
     version = held_version(store)
     if not version:
         return None
-    key = (id(store), version)
     with _cache_lock:
-        cached = _cache.get(key)
-    if cached is not None:
-        return cached
+        cached = _cache.get(store)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     raw = store.get_value(STORE_KEY)
     try:
         clist = parse(bytes.fromhex(raw), keyring)
     except (ListRejected, ValueError, TypeError):
         return None  # a keyring that no longer trusts its signer: no list, the gate's plain rules apply
     with _cache_lock:
-        if len(_cache) > 16:
-            _cache.clear()
-        _cache[key] = clist
+        _cache[store] = (version, clist)
     return clist
 
 
