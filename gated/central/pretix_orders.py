@@ -149,6 +149,11 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
         "exit_all_at": _unix(resource, "exit_all_at", where)}
     times = {"tz": tz, "date_from": _unix(ev, "date_from", where) or 0, "date_to": _unix(ev, "date_to", where),
              "date_admission": _unix(ev, "date_admission", where)}
+    if ev.get("has_subevents") is True:  # an event series: each date's times, for the rules' buildTime
+        times["subevents"] = {
+            _int(date.get("id"), where): [_unix(date, "date_from", where) or 0, _unix(date, "date_to", where),
+                                          _unix(date, "date_admission", where)]
+            for date in client.pages(_event_path(event) + "subevents/") if isinstance(date, dict)}
     gates = gates_in(rules)
     questions = set()
     for question in client.pages(_event_path(event) + "questions/"):

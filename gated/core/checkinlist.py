@@ -9,7 +9,8 @@
                              subevent uint / null, rules tstr (pretix's JSON-logic as JSON text, "" = none),
                              exit_all_at uint / null (unix seconds)
       6 times map            tz tstr (IANA name), date_from uint, date_to uint / null,
-                             date_admission uint / null (unix seconds)
+                             date_admission uint / null (unix seconds); optional subevents
+                             { uint (date id) => [date_from, date_to / null, date_admission / null] }
       7 gates map            { uint (pretix gate id) => tstr (its name; the gate whose id is that
                              name, compared case-insensitively, is that pretix gate) }
       8 pending [* bstr16]   tickets of unpaid orders (not `valid_if_pending`)
@@ -42,6 +43,7 @@ SITE, VERSION, IAT, EVENT, LIST, TIMES, GATES, PENDING, UNAPPROVED, QUESTIONS = 
 LIST_KEYS = {"id", "name", "include_pending", "allow_multiple_entries", "allow_entry_after_exit", "all_products",
              "limit_products", "subevent", "rules", "exit_all_at"}
 TIMES_KEYS = {"tz", "date_from", "date_to", "date_admission"}
+TIMES_OPTIONAL = {"subevents"}  # an event series: each date's own times (pretix's buildTime takes the ticket's)
 
 
 class ListRejected(Rejected):
@@ -72,6 +74,11 @@ class CheckinList:
     unapproved: frozenset[bytes] = frozenset()
     questions: frozenset[int] = frozenset()
     signer: str = ""
+    subevent_times: dict = field(default_factory=dict)  # date (subevent) id -> EventTimes
+
+    def times_for(self, subevent: int) -> EventTimes:
+        """The times `buildTime` reads for a ticket of this date (pretix: the subevent's, else the event's)."""
+        return self.subevent_times.get(subevent, self.times)
 
     def gate_pk(self, gate_id: str | None) -> int | None:
         """pretix's id of the gate named `gate_id` (the `gate` of pretix's rules), None if none."""
@@ -85,7 +92,7 @@ class CheckinList:
 def encode_list(key, *, site: str, version: int, iat: int, event: str, settings: dict, times: dict,
                 gates: dict, pending=(), unapproved=(), questions=()) -> bytes:
     """Sign one list. `settings` holds LIST_KEYS (rules as JSON text), `times` TIMES_KEYS."""
-    if set(settings) != LIST_KEYS or set(times) != TIMES_KEYS:
+    if set(settings) != LIST_KEYS or set(times) - TIMES_OPTIONAL != TIMES_KEYS:
         raise ValueError(f"list settings need exactly {sorted(LIST_KEYS)} and times {sorted(TIMES_KEYS)}")
     payload = {SITE: site, VERSION: version, IAT: iat, EVENT: event, LIST: settings, TIMES: times,
                GATES: {int(k): v for k, v in gates.items()}, PENDING: sorted(set(pending)),
@@ -112,7 +119,7 @@ def read_list(body, *, signer: str, zones) -> CheckinList:
     unknown = set(body) - set(range(1, 11))
     if unknown:
         raise ListRejected("unsupported", f"unknown payload keys {sorted(map(str, unknown))}")
-    settings, times = _map(body, LIST, "list", LIST_KEYS), _map(body, TIMES, "times", TIMES_KEYS)
+    settings, times = _map(body, LIST, "list", LIST_KEYS), _map(body, TIMES, "times", TIMES_KEYS, TIMES_OPTIONAL)
     rules_text = settings["rules"]
     if not isinstance(rules_text, str):
         raise ListRejected("malformed", "list.rules must be JSON text")
@@ -128,6 +135,13 @@ def read_list(body, *, signer: str, zones) -> CheckinList:
         tz = zones(tz_name)
     except (ValueError, KeyError, OSError) as exc:
         raise ListRejected("malformed", f"times.tz {tz_name!r} is not a known time zone ({exc})") from None
+    series = times.get("subevents", {})
+    if type(series) is not dict or not all(cose.is_uint(k) and type(v) is list and len(v) == 3
+                                           for k, v in series.items()):
+        raise ListRejected("malformed", "times.subevents must map date ids to [from, to, admission]")
+    subevent_times = {k: EventTimes(tz=tz, date_from=_uint(v[0], "times.subevents"),
+                                    date_to=_optional_uint(v[1], "times.subevents"),
+                                    date_admission=_optional_uint(v[2], "times.subevents")) for k, v in series.items()}
     gates = body.get(GATES)
     if type(gates) is not dict or not all(cose.is_uint(k) and isinstance(v, str) for k, v in gates.items()):
         raise ListRejected("malformed", "gates (7) must map pretix gate ids to gate names")
@@ -147,7 +161,7 @@ def read_list(body, *, signer: str, zones) -> CheckinList:
                          date_admission=_optional_uint(times["date_admission"], "times.date_admission")),
         tz_name=tz_name, gates=dict(gates), pending=frozenset(_ids(body.get(PENDING), "pending")),
         unapproved=frozenset(_ids(body.get(UNAPPROVED), "unapproved")),
-        questions=frozenset(_uints(body.get(QUESTIONS), "questions")), signer=signer)
+        questions=frozenset(_uints(body.get(QUESTIONS), "questions")), signer=signer, subevent_times=subevent_times)
 
 
 def describe(clist: CheckinList) -> dict:
@@ -156,12 +170,13 @@ def describe(clist: CheckinList) -> dict:
             "rules": bool(clist.rules)}
 
 
-def _map(body, key, name, keys) -> dict:
+def _map(body, key, name, keys, optional=frozenset()) -> dict:
     value = body.get(key)
     if type(value) is not dict or not all(isinstance(k, str) for k in value):
         raise ListRejected("malformed", f"{name} ({key}) must be a map with text keys")
-    if set(value) - keys:
-        raise ListRejected("unsupported", f"{name} has keys this gate does not know: {sorted(set(value) - keys)}")
+    if set(value) - keys - optional:
+        raise ListRejected("unsupported",
+                           f"{name} has keys this gate does not know: {sorted(set(value) - keys - optional)}")
     if keys - set(value):
         raise ListRejected("malformed", f"{name} lacks {sorted(keys - set(value))}")
     return value

@@ -64,12 +64,13 @@ def judge(ticket, clist: CheckinList, *, revoked: bool, history: tuple[Movement,
     if clist.rules:
         scan = RuleInput(product=ticket.item, variation=ticket.variation or None, gate=gate_pk, now=now,
                          history=history)
+        times = clist.times_for(ticket.subevent)
         try:
-            admitted = evaluate(clist.rules, scan, clist.times)
+            admitted = evaluate(clist.rules, scan, times)
         except EvaluationFailed:
             return Verdict(False, Reason.RULES, "Evaluation of custom rules has failed.")
         if not admitted:
-            return Verdict(False, Reason.RULES, f"Entry not permitted: {explain(clist.rules, scan, clist.times)}.")
+            return Verdict(False, Reason.RULES, f"Entry not permitted: {explain(clist.rules, scan, times)}.")
     if ticket.item in clist.questions and questions == "deny":
         return Verdict(False, Reason.QUESTIONS, "questions to answer at check-in: see the box office")
     latest = max(history, key=lambda m: m.at) if history else None

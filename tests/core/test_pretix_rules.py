@@ -209,3 +209,23 @@ def test_a_list_the_gate_cannot_read_fully_is_refused(change, code):
         read_list(body, signer="rev", zones=ZoneInfo)
     assert refused.value.code == code
 
+
+
+def test_a_series_date_s_own_times_for_build_time():
+    """pretix evaluates `date_from` of a series' ticket against its date (subevent), not the event."""
+    key = Ed25519PrivateKey.generate()
+    times = {**TIMES, "subevents": {7: [int(at(2026, 6, 8, 18)), None, None]}}
+    rules = {"isAfter": [{"var": "now"}, {"buildTime": ["date_from"]}, 60]}
+    blob = checkinlist.encode_list(key, site="arena", version=1, iat=0, event="final-2026",
+                                   settings={**SETTINGS, "rules": json.dumps(rules)}, times=times, gates={})
+    clist = read_list(body_of(blob), signer="rev", zones=ZoneInfo)
+    on_the_first = at(2026, 6, 1, 17, 30)  # the event's date_from is 1_780_000_000 (2026-05-28)
+    assert judge(TICKET, clist, revoked=False, history=(), now=on_the_first, gate_pk=None).reason is Reason.OK
+    dated = replace(TICKET, subevent=7)
+    verdict = judge(dated, clist, revoked=False, history=(), now=on_the_first, gate_pk=None)
+    assert verdict.reason is Reason.RULES and "Only allowed after 2026-06-08 17:00" in verdict.detail
+    assert judge(dated, clist, revoked=False, history=(), now=at(2026, 6, 8, 17, 5), gate_pk=None).admit
+    bad = cbor2.loads(cbor2.dumps(body_of(blob)))
+    bad[6]["subevents"] = {7: [1, 2]}
+    with pytest.raises(ListRejected, match="subevents"):
+        read_list(bad, signer="rev", zones=ZoneInfo)
