@@ -165,7 +165,7 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
 def gates_in(rules) -> dict[int, str]:
     """pretix gate id -> name, from the rules' own lookups (`{"lookup": ["gate", "7", "North"]}`: pretix's
     editor writes each gate's name beside its id; pretix's REST API has no list of gates). A gate
-    whose id (`[gate] id`) is that name, compared case-insensitively, is that pretix gate."""
+    whose id (`[gate] id`) is that name (CheckinList.gate_pk compares them) is that pretix gate."""
     found = {}
 
     def walk(node):

@@ -12,7 +12,7 @@
                              date_admission uint / null (unix seconds); optional subevents
                              { uint (date id) => [date_from, date_to / null, date_admission / null] }
       7 gates map            { uint (pretix gate id) => tstr (its name; the gate whose id is that
-                             name, compared case-insensitively, is that pretix gate) }
+                             name, compared case aside and spaces, _ and - alike, is that pretix gate) }
       8 pending [* bstr16]   tickets of unpaid orders (not `valid_if_pending`)
       9 unapproved [* bstr16] tickets of orders awaiting approval
       10 questions [* uint]  products with questions to ask at check-in
@@ -30,6 +30,7 @@ not evaluate is refused when it arrives, never at a scan.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 import cbor2
 
@@ -81,10 +82,15 @@ class CheckinList:
         return self.subevent_times.get(subevent, self.times)
 
     def gate_pk(self, gate_id: str | None) -> int | None:
-        """pretix's id of the gate named `gate_id` (the `gate` of pretix's rules), None if none."""
-        wanted = (gate_id or "").casefold()
-        matches = [pk for pk, name in self.gates.items() if name.casefold() == wanted]
+        """pretix's id of the gate named `gate_id` (the `gate` of pretix's rules), None if none. Names
+        match case aside, and with spaces, `_` and `-` alike ("Main Entrance" is gate main-entrance)."""
+        wanted = _gate_name(gate_id or "")
+        matches = [pk for pk, name in self.gates.items() if _gate_name(name) == wanted]
         return matches[0] if matches else None
+
+
+def _gate_name(name: str) -> str:
+    return re.sub(r"[\s_-]+", "-", name.strip().casefold())
 
 
 # --- central side ------------------------------------------------------------------------------

@@ -183,9 +183,11 @@ def body_of(blob: bytes):
 def test_a_list_reads_back_as_signed():
     key = Ed25519PrivateKey.generate()
     blob = checkinlist.encode_list(key, site="arena", version=4, iat=9, event="final-2026", settings=SETTINGS,
-                                   times=TIMES, gates={7: "north"}, pending=[b"\x02" * 16], questions=[5])
+                                   times=TIMES, gates={7: "north", 8: "Main Entrance"}, pending=[b"\x02" * 16],
+                                   questions=[5])
     clist = read_list(body_of(blob), signer="rev", zones=ZoneInfo)
     assert (clist.version, clist.name, clist.gate_pk("NORTH"), clist.gate_pk("south")) == (4, "Gates", 7, None)
+    assert clist.gate_pk("main-entrance") == clist.gate_pk("main_entrance") == 8
     assert clist.pending == {b"\x02" * 16} and clist.questions == {5} and clist.rules == {"<": [{"var": "entries_today"}, 1]}
 
 
