@@ -27,7 +27,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from gated.central.pretix import PretixClient, PretixError, SyncState, _cursor, _event_path, _short, _time
 from gated.core import checkinlist
@@ -69,8 +69,9 @@ def ticket_state(order: dict, position: dict) -> str:
     return "ok"
 
 
-def sync_orders(client: PretixClient, state: SyncState, *, event: str) -> OrdersResult:
-    """Read the orders changed since the last run and record each ticket's state."""
+def sync_orders(client: PretixClient, state: SyncState, *, event: str, now=time.time) -> OrdersResult:
+    """Read the orders changed since the last run and record each ticket's state. The cursor is
+    pretix.py's (overlap, never back, never past `now` less the overlap)."""
     prepare(state)
     where = f"pretix event {event}: orders"
     since = state.get("orders_since")
@@ -93,7 +94,7 @@ def sync_orders(client: PretixClient, state: SyncState, *, event: str) -> Orders
         for cti, code, ticket, _ in sorted(rows, key=lambda r: r[3]):  # the latest state of a ticket wins
             state.db.execute("INSERT OR REPLACE INTO order_tickets VALUES (?, ?, ?)", (cti, code, ticket))
         if newest is not None:
-            state.set("orders_since", _cursor(newest, since))
+            state.set("orders_since", _cursor(newest, since, datetime.fromtimestamp(now(), timezone.utc)))
     counts = dict(state.db.execute("SELECT state, COUNT(*) FROM order_tickets GROUP BY state").fetchall())
     return OrdersResult(orders_seen=len(orders), cancelled=counts.get("cancelled", 0),
                         pending=counts.get("pending", 0), unapproved=counts.get("unapproved", 0))

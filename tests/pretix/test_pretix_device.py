@@ -21,21 +21,20 @@ def test_init_then_sync_every_then_revoked(tmp_path, pretix):
     device = pretix.organizer_call("POST", "devices/", {"name": "box office", "all_events": True, "limit_events": [],
                                                         "security_profile": "pretixscan"})
     token_file = tmp_path / "dev" / "pretix-device.token"
-    done = gated("pretix", "init", "--url", pretix.url, "--token", device["initialization_token"],
-                 "--device-token-file", token_file)
+    init = ["pretix", "init", "--url", pretix.url, "--insecure-http"]
+    done = gated(*init, "--token", device["initialization_token"], "--device-token-file", token_file)
     assert f"of organizer '{pretix.organizer}'" in done.stdout
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    shop = ["--url", pretix.url, "--organizer", pretix.organizer, "--event", pretix.event,
+    shop = ["--url", pretix.url, "--insecure-http", "--organizer", pretix.organizer, "--event", pretix.event,
             "--device-token-file", token_file]
     gated("keys", "generate", "--out", tmp_path / "k", "--name", "rev")
     gated("pretix", "keys", *shop, "--keyring", tmp_path / "ring")
 
-    again = gated("pretix", "init", "--url", pretix.url, "--token", device["initialization_token"],
-                  "--device-token-file", tmp_path / "other.token", check=False)
+    again = gated(*init, "--token", device["initialization_token"], "--device-token-file", tmp_path / "other.token",
+                  check=False)
     assert again.returncode == 2 and "already been used" in again.stderr, again.stderr
     assert not (tmp_path / "other.token").exists()
-    assert "exists" in gated("pretix", "init", "--url", pretix.url, "--token", "x", "--device-token-file",
-                             token_file, check=False).stderr
+    assert "exists" in gated(*init, "--token", "x", "--device-token-file", token_file, check=False).stderr
 
     sync = [*shop, "--state", tmp_path / "sync.db", "--revocation-key", tmp_path / "k" / "rev.key", "--site", "arena",
             "--list", pretix.checkin_list, "--out", tmp_path / "out"]
