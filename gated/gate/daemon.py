@@ -71,6 +71,7 @@ class Daemon:
         self._stop = threading.Event()  # set by a signal or stop(): the owner loop ends
         self._camera_stop = threading.Event()
         self._camera_thread: threading.Thread | None = None
+        self._list_unreadable_said = False  # the held check-in list stopped verifying: said once
         self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
         self.metrics = self._metrics_server = None
@@ -383,6 +384,11 @@ class Daemon:
         from gated.gate import checkinlists
 
         held = checkinlists.held(self.store, self.keyring)
+        stored = checkinlists.held_version(self.store)
+        if held is None and stored and not self._list_unreadable_said:
+            self._list_unreadable_said = True  # once: the health report comes every few seconds
+            log.error("check-in list held no longer verifies: pretix tickets are judged without it",
+                      version=stored, fix="trust its signer again, or have `gated pretix sync` send a new version")
         return None if held is None else (held.name, held.version)
 
     def _health(self, now: float) -> None:
