@@ -94,3 +94,20 @@ def test_the_last_good_list_stays(tmp_path, broker):
         assert gate.terminate() == 0
     finally:
         gate.stop_quietly()
+
+    # the list's signer leaves the gate's keyring: the gate says so, once, and judges without the list
+    assert main(["keys", "trust", "--keyring", str(tmp_path / "ring2"), "--role", "issuer", "--event", EVENT,
+                 str(tmp_path / "pretix.pem")]) == 0
+    cfg["gate"]["keyring"] = str(tmp_path / "ring2")
+    gate = GateProcess(write_config(path, cfg)).start()
+    try:
+        gate.wait_ready()
+        said = wait_outcome(gate, "check-in list held no longer verifies: pretix tickets are judged without it", 1)
+        assert said["version"] == 1
+        client = Client(tmp_path / "sim.sock")
+        assert shown(gate, client, child)["decision"] == "admit"  # one entry, no rules: the gate's own
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert len(gate.logged("check-in list held no longer verifies: pretix tickets are judged without it")) == 1
