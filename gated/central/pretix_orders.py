@@ -59,6 +59,7 @@ class OrdersResult:
 
 
 def ticket_state(order: dict, position: dict) -> str:
+    """How pretix judges a position before its list's rules: cancelled, unapproved, pending or ok."""
     status = order.get("status")
     if status in ("c", "e") or position.get("canceled") is True:
         return "cancelled"
@@ -91,8 +92,8 @@ def sync_orders(client: PretixClient, state: SyncState, *, event: str, now=time.
                 raise PretixError(f"{where}: order {order['code']}: a position without a secret")
             rows.append((ticket_id(position["secret"]), order["code"], ticket_state(order, position), modified))
     with write_transaction(state.db):
-        for cti, code, ticket, _ in sorted(rows, key=lambda r: r[3]):  # the latest state of a ticket wins
-            state.db.execute("INSERT OR REPLACE INTO order_tickets VALUES (?, ?, ?)", (cti, code, ticket))
+        for cti, code, standing, _ in sorted(rows, key=lambda r: r[3]):  # the latest state of a ticket wins
+            state.db.execute("INSERT OR REPLACE INTO order_tickets VALUES (?, ?, ?)", (cti, code, standing))
         if newest is not None:
             state.set("orders_since", _cursor(newest, since, datetime.fromtimestamp(now(), timezone.utc)))
     counts = dict(state.db.execute("SELECT state, COUNT(*) FROM order_tickets GROUP BY state").fetchall())
@@ -100,8 +101,9 @@ def sync_orders(client: PretixClient, state: SyncState, *, event: str, now=time.
                         pending=counts.get("pending", 0), unapproved=counts.get("unapproved", 0))
 
 
-def tickets_in(state: SyncState, ticket: str) -> list[bytes]:
-    return [row[0] for row in state.db.execute("SELECT ticket FROM order_tickets WHERE state = ?", (ticket,))]
+def tickets_in(state: SyncState, standing: str) -> list[bytes]:
+    """The ticket ids the orders sync last saw in `standing` (cancelled, unapproved, pending, ok)."""
+    return [row[0] for row in state.db.execute("SELECT ticket FROM order_tickets WHERE state = ?", (standing,))]
 
 
 # --- the check-in list -------------------------------------------------------------------------
