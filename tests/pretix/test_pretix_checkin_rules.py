@@ -262,6 +262,27 @@ def test_the_plainest_list_cancellations_payment_approval_blocks(venue, pretix):
     assert venue.compare(list_id, gates, scans) == []
 
 
+def test_entries_before_and_since_a_cutoff_and_the_event_s_date(venue, pretix):
+    """Two entries before the main day (3 June), then once a day from it on, and only after the
+    event's date_from (1 June 2026 18:00 UTC)."""
+    cutoff = {"buildTime": ["custom", "2026-06-03T00:00:00+02:00"]}
+    now = {"var": "now"}
+    rules = {"or": [{"and": [{"isBefore": [now, cutoff]}, {"<": [{"entries_before": [cutoff]}, 2]}]},
+                    {"and": [{"isAfter": [now, {"buildTime": ["date_from"]}, None]},
+                             {"<": [{"entries_since": [cutoff]}, 3]},
+                             {"<": [{"entries_days_since": [cutoff]}, 1]}]}]}
+    list_id = venue.make_list("cutoffs", allow_multiple_entries=True, rules=rules)
+    tickets = [_secrets(pretix, "adult")[0] for _ in range(3)]
+    gates = venue.gates(list_id)
+    scans = []
+    for n, secret in enumerate(tickets):
+        for day, hour in ((1, 10), (1, 11), (1, 12), (1, 21), (2, 23), (3, 0), (3, 10), (3, 23), (4, 9), (5, 9)):
+            scans.append((secret, local(2026, 6, day, hour, 7 * n), "entry", "north"))
+    # pretix words its explanation against the server's clock (times within 12 hours of *now* as
+    # H:i), the gate against the scan's: for scans months ago the words differ; decisions may not
+    assert venue.compare(list_id, gates, scans, words=False) == []
+
+
 def test_pending_orders_on_a_list_that_includes_them(venue, pretix):
     list_id = venue.make_list("pending welcome", include_pending=True, allow_multiple_entries=True,
                               rules={"<": [{"var": "entries_number"}, 2]})
