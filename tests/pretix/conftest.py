@@ -95,6 +95,7 @@ class Pretix:
     config: Path
     device_token_south: str = ""
     gates: dict | None = None  # pretix gate ids by name (north, south)
+    variations: dict | None = None  # the Day pass's variation ids (saturday, sunday)
 
     @property
     def api(self) -> str:
@@ -167,7 +168,8 @@ def pretix(tmp_path_factory) -> Pretix:
                   token=setup["token"], token_file=root / "token", device_token_file=root / "device-token",
                   items=setup["items"],
                   checkin_list=setup["checkin_list"], process=process, config=config,
-                  device_token_south=setup["device_token_south"], gates=setup["gates"])
+                  device_token_south=setup["device_token_south"], gates=setup["gates"],
+                  variations=setup["variations"])
     deadline = time.monotonic() + 120
     while True:
         try:

@@ -3,8 +3,9 @@
     PRETIX_CONFIG_FILE=.../pretix.cfg .venv-pretix/bin/python tests/pretix/pretix_setup.py OUT.json
 
 Makes (with pretix's models, after `python -m pretix migrate`) an organizer `gated`, an event
-`final-2026` (time zone Europe/Berlin) whose ticket code generator is `pretix_sig1`, five products
-(`Adult`, `VIP`, `Kid`; `Late`, valid only from 2099; `Early`, valid only until 2000), a quota, a
+`final-2026` (time zone Europe/Berlin) whose ticket code generator is `pretix_sig1`, six products
+(`Adult`, `VIP`, `Kid`, `Day pass` in variations Saturday and Sunday; `Late`, valid only from 2099;
+`Early`, valid only until 2000), a quota, a
 check-in list, two gates (`north`, `south`), a team API token, an initialized device (security
 profile pretixSCAN) for device authentication at gate north and one at gate south, then
 writes their ids as JSON. Orders are made later through pretix's REST API, so their secrets come
@@ -48,8 +49,11 @@ def main(out: str) -> None:
                                     validity_fixed_until=datetime(2000, 1, 1, tzinfo=timezone.utc))
         vip = Item.objects.create(event=event, name="VIP", default_price=Decimal("50.00"), admission=True)
         kid = Item.objects.create(event=event, name="Kid", default_price=Decimal("5.00"), admission=True)
+        day = Item.objects.create(event=event, name="Day pass", default_price=Decimal("15.00"), admission=True)
+        saturday, sunday = day.variations.create(value="Saturday"), day.variations.create(value="Sunday")
         quota = event.quotas.create(name="all", size=None)
-        quota.items.add(adult, late, early, vip, kid)
+        quota.items.add(adult, late, early, vip, kid, day)
+        quota.variations.add(saturday, sunday)
         north = Gate.objects.create(organizer=organizer, name="North", identifier="north")
         south = Gate.objects.create(organizer=organizer, name="South", identifier="south")
         checkin_list = event.checkin_lists.create(name="Gates", all_products=True)
@@ -71,7 +75,9 @@ def main(out: str) -> None:
         json.dump({"organizer": organizer.slug, "event": event.slug, "token": token.token, "device_token": device.api_token,
                    "device_token_south": south_device.api_token,
                    "gates": {"north": north.pk, "south": south.pk},
-                   "items": {"adult": adult.pk, "late": late.pk, "early": early.pk, "vip": vip.pk, "kid": kid.pk},
+                   "items": {"adult": adult.pk, "late": late.pk, "early": early.pk, "vip": vip.pk, "kid": kid.pk,
+                             "day": day.pk},
+                   "variations": {"saturday": saturday.pk, "sunday": sunday.pk},
                    "checkin_list": checkin_list.pk}, fh)
 
 

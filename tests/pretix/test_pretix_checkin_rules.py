@@ -283,6 +283,32 @@ def test_entries_before_and_since_a_cutoff_and_the_event_s_date(venue, pretix):
     assert venue.compare(list_id, gates, scans, words=False) == []
 
 
+def test_day_passes_by_variation_and_week_day(venue, pretix):
+    """A day pass enters on its own day: variation Saturday on Saturdays, Sunday on Sundays."""
+    day, variations = pretix.items["day"], pretix.variations
+    variation, weekday = {"var": "variation"}, {"var": "now_isoweekday"}
+
+    def its_day(name, number):
+        lookup = {"lookup": ["variation", str(variations[name]), name.title()]}
+        return {"and": [{"inList": [variation, {"objectList": [lookup]}]}, {"==": [weekday, number]}]}
+
+    list_id = venue.make_list("day passes", all_products=False, limit_products=[day, pretix.items["vip"]],
+                              allow_multiple_entries=True, rules={"or": [its_day("saturday", 6), its_day("sunday", 7),
+                                                                         {"==": [{"var": "product"},
+                                                                                 pretix.items["vip"]]}]})
+    secrets = {}
+    for name in ("saturday", "sunday"):
+        placed = pretix.call("POST", "orders/", {
+            "email": "visitor@example.org", "locale": "en", "sales_channel": "web", "status": "p",
+            "payment_provider": "manual", "positions": [{"item": day, "variation": variations[name], "price": "15.00"}]})
+        secrets[name] = placed["positions"][0]["secret"]
+    secrets["vip"], secrets["kid"] = _secrets(pretix, "vip", "kid")
+    gates = venue.gates(list_id)
+    scans = [(secret, local(2026, 10, day_of_month, 12, i), "entry", "north")
+             for day_of_month in (23, 24, 25, 26) for i, secret in enumerate(secrets.values())]
+    assert venue.compare(list_id, gates, scans) == []
+
+
 def test_pending_orders_on_a_list_that_includes_them(venue, pretix):
     list_id = venue.make_list("pending welcome", include_pending=True, allow_multiple_entries=True,
                               rules={"<": [{"var": "entries_number"}, 2]})
