@@ -46,6 +46,7 @@ CUTOFF_COUNTS = ("entries_since", "entries_before", "entries_days_since", "entri
 TIME_KINDS = {"custom", "customtime", "date_from", "date_to", "date_admission"}
 MAX_DEPTH = 32
 MAX_NODES = 5000
+MAX_PATHS = 4096  # explain(): at most this many paths in the rules' disjunctive normal form
 _CUSTOMTIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?$")
 
 
@@ -400,9 +401,12 @@ def explain(rules, scan: RuleInput, event: EventTimes) -> str:
         return {"var": name}
 
     try:
-        tree = _dnf(inner(rules))
+        tree = inner(rules)
     except _Unexplained:
         return "Unknown reason"
+    if _paths(tree) > MAX_PATHS:
+        return "Unknown reason"  # an AND of ORs multiplies out: a scan must not wait for it
+    tree = _dnf(tree)
     if "and" in tree:
         paths = [[v["var"] for v in tree["and"]]]
     elif "or" in tree:
@@ -470,6 +474,23 @@ def _weigh(operator: str, var, rhs: list, env: _Vars) -> tuple[tuple, str]:
 def _format_time(moment: datetime, distance: timedelta) -> str:
     """pretix's English formats: TIME_FORMAT 'H:i' within 12 hours, else SHORT_DATETIME_FORMAT 'Y-m-d H:i'."""
     return moment.strftime("%H:%M") if distance < timedelta(hours=12) else moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _paths(node) -> int:
+    """How many paths to truth the disjunctive normal form of `node` has (OR adds, AND multiplies)."""
+    if not isinstance(node, dict):
+        return 1
+    (operator, values), = node.items()
+    if operator == "or":
+        return sum(_paths(v) for v in values)
+    if operator == "and":
+        count = 1
+        for v in values:
+            count *= _paths(v)
+            if count > MAX_PATHS:
+                return count
+        return count
+    return 1
 
 
 def _dnf(rules):

@@ -231,3 +231,15 @@ def test_a_series_date_s_own_times_for_build_time():
     bad[6]["subevents"] = {7: [1, 2]}
     with pytest.raises(ListRejected, match="subevents"):
         read_list(bad, signer="rev", zones=ZoneInfo)
+
+
+def test_an_explanation_that_would_multiply_out_is_not_attempted():
+    """An AND of many ORs has exponentially many paths (pretix's convert_to_dnf would build them all):
+    the gate decides as pretix, and says "Unknown reason" instead of waiting at the turnstile."""
+    wide = {"or": [{"==": [{"var": "product"}, n]} for n in range(2, 10)]}  # 8 paths, all false for product 1
+    rules = {"and": [wide] * 6}  # 8**6 = 262,144 paths
+    check_rules(rules)
+    now = at(2026, 6, 1, 12)
+    assert not evaluate(rules, scan(now), EVENT)
+    assert explain(rules, scan(now), EVENT) == "Unknown reason"
+    assert explain({"and": [wide] * 2}, scan(now), EVENT) == "Ticket type not allowed, Ticket type not allowed"
