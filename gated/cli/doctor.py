@@ -258,11 +258,13 @@ def _clock_trust(cfg, stored, now: float) -> tuple[str, str] | None:
                       f"and run `gated clock reset --config ...`")
     if found.kind == "refused":
         seen = f" at {_iso(found.seen_s)}" if found.seen_s is not None else ""
-        return WARN, (f"beacon time and {found.source} time disagree: a beacon {_age(found.beacon_s - found.reference_s)} "
+        ahead = _age(found.beacon_s - found.reference_s)
+        return WARN, (f"beacon time and {found.source} time disagree: a beacon {ahead} "
                       f"ahead ({_iso(found.beacon_s)}) was refused{seen}; check the central clock and NTP "
                       f"(`gated clock reset` clears this)")
-    return WARN, (f"beacon time and system time disagree by {found.offset_s:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
-                  f"the gate is uncertain while they do: check NTP and the central clock")
+    return WARN, (f"beacon time and system time disagree by {found.offset_s:+.0f} s "
+                  f"(limit {cfg.clock.max_offset_s:g} s); the gate is uncertain while they do: check NTP and the "
+                  f"central clock")
 
 
 def _iso(seconds: float) -> str:

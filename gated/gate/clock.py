@@ -191,10 +191,12 @@ def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s:
     refused = _json_object(stored(DISAGREEMENT_KEY))
     if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
         seen = refused["seen_ms"] / 1000 if isinstance(refused.get("seen_ms"), int) else None
-        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000, reference_s=refused["reference_ms"] / 1000,
-                              source=refused.get("source", "system"), seen_s=seen)
+        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000,
+                              reference_s=refused["reference_ms"] / 1000, source=refused.get("source", "system"),
+                              seen_s=seen)
     anchor = _json_object(stored(ANCHOR_KEY))
-    if anchor.get("boot") is not None and anchor.get("boot") == boot() and isinstance(anchor.get("offset"), (int, float)):
+    if anchor.get("boot") is not None and anchor.get("boot") == boot() \
+            and isinstance(anchor.get("offset"), (int, float)):
         offset = anchor["offset"] + monotonic() - now  # the beacons' time carried to now, minus this clock
         if abs(offset) > max_offset_s:
             return TrustDiagnosis("offset", offset_s=offset)

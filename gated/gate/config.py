@@ -108,7 +108,8 @@ class ScannerSection:
 
 @dataclass(frozen=True)
 class TurnstileSection:
-    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)", pattern=NAME, expected=NAME_TEXT)
+    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)",
+                      pattern=NAME, expected=NAME_TEXT)
     pin_factory: str = _opt("auto", doc="gpiozero pin factory; auto = gpiozero's choice (GPIOZERO_PIN_FACTORY wins)",
                             choices=PIN_FACTORIES)
     boards_dir: Path | None = _opt(None, doc="where board profiles live (default: the installed firmware_config/boards)",
