@@ -21,7 +21,7 @@ import sqlite3
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.sqlitedb import rollback
+from gated.sqlitedb import migrate, rollback
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -140,9 +140,7 @@ class SqliteDb:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})") from exc
 
     def _migrate(self) -> None:
-        (current,) = self.conn.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(_SQLITE_MIGRATIONS[current:], start=current + 1):
-            self.conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        migrate(self.conn, _SQLITE_MIGRATIONS)  # one write transaction: the version read under the lock
 
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from gated.core.errors import GatedError
 from gated.core import events
 from gated.core.decide import Facts
-from gated.sqlitedb import write_transaction
+from gated.sqlitedb import migrate, write_transaction
 
 MIGRATIONS = [
     # 1: the first schema
@@ -221,9 +221,7 @@ class GateStore:
                                f"the gate will not run on it: restore the file or move it aside")
 
     def _migrate(self) -> None:
-        (current,) = self._db.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        migrate(self._db, MIGRATIONS)  # one write transaction: two openers of a new file cannot interleave
 
     def _meta(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
