@@ -53,9 +53,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gated.central import occupancy as occ
 from gated.core.errors import GatedError
 from gated.core import events as ev
+from gated.core.confirmation import MAX_RANGES, split_gap
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
 from gated.keys import Keyring
-from gated.topics import committed_topic, events_topic, events_topic_gate
+from gated.core.confirmation import encode as encode_confirmation
+from gated.core.confirmation import read_floor
+from gated.topics import committed_topic, events_topic, events_topic_gate, status_topic, status_topic_gate
 
 log = structlog.get_logger("gated.ledger")
 
@@ -182,18 +185,18 @@ class Ledger:
         try:
             if alone:
                 for message in examined:
-                    if self._store_alone(message, received_ms, result):
-                        touched.add(message[1]["gate"])
+                    self._store_alone(message, received_ms, result)
             else:
                 try:
                     for message in examined:
                         if message[3] is not None:  # refused: quarantined, one by one
                             self._store(message, received_ms, result)
                     events = [m for m in examined if m[3] is None]
-                    held = self._store_events(events, received_ms, result)
+                    self._store_events(events, received_ms, result)
                 except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
                     raise _MessageFailed() from exc
-                touched.update(m[1]["gate"] for m, h in zip(events, held) if h)
+            # every gate a message named (held, quarantined or a duplicate): it hears what the ledger holds
+            touched.update(m[1]["gate"] for m in examined if m[1] is not None)
             self._check_links(result, self._new, received_ms)
             result.committed = self._advance(sorted(touched))
         except BaseException:
@@ -202,36 +205,98 @@ class Ledger:
         self.db.commit()
         return result
 
-    def _advance(self, gates: list[str]) -> dict[str, int]:
-        """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. The
-        rows locked on PostgreSQL after this batch's own inserts: of two workers storing one gate's
-        events at once, the later one sees the earlier one's (committed) rows. No deadlock between
-        workers: every worker first makes the rows it lacks, then locks its rows, each step in one
-        order of gates (byte order, the same in Python and in the database), whatever the chunking.
-        A few statements for all the batch's gates."""
+    def _advance(self, gates: list[str], floors: dict[str, int] | None = None) -> dict[str, int]:
+        """Move each gate's `contiguous` (every event 1..n held, in quarantine too, or below the gate's
+        floor: never coming) past what this batch filled in; `floors`: floors the gates announced
+        (kept if higher than the one stored). The rows locked on PostgreSQL after this batch's own
+        inserts: of two workers storing one gate's events at once, the later one sees the earlier
+        one's (committed) rows. No deadlock between workers: every worker first makes the rows it
+        lacks, then locks its rows, each step in one order of gates (byte order, the same in Python
+        and in the database), whatever the chunking. A few statements for all the batch's gates."""
         gates = sorted(gates)
         chunks = [gates[i:i + 500] for i in range(0, len(gates), 500)]
         for part in chunks:
             self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES "
                             + ", ".join("(?, 0)" for _ in part) + " ON CONFLICT DO NOTHING", tuple(part))
         committed: dict[str, int] = {}
+        top = ev.MAX_INT
         for part in chunks:
             marks = ", ".join("?" * len(part))
-            before = dict(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks}) "
-                                          f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row,
-                                          tuple(part)).fetchall())
-            # the end of the run that starts right after `contiguous`, where there is one
-            after = dict(self.db.execute(
-                "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
-                f"AND CASE WHEN e.seq >= {ev.MAX_INT} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
-                "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
-                f"FROM gate_progress p WHERE p.gate IN ({marks}) AND EXISTS "
-                "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)", tuple(part)).fetchall())
-            moved = [(after[g], g) for g in part if after.get(g) is not None and after[g] > before[g]]
-            if moved:
-                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", moved)
-            committed.update({g: max(before[g], after.get(g) or 0) for g in part})
+            self.db.execute(f"SELECT gate FROM gate_progress WHERE gate IN ({marks}) "
+                            f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row, tuple(part)).fetchall()
+            if floors:
+                self.db.executemany("UPDATE gate_progress SET floor = ? WHERE gate = ? AND floor < ?",
+                                    [(floors[g], g, floors[g]) for g in part if g in floors])
+            self.db.execute(f"UPDATE gate_progress SET contiguous = floor - 1 WHERE gate IN ({marks}) "
+                            "AND contiguous < floor - 1", tuple(part))
+            for _ in range(10_000):  # each round: a run of stored events, then one of quarantined seqs
+                # the end of the run that starts right after `contiguous`, where there is one
+                after = self.db.execute(
+                    "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
+                    f"AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
+                    "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
+                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                    "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)", tuple(part)).fetchall()
+                if after:
+                    self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in after])
+                held = self.db.execute(
+                    "SELECT p.gate, (SELECT MIN(q.seq) FROM quarantined_seqs q WHERE q.gate = p.gate "
+                    f"AND q.seq > p.contiguous AND CASE WHEN q.seq >= {top} THEN 1 = 1 "
+                    "ELSE NOT EXISTS (SELECT 1 FROM quarantined_seqs x WHERE x.gate = q.gate AND x.seq = q.seq + 1) END) "
+                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                    "(SELECT 1 FROM quarantined_seqs f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
+                    tuple(part)).fetchall()
+                if not held:
+                    break
+                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in held])
+            committed.update(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})",
+                                             tuple(part)).fetchall())
         return committed
+
+    def declare_floors(self, floors: dict[str, int]) -> dict[str, int]:
+        """Gates' floors, from their status (the lowest seq each still holds): what the ledger lacks
+        below one is a declared loss (report), and `contiguous` moves past it. Per gate, its committed seq."""
+        if not floors:
+            return {}
+        try:
+            self.db.begin()
+            try:
+                committed = self._advance(sorted(floors), floors)
+            except BaseException:
+                self._rollback_quietly()
+                raise
+            self.db.commit()
+        except self.db.errors as exc:
+            raise LedgerError(f"{self.where}: cannot record the gates' floors ({exc})") from exc
+        return committed
+
+    def confirmations(self, gates) -> dict[str, tuple[int, list[tuple[int, int]]]]:
+        """Per gate, what the ledger tells it it holds (gated/core/confirmation.py): the committed seq
+        and up to MAX_RANGES ranges above it held as well (stored or in quarantine)."""
+        gates = sorted(gates)
+        out: dict[str, tuple[int, list[tuple[int, int]]]] = {}
+        for i in range(0, len(gates), 500):
+            part = tuple(gates[i:i + 500])
+            marks = ", ".join("?" * len(part))
+            try:
+                for gate, n in self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})",
+                                               part).fetchall():
+                    out[gate] = (n, [])
+                rows = self.db.execute(
+                    "SELECT gate, MIN(seq), MAX(seq) FROM (SELECT h.gate, h.seq, "
+                    "h.seq - ROW_NUMBER() OVER (PARTITION BY h.gate ORDER BY h.seq) AS run FROM ("
+                    f"SELECT e.gate, e.seq FROM events e JOIN gate_progress p ON p.gate = e.gate "
+                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous UNION "
+                    f"SELECT q.gate, q.seq FROM quarantined_seqs q JOIN gate_progress p ON p.gate = q.gate "
+                    f"WHERE q.gate IN ({marks}) AND q.seq > p.contiguous) h) runs "
+                    "GROUP BY gate, run ORDER BY gate, MIN(seq)", part + part).fetchall()
+            except self.db.errors as exc:
+                raise LedgerError(f"{self.where}: cannot read what the ledger holds ({exc})") from exc
+            for gate, a, b in rows:
+                held = out.setdefault(gate, (0, []))[1]
+                if len(held) < MAX_RANGES:
+                    held.append((a, b))
+        return out
 
     def committed(self) -> dict[str, int]:
         """Per gate, the highest seq n such that the ledger holds every event 1..n."""
@@ -335,6 +400,11 @@ class Ledger:
         when it is longer: it was refused for its size anyway; see _storable)."""
         self.db.execute("INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
                         (event_id, _storable(body[:ev.MAX_BYTES]), _storable(why), received_ms))
+        if event_id is not None:  # the strict reader's id: gate:seq of the gate whose topic it came on
+            gate, _, seq = event_id.rpartition(":")
+            if seq.isdigit() and int(seq) <= ev.MAX_INT:  # held, in quarantine: the gate need not send it again
+                self.db.execute("INSERT INTO quarantined_seqs (gate, seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (gate, int(seq)))
         result.rejected += 1
 
     def _examine(self, payload, topic: str | None = None) -> list:
@@ -467,10 +537,8 @@ class Ledger:
                 "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
                 "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
                 "FROM events GROUP BY gate ORDER BY gate"):
-            gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
-                           "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
-                           "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True,
-                           "chain_vouched": 0}
+            gates[gate] = {**_empty_gate(), "events": count, "last_seq": last, "admits": admits or 0,
+                           "passages": passages or 0, "signatures_checked": True}
         for gate, reason, count in db.execute(
                 "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
                 "GROUP BY gate, reason ORDER BY gate, reason"):
@@ -480,6 +548,8 @@ class Ledger:
                 " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
             gates[gate]["gaps"].append([before + 1, seq - 1])
             gates[gate]["missing"] += seq - 1 - before
+        for gate, floor in db.execute("SELECT gate, floor FROM gate_progress WHERE floor > 1").fetchall():
+            self._declared_losses(gates.setdefault(gate, _empty_gate()), floor)
         for gate, unsigned, vouched in db.execute(
                 "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
                 "FROM events GROUP BY gate"):
@@ -489,11 +559,7 @@ class Ledger:
                  "conflict": "conflicts", "malformed": "malformed"}
         for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
             if kind in names:
-                entry = gates.setdefault(gate or "(unknown)", {"events": 0, "last_seq": 0, "admits": 0, "passages": 0,
-                                                       "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0,
-                                                       "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
-                                                       "malformed": 0, "signatures_checked": False,
-                                                       "chain_vouched": 0})
+                entry = gates.setdefault(gate or "(unknown)", _empty_gate())
                 entry[names[kind]] += count
         over = [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": bool(assumed), "gates": sorted(set(g.split(",")))}
                 for cti, admits, allowed, assumed, g in db.execute(
@@ -509,15 +575,34 @@ class Ledger:
         (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
         totals = {k: sum(g[k] for g in gates.values()) for k in
-                  ("events", "admits", "missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts", "malformed")}
+                  ("events", "admits", "missing", "declared_lost", "chain_breaks", "bad_signatures", "bad_hashes",
+                   "conflicts", "malformed")}
         totals["over_admitted"] = len(over)
         totals["quarantined"] = quarantined
         reentries = occ.reentries_without_exit(db)
         totals["reentries_without_exit"] = len(reentries)
-        clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
+        clean = not any(totals[k] for k in ("missing", "declared_lost", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
                                             "malformed", "over_admitted", "reentries_without_exit"))
         return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
                 "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
+
+    @staticmethod
+    def _declared_losses(entry: dict, floor: int) -> None:
+        """Split a gate's gaps at its floor: below it, what the ledger lacks is a declared loss (the gate
+        no longer holds it); from it on, missing as before (the gate still sends it)."""
+        gaps, lost = [], []
+        for gap in entry["gaps"]:
+            below, above = split_gap(tuple(gap), floor)
+            if below:
+                lost.append(list(below))
+            if above:
+                gaps.append(list(above))
+        if (entry["last_seq"] or 0) < floor - 1:  # nothing held up to the floor: the tail is lost too
+            lost.append([(entry["last_seq"] or 0) + 1, floor - 1])
+        entry["gaps"], entry["declared_losses"] = gaps, lost
+        entry["missing"] = sum(b - a + 1 for a, b in gaps)
+        entry["declared_lost"] = sum(b - a + 1 for a, b in lost)
+        entry["floor"] = floor
 
     def audit_signatures(self, keyring: Keyring, *, only_vouched: bool = False) -> dict:
         """Check every stored event's own signature again against `keyring` (role device, named
@@ -569,6 +654,13 @@ class Ledger:
             self.db.commit()
 
 
+def _empty_gate() -> dict:
+    """A gate's reconcile entry before anything is counted."""
+    return {"events": 0, "last_seq": 0, "admits": 0, "passages": 0, "denies": {}, "gaps": [], "missing": 0,
+            "declared_losses": [], "declared_lost": 0, "chain_breaks": 0, "bad_signatures": 0, "bad_hashes": 0,
+            "conflicts": 0, "malformed": 0, "signatures_checked": False, "chain_vouched": 0}
+
+
 class _MessageFailed(GatedError):
     """Inside Ledger._store_batch: a message made storing it fail; the batch is done again with a
     savepoint per message (never leaves the ledger)."""
@@ -612,6 +704,10 @@ def format_report(report: dict) -> str:
         if g["gaps"]:
             lines.append("             gaps: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
                          + (" …" if len(g["gaps"]) > 20 else ""))
+        if g.get("declared_lost"):
+            lines.append(f"             declared lost (below the gate's floor {g['floor']}, no longer held by it): "
+                         + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["declared_losses"][:20])
+                         + (" …" if len(g["declared_losses"]) > 20 else ""))
         if not g["signatures_checked"]:
             lines.append("             signatures not checked (no device key for this gate)")
         if g.get("chain_vouched"):
@@ -640,7 +736,8 @@ def format_report(report: dict) -> str:
                      + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else ""))
     totals = report["totals"]
     lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
-                 f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
+                 + (f"{totals['declared_lost']} declared lost, " if totals.get("declared_lost") else "")
+                 + f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
                  f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
                  f"{totals['quarantined']} quarantined messages"
                  + (" — clean" if report["clean"] else ""))
@@ -684,6 +781,8 @@ class LedgerService:
         part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
         self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
+        # the gates' floors (status, retained: every gate's comes on each connect), plain even with a group
+        self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
         self.occupancy_every_s = occupancy_every_s
@@ -716,15 +815,19 @@ class LedgerService:
                 item = self.link.inbox.get_nowait()
         except queue.Empty:
             pass
-        if not messages:
+        statuses = [m for m in messages if status_topic_gate(m.topic, self.site) is not None]
+        messages = [m for m in messages if status_topic_gate(m.topic, self.site) is None]
+        result = None
+        if messages:
+            result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
+            for message in messages:
+                self.link.ack(message)
+            self._confirm(result.committed)
+        if statuses:  # after the events that came with them: the confirmation counts those too
+            self._floors(statuses)
+        if result is None:
             self.publish_occupancy()
             return None
-        result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
-        for message in messages:
-            self.link.ack(message)
-        if self.publish_committed:
-            for gate, seq in result.committed.items():
-                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
         self.received += len(messages)
         self.stored += result.new
         for problem in result.problems:
@@ -732,6 +835,30 @@ class LedgerService:
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0
         self.publish_occupancy()
         return result
+
+    def _floors(self, statuses: list) -> None:
+        """The floors in gates' status messages (of this worker's partition): recorded (what the
+        ledger lacks below one is a declared loss), then each of those gates told what the ledger holds
+        (a gate that came online, or a ledger that just started, hears at once). Acknowledged after."""
+        floors: dict[str, int] = {}
+        for message in statuses:
+            gate = status_topic_gate(message.topic, self.site)
+            floor = read_floor(message.payload)
+            part = self.ledger.partition
+            if floor is not None and (part is None or gate_partition(gate, part[1]) == part[0]):
+                floors[gate] = max(floor, floors.get(gate, 0))
+        committed = self.ledger.declare_floors(floors)
+        for message in statuses:
+            self.link.ack(message)
+        self._confirm(committed)
+
+    def _confirm(self, committed: dict[str, int]) -> None:
+        """Publish, retained, to each gate what the ledger holds of its events (docs/protocol.md,
+        "Committed events")."""
+        if not self.publish_committed or not committed:
+            return
+        for gate, (seq, held) in self.ledger.confirmations(committed).items():
+            self.link.publish(committed_topic(self.site, gate), encode_confirmation(seq, held), 1, True)
 
     def publish_occupancy(self) -> None:
         """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),

@@ -22,6 +22,8 @@ LEDGER_PER_GATE = (
     ("gated_ledger_events", "counter", "events stored in the ledger (rate(): events per second)", "events"),
     ("gated_ledger_admits", "counter", "admissions stored in the ledger", "admits"),
     ("gated_ledger_missing_events", "gauge", "sequence numbers missing from 1..max (gaps)", "missing"),
+    ("gated_ledger_declared_lost_events", "gauge", "sequence numbers below a gate's floor the ledger never got: "
+     "the gate no longer holds them (a declared loss)", "declared_lost"),
     ("gated_ledger_chain_breaks", "gauge", "events whose prev does not match their neighbour's hash", "chain_breaks"),
     ("gated_ledger_bad_signatures", "gauge", "events whose device signature does not verify", "bad_signatures"),
 )

@@ -98,6 +98,16 @@ _SQLITE_MIGRATIONS.append("SELECT 1")
 _POSTGRES_MIGRATIONS.append("ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; "
                             "ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT")
 
+# 5 (both): end-to-end delivery that cannot stall (docs/protocol.md, "Committed events"): each gate's
+# floor (the lowest seq it still holds, from its status: below it, what the ledger lacks is a declared
+# loss and `contiguous` moves past it), and the seqs the ledger holds in quarantine (they count as held)
+_FLOORS = """
+    ALTER TABLE gate_progress ADD COLUMN floor {int} NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS quarantined_seqs (gate TEXT NOT NULL, seq {int} NOT NULL, PRIMARY KEY (gate, seq));
+"""
+_SQLITE_MIGRATIONS.append(_FLOORS.format(int="INTEGER"))
+_POSTGRES_MIGRATIONS.append(_FLOORS.format(int="BIGINT"))
+
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
 

@@ -478,7 +478,8 @@ class Daemon:
         body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
-                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure())
+                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure(),
+                               delivery=(self.uplink.unconfirmed, self.uplink.dropped_unconfirmed))
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.metrics is not None:
             self.metrics.update(body)
