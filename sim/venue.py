@@ -282,6 +282,9 @@ class Venue:
                                 events=[self.scenario.event] if pretix and name == "issuer" else ())
             made[name] = keys.load_private_key(private)
         self.issuer_key, self.revocation_key, self.command_key = made["issuer"], made["revocation"], made["command"]
+        # the ledger's key: it signs committed and occupancy; the gates trust it with role `ledger`
+        self.ledger_key_file, public = keys.generate_key_files(central, "ledger")
+        keys.trust_key_file(self.keyring_dir, public, "ledger")
         self.other_event_key = None  # pretix_sig1: the key of another event, for the wrong_event cheats
         if pretix:
             private, public = keys.generate_key_files(central, "other-event")
@@ -370,7 +373,8 @@ class Venue:
 
     def start_ledger(self) -> None:
         argv = gated_command() + ["ledger", "--broker", self.broker_url, "--site", self.scenario.site,
-                                  "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring)]
+                                  "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring),
+                                  "--signing-key", str(self.ledger_key_file)]
         tickets = self.work / "central" / "tickets.csv"
         if tickets.exists():
             argv += ["--tickets", str(tickets)]

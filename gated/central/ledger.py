@@ -768,16 +768,24 @@ class LedgerService:
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
     def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None):
+                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None,
+                 signing_key=None):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
         highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
         `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
-        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start."""
+        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start.
+        `signing_key`: the ledger's Ed25519 key (keyring role `ledger` at the gates): `committed` and
+        occupancy are signed with it (gated/ledgersig.py); without it they go unsigned, which gates of
+        this version ignore."""
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.mqtt import MqttLink
 
         self.ledger, self.site, self.batch, self.publish_committed = ledger, site, batch, publish_committed
+        self.signing_key = signing_key
+        if signing_key is None:
+            log.warning("no --signing-key: committed and occupancy go out unsigned, and gates ignore them "
+                        "(they keep every event until a signed confirmation; docs/central.md)")
         part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
         self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
@@ -858,7 +866,17 @@ class LedgerService:
         if not self.publish_committed or not committed:
             return
         for gate, (seq, held) in self.ledger.confirmations(committed).items():
-            self.link.publish(committed_topic(self.site, gate), encode_confirmation(seq, held), 1, True)
+            self.link.publish(committed_topic(self.site, gate), self._sealed(json.loads(encode_confirmation(seq, held)),
+                                                                             site=self.site, gate=gate), 1, True)
+
+    def _sealed(self, body: dict, **binding) -> bytes:
+        """A message to the gates, signed by the ledger's key when it has one (`binding`: the site and
+        gate it is about, inside the signature)."""
+        if self.signing_key is None:
+            return json.dumps(body, separators=(",", ":")).encode()
+        from gated.ledgersig import seal
+
+        return seal({**body, **binding}, self.signing_key)
 
     def publish_occupancy(self) -> None:
         """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),
@@ -876,8 +894,8 @@ class LedgerService:
         from gated.topics import occupancy_topic
 
         figures, as_of = self.ledger.occupancy_as_of(None if since_ms is None else format_ts(since_ms))
-        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"], now_ms, as_of,
-                                                                       since_ms), 1, True)
+        body = json.loads(encode_occupancy(self.site, figures["zones"], now_ms, as_of, since_ms))
+        self.link.publish(occupancy_topic(self.site), self._sealed(body), 1, True)
         self._counted_since = since_ms
         self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
 

@@ -48,14 +48,19 @@ def encode(seq: int, held) -> bytes:
     return json.dumps({"seq": seq, "held": [list(r) for r in held]}, separators=(",", ":")).encode()
 
 
-def read(payload: bytes) -> Confirmation:
-    """A confirmation from its message; ConfirmationRejected saying what is wrong."""
+def read(payload: bytes, *, site: str | None = None, gate: str | None = None) -> Confirmation:
+    """A confirmation from its message (the signed text, gated/ledgersig.py); with `site`/`gate`, it
+    must name them (a signed confirmation for another gate or site is not this gate's);
+    ConfirmationRejected saying what is wrong."""
     if len(payload) > MAX_BYTES:
         raise ConfirmationRejected(f"{len(payload)} bytes, more than {MAX_BYTES}")
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ConfirmationRejected(f"not JSON: {exc}"[:200]) from None
+    for name, want in (("site", site), ("gate", gate)):
+        if want is not None and (not isinstance(body, dict) or body.get(name) != want):
+            raise ConfirmationRejected(f"it is not about {name} {want!r}")
     seq = body.get("seq") if isinstance(body, dict) else None
     if not is_uint(seq):
         raise ConfirmationRejected('needs {"seq": n}, n an integer in 0..2^63-1')

@@ -56,6 +56,7 @@ from gated.core import confirmation as confirmations
 from gated.core import cose, events
 from gated.core.command import Command, CommandRejected
 from gated.keys import Keyring, SignedRejected, open_signed
+from gated.ledgersig import UnverifiedLedgerMessage, unseal
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.gate.store import StoreError
@@ -142,6 +143,7 @@ class Uplink:
         self.committed = 0
         self.confirmation: confirmations.Confirmation | None = None
         self.dropped_unconfirmed = 0  # rows dropped after the retention with no ledger's confirmation
+        self.unverified_ledger_messages = 0  # committed/occupancy ignored: unsigned or not by a ledger key
         self._progress_at = time.monotonic()
         self._resend_wait = settings.resend_after_s
         self._pruned_at = 0.0
@@ -306,9 +308,15 @@ class Uplink:
             self._acked = []
 
     def _committed(self, payload: bytes) -> None:
-        """The ledger's confirmation (gated/core/confirmation.py): the rows it covers leave the outbox."""
+        """The ledger's confirmation (gated/core/confirmation.py), signed by a `ledger` key
+        (gated/ledgersig.py) and about this gate: the rows it covers leave the outbox."""
         try:
-            confirmation = confirmations.read(payload)
+            text, _signer = unseal(payload, self.keyring)
+            confirmation = confirmations.read(text, site=self.site, gate=self.gate)
+        except UnverifiedLedgerMessage as exc:
+            self.unverified_ledger_messages += 1
+            log.warning("committed message ignored: not from the ledger", code=exc.code, detail=exc.detail[:200])
+            return
         except confirmations.ConfirmationRejected as exc:
             log.warning("committed message ignored", problem=str(exc))
             return

@@ -10,10 +10,22 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
 from gated.central.ledger import Ledger, LedgerService
 from gated.mqtturl import parse_broker_url
+
+
+LEDGER_KEY = Ed25519PrivateKey.generate()  # signs the test ledgers' committed and occupancy (role `ledger`)
+
+
+def trust_ledger_key(keyring_dir: Path) -> None:
+    """A keyring directory trusts LEDGER_KEY with role `ledger`, as an operator does for the site's ledger."""
+    public = Path(keyring_dir) / "ledger.pub"
+    public.parent.mkdir(parents=True, exist_ok=True)
+    public.write_bytes(keys.public_pem(LEDGER_KEY.public_key()))
+    keys.trust_key_file(keyring_dir, public, "ledger")
 
 
 def admit(store) -> dict:
@@ -66,12 +78,15 @@ def device_keyring(directory: Path, *stores) -> keys.Keyring:
 class LedgerThread:
     """A LedgerService running on its own thread (its SQLite connection is used only there)."""
 
-    def __init__(self, db, url: str, site: str, keyring=None, group: str | None = None, **settings):
-        """`db`: a SQLite path or a postgresql:// URL."""
+    def __init__(self, db, url: str, site: str, keyring=None, group: str | None = None, signing_key=LEDGER_KEY,
+                 service=LedgerService, **settings):
+        """`db`: a SQLite path or a postgresql:// URL. `signing_key`: the ledger's (LEDGER_KEY, which
+        the `authority` fixture's keyring trusts)."""
         self.db = db
         self.ledger = Ledger(db, keyring=keyring, site=site)
         settings.setdefault("client_id", f"ledger-{site}-{str(db).rsplit('/', 1)[-1].split('.')[0]}")
-        self.service = LedgerService(self.ledger, fast_settings(url, **settings), site=site, group=group)
+        self.service = service(self.ledger, fast_settings(url, **settings), site=site, group=group,
+                               signing_key=signing_key)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
 

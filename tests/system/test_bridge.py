@@ -164,3 +164,27 @@ def test_the_centres_occupancy_comes_down_the_bridge(bridged):
     finally:
         gate.stop()
         ledger.stop()
+
+
+def test_one_sites_ledger_certificate_cannot_confirm_or_count_for_another_site(tmp_path):
+    """make-dynsec.py --ledger NAME=SITE at the centre: the `other` site's ledger certificate may write
+    its own site's `committed` and occupancy, not the arena's (and reads none of the arena's events)."""
+    from tests.system.test_broker_acl import Client
+
+    site = BridgedSite(tmp_path, SITE, GATES, ledgers=("ledger", "ledger-other=other")).start()
+    site.central.certs = site.certs
+    watcher = Client(site.central, "central", subscribe="gated/v1/#")
+    other = Client(site.central, "ledger-other")
+    try:
+        assert other.publish(f"gated/v1/{SITE}/gates/g1/committed", b'{"seq": 99}') >= 0x80
+        assert other.publish(f"gated/v1/{SITE}/occupancy", b'{"forged": true}') >= 0x80
+        assert other.subscribe(f"gated/v1/{SITE}/gates/+/events") is False
+        assert other.publish("gated/v1/other/gates/x1/committed", b'{"own": true}') < 0x80
+        deadline = time.monotonic() + 10
+        while not any(p == b'{"own": true}' for _, p in watcher.messages) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        other.close()
+        watcher.close()
+        site.stop()
+    assert [t for t, p in watcher.messages if p in (b'{"seq": 99}', b'{"forged": true}')] == []

@@ -15,7 +15,8 @@ from gated.topics import committed_topic
 from gated.gate.uplink import Uplink
 from tests.conftest import SITE
 from tests.support.broker import Broker
-from tests.support.uplink import LedgerThread, admit, device_keyring, fast_settings, pump
+from gated.ledgersig import seal
+from tests.support.uplink import LEDGER_KEY, LedgerThread, admit, device_keyring, fast_settings, pump
 from tests.support.uplink import admit_for as shared_admit_for
 
 
@@ -81,14 +82,17 @@ def test_committed_prunes_the_outbox_and_a_bad_or_impossible_one_is_ignored(brok
         pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
         assert store.outbox_counts() == (0, 5)  # the broker has them; the ledger has not said so
         topic = committed_topic(SITE, "g1")
-        for bad in (b"not json", b'{"seq": -1}', b'{"seq": 1.5}', b'[3]', b'{"seq": 0, "held": [[2, 1]]}',
-                    b'{"seq": 1, "held": [[2, 3]]}', b'{"seq": 0, "held": [[2, 3], [3, 4]]}', b'{"seq": 0, "held": 3}'):
-            central.client.publish(topic, bad, qos=1, retain=True)
-        central.client.publish(topic, json.dumps({"seq": 1, "held": [[3, 3]]}).encode(), qos=1, retain=True)
+        def signed(body: dict) -> bytes:
+            return seal({**body, "site": SITE, "gate": "g1"}, LEDGER_KEY)
+
+        for bad in ({"seq": -1}, {"seq": 1.5}, {"seq": 0, "held": [[2, 1]]}, {"seq": 1, "held": [[2, 3]]},
+                    {"seq": 0, "held": [[2, 3], [3, 4]]}, {"seq": 0, "held": 3}):
+            central.client.publish(topic, signed(bad), qos=1, retain=True)
+        central.client.publish(topic, signed({"seq": 1, "held": [[3, 3]]}), qos=1, retain=True)
         pump([uplink], lambda: store.outbox_counts() == (0, 3), what="rows 1 and 3 pruned")
         assert [seq for seq, _ in store.outbox()] == [2, 4, 5] and uplink.committed == 1
-        # an old ledger's prefix alone; beyond the gate's last seq (a restored state): only up to it
-        central.client.publish(topic, json.dumps({"seq": 99}).encode(), qos=1, retain=True)
+        # a prefix alone (as an older ledger wrote it); beyond the gate's last seq (a restored state): up to it
+        central.client.publish(topic, signed({"seq": 99}), qos=1, retain=True)
         pump([uplink], lambda: store.outbox_counts() == (0, 0), what="the rest pruned")
         assert uplink.committed == 5
     finally:

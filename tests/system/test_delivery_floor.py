@@ -270,7 +270,7 @@ def test_rows_past_the_retention_are_dropped_counted_and_the_floor_announced(tmp
 
 
 class OldLedgerService(LedgerService):
-    """The ledger's wire behaviour as of main before issue #22: `{"seq": n}` alone, no status read."""
+    """The ledger's wire behaviour as of main before issue #22: `{"seq": n}` alone, unsigned, no status read."""
 
     def _floors(self, statuses) -> None:
         for message in statuses:
@@ -281,28 +281,25 @@ class OldLedgerService(LedgerService):
             self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
 
 
-def test_a_new_gate_with_an_old_ledger_drains_its_outbox(tmp_path, authority, broker):
+def test_a_new_gate_with_an_old_ledger_keeps_its_events_and_loses_none(tmp_path, authority, broker):
+    """An old ledger stores everything, but its confirmations are unsigned: the new gate does not take
+    them (only a `ledger` key can confirm), keeps its rows and counts the messages it ignored; once
+    the ledger is upgraded (signed confirmations), the rows go."""
     store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
     ring = device_keyring(tmp_path / "ring", store)
-    ledger = Ledger(tmp_path / "ledger.db", keyring=ring, site=SITE)
-    service = OldLedgerService(ledger, fast_settings(broker.url, client_id="old-ledger"), site=SITE)
     uplink = _uplink(store, authority, broker.url, resend_after_s=1.0)
     try:
-        service.start()
-        assert service.link.wait_subscribed(15)
         uplink.start()
-        for _ in range(12):
-            admit(store)
-        deadline = time.monotonic() + 30
-        while store.outbox_counts() != (0, 0):
-            assert time.monotonic() < deadline, store.outbox_counts()
-            uplink.poll(0.01)
-            service.step(0.01)
-        assert ledger.committed() == {"g1": 12}
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring, service=OldLedgerService,
+                          signing_key=None, client_id="the-ledger") as old:
+            for _ in range(12):
+                admit(store)
+            pump([uplink], lambda: old.count() == 12 and uplink.unverified_ledger_messages > 0, what="stored")
+        assert store.outbox_counts() == (0, 12)
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring, client_id="the-ledger") as new:
+            pump([uplink], _settled(new, [store]), timeout=30, what="the upgraded ledger's confirmation")
     finally:
         uplink.stop()
-        service.stop()
-        ledger.close()
         store.close()
 
 

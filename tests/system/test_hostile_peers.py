@@ -249,7 +249,9 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
     and one counting from no day start is not used (the gate's own figure instead)."""
     from gated.core.occupancy import encode_occupancy
     from gated.daystart import DayStart
+    from gated.ledgersig import seal
     from gated.topics import occupancy_topic
+    from tests.support.uplink import LEDGER_KEY
 
     now = time.time()
     day_starts = time.strftime("%H:%M", time.gmtime(now - 3600))
@@ -274,7 +276,8 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
 
         def centre(since_ms):
             zones = {"north": {"inside": 0, "capacity": 1, "entries": 0, "exits": 0}}
-            message = encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)
+            message = seal(json.loads(encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)),
+                           LEDGER_KEY)  # the site's ledger signs it (gated/ledgersig.py)
             peer.client.publish(occupancy_topic(SITE), message, 1, retain=True).wait_for_publish(5)
             time.sleep(0.5)
 
