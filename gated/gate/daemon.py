@@ -305,7 +305,9 @@ class Daemon:
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
         if name == "clock_reset":
-            before = self.clock.reset() if self.clock is not None else {}
+            # the command's signed iat is the reference: beacons made before it stay refused (no replays)
+            issued_ms = int((self.uplink.command_iat or time.time()) * 1000)
+            before = self.clock.reset(issued_ms) if self.clock is not None else {}
             log.warning("clock trust reset by command", was=before)
             return
         self.gate.command(name)

@@ -130,6 +130,7 @@ class Uplink:
         self._device = device_announcement(store.device_public_key)  # in every status: enrolment by kid
         last = store.get_value(NONCE_KEY)
         self.last_command = None if last is None else int(last)  # nonce of the last command applied (`cmd`)
+        self.command_iat: int | None = None  # `iat` (unix s) of the command being applied
         self.link = MqttLink(settings, settings.client_id or f"gated-{site}-{gate}", will=self._will)
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
         self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
@@ -435,6 +436,7 @@ class Uplink:
             log.warning("command ignored", code="replay", detail=f"nonce {command.nonce} not above the last one")
             return
         log.info("command", command=command.name, nonce=command.nonce, signer=command.signer)
+        self.command_iat = command.iat  # the signed time it was issued at (a clock reset's reference)
         if self.on_command is not None:
             self.on_command(command.name)
         self.last_command = command.nonce
