@@ -26,7 +26,11 @@
                 wrong_event, used_twice (a copy shown again at the same gate), two_gates,
                 screenshot (an old GT2 code replayed), static_copy (a GT2 ticket shown as GT1)
                 (one ticket at two gates); revocations_at_s (when the "during" list goes out)
-    [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
+    [[faults]]  kind = "broker_down" (start_s, end_s, how = "stop": a clean stop, or "kill": SIGKILL,
+                no save, like a power cut) | "ledger_resize" (at_s, partitions: the ledger then runs as
+                that many `--partition` workers; [scenario] ledger_partitions, default 1, is how many
+                it starts with) | "status_probe" (at_s: `gated status` against the site, as
+                docs/central.md tells an operator) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
                 the visitor passes; the restarted gate must roll that admission back) |
                 "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s)
@@ -47,7 +51,7 @@ from gated.tomlcheck import TableReader
 TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
                "used_twice", "two_gates", "screenshot", "static_copy")
-FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
+FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall", "ledger_resize", "status_probe")
 
 
 class ScenarioError(GatedError, ValueError):
@@ -64,11 +68,13 @@ class Fault:
     gate: str | None = None
     offset_s: float = 0.0  # clock_skew
     during: str = "idle"  # gate_kill: idle | admission
+    how: str = "stop"  # broker_down: stop (SIGTERM, the broker saves) | kill (SIGKILL: a power cut)
+    partitions: int = 1  # ledger_resize: the number of ledger workers from then on
 
     @property
     def window(self) -> tuple[float, float] | None:
         """The simulated time span this fault is visible, for shading plots (None: all along)."""
-        return None if self.kind == "clock_skew" else (self.start_s, self.end_s)
+        return None if self.kind in ("clock_skew", "ledger_resize", "status_probe") else (self.start_s, self.end_s)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Scenario:
     dwell_s: tuple[float, float] = (10.0, 30.0)
     return_share: float = 0.0
     capacities: dict = field(default_factory=dict)
+    ledger_partitions: int = 1  # ledger workers at the start (`--partition I/N`), before any ledger_resize
 
     @property
     def entry_gate_ids(self) -> list[str]:
@@ -152,7 +159,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     for key in raw:
         if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults", "exits", "capacity"):
             problems.append(f"{key}: unknown section")
-    sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
+    sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed", "ledger_partitions"))
     ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps", "exits",
                                 "free_exits", "reentry", "ntp"))
     ex = r.table(raw, "exits", ("leave_share", "dwell_s", "return_share"), required=False)
@@ -241,7 +248,8 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         reentry=r.get(ga, "gates.reentry", bool, False), leave_share=leave_share or 0.0,
         dwell_s=(float(dwell[0]), float(dwell[1])),
         return_share=r.get(ex, "exits.return_share", float, 0.0, minimum=0, maximum=1),
-        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"))
+        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"),
+        ledger_partitions=r.get(sc, "scenario.ledger_partitions", int, 1, minimum=1, maximum=16) or 1)
     if scenario.ntp not in ("auto", "ignore"):
         problems.append(f"gates.ntp: expected auto or ignore, got {scenario.ntp!r}")
     if scenario.zoned and not scenario.zones:
@@ -277,8 +285,10 @@ def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault
         if kind not in FAULT_KINDS:
             problems.append(f"{where}.kind: expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
             continue
-        known = {"broker_down": ("kind", "start_s", "end_s"), "gate_kill": ("kind", "gate", "at_s", "down_s", "during"),
-                 "clock_skew": ("kind", "gate", "offset_s"), "camera_stall": ("kind", "gate", "start_s", "end_s")}[kind]
+        known = {"broker_down": ("kind", "start_s", "end_s", "how"),
+                 "gate_kill": ("kind", "gate", "at_s", "down_s", "during"),
+                 "clock_skew": ("kind", "gate", "offset_s"), "camera_stall": ("kind", "gate", "start_s", "end_s"),
+                 "ledger_resize": ("kind", "at_s", "partitions"), "status_probe": ("kind", "at_s")}[kind]
         for key in f:
             if key not in known:
                 problems.append(f"{where}.{key}: unknown key for {kind} (known: {', '.join(known)})")
@@ -292,7 +302,16 @@ def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault
             end = r.get(f, f"{where}.end_s", float, minimum=0)
             if start is not None and end is not None and not start < end <= duration:
                 problems.append(f"{where}: expected start_s < end_s <= scenario.duration_s ({duration})")
-            out.append(Fault(kind, start or 0.0, end or 0.0, gate))
+            how = f.get("how", "stop") if kind == "broker_down" else "stop"
+            if how not in ("stop", "kill"):
+                problems.append(f"{where}.how: expected 'stop' or 'kill', got {how!r}")
+            out.append(Fault(kind, start or 0.0, end or 0.0, gate, how=how))
+        elif kind in ("ledger_resize", "status_probe"):
+            at = r.get(f, f"{where}.at_s", float, minimum=0)
+            if at is not None and at >= duration:
+                problems.append(f"{where}.at_s: expected below scenario.duration_s ({duration})")
+            parts = r.get(f, f"{where}.partitions", int, minimum=1, maximum=16) if kind == "ledger_resize" else 1
+            out.append(Fault(kind, at or 0.0, at or 0.0, None, partitions=parts or 1))
         elif kind == "gate_kill":
             at = r.get(f, f"{where}.at_s", float, minimum=0)
             down = r.get(f, f"{where}.down_s", float, 2.0, minimum=0)

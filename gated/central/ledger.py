@@ -793,6 +793,7 @@ class LedgerService:
         self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
+        self.duplicates = 0  # events received again and dropped by id (re-sent by a gate, redelivered)
         self.occupancy_every_s = occupancy_every_s
         self.day_start = day_start
         self._counted_since: int | None = None  # the day start the last occupancy message counted from
@@ -838,6 +839,7 @@ class LedgerService:
             return None
         self.received += len(messages)
         self.stored += result.new
+        self.duplicates += result.duplicates
         for problem in result.problems:
             log.warning("ledger problem", **problem)
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0

@@ -204,7 +204,8 @@ def run_ledger(args) -> int:
             server.shutdown()
         ledger.close()
         release(lock)
-    print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
+    print(f"ledger: {service.received} messages, {service.stored} new events, {service.duplicates} duplicates",
+          file=sys.stderr)
     return 0
 
 
