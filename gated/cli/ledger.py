@@ -81,12 +81,18 @@ def _partition(text: str) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def _settings(args, client_id):
+def _settings(args, client_id, *, tool: str | None = None):
+    """`tool`: a short-lived tool's name (publish-revocations, pretix): it refuses a running
+    component's certificate (gated/identity.py), whose CN the broker would take as its client id."""
+    from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
     try:
-        return settings_from_args(args, client_id=client_id)
-    except BrokerUrlError as exc:
+        settings = settings_from_args(args, client_id=client_id)
+        if tool is not None:
+            refuse_component_identity(settings, tool)
+        return settings
+    except (BrokerUrlError, ComponentIdentity) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -241,7 +247,7 @@ def run_publish(args) -> int:
     from gated.gate.revocations import UpdateRejected
 
     blobs = [Path(f).read_bytes() for f in args.files]
-    settings = _settings(args, None)
+    settings = _settings(args, None, tool="gated publish-revocations")
     try:
         result = publish_revocations(settings, args.site, blobs, keyring=_keyring(args.keyring))
     except (PublishError, UpdateRejected) as exc:

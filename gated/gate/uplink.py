@@ -26,9 +26,10 @@ marks the row as delivered to the broker; the row leaves the outbox when the led
 the outbox is exactly what no ledger has confirmed, and every status carries its `floor` (the
 lowest seq still held): the ledger moves past what it lacks below the floor (a declared loss) and
 never waits for what no gate can send. A broker (or a bridge) that dies loses what it had
-acknowledged: when delivered rows wait `resend_after_s` without the ledger confirming any of them,
-the uplink sends the outbox again (the ledger drops what it already has), waiting twice as long
-before the next try, at most an hour (back to `resend_after_s` when a confirmation arrives). Rows
+acknowledged: when the oldest delivered row stays unconfirmed for `resend_after_s` while a ledger
+answers on this connection, the uplink sends again what the ledger passed over (the ledger drops
+what it already has), waiting twice as long before the next try, at most an hour (back to
+`resend_after_s` when a new confirmation arrives). Rows
 the broker acknowledged longer than `outbox_retention_s` ago that no ledger confirmed are dropped,
 with a warning and a counter (`dropped_unconfirmed`), and the new floor is announced.
 """
@@ -151,6 +152,7 @@ class Uplink:
         self._counted_at = 0.0
         self._unconfirmed = store.outbox_counts()[1]
         self._sent_through = store.delivered_through()  # delivered before a restart: the ledger's answer first
+        self._heard = False  # a live (not retained) confirmation came on this connection
         self._lowest = store.lowest_unconfirmed()  # the oldest row waiting for the ledger: stuck while it stays
         self._resend_cursor, self._resend_until = 0, 0  # rows being sent again: seqs in (cursor, until]
         if settings.keep_until_committed is not None:
@@ -251,7 +253,8 @@ class Uplink:
             log.info("uplink connected", broker=self.settings.url, session_present=item[2], outbox=self.outbox_depth,
                      unconfirmed=self._unconfirmed)
             self._floor = self.store.outbox_floor()
-            self.confirmation = None  # the next one counts as news (the ledger answered this connection)
+            self.confirmation = None  # the next one counts as news
+            self._heard = False  # no live answer from a ledger on this connection yet
             extra = dict(self.status()) if self.status else {}
             self.publish_status(extra.pop("state", "online"), **extra)
             self._retry_after = 0.0
@@ -308,7 +311,7 @@ class Uplink:
             self.delivered += len(self._acked)
             self._acked = []
 
-    def _committed(self, payload: bytes) -> None:
+    def _committed(self, payload: bytes, live: bool = True) -> None:
         """The ledger's confirmation (gated/core/confirmation.py), signed by a `ledger` key
         (gated/ledgersig.py) and about this gate: the rows it covers leave the outbox."""
         try:
@@ -326,8 +329,9 @@ class Uplink:
             log.warning("the ledger confirms seqs beyond this gate's last event (its state restored from a backup?): "
                         "only rows it has sent count", ledger_seq=confirmation.seq, last_seq=last)
         confirmation = confirmation.clipped(last)
-        news = confirmation != self.confirmation
+        news = confirmation != self.confirmation or (live and not self._heard)
         self.confirmation = confirmation
+        self._heard = self._heard or live  # a ledger is there and answering (a retained message may be old)
         self.committed = max(self.committed, confirmation.seq)
         pruned = self.store.prune_confirmed(confirmation)
         if pruned or news:
@@ -350,7 +354,9 @@ class Uplink:
                 self._lowest, self._progress_at = lowest, now
         if self._unconfirmed == 0:
             self._progress_at = now
-        elif now - self._progress_at >= self._resend_wait and self.connected:
+        elif now - self._progress_at >= self._resend_wait and self.connected and self._heard:
+            # only when a ledger answers on this connection: while none does, sending again only piles
+            # duplicates into the broker's queues; a ledger that starts hears the gate's status and answers
             # what the ledger has passed over (below the highest seq it confirmed) is sent again; with no
             # sign it has seen anything since, the whole outbox (it holds only what no ledger confirmed)
             top = 0 if self.confirmation is None else max([self.confirmation.seq, *(b for _, b in self.confirmation.held)])
@@ -403,7 +409,7 @@ class Uplink:
         elif topic == command_topic(self.site, self.gate):
             self._command(message.payload)
         elif topic == committed_topic(self.site, self.gate):
-            self._committed(message.payload)
+            self._committed(message.payload, live=not message.retain)
         elif events_topic_gate(topic, self.site) is not None:
             self._peer_event(topic, message.payload)
         else:

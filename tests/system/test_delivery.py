@@ -20,7 +20,7 @@ from tests.support.uplink import LEDGER_KEY, LedgerThread, admit, device_keyring
 from tests.support.uplink import admit_for as shared_admit_for
 
 
-def run_with_broker_kills(tmp_path, authority, kills: int = 3) -> tuple[dict, list]:
+def run_with_broker_kills(tmp_path, authority, db, kills: int = 3) -> tuple[dict, list]:
     """Two gates admit while the broker is SIGKILLed `kills` times with the ledger away (so events
     wait in the broker's queue for its session, as in a burst); then the ledger comes back. The
     ledger's report and the stores."""
@@ -29,7 +29,6 @@ def run_with_broker_kills(tmp_path, authority, kills: int = 3) -> tuple[dict, li
     ring = device_keyring(tmp_path / "ring", *stores)
     uplinks = [Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate,
                       settings=fast_settings(broker.url)) for s in stores]
-    db = str(tmp_path / "ledger.db")
 
     def admit_for(seconds: float) -> None:
         shared_admit_for(stores, uplinks, seconds, 0.005)
@@ -57,8 +56,9 @@ def run_with_broker_kills(tmp_path, authority, kills: int = 3) -> tuple[dict, li
     return report, stores
 
 
-def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(tmp_path, authority):
-    report, stores = run_with_broker_kills(tmp_path, authority)
+def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(tmp_path, authority, ledger_db):
+    """SQLite and PostgreSQL ledgers alike (`ledger_db`)."""
+    report, stores = run_with_broker_kills(tmp_path, authority, ledger_db)
     for s in stores:
         g = report["gates"][s.gate]
         assert s.last_seq > 100

@@ -74,3 +74,22 @@ def test_a_second_gated_run_on_one_state_directory_refuses_to_start(tmp_path, br
     finally:
         camera.close()
         gate.stop_quietly()
+
+
+def test_doctor_knows_a_gate_is_running_from_its_lock(tmp_path, broker, authority):
+    """`gated doctor` must not log in with a running gate's certificate (the broker would take its CN,
+    the gate id, as the client id and knock the gate off): it sees the state directory's lock, and
+    then checks only that the broker is reachable (gated/cli/doctor.py check_broker)."""
+    from gated.cli.doctor import gate_running
+    from gated.gate import config
+    from tests.system.test_hostile_peers import start_gate
+
+    gate, camera = start_gate(tmp_path, authority, broker)
+    try:
+        cfg = config.load(tmp_path / "gated.toml")
+        assert gate_running(cfg)
+        assert gate.terminate() == 0
+        assert not gate_running(cfg)  # the lock went with the process
+    finally:
+        camera.close()
+        gate.stop_quietly()
