@@ -16,7 +16,7 @@ from typing import Callable
 import structlog
 
 from gated.core.errors import GatedError
-from gated.gate.clock import BEACON_INTERVAL_S, encode_beacon
+from gated.core.beacon import BEACON_INTERVAL_S, encode_beacon
 from gated.mqtt import MqttLink
 from gated.topics import beacon_topic
 

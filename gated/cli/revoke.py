@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gated import keys
 
-from gated.gate import revocations
+from gated.core import revocation
 from gated.cli.main import CommandError
 
 
@@ -52,8 +52,8 @@ def read_ids(path: str) -> list[bytes]:
 def code_id(text: str) -> bytes:
     """The ticket id a QR text carries, whatever its format; read without keys (no signature is
     needed to name a ticket; the gates check signatures when it is shown)."""
-    from gated.keys import Keyring
-    from gated.core.ticket import read_code
+    from gated.core.signed import Keyring
+    from gated.core.scanned import read_code
 
     cti = read_code(text, Keyring()).cti
     if cti is None:
@@ -78,7 +78,7 @@ def run(args) -> int:
         raise CommandError("--version must be above 0 and above --base")
     try:
         key = keys.load_private_key(args.key)
-        messages = revocations.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
+        messages = revocation.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
                                               remove=remove, iat=int(time.time()), parts=args.parts)
     except ValueError as exc:
         raise CommandError(str(exc)) from None

@@ -49,7 +49,7 @@ def encode(seq: int, held) -> bytes:
 
 
 def read(payload: bytes, *, site: str | None = None, gate: str | None = None) -> Confirmation:
-    """A confirmation from its message (the signed text, gated/ledgersig.py); with `site`/`gate`, it
+    """A confirmation from its message (the signed text, gated/core/ledgersig.py); with `site`/`gate`, it
     must name them (a signed confirmation for another gate or site is not this gate's);
     ConfirmationRejected saying what is wrong."""
     if len(payload) > MAX_BYTES:

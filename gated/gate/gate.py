@@ -48,7 +48,7 @@ import structlog
 
 from gated.core import gatestate as gs
 from gated.core.decide import Decision, GateContext, GateMode
-from gated.keys import Keyring
+from gated.core.signed import Keyring
 from gated.core.reasons import Reason
 from gated.gate.store import GateStore, StoreError
 from gated.gate.turnstile import Turnstile
@@ -140,7 +140,7 @@ class Gate:
             else:
                 event = self._store.record_scan(body, _ms(now))
         except StoreError as exc:
-            raise self.store_fault(exc)
+            raise self.store_fault(exc) from exc
         self.last_scan, self._scan_recorded = event, True
         if decision.admit:
             self._captured_at = captured_at

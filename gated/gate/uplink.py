@@ -36,8 +36,6 @@ with a warning and a counter (`dropped_unconfirmed`), and the new floor is annou
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import queue
 import time
@@ -45,19 +43,17 @@ from typing import TYPE_CHECKING, Callable
 
 import paho.mqtt.client as mqtt
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__
 
 from gated.gate import revocations
-from gated.core import command as commands
 from gated.core import confirmation as confirmations
 from gated.core import cose, events
-from gated.core.command import Command, CommandRejected
-from gated.keys import Keyring, SignedRejected, open_signed
-from gated.ledgersig import UnverifiedLedgerMessage, unseal
+from gated.core.announce import device_announcement
+from gated.core.command import CommandRejected, parse_command
+from gated.core.ledgersig import UnverifiedLedgerMessage, unseal
+from gated.core.signed import Keyring
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.gate.store import StoreError
@@ -71,47 +67,8 @@ log = structlog.get_logger("gated.gate.uplink")
 NONCE_KEY = "command_nonce"
 
 
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# --- signed commands (§6) ----------------------------------------------------------------------
-
-def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
-                  max_age_s: float | None = None, time_trusted: bool = True) -> Command:
-    """Verify a command message (signature by a `command` key) and read it (gated/core/command.py);
-    raises CommandRejected. The nonce is checked against the store by the caller."""
-    try:
-        key, body = open_signed(blob, keyring, "command")
-    except SignedRejected as exc:
-        raise CommandRejected(exc.code, exc.detail) from None
-    return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s, time_trusted=time_trusted)
-
-
-# --- device-key enrolment (docs/protocol.md) ------------------------------------------------------
-
-def device_announcement(public_key) -> dict:
-    """The status fields announcing the gate's event-signing key: `device_kid` (hex of PROTOCOL §1's
-    kid) and `device_key` (base64 of the raw 32 bytes)."""
-    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return {"device_kid": cose.kid_of(public_key).hex(), "device_key": base64.b64encode(raw).decode()}
-
-
-def parse_device_announcement(status: dict):
-    """(kid hex, Ed25519PublicKey) from a status message; ValueError saying what is wrong."""
-    kid, text = status.get("device_kid"), status.get("device_key")
-    if not isinstance(kid, str) or not isinstance(text, str):
-        raise ValueError("no device key announced (a gate older than this feature?)")
-    try:
-        raw = base64.b64decode(text, validate=True)
-        public_key = Ed25519PublicKey.from_public_bytes(raw)
-    except (binascii.Error, ValueError):
-        raise ValueError("device_key is not base64 of a 32-byte Ed25519 public key") from None
-    if cose.kid_of(public_key).hex() != kid:
-        raise ValueError(f"device_kid {kid} does not match the announced key")
-    return kid, public_key
 
 
 # --- the gate's uplink ----------------------------------------------------------------------------
@@ -313,7 +270,7 @@ class Uplink:
 
     def _committed(self, payload: bytes, live: bool = True) -> None:
         """The ledger's confirmation (gated/core/confirmation.py), signed by a `ledger` key
-        (gated/ledgersig.py) and about this gate: the rows it covers leave the outbox."""
+        (gated/core/ledgersig.py) and about this gate: the rows it covers leave the outbox."""
         try:
             text, _signer = unseal(payload, self.keyring)
             confirmation = confirmations.read(text, site=self.site, gate=self.gate)
@@ -329,6 +286,7 @@ class Uplink:
             log.warning("the ledger confirms seqs beyond this gate's last event (its state restored from a backup?): "
                         "only rows it has sent count", ledger_seq=confirmation.seq, last_seq=last)
         confirmation = confirmation.clipped(last)
+        self._acknowledge_delivered()  # PUBACKs taken earlier in this poll: their rows count as the broker's
         news = confirmation != self.confirmation or (live and not self._heard)
         self.confirmation = confirmation
         self._heard = self._heard or live  # a ledger is there and answering (a retained message may be old)

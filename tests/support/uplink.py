@@ -13,7 +13,8 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
-from gated.central.ledger import Ledger, LedgerService
+from gated.central.ledger import Ledger
+from gated.central.ledger_service import LedgerService
 from gated.mqtturl import parse_broker_url
 
 

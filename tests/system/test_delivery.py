@@ -15,7 +15,7 @@ from gated.topics import committed_topic
 from gated.gate.uplink import Uplink
 from tests.conftest import SITE
 from tests.support.broker import Broker
-from gated.ledgersig import seal
+from gated.core.ledgersig import seal
 from tests.support.uplink import LEDGER_KEY, LedgerThread, admit, device_keyring, fast_settings, pump
 from tests.support.uplink import admit_for as shared_admit_for
 
@@ -103,7 +103,7 @@ def test_committed_prunes_the_outbox_and_a_bad_or_impossible_one_is_ignored(brok
 
 def test_gated_toml_bounds_and_the_old_switch_is_still_read(tmp_path):
     from gated.gate import config
-    from gated.gate.daemon import uplink_settings
+    from gated.gate.build import uplink_settings
     from tests.system.test_config import MINIMAL, write
 
     default = uplink_settings(config.load(write(tmp_path, MINIMAL)))

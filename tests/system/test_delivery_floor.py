@@ -14,7 +14,9 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from gated.central.ledger import Ledger, LedgerService, format_report
+from gated.central.ledger import Ledger
+from gated.central.ledger_report import format_report
+from gated.central.ledger_service import LedgerService
 from gated.cli import main
 from gated.core import confirmation
 from gated.gate.store import GateStore

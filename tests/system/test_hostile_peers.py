@@ -249,7 +249,7 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
     and one counting from no day start is not used (the gate's own figure instead)."""
     from gated.core.occupancy import encode_occupancy
     from gated.daystart import DayStart
-    from gated.ledgersig import seal
+    from gated.core.ledgersig import seal
     from gated.topics import occupancy_topic
     from tests.support.uplink import LEDGER_KEY
 
@@ -277,7 +277,7 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
         def centre(since_ms):
             zones = {"north": {"inside": 0, "capacity": 1, "entries": 0, "exits": 0}}
             message = seal(json.loads(encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)),
-                           LEDGER_KEY)  # the site's ledger signs it (gated/ledgersig.py)
+                           LEDGER_KEY)  # the site's ledger signs it (gated/core/ledgersig.py)
             peer.client.publish(occupancy_topic(SITE), message, 1, retain=True).wait_for_publish(5)
             time.sleep(0.5)
 

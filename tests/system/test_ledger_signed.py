@@ -1,5 +1,5 @@
 """Only the ledger can confirm (issue #22, item 2): `committed` and occupancy are signed by a key with
-the keyring role `ledger` (gated/ledgersig.py). Forged ones (unsigned, signed by another key, signed
+the keyring role `ledger` (gated/core/ledgersig.py). Forged ones (unsigned, signed by another key, signed
 by the ledger for another gate or site, an occupancy figure older than the gate's or stamped in the
 future) change nothing at a gate: a log line and the `unverified_ledger_messages` counter."""
 
@@ -15,7 +15,7 @@ from gated.core.confirmation import encode
 from gated.core.occupancy import encode_occupancy
 from gated.gate.store import GateStore
 from gated.gate.uplink import Uplink
-from gated.ledgersig import UnverifiedLedgerMessage, seal, unseal
+from gated.core.ledgersig import UnverifiedLedgerMessage, seal, unseal
 from gated.topics import committed_topic, events_topic, occupancy_topic
 from tests.conftest import SITE
 from tests.support.uplink import LEDGER_KEY, Listener, admit, fast_settings, pump

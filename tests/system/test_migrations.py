@@ -13,7 +13,8 @@ import time
 import pytest
 
 from gated.central.ledgerdb import SCHEMA_VERSION, open_db
-from gated.gate.store import MIGRATIONS, GateStore
+from gated.gate.schema import MIGRATIONS
+from gated.gate.store import GateStore
 from gated.sqlitedb import migrate
 from tests.conftest import SITE
 

@@ -21,7 +21,7 @@ import cbor2
 
 from gated.core import cose
 from gated.core.errors import GatedError
-from gated.keys import Keyring, SignedRejected, open_signed
+from gated.core.signed import Keyring, SignedRejected, open_signed
 
 ROLE = "ledger"
 MAX_BYTES = 65536
