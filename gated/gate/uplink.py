@@ -49,7 +49,7 @@ from gated import __version__
 
 from gated.gate import revocations
 from gated.core import confirmation as confirmations
-from gated.core import cose, events
+from gated.core import events
 from gated.core.announce import device_announcement
 from gated.core.command import CommandRejected, parse_command
 from gated.core.ledgersig import UnverifiedLedgerMessage, unseal

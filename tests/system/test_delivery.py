@@ -5,8 +5,6 @@ floor, so nothing it no longer holds makes it wait (issue #22)."""
 
 from __future__ import annotations
 
-import json
-import time
 
 import pytest
 

@@ -10,12 +10,11 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated.core import events
 from gated.core.confirmation import encode
+from gated.core.ledgersig import UnverifiedLedgerMessage, seal, unseal
 from gated.core.occupancy import encode_occupancy
 from gated.gate.store import GateStore
 from gated.gate.uplink import Uplink
-from gated.core.ledgersig import UnverifiedLedgerMessage, seal, unseal
 from gated.topics import committed_topic, events_topic, occupancy_topic
 from tests.conftest import SITE
 from tests.support.uplink import LEDGER_KEY, Listener, admit, fast_settings, pump

@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 from gated import keys
 from gated.central.ledger import Ledger, gate_partition
@@ -61,12 +60,12 @@ def test_partitions_two_to_three_to_two_mid_stream_store_every_event_once(ledger
         for parts in (2, 3, 2):
             procs = _workers(broker, ledger_db, ring, key, parts, log)
             started += parts
-            pump(uplinks, lambda: _subscribed(log_path, started, procs), timeout=60, what=f"{parts} workers")
+            pump(uplinks, lambda n=started, ps=procs: _subscribed(log_path, n, ps), timeout=60, what=f"{parts} workers")
             admit_for(stores, uplinks, 2.0, 0.02)  # the gates publish while this arrangement runs
             made = sum(s.last_seq for s in stores)
             # before the next change, this arrangement holds everything so far, and has confirmed it: after
             # 2 -> 3 that takes the gates sending again what went to the old workers' sessions meanwhile
-            pump(uplinks, lambda: ledger_count(ledger_db) >= made and all(s.outbox_counts() == (0, 0) for s in stores),
+            pump(uplinks, lambda n=made: ledger_count(ledger_db) >= n and all(s.outbox_counts() == (0, 0) for s in stores),
                  timeout=240, what=f"every event so far stored and confirmed by {parts} workers")
             _stop(procs)  # the operator stops the workers, then starts the new number of them
             admit_for(stores, uplinks, 0.5, 0.02)  # and the gates go on meanwhile
