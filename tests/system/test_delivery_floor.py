@@ -229,6 +229,21 @@ def test_an_event_that_arrives_after_it_was_declared_lost_is_stored_and_no_longe
         assert ledger.declare_floors({"g1": 2}) == {"g1": 4}  # a floor is never lowered
 
 
+def test_gated_report_names_a_declared_loss(tmp_path):
+    """`gated report`: a declared loss is a problem of its own in the verdict and in report.json."""
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    made = [json.dumps(admit(store)) for _ in range(4)]
+    store.close()
+    with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
+        ledger.ingest([made[2], made[3]])
+        ledger.declare_floors({"g1": 3})
+    assert main(["report", "--db", str(tmp_path / "ledger.db"), "--out", str(tmp_path / "day")]) == 1
+    day = json.loads((tmp_path / "day" / "report.json").read_text())
+    assert "2 events declared lost" in day["verdict"]
+    assert day["integrity"]["declared_lost"] == 2 and day["integrity"]["declared_losses"] == {"g1": [[1, 2]]}
+    assert "declared lost at g1: 1-2" in (tmp_path / "day" / "report.html").read_text()
+
+
 def test_the_confirmation_lists_what_the_ledger_holds_above_a_hole(tmp_path):
     store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
     made = [json.dumps(admit(store)) for _ in range(9)]
