@@ -47,6 +47,22 @@ def admit_for(stores, uplinks, seconds: float, poll_s: float = 0.01) -> None:
             u.poll(poll_s)
 
 
+def gate_with_delivered_events(broker, tmp_path, keyring, count: int):
+    """Gate g1's store with `count` admissions and its started uplink, once the broker has acknowledged
+    them all (no ledger: nothing confirmed). The caller stops the uplink and closes the store."""
+    from gated.gate.store import GateStore
+    from gated.gate.uplink import Uplink
+
+    store = GateStore(Path(tmp_path) / "g1.db", site="arena", gate="g1")
+    for _ in range(count):
+        admit(store)
+    uplink = Uplink(store=store, keyring=keyring, site="arena", gate="g1",
+                    settings=fast_settings(broker.url, outbox_retention_s=3600))
+    uplink.start()
+    pump([uplink], lambda: uplink.delivered == count, what="PUBACKs")
+    return store, uplink
+
+
 def fast_settings(url: str, **overrides):
     """Reconnect within a fraction of a second, so broker restarts do not slow the tests."""
     fields = dict(reconnect_min_s=0.05, reconnect_max_s=0.3)

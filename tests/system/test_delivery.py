@@ -14,7 +14,7 @@ from gated.gate.uplink import Uplink
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from gated.core.ledgersig import seal
-from tests.support.uplink import LEDGER_KEY, LedgerThread, admit, device_keyring, fast_settings, pump
+from tests.support.uplink import LEDGER_KEY, LedgerThread, device_keyring, fast_settings, pump
 from tests.support.uplink import admit_for as shared_admit_for
 
 
@@ -67,17 +67,11 @@ def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(tmp_pat
 
 
 def test_committed_prunes_the_outbox_and_a_bad_or_impossible_one_is_ignored(broker, tmp_path, authority):
-    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
-    for _ in range(5):
-        admit(store)
-    uplink = Uplink(store=store, keyring=authority.keyring, site=SITE, gate="g1",
-                    settings=fast_settings(broker.url, outbox_retention_s=3600))
-    from tests.support.uplink import Listener
+    from tests.support.uplink import Listener, gate_with_delivered_events
 
+    store, uplink = gate_with_delivered_events(broker, tmp_path, authority.keyring, 5)
     central = Listener(broker.port, "unused/#")
     try:
-        uplink.start()
-        pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
         assert store.outbox_counts() == (0, 5)  # the broker has them; the ledger has not said so
         topic = committed_topic(SITE, "g1")
         def signed(body: dict) -> bytes:

@@ -32,6 +32,14 @@ def _uplink(store, authority, url, **settings) -> Uplink:
                   settings=fast_settings(url, **settings))
 
 
+def _one_gate(tmp_path, authority):
+    """A started broker, gate g1's store, a ledger keyring trusting it, and its uplink (not started)."""
+    broker = Broker(tmp_path / "broker").start()
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    ring = device_keyring(tmp_path / "ring", store)
+    return broker, store, ring, _uplink(store, authority, broker.url, resend_after_s=1.0)
+
+
 def _settled(ledger, stores):
     """Every event of every store at the ledger and confirmed back: nothing left in any outbox."""
     return lambda: ledger.count() >= sum(s.last_seq for s in stores) and all(s.outbox_counts() == (0, 0) for s in stores)
@@ -69,10 +77,7 @@ def test_first_deployment_gates_publish_before_any_ledger_exists(tmp_path, autho
 
 
 def test_a_broker_killed_before_the_ledgers_first_confirmation_loses_nothing(tmp_path, authority):
-    broker = Broker(tmp_path / "broker").start()
-    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
-    ring = device_keyring(tmp_path / "ring", store)
-    uplink = _uplink(store, authority, broker.url, resend_after_s=1.0)
+    broker, store, ring, uplink = _one_gate(tmp_path, authority)
     try:
         uplink.start()
         with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
@@ -96,10 +101,7 @@ def test_a_new_ledger_database_declares_what_no_gate_holds_and_does_not_wait_for
     """The first ledger confirmed events 1..10 and the gate let them go. A second, empty database
     cannot get them again: they are a declared loss there (its own kind in the report), and its
     confirmations move past them, so the gate's later events leave its outbox as they should."""
-    broker = Broker(tmp_path / "broker").start()
-    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
-    ring = device_keyring(tmp_path / "ring", store)
-    uplink = _uplink(store, authority, broker.url, resend_after_s=1.0)
+    broker, store, ring, uplink = _one_gate(tmp_path, authority)
     try:
         uplink.start()
         with LedgerThread(tmp_path / "first.db", broker.url, SITE, keyring=ring, client_id="ledger-a") as first:

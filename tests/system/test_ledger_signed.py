@@ -13,12 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gated.core.confirmation import encode
 from gated.core.ledgersig import UnverifiedLedgerMessage, seal, unseal
 from gated.core.occupancy import encode_occupancy
-from gated.gate.store import GateStore
-from gated.gate.uplink import Uplink
 from gated.topics import committed_topic, events_topic, occupancy_topic
 from tests.conftest import SITE
-from tests.support.uplink import LEDGER_KEY, Listener, admit, fast_settings, pump
-from tests.system.test_hostile_peers import scan, start_gate
+from tests.support.uplink import LEDGER_KEY, Listener, gate_with_delivered_events, pump
+from tests.system.test_hostile_peers import scanned_event, start_gate
 
 
 def _confirmation(seq: int, *, site=SITE, gate="g1", key=LEDGER_KEY) -> bytes:
@@ -26,16 +24,10 @@ def _confirmation(seq: int, *, site=SITE, gate="g1", key=LEDGER_KEY) -> bytes:
 
 
 def test_forged_committed_messages_prune_nothing(broker, tmp_path, authority):
-    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
-    for _ in range(5):
-        admit(store)
-    uplink = Uplink(store=store, keyring=authority.keyring, site=SITE, gate="g1",
-                    settings=fast_settings(broker.url, outbox_retention_s=3600))
+    store, uplink = gate_with_delivered_events(broker, tmp_path, authority.keyring, 5)
     central = Listener(broker.port, "unused/#")
     topic = committed_topic(SITE, "g1")
     try:
-        uplink.start()
-        pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
         forged = [
             json.dumps({"seq": 5, "held": []}).encode(),  # unsigned (as a ledger of before #22 sends it)
             _confirmation(5, key=authority.command),  # signed, by a key that is no ledger key
@@ -91,11 +83,7 @@ def test_forged_occupancy_changes_nothing_at_a_running_gate(tmp_path, broker, au
     published = Listener(broker.port, events_topic(SITE, "g1"))
 
     def scanned(text: str) -> dict:
-        """The scan event g1 published (it carries the figure it judged with)."""
-        line = scan(gate, camera, text)
-        gate.wait_for(lambda: any(json.loads(p)["id"] == line["id"] for p in published.on(events_topic(SITE, "g1"))),
-                      what="the scan event at the broker")
-        return next(e for e in map(json.loads, published.on(events_topic(SITE, "g1"))) if e["id"] == line["id"])
+        return scanned_event(gate, camera, published, text)
 
     zones = {"north": {"inside": 0, "capacity": 1, "entries": 0, "exits": 0}}
     full = {"north": {"inside": 1, "capacity": 1, "entries": 1, "exits": 0}}
