@@ -163,14 +163,15 @@ def ledger_ingest(work: Path, messages, ring, run: int) -> tuple[float, dict]:
     try:
         settings = parse_broker_url(broker.url, client_id="bench-ledger", reconnect_min_s=0.05)
         ledger = Ledger(work / f"ledger-{run}.db", keyring=ring, site=SITE, workers=WORKERS)
-        service = LedgerService(ledger, settings, site=SITE)
+        key = Ed25519PrivateKey.generate()  # signed confirmations and occupancy, as deployed
+        service = LedgerService(ledger, settings, site=SITE, signing_key=key)
         service.start()  # make the persistent session and its subscription, then go away
         while not service.link.connected:
             time.sleep(0.01)
         time.sleep(0.2)
         service.stop()
         queue_burst(broker.port, messages)
-        service = LedgerService(ledger, settings, site=SITE)
+        service = LedgerService(ledger, settings, site=SITE, signing_key=key)
         service.start()
         started, cpu = time.perf_counter(), time.process_time()
         while service.stored < len(messages):
@@ -195,7 +196,9 @@ from gated.central.ledger_service import LedgerService
 from gated.keys import load_keyring
 from gated.mqtturl import parse_broker_url
 ledger = Ledger({db!r}, keyring=load_keyring({ring!r}), site={site!r}, workers=1)
-service = LedgerService(ledger, parse_broker_url({url!r}, client_id={cid!r}), site={site!r}, group="bench")
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+service = LedgerService(ledger, parse_broker_url({url!r}, client_id={cid!r}), site={site!r}, group="bench",
+                        signing_key=Ed25519PrivateKey.generate())  # signed confirmations, as deployed
 service.start()
 if {prepare!r}:
     service.link.wait_subscribed(30)
