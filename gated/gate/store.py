@@ -452,6 +452,12 @@ class GateStore:
         with self._lock:
             return self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()[0]
 
+    def lowest_undelivered(self) -> int:
+        """The lowest seq the broker has not acknowledged (with none, the next seq the gate will make)."""
+        with self._lock:
+            (low,) = self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NULL").fetchone()
+            return int(low) if low is not None else int(self._meta("seq", 0)) + 1
+
     def delivered_through(self) -> int:
         """The highest seq the broker has acknowledged that is still in the outbox (0: none)."""
         with self._lock:

@@ -108,7 +108,8 @@ class Uplink:
         self._pruned_at = 0.0
         self._counted_at = 0.0
         self._unconfirmed = store.outbox_counts()[1]
-        self._sent_through = store.delivered_through()  # delivered before a restart: the ledger's answer first
+        # rows the broker took before a restart wait for the ledger's answer; from the first it never took on
+        self._sent_through = min(store.delivered_through(), store.lowest_undelivered() - 1)
         self._heard = False  # a live (not retained) confirmation came on this connection
         self._lowest = store.lowest_unconfirmed()  # the oldest row waiting for the ledger: stuck while it stays
         self._resend_cursor, self._resend_until = 0, 0  # rows being sent again: seqs in (cursor, until]

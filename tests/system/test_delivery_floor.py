@@ -332,3 +332,23 @@ def test_an_old_gate_reads_the_new_confirmation(tmp_path, broker):
         (seq, held), = ledger.confirmations(["g1"]).values()
     body = json.loads(confirmation.encode(seq, held))
     assert body["seq"] == 1 and isinstance(body["seq"], int)
+
+
+def test_a_row_the_broker_refused_before_a_restart_is_still_sent(tmp_path, authority):
+    """Rows 1 and 3 were acknowledged by the broker (and reached the ledger), row 2 was refused (a
+    PUBACK >= 0x80) just before the gate restarted. After the restart the gate waits for the ledger's
+    answer on 1 and 3, but sends 2 at once: it is not left behind when 1 and 3 are confirmed."""
+    broker, store, ring, uplink = _one_gate(tmp_path, authority)
+    made = [json.dumps(admit(store)) for _ in range(3)]
+    store.mark_delivered([1, 3], int(time.time() * 1000))
+    with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
+        ledger.ingest([made[0], made[2]])
+    uplink = _uplink(store, authority, broker.url)  # made after the marks, as after a restart
+    try:
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
+            uplink.start()
+            pump([uplink], _settled(ledger, [store]), timeout=20, what="row 2 stored, everything confirmed")
+    finally:
+        uplink.stop()
+        broker.stop()
+        store.close()
