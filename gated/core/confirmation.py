@@ -56,7 +56,7 @@ def read(payload: bytes, *, site: str | None = None, gate: str | None = None) ->
         raise ConfirmationRejected(f"{len(payload)} bytes, more than {MAX_BYTES}")
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ConfirmationRejected(f"not JSON: {exc}"[:200]) from None
     for name, want in (("site", site), ("gate", gate)):
         if want is not None and (not isinstance(body, dict) or body.get(name) != want):
@@ -81,17 +81,6 @@ def read(payload: bytes, *, site: str | None = None, gate: str | None = None) ->
     return Confirmation(seq, tuple(ranges), True)
 
 
-def ranges(seqs) -> list[tuple[int, int]]:
-    """Ascending seqs as [from, to] runs."""
-    out: list[list[int]] = []
-    for s in seqs:
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        elif not out or s > out[-1][1]:
-            out.append([s, s])
-    return [(a, b) for a, b in out]
-
-
 def split_gap(gap: tuple[int, int], floor: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
     """A run of seqs the ledger lacks, as (declared lost: below the gate's floor, missing: from it on)."""
     a, b = gap
@@ -103,9 +92,11 @@ def split_gap(gap: tuple[int, int], floor: int) -> tuple[tuple[int, int] | None,
 def read_floor(status: bytes) -> int | None:
     """The `floor` of a gate's status message (the lowest seq it still holds), or None (an older gate,
     or not a status the ledger can read)."""
+    if len(status) > 65536:
+        return None
     try:
         body = json.loads(status)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     floor = body.get("floor") if isinstance(body, dict) else None
     return floor if is_uint(floor) and floor >= 1 else None

@@ -48,7 +48,7 @@ def unseal(payload: bytes, keyring: Keyring) -> tuple[bytes, str]:
         raise UnverifiedLedgerMessage("malformed", f"{len(payload)} bytes, more than {MAX_BYTES}")
     try:
         outer = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UnverifiedLedgerMessage("malformed", f"not JSON: {exc}"[:200]) from None
     sig = outer.get("sig") if isinstance(outer, dict) else None
     if sig is None:
