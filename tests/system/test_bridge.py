@@ -71,10 +71,10 @@ def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged
     assert report["clean"] and report["totals"]["quarantined"] == 0
 
 
-def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(bridged, tmp_path, authority):
+def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(bridged, tmp_path, authority, ledger_db):
     """Power cuts at the site broker and at the central one, twice each, while two gates admit, with
     the default settings: the ledger's `committed` comes down the bridge, and the gates send again
-    what either broker lost; every event reaches the ledger once."""
+    what either broker lost; every event reaches the ledger once (a SQLite and a PostgreSQL ledger)."""
     stores = [GateStore(tmp_path / f"{g}.db", site=SITE, gate=g) for g in GATES]
     ring = device_keyring(tmp_path / "ring", *stores)
     uplinks = [Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate,
@@ -83,7 +83,7 @@ def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(brid
     def admit_for(seconds: float) -> None:
         shared_admit_for(stores, uplinks, seconds, 0.01)
 
-    with LedgerThread(str(tmp_path / "ledger.db"), bridged.url(bridged.central, "ledger"), SITE, keyring=ring) as ledger:
+    with LedgerThread(ledger_db, bridged.url(bridged.central, "ledger"), SITE, keyring=ring) as ledger:
         for u in uplinks:
             u.start()
         try:
