@@ -74,9 +74,13 @@ def make_turnstile(cfg: Config):
 
 
 def make_scanner(cfg: Config):
+    """The camera thread's decoder: with zxing-cpp a Tracker, which reads across frames
+    (gated/gate/tracker.py); pyzbar reads frame by frame."""
     from gated.gate.scanner import Scanner
+    from gated.gate.tracker import Tracker
 
-    return Scanner(cfg.scanner.backend)
+    scanner = Scanner(cfg.scanner.backend)
+    return Tracker(scanner) if scanner.backend == "zxing" else scanner
 
 
 def open_camera(cfg: Config):
@@ -113,7 +117,7 @@ def gate_context(cfg: Config):
     return GateContext(site=g.site, events=frozenset(g.events), zone=g.zone,
                        skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
                        products=frozenset(g.products) if g.products is not None else None,
-                       pretix_entries=g.pretix_entries,
+                       pretix_entries=g.pretix_entries, pretix_questions=g.pretix_questions,
                        pretix_subevents=None if g.pretix_subevents is None else frozenset(g.pretix_subevents),
                        direction="out" if g.direction == "exit" else "in",
                        reentry=g.reentry, capacity=g.capacity)
