@@ -151,6 +151,8 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
     problems = []
     if t["missing"]:
         problems.append(f"{t['missing']} events missing (gaps in the gates' sequences)")
+    if t.get("declared_lost"):
+        problems.append(f"{t['declared_lost']} events declared lost (below a gate's floor: no gate holds them any more)")
     if t["chain_breaks"]:
         problems.append(f"{t['chain_breaks']} hash chain breaks")
     if t["bad_signatures"] + t["bad_hashes"]:
@@ -183,6 +185,9 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
         "revocations": {"versions_used": sorted({int(v) for g in gates.values() for v in g["revocation_versions"]}),
                         "revoked_denials": denials.get("revoked", 0)},
         "integrity": {"missing": t["missing"], "gaps": {g: v["gaps"] for g, v in integrity["gates"].items() if v["gaps"]},
+                      "declared_lost": t.get("declared_lost", 0),
+                      "declared_losses": {g: v["declared_losses"] for g, v in integrity["gates"].items()
+                                          if v.get("declared_losses")},
                       "chain_breaks": t["chain_breaks"], "bad_signatures": t["bad_signatures"] + t["bad_hashes"],
                       "conflicts": t["conflicts"], "over_admitted": integrity["over_admitted"],
                       "reentries_without_exit": integrity.get("reentries_without_exit", [])},
@@ -256,6 +261,8 @@ def render_html(report: dict, images: dict[str, str]) -> str:
         for g, v in report["gates"].items())
     i = report["integrity"]
     findings = [f"gaps at {g}: {', '.join(f'{a}-{b}' for a, b in spans)}" for g, spans in i["gaps"].items()]
+    findings += [f"declared lost at {g}: {', '.join(f'{a}-{b}' for a, b in spans)}"
+                 for g, spans in i.get("declared_losses", {}).items()]
     findings += [f"ticket {o['ticket']}: {o['admits']} admissions, {o['allowed']} allowed"
                  + (" (limit assumed)" if o["assumed"] else "") for o in i["over_admitted"]]
     findings += [f"ticket {r['ticket']}: {r['reentries']} re-entries, {r['exits']} exits ({', '.join(r['gates'])})"

@@ -271,6 +271,22 @@ def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
+def gate_running(cfg) -> bool:
+    """`gated run` holds its state directory's lock (gated/lockfile.py)."""
+    from gated.lockfile import RoleTaken, hold, release
+
+    lock = Path(cfg.gate.database).parent / "gated.lock"
+    if not lock.exists():
+        return False
+    try:
+        release(hold(lock, "gated run"))
+    except RoleTaken:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def check_broker(cfg, timeout) -> Finding:
     import paho.mqtt.client as mqtt
 
@@ -288,6 +304,12 @@ def check_broker(cfg, timeout) -> Finding:
         socket.create_connection((settings.host, settings.port), timeout=timeout).close()
     except OSError as exc:
         return Finding(FAIL, "broker", f"{where}: unreachable ({exc.strerror or exc}); check the network and the URL")
+    if settings.cert_file and gate_running(cfg):
+        # the broker takes the certificate's CN (the gate id) as the client id: logging in with it would
+        # knock the running gate off the broker and take its session (issue #22)
+        return Finding(OK, "broker", f"{where}: reachable; login not tried, `gated run` for {cfg.gate.id} is running "
+                       "with this certificate (a second login would take over its session): see its status, "
+                       "`gated status`")
     answer = {}
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-doctor-{cfg.gate.site}-{cfg.gate.id}-{os.getpid()}",
                          protocol=mqtt.MQTTv5)
