@@ -288,13 +288,17 @@ class Uplink:
                         "only rows it has sent count", ledger_seq=confirmation.seq, last_seq=last)
         confirmation = confirmation.clipped(last)
         self._acknowledge_delivered()  # PUBACKs taken earlier in this poll: their rows count as the broker's
-        news = confirmation != self.confirmation or (live and not self._heard)
+        first_answer = live and not self._heard
         self.confirmation = confirmation
         self._heard = self._heard or live  # a ledger is there and answering (a retained message may be old)
         self.committed = max(self.committed, confirmation.seq)
         pruned = self.store.prune_confirmed(confirmation)
-        if pruned or news:
-            # the ledger is there and answering: count from now, and try again soon if it lacks rows
+        lowest = self.store.lowest_unconfirmed() if pruned else self._lowest
+        if first_answer or lowest != self._lowest:
+            # a ledger answers, or the oldest waiting row was confirmed: count from now, and try again
+            # soon if it lacks rows. Newer rows confirmed above a hole are no progress for the hole (a
+            # busy gate's lost events would otherwise wait for a lull in the traffic)
+            self._lowest = lowest
             self._progress_at, self._resend_wait = time.monotonic(), self.settings.resend_after_s
         if pruned:
             self._unconfirmed = self.store.outbox_counts()[1]

@@ -352,3 +352,39 @@ def test_a_row_the_broker_refused_before_a_restart_is_still_sent(tmp_path, autho
         uplink.stop()
         broker.stop()
         store.close()
+
+
+def test_an_event_the_broker_lost_is_sent_again_while_the_gate_keeps_admitting(tmp_path, authority):
+    """A busy gate: new events keep arriving at the ledger and being confirmed (rows leave the outbox
+    every few hundred ms), but the oldest rows, lost by a broker SIGKILL, stay unconfirmed. Their
+    resend must not wait for a lull in the traffic: what counts is that the oldest waiting row has
+    not moved for resend_after_s, not that some newer row was confirmed."""
+    broker, store, ring, uplink = _one_gate(tmp_path, authority)
+    try:
+        uplink.start()
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
+            ledger.stop()  # its session exists and queues, but it confirms nothing
+            for _ in range(5):
+                admit(store)
+            pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
+            broker.stop(kill=True)  # the five it acknowledged are gone
+            broker.start()
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
+            end = time.monotonic() + 20  # resend_after_s is 1 s: twenty times that, never quiet for it
+            while time.monotonic() < end and ledger_holds(ledger) < 5:
+                admit(store)
+                deadline = time.monotonic() + 0.3
+                while time.monotonic() < deadline:
+                    uplink.poll(0.01)
+            held = ledger_holds(ledger)
+            uplink.stop()
+        assert held == 5, f"the lost events 1-5 were not sent again during 20 s of traffic ({held} of them held)"
+    finally:
+        broker.stop()
+        store.close()
+
+
+def ledger_holds(ledger, last: int = 5) -> int:
+    """How many of g1's events 1..last the ledger has stored (its own connection)."""
+    with Ledger(ledger.db) as db:
+        return db.query("SELECT COUNT(*) FROM events WHERE gate = 'g1' AND seq <= ?", (last,))[0][0]
