@@ -196,8 +196,11 @@ class SiteWatch:
             self.pump(0.05)
             if self.refused:
                 raise FleetError(f"{self.link.settings.url}: {self.refused}")
-        raise FleetError(f"no connection to {self.link.settings.url} within {timeout:g} s "
-                         "(is the broker running, and the URL, certificate and key right?)")
+        from gated.brokerdiag import probe
+
+        cause = probe(self.link.settings, min(timeout, 5.0))
+        raise FleetError(f"no connection to {self.link.settings.url} within {timeout:g} s: "
+                         + (cause or "the broker accepts TCP and TLS but did not answer the MQTT CONNECT"))
 
     def stop(self) -> None:
         self.link.stop()

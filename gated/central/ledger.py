@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from gated.brokerdiag import link_words
 from gated.central import occupancy as occ
 from gated.core.errors import GatedError
 from gated.core import events as ev
@@ -710,7 +711,7 @@ class LedgerService:
                 if item[0] == "message":
                     messages.append(item[1])
                 elif item[0] in ("connected", "disconnected", "refused"):
-                    log.info("ledger link", state=item[0], detail=item[1:] if len(item) > 1 else None)
+                    log.info("ledger link", state=link_words(item))
                 if len(messages) >= self.batch:
                     break
                 item = self.link.inbox.get_nowait()

@@ -154,6 +154,11 @@ def run_ledger(args) -> int:
     service.start()
     if service.link.wait_subscribed(10):
         print("ledger: subscribed", file=sys.stderr, flush=True)
+    else:  # it goes on trying; say why it could not yet
+        from gated.brokerdiag import probe
+
+        cause = probe(settings, 5.0) or "the broker accepts TCP and TLS but no subscription was granted yet"
+        print(f"ledger: not connected after 10 s ({cause}); still trying", file=sys.stderr, flush=True)
     try:
         service.run(stop)
     except LedgerError as exc:

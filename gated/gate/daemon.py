@@ -68,7 +68,9 @@ def uplink_settings(cfg: Config):
         ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
         cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
         key_file=str(m.tls.key_file) if m.tls.key_file else None,
-        username=m.username, password=m.secret(),
+        # with a client certificate the broker takes its CN as the user name (systemd/mosquitto/):
+        # username and password do nothing, and `gated check-config` warns about them
+        username=None if m.tls.cert_file else m.username, password=None if m.tls.cert_file else m.secret(),
         client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s,
         keep_until_committed=m.keep_until_committed, resend_after_s=m.resend_after_s,
         outbox_retention_s=m.outbox_retention_h * 3600)
@@ -546,7 +548,10 @@ def run(cfg: Config) -> int:
         daemon.start()
         daemon.run()
     except (GatedError, GPIOZeroError, OSError) as exc:
-        log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
+        from gated.brokerdiag import explain_oserror
+
+        log.error("gate cannot run", error=explain_oserror(exc) if isinstance(exc, OSError) else str(exc),
+                  fault=type(exc).__name__)
         return 2
     finally:  # whatever ends the loop, even a fault nobody expected: the relay off first (close())
         daemon.close()
