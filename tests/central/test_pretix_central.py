@@ -67,7 +67,7 @@ def run(capsys, *argv):
 
 def sync(capsys, shop, *extra):
     return run(capsys, "pretix", "sync", "--url", shop.url, "--organizer", "org", "--event", "ev", "--token-file",
-               "token", "--state", "sync.db", "--revocation-key", "k/rev.key", "--site", "s", "--out", "out", *extra)
+               "token", "--state", "sync.db", "--signing-key", "k/rev.key", "--site", "s", "--out", "out", *extra)
 
 
 def page(results, next_=None):
