@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "gated.cli.report",
     "gated.cli.run",
     "gated.cli.doctor",
+    "gated.cli.show",
     "gated.cli.sim",
     "gated.cli.pretix",
 )

@@ -15,6 +15,8 @@ Specs (the daemon config passes one string; options may also ride in it: `files:
                       `python3 -m venv --system-site-packages .venv`. Options: width, height.
     files:PATH        an image file, a directory of images/videos (sorted by name), or a video file.
                       Options: loop (start again at the end), fps (pace frames; default: as fast as read).
+                      watch=1: a bench; the folder is watched, each new image shown for a moment
+                      (gated/gate/watchcam.py; `gated show` puts one there).
     synthetic:        rendered ticket frames (gated.gate.rehearsal.synthetic); `show(text)` picks the code in view.
                       Options: width, height, fps, seed, and any distortion to pin (blur=0, ...).
 
@@ -413,6 +415,11 @@ def open_source(spec: str, **opts) -> FrameSource:
         if kind == "files":
             if not target:
                 raise CameraError("camera spec files: needs a path, e.g. files:/srv/frames")
+            if options.pop("watch", False):  # a bench: each new image in the folder is a ticket held up
+                from gated.gate.watchcam import WatchedFolder
+
+                return WatchedFolder(target, **options)
+            options.pop("hold", None)
             return FileSource(target, **options)
         if kind == "synthetic":
             from gated.gate.rehearsal.camera import SyntheticSource

@@ -104,7 +104,8 @@ def file_problems(cfg, user: User) -> list[tuple[str, str]]:
         problems += _file(cfg.mqtt.password_file, "mqtt.password_file", user)
     kind, _, rest = cfg.camera.source.partition(":")
     if kind == "files":
-        problems += _file(Path(rest), "camera.source", user, directory=True)
+        target = Path(rest.partition("?")[0])
+        problems += _file(target, "camera.source", user, directory=target.is_dir() or "watch=" in rest)
     if cfg.turnstile.boards_dir is not None:
         problems += _file(cfg.turnstile.boards_dir, "turnstile.boards_dir", user, directory=True)
     if cfg.health.textfile is not None and not cfg.health.textfile.parent.is_dir():
