@@ -72,6 +72,7 @@ class IngestResult:
     rejected: int = 0
     problems: list[dict] = field(default_factory=list)
     committed: dict[str, int] = field(default_factory=dict)  # per gate in the batch: events 1..n all held
+    stored: list[dict] = field(default_factory=list)  # the events this batch stored (new), for `gated ledger -v`
 
 
 class Ledger:
@@ -396,6 +397,7 @@ class Ledger:
             if fresh:
                 result.new += 1
                 self._new.append(event)
+                result.stored.append(event)
             elif existing.get(event_id) == event["hash"]:
                 result.duplicates += 1
             else:
@@ -687,6 +689,7 @@ class LedgerService:
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
+        self.on_stored = None  # called with each event stored (`gated ledger -v`)
         self.occupancy_every_s = occupancy_every_s
         self.day_start = day_start
         self._counted_since: int | None = None  # the day start the last occupancy message counted from
@@ -728,6 +731,9 @@ class LedgerService:
                 self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
         self.received += len(messages)
         self.stored += result.new
+        if self.on_stored is not None:
+            for event in result.stored:
+                self.on_stored(event)
         for problem in result.problems:
             log.warning("ledger problem", **problem)
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0
