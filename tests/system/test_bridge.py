@@ -112,7 +112,7 @@ def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep
 def test_a_bridge_may_carry_only_its_own_sites_topics(bridged):
     """make-dynsec.py --bridge at the centre: the arena bridge's certificate cannot write another
     site's events nor read another site's commands."""
-    from tests.test_broker_acl import Client
+    from tests.system.test_broker_acl import Client
 
     bridged.site.stop()  # the real bridge would push the test's client (same certificate) off
     bridged.central.certs = bridged.certs

@@ -493,7 +493,7 @@ def test_gated_report_without_matplotlib_says_what_to_install(tmp_path):
 
 def test_a_both_ways_gate_needs_a_sensor_that_tells_direction(tmp_path):
     from gated.gate import config
-    from tests.test_config import MINIMAL
+    from tests.system.test_config import MINIMAL
 
     both = MINIMAL.replace('keyring = "keyring"', 'keyring = "keyring"\ndirection = "both"\ncapacity = 500')
     path = tmp_path / "gated.toml"

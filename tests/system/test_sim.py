@@ -470,7 +470,7 @@ def test_a_scenario_with_a_capacity_needs_exits_and_names_its_zones():
 @pytest.mark.slow  # a whole venue with exits and a capacity: about 35 s on two shared cores
 def test_exits_venue_ledger_occupancy_is_the_ground_truth_and_gated_report_agrees(tmp_path, capsys):
     from gated.cli import main
-    from tests.test_wallet import CHROMIUM, chromium
+    from tests.system.test_wallet import CHROMIUM, chromium
 
     s, result = _run_venue("exits", tmp_path, speed=2.0)
     _assert_clean(result, tmp_path, s)
