@@ -170,3 +170,24 @@ def test_a_key_the_service_user_cannot_read_is_named(tmp_path, authority, certs)
         assert again.returncode == 0, again.stderr
     finally:
         shutil.rmtree(place)
+
+
+def test_gated_run_and_status_name_the_cause(tmp_path, authority, site_broker, certs):
+    from tests.support.gatedaemon import GateProcess
+
+    config = tls_config(tmp_path, authority, site_broker.port, certs)
+    config.write_text(config.read_text().replace(str(certs / "n1.key"), str(certs / "gone.key")))
+    gate = GateProcess(config).start()
+    try:
+        failed = gate.wait_for(lambda: gate.logged("gate cannot run"), 60, "gate cannot run")
+    finally:
+        gate.stop_quietly()
+    assert f"client key {certs / 'gone.key'}: no such file" in failed[0]["error"], failed
+
+    other = tmp_path / "other-ca"
+    assert main(["certs", "--out", str(other), "x"]) == 0
+    status = subprocess.run([str(GATED), "status", "--broker", f"mqtts://127.0.0.1:{site_broker.port}", "--ca",
+                             str(other / "ca.crt"), "--cert", str(certs / "ledger.crt"), "--key",
+                             str(certs / "ledger.key"), "--site", SITE, "--timeout", "3"],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 2 and "TLS verification failed on our side" in status.stderr, status.stderr
