@@ -29,7 +29,7 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from gated.central import daytables
@@ -206,7 +206,8 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
                if not problems else "ATTENTION: " + "; ".join(problems))
     return {
         "site": sorted({e["site"] for e, _ in events})[0] if events else daytables.site_of(db),
-        "event_names": sorted({e["event"] for e, _ in events if isinstance(e.get("event"), str)}),
+        "event_names": sorted({e["event"] for e, _ in events  # what the gates admitted for, not what forgers wrote
+                               if e["kind"] == "scan" and e.get("decision") == "admit" and isinstance(e.get("event"), str)}),
         "day": day, "timezone": timezone_name, "silence_min": silence_s // 60,
         "window": {"from": format_ts(start_ms), "to": format_ts(end_ms), "bin_s": bin_s,
                    "origin": format_ts(origin_ms)},
@@ -240,9 +241,11 @@ def plots(report: dict) -> dict[str, str]:
     tz = time_zone(report.get("timezone", "UTC"))
     w = report["window"]
     origin, bin_ms = ts_ms(w["origin"]), w["bin_s"] * 1000
-    window = (_when(ts_ms(w["from"])).astimezone(tz), _when(ts_ms(w["to"])).astimezone(tz))
-    if window[1] - window[0] < timedelta(hours=1):  # one event and no --day: an hour around it
-        window = (window[0] - timedelta(minutes=30), window[0] + timedelta(minutes=30))
+    if report.get("day"):  # the venue's day, whatever the data
+        window = (_when(ts_ms(w["from"])).astimezone(tz), _when(ts_ms(w["to"])).astimezone(tz))
+    else:  # the data's span in whole bins: one event is one bin wide, not a dot on an axis of years
+        last = -(-max(ts_ms(w["to"]) + 1, origin + 1) // bin_ms) * bin_ms
+        window = (_when(origin).astimezone(tz), _when(last).astimezone(tz))
     minutes = w["bin_s"] / 60
     zones = set(report["occupancy"]["zones"]) | set(report["entries_per_bin"]["zones"])
     colours = {"gates": p.colours_for(report["gates"]), "zones": p.colours_for(z or "(no zone)" for z in zones)}

@@ -148,7 +148,8 @@ def time_axis(ax, window: tuple, tz) -> None:
     ax.set_xlim(start, end)
     locator = mdates.AutoDateLocator(tz=tz, minticks=4, maxticks=10)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=tz))
+    short = (end - start).total_seconds() < 20 * 60  # ticks under a minute apart: they need their seconds
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if short else "%H:%M", tz=tz))
 
 
 def _integer_y(ax, top: float) -> None:

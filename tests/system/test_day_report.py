@@ -167,3 +167,30 @@ def test_one_event_is_a_bar_in_its_day_and_no_event_is_said_in_words(tmp_path):
     assert "Tuesday 8 December 2026" in page
     assert r["gates"]["north-1"]["up_share"] == 0.0  # known to the ledger, silent all day
     check_in_chromium(tmp_path, out)
+
+
+@pytest.mark.slow  # the demo venue (2 gates, 200 visitors) rehearsed first: about a minute
+def test_the_demos_day_reads_in_chromium(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.gate.test_guides import ROOT
+
+    gated = Path(sys.executable).parent / "gated"
+    done = subprocess.run([str(gated), "sim", str(ROOT / "sim" / "scenarios" / "demo.toml"), "--speed", "4", "--out",
+                           str(tmp_path / "demo")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    db = str(tmp_path / "demo" / "work" / "ledger.db")
+    with Ledger(db) as ledger:
+        (first,) = ledger.db.execute("SELECT MIN(ts) FROM events").fetchone()
+    day = datetime.fromisoformat(first.replace("Z", "+00:00")).astimezone(BERLIN).date().isoformat()
+    out = tmp_path / "day"
+    assert main(["report", "--db", db, "--out", str(out), "--day", day, "--timezone", "Europe/Berlin"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    page = (out / "report.html").read_text()
+    assert r["event_names"] == ["DEMO-2026"] and r["site"] in re.search(r"<h1>(.*?)</h1>", page).group(1)
+    images = png_images(page)
+    assert {"entries_per_gate", "entries_per_zone", "occupancy", "denials"} <= set(images)
+    measured = check_in_chromium(tmp_path, str(out))
+    assert measured[1]["title"].endswith("(00:00 to 23:59 Europe/Berlin)")
