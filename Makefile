@@ -10,7 +10,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-pretix pretix-venv system test-tools venv bench dist clean
+.PHONY: demo test test-fast lint format test-pretix pretix-venv system test-tools venv bench dist clean
 
 system:
 	@missing=""; \
@@ -52,6 +52,17 @@ test: venv test-tools
 # gate process; under a minute. tests/system starts real processes and is in `make test`.
 test-fast: venv
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -q tests/core tests/gate tests/central $(PYTEST_ARGS)
+
+# ruff (pinned in the test extra, configured in pyproject.toml): lint rules, import order, format.
+# `make lint` changes nothing and fails on what `make format` would change.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --select I .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
 
 # pretix (tests/pretix/: a real pretix shop on 127.0.0.1) lives in its own venv: gated never imports it.
 PRETIX_VENV ?= .venv-pretix

@@ -31,7 +31,7 @@ from gated.central.issuer import issue, new_claims  # noqa: E402
 from gated.core.decide import Facts, GateContext, decide  # noqa: E402
 from gated.core.reasons import Reason  # noqa: E402
 from gated.gate.store import GateStore  # noqa: E402
-from gated.core.ticket import read_code  # noqa: E402
+from gated.core.scanned import read_code  # noqa: E402
 from gated.gate.validate import validate  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 

@@ -36,7 +36,7 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 from gated import keys, scanloop  # noqa: E402
 from gated import logging as gated_logging  # noqa: E402
 from gated.gate.boards import load_board  # noqa: E402
-from gated.gate.camera import Frame  # noqa: E402
+from gated.gate.frames import Frame  # noqa: E402
 from gated.core import ticket  # noqa: E402
 from gated.core.decide import GateContext  # noqa: E402
 from gated.gate.gate import Gate  # noqa: E402

@@ -30,7 +30,8 @@ import cbor2  # noqa: E402
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat  # noqa: E402
 
 from gated import keys  # noqa: E402
-from gated.gate.revocations import apply_update, encode_updates  # noqa: E402
+from gated.core.revocation import encode_updates  # noqa: E402
+from gated.gate.revocations import apply_update  # noqa: E402
 from gated.gate.store import GateStore  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 

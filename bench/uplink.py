@@ -32,8 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 
 from gated import keys  # noqa: E402
 
-from gated.core import events
-from gated.central.ledger import Ledger, LedgerService  # noqa: E402
+from gated.core import events  # noqa: E402
+from gated.central.ledger import Ledger  # noqa: E402
+from gated.central.ledger_service import LedgerService  # noqa: E402
 from gated.keys import Keyring  # noqa: E402
 from gated.mqtturl import parse_broker_url  # noqa: E402
 from gated.gate.store import GateStore  # noqa: E402
@@ -135,7 +136,8 @@ def ledger_ingest(work: Path, messages, ring, run: int) -> tuple[float, dict]:
 WORKER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from gated.central.ledger import Ledger, LedgerService
+from gated.central.ledger import Ledger
+from gated.central.ledger_service import LedgerService
 from gated.keys import load_keyring
 from gated.mqtturl import parse_broker_url
 ledger = Ledger({db!r}, keyring=load_keyring({ring!r}), site={site!r}, workers=1)

@@ -10,16 +10,14 @@ On disk a keyring is a directory of PEM public keys plus `keyring.toml`:
     not_before = "2026-01-01T00:00:00Z"   # optional: window in which it may sign
     not_after = "2026-12-31T23:59:59Z"
 
-A key outside its scope is as good as unknown (`unknown_key`). For tickets the
-window is checked against the signing time the ticket states (`iat`, else `nbf`),
-so a ticket sold before a key was retired stays valid. Private keys never live here.
+What the entries mean, and the one signature check, are in gated/core/signed.py; this module reads
+and writes the files. Private keys never live here.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,85 +32,15 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
-from gated.core.errors import GatedError, Rejected
-from gated.core import cose
 from gated.core.cose import kid_of
+from gated.core.errors import GatedError
+from gated.core.signed import ROLES, Keyring, TrustedKey, trusted
 
-ROLES = ("issuer", "revocation", "command", "device")
 KEYRING_FILE = "keyring.toml"
 
 
 class KeyringError(GatedError, ValueError):
     """The keyring on disk is unusable; the message names the file and entry to fix."""
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    name: str
-    public_key: Ed25519PublicKey
-    roles: frozenset[str]
-    events: frozenset[str] = frozenset()
-    not_before: int | None = None
-    not_after: int | None = None
-    kid: bytes = field(default=b"")
-
-    def allows_event(self, event: str) -> bool:
-        return not self.events or event in self.events
-
-    def valid_at(self, unix_seconds: int) -> bool:
-        if self.not_before is not None and unix_seconds < self.not_before:
-            return False
-        return self.not_after is None or unix_seconds <= self.not_after
-
-
-@dataclass(frozen=True)
-class Keyring:
-    keys: tuple[TrustedKey, ...] = ()
-
-    def find(self, kid: bytes, role: str) -> TrustedKey | None:
-        """The key with this kid, if it is trusted for `role`; a key of another role is no key."""
-        for key in self.keys:
-            if key.kid == kid and role in key.roles:
-                return key
-        return None
-
-    def with_key(self, key: TrustedKey) -> "Keyring":
-        return Keyring(self.keys + (key,))
-
-
-class SignedRejected(Rejected):
-    """A signed message that is not accepted; `code` is stable: malformed, unsupported (another
-    algorithm), unknown_key (no such kid with the role), bad_signature."""
-
-
-def open_signed(blob: bytes, keyring: Keyring, role: str) -> tuple[TrustedKey, object]:
-    """Verify a COSE_Sign1 by a key trusted for `role` and decode its payload (one CBOR item, nothing
-    after it). Revocation updates, remote commands and time beacons all arrive this way."""
-    try:
-        sign1 = cose.parse(blob)
-    except cose.CoseError as exc:
-        raise SignedRejected("unsupported" if exc.unsupported else "malformed", f"COSE: {exc}") from None
-    key = keyring.find(sign1.kid, role)
-    if key is None:
-        raise SignedRejected("unknown_key", f"kid {sign1.kid.hex()} is not a trusted {role} key")
-    if not sign1.verify(key.public_key):
-        raise SignedRejected("bad_signature", f"signature does not verify with {key.name}")
-    try:
-        return key, cose.loads_exact(sign1.payload)
-    except cose.CoseError as exc:
-        raise SignedRejected("malformed", f"payload: {exc}") from None
-
-
-def trusted(name: str, public_key: Ed25519PublicKey, roles, events=(), not_before=None, not_after=None) -> TrustedKey:
-    return TrustedKey(
-        name=name,
-        public_key=public_key,
-        roles=frozenset(roles),
-        events=frozenset(events),
-        not_before=not_before,
-        not_after=not_after,
-        kid=kid_of(public_key),
-    )
 
 
 def parse_time(text: str) -> int:

@@ -21,7 +21,8 @@ from gated import keys
 from gated.core import base45
 from gated.central.issuer import issue, new_claims
 from gated.core.decide import GateContext
-from gated.gate.revocations import apply_update, encode_updates
+from gated.core.revocation import encode_updates
+from gated.gate.revocations import apply_update
 from gated.gate.store import GateStore
 from gated.gate.validate import scan_fields, validate
 

@@ -31,18 +31,19 @@
                 the visitor passes; the restarted gate must roll that admission back) |
                 "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s)
 
-Times are simulated seconds from the start; the runner divides them by the speed. Loading reports
-every problem at once with its key path, like the gate's own configuration.
+Times are simulated seconds from the start; the runner divides them by the speed. The tables are
+declared below as frozen dataclasses and read by gated/tomlcheck.py, like the gate's own
+configuration: loading reports every problem at once with its key path.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.tomlcheck import TableReader
+from gated.tomlcheck import BAD, Reader, keys_of, option
 
 TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
@@ -128,11 +129,195 @@ class Scenario:
         return [f for f in self.faults if f.kind == kind]
 
 
-class _Reader(TableReader):
-    """The shared reader (gated/tomlcheck.py); a scenario's sections read as {} when absent."""
+# --- the file's tables, declared as the gate's config is (gated/tomlcheck.py) -------------------
+# (schemas only, never made: keyword-only, so a required key may follow one with a default)
 
-    def table(self, raw: dict, name: str, known: tuple[str, ...], required: bool = True) -> dict:
-        return super().table(raw, name, required=required, known=known) or {}
+def _names(raw, reader: Reader, path: str, table: dict):
+    if not (isinstance(raw, list) and all(isinstance(z, str) and z for z in raw)):
+        reader.problem(path, f"expected a list of zone names, got {raw!r}")
+        return BAD
+    return tuple(raw)
+
+
+def _gate_count(table: dict) -> int:
+    count = table.get("count")
+    return count if type(count) is int and 1 <= count <= MAX_GATES else 1
+
+
+def _gate_ids(raw, reader: Reader, path: str, table: dict):
+    gates = _gate_count(table)
+    if not (isinstance(raw, list) and all(g in {f"g{i + 1}" for i in range(gates)} for g in raw)):
+        reader.problem(path, f"expected a list of gate ids g1..g{gates}, got {raw!r}")
+        return BAD
+    return tuple(raw)
+
+
+def _shares(raw, reader: Reader, path: str, table: dict):
+    if not (isinstance(raw, dict) and raw and all(isinstance(v, (int, float)) and v > 0 for v in raw.values())):
+        reader.problem(path, f"expected a table of type = share (> 0), got {raw!r}")
+        return BAD
+    return {str(k): float(v) for k, v in raw.items()}
+
+
+def _profile(raw, reader: Reader, path: str, table: dict):
+    if not (isinstance(raw, list) and len(raw) >= 2
+            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in p)
+                    for p in raw)
+            and all(a[0] < b[0] for a, b in zip(raw, raw[1:]))
+            and any(p[1] > 0 for p in raw)):
+        reader.problem(path, "expected at least two [t_s, weight] pairs, times increasing, weights >= 0")
+        return BAD
+    return tuple((float(a), float(b)) for a, b in raw)
+
+
+def _dwell(raw, reader: Reader, path: str, table: dict):
+    if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in raw)
+            and raw[0] <= raw[1]):
+        reader.problem(path, f"expected [min, max] seconds, got {raw!r}")
+        return BAD
+    return (float(raw[0]), float(raw[1]))
+
+
+def _capacities(raw, reader: Reader, path: str, table: dict):
+    if not (isinstance(raw, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                          for v in raw.values())):
+        reader.problem(path, f"expected zone = people (integers >= 1), got {raw!r}")
+        return BAD
+    return {str(k): int(v) for k, v in raw.items()}
+
+
+def _fault_list(raw, reader: Reader, path: str, table: dict):
+    """[[faults]]: each table read by its kind's schema (FAULT_TABLES); the values that parsed, by index."""
+    if not isinstance(raw, list):
+        reader.problem(path, "expected [[faults]] tables")
+        return BAD
+    out = []
+    for i, f in enumerate(raw):
+        where = f"faults[{i}]"
+        if not isinstance(f, dict):
+            reader.problem(where, "expected a table")
+            continue
+        kind = f.get("kind")
+        if kind not in FAULT_KINDS:
+            reader.problem(f"{where}.kind", f"expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+            continue
+        out.append((where, kind, reader.section(FAULT_TABLES[kind], f, where + ".")))
+    return out
+
+
+MAX_GATES = 200
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ScenarioTable:
+    name: str = option(doc="the scenario's name")
+    site: str = option(doc="the site's name")
+    event: str = option(doc="the event id its tickets are for")
+    seed: int = option(1, doc="seed of the crowd's random numbers")
+    duration_s: float = option(doc="simulated seconds of arrivals", above=0)
+    speed: float = option(1.0, doc="default time compression (gated sim --speed wins)", above=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GatesTable:
+    count: int = option(doc="how many gates", minimum=1, maximum=MAX_GATES)
+    zones: tuple[str, ...] = option((), doc="zones, assigned to the gates round robin", parse=_names)
+    board: str = option("generic-relay", doc="board profile in firmware_config/boards/")
+    passage_timeout_s: float = option(2.0, doc="each gate's [timings] passage_timeout_s", above=0)
+    relay_pulse_s: float = option(0.5, doc="each gate's [timings] relay_pulse_s", above=0)
+    fps: float = option(10.0, doc="each gate's camera frames per second", above=0)
+    exits: tuple[str, ...] = option((), doc="scan-out exit gates", parse=_gate_ids)
+    free_exits: tuple[str, ...] = option((), doc="free exits: people go out without a ticket, counted",
+                                         parse=_gate_ids)
+    reentry: bool = option(False, doc="entry gates let a ticket that left back in")
+    ntp: str = option("auto", doc="each gate's [clock] ntp", choices=("auto", "ignore"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TicketsTable:
+    types: dict = option(None, doc="ticket types and their shares, {adult = 0.8, child = 0.2}", parse=_shares)
+    entries: int = option(1, doc="admissions per ticket", minimum=1)
+    zoned: bool = option(False, doc="tickets name the zone of their gate")
+    dynamic_share: float = option(0.0, doc="share of GT2 tickets shown through a wallet", minimum=0, maximum=1)
+    format: str = option("gated", doc="gated (GT1/GT2) or pretix_sig1", choices=TICKET_FORMATS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ArrivalsTable:
+    visitors: int = option(doc="how many visitors come", minimum=1)
+    profile: tuple = option(None, doc="[[t_s, rate weight], ...], piecewise linear over duration_s "
+                                      "(default: even)", parse=_profile)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _BehaviourTable:
+    no_pass_share: float = option(0.0, doc="green light, nobody passes: the admission times out", minimum=0,
+                                  maximum=0.5)
+    pass_time_s: float = option(0.3, doc="how long a visitor takes to walk through", minimum=0)
+
+
+_FraudTable = make_dataclass("_FraudTable", [(kind, int, option(0, doc=f"visitors who cheat: {kind}", minimum=0))
+                                             for kind in FRAUD_KINDS]
+                             + [("revocations_at_s", float, option(None, doc="when the 'during' list goes out "
+                                                                             "(default: a third in)", minimum=0))],
+                             frozen=True, kw_only=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ExitsTable:
+    leave_share: float = option(0.0, doc="honest visitors who leave before the end", minimum=0, maximum=1)
+    dwell_s: tuple = option((10.0, 30.0), doc="[min, max] time inside before leaving", parse=_dwell)
+    return_share: float = option(0.0, doc="of those who left through a scan-out exit, the share who come back",
+                                 minimum=0, maximum=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _BrokerDown:
+    kind: str = option(doc="broker_down")
+    start_s: float = option(doc="when the broker stops", minimum=0)
+    end_s: float = option(doc="when it is back", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _GateKill:
+    kind: str = option(doc="gate_kill")
+    gate: str = option(doc="which gate")
+    at_s: float = option(doc="when it is killed", minimum=0)
+    down_s: float = option(2.0, doc="how long it stays down", minimum=0)
+    during: str = option("idle", doc="idle: between two visitors; admission: the first green light after at_s",
+                         choices=("idle", "admission"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ClockSkew:
+    kind: str = option(doc="clock_skew")
+    gate: str = option(doc="which gate")
+    offset_s: float = option(doc="how far its clock is off")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _CameraStall:
+    kind: str = option(doc="camera_stall")
+    gate: str = option(doc="which gate")
+    start_s: float = option(doc="when its camera stops delivering", minimum=0)
+    end_s: float = option(doc="when it is back", minimum=0)
+
+
+FAULT_TABLES = {"broker_down": _BrokerDown, "gate_kill": _GateKill, "clock_skew": _ClockSkew,
+                "camera_stall": _CameraStall}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ScenarioFile:
+    scenario: _ScenarioTable = option(doc="the venue and the run")
+    gates: _GatesTable = option(doc="the gates")
+    tickets: _TicketsTable = option(_TicketsTable(), doc="the tickets sold")
+    arrivals: _ArrivalsTable = option(doc="the crowd")
+    behaviour: _BehaviourTable = option(_BehaviourTable(), doc="how visitors behave")
+    fraud: _FraudTable = option(_FraudTable(), doc="the cheats")
+    exits: _ExitsTable = option(_ExitsTable(), doc="visitors who leave")
+    capacity: dict = option(None, doc="zone = people it may hold", parse=_capacities)
+    faults: list = option(None, doc="[[faults]]: the bad day", parse=_fault_list)
 
 
 def load(path: str | Path) -> Scenario:
@@ -147,162 +332,94 @@ def load(path: str | Path) -> Scenario:
 
 
 def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
-    problems: list[str] = []
-    r = _Reader(problems)
-    for key in raw:
-        if key not in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "faults", "exits", "capacity"):
-            problems.append(f"{key}: unknown section")
-    sc = r.table(raw, "scenario", ("name", "site", "event", "seed", "duration_s", "speed"))
-    ga = r.table(raw, "gates", ("count", "zones", "board", "passage_timeout_s", "relay_pulse_s", "fps", "exits",
-                                "free_exits", "reentry", "ntp"))
-    ex = r.table(raw, "exits", ("leave_share", "dwell_s", "return_share"), required=False)
-    capacity = raw.get("capacity", {})
-    ti = r.table(raw, "tickets", ("types", "entries", "zoned", "dynamic_share", "format"), required=False)
-    ar = r.table(raw, "arrivals", ("visitors", "profile"))
-    be = r.table(raw, "behaviour", ("no_pass_share", "pass_time_s"), required=False)
-    fr = r.table(raw, "fraud", FRAUD_KINDS + ("revocations_at_s",), required=False)
+    reader = Reader()
+    t = reader.sections(_ScenarioFile, raw)
+    sc, ga, ti, ar, be, fr, ex = (t[k] for k in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud",
+                                                 "exits"))
 
-    duration = r.get(sc, "scenario.duration_s", float, above=0) or 60.0
-    gates = r.get(ga, "gates.count", int, minimum=1, maximum=200) or 1
-    zones = ga.get("zones", [])
-    if not (isinstance(zones, list) and all(isinstance(z, str) and z for z in zones)):
-        problems.append(f"gates.zones: expected a list of zone names, got {zones!r}")
-        zones = []
-    types = ti.get("types", {"general": 1.0})
-    if not (isinstance(types, dict) and types and all(isinstance(v, (int, float)) and v > 0 for v in types.values())):
-        problems.append(f"tickets.types: expected a table of type = share (> 0), got {types!r}")
-        types = {"general": 1.0}
-    profile = ar.get("profile", [[0, 1], [duration, 1]])
-    if not (isinstance(profile, list) and len(profile) >= 2
-            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in p)
-                    for p in profile)
-            and all(a[0] < b[0] for a, b in zip(profile, profile[1:]))
-            and any(p[1] > 0 for p in profile)):
-        problems.append("arrivals.profile: expected at least two [t_s, weight] pairs, times increasing, weights >= 0")
-        profile = [[0, 1], [duration, 1]]
-    visitors = r.get(ar, "arrivals.visitors", int, minimum=1) or 1
-    fraud = {kind: r.get(fr, f"fraud.{kind}", int, 0, minimum=0) for kind in FRAUD_KINDS}
+    def problem(text: str) -> None:  # a check across keys: "<key path>: <what is wrong>"
+        path, _, what = text.partition(": ")
+        reader.problem(path, what)
+
+    duration = sc.get("duration_s", 60.0)
+    gates = ga.get("count", 1)
+    zones = ga.get("zones", ())
+    visitors = ar.get("visitors", 1)
+    fraud = {kind: fr.get(kind, 0) for kind in FRAUD_KINDS}
     if sum(fraud.values()) > visitors // 2:
-        problems.append(f"fraud: {sum(fraud.values())} cheats among {visitors} visitors; at most half may cheat")
+        problem(f"fraud: {sum(fraud.values())} cheats among {visitors} visitors; at most half may cheat")
     if fraud["two_gates"] and gates < 2:
-        problems.append("fraud.two_gates: needs at least two gates")
-    revocations_at = r.get(fr, "fraud.revocations_at_s", float, duration / 3, minimum=0)
-    faults = _faults(raw.get("faults", []), duration, gates, problems)
+        problem("fraud.two_gates: needs at least two gates")
+    revocations_at = fr.get("revocations_at_s")
+    revocations_at = duration / 3 if revocations_at is None else revocations_at
+    faults = _faults(t.get("faults", []), duration, gates, problem)
     if fraud["revoked_during"] and any(f.start_s <= revocations_at <= f.end_s for f in faults if f.kind == "broker_down"):
-        problems.append("fraud.revocations_at_s: falls inside a broker outage; the revocation could not go out")
+        problem("fraud.revocations_at_s: falls inside a broker outage; the revocation could not go out")
 
-    gate_ids = {f"g{i + 1}" for i in range(gates)}
-    exit_lists = {}
-    for key in ("exits", "free_exits"):
-        value = ga.get(key, [])
-        if not (isinstance(value, list) and all(g in gate_ids for g in value)):
-            problems.append(f"gates.{key}: expected a list of gate ids g1..g{gates}, got {value!r}")
-            value = []
-        exit_lists[key] = tuple(value)
+    exit_lists = {key: ga.get(key, ()) for key in ("exits", "free_exits")}
     if set(exit_lists["exits"]) & set(exit_lists["free_exits"]):
-        problems.append("gates.free_exits: a gate is either a scan-out exit or a free exit")
+        problem("gates.free_exits: a gate is either a scan-out exit or a free exit")
     if len(set(exit_lists["exits"]) | set(exit_lists["free_exits"])) >= gates:
-        problems.append("gates.exits: at least one gate must be an entry")
-    dwell = ex.get("dwell_s", [10, 30])
-    if not (isinstance(dwell, list) and len(dwell) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in dwell)
-            and dwell[0] <= dwell[1]):
-        problems.append(f"exits.dwell_s: expected [min, max] seconds, got {dwell!r}")
-        dwell = [10, 30]
-    if not (isinstance(capacity, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                               for v in capacity.values())):
-        problems.append(f"capacity: expected zone = people (integers >= 1), got {capacity!r}")
-        capacity = {}
+        problem("gates.exits: at least one gate must be an entry")
+    capacity = t.get("capacity", {})
     for zone in capacity:
         if zone not in zones:
-            problems.append(f"capacity.{zone}: not one of gates.zones")
-    leave_share = r.get(ex, "exits.leave_share", float, 0.0, minimum=0, maximum=1)
+            problem(f"capacity.{zone}: not one of gates.zones")
+    leave_share = ex.get("leave_share", 0.0)
     if (leave_share or capacity) and not exit_lists["exits"] and not exit_lists["free_exits"]:
-        problems.append("exits: visitors who leave, and a capacity, need exit gates (gates.exits or gates.free_exits)")
+        problem("exits: visitors who leave, and a capacity, need exit gates (gates.exits or gates.free_exits)")
     if capacity and (fraud["used_twice"] or fraud["two_gates"]):
-        problems.append("capacity: copied tickets (fraud.used_twice, two_gates) are not planned with a capacity")
+        problem("capacity: copied tickets (fraud.used_twice, two_gates) are not planned with a capacity")
 
     scenario = Scenario(
-        name=r.get(sc, "scenario.name", str) or "?", site=r.get(sc, "scenario.site", str) or "site",
-        event=r.get(sc, "scenario.event", str) or "EVENT", seed=r.get(sc, "scenario.seed", int, 1),
-        duration_s=duration, speed=r.get(sc, "scenario.speed", float, 1.0, above=0),
-        gates=gates, zones=tuple(zones), board=r.get(ga, "gates.board", str, "generic-relay"),
-        passage_timeout_s=r.get(ga, "gates.passage_timeout_s", float, 2.0, above=0),
-        relay_pulse_s=r.get(ga, "gates.relay_pulse_s", float, 0.5, above=0),
-        fps=r.get(ga, "gates.fps", float, 10.0, above=0),
-        ticket_types={str(k): float(v) for k, v in types.items()},
-        entries=r.get(ti, "tickets.entries", int, 1, minimum=1), zoned=r.get(ti, "tickets.zoned", bool, False),
-        dynamic_share=r.get(ti, "tickets.dynamic_share", float, 0.0, minimum=0, maximum=1),
-        visitors=visitors, profile=tuple((float(a), float(b)) for a, b in profile),
-        no_pass_share=r.get(be, "behaviour.no_pass_share", float, 0.0, minimum=0, maximum=0.5),
-        pass_time_s=r.get(be, "behaviour.pass_time_s", float, 0.3, minimum=0),
+        name=sc.get("name", "?"), site=sc.get("site", "site"), event=sc.get("event", "EVENT"), seed=sc.get("seed", 1),
+        duration_s=duration, speed=sc.get("speed", 1.0),
+        gates=gates, zones=zones, board=ga.get("board", "generic-relay"),
+        passage_timeout_s=ga.get("passage_timeout_s", 2.0), relay_pulse_s=ga.get("relay_pulse_s", 0.5),
+        fps=ga.get("fps", 10.0), ticket_types=ti.get("types") or {"general": 1.0},
+        entries=ti.get("entries", 1), zoned=ti.get("zoned", False), dynamic_share=ti.get("dynamic_share", 0.0),
+        visitors=visitors, profile=ar.get("profile") or ((0.0, 1.0), (float(duration), 1.0)),
+        no_pass_share=be.get("no_pass_share", 0.0), pass_time_s=be.get("pass_time_s", 0.3),
         fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source,
-        ticket_format=r.get(ti, "tickets.format", str, "gated"),
+        ticket_format=ti.get("format", "gated"),
         exit_gates=exit_lists["exits"], free_exit_gates=exit_lists["free_exits"],
-        reentry=r.get(ga, "gates.reentry", bool, False), leave_share=leave_share or 0.0,
-        dwell_s=(float(dwell[0]), float(dwell[1])),
-        return_share=r.get(ex, "exits.return_share", float, 0.0, minimum=0, maximum=1),
-        capacities={str(k): int(v) for k, v in capacity.items()}, ntp=r.get(ga, "gates.ntp", str, "auto"))
-    if scenario.ntp not in ("auto", "ignore"):
-        problems.append(f"gates.ntp: expected auto or ignore, got {scenario.ntp!r}")
+        reentry=ga.get("reentry", False), leave_share=leave_share,
+        dwell_s=ex.get("dwell_s", (10.0, 30.0)), return_share=ex.get("return_share", 0.0),
+        capacities=capacity, ntp=ga.get("ntp", "auto"))
     if scenario.zoned and not scenario.zones:
-        problems.append("tickets.zoned: needs gates.zones")
-    if scenario.ticket_format not in TICKET_FORMATS:
-        problems.append(f"tickets.format: expected one of {', '.join(TICKET_FORMATS)}, got {scenario.ticket_format!r}")
-    elif scenario.ticket_format == "pretix_sig1":
+        problem("tickets.zoned: needs gates.zones")
+    if scenario.ticket_format == "pretix_sig1":
         for wrong, what in ((scenario.entries != 1, "tickets.entries: pretix_sig1 tickets allow one entry"),
                             (scenario.zoned, "tickets.zoned: pretix_sig1 tickets name no zones"),
                             (scenario.dynamic_share > 0, "tickets.dynamic_share: pretix_sig1 tickets are static"),
                             (fraud["screenshot"] or fraud["static_copy"],
                              "fraud.screenshot/static_copy: need GT2 tickets, not pretix_sig1")):
             if wrong:
-                problems.append(what)
-    if problems:
-        raise ScenarioError(source, problems)
+                problem(what)
+    if reader.problems:
+        raise ScenarioError(source, [f"{path}: {what}" if what else path for path, what in reader.problems])
     return scenario
 
 
-def _faults(raw, duration: float, gates: int, problems: list[str]) -> list[Fault]:
-    if not isinstance(raw, list):
-        problems.append("faults: expected [[faults]] tables")
-        return []
+def _faults(read: list, duration: float, gates: int, problem) -> list[Fault]:
+    """The faults as values, with the checks against the scenario's duration and gates."""
     out = []
-    r = _Reader(problems)
     gate_ids = {f"g{i + 1}" for i in range(gates)}
-    for i, f in enumerate(raw):
-        where = f"faults[{i}]"
-        if not isinstance(f, dict):
-            problems.append(f"{where}: expected a table")
-            continue
-        kind = f.get("kind")
-        if kind not in FAULT_KINDS:
-            problems.append(f"{where}.kind: expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
-            continue
-        known = {"broker_down": ("kind", "start_s", "end_s"), "gate_kill": ("kind", "gate", "at_s", "down_s", "during"),
-                 "clock_skew": ("kind", "gate", "offset_s"), "camera_stall": ("kind", "gate", "start_s", "end_s")}[kind]
-        for key in f:
-            if key not in known:
-                problems.append(f"{where}.{key}: unknown key for {kind} (known: {', '.join(known)})")
-        gate = None
-        if "gate" in known:
-            gate = f.get("gate")
-            if gate not in gate_ids:
-                problems.append(f"{where}.gate: expected one of g1..g{gates}, got {gate!r}")
+    for where, kind, f in read:
+        gate = f.get("gate")
+        if "gate" in {field.name for field in keys_of(FAULT_TABLES[kind])} and gate is not None \
+                and gate not in gate_ids:
+            problem(f"{where}.gate: expected one of g1..g{gates}, got {gate!r}")
         if kind in ("broker_down", "camera_stall"):
-            start = r.get(f, f"{where}.start_s", float, minimum=0)
-            end = r.get(f, f"{where}.end_s", float, minimum=0)
+            start, end = f.get("start_s"), f.get("end_s")
             if start is not None and end is not None and not start < end <= duration:
-                problems.append(f"{where}: expected start_s < end_s <= scenario.duration_s ({duration})")
+                problem(f"{where}: expected start_s < end_s <= scenario.duration_s ({duration})")
             out.append(Fault(kind, start or 0.0, end or 0.0, gate))
         elif kind == "gate_kill":
-            at = r.get(f, f"{where}.at_s", float, minimum=0)
-            down = r.get(f, f"{where}.down_s", float, 2.0, minimum=0)
+            at, down = f.get("at_s"), f.get("down_s", 2.0)
             if at is not None and at >= duration:
-                problems.append(f"{where}.at_s: expected below scenario.duration_s ({duration})")
-            during = f.get("during", "idle")
-            if during not in ("idle", "admission"):
-                problems.append(f"{where}.during: expected 'idle' or 'admission', got {during!r}")
-            out.append(Fault(kind, at or 0.0, (at or 0.0) + (down or 0.0), gate, during=during))
+                problem(f"{where}.at_s: expected below scenario.duration_s ({duration})")
+            out.append(Fault(kind, at or 0.0, (at or 0.0) + down, gate, during=f.get("during", "idle")))
         else:
-            offset = r.get(f, f"{where}.offset_s", float)
-            out.append(Fault(kind, 0.0, duration, gate, offset or 0.0))
+            out.append(Fault(kind, 0.0, duration, gate, f.get("offset_s") or 0.0))
     return out

@@ -214,7 +214,7 @@ class Listener:
                     self.revs[gate] = max(rev, self.revs.get(gate, 0))
 
     def _beacon_loop(self) -> None:
-        from gated.gate.clock import encode_beacon
+        from gated.core.beacon import encode_beacon
         from gated.topics import beacon_topic
 
         while self._beacon_key is not None and not self._stop.is_set():
@@ -360,7 +360,7 @@ class Venue:
 
     def publish_revocations(self, version: int, base: int, add) -> None:
         from gated.central.publisher import publish_revocations
-        from gated.gate.revocations import encode_updates
+        from gated.core.revocation import encode_updates
 
         blobs = encode_updates(self.revocation_key, site=self.scenario.site, version=version, base=base, add=add,
                                iat=int(time.time()))

@@ -17,7 +17,7 @@ import structlog
 
 from gated.brokerdiag import link_words
 from gated.core.errors import GatedError
-from gated.gate.clock import BEACON_INTERVAL_S, encode_beacon
+from gated.core.beacon import BEACON_INTERVAL_S, encode_beacon
 from gated.mqtt import MqttLink
 from gated.topics import beacon_topic
 

@@ -26,8 +26,8 @@ from gated.core.errors import GatedError
 from gated import keys
 from gated.mqtturl import UplinkSettings
 from gated.topics import command_topic, gate_topic, occupancy_topic, root
-from gated.central.commands import encode_command
-from gated.core.command import COMMANDS
+from gated.core.command import COMMANDS, encode_command
+from gated.core.announce import parse_device_announcement
 from gated.core.occupancy import OccupancyRejected, read_occupancy
 from gated.mqtt import MqttLink
 
@@ -274,7 +274,8 @@ class SiteWatch:
         nonce = time.time_ns() // 1000  # microseconds: above any nonce an earlier command used
         pending = {}
         for gate in gates:
-            blob = encode_command(key, gate=gate, command=name, nonce=nonce)  # a fresh iat: gates refuse old ones
+            blob = encode_command(key, gate=gate, command=name, nonce=nonce,
+                                  iat=int(time.time()))  # a fresh iat: gates refuse old ones
             mid = self.link.publish(command_topic(self.site, gate), blob, 1, False)
             if mid is None:
                 raise FleetError(f"could not hand the command for {gate} to the MQTT client")
@@ -340,8 +341,6 @@ class Announcement:
 
 def announcements(views: dict[str, GateView], keyring) -> list[Announcement]:
     """The device keys the gates announce in their status, compared with `keyring` (None: empty)."""
-    from gated.gate.uplink import parse_device_announcement
-
     trusted = {}
     for key in (keyring.keys if keyring is not None else ()):
         if "device" in key.roles:

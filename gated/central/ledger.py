@@ -1,6 +1,9 @@
 """The central ledger: every gate's events exactly once, with what is wrong with them.
 
-    gated/v1/<site>/gates/+/events  --(persistent session, or $share/<group>/...)-->  Ledger.ingest()  -->  ledger.db
+    gated/v1/<site>/gates/+/events  --(gated/central/ledger_service.py)-->  Ledger.ingest()  -->  ledger.db
+
+The report is gated/central/ledger_report.py and the signature audit gated/central/ledger_audit.py;
+this module takes events in and checks them as they land.
 
 Storage: a SQLite file (WAL, synchronous=FULL) or PostgreSQL, behind one small seam
 (gated/central/ledgerdb.py: opening, transactions, dialect words, numbered migrations); the logic
@@ -50,13 +53,13 @@ from dataclasses import dataclass, field
 import structlog
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gated.brokerdiag import link_words
+from gated.central import ledger_audit, ledger_report
 from gated.central import occupancy as occ
 from gated.core.errors import GatedError
 from gated.core import events as ev
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
-from gated.keys import Keyring
-from gated.topics import committed_topic, events_topic, events_topic_gate
+from gated.core.signed import Keyring
+from gated.topics import events_topic_gate
 
 log = structlog.get_logger("gated.ledger")
 
@@ -436,7 +439,7 @@ class Ledger:
                     "SELECT gate, seq, hash, prev, id FROM events WHERE " + " OR ".join(c for c, _ in part),
                     tuple(v for _, values in part for v in values)).fetchall():
                 stored[gate, n] = (h, p, i_)
-        for gate, gate_events in by_gate.items():
+        for gate_events in by_gate.values():
             for event in gate_events:
                 self._check_event_links(result, event, stored, received_ms)
 
@@ -463,90 +466,13 @@ class Ledger:
     # --- output -----------------------------------------------------------------------------
 
     def report(self) -> dict:
-        """Per gate: events, admits, denies by reason, gaps, chain breaks, bad signatures; over-admitted tickets."""
-        db = self.db
-        gates: dict[str, dict] = {}
-        for gate, count, last, admits, passages in db.execute(
-                "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
-                "FROM events GROUP BY gate ORDER BY gate"):
-            gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
-                           "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
-                           "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True,
-                           "chain_vouched": 0}
-        for gate, reason, count in db.execute(
-                "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
-                "GROUP BY gate, reason ORDER BY gate, reason"):
-            gates[gate]["denies"][reason] = count
-        for gate, seq, before in db.execute(
-                "SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, 0) OVER (PARTITION BY gate ORDER BY seq)"
-                " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
-            gates[gate]["gaps"].append([before + 1, seq - 1])
-            gates[gate]["missing"] += seq - 1 - before
-        for gate, unsigned, vouched in db.execute(
-                "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
-                "FROM events GROUP BY gate"):
-            gates[gate]["signatures_checked"] = not unsigned
-            gates[gate]["chain_vouched"] = vouched or 0  # --verify chain: content vouched for by a later signature
-        names = {"chain_break": "chain_breaks", "bad_signature": "bad_signatures", "bad_hash": "bad_hashes",
-                 "conflict": "conflicts", "malformed": "malformed"}
-        for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
-            if kind in names:
-                entry = gates.setdefault(gate or "(unknown)", {"events": 0, "last_seq": 0, "admits": 0, "passages": 0,
-                                                       "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0,
-                                                       "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
-                                                       "malformed": 0, "signatures_checked": False,
-                                                       "chain_vouched": 0})
-                entry[names[kind]] += count
-        over = [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": bool(assumed), "gates": sorted(set(g.split(",")))}
-                for cti, admits, allowed, assumed, g in db.execute(
-                    "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
-                    + db.group_concat("e.gate") + " "
-                    "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
-                    "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL "
-                    f"AND NOT {occ.not_an_entry_sql('e')} AND NOT EXISTS ("
-                    "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
-                    "  AND p.result = 'timeout') "
-                    "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
-                    "ORDER BY e.ticket")]
-        (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
-        (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
-        totals = {k: sum(g[k] for g in gates.values()) for k in
-                  ("events", "admits", "missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts", "malformed")}
-        totals["over_admitted"] = len(over)
-        totals["quarantined"] = quarantined
-        reentries = occ.reentries_without_exit(db)
-        totals["reentries_without_exit"] = len(reentries)
-        clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
-                                            "malformed", "over_admitted", "reentries_without_exit"))
-        return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
-                "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
+        """Per gate: events, admits, denies by reason, gaps, chain breaks, bad signatures; over-admitted
+        tickets (gated/central/ledger_report.py)."""
+        return ledger_report.report(self.db)
 
     def audit_signatures(self, keyring: Keyring, *, only_vouched: bool = False) -> dict:
-        """Check every stored event's own signature again against `keyring` (role device, named
-        after the gate): an audit after the fact, off the ingest path, for rows `--verify chain`
-        stored on a later event's signature (`only_vouched`: those alone). Read-only.
-        {"checked": n, "bad": [{"id", "gate", "seq"}...], "no_key": [gate...]}"""
-        keys_by_gate: dict[str, object] = {}
-        for key in keyring.keys:
-            if "device" in key.roles:
-                keys_by_gate.setdefault(key.name, key.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw))
-        checked, bad, no_key = 0, [], set()
-        where = "WHERE signed = 2 " if only_vouched else ""
-        rows = self.db.execute(f"SELECT id, gate, seq, body FROM events {where}ORDER BY gate, seq")
-        for event_id, gate, seq, body in rows:
-            key = keys_by_gate.get(gate)
-            if key is None:
-                no_key.add(gate)
-                continue
-            checked += 1
-            try:
-                event = json.loads(body)
-            except ValueError:
-                event = {}
-            if not isinstance(event, dict) or ev.hash_problem(event) or not ev.signature_verifies(event, key):
-                bad.append({"id": event_id, "gate": gate, "seq": seq})
-        return {"checked": checked, "bad": bad, "no_key": sorted(no_key)}
+        """Every stored event's own signature checked again (gated/central/ledger_audit.py)."""
+        return ledger_audit.audit_signatures(self.db, keyring, only_vouched=only_vouched)
 
     def set_capacity(self, zone: str, capacity: int) -> None:
         """A zone's capacity, for the occupancy message and the reports."""
@@ -604,164 +530,7 @@ def _body_text(payload) -> str:
     return str(payload)
 
 
-def format_report(report: dict) -> str:
-    """The reconcile report for people."""
-    lines = [f"{'gate':12} {'events':>7} {'last':>7} {'admits':>7} {'missing':>7} {'chain':>6} {'badsig':>6}  denies"]
-    for gate, g in report["gates"].items():
-        denies = ", ".join(f"{r} {n}" for r, n in g["denies"].items()) or "-"
-        badsig = g["bad_signatures"] + g["bad_hashes"]
-        lines.append(f"{gate:12} {g['events']:>7} {g['last_seq'] or 0:>7} {g['admits']:>7} {g['missing']:>7} "
-                     f"{g['chain_breaks']:>6} {badsig:>6}  {denies}")
-        if g["gaps"]:
-            lines.append("             gaps: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
-                         + (" …" if len(g["gaps"]) > 20 else ""))
-        if not g["signatures_checked"]:
-            lines.append("             signatures not checked (no device key for this gate)")
-        if g.get("chain_vouched"):
-            lines.append(f"             {g['chain_vouched']} events vouched for by the signature of a later one "
-                         "(--verify chain: their own signatures not checked)")
-        if g["conflicts"]:
-            lines.append(f"             {g['conflicts']} conflicting events (same id, other content)")
-    if report["over_admitted"]:
-        lines.append("tickets admitted more often than allowed:")
-        for t in report["over_admitted"]:
-            how = "assumed 1, no tickets CSV row" if t["assumed"] else "from tickets CSV"
-            lines.append(f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}")
-    if report.get("reentries_without_exit"):
-        lines.append("tickets let back in more often than they were recorded leaving (gates that could not hear each other):")
-        for t in report["reentries_without_exit"]:
-            lines.append(f"  {t['ticket']}  {t['reentries']} re-entries, {t['exits']} exits at {', '.join(t['gates'])}")
-    occupancy = report.get("occupancy") or {"zones": {}}
-    for zone, z in occupancy["zones"].items():
-        limit = f" of {z['capacity']}" if z["capacity"] is not None else ""
-        lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
-    audit = report.get("signature_audit")
-    if audit is not None:
-        lines.append(f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
-                     "does not verify" + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
-                     + (" …" if len(audit["bad"]) > 20 else "")
-                     + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else ""))
-    totals = report["totals"]
-    lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
-                 f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
-                 f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
-                 f"{totals['quarantined']} quarantined messages"
-                 + (" — clean" if report["clean"] else ""))
-    return "\n".join(lines)
-
-
-# --- the service: a shared subscription feeding the ledger --------------------------------------
-
 def gate_partition(gate: str, parts: int) -> int:
     """Which of `parts` ledger workers stores `gate`'s events (`gated ledger --partition I/N`):
     CRC-32 of the gate id, the same in every process and on every machine."""
     return zlib.crc32(gate.encode()) % parts
-
-
-def ledger_topic(site: str, group: str | None = None) -> str:
-    """The ledger's subscription. With a group, an MQTT v5 shared subscription (`$share/<group>/...`):
-    the ledgers of one group split the events between them. Without, a plain one: every ledger keeps
-    a full copy. The plain one is the default because Mosquitto 2.0.11 does not restore shared
-    subscriptions from its persistence file: after a broker restart, events published before the
-    ledger has subscribed again reach no ledger of the group (they show as gaps in `gated reconcile`;
-    tests/test_uplink.py measures both)."""
-    plain = events_topic(site, "+")
-    return f"$share/{group}/{plain}" if group else plain
-
-
-class LedgerService:
-    """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
-    Runs on the caller's thread (`run()`); paho's thread only queues messages."""
-
-    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None):
-        """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
-        highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
-        `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
-        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start."""
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
-        from gated.mqtt import MqttLink
-
-        self.ledger, self.site, self.batch, self.publish_committed = ledger, site, batch, publish_committed
-        part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
-        self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
-        self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
-        self.received = 0
-        self.stored = 0
-        self.on_stored = None  # called with each event stored (`gated ledger -v`)
-        self.occupancy_every_s = occupancy_every_s
-        self.day_start = day_start
-        self._counted_since: int | None = None  # the day start the last occupancy message counted from
-        self._occupancy_due = 0.0  # monotonic time the next occupancy message may go out
-        self._occupancy_dirty = True  # publish once on start, then after new events
-
-    def start(self) -> "LedgerService":
-        self.link.start()
-        return self
-
-    def stop(self) -> None:
-        self.link.stop()
-
-    def step(self, timeout: float = 0.2) -> IngestResult | None:
-        """Take what has arrived (waiting up to `timeout` for the first message), store it, ack it."""
-        import queue
-
-        messages = []
-        try:
-            item = self.link.inbox.get(timeout=timeout)
-            while True:
-                if item[0] == "message":
-                    messages.append(item[1])
-                elif item[0] in ("connected", "disconnected", "refused"):
-                    log.info("ledger link", state=link_words(item))
-                if len(messages) >= self.batch:
-                    break
-                item = self.link.inbox.get_nowait()
-        except queue.Empty:
-            pass
-        if not messages:
-            self.publish_occupancy()
-            return None
-        result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
-        for message in messages:
-            self.link.ack(message)
-        if self.publish_committed:
-            for gate, seq in result.committed.items():
-                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
-        self.received += len(messages)
-        self.stored += result.new
-        if self.on_stored is not None:
-            for event in result.stored:
-                self.on_stored(event)
-        for problem in result.problems:
-            log.warning("ledger problem", **problem)
-        self._occupancy_dirty = self._occupancy_dirty or result.new > 0
-        self.publish_occupancy()
-        return result
-
-    def publish_occupancy(self) -> None:
-        """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),
-        at most every `occupancy_every_s`, after new events (gates with a capacity and `gated status`
-        read it)."""
-        now = time.monotonic()
-        now_ms = time.time_ns() // 1_000_000
-        since_ms = self.day_start.before(now_ms) if self.day_start is not None else None
-        if since_ms != self._counted_since:  # a new day: the counts start over, whether or not anything came
-            self._occupancy_dirty = True
-        if not self._occupancy_dirty or now < self._occupancy_due or not self.link.connected:
-            return
-        from gated.core.events import format_ts
-        from gated.core.occupancy import encode_occupancy
-        from gated.topics import occupancy_topic
-
-        figures, as_of = self.ledger.occupancy_as_of(None if since_ms is None else format_ts(since_ms))
-        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"], now_ms, as_of,
-                                                                       since_ms), 1, True)
-        self._counted_since = since_ms
-        self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
-
-    def run(self, stop=None) -> None:
-        """Until `stop` (a threading.Event) is set, or forever."""
-        while stop is None or not stop.is_set():
-            self.step()

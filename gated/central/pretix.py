@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.gate import revocations
+from gated.core import revocation
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
 
@@ -246,10 +246,10 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
         blobs = None
         if version == 0:  # the first update: a snapshot of everything revoked or blocked
             version = first_version
-            blobs = revocations.encode_updates(key, site=site, version=version, add=wanted, iat=int(now()))
+            blobs = revocation.encode_updates(key, site=site, version=version, add=wanted, iat=int(now()))
             result.added = len(wanted)
         elif add or remove:
-            blobs = revocations.encode_updates(key, site=site, version=version + 1, base=version, add=add,
+            blobs = revocation.encode_updates(key, site=site, version=version + 1, base=version, add=add,
                                                remove=remove, iat=int(now()))
             version += 1
             result.added, result.removed = len(add), len(remove)

@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated.core.errors import GatedError
-from gated.gate import revocations
-
-from gated.core import cose
+from gated.core import cose, revocation
 from gated.keys import Keyring
 from gated.mqtturl import UplinkSettings
 from gated.topics import revocation_topic, root
@@ -37,15 +35,15 @@ class PublishResult:
     kept: list[str] = field(default_factory=list)
 
 
-def read_update(blob: bytes, keyring: Keyring | None = None) -> revocations.Update:
+def read_update(blob: bytes, keyring: Keyring | None = None) -> revocation.Update:
     """Decode an update file; verified when a keyring is given, else only checked for shape."""
     if keyring is not None:
-        return revocations.parse_update(blob, keyring)
+        return revocation.parse_update(blob, keyring)
     try:
         body = cose.loads_exact(cose.parse(blob).payload)
     except cose.CoseError as exc:
-        raise revocations.UpdateRejected("malformed", str(exc)) from None
-    return revocations._payload_to_update(body, "")  # noqa: SLF001 (the same payload rules as the gate's)
+        raise revocation.UpdateRejected("malformed", str(exc)) from None
+    return revocation.update_from_payload(body, "")  # the same payload rules as the gate's
 
 
 def _version_of(topic: str) -> int | None:
@@ -94,7 +92,7 @@ def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes],
 
 def _collect_retained(link: MqttLink, settle_s: float, timeout: float) -> dict:
     """Topic -> decoded update (None if undecodable) of what the broker holds retained now."""
-    retained: dict[str, revocations.Update | None] = {}
+    retained: dict[str, revocation.Update | None] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -115,7 +113,7 @@ def _note(item, link: MqttLink, retained: dict) -> None:
         return
     try:
         retained[message.topic] = read_update(message.payload)
-    except revocations.UpdateRejected:
+    except revocation.UpdateRejected:
         retained[message.topic] = None
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sqlite3
 import sys
 import time
 import warnings
@@ -147,16 +146,11 @@ def check_keyring(cfg, timeout) -> Finding:
     return Finding(OK, "keyring", text)
 
 
-def _read_meta(db_path: Path) -> dict:
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as db:
-        problems = [row[0].replace("\n", " ") for row in db.execute("PRAGMA quick_check(5)")]
-        if problems != ["ok"]:  # the gate refuses to start on it (gated.gate.store.StoreCorrupt)
-            raise sqlite3.DatabaseError(f"damaged, quick_check: {'; '.join(problems)}; the gate will not run on it")
-        rows = db.execute("SELECT key, value FROM meta WHERE key NOT IN ('device_key')").fetchall()
-        meta = dict(rows)
-        meta["_outbox"] = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        meta["_pending"] = db.execute("SELECT COUNT(*) FROM admissions WHERE state = 'pending'").fetchone()[0]
-    return meta
+def _summary(db_path: Path):
+    """The state's summary, read-only (gated.gate.store.read_summary); StoreError when unreadable."""
+    from gated.gate.store import read_summary
+
+    return read_summary(db_path)
 
 
 def check_state(cfg, timeout) -> Finding:
@@ -183,19 +177,21 @@ def check_state(cfg, timeout) -> Finding:
         return Finding(OK, "state", f"{directory} writable; {db_path.name} will be created on first start")
     if not os.access(db_path, os.W_OK):
         return Finding(FAIL, "state", f"{db_path} is not writable by this user; the gate would stay shut")
+    from gated.gate.store import StoreError
+
     try:
-        meta = _read_meta(db_path)
-    except sqlite3.Error as exc:
+        state = _summary(db_path)
+    except StoreError as exc:
         return Finding(FAIL, "state", f"{db_path}: unreadable ({exc}); restore it or move it aside")
-    if (meta.get("site"), meta.get("gate")) != (cfg.gate.site, cfg.gate.id):
-        return Finding(FAIL, "state", f"{db_path} belongs to gate {meta.get('gate')!r} at {meta.get('site')!r}, "
+    if (state.site, state.gate) != (cfg.gate.site, cfg.gate.id):
+        return Finding(FAIL, "state", f"{db_path} belongs to gate {state.gate!r} at {state.site!r}, "
                                       f"not {cfg.gate.id!r} at {cfg.gate.site!r}")
     exposed = [p.name for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists() and p.stat().st_mode & 0o077]
     if exposed:  # the gate makes them 0600 when it next starts; until then other users can read the device key
         return Finding(WARN, "state", f"{', '.join(exposed)} readable by other users (it holds the device key); "
                                       f"the gate makes it 0600 when it starts, or: chmod 600 {db_path}")
-    return Finding(OK, "state", f"{db_path}: writable, intact, {meta.get('seq', 0)} events, "
-                                f"{meta['_outbox']} waiting for the broker, {meta['_pending']} admissions pending")
+    return Finding(OK, "state", f"{db_path}: writable, intact, {state.seq} events, "
+                                f"{state.outbox} waiting for the broker, {state.pending} admissions pending")
 
 
 def check_revocations(cfg, timeout) -> Finding:
@@ -207,17 +203,18 @@ def check_revocations(cfg, timeout) -> Finding:
         "expected before the gate's first start: it admits without one until the central side publishes a list"
     if not db_path.exists():
         return Finding(WARN, "revocations", f"no list yet (no state database): {first}")
+    from gated.gate.store import StoreError
+
     try:
-        meta = _read_meta(db_path)
-    except sqlite3.Error as exc:
+        rev = _summary(db_path).revocations
+    except StoreError as exc:
         return Finding(FAIL, "revocations", f"{db_path}: unreadable ({exc})")
-    version, applied_ms = int(meta.get("rev_version", 0)), int(meta.get("rev_applied_ms", 0))
-    iat = int(meta.get("rev_iat", 0))
+    version, applied_ms, iat = rev.version, rev.applied_ms, rev.iat
     if version == 0:
         return Finding(WARN, "revocations", f"no list received yet: {first}")
     age = time.time() - (iat or applied_ms / 1000)
     text = f"v{version}, issued {_age(age)} ago (limit {_age(cfg.revocations.max_age_s)})"
-    if int(meta.get("rev_stale", 0)):
+    if rev.stale:
         return Finding(severity, "revocations", text + f"; a gap was seen, waiting for a snapshot: {consequence}")
     if age > cfg.revocations.max_age_s:
         return Finding(severity, "revocations", text + f": stale, {consequence}")
@@ -247,15 +244,17 @@ def check_clock(cfg, timeout) -> Finding:
     synced = cfg.clock.trust_system_clock or (not ntp_ignored and system_ntp_synchronized())
     db_path = cfg.gate.database
     if db_path.exists():
+        from gated.gate.store import StoreError
+
         try:
-            meta = _read_meta(db_path)
-        except sqlite3.Error:
-            meta = {}
-        iat = int(meta.get("rev_iat", 0))
+            state = _summary(db_path)
+        except StoreError:
+            state = None
+        iat = state.revocations.iat if state is not None else 0
         if iat and now + cfg.clock.skew_s < iat:
             return Finding(FAIL, "clock", f"{text}: earlier than the revocation list's issue time "
                                           f"({_iso(iat)}); the clock is behind")
-        trust = _clock_trust(cfg, meta, now)
+        trust = _clock_trust(cfg, state.value if state is not None else (lambda key: None), now)
         if trust is not None:
             return Finding(trust[0], "clock", f"{text}: {trust[1]}")
     if not synced:
@@ -268,42 +267,26 @@ def check_clock(cfg, timeout) -> Finding:
                                                  else "trusted by configuration"))
 
 
-def _clock_trust(cfg, meta: dict, now: float) -> tuple[str, str] | None:
-    """What the gate persisted about its clock against this machine's clock: a trusted time ahead of
-    it (the gate would judge every ticket in the future), a refused beacon, a beacon bound (same boot)
-    that disagrees with the system time. None when all agree."""
+def _clock_trust(cfg, stored, now: float) -> tuple[str, str] | None:
+    """What the gate persisted about its clock against this machine's clock (gated.gate.clock.diagnose_trust),
+    as a finding: a trusted time ahead of it (the gate would judge every ticket in the future), a refused
+    beacon, a beacon bound (same boot) that disagrees with the system time. None when all agree."""
     from gated.gate import clock
 
-    trusted_ms = meta.get(f"x:{clock.TRUSTED_KEY}")
-    if isinstance(trusted_ms, int) and trusted_ms / 1000 > now + cfg.clock.max_offset_s:
-        return FAIL, (f"the gate's persisted trusted time {_iso(trusted_ms / 1000)} is {_age(trusted_ms / 1000 - now)} "
+    found = clock.diagnose_trust(stored, now=now, max_offset_s=cfg.clock.max_offset_s)
+    if found is None:
+        return None
+    if found.kind == "ahead":
+        return FAIL, (f"the gate's persisted trusted time {_iso(found.trusted_s)} is {_age(found.trusted_s - now)} "
                       f"ahead of this clock: it judges every ticket then; if that time is wrong, stop the gate "
                       f"and run `gated clock reset --config ...`")
-    refused = _json_dict(meta.get(f"x:{clock.DISAGREEMENT_KEY}"))
-    if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
-        ahead = (refused["beacon_ms"] - refused["reference_ms"]) / 1000
-        seen = f" at {_iso(refused['seen_ms'] / 1000)}" if isinstance(refused.get("seen_ms"), int) else ""
-        return WARN, (f"beacon time and {refused.get('source', 'system')} time disagree: a beacon {_age(ahead)} ahead "
-                      f"({_iso(refused['beacon_ms'] / 1000)}) was refused{seen}; check the central clock and NTP "
+    if found.kind == "refused":
+        seen = f" at {_iso(found.seen_s)}" if found.seen_s is not None else ""
+        return WARN, (f"beacon time and {found.source} time disagree: a beacon {_age(found.beacon_s - found.reference_s)} "
+                      f"ahead ({_iso(found.beacon_s)}) was refused{seen}; check the central clock and NTP "
                       f"(`gated clock reset` clears this)")
-    anchor = _json_dict(meta.get(f"x:{clock.ANCHOR_KEY}"))
-    if anchor.get("boot") is not None and anchor.get("boot") == clock.boot_id() \
-            and isinstance(anchor.get("offset"), (int, float)):
-        offset = anchor["offset"] + clock.boot_time() - now  # the beacons' time carried to now, minus this clock
-        if abs(offset) > cfg.clock.max_offset_s:
-            return WARN, (f"beacon time and system time disagree by {offset:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
-                          f"the gate is uncertain while they do: check NTP and the central clock")
-    return None
-
-
-def _json_dict(raw) -> dict:
-    import json
-
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+    return WARN, (f"beacon time and system time disagree by {found.offset_s:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
+                  f"the gate is uncertain while they do: check NTP and the central clock")
 
 
 def _iso(seconds: float) -> str:
@@ -314,7 +297,7 @@ def check_broker(cfg, timeout) -> Finding:
     """TCP, TLS (each side's verdict), the certificate's CN against the gate id, then a test publish and
     subscribe with the gate's own identity on its `doctor` topic (docs/protocol.md, "Site broker")."""
     from gated.brokerdiag import certificate_cn, probe
-    from gated.gate.daemon import uplink_settings
+    from gated.gate.build import uplink_settings
     from gated.mqtturl import BrokerUrlError
 
     try:
@@ -408,7 +391,7 @@ def _publish_and_subscribe(cfg, settings, timeout) -> Finding:
 
 
 def check_decoder(cfg, timeout) -> Finding:
-    from gated.gate.daemon import make_scanner
+    from gated.gate.build import make_scanner
     from gated.gate.rehearsal.synthetic import clean_ticket_frame
 
     text = "GT1:DOCTOR-TEST-1234"
@@ -420,7 +403,7 @@ def check_decoder(cfg, timeout) -> Finding:
 
 def check_camera(cfg, timeout) -> Finding:
     from gated.gate.camera import CameraError
-    from gated.gate.daemon import open_camera
+    from gated.gate.build import open_camera
 
     where = cfg.camera.source
     try:
@@ -453,7 +436,7 @@ def check_gpio(cfg, timeout) -> Finding:
     from gpiozero.exc import BadPinFactory, GPIOZeroError
 
     from gated.gate.boards import BoardError
-    from gated.gate.daemon import StartupError, load_board, make_pin_factory
+    from gated.gate.build import StartupError, load_board, make_pin_factory
     from gated.gate.turnstile import Turnstile
 
     try:

@@ -137,7 +137,8 @@ def run_copy(args) -> int:
 
 
 def run_ledger(args) -> int:
-    from gated.central.ledger import LedgerError, LedgerService
+    from gated.central.ledger import LedgerError
+    from gated.central.ledger_service import LedgerService
 
     from gated.daystart import DayStart, DayStartError
 
@@ -219,7 +220,7 @@ def _set_capacities(ledger, options) -> None:
 
 
 def run_reconcile(args) -> int:
-    from gated.central.ledger import format_report
+    from gated.central.ledger_report import format_report
     from gated.central.ledgerdb import ledger_exists
 
     if not ledger_exists(args.db):
@@ -236,7 +237,7 @@ def run_reconcile(args) -> int:
 
 def run_publish(args) -> int:
     from gated.central.publisher import PublishError, publish_revocations
-    from gated.gate.revocations import UpdateRejected
+    from gated.core.revocation import UpdateRejected
 
     blobs = [Path(f).read_bytes() for f in args.files]
     settings = _settings(args, None)

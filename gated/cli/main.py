@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gated.cli import options
+    from gated.cli.options import ARGV
 
-    options.ARGV[:] = sys.argv[1:] if argv is None else argv
+    ARGV[:] = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

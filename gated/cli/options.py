@@ -16,6 +16,8 @@ import argparse
 import re
 import sys
 
+from gated.core.errors import GatedError
+
 GROUPS = (
     ("the gate", ("run", "doctor", "check-config", "show", "relay-off", "clock", "scan", "wiring")),
     ("tickets and keys", ("keys", "issue", "verify", "revoke", "wallet", "certs")),
@@ -79,17 +81,19 @@ def add_signing_key(parser: argparse.ArgumentParser, what: str, *, trap_key: boo
         parser.add_argument("--key", dest="signing_key_as_key", help=argparse.SUPPRESS)
 
 
-def signing_key(args) -> str:
-    """The --signing-key path; a CommandError saying what to write when it is missing."""
-    from gated.cli.main import CommandError
+class SigningKeyMissing(GatedError):
+    """No --signing-key (or --key where one was meant): the message says what to write."""
 
+
+def signing_key(args) -> str:
+    """The --signing-key path; SigningKeyMissing saying what to write when it is missing."""
     if args.signing_key:
         return args.signing_key
     misplaced = getattr(args, "signing_key_as_key", None)
     if misplaced:
-        raise CommandError(f"--key names a TLS client key everywhere in gated; give the signing key as "
+        raise SigningKeyMissing(f"--key names a TLS client key everywhere in gated; give the signing key as "
                            f"--signing-key {misplaced}")
-    raise CommandError("--signing-key PEM is required (the private key that signs)")
+    raise SigningKeyMissing("--signing-key PEM is required (the private key that signs)")
 
 
 def deprecated(old: str, new: str) -> None:

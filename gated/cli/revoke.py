@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gated import keys
 
-from gated.gate import revocations
+from gated.core import revocation
 from gated.cli.main import CommandError
 from gated.cli.options import add_signing_key, signing_key
 
@@ -54,7 +54,7 @@ def code_id(text: str) -> bytes:
     """The ticket id a QR text carries, whatever its format; read without keys (no signature is
     needed to name a ticket; the gates check signatures when it is shown)."""
     from gated.keys import Keyring
-    from gated.core.ticket import read_code
+    from gated.core.scanned import read_code
 
     cti = read_code(text, Keyring()).cti
     if cti is None:
@@ -79,7 +79,7 @@ def run(args) -> int:
         raise CommandError("--version must be above 0 and above --base")
     try:
         key = keys.load_private_key(signing_key(args))
-        messages = revocations.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
+        messages = revocation.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
                                               remove=remove, iat=int(time.time()), parts=args.parts)
     except ValueError as exc:
         raise CommandError(str(exc)) from None

@@ -30,7 +30,7 @@ def run(args) -> int:
 def relay_off(args) -> int:
     from gpiozero.exc import GPIOZeroError
 
-    from gated.gate import config, daemon, turnstile
+    from gated.gate import build, config, turnstile
     from gated.gate.boards import BoardError
 
     try:
@@ -38,9 +38,9 @@ def relay_off(args) -> int:
     except config.ConfigError as exc:  # the board profile is part of the configuration
         raise CommandError(f"relay not switched off: configuration problems:\n{exc}") from None
     try:
-        board = daemon.load_board(cfg)
-        turnstile.relay_off(board, pin_factory=daemon.make_pin_factory(cfg))
-    except (BoardError, GPIOZeroError, daemon.StartupError) as exc:
+        board = build.load_board(cfg)
+        turnstile.relay_off(board, pin_factory=build.make_pin_factory(cfg))
+    except (BoardError, GPIOZeroError, build.StartupError) as exc:
         raise CommandError(f"relay not switched off: {exc}") from None
     level = "low" if board.relay.active_high else "high"
     print(f"relay {board.relay.pin} off (driven {level}, board {board.name})")

@@ -3,17 +3,21 @@
     COSE_Sign1 by a `command` key, payload {1: gate (tstr), 2: command (tstr), 3: nonce (uint),
                                             4: iat (uint, unix seconds)}
 
-`read()` judges a payload whose signature the shell has already checked (gated/keys.open_signed):
-it returns a `Command` or raises `CommandRejected` with a code. The nonce (strictly increasing per
-gate) needs the store, so the uplink checks it; everything else is here.
+`encode_command()` signs one (the central side: `gated command`, gated/central/fleet.py);
+`parse_command()` verifies one and `read()` judges its payload: a `Command`, or `CommandRejected`
+with a code. The nonce (strictly increasing per gate) needs the store, so the uplink checks it;
+everything else is here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cbor2
+
 from gated.core import cose
 from gated.core.errors import Rejected
+from gated.core.signed import Keyring, SignedRejected, open_signed
 
 GATE_COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")  # §6: the turnstile's
 COMMANDS = GATE_COMMANDS + ("clock_reset",)  # and the clock's (part 2: "Resetting a gate's clock trust")
@@ -43,6 +47,23 @@ class Command:
 def payload(*, gate: str, command: str, nonce: int, iat: int) -> dict:
     """The CBOR map a command key signs."""
     return {1: gate, 2: command, 3: nonce, 4: iat}
+
+
+def encode_command(key, *, gate: str, command: str, nonce: int, iat: int) -> bytes:
+    """A command message signed with `key` (a `command` key's private half). A unix-milliseconds
+    nonce keeps a stateless sender strictly increasing; `iat` is the sender's now (unix seconds)."""
+    return cose.sign(cbor2.dumps(payload(gate=gate, command=command, nonce=nonce, iat=iat)), key)
+
+
+def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
+                  max_age_s: float | None = None, time_trusted: bool = True) -> Command:
+    """Verify a command message (signature by a `command` key) and read it; raises CommandRejected.
+    The nonce is checked against the store by the caller."""
+    try:
+        key, body = open_signed(blob, keyring, "command")
+    except SignedRejected as exc:
+        raise CommandRejected(exc.code, exc.detail) from None
+    return read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s, time_trusted=time_trusted)
 
 
 def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: float | None = None,

@@ -14,7 +14,8 @@ Inputs are immutable values stamped with the time they happened (`at`, unix seco
 a committed admission (`Grant`), the passage sensor (`Passage`), the gate/arm opening and
 closing (`Opened`/`Closed`), the clock (`Tick`), and the commands (`Lock`, `Unlock`,
 `EmergencyOn`, `EmergencyOff`). `step(state, input, rules)` looks up the row for
-(phase, input type) in TABLE, applies its steps in order and returns the new state with the
+(phase, input type) in TABLE, applies its steps (functions below, each (state, event, rules) ->
+(state, effects)) in order and returns the new state with the
 effects the shell must carry out: relay commands, store writes (confirm or roll back an
 admission, an alarm) and a change of mode. Every row is one parametrized test.
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from gated.core.decide import GateMode
 
@@ -226,161 +228,153 @@ def next_deadline(state: GateState, rules: Rules) -> float | None:
     return min(times, default=None)
 
 
-# --- steps: small pure functions (state, input, rules) -> (state, effects) -------------------
+# --- steps: small pure functions (state, event, rules) -> (state, effects) ------------------
 
-def _add_grant(s: GateState, i: Grant, r: Rules):
-    if i.confirmed:
-        return s, []  # already committed as passed: nothing to wait for
-    return replace(s, grants=s.grants + (PendingGrant(i.scan_id, i.at + r.passage_timeout_s),)), []
+def add_grant(state: GateState, event: Grant, rules: Rules):
+    if event.confirmed:
+        return state, []  # already committed as passed: nothing to wait for
+    return replace(state, grants=state.grants + (PendingGrant(event.scan_id, event.at + rules.passage_timeout_s),)), []
 
 
-def _refuse_grant(s: GateState, i: Grant, r: Rules):
+def refuse_grant(state: GateState, event: Grant, rules: Rules):
     # Only reachable if a scan grant races an emergency: the relay is latched anyway, and the
     # admission is rolled back so that the ticket stays good for later.
-    return s, [RollBack(i.scan_id)] if i.scan_id and not i.confirmed else []
+    return state, [RollBack(event.scan_id)] if event.scan_id and not event.confirmed else []
 
 
-def _open_relay(s, i, r):
-    return s, [OpenRelay()]
+def open_relay(state: GateState, event: Input, rules: Rules):
+    return state, [OpenRelay()]
 
 
-def _confirm_oldest(s: GateState, i, r):
-    first, rest = s.grants[0], s.grants[1:]
-    return replace(s, grants=rest), [Confirm(first.scan_id)] if first.scan_id else []
+def confirm_oldest(state: GateState, event: Input, rules: Rules):
+    first, rest = state.grants[0], state.grants[1:]
+    return replace(state, grants=rest), [Confirm(first.scan_id)] if first.scan_id else []
 
 
-def _expire_grants(s: GateState, i, r):
-    expired = [g for g in s.grants if g.deadline <= i.at]
-    kept = tuple(g for g in s.grants if g.deadline > i.at)
-    return replace(s, grants=kept), [RollBack(g.scan_id) for g in expired if g.scan_id]
+def expire_grants(state: GateState, event: Input, rules: Rules):
+    expired = [g for g in state.grants if g.deadline <= event.at]
+    kept = tuple(g for g in state.grants if g.deadline > event.at)
+    return replace(state, grants=kept), [RollBack(g.scan_id) for g in expired if g.scan_id]
 
 
-def _close_if_done(s: GateState, i, r):
-    return s, [] if s.grants else [CloseRelay()]
+def close_if_done(state: GateState, event: Input, rules: Rules):
+    return state, [] if state.grants else [CloseRelay()]
 
 
-def _rollback_all(s: GateState, i, r):
-    return replace(s, grants=()), [RollBack(g.scan_id) for g in s.grants if g.scan_id]
+def rollback_all(state: GateState, event: Input, rules: Rules):
+    return replace(state, grants=()), [RollBack(g.scan_id) for g in state.grants if g.scan_id]
 
 
-def _forced_entry(s, i, r):
-    return s, [RaiseAlarm("forced_entry")]
+def forced_entry(state: GateState, event: Input, rules: Rules):
+    return state, [RaiseAlarm("forced_entry")]
 
 
-def _count_exit(s, i, r):
-    return s, [CountExit()]
+def count_exit(state: GateState, event: Input, rules: Rules):
+    return state, [CountExit()]
 
 
-def _start_open(s: GateState, i, r):
-    return replace(s, open_since=i.at, held_alarmed=False), []
+def start_open(state: GateState, event: Input, rules: Rules):
+    return replace(state, open_since=event.at, held_alarmed=False), []
 
 
-def _end_open(s: GateState, i, r):
-    return replace(s, open_since=None, held_alarmed=False), []
+def end_open(state: GateState, event: Input, rules: Rules):
+    return replace(state, open_since=None, held_alarmed=False), []
 
 
-def _check_held_open(s: GateState, i, r: Rules):
-    if s.open_since is not None and not s.held_alarmed and i.at - s.open_since >= r.held_open_s:
-        return replace(s, held_alarmed=True), [RaiseAlarm("held_open")]
-    return s, []
+def check_held_open(state: GateState, event: Input, rules: Rules):
+    if state.open_since is not None and not state.held_alarmed and event.at - state.open_since >= rules.held_open_s:
+        return replace(state, held_alarmed=True), [RaiseAlarm("held_open")]
+    return state, []
 
 
-def _add_lock(s: GateState, i: Lock, r):
-    return replace(s, locks=s.locks | {i.source}), []
+def add_lock(state: GateState, event: Lock, rules: Rules):
+    return replace(state, locks=state.locks | {event.source}), []
 
 
-def _drop_lock(s: GateState, i: Unlock, r):
-    return replace(s, locks=s.locks - {i.source}), []
+def drop_lock(state: GateState, event: Unlock, rules: Rules):
+    return replace(state, locks=state.locks - {event.source}), []
 
 
-def _add_emergency(s: GateState, i: EmergencyOn, r):
-    return replace(s, emergency=s.emergency | {i.source}), []
+def add_emergency(state: GateState, event: EmergencyOn, rules: Rules):
+    return replace(state, emergency=state.emergency | {event.source}), []
 
 
-def _enter_emergency(s, i, r):
-    return s, [LatchRelay(), RaiseAlarm("emergency_on")]
+def enter_emergency(state: GateState, event: Input, rules: Rules):
+    return state, [LatchRelay(), RaiseAlarm("emergency_on")]
 
 
-def _drop_emergency(s: GateState, i: EmergencyOff, r):
-    return replace(s, emergency=s.emergency - {i.source}), []
+def drop_emergency(state: GateState, event: EmergencyOff, rules: Rules):
+    return replace(state, emergency=state.emergency - {event.source}), []
 
 
-def _leave_emergency_if_clear(s: GateState, i, r):
-    if s.emergency:
-        return s, []
+def leave_emergency_if_clear(state: GateState, event: Input, rules: Rules):
+    if state.emergency:
+        return state, []
     # the door may have stood open all through the emergency: its held-open timer starts now
-    s = replace(s, open_since=i.at if s.open_since is not None else None, held_alarmed=False)
-    return s, [UnlatchRelay(), RaiseAlarm("emergency_off")]
+    state = replace(state, open_since=event.at if state.open_since is not None else None, held_alarmed=False)
+    return state, [UnlatchRelay(), RaiseAlarm("emergency_off")]
 
 
-STEPS = {
-    "add_grant": _add_grant, "refuse_grant": _refuse_grant, "open_relay": _open_relay,
-    "confirm_oldest": _confirm_oldest, "expire_grants": _expire_grants, "close_if_done": _close_if_done,
-    "rollback_all": _rollback_all, "forced_entry": _forced_entry, "count_exit": _count_exit,
-    "start_open": _start_open, "end_open": _end_open, "check_held_open": _check_held_open,
-    "add_lock": _add_lock, "drop_lock": _drop_lock,
-    "add_emergency": _add_emergency, "enter_emergency": _enter_emergency,
-    "drop_emergency": _drop_emergency, "leave_emergency_if_clear": _leave_emergency_if_clear,
-}
+Step = Callable[[GateState, Input, Rules], tuple[GateState, list[Effect]]]
 
 
 @dataclass(frozen=True)
 class Row:
-    steps: tuple[str, ...]
+    steps: tuple[Step, ...]
     ends_in: frozenset[Phase]
 
 
-def _row(steps: str, *ends_in: Phase) -> Row:
-    return Row(tuple(steps.split()), frozenset(ends_in))
+def _row(steps: tuple[Step, ...], *ends_in: Phase) -> Row:
+    return Row(steps, frozenset(ends_in))
 
 
 I, G, L, E = Phase.IDLE, Phase.GRANTED, Phase.LOCKED, Phase.EMERGENCY
 
 # (phase, input type): the steps in order, and the phases the row may end in.
 TABLE: dict[tuple[Phase, type], Row] = {
-    (I, Grant):        _row("add_grant open_relay", G, I),  # I: confirmed (no passage sensor)
-    (I, Passage):      _row("forced_entry", I),
-    (I, ExitPassage): _row("count_exit", I),  # going out, free: counted in every phase
-    (I, Opened):       _row("start_open", I),
-    (I, Closed):       _row("end_open", I),
-    (I, Tick):         _row("check_held_open", I),
-    (I, Lock):         _row("add_lock", L),
-    (I, Unlock):       _row("drop_lock", I),
-    (I, EmergencyOn):  _row("add_emergency enter_emergency", E),
-    (I, EmergencyOff): _row("drop_emergency", I),
+    (I, Grant):        _row((add_grant, open_relay), G, I),  # I: confirmed (no passage sensor)
+    (I, Passage):      _row((forced_entry,), I),
+    (I, ExitPassage):  _row((count_exit,), I),  # going out, free: counted in every phase
+    (I, Opened):       _row((start_open,), I),
+    (I, Closed):       _row((end_open,), I),
+    (I, Tick):         _row((check_held_open,), I),
+    (I, Lock):         _row((add_lock,), L),
+    (I, Unlock):       _row((drop_lock,), I),
+    (I, EmergencyOn):  _row((add_emergency, enter_emergency), E),
+    (I, EmergencyOff): _row((drop_emergency,), I),
 
-    (G, Grant):        _row("add_grant open_relay", G),
-    (G, Passage):      _row("confirm_oldest close_if_done", G, I, L),
-    (G, ExitPassage): _row("count_exit", G),  # going out, free: counted in every phase
-    (G, Opened):       _row("start_open", G),
-    (G, Closed):       _row("end_open", G),
-    (G, Tick):         _row("expire_grants close_if_done check_held_open", G, I, L),
-    (G, Lock):         _row("add_lock", G),  # the admissions already granted may finish
-    (G, Unlock):       _row("drop_lock", G),
-    (G, EmergencyOn):  _row("add_emergency rollback_all enter_emergency", E),
-    (G, EmergencyOff): _row("drop_emergency", G),
+    (G, Grant):        _row((add_grant, open_relay), G),
+    (G, Passage):      _row((confirm_oldest, close_if_done), G, I, L),
+    (G, ExitPassage):  _row((count_exit,), G),  # going out, free: counted in every phase
+    (G, Opened):       _row((start_open,), G),
+    (G, Closed):       _row((end_open,), G),
+    (G, Tick):         _row((expire_grants, close_if_done, check_held_open), G, I, L),
+    (G, Lock):         _row((add_lock,), G),  # the admissions already granted may finish
+    (G, Unlock):       _row((drop_lock,), G),
+    (G, EmergencyOn):  _row((add_emergency, rollback_all, enter_emergency), E),
+    (G, EmergencyOff): _row((drop_emergency,), G),
 
-    (L, Grant):        _row("add_grant open_relay", G, L),  # a remote `open` while locked
-    (L, Passage):      _row("forced_entry", L),
-    (L, ExitPassage): _row("count_exit", L),  # going out, free: counted in every phase
-    (L, Opened):       _row("start_open", L),
-    (L, Closed):       _row("end_open", L),
-    (L, Tick):         _row("check_held_open", L),
-    (L, Lock):         _row("add_lock", L),  # one more source
-    (L, Unlock):       _row("drop_lock", I, L),  # L: another source still holds
-    (L, EmergencyOn):  _row("add_emergency enter_emergency", E),
-    (L, EmergencyOff): _row("drop_emergency", L),
+    (L, Grant):        _row((add_grant, open_relay), G, L),  # a remote `open` while locked
+    (L, Passage):      _row((forced_entry,), L),
+    (L, ExitPassage):  _row((count_exit,), L),  # going out, free: counted in every phase
+    (L, Opened):       _row((start_open,), L),
+    (L, Closed):       _row((end_open,), L),
+    (L, Tick):         _row((check_held_open,), L),
+    (L, Lock):         _row((add_lock,), L),  # one more source
+    (L, Unlock):       _row((drop_lock,), I, L),  # L: another source still holds
+    (L, EmergencyOn):  _row((add_emergency, enter_emergency), E),
+    (L, EmergencyOff): _row((drop_emergency,), L),
 
-    (E, Grant):        _row("refuse_grant", E),  # relay already latched open
-    (E, Passage):      _row("", E),  # free passage
-    (E, ExitPassage): _row("count_exit", E),  # going out, free: counted in every phase
-    (E, Opened):       _row("start_open", E),
-    (E, Closed):       _row("end_open", E),
-    (E, Tick):         _row("", E),
-    (E, Lock):         _row("add_lock", E),  # takes effect when the emergency ends
-    (E, Unlock):       _row("drop_lock", E),
-    (E, EmergencyOn):  _row("add_emergency", E),
-    (E, EmergencyOff): _row("drop_emergency leave_emergency_if_clear", E, I, L),
+    (E, Grant):        _row((refuse_grant,), E),  # relay already latched open
+    (E, Passage):      _row((), E),  # free passage
+    (E, ExitPassage):  _row((count_exit,), E),  # going out, free: counted in every phase
+    (E, Opened):       _row((start_open,), E),
+    (E, Closed):       _row((end_open,), E),
+    (E, Tick):         _row((), E),
+    (E, Lock):         _row((add_lock,), E),  # takes effect when the emergency ends
+    (E, Unlock):       _row((drop_lock,), E),
+    (E, EmergencyOn):  _row((add_emergency,), E),
+    (E, EmergencyOff): _row((drop_emergency, leave_emergency_if_clear), E, I, L),
 }
 
 
@@ -389,8 +383,8 @@ def step(state: GateState, event: Input, rules: Rules) -> tuple[GateState, list[
     phase, before = state.phase, state.mode
     row = TABLE[(phase, type(event))]
     effects: list[Effect] = []
-    for name in row.steps:
-        state, more = STEPS[name](state, event, rules)
+    for apply in row.steps:
+        state, more = apply(state, event, rules)
         effects.extend(more)
     if state.phase not in row.ends_in:
         raise AssertionError(f"row {phase.value}/{type(event).__name__} ended in {state.phase}, table says {set(row.ends_in)}")

@@ -13,8 +13,9 @@ Order of checks for any scanned text, each failing with a reason and never an ex
 size (<= 1024 characters) and prefix before anything is decoded; then base45; then CBOR
 (one item, no trailing bytes); then the COSE structure; then claim types; then the kid in
 the keyring under role `issuer`; then the signature; then the key's scope (event, window).
-Unknown claims are ignored. `read_code()` returns a `Ticket` or a `Rejection`. A text in the
-base64 alphabet (no `GTn:` prefix) goes to gated/core/pretix_secret.py, the pretix_sig1 codec.
+Unknown claims are ignored. `read_ticket()` returns a `Ticket` or a `Rejection`. Any scanned text
+goes first to gated/core/scanned.py `read_code()`, which sends a text in the base64 alphabet (no
+`GTn:` prefix) to gated/core/pretix_secret.py, the pretix_sig1 codec.
 """
 
 from __future__ import annotations
@@ -151,21 +152,19 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
 
 # --- gate side -------------------------------------------------------------------------------
 
-def read_code(text: str, keyring: Keyring) -> Ticket | Rejection:
-    """Decode and verify one scanned text. Never raises for any input text."""
-    if len(text) > MAX_TEXT:
-        return Rejection(Reason.MALFORMED, f"text of {len(text)} characters, over {MAX_TEXT}")
+def has_ticket_prefix(text: str) -> bool:
+    """Whether a scanned text claims to be one of our tickets (`GTn:`), known format or not."""
+    return _ANY_TICKET_PREFIX.match(text) is not None
+
+
+def read_ticket(text: str, keyring: Keyring) -> Ticket | Rejection:
+    """Decode and verify a text with a `GTn:` prefix (gated/core/scanned.py read_code checked its
+    size). Never raises for any input text."""
     if text.startswith(STATIC_PREFIX):
         return _read_static(text[len(STATIC_PREFIX):], keyring)
     if text.startswith(DYNAMIC_PREFIX):
         return _read_dynamic(text[len(DYNAMIC_PREFIX):], keyring)
-    if _ANY_TICKET_PREFIX.match(text):
-        return Rejection(Reason.UNSUPPORTED, f"ticket format {text.split(':', 1)[0]} is not supported")
-    from gated.core import pretix_secret  # here, not at the top: it builds on this module's Ticket
-
-    if pretix_secret.looks_like(text):
-        return pretix_secret.read_secret(text, keyring)
-    return Rejection(Reason.MALFORMED, "not a gated ticket (no GT1:/GT2: prefix) nor a pretix_sig1 secret")
+    return Rejection(Reason.UNSUPPORTED, f"ticket format {text.split(':', 1)[0]} is not supported")
 
 
 def _read_static(body: str, keyring: Keyring) -> Ticket | Rejection:

@@ -32,7 +32,8 @@ Feedback classes (a reason's class picks the pattern; a missing class falls back
     used: already_used   revoked: revoked   locked: locked capacity   emergency: emergency
     fault: the store failed (not a reason: the gate could not record the scan)
 
-`load_board()` reports every problem at once, each with its key path (BoardError.problems).
+`load_board()` reports every problem at once, each with its key path (BoardError.problems); the tables
+are declared below as frozen dataclasses and read by gated/tomlcheck.py, like the gate's config.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pathlib import Path
 
 from gated.core.errors import GatedError
 from gated.core.reasons import Reason
-from gated.tomlcheck import TableReader
+from gated.tomlcheck import BAD, Reader, option
 
 SOURCE_BOARDS_DIR = Path(__file__).resolve().parents[2] / "firmware_config" / "boards"
 INSTALLED_BOARDS_DIR = Path("/usr/share/gated/boards")  # where docs/install-pi.md puts them beside a wheel
@@ -73,13 +74,40 @@ class BoardError(GatedError, ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s) in the board profile:\n  " + "\n  ".join(problems))
 
 
+def _pin(raw, reader: Reader, path: str, table: dict):
+    """A GPIO pin of the 40-pin header, by BCM number or gpiozero name, stored as "GPIO<n>"; each pin
+    used once in a profile (reader.context["pins"]: pin -> the first key path using it). An input's
+    pin may not be one with a fixed pull-up resistor unless the input pulls up."""
+    info = _header_pin(raw)
+    if info is None:
+        reader.problem(path, f"{raw!r} is not a GPIO pin of the 40-pin header "
+                             "(a BCM number 0-27, or a name like 'GPIO17', 'BOARD11', 'J8:11')")
+        return BAD
+    if path.rsplit(".", 1)[-1] == "pin" and path.split(".")[0] in INPUTS:  # an input: its pull matters
+        pull = table.get("pull", "up") if table.get("pull") in PULLS else "up"
+        if info.pull == "up" and pull != "up":
+            reader.problem(path, f"{info.name} has a fixed pull-up resistor (I2C); use pull = 'up' or another pin")
+            return BAD
+    pins = reader.context.setdefault("pins", {})
+    if info.name in pins:
+        reader.problem(path, f"{info.name} is already used by {pins[info.name]}")
+        return BAD
+    pins[info.name] = path
+    return info.name
+
+
+PIN_DOC = "BCM number (17) or gpiozero name (\"GPIO17\", \"BOARD11\", \"J8:11\")"
+PULLS = ("up", "down", "none")
+INPUTS = ("passage", "passage_out", "emergency", "door")
+
+
 @dataclass(frozen=True)
 class Feedback:
-    led: str = "none"  # "green", "red" or "none"
-    led_ms: int = 0
-    beeps: int = 0
-    beep_ms: int = 0
-    gap_ms: int = 100
+    led: str = option("none", doc="LED lit for the pattern", choices=("green", "red", "none"))
+    led_ms: int = option(0, doc="how long the LED is lit", minimum=0, maximum=60_000)
+    beeps: int = option(0, doc="buzzer beeps", minimum=0, maximum=10)
+    beep_ms: int = option(0, doc="length of one beep", minimum=0, maximum=10_000)
+    gap_ms: int = option(100, doc="pause between beeps", minimum=0, maximum=10_000)
 
 
 DEFAULT_FEEDBACK: dict[str, Feedback] = {
@@ -92,31 +120,88 @@ DEFAULT_FEEDBACK: dict[str, Feedback] = {
 
 @dataclass(frozen=True)
 class RelaySpec:
-    pin: str
-    active_high: bool = True
-    mode: str = "pulse"  # "pulse" or "hold"
-    pulse_ms: int = 500
+    pin: str = option(doc=PIN_DOC, parse=_pin)
+    active_high: bool = option(True, doc="HIGH energises the relay")
+    mode: str = option("pulse", doc="pulse: closed pulse_ms per admission; hold: until the passage or the timeout",
+                       choices=("pulse", "hold"))
+    pulse_ms: int = option(500, doc="relay pulse per admission", minimum=20, maximum=60_000)
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    pin: str
-    pull: str = "up"  # "up", "down", "none" (external resistor)
-    active: str = "low"  # level of the pin when the input is active
-    bounce_ms: int = 20
-    sensor: str = ""  # passage only: "beam" or "rotation"
+    pin: str = option(doc=PIN_DOC, parse=_pin)
+    pull: str = option("up", doc="internal resistor: up, down, or none (external)", choices=PULLS)
+    active: str | None = option(None, doc="level of the pin when the input is active (default: low, high with "
+                                          "pull = down)", choices=("low", "high"))
+    bounce_ms: int = option(20, doc="debounce time", minimum=0, maximum=1000)
+    sensor: str = option("", key=False)  # passage only: "beam" or "rotation"
+
+    def __post_init__(self):
+        if self.active is None:
+            object.__setattr__(self, "active", "high" if self.pull == "down" else "low")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassageSpec(InputSpec):
+    """The passage sensor: an input that says what kind of sensor it is."""
+
+    sensor: str = option(doc="beam (a light barrier) or rotation (the arms' rotation contact)",
+                         choices=("beam", "rotation"))
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    pin: str
-    active_high: bool = True
+    pin: str = option(doc=PIN_DOC, parse=_pin)
+    active_high: bool = option(True, doc="HIGH switches it on")
 
 
 @dataclass(frozen=True)
 class Timing:
-    passage_timeout_s: float = 8.0
-    held_open_s: float = 30.0
+    passage_timeout_s: float = option(8.0, doc="default for the daemon: nobody passed within this, roll back",
+                                      minimum=0.5, maximum=600)
+    held_open_s: float = option(30.0, doc="default for the daemon: open longer than this, held_open alarm",
+                                minimum=1, maximum=3600)
+
+
+@dataclass(frozen=True)
+class _BoardName:
+    name: str = option(doc="the profile's name")
+    description: str = option("", doc="what the turnstile model is")
+
+
+@dataclass(frozen=True)
+class _Leds:
+    active_high: bool = option(True, doc="HIGH lights the LEDs")
+    green: str | None = option(None, doc=PIN_DOC, parse=_pin)
+    red: str | None = option(None, doc=PIN_DOC, parse=_pin)
+
+
+def _feedback(raw, reader: Reader, path: str, table: dict):
+    """[feedback.<class>] tables: a Feedback per class named (FEEDBACK_CLASSES), each read on its own, so
+    that the patterns that are right are known even when another is wrong."""
+    if not isinstance(raw, dict):
+        return reader.expected(path, "a table of feedback patterns", raw)
+    for name in sorted(set(raw) - set(FEEDBACK_CLASSES)):
+        reader.problem(f"{path}.{name}", f"unknown key in {path} (known: {', '.join(sorted(FEEDBACK_CLASSES))})")
+    patterns = {name: reader.table(Feedback, raw[name], f"{path}.{name}") for name in FEEDBACK_CLASSES if name in raw}
+    return {name: pattern for name, pattern in patterns.items() if pattern is not BAD}
+
+
+@dataclass(frozen=True)
+class _ProfileFile:
+    """A board profile file, table by table (the format in the module's docstring)."""
+
+    board: _BoardName = option(doc="the profile")
+    relay: RelaySpec = option(doc="the relay that lets one person through")
+    passage: PassageSpec | None = option(None, doc="the passage sensor")
+    passage_out: InputSpec | None = option(None, doc="the passage sensor's out contact (one that tells direction)")
+    emergency: InputSpec | None = option(None, doc="the fire-alarm dry contact")
+    door: InputSpec | None = option(None, doc="the arm or door position contact (active = open)")
+    leds: _Leds | None = option(None, doc="the green and red LEDs")
+    buzzer: OutputSpec | None = option(None, doc="the buzzer")
+    timing: Timing = option(Timing(), doc="the daemon's default timings for this turnstile")
+    feedback: dict | None = option(None, doc="feedback patterns per reason class: [feedback.<class>] tables "
+                                             "of Feedback", parse=_feedback)
 
 
 @dataclass(frozen=True)
@@ -181,129 +266,32 @@ def load_profile(name: str, boards_dir: str | os.PathLike | None = None) -> Boar
 
 def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:
     """Build a profile from parsed TOML (also for a profile embedded in another config)."""
-    c = _Checker()
-    c.known(data, "", {"board", "relay", "passage", "passage_out", "emergency", "door", "leds", "buzzer", "timing",
-                      "feedback"})
-    board = c.table(data, "board", required=True)
-    c.known(board, "board", {"name", "description"})
-    name = c.text(board, "board.name", required=True)
-    description = c.text(board, "board.description", default="")
-
-    relay = _relay(c, c.table(data, "relay", required=True))
-    passage = _input(c, data, "passage")
-    passage_out = _input(c, data, "passage_out")
-    if passage_out is not None and passage is None:
-        c.problem("passage_out", "a direction contact needs the [passage] sensor it belongs to")
-    emergency = _input(c, data, "emergency")
-    door = _input(c, data, "door")
-    green = red = buzzer = None
-    if (leds := c.table(data, "leds")) is not None:
-        c.known(leds, "leds", {"green", "red", "active_high"})
-        active_high = c.boolean(leds, "leds.active_high", default=True)
-        if "green" in leds:
-            green = OutputSpec(c.pin(leds, "leds.green"), active_high)
-        if "red" in leds:
-            red = OutputSpec(c.pin(leds, "leds.red"), active_high)
-    if (buzz := c.table(data, "buzzer")) is not None:
-        c.known(buzz, "buzzer", {"pin", "active_high"})
-        buzzer = OutputSpec(c.pin(buzz, "buzzer.pin", required=True), c.boolean(buzz, "buzzer.active_high", default=True))
-    timing = Timing()
-    if (t := c.table(data, "timing")) is not None:
-        c.known(t, "timing", {"passage_timeout_s", "held_open_s"})
-        timing = Timing(c.number(t, "timing.passage_timeout_s", 0.5, 600, default=8.0),
-                        c.number(t, "timing.held_open_s", 1, 3600, default=30.0))
-    feedback = dict(DEFAULT_FEEDBACK)
-    if (fb := c.table(data, "feedback")) is not None:
-        c.known(fb, "feedback", set(FEEDBACK_CLASSES))
-        for cls in FEEDBACK_CLASSES:
-            if (pattern := c.table(fb, cls, prefix="feedback.")) is not None:
-                feedback[cls] = _feedback(c, pattern, f"feedback.{cls}")
-
-    if relay is not None and relay.mode == "hold" and passage is None and door is None:
-        c.problem("relay.mode", "'hold' needs a [passage] or [door] sensor to know when to let go; use 'pulse'")
+    reader = Reader(context={"pins": {}})
+    v = reader.section(_ProfileFile, data)
+    board, relay, passage, door, leds = (v.get(k) for k in ("board", "relay", "passage", "door", "leds"))
+    written = {key for key, table in data.items() if isinstance(table, dict)}  # tables the file has, right or not
+    if "passage_out" in written and "passage" not in written:
+        reader.problem("passage_out", "a direction contact needs the [passage] sensor it belongs to")
+    green = OutputSpec(leds.green, leds.active_high) if leds is not None and leds.green is not None else None
+    red = OutputSpec(leds.red, leds.active_high) if leds is not None and leds.red is not None else None
+    stated = v.get("feedback") or {}
+    feedback = {**DEFAULT_FEEDBACK, **stated}
+    mode = data["relay"].get("mode") if "relay" in written else None
+    if mode == "hold" and "passage" not in written and "door" not in written:
+        reader.problem("relay.mode", "'hold' needs a [passage] or [door] sensor to know when to let go; use 'pulse'")
     # A board without LEDs or buzzer is fine (a controller with its own lights); a pattern the
     # profile asks for explicitly must have its LED.
-    for cls in sorted(fb or {}):
-        pattern = feedback.get(cls)
-        if pattern is not None and (pattern.led == "green" and green is None or pattern.led == "red" and red is None):
-            c.problem(f"feedback.{cls}.led", f"{pattern.led!r} but [leds] has no {pattern.led} pin")
-    if c.problems:
-        raise BoardError(source, c.problems)
-    return BoardProfile(name=name, description=description, relay=relay, passage=passage, passage_out=passage_out,
-                        emergency=emergency,
-                        door=door, green=green, red=red, buzzer=buzzer, timing=timing,
+    has = {colour: "leds" in written and colour in data["leds"] for colour in ("green", "red")}
+    for cls in sorted(stated):
+        pattern = stated[cls]
+        if pattern.led in has and not has[pattern.led]:
+            reader.problem(f"feedback.{cls}.led", f"{pattern.led!r} but [leds] has no {pattern.led} pin")
+    if reader.problems:
+        raise BoardError(source, [f"{path}: {text}" if path else text for path, text in reader.problems])
+    return BoardProfile(name=board.name, description=board.description, relay=relay, passage=passage,
+                        passage_out=v.get("passage_out"), emergency=v.get("emergency"), door=door, green=green,
+                        red=red, buzzer=v.get("buzzer"), timing=v["timing"] if "timing" in v else Timing(),
                         feedback=tuple(feedback.items()), source=source)
-
-
-# --- parts ----------------------------------------------------------------------------------
-
-def _relay(c: "_Checker", t: dict | None) -> RelaySpec | None:
-    if t is None:
-        return None
-    c.known(t, "relay", {"pin", "active_high", "mode", "pulse_ms"})
-    return RelaySpec(pin=c.pin(t, "relay.pin", required=True),
-                     active_high=c.boolean(t, "relay.active_high", default=True),
-                     mode=c.choice(t, "relay.mode", ("pulse", "hold"), default="pulse"),
-                     pulse_ms=c.integer(t, "relay.pulse_ms", 20, 60_000, default=500))
-
-
-def _input(c: "_Checker", data: dict, key: str) -> InputSpec | None:
-    t = c.table(data, key)
-    if t is None:
-        return None
-    extra = {"sensor"} if key == "passage" else set()
-    c.known(t, key, {"pin", "pull", "active", "bounce_ms"} | extra)
-    pull = c.choice(t, f"{key}.pull", ("up", "down", "none"), default="up")
-    spec = InputSpec(pin=c.pin(t, f"{key}.pin", required=True, pull=pull),
-                     pull=pull,
-                     active=c.choice(t, f"{key}.active", ("low", "high"), default="low" if pull != "down" else "high"),
-                     bounce_ms=c.integer(t, f"{key}.bounce_ms", 0, 1000, default=20),
-                     sensor=c.choice(t, f"{key}.sensor", ("beam", "rotation"), required=True) if extra else "")
-    return spec
-
-
-def _feedback(c: "_Checker", t: dict, path: str) -> Feedback:
-    c.known(t, path, {"led", "led_ms", "beeps", "beep_ms", "gap_ms"})
-    return Feedback(led=c.choice(t, f"{path}.led", ("green", "red", "none"), default="none"),
-                    led_ms=c.integer(t, f"{path}.led_ms", 0, 60_000, default=0),
-                    beeps=c.integer(t, f"{path}.beeps", 0, 10, default=0),
-                    beep_ms=c.integer(t, f"{path}.beep_ms", 0, 10_000, default=0),
-                    gap_ms=c.integer(t, f"{path}.gap_ms", 0, 10_000, default=100))
-
-
-class _Checker(TableReader):
-    """The shared reader (gated/tomlcheck.py) plus GPIO pins, each used once."""
-
-    def __init__(self):
-        super().__init__()
-        self.pins: dict[str, str] = {}  # "GPIO17" -> first key path using it
-
-    def table(self, t: dict, key: str, required: bool = False, prefix: str = "") -> dict | None:
-        value = t.get(key) if isinstance(t, dict) else None
-        if value is None and required:
-            self.problem(prefix + key, "required table")
-            return None
-        return super().table(t, key, prefix=prefix)
-
-    def pin(self, t, path, required=True, pull=None) -> str:
-        key = path.rsplit(".", 1)[-1]
-        if not isinstance(t, dict) or key not in t:
-            if required:
-                self.problem(path, "required")
-            return ""
-        value = t[key]
-        info = _header_pin(value)
-        if info is None:
-            self.problem(path, f"{value!r} is not a GPIO pin of the 40-pin header "
-                               "(a BCM number 0-27, or a name like 'GPIO17', 'BOARD11', 'J8:11')")
-            return ""
-        if pull is not None and info.pull == "up" and pull != "up":
-            self.problem(path, f"{info.name} has a fixed pull-up resistor (I2C); use pull = 'up' or another pin")
-        if info.name in self.pins:
-            self.problem(path, f"{info.name} is already used by {self.pins[info.name]}")
-        else:
-            self.pins[info.name] = path
-        return info.name
 
 
 def _header_pin(value):

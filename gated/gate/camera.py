@@ -31,50 +31,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 from urllib.parse import parse_qsl
 
 import numpy as np
 
-from gated.core.errors import GatedError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+from gated.gate.frames import CAMERA_KINDS, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
-
-
-class CameraError(GatedError, RuntimeError):
-    """A frame source cannot be opened or has failed; the message says what to check."""
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One grayscale frame: `gray` is a HxW uint8 array, `captured_at` time.monotonic() seconds."""
-
-    gray: np.ndarray
-    captured_at: float
-    seq: int
-    origin: str = ""  # where it came from: an image path, "clip.mp4#12" (frame 12), the device
-
-
-class FrameSource(Protocol):
-    name: str
-
-    def open(self) -> None: ...
-
-    def read(self, timeout: float | None = 1.0) -> Frame | None:
-        """The newest frame not yet returned, waiting up to `timeout` s; None if none came (or the
-        source is finished: see `finished`)."""
-
-    def close(self) -> None: ...
-
-    def frame_age(self, now: float | None = None) -> float:
-        """Seconds since the newest frame was captured, or since open() if none was: the health signal."""
-
-    @property
-    def finished(self) -> bool:
-        """True once a non-looping file source has delivered its last frame (live sources: never)."""
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -401,33 +365,47 @@ def open_source(spec: str, **opts) -> FrameSource:
     Options from `?k=v&...` in the spec, overridden by keywords. The source is not yet opened."""
     kind, sep, rest = spec.partition(":")
     if not sep:
-        raise CameraError(f"camera spec {spec!r}: expected KIND:WHAT, KIND one of v4l2, picamera2, files, synthetic")
+        raise CameraError(f"camera spec {spec!r}: expected KIND:WHAT, KIND one of {KIND_NAMES}")
+    if kind not in CAMERA_KINDS:
+        raise CameraError(f"camera spec {spec!r}: unknown kind {kind!r} ({KIND_NAMES})")
     target, _, query = rest.partition("?")
     options = {k: _option_value(v) for k, v in parse_qsl(query, keep_blank_values=True)}
     options.update(opts)
     try:
-        if kind == "v4l2":
-            if not target:
-                raise CameraError("camera spec v4l2: needs a device, e.g. v4l2:/dev/video0")
-            return V4L2Source(target, **options)
-        if kind == "picamera2":
-            return Picamera2Source(target or 0, **options)
-        if kind == "files":
-            if not target:
-                raise CameraError("camera spec files: needs a path, e.g. files:/srv/frames")
-            if options.pop("watch", False):  # a bench: each new image in the folder is a ticket held up
-                from gated.gate.watchcam import WatchedFolder
-
-                return WatchedFolder(target, **options)
-            options.pop("hold", None)
-            return FileSource(target, **options)
-        if kind == "synthetic":
-            from gated.gate.rehearsal.camera import SyntheticSource
-
-            return SyntheticSource(**options)
+        return _OPENERS[kind](target, options)
     except TypeError as exc:
         raise CameraError(f"camera spec {spec!r}: {exc}") from exc
-    raise CameraError(f"camera spec {spec!r}: unknown kind {kind!r} (v4l2, picamera2, files, synthetic)")
+
+
+def _open_v4l2(target: str, options: dict) -> FrameSource:
+    if not target:
+        raise CameraError("camera spec v4l2: needs a device, e.g. v4l2:/dev/video0")
+    return V4L2Source(target, **options)
+
+
+def _open_picamera2(target: str, options: dict) -> FrameSource:
+    return Picamera2Source(target or 0, **options)
+
+
+def _open_files(target: str, options: dict) -> FrameSource:
+    if not target:
+        raise CameraError("camera spec files: needs a path, e.g. files:/srv/frames")
+    if options.pop("watch", False):  # a bench: each new image in the folder is a ticket held up
+        from gated.gate.watchcam import WatchedFolder
+
+        return WatchedFolder(target, **options)
+    options.pop("hold", None)
+    return FileSource(target, **options)
+
+
+def _open_synthetic(target: str, options: dict) -> FrameSource:
+    from gated.gate.rehearsal.camera import SyntheticSource  # a rehearsal's: a gate in service never loads it
+
+    return SyntheticSource(**options)
+
+
+# one opener per kind of gated.gate.frames.CAMERA_KINDS (tests/gate/test_camera.py checks they match)
+_OPENERS = {"v4l2": _open_v4l2, "picamera2": _open_picamera2, "files": _open_files, "synthetic": _open_synthetic}
 
 
 def _option_value(text: str):

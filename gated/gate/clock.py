@@ -1,8 +1,7 @@
 """Trusted time for a gate without a real-time clock (PROTOCOL §7; policy in docs/protocol.md).
 
-    beacon  = COSE_Sign1 (PROTOCOL §2 structure) by a `command` key, published retained every 10 s
-              on gated/v1/<site>/time, payload CBOR map
-              {1: site (tstr), 2: unix milliseconds (uint), 3: beacon sequence (uint, strictly increasing)}
+The beacon format (a signed {site, unix ms, sequence}, retained every 10 s on gated/v1/<site>/time)
+is gated/core/beacon.py; this module decides what the beacons, NTP and an RTC say about the time.
 
 Theory of operation
 -------------------
@@ -66,20 +65,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cbor2
-
-from gated.core import cose
-from gated.keys import Keyring, SignedRejected, open_signed
+from gated.core.beacon import Beacon, BeaconOutcome, read_beacon
+from gated.core.signed import Keyring
 from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 
-BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
-BEACON_INTERVAL_S = 10.0
 SEQ_KEY = "clock.beacon_seq"
 TRUSTED_KEY = "clock.trusted_ms"
 ANCHOR_KEY = "clock.anchor"  # JSON {"boot": boot id, "at": boot-time s of the newest beacon, "offset": best bound}
 DISAGREEMENT_KEY = "clock.disagreement"  # JSON {"beacon_ms", "reference_ms", "source", "seen_ms"}: last refused beacon
 RIVALS_TO_OUTVOTE = 3  # live beacons, consistent with each other, that outvote the beacons before them
-MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a beacon time beyond it is malformed
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
 
@@ -87,48 +81,6 @@ RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
 class Policy(str, enum.Enum):
     DENY = "deny"  # time-dependent checks fail while the clock is uncertain
     BEACON = "beacon"  # judge with the beacons' time while the clock is uncertain
-
-
-# --- the beacon format -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Beacon:
-    site: str
-    unix_ms: int
-    seq: int
-    signer: str  # keyring name of the command key
-
-
-@dataclass(frozen=True)
-class BeaconOutcome:
-    """What happened to one beacon message; an ignored beacon is a value, not an exception."""
-
-    accepted: bool
-    reason: str  # accepted | malformed | unsupported | unknown_key | bad_signature | wrong_site | not_newer
-    #              | too_far_ahead
-    detail: str = ""
-    beacon: Beacon | None = None
-    offset_s: float | None = None  # accepted: the clock's estimate minus the wall clock at receipt
-
-
-def encode_beacon(key, *, site: str, unix_ms: int, seq: int) -> bytes:
-    return cose.sign(cbor2.dumps({BEACON_SITE: site, BEACON_MS: int(unix_ms), BEACON_SEQ: int(seq)}), key)
-
-
-def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
-    """Parse and verify one beacon: a Beacon, or the BeaconOutcome saying why it is ignored."""
-    try:
-        key, body = open_signed(payload, keyring, "command")
-    except SignedRejected as exc:
-        return BeaconOutcome(False, exc.code, exc.detail)
-    if not isinstance(body, dict):
-        return BeaconOutcome(False, "malformed", "payload must be a CBOR map")
-    site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
-    if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
-        return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
-    if unix_ms > MAX_UNIX_MS:
-        return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond the year 9999")
-    return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)
 
 
 # --- the clock ---------------------------------------------------------------------------------
@@ -185,7 +137,10 @@ def rtc_present() -> bool:
 
 def _json_value(store, key: str) -> dict:
     """A JSON object kept under `key`, or {} when absent, cleared or unreadable (then it is ignored)."""
-    raw = store.get_value(key) if store is not None else None
+    return _json_object(store.get_value(key) if store is not None else None)
+
+
+def _json_object(raw) -> dict:
     try:
         value = json.loads(raw) if isinstance(raw, str) else None
     except ValueError:
@@ -206,6 +161,47 @@ def reset_trust(store) -> dict:
     store.set_value(ANCHOR_KEY, None)
     store.set_value(DISAGREEMENT_KEY, None)
     return before
+
+
+@dataclass(frozen=True)
+class TrustDiagnosis:
+    """What a gate's persisted clock trust says is wrong against this machine's clock (`gated doctor`).
+
+    kind  ahead     the persisted trusted time is ahead of this clock beyond max_offset_s: the gate
+                    judges every ticket at `trusted_s` (if that time is wrong: `gated clock reset`)
+          refused   a beacon was refused as too far ahead of another source (`source`: ntp, rtc, beacon)
+          offset    the beacons' bound of this same boot, carried to now, disagrees with this clock by `offset_s`
+    """
+
+    kind: str
+    trusted_s: float | None = None  # ahead
+    beacon_s: float | None = None  # refused: the beacon's time, the reference's, when it was seen (if known)
+    reference_s: float | None = None
+    source: str = "system"
+    seen_s: float | None = None
+    offset_s: float | None = None  # offset: the beacons' time minus this clock
+
+
+def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s: float,
+                   boot: Callable[[], str | None] = boot_id,
+                   monotonic: Callable[[], float] = boot_time) -> TrustDiagnosis | None:
+    """What the trust a gate persisted (`stored(key)`: GateStore.get_value, or a StoreSummary's
+    value) says against this clock at `now`: a trusted time ahead of it, a refused beacon, a beacon
+    bound (same boot) that disagrees with it. None when all agree. The first found is said."""
+    trusted_ms = stored(TRUSTED_KEY)
+    if isinstance(trusted_ms, int) and trusted_ms / 1000 > now + max_offset_s:
+        return TrustDiagnosis("ahead", trusted_s=trusted_ms / 1000)
+    refused = _json_object(stored(DISAGREEMENT_KEY))
+    if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
+        seen = refused["seen_ms"] / 1000 if isinstance(refused.get("seen_ms"), int) else None
+        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000, reference_s=refused["reference_ms"] / 1000,
+                              source=refused.get("source", "system"), seen_s=seen)
+    anchor = _json_object(stored(ANCHOR_KEY))
+    if anchor.get("boot") is not None and anchor.get("boot") == boot() and isinstance(anchor.get("offset"), (int, float)):
+        offset = anchor["offset"] + monotonic() - now  # the beacons' time carried to now, minus this clock
+        if abs(offset) > max_offset_s:
+            return TrustDiagnosis("offset", offset_s=offset)
+    return None
 
 
 class TrustedClock:

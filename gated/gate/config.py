@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import re
 import tomllib
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from gated.core.errors import GatedError
-from gated.tomlcheck import BAD, scalar, show
+from gated.gate.frames import KIND_EXAMPLES, spec_problem
+from gated import tomlcheck
+from gated.tomlcheck import Reader, option
 
 DEFAULT_PATH = Path("/etc/gated/gated.toml")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # site, gate and board names: safe in MQTT topics and file names
-CAMERA_KINDS = ("v4l2", "picamera2", "files", "synthetic")
+NAME_TEXT = "a name of letters, digits, '.', '_' or '-' (at most 64)"
 SCANNER_BACKENDS = ("zxing", "pyzbar")
 PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -47,23 +47,15 @@ class ConfigError(GatedError, ValueError):
         super().__init__("\n".join(f"{source}: {path}: {what}" if path else f"{source}: {what}" for path, what in problems))
 
 
-def _opt(default=MISSING, doc: str = "", **checks):
-    """A schema field: `doc` for people; checks: choices=, minimum=, above=, maximum=, pattern=, path=True,
-    nonempty=True, check=(value -> what was expected, or None). Numbers are always finite."""
-    kwargs = {"metadata": {"doc": doc, **checks}}
-    if isinstance(default, (list, dict)):
-        raise TypeError("use tuples for list defaults")
-    if default is not MISSING:
-        kwargs["default"] = default
-    return field(**kwargs)
+_opt = option  # a schema field (gated/tomlcheck.py)
 
 
 # --- sections ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class GateSection:
-    site: str = _opt(doc="site name; the MQTT root is gated/v1/<site>/", pattern=NAME)
-    id: str = _opt(doc="this gate's id, unique at the site; events are '<id>:<seq>'", pattern=NAME)
+    site: str = _opt(doc="site name; the MQTT root is gated/v1/<site>/", pattern=NAME, expected=NAME_TEXT)
+    id: str = _opt(doc="this gate's id, unique at the site; events are '<id>:<seq>'", pattern=NAME, expected=NAME_TEXT)
     events: tuple[str, ...] = _opt(doc="event ids (ticket aud) this gate admits for", nonempty=True)
     keyring: Path = _opt(doc="keyring directory: trusted public keys and keyring.toml", path=True)
     state_dir: Path = _opt(Path("/var/lib/gated"), doc="directory of the gate's state database (gate.db)", path=True)
@@ -102,8 +94,8 @@ class GateSection:
 
 @dataclass(frozen=True)
 class CameraSection:
-    source: str = _opt("v4l2:/dev/video0", doc="frame source: v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:",
-                       check=lambda v: _check_camera(v))
+    source: str = _opt("v4l2:/dev/video0", doc=f"frame source: {KIND_EXAMPLES}",
+                       check=spec_problem)
     width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16, maximum=16384)
     height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16, maximum=16384)
     fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0, maximum=1000)
@@ -116,7 +108,7 @@ class ScannerSection:
 
 @dataclass(frozen=True)
 class TurnstileSection:
-    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)", pattern=NAME)
+    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)", pattern=NAME, expected=NAME_TEXT)
     pin_factory: str = _opt("auto", doc="gpiozero pin factory; auto = gpiozero's choice (GPIOZERO_PIN_FACTORY wins)",
                             choices=PIN_FACTORIES)
     boards_dir: Path | None = _opt(None, doc="where board profiles live (default: the installed firmware_config/boards)",
@@ -261,7 +253,7 @@ class Config:
     health: HealthSection = _opt(HealthSection(), doc="health reporting")
     metrics: MetricsSection = _opt(MetricsSection(), doc="Prometheus HTTP endpoint")
     sim: SimSection | None = _opt(None, doc="simulator hooks; never on a real gate")
-    source: Path | None = None  # the file this was loaded from (not a key)
+    source: Path | None = _opt(None, key=False)  # the file this was loaded from (not a key)
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -279,104 +271,13 @@ def load(path: str | Path) -> Config:
 
 
 def from_dict(raw: dict, *, base_dir: Path = Path("."), source: str = "<config>") -> Config:
-    problems: list[tuple[str, str]] = []
-    values = _section(Config, raw, "", base_dir, problems, skip=("source",))
+    reader = Reader(base_dir=base_dir)
+    values = reader.section(Config, raw)
+    problems = reader.problems
     _cross_checks(values, problems)  # only sections that parsed cleanly are in `values`
     if problems:
         raise ConfigError(source, problems)
     return Config(**values, source=Path(source) if source != "<config>" else None)
-
-
-def _section(cls, raw, prefix: str, base_dir: Path, problems: list, skip=()) -> dict:
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(raw, dict):
-        problems.append((prefix.rstrip("."), f"expected a table [{prefix.rstrip('.')}], got {show(raw)}"))
-        return {}
-    hints = typing.get_type_hints(cls)
-    known = [f for f in fields(cls) if f.name not in skip]
-    names = {f.name for f in known}
-    for key in raw:
-        if key not in names:
-            problems.append((prefix + key, f"unknown key in {where} (known: {', '.join(sorted(names))})"))
-    values = {}
-    for f in known:
-        path = prefix + f.name
-        kind = hints[f.name]
-        if f.name not in raw:
-            if f.default is MISSING:
-                inner = _unwrap(kind)[0]
-                if is_dataclass(inner):
-                    # a required section: report its required keys rather than just "missing"
-                    values[f.name] = _section_or_none(inner, {}, path + ".", base_dir, problems, missing_section=path)
-                else:
-                    problems.append((path, f"missing, and required ({f.metadata.get('doc', '')})"))
-            continue
-        value = _value(kind, raw[f.name], path, f.metadata, base_dir, problems)
-        if value is not BAD:
-            values[f.name] = value
-    return values
-
-
-def _section_or_none(cls, raw, prefix, base_dir, problems, missing_section):
-    required = [f.name for f in fields(cls) if f.default is MISSING]
-    if required:
-        problems.append((missing_section, f"required section [{missing_section}] is missing (needs {', '.join(required)})"))
-        return None
-    return cls(**_section(cls, raw, prefix, base_dir, problems))
-
-
-
-
-def _unwrap(kind):
-    """(inner type, optional?) for `X | None`."""
-    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        return args[0], True
-    return kind, False
-
-
-def _value(kind, raw, path: str, meta: dict, base_dir: Path, problems: list):
-    inner, optional = _unwrap(kind)
-    bad = lambda expected: problems.append((path, f"expected {expected}, got {show(raw)}")) or BAD  # noqa: E731
-    if is_dataclass(inner):
-        sub_problems = len(problems)
-        values = _section(inner, raw, path + ".", base_dir, problems)
-        return inner(**values) if len(problems) == sub_problems else BAD
-    if inner in (bool, int, float):
-        value, expected = scalar(raw, inner, **{k: meta[k] for k in ("minimum", "maximum", "above") if k in meta})
-        return bad(expected) if value is BAD else value
-    if inner is Path:
-        if not isinstance(raw, str) or not raw:
-            return bad("a path (string)")
-        p = Path(raw).expanduser()
-        return p if p.is_absolute() else (base_dir / p)
-    if inner is str:
-        if not isinstance(raw, str) or not raw:
-            return bad(_str_expected(meta))
-        if "choices" in meta and raw not in meta["choices"]:
-            return bad(_str_expected(meta))
-        if "pattern" in meta and not meta["pattern"].match(raw):
-            return bad(_str_expected(meta))
-        if "check" in meta and (expected := meta["check"](raw)):
-            return bad(expected)
-        return raw
-    if typing.get_origin(inner) is tuple and typing.get_args(inner)[0] is int:
-        if not isinstance(raw, list) or not all(type(x) is int and x >= 0 for x in raw):
-            return bad("a list of integers >= 0")
-        return tuple(raw)
-    if typing.get_origin(inner) is tuple:
-        if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw) or (meta.get("nonempty") and not raw):
-            return bad("a non-empty list of strings" if meta.get("nonempty") else "a list of strings")
-        return tuple(raw)
-    raise TypeError(f"schema type {kind} at {path} is not supported")
-
-
-def _str_expected(meta) -> str:
-    if "choices" in meta:
-        return "one of " + ", ".join(repr(c) for c in meta["choices"])
-    if "pattern" in meta:
-        return "a name of letters, digits, '.', '_' or '-' (at most 64)"
-    return "a non-empty string"
 
 
 def _check_day(reader: str, text: str, expected: str) -> str | None:
@@ -387,15 +288,6 @@ def _check_day(reader: str, text: str, expected: str) -> str | None:
         getattr(daystart, reader)(text)
     except daystart.DayStartError:
         return expected
-    return None
-
-
-def _check_camera(spec: str) -> str | None:
-    kind, _, rest = spec.partition(":")
-    if kind not in CAMERA_KINDS or (kind in ("v4l2", "files") and not rest):
-        return "one of v4l2:/dev/videoN, picamera2:N, files:/dir, synthetic:"
-    if kind == "picamera2" and rest and not rest.isdigit():
-        return "picamera2:<camera number>"
     return None
 
 
@@ -465,12 +357,4 @@ def _cross_checks(v: dict, problems: list) -> None:
 
 def schema_keys(cls=Config, prefix: str = "") -> list[str]:
     """Every key path of the schema (sections included), for docs and the example-file test."""
-    out = []
-    for f in fields(cls):
-        if f.name == "source" and cls is Config:
-            continue
-        inner = _unwrap(typing.get_type_hints(cls)[f.name])[0]
-        out.append(prefix + f.name)
-        if is_dataclass(inner):
-            out.extend(schema_keys(inner, prefix + f.name + "."))
-    return out
+    return tomlcheck.schema_keys(cls, prefix)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Two threads of ours (paho and gpiozero add their own, which only queue work):
+The two threads that carry the work:
 
     camera thread   frame = camera.read()  ->  scanner.decode(frame)  ->  debouncer.feed()
                     -> codes queue: (text, captured_at)            (never touches the store)
@@ -11,6 +11,13 @@ Two threads of ours (paho and gpiozero add their own, which only queue work):
                     uplink.poll()   revocations, peer admissions, commands, outbox -> broker
                     gate.poll()     passage timeouts, sensor edges, held-open alarms
                     health, systemd watchdog
+
+and four more of ours that touch neither the store nor a decision: a live camera's reader thread
+(gated/gate/camera.py: keeps only the newest frame), the relay's pulse train on boards that want
+pulses (gated/gate/turnstile.py), the metrics endpoint's HTTP server when [metrics] listen is set
+(gated/gate/metrics.py) and, in a rehearsal only, the simulator's control socket
+(gated/gate/rehearsal/control.py). paho and gpiozero add their own, which only queue work.
+The parts are built by gated/gate/build.py.
 
 The owner thread is the only writer to the state database. The gate (gated/gate/gate.py) commits an
 admission and its event before it commands the relay, and keeps the gate shut when the store
@@ -40,7 +47,8 @@ import structlog
 
 from gated.core.errors import GatedError
 from gated import topics
-from gated.gate import health, sdnotify
+from gated.gate import build, health, sdnotify
+from gated.gate.build import StartupError
 from gated.gate.config import Config
 
 log = structlog.get_logger("gated.gate.daemon")
@@ -51,74 +59,6 @@ CAMERA_STALL_S = 5.0  # no frame for this long: the camera is unhealthy (no watc
 FIRST_FRAME_S = 15.0  # how long start-up waits for the camera's first frame
 CATCH_UP_S = 3.0  # how long start-up gives the uplink to fetch retained revocations and beacons
 SETTLE_S = 0.3  # once connected, how long to keep taking what the broker kept for us
-
-
-class StartupError(GatedError, RuntimeError):
-    """A part of the gate could not be started; the message says which and what to do."""
-
-
-# --- builders shared with `gated doctor` and the benchmark ---------------------------------------
-
-def uplink_settings(cfg: Config):
-    from gated.mqtturl import UplinkSettings
-
-    m = cfg.mqtt
-    return UplinkSettings(
-        host=m.host, port=m.port, tls=m.uses_tls,
-        ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
-        cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
-        key_file=str(m.tls.key_file) if m.tls.key_file else None,
-        # with a client certificate the broker takes its CN as the user name (systemd/mosquitto/):
-        # username and password do nothing, and `gated check-config` warns about them
-        username=None if m.tls.cert_file else m.username, password=None if m.tls.cert_file else m.secret(),
-        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s,
-        keep_until_committed=m.keep_until_committed, resend_after_s=m.resend_after_s,
-        outbox_retention_s=m.outbox_retention_h * 3600)
-
-
-def load_board(cfg: Config):
-    from gated.gate import boards
-
-    return boards.load_profile(cfg.turnstile.board, cfg.turnstile.boards_dir)
-
-
-def make_pin_factory(cfg: Config):
-    """The configured gpiozero pin factory; None = gpiozero's own choice (GPIOZERO_PIN_FACTORY, then lgpio...)."""
-    import os
-    from importlib.metadata import entry_points
-
-    name = os.environ.get("GPIOZERO_PIN_FACTORY") or cfg.turnstile.pin_factory
-    if name == "auto":
-        return None
-    for ep in entry_points(group="gpiozero_pin_factories"):
-        if ep.name == name:
-            return ep.load()()
-    raise StartupError(f"gpiozero pin factory {name!r} is not installed (pip install {name} on a Pi)")
-
-
-def make_scanner(cfg: Config):
-    from gated.gate.scanner import Scanner
-
-    return Scanner(cfg.scanner.backend)
-
-
-def open_camera(cfg: Config):
-    """The configured frame source, opened. Width, height and fps from [camera] go to the sources
-    that take them, unless the spec itself sets them (`files:/dir?fps=5`)."""
-    from urllib.parse import parse_qsl
-
-    from gated.gate import camera
-
-    spec, c = cfg.camera.source, cfg.camera
-    kind = spec.partition(":")[0]
-    offered = {"v4l2": {"width": c.width, "height": c.height, "fps": int(round(c.fps))},
-               "picamera2": {"width": c.width, "height": c.height},
-               "files": {"fps": c.fps},
-               "synthetic": {"width": c.width, "height": c.height, "fps": c.fps}}.get(kind, {})
-    in_spec = {k for k, _ in parse_qsl(spec.partition("?")[2])}
-    source = camera.open_source(spec, **{k: v for k, v in offered.items() if k not in in_spec})
-    source.open()
-    return source
 
 
 # --- the daemon ----------------------------------------------------------------------------------
@@ -146,22 +86,18 @@ class Daemon:
     # start-up ------------------------------------------------------------------------------
     def start(self) -> None:
         from gated import keys
-        from gated.gate.store import GateStore
 
         cfg = self.cfg
         self.keyring = keys.load_keyring(cfg.gate.keyring)
-        self.store = GateStore(cfg.gate.database, site=cfg.gate.site, gate=cfg.gate.id, own_directory=True)
-        if cfg.gate.day_starts is not None:
-            from gated.daystart import DayStart
-
-            self.store.day_start = DayStart(cfg.gate.day_starts, cfg.gate.timezone).before
+        self.store = build.open_store(cfg)
         log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
                  outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
-        self.clock = self._make_clock()
-        self.turnstile = self._make_turnstile()
-        self.gate = self._make_gate()
+        self.clock = build.make_clock(cfg, store=self.store, keyring=self.keyring)
+        self.turnstile = build.make_turnstile(cfg)
+        self.gate = build.make_gate(cfg, store=self.store, keyring=self.keyring, turnstile=self.turnstile,
+                                    clock=self.clock)
         self._revocation_policy(time.monotonic())  # locked before the first scan if the list is stale
-        self.scanner = make_scanner(cfg)
+        self.scanner = build.make_scanner(cfg)
         self._open_camera()
         self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
         self._camera_thread.start()
@@ -195,55 +131,17 @@ class Daemon:
         from gated.gate.camera import CameraError, SupervisedSource
 
         try:
-            self.camera_source = open_camera(self.cfg)
+            self.camera_source = build.open_camera(self.cfg)
         except CameraError as exc:
             raise StartupError(str(exc)) from exc
         # reopened when it stops delivering; the simulator steers the source inside (show, stall)
         self.camera = SupervisedSource(self.camera_source, stall_after_s=CAMERA_STALL_S / 2,
                                        report=lambda message: log.warning("camera", message=message))
 
-    def _make_clock(self):
-        from gated.gate import clock
-
-        return clock.TrustedClock.from_config(self.cfg.clock, store=self.store, keyring=self.keyring,
-                                              site=self.cfg.gate.site)
-
-    def _make_turnstile(self):
-        from gated.gate import turnstile
-
-        board = load_board(self.cfg)
-        pulse_s = self.cfg.timings.relay_pulse_s
-        return turnstile.Turnstile(board, pin_factory=make_pin_factory(self.cfg),
-                                   pulse_ms=None if pulse_s is None else int(round(pulse_s * 1000)))
-
-    def _make_gate(self):
-        from gated.core.decide import GateContext
-        from gated.gate.gate import Gate
-
-        cfg, board = self.cfg, self.turnstile.profile
-        exit_gate = cfg.gate.direction == "exit"
-        context = GateContext(site=cfg.gate.site, events=frozenset(cfg.gate.events), zone=cfg.gate.zone,
-                              skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
-                              products=frozenset(cfg.gate.products) if cfg.gate.products is not None else None,
-                              pretix_entries=cfg.gate.pretix_entries,
-                              pretix_subevents=None if cfg.gate.pretix_subevents is None
-                              else frozenset(cfg.gate.pretix_subevents),
-                              direction="out" if exit_gate else "in",
-                              reentry=cfg.gate.reentry, capacity=cfg.gate.capacity)
-        return Gate(store=self.store, keyring=self.keyring, context=context, turnstile=self.turnstile,
-                    clock=self.clock.now, time_reading=self.clock.reading,
-                    free_exit=exit_gate and cfg.gate.exit == "free",
-                    passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
-                    held_open_s=cfg.timings.held_open_s or board.timing.held_open_s)
-
     def _make_uplink(self):
-        from gated.gate.uplink import Uplink
-
         cfg = self.cfg
-        uplink = Uplink(store=self.store, keyring=self.keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
-                        gate=cfg.gate.id, on_command=self._command, status=self._status,
-                        command_max_age_s=cfg.mqtt.command_max_age_s,
-                        time_reading=self.clock.reading if self.clock is not None else None)
+        uplink = build.make_uplink(cfg, store=self.store, keyring=self.keyring, clock=self.clock,
+                                   on_command=self._command, status=self._status)
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 

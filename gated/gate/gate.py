@@ -140,7 +140,7 @@ class Gate:
             else:
                 event = self._store.record_scan(body, _ms(now))
         except StoreError as exc:
-            raise self.store_fault(exc)
+            raise self.store_fault(exc) from exc
         self.last_scan, self._scan_recorded = event, True
         if decision.admit:
             self._captured_at = captured_at

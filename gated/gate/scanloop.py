@@ -21,7 +21,7 @@ from typing import Callable
 
 import structlog
 
-from gated.gate.camera import CameraError, Frame
+from gated.gate.frames import CameraError, Frame
 from gated.core.decide import Decision
 from gated.gate.scanner import Debouncer, Scanner
 from gated.gate.store import StoreError

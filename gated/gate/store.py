@@ -1,28 +1,6 @@
 """The gate's state: one SQLite file per gate (WAL, synchronous=FULL), numbered migrations.
 
-Tables (migration 1):
-    meta(key, value)        event seq and last hash, revocation list version/site/state,
-                            the device key, the last command nonce
-    admissions              one row per admission of this gate: scan id, ticket id, GT2 step, gate,
-                            time, state ('pending' until the passage sensor confirms it, then 'passed')
-    peer_admissions         (migration 2) admissions seen from other gates (cross-gate anti-passback),
-                            keyed by (gate, seq): apart from this gate's own, so a peer's event can
-                            never collide with or roll back one of them
-    revoked(cti)            the revocation list, a WITHOUT ROWID b-tree: lookups stay O(log n) on
-                            disk and memory does not grow with the list
-    revocation_parts        deltas that arrived before their base, waiting for it
-    revocation_staging(cti) (migration 3) the ids of a multi-part snapshot being assembled: each
-                            part is verified and appended as it arrives (a plain rowid table, so a
-                            part writes only its own pages); with the last part the new list is
-                            built from it in id order and swapped in for `revoked`, one transaction
-    revocation_staged       which parts of the snapshot being assembled are in the staging table
-    outbox(seq, event, broker_ms)  sealed events not yet acknowledged by the broker (PUBACK), or with
-                            [mqtt] keep_until_committed not yet held by the ledger (migration 4:
-                            broker_ms, when the broker first acknowledged the row)
-    (migration 5)           admissions and peer_admissions get dir ('in'/'out': an exit scan),
-                            reentry (1: no entry spent) and zone; free_exits(gate, seq, zone, ts_ms)
-                            holds exits without a ticket, this gate's and its peers': together they
-                            are the gate's local estimate of the people inside its zone
+Tables and their numbered migrations: gated/gate/schema.py.
 
 Every write that makes an event is one transaction with the event: an admission and its scan
 event are committed together or not at all, and `seq`/`prev` are read and advanced inside it.
@@ -46,87 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from gated.core.errors import GatedError
 from gated.core import events
 from gated.core.decide import Facts
+from gated.gate import schema
 from gated.sqlitedb import write_transaction
-
-MIGRATIONS = [
-    # 1: the first schema
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-    CREATE TABLE admissions (
-        scan_id TEXT PRIMARY KEY,
-        cti BLOB NOT NULL,
-        step INTEGER,
-        gate TEXT NOT NULL,
-        ts_ms INTEGER NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'passed'))
-    );
-    CREATE INDEX admissions_by_ticket ON admissions (cti, step);
-    CREATE TABLE revoked (cti BLOB PRIMARY KEY) WITHOUT ROWID;
-    CREATE TABLE revocation_parts (
-        version INTEGER NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, base INTEGER NOT NULL,
-        payload BLOB NOT NULL, PRIMARY KEY (version, part)
-    );
-    CREATE TABLE outbox (seq INTEGER PRIMARY KEY, event TEXT NOT NULL);
-    """,
-    # 2: other gates' admissions get a table of their own, keyed by (gate, seq): a peer's event can
-    # neither take one of this gate's scan ids nor roll back one of this gate's admissions
-    """
-    CREATE TABLE peer_admissions (
-        gate TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        cti BLOB NOT NULL,
-        step INTEGER,
-        ts_ms INTEGER NOT NULL,
-        PRIMARY KEY (gate, seq)
-    ) WITHOUT ROWID;
-    CREATE INDEX peer_admissions_by_ticket ON peer_admissions (cti, step);
-    INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms)
-        SELECT a.gate, CAST(substr(a.scan_id, length(a.gate) + 2) AS INTEGER), a.cti, a.step, a.ts_ms
-        FROM admissions a JOIN meta m ON m.key = 'gate' WHERE a.gate != m.value;
-    DELETE FROM admissions WHERE gate != (SELECT value FROM meta WHERE key = 'gate');
-    """,
-    # 3: snapshot parts are staged id by id as they come, not kept whole and re-read (issue #11).
-    # Whole parts kept by an older gated are dropped: they are retained at the broker, and the gate
-    # subscribes again on every connect, so they come again after the upgrade's restart.
-    """
-    DELETE FROM revocation_parts WHERE base = 0;
-    CREATE TABLE revocation_staging (cti BLOB NOT NULL);
-    CREATE TABLE revocation_staged (part INTEGER PRIMARY KEY);
-    """,
-    # 4: end-to-end delivery: when the broker first acknowledged an outbox row (unix ms); with
-    # [mqtt] keep_until_committed the row stays until the ledger says it holds it, or until the
-    # operator's retention has passed since that time
-    """
-    ALTER TABLE outbox ADD COLUMN broker_ms INTEGER;
-    """,
-    # 5: exits, re-entries and occupancy (docs/protocol.md part 2, "Exits, re-entry and occupancy"):
-    # a movement's direction, whether it was a re-entry (no entry spent), the zone it was made at,
-    # and the free exits (no ticket) of this gate and its peers, keyed by (gate, seq) like peer_admissions
-    """
-    ALTER TABLE admissions ADD COLUMN dir TEXT NOT NULL DEFAULT 'in';
-    ALTER TABLE admissions ADD COLUMN reentry INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE admissions ADD COLUMN zone TEXT;
-    ALTER TABLE peer_admissions ADD COLUMN dir TEXT NOT NULL DEFAULT 'in';
-    ALTER TABLE peer_admissions ADD COLUMN reentry INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE peer_admissions ADD COLUMN zone TEXT;
-    CREATE INDEX admissions_by_zone ON admissions (zone, dir);
-    CREATE INDEX peer_admissions_by_zone ON peer_admissions (zone, dir);
-    CREATE TABLE free_exits (
-        gate TEXT NOT NULL, seq INTEGER NOT NULL, zone TEXT, ts_ms INTEGER NOT NULL, PRIMARY KEY (gate, seq)
-    ) WITHOUT ROWID;
-    CREATE INDEX free_exits_by_zone ON free_exits (zone);
-    """,
-    # 6: occupancy counts from the venue's day start ([gate] day_starts): the zone's movements by time,
-    # so the count on the scan path reads the index alone, not every row since the gate was installed
-    """
-    DROP INDEX admissions_by_zone;
-    DROP INDEX peer_admissions_by_zone;
-    DROP INDEX free_exits_by_zone;
-    CREATE INDEX admissions_by_zone ON admissions (zone, ts_ms, dir);
-    CREATE INDEX peer_admissions_by_zone ON peer_admissions (zone, ts_ms, dir);
-    CREATE INDEX free_exits_by_zone ON free_exits (zone, ts_ms);
-    """,
-]
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
@@ -153,6 +52,59 @@ class RevocationState:
     stale: bool  # a gap was seen: waiting for a snapshot or the missing deltas
 
 
+@dataclass(frozen=True)
+class StoreSummary:
+    """What a gate's state holds, in figures (`gated doctor`): read without writing a byte."""
+
+    site: str | None
+    gate: str | None
+    seq: int  # events made
+    outbox: int  # events waiting for the broker (or the ledger)
+    pending: int  # admissions waiting for their passage
+    revocations: RevocationState
+    values: dict  # the small persistent values (get_value/set_value): the clock's trust, the command nonce
+
+    def value(self, key: str, default=None):
+        return self.values.get(key, default)
+
+
+VALUE_PREFIX = "x:"  # meta keys of the small persistent values
+
+
+def read_summary(path: str | os.PathLike) -> StoreSummary:
+    """The summary of the state file at `path`, opened read-only (the running gate stays its only
+    writer; nothing is created or migrated). StoreError when it cannot be read, StoreCorrupt when
+    `PRAGMA quick_check` finds damage (the gate refuses to start on it)."""
+    try:
+        db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from exc
+    try:
+        problems = [row[0].replace("\n", " ") for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreCorrupt(f"damaged, quick_check: {'; '.join(problems)}; the gate will not run on it")
+        return _summary(db)
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from exc
+    finally:
+        db.close()
+
+
+def _summary(db) -> StoreSummary:
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key NOT IN ('device_key')").fetchall())
+    (outbox,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    (pending,) = db.execute("SELECT COUNT(*) FROM admissions WHERE state = 'pending'").fetchone()
+    return StoreSummary(site=meta.get("site"), gate=meta.get("gate"), seq=int(meta.get("seq", 0)), outbox=outbox,
+                        pending=pending, revocations=_revocation_state(meta.get),
+                        values={k[len(VALUE_PREFIX):]: v for k, v in meta.items() if k.startswith(VALUE_PREFIX)})
+
+
+def _revocation_state(meta) -> RevocationState:
+    """The list's state from the meta values (`meta(key, default)`)."""
+    return RevocationState(site=meta("rev_site"), version=int(meta("rev_version", 0)), iat=int(meta("rev_iat", 0)),
+                           applied_ms=int(meta("rev_applied_ms", 0)), stale=bool(meta("rev_stale", 0)))
+
+
 class GateStore:
     def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None,
                  own_directory: bool = False):
@@ -177,7 +129,7 @@ class GateStore:
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.execute("PRAGMA journal_size_limit=67108864")  # a big update's WAL shrinks back to 64 MiB
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            schema.migrate(self._db)
             self._check_identity()
             self._device_key = self._load_or_make_device_key()
             self._rev_state = self._read_revocation_state()
@@ -219,11 +171,6 @@ class GateStore:
             self._db.close()
             raise StoreCorrupt(f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
                                f"the gate will not run on it: restore the file or move it aside")
-
-    def _migrate(self) -> None:
-        (current,) = self._db.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            self._db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
 
     def _meta(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -498,9 +445,12 @@ class GateStore:
 
     def _read_revocation_state(self) -> RevocationState:
         """Kept in memory: this store is the database's only writer, and every change goes through it."""
-        return RevocationState(
-            site=self._meta("rev_site"), version=int(self._meta("rev_version", 0)), iat=int(self._meta("rev_iat", 0)),
-            applied_ms=int(self._meta("rev_applied_ms", 0)), stale=bool(self._meta("rev_stale", 0)))
+        return _revocation_state(self._meta)
+
+    def summary(self) -> StoreSummary:
+        """What this state holds, in figures (under the lock every write takes: consistent)."""
+        with self._lock:
+            return _summary(self._db)
 
     def revoked_count(self) -> int:
         with self._lock:
@@ -605,19 +555,19 @@ class GateStore:
 
     def get_value(self, key: str, default=None):
         with self._lock:
-            return self._meta(f"x:{key}", default)
+            return self._meta(VALUE_PREFIX + key, default)
 
     def set_value(self, key: str, value) -> None:
         with self._tx() as db:
-            self._set_meta(db, f"x:{key}", value)
+            self._set_meta(db, VALUE_PREFIX + key, value)
 
     def check_and_set_nonce(self, key: str, nonce: int) -> bool:
         """Atomically accept `nonce` only if it is above the last one accepted under `key`."""
         with self._tx() as db:
-            last = self._meta(f"x:{key}")
+            last = self._meta(VALUE_PREFIX + key)
             if last is not None and nonce <= int(last):
                 return False
-            self._set_meta(db, f"x:{key}", nonce)
+            self._set_meta(db, VALUE_PREFIX + key, nonce)
             return True
 
 

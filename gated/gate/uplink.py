@@ -32,8 +32,6 @@ are dropped, with a warning (an operator's bound on the outbox).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import queue
 import time
@@ -41,17 +39,15 @@ from typing import TYPE_CHECKING, Callable
 
 import paho.mqtt.client as mqtt
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__
 
 from gated.gate import revocations
-from gated.core import command as commands
 from gated.core import cose, events
-from gated.core.command import Command, CommandRejected
-from gated.keys import Keyring, SignedRejected, open_signed
+from gated.core.announce import device_announcement
+from gated.core.command import CommandRejected, parse_command
+from gated.core.signed import Keyring
 from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
@@ -66,47 +62,8 @@ log = structlog.get_logger("gated.gate.uplink")
 NONCE_KEY = "command_nonce"
 
 
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# --- signed commands (§6) ----------------------------------------------------------------------
-
-def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
-                  max_age_s: float | None = None, time_trusted: bool = True) -> Command:
-    """Verify a command message (signature by a `command` key) and read it (gated/core/command.py);
-    raises CommandRejected. The nonce is checked against the store by the caller."""
-    try:
-        key, body = open_signed(blob, keyring, "command")
-    except SignedRejected as exc:
-        raise CommandRejected(exc.code, exc.detail) from None
-    return commands.read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s, time_trusted=time_trusted)
-
-
-# --- device-key enrolment (docs/protocol.md) ------------------------------------------------------
-
-def device_announcement(public_key) -> dict:
-    """The status fields announcing the gate's event-signing key: `device_kid` (hex of PROTOCOL §1's
-    kid) and `device_key` (base64 of the raw 32 bytes)."""
-    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return {"device_kid": cose.kid_of(public_key).hex(), "device_key": base64.b64encode(raw).decode()}
-
-
-def parse_device_announcement(status: dict):
-    """(kid hex, Ed25519PublicKey) from a status message; ValueError saying what is wrong."""
-    kid, text = status.get("device_kid"), status.get("device_key")
-    if not isinstance(kid, str) or not isinstance(text, str):
-        raise ValueError("no device key announced (a gate older than this feature?)")
-    try:
-        raw = base64.b64decode(text, validate=True)
-        public_key = Ed25519PublicKey.from_public_bytes(raw)
-    except (binascii.Error, ValueError):
-        raise ValueError("device_key is not base64 of a 32-byte Ed25519 public key") from None
-    if cose.kid_of(public_key).hex() != kid:
-        raise ValueError(f"device_kid {kid} does not match the announced key")
-    return kid, public_key
 
 
 # --- the gate's uplink ----------------------------------------------------------------------------

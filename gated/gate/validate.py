@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from gated.core.decide import Decision, Facts, GateContext, decide
 from gated.keys import Keyring
-from gated.core.ticket import Ticket, read_code
+from gated.core.scanned import read_code
+from gated.core.ticket import Ticket
 
 
 def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from gated.gate.camera import IMAGE_SUFFIXES, CameraError, Frame
+from gated.gate.frames import IMAGE_SUFFIXES, CameraError, Frame
 
 BLANK = 235  # a light grey card: no code
 

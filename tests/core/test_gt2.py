@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gated.core import base45, ticket
 from gated.central import wallet
 from gated.central.issuer import issue, new_claims
-from gated.gate.clock import TrustedClock, encode_beacon
+from gated.core.beacon import encode_beacon
+from gated.gate.clock import TrustedClock
 from gated.core.reasons import Reason
 from gated.gate.validate import scan_fields, validate
 from tests.conftest import EVENT, SITE

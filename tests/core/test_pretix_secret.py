@@ -22,7 +22,8 @@ from gated.cli import main
 from gated.keys import Keyring
 from gated.core.pretix_secret import Fields, PretixTicket
 from gated.core.reasons import Reason
-from gated.core.ticket import Rejection, read_code
+from gated.core.scanned import read_code
+from gated.core.ticket import Rejection
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "pretix_sig1.json").read_text())
 SECRETS = VECTORS["secrets"]

@@ -15,7 +15,8 @@ from gated import keys
 from gated.core import base45, cose, ticket
 from gated.core.decide import GateContext
 from gated.core.reasons import Reason
-from gated.core.ticket import Rejection, Ticket, read_code
+from gated.core.scanned import read_code
+from gated.core.ticket import Rejection, Ticket
 from gated.gate.validate import validate
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "gt1.json").read_text())

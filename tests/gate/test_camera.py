@@ -277,3 +277,14 @@ def test_debounced_stream_from_a_synthetic_camera(authority):
         frame = source.read()
         passed += debouncer.feed(scanner.decode(frame.gray), frame.captured_at)
     assert passed == [text]
+
+
+def test_every_kind_of_the_table_opens_and_no_other():
+    """gated.gate.frames.CAMERA_KINDS is the one list of kinds (the config checks specs with it):
+    open_source has an opener for each kind and for nothing else."""
+    from gated.gate import camera
+    from gated.gate.frames import CAMERA_KINDS
+
+    assert set(camera._OPENERS) == set(CAMERA_KINDS)  # noqa: SLF001
+    with pytest.raises(CameraError, match=r"unknown kind 'webcam' \(v4l2, picamera2, files, synthetic\)"):
+        open_source("webcam:0")

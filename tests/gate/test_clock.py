@@ -3,12 +3,15 @@ uncertainty, the deny/beacon policy, and time that never runs backwards across r
 
 from __future__ import annotations
 
+import json
+
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
-from gated.gate.clock import Policy, TrustedClock, encode_beacon, read_beacon
+from gated.core.beacon import encode_beacon, read_beacon
+from gated.gate.clock import Policy, TrustedClock
 from gated.gate.store import GateStore
 from tests.conftest import SITE
 
@@ -426,3 +429,25 @@ def test_a_beacon_beyond_any_plausible_time_is_malformed_even_with_no_other_sour
         assert (outcome.accepted, outcome.reason) == (False, "malformed")
         clock.checkpoint(world.wall, world.mono)
         assert store.get_value("clock.trusted_ms", 0) == 0
+
+
+def test_diagnose_trust_says_what_the_persisted_trust_disagrees_with():
+    """`gated doctor`'s reading of the trust a gate persisted (gated.gate.clock.diagnose_trust)."""
+    from gated.gate.clock import ANCHOR_KEY, DISAGREEMENT_KEY, TRUSTED_KEY, diagnose_trust
+
+    def diagnose(values, now=TRUE):
+        return diagnose_trust(values.get, now=now, max_offset_s=30, boot=lambda: "boot-1", monotonic=lambda: 100.0)
+
+    assert diagnose({}) is None
+    assert diagnose({TRUSTED_KEY: int((TRUE + 20) * 1000)}) is None  # within max_offset_s
+    ahead = diagnose({TRUSTED_KEY: int((TRUE + 3600) * 1000)})
+    assert ahead.kind == "ahead" and ahead.trusted_s == TRUE + 3600
+    refused = diagnose({DISAGREEMENT_KEY: json.dumps({"beacon_ms": 5_000_000, "reference_ms": 1_000_000,
+                                                      "source": "ntp", "seen_ms": 1_000_500})})
+    assert (refused.kind, refused.beacon_s, refused.reference_s, refused.source, refused.seen_s) == \
+        ("refused", 5000.0, 1000.0, "ntp", 1000.5)
+    assert diagnose({DISAGREEMENT_KEY: "not json"}) is None
+    same_boot = {ANCHOR_KEY: json.dumps({"boot": "boot-1", "at": 90.0, "offset": TRUE - 100.0 + 120})}
+    offset = diagnose(same_boot)
+    assert offset.kind == "offset" and offset.offset_s == pytest.approx(120)
+    assert diagnose({ANCHOR_KEY: same_boot[ANCHOR_KEY].replace("boot-1", "boot-0")}) is None  # another boot

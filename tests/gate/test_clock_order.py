@@ -4,7 +4,8 @@ or the last."""
 
 from __future__ import annotations
 
-from gated.gate.clock import Policy, TrustedClock, encode_beacon
+from gated.core.beacon import encode_beacon
+from gated.gate.clock import Policy, TrustedClock
 from gated.gate.store import GateStore
 from tests.conftest import SITE
 

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     store = GateStore(args.db, site=args.site, gate=args.gate)
-    for i in range(args.make):
+    for _ in range(args.make):
         store.record_event({"kind": "state", "state": "online", "rev": 0}, time.time_ns() // 1_000_000)
     print("ready", store.last_seq, store.outbox_depth(), flush=True)
     keyring = load_keyring(args.keyring) if args.keyring else Keyring()

@@ -12,7 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from gated import keys
-from gated.central.ledger import Ledger, LedgerService
+from gated.central.ledger import Ledger
+from gated.central.ledger_service import LedgerService
 from gated.mqtturl import parse_broker_url
 
 

@@ -15,7 +15,8 @@ from gated.core import cose
 from gated.central import wallet
 from gated.central.beacon import BeaconSource
 from gated.central.issuer import issue, new_claims
-from gated.gate.clock import TrustedClock, beacon_topic, read_beacon
+from gated.core.beacon import read_beacon
+from gated.gate.clock import TrustedClock, beacon_topic
 from gated.core.reasons import Reason
 from gated.gate.uplink import Uplink
 from gated.gate.validate import validate

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gated.gate import revocations
+from gated.core import revocation
 from gated.central.publisher import publish_revocations
 from gated.gate.store import GateStore
 from gated.gate.uplink import Uplink
@@ -40,7 +40,7 @@ def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged
         try:
             pump(uplinks, lambda: all(u.connected for u in uplinks), what="gates connected to the site broker")
             # down the bridge: a revocation published at the centre reaches the gates
-            update = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+            update = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
                                                 iat=int(time.time()))
             publish_revocations(fast_settings(bridged.url(bridged.central, "central")), SITE, update)
             pump(uplinks, lambda: all(s.revocation_state().version == 1 for s in stores), what="v1 at the gates")

@@ -17,11 +17,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from gated.gate import revocations
+from gated.core import revocation
 from gated.central.publisher import publish_revocations
 from gated.mqtturl import parse_broker_url
 from gated.gate.store import GateStore
-from gated.central.commands import encode_command
+from tests.support.signing import encode_command
 from gated.topics import command_topic, events_topic, revocation_topic
 from gated.gate.uplink import Uplink
 from tests.conftest import SITE
@@ -214,7 +214,7 @@ def test_gates_publisher_and_ledger_work_through_tls_and_the_acl(site_broker, tm
             uplink.start()
             try:
                 pump([uplink], lambda: uplink.connected and store.outbox_depth() == 0, what="g1's event delivered")
-                blobs = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+                blobs = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
                                                    iat=int(time.time()))
                 publish_revocations(parse_broker_url(url(site_broker, "central")), SITE, blobs)
                 central = Client(site_broker, "central")

@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
-from gated.gate.clock import encode_beacon
+from gated.core.beacon import encode_beacon
 from gated.gate.rehearsal.control import Client
 from gated.gate.store import GateStore
-from gated.central.commands import encode_command
+from tests.support.signing import encode_command
 from gated.topics import beacon_topic, command_topic
 from tests.conftest import EVENT, SITE
 from tests.support.gatedaemon import EventCollector, GateProcess, gate_config, write_config
@@ -274,7 +274,7 @@ def test_clock_reset_without_a_state_database_says_so(tmp_path, authority, broke
 
 def test_a_signed_clock_reset_command_clears_a_running_gates_poisoned_clock(tmp_path, authority, broker):
     from gated.topics import command_topic
-    from gated.central.commands import encode_command
+    from tests.support.signing import encode_command
 
     path = config(tmp_path, authority, broker, trust_system_clock=True)
     (tmp_path / "state").mkdir()

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gated.core import revocation
 from gated.gate import revocations
 
-from gated.core import ticket
+from gated.core import scanned, ticket
 from gated.central.issuer import issue, new_claims
 from gated.gate.store import GateStore
 from tests.conftest import EVENT, SITE
@@ -28,7 +29,7 @@ GATE = "g1"
 def provision_revocations(state_dir: Path, authority, revoked: list[bytes]) -> None:
     """The revocation snapshot the gate starts with (as after its first contact with central)."""
     with GateStore(state_dir / "gate.db", site=SITE, gate=GATE) as store:
-        blob = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=revoked,
+        blob = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=revoked,
                                           iat=int(time.time()))[0]
         assert revocations.apply_update(store, blob, authority.keyring, site=SITE,
                                         now_ms=int(time.time() * 1000)).status != "rejected"
@@ -154,7 +155,7 @@ def test_sigkill_and_restart_lose_no_event_and_do_not_readmit(tmp_path, authorit
         collector.close()
     chain = collector.chain()
     check_chain(chain, device_key(tmp_path / "state"))
-    a, b, c = (ticket.read_code(t, authority.keyring).claims.cti.hex() for t in (ok_a, ok_b, ok_c))
+    a, b, c = (scanned.read_code(t, authority.keyring).claims.cti.hex() for t in (ok_a, ok_b, ok_c))
     assert [(e["ticket"], e["decision"]) for e in chain] == [(a, "admit"), (b, "admit"), (a, "deny"), (c, "admit")]
 
 
@@ -194,7 +195,7 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
         gate.wait_ready()
         gate.wait_for(lambda: gate.scans(), what="a scan while locked")
         assert gate.logged("revocations stale")[0]["policy"] == "closed"
-        blob = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[], iat=int(time.time()))[0]
+        blob = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[], iat=int(time.time()))[0]
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()
@@ -323,7 +324,8 @@ def test_time_beacons_reach_the_clock_and_an_uncertain_clock_denies(tmp_path, au
     published by central is accepted through the uplink, and the same ticket is admitted."""
     import paho.mqtt.client as mqtt
 
-    from gated.gate.clock import beacon_topic, encode_beacon, system_ntp_synchronized
+    from gated.core.beacon import encode_beacon
+    from gated.gate.clock import beacon_topic, system_ntp_synchronized
 
     unlimited = authority.ticket(ent=0)
     images = tmp_path / "images"

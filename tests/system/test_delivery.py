@@ -110,7 +110,7 @@ def test_without_keep_until_committed_the_same_kills_leave_gaps(tmp_path, author
 
 def test_gated_toml_turns_end_to_end_delivery_on_with_its_bounds(tmp_path):
     from gated.gate import config
-    from gated.gate.daemon import uplink_settings
+    from gated.gate.build import uplink_settings
     from tests.system.test_config import MINIMAL, write
 
     off = uplink_settings(config.load(write(tmp_path, MINIMAL)))

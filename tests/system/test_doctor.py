@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gated.core import revocation
 from gated.gate import revocations
 from gated.gate.store import GateStore
 from tests.conftest import EVENT, SITE
@@ -36,7 +37,7 @@ def lines(result) -> dict[str, tuple[str, str]]:
 def provision(store_dir: Path, authority, *, age_s: int = 0) -> None:
     """A state database with a revocation snapshot, as the gate would have after its first run."""
     with GateStore(store_dir / "gate.db", site=SITE, gate="g1") as store:
-        blob = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+        blob = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
                                           iat=int(time.time()) - age_s)[0]
         outcome = revocations.apply_update(store, blob, authority.keyring, site=SITE, now_ms=int(time.time() * 1000))
         assert outcome.status != "rejected", outcome

@@ -20,12 +20,13 @@ from gated.gate import revocations
 
 from gated.core import base45, cose, ticket
 from gated.central.issuer import issue, new_claims
-from gated.gate.clock import TrustedClock, encode_beacon, read_beacon
+from gated.core.beacon import encode_beacon, read_beacon
+from gated.gate.clock import TrustedClock
 from gated.gate.config import from_dict
 from gated.topics import beacon_topic, command_topic, revocation_topic
-from gated.central.commands import encode_command
+from tests.support.signing import encode_command
 from gated.core.command import CommandRejected
-from gated.gate.uplink import parse_command
+from gated.core.command import parse_command
 from tests.conftest import EVENT, SITE
 from tests.support.frames import render_card
 from tests.support.gatedaemon import GateProcess, gate_config, write_config

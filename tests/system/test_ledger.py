@@ -37,7 +37,7 @@ def scan(store, cti: bytes | None, admit: bool, reason: str = "ok", ts=1_700_000
 
 def test_every_event_once_duplicates_dropped_and_report_clean(tmp_path, ledger_db, gates):
     g1, g2 = gates
-    for i in range(5):
+    for _ in range(5):
         scan(g1, os.urandom(16), True)
         scan(g2, None, False, "malformed")
     g2.record_event({"kind": "alarm", "alarm": "tamper"}, 1_700_000_000_500)

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
 from gated.core import cose
-from gated.gate.revocations import MAX_MESSAGE, apply_update, encode_updates
+from gated.core.revocation import MAX_MESSAGE, encode_updates
+from gated.gate.revocations import apply_update
 from gated.gate.store import GateStore
 from tests.conftest import EVENT
 

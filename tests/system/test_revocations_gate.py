@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gated.core import revocation
 from gated.gate import revocations
 from gated.core import cose
 from gated.gate.rehearsal.control import Client
@@ -49,7 +50,7 @@ class Central:
 
 def provision(state: Path, authority, revoked: list[bytes]) -> None:
     with GateStore(state / "gate.db", site=SITE, gate=GATE) as store:
-        (blob,) = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=revoked, iat=int(time.time()))
+        (blob,) = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=revoked, iat=int(time.time()))
         assert revocations.apply_update(store, blob, authority.keyring, site=SITE, now_ms=0).status == "applied"
     with closing(__import__("sqlite3").connect(state / "gate.db")) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -88,7 +89,7 @@ def test_full_disk_keeps_the_gate_up_shut_and_alarmed(tmp_path, authority, broke
         gate.wait_ready()
         control = Client(tmp_path / "sim.sock")
         full_disk(gate.process, True)
-        (update,) = revocations.encode_updates(authority.revocation, site=SITE, version=2, add=[newly],
+        (update,) = revocation.encode_updates(authority.revocation, site=SITE, version=2, add=[newly],
                                                iat=int(time.time()))
         central.publish(revocation_topic(SITE, 2, 0), update)
         gate.wait_for(lambda: [e for e in gate.logs if "write failed" in str(e.get("error"))
@@ -134,28 +135,28 @@ def hostile_messages(rng: random.Random, authority) -> list[tuple[str, str, byte
     def ids(n):
         return [rng.randbytes(16) for _ in range(n)]
 
-    good = revocations.encode_updates(key, site=SITE, version=5, add=ids(3), iat=iat)[0]
+    good = revocation.encode_updates(key, site=SITE, version=5, add=ids(3), iat=iat)[0]
     cases = [
         ("bad CBOR", 5, rng.randbytes(rng.randrange(1, 200))),
         ("truncated", 5, good[:rng.randrange(1, len(good))]),
         ("wrong signature", 5, good[:-1] + bytes([good[-1] ^ 1])),
-        ("stranger's key", 5, revocations.encode_updates(stranger, site=SITE, version=5, add=ids(1), iat=iat)[0]),
-        ("issuer's key", 5, revocations.encode_updates(authority.issuer, site=SITE, version=5, add=ids(1), iat=iat)[0]),
-        ("wrong site", 5, revocations.encode_updates(key, site="elsewhere", version=5, add=ids(1), iat=iat)[0]),
+        ("stranger's key", 5, revocation.encode_updates(stranger, site=SITE, version=5, add=ids(1), iat=iat)[0]),
+        ("issuer's key", 5, revocation.encode_updates(authority.issuer, site=SITE, version=5, add=ids(1), iat=iat)[0]),
+        ("wrong site", 5, revocation.encode_updates(key, site="elsewhere", version=5, add=ids(1), iat=iat)[0]),
         ("version past CBOR's uint", 5, _signed(key, {1: SITE, 2: 2**64, 3: 0, 4: ids(1), 5: [], 6: iat})),
         ("negative version", 5, _signed(key, {1: SITE, 2: -5, 3: 0, 4: ids(1), 5: [], 6: iat})),
-        ("replay", 1, revocations.encode_updates(key, site=SITE, version=1, add=ids(1), iat=iat)[0]),
+        ("replay", 1, revocation.encode_updates(key, site=SITE, version=1, add=ids(1), iat=iat)[0]),
         ("part beyond parts", 6, _signed(key, {1: SITE, 2: 6, 3: 0, 4: ids(1), 5: [], 6: iat, 7: 3, 8: 3})),
-        ("delta with missing base", 9, revocations.encode_updates(key, site=SITE, version=9, base=8, add=ids(1), iat=iat)[0]),
+        ("delta with missing base", 9, revocation.encode_updates(key, site=SITE, version=9, base=8, add=ids(1), iat=iat)[0]),
         ("not a map", 5, _signed(key, [SITE, 5])),
         ("ids not 16 bytes", 5, _signed(key, {1: SITE, 2: 5, 3: 0, 4: [b"short"], 5: [], 6: iat})),
     ]
     if not cose.is_uint(2**63):  # the codec's bound (issue #11 item 1): a version SQLite can hold
         cases.append(("huge version", 5, _signed(key, {1: SITE, 2: 2**64 - 1, 3: 0, 4: ids(1), 5: [], 6: iat})))
-    odd = revocations.encode_updates(key, site=SITE, version=7, add=ids(40), iat=iat, parts=5)[3]
+    odd = revocation.encode_updates(key, site=SITE, version=7, add=ids(40), iat=iat, parts=5)[3]
     cases.append(("parts with mismatching counts", 7, odd))
     rng.shuffle(cases)
-    never = revocations.encode_updates(key, site=SITE, version=7, add=ids(40), iat=iat, parts=4)
+    never = revocation.encode_updates(key, site=SITE, version=7, add=ids(40), iat=iat, parts=4)
     cases = [("parts that never complete", 7, blob) for blob in never[:3]] + cases  # before the odd one
     return [(case, revocation_topic(SITE, version, 0), payload) for case, version, payload in cases]
 
@@ -171,7 +172,9 @@ def test_hostile_revocation_messages_leave_the_list_in_force(tmp_path, authority
         messages = hostile_messages(rng, authority)
         for _case, topic, payload in messages:
             central.publish(topic, payload, retain=False)
-        said = lambda: [e for e in gate.logs if e.get("event") in ("revocation update rejected", "revocation update")]
+        def said():
+            return [e for e in gate.logs if e.get("event") in ("revocation update rejected", "revocation update")]
+
         gate.wait_for(lambda: len(said()) >= len(messages), 30, f"a logged reason for each of {len(messages)} messages")
         entries = said()
         assert all(e["event"] == "revocation update rejected" or e["status"] == "stored" for e in entries), entries

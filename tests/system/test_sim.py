@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
 
-from gated.core import ticket
+from gated.core import scanned, ticket
 from gated.gate.rehearsal.control import Client, ControlError, Controller, serve
 from sim import model, report, scenario
 
@@ -87,7 +87,7 @@ def test_expected_codec_denials_are_what_a_gate_reads(issuer):
     ring = keys.Keyring((keys.trusted("issuer", issuer.public_key(), ["issuer"]),))
     checked = Counter()
     for a in crowd.attempts:
-        code = ticket.read_code(a.text, ring) if a.text else None
+        code = scanned.read_code(a.text, ring) if a.text else None
         if a.kind in ("forged", "tampered"):
             assert isinstance(code, ticket.Rejection) and code.reason.value == a.expect_reason, (a.kind, code)
             checked[a.expect_reason] += 1
@@ -396,7 +396,7 @@ def test_a_pretix_crowd_is_read_by_the_codec_as_the_model_says(issuer):
                          keys.trusted("other", other.public_key(), ["issuer"], [s.event + "-OTHER"])))
     checked = Counter()
     for a in crowd.attempts:
-        code = ticket.read_code(a.text, ring)
+        code = scanned.read_code(a.text, ring)
         assert not a.text.startswith("GT")
         if a.kind in ("forged", "tampered"):
             assert isinstance(code, ticket.Rejection) and code.reason.value == a.expect_reason, (a.kind, code)

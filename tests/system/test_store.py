@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from gated.core import events
-from gated.gate.store import MIGRATIONS, GateStore, StoreCorrupt, StoreError
+from gated.gate.schema import MIGRATIONS
+from gated.gate.store import GateStore, StoreCorrupt, StoreError
 from tests.conftest import EVENT
 
 SITE = "arena"

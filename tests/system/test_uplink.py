@@ -12,13 +12,13 @@ import time
 import pytest
 
 from gated import keys
-from gated.gate import revocations
+from gated.core import revocation
 
 from gated.core import events
 from gated.central.publisher import publish_revocations
 from gated.core.reasons import Reason
 from gated.gate.store import GateStore
-from gated.central.commands import encode_command
+from tests.support.signing import encode_command
 from gated.topics import command_topic, events_topic, revocation_topic, status_topic
 from gated.gate.uplink import Uplink
 from gated.gate.validate import scan_fields, validate
@@ -74,7 +74,7 @@ def test_broker_stopped_mid_stream_and_restarted_loses_nothing(tmp_path, store, 
     try:
         with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
             uplink.start()
-            for round_ in range(3):
+            for _round in range(3):
                 for _ in range(100):
                     state_events(store, 1)
                     made += 1
@@ -144,7 +144,7 @@ def test_revocation_published_while_gate_offline_is_applied_on_reconnect(broker,
     pump([uplink], lambda: uplink.connected, what="a connection")
     uplink.stop()  # the gate is away (its session stays on the broker)
     revoked = os.urandom(16)
-    blobs = revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[revoked], iat=int(time.time()))
+    blobs = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[revoked], iat=int(time.time()))
     result = publish_revocations(fast_settings(broker.url), SITE, blobs)
     assert result.published == [revocation_topic(SITE, 1, 0)]
     uplink = make_uplink(store, broker, authority.keyring)
@@ -160,10 +160,10 @@ def test_a_new_gate_catches_up_from_retained_updates_and_superseded_ones_are_cle
     a, b, c = (os.urandom(16) for _ in range(3))
     key, now = authority.revocation, int(time.time())
     settings = fast_settings(broker.url)
-    publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=1, add=[a], iat=now))
-    publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=2, base=1, add=[b], iat=now))
+    publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=1, add=[a], iat=now))
+    publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=2, base=1, add=[b], iat=now))
     result = publish_revocations(settings, SITE,
-                                 revocations.encode_updates(key, site=SITE, version=3, add=[a, c], iat=now, parts=2))
+                                 revocation.encode_updates(key, site=SITE, version=3, add=[a, c], iat=now, parts=2))
     assert result.cleared == [revocation_topic(SITE, 1, 0), revocation_topic(SITE, 2, 0)]
     retained = Listener(broker.port, f"gated/v1/{SITE}/revocations/#")
     time.sleep(0.5)
@@ -186,24 +186,24 @@ def test_forged_replayed_and_rolled_back_updates_are_rejected(broker, store, aut
     uplink.start()
     try:
         pump([uplink], lambda: uplink.connected, what="a connection")
-        v1 = revocations.encode_updates(key, site=SITE, version=1, add=[good], iat=now)[0]
-        v2 = revocations.encode_updates(key, site=SITE, version=2, base=1, add=[], remove=[], iat=now)[0]
+        v1 = revocation.encode_updates(key, site=SITE, version=1, add=[good], iat=now)[0]
+        v2 = revocation.encode_updates(key, site=SITE, version=2, base=1, add=[], remove=[], iat=now)[0]
         for blob, version in ((v1, 1), (v2, 2)):
             uplink.publish(revocation_topic(SITE, version, 0), blob, 1, False)
         pump([uplink], lambda: store.revocation_state().version == 2, what="v2")
         bad = [
-            ("forged: signed by the issuer key", revocations.encode_updates(
+            ("forged: signed by the issuer key", revocation.encode_updates(
                 authority.issuer, site=SITE, version=3, add=[forged_id], iat=now)[0]),
             ("forged: signature broken", v1[:-1] + bytes([v1[-1] ^ 1])),
             ("replay of v2", v2),
-            ("rollback to a new v1 snapshot", revocations.encode_updates(key, site=SITE, version=1, add=[rollback_id],
+            ("rollback to a new v1 snapshot", revocation.encode_updates(key, site=SITE, version=1, add=[rollback_id],
                                                                         iat=now)[0]),
-            ("another site", revocations.encode_updates(key, site="elsewhere", version=9, add=[forged_id], iat=now)[0]),
+            ("another site", revocation.encode_updates(key, site="elsewhere", version=9, add=[forged_id], iat=now)[0]),
         ]
         for _, blob in bad:
             uplink.publish(revocation_topic(SITE, 3, 0), blob, 1, False)
         # one subscription delivers in order: once v3 is in, every bad message before it was judged
-        v3 = revocations.encode_updates(key, site=SITE, version=3, base=2, add=[late], iat=now)[0]
+        v3 = revocation.encode_updates(key, site=SITE, version=3, base=2, add=[late], iat=now)[0]
         uplink.publish(revocation_topic(SITE, 3, 0), v3, 1, False)
         pump([uplink], lambda: store.revocation_state().version == 3, what="v3")
     finally:
@@ -348,7 +348,7 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
             procs = {name: gate(name) for name in dbs}
             for p in procs.values():
                 assert p.stdout.readline().split()[0] == "ready"
-            publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=1, add=revoked[:1],
+            publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=1, add=revoked[:1],
                                                                            iat=now))
             time.sleep(1.0)
             procs["g1"].send_signal(signal.SIGKILL)  # power cut at g1, rows in flight
@@ -356,11 +356,11 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
             broker.stop()  # and the broker goes away while g2 keeps scanning
             time.sleep(0.5)
             broker.start()
-            publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=2, base=1,
+            publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=2, base=1,
                                                                            add=revoked[1:2], iat=now))
             procs["g1"] = gate("g1")
             assert procs["g1"].stdout.readline().split()[0] == "ready"
-            publish_revocations(settings, SITE, revocations.encode_updates(key, site=SITE, version=3, base=2,
+            publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=3, base=2,
                                                                            add=revoked[2:], iat=now))
             time.sleep(1.0)
             last = {}
@@ -414,12 +414,12 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
     from gated.cli import main
 
     update = tmp_path / "v1.rev"
-    update.write_bytes(revocations.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
+    update.write_bytes(revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
                                                   iat=int(time.time()))[0])
     assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
                  str(authority.keyring_dir), str(update)]) == 0
     forged = tmp_path / "forged.rev"
-    forged.write_bytes(revocations.encode_updates(authority.issuer, site=SITE, version=2, iat=0)[0])
+    forged.write_bytes(revocation.encode_updates(authority.issuer, site=SITE, version=2, iat=0)[0])
     assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
                  str(authority.keyring_dir), str(forged)]) == 2
     db = tmp_path / "ledger.db"

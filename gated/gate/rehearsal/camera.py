@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from gated.gate.camera import Frame
+from gated.gate.frames import Frame
 from gated.gate.rehearsal.synthetic import Distortions, render_idle_frame, render_ticket_frame
 
 

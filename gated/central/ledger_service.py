@@ -1,0 +1,132 @@
+"""The ledger service (`gated ledger`): a subscription feeding the ledger (gated/central/ledger.py).
+
+    gated/v1/<site>/gates/+/events  --(persistent session, or $share/<group>/...)-->  Ledger.ingest()
+
+Runs on the caller's thread; paho's thread only queues messages. Each message is acknowledged to the
+broker only after the batch holding it has committed. After each commit the service publishes, per
+gate, the highest seq up to which the ledger holds every event (`committed`, docs/protocol.md), and
+at most every `occupancy_every_s` the site's occupancy (gated/core/occupancy.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import structlog
+
+from gated.brokerdiag import link_words
+from gated.central.ledger import IngestResult, Ledger
+from gated.topics import committed_topic, events_topic
+
+log = structlog.get_logger("gated.ledger")
+
+
+def ledger_topic(site: str, group: str | None = None) -> str:
+    """The ledger's subscription. With a group, an MQTT v5 shared subscription (`$share/<group>/...`):
+    the ledgers of one group split the events between them. Without, a plain one: every ledger keeps
+    a full copy. The plain one is the default because Mosquitto 2.0.11 does not restore shared
+    subscriptions from its persistence file: after a broker restart, events published before the
+    ledger has subscribed again reach no ledger of the group (they show as gaps in `gated reconcile`;
+    tests/test_uplink.py measures both)."""
+    plain = events_topic(site, "+")
+    return f"$share/{group}/{plain}" if group else plain
+
+
+class LedgerService:
+    """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
+    Runs on the caller's thread (`run()`); paho's thread only queues messages."""
+
+    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
+                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None):
+        """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
+        highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
+        `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
+        `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start."""
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        from gated.mqtt import MqttLink
+
+        self.ledger, self.site, self.batch, self.publish_committed = ledger, site, batch, publish_committed
+        part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
+        self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
+        self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
+        self.received = 0
+        self.stored = 0
+        self.on_stored = None  # called with each event stored (`gated ledger -v`)
+        self.occupancy_every_s = occupancy_every_s
+        self.day_start = day_start
+        self._counted_since: int | None = None  # the day start the last occupancy message counted from
+        self._occupancy_due = 0.0  # monotonic time the next occupancy message may go out
+        self._occupancy_dirty = True  # publish once on start, then after new events
+
+    def start(self) -> "LedgerService":
+        self.link.start()
+        return self
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    def step(self, timeout: float = 0.2) -> IngestResult | None:
+        """Take what has arrived (waiting up to `timeout` for the first message), store it, ack it."""
+        import queue
+
+        messages = []
+        try:
+            item = self.link.inbox.get(timeout=timeout)
+            while True:
+                if item[0] == "message":
+                    messages.append(item[1])
+                elif item[0] in ("connected", "disconnected", "refused"):
+                    log.info("ledger link", state=link_words(item))
+                if len(messages) >= self.batch:
+                    break
+                item = self.link.inbox.get_nowait()
+        except queue.Empty:
+            pass
+        if not messages:
+            self.publish_occupancy()
+            return None
+        result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
+        for message in messages:
+            self.link.ack(message)
+        if self.publish_committed:
+            for gate, seq in result.committed.items():
+                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
+        self.received += len(messages)
+        self.stored += result.new
+        if self.on_stored is not None:
+            for event in result.stored:
+                self.on_stored(event)
+        for problem in result.problems:
+            log.warning("ledger problem", **problem)
+        self._occupancy_dirty = self._occupancy_dirty or result.new > 0
+        self.publish_occupancy()
+        return result
+
+    def publish_occupancy(self) -> None:
+        """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),
+        at most every `occupancy_every_s`, after new events (gates with a capacity and `gated status`
+        read it)."""
+        now = time.monotonic()
+        now_ms = time.time_ns() // 1_000_000
+        since_ms = self.day_start.before(now_ms) if self.day_start is not None else None
+        if since_ms != self._counted_since:  # a new day: the counts start over, whether or not anything came
+            self._occupancy_dirty = True
+        if not self._occupancy_dirty or now < self._occupancy_due or not self.link.connected:
+            return
+        from gated.core.events import format_ts
+        from gated.core.occupancy import encode_occupancy
+        from gated.topics import occupancy_topic
+
+        figures, as_of = self.ledger.occupancy_as_of(None if since_ms is None else format_ts(since_ms))
+        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"], now_ms, as_of,
+                                                                       since_ms), 1, True)
+        self._counted_since = since_ms
+        self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
+
+    def run(self, stop=None) -> None:
+        """Until `stop` (a threading.Event) is set, or forever."""
+        while stop is None or not stop.is_set():
+            self.step()
