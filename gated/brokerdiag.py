@@ -49,9 +49,11 @@ REASONS = {
     159: "connection rate exceeded",
 }
 
-NOT_AUTHORISED_HINT = ("the broker's access rules do not let this identity (with certificates: the CN) do it; "
-                       "for a gate, the CN must be its [gate] id and the rules must list it "
-                       "(systemd/mosquitto/make-dynsec.py ... GATE)")
+NOT_AUTHORISED_HINT = (
+    "the broker's access rules do not let this identity (with certificates: the CN) do it; "
+    "for a gate, the CN must be its [gate] id and the rules must list it "
+    "(systemd/mosquitto/make-dynsec.py ... GATE)"
+)
 
 
 def reason_words(code) -> str:
@@ -171,8 +173,9 @@ def probe(settings, timeout: float = 5.0) -> str | None:
     except ssl.SSLError as exc:
         return _their_side(exc, settings)
     except (ConnectionResetError, BrokenPipeError):
-        return (f"the broker at {where} closed the TLS connection during the handshake"
-                + ("" if settings.cert_file else ": it probably wants a client certificate (set cert and key)"))
+        return f"the broker at {where} closed the TLS connection during the handshake" + (
+            "" if settings.cert_file else ": it probably wants a client certificate (set cert and key)"
+        )
     except OSError as exc:
         return f"TLS with {where} failed: {exc.strerror or exc}"
     return None
@@ -181,22 +184,39 @@ def probe(settings, timeout: float = 5.0) -> str | None:
 def _our_side(exc: ssl.SSLCertVerificationError, settings) -> str:
     why = exc.verify_message or exc.reason or str(exc)
     if exc.verify_code == 62 or "hostname" in str(why).lower() or "IP address mismatch" in str(why):
-        return (f"TLS verification failed on our side: the broker's certificate is not for {settings.host} "
-                f"({why}); connect by the name in its certificate, or remake it (gated certs --server-name)")
+        return (
+            f"TLS verification failed on our side: the broker's certificate is not for {settings.host} "
+            f"({why}); connect by the name in its certificate, or remake it (gated certs --server-name)"
+        )
     ca = f"the CA file {settings.ca_file}" if settings.ca_file else "the system's CAs"
-    return (f"TLS verification failed on our side: the broker's certificate is not signed by {ca} ({why}); "
-            f"use the site's ca.crt")
+    return (
+        f"TLS verification failed on our side: the broker's certificate is not signed by {ca} ({why}); "
+        f"use the site's ca.crt"
+    )
 
 
 def _their_side(exc: ssl.SSLError, settings) -> str:
     reason = (exc.reason or str(exc)).upper()
     if "CERTIFICATE_REQUIRED" in reason or ("HANDSHAKE_FAILURE" in reason and not settings.cert_file):
-        return ("TLS refused by the broker: it requires a client certificate and none was given "
-                "(set the certificate and its key: [mqtt.tls] cert_file, key_file, or --cert/--key)")
-    if any(word in reason for word in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN", "DECRYPT_ERROR",
-                                       "HANDSHAKE_FAILURE", "UNSUPPORTED_CERTIFICATE")):
-        return (f"TLS verification failed on the broker's side: it refused our client certificate "
-                f"{settings.cert_file} ({exc.reason}); is it signed by the site CA the broker uses?")
+        return (
+            "TLS refused by the broker: it requires a client certificate and none was given "
+            "(set the certificate and its key: [mqtt.tls] cert_file, key_file, or --cert/--key)"
+        )
+    if any(
+        word in reason
+        for word in (
+            "UNKNOWN_CA",
+            "BAD_CERTIFICATE",
+            "CERTIFICATE_UNKNOWN",
+            "DECRYPT_ERROR",
+            "HANDSHAKE_FAILURE",
+            "UNSUPPORTED_CERTIFICATE",
+        )
+    ):
+        return (
+            f"TLS verification failed on the broker's side: it refused our client certificate "
+            f"{settings.cert_file} ({exc.reason}); is it signed by the site CA the broker uses?"
+        )
     if "CERTIFICATE_EXPIRED" in reason:
         return f"TLS refused by the broker: our client certificate {settings.cert_file} has expired"
     if "WRONG_VERSION_NUMBER" in reason:

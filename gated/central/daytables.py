@@ -70,8 +70,9 @@ def modes_before(db, since_ts: str | None) -> dict[str, str]:
     modes = {}
     if since_ts is None:
         return modes
-    for gate, body in db.execute("SELECT gate, body FROM events WHERE kind = 'state' AND ts < ? ORDER BY ts, id",
-                                 (since_ts,)).fetchall():
+    for gate, body in db.execute(
+        "SELECT gate, body FROM events WHERE kind = 'state' AND ts < ? ORDER BY ts, id", (since_ts,)
+    ).fetchall():
         modes[gate] = json.loads(body).get("state", "online")
     return modes
 
@@ -98,9 +99,11 @@ def known_gates(db) -> list[str]:
 def gap_sentence(gate: str, first: int, last: int) -> str:
     n = last - first + 1
     which = f"event {first}" if n == 1 else f"events {first} to {last} ({n} events)"
-    return (f"Gate {gate}: {which} never reached the ledger. The gate made them, and keeps each in its outbox "
-            f"until the broker takes it, so they arrive when the gate reaches the broker again; if the gate's "
-            f"state was lost or replaced, they are lost.")
+    return (
+        f"Gate {gate}: {which} never reached the ledger. The gate made them, and keeps each in its outbox "
+        f"until the broker takes it, so they arrive when the gate reaches the broker again; if the gate's "
+        f"state was lost or replaced, they are lost."
+    )
 
 
 def reason_rows(denials: dict[str, int]) -> list[tuple[str, str, int]]:
@@ -143,23 +146,42 @@ class HourTable:
         return [{"hour": hour, **{c: self.counts[hour].get(c, 0) for c in columns}} for hour in sorted(self.counts)]
 
 
-GATE_COLUMNS = ("gate", "entries", "exits", "re-entries", "denials", "first event", "last event", "offline min",
-                "locked min", "emergency min", "alarms", "in service %")
+GATE_COLUMNS = (
+    "gate",
+    "entries",
+    "exits",
+    "re-entries",
+    "denials",
+    "first event",
+    "last event",
+    "offline min",
+    "locked min",
+    "emergency min",
+    "alarms",
+    "in service %",
+)
 
 
 def gate_rows(report: dict) -> list[dict]:
     zone = report.get("timezone", "UTC")
     out = []
     for gate, g in report["gates"].items():
-        out.append({"gate": gate, "entries": g["entries"], "exits": g["exits"], "re-entries": g["reentries"],
-                    "denials": sum(g["denials"].values()),
-                    "first event": local(g["first"], zone, with_date=True),
-                    "last event": local(g["last"], zone, with_date=True),
-                    "offline min": round(g.get("offline_s", 0) / 60, 1),
-                    "locked min": round(g.get("locked_s", 0) / 60, 1),
-                    "emergency min": round(g.get("emergency_s", 0) / 60, 1),
-                    "alarms": "; ".join(f"{k} {n}" for k, n in g.get("alarms", {}).items()),
-                    "in service %": round(g["up_share"] * 100, 1)})
+        out.append(
+            {
+                "gate": gate,
+                "entries": g["entries"],
+                "exits": g["exits"],
+                "re-entries": g["reentries"],
+                "denials": sum(g["denials"].values()),
+                "first event": local(g["first"], zone, with_date=True),
+                "last event": local(g["last"], zone, with_date=True),
+                "offline min": round(g.get("offline_s", 0) / 60, 1),
+                "locked min": round(g.get("locked_s", 0) / 60, 1),
+                "emergency min": round(g.get("emergency_s", 0) / 60, 1),
+                "alarms": "; ".join(f"{k} {n}" for k, n in g.get("alarms", {}).items()),
+                "in service %": round(g["up_share"] * 100, 1),
+            }
+        )
     return out
 
 

@@ -24,8 +24,27 @@ from gated.central.ledgerdb import LedgerError, ledger_exists, open_db
 BATCH = 5000
 # table -> (columns to copy, key columns; None: the whole row is the key)
 TABLES = {
-    "events": (("id", "site", "gate", "seq", "kind", "ts", "ticket", "decision", "reason", "ref", "result", "hash",
-                "prev", "signed", "received_ms", "body"), ("id",)),
+    "events": (
+        (
+            "id",
+            "site",
+            "gate",
+            "seq",
+            "kind",
+            "ts",
+            "ticket",
+            "decision",
+            "reason",
+            "ref",
+            "result",
+            "hash",
+            "prev",
+            "signed",
+            "received_ms",
+            "body",
+        ),
+        ("id",),
+    ),
     "problems": (("kind", "gate", "seq", "event_id", "detail", "received_ms"), None),
     "quarantine": (("event_id", "body", "why", "received_ms"), None),
     "movements": (("id", "gate", "seq", "ticket", "zone", "dir", "reentry", "free", "ts"), ("id",)),
@@ -40,8 +59,10 @@ class CopyResult:
     present: dict[str, int] = field(default_factory=dict)  # rows the target already had
 
     def summary(self) -> str:
-        return ", ".join(f"{table} {self.copied.get(table, 0)} new ({self.present.get(table, 0)} there already)"
-                         for table in (*TABLES, "gate_progress"))
+        return ", ".join(
+            f"{table} {self.copied.get(table, 0)} new ({self.present.get(table, 0)} there already)"
+            for table in (*TABLES, "gate_progress")
+        )
 
 
 def _sites(db) -> set[str]:
@@ -67,8 +88,10 @@ def copy_ledger(source: str, target: str) -> CopyResult:
     try:
         sites = _sites(src) | _sites(dst)
         if len(sites) > 1:
-            raise LedgerError(f"refused: {src.where} and {dst.where} hold events of sites {', '.join(sorted(sites))}; "
-                              f"one ledger database per site (docs/central.md)")
+            raise LedgerError(
+                f"refused: {src.where} and {dst.where} hold events of sites {', '.join(sorted(sites))}; "
+                f"one ledger database per site (docs/central.md)"
+            )
         result = CopyResult()
         dst.begin()
         try:
@@ -91,8 +114,9 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
     key_columns = key or columns
     at = [columns.index(k) for k in key_columns]
     held = {tuple(row) for row in dst.execute(f"SELECT {', '.join(key_columns)} FROM {table}").fetchall()}
-    hashes = ({row[0]: row[1] for row in dst.execute("SELECT id, hash FROM events").fetchall()}
-              if table == "events" else {})
+    hashes = (
+        {row[0]: row[1] for row in dst.execute("SELECT id, hash FROM events").fetchall()} if table == "events" else {}
+    )
     copied = present = 0
     for batch in _rows(src, table, columns):
         fresh = []
@@ -101,14 +125,18 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
             if k in held:
                 present += 1
                 if table == "events" and hashes.get(row[0]) != row[columns.index("hash")]:
-                    raise LedgerError(f"conflict: event {row[0]} is in both ledgers with different contents; "
-                                      f"nothing copied")
+                    raise LedgerError(
+                        f"conflict: event {row[0]} is in both ledgers with different contents; nothing copied"
+                    )
                 continue
             held.add(k)
             fresh.append(row)
         if fresh and key is None:  # numbered rows (problems, quarantine): the target numbers them anew
-            dst.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                            "ON CONFLICT DO NOTHING", fresh)
+            dst.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                "ON CONFLICT DO NOTHING",
+                fresh,
+            )
         elif fresh:
             dst.insert_ignoring(table, columns, fresh)
         copied += len(fresh)

@@ -51,8 +51,10 @@ def quoting_hint(message: str, argv: list[str]) -> str:
         words = [w for w in argv if QR_LIKE.match(w)]
     if not words:
         return ""
-    return ("\nIf that is a ticket's QR text, put it in single quotes, whole, as one argument: "
-            f"'{words[0][:40]}{'...' if len(words[0]) > 40 else ''}' (a shell splits or changes unquoted codes)")
+    return (
+        "\nIf that is a ticket's QR text, put it in single quotes, whole, as one argument: "
+        f"'{words[0][:40]}{'...' if len(words[0]) > 40 else ''}' (a shell splits or changes unquoted codes)"
+    )
 
 
 def grouped_help(sub: argparse._SubParsersAction) -> str:  # noqa: SLF001 -- argparse's own subparser type
@@ -91,8 +93,9 @@ def signing_key(args) -> str:
         return args.signing_key
     misplaced = getattr(args, "signing_key_as_key", None)
     if misplaced:
-        raise SigningKeyMissing(f"--key names a TLS client key everywhere in gated; give the signing key as "
-                           f"--signing-key {misplaced}")
+        raise SigningKeyMissing(
+            f"--key names a TLS client key everywhere in gated; give the signing key as --signing-key {misplaced}"
+        )
     raise SigningKeyMissing("--signing-key PEM is required (the private key that signs)")
 
 

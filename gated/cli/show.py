@@ -18,12 +18,18 @@ from gated.cli.main import CommandError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("show", help="hold a ticket (QR text or image) up to a bench gate on this machine "
-                                    "(camera: a watched folder)")
-    p.add_argument("--config", default="/etc/gated/gated.toml", help="the gate's configuration (default "
-                                                                      "/etc/gated/gated.toml)")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the gate to take it (default 10; 0: do not wait)")
+    p = sub.add_parser(
+        "show", help="hold a ticket (QR text or image) up to a bench gate on this machine (camera: a watched folder)"
+    )
+    p.add_argument(
+        "--config", default="/etc/gated/gated.toml", help="the gate's configuration (default /etc/gated/gated.toml)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the gate to take it (default 10; 0: do not wait)",
+    )
     p.add_argument("code", metavar="TEXT|IMAGE", help="the QR text (quote it) or an image file of a code")
     p.set_defaults(func=run)
 
@@ -33,8 +39,10 @@ def watched_folder(cfg) -> Path:
     target, _, query = rest.partition("?")
     options = dict(parse_qsl(query))
     if kind != "files" or options.get("watch", "").lower() not in ("1", "true", "yes", "on"):
-        raise CommandError(f"this gate's camera is {cfg.camera.source}: `gated show` needs a watched folder, "
-                           f"[camera] source = \"files:/var/lib/gated/show?watch=1\"")
+        raise CommandError(
+            f"this gate's camera is {cfg.camera.source}: `gated show` needs a watched folder, "
+            f'[camera] source = "files:/var/lib/gated/show?watch=1"'
+        )
     return Path(target)
 
 
@@ -56,23 +64,26 @@ def run(args) -> int:
             import cv2
 
             image = cv2.imread(str(source), cv2.IMREAD_GRAYSCALE)
-            if image is None:
+            encoded = cv2.imencode(".png", image)[1].tobytes() if image is not None else None
+            if encoded is None:
                 raise CommandError(f"{source}: not an image this gate can read")
-            if not cv2.imwrite(str(temporary) + ".png", image):
-                raise CommandError(f"cannot write into {folder}")
-            os.replace(str(temporary) + ".png", temporary)
         else:
+            import io
+
             import segno
 
-            segno.make(args.code, error="m").save(str(temporary), kind="png", scale=6, border=4)
-        with open(temporary, "rb") as fh:
+            buffer = io.BytesIO()
+            segno.make(args.code, error="m").save(buffer, kind="png", scale=6, border=4)
+            encoded = buffer.getvalue()
+        with open(temporary, "wb") as fh:  # a hidden name without an image suffix: the gate ignores it
+            fh.write(encoded)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(temporary, folder / name)
     except PermissionError:
         raise CommandError(f"{folder}: not writable by this user (run as root or as the gate's user)") from None
     finally:
-        for leftover in (temporary, Path(str(temporary) + ".png")):
-            leftover.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
     what = f"image {source.name}" if source.is_file() else f"{args.code[:24]}{'...' if len(args.code) > 24 else ''}"
     if args.timeout <= 0:
         print(f"put {what} in front of gate {cfg.gate.id}")
@@ -81,8 +92,10 @@ def run(args) -> int:
     while (folder / name).exists():
         if time.monotonic() > deadline:
             (folder / name).unlink(missing_ok=True)
-            raise CommandError(f"gate {cfg.gate.id} did not take it within {args.timeout:g} s: is it running "
-                               f"(gated run --config {args.config})?")
+            raise CommandError(
+                f"gate {cfg.gate.id} did not take it within {args.timeout:g} s: is it running "
+                f"(gated run --config {args.config})?"
+            )
         time.sleep(0.05)
     print(f"shown to gate {cfg.gate.id}: {what}")
     return 0

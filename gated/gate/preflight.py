@@ -94,8 +94,11 @@ def file_problems(cfg, user: User) -> list[tuple[str, str]]:
     if not problems:
         problems += _file(cfg.gate.keyring / "keyring.toml", "gate.keyring", user)
     tls = cfg.mqtt.tls
-    tls_files = [(tls.ca_file, "mqtt.tls.ca_file"), (tls.cert_file, "mqtt.tls.cert_file"),
-                 (tls.key_file, "mqtt.tls.key_file")]
+    tls_files = [
+        (tls.ca_file, "mqtt.tls.ca_file"),
+        (tls.cert_file, "mqtt.tls.cert_file"),
+        (tls.key_file, "mqtt.tls.key_file"),
+    ]
     tls_problems = [p for path, key in tls_files if path is not None for p in _file(path, key, user)]
     problems += tls_problems
     if not tls_problems:
@@ -124,10 +127,15 @@ def _tls_content(cfg) -> list[tuple[str, str]]:
         return []
     cn = certificate_cn(str(tls.cert_file))
     if cn != cfg.gate.id:
-        return [("mqtt.tls.cert_file", f"certificate CN {cn} ≠ [gate] id {cfg.gate.id}: the broker takes the CN as "
-                                       f"this gate's name and would refuse its events (not authorised); use the "
-                                       f"certificate made for {cfg.gate.id} (gated certs ... {cfg.gate.id}) or set "
-                                       f"[gate] id = \"{cn}\"")]
+        return [
+            (
+                "mqtt.tls.cert_file",
+                f"certificate CN {cn} ≠ [gate] id {cfg.gate.id}: the broker takes the CN as "
+                f"this gate's name and would refuse its events (not authorised); use the "
+                f"certificate made for {cfg.gate.id} (gated certs ... {cfg.gate.id}) or set "
+                f'[gate] id = "{cn}"',
+            )
+        ]
     return []
 
 
@@ -135,9 +143,17 @@ def warnings(cfg) -> list[tuple[str, str]]:
     m = cfg.mqtt
     out = []
     if m.tls.cert_file is not None:
-        unused = [k for k, v in (("username", m.username), ("password", m.password),
-                                 ("password_file", m.password_file)) if v is not None]
+        unused = [
+            k
+            for k, v in (("username", m.username), ("password", m.password), ("password_file", m.password_file))
+            if v is not None
+        ]
         if unused:
-            out.append((f"mqtt.{unused[0]}", f"{', '.join(unused)} do nothing with a client certificate (the broker "
-                                              f"takes its CN as the user name): remove them"))
+            out.append(
+                (
+                    f"mqtt.{unused[0]}",
+                    f"{', '.join(unused)} do nothing with a client certificate (the broker "
+                    f"takes its CN as the user name): remove them",
+                )
+            )
     return out

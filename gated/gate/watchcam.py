@@ -21,14 +21,23 @@ from typing import Callable
 
 import numpy as np
 
-from gated.gate.frames import IMAGE_SUFFIXES, CameraError, Frame
+from gated.gate.frames import IMAGE_SUFFIXES, CameraError, Frame, MadeFrames
 
 BLANK = 235  # a light grey card: no code
 
 
-class WatchedFolder:
-    def __init__(self, path: str | Path, *, hold: float = 1.5, fps: float = 10.0, width: int = 640,
-                 height: int = 480, report: Callable[[str], None] | None = None, **_ignored):
+class WatchedFolder(MadeFrames):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        hold: float = 1.5,
+        fps: float = 10.0,
+        width: int = 640,
+        height: int = 480,
+        report: Callable[[str], None] | None = None,
+        **_ignored,
+    ):
         self.path = Path(path)
         self.name = f"files:{path}?watch=1"
         self.hold_s = float(hold)
@@ -44,17 +53,27 @@ class WatchedFolder:
 
     def open(self) -> None:
         if not self.path.is_dir():
-            raise CameraError(f"{self.name}: no such directory (make it the service user's own: "
-                              f"install -d -m 0700 -o gated {self.path})")
+            raise CameraError(
+                f"{self.name}: no such directory (make it the service user's own: "
+                f"install -d -m 0700 -o gated {self.path})"
+            )
         self._last_at = time.monotonic()
 
     def _next_file(self) -> Path | None:
+        """The oldest image in the folder not yet shown; hidden names (still being written) are not."""
         try:
-            names = [p for p in self.path.iterdir()
-                     if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in self._skipped and p.is_file()]
+            entries = list(self.path.iterdir())
         except OSError as exc:
             raise CameraError(f"{self.name}: cannot list the folder ({exc.strerror})") from None
-        return min(names, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+        found = []
+        for p in entries:
+            if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith(".") or p.name in self._skipped:
+                continue
+            try:
+                found.append((p.stat().st_mtime_ns, p.name, p))
+            except OSError:  # gone between listing and looking: someone else took it
+                continue
+        return min(found)[2] if found else None
 
     def _take(self, item: Path) -> np.ndarray | None:
         import cv2
@@ -84,17 +103,9 @@ class WatchedFolder:
                 if image is not None:
                     self._showing, self._origin, self._until = image, str(item), now + self.hold_s
                     self.report(f"camera {self.name}: showing {item.name} for {self.hold_s:g} s")
-        gray = self._showing if self._showing is not None else np.full(self.size, BLANK, np.uint8)
-        self._seq += 1
-        self._last_at = time.monotonic()
-        return Frame(gray, self._last_at, self._seq, self._origin if self._showing is not None else "blank")
-
-    def frame_age(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self._last_at
-
-    @property
-    def finished(self) -> bool:
-        return False
+        if self._showing is not None:
+            return self._made(self._showing, self._origin)
+        return self._made(np.full(self.size, BLANK, np.uint8), "blank")
 
     def close(self) -> None:
         self._showing = None

@@ -10,8 +10,8 @@ import os
 import pytest
 
 from gated.central.ledger import Ledger
-from gated.central.ledgerdb import open_db
 from gated.central.ledgercopy import TABLES
+from gated.central.ledgerdb import open_db
 from gated.cli import main
 from gated.gate.store import GateStore
 from tests.conftest import SITE
@@ -25,8 +25,16 @@ def _outbox(store) -> list[str]:
 
 
 def _scan(store, cti, admit, reason="ok", ts=1_700_000_000_000):
-    body = {"ticket": cti.hex() if cti else None, "event": "FINAL-2026", "type": "general", "zone": "north",
-            "decision": "admit" if admit else "deny", "reason": reason, "rev": 0, "latency_us": 0}
+    body = {
+        "ticket": cti.hex() if cti else None,
+        "event": "FINAL-2026",
+        "type": "general",
+        "zone": "north",
+        "decision": "admit" if admit else "deny",
+        "reason": reason,
+        "rev": 0,
+        "latency_us": 0,
+    }
     return store.record_scan(body, ts, admit_cti=cti if admit else None, confirmed=True)
 
 
@@ -52,8 +60,10 @@ def first_ledger(tmp_path):
     """A SQLite ledger with a bit of everything: admissions, denials, a gap, a quarantined forgery,
     tickets and a capacity."""
     path = str(tmp_path / "first.db")
-    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, GateStore(tmp_path / "g2.db", site=SITE,
-                                                                              gate="g2") as g2:
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
         for _ in range(4):
             _scan(g1, os.urandom(16), True)
             _scan(g2, None, False, "static_copy")

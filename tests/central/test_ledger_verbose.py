@@ -13,17 +13,43 @@ GATED = Path(sys.executable).parent / "gated"
 
 
 def test_verbose_ledger_logs_each_stored_event_and_link_states_in_words(tmp_path, broker):
-    ledger = subprocess.Popen([str(GATED), "ledger", "-v", "--broker", broker.url, "--site", SITE, "--db",
-                               str(tmp_path / "ledger.db"), "--exit-after", "8"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = subprocess.Popen(
+        [
+            str(GATED),
+            "ledger",
+            "-v",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            str(tmp_path / "ledger.db"),
+            "--exit-after",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     try:
         for line in ledger.stderr:  # the events go to whoever is subscribed: wait for the ledger
             seen.append(line)
             if line.startswith("ledger: subscribed"):
                 break
-        gate = gateproc.spawn("--db", str(tmp_path / "g1.db"), "--site", SITE, "--gate", "g1", "--broker",
-                              broker.url, "--make", "3", "--exit-when-drained")
+        gate = gateproc.spawn(
+            "--db",
+            str(tmp_path / "g1.db"),
+            "--site",
+            SITE,
+            "--gate",
+            "g1",
+            "--broker",
+            broker.url,
+            "--make",
+            "3",
+            "--exit-when-drained",
+        )
         gate.wait(60)
         out, err = ledger.communicate(timeout=60)
     finally:

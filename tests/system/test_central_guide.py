@@ -17,8 +17,18 @@ from tests.support.sites import SHIPPED, localise
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SKIP = ("apt-get", "python3 -m venv", "/opt/gated/bin/pip", "ln -sf", "mkdir -p /usr/src", "useradd", "systemctl",
-        "cat >", "chgrp mosquitto", "install -m 0644 /usr/src/gated/systemd/")
+SKIP = (
+    "apt-get",
+    "python3 -m venv",
+    "/opt/gated/bin/pip",
+    "ln -sf",
+    "mkdir -p /usr/src",
+    "useradd",
+    "systemctl",
+    "cat >",
+    "chgrp mosquitto",
+    "install -m 0644 /usr/src/gated/systemd/",
+)
 
 
 def commands(guide: str, root: Path, port: int) -> list[str]:
@@ -29,9 +39,22 @@ def commands(guide: str, root: Path, port: int) -> list[str]:
             line = line.split("  #")[0].rstrip()
             if line.startswith("ExecStart="):
                 line = line.removeprefix("ExecStart=").replace("/usr/local/bin/gated", "gated") + " --count 1"
-            if not line or line.startswith(("#", "[", "Description", "After", "Restart", "WantedBy", "EOF",
-                                             "BROKER=mqtts://central.arena.example:8883\nSITE")) \
-                    or line.startswith(SKIP):
+            if (
+                not line
+                or line.startswith(
+                    (
+                        "#",
+                        "[",
+                        "Description",
+                        "After",
+                        "Restart",
+                        "WantedBy",
+                        "EOF",
+                        "BROKER=mqtts://central.arena.example:8883\nSITE",
+                    )
+                )
+                or line.startswith(SKIP)
+            ):
                 continue
             if re.match(r"^[A-Z_]+=", line) and not line.startswith(("CA=", "BROKER=", "AS_")):
                 continue  # ledger.env's lines
@@ -40,10 +63,13 @@ def commands(guide: str, root: Path, port: int) -> list[str]:
             line = line.replace(" -o gated-ledger", "").replace(" -g gated-ledger", "")  # useradd: skipped
             lines.append(line)
     script = "\n".join(lines)
-    script = (script.replace("/etc/gated", f"{root}/etc/gated").replace("/var/lib/gated-central", f"{root}/var/central")
-              .replace("/etc/mosquitto/gated", f"{root}/etc/mosquitto/gated")
-              .replace("/usr/src/gated/systemd", str(ROOT / "systemd"))
-              .replace("central.arena.example:8883", f"127.0.0.1:{port}"))
+    script = (
+        script.replace("/etc/gated", f"{root}/etc/gated")
+        .replace("/var/lib/gated-central", f"{root}/var/central")
+        .replace("/etc/mosquitto/gated", f"{root}/etc/mosquitto/gated")
+        .replace("/usr/src/gated/systemd", str(ROOT / "systemd"))
+        .replace("central.arena.example:8883", f"127.0.0.1:{port}")
+    )
     return script.splitlines()
 
 
@@ -54,8 +80,14 @@ def test_the_central_guide_runs_as_written(tmp_path):
     assert any(line.startswith("gated certs") for line in lines) and any("gated status" in line for line in lines)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     before_broker = [i for i, line in enumerate(lines) if "make-dynsec.py" in line][0] + 1
-    run = lambda part: subprocess.run(["bash", "-e", "-c", "\n".join(part)], cwd=tmp_path, env=env,  # noqa: E731
-                                      capture_output=True, text=True, timeout=240)
+    run = lambda part: subprocess.run(
+        ["bash", "-e", "-c", "\n".join(part)],
+        cwd=tmp_path,
+        env=env,  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     first = run(lines[:before_broker])
     assert first.returncode == 0, first.stdout + first.stderr
     certs = tmp_path / "root" / "etc" / "mosquitto" / "gated"
@@ -63,9 +95,17 @@ def test_the_central_guide_runs_as_written(tmp_path):
     broker.start()
     try:
         # the rest, with the shell variables the guide set before the broker step
-        rest = run(["set +e", *[line if re.match(r"^(CA|BROKER|AS_[A-Z]+)=", line) else
-                                f"{line}; echo \"EXIT $? {line.split()[0]} {line.split()[1]}\""
-                                for line in lines[before_broker:]]])
+        rest = run(
+            [
+                "set +e",
+                *[
+                    line
+                    if re.match(r"^(CA|BROKER|AS_[A-Z]+)=", line)
+                    else f'{line}; echo "EXIT $? {line.split()[0]} {line.split()[1]}"'
+                    for line in lines[before_broker:]
+                ],
+            ]
+        )
     finally:
         broker.stop()
     out = rest.stdout + rest.stderr

@@ -32,8 +32,16 @@ def at(hh_mm: str, day: int = 6) -> int:
 
 
 def scan(store, ts, *, admit=True, reason="ok", zone="north"):
-    body = {"ticket": os.urandom(16).hex(), "event": "FINAL-2026", "type": "adult", "zone": zone,
-            "decision": "admit" if admit else "deny", "reason": reason, "rev": 1, "latency_us": 0}
+    body = {
+        "ticket": os.urandom(16).hex(),
+        "event": "FINAL-2026",
+        "type": "adult",
+        "zone": zone,
+        "decision": "admit" if admit else "deny",
+        "reason": reason,
+        "rev": 1,
+        "latency_us": 0,
+    }
     return store.record_scan(body, ts, admit_cti=bytes.fromhex(body["ticket"]) if admit else None, confirmed=True)
 
 
@@ -61,7 +69,7 @@ def png_images(page: str) -> dict[str, np.ndarray]:
 
 
 def pixels_of(image: np.ndarray, hex_colour: str) -> int:
-    rgb = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    rgb = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     bgr = np.array(rgb[::-1])
     return int((np.abs(image.astype(int) - bgr).sum(axis=2) < 30).sum())
 
@@ -81,8 +89,9 @@ document.getElementById('probe').textContent = JSON.stringify({
     with open(copy, "w") as fh:
         fh.write(page.replace("</body>", probe))
     dom = chromium(tmp_path, "file://" + copy, "--dump-dom", f"--window-size={width},{height}")
-    return json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"')
-                      .replace("&amp;", "&"))
+    return json.loads(
+        re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"').replace("&amp;", "&")
+    )
 
 
 def check_in_chromium(tmp_path, html_dir: str) -> list[dict]:
@@ -98,8 +107,10 @@ def check_in_chromium(tmp_path, html_dir: str) -> list[dict]:
 
 
 def test_a_busy_day_in_the_venues_local_time_with_reasons_gaps_and_gate_times(tmp_path):
-    with GateStore(tmp_path / "n1.db", site=SITE, gate="north-1") as n1, \
-            GateStore(tmp_path / "s1.db", site=SITE, gate="south-1") as s1:
+    with (
+        GateStore(tmp_path / "n1.db", site=SITE, gate="north-1") as n1,
+        GateStore(tmp_path / "s1.db", site=SITE, gate="south-1") as s1,
+    ):
         n1.record_event({"kind": "state", "state": "online", "rev": 1}, at("06:30"))
         for minute in range(0, 120, 3):
             scan(n1, at("18:00") + minute * 60_000)
@@ -178,8 +189,20 @@ def test_the_demos_day_reads_in_chromium(tmp_path):
     from tests.gate.test_guides import ROOT
 
     gated = Path(sys.executable).parent / "gated"
-    done = subprocess.run([str(gated), "sim", str(ROOT / "sim" / "scenarios" / "demo.toml"), "--speed", "4", "--out",
-                           str(tmp_path / "demo")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(gated),
+            "sim",
+            str(ROOT / "sim" / "scenarios" / "demo.toml"),
+            "--speed",
+            "4",
+            "--out",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     db = str(tmp_path / "demo" / "work" / "ledger.db")
     with Ledger(db) as ledger:

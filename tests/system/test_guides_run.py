@@ -4,7 +4,6 @@ any day (each `gated verify` says what its comment says it will), and every opti
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -34,8 +33,7 @@ def test_five_minutes_at_a_desk_runs_as_written(tmp_path):
             comment = line.split("#", 1)[1].strip() if "#" in line else ""
             expected.append(comment.split()[1] if comment.startswith("DENY") else "admit")
             lines.append('echo "VERDICT=$?"')
-    result = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     verdicts = re.findall(r"^(ADMIT|DENY)\b\s*(\w*)", result.stdout, re.M)
     seen = ["admit" if word == "ADMIT" else reason for word, reason in verdicts]
     assert seen == expected, result.stdout + result.stderr
@@ -69,8 +67,12 @@ def test_every_option_a_guide_gives_a_command_exists(guide):
         nested = [a for a in target._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
         if nested and words and words[0] in nested[0].choices:
             target = nested[0].choices[words[0]]
-        known = {o for a in target._actions for o in a.option_strings  # noqa: SLF001
-                 if a.help != argparse.SUPPRESS}
+        known = {
+            o
+            for a in target._actions
+            for o in a.option_strings  # noqa: SLF001
+            if a.help != argparse.SUPPRESS
+        }
         for word in words:
             option = word.split("=", 1)[0]
             if option.startswith("--") and re.fullmatch(r"--[a-z][a-z-]*", option):

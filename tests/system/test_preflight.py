@@ -17,8 +17,22 @@ from tests.support.gatedaemon import gate_config, write_config
 from tests.support.sites import shipped_site_broker
 
 GATED = Path(sys.executable).parent / "gated"
-CHECKS = ["--skip", "camera", "--skip", "decoder", "--skip", "gpio", "--skip", "clock", "--skip", "state",
-          "--skip", "revocations", "--skip", "disk"]
+CHECKS = [
+    "--skip",
+    "camera",
+    "--skip",
+    "decoder",
+    "--skip",
+    "gpio",
+    "--skip",
+    "clock",
+    "--skip",
+    "state",
+    "--skip",
+    "revocations",
+    "--skip",
+    "disk",
+]
 
 
 @pytest.fixture
@@ -40,8 +54,15 @@ def tls_config(tmp_path, authority, port, certs, *, gate="n1", cert="n1", ca=Non
     tls = {"ca_file": str(ca or certs / "ca.crt")}
     if cert:
         tls.update(cert_file=str(certs / f"{cert}.crt"), key_file=str(certs / f"{cert}.key"))
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=f"mqtts://127.0.0.1:{port}",
-                      camera_source="synthetic:", site=SITE, gate=gate, event=EVENT)
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=f"mqtts://127.0.0.1:{port}",
+        camera_source="synthetic:",
+        site=SITE,
+        gate=gate,
+        event=EVENT,
+    )
     cfg["mqtt"]["tls"] = tls
     cfg["mqtt"].update(mqtt)
     for key, value in list(cfg["mqtt"]["tls"].items()):
@@ -51,15 +72,28 @@ def tls_config(tmp_path, authority, port, certs, *, gate="n1", cert="n1", ca=Non
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GATED), "check-config", str(path), "--user", os.environ.get("USER") or
-                           __import__("pwd").getpwuid(os.geteuid()).pw_name],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            str(GATED),
+            "check-config",
+            str(path),
+            "--user",
+            os.environ.get("USER") or __import__("pwd").getpwuid(os.geteuid()).pw_name,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def doctor(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GATED), "doctor", "--config", str(path), "--timeout", "3", *CHECKS],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    return subprocess.run(
+        [str(GATED), "doctor", "--config", str(path), "--timeout", "3", *CHECKS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"},
+    )
 
 
 def broker_line(result) -> str:
@@ -95,10 +129,12 @@ def test_a_certificate_for_another_gate_is_named(tmp_path, authority, site_broke
     assert line.startswith("FAIL") and "certificate CN north-1 ≠ [gate] id n1" in line, line
 
 
-def test_leftover_password_keys_beside_certificates_are_a_warning_not_a_missing_file(tmp_path, authority,
-                                                                                      site_broker, certs):
-    config = tls_config(tmp_path, authority, site_broker.port, certs, username="n1",
-                        password_file=str(tmp_path / "no-such-password"))
+def test_leftover_password_keys_beside_certificates_are_a_warning_not_a_missing_file(
+    tmp_path, authority, site_broker, certs
+):
+    config = tls_config(
+        tmp_path, authority, site_broker.port, certs, username="n1", password_file=str(tmp_path / "no-such-password")
+    )
     result = check_config(config)
     assert result.returncode == 0, result.stderr
     assert "mqtt.username: username, password_file do nothing with a client certificate" in result.stderr
@@ -139,8 +175,7 @@ def test_a_client_certificate_from_another_ca_is_the_brokers_side(tmp_path, auth
 
 def test_a_gate_the_rules_do_not_know_is_not_authorised(tmp_path, authority, site_broker, certs):
     # north-1 has a certificate from the site CA but no access rules: connect works, publishing does not
-    line = broker_line(doctor(tls_config(tmp_path, authority, site_broker.port, certs, gate="north-1",
-                                         cert="north-1")))
+    line = broker_line(doctor(tls_config(tmp_path, authority, site_broker.port, certs, gate="north-1", cert="north-1")))
     assert line.startswith("FAIL") and "not authorised" in line and "make-dynsec.py" in line, line
 
 
@@ -160,13 +195,15 @@ def test_a_key_the_service_user_cannot_read_is_named(tmp_path, authority, certs)
         config.write_text(config.read_text().replace(str(authority.keyring_dir), str(place / "keyring")))
         key = place / "certs" / "n1.key"
         os.chmod(key, 0o600)  # root's own: the service user (here: nobody) cannot read it
-        result = subprocess.run([str(GATED), "check-config", str(config), "--user", "nobody"],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [str(GATED), "check-config", str(config), "--user", "nobody"], capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 1
         assert f"mqtt.tls.key_file: {key}: not readable by user nobody" in result.stderr, result.stderr
         os.chmod(key, 0o644)
-        again = subprocess.run([str(GATED), "check-config", str(config), "--user", "nobody"],
-                               capture_output=True, text=True, timeout=60)
+        again = subprocess.run(
+            [str(GATED), "check-config", str(config), "--user", "nobody"], capture_output=True, text=True, timeout=60
+        )
         assert again.returncode == 0, again.stderr
     finally:
         shutil.rmtree(place)
@@ -186,8 +223,25 @@ def test_gated_run_and_status_name_the_cause(tmp_path, authority, site_broker, c
 
     other = tmp_path / "other-ca"
     assert main(["certs", "--out", str(other), "x"]) == 0
-    status = subprocess.run([str(GATED), "status", "--broker", f"mqtts://127.0.0.1:{site_broker.port}", "--ca",
-                             str(other / "ca.crt"), "--cert", str(certs / "ledger.crt"), "--key",
-                             str(certs / "ledger.key"), "--site", SITE, "--timeout", "3"],
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [
+            str(GATED),
+            "status",
+            "--broker",
+            f"mqtts://127.0.0.1:{site_broker.port}",
+            "--ca",
+            str(other / "ca.crt"),
+            "--cert",
+            str(certs / "ledger.crt"),
+            "--key",
+            str(certs / "ledger.key"),
+            "--site",
+            SITE,
+            "--timeout",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 2 and "TLS verification failed on our side" in status.stderr, status.stderr

@@ -18,15 +18,23 @@ GATED = Path(sys.executable).parent / "gated"
 
 
 def show(config: Path, code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(GATED), "show", "--config", str(config), code], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [str(GATED), "show", "--config", str(config), code], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_a_running_gate_admits_three_tickets_shown_in_turn(tmp_path, authority, broker):
     folder = tmp_path / "show"
     folder.mkdir(mode=0o700)
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url,
-                      camera_source=f"files:{folder}?watch=1&hold=1", site=SITE, gate="g1", event=EVENT)
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"files:{folder}?watch=1&hold=1",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+    )
     config = write_config(tmp_path / "gated.toml", cfg)
     tickets = [authority.ticket() for _ in range(3)]
     gate = GateProcess(config).start()
@@ -60,8 +68,15 @@ def test_a_running_gate_admits_three_tickets_shown_in_turn(tmp_path, authority, 
 
 
 def test_show_says_when_the_camera_is_not_a_watched_folder(tmp_path, authority):
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1",
-                      camera_source="synthetic:", site=SITE, gate="g1", event=EVENT)
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url="mqtt://127.0.0.1:1",
+        camera_source="synthetic:",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+    )
     result = show(write_config(tmp_path / "gated.toml", cfg), "GT1:whatever")
     assert result.returncode == 2 and "needs a watched folder" in result.stderr, result.stderr
 
@@ -69,9 +84,20 @@ def test_show_says_when_the_camera_is_not_a_watched_folder(tmp_path, authority):
 def test_show_says_when_no_gate_takes_it(tmp_path, authority):
     folder = tmp_path / "show"
     folder.mkdir()
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1",
-                      camera_source=f"files:{folder}?watch=1", site=SITE, gate="g1", event=EVENT)
-    result = subprocess.run([str(GATED), "show", "--config", str(write_config(tmp_path / "gated.toml", cfg)),
-                             "--timeout", "0.5", "GT1:x"], capture_output=True, text=True, timeout=60)
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url="mqtt://127.0.0.1:1",
+        camera_source=f"files:{folder}?watch=1",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+    )
+    result = subprocess.run(
+        [str(GATED), "show", "--config", str(write_config(tmp_path / "gated.toml", cfg)), "--timeout", "0.5", "GT1:x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "did not take it within 0.5 s: is it running" in result.stderr
     assert list(folder.iterdir()) == []  # nothing left behind for a later start

@@ -47,10 +47,30 @@ def test_key_where_a_signing_key_is_meant_says_the_new_spelling(tmp_path, capsys
     assert "give the signing key as --signing-key box.key" in capsys.readouterr().err
     assert main(["command", "--broker", "mqtt://127.0.0.1:1", "--site", "s", "--key", "command.key", "g1", "lock"]) == 2
     assert "give the command key as --signing-key command.key" in capsys.readouterr().err
-    assert main(["beacon", "--broker", "mqtt://127.0.0.1:1", "--site", "s", "--key", "command.key", "--count", "1"]) == 2
+    assert (
+        main(["beacon", "--broker", "mqtt://127.0.0.1:1", "--site", "s", "--key", "command.key", "--count", "1"]) == 2
+    )
     assert "give the command key as --signing-key command.key" in capsys.readouterr().err
-    assert main(["command", "--broker", "mqtts://127.0.0.1:1", "--site", "s", "--key", "command.key",
-                 "--cert-key", "central.key", "--cert", "central.crt", "g1", "lock"]) == 2
+    assert (
+        main(
+            [
+                "command",
+                "--broker",
+                "mqtts://127.0.0.1:1",
+                "--site",
+                "s",
+                "--key",
+                "command.key",
+                "--cert-key",
+                "central.key",
+                "--cert",
+                "central.crt",
+                "g1",
+                "lock",
+            ]
+        )
+        == 2
+    )
     assert "write --signing-key command.key --key central.key" in capsys.readouterr().err
 
 
@@ -61,10 +81,13 @@ def test_help_groups_the_commands():
     assert text.index("the gate:") < text.index("  run ") < text.index("tickets and keys:")
 
 
-@pytest.mark.parametrize("argv", [
-    ["verify", "--keyring", "k", "--event", "E", "GT1:AAAA", "BBBB"],
-    ["GT2:abcdefgh"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "--keyring", "k", "--event", "E", "GT1:AAAA", "BBBB"],
+        ["GT2:abcdefgh"],
+    ],
+)
 def test_an_argument_error_with_a_code_says_to_quote_it(argv, capsys):
     with pytest.raises(SystemExit):
         main(argv)
