@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gated.brokerdiag import reason_words
 from gated.core.errors import GatedError
 from gated import keys
 from gated.mqtturl import UplinkSettings
@@ -297,7 +298,7 @@ class SiteWatch:
             except queue.Empty:
                 continue
             if item[0] == "published" and item[1] in mids and item[2] >= 0x80:
-                refused[mids[item[1]]] = f"the broker refused the command (reason code {item[2]:#x}): check its ACL"
+                refused[mids[item[1]]] = f"the broker refused the command: {reason_words(item[2])}: check its access rules (is this certificate `central`?)"
             self._handle(item)
         results = []
         for gate in gates:
