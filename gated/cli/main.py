@@ -58,11 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog="`gated COMMAND --help` says more about each.")
     parser.add_argument("--version", action="version", version=f"gated {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     # one flat list of 25 commands reads badly: the same list, by what each is for
-    sub.help = None
     parser.description += "\n\n" + grouped_help(sub)
     sub._choices_actions.clear()  # noqa: SLF001 -- shown grouped above instead
     return parser
