@@ -54,7 +54,8 @@ def iso_option(text: str | None, option: str, default=None):
 def build_parser() -> argparse.ArgumentParser:
     from gated.cli.options import GatedParser, grouped_help
 
-    parser = GatedParser(prog="gated", description="Offline ticket validation for gates and turnstiles.",
+    parser = GatedParser(prog="gated", usage="gated [-h] [--version] COMMAND ...",
+                         description="Offline ticket validation for gates and turnstiles.",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog="`gated COMMAND --help` says more about each.")
     parser.add_argument("--version", action="version", version=f"gated {__version__}")
