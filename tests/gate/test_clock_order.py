@@ -12,19 +12,24 @@ from tests.conftest import SITE
 TRUE = 1_790_000_000.0
 
 
+def _clock(authority, store, world, boot, behind_s=0.0) -> TrustedClock:
+    """No NTP, beacons trusted when uncertain; the wall clock `behind_s` behind the world's."""
+    return TrustedClock(
+        site=SITE,
+        keyring=authority.keyring,
+        store=store,
+        policy=Policy.BEACON,
+        ntp_synced=lambda: False,
+        wall=lambda: world["wall"] - behind_s,
+        monotonic=lambda: world["mono"],
+        boot=lambda: boot,
+    )
+
+
 def test_a_retained_beacon_older_than_the_last_event_does_not_stamp_earlier(tmp_path, authority):
     world = {"wall": TRUE, "mono": 100.0}
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
-        clock = TrustedClock(
-            site=SITE,
-            keyring=authority.keyring,
-            store=store,
-            policy=Policy.BEACON,
-            ntp_synced=lambda: False,
-            wall=lambda: world["wall"],
-            monotonic=lambda: world["mono"],
-            boot=lambda: "boot-1",
-        )
+        clock = _clock(authority, store, world, "boot-1")
         first = clock.now()
         store.record_event({"kind": "state", "state": "online", "rev": 0}, int(first * 1000))
         # the retained beacon, signed 9 s ago, arrives: the beacons' time is now 9 s behind the wall clock
@@ -40,14 +45,5 @@ def test_a_retained_beacon_older_than_the_last_event_does_not_stamp_earlier(tmp_
 
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:  # a restart, same beacon again
         world["mono"] += 1
-        clock = TrustedClock(
-            site=SITE,
-            keyring=authority.keyring,
-            store=store,
-            policy=Policy.BEACON,
-            ntp_synced=lambda: False,
-            wall=lambda: world["wall"] - 30,
-            monotonic=lambda: world["mono"],
-            boot=lambda: "boot-2",
-        )
+        clock = _clock(authority, store, world, "boot-2", behind_s=30)  # and a wall clock 30 s behind
         assert clock.now() * 1000 >= store.last_event_ms() >= int(first * 1000)
