@@ -186,7 +186,7 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
     t = integrity["totals"]
     problems = []
     if t["missing"]:
-        problems.append(f"{t['missing']} events missing (gaps in the gates' sequences)")
+        problems.append(f"{t['missing']} event{'s' if t['missing'] != 1 else ''} missing (gaps in the gates' sequences)")
     if t["chain_breaks"]:
         problems.append(f"{t['chain_breaks']} hash chain breaks")
     if t["bad_signatures"] + t["bad_hashes"]:
