@@ -29,7 +29,7 @@ def ledger_topic(site: str, group: str | None = None) -> str:
     a full copy. The plain one is the default because Mosquitto 2.0.11 does not restore shared
     subscriptions from its persistence file: after a broker restart, events published before the
     ledger has subscribed again reach no ledger of the group (they show as gaps in `gated reconcile`;
-    tests/test_uplink.py measures both)."""
+    tests/system/test_uplink.py measures both)."""
     plain = events_topic(site, "+")
     return f"$share/{group}/{plain}" if group else plain
 

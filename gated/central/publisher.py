@@ -18,7 +18,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated.core.errors import GatedError
 from gated.core import cose, revocation
-from gated.keys import Keyring
+from gated.core.signed import Keyring
 from gated.mqtturl import UplinkSettings
 from gated.topics import revocation_topic, root
 from gated.mqtt import MqttLink

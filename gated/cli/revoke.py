@@ -53,7 +53,7 @@ def read_ids(path: str) -> list[bytes]:
 def code_id(text: str) -> bytes:
     """The ticket id a QR text carries, whatever its format; read without keys (no signature is
     needed to name a ticket; the gates check signatures when it is shown)."""
-    from gated.keys import Keyring
+    from gated.core.signed import Keyring
     from gated.core.scanned import read_code
 
     cti = read_code(text, Keyring()).cti

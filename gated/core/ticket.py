@@ -37,8 +37,8 @@ from gated.core.reasons import Reason
 
 
 class Keyring(Protocol):
-    """What the codecs need of the gate's keyring (gated/keys.py): the trusted key with a kid and role,
-    or None, and all its keys (a pretix secret names no kid). A key has `name`, `roles`, `events`,
+    """What the codecs need of a keyring (gated/core/signed.py Keyring): the trusted key with a kid and
+    role, or None, and all its keys (a pretix secret names no kid). A key has `name`, `roles`, `events`,
     `public_key`, `allows_event(aud)` and `valid_at(unix_seconds)`."""
 
     keys: tuple

@@ -48,7 +48,7 @@ import structlog
 
 from gated.core import gatestate as gs
 from gated.core.decide import Decision, GateContext, GateMode
-from gated.keys import Keyring
+from gated.core.signed import Keyring
 from gated.core.reasons import Reason
 from gated.gate.store import GateStore, StoreError
 from gated.gate.turnstile import Turnstile

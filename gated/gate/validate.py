@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from gated.core.decide import Decision, Facts, GateContext, decide
-from gated.keys import Keyring
+from gated.core.signed import Keyring
 from gated.core.scanned import read_code
 from gated.core.ticket import Ticket
 

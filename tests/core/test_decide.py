@@ -86,7 +86,7 @@ def test_decision_table(code, gate_changes, facts, reason):
 
 def test_every_reason_has_a_row():
     # internal_error is no decision of decide(): the gate's per-scan error boundary gives it
-    # (tests/test_hostile_codes.py)
+    # (tests/system/test_hostile_codes.py)
     assert {r[-1] for r in ROWS} == set(Reason) - {Reason.INTERNAL_ERROR}
 
 

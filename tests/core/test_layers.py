@@ -99,6 +99,23 @@ def test_the_checker_sees_a_violation(tmp_path):
     assert names == ["time", "gated", "gated.central", "gated.central.ledger", "sqlite3"]
 
 
+SHARED_PLUMBING = {"gated.keys", "gated.mqtt", "gated.mqtturl", "gated.topics", "gated.logging", "gated.tomlcheck",
+                   "gated.sqlitedb", "gated.daystart"}
+
+
+def outside_core_and_plumbing(path: Path) -> list[str]:
+    """`path`'s imports of gated modules that are neither the core, the central side nor shared plumbing."""
+    return [f"{path.name}:{line} imports {name}" for line, name in imports(path)
+            if name.startswith("gated.") and not name.startswith(("gated.core", "gated.central"))
+            and name not in SHARED_PLUMBING]
+
+
+@pytest.mark.parametrize("path", modules(PACKAGE / "central"), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_central_side_imports_only_the_core_and_shared_plumbing(path):
+    bad = outside_core_and_plumbing(path)
+    assert not bad, "\n".join(bad)
+
+
 def test_the_side_checks_see_a_violation(tmp_path):
     """Both rules (gate -> central, central -> gate) on planted imports, one inside a function."""
     sample = tmp_path / "sample.py"
@@ -107,6 +124,7 @@ def test_the_side_checks_see_a_violation(tmp_path):
     assert imports_of(sample, "gated.central") == ["sample.py:1 imports gated.central",
                                                    "sample.py:2 imports gated.central.ledger"]
     assert imports_of(sample, "gated.gate") == ["sample.py:5 imports gated.gate"]
+    assert outside_core_and_plumbing(sample) == ["sample.py:3 imports gated.gatekeeper", "sample.py:5 imports gated.gate"]
 
 
 # --- no import cycles (as python-zeroconf's tests/test_circular_imports.py) ---------------------------

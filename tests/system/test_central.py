@@ -1,5 +1,5 @@
 """The central side beyond one machine: the ledger on PostgreSQL (same checks as on SQLite, which
-tests/test_ledger.py runs on both), schema migrations, the per-gate `committed` progress, and
+tests/system/test_ledger.py runs on both), schema migrations, the per-gate `committed` progress, and
 several `gated ledger` workers on one PostgreSQL, one of them SIGKILLed mid-stream."""
 
 from __future__ import annotations

@@ -210,15 +210,18 @@ def test_hostile_beacons_leave_a_running_gate_up_and_its_clock_within_the_bound(
                              what="a log line for every beacon message")
         assert len(logs) == len(messages)
         assert all(e.get("reason") in REASONS for e in logs), logs
+        # a replayed message meets the fate of the one it repeats, except that a beacon taken once is not
+        # newer the second time; the first message has nothing to repeat (b"\xa0": not COSE)
+        previous = "malformed"
         for (kind, _), entry in zip(messages, logs):
-            expected = {"garbage": {"malformed"}, "cbor_not_cose": {"malformed"}, "wrong_types": {"malformed"},
-                        "negative": {"malformed"}, "huge": {"malformed"},
-                        "wrong_site": {"wrong_site"}, "old_seq": {"not_newer"}, "far_future": {"too_far_ahead"},
-                        "good": {"accepted"}, "stranger": {"unknown_key"}, "tampered": {"bad_signature"},
-                        "not_a_map": {"malformed"}, "empty": {"malformed"},
-                        "replayed": {"not_newer", "malformed", "wrong_site", "unknown_key", "bad_signature",
-                                     "too_far_ahead"}}[kind]
-            assert entry["reason"] in expected, (kind, entry)
+            expected = {"garbage": "malformed", "cbor_not_cose": "malformed", "wrong_types": "malformed",
+                        "negative": "malformed", "huge": "malformed",
+                        "wrong_site": "wrong_site", "old_seq": "not_newer", "far_future": "too_far_ahead",
+                        "good": "accepted", "stranger": "unknown_key", "tampered": "bad_signature",
+                        "not_a_map": "malformed", "empty": "malformed",
+                        "replayed": "not_newer" if previous == "accepted" else previous}[kind]
+            assert entry["reason"] == expected, (kind, entry)
+            previous = expected
         assert gate.process.poll() is None
         # the clock stayed where NTP has it: a valid ticket is admitted, health shows no big offset
         assert scan(gate, sock, authority.ticket())["decision"] == "admit"

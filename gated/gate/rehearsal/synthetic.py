@@ -21,7 +21,7 @@ worse than typical. Any distortion can be pinned by keyword (`blur=0`, `inverted
 The hard set (`HARD_RANGES`, `render_hard_frame()`, `render_hard_idle_frame()`; issue 15) is
 drawn in the frame's own pixels instead: codes 150-320 px wide (down to 2.5 px a module), blur
 sigma 0.6-1.4 px, noise 4-9, a low-contrast fifth, dark mode, glare; bench/scan.py and
-tests/test_scanner.py read it.
+tests/gate/test_scanner.py read it.
 """
 
 from __future__ import annotations
