@@ -41,13 +41,16 @@ def test_five_minutes_at_a_desk_runs_as_written(tmp_path):
 
 
 def _invocations(text: str):
-    for block in re.findall(r"```(?:sh|bash|ini)?\n(.*?)```", text, re.S):
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             for match in re.finditer(r"(?:^|[\s;&|(=])(?:/usr/local/bin/)?gated ([a-z][a-z-]*)((?: [^;&|#)]*)?)", line):
                 yield match.group(1), match.group(2)
 
 
-@pytest.mark.parametrize("guide", GUIDES + ("docs/pretix.md", "docs/protocol.md"))
+DOCUMENTS = sorted({*GUIDES, "sim/README.md", *(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))})
+
+
+@pytest.mark.parametrize("guide", DOCUMENTS)
 def test_every_option_a_guide_gives_a_command_exists(guide):
     import argparse
 
