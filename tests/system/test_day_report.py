@@ -217,3 +217,21 @@ def test_the_demos_day_reads_in_chromium(tmp_path):
     assert {"entries_per_gate", "entries_per_zone", "occupancy", "denials"} <= set(images)
     measured = check_in_chromium(tmp_path, str(out))
     assert measured[1]["title"].endswith("(00:00 to 23:59 Europe/Berlin)")
+
+
+def test_a_day_that_is_no_date_or_a_zone_that_is_none_is_a_clear_error(tmp_path, capsys):
+    with GateStore(tmp_path / "n1.db", site=SITE, gate="north-1") as n1:
+        scan(n1, at("20:03"))
+        db = ledger_of(tmp_path, n1)
+    assert main(["report", "--db", db, "--out", str(tmp_path / "o"), "--day", "6.12.2026"]) == 2
+    assert "--day '6.12.2026' is not a date YYYY-MM-DD" in capsys.readouterr().err
+    assert (
+        main(["report", "--db", db, "--out", str(tmp_path / "o"), "--day", "2026-12-06", "--timezone", "Mars/Base"])
+        == 2
+    )
+    assert "not a time zone name" in capsys.readouterr().err
+    assert (
+        main(["report", "--db", db, "--out", str(tmp_path / "o"), "--day", "2026-12-06", "--from", "2026-12-06"]) == 2
+    )
+    assert "give --day, or --from/--to, not both" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
