@@ -10,7 +10,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint format test-pretix pretix-venv system test-tools venv bench dist clean
+.PHONY: demo test test-fast lint format test-pretix pretix-venv system test-tools venv wallet-deps bench dist clean
 
 system:
 	@missing=""; \
@@ -45,7 +45,21 @@ $(VENV)/.installed: pyproject.toml
 
 venv: system $(VENV)/.installed
 
-test: venv test-tools
+# The wallet page's one dependency, its QR encoder (qrcode-generator, pinned by
+# docs/wallet/package-lock.json), from the npm registry into docs/wallet/node_modules/, where
+# index.html loads it. The wallet tests in headless Chromium use it; `make dist` ships it.
+WALLET := docs/wallet
+$(WALLET)/node_modules/.installed: $(WALLET)/package.json $(WALLET)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+		echo "installing system packages: npm"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends npm </dev/null; }
+	cd $(WALLET) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+wallet-deps: $(WALLET)/node_modules/.installed
+
+test: venv test-tools wallet-deps
 	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 # The unit tests only (tests/core, tests/gate, tests/central): no broker, no database server, no
@@ -88,13 +102,17 @@ bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
 
 # What a gate installs from (docs/install-pi.md): the wheel, and the files that are not Python
-# (systemd units, board profiles, the example configuration, Mosquitto site files) in one tarball.
+# (systemd units, board profiles, the example configuration, Mosquitto site files) in one tarball;
+# and the wallet page a venue hosts for its ticket holders (index.html as it is in docs/wallet/,
+# with the QR encoder where it loads it). THIRD_PARTY.md says what of others' each one ships.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
-dist: venv
+dist: venv wallet-deps
 	rm -rf dist build
 	$(VENV)/bin/pip wheel -q --no-deps -w dist .
-	tar -czf dist/gated-$(VERSION)-files.tar.gz systemd firmware_config
+	tar -czf dist/gated-$(VERSION)-files.tar.gz LICENSE THIRD_PARTY.md systemd firmware_config
+	tar -czf dist/gated-$(VERSION)-wallet.tar.gz LICENSE THIRD_PARTY.md -C $(WALLET) index.html wallet.js \
+		node_modules/qrcode-generator/dist/qrcode.js node_modules/qrcode-generator/package.json
 	@ls -l dist
 
 clean:
-	rm -rf $(VENV) $(PRETIX_VENV) .pytest_cache .hypothesis demo-out dist
+	rm -rf $(VENV) $(PRETIX_VENV) $(WALLET)/node_modules .pytest_cache .hypothesis demo-out dist

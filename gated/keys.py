@@ -16,6 +16,7 @@ and writes the files. Private keys never live here.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from datetime import datetime, timezone
@@ -171,6 +172,24 @@ def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(),
         entry["not_after"] = format_time(not_after)
     path.write_text(tomli_w.dumps(doc))
     return load_keyring(keyring_dir).find(kid, role)
+
+
+def forget_keys(keyring_dir, names) -> None:
+    """Drop the entries named `names` from keyring.toml, and their key files (a replaced key must not
+    stay trusted under a name nobody looks at)."""
+    keyring_dir = Path(keyring_dir)
+    path = keyring_dir / KEYRING_FILE
+    doc = tomllib.loads(path.read_text())
+    dropped = [e for e in doc.get("key", []) if e.get("name") in set(names)]
+    doc["key"] = [e for e in doc.get("key", []) if e not in dropped]
+    path.write_text(tomli_w.dumps(doc))
+    for entry in dropped:
+        (keyring_dir / entry["file"]).unlink(missing_ok=True)
+
+
+def fingerprint(public_key: Ed25519PublicKey) -> str:
+    """SHA-256 of the raw public key, in hex: the kid (PROTOCOL §1) is its first 16 digits."""
+    return hashlib.sha256(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()
 
 
 def _entry_kid(directory: Path, entry: dict) -> bytes | None:

@@ -6,15 +6,18 @@
     upload_admissions()  every admission in the ledger to the check-in RPC (`checkinrpc/redeem`),
                          with the scan's time and a nonce derived from the event id
 
-pretix speaks plain HTTP(S) with JSON; the standard library's urllib is enough, so the central side
-needs no HTTP library and nothing of pretix. Every answer is parsed inside its own boundary: an
+pretix speaks HTTPS with JSON; the standard library's urllib is enough, so the central side
+needs no HTTP library and nothing of pretix (gated/central/pretix_http.py: https only, the token kept
+on the shop's origin, answers bounded in size and time). Every answer is parsed inside its own boundary: an
 unreachable server, an HTTP error or a body that is not what the API documents is a PretixError
 naming the request, and nothing is written (the sync and upload states change only after a
 complete, well-formed fetch).
 
 Restart safety. `sync_revocations` keeps its state in one SQLite file: the cursors (`created` of
 revoked secrets, `updated` of blocked ones, re-read with an overlap since pretix filters with >=
-and a row may commit after a later one), the ticket ids pretix revoked and blocked, the list the
+and a row may commit after a later one; never past the local time less the overlap, so a time
+from the future, a clock jump in the shop or a hostile answer, cannot make the sync skip what comes
+later), the ticket ids pretix revoked and blocked, the list the
 gates were sent, and an outbox of signed updates. Fetching, computing the delta, signing it and
 advancing the cursors is one transaction; publishing comes after, and an update is marked sent
 only when the broker acknowledged it. Killed at any point, the next run republishes the same
@@ -29,17 +32,20 @@ import hashlib
 import json
 import sqlite3
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import structlog
+
+from gated.central.pretix_http import Http, PretixHttpError
 from gated.core.errors import GatedError
 from gated.core import revocation
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
+
+log = structlog.get_logger("gated.pretix")
 
 OVERLAP = timedelta(minutes=5)
 MAX_PAGES = 10_000
@@ -53,28 +59,24 @@ class PretixError(GatedError, RuntimeError):
 
 class PretixClient:
     """One organizer on one pretix server. `auth` is "Token <team API token>" or "Device <device
-    API token>" (pretix's token and device authentication)."""
+    API token>" (pretix's token and device authentication). The connection's rules (https only,
+    one origin, bounded answers) are gated/central/pretix_http.py's."""
 
-    def __init__(self, url: str, organizer: str, auth: str, *, timeout: float = 20.0):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PretixError(f"pretix URL {url!r} must be http(s)://host[:port][/path]")
+    def __init__(self, url: str, organizer: str, auth: str, *, insecure_http: bool = False, **limits):
+        try:
+            self.http = Http(url, {"Authorization": auth, "Accept": "application/json"},
+                             insecure_http=insecure_http, **limits)
+        except PretixHttpError as exc:
+            raise PretixError(str(exc)) from None
         self.base = url.rstrip("/") + f"/api/v1/organizers/{urllib.parse.quote(organizer, safe='')}/"
-        self._auth, self._timeout = auth, timeout
 
     def _request(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
         url = self.base + path + ("?" + urllib.parse.urlencode(params, doseq=True) if params else "")
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method, headers={
-            "Authorization": self._auth, "Accept": "application/json",
-            **({"Content-Type": "application/json"} if data is not None else {})})
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                status, raw = response.status, response.read(64 * 1024 * 1024)
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read(1024 * 1024)
-        except (urllib.error.URLError, OSError) as exc:
-            raise PretixError(f"{method} {url}: {getattr(exc, 'reason', exc)}") from None
+            status, raw = self.http.request(method, url, data, "application/json" if data is not None else None)
+        except PretixHttpError as exc:
+            raise PretixError(str(exc)) from None
         try:
             answer = json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -122,13 +124,18 @@ def _text(row: dict, key: str, where: str) -> str:
 
 
 def _time(row: dict, key: str, where: str) -> datetime:
+    """The row's time in UTC. Any ISO 8601 time is used, the calendar's edges included (a time that
+    falls off it in UTC is taken as its first or last moment); the cursors clamp it (_cursor)."""
     try:
         moment = datetime.fromisoformat(_text(row, key, where).replace("Z", "+00:00"))
     except ValueError:
         raise PretixError(f"{where}: `{key}` is not an ISO 8601 time: {_short(row)}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # 9999-12-31T23:00-05:00 or 0001-01-01T00:00+01:00
+        return (datetime.max if moment.year > 1 else datetime.min).replace(tzinfo=timezone.utc)
 
 
 # --- keys --------------------------------------------------------------------------------------
@@ -227,6 +234,9 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
                     for b in blocked]
     if any(flag not in (True, False) for _, _, flag in blocked_rows):
         raise PretixError(f"{where}: a blocked secret without a true/false `blocked`")
+    moment = datetime.fromtimestamp(now(), timezone.utc)
+    for rows, parsed, time_key in ((revoked, revoked_rows, "created"), (blocked, blocked_rows, "updated")):
+        _warn_future(rows, [entry[1] for entry in parsed], time_key, where, moment)
     result.revoked_seen, result.blocked_seen = len(revoked_rows), len(blocked_rows)
     db = state.db
     with write_transaction(db):
@@ -236,9 +246,9 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
             db.execute("INSERT OR IGNORE INTO blocked VALUES (?)" if flag else "DELETE FROM blocked WHERE ticket = ?",
                        (cti,))
         if revoked_rows:
-            state.set("revoked_since", _cursor(max(t for _, t in revoked_rows), revoked_since))
+            state.set("revoked_since", _cursor(max(t for _, t in revoked_rows), revoked_since, moment))
         if blocked_rows:
-            state.set("blocked_since", _cursor(max(t for _, t, _ in blocked_rows), blocked_since))
+            state.set("blocked_since", _cursor(max(t for _, t, _ in blocked_rows), blocked_since, moment))
         wanted = {row[0] for row in db.execute("SELECT ticket FROM revoked UNION SELECT ticket FROM blocked")}
         sent = {row[0] for row in db.execute("SELECT ticket FROM sent")}
         add, remove = sorted(wanted - sent), sorted(sent - wanted)
@@ -264,12 +274,30 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
     return result
 
 
-def _cursor(newest: datetime, previous: str | None) -> str:
-    """Where the next fetch starts: the newest time seen, less the overlap, never going back."""
-    start = (newest - OVERLAP).astimezone(timezone.utc)
+CURSOR_FLOOR = datetime(2000, 1, 1, tzinfo=timezone.utc)  # before pretix: a cursor never needs to start earlier
+FUTURE_SLACK = timedelta(minutes=2)  # the shop's clock may be this far ahead before a time is called "future"
+
+
+def _cursor(newest: datetime, previous: str | None, now: datetime) -> str:
+    """Where the next fetch starts: the newest time seen, less the overlap, never going back, and
+    never past the local time less the overlap (so what pretix records later is still fetched)."""
+    latest = now - OVERLAP
+    start = min(max(newest, CURSOR_FLOOR + OVERLAP) - OVERLAP, latest)
     if previous is not None:
-        start = max(start, datetime.fromisoformat(previous.replace("Z", "+00:00")))
+        start = min(max(start, _stored_time(previous)), latest)
     return start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _stored_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _warn_future(rows: list[dict], moments: list[datetime], key: str, where: str, now: datetime) -> None:
+    for row, moment in zip(rows, moments):
+        if moment > now + FUTURE_SLACK:
+            log.warning("pretix record from the future: the sync cursor stays at the local time", where=where,
+                        field=key, value=row.get(key), record=_short(row))
 
 
 def _publish_pending(state: SyncState, publish, result: SyncResult) -> None:

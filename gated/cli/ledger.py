@@ -48,7 +48,7 @@ def register(sub) -> None:
                    "for the content of the whole run (faster catch-up; the other events' own signatures are "
                    "then not checked: docs/central.md)")
     p.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109")
+                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109 (a port alone: 127.0.0.1)")
     p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
                    help="people zone ZONE may hold (repeat): shown with the occupancy published on "
                         "gated/v1/<site>/occupancy and in reports")
@@ -170,14 +170,16 @@ def run_ledger(args) -> int:
     server = None
     if args.metrics:
         from gated.central.ledger_metrics import LedgerCollector
-        from gated.gate.metrics import MetricsError, serve
+        from gated.metrics_http import MetricsError, serve
 
         try:
-            server = serve(args.metrics, LedgerCollector(args.db, args.site, received=lambda: service.received))
+            figures = LedgerCollector(args.db, args.site, received=lambda: service.received).start()
+            server = serve(args.metrics, figures)
         except MetricsError as exc:
+            figures.stop()
             ledger.close()
             raise CommandError(f"--metrics: {exc}") from None
-        print(f"ledger: metrics on http://{args.metrics}/metrics", file=sys.stderr)
+        print(f"ledger: metrics on http://{server.address}/metrics", file=sys.stderr)
     part = f" partition {args.partition[0]}/{args.partition[1]}" if args.partition else ""
     print(f"ledger: {settings.url} site {args.site}{part} -> {ledger.where}", file=sys.stderr)
     service.start()
@@ -196,6 +198,7 @@ def run_ledger(args) -> int:
         service.stop()
         if server is not None:
             server.shutdown()
+            figures.stop()
         ledger.close()
     print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,8 @@ def _shop_options(p, *, event: bool = True) -> None:
     auth = p.add_mutually_exclusive_group(required=True)
     auth.add_argument("--token-file", help="file holding a team API token (pretix: token authentication)")
     auth.add_argument("--device-token-file", help="file holding a device's API token (pretix: device authentication)")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="allow a plain http:// URL (a test shop on 127.0.0.1 only: the token and keys cross unprotected)")
 
 
 def register(sub) -> None:
@@ -28,6 +31,8 @@ def register(sub) -> None:
     k = pretix_sub.add_parser("keys", help="trust the event's pretix_sig1 keys in a gate keyring (role issuer)")
     _shop_options(k)
     k.add_argument("--keyring", required=True)
+    k.add_argument("--replace", action="store_true",
+                   help="the keyring trusts other pretix keys for this event: drop them for the ones pretix offers now")
     k.set_defaults(func=run_keys)
 
     s = pretix_sub.add_parser("sync", help="revoked and blocked secrets -> signed revocation updates, published")
@@ -62,12 +67,15 @@ def _client(args):
     if not token or any(c.isspace() for c in token):
         raise CommandError(f"{path}: expected one API token")
     try:
-        return PretixClient(args.url, args.organizer, f"{scheme} {token}")
+        return PretixClient(args.url, args.organizer, f"{scheme} {token}", insecure_http=args.insecure_http)
     except PretixError as exc:
         raise CommandError(str(exc)) from None
 
 
 def run_keys(args) -> int:
+    """Trust the event's keys; a keyring that already trusts other pretix keys for the event is left
+    alone unless --replace (a changed key is a key rotation in pretix, or a shop that is not the one
+    trusted before: the operator compares the fingerprints)."""
     from gated import keys
     from gated.central.pretix import PretixError, fetch_keys
     from gated.core.cose import kid_of
@@ -79,16 +87,44 @@ def run_keys(args) -> int:
     if not pems:
         raise CommandError(f"event {args.event} has no pretix_sig1 key yet: set its ticket code generator to "
                            "pretix_sig1 and issue one ticket (pretix makes the key with the first)")
+    offered = {}
+    for i, pem in enumerate(pems):
+        try:
+            public_key = keys.load_public_key(pem)
+        except ValueError as exc:
+            raise CommandError(f"event {args.event}: key {i}: {exc}") from None
+        offered[kid_of(public_key)] = (pem, keys.fingerprint(public_key))
+    prefix = f"pretix-{args.event}-"
+    trusted = {}
+    if (Path(args.keyring) / keys.KEYRING_FILE).exists():
+        try:
+            ring = keys.load_keyring(args.keyring)
+        except keys.KeyringError as exc:
+            raise CommandError(str(exc)) from None
+        ours = re.compile(re.escape(prefix) + "[0-9a-f]{8}")  # what this command names them (not another event's)
+        trusted = {key.kid: key for key in ring.keys
+                   if ours.fullmatch(key.name) and "issuer" in key.roles and args.event in key.events}
+    stale = {kid: key for kid, key in trusted.items() if kid not in offered}
+    if (stale or set(offered) - set(trusted)) and trusted and not args.replace:
+        before = "; ".join(f"{key.name} sha256 {keys.fingerprint(key.public_key)}" for key in trusted.values())
+        now = "; ".join(f"sha256 {fp}" for _, fp in offered.values())
+        raise CommandError(f"event {args.event}: {args.keyring} trusts {before}, but the shop now offers {now}. "
+                           f"A changed issuer key is a key rotation in pretix or a shop that is not the one "
+                           f"trusted before: compare the fingerprints with pretix's, then pass --replace")
+    if stale:
+        keys.forget_keys(args.keyring, [key.name for key in stale.values()])
+        for key in stale.values():
+            print(f"dropped {key.name} (sha256 {keys.fingerprint(key.public_key)}) for event {args.event}")
     with tempfile.TemporaryDirectory() as tmp:
-        for i, pem in enumerate(pems):
-            try:
-                kid = kid_of(keys.load_public_key(pem)).hex()
-            except ValueError as exc:
-                raise CommandError(f"event {args.event}: key {i}: {exc}") from None
-            path = Path(tmp) / f"pretix-{args.event}-{kid[:8]}.pem"
+        for kid, (pem, fp) in offered.items():
+            if kid in trusted:
+                print(f"already trusted {trusted[kid].name} (sha256 {fp}) as issuer for event {args.event}")
+                continue
+            path = Path(tmp) / f"{prefix}{kid.hex()[:8]}.pem"
             path.write_bytes(pem)
             key = keys.trust_key_file(args.keyring, path, "issuer", events=[args.event])
-            print(f"trusted {key.name} (kid {kid}) as issuer for event {args.event} in {args.keyring}")
+            print(f"trusted {key.name} (kid {kid.hex()}, sha256 {fp}) as issuer for event {args.event} "
+                  f"in {args.keyring}")
     return 0
 
 

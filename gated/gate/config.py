@@ -229,8 +229,8 @@ class HealthSection:
 
 @dataclass(frozen=True)
 class MetricsSection:
-    listen: str | None = _opt(None, doc="opt-in Prometheus endpoint, host:port (e.g. 127.0.0.1:9108): GET /metrics "
-                                        "serves the last health report's figures", check=lambda v: _check_listen(v))
+    listen: str | None = _opt(None, doc="opt-in Prometheus endpoint, host:port (e.g. 127.0.0.1:9108; a port alone "
+                                        "listens on 127.0.0.1): GET /metrics serves the last health report's figures", check=lambda v: _check_listen(v))
 
 
 @dataclass(frozen=True)

@@ -1,60 +1,21 @@
-"""Opt-in Prometheus HTTP endpoints (prometheus-client): the gate's and the ledger's.
-
-    gate     [metrics] listen = "127.0.0.1:9108"      the figures of the last health report
-                                                       (gated/gate/health.py PROMETHEUS: gated_*), the
-                                                       same names as the textfile
-    ledger   gated ledger --metrics 127.0.0.1:9109     per gate, read from the ledger database at
-                                                       each scrape (a separate read connection)
-
-Each endpoint has its own registry (no process or platform collectors), serves GET /metrics on a
-daemon thread, and is stopped with the process. Names and labels are documented in
-docs/metrics.md; docs/metrics/ has a Prometheus scrape example and a Grafana dashboard.
+"""The gate's Prometheus figures: `[metrics] listen = "127.0.0.1:9108"` serves the last health
+report (gated/gate/health.py PROMETHEUS: gated_*), the same names as the textfile. The endpoint is
+gated/metrics_http.py's (shared with the ledger: 127.0.0.1 by default, two threads, bounded
+connections). Names and labels are documented in docs/metrics.md; docs/metrics/ has a Prometheus
+scrape example and a Grafana dashboard.
 """
 
 from __future__ import annotations
 
 import threading
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gated.core.errors import GatedError
 from gated.gate import health
+from gated.metrics_http import MetricsError, check_listen, parse_listen, serve
 
-
-class MetricsError(GatedError, ValueError):
-    """A listen address that cannot work, or a port already taken."""
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`host:port` (IPv6 as `[::1]:9108`) -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise MetricsError(f"{text!r}: expected host:port, e.g. 127.0.0.1:9108")
-    return host, int(port)
-
-
-def check_listen(text: str) -> str | None:
-    """For the configuration schema: what is expected, or None."""
-    try:
-        parse_listen(text)
-    except MetricsError:
-        return "host:port, e.g. 127.0.0.1:9108"
-    return None
-
-
-def serve(listen: str, collector: Collector):
-    """Start GET /metrics on `listen` with only `collector`; returns the server (shutdown() stops it)."""
-    host, port = parse_listen(listen)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
-    except OSError as exc:
-        raise MetricsError(f"cannot listen on {listen} ({exc.strerror or exc})") from None
-    return server
+__all__ = ["GateCollector", "MetricsError", "check_listen", "parse_listen", "serve"]
 
 
 # --- the gate --------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ and the sync's state does not move."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,19 +20,26 @@ EVENT_PATH = "/api/v1/organizers/org/events/ev/"
 
 
 class Shop:
-    """Canned answers by path (query string ignored unless the key has one); records requests."""
+    """Canned answers by path (query string ignored unless the key has one), or a function of the
+    query; records every request with its Authorization header."""
 
-    def __init__(self):
-        self.routes: dict[str, tuple[int, bytes]] = {}
+    def __init__(self, tls: tuple[str, str] | None = None):
+        self.routes: dict[str, object] = {}
         self.requests: list[tuple[str, str]] = []
         shop = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server's name)
                 shop.requests.append((self.path, self.headers.get("Authorization")))
-                status, body = shop.routes.get(self.path, shop.routes.get(self.path.split("?")[0], (404, b"{}")))
+                path, _, query = self.path.partition("?")
+                route = shop.routes.get(self.path, shop.routes.get(path, (404, b"{}", {})))
+                if callable(route):
+                    route = (200, json.dumps(route(urllib.parse.parse_qs(query))).encode(), {})
+                status, body, headers = route
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -38,11 +47,19 @@ class Shop:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda *args: None  # a client that refused our certificate: nothing to say
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def answer(self, path: str, body, status: int = 200) -> None:
-        self.routes[path] = (status, body if isinstance(body, bytes) else json.dumps(body).encode())
+    def answer(self, path: str, body, status: int = 200, headers: dict | None = None) -> None:
+        self.routes[path] = (status, body if isinstance(body, bytes) else json.dumps(body).encode(), headers or {})
 
     def close(self) -> None:
         self.server.shutdown()
@@ -65,9 +82,18 @@ def run(capsys, *argv):
     return code, out.out + out.err
 
 
+def shop_options(shop, *, token="--token-file"):
+    """The shop of these tests is plain http on 127.0.0.1: --insecure-http says so."""
+    return ["--url", shop.url, "--organizer", "org", "--event", "ev", token, "token", "--insecure-http"]
+
+
+def keys(capsys, shop, *extra):
+    return run(capsys, "pretix", "keys", *shop_options(shop), "--keyring", "ring", *extra)
+
+
 def sync(capsys, shop, *extra):
-    return run(capsys, "pretix", "sync", "--url", shop.url, "--organizer", "org", "--event", "ev", "--token-file",
-               "token", "--state", "sync.db", "--signing-key", "k/rev.key", "--site", "s", "--out", "out", *extra)
+    return run(capsys, "pretix", "sync", *shop_options(shop), "--state", "sync.db", "--signing-key", "k/rev.key",
+               "--site", "s", "--out", "out", *extra)
 
 
 def page(results, next_=None):
@@ -83,20 +109,17 @@ def state_version():
 
 def test_unreachable_or_refusing_shop_is_a_message(shop, capsys):
     code, text = run(capsys, "pretix", "keys", "--url", f"http://127.0.0.1:{free_port()}", "--organizer", "org",
-                     "--event", "ev", "--token-file", "token", "--keyring", "ring")
+                     "--event", "ev", "--token-file", "token", "--keyring", "ring", "--insecure-http")
     assert code == 2 and "Connection refused" in text
     shop.answer(EVENT_PATH, {"detail": "Invalid token."}, status=401)
-    code, text = run(capsys, "pretix", "keys", "--url", shop.url, "--organizer", "org", "--event", "ev",
-                     "--token-file", "token", "--keyring", "ring")
+    code, text = keys(capsys, shop)
     assert code == 2 and "HTTP 401" in text and "Invalid token" in text
     assert shop.requests[-1][1] == "Token abc123"
     shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": []}})
-    code, text = run(capsys, "pretix", "keys", "--url", shop.url, "--organizer", "org", "--event", "ev",
-                     "--device-token-file", "token", "--keyring", "ring")
+    code, text = run(capsys, "pretix", "keys", *shop_options(shop, token="--device-token-file"), "--keyring", "ring")
     assert code == 2 and "no pretix_sig1 key yet" in text and shop.requests[-1][1] == "Device abc123"
     shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": ["not base64!"]}})
-    assert run(capsys, "pretix", "keys", "--url", shop.url, "--organizer", "org", "--event", "ev",
-               "--token-file", "token", "--keyring", "ring")[0] == 2
+    assert keys(capsys, shop)[0] == 2
 
 
 @pytest.mark.parametrize("revoked, problem", [
@@ -165,3 +188,227 @@ def test_upload_counts_entries_and_a_rollback_only_by_the_admitting_gate(tmp_pat
                         for i, g, q, k, d, r, res, t in rows])
     # g1:2 rolled back by g1; g2 cannot undo g1:1; g9:1 is an exit scan, not an entry for pretix's list
     assert [row[0] for row in admissions(path, "E")] == ["g1:1"]
+
+
+# --- the connection: https only, the token on the shop's origin, bounded answers -----------------
+
+def pretix_key():
+    """(the event resource's base64 of a PEM public key, its SHA-256 fingerprint), as pretix offers one."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gated import keys as keyring
+
+    public = Ed25519PrivateKey.generate().public_key()
+    return base64.b64encode(keyring.public_pem(public)).decode(), keyring.fingerprint(public)
+
+
+def test_a_plain_http_shop_is_refused_before_anything_is_sent(shop, capsys):
+    shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
+    code, text = run(capsys, "pretix", "keys", "--url", shop.url, "--organizer", "org", "--event", "ev",
+                     "--token-file", "token", "--keyring", "ring")
+    assert code == 2 and "plain http" in text and "https://" in text, text
+    assert shop.requests == [] and not os.path.exists("ring")
+
+
+def test_an_https_shop_must_show_a_certificate_the_machine_trusts(shop, capsys, monkeypatch):
+    """The shop's certificate is checked against the system's CAs (or SSL_CERT_FILE): one they do not
+    vouch for ends the run before the token is sent."""
+    from gated.central.certs import make_site_certs
+
+    make_site_certs("tls", [])  # a CA of our own and a certificate for 127.0.0.1
+    secure = Shop(tls=("tls/server.crt", "tls/server.key"))
+    try:
+        secure.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
+        argv = ["pretix", "keys", "--url", secure.url, "--organizer", "org", "--event", "ev", "--token-file", "token",
+                "--keyring", "ring"]
+        code, text = run(capsys, *argv)
+        assert code == 2 and "CERTIFICATE_VERIFY_FAILED" in text and secure.requests == [], text
+        monkeypatch.setenv("SSL_CERT_FILE", "tls/ca.crt")  # the machine trusts the shop's CA
+        code, text = run(capsys, *argv)
+        assert code == 0 and "trusted pretix-ev-" in text and secure.requests == [(EVENT_PATH, "Token abc123")], text
+    finally:
+        secure.close()
+
+
+@pytest.mark.parametrize("elsewhere", ["another port", "another host", "https"])
+def test_a_redirect_to_another_origin_never_carries_the_token(shop, capsys, elsewhere):
+    other = Shop()
+    try:
+        other.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
+        target = {"another port": other.url, "another host": other.url.replace("127.0.0.1", "localhost"),
+                  "https": shop.url.replace("http:", "https:")}[elsewhere]
+        shop.answer(EVENT_PATH, b"", status=302, headers={"Location": target + EVENT_PATH})
+        code, text = keys(capsys, shop)
+        assert code == 2 and "redirect to" in text and "refused" in text, text
+        assert other.requests == []  # the second server never saw the token, nor anything else
+    finally:
+        other.close()
+
+
+def test_a_redirect_within_the_shop_is_followed_with_the_token(shop, capsys):
+    shop.answer(EVENT_PATH, b"", status=301, headers={"Location": "/moved/"})
+    shop.answer("/moved/", {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
+    code, text = keys(capsys, shop)
+    assert code == 0 and "trusted pretix-ev-" in text, text
+    assert shop.requests[-1] == ("/moved/", "Token abc123")
+
+
+@pytest.mark.parametrize("with_length", [True, False])
+def test_an_answer_over_the_size_cap_is_refused(shop, capsys, with_length):
+    from gated.central.pretix_http import MAX_BYTES
+
+    body = json.dumps(page([])).encode() + b" " * MAX_BYTES  # well-formed JSON, only too long
+    shop.answer(EVENT_PATH + "revokedsecrets/", body, headers={"Content-Length": str(len(body))} if with_length else {})
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    code, text = sync(capsys, shop)
+    assert code == 2 and f"over the {MAX_BYTES}" in text and state_version() == (None, 0), text
+
+
+def test_a_silent_shop_times_out():
+    import socket
+    import time
+
+    from gated.central.pretix import PretixClient, PretixError
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the kernel's backlog), never answers
+        client = PretixClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "org", "Token t", insecure_http=True,
+                              timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(PretixError, match="timed out"):
+            client.get("events/ev/")
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("where, start", [
+    ("body", b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"),
+    ("head", b"HTTP/1.0 200 OK\r\nX-Slow: "),
+])
+def test_a_dripping_shop_is_cut_off_at_the_deadline(where, start):
+    """A byte every 50 ms: no read ever waits for the timeout, the deadline ends it wherever it is."""
+    import socket
+    import time
+
+    from gated.central.pretix import PretixClient, PretixError
+
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as dripping:
+        def drip():
+            conn, _ = dripping.accept()
+            conn.recv(65536)
+            conn.sendall(start)
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b" " if where == "body" else b"a")
+                except OSError:
+                    break
+            conn.close()
+
+        threading.Thread(target=drip, daemon=True).start()
+        try:
+            client = PretixClient(f"http://127.0.0.1:{dripping.getsockname()[1]}", "org", "Token t",
+                                  insecure_http=True, timeout=0.5, deadline=1.0)
+            started = time.monotonic()
+            with pytest.raises(PretixError, match="no complete answer within 1 s"):
+                client.get("events/ev/")
+            assert time.monotonic() - started < 5
+        finally:
+            stop.set()
+
+
+# --- the sync's cursors and times pretix can send ------------------------------------------------
+
+def filtered(entries: list[dict], since_key: str, time_key: str):
+    """A list resource as pretix serves it: rows whose time is at or after `since_key`'s."""
+    from datetime import datetime, timezone
+
+    def parse(text):  # pretix's database has a wider calendar than Python's: its edges stand in
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        try:
+            return moment.astimezone(timezone.utc)
+        except OverflowError:
+            return (datetime.max if moment.year > 1 else datetime.min).replace(tzinfo=timezone.utc)
+
+    def route(query):
+        since = query.get(since_key, [None])[0]
+        return page([e for e in entries if since is None or parse(e[time_key]) >= parse(since)])
+    return route
+
+
+def iso_now(minutes: float = 0.0) -> str:
+    import time
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(time.time() + 60 * minutes, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize("resource, since_key, time_key, future", [
+    ("revokedsecrets/", "created_since", "created", "9999-12-31T23:59:59Z"),
+    ("blockedsecrets/", "updated_since", "updated", "9999-12-31T23:00:00-05:00"),  # off the calendar in UTC
+])
+def test_a_time_from_the_future_does_not_hide_later_changes(shop, capsys, resource, since_key, time_key, future):
+    from structlog.testing import capture_logs
+
+    entries = [{"secret": "x1", time_key: future, "blocked": True}]
+    shop.routes[EVENT_PATH + resource] = filtered(entries, since_key, time_key)
+    other = "blockedsecrets/" if resource == "revokedsecrets/" else "revokedsecrets/"
+    shop.answer(EVENT_PATH + other, page([]))
+    with capture_logs() as logs:
+        code, text = sync(capsys, shop)
+    assert code == 0 and "list v1 (+1 -0); published v1" in text, text
+    warned = [e for e in logs if e["log_level"] == "warning" and "future" in e["event"]]
+    assert warned and future in warned[0]["record"] and warned[0]["field"] == time_key
+    with sqlite3.connect("sync.db") as db:
+        cursor = db.execute("SELECT value FROM meta WHERE key = ?",
+                            ("revoked_since" if time_key == "created" else "blocked_since",)).fetchone()[0]
+    assert cursor < iso_now(-4)  # at most the local time less the overlap
+    entries.insert(0, {"secret": "x2", time_key: iso_now(-1), "blocked": True})  # a cancellation a minute ago
+    code, text = sync(capsys, shop)
+    assert code == 0 and "(+1 -0); published v2" in text, text
+
+
+def test_year_one_is_used_not_a_traceback(shop, capsys):
+    revoked = [{"secret": "r1", "created": "0001-01-01T00:00:00Z"}]
+    blocked = [{"secret": "b1", "updated": "0001-01-01T00:30:00+01:00", "blocked": True}]  # off the calendar in UTC
+    shop.routes[EVENT_PATH + "revokedsecrets/"] = filtered(revoked, "created_since", "created")
+    shop.routes[EVENT_PATH + "blockedsecrets/"] = filtered(blocked, "updated_since", "updated")
+    code, text = sync(capsys, shop)
+    assert code == 0 and "list v1 (+2 -0); published v1" in text, text
+    revoked.insert(0, {"secret": "r2", "created": iso_now(-1)})
+    code, text = sync(capsys, shop)
+    assert code == 0 and "(+1 -0); published v2" in text, text
+
+
+def test_a_changed_issuer_key_is_refused_without_replace(shop, capsys):
+    from pathlib import Path
+
+    from gated import keys as keyring
+
+    (first, fp1), (second, fp2) = pretix_key(), pretix_key()
+    shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [first]}})
+    code, text = keys(capsys, shop)
+    assert code == 0 and f"sha256 {fp1}" in text and f"kid {fp1[:16]}" in text, text
+    code, text = keys(capsys, shop)
+    assert code == 0 and "already trusted" in text and fp1 in text
+    shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [second]}})  # a shop that is not the one trusted
+    code, text = keys(capsys, shop)
+    assert code == 2 and "--replace" in text and fp1 in text and fp2 in text, text
+    assert [key.kid.hex() for key in keyring.load_keyring("ring").keys] == [fp1[:16]]
+    code, text = keys(capsys, shop, "--replace")
+    assert code == 0 and f"dropped pretix-ev-{fp1[:8]}" in text and f"trusted pretix-ev-{fp2[:8]}" in text, text
+    assert [key.kid.hex() for key in keyring.load_keyring("ring").keys] == [fp2[:16]]
+    assert not Path(f"ring/pretix-ev-{fp1[:8]}.pub").exists()
+
+
+def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsys):
+    """`--event final` must not take `final-2026`'s pretix keys for its own (nor drop them)."""
+    longer = "/api/v1/organizers/org/events/ev-2026/"
+    (first, fp1), (second, fp2) = pretix_key(), pretix_key()
+    shop.answer(longer, {"valid_keys": {"pretix_sig1": [first]}})
+    shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [second]}})
+    code, text = run(capsys, "pretix", "keys", *shop_options(shop)[:5], "ev-2026", *shop_options(shop)[6:],
+                     "--keyring", "ring")
+    assert code == 0, text
+    code, text = keys(capsys, shop)  # event ev: nothing trusted for it yet
+    assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text and fp1 not in text, text

@@ -268,8 +268,23 @@ def test_sync_cursor_overlaps_and_never_goes_back():
     from gated.central.pretix import _cursor
 
     newest = datetime(2026, 6, 1, 20, 0, 0, 123456, tzinfo=timezone.utc)
-    assert _cursor(newest, None) == "2026-06-01T19:55:00.123456Z"
-    assert _cursor(newest, "2026-06-01T19:58:00.000000Z") == "2026-06-01T19:58:00.000000Z"
+    now = datetime(2026, 6, 1, 21, 0, tzinfo=timezone.utc)
+    assert _cursor(newest, None, now) == "2026-06-01T19:55:00.123456Z"
+    assert _cursor(newest, "2026-06-01T19:58:00.000000Z", now) == "2026-06-01T19:58:00.000000Z"
+
+
+def test_sync_cursor_never_passes_the_local_time_less_the_overlap():
+    """A time from the future (or a state file a bad answer once moved there) stops at now - 5 min;
+    the calendar's first and last moments are used, not an OverflowError."""
+    from datetime import datetime, timezone
+
+    from gated.central.pretix import _cursor
+
+    now = datetime(2026, 6, 1, 21, 0, tzinfo=timezone.utc)
+    far = datetime.max.replace(tzinfo=timezone.utc)
+    assert _cursor(far, None, now) == "2026-06-01T20:55:00.000000Z"
+    assert _cursor(now, "9999-12-30T23:54:59.999999Z", now) == "2026-06-01T20:55:00.000000Z"
+    assert _cursor(datetime.min.replace(tzinfo=timezone.utc), None, now) == "2000-01-01T00:00:00.000000Z"
 
 
 def test_a_gate_for_some_dates_of_a_pretix_series_denies_the_others(desk, capsys):

@@ -116,9 +116,10 @@ class Pretix:
         return self.call("GET", f"orderpositions/{position_id}/")["checkins"]
 
     def shop_args(self, *, device: bool = False) -> list[str]:
-        """The options naming the shop: team token authentication, or with `device` the device's."""
+        """The options naming the shop: team token authentication, or with `device` the device's. The
+        test shop speaks plain http on 127.0.0.1: --insecure-http says so (a real shop is https://)."""
         auth = ["--device-token-file", str(self.device_token_file)] if device else ["--token-file", str(self.token_file)]
-        return ["--url", self.url, "--organizer", self.organizer, "--event", self.event, *auth]
+        return ["--url", self.url, "--organizer", self.organizer, "--event", self.event, *auth, "--insecure-http"]
 
 
 @pytest.fixture(scope="session")

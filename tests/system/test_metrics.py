@@ -113,6 +113,7 @@ def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker, ledger_d
     [(labels, lag)] = samples["gated_ledger_lag_seconds"]
     assert labels == g1 and 0 <= lag < 30
     assert samples["gated_ledger_received_messages_total"][0][1] >= 5
+    assert 0 <= samples["gated_ledger_figures_age_seconds"][0][1] < 30  # a snapshot, renewed every few seconds
     ledger_names = {n for n in documented() if n.startswith("gated_ledger_")}
     assert ledger_names == set(samples), sorted(ledger_names ^ set(samples))
 
@@ -126,3 +127,124 @@ def test_the_shipped_dashboard_and_scrape_example_use_only_documented_names():
     assert used and used <= documented(), sorted(used - documented())
     assert "gated_ledger_events_total" in used and "gated_scans_per_min" in used
     assert (ROOT / "docs" / "metrics" / "prometheus.yml").read_text().count("job_name") == 2
+
+
+# --- what a scrape costs, and what strangers on the network can do to the endpoints -------------
+
+def test_a_ledger_scrape_at_a_million_events_takes_a_fixed_small_time(tmp_path):
+    """The figures are a snapshot kept up to date off the scrape: at 1,000,000 stored events (a busy
+    venue's day) a scrape answers as fast as at a thousand. (A ledger report per scrape took 10-20 s
+    here.) The ledger is made by direct SQL: publishing a million signed events would take an hour."""
+    from gated.central.ledger_metrics import LedgerCollector
+    from gated.metrics_http import serve
+    from tests.support.metricsload import big_ledger, timed_scrape
+
+    path = big_ledger(tmp_path / "ledger.db", 1_000_000)
+    figures = LedgerCollector(path, SITE).start()
+    port = free_port()
+    server = serve(f"127.0.0.1:{port}", figures)
+    try:
+        samples = scrape(f"http://127.0.0.1:{port}/metrics", timeout=180,
+                         until=lambda s: sum(v for _, v in s.get("gated_ledger_events_total", [])) == 1_000_000)
+        assert ({"site": SITE, "gate": "g7"}, 0.0) in samples["gated_ledger_missing_events"]
+        took = [timed_scrape(port)[0] for _ in range(5)]
+        assert max(took) < 1.0, took  # fixed, whatever the ledger holds
+    finally:
+        server.shutdown()
+        figures.stop()
+
+
+def held_connections_leave_the_endpoint_answering(pid: int, port: int, count: int = 500) -> None:
+    """`count` idle connections (they send nothing): the process keeps a bounded number of threads and
+    still answers a scrape (an idle connection is closed to make room for a new one)."""
+    from tests.support.metricsload import hold_idle, release, threads_and_memory, timed_scrape
+
+    before, _ = threads_and_memory(pid)
+    held = hold_idle(port, count)
+    try:
+        time.sleep(1.0)  # every connection accepted by now
+        during, _ = threads_and_memory(pid)
+        took, body = timed_scrape(port, timeout=10)
+        assert b"gated_" in body
+        assert during <= before + 4, (before, during)  # was one thread per connection: 500 and more
+    finally:
+        release(held)
+
+
+def test_idle_connections_to_the_gate_endpoint_cannot_exhaust_it(tmp_path, authority, broker):
+    port = free_port()
+    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:",
+                      site=SITE, gate="g1", event=EVENT, metrics={"listen": str(port)},  # a port alone: 127.0.0.1
+                      health={"interval_s": 0.5})
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        scrape(f"http://127.0.0.1:{port}/metrics", until=lambda s: s.get("gated_frames_total"))
+        held_connections_leave_the_endpoint_answering(gate.process.pid, port)
+    finally:
+        assert gate.terminate() == 0
+
+
+def test_idle_connections_to_the_ledger_endpoint_cannot_exhaust_it(tmp_path, broker):
+    port = free_port()
+    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
+                               "--db", str(tmp_path / "ledger.db"), "--metrics", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        scrape(f"http://127.0.0.1:{port}/metrics")
+        held_connections_leave_the_endpoint_answering(ledger.pid, port)
+    finally:
+        ledger.terminate()
+        assert ledger.wait(20) == 0, ledger.stderr.read()
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in ledger.stderr.read()
+
+
+def test_a_slow_or_stray_request_gets_a_bounded_answer():
+    """A request head that drips in is cut off at the head timeout; anything but GET /metrics is
+    refused; the endpoint listens on 127.0.0.1 when given only a port."""
+    import socket
+
+    from prometheus_client.registry import Collector
+
+    from gated.metrics_http import MetricsServer, parse_listen
+
+    assert parse_listen("9108") == ("127.0.0.1", 9108) and parse_listen("[::1]:9108") == ("::1", 9108)
+
+    class Nothing(Collector):
+        def collect(self):
+            return iter(())
+
+    server = MetricsServer("127.0.0.1", 0, Nothing(), head_timeout=1.0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as slow:
+            started = time.monotonic()
+            cut = False
+            while time.monotonic() - started < 5:
+                try:
+                    slow.sendall(b"G")
+                    if slow.recv(1, socket.MSG_DONTWAIT) == b"":
+                        cut = True
+                        break
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    cut = True
+                    break
+                time.sleep(0.1)
+            assert cut and time.monotonic() - started < 3
+        for request, status in ((b"GET /other HTTP/1.1\r\n\r\n", b"404"), (b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
+                                (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"200")):
+            with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as conn:
+                conn.sendall(request)
+                assert conn.recv(64).split(b" ")[1] == status
+    finally:
+        server.shutdown()
+
+
+def test_the_units_bound_tasks_and_memory():
+    """What the endpoints do not bound, the service manager does: every unit sets TasksMax and MemoryMax."""
+    for unit in ("gated.service", "gated-ledger.service", "gated-ledger-worker@.service"):
+        service = (ROOT / "systemd" / unit).read_text().split("[Service]", 1)[1].split("\n[", 1)[0]
+        settings = dict(line.split("=", 1) for line in service.splitlines() if "=" in line and line[0] != "#")
+        assert int(settings["TasksMax"]) <= 128, unit
+        assert re.fullmatch(r"\d+[MG]", settings["MemoryMax"]), unit

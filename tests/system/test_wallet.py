@@ -170,6 +170,23 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"
                                     reason="Chromium is not installed (apt-get install chromium)")
 
 
+ENCODER = PAGE.parent / "node_modules" / "qrcode-generator" / "dist" / "qrcode.js"
+
+
+def test_the_page_takes_its_qr_encoder_from_npm_pinned():
+    """Only our code in the repository: the QR encoder is qrcode-generator from the npm registry,
+    pinned by the lockfile (with its integrity hash), installed by `make wallet-deps` where
+    index.html loads it; no copy of it is kept beside the page."""
+    lock = json.loads((PAGE.parent / "package-lock.json").read_text())
+    wanted = json.loads((PAGE.parent / "package.json").read_text())["dependencies"]["qrcode-generator"]
+    pinned = lock["packages"]["node_modules/qrcode-generator"]
+    assert pinned["version"] == wanted and pinned["integrity"].startswith("sha512-")
+    assert '<script src="node_modules/qrcode-generator/dist/qrcode.js"></script>' in PAGE.read_text()
+    tracked = subprocess.run(["git", "ls-files", str(PAGE.parent)], capture_output=True, text=True,
+                             cwd=PAGE.parent).stdout.split()
+    assert not [f for f in tracked if f.endswith("qrcode.js")], tracked
+
+
 def page_url(ticket_file, key_file, now) -> str:
     def b64url(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
@@ -179,6 +196,7 @@ def page_url(ticket_file, key_file, now) -> str:
 
 
 def chromium(tmp_path, url: str, *extra) -> str:
+    assert ENCODER.exists(), f"{ENCODER} is missing: run `make wallet-deps` (npm ci in docs/wallet)"
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
                            *extra, url], capture_output=True, text=True, timeout=120)
