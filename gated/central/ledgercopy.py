@@ -22,35 +22,27 @@ from dataclasses import dataclass, field
 from gated.central.ledgerdb import LedgerError, ledger_exists, open_db
 
 BATCH = 5000
-# table -> (columns to copy, key columns; None: the whole row is the key)
+# table -> its key columns (None: the whole row is the key; the row number `n` is never copied).
+# The columns are read from the databases (both are migrated to the same schema by open_db), so
+# a column a later migration adds is carried too.
 TABLES = {
-    "events": (
-        (
-            "id",
-            "site",
-            "gate",
-            "seq",
-            "kind",
-            "ts",
-            "ticket",
-            "decision",
-            "reason",
-            "ref",
-            "result",
-            "hash",
-            "prev",
-            "signed",
-            "received_ms",
-            "body",
-        ),
-        ("id",),
-    ),
-    "problems": (("kind", "gate", "seq", "event_id", "detail", "received_ms"), None),
-    "quarantine": (("event_id", "body", "why", "received_ms"), None),
-    "movements": (("id", "gate", "seq", "ticket", "zone", "dir", "reentry", "free", "ts"), ("id",)),
-    "tickets": (("cti", "ent"), ("cti",)),
-    "capacities": (("zone", "capacity"), ("zone",)),
+    "events": ("id",),
+    "problems": None,
+    "quarantine": None,
+    "quarantined_seqs": ("gate", "seq"),
+    "movements": ("id",),
+    "tickets": ("cti",),
+    "capacities": ("zone",),
 }
+
+
+def columns_of(db, table: str) -> tuple[str, ...] | None:
+    """The table's columns but the row number, or None when the schema has no such table."""
+    try:
+        cursor = db.execute(f"SELECT * FROM {table} LIMIT 0")
+    except tuple(db.errors):  # before the copy's transaction: nothing to roll back
+        return None
+    return tuple(d[0] for d in cursor.description if d[0] != "n")
 
 
 @dataclass
@@ -93,10 +85,12 @@ def copy_ledger(source: str, target: str) -> CopyResult:
                 f"one ledger database per site (docs/central.md)"
             )
         result = CopyResult()
+        present = {t: columns_of(src, t) for t in TABLES}
+        present = {t: c for t, c in present.items() if c is not None and columns_of(dst, t) == c}
         dst.begin()
         try:
-            for table, (columns, key) in TABLES.items():
-                _copy_table(src, dst, table, columns, key, result)
+            for table, columns in present.items():
+                _copy_table(src, dst, table, columns, TABLES[table], result)
             _copy_progress(src, dst, result)
             dst.commit()
         except BaseException:
@@ -124,9 +118,10 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
             k = tuple(row[i] for i in at)
             if k in held:
                 present += 1
-                if table == "events" and hashes.get(row[0]) != row[columns.index("hash")]:
+                event_id = row[columns.index("id")] if table == "events" else None
+                if table == "events" and hashes.get(event_id) != row[columns.index("hash")]:
                     raise LedgerError(
-                        f"conflict: event {row[0]} is in both ledgers with different contents; nothing copied"
+                        f"conflict: event {event_id} is in both ledgers with different contents; nothing copied"
                     )
                 continue
             held.add(k)
@@ -144,15 +139,24 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
 
 
 def _copy_progress(src, dst, result: CopyResult) -> None:
-    theirs = dict(src.execute("SELECT gate, contiguous FROM gate_progress").fetchall())
-    ours = dict(dst.execute("SELECT gate, contiguous FROM gate_progress").fetchall())
+    """Per gate the higher of each figure (contiguous, and whatever later migrations add)."""
+    columns = columns_of(src, "gate_progress")
+    figures = [c for c in columns if c != "gate"]
+    names = ", ".join(columns)
+    theirs = {row[0]: row[1:] for row in src.execute(f"SELECT {names} FROM gate_progress").fetchall()}
+    ours = {row[0]: row[1:] for row in dst.execute(f"SELECT {names} FROM gate_progress").fetchall()}
     copied = 0
-    for gate, contiguous in sorted(theirs.items()):
+    for gate, values in sorted(theirs.items()):
         if gate not in ours:
-            dst.execute("INSERT INTO gate_progress (gate, contiguous) VALUES (?, ?)", (gate, contiguous))
+            dst.execute(
+                f"INSERT INTO gate_progress ({names}) VALUES ({', '.join('?' * len(columns))})", (gate, *values)
+            )
             copied += 1
-        elif contiguous > ours[gate]:
-            dst.execute("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", (contiguous, gate))
+        elif any(v > o for v, o in zip(values, ours[gate])):
+            higher = tuple(max(v, o) for v, o in zip(values, ours[gate]))
+            dst.execute(
+                f"UPDATE gate_progress SET {', '.join(f'{c} = ?' for c in figures)} WHERE gate = ?", (*higher, gate)
+            )
             copied += 1
     result.copied["gate_progress"] = copied
     result.present["gate_progress"] = len(theirs) - copied

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from gated.central.ledger import Ledger
-from gated.central.ledgercopy import TABLES
+from gated.central.ledgercopy import TABLES, columns_of
 from gated.central.ledgerdb import open_db
 from gated.cli import main
 from gated.gate.store import GateStore
@@ -42,9 +42,10 @@ def _rows(target) -> dict[str, list]:
     db = open_db(target)
     try:
         out = {}
-        for table, (columns, _) in TABLES.items():
-            out[table] = sorted(tuple(r) for r in db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall())
-        out["gate_progress"] = sorted(tuple(r) for r in db.execute("SELECT gate, contiguous FROM gate_progress"))
+        for table in (*TABLES, "gate_progress"):
+            columns = columns_of(db, table)
+            if columns is not None:
+                out[table] = sorted(tuple(r) for r in db.execute(f"SELECT {', '.join(columns)} FROM {table}"))
         return out
     finally:
         db.close()
