@@ -106,6 +106,8 @@ class MetricsServer:
                 await asyncio.wait_for(writer.drain(), self.write_timeout)
             except (asyncio.TimeoutError, ConnectionError):
                 pass
+        except asyncio.CancelledError:  # shutdown(): the connection ends here, quietly (Python 3.11's
+            return                      # asyncio would log a cancelled connection task as unhandled)
         finally:
             self._open -= 1
             writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
@@ -123,10 +125,12 @@ class MetricsServer:
     def shutdown(self) -> None:
         async def close():
             self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-            await asyncio.sleep(0)
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # each connection closed in its finally
+            for _ in range(2):
+                await asyncio.sleep(0)  # the transports' close callbacks: the sockets are closed
         if self._loop.is_closed():
             return
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)

@@ -158,7 +158,9 @@ class LedgerCollector(Collector):
             if self._ledger is not None:
                 self._ledger.close()
             self._ledger = None
-            self._work, self._cursors = Figures(), dict.fromkeys(self._cursors, 0)  # read again from the start
+            # read again from the start; the over-admissions stay until their next count (a round
+            # after the error would otherwise show none for up to SLOW_EVERY)
+            self._work, self._cursors = Figures(over=self._work.over), dict.fromkeys(self._cursors, 0)
             return False
         self._shown = Figures({g: replace(v) for g, v in self._work.gates.items()}, dict(self._work.over),
                               self._work.quarantined, time.time())
@@ -195,7 +197,13 @@ class LedgerCollector(Collector):
             self._cursors["quarantine"] = last
 
     def _recount(self, db) -> None:
-        """PostgreSQL: the per gate aggregates again."""
+        """PostgreSQL: the per gate aggregates again, every statement of the round in one snapshot
+        (a gate whose first event is stored between two of them is in all of them or in none)."""
+        with db.conn.transaction():
+            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self._recount_in_snapshot(db)
+
+    def _recount_in_snapshot(self, db) -> None:
         gates: dict[str, Gate] = {}
         for gate, count, last, admits in db.execute(
                 "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END) "

@@ -44,7 +44,10 @@ class PretixHttpError(GatedError, RuntimeError):
 
 def origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL, the port made explicit: what a redirect must keep."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # "http://[::1": not a URL, the origin of nothing
+        return "", "", -1
     try:
         port = parts.port
     except ValueError:
@@ -54,7 +57,14 @@ def origin(url: str) -> tuple[str, str, int]:
 
 def check_url(url: str, *, insecure_http: bool = False) -> str:
     """The shop URL if it may carry a token: https://host[:port][/path], or http:// when allowed."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # "https://[::1"
+        raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]") from None
+    if "@" in parts.netloc:  # user:password@ would be ignored, and then printed in every message
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise PretixHttpError(f"pretix URL {shown!r} (user and password left out here) must be "
+                              f"https://host[:port][/path], without a user: the API token authenticates")
     scheme, host, port = origin(url)
     if scheme not in ("http", "https") or not host or port == -1 or parts.query or parts.fragment:
         raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]")
@@ -84,7 +94,11 @@ class Http:
             status, location, body = self._exchange(method, url, data, content_type)
             if status not in REDIRECTS or location is None:
                 return status, body
-            target = urllib.parse.urljoin(url, location)
+            try:
+                target = urllib.parse.urljoin(url, location)
+            except ValueError:
+                raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {location!r}, which is not a "
+                                      f"URL") from None
             if origin(target) != self.origin:
                 raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {target} refused: another origin "
                                       f"than the shop's, which the API token must never reach")
@@ -150,4 +164,7 @@ class Http:
                 raise PretixHttpError(f"{method} {url}: an answer over the {self.max_bytes} bytes this client reads")
         if late.is_set():
             raise PretixHttpError(f"{method} {url}: no complete answer within {self.deadline:g} s")
+        if response.length:  # read1() ends quietly where the server closed: what the head announced did not come
+            raise PretixHttpError(f"{method} {url}: the answer ended after {len(body)} of its "
+                                  f"{len(body) + response.length} bytes")
         return bytes(body)

@@ -61,3 +61,85 @@ def test_the_figures_follow_the_ledger_round_by_round(tmp_path):
         db.execute("UPDATE movements SET ticket = ? WHERE id = 'g3:1'", ("g2-1".ljust(32, "0"),))
     shown = agree(collector, path)
     assert shown.over == {"g2": 1, "g3": 1}
+
+
+def store_in(target, rows, *, same_ticket_as=None):
+    """store() through the ledger's own connection: a SQLite file or a PostgreSQL database alike.
+    `same_ticket_as`: every row admits that gate-seq's ticket (an over-admission)."""
+    def ticket(g, q):
+        return (same_ticket_as or f"{g}-{q}").ljust(32, "0")
+    with Ledger(str(target)) as ledger:
+        ledger.db.executemany(
+            "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, prev, "
+            "signed, received_ms, body) VALUES (?, 'S', ?, ?, 'scan', '2026-12-01T20:00:00.000Z', ?, ?, 'ok', NULL, "
+            "NULL, 'h', 'p', 1, 1796155200000, '{}')",
+            [(f"{g}:{q}", g, q, ticket(g, q), d) for g, q, d in rows])
+        ledger.db.executemany("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
+                              "VALUES (?, ?, ?, ?, '', 'in', 0, 0, '2026-12-01T20:00:00.000Z')",
+                              [(f"{g}:{q}", g, q, ticket(g, q)) for g, q, d in rows if d == "admit"])
+
+
+def test_the_figures_survive_a_database_restart_and_still_agree_with_the_report(ledger_db):
+    """Both backends agree with the report; a round that fails (PostgreSQL restarted under the
+    figures: their connection is gone) keeps the last figures, and the next round's agree with the
+    report again, the over-admissions included (they are recounted only every SLOW_EVERY)."""
+    collector = LedgerCollector(ledger_db, "S", slow_every=3600)
+    store_in(ledger_db, [("g1", q, "admit" if q % 2 else "deny") for q in (1, 2, 3, 4, 6)] + [("g2", 1, "admit")])
+    store_in(ledger_db, [("g3", 1, "admit")], same_ticket_as="g2-1")
+    shown = agree(collector, ledger_db)
+    assert shown.over == {"g2": 1, "g3": 1} and shown.gates["g1"].missing == 1
+    if ledger_db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(ledger_db, autocommit=True) as admin:  # what a restart does to a connection
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    else:
+        collector._ledger.db.conn.close()  # a SQLite connection that fails from now on (sqlite3.Error)
+    store_in(ledger_db, [("g1", 5, "admit")])
+    assert collector.refresh() is False  # the round failed: said, the last figures kept
+    assert collector.snapshot() is shown
+    shown = agree(collector, ledger_db)  # connected again: the figures read afresh
+    assert shown.gates["g1"].missing == 0 and shown.gates["g1"].events == 6
+    assert shown.over == {"g2": 1, "g3": 1}, "an over-admission forgotten after a database error"
+
+
+def test_gates_arriving_during_a_round_on_postgresql_do_not_stop_the_figures(postgres):
+    """PostgreSQL's round is several statements: a gate whose first event is stored between two of
+    them must not end the figures (a KeyError killed the thread: no figures until a restart); after
+    the arrivals the figures agree with the report."""
+    import threading
+
+    url = postgres.database()
+    Ledger(url).close()
+    collector = LedgerCollector(url, "S", slow_every=3600)
+    done = threading.Event()
+
+    def arrivals():
+        try:
+            for i in range(400):
+                with psycopg_connect(url) as db:
+                    db.execute("INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, "
+                               "result, hash, prev, signed, received_ms, body) VALUES (%s, 'S', %s, 2, 'scan', "
+                               "'2026-12-01T20:00:00.000Z', NULL, 'deny', 'x', NULL, NULL, 'h', 'p', 1, 1, %s)",
+                               (f"n{i:03d}:2", f"n{i:03d}", '{"kind": "scan", "decision": "deny"}'))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=arrivals)
+    thread.start()
+    try:
+        rounds = 0
+        while not done.is_set():
+            collector.refresh()
+            rounds += 1
+    finally:
+        thread.join()
+    shown = agree(collector, url)
+    assert len(shown.gates) == 400 and rounds > 1
+
+
+def psycopg_connect(url):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

@@ -412,3 +412,51 @@ def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsy
     assert code == 0, text
     code, text = keys(capsys, shop)  # event ev: nothing trusted for it yet
     assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text and fp1 not in text, text
+
+
+def test_an_answer_cut_short_of_its_content_length_is_refused():
+    """The connection closed before the Content-Length the head announced: an incomplete answer,
+    said as one, even when what arrived parses as JSON."""
+    import socket
+
+    from gated.central.pretix import PretixClient, PretixError
+
+    body = b'{"valid_keys": {"pretix_sig1": []}}'
+    with socket.create_server(("127.0.0.1", 0)) as short:
+        def answer():
+            conn, _ = short.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % (len(body) + 100) + body)
+            conn.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        client = PretixClient(f"http://127.0.0.1:{short.getsockname()[1]}", "org", "Token t", insecure_http=True,
+                              timeout=5)
+        with pytest.raises(PretixError, match=f"the answer ended after {len(body)} of its {len(body) + 100} bytes"):
+            client.get("events/ev/")
+
+
+def test_a_shop_url_with_a_user_and_password_is_refused_without_printing_them(shop, capsys):
+    """user:password@ in the URL would be ignored (the token authenticates), then printed in every
+    message naming a request; it is refused up front, the password not repeated."""
+    shop.answer(EVENT_PATH, {"detail": "Invalid token."}, status=401)
+    url = shop.url.replace("http://", "http://staff:s3cret-pw@")
+    code, text = run(capsys, "pretix", "keys", "--url", url, "--organizer", "org", "--event", "ev",
+                     "--token-file", "token", "--keyring", "ring", "--insecure-http")
+    assert code == 2 and "s3cret-pw" not in text and "user" in text, text
+    assert shop.requests == []
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "//[::1/x", "https://[fe80::1%/x"])
+def test_a_redirect_to_a_malformed_url_is_a_message(shop, capsys, location):
+    shop.answer(EVENT_PATH, b"", status=302, headers={"Location": location})
+    code, text = keys(capsys, shop)
+    assert code == 2 and "redirect" in text, text
+    assert len(shop.requests) == 1
+
+
+def test_a_malformed_shop_url_is_a_message(shop, capsys):
+    code, text = run(capsys, "pretix", "keys", "--url", "https://[::1", "--organizer", "org", "--event", "ev",
+                     "--token-file", "token", "--keyring", "ring")
+    assert code == 2 and "https://host[:port][/path]" in text, text

@@ -248,3 +248,36 @@ def test_the_units_bound_tasks_and_memory():
         settings = dict(line.split("=", 1) for line in service.splitlines() if "=" in line and line[0] != "#")
         assert int(settings["TasksMax"]) <= 128, unit
         assert re.fullmatch(r"\d+[MG]", settings["MemoryMax"]), unit
+
+
+def test_stopping_with_connections_open_leaves_no_traceback_in_the_log(caplog):
+    """systemctl stop while a scraper or an idle client is connected: the connections are closed,
+    and the log says nothing (asyncio of Python 3.11 logged each cancelled connection as an
+    'Unhandled exception in client_connected_cb' with a CancelledError traceback)."""
+    import logging
+    import socket
+
+    from prometheus_client.registry import Collector
+
+    from gated.metrics_http import MetricsServer
+
+    class Nothing(Collector):
+        def collect(self):
+            return iter(())
+
+    server = MetricsServer("127.0.0.1", 0, Nothing())
+    idle = [socket.create_connection(("127.0.0.1", server.server_port), timeout=10) for _ in range(3)]
+    try:
+        idle[0].sendall(b"GET /met")  # a head half sent
+        deadline = time.monotonic() + 10
+        while server._open < 3:  # every connection accepted and waiting for its head
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            server.shutdown()
+        assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+        for conn in idle:
+            assert conn.recv(1) == b""  # closed by the server
+    finally:
+        for conn in idle:
+            conn.close()
