@@ -41,6 +41,7 @@ from gated.core import ticket  # noqa: E402
 from gated.core.decide import GateContext  # noqa: E402
 from gated.gate.gate import Gate  # noqa: E402
 from gated.gate.scanner import Debouncer, Scanner  # noqa: E402
+from gated.gate.tracker import Tracker  # noqa: E402
 from gated.gate.store import GateStore  # noqa: E402
 from gated.gate.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
 from gated.gate.turnstile import Turnstile  # noqa: E402
@@ -116,7 +117,7 @@ def run_latency(size, n_tickets: int, fps: float, issuer, issuer_pub: Path, rng)
                 read["read"] += expected in texts_seen
 
         def camera() -> None:  # the daemon's camera thread: the shipped loop, then an end marker
-            scanloop.read_codes(source, Scanner("zxing"), Debouncer(0.5), codes, stop, on_frame=frame_read)
+            scanloop.read_codes(source, Tracker(Scanner("zxing")), Debouncer(0.5), codes, stop, on_frame=frame_read)
             codes.put(None)
 
         thread = threading.Thread(target=camera, daemon=True)

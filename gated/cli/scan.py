@@ -47,8 +47,10 @@ def run(args) -> int:
         raise CommandError(str(exc)) from exc
     judge = _Judge(args) if args.keyring else None
     try:
-        if args.camera:
-            return _scan_camera(args, scanner, judge)
+        if args.camera:  # a live camera: read across frames, as the daemon does (gated/gate/tracker.py)
+            from gated.gate.tracker import Tracker
+
+            return _scan_camera(args, Tracker(scanner) if scanner.backend == "zxing" else scanner, judge)
         return _scan_paths(args, scanner, judge)
     finally:
         if judge is not None:

@@ -76,9 +76,13 @@ def make_turnstile(cfg: Config):
 
 
 def make_scanner(cfg: Config):
+    """The camera thread's decoder: with zxing-cpp a Tracker, which reads across frames
+    (gated/gate/tracker.py); pyzbar reads frame by frame."""
     from gated.gate.scanner import Scanner
+    from gated.gate.tracker import Tracker
 
-    return Scanner(cfg.scanner.backend)
+    scanner = Scanner(cfg.scanner.backend)
+    return Tracker(scanner) if scanner.backend == "zxing" else scanner
 
 
 def open_camera(cfg: Config):

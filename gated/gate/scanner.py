@@ -36,6 +36,15 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               with a pattern) is taken for scenery and no longer read (`Scanner.scenery`), so
               a static scene does not cost every idle frame the reads. This is the one state a
               Scanner keeps: use one per camera.
+    "deblur"  a textured region the texture tries did not read (issue 27: a phone moved by the
+              hand, smeared 3-7 px along its path): the smear's direction is the one along which
+              the region changes least (structure tensor), its length the deepest minimum of the
+              region's cepstrum along it (a linear smear of length L puts a negative peak at
+              distance L along its direction). Undone by Wiener deconvolution and read upscaled
+              2x and 3x (DEBLUR_SCALES). Costs nothing on idle frames (no region) and is skipped
+              on scenery; it wins about a third of the smeared stills the other passes miss
+              (bench/clips.py), at ~12 ms a region at 720p. (A second guess, the cepstrum's own
+              deepest minimum, won a few more stills but cost clips more time than it saved.)
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
@@ -44,7 +53,20 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
     "inverted"  frames up to 800x600: the negative of the frame (dark-mode codes).
 
 Which passes run is a constructor argument (`passes=`), so the benchmark can measure each.
-A "misread" (a wrong text) is not guarded against here: the GT1 signature does that downstream.
+
+No misreads (issue 27). A read is what the symbol's own error correction confirms, nothing less:
+  * only QR Model 2 symbols are read (zxing-cpp's BarcodeFormat.QRCode also means Model 1, Micro
+    QR and rMQR: a Micro QR symbol has one finder pattern and as few as two check codewords, and
+    one turns up by chance in the texture of a large QR code or of the scene, with a short
+    garbage text; every ticket is a Model 2 symbol, segno.make_qr);
+  * a text is read only when a decode of it left some error correction to spare (zxing-cpp's
+    "UEC", the share of the Reed-Solomon capacity unused in the block that used the most, is
+    above 0): with no check symbol to spare, nothing tells a corrected block from a miscorrected
+    one. A text decoded with a block's capacity used up is `Reading.unconfirmed`; second reads of
+    the same place, binarized differently (CONFIRM_TRIES), make it a read if one of them decodes
+    it with capacity to spare (in a later frame the code is simply read again).
+The GT1/GT2 signature downstream still rejects any forgery; this is about never turning a valid
+ticket into a red light.
 
 Debouncing. A code held in front of the camera is seen in many consecutive frames; the gate must
 act once. `Debouncer.feed(texts, now)` passes a text on the first time it is seen and then at
@@ -54,14 +76,14 @@ store answers already_used); a different text goes through at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gated.core.errors import GatedError
 
 BACKENDS = ("zxing", "pyzbar")
-ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture")
+ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur")
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
@@ -83,12 +105,25 @@ class ScannerError(GatedError, RuntimeError):
     """The decoder library is missing or unusable; the message says what to install."""
 
 
+# Second reads of a place where a text was decoded with no error correction to spare, until one
+# decodes the same text with some to spare: (upscale, smoothing sigma (0: none), binarizer).
+CONFIRM_TRIES = ((1, 0.0, "GlobalHistogram"), (1, 0.0, "LocalAverage"), (1.5, 0.0, "LocalAverage"),
+                 (1, 1.0, "LocalAverage"), (1.5, 0.0, "GlobalHistogram"))
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
+DEBLUR_SCALES = (2, 3)  # a deconvolved region is read upscaled (modules of ~2 px)
+
+
 @dataclass(frozen=True)
 class Reading:
-    """What one frame yielded: the texts (in reading order, no duplicates) and the pass that found them."""
+    """What one frame yielded: the texts (in reading order, no duplicates) and the pass that found
+    them; `unconfirmed`: texts decoded with a block's error correction used up and not confirmed
+    by a second read (not reads); `places`: where a code was read or seen, or a region looked like
+    one (for gated.gate.tracker)."""
 
     texts: list[str]
     via: str | None  # None: nothing found
+    unconfirmed: list[str] = field(default_factory=list)
+    places: list[Box] = field(default_factory=list)
 
 
 class Scanner:
@@ -128,76 +163,151 @@ class Scanner:
     # zxing-cpp ------------------------------------------------------------------------------
     def _zx(self, image: np.ndarray, **options):
         zx = self._lib
-        return zx.read_barcodes(image, formats=zx.BarcodeFormat.QRCode, text_mode=zx.TextMode.Plain, **options)
+        return zx.read_barcodes(image, formats=zx.BarcodeFormat.QRCodeModel2, text_mode=zx.TextMode.Plain, **options)
 
     def _read_zxing(self, gray: np.ndarray) -> Reading:
         import cv2
 
         zx = self._lib
+        doubts: list[_Doubt] = []
+        places: list[Box] = []
         if gray.size > LARGE_FRAME_PIXELS and "coarse" in self.passes:
             half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
-            texts = _unique(b.text for b in self._zx(half, try_downscale=False))
+            found = self._zx(half, try_downscale=False)
+            places += [_box_around(b.position, 2.0, (0, 0)) for b in found]
+            texts = _sift(found, half, "coarse", doubts)
             if texts:
-                return Reading(texts, "coarse")
+                return Reading(texts, "coarse", places=places)
         if gray.size > LARGE_FRAME_PIXELS:
             found = self._zx(cv2.GaussianBlur(gray, (3, 3), 0), try_downscale=False, return_errors=True)
         else:
             found = self._zx(gray, return_errors=True)
-        texts = _unique(b.text for b in found if b.valid)
+        places += [_box_around(b.position, 1.0, (0, 0)) for b in found]
+        texts = _sift(found, gray, "fine", doubts)
         if texts:
-            return Reading(texts, "fine")
+            return Reading(texts, "fine", places=places)
         seen = [b.position for b in found if not b.valid]
         if seen and "region" in self.passes:
-            texts = self._read_regions(gray, seen)
+            texts = self._read_regions(gray, seen, doubts)
             if texts:
-                return Reading(texts, "region")
+                return Reading(texts, "region", places=places)
         if not seen and "smooth" in self.passes and gray.size <= LARGE_FRAME_PIXELS:
             smooth = cv2.GaussianBlur(gray, (5, 5), 0)
-            texts = _unique(b.text for b in self._zx(smooth, binarizer=zx.Binarizer.GlobalHistogram))
+            texts = _sift(self._zx(smooth, binarizer=zx.Binarizer.GlobalHistogram), smooth, "smooth", doubts)
             if texts:
-                return Reading(texts, "smooth")
+                return Reading(texts, "smooth", places=places)
         if "texture" in self.passes:
-            texts = self._read_textured(gray)
+            texts, via = self._read_textured(gray, doubts, places)
             if texts:
-                return Reading(texts, "texture")
-        return Reading([], None)
+                return Reading(texts, via, places=places)
+        texts, via = self._confirm(doubts)
+        unconfirmed = _unique(d.text for d in doubts if d.text not in texts)
+        return Reading(texts, via, unconfirmed, places)
 
-    def _read_textured(self, gray: np.ndarray) -> list[str]:
-        """Read the regions that look like a code (texture_boxes), sharpened: first at their own
-        size (low contrast), then upscaled (small modules): TEXTURE_TRIES. Regions taken for
-        scenery are skipped."""
+    def _confirm(self, doubts: list[_Doubt]) -> tuple[list[str], str | None]:
+        """The doubtful texts (decoded with a block's error correction used up) that a second,
+        differently binarized read of the same place (CONFIRM_TRIES) decodes with capacity to
+        spare; and the pass that first decoded them."""
         import cv2
 
         zx = self._lib
+        texts, via = [], None
+        for doubt in doubts:
+            if doubt.text in texts:
+                continue
+            x0, y0, x1, y1 = _box_of(doubt.position, doubt.image.shape)
+            crop = doubt.image[y0:y1, x0:x1]
+            for scale, smooth, binarizer in CONFIRM_TRIES:
+                image = crop if scale == 1 else cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                if smooth:
+                    image = cv2.GaussianBlur(image, (0, 0), smooth)
+                again = self._zx(image, binarizer=getattr(zx.Binarizer, binarizer), try_downscale=False)
+                if any(b.valid and b.text == doubt.text and spare_correction(b) > 0 for b in again):
+                    texts.append(doubt.text)
+                    via = via or doubt.via
+                    break
+        return texts, via
+
+    def _read_textured(self, gray: np.ndarray, doubts: list[_Doubt] | None = None,
+                       places: list[Box] | None = None) -> tuple[list[str], str]:
+        """Read the regions that look like a code (texture_boxes), sharpened: first at their own
+        size (low contrast), then upscaled (small modules): TEXTURE_TRIES; then unsmeared
+        ("deblur"). Regions taken for scenery are skipped. The texts, and the pass that read the
+        first of them."""
+        doubts = doubts if doubts is not None else []
         texts: list[str] = []
+        via = "texture"
         unread = []
-        height, width = gray.shape
         for box in texture_boxes(gray):
             frames = next((n for seen, n in self._unread if _same_place(seen, box)), 0)
             if frames >= SCENERY_AFTER:
                 unread.append((box, frames + 1))
                 continue
-            x0, y0, x1, y1 = box
-            margin = (max(x1 - x0, y1 - y0)) // 10 + 4
-            crop = gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
-            scaled = {1: crop}
-            for scale, sigma, amount, smooth, binarizers in TEXTURE_TRIES:
-                if scale not in scaled:
-                    scaled[scale] = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-                image = sharpen(scaled[scale], sigma, amount, smooth)
-                got = []
-                for binarizer in binarizers:
-                    got = got or [b.text for b in self._zx(image, binarizer=getattr(zx.Binarizer, binarizer),
-                                                           try_downscale=False)]
-                if got:
-                    texts.extend(got)
-                    break
+            if places is not None:
+                places.append(box)
+            got = self.read_place(gray, box, doubts)
+            if not got and "deblur" in self.passes:
+                got = self.read_smeared(gray, box, doubts)
+                if got and not texts:
+                    via = "deblur"
+            if got:
+                texts.extend(got)
             else:
                 unread.append((box, frames + 1))
         self._unread = unread
-        return _unique(texts)
+        return _unique(texts), via
 
-    def _read_regions(self, gray: np.ndarray, positions) -> list[str]:
+    def read_place(self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None,
+                   tries=TEXTURE_TRIES) -> list[str]:
+        """The texts read in one region of the frame (a box around a code, or where one was seen),
+        cut out with a margin and sharpened as TEXTURE_TRIES say, cheapest first, until one
+        decodes. Texts decoded with no error correction to spare go to `doubts`, not into the result."""
+        import cv2
+
+        zx = self._lib
+        doubts = doubts if doubts is not None else []
+        crop = _cut(gray, box)
+        if crop.size == 0:
+            return []
+        scaled = {1: crop}
+        for scale, sigma, amount, smooth, binarizers in tries:
+            if scale not in scaled:
+                scaled[scale] = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+            image = sharpen(scaled[scale], sigma, amount, smooth)
+            for binarizer in binarizers:
+                got = _sift(self._zx(image, binarizer=getattr(zx.Binarizer, binarizer), try_downscale=False),
+                            image, "texture", doubts)
+                if got:
+                    return got
+        return []
+
+    def read_smeared(self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None) -> list[str]:
+        """The texts read in a region after undoing a linear motion smear (the "deblur" pass)."""
+        import cv2
+
+        from gated.gate.deblur import DEBLUR_MIN_PX, DEBLUR_NSR, smear_along, smear_direction, smear_of, unsmear
+
+        zx = self._lib
+        doubts = doubts if doubts is not None else []
+        crop = _cut(gray, box)
+        if min(crop.shape) < 32:
+            return []
+        angle = smear_direction(crop)
+        length = smear_along(crop, angle)
+        if length is None:  # no smear along the quietest direction: the cepstrum's own deepest minimum
+            length, angle = smear_of(crop)
+            if length < DEBLUR_MIN_PX:
+                return []
+        sharp = unsmear(crop, length, angle, DEBLUR_NSR)
+        for scale in DEBLUR_SCALES:
+            image = cv2.resize(sharp, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+            for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
+                got = _sift(self._zx(image, binarizer=binarizer, try_downscale=False), image, "deblur", doubts)
+                if got:
+                    return got
+        return []
+
+    def _read_regions(self, gray: np.ndarray, positions, doubts: list[_Doubt]) -> list[str]:
         import cv2
 
         zx = self._lib
@@ -207,7 +317,7 @@ class Scanner:
             crop = gray[y0:y1, x0:x1]
             up = cv2.resize(crop, None, fx=self.region_scale, fy=self.region_scale, interpolation=cv2.INTER_LINEAR)
             for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
-                got = [b.text for b in self._zx(up, binarizer=binarizer, try_downscale=False)]
+                got = _sift(self._zx(up, binarizer=binarizer, try_downscale=False), up, "region", doubts)
                 if got:
                     texts.extend(got)
                     break
@@ -270,6 +380,9 @@ def _load(backend: str):
         except ImportError as exc:
             raise ScannerError(f"zxing-cpp is not installed ({exc}): pip install zxing-cpp, "
                                "or use the pyzbar backend") from exc
+        if not hasattr(zxingcpp.BarcodeFormat, "QRCodeModel2"):  # in 3.1, QRCode names the whole QR family
+            raise ScannerError("zxing-cpp is too old (the scanner asks for QR Model 2 symbols only and for the "
+                               "error correction a decode left unused): pip install 'zxing-cpp>=3.1'")
         return zxingcpp
     try:
         from pyzbar import pyzbar
@@ -360,3 +473,54 @@ def _merge_boxes(boxes):
         else:
             merged.append(list(box))
     return [tuple(m) for m in merged]
+
+
+@dataclass(frozen=True)
+class _Doubt:
+    """A text decoded with a block's error correction used up: where (the image the decoder was
+    given and the symbol's corners in it) and by which pass."""
+
+    text: str
+    image: np.ndarray
+    position: object
+    via: str
+
+
+def spare_correction(barcode) -> float:
+    """The share of a block's Reed-Solomon capacity a decode left unused, in the block that used
+    the most (zxing-cpp's "UEC": 1.0 no error, 0.0 capacity used up). Unknown counts as none."""
+    extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+    try:
+        return float(extra.get("UEC", 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _sift(found, image: np.ndarray, via: str, doubts: list[_Doubt]) -> list[str]:
+    """The texts of the decoded symbols the error correction confirms (some capacity to spare);
+    the others go to `doubts`."""
+    texts = []
+    for b in found:
+        if not b.valid or not b.text:
+            continue
+        if spare_correction(b) > 0:
+            texts.append(b.text)
+        else:
+            doubts.append(_Doubt(b.text, image, b.position, via))
+    return _unique(texts)
+
+
+def _cut(gray: np.ndarray, box: Box) -> np.ndarray:
+    """The region `box` of the frame with a margin of a tenth of its size and 4 pixels."""
+    height, width = gray.shape
+    x0, y0, x1, y1 = box
+    margin = (max(x1 - x0, y1 - y0)) // 10 + 4
+    return gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
+
+
+def _box_around(position, scale: float, offset) -> Box:
+    """The axis-aligned box around a symbol's corners, in frame pixels (image pixels times `scale`, plus `offset`)."""
+    points = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
+    xs = [p.x * scale + offset[0] for p in points]
+    ys = [p.y * scale + offset[1] for p in points]
+    return int(min(xs)), int(min(ys)), int(max(xs)) + 1, int(max(ys)) + 1

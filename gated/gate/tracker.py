@@ -1,0 +1,203 @@
+"""Reading across frames: what the last frames showed steers the effort on the next (issue 27).
+
+A visitor's phone is in front of the camera for many frames: coming in blurred, tilted and
+over-exposed, then settling with a tremor. One frame alone may not be sharp enough, but the
+frames are not independent: the code is where it was a moment ago, at the same scale. `Tracker`
+wraps a `Scanner` (one per camera, like the Scanner's own scenery memory) and, on a frame where
+the scanner's passes read nothing:
+
+  * remembers the places where a code was seen or a region looked like one (`Reading.places`:
+    symbols zxing-cpp located but could not decode, textured regions) for MEMORY_FRAMES frames,
+    and reads a remembered place this frame's passes did not cover, with the texture pass's tries
+    (a phone that blurred out of the texture search this frame is still where it was);
+  * stacks the frames (shift-and-add super-resolution, `stack_place`): the place cut out of the
+    sharpest STACK_USE of the last STACK_FRAMES frames, upscaled 2x, each moved by the sub-pixel
+    shift that aligns it with the sharpest (phase correlation: the tremor moves it a few pixels
+    from frame to frame), averaged, and read like a textured region. The frames sample the code
+    at different sub-pixel phases, so the stack holds detail no single frame has (modules under
+    2 pixels, foreshortened by a tilt), and the sensor noise and JPEG blocks, which differ from
+    frame to frame, average out;
+  * bounds the time per frame: a read across frames starts only while the frame's CPU time (this
+    thread's, the scanner's passes included) is under FRAME_BUDGET_S, so a hard scene cannot
+    stall the camera thread for long.
+
+Every read still goes through the scanner's checks (QR Model 2 only, error correction to spare):
+a stacked image of the wrong place cannot produce a text the symbol's error correction does not
+confirm. A code read is judged once: the Debouncer (gated.gate.scanner) holds the same text off
+in the next frames, as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+from gated.gate.scanner import Box, Reading, Scanner
+
+MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
+STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
+STACK_USE = 4  # ... of which the sharpest are stacked
+STACK_UP = 2  # stacked at twice the frame's resolution (shift-and-add super-resolution)
+FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU time is under this
+MAX_PLACES = 2
+STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
+# Reads of a stacked place (already at STACK_UP times the scale): TEXTURE_TRIES' form.
+STACK_TRIES = (
+    (1, 3.0, 1.0, 0.0, ("LocalAverage",)),
+    (1, 3.0, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
+    (2, 4.5, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
+)
+
+
+class Tracker:
+    """Decode QR codes in a stream of frames (one Tracker per camera): `decode(gray)` like a Scanner's."""
+
+    def __init__(self, scanner: Scanner | None = None, *, stack: bool = True, budget_s: float = FRAME_BUDGET_S):
+        self.scanner = scanner if scanner is not None else Scanner()
+        if self.scanner.backend != "zxing":
+            raise ValueError("reading across frames needs the zxing backend")
+        self.stack = stack
+        self.budget_s = budget_s
+        self._places: list[tuple[Box, int]] = []  # (box, frames since last seen)
+        self._frames: deque[tuple[int, np.ndarray]] = deque(maxlen=STACK_FRAMES)  # (frame number, gray)
+        self._count = 0
+        self._stacked: set[tuple] = set()  # (frame numbers, place) stacked in vain: not stacked again
+
+    def decode(self, gray: np.ndarray) -> list[str]:
+        return self.read(gray).texts
+
+    def read(self, gray: np.ndarray) -> Reading:
+        started = time.thread_time()
+        reading = self.scanner.read(gray)
+        # a copy: a camera may reuse its buffer for the next frame
+        gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)
+        self._count += 1
+        self._frames.append((self._count, gray))
+        oldest = self._frames[0][0]
+        self._stacked = {key for key in self._stacked if key[0][0] >= oldest}
+        self._remember(reading.places, gray.shape)
+        if reading.texts:
+            return reading
+        if not self._places:
+            return reading
+        texts, via = [], None
+        fresh = set(reading.places)
+        for box, age in self._places[:MAX_PLACES]:
+            if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
+                stacked = stack_place(list(self._frames), box, self._stacked)
+                if stacked is not None:
+                    image, _, key = stacked
+                    h, w = image.shape
+                    texts = self.scanner.read_place(image, (0, 0, w, h), tries=STACK_TRIES)
+                    if texts:
+                        via = "stacked"
+                        break
+                    self._stacked.add(key)
+            if (age > 0 or box not in fresh) and time.thread_time() - started <= self.budget_s:
+                texts = self.scanner.read_place(gray, box)  # not read by this frame's passes: read it here
+                if texts:
+                    via = "remembered"
+                    break
+        if texts:
+            return Reading(texts, via, places=reading.places)
+        return reading
+
+    def _remember(self, places: list[Box], shape) -> None:
+        """This frame's places first (largest first), then the remembered ones not among them, one
+        frame older; forgotten after MEMORY_FRAMES."""
+        height, width = shape
+        now = [(_clip(box, width, height), 0) for box in sorted(set(places), key=_area, reverse=True)]
+        now = [(box, 0) for box, _ in now if _area(box) > 0]
+        kept = [
+            (box, age + 1)
+            for box, age in self._places
+            if age + 1 <= MEMORY_FRAMES and not any(_overlap(box, b) > 0.3 for b, _ in now)
+        ]
+        merged: list[tuple[Box, int]] = []
+        for box, age in now + kept:
+            if not any(_overlap(box, b) > 0.6 for b, _ in merged):
+                merged.append((box, age))
+        self._places = merged[:4]
+
+
+def stack_place(
+    frames: list[tuple[int, np.ndarray]], box: Box, tried=frozenset()
+) -> tuple[np.ndarray, tuple[int, int], tuple] | None:
+    """Shift-and-add super-resolution of the place `box` (grown by STACK_MARGIN): its cut from
+    each frame, the STACK_USE sharpest of them (variance of the Laplacian: the tremor leaves some
+    frames sharp, others smeared), each upscaled STACK_UP times and moved by the sub-pixel shift
+    that aligns it with the sharpest (phase correlation), averaged. Frames sample the code at
+    different sub-pixel phases as the hand trembles, so the average holds detail (modules under
+    2 pixels) that no single frame has, with the noise and JPEG blocks averaged out.
+    `frames`: (frame number, gray) pairs. Returns the uint8 image at STACK_UP times the frame's
+    scale, the cut's top-left corner in the frame and a key (the numbers of the frames stacked,
+    the place to 32 pixels); None when the cut is too small, the key is among `tried` (stacked
+    before in vain: the same frames at the same place give the same stack, so a long unread
+    stretch does not pay for it on every frame) or fewer than two cuts align."""
+    import cv2
+
+    height, width = frames[-1][1].shape
+    x0, y0, x1, y1 = box
+    grow = int(max(x1 - x0, y1 - y0) * STACK_MARGIN)
+    x0, y0, x1, y1 = max(x0 - grow, 0), max(y0 - grow, 0), min(x1 + grow, width), min(y1 + grow, height)
+    if x1 - x0 < 32 or y1 - y0 < 32:
+        return None
+    frames = [(n, f) for n, f in frames if f.shape == (height, width)]
+    cuts = [f[y0:y1, x0:x1] for _, f in frames]
+    sharpness = [float(cv2.Laplacian(c, cv2.CV_32F).var()) for c in cuts]
+    picked = sorted(int(i) for i in np.argsort(sharpness)[-STACK_USE:])
+    key = (tuple(frames[i][0] for i in picked), (x0 // 32, y0 // 32, x1 // 32, y1 // 32))
+    if key in tried:
+        return None
+    chosen = [cuts[i] for i in picked]
+    best = int(np.argmax([sharpness[i] for i in picked]))
+    reference = chosen[best].astype(np.float32)
+    window = cv2.createHanningWindow((x1 - x0, y1 - y0), cv2.CV_32F)
+    size = ((x1 - x0) * STACK_UP, (y1 - y0) * STACK_UP)
+    total = cv2.resize(reference, size, interpolation=cv2.INTER_CUBIC)
+    count = 1
+    for i, cut in enumerate(chosen):
+        if i == best:
+            continue
+        cut = cut.astype(np.float32)
+        (dx, dy), response = cv2.phaseCorrelate(cut, reference, window)
+        if response < 0.03 or abs(dx) > grow or abs(dy) > grow:
+            continue
+        shift = np.float32([[1, 0, dx * STACK_UP], [0, 1, dy * STACK_UP]])
+        total += cv2.warpAffine(
+            cv2.resize(cut, size, interpolation=cv2.INTER_CUBIC),
+            shift,
+            size,
+            flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        count += 1
+    if count < 2:
+        return None
+    return np.clip(total / count + 0.5, 0, 255).astype(np.uint8), (x0, y0), key
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+
+
+def _clip(box: Box, width: int, height: int) -> Box:
+    x0, y0, x1, y1 = box
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
+def _area(box: Box) -> int:
+    return max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    return w * h / max(min(_area(a), _area(b)), 1)
