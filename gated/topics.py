@@ -8,6 +8,7 @@
     gated/v1/<site>/revocations/<version>/<part>   central -> gates   QoS 1, retained
     gated/v1/<site>/time                      central -> gates  retained     signed time beacons
     gated/v1/<site>/occupancy                 ledger -> all     QoS 1, retained   people inside (extension)
+    gated/v1/<site>/checkinlist               central -> gates  QoS 1, retained   the pretix check-in list (extension)
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def beacon_topic(site: str) -> str:
 
 def occupancy_topic(site: str) -> str:
     return f"{root(site)}occupancy"
+
+
+def checkin_list_topic(site: str) -> str:
+    return f"{root(site)}checkinlist"
 
 
 def events_topic_gate(topic: str, site: str | None = None) -> str | None:

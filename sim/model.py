@@ -99,6 +99,7 @@ class Crowd:
     visitors: int
     revoked_before: list[bytes] = field(default_factory=list)
     revoked_during: list[bytes] = field(default_factory=list)
+    unpaid: list[bytes] = field(default_factory=list)  # tickets of unpaid pretix orders (the check-in list's)
     tickets: dict = field(default_factory=dict)  # cti hex -> entries allowed
 
 
@@ -236,6 +237,11 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
                  (issued.cose, issued.claims.cti, issued.device_key) if dynamic else None, passes))
             visitor += 1
             continue
+        if scenario.checkin_admit_types is not None and issued.claims.typ not in scenario.checkin_admit_types:
+            # the check-in list's product rule: a valid ticket of a type it does not admit
+            add(visitor, gate, at, "not_on_list", issued.text, cti, False, "rules")
+            visitor += 1
+            continue
         first = add(visitor, gate, at, "valid", None if dynamic else issued.text, cti, True, "ok", passes=passes,
                     dynamic=(issued.cose, issued.claims.cti, issued.device_key) if dynamic else None)
         if not passes:
@@ -272,7 +278,7 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
             visitor += 1
     # the rest of the cheats
     plain = [k for k in ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
-                         "screenshot", "static_copy")
+                         "screenshot", "static_copy", "unpaid")
              for _ in range(fraud[k])]
     assert len(plain) == n_plain_fraud
     tampered_seen = 0
@@ -314,6 +320,10 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
             old_step = (start - 600) // ticket.STEP_SECONDS  # twenty steps old whenever it is shown
             text = ticket.encode_dynamic(issued.cose, issued.claims.cti, old_step, issued.device_key)
             add(visitor, gate, at, kind, text, issued.claims.cti.hex(), False, "stale_code")
+        elif kind == "unpaid":
+            issued = sign(claims_for(gate), issuer_key)
+            crowd.unpaid.append(issued.claims.cti)
+            add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "unpaid")
         elif kind == "static_copy":
             issued = issue(claims_for(gate), issuer_key, dynamic=True)
             add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "static_copy")

@@ -396,6 +396,8 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     venue.write_tickets_csv(crowd.tickets)
     venue.start_listener()
     venue.publish_revocations(1, 0, crowd.revoked_before)  # the snapshot the gates start with
+    if scenario.checkin_admit_types is not None:
+        venue.publish_checkin_list(crowd.unpaid)
     venue.start_ledger()
     log(f"broker {venue.broker_url}; ledger {venue.ledger_db}; starting {scenario.gates} gates")
     venue.start_gates()

@@ -25,7 +25,11 @@
     [fraud]     counts of visitors: forged, tampered, revoked_before, revoked_during, expired,
                 wrong_event, used_twice (a copy shown again at the same gate), two_gates,
                 screenshot (an old GT2 code replayed), static_copy (a GT2 ticket shown as GT1)
-                (one ticket at two gates); revocations_at_s (when the "during" list goes out)
+                (one ticket at two gates); unpaid (pretix_sig1 with a [checkin_list]: a ticket of an
+                unpaid order, `unpaid`); revocations_at_s (when the "during" list goes out)
+    [checkin_list] pretix_sig1 only: the gates hold a signed pretix check-in list whose custom rule
+                admits only the ticket types in admit_types (pretix's product rule); the others
+                are denied `rules`
     [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
                 the visitor passes; the restarted gate must roll that admission back) |
@@ -47,7 +51,7 @@ from gated.tomlcheck import BAD, Reader, keys_of, option
 
 TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
-               "used_twice", "two_gates", "screenshot", "static_copy")
+               "used_twice", "two_gates", "screenshot", "static_copy", "unpaid")
 FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
 
 
@@ -107,6 +111,7 @@ class Scenario:
     dwell_s: tuple[float, float] = (10.0, 30.0)
     return_share: float = 0.0
     capacities: dict = field(default_factory=dict)
+    checkin_admit_types: tuple[str, ...] | None = None  # a pretix check-in list admitting only these types
 
     @property
     def entry_gate_ids(self) -> list[str]:
@@ -272,6 +277,11 @@ class _ExitsTable:
 
 
 @dataclass(frozen=True, kw_only=True)
+class _CheckinListTable:
+    admit_types: tuple[str, ...] = option((), doc="the ticket types the list's product rule admits", parse=_names)
+
+
+@dataclass(frozen=True, kw_only=True)
 class _BrokerDown:
     kind: str = option(doc="broker_down")
     start_s: float = option(doc="when the broker stops", minimum=0)
@@ -317,6 +327,7 @@ class _ScenarioFile:
     fraud: _FraudTable = option(_FraudTable(), doc="the cheats")
     exits: _ExitsTable = option(_ExitsTable(), doc="visitors who leave")
     capacity: dict = option(None, doc="zone = people it may hold", parse=_capacities)
+    checkin_list: _CheckinListTable = option(None, doc="pretix_sig1: the pretix check-in list the gates hold")
     faults: list = option(None, doc="[[faults]]: the bad day", parse=_fault_list)
 
 
@@ -385,7 +396,18 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         exit_gates=exit_lists["exits"], free_exit_gates=exit_lists["free_exits"],
         reentry=ga.get("reentry", False), leave_share=leave_share,
         dwell_s=ex.get("dwell_s", (10.0, 30.0)), return_share=ex.get("return_share", 0.0),
-        capacities=capacity, ntp=ga.get("ntp", "auto"))
+        capacities=capacity, ntp=ga.get("ntp", "auto"),
+        checkin_admit_types=tuple((t.get("checkin_list") or {}).get("admit_types", ())) if "checkin_list" in raw
+        else None)
+    if scenario.checkin_admit_types is not None:
+        if scenario.ticket_format != "pretix_sig1":
+            problem("checkin_list: a pretix check-in list needs tickets.format = \"pretix_sig1\"")
+        if not scenario.checkin_admit_types or set(scenario.checkin_admit_types) - set(scenario.ticket_types):
+            problem("checkin_list.admit_types: some of the ticket types (tickets.types)")
+        if scenario.capacities:
+            problem("checkin_list: not planned with a capacity")
+    if fraud["unpaid"] and scenario.checkin_admit_types is None:
+        problem("fraud.unpaid: needs a [checkin_list] (the gates learn unpaid orders from it)")
     if scenario.zoned and not scenario.zones:
         problem("tickets.zoned: needs gates.zones")
     if scenario.ticket_format == "pretix_sig1":

@@ -368,6 +368,27 @@ class Venue:
             (self.work / "central" / f"revocations-v{version}-{i}.cose").write_bytes(blob)
         publish_revocations(self.settings(), self.scenario.site, blobs, keyring=self.keyring)
 
+    def publish_checkin_list(self, unpaid) -> None:
+        """The pretix check-in list the gates hold ([checkin_list]): one entry, the product rule
+        admitting `admit_types` (a ticket type is pretix item `index + 1`, as sim/model.py issues them),
+        the unpaid orders' tickets; signed with the revocation key, retained."""
+        import json
+
+        from gated.central.pretix_orders import publish_checkin_list
+        from gated.core.checkinlist import encode_list
+
+        types = list(self.scenario.ticket_types)
+        products = [{"lookup": ["product", str(types.index(t) + 1), t]} for t in self.scenario.checkin_admit_types]
+        rules = {"inList": [{"var": "product"}, {"objectList": products}]}
+        settings = {"id": 1, "name": "rehearsal gates", "include_pending": False, "allow_multiple_entries": False,
+                    "allow_entry_after_exit": True, "all_products": True, "limit_products": [], "subevent": None,
+                    "rules": json.dumps(rules), "exit_all_at": None}
+        times = {"tz": "UTC", "date_from": int(time.time()), "date_to": None, "date_admission": None}
+        blob = encode_list(self.revocation_key, site=self.scenario.site, version=1, iat=int(time.time()),
+                           event=self.scenario.event, settings=settings, times=times, gates={}, pending=unpaid)
+        (self.work / "central" / "checkin-list.cose").write_bytes(blob)
+        publish_checkin_list(self.settings(), self.scenario.site, blob)
+
     def start_ledger(self) -> None:
         argv = gated_command() + ["ledger", "--broker", self.broker_url, "--site", self.scenario.site,
                                   "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring)]

@@ -117,6 +117,8 @@ def gate_row(view: GateView, now_s: float) -> dict:
         "occupancy": _int(health.get("occupancy")),  # people inside the gate's zone as the gate counts them
         "occupancy_source": _text(health.get("occupancy_source")),  # central (the ledger's figure) or local
         "capacity": _int(health.get("capacity")),
+        "checkin_list": _text(health.get("checkin_list")),  # the pretix check-in list held, and its version
+        "checkin_list_version": _int(health.get("checkin_list_version")),
         "alarms": alarms,
     }
 
@@ -159,6 +161,9 @@ def format_table(rows: list[dict], site: str, zones: dict[str, dict] | None = No
     text.append(f"site {site}: {len(rows)} gate(s), {online} online, "
                 f"{sum(bool(r['alarms']) for r in rows)} with alarms")
     text += [zone_line(name, zone) for name, zone in sorted((zones or {}).items())]
+    held = [f"{r['gate']} {r['checkin_list']!r} v{r['checkin_list_version']}" for r in rows if r.get("checkin_list_version")]
+    if held:
+        text.append(f"pretix check-in list: {', '.join(held)}")
     local = [r["gate"] for r in rows if r.get("occupancy_source") == "local"]
     if local and zones:
         text.append(f"counting inside from their own events (cannot hear the ledger): {', '.join(local)}")

@@ -1,7 +1,7 @@
 """The central side against a pretix shop's REST API (docs/pretix.md): keys, revocations, admissions.
 
     fetch_keys()         the event resource's `valid_keys.pretix_sig1`: base64 of PEM public keys
-    sync_revocations()   `revokedsecrets` (cancelled, changed, re-issued tickets) and `blockedsecrets`
+    sync_revocations()   `revokedsecrets` (changed, re-issued tickets) and `blockedsecrets`
                          (blocked: revoke; unblocked: remove again) into signed revocation updates
     upload_admissions()  every admission in the ledger to the check-in RPC (`checkinrpc/redeem`),
                          with the scan's time and a nonce derived from the event id
@@ -138,6 +138,28 @@ def _time(row: dict, key: str, where: str) -> datetime:
         return (datetime.max if moment.year > 1 else datetime.min).replace(tzinfo=timezone.utc)
 
 
+# --- device initialization -------------------------------------------------------------------
+
+def initialize_device(url: str, token: str, *, software_version: str, insecure_http: bool = False) -> dict:
+    """pretix's device handshake (POST /api/v1/device/initialize with the one-time token): the
+    device's organizer, id, name and API token. A used or revoked token is pretix's answer, said."""
+    client = PretixClient(url, "-", "", insecure_http=insecure_http)
+    client.base = url.rstrip("/") + "/api/v1/"  # the handshake is not below an organizer
+    status, answer = client._request("POST", "device/initialize", None, {
+        "token": token, "hardware_brand": "gated", "hardware_model": "gate central", "os_name": "Linux",
+        "software_brand": "gated", "software_version": software_version})
+    if status != 200 or not isinstance(answer, dict):
+        detail = answer.get("token") if isinstance(answer, dict) and answer.get("token") else _short(answer)
+        raise PretixError(f"pretix device initialization at {url}: HTTP {status}: "
+                          f"{' '.join(detail) if isinstance(detail, list) else detail}")
+    for key in ("api_token", "organizer", "device_id", "name"):
+        if not answer.get(key) and answer.get(key) != 0:
+            raise PretixError(f"pretix device initialization at {url}: no `{key}` in the answer")
+    if not isinstance(answer["api_token"], str) or any(c.isspace() for c in answer["api_token"]):
+        raise PretixError(f"pretix device initialization at {url}: the API token is not one word")
+    return answer
+
+
 # --- keys --------------------------------------------------------------------------------------
 
 def fetch_keys(client: PretixClient, event: str) -> list[bytes]:
@@ -217,10 +239,11 @@ class SyncResult:
 
 
 def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site: str, key, publish,
-                     first_version: int = 1, now=time.time) -> SyncResult:
+                     first_version: int = 1, now=time.time, cancelled=()) -> SyncResult:
     """One round: publish what a killed run left, fetch what changed in pretix, sign the delta
     (a snapshot the first time), publish it. `publish(blobs)` raises when the broker did not take
-    them; the outbox keeps them for the next run."""
+    them; the outbox keeps them for the next run. `cancelled`: the ticket ids of cancelled orders and
+    positions (gated/central/pretix_orders.py), revoked as well."""
     result = SyncResult(version=int(state.get("version", 0)))
     _publish_pending(state, publish, result)
     where = f"pretix event {event}"
@@ -250,6 +273,7 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
         if blocked_rows:
             state.set("blocked_since", _cursor(max(t for _, t, _ in blocked_rows), blocked_since, moment))
         wanted = {row[0] for row in db.execute("SELECT ticket FROM revoked UNION SELECT ticket FROM blocked")}
+        wanted |= set(cancelled)
         sent = {row[0] for row in db.execute("SELECT ticket FROM sent")}
         add, remove = sorted(wanted - sent), sorted(sent - wanted)
         version = int(state.get("version", 0))

@@ -93,6 +93,19 @@ def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes],
         link.stop()
 
 
+def publish_retained(settings: UplinkSettings, topic: str, blob: bytes, *, client_id: str,
+                     timeout: float = 15.0) -> None:
+    """One retained QoS 1 message (the pretix check-in list...); returns when the broker acknowledged it."""
+    link = MqttLink(settings, settings.client_id or client_id, persistent=False)
+    link.start()
+    try:
+        if not link.wait_connected(timeout):
+            raise PublishError(f"no connection to {settings.url} within {timeout:.0f} s")
+        _wait_acks(link, {link.publish(topic, blob, 1, True): topic}, timeout, {})
+    finally:
+        link.stop()
+
+
 def _collect_retained(link: MqttLink, settle_s: float, timeout: float) -> dict:
     """Topic -> decoded update (None if undecodable) of what the broker holds retained now."""
     retained: dict[str, revocation.Update | None] = {}

@@ -1,4 +1,4 @@
-"""`gated pretix keys|sync|upload`: a venue selling with pretix (docs/pretix.md)."""
+"""`gated pretix init|keys|sync|upload`: a venue selling with pretix (docs/pretix.md)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def register(sub) -> None:
     parser = sub.add_parser("pretix", help="tickets sold with pretix: event keys, revocations, admissions")
     pretix_sub = parser.add_subparsers(dest="pretix_command", required=True, metavar="ACTION")
 
+    i = pretix_sub.add_parser("init", help="initialize this machine as a pretix device (pretix's device handshake)")
+    i.add_argument("--url", required=True, help="the pretix server, e.g. https://pretix.eu")
+    i.add_argument("--token", required=True, help="the device's initialization token (pretix: Organizer -> Devices)")
+    i.add_argument("--insecure-http", action="store_true",
+                   help="allow a plain http:// URL (a test shop on 127.0.0.1 only: the token crosses unprotected)")
+    i.add_argument("--device-token-file", default="pretix-device.token",
+                   help="where to keep the device's API token (mode 0600; default pretix-device.token)")
+    i.set_defaults(func=run_init)
+
     k = pretix_sub.add_parser("keys", help="trust the event's pretix_sig1 keys in a gate keyring (role issuer)")
     _shop_options(k)
     k.add_argument("--keyring", required=True)
@@ -43,7 +52,12 @@ def register(sub) -> None:
     s.add_argument("--site", required=True)
     s.add_argument("--first-version", type=int, default=1,
                    help="version of the first update (above what the site's gates hold; default 1)")
-    s.add_argument("--out", help="also write each update to this directory (rev-VERSION[.partK].cose)")
+    s.add_argument("--every", metavar="DURATION", default=None,
+                   help="run as a service: one round every DURATION (30s, 2m, 1h) until SIGTERM")
+    s.add_argument("--list", dest="checkin_list", type=int, default=None,
+                   help="the gates' pretix check-in list id (default: the event's only list)")
+    s.add_argument("--out", help="also write each update to this directory (rev-VERSION[.partK].cose), and the "
+                                 "signed check-in list (checkin-list.cose)")
     add_broker_arguments(s, required=False)
     s.set_defaults(func=run_sync)
 
@@ -128,15 +142,44 @@ def run_keys(args) -> int:
     return 0
 
 
+def run_init(args) -> int:
+    """pretix's device initialization: the one-time token for the device's API token, kept 0600."""
+    import os
+
+    from gated import __version__
+    from gated.central.pretix import PretixError, initialize_device
+
+    path = Path(args.device_token_file)
+    if path.exists():
+        raise CommandError(f"{path} exists: this machine is initialized already (remove the file to initialize "
+                           "it as a new device; a token used once cannot be used again)")
+    try:
+        device = initialize_device(args.url, args.token, software_version=__version__,
+                                   insecure_http=args.insecure_http)
+    except PretixError as exc:
+        raise CommandError(f"{exc} (make a new device in pretix and use its token if this one was used or revoked)") \
+            from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(device["api_token"] + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    print(f"initialized as pretix device {device['device_id']} ({device['name']!r}) of organizer "
+          f"{device['organizer']!r}; API token in {path} (0600). Use --organizer {device['organizer']} "
+          f"--device-token-file {path}")
+    return 0
+
+
 def run_sync(args) -> int:
     from gated import keys
-    from gated.central.pretix import PretixError, SyncState, sync_revocations
-    from gated.central.publisher import PublishError, publish_revocations, read_update
+    from gated.central.publisher import publish_revocations, read_update
     from gated.cli.ledger import _settings
     from gated.cli.revoke import part_paths
 
     if not args.broker and not args.out:
         raise CommandError("give --broker (publish to the gates) and/or --out DIR (write update files)")
+    period = _duration(args.every) if args.every is not None else None
     client = _client(args)
     if args.revocation_key:
         from gated.cli.options import deprecated
@@ -160,23 +203,94 @@ def run_sync(args) -> int:
             for version, parts in by_version.items():
                 for path, (_, blob) in zip(part_paths(Path(args.out) / f"rev-{version}.cose", len(parts)),
                                            sorted(parts)):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(blob)
+                    _write_atomically(path, blob)
         if settings is not None:
             publish_revocations(settings, args.site, blobs)
 
+    if period is not None:
+        return _every(args, period, lambda: _sync_round(args, client, key, settings, publish))
+    return _sync_round(args, client, key, settings, publish)
+
+
+def _sync_round(args, client, key, settings, publish) -> int:
+    from gated.central import pretix_orders
+    from gated.central.pretix import PretixError, SyncState, sync_revocations
+    from gated.central.publisher import PublishError
+
     try:
         with SyncState(args.state, event=args.event, site=args.site) as state:
+            orders = pretix_orders.sync_orders(client, state, event=args.event)
             result = sync_revocations(client, state, event=args.event, site=args.site, key=key, publish=publish,
-                                      first_version=args.first_version)
+                                      first_version=args.first_version,
+                                      cancelled=pretix_orders.tickets_in(state, "cancelled"))
+            version, name = pretix_orders.sync_checkin_list(client, state, event=args.event, site=args.site, key=key,
+                                                            list_id=args.checkin_list)
+            sent = _deliver_checkin_list(args, settings, state)
     except (PretixError, PublishError) as exc:
-        raise CommandError(f"{exc} (nothing is lost: run again)") from None
+        hint = ("; this pretix device was revoked: make a new one and run `gated pretix init` with its token"
+                if "Device access has been revoked" in str(exc) else " (nothing is lost: run again)")
+        raise CommandError(f"{exc}{hint}") from None
     except ValueError as exc:  # an update the protocol cannot carry (a delta over 1 MiB)
         raise CommandError(f"{exc}; nothing was signed or sent") from None
-    print(f"pretix {args.event}: {result.revoked_seen} revoked and {result.blocked_seen} blocked entries read; "
+    print(f"pretix {args.event}: {orders.orders_seen} changed orders read ({orders.cancelled} tickets cancelled, "
+          f"{orders.pending} unpaid, {orders.unapproved} awaiting approval); "
+          f"{result.revoked_seen} revoked and {result.blocked_seen} blocked entries read; "
           f"list v{result.version} (+{result.added} -{result.removed}); "
-          f"published {', '.join(f'v{v}' for v in result.published) or 'nothing new'}")
+          f"published {', '.join(f'v{v}' for v in result.published) or 'nothing new'}; "
+          + (f"check-in list {name!r} v{version}{' published' if sent else ''}" if version else
+             "no check-in list in pretix (unpaid and unapproved orders are not enforced)"))
     return 0
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise CommandError(f"--every {text!r}: a duration such as 30s, 2m or 1h")
+    return seconds
+
+
+def _every(args, period: float, round_) -> int:
+    """One round every `period` seconds until SIGTERM or SIGINT; a failed round is said on stderr and
+    the next one tries again (every round is safe to repeat). Exits 0 when stopped."""
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"pretix {args.event}: syncing every {period:g} s until stopped", flush=True)
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            round_()
+        except CommandError as exc:
+            print(f"gated pretix sync: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        stop.wait(max(0.0, period - (time.monotonic() - started)))
+    print(f"pretix {args.event}: stopped", flush=True)
+    return 0
+
+
+def _deliver_checkin_list(args, settings, state) -> bool:
+    """Write the newest signed list to --out and publish what the broker has not taken yet."""
+    from gated.central import pretix_orders
+    latest = pretix_orders.latest_list(state)
+    if latest is None:
+        return False
+    if args.out:
+        _write_atomically(Path(args.out) / "checkin-list.cose", latest[1])
+    waiting = pretix_orders.pending_lists(state)
+    if not waiting:
+        return False
+    if settings is not None:
+        pretix_orders.publish_checkin_list(settings, args.site, waiting[-1][1])
+    pretix_orders.mark_published(state, waiting[-1][0])
+    return True
 
 
 def run_upload(args) -> int:
@@ -194,3 +308,16 @@ def run_upload(args) -> int:
     print(f"pretix {args.event}: {result.uploaded} admissions uploaded, {result.already} uploaded before, "
           f"{result.unknown} not pretix tickets of this event, {len(result.refused)} refused")
     return 0
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """temp file, fsync, rename: a reader sees the old list or the new one, never half of one."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, path)

@@ -22,6 +22,10 @@ def add_gate_options(p, *, event_required: bool = True) -> None:
     p.add_argument("--skew", type=int, default=60, help="allowed clock skew in seconds (default 60)")
     p.add_argument("--state", help="gate state database (default: a temporary one)")
     p.add_argument("--revocations", action="append", default=[], metavar="FILE", help="revocation update file(s) to apply first")
+    p.add_argument("--checkin-list", metavar="FILE", help="a signed pretix check-in list (`gated pretix sync --out`): "
+                   "judge pretix tickets by it, as a gate holding it would")
+    p.add_argument("--pretix-questions", choices=("deny", "admit"), default="deny",
+                   help="products whose check-in list asks questions: deny (default) or admit")
     p.add_argument("--product", action="append", default=None, metavar="NAME",
                    help="admit only this product (repeat): a GT ticket type, a pretix item id or ITEM/VARIATION")
     p.add_argument("--pretix-entries", type=int, default=1, metavar="N",
@@ -56,24 +60,37 @@ class GateSetup:
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="gated-verify-")
             path = Path(self._tmp.name) / "state.db"
-        site = args.site or _stored_site(path) or _site_of_files(args.revocations) or "local"
+        files = args.revocations + ([args.checkin_list] if getattr(args, "checkin_list", None) else [])
+        site = args.site or _stored_site(path) or _site_of_files(files) or "local"
         self.store = store.GateStore(path, site=site, gate=_stored_gate(path) or "desk")
         self.now = float(args.now) if args.now else iso_option(args.at, "--at", default=None) or time.time()
         for file in args.revocations:
             self.apply_revocation_file(file)
+        if getattr(args, "checkin_list", None):
+            self.apply_checkin_list(args.checkin_list)
         self.context = decide.GateContext(site=site, events=frozenset(args.event), zone=args.zone, skew_s=args.skew,
                                             products=frozenset(args.product) if args.product else None,
                                             pretix_entries=args.pretix_entries,
                                             pretix_subevents=frozenset(args.pretix_subevent)
-                                            if args.pretix_subevent else None)
+                                            if args.pretix_subevent else None,
+                                            pretix_questions=getattr(args, "pretix_questions", "deny"))
+
+    def apply_checkin_list(self, file: str) -> None:
+        from gated.gate import checkinlists
+
+        blob = _read_message(file, "check-in list")
+        if blob is None:
+            return
+        outcome = checkinlists.accept(self.store, blob, self.keyring, site=self.store.site)
+        if outcome.status == "rejected" and outcome.code != "replay":
+            held = f"v{outcome.version} stays" if outcome.version else "no list held"
+            print(f"check-in list {file}: rejected ({outcome.code}): {outcome.detail}; {held}", file=sys.stderr)
 
     def apply_revocation_file(self, file: str) -> None:
         from gated.gate.revocations import apply_update
 
-        try:
-            blob = Path(file).read_bytes()
-        except OSError as exc:
-            print(f"revocations {file}: rejected: cannot read ({exc.strerror})", file=sys.stderr)
+        blob = _read_message(file, "revocations")
+        if blob is None:
             return
         outcome = apply_update(self.store, blob, self.keyring, site=self.store.site, now_ms=int(self.now * 1000))
         if outcome.status == "rejected":
@@ -88,6 +105,15 @@ class GateSetup:
         self.store.close()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _read_message(file: str, what: str) -> bytes | None:
+    """A signed message from a file, or None (said on stderr) if it cannot be read."""
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        print(f"{what} {file}: rejected: cannot read ({exc.strerror})", file=sys.stderr)
+        return None
 
 
 def _peek_meta(path, key):
@@ -143,7 +169,7 @@ def run(args) -> int:
         setup.close()
     if args.json:
         claims = decision.ticket.claims if decision.ticket else None
-        print(json.dumps({"decision": decision.word, "reason": decision.reason.value,
+        print(json.dumps({"decision": decision.word, "reason": decision.reason.value, "detail": decision.detail,
                           "ticket": decision.cti.hex() if decision.cti else None,
                           "event": claims.aud if claims else None, "type": claims.typ if claims else None,
                           "seat": claims.seat if claims else None}))

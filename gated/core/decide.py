@@ -22,6 +22,11 @@ Checks run in a fixed order so that one scan always yields one reason:
                 last came in (`facts.outside`: more exits recorded than re-entries): then a
                 re-entry, no entry spent
     the zone    the gate has a capacity and its zone holds that many (`facts.zone_inside`) -> CAPACITY
+
+A pretix ticket at a gate that holds the event's check-in list (`facts.pretix`) is judged, after the
+gate mode, the code, the place and the gate's own product limit, by that list in pretix's order
+(gated/core/pretix_checkin.py: revoked, unapproved, validity, the list's products, unpaid, rules,
+questions, already used), then the capacity. With an untrusted clock the time rules above apply.
     otherwise   OK, admit
 
 An exit gate (`direction="out"`, a scan-out exit) lets a readable ticket of its event out: after
@@ -59,6 +64,7 @@ class GateContext:
     direction: str = "in"  # "in": an entry gate (scans admit); "out": a scan-out exit gate
     reentry: bool = False  # a ticket whose latest movement is an exit may come in again, no entry spent
     capacity: int | None = None  # people the gate's zone may hold (None: no limit)
+    pretix_questions: str = "deny"  # a pretix list's products with check-in questions: "deny" or "admit"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,17 @@ class Facts:
     outside: bool = False  # the ticket has more recorded exits than re-entries (own and peers' events)
     zone_inside: int = 0  # people in the gate's zone, as the gate knows it (only read with a capacity)
     occupancy_source: str = ""  # which figure zone_inside is: "central" (the ledger's) or "local"
+    pretix: PretixFacts | None = None  # the gate holds a pretix check-in list: judge pretix tickets by it
+
+
+@dataclass(frozen=True)
+class PretixFacts:
+    """A gate holding a pretix check-in list (gated/core/checkinlist.py): the list, the ticket's
+    movements (own and peers' entries and exits) and the pretix id of this gate."""
+
+    checkin_list: object  # a CheckinList
+    history: tuple = ()  # pretix_rules.Movement, oldest first
+    gate_pk: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,8 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.WRONG_ZONE, f"product {products_of(code)[-1]!r} is not admitted at this gate")
     if gate.direction == "out":
         return Decision(True, Reason.OK, ticket, cti, "exit", direction="out")
+    if facts.pretix is not None and _is_pretix(code) and time_trusted and facts.pretix.checkin_list.event == claims.aud:
+        return _by_checkin_list(code, gate, facts, now)
     if claims.zon is not None and gate.zone not in claims.zon:
         return deny(Reason.WRONG_ZONE, f"ticket for zones {list(claims.zon)}, gate in {gate.zone!r}")
     if not time_trusted:
@@ -143,6 +162,24 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
     if reentry:
         return Decision(True, Reason.OK, ticket, cti, "re-entry after a recorded exit", reentry=True, **counted)
     return Decision(True, Reason.OK, ticket, cti, **counted)
+
+
+def _by_checkin_list(code: Ticket, gate: GateContext, facts: Facts, now: float) -> Decision:
+    """A pretix ticket at a gate holding its check-in list: pretix's order and reasons
+    (gated/core/pretix_checkin.py), then the gate's own capacity."""
+    from gated.core.pretix_checkin import judge
+
+    held = facts.pretix
+    verdict = judge(code, held.checkin_list, revoked=facts.revoked, history=held.history, now=now,
+                    gate_pk=held.gate_pk, skew_s=gate.skew_s, questions=gate.pretix_questions)
+    if not verdict.admit:
+        return Decision(False, verdict.reason, code, code.claims.cti, verdict.detail)
+    counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
+    if gate.capacity is not None and facts.zone_inside >= gate.capacity:
+        return Decision(False, Reason.CAPACITY, code, code.claims.cti,
+                        f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}", **counted)
+    return Decision(True, Reason.OK, code, code.claims.cti, "re-entry after an exit" if verdict.reentry else "",
+                    reentry=verdict.reentry, **counted)
 
 
 def products_of(ticket: Ticket) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Reason codes of a scan decision: the complete set of PROTOCOL §5, stable on the wire, plus
 this implementation's extensions (docs/protocol.md part 2): `internal_error`, a scan the gate could
 not judge because of a fault in the gate itself, denied; `capacity`, a valid ticket denied because
-the gate's zone is full."""
+the gate's zone is full; `unpaid`, `unapproved`, `rules` and `questions`, a pretix ticket that its
+check-in list does not admit (gated/core/pretix_checkin.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ class Reason(str, enum.Enum):
     LOCKED = "locked"
     INTERNAL_ERROR = "internal_error"  # extension (docs/protocol.md), not in PROTOCOL §5's set
     CAPACITY = "capacity"  # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the zone is full
+    # extensions (docs/protocol.md, "pretix check-in lists"): a pretix ticket judged by its check-in list
+    UNPAID = "unpaid"
+    UNAPPROVED = "unapproved"
+    RULES = "rules"
+    QUESTIONS = "questions"
 
     def __str__(self) -> str:  # so f-strings and logs show the wire value
         return self.value
@@ -49,4 +55,8 @@ MEANING: dict[Reason, str] = {
     Reason.LOCKED: "the gate is locked (by an operator, or until it has a current revocation list)",
     Reason.INTERNAL_ERROR: "the gate could not judge this code (a fault in the gate, logged with an alarm): try again",
     Reason.CAPACITY: "a valid ticket, but the zone is full: entries wait until people leave",
+    Reason.UNPAID: "a pretix order that is not paid yet (the check-in list does not admit pending orders)",
+    Reason.UNAPPROVED: "a pretix order that awaits the organiser's approval",
+    Reason.RULES: "the custom rules of the pretix check-in list do not admit it now (the detail says which)",
+    Reason.QUESTIONS: "the pretix check-in list asks questions a turnstile cannot: see the box office",
 }

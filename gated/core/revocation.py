@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
 from gated.core.errors import Rejected
-from gated.core.signed import Keyring, SignedRejected, open_signed
+from gated.core.signed import Keyring, open_message
 
 MAX_MESSAGE = 1024 * 1024
 SITE, VERSION, BASE, ADD, REMOVE, IAT, PART, PARTS = 1, 2, 3, 4, 5, 6, 7, 8
@@ -79,12 +79,7 @@ def encode_updates(key: Ed25519PrivateKey, *, site: str, version: int, base: int
 
 def parse_update(blob: bytes, keyring: Keyring) -> Update:
     """Verify and decode one message; raises UpdateRejected."""
-    if len(blob) > MAX_MESSAGE:
-        raise UpdateRejected("too_large", f"{len(blob)} bytes, over {MAX_MESSAGE}")
-    try:
-        key, body = open_signed(blob, keyring, "revocation")
-    except SignedRejected as exc:
-        raise UpdateRejected(exc.code, exc.detail) from None
+    key, body = open_message(blob, keyring, "revocation", limit=MAX_MESSAGE, rejected=UpdateRejected)
     return update_from_payload(body, key.name)
 
 

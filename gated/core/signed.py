@@ -93,3 +93,23 @@ def open_signed(blob: bytes, keyring: Keyring, role: str) -> tuple[TrustedKey, o
         return key, cose.loads_exact(sign1.payload)
     except cose.CoseError as exc:
         raise SignedRejected("malformed", f"payload: {exc}") from None
+
+
+def check_newer(site: str, version: int, *, gate_site: str, held: int, rejected: type[Rejected]) -> None:
+    """A site's versioned message (revocation update, check-in list) for this gate: its site
+    (`wrong_site`) and a version above the one held (`replay`: a replay or a rollback)."""
+    if site != gate_site:
+        raise rejected("wrong_site", f"for site {site!r}, gate at {gate_site!r}")
+    if version <= held:
+        raise rejected("replay", f"version {version} not above the held {held}")
+
+
+def open_message(blob: bytes, keyring: Keyring, role: str, *, limit: int, rejected: type[Rejected]):
+    """open_signed() for a message of at most `limit` bytes, every refusal as the message's own
+    `rejected` class (code too_large, or open_signed's code)."""
+    if len(blob) > limit:
+        raise rejected("too_large", f"{len(blob)} bytes, over {limit}")
+    try:
+        return open_signed(blob, keyring, role)
+    except SignedRejected as exc:
+        raise rejected(exc.code, exc.detail) from None

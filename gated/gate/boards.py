@@ -29,7 +29,8 @@ alarm, or when its wire is cut, which is why emergency contacts should be NC).
 Feedback classes (a reason's class picks the pattern; a missing class falls back to `deny`):
     admit: ok        invalid: malformed unsupported unknown_key bad_signature static_copy
     wrong_place: wrong_event wrong_zone       wrong_time: not_yet_valid expired stale_code
-    used: already_used   revoked: revoked   locked: locked capacity   emergency: emergency
+    used: already_used   revoked: revoked unpaid unapproved questions   locked: locked capacity
+    emergency: emergency   (rules: wrong_time)
     fault: the store failed (not a reason: the gate could not record the scan)
 
 `load_board()` reports every problem at once, each with its key path (BoardError.problems); the tables
@@ -61,6 +62,9 @@ REASON_CLASS: dict[Reason, str] = {
     Reason.ALREADY_USED: "used", Reason.REVOKED: "revoked", Reason.LOCKED: "locked",
     Reason.CAPACITY: "locked",  # the zone is full: like a locked gate, come back when people have left
     Reason.EMERGENCY: "emergency", Reason.INTERNAL_ERROR: "fault",
+    # a pretix check-in list's own reasons: the holder must go to the box office, as for a revoked ticket
+    Reason.UNPAID: "revoked", Reason.UNAPPROVED: "revoked", Reason.QUESTIONS: "revoked",
+    Reason.RULES: "wrong_time",  # mostly when (a time window, once a day, minutes since the last entry)
 }
 FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "used", "revoked", "locked",
                     "emergency", "fault")

@@ -119,7 +119,7 @@ def gate_context(cfg: Config):
     return GateContext(site=g.site, events=frozenset(g.events), zone=g.zone,
                        skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
                        products=frozenset(g.products) if g.products is not None else None,
-                       pretix_entries=g.pretix_entries,
+                       pretix_entries=g.pretix_entries, pretix_questions=g.pretix_questions,
                        pretix_subevents=None if g.pretix_subevents is None else frozenset(g.pretix_subevents),
                        direction="out" if g.direction == "exit" else "in",
                        reentry=g.reentry, capacity=g.capacity)

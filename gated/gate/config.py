@@ -66,6 +66,10 @@ class GateSection:
                                                       "pretix item ids \"12\" or item/variation \"12/3\"")
     pretix_entries: int = _opt(1, doc="entries a pretix ticket allows at this site (its code states none); "
                                       "0 = unlimited", minimum=0)
+    pretix_questions: str = _opt("deny", doc="a pretix check-in list whose product has questions to answer at "
+                                             "check-in: deny (reason `questions`: the box office asks them, as "
+                                             "pretix waits for the answers) or admit (the questions are skipped)",
+                                 choices=("deny", "admit"))
     pretix_subevents: tuple[int, ...] | None = _opt(None, doc="pretix event series: admit only these dates "
                                                             "(subevent ids; absent: every date)")
     direction: str = _opt("entry", doc="entry (scans let people in), exit (people go out; see `exit`), or both "

@@ -71,6 +71,7 @@ class Daemon:
         self._stop = threading.Event()  # set by a signal or stop(): the owner loop ends
         self._camera_stop = threading.Event()
         self._camera_thread: threading.Thread | None = None
+        self._list_unreadable_said = False  # the held check-in list stopped verifying: said once
         self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
         self.metrics = self._metrics_server = None
@@ -148,7 +149,22 @@ class Daemon:
             uplink.subscribe(beacon_topic(cfg.gate.site), self._beacon)
         if cfg.gate.capacity is not None:
             uplink.subscribe(topics.occupancy_topic(cfg.gate.site), self._occupancy)
+        uplink.subscribe(topics.checkin_list_topic(cfg.gate.site), self._checkin_list)
         return uplink
+
+    def _checkin_list(self, topic: str, payload: bytes) -> None:
+        """A pretix check-in list (gated/gate/checkinlists.py): taken, or refused keeping the one held."""
+        from gated.gate import checkinlists
+
+        if not payload:  # a cleared retained topic: the list held stays
+            return
+        outcome = checkinlists.accept(self.store, payload, self.keyring, site=self.cfg.gate.site)
+        if outcome.status == "applied":
+            log.info("check-in list", name=outcome.name, version=outcome.version)
+        elif outcome.code == "replay":
+            log.info("check-in list ignored", code=outcome.code, detail=outcome.detail)
+        else:
+            log.warning("check-in list rejected", code=outcome.code, detail=outcome.detail, kept=outcome.version)
 
     def _occupancy(self, topic: str, payload: bytes) -> None:
         """The ledger's retained occupancy figures: kept for the capacity check while fresh
@@ -364,6 +380,17 @@ class Daemon:
         inside, source = self.store.zone_occupancy(self.cfg.gate.zone, int(self.clock.now() * 1000))  # as scans see it
         return inside, source, self.cfg.gate.capacity
 
+    def _held_list(self) -> tuple[str, int] | None:
+        from gated.gate import checkinlists
+
+        held = checkinlists.held(self.store, self.keyring)
+        stored = checkinlists.held_version(self.store)
+        if held is None and stored and not self._list_unreadable_said:
+            self._list_unreadable_said = True  # once: the health report comes every few seconds
+            log.error("check-in list held no longer verifies: pretix tickets are judged without it",
+                      version=stored, fix="trust its signer again, or have `gated pretix sync` send a new version")
+        return None if held is None else (held.name, held.version)
+
     def _health(self, now: float) -> None:
         if now < self._next_health:
             return
@@ -378,7 +405,8 @@ class Daemon:
         body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
-                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure())
+                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure(),
+                               checkin_list=self._held_list())
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.metrics is not None:
             self.metrics.update(body)

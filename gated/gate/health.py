@@ -82,7 +82,8 @@ class Counters:
 
 def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
              rev_iat: int, clock: dict, mode: str, camera_ok: bool, store_ok: bool,
-             rev_stale: str | None = None, occupancy: tuple[int, str, int | None] | None = None) -> dict:
+             rev_stale: str | None = None, occupancy: tuple[int, str, int | None] | None = None,
+             checkin_list: tuple[str, int] | None = None) -> dict:
     """The health message body (pure apart from the frame-rate mark it advances). `clock` is
     TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}."""
     return {
@@ -107,6 +108,8 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the gate's own figure for its zone
         **({} if occupancy is None else {"occupancy": occupancy[0], "occupancy_source": occupancy[1],
                                          "capacity": occupancy[2]}),
+        # extension (docs/protocol.md, "pretix check-in lists"): the pretix check-in list the gate holds
+        **({} if checkin_list is None else {"checkin_list": checkin_list[0], "checkin_list_version": checkin_list[1]}),
     }
 
 
@@ -141,6 +144,11 @@ def prometheus_text(body: dict, *, site: str, gate: str) -> str:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {int(value)}"]
     lines += ["# HELP gated_mode the gate's mode (online, locked, emergency)", "# TYPE gated_mode gauge",
               f'gated_mode{{{labels},mode="{body["mode"]}"}} 1']
+    if body.get("checkin_list_version"):
+        name = str(body.get("checkin_list", "")).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+        lines += ["# HELP gated_checkin_list_version the pretix check-in list the gate holds",
+                  "# TYPE gated_checkin_list_version gauge",
+                  f'gated_checkin_list_version{{{labels},list="{name}"}} {int(body["checkin_list_version"])}']
     return "\n".join(lines) + "\n"
 
 

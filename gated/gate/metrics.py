@@ -50,3 +50,8 @@ class GateCollector(Collector):
                                  labels=labels + ["mode"])
         mode.add_metric(values + [str(body.get("mode"))], 1)
         yield mode
+        if body.get("checkin_list_version"):
+            held = GaugeMetricFamily("gated_checkin_list_version", "the pretix check-in list the gate holds",
+                                     labels=labels + ["list"])
+            held.add_metric(values + [str(body.get("checkin_list"))], int(body["checkin_list_version"]))
+            yield held

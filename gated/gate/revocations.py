@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gated.core.revocation import UpdateRejected, parse_update
-from gated.core.signed import Keyring
+from gated.core.signed import Keyring, check_newer
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,7 @@ def apply_update(store, blob: bytes, keyring: Keyring, *, site: str, now_ms: int
     current = store.revocation_state().version
     try:
         update = parse_update(blob, keyring)
-        if update.site != site:
-            raise UpdateRejected("wrong_site", f"update for site {update.site!r}, gate at {site!r}")
-        if update.version <= current:
-            raise UpdateRejected("replay", f"version {update.version} not above current {current}")
+        check_newer(update.site, update.version, gate_site=site, held=current, rejected=UpdateRejected)
     except UpdateRejected as exc:
         return Outcome("rejected", current, exc.code, exc.detail)
     if update.is_snapshot and update.parts > 1:

@@ -302,6 +302,14 @@ class GateStore:
                 "ORDER BY ts_ms", (cti,)).fetchall()
         return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
 
+    def movements(self, cti: bytes) -> list[tuple[int, str]]:
+        """(ts_ms, dir) of every entry and exit of a ticket, own and peers', oldest first: the
+        history a pretix check-in list's rules count (gated/gate/checkinlists.py)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT ts_ms, dir FROM admissions WHERE cti = ?1 UNION ALL "
+                "SELECT ts_ms, dir FROM peer_admissions WHERE cti = ?1 ORDER BY ts_ms", (cti,)).fetchall()
+
     # --- events -----------------------------------------------------------------------------
 
     def _append(self, db, body: dict, ts_ms: int) -> dict:

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gated.core.decide import Decision, Facts, GateContext, decide
 from gated.core.signed import Keyring
 from gated.core.scanned import read_code
 from gated.core.ticket import Ticket
+from gated.core.pretix_secret import PretixTicket
+from gated.gate import checkinlists
 
 
 def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,
@@ -17,6 +21,10 @@ def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, 
                 "now_ms": int(now * 1000)}
     if isinstance(code, Ticket):
         facts = store.facts(code.claims.cti, code.step, **counting) if store is not None else Facts()
+        if store is not None and isinstance(code, PretixTicket) and gate.direction == "in":
+            held = checkinlists.facts_for(store, keyring, code, gate_id=store.gate)
+            if held is not None:
+                facts = replace(facts, pretix=held)
     else:
         facts = store.facts(None, **counting) if store is not None else Facts()
     return decide(code, gate, facts, now, time_trusted=time_trusted)

@@ -72,6 +72,8 @@ def shop(tmp_path, monkeypatch):
     (tmp_path / "token").write_text("abc123\n")
     main(["keys", "generate", "--out", "k", "--name", "rev"])
     s = Shop()
+    s.answer(EVENT_PATH + "orders/", page([]))  # no orders and no check-in list unless a test says otherwise
+    s.answer(EVENT_PATH + "checkinlists/", page([]))
     yield s
     s.close()
 
@@ -160,7 +162,7 @@ def test_pages_are_followed_and_the_latest_block_state_wins(shop, capsys):
     shop.answer(EVENT_PATH + "revokedsecrets/", page([{"secret": "r2", "created": "2026-06-01T20:01:00Z"}]))
     code, text = sync(capsys, shop)  # the overlap reads r2 again: nothing new
     assert code == 0 and "published nothing new" in text, text
-    assert any("created_since=2026-06-01T19%3A56%3A00" in p for p, _ in shop.requests[-2:])  # the cursor, less 5 min
+    assert any("created_since=2026-06-01T19%3A56%3A00" in p for p, _ in shop.requests if "revokedsecrets" in p)  # the cursor, less 5 min
 
 
 def test_upload_counts_entries_and_a_rollback_only_by_the_admitting_gate(tmp_path):
@@ -188,6 +190,96 @@ def test_upload_counts_entries_and_a_rollback_only_by_the_admitting_gate(tmp_pat
                         for i, g, q, k, d, r, res, t in rows])
     # g1:2 rolled back by g1; g2 cannot undo g1:1; g9:1 is an exit scan, not an entry for pretix's list
     assert [row[0] for row in admissions(path, "E")] == ["g1:1"]
+
+
+# --- orders and the check-in list (gated/central/pretix_orders.py) -------------------------------
+
+def order(code, status, *positions, modified="2026-06-01T20:00:00Z", **extra):
+    return {"code": code, "status": status, "last_modified": modified, **extra,
+            "positions": [{"secret": s, "canceled": c} for s, c in positions]}
+
+
+def revoked_ids(out_dir):
+    import cbor2
+
+    from gated.core import cose
+
+    ids = set()
+    for path in sorted(out_dir.glob("rev-*.cose"), key=lambda p: int(p.stem.split("-")[1].split(".")[0])):
+        body = cbor2.loads(cose.parse(path.read_bytes()).payload)
+        ids = (ids | set(body[4])) - set(body[5]) if body[3] else set(body[4])
+    return ids
+
+
+def test_cancelled_orders_and_positions_are_revoked_and_a_reactivated_order_is_not(shop, capsys, tmp_path):
+    from gated.core.pretix_secret import ticket_id
+
+    shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    shop.answer(EVENT_PATH + "orders/", page([
+        order("A", "c", ("sa", False)), order("B", "p", ("sb1", False), ("sb2", True)),
+        order("C", "n", ("sc", False)), order("D", "n", ("sd", False), require_approval=True),
+        order("E", "n", ("se", False), valid_if_pending=True), order("F", "e", ("sf", False))]))
+    code, text = sync(capsys, shop)
+    assert code == 0 and "6 changed orders read (3 tickets cancelled, 1 unpaid, 1 awaiting approval)" in text, text
+    assert "no check-in list in pretix" in text
+    assert revoked_ids(tmp_path / "out") == {ticket_id(s) for s in ("sa", "sb2", "sf")}
+    shop.answer(EVENT_PATH + "orders/", page([order("A", "p", ("sa", False), modified="2026-06-02T10:00:00Z")]))
+    code, text = sync(capsys, shop)  # the order was reactivated in pretix
+    assert code == 0 and "(+0 -1); published v2" in text, text
+    assert revoked_ids(tmp_path / "out") == {ticket_id(s) for s in ("sb2", "sf")}
+    assert any("modified_since=2026-06-01T19%3A55%3A00" in p for p, _ in shop.requests if "orders" in p)
+    shop.answer(EVENT_PATH + "orders/", page([{"code": "G", "status": "x", "positions": []}]))
+    code, text = sync(capsys, shop)
+    assert code == 2 and "without code, status or positions" in text and "run again" in text
+
+
+def test_the_check_in_list_is_signed_only_when_it_changed_and_never_with_rules_a_gate_cannot_evaluate(shop, capsys,
+                                                                                                     tmp_path):
+    shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    shop.answer(EVENT_PATH, {"timezone": "Europe/Berlin", "date_from": "2026-06-01T18:00:00+02:00",
+                             "date_to": None, "date_admission": None})
+    shop.answer(EVENT_PATH + "questions/", page([{"ask_during_checkin": True, "items": [5]}]))
+    gates = {"id": 3, "name": "Gates", "all_products": True, "limit_products": [], "include_pending": False,
+             "allow_multiple_entries": False, "allow_entry_after_exit": True, "exit_all_at": None, "subevent": None,
+             "rules": {"<": [{"var": "entries_today"}, 1]}}
+    shop.answer(EVENT_PATH + "checkinlists/", page([gates, {**gates, "id": 4, "name": "VIP"}]))
+    code, text = sync(capsys, shop)
+    assert code == 2 and "several" in text and "--list" in text
+    code, text = sync(capsys, shop, "--list", "3")
+    assert code == 0 and "check-in list 'Gates' v1 published" in text, text
+    first = (tmp_path / "out" / "checkin-list.cose").read_bytes()
+    code, text = sync(capsys, shop, "--list", "3")
+    assert code == 0 and "check-in list 'Gates' v1" in text and "v1 published" not in text
+    assert (tmp_path / "out" / "checkin-list.cose").read_bytes() == first
+    shop.answer(EVENT_PATH + "checkinlists/", page([{**gates, "rules": {"weekday_is": [6]}}]))
+    code, text = sync(capsys, shop, "--list", "3")
+    assert code == 2 and "unknown operator 'weekday_is'" in text and "nothing was sent" in text
+    assert (tmp_path / "out" / "checkin-list.cose").read_bytes() == first
+    shop.answer(EVENT_PATH + "checkinlists/", page([{**gates, "allow_multiple_entries": True}]))
+    code, text = sync(capsys, shop, "--list", "3")
+    assert code == 0 and "check-in list 'Gates' v2 published" in text, text
+
+
+def test_a_list_that_could_not_be_published_goes_out_on_the_next_run(shop, capsys, tmp_path, broker):
+    """Cut off from the broker: nothing is lost, the next run publishes the list, retained, and then nothing new."""
+    from gated.topics import checkin_list_topic
+    from tests.pretix.test_pretix_venue import retained
+
+    shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    shop.answer(EVENT_PATH, {"timezone": "UTC", "date_from": "2026-06-01T18:00:00Z"})
+    shop.answer(EVENT_PATH + "questions/", page([]))
+    shop.answer(EVENT_PATH + "checkinlists/", page([{"id": 3, "name": "Gates", "all_products": True, "rules": {}}]))
+    shop.answer(EVENT_PATH + "orders/", page([order("C", "n", ("sc", False))]))
+    code, text = sync(capsys, shop, "--broker", f"mqtt://127.0.0.1:{free_port()}")
+    assert code == 2 and "run again" in text
+    code, text = sync(capsys, shop, "--broker", broker.url)
+    assert code == 0 and "check-in list 'Gates' v1 published" in text, text
+    assert retained(broker, checkin_list_topic("s")) == (tmp_path / "out" / "checkin-list.cose").read_bytes()
+    code, text = sync(capsys, shop, "--broker", broker.url)
+    assert code == 0 and "published nothing new; check-in list 'Gates' v1\n" in text, text
 
 
 # --- the connection: https only, the token on the shop's origin, bounded answers -----------------

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from datetime import timezone
 from dataclasses import replace
 
 import pytest
 
-from gated.core.decide import Facts, GateContext, GateMode, decide
+from gated.core.checkinlist import CheckinList
+from gated.core.decide import Facts, GateContext, GateMode, PretixFacts, decide
+from gated.core.pretix_rules import EventTimes
+from gated.core.pretix_secret import PretixTicket
 from gated.core.reasons import Reason
 from gated.core.ticket import STEP_SECONDS, Claims, Rejection, Ticket
 
@@ -23,6 +27,19 @@ def static(**changes) -> Ticket:
 
 def dynamic(step=STEP, **changes) -> Ticket:
     return Ticket(claims=replace(CLAIMS, dev=b"\x01" * 32, **changes), issuer="box", dynamic=True, step=step)
+
+
+def pretix(**changes) -> PretixTicket:
+    return PretixTicket(claims=replace(CLAIMS, **changes), issuer="pretix", item=12)
+
+
+def held(**changes) -> Facts:
+    """Facts of a gate holding a pretix check-in list of event FINAL (single entry, no rules)."""
+    clist = CheckinList(site="arena", version=1, iat=0, event="FINAL", list_id=3, name="Gates", include_pending=False,
+                        allow_multiple_entries=False, allow_entry_after_exit=True, all_products=True,
+                        limit_products=frozenset(), subevent=None, rules={}, exit_all_at=None,
+                        times=EventTimes(tz=timezone.utc, date_from=NOW), tz_name="UTC")
+    return Facts(pretix=PretixFacts(checkin_list=replace(clist, **changes)))
 
 
 ROWS = [
@@ -68,6 +85,21 @@ ROWS = [
     ("ok: one below capacity", static(), {"capacity": 10}, Facts(zone_inside=9), Reason.OK),
     ("already_used before capacity", static(), {"capacity": 10}, Facts(admissions=1, zone_inside=10), Reason.ALREADY_USED),
     ("revoked before capacity", static(), {"capacity": 1}, Facts(revoked=True, zone_inside=5), Reason.REVOKED),
+    # a pretix ticket judged by its check-in list (gated/core/pretix_checkin.py has the full order)
+    ("pretix list: ok", pretix(), {}, held(), Reason.OK),
+    ("unpaid", pretix(), {}, held(pending=frozenset({bytes(16)})), Reason.UNPAID),
+    ("unpaid: a list that includes pending orders", pretix(), {}, held(pending=frozenset({bytes(16)}),
+                                                                      include_pending=True), Reason.OK),
+    ("unapproved", pretix(), {}, held(unapproved=frozenset({bytes(16)}), include_pending=True), Reason.UNAPPROVED),
+    ("rules", pretix(), {}, held(rules={"==": [{"var": "product"}, 13]}), Reason.RULES),
+    ("questions", pretix(), {}, held(questions=frozenset({12})), Reason.QUESTIONS),
+    ("questions: the gate admits them", pretix(), {"pretix_questions": "admit"}, held(questions=frozenset({12})),
+     Reason.OK),
+    ("pretix list: wrong_zone for a product off the list", pretix(), {}, held(all_products=False), Reason.WRONG_ZONE),
+    ("pretix list: an exit gate lets it out", pretix(), {"direction": "out"}, held(pending=frozenset({bytes(16)})),
+     Reason.OK),
+    ("pretix list of another event: the plain rules", pretix(), {}, held(event="OTHER", questions=frozenset({12})),
+     Reason.OK),
     # precedence: one scan, one reason
     ("locked before malformed", Rejection(Reason.MALFORMED, "x"), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
     ("wrong_event before expired", static(aud="X", exp=NOW - 9999), {}, Facts(), Reason.WRONG_EVENT),

@@ -92,6 +92,10 @@ class Pretix:
     items: dict
     checkin_list: int
     process: subprocess.Popen
+    config: Path
+    device_token_south: str = ""
+    gates: dict | None = None  # pretix gate ids by name (north, south)
+    variations: dict | None = None  # the Day pass's variation ids (saturday, sunday)
 
     @property
     def api(self) -> str:
@@ -105,12 +109,33 @@ class Pretix:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
-    def order(self, *items: str) -> dict:
-        """A paid order with one position per product name; pretix assigns the secrets."""
+    def order(self, *items: str, status: str = "p", **extra) -> dict:
+        """An order (paid unless `status` says "n", pending) with one position per product name; pretix
+        assigns the secrets. `extra`: further fields of pretix's order creation (require_approval...)."""
         return self.call("POST", "orders/", {
-            "email": "visitor@example.org", "locale": "en", "sales_channel": "web", "status": "p",
-            "payment_provider": "manual",
+            "email": "visitor@example.org", "locale": "en", "sales_channel": "web", "status": status,
+            "payment_provider": "manual", **extra,
             "positions": [{"item": self.items[name], "price": "10.00"} for name in items]})
+
+    def organizer_call(self, method: str, path: str, body: dict | None = None, *, auth: str | None = None):
+        """A call below /api/v1/organizers/<organizer>/ (check-in RPC, gates), with `auth` or the team token;
+        pretix's error answers (HTTP 400) come back as their JSON too."""
+        request = urllib.request.Request(f"{self.url}/api/v1/organizers/{self.organizer}/{path}", method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Authorization": auth or f"Token {self.token}",
+                                                  "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 400:
+                raise
+            return json.loads(exc.read() or b"null")
+
+    def run_periodic(self) -> None:
+        """pretix's periodic tasks (the automatic check-out of `exit_all_at` among them)."""
+        done = _pretix(self.config, "-m", "pretix", "runperiodic", timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     def checkins(self, position_id: int) -> list[dict]:
         return self.call("GET", f"orderpositions/{position_id}/")["checkins"]
@@ -142,7 +167,9 @@ def pretix(tmp_path_factory) -> Pretix:
     shop = Pretix(url=f"http://127.0.0.1:{port}", organizer=setup["organizer"], event=setup["event"],
                   token=setup["token"], token_file=root / "token", device_token_file=root / "device-token",
                   items=setup["items"],
-                  checkin_list=setup["checkin_list"], process=process)
+                  checkin_list=setup["checkin_list"], process=process, config=config,
+                  device_token_south=setup["device_token_south"], gates=setup["gates"],
+                  variations=setup["variations"])
     deadline = time.monotonic() + 120
     while True:
         try:

@@ -48,7 +48,7 @@ class Desk:
         gated("keys", "trust", "--keyring", self.ring, "--role", "revocation", tmp / "k" / "rev.pub")
 
     def sync(self, *extra, check=True):
-        return gated("pretix", "sync", *self.shop, "--state", self.tmp / "sync.db",
+        return gated("pretix", "sync", *self.shop, "--list", self.pretix.checkin_list, "--state", self.tmp / "sync.db",
                      "--signing-key", self.tmp / "k" / "rev.key", "--site", SITE, *extra, check=check)
 
     def upload(self, state="sync.db"):
@@ -71,6 +71,11 @@ def wait_rev(gate, version: int) -> None:
                   what=f"revocation list v{version} at the gate")
 
 
+def wait_list(gate, version: int) -> None:
+    gate.wait_for(lambda: any(e.get("version", 0) >= version for e in gate.logged("check-in list")),
+                  what=f"check-in list v{version} at the gate")
+
+
 def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
     from gated.gate.rehearsal.control import Client
 
@@ -79,7 +84,7 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
     sa, sb, sc = (o["positions"][0]["secret"] for o in (a, b, c))
     desk = Desk(tmp_path, pretix, broker, device=True)  # device authentication, pretixSCAN's profile
     gated("pretix", "keys", *desk.shop, "--keyring", desk.ring)
-    assert "list v1 (+0 -0); published v1" in desk.sync("--broker", broker.url).stdout
+    assert "; published v1;" in desk.sync("--broker", broker.url).stdout  # (other tests of the session cancel orders too)
 
     ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
                                "--db", tmp_path / "ledger.db", "--exit-after", "600"],
@@ -101,7 +106,8 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
         assert shown(gate, client, early["positions"][0]["secret"])["reason"] == "expired"
 
         pretix.call("POST", f"orders/{b['code']}/mark_canceled/", {})
-        assert "(+1 -0); published v2" in desk.sync("--broker", broker.url).stdout
+        # the cancelled order's ticket (and any secret pretix replaced on the way) is revoked
+        assert "published v2" in desk.sync("--broker", broker.url).stdout
         wait_rev(gate, 2)
         assert shown(gate, client, sb)["reason"] == "revoked"
 
@@ -114,6 +120,22 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
         assert "(+0 -1); published v4" in desk.sync("--broker", broker.url).stdout
         wait_rev(gate, 4)
         assert shown(gate, client, sc)["decision"] == "admit"
+
+        # payment and approval: an unpaid order is denied `unpaid` until pretix marks it paid; a cancelled
+        # position inside a paid order is revoked, its sibling still admits
+        unpaid = pretix.order("adult", status="n")
+        pair = pretix.order("adult", "adult")
+        pretix.call("DELETE", f"orderpositions/{pair['positions'][1]['id']}/")
+        assert "published v5" in desk.sync("--broker", broker.url).stdout
+        wait_rev(gate, 5)
+        wait_list(gate, 2)
+        assert shown(gate, client, unpaid["positions"][0]["secret"])["reason"] == "unpaid"
+        assert shown(gate, client, pair["positions"][1]["secret"])["reason"] == "revoked"
+        assert shown(gate, client, pair["positions"][0]["secret"])["decision"] == "admit"
+        pretix.call("POST", f"orders/{unpaid['code']}/mark_paid/", {})
+        assert "check-in list 'Gates' v3 published" in desk.sync("--broker", broker.url).stdout
+        wait_list(gate, 3)
+        assert shown(gate, client, unpaid["positions"][0]["secret"])["decision"] == "admit"
         client.close()
         assert gate.terminate() == 0
     finally:
@@ -124,15 +146,15 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
             return db.execute("SELECT COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'admit'").fetchone()[0]
 
     deadline = time.monotonic() + 20
-    while admits_in_ledger() < 2 and time.monotonic() < deadline:
+    while admits_in_ledger() < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     ledger.terminate()
     ledger.wait(20)
-    assert admits_in_ledger() == 2
+    assert admits_in_ledger() == 4
 
-    assert "2 admissions uploaded, 0 uploaded before" in desk.upload()
-    assert "0 admissions uploaded, 2 uploaded before" in desk.upload()
-    assert "2 admissions uploaded, 0 uploaded before" in desk.upload("fresh-state.db")  # only the nonce dedupes now
+    assert "4 admissions uploaded, 0 uploaded before" in desk.upload()
+    assert "0 admissions uploaded, 4 uploaded before" in desk.upload()
+    assert "4 admissions uploaded, 0 uploaded before" in desk.upload("fresh-state.db")  # only the nonce dedupes now
     for order in (a, c):
         checkins = pretix.checkins(order["positions"][0]["id"])
         assert len(checkins) == 1 and checkins[0]["list"] == pretix.checkin_list and checkins[0]["type"] == "entry"

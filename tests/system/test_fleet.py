@@ -19,7 +19,8 @@ from sim.venue import Venue
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"gate", "online", "since", "since_s", "mode", "rev", "rev_age_s", "clock_source", "clock_uncertain",
           "clock_offset_ms", "outbox", "last_scan_age_s", "scans_per_min", "health_age_s", "version", "alarms",
-          "occupancy", "occupancy_source", "capacity"}  # the last three: issue #16, null without a capacity
+          "occupancy", "occupancy_source", "capacity",  # these three: issue #16, null without a capacity
+          "checkin_list", "checkin_list_version"}  # issue #26: the pretix check-in list held, null without one
 
 
 def gated(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -224,7 +225,8 @@ def test_status_shows_people_inside_against_capacity(tmp_path):
                 {"state": "online", "rev": 1, "version": "0.1.0", "ts": ts}), qos=1, retain=True).wait_for_publish(5)
             client.publish(gate_topic("hall-site", gate, "health"), json.dumps(
                 {"ts": ts, "mode": "online", "rev": 1, "occupancy": inside, "occupancy_source": source,
-                 "capacity": 8}), qos=1, retain=True).wait_for_publish(5)
+                 "capacity": 8, **({"checkin_list": "Gates", "checkin_list_version": 3} if gate == "g2" else {})}),
+                qos=1, retain=True).wait_for_publish(5)
         zones = {"hall": {"inside": 8, "capacity": 8, "entries": 11, "exits": 3},
                  "foyer": {"inside": 2, "capacity": None, "entries": 2, "exits": 0}}
         client.publish(occupancy_topic("hall-site"), encode_occupancy("hall-site", zones, int(now * 1000), {"g1": 14}),
@@ -236,6 +238,7 @@ def test_status_shows_people_inside_against_capacity(tmp_path):
         assert "zone hall: 8 inside of 8 (100 %)  FULL" in table.stdout
         assert "zone foyer: 2 inside, no capacity set" in table.stdout
         assert "cannot hear the ledger): g2" in table.stdout
+        assert "pretix check-in list: g2 'Gates' v3" in table.stdout  # the list a gate holds (issue #26)
         rows = {r["gate"]: r for r in json.loads(gated("status", "--json", "--broker", broker.url, "--site",
                                                                "hall-site").stdout)}
         assert (rows["g2"]["occupancy"], rows["g2"]["occupancy_source"], rows["g2"]["capacity"]) == (7, "local", 8)

@@ -430,7 +430,7 @@ def test_pretix_venue_matches_ground_truth(tmp_path):
     s, result = _run_venue("pretix", tmp_path, speed=2.0)
     _assert_clean(result, tmp_path, s)
     assert set(result["denials"]) == {"bad_signature", "malformed", "revoked", "expired", "wrong_event",
-                                      "already_used"}
+                                      "already_used", "rules", "unpaid"}
 
 
 # --- exits, re-entry, a capacity; and `gated report` on the rehearsal's ledger ---------------------
