@@ -5,7 +5,7 @@ On disk a keyring is a directory of PEM public keys plus `keyring.toml`:
     [[key]]
     name = "box-office-2026"          # unique, used in logs and `gated keys list`
     file = "box-office-2026.pub"      # PEM SubjectPublicKeyInfo, Ed25519, relative to the dir
-    roles = ["issuer"]                # issuer | revocation | command | device
+    roles = ["issuer"]                # issuer | revocation | command | device | ledger
     events = ["FINAL-2026"]           # optional (issuer): events it may sign tickets for
     not_before = "2026-01-01T00:00:00Z"   # optional: window in which it may sign
     not_after = "2026-12-31T23:59:59Z"

@@ -43,11 +43,12 @@ class UplinkSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_inflight: int = 100  # outbox events handed to paho and not yet acknowledged
-    # end-to-end delivery (docs/protocol.md, "Committed events"): keep each event until the ledger
-    # says it holds it (not just the broker); re-send what it lacks when it makes no progress for
-    # resend_after_s (doubling, up to an hour); drop rows the broker acknowledged over
-    # outbox_retention_s ago that no ledger confirmed
-    keep_until_committed: bool = False
+    # end-to-end delivery, always (docs/protocol.md, "Committed events"): each event is kept until
+    # the ledger says it holds it (not just the broker); re-send what it lacks when it confirms
+    # nothing for resend_after_s (doubling, up to an hour); drop rows the broker acknowledged over
+    # outbox_retention_s ago that no ledger confirmed. keep_until_committed: the old switch, still
+    # read from a gated.toml that has it (None: absent), and no longer changing anything
+    keep_until_committed: bool | None = None
     resend_after_s: float = 30.0
     outbox_retention_s: float = 7 * DAY
 

@@ -62,8 +62,17 @@ def checkin_list_topic(site: str) -> str:
 def events_topic_gate(topic: str, site: str | None = None) -> str | None:
     """The gate an events topic names (`gated/v1/<site>/gates/<gate>/events`; any site when
     `site` is None), or None when `topic` is not one."""
+    return _topic_gate(topic, "events", site)
+
+
+def _topic_gate(topic: str, leaf: str, site: str | None) -> str | None:
     parts = topic.split("/")
-    if len(parts) != 6 or parts[:2] != ["gated", "v1"] or parts[3] != "gates" or parts[5] != "events" \
+    if len(parts) != 6 or parts[:2] != ["gated", "v1"] or parts[3] != "gates" or parts[5] != leaf \
             or (site is not None and parts[2] != site) or not parts[4]:
         return None
     return parts[4]
+
+
+def status_topic_gate(topic: str, site: str | None = None) -> str | None:
+    """The gate a status topic names (`gated/v1/<site>/gates/<gate>/status`), or None."""
+    return _topic_gate(topic, "status", site)

@@ -6,7 +6,8 @@ report.json (the keys CI and operators rely on):
     {"scenario": name, "visitors": N,
      "decisions": {"expected": n, "matched": n, "mismatched": n},      one per attempt (a visitor who did
                                                                        not pass and retried makes two)
-     "events": {"made": n, "in_ledger": n, "gaps": n, "duplicates_dropped": n, "chain_breaks": n,
+     "events": {"made": n, "in_ledger": n, "gaps": n, "declared_lost": n, "duplicates": n (the ledger received
+                again and dropped by id; also as duplicates_dropped), "duplicates_dropped": n, "chain_breaks": n,
                 "bad_signatures": n},
      "latency_ms": {"p50": x, "p99": x},        frame capture to relay command, as each gate measured it
      "throughput_per_gate_per_min": x,          decisions per gate per minute of wall time while serving
@@ -56,6 +57,7 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
     totals = ledger.get("totals", {})
     in_ledger = int(totals.get("events", 0))
     gaps = int(totals.get("missing", 0))
+    declared_lost = int(totals.get("declared_lost", 0))
     chain_breaks = int(totals.get("chain_breaks", 0))
     bad_signatures = int(totals.get("bad_signatures", 0)) + int(totals.get("bad_hashes", 0))
     over = over_admissions(ledger_events, tickets)
@@ -77,6 +79,8 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         problems.append(f"{events_made - in_ledger} of {events_made} events made by the gates are not in the ledger")
     if gaps:
         problems.append(f"{gaps} events missing from the gates' sequences at the ledger")
+    if declared_lost:
+        problems.append(f"{declared_lost} events declared lost (no gate held them any more)")
     if chain_breaks:
         problems.append(f"{chain_breaks} hash chain breaks")
     if bad_signatures:
@@ -105,7 +109,8 @@ def build(*, scenario, attempts, visitors: int, events_made: int, ledger: dict, 
         "visitors": visitors,
         "decisions": {"expected": len(attempts), "matched": len(attempts) - len(mismatches),
                       "mismatched": len(mismatches)},
-        "events": {"made": events_made, "in_ledger": in_ledger, "gaps": gaps, "duplicates_dropped": duplicates_dropped,
+        "events": {"made": events_made, "in_ledger": in_ledger, "gaps": gaps, "declared_lost": declared_lost,
+                   "duplicates": duplicates_dropped, "duplicates_dropped": duplicates_dropped,
                    "chain_breaks": chain_breaks, "bad_signatures": bad_signatures},
         "latency_ms": {"p50": _p(latencies, 50), "p99": _p(latencies, 99)},
         "throughput_per_gate_per_min": throughput,
@@ -288,7 +293,8 @@ def render_html(report: dict, images: dict[str, str]) -> str:
         ("visitors", report["visitors"]),
         ("decisions", f"{report['decisions']['matched']} of {report['decisions']['expected']} match the ground truth"),
         ("events", f"{report['events']['in_ledger']} in the ledger of {report['events']['made']} made; "
-                   f"{report['events']['gaps']} gaps, {report['events']['duplicates_dropped']} duplicates dropped, "
+                   f"{report['events']['gaps']} gaps, {report['events'].get('declared_lost', 0)} declared lost, "
+                   f"{report['events']['duplicates_dropped']} duplicates dropped, "
                    f"{report['events']['chain_breaks']} chain breaks, {report['events']['bad_signatures']} bad signatures"),
         ("gate's decision", f"p50 {report['latency_ms']['p50'] / 1000:.3f} s, p99 {report['latency_ms']['p99'] / 1000:.3f} s "
                             "from the camera frame to the relay command, as each gate measured it"),

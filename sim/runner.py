@@ -22,6 +22,7 @@ every expected answer is known. Threads of the runner:
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -284,13 +285,17 @@ class Run:
                 steps.append((f.start_s, "kill", f))
             elif f.kind == "camera_stall":
                 steps.append((f.start_s, "stall", f))
+            elif f.kind == "ledger_resize":
+                steps.append((f.start_s, "resize", f))
+            elif f.kind == "status_probe":
+                steps.append((f.start_s, "probe", f))
             elif f.kind == "clock_skew":
                 self.faults.append({"kind": "clock_skew", "gate": f.gate, "start_sim_s": None, "end_sim_s": None,
                                     "what": f"wall clock {f.offset_s:+.0f} s off all along (time beacons bound it)"})
         if self.crowd.revoked_during:
             steps.append((sc.revocations_at_s, "revoke", None))
         steps.sort(key=lambda s: s[0])
-        down_at = None
+        down_at, down_how = None, "stop"
         for at, what, f in steps:
             while not self.stop.is_set() and self.clock.now() < self.clock.real(at):
                 self.stop.wait(0.05)
@@ -301,17 +306,22 @@ class Run:
                 if self.venue.broker is None:
                     self.notes.append("broker_down fault skipped: the broker was given with --broker")
                     continue
-                self.venue.broker.stop()
+                self.venue.broker.stop(kill=f.how == "kill")
                 self.broker_up_since = None
-                down_at = now
+                down_at, down_how = now, f.how
             elif what == "broker_start" and self.venue.broker is not None:
                 self.venue.broker.start()
                 self.broker_up_since = self.clock.now()
                 self.broker_restarted = True
                 self.faults.append({"kind": "broker_down", "gate": None, "start_sim_s": self.clock.sim(down_at),
                                     "end_sim_s": self.clock.sim(self.broker_up_since),
-                                    "what": f"Mosquitto stopped at {self.clock.sim(down_at):.1f} s, "
+                                    "what": f"Mosquitto {'killed (SIGKILL, no save)' if down_how == 'kill' else 'stopped'} "
+                                            f"at {self.clock.sim(down_at):.1f} s, "
                                             f"started again at {self.clock.sim(self.broker_up_since):.1f} s"})
+            elif what == "resize":
+                self.resize_ledger(f, now)
+            elif what == "probe":
+                self.status_probe(now)
             elif what == "kill":
                 self.kill_pending[f.gate] = f
             elif what == "stall":
@@ -331,6 +341,36 @@ class Run:
                 except (OSError, RuntimeError, ValueError) as exc:
                     self.notes.append(f"revocation delta not published: {exc}")
                     self.revocation_sent_at = self.clock.now()
+
+    def resize_ledger(self, f, now: float) -> None:
+        """The operator's procedure (docs/central.md, "Changing the number of workers"): stop the
+        ledger workers, start the new number of them; the gates carry on."""
+        before = self.venue.ledger_partitions
+        try:
+            self.venue.stop_ledger()
+            self.venue.start_ledger(f.partitions)
+            self.faults.append({"kind": "ledger_resize", "gate": None, "start_sim_s": self.clock.sim(now),
+                                "end_sim_s": self.clock.sim(self.clock.now()),
+                                "what": f"ledger from {before} to {f.partitions} --partition workers"})
+        except (OSError, RuntimeError) as exc:
+            self.notes.append(f"ledger_resize to {f.partitions} not carried out: {exc}")
+
+    def status_probe(self, now: float) -> None:
+        """`gated status` against the site while everything runs, as docs/central.md tells an operator
+        (its own client id, never a gate's or the ledger's)."""
+        import subprocess
+
+        from sim.venue import gated_command
+
+        argv = gated_command() + ["status", "--broker", self.venue.broker_url, "--site", self.scenario.site, "--json"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            rows = len(json.loads(done.stdout)) if done.stdout.strip().startswith("[") else None
+            what = f"gated status: exit {done.returncode}, {rows if rows is not None else 'no'} gate rows"
+        except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            what = f"gated status failed: {exc}"
+        self.faults.append({"kind": "status_probe", "gate": None, "start_sim_s": self.clock.sim(now),
+                            "end_sim_s": self.clock.sim(self.clock.now()), "what": what})
 
     def sampler(self) -> None:
         while not self.stop.is_set() and not self.done.is_set():
@@ -398,7 +438,7 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     venue.publish_revocations(1, 0, crowd.revoked_before)  # the snapshot the gates start with
     if scenario.checkin_admit_types is not None:
         venue.publish_checkin_list(crowd.unpaid)
-    venue.start_ledger()
+    venue.start_ledger(scenario.ledger_partitions)
     log(f"broker {venue.broker_url}; ledger {venue.ledger_db}; starting {scenario.gates} gates")
     venue.start_gates()
     time.sleep(2.5)  # a fresh beacon and the revocation snapshot reach every gate

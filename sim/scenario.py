@@ -30,7 +30,11 @@
     [checkin_list] pretix_sig1 only: the gates hold a signed pretix check-in list whose custom rule
                 admits only the ticket types in admit_types (pretix's product rule); the others
                 are denied `rules`
-    [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
+    [[faults]]  kind = "broker_down" (start_s, end_s, how = "stop": a clean stop, or "kill": SIGKILL,
+                no save, like a power cut) | "ledger_resize" (at_s, partitions: the ledger then runs as
+                that many `--partition` workers; [scenario] ledger_partitions, default 1, is how many
+                it starts with) | "status_probe" (at_s: `gated status` against the site, as
+                docs/central.md tells an operator) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
                 the visitor passes; the restarted gate must roll that admission back) |
                 "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s)
@@ -52,7 +56,7 @@ from gated.tomlcheck import BAD, Reader, keys_of, option
 TICKET_FORMATS = ("gated", "pretix_sig1")
 FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
                "used_twice", "two_gates", "screenshot", "static_copy", "unpaid")
-FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall")
+FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall", "ledger_resize", "status_probe")
 
 
 class ScenarioError(GatedError, ValueError):
@@ -69,11 +73,13 @@ class Fault:
     gate: str | None = None
     offset_s: float = 0.0  # clock_skew
     during: str = "idle"  # gate_kill: idle | admission
+    how: str = "stop"  # broker_down: stop (SIGTERM, the broker saves) | kill (SIGKILL: a power cut)
+    partitions: int = 1  # ledger_resize: the number of ledger workers from then on
 
     @property
     def window(self) -> tuple[float, float] | None:
         """The simulated time span this fault is visible, for shading plots (None: all along)."""
-        return None if self.kind == "clock_skew" else (self.start_s, self.end_s)
+        return None if self.kind in ("clock_skew", "ledger_resize", "status_probe") else (self.start_s, self.end_s)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Scenario:
     dwell_s: tuple[float, float] = (10.0, 30.0)
     return_share: float = 0.0
     capacities: dict = field(default_factory=dict)
+    ledger_partitions: int = 1  # ledger workers at the start (`--partition I/N`), before any ledger_resize
     checkin_admit_types: tuple[str, ...] | None = None  # a pretix check-in list admitting only these types
 
     @property
@@ -221,6 +228,7 @@ class _ScenarioTable:
     seed: int = option(1, doc="seed of the crowd's random numbers")
     duration_s: float = option(doc="simulated seconds of arrivals", above=0)
     speed: float = option(1.0, doc="default time compression (gated sim --speed wins)", above=0)
+    ledger_partitions: int = option(1, doc="ledger workers (`--partition I/N`) at the start", minimum=1, maximum=16)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,6 +294,21 @@ class _BrokerDown:
     kind: str = option(doc="broker_down")
     start_s: float = option(doc="when the broker stops", minimum=0)
     end_s: float = option(doc="when it is back", minimum=0)
+    how: str = option("stop", doc="stop: a clean stop (it saves); kill: SIGKILL, no save, like a power cut",
+                      choices=("stop", "kill"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _LedgerResize:
+    kind: str = option(doc="ledger_resize")
+    at_s: float = option(doc="when the ledger workers are stopped and the new number started", minimum=0)
+    partitions: int = option(doc="how many `--partition` workers from then on", minimum=1, maximum=16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _StatusProbe:
+    kind: str = option(doc="status_probe")
+    at_s: float = option(doc="when `gated status` runs against the site", minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,7 +337,7 @@ class _CameraStall:
 
 
 FAULT_TABLES = {"broker_down": _BrokerDown, "gate_kill": _GateKill, "clock_skew": _ClockSkew,
-                "camera_stall": _CameraStall}
+                "camera_stall": _CameraStall, "ledger_resize": _LedgerResize, "status_probe": _StatusProbe}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,7 +419,7 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         exit_gates=exit_lists["exits"], free_exit_gates=exit_lists["free_exits"],
         reentry=ga.get("reentry", False), leave_share=leave_share,
         dwell_s=ex.get("dwell_s", (10.0, 30.0)), return_share=ex.get("return_share", 0.0),
-        capacities=capacity, ntp=ga.get("ntp", "auto"),
+        capacities=capacity, ntp=ga.get("ntp", "auto"), ledger_partitions=sc.get("ledger_partitions", 1),
         checkin_admit_types=tuple((t.get("checkin_list") or {}).get("admit_types", ())) if "checkin_list" in raw
         else None)
     if scenario.checkin_admit_types is not None:
@@ -436,7 +459,12 @@ def _faults(read: list, duration: float, gates: int, problem) -> list[Fault]:
             start, end = f.get("start_s"), f.get("end_s")
             if start is not None and end is not None and not start < end <= duration:
                 problem(f"{where}: expected start_s < end_s <= scenario.duration_s ({duration})")
-            out.append(Fault(kind, start or 0.0, end or 0.0, gate))
+            out.append(Fault(kind, start or 0.0, end or 0.0, gate, how=f.get("how", "stop")))
+        elif kind in ("ledger_resize", "status_probe"):
+            at = f.get("at_s")
+            if at is not None and at >= duration:
+                problem(f"{where}.at_s: expected below scenario.duration_s ({duration})")
+            out.append(Fault(kind, at or 0.0, at or 0.0, None, partitions=f.get("partitions") or 1))
         elif kind == "gate_kill":
             at, down = f.get("at_s"), f.get("down_s", 2.0)
             if at is not None and at >= duration:

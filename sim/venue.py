@@ -262,7 +262,8 @@ class Venue:
         self.log = log
         self.broker: Mosquitto | None = None
         self.broker_url = broker_url
-        self.ledger_process: subprocess.Popen | None = None
+        self.ledger_processes: list[subprocess.Popen] = []  # one, or one per --partition
+        self.ledger_partitions = 1
         self.ledger_db = ledger_db or self.work / "ledger.db"
         self._check_ledger_empty()
         self.gates: dict[str, GateProcess] = {}
@@ -282,6 +283,9 @@ class Venue:
                                 events=[self.scenario.event] if pretix and name == "issuer" else ())
             made[name] = keys.load_private_key(private)
         self.issuer_key, self.revocation_key, self.command_key = made["issuer"], made["revocation"], made["command"]
+        # the ledger's key: it signs committed and occupancy; the gates trust it with role `ledger`
+        self.ledger_key_file, public = keys.generate_key_files(central, "ledger")
+        keys.trust_key_file(self.keyring_dir, public, "ledger")
         self.other_event_key = None  # pretix_sig1: the key of another event, for the wrong_event cheats
         if pretix:
             private, public = keys.generate_key_files(central, "other-event")
@@ -389,26 +393,37 @@ class Venue:
         (self.work / "central" / "checkin-list.cose").write_bytes(blob)
         publish_checkin_list(self.settings(), self.scenario.site, blob)
 
-    def start_ledger(self) -> None:
-        argv = gated_command() + ["ledger", "--broker", self.broker_url, "--site", self.scenario.site,
-                                  "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring)]
+    def start_ledger(self, partitions: int = 1) -> None:
+        """`gated ledger`, or `partitions` of them (`--partition I/N`) on the one database, each with
+        its own client id and lock; returns once each has subscribed."""
+        base = gated_command() + ["ledger", "--broker", self.broker_url, "--site", self.scenario.site,
+                                  "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring),
+                                  "--signing-key", str(self.ledger_key_file)]
         tickets = self.work / "central" / "tickets.csv"
         if tickets.exists():
-            argv += ["--tickets", str(tickets)]
+            base += ["--tickets", str(tickets)]
         for zone, capacity in sorted(self.scenario.capacities.items()):
-            argv += ["--capacity", f"{zone}={capacity}"]
+            base += ["--capacity", f"{zone}={capacity}"]
         log_path = self.work / "ledger.log"
+        before = log_path.read_text(errors="replace").count("ledger: subscribed") if log_path.exists() else 0
+        self.ledger_partitions = partitions
         with log_path.open("ab") as log:
-            self.ledger_process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                                   start_new_session=True)
+            for i in range(partitions):
+                argv = base + (["--partition", f"{i}/{partitions}"] if partitions > 1 else [])
+                self.ledger_processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                                              start_new_session=True))
         deadline = time.monotonic() + 30
-        while "ledger: subscribed" not in log_path.read_text(errors="replace"):
-            if self.ledger_process.poll() is not None:
-                raise VenueError(f"gated ledger exited ({self.ledger_process.returncode}); see {log_path}:\n"
-                                 f"{_tail(log_path)}")
+        while log_path.read_text(errors="replace").count("ledger: subscribed") < before + partitions:
+            for process in self.ledger_processes:
+                if process.poll() is not None:
+                    raise VenueError(f"gated ledger exited ({process.returncode}); see {log_path}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise VenueError(f"gated ledger did not subscribe within 30 s; see {log_path}")
             time.sleep(0.1)
+
+    @property
+    def ledger_process(self) -> subprocess.Popen | None:
+        return self.ledger_processes[0] if self.ledger_processes else None
 
     @property
     def ledger_in_server(self) -> bool:
@@ -442,18 +457,15 @@ class Venue:
         return int(_read_db(self.ledger_db, "SELECT COUNT(*) FROM events", one=True) or 0)
 
     def ledger_duplicates(self) -> int | None:
-        """Messages the ledger received minus new events it stored (its last words on stopping):
-        redeliveries it dropped by event id. None when its log does not say."""
+        """Events the ledger workers received again and dropped by id (each worker's last words on
+        stopping, summed over every worker that ran). None when the log does not say."""
         import re
 
         try:
-            found = re.findall(r"ledger: (\d+) messages, (\d+) new events", (self.work / "ledger.log").read_text())
+            found = re.findall(r"ledger: \d+ messages, \d+ new events, (\d+) duplicates", (self.work / "ledger.log").read_text())
         except OSError:
             return None
-        if not found:
-            return None
-        received, new = map(int, found[-1])
-        return max(0, received - new)
+        return sum(map(int, found)) if found else None
 
     def write_tickets_csv(self, tickets: dict) -> None:
         path = self.work / "central" / "tickets.csv"
@@ -470,13 +482,17 @@ class Venue:
 
     # --- the end ----------------------------------------------------------------------------
     def stop_ledger(self) -> None:
-        if self.ledger_process is not None and self.ledger_process.poll() is None:
-            self.ledger_process.send_signal(signal.SIGTERM)
+        """Stop every ledger worker (SIGTERM: each finishes its batch and says its counts)."""
+        running = [p for p in self.ledger_processes if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
             try:
-                self.ledger_process.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.ledger_process.kill()
-                self.ledger_process.wait(timeout=5)
+                process.kill()
+                process.wait(timeout=5)
+        self.ledger_processes = []
 
     def close(self) -> None:
         for gate in self.gates.values():

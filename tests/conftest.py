@@ -54,6 +54,9 @@ def authority(tmp_path) -> Authority:
         private_path, public_path = keys.generate_key_files(key_dir, name)
         keys.trust_key_file(ring_dir, public_path, role)
         made[name] = keys.load_private_key(private_path)
+    from tests.support.uplink import trust_ledger_key
+
+    trust_ledger_key(ring_dir)  # the test ledgers sign committed and occupancy with LEDGER_KEY
     return Authority(keyring=keys.load_keyring(ring_dir), keyring_dir=ring_dir, key_dir=key_dir, **made)
 
 

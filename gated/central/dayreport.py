@@ -187,6 +187,9 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
     problems = []
     if t["missing"]:
         problems.append(f"{t['missing']} event{'s' if t['missing'] != 1 else ''} missing (gaps in the gates' sequences)")
+    if t.get("declared_lost"):
+        problems.append(f"{t['declared_lost']} event{'s' if t['declared_lost'] != 1 else ''} declared lost "
+                        f"(below a gate's floor: no gate holds them any more)")
     if t["chain_breaks"]:
         problems.append(f"{t['chain_breaks']} hash chain breaks")
     if t["bad_signatures"] + t["bad_hashes"]:
@@ -224,6 +227,9 @@ def build(ledger, *, since: float | None = None, until: float | None = None, bin
         "revocations": {"versions_used": sorted({int(v) for g in gates.values() for v in g["revocation_versions"]}),
                         "revoked_denials": denials.get("revoked", 0)},
         "integrity": {"missing": t["missing"], "gaps": {g: v["gaps"] for g, v in integrity["gates"].items() if v["gaps"]},
+                      "declared_lost": t.get("declared_lost", 0),
+                      "declared_losses": {g: v["declared_losses"] for g, v in integrity["gates"].items()
+                                          if v.get("declared_losses")},
                       "chain_breaks": t["chain_breaks"], "bad_signatures": t["bad_signatures"] + t["bad_hashes"],
                       "conflicts": t["conflicts"], "over_admitted": integrity["over_admitted"],
                       "reentries_without_exit": integrity.get("reentries_without_exit", [])},
@@ -343,6 +349,7 @@ def render_html(report: dict, images: dict[str, str]) -> str:
         "<p>No gate reported anything in this window.</p>"
     i = report["integrity"]
     findings = [daytables.gap_sentence(g, a, b) for g, gaps in i["gaps"].items() for a, b in gaps]
+    findings += [daytables.loss_sentence(g, a, b) for g, spans in i.get("declared_losses", {}).items() for a, b in spans]
     findings += [f"Ticket {o['ticket']} was admitted {o['admits']} times but allows {o['allowed']}"
                  + (" (one assumed: no tickets.csv was loaded)." if o["assumed"] else ".") for o in i["over_admitted"]]
     findings += [f"Ticket {r['ticket']} came back in {r['reentries']} times but was recorded leaving {r['exits']} times "

@@ -3,7 +3,8 @@ a spreadsheet takes (gated/central/dayreport.py builds the figures, this module 
 
 - `venue_day(day, day_starts, zone)`: the window of a venue's day (from its day start to the next).
 - `local(ts, zone)`: an event time as the venue's wall clock, to the second, no milliseconds.
-- `gap_sentence`, `reason_rows`: what a gap and each denial reason mean, in one sentence each.
+- `gap_sentence`, `loss_sentence`, `reason_rows`: what a gap, a declared loss and each denial reason
+  mean, in one sentence each.
 - per gate: time locked and in emergency (from `state` events and emergency alarms), alarms counted;
   `union_ms` adds up spans without counting an overlap twice.
 - `HourTable`: entries, exits and denials per local hour; `write_csv` writes gates.csv and hours.csv.
@@ -104,6 +105,14 @@ def gap_sentence(gate: str, first: int, last: int) -> str:
         f"until the broker takes it, so they arrive when the gate reaches the broker again; if the gate's "
         f"state was lost or replaced, they are lost."
     )
+
+
+def loss_sentence(gate: str, first: int, last: int) -> str:
+    n = last - first + 1
+    which = f"event {first} is" if n == 1 else f"events {first} to {last} ({n} events) are"
+    return (f"Gate {gate}: {which} declared lost. The gate no longer holds them (kept past its outbox's "
+            f"retention without reaching the ledger, or its state was replaced), so they will never arrive; "
+            f"the ledger stopped waiting for them.")
 
 
 def reason_rows(denials: dict[str, int]) -> list[tuple[str, str, int]]:

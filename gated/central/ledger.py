@@ -57,6 +57,7 @@ from gated.central import ledger_audit, ledger_report
 from gated.central import occupancy as occ
 from gated.core.errors import GatedError
 from gated.core import events as ev
+from gated.core.confirmation import MAX_RANGES
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
 from gated.core.signed import Keyring
 from gated.topics import events_topic_gate
@@ -187,18 +188,18 @@ class Ledger:
         try:
             if alone:
                 for message in examined:
-                    if self._store_alone(message, received_ms, result):
-                        touched.add(message[1]["gate"])
+                    self._store_alone(message, received_ms, result)
             else:
                 try:
                     for message in examined:
                         if message[3] is not None:  # refused: quarantined, one by one
                             self._store(message, received_ms, result)
                     events = [m for m in examined if m[3] is None]
-                    held = self._store_events(events, received_ms, result)
+                    self._store_events(events, received_ms, result)
                 except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
                     raise _MessageFailed() from exc
-                touched.update(m[1]["gate"] for m, h in zip(events, held) if h)
+            # every gate a message named (held, quarantined or a duplicate): it hears what the ledger holds
+            touched.update(m[1]["gate"] for m in examined if m[1] is not None)
             self._check_links(result, self._new, received_ms)
             result.committed = self._advance(sorted(touched))
         except BaseException:
@@ -207,36 +208,98 @@ class Ledger:
         self.db.commit()
         return result
 
-    def _advance(self, gates: list[str]) -> dict[str, int]:
-        """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. The
-        rows locked on PostgreSQL after this batch's own inserts: of two workers storing one gate's
-        events at once, the later one sees the earlier one's (committed) rows. No deadlock between
-        workers: every worker first makes the rows it lacks, then locks its rows, each step in one
-        order of gates (byte order, the same in Python and in the database), whatever the chunking.
-        A few statements for all the batch's gates."""
+    def _advance(self, gates: list[str], floors: dict[str, int] | None = None) -> dict[str, int]:
+        """Move each gate's `contiguous` (every event 1..n held, in quarantine too, or below the gate's
+        floor: never coming) past what this batch filled in; `floors`: floors the gates announced
+        (kept if higher than the one stored). The rows locked on PostgreSQL after this batch's own
+        inserts: of two workers storing one gate's events at once, the later one sees the earlier
+        one's (committed) rows. No deadlock between workers: every worker first makes the rows it
+        lacks, then locks its rows, each step in one order of gates (byte order, the same in Python
+        and in the database), whatever the chunking. A few statements for all the batch's gates."""
         gates = sorted(gates)
         chunks = [gates[i:i + 500] for i in range(0, len(gates), 500)]
         for part in chunks:
             self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES "
                             + ", ".join("(?, 0)" for _ in part) + " ON CONFLICT DO NOTHING", tuple(part))
         committed: dict[str, int] = {}
+        top = ev.MAX_INT
         for part in chunks:
             marks = ", ".join("?" * len(part))
-            before = dict(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks}) "
-                                          f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row,
-                                          tuple(part)).fetchall())
-            # the end of the run that starts right after `contiguous`, where there is one
-            after = dict(self.db.execute(
-                "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
-                f"AND CASE WHEN e.seq >= {ev.MAX_INT} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
-                "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
-                f"FROM gate_progress p WHERE p.gate IN ({marks}) AND EXISTS "
-                "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)", tuple(part)).fetchall())
-            moved = [(after[g], g) for g in part if after.get(g) is not None and after[g] > before[g]]
-            if moved:
-                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", moved)
-            committed.update({g: max(before[g], after.get(g) or 0) for g in part})
+            self.db.execute(f"SELECT gate FROM gate_progress WHERE gate IN ({marks}) "
+                            f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row, tuple(part)).fetchall()
+            if floors:
+                self.db.executemany("UPDATE gate_progress SET floor = ? WHERE gate = ? AND floor < ?",
+                                    [(floors[g], g, floors[g]) for g in part if g in floors])
+            self.db.execute(f"UPDATE gate_progress SET contiguous = floor - 1 WHERE gate IN ({marks}) "
+                            "AND contiguous < floor - 1", tuple(part))
+            for _ in range(10_000):  # each round: a run of stored events, then one of quarantined seqs
+                # the end of the run that starts right after `contiguous`, where there is one
+                after = self.db.execute(
+                    "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
+                    f"AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
+                    "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
+                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                    "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)", tuple(part)).fetchall()
+                if after:
+                    self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in after])
+                held = self.db.execute(
+                    "SELECT p.gate, (SELECT MIN(q.seq) FROM quarantined_seqs q WHERE q.gate = p.gate "
+                    f"AND q.seq > p.contiguous AND CASE WHEN q.seq >= {top} THEN 1 = 1 "
+                    "ELSE NOT EXISTS (SELECT 1 FROM quarantined_seqs x WHERE x.gate = q.gate AND x.seq = q.seq + 1) END) "
+                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                    "(SELECT 1 FROM quarantined_seqs f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
+                    tuple(part)).fetchall()
+                if not held:
+                    break
+                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in held])
+            committed.update(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})",
+                                             tuple(part)).fetchall())
         return committed
+
+    def declare_floors(self, floors: dict[str, int]) -> dict[str, int]:
+        """Gates' floors, from their status (the lowest seq each still holds): what the ledger lacks
+        below one is a declared loss (report), and `contiguous` moves past it. Per gate, its committed seq."""
+        if not floors:
+            return {}
+        try:
+            self.db.begin()
+            try:
+                committed = self._advance(sorted(floors), floors)
+            except BaseException:
+                self._rollback_quietly()
+                raise
+            self.db.commit()
+        except self.db.errors as exc:
+            raise LedgerError(f"{self.where}: cannot record the gates' floors ({exc})") from exc
+        return committed
+
+    def confirmations(self, gates) -> dict[str, tuple[int, list[tuple[int, int]]]]:
+        """Per gate, what the ledger tells it it holds (gated/core/confirmation.py): the committed seq
+        and up to MAX_RANGES ranges above it held as well (stored or in quarantine)."""
+        gates = sorted(gates)
+        out: dict[str, tuple[int, list[tuple[int, int]]]] = {}
+        for i in range(0, len(gates), 500):
+            part = tuple(gates[i:i + 500])
+            marks = ", ".join("?" * len(part))
+            try:
+                for gate, n in self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})",
+                                               part).fetchall():
+                    out[gate] = (n, [])
+                rows = self.db.execute(
+                    "SELECT gate, MIN(seq), MAX(seq) FROM (SELECT h.gate, h.seq, "
+                    "h.seq - ROW_NUMBER() OVER (PARTITION BY h.gate ORDER BY h.seq) AS run FROM ("
+                    f"SELECT e.gate, e.seq FROM events e JOIN gate_progress p ON p.gate = e.gate "
+                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous UNION "
+                    f"SELECT q.gate, q.seq FROM quarantined_seqs q JOIN gate_progress p ON p.gate = q.gate "
+                    f"WHERE q.gate IN ({marks}) AND q.seq > p.contiguous) h) runs "
+                    "GROUP BY gate, run ORDER BY gate, MIN(seq)", part + part).fetchall()
+            except self.db.errors as exc:
+                raise LedgerError(f"{self.where}: cannot read what the ledger holds ({exc})") from exc
+            for gate, a, b in rows:
+                held = out.setdefault(gate, (0, []))[1]
+                if len(held) < MAX_RANGES:
+                    held.append((a, b))
+        return out
 
     def committed(self) -> dict[str, int]:
         """Per gate, the highest seq n such that the ledger holds every event 1..n."""
@@ -340,6 +403,11 @@ class Ledger:
         when it is longer: it was refused for its size anyway; see _storable)."""
         self.db.execute("INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
                         (event_id, _storable(body[:ev.MAX_BYTES]), _storable(why), received_ms))
+        if event_id is not None:  # the strict reader's id: gate:seq of the gate whose topic it came on
+            gate, _, seq = event_id.rpartition(":")
+            if seq.isdigit() and int(seq) <= ev.MAX_INT:  # held, in quarantine: the gate need not send it again
+                self.db.execute("INSERT INTO quarantined_seqs (gate, seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (gate, int(seq)))
         result.rejected += 1
 
     def _examine(self, payload, topic: str | None = None) -> list:
@@ -403,6 +471,9 @@ class Ledger:
                 result.stored.append(event)
             elif existing.get(event_id) == event["hash"]:
                 result.duplicates += 1
+            elif self.db.execute("SELECT 1 FROM quarantine WHERE event_id = ? AND why = 'conflict' AND body = ?",
+                                 (event_id, _storable(text[:ev.MAX_BYTES]))).fetchone() is not None:
+                result.duplicates += 1  # the same conflicting event sent again: quarantined once already
             else:
                 self._quarantine(result, event_id, text, "conflict", received_ms)
                 self._problem(result, "conflict", f"second event with id {event_id} and another hash "

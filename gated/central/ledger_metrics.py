@@ -42,6 +42,8 @@ LEDGER_PER_GATE = (
     ("gated_ledger_events", "counter", "events stored in the ledger (rate(): events per second)", "events"),
     ("gated_ledger_admits", "counter", "admissions stored in the ledger", "admits"),
     ("gated_ledger_missing_events", "gauge", "sequence numbers missing from 1..max (gaps)", "missing"),
+    ("gated_ledger_declared_lost_events", "gauge", "sequence numbers below a gate's floor the ledger never got: "
+     "the gate no longer holds them (a declared loss)", "declared_lost"),
     ("gated_ledger_chain_breaks", "gauge", "events whose prev does not match their neighbour's hash", "chain_breaks"),
     ("gated_ledger_bad_signatures", "gauge", "events whose device signature does not verify", "bad_signatures"),
 )
@@ -56,10 +58,19 @@ class Gate:
     newest: tuple[str | None, int] | None = None  # (ts, received_ms) of the event with the highest seq
     chain_breaks: int = 0
     bad_signatures: int = 0
+    floor: int = 0  # the gate's floor (gate_progress.floor, from its status): below it, lacking is a declared loss
+    held_below: int = 0  # events stored with a seq below the floor
+
+    @property
+    def declared_lost(self) -> int:
+        return max(0, self.floor - 1 - self.held_below)
 
     @property
     def missing(self) -> int:
-        return max(0, self.last_seq - self.events)  # (gate, seq) is unique: events = seqs held
+        """Seqs in 1..last_seq not held ((gate, seq) is unique: events = seqs held), less the declared
+        losses among them (docs/protocol.md, "Committed events")."""
+        below = max(0, min(self.floor - 1, self.last_seq) - self.held_below) if self.floor > 1 else 0
+        return max(0, self.last_seq - self.events - below)
 
 
 @dataclass
@@ -170,12 +181,14 @@ class LedgerCollector(Collector):
         """SQLite: add what was stored since the last round (rowids only grow: no event is deleted)."""
         gates = self._work.gates
         (last,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()
+        lowest_new: dict[str, int] = {}
         if last > self._cursors["events"]:
             # one aggregate over the new rowids (SQLite runs it without Python, whatever their number)
-            for gate, count, admits, top in db.execute(
+            for gate, count, admits, top, low in db.execute(
                     "SELECT gate, COUNT(*), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
-                    "MAX(seq) FROM events WHERE rowid > ? AND rowid <= ? GROUP BY gate",
+                    "MAX(seq), MIN(seq) FROM events WHERE rowid > ? AND rowid <= ? GROUP BY gate",
                     (self._cursors["events"], last)).fetchall():
+                lowest_new[gate] = low
                 figures = gates.get(gate) or gates.setdefault(gate, Gate())
                 figures.events += count
                 figures.admits += admits or 0
@@ -184,6 +197,14 @@ class LedgerCollector(Collector):
                     figures.newest = db.execute("SELECT ts, received_ms FROM events WHERE gate = ? AND seq = ?",
                                                 (gate, top)).fetchone()
             self._cursors["events"] = last
+        # floors change when a gate reconnects; the events held below one are counted again only then,
+        # or when an event below it arrived late (rare: the gate no longer held it)
+        for gate, floor in db.execute("SELECT gate, floor FROM gate_progress WHERE floor > 1").fetchall():
+            figures = gates.get(gate) or gates.setdefault(gate, Gate())
+            if floor != figures.floor or lowest_new.get(gate, floor) < floor:
+                (figures.held_below,) = db.execute("SELECT COUNT(*) FROM events WHERE gate = ? AND seq < ?",
+                                                   (gate, floor)).fetchone()
+                figures.floor = floor
         for n, kind, gate in db.execute("SELECT n, kind, gate FROM problems WHERE n > ? ORDER BY n",
                                         (self._cursors["problems"],)).fetchall():
             self._cursors["problems"] = n
@@ -217,6 +238,11 @@ class LedgerCollector(Collector):
             if kind in PROBLEM_KINDS:
                 figures = gates.setdefault(gate or "(unknown)", Gate())
                 setattr(figures, PROBLEM_KINDS[kind], count)
+        for gate, floor, held in db.execute(
+                "SELECT p.gate, p.floor, (SELECT COUNT(*) FROM events e WHERE e.gate = p.gate AND e.seq < p.floor) "
+                "FROM gate_progress p WHERE p.floor > 1").fetchall():
+            figures = gates.setdefault(gate, Gate())
+            figures.floor, figures.held_below = floor, held
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
         self._work = Figures(gates, self._work.over, quarantined)
 

@@ -1,7 +1,7 @@
 """The ledger's report (`gated reconcile`): per gate, what arrived and what is wrong with it.
 
     report(db)            {"gates": {gate: events, last_seq, admits, passages, denies by reason, gaps,
-                           missing, chain_breaks, bad_signatures, bad_hashes, conflicts, malformed,
+                           missing, declared_losses, declared_lost (below the gate's floor), chain_breaks, bad_signatures, bad_hashes, conflicts, malformed,
                            signatures_checked, chain_vouched}, "over_admitted": [...], "tickets_known",
                            "totals", "occupancy", "reentries_without_exit", "clean"}
     format_report(report) the same for people
@@ -14,6 +14,7 @@ order in which events arrived.
 from __future__ import annotations
 
 from gated.central import occupancy as occ
+from gated.core.confirmation import split_gap
 
 
 def report(db) -> dict:
@@ -23,10 +24,8 @@ def report(db) -> dict:
             "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
             "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
             "FROM events GROUP BY gate ORDER BY gate"):
-        gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
-                       "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
-                       "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True,
-                       "chain_vouched": 0}
+        gates[gate] = {**_empty_gate(), "events": count, "last_seq": last, "admits": admits or 0,
+                       "passages": passages or 0, "signatures_checked": True}
     for gate, reason, count in db.execute(
             "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
             "GROUP BY gate, reason ORDER BY gate, reason"):
@@ -36,6 +35,8 @@ def report(db) -> dict:
             " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
         gates[gate]["gaps"].append([before + 1, seq - 1])
         gates[gate]["missing"] += seq - 1 - before
+    for gate, floor in db.execute("SELECT gate, floor FROM gate_progress WHERE floor > 1").fetchall():
+        _declared_losses(gates.setdefault(gate, _empty_gate()), floor)
     for gate, unsigned, vouched in db.execute(
             "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
             "FROM events GROUP BY gate"):
@@ -45,25 +46,48 @@ def report(db) -> dict:
              "conflict": "conflicts", "malformed": "malformed"}
     for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
         if kind in names:
-            entry = gates.setdefault(gate or "(unknown)", {"events": 0, "last_seq": 0, "admits": 0, "passages": 0,
-                                                   "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0,
-                                                   "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
-                                                   "malformed": 0, "signatures_checked": False,
-                                                   "chain_vouched": 0})
+            entry = gates.setdefault(gate or "(unknown)", _empty_gate())
             entry[names[kind]] += count
     over = over_admitted(db)
     (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
     (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
     totals = {k: sum(g[k] for g in gates.values()) for k in
-              ("events", "admits", "missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts", "malformed")}
+              ("events", "admits", "missing", "declared_lost", "chain_breaks", "bad_signatures", "bad_hashes",
+               "conflicts", "malformed")}
     totals["over_admitted"] = len(over)
     totals["quarantined"] = quarantined
     reentries = occ.reentries_without_exit(db)
     totals["reentries_without_exit"] = len(reentries)
-    clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
+    clean = not any(totals[k] for k in ("missing", "declared_lost", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
                                         "malformed", "over_admitted", "reentries_without_exit"))
     return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
             "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
+
+
+def _empty_gate() -> dict:
+    """A gate's entry before anything is counted."""
+    return {"events": 0, "last_seq": 0, "admits": 0, "passages": 0, "denies": {}, "gaps": [], "missing": 0,
+            "declared_losses": [], "declared_lost": 0, "chain_breaks": 0, "bad_signatures": 0, "bad_hashes": 0,
+            "conflicts": 0, "malformed": 0, "signatures_checked": False, "chain_vouched": 0}
+
+
+def _declared_losses(entry: dict, floor: int) -> None:
+    """Split a gate's gaps at its floor (docs/protocol.md, "Committed events"): below it, what the
+    ledger lacks is a declared loss (the gate no longer holds it); from it on, missing as before (the
+    gate still sends it)."""
+    gaps, lost = [], []
+    for gap in entry["gaps"]:
+        below, above = split_gap(tuple(gap), floor)
+        if below:
+            lost.append(list(below))
+        if above:
+            gaps.append(list(above))
+    if (entry["last_seq"] or 0) < floor - 1:  # nothing held up to the floor: the tail is lost too
+        lost.append([(entry["last_seq"] or 0) + 1, floor - 1])
+    entry["gaps"], entry["declared_losses"] = gaps, lost
+    entry["missing"] = sum(b - a + 1 for a, b in gaps)
+    entry["declared_lost"] = sum(b - a + 1 for a, b in lost)
+    entry["floor"] = floor
 
 
 def over_admitted(db) -> list[dict]:
@@ -94,6 +118,10 @@ def format_report(report: dict) -> str:
         if g["gaps"]:
             lines.append("             gaps: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
                          + (" …" if len(g["gaps"]) > 20 else ""))
+        if g.get("declared_lost"):
+            lines.append(f"             declared lost (below the gate's floor {g['floor']}, no longer held by it): "
+                         + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["declared_losses"][:20])
+                         + (" …" if len(g["declared_losses"]) > 20 else ""))
         if not g["signatures_checked"]:
             lines.append("             signatures not checked (no device key for this gate)")
         if g.get("chain_vouched"):
@@ -122,7 +150,8 @@ def format_report(report: dict) -> str:
                      + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else ""))
     totals = report["totals"]
     lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
-                 f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
+                 + (f"{totals['declared_lost']} declared lost, " if totals.get("declared_lost") else "")
+                 + f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
                  f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
                  f"{totals['quarantined']} quarantined messages"
                  + (" — clean" if report["clean"] else ""))

@@ -21,7 +21,7 @@ import sqlite3
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.sqlitedb import rollback
+from gated.sqlitedb import migrate, rollback
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -98,6 +98,16 @@ _SQLITE_MIGRATIONS.append("SELECT 1")
 _POSTGRES_MIGRATIONS.append("ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; "
                             "ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT")
 
+# 5 (both): end-to-end delivery that cannot stall (docs/protocol.md, "Committed events"): each gate's
+# floor (the lowest seq it still holds, from its status: below it, what the ledger lacks is a declared
+# loss and `contiguous` moves past it), and the seqs the ledger holds in quarantine (they count as held)
+_FLOORS = """
+    ALTER TABLE gate_progress ADD COLUMN floor {int} NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS quarantined_seqs (gate TEXT NOT NULL, seq {int} NOT NULL, PRIMARY KEY (gate, seq));
+"""
+_SQLITE_MIGRATIONS.append(_FLOORS.format(int="INTEGER"))
+_POSTGRES_MIGRATIONS.append(_FLOORS.format(int="BIGINT"))
+
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
 
@@ -140,9 +150,7 @@ class SqliteDb:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})") from exc
 
     def _migrate(self) -> None:
-        (current,) = self.conn.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(_SQLITE_MIGRATIONS[current:], start=current + 1):
-            self.conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        migrate(self.conn, _SQLITE_MIGRATIONS)  # one write transaction: the version read under the lock
 
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]

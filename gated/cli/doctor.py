@@ -281,15 +281,33 @@ def _clock_trust(cfg, stored, now: float) -> tuple[str, str] | None:
                       f"and run `gated clock reset --config ...`")
     if found.kind == "refused":
         seen = f" at {_iso(found.seen_s)}" if found.seen_s is not None else ""
-        return WARN, (f"beacon time and {found.source} time disagree: a beacon {_age(found.beacon_s - found.reference_s)} "
+        ahead = _age(found.beacon_s - found.reference_s)
+        return WARN, (f"beacon time and {found.source} time disagree: a beacon {ahead} "
                       f"ahead ({_iso(found.beacon_s)}) was refused{seen}; check the central clock and NTP "
                       f"(`gated clock reset` clears this)")
-    return WARN, (f"beacon time and system time disagree by {found.offset_s:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
-                  f"the gate is uncertain while they do: check NTP and the central clock")
+    return WARN, (f"beacon time and system time disagree by {found.offset_s:+.0f} s "
+                  f"(limit {cfg.clock.max_offset_s:g} s); the gate is uncertain while they do: check NTP and the "
+                  f"central clock")
 
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def gate_running(cfg) -> bool:
+    """`gated run` holds its state directory's lock (gated/lockfile.py)."""
+    from gated.lockfile import RoleTaken, hold, release
+
+    lock = Path(cfg.gate.database).parent / "gated.lock"
+    if not lock.exists():
+        return False
+    try:
+        release(hold(lock, "gated run"))
+    except RoleTaken:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def check_broker(cfg, timeout) -> Finding:
@@ -317,6 +335,12 @@ def check_broker(cfg, timeout) -> Finding:
         if cn != cfg.gate.id:
             return Finding(FAIL, "broker", f"{where}: certificate CN {cn} ≠ [gate] id {cfg.gate.id}: the broker "
                                            f"knows this gate as {cn}, and would refuse its events (not authorised)")
+    if settings.cert_file and gate_running(cfg):
+        # the broker takes the certificate's CN (the gate id) as the client id: logging in with it would
+        # knock the running gate off the broker and take its session (issue #22)
+        return Finding(OK, "broker", f"{where}: TCP and TLS work, certificate CN {cfg.gate.id}; login not tried: "
+                       f"`gated run` for {cfg.gate.id} is running with this certificate (a second login would take "
+                       "over its session): see its status, `gated status`")
     return _publish_and_subscribe(cfg, settings, timeout)
 
 

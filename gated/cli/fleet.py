@@ -44,9 +44,12 @@ def _watch(args):
     from gated.central.fleet import FleetError, SiteWatch
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
+    from gated.identity import ComponentIdentity, refuse_component_identity
+
     try:
         settings = settings_from_args(args)
-    except BrokerUrlError as exc:
+        refuse_component_identity(settings, f"gated {args.command}")
+    except (BrokerUrlError, ComponentIdentity) as exc:
         raise CommandError(str(exc)) from None
     watch = SiteWatch(settings, args.site)
     try:

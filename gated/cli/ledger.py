@@ -38,6 +38,9 @@ def register(sub) -> None:
                    help="one of N ledger workers sharing one database: store only the gates whose CRC-32 of the id "
                    "mod N is I (0-based); each worker has a plain subscription and its own client id "
                    "(see docs/central.md)")
+    p.add_argument("--signing-key", metavar="FILE",
+                   help="the ledger's private key (PEM, `gated keys new ledger`): it signs `committed` and the "
+                        "occupancy; the gates trust its public half with role `ledger`. Without it gates ignore both")
     p.add_argument("--no-committed", dest="committed", action="store_false",
                    help="do not publish the per-gate `committed` seq (gates then keep only the broker's PUBACK)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -86,12 +89,18 @@ def _partition(text: str) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def _settings(args, client_id):
+def _settings(args, client_id, *, tool: str | None = None):
+    """`tool`: a short-lived tool's name (publish-revocations, pretix): it refuses a running
+    component's certificate (gated/identity.py), whose CN the broker would take as its client id."""
+    from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
     try:
-        return settings_from_args(args, client_id=client_id)
-    except BrokerUrlError as exc:
+        settings = settings_from_args(args, client_id=client_id)
+        if tool is not None:
+            refuse_component_identity(settings, tool)
+        return settings
+    except (BrokerUrlError, ComponentIdentity) as exc:
         raise CommandError(str(exc)) from None
 
 
@@ -136,6 +145,32 @@ def run_copy(args) -> int:
     return 0
 
 
+def _hold_worker(args, ledger):
+    """One worker per site and partition (or one whole ledger per site and database), before it
+    connects: a second would take the first's MQTT session. A lock file beside a SQLite ledger, a
+    session-level advisory lock on PostgreSQL (held by the ledger's connection). Not with --group,
+    whose members share the work on purpose."""
+    from gated.central.ledgerdb import is_database_url
+    from gated.lockfile import RoleTaken, hold
+
+    if args.group:
+        return None
+    part = f"p{args.partition[0]}of{args.partition[1]}" if args.partition else "all"
+    what = f"gated ledger for site {args.site}" + (f" partition {args.partition[0]}/{args.partition[1]}"
+                                                   if args.partition else "")
+    if is_database_url(args.db):
+        (got,) = ledger.query("SELECT pg_try_advisory_lock(hashtext(?))", (f"gated-ledger:{args.site}:{part}",))[0]
+        if not got:
+            ledger.close()
+            raise CommandError(f"{what} is already running on {ledger.where}; stop it first")
+        return None
+    try:
+        return hold(f"{args.db}.{args.site}-{part}.lock", what)
+    except RoleTaken as exc:
+        ledger.close()
+        raise CommandError(str(exc)) from None
+
+
 def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError
     from gated.central.ledger_service import LedgerService
@@ -154,11 +189,22 @@ def run_ledger(args) -> int:
         day_start = DayStart(args.day_starts, args.timezone) if args.day_starts is not None else None
     except DayStartError as exc:
         raise CommandError(f"--day-starts/--timezone: {exc}") from None
+    signing_key = None
+    if args.signing_key:
+        from gated.keys import KeyringError, load_private_key
+
+        try:
+            signing_key = load_private_key(args.signing_key)
+        except (OSError, KeyringError, ValueError, TypeError) as exc:
+            raise CommandError(f"--signing-key {args.signing_key}: {exc}") from None
     ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers),
                           args.partition)
     _set_capacities(ledger, args.capacity)
+    lock = _hold_worker(args, ledger)
+    from gated.lockfile import release
+
     service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
-                            day_start=day_start)
+                            day_start=day_start, signing_key=signing_key)
     if args.verbose:
         service.on_stored = _print_stored
     stop = threading.Event()
@@ -200,7 +246,9 @@ def run_ledger(args) -> int:
             server.shutdown()
             figures.stop()
         ledger.close()
-    print(f"ledger: {service.received} messages, {service.stored} new events", file=sys.stderr)
+        release(lock)
+    print(f"ledger: {service.received} messages, {service.stored} new events, {service.duplicates} duplicates",
+          file=sys.stderr)
     return 0
 
 
@@ -243,7 +291,7 @@ def run_publish(args) -> int:
     from gated.core.revocation import UpdateRejected
 
     blobs = [Path(f).read_bytes() for f in args.files]
-    settings = _settings(args, None)
+    settings = _settings(args, None, tool="gated publish-revocations")
     try:
         result = publish_revocations(settings, args.site, blobs, keyring=_keyring(args.keyring))
     except (PublishError, UpdateRejected) as exc:

@@ -192,7 +192,7 @@ def run_sync(args) -> int:
         key = keys.load_private_key(signing_key(args))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    settings = _settings(args, None) if args.broker else None
+    settings = _settings(args, None, tool=f"gated pretix {args.pretix_command}") if args.broker else None
 
     def publish(blobs):
         if args.out:

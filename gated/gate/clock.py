@@ -152,12 +152,26 @@ def _number(value, default):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
-def reset_trust(store) -> dict:
-    """Forget the persisted trust (trusted time, beacon sequence, anchor, disagreement) and return
-    what was there. For an operator whose gate took a bad beacon (`gated clock reset`)."""
+RESET_REPLAY_WINDOW_MS = 60_000  # after a reset, beacons made this long before its reference time still count
+
+
+def sequence_after_reset(stored, not_before_ms: int) -> int:
+    """The beacon sequence floor a reset leaves: the one stored, lowered only to just before the
+    reset's reference time (`not_before_ms`, the signed command's `iat` or the operator's clock), so a
+    sequence a bad beacon pushed into the future is forgotten while an old signed beacon, replayed,
+    stays refused (its sequence, the publisher's unix ms then, is below the floor)."""
+    floor = max(0, int(not_before_ms) - RESET_REPLAY_WINDOW_MS)
+    stored = int(_number(stored, -1))
+    return floor if stored < 0 else min(stored, floor)
+
+
+def reset_trust(store, not_before_ms: int) -> dict:
+    """Forget the persisted trust (trusted time, anchor, disagreement), lower the beacon sequence
+    floor no further than just before `not_before_ms` (sequence_after_reset), and return what was
+    there. For an operator whose gate took a bad beacon (`gated clock reset`)."""
     before = {key: store.get_value(key) for key in (TRUSTED_KEY, SEQ_KEY, ANCHOR_KEY, DISAGREEMENT_KEY)}
     store.set_value(TRUSTED_KEY, 0)
-    store.set_value(SEQ_KEY, -1)
+    store.set_value(SEQ_KEY, sequence_after_reset(before[SEQ_KEY], not_before_ms))
     store.set_value(ANCHOR_KEY, None)
     store.set_value(DISAGREEMENT_KEY, None)
     return before
@@ -194,10 +208,12 @@ def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s:
     refused = _json_object(stored(DISAGREEMENT_KEY))
     if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
         seen = refused["seen_ms"] / 1000 if isinstance(refused.get("seen_ms"), int) else None
-        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000, reference_s=refused["reference_ms"] / 1000,
-                              source=refused.get("source", "system"), seen_s=seen)
+        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000,
+                              reference_s=refused["reference_ms"] / 1000, source=refused.get("source", "system"),
+                              seen_s=seen)
     anchor = _json_object(stored(ANCHOR_KEY))
-    if anchor.get("boot") is not None and anchor.get("boot") == boot() and isinstance(anchor.get("offset"), (int, float)):
+    if anchor.get("boot") is not None and anchor.get("boot") == boot() \
+            and isinstance(anchor.get("offset"), (int, float)):
         offset = anchor["offset"] + monotonic() - now  # the beacons' time carried to now, minus this clock
         if abs(offset) > max_offset_s:
             return TrustDiagnosis("offset", offset_s=offset)
@@ -349,14 +365,17 @@ class TrustedClock:
                 self._trusted_s = max(self._trusted_s, reading.now)
             self._persist()
 
-    def reset(self) -> dict:
-        """Forget every bound and the persisted trust (the `clock_reset` command): the next NTP
-        reading, RTC or beacon sets the time, as on a first start. What the store held is returned."""
+    def reset(self, not_before_ms: int) -> dict:
+        """Forget every bound and the persisted trust (the `clock_reset` command, `not_before_ms` its
+        signed `iat`): the next NTP reading, RTC or beacon made after that time sets the time, as on a
+        first start; an older signed beacon replayed does not (sequence_after_reset). What the store held
+        is returned."""
         with self._lock:
             self._samples.clear()
             self._rivals.clear()
-            self._last_seq, self._trusted_s, self._persisted_s, self.disagreement = -1, 0.0, 0.0, {}
-            return reset_trust(self.store) if self.store is not None else {}
+            self._last_seq = sequence_after_reset(self._last_seq, not_before_ms)
+            self._trusted_s, self._persisted_s, self.disagreement = 0.0, 0.0, {}
+            return reset_trust(self.store, not_before_ms) if self.store is not None else {}
 
     # --- output --------------------------------------------------------------------------------
 

@@ -112,7 +112,8 @@ class ScannerSection:
 
 @dataclass(frozen=True)
 class TurnstileSection:
-    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)", pattern=NAME, expected=NAME_TEXT)
+    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)",
+                      pattern=NAME, expected=NAME_TEXT)
     pin_factory: str = _opt("auto", doc="gpiozero pin factory; auto = gpiozero's choice (GPIOZERO_PIN_FACTORY wins)",
                             choices=PIN_FACTORIES)
     boards_dir: Path | None = _opt(None, doc="where board profiles live (default: the installed firmware_config/boards)",
@@ -186,14 +187,13 @@ class MqttSection:
                                               "was offline; with the clock untrusted, open/unlock are refused",
                                     above=0,
                                     maximum=86400)
-    keep_until_committed: bool = _opt(False, doc="keep each event in the outbox until the ledger says it holds "
-                                                 "it (the retained gates/<gate>/committed), not just the broker; "
-                                                 "a broker or bridge that dies then loses nothing")
-    resend_after_s: float = _opt(30.0, doc="with keep_until_committed: re-send what the ledger lacks when it has "
-                                           "confirmed nothing new for this long (doubling, at most an hour)",
+    keep_until_committed: bool | None = _opt(None, doc="no longer needed: a gate always keeps each event until the "
+                                                       "ledger says it holds it (read, logged, changes nothing)")
+    resend_after_s: float = _opt(30.0, doc="re-send what the ledger lacks when it has confirmed nothing for this "
+                                           "long (doubling, at most an hour)",
                                  above=0, maximum=86400)
-    outbox_retention_h: float = _opt(168.0, doc="with keep_until_committed: drop events the broker acknowledged "
-                                                "this long ago that no ledger confirmed (bounds the outbox)",
+    outbox_retention_h: float = _opt(168.0, doc="drop events the broker acknowledged this long ago that no ledger "
+                                                "confirmed (bounds the outbox; each one counted and logged)",
                                      above=0, maximum=24 * 366)
     tls: TlsSection = _opt(TlsSection(), doc="TLS files")
 

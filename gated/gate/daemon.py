@@ -42,6 +42,7 @@ import queue
 import signal
 import threading
 import time
+from pathlib import Path
 
 import structlog
 
@@ -50,8 +51,24 @@ from gated import topics
 from gated.gate import build, health, sdnotify
 from gated.gate.build import StartupError
 from gated.gate.config import Config
+from gated.lockfile import release
 
 log = structlog.get_logger("gated.gate.daemon")
+
+OCCUPANCY_SKEW_MS = 60_000  # an occupancy message stamped later than the gate's clock plus this is ignored
+
+
+def occupancy_made_ms(text: bytes) -> int:
+    """The `ts` of an occupancy message read_occupancy has accepted (unix ms)."""
+    import json
+
+    from gated.core.events import parse_ts
+    from gated.core.occupancy import OccupancyRejected
+
+    made = parse_ts(json.loads(text).get("ts"))
+    if made is None:
+        raise OccupancyRejected("ts must be a time like an event's ts (RFC 3339 UTC with milliseconds)")
+    return made
 
 LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
 REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked against the policy
@@ -75,6 +92,8 @@ class Daemon:
         self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
         self.metrics = self._metrics_server = None
+        self._lock: int | None = None  # the state directory's lock (gated.lockfile), held while running
+        self._occupancy_ms = 0  # `ts` of the newest occupancy message taken: an older one is ignored
         self.store_ok = True
         self.camera_fault: str | None = None
         self._next_health = 0.0
@@ -88,8 +107,15 @@ class Daemon:
     def start(self) -> None:
         from gated import keys
 
+        from gated.lockfile import RoleTaken, hold
+
         cfg = self.cfg
         self.keyring = keys.load_keyring(cfg.gate.keyring)
+        Path(cfg.gate.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:  # one `gated run` per state directory: a second would write the same events, take the same session
+            self._lock = hold(Path(cfg.gate.database).parent / "gated.lock", f"gated run for gate {cfg.gate.id}")
+        except RoleTaken as exc:
+            raise StartupError(str(exc)) from None
         self.store = build.open_store(cfg)
         log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
                  outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
@@ -170,18 +196,34 @@ class Daemon:
         """The ledger's retained occupancy figures: kept for the capacity check while fresh
         (GateStore.zone_occupancy); a message that is not one is logged and ignored."""
         from gated.core.occupancy import OccupancyRejected, read_occupancy
+        from gated.core.ledgersig import UnverifiedLedgerMessage, unseal
 
         try:
-            zones, as_of, since_ms = read_occupancy(payload, site=self.cfg.gate.site)
+            text, _signer = unseal(payload, self.keyring)
+        except UnverifiedLedgerMessage as exc:  # only the ledger may say how many are inside
+            self.uplink.unverified_ledger_messages += 1
+            log.warning("occupancy message ignored: not from the ledger", code=exc.code, detail=exc.detail[:200])
+            return
+        try:
+            zones, as_of, since_ms = read_occupancy(text, site=self.cfg.gate.site)
+            made_ms = occupancy_made_ms(text)
         except OccupancyRejected as exc:
             log.warning("occupancy message ignored", problem=str(exc))
             return
+        now_ms = int(self.clock.now() * 1000) if self.clock is not None else int(time.time() * 1000)
+        if made_ms < self._occupancy_ms or made_ms > now_ms + OCCUPANCY_SKEW_MS:
+            log.warning("occupancy message ignored", problem="older than the figure the gate has, or later than its "
+                        f"clock plus {OCCUPANCY_SKEW_MS // 1000} s", ts=made_ms, have=self._occupancy_ms)
+            return
+        self._occupancy_ms = made_ms
         self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of, since_ms)
 
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
         if name == "clock_reset":
-            before = self.clock.reset() if self.clock is not None else {}
+            # the command's signed iat is the reference: beacons made before it stay refused (no replays)
+            issued_ms = int((self.uplink.command_iat or time.time()) * 1000)
+            before = self.clock.reset(issued_ms) if self.clock is not None else {}
             log.warning("clock trust reset by command", was=before)
             return
         self.gate.command(name)
@@ -406,6 +448,8 @@ class Daemon:
                                outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
                                clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
                                store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure(),
+                               delivery=(self.uplink.unconfirmed, self.uplink.dropped_unconfirmed,
+                                         self.uplink.unverified_ledger_messages),
                                checkin_list=self._held_list())
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.metrics is not None:
@@ -439,6 +483,7 @@ class Daemon:
             ("log", lambda: log.info("gate stopped", seq=self.store.last_seq, outbox=self.store.outbox_depth())
              if self.store is not None else None),
             ("store", lambda: self.store.close() if self.store is not None else None),
+            ("lock", lambda: release(self._lock)),
         )
         for name, step in steps:
             try:

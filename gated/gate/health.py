@@ -83,9 +83,12 @@ class Counters:
 def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
              rev_iat: int, clock: dict, mode: str, camera_ok: bool, store_ok: bool,
              rev_stale: str | None = None, occupancy: tuple[int, str, int | None] | None = None,
+             delivery: tuple[int, int, int] | None = None,
              checkin_list: tuple[str, int] | None = None) -> dict:
     """The health message body (pure apart from the frame-rate mark it advances). `clock` is
-    TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}."""
+    TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}.
+    `delivery`: (rows the broker has that no ledger confirmed, rows dropped unconfirmed since start,
+    committed/occupancy messages ignored as not signed by a ledger key since start)."""
     return {
         "ts": events.format_ts(now_ms),
         "uptime_s": int(now_mono - counters.started),
@@ -95,6 +98,8 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "admits": counters.admits,
         "denies": counters.denies,
         "outbox": outbox,
+        **({} if delivery is None else {"unconfirmed": delivery[0], "dropped_unconfirmed": delivery[1],
+                                        "unverified_ledger_messages": delivery[2]}),
         "rev": rev_version,
         "rev_age_s": max(0, now_ms // 1000 - rev_iat) if rev_version else None,
         "rev_stale": rev_stale is not None,
@@ -120,7 +125,10 @@ PROMETHEUS = (
     ("scans", "counter", "codes decided since start"),
     ("admits", "counter", "admissions since start"),
     ("denies", "counter", "denials since start"),
-    ("outbox", "gauge", "events not yet acknowledged by the broker (with keep_until_committed: not yet confirmed by the ledger)"),
+    ("outbox", "gauge", "events not yet acknowledged by the broker"),
+    ("unconfirmed", "gauge", "events the broker acknowledged that the ledger has not confirmed yet"),
+    ("unverified_ledger_messages", "counter", "committed/occupancy messages ignored: unsigned or not by a ledger key"),
+    ("dropped_unconfirmed", "counter", "events dropped after outbox_retention_h with no ledger's confirmation"),
     ("rev", "gauge", "revocation list version in use"),
     ("rev_age_s", "gauge", "age of the revocation list in seconds"),
     ("rev_stale", "gauge", "1 while the revocation list is stale by the configured policy"),

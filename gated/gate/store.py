@@ -435,6 +435,48 @@ class GateStore:
         with self._tx() as db:
             return db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
 
+    def prune_confirmed(self, confirmation) -> int:
+        """Drop the rows a ledger's confirmation (gated.core.confirmation) covers, among those the
+        broker has acknowledged: a row never handed over is sent whatever the ledger says (its
+        state may have come back from a backup, and the ledger hold another event of that seq).
+        How many went."""
+        clauses = ["seq <= ?"] + ["seq BETWEEN ? AND ?"] * len(confirmation.held)
+        params = [confirmation.seq] + [v for r in confirmation.held for v in r]
+        with self._tx() as db:
+            return db.execute(f"DELETE FROM outbox WHERE broker_ms IS NOT NULL AND ({' OR '.join(clauses)})",
+                              params).rowcount
+
+    def outbox_floor(self) -> int:
+        """The lowest seq the gate still holds (its outbox's first row; with an empty outbox, the
+        next seq it will make): below it, whatever a ledger lacks no gate can send again."""
+        with self._lock:
+            (low,) = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()
+            return int(low) if low is not None else int(self._meta("seq", 0)) + 1
+
+    def outbox_counts(self) -> tuple[int, int]:
+        """(rows not yet acknowledged by the broker, rows it has acknowledged that no ledger confirmed)."""
+        with self._lock:
+            waiting, unconfirmed = self._db.execute(
+                "SELECT COALESCE(SUM(broker_ms IS NULL), 0), COALESCE(SUM(broker_ms IS NOT NULL), 0) FROM outbox").fetchone()
+            return int(waiting), int(unconfirmed)
+
+    def lowest_unconfirmed(self) -> int | None:
+        """The lowest seq the broker has acknowledged that no ledger confirmed (None: none)."""
+        with self._lock:
+            return self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()[0]
+
+    def lowest_undelivered(self) -> int:
+        """The lowest seq the broker has not acknowledged (with none, the next seq the gate will make)."""
+        with self._lock:
+            (low,) = self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NULL").fetchone()
+            return int(low) if low is not None else int(self._meta("seq", 0)) + 1
+
+    def delivered_through(self) -> int:
+        """The highest seq the broker has acknowledged that is still in the outbox (0: none)."""
+        with self._lock:
+            (high,) = self._db.execute("SELECT MAX(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()
+            return int(high or 0)
+
     def prune_expired(self, before_ms: int) -> int:
         """Drop rows the broker acknowledged before `before_ms` that no ledger ever confirmed (the
         operator's retention bound); how many went."""
@@ -443,8 +485,10 @@ class GateStore:
                               (before_ms,)).rowcount
 
     def outbox_depth(self) -> int:
+        """Rows the broker has not acknowledged yet (the rows that wait for a ledger's confirmation
+        after that: outbox_counts)."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM outbox WHERE broker_ms IS NULL").fetchone()[0]
 
     # --- revocations ------------------------------------------------------------------------
 

@@ -37,10 +37,28 @@ def agree(collector, path):
     assert sorted(shown.gates) == sorted(report["gates"])
     for gate, figures in report["gates"].items():
         mine = shown.gates[gate]
-        assert (mine.events, mine.admits, mine.missing, mine.chain_breaks, mine.bad_signatures) == (
-            figures["events"], figures["admits"], figures["missing"], figures["chain_breaks"],
+        assert (mine.events, mine.admits, mine.missing, mine.declared_lost, mine.chain_breaks, mine.bad_signatures) == (
+            figures["events"], figures["admits"], figures["missing"], figures["declared_lost"], figures["chain_breaks"],
             figures["bad_signatures"]), gate
     return shown
+
+
+def test_declared_losses_follow_the_gates_floors(ledger_db):
+    """A gate's floor (issue #22): what the ledger lacks below it is declared lost, not missing; the
+    figures follow a floor that moves and an event that arrives below it after all (SQLite's
+    incremental rounds and PostgreSQL's recount alike)."""
+    Ledger(str(ledger_db)).close()
+    collector = LedgerCollector(ledger_db, "S", slow_every=0)
+    store_in(ledger_db, [("g1", q, "admit") for q in (2, 5, 6, 9)] + [("g2", 1, "admit")])
+    with Ledger(str(ledger_db)) as ledger:
+        ledger.declare_floors({"g1": 5, "g3": 4})  # g3: nothing stored, everything below its floor lost
+    shown = agree(collector, ledger_db)
+    assert (shown.gates["g1"].declared_lost, shown.gates["g1"].missing, shown.gates["g3"].declared_lost) == (3, 2, 3)
+    store_in(ledger_db, [("g1", 3, "admit")])  # late, below the floor
+    with Ledger(str(ledger_db)) as ledger:
+        ledger.declare_floors({"g1": 8})  # the gate moved on
+    shown = agree(collector, ledger_db)
+    assert (shown.gates["g1"].declared_lost, shown.gates["g1"].missing) == (3, 1)  # 1, 4, 7 lost; 8 missing
 
 
 def test_the_figures_follow_the_ledger_round_by_round(tmp_path):

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
 from gated.core.beacon import encode_beacon, read_beacon
-from gated.gate.clock import Policy, TrustedClock
+from gated.gate.clock import Policy, TrustedClock, reset_trust
 from gated.gate.store import GateStore
 from tests.conftest import SITE
 
@@ -403,7 +403,6 @@ def test_beacons_that_disagree_with_each_other_or_with_ntp_outvote_nothing(autho
 
 
 def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
-    from gated.gate.clock import reset_trust
 
     world = World(ntp=True)
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
@@ -411,12 +410,32 @@ def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
         store.set_value("clock.beacon_seq", int((world.true + YEAR) * 1000))
         poisoned = world.clock(authority, store).reading(world.wall, world.mono)
         assert poisoned.now == pytest.approx(world.true + YEAR) and poisoned.source == "behind"
-        before = reset_trust(store)
+        before = reset_trust(store, int(world.wall * 1000))
         assert before["clock.trusted_ms"] == int((world.true + YEAR) * 1000)
         clock = world.clock(authority, store)
         reading = clock.reading(world.wall, world.mono)
         assert (reading.uncertain, reading.source, reading.now) == (False, "ntp", world.wall)
-        assert clock.on_beacon(beacon(authority, 5, at=world.true), world.wall, world.mono).accepted
+        now_ms = int(world.true * 1000)
+        assert clock.on_beacon(beacon(authority, now_ms, at=world.true), world.wall, world.mono).accepted
+
+
+def test_a_reset_does_not_reopen_replays_of_old_signed_beacons(authority, tmp_path):
+    """An attacker kept a signed beacon from an hour ago. After `gated clock reset` (or the signed
+    `clock_reset` command) it is still refused: the sequence floor drops only to just before the
+    reset's reference time, not to -1. A fresh beacon is taken."""
+    world = World()  # no NTP: a beacon alone would set the time
+    old = beacon(authority, int((world.true - 3600) * 1000), at=world.true - 3600)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        assert clock.on_beacon(beacon(authority, int(world.true * 1000), at=world.true), world.wall, world.mono).accepted
+        clock.reset(int(world.true * 1000))  # the command's iat
+        assert clock.on_beacon(old, world.wall, world.mono).reason == "not_newer"
+        reset_trust(store, int(world.wall * 1000))  # `gated clock reset`, the gate stopped
+        again = world.clock(authority, store)
+        assert again.on_beacon(old, world.wall, world.mono).reason == "not_newer"
+        world.advance(10)
+        assert again.on_beacon(beacon(authority, int(world.true * 1000), at=world.true), world.wall,
+                               world.mono).accepted
 
 
 @pytest.mark.parametrize("unix_ms", [2**53, 2**63 - 1, 2**64 - 1])

@@ -1,6 +1,6 @@
 """`gated certs` makes what the shipped site broker configuration (systemd/mosquitto/, as it is in
 this tree) accepts: a real Mosquitto with gated-site.conf and make-dynsec.py's rules, a gate uplink under its own
-certificate, `gated status` as `ledger` and `gated command` as `central`, all over TLS."""
+certificate, `gated status` as `operator` (never as the ledger: the tools refuse a component's certificate) and `gated command` as `central`, all over TLS."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ SHIPPED = ROOT / "systemd" / "mosquitto"
 @pytest.fixture
 def certs(tmp_path):
     out = tmp_path / "certs"
-    assert main(["certs", "--out", str(out), "--site", SITE, "g1", "g2", "central", "ledger"]) == 0
+    assert main(["certs", "--out", str(out), "--site", SITE, "g1", "g2", "central", "ledger", "operator"]) == 0
     return out
 
 
@@ -55,7 +55,7 @@ def tls_args(port: int, certs: Path, who: str, key_option: str = "--key") -> lis
 def test_the_layout_names_and_modes(certs):
     names = sorted(p.name for p in certs.iterdir())
     assert names == sorted(["ca.crt", "ca.key", "server.crt", "server.key"]
-                           + [f"{c}.{e}" for c in ("g1", "g2", "central", "ledger") for e in ("crt", "key")])
+                           + [f"{c}.{e}" for c in ("g1", "g2", "central", "ledger", "operator") for e in ("crt", "key")])
     for path in certs.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == (0o600 if path.suffix == ".key" else 0o644), path
     g1 = x509.load_pem_x509_certificate((certs / "g1.crt").read_bytes())
@@ -111,7 +111,7 @@ def test_a_gate_status_and_command_work_through_tls_and_the_shipped_acl(site_bro
             pump([uplink], lambda: uplink.connected, what="g1 connected over TLS")
             uplink.poll(0.3)  # its status (published on connect) on its way
             out = subprocess.run([sys.executable, "-m", "gated.cli", "status", "--json", "--site", SITE,
-                                  *tls_args(site_broker.port, certs, "ledger")],
+                                  *tls_args(site_broker.port, certs, "operator")],
                                  capture_output=True, text=True, cwd=ROOT, timeout=60)
             assert out.returncode == 0, out.stderr
             [row] = json.loads(out.stdout)

@@ -151,6 +151,15 @@ def barrier(gate: GateProcess, tmp_path: Path, peer: Peer) -> None:
     gate.wait_for(lambda: heard(gate, tmp_path, cti), what="g2's last admission")
 
 
+def scanned_event(gate: GateProcess, camera, published: Listener, text: str) -> dict:
+    """The scan event g1 published for one more look at `text` (it carries the occupancy figure it judged
+    with), from `published`, a Listener on g1's events topic."""
+    line = scan(gate, camera, text)
+    gate.wait_for(lambda: any(json.loads(p)["id"] == line["id"] for p in published.on(events_topic(SITE, "g1"))),
+                  what="the scan event at the broker")
+    return next(e for e in map(json.loads, published.on(events_topic(SITE, "g1"))) if e["id"] == line["id"])
+
+
 def scan(gate: GateProcess, camera, text: str) -> dict:
     """Show `text` to g1's camera until it has decided it once more; that scan's log line."""
     before = len(gate.scans())
@@ -249,7 +258,9 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
     and one counting from no day start is not used (the gate's own figure instead)."""
     from gated.core.occupancy import encode_occupancy
     from gated.daystart import DayStart
+    from gated.core.ledgersig import seal
     from gated.topics import occupancy_topic
+    from tests.support.uplink import LEDGER_KEY
 
     now = time.time()
     day_starts = time.strftime("%H:%M", time.gmtime(now - 3600))
@@ -258,11 +269,7 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
     published = Listener(broker.port, events_topic(SITE, "g1"))
 
     def scanned(text: str) -> dict:
-        """The scan event g1 published for one more look at `text` (it carries the figure it judged with)."""
-        line = scan(gate, camera, text)
-        gate.wait_for(lambda: any(json.loads(p)["id"] == line["id"] for p in published.on(events_topic(SITE, "g1"))),
-                      what="the scan event at the broker")
-        return next(e for e in map(json.loads, published.on(events_topic(SITE, "g1"))) if e["id"] == line["id"])
+        return scanned_event(gate, camera, published, text)
 
     try:
         sync(gate, peer)
@@ -274,7 +281,8 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
 
         def centre(since_ms):
             zones = {"north": {"inside": 0, "capacity": 1, "entries": 0, "exits": 0}}
-            message = encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)
+            message = seal(json.loads(encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)),
+                           LEDGER_KEY)  # the site's ledger signs it (gated/core/ledgersig.py)
             peer.client.publish(occupancy_topic(SITE), message, 1, retain=True).wait_for_publish(5)
             time.sleep(0.5)
 

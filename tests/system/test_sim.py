@@ -24,7 +24,7 @@ SCENARIOS = ROOT / "sim" / "scenarios"
 
 # --- scenarios -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["demo", "outage", "stadium", "pretix"])
+@pytest.mark.parametrize("name", ["demo", "outage", "stadium", "pretix", "powercut"])
 def test_shipped_scenarios_load(name):
     s = scenario.load(SCENARIOS / f"{name}.toml")
     assert s.name == name
@@ -232,7 +232,8 @@ def test_report_passes_only_when_everything_matches(tmp_path):
     assert r["ok"] and r["decisions"] == {"expected": 2, "matched": 2, "mismatched": 0}
     assert set(r) >= {"scenario", "visitors", "decisions", "events", "latency_ms", "throughput_per_gate_per_min",
                       "denials", "admissions_over_limit"}
-    assert set(r["events"]) == {"made", "in_ledger", "gaps", "duplicates_dropped", "chain_breaks", "bad_signatures"}
+    assert set(r["events"]) == {"made", "in_ledger", "gaps", "declared_lost", "duplicates", "duplicates_dropped", "chain_breaks",
+                               "bad_signatures"}
     assert r["denials"] == {"unknown_key": 1}
 
     assert not _build(good + [_attempt(3, "expired", "ok")], _ledger())["ok"]  # a mismatch
@@ -317,6 +318,43 @@ def test_outage_venue_loses_nothing(tmp_path):
     _assert_clean(result, tmp_path, s)
     kinds = {f["kind"] for f in result["faults"]}
     assert {"broker_down", "gate_kill"} <= kinds, result["faults"]
+
+
+@pytest.mark.slow  # a whole venue with two broker power cuts and a resized ledger: about two minutes
+def test_power_cuts_and_a_resized_ledger_lose_nothing(tmp_path):
+    """The powercut venue (issue #22): the broker SIGKILLed twice while the gates publish, the ledger
+    going 2 -> 3 -> 2 --partition workers, `gated status` run twice: the rehearsal matches the ground
+    truth, with no gap and nothing declared lost; report.json says how many duplicates it took."""
+    s, result = _run_venue("powercut", tmp_path, speed=1.0)
+    _assert_clean(result, tmp_path, s)
+    assert result["events"]["declared_lost"] == 0 and isinstance(result["events"]["duplicates"], int)
+    faults = [f for f in result["faults"]]
+    assert [f["kind"] for f in faults if f["kind"] == "broker_down"] == ["broker_down"] * 2
+    assert all("SIGKILL" in f["what"] for f in faults if f["kind"] == "broker_down"), faults
+    assert [f["what"] for f in faults if f["kind"] == "ledger_resize"] == \
+        ["ledger from 2 to 3 --partition workers", "ledger from 3 to 2 --partition workers"]
+    probes = [f["what"] for f in faults if f["kind"] == "status_probe"]
+    assert len(probes) == 2 and all(p.startswith("gated status: exit") and "3 gate rows" in p for p in probes), probes
+    ledger_log = (tmp_path / "out").rglob("ledger.log")
+    assert not any("already running" in p.read_text() for p in ledger_log)
+
+
+def test_the_new_fault_kinds_are_read_and_checked():
+    raw = {"scenario": {"name": "x", "site": "s", "event": "E", "seed": 1, "duration_s": 30, "speed": 1,
+                        "ledger_partitions": 2},
+           "gates": {"count": 1, "board": "generic-relay"}, "arrivals": {"visitors": 2},
+           "faults": [{"kind": "broker_down", "start_s": 1, "end_s": 2, "how": "kill"},
+                      {"kind": "ledger_resize", "at_s": 5, "partitions": 3}, {"kind": "status_probe", "at_s": 6}]}
+    s = scenario.from_dict(raw)
+    assert s.ledger_partitions == 2
+    (down,), (resize,), (probe,) = s.faults_of("broker_down"), s.faults_of("ledger_resize"), s.faults_of("status_probe")
+    assert (down.how, resize.partitions, resize.start_s, probe.start_s) == ("kill", 3, 5.0, 6.0)
+    raw["faults"] = [{"kind": "broker_down", "start_s": 1, "end_s": 2, "how": "gently"},
+                     {"kind": "ledger_resize", "at_s": 50, "partitions": 0}]
+    with pytest.raises(scenario.ScenarioError) as info:
+        scenario.from_dict(raw)
+    text = str(info.value)
+    assert "faults[0].how" in text and "faults[1].at_s" in text and "faults[1].partitions" in text
 
 
 def test_gated_sim_refuses_a_ledger_database_that_holds_events(tmp_path, postgres, capsys):
