@@ -80,14 +80,12 @@ def test_the_central_guide_runs_as_written(tmp_path):
     assert any(line.startswith("gated certs") for line in lines) and any("gated status" in line for line in lines)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     before_broker = [i for i, line in enumerate(lines) if "make-dynsec.py" in line][0] + 1
-    run = lambda part: subprocess.run(
-        ["bash", "-e", "-c", "\n".join(part)],
-        cwd=tmp_path,
-        env=env,  # noqa: E731
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+
+    def run(part: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "-e", "-c", "\n".join(part)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+        )
+
     first = run(lines[:before_broker])
     assert first.returncode == 0, first.stdout + first.stderr
     certs = tmp_path / "root" / "etc" / "mosquitto" / "gated"
