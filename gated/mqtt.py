@@ -24,7 +24,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gated.mqtturl import UplinkSettings
+from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words, tls_file_problems
+from gated.mqtturl import BrokerUrlError, UplinkSettings
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -67,6 +68,9 @@ class MqttLink:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
         if settings.tls:
+            problems = tls_file_problems(settings.ca_file, settings.cert_file, settings.key_file)
+            if problems:  # paho would say only "[Errno 2] No such file or directory"
+                raise BrokerUrlError("; ".join(problems))
             client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file,
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if settings.username is not None:
@@ -98,7 +102,8 @@ class MqttLink:
         if reason_code.is_failure:
             self._attempt += 1
             self._set_backoff(client)
-            self.inbox.put(("refused", f"connection refused: {reason_code}"))
+            hint = f" ({NOT_AUTHORISED_HINT})" if reason_code.value == 135 else ""
+            self.inbox.put(("refused", f"connection refused: {reason_words(reason_code)}{hint}"))
             return
         self._attempt = 0
         self._set_backoff(client)
@@ -112,7 +117,7 @@ class MqttLink:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if any(rc.is_failure for rc in reason_codes):
-            self.inbox.put(("refused", f"subscription refused: {', '.join(str(rc) for rc in reason_codes)}"))
+            self.inbox.put(("refused", f"subscription refused: {', '.join(reason_words(rc) for rc in reason_codes)}"))
         self._subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -124,7 +129,7 @@ class MqttLink:
         self._subscribed.clear()
         self._attempt += 1
         self._set_backoff(client)
-        self.inbox.put(("disconnected", str(reason_code)))
+        self.inbox.put(("disconnected", reason_words(reason_code)))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.inbox.put(("published", mid, reason_code.value))

@@ -116,15 +116,14 @@ def _read_password(path: str) -> str:
 
 # --- command-line helpers (shared by `gated ledger`, `gated publish-revocations`, ...) ----------
 
-def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = True,
-                         cert_key_option: str = "--key") -> None:
-    """`cert_key_option`: the option naming the client certificate's key (`--cert-key` where `--key`
-    means a signing key, as in `gated command`)."""
+def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The same options on every command that talks to a broker: --ca, --cert, --key are always the
+    TLS files (a signing key is --signing-key: gated/cli/options.py)."""
     parser.add_argument("--broker", required=required, metavar="URL",
                         help="mqtt://host[:port] or mqtts://host[:port] (user:password@ and ?ca=&cert=&key= allowed)")
     parser.add_argument("--ca", help="CA certificate(s) that signed the broker's certificate (PEM)")
     parser.add_argument("--cert", help="client certificate (PEM); the broker takes its CN as the user name")
-    parser.add_argument(cert_key_option, dest="cert_key", help="private key of the client certificate (PEM)")
+    parser.add_argument("--key", dest="cert_key", help="private key of the client certificate (PEM)")
     parser.add_argument("--username")
     parser.add_argument("--password-file", help="file holding the broker password")
     parser.add_argument("--client-id", help="MQTT client id (default: derived from the command and site)")

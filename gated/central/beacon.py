@@ -15,6 +15,7 @@ from typing import Callable
 
 import structlog
 
+from gated.brokerdiag import link_words
 from gated.core.errors import GatedError
 from gated.core.beacon import BEACON_INTERVAL_S, encode_beacon
 from gated.mqtt import MqttLink
@@ -47,6 +48,10 @@ def connect(settings, client_id: str, timeout: float = 10.0) -> MqttLink:
     if not link.wait_connected(timeout):
         refused = _refusal(link)
         link.stop()
+        if refused is None:
+            from gated.brokerdiag import probe
+
+            refused = probe(settings, 5.0)
         raise BeaconPublishError(f"the broker at {settings.url} did not accept the connection"
                                  + (f" ({refused})" if refused else "") + ": check --broker, the certificate and the ACL")
     return link
@@ -89,7 +94,7 @@ def _acknowledged(link: MqttLink, mid: int, timeout: float) -> bool:
         if item[0] == "published" and item[1] == mid:
             return item[2] < 0x80  # MQTT v5: below 0x80 is success (16: no subscriber yet, still kept)
         if item[0] in ("disconnected", "refused"):
-            log.warning("beacon_link", state=item[0], detail=item[1:])
+            log.warning("beacon_link", state=link_words(item))
     return False
 
 

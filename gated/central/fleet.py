@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gated.brokerdiag import reason_words
 from gated.core.errors import GatedError
 from gated import keys
 from gated.mqtturl import UplinkSettings
@@ -201,8 +202,11 @@ class SiteWatch:
             self.pump(0.05)
             if self.refused:
                 raise FleetError(f"{self.link.settings.url}: {self.refused}")
-        raise FleetError(f"no connection to {self.link.settings.url} within {timeout:g} s "
-                         "(is the broker running, and the URL, certificate and key right?)")
+        from gated.brokerdiag import probe
+
+        cause = probe(self.link.settings, min(timeout, 5.0))
+        raise FleetError(f"no connection to {self.link.settings.url} within {timeout:g} s: "
+                         + (cause or "the broker accepts TCP and TLS but did not answer the MQTT CONNECT"))
 
     def stop(self) -> None:
         self.link.stop()
@@ -299,7 +303,7 @@ class SiteWatch:
             except queue.Empty:
                 continue
             if item[0] == "published" and item[1] in mids and item[2] >= 0x80:
-                refused[mids[item[1]]] = f"the broker refused the command (reason code {item[2]:#x}): check its ACL"
+                refused[mids[item[1]]] = f"the broker refused the command: {reason_words(item[2])}: check its access rules (is this certificate `central`?)"
             self._handle(item)
         results = []
         for gate in gates:

@@ -76,6 +76,7 @@ class IngestResult:
     rejected: int = 0
     problems: list[dict] = field(default_factory=list)
     committed: dict[str, int] = field(default_factory=dict)  # per gate in the batch: events 1..n all held
+    stored: list[dict] = field(default_factory=list)  # the events this batch stored (new), for `gated ledger -v`
 
 
 class Ledger:
@@ -467,6 +468,7 @@ class Ledger:
             if fresh:
                 result.new += 1
                 self._new.append(event)
+                result.stored.append(event)
             elif existing.get(event_id) == event["hash"]:
                 result.duplicates += 1
             elif self.db.execute("SELECT 1 FROM quarantine WHERE event_id = ? AND why = 'conflict' AND body = ?",

@@ -19,6 +19,7 @@ import time
 
 import structlog
 
+from gated.brokerdiag import link_words
 from gated.central.ledger import IngestResult, Ledger, gate_partition
 from gated.core.confirmation import encode as encode_confirmation
 from gated.core.confirmation import read_floor
@@ -68,6 +69,7 @@ class LedgerService:
         self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
+        self.on_stored = None  # called with each event stored (`gated ledger -v`)
         self.duplicates = 0  # events received again and dropped by id (re-sent by a gate, redelivered)
         self.occupancy_every_s = occupancy_every_s
         self.day_start = day_start
@@ -93,7 +95,7 @@ class LedgerService:
                 if item[0] == "message":
                     messages.append(item[1])
                 elif item[0] in ("connected", "disconnected", "refused"):
-                    log.info("ledger link", state=item[0], detail=item[1:] if len(item) > 1 else None)
+                    log.info("ledger link", state=link_words(item))
                 if len(messages) >= self.batch:
                     break
                 item = self.link.inbox.get_nowait()
@@ -115,6 +117,9 @@ class LedgerService:
         self.received += len(messages)
         self.stored += result.new
         self.duplicates += result.duplicates
+        if self.on_stored is not None:
+            for event in result.stored:
+                self.on_stored(event)
         for problem in result.problems:
             log.warning("ledger problem", **problem)
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0

@@ -67,7 +67,10 @@ def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes],
     link.start()
     try:
         if not link.wait_connected(timeout):
-            raise PublishError(f"no connection to {settings.url} within {timeout:.0f} s")
+            from gated.brokerdiag import probe
+
+            cause = probe(settings, min(timeout, 5.0)) or "the broker accepts TCP and TLS but not the MQTT CONNECT"
+            raise PublishError(f"no connection to {settings.url} within {timeout:.0f} s: {cause}")
         retained = _collect_retained(link, settle_s, timeout)
         result = PublishResult()
         mids = {}
@@ -146,6 +149,9 @@ def _wait_acks(link: MqttLink, mids: dict, timeout: float, retained: dict) -> No
         if item[0] == "published" and item[1] in waiting:
             topic = waiting.pop(item[1])
             if item[2] >= 0x80:
-                raise PublishError(f"the broker refused {topic} (reason code {item[2]:#x}): check its ACL")
+                from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
+
+                hint = f" ({NOT_AUTHORISED_HINT})" if item[2] == 135 else ": check its access rules"
+                raise PublishError(f"the broker refused {topic}: {reason_words(item[2])}{hint}")
         else:
             _note(item, link, retained)

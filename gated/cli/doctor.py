@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import time
 import warnings
@@ -48,8 +47,10 @@ def register(sub) -> None:
                    help="leave out a check (camera, decoder, gpio, keyring, state, revocations, broker, clock, disk)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for frames and the broker (default 5)")
     p.set_defaults(func=run_doctor)
-    c = sub.add_parser("check-config", help="check a gate configuration file; list every problem")
+    c = sub.add_parser("check-config", help="check a gate configuration file and the files it names; list every problem")
     c.add_argument("file", help="configuration file (e.g. /etc/gated/gated.toml)")
+    c.add_argument("--user", help="the service user who must be able to read the files (default: gated when it "
+                                  "exists, else you)")
     c.set_defaults(func=run_check_config)
 
 
@@ -63,15 +64,37 @@ def _load(path):
 
 
 def run_check_config(args) -> int:
+    from gated.gate import preflight
+
     cfg = _load(args.file)
-    print(f"{args.file}: ok (gate {cfg.gate.id} at {cfg.gate.site}, events {', '.join(cfg.gate.events)})")
+    try:
+        user = preflight.User.named(args.user)
+    except KeyError:
+        raise CommandError(f"--user {args.user}: no such user on this machine") from None
+    for key, text in preflight.warnings(cfg):
+        print(f"warning: {args.file}: {key}: {text}", file=sys.stderr)
+    problems = preflight.file_problems(cfg, user)
+    for key, text in problems:
+        print(f"{args.file}: {key}: {text}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) with the files the configuration names (checked for user {user.name})",
+              file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok (gate {cfg.gate.id} at {cfg.gate.site}, events {', '.join(cfg.gate.events)}; "
+          f"its files readable by {user.name})")
     return 0
 
 
 def run_doctor(args) -> int:
+    from gated.gate import preflight
+
     cfg = _load(args.config)
     findings = [Finding(OK, "config", f"{args.config}: gate {cfg.gate.id} at {cfg.gate.site}")]
-    print(findings[0].line(), flush=True)
+    findings += [Finding(WARN, "config", f"{key}: {text}") for key, text in preflight.warnings(cfg)]
+    findings += [Finding(FAIL, "files", f"{key}: {text}")
+                 for key, text in preflight.file_problems(cfg, preflight.User.current())]
+    for finding in findings:
+        print(finding.line(), flush=True)
     _quiet_libraries()
     for name, check in CHECKS:
         if name in args.skip:
@@ -288,9 +311,11 @@ def gate_running(cfg) -> bool:
 
 
 def check_broker(cfg, timeout) -> Finding:
-    import paho.mqtt.client as mqtt
-
+    """TCP, TLS (each side's verdict), the certificate's CN against the gate id, then a test publish and
+    subscribe with the gate's own identity on its `doctor` topic (docs/protocol.md, "Site broker")."""
+    from gated.brokerdiag import certificate_cn, probe
     from gated.gate.build import uplink_settings
+    from gated.mqtturl import BrokerUrlError
 
     try:
         settings = uplink_settings(cfg)
@@ -299,40 +324,93 @@ def check_broker(cfg, timeout) -> Finding:
         fix = (f"create it: install -m 0640 -o root -g gated /dev/stdin {path} <<< 'the-password'"
                if isinstance(exc, FileNotFoundError) else "check its owner and mode (root:gated 0640)")
         return Finding(FAIL, "broker", f"password file {path}: {exc.strerror}; {fix}")
-    where = f"{settings.url}"
-    try:
-        socket.create_connection((settings.host, settings.port), timeout=timeout).close()
-    except OSError as exc:
-        return Finding(FAIL, "broker", f"{where}: unreachable ({exc.strerror or exc}); check the network and the URL")
+    except BrokerUrlError as exc:
+        return Finding(FAIL, "broker", str(exc))
+    where = settings.url
+    cause = probe(settings, timeout)
+    if cause:
+        return Finding(FAIL, "broker", f"{where}: {cause}")
+    if settings.cert_file:
+        cn = certificate_cn(settings.cert_file)
+        if cn != cfg.gate.id:
+            return Finding(FAIL, "broker", f"{where}: certificate CN {cn} ≠ [gate] id {cfg.gate.id}: the broker "
+                                           f"knows this gate as {cn}, and would refuse its events (not authorised)")
     if settings.cert_file and gate_running(cfg):
         # the broker takes the certificate's CN (the gate id) as the client id: logging in with it would
         # knock the running gate off the broker and take its session (issue #22)
-        return Finding(OK, "broker", f"{where}: reachable; login not tried, `gated run` for {cfg.gate.id} is running "
-                       "with this certificate (a second login would take over its session): see its status, "
-                       "`gated status`")
-    answer = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-doctor-{cfg.gate.site}-{cfg.gate.id}-{os.getpid()}",
-                         protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, u, flags, reason, props: answer.setdefault("reason", reason)
+        return Finding(OK, "broker", f"{where}: TCP and TLS work, certificate CN {cfg.gate.id}; login not tried: "
+                       f"`gated run` for {cfg.gate.id} is running with this certificate (a second login would take "
+                       "over its session): see its status, `gated status`")
+    return _publish_and_subscribe(cfg, settings, timeout)
+
+
+def _publish_and_subscribe(cfg, settings, timeout) -> Finding:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
+    from gated.topics import gate_topic
+
+    where, topic = settings.url, gate_topic(cfg.gate.site, cfg.gate.id, "doctor")
+    answer: dict = {}
+    # The shipped broker makes the certificate's CN the client id (use_username_as_clientid): this may be
+    # the gate's own session. So: resume it (never clean it), ack nothing it holds for the gate (the gate
+    # gets it again), and leave no subscription of ours in it.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-doctor-{cfg.gate.site}-{cfg.gate.id}",
+                         protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_connect = lambda c, u, flags, reason, props: answer.setdefault("connect", reason)
+    client.on_subscribe = lambda c, u, mid, codes, props: answer.setdefault("subscribe", codes[0])
+    client.on_publish = lambda c, u, mid, reason, props: answer.setdefault("publish", reason)
+    client.on_message = lambda c, u, m: answer.setdefault("echo", m.payload) if m.topic == topic else None
     if settings.username:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
         client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
-    try:
-        client.connect(settings.host, settings.port, keepalive=10)
-        deadline = time.monotonic() + timeout
-        while "reason" not in answer and time.monotonic() < deadline:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = settings.session_expiry_s
+    deadline = time.monotonic() + timeout
+
+    def wait_for(key):
+        while key not in answer and time.monotonic() < deadline:
             client.loop(timeout=0.1)
+        return answer.get(key)
+
+    identity = "its certificate" if settings.cert_file else (f"user {settings.username}" if settings.username
+                                                            else "no user name")
+    try:
+        client.connect(settings.host, settings.port, keepalive=10, clean_start=False, properties=props)
+        reason = wait_for("connect")
+        if reason is None:
+            return Finding(FAIL, "broker", f"{where}: no answer to CONNECT within {timeout:g} s")
+        if reason.is_failure:
+            hint = f" ({NOT_AUTHORISED_HINT})" if reason.value in (134, 135) else ""
+            return Finding(FAIL, "broker", f"{where}: connection refused: {reason_words(reason)}{hint}")
+        client.subscribe(topic, qos=1)
+        granted = wait_for("subscribe")
+        if granted is None or granted.is_failure:
+            why = reason_words(granted) if granted is not None else f"no answer within {timeout:g} s"
+            return Finding(FAIL, "broker", f"{where}: subscribing to {topic} as gate {cfg.gate.id} ({identity}): {why}; "
+                                           f"{NOT_AUTHORISED_HINT}")
+        client.publish(topic, b"doctor", qos=1)
+        published = wait_for("publish")
+        if published is None or published.is_failure:
+            why = reason_words(published) if published is not None else f"no answer within {timeout:g} s"
+            return Finding(FAIL, "broker", f"{where}: test publish on {topic} as gate {cfg.gate.id} ({identity}): {why}; "
+                                           f"the gate's events would be refused the same way; {NOT_AUTHORISED_HINT}")
+        if wait_for("echo") is None:
+            return Finding(FAIL, "broker", f"{where}: the test message on {topic} did not come back within "
+                                           f"{timeout:g} s (the broker's read rules?)")
+        client.unsubscribe(topic)
+        client.loop(timeout=0.2)
     except (OSError, ValueError) as exc:
-        return Finding(FAIL, "broker", f"{where}: {exc}")
+        from gated.brokerdiag import explain_oserror
+
+        return Finding(FAIL, "broker", f"{where}: {explain_oserror(exc) if isinstance(exc, OSError) else exc}")
     finally:
         client.disconnect()
-    reason = answer.get("reason")
-    if reason is None:
-        return Finding(FAIL, "broker", f"{where}: no answer to CONNECT within {timeout:g} s")
-    if reason.is_failure:
-        return Finding(FAIL, "broker", f"{where}: refused ({reason}); check username, password and ACLs")
-    return Finding(OK, "broker", f"{where}: connected")
+    return Finding(OK, "broker", f"{where}: connected as gate {cfg.gate.id} ({identity}); test publish and "
+                                 f"subscribe on {topic} work")
 
 
 def check_decoder(cfg, timeout) -> Finding:

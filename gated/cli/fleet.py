@@ -6,7 +6,10 @@ import json
 import sys
 import time
 
+import argparse
+
 from gated.cli.main import CommandError
+from gated.cli.options import add_signing_key, deprecated, signing_key
 
 COMMAND_WORDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
 
@@ -24,10 +27,10 @@ def register(sub) -> None:
     s.set_defaults(func=run_status)
 
     c = sub.add_parser("command", help="send a signed command to one gate or all, and wait for each to confirm it")
-    add_broker_arguments(c, cert_key_option="--cert-key")
+    add_broker_arguments(c)
+    c.add_argument("--cert-key", dest="legacy_cert_key", help=argparse.SUPPRESS)  # the old spelling of --key
     c.add_argument("--site", required=True)
-    c.add_argument("--key", required=True, dest="command_key",
-                   help="the command private key (PEM); gates trust its public half with role `command`")
+    add_signing_key(c, "the command private key; gates trust its public half with role `command`", trap_key=False)
     c.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for the gates' acknowledgements (default 10)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -81,7 +84,7 @@ def run_status(args) -> int:
 def _load_command_key(path: str):
     from gated import keys
 
-    fix = ("--key must be the command private key (`gated keys generate --name command` makes one; the gates "
+    fix = ("--signing-key must be the command private key (`gated keys generate --name command` makes one; the gates "
            "trust its .pub with `gated keys trust --role command`)")
     try:
         return keys.load_private_key(path)
@@ -96,7 +99,16 @@ def run_command(args) -> int:
         raise CommandError("name one gate, or give --all")
     if args.timeout <= 0:
         raise CommandError("--timeout must be above 0 seconds")
-    key = _load_command_key(args.command_key)  # before any network: no key, no command
+    if args.legacy_cert_key:
+        if args.cert_key and not args.signing_key:  # the old spelling: --key was the command key
+            raise CommandError(f"--key is the TLS client key now and --cert-key is gone: write --signing-key "
+                               f"{args.cert_key} --key {args.legacy_cert_key}")
+        deprecated("--cert-key", "--key (the certificate's key, as on every other command)")
+        args.cert_key = args.cert_key or args.legacy_cert_key
+    if args.cert_key and not args.cert and not args.signing_key:  # `--key command.key`, the old spelling
+        raise CommandError(f"--key is the TLS client key (with --cert); give the command key as --signing-key "
+                           f"{args.cert_key}")
+    key = _load_command_key(signing_key(args))  # before any network: no key, no command
     from gated.central.fleet import FleetError
 
     watch = _watch(args)

@@ -15,11 +15,19 @@ from gated.cli.main import CommandError
 def register(sub) -> None:
     from gated.mqtturl import add_broker_arguments
 
-    p = sub.add_parser("ledger", help="collect every gate's events into a ledger database (exactly once, checked)")
-    add_broker_arguments(p)
-    p.add_argument("--site", required=True)
-    p.add_argument("--db", required=True, help="ledger database: a SQLite file (created if absent) or a "
+    p = sub.add_parser("ledger", help="collect every gate's events into a ledger database (exactly once, checked); "
+                                      "`gated ledger copy --from DB --to DB` carries one between SQLite and PostgreSQL",
+                       description="Collect every gate's events into a ledger database, or, as `gated ledger copy "
+                                   "--from DB --to DB`, carry a ledger whole between SQLite and PostgreSQL "
+                                   "(gated/central/ledgercopy.py).")
+    p.add_argument("action", nargs="?", choices=("copy",), help="copy: carry a ledger from --from to --to")
+    p.add_argument("--from", dest="copy_from", metavar="DB", help="copy: the ledger to read (SQLite file or URL)")
+    p.add_argument("--to", dest="copy_to", metavar="DB", help="copy: the ledger to write (made if absent)")
+    add_broker_arguments(p, required=False)
+    p.add_argument("--site")
+    p.add_argument("--db", help="ledger database: a SQLite file (created if absent) or a "
                    "postgresql://user@host/dbname URL (needs gated[central]); the schema is made or migrated")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per event stored")
     p.add_argument("--keyring", help="keyring with the gates' device keys (role device, named after the gate)")
     p.add_argument("--tickets", action="append", default=[], metavar="CSV",
                    help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
@@ -124,6 +132,19 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
     return ledger
 
 
+def run_copy(args) -> int:
+    from gated.central.ledgercopy import LedgerError, copy_ledger
+
+    if not (args.copy_from and args.copy_to):
+        raise CommandError("gated ledger copy needs --from DB and --to DB")
+    try:
+        result = copy_ledger(args.copy_from, args.copy_to)
+    except LedgerError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"copied {args.copy_from} -> {args.copy_to}: {result.summary()}")
+    return 0
+
+
 def _hold_worker(args, ledger):
     """One worker per site and partition (or one whole ledger per site and database), before it
     connects: a second would take the first's MQTT session. A lock file beside a SQLite ledger, a
@@ -156,6 +177,11 @@ def run_ledger(args) -> int:
 
     from gated.daystart import DayStart, DayStartError
 
+    if args.action == "copy":
+        return run_copy(args)
+    missing = [o for o, v in (("--broker", args.broker), ("--site", args.site), ("--db", args.db)) if not v]
+    if missing:
+        raise CommandError(f"{', '.join(missing)} required (or: gated ledger copy --from DB --to DB)")
     settings = _settings(args, None)
     if args.partition and args.group:
         raise CommandError("give --partition or --group, not both")
@@ -179,6 +205,8 @@ def run_ledger(args) -> int:
 
     service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
                             day_start=day_start, signing_key=signing_key)
+    if args.verbose:
+        service.on_stored = _print_stored
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.exit_after is not None:
@@ -203,6 +231,11 @@ def run_ledger(args) -> int:
     service.start()
     if service.link.wait_subscribed(10):
         print("ledger: subscribed", file=sys.stderr, flush=True)
+    else:  # it goes on trying; say why it could not yet
+        from gated.brokerdiag import probe
+
+        cause = probe(settings, 5.0) or "the broker accepts TCP and TLS but no subscription was granted yet"
+        print(f"ledger: not connected after 10 s ({cause}); still trying", file=sys.stderr, flush=True)
     try:
         service.run(stop)
     except LedgerError as exc:
@@ -217,6 +250,13 @@ def run_ledger(args) -> int:
     print(f"ledger: {service.received} messages, {service.stored} new events, {service.duplicates} duplicates",
           file=sys.stderr)
     return 0
+
+
+def _print_stored(event: dict) -> None:
+    what = " ".join(str(event[k]) for k in ("decision", "reason", "state") if event.get(k))
+    ticket = f" ticket {str(event['ticket'])[:12]}" if event.get("ticket") else ""
+    print(f"ledger: stored {event['id']} {event.get('ts', '')} {event.get('kind', '')} {what}{ticket}".rstrip(),
+          file=sys.stderr, flush=True)
 
 
 def _set_capacities(ledger, options) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import tempfile
@@ -46,7 +47,8 @@ def register(sub) -> None:
     s = pretix_sub.add_parser("sync", help="revoked and blocked secrets -> signed revocation updates, published")
     _shop_options(s)
     s.add_argument("--state", required=True, help="the sync's state (SQLite), created if absent; keep it")
-    s.add_argument("--revocation-key", required=True, help="revocation private key (PEM)")
+    s.add_argument("--signing-key", metavar="PEM", help="revocation private key (PEM)")
+    s.add_argument("--revocation-key", help=argparse.SUPPRESS)  # the old spelling of --signing-key
     s.add_argument("--site", required=True)
     s.add_argument("--first-version", type=int, default=1,
                    help="version of the first update (above what the site's gates hold; default 1)")
@@ -179,8 +181,15 @@ def run_sync(args) -> int:
         raise CommandError("give --broker (publish to the gates) and/or --out DIR (write update files)")
     period = _duration(args.every) if args.every is not None else None
     client = _client(args)
+    if args.revocation_key:
+        from gated.cli.options import deprecated
+
+        deprecated("--revocation-key", "--signing-key")
+        args.signing_key = args.signing_key or args.revocation_key
+    from gated.cli.options import signing_key
+
     try:
-        key = keys.load_private_key(args.revocation_key)
+        key = keys.load_private_key(signing_key(args))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     settings = _settings(args, None, tool=f"gated pretix {args.pretix_command}") if args.broker else None

@@ -9,11 +9,12 @@ from gated import keys
 
 from gated.core import revocation
 from gated.cli.main import CommandError
+from gated.cli.options import add_signing_key, signing_key
 
 
 def register(sub) -> None:
     p = sub.add_parser("revoke", help="write a signed revocation update (snapshot or delta)")
-    p.add_argument("--key", required=True, help="revocation private key (PEM)")
+    add_signing_key(p, "revocation private key")
     p.add_argument("--site", required=True)
     p.add_argument("--version", required=True, type=int, help="new list version (> the gates' current)")
     p.add_argument("--base", type=int, default=0, help="0 = snapshot (default); else a delta on top of this version")
@@ -77,7 +78,7 @@ def run(args) -> int:
     if args.version < 1 or args.base < 0 or (args.base and args.base >= args.version):
         raise CommandError("--version must be above 0 and above --base")
     try:
-        key = keys.load_private_key(args.key)
+        key = keys.load_private_key(signing_key(args))
         messages = revocation.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
                                               remove=remove, iat=int(time.time()), parts=args.parts)
     except ValueError as exc:

@@ -24,6 +24,12 @@ def run(args) -> int:
     except config.ConfigError as exc:
         raise CommandError(f"configuration problems:\n{exc}") from None
     gated_logging.setup(cfg.logging.level, cfg.logging.format)
+    import structlog
+
+    from gated.gate import preflight
+
+    for key, text in preflight.warnings(cfg):  # as check-config says them: keys that do nothing
+        structlog.get_logger("gated.config").warning("configuration key does nothing", key=key, why=text)
     return daemon.run(cfg)
 
 

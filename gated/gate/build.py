@@ -25,7 +25,9 @@ def uplink_settings(cfg: Config):
         ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
         cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
         key_file=str(m.tls.key_file) if m.tls.key_file else None,
-        username=m.username, password=m.secret(),
+        # with a client certificate the broker takes its CN as the user name (systemd/mosquitto/):
+        # username and password do nothing, and `gated check-config` warns about them
+        username=None if m.tls.cert_file else m.username, password=None if m.tls.cert_file else m.secret(),
         client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s,
         keep_until_committed=m.keep_until_committed, resend_after_s=m.resend_after_s,
         outbox_retention_s=m.outbox_retention_h * 3600)

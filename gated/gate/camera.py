@@ -15,6 +15,8 @@ Specs (the daemon config passes one string; options may also ride in it: `files:
                       `python3 -m venv --system-site-packages .venv`. Options: width, height.
     files:PATH        an image file, a directory of images/videos (sorted by name), or a video file.
                       Options: loop (start again at the end), fps (pace frames; default: as fast as read).
+                      watch=1: a bench; the folder is watched, each new image shown for a moment
+                      (gated/gate/watchcam.py; `gated show` puts one there).
     synthetic:        rendered ticket frames (gated.gate.rehearsal.synthetic); `show(text)` picks the code in view.
                       Options: width, height, fps, seed, and any distortion to pin (blur=0, ...).
 
@@ -35,9 +37,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from gated.gate.frames import CAMERA_KINDS, KIND_NAMES, CameraError, Frame, FrameSource
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+from gated.gate.frames import CAMERA_KINDS, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
 
 
@@ -390,6 +390,11 @@ def _open_picamera2(target: str, options: dict) -> FrameSource:
 def _open_files(target: str, options: dict) -> FrameSource:
     if not target:
         raise CameraError("camera spec files: needs a path, e.g. files:/srv/frames")
+    if options.pop("watch", False):  # a bench: each new image in the folder is a ticket held up
+        from gated.gate.watchcam import WatchedFolder
+
+        return WatchedFolder(target, **options)
+    options.pop("hold", None)
     return FileSource(target, **options)
 
 

@@ -24,6 +24,9 @@ The clock is *uncertain* when
 What an uncertain clock does is the policy: `deny` (time-dependent checks fail, see decide()),
 or `beacon` (judge with the beacons' time; with no beacon at all since start it falls back to deny).
 
+Event times never run backwards either: `now()`, what events are stamped with, is never earlier
+than the last time it gave or the store's last event (`last_event_ms`), whatever beacon came first.
+
 Time never runs backwards: the last trusted time (the latest certain reading) is kept in
 the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
 accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon seen before a
@@ -238,6 +241,7 @@ class TrustedClock:
         self._last_seq = int(_number(stored(SEQ_KEY, -1), -1))
         self._trusted_s = _number(stored(TRUSTED_KEY, 0), 0) / 1000
         self._persisted_s = self._trusted_s
+        self._stamped_s = (store.last_event_ms() / 1000) if hasattr(store, "last_event_ms") else 0.0
         self.last_outcome: BeaconOutcome | None = None
         self.disagreement: dict = _json_value(store, DISAGREEMENT_KEY)
         self._lock = threading.RLock()
@@ -410,7 +414,12 @@ class TrustedClock:
                            offset_s=offset)
 
     def now(self) -> float:
-        return self.reading().now
+        """The time to stamp events and run timers with: the reading, never earlier than the last time
+        handed out or the gate's last event (a retained beacon, up to an interval old, arriving before
+        the first live one would otherwise stamp events earlier than those just before it)."""
+        with self._lock:
+            self._stamped_s = max(self.reading().now, self._stamped_s)
+            return self._stamped_s
 
     @property
     def offset_s(self) -> float | None:

@@ -519,7 +519,10 @@ def run(cfg: Config) -> int:
         daemon.start()
         daemon.run()
     except (GatedError, GPIOZeroError, OSError) as exc:
-        log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
+        from gated.brokerdiag import explain_oserror
+
+        log.error("gate cannot run", error=explain_oserror(exc) if isinstance(exc, OSError) else str(exc),
+                  fault=type(exc).__name__)
         return 2
     finally:  # whatever ends the loop, even a fault nobody expected: the relay off first (close())
         daemon.close()

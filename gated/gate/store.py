@@ -319,7 +319,12 @@ class GateStore:
         db.execute("INSERT INTO outbox (seq, event) VALUES (?, ?)", (seq, json.dumps(event, ensure_ascii=False)))
         self._set_meta(db, "seq", seq)
         self._set_meta(db, "last_hash", event["hash"])
+        self._set_meta(db, "last_ts_ms", max(int(ts_ms), self.last_event_ms()))
         return event
+
+    def last_event_ms(self) -> int:
+        """The time of the newest event made (0 before the first): the gate's clock stamps no earlier."""
+        return int(self._meta("last_ts_ms", 0))
 
     def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
                     confirmed: bool = False) -> dict:

@@ -54,6 +54,7 @@ from gated.core.announce import device_announcement
 from gated.core.command import CommandRejected, parse_command
 from gated.core.ledgersig import UnverifiedLedgerMessage, unseal
 from gated.core.signed import Keyring
+from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.gate.store import StoreError
@@ -256,7 +257,8 @@ class Uplink:
             return
         if reason >= 0x80:
             # The broker refused this event (not authorised, quota...). Keep the row, try again later.
-            log.error("broker refused an event; it stays in the outbox", seq=seq, reason=reason)
+            log.error("broker refused an event; it stays in the outbox", seq=seq, reason=reason_words(reason),
+                      hint=NOT_AUTHORISED_HINT if reason == 135 else None)
             self._sent_through = min(self._sent_through, seq - 1)
             self._retry_after = time.monotonic() + 5.0
             return

@@ -7,8 +7,8 @@
 User names are client-certificate CNs (gated-site.conf: use_identity_as_username), and client ids
 too (use_username_as_clientid). Identities:
 
-  GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health, reads its own
-           cmd and committed (the ledger's progress), every gate's events and status (cross-gate
+  GATE     each gate (CN = gate id): writes only gates/<itself>/events|status|health|doctor, reads its
+           own cmd, doctor (`gated doctor`'s test message) and committed (the ledger's progress), every gate's events and status (cross-gate
            anti-passback), revocations, time and occupancy (the ledger's people-inside figures, for
            a zone's capacity).
            It cannot subscribe to anything else, in particular not to a shared subscription
@@ -108,8 +108,8 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
             clients.append({"username": name, "roles": [{"rolename": "ledger"}]})
     for gate in gates:
         roles.append({"rolename": f"gate-{gate}",
-                      "acls": writes(*(f"{root}/gates/{gate}/{leaf}" for leaf in ("events", "status", "health")))
-                      + reads(f"{root}/gates/{gate}/cmd", f"{root}/gates/{gate}/committed")})
+                      "acls": writes(*(f"{root}/gates/{gate}/{leaf}" for leaf in ("events", "status", "health", "doctor")))
+                      + reads(f"{root}/gates/{gate}/cmd", f"{root}/gates/{gate}/committed", f"{root}/gates/{gate}/doctor")})
         clients.append({"username": gate, "roles": [{"rolename": "gate"}, {"rolename": f"gate-{gate}"}]})
     for name, site in (bridges or {}).items():
         base = f"gated/v1/{site}"

@@ -94,7 +94,7 @@ def keys(capsys, shop, *extra):
 
 
 def sync(capsys, shop, *extra):
-    return run(capsys, "pretix", "sync", *shop_options(shop), "--state", "sync.db", "--revocation-key", "k/rev.key",
+    return run(capsys, "pretix", "sync", *shop_options(shop), "--state", "sync.db", "--signing-key", "k/rev.key",
                "--site", "s", "--out", "out", *extra)
 
 

@@ -100,7 +100,7 @@ def test_the_checker_sees_a_violation(tmp_path):
 
 
 SHARED_PLUMBING = {"gated.keys", "gated.mqtt", "gated.mqtturl", "gated.topics", "gated.logging", "gated.tomlcheck",
-                   "gated.sqlitedb", "gated.daystart", "gated.metrics_http"}
+                   "gated.sqlitedb", "gated.daystart", "gated.metrics_http", "gated.brokerdiag"}
 
 
 def outside_core_and_plumbing(path: Path) -> list[str]:

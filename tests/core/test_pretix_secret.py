@@ -103,7 +103,7 @@ def test_revoke_code_and_one_entry(desk, capsys):
     text = SECRETS["plain"]
     assert verify(capsys, text, "--state", "gate.db", "--record")["decision"] == "admit"
     assert verify(capsys, text, "--state", "gate.db")["reason"] == "already_used"
-    assert main(["revoke", "--key", "k/rev.key", "--site", "local", "--version", "1", "--out", "rev.cose",
+    assert main(["revoke", "--signing-key", "k/rev.key", "--site", "local", "--version", "1", "--out", "rev.cose",
                  "--code", text]) == 0
     capsys.readouterr()
     assert verify(capsys, text, "--revocations", "rev.cose")["reason"] == "revoked"
@@ -113,10 +113,10 @@ def test_revoke_code_and_one_entry(desk, capsys):
 def test_revoke_code_reads_gt_codes_and_refuses_other_text(desk, capsys):
     assert main(["keys", "generate", "--out", "k", "--name", "box"]) == 0
     capsys.readouterr()
-    assert main(["issue", "--key", "k/box.key", "--event", "FINAL"]) == 0
+    assert main(["issue", "--signing-key", "k/box.key", "--event", "FINAL"]) == 0
     gt1 = capsys.readouterr().out.strip()
-    assert main(["revoke", "--key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose", "--code", gt1]) == 0
-    assert main(["revoke", "--key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose",
+    assert main(["revoke", "--signing-key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose", "--code", gt1]) == 0
+    assert main(["revoke", "--signing-key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose",
                  "--code", "hello world"]) == 2
 
 
@@ -125,7 +125,7 @@ def test_verify_at_judges_a_gt1_ticket_at_that_time(tmp_path, monkeypatch, capsy
     main(["keys", "generate", "--out", "k", "--name", "box"])
     main(["keys", "trust", "--keyring", "ring", "--role", "issuer", "--event", "F", "k/box.pub"])
     capsys.readouterr()
-    main(["issue", "--key", "k/box.key", "--event", "F", "--valid-from", "2026-06-01T18:00:00Z",
+    main(["issue", "--signing-key", "k/box.key", "--event", "F", "--valid-from", "2026-06-01T18:00:00Z",
           "--valid-until", "2026-06-01T23:00:00Z"])
     text = capsys.readouterr().out.strip()
     assert verify(capsys, text, "--at", "2026-06-01T20:03:00Z", event="F")["decision"] == "admit"

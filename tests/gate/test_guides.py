@@ -31,7 +31,7 @@ def test_a_wiring_diagram_marks_each_pin_of_the_profile():
 def _commands(text: str) -> set[tuple[str, ...]]:
     """(command,) or (command, action) of every `gated ...` line inside a fenced code block."""
     found = set()
-    for block in re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.S):
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):  # any info string: an ```ini block too
         for line in block.splitlines():
             line = line.replace("sudo -u gated ", "")  # the user, not the command
             for match in re.finditer(r"(?:^|[\s;&|(])gated ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", line):

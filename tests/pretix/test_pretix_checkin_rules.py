@@ -80,7 +80,7 @@ class Venue:
     def sync(self, list_id: int) -> Path:
         out = self.tmp / f"list-{list_id}"
         done = gated("pretix", "sync", *self.pretix.shop_args(), "--state", self.tmp / f"sync-{list_id}.db",
-                     "--revocation-key", self.tmp / "k" / "rev.key", "--site", SITE, "--list", list_id, "--out", out)
+                     "--signing-key", self.tmp / "k" / "rev.key", "--site", SITE, "--list", list_id, "--out", out)
         assert "check-in list" in done.stdout, done.stdout
         return out
 

@@ -36,7 +36,7 @@ def test_init_then_sync_every_then_revoked(tmp_path, pretix):
     assert not (tmp_path / "other.token").exists()
     assert "exists" in gated(*init, "--token", "x", "--device-token-file", token_file, check=False).stderr
 
-    sync = [*shop, "--state", tmp_path / "sync.db", "--revocation-key", tmp_path / "k" / "rev.key", "--site", "arena",
+    sync = [*shop, "--state", tmp_path / "sync.db", "--signing-key", tmp_path / "k" / "rev.key", "--site", "arena",
             "--list", pretix.checkin_list, "--out", tmp_path / "out"]
     service = subprocess.Popen([sys.executable, "-m", "gated.cli", "pretix", "sync", *map(str, sync), "--every", "1s"],
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,

@@ -49,7 +49,7 @@ class Desk:
 
     def sync(self, *extra, check=True):
         return gated("pretix", "sync", *self.shop, "--list", self.pretix.checkin_list, "--state", self.tmp / "sync.db",
-                     "--revocation-key", self.tmp / "k" / "rev.key", "--site", SITE, *extra, check=check)
+                     "--signing-key", self.tmp / "k" / "rev.key", "--site", SITE, *extra, check=check)
 
     def upload(self, state="sync.db"):
         return gated("pretix", "upload", *self.shop, "--state", self.tmp / state, "--site", SITE,

@@ -29,7 +29,7 @@ HOUR = 3600.0
 
 def beacon_command(authority, broker, *extra, site=SITE) -> subprocess.CompletedProcess:
     return subprocess.run([GATED, "beacon", "--broker", broker.url, "--site", site,
-                           "--key", str(authority.key_dir / "command.key"), *extra],
+                           "--signing-key", str(authority.key_dir / "command.key"), *extra],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -89,7 +89,7 @@ def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_re
     from gated.gate.store import GateStore
 
     publisher = subprocess.Popen([GATED, "beacon", "--broker", broker.url, "--site", SITE,
-                                  "--key", str(authority.key_dir / "command.key"), "--interval", "0.2"],
+                                  "--signing-key", str(authority.key_dir / "command.key"), "--interval", "0.2"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
@@ -185,5 +185,5 @@ def test_published_payload_is_protocol_section_7(broker, authority):
 
 def test_bad_arguments_exit_2(authority, tmp_path):
     done = subprocess.run([GATED, "beacon", "--broker", "http://x", "--site", SITE,
-                           "--key", str(authority.key_dir / "command.key")], capture_output=True, text=True)
+                           "--signing-key", str(authority.key_dir / "command.key")], capture_output=True, text=True)
     assert done.returncode == 2 and "mqtt://" in done.stderr

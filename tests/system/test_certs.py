@@ -116,9 +116,9 @@ def test_a_gate_status_and_command_work_through_tls_and_the_shipped_acl(site_bro
             assert out.returncode == 0, out.stderr
             [row] = json.loads(out.stdout)
             assert row["gate"] == "g1" and row["online"] and row["mode"] == "online"
-            command = subprocess.Popen([sys.executable, "-m", "gated.cli", "command", "--site", SITE, "--key",
+            command = subprocess.Popen([sys.executable, "-m", "gated.cli", "command", "--site", SITE, "--signing-key",
                                         str(authority.key_dir / "command.key"),
-                                        *tls_args(site_broker.port, certs, "central", "--cert-key"), "g1", "lock"],
+                                        *tls_args(site_broker.port, certs, "central"), "g1", "lock"],
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
             pump([uplink], lambda: command.poll() is not None, timeout=60, what="gated command finished")
             stdout, stderr = command.communicate()

@@ -189,6 +189,10 @@ def test_check_config_command(tmp_path):
     good = write(tmp_path, MINIMAL)
     gated = Path(sys.executable).parent / "gated"
     run = lambda *a: subprocess.run([str(gated), *a], capture_output=True, text=True)  # noqa: E731
+    missing = run("check-config", str(good))  # every file it names is checked too: the keyring is not there
+    assert missing.returncode == 1 and f"gate.keyring: {tmp_path / 'keyring'}: no such directory" in missing.stderr
+    (tmp_path / "keyring").mkdir()
+    (tmp_path / "keyring" / "keyring.toml").write_text("")
     ok = run("check-config", str(good))
     assert ok.returncode == 0, ok.stderr
     assert "ok" in ok.stdout

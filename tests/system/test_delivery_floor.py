@@ -243,7 +243,7 @@ def test_gated_report_names_a_declared_loss(tmp_path):
     day = json.loads((tmp_path / "day" / "report.json").read_text())
     assert "2 events declared lost" in day["verdict"]
     assert day["integrity"]["declared_lost"] == 2 and day["integrity"]["declared_losses"] == {"g1": [[1, 2]]}
-    assert "declared lost at g1: 1-2" in (tmp_path / "day" / "report.html").read_text()
+    assert "Gate g1: events 1 to 2 (2 events) are declared lost." in (tmp_path / "day" / "report.html").read_text()
 
 
 def test_the_confirmation_lists_what_the_ledger_holds_above_a_hole(tmp_path):

@@ -116,13 +116,13 @@ def test_status_watch_refreshes_until_interrupted(venue):
 
 def test_command_locks_and_unlocks_a_running_gate_and_reports_it(venue):
     gate = venue.scenario.gate_ids[0]
-    locked = gated("command", "--key", command_key(venue), *site_args(venue), gate, "lock")
+    locked = gated("command", "--signing-key", command_key(venue), *site_args(venue), gate, "lock")
     assert locked.returncode == 0, locked.stdout + locked.stderr
     assert locked.stdout.split()[:3] == [gate, "lock:", "ok"] and "now locked" in locked.stdout
     assert status(venue)[gate]["mode"] == "locked"
     assert any(e.get("kind") == "state" and e.get("state") == "locked" for e in venue.listener.events_of(gate, 0))
 
-    unlocked = gated("command", "--key", command_key(venue), *site_args(venue), gate, "unlock", "--json")
+    unlocked = gated("command", "--signing-key", command_key(venue), *site_args(venue), gate, "unlock", "--json")
     assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
     [result] = json.loads(unlocked.stdout)
     assert result["gate"] == gate and result["confirmed"] is True and result["mode"] == "online"
@@ -132,7 +132,7 @@ def test_command_locks_and_unlocks_a_running_gate_and_reports_it(venue):
 def test_command_to_all_gates_reports_each(venue):
     gates = venue.scenario.gate_ids
     for word, mode in (("lock", "locked"), ("unlock", "online")):
-        out = gated("command", "--key", command_key(venue), *site_args(venue), "--all", word, "--json")
+        out = gated("command", "--signing-key", command_key(venue), *site_args(venue), "--all", word, "--json")
         assert out.returncode == 0, out.stdout + out.stderr
         results = json.loads(out.stdout)
         assert [r["gate"] for r in results] == sorted(gates)
@@ -141,10 +141,10 @@ def test_command_to_all_gates_reports_each(venue):
 
 def test_a_command_without_a_usable_key_is_refused_with_exit_2(venue, tmp_path):
     gate = venue.scenario.gate_ids[0]
-    missing = gated("command", "--key", str(tmp_path / "nope.key"), *site_args(venue), gate, "lock")
+    missing = gated("command", "--signing-key", str(tmp_path / "nope.key"), *site_args(venue), gate, "lock")
     assert missing.returncode == 2
     assert "cannot read the command key" in missing.stderr and "gated keys generate" in missing.stderr
-    public = gated("command", "--key", str(venue.work / "central" / "command.pub"), *site_args(venue), gate, "lock")
+    public = gated("command", "--signing-key", str(venue.work / "central" / "command.pub"), *site_args(venue), gate, "lock")
     assert public.returncode == 2
     assert "is not a usable command key" in public.stderr
     assert status(venue)[gate]["mode"] == "online"
@@ -153,7 +153,7 @@ def test_a_command_without_a_usable_key_is_refused_with_exit_2(venue, tmp_path):
 def test_a_command_signed_by_a_key_the_gates_do_not_trust_is_not_confirmed(venue, tmp_path):
     gate = venue.scenario.gate_ids[0]
     private, _ = keys.generate_key_files(tmp_path, "stranger")
-    out = gated("command", "--key", str(private), "--timeout", "2", *site_args(venue), gate, "lock")
+    out = gated("command", "--signing-key", str(private), "--timeout", "2", *site_args(venue), gate, "lock")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "NOT CONFIRMED" in out.stdout and "ignored" in out.stdout
     assert status(venue)[gate]["mode"] == "online"
@@ -200,7 +200,7 @@ def test_a_stopped_gate_shows_offline_with_its_last_known_state(venue):
     assert rows[last]["mode"] == "online" and "offline" in rows[last]["alarms"]
     assert rows[last]["rev"] == 1
     assert all(rows[g]["online"] for g in gates[:-1])
-    out = gated("command", "--key", command_key(venue), "--timeout", "1", *site_args(venue), last, "open")
+    out = gated("command", "--signing-key", command_key(venue), "--timeout", "1", *site_args(venue), last, "open")
     assert out.returncode == 1 and "offline" in out.stdout, out.stdout
 
 

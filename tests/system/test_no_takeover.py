@@ -64,9 +64,9 @@ def test_tools_with_the_operator_certificate_take_no_session(site, tmp_path, aut
                 poller = threading.Thread(target=lambda: [uplink.poll(0.05) for _ in iter(stop.is_set, True)])
                 poller.start()  # the gate's owner loop, while `gated command` waits for its acknowledgement
                 try:
-                    command = main(["command", *tls(site, "operator"), "--cert-key", f"{c}/operator.key", "--site",
-                                    SITE, "--key", str(authority.key_dir / "command.key"), "--timeout", "15", "g1",
-                                    "open"])
+                    command = main(["command", *tls(site, "operator"), "--key", f"{c}/operator.key", "--site",
+                                    SITE, "--signing-key", str(authority.key_dir / "command.key"), "--timeout", "15",
+                                    "g1", "open"])
                 finally:
                     stop.set()
                     poller.join(10)

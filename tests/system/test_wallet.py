@@ -29,7 +29,7 @@ def desk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["keys", "generate", "--out", "k", "--name", "box"]) == 0
     assert main(["keys", "trust", "--keyring", "ring", "--role", "issuer", "--event", "FINAL", "k/box.pub"]) == 0
-    assert main(["issue", "--key", "k/box.key", "--event", "FINAL", "--entries", "0", "--dynamic", "--out", "tix",
+    assert main(["issue", "--signing-key", "k/box.key", "--event", "FINAL", "--entries", "0", "--dynamic", "--out", "tix",
                  "--valid-from", "2026-01-01", "--valid-until", "2027-12-31"]) == 0
     with open("tix/tickets.csv") as fh:
         cti = next(csv.DictReader(fh))["ticket_id"]
@@ -65,7 +65,7 @@ def test_issue_dynamic_writes_ticket_and_private_device_key(desk):
 
 def test_dynamic_ticket_too_long_for_a_gate_is_refused_at_issue(desk, capsys):
     zones = [f"--zone=Z{i:03d}-north-stand-upper-tier" for i in range(25)]
-    code, out, err = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL", "--dynamic", "--out", "long",
+    code, out, err = run(capsys, "issue", "--signing-key", "k/box.key", "--event", "FINAL", "--dynamic", "--out", "long",
                          *zones)
     assert code == 2 and "over the 1024" in err and not Path("long/tickets.csv").exists()
 
@@ -120,7 +120,7 @@ def test_static_ticket_file_is_refused(desk, capsys, tmp_path):
     from gated.core import base45
 
     _, key_file = desk
-    text = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL")[1].strip()
+    text = run(capsys, "issue", "--signing-key", "k/box.key", "--event", "FINAL")[1].strip()
     plain = tmp_path / "plain.ticket"
     plain.write_bytes(base45.decode(text[4:]))
     code, _, err = run(capsys, "wallet", "show", "--ticket", str(plain), "--device-key", str(key_file))

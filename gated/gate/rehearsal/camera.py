@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 
-from gated.gate.frames import Frame
+from gated.gate.frames import Frame, MadeFrames
 from gated.gate.rehearsal.synthetic import Distortions, render_idle_frame, render_ticket_frame
 
 
-class SyntheticSource:
+class SyntheticSource(MadeFrames):
     """Rendered camera frames of whatever ticket text the world shows (`show(text)`; None: nobody).
 
     For the simulator and tests: frames are paced at `fps` like a camera, every frame gets freshly
@@ -67,16 +67,7 @@ class SyntheticSource:
                                      **{k: v for k, v in self.distortions.items() if k in ("noise", "gradient")})
         else:
             gray = render_ticket_frame(text, self.size, self._rng, **self.distortions)
-        self._seq += 1
-        self._last_at = time.monotonic()
-        return Frame(gray, self._last_at, self._seq, "synthetic")
-
-    def frame_age(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self._last_at
-
-    @property
-    def finished(self) -> bool:
-        return False
+        return self._made(gray, "synthetic")
 
     def close(self) -> None:
         return None
