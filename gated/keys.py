@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from gated.atomicfile import write_atomic
 from gated.core.cose import kid_of
 from gated.core.errors import GatedError
 from gated.core.signed import ROLES, Keyring, TrustedKey, trusted
@@ -62,9 +63,18 @@ def load_keyring(directory: str | os.PathLike) -> Keyring:
     if not path.exists():
         raise KeyringError(f"{path}: no keyring here (create one with `gated keys trust --keyring {directory} ...`)")
     try:
-        entries = tomllib.loads(path.read_text()).get("key", [])
+        doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise KeyringError(f"{path}: {exc}") from None
+        raise KeyringError(f"{path}: {exc} (a keyring cut short by a power cut? trust its keys again)") from None
+    except OSError as exc:
+        raise KeyringError(f"{path}: cannot read the keyring ({exc})") from None
+    entries = doc.get("key", [])
+    if not isinstance(entries, list) or not entries:
+        raise KeyringError(f"{path}: the keyring holds no keys (an empty or truncated file: a power cut while it "
+                           f"was written?); trust the keys again with `gated keys trust --keyring {directory} ...`")
+    if "keys" in doc and doc["keys"] != len(entries):
+        raise KeyringError(f"{path}: the keyring says it holds {doc['keys']} keys but {len(entries)} are there "
+                           "(a file cut short?); trust the missing keys again")
     problems, keys = [], []
     for i, entry in enumerate(entries):
         where = f"{path}: key[{i}]"
@@ -121,10 +131,8 @@ def generate_key_files(out_dir: str | os.PathLike, name: str) -> tuple[Path, Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
     key = Ed25519PrivateKey.generate()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_pem(key))
-    public_path.write_bytes(public_pem(key.public_key()))
+    write_atomic(private_path, private_pem(key), mode=0o600, exclusive=True)
+    write_atomic(public_path, public_pem(key.public_key()))
     return private_path, public_path
 
 
@@ -161,7 +169,7 @@ def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(),
     if entry is None:
         entry = {"name": name, "file": f"{name}.pub", "roles": []}
         entries.append(entry)
-    (keyring_dir / entry["file"]).write_bytes(pem)
+    write_atomic(keyring_dir / entry["file"], pem)
     if role not in entry["roles"]:
         entry["roles"].append(role)
     if events:
@@ -170,7 +178,8 @@ def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(),
         entry["not_before"] = format_time(not_before)
     if not_after is not None:
         entry["not_after"] = format_time(not_after)
-    path.write_text(tomli_w.dumps(doc))
+    doc["keys"] = len(entries)  # what load_keyring checks: a keyring cut short is an error, not fewer keys
+    write_atomic(path, tomli_w.dumps(doc))
     return load_keyring(keyring_dir).find(kid, role)
 
 
@@ -182,7 +191,8 @@ def forget_keys(keyring_dir, names) -> None:
     doc = tomllib.loads(path.read_text())
     dropped = [e for e in doc.get("key", []) if e.get("name") in set(names)]
     doc["key"] = [e for e in doc.get("key", []) if e not in dropped]
-    path.write_text(tomli_w.dumps(doc))
+    doc["keys"] = len(doc["key"])  # the count load_keyring checks
+    write_atomic(path, tomli_w.dumps(doc))
     for entry in dropped:
         (keyring_dir / entry["file"]).unlink(missing_ok=True)
 

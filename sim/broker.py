@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from gated.atomicfile import write_atomic
 from gated.core.errors import GatedError
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -34,7 +35,7 @@ class Mosquitto:
         self.port = port or free_port()
         self.config = self.directory / "mosquitto.conf"
         self.log = self.directory / "mosquitto.log"
-        self.config.write_text(
+        write_atomic(self.config, 
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"

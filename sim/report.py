@@ -33,6 +33,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from gated.atomicfile import write_atomic
 from sim.stats import percentile
 from gated.core.reasons import MEANING
 from gated.central.plots import figures, page_head
@@ -275,9 +276,9 @@ def plots(report: dict, attempts, queue_samples: list[tuple[float, dict]], speed
 def write(out_dir: Path, report: dict, attempts, queue_samples, speed: float) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomic(json_path, json.dumps(report, indent=2) + "\n")
     html_path = out_dir / "report.html"
-    html_path.write_text(render_html(report, plots(report, attempts, queue_samples, speed)))
+    write_atomic(html_path, render_html(report, plots(report, attempts, queue_samples, speed)))
     return json_path, html_path
 
 

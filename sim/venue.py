@@ -24,6 +24,7 @@ import paho.mqtt.client as mqtt
 import tomli_w
 
 from gated import keys
+from gated.atomicfile import write_atomic
 from gated.core.errors import GatedError
 from gated.topics import gate_topic
 from gated.gate.rehearsal.control import Client, ControlError
@@ -51,7 +52,7 @@ class GateProcess:
         self.config_path = directory / "gated.toml"
         self.log_path = directory / "gate.log"
         self.db_path = directory / "state" / "gate.db"
-        self.config_path.write_text(tomli_w.dumps(config))
+        write_atomic(self.config_path, tomli_w.dumps(config))
         self.clock_offset_s = clock_offset_s
         self.process: subprocess.Popen | None = None
         self.client = Client(socket_path, timeout=5.0)
@@ -324,7 +325,7 @@ class Venue:
             (directory / "state").mkdir(parents=True)
             with GateStore(directory / "state" / "gate.db", site=sc.site, gate=gate_id) as store:
                 pem = keys.public_pem(store.device_public_key)
-            (devices / f"{gate_id}.pub").write_bytes(pem)
+            write_atomic(devices / f"{gate_id}.pub", pem)
             keys.trust_key_file(self.ledger_keyring, devices / f"{gate_id}.pub", "device", name=gate_id)
             socket_path = self.sockets / f"{gate_id}.sock"
             self.gates[gate_id] = GateProcess(gate_id, directory, socket_path, self._gate_config(gate_id, directory,
@@ -369,7 +370,7 @@ class Venue:
         blobs = encode_updates(self.revocation_key, site=self.scenario.site, version=version, base=base, add=add,
                                iat=int(time.time()))
         for i, blob in enumerate(blobs):
-            (self.work / "central" / f"revocations-v{version}-{i}.cose").write_bytes(blob)
+            write_atomic(self.work / "central" / f"revocations-v{version}-{i}.cose", blob)
         publish_revocations(self.settings(), self.scenario.site, blobs, keyring=self.keyring)
 
     def publish_checkin_list(self, unpaid) -> None:
@@ -469,10 +470,7 @@ class Venue:
 
     def write_tickets_csv(self, tickets: dict) -> None:
         path = self.work / "central" / "tickets.csv"
-        with path.open("w") as fh:
-            fh.write("ticket_id,entries\n")
-            for cti, ent in tickets.items():
-                fh.write(f"{cti},{ent}\n")
+        write_atomic(path, "ticket_id,entries\n" + "".join(f"{cti},{ent}\n" for cti, ent in tickets.items()))
 
     def start_gates(self) -> None:
         for gate in self.gates.values():

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gated.central import daytables
+from gated.atomicfile import write_atomic
 from gated.central import occupancy as occ
 from gated.core.events import format_ts, parse_ts
 from gated.central.plots import figures, page_head
@@ -284,8 +285,8 @@ def write(out_dir: Path, report: dict) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    html_path.write_text(render_html(report, plots(report)))
+    write_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    write_atomic(html_path, render_html(report, plots(report)))
     daytables.write_csv(out_dir, report)
     return json_path, html_path
 

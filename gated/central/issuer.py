@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gated.atomicfile import write_atomic
 from gated.core import ticket
 from gated.keys import private_pem
 
@@ -48,18 +50,18 @@ def write_batch(tickets: list[IssuedTicket], out_dir: str | os.PathLike, *, scal
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "tickets.csv"
-    with csv_path.open("w", newline="") as fh:
+    with io.StringIO(newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["ticket_id", "file", "type", "entries", "seat", "event", "valid_from", "valid_until"])
         for item in tickets:
             cti = item.claims.cti.hex()
-            ticket.qr_symbol(item.text).save(out / f"{cti}.png", scale=scale, border=4)
+            png = io.BytesIO()
+            ticket.qr_symbol(item.text).save(png, kind="png", scale=scale, border=4)
+            write_atomic(out / f"{cti}.png", png.getvalue())
             if item.device_key is not None:
-                (out / f"{cti}.ticket").write_bytes(item.cose)
-                fd = os.open(out / f"{cti}.devkey", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                os.fchmod(fd, 0o600)  # also when the file was already there with another mode
-                with os.fdopen(fd, "wb") as fh_key:
-                    fh_key.write(private_pem(item.device_key))
+                write_atomic(out / f"{cti}.ticket", item.cose)
+                write_atomic(out / f"{cti}.devkey", private_pem(item.device_key), mode=0o600)
             c = item.claims
             writer.writerow([cti, f"{cti}.png", c.typ, c.ent, c.seat or "", c.aud, c.nbf, c.exp])
+        write_atomic(csv_path, fh.getvalue())  # last: a tickets.csv names only files that are there
     return csv_path

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
 
 
@@ -203,7 +204,8 @@ def run_sync(args) -> int:
             for version, parts in by_version.items():
                 for path, (_, blob) in zip(part_paths(Path(args.out) / f"rev-{version}.cose", len(parts)),
                                            sorted(parts)):
-                    _write_atomically(path, blob)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(path, blob)
         if settings is not None:
             publish_revocations(settings, args.site, blobs)
 
@@ -311,13 +313,6 @@ def run_upload(args) -> int:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """temp file, fsync, rename: a reader sees the old list or the new one, never half of one."""
-    import os
-
+    """A reader sees the old list or the new one, never half of one (gated.atomicfile)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
+    write_atomic(path, data)

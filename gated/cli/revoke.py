@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from gated import keys
+from gated.atomicfile import write_atomic
 
 from gated.core import revocation
 from gated.cli.main import CommandError
@@ -86,7 +87,7 @@ def run(args) -> int:
     paths = part_paths(Path(args.out), len(messages))
     for path, message in zip(paths, messages):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(message)
+        write_atomic(path, message)
     kind = "snapshot" if args.base == 0 else f"delta on v{args.base}"
     print(f"v{args.version} {kind}: {len(set(add))} revoked, {len(set(remove))} un-revoked -> "
           + ", ".join(str(p) for p in paths))

@@ -41,7 +41,13 @@ def show(args) -> int:
 
     def render(text: str, left: float) -> None:
         if args.png:
-            qr(text).save(args.png, scale=8, border=4)
+            import io
+
+            from gated.atomicfile import write_atomic
+
+            png = io.BytesIO()
+            qr(text).save(png, kind="png", scale=8, border=4)
+            write_atomic(args.png, png.getvalue())  # a viewer that reloads it never sees half a code
         if args.terminal:
             qr(text).terminal(out=sys.stdout, compact=True)
         print(text, flush=True)

@@ -30,6 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gated.atomicfile import write_atomic
 from gated.core import events
 
 
@@ -162,9 +163,7 @@ def prometheus_text(body: dict, *, site: str, gate: str) -> str:
 
 def write_textfile(path: Path, text: str) -> None:
     """Atomically replace the textfile (write a sibling, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def encode(body: dict) -> bytes:
