@@ -24,7 +24,6 @@ each counter has one writer, and CPython reads ints atomically, so no lock is ne
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
