@@ -46,4 +46,5 @@ def refuse_component_identity(settings, tool: str) -> None:
     raise ComponentIdentity(
         f"{tool}: {settings.cert_file} is the certificate of {cn!r} (a gate, the ledger or the beacon): the broker "
         f"uses its CN as the client id, so connecting would take over {cn!r}'s session and disconnect it. Use an "
-        "operator certificate (`gated certs --out DIR operator`, its rules from make-dynsec.py), or `central`")
+        "operator certificate (`gated certs --out DIR operator`, its rules from make-dynsec.py), or `central`"
+    )

@@ -51,9 +51,15 @@ class MqttLink:
     put ("connected", generation, session_present), ("disconnected", reason), ("published", mid, rc)
     and ("message", Inbound) on `inbox`. Shared by the gate uplink, the ledger and the publisher."""
 
-    def __init__(self, settings: UplinkSettings, client_id: str, *,
-                 will: Callable[[], tuple[str, bytes]] | None = None, persistent: bool = True,
-                 rng: random.Random | None = None):
+    def __init__(
+        self,
+        settings: UplinkSettings,
+        client_id: str,
+        *,
+        will: Callable[[], tuple[str, bytes]] | None = None,
+        persistent: bool = True,
+        rng: random.Random | None = None,
+    ):
         """`will()` gives the last will's (topic, payload); it is asked again before every reconnect
         (on paho's thread, so it must only read values, never the store)."""
         self.settings, self.client_id, self.persistent = settings, client_id, persistent
@@ -65,14 +71,20 @@ class MqttLink:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # a SUBACK came on this connection
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
         if settings.tls:
             problems = tls_file_problems(settings.ca_file, settings.cert_file, settings.key_file)
             if problems:  # paho would say only "[Errno 2] No such file or directory"
                 raise BrokerUrlError("; ".join(problems))
-            client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set(
+                ca_certs=settings.ca_file,
+                certfile=settings.cert_file,
+                keyfile=settings.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         self._will = will
@@ -135,8 +147,19 @@ class MqttLink:
         self.inbox.put(("published", mid, reason_code.value))
 
     def _on_message(self, client, userdata, message) -> None:
-        self.inbox.put(("message", Inbound(message.topic, bytes(message.payload), message.mid, message.qos,
-                                           bool(message.retain), self.generation)))
+        self.inbox.put(
+            (
+                "message",
+                Inbound(
+                    message.topic,
+                    bytes(message.payload),
+                    message.mid,
+                    message.qos,
+                    bool(message.retain),
+                    self.generation,
+                ),
+            )
+        )
 
     # owner thread ------------------------------------------------------------------------------
     @property
@@ -161,8 +184,9 @@ class MqttLink:
         if self.persistent:
             props.SessionExpiryInterval = self.settings.session_expiry_s
         s = self.settings
-        self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s,
-                                  clean_start=not self.persistent, properties=props)
+        self.client.connect_async(
+            s.host, s.port, keepalive=s.keepalive_s, clean_start=not self.persistent, properties=props
+        )
         self.client.loop_start()
 
     def stop(self) -> None:

@@ -95,8 +95,10 @@ class Run:
                 return False
             # the gate's reconnect backs off (up to seconds after the broker is back): wait until it
             # has said `online` again, else the news it needs may still be waiting at the broker
-            if self.broker_restarted and self.venue.listener.online_at.get(a.gate, 0.0) < \
-                    self.clock.t0 + self.broker_up_since:
+            if (
+                self.broker_restarted
+                and self.venue.listener.online_at.get(a.gate, 0.0) < self.clock.t0 + self.broker_up_since
+            ):
                 return False
             up = self.venue.gates[a.gate].up_since
             if up is None or time.monotonic() < up + PROPAGATION_S:
@@ -147,8 +149,7 @@ class Run:
                 proc = gate.process
                 if proc is not None and proc.poll() is not None and self.gate_state[gate_id] != "dead":
                     self.gate_state[gate_id] = "dead"
-                    self.notes.append(f"gate {gate_id} died on its own (exit {proc.returncode}); "
-                                      f"see {gate.log_path}")
+                    self.notes.append(f"gate {gate_id} died on its own (exit {proc.returncode}); see {gate.log_path}")
             finally:
                 attempt.ended_at = self.clock.now()
                 with self.lock:
@@ -176,7 +177,9 @@ class Run:
         gate.client.request("drive", device=self.passage_device, active=False)
         deadline = time.monotonic() + DECISION_TIMEOUT_S
         while time.monotonic() < deadline and not self.stop.is_set():
-            found = next((e for e in self.find_events(gate, start) if e.get("kind") == "passage" and e.get("free")), None)
+            found = next(
+                (e for e in self.find_events(gate, start) if e.get("kind") == "passage" and e.get("free")), None
+            )
             if found is not None:
                 a.decided_at = self.clock.now()
                 a.observed_admit, a.observed_reason, a.event_id = True, "ok", found.get("id")
@@ -223,8 +226,14 @@ class Run:
             wait = self.scenario.passage_timeout_s + 5.0
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and not self.stop.is_set():
-            passage = next((e for e in self.find_events(gate, scan["seq"])
-                            if e.get("kind") == "passage" and e.get("ref") == scan.get("id")), None)
+            passage = next(
+                (
+                    e
+                    for e in self.find_events(gate, scan["seq"])
+                    if e.get("kind") == "passage" and e.get("ref") == scan.get("id")
+                ),
+                None,
+            )
             if passage is not None:
                 a.passage = passage.get("result")
                 break
@@ -253,10 +262,16 @@ class Run:
         time.sleep(2.5)  # a fresh beacon, if the broker is up (inside an outage its clock carries on alone)
         back = self.clock.now()
         self.gate_state[gate_id] = "up"
-        self.faults.append({"kind": "gate_kill", "gate": gate_id, "start_sim_s": self.clock.sim(killed),
-                            "end_sim_s": self.clock.sim(back),
-                            "what": f"SIGKILL at {self.clock.sim(killed):.1f} s ({during}), "
-                                    f"restarted and serving again at {self.clock.sim(back):.1f} s"})
+        self.faults.append(
+            {
+                "kind": "gate_kill",
+                "gate": gate_id,
+                "start_sim_s": self.clock.sim(killed),
+                "end_sim_s": self.clock.sim(back),
+                "what": f"SIGKILL at {self.clock.sim(killed):.1f} s ({during}), "
+                f"restarted and serving again at {self.clock.sim(back):.1f} s",
+            }
+        )
         return True
 
     def kill_on_green(self, gate, a: model.Attempt, scan: dict) -> None:
@@ -267,8 +282,20 @@ class Run:
         a.kind = "valid_killed"
         if not self.carry_out_kill(gate.id, fault, during=f"light green for {scan.get('id')}, nobody through yet"):
             return
-        retry = model.Attempt(max(self.by_id) + 1, a.visitor, a.gate, a.at_s, "retry", a.text, a.cti, True, "ok",
-                              after=a.id, after_gap_s=0.5, dynamic=a.dynamic)
+        retry = model.Attempt(
+            max(self.by_id) + 1,
+            a.visitor,
+            a.gate,
+            a.at_s,
+            "retry",
+            a.text,
+            a.cti,
+            True,
+            "ok",
+            after=a.id,
+            after_gap_s=0.5,
+            dynamic=a.dynamic,
+        )
         self.by_id[retry.id] = retry
         self.crowd.attempts.append(retry)
         with self.lock:
@@ -290,8 +317,15 @@ class Run:
             elif f.kind == "status_probe":
                 steps.append((f.start_s, "probe", f))
             elif f.kind == "clock_skew":
-                self.faults.append({"kind": "clock_skew", "gate": f.gate, "start_sim_s": None, "end_sim_s": None,
-                                    "what": f"wall clock {f.offset_s:+.0f} s off all along (time beacons bound it)"})
+                self.faults.append(
+                    {
+                        "kind": "clock_skew",
+                        "gate": f.gate,
+                        "start_sim_s": None,
+                        "end_sim_s": None,
+                        "what": f"wall clock {f.offset_s:+.0f} s off all along (time beacons bound it)",
+                    }
+                )
         if self.crowd.revoked_during:
             steps.append((sc.revocations_at_s, "revoke", None))
         steps.sort(key=lambda s: s[0])
@@ -313,11 +347,17 @@ class Run:
                 self.venue.broker.start()
                 self.broker_up_since = self.clock.now()
                 self.broker_restarted = True
-                self.faults.append({"kind": "broker_down", "gate": None, "start_sim_s": self.clock.sim(down_at),
-                                    "end_sim_s": self.clock.sim(self.broker_up_since),
-                                    "what": f"Mosquitto {'killed (SIGKILL, no save)' if down_how == 'kill' else 'stopped'} "
-                                            f"at {self.clock.sim(down_at):.1f} s, "
-                                            f"started again at {self.clock.sim(self.broker_up_since):.1f} s"})
+                self.faults.append(
+                    {
+                        "kind": "broker_down",
+                        "gate": None,
+                        "start_sim_s": self.clock.sim(down_at),
+                        "end_sim_s": self.clock.sim(self.broker_up_since),
+                        "what": f"Mosquitto {'killed (SIGKILL, no save)' if down_how == 'kill' else 'stopped'} "
+                        f"at {self.clock.sim(down_at):.1f} s, "
+                        f"started again at {self.clock.sim(self.broker_up_since):.1f} s",
+                    }
+                )
             elif what == "resize":
                 self.resize_ledger(f, now)
             elif what == "probe":
@@ -328,10 +368,16 @@ class Run:
                 seconds = self.clock.real(f.end_s - f.start_s)
                 try:
                     answer = self.venue.gates[f.gate].client.request("stall", seconds=seconds)
-                    self.faults.append({"kind": "camera_stall", "gate": f.gate, "start_sim_s": self.clock.sim(now),
-                                        "end_sim_s": self.clock.sim(now + seconds),
-                                        "what": f"camera hung at {self.clock.sim(now):.1f} s for up to {seconds:.1f} s "
-                                                f"(wall); it came back {answer.get('recovery', '')}"})
+                    self.faults.append(
+                        {
+                            "kind": "camera_stall",
+                            "gate": f.gate,
+                            "start_sim_s": self.clock.sim(now),
+                            "end_sim_s": self.clock.sim(now + seconds),
+                            "what": f"camera hung at {self.clock.sim(now):.1f} s for up to {seconds:.1f} s "
+                            f"(wall); it came back {answer.get('recovery', '')}",
+                        }
+                    )
                 except (OSError, ControlError) as exc:
                     self.notes.append(f"camera_stall at {f.gate} not carried out: {exc}")
             elif what == "revoke":
@@ -349,9 +395,15 @@ class Run:
         try:
             self.venue.stop_ledger()
             self.venue.start_ledger(f.partitions)
-            self.faults.append({"kind": "ledger_resize", "gate": None, "start_sim_s": self.clock.sim(now),
-                                "end_sim_s": self.clock.sim(self.clock.now()),
-                                "what": f"ledger from {before} to {f.partitions} --partition workers"})
+            self.faults.append(
+                {
+                    "kind": "ledger_resize",
+                    "gate": None,
+                    "start_sim_s": self.clock.sim(now),
+                    "end_sim_s": self.clock.sim(self.clock.now()),
+                    "what": f"ledger from {before} to {f.partitions} --partition workers",
+                }
+            )
         except (OSError, RuntimeError) as exc:
             self.notes.append(f"ledger_resize to {f.partitions} not carried out: {exc}")
 
@@ -369,8 +421,15 @@ class Run:
             what = f"gated status: exit {done.returncode}, {rows if rows is not None else 'no'} gate rows"
         except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
             what = f"gated status failed: {exc}"
-        self.faults.append({"kind": "status_probe", "gate": None, "start_sim_s": self.clock.sim(now),
-                            "end_sim_s": self.clock.sim(self.clock.now()), "what": what})
+        self.faults.append(
+            {
+                "kind": "status_probe",
+                "gate": None,
+                "start_sim_s": self.clock.sim(now),
+                "end_sim_s": self.clock.sim(self.clock.now()),
+                "what": what,
+            }
+        )
 
     def sampler(self) -> None:
         while not self.stop.is_set() and not self.done.is_set():
@@ -387,20 +446,25 @@ class Run:
         with self.lock:
             waiting = sum(len(q) for q in self.queues.values())
         mism = sum(1 for a in done if not a.matched)
-        return (f"sim {self.scenario.name}: {self.clock.sim(self.clock.now()):.0f} of {self.scenario.duration_s:.0f} s; "
-                f"broker {'up' if self.broker_up_since is not None else 'DOWN'}; served {len(done)}/{len(attempts)}, "
-                f"{sum(1 for a in done if a.observed_admit)} admitted, "
-                f"{sum(1 for a in done if a.observed_admit is False)} denied, {mism} mismatches; {waiting} in line; "
-                f"events seen {self.venue.listener.unique()}")
+        return (
+            f"sim {self.scenario.name}: {self.clock.sim(self.clock.now()):.0f} of {self.scenario.duration_s:.0f} s; "
+            f"broker {'up' if self.broker_up_since is not None else 'DOWN'}; served {len(done)}/{len(attempts)}, "
+            f"{sum(1 for a in done if a.observed_admit)} admitted, "
+            f"{sum(1 for a in done if a.observed_admit is False)} denied, {mism} mismatches; {waiting} in line; "
+            f"events seen {self.venue.listener.unique()}"
+        )
 
     def progress_table(self):
         from rich.table import Table
 
         attempts = self.crowd.attempts
-        t = Table(title=f"gated sim {self.scenario.name}: simulated {self.clock.sim(self.clock.now()):.0f} s of "
-                        f"{self.scenario.duration_s:.0f} (x{self.speed:g}); broker "
-                        f"{'up' if self.broker_up_since is not None else '[red]DOWN[/red]'}; "
-                        f"events seen {self.venue.listener.unique()}", title_justify="left")
+        t = Table(
+            title=f"gated sim {self.scenario.name}: simulated {self.clock.sim(self.clock.now()):.0f} s of "
+            f"{self.scenario.duration_s:.0f} (x{self.speed:g}); broker "
+            f"{'up' if self.broker_up_since is not None else '[red]DOWN[/red]'}; "
+            f"events seen {self.venue.listener.unique()}",
+            title_justify="left",
+        )
         for col in ("gate", "state", "queue", "served", "admits", "denies", "mismatches", "last"):
             t.add_column(col, justify="right" if col not in ("gate", "state", "last") else "left")
         shown = self.scenario.gate_ids if len(self.scenario.gate_ids) <= 24 else self.scenario.gate_ids[:24]
@@ -408,15 +472,29 @@ class Run:
             mine = [a for a in attempts if a.gate == g and a.ended_at is not None]
             last = mine[-1] if mine else None
             mism = sum(1 for a in mine if not a.matched)
-            t.add_row(g, self.gate_state[g], str(len(self.queues[g])), f"{len(mine)}/{sum(1 for a in attempts if a.gate == g)}",
-                      str(sum(1 for a in mine if a.observed_admit)), str(sum(1 for a in mine if a.observed_admit is False)),
-                      f"[red]{mism}[/red]" if mism else "0",
-                      f"{last.kind}: {last.observed_reason}" if last else "")
+            t.add_row(
+                g,
+                self.gate_state[g],
+                str(len(self.queues[g])),
+                f"{len(mine)}/{sum(1 for a in attempts if a.gate == g)}",
+                str(sum(1 for a in mine if a.observed_admit)),
+                str(sum(1 for a in mine if a.observed_admit is False)),
+                f"[red]{mism}[/red]" if mism else "0",
+                f"{last.kind}: {last.observed_reason}" if last else "",
+            )
         return t
 
 
-def run(scenario: Scenario, out_dir: Path, *, speed: float | None = None, broker_url: str | None = None,
-        progress: bool = True, log=print, ledger_db: str | None = None) -> dict:
+def run(
+    scenario: Scenario,
+    out_dir: Path,
+    *,
+    speed: float | None = None,
+    broker_url: str | None = None,
+    progress: bool = True,
+    log=print,
+    ledger_db: str | None = None,
+) -> dict:
     """Run the scenario; returns the report (also written to out_dir)."""
     speed = speed or scenario.speed
     out_dir = Path(out_dir).resolve()  # gate configs and child processes need absolute paths
@@ -444,9 +522,11 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     time.sleep(2.5)  # a fresh beacon and the revocation snapshot reach every gate
     r = Run(scenario, venue, crowd, speed, log)
     r.clock = Clock(speed)
-    threads = [threading.Thread(target=r.dispatcher, name="dispatcher", daemon=True),
-               threading.Thread(target=r.timeline, name="timeline", daemon=True),
-               threading.Thread(target=r.sampler, name="sampler", daemon=True)]
+    threads = [
+        threading.Thread(target=r.dispatcher, name="dispatcher", daemon=True),
+        threading.Thread(target=r.timeline, name="timeline", daemon=True),
+        threading.Thread(target=r.sampler, name="sampler", daemon=True),
+    ]
     workers = [threading.Thread(target=r.worker, args=(g,), name=f"lane-{g}", daemon=True) for g in scenario.gate_ids]
     for t in threads + workers:
         t.start()
@@ -459,8 +539,9 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     for t in threads + workers:
         t.join(timeout=30)
     for gate_id, fault in r.kill_pending.items():
-        r.notes.append(f"gate_kill at {gate_id} ({fault.during}) never happened: no moment for it after "
-                       f"{fault.start_s:g} s")
+        r.notes.append(
+            f"gate_kill at {gate_id} ({fault.during}) never happened: no moment for it after {fault.start_s:g} s"
+        )
     if venue.broker is not None and not venue.broker.running:
         venue.broker.start()  # a fault window that outlived the crowd
     # the drain: every event made reaches the ledger
@@ -487,14 +568,30 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     if duplicates is None:  # the ledger did not say; count what the simulator's own subscription saw twice
         duplicates = max(0, venue.listener.deliveries - venue.listener.unique())
     arrived = venue.listener.received_at
-    held_back = sum(1 for a in crowd.attempts if a.event_id in arrived and a.decided_at is not None
-                    and arrived[a.event_id] - (r.clock.t0 + a.decided_at) > 2.0)
-    result = report.build(scenario=scenario, attempts=crowd.attempts, visitors=crowd.visitors, events_made=made,
-                          expected_inside=model.expected_inside(scenario, crowd.attempts),
-                          ledger=ledger_report, ledger_events=ledger_events, duplicates_dropped=duplicates,
-                          tickets=crowd.tickets, faults=r.faults, speed=speed, gate_ids=scenario.gate_ids,
-                          notes=r.notes, held_back=held_back,
-                          arrivals={k: v - r.clock.t0 for k, v in arrived.items()})
+    held_back = sum(
+        1
+        for a in crowd.attempts
+        if a.event_id in arrived
+        and a.decided_at is not None
+        and arrived[a.event_id] - (r.clock.t0 + a.decided_at) > 2.0
+    )
+    result = report.build(
+        scenario=scenario,
+        attempts=crowd.attempts,
+        visitors=crowd.visitors,
+        events_made=made,
+        expected_inside=model.expected_inside(scenario, crowd.attempts),
+        ledger=ledger_report,
+        ledger_events=ledger_events,
+        duplicates_dropped=duplicates,
+        tickets=crowd.tickets,
+        faults=r.faults,
+        speed=speed,
+        gate_ids=scenario.gate_ids,
+        notes=r.notes,
+        held_back=held_back,
+        arrivals={k: v - r.clock.t0 for k, v in arrived.items()},
+    )
     json_path, html_path = report.write(out_dir, result, crowd.attempts, r.samples, speed)
     log(f"{result['verdict']}")
     log(f"report: {html_path} (and {json_path.name}); device keys in {out_dir / 'devices'}")

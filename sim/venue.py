@@ -26,9 +26,9 @@ import tomli_w
 from gated import keys
 from gated.atomicfile import write_atomic
 from gated.core.errors import GatedError
-from gated.topics import gate_topic
 from gated.gate.rehearsal.control import Client, ControlError
 from gated.gate.store import GateStore
+from gated.topics import gate_topic
 from sim.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,22 +61,32 @@ class GateProcess:
 
     def start(self) -> None:
         if self.clock_offset_s:
-            argv = [sys.executable, "-m", "sim.skewed", str(self.clock_offset_s), "run", "--config",
-                    str(self.config_path)]
+            argv = [
+                sys.executable,
+                "-m",
+                "sim.skewed",
+                str(self.clock_offset_s),
+                "run",
+                "--config",
+                str(self.config_path),
+            ]
         else:
             argv = gated_command() + ["run", "--config", str(self.config_path)]
         env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+            )
         self.starts += 1
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise VenueError(f"gate {self.id} exited ({self.process.returncode}) before it was ready; "
-                                 f"see {self.log_path}:\n{_tail(self.log_path)}")
+                raise VenueError(
+                    f"gate {self.id} exited ({self.process.returncode}) before it was ready; "
+                    f"see {self.log_path}:\n{_tail(self.log_path)}"
+                )
             try:
                 self.client.request("ping")
                 self.up_since = time.monotonic()
@@ -84,8 +94,10 @@ class GateProcess:
             except (OSError, ControlError):
                 self.client.close()
                 time.sleep(0.1)
-        raise VenueError(f"gate {self.id}: control socket {self.socket_path} not answering after {timeout:.0f} s; "
-                         f"see {self.log_path}:\n{_tail(self.log_path)}")
+        raise VenueError(
+            f"gate {self.id}: control socket {self.socket_path} not answering after {timeout:.0f} s; "
+            f"see {self.log_path}:\n{_tail(self.log_path)}"
+        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown steps at all, as a power cut or the OOM killer would."""
@@ -162,8 +174,9 @@ class Listener:
         self._beacon_key, self._beacon_every = beacon_key, beacon_every_s
         self._beacon_seq = 0
         self._stop = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-sim-{site}-{os.getpid()}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-sim-{site}-{os.getpid()}", protocol=mqtt.MQTTv5
+        )
         self.client.reconnect_delay_set(0.2, 1.0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
@@ -221,8 +234,9 @@ class Listener:
         while self._beacon_key is not None and not self._stop.is_set():
             if self.connected.is_set():
                 self._beacon_seq += 1
-                payload = encode_beacon(self._beacon_key, site=self.site, unix_ms=time.time_ns() // 1_000_000,
-                                        seq=self._beacon_seq)
+                payload = encode_beacon(
+                    self._beacon_key, site=self.site, unix_ms=time.time_ns() // 1_000_000, seq=self._beacon_seq
+                )
                 self.client.publish(beacon_topic(self.site), payload, qos=1, retain=True)
             self._stop.wait(self._beacon_every)
 
@@ -248,8 +262,9 @@ class Listener:
 class Venue:
     """Keys, broker, ledger and gates for one run; close() stops everything it started."""
 
-    def __init__(self, scenario, out_dir: Path, *, broker_url: str | None = None, ledger_db: str | None = None,
-                 log=print):
+    def __init__(
+        self, scenario, out_dir: Path, *, broker_url: str | None = None, ledger_db: str | None = None, log=print
+    ):
         """`ledger_db`: the ledger's database (a postgresql:// URL, or a SQLite path); default a
         SQLite file in the work directory. It must hold no events: the report compares it with
         this run's ground truth."""
@@ -280,8 +295,9 @@ class Venue:
         for name in ("issuer", "revocation", "command"):
             private, public = keys.generate_key_files(central, name)
             # a pretix event key is trusted for its one event (it is what names the event)
-            keys.trust_key_file(self.keyring_dir, public, name,
-                                events=[self.scenario.event] if pretix and name == "issuer" else ())
+            keys.trust_key_file(
+                self.keyring_dir, public, name, events=[self.scenario.event] if pretix and name == "issuer" else ()
+            )
             made[name] = keys.load_private_key(private)
         self.issuer_key, self.revocation_key, self.command_key = made["issuer"], made["revocation"], made["command"]
         # the ledger's key: it signs committed and occupancy; the gates trust it with role `ledger`
@@ -328,14 +344,23 @@ class Venue:
             write_atomic(devices / f"{gate_id}.pub", pem)
             keys.trust_key_file(self.ledger_keyring, devices / f"{gate_id}.pub", "device", name=gate_id)
             socket_path = self.sockets / f"{gate_id}.sock"
-            self.gates[gate_id] = GateProcess(gate_id, directory, socket_path, self._gate_config(gate_id, directory,
-                                                                                                 socket_path),
-                                              clock_offset_s=offsets.get(gate_id, 0.0))
+            self.gates[gate_id] = GateProcess(
+                gate_id,
+                directory,
+                socket_path,
+                self._gate_config(gate_id, directory, socket_path),
+                clock_offset_s=offsets.get(gate_id, 0.0),
+            )
 
     def _gate_config(self, gate_id: str, directory: Path, socket_path: Path) -> dict:
         sc = self.scenario
-        gate = {"site": sc.site, "id": gate_id, "events": [sc.event], "keyring": str(self.keyring_dir),
-                "state_dir": str(directory / "state")}
+        gate = {
+            "site": sc.site,
+            "id": gate_id,
+            "events": [sc.event],
+            "keyring": str(self.keyring_dir),
+            "state_dir": str(directory / "state"),
+        }
         if sc.zone_of(gate_id):
             gate["zone"] = sc.zone_of(gate_id)
         direction = sc.direction_of(gate_id)
@@ -349,8 +374,12 @@ class Venue:
             "gate": gate,
             "camera": {"source": "synthetic:", "width": 640, "height": 480, "fps": sc.fps},
             "turnstile": {"board": sc.board, "pin_factory": "mock"},
-            "timings": {"relay_pulse_s": sc.relay_pulse_s, "passage_timeout_s": sc.passage_timeout_s,
-                        "held_open_s": max(15.0, sc.relay_pulse_s), "debounce_s": 1.0},
+            "timings": {
+                "relay_pulse_s": sc.relay_pulse_s,
+                "passage_timeout_s": sc.passage_timeout_s,
+                "held_open_s": max(15.0, sc.relay_pulse_s),
+                "debounce_s": 1.0,
+            },
             "clock": {"beacons": True, "ntp": sc.ntp},
             "mqtt": {"url": self.broker_url, "keepalive_s": 5},
             "logging": {"level": "info", "format": "json"},
@@ -367,8 +396,9 @@ class Venue:
         from gated.central.publisher import publish_revocations
         from gated.core.revocation import encode_updates
 
-        blobs = encode_updates(self.revocation_key, site=self.scenario.site, version=version, base=base, add=add,
-                               iat=int(time.time()))
+        blobs = encode_updates(
+            self.revocation_key, site=self.scenario.site, version=version, base=base, add=add, iat=int(time.time())
+        )
         for i, blob in enumerate(blobs):
             write_atomic(self.work / "central" / f"revocations-v{version}-{i}.cose", blob)
         publish_revocations(self.settings(), self.scenario.site, blobs, keyring=self.keyring)
@@ -385,21 +415,49 @@ class Venue:
         types = list(self.scenario.ticket_types)
         products = [{"lookup": ["product", str(types.index(t) + 1), t]} for t in self.scenario.checkin_admit_types]
         rules = {"inList": [{"var": "product"}, {"objectList": products}]}
-        settings = {"id": 1, "name": "rehearsal gates", "include_pending": False, "allow_multiple_entries": False,
-                    "allow_entry_after_exit": True, "all_products": True, "limit_products": [], "subevent": None,
-                    "rules": json.dumps(rules), "exit_all_at": None}
+        settings = {
+            "id": 1,
+            "name": "rehearsal gates",
+            "include_pending": False,
+            "allow_multiple_entries": False,
+            "allow_entry_after_exit": True,
+            "all_products": True,
+            "limit_products": [],
+            "subevent": None,
+            "rules": json.dumps(rules),
+            "exit_all_at": None,
+        }
         times = {"tz": "UTC", "date_from": int(time.time()), "date_to": None, "date_admission": None}
-        blob = encode_list(self.revocation_key, site=self.scenario.site, version=1, iat=int(time.time()),
-                           event=self.scenario.event, settings=settings, times=times, gates={}, pending=unpaid)
+        blob = encode_list(
+            self.revocation_key,
+            site=self.scenario.site,
+            version=1,
+            iat=int(time.time()),
+            event=self.scenario.event,
+            settings=settings,
+            times=times,
+            gates={},
+            pending=unpaid,
+        )
         (self.work / "central" / "checkin-list.cose").write_bytes(blob)
         publish_checkin_list(self.settings(), self.scenario.site, blob)
 
     def start_ledger(self, partitions: int = 1) -> None:
         """`gated ledger`, or `partitions` of them (`--partition I/N`) on the one database, each with
         its own client id and lock; returns once each has subscribed."""
-        base = gated_command() + ["ledger", "--broker", self.broker_url, "--site", self.scenario.site,
-                                  "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring),
-                                  "--signing-key", str(self.ledger_key_file)]
+        base = gated_command() + [
+            "ledger",
+            "--broker",
+            self.broker_url,
+            "--site",
+            self.scenario.site,
+            "--db",
+            str(self.ledger_db),
+            "--keyring",
+            str(self.ledger_keyring),
+            "--signing-key",
+            str(self.ledger_key_file),
+        ]
         tickets = self.work / "central" / "tickets.csv"
         if tickets.exists():
             base += ["--tickets", str(tickets)]
@@ -411,8 +469,9 @@ class Venue:
         with log_path.open("ab") as log:
             for i in range(partitions):
                 argv = base + (["--partition", f"{i}/{partitions}"] if partitions > 1 else [])
-                self.ledger_processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                                              start_new_session=True))
+                self.ledger_processes.append(
+                    subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                )
         deadline = time.monotonic() + 30
         while log_path.read_text(errors="replace").count("ledger: subscribed") < before + partitions:
             for process in self.ledger_processes:
@@ -443,8 +502,10 @@ class Venue:
         except LedgerError as exc:
             raise VenueError(str(exc)) from None
         if count:
-            raise VenueError(f"the ledger database {ledger.where} already holds {count} events; a rehearsal "
-                             "needs an empty one (its report compares the ledger with this run)")
+            raise VenueError(
+                f"the ledger database {ledger.where} already holds {count} events; a rehearsal "
+                "needs an empty one (its report compares the ledger with this run)"
+            )
 
     def ledger_count(self) -> int:
         if self.ledger_in_server:
@@ -463,7 +524,9 @@ class Venue:
         import re
 
         try:
-            found = re.findall(r"ledger: \d+ messages, \d+ new events, (\d+) duplicates", (self.work / "ledger.log").read_text())
+            found = re.findall(
+                r"ledger: \d+ messages, \d+ new events, (\d+) duplicates", (self.work / "ledger.log").read_text()
+            )
         except OSError:
             return None
         return sum(map(int, found)) if found else None

@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
-
 from gated.core import ticket
 from gated.core.decide import GateContext
 from gated.gate.store import GateStore

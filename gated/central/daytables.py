@@ -110,9 +110,11 @@ def gap_sentence(gate: str, first: int, last: int) -> str:
 def loss_sentence(gate: str, first: int, last: int) -> str:
     n = last - first + 1
     which = f"event {first} is" if n == 1 else f"events {first} to {last} ({n} events) are"
-    return (f"Gate {gate}: {which} declared lost. The gate no longer holds them (kept past its outbox's "
-            f"retention without reaching the ledger, or its state was replaced), so they will never arrive; "
-            f"the ledger stopped waiting for them.")
+    return (
+        f"Gate {gate}: {which} declared lost. The gate no longer holds them (kept past its outbox's "
+        f"retention without reaching the ledger, or its state was replaced), so they will never arrive; "
+        f"the ledger stopped waiting for them."
+    )
 
 
 def reason_rows(denials: dict[str, int]) -> list[tuple[str, str, int]]:

@@ -21,29 +21,44 @@ def report(db) -> dict:
     """Per gate: events, admits, denies by reason, gaps, chain breaks, bad signatures; over-admitted tickets."""
     gates: dict[str, dict] = {}
     for gate, count, last, admits, passages in db.execute(
-            "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
-            "FROM events GROUP BY gate ORDER BY gate"):
-        gates[gate] = {**_empty_gate(), "events": count, "last_seq": last, "admits": admits or 0,
-                       "passages": passages or 0, "signatures_checked": True}
+        "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
+        "FROM events GROUP BY gate ORDER BY gate"
+    ):
+        gates[gate] = {
+            **_empty_gate(),
+            "events": count,
+            "last_seq": last,
+            "admits": admits or 0,
+            "passages": passages or 0,
+            "signatures_checked": True,
+        }
     for gate, reason, count in db.execute(
-            "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
-            "GROUP BY gate, reason ORDER BY gate, reason"):
+        "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
+        "GROUP BY gate, reason ORDER BY gate, reason"
+    ):
         gates[gate]["denies"][reason] = count
     for gate, seq, before in db.execute(
-            "SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, 0) OVER (PARTITION BY gate ORDER BY seq)"
-            " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
+        "SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, 0) OVER (PARTITION BY gate ORDER BY seq)"
+        " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"
+    ):
         gates[gate]["gaps"].append([before + 1, seq - 1])
         gates[gate]["missing"] += seq - 1 - before
     for gate, floor in db.execute("SELECT gate, floor FROM gate_progress WHERE floor > 1").fetchall():
         _declared_losses(gates.setdefault(gate, _empty_gate()), floor)
     for gate, unsigned, vouched in db.execute(
-            "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
-            "FROM events GROUP BY gate"):
+        "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
+        "FROM events GROUP BY gate"
+    ):
         gates[gate]["signatures_checked"] = not unsigned
         gates[gate]["chain_vouched"] = vouched or 0  # --verify chain: content vouched for by a later signature
-    names = {"chain_break": "chain_breaks", "bad_signature": "bad_signatures", "bad_hash": "bad_hashes",
-             "conflict": "conflicts", "malformed": "malformed"}
+    names = {
+        "chain_break": "chain_breaks",
+        "bad_signature": "bad_signatures",
+        "bad_hash": "bad_hashes",
+        "conflict": "conflicts",
+        "malformed": "malformed",
+    }
     for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
         if kind in names:
             entry = gates.setdefault(gate or "(unknown)", _empty_gate())
@@ -51,24 +66,69 @@ def report(db) -> dict:
     over = over_admitted(db)
     (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
     (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
-    totals = {k: sum(g[k] for g in gates.values()) for k in
-              ("events", "admits", "missing", "declared_lost", "chain_breaks", "bad_signatures", "bad_hashes",
-               "conflicts", "malformed")}
+    totals = {
+        k: sum(g[k] for g in gates.values())
+        for k in (
+            "events",
+            "admits",
+            "missing",
+            "declared_lost",
+            "chain_breaks",
+            "bad_signatures",
+            "bad_hashes",
+            "conflicts",
+            "malformed",
+        )
+    }
     totals["over_admitted"] = len(over)
     totals["quarantined"] = quarantined
     reentries = occ.reentries_without_exit(db)
     totals["reentries_without_exit"] = len(reentries)
-    clean = not any(totals[k] for k in ("missing", "declared_lost", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
-                                        "malformed", "over_admitted", "reentries_without_exit"))
-    return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
-            "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean}
+    clean = not any(
+        totals[k]
+        for k in (
+            "missing",
+            "declared_lost",
+            "chain_breaks",
+            "bad_signatures",
+            "bad_hashes",
+            "conflicts",
+            "malformed",
+            "over_admitted",
+            "reentries_without_exit",
+        )
+    )
+    return {
+        "gates": gates,
+        "over_admitted": over,
+        "tickets_known": tickets_known,
+        "totals": totals,
+        "occupancy": occ.occupancy(db),
+        "reentries_without_exit": reentries,
+        "clean": clean,
+    }
 
 
 def _empty_gate() -> dict:
     """A gate's entry before anything is counted."""
-    return {"events": 0, "last_seq": 0, "admits": 0, "passages": 0, "denies": {}, "gaps": [], "missing": 0,
-            "declared_losses": [], "declared_lost": 0, "chain_breaks": 0, "bad_signatures": 0, "bad_hashes": 0,
-            "conflicts": 0, "malformed": 0, "signatures_checked": False, "chain_vouched": 0}
+    return {
+        "events": 0,
+        "last_seq": 0,
+        "admits": 0,
+        "passages": 0,
+        "denies": {},
+        "gaps": [],
+        "missing": 0,
+        "declared_losses": [],
+        "declared_lost": 0,
+        "chain_breaks": 0,
+        "bad_signatures": 0,
+        "bad_hashes": 0,
+        "conflicts": 0,
+        "malformed": 0,
+        "signatures_checked": False,
+        "chain_vouched": 0,
+    }
 
 
 def _declared_losses(entry: dict, floor: int) -> None:
@@ -94,17 +154,27 @@ def over_admitted(db) -> list[dict]:
     """Tickets admitted more often than allowed (tickets.csv, else once), passage timeouts of the
     admitting gate and exits not counted; each with the gates that admitted it. A join over every
     admission: the ledger's metrics count it apart, and seldom (gated/central/ledger_metrics.py)."""
-    return [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": bool(assumed), "gates": sorted(set(g.split(",")))}
-            for cti, admits, allowed, assumed, g in db.execute(
-                "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
-                + db.group_concat("e.gate") + " "
-                "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
-                "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL "
-                f"AND NOT {occ.not_an_entry_sql('e')} AND NOT EXISTS ("
-                "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
-                "  AND p.result = 'timeout') "
-                "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
-                "ORDER BY e.ticket")]
+    return [
+        {
+            "ticket": cti,
+            "admits": admits,
+            "allowed": allowed,
+            "assumed": bool(assumed),
+            "gates": sorted(set(g.split(","))),
+        }
+        for cti, admits, allowed, assumed, g in db.execute(
+            "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
+            + db.group_concat("e.gate")
+            + " "
+            "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
+            "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL "
+            f"AND NOT {occ.not_an_entry_sql('e')} AND NOT EXISTS ("
+            "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
+            "  AND p.result = 'timeout') "
+            "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
+            "ORDER BY e.ticket"
+        )
+    ]
 
 
 def format_report(report: dict) -> str:
@@ -113,29 +183,42 @@ def format_report(report: dict) -> str:
     for gate, g in report["gates"].items():
         denies = ", ".join(f"{r} {n}" for r, n in g["denies"].items()) or "-"
         badsig = g["bad_signatures"] + g["bad_hashes"]
-        lines.append(f"{gate:12} {g['events']:>7} {g['last_seq'] or 0:>7} {g['admits']:>7} {g['missing']:>7} "
-                     f"{g['chain_breaks']:>6} {badsig:>6}  {denies}")
+        lines.append(
+            f"{gate:12} {g['events']:>7} {g['last_seq'] or 0:>7} {g['admits']:>7} {g['missing']:>7} "
+            f"{g['chain_breaks']:>6} {badsig:>6}  {denies}"
+        )
         if g["gaps"]:
-            lines.append("             gaps: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
-                         + (" …" if len(g["gaps"]) > 20 else ""))
+            lines.append(
+                "             gaps: "
+                + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
+                + (" …" if len(g["gaps"]) > 20 else "")
+            )
         if g.get("declared_lost"):
-            lines.append(f"             declared lost (below the gate's floor {g['floor']}, no longer held by it): "
-                         + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["declared_losses"][:20])
-                         + (" …" if len(g["declared_losses"]) > 20 else ""))
+            lines.append(
+                f"             declared lost (below the gate's floor {g['floor']}, no longer held by it): "
+                + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["declared_losses"][:20])
+                + (" …" if len(g["declared_losses"]) > 20 else "")
+            )
         if not g["signatures_checked"]:
             lines.append("             signatures not checked (no device key for this gate)")
         if g.get("chain_vouched"):
-            lines.append(f"             {g['chain_vouched']} events vouched for by the signature of a later one "
-                         "(--verify chain: their own signatures not checked)")
+            lines.append(
+                f"             {g['chain_vouched']} events vouched for by the signature of a later one "
+                "(--verify chain: their own signatures not checked)"
+            )
         if g["conflicts"]:
             lines.append(f"             {g['conflicts']} conflicting events (same id, other content)")
     if report["over_admitted"]:
         lines.append("tickets admitted more often than allowed:")
         for t in report["over_admitted"]:
             how = "assumed 1, no tickets CSV row" if t["assumed"] else "from tickets CSV"
-            lines.append(f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}")
+            lines.append(
+                f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}"
+            )
     if report.get("reentries_without_exit"):
-        lines.append("tickets let back in more often than they were recorded leaving (gates that could not hear each other):")
+        lines.append(
+            "tickets let back in more often than they were recorded leaving (gates that could not hear each other):"
+        )
         for t in report["reentries_without_exit"]:
             lines.append(f"  {t['ticket']}  {t['reentries']} re-entries, {t['exits']} exits at {', '.join(t['gates'])}")
     occupancy = report.get("occupancy") or {"zones": {}}
@@ -144,15 +227,19 @@ def format_report(report: dict) -> str:
         lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
     audit = report.get("signature_audit")
     if audit is not None:
-        lines.append(f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
-                     "does not verify" + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
-                     + (" …" if len(audit["bad"]) > 20 else "")
-                     + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else ""))
+        lines.append(
+            f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
+            "does not verify"
+            + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
+            + (" …" if len(audit["bad"]) > 20 else "")
+            + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else "")
+        )
     totals = report["totals"]
-    lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
-                 + (f"{totals['declared_lost']} declared lost, " if totals.get("declared_lost") else "")
-                 + f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
-                 f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
-                 f"{totals['quarantined']} quarantined messages"
-                 + (" — clean" if report["clean"] else ""))
+    lines.append(
+        f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
+        + (f"{totals['declared_lost']} declared lost, " if totals.get("declared_lost") else "")
+        + f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
+        f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
+        f"{totals['quarantined']} quarantined messages" + (" — clean" if report["clean"] else "")
+    )
     return "\n".join(lines)

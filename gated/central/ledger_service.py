@@ -43,9 +43,19 @@ class LedgerService:
     """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
-    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None,
-                 signing_key=None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings,
+        *,
+        site: str,
+        group: str | None = None,
+        batch: int = 2000,
+        publish_committed: bool = True,
+        occupancy_every_s: float = 1.0,
+        day_start=None,
+        signing_key=None,
+    ):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
         highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
         `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
@@ -60,8 +70,10 @@ class LedgerService:
         self.ledger, self.site, self.batch, self.publish_committed = ledger, site, batch, publish_committed
         self.signing_key = signing_key
         if signing_key is None:
-            log.warning("no --signing-key: committed and occupancy go out unsigned, and gates ignore them "
-                        "(they keep every event until a signed confirmation; docs/central.md)")
+            log.warning(
+                "no --signing-key: committed and occupancy go out unsigned, and gates ignore them "
+                "(they keep every event until a signed confirmation; docs/central.md)"
+            )
         part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
         self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
@@ -148,8 +160,12 @@ class LedgerService:
         if not self.publish_committed or not committed:
             return
         for gate, (seq, held) in self.ledger.confirmations(committed).items():
-            self.link.publish(committed_topic(self.site, gate), self._sealed(json.loads(encode_confirmation(seq, held)),
-                                                                             site=self.site, gate=gate), 1, True)
+            self.link.publish(
+                committed_topic(self.site, gate),
+                self._sealed(json.loads(encode_confirmation(seq, held)), site=self.site, gate=gate),
+                1,
+                True,
+            )
 
     def _sealed(self, body: dict, **binding) -> bytes:
         """A message to the gates, signed by the ledger's key when it has one (`binding`: the site and

@@ -95,8 +95,9 @@ _POSTGRES_MIGRATIONS.append(_MOVEMENTS.format(int="BIGINT"))
 # 4: the admissions a ticket allows and a zone's capacity are numbers up to 2^63-1 like every other
 # count (PostgreSQL's INTEGER stopped at 2^31-1; SQLite's INTEGER is 64 bits already)
 _SQLITE_MIGRATIONS.append("SELECT 1")
-_POSTGRES_MIGRATIONS.append("ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; "
-                            "ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT")
+_POSTGRES_MIGRATIONS.append(
+    "ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT"
+)
 
 # 5 (both): end-to-end delivery that cannot stall (docs/protocol.md, "Committed events"): each gate's
 # floor (the lowest seq it still holds, from its status: below it, what the ledger lacks is a declared
@@ -163,14 +164,18 @@ class SqliteDb:
 
     def insert_events(self, columns: tuple[str, ...], rows: list) -> list[bool]:
         """Rows into `events` unless their id is taken; per row, whether it went in."""
-        sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-               "ON CONFLICT DO NOTHING")
+        sql = (
+            f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING"
+        )
         return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
 
     def insert_ignoring(self, table: str, columns: tuple[str, ...], rows: list) -> None:
         """Rows into `table`, each unless its key is taken."""
-        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                              "ON CONFLICT DO NOTHING", rows)
+        self.conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            "ON CONFLICT DO NOTHING",
+            rows,
+        )
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -197,8 +202,9 @@ class PostgresDb:
         try:
             import psycopg
         except ImportError:
-            raise LedgerError("a PostgreSQL ledger needs psycopg 3, which a gate does not: "
-                              "pip install 'gated[central]'") from None
+            raise LedgerError(
+                "a PostgreSQL ledger needs psycopg 3, which a gate does not: pip install 'gated[central]'"
+            ) from None
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
         self.message_errors = (psycopg.DataError, psycopg.IntegrityError)  # what one message's values can cause
@@ -259,14 +265,17 @@ class PostgresDb:
         with self.conn.cursor() as cur:
             # made in the transaction, dropped at its end: nothing of it outlives the batch, so it
             # works behind a connection pooler too (a session's own temporary table would not)
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (n INTEGER NOT NULL, LIKE {table}) "
-                        "ON COMMIT DROP")
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (n INTEGER NOT NULL, LIKE {table}) ON COMMIT DROP"
+            )
             with cur.copy(f"COPY incoming_{table} (n, {names}) FROM STDIN") as copy:
                 for n, row in enumerate(rows):
                     copy.write_row((n, *row))
-            cur.execute(f"WITH staged AS (DELETE FROM incoming_{table} RETURNING *) "
-                        f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY n "
-                        f"ON CONFLICT DO NOTHING {returning}")
+            cur.execute(
+                f"WITH staged AS (DELETE FROM incoming_{table} RETURNING *) "
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY n "
+                f"ON CONFLICT DO NOTHING {returning}"
+            )
             return cur.fetchall() if returning else []
 
     def begin(self) -> None:

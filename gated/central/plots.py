@@ -15,8 +15,13 @@ import io
 
 from gated.core.errors import GatedError
 
-COLOURS = {"broker_down": "#d62728", "gate_kill": "#9467bd", "camera_stall": "#ff7f0e", "outage": "#d62728",
-           "held_back": "#ff7f0e"}
+COLOURS = {
+    "broker_down": "#d62728",
+    "gate_kill": "#9467bd",
+    "camera_stall": "#ff7f0e",
+    "outage": "#d62728",
+    "held_back": "#ff7f0e",
+}
 
 
 class PlotsUnavailable(GatedError, RuntimeError):
@@ -28,8 +33,9 @@ def require() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise PlotsUnavailable(f"the report's plots need {exc.name or 'matplotlib'}, which a gate does not: "
-                               "pip install 'gated[sim]'") from None
+        raise PlotsUnavailable(
+            f"the report's plots need {exc.name or 'matplotlib'}, which a gate does not: pip install 'gated[sim]'"
+        ) from None
 
 
 def pyplot():
@@ -59,8 +65,18 @@ def shade(ax, spans: list[tuple[float, float, str]]) -> None:
         seen.add(label)
 
 
-def counts_per_bin(series: dict[str, dict[int, int]], bins: list, *, xs: list, title: str, ylabel: str,
-                   xlabel: str, scale: float = 1.0, spans=(), summarise_over: int = 8) -> str:
+def counts_per_bin(
+    series: dict[str, dict[int, int]],
+    bins: list,
+    *,
+    xs: list,
+    title: str,
+    ylabel: str,
+    xlabel: str,
+    scale: float = 1.0,
+    spans=(),
+    summarise_over: int = 8,
+) -> str:
     """`series`: label -> {bin index: count}; `xs`: the x value of each bin index in `bins`.
     More than `summarise_over` series: the mean and the busiest instead of one line each."""
     plt = pyplot()
@@ -82,18 +98,24 @@ def counts_per_bin(series: dict[str, dict[int, int]], bins: list, *, xs: list, t
     return png(fig)
 
 
-def occupancy(points: dict[str, list[tuple]], capacities: dict[str, int | None], *, title: str, xlabel: str,
-              spans=()) -> str:
+def occupancy(
+    points: dict[str, list[tuple]], capacities: dict[str, int | None], *, title: str, xlabel: str, spans=()
+) -> str:
     """`points`: zone -> [(x, people inside after this change)], in time order."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.4))
     for zone, pts in points.items():
         if not pts:
             continue
-        line, = ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=zone or "(no zone)")
+        (line,) = ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=zone or "(no zone)")
         if capacities.get(zone) is not None:
-            ax.axhline(capacities[zone], color=line.get_color(), linestyle="--", linewidth=1,
-                       label=f"{zone or '(no zone)'} capacity {capacities[zone]}")
+            ax.axhline(
+                capacities[zone],
+                color=line.get_color(),
+                linestyle="--",
+                linewidth=1,
+                label=f"{zone or '(no zone)'} capacity {capacities[zone]}",
+            )
     shade(ax, list(spans))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("people inside")
@@ -106,8 +128,15 @@ def occupancy(points: dict[str, list[tuple]], capacities: dict[str, int | None],
     return png(fig)
 
 
-def bars(counts: dict[str, int], *, title: str, ylabel: str, expected: dict[str, int] | None = None,
-         colour: str = "#d62728", label: str = "counted") -> str:
+def bars(
+    counts: dict[str, int],
+    *,
+    title: str,
+    ylabel: str,
+    expected: dict[str, int] | None = None,
+    colour: str = "#d62728",
+    label: str = "counted",
+) -> str:
     """Counts per label; with `expected`, grey bars of the expected counts beside them."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.0))
@@ -130,8 +159,20 @@ def bars(counts: dict[str, int], *, title: str, ylabel: str, expected: dict[str,
 
 # --- the day's report: bars per bin on the venue's clock, one colour per name throughout ----------
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
-           "#aec7e8", "#ffbb78", "#98df8a")
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+)
 
 
 def colours_for(names) -> dict[str, str]:
@@ -159,8 +200,18 @@ def _integer_y(ax, top: float) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def binned_bars(series: dict[str, dict], *, lefts: dict, width_days: float, window: tuple, tz, title: str,
-                ylabel: str, xlabel: str, colours: dict[str, str]) -> str:
+def binned_bars(
+    series: dict[str, dict],
+    *,
+    lefts: dict,
+    width_days: float,
+    window: tuple,
+    tz,
+    title: str,
+    ylabel: str,
+    xlabel: str,
+    colours: dict[str, str],
+) -> str:
     """Counts per time bin as bars stacked by series. `series`: name -> {bin: count}; `lefts`: bin ->
     datetime of the bin's start; `width_days`: a bin's width (matplotlib's date unit is the day)."""
     plt = pyplot()
@@ -169,8 +220,15 @@ def binned_bars(series: dict[str, dict], *, lefts: dict, width_days: float, wind
     for name in sorted(series):
         counts = series[name]
         bins = sorted(counts)
-        ax.bar([lefts[b] for b in bins], [counts[b] for b in bins], width=width_days * 0.9, align="edge",
-               bottom=[bottom.get(b, 0) for b in bins], color=colours.get(name, "#888888"), label=name)
+        ax.bar(
+            [lefts[b] for b in bins],
+            [counts[b] for b in bins],
+            width=width_days * 0.9,
+            align="edge",
+            bottom=[bottom.get(b, 0) for b in bins],
+            color=colours.get(name, "#888888"),
+            label=name,
+        )
         for b in bins:
             bottom[b] = bottom.get(b, 0) + counts[b]
     time_axis(ax, window, tz)
@@ -185,8 +243,16 @@ def binned_bars(series: dict[str, dict], *, lefts: dict, width_days: float, wind
     return png(fig)
 
 
-def occupancy_day(points: dict[str, list[tuple]], capacities: dict[str, int | None], *, window: tuple, tz,
-                  title: str, xlabel: str, colours: dict[str, str]) -> str:
+def occupancy_day(
+    points: dict[str, list[tuple]],
+    capacities: dict[str, int | None],
+    *,
+    window: tuple,
+    tz,
+    title: str,
+    xlabel: str,
+    colours: dict[str, str],
+) -> str:
     """People inside per zone over the window, a step line each in the zone's colour, its capacity dashed."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.4))
@@ -199,8 +265,13 @@ def occupancy_day(points: dict[str, list[tuple]], capacities: dict[str, int | No
         ax.step(xs, ys, where="post", color=colours.get(zone, "#888888"), label=zone or "(no zone)")
         top = max(top, *ys)
         if capacities.get(zone) is not None:
-            ax.axhline(capacities[zone], color=colours.get(zone, "#888888"), linestyle="--", linewidth=1,
-                       label=f"{zone or '(no zone)'} capacity {capacities[zone]}")
+            ax.axhline(
+                capacities[zone],
+                color=colours.get(zone, "#888888"),
+                linestyle="--",
+                linewidth=1,
+                label=f"{zone or '(no zone)'} capacity {capacities[zone]}",
+            )
             top = max(top, capacities[zone])
     time_axis(ax, window, tz)
     _integer_y(ax, top)
@@ -224,12 +295,15 @@ border-bottom: 1px solid #d0d7de; font-size: 0.92em; }} figure {{ margin: 1em 0;
 
 def page_head(title: str, colour: str, width_em: int = 64) -> str:
     """A self-contained HTML page up to <body> (the caller escapes `title`)."""
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<style>\n{_STYLE.format(width=width_em, colour=colour)}\n</style></head><body>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<style>\n{_STYLE.format(width=width_em, colour=colour)}\n</style></head><body>\n"
+    )
 
 
 def figures(images: dict[str, str], escape) -> str:
     """The plots as embedded PNG figures."""
-    return "".join(f'<figure><img alt="{escape(k)}" src="data:image/png;base64,{v}"></figure>' for k, v in images.items())
-
+    return "".join(
+        f'<figure><img alt="{escape(k)}" src="data:image/png;base64,{v}"></figure>' for k, v in images.items()
+    )

@@ -31,8 +31,9 @@ def run(args) -> int:
     if args.count is not None and args.count < 1:
         raise CommandError("--count must be at least 1")
     if args.cert_key and not args.cert and not args.signing_key:  # `--key command.key`, the old spelling
-        raise CommandError(f"--key is the TLS client key (with --cert); give the command key as --signing-key "
-                           f"{args.cert_key}")
+        raise CommandError(
+            f"--key is the TLS client key (with --cert); give the command key as --signing-key {args.cert_key}"
+        )
     path = signing_key(args)
     try:
         key = keys.load_private_key(path)
@@ -50,8 +51,14 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        acknowledged = publish_beacons(link, BeaconSource(key, args.site), interval_s=args.interval,
-                                       count=args.count, sleep=stop.wait, stopped=stop.is_set)
+        acknowledged = publish_beacons(
+            link,
+            BeaconSource(key, args.site),
+            interval_s=args.interval,
+            count=args.count,
+            sleep=stop.wait,
+            stopped=stop.is_set,
+        )
     finally:
         link.stop()
     if args.count is not None:

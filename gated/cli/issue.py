@@ -17,8 +17,11 @@ def register(sub) -> None:
     p.add_argument("--entries", type=int, default=1, help="admissions allowed, 0 = unlimited (default 1)")
     p.add_argument("--zone", action="append", default=[], help="zone it may enter (repeat; default every zone)")
     p.add_argument("--seat", help="seat label")
-    p.add_argument("--reentry", action="store_true",
-                   help="the ticket may come in again after a recorded exit, no entry spent (claim rex, an extension)")
+    p.add_argument(
+        "--reentry",
+        action="store_true",
+        help="the ticket may come in again after a recorded exit, no entry spent (claim rex, an extension)",
+    )
     p.add_argument("--valid-from", help="ISO 8601 (default now)")
     p.add_argument("--valid-until", help="ISO 8601 (default 24 hours after valid-from)")
     p.add_argument("--issuer-name", help="iss claim (informational)")
@@ -46,10 +49,25 @@ def run(args) -> int:
     if exp < nbf:
         raise CommandError("--valid-until is before --valid-from")
     try:
-        batch = [issue(new_claims(event=args.event, nbf=nbf, exp=exp, typ=args.type, ent=args.entries,
-                                  zones=args.zone, seat=args.seat, iss=args.issuer_name, iat=now, rex=args.reentry), key,
-                       dynamic=args.dynamic)
-                 for _ in range(args.count)]
+        batch = [
+            issue(
+                new_claims(
+                    event=args.event,
+                    nbf=nbf,
+                    exp=exp,
+                    typ=args.type,
+                    ent=args.entries,
+                    zones=args.zone,
+                    seat=args.seat,
+                    iss=args.issuer_name,
+                    iat=now,
+                    rex=args.reentry,
+                ),
+                key,
+                dynamic=args.dynamic,
+            )
+            for _ in range(args.count)
+        ]
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     if args.out:

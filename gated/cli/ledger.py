@@ -15,50 +15,96 @@ from gated.cli.main import CommandError
 def register(sub) -> None:
     from gated.mqtturl import add_broker_arguments
 
-    p = sub.add_parser("ledger", help="collect every gate's events into a ledger database (exactly once, checked); "
-                                      "`gated ledger copy --from DB --to DB` carries one between SQLite and PostgreSQL",
-                       description="Collect every gate's events into a ledger database, or, as `gated ledger copy "
-                                   "--from DB --to DB`, carry a ledger whole between SQLite and PostgreSQL "
-                                   "(gated/central/ledgercopy.py).")
+    p = sub.add_parser(
+        "ledger",
+        help="collect every gate's events into a ledger database (exactly once, checked); "
+        "`gated ledger copy --from DB --to DB` carries one between SQLite and PostgreSQL",
+        description="Collect every gate's events into a ledger database, or, as `gated ledger copy "
+        "--from DB --to DB`, carry a ledger whole between SQLite and PostgreSQL "
+        "(gated/central/ledgercopy.py).",
+    )
     p.add_argument("action", nargs="?", choices=("copy",), help="copy: carry a ledger from --from to --to")
     p.add_argument("--from", dest="copy_from", metavar="DB", help="copy: the ledger to read (SQLite file or URL)")
     p.add_argument("--to", dest="copy_to", metavar="DB", help="copy: the ledger to write (made if absent)")
     add_broker_arguments(p, required=False)
     p.add_argument("--site")
-    p.add_argument("--db", help="ledger database: a SQLite file (created if absent) or a "
-                   "postgresql://user@host/dbname URL (needs gated[central]); the schema is made or migrated")
+    p.add_argument(
+        "--db",
+        help="ledger database: a SQLite file (created if absent) or a "
+        "postgresql://user@host/dbname URL (needs gated[central]); the schema is made or migrated",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="one line per event stored")
     p.add_argument("--keyring", help="keyring with the gates' device keys (role device, named after the gate)")
-    p.add_argument("--tickets", action="append", default=[], metavar="CSV",
-                   help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
-    p.add_argument("--group", help="shared-subscription group: the ledgers of a group split the events ($share/GROUP/...); "
-                   "without it every ledger keeps a full copy (see docs/protocol.md: Mosquitto 2.0.11 loses shared "
-                   "subscriptions on a restart)")
-    p.add_argument("--partition", metavar="I/N", type=_partition,
-                   help="one of N ledger workers sharing one database: store only the gates whose CRC-32 of the id "
-                   "mod N is I (0-based); each worker has a plain subscription and its own client id "
-                   "(see docs/central.md)")
-    p.add_argument("--signing-key", metavar="FILE",
-                   help="the ledger's private key (PEM, `gated keys new ledger`): it signs `committed` and the "
-                        "occupancy; the gates trust its public half with role `ledger`. Without it gates ignore both")
-    p.add_argument("--no-committed", dest="committed", action="store_false",
-                   help="do not publish the per-gate `committed` seq (gates then keep only the broker's PUBACK)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="threads checking signatures (default: CPUs, at most 4)")
-    p.add_argument("--verify", choices=("every", "chain"), default="every",
-                   help="every (default): check each event's own signature; chain: check the signature of the "
-                   "last event of each run of one gate's events linked by their hashes in a batch, which vouches "
-                   "for the content of the whole run (faster catch-up; the other events' own signatures are "
-                   "then not checked: docs/central.md)")
-    p.add_argument("--metrics", metavar="HOST:PORT",
-                   help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109 (a port alone: 127.0.0.1)")
-    p.add_argument("--capacity", action="append", default=[], metavar="ZONE=N",
-                   help="people zone ZONE may hold (repeat): shown with the occupancy published on "
-                        "gated/v1/<site>/occupancy and in reports")
-    p.add_argument("--day-starts", metavar="HH:MM",
-                   help="local time at which the occupancy published to the gates starts over, every day (a time "
-                        "the venue is empty; the same as the gates' [gate] day_starts); default: never")
-    p.add_argument("--timezone", default="UTC", help="the venue's time zone for --day-starts (IANA, e.g. Europe/Berlin)")
+    p.add_argument(
+        "--tickets",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)",
+    )
+    p.add_argument(
+        "--group",
+        help="shared-subscription group: the ledgers of a group split the events ($share/GROUP/...); "
+        "without it every ledger keeps a full copy (see docs/protocol.md: Mosquitto 2.0.11 loses shared "
+        "subscriptions on a restart)",
+    )
+    p.add_argument(
+        "--partition",
+        metavar="I/N",
+        type=_partition,
+        help="one of N ledger workers sharing one database: store only the gates whose CRC-32 of the id "
+        "mod N is I (0-based); each worker has a plain subscription and its own client id "
+        "(see docs/central.md)",
+    )
+    p.add_argument(
+        "--signing-key",
+        metavar="FILE",
+        help="the ledger's private key (PEM, `gated keys new ledger`): it signs `committed` and the "
+        "occupancy; the gates trust its public half with role `ledger`. Without it gates ignore both",
+    )
+    p.add_argument(
+        "--no-committed",
+        dest="committed",
+        action="store_false",
+        help="do not publish the per-gate `committed` seq (gates then keep only the broker's PUBACK)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="threads checking signatures (default: CPUs, at most 4)",
+    )
+    p.add_argument(
+        "--verify",
+        choices=("every", "chain"),
+        default="every",
+        help="every (default): check each event's own signature; chain: check the signature of the "
+        "last event of each run of one gate's events linked by their hashes in a batch, which vouches "
+        "for the content of the whole run (faster catch-up; the other events' own signatures are "
+        "then not checked: docs/central.md)",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9109 (a port alone: 127.0.0.1)",
+    )
+    p.add_argument(
+        "--capacity",
+        action="append",
+        default=[],
+        metavar="ZONE=N",
+        help="people zone ZONE may hold (repeat): shown with the occupancy published on "
+        "gated/v1/<site>/occupancy and in reports",
+    )
+    p.add_argument(
+        "--day-starts",
+        metavar="HH:MM",
+        help="local time at which the occupancy published to the gates starts over, every day (a time "
+        "the venue is empty; the same as the gates' [gate] day_starts); default: never",
+    )
+    p.add_argument(
+        "--timezone", default="UTC", help="the venue's time zone for --day-starts (IANA, e.g. Europe/Berlin)"
+    )
     p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
     p.set_defaults(func=run_ledger)
 
@@ -66,10 +112,13 @@ def register(sub) -> None:
     r.add_argument("--db", required=True, help="ledger database: a SQLite file or a postgresql:// URL")
     r.add_argument("--tickets", action="append", default=[], metavar="CSV", help="import tickets.csv first (repeat)")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
-    r.add_argument("--verify-signatures", metavar="KEYRING",
-                   help="check every stored event's own signature again with this keyring's device keys (an audit "
-                        "of what `gated ledger --verify chain` stored on a later event's signature); any bad one "
-                        "makes the report not clean")
+    r.add_argument(
+        "--verify-signatures",
+        metavar="KEYRING",
+        help="check every stored event's own signature again with this keyring's device keys (an audit "
+        "of what `gated ledger --verify chain` stored on a later event's signature); any bad one "
+        "makes the report not clean",
+    )
     r.set_defaults(func=run_reconcile)
 
     u = sub.add_parser("publish-revocations", help="publish revocation update files, retained, to a site's gates")
@@ -112,8 +161,11 @@ def _keyring(path, *, may_be_empty: bool = False):
     if not path:
         return None
     if may_be_empty and not (Path(path) / KEYRING_FILE).exists():
-        print(f"ledger: {path} trusts no device key yet: signatures are not checked until "
-              f"`gated keys enrol --approve KID` (then restart the ledger)", file=sys.stderr)
+        print(
+            f"ledger: {path} trusts no device key yet: signatures are not checked until "
+            f"`gated keys enrol --approve KID` (then restart the ledger)",
+            file=sys.stderr,
+        )
         return None
     return load_keyring(path)
 
@@ -122,8 +174,14 @@ def _open_ledger(args, keyring=None, site=None, workers=1, partition=None):
     from gated.central.ledger import Ledger, LedgerError
 
     try:
-        ledger = Ledger(args.db, keyring=keyring, site=site, workers=workers, partition=partition,
-                        verify=getattr(args, "verify", "every"))
+        ledger = Ledger(
+            args.db,
+            keyring=keyring,
+            site=site,
+            workers=workers,
+            partition=partition,
+            verify=getattr(args, "verify", "every"),
+        )
         for csv_path in args.tickets:
             count = ledger.load_tickets(csv_path)
             print(f"{csv_path}: {count} tickets", file=sys.stderr)
@@ -156,8 +214,9 @@ def _hold_worker(args, ledger):
     if args.group:
         return None
     part = f"p{args.partition[0]}of{args.partition[1]}" if args.partition else "all"
-    what = f"gated ledger for site {args.site}" + (f" partition {args.partition[0]}/{args.partition[1]}"
-                                                   if args.partition else "")
+    what = f"gated ledger for site {args.site}" + (
+        f" partition {args.partition[0]}/{args.partition[1]}" if args.partition else ""
+    )
     if is_database_url(args.db):
         (got,) = ledger.query("SELECT pg_try_advisory_lock(hashtext(?))", (f"gated-ledger:{args.site}:{part}",))[0]
         if not got:
@@ -174,7 +233,6 @@ def _hold_worker(args, ledger):
 def run_ledger(args) -> int:
     from gated.central.ledger import LedgerError
     from gated.central.ledger_service import LedgerService
-
     from gated.daystart import DayStart, DayStartError
 
     if args.action == "copy":
@@ -197,14 +255,22 @@ def run_ledger(args) -> int:
             signing_key = load_private_key(args.signing_key)
         except (OSError, KeyringError, ValueError, TypeError) as exc:
             raise CommandError(f"--signing-key {args.signing_key}: {exc}") from None
-    ledger = _open_ledger(args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers),
-                          args.partition)
+    ledger = _open_ledger(
+        args, _keyring(args.keyring, may_be_empty=True), args.site, max(1, args.workers), args.partition
+    )
     _set_capacities(ledger, args.capacity)
     lock = _hold_worker(args, ledger)
     from gated.lockfile import release
 
-    service = LedgerService(ledger, settings, site=args.site, group=args.group, publish_committed=args.committed,
-                            day_start=day_start, signing_key=signing_key)
+    service = LedgerService(
+        ledger,
+        settings,
+        site=args.site,
+        group=args.group,
+        publish_committed=args.committed,
+        day_start=day_start,
+        signing_key=signing_key,
+    )
     if args.verbose:
         service.on_stored = _print_stored
     stop = threading.Event()
@@ -247,16 +313,21 @@ def run_ledger(args) -> int:
             figures.stop()
         ledger.close()
         release(lock)
-    print(f"ledger: {service.received} messages, {service.stored} new events, {service.duplicates} duplicates",
-          file=sys.stderr)
+    print(
+        f"ledger: {service.received} messages, {service.stored} new events, {service.duplicates} duplicates",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _print_stored(event: dict) -> None:
     what = " ".join(str(event[k]) for k in ("decision", "reason", "state") if event.get(k))
     ticket = f" ticket {str(event['ticket'])[:12]}" if event.get("ticket") else ""
-    print(f"ledger: stored {event['id']} {event.get('ts', '')} {event.get('kind', '')} {what}{ticket}".rstrip(),
-          file=sys.stderr, flush=True)
+    print(
+        f"ledger: stored {event['id']} {event.get('ts', '')} {event.get('kind', '')} {what}{ticket}".rstrip(),
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _set_capacities(ledger, options) -> None:

@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from gated.core.errors import GatedError
 from gated import __version__
+from gated.core.errors import GatedError
 
 COMMAND_MODULES = (
     "gated.cli.keys",
@@ -54,10 +54,13 @@ def iso_option(text: str | None, option: str, default=None):
 def build_parser() -> argparse.ArgumentParser:
     from gated.cli.options import GatedParser, grouped_help
 
-    parser = GatedParser(prog="gated", usage="gated [-h] [--version] COMMAND ...",
-                         description="Offline ticket validation for gates and turnstiles.",
-                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                         epilog="`gated COMMAND --help` says more about each.")
+    parser = GatedParser(
+        prog="gated",
+        usage="gated [-h] [--version] COMMAND ...",
+        description="Offline ticket validation for gates and turnstiles.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`gated COMMAND --help` says more about each.",
+    )
     parser.add_argument("--version", action="version", version=f"gated {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     for name in COMMAND_MODULES:
@@ -83,4 +86,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-

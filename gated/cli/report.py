@@ -9,23 +9,45 @@ from gated.cli.main import CommandError, iso_option
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="the day's report from a ledger: report.html (plots embedded), report.json, "
-                                      "gates.csv and hours.csv")
+    p = sub.add_parser(
+        "report",
+        help="the day's report from a ledger: report.html (plots embedded), report.json, gates.csv and hours.csv",
+    )
     p.add_argument("--db", required=True, help="ledger database")
     p.add_argument("--out", required=True, help="directory for report.html, report.json, gates.csv, hours.csv")
-    p.add_argument("--day", metavar="YYYY-MM-DD", help="the venue's day: from --day-starts that day to the next "
-                                                      "(instead of --from/--to)")
-    p.add_argument("--timezone", default="UTC", help="the venue's time zone (IANA, e.g. Europe/Berlin): the day and "
-                                                     "every time on the page are its local time (default UTC)")
-    p.add_argument("--day-starts", default="00:00", metavar="HH:MM",
-                   help="local time the venue's day starts (as the gates' [gate] day_starts; default 00:00)")
+    p.add_argument(
+        "--day",
+        metavar="YYYY-MM-DD",
+        help="the venue's day: from --day-starts that day to the next (instead of --from/--to)",
+    )
+    p.add_argument(
+        "--timezone",
+        default="UTC",
+        help="the venue's time zone (IANA, e.g. Europe/Berlin): the day and "
+        "every time on the page are its local time (default UTC)",
+    )
+    p.add_argument(
+        "--day-starts",
+        default="00:00",
+        metavar="HH:MM",
+        help="local time the venue's day starts (as the gates' [gate] day_starts; default 00:00)",
+    )
     p.add_argument("--from", dest="since", metavar="TIME", help="start of the window (ISO 8601, UTC unless it says)")
     p.add_argument("--to", dest="until", metavar="TIME", help="end of the window (ISO 8601)")
     p.add_argument("--bin-minutes", type=int, default=15, help="width of the time bins (default 15)")
-    p.add_argument("--silence-minutes", type=int, default=15,
-                   help="a gate without any event this long is reported quiet (default 15)")
-    p.add_argument("--tickets", action="append", default=[], metavar="CSV",
-                   help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)")
+    p.add_argument(
+        "--silence-minutes",
+        type=int,
+        default=15,
+        help="a gate without any event this long is reported quiet (default 15)",
+    )
+    p.add_argument(
+        "--tickets",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="tickets.csv from `gated issue --out`: admissions allowed per ticket (repeat)",
+    )
     p.set_defaults(func=run_report)
 
 
@@ -65,8 +87,15 @@ def run_report(args) -> int:
         with Ledger(args.db) as ledger:
             for csv_path in args.tickets:
                 ledger.load_tickets(csv_path)
-            report = build(ledger, since=since, until=until, bin_s=args.bin_minutes * 60,
-                           silence_s=args.silence_minutes * 60, timezone_name=args.timezone, day=args.day)
+            report = build(
+                ledger,
+                since=since,
+                until=until,
+                bin_s=args.bin_minutes * 60,
+                silence_s=args.silence_minutes * 60,
+                timezone_name=args.timezone,
+                day=args.day,
+            )
     except LedgerError as exc:
         raise CommandError(str(exc)) from None
     json_path, html_path = write(Path(args.out), report)

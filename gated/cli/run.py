@@ -7,17 +7,24 @@ from gated.cli.main import CommandError
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the gate: camera, decisions, turnstile, uplink (systemd: gated.service)")
-    p.add_argument("--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)")
+    p.add_argument(
+        "--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)"
+    )
     p.set_defaults(func=run)
-    r = sub.add_parser("relay-off", help="drive the relay to its inactive level (gated.service's stop step: "
-                                         "after a crash the pin is where the process left it)")
-    r.add_argument("--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)")
+    r = sub.add_parser(
+        "relay-off",
+        help="drive the relay to its inactive level (gated.service's stop step: "
+        "after a crash the pin is where the process left it)",
+    )
+    r.add_argument(
+        "--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)"
+    )
     r.set_defaults(func=relay_off)
 
 
 def run(args) -> int:
-    from gated.gate import config, daemon
     from gated import logging as gated_logging
+    from gated.gate import config, daemon
 
     try:
         cfg = config.load(args.config)

@@ -52,8 +52,9 @@ def unseal(payload: bytes, keyring: Keyring) -> tuple[bytes, str]:
         raise UnverifiedLedgerMessage("malformed", f"not JSON: {exc}"[:200]) from None
     sig = outer.get("sig") if isinstance(outer, dict) else None
     if sig is None:
-        raise UnverifiedLedgerMessage("unsigned", "no ledger signature (`sig`): a ledger without --signing-key, "
-                                                  "or not a ledger")
+        raise UnverifiedLedgerMessage(
+            "unsigned", "no ledger signature (`sig`): a ledger without --signing-key, or not a ledger"
+        )
     try:
         blob = base64.b64decode(sig, validate=True) if isinstance(sig, str) else b""
     except (binascii.Error, ValueError):

@@ -85,6 +85,7 @@ class Policy(str, enum.Enum):
 
 # --- the clock ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TimeReading:
     """The time a scan is judged with, and whether it may be judged at all."""
@@ -196,9 +197,14 @@ class TrustDiagnosis:
     offset_s: float | None = None  # offset: the beacons' time minus this clock
 
 
-def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s: float,
-                   boot: Callable[[], str | None] = boot_id,
-                   monotonic: Callable[[], float] = boot_time) -> TrustDiagnosis | None:
+def diagnose_trust(
+    stored: Callable[[str], object],
+    *,
+    now: float,
+    max_offset_s: float,
+    boot: Callable[[], str | None] = boot_id,
+    monotonic: Callable[[], float] = boot_time,
+) -> TrustDiagnosis | None:
     """What the trust a gate persisted (`stored(key)`: GateStore.get_value, or a StoreSummary's
     value) says against this clock at `now`: a trusted time ahead of it, a refused beacon, a beacon
     bound (same boot) that disagrees with it. None when all agree. The first found is said."""
@@ -208,12 +214,19 @@ def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s:
     refused = _json_object(stored(DISAGREEMENT_KEY))
     if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
         seen = refused["seen_ms"] / 1000 if isinstance(refused.get("seen_ms"), int) else None
-        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000,
-                              reference_s=refused["reference_ms"] / 1000, source=refused.get("source", "system"),
-                              seen_s=seen)
+        return TrustDiagnosis(
+            "refused",
+            beacon_s=refused["beacon_ms"] / 1000,
+            reference_s=refused["reference_ms"] / 1000,
+            source=refused.get("source", "system"),
+            seen_s=seen,
+        )
     anchor = _json_object(stored(ANCHOR_KEY))
-    if anchor.get("boot") is not None and anchor.get("boot") == boot() \
-            and isinstance(anchor.get("offset"), (int, float)):
+    if (
+        anchor.get("boot") is not None
+        and anchor.get("boot") == boot()
+        and isinstance(anchor.get("offset"), (int, float))
+    ):
         offset = anchor["offset"] + monotonic() - now  # the beacons' time carried to now, minus this clock
         if abs(offset) > max_offset_s:
             return TrustDiagnosis("offset", offset_s=offset)
@@ -221,11 +234,22 @@ def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s:
 
 
 class TrustedClock:
-    def __init__(self, *, site: str, keyring: Keyring, store=None, policy: Policy | str = Policy.DENY,
-                 max_offset_s: float = 30.0, beacon_max_age_s: float = 600.0, max_beacon_step_s: float = 60.0,
-                 ntp_synced: Callable[[], bool] = system_ntp_synchronized, rtc: Callable[[], bool] = lambda: False,
-                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = boot_time,
-                 boot: Callable[[], str | None] = boot_id):
+    def __init__(
+        self,
+        *,
+        site: str,
+        keyring: Keyring,
+        store=None,
+        policy: Policy | str = Policy.DENY,
+        max_offset_s: float = 30.0,
+        beacon_max_age_s: float = 600.0,
+        max_beacon_step_s: float = 60.0,
+        ntp_synced: Callable[[], bool] = system_ntp_synchronized,
+        rtc: Callable[[], bool] = lambda: False,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = boot_time,
+        boot: Callable[[], str | None] = boot_id,
+    ):
         """`monotonic` must run on across restarts within one boot (CLOCK_BOOTTIME) and `boot` name
         the boot, for the persisted anchor to carry a restart; `rtc` says whether the wall clock comes
         from a real-time clock (a time source after a reboot, like NTP)."""
@@ -249,8 +273,9 @@ class TrustedClock:
         self._restore_anchor(self._monotonic())
 
     @classmethod
-    def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
-                    **readers) -> "TrustedClock":
+    def from_config(
+        cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None, **readers
+    ) -> "TrustedClock":
         """From the config's [clock] section (max_offset_s, beacon_max_age_s, max_beacon_step_s,
         `rtc`, `ntp`, `trust_system_clock` and `when_uncertain`)."""
         chosen = policy or section.when_uncertain
@@ -260,9 +285,16 @@ class TrustedClock:
             readers["ntp_synced"] = lambda: False
         if section.rtc:
             readers.setdefault("rtc", rtc_present)
-        return cls(site=site, keyring=keyring, store=store, policy=chosen, max_offset_s=section.max_offset_s,
-                   beacon_max_age_s=section.beacon_max_age_s, max_beacon_step_s=section.max_beacon_step_s,
-                   **readers)
+        return cls(
+            site=site,
+            keyring=keyring,
+            store=store,
+            policy=chosen,
+            max_offset_s=section.max_offset_s,
+            beacon_max_age_s=section.beacon_max_age_s,
+            max_beacon_step_s=section.max_beacon_step_s,
+            **readers,
+        )
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -284,8 +316,13 @@ class TrustedClock:
         elif beacon.seq > beacon.unix_ms + self.max_beacon_step_s * 1000:
             # the publisher's sequence is its unix ms (or the last + 1): one far above its own time would
             # stand above every later beacon until `gated clock reset` (a publisher counting in us, say)
-            outcome = BeaconOutcome(False, "too_far_ahead", f"sequence {beacon.seq} is over max_beacon_step_s "
-                                    f"({self.max_beacon_step_s:.0f} s) above the beacon's own time: not taken", beacon)
+            outcome = BeaconOutcome(
+                False,
+                "too_far_ahead",
+                f"sequence {beacon.seq} is over max_beacon_step_s "
+                f"({self.max_beacon_step_s:.0f} s) above the beacon's own time: not taken",
+                beacon,
+            )
         elif beacon.seq < self._last_seq or (beacon.seq == self._last_seq and not self._retaken(beacon)):
             outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
         else:
@@ -306,10 +343,15 @@ class TrustedClock:
                 self._forget(mono_now)
                 self._read(local_now, mono_now, ntp)  # raises the trusted time only if the reading is certain
                 self._persist(seq=True)
-                detail = f"beacon {beacon.seq} from {beacon.signer}" + (
-                    " (taken before the restart; not older than the trusted time)" if again else "") + (
-                    f" ({RIVALS_TO_OUTVOTE} live beacons agreeing with each other outvoted the earlier, stale one)"
-                    if outvoted else "")
+                detail = (
+                    f"beacon {beacon.seq} from {beacon.signer}"
+                    + (" (taken before the restart; not older than the trusted time)" if again else "")
+                    + (
+                        f" ({RIVALS_TO_OUTVOTE} live beacons agreeing with each other outvoted the earlier, stale one)"
+                        if outvoted
+                        else ""
+                    )
+                )
                 outcome = BeaconOutcome(True, "accepted", detail, beacon, self._estimate(mono_now) - local_now)
         self.last_outcome = outcome
         return outcome
@@ -320,8 +362,10 @@ class TrustedClock:
         refused as too far ahead, in sequence and agreeing with each other and with the monotonic clock
         (their times advance as the gate's own clock does, within max_offset_s), outvotes them. With NTP
         or an RTC this never applies: those stay the reference."""
-        if self._rivals and (beacon.seq <= self._rivals[-1][2] or abs(
-                (beacon_s - self._rivals[-1][1]) - (mono_now - self._rivals[-1][0])) > self.max_offset_s):
+        if self._rivals and (
+            beacon.seq <= self._rivals[-1][2]
+            or abs((beacon_s - self._rivals[-1][1]) - (mono_now - self._rivals[-1][0])) > self.max_offset_s
+        ):
             self._rivals.clear()  # not one stream: start again from this beacon
         self._rivals.append((mono_now, beacon_s, beacon.seq))
         return len(self._rivals) == RIVALS_TO_OUTVOTE
@@ -348,13 +392,22 @@ class TrustedClock:
         """A beacon too far ahead of another source: the sources disagree. Kept for the doctor, not taken."""
         reference_s, source = reference
         ahead = beacon_s - reference_s
-        self.disagreement = {"beacon_ms": beacon.unix_ms, "reference_ms": int(reference_s * 1000), "source": source,
-                             "seen_ms": int(local_now * 1000)}
+        self.disagreement = {
+            "beacon_ms": beacon.unix_ms,
+            "reference_ms": int(reference_s * 1000),
+            "source": source,
+            "seen_ms": int(local_now * 1000),
+        }
         if self.store is not None:
             self.store.set_value(DISAGREEMENT_KEY, json.dumps(self.disagreement))
-        return BeaconOutcome(False, "too_far_ahead",
-                             f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {source} time "
-                             f"(limit {self.max_beacon_step_s:g} s): not taken", beacon, beacon_s - local_now)
+        return BeaconOutcome(
+            False,
+            "too_far_ahead",
+            f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {source} time "
+            f"(limit {self.max_beacon_step_s:g} s): not taken",
+            beacon,
+            beacon_s - local_now,
+        )
 
     def checkpoint(self, local_now: float | None = None, mono_now: float | None = None) -> None:
         """Persist the current time if it is certain (call it now and then, e.g. with the health report),
@@ -402,16 +455,18 @@ class TrustedClock:
         else:
             uncertain, source = True, "none"
         # the best guess: the beacons' time whenever they are recent and not merely confirming NTP
-        use_beacon = estimate is not None and (source in ("beacon", "offset")
-                                               or (uncertain and self.policy is Policy.BEACON))
+        use_beacon = estimate is not None and (
+            source in ("beacon", "offset") or (uncertain and self.policy is Policy.BEACON)
+        )
         now = estimate if use_beacon else local_now
         if source != "offset" and now < self._trusted_s - self.max_offset_s:
             uncertain, source = True, "behind"
         trusted = not uncertain or (self.policy is Policy.BEACON and estimate is not None)
         if trusted and not uncertain:
             self._trusted_s = max(self._trusted_s, now)
-        return TimeReading(now=max(now, self._trusted_s), trusted=trusted, uncertain=uncertain, source=source,
-                           offset_s=offset)
+        return TimeReading(
+            now=max(now, self._trusted_s), trusted=trusted, uncertain=uncertain, source=source, offset_s=offset
+        )
 
     def now(self) -> float:
         """The time to stamp events and run timers with: the reading, never earlier than the last time
@@ -470,8 +525,11 @@ class TrustedClock:
         if seq:
             self.store.set_value(SEQ_KEY, self._last_seq)
             if self._boot is not None:
-                anchor = {"boot": self._boot, "at": self._samples[-1][0],
-                          "offset": max(offset for _, offset in self._samples)}
+                anchor = {
+                    "boot": self._boot,
+                    "at": self._samples[-1][0],
+                    "offset": max(offset for _, offset in self._samples),
+                }
                 self.store.set_value(ANCHOR_KEY, json.dumps(anchor))
         if self._trusted_s > self._persisted_s:
             self.store.set_value(TRUSTED_KEY, int(self._trusted_s * 1000))

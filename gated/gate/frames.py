@@ -28,12 +28,15 @@ class CameraKind:
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}  # files:, watched or not
 
-CAMERA_KINDS = {kind.name: kind for kind in (
-    CameraKind("v4l2", "v4l2:/dev/videoN", needs_target=True),
-    CameraKind("picamera2", "picamera2:N", number_target=True),
-    CameraKind("files", "files:/dir", needs_target=True),
-    CameraKind("synthetic", "synthetic:"),
-)}
+CAMERA_KINDS = {
+    kind.name: kind
+    for kind in (
+        CameraKind("v4l2", "v4l2:/dev/videoN", needs_target=True),
+        CameraKind("picamera2", "picamera2:N", number_target=True),
+        CameraKind("files", "files:/dir", needs_target=True),
+        CameraKind("synthetic", "synthetic:"),
+    )
+}
 KIND_NAMES = ", ".join(CAMERA_KINDS)  # "v4l2, picamera2, files, synthetic"
 KIND_EXAMPLES = ", ".join(kind.example for kind in CAMERA_KINDS.values())
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from gated.core.errors import GatedError
 from gated.core import events
 from gated.core.decide import Facts
+from gated.core.errors import GatedError
 from gated.gate import schema
 from gated.sqlitedb import write_transaction
 
@@ -94,20 +94,32 @@ def _summary(db) -> StoreSummary:
     meta = dict(db.execute("SELECT key, value FROM meta WHERE key NOT IN ('device_key')").fetchall())
     (outbox,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
     (pending,) = db.execute("SELECT COUNT(*) FROM admissions WHERE state = 'pending'").fetchone()
-    return StoreSummary(site=meta.get("site"), gate=meta.get("gate"), seq=int(meta.get("seq", 0)), outbox=outbox,
-                        pending=pending, revocations=_revocation_state(meta.get),
-                        values={k[len(VALUE_PREFIX):]: v for k, v in meta.items() if k.startswith(VALUE_PREFIX)})
+    return StoreSummary(
+        site=meta.get("site"),
+        gate=meta.get("gate"),
+        seq=int(meta.get("seq", 0)),
+        outbox=outbox,
+        pending=pending,
+        revocations=_revocation_state(meta.get),
+        values={k[len(VALUE_PREFIX) :]: v for k, v in meta.items() if k.startswith(VALUE_PREFIX)},
+    )
 
 
 def _revocation_state(meta) -> RevocationState:
     """The list's state from the meta values (`meta(key, default)`)."""
-    return RevocationState(site=meta("rev_site"), version=int(meta("rev_version", 0)), iat=int(meta("rev_iat", 0)),
-                           applied_ms=int(meta("rev_applied_ms", 0)), stale=bool(meta("rev_stale", 0)))
+    return RevocationState(
+        site=meta("rev_site"),
+        version=int(meta("rev_version", 0)),
+        iat=int(meta("rev_iat", 0)),
+        applied_ms=int(meta("rev_applied_ms", 0)),
+        stale=bool(meta("rev_stale", 0)),
+    )
 
 
 class GateStore:
-    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None,
-                 own_directory: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None, own_directory: bool = False
+    ):
         """Open (or create) a gate's state. With site/gate None the stored identity is adopted
         (a new file becomes site 'local', gate 'desk': the desk tools' scratch state).
         The file holds the device's private key: it is made 0600 (and a directory created for it
@@ -136,9 +148,13 @@ class GateStore:
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
-                raise StoreCorrupt(f"{self.path}: the gate state is damaged ({exc}); "
-                                   f"the gate will not run on it: restore the file or move it aside") from exc
-            raise StoreError(f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions") from exc
+                raise StoreCorrupt(
+                    f"{self.path}: the gate state is damaged ({exc}); "
+                    f"the gate will not run on it: restore the file or move it aside"
+                ) from exc
+            raise StoreError(
+                f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions"
+            ) from exc
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -169,16 +185,20 @@ class GateStore:
         rows = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
         if rows != ["ok"]:
             self._db.close()
-            raise StoreCorrupt(f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
-                               f"the gate will not run on it: restore the file or move it aside")
+            raise StoreCorrupt(
+                f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
+                f"the gate will not run on it: restore the file or move it aside"
+            )
 
     def _meta(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
     def _set_meta(self, db, key: str, value) -> None:
-        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                   (key, value))
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def _check_identity(self) -> None:
         site, gate = self._meta("site"), self._meta("gate")
@@ -189,7 +209,9 @@ class GateStore:
                 self._set_meta(db, "site", self.site)
                 self._set_meta(db, "gate", self.gate)
         elif (site, gate) != (self.site, self.gate):
-            raise StoreError(f"{self.path} belongs to gate {gate!r} at site {site!r}, not {self.gate!r} at {self.site!r}")
+            raise StoreError(
+                f"{self.path} belongs to gate {gate!r} at site {site!r}, not {self.gate!r} at {self.site!r}"
+            )
 
     def _load_or_make_device_key(self) -> Ed25519PrivateKey:
         raw = self._meta("device_key")
@@ -206,8 +228,15 @@ class GateStore:
 
     # --- facts ------------------------------------------------------------------------------
 
-    def facts(self, cti: bytes | None, step: int | None = None, *, zone: str | None = None,
-              count_zone: bool = False, now_ms: int | None = None) -> Facts:
+    def facts(
+        self,
+        cti: bytes | None,
+        step: int | None = None,
+        *,
+        zone: str | None = None,
+        count_zone: bool = False,
+        now_ms: int | None = None,
+    ) -> Facts:
         """What decide() needs about one ticket, in one query (this is on the scan path). Entries
         spent count entries that were not re-entries; `outside`: the ticket has left since its last
         exit: more exits recorded than re-entries (counted, not ordered by time: gates' clocks differ and
@@ -226,9 +255,17 @@ class GateStore:
                 " (SELECT COALESCE(SUM(CASE WHEN dir = 'out' THEN 1 WHEN reentry = 1 THEN -1 ELSE 0 END), 0) FROM"
                 "  (SELECT dir, reentry FROM admissions WHERE cti = ?1 UNION ALL"
                 "   SELECT dir, reentry FROM peer_admissions WHERE cti = ?1))",
-                (cti, step)).fetchone()
-        return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev,
-                     outside=last_dir > 0, zone_inside=inside, occupancy_source=source)
+                (cti, step),
+            ).fetchone()
+        return Facts(
+            revoked=bool(revoked),
+            admissions=count,
+            step_seen=bool(step_seen),
+            rev_version=rev,
+            outside=last_dir > 0,
+            zone_inside=inside,
+            occupancy_source=source,
+        )
 
     def occupancy_since(self, now_ms: int | None) -> int:
         """Unix ms from which movements count (the venue's day start, `day_start`), or 0: all."""
@@ -243,7 +280,9 @@ class GateStore:
                 "  WHERE zone IS ?1 AND ts_ms >= ?2)"
                 " + (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM peer_admissions"
                 "  WHERE zone IS ?1 AND ts_ms >= ?2)"
-                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2)", (zone, since_ms)).fetchone()
+                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2)",
+                (zone, since_ms),
+            ).fetchone()
         return max(0, inside)
 
     def zone_occupancy(self, zone: str | None, now_ms: int | None = None, max_age_ms: int = 30_000) -> tuple[int, str]:
@@ -263,7 +302,8 @@ class GateStore:
                 " WHERE zone IS ?1 AND ts_ms >= ?2"
                 " UNION ALL SELECT gate, seq, dir FROM peer_admissions WHERE zone IS ?1 AND ts_ms >= ?2"
                 " UNION ALL SELECT gate, seq, 'out' FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2",
-                (zone, since)).fetchall()
+                (zone, since),
+            ).fetchall()
         later = sum(1 if d == "in" else -1 for gate, seq, d in rows if seq > as_of.get(gate, 0))
         return max(0, figure + later), "central"
 
@@ -284,11 +324,15 @@ class GateStore:
             return None
         return figure, as_of
 
-    def set_central_occupancy(self, zones: dict, received_ms: int, as_of: dict | None = None, since_ms: int = 0) -> None:
+    def set_central_occupancy(
+        self, zones: dict, received_ms: int, as_of: dict | None = None, since_ms: int = 0
+    ) -> None:
         """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, {gate: seq}, the day start
         it counted from; already checked by the caller, gated/core/occupancy.py)."""
-        self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms,
-                                                          "as_of": as_of or {}, "since_ms": since_ms}))
+        self.set_value(
+            CENTRAL_OCCUPANCY_KEY,
+            json.dumps({"zones": zones, "received_ms": received_ms, "as_of": as_of or {}, "since_ms": since_ms}),
+        )
 
     def is_revoked(self, cti: bytes) -> bool:
         with self._lock:
@@ -299,7 +343,9 @@ class GateStore:
             rows = self._db.execute(
                 "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ?1 UNION ALL "
                 "SELECT gate || ':' || seq, gate, step, ts_ms, 'passed' FROM peer_admissions WHERE cti = ?1 "
-                "ORDER BY ts_ms", (cti,)).fetchall()
+                "ORDER BY ts_ms",
+                (cti,),
+            ).fetchall()
         return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
 
     def movements(self, cti: bytes) -> list[tuple[int, str]]:
@@ -308,14 +354,23 @@ class GateStore:
         with self._lock:
             return self._db.execute(
                 "SELECT ts_ms, dir FROM admissions WHERE cti = ?1 UNION ALL "
-                "SELECT ts_ms, dir FROM peer_admissions WHERE cti = ?1 ORDER BY ts_ms", (cti,)).fetchall()
+                "SELECT ts_ms, dir FROM peer_admissions WHERE cti = ?1 ORDER BY ts_ms",
+                (cti,),
+            ).fetchall()
 
     # --- events -----------------------------------------------------------------------------
 
     def _append(self, db, body: dict, ts_ms: int) -> dict:
         seq = int(self._meta("seq", 0)) + 1
-        event = events.seal(body, site=self.site, gate=self.gate, seq=seq, prev=self._meta("last_hash", events.GENESIS),
-                            ts_ms=ts_ms, key=self._device_key)
+        event = events.seal(
+            body,
+            site=self.site,
+            gate=self.gate,
+            seq=seq,
+            prev=self._meta("last_hash", events.GENESIS),
+            ts_ms=ts_ms,
+            key=self._device_key,
+        )
         db.execute("INSERT INTO outbox (seq, event) VALUES (?, ?)", (seq, json.dumps(event, ensure_ascii=False)))
         self._set_meta(db, "seq", seq)
         self._set_meta(db, "last_hash", event["hash"])
@@ -326,18 +381,36 @@ class GateStore:
         """The time of the newest event made (0 before the first): the gate's clock stamps no earlier."""
         return int(self._meta("last_ts_ms", 0))
 
-    def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
-                    confirmed: bool = False) -> dict:
+    def record_scan(
+        self,
+        body: dict,
+        ts_ms: int,
+        *,
+        admit_cti: bytes | None = None,
+        step: int | None = None,
+        confirmed: bool = False,
+    ) -> dict:
         """Write a scan event, and when `admit_cti` is given the admission it grants, in one transaction.
         The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor).
         An exit scan (body `dir` out) and a re-entry (`reentry`) are admissions of their kind."""
         with self._tx() as db:
             event = self._append(db, {"kind": "scan", **body}, ts_ms)
             if admit_cti is not None:
-                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending",
-                            body.get("dir", "in"), int(bool(body.get("reentry"))), body.get("zone")))
+                db.execute(
+                    "INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        event["id"],
+                        admit_cti,
+                        step,
+                        self.gate,
+                        ts_ms,
+                        "passed" if confirmed else "pending",
+                        body.get("dir", "in"),
+                        int(bool(body.get("reentry"))),
+                        body.get("zone"),
+                    ),
+                )
         return event
 
     def record_passage(self, scan_id: str, passed: bool, ts_ms: int) -> dict:
@@ -361,13 +434,20 @@ class GateStore:
         with self._tx() as db:
             if int(self._meta("seq", 0)) == 0:
                 self._append(db, {"kind": "state", "state": mode, "rev": self._rev_state.version}, ts_ms)
-            body = {"kind": "passage", "ref": f"{self.gate}:{int(self._meta('seq'))}", "result": "passed",
-                    "dir": "out", "free": True}
+            body = {
+                "kind": "passage",
+                "ref": f"{self.gate}:{int(self._meta('seq'))}",
+                "result": "passed",
+                "dir": "out",
+                "free": True,
+            }
             if zone is not None:
                 body["zone"] = zone
             event = self._append(db, body, ts_ms)
-            db.execute("INSERT INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
-                       (self.gate, event["seq"], zone, ts_ms))
+            db.execute(
+                "INSERT INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
+                (self.gate, event["seq"], zone, ts_ms),
+            )
         return event
 
     def record_event(self, body: dict, ts_ms: int) -> dict:
@@ -378,8 +458,12 @@ class GateStore:
     def pending_admissions(self) -> list[str]:
         """Scan ids of admissions still waiting for their passage (e.g. after a crash)."""
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT scan_id FROM admissions WHERE state = 'pending' AND gate = ? ORDER BY ts_ms", (self.gate,))]
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT scan_id FROM admissions WHERE state = 'pending' AND gate = ? ORDER BY ts_ms", (self.gate,)
+                )
+            ]
 
     def record_peer_event(self, event: dict) -> bool:
         """Learn another gate's admission, or its rollback; idempotent. True if it changed anything.
@@ -394,18 +478,33 @@ class GateStore:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (gate, event["seq"], bytes.fromhex(event["ticket"]), event.get("step"), _event_ms(event),
-                     event.get("dir", "in"), int(bool(event.get("reentry"))), event.get("zone")))
+                    (
+                        gate,
+                        event["seq"],
+                        bytes.fromhex(event["ticket"]),
+                        event.get("step"),
+                        _event_ms(event),
+                        event.get("dir", "in"),
+                        int(bool(event.get("reentry"))),
+                        event.get("zone"),
+                    ),
+                )
                 return cur.rowcount > 0
             if event["kind"] == "passage" and event.get("free") is True and event.get("dir") == "out":
-                return db.execute("INSERT OR IGNORE INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
-                                  (gate, event["seq"], event.get("zone"), _event_ms(event))).rowcount > 0
+                return (
+                    db.execute(
+                        "INSERT OR IGNORE INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
+                        (gate, event["seq"], event.get("zone"), _event_ms(event)),
+                    ).rowcount
+                    > 0
+                )
             if event["kind"] == "passage" and event["result"] == "timeout":
                 prefix, _, seq = event["ref"].rpartition(":")
                 if prefix != gate or not seq.isdigit():
                     return False
-                return db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?",
-                                  (gate, int(seq))).rowcount > 0
+                return (
+                    db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))).rowcount > 0
+                )
         return False
 
     @property
@@ -417,8 +516,9 @@ class GateStore:
 
     def outbox(self, after_seq: int = 0, limit: int = 500) -> list[tuple[int, str]]:
         with self._lock:
-            return self._db.execute("SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after_seq, limit)).fetchall()
+            return self._db.execute(
+                "SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
 
     def acknowledge(self, *seqs: int) -> None:
         with self._tx() as db:
@@ -427,8 +527,9 @@ class GateStore:
     def mark_delivered(self, seqs, now_ms: int) -> None:
         """The broker acknowledged these rows; they stay until the ledger has them (prune_committed)."""
         with self._tx() as db:
-            db.executemany("UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL",
-                           [(now_ms, s) for s in seqs])
+            db.executemany(
+                "UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL", [(now_ms, s) for s in seqs]
+            )
 
     def prune_committed(self, seq: int) -> int:
         """The ledger holds every event up to `seq`: drop them from the outbox; how many went."""
@@ -443,8 +544,9 @@ class GateStore:
         clauses = ["seq <= ?"] + ["seq BETWEEN ? AND ?"] * len(confirmation.held)
         params = [confirmation.seq] + [v for r in confirmation.held for v in r]
         with self._tx() as db:
-            return db.execute(f"DELETE FROM outbox WHERE broker_ms IS NOT NULL AND ({' OR '.join(clauses)})",
-                              params).rowcount
+            return db.execute(
+                f"DELETE FROM outbox WHERE broker_ms IS NOT NULL AND ({' OR '.join(clauses)})", params
+            ).rowcount
 
     def outbox_floor(self) -> int:
         """The lowest seq the gate still holds (its outbox's first row; with an empty outbox, the
@@ -457,7 +559,8 @@ class GateStore:
         """(rows not yet acknowledged by the broker, rows it has acknowledged that no ledger confirmed)."""
         with self._lock:
             waiting, unconfirmed = self._db.execute(
-                "SELECT COALESCE(SUM(broker_ms IS NULL), 0), COALESCE(SUM(broker_ms IS NOT NULL), 0) FROM outbox").fetchone()
+                "SELECT COALESCE(SUM(broker_ms IS NULL), 0), COALESCE(SUM(broker_ms IS NOT NULL), 0) FROM outbox"
+            ).fetchone()
             return int(waiting), int(unconfirmed)
 
     def lowest_unconfirmed(self) -> int | None:
@@ -481,8 +584,7 @@ class GateStore:
         """Drop rows the broker acknowledged before `before_ms` that no ledger ever confirmed (the
         operator's retention bound); how many went."""
         with self._tx() as db:
-            return db.execute("DELETE FROM outbox WHERE broker_ms IS NOT NULL AND broker_ms < ?",
-                              (before_ms,)).rowcount
+            return db.execute("DELETE FROM outbox WHERE broker_ms IS NOT NULL AND broker_ms < ?", (before_ms,)).rowcount
 
     def outbox_depth(self) -> int:
         """Rows the broker has not acknowledged yet (the rows that wait for a ledger's confirmation
@@ -513,8 +615,9 @@ class GateStore:
             self._set_meta(db, "rev_stale", int(stale))
         self._rev_state = self._read_revocation_state()
 
-    def apply_revocations(self, *, version: int, base: int, add, remove, iat: int, site: str, applied_ms: int,
-                          expected_version: int) -> None:
+    def apply_revocations(
+        self, *, version: int, base: int, add, remove, iat: int, site: str, applied_ms: int, expected_version: int
+    ) -> None:
         """Apply a whole update atomically. `expected_version` guards against a concurrent change."""
         with self._tx() as db:
             if self._rev_state.version != expected_version:
@@ -531,8 +634,13 @@ class GateStore:
         db.execute("DELETE FROM revocation_parts WHERE version <= ?", (version,))
         if int(self._meta("stage_version", 0)) <= version:
             self._clear_staging(db)
-        for key, value in (("rev_version", version), ("rev_iat", iat), ("rev_site", site),
-                           ("rev_applied_ms", applied_ms), ("rev_stale", 0)):
+        for key, value in (
+            ("rev_version", version),
+            ("rev_iat", iat),
+            ("rev_site", site),
+            ("rev_applied_ms", applied_ms),
+            ("rev_stale", 0),
+        ):
             self._set_meta(db, key, value)
 
     def _clear_staging(self, db) -> None:
@@ -540,8 +648,9 @@ class GateStore:
         db.execute("DELETE FROM revocation_staged")
         db.execute("DELETE FROM meta WHERE key IN ('stage_version', 'stage_parts', 'stage_iat')")
 
-    def stage_snapshot_part(self, *, version: int, part: int, parts: int, add, iat: int, site: str,
-                            applied_ms: int) -> tuple[str, int]:
+    def stage_snapshot_part(
+        self, *, version: int, part: int, parts: int, add, iat: int, site: str, applied_ms: int
+    ) -> tuple[str, int]:
         """Write one verified part of a multi-part snapshot into the staging table, in one transaction;
         with the last part, build the new list from the staging table and swap it in for the old one
         in the same transaction. Only one
@@ -588,14 +697,18 @@ class GateStore:
     def stash_delta(self, version: int, base: int, payload: bytes) -> None:
         """Keep a delta that arrived before its base (it was verified; it is checked again when applied)."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, 0, 1, ?, ?)",
-                       (version, base, payload))
+            db.execute(
+                "INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, 0, 1, ?, ?)",
+                (version, base, payload),
+            )
 
     def waiting_delta(self, base: int) -> tuple[int, bytes] | None:
         """A delta kept for arriving before its base, now applicable on top of `base`: (version, payload)."""
         with self._lock:
-            row = self._db.execute("SELECT version, payload FROM revocation_parts WHERE base = ? AND base > 0 "
-                                   "ORDER BY version LIMIT 1", (base,)).fetchone()
+            row = self._db.execute(
+                "SELECT version, payload FROM revocation_parts WHERE base = ? AND base > 0 ORDER BY version LIMIT 1",
+                (base,),
+            ).fetchone()
         return None if row is None else (row[0], row[1])
 
     def drop_waiting_delta(self, version: int) -> None:
@@ -641,7 +754,9 @@ def _make_private(path: Path, own_directory: bool = False) -> None:
             if file.exists() and file.stat().st_mode & 0o077:
                 os.chmod(file, 0o600)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner") from exc
+        raise StoreError(
+            f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner"
+        ) from exc
 
 
 def _event_ms(event: dict) -> int:

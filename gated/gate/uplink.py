@@ -46,18 +46,17 @@ import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated import __version__
-
-from gated.gate import revocations
+from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
 from gated.core import confirmation as confirmations
 from gated.core import events
 from gated.core.announce import device_announcement
 from gated.core.command import CommandRejected, parse_command
 from gated.core.ledgersig import UnverifiedLedgerMessage, unseal
 from gated.core.signed import Keyring
-from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
+from gated.gate import revocations
+from gated.gate.store import StoreError
 from gated.mqtt import Inbound, MqttLink
 from gated.mqtturl import UplinkSettings
-from gated.gate.store import StoreError
 from gated.topics import command_topic, committed_topic, events_topic, events_topic_gate, root, status_topic
 
 if TYPE_CHECKING:
@@ -74,10 +73,21 @@ def now_ms() -> int:
 
 # --- the gate's uplink ----------------------------------------------------------------------------
 
+
 class Uplink:
-    def __init__(self, *, store, keyring: Keyring, settings: UplinkSettings, site: str, gate: str,
-                 on_command: Callable[[str], None] | None = None, status: Callable[[], dict] | None = None,
-                 command_max_age_s: float = 60.0, time_reading: Callable[[], TimeReading] | None = None):
+    def __init__(
+        self,
+        *,
+        store,
+        keyring: Keyring,
+        settings: UplinkSettings,
+        site: str,
+        gate: str,
+        on_command: Callable[[str], None] | None = None,
+        status: Callable[[], dict] | None = None,
+        command_max_age_s: float = 60.0,
+        time_reading: Callable[[], TimeReading] | None = None,
+    ):
         """`time_reading`: the gate's trusted clock (TrustedClock.reading), to judge a command's age
         with; without it the wall clock, taken as trusted."""
         self.store, self.keyring, self.settings = store, keyring, settings
@@ -115,8 +125,10 @@ class Uplink:
         self._lowest = store.lowest_unconfirmed()  # the oldest row waiting for the ledger: stuck while it stays
         self._resend_cursor, self._resend_until = 0, 0  # rows being sent again: seqs in (cursor, until]
         if settings.keep_until_committed is not None:
-            log.info("[mqtt] keep_until_committed is no longer needed: a gate always keeps each event until "
-                     "the ledger confirms it (docs/protocol.md, \"Committed events\")")
+            log.info(
+                "[mqtt] keep_until_committed is no longer needed: a gate always keeps each event until "
+                'the ledger confirms it (docs/protocol.md, "Committed events")'
+            )
         rev = root(site)
         self.link.add_subscription(f"{rev}revocations/+/+", SubscribeOptions(qos=1))
         self.link.add_subscription(f"{rev}gates/+/events", SubscribeOptions(qos=1, noLocal=True))
@@ -170,9 +182,15 @@ class Uplink:
         return self.publish(status_topic(self.site, self.gate), self._status_payload(state, **extra), 1, True)
 
     def _status_payload(self, state: str, rev: int | None = None, **extra) -> bytes:
-        body = {"state": state, "rev": self.store.revocation_state().version if rev is None else rev,
-                "version": __version__, "ts": events.format_ts(now_ms()), "floor": self._floor, **self._device,
-                **extra}
+        body = {
+            "state": state,
+            "rev": self.store.revocation_state().version if rev is None else rev,
+            "version": __version__,
+            "ts": events.format_ts(now_ms()),
+            "floor": self._floor,
+            **self._device,
+            **extra,
+        }
         if self.last_command is not None:
             body["cmd"] = self.last_command  # the acknowledgement `gated command` waits for
         return json.dumps(body, separators=(",", ":")).encode()
@@ -209,8 +227,13 @@ class Uplink:
         elif kind == "message":
             self._dispatch(item[1])
         elif kind == "connected":
-            log.info("uplink connected", broker=self.settings.url, session_present=item[2], outbox=self.outbox_depth,
-                     unconfirmed=self._unconfirmed)
+            log.info(
+                "uplink connected",
+                broker=self.settings.url,
+                session_present=item[2],
+                outbox=self.outbox_depth,
+                unconfirmed=self._unconfirmed,
+            )
             self._floor = self.store.outbox_floor()
             self.confirmation = None  # the next one counts as news
             self._heard = False  # no live answer from a ledger on this connection yet
@@ -257,8 +280,12 @@ class Uplink:
             return
         if reason >= 0x80:
             # The broker refused this event (not authorised, quota...). Keep the row, try again later.
-            log.error("broker refused an event; it stays in the outbox", seq=seq, reason=reason_words(reason),
-                      hint=NOT_AUTHORISED_HINT if reason == 135 else None)
+            log.error(
+                "broker refused an event; it stays in the outbox",
+                seq=seq,
+                reason=reason_words(reason),
+                hint=NOT_AUTHORISED_HINT if reason == 135 else None,
+            )
             self._sent_through = min(self._sent_through, seq - 1)
             self._retry_after = time.monotonic() + 5.0
             return
@@ -286,8 +313,12 @@ class Uplink:
             return
         last = self.store.last_seq
         if confirmation.seq > last:
-            log.warning("the ledger confirms seqs beyond this gate's last event (its state restored from a backup?): "
-                        "only rows it has sent count", ledger_seq=confirmation.seq, last_seq=last)
+            log.warning(
+                "the ledger confirms seqs beyond this gate's last event (its state restored from a backup?): "
+                "only rows it has sent count",
+                ledger_seq=confirmation.seq,
+                last_seq=last,
+            )
         confirmation = confirmation.clipped(last)
         self._acknowledge_delivered()  # PUBACKs taken earlier in this poll: their rows count as the broker's
         first_answer = live and not self._heard
@@ -324,10 +355,18 @@ class Uplink:
             # duplicates into the broker's queues; a ledger that starts hears the gate's status and answers
             # what the ledger has passed over (below the highest seq it confirmed) is sent again; with no
             # sign it has seen anything since, the whole outbox (it holds only what no ledger confirmed)
-            top = 0 if self.confirmation is None else max([self.confirmation.seq, *(b for _, b in self.confirmation.held)])
-            log.warning("ledger has not confirmed delivered events; sending them again", committed=self.committed,
-                        unconfirmed=self._unconfirmed, waited_s=round(self._resend_wait, 1),
-                        up_to=min(top, self._sent_through) if top > self.committed else "all")
+            top = (
+                0
+                if self.confirmation is None
+                else max([self.confirmation.seq, *(b for _, b in self.confirmation.held)])
+            )
+            log.warning(
+                "ledger has not confirmed delivered events; sending them again",
+                committed=self.committed,
+                unconfirmed=self._unconfirmed,
+                waited_s=round(self._resend_wait, 1),
+                up_to=min(top, self._sent_through) if top > self.committed else "all",
+            )
             if top > self.committed and self._lowest is not None and self._lowest < top:
                 self._resend_cursor, self._resend_until = 0, min(top, self._sent_through)
             else:
@@ -339,8 +378,12 @@ class Uplink:
             if dropped:
                 self.dropped_unconfirmed += dropped
                 self._unconfirmed = self.store.outbox_counts()[1]
-                log.warning("outbox events dropped unconfirmed by the ledger after the retention", count=dropped,
-                            retention_s=self.settings.outbox_retention_s, total=self.dropped_unconfirmed)
+                log.warning(
+                    "outbox events dropped unconfirmed by the ledger after the retention",
+                    count=dropped,
+                    retention_s=self.settings.outbox_retention_s,
+                    total=self.dropped_unconfirmed,
+                )
                 floor = self.store.outbox_floor()
                 if floor != self._floor:
                     self._floor = floor
@@ -358,12 +401,20 @@ class Uplink:
         try:
             self._route(message)
         except StoreError as exc:
-            log.error("inbound message not applied: store fault; not acknowledged, so the broker sends it again "
-                      "on the next connection", topic=message.topic[:200], error=str(exc))
+            log.error(
+                "inbound message not applied: store fault; not acknowledged, so the broker sends it again "
+                "on the next connection",
+                topic=message.topic[:200],
+                error=str(exc),
+            )
             return
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary: logged, acknowledged, dropped
-            log.error("inbound message dropped: its handler failed", topic=message.topic[:200], size=len(message.payload),
-                      error=f"{type(exc).__name__}: {exc}"[:300])
+            log.error(
+                "inbound message dropped: its handler failed",
+                topic=message.topic[:200],
+                size=len(message.payload),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
         self.link.ack(message)
 
     def _route(self, message: Inbound) -> None:
@@ -389,8 +440,13 @@ class Uplink:
         if outcome.status == "rejected" and not (outcome.code == "replay" and message.retain):
             log.warning("revocation update rejected", topic=message.topic, code=outcome.code, detail=outcome.detail)
         elif outcome.status != "rejected":
-            log.info("revocation update", topic=message.topic, status=outcome.status, version=outcome.version,
-                     detail=outcome.detail)
+            log.info(
+                "revocation update",
+                topic=message.topic,
+                status=outcome.status,
+                version=outcome.version,
+                detail=outcome.detail,
+            )
         for why in outcome.dropped:
             log.warning("revocation update dropped", topic=message.topic, detail=why)
 
@@ -398,8 +454,9 @@ class Uplink:
         try:
             reading = self.time_reading() if self.time_reading is not None else None
             now, trusted = (time.time(), True) if reading is None else (reading.now, reading.trusted)
-            command = parse_command(payload, self.keyring, self.gate, now=now, max_age_s=self.command_max_age_s,
-                                    time_trusted=trusted)
+            command = parse_command(
+                payload, self.keyring, self.gate, now=now, max_age_s=self.command_max_age_s, time_trusted=trusted
+            )
         except CommandRejected as exc:
             log.warning("command ignored", code=exc.code, detail=exc.detail)
             return
@@ -439,4 +496,3 @@ class Uplink:
             if key.name == gate and "device" in key.roles:
                 return key.public_key
         return None
-

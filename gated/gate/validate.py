@@ -6,19 +6,23 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gated.core.decide import Decision, Facts, GateContext, decide
-from gated.core.signed import Keyring
-from gated.core.scanned import read_code
-from gated.core.ticket import Ticket
 from gated.core.pretix_secret import PretixTicket
+from gated.core.scanned import read_code
+from gated.core.signed import Keyring
+from gated.core.ticket import Ticket
 from gated.gate import checkinlists
 
 
-def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,
-             time_trusted: bool = True) -> Decision:
+def validate(
+    text: str, keyring: Keyring, gate: GateContext, store, now: float, *, time_trusted: bool = True
+) -> Decision:
     """`now` and `time_trusted` come from the gate's clock (gated.gate.clock.TrustedClock.reading())."""
     code = read_code(text, keyring)
-    counting = {"zone": gate.zone, "count_zone": gate.capacity is not None and gate.direction == "in",
-                "now_ms": int(now * 1000)}
+    counting = {
+        "zone": gate.zone,
+        "count_zone": gate.capacity is not None and gate.direction == "in",
+        "now_ms": int(now * 1000),
+    }
     if isinstance(code, Ticket):
         facts = store.facts(code.claims.cti, code.step, **counting) if store is not None else Facts()
         if store is not None and isinstance(code, PretixTicket) and gate.direction == "in":

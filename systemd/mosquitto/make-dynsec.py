@@ -78,22 +78,43 @@ def writes(*topics: str) -> list[dict]:
 
 
 def ledger_acls(root: str) -> list[dict]:
-    return (reads(f"{root}/gates/+/events", f"{root}/gates/+/status", f"{root}/gates/+/health", shared=True)
-            + writes(f"{root}/gates/+/committed", f"{root}/occupancy") + reads(f"{root}/occupancy"))
+    return (
+        reads(f"{root}/gates/+/events", f"{root}/gates/+/status", f"{root}/gates/+/health", shared=True)
+        + writes(f"{root}/gates/+/committed", f"{root}/occupancy")
+        + reads(f"{root}/occupancy")
+    )
 
 
-def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | None = None,
-               site: str | None = None, operators: list[str] = ("operator",)) -> dict:
+def site_rules(
+    gates: list[str],
+    ledgers: list[str],
+    bridges: dict[str, str] | None = None,
+    site: str | None = None,
+    operators: list[str] = ("operator",),
+) -> dict:
     """`ledgers`: names, or NAME=SITE for a ledger bound to one site; `site`: the one site of a site broker."""
     root = f"gated/v1/{site or '+'}"
     roles = [
-        {"rolename": "gate", "acls": reads(f"{root}/gates/+/events", f"{root}/gates/+/status",
-                                           f"{root}/revocations/#", f"{root}/time", f"{root}/occupancy")},
-        {"rolename": "central", "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time")
-                                        + reads("gated/v1/#")},
+        {
+            "rolename": "gate",
+            "acls": reads(
+                f"{root}/gates/+/events",
+                f"{root}/gates/+/status",
+                f"{root}/revocations/#",
+                f"{root}/time",
+                f"{root}/occupancy",
+            ),
+        },
+        {
+            "rolename": "central",
+            "acls": writes(f"{root}/revocations/#", f"{root}/gates/+/cmd", f"{root}/time") + reads("gated/v1/#"),
+        },
         {"rolename": "beacon", "acls": writes(f"{root}/time")},
-        {"rolename": "operator", "acls": reads(f"{root}/gates/+/status", f"{root}/gates/+/health", f"{root}/occupancy")
-                                         + writes(f"{root}/gates/+/cmd")},
+        {
+            "rolename": "operator",
+            "acls": reads(f"{root}/gates/+/status", f"{root}/gates/+/health", f"{root}/occupancy")
+            + writes(f"{root}/gates/+/cmd"),
+        },
         {"rolename": "ledger", "acls": ledger_acls(root)},
     ]
     clients = [{"username": name, "roles": [{"rolename": name}]} for name in CENTRAL]
@@ -107,35 +128,67 @@ def site_rules(gates: list[str], ledgers: list[str], bridges: dict[str, str] | N
         else:
             clients.append({"username": name, "roles": [{"rolename": "ledger"}]})
     for gate in gates:
-        roles.append({"rolename": f"gate-{gate}",
-                      "acls": writes(*(f"{root}/gates/{gate}/{leaf}" for leaf in ("events", "status", "health", "doctor")))
-                      + reads(f"{root}/gates/{gate}/cmd", f"{root}/gates/{gate}/committed", f"{root}/gates/{gate}/doctor")})
+        roles.append(
+            {
+                "rolename": f"gate-{gate}",
+                "acls": writes(*(f"{root}/gates/{gate}/{leaf}" for leaf in ("events", "status", "health", "doctor")))
+                + reads(f"{root}/gates/{gate}/cmd", f"{root}/gates/{gate}/committed", f"{root}/gates/{gate}/doctor"),
+            }
+        )
         clients.append({"username": gate, "roles": [{"rolename": "gate"}, {"rolename": f"gate-{gate}"}]})
     for name, site in (bridges or {}).items():
         base = f"gated/v1/{site}"
-        roles.append({"rolename": f"bridge-{site}",
-                      "acls": writes(*(f"{base}/gates/+/{leaf}" for leaf in ("events", "status", "health")))
-                      + reads(f"{base}/gates/+/cmd", f"{base}/gates/+/committed", f"{base}/revocations/#",
-                              f"{base}/time", f"{base}/occupancy")})
+        roles.append(
+            {
+                "rolename": f"bridge-{site}",
+                "acls": writes(*(f"{base}/gates/+/{leaf}" for leaf in ("events", "status", "health")))
+                + reads(
+                    f"{base}/gates/+/cmd",
+                    f"{base}/gates/+/committed",
+                    f"{base}/revocations/#",
+                    f"{base}/time",
+                    f"{base}/occupancy",
+                ),
+            }
+        )
         clients.append({"username": name, "roles": [{"rolename": f"bridge-{site}"}]})
     return {
         # anything not granted below is refused (unsubscribing is always allowed)
-        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
-                             "unsubscribe": True},
-        "clients": clients, "groups": [], "roles": roles,
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("outfile")
-    parser.add_argument("--ledger", action="append", metavar="NAME[=SITE]",
-                        help="a ledger's certificate CN, with =SITE bound to that site's topics (repeat; default: ledger)")
-    parser.add_argument("--operator", action="append", metavar="NAME",
-                        help="an operator certificate's CN, `operator` or `operator-<name>` (repeat; default: operator)")
+    parser.add_argument(
+        "--ledger",
+        action="append",
+        metavar="NAME[=SITE]",
+        help="a ledger's certificate CN, with =SITE bound to that site's topics (repeat; default: ledger)",
+    )
+    parser.add_argument(
+        "--operator",
+        action="append",
+        metavar="NAME",
+        help="an operator certificate's CN, `operator` or `operator-<name>` (repeat; default: operator)",
+    )
     parser.add_argument("--site", help="(site broker) the site: rules name it instead of any site")
-    parser.add_argument("--bridge", action="append", default=[], metavar="CN=SITE",
-                        help="(central broker) a site's bridge certificate CN and its site id (repeat)")
+    parser.add_argument(
+        "--bridge",
+        action="append",
+        default=[],
+        metavar="CN=SITE",
+        help="(central broker) a site's bridge certificate CN and its site id (repeat)",
+    )
     parser.add_argument("gates", nargs="*", metavar="GATE")
     args = parser.parse_intermixed_args(argv)
     ledger_entries = args.ledger or ["ledger"]
@@ -144,19 +197,34 @@ def main(argv: list[str] | None = None) -> int:
     if len(bridges) != len(args.bridge) or not (args.gates or bridges):
         parser.error("give GATE... (a site broker) or --bridge CN=SITE... (a central broker)")
     operators = args.operator or ["operator"]
-    names = args.gates + ledgers + operators + list(bridges) + list(bridges.values()) \
-        + [e.partition("=")[2] for e in ledger_entries if "=" in e] + ([args.site] if args.site else [])
+    names = (
+        args.gates
+        + ledgers
+        + operators
+        + list(bridges)
+        + list(bridges.values())
+        + [e.partition("=")[2] for e in ledger_entries if "=" in e]
+        + ([args.site] if args.site else [])
+    )
     bad = [n for n in names if not NAME.match(n)]
-    reserved = [n for n in args.gates + list(bridges) if n in CENTRAL or n in ledgers or n in operators
-                or n == "operator" or n.startswith("operator-")]
+    reserved = [
+        n
+        for n in args.gates + list(bridges)
+        if n in CENTRAL or n in ledgers or n in operators or n == "operator" or n.startswith("operator-")
+    ]
     reserved += [n for n in operators if n != "operator" and not n.startswith("operator-")]
-    duplicate = sorted({n for n in args.gates + ledgers + list(bridges) if (args.gates + ledgers + list(bridges)).count(n) > 1})
+    duplicate = sorted(
+        {n for n in args.gates + ledgers + list(bridges) if (args.gates + ledgers + list(bridges)).count(n) > 1}
+    )
     if bad or reserved or duplicate:
         for n in bad:
             print(f"{n!r}: not a gate id (letters, digits, '.', '_', '-'; at most 64)", file=sys.stderr)
         for n in reserved:
-            print(f"{n!r}: reserved for a central identity, not usable as a gate id (an operator's CN is `operator` "
-                  "or `operator-<name>`)", file=sys.stderr)
+            print(
+                f"{n!r}: reserved for a central identity, not usable as a gate id (an operator's CN is `operator` "
+                "or `operator-<name>`)",
+                file=sys.stderr,
+            )
         for n in duplicate:
             print(f"{n!r}: given twice", file=sys.stderr)
         return 2
@@ -164,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     fd = os.open(args.outfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # no secrets in it; mosquitto must read it
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    print(f"{args.outfile}: {len(args.gates)} gates, {len(bridges)} bridges, ledgers {', '.join(ledgers)}, "
-          f"operators {', '.join(operators)}, central, beacon")
+    print(
+        f"{args.outfile}: {len(args.gates)} gates, {len(bridges)} bridges, ledgers {', '.join(ledgers)}, "
+        f"operators {', '.join(operators)}, central, beacon"
+    )
     return 0
 
 

@@ -16,13 +16,27 @@ def test_round_trip_and_what_it_covers():
     assert c.read(b'{"seq": 7}') == c.Confirmation(7)  # an older ledger's
 
 
-@pytest.mark.parametrize("payload", [
-    b"", b"\xff", b"[]", b'{"seq": -1}', b'{"seq": true}', b'{"seq": 1.0}', b'{"seq": 9223372036854775808}',
-    b'{"seq": 1, "held": {}}', b'{"seq": 1, "held": [[2, 3]]}', b'{"seq": 1, "held": [[4, 3]]}',
-    b'{"seq": 1, "held": [[3, 4], [5, 6]]}', b'{"seq": 1, "held": [[3]]}', b'{"seq": 1, "held": [[3, "4"]]}',
-    b'{"seq": 0, "held": [' + b",".join(b"[%d, %d]" % (3 * i + 2, 3 * i + 2) for i in range(65)) + b"]}",
-    b"[" * 100_000 + b"]" * 100_000, b" " * 9000,
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\xff",
+        b"[]",
+        b'{"seq": -1}',
+        b'{"seq": true}',
+        b'{"seq": 1.0}',
+        b'{"seq": 9223372036854775808}',
+        b'{"seq": 1, "held": {}}',
+        b'{"seq": 1, "held": [[2, 3]]}',
+        b'{"seq": 1, "held": [[4, 3]]}',
+        b'{"seq": 1, "held": [[3, 4], [5, 6]]}',
+        b'{"seq": 1, "held": [[3]]}',
+        b'{"seq": 1, "held": [[3, "4"]]}',
+        b'{"seq": 0, "held": [' + b",".join(b"[%d, %d]" % (3 * i + 2, 3 * i + 2) for i in range(65)) + b"]}",
+        b"[" * 100_000 + b"]" * 100_000,
+        b" " * 9000,
+    ],
+)
 def test_a_bad_confirmation_is_refused(payload):
     with pytest.raises(c.ConfirmationRejected):
         c.read(payload)
@@ -36,8 +50,20 @@ def test_it_must_name_the_gate_and_site_when_asked():
             c.read(text, site=site, gate=gate)
 
 
-@pytest.mark.parametrize("status", [b"", b"\xff", b"[]", b'{"floor": 0}', b'{"floor": true}', b'{"floor": "3"}',
-                                    b'{"state": "online"}', b"[" * 100_000, b'{"floor": 1}' + b" " * 70_000])
+@pytest.mark.parametrize(
+    "status",
+    [
+        b"",
+        b"\xff",
+        b"[]",
+        b'{"floor": 0}',
+        b'{"floor": true}',
+        b'{"floor": "3"}',
+        b'{"state": "online"}',
+        b"[" * 100_000,
+        b'{"floor": 1}' + b" " * 70_000,
+    ],
+)
 def test_no_floor_from_a_status_that_has_none(status):
     assert c.read_floor(status) is None
 

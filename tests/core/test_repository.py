@@ -12,8 +12,13 @@ MARKER = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
 
 def tracked_text_files() -> list[Path]:
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [ROOT / name for name in listed.split() if name.endswith((".py", ".md", ".toml", ".service", ".conf", ".txt",
-                                                                       ".html", ".js", ".json", "Makefile", "run"))]
+    return [
+        ROOT / name
+        for name in listed.split()
+        if name.endswith(
+            (".py", ".md", ".toml", ".service", ".conf", ".txt", ".html", ".js", ".json", "Makefile", "run")
+        )
+    ]
 
 
 def conflict_markers(text: str) -> list[int]:
@@ -25,6 +30,10 @@ def test_the_check_sees_a_conflict_marker():
 
 
 def test_no_tracked_file_holds_a_conflict_marker():
-    found = [f"{path.relative_to(ROOT)}:{line}" for path in tracked_text_files() if path.is_file()
-             for line in conflict_markers(path.read_text(errors="replace"))]
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in tracked_text_files()
+        if path.is_file()
+        for line in conflict_markers(path.read_text(errors="replace"))
+    ]
     assert not found, found

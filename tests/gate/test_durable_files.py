@@ -69,7 +69,7 @@ def test_a_keyring_cut_short_at_an_entry_boundary_is_an_error(tmp_path):
     ring = _ring(tmp_path, "box-office", "revocations", "commands")
     text = (ring / "keyring.toml").read_text()
     assert text.startswith("keys = 3")  # the count comes first, so a cut never loses it
-    cut = text[:text.rindex("[[key]]")]  # the last entry gone: still valid TOML
+    cut = text[: text.rindex("[[key]]")]  # the last entry gone: still valid TOML
     (ring / "keyring.toml").write_text(cut)
     with pytest.raises(keys.KeyringError, match="says it holds 3 keys but 2"):
         keys.load_keyring(ring)

@@ -28,8 +28,11 @@ def localise(config: str, certs: Path, broker: Broker) -> str:
 def shipped_site_broker(work: Path, certs: Path, gates: list[str]) -> Broker:
     """A Mosquitto running gated-site.conf as shipped with the rules make-dynsec.py writes for `gates`
     (certificates already in `certs`); not started."""
-    subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *gates],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *gates],
+        check=True,
+        capture_output=True,
+    )
     broker = Broker(work)
     broker.config.write_text(localise((SHIPPED / "gated-site.conf").read_text(), certs, broker))
     return broker
@@ -47,20 +50,50 @@ class BridgedSite:
         (self.certs / "bridge.key").write_bytes((self.certs / f"bridge-{site}.key").read_bytes())
         os.chmod(self.certs / "bridge.key", 0o600)
         ledger_args = [a for name in ledgers if "=" not in name for a in ("--ledger", name)]
-        subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(self.certs / "dynamic-security.json"),
-                        "--site", site, *ledger_args, *gates], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHIPPED / "make-dynsec.py"),
+                str(self.certs / "dynamic-security.json"),
+                "--site",
+                site,
+                *ledger_args,
+                *gates,
+            ],
+            check=True,
+            capture_output=True,
+        )
         bound = [a for name in ledgers for a in ("--ledger", name if "=" in name else f"{name}={site}")]
-        subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(self.certs / "central-dynsec.json"),
-                        *bound, "--bridge", f"bridge-{site}={site}"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHIPPED / "make-dynsec.py"),
+                str(self.certs / "central-dynsec.json"),
+                *bound,
+                "--bridge",
+                f"bridge-{site}={site}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.central = Broker(work / "central")
-        central_config = localise((SHIPPED / "gated-central.conf").read_text(), self.certs, self.central) \
-            .replace("dynamic-security.json", "central-dynsec.json")
+        central_config = localise((SHIPPED / "gated-central.conf").read_text(), self.certs, self.central).replace(
+            "dynamic-security.json", "central-dynsec.json"
+        )
         self.central.config.write_text(central_config)
         self.site = Broker(work / "site")
-        bridge = (SHIPPED / "gated-bridge.conf").read_text().replace("@SITE@", site) \
-            .replace("@CENTRAL@", f"127.0.0.1:{self.central.port}").replace("restart_timeout 5 60", "restart_timeout 1")
-        self.site.config.write_text(localise((SHIPPED / "gated-site.conf").read_text(), self.certs, self.site)
-                                    + "\n" + bridge.replace("/etc/mosquitto/gated/", f"{self.certs}/"))
+        bridge = (
+            (SHIPPED / "gated-bridge.conf")
+            .read_text()
+            .replace("@SITE@", site)
+            .replace("@CENTRAL@", f"127.0.0.1:{self.central.port}")
+            .replace("restart_timeout 5 60", "restart_timeout 1")
+        )
+        self.site.config.write_text(
+            localise((SHIPPED / "gated-site.conf").read_text(), self.certs, self.site)
+            + "\n"
+            + bridge.replace("/etc/mosquitto/gated/", f"{self.certs}/")
+        )
 
     def start(self) -> "BridgedSite":
         self.central.start()

@@ -5,15 +5,14 @@ floor, so nothing it no longer holds makes it wait (issue #22)."""
 
 from __future__ import annotations
 
-
 import pytest
 
+from gated.core.ledgersig import seal
 from gated.gate.store import GateStore
-from gated.topics import committed_topic
 from gated.gate.uplink import Uplink
+from gated.topics import committed_topic
 from tests.conftest import SITE
 from tests.support.broker import Broker
-from gated.core.ledgersig import seal
 from tests.support.uplink import LEDGER_KEY, LedgerThread, device_keyring, fast_settings, pump
 from tests.support.uplink import admit_for as shared_admit_for
 
@@ -25,8 +24,10 @@ def run_with_broker_kills(tmp_path, authority, db, kills: int = 3) -> tuple[dict
     broker = Broker(tmp_path / "broker").start()
     stores = [GateStore(tmp_path / f"{g}.db", site=SITE, gate=g) for g in ("g1", "g2")]
     ring = device_keyring(tmp_path / "ring", *stores)
-    uplinks = [Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate,
-                      settings=fast_settings(broker.url)) for s in stores]
+    uplinks = [
+        Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate, settings=fast_settings(broker.url))
+        for s in stores
+    ]
 
     def admit_for(seconds: float) -> None:
         shared_admit_for(stores, uplinks, seconds, 0.005)
@@ -44,8 +45,12 @@ def run_with_broker_kills(tmp_path, authority, db, kills: int = 3) -> tuple[dict
         with LedgerThread(db, broker.url, SITE, keyring=ring, client_id="ledger") as ledger:
             admit_for(1.0)
             made = sum(s.last_seq for s in stores)
-            pump(uplinks, lambda: ledger.count() >= made and all(s.outbox_counts() == (0, 0) for s in stores),
-                 timeout=150, what="every event at the ledger and confirmed to its gate")
+            pump(
+                uplinks,
+                lambda: ledger.count() >= made and all(s.outbox_counts() == (0, 0) for s in stores),
+                timeout=150,
+                what="every event at the ledger and confirmed to its gate",
+            )
             for u in uplinks:
                 u.stop()
             report = ledger.report()
@@ -60,8 +65,13 @@ def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(tmp_pat
     for s in stores:
         g = report["gates"][s.gate]
         assert s.last_seq > 100
-        assert (g["events"], g["last_seq"], g["missing"], g["declared_lost"], g["chain_breaks"]) == \
-            (s.last_seq, s.last_seq, 0, 0, 0)
+        assert (g["events"], g["last_seq"], g["missing"], g["declared_lost"], g["chain_breaks"]) == (
+            s.last_seq,
+            s.last_seq,
+            0,
+            0,
+            0,
+        )
         s.close()
     assert report["clean"] and report["totals"]["quarantined"] == 0
 
@@ -74,11 +84,18 @@ def test_committed_prunes_the_outbox_and_a_bad_or_impossible_one_is_ignored(brok
     try:
         assert store.outbox_counts() == (0, 5)  # the broker has them; the ledger has not said so
         topic = committed_topic(SITE, "g1")
+
         def signed(body: dict) -> bytes:
             return seal({**body, "site": SITE, "gate": "g1"}, LEDGER_KEY)
 
-        for bad in ({"seq": -1}, {"seq": 1.5}, {"seq": 0, "held": [[2, 1]]}, {"seq": 1, "held": [[2, 3]]},
-                    {"seq": 0, "held": [[2, 3], [3, 4]]}, {"seq": 0, "held": 3}):
+        for bad in (
+            {"seq": -1},
+            {"seq": 1.5},
+            {"seq": 0, "held": [[2, 1]]},
+            {"seq": 1, "held": [[2, 3]]},
+            {"seq": 0, "held": [[2, 3], [3, 4]]},
+            {"seq": 0, "held": 3},
+        ):
             central.client.publish(topic, signed(bad), qos=1, retain=True)
         central.client.publish(topic, signed({"seq": 1, "held": [[3, 3]]}), qos=1, retain=True)
         pump([uplink], lambda: store.outbox_counts() == (0, 3), what="rows 1 and 3 pruned")
@@ -100,8 +117,11 @@ def test_gated_toml_bounds_and_the_old_switch_is_still_read(tmp_path):
 
     default = uplink_settings(config.load(write(tmp_path, MINIMAL)))
     assert (default.resend_after_s, default.outbox_retention_s) == (30.0, 168 * 3600)
-    old = uplink_settings(config.load(write(tmp_path, MINIMAL + "keep_until_committed = false\nresend_after_s = 5\n"
-                                                                "outbox_retention_h = 48\n")))
+    old = uplink_settings(
+        config.load(
+            write(tmp_path, MINIMAL + "keep_until_committed = false\nresend_after_s = 5\noutbox_retention_h = 48\n")
+        )
+    )
     assert (old.keep_until_committed, old.resend_after_s, old.outbox_retention_s) == (False, 5.0, 48 * 3600)
     bad = write(tmp_path, MINIMAL + "outbox_retention_h = 0\n")
     with pytest.raises(config.ConfigError, match="outbox_retention_h"):

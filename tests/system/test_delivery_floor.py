@@ -28,8 +28,9 @@ from tests.support.uplink import LedgerThread, admit, device_keyring, fast_setti
 
 
 def _uplink(store, authority, url, **settings) -> Uplink:
-    return Uplink(store=store, keyring=authority.keyring, site=SITE, gate=store.gate,
-                  settings=fast_settings(url, **settings))
+    return Uplink(
+        store=store, keyring=authority.keyring, site=SITE, gate=store.gate, settings=fast_settings(url, **settings)
+    )
 
 
 def _one_gate(tmp_path, authority):
@@ -42,7 +43,9 @@ def _one_gate(tmp_path, authority):
 
 def _settled(ledger, stores):
     """Every event of every store at the ledger and confirmed back: nothing left in any outbox."""
-    return lambda: ledger.count() >= sum(s.last_seq for s in stores) and all(s.outbox_counts() == (0, 0) for s in stores)
+    return lambda: (
+        ledger.count() >= sum(s.last_seq for s in stores) and all(s.outbox_counts() == (0, 0) for s in stores)
+    )
 
 
 def test_first_deployment_gates_publish_before_any_ledger_exists(tmp_path, authority):
@@ -114,8 +117,12 @@ def test_a_new_ledger_database_declares_what_no_gate_holds_and_does_not_wait_for
         with LedgerThread(tmp_path / "second.db", broker.url, SITE, keyring=ring, client_id="ledger-b") as second:
             for _ in range(5):
                 admit(store)
-            pump([uplink], lambda: second.count() == 5 and store.outbox_counts() == (0, 0), timeout=30,
-                 what="the new events at the new ledger and confirmed")
+            pump(
+                [uplink],
+                lambda: second.count() == 5 and store.outbox_counts() == (0, 0),
+                timeout=30,
+                what="the new events at the new ledger and confirmed",
+            )
             uplink.stop()
             report = second.report()
         g = report["gates"]["g1"]
@@ -171,8 +178,9 @@ def test_a_gate_restored_from_an_old_backup_drains_its_outbox(tmp_path, authorit
             uplink.start()
             for _ in range(4):
                 admit(store)  # seqs 6..9 again, other content
-            pump([uplink], lambda: store.outbox_counts() == (0, 0), timeout=30,
-                 what="the restored gate's outbox drained")
+            pump(
+                [uplink], lambda: store.outbox_counts() == (0, 0), timeout=30, what="the restored gate's outbox drained"
+            )
             uplink.stop()
             report = ledger.report()
         g = report["gates"]["g1"]
@@ -280,8 +288,11 @@ def test_rows_past_the_retention_are_dropped_counted_and_the_floor_announced(tmp
         uplink._pruned_at = 0.0  # the minute between retention checks has passed
         pump([uplink], lambda: uplink.dropped_unconfirmed == 3, what="rows dropped after the retention")
         assert store.outbox_counts() == (0, 0)
-        pump([uplink], lambda: any(json.loads(p).get("floor") == 4 for p in listener.on(status_topic(SITE, "g1"))),
-             what="the new floor in a status")
+        pump(
+            [uplink],
+            lambda: any(json.loads(p).get("floor") == 4 for p in listener.on(status_topic(SITE, "g1"))),
+            what="the new floor in a status",
+        )
     finally:
         uplink.stop()
         listener.close()
@@ -309,8 +320,15 @@ def test_a_new_gate_with_an_old_ledger_keeps_its_events_and_loses_none(tmp_path,
     uplink = _uplink(store, authority, broker.url, resend_after_s=1.0)
     try:
         uplink.start()
-        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring, service=OldLedgerService,
-                          signing_key=None, client_id="the-ledger") as old:
+        with LedgerThread(
+            tmp_path / "ledger.db",
+            broker.url,
+            SITE,
+            keyring=ring,
+            service=OldLedgerService,
+            signing_key=None,
+            client_id="the-ledger",
+        ) as old:
             for _ in range(12):
                 admit(store)
             pump([uplink], lambda: old.count() == 12 and uplink.unverified_ledger_messages > 0, what="stored")
@@ -329,7 +347,7 @@ def test_an_old_gate_reads_the_new_confirmation(tmp_path, broker):
     store.close()
     with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
         ledger.ingest([made[0], made[2]])
-        (seq, held), = ledger.confirmations(["g1"]).values()
+        ((seq, held),) = ledger.confirmations(["g1"]).values()
     body = json.loads(confirmation.encode(seq, held))
     assert body["seq"] == 1 and isinstance(body["seq"], int)
 

@@ -54,8 +54,12 @@ def test_unseal_says_why(authority):
     body = {"seq": 1, "held": [], "site": SITE, "gate": "g1"}
     text, signer = unseal(seal(body, LEDGER_KEY), authority.keyring)
     assert json.loads(text) == body and signer == "ledger"
-    for payload, code in ((json.dumps(body).encode(), "unsigned"), (b"[]", "unsigned"), (b"\xff", "malformed"),
-                          (seal(body, authority.command), "unknown_key")):
+    for payload, code in (
+        (json.dumps(body).encode(), "unsigned"),
+        (b"[]", "unsigned"),
+        (b"\xff", "malformed"),
+        (seal(body, authority.command), "unknown_key"),
+    ):
         try:
             unseal(payload, authority.keyring)
         except UnverifiedLedgerMessage as exc:
@@ -98,12 +102,20 @@ def test_forged_occupancy_changes_nothing_at_a_running_gate(tmp_path, broker, au
         time.sleep(0.5)
         first = scanned(authority.ticket())
         assert (first["decision"], first["occupancy_source"]) == ("admit", "central"), first
-        for forged in (figure(full, now + 1000, key=None), figure(full, now + 1000, key=authority.command),
-                       figure(full, now + 10 * 60_000), figure(full, now - 60_000)):
+        for forged in (
+            figure(full, now + 1000, key=None),
+            figure(full, now + 1000, key=authority.command),
+            figure(full, now + 10 * 60_000),
+            figure(full, now - 60_000),
+        ):
             central.client.publish(occupancy_topic(SITE), forged, 1, retain=True).wait_for_publish(5)
-        gate.wait_for(lambda: len(gate.logged("occupancy message ignored")) == 2
-                      and len(gate.logged("occupancy message ignored: not from the ledger")) == 2,
-                      what="the forgeries ignored")
+        gate.wait_for(
+            lambda: (
+                len(gate.logged("occupancy message ignored")) == 2
+                and len(gate.logged("occupancy message ignored: not from the ledger")) == 2
+            ),
+            what="the forgeries ignored",
+        )
         again = scanned(authority.ticket())
         assert (again["decision"], again["occupancy_source"]) == ("admit", "central"), again
         assert gate.terminate() == 0

@@ -45,8 +45,15 @@ store.close()
 
 def _open_together(code: str, target: str, *extra: str) -> list[subprocess.CompletedProcess]:
     start = time.time() + 3.0  # every interpreter is up and waiting by then
-    procs = [subprocess.Popen([sys.executable, "-c", code, target, repr(start), *extra], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(OPENERS)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, target, repr(start), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(OPENERS)
+    ]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)

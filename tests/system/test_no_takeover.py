@@ -44,8 +44,9 @@ def test_tools_with_the_operator_certificate_take_no_session(site, tmp_path, aut
     c = site.certs
     with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as store:
         admit(store)
-        settings = parse_broker_url(f"mqtts://127.0.0.1:{site.port}?ca={c}/ca.crt&cert={c}/g1.crt&key={c}/g1.key",
-                                    reconnect_min_s=0.1)
+        settings = parse_broker_url(
+            f"mqtts://127.0.0.1:{site.port}?ca={c}/ca.crt&cert={c}/g1.crt&key={c}/g1.key", reconnect_min_s=0.1
+        )
         uplink = Uplink(store=store, keyring=authority.keyring, settings=settings, site=SITE, gate="g1")
         ledger_url = f"mqtts://127.0.0.1:{site.port}?ca={c}/ca.crt&cert={c}/ledger.crt&key={c}/ledger.key"
         with LedgerThread(tmp_path / "ledger.db", ledger_url, SITE) as ledger:
@@ -55,18 +56,43 @@ def test_tools_with_the_operator_certificate_take_no_session(site, tmp_path, aut
                 for who in ("ledger", "g1"):  # a running component's certificate: refused, before connecting
                     assert main(["status", *tls(site, who), "--key", f"{c}/{who}.key", "--site", SITE]) == 2
                     assert f"is the certificate of '{who}'" in capsys.readouterr().err
-                assert main(["status", *tls(site, "operator"), "--key", f"{c}/operator.key", "--site", SITE,
-                             "--json"]) in (0, 1)
+                assert main(
+                    ["status", *tls(site, "operator"), "--key", f"{c}/operator.key", "--site", SITE, "--json"]
+                ) in (0, 1)
                 assert '"gate": "g1"' in capsys.readouterr().out
-                assert main(["keys", "enrol", *tls(site, "operator"), "--key", f"{c}/operator.key", "--site", SITE,
-                             "--keyring", str(tmp_path / "ring")]) in (0, 1)
+                assert main(
+                    [
+                        "keys",
+                        "enrol",
+                        *tls(site, "operator"),
+                        "--key",
+                        f"{c}/operator.key",
+                        "--site",
+                        SITE,
+                        "--keyring",
+                        str(tmp_path / "ring"),
+                    ]
+                ) in (0, 1)
                 stop = threading.Event()
                 poller = threading.Thread(target=lambda: [uplink.poll(0.05) for _ in iter(stop.is_set, True)])
                 poller.start()  # the gate's owner loop, while `gated command` waits for its acknowledgement
                 try:
-                    command = main(["command", *tls(site, "operator"), "--key", f"{c}/operator.key", "--site",
-                                    SITE, "--signing-key", str(authority.key_dir / "command.key"), "--timeout", "15",
-                                    "g1", "open"])
+                    command = main(
+                        [
+                            "command",
+                            *tls(site, "operator"),
+                            "--key",
+                            f"{c}/operator.key",
+                            "--site",
+                            SITE,
+                            "--signing-key",
+                            str(authority.key_dir / "command.key"),
+                            "--timeout",
+                            "15",
+                            "g1",
+                            "open",
+                        ]
+                    )
                 finally:
                     stop.set()
                     poller.join(10)

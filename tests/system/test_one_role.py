@@ -13,9 +13,26 @@ from tests.support.gatedaemon import GATED, GateProcess, gate_config, write_conf
 
 
 def _ledger(broker, db, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                             "--db", str(db), "--workers", "1", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            str(db),
+            "--workers",
+            "1",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_line(proc, text: str, timeout: float = 30.0) -> str:
@@ -65,8 +82,9 @@ def test_a_second_gated_run_on_one_state_directory_refuses_to_start(tmp_path, br
 
     gate, camera = start_gate(tmp_path, authority, broker)
     try:
-        second = subprocess.run([str(GATED), "run", "--config", str(tmp_path / "gated.toml")], capture_output=True,
-                                text=True, timeout=60)
+        second = subprocess.run(
+            [str(GATED), "run", "--config", str(tmp_path / "gated.toml")], capture_output=True, text=True, timeout=60
+        )
         assert second.returncode != 0
         assert "gated run for gate g1 is already running (pid" in second.stderr + second.stdout, second.stderr
         assert not gate.logged("uplink disconnected")  # the first kept its session

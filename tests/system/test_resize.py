@@ -22,10 +22,33 @@ GATES = [f"g{n}" for n in range(1, 7)]
 
 
 def _workers(broker, db, ring, key, parts: int, log) -> list[subprocess.Popen]:
-    procs = [subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", str(db), "--keyring", str(ring), "--signing-key", str(key), "--workers", "1",
-                               "--partition", f"{i}/{parts}"], stdout=log, stderr=subprocess.STDOUT)
-             for i in range(parts)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gated.cli",
+                "ledger",
+                "--broker",
+                broker.url,
+                "--site",
+                SITE,
+                "--db",
+                str(db),
+                "--keyring",
+                str(ring),
+                "--signing-key",
+                str(key),
+                "--workers",
+                "1",
+                "--partition",
+                f"{i}/{parts}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(parts)
+    ]
     return procs
 
 
@@ -48,8 +71,10 @@ def test_partitions_two_to_three_to_two_mid_stream_store_every_event_once(ledger
     device_keyring(ring, *stores)
     key = tmp_path / "ledger.key"
     key.write_bytes(keys.private_pem(LEDGER_KEY))
-    uplinks = [Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate, settings=fast_settings(broker.url))
-               for s in stores]
+    uplinks = [
+        Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate, settings=fast_settings(broker.url))
+        for s in stores
+    ]
     log_path = tmp_path / "workers.log"
     log = open(log_path, "w")
     procs: list[subprocess.Popen] = []
@@ -65,15 +90,23 @@ def test_partitions_two_to_three_to_two_mid_stream_store_every_event_once(ledger
             made = sum(s.last_seq for s in stores)
             # before the next change, this arrangement holds everything so far, and has confirmed it: after
             # 2 -> 3 that takes the gates sending again what went to the old workers' sessions meanwhile
-            pump(uplinks, lambda n=made: ledger_count(ledger_db) >= n and all(s.outbox_counts() == (0, 0) for s in stores),
-                 timeout=240, what=f"every event so far stored and confirmed by {parts} workers")
+            pump(
+                uplinks,
+                lambda n=made: ledger_count(ledger_db) >= n and all(s.outbox_counts() == (0, 0) for s in stores),
+                timeout=240,
+                what=f"every event so far stored and confirmed by {parts} workers",
+            )
             _stop(procs)  # the operator stops the workers, then starts the new number of them
             admit_for(stores, uplinks, 0.5, 0.02)  # and the gates go on meanwhile
         procs = _workers(broker, ledger_db, ring, key, 2, log)
         started += 2
         made = sum(s.last_seq for s in stores)
-        pump(uplinks, lambda: ledger_count(ledger_db) >= made and all(s.outbox_counts() == (0, 0) for s in stores),
-             timeout=240, what="every event in the ledger and confirmed")
+        pump(
+            uplinks,
+            lambda: ledger_count(ledger_db) >= made and all(s.outbox_counts() == (0, 0) for s in stores),
+            timeout=240,
+            what="every event in the ledger and confirmed",
+        )
     finally:
         for u in uplinks:
             u.stop()
@@ -86,7 +119,12 @@ def test_partitions_two_to_three_to_two_mid_stream_store_every_event_once(ledger
     assert rows == distinct == made
     for s in stores:
         g = report["gates"][s.gate]
-        assert (g["events"], g["last_seq"], g["missing"], g["declared_lost"], g["chain_breaks"]) == \
-            (s.last_seq, s.last_seq, 0, 0, 0), (s.gate, g)
+        assert (g["events"], g["last_seq"], g["missing"], g["declared_lost"], g["chain_breaks"]) == (
+            s.last_seq,
+            s.last_seq,
+            0,
+            0,
+            0,
+        ), (s.gate, g)
         s.close()
     assert report["clean"]

@@ -23,8 +23,9 @@ class SyntheticSource(MadeFrames):
     drawn distortions (pin any with keywords: `SyntheticSource(blur=0.0, tilt=0.0)`), and
     `stall()` imitates a hung camera until the next open()."""
 
-    def __init__(self, *, width: int = 1280, height: int = 720, fps: float | None = 15.0,
-                 seed: int | None = None, **distortions):
+    def __init__(
+        self, *, width: int = 1280, height: int = 720, fps: float | None = 15.0, seed: int | None = None, **distortions
+    ):
         Distortions.sample(np.random.default_rng(0), **distortions)  # unknown names fail here, not mid-run
         self.name = "synthetic:"
         self.size = (int(width), int(height))
@@ -63,8 +64,9 @@ class SyntheticSource(MadeFrames):
             if wait > 0:
                 time.sleep(wait if timeout is None else min(wait, timeout))
         if text is None:
-            gray = render_idle_frame(self.size, self._rng,
-                                     **{k: v for k, v in self.distortions.items() if k in ("noise", "gradient")})
+            gray = render_idle_frame(
+                self.size, self._rng, **{k: v for k, v in self.distortions.items() if k in ("noise", "gradient")}
+            )
         else:
             gray = render_ticket_frame(text, self.size, self._rng, **self.distortions)
         return self._made(gray, "synthetic")
