@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gated.core.beacon import Beacon, BeaconOutcome, read_beacon
+from gated.core.beacon import BEACON_INTERVAL_S, Beacon, BeaconOutcome, read_beacon
 from gated.core.signed import Keyring
 from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 
@@ -231,6 +231,12 @@ def diagnose_trust(
         if abs(offset) > max_offset_s:
             return TrustDiagnosis("offset", offset_s=offset)
     return None
+
+
+# How far back a reading may be held at the last time handed out (TrustedClock.now): a retained
+# beacon is at most about one interval old; a wrong clock corrected by more is not held, so that
+# timers never stand still for long.
+HOLD_BACK_S = 1.5 * BEACON_INTERVAL_S
 
 
 class TrustedClock:
@@ -469,11 +475,16 @@ class TrustedClock:
         )
 
     def now(self) -> float:
-        """The time to stamp events and run timers with: the reading, never earlier than the last time
-        handed out or the gate's last event (a retained beacon, up to an interval old, arriving before
-        the first live one would otherwise stamp events earlier than those just before it)."""
+        """The time to stamp events and run timers with: the reading, held at the last time handed out
+        or the gate's last event while the reading is behind it by no more than HOLD_BACK_S (a retained
+        beacon, up to an interval old, arriving before the first live one would otherwise stamp events
+        earlier than those just before it). A larger step back is a real correction of a wrong clock
+        and is taken: holding it would freeze the gate's timers (passage timeouts, held-open alarms)
+        for as long as the clock was wrong."""
         with self._lock:
-            self._stamped_s = max(self.reading().now, self._stamped_s)
+            reading = self.reading().now
+            if reading >= self._stamped_s or self._stamped_s - reading > HOLD_BACK_S:
+                self._stamped_s = reading
             return self._stamped_s
 
     @property
