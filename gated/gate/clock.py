@@ -24,8 +24,10 @@ The clock is *uncertain* when
 What an uncertain clock does is the policy: `deny` (time-dependent checks fail, see decide()),
 or `beacon` (judge with the beacons' time; with no beacon at all since start it falls back to deny).
 
-Event times never run backwards either: `now()`, what events are stamped with, is never earlier
-than the last time it gave or the store's last event (`last_event_ms`), whatever beacon came first.
+Event times do not run backwards for a retained beacon either: `now()`, what events are stamped
+with, is held at the last time it gave or the store's last event (`last_event_ms`) while the reading
+is behind it by up to HOLD_BACK_S (a retained beacon's age). A larger step back is a wrong clock
+corrected, and is taken: holding it would stop the gate's timers for as long as the clock was wrong.
 
 Time never runs backwards: the last trusted time (the latest certain reading) is kept in
 the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
