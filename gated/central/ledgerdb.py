@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from gated.core.errors import GatedError
@@ -144,7 +145,7 @@ class SqliteDb:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _wal(self.conn)
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.Error as exc:
@@ -192,6 +193,21 @@ class SqliteDb:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _wal(conn, patience_s: float = 30.0) -> None:
+    """WAL mode. SQLite can answer "database is locked" at once, without waiting its busy timeout,
+    while another process is switching a new file to WAL: try again for a while (several ledger
+    workers, or a metrics scrape, opening one new file together)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class PostgresDb:

@@ -155,6 +155,7 @@ SHARED_PLUMBING = {
     "gated.sqlitedb",
     "gated.daystart",
     "gated.metrics_http",
+    "gated.atomicfile",
     "gated.brokerdiag",
 }
 
