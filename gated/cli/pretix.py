@@ -343,7 +343,8 @@ def _deliver_checkin_list(args, settings, state) -> bool:
     if latest is None:
         return False
     if args.out:
-        _write_atomically(Path(args.out) / "checkin-list.cose", latest[1])
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(args.out) / "checkin-list.cose", latest[1])
     waiting = pretix_orders.pending_lists(state)
     if not waiting:
         return False
@@ -371,9 +372,3 @@ def run_upload(args) -> int:
         f"{result.unknown} not pretix tickets of this event, {len(result.refused)} refused"
     )
     return 0
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A reader sees the old list or the new one, never half of one (gated.atomicfile)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, data)
