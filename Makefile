@@ -66,7 +66,7 @@ test: venv test-tools wallet-deps
 # The unit tests only (tests/core, tests/gate, tests/central): no broker, no database server, no
 # gate process; under a minute. tests/system starts real processes and is in `make test`.
 test-fast: venv
-	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -q tests/core tests/gate tests/central $(PYTEST_ARGS)
+	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q tests/core tests/gate tests/central $(PYTEST_ARGS)
 
 # ruff (pinned in the test extra, configured in pyproject.toml): lint rules, import order, format.
 # `make lint` changes nothing and fails on what `make format` would change.

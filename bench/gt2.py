@@ -25,13 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from gated import keys  # noqa: E402
-from gated.gate.clock import TrustedClock  # noqa: E402
 from gated.central import wallet  # noqa: E402
 from gated.central.issuer import issue, new_claims  # noqa: E402
 from gated.core.decide import Facts, GateContext, decide  # noqa: E402
 from gated.core.reasons import Reason  # noqa: E402
-from gated.gate.store import GateStore  # noqa: E402
 from gated.core.scanned import read_code  # noqa: E402
+from gated.gate.clock import TrustedClock  # noqa: E402
+from gated.gate.store import GateStore  # noqa: E402
 from gated.gate.validate import validate  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 
@@ -51,8 +51,10 @@ def main() -> int:
     keyring = keys.Keyring((keys.trusted("box", issuer.public_key(), ["issuer"]),))
     context = GateContext(site="bench", events=frozenset({"BENCH"}), zone=None)
     now = time.time()
-    tickets = [issue(new_claims(event="BENCH", nbf=int(now) - 60, exp=int(now) + 3600, ent=0), issuer, dynamic=True)
-               for _ in range(args.scans)]
+    tickets = [
+        issue(new_claims(event="BENCH", nbf=int(now) - 60, exp=int(now) + 3600, ent=0), issuer, dynamic=True)
+        for _ in range(args.scans)
+    ]
     codes = [wallet.current_code(t.cose, t.device_key, now) for t in tickets]
 
     pure_us, pure_cpu = [], []
@@ -66,9 +68,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         with GateStore(Path(tmp) / "gate.db", site="bench", gate="g1") as store:
             with store._tx() as db:  # earlier admissions, so lookups run on a non-trivial index
-                db.executemany("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) "
-                               "VALUES (?, ?, ?, 'g1', 0, 'passed')",
-                               ((f"g1:{i}", os.urandom(16), i) for i in range(10_000)))
+                db.executemany(
+                    "INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) "
+                    "VALUES (?, ?, ?, 'g1', 0, 'passed')",
+                    ((f"g1:{i}", os.urandom(16), i) for i in range(10_000)),
+                )
             store_us, store_cpu = [], []
             for code in codes:
                 t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
@@ -86,18 +90,26 @@ def main() -> int:
 
     ok = True
     target_us = TARGET_MS * 1000
-    print(f"GT2 decision over {args.scans} scans, target <= {target_us:.0f} us "
-          f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs):")
-    for label, cpu, wall in (("pure (codec + decide)", pure_cpu, pure_us),
-                             ("validate with SQLite facts", store_cpu, store_us)):
+    print(
+        f"GT2 decision over {args.scans} scans, target <= {target_us:.0f} us "
+        f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs):"
+    )
+    for label, cpu, wall in (
+        ("pure (codec + decide)", pure_cpu, pure_us),
+        ("validate with SQLite facts", store_cpu, store_us),
+    ):
         c_med, c_p99, _ = figures(cpu)
         w_med, w_p99, w_max = figures(wall)
         ok &= c_med <= target_us
-        print(f"  {label:27s} CPU median {c_med:5.0f} us  p99 {c_p99:5.0f} us | wall median {w_med:5.0f} us  "
-              f"p99 {w_p99:6.0f} us  max {w_max:6.0f} us | target {target_us:.0f} us: "
-              f"median {'ok' if c_med <= target_us else 'OVER'}, p99 {'ok' if c_p99 <= target_us else 'OVER'}")
-    print(f"  the clock's reading per scan (TrustedClock.reading): CPU median {figures(reading_us)[0]:.1f} us "
-          f"(part of the daemon's cost per scan, not of the decision)")
+        print(
+            f"  {label:27s} CPU median {c_med:5.0f} us  p99 {c_p99:5.0f} us | wall median {w_med:5.0f} us  "
+            f"p99 {w_p99:6.0f} us  max {w_max:6.0f} us | target {target_us:.0f} us: "
+            f"median {'ok' if c_med <= target_us else 'OVER'}, p99 {'ok' if c_p99 <= target_us else 'OVER'}"
+        )
+    print(
+        f"  the clock's reading per scan (TrustedClock.reading): CPU median {figures(reading_us)[0]:.1f} us "
+        f"(part of the daemon's cost per scan, not of the decision)"
+    )
     return 0 if ok else 1
 
 

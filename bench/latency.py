@@ -35,15 +35,15 @@ from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 from gated import keys, scanloop  # noqa: E402
 from gated import logging as gated_logging  # noqa: E402
-from gated.gate.boards import load_board  # noqa: E402
-from gated.gate.frames import Frame  # noqa: E402
 from gated.core import ticket  # noqa: E402
 from gated.core.decide import GateContext  # noqa: E402
+from gated.gate.boards import load_board  # noqa: E402
+from gated.gate.frames import Frame  # noqa: E402
 from gated.gate.gate import Gate  # noqa: E402
-from gated.gate.scanner import Debouncer, Scanner  # noqa: E402
-from gated.gate.tracker import Tracker  # noqa: E402
-from gated.gate.store import GateStore  # noqa: E402
 from gated.gate.rehearsal.synthetic import render_idle_frame, render_ticket_frame  # noqa: E402
+from gated.gate.scanner import Debouncer, Scanner  # noqa: E402
+from gated.gate.store import GateStore  # noqa: E402
+from gated.gate.tracker import Tracker  # noqa: E402
 from gated.gate.turnstile import Turnstile  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 
@@ -58,8 +58,14 @@ def make_gate(work: Path, issuer_pub: Path) -> tuple[Gate, GateStore, Turnstile]
     store = GateStore(work / "state" / "gate.db", site=SITE, gate="bench-1")
     turnstile = Turnstile(load_board("relay-only"), pin_factory=MockFactory(), pulse_ms=50)
     context = GateContext(site=SITE, events=frozenset({EVENT}), zone=None)
-    gate = Gate(store=store, keyring=keys.load_keyring(ring_dir), context=context, turnstile=turnstile,
-                passage_timeout_s=8.0, held_open_s=30.0)
+    gate = Gate(
+        store=store,
+        keyring=keys.load_keyring(ring_dir),
+        context=context,
+        turnstile=turnstile,
+        passage_timeout_s=8.0,
+        held_open_s=30.0,
+    )
     return gate, store, turnstile
 
 
@@ -95,8 +101,10 @@ class PacedFrames:
 
 def run_latency(size, n_tickets: int, fps: float, issuer, issuer_pub: Path, rng) -> dict:
     now = int(time.time())
-    texts = [ticket.encode_static(ticket.Claims(cti=os.urandom(16), aud=EVENT, nbf=now - 60, exp=now + 3600), issuer)
-             for _ in range(n_tickets)]
+    texts = [
+        ticket.encode_static(ticket.Claims(cti=os.urandom(16), aud=EVENT, nbf=now - 60, exp=now + 3600), issuer)
+        for _ in range(n_tickets)
+    ]
     frames = []
     for text in texts:
         frames.append((text, render_ticket_frame(text, size, rng)))
@@ -166,9 +174,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="gated-bench-keys-") as key_tmp:
         private_path, public_path = keys.generate_key_files(key_tmp, "issuer")
         issuer = keys.load_private_key(private_path)
-        print(f"frame -> relay command, {args.tickets} tickets per size at {args.fps:g} fps, real store "
-              f"(WAL, synchronous=FULL), zxing-cpp, mock pins; cores: {os.cpu_count()}, load avg "
-              f"{os.getloadavg()[0]:.1f} (a shared machine makes these figures pessimistic)")
+        print(
+            f"frame -> relay command, {args.tickets} tickets per size at {args.fps:g} fps, real store "
+            f"(WAL, synchronous=FULL), zxing-cpp, mock pins; cores: {os.cpu_count()}, load avg "
+            f"{os.getloadavg()[0]:.1f} (a shared machine makes these figures pessimistic)"
+        )
         failed = False
         for size in ((640, 480), (1280, 720)):
             r = run_latency(size, args.tickets, args.fps, issuer, Path(public_path), rng)
@@ -178,17 +188,24 @@ def main(argv=None) -> int:
                 failed = True
                 continue
             p50, p99 = percentile(lat, 50), percentile(lat, 99)
-            target = f"   target p99 <= {TARGET_P99_MS_720P:g} ms: " + ("MET" if p99 <= TARGET_P99_MS_720P else "MISSED") \
-                if size == (1280, 720) else ""
-            print(f"{size[0]}x{size[1]}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {max(lat):6.1f} ms  "
-                  f"(n={len(lat)}; of which decode p50 {percentile(r['decode'], 50):.1f} p99 {percentile(r['decode'], 99):.1f}, "
-                  f"capture->owner thread p50 {percentile(r['handoff'], 50):.1f} p99 {percentile(r['handoff'], 99):.1f} ms; "
-                  f"read {r['read']}/{r['shown']} synthetic frames){target}")
+            target = (
+                f"   target p99 <= {TARGET_P99_MS_720P:g} ms: " + ("MET" if p99 <= TARGET_P99_MS_720P else "MISSED")
+                if size == (1280, 720)
+                else ""
+            )
+            print(
+                f"{size[0]}x{size[1]}: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {max(lat):6.1f} ms  "
+                f"(n={len(lat)}; of which decode p50 {percentile(r['decode'], 50):.1f} p99 {percentile(r['decode'], 99):.1f}, "
+                f"capture->owner thread p50 {percentile(r['handoff'], 50):.1f} p99 {percentile(r['handoff'], 99):.1f} ms; "
+                f"read {r['read']}/{r['shown']} synthetic frames){target}"
+            )
             failed |= size == (1280, 720) and p99 > TARGET_P99_MS_720P
         for size in ((640, 480), (1280, 720)):
             share, mean_ms, achieved = run_idle(size, args.idle_seconds, args.fps, rng)
-            print(f"idle {size[0]}x{size[1]} at {args.fps:g} fps: {share * 100:5.1f} % of one core "
-                  f"(decode {mean_ms:.1f} ms per idle frame; achieved {achieved} fps)")
+            print(
+                f"idle {size[0]}x{size[1]} at {args.fps:g} fps: {share * 100:5.1f} % of one core "
+                f"(decode {mean_ms:.1f} ms per idle frame; achieved {achieved} fps)"
+            )
     return 1 if failed else 0
 
 

@@ -46,11 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from uplink import SITE, queue_burst, simulated_gates  # noqa: E402  (bench/uplink.py: the same 50 simulated gates)
+
 from gated import keys  # noqa: E402
 from gated.central.ledger import Ledger  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
 from tests.support.postgres import Postgres, available  # noqa: E402
-from uplink import SITE, queue_burst, simulated_gates  # noqa: E402  (bench/uplink.py: the same 50 simulated gates)
 
 TARGET_SHARE = 0.70
 TICK = os.sysconf("SC_CLK_TCK")
@@ -87,6 +88,7 @@ def verify_limit(seconds: float = 3.0) -> float:
 def cpu_seconds(pid: int, children_of: bool = False) -> float:
     """CPU time (user + system) of a process and its reaped children; with `children_of`, plus every
     live process whose parent it is (PostgreSQL's backends)."""
+
     def times(p) -> tuple[int, float]:
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         return int(fields[1]), sum(int(f) for f in fields[11:15]) / TICK  # ppid; utime stime cutime cstime
@@ -118,6 +120,7 @@ def mqtt_floor(work: Path, messages) -> dict:
 
     broker = Broker(work / "broker-floor", extra_config="max_queued_messages 0\n").start()
     try:
+
         def link() -> MqttLink:
             made = MqttLink(parse_broker_url(broker.url), "bench-floor")
             made.add_subscription(f"gated/v1/{SITE}/gates/+/events", SubscribeOptions(qos=1))
@@ -138,16 +141,20 @@ def mqtt_floor(work: Path, messages) -> dict:
                 consumer.ack(item[1])
                 taken += 1
         elapsed = time.perf_counter() - started
-        result = {"rate": taken / elapsed, "client_us": (time.process_time() - cpu) / taken * 1e6,
-                  "broker_us": (cpu_seconds(broker.process.pid) - broker_cpu) / taken * 1e6}
+        result = {
+            "rate": taken / elapsed,
+            "client_us": (time.process_time() - cpu) / taken * 1e6,
+            "broker_us": (cpu_seconds(broker.process.pid) - broker_cpu) / taken * 1e6,
+        }
         consumer.stop()
         return result
     finally:
         broker.stop()
 
 
-def run_workers(work: Path, pg: Postgres, messages, ring_dir: Path, workers: int, verify: str,
-                split: str = "partition") -> dict:
+def run_workers(
+    work: Path, pg: Postgres, messages, ring_dir: Path, workers: int, verify: str, split: str = "partition"
+) -> dict:
     """`split`: "partition" (`--partition I/N`, each worker receives every event) or "group"
     (`--group`, a shared subscription: the broker deals the events out)."""
     import psycopg
@@ -160,12 +167,33 @@ def run_workers(work: Path, pg: Postgres, messages, ring_dir: Path, workers: int
     postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
 
     def spawn(i: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                                 "--db", url, "--keyring", str(ring_dir),
-                                 *(["--partition", f"{i}/{workers}"] if split == "partition" else ["--group", "bench"]),
-                                 "--workers", "2", "--verify", verify, "--client-id", f"bench-{workers}-{i}"],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gated.cli",
+                "ledger",
+                "--broker",
+                broker.url,
+                "--site",
+                SITE,
+                "--db",
+                url,
+                "--keyring",
+                str(ring_dir),
+                *(["--partition", f"{i}/{workers}"] if split == "partition" else ["--group", "bench"]),
+                "--workers",
+                "2",
+                "--verify",
+                verify,
+                "--client-id",
+                f"bench-{workers}-{i}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
     def wait_log(text: str, count: int, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -193,8 +221,11 @@ def run_workers(work: Path, pg: Postgres, messages, ring_dir: Path, workers: int
         started = time.time()
         procs = [spawn(i) for i in range(workers)]
         wait_log(f"site {SITE}", 2 * workers, 60)  # started up (imports, database open): the work begins
-        cpu = {"ledger": sum(cpu_seconds(p.pid) for p in procs), "broker": cpu_seconds(broker.process.pid),
-               "postgres": postgres_cpu()}
+        cpu = {
+            "ledger": sum(cpu_seconds(p.pid) for p in procs),
+            "broker": cpu_seconds(broker.process.pid),
+            "postgres": postgres_cpu(),
+        }
         deadline = time.monotonic() + 600
         while count() < len(messages):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -202,20 +233,26 @@ def run_workers(work: Path, pg: Postgres, messages, ring_dir: Path, workers: int
             time.sleep(0.02)
         done = time.time()  # the last batch committed (within a poll): received_ms is stamped as a batch begins
         lag = done - started
-        spent = {"ledger": sum(cpu_seconds(p.pid) for p in procs) - cpu["ledger"],
-                 "broker": cpu_seconds(broker.process.pid) - cpu["broker"],
-                 "postgres": postgres_cpu() - cpu["postgres"]}
+        spent = {
+            "ledger": sum(cpu_seconds(p.pid) for p in procs) - cpu["ledger"],
+            "broker": cpu_seconds(broker.process.pid) - cpu["broker"],
+            "postgres": postgres_cpu() - cpu["postgres"],
+        }
         for p in procs:
             p.terminate()
             p.wait(30)
         with Ledger(url) as ledger:
-            (first,), = ledger.query("SELECT MIN(received_ms) FROM events")
-            (rows, distinct), = ledger.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM events")
+            ((first,),) = ledger.query("SELECT MIN(received_ms) FROM events")
+            ((rows, distinct),) = ledger.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM events")
             totals = ledger.report()["totals"]
         if rows != distinct or totals["missing"] or totals["chain_breaks"] or totals["bad_signatures"]:
             raise RuntimeError(f"{workers} workers: {rows} rows, {distinct} ids, {totals}")
-        return {"rate": len(messages) / max(done - first / 1000, 1e-3), "lag": lag, "rows": rows,
-                "cpu_us": {k: v / rows * 1e6 for k, v in spent.items()}}
+        return {
+            "rate": len(messages) / max(done - first / 1000, 1e-3),
+            "lag": lag,
+            "rows": rows,
+            "cpu_us": {k: v / rows * 1e6 for k, v in spent.items()},
+        }
     finally:
         counter.close()
         broker.stop()
@@ -230,7 +267,7 @@ def ingest_alone(pg: Postgres, messages, ring, verify: str) -> tuple[float, floa
     with Ledger(url, keyring=ring, site=SITE, workers=2, verify=verify) as ledger:
         started, cpu = time.perf_counter(), cpu_seconds(postmaster, children_of=True)
         for i in range(0, len(messages), 2000):
-            part = messages[i:i + 2000]
+            part = messages[i : i + 2000]
             ledger.ingest([payload for _, payload in part], topics=[topic for topic, _ in part])
         elapsed, spent = time.perf_counter() - started, cpu_seconds(postmaster, children_of=True) - cpu
     return len(messages) / elapsed, spent / len(messages) * 1e6
@@ -252,17 +289,23 @@ def main() -> int:
     limit = verify_limit()
     target = TARGET_SHARE * limit
     verify_us = cores / limit * 1e6
-    print(f"{'physical limit: Ed25519 verifications, all cores':52} {limit:10,.0f} /s   ({verify_us:.0f} us of CPU each)")
+    print(
+        f"{'physical limit: Ed25519 verifications, all cores':52} {limit:10,.0f} /s   ({verify_us:.0f} us of CPU each)"
+    )
     messages, ring = simulated_gates(args.gates, args.per_gate)
     with tempfile.TemporaryDirectory(prefix="gated-bench-ledger-") as tmp:
         work = Path(tmp)
         floor = mqtt_floor(work, messages)
         floor_us = floor["client_us"] + floor["broker_us"]
         budget_us = cores / target * 1e6
-        print(f"{'MQTT floor: the burst taken and acked, no work':52} {floor['rate']:10,.0f} msgs/s "
-              f"  client {floor['client_us']:.0f} us + broker {floor['broker_us']:.0f} us of CPU a message")
-        print(f"{'':52} the target leaves {budget_us:.0f} us of CPU an event on {cores} cores for everything; "
-              f"taking it off the broker alone costs {floor_us:.0f} us")
+        print(
+            f"{'MQTT floor: the burst taken and acked, no work':52} {floor['rate']:10,.0f} msgs/s "
+            f"  client {floor['client_us']:.0f} us + broker {floor['broker_us']:.0f} us of CPU a message"
+        )
+        print(
+            f"{'':52} the target leaves {budget_us:.0f} us of CPU an event on {cores} cores for everything; "
+            f"taking it off the broker alone costs {floor_us:.0f} us"
+        )
         ring_dir = work / "ring"
         for key in ring.keys:
             (work / f"{key.name}.pub").write_bytes(keys.public_pem(key.public_key))
@@ -273,32 +316,47 @@ def main() -> int:
             runs.append(("every", 2, "group"))  # a broker that keeps shared subscriptions (docs/central.md)
             for verify in args.verify.split(","):
                 rate, store_us = ingest_alone(pg, messages, ring, verify)
-                print(f"{f'Ledger.ingest() alone, no MQTT, --verify {verify}':52} {rate:10,.0f} events/s"
-                      f"   PostgreSQL {store_us:.0f} us of CPU an event")
+                print(
+                    f"{f'Ledger.ingest() alone, no MQTT, --verify {verify}':52} {rate:10,.0f} events/s"
+                    f"   PostgreSQL {store_us:.0f} us of CPU an event"
+                )
             cheapest_store = None  # the least PostgreSQL CPU an event took in any run
             for verify, workers, split in runs:
                 r = run_workers(work, pg, messages, ring_dir, workers, verify, split)
                 cheapest_store = min(cheapest_store or r["cpu_us"]["postgres"], r["cpu_us"]["postgres"])
                 share = r["rate"] / limit
                 verdict = "ok" if r["rate"] >= target else "BELOW TARGET"
-                how = f"--verify {verify}, {workers} worker{'s' if workers > 1 else ''}" + (", --group" if split == "group" else "")
-                print(f"{f'PostgreSQL ledger, {how}':52} {r['rate']:10,.0f} events/s"
-                      f"   {share:5.0%} of the limit, target >= {TARGET_SHARE:.0%} ({target:,.0f}/s)   {verdict}")
+                how = f"--verify {verify}, {workers} worker{'s' if workers > 1 else ''}" + (
+                    ", --group" if split == "group" else ""
+                )
+                print(
+                    f"{f'PostgreSQL ledger, {how}':52} {r['rate']:10,.0f} events/s"
+                    f"   {share:5.0%} of the limit, target >= {TARGET_SHARE:.0%} ({target:,.0f}/s)   {verdict}"
+                )
                 cpu = r["cpu_us"]
                 total = sum(cpu.values())
-                print(f"{'':52} CPU a stored event: ledger {cpu['ledger']:.0f} us + broker {cpu['broker']:.0f} us"
-                      f" + PostgreSQL {cpu['postgres']:.0f} us = {total:.0f} us: at most "
-                      f"{cores / total * 1e6:,.0f}/s on {cores} cores ({cores / total * 1e6 / limit:.0%} of the limit)")
-                print(f"{'':52} lag after an outage: {len(messages):,} queued events stored "
-                      f"{r['lag']:.1f} s after the workers started (process start included); "
-                      f"{r['rows']:,} rows, each once, no gap")
+                print(
+                    f"{'':52} CPU a stored event: ledger {cpu['ledger']:.0f} us + broker {cpu['broker']:.0f} us"
+                    f" + PostgreSQL {cpu['postgres']:.0f} us = {total:.0f} us: at most "
+                    f"{cores / total * 1e6:,.0f}/s on {cores} cores ({cores / total * 1e6 / limit:.0%} of the limit)"
+                )
+                print(
+                    f"{'':52} lag after an outage: {len(messages):,} queued events stored "
+                    f"{r['lag']:.1f} s after the workers started (process start included); "
+                    f"{r['rows']:,} rows, each once, no gap"
+                )
         finally:
             pg.stop()
     bound = floor_us + cheapest_store
-    print(f"{'the least an event can cost here':52} MQTT floor {floor_us:.0f} us + PostgreSQL {cheapest_store:.0f} us "
-          f"= {bound:.0f} us of CPU before any parsing or checking, against the {budget_us:.0f} us the target allows: "
-          + ("the target is out of reach of this ledger (its MQTT link and schema) on this machine"
-             if bound >= budget_us else "the target is not ruled out by these costs alone"))
+    print(
+        f"{'the least an event can cost here':52} MQTT floor {floor_us:.0f} us + PostgreSQL {cheapest_store:.0f} us "
+        f"= {bound:.0f} us of CPU before any parsing or checking, against the {budget_us:.0f} us the target allows: "
+        + (
+            "the target is out of reach of this ledger (its MQTT link and schema) on this machine"
+            if bound >= budget_us
+            else "the target is not ruled out by these costs alone"
+        )
+    )
     return 0
 
 

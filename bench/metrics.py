@@ -90,9 +90,11 @@ def wait_scrapable(port: int, timeout: float = 60.0) -> None:
 def report_idle(name: str, result) -> bool:
     (t0, m0), (t1, m1), took, held = result
     ok = t1 - t0 <= THREADS_TARGET and m1 - m0 <= MEMORY_TARGET_KB and took < 1.0
-    print(f"{name:7} {held} idle connections: threads {t0} -> {t1} (target <= +{THREADS_TARGET}), "
-          f"memory {m0 / 1024:.0f} -> {m1 / 1024:.0f} MB (target <= +{MEMORY_TARGET_KB // 1024}), "
-          f"scrape meanwhile {took * 1000:.1f} ms (target < 1000)  {'OK' if ok else 'MISSED'}")
+    print(
+        f"{name:7} {held} idle connections: threads {t0} -> {t1} (target <= +{THREADS_TARGET}), "
+        f"memory {m0 / 1024:.0f} -> {m1 / 1024:.0f} MB (target <= +{MEMORY_TARGET_KB // 1024}), "
+        f"scrape meanwhile {took * 1000:.1f} ms (target < 1000)  {'OK' if ok else 'MISSED'}"
+    )
     return ok
 
 
@@ -108,8 +110,10 @@ def main() -> int:
         for events in (int(n) for n in args.events.split(",")):
             first, median, worst = scrape_times(tmp, events)
             medians[events] = median
-            print(f"ledger scrape at {events:>9,} events: median {median * 1000:.2f} ms, max {worst * 1000:.2f} ms "
-                  f"(target < {SCRAPE_TARGET_S * 1000:.0f} ms); first round {first:.2f} s")
+            print(
+                f"ledger scrape at {events:>9,} events: median {median * 1000:.2f} ms, max {worst * 1000:.2f} ms "
+                f"(target < {SCRAPE_TARGET_S * 1000:.0f} ms); first round {first:.2f} s"
+            )
             ok &= median < SCRAPE_TARGET_S
         if len(medians) > 1:
             low, high = medians[min(medians)], medians[max(medians)]
@@ -121,11 +125,31 @@ def main() -> int:
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 assert gated(["keys", "generate", "--out", str(tmp / "k"), "--name", "box"]) == 0
-                assert gated(["keys", "trust", "--keyring", str(tmp / "ring"), "--role", "issuer",
-                              str(tmp / "k" / "box.pub")]) == 0
+                assert (
+                    gated(
+                        [
+                            "keys",
+                            "trust",
+                            "--keyring",
+                            str(tmp / "ring"),
+                            "--role",
+                            "issuer",
+                            str(tmp / "k" / "box.pub"),
+                        ]
+                    )
+                    == 0
+                )
             port = free_port()
-            cfg = gate_config(tmp, keyring=tmp / "ring", broker_url=broker.url, camera_source="synthetic:", site="S",
-                              gate="g1", event="E", metrics={"listen": f"127.0.0.1:{port}"})
+            cfg = gate_config(
+                tmp,
+                keyring=tmp / "ring",
+                broker_url=broker.url,
+                camera_source="synthetic:",
+                site="S",
+                gate="g1",
+                event="E",
+                metrics={"listen": f"127.0.0.1:{port}"},
+            )
             gate = GateProcess(write_config(tmp / "gated.toml", cfg)).start()
             try:
                 gate.wait_ready()
@@ -134,9 +158,25 @@ def main() -> int:
             finally:
                 gate.terminate()
             port = free_port()
-            ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site",
-                                       "S", "--db", str(tmp / "ledger.db"), "--metrics", f"127.0.0.1:{port}"],
-                                      cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ledger = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gated.cli",
+                    "ledger",
+                    "--broker",
+                    broker.url,
+                    "--site",
+                    "S",
+                    "--db",
+                    str(tmp / "ledger.db"),
+                    "--metrics",
+                    f"127.0.0.1:{port}",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 wait_scrapable(port)
                 ok &= report_idle("ledger", idle_load(ledger.pid, port, args.idle))

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from gated.core import ticket  # noqa: E402
 from gated.central.issuer import qr  # noqa: E402
+from gated.core import ticket  # noqa: E402
 
 ISSUER = Ed25519PrivateKey.from_private_bytes(bytes(32))
 DEVICE = Ed25519PrivateKey.from_private_bytes(bytes([1]) * 32)
@@ -71,18 +71,28 @@ def capacity(version: int) -> int:
 def main() -> int:
     cose0, gt1_0, gt2_0 = codes()
     print("== Where the bytes go (minimal ticket: the four required claims, aud 'FINAL-2026') ==")
-    print(f"COSE_Sign1 {len(cose0)} bytes: signature 64+2, protected header {{alg, kid}} 13+1, claims map "
-          f"{len(cose0) - 66 - 14 - 2} (its bstr header 2, map header 1, cti 16+2, aud, nbf, exp), array and empty "
-          "unprotected map 2")
-    print(f"GT1 text {len(gt1_0)} characters = 'GT1:' + base45 (3 characters per 2 bytes); "
-          f"GT2 text {len(gt2_0)} = 'GT2:' + base45(ticket (+dev 32+3) + step + devsig 64+2)")
+    print(
+        f"COSE_Sign1 {len(cose0)} bytes: signature 64+2, protected header {{alg, kid}} 13+1, claims map "
+        f"{len(cose0) - 66 - 14 - 2} (its bstr header 2, map header 1, cti 16+2, aud, nbf, exp), array and empty "
+        "unprotected map 2"
+    )
+    print(
+        f"GT1 text {len(gt1_0)} characters = 'GT1:' + base45 (3 characters per 2 bytes); "
+        f"GT2 text {len(gt2_0)} = 'GT2:' + base45(ticket (+dev 32+3) + step + devsig 64+2)"
+    )
     print("\n== What each claim costs, added alone to the minimal ticket ==")
-    print(f"{'claim':<36} {'bytes':>6} {'GT1 chars':>10} {'GT1 v, modules':>15} {'GT2 chars':>10} {'GT2 v, modules':>15}")
-    print(f"{'(minimal)':<36} {len(cose0):>6} {len(gt1_0):>10} {modules(gt1_0):>15} {len(gt2_0):>10} {modules(gt2_0):>15}")
+    print(
+        f"{'claim':<36} {'bytes':>6} {'GT1 chars':>10} {'GT1 v, modules':>15} {'GT2 chars':>10} {'GT2 v, modules':>15}"
+    )
+    print(
+        f"{'(minimal)':<36} {len(cose0):>6} {len(gt1_0):>10} {modules(gt1_0):>15} {len(gt2_0):>10} {modules(gt2_0):>15}"
+    )
     for label, overrides in CLAIMS + [("typical: vip, seat B-7, 2 zones", TYPICAL)]:
         cose, gt1, gt2 = codes(**overrides)
-        print(f"{label:<36} {len(cose) - len(cose0):>+6} {len(gt1) - len(gt1_0):>+10} {modules(gt1):>15} "
-              f"{len(gt2) - len(gt2_0):>+10} {modules(gt2):>15}")
+        print(
+            f"{label:<36} {len(cose) - len(cose0):>+6} {len(gt1) - len(gt1_0):>+10} {modules(gt1):>15} "
+            f"{len(gt2) - len(gt2_0):>+10} {modules(gt2):>15}"
+        )
     print("\n== QR versions (error correction M, alphanumeric): modules a side, characters held ==")
     print(" ".join(f"v{v}: {17 + 4 * v} mod {capacity(v)} ch;" for v in range(7, 15)))
     return 0

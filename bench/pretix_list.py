@@ -33,12 +33,19 @@ from gated.gate.validate import validate  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 
 TARGET_MS = 1.0
-RULES = {"and": [{"<": [{"var": "entries_today"}, 3]},
-                 {"isAfter": [{"var": "now"}, {"buildTime": ["customtime", "08:00"]}, 15]},
-                 {"or": [{"==": [{"var": "minutes_since_last_entry"}, -1]},
-                         {">=": [{"var": "minutes_since_last_entry"}, 30]}]},
-                 {"inList": [{"var": "product"}, {"objectList": [{"lookup": ["product", "1", "Adult"]},
-                                                                 {"lookup": ["product", "2", "VIP"]}]}]}]}
+RULES = {
+    "and": [
+        {"<": [{"var": "entries_today"}, 3]},
+        {"isAfter": [{"var": "now"}, {"buildTime": ["customtime", "08:00"]}, 15]},
+        {"or": [{"==": [{"var": "minutes_since_last_entry"}, -1]}, {">=": [{"var": "minutes_since_last_entry"}, 30]}]},
+        {
+            "inList": [
+                {"var": "product"},
+                {"objectList": [{"lookup": ["product", "1", "Adult"]}, {"lookup": ["product", "2", "VIP"]}]},
+            ]
+        },
+    ]
+}
 
 
 def main() -> int:
@@ -46,14 +53,36 @@ def main() -> int:
     parser.add_argument("--scans", type=int, default=2000)
     args = parser.parse_args()
     issuer, revocation = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    ring = keys.Keyring((keys.trusted("pretix", issuer.public_key(), ["issuer"], ["final"]),
-                         keys.trusted("rev", revocation.public_key(), ["revocation"])))
-    settings = {"id": 1, "name": "Gates", "include_pending": False, "allow_multiple_entries": True,
-                "allow_entry_after_exit": True, "all_products": True, "limit_products": [], "subevent": None,
-                "rules": json.dumps(RULES), "exit_all_at": None}
+    ring = keys.Keyring(
+        (
+            keys.trusted("pretix", issuer.public_key(), ["issuer"], ["final"]),
+            keys.trusted("rev", revocation.public_key(), ["revocation"]),
+        )
+    )
+    settings = {
+        "id": 1,
+        "name": "Gates",
+        "include_pending": False,
+        "allow_multiple_entries": True,
+        "allow_entry_after_exit": True,
+        "all_products": True,
+        "limit_products": [],
+        "subevent": None,
+        "rules": json.dumps(RULES),
+        "exit_all_at": None,
+    }
     times = {"tz": "Europe/Berlin", "date_from": 1_780_000_000, "date_to": None, "date_admission": None}
-    blob = checkinlist.encode_list(revocation, site="arena", version=1, iat=0, event="final", settings=settings,
-                                   times=times, gates={}, pending=[os.urandom(16) for _ in range(5000)])
+    blob = checkinlist.encode_list(
+        revocation,
+        site="arena",
+        version=1,
+        iat=0,
+        event="final",
+        settings=settings,
+        times=times,
+        gates={},
+        pending=[os.urandom(16) for _ in range(5000)],
+    )
     secret = encode_secret(Fields(seed="bench", item=1), issuer)
     now = 1_780_050_000.0
     context = GateContext(site="arena", events=frozenset({"final"}))
@@ -61,11 +90,19 @@ def main() -> int:
         store = GateStore(Path(tmp) / "gate.db", site="arena", gate="g1")
         assert checkinlists.accept(store, blob, ring, site="arena").status == "applied"
         for i in range(10_000):
-            store.record_scan({"ticket": os.urandom(16).hex()}, int((now - 50_000 + i) * 1000),
-                              admit_cti=os.urandom(16), confirmed=True)
+            store.record_scan(
+                {"ticket": os.urandom(16).hex()},
+                int((now - 50_000 + i) * 1000),
+                admit_cti=os.urandom(16),
+                confirmed=True,
+            )
         for i in range(20):
-            store.record_scan({"dir": "out" if i % 2 else "in"}, int((now - 40_000 + i * 600) * 1000),
-                              admit_cti=ticket_id(secret), confirmed=True)
+            store.record_scan(
+                {"dir": "out" if i % 2 else "in"},
+                int((now - 40_000 + i * 600) * 1000),
+                admit_cti=ticket_id(secret),
+                confirmed=True,
+            )
         cpu, wall = [], []
         decision = None
         for _ in range(args.scans):
@@ -77,8 +114,10 @@ def main() -> int:
     median = percentile(cpu, 50)
     print(f"pretix ticket at a gate holding a check-in list with rules ({decision.reason.value}), {args.scans} scans:")
     print(f"  CPU  median {median:.3f} ms  p99 {percentile(cpu, 99):.3f} ms   target <= {TARGET_MS} ms (median)")
-    print(f"  wall median {percentile(wall, 50):.3f} ms  p99 {percentile(wall, 99):.3f} ms   "
-          f"(load average {os.getloadavg()[0]:.2f})")
+    print(
+        f"  wall median {percentile(wall, 50):.3f} ms  p99 {percentile(wall, 99):.3f} ms   "
+        f"(load average {os.getloadavg()[0]:.2f})"
+    )
     ok = median <= TARGET_MS
     print("  OK" if ok else "  MISSED")
     return 0 if ok else 1

@@ -43,11 +43,17 @@ sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from gated.central.issuer import issue, new_claims  # noqa: E402
-from gated.gate.scanner import Scanner  # noqa: E402
 from gated.central import wallet  # noqa: E402
-from gated.gate.rehearsal.synthetic import (HARD_LOW_CONTRAST, module_px, render_hard_frame, render_hard_idle_frame,  # noqa: E402
-                                       render_idle_frame, render_ticket_frame)
+from gated.central.issuer import issue, new_claims  # noqa: E402
+from gated.gate.rehearsal.synthetic import (  # noqa: E402
+    HARD_LOW_CONTRAST,
+    module_px,
+    render_hard_frame,
+    render_hard_idle_frame,
+    render_idle_frame,
+    render_ticket_frame,
+)
+from gated.gate.scanner import Scanner  # noqa: E402
 from sim.stats import percentile  # noqa: E402
 
 DEFAULT_DATASET = ROOT / "tests/data/qr-blackbox"
@@ -75,8 +81,9 @@ def decoders() -> dict:
         "gated": gated.decode,
         "gated-pyzbar": gated_pyzbar.decode,
         "zxing-cpp": lambda g: [b.text for b in zxingcpp.read_barcodes(g, formats=zxingcpp.BarcodeFormat.QRCode)],
-        "pyzbar": lambda g: [s.data.decode("utf-8", errors="replace")
-                             for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])],
+        "pyzbar": lambda g: [
+            s.data.decode("utf-8", errors="replace") for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])
+        ],
     }
 
 
@@ -84,7 +91,7 @@ def run_all(decs: dict, frame: np.ndarray, turn: int) -> dict:
     """Each decoder on the frame, in an order rotated by `turn`: name -> (texts, wall seconds, CPU seconds).
     CPU time is the whole process's (OpenCV may use worker threads), which runs nothing else meanwhile."""
     names = list(decs)
-    names = names[turn % len(names):] + names[: turn % len(names)]
+    names = names[turn % len(names) :] + names[: turn % len(names)]
     out = {}
     for name in names:
         started, cpu = time.perf_counter(), time.process_time()
@@ -151,13 +158,17 @@ def print_real(real: dict, names: list[str]) -> list[str]:
         cells = " ".join(f"{ms(result[(name, rotation)]['t']):>10.2f} ms" for name in names)
         print(f"{'median':<10} {rotation:>4} {'':>9} {cells}")
     got = result[("gated", 0)]["ok"]
-    print(f"target: >= {TARGET_REAL_ROT0}/{n} at rotation 0 -> gated {got}/{n}: "
-          f"{'MET' if got >= TARGET_REAL_ROT0 else 'MISSED'}; at least the ZXing bar at every rotation and folder: "
-          f"{'MET' if not missed else 'MISSED'}")
+    print(
+        f"target: >= {TARGET_REAL_ROT0}/{n} at rotation 0 -> gated {got}/{n}: "
+        f"{'MET' if got >= TARGET_REAL_ROT0 else 'MISSED'}; at least the ZXing bar at every rotation and folder: "
+        f"{'MET' if not missed else 'MISSED'}"
+    )
     if got < TARGET_REAL_ROT0:
         missed.append(f"real rot 0: {got} < {TARGET_REAL_ROT0}")
-    print("gated, which pass found the code at rotation 0: "
-          + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(real["passes"].items(), key=lambda kv: str(kv[0]))))
+    print(
+        "gated, which pass found the code at rotation 0: "
+        + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(real["passes"].items(), key=lambda kv: str(kv[0])))
+    )
     return missed
 
 
@@ -168,10 +179,14 @@ def ticket_texts(count: int) -> tuple[list[str], list[str]]:
     now = int(time.time())
     gt1, gt2 = [], []
     for i in range(count):
-        claims = new_claims(event="BENCH-2026", nbf=now - 3600, exp=now + 86400,
-                            typ=("general", "vip", "staff", "child")[i % 4],
-                            seat=f"{chr(65 + i % 20)}-{i * 7 % 300}" if i % 2 else None,
-                            zones=["north", "east"] if i % 3 == 0 else None)
+        claims = new_claims(
+            event="BENCH-2026",
+            nbf=now - 3600,
+            exp=now + 86400,
+            typ=("general", "vip", "staff", "child")[i % 4],
+            seat=f"{chr(65 + i % 20)}-{i * 7 % 300}" if i % 2 else None,
+            zones=["north", "east"] if i % 3 == 0 else None,
+        )
         gt1.append(issue(claims, key).text)
         dynamic = issue(claims, key, dynamic=True)
         gt2.append(wallet.current_code(dynamic.cose, dynamic.device_key, now))
@@ -200,8 +215,10 @@ def bench_set(decs: dict, frames: int, idle: int, seed: int, hard: bool) -> dict
     via_scanner = Scanner("zxing")
     for size in SIZES:
         rng = np.random.default_rng(seed)
-        r = {name: {"ok": 0, "misread": 0, "t": [], "cpu": [], "idle": [], "idle_cpu": [], "regimes": {}}
-             for name in decs}
+        r = {
+            name: {"ok": 0, "misread": 0, "t": [], "cpu": [], "idle": [], "idle_cpu": [], "regimes": {}}
+            for name in decs
+        }
         passes, regime_count = {}, {}
         for i in range(frames):
             if hard:
@@ -242,8 +259,10 @@ def print_set(synth: dict, names: list[str], frames: int, idle: int, hard: bool)
     title = "Hard set (issue 15): GT1 and GT2 codes" if hard else "Easy set: GT1 tickets"
     label_set = "hard" if hard else "easy"
     print(f"\n== {title} ({lengths[0]}-{lengths[-1]} characters), {frames} frames and {idle} idle frames per size ==")
-    print("times: CPU ms of the decoding process per frame (wall-clock in brackets: on a loaded machine it "
-          "mostly measures the neighbours)")
+    print(
+        "times: CPU ms of the decoding process per frame (wall-clock in brackets: on a loaded machine it "
+        "mostly measures the neighbours)"
+    )
     total = {name: {"ok": 0, "misread": 0} for name in names}
     for size in SIZES:
         r = synth[size]["r"]
@@ -254,11 +273,17 @@ def print_set(synth: dict, names: list[str], frames: int, idle: int, hard: bool)
         rows = [
             ("decoded", f">= {TARGET_SYNTH_SHARE:.0%}", lambda x: f"{x['ok'] / frames:>15.1%}"),
             ("misreads", "0", lambda x: f"{x['misread']:>15}"),
-            ("median ms/frame", f"<= {TARGET_MEDIAN_RATIO}x zxing-cpp",
-             lambda x: f"{ms(x['cpu']):>7.2f} ({ms(x['t']):>5.2f})"),
+            (
+                "median ms/frame",
+                f"<= {TARGET_MEDIAN_RATIO}x zxing-cpp",
+                lambda x: f"{ms(x['cpu']):>7.2f} ({ms(x['t']):>5.2f})",
+            ),
             ("p95 ms/frame", "", lambda x: f"{ms(x['cpu'], 95):>7.2f} ({ms(x['t'], 95):>5.2f})"),
-            ("idle median ms", f"<= {TARGET_IDLE_MS_720P} (720p)" if size == (1280, 720) else "",
-             lambda x: f"{ms(x['idle_cpu']):>7.2f} ({ms(x['idle']):>5.2f})"),
+            (
+                "idle median ms",
+                f"<= {TARGET_IDLE_MS_720P} (720p)" if size == (1280, 720) else "",
+                lambda x: f"{ms(x['idle_cpu']):>7.2f} ({ms(x['idle']):>5.2f})",
+            ),
             ("idle p95 ms", "", lambda x: f"{ms(x['idle_cpu'], 95):>7.2f} ({ms(x['idle'], 95):>5.2f})"),
         ]
         for title_, target, cell in rows:
@@ -284,8 +309,12 @@ def print_set(synth: dict, names: list[str], frames: int, idle: int, hard: bool)
             if idle_ms > TARGET_IDLE_MS_720P:
                 missed.append(f"{label_set} idle 1280x720: {idle_ms:.2f} ms")
         print("targets: " + "; ".join(verdicts))
-        print("gated, which pass found the code: "
-              + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(synth[size]["passes"].items(), key=lambda kv: str(kv[0]))))
+        print(
+            "gated, which pass found the code: "
+            + ", ".join(
+                f"{k or 'none'} {v}" for k, v in sorted(synth[size]["passes"].items(), key=lambda kv: str(kv[0]))
+            )
+        )
     n = frames * len(SIZES)
     cells = " ".join(f"{total[name]['ok'] / n:>15.1%}" for name in names)
     print(f"{'both sizes: decoded':<22} {f'>= {TARGET_SYNTH_SHARE:.0%}' if hard else '':>18} {cells}")
@@ -316,8 +345,10 @@ def main(argv=None) -> int:
     decs = decoders()
     names = list(decs)
     load0 = os.getloadavg()
-    print(f"bench/scan.py  cpus={os.cpu_count()}  load average at start {load0[0]:.2f}  "
-          f"(a shared machine inflates every timing alike: compare columns, not runs)")
+    print(
+        f"bench/scan.py  cpus={os.cpu_count()}  load average at start {load0[0]:.2f}  "
+        f"(a shared machine inflates every timing alike: compare columns, not runs)"
+    )
     missed = []
     if not args.skip_real:
         if not args.dataset.is_dir():
@@ -326,10 +357,16 @@ def main(argv=None) -> int:
         else:
             missed += print_real(bench_real(args.dataset, decs), names)
     if not args.skip_easy:
-        missed += print_set(bench_set(decs, args.frames, args.idle, args.seed, hard=False), names,
-                            args.frames, args.idle, hard=False)
-    missed += print_set(bench_set(decs, args.hard_frames, args.idle, args.seed, hard=True), names,
-                        args.hard_frames, args.idle, hard=True)
+        missed += print_set(
+            bench_set(decs, args.frames, args.idle, args.seed, hard=False), names, args.frames, args.idle, hard=False
+        )
+    missed += print_set(
+        bench_set(decs, args.hard_frames, args.idle, args.seed, hard=True),
+        names,
+        args.hard_frames,
+        args.idle,
+        hard=True,
+    )
     print(f"\nload average at end {os.getloadavg()[0]:.2f}")
     print("ALL TARGETS MET" if not missed else "MISSED: " + "; ".join(missed))
     return 0 if not missed else 1

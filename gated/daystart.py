@@ -27,8 +27,10 @@ def time_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise DayStartError(f"{name!r} is not a time zone name this machine knows (IANA, e.g. Europe/Berlin, "
-                            f"UTC; Debian: apt-get install tzdata) ({type(exc).__name__})") from None
+        raise DayStartError(
+            f"{name!r} is not a time zone name this machine knows (IANA, e.g. Europe/Berlin, "
+            f"UTC; Debian: apt-get install tzdata) ({type(exc).__name__})"
+        ) from None
 
 
 def time_of_day(text: str) -> tuple[int, int]:
@@ -54,8 +56,10 @@ class DayStart:
             today = datetime.fromtimestamp(now_ms / 1000, self.zone).date()
             for back in range(3):  # today's, else yesterday's (or, across a skipped day, the one before)
                 day = today - timedelta(days=back)
-                start = int(datetime(day.year, day.month, day.day, self.hour, self.minute,
-                                     tzinfo=self.zone).timestamp()) * 1000
+                start = (
+                    int(datetime(day.year, day.month, day.day, self.hour, self.minute, tzinfo=self.zone).timestamp())
+                    * 1000
+                )
                 if start <= now_ms:
                     return start
         except (OverflowError, OSError, ValueError):

@@ -5,7 +5,7 @@ On disk a keyring is a directory of PEM public keys plus `keyring.toml`:
     [[key]]
     name = "box-office-2026"          # unique, used in logs and `gated keys list`
     file = "box-office-2026.pub"      # PEM SubjectPublicKeyInfo, Ed25519, relative to the dir
-    roles = ["issuer"]                # issuer | revocation | command | device
+    roles = ["issuer"]                # issuer | revocation | command | device | ledger
     events = ["FINAL-2026"]           # optional (issuer): events it may sign tickets for
     not_before = "2026-01-01T00:00:00Z"   # optional: window in which it may sign
     not_after = "2026-12-31T23:59:59Z"
@@ -70,11 +70,15 @@ def load_keyring(directory: str | os.PathLike) -> Keyring:
         raise KeyringError(f"{path}: cannot read the keyring ({exc})") from None
     entries = doc.get("key", [])
     if not isinstance(entries, list) or not entries:
-        raise KeyringError(f"{path}: the keyring holds no keys (an empty or truncated file: a power cut while it "
-                           f"was written?); trust the keys again with `gated keys trust --keyring {directory} ...`")
+        raise KeyringError(
+            f"{path}: the keyring holds no keys (an empty or truncated file: a power cut while it "
+            f"was written?); trust the keys again with `gated keys trust --keyring {directory} ...`"
+        )
     if "keys" in doc and doc["keys"] != len(entries):
-        raise KeyringError(f"{path}: the keyring says it holds {doc['keys']} keys but {len(entries)} are there "
-                           "(a file cut short?); trust the missing keys again")
+        raise KeyringError(
+            f"{path}: the keyring says it holds {doc['keys']} keys but {len(entries)} are there "
+            "(a file cut short?); trust the missing keys again"
+        )
     problems, keys = [], []
     for i, entry in enumerate(entries):
         where = f"{path}: key[{i}]"
@@ -136,8 +140,9 @@ def generate_key_files(out_dir: str | os.PathLike, name: str) -> tuple[Path, Pat
     return private_path, public_path
 
 
-def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(), not_before=None, not_after=None,
-                   replace: bool = False) -> TrustedKey:
+def trust_key_file(
+    keyring_dir, public_file, role: str, *, name=None, events=(), not_before=None, not_after=None, replace: bool = False
+) -> TrustedKey:
     """Copy a public key into the keyring and add (or extend) its entry in keyring.toml.
 
     The same key under a name already there gains `role` (and the scope given). A *different* key
@@ -163,7 +168,8 @@ def trust_key_file(keyring_dir, public_file, role: str, *, name=None, events=(),
                 raise KeyringError(
                     f"{path}: the name {name!r} already holds another key (kid {old_kid.hex() if old_kid else '?'}, "
                     f"{', '.join(entry.get('roles', [])) or 'no roles'}) than {public_file} (kid {kid.hex()}); "
-                    f"trust it under another --name, or pass --replace to drop the old key and its roles")
+                    f"trust it under another --name, or pass --replace to drop the old key and its roles"
+                )
             entries.remove(entry)
             entry = None
     if entry is None:
@@ -191,7 +197,8 @@ def forget_keys(keyring_dir, names) -> None:
     doc = tomllib.loads(path.read_text())
     dropped = [e for e in doc.get("key", []) if e.get("name") in set(names)]
     doc["key"] = [e for e in doc.get("key", []) if e not in dropped]
-    path.write_text(tomli_w.dumps(doc))
+    doc["keys"] = len(doc["key"])  # the count load_keyring checks
+    write_atomic(path, tomli_w.dumps(doc))
     for entry in dropped:
         (keyring_dir / entry["file"]).unlink(missing_ok=True)
 

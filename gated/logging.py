@@ -45,9 +45,12 @@ def setup(level: str = "info", fmt: str = "auto", stream=None) -> None:
     )
     # libraries on the standard logging module (paho, gpiozero) go through the same renderer
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name] + shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta] + renderer))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name] + shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta] + renderer,
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(LEVELS[level], logging.INFO))

@@ -61,8 +61,16 @@ def check_listen(text: str) -> str | None:
 class MetricsServer:
     """`GET /metrics` on one address (see the module's docstring); `shutdown()` stops it."""
 
-    def __init__(self, host: str, port: int, collector: Collector, *, max_connections: int = MAX_CONNECTIONS,
-                 head_timeout: float = HEAD_TIMEOUT, write_timeout: float = WRITE_TIMEOUT):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        collector: Collector,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        head_timeout: float = HEAD_TIMEOUT,
+        write_timeout: float = WRITE_TIMEOUT,
+    ):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
         self.max_connections, self.head_timeout, self.write_timeout = max_connections, head_timeout, write_timeout
@@ -72,7 +80,8 @@ class MetricsServer:
         self._open = 0
         try:
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._connection, host, port, limit=MAX_HEAD, backlog=128))
+                asyncio.start_server(self._connection, host, port, limit=MAX_HEAD, backlog=128)
+            )
         except OSError as exc:
             self._loop.close()
             self._render.shutdown()
@@ -100,14 +109,17 @@ class MetricsServer:
             finally:
                 self._waiting.pop(writer, None)
             status, body, content_type = await self._answer(head)
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + body
+            )
             try:
                 await asyncio.wait_for(writer.drain(), self.write_timeout)
             except (asyncio.TimeoutError, ConnectionError):
                 pass
         except asyncio.CancelledError:  # shutdown(): the connection ends here, quietly (Python 3.11's
-            return                      # asyncio would log a cancelled connection task as unhandled)
+            return  # asyncio would log a cancelled connection task as unhandled)
         finally:
             self._open -= 1
             writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
@@ -131,6 +143,7 @@ class MetricsServer:
             await asyncio.gather(*tasks, return_exceptions=True)  # each connection closed in its finally
             for _ in range(2):
                 await asyncio.sleep(0)  # the transports' close callbacks: the sockets are closed
+
         if self._loop.is_closed():
             return
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)

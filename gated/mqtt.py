@@ -25,7 +25,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gated.mqtturl import UplinkSettings
+from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words, tls_file_problems
+from gated.mqtturl import BrokerUrlError, UplinkSettings
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -51,9 +52,15 @@ class MqttLink:
     put ("connected", generation, session_present), ("disconnected", reason), ("published", mid, rc)
     and ("message", Inbound) on `inbox`. Shared by the gate uplink, the ledger and the publisher."""
 
-    def __init__(self, settings: UplinkSettings, client_id: str, *,
-                 will: Callable[[], tuple[str, bytes]] | None = None, persistent: bool = True,
-                 rng: random.Random | None = None):
+    def __init__(
+        self,
+        settings: UplinkSettings,
+        client_id: str,
+        *,
+        will: Callable[[], tuple[str, bytes]] | None = None,
+        persistent: bool = True,
+        rng: random.Random | None = None,
+    ):
         """`will()` gives the last will's (topic, payload); it is asked again before every reconnect
         (on paho's thread, so it must only read values, never the store)."""
         self.settings, self.client_id, self.persistent = settings, client_id, persistent
@@ -65,11 +72,20 @@ class MqttLink:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._subscribed = threading.Event()  # a SUBACK came on this connection
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
         if settings.tls:
-            client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            problems = tls_file_problems(settings.ca_file, settings.cert_file, settings.key_file)
+            if problems:  # paho would say only "[Errno 2] No such file or directory"
+                raise BrokerUrlError("; ".join(problems))
+            client.tls_set(
+                ca_certs=settings.ca_file,
+                certfile=settings.cert_file,
+                keyfile=settings.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         self._will = will
@@ -99,7 +115,8 @@ class MqttLink:
         if reason_code.is_failure:
             self._attempt += 1
             self._set_backoff(client)
-            self.inbox.put(("refused", f"connection refused: {reason_code}"))
+            hint = f" ({NOT_AUTHORISED_HINT})" if reason_code.value == 135 else ""
+            self.inbox.put(("refused", f"connection refused: {reason_words(reason_code)}{hint}"))
             return
         self._attempt = 0
         self._set_backoff(client)
@@ -113,7 +130,7 @@ class MqttLink:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if any(rc.is_failure for rc in reason_codes):
-            self.inbox.put(("refused", f"subscription refused: {', '.join(str(rc) for rc in reason_codes)}"))
+            self.inbox.put(("refused", f"subscription refused: {', '.join(reason_words(rc) for rc in reason_codes)}"))
         self._subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -125,14 +142,25 @@ class MqttLink:
         self._subscribed.clear()
         self._attempt += 1
         self._set_backoff(client)
-        self.inbox.put(("disconnected", str(reason_code)))
+        self.inbox.put(("disconnected", reason_words(reason_code)))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.inbox.put(("published", mid, reason_code.value))
 
     def _on_message(self, client, userdata, message) -> None:
-        self.inbox.put(("message", Inbound(message.topic, bytes(message.payload), message.mid, message.qos,
-                                           bool(message.retain), self.generation)))
+        self.inbox.put(
+            (
+                "message",
+                Inbound(
+                    message.topic,
+                    bytes(message.payload),
+                    message.mid,
+                    message.qos,
+                    bool(message.retain),
+                    self.generation,
+                ),
+            )
+        )
 
     # owner thread ------------------------------------------------------------------------------
     @property
@@ -157,8 +185,9 @@ class MqttLink:
         if self.persistent:
             props.SessionExpiryInterval = self.settings.session_expiry_s
         s = self.settings
-        self.client.connect_async(s.host, s.port, keepalive=s.keepalive_s,
-                                  clean_start=not self.persistent, properties=props)
+        self.client.connect_async(
+            s.host, s.port, keepalive=s.keepalive_s, clean_start=not self.persistent, properties=props
+        )
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -202,7 +231,8 @@ class MqttLink:
             if item[0] == "published" and item[1] in waiting:
                 topic = waiting.pop(item[1])
                 if item[2] >= 0x80:
-                    return f"the broker refused {topic} (reason code {item[2]:#x}): check its ACL"
+                    hint = f" ({NOT_AUTHORISED_HINT})" if item[2] == 135 else ": check its access rules"
+                    return f"the broker refused {topic}: {reason_words(item[2])}{hint}"
             elif on_other is not None:
                 on_other(item)
             elif item[0] == "message":

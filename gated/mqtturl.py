@@ -43,11 +43,12 @@ class UplinkSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_inflight: int = 100  # outbox events handed to paho and not yet acknowledged
-    # end-to-end delivery (docs/protocol.md, "Committed events"): keep each event until the ledger
-    # says it holds it (not just the broker); re-send what it lacks when it makes no progress for
-    # resend_after_s (doubling, up to an hour); drop rows the broker acknowledged over
-    # outbox_retention_s ago that no ledger confirmed
-    keep_until_committed: bool = False
+    # end-to-end delivery, always (docs/protocol.md, "Committed events"): each event is kept until
+    # the ledger says it holds it (not just the broker); re-send what it lacks when it confirms
+    # nothing for resend_after_s (doubling, up to an hour); drop rows the broker acknowledged over
+    # outbox_retention_s ago that no ledger confirmed. keep_until_committed: the old switch, still
+    # read from a gated.toml that has it (None: absent), and no longer changing anything
+    keep_until_committed: bool | None = None
     resend_after_s: float = 30.0
     outbox_retention_s: float = 7 * DAY
 
@@ -89,9 +90,17 @@ def parse_broker_url(url: str, **overrides) -> UplinkSettings:
     password = unquote(parts.password) if parts.password else None
     if "password_file" in query:
         password = _read_password(query["password_file"])
-    fields = dict(host=parts.hostname, port=port, tls=tls, ca_file=query.get("ca"), cert_file=query.get("cert"),
-                  key_file=query.get("key"), username=unquote(parts.username) if parts.username else None,
-                  password=password, client_id=query.get("client_id"))
+    fields = dict(
+        host=parts.hostname,
+        port=port,
+        tls=tls,
+        ca_file=query.get("ca"),
+        cert_file=query.get("cert"),
+        key_file=query.get("key"),
+        username=unquote(parts.username) if parts.username else None,
+        password=password,
+        client_id=query.get("client_id"),
+    )
     if "keepalive" in query:
         try:
             fields["keepalive_s"] = int(query["keepalive"])
@@ -115,15 +124,19 @@ def _read_password(path: str) -> str:
 
 # --- command-line helpers (shared by `gated ledger`, `gated publish-revocations`, ...) ----------
 
-def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = True,
-                         cert_key_option: str = "--key") -> None:
-    """`cert_key_option`: the option naming the client certificate's key (`--cert-key` where `--key`
-    means a signing key, as in `gated command`)."""
-    parser.add_argument("--broker", required=required, metavar="URL",
-                        help="mqtt://host[:port] or mqtts://host[:port] (user:password@ and ?ca=&cert=&key= allowed)")
+
+def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The same options on every command that talks to a broker: --ca, --cert, --key are always the
+    TLS files (a signing key is --signing-key: gated/cli/options.py)."""
+    parser.add_argument(
+        "--broker",
+        required=required,
+        metavar="URL",
+        help="mqtt://host[:port] or mqtts://host[:port] (user:password@ and ?ca=&cert=&key= allowed)",
+    )
     parser.add_argument("--ca", help="CA certificate(s) that signed the broker's certificate (PEM)")
     parser.add_argument("--cert", help="client certificate (PEM); the broker takes its CN as the user name")
-    parser.add_argument(cert_key_option, dest="cert_key", help="private key of the client certificate (PEM)")
+    parser.add_argument("--key", dest="cert_key", help="private key of the client certificate (PEM)")
     parser.add_argument("--username")
     parser.add_argument("--password-file", help="file holding the broker password")
     parser.add_argument("--client-id", help="MQTT client id (default: derived from the command and site)")
@@ -131,9 +144,14 @@ def add_broker_arguments(parser: argparse.ArgumentParser, *, required: bool = Tr
 
 def settings_from_args(args, *, client_id: str | None = None) -> UplinkSettings:
     """Settings from `add_broker_arguments` options; BrokerUrlError for anything wrong."""
-    settings = parse_broker_url(args.broker, ca_file=args.ca, cert_file=args.cert, key_file=args.cert_key,
-                                username=args.username,
-                                password=_read_password(args.password_file) if args.password_file else None)
+    settings = parse_broker_url(
+        args.broker,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.cert_key,
+        username=args.username,
+        password=_read_password(args.password_file) if args.password_file else None,
+    )
     if settings.client_id is None:
         settings = replace(settings, client_id=args.client_id or client_id)
     return settings

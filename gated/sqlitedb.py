@@ -28,3 +28,38 @@ def rollback(db: sqlite3.Connection) -> None:
     """Roll back the open transaction, if SQLite has not already rolled it back."""
     if db.in_transaction:
         db.execute("ROLLBACK")
+
+
+def migrate(db: sqlite3.Connection, migrations: list[str]) -> int:
+    """Bring a database to `len(migrations)` (numbered from 1, recorded in `PRAGMA user_version`)
+    in ONE write transaction: the version is read under the write lock and every missing migration
+    applied before COMMIT, so two processes opening one new file at once cannot interleave (the one
+    that waited for the lock finds the work done). A version is never lowered: a file made by a
+    newer release (a higher version) is left as it is. Returns the version the file is at.
+
+    Not `executescript`, which commits any open transaction first (Python 3.11): each statement is
+    run on its own, inside ours."""
+    with write_transaction(db):
+        (current,) = db.execute("PRAGMA user_version").fetchone()
+        for number in range(current + 1, len(migrations) + 1):
+            for statement in statements(migrations[number - 1]):
+                db.execute(statement)
+        if len(migrations) > current:
+            db.execute(f"PRAGMA user_version = {len(migrations)}")
+            current = len(migrations)
+    return current
+
+
+def statements(script: str) -> list[str]:
+    """A script split into complete SQL statements (sqlite3.complete_statement: a `;` inside a string
+    or a trigger body does not end one)."""
+    out, pending = [], ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        out.append(pending.strip().rstrip(";"))
+    return out

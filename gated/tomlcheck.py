@@ -64,8 +64,11 @@ def scalar(value, kind, *, minimum=None, maximum=None, above=None, choices=None)
         return value, ""
     else:
         raise TypeError(f"scalar() reads bool, int, float or str, not {kind}")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum) \
-            or (above is not None and value <= above):
+    if (
+        (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+        or (above is not None and value <= above)
+    ):
         return BAD, expected
     return value, ""
 
@@ -155,8 +158,9 @@ class Reader:
                     if is_dataclass(inner):  # a required table: say what it needs rather than just "missing"
                         values[f.name] = self._missing_table(inner, path)
                     else:
-                        self.problem(path, "missing, and required" + (f" ({f.metadata['doc']})"
-                                                                      if f.metadata.get("doc") else ""))
+                        self.problem(
+                            path, "missing, and required" + (f" ({f.metadata['doc']})" if f.metadata.get("doc") else "")
+                        )
                 continue
             value = self.value(hints[f.name], raw[f.name], path, f.metadata, raw)
             if value is not BAD:
@@ -216,8 +220,12 @@ class Reader:
             p = Path(raw).expanduser()
             return p if p.is_absolute() else (self.base_dir / p)
         if inner is str:
-            if not isinstance(raw, str) or not raw.strip() or ("choices" in meta and raw not in meta["choices"]) \
-                    or ("pattern" in meta and not meta["pattern"].match(raw)):
+            if (
+                not isinstance(raw, str)
+                or not raw.strip()
+                or ("choices" in meta and raw not in meta["choices"])
+                or ("pattern" in meta and not meta["pattern"].match(raw))
+            ):
                 return self.expected(path, _str_expected(meta), raw)
             if "check" in meta and (expected := meta["check"](raw)):
                 return self.expected(path, expected, raw)
@@ -227,10 +235,14 @@ class Reader:
                 return self.expected(path, "a list of integers >= 0", raw)
             return tuple(raw)
         if typing.get_origin(inner) is tuple:
-            if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw) \
-                    or (meta.get("nonempty") and not raw):
-                return self.expected(path, "a non-empty list of strings" if meta.get("nonempty") else "a list of strings",
-                                     raw)
+            if (
+                not isinstance(raw, list)
+                or not all(isinstance(x, str) and x for x in raw)
+                or (meta.get("nonempty") and not raw)
+            ):
+                return self.expected(
+                    path, "a non-empty list of strings" if meta.get("nonempty") else "a list of strings", raw
+                )
             return tuple(raw)
         raise TypeError(f"schema type {kind} at {path} is not supported")
 

@@ -35,7 +35,8 @@ class Mosquitto:
         self.port = port or free_port()
         self.config = self.directory / "mosquitto.conf"
         self.log = self.directory / "mosquitto.log"
-        write_atomic(self.config,
+        write_atomic(
+            self.config,
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
@@ -47,7 +48,8 @@ class Mosquitto:
             # would fail silently and a restart (the broker_down fault) would lose every queued session
             + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
             + "log_dest stderr\n"
-            "log_type error\nlog_type warning\n" + extra_config)
+            "log_type error\nlog_type warning\n" + extra_config,
+        )
         self.process: subprocess.Popen | None = None
 
     @property
@@ -62,8 +64,9 @@ class Mosquitto:
         if not Path(MOSQUITTO).exists():
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto), or pass --broker URL")
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                            stderr=log, start_new_session=True)
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -17,9 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gated import keys
-
-from gated.core import base45
 from gated.central.issuer import issue, new_claims
+from gated.core import base45
 from gated.core.decide import GateContext
 from gated.core.revocation import encode_updates
 from gated.gate.revocations import apply_update
@@ -55,8 +54,10 @@ def main() -> int:
         valid, refunded, twice = ticket(seat="A12"), ticket(seat="B3"), ticket(seat="C7")
         cases = [
             ("valid ticket", valid.text),
-            ("forged (signed by an unknown key)", issue(new_claims(event=EVENT, nbf=now, exp=now + 3600),
-                                                         Ed25519PrivateKey.generate()).text),
+            (
+                "forged (signed by an unknown key)",
+                issue(new_claims(event=EVENT, nbf=now, exp=now + 3600), Ed25519PrivateKey.generate()).text,
+            ),
             ("tampered (one bit changed)", tamper(ticket(seat="D1").text)),
             ("refunded (revoked)", refunded.text),
             ("expired yesterday", ticket(nbf=now - 2 * 86400, exp=now - 86400).text),
@@ -69,8 +70,10 @@ def main() -> int:
         with GateStore(tmp / "gate.db", site=SITE, gate="demo-1") as store:
             (update,) = encode_updates(rev_key, site=SITE, version=1, add=[refunded.claims.cti], iat=now)
             outcome = apply_update(store, update, ring, site=SITE, now_ms=now * 1000)
-            console.print(f"[bold]gated desk demo[/]: site {SITE}, event {EVENT}; revocation list v{outcome.version} "
-                          f"({outcome.status}: 1 refunded ticket)\n")
+            console.print(
+                f"[bold]gated desk demo[/]: site {SITE}, event {EVENT}; revocation list v{outcome.version} "
+                f"({outcome.status}: 1 refunded ticket)\n"
+            )
             gate = GateContext(site=SITE, events=frozenset({EVENT}), zone="north")
             table = Table("scan", "decision", "reason", "detail")
             for label, text in cases:
@@ -80,8 +83,10 @@ def main() -> int:
                 colour = "green" if decision.admit else "red"
                 table.add_row(label, f"[{colour}]{decision.word}[/]", decision.reason.value, decision.detail)
             console.print(table)
-            console.print(f"\n{store.outbox_depth()} signed, hash-chained scan events waiting in the gate's outbox "
-                          f"for the central ledger.")
+            console.print(
+                f"\n{store.outbox_depth()} signed, hash-chained scan events waiting in the gate's outbox "
+                f"for the central ledger."
+            )
     return 0
 
 

@@ -51,9 +51,8 @@ from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated.core import pretix_secret
-from gated.core import base45, ticket
 from gated.central.issuer import IssuedTicket, issue, new_claims
+from gated.core import base45, pretix_secret, ticket
 from sim.scenario import Scenario
 
 DAY = 86400
@@ -92,8 +91,11 @@ class Attempt:
 
     @property
     def matched(self) -> bool:
-        return (self.observed_admit == self.expect_admit and self.observed_reason == self.expect_reason
-                and self.observed_flag == self.expect_flag)
+        return (
+            self.observed_admit == self.expect_admit
+            and self.observed_reason == self.expect_reason
+            and self.observed_flag == self.expect_flag
+        )
 
 
 @dataclass
@@ -136,7 +138,7 @@ def arrival_times(scenario: Scenario, n: int, rng: random.Random) -> list[float]
 def tamper_claim(text: str) -> str:
     """Change one byte inside the event id (a text claim) of a signed ticket: still well-formed
     CBOR, so the only thing wrong is the signature."""
-    raw = bytearray(base45.decode(text[len(ticket.STATIC_PREFIX):]))
+    raw = bytearray(base45.decode(text[len(ticket.STATIC_PREFIX) :]))
     claims = ticket.parse_claims(_payload_of(bytes(raw)))
     target = claims.aud.encode()
     at = bytes(raw).find(target)
@@ -148,7 +150,7 @@ def cut_signature(text: str) -> str:
     """Drop the last signature byte: a 63-byte signature is malformed before anything is verified."""
     import cbor2
 
-    raw = base45.decode(text[len(ticket.STATIC_PREFIX):])
+    raw = base45.decode(text[len(ticket.STATIC_PREFIX) :])
     item = cbor2.loads(raw)
     value = item.value if isinstance(item, cbor2.CBORTag) else item
     value[3] = value[3][:-1]
@@ -157,8 +159,9 @@ def cut_signature(text: str) -> str:
 
 def issue_pretix(claims: ticket.Claims, key: Ed25519PrivateKey, *, item: int, seed: str) -> IssuedTicket:
     """A pretix_sig1 secret as pretix would sell it, its claims as the gate will read them."""
-    text = pretix_secret.encode_secret(pretix_secret.Fields(seed=seed, item=item, valid_from=claims.nbf,
-                                                            valid_until=claims.exp), key)
+    text = pretix_secret.encode_secret(
+        pretix_secret.Fields(seed=seed, item=item, valid_from=claims.nbf, valid_until=claims.exp), key
+    )
     return IssuedTicket(replace(claims, cti=pretix_secret.ticket_id(text), ent=1, zon=None), text, b"")
 
 
@@ -183,8 +186,14 @@ def _payload_of(cose_bytes: bytes) -> bytes:
     return value[2]
 
 
-def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, speed: float,
-          other_event_key: Ed25519PrivateKey | None = None) -> Crowd:
+def build(
+    scenario: Scenario,
+    issuer_key: Ed25519PrivateKey,
+    start: int,
+    *,
+    speed: float,
+    other_event_key: Ed25519PrivateKey | None = None,
+) -> Crowd:
     """Issue every ticket and plan every attempt. `start` is the unix time the doors open."""
     rng = random.Random(scenario.seed)
     pretix = scenario.ticket_format == "pretix_sig1"
@@ -204,9 +213,15 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
 
     def claims_for(gate: str, **over):
         zone = scenario.zone_of(gate) if scenario.zoned else None
-        fields = dict(event=scenario.event, nbf=start - 3600, exp=start + 6 * 3600,
-                      typ=rng.choices(types, weights)[0], ent=scenario.entries, zones=[zone] if zone else None,
-                      iat=start - 86400)
+        fields = dict(
+            event=scenario.event,
+            nbf=start - 3600,
+            exp=start + 6 * 3600,
+            typ=rng.choices(types, weights)[0],
+            ent=scenario.entries,
+            zones=[zone] if zone else None,
+            iat=start - 86400,
+        )
         fields.update(over)
         return new_claims(**fields)
 
@@ -236,8 +251,16 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         passes = rng.random() >= scenario.no_pass_share
         if _zone(scenario, gate) in scenario.capacities:
             held.setdefault(_zone(scenario, gate), []).append(
-                (at, visitor, gate, None if dynamic else issued.text, cti,
-                 (issued.cose, issued.claims.cti, issued.device_key) if dynamic else None, passes))
+                (
+                    at,
+                    visitor,
+                    gate,
+                    None if dynamic else issued.text,
+                    cti,
+                    (issued.cose, issued.claims.cti, issued.device_key) if dynamic else None,
+                    passes,
+                )
+            )
             visitor += 1
             continue
         if scenario.checkin_admit_types is not None and issued.claims.typ not in scenario.checkin_admit_types:
@@ -245,12 +268,35 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
             add(visitor, gate, at, "not_on_list", issued.text, cti, False, "rules")
             visitor += 1
             continue
-        first = add(visitor, gate, at, "valid", None if dynamic else issued.text, cti, True, "ok", passes=passes,
-                    dynamic=(issued.cose, issued.claims.cti, issued.device_key) if dynamic else None)
+        first = add(
+            visitor,
+            gate,
+            at,
+            "valid",
+            None if dynamic else issued.text,
+            cti,
+            True,
+            "ok",
+            passes=passes,
+            dynamic=(issued.cose, issued.claims.cti, issued.device_key) if dynamic else None,
+        )
         if not passes:
             # the light went green, nobody went through: after the timeout the ticket works again
-            entered.append(add(visitor, gate, at, "retry", first.text, cti, True, "ok", after=first.id,
-                               after_gap_s=1.0, dynamic=first.dynamic))
+            entered.append(
+                add(
+                    visitor,
+                    gate,
+                    at,
+                    "retry",
+                    first.text,
+                    cti,
+                    True,
+                    "ok",
+                    after=first.id,
+                    after_gap_s=1.0,
+                    dynamic=first.dynamic,
+                )
+            )
         else:
             entered.append(first)
             if not dynamic and scenario.entries == 1:
@@ -275,14 +321,36 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
                     same_zone = [g for g in others if scenario.zone_of(g) == scenario.zone_of(original.gate)]
                     others, reason = (same_zone, reason) if same_zone else (others, "wrong_zone")
                 gate = rng.choice(others)
-            add(visitor, gate, max(times[visitor], original.at_s), kind, original.text, original.cti, False,
-                reason, after=original.id, after_gap_s=2.0 if kind == "used_twice" else 3.0,
-                needs_broker=kind == "two_gates")
+            add(
+                visitor,
+                gate,
+                max(times[visitor], original.at_s),
+                kind,
+                original.text,
+                original.cti,
+                False,
+                reason,
+                after=original.id,
+                after_gap_s=2.0 if kind == "used_twice" else 3.0,
+                needs_broker=kind == "two_gates",
+            )
             visitor += 1
     # the rest of the cheats
-    plain = [k for k in ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
-                         "screenshot", "static_copy", "unpaid")
-             for _ in range(fraud[k])]
+    plain = [
+        k
+        for k in (
+            "forged",
+            "tampered",
+            "revoked_before",
+            "revoked_during",
+            "expired",
+            "wrong_event",
+            "screenshot",
+            "static_copy",
+            "unpaid",
+        )
+        for _ in range(fraud[k])
+    ]
     assert len(plain) == n_plain_fraud
     tampered_seen = 0
     for kind in plain:
@@ -290,8 +358,16 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
         at = times[visitor]
         if kind == "forged":
             issued = sign(claims_for(gate), forger)
-            add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False,
-                "bad_signature" if pretix else "unknown_key")
+            add(
+                visitor,
+                gate,
+                at,
+                kind,
+                issued.text,
+                issued.claims.cti.hex(),
+                False,
+                "bad_signature" if pretix else "unknown_key",
+            )
         elif kind == "tampered":
             issued = sign(claims_for(gate), issuer_key)
             if tampered_seen % 2 == 0 and pretix:
@@ -310,8 +386,18 @@ def build(scenario: Scenario, issuer_key: Ed25519PrivateKey, start: int, *, spee
             crowd.tickets[issued.claims.cti.hex()] = 1
             if kind == "revoked_during":
                 at = max(at, scenario.revocations_at_s)
-            add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "revoked",
-                needs_broker=kind == "revoked_during", needs_revocation=kind == "revoked_during")
+            add(
+                visitor,
+                gate,
+                at,
+                kind,
+                issued.text,
+                issued.claims.cti.hex(),
+                False,
+                "revoked",
+                needs_broker=kind == "revoked_during",
+                needs_revocation=kind == "revoked_during",
+            )
         elif kind == "expired":
             issued = sign(claims_for(gate, nbf=start - 3 * DAY, exp=start - 2 * DAY, iat=start - 4 * DAY), issuer_key)
             add(visitor, gate, at, kind, issued.text, issued.claims.cti.hex(), False, "expired")
@@ -374,12 +460,35 @@ def _plan_exits(scenario: Scenario, rng: random.Random, entered: list[Attempt], 
             continue
         gate, dwell, back = leaving
         kind = _exit_kind(scenario, gate)
-        out = add(e.visitor, gate, e.at_s + dwell, kind, None if kind == "free_exit" else e.text, e.cti, True, "ok",
-                  after=e.id, after_gap_s=dwell / speed, dynamic=None if kind == "free_exit" else e.dynamic)
+        out = add(
+            e.visitor,
+            gate,
+            e.at_s + dwell,
+            kind,
+            None if kind == "free_exit" else e.text,
+            e.cti,
+            True,
+            "ok",
+            after=e.id,
+            after_gap_s=dwell / speed,
+            dynamic=None if kind == "free_exit" else e.dynamic,
+        )
         if back:
             kind, admit, reason = _return_expectation(scenario, gate)
-            add(e.visitor, e.gate, out.at_s + 2.0, kind, e.text, e.cti, admit, reason, after=out.id,
-                after_gap_s=1.0, needs_broker=True, dynamic=e.dynamic)
+            add(
+                e.visitor,
+                e.gate,
+                out.at_s + 2.0,
+                kind,
+                e.text,
+                e.cti,
+                admit,
+                reason,
+                after=out.id,
+                after_gap_s=1.0,
+                needs_broker=True,
+                dynamic=e.dynamic,
+            )
 
 
 def _plan_capacity_zone(scenario: Scenario, rng: random.Random, zone: str, arrivals: list, add, speed: float) -> None:
@@ -392,17 +501,36 @@ def _plan_capacity_zone(scenario: Scenario, rng: random.Random, zone: str, arriv
     queue: list = []
     order = iter(range(10**9))
     for at, visitor, gate, text, cti, dynamic, passes in arrivals:
-        heapq.heappush(queue, (at, next(order), "enter", {"visitor": visitor, "gate": gate, "text": text, "cti": cti,
-                                                           "dynamic": dynamic, "passes": passes}))
+        heapq.heappush(
+            queue,
+            (
+                at,
+                next(order),
+                "enter",
+                {"visitor": visitor, "gate": gate, "text": text, "cti": cti, "dynamic": dynamic, "passes": passes},
+            ),
+        )
     inside, waiting, previous = 0, deque(), None
 
     def chained(v, gate, at, kind, text, admit, reason, passes=True, dynamic=None):
         nonlocal previous
         # news from another gate (an exit, an entry) must have crossed the broker first
         crossing = previous is not None and (previous.gate != gate or kind in ("reentry", "return_unrecorded"))
-        a = add(v["visitor"], gate, at, kind, text, v["cti"], admit, reason, passes=passes, dynamic=dynamic,
-                after=previous.id if previous else None, after_gap_s=0.6 if crossing else 0.2,
-                needs_broker=crossing)
+        a = add(
+            v["visitor"],
+            gate,
+            at,
+            kind,
+            text,
+            v["cti"],
+            admit,
+            reason,
+            passes=passes,
+            dynamic=dynamic,
+            after=previous.id if previous else None,
+            after_gap_s=0.6 if crossing else 0.2,
+            needs_broker=crossing,
+        )
         previous = a
         return a
 
@@ -432,8 +560,16 @@ def _plan_capacity_zone(scenario: Scenario, rng: random.Random, zone: str, arriv
         elif what == "exit":
             gate = v["exit_gate"]
             kind = _exit_kind(scenario, gate)
-            chained(v, gate, at, kind, None if kind == "free_exit" else v["text"], True, "ok",
-                    dynamic=None if kind == "free_exit" else v["dynamic"])
+            chained(
+                v,
+                gate,
+                at,
+                kind,
+                None if kind == "free_exit" else v["text"],
+                True,
+                "ok",
+                dynamic=None if kind == "free_exit" else v["dynamic"],
+            )
             inside -= 1
             if v["back"]:
                 again, _, _ = _return_expectation(scenario, gate)

@@ -22,6 +22,7 @@ every expected answer is known. Threads of the runner:
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -97,8 +98,10 @@ class Run:
                 return False
             # the gate's reconnect backs off (up to seconds after the broker is back): wait until it
             # has said `online` again, else the news it needs may still be waiting at the broker
-            if self.broker_restarted and self.venue.listener.online_at.get(a.gate, 0.0) < \
-                    self.clock.t0 + self.broker_up_since:
+            if (
+                self.broker_restarted
+                and self.venue.listener.online_at.get(a.gate, 0.0) < self.clock.t0 + self.broker_up_since
+            ):
                 return False
             up = self.venue.gates[a.gate].up_since
             if up is None or time.monotonic() < up + PROPAGATION_S:
@@ -159,8 +162,7 @@ class Run:
                 proc = gate.process
                 if proc is not None and proc.poll() is not None and self.gate_state[gate_id] != "dead":
                     self.gate_state[gate_id] = "dead"
-                    self.notes.append(f"gate {gate_id} died on its own (exit {proc.returncode}); "
-                                      f"see {gate.log_path}")
+                    self.notes.append(f"gate {gate_id} died on its own (exit {proc.returncode}); see {gate.log_path}")
             finally:
                 attempt.ended_at = self.clock.now()
                 with self.lock:
@@ -189,7 +191,9 @@ class Run:
         gate.client.request("drive", device=self.passage_device, active=False)
         deadline = time.monotonic() + DECISION_TIMEOUT_S
         while time.monotonic() < deadline and not self.stop.is_set():
-            found = next((e for e in self.find_events(gate, start) if e.get("kind") == "passage" and e.get("free")), None)
+            found = next(
+                (e for e in self.find_events(gate, start) if e.get("kind") == "passage" and e.get("free")), None
+            )
             if found is not None:
                 a.decided_at = self.clock.now()
                 a.observed_admit, a.observed_reason, a.event_id = True, "ok", found.get("id")
@@ -237,8 +241,14 @@ class Run:
             wait = self.scenario.passage_timeout_s + 5.0
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and not self.stop.is_set():
-            passage = next((e for e in self.find_events(gate, scan["seq"])
-                            if e.get("kind") == "passage" and e.get("ref") == scan.get("id")), None)
+            passage = next(
+                (
+                    e
+                    for e in self.find_events(gate, scan["seq"])
+                    if e.get("kind") == "passage" and e.get("ref") == scan.get("id")
+                ),
+                None,
+            )
             if passage is not None:
                 a.passage = passage.get("result")
                 break
@@ -267,10 +277,16 @@ class Run:
         time.sleep(2.5)  # a fresh beacon, if the broker is up (inside an outage its clock carries on alone)
         back = self.clock.now()
         self.gate_state[gate_id] = "up"
-        self.faults.append({"kind": "gate_kill", "gate": gate_id, "start_sim_s": self.clock.sim(killed),
-                            "end_sim_s": self.clock.sim(back),
-                            "what": f"SIGKILL at {self.clock.sim(killed):.1f} s ({during}), "
-                                    f"restarted and serving again at {self.clock.sim(back):.1f} s"})
+        self.faults.append(
+            {
+                "kind": "gate_kill",
+                "gate": gate_id,
+                "start_sim_s": self.clock.sim(killed),
+                "end_sim_s": self.clock.sim(back),
+                "what": f"SIGKILL at {self.clock.sim(killed):.1f} s ({during}), "
+                f"restarted and serving again at {self.clock.sim(back):.1f} s",
+            }
+        )
         return True
 
     def carry_out_replace(self, gate_id: str, fault) -> bool:
@@ -299,17 +315,31 @@ class Run:
             return False
         back = self.clock.now()
         self.replaced_at[gate_id] = killed  # peers' events since are queued for it in its broker session
-        self.used_at_old[gate_id] = [a for a in self.crowd.attempts if a.gate == gate_id and a.observed_admit
-                                     and a.passage == "passed" and a.dynamic is None and a.decided_at is not None
-                                     and a.decided_at < killed and self.crowd.tickets.get(a.cti, 1) == 1]
+        self.used_at_old[gate_id] = [
+            a
+            for a in self.crowd.attempts
+            if a.gate == gate_id
+            and a.observed_admit
+            and a.passage == "passed"
+            and a.dynamic is None
+            and a.decided_at is not None
+            and a.decided_at < killed
+            and self.crowd.tickets.get(a.cti, 1) == 1
+        ]
         self.show_again(gate_id, 2)  # before the snapshot: the new state cannot know these were used
         self.unsynced_until[gate_id] = back + self.clock.real(fault.sync_after_s)
         self.gate_state[gate_id] = "unsynced"
-        self.faults.append({"kind": "gate_replace", "gate": gate_id, "start_sim_s": self.clock.sim(killed),
-                            "end_sim_s": self.clock.sim(back),
-                            "what": f"card dead at {self.clock.sim(killed):.1f} s: state wiped, new chain and device "
-                                    f"key (kid {kid}, approved), serving again at {self.clock.sim(back):.1f} s under "
-                                    f"until_synced = {self.scenario.until_synced}"})
+        self.faults.append(
+            {
+                "kind": "gate_replace",
+                "gate": gate_id,
+                "start_sim_s": self.clock.sim(killed),
+                "end_sim_s": self.clock.sim(back),
+                "what": f"card dead at {self.clock.sim(killed):.1f} s: state wiped, new chain and device "
+                f"key (kid {kid}, approved), serving again at {self.clock.sim(back):.1f} s under "
+                f"until_synced = {self.scenario.until_synced}",
+            }
+        )
         return True
 
     def sync_replaced(self, gate_id: str) -> None:
@@ -327,17 +357,33 @@ class Run:
         del self.unsynced_until[gate_id]
         self.gate_state[gate_id] = "up"
         self.show_again(gate_id, 3)  # after it: already_used, as at the old card
-        self.faults.append({"kind": "gate_replace", "gate": gate_id, "start_sim_s": None, "end_sim_s": None,
-                            "what": f"admissions snapshot published at {self.clock.sim(self.clock.now()):.1f} s: "
-                                    f"{gate_id} synced: {gate.synced()}"})
+        self.faults.append(
+            {
+                "kind": "gate_replace",
+                "gate": gate_id,
+                "start_sim_s": None,
+                "end_sim_s": None,
+                "what": f"admissions snapshot published at {self.clock.sim(self.clock.now()):.1f} s: "
+                f"{gate_id} synced: {gate.synced()}",
+            }
+        )
 
     def show_again(self, gate_id: str, n: int) -> None:
         """Copies of tickets used at the dead card, shown at its replacement next (the ground truth of
         "no ticket used at the old gate is admitted again at the new one")."""
         with self.lock:
             for original in self.used_at_old[gate_id][:n]:
-                copy = model.Attempt(max(self.by_id) + 1, original.visitor, gate_id, original.at_s, "used_at_old_gate",
-                                     original.text, original.cti, False, "already_used")
+                copy = model.Attempt(
+                    max(self.by_id) + 1,
+                    original.visitor,
+                    gate_id,
+                    original.at_s,
+                    "used_at_old_gate",
+                    original.text,
+                    original.cti,
+                    False,
+                    "already_used",
+                )
                 self.by_id[copy.id] = copy
                 self.crowd.attempts.append(copy)
                 self.queues[gate_id].appendleft(copy)
@@ -353,8 +399,11 @@ class Run:
         self.expect_after_unsynced(a)
         if a.expect_reason == "already_used":
             original = self.by_id.get(a.after) if a.after is not None else None
-            if original is not None and original.decided_at is not None and \
-                    original.decided_at >= self.replaced_at[a.gate]:
+            if (
+                original is not None
+                and original.decided_at is not None
+                and original.decided_at >= self.replaced_at[a.gate]
+            ):
                 return  # the new state saw that admission (its own, or a peer's event)
         elif a.expect_reason != "ok":
             return
@@ -366,8 +415,12 @@ class Run:
     def expect_after_unsynced(self, a: model.Attempt) -> None:
         """A copy whose original was denied `unsynced` meets a ticket never admitted: a first entry."""
         original = self.by_id.get(a.after) if a.after is not None else None
-        if original is not None and a.expect_reason == "already_used" and original.expect_reason == "unsynced" \
-                and original.observed_admit is False:
+        if (
+            original is not None
+            and a.expect_reason == "already_used"
+            and original.expect_reason == "unsynced"
+            and original.observed_admit is False
+        ):
             a.expect_admit, a.expect_reason = True, "ok"
 
     def kill_on_green(self, gate, a: model.Attempt, scan: dict) -> None:
@@ -378,8 +431,20 @@ class Run:
         a.kind = "valid_killed"
         if not self.carry_out_kill(gate.id, fault, during=f"light green for {scan.get('id')}, nobody through yet"):
             return
-        retry = model.Attempt(max(self.by_id) + 1, a.visitor, a.gate, a.at_s, "retry", a.text, a.cti, True, "ok",
-                              after=a.id, after_gap_s=0.5, dynamic=a.dynamic)
+        retry = model.Attempt(
+            max(self.by_id) + 1,
+            a.visitor,
+            a.gate,
+            a.at_s,
+            "retry",
+            a.text,
+            a.cti,
+            True,
+            "ok",
+            after=a.id,
+            after_gap_s=0.5,
+            dynamic=a.dynamic,
+        )
         self.by_id[retry.id] = retry
         self.crowd.attempts.append(retry)
         with self.lock:
@@ -396,13 +461,24 @@ class Run:
                 steps.append((f.start_s, "kill", f))
             elif f.kind == "camera_stall":
                 steps.append((f.start_s, "stall", f))
+            elif f.kind == "ledger_resize":
+                steps.append((f.start_s, "resize", f))
+            elif f.kind == "status_probe":
+                steps.append((f.start_s, "probe", f))
             elif f.kind == "clock_skew":
-                self.faults.append({"kind": "clock_skew", "gate": f.gate, "start_sim_s": None, "end_sim_s": None,
-                                    "what": f"wall clock {f.offset_s:+.0f} s off all along (time beacons bound it)"})
+                self.faults.append(
+                    {
+                        "kind": "clock_skew",
+                        "gate": f.gate,
+                        "start_sim_s": None,
+                        "end_sim_s": None,
+                        "what": f"wall clock {f.offset_s:+.0f} s off all along (time beacons bound it)",
+                    }
+                )
         if self.crowd.revoked_during:
             steps.append((sc.revocations_at_s, "revoke", None))
         steps.sort(key=lambda s: s[0])
-        down_at = None
+        down_at, down_how = None, "stop"
         for at, what, f in steps:
             while not self.stop.is_set() and self.clock.now() < self.clock.real(at):
                 self.stop.wait(0.05)
@@ -413,27 +489,44 @@ class Run:
                 if self.venue.broker is None:
                     self.notes.append("broker_down fault skipped: the broker was given with --broker")
                     continue
-                self.venue.broker.stop()
+                self.venue.broker.stop(kill=f.how == "kill")
                 self.broker_up_since = None
-                down_at = now
+                down_at, down_how = now, f.how
             elif what == "broker_start" and self.venue.broker is not None:
                 self.venue.broker.start()
                 self.broker_up_since = self.clock.now()
                 self.broker_restarted = True
-                self.faults.append({"kind": "broker_down", "gate": None, "start_sim_s": self.clock.sim(down_at),
-                                    "end_sim_s": self.clock.sim(self.broker_up_since),
-                                    "what": f"Mosquitto stopped at {self.clock.sim(down_at):.1f} s, "
-                                            f"started again at {self.clock.sim(self.broker_up_since):.1f} s"})
+                self.faults.append(
+                    {
+                        "kind": "broker_down",
+                        "gate": None,
+                        "start_sim_s": self.clock.sim(down_at),
+                        "end_sim_s": self.clock.sim(self.broker_up_since),
+                        "what": f"Mosquitto {'killed (SIGKILL, no save)' if down_how == 'kill' else 'stopped'} "
+                        f"at {self.clock.sim(down_at):.1f} s, "
+                        f"started again at {self.clock.sim(self.broker_up_since):.1f} s",
+                    }
+                )
+            elif what == "resize":
+                self.resize_ledger(f, now)
+            elif what == "probe":
+                self.status_probe(now)
             elif what == "kill":
                 self.kill_pending[f.gate] = f
             elif what == "stall":
                 seconds = self.clock.real(f.end_s - f.start_s)
                 try:
                     answer = self.venue.gates[f.gate].client.request("stall", seconds=seconds)
-                    self.faults.append({"kind": "camera_stall", "gate": f.gate, "start_sim_s": self.clock.sim(now),
-                                        "end_sim_s": self.clock.sim(now + seconds),
-                                        "what": f"camera hung at {self.clock.sim(now):.1f} s for up to {seconds:.1f} s "
-                                                f"(wall); it came back {answer.get('recovery', '')}"})
+                    self.faults.append(
+                        {
+                            "kind": "camera_stall",
+                            "gate": f.gate,
+                            "start_sim_s": self.clock.sim(now),
+                            "end_sim_s": self.clock.sim(now + seconds),
+                            "what": f"camera hung at {self.clock.sim(now):.1f} s for up to {seconds:.1f} s "
+                            f"(wall); it came back {answer.get('recovery', '')}",
+                        }
+                    )
                 except (OSError, ControlError) as exc:
                     self.notes.append(f"camera_stall at {f.gate} not carried out: {exc}")
             elif what == "revoke":
@@ -443,6 +536,49 @@ class Run:
                 except (OSError, RuntimeError, ValueError) as exc:
                     self.notes.append(f"revocation delta not published: {exc}")
                     self.revocation_sent_at = self.clock.now()
+
+    def resize_ledger(self, f, now: float) -> None:
+        """The operator's procedure (docs/central.md, "Changing the number of workers"): stop the
+        ledger workers, start the new number of them; the gates carry on."""
+        before = self.venue.ledger_partitions
+        try:
+            self.venue.stop_ledger()
+            self.venue.start_ledger(f.partitions)
+            self.faults.append(
+                {
+                    "kind": "ledger_resize",
+                    "gate": None,
+                    "start_sim_s": self.clock.sim(now),
+                    "end_sim_s": self.clock.sim(self.clock.now()),
+                    "what": f"ledger from {before} to {f.partitions} --partition workers",
+                }
+            )
+        except (OSError, RuntimeError) as exc:
+            self.notes.append(f"ledger_resize to {f.partitions} not carried out: {exc}")
+
+    def status_probe(self, now: float) -> None:
+        """`gated status` against the site while everything runs, as docs/central.md tells an operator
+        (its own client id, never a gate's or the ledger's)."""
+        import subprocess
+
+        from sim.venue import gated_command
+
+        argv = gated_command() + ["status", "--broker", self.venue.broker_url, "--site", self.scenario.site, "--json"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            rows = len(json.loads(done.stdout)) if done.stdout.strip().startswith("[") else None
+            what = f"gated status: exit {done.returncode}, {rows if rows is not None else 'no'} gate rows"
+        except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            what = f"gated status failed: {exc}"
+        self.faults.append(
+            {
+                "kind": "status_probe",
+                "gate": None,
+                "start_sim_s": self.clock.sim(now),
+                "end_sim_s": self.clock.sim(self.clock.now()),
+                "what": what,
+            }
+        )
 
     def sampler(self) -> None:
         while not self.stop.is_set() and not self.done.is_set():
@@ -459,20 +595,25 @@ class Run:
         with self.lock:
             waiting = sum(len(q) for q in self.queues.values())
         mism = sum(1 for a in done if not a.matched)
-        return (f"sim {self.scenario.name}: {self.clock.sim(self.clock.now()):.0f} of {self.scenario.duration_s:.0f} s; "
-                f"broker {'up' if self.broker_up_since is not None else 'DOWN'}; served {len(done)}/{len(attempts)}, "
-                f"{sum(1 for a in done if a.observed_admit)} admitted, "
-                f"{sum(1 for a in done if a.observed_admit is False)} denied, {mism} mismatches; {waiting} in line; "
-                f"events seen {self.venue.listener.unique()}")
+        return (
+            f"sim {self.scenario.name}: {self.clock.sim(self.clock.now()):.0f} of {self.scenario.duration_s:.0f} s; "
+            f"broker {'up' if self.broker_up_since is not None else 'DOWN'}; served {len(done)}/{len(attempts)}, "
+            f"{sum(1 for a in done if a.observed_admit)} admitted, "
+            f"{sum(1 for a in done if a.observed_admit is False)} denied, {mism} mismatches; {waiting} in line; "
+            f"events seen {self.venue.listener.unique()}"
+        )
 
     def progress_table(self):
         from rich.table import Table
 
         attempts = self.crowd.attempts
-        t = Table(title=f"gated sim {self.scenario.name}: simulated {self.clock.sim(self.clock.now()):.0f} s of "
-                        f"{self.scenario.duration_s:.0f} (x{self.speed:g}); broker "
-                        f"{'up' if self.broker_up_since is not None else '[red]DOWN[/red]'}; "
-                        f"events seen {self.venue.listener.unique()}", title_justify="left")
+        t = Table(
+            title=f"gated sim {self.scenario.name}: simulated {self.clock.sim(self.clock.now()):.0f} s of "
+            f"{self.scenario.duration_s:.0f} (x{self.speed:g}); broker "
+            f"{'up' if self.broker_up_since is not None else '[red]DOWN[/red]'}; "
+            f"events seen {self.venue.listener.unique()}",
+            title_justify="left",
+        )
         for col in ("gate", "state", "queue", "served", "admits", "denies", "mismatches", "last"):
             t.add_column(col, justify="right" if col not in ("gate", "state", "last") else "left")
         shown = self.scenario.gate_ids if len(self.scenario.gate_ids) <= 24 else self.scenario.gate_ids[:24]
@@ -480,15 +621,29 @@ class Run:
             mine = [a for a in attempts if a.gate == g and a.ended_at is not None]
             last = mine[-1] if mine else None
             mism = sum(1 for a in mine if not a.matched)
-            t.add_row(g, self.gate_state[g], str(len(self.queues[g])), f"{len(mine)}/{sum(1 for a in attempts if a.gate == g)}",
-                      str(sum(1 for a in mine if a.observed_admit)), str(sum(1 for a in mine if a.observed_admit is False)),
-                      f"[red]{mism}[/red]" if mism else "0",
-                      f"{last.kind}: {last.observed_reason}" if last else "")
+            t.add_row(
+                g,
+                self.gate_state[g],
+                str(len(self.queues[g])),
+                f"{len(mine)}/{sum(1 for a in attempts if a.gate == g)}",
+                str(sum(1 for a in mine if a.observed_admit)),
+                str(sum(1 for a in mine if a.observed_admit is False)),
+                f"[red]{mism}[/red]" if mism else "0",
+                f"{last.kind}: {last.observed_reason}" if last else "",
+            )
         return t
 
 
-def run(scenario: Scenario, out_dir: Path, *, speed: float | None = None, broker_url: str | None = None,
-        progress: bool = True, log=print, ledger_db: str | None = None) -> dict:
+def run(
+    scenario: Scenario,
+    out_dir: Path,
+    *,
+    speed: float | None = None,
+    broker_url: str | None = None,
+    progress: bool = True,
+    log=print,
+    ledger_db: str | None = None,
+) -> dict:
     """Run the scenario; returns the report (also written to out_dir)."""
     speed = speed or scenario.speed
     out_dir = Path(out_dir).resolve()  # gate configs and child processes need absolute paths
@@ -510,15 +665,17 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     venue.publish_revocations(1, 0, crowd.revoked_before)  # the snapshot the gates start with
     if scenario.checkin_admit_types is not None:
         venue.publish_checkin_list(crowd.unpaid)
-    venue.start_ledger()
+    venue.start_ledger(scenario.ledger_partitions)
     log(f"broker {venue.broker_url}; ledger {venue.ledger_db}; starting {scenario.gates} gates")
     venue.start_gates()
     time.sleep(2.5)  # a fresh beacon and the revocation snapshot reach every gate
     r = Run(scenario, venue, crowd, speed, log)
     r.clock = Clock(speed)
-    threads = [threading.Thread(target=r.dispatcher, name="dispatcher", daemon=True),
-               threading.Thread(target=r.timeline, name="timeline", daemon=True),
-               threading.Thread(target=r.sampler, name="sampler", daemon=True)]
+    threads = [
+        threading.Thread(target=r.dispatcher, name="dispatcher", daemon=True),
+        threading.Thread(target=r.timeline, name="timeline", daemon=True),
+        threading.Thread(target=r.sampler, name="sampler", daemon=True),
+    ]
     workers = [threading.Thread(target=r.worker, args=(g,), name=f"lane-{g}", daemon=True) for g in scenario.gate_ids]
     for t in threads + workers:
         t.start()
@@ -531,8 +688,9 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     for t in threads + workers:
         t.join(timeout=30)
     for gate_id, fault in r.kill_pending.items():
-        r.notes.append(f"{fault.kind} at {gate_id} ({fault.during}) never happened: no moment for it after "
-                       f"{fault.start_s:g} s")
+        r.notes.append(
+            f"{fault.kind} at {gate_id} ({fault.during}) never happened: no moment for it after {fault.start_s:g} s"
+        )
     for gate_id in list(r.unsynced_until):  # the crowd was gone before the snapshot was due
         r.sync_replaced(gate_id)
     if venue.broker is not None and not venue.broker.running:
@@ -561,14 +719,30 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     if duplicates is None:  # the ledger did not say; count what the simulator's own subscription saw twice
         duplicates = max(0, venue.listener.deliveries - venue.listener.unique())
     arrived = venue.listener.received_at
-    held_back = sum(1 for a in crowd.attempts if a.event_id in arrived and a.decided_at is not None
-                    and arrived[a.event_id] - (r.clock.t0 + a.decided_at) > 2.0)
-    result = report.build(scenario=scenario, attempts=crowd.attempts, visitors=crowd.visitors, events_made=made,
-                          expected_inside=model.expected_inside(scenario, crowd.attempts),
-                          ledger=ledger_report, ledger_events=ledger_events, duplicates_dropped=duplicates,
-                          tickets=crowd.tickets, faults=r.faults, speed=speed, gate_ids=scenario.gate_ids,
-                          notes=r.notes, held_back=held_back,
-                          arrivals={k: v - r.clock.t0 for k, v in arrived.items()})
+    held_back = sum(
+        1
+        for a in crowd.attempts
+        if a.event_id in arrived
+        and a.decided_at is not None
+        and arrived[a.event_id] - (r.clock.t0 + a.decided_at) > 2.0
+    )
+    result = report.build(
+        scenario=scenario,
+        attempts=crowd.attempts,
+        visitors=crowd.visitors,
+        events_made=made,
+        expected_inside=model.expected_inside(scenario, crowd.attempts),
+        ledger=ledger_report,
+        ledger_events=ledger_events,
+        duplicates_dropped=duplicates,
+        tickets=crowd.tickets,
+        faults=r.faults,
+        speed=speed,
+        gate_ids=scenario.gate_ids,
+        notes=r.notes,
+        held_back=held_back,
+        arrivals={k: v - r.clock.t0 for k, v in arrived.items()},
+    )
     json_path, html_path = report.write(out_dir, result, crowd.attempts, r.samples, speed)
     log(f"{result['verdict']}")
     log(f"report: {html_path} (and {json_path.name}); device keys in {out_dir / 'devices'}")

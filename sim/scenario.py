@@ -30,7 +30,11 @@
     [checkin_list] pretix_sig1 only: the gates hold a signed pretix check-in list whose custom rule
                 admits only the ticket types in admit_types (pretix's product rule); the others
                 are denied `rules`
-    [[faults]]  kind = "broker_down" (start_s, end_s) | "gate_kill" (gate, at_s, down_s, during =
+    [[faults]]  kind = "broker_down" (start_s, end_s, how = "stop": a clean stop, or "kill": SIGKILL,
+                no save, like a power cut) | "ledger_resize" (at_s, partitions: the ledger then runs as
+                that many `--partition` workers; [scenario] ledger_partitions, default 1, is how many
+                it starts with) | "status_probe" (at_s: `gated status` against the site, as
+                docs/central.md tells an operator) | "gate_kill" (gate, at_s, down_s, during =
                 "idle": between two visitors, or "admission": the first green light after at_s, before
                 the visitor passes; the restarted gate must roll that admission back) |
                 "clock_skew" (gate, offset_s) | "camera_stall" (gate, start_s, end_s) |
@@ -57,9 +61,28 @@ from gated.core.errors import GatedError
 from gated.tomlcheck import BAD, Reader, keys_of, option
 
 TICKET_FORMATS = ("gated", "pretix_sig1")
-FRAUD_KINDS = ("forged", "tampered", "revoked_before", "revoked_during", "expired", "wrong_event",
-               "used_twice", "two_gates", "screenshot", "static_copy", "unpaid")
-FAULT_KINDS = ("broker_down", "gate_kill", "clock_skew", "camera_stall", "gate_replace")
+FRAUD_KINDS = (
+    "forged",
+    "tampered",
+    "revoked_before",
+    "revoked_during",
+    "expired",
+    "wrong_event",
+    "used_twice",
+    "two_gates",
+    "screenshot",
+    "static_copy",
+    "unpaid",
+)
+FAULT_KINDS = (
+    "broker_down",
+    "gate_kill",
+    "clock_skew",
+    "camera_stall",
+    "ledger_resize",
+    "status_probe",
+    "gate_replace",
+)
 
 
 class ScenarioError(GatedError, ValueError):
@@ -77,11 +100,13 @@ class Fault:
     offset_s: float = 0.0  # clock_skew
     during: str = "idle"  # gate_kill: idle | admission
     sync_after_s: float = 5.0  # gate_replace: serving unsynced this long before the admissions snapshot
+    how: str = "stop"  # broker_down: stop (SIGTERM, the broker saves) | kill (SIGKILL: a power cut)
+    partitions: int = 1  # ledger_resize: the number of ledger workers from then on
 
     @property
     def window(self) -> tuple[float, float] | None:
         """The simulated time span this fault is visible, for shading plots (None: all along)."""
-        return None if self.kind == "clock_skew" else (self.start_s, self.end_s)
+        return None if self.kind in ("clock_skew", "ledger_resize", "status_probe") else (self.start_s, self.end_s)
 
 
 @dataclass(frozen=True)
@@ -119,7 +144,10 @@ class Scenario:
     dwell_s: tuple[float, float] = (10.0, 30.0)
     return_share: float = 0.0
     capacities: dict = field(default_factory=dict)
-    until_synced: str = "deny_used_check"  # the gates' [gate] until_synced (what a replaced gate does before its snapshot)
+    until_synced: str = (
+        "deny_used_check"  # the gates' [gate] until_synced (what a replaced gate does before its snapshot)
+    )
+    ledger_partitions: int = 1  # ledger workers at the start (`--partition I/N`), before any ledger_resize
     checkin_admit_types: tuple[str, ...] | None = None  # a pretix check-in list admitting only these types
 
     @property
@@ -145,6 +173,7 @@ class Scenario:
 
 # --- the file's tables, declared as the gate's config is (gated/tomlcheck.py) -------------------
 # (schemas only, never made: keyword-only, so a required key may follow one with a default)
+
 
 def _names(raw, reader: Reader, path: str, table: dict):
     if not (isinstance(raw, list) and all(isinstance(z, str) and z for z in raw)):
@@ -174,27 +203,36 @@ def _shares(raw, reader: Reader, path: str, table: dict):
 
 
 def _profile(raw, reader: Reader, path: str, table: dict):
-    if not (isinstance(raw, list) and len(raw) >= 2
-            and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in p)
-                    for p in raw)
-            and all(a[0] < b[0] for a, b in zip(raw, raw[1:]))
-            and any(p[1] > 0 for p in raw)):
+    if not (
+        isinstance(raw, list)
+        and len(raw) >= 2
+        and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in p) for p in raw
+        )
+        and all(a[0] < b[0] for a, b in zip(raw, raw[1:]))
+        and any(p[1] > 0 for p in raw)
+    ):
         reader.problem(path, "expected at least two [t_s, weight] pairs, times increasing, weights >= 0")
         return BAD
     return tuple((float(a), float(b)) for a, b in raw)
 
 
 def _dwell(raw, reader: Reader, path: str, table: dict):
-    if not (isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in raw)
-            and raw[0] <= raw[1]):
+    if not (
+        isinstance(raw, list)
+        and len(raw) == 2
+        and all(isinstance(x, (int, float)) and x >= 0 for x in raw)
+        and raw[0] <= raw[1]
+    ):
         reader.problem(path, f"expected [min, max] seconds, got {raw!r}")
         return BAD
     return (float(raw[0]), float(raw[1]))
 
 
 def _capacities(raw, reader: Reader, path: str, table: dict):
-    if not (isinstance(raw, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                          for v in raw.values())):
+    if not (
+        isinstance(raw, dict) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in raw.values())
+    ):
         reader.problem(path, f"expected zone = people (integers >= 1), got {raw!r}")
         return BAD
     return {str(k): int(v) for k, v in raw.items()}
@@ -230,6 +268,7 @@ class _ScenarioTable:
     seed: int = option(1, doc="seed of the crowd's random numbers")
     duration_s: float = option(doc="simulated seconds of arrivals", above=0)
     speed: float = option(1.0, doc="default time compression (gated sim --speed wins)", above=0)
+    ledger_partitions: int = option(1, doc="ledger workers (`--partition I/N`) at the start", minimum=1, maximum=16)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,12 +280,14 @@ class _GatesTable:
     relay_pulse_s: float = option(0.5, doc="each gate's [timings] relay_pulse_s", above=0)
     fps: float = option(10.0, doc="each gate's camera frames per second", above=0)
     exits: tuple[str, ...] = option((), doc="scan-out exit gates", parse=_gate_ids)
-    free_exits: tuple[str, ...] = option((), doc="free exits: people go out without a ticket, counted",
-                                         parse=_gate_ids)
+    free_exits: tuple[str, ...] = option((), doc="free exits: people go out without a ticket, counted", parse=_gate_ids)
     reentry: bool = option(False, doc="entry gates let a ticket that left back in")
     ntp: str = option("auto", doc="each gate's [clock] ntp", choices=("auto", "ignore"))
-    until_synced: str = option("deny_used_check", doc="each gate's [gate] until_synced (a replaced gate before its "
-                                                      "admissions snapshot)", choices=("deny_used_check", "admit"))
+    until_synced: str = option(
+        "deny_used_check",
+        doc="each gate's [gate] until_synced (a replaced gate before its admissions snapshot)",
+        choices=("deny_used_check", "admit"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,30 +302,41 @@ class _TicketsTable:
 @dataclass(frozen=True, kw_only=True)
 class _ArrivalsTable:
     visitors: int = option(doc="how many visitors come", minimum=1)
-    profile: tuple = option(None, doc="[[t_s, rate weight], ...], piecewise linear over duration_s "
-                                      "(default: even)", parse=_profile)
+    profile: tuple = option(
+        None, doc="[[t_s, rate weight], ...], piecewise linear over duration_s (default: even)", parse=_profile
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class _BehaviourTable:
-    no_pass_share: float = option(0.0, doc="green light, nobody passes: the admission times out", minimum=0,
-                                  maximum=0.5)
+    no_pass_share: float = option(
+        0.0, doc="green light, nobody passes: the admission times out", minimum=0, maximum=0.5
+    )
     pass_time_s: float = option(0.3, doc="how long a visitor takes to walk through", minimum=0)
 
 
-_FraudTable = make_dataclass("_FraudTable", [(kind, int, option(0, doc=f"visitors who cheat: {kind}", minimum=0))
-                                             for kind in FRAUD_KINDS]
-                             + [("revocations_at_s", float, option(None, doc="when the 'during' list goes out "
-                                                                             "(default: a third in)", minimum=0))],
-                             frozen=True, kw_only=True)
+_FraudTable = make_dataclass(
+    "_FraudTable",
+    [(kind, int, option(0, doc=f"visitors who cheat: {kind}", minimum=0)) for kind in FRAUD_KINDS]
+    + [
+        (
+            "revocations_at_s",
+            float,
+            option(None, doc="when the 'during' list goes out (default: a third in)", minimum=0),
+        )
+    ],
+    frozen=True,
+    kw_only=True,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
 class _ExitsTable:
     leave_share: float = option(0.0, doc="honest visitors who leave before the end", minimum=0, maximum=1)
     dwell_s: tuple = option((10.0, 30.0), doc="[min, max] time inside before leaving", parse=_dwell)
-    return_share: float = option(0.0, doc="of those who left through a scan-out exit, the share who come back",
-                                 minimum=0, maximum=1)
+    return_share: float = option(
+        0.0, doc="of those who left through a scan-out exit, the share who come back", minimum=0, maximum=1
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +349,22 @@ class _BrokerDown:
     kind: str = option(doc="broker_down")
     start_s: float = option(doc="when the broker stops", minimum=0)
     end_s: float = option(doc="when it is back", minimum=0)
+    how: str = option(
+        "stop", doc="stop: a clean stop (it saves); kill: SIGKILL, no save, like a power cut", choices=("stop", "kill")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _LedgerResize:
+    kind: str = option(doc="ledger_resize")
+    at_s: float = option(doc="when the ledger workers are stopped and the new number started", minimum=0)
+    partitions: int = option(doc="how many `--partition` workers from then on", minimum=1, maximum=16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _StatusProbe:
+    kind: str = option(doc="status_probe")
+    at_s: float = option(doc="when `gated status` runs against the site", minimum=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,8 +373,11 @@ class _GateKill:
     gate: str = option(doc="which gate")
     at_s: float = option(doc="when it is killed", minimum=0)
     down_s: float = option(2.0, doc="how long it stays down", minimum=0)
-    during: str = option("idle", doc="idle: between two visitors; admission: the first green light after at_s",
-                         choices=("idle", "admission"))
+    during: str = option(
+        "idle",
+        doc="idle: between two visitors; admission: the first green light after at_s",
+        choices=("idle", "admission"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,8 +404,15 @@ class _GateReplace:
     sync_after_s: float = option(5.0, doc="how long it serves before the admissions snapshot goes out", minimum=0)
 
 
-FAULT_TABLES = {"broker_down": _BrokerDown, "gate_kill": _GateKill, "clock_skew": _ClockSkew,
-                "camera_stall": _CameraStall, "gate_replace": _GateReplace}
+FAULT_TABLES = {
+    "broker_down": _BrokerDown,
+    "gate_kill": _GateKill,
+    "clock_skew": _ClockSkew,
+    "camera_stall": _CameraStall,
+    "ledger_resize": _LedgerResize,
+    "status_probe": _StatusProbe,
+    "gate_replace": _GateReplace,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -365,8 +443,9 @@ def load(path: str | Path) -> Scenario:
 def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     reader = Reader()
     t = reader.sections(_ScenarioFile, raw)
-    sc, ga, ti, ar, be, fr, ex = (t[k] for k in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud",
-                                                 "exits"))
+    sc, ga, ti, ar, be, fr, ex = (
+        t[k] for k in ("scenario", "gates", "tickets", "arrivals", "behaviour", "fraud", "exits")
+    )
 
     def problem(text: str) -> None:  # a check across keys: "<key path>: <what is wrong>"
         path, _, what = text.partition(": ")
@@ -384,7 +463,9 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     revocations_at = fr.get("revocations_at_s")
     revocations_at = duration / 3 if revocations_at is None else revocations_at
     faults = _faults(t.get("faults", []), duration, gates, problem)
-    if fraud["revoked_during"] and any(f.start_s <= revocations_at <= f.end_s for f in faults if f.kind == "broker_down"):
+    if fraud["revoked_during"] and any(
+        f.start_s <= revocations_at <= f.end_s for f in faults if f.kind == "broker_down"
+    ):
         problem("fraud.revocations_at_s: falls inside a broker outage; the revocation could not go out")
 
     exit_lists = {key: ga.get(key, ()) for key in ("exits", "free_exits")}
@@ -403,25 +484,48 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
         problem("capacity: copied tickets (fraud.used_twice, two_gates) are not planned with a capacity")
 
     scenario = Scenario(
-        name=sc.get("name", "?"), site=sc.get("site", "site"), event=sc.get("event", "EVENT"), seed=sc.get("seed", 1),
-        duration_s=duration, speed=sc.get("speed", 1.0),
-        gates=gates, zones=zones, board=ga.get("board", "generic-relay"),
-        passage_timeout_s=ga.get("passage_timeout_s", 2.0), relay_pulse_s=ga.get("relay_pulse_s", 0.5),
-        fps=ga.get("fps", 10.0), ticket_types=ti.get("types") or {"general": 1.0},
-        entries=ti.get("entries", 1), zoned=ti.get("zoned", False), dynamic_share=ti.get("dynamic_share", 0.0),
-        visitors=visitors, profile=ar.get("profile") or ((0.0, 1.0), (float(duration), 1.0)),
-        no_pass_share=be.get("no_pass_share", 0.0), pass_time_s=be.get("pass_time_s", 0.3),
-        fraud=fraud, revocations_at_s=revocations_at, faults=tuple(faults), source=source,
+        name=sc.get("name", "?"),
+        site=sc.get("site", "site"),
+        event=sc.get("event", "EVENT"),
+        seed=sc.get("seed", 1),
+        duration_s=duration,
+        speed=sc.get("speed", 1.0),
+        gates=gates,
+        zones=zones,
+        board=ga.get("board", "generic-relay"),
+        passage_timeout_s=ga.get("passage_timeout_s", 2.0),
+        relay_pulse_s=ga.get("relay_pulse_s", 0.5),
+        fps=ga.get("fps", 10.0),
+        ticket_types=ti.get("types") or {"general": 1.0},
+        entries=ti.get("entries", 1),
+        zoned=ti.get("zoned", False),
+        dynamic_share=ti.get("dynamic_share", 0.0),
+        visitors=visitors,
+        profile=ar.get("profile") or ((0.0, 1.0), (float(duration), 1.0)),
+        no_pass_share=be.get("no_pass_share", 0.0),
+        pass_time_s=be.get("pass_time_s", 0.3),
+        fraud=fraud,
+        revocations_at_s=revocations_at,
+        faults=tuple(faults),
+        source=source,
         ticket_format=ti.get("format", "gated"),
-        exit_gates=exit_lists["exits"], free_exit_gates=exit_lists["free_exits"],
-        reentry=ga.get("reentry", False), leave_share=leave_share,
-        dwell_s=ex.get("dwell_s", (10.0, 30.0)), return_share=ex.get("return_share", 0.0),
-        capacities=capacity, ntp=ga.get("ntp", "auto"), until_synced=ga.get("until_synced", "deny_used_check"),
-        checkin_admit_types=tuple((t.get("checkin_list") or {}).get("admit_types", ())) if "checkin_list" in raw
-        else None)
+        exit_gates=exit_lists["exits"],
+        free_exit_gates=exit_lists["free_exits"],
+        reentry=ga.get("reentry", False),
+        leave_share=leave_share,
+        dwell_s=ex.get("dwell_s", (10.0, 30.0)),
+        return_share=ex.get("return_share", 0.0),
+        capacities=capacity,
+        ntp=ga.get("ntp", "auto"),
+        ledger_partitions=sc.get("ledger_partitions", 1),
+        until_synced=ga.get("until_synced", "deny_used_check"),
+        checkin_admit_types=tuple((t.get("checkin_list") or {}).get("admit_types", ()))
+        if "checkin_list" in raw
+        else None,
+    )
     if scenario.checkin_admit_types is not None:
         if scenario.ticket_format != "pretix_sig1":
-            problem("checkin_list: a pretix check-in list needs tickets.format = \"pretix_sig1\"")
+            problem('checkin_list: a pretix check-in list needs tickets.format = "pretix_sig1"')
         if not scenario.checkin_admit_types or set(scenario.checkin_admit_types) - set(scenario.ticket_types):
             problem("checkin_list.admit_types: some of the ticket types (tickets.types)")
         if scenario.capacities:
@@ -431,11 +535,15 @@ def from_dict(raw: dict, source: str = "<scenario>") -> Scenario:
     if scenario.zoned and not scenario.zones:
         problem("tickets.zoned: needs gates.zones")
     if scenario.ticket_format == "pretix_sig1":
-        for wrong, what in ((scenario.entries != 1, "tickets.entries: pretix_sig1 tickets allow one entry"),
-                            (scenario.zoned, "tickets.zoned: pretix_sig1 tickets name no zones"),
-                            (scenario.dynamic_share > 0, "tickets.dynamic_share: pretix_sig1 tickets are static"),
-                            (fraud["screenshot"] or fraud["static_copy"],
-                             "fraud.screenshot/static_copy: need GT2 tickets, not pretix_sig1")):
+        for wrong, what in (
+            (scenario.entries != 1, "tickets.entries: pretix_sig1 tickets allow one entry"),
+            (scenario.zoned, "tickets.zoned: pretix_sig1 tickets name no zones"),
+            (scenario.dynamic_share > 0, "tickets.dynamic_share: pretix_sig1 tickets are static"),
+            (
+                fraud["screenshot"] or fraud["static_copy"],
+                "fraud.screenshot/static_copy: need GT2 tickets, not pretix_sig1",
+            ),
+        ):
             if wrong:
                 problem(what)
     if reader.problems:
@@ -449,14 +557,22 @@ def _faults(read: list, duration: float, gates: int, problem) -> list[Fault]:
     gate_ids = {f"g{i + 1}" for i in range(gates)}
     for where, kind, f in read:
         gate = f.get("gate")
-        if "gate" in {field.name for field in keys_of(FAULT_TABLES[kind])} and gate is not None \
-                and gate not in gate_ids:
+        if (
+            "gate" in {field.name for field in keys_of(FAULT_TABLES[kind])}
+            and gate is not None
+            and gate not in gate_ids
+        ):
             problem(f"{where}.gate: expected one of g1..g{gates}, got {gate!r}")
         if kind in ("broker_down", "camera_stall"):
             start, end = f.get("start_s"), f.get("end_s")
             if start is not None and end is not None and not start < end <= duration:
                 problem(f"{where}: expected start_s < end_s <= scenario.duration_s ({duration})")
-            out.append(Fault(kind, start or 0.0, end or 0.0, gate))
+            out.append(Fault(kind, start or 0.0, end or 0.0, gate, how=f.get("how", "stop")))
+        elif kind in ("ledger_resize", "status_probe"):
+            at = f.get("at_s")
+            if at is not None and at >= duration:
+                problem(f"{where}.at_s: expected below scenario.duration_s ({duration})")
+            out.append(Fault(kind, at or 0.0, at or 0.0, None, partitions=f.get("partitions") or 1))
         elif kind == "gate_kill":
             at, down = f.get("at_s"), f.get("down_s", 2.0)
             if at is not None and at >= duration:

@@ -27,9 +27,9 @@ from gated import keys
 from gated.atomicfile import write_atomic
 from gated.core.errors import GatedError
 from gated.core.events import EPOCH_SHIFT
-from gated.topics import gate_topic
 from gated.gate.rehearsal.control import Client, ControlError
 from gated.gate.store import GateStore
+from gated.topics import gate_topic
 from sim.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,22 +63,32 @@ class GateProcess:
 
     def start(self) -> None:
         if self.clock_offset_s:
-            argv = [sys.executable, "-m", "sim.skewed", str(self.clock_offset_s), "run", "--config",
-                    str(self.config_path)]
+            argv = [
+                sys.executable,
+                "-m",
+                "sim.skewed",
+                str(self.clock_offset_s),
+                "run",
+                "--config",
+                str(self.config_path),
+            ]
         else:
             argv = gated_command() + ["run", "--config", str(self.config_path)]
         env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock", PYTHONUNBUFFERED="1")
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+            )
         self.starts += 1
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise VenueError(f"gate {self.id} exited ({self.process.returncode}) before it was ready; "
-                                 f"see {self.log_path}:\n{_tail(self.log_path)}")
+                raise VenueError(
+                    f"gate {self.id} exited ({self.process.returncode}) before it was ready; "
+                    f"see {self.log_path}:\n{_tail(self.log_path)}"
+                )
             try:
                 self.client.request("ping")
                 self.up_since = time.monotonic()
@@ -86,8 +96,10 @@ class GateProcess:
             except (OSError, ControlError):
                 self.client.close()
                 time.sleep(0.1)
-        raise VenueError(f"gate {self.id}: control socket {self.socket_path} not answering after {timeout:.0f} s; "
-                         f"see {self.log_path}:\n{_tail(self.log_path)}")
+        raise VenueError(
+            f"gate {self.id}: control socket {self.socket_path} not answering after {timeout:.0f} s; "
+            f"see {self.log_path}:\n{_tail(self.log_path)}"
+        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown steps at all, as a power cut or the OOM killer would."""
@@ -129,12 +141,24 @@ class GateProcess:
         dead = self.directory / f"state.dead-{self.starts}"
         (self.directory / "state").rename(dead)
         (self.directory / "state").mkdir(mode=0o700)
-        out = subprocess.run(gated_command() + ["replace", "--config", str(self.config_path)], capture_output=True,
-                             text=True, cwd=ROOT, timeout=60)
+        out = subprocess.run(
+            gated_command() + ["replace", "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
         if out.returncode != 0:
             raise VenueError(f"gate {self.id}: gated replace failed: {out.stderr.strip()}")
-        kid = next((w for line in out.stdout.splitlines() if line.startswith("device key kid")
-                    for w in [line.split()[3].rstrip(":")]), None)
+        kid = next(
+            (
+                w
+                for line in out.stdout.splitlines()
+                if line.startswith("device key kid")
+                for w in [line.split()[3].rstrip(":")]
+            ),
+            None,
+        )
         if kid is None:
             raise VenueError(f"gate {self.id}: gated replace printed no kid: {out.stdout.strip()}")
         return kid
@@ -188,8 +212,9 @@ class Listener:
         self._beacon_key, self._beacon_every = beacon_key, beacon_every_s
         self._beacon_seq = 0
         self._stop = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-sim-{site}-{os.getpid()}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-sim-{site}-{os.getpid()}", protocol=mqtt.MQTTv5
+        )
         self.client.reconnect_delay_set(0.2, 1.0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
@@ -247,8 +272,9 @@ class Listener:
         while self._beacon_key is not None and not self._stop.is_set():
             if self.connected.is_set():
                 self._beacon_seq += 1
-                payload = encode_beacon(self._beacon_key, site=self.site, unix_ms=time.time_ns() // 1_000_000,
-                                        seq=self._beacon_seq)
+                payload = encode_beacon(
+                    self._beacon_key, site=self.site, unix_ms=time.time_ns() // 1_000_000, seq=self._beacon_seq
+                )
                 self.client.publish(beacon_topic(self.site), payload, qos=1, retain=True)
             self._stop.wait(self._beacon_every)
 
@@ -260,7 +286,9 @@ class Listener:
 
     def max_seq(self, gate: str, epoch: int = 0) -> int:
         with self._lock:
-            return max((s for s in self.events.get(gate, {}) if s >> EPOCH_SHIFT == epoch), default=epoch << EPOCH_SHIFT)
+            return max(
+                (s for s in self.events.get(gate, {}) if s >> EPOCH_SHIFT == epoch), default=epoch << EPOCH_SHIFT
+            )
 
     def unique(self) -> int:
         with self._lock:
@@ -275,8 +303,9 @@ class Listener:
 class Venue:
     """Keys, broker, ledger and gates for one run; close() stops everything it started."""
 
-    def __init__(self, scenario, out_dir: Path, *, broker_url: str | None = None, ledger_db: str | None = None,
-                 log=print):
+    def __init__(
+        self, scenario, out_dir: Path, *, broker_url: str | None = None, ledger_db: str | None = None, log=print
+    ):
         """`ledger_db`: the ledger's database (a postgresql:// URL, or a SQLite path); default a
         SQLite file in the work directory. It must hold no events: the report compares it with
         this run's ground truth."""
@@ -290,7 +319,8 @@ class Venue:
         self.log = log
         self.broker: Mosquitto | None = None
         self.broker_url = broker_url
-        self.ledger_process: subprocess.Popen | None = None
+        self.ledger_processes: list[subprocess.Popen] = []  # one, or one per --partition
+        self.ledger_partitions = 1
         self.ledger_db = ledger_db or self.work / "ledger.db"
         self._check_ledger_empty()
         self.gates: dict[str, GateProcess] = {}
@@ -306,10 +336,14 @@ class Venue:
         for name in ("issuer", "revocation", "command"):
             private, public = keys.generate_key_files(central, name)
             # a pretix event key is trusted for its one event (it is what names the event)
-            keys.trust_key_file(self.keyring_dir, public, name,
-                                events=[self.scenario.event] if pretix and name == "issuer" else ())
+            keys.trust_key_file(
+                self.keyring_dir, public, name, events=[self.scenario.event] if pretix and name == "issuer" else ()
+            )
             made[name] = keys.load_private_key(private)
         self.issuer_key, self.revocation_key, self.command_key = made["issuer"], made["revocation"], made["command"]
+        # the ledger's key: it signs committed and occupancy; the gates trust it with role `ledger`
+        self.ledger_key_file, public = keys.generate_key_files(central, "ledger")
+        keys.trust_key_file(self.keyring_dir, public, "ledger")
         self.other_event_key = None  # pretix_sig1: the key of another event, for the wrong_event cheats
         if pretix:
             private, public = keys.generate_key_files(central, "other-event")
@@ -351,14 +385,23 @@ class Venue:
             write_atomic(devices / f"{gate_id}.pub", pem)
             keys.trust_key_file(self.ledger_keyring, devices / f"{gate_id}.pub", "device", name=gate_id)
             socket_path = self.sockets / f"{gate_id}.sock"
-            self.gates[gate_id] = GateProcess(gate_id, directory, socket_path, self._gate_config(gate_id, directory,
-                                                                                                 socket_path),
-                                              clock_offset_s=offsets.get(gate_id, 0.0))
+            self.gates[gate_id] = GateProcess(
+                gate_id,
+                directory,
+                socket_path,
+                self._gate_config(gate_id, directory, socket_path),
+                clock_offset_s=offsets.get(gate_id, 0.0),
+            )
 
     def _gate_config(self, gate_id: str, directory: Path, socket_path: Path) -> dict:
         sc = self.scenario
-        gate = {"site": sc.site, "id": gate_id, "events": [sc.event], "keyring": str(self.keyring_dir),
-                "state_dir": str(directory / "state")}
+        gate = {
+            "site": sc.site,
+            "id": gate_id,
+            "events": [sc.event],
+            "keyring": str(self.keyring_dir),
+            "state_dir": str(directory / "state"),
+        }
         if sc.zone_of(gate_id):
             gate["zone"] = sc.zone_of(gate_id)
         if sc.faults_of("gate_replace"):
@@ -374,8 +417,12 @@ class Venue:
             "gate": gate,
             "camera": {"source": "synthetic:", "width": 640, "height": 480, "fps": sc.fps},
             "turnstile": {"board": sc.board, "pin_factory": "mock"},
-            "timings": {"relay_pulse_s": sc.relay_pulse_s, "passage_timeout_s": sc.passage_timeout_s,
-                        "held_open_s": max(15.0, sc.relay_pulse_s), "debounce_s": 1.0},
+            "timings": {
+                "relay_pulse_s": sc.relay_pulse_s,
+                "passage_timeout_s": sc.passage_timeout_s,
+                "held_open_s": max(15.0, sc.relay_pulse_s),
+                "debounce_s": 1.0,
+            },
             "clock": {"beacons": True, "ntp": sc.ntp},
             "mqtt": {"url": self.broker_url, "keepalive_s": 5},
             "logging": {"level": "info", "format": "json"},
@@ -392,8 +439,9 @@ class Venue:
         from gated.central.publisher import publish_revocations
         from gated.core.revocation import encode_updates
 
-        blobs = encode_updates(self.revocation_key, site=self.scenario.site, version=version, base=base, add=add,
-                               iat=int(time.time()))
+        blobs = encode_updates(
+            self.revocation_key, site=self.scenario.site, version=version, base=base, add=add, iat=int(time.time())
+        )
         for i, blob in enumerate(blobs):
             write_atomic(self.work / "central" / f"revocations-v{version}-{i}.cose", blob)
         publish_revocations(self.settings(), self.scenario.site, blobs, keyring=self.keyring)
@@ -410,32 +458,68 @@ class Venue:
         types = list(self.scenario.ticket_types)
         products = [{"lookup": ["product", str(types.index(t) + 1), t]} for t in self.scenario.checkin_admit_types]
         rules = {"inList": [{"var": "product"}, {"objectList": products}]}
-        settings = {"id": 1, "name": "rehearsal gates", "include_pending": False, "allow_multiple_entries": False,
-                    "allow_entry_after_exit": True, "all_products": True, "limit_products": [], "subevent": None,
-                    "rules": json.dumps(rules), "exit_all_at": None}
+        settings = {
+            "id": 1,
+            "name": "rehearsal gates",
+            "include_pending": False,
+            "allow_multiple_entries": False,
+            "allow_entry_after_exit": True,
+            "all_products": True,
+            "limit_products": [],
+            "subevent": None,
+            "rules": json.dumps(rules),
+            "exit_all_at": None,
+        }
         times = {"tz": "UTC", "date_from": int(time.time()), "date_to": None, "date_admission": None}
-        blob = encode_list(self.revocation_key, site=self.scenario.site, version=1, iat=int(time.time()),
-                           event=self.scenario.event, settings=settings, times=times, gates={}, pending=unpaid)
+        blob = encode_list(
+            self.revocation_key,
+            site=self.scenario.site,
+            version=1,
+            iat=int(time.time()),
+            event=self.scenario.event,
+            settings=settings,
+            times=times,
+            gates={},
+            pending=unpaid,
+        )
         (self.work / "central" / "checkin-list.cose").write_bytes(blob)
         publish_checkin_list(self.settings(), self.scenario.site, blob)
 
-    def start_ledger(self) -> None:
-        argv = gated_command() + ["ledger", "--broker", self.broker_url, "--site", self.scenario.site,
-                                  "--db", str(self.ledger_db), "--keyring", str(self.ledger_keyring)]
+    def start_ledger(self, partitions: int = 1) -> None:
+        """`gated ledger`, or `partitions` of them (`--partition I/N`) on the one database, each with
+        its own client id and lock; returns once each has subscribed."""
+        base = gated_command() + [
+            "ledger",
+            "--broker",
+            self.broker_url,
+            "--site",
+            self.scenario.site,
+            "--db",
+            str(self.ledger_db),
+            "--keyring",
+            str(self.ledger_keyring),
+            "--signing-key",
+            str(self.ledger_key_file),
+        ]
         tickets = self.work / "central" / "tickets.csv"
         if tickets.exists():
-            argv += ["--tickets", str(tickets)]
+            base += ["--tickets", str(tickets)]
         for zone, capacity in sorted(self.scenario.capacities.items()):
-            argv += ["--capacity", f"{zone}={capacity}"]
+            base += ["--capacity", f"{zone}={capacity}"]
         log_path = self.work / "ledger.log"
+        before = log_path.read_text(errors="replace").count("ledger: subscribed") if log_path.exists() else 0
+        self.ledger_partitions = partitions
         with log_path.open("ab") as log:
-            self.ledger_process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                                   start_new_session=True)
+            for i in range(partitions):
+                argv = base + (["--partition", f"{i}/{partitions}"] if partitions > 1 else [])
+                self.ledger_processes.append(
+                    subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+                )
         deadline = time.monotonic() + 30
-        while "ledger: subscribed" not in log_path.read_text(errors="replace"):
-            if self.ledger_process.poll() is not None:
-                raise VenueError(f"gated ledger exited ({self.ledger_process.returncode}); see {log_path}:\n"
-                                 f"{_tail(log_path)}")
+        while log_path.read_text(errors="replace").count("ledger: subscribed") < before + partitions:
+            for process in self.ledger_processes:
+                if process.poll() is not None:
+                    raise VenueError(f"gated ledger exited ({process.returncode}); see {log_path}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise VenueError(f"gated ledger did not subscribe within 30 s; see {log_path}")
             time.sleep(0.1)
@@ -443,20 +527,46 @@ class Venue:
     def approve_device(self, kid: str) -> None:
         """What an operator does for a replaced gate (docs/install-pi.md, "Replacing a gate"): approve
         the key it announces, in place of the old one, into the ledger's keyring (the ledger reloads it)."""
-        self._central("keys", "enrol", "--broker", self.broker_url, "--site", self.scenario.site,
-                      "--keyring", str(self.ledger_keyring), "--replace", "--approve", kid)
+        self._central(
+            "keys",
+            "enrol",
+            "--broker",
+            self.broker_url,
+            "--site",
+            self.scenario.site,
+            "--keyring",
+            str(self.ledger_keyring),
+            "--replace",
+            "--approve",
+            kid,
+        )
 
     def publish_admissions(self) -> None:
         """The ledger's signed admissions snapshot of the event, retained, for the replaced gate."""
-        self._central("admissions", "publish", "--db", str(self.ledger_db), "--site", self.scenario.site,
-                      "--event", self.scenario.event, "--key", str(self.work / "central" / "revocation.key"),
-                      "--broker", self.broker_url)
+        self._central(
+            "admissions",
+            "publish",
+            "--db",
+            str(self.ledger_db),
+            "--site",
+            self.scenario.site,
+            "--event",
+            self.scenario.event,
+            "--signing-key",
+            str(self.work / "central" / "revocation.key"),
+            "--broker",
+            self.broker_url,
+        )
 
     def _central(self, *argv: str) -> str:
         out = subprocess.run(gated_command() + list(argv), capture_output=True, text=True, cwd=ROOT, timeout=60)
         if out.returncode != 0:
             raise VenueError(f"gated {' '.join(argv[:2])} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
         return out.stdout
+
+    @property
+    def ledger_process(self) -> subprocess.Popen | None:
+        return self.ledger_processes[0] if self.ledger_processes else None
 
     @property
     def ledger_in_server(self) -> bool:
@@ -475,8 +585,10 @@ class Venue:
         except LedgerError as exc:
             raise VenueError(str(exc)) from None
         if count:
-            raise VenueError(f"the ledger database {ledger.where} already holds {count} events; a rehearsal "
-                             "needs an empty one (its report compares the ledger with this run)")
+            raise VenueError(
+                f"the ledger database {ledger.where} already holds {count} events; a rehearsal "
+                "needs an empty one (its report compares the ledger with this run)"
+            )
 
     def ledger_count(self) -> int:
         if self.ledger_in_server:
@@ -490,18 +602,17 @@ class Venue:
         return int(_read_db(self.ledger_db, "SELECT COUNT(*) FROM events", one=True) or 0)
 
     def ledger_duplicates(self) -> int | None:
-        """Messages the ledger received minus new events it stored (its last words on stopping):
-        redeliveries it dropped by event id. None when its log does not say."""
+        """Events the ledger workers received again and dropped by id (each worker's last words on
+        stopping, summed over every worker that ran). None when the log does not say."""
         import re
 
         try:
-            found = re.findall(r"ledger: (\d+) messages, (\d+) new events", (self.work / "ledger.log").read_text())
+            found = re.findall(
+                r"ledger: \d+ messages, \d+ new events, (\d+) duplicates", (self.work / "ledger.log").read_text()
+            )
         except OSError:
             return None
-        if not found:
-            return None
-        received, new = map(int, found[-1])
-        return max(0, received - new)
+        return sum(map(int, found)) if found else None
 
     def write_tickets_csv(self, tickets: dict) -> None:
         path = self.work / "central" / "tickets.csv"
@@ -515,13 +626,17 @@ class Venue:
 
     # --- the end ----------------------------------------------------------------------------
     def stop_ledger(self) -> None:
-        if self.ledger_process is not None and self.ledger_process.poll() is None:
-            self.ledger_process.send_signal(signal.SIGTERM)
+        """Stop every ledger worker (SIGTERM: each finishes its batch and says its counts)."""
+        running = [p for p in self.ledger_processes if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
             try:
-                self.ledger_process.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.ledger_process.kill()
-                self.ledger_process.wait(timeout=5)
+                process.kill()
+                process.wait(timeout=5)
+        self.ledger_processes = []
 
     def close(self) -> None:
         for gate in self.gates.values():

@@ -14,7 +14,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
-
 from gated.core import ticket
 from gated.core.decide import GateContext
 from gated.gate.store import GateStore
@@ -54,6 +53,9 @@ def authority(tmp_path) -> Authority:
         private_path, public_path = keys.generate_key_files(key_dir, name)
         keys.trust_key_file(ring_dir, public_path, role)
         made[name] = keys.load_private_key(private_path)
+    from tests.support.uplink import trust_ledger_key
+
+    trust_ledger_key(ring_dir)  # the test ledgers sign committed and occupancy with LEDGER_KEY
     return Authority(keyring=keys.load_keyring(ring_dir), keyring_dir=ring_dir, key_dir=key_dir, **made)
 
 

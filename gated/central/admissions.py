@@ -7,7 +7,7 @@ format: gated/core/snapshot.py).
                                  the parts, retained on gated/v1/<site>/admissions/<event>/<part>;
                                  parts of an older, longer snapshot beyond the new count are cleared
 
-`gated admissions publish --db LEDGER --site S --event E --key revocation.key --broker URL` does
+`gated admissions publish --db LEDGER --site S --event E --signing-key revocation.key --broker URL` does
 both; the operator runs it once a replaced gate has started (its new chain's `gated replace`), and
 `gated sim` does it for a `gate_replace` fault. A ledger started with `--admissions-key` does it by
 itself (`AutoSnapshot`): when a gate's status says `"synced": false`, it publishes every event's

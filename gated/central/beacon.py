@@ -15,8 +15,9 @@ from typing import Callable
 
 import structlog
 
-from gated.core.errors import GatedError
+from gated.brokerdiag import link_words
 from gated.core.beacon import BEACON_INTERVAL_S, encode_beacon
+from gated.core.errors import GatedError
 from gated.mqtt import MqttLink
 from gated.topics import beacon_topic
 
@@ -47,15 +48,29 @@ def connect(settings, client_id: str, timeout: float = 10.0) -> MqttLink:
     if not link.wait_connected(timeout):
         refused = _refusal(link)
         link.stop()
-        raise BeaconPublishError(f"the broker at {settings.url} did not accept the connection"
-                                 + (f" ({refused})" if refused else "") + ": check --broker, the certificate and the ACL")
+        if refused is None:
+            from gated.brokerdiag import probe
+
+            refused = probe(settings, 5.0)
+        raise BeaconPublishError(
+            f"the broker at {settings.url} did not accept the connection"
+            + (f" ({refused})" if refused else "")
+            + ": check --broker, the certificate and the ACL"
+        )
     return link
 
 
-def publish_beacons(link: MqttLink, source: BeaconSource, *, interval_s: float = BEACON_INTERVAL_S,
-                    count: int | None = None, wall: Callable[[], float] = time.time,
-                    sleep: Callable[[float], None] = time.sleep, ack_timeout_s: float = 10.0,
-                    stopped: Callable[[], bool] = lambda: False) -> int:
+def publish_beacons(
+    link: MqttLink,
+    source: BeaconSource,
+    *,
+    interval_s: float = BEACON_INTERVAL_S,
+    count: int | None = None,
+    wall: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    ack_timeout_s: float = 10.0,
+    stopped: Callable[[], bool] = lambda: False,
+) -> int:
     """Publish a beacon every `interval_s` (on a monotonic schedule), `count` times or until
     `stopped()` (checked after each sleep, so a `sleep` that returns early on a stop request ends it).
     Returns the number the broker acknowledged; a beacon not acknowledged in time is logged and
@@ -89,7 +104,7 @@ def _acknowledged(link: MqttLink, mid: int, timeout: float) -> bool:
         if item[0] == "published" and item[1] == mid:
             return item[2] < 0x80  # MQTT v5: below 0x80 is success (16: no subscriber yet, still kept)
         if item[0] in ("disconnected", "refused"):
-            log.warning("beacon_link", state=item[0], detail=item[1:])
+            log.warning("beacon_link", state=link_words(item))
     return False
 
 

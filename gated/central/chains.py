@@ -3,7 +3,13 @@ replaced one, makes a chain of its own; a replaced gate's is a new epoch of the 
 seqs epoch * 2^40 + 1, 2, ... (gated/core/events.py). The ledger keeps them apart:
 
   - gaps and chain starts are per chain (a chain's first event points at 64 zeros);
-  - `committed` follows the newest chain a batch started;
+  - the gate's progress (gate_progress: `contiguous`, `floor`) follows its current chain: the newest
+    chain a batch started (from its base: `contiguous` = base, `floor` = base + 1), or the chain of a
+    floor the gate announced (a floor of another epoch than the stored one is the gate's current
+    state: `newer_floor`); so `committed` and its held ranges are about that chain only, and what
+    the ledger lacks below a floor is a declared loss in the floor's chain only, never the span
+    below a new chain's base; an earlier chain's gaps stay missing (gated/central/ledger_report.py,
+    ledger_metrics.py);
   - the events of a new chain signed by a key the ledger's keyring does not (yet) trust for the
     gate are quarantined as `unapproved_key`, not as bad signatures: once the operator approves the
     new key (`gated keys enrol --replace`, which rewrites the keyring; the ledger service reloads
@@ -30,6 +36,15 @@ def CHAIN_OF(seq: str = "seq", body: str = "body") -> str:  # noqa: N802 - an SQ
     chain), else 0 (part 1: one chain per gate, whatever its seqs). For statements without
     parameters only (psycopg reads the % of a LIKE as a placeholder where there are parameters)."""
     return f"(CASE WHEN {body} LIKE '%\"epoch\"%' THEN {seq} / {1 << ev.EPOCH_SHIFT} ELSE 0 END)"
+
+
+def newer_floor(before: int | None, floor: int) -> int:
+    """Of two floors one gate announced in turn (`before` the earlier, or None), the one that holds:
+    in one chain the higher (a floor only rises), else the later (its status is the gate's current
+    state: a replaced gate's new chain, whatever its epoch)."""
+    if before is None or ev.epoch_of(before) != ev.epoch_of(floor):
+        return floor
+    return max(before, floor)
 
 
 def chain_starts(new_events) -> list[tuple[int, str, int]]:

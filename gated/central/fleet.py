@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gated.core.errors import GatedError
 from gated import keys
-from gated.mqtturl import UplinkSettings
-from gated.topics import command_topic, gate_topic, occupancy_topic, root
-from gated.core.command import COMMANDS, encode_command
+from gated.brokerdiag import reason_words
 from gated.core.announce import parse_device_announcement
+from gated.core.command import COMMANDS, encode_command
+from gated.core.errors import GatedError
 from gated.core.occupancy import OccupancyRejected, read_occupancy
 from gated.mqtt import MqttLink
+from gated.mqtturl import UplinkSettings
+from gated.topics import command_topic, gate_topic, occupancy_topic, root
 
 HEALTH_SILENT_S = 120  # an online gate whose last health message is older than this: an alarm
 EXPECTED_MODE = {"lock": "locked", "unlock": "online", "emergency_on": "emergency", "emergency_off": "online"}
@@ -145,24 +146,42 @@ def _duration(seconds) -> str:
 def format_table(rows: list[dict], site: str, zones: dict[str, dict] | None = None) -> str:
     """The rows as a plain text table, one gate a line, alarms last; then people inside per zone
     against its capacity (the ledger's figures, `zones` from the occupancy topic), if any."""
-    head = ("gate", "state", "since", "mode", "list", "list age", "clock", "outbox", "last scan", "scans/min",
-            "alarms")
+    head = ("gate", "state", "since", "mode", "list", "list age", "clock", "outbox", "last scan", "scans/min", "alarms")
     lines = [head]
     for r in rows:
-        clock = "-" if r["clock_source"] is None else (
-            f"{r['clock_source']}{' UNCERTAIN' if r['clock_uncertain'] else ''}"
-            + ("" if r["clock_offset_ms"] is None else f" {r['clock_offset_ms']:+d} ms"))
-        lines.append((r["gate"], "online" if r["online"] else "OFFLINE", _duration(r["since_s"]), _show(r["mode"]),
-                      "-" if not r["rev"] else f"v{r['rev']}", _duration(r["rev_age_s"]), clock, _show(r["outbox"]),
-                      _duration(r["last_scan_age_s"]) if r["last_scan_age_s"] is not None else "none",
-                      _show(r["scans_per_min"]), "; ".join(r["alarms"]) or "-"))
+        clock = (
+            "-"
+            if r["clock_source"] is None
+            else (
+                f"{r['clock_source']}{' UNCERTAIN' if r['clock_uncertain'] else ''}"
+                + ("" if r["clock_offset_ms"] is None else f" {r['clock_offset_ms']:+d} ms")
+            )
+        )
+        lines.append(
+            (
+                r["gate"],
+                "online" if r["online"] else "OFFLINE",
+                _duration(r["since_s"]),
+                _show(r["mode"]),
+                "-" if not r["rev"] else f"v{r['rev']}",
+                _duration(r["rev_age_s"]),
+                clock,
+                _show(r["outbox"]),
+                _duration(r["last_scan_age_s"]) if r["last_scan_age_s"] is not None else "none",
+                _show(r["scans_per_min"]),
+                "; ".join(r["alarms"]) or "-",
+            )
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
     text = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines]
     online = sum(r["online"] for r in rows)
-    text.append(f"site {site}: {len(rows)} gate(s), {online} online, "
-                f"{sum(bool(r['alarms']) for r in rows)} with alarms")
+    text.append(
+        f"site {site}: {len(rows)} gate(s), {online} online, {sum(bool(r['alarms']) for r in rows)} with alarms"
+    )
     text += [zone_line(name, zone) for name, zone in sorted((zones or {}).items())]
-    held = [f"{r['gate']} {r['checkin_list']!r} v{r['checkin_list_version']}" for r in rows if r.get("checkin_list_version")]
+    held = [
+        f"{r['gate']} {r['checkin_list']!r} v{r['checkin_list_version']}" for r in rows if r.get("checkin_list_version")
+    ]
     if held:
         text.append(f"pretix check-in list: {', '.join(held)}")
     local = [r["gate"] for r in rows if r.get("occupancy_source") == "local"]
@@ -186,8 +205,9 @@ class SiteWatch:
     def __init__(self, settings: UplinkSettings, site: str, client_id: str | None = None):
         self.site = site
         self.views: dict[str, GateView] = {}
-        self.link = MqttLink(settings, client_id or settings.client_id or f"gated-operator-{site}-{os.getpid()}",
-                             persistent=False)
+        self.link = MqttLink(
+            settings, client_id or settings.client_id or f"gated-operator-{site}-{os.getpid()}", persistent=False
+        )
         for leaf in ("status", "health"):
             self.link.add_subscription(gate_topic(site, "+", leaf), SubscribeOptions(qos=1))
         self.link.add_subscription(occupancy_topic(site), SubscribeOptions(qos=1))
@@ -203,8 +223,13 @@ class SiteWatch:
             self.pump(0.05)
             if self.refused:
                 raise FleetError(f"{self.link.settings.url}: {self.refused}")
-        raise FleetError(f"no connection to {self.link.settings.url} within {timeout:g} s "
-                         "(is the broker running, and the URL, certificate and key right?)")
+        from gated.brokerdiag import probe
+
+        cause = probe(self.link.settings, min(timeout, 5.0))
+        raise FleetError(
+            f"no connection to {self.link.settings.url} within {timeout:g} s: "
+            + (cause or "the broker accepts TCP and TLS but did not answer the MQTT CONNECT")
+        )
 
     def stop(self) -> None:
         self.link.stop()
@@ -248,7 +273,7 @@ class SiteWatch:
                 self.zones = {}  # not the ledger's: show nothing rather than a wrong figure
             return
         prefix = root(self.site) + "gates/"
-        gate, _, leaf = message.topic[len(prefix):].partition("/")
+        gate, _, leaf = message.topic[len(prefix) :].partition("/")
         if not message.topic.startswith(prefix) or leaf not in ("status", "health") or not gate:
             return
         view = self.views.setdefault(gate, GateView(gate))
@@ -278,8 +303,9 @@ class SiteWatch:
         nonce = time.time_ns() // 1000  # microseconds: above any nonce an earlier command used
         pending = {}
         for gate in gates:
-            blob = encode_command(key, gate=gate, command=name, nonce=nonce,
-                                  iat=int(time.time()))  # a fresh iat: gates refuse old ones
+            blob = encode_command(
+                key, gate=gate, command=name, nonce=nonce, iat=int(time.time())
+            )  # a fresh iat: gates refuse old ones
             mid = self.link.publish(command_topic(self.site, gate), blob, 1, False)
             if mid is None:
                 raise FleetError(f"could not hand the command for {gate} to the MQTT client")
@@ -301,7 +327,9 @@ class SiteWatch:
             except queue.Empty:
                 continue
             if item[0] == "published" and item[1] in mids and item[2] >= 0x80:
-                refused[mids[item[1]]] = f"the broker refused the command (reason code {item[2]:#x}): check its ACL"
+                refused[mids[item[1]]] = (
+                    f"the broker refused the command: {reason_words(item[2])}: check its access rules (is this certificate `central`?)"
+                )
             self._handle(item)
         results = []
         for gate in gates:
@@ -311,10 +339,11 @@ class SiteWatch:
             if gate in refused:
                 result["detail"] = refused[gate]
             elif not acknowledged(gate):
-                result["detail"] = (f"no acknowledgement within {timeout:g} s: " + (
+                result["detail"] = f"no acknowledgement within {timeout:g} s: " + (
                     "the gate is offline (the broker keeps the command; a gate refuses it once it is too old)"
-                    if mode in (None, "offline") else
-                    "the gate ignored it (is this key trusted with role `command` in its keyring? see its log)"))
+                    if mode in (None, "offline")
+                    else "the gate ignored it (is this key trusted with role `command` in its keyring? see its log)"
+                )
             elif name in EXPECTED_MODE and mode != EXPECTED_MODE[name]:
                 result["detail"] = f"applied, but the gate is {mode} (expected {EXPECTED_MODE[name]})"
             else:
@@ -325,6 +354,7 @@ class SiteWatch:
 
 
 # --- device-key enrolment -------------------------------------------------------------------------
+
 
 @dataclass
 class Announcement:
@@ -346,7 +376,7 @@ class Announcement:
 def announcements(views: dict[str, GateView], keyring) -> list[Announcement]:
     """The device keys the gates announce in their status, compared with `keyring` (None: empty)."""
     trusted = {}
-    for key in (keyring.keys if keyring is not None else ()):
+    for key in keyring.keys if keyring is not None else ():
         if "device" in key.roles:
             trusted[key.name] = key.kid.hex()
     out = []
@@ -367,8 +397,10 @@ def approve(keyring_dir, found: Announcement, *, replace: bool = False) -> None:
     from pathlib import Path
 
     if found.state == "different" and not replace:
-        raise FleetError(f"{found.gate}: the keyring trusts another device key (kid {found.trusted_kid}) for this "
-                         "gate; a replaced gate or state database? approve with --replace if so")
+        raise FleetError(
+            f"{found.gate}: the keyring trusts another device key (kid {found.trusted_kid}) for this "
+            "gate; a replaced gate or state database? approve with --replace if so"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         pem = Path(tmp) / f"{found.gate}.pub"
         pem.write_bytes(keys.public_pem(found.public_key))

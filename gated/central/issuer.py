@@ -23,10 +23,34 @@ class IssuedTicket:
     device_key: Ed25519PrivateKey | None = None
 
 
-def new_claims(*, event: str, nbf: int, exp: int, typ: str = "general", ent: int = 1, zones=None, seat=None,
-               iss=None, iat=None, dev: bytes | None = None, rex: bool = False) -> ticket.Claims:
-    return ticket.Claims(cti=os.urandom(16), aud=event, nbf=nbf, exp=exp, iss=iss, iat=iat, typ=typ, ent=ent,
-                         zon=tuple(zones) if zones else None, seat=seat, dev=dev, rex=rex)
+def new_claims(
+    *,
+    event: str,
+    nbf: int,
+    exp: int,
+    typ: str = "general",
+    ent: int = 1,
+    zones=None,
+    seat=None,
+    iss=None,
+    iat=None,
+    dev: bytes | None = None,
+    rex: bool = False,
+) -> ticket.Claims:
+    return ticket.Claims(
+        cti=os.urandom(16),
+        aud=event,
+        nbf=nbf,
+        exp=exp,
+        iss=iss,
+        iat=iat,
+        typ=typ,
+        ent=ent,
+        zon=tuple(zones) if zones else None,
+        seat=seat,
+        dev=dev,
+        rex=rex,
+    )
 
 
 def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool = False) -> IssuedTicket:
@@ -39,8 +63,10 @@ def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool
     if device_key is not None:
         longest = len(ticket.encode_dynamic(cose_bytes, claims.cti, 2**32 - 1, device_key))  # steps until 6053
         if longest > ticket.MAX_TEXT:
-            raise ValueError(f"the ticket's GT2 code would be {longest} characters, over the {ticket.MAX_TEXT} a gate "
-                             f"reads: fewer zones or shorter labels")
+            raise ValueError(
+                f"the ticket's GT2 code would be {longest} characters, over the {ticket.MAX_TEXT} a gate "
+                f"reads: fewer zones or shorter labels"
+            )
     return IssuedTicket(claims, ticket.STATIC_PREFIX + ticket.base45.encode(cose_bytes), cose_bytes, device_key)
 
 

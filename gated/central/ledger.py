@@ -55,9 +55,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gated.central import chains, ledger_audit, ledger_report
 from gated.central import occupancy as occ
-from gated.core.errors import GatedError
-from gated.core import events as ev
 from gated.central.ledgerdb import LedgerError, open_db  # noqa: F401 (LedgerError re-exported)
+from gated.core import events as ev
+from gated.core.confirmation import MAX_RANGES
+from gated.core.errors import GatedError
 from gated.core.signed import Keyring
 from gated.topics import events_topic_gate
 
@@ -75,11 +76,20 @@ class IngestResult:
     rejected: int = 0
     problems: list[dict] = field(default_factory=list)
     committed: dict[str, int] = field(default_factory=dict)  # per gate in the batch: events 1..n all held
+    stored: list[dict] = field(default_factory=list)  # the events this batch stored (new), for `gated ledger -v`
 
 
 class Ledger:
-    def __init__(self, target: str | os.PathLike, *, keyring: Keyring | None = None, site: str | None = None,
-                 workers: int = 1, partition: tuple[int, int] | None = None, verify: str = "every"):
+    def __init__(
+        self,
+        target: str | os.PathLike,
+        *,
+        keyring: Keyring | None = None,
+        site: str | None = None,
+        workers: int = 1,
+        partition: tuple[int, int] | None = None,
+        verify: str = "every",
+    ):
         """`target`: a SQLite file or a postgresql:// URL (gated/central/ledgerdb.py). `workers` > 1:
         check the signatures of a batch on that many threads. `partition` (i, n): store only
         the gates whose `gate_partition(gate, n)` is i, and leave the others to the other workers.
@@ -103,8 +113,10 @@ class Ledger:
         other = self.db.execute("SELECT site FROM events WHERE site <> ? LIMIT 1", (site,)).fetchone()
         if other is not None:
             self.db.close()
-            raise LedgerError(f"{self.where} holds events of site {other[0]!r}, not {site!r}: one ledger database "
-                              "per site (docs/central.md)")
+            raise LedgerError(
+                f"{self.where} holds events of site {other[0]!r}, not {site!r}: one ledger database "
+                "per site (docs/central.md)"
+            )
 
     def close(self) -> None:
         if self._pool is not None:
@@ -136,8 +148,9 @@ class Ledger:
             raise LedgerError(f"{csv_path}: cannot read the tickets ({exc})") from None
         try:
             self.db.begin()
-            self.db.executemany("INSERT INTO tickets (cti, ent) VALUES (?, ?) "
-                                "ON CONFLICT (cti) DO UPDATE SET ent = excluded.ent", rows)
+            self.db.executemany(
+                "INSERT INTO tickets (cti, ent) VALUES (?, ?) ON CONFLICT (cti) DO UPDATE SET ent = excluded.ent", rows
+            )
             self.db.commit()
         except self.db.errors as exc:
             self._rollback_quietly()
@@ -165,7 +178,9 @@ class Ledger:
         received_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
         payloads = list(payloads)
         topics = list(topics) if topics is not None else [None] * len(payloads)
-        examined = [e for e in self._examine_all(list(zip(payloads, topics))) if e is not None]  # None: another worker's gate
+        examined = [
+            e for e in self._examine_all(list(zip(payloads, topics))) if e is not None
+        ]  # None: another worker's gate
         try:
             try:
                 return self._store_batch(examined, received_ms, alone=False)
@@ -186,18 +201,18 @@ class Ledger:
         try:
             if alone:
                 for message in examined:
-                    if self._store_alone(message, received_ms, result):
-                        touched.add(message[1]["gate"])
+                    self._store_alone(message, received_ms, result)
             else:
                 try:
                     for message in examined:
                         if message[3] is not None:  # refused: quarantined, one by one
                             self._store(message, received_ms, result)
                     events = [m for m in examined if m[3] is None]
-                    held = self._store_events(events, received_ms, result)
+                    self._store_events(events, received_ms, result)
                 except Exception as exc:  # noqa: BLE001 - the batch is done again message by message
                     raise _MessageFailed() from exc
-                touched.update(m[1]["gate"] for m, h in zip(events, held) if h)
+            # every gate a message named (held, quarantined or a duplicate): it hears what the ledger holds
+            touched.update(m[1]["gate"] for m in examined if m[1] is not None)
             self._check_links(result, self._new, received_ms)
             result.committed = self._advance(sorted(touched))
         except BaseException:
@@ -206,41 +221,132 @@ class Ledger:
         self.db.commit()
         return result
 
-    def _advance(self, gates: list[str]) -> dict[str, int]:
-        """Move each gate's `contiguous` (every event 1..n held) past what this batch filled in. The
-        rows locked on PostgreSQL after this batch's own inserts: of two workers storing one gate's
-        events at once, the later one sees the earlier one's (committed) rows. No deadlock between
-        workers: every worker first makes the rows it lacks, then locks its rows, each step in one
-        order of gates (byte order, the same in Python and in the database), whatever the chunking.
-        A few statements for all the batch's gates."""
+    def _advance(self, gates: list[str], floors: dict[str, int] | None = None) -> dict[str, int]:
+        """Move each gate's `contiguous` (every event 1..n held, in quarantine too, or below the gate's
+        floor: never coming) past what this batch filled in; `floors`: floors the gates announced
+        (kept if higher than the one stored). The rows locked on PostgreSQL after this batch's own
+        inserts: of two workers storing one gate's events at once, the later one sees the earlier
+        one's (committed) rows. No deadlock between workers: every worker first makes the rows it
+        lacks, then locks its rows, each step in one order of gates (byte order, the same in Python
+        and in the database), whatever the chunking. A few statements for all the batch's gates."""
         gates = sorted(gates)
-        chunks = [gates[i:i + 500] for i in range(0, len(gates), 500)]
+        chunks = [gates[i : i + 500] for i in range(0, len(gates), 500)]
         for part in chunks:
-            self.db.execute("INSERT INTO gate_progress (gate, contiguous) VALUES "
-                            + ", ".join("(?, 0)" for _ in part) + " ON CONFLICT DO NOTHING", tuple(part))
-        # a replaced gate's new chain started in this batch: its progress follows the new chain from its base
+            self.db.execute(
+                "INSERT INTO gate_progress (gate, contiguous) VALUES "
+                + ", ".join("(?, 0)" for _ in part)
+                + " ON CONFLICT DO NOTHING",
+                tuple(part),
+            )
+        # a replaced gate's new chain started in this batch: its progress and floor follow the new chain from
+        # its base (gated/central/chains.py; nothing below the base is the new chain's, so nothing is lost there)
         starts = chains.chain_starts(getattr(self, "_new", []))
         if starts:
-            self.db.executemany(f"UPDATE gate_progress SET contiguous = ? WHERE gate = ? AND "
-                                f"{chains.EPOCH_OF('contiguous')} <> ?", starts)
+            self.db.executemany(
+                f"UPDATE gate_progress SET contiguous = ?, floor = ? WHERE gate = ? AND {chains.EPOCH_OF('contiguous')} <> ?",
+                [(base, base + 1, gate, epoch) for base, gate, epoch in starts],
+            )
         committed: dict[str, int] = {}
+        top = ev.MAX_INT
         for part in chunks:
             marks = ", ".join("?" * len(part))
-            before = dict(self.db.execute(f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks}) "
-                                          f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row,
-                                          tuple(part)).fetchall())
-            # the end of the run that starts right after `contiguous`, where there is one
-            after = dict(self.db.execute(
-                "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
-                f"AND CASE WHEN e.seq >= {ev.MAX_INT} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
-                "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
-                f"FROM gate_progress p WHERE p.gate IN ({marks}) AND EXISTS "
-                "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)", tuple(part)).fetchall())
-            moved = [(after[g], g) for g in part if after.get(g) is not None and after[g] > before[g]]
-            if moved:
-                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", moved)
-            committed.update({g: max(before[g], after.get(g) or 0) for g in part})
+            self.db.execute(
+                f"SELECT gate FROM gate_progress WHERE gate IN ({marks}) "
+                f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row,
+                tuple(part),
+            ).fetchall()
+            if floors:  # a higher floor of the same chain, or the floor of another chain: the gate's current one
+                self.db.executemany(
+                    f"UPDATE gate_progress SET floor = ? WHERE gate = ? AND (floor < ? OR {chains.EPOCH_OF('floor')} <> ?)",
+                    [(floors[g], g, floors[g], ev.epoch_of(floors[g])) for g in part if g in floors],
+                )
+            self.db.execute(  # below the floor, in its chain: never coming (a replaced gate's chain: from its base)
+                f"UPDATE gate_progress SET contiguous = floor - 1 WHERE gate IN ({marks}) AND floor > 0 AND "
+                f"(contiguous < floor - 1 OR {chains.EPOCH_OF('contiguous')} <> {chains.EPOCH_OF('floor - 1')})",
+                tuple(part),
+            )
+            for _ in range(10_000):  # each round: a run of stored events, then one of quarantined seqs
+                # the end of the run that starts right after `contiguous`, where there is one
+                after = self.db.execute(
+                    "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
+                    f"AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
+                    "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
+                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                    "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
+                    tuple(part),
+                ).fetchall()
+                if after:
+                    self.db.executemany(
+                        "UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in after]
+                    )
+                held = self.db.execute(
+                    "SELECT p.gate, (SELECT MIN(q.seq) FROM quarantined_seqs q WHERE q.gate = p.gate "
+                    f"AND q.seq > p.contiguous AND CASE WHEN q.seq >= {top} THEN 1 = 1 "
+                    "ELSE NOT EXISTS (SELECT 1 FROM quarantined_seqs x WHERE x.gate = q.gate AND x.seq = q.seq + 1) END) "
+                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                    "(SELECT 1 FROM quarantined_seqs f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
+                    tuple(part),
+                ).fetchall()
+                if not held:
+                    break
+                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in held])
+            committed.update(
+                self.db.execute(
+                    f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})", tuple(part)
+                ).fetchall()
+            )
         return committed
+
+    def declare_floors(self, floors: dict[str, int]) -> dict[str, int]:
+        """Gates' floors, from their status (the lowest seq each still holds): what the ledger lacks
+        below one is a declared loss (report), and `contiguous` moves past it. Per gate, its committed seq."""
+        if not floors:
+            return {}
+        try:
+            self.db.begin()
+            try:
+                committed = self._advance(sorted(floors), floors)
+            except BaseException:
+                self._rollback_quietly()
+                raise
+            self.db.commit()
+        except self.db.errors as exc:
+            raise LedgerError(f"{self.where}: cannot record the gates' floors ({exc})") from exc
+        return committed
+
+    def confirmations(self, gates) -> dict[str, tuple[int, list[tuple[int, int]]]]:
+        """Per gate, what the ledger tells it it holds (gated/core/confirmation.py): the committed seq
+        and up to MAX_RANGES ranges above it held as well (stored or in quarantine), in the gate's current
+        chain."""
+        gates = sorted(gates)
+        out: dict[str, tuple[int, list[tuple[int, int]]]] = {}
+        # only the chain `contiguous` is in (a replaced gate's old chain is no concern of its new state)
+        same_chain = {q: f"{chains.EPOCH_OF(q + '.seq')} = {chains.EPOCH_OF('p.contiguous')}" for q in "eq"}
+        for i in range(0, len(gates), 500):
+            part = tuple(gates[i : i + 500])
+            marks = ", ".join("?" * len(part))
+            try:
+                for gate, n in self.db.execute(
+                    f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})", part
+                ).fetchall():
+                    out[gate] = (n, [])
+                rows = self.db.execute(
+                    "SELECT gate, MIN(seq), MAX(seq) FROM (SELECT h.gate, h.seq, "
+                    "h.seq - ROW_NUMBER() OVER (PARTITION BY h.gate ORDER BY h.seq) AS run FROM ("
+                    f"SELECT e.gate, e.seq FROM events e JOIN gate_progress p ON p.gate = e.gate "
+                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous AND {same_chain['e']} UNION "
+                    f"SELECT q.gate, q.seq FROM quarantined_seqs q JOIN gate_progress p ON p.gate = q.gate "
+                    f"WHERE q.gate IN ({marks}) AND q.seq > p.contiguous AND {same_chain['q']}) h) runs "
+                    "GROUP BY gate, run ORDER BY gate, MIN(seq)",
+                    part + part,
+                ).fetchall()
+            except self.db.errors as exc:
+                raise LedgerError(f"{self.where}: cannot read what the ledger holds ({exc})") from exc
+            for gate, a, b in rows:
+                held = out.setdefault(gate, (0, []))[1]
+                if len(held) < MAX_RANGES:
+                    held.append((a, b))
+        return out
 
     def committed(self) -> dict[str, int]:
         """Per gate, the highest seq n such that the ledger holds every event 1..n."""
@@ -287,15 +393,23 @@ class Ledger:
             verdicts = [v for run in runs for v in seal(run)]
         else:  # one slice per thread (ThreadPoolExecutor.map ignores chunksize); libsodium releases the GIL
             size = -(-len(runs) // self.workers)
-            verdicts = [v for part in self._pool.map(lambda part: [v for run in part for v in seal(run)],
-                                                     [runs[i:i + size] for i in range(0, len(runs), size)])
-                        for v in part]
+            verdicts = [
+                v
+                for part in self._pool.map(
+                    lambda part: [v for run in part for v in seal(run)],
+                    [runs[i : i + size] for i in range(0, len(runs), size)],
+                )
+                for v in part
+            ]
         for i, signed in verdicts:
             if signed:
                 examined[i][5] = signed
             elif examined[i][1].get("epoch"):  # a replaced gate's new chain, its key not approved (yet)
-                examined[i][3:5] = ["unapproved_key", chains.UNAPPROVED + f" (epoch {examined[i][1]['epoch']}): "
-                                    "approve the replaced gate's device key (gated keys enrol --replace)"]
+                examined[i][3:5] = [
+                    "unapproved_key",
+                    chains.UNAPPROVED + f" (epoch {examined[i][1]['epoch']}): "
+                    "approve the replaced gate's device key (gated keys enrol --replace)",
+                ]
             else:
                 examined[i][3:5] = ["bad_signature", "device signature does not verify"]
 
@@ -309,8 +423,14 @@ class Ledger:
         try:
             return self._examine(payload, topic)
         except Exception as exc:  # noqa: BLE001 - the per-message error boundary
-            return [_body_text(payload), None, None, "malformed",
-                    f"could not be examined: {type(exc).__name__}: {exc}"[:200], 0]
+            return [
+                _body_text(payload),
+                None,
+                None,
+                "malformed",
+                f"could not be examined: {type(exc).__name__}: {exc}"[:200],
+                0,
+            ]
 
     def _store_alone(self, examined: list, received_ms: int, result: IngestResult) -> bool:
         """_store() in a savepoint: if one message makes it fail (its values: a data or integrity
@@ -327,8 +447,8 @@ class Ledger:
                 raise  # the database (locked, full, gone, a deadlock), not this message: nothing is acknowledged
             self.db.execute("ROLLBACK TO SAVEPOINT message")
             result.new, result.duplicates, result.rejected = counts[:3]
-            del result.problems[counts[3]:]
-            del self._new[counts[4]:]
+            del result.problems[counts[3] :]
+            del self._new[counts[4] :]
             why = f"could not be stored: {type(exc).__name__}: {exc}"[:200]
             log.error("ledger message quarantined", why=why)
             self._quarantine(result, None, examined[0], why, received_ms)
@@ -337,16 +457,27 @@ class Ledger:
 
     def _problem(self, result, kind, detail, received_ms, gate=None, seq=None, event_id=None) -> None:
         detail = _storable(detail)
-        cur = self.db.execute("INSERT INTO problems (kind, gate, seq, event_id, detail, received_ms) "
-                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (kind, gate or "", seq or 0, event_id, detail, received_ms))
+        cur = self.db.execute(
+            "INSERT INTO problems (kind, gate, seq, event_id, detail, received_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (kind, gate or "", seq or 0, event_id, detail, received_ms),
+        )
         if cur.rowcount:
             result.problems.append({"kind": kind, "gate": gate, "seq": seq, "detail": detail})
 
     def _quarantine(self, result, event_id, body, why, received_ms) -> None:
         """Keep a message that is not stored as an event, with why (its first MAX_BYTES characters
         when it is longer: it was refused for its size anyway; see _storable)."""
-        self.db.execute("INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
-                        (event_id, _storable(body[:ev.MAX_BYTES]), _storable(why), received_ms))
+        self.db.execute(
+            "INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
+            (event_id, _storable(body[: ev.MAX_BYTES]), _storable(why), received_ms),
+        )
+        if event_id is not None:  # the strict reader's id: gate:seq of the gate whose topic it came on
+            gate, _, seq = event_id.rpartition(":")
+            if seq.isdigit() and int(seq) <= ev.MAX_INT:  # held, in quarantine: the gate need not send it again
+                self.db.execute(
+                    "INSERT INTO quarantined_seqs (gate, seq) VALUES (?, ?) ON CONFLICT DO NOTHING", (gate, int(seq))
+                )
         result.rejected += 1
 
     def _examine(self, payload, topic: str | None = None) -> list:
@@ -388,18 +519,41 @@ class Ledger:
         is a conflict: quarantined."""
         for _, event, key, *_ in examined:
             if key is None and self.keyring is not None:
-                self._problem(result, "no_device_key", f"no device key named {event['gate']!r} in the keyring",
-                              received_ms, event["gate"])
+                self._problem(
+                    result,
+                    "no_device_key",
+                    f"no device key named {event['gate']!r} in the keyring",
+                    received_ms,
+                    event["gate"],
+                )
         new = self.db.insert_events(
-            COLUMNS, [(event["id"], event["site"], event["gate"], event["seq"], event["kind"],
-                       *(_text(event.get(f)) for f in FIELDS), event["hash"], event["prev"], signed,
-                       received_ms, text) for text, event, key, _, _, signed in examined])
+            COLUMNS,
+            [
+                (
+                    event["id"],
+                    event["site"],
+                    event["gate"],
+                    event["seq"],
+                    event["kind"],
+                    *(_text(event.get(f)) for f in FIELDS),
+                    event["hash"],
+                    event["prev"],
+                    signed,
+                    received_ms,
+                    text,
+                )
+                for text, event, key, _, _, signed in examined
+            ],
+        )
         taken = [e[1]["id"] for e, fresh in zip(examined, new) if not fresh]
         existing: dict[str, str] = {}
         for i in range(0, len(taken), 800):
-            part = taken[i:i + 800]
-            existing.update(self.db.execute(f"SELECT id, hash FROM events WHERE id IN ({', '.join('?' * len(part))})",
-                                            tuple(part)).fetchall())
+            part = taken[i : i + 800]
+            existing.update(
+                self.db.execute(
+                    f"SELECT id, hash FROM events WHERE id IN ({', '.join('?' * len(part))})", tuple(part)
+                ).fetchall()
+            )
         occ.record(self.db, [e[1] for e, fresh in zip(examined, new) if fresh])  # movements (occupancy, #16)
         held = []
         for (text, event, *_), fresh in zip(examined, new):
@@ -407,13 +561,29 @@ class Ledger:
             if fresh:
                 result.new += 1
                 self._new.append(event)
+                result.stored.append(event)
             elif existing.get(event_id) == event["hash"]:
                 result.duplicates += 1
+            elif (
+                self.db.execute(
+                    "SELECT 1 FROM quarantine WHERE event_id = ? AND why = 'conflict' AND body = ?",
+                    (event_id, _storable(text[: ev.MAX_BYTES])),
+                ).fetchone()
+                is not None
+            ):
+                result.duplicates += 1  # the same conflicting event sent again: quarantined once already
             else:
                 self._quarantine(result, event_id, text, "conflict", received_ms)
-                self._problem(result, "conflict", f"second event with id {event_id} and another hash "
-                              f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
-                              received_ms, gate, seq, event_id)
+                self._problem(
+                    result,
+                    "conflict",
+                    f"second event with id {event_id} and another hash "
+                    f"({event['hash'][:16]}…): seq reused (state restored from a backup?)",
+                    received_ms,
+                    gate,
+                    seq,
+                    event_id,
+                )
             held.append(fresh or existing.get(event_id) == event["hash"])
         return held
 
@@ -434,7 +604,7 @@ class Ledger:
                 clauses.append(("(gate = ? AND seq BETWEEN ? AND ?)", (gate, wanted[0], wanted[-1])))
             else:
                 for i in range(0, len(wanted), 500):
-                    part = wanted[i:i + 500]
+                    part = wanted[i : i + 500]
                     clauses.append((f"(gate = ? AND seq IN ({', '.join('?' * len(part))}))", (gate, *part)))
         while clauses:
             part, size = [], 0
@@ -442,8 +612,9 @@ class Ledger:
                 part.append(clauses.pop())
                 size += len(part[-1][1])
             for gate, n, h, p, i_ in self.db.execute(
-                    "SELECT gate, seq, hash, prev, id FROM events WHERE " + " OR ".join(c for c, _ in part),
-                    tuple(v for _, values in part for v in values)).fetchall():
+                "SELECT gate, seq, hash, prev, id FROM events WHERE " + " OR ".join(c for c, _ in part),
+                tuple(v for _, values in part for v in values),
+            ).fetchall():
                 stored[gate, n] = (h, p, i_)
         for gate_events in by_gate.values():
             for event in gate_events:
@@ -453,14 +624,29 @@ class Ledger:
         gate, seq = event["gate"], event["seq"]
         first = seq == 1 or (event.get("epoch") and seq == ev.epoch_base(event["epoch"]) + 1)  # "Replacing a gate"
         if first and event["prev"] != ev.GENESIS:
-            self._problem(result, "chain_break", "first event does not start from 64 zeros", received_ms,
-                          gate, seq, event["id"])
+            self._problem(
+                result, "chain_break", "first event does not start from 64 zeros", received_ms, gate, seq, event["id"]
+            )
         if (gate, seq - 1) in stored and stored[gate, seq - 1][0] != event["prev"]:
-            self._problem(result, "chain_break", f"prev does not match the hash of seq {seq - 1}", received_ms,
-                          gate, seq, event["id"])
+            self._problem(
+                result,
+                "chain_break",
+                f"prev does not match the hash of seq {seq - 1}",
+                received_ms,
+                gate,
+                seq,
+                event["id"],
+            )
         if (gate, seq + 1) in stored and stored[gate, seq + 1][1] != event["hash"]:
-            self._problem(result, "chain_break", f"prev does not match the hash of seq {seq}", received_ms,
-                          gate, seq + 1, stored[gate, seq + 1][2])
+            self._problem(
+                result,
+                "chain_break",
+                f"prev does not match the hash of seq {seq}",
+                received_ms,
+                gate,
+                seq + 1,
+                stored[gate, seq + 1][2],
+            )
 
     def set_keyring(self, keyring: Keyring | None) -> IngestResult:
         """The keyring changed (an operator approved a replaced gate's key): use it from now on, and
@@ -517,8 +703,10 @@ class Ledger:
         the highest seq it was counted from (one read transaction)."""
         self.db.begin()
         try:
-            return (occ.occupancy(self.db, since_ts=since_ts),
-                    dict(self.db.execute("SELECT gate, MAX(seq) FROM events GROUP BY gate")))
+            return (
+                occ.occupancy(self.db, since_ts=since_ts),
+                dict(self.db.execute("SELECT gate, MAX(seq) FROM events GROUP BY gate")),
+            )
         finally:
             self.db.commit()
 

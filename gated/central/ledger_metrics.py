@@ -29,7 +29,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gated.core.events import parse_ts
+from gated.core.events import EPOCH_SHIFT, epoch_base, epoch_of, parse_ts
 
 log = structlog.get_logger("gated.ledger.metrics")
 
@@ -42,6 +42,12 @@ LEDGER_PER_GATE = (
     ("gated_ledger_events", "counter", "events stored in the ledger (rate(): events per second)", "events"),
     ("gated_ledger_admits", "counter", "admissions stored in the ledger", "admits"),
     ("gated_ledger_missing_events", "gauge", "sequence numbers missing from 1..max (gaps)", "missing"),
+    (
+        "gated_ledger_declared_lost_events",
+        "gauge",
+        "sequence numbers below a gate's floor the ledger never got: the gate no longer holds them (a declared loss)",
+        "declared_lost",
+    ),
     ("gated_ledger_chain_breaks", "gauge", "events whose prev does not match their neighbour's hash", "chain_breaks"),
     ("gated_ledger_bad_signatures", "gauge", "events whose device signature does not verify", "bad_signatures"),
 )
@@ -56,10 +62,31 @@ class Gate:
     newest: tuple[str | None, int] | None = None  # (ts, received_ms) of the event with the highest seq
     chain_breaks: int = 0
     bad_signatures: int = 0
+    floor: int = 0  # the gate's floor (gate_progress.floor, from its status): below it, lacking is a declared loss
+    held_below: int = 0  # events stored with a seq below the floor, in the floor's chain
+    # per chain (docs/protocol.md, "Replacing a gate": a replaced gate's seqs start at epoch * 2^40 + 1):
+    # epoch -> (events, highest seq); replaced whole, never changed in place (a scrape reads it unlocked)
+    chains: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add_chain(self, epoch: int, count: int, top: int) -> None:
+        held, last = self.chains.get(epoch, (0, 0))
+        self.chains = {**self.chains, epoch: (held + count, max(last, top))}
+
+    @property
+    def declared_lost(self) -> int:
+        return max(0, self.floor - 1 - epoch_base(epoch_of(self.floor)) - self.held_below) if self.floor > 1 else 0
 
     @property
     def missing(self) -> int:
-        return max(0, self.last_seq - self.events)  # (gate, seq) is unique: events = seqs held
+        """Per chain, seqs from its base + 1 to its highest not held ((gate, seq) is unique: events =
+        seqs held), less the declared losses among them (docs/protocol.md, "Committed events")."""
+        gaps = sum(max(0, last - epoch_base(epoch) - held) for epoch, (held, last) in self.chains.items())
+        below = 0
+        if self.floor > 1:
+            epoch = epoch_of(self.floor)
+            last = self.chains.get(epoch, (0, 0))[1]
+            below = max(0, min(self.floor - 1, last) - epoch_base(epoch) - self.held_below)
+        return max(0, gaps - below)
 
 
 @dataclass
@@ -87,8 +114,16 @@ class LedgerCollector(Collector):
     refresh() is one round, for a caller that keeps its own time (one thread only: the connection
     is that thread's)."""
 
-    def __init__(self, db_path: str | Path, site: str, received=lambda: 0, *, every: float = EVERY,
-                 slow_every: float = SLOW_EVERY, share: float = SHARE):
+    def __init__(
+        self,
+        db_path: str | Path,
+        site: str,
+        received=lambda: 0,
+        *,
+        every: float = EVERY,
+        slow_every: float = SLOW_EVERY,
+        share: float = SHARE,
+    ):
         # str, not Path: a postgresql:// URL must stay a URL (a Path would make it a SQLite file name)
         self.db_path, self.site, self.received = str(db_path), site, received
         self.every, self.slow_every, self.share = every, slow_every, share
@@ -162,36 +197,58 @@ class LedgerCollector(Collector):
             # after the error would otherwise show none for up to SLOW_EVERY)
             self._work, self._cursors = Figures(over=self._work.over), dict.fromkeys(self._cursors, 0)
             return False
-        self._shown = Figures({g: replace(v) for g, v in self._work.gates.items()}, dict(self._work.over),
-                              self._work.quarantined, time.time())
+        self._shown = Figures(
+            {g: replace(v) for g, v in self._work.gates.items()},
+            dict(self._work.over),
+            self._work.quarantined,
+            time.time(),
+        )
         return True
 
     def _catch_up(self, db) -> None:
         """SQLite: add what was stored since the last round (rowids only grow: no event is deleted)."""
         gates = self._work.gates
         (last,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()
+        lowest_new: dict[str, int] = {}
         if last > self._cursors["events"]:
             # one aggregate over the new rowids (SQLite runs it without Python, whatever their number)
-            for gate, count, admits, top in db.execute(
-                    "SELECT gate, COUNT(*), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
-                    "MAX(seq) FROM events WHERE rowid > ? AND rowid <= ? GROUP BY gate",
-                    (self._cursors["events"], last)).fetchall():
+            for gate, epoch, count, admits, top, low in db.execute(
+                f"SELECT gate, seq / {1 << EPOCH_SHIFT}, COUNT(*), "
+                "SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
+                f"MAX(seq), MIN(seq) FROM events WHERE rowid > ? AND rowid <= ? GROUP BY gate, seq / {1 << EPOCH_SHIFT}",
+                (self._cursors["events"], last),
+            ).fetchall():
+                lowest_new[gate] = min(low, lowest_new.get(gate, low))
                 figures = gates.get(gate) or gates.setdefault(gate, Gate())
+                figures.add_chain(epoch, count, top)
                 figures.events += count
                 figures.admits += admits or 0
                 if top >= figures.last_seq:
                     figures.last_seq = top
-                    figures.newest = db.execute("SELECT ts, received_ms FROM events WHERE gate = ? AND seq = ?",
-                                                (gate, top)).fetchone()
+                    figures.newest = db.execute(
+                        "SELECT ts, received_ms FROM events WHERE gate = ? AND seq = ?", (gate, top)
+                    ).fetchone()
             self._cursors["events"] = last
-        for n, kind, gate in db.execute("SELECT n, kind, gate FROM problems WHERE n > ? ORDER BY n",
-                                        (self._cursors["problems"],)).fetchall():
+        # floors change when a gate reconnects; the events held below one are counted again only then,
+        # or when an event below it arrived late (rare: the gate no longer held it)
+        for gate, floor in db.execute("SELECT gate, floor FROM gate_progress WHERE floor > 1").fetchall():
+            figures = gates.get(gate) or gates.setdefault(gate, Gate())
+            if floor != figures.floor or lowest_new.get(gate, floor) < floor:
+                (figures.held_below,) = db.execute(
+                    "SELECT COUNT(*) FROM events WHERE gate = ? AND seq < ? AND seq >= ?",
+                    (gate, floor, epoch_base(epoch_of(floor))),
+                ).fetchone()
+                figures.floor = floor
+        for n, kind, gate in db.execute(
+            "SELECT n, kind, gate FROM problems WHERE n > ? ORDER BY n", (self._cursors["problems"],)
+        ).fetchall():
             self._cursors["problems"] = n
             if kind in PROBLEM_KINDS:
                 figures = gates.get(gate or "(unknown)") or gates.setdefault(gate or "(unknown)", Gate())
                 setattr(figures, PROBLEM_KINDS[kind], getattr(figures, PROBLEM_KINDS[kind]) + 1)
-        count, last = db.execute("SELECT COUNT(*), MAX(n) FROM quarantine WHERE n > ?",
-                                 (self._cursors["quarantine"],)).fetchone()
+        count, last = db.execute(
+            "SELECT COUNT(*), MAX(n) FROM quarantine WHERE n > ?", (self._cursors["quarantine"],)
+        ).fetchone()
         if last is not None:
             self._work.quarantined += count
             self._cursors["quarantine"] = last
@@ -205,18 +262,31 @@ class LedgerCollector(Collector):
 
     def _recount_in_snapshot(self, db) -> None:
         gates: dict[str, Gate] = {}
-        for gate, count, last, admits in db.execute(
-                "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END) "
-                "FROM events GROUP BY gate").fetchall():
-            gates[gate] = Gate(events=count, admits=admits or 0, last_seq=last)
+        for gate, epoch, count, last, admits in db.execute(
+            f"SELECT gate, seq / {1 << EPOCH_SHIFT}, COUNT(*), MAX(seq), "
+            "SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END) "
+            f"FROM events GROUP BY gate, seq / {1 << EPOCH_SHIFT}"
+        ).fetchall():
+            figures = gates.setdefault(gate, Gate())
+            figures.events += count
+            figures.admits += admits or 0
+            figures.last_seq = max(figures.last_seq, last)
+            figures.add_chain(int(epoch), count, last)
         for gate, ts, received_ms in db.execute(
-                "SELECT e.gate, e.ts, e.received_ms FROM events e "
-                "WHERE e.seq = (SELECT MAX(seq) FROM events WHERE gate = e.gate)").fetchall():
+            "SELECT e.gate, e.ts, e.received_ms FROM events e "
+            "WHERE e.seq = (SELECT MAX(seq) FROM events WHERE gate = e.gate)"
+        ).fetchall():
             gates[gate].newest = (ts, received_ms)
         for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate").fetchall():
             if kind in PROBLEM_KINDS:
                 figures = gates.setdefault(gate or "(unknown)", Gate())
                 setattr(figures, PROBLEM_KINDS[kind], count)
+        for gate, floor, held in db.execute(
+            "SELECT p.gate, p.floor, (SELECT COUNT(*) FROM events e WHERE e.gate = p.gate AND e.seq < p.floor "
+            f"AND e.seq / {1 << EPOCH_SHIFT} = p.floor / {1 << EPOCH_SHIFT}) FROM gate_progress p WHERE p.floor > 1"
+        ).fetchall():
+            figures = gates.setdefault(gate, Gate())
+            figures.floor, figures.held_below = floor, held
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
         self._work = Figures(gates, self._work.over, quarantined)
 
@@ -227,8 +297,11 @@ class LedgerCollector(Collector):
     # --- a scrape: the snapshot as metric families ---------------------------------------------
 
     def collect(self):
-        received = CounterMetricFamily("gated_ledger_received_messages", "event messages received from the broker "
-                                       "since the ledger started (redeliveries included)", labels=["site"])
+        received = CounterMetricFamily(
+            "gated_ledger_received_messages",
+            "event messages received from the broker since the ledger started (redeliveries included)",
+            labels=["site"],
+        )
         received.add_metric([self.site], self.received())
         shown = self._shown
         if shown is None:
@@ -241,15 +314,22 @@ class LedgerCollector(Collector):
             for gate in gates:
                 family.add_metric([self.site, gate], getattr(shown.gates[gate], attribute))
             yield family
-        over = GaugeMetricFamily("gated_ledger_over_admitted", "tickets admitted more often than allowed, "
-                                 "counted at each gate that admitted them", labels=labels)
+        over = GaugeMetricFamily(
+            "gated_ledger_over_admitted",
+            "tickets admitted more often than allowed, counted at each gate that admitted them",
+            labels=labels,
+        )
         for gate in sorted(set(gates) | set(shown.over)):
             over.add_metric([self.site, gate], shown.over.get(gate, 0))
         yield over
-        lag = GaugeMetricFamily("gated_ledger_lag_seconds", "from the newest event's ts to when the ledger "
-                                "received it", labels=labels)
-        silent = GaugeMetricFamily("gated_ledger_last_received_age_seconds", "since the ledger last received an "
-                                   "event of the gate", labels=labels)
+        lag = GaugeMetricFamily(
+            "gated_ledger_lag_seconds", "from the newest event's ts to when the ledger received it", labels=labels
+        )
+        silent = GaugeMetricFamily(
+            "gated_ledger_last_received_age_seconds",
+            "since the ledger last received an event of the gate",
+            labels=labels,
+        )
         now_ms = time.time_ns() // 1_000_000
         for gate in gates:
             if shown.gates[gate].newest is None:
@@ -261,12 +341,16 @@ class LedgerCollector(Collector):
             silent.add_metric([self.site, gate], max(0.0, (now_ms - received_ms) / 1000))
         yield lag
         yield silent
-        quarantined = GaugeMetricFamily("gated_ledger_quarantined", "messages kept aside (bad hash or signature)",
-                                        labels=["site"])
+        quarantined = GaugeMetricFamily(
+            "gated_ledger_quarantined", "messages kept aside (bad hash or signature)", labels=["site"]
+        )
         quarantined.add_metric([self.site], shown.quarantined)
         yield quarantined
-        age = GaugeMetricFamily("gated_ledger_figures_age_seconds", "since the figures above were read from "
-                                "the ledger database", labels=["site"])
+        age = GaugeMetricFamily(
+            "gated_ledger_figures_age_seconds",
+            "since the figures above were read from the ledger database",
+            labels=["site"],
+        )
         age.add_metric([self.site], max(0.0, time.time() - shown.read_at))
         yield age
         yield received

@@ -1,10 +1,11 @@
 """The ledger's report (`gated reconcile`): per gate, what arrived and what is wrong with it.
 
     report(db)            {"gates": {gate: events, last_seq, admits, passages, denies by reason, gaps,
-                           missing, chain_breaks, bad_signatures, bad_hashes, conflicts, malformed,
-                           signatures_checked, chain_vouched, chains}, "over_admitted": [...], "tickets_known",
-                           "totals", "occupancy", "reentries_without_exit", "clean", "replacements",
-                           "unsynced_admissions"}   (chains: gated/central/chains.py)
+                           missing, declared_losses, declared_lost (below the gate's floor, in its current chain),
+                           chain_breaks, bad_signatures, bad_hashes, conflicts, malformed, signatures_checked,
+                           chain_vouched, chains}, "over_admitted": [...], "tickets_known", "totals", "occupancy",
+                           "reentries_without_exit", "clean", "replacements", "unsynced_admissions"}
+                           (chains: gated/central/chains.py)
     format_report(report) the same for people
 
 Read-only queries over the ledger's tables (gated/central/ledger.py writes them; the schema is in
@@ -17,55 +18,94 @@ from __future__ import annotations
 from gated.central import chains
 from gated.central import occupancy as occ
 from gated.core import events as ev
+from gated.core.confirmation import split_gap
 
 
 def report(db) -> dict:
     """Per gate: events, admits, denies by reason, gaps, chain breaks, bad signatures; over-admitted tickets."""
     gates: dict[str, dict] = {}
     for gate, count, last, admits, passages in db.execute(
-            "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
-            "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
-            "FROM events GROUP BY gate ORDER BY gate"):
-        gates[gate] = {"events": count, "last_seq": last, "admits": admits or 0, "passages": passages or 0,
-                       "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0, "bad_signatures": 0,
-                       "bad_hashes": 0, "conflicts": 0, "malformed": 0, "signatures_checked": True,
-                       "chain_vouched": 0}
+        "SELECT gate, COUNT(*), MAX(seq), SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN kind = 'passage' THEN 1 ELSE 0 END) "
+        "FROM events GROUP BY gate ORDER BY gate"
+    ):
+        gates[gate] = {
+            **_empty_gate(),
+            "events": count,
+            "last_seq": last,
+            "admits": admits or 0,
+            "passages": passages or 0,
+            "signatures_checked": True,
+        }
     for gate, reason, count in db.execute(
-            "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
-            "GROUP BY gate, reason ORDER BY gate, reason"):
+        "SELECT gate, reason, COUNT(*) FROM events WHERE kind = 'scan' AND decision = 'deny' "
+        "GROUP BY gate, reason ORDER BY gate, reason"
+    ):
         gates[gate]["denies"][reason] = count
     for gate, seq, before in db.execute(  # per chain: a replaced gate's new chain starts at its epoch's base
-            f"SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, {chains.CHAIN_OF()} * "
-            f"{1 << ev.EPOCH_SHIFT}) OVER (PARTITION BY gate, {chains.CHAIN_OF()} ORDER BY seq)"
-            " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"):
+        f"SELECT gate, seq, prev_seq FROM (SELECT gate, seq, LAG(seq, 1, {chains.CHAIN_OF()} * "
+        f"{1 << ev.EPOCH_SHIFT}) OVER (PARTITION BY gate, {chains.CHAIN_OF()} ORDER BY seq)"
+        " AS prev_seq FROM events) AS runs WHERE seq - prev_seq > 1"
+    ):
         gates[gate]["gaps"].append([before + 1, seq - 1])
         gates[gate]["missing"] += seq - 1 - before
+    for gate, floor, chain_last in db.execute(
+        f"SELECT p.gate, p.floor, (SELECT MAX(e.seq) FROM events e WHERE e.gate = p.gate AND "
+        f"{chains.EPOCH_OF('e.seq')} = {chains.EPOCH_OF('p.floor')}) FROM gate_progress p WHERE p.floor > 1"
+    ).fetchall():
+        _declared_losses(gates.setdefault(gate, _empty_gate()), floor, chain_last)
     for gate, unsigned, vouched in db.execute(
-            "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
-            "FROM events GROUP BY gate"):
+        "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
+        "FROM events GROUP BY gate"
+    ):
         gates[gate]["signatures_checked"] = not unsigned
         gates[gate]["chain_vouched"] = vouched or 0  # --verify chain: content vouched for by a later signature
-    names = {"chain_break": "chain_breaks", "bad_signature": "bad_signatures", "bad_hash": "bad_hashes",
-             "conflict": "conflicts", "malformed": "malformed"}
+    names = {
+        "chain_break": "chain_breaks",
+        "bad_signature": "bad_signatures",
+        "bad_hash": "bad_hashes",
+        "conflict": "conflicts",
+        "malformed": "malformed",
+    }
     for kind, gate, count in db.execute("SELECT kind, gate, COUNT(*) FROM problems GROUP BY kind, gate"):
         if kind in names:
-            entry = gates.setdefault(gate or "(unknown)", {"events": 0, "last_seq": 0, "admits": 0, "passages": 0,
-                                                   "denies": {}, "gaps": [], "missing": 0, "chain_breaks": 0,
-                                                   "bad_signatures": 0, "bad_hashes": 0, "conflicts": 0,
-                                                   "malformed": 0, "signatures_checked": False,
-                                                   "chain_vouched": 0})
+            entry = gates.setdefault(gate or "(unknown)", _empty_gate())
             entry[names[kind]] += count
     over = over_admitted(db)
     (tickets_known,) = db.execute("SELECT COUNT(*) FROM tickets").fetchone()
     (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
-    totals = {k: sum(g[k] for g in gates.values()) for k in
-              ("events", "admits", "missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts", "malformed")}
+    totals = {
+        k: sum(g[k] for g in gates.values())
+        for k in (
+            "events",
+            "admits",
+            "missing",
+            "declared_lost",
+            "chain_breaks",
+            "bad_signatures",
+            "bad_hashes",
+            "conflicts",
+            "malformed",
+        )
+    }
     totals["over_admitted"] = len(over)
     totals["quarantined"] = quarantined
     reentries = occ.reentries_without_exit(db)
     totals["reentries_without_exit"] = len(reentries)
-    clean = not any(totals[k] for k in ("missing", "chain_breaks", "bad_signatures", "bad_hashes", "conflicts",
-                                        "malformed", "over_admitted", "reentries_without_exit"))
+    clean = not any(
+        totals[k]
+        for k in (
+            "missing",
+            "declared_lost",
+            "chain_breaks",
+            "bad_signatures",
+            "bad_hashes",
+            "conflicts",
+            "malformed",
+            "over_admitted",
+            "reentries_without_exit",
+        )
+    )
     replaced = chains.replacements(db)  # a replaced gate's chains (docs/protocol.md, "Replacing a gate")
     totals["replacements"] = len(replaced)
     totals["unapproved"] = chains.unapproved_count(db)
@@ -74,26 +114,92 @@ def report(db) -> dict:
             gates[gate]["chains"] = found
     unsynced = chains.unsynced_admissions(db)
     totals["unsynced_admissions"] = len(unsynced)
-    return {"gates": gates, "over_admitted": over, "tickets_known": tickets_known, "totals": totals,
-            "occupancy": occ.occupancy(db), "reentries_without_exit": reentries, "clean": clean,
-            "replacements": replaced, "unsynced_admissions": unsynced}
+    return {
+        "gates": gates,
+        "over_admitted": over,
+        "tickets_known": tickets_known,
+        "totals": totals,
+        "occupancy": occ.occupancy(db),
+        "reentries_without_exit": reentries,
+        "clean": clean,
+        "replacements": replaced,
+        "unsynced_admissions": unsynced,
+    }
+
+
+def _empty_gate() -> dict:
+    """A gate's entry before anything is counted."""
+    return {
+        "events": 0,
+        "last_seq": 0,
+        "admits": 0,
+        "passages": 0,
+        "denies": {},
+        "gaps": [],
+        "missing": 0,
+        "declared_losses": [],
+        "declared_lost": 0,
+        "chain_breaks": 0,
+        "bad_signatures": 0,
+        "bad_hashes": 0,
+        "conflicts": 0,
+        "malformed": 0,
+        "signatures_checked": False,
+        "chain_vouched": 0,
+    }
+
+
+def _declared_losses(entry: dict, floor: int, chain_last: int | None) -> None:
+    """Split a gate's gaps at its floor (docs/protocol.md, "Committed events"): below it, what the
+    ledger lacks is a declared loss (the gate no longer holds it); from it on, missing as before (the
+    gate still sends it). Per chain ("Replacing a gate"): the floor is of the gate's current chain
+    (`chain_last`: the highest seq held of it), whose seqs start at its epoch's base + 1; the gaps of
+    a replaced gate's earlier chains stay missing (that floor says nothing about them)."""
+    epoch = ev.epoch_of(floor)
+    gaps, lost = [], []
+    for gap in entry["gaps"]:
+        if ev.epoch_of(gap[0]) != epoch:
+            gaps.append(gap)
+            continue
+        below, above = split_gap(tuple(gap), floor)
+        if below:
+            lost.append(list(below))
+        if above:
+            gaps.append(list(above))
+    last = max(chain_last or 0, ev.epoch_base(epoch))
+    if last < floor - 1:  # nothing held up to the floor: the tail is lost too
+        lost.append([last + 1, floor - 1])
+    entry["gaps"], entry["declared_losses"] = gaps, lost
+    entry["missing"] = sum(b - a + 1 for a, b in gaps)
+    entry["declared_lost"] = sum(b - a + 1 for a, b in lost)
+    entry["floor"] = floor
 
 
 def over_admitted(db) -> list[dict]:
     """Tickets admitted more often than allowed (tickets.csv, else once), passage timeouts of the
     admitting gate and exits not counted; each with the gates that admitted it. A join over every
     admission: the ledger's metrics count it apart, and seldom (gated/central/ledger_metrics.py)."""
-    return [{"ticket": cti, "admits": admits, "allowed": allowed, "assumed": bool(assumed), "gates": sorted(set(g.split(",")))}
-            for cti, admits, allowed, assumed, g in db.execute(
-                "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
-                + db.group_concat("e.gate") + " "
-                "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
-                "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL "
-                f"AND NOT {occ.not_an_entry_sql('e')} AND NOT EXISTS ("
-                "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
-                "  AND p.result = 'timeout') "
-                "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
-                "ORDER BY e.ticket")]
+    return [
+        {
+            "ticket": cti,
+            "admits": admits,
+            "allowed": allowed,
+            "assumed": bool(assumed),
+            "gates": sorted(set(g.split(","))),
+        }
+        for cti, admits, allowed, assumed, g in db.execute(
+            "SELECT e.ticket, COUNT(*), COALESCE(t.ent, 1), CASE WHEN t.ent IS NULL THEN 1 ELSE 0 END, "
+            + db.group_concat("e.gate")
+            + " "
+            "FROM events e LEFT JOIN tickets t ON t.cti = e.ticket "
+            "WHERE e.kind = 'scan' AND e.decision = 'admit' AND e.ticket IS NOT NULL "
+            f"AND NOT {occ.not_an_entry_sql('e')} AND NOT EXISTS ("
+            "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
+            "  AND p.result = 'timeout') "
+            "GROUP BY e.ticket, t.ent HAVING COALESCE(t.ent, 1) > 0 AND COUNT(*) > COALESCE(t.ent, 1) "
+            "ORDER BY e.ticket"
+        )
+    ]
 
 
 def format_report(report: dict) -> str:
@@ -102,34 +208,57 @@ def format_report(report: dict) -> str:
     for gate, g in report["gates"].items():
         denies = ", ".join(f"{r} {n}" for r, n in g["denies"].items()) or "-"
         badsig = g["bad_signatures"] + g["bad_hashes"]
-        lines.append(f"{gate:12} {g['events']:>7} {g['last_seq'] or 0:>7} {g['admits']:>7} {g['missing']:>7} "
-                     f"{g['chain_breaks']:>6} {badsig:>6}  {denies}")
+        lines.append(
+            f"{gate:12} {g['events']:>7} {g['last_seq'] or 0:>7} {g['admits']:>7} {g['missing']:>7} "
+            f"{g['chain_breaks']:>6} {badsig:>6}  {denies}"
+        )
         if g["gaps"]:
-            lines.append("             gaps: " + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
-                         + (" …" if len(g["gaps"]) > 20 else ""))
+            lines.append(
+                "             gaps: "
+                + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["gaps"][:20])
+                + (" …" if len(g["gaps"]) > 20 else "")
+            )
+        if g.get("declared_lost"):
+            lines.append(
+                f"             declared lost (below the gate's floor {g['floor']}, no longer held by it): "
+                + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["declared_losses"][:20])
+                + (" …" if len(g["declared_losses"]) > 20 else "")
+            )
         if not g["signatures_checked"]:
             lines.append("             signatures not checked (no device key for this gate)")
         if g.get("chain_vouched"):
-            lines.append(f"             {g['chain_vouched']} events vouched for by the signature of a later one "
-                         "(--verify chain: their own signatures not checked)")
+            lines.append(
+                f"             {g['chain_vouched']} events vouched for by the signature of a later one "
+                "(--verify chain: their own signatures not checked)"
+            )
         if g["conflicts"]:
             lines.append(f"             {g['conflicts']} conflicting events (same id, other content)")
     for r in report.get("replacements", []):
-        lines.append(f"gate {r['gate']} replaced: chain epoch {r['epoch']} from {r['first_ts']} (seq {r['first_seq']}..."
-                     f"{r['last_seq']}), after epoch {r['after_epoch']} ended at seq {r['after_last_seq']}")
+        lines.append(
+            f"gate {r['gate']} replaced: chain epoch {r['epoch']} from {r['first_ts']} (seq {r['first_seq']}..."
+            f"{r['last_seq']}), after epoch {r['after_epoch']} ended at seq {r['after_last_seq']}"
+        )
     if report.get("totals", {}).get("unapproved"):
-        lines.append(f"{report['totals']['unapproved']} events of a replaced gate wait for its device key's approval "
-                     "(gated keys enrol --replace)")
+        lines.append(
+            f"{report['totals']['unapproved']} events of a replaced gate wait for its device key's approval "
+            "(gated keys enrol --replace)"
+        )
     if report.get("unsynced_admissions"):
-        lines.append(f"{len(report['unsynced_admissions'])} admissions by replaced gates before their admissions "
-                     "snapshot (flagged unsynced): check them")
+        lines.append(
+            f"{len(report['unsynced_admissions'])} admissions by replaced gates before their admissions "
+            "snapshot (flagged unsynced): check them"
+        )
     if report["over_admitted"]:
         lines.append("tickets admitted more often than allowed:")
         for t in report["over_admitted"]:
             how = "assumed 1, no tickets CSV row" if t["assumed"] else "from tickets CSV"
-            lines.append(f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}")
+            lines.append(
+                f"  {t['ticket']}  {t['admits']} admissions, {t['allowed']} allowed ({how}) at {', '.join(t['gates'])}"
+            )
     if report.get("reentries_without_exit"):
-        lines.append("tickets let back in more often than they were recorded leaving (gates that could not hear each other):")
+        lines.append(
+            "tickets let back in more often than they were recorded leaving (gates that could not hear each other):"
+        )
         for t in report["reentries_without_exit"]:
             lines.append(f"  {t['ticket']}  {t['reentries']} re-entries, {t['exits']} exits at {', '.join(t['gates'])}")
     occupancy = report.get("occupancy") or {"zones": {}}
@@ -138,14 +267,19 @@ def format_report(report: dict) -> str:
         lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
     audit = report.get("signature_audit")
     if audit is not None:
-        lines.append(f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
-                     "does not verify" + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
-                     + (" …" if len(audit["bad"]) > 20 else "")
-                     + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else ""))
+        lines.append(
+            f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
+            "does not verify"
+            + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
+            + (" …" if len(audit["bad"]) > 20 else "")
+            + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else "")
+        )
     totals = report["totals"]
-    lines.append(f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
-                 f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
-                 f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
-                 f"{totals['quarantined']} quarantined messages"
-                 + (" — clean" if report["clean"] else ""))
+    lines.append(
+        f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "
+        + (f"{totals['declared_lost']} declared lost, " if totals.get("declared_lost") else "")
+        + f"{totals['chain_breaks']} chain breaks, {totals['bad_signatures'] + totals['bad_hashes']} bad signatures, "
+        f"{totals['over_admitted']} over-admitted tickets, {totals['malformed']} malformed and "
+        f"{totals['quarantined']} quarantined messages" + (" — clean" if report["clean"] else "")
+    )
     return "\n".join(lines)

@@ -4,8 +4,11 @@
 
 Runs on the caller's thread; paho's thread only queues messages. Each message is acknowledged to the
 broker only after the batch holding it has committed. After each commit the service publishes, per
-gate, the highest seq up to which the ledger holds every event (`committed`, docs/protocol.md), and
-at most every `occupancy_every_s` the site's occupancy (gated/core/occupancy.py).
+gate, what the ledger holds of its events (`committed`: its prefix and the ranges above it,
+docs/protocol.md "Committed events"), and at most every `occupancy_every_s` the site's occupancy
+(gated/core/occupancy.py), both signed by the ledger's key (gated/core/ledgersig.py). It reads the
+gates' status for their floor (the lowest seq each still holds): below it, what the ledger lacks is
+a declared loss.
 """
 
 from __future__ import annotations
@@ -17,9 +20,13 @@ from pathlib import Path
 
 import structlog
 
-from gated.central.ledger import IngestResult, Ledger
+from gated.brokerdiag import link_words
+from gated.central.chains import newer_floor
+from gated.central.ledger import IngestResult, Ledger, gate_partition
+from gated.core.confirmation import encode as encode_confirmation
+from gated.core.confirmation import read_floor
 from gated.keys import KEYRING_FILE, KeyringError, load_keyring
-from gated.topics import committed_topic, events_topic, status_topic
+from gated.topics import committed_topic, events_topic, status_topic, status_topic_gate
 
 log = structlog.get_logger("gated.ledger")
 
@@ -39,25 +46,51 @@ class LedgerService:
     """Subscribe, ingest in batches, acknowledge each message only after its batch has committed.
     Runs on the caller's thread (`run()`); paho's thread only queues messages."""
 
-    def __init__(self, ledger: Ledger, settings, *, site: str, group: str | None = None, batch: int = 2000,
-                 publish_committed: bool = True, occupancy_every_s: float = 1.0, day_start=None,
-                 keyring_dir=None, admissions_key=None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings,
+        *,
+        site: str,
+        group: str | None = None,
+        batch: int = 2000,
+        publish_committed: bool = True,
+        occupancy_every_s: float = 1.0,
+        day_start=None,
+        signing_key=None,
+        keyring_dir=None,
+        admissions_key=None,
+    ):
         """`publish_committed`: after each commit, publish to every gate of the batch, retained, the
         highest seq up to which the ledger holds all its events (`committed`, docs/protocol.md).
         `occupancy_every_s`: at most that often, the site's occupancy, retained (gated/central/occupancy.py).
         `day_start`: a gated.daystart.DayStart: the occupancy counts from the venue's latest day start.
-        `keyring_dir`: reloaded when its keyring.toml changes. `admissions_key`: a revocation signing key:
-        a replaced gate's status asking for the admissions snapshot gets it (gated/central/admissions.py)."""
+        `signing_key`: the ledger's Ed25519 key (keyring role `ledger` at the gates): `committed` and
+        occupancy are signed with it (gated/core/ledgersig.py); without it they go unsigned, which gates of
+        this version ignore.
+        `keyring_dir`: reloaded when its keyring.toml changes (an approved replaced gate's key).
+        `admissions_key`: a revocation signing key: a replaced gate's status asking for the admissions
+        snapshot gets it (gated/central/admissions.py)."""
         from paho.mqtt.subscribeoptions import SubscribeOptions
 
         from gated.mqtt import MqttLink
 
         self.ledger, self.site, self.batch, self.publish_committed = ledger, site, batch, publish_committed
+        self.signing_key = signing_key
+        if signing_key is None:
+            log.warning(
+                "no --signing-key: committed and occupancy go out unsigned, and gates ignore them "
+                "(they keep every event until a signed confirmation; docs/central.md)"
+            )
         part = f"-p{ledger.partition[0]}of{ledger.partition[1]}" if ledger.partition else ""
         self.link = MqttLink(settings, settings.client_id or f"gated-ledger-{site}-{os.uname().nodename}{part}")
         self.link.add_subscription(ledger_topic(site, group), SubscribeOptions(qos=1))
+        # the gates' floors (status, retained: every gate's comes on each connect), plain even with a group
+        self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
         self.received = 0
         self.stored = 0
+        self.on_stored = None  # called with each event stored (`gated ledger -v`)
+        self.duplicates = 0  # events received again and dropped by id (re-sent by a gate, redelivered)
         self.occupancy_every_s = occupancy_every_s
         self.day_start = day_start
         self._counted_since: int | None = None  # the day start the last occupancy message counted from
@@ -71,8 +104,7 @@ class LedgerService:
         if admissions_key is not None:
             from gated.central.admissions import AutoSnapshot
 
-            self.auto_snapshot = AutoSnapshot(ledger, admissions_key, site)
-            self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
+            self.auto_snapshot = AutoSnapshot(ledger, admissions_key, site)  # answers the statuses (_floors)
 
     def start(self) -> "LedgerService":
         self.link.start()
@@ -92,49 +124,47 @@ class LedgerService:
                 if item[0] == "message":
                     messages.append(item[1])
                 elif item[0] in ("connected", "disconnected", "refused"):
-                    log.info("ledger link", state=item[0], detail=item[1:] if len(item) > 1 else None)
+                    log.info("ledger link", state=link_words(item))
                 if len(messages) >= self.batch:
                     break
                 item = self.link.inbox.get_nowait()
         except queue.Empty:
             pass
         self._reload_keyring_if_changed()
-        messages = self._answer_statuses(messages)
-        if not messages:
+        statuses = [m for m in messages if status_topic_gate(m.topic, self.site) is not None]
+        messages = [m for m in messages if status_topic_gate(m.topic, self.site) is None]
+        result = None
+        if messages:
+            result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
+            for message in messages:
+                self.link.ack(message)
+            self._confirm(result.committed)
+        if statuses:  # after the events that came with them: the confirmation counts those too
+            self._floors(statuses)
+        if result is None:
             self.publish_occupancy()
             return None
-        result = self.ledger.ingest([m.payload for m in messages], topics=[m.topic for m in messages])
-        for message in messages:
-            self.link.ack(message)
-        if self.publish_committed:
-            for gate, seq in result.committed.items():
-                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
         self.received += len(messages)
         self.stored += result.new
+        self.duplicates += result.duplicates
+        if self.on_stored is not None:
+            for event in result.stored:
+                self.on_stored(event)
         for problem in result.problems:
             log.warning("ledger problem", **problem)
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0
         self.publish_occupancy()
         return result
 
-    def _answer_statuses(self, messages: list) -> list:
-        """Gates' status messages (subscribed with an admissions key) answered and acknowledged here;
-        the events go on to the ledger."""
-        if self.auto_snapshot is None:
-            return messages
-        events = []
-        for message in messages:
-            gate = status_topic_gate(message.topic, self.site)
-            if gate is None:
-                events.append(message)
-                continue
-            if self.auto_snapshot.wanted(gate, message.payload, time.monotonic()):
-                published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
-                for topic, blob in published:
-                    self.link.publish(topic, blob, 1, True)
-                log.info("admissions snapshot published for a replaced gate", gate=gate, parts=len(published))
-            self.link.ack(message)
-        return events
+    def _answer_snapshot(self, gate: str, status: bytes) -> None:
+        """With an admissions key: a replaced gate's status that asks for the admissions snapshot
+        answered with it (at most once a minute per gate and chain: AutoSnapshot)."""
+        if self.auto_snapshot is None or not self.auto_snapshot.wanted(gate, status, time.monotonic()):
+            return
+        published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
+        for topic, blob in published:
+            self.link.publish(topic, blob, 1, True)
+        log.info("admissions snapshot published for a replaced gate", gate=gate, parts=len(published))
 
     def _keyring_stamp(self):
         if self.keyring_dir is None:
@@ -162,11 +192,50 @@ class LedgerService:
             log.error("keyring changed but does not load; the old one stays in use", error=str(exc)[:300])
             return
         result = self.ledger.set_keyring(keyring)
-        for gate, seq in result.committed.items():
-            if self.publish_committed:
-                self.link.publish(committed_topic(self.site, gate), json.dumps({"seq": seq}).encode(), 1, True)
+        self._confirm(result.committed)
         self.stored += result.new
         self._occupancy_dirty = self._occupancy_dirty or result.new > 0
+
+    def _floors(self, statuses: list) -> None:
+        """The floors in gates' status messages (of this worker's partition): recorded (what the
+        ledger lacks below one is a declared loss), then each of those gates told what the ledger holds
+        (a gate that came online, or a ledger that just started, hears at once). Acknowledged after."""
+        floors: dict[str, int] = {}
+        for message in statuses:
+            gate = status_topic_gate(message.topic, self.site)
+            part = self.ledger.partition
+            if part is not None and gate_partition(gate, part[1]) != part[0]:
+                continue
+            floor = read_floor(message.payload)
+            if floor is not None:  # the later status of a replaced gate's new chain wins (gated/central/chains.py)
+                floors[gate] = newer_floor(floors.get(gate), floor)
+            self._answer_snapshot(gate, message.payload)
+        committed = self.ledger.declare_floors(floors)
+        for message in statuses:
+            self.link.ack(message)
+        self._confirm(committed)
+
+    def _confirm(self, committed: dict[str, int]) -> None:
+        """Publish, retained, to each gate what the ledger holds of its events (docs/protocol.md,
+        "Committed events")."""
+        if not self.publish_committed or not committed:
+            return
+        for gate, (seq, held) in self.ledger.confirmations(committed).items():
+            self.link.publish(
+                committed_topic(self.site, gate),
+                self._sealed(json.loads(encode_confirmation(seq, held)), site=self.site, gate=gate),
+                1,
+                True,
+            )
+
+    def _sealed(self, body: dict, **binding) -> bytes:
+        """A message to the gates, signed by the ledger's key when it has one (`binding`: the site and
+        gate it is about, inside the signature)."""
+        if self.signing_key is None:
+            return json.dumps(body, separators=(",", ":")).encode()
+        from gated.core.ledgersig import seal
+
+        return seal({**body, **binding}, self.signing_key)
 
     def publish_occupancy(self) -> None:
         """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),
@@ -184,8 +253,8 @@ class LedgerService:
         from gated.topics import occupancy_topic
 
         figures, as_of = self.ledger.occupancy_as_of(None if since_ms is None else format_ts(since_ms))
-        self.link.publish(occupancy_topic(self.site), encode_occupancy(self.site, figures["zones"], now_ms, as_of,
-                                                                       since_ms), 1, True)
+        body = json.loads(encode_occupancy(self.site, figures["zones"], now_ms, as_of, since_ms))
+        self.link.publish(occupancy_topic(self.site), self._sealed(body), 1, True)
         self._counted_since = since_ms
         self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
 
@@ -193,12 +262,3 @@ class LedgerService:
         """Until `stop` (a threading.Event) is set, or forever."""
         while stop is None or not stop.is_set():
             self.step()
-
-
-def status_topic_gate(topic: str, site: str) -> str | None:
-    """The gate a `gated/v1/<site>/gates/<gate>/status` topic names, else None."""
-    head, tail = status_topic(site, "\0").split("\0")
-    if topic.startswith(head) and topic.endswith(tail):
-        gate = topic[len(head): -len(tail)]
-        return gate if gate and "/" not in gate else None
-    return None

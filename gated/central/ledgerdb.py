@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.sqlitedb import rollback
+from gated.sqlitedb import migrate, rollback
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -95,8 +96,19 @@ _POSTGRES_MIGRATIONS.append(_MOVEMENTS.format(int="BIGINT"))
 # 4: the admissions a ticket allows and a zone's capacity are numbers up to 2^63-1 like every other
 # count (PostgreSQL's INTEGER stopped at 2^31-1; SQLite's INTEGER is 64 bits already)
 _SQLITE_MIGRATIONS.append("SELECT 1")
-_POSTGRES_MIGRATIONS.append("ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; "
-                            "ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT")
+_POSTGRES_MIGRATIONS.append(
+    "ALTER TABLE tickets ALTER COLUMN ent TYPE BIGINT; ALTER TABLE capacities ALTER COLUMN capacity TYPE BIGINT"
+)
+
+# 5 (both): end-to-end delivery that cannot stall (docs/protocol.md, "Committed events"): each gate's
+# floor (the lowest seq it still holds, from its status: below it, what the ledger lacks is a declared
+# loss and `contiguous` moves past it), and the seqs the ledger holds in quarantine (they count as held)
+_FLOORS = """
+    ALTER TABLE gate_progress ADD COLUMN floor {int} NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS quarantined_seqs (gate TEXT NOT NULL, seq {int} NOT NULL, PRIMARY KEY (gate, seq));
+"""
+_SQLITE_MIGRATIONS.append(_FLOORS.format(int="INTEGER"))
+_POSTGRES_MIGRATIONS.append(_FLOORS.format(int="BIGINT"))
 
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
@@ -133,16 +145,14 @@ class SqliteDb:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _wal(self.conn)
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.Error as exc:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})") from exc
 
     def _migrate(self) -> None:
-        (current,) = self.conn.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(_SQLITE_MIGRATIONS[current:], start=current + 1):
-            self.conn.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+        migrate(self.conn, _SQLITE_MIGRATIONS)  # one write transaction: the version read under the lock
 
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -155,14 +165,18 @@ class SqliteDb:
 
     def insert_events(self, columns: tuple[str, ...], rows: list) -> list[bool]:
         """Rows into `events` unless their id is taken; per row, whether it went in."""
-        sql = (f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-               "ON CONFLICT DO NOTHING")
+        sql = (
+            f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING"
+        )
         return [self.conn.execute(sql, row).rowcount == 1 for row in rows]
 
     def insert_ignoring(self, table: str, columns: tuple[str, ...], rows: list) -> None:
         """Rows into `table`, each unless its key is taken."""
-        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                              "ON CONFLICT DO NOTHING", rows)
+        self.conn.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            "ON CONFLICT DO NOTHING",
+            rows,
+        )
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -181,6 +195,21 @@ class SqliteDb:
         self.conn.close()
 
 
+def _wal(conn, patience_s: float = 30.0) -> None:
+    """WAL mode. SQLite can answer "database is locked" at once, without waiting its busy timeout,
+    while another process is switching a new file to WAL: try again for a while (several ledger
+    workers, or a metrics scrape, opening one new file together)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class PostgresDb:
     lock_row = " FOR UPDATE"  # concurrent workers advancing one gate's progress take turns
     byte_order = ' COLLATE "C"'  # Python's order of str, whatever the database's collation
@@ -189,8 +218,9 @@ class PostgresDb:
         try:
             import psycopg
         except ImportError:
-            raise LedgerError("a PostgreSQL ledger needs psycopg 3, which a gate does not: "
-                              "pip install 'gated[central]'") from None
+            raise LedgerError(
+                "a PostgreSQL ledger needs psycopg 3, which a gate does not: pip install 'gated[central]'"
+            ) from None
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
         self.message_errors = (psycopg.DataError, psycopg.IntegrityError)  # what one message's values can cause
@@ -251,14 +281,17 @@ class PostgresDb:
         with self.conn.cursor() as cur:
             # made in the transaction, dropped at its end: nothing of it outlives the batch, so it
             # works behind a connection pooler too (a session's own temporary table would not)
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (n INTEGER NOT NULL, LIKE {table}) "
-                        "ON COMMIT DROP")
+            cur.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS incoming_{table} (n INTEGER NOT NULL, LIKE {table}) ON COMMIT DROP"
+            )
             with cur.copy(f"COPY incoming_{table} (n, {names}) FROM STDIN") as copy:
                 for n, row in enumerate(rows):
                     copy.write_row((n, *row))
-            cur.execute(f"WITH staged AS (DELETE FROM incoming_{table} RETURNING *) "
-                        f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY n "
-                        f"ON CONFLICT DO NOTHING {returning}")
+            cur.execute(
+                f"WITH staged AS (DELETE FROM incoming_{table} RETURNING *) "
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM staged ORDER BY n "
+                f"ON CONFLICT DO NOTHING {returning}"
+            )
             return cur.fetchall() if returning else []
 
     def begin(self) -> None:

@@ -29,8 +29,10 @@ from gated.core.events import MAX_INT
 _IS_IN = "SUM(CASE WHEN m.dir = 'in' THEN 1 ELSE 0 END)"
 _IS_OUT = "SUM(CASE WHEN m.dir = 'out' THEN 1 ELSE 0 END)"
 # a movement counts unless its own gate rolled it back
-_COUNTED = ("NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = m.id AND p.gate = m.gate AND p.kind = 'passage' "
-            "AND p.result = 'timeout')")
+_COUNTED = (
+    "NOT EXISTS (SELECT 1 FROM events p WHERE p.ref = m.id AND p.gate = m.gate AND p.kind = 'passage' "
+    "AND p.result = 'timeout')"
+)
 
 
 def backfill(db) -> None:
@@ -64,18 +66,26 @@ def record(db, events: list[dict]) -> None:
 
 
 def set_capacity(db, zone: str, capacity: int) -> None:
-    db.execute("INSERT INTO capacities (zone, capacity) VALUES (?, ?) "
-               "ON CONFLICT (zone) DO UPDATE SET capacity = excluded.capacity", (zone, capacity))
+    db.execute(
+        "INSERT INTO capacities (zone, capacity) VALUES (?, ?) "
+        "ON CONFLICT (zone) DO UPDATE SET capacity = excluded.capacity",
+        (zone, capacity),
+    )
 
 
 def parse_capacity(text: str) -> tuple[str, int]:
     """`ZONE=N` (an option's value); ValueError with what is wrong."""
     zone, sep, number = text.partition("=")
     number = number.strip()
-    if not sep or not (number.isascii() and number.isdigit()) or not 1 <= int(number) <= MAX_INT \
-            or any(ord(c) < 32 for c in zone):
-        raise ValueError(f"{text!r}: expected ZONE=N with N a whole number in 1..2^63-1 (and no control "
-                         "characters in ZONE)")
+    if (
+        not sep
+        or not (number.isascii() and number.isdigit())
+        or not 1 <= int(number) <= MAX_INT
+        or any(ord(c) < 32 for c in zone)
+    ):
+        raise ValueError(
+            f"{text!r}: expected ZONE=N with N a whole number in 1..2^63-1 (and no control characters in ZONE)"
+        )
     return zone.strip(), int(number)
 
 
@@ -89,7 +99,8 @@ def occupancy(db, until_ts: str | None = None, since_ts: str | None = None) -> d
     rows = db.execute(
         f"SELECT m.zone, {_IS_IN}, {_IS_OUT} FROM movements m WHERE {_COUNTED} "
         "AND (CAST(? AS TEXT) IS NULL OR m.ts <= ?) AND (CAST(? AS TEXT) IS NULL OR m.ts >= ?) GROUP BY m.zone",
-        (until_ts, until_ts, since_ts, since_ts))
+        (until_ts, until_ts, since_ts, since_ts),
+    )
     for zone, entries, exits in rows:
         entry = zones.setdefault(zone, {"inside": 0, "entries": 0, "exits": 0, "capacity": None})
         entry.update(entries=entries or 0, exits=exits or 0, inside=max(0, (entries or 0) - (exits or 0)))
@@ -102,17 +113,22 @@ def timeline(db, since_ts: str | None = None, until_ts: str | None = None) -> li
     return db.execute(
         f"SELECT m.ts, m.gate, m.zone, CASE m.dir WHEN 'in' THEN 1 ELSE -1 END, m.reentry, m.free FROM movements m "
         f"WHERE {_COUNTED} AND (CAST(? AS TEXT) IS NULL OR m.ts > ?) AND (CAST(? AS TEXT) IS NULL OR m.ts <= ?) "
-        "ORDER BY m.ts, m.id", (since_ts, since_ts, until_ts, until_ts)).fetchall()
+        "ORDER BY m.ts, m.id",
+        (since_ts, since_ts, until_ts, until_ts),
+    ).fetchall()
 
 
 def reentries_without_exit(db) -> list[dict]:
     """Tickets let back in more often than they were recorded leaving: what gates that could not
     hear each other could not have known."""
-    return [{"ticket": ticket, "reentries": reentries, "exits": exits, "gates": sorted(set(gates.split(",")))}
-            for ticket, reentries, exits, gates in db.execute(
-                f"SELECT m.ticket, SUM(m.reentry), {_IS_OUT}, {db.group_concat('m.gate')} FROM movements m "
-                f"WHERE m.ticket IS NOT NULL AND {_COUNTED} GROUP BY m.ticket "
-                f"HAVING SUM(m.reentry) > {_IS_OUT} ORDER BY m.ticket")]
+    return [
+        {"ticket": ticket, "reentries": reentries, "exits": exits, "gates": sorted(set(gates.split(",")))}
+        for ticket, reentries, exits, gates in db.execute(
+            f"SELECT m.ticket, SUM(m.reentry), {_IS_OUT}, {db.group_concat('m.gate')} FROM movements m "
+            f"WHERE m.ticket IS NOT NULL AND {_COUNTED} GROUP BY m.ticket "
+            f"HAVING SUM(m.reentry) > {_IS_OUT} ORDER BY m.ticket"
+        )
+    ]
 
 
 def not_an_entry_sql(alias: str) -> str:

@@ -40,8 +40,8 @@ from pathlib import Path
 import structlog
 
 from gated.central.pretix_http import Http, PretixHttpError
-from gated.core.errors import GatedError
 from gated.core import revocation
+from gated.core.errors import GatedError
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
 
@@ -57,6 +57,7 @@ class PretixError(GatedError, RuntimeError):
 
 # --- the HTTP client -------------------------------------------------------------------------
 
+
 class PretixClient:
     """One organizer on one pretix server. `auth` is "Token <team API token>" or "Device <device
     API token>" (pretix's token and device authentication). The connection's rules (https only,
@@ -64,8 +65,9 @@ class PretixClient:
 
     def __init__(self, url: str, organizer: str, auth: str, *, insecure_http: bool = False, **limits):
         try:
-            self.http = Http(url, {"Authorization": auth, "Accept": "application/json"},
-                             insecure_http=insecure_http, **limits)
+            self.http = Http(
+                url, {"Authorization": auth, "Accept": "application/json"}, insecure_http=insecure_http, **limits
+            )
         except PretixHttpError as exc:
             raise PretixError(str(exc)) from None
         self.base = url.rstrip("/") + f"/api/v1/organizers/{urllib.parse.quote(organizer, safe='')}/"
@@ -140,18 +142,31 @@ def _time(row: dict, key: str, where: str) -> datetime:
 
 # --- device initialization -------------------------------------------------------------------
 
+
 def initialize_device(url: str, token: str, *, software_version: str, insecure_http: bool = False) -> dict:
     """pretix's device handshake (POST /api/v1/device/initialize with the one-time token): the
     device's organizer, id, name and API token. A used or revoked token is pretix's answer, said."""
     client = PretixClient(url, "-", "", insecure_http=insecure_http)
     client.base = url.rstrip("/") + "/api/v1/"  # the handshake is not below an organizer
-    status, answer = client._request("POST", "device/initialize", None, {
-        "token": token, "hardware_brand": "gated", "hardware_model": "gate central", "os_name": "Linux",
-        "software_brand": "gated", "software_version": software_version})
+    status, answer = client._request(
+        "POST",
+        "device/initialize",
+        None,
+        {
+            "token": token,
+            "hardware_brand": "gated",
+            "hardware_model": "gate central",
+            "os_name": "Linux",
+            "software_brand": "gated",
+            "software_version": software_version,
+        },
+    )
     if status != 200 or not isinstance(answer, dict):
         detail = answer.get("token") if isinstance(answer, dict) and answer.get("token") else _short(answer)
-        raise PretixError(f"pretix device initialization at {url}: HTTP {status}: "
-                          f"{' '.join(detail) if isinstance(detail, list) else detail}")
+        raise PretixError(
+            f"pretix device initialization at {url}: HTTP {status}: "
+            f"{' '.join(detail) if isinstance(detail, list) else detail}"
+        )
     for key in ("api_token", "organizer", "device_id", "name"):
         if not answer.get(key) and answer.get(key) != 0:
             raise PretixError(f"pretix device initialization at {url}: no `{key}` in the answer")
@@ -161,6 +176,7 @@ def initialize_device(url: str, token: str, *, software_version: str, insecure_h
 
 
 # --- keys --------------------------------------------------------------------------------------
+
 
 def fetch_keys(client: PretixClient, event: str) -> list[bytes]:
     """The event's pretix_sig1 public keys as PEM (the event must have issued a ticket already:
@@ -216,7 +232,9 @@ class SyncState:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
     def pending(self) -> list[tuple[int, int, bytes]]:
-        return self.db.execute("SELECT version, part, blob FROM outbox WHERE acked = 0 ORDER BY version, part").fetchall()
+        return self.db.execute(
+            "SELECT version, part, blob FROM outbox WHERE acked = 0 ORDER BY version, part"
+        ).fetchall()
 
     def close(self) -> None:
         self.db.close()
@@ -238,8 +256,18 @@ class SyncResult:
     published: list[int] = field(default_factory=list)
 
 
-def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site: str, key, publish,
-                     first_version: int = 1, now=time.time, cancelled=()) -> SyncResult:
+def sync_revocations(
+    client: PretixClient,
+    state: SyncState,
+    *,
+    event: str,
+    site: str,
+    key,
+    publish,
+    first_version: int = 1,
+    now=time.time,
+    cancelled=(),
+) -> SyncResult:
     """One round: publish what a killed run left, fetch what changed in pretix, sign the delta
     (a snapshot the first time), publish it. `publish(blobs)` raises when the broker did not take
     them; the outbox keeps them for the next run. `cancelled`: the ticket ids of cancelled orders and
@@ -248,13 +276,20 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
     _publish_pending(state, publish, result)
     where = f"pretix event {event}"
     revoked_since, blocked_since = state.get("revoked_since"), state.get("blocked_since")
-    revoked = list(client.pages(_event_path(event) + "revokedsecrets/",
-                                {"created_since": revoked_since} if revoked_since else None))
-    blocked = list(client.pages(_event_path(event) + "blockedsecrets/",
-                                {"updated_since": blocked_since} if blocked_since else None))
+    revoked = list(
+        client.pages(
+            _event_path(event) + "revokedsecrets/", {"created_since": revoked_since} if revoked_since else None
+        )
+    )
+    blocked = list(
+        client.pages(
+            _event_path(event) + "blockedsecrets/", {"updated_since": blocked_since} if blocked_since else None
+        )
+    )
     revoked_rows = [(ticket_id(_text(r, "secret", where)), _time(r, "created", where)) for r in revoked]
-    blocked_rows = [(ticket_id(_text(b, "secret", where)), _time(b, "updated", where), b.get("blocked"))
-                    for b in blocked]
+    blocked_rows = [
+        (ticket_id(_text(b, "secret", where)), _time(b, "updated", where), b.get("blocked")) for b in blocked
+    ]
     if any(flag not in (True, False) for _, _, flag in blocked_rows):
         raise PretixError(f"{where}: a blocked secret without a true/false `blocked`")
     moment = datetime.fromtimestamp(now(), timezone.utc)
@@ -266,8 +301,9 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
         db.executemany("INSERT OR IGNORE INTO revoked VALUES (?)", [(cti,) for cti, _ in revoked_rows])
         # pretix lists newest first; apply oldest first so the latest state of a secret wins
         for cti, _, flag in sorted(blocked_rows, key=lambda row: row[1]):
-            db.execute("INSERT OR IGNORE INTO blocked VALUES (?)" if flag else "DELETE FROM blocked WHERE ticket = ?",
-                       (cti,))
+            db.execute(
+                "INSERT OR IGNORE INTO blocked VALUES (?)" if flag else "DELETE FROM blocked WHERE ticket = ?", (cti,)
+            )
         if revoked_rows:
             state.set("revoked_since", _cursor(max(t for _, t in revoked_rows), revoked_since, moment))
         if blocked_rows:
@@ -283,13 +319,16 @@ def sync_revocations(client: PretixClient, state: SyncState, *, event: str, site
             blobs = revocation.encode_updates(key, site=site, version=version, add=wanted, iat=int(now()))
             result.added = len(wanted)
         elif add or remove:
-            blobs = revocation.encode_updates(key, site=site, version=version + 1, base=version, add=add,
-                                               remove=remove, iat=int(now()))
+            blobs = revocation.encode_updates(
+                key, site=site, version=version + 1, base=version, add=add, remove=remove, iat=int(now())
+            )
             version += 1
             result.added, result.removed = len(add), len(remove)
         if blobs is not None:
-            db.executemany("INSERT INTO outbox (version, part, blob) VALUES (?, ?, ?)",
-                           [(version, part, blob) for part, blob in enumerate(blobs)])
+            db.executemany(
+                "INSERT INTO outbox (version, part, blob) VALUES (?, ?, ?)",
+                [(version, part, blob) for part, blob in enumerate(blobs)],
+            )
             db.execute("DELETE FROM sent")
             db.executemany("INSERT INTO sent VALUES (?)", [(cti,) for cti in wanted])
             state.set("version", version)
@@ -320,8 +359,13 @@ def _stored_time(text: str) -> datetime:
 def _warn_future(rows: list[dict], moments: list[datetime], key: str, where: str, now: datetime) -> None:
     for row, moment in zip(rows, moments):
         if moment > now + FUTURE_SLACK:
-            log.warning("pretix record from the future: the sync cursor stays at the local time", where=where,
-                        field=key, value=row.get(key), record=_short(row))
+            log.warning(
+                "pretix record from the future: the sync cursor stays at the local time",
+                where=where,
+                field=key,
+                value=row.get(key),
+                record=_short(row),
+            )
 
 
 def _publish_pending(state: SyncState, publish, result: SyncResult) -> None:
@@ -335,6 +379,7 @@ def _publish_pending(state: SyncState, publish, result: SyncResult) -> None:
 
 # --- admissions ----------------------------------------------------------------------------
 
+
 @dataclass
 class UploadResult:
     uploaded: int = 0
@@ -346,8 +391,11 @@ class UploadResult:
 def nonce_for(site: str, event_id: str) -> str:
     """The check-in's nonce: the same gate event always gives the same nonce, so a retried upload
     is one check-in in pretix. Readable, within pretix's 190 characters."""
-    return f"gated:{site}:{event_id}" if len(site) + len(event_id) < 160 else \
-        "gated:" + hashlib.sha256(f"{site}:{event_id}".encode()).hexdigest()
+    return (
+        f"gated:{site}:{event_id}"
+        if len(site) + len(event_id) < 160
+        else "gated:" + hashlib.sha256(f"{site}:{event_id}".encode()).hexdigest()
+    )
 
 
 def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]]:
@@ -366,7 +414,8 @@ def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]
                 "SELECT e.id, e.ticket, e.ts, e.body FROM events e WHERE e.kind = 'scan' AND e.decision = 'admit' "
                 "AND e.ticket IS NOT NULL AND NOT EXISTS ("
                 "  SELECT 1 FROM events p WHERE p.ref = e.id AND p.gate = e.gate AND p.kind = 'passage' "
-                "  AND p.result = 'timeout') ORDER BY e.ts, e.id")
+                "  AND p.result = 'timeout') ORDER BY e.ts, e.id"
+            )
     except LedgerError as exc:
         raise PretixError(f"ledger {ledger_path}: {exc}") from None
     out = []
@@ -377,8 +426,9 @@ def admissions(ledger_path: str | Path, event: str) -> list[tuple[str, str, str]
     return out
 
 
-def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, event: str, site: str,
-                      checkin_list: int, now=time.time) -> UploadResult:
+def upload_admissions(
+    client: PretixClient, state: SyncState, *, ledger_path, event: str, site: str, checkin_list: int, now=time.time
+) -> UploadResult:
     """Each admission not yet uploaded goes to pretix's check-in RPC, forced (it happened), with
     its time and nonce. Ticket ids are matched to secrets through the check-in list's positions
     (whatever their order's state) and the event's revoked secrets (a ticket admitted before it was
@@ -405,10 +455,20 @@ def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, ev
         if secret is None:
             result.unknown += 1
             continue
-        status, answer = client.post("checkinrpc/redeem/", {
-            "secret": secret, "source_type": "barcode", "lists": [checkin_list], "type": "entry",
-            "datetime": ts, "force": True, "ignore_unpaid": True, "questions_supported": False,
-            "nonce": nonce_for(site, event_id)})
+        status, answer = client.post(
+            "checkinrpc/redeem/",
+            {
+                "secret": secret,
+                "source_type": "barcode",
+                "lists": [checkin_list],
+                "type": "entry",
+                "datetime": ts,
+                "force": True,
+                "ignore_unpaid": True,
+                "questions_supported": False,
+                "nonce": nonce_for(site, event_id),
+            },
+        )
         outcome = answer.get("status") if answer else None
         if status in (200, 201) and outcome == "ok":
             result.uploaded += 1
@@ -417,8 +477,9 @@ def upload_admissions(client: PretixClient, state: SyncState, *, ledger_path, ev
             # pretix answered for this ticket (e.g. `invalid`): retrying would get the same answer
             reason = answer.get("reason")
             result.refused.append(f"{event_id}: {reason}")
-            state.db.execute("INSERT OR REPLACE INTO uploaded VALUES (?, ?, ?)",
-                             (event_id, f"refused: {reason}", int(now() * 1000)))
+            state.db.execute(
+                "INSERT OR REPLACE INTO uploaded VALUES (?, ?, ?)", (event_id, f"refused: {reason}", int(now() * 1000))
+            )
         else:
             raise PretixError(f"POST checkinrpc/redeem/ for {event_id}: HTTP {status}: {_short(answer)}")
     return result

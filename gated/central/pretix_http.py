@@ -63,29 +63,42 @@ def check_url(url: str, *, insecure_http: bool = False) -> str:
         raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]") from None
     if "@" in parts.netloc:  # user:password@ would be ignored, and then printed in every message
         shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-        raise PretixHttpError(f"pretix URL {shown!r} (user and password left out here) must be "
-                              f"https://host[:port][/path], without a user: the API token authenticates")
+        raise PretixHttpError(
+            f"pretix URL {shown!r} (user and password left out here) must be "
+            f"https://host[:port][/path], without a user: the API token authenticates"
+        )
     scheme, host, port = origin(url)
     if scheme not in ("http", "https") or not host or port == -1 or parts.query or parts.fragment:
         raise PretixHttpError(f"pretix URL {url!r} must be https://host[:port][/path]")
     if scheme == "http" and not insecure_http:
-        raise PretixHttpError(f"pretix URL {url!r} is plain http: the API token and the issuer keys would cross "
-                              f"the network unprotected; use https:// (--insecure-http only for a test shop)")
+        raise PretixHttpError(
+            f"pretix URL {url!r} is plain http: the API token and the issuer keys would cross "
+            f"the network unprotected; use https:// (--insecure-http only for a test shop)"
+        )
     return url
 
 
 class Http:
     """Requests to one origin (that of `base_url`), with `headers` (the Authorization) on each."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], *, insecure_http: bool = False,
-                 timeout: float = TIMEOUT, deadline: float = DEADLINE, max_bytes: int = MAX_BYTES):
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        insecure_http: bool = False,
+        timeout: float = TIMEOUT,
+        deadline: float = DEADLINE,
+        max_bytes: int = MAX_BYTES,
+    ):
         check_url(base_url, insecure_http=insecure_http)
         self.origin = origin(base_url)
         self.headers, self.timeout, self.deadline, self.max_bytes = dict(headers), timeout, deadline, max_bytes
         self._tls = ssl.create_default_context() if self.origin[0] == "https" else None
 
-    def request(self, method: str, url: str, data: bytes | None = None,
-                content_type: str | None = None) -> tuple[int, bytes]:
+    def request(
+        self, method: str, url: str, data: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, bytes]:
         """(HTTP status, body) of one request, redirects within the origin followed; an HTTP error
         status is an answer, not an exception."""
         if origin(url) != self.origin:
@@ -97,18 +110,22 @@ class Http:
             try:
                 target = urllib.parse.urljoin(url, location)
             except ValueError:
-                raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {location!r}, which is not a "
-                                      f"URL") from None
+                raise PretixHttpError(
+                    f"{method} {url}: HTTP {status} redirect to {location!r}, which is not a URL"
+                ) from None
             if origin(target) != self.origin:
-                raise PretixHttpError(f"{method} {url}: HTTP {status} redirect to {target} refused: another origin "
-                                      f"than the shop's, which the API token must never reach")
+                raise PretixHttpError(
+                    f"{method} {url}: HTTP {status} redirect to {target} refused: another origin "
+                    f"than the shop's, which the API token must never reach"
+                )
             if status == 303 or (status in (301, 302) and method == "POST"):
                 method, data, content_type = "GET", None, None  # as browsers and urllib do
             url = target
         raise PretixHttpError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 
-    def _exchange(self, method: str, url: str, data: bytes | None,
-                  content_type: str | None) -> tuple[int, str | None, bytes]:
+    def _exchange(
+        self, method: str, url: str, data: bytes | None, content_type: str | None
+    ) -> tuple[int, str | None, bytes]:
         """One request on a connection of its own, cut off at the deadline wherever it is (the
         connect, the head, the body: a watchdog shuts the socket down)."""
         parts = urllib.parse.urlsplit(url)
@@ -137,8 +154,9 @@ class Http:
             opened.append(conn.sock)
             if late.is_set():
                 cut_off()
-            conn.request(method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=data,
-                         headers=headers)
+            conn.request(
+                method, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), body=data, headers=headers
+            )
             response = conn.getresponse()
             body = self._read(response, method, url, late)
             return response.status, response.getheader("Location"), body
@@ -155,8 +173,9 @@ class Http:
     def _read(self, response, method: str, url: str, late: threading.Event) -> bytes:
         length = response.getheader("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
-            raise PretixHttpError(f"{method} {url}: an answer of {int(length)} bytes, over the "
-                                  f"{self.max_bytes} this client reads")
+            raise PretixHttpError(
+                f"{method} {url}: an answer of {int(length)} bytes, over the {self.max_bytes} this client reads"
+            )
         body = bytearray()
         while chunk := response.read1(CHUNK):
             body += chunk
@@ -165,6 +184,7 @@ class Http:
         if late.is_set():
             raise PretixHttpError(f"{method} {url}: no complete answer within {self.deadline:g} s")
         if response.length:  # read1() ends quietly where the server closed: what the head announced did not come
-            raise PretixHttpError(f"{method} {url}: the answer ended after {len(body)} of its "
-                                  f"{len(body) + response.length} bytes")
+            raise PretixHttpError(
+                f"{method} {url}: the answer ended after {len(body)} of its {len(body) + response.length} bytes"
+            )
         return bytes(body)

@@ -50,6 +50,7 @@ def prepare(state: SyncState) -> None:
 
 # --- orders ------------------------------------------------------------------------------------
 
+
 @dataclass
 class OrdersResult:
     orders_seen: int = 0
@@ -82,8 +83,12 @@ def sync_orders(client: PretixClient, state: SyncState, *, event: str, now=time.
     orders = list(client.pages(_event_path(event) + "orders/", params))
     rows, newest = [], None
     for order in orders:
-        if not isinstance(order, dict) or order.get("status") not in ("n", "p", "e", "c") \
-                or not isinstance(order.get("positions"), list) or not isinstance(order.get("code"), str):
+        if (
+            not isinstance(order, dict)
+            or order.get("status") not in ("n", "p", "e", "c")
+            or not isinstance(order.get("positions"), list)
+            or not isinstance(order.get("code"), str)
+        ):
             raise PretixError(f"{where}: an order without code, status or positions: {_short(order)}")
         modified = _time(order, "last_modified", where)
         newest = modified if newest is None or modified > newest else newest
@@ -97,8 +102,12 @@ def sync_orders(client: PretixClient, state: SyncState, *, event: str, now=time.
         if newest is not None:
             state.set("orders_since", _cursor(newest, since, datetime.fromtimestamp(now(), timezone.utc)))
     counts = dict(state.db.execute("SELECT state, COUNT(*) FROM order_tickets GROUP BY state").fetchall())
-    return OrdersResult(orders_seen=len(orders), cancelled=counts.get("cancelled", 0),
-                        pending=counts.get("pending", 0), unapproved=counts.get("unapproved", 0))
+    return OrdersResult(
+        orders_seen=len(orders),
+        cancelled=counts.get("cancelled", 0),
+        pending=counts.get("pending", 0),
+        unapproved=counts.get("unapproved", 0),
+    )
 
 
 def tickets_in(state: SyncState, standing: str) -> list[bytes]:
@@ -107,6 +116,7 @@ def tickets_in(state: SyncState, standing: str) -> list[bytes]:
 
 
 # --- the check-in list -------------------------------------------------------------------------
+
 
 def choose_list(client: PretixClient, event: str, wanted: int | None) -> dict | None:
     """The check-in list resource: `wanted`, or the event's only list; None if it has none. (From the
@@ -142,21 +152,33 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
     if not isinstance(tz, str) or not tz:
         raise PretixError(f"pretix event {event}: no timezone in the event resource")
     settings = {
-        "id": _int(resource.get("id"), where), "name": _name(resource.get("name")),
+        "id": _int(resource.get("id"), where),
+        "name": _name(resource.get("name")),
         "include_pending": resource.get("include_pending") is True,
         "allow_multiple_entries": resource.get("allow_multiple_entries") is True,
         "allow_entry_after_exit": resource.get("allow_entry_after_exit") is not False,
-        "all_products": resource.get("all_products") is not False, "limit_products": sorted(limit),
+        "all_products": resource.get("all_products") is not False,
+        "limit_products": sorted(limit),
         "subevent": resource.get("subevent") if isinstance(resource.get("subevent"), int) else None,
         "rules": json.dumps(rules, sort_keys=True) if rules else "",
-        "exit_all_at": _unix(resource, "exit_all_at", where)}
-    times = {"tz": tz, "date_from": _unix(ev, "date_from", where) or 0, "date_to": _unix(ev, "date_to", where),
-             "date_admission": _unix(ev, "date_admission", where)}
+        "exit_all_at": _unix(resource, "exit_all_at", where),
+    }
+    times = {
+        "tz": tz,
+        "date_from": _unix(ev, "date_from", where) or 0,
+        "date_to": _unix(ev, "date_to", where),
+        "date_admission": _unix(ev, "date_admission", where),
+    }
     if ev.get("has_subevents") is True:  # an event series: each date's times, for the rules' buildTime
         times["subevents"] = {
-            _int(date.get("id"), where): [_unix(date, "date_from", where) or 0, _unix(date, "date_to", where),
-                                          _unix(date, "date_admission", where)]
-            for date in client.pages(_event_path(event) + "subevents/") if isinstance(date, dict)}
+            _int(date.get("id"), where): [
+                _unix(date, "date_from", where) or 0,
+                _unix(date, "date_to", where),
+                _unix(date, "date_admission", where),
+            ]
+            for date in client.pages(_event_path(event) + "subevents/")
+            if isinstance(date, dict)
+        }
     gates = gates_in(rules)
     questions = set()
     for question in client.pages(_event_path(event) + "questions/"):
@@ -186,8 +208,17 @@ def gates_in(rules) -> dict[int, str]:
     return found
 
 
-def sync_checkin_list(client: PretixClient, state: SyncState, *, event: str, site: str, key, list_id: int | None,
-                      first_version: int = 1, now=time.time) -> tuple[int, str]:
+def sync_checkin_list(
+    client: PretixClient,
+    state: SyncState,
+    *,
+    event: str,
+    site: str,
+    key,
+    list_id: int | None,
+    first_version: int = 1,
+    now=time.time,
+) -> tuple[int, str]:
     """Sign a new version of the list if what it says changed; (version, name). Version 0: no list."""
     prepare(state)
     resource = choose_list(client, event, list_id)
@@ -196,19 +227,35 @@ def sync_checkin_list(client: PretixClient, state: SyncState, *, event: str, sit
     content = list_content(client, event, resource)
     content["pending"] = sorted(tickets_in(state, "pending"))
     content["unapproved"] = sorted(tickets_in(state, "unapproved"))
-    digest = hashlib.sha256(json.dumps({**content, "pending": [t.hex() for t in content["pending"]],
-                                        "unapproved": [t.hex() for t in content["unapproved"]]},
-                                       sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                **content,
+                "pending": [t.hex() for t in content["pending"]],
+                "unapproved": [t.hex() for t in content["unapproved"]],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
     with write_transaction(state.db):
         row = state.db.execute("SELECT version, digest FROM checkin_lists ORDER BY version DESC LIMIT 1").fetchone()
         if row is not None and row[1] == digest:
             return row[0], content["settings"]["name"]
         version = row[0] + 1 if row is not None else first_version
         try:
-            blob = checkinlist.encode_list(key, site=site, version=version, iat=int(now()), event=event,
-                                           settings=content["settings"], times=content["times"],
-                                           gates=content["gates"], pending=content["pending"],
-                                           unapproved=content["unapproved"], questions=content["questions"])
+            blob = checkinlist.encode_list(
+                key,
+                site=site,
+                version=version,
+                iat=int(now()),
+                event=event,
+                settings=content["settings"],
+                times=content["times"],
+                gates=content["gates"],
+                pending=content["pending"],
+                unapproved=content["unapproved"],
+                questions=content["questions"],
+            )
         except ValueError as exc:
             raise PretixError(f"pretix event {event}: {exc}") from None
         state.db.execute("INSERT INTO checkin_lists (version, digest, blob) VALUES (?, ?, ?)", (version, digest, blob))
@@ -233,8 +280,9 @@ def publish_checkin_list(settings, site: str, blob: bytes, *, timeout: float = 1
     """Retain the list on its topic; returns when the broker acknowledged it (PublishError if not)."""
     from gated.central.publisher import publish_retained
 
-    publish_retained(settings, checkin_list_topic(site), blob, client_id=f"gated-checkinlist-{site}-{os.getpid()}",
-                     timeout=timeout)
+    publish_retained(
+        settings, checkin_list_topic(site), blob, client_id=f"gated-checkinlist-{site}-{os.getpid()}", timeout=timeout
+    )
 
 
 def _int(value, where: str) -> int:

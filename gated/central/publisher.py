@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gated.core.errors import GatedError
 from gated.core import cose, revocation
+from gated.core.errors import GatedError
 from gated.core.signed import Keyring
+from gated.mqtt import MqttLink
 from gated.mqtturl import UplinkSettings
 from gated.topics import revocation_topic, root
-from gated.mqtt import MqttLink
 
 
 class PublishError(GatedError, RuntimeError):
@@ -52,8 +52,15 @@ def _version_of(topic: str) -> int | None:
         return None
 
 
-def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes], *, keyring: Keyring | None = None,
-                        timeout: float = 15.0, settle_s: float = 0.5) -> PublishResult:
+def publish_revocations(
+    settings: UplinkSettings,
+    site: str,
+    blobs: list[bytes],
+    *,
+    keyring: Keyring | None = None,
+    timeout: float = 15.0,
+    settle_s: float = 0.5,
+) -> PublishResult:
     updates = []
     for blob in blobs:
         update = read_update(blob, keyring)
@@ -65,7 +72,10 @@ def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes],
     link.start()
     try:
         if not link.wait_connected(timeout):
-            raise PublishError(f"no connection to {settings.url} within {timeout:.0f} s")
+            from gated.brokerdiag import probe
+
+            cause = probe(settings, min(timeout, 5.0)) or "the broker accepts TCP and TLS but not the MQTT CONNECT"
+            raise PublishError(f"no connection to {settings.url} within {timeout:.0f} s: {cause}")
         retained = _collect_retained(link, settle_s, timeout)
         result = PublishResult()
         mids = {}
@@ -88,8 +98,9 @@ def publish_revocations(settings: UplinkSettings, site: str, blobs: list[bytes],
         link.stop()
 
 
-def publish_retained(settings: UplinkSettings, topic: str, blob: bytes, *, client_id: str,
-                     timeout: float = 15.0) -> None:
+def publish_retained(
+    settings: UplinkSettings, topic: str, blob: bytes, *, client_id: str, timeout: float = 15.0
+) -> None:
     """One retained QoS 1 message (the pretix check-in list...); returns when the broker acknowledged it."""
     link = MqttLink(settings, settings.client_id or client_id, persistent=False)
     link.start()
@@ -127,4 +138,3 @@ def _wait_acks(link: MqttLink, mids: dict, timeout: float, retained: dict) -> No
     problem = link.wait_published(mids, timeout, on_other=lambda item: _note(item, link, retained))
     if problem is not None:
         raise PublishError(problem)
-

@@ -21,12 +21,11 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated.core.errors import GatedError
 from gated import keys
-
-
-
 from gated.core import base45, cose, ticket
+from gated.core.errors import GatedError
+
+
 class WalletError(GatedError, ValueError):
     """The ticket or device key file cannot make codes; the message names the file to fix."""
 
@@ -94,8 +93,14 @@ def load(ticket_path: str | os.PathLike, device_key_path: str | os.PathLike) -> 
     return WalletTicket(data, claims, device_key)
 
 
-def watch(wallet: WalletTicket, show: Callable[[str, float], None], *, now: Callable[[], float],
-          sleep: Callable[[float], None], renders: int | None = None) -> int:
+def watch(
+    wallet: WalletTicket,
+    show: Callable[[str, float], None],
+    *,
+    now: Callable[[], float],
+    sleep: Callable[[float], None],
+    renders: int | None = None,
+) -> int:
     """Show the current code, then a new one at each 30 s step, `renders` times (None: for ever).
     Returns how many codes were shown."""
     shown = 0

@@ -10,6 +10,7 @@ from gated.cli.main import CommandError
 
 
 def register(sub) -> None:
+    from gated.cli.options import add_signing_key
     from gated.mqtturl import add_broker_arguments
 
     parser = sub.add_parser(
@@ -20,9 +21,9 @@ def register(sub) -> None:
     pub.add_argument("--db", required=True, help="the ledger (SQLite file or postgresql:// URL)")
     pub.add_argument("--site", required=True)
     pub.add_argument("--event", required=True, action="append", help="event id (ticket aud) (repeat)")
-    pub.add_argument("--key", required=True, help="a revocation signing key (the gates trust it as `revocation`)")
+    add_signing_key(pub, "a revocation private key (the gates trust it as `revocation`)", trap_key=False)
     pub.add_argument("--out", help="also write the parts to this directory")
-    add_broker_arguments(pub, required=False, cert_key_option="--cert-key")
+    add_broker_arguments(pub, required=False)
     pub.set_defaults(func=publish)
 
 
@@ -33,6 +34,8 @@ def publish(args) -> int:
     from gated.central.ledger import Ledger, LedgerError
     from gated.central.ledgerdb import ledger_exists
     from gated.core import snapshot
+    from gated.cli.options import SigningKeyMissing, signing_key
+    from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
     if not args.broker and not args.out:
@@ -40,12 +43,17 @@ def publish(args) -> int:
     if not ledger_exists(args.db):
         raise CommandError(f"{args.db}: no ledger here")
     try:
-        key = keys.load_private_key(args.key)
-    except ValueError as exc:
+        path = signing_key(args)
+        key = keys.load_private_key(path)
+    except SigningKeyMissing as exc:
         raise CommandError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"--signing-key {path}: {exc}") from None
     try:
         settings = settings_from_args(args) if args.broker else None
-    except BrokerUrlError as exc:
+        if settings is not None:
+            refuse_component_identity(settings, "admissions publish")
+    except (BrokerUrlError, ComponentIdentity) as exc:
         raise CommandError(str(exc)) from None
     try:
         with Ledger(args.db, site=args.site) as ledger:

@@ -6,35 +6,41 @@ import signal
 import threading
 
 from gated.cli.main import CommandError
+from gated.cli.options import add_signing_key, signing_key
 
 
 def register(sub) -> None:
     p = sub.add_parser("beacon", help="publish signed time beacons (retained) on gated/v1/<site>/time")
-    p.add_argument("--broker", required=True, metavar="URL",
-                   help="mqtt://host[:port] or mqtts://host[:port] (user:password@ and ?ca=&cert=&key= allowed)")
+    from gated.mqtturl import add_broker_arguments
+
+    add_broker_arguments(p)
     p.add_argument("--site", required=True)
-    p.add_argument("--key", required=True, help="command private key (PEM); gates trust its public half as `command`")
+    add_signing_key(p, "command private key; gates trust its public half as `command`", trap_key=False)
     p.add_argument("--interval", type=float, default=10.0, help="seconds between beacons (default 10)")
     p.add_argument("--count", type=int, help="stop after N beacons (default: run until interrupted)")
-    p.add_argument("--client-id", help="MQTT client id (default gated-beacon-<site>)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from gated import keys
     from gated.central.beacon import BeaconPublishError, BeaconSource, connect, publish_beacons
-    from gated.mqtturl import BrokerUrlError, parse_broker_url
+    from gated.mqtturl import BrokerUrlError, settings_from_args
 
     if args.interval <= 0:
         raise CommandError("--interval must be above 0 seconds")
     if args.count is not None and args.count < 1:
         raise CommandError("--count must be at least 1")
+    if args.cert_key and not args.cert and not args.signing_key:  # `--key command.key`, the old spelling
+        raise CommandError(
+            f"--key is the TLS client key (with --cert); give the command key as --signing-key {args.cert_key}"
+        )
+    path = signing_key(args)
     try:
-        key = keys.load_private_key(args.key)
+        key = keys.load_private_key(path)
     except ValueError as exc:
-        raise CommandError(f"--key {args.key}: {exc}") from None
+        raise CommandError(f"--signing-key {path}: {exc}") from None
     try:
-        settings = parse_broker_url(args.broker)
+        settings = settings_from_args(args)
     except BrokerUrlError as exc:
         raise CommandError(str(exc)) from None
     try:
@@ -45,8 +51,14 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        acknowledged = publish_beacons(link, BeaconSource(key, args.site), interval_s=args.interval,
-                                       count=args.count, sleep=stop.wait, stopped=stop.is_set)
+        acknowledged = publish_beacons(
+            link,
+            BeaconSource(key, args.site),
+            interval_s=args.interval,
+            count=args.count,
+            sleep=stop.wait,
+            stopped=stop.is_set,
+        )
     finally:
         link.stop()
     if args.count is not None:

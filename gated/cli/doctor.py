@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import time
 import warnings
@@ -43,13 +42,25 @@ class Finding:
 
 def register(sub) -> None:
     p = sub.add_parser("doctor", help="check this machine: camera, decoder, GPIO, keyring, state, broker, clock, disk")
-    p.add_argument("--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)")
-    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
-                   help="leave out a check (camera, decoder, gpio, keyring, state, revocations, broker, clock, disk)")
+    p.add_argument(
+        "--config", default="/etc/gated/gated.toml", help="configuration file (default /etc/gated/gated.toml)"
+    )
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="leave out a check (camera, decoder, gpio, keyring, state, revocations, broker, clock, disk)",
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for frames and the broker (default 5)")
     p.set_defaults(func=run_doctor)
-    c = sub.add_parser("check-config", help="check a gate configuration file; list every problem")
+    c = sub.add_parser(
+        "check-config", help="check a gate configuration file and the files it names; list every problem"
+    )
     c.add_argument("file", help="configuration file (e.g. /etc/gated/gated.toml)")
+    c.add_argument(
+        "--user", help="the service user who must be able to read the files (default: gated when it exists, else you)"
+    )
     c.set_defaults(func=run_check_config)
 
 
@@ -63,15 +74,42 @@ def _load(path):
 
 
 def run_check_config(args) -> int:
+    from gated.gate import preflight
+
     cfg = _load(args.file)
-    print(f"{args.file}: ok (gate {cfg.gate.id} at {cfg.gate.site}, events {', '.join(cfg.gate.events)})")
+    try:
+        user = preflight.User.named(args.user)
+    except KeyError:
+        raise CommandError(f"--user {args.user}: no such user on this machine") from None
+    for key, text in preflight.warnings(cfg):
+        print(f"warning: {args.file}: {key}: {text}", file=sys.stderr)
+    problems = preflight.file_problems(cfg, user)
+    for key, text in problems:
+        print(f"{args.file}: {key}: {text}", file=sys.stderr)
+    if problems:
+        print(
+            f"{len(problems)} problem(s) with the files the configuration names (checked for user {user.name})",
+            file=sys.stderr,
+        )
+        return 1
+    print(
+        f"{args.file}: ok (gate {cfg.gate.id} at {cfg.gate.site}, events {', '.join(cfg.gate.events)}; "
+        f"its files readable by {user.name})"
+    )
     return 0
 
 
 def run_doctor(args) -> int:
+    from gated.gate import preflight
+
     cfg = _load(args.config)
     findings = [Finding(OK, "config", f"{args.config}: gate {cfg.gate.id} at {cfg.gate.site}")]
-    print(findings[0].line(), flush=True)
+    findings += [Finding(WARN, "config", f"{key}: {text}") for key, text in preflight.warnings(cfg)]
+    findings += [
+        Finding(FAIL, "files", f"{key}: {text}") for key, text in preflight.file_problems(cfg, preflight.User.current())
+    ]
+    for finding in findings:
+        print(finding.line(), flush=True)
     _quiet_libraries()
     for name, check in CHECKS:
         if name in args.skip:
@@ -86,8 +124,12 @@ def run_doctor(args) -> int:
             findings.append(finding)
             print(finding.line(), flush=True)
     failed = [f for f in findings if f.status == FAIL]
-    print(f"{len(failed)} failed, {sum(f.status == WARN for f in findings)} warnings" if failed or any(
-        f.status == WARN for f in findings) else "all checks passed", file=sys.stderr if failed else sys.stdout)
+    print(
+        f"{len(failed)} failed, {sum(f.status == WARN for f in findings)} warnings"
+        if failed or any(f.status == WARN for f in findings)
+        else "all checks passed",
+        file=sys.stderr if failed else sys.stdout,
+    )
     return 1 if failed else 0
 
 
@@ -101,6 +143,7 @@ def _quiet_libraries() -> None:
 
 
 # --- the checks -----------------------------------------------------------------------------------
+
 
 def check_keyring(cfg, timeout) -> Finding:
     from gated.keys import KeyringError, load_keyring
@@ -137,8 +180,11 @@ def check_state(cfg, timeout) -> Finding:
         parent = next((p for p in directory.parents if p.exists()), Path("/"))
         if os.access(parent, os.W_OK):
             return Finding(WARN, "state", f"{directory} does not exist yet; the gate will create it")
-        return Finding(FAIL, "state", f"{directory} does not exist and {parent} is not writable "
-                                      f"(systemd: StateDirectory=gated creates it)")
+        return Finding(
+            FAIL,
+            "state",
+            f"{directory} does not exist and {parent} is not writable (systemd: StateDirectory=gated creates it)",
+        )
     probe = directory / f".doctor-{os.getpid()}"
     try:
         with open(probe, "wb") as fh:
@@ -160,23 +206,43 @@ def check_state(cfg, timeout) -> Finding:
     except StoreError as exc:
         return Finding(FAIL, "state", f"{db_path}: unreadable ({exc}); restore it or move it aside")
     if (state.site, state.gate) != (cfg.gate.site, cfg.gate.id):
-        return Finding(FAIL, "state", f"{db_path} belongs to gate {state.gate!r} at {state.site!r}, "
-                                      f"not {cfg.gate.id!r} at {cfg.gate.site!r}")
-    exposed = [p.name for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists() and p.stat().st_mode & 0o077]
+        return Finding(
+            FAIL,
+            "state",
+            f"{db_path} belongs to gate {state.gate!r} at {state.site!r}, not {cfg.gate.id!r} at {cfg.gate.site!r}",
+        )
+    exposed = [
+        p.name for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists() and p.stat().st_mode & 0o077
+    ]
     if exposed:  # the gate makes them 0600 when it next starts; until then other users can read the device key
-        return Finding(WARN, "state", f"{', '.join(exposed)} readable by other users (it holds the device key); "
-                                      f"the gate makes it 0600 when it starts, or: chmod 600 {db_path}")
-    return Finding(OK, "state", f"{db_path}: writable, intact, {state.seq} events, "
-                                f"{state.outbox} waiting for the broker, {state.pending} admissions pending")
+        return Finding(
+            WARN,
+            "state",
+            f"{', '.join(exposed)} readable by other users (it holds the device key); "
+            f"the gate makes it 0600 when it starts, or: chmod 600 {db_path}",
+        )
+    return Finding(
+        OK,
+        "state",
+        f"{db_path}: writable, intact, {state.seq} events, "
+        f"{state.outbox} waiting for the broker, {state.pending} admissions pending",
+    )
 
 
 def check_revocations(cfg, timeout) -> Finding:
     db_path = cfg.gate.database
     severity = FAIL if cfg.revocations.when_stale == "closed" else WARN
-    consequence = "the gate stays locked (denies every ticket)" if severity == FAIL else "the gate admits on an old list"
-    first = ("expected before the gate's first start: it stays locked until the central side publishes a "
-             "list (gated publish-revocations, docs/central.md)") if severity == FAIL else \
-        "expected before the gate's first start: it admits without one until the central side publishes a list"
+    consequence = (
+        "the gate stays locked (denies every ticket)" if severity == FAIL else "the gate admits on an old list"
+    )
+    first = (
+        (
+            "expected before the gate's first start: it stays locked until the central side publishes a "
+            "list (gated publish-revocations, docs/central.md)"
+        )
+        if severity == FAIL
+        else "expected before the gate's first start: it admits without one until the central side publishes a list"
+    )
     if not db_path.exists():
         return Finding(WARN, "revocations", f"no list yet (no state database): {first}")
     from gated.gate.store import StoreError
@@ -212,8 +278,12 @@ def check_clock(cfg, timeout) -> Finding:
     now = time.time()
     text = _iso(now)
     if now < EARLIEST_PLAUSIBLE:
-        return Finding(FAIL, "clock", f"{text}: before 2026, the clock was never set (no RTC, no NTP, no beacon yet); "
-                                      f"every ticket would be not_yet_valid")
+        return Finding(
+            FAIL,
+            "clock",
+            f"{text}: before 2026, the clock was never set (no RTC, no NTP, no beacon yet); "
+            f"every ticket would be not_yet_valid",
+        )
     from gated.gate.clock import system_ntp_synchronized
 
     ntp_ignored = cfg.clock.ntp == "ignore" and not cfg.clock.trust_system_clock
@@ -228,19 +298,29 @@ def check_clock(cfg, timeout) -> Finding:
             state = None
         iat = state.revocations.iat if state is not None else 0
         if iat and now + cfg.clock.skew_s < iat:
-            return Finding(FAIL, "clock", f"{text}: earlier than the revocation list's issue time "
-                                          f"({_iso(iat)}); the clock is behind")
+            return Finding(
+                FAIL,
+                "clock",
+                f"{text}: earlier than the revocation list's issue time ({_iso(iat)}); the clock is behind",
+            )
         trust = _clock_trust(cfg, state.value if state is not None else (lambda key: None), now)
         if trust is not None:
             return Finding(trust[0], "clock", f"{text}: {trust[1]}")
     if not synced:
-        why = "NTP ignored by configuration ([clock] ntp = \"ignore\")" if ntp_ignored else "not NTP-synchronised"
+        why = 'NTP ignored by configuration ([clock] ntp = "ignore")' if ntp_ignored else "not NTP-synchronised"
         if cfg.clock.beacons:
-            return Finding(WARN, "clock", f"{text}: {why}; the gate relies on time beacons "
-                                          f"(until one arrives, time checks {cfg.clock.when_uncertain})")
+            return Finding(
+                WARN,
+                "clock",
+                f"{text}: {why}; the gate relies on time beacons "
+                f"(until one arrives, time checks {cfg.clock.when_uncertain})",
+            )
         return Finding(FAIL, "clock", f"{text}: {why} and beacons are off: every time check denies")
-    return Finding(OK, "clock", f"{text}: " + ("NTP-synchronised" if not cfg.clock.trust_system_clock
-                                                 else "trusted by configuration"))
+    return Finding(
+        OK,
+        "clock",
+        f"{text}: " + ("NTP-synchronised" if not cfg.clock.trust_system_clock else "trusted by configuration"),
+    )
 
 
 def _clock_trust(cfg, stored, now: float) -> tuple[str, str] | None:
@@ -253,62 +333,179 @@ def _clock_trust(cfg, stored, now: float) -> tuple[str, str] | None:
     if found is None:
         return None
     if found.kind == "ahead":
-        return FAIL, (f"the gate's persisted trusted time {_iso(found.trusted_s)} is {_age(found.trusted_s - now)} "
-                      f"ahead of this clock: it judges every ticket then; if that time is wrong, stop the gate "
-                      f"and run `gated clock reset --config ...`")
+        return FAIL, (
+            f"the gate's persisted trusted time {_iso(found.trusted_s)} is {_age(found.trusted_s - now)} "
+            f"ahead of this clock: it judges every ticket then; if that time is wrong, stop the gate "
+            f"and run `gated clock reset --config ...`"
+        )
     if found.kind == "refused":
         seen = f" at {_iso(found.seen_s)}" if found.seen_s is not None else ""
-        return WARN, (f"beacon time and {found.source} time disagree: a beacon {_age(found.beacon_s - found.reference_s)} "
-                      f"ahead ({_iso(found.beacon_s)}) was refused{seen}; check the central clock and NTP "
-                      f"(`gated clock reset` clears this)")
-    return WARN, (f"beacon time and system time disagree by {found.offset_s:+.0f} s (limit {cfg.clock.max_offset_s:g} s); "
-                  f"the gate is uncertain while they do: check NTP and the central clock")
+        ahead = _age(found.beacon_s - found.reference_s)
+        return WARN, (
+            f"beacon time and {found.source} time disagree: a beacon {ahead} "
+            f"ahead ({_iso(found.beacon_s)}) was refused{seen}; check the central clock and NTP "
+            f"(`gated clock reset` clears this)"
+        )
+    return WARN, (
+        f"beacon time and system time disagree by {found.offset_s:+.0f} s "
+        f"(limit {cfg.clock.max_offset_s:g} s); the gate is uncertain while they do: check NTP and the "
+        f"central clock"
+    )
 
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def check_broker(cfg, timeout) -> Finding:
-    import paho.mqtt.client as mqtt
+def gate_running(cfg) -> bool:
+    """`gated run` holds its state directory's lock (gated/lockfile.py)."""
+    from gated.lockfile import RoleTaken, hold, release
 
+    lock = Path(cfg.gate.database).parent / "gated.lock"
+    if not lock.exists():
+        return False
+    try:
+        release(hold(lock, "gated run"))
+    except RoleTaken:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def check_broker(cfg, timeout) -> Finding:
+    """TCP, TLS (each side's verdict), the certificate's CN against the gate id, then a test publish and
+    subscribe with the gate's own identity on its `doctor` topic (docs/protocol.md, "Site broker")."""
+    from gated.brokerdiag import certificate_cn, probe
     from gated.gate.build import uplink_settings
+    from gated.mqtturl import BrokerUrlError
 
     try:
         settings = uplink_settings(cfg)
     except OSError as exc:  # the password file: the only file read here
         path = cfg.mqtt.password_file
-        fix = (f"create it: install -m 0640 -o root -g gated /dev/stdin {path} <<< 'the-password'"
-               if isinstance(exc, FileNotFoundError) else "check its owner and mode (root:gated 0640)")
+        fix = (
+            f"create it: install -m 0640 -o root -g gated /dev/stdin {path} <<< 'the-password'"
+            if isinstance(exc, FileNotFoundError)
+            else "check its owner and mode (root:gated 0640)"
+        )
         return Finding(FAIL, "broker", f"password file {path}: {exc.strerror}; {fix}")
-    where = f"{settings.url}"
-    try:
-        socket.create_connection((settings.host, settings.port), timeout=timeout).close()
-    except OSError as exc:
-        return Finding(FAIL, "broker", f"{where}: unreachable ({exc.strerror or exc}); check the network and the URL")
-    answer = {}
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"gated-doctor-{cfg.gate.site}-{cfg.gate.id}-{os.getpid()}",
-                         protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, u, flags, reason, props: answer.setdefault("reason", reason)
+    except BrokerUrlError as exc:
+        return Finding(FAIL, "broker", str(exc))
+    where = settings.url
+    cause = probe(settings, timeout)
+    if cause:
+        return Finding(FAIL, "broker", f"{where}: {cause}")
+    if settings.cert_file:
+        cn = certificate_cn(settings.cert_file)
+        if cn != cfg.gate.id:
+            return Finding(
+                FAIL,
+                "broker",
+                f"{where}: certificate CN {cn} ≠ [gate] id {cfg.gate.id}: the broker "
+                f"knows this gate as {cn}, and would refuse its events (not authorised)",
+            )
+    if settings.cert_file and gate_running(cfg):
+        # the broker takes the certificate's CN (the gate id) as the client id: logging in with it would
+        # knock the running gate off the broker and take its session (issue #22)
+        return Finding(
+            OK,
+            "broker",
+            f"{where}: TCP and TLS work, certificate CN {cfg.gate.id}; login not tried: "
+            f"`gated run` for {cfg.gate.id} is running with this certificate (a second login would take "
+            "over its session): see its status, `gated status`",
+        )
+    return _publish_and_subscribe(cfg, settings, timeout)
+
+
+def _publish_and_subscribe(cfg, settings, timeout) -> Finding:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from gated.brokerdiag import NOT_AUTHORISED_HINT, reason_words
+    from gated.topics import gate_topic
+
+    where, topic = settings.url, gate_topic(cfg.gate.site, cfg.gate.id, "doctor")
+    answer: dict = {}
+    # The shipped broker makes the certificate's CN the client id (use_username_as_clientid): this may be
+    # the gate's own session. So: resume it (never clean it), ack nothing it holds for the gate (the gate
+    # gets it again), and leave no subscription of ours in it.
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"gated-doctor-{cfg.gate.site}-{cfg.gate.id}",
+        protocol=mqtt.MQTTv5,
+        manual_ack=True,
+    )
+    client.on_connect = lambda c, u, flags, reason, props: answer.setdefault("connect", reason)
+    client.on_subscribe = lambda c, u, mid, codes, props: answer.setdefault("subscribe", codes[0])
+    client.on_publish = lambda c, u, mid, reason, props: answer.setdefault("publish", reason)
+    client.on_message = lambda c, u, m: answer.setdefault("echo", m.payload) if m.topic == topic else None
     if settings.username:
         client.username_pw_set(settings.username, settings.password)
     if settings.tls:
         client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file, keyfile=settings.key_file)
-    try:
-        client.connect(settings.host, settings.port, keepalive=10)
-        deadline = time.monotonic() + timeout
-        while "reason" not in answer and time.monotonic() < deadline:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = settings.session_expiry_s
+    deadline = time.monotonic() + timeout
+
+    def wait_for(key):
+        while key not in answer and time.monotonic() < deadline:
             client.loop(timeout=0.1)
+        return answer.get(key)
+
+    identity = (
+        "its certificate"
+        if settings.cert_file
+        else (f"user {settings.username}" if settings.username else "no user name")
+    )
+    try:
+        client.connect(settings.host, settings.port, keepalive=10, clean_start=False, properties=props)
+        reason = wait_for("connect")
+        if reason is None:
+            return Finding(FAIL, "broker", f"{where}: no answer to CONNECT within {timeout:g} s")
+        if reason.is_failure:
+            hint = f" ({NOT_AUTHORISED_HINT})" if reason.value in (134, 135) else ""
+            return Finding(FAIL, "broker", f"{where}: connection refused: {reason_words(reason)}{hint}")
+        client.subscribe(topic, qos=1)
+        granted = wait_for("subscribe")
+        if granted is None or granted.is_failure:
+            why = reason_words(granted) if granted is not None else f"no answer within {timeout:g} s"
+            return Finding(
+                FAIL,
+                "broker",
+                f"{where}: subscribing to {topic} as gate {cfg.gate.id} ({identity}): {why}; {NOT_AUTHORISED_HINT}",
+            )
+        client.publish(topic, b"doctor", qos=1)
+        published = wait_for("publish")
+        if published is None or published.is_failure:
+            why = reason_words(published) if published is not None else f"no answer within {timeout:g} s"
+            return Finding(
+                FAIL,
+                "broker",
+                f"{where}: test publish on {topic} as gate {cfg.gate.id} ({identity}): {why}; "
+                f"the gate's events would be refused the same way; {NOT_AUTHORISED_HINT}",
+            )
+        if wait_for("echo") is None:
+            return Finding(
+                FAIL,
+                "broker",
+                f"{where}: the test message on {topic} did not come back within "
+                f"{timeout:g} s (the broker's read rules?)",
+            )
+        client.unsubscribe(topic)
+        client.loop(timeout=0.2)
     except (OSError, ValueError) as exc:
-        return Finding(FAIL, "broker", f"{where}: {exc}")
+        from gated.brokerdiag import explain_oserror
+
+        return Finding(FAIL, "broker", f"{where}: {explain_oserror(exc) if isinstance(exc, OSError) else exc}")
     finally:
         client.disconnect()
-    reason = answer.get("reason")
-    if reason is None:
-        return Finding(FAIL, "broker", f"{where}: no answer to CONNECT within {timeout:g} s")
-    if reason.is_failure:
-        return Finding(FAIL, "broker", f"{where}: refused ({reason}); check username, password and ACLs")
-    return Finding(OK, "broker", f"{where}: connected")
+    return Finding(
+        OK,
+        "broker",
+        f"{where}: connected as gate {cfg.gate.id} ({identity}); test publish and subscribe on {topic} work",
+    )
 
 
 def check_decoder(cfg, timeout) -> Finding:
@@ -323,8 +520,8 @@ def check_decoder(cfg, timeout) -> Finding:
 
 
 def check_camera(cfg, timeout) -> Finding:
-    from gated.gate.camera import CameraError
     from gated.gate.build import open_camera
+    from gated.gate.camera import CameraError
 
     where = cfg.camera.source
     try:
@@ -368,20 +565,32 @@ def check_gpio(cfg, timeout) -> Finding:
         factory = make_pin_factory(cfg)
         turnstile = Turnstile(board, pin_factory=factory)
     except (BadPinFactory, ImportError) as exc:
-        return Finding(FAIL, "gpio", f"no GPIO on this machine (not a Raspberry Pi, or lgpio missing: "
-                                     f"apt-get install python3-lgpio); on a bench without pins set "
-                                     f"[turnstile] pin_factory = \"mock\" ({type(exc).__name__})")
+        return Finding(
+            FAIL,
+            "gpio",
+            f"no GPIO on this machine (not a Raspberry Pi, or lgpio missing: "
+            f"apt-get install python3-lgpio); on a bench without pins set "
+            f'[turnstile] pin_factory = "mock" ({type(exc).__name__})',
+        )
     except (StartupError, GPIOZeroError, OSError, RuntimeError) as exc:
-        return Finding(FAIL, "gpio", f"board {board.name}: pins not claimable ({type(exc).__name__}: {exc}); "
-                                     f"is gated (or another program) running, is this user in group gpio?")
+        return Finding(
+            FAIL,
+            "gpio",
+            f"board {board.name}: pins not claimable ({type(exc).__name__}: {exc}); "
+            f"is gated (or another program) running, is this user in group gpio?",
+        )
     try:
-        pins = [str(getattr(turnstile, name).pin) for name in ("relay", "passage", "passage_out", "emergency", "door",
-                                                               "green", "red", "buzzer")
-                if getattr(turnstile, name) is not None]
+        pins = [
+            str(getattr(turnstile, name).pin)
+            for name in ("relay", "passage", "passage_out", "emergency", "door", "green", "red", "buzzer")
+            if getattr(turnstile, name) is not None
+        ]
         kind = type(turnstile.relay.pin_factory).__name__
     finally:
         turnstile.close()
-    return Finding(OK, "gpio", f"board {board.name}: {len(pins)} pins claimed and released ({', '.join(pins)}) via {kind}")
+    return Finding(
+        OK, "gpio", f"board {board.name}: {len(pins)} pins claimed and released ({', '.join(pins)}) via {kind}"
+    )
 
 
 def _age(seconds: float) -> str:

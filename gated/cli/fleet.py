@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 
 from gated.cli.main import CommandError
+from gated.cli.options import add_signing_key, deprecated, signing_key
 
 COMMAND_WORDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
 
@@ -14,22 +16,31 @@ COMMAND_WORDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
 def register(sub) -> None:
     from gated.mqtturl import add_broker_arguments
 
-    s = sub.add_parser("status", help="every gate of a site: online, mode, revocation list, clock, outbox, scans, alarms")
+    s = sub.add_parser(
+        "status", help="every gate of a site: online, mode, revocation list, clock, outbox, scans, alarms"
+    )
     add_broker_arguments(s)
     s.add_argument("--site", required=True)
     s.add_argument("--json", action="store_true", help="print the gates once as a JSON list and exit")
-    s.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
-                   help="refresh the table every SECONDS (default 2) until interrupted")
+    s.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="refresh the table every SECONDS (default 2) until interrupted",
+    )
     s.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
     s.set_defaults(func=run_status)
 
     c = sub.add_parser("command", help="send a signed command to one gate or all, and wait for each to confirm it")
-    add_broker_arguments(c, cert_key_option="--cert-key")
+    add_broker_arguments(c)
+    c.add_argument("--cert-key", dest="legacy_cert_key", help=argparse.SUPPRESS)  # the old spelling of --key
     c.add_argument("--site", required=True)
-    c.add_argument("--key", required=True, dest="command_key",
-                   help="the command private key (PEM); gates trust its public half with role `command`")
-    c.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the gates' acknowledgements (default 10)")
+    add_signing_key(c, "the command private key; gates trust its public half with role `command`", trap_key=False)
+    c.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the gates' acknowledgements (default 10)"
+    )
     c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.add_argument("gate", nargs="?", help="the gate id (or --all)")
     c.add_argument("--all", action="store_true", help="every gate the broker has a status for")
@@ -39,11 +50,13 @@ def register(sub) -> None:
 
 def _watch(args):
     from gated.central.fleet import FleetError, SiteWatch
+    from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
     try:
         settings = settings_from_args(args)
-    except BrokerUrlError as exc:
+        refuse_component_identity(settings, f"gated {args.command}")
+    except (BrokerUrlError, ComponentIdentity) as exc:
         raise CommandError(str(exc)) from None
     watch = SiteWatch(settings, args.site)
     try:
@@ -78,8 +91,10 @@ def run_status(args) -> int:
 def _load_command_key(path: str):
     from gated import keys
 
-    fix = ("--key must be the command private key (`gated keys generate --name command` makes one; the gates "
-           "trust its .pub with `gated keys trust --role command`)")
+    fix = (
+        "--signing-key must be the command private key (`gated keys generate --name command` makes one; the gates "
+        "trust its .pub with `gated keys trust --role command`)"
+    )
     try:
         return keys.load_private_key(path)
     except OSError as exc:
@@ -93,7 +108,19 @@ def run_command(args) -> int:
         raise CommandError("name one gate, or give --all")
     if args.timeout <= 0:
         raise CommandError("--timeout must be above 0 seconds")
-    key = _load_command_key(args.command_key)  # before any network: no key, no command
+    if args.legacy_cert_key:
+        if args.cert_key and not args.signing_key:  # the old spelling: --key was the command key
+            raise CommandError(
+                f"--key is the TLS client key now and --cert-key is gone: write --signing-key "
+                f"{args.cert_key} --key {args.legacy_cert_key}"
+            )
+        deprecated("--cert-key", "--key (the certificate's key, as on every other command)")
+        args.cert_key = args.cert_key or args.legacy_cert_key
+    if args.cert_key and not args.cert and not args.signing_key:  # `--key command.key`, the old spelling
+        raise CommandError(
+            f"--key is the TLS client key (with --cert); give the command key as --signing-key {args.cert_key}"
+        )
+    key = _load_command_key(signing_key(args))  # before any network: no key, no command
     from gated.central.fleet import FleetError
 
     watch = _watch(args)
@@ -113,6 +140,8 @@ def run_command(args) -> int:
     else:
         width = max(len(r["gate"]) for r in results)
         for r in results:
-            print(f"{r['gate']:<{width}}  {args.command_word}: {'ok' if r['confirmed'] else 'NOT CONFIRMED'}"
-                  f"  {r['detail']}")
+            print(
+                f"{r['gate']:<{width}}  {args.command_word}: {'ok' if r['confirmed'] else 'NOT CONFIRMED'}"
+                f"  {r['detail']}"
+            )
     return 0 if all(r["confirmed"] for r in results) else 1

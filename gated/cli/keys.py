@@ -24,8 +24,11 @@ def register(sub) -> None:
     trust.add_argument("--event", action="append", default=[], help="issuer scope: event id it may sign for (repeat)")
     trust.add_argument("--not-before", help="ISO 8601 start of the key's signing window")
     trust.add_argument("--not-after", help="ISO 8601 end of the key's signing window")
-    trust.add_argument("--replace", action="store_true",
-                       help="the name already holds a different key: drop it (and its roles, events, window) for this one")
+    trust.add_argument(
+        "--replace",
+        action="store_true",
+        help="the name already holds a different key: drop it (and its roles, events, window) for this one",
+    )
     trust.add_argument("pubfile")
     trust.set_defaults(func=trust_key)
 
@@ -39,15 +42,23 @@ def register(sub) -> None:
 
     from gated.mqtturl import add_broker_arguments
 
-    enrol = keys_sub.add_parser("enrol", help="list the device keys gates announce in their status; approve one by "
-                                "kid into the ledger's keyring")
+    enrol = keys_sub.add_parser(
+        "enrol",
+        help="list the device keys gates announce in their status; approve one by kid into the ledger's keyring",
+    )
     add_broker_arguments(enrol)
     enrol.add_argument("--site", required=True)
     enrol.add_argument("--keyring", required=True, help="the ledger's keyring (created if absent)")
-    enrol.add_argument("--approve", action="append", default=[], metavar="KID",
-                       help="trust the key with this kid (as the gate shows it: `gated keys device`) (repeat)")
-    enrol.add_argument("--replace", action="store_true",
-                       help="let an approved key replace another key trusted for the same gate")
+    enrol.add_argument(
+        "--approve",
+        action="append",
+        default=[],
+        metavar="KID",
+        help="trust the key with this kid (as the gate shows it: `gated keys device`) (repeat)",
+    )
+    enrol.add_argument(
+        "--replace", action="store_true", help="let an approved key replace another key trusted for the same gate"
+    )
     enrol.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
     enrol.set_defaults(func=enrol_keys)
 
@@ -63,9 +74,16 @@ def generate(args) -> int:
 
 def trust_key(args) -> int:
     try:
-        key = keys.trust_key_file(args.keyring, args.pubfile, args.role, name=args.name, events=args.event,
-                                  not_before=iso_option(args.not_before, "--not-before"),
-                                  not_after=iso_option(args.not_after, "--not-after"), replace=args.replace)
+        key = keys.trust_key_file(
+            args.keyring,
+            args.pubfile,
+            args.role,
+            name=args.name,
+            events=args.event,
+            not_before=iso_option(args.not_before, "--not-before"),
+            not_after=iso_option(args.not_after, "--not-after"),
+            replace=args.replace,
+        )
     except ValueError as exc:
         raise CommandError(f"{args.pubfile}: {exc}") from None
     print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")
@@ -97,10 +115,15 @@ def device_key(args) -> int:
         raise CommandError(f"{args.state}: no gate state here (the gate makes it, and its key, on first start)")
     with GateStore(args.state) as store:
         print(keys.public_pem(store.device_public_key).decode(), end="")
-        print(f"# kid {keys.kid_of(store.device_public_key).hex()} (what `gated keys enrol` lists for this gate)",
-              file=sys.stderr)
-        print(f"# gate {store.gate} at site {store.site}: trust it with "
-              f"`gated keys trust --keyring DIR --role device --name {store.gate} FILE`", file=sys.stderr)
+        print(
+            f"# kid {keys.kid_of(store.device_public_key).hex()} (what `gated keys enrol` lists for this gate)",
+            file=sys.stderr,
+        )
+        print(
+            f"# gate {store.gate} at site {store.site}: trust it with "
+            f"`gated keys trust --keyring DIR --role device --name {store.gate} FILE`",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -121,8 +144,10 @@ def enrol_keys(args) -> int:
     by_kid = {a.kid: a for a in found if a.kid}
     missing = sorted(wanted - set(by_kid))
     if missing:
-        raise CommandError(f"no gate at {args.site} announces kid {', '.join(missing)} "
-                           f"(announced: {', '.join(sorted(by_kid)) or 'none'})")
+        raise CommandError(
+            f"no gate at {args.site} announces kid {', '.join(missing)} "
+            f"(announced: {', '.join(sorted(by_kid)) or 'none'})"
+        )
     for kid in sorted(wanted):
         try:
             approve(args.keyring, by_kid[kid], replace=args.replace)
@@ -134,8 +159,11 @@ def enrol_keys(args) -> int:
     if not found:
         print(f"no gate status at site {args.site} yet")
     for a in found:
-        what = {"new": f"new: approve with --approve {a.kid}", "trusted": "trusted",
-                "different": f"DIFFERENT from the trusted key (kid {a.trusted_kid})",
-                "unusable": f"unusable: {a.problem}"}[a.state]
+        what = {
+            "new": f"new: approve with --approve {a.kid}",
+            "trusted": "trusted",
+            "different": f"DIFFERENT from the trusted key (kid {a.trusted_kid})",
+            "unusable": f"unusable: {a.problem}",
+        }[a.state]
         print(f"{a.gate}  kid {a.kid or '-'}  {what}")
     return 0

@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from gated.core.errors import GatedError
 from gated import __version__
+from gated.core.errors import GatedError
 
 COMMAND_MODULES = (
     "gated.cli.keys",
@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "gated.cli.report",
     "gated.cli.run",
     "gated.cli.doctor",
+    "gated.cli.show",
     "gated.cli.sim",
     "gated.cli.pretix",
 )
@@ -53,15 +54,29 @@ def iso_option(text: str | None, option: str, default=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gated", description="Offline ticket validation for gates and turnstiles.")
+    from gated.cli.options import GatedParser, grouped_help
+
+    parser = GatedParser(
+        prog="gated",
+        usage="gated [-h] [--version] COMMAND ...",
+        description="Offline ticket validation for gates and turnstiles.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`gated COMMAND --help` says more about each.",
+    )
     parser.add_argument("--version", action="version", version=f"gated {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    # one flat list of 25 commands reads badly: the same list, by what each is for
+    parser.description += "\n\n" + grouped_help(sub)
+    sub._choices_actions.clear()  # noqa: SLF001 -- shown grouped above instead
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gated.cli.options import ARGV
+
+    ARGV[:] = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -73,4 +88,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-

@@ -7,23 +7,30 @@ from pathlib import Path
 
 from gated import keys
 from gated.atomicfile import write_atomic
-
-from gated.core import revocation
 from gated.cli.main import CommandError
+from gated.cli.options import add_signing_key, signing_key
+from gated.core import revocation
 
 
 def register(sub) -> None:
     p = sub.add_parser("revoke", help="write a signed revocation update (snapshot or delta)")
-    p.add_argument("--key", required=True, help="revocation private key (PEM)")
+    add_signing_key(p, "revocation private key")
     p.add_argument("--site", required=True)
     p.add_argument("--version", required=True, type=int, help="new list version (> the gates' current)")
     p.add_argument("--base", type=int, default=0, help="0 = snapshot (default); else a delta on top of this version")
     p.add_argument("--parts", type=int, help="split a snapshot into N parts (default: as needed for 1 MiB)")
-    p.add_argument("--add-file", action="append", default=[], help="file of ticket ids (hex, one per line, or tickets.csv)")
+    p.add_argument(
+        "--add-file", action="append", default=[], help="file of ticket ids (hex, one per line, or tickets.csv)"
+    )
     p.add_argument("--remove-file", action="append", default=[], help="file of ticket ids to un-revoke")
     p.add_argument("--remove", action="append", default=[], metavar="TICKET_ID_HEX", help="ticket id to un-revoke")
-    p.add_argument("--code", action="append", default=[], metavar="TEXT",
-                   help="revoke the ticket this QR text carries (GT1, GT2 or pretix_sig1; repeat)")
+    p.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="revoke the ticket this QR text carries (GT1, GT2 or pretix_sig1; repeat)",
+    )
     p.add_argument("--out", required=True, help="output file; parts go to NAME.partK.EXT")
     p.add_argument("ticket_ids", nargs="*", metavar="TICKET_ID_HEX", help="ticket ids to revoke")
     p.set_defaults(func=run)
@@ -53,8 +60,8 @@ def read_ids(path: str) -> list[bytes]:
 def code_id(text: str) -> bytes:
     """The ticket id a QR text carries, whatever its format; read without keys (no signature is
     needed to name a ticket; the gates check signatures when it is shown)."""
-    from gated.core.signed import Keyring
     from gated.core.scanned import read_code
+    from gated.core.signed import Keyring
 
     cti = read_code(text, Keyring()).cti
     if cti is None:
@@ -78,9 +85,17 @@ def run(args) -> int:
     if args.version < 1 or args.base < 0 or (args.base and args.base >= args.version):
         raise CommandError("--version must be above 0 and above --base")
     try:
-        key = keys.load_private_key(args.key)
-        messages = revocation.encode_updates(key, site=args.site, version=args.version, base=args.base, add=add,
-                                              remove=remove, iat=int(time.time()), parts=args.parts)
+        key = keys.load_private_key(signing_key(args))
+        messages = revocation.encode_updates(
+            key,
+            site=args.site,
+            version=args.version,
+            base=args.base,
+            add=add,
+            remove=remove,
+            iat=int(time.time()),
+            parts=args.parts,
+        )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     paths = part_paths(Path(args.out), len(messages))
@@ -88,6 +103,8 @@ def run(args) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, message)
     kind = "snapshot" if args.base == 0 else f"delta on v{args.base}"
-    print(f"v{args.version} {kind}: {len(set(add))} revoked, {len(set(remove))} un-revoked -> "
-          + ", ".join(str(p) for p in paths))
+    print(
+        f"v{args.version} {kind}: {len(set(add))} revoked, {len(set(remove))} un-revoked -> "
+        + ", ".join(str(p) for p in paths)
+    )
     return 0

@@ -18,16 +18,27 @@ from gated.cli.verify import GateSetup, add_gate_options
 def register(sub) -> None:
     p = sub.add_parser("scan", help="decode QR codes in images, videos or a live camera (optionally judge them)")
     p.add_argument("paths", nargs="*", metavar="PATH", help="image file, directory of images/videos, or video file")
-    p.add_argument("--camera", metavar="DEVICE",
-                   help="read a live camera instead: /dev/video0, a /dev/v4l/by-id path, or a spec "
-                        "(v4l2:..., picamera2:0, files:..., synthetic:)")
+    p.add_argument(
+        "--camera",
+        metavar="DEVICE",
+        help="read a live camera instead: /dev/video0, a /dev/v4l/by-id path, or a spec "
+        "(v4l2:..., picamera2:0, files:..., synthetic:)",
+    )
     p.add_argument("--backend", choices=("zxing", "pyzbar"), default="zxing", help="decoder (default zxing)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--hold-off", type=float, default=2.0, metavar="S",
-                   help="--camera: the same code is reported at most once per S seconds (default 2)")
+    p.add_argument(
+        "--hold-off",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="--camera: the same code is reported at most once per S seconds (default 2)",
+    )
     p.add_argument("--frames", type=int, default=None, metavar="N", help="--camera: stop after N frames")
-    p.add_argument("--record", action="store_true",
-                   help="with gate options: record admissions in --state (a code seen again is already_used)")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="with gate options: record admissions in --state (a code seen again is already_used)",
+    )
     add_gate_options(p, event_required=False)
     p.set_defaults(func=run)
 
@@ -77,10 +88,15 @@ class _Judge:
         if not decision.admit:
             self.denied += 1
         claims = decision.ticket.claims if decision.ticket else None
-        return {"decision": decision.word, "reason": decision.reason.value,
-                "ticket": decision.cti.hex() if decision.cti else None,
-                "event": claims.aud if claims else None, "type": claims.typ if claims else None,
-                "seat": claims.seat if claims else None, "text": describe(decision)}
+        return {
+            "decision": decision.word,
+            "reason": decision.reason.value,
+            "ticket": decision.cti.hex() if decision.cti else None,
+            "event": claims.aud if claims else None,
+            "type": claims.typ if claims else None,
+            "seat": claims.seat if claims else None,
+            "text": describe(decision),
+        }
 
     def close(self) -> None:
         self.setup.close()

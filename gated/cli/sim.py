@@ -9,18 +9,28 @@ from gated.cli.main import CommandError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sim", help="run a whole venue from a scenario (real gates, broker, ledger) and report "
-                                   "against ground truth")
+    p = sub.add_parser(
+        "sim", help="run a whole venue from a scenario (real gates, broker, ledger) and report against ground truth"
+    )
     p.add_argument("scenario", help="scenario file, e.g. sim/scenarios/demo.toml")
     p.add_argument("--speed", type=float, help="time compression (default: the scenario's); 2 = twice as fast")
     p.add_argument("--out", default="sim-out", help="where report.json, report.html and devices/ go (default sim-out)")
-    p.add_argument("--broker", help="use this broker (mqtt://host:port) instead of starting a Mosquitto; "
-                                    "broker_down faults are then skipped")
-    p.add_argument("--ledger-db", metavar="DB", help="the ledger's database: a postgresql://user@host/dbname URL "
-                   "(rehearse against the central database you will use; it must hold no events) or a SQLite file; "
-                   "default a SQLite file in the output directory")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress (a live table on a terminal, a line every 5 s otherwise)")
+    p.add_argument(
+        "--broker",
+        help="use this broker (mqtt://host:port) instead of starting a Mosquitto; broker_down faults are then skipped",
+    )
+    p.add_argument(
+        "--ledger-db",
+        metavar="DB",
+        help="the ledger's database: a postgresql://user@host/dbname URL "
+        "(rehearse against the central database you will use; it must hold no events) or a SQLite file; "
+        "default a SQLite file in the output directory",
+    )
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (a live table on a terminal, a line every 5 s otherwise)",
+    )
     p.add_argument("--check", action="store_true", help="only load and check the scenario")
     p.set_defaults(func=run_sim)
 
@@ -30,8 +40,9 @@ def run_sim(args) -> int:
         import matplotlib  # noqa: F401 (the report's plots)
         import rich  # noqa: F401 (the live table)
     except ImportError as exc:
-        raise CommandError(f"the simulator needs {exc.name}, which a gate does not: pip install 'gated[sim]' "
-                           "(make demo does)") from None
+        raise CommandError(
+            f"the simulator needs {exc.name}, which a gate does not: pip install 'gated[sim]' (make demo does)"
+        ) from None
     from sim import scenario as scenario_mod
 
     try:
@@ -41,8 +52,10 @@ def run_sim(args) -> int:
     if args.speed is not None and args.speed <= 0:
         raise CommandError("--speed must be above 0")
     if args.check:
-        print(f"{args.scenario}: {scenario.name}, {scenario.gates} gates, {scenario.visitors} visitors, "
-              f"{len(scenario.faults)} faults: ok")
+        print(
+            f"{args.scenario}: {scenario.name}, {scenario.gates} gates, {scenario.visitors} visitors, "
+            f"{len(scenario.faults)} faults: ok"
+        )
         return 0
     from sim import runner
     from sim.broker import BrokerError
@@ -52,8 +65,15 @@ def run_sim(args) -> int:
         print(f"gated sim: {message}", file=sys.stderr, flush=True)
 
     try:
-        result = runner.run(scenario, Path(args.out), speed=args.speed, broker_url=args.broker,
-                            progress=not args.no_progress, log=log, ledger_db=args.ledger_db)  # a table on a terminal, else lines
+        result = runner.run(
+            scenario,
+            Path(args.out),
+            speed=args.speed,
+            broker_url=args.broker,
+            progress=not args.no_progress,
+            log=log,
+            ledger_db=args.ledger_db,
+        )  # a table on a terminal, else lines
     except (VenueError, BrokerError) as exc:
         raise CommandError(str(exc)) from None
     print(f"{'PASS' if result['ok'] else 'FAIL'}: {Path(args.out) / 'report.html'}")

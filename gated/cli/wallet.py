@@ -17,14 +17,18 @@ def register(sub) -> None:
     s.add_argument("--png", help="also write the QR code to this PNG file (rewritten at each new code with --watch)")
     s.add_argument("--terminal", action="store_true", help="draw the QR code in the terminal too")
     s.add_argument("--watch", action="store_true", help="show a fresh code at every 30 s step until interrupted")
-    s.add_argument("--static", action="store_true",
-                   help="show the GT1 form instead (what a copy of the ticket file shows: gates deny it static_copy)")
+    s.add_argument(
+        "--static",
+        action="store_true",
+        help="show the GT1 form instead (what a copy of the ticket file shows: gates deny it static_copy)",
+    )
     s.add_argument("--now", default=None, help=_suppress())
     s.set_defaults(func=show)
 
 
 def _suppress():
     import argparse
+
     return argparse.SUPPRESS
 
 
@@ -52,8 +56,11 @@ def show(args) -> int:
             qr(text).terminal(out=sys.stdout, compact=True)
         print(text, flush=True)
         if (args.watch or args.terminal) and left != float("inf"):
-            print(f"ticket {held.claims.cti.hex()} ({held.claims.aud}): next code in {left:.0f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"ticket {held.claims.cti.hex()} ({held.claims.aud}): next code in {left:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     if args.static:
         render(wallet.static_code(held.cose), float("inf"))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+
 import cbor2
 
 from gated.core import cose
@@ -41,8 +42,18 @@ from gated.core.signed import Keyring, open_message
 
 MAX_MESSAGE = 1024 * 1024
 SITE, VERSION, IAT, EVENT, LIST, TIMES, GATES, PENDING, UNAPPROVED, QUESTIONS = range(1, 11)
-LIST_KEYS = {"id", "name", "include_pending", "allow_multiple_entries", "allow_entry_after_exit", "all_products",
-             "limit_products", "subevent", "rules", "exit_all_at"}
+LIST_KEYS = {
+    "id",
+    "name",
+    "include_pending",
+    "allow_multiple_entries",
+    "allow_entry_after_exit",
+    "all_products",
+    "limit_products",
+    "subevent",
+    "rules",
+    "exit_all_at",
+}
 TIMES_KEYS = {"tz", "date_from", "date_to", "date_admission"}
 TIMES_OPTIONAL = {"subevents"}  # an event series: each date's own times (pretix's buildTime takes the ticket's)
 
@@ -95,14 +106,36 @@ def _gate_name(name: str) -> str:
 
 # --- central side ------------------------------------------------------------------------------
 
-def encode_list(key, *, site: str, version: int, iat: int, event: str, settings: dict, times: dict,
-                gates: dict, pending=(), unapproved=(), questions=()) -> bytes:
+
+def encode_list(
+    key,
+    *,
+    site: str,
+    version: int,
+    iat: int,
+    event: str,
+    settings: dict,
+    times: dict,
+    gates: dict,
+    pending=(),
+    unapproved=(),
+    questions=(),
+) -> bytes:
     """Sign one list. `settings` holds LIST_KEYS (rules as JSON text), `times` TIMES_KEYS."""
     if set(settings) != LIST_KEYS or set(times) - TIMES_OPTIONAL != TIMES_KEYS:
         raise ValueError(f"list settings need exactly {sorted(LIST_KEYS)} and times {sorted(TIMES_KEYS)}")
-    payload = {SITE: site, VERSION: version, IAT: iat, EVENT: event, LIST: settings, TIMES: times,
-               GATES: {int(k): v for k, v in gates.items()}, PENDING: sorted(set(pending)),
-               UNAPPROVED: sorted(set(unapproved)), QUESTIONS: sorted(set(questions))}
+    payload = {
+        SITE: site,
+        VERSION: version,
+        IAT: iat,
+        EVENT: event,
+        LIST: settings,
+        TIMES: times,
+        GATES: {int(k): v for k, v in gates.items()},
+        PENDING: sorted(set(pending)),
+        UNAPPROVED: sorted(set(unapproved)),
+        QUESTIONS: sorted(set(questions)),
+    }
     blob = cose.sign(cbor2.dumps(payload), key)
     if len(blob) > MAX_MESSAGE:
         raise ValueError(f"the check-in list is {len(blob)} bytes, over {MAX_MESSAGE} (too many unpaid orders?)")
@@ -110,6 +143,7 @@ def encode_list(key, *, site: str, version: int, iat: int, event: str, settings:
 
 
 # --- gate side ---------------------------------------------------------------------------------
+
 
 def parse_list(blob: bytes, keyring: Keyring, *, zones) -> CheckinList:
     """Verify (a `revocation` key, at most 1 MiB) and read one signed list; raises ListRejected."""
@@ -142,38 +176,62 @@ def read_list(body, *, signer: str, zones) -> CheckinList:
     except (ValueError, KeyError, OSError) as exc:
         raise ListRejected("malformed", f"times.tz {tz_name!r} is not a known time zone ({exc})") from None
     series = times.get("subevents", {})
-    if type(series) is not dict or not all(cose.is_uint(k) and type(v) is list and len(v) == 3
-                                           for k, v in series.items()):
+    if type(series) is not dict or not all(
+        cose.is_uint(k) and type(v) is list and len(v) == 3 for k, v in series.items()
+    ):
         raise ListRejected("malformed", "times.subevents must map date ids to [from, to, admission]")
-    subevent_times = {k: EventTimes(tz=tz, date_from=_uint(v[0], "times.subevents"),
-                                    date_to=_optional_uint(v[1], "times.subevents"),
-                                    date_admission=_optional_uint(v[2], "times.subevents")) for k, v in series.items()}
+    subevent_times = {
+        k: EventTimes(
+            tz=tz,
+            date_from=_uint(v[0], "times.subevents"),
+            date_to=_optional_uint(v[1], "times.subevents"),
+            date_admission=_optional_uint(v[2], "times.subevents"),
+        )
+        for k, v in series.items()
+    }
     gates = body.get(GATES)
     if type(gates) is not dict or not all(cose.is_uint(k) and isinstance(v, str) for k, v in gates.items()):
         raise ListRejected("malformed", "gates (7) must map pretix gate ids to gate names")
     return CheckinList(
-        site=_text(body, SITE, "site"), version=_positive(body.get(VERSION), "version"),
-        iat=_uint(body.get(IAT), "iat"), event=_text(body, EVENT, "event"),
-        list_id=_uint(settings["id"], "list.id"), name=_str(settings["name"], "list.name"),
+        site=_text(body, SITE, "site"),
+        version=_positive(body.get(VERSION), "version"),
+        iat=_uint(body.get(IAT), "iat"),
+        event=_text(body, EVENT, "event"),
+        list_id=_uint(settings["id"], "list.id"),
+        name=_str(settings["name"], "list.name"),
         include_pending=_bool(settings["include_pending"], "list.include_pending"),
         allow_multiple_entries=_bool(settings["allow_multiple_entries"], "list.allow_multiple_entries"),
         allow_entry_after_exit=_bool(settings["allow_entry_after_exit"], "list.allow_entry_after_exit"),
         all_products=_bool(settings["all_products"], "list.all_products"),
         limit_products=frozenset(_uints(settings["limit_products"], "list.limit_products")),
-        subevent=_optional_uint(settings["subevent"], "list.subevent"), rules=rules,
+        subevent=_optional_uint(settings["subevent"], "list.subevent"),
+        rules=rules,
         exit_all_at=_optional_uint(settings["exit_all_at"], "list.exit_all_at"),
-        times=EventTimes(tz=tz, date_from=_uint(times["date_from"], "times.date_from"),
-                         date_to=_optional_uint(times["date_to"], "times.date_to"),
-                         date_admission=_optional_uint(times["date_admission"], "times.date_admission")),
-        tz_name=tz_name, gates=dict(gates), pending=frozenset(_ids(body.get(PENDING), "pending")),
+        times=EventTimes(
+            tz=tz,
+            date_from=_uint(times["date_from"], "times.date_from"),
+            date_to=_optional_uint(times["date_to"], "times.date_to"),
+            date_admission=_optional_uint(times["date_admission"], "times.date_admission"),
+        ),
+        tz_name=tz_name,
+        gates=dict(gates),
+        pending=frozenset(_ids(body.get(PENDING), "pending")),
         unapproved=frozenset(_ids(body.get(UNAPPROVED), "unapproved")),
-        questions=frozenset(_uints(body.get(QUESTIONS), "questions")), signer=signer, subevent_times=subevent_times)
+        questions=frozenset(_uints(body.get(QUESTIONS), "questions")),
+        signer=signer,
+        subevent_times=subevent_times,
+    )
 
 
 def describe(clist: CheckinList) -> dict:
     """The list as `gated status` and the metrics show it."""
-    return {"name": clist.name, "id": clist.list_id, "version": clist.version, "event": clist.event,
-            "rules": bool(clist.rules)}
+    return {
+        "name": clist.name,
+        "id": clist.list_id,
+        "version": clist.version,
+        "event": clist.event,
+        "rules": bool(clist.rules),
+    }
 
 
 def _map(body, key, name, keys, optional=frozenset()) -> dict:
@@ -181,8 +239,9 @@ def _map(body, key, name, keys, optional=frozenset()) -> dict:
     if type(value) is not dict or not all(isinstance(k, str) for k in value):
         raise ListRejected("malformed", f"{name} ({key}) must be a map with text keys")
     if set(value) - keys - optional:
-        raise ListRejected("unsupported",
-                           f"{name} has keys this gate does not know: {sorted(set(value) - keys - optional)}")
+        raise ListRejected(
+            "unsupported", f"{name} has keys this gate does not know: {sorted(set(value) - keys - optional)}"
+        )
     if keys - set(value):
         raise ListRejected("malformed", f"{name} lacks {sorted(keys - set(value))}")
     return value
@@ -230,4 +289,3 @@ def _ids(value, name) -> list[bytes]:
     if type(value) is not list or not all(type(i) is bytes and len(i) == 16 for i in value):
         raise ListRejected("malformed", f"{name} must be an array of 16-byte ticket ids")
     return value
-

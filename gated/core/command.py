@@ -55,8 +55,15 @@ def encode_command(key, *, gate: str, command: str, nonce: int, iat: int) -> byt
     return cose.sign(cbor2.dumps(payload(gate=gate, command=command, nonce=nonce, iat=iat)), key)
 
 
-def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None = None,
-                  max_age_s: float | None = None, time_trusted: bool = True) -> Command:
+def parse_command(
+    blob: bytes,
+    keyring: Keyring,
+    gate: str,
+    *,
+    now: float | None = None,
+    max_age_s: float | None = None,
+    time_trusted: bool = True,
+) -> Command:
     """Verify a command message (signature by a `command` key) and read it; raises CommandRejected.
     The nonce is checked against the store by the caller."""
     try:
@@ -66,18 +73,25 @@ def parse_command(blob: bytes, keyring: Keyring, gate: str, *, now: float | None
     return read(body, gate=gate, signer=key.name, now=now, max_age_s=max_age_s, time_trusted=time_trusted)
 
 
-def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: float | None = None,
-         time_trusted: bool = True) -> Command:
+def read(
+    body, *, gate: str, signer: str, now: float | None = None, max_age_s: float | None = None, time_trusted: bool = True
+) -> Command:
     """The command in a verified payload, for gate `gate`. Given `now` and `max_age_s`, a command
     whose iat is more than `max_age_s` before `now` is `too_old` (an `open` the broker queued while
     the gate was away must not run when it reconnects). `now` is the gate's best estimate; when it
     is not trusted (`time_trusted=False`: the clock policy denies time checks), the age of a
     command cannot be judged and those in NEED_TRUSTED_TIME are `clock_uncertain`. The age of those
     in AGELESS (clock_reset) is not checked."""
-    if not isinstance(body, dict) or type(body.get(1)) is not str or type(body.get(2)) is not str \
-            or not cose.is_uint(body.get(3)) or not cose.is_uint(body.get(4)):
-        raise CommandRejected("malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} "
-                                           "(uints below 2^63)")
+    if (
+        not isinstance(body, dict)
+        or type(body.get(1)) is not str
+        or type(body.get(2)) is not str
+        or not cose.is_uint(body.get(3))
+        or not cose.is_uint(body.get(4))
+    ):
+        raise CommandRejected(
+            "malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} (uints below 2^63)"
+        )
     if body[1] != gate:
         raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
     if body[2] not in COMMANDS:
@@ -85,6 +99,7 @@ def read(body, *, gate: str, signer: str, now: float | None = None, max_age_s: f
     if now is not None and max_age_s is not None and body[2] not in AGELESS and now - body[4] > max_age_s:
         raise CommandRejected("too_old", f"issued {int(now - body[4])} s ago, over the {max_age_s:g} s allowed")
     if now is not None and max_age_s is not None and not time_trusted and body[2] in NEED_TRUSTED_TIME:
-        raise CommandRejected("clock_uncertain", f"the gate clock is uncertain: the age of {body[2]!r} "
-                                                 f"cannot be judged")
+        raise CommandRejected(
+            "clock_uncertain", f"the gate clock is uncertain: the age of {body[2]!r} cannot be judged"
+        )
     return Command(gate=body[1], name=body[2], nonce=body[3], iat=body[4], signer=signer)

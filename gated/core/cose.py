@@ -21,8 +21,8 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gated.core.errors import GatedError
 from gated.core import ed25519
+from gated.core.errors import GatedError
 
 ALG_EDDSA = -8
 HDR_ALG = 1
@@ -32,7 +32,17 @@ KID_LEN = 8
 
 # Every exception a hostile byte string can make cbor2 raise: its own CBORError family (not a
 # ValueError in cbor2 6), and what nested structures, huge integers and odd semantic tags raise.
-CBOR_FAULTS = (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError, MemoryError, IndexError, KeyError, EOFError)
+CBOR_FAULTS = (
+    cbor2.CBORError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+    MemoryError,
+    IndexError,
+    KeyError,
+    EOFError,
+)
 
 
 class CoseError(GatedError, ValueError):

@@ -112,8 +112,9 @@ class Decision:
         return "admit" if self.admit else "deny"
 
 
-def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float, *,
-           time_trusted: bool = True) -> Decision:
+def decide(
+    code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float, *, time_trusted: bool = True
+) -> Decision:
     cti = code.claims.cti if isinstance(code, Ticket) else code.cti
     ticket = code if isinstance(code, Ticket) else None
 
@@ -163,13 +164,22 @@ def decide(code: Ticket | Rejection, gate: GateContext, facts: Facts, now: float
         return deny(Reason.ALREADY_USED, f"{facts.admissions} of {entries} entries used")
     unchecked = not facts.synced and bool(entries) and not reentry
     if unchecked and gate.until_synced != "admit":
-        return deny(Reason.UNSYNCED, "replaced gate: the site's admissions are not recovered yet, "
-                                     f"so whether this ticket's {entries} entries are used cannot be checked")
+        return deny(
+            Reason.UNSYNCED,
+            "replaced gate: the site's admissions are not recovered yet, "
+            f"so whether this ticket's {entries} entries are used cannot be checked",
+        )
     counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
     flagged = {"unsynced": True} if unchecked else {}
     if gate.capacity is not None and facts.zone_inside >= gate.capacity:
-        return Decision(False, Reason.CAPACITY, ticket, cti,
-                        f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}", **counted)
+        return Decision(
+            False,
+            Reason.CAPACITY,
+            ticket,
+            cti,
+            f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}",
+            **counted,
+        )
     if reentry:
         return Decision(True, Reason.OK, ticket, cti, "re-entry after a recorded exit", reentry=True, **counted)
     return Decision(True, Reason.OK, ticket, cti, **counted, **flagged)
@@ -181,16 +191,37 @@ def _by_checkin_list(code: Ticket, gate: GateContext, facts: Facts, now: float) 
     from gated.core.pretix_checkin import judge
 
     held = facts.pretix
-    verdict = judge(code, held.checkin_list, revoked=facts.revoked, history=held.history, now=now,
-                    gate_pk=held.gate_pk, skew_s=gate.skew_s, questions=gate.pretix_questions)
+    verdict = judge(
+        code,
+        held.checkin_list,
+        revoked=facts.revoked,
+        history=held.history,
+        now=now,
+        gate_pk=held.gate_pk,
+        skew_s=gate.skew_s,
+        questions=gate.pretix_questions,
+    )
     if not verdict.admit:
         return Decision(False, verdict.reason, code, code.claims.cti, verdict.detail)
     counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
     if gate.capacity is not None and facts.zone_inside >= gate.capacity:
-        return Decision(False, Reason.CAPACITY, code, code.claims.cti,
-                        f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}", **counted)
-    return Decision(True, Reason.OK, code, code.claims.cti, "re-entry after an exit" if verdict.reentry else "",
-                    reentry=verdict.reentry, **counted)
+        return Decision(
+            False,
+            Reason.CAPACITY,
+            code,
+            code.claims.cti,
+            f"zone {gate.zone!r} holds {facts.zone_inside} of {gate.capacity}",
+            **counted,
+        )
+    return Decision(
+        True,
+        Reason.OK,
+        code,
+        code.claims.cti,
+        "re-entry after an exit" if verdict.reentry else "",
+        reentry=verdict.reentry,
+        **counted,
+    )
 
 
 def products_of(ticket: Ticket) -> tuple[str, ...]:

@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gated.core.errors import GatedError
 from gated.core import ed25519
+from gated.core.errors import GatedError
 from gated.core.reasons import Reason
 
 VERSION = 1
@@ -32,17 +32,17 @@ ALARMS = ("forced_entry", "held_open", "emergency_on", "emergency_off", "tamper"
 DIRECTIONS = ("in", "out")  # the optional `dir` of scan and passage events (part 2); absent: in
 
 # Bounds on an event message (docs/protocol.md, "Event messages in"): checked before and while parsing.
-MAX_BYTES = 16384        # one event message; a gate's events are well under 2 KiB
-MAX_FIELDS = 32          # keys in the object
-MAX_TEXT = 1024          # characters in any string value (aud/typ come from a ticket of at most 1024)
-MAX_NAME = 128           # characters in site and gate
-MAX_INT = 2**63 - 1      # every integer is in 0..MAX_INT (SQLite's INTEGER, and the ledger's columns)
+MAX_BYTES = 16384  # one event message; a gate's events are well under 2 KiB
+MAX_FIELDS = 32  # keys in the object
+MAX_TEXT = 1024  # characters in any string value (aud/typ come from a ticket of at most 1024)
+MAX_NAME = 128  # characters in site and gate
+MAX_INT = 2**63 - 1  # every integer is in 0..MAX_INT (SQLite's INTEGER, and the ledger's columns)
 
 # Chain epochs (docs/protocol.md, "Replacing a gate"): a replaced gate's new state starts a new chain
 # whose seqs are epoch * 2^40 + 1, +2, ...: ids stay `<gate>:<seq>`, unique across a gate's chains, and
 # its events carry `"epoch": e`. Epoch 0 (no field) is a gate's first state: seq 1, 2, ... as in part 1.
 EPOCH_SHIFT = 40
-MAX_EPOCH = (MAX_INT >> EPOCH_SHIFT)  # 2^23 - 1
+MAX_EPOCH = MAX_INT >> EPOCH_SHIFT  # 2^23 - 1
 
 
 def epoch_of(seq: int) -> int:
@@ -81,15 +81,23 @@ def event_hash(event: dict) -> str:
 
 def seal(body: dict, *, site: str, gate: str, seq: int, prev: str, ts_ms: int, key: Ed25519PrivateKey) -> dict:
     """Complete `body` (kind and its fields) into a chained, signed event."""
-    event = {"v": VERSION, "id": f"{gate}:{seq}", "site": site, "gate": gate, "seq": seq,
-             "ts": format_ts(ts_ms), "prev": prev, **body}
+    event = {
+        "v": VERSION,
+        "id": f"{gate}:{seq}",
+        "site": site,
+        "gate": gate,
+        "seq": seq,
+        "ts": format_ts(ts_ms),
+        "prev": prev,
+        **body,
+    }
     event["hash"] = event_hash(event)
     event["sig"] = base64.b64encode(key.sign(bytes.fromhex(event["hash"]))).decode()
     return event
 
 
-
 # --- reading an event message from outside (a peer gate, the ledger) ------------------------------
+
 
 class EventRejected(GatedError, ValueError):
     """An event message that is not a well-formed PROTOCOL §5 event; `detail` says why."""
@@ -173,8 +181,10 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None, es
                 continue
         elif value is None or kind is bool:
             continue
-        return (f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters, no lone surrogate or NUL), "
-                "integer in 0..2^63-1, boolean or null")
+        return (
+            f"{str(name)[:40]!r}: not a string (at most {MAX_TEXT} characters, no lone surrogate or NUL), "
+            "integer in 0..2^63-1, boolean or null"
+        )
     if event.get("v") != VERSION or type(event.get("v")) is not int:
         return f"v must be {VERSION}"
     for name in ("site", "gate"):
@@ -191,7 +201,7 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None, es
     if event.get("id") != f"{event['gate']}:{seq}":
         return f"id {str(event.get('id'))[:80]!r} is not <gate>:<seq>"
     if "epoch" in event and (type(event["epoch"]) is not int or event["epoch"] != epoch_of(seq) or not event["epoch"]):
-        return "epoch, where given, must be seq >> 40 and at least 1 (docs/protocol.md, \"Replacing a gate\")"
+        return 'epoch, where given, must be seq >> 40 and at least 1 (docs/protocol.md, "Replacing a gate")'
     if parse_ts(event.get("ts")) is None:
         return "ts missing or not a real time in RFC 3339 UTC with milliseconds"
     for name in ("prev", "hash"):
@@ -205,7 +215,7 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None, es
     if kind == "passage":
         ref = event.get("ref")
         prefix = f"{event['gate']}:"
-        number = ref[len(prefix):] if type(ref) is str and ref.startswith(prefix) else ""
+        number = ref[len(prefix) :] if type(ref) is str and ref.startswith(prefix) else ""
         if not (number.isascii() and number.isdigit() and number[0] != "0" and int(number) < seq):
             return "ref must be the id of an earlier scan of the same gate"
         if event.get("result") not in ("passed", "timeout"):

@@ -56,10 +56,12 @@ class Phase(str, enum.Enum):
 
 # --- inputs ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Grant:
     """An admission committed to the store (scan_id), or a remote `open` (scan_id None).
     `confirmed`: no passage sensor, the admission counts as the relay opens."""
+
     at: float
     scan_id: str | None = None
     confirmed: bool = False
@@ -74,6 +76,7 @@ class Passage:
 class ExitPassage:
     """Somebody went out through a free exit (a free-exit gate's passage sensor, or the out
     contact of a sensor that tells direction): counted, nothing else."""
+
     at: float
 
 
@@ -126,6 +129,7 @@ Input = Grant | Passage | ExitPassage | Opened | Closed | Tick | Lock | Unlock |
 
 # --- effects --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class OpenRelay:
     """Let one person through: a pulse, or hold until the grants are done (per board profile)."""
@@ -175,6 +179,7 @@ Effect = OpenRelay | CloseRelay | LatchRelay | UnlatchRelay | Confirm | RollBack
 
 
 # --- state ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -229,6 +234,7 @@ def next_deadline(state: GateState, rules: Rules) -> float | None:
 
 
 # --- steps: small pure functions (state, event, rules) -> (state, effects) ------------------
+
 
 def add_grant(state: GateState, event: Grant, rules: Rules):
     if event.confirmed:
@@ -332,48 +338,45 @@ I, G, L, E = Phase.IDLE, Phase.GRANTED, Phase.LOCKED, Phase.EMERGENCY
 
 # (phase, input type): the steps in order, and the phases the row may end in.
 TABLE: dict[tuple[Phase, type], Row] = {
-    (I, Grant):        _row((add_grant, open_relay), G, I),  # I: confirmed (no passage sensor)
-    (I, Passage):      _row((forced_entry,), I),
-    (I, ExitPassage):  _row((count_exit,), I),  # going out, free: counted in every phase
-    (I, Opened):       _row((start_open,), I),
-    (I, Closed):       _row((end_open,), I),
-    (I, Tick):         _row((check_held_open,), I),
-    (I, Lock):         _row((add_lock,), L),
-    (I, Unlock):       _row((drop_lock,), I),
-    (I, EmergencyOn):  _row((add_emergency, enter_emergency), E),
+    (I, Grant): _row((add_grant, open_relay), G, I),  # I: confirmed (no passage sensor)
+    (I, Passage): _row((forced_entry,), I),
+    (I, ExitPassage): _row((count_exit,), I),  # going out, free: counted in every phase
+    (I, Opened): _row((start_open,), I),
+    (I, Closed): _row((end_open,), I),
+    (I, Tick): _row((check_held_open,), I),
+    (I, Lock): _row((add_lock,), L),
+    (I, Unlock): _row((drop_lock,), I),
+    (I, EmergencyOn): _row((add_emergency, enter_emergency), E),
     (I, EmergencyOff): _row((drop_emergency,), I),
-
-    (G, Grant):        _row((add_grant, open_relay), G),
-    (G, Passage):      _row((confirm_oldest, close_if_done), G, I, L),
-    (G, ExitPassage):  _row((count_exit,), G),  # going out, free: counted in every phase
-    (G, Opened):       _row((start_open,), G),
-    (G, Closed):       _row((end_open,), G),
-    (G, Tick):         _row((expire_grants, close_if_done, check_held_open), G, I, L),
-    (G, Lock):         _row((add_lock,), G),  # the admissions already granted may finish
-    (G, Unlock):       _row((drop_lock,), G),
-    (G, EmergencyOn):  _row((add_emergency, rollback_all, enter_emergency), E),
+    (G, Grant): _row((add_grant, open_relay), G),
+    (G, Passage): _row((confirm_oldest, close_if_done), G, I, L),
+    (G, ExitPassage): _row((count_exit,), G),  # going out, free: counted in every phase
+    (G, Opened): _row((start_open,), G),
+    (G, Closed): _row((end_open,), G),
+    (G, Tick): _row((expire_grants, close_if_done, check_held_open), G, I, L),
+    (G, Lock): _row((add_lock,), G),  # the admissions already granted may finish
+    (G, Unlock): _row((drop_lock,), G),
+    (G, EmergencyOn): _row((add_emergency, rollback_all, enter_emergency), E),
     (G, EmergencyOff): _row((drop_emergency,), G),
-
-    (L, Grant):        _row((add_grant, open_relay), G, L),  # a remote `open` while locked
-    (L, Passage):      _row((forced_entry,), L),
-    (L, ExitPassage):  _row((count_exit,), L),  # going out, free: counted in every phase
-    (L, Opened):       _row((start_open,), L),
-    (L, Closed):       _row((end_open,), L),
-    (L, Tick):         _row((check_held_open,), L),
-    (L, Lock):         _row((add_lock,), L),  # one more source
-    (L, Unlock):       _row((drop_lock,), I, L),  # L: another source still holds
-    (L, EmergencyOn):  _row((add_emergency, enter_emergency), E),
+    (L, Grant): _row((add_grant, open_relay), G, L),  # a remote `open` while locked
+    (L, Passage): _row((forced_entry,), L),
+    (L, ExitPassage): _row((count_exit,), L),  # going out, free: counted in every phase
+    (L, Opened): _row((start_open,), L),
+    (L, Closed): _row((end_open,), L),
+    (L, Tick): _row((check_held_open,), L),
+    (L, Lock): _row((add_lock,), L),  # one more source
+    (L, Unlock): _row((drop_lock,), I, L),  # L: another source still holds
+    (L, EmergencyOn): _row((add_emergency, enter_emergency), E),
     (L, EmergencyOff): _row((drop_emergency,), L),
-
-    (E, Grant):        _row((refuse_grant,), E),  # relay already latched open
-    (E, Passage):      _row((), E),  # free passage
-    (E, ExitPassage):  _row((count_exit,), E),  # going out, free: counted in every phase
-    (E, Opened):       _row((start_open,), E),
-    (E, Closed):       _row((end_open,), E),
-    (E, Tick):         _row((), E),
-    (E, Lock):         _row((add_lock,), E),  # takes effect when the emergency ends
-    (E, Unlock):       _row((drop_lock,), E),
-    (E, EmergencyOn):  _row((add_emergency,), E),
+    (E, Grant): _row((refuse_grant,), E),  # relay already latched open
+    (E, Passage): _row((), E),  # free passage
+    (E, ExitPassage): _row((count_exit,), E),  # going out, free: counted in every phase
+    (E, Opened): _row((start_open,), E),
+    (E, Closed): _row((end_open,), E),
+    (E, Tick): _row((), E),
+    (E, Lock): _row((add_lock,), E),  # takes effect when the emergency ends
+    (E, Unlock): _row((drop_lock,), E),
+    (E, EmergencyOn): _row((add_emergency,), E),
     (E, EmergencyOff): _row((drop_emergency, leave_emergency_if_clear), E, I, L),
 }
 
@@ -387,7 +390,9 @@ def step(state: GateState, event: Input, rules: Rules) -> tuple[GateState, list[
         state, more = apply(state, event, rules)
         effects.extend(more)
     if state.phase not in row.ends_in:
-        raise AssertionError(f"row {phase.value}/{type(event).__name__} ended in {state.phase}, table says {set(row.ends_in)}")
+        raise AssertionError(
+            f"row {phase.value}/{type(event).__name__} ended in {state.phase}, table says {set(row.ends_in)}"
+        )
     if state.mode is not before:
         effects.append(ModeChanged(state.mode))
     return state, effects

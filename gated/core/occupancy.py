@@ -28,14 +28,22 @@ class OccupancyRejected(GatedError, ValueError):
     """A message on the occupancy topic that is not an occupancy message."""
 
 
-def encode_occupancy(site: str, zones: dict[str, dict], now_ms: int, as_of: dict[str, int],
-                     since_ms: int | None = None) -> bytes:
+def encode_occupancy(
+    site: str, zones: dict[str, dict], now_ms: int, as_of: dict[str, int], since_ms: int | None = None
+) -> bytes:
     """`zones`: {zone: {"inside", "capacity" (int or None), "entries", "exits"}}; `as_of`: {gate: seq};
     `since_ms`: the day start the counts begin at (`since`), None: they count everything."""
-    body = {"v": VERSION, "site": site, "ts": format_ts(now_ms), "inside": sum(z["inside"] for z in zones.values()),
-            "zones": {name: {k: zone[k] for k in ("inside", "capacity", "entries", "exits")}
-                      for name, zone in sorted(zones.items())},
-            "as_of": dict(sorted(as_of.items()))}
+    body = {
+        "v": VERSION,
+        "site": site,
+        "ts": format_ts(now_ms),
+        "inside": sum(z["inside"] for z in zones.values()),
+        "zones": {
+            name: {k: zone[k] for k in ("inside", "capacity", "entries", "exits")}
+            for name, zone in sorted(zones.items())
+        },
+        "as_of": dict(sorted(as_of.items())),
+    }
     if since_ms is not None:
         body["since"] = format_ts(since_ms)
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -61,10 +69,14 @@ def read_occupancy(payload: bytes, *, site: str) -> tuple[dict[str, dict], dict[
         raise OccupancyRejected(f"zones must be an object of at most {MAX_ZONES} zones")
     out = {}
     for name, zone in zones.items():
-        if not isinstance(zone, dict) or not _count(zone.get("inside")) \
-                or not (zone.get("capacity") is None or (_count(zone.get("capacity")) and zone["capacity"] >= 1)):
-            raise OccupancyRejected(f"zone {name[:40]!r}: inside must be an integer in 0..2^63-1 and capacity, "
-                                    "if any, one in 1..2^63-1")
+        if (
+            not isinstance(zone, dict)
+            or not _count(zone.get("inside"))
+            or not (zone.get("capacity") is None or (_count(zone.get("capacity")) and zone["capacity"] >= 1))
+        ):
+            raise OccupancyRejected(
+                f"zone {name[:40]!r}: inside must be an integer in 0..2^63-1 and capacity, if any, one in 1..2^63-1"
+            )
         out[name] = {"inside": zone["inside"], "capacity": zone.get("capacity")}
     as_of = body.get("as_of", {})
     if not isinstance(as_of, dict) or len(as_of) > 10 * MAX_ZONES or not all(_count(v) for v in as_of.values()):

@@ -42,8 +42,17 @@ class Verdict:
     reentry: bool = False  # an entry after an exit (an exit the list's automatic check-out counts too)
 
 
-def judge(ticket, clist: CheckinList, *, revoked: bool, history: tuple[Movement, ...], now: float,
-          gate_pk: int | None, skew_s: int = 0, questions: str = "deny") -> Verdict:
+def judge(
+    ticket,
+    clist: CheckinList,
+    *,
+    revoked: bool,
+    history: tuple[Movement, ...],
+    now: float,
+    gate_pk: int | None,
+    skew_s: int = 0,
+    questions: str = "deny",
+) -> Verdict:
     """An entry scan of `ticket` (a PretixTicket) at a gate holding `clist`."""
     cti, claims = ticket.claims.cti, ticket.claims
     if revoked:
@@ -62,8 +71,9 @@ def judge(ticket, clist: CheckinList, *, revoked: bool, history: tuple[Movement,
         return Verdict(False, Reason.UNPAID, "the order is not marked as paid")
     history = with_auto_exits(history, clist, now)
     if clist.rules:
-        scan = RuleInput(product=ticket.item, variation=ticket.variation or None, gate=gate_pk, now=now,
-                         history=history)
+        scan = RuleInput(
+            product=ticket.item, variation=ticket.variation or None, gate=gate_pk, now=now, history=history
+        )
         times = clist.times_for(ticket.subevent)
         try:
             admitted = evaluate(clist.rules, scan, times)
@@ -74,8 +84,12 @@ def judge(ticket, clist: CheckinList, *, revoked: bool, history: tuple[Movement,
     if ticket.item in clist.questions and questions == "deny":
         return Verdict(False, Reason.QUESTIONS, "questions to answer at check-in: see the box office")
     latest = max(history, key=lambda m: m.at) if history else None
-    allowed = (clist.allow_multiple_entries or latest is None or all(not m.entry for m in history)
-               or (clist.allow_entry_after_exit and not latest.entry))
+    allowed = (
+        clist.allow_multiple_entries
+        or latest is None
+        or all(not m.entry for m in history)
+        or (clist.allow_entry_after_exit and not latest.entry)
+    )
     if not allowed:
         entries = sum(1 for m in history if m.entry)
         return Verdict(False, Reason.ALREADY_USED, f"{entries} entr{'y' if entries == 1 else 'ies'} already")

@@ -38,10 +38,29 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from gated.core.errors import GatedError
 
 TOP_LEVEL = {"<", "<=", ">", ">=", "==", "!=", "inList", "isBefore", "isAfter", "or", "and"}
-INNER = {"buildTime", "objectList", "lookup", "var", "entries_since", "entries_before", "entries_days_since",
-         "entries_days_before"}
-VARIABLES = {"product", "variation", "now", "now_isoweekday", "entries_number", "entries_today", "entries_days",
-             "minutes_since_last_entry", "minutes_since_first_entry", "gate", "entry_status"}
+INNER = {
+    "buildTime",
+    "objectList",
+    "lookup",
+    "var",
+    "entries_since",
+    "entries_before",
+    "entries_days_since",
+    "entries_days_before",
+}
+VARIABLES = {
+    "product",
+    "variation",
+    "now",
+    "now_isoweekday",
+    "entries_number",
+    "entries_today",
+    "entries_days",
+    "minutes_since_last_entry",
+    "minutes_since_first_entry",
+    "gate",
+    "entry_status",
+}
 CUTOFF_COUNTS = ("entries_since", "entries_before", "entries_days_since", "entries_days_before")
 TIME_KINDS = {"custom", "customtime", "date_from", "date_to", "date_admission"}
 MAX_DEPTH = 32
@@ -55,6 +74,7 @@ class RuleError(GatedError, ValueError):
 
 
 # --- the inputs ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EventTimes:
@@ -89,6 +109,7 @@ class RuleInput:
 
 # --- checking a rule set when it arrives -------------------------------------------------------
 
+
 def check_rules(rules) -> None:
     """Raise RuleError naming the first problem; `{}` (or None) means no rules."""
     if rules is None or rules == {}:
@@ -113,7 +134,7 @@ def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) 
         raise RuleError(f"{path}: {type(node).__name__} is not a JSON value")
     if len(node) != 1:
         raise RuleError(f"{path}: an operation has exactly one operator, found {sorted(map(str, node))}")
-    (operator, values), = node.items()
+    ((operator, values),) = node.items()
     if operator not in TOP_LEVEL | INNER:
         raise RuleError(f"{path}: unknown operator {operator!r}")
     if depth == 0 and operator not in TOP_LEVEL:
@@ -148,8 +169,13 @@ def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) 
     if operator in ("<", "<=", ">", ">=", "==", "!=", "inList") and len(args) not in (2, 3):
         raise RuleError(f"{where}: takes two operands")
     for i, value in enumerate(args):
-        _check(value, depth=depth + 1, below_comparison=below_comparison or operator not in ("and", "or"),
-               path=f"{where}[{i}]", count=count)
+        _check(
+            value,
+            depth=depth + 1,
+            below_comparison=below_comparison or operator not in ("and", "or"),
+            path=f"{where}[{i}]",
+            count=count,
+        )
 
 
 def _check_build_time(args, where: str) -> None:
@@ -189,6 +215,7 @@ def _parse_custom(value) -> datetime | None:
 
 
 # --- evaluation ------------------------------------------------------------------------------
+
 
 class _Vars:
     """pretix's LazyRuleVars over a history instead of a database."""
@@ -244,18 +271,23 @@ class _Vars:
         if kind == "customtime":
             hour, minute, second, micro = _CUSTOMTIME.match(value).groups()
             return self.now.astimezone(self.event.tz).replace(
-                hour=int(hour), minute=int(minute), second=int(second or 0),
-                microsecond=int((micro or "0").ljust(6, "0")))
-        date = {"date_from": self.event.date_from,
-                "date_to": self.event.date_to or self.event.date_from,
-                "date_admission": self.event.date_admission or self.event.date_from}[kind]
+                hour=int(hour),
+                minute=int(minute),
+                second=int(second or 0),
+                microsecond=int((micro or "0").ljust(6, "0")),
+            )
+        date = {
+            "date_from": self.event.date_from,
+            "date_to": self.event.date_to or self.event.date_from,
+            "date_admission": self.event.date_admission or self.event.date_from,
+        }[kind]
         return datetime.fromtimestamp(date, timezone.utc)
 
 
 def _apply(node, env: _Vars):
     if not isinstance(node, dict):
         return [_apply(v, env) for v in node] if isinstance(node, list) else node
-    (operator, values), = node.items()
+    ((operator, values),) = node.items()
     args = values if isinstance(values, list) else [values]
     if operator == "var":
         return env.get(args[0])
@@ -351,16 +383,31 @@ def evaluate(rules, scan: RuleInput, event: EventTimes) -> bool:
 
 # --- the explanation of a denial (pretix's _logic_explain) -------------------------------------
 
-_WEIGHT = {"minutes_since_first_entry": 80, "minutes_since_last_entry": 90, "entries_days": 100,
-           "entries_days_since": 105, "entries_days_before": 105, "entries_since": 110, "entries_before": 110,
-           "entries_number": 120, "entries_today": 140, "now_isoweekday": 210}
+_WEIGHT = {
+    "minutes_since_first_entry": 80,
+    "minutes_since_last_entry": 90,
+    "entries_days": 100,
+    "entries_days_since": 105,
+    "entries_days_before": 105,
+    "entries_since": 110,
+    "entries_before": 110,
+    "entries_number": 120,
+    "entries_today": 140,
+    "now_isoweekday": 210,
+}
 _OPERATOR_WEIGHT = {"==": 2, "<": 1, "<=": 1, ">": 1, ">=": 1, "!=": 3}
-_LABEL = {"minutes_since_last_entry": "time since last entry", "minutes_since_first_entry": "time since first entry",
-          "entries_days": "number of days with an entry", "entries_number": "number of entries",
-          "entries_today": "number of entries today", "entries_since": "number of entries since {datetime}",
-          "entries_before": "number of entries before {datetime}",
-          "entries_days_since": "number of days with an entry since {datetime}",
-          "entries_days_before": "number of days with an entry before {datetime}", "now_isoweekday": "week day"}
+_LABEL = {
+    "minutes_since_last_entry": "time since last entry",
+    "minutes_since_first_entry": "time since first entry",
+    "entries_days": "number of days with an entry",
+    "entries_number": "number of entries",
+    "entries_today": "number of entries today",
+    "entries_since": "number of entries since {datetime}",
+    "entries_before": "number of entries before {datetime}",
+    "entries_days_since": "number of days with an entry since {datetime}",
+    "entries_days_before": "number of days with an entry before {datetime}",
+    "now_isoweekday": "week day",
+}
 _WEEKDAYS = {1: "Monday", 2: "Tuesday", 3: "Wednesday", 4: "Thursday", 5: "Friday", 6: "Saturday", 7: "Sunday"}
 
 
@@ -382,7 +429,7 @@ def explain(rules, scan: RuleInput, event: EventTimes) -> str:
             return {"var": "False"}
         if not isinstance(node, dict):
             return node
-        (operator, args), = node.items()
+        ((operator, args),) = node.items()
         if operator in ("and", "or"):
             return {operator: [inner(v) for v in (args if isinstance(args, list) else [args])]}
         result = _apply(node, env)
@@ -458,16 +505,25 @@ def _weigh(operator: str, var, rhs: list, env: _Vars) -> tuple[tuple, str]:
     compare_to = rhs[0]
     penalty = 0
     if var in ("minutes_since_last_entry", "minutes_since_first_entry"):
-        if ((operator == "<" and compare_to <= 0) or (operator == "<=" and compare_to < 0)
-                or (operator == ">=" and compare_to < 0) or (operator == ">" and compare_to <= 0)
-                or (operator in ("==", "!=") and compare_to == -1)):
+        if (
+            (operator == "<" and compare_to <= 0)
+            or (operator == "<=" and compare_to < 0)
+            or (operator == ">=" and compare_to < 0)
+            or (operator == ">" and compare_to <= 0)
+            or (operator in ("==", "!=") and compare_to == -1)
+        ):
             penalty = 1000
     weight = (_WEIGHT[var] + _OPERATOR_WEIGHT.get(operator, 0) + penalty, abs(compare_to - result))
     if var == "now_isoweekday":
         compare_to = _WEEKDAYS.get(compare_to, compare_to)
-    text = {"==": f"{label[var]} is not {compare_to}", "<": f"Maximum {label[var]} exceeded",
-            "<=": f"Maximum {label[var]} exceeded", ">": f"Minimum {label[var]} exceeded",
-            ">=": f"Minimum {label[var]} exceeded", "!=": f"{label[var]} is {compare_to}"}.get(operator, "")
+    text = {
+        "==": f"{label[var]} is not {compare_to}",
+        "<": f"Maximum {label[var]} exceeded",
+        "<=": f"Maximum {label[var]} exceeded",
+        ">": f"Minimum {label[var]} exceeded",
+        ">=": f"Minimum {label[var]} exceeded",
+        "!=": f"{label[var]} is {compare_to}",
+    }.get(operator, "")
     return weight, text
 
 
@@ -480,7 +536,7 @@ def _paths(node) -> int:
     """How many paths to truth the disjunctive normal form of `node` has (OR adds, AND multiplies)."""
     if not isinstance(node, dict):
         return 1
-    (operator, values), = node.items()
+    ((operator, values),) = node.items()
     if operator == "or":
         return sum(_paths(v) for v in values)
     if operator == "and":
@@ -499,7 +555,7 @@ def _dnf(rules):
         return rules
 
     def distribute(r):
-        (operator, values), = r.items()
+        ((operator, values),) = r.items()
         if operator == "and":
             ors = [a for a in values if isinstance(a, dict) and "or" in a]
             if not ors:
@@ -512,7 +568,7 @@ def _dnf(rules):
     def flatten(r):
         if not isinstance(r, dict):
             return r
-        (operator, values), = r.items()
+        ((operator, values),) = r.items()
         if operator not in ("or", "and"):
             return r
         flat = []
@@ -523,7 +579,7 @@ def _dnf(rules):
     old = rules
     while True:
         rules = distribute(rules)
-        (operator, values), = rules.items()
+        ((operator, values),) = rules.items()
         single = not isinstance(values, list)
         values = [values] if single else values
         rules = {operator: _dnf(values[0]) if single else [_dnf(v) for v in values]}

@@ -36,8 +36,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from gated.core.errors import GatedError
 from gated.core import ed25519
+from gated.core.errors import GatedError
 from gated.core.reasons import Reason
 from gated.core.ticket import Claims, Keyring, Rejection, Ticket
 
@@ -49,8 +49,14 @@ _ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 SEED, ITEM, VARIATION, SUBEVENT, VALID_FROM, VALID_UNTIL = 1, 2, 3, 4, 5, 6
 _VARINT, _LENGTH_DELIMITED = 0, 2
-_WIRE_TYPES = {SEED: _LENGTH_DELIMITED, ITEM: _VARINT, VARIATION: _VARINT, SUBEVENT: _VARINT,
-               VALID_FROM: _VARINT, VALID_UNTIL: _VARINT}
+_WIRE_TYPES = {
+    SEED: _LENGTH_DELIMITED,
+    ITEM: _VARINT,
+    VARIATION: _VARINT,
+    SUBEVENT: _VARINT,
+    VALID_FROM: _VARINT,
+    VALID_UNTIL: _VARINT,
+}
 
 
 class SecretError(GatedError, ValueError):
@@ -101,6 +107,7 @@ def ticket_id(text: str) -> bytes:
 
 # --- reading ---------------------------------------------------------------------------------
 
+
 def read_secret(text: str, keyring: Keyring) -> Ticket | Rejection:
     """Decode and verify a pretix_sig1 secret (the caller checked the length). Never raises."""
     try:
@@ -113,13 +120,23 @@ def read_secret(text: str, keyring: Keyring) -> Ticket | Rejection:
     if key is None:
         return Rejection(Reason.BAD_SIGNATURE, "pretix_sig1: no trusted issuer key verifies this secret", cti)
     if len(key.events) != 1:
-        return Rejection(Reason.UNKNOWN_KEY, f"{key.name} verifies this pretix secret but is trusted for "
-                         f"{len(key.events) or 'every'} event(s); a pretix key must name exactly one (--event SLUG)", cti)
+        return Rejection(
+            Reason.UNKNOWN_KEY,
+            f"{key.name} verifies this pretix secret but is trusted for "
+            f"{len(key.events) or 'every'} event(s); a pretix key must name exactly one (--event SLUG)",
+            cti,
+        )
     (event,) = key.events
-    claims = Claims(cti=cti, aud=event, nbf=fields.valid_from, exp=fields.valid_until or NO_END,
-                    typ=f"item {fields.item}" + (f" variation {fields.variation}" if fields.variation else ""))
-    return PretixTicket(claims=claims, issuer=key.name, item=fields.item, variation=fields.variation,
-                        subevent=fields.subevent)
+    claims = Claims(
+        cti=cti,
+        aud=event,
+        nbf=fields.valid_from,
+        exp=fields.valid_until or NO_END,
+        typ=f"item {fields.item}" + (f" variation {fields.variation}" if fields.variation else ""),
+    )
+    return PretixTicket(
+        claims=claims, issuer=key.name, item=fields.item, variation=fields.variation, subevent=fields.subevent
+    )
 
 
 def _verifying_key(keyring: Keyring, payload: bytes, signature: bytes):
@@ -150,7 +167,7 @@ def split(text: str) -> tuple[bytes, bytes]:
         raise SecretError(f"signature of {sig_len} bytes, not {SIGNATURE_BYTES}")
     if 5 + payload_len + sig_len != len(raw):
         raise SecretError(f"lengths {payload_len}+{sig_len} do not match the {len(raw) - 5} bytes after the header")
-    return raw[5:5 + payload_len], raw[5 + payload_len:]
+    return raw[5 : 5 + payload_len], raw[5 + payload_len :]
 
 
 def parse_payload(payload: bytes) -> Fields:
@@ -176,13 +193,18 @@ def parse_payload(payload: bytes) -> Fields:
             if length > len(payload) - pos:
                 raise SecretError(f"field {number} runs past the payload")
             try:
-                values[number] = payload[pos:pos + length].decode("utf-8")
+                values[number] = payload[pos : pos + length].decode("utf-8")
             except UnicodeDecodeError:
                 raise SecretError(f"field {number} is not UTF-8") from None
             pos += length
-    return Fields(seed=values.get(SEED, ""), item=values.get(ITEM, 0), variation=values.get(VARIATION, 0),
-                  subevent=values.get(SUBEVENT, 0), valid_from=values.get(VALID_FROM, 0),
-                  valid_until=values.get(VALID_UNTIL, 0))
+    return Fields(
+        seed=values.get(SEED, ""),
+        item=values.get(ITEM, 0),
+        variation=values.get(VARIATION, 0),
+        subevent=values.get(SUBEVENT, 0),
+        valid_from=values.get(VALID_FROM, 0),
+        valid_until=values.get(VALID_UNTIL, 0),
+    )
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -203,13 +225,19 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 # --- writing (rehearsals and tests: pretix itself issues the real ones) ------------------------
 
+
 def encode_payload(fields: Fields) -> bytes:
     out = bytearray()
     if fields.seed:
         seed = fields.seed.encode("utf-8")
         out += _encode_varint(SEED << 3 | _LENGTH_DELIMITED) + _encode_varint(len(seed)) + seed
-    for number, value in ((ITEM, fields.item), (VARIATION, fields.variation), (SUBEVENT, fields.subevent),
-                          (VALID_FROM, fields.valid_from), (VALID_UNTIL, fields.valid_until)):
+    for number, value in (
+        (ITEM, fields.item),
+        (VARIATION, fields.variation),
+        (SUBEVENT, fields.subevent),
+        (VALID_FROM, fields.valid_from),
+        (VALID_UNTIL, fields.valid_until),
+    ):
         if not 0 <= value <= INT64_MAX:
             raise ValueError(f"field {number} must lie in 0..2^63-1")
         if value or number in (VALID_FROM, VALID_UNTIL):  # as pretix: the optional times always written

@@ -51,8 +51,17 @@ class Update:
         return self.base == 0
 
 
-def encode_updates(key: Ed25519PrivateKey, *, site: str, version: int, base: int = 0, add=(), remove=(),
-                   iat: int, parts: int | None = None) -> list[bytes]:
+def encode_updates(
+    key: Ed25519PrivateKey,
+    *,
+    site: str,
+    version: int,
+    base: int = 0,
+    add=(),
+    remove=(),
+    iat: int,
+    parts: int | None = None,
+) -> list[bytes]:
     """Sign an update; a snapshot too big for one message (or asked for in `parts`) is split."""
     add, remove = sorted(set(add)), sorted(set(remove))
     if base and parts not in (None, 1):
@@ -61,16 +70,26 @@ def encode_updates(key: Ed25519PrivateKey, *, site: str, version: int, base: int
         raise ValueError("a snapshot lists what is revoked; `remove` must be empty")
     per_part = (MAX_MESSAGE - 512) // _ID_BYTES
     if base and len(add) + len(remove) > per_part:
-        raise ValueError(f"a delta of {len(add) + len(remove)} ids exceeds {MAX_MESSAGE} bytes; split it into "
-                         f"consecutive versions of at most {per_part} ids each (deltas cannot be split into parts)")
+        raise ValueError(
+            f"a delta of {len(add) + len(remove)} ids exceeds {MAX_MESSAGE} bytes; split it into "
+            f"consecutive versions of at most {per_part} ids each (deltas cannot be split into parts)"
+        )
     parts = parts or max(1, math.ceil(len(add) / per_part))
     if math.ceil(len(add) / parts) > per_part:
-        raise ValueError(f"{parts} parts would exceed {MAX_MESSAGE} bytes each; use at least {math.ceil(len(add) / per_part)}")
+        raise ValueError(
+            f"{parts} parts would exceed {MAX_MESSAGE} bytes each; use at least {math.ceil(len(add) / per_part)}"
+        )
     size = math.ceil(len(add) / parts) if add else 0
     messages = []
     for index in range(parts):
-        payload = {SITE: site, VERSION: version, BASE: base, ADD: add[index * size:(index + 1) * size] if size else [],
-                   REMOVE: remove, IAT: iat}
+        payload = {
+            SITE: site,
+            VERSION: version,
+            BASE: base,
+            ADD: add[index * size : (index + 1) * size] if size else [],
+            REMOVE: remove,
+            IAT: iat,
+        }
         if parts > 1:
             payload[PART], payload[PARTS] = index, parts
         messages.append(cose.sign(cbor2.dumps(payload), key))
@@ -87,6 +106,7 @@ def update_from_payload(body, signer: str) -> Update:
     """The update a decoded payload states, by PROTOCOL §4's rules; raises UpdateRejected("malformed").
     `parse_update` calls it once the signature is checked; a publisher checking only the shape of a
     file (no keyring at hand) calls it on the payload alone, with the signer unknown ("")."""
+
     def uint(key, name, default=None):
         value = body.get(key, default)
         if not cose.is_uint(value):
@@ -103,9 +123,17 @@ def update_from_payload(body, signer: str) -> Update:
         raise UpdateRejected("malformed", "payload must be a CBOR map")
     if type(body.get(SITE)) is not str:
         raise UpdateRejected("malformed", "site (1) must be a text string")
-    update = Update(site=body[SITE], version=uint(VERSION, "version"), base=uint(BASE, "base"), add=ids(ADD, "add"),
-                    remove=ids(REMOVE, "remove"), iat=uint(IAT, "iat"), part=uint(PART, "part", 0),
-                    parts=uint(PARTS, "parts", 1), signer=signer)
+    update = Update(
+        site=body[SITE],
+        version=uint(VERSION, "version"),
+        base=uint(BASE, "base"),
+        add=ids(ADD, "add"),
+        remove=ids(REMOVE, "remove"),
+        iat=uint(IAT, "iat"),
+        part=uint(PART, "part", 0),
+        parts=uint(PARTS, "parts", 1),
+        signer=signer,
+    )
     if update.version == 0:
         raise UpdateRejected("malformed", "version must be above 0")
     if update.base and (PART in body or PARTS in body):

@@ -23,7 +23,7 @@ from gated.core import cose
 from gated.core.cose import kid_of
 from gated.core.errors import Rejected
 
-ROLES = ("issuer", "revocation", "command", "device")
+ROLES = ("issuer", "revocation", "command", "device", "ledger")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,6 @@ from gated.core.errors import GatedError
 from gated.core.reasons import Reason
 
 
-
 class Keyring(Protocol):
     """What the codecs need of a keyring (gated/core/signed.py Keyring): the trusted key with a kid and
     role, or None, and all its keys (a pretix secret names no kid). A key has `name`, `roles`, `events`,
@@ -44,6 +43,7 @@ class Keyring(Protocol):
     keys: tuple
 
     def find(self, kid: bytes, role: str): ...
+
 
 MAX_TEXT = 1024
 STATIC_PREFIX = "GT1:"
@@ -117,6 +117,7 @@ class ClaimsError(GatedError, ValueError):
 
 # --- issuer side -----------------------------------------------------------------------------
 
+
 def encode_cose(claims: Claims, issuer_key: Ed25519PrivateKey) -> bytes:
     return cose.sign(cbor2.dumps(claims.to_cbor_map()), issuer_key)
 
@@ -152,6 +153,7 @@ def raw_public(key: Ed25519PublicKey) -> bytes:
 
 # --- gate side -------------------------------------------------------------------------------
 
+
 def has_ticket_prefix(text: str) -> bool:
     """Whether a scanned text claims to be one of our tickets (`GTn:`), known format or not."""
     return _ANY_TICKET_PREFIX.match(text) is not None
@@ -161,9 +163,9 @@ def read_ticket(text: str, keyring: Keyring) -> Ticket | Rejection:
     """Decode and verify a text with a `GTn:` prefix (gated/core/scanned.py read_code checked its
     size). Never raises for any input text."""
     if text.startswith(STATIC_PREFIX):
-        return _read_static(text[len(STATIC_PREFIX):], keyring)
+        return _read_static(text[len(STATIC_PREFIX) :], keyring)
     if text.startswith(DYNAMIC_PREFIX):
-        return _read_dynamic(text[len(DYNAMIC_PREFIX):], keyring)
+        return _read_dynamic(text[len(DYNAMIC_PREFIX) :], keyring)
     return Rejection(Reason.UNSUPPORTED, f"ticket format {text.split(':', 1)[0]} is not supported")
 
 
@@ -204,7 +206,12 @@ def _read_dynamic(body: str, keyring: Keyring) -> Ticket | Rejection:
     if not (isinstance(outer, list) and len(outer) == 3):
         return Rejection(Reason.MALFORMED, "GT2 envelope must be [ticket, step, devsig]")
     ticket_bytes, step, devsig = outer
-    if not isinstance(ticket_bytes, bytes) or not cose.is_uint(step) or not isinstance(devsig, bytes) or len(devsig) != 64:
+    if (
+        not isinstance(ticket_bytes, bytes)
+        or not cose.is_uint(step)
+        or not isinstance(devsig, bytes)
+        or len(devsig) != 64
+    ):
         return Rejection(Reason.MALFORMED, "GT2 envelope has wrong types")
     inner = _verify_cose(ticket_bytes, keyring)
     if isinstance(inner, Rejection):
@@ -215,8 +222,6 @@ def _read_dynamic(body: str, keyring: Keyring) -> Ticket | Rejection:
     if not devsig_verifies(dev, devsig, devsig_message(inner.claims.cti, step)):
         return Rejection(Reason.BAD_SIGNATURE, "holder-device signature does not verify", inner.claims.cti)
     return Ticket(claims=inner.claims, issuer=inner.issuer, dynamic=True, step=step)
-
-
 
 
 def _is_text(value) -> bool:

@@ -55,20 +55,41 @@ BOARDS_DIR = SOURCE_BOARDS_DIR if SOURCE_BOARDS_DIR.is_dir() else INSTALLED_BOAR
 
 REASON_CLASS: dict[Reason, str] = {
     Reason.OK: "admit",
-    Reason.MALFORMED: "invalid", Reason.UNSUPPORTED: "invalid", Reason.UNKNOWN_KEY: "invalid",
-    Reason.BAD_SIGNATURE: "invalid", Reason.STATIC_COPY: "invalid",
-    Reason.WRONG_EVENT: "wrong_place", Reason.WRONG_ZONE: "wrong_place",
-    Reason.NOT_YET_VALID: "wrong_time", Reason.EXPIRED: "wrong_time", Reason.STALE_CODE: "wrong_time",
-    Reason.ALREADY_USED: "used", Reason.REVOKED: "revoked", Reason.LOCKED: "locked",
+    Reason.MALFORMED: "invalid",
+    Reason.UNSUPPORTED: "invalid",
+    Reason.UNKNOWN_KEY: "invalid",
+    Reason.BAD_SIGNATURE: "invalid",
+    Reason.STATIC_COPY: "invalid",
+    Reason.WRONG_EVENT: "wrong_place",
+    Reason.WRONG_ZONE: "wrong_place",
+    Reason.NOT_YET_VALID: "wrong_time",
+    Reason.EXPIRED: "wrong_time",
+    Reason.STALE_CODE: "wrong_time",
+    Reason.ALREADY_USED: "used",
+    Reason.REVOKED: "revoked",
+    Reason.LOCKED: "locked",
     Reason.CAPACITY: "locked",  # the zone is full: like a locked gate, come back when people have left
     Reason.UNSYNCED: "locked",  # a replaced gate not yet able to check: like a locked gate, use another lane
-    Reason.EMERGENCY: "emergency", Reason.INTERNAL_ERROR: "fault",
+    Reason.EMERGENCY: "emergency",
+    Reason.INTERNAL_ERROR: "fault",
     # a pretix check-in list's own reasons: the holder must go to the box office, as for a revoked ticket
-    Reason.UNPAID: "revoked", Reason.UNAPPROVED: "revoked", Reason.QUESTIONS: "revoked",
+    Reason.UNPAID: "revoked",
+    Reason.UNAPPROVED: "revoked",
+    Reason.QUESTIONS: "revoked",
     Reason.RULES: "wrong_time",  # mostly when (a time window, once a day, minutes since the last entry)
 }
-FEEDBACK_CLASSES = ("admit", "deny", "invalid", "wrong_place", "wrong_time", "used", "revoked", "locked",
-                    "emergency", "fault")
+FEEDBACK_CLASSES = (
+    "admit",
+    "deny",
+    "invalid",
+    "wrong_place",
+    "wrong_time",
+    "used",
+    "revoked",
+    "locked",
+    "emergency",
+    "fault",
+)
 
 
 class BoardError(GatedError, ValueError):
@@ -85,8 +106,11 @@ def _pin(raw, reader: Reader, path: str, table: dict):
     pin may not be one with a fixed pull-up resistor unless the input pulls up."""
     info = _header_pin(raw)
     if info is None:
-        reader.problem(path, f"{raw!r} is not a GPIO pin of the 40-pin header "
-                             "(a BCM number 0-27, or a name like 'GPIO17', 'BOARD11', 'J8:11')")
+        reader.problem(
+            path,
+            f"{raw!r} is not a GPIO pin of the 40-pin header "
+            "(a BCM number 0-27, or a name like 'GPIO17', 'BOARD11', 'J8:11')",
+        )
         return BAD
     if path.rsplit(".", 1)[-1] == "pin" and path.split(".")[0] in INPUTS:  # an input: its pull matters
         pull = table.get("pull", "up") if table.get("pull") in PULLS else "up"
@@ -101,7 +125,7 @@ def _pin(raw, reader: Reader, path: str, table: dict):
     return info.name
 
 
-PIN_DOC = "BCM number (17) or gpiozero name (\"GPIO17\", \"BOARD11\", \"J8:11\")"
+PIN_DOC = 'BCM number (17) or gpiozero name ("GPIO17", "BOARD11", "J8:11")'
 PULLS = ("up", "down", "none")
 INPUTS = ("passage", "passage_out", "emergency", "door")
 
@@ -127,8 +151,11 @@ DEFAULT_FEEDBACK: dict[str, Feedback] = {
 class RelaySpec:
     pin: str = option(doc=PIN_DOC, parse=_pin)
     active_high: bool = option(True, doc="HIGH energises the relay")
-    mode: str = option("pulse", doc="pulse: closed pulse_ms per admission; hold: until the passage or the timeout",
-                       choices=("pulse", "hold"))
+    mode: str = option(
+        "pulse",
+        doc="pulse: closed pulse_ms per admission; hold: until the passage or the timeout",
+        choices=("pulse", "hold"),
+    )
     pulse_ms: int = option(500, doc="relay pulse per admission", minimum=20, maximum=60_000)
 
 
@@ -136,8 +163,11 @@ class RelaySpec:
 class InputSpec:
     pin: str = option(doc=PIN_DOC, parse=_pin)
     pull: str = option("up", doc="internal resistor: up, down, or none (external)", choices=PULLS)
-    active: str | None = option(None, doc="level of the pin when the input is active (default: low, high with "
-                                          "pull = down)", choices=("low", "high"))
+    active: str | None = option(
+        None,
+        doc="level of the pin when the input is active (default: low, high with pull = down)",
+        choices=("low", "high"),
+    )
     bounce_ms: int = option(20, doc="debounce time", minimum=0, maximum=1000)
     sensor: str = option("", key=False)  # passage only: "beam" or "rotation"
 
@@ -150,8 +180,9 @@ class InputSpec:
 class PassageSpec(InputSpec):
     """The passage sensor: an input that says what kind of sensor it is."""
 
-    sensor: str = option(doc="beam (a light barrier) or rotation (the arms' rotation contact)",
-                         choices=("beam", "rotation"))
+    sensor: str = option(
+        doc="beam (a light barrier) or rotation (the arms' rotation contact)", choices=("beam", "rotation")
+    )
 
 
 @dataclass(frozen=True)
@@ -162,10 +193,12 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Timing:
-    passage_timeout_s: float = option(8.0, doc="default for the daemon: nobody passed within this, roll back",
-                                      minimum=0.5, maximum=600)
-    held_open_s: float = option(30.0, doc="default for the daemon: open longer than this, held_open alarm",
-                                minimum=1, maximum=3600)
+    passage_timeout_s: float = option(
+        8.0, doc="default for the daemon: nobody passed within this, roll back", minimum=0.5, maximum=600
+    )
+    held_open_s: float = option(
+        30.0, doc="default for the daemon: open longer than this, held_open alarm", minimum=1, maximum=3600
+    )
 
 
 @dataclass(frozen=True)
@@ -205,8 +238,9 @@ class _ProfileFile:
     leds: _Leds | None = option(None, doc="the green and red LEDs")
     buzzer: OutputSpec | None = option(None, doc="the buzzer")
     timing: Timing = option(Timing(), doc="the daemon's default timings for this turnstile")
-    feedback: dict | None = option(None, doc="feedback patterns per reason class: [feedback.<class>] tables "
-                                             "of Feedback", parse=_feedback)
+    feedback: dict | None = option(
+        None, doc="feedback patterns per reason class: [feedback.<class>] tables of Feedback", parse=_feedback
+    )
 
 
 @dataclass(frozen=True)
@@ -253,9 +287,15 @@ def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | 
     except FileNotFoundError:
         known = ", ".join(p.stem for p in shipped_boards(boards_dir))
         where = Path(boards_dir or BOARDS_DIR)
-        raise BoardError(str(path), [f"no such board profile (in {where}: {known})" if known else
-                                     f"no board profiles in {where}: copy firmware_config/boards/ there "
-                                     "(docs/install-pi.md, step 2) or give a profile's path"]) from None
+        raise BoardError(
+            str(path),
+            [
+                f"no such board profile (in {where}: {known})"
+                if known
+                else f"no board profiles in {where}: copy firmware_config/boards/ there "
+                "(docs/install-pi.md, step 2) or give a profile's path"
+            ],
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BoardError(str(path), [f"not valid TOML: {exc}"]) from None
     except OSError as exc:
@@ -293,10 +333,21 @@ def board_from_dict(data: dict, source: str = "<dict>") -> BoardProfile:
             reader.problem(f"feedback.{cls}.led", f"{pattern.led!r} but [leds] has no {pattern.led} pin")
     if reader.problems:
         raise BoardError(source, [f"{path}: {text}" if path else text for path, text in reader.problems])
-    return BoardProfile(name=board.name, description=board.description, relay=relay, passage=passage,
-                        passage_out=v.get("passage_out"), emergency=v.get("emergency"), door=door, green=green,
-                        red=red, buzzer=v.get("buzzer"), timing=v["timing"] if "timing" in v else Timing(),
-                        feedback=tuple(feedback.items()), source=source)
+    return BoardProfile(
+        name=board.name,
+        description=board.description,
+        relay=relay,
+        passage=passage,
+        passage_out=v.get("passage_out"),
+        emergency=v.get("emergency"),
+        door=door,
+        green=green,
+        red=red,
+        buzzer=v.get("buzzer"),
+        timing=v["timing"] if "timing" in v else Timing(),
+        feedback=tuple(feedback.items()),
+        source=source,
+    )
 
 
 def _header_pin(value):
@@ -314,12 +365,19 @@ def _header_pin(value):
 
 # --- wiring diagrams (docs/install-pi.md prints one per shipped profile) ------------------------
 
+
 def _roles(profile: BoardProfile) -> list[tuple[str, str, str]]:
     """(role, pin name, what the pin does) for every pin the profile uses, header order aside."""
     out = []
     r = profile.relay
-    out.append(("relay", r.pin, f"output, {'HIGH' if r.active_high else 'LOW'} energises the relay "
-                                f"({r.mode}{f' {r.pulse_ms} ms' if r.mode == 'pulse' else ''})"))
+    out.append(
+        (
+            "relay",
+            r.pin,
+            f"output, {'HIGH' if r.active_high else 'LOW'} energises the relay "
+            f"({r.mode}{f' {r.pulse_ms} ms' if r.mode == 'pulse' else ''})",
+        )
+    )
     for role, spec in (("passage", profile.passage), ("emergency", profile.emergency), ("door", profile.door)):
         if spec is not None:
             kind = f" {spec.sensor} sensor," if spec.sensor else ""
@@ -338,14 +396,20 @@ def wiring_diagram(profile: BoardProfile) -> str:
     header = PiBoardInfo.from_revision(0xA02082).headers["J8"].pins
     used = {pin: role for role, pin, _ in _roles(profile)}
     left_width = max(len(role) for role in used.values()) if used else 0
-    lines = [f"{profile.name}: {profile.description}", "",
-             "Raspberry Pi 40-pin header, seen from above (pin 1 has the square solder pad):", ""]
+    lines = [
+        f"{profile.name}: {profile.description}",
+        "",
+        "Raspberry Pi 40-pin header, seen from above (pin 1 has the square solder pad):",
+        "",
+    ]
     for odd in range(1, 41, 2):
         a, b = header[odd], header[odd + 1]
         left = used.get(a.name, "")
         right = used.get(b.name, "")
-        lines.append(f"  {left:>{left_width}} {'--' if left else '  '} {a.name:>6} ({odd:2d}) ({odd + 1:2d}) "
-                     f"{b.name:<6} {'--' if right else '  '} {right}".rstrip())
+        lines.append(
+            f"  {left:>{left_width}} {'--' if left else '  '} {a.name:>6} ({odd:2d}) ({odd + 1:2d}) "
+            f"{b.name:<6} {'--' if right else '  '} {right}".rstrip()
+        )
     lines += ["", "Connections:"]
     for role, pin, what in _roles(profile):
         number = next(n for n, info in header.items() if info.name == pin)

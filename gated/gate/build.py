@@ -21,14 +21,22 @@ def uplink_settings(cfg: Config):
 
     m = cfg.mqtt
     return UplinkSettings(
-        host=m.host, port=m.port, tls=m.uses_tls,
+        host=m.host,
+        port=m.port,
+        tls=m.uses_tls,
         ca_file=str(m.tls.ca_file) if m.tls.ca_file else None,
         cert_file=str(m.tls.cert_file) if m.tls.cert_file else None,
         key_file=str(m.tls.key_file) if m.tls.key_file else None,
-        username=m.username, password=m.secret(),
-        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}", keepalive_s=m.keepalive_s,
-        keep_until_committed=m.keep_until_committed, resend_after_s=m.resend_after_s,
-        outbox_retention_s=m.outbox_retention_h * 3600)
+        # with a client certificate the broker takes its CN as the user name (systemd/mosquitto/):
+        # username and password do nothing, and `gated check-config` warns about them
+        username=None if m.tls.cert_file else m.username,
+        password=None if m.tls.cert_file else m.secret(),
+        client_id=m.client_id or f"gated-{cfg.gate.site}-{cfg.gate.id}",
+        keepalive_s=m.keepalive_s,
+        keep_until_committed=m.keep_until_committed,
+        resend_after_s=m.resend_after_s,
+        outbox_retention_s=m.outbox_retention_h * 3600,
+    )
 
 
 def open_store(cfg: Config):
@@ -69,8 +77,9 @@ def make_turnstile(cfg: Config):
 
     board = load_board(cfg)
     pulse_s = cfg.timings.relay_pulse_s
-    return turnstile.Turnstile(board, pin_factory=make_pin_factory(cfg),
-                               pulse_ms=None if pulse_s is None else int(round(pulse_s * 1000)))
+    return turnstile.Turnstile(
+        board, pin_factory=make_pin_factory(cfg), pulse_ms=None if pulse_s is None else int(round(pulse_s * 1000))
+    )
 
 
 def make_scanner(cfg: Config):
@@ -92,10 +101,12 @@ def open_camera(cfg: Config):
 
     spec, c = cfg.camera.source, cfg.camera
     kind = spec.partition(":")[0]
-    offered = {"v4l2": {"width": c.width, "height": c.height, "fps": int(round(c.fps))},
-               "picamera2": {"width": c.width, "height": c.height},
-               "files": {"fps": c.fps},
-               "synthetic": {"width": c.width, "height": c.height, "fps": c.fps}}.get(kind, {})
+    offered = {
+        "v4l2": {"width": c.width, "height": c.height, "fps": int(round(c.fps))},
+        "picamera2": {"width": c.width, "height": c.height},
+        "files": {"fps": c.fps},
+        "synthetic": {"width": c.width, "height": c.height, "fps": c.fps},
+    }.get(kind, {})
     in_spec = {k for k, _ in parse_qsl(spec.partition("?")[2])}
     source = camera.open_source(spec, **{k: v for k, v in offered.items() if k not in in_spec})
     source.open()
@@ -114,13 +125,21 @@ def gate_context(cfg: Config):
     from gated.core.decide import GateContext
 
     g = cfg.gate
-    return GateContext(site=g.site, events=frozenset(g.events), zone=g.zone,
-                       skew_s=cfg.clock.skew_s, step_window=cfg.clock.step_window,
-                       products=frozenset(g.products) if g.products is not None else None,
-                       pretix_entries=g.pretix_entries, pretix_questions=g.pretix_questions,
-                       pretix_subevents=None if g.pretix_subevents is None else frozenset(g.pretix_subevents),
-                       direction="out" if g.direction == "exit" else "in",
-                       reentry=g.reentry, capacity=g.capacity, until_synced=g.until_synced)
+    return GateContext(
+        site=g.site,
+        events=frozenset(g.events),
+        zone=g.zone,
+        skew_s=cfg.clock.skew_s,
+        step_window=cfg.clock.step_window,
+        products=frozenset(g.products) if g.products is not None else None,
+        pretix_entries=g.pretix_entries,
+        pretix_questions=g.pretix_questions,
+        pretix_subevents=None if g.pretix_subevents is None else frozenset(g.pretix_subevents),
+        direction="out" if g.direction == "exit" else "in",
+        reentry=g.reentry,
+        capacity=g.capacity,
+        until_synced=g.until_synced,
+    )
 
 
 def make_gate(cfg: Config, *, store, keyring, turnstile, clock):
@@ -130,11 +149,17 @@ def make_gate(cfg: Config, *, store, keyring, turnstile, clock):
 
     board = turnstile.profile
     exit_gate = cfg.gate.direction == "exit"
-    return Gate(store=store, keyring=keyring, context=gate_context(cfg), turnstile=turnstile,
-                clock=clock.now, time_reading=clock.reading,
-                free_exit=exit_gate and cfg.gate.exit == "free",
-                passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
-                held_open_s=cfg.timings.held_open_s or board.timing.held_open_s)
+    return Gate(
+        store=store,
+        keyring=keyring,
+        context=gate_context(cfg),
+        turnstile=turnstile,
+        clock=clock.now,
+        time_reading=clock.reading,
+        free_exit=exit_gate and cfg.gate.exit == "free",
+        passage_timeout_s=cfg.timings.passage_timeout_s or board.timing.passage_timeout_s,
+        held_open_s=cfg.timings.held_open_s or board.timing.held_open_s,
+    )
 
 
 def make_uplink(cfg: Config, *, store, keyring, clock=None, on_command=None, status=None):
@@ -142,7 +167,14 @@ def make_uplink(cfg: Config, *, store, keyring, clock=None, on_command=None, sta
     age judged by `clock` when there is one. Extra topics (beacons, occupancy) are the caller's."""
     from gated.gate.uplink import Uplink
 
-    return Uplink(store=store, keyring=keyring, settings=uplink_settings(cfg), site=cfg.gate.site,
-                  gate=cfg.gate.id, on_command=on_command, status=status,
-                  command_max_age_s=cfg.mqtt.command_max_age_s,
-                  time_reading=clock.reading if clock is not None else None)
+    return Uplink(
+        store=store,
+        keyring=keyring,
+        settings=uplink_settings(cfg),
+        site=cfg.gate.site,
+        gate=cfg.gate.id,
+        on_command=on_command,
+        status=status,
+        command_max_age_s=cfg.mqtt.command_max_age_s,
+        time_reading=clock.reading if clock is not None else None,
+    )

@@ -15,6 +15,8 @@ Specs (the daemon config passes one string; options may also ride in it: `files:
                       `python3 -m venv --system-site-packages .venv`. Options: width, height.
     files:PATH        an image file, a directory of images/videos (sorted by name), or a video file.
                       Options: loop (start again at the end), fps (pace frames; default: as fast as read).
+                      watch=1: a bench; the folder is watched, each new image shown for a moment
+                      (gated/gate/watchcam.py; `gated show` puts one there).
     synthetic:        rendered ticket frames (gated.gate.rehearsal.synthetic); `show(text)` picks the code in view.
                       Options: width, height, fps, seed, and any distortion to pin (blur=0, ...).
 
@@ -35,9 +37,8 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from gated.gate.frames import CAMERA_KINDS, KIND_NAMES, CameraError, Frame, FrameSource
+from gated.gate.frames import CAMERA_KINDS, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
 
 
@@ -67,11 +68,14 @@ class _LiveSource:
 
     # subclass hooks: _start() opens the device, _grab() returns a gray frame or None (failed),
     # _stop_device() releases it.
-    def _start(self) -> None: raise NotImplementedError
+    def _start(self) -> None:
+        raise NotImplementedError
 
-    def _grab(self) -> np.ndarray | None: raise NotImplementedError
+    def _grab(self) -> np.ndarray | None:
+        raise NotImplementedError
 
-    def _stop_device(self) -> None: raise NotImplementedError
+    def _stop_device(self) -> None:
+        raise NotImplementedError
 
     def open(self) -> None:
         self.close()
@@ -104,7 +108,8 @@ class _LiveSource:
     def read(self, timeout: float | None = 1.0) -> Frame | None:
         with self._cond:
             fresh = self._cond.wait_for(
-                lambda: self._latest is not None and self._latest.seq > self._returned_seq, timeout)
+                lambda: self._latest is not None and self._latest.seq > self._returned_seq, timeout
+            )
             if not fresh:
                 return None
             self._returned_seq = self._latest.seq
@@ -130,8 +135,7 @@ class _LiveSource:
 class V4L2Source(_LiveSource):
     """A USB camera through OpenCV's V4L2 backend (MJPG at 1280x720 by default)."""
 
-    def __init__(self, device: str | int, *, width: int = 1280, height: int = 720, fps: int = 30,
-                 fourcc: str = "MJPG"):
+    def __init__(self, device: str | int, *, width: int = 1280, height: int = 720, fps: int = 30, fourcc: str = "MJPG"):
         super().__init__()
         self.device = int(device) if isinstance(device, str) and device.isdigit() else device
         self.name = f"v4l2:{device}"
@@ -144,8 +148,10 @@ class V4L2Source(_LiveSource):
         cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
-            raise CameraError(f"{self.name}: cannot open the camera: is it plugged in, is the path right "
-                              "(ls -l /dev/v4l/by-id/), and may this user read it (group video)?")
+            raise CameraError(
+                f"{self.name}: cannot open the camera: is it plugged in, is the path right "
+                "(ls -l /dev/v4l/by-id/), and may this user read it (group video)?"
+            )
         cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
@@ -177,16 +183,20 @@ class Picamera2Source(_LiveSource):
         try:
             from picamera2 import Picamera2  # only on a Raspberry Pi, from apt (python3-picamera2)
         except ImportError as exc:
-            raise CameraError(f"{self.name}: picamera2 is not importable ({exc}): on Raspberry Pi OS "
-                              "apt install python3-picamera2 and create the venv with --system-site-packages") from exc
+            raise CameraError(
+                f"{self.name}: picamera2 is not importable ({exc}): on Raspberry Pi OS "
+                "apt install python3-picamera2 and create the venv with --system-site-packages"
+            ) from exc
         try:
             cam = Picamera2(self.camera)
             config = cam.create_video_configuration(main={"size": (self.width, self.height), "format": "YUV420"})
             cam.configure(config)
             cam.start()
         except (RuntimeError, IndexError, OSError) as exc:
-            raise CameraError(f"{self.name}: cannot start the camera ({exc}): check the ribbon cable "
-                              "and `rpicam-hello --list-cameras`") from exc
+            raise CameraError(
+                f"{self.name}: cannot start the camera ({exc}): check the ribbon cable "
+                "and `rpicam-hello --list-cameras`"
+            ) from exc
         self._cam = cam
 
     def _grab(self) -> np.ndarray | None:
@@ -301,8 +311,14 @@ class SupervisedSource:
     (a callable taking one message, e.g. a logger method) is told. Reopen attempts back off up
     to `max_backoff_s`; a finished file source is left alone."""
 
-    def __init__(self, source: FrameSource, *, stall_after_s: float = 3.0, max_backoff_s: float = 30.0,
-                 report: Callable[[str], None] = print):
+    def __init__(
+        self,
+        source: FrameSource,
+        *,
+        stall_after_s: float = 3.0,
+        max_backoff_s: float = 30.0,
+        report: Callable[[str], None] = print,
+    ):
         self.source = source
         self.name = source.name
         self.stall_after_s = stall_after_s
@@ -311,7 +327,7 @@ class SupervisedSource:
         self.reopens = 0
         self._backoff = stall_after_s
         self._next_try = 0.0
-        self._down = False       # the last reopen failed: nothing to read until the next try
+        self._down = False  # the last reopen failed: nothing to read until the next try
         self._recovering = False  # reopened, and no frame seen since
 
     def open(self) -> None:
@@ -390,6 +406,11 @@ def _open_picamera2(target: str, options: dict) -> FrameSource:
 def _open_files(target: str, options: dict) -> FrameSource:
     if not target:
         raise CameraError("camera spec files: needs a path, e.g. files:/srv/frames")
+    if options.pop("watch", False):  # a bench: each new image in the folder is a ticket held up
+        from gated.gate.watchcam import WatchedFolder
+
+        return WatchedFolder(target, **options)
+    options.pop("hold", None)
     return FileSource(target, **options)
 
 

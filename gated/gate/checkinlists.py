@@ -91,8 +91,9 @@ def facts_for(store, keyring: Keyring, ticket, *, gate_id: str | None) -> Pretix
     clist = held(store, keyring)
     if clist is None or clist.event != ticket.claims.aud:
         return None
-    history = tuple(Movement(at=ts_ms / 1000, entry=direction != "out")
-                    for ts_ms, direction in store.movements(ticket.claims.cti))
+    history = tuple(
+        Movement(at=ts_ms / 1000, entry=direction != "out") for ts_ms, direction in store.movements(ticket.claims.cti)
+    )
     return PretixFacts(checkin_list=clist, history=history, gate_pk=clist.gate_pk(gate_id))
 
 

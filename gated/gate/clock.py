@@ -24,6 +24,11 @@ The clock is *uncertain* when
 What an uncertain clock does is the policy: `deny` (time-dependent checks fail, see decide()),
 or `beacon` (judge with the beacons' time; with no beacon at all since start it falls back to deny).
 
+Event times do not run backwards for a retained beacon either: `now()`, what events are stamped
+with, is held at the last time it gave or the store's last event (`last_event_ms`) while the reading
+is behind it by up to HOLD_BACK_S (a retained beacon's age). A larger step back is a wrong clock
+corrected, and is taken: holding it would stop the gate's timers for as long as the clock was wrong.
+
 Time never runs backwards: the last trusted time (the latest certain reading) is kept in
 the gate store (`clock.trusted_ms`) and every reading is clamped to it, across restarts. The last
 accepted beacon sequence is kept too (`clock.beacon_seq`), so a retained beacon seen before a
@@ -62,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gated.core.beacon import Beacon, BeaconOutcome, read_beacon
+from gated.core.beacon import BEACON_INTERVAL_S, Beacon, BeaconOutcome, read_beacon
 from gated.core.signed import Keyring
 from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 
@@ -81,6 +86,7 @@ class Policy(str, enum.Enum):
 
 
 # --- the clock ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TimeReading:
@@ -149,12 +155,26 @@ def _number(value, default):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
-def reset_trust(store) -> dict:
-    """Forget the persisted trust (trusted time, beacon sequence, anchor, disagreement) and return
-    what was there. For an operator whose gate took a bad beacon (`gated clock reset`)."""
+RESET_REPLAY_WINDOW_MS = 60_000  # after a reset, beacons made this long before its reference time still count
+
+
+def sequence_after_reset(stored, not_before_ms: int) -> int:
+    """The beacon sequence floor a reset leaves: the one stored, lowered only to just before the
+    reset's reference time (`not_before_ms`, the signed command's `iat` or the operator's clock), so a
+    sequence a bad beacon pushed into the future is forgotten while an old signed beacon, replayed,
+    stays refused (its sequence, the publisher's unix ms then, is below the floor)."""
+    floor = max(0, int(not_before_ms) - RESET_REPLAY_WINDOW_MS)
+    stored = int(_number(stored, -1))
+    return floor if stored < 0 else min(stored, floor)
+
+
+def reset_trust(store, not_before_ms: int) -> dict:
+    """Forget the persisted trust (trusted time, anchor, disagreement), lower the beacon sequence
+    floor no further than just before `not_before_ms` (sequence_after_reset), and return what was
+    there. For an operator whose gate took a bad beacon (`gated clock reset`)."""
     before = {key: store.get_value(key) for key in (TRUSTED_KEY, SEQ_KEY, ANCHOR_KEY, DISAGREEMENT_KEY)}
     store.set_value(TRUSTED_KEY, 0)
-    store.set_value(SEQ_KEY, -1)
+    store.set_value(SEQ_KEY, sequence_after_reset(before[SEQ_KEY], not_before_ms))
     store.set_value(ANCHOR_KEY, None)
     store.set_value(DISAGREEMENT_KEY, None)
     return before
@@ -179,9 +199,14 @@ class TrustDiagnosis:
     offset_s: float | None = None  # offset: the beacons' time minus this clock
 
 
-def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s: float,
-                   boot: Callable[[], str | None] = boot_id,
-                   monotonic: Callable[[], float] = boot_time) -> TrustDiagnosis | None:
+def diagnose_trust(
+    stored: Callable[[str], object],
+    *,
+    now: float,
+    max_offset_s: float,
+    boot: Callable[[], str | None] = boot_id,
+    monotonic: Callable[[], float] = boot_time,
+) -> TrustDiagnosis | None:
     """What the trust a gate persisted (`stored(key)`: GateStore.get_value, or a StoreSummary's
     value) says against this clock at `now`: a trusted time ahead of it, a refused beacon, a beacon
     bound (same boot) that disagrees with it. None when all agree. The first found is said."""
@@ -191,22 +216,48 @@ def diagnose_trust(stored: Callable[[str], object], *, now: float, max_offset_s:
     refused = _json_object(stored(DISAGREEMENT_KEY))
     if isinstance(refused.get("beacon_ms"), int) and isinstance(refused.get("reference_ms"), int):
         seen = refused["seen_ms"] / 1000 if isinstance(refused.get("seen_ms"), int) else None
-        return TrustDiagnosis("refused", beacon_s=refused["beacon_ms"] / 1000, reference_s=refused["reference_ms"] / 1000,
-                              source=refused.get("source", "system"), seen_s=seen)
+        return TrustDiagnosis(
+            "refused",
+            beacon_s=refused["beacon_ms"] / 1000,
+            reference_s=refused["reference_ms"] / 1000,
+            source=refused.get("source", "system"),
+            seen_s=seen,
+        )
     anchor = _json_object(stored(ANCHOR_KEY))
-    if anchor.get("boot") is not None and anchor.get("boot") == boot() and isinstance(anchor.get("offset"), (int, float)):
+    if (
+        anchor.get("boot") is not None
+        and anchor.get("boot") == boot()
+        and isinstance(anchor.get("offset"), (int, float))
+    ):
         offset = anchor["offset"] + monotonic() - now  # the beacons' time carried to now, minus this clock
         if abs(offset) > max_offset_s:
             return TrustDiagnosis("offset", offset_s=offset)
     return None
 
 
+# How far back a reading may be held at the last time handed out (TrustedClock.now): a retained
+# beacon is at most about one interval old; a wrong clock corrected by more is not held, so that
+# timers never stand still for long.
+HOLD_BACK_S = 1.5 * BEACON_INTERVAL_S
+
+
 class TrustedClock:
-    def __init__(self, *, site: str, keyring: Keyring, store=None, policy: Policy | str = Policy.DENY,
-                 max_offset_s: float = 30.0, beacon_max_age_s: float = 600.0, max_beacon_step_s: float = 60.0,
-                 ntp_synced: Callable[[], bool] = system_ntp_synchronized, rtc: Callable[[], bool] = lambda: False,
-                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = boot_time,
-                 boot: Callable[[], str | None] = boot_id):
+    def __init__(
+        self,
+        *,
+        site: str,
+        keyring: Keyring,
+        store=None,
+        policy: Policy | str = Policy.DENY,
+        max_offset_s: float = 30.0,
+        beacon_max_age_s: float = 600.0,
+        max_beacon_step_s: float = 60.0,
+        ntp_synced: Callable[[], bool] = system_ntp_synchronized,
+        rtc: Callable[[], bool] = lambda: False,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = boot_time,
+        boot: Callable[[], str | None] = boot_id,
+    ):
         """`monotonic` must run on across restarts within one boot (CLOCK_BOOTTIME) and `boot` name
         the boot, for the persisted anchor to carry a restart; `rtc` says whether the wall clock comes
         from a real-time clock (a time source after a reboot, like NTP)."""
@@ -222,6 +273,7 @@ class TrustedClock:
         self._last_seq = int(_number(stored(SEQ_KEY, -1), -1))
         self._trusted_s = _number(stored(TRUSTED_KEY, 0), 0) / 1000
         self._persisted_s = self._trusted_s
+        self._stamped_s = (store.last_event_ms() / 1000) if hasattr(store, "last_event_ms") else 0.0
         self.last_outcome: BeaconOutcome | None = None
         self.disagreement: dict = _json_value(store, DISAGREEMENT_KEY)
         self._lock = threading.RLock()
@@ -229,8 +281,9 @@ class TrustedClock:
         self._restore_anchor(self._monotonic())
 
     @classmethod
-    def from_config(cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None,
-                    **readers) -> "TrustedClock":
+    def from_config(
+        cls, section, *, site: str, keyring: Keyring, store, policy: Policy | str | None = None, **readers
+    ) -> "TrustedClock":
         """From the config's [clock] section (max_offset_s, beacon_max_age_s, max_beacon_step_s,
         `rtc`, `ntp`, `trust_system_clock` and `when_uncertain`)."""
         chosen = policy or section.when_uncertain
@@ -240,9 +293,16 @@ class TrustedClock:
             readers["ntp_synced"] = lambda: False
         if section.rtc:
             readers.setdefault("rtc", rtc_present)
-        return cls(site=site, keyring=keyring, store=store, policy=chosen, max_offset_s=section.max_offset_s,
-                   beacon_max_age_s=section.beacon_max_age_s, max_beacon_step_s=section.max_beacon_step_s,
-                   **readers)
+        return cls(
+            site=site,
+            keyring=keyring,
+            store=store,
+            policy=chosen,
+            max_offset_s=section.max_offset_s,
+            beacon_max_age_s=section.beacon_max_age_s,
+            max_beacon_step_s=section.max_beacon_step_s,
+            **readers,
+        )
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -264,8 +324,13 @@ class TrustedClock:
         elif beacon.seq > beacon.unix_ms + self.max_beacon_step_s * 1000:
             # the publisher's sequence is its unix ms (or the last + 1): one far above its own time would
             # stand above every later beacon until `gated clock reset` (a publisher counting in us, say)
-            outcome = BeaconOutcome(False, "too_far_ahead", f"sequence {beacon.seq} is over max_beacon_step_s "
-                                    f"({self.max_beacon_step_s:.0f} s) above the beacon's own time: not taken", beacon)
+            outcome = BeaconOutcome(
+                False,
+                "too_far_ahead",
+                f"sequence {beacon.seq} is over max_beacon_step_s "
+                f"({self.max_beacon_step_s:.0f} s) above the beacon's own time: not taken",
+                beacon,
+            )
         elif beacon.seq < self._last_seq or (beacon.seq == self._last_seq and not self._retaken(beacon)):
             outcome = BeaconOutcome(False, "not_newer", f"sequence {beacon.seq} <= {self._last_seq}", beacon)
         else:
@@ -286,10 +351,15 @@ class TrustedClock:
                 self._forget(mono_now)
                 self._read(local_now, mono_now, ntp)  # raises the trusted time only if the reading is certain
                 self._persist(seq=True)
-                detail = f"beacon {beacon.seq} from {beacon.signer}" + (
-                    " (taken before the restart; not older than the trusted time)" if again else "") + (
-                    f" ({RIVALS_TO_OUTVOTE} live beacons agreeing with each other outvoted the earlier, stale one)"
-                    if outvoted else "")
+                detail = (
+                    f"beacon {beacon.seq} from {beacon.signer}"
+                    + (" (taken before the restart; not older than the trusted time)" if again else "")
+                    + (
+                        f" ({RIVALS_TO_OUTVOTE} live beacons agreeing with each other outvoted the earlier, stale one)"
+                        if outvoted
+                        else ""
+                    )
+                )
                 outcome = BeaconOutcome(True, "accepted", detail, beacon, self._estimate(mono_now) - local_now)
         self.last_outcome = outcome
         return outcome
@@ -300,8 +370,10 @@ class TrustedClock:
         refused as too far ahead, in sequence and agreeing with each other and with the monotonic clock
         (their times advance as the gate's own clock does, within max_offset_s), outvotes them. With NTP
         or an RTC this never applies: those stay the reference."""
-        if self._rivals and (beacon.seq <= self._rivals[-1][2] or abs(
-                (beacon_s - self._rivals[-1][1]) - (mono_now - self._rivals[-1][0])) > self.max_offset_s):
+        if self._rivals and (
+            beacon.seq <= self._rivals[-1][2]
+            or abs((beacon_s - self._rivals[-1][1]) - (mono_now - self._rivals[-1][0])) > self.max_offset_s
+        ):
             self._rivals.clear()  # not one stream: start again from this beacon
         self._rivals.append((mono_now, beacon_s, beacon.seq))
         return len(self._rivals) == RIVALS_TO_OUTVOTE
@@ -328,13 +400,22 @@ class TrustedClock:
         """A beacon too far ahead of another source: the sources disagree. Kept for the doctor, not taken."""
         reference_s, source = reference
         ahead = beacon_s - reference_s
-        self.disagreement = {"beacon_ms": beacon.unix_ms, "reference_ms": int(reference_s * 1000), "source": source,
-                             "seen_ms": int(local_now * 1000)}
+        self.disagreement = {
+            "beacon_ms": beacon.unix_ms,
+            "reference_ms": int(reference_s * 1000),
+            "source": source,
+            "seen_ms": int(local_now * 1000),
+        }
         if self.store is not None:
             self.store.set_value(DISAGREEMENT_KEY, json.dumps(self.disagreement))
-        return BeaconOutcome(False, "too_far_ahead",
-                             f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {source} time "
-                             f"(limit {self.max_beacon_step_s:g} s): not taken", beacon, beacon_s - local_now)
+        return BeaconOutcome(
+            False,
+            "too_far_ahead",
+            f"beacon {beacon.seq} is {ahead:.0f} s ahead of the {source} time "
+            f"(limit {self.max_beacon_step_s:g} s): not taken",
+            beacon,
+            beacon_s - local_now,
+        )
 
     def checkpoint(self, local_now: float | None = None, mono_now: float | None = None) -> None:
         """Persist the current time if it is certain (call it now and then, e.g. with the health report),
@@ -345,14 +426,17 @@ class TrustedClock:
                 self._trusted_s = max(self._trusted_s, reading.now)
             self._persist()
 
-    def reset(self) -> dict:
-        """Forget every bound and the persisted trust (the `clock_reset` command): the next NTP
-        reading, RTC or beacon sets the time, as on a first start. What the store held is returned."""
+    def reset(self, not_before_ms: int) -> dict:
+        """Forget every bound and the persisted trust (the `clock_reset` command, `not_before_ms` its
+        signed `iat`): the next NTP reading, RTC or beacon made after that time sets the time, as on a
+        first start; an older signed beacon replayed does not (sequence_after_reset). What the store held
+        is returned."""
         with self._lock:
             self._samples.clear()
             self._rivals.clear()
-            self._last_seq, self._trusted_s, self._persisted_s, self.disagreement = -1, 0.0, 0.0, {}
-            return reset_trust(self.store) if self.store is not None else {}
+            self._last_seq = sequence_after_reset(self._last_seq, not_before_ms)
+            self._trusted_s, self._persisted_s, self.disagreement = 0.0, 0.0, {}
+            return reset_trust(self.store, not_before_ms) if self.store is not None else {}
 
     # --- output --------------------------------------------------------------------------------
 
@@ -379,19 +463,31 @@ class TrustedClock:
         else:
             uncertain, source = True, "none"
         # the best guess: the beacons' time whenever they are recent and not merely confirming NTP
-        use_beacon = estimate is not None and (source in ("beacon", "offset")
-                                               or (uncertain and self.policy is Policy.BEACON))
+        use_beacon = estimate is not None and (
+            source in ("beacon", "offset") or (uncertain and self.policy is Policy.BEACON)
+        )
         now = estimate if use_beacon else local_now
         if source != "offset" and now < self._trusted_s - self.max_offset_s:
             uncertain, source = True, "behind"
         trusted = not uncertain or (self.policy is Policy.BEACON and estimate is not None)
         if trusted and not uncertain:
             self._trusted_s = max(self._trusted_s, now)
-        return TimeReading(now=max(now, self._trusted_s), trusted=trusted, uncertain=uncertain, source=source,
-                           offset_s=offset)
+        return TimeReading(
+            now=max(now, self._trusted_s), trusted=trusted, uncertain=uncertain, source=source, offset_s=offset
+        )
 
     def now(self) -> float:
-        return self.reading().now
+        """The time to stamp events and run timers with: the reading, held at the last time handed out
+        or the gate's last event while the reading is behind it by no more than HOLD_BACK_S (a retained
+        beacon, up to an interval old, arriving before the first live one would otherwise stamp events
+        earlier than those just before it). A larger step back is a real correction of a wrong clock
+        and is taken: holding it would freeze the gate's timers (passage timeouts, held-open alarms)
+        for as long as the clock was wrong."""
+        with self._lock:
+            reading = self.reading().now
+            if reading >= self._stamped_s or self._stamped_s - reading > HOLD_BACK_S:
+                self._stamped_s = reading
+            return self._stamped_s
 
     @property
     def offset_s(self) -> float | None:
@@ -442,8 +538,11 @@ class TrustedClock:
         if seq:
             self.store.set_value(SEQ_KEY, self._last_seq)
             if self._boot is not None:
-                anchor = {"boot": self._boot, "at": self._samples[-1][0],
-                          "offset": max(offset for _, offset in self._samples)}
+                anchor = {
+                    "boot": self._boot,
+                    "at": self._samples[-1][0],
+                    "offset": max(offset for _, offset in self._samples),
+                }
                 self.store.set_value(ANCHOR_KEY, json.dumps(anchor))
         if self._trusted_s > self._persisted_s:
             self.store.set_value(TRUSTED_KEY, int(self._trusted_s * 1000))

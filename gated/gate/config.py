@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gated import tomlcheck
 from gated.core.errors import GatedError
 from gated.gate.frames import KIND_EXAMPLES, spec_problem
-from gated import tomlcheck
 from gated.tomlcheck import Reader, option
 
 DEFAULT_PATH = Path("/etc/gated/gated.toml")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # site, gate and board names: safe in MQTT topics and file names
+NAME = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+)  # site, gate and board names: safe in MQTT topics and file names
 NAME_TEXT = "a name of letters, digits, '.', '_' or '-' (at most 64)"
 SCANNER_BACKENDS = ("zxing", "pyzbar")
 PIN_FACTORIES = ("auto", "lgpio", "rpigpio", "pigpio", "native", "mock")
@@ -44,13 +46,16 @@ class ConfigError(GatedError, ValueError):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
-        super().__init__("\n".join(f"{source}: {path}: {what}" if path else f"{source}: {what}" for path, what in problems))
+        super().__init__(
+            "\n".join(f"{source}: {path}: {what}" if path else f"{source}: {what}" for path, what in problems)
+        )
 
 
 _opt = option  # a schema field (gated/tomlcheck.py)
 
 
 # --- sections ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GateSection:
@@ -59,43 +64,75 @@ class GateSection:
     events: tuple[str, ...] = _opt(doc="event ids (ticket aud) this gate admits for", nonempty=True)
     keyring: Path = _opt(doc="keyring directory: trusted public keys and keyring.toml", path=True)
     state_dir: Path = _opt(Path("/var/lib/gated"), doc="directory of the gate's state database (gate.db)", path=True)
-    zone: str | None = _opt(None, doc="the zone this gate leads into (tickets with zon must list it)",
-                            check=lambda v: "a zone name without control characters" if any(ord(c) < 32 for c in v)
-                            else None)
-    products: tuple[str, ...] | None = _opt(None, doc="admit only these products (absent: all): GT ticket types, "
-                                                      "pretix item ids \"12\" or item/variation \"12/3\"")
-    pretix_entries: int = _opt(1, doc="entries a pretix ticket allows at this site (its code states none); "
-                                      "0 = unlimited", minimum=0)
-    pretix_questions: str = _opt("deny", doc="a pretix check-in list whose product has questions to answer at "
-                                             "check-in: deny (reason `questions`: the box office asks them, as "
-                                             "pretix waits for the answers) or admit (the questions are skipped)",
-                                 choices=("deny", "admit"))
-    pretix_subevents: tuple[int, ...] | None = _opt(None, doc="pretix event series: admit only these dates "
-                                                            "(subevent ids; absent: every date)")
-    direction: str = _opt("entry", doc="entry (scans let people in), exit (people go out; see `exit`), or both "
-                                       "(scans let people in; the board's passage_out contact counts people going "
-                                       "out as free exits)", choices=("entry", "exit", "both"))
-    exit: str = _opt("scan", doc="an exit gate: scan (a ticket is scanned out, its exit recorded, so it may come "
-                                 "back in where re-entry is allowed) or free (anyone goes out; each passage counted; a ticket "
-                                 "shown there anyway has its exit recorded)",
-                     choices=("scan", "free"))
-    reentry: bool = _opt(False, doc="admit a ticket again, no entry spent, when it has left since it last came in "
-                                        "(more exits recorded than re-entries)")
-    capacity: int | None = _opt(None, doc="people the zone may hold; at this many inside, entries are denied "
-                                          "`capacity` until people leave", minimum=1)
-    until_synced: str = _opt("deny_used_check", doc="a replaced gate (a new chain: `gated replace`) until it has "
-                                                  "the ledger's admissions snapshot: deny_used_check (tickets with "
-                                                  "limited entries are denied `unsynced`: whether they were used "
-                                                  "cannot be checked) or admit (admitted, each such scan flagged "
-                                                  "`unsynced` for reconciliation)",
-                              choices=("deny_used_check", "admit"))
-    day_starts: str | None = _opt(None, doc="local time HH:MM at which the count of people inside starts over, "
-                                            "every day (a time the venue is empty; as the ledger's --day-starts); "
-                                            "absent: never",
-                                  check=lambda v: _check_day("time_of_day", v, "a time of day HH:MM (00:00 to 23:59)"))
-    timezone: str = _opt("UTC", doc="the venue's time zone (IANA name, e.g. Europe/Berlin), for day_starts",
-                         check=lambda v: _check_day("time_zone", v, "an IANA time zone name this machine knows "
-                                                                    "(e.g. Europe/Berlin, UTC)"))
+    zone: str | None = _opt(
+        None,
+        doc="the zone this gate leads into (tickets with zon must list it)",
+        check=lambda v: "a zone name without control characters" if any(ord(c) < 32 for c in v) else None,
+    )
+    products: tuple[str, ...] | None = _opt(
+        None,
+        doc='admit only these products (absent: all): GT ticket types, pretix item ids "12" or item/variation "12/3"',
+    )
+    pretix_entries: int = _opt(
+        1, doc="entries a pretix ticket allows at this site (its code states none); 0 = unlimited", minimum=0
+    )
+    pretix_questions: str = _opt(
+        "deny",
+        doc="a pretix check-in list whose product has questions to answer at "
+        "check-in: deny (reason `questions`: the box office asks them, as "
+        "pretix waits for the answers) or admit (the questions are skipped)",
+        choices=("deny", "admit"),
+    )
+    pretix_subevents: tuple[int, ...] | None = _opt(
+        None, doc="pretix event series: admit only these dates (subevent ids; absent: every date)"
+    )
+    direction: str = _opt(
+        "entry",
+        doc="entry (scans let people in), exit (people go out; see `exit`), or both "
+        "(scans let people in; the board's passage_out contact counts people going "
+        "out as free exits)",
+        choices=("entry", "exit", "both"),
+    )
+    exit: str = _opt(
+        "scan",
+        doc="an exit gate: scan (a ticket is scanned out, its exit recorded, so it may come "
+        "back in where re-entry is allowed) or free (anyone goes out; each passage counted; a ticket "
+        "shown there anyway has its exit recorded)",
+        choices=("scan", "free"),
+    )
+    reentry: bool = _opt(
+        False,
+        doc="admit a ticket again, no entry spent, when it has left since it last came in "
+        "(more exits recorded than re-entries)",
+    )
+    capacity: int | None = _opt(
+        None,
+        doc="people the zone may hold; at this many inside, entries are denied `capacity` until people leave",
+        minimum=1,
+    )
+    until_synced: str = _opt(
+        "deny_used_check",
+        doc="a replaced gate (a new chain: `gated replace`) until it has "
+        "the ledger's admissions snapshot: deny_used_check (tickets with "
+        "limited entries are denied `unsynced`: whether they were used "
+        "cannot be checked) or admit (admitted, each such scan flagged "
+        "`unsynced` for reconciliation)",
+        choices=("deny_used_check", "admit"),
+    )
+    day_starts: str | None = _opt(
+        None,
+        doc="local time HH:MM at which the count of people inside starts over, "
+        "every day (a time the venue is empty; as the ledger's --day-starts); "
+        "absent: never",
+        check=lambda v: _check_day("time_of_day", v, "a time of day HH:MM (00:00 to 23:59)"),
+    )
+    timezone: str = _opt(
+        "UTC",
+        doc="the venue's time zone (IANA name, e.g. Europe/Berlin), for day_starts",
+        check=lambda v: _check_day(
+            "time_zone", v, "an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC)"
+        ),
+    )
 
     @property
     def database(self) -> Path:
@@ -104,8 +141,7 @@ class GateSection:
 
 @dataclass(frozen=True)
 class CameraSection:
-    source: str = _opt("v4l2:/dev/video0", doc=f"frame source: {KIND_EXAMPLES}",
-                       check=spec_problem)
+    source: str = _opt("v4l2:/dev/video0", doc=f"frame source: {KIND_EXAMPLES}", check=spec_problem)
     width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16, maximum=16384)
     height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16, maximum=16384)
     fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0, maximum=1000)
@@ -118,71 +154,118 @@ class ScannerSection:
 
 @dataclass(frozen=True)
 class TurnstileSection:
-    board: str = _opt(doc="board profile: the name of a file in firmware_config/boards/ (without .toml)", pattern=NAME, expected=NAME_TEXT)
-    pin_factory: str = _opt("auto", doc="gpiozero pin factory; auto = gpiozero's choice (GPIOZERO_PIN_FACTORY wins)",
-                            choices=PIN_FACTORIES)
-    boards_dir: Path | None = _opt(None, doc="where board profiles live (default: the installed firmware_config/boards)",
-                                   path=True)
+    board: str = _opt(
+        doc="board profile: the name of a file in firmware_config/boards/ (without .toml)",
+        pattern=NAME,
+        expected=NAME_TEXT,
+    )
+    pin_factory: str = _opt(
+        "auto", doc="gpiozero pin factory; auto = gpiozero's choice (GPIOZERO_PIN_FACTORY wins)", choices=PIN_FACTORIES
+    )
+    boards_dir: Path | None = _opt(
+        None, doc="where board profiles live (default: the installed firmware_config/boards)", path=True
+    )
 
 
 @dataclass(frozen=True)
 class TimingsSection:
-    relay_pulse_s: float | None = _opt(None, doc="relay energised this long per admission (default: the board's pulse_ms)",
-                                       above=0, maximum=60)
-    passage_timeout_s: float | None = _opt(None, doc="nobody passed within this after an admission: roll it back "
-                                                     "(default: the board's)", above=0, maximum=600)
-    held_open_s: float | None = _opt(None, doc="door/arm still open after this: held_open alarm (default: the board's)",
-                                     above=0, maximum=3600)
-    debounce_s: float = _opt(3.0, doc="the same code seen again within this is one scan, not two", minimum=0,
-                             maximum=3600)
+    relay_pulse_s: float | None = _opt(
+        None, doc="relay energised this long per admission (default: the board's pulse_ms)", above=0, maximum=60
+    )
+    passage_timeout_s: float | None = _opt(
+        None,
+        doc="nobody passed within this after an admission: roll it back (default: the board's)",
+        above=0,
+        maximum=600,
+    )
+    held_open_s: float | None = _opt(
+        None, doc="door/arm still open after this: held_open alarm (default: the board's)", above=0, maximum=3600
+    )
+    debounce_s: float = _opt(
+        3.0, doc="the same code seen again within this is one scan, not two", minimum=0, maximum=3600
+    )
 
 
 @dataclass(frozen=True)
 class ClockSection:
-    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0,
-                       maximum=3600)
-    step_window: int = _opt(1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0,
-                            maximum=10)
+    skew_s: int = _opt(60, doc="allowed clock skew when checking a ticket's nbf/exp (seconds)", minimum=0, maximum=3600)
+    step_window: int = _opt(
+        1, doc="GT2 codes this many 30 s steps away from now are still accepted", minimum=0, maximum=10
+    )
     beacons: bool = _opt(True, doc="use signed time beacons (gated/v1/<site>/time) to bound the clock's error")
-    trust_system_clock: bool = _opt(False, doc="treat the system clock as synchronised even when the kernel does not "
-                                               "report NTP sync (battery-backed RTC, test bench)")
-    ntp: str = _opt("auto", doc="'auto': the system clock counts as a time source while the kernel reports NTP "
-                                "synchronisation; 'ignore': it never does (a site whose NTP is not trusted: the "
-                                "gate then rests on beacons, an RTC or trust_system_clock)",
-                    choices=("auto", "ignore"))
-    when_uncertain: str = _opt("deny", doc="no NTP and no recent beacon, or they disagree: 'deny' time-dependent "
-                                           "checks, or judge with the 'beacon' time", choices=("deny", "beacon"))
-    max_offset_s: float = _opt(30.0, doc="a clock further than this from the beacons is implausible: alarm",
-                               above=0, maximum=86400)
-    beacon_max_age_s: float = _opt(600.0, doc="a beacon older than this no longer bounds the clock", above=0,
-                                   maximum=86400)
-    max_beacon_step_s: float = _opt(60.0, doc="a beacon further ahead than this of another source (NTP or RTC, "
-                                              "else the beacons so far) is refused, even while the clock is "
-                                              "uncertain: bad beacons cannot move the time",
-                                    above=0, maximum=86400)
-    rtc: bool = _opt(False, doc="the board has a battery-backed real-time clock: after a reboot its time counts as "
-                                "a source, like NTP (only while /dev/rtc0 or /sys/class/rtc/rtc0 exists)")
+    trust_system_clock: bool = _opt(
+        False,
+        doc="treat the system clock as synchronised even when the kernel does not "
+        "report NTP sync (battery-backed RTC, test bench)",
+    )
+    ntp: str = _opt(
+        "auto",
+        doc="'auto': the system clock counts as a time source while the kernel reports NTP "
+        "synchronisation; 'ignore': it never does (a site whose NTP is not trusted: the "
+        "gate then rests on beacons, an RTC or trust_system_clock)",
+        choices=("auto", "ignore"),
+    )
+    when_uncertain: str = _opt(
+        "deny",
+        doc="no NTP and no recent beacon, or they disagree: 'deny' time-dependent "
+        "checks, or judge with the 'beacon' time",
+        choices=("deny", "beacon"),
+    )
+    max_offset_s: float = _opt(
+        30.0, doc="a clock further than this from the beacons is implausible: alarm", above=0, maximum=86400
+    )
+    beacon_max_age_s: float = _opt(
+        600.0, doc="a beacon older than this no longer bounds the clock", above=0, maximum=86400
+    )
+    max_beacon_step_s: float = _opt(
+        60.0,
+        doc="a beacon further ahead than this of another source (NTP or RTC, "
+        "else the beacons so far) is refused, even while the clock is "
+        "uncertain: bad beacons cannot move the time",
+        above=0,
+        maximum=86400,
+    )
+    rtc: bool = _opt(
+        False,
+        doc="the board has a battery-backed real-time clock: after a reboot its time counts as "
+        "a source, like NTP (only while /dev/rtc0 or /sys/class/rtc/rtc0 exists)",
+    )
 
 
 @dataclass(frozen=True)
 class RevocationsSection:
-    max_age_s: float = _opt(86400.0, doc="the list is stale when its newest update is older than this", above=0,
-                            maximum=30 * 86400)
-    when_stale: str = _opt("closed", doc="stale list: 'closed' denies every ticket, 'open' keeps admitting; "
-                                          "an alarm is raised either way", choices=("open", "closed"))
+    max_age_s: float = _opt(
+        86400.0, doc="the list is stale when its newest update is older than this", above=0, maximum=30 * 86400
+    )
+    when_stale: str = _opt(
+        "closed",
+        doc="stale list: 'closed' denies every ticket, 'open' keeps admitting; an alarm is raised either way",
+        choices=("open", "closed"),
+    )
 
 
 @dataclass(frozen=True)
 class StateSection:
-    expired_margin_h: float = _opt(48.0, doc="admissions of a ticket go this long after it expired (decide() says "
-                                             "`expired` before it looks at them); at least a day, so the day's "
-                                             "count of people inside keeps them", minimum=24, maximum=87600)
-    peer_retention_days: float = _opt(7.0, doc="peers' admissions of tickets this gate never admitted (their expiry "
-                                               "unknown here) go this long after they were made at the least; longer "
-                                               "when this gate has admitted a longer-lived ticket (its validity plus "
-                                               "expired_margin_h)", minimum=1, maximum=3650)
-    prune_every_s: float = _opt(300.0, doc="how often the pruning starts (in small batches between scans)",
-                                minimum=1, maximum=86400)
+    expired_margin_h: float = _opt(
+        48.0,
+        doc="admissions of a ticket go this long after it expired (decide() says "
+        "`expired` before it looks at them); at least a day, so the day's "
+        "count of people inside keeps them",
+        minimum=24,
+        maximum=87600,
+    )
+    peer_retention_days: float = _opt(
+        7.0,
+        doc="peers' admissions of tickets this gate never admitted (their expiry "
+        "unknown here) go this long after they were made at the least; longer "
+        "when this gate has admitted a longer-lived ticket (its validity plus "
+        "expired_margin_h)",
+        minimum=1,
+        maximum=3650,
+    )
+    prune_every_s: float = _opt(
+        300.0, doc="how often the pruning starts (in small batches between scans)", minimum=1, maximum=86400
+    )
 
 
 @dataclass(frozen=True)
@@ -200,20 +283,32 @@ class MqttSection:
     password_file: Path | None = _opt(None, doc="file holding the broker password (first line)", path=True)
     client_id: str | None = _opt(None, doc="MQTT client id (default: gated-<site>-<gate>)")
     keepalive_s: int = _opt(30, doc="MQTT keep-alive (seconds)", minimum=5, maximum=65535)
-    command_max_age_s: float = _opt(60.0, doc="a remote command issued longer ago than this (its iat, by the gate's "
-                                              "trusted clock) is ignored and logged: an 'open' queued while the gate "
-                                              "was offline; with the clock untrusted, open/unlock are refused",
-                                    above=0,
-                                    maximum=86400)
-    keep_until_committed: bool = _opt(False, doc="keep each event in the outbox until the ledger says it holds "
-                                                 "it (the retained gates/<gate>/committed), not just the broker; "
-                                                 "a broker or bridge that dies then loses nothing")
-    resend_after_s: float = _opt(30.0, doc="with keep_until_committed: re-send what the ledger lacks when it has "
-                                           "confirmed nothing new for this long (doubling, at most an hour)",
-                                 above=0, maximum=86400)
-    outbox_retention_h: float = _opt(168.0, doc="with keep_until_committed: drop events the broker acknowledged "
-                                                "this long ago that no ledger confirmed (bounds the outbox)",
-                                     above=0, maximum=24 * 366)
+    command_max_age_s: float = _opt(
+        60.0,
+        doc="a remote command issued longer ago than this (its iat, by the gate's "
+        "trusted clock) is ignored and logged: an 'open' queued while the gate "
+        "was offline; with the clock untrusted, open/unlock are refused",
+        above=0,
+        maximum=86400,
+    )
+    keep_until_committed: bool | None = _opt(
+        None,
+        doc="no longer needed: a gate always keeps each event until the "
+        "ledger says it holds it (read, logged, changes nothing)",
+    )
+    resend_after_s: float = _opt(
+        30.0,
+        doc="re-send what the ledger lacks when it has confirmed nothing for this long (doubling, at most an hour)",
+        above=0,
+        maximum=86400,
+    )
+    outbox_retention_h: float = _opt(
+        168.0,
+        doc="drop events the broker acknowledged this long ago that no ledger "
+        "confirmed (bounds the outbox; each one counted and logged)",
+        above=0,
+        maximum=24 * 366,
+    )
     tls: TlsSection = _opt(TlsSection(), doc="TLS files")
 
     @property
@@ -239,27 +334,32 @@ class MqttSection:
 @dataclass(frozen=True)
 class LoggingSection:
     level: str = _opt("info", doc="debug, info, warning or error", choices=LOG_LEVELS)
-    format: str = _opt("auto", doc="auto: JSON lines under systemd or without a terminal, readable on a terminal",
-                       choices=LOG_FORMATS)
+    format: str = _opt(
+        "auto", doc="auto: JSON lines under systemd or without a terminal, readable on a terminal", choices=LOG_FORMATS
+    )
 
 
 @dataclass(frozen=True)
 class HealthSection:
-    interval_s: float = _opt(30.0, doc="how often the retained health message is published", above=0,
-                             maximum=86400)
+    interval_s: float = _opt(30.0, doc="how often the retained health message is published", above=0, maximum=86400)
     textfile: Path | None = _opt(None, doc="optional Prometheus textfile (node_exporter textfile collector)", path=True)
 
 
 @dataclass(frozen=True)
 class MetricsSection:
-    listen: str | None = _opt(None, doc="opt-in Prometheus endpoint, host:port (e.g. 127.0.0.1:9108; a port alone "
-                                        "listens on 127.0.0.1): GET /metrics serves the last health report's figures", check=lambda v: _check_listen(v))
+    listen: str | None = _opt(
+        None,
+        doc="opt-in Prometheus endpoint, host:port (e.g. 127.0.0.1:9108; a port alone "
+        "listens on 127.0.0.1): GET /metrics serves the last health report's figures",
+        check=lambda v: _check_listen(v),
+    )
 
 
 @dataclass(frozen=True)
 class SimSection:
-    control_socket: Path | None = _opt(None, doc="simulator only: a Unix socket to steer the camera and mock pins",
-                                       path=True)
+    control_socket: Path | None = _opt(
+        None, doc="simulator only: a Unix socket to steer the camera and mock pins", path=True
+    )
 
 
 @dataclass(frozen=True)
@@ -281,6 +381,7 @@ class Config:
 
 
 # --- loading ----------------------------------------------------------------------------------
+
 
 def load(path: str | Path) -> Config:
     """Read and check a configuration file; ConfigError lists every problem."""
@@ -354,30 +455,49 @@ def _cross_checks(v: dict, problems: list) -> None:
         try:
             load_profile(turnstile.board, turnstile.boards_dir)
         except BoardError as exc:
-            problems.extend(("turnstile.board", f"profile {turnstile.board!r} ({exc.source}): {problem}")
-                            for problem in exc.problems)
+            problems.extend(
+                ("turnstile.board", f"profile {turnstile.board!r} ({exc.source}): {problem}")
+                for problem in exc.problems
+            )
     gate, turnstile = v.get("gate"), v.get("turnstile")
     if gate is not None and turnstile is not None and gate.direction == "both":
         from gated.gate.boards import BoardError, load_profile
 
         try:
             if load_profile(turnstile.board, turnstile.boards_dir).passage_out is None:
-                problems.append(("gate.direction", f"'both' needs a passage sensor that tells direction: board "
-                                                   f"{turnstile.board!r} has no [passage_out]"))
+                problems.append(
+                    (
+                        "gate.direction",
+                        f"'both' needs a passage sensor that tells direction: board "
+                        f"{turnstile.board!r} has no [passage_out]",
+                    )
+                )
         except BoardError:
             pass  # reported above
     clock = v.get("clock")
     if clock is not None and clock.trust_system_clock and clock.ntp == "ignore":
-        problems.append(("clock.ntp", "'ignore' contradicts trust_system_clock = true (which trusts the system "
-                                      "clock always); choose one"))
+        problems.append(
+            (
+                "clock.ntp",
+                "'ignore' contradicts trust_system_clock = true (which trusts the system clock always); choose one",
+            )
+        )
     timings = v.get("timings")
-    if timings is not None and None not in (timings.held_open_s, timings.relay_pulse_s) \
-            and timings.held_open_s < timings.relay_pulse_s:
-        problems.append(("timings.held_open_s", f"expected at least relay_pulse_s ({timings.relay_pulse_s}), "
-                                                f"got {timings.held_open_s}"))
+    if (
+        timings is not None
+        and None not in (timings.held_open_s, timings.relay_pulse_s)
+        and timings.held_open_s < timings.relay_pulse_s
+    ):
+        problems.append(
+            (
+                "timings.held_open_s",
+                f"expected at least relay_pulse_s ({timings.relay_pulse_s}), got {timings.held_open_s}",
+            )
+        )
 
 
 # --- reference ----------------------------------------------------------------------------------
+
 
 def schema_keys(cls=Config, prefix: str = "") -> list[str]:
     """Every key path of the schema (sections included), for docs and the example-file test."""

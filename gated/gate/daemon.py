@@ -42,16 +42,34 @@ import queue
 import signal
 import threading
 import time
+from pathlib import Path
 
 import structlog
 
-from gated.core.errors import GatedError
 from gated import topics
+from gated.core.errors import GatedError
 from gated.gate import build, health, sdnotify
 from gated.gate.build import StartupError
 from gated.gate.config import Config
+from gated.lockfile import release
 
 log = structlog.get_logger("gated.gate.daemon")
+
+OCCUPANCY_SKEW_MS = 60_000  # an occupancy message stamped later than the gate's clock plus this is ignored
+
+
+def occupancy_made_ms(text: bytes) -> int:
+    """The `ts` of an occupancy message read_occupancy has accepted (unix ms)."""
+    import json
+
+    from gated.core.events import parse_ts
+    from gated.core.occupancy import OccupancyRejected
+
+    made = parse_ts(json.loads(text).get("ts"))
+    if made is None:
+        raise OccupancyRejected("ts must be a time like an event's ts (RFC 3339 UTC with milliseconds)")
+    return made
+
 
 LOOP_WAIT_S = 0.02  # owner loop: longest wait for a code before polling the uplink and the gate
 REVOCATION_CHECK_S = 0.05  # how often the revocation list's age is checked against the policy
@@ -62,6 +80,7 @@ SETTLE_S = 0.3  # once connected, how long to keep taking what the broker kept f
 
 
 # --- the daemon ----------------------------------------------------------------------------------
+
 
 class Daemon:
     def __init__(self, cfg: Config):
@@ -75,6 +94,8 @@ class Daemon:
         self.store = self.keyring = self.turnstile = self.gate = self.camera = self.camera_source = None
         self.scanner = self.uplink = self.clock = self._sim = None
         self.metrics = self._metrics_server = self.pruner = None
+        self._lock: int | None = None  # the state directory's lock (gated.lockfile), held while running
+        self._occupancy_ms = 0  # `ts` of the newest occupancy message taken: an older one is ignored
         self.store_ok = True
         self.camera_fault: str | None = None
         self._next_health = 0.0
@@ -87,16 +108,28 @@ class Daemon:
     # start-up ------------------------------------------------------------------------------
     def start(self) -> None:
         from gated import keys
+        from gated.lockfile import RoleTaken, hold
 
         cfg = self.cfg
         self.keyring = keys.load_keyring(cfg.gate.keyring)
+        Path(cfg.gate.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:  # one `gated run` per state directory: a second would write the same events, take the same session
+            self._lock = hold(Path(cfg.gate.database).parent / "gated.lock", f"gated run for gate {cfg.gate.id}")
+        except RoleTaken as exc:
+            raise StartupError(str(exc)) from None
         self.store = build.open_store(cfg)
-        log.info("store open", path=str(cfg.gate.database), seq=self.store.last_seq,
-                 outbox=self.store.outbox_depth(), rev=self.store.revocation_state().version)
+        log.info(
+            "store open",
+            path=str(cfg.gate.database),
+            seq=self.store.last_seq,
+            outbox=self.store.outbox_depth(),
+            rev=self.store.revocation_state().version,
+        )
         self.clock = build.make_clock(cfg, store=self.store, keyring=self.keyring)
         self.turnstile = build.make_turnstile(cfg)
-        self.gate = build.make_gate(cfg, store=self.store, keyring=self.keyring, turnstile=self.turnstile,
-                                    clock=self.clock)
+        self.gate = build.make_gate(
+            cfg, store=self.store, keyring=self.keyring, turnstile=self.turnstile, clock=self.clock
+        )
         self._revocation_policy(time.monotonic())  # locked before the first scan if the list is stale
         self.scanner = build.make_scanner(cfg)
         self._open_camera()
@@ -109,10 +142,18 @@ class Daemon:
         self._start_sim_control()
         self._start_metrics()
         sdnotify.ready(f"gate {cfg.gate.id} at {cfg.gate.site}: ready")
-        log.info("gate ready", site=cfg.gate.site, gate=cfg.gate.id, events=list(cfg.gate.events),
-                 camera=cfg.camera.source, board=cfg.turnstile.board,
-                 device_kid=keys.kid_of(self.store.device_public_key).hex(), epoch=self.store.epoch,
-                 synced=self.store.synced, until_synced=None if self.store.synced else cfg.gate.until_synced)
+        log.info(
+            "gate ready",
+            site=cfg.gate.site,
+            gate=cfg.gate.id,
+            events=list(cfg.gate.events),
+            camera=cfg.camera.source,
+            board=cfg.turnstile.board,
+            device_kid=keys.kid_of(self.store.device_public_key).hex(),
+            epoch=self.store.epoch,
+            synced=self.store.synced,
+            until_synced=None if self.store.synced else cfg.gate.until_synced,
+        )
 
     def _catch_up(self) -> None:
         """Before READY, a moment for the uplink to connect and apply what the broker kept for this
@@ -137,13 +178,17 @@ class Daemon:
         except CameraError as exc:
             raise StartupError(str(exc)) from exc
         # reopened when it stops delivering; the simulator steers the source inside (show, stall)
-        self.camera = SupervisedSource(self.camera_source, stall_after_s=CAMERA_STALL_S / 2,
-                                       report=lambda message: log.warning("camera", message=message))
+        self.camera = SupervisedSource(
+            self.camera_source,
+            stall_after_s=CAMERA_STALL_S / 2,
+            report=lambda message: log.warning("camera", message=message),
+        )
 
     def _make_uplink(self):
         cfg = self.cfg
-        uplink = build.make_uplink(cfg, store=self.store, keyring=self.keyring, clock=self.clock,
-                                   on_command=self._command, status=self._status)
+        uplink = build.make_uplink(
+            cfg, store=self.store, keyring=self.keyring, clock=self.clock, on_command=self._command, status=self._status
+        )
         if self.clock is not None and cfg.clock.beacons:
             from gated.topics import beacon_topic
 
@@ -176,19 +221,40 @@ class Daemon:
     def _occupancy(self, topic: str, payload: bytes) -> None:
         """The ledger's retained occupancy figures: kept for the capacity check while fresh
         (GateStore.zone_occupancy); a message that is not one is logged and ignored."""
+        from gated.core.ledgersig import UnverifiedLedgerMessage, unseal
         from gated.core.occupancy import OccupancyRejected, read_occupancy
 
         try:
-            zones, as_of, since_ms = read_occupancy(payload, site=self.cfg.gate.site)
+            text, _signer = unseal(payload, self.keyring)
+        except UnverifiedLedgerMessage as exc:  # only the ledger may say how many are inside
+            self.uplink.unverified_ledger_messages += 1
+            log.warning("occupancy message ignored: not from the ledger", code=exc.code, detail=exc.detail[:200])
+            return
+        try:
+            zones, as_of, since_ms = read_occupancy(text, site=self.cfg.gate.site)
+            made_ms = occupancy_made_ms(text)
         except OccupancyRejected as exc:
             log.warning("occupancy message ignored", problem=str(exc))
             return
+        now_ms = int(self.clock.now() * 1000) if self.clock is not None else int(time.time() * 1000)
+        if made_ms < self._occupancy_ms or made_ms > now_ms + OCCUPANCY_SKEW_MS:
+            log.warning(
+                "occupancy message ignored",
+                problem="older than the figure the gate has, or later than its "
+                f"clock plus {OCCUPANCY_SKEW_MS // 1000} s",
+                ts=made_ms,
+                have=self._occupancy_ms,
+            )
+            return
+        self._occupancy_ms = made_ms
         self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of, since_ms)
 
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
         if name == "clock_reset":
-            before = self.clock.reset() if self.clock is not None else {}
+            # the command's signed iat is the reference: beacons made before it stay refused (no replays)
+            issued_ms = int((self.uplink.command_iat or time.time()) * 1000)
+            before = self.clock.reset(issued_ms) if self.clock is not None else {}
             log.warning("clock trust reset by command", was=before)
             return
         self.gate.command(name)
@@ -212,13 +278,16 @@ class Daemon:
         if sim is None or sim.control_socket is None:
             return
         if importlib.util.find_spec("gated.gate.rehearsal.control") is None:
-            log.warning("sim control socket configured but gated.gate.rehearsal.control is not installed",
-                        socket=str(sim.control_socket))
+            log.warning(
+                "sim control socket configured but gated.gate.rehearsal.control is not installed",
+                socket=str(sim.control_socket),
+            )
             return
         from gated.gate.rehearsal import control as simcontrol
 
-        self._sim = simcontrol.serve(str(sim.control_socket), camera=self.camera_source, turnstile=self.turnstile,
-                                     gate=self.gate)
+        self._sim = simcontrol.serve(
+            str(sim.control_socket), camera=self.camera_source, turnstile=self.turnstile, gate=self.gate
+        )
         log.warning("simulator control socket open: this is not a real gate", socket=str(sim.control_socket))
 
     def _start_metrics(self) -> None:
@@ -254,8 +323,15 @@ class Daemon:
         from gated.gate import scanloop
         from gated.gate.scanner import Debouncer
 
-        scanloop.read_codes(self.camera, self.scanner, Debouncer(self.cfg.timings.debounce_s), self.codes,
-                            self._camera_stop, on_frame=self._frame_read, on_fault=self._camera_failed)
+        scanloop.read_codes(
+            self.camera,
+            self.scanner,
+            Debouncer(self.cfg.timings.debounce_s),
+            self.codes,
+            self._camera_stop,
+            on_frame=self._frame_read,
+            on_fault=self._camera_failed,
+        )
 
     def _frame_read(self, frame, texts) -> None:
         self.camera_fault = None
@@ -314,8 +390,12 @@ class Daemon:
         being judged; one whose record cannot be written is not admitted (the gate stays shut)."""
         first = self.store_ok
         self.store_ok = False
-        log.error("store fault: gate stays shut", step=step, error=str(exc),
-                  action="free disk space or replace the card; the gate keeps running")
+        log.error(
+            "store fault: gate stays shut",
+            step=step,
+            error=str(exc),
+            action="free disk space or replace the card; the gate keeps running",
+        )
         if first:
             if self.gate is not None:
                 self.gate.store_fault(exc)
@@ -373,9 +453,14 @@ class Daemon:
         why = health.revocation_staleness(self.store.revocation_state(), time.time(), self.cfg.revocations.max_age_s)
         if why != self._stale_why:
             if why:
-                log.error("revocations stale", why=why, policy=policy,
-                          action="gate locked until a current list arrives" if policy == "closed"
-                          else "gate keeps admitting on the old list")
+                log.error(
+                    "revocations stale",
+                    why=why,
+                    policy=policy,
+                    action="gate locked until a current list arrives"
+                    if policy == "closed"
+                    else "gate keeps admitting on the old list",
+                )
             elif self._stale_why:
                 log.info("revocations current again", rev=self.store.revocation_state().version)
             self._stale_why = why
@@ -397,8 +482,10 @@ class Daemon:
             sdnotify.watchdog()
             self._next_watchdog = now + self._watchdog_every
         if not (self.camera_ok and self.store_ok):
-            sdnotify.status(f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
-                            f"store {'ok' if self.store_ok else 'failing'}")
+            sdnotify.status(
+                f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
+                f"store {'ok' if self.store_ok else 'failing'}"
+            )
 
     def _occupancy_figure(self) -> tuple[int, str, int | None]:
         """(people inside this gate's zone, "central" or "local", capacity) for the health message."""
@@ -412,8 +499,11 @@ class Daemon:
         stored = checkinlists.held_version(self.store)
         if held is None and stored and not self._list_unreadable_said:
             self._list_unreadable_said = True  # once: the health report comes every few seconds
-            log.error("check-in list held no longer verifies: pretix tickets are judged without it",
-                      version=stored, fix="trust its signer again, or have `gated pretix sync` send a new version")
+            log.error(
+                "check-in list held no longer verifies: pretix tickets are judged without it",
+                version=stored,
+                fix="trust its signer again, or have `gated pretix sync` send a new version",
+            )
         return None if held is None else (held.name, held.version)
 
     def _health(self, now: float) -> None:
@@ -427,18 +517,31 @@ class Daemon:
             # not keep the health report (which says store_ok) from going out
             self._guarded("clock checkpoint", self.clock.checkpoint)
             clock = self.clock.health()
-        body = health.snapshot(self.counters, now_mono=now, now_ms=time.time_ns() // 1_000_000,
-                               outbox=self.store.outbox_depth(), rev_version=rev.version, rev_iat=rev.iat,
-                               clock=clock, mode=self.gate.mode.value, camera_ok=self.camera_ok,
-                               store_ok=self.store_ok, rev_stale=self._stale_why, occupancy=self._occupancy_figure(),
-                               checkin_list=self._held_list())
+        body = health.snapshot(
+            self.counters,
+            now_mono=now,
+            now_ms=time.time_ns() // 1_000_000,
+            outbox=self.store.outbox_depth(),
+            rev_version=rev.version,
+            rev_iat=rev.iat,
+            clock=clock,
+            mode=self.gate.mode.value,
+            camera_ok=self.camera_ok,
+            store_ok=self.store_ok,
+            rev_stale=self._stale_why,
+            occupancy=self._occupancy_figure(),
+            delivery=(self.uplink.unconfirmed, self.uplink.dropped_unconfirmed, self.uplink.unverified_ledger_messages),
+            checkin_list=self._held_list(),
+        )
         self.uplink.publish(topics.health_topic(self.cfg.gate.site, self.cfg.gate.id), health.encode(body), 1, True)
         if self.metrics is not None:
             self.metrics.update(body)
         if self.cfg.health.textfile is not None:
             try:
-                health.write_textfile(self.cfg.health.textfile,
-                                      health.prometheus_text(body, site=self.cfg.gate.site, gate=self.cfg.gate.id))
+                health.write_textfile(
+                    self.cfg.health.textfile,
+                    health.prometheus_text(body, site=self.cfg.gate.site, gate=self.cfg.gate.id),
+                )
             except OSError as exc:
                 log.warning("health textfile not written", path=str(self.cfg.health.textfile), error=str(exc))
 
@@ -461,16 +564,22 @@ class Daemon:
             ("turnstile", lambda: _close(self.turnstile)),
             ("camera", lambda: _close(self.camera)),
             ("uplink", lambda: self.uplink.stop() if self.uplink is not None else None),
-            ("log", lambda: log.info("gate stopped", seq=self.store.last_seq, outbox=self.store.outbox_depth())
-             if self.store is not None else None),
+            (
+                "log",
+                lambda: (
+                    log.info("gate stopped", seq=self.store.last_seq, outbox=self.store.outbox_depth())
+                    if self.store is not None
+                    else None
+                ),
+            ),
             ("store", lambda: self.store.close() if self.store is not None else None),
+            ("lock", lambda: release(self._lock)),
         )
         for name, step in steps:
             try:
                 step()
             except (OSError, RuntimeError, ValueError) as exc:
                 log.error("shutdown step failed", step=name, error=str(exc))
-
 
     def _last_poll(self) -> None:
         """Commit what the hardware reported before the stop (a passage, a door closing); codes
@@ -499,7 +608,13 @@ def run(cfg: Config) -> int:
         daemon.start()
         daemon.run()
     except (GatedError, GPIOZeroError, OSError) as exc:
-        log.error("gate cannot run", error=str(exc), fault=type(exc).__name__)
+        from gated.brokerdiag import explain_oserror
+
+        log.error(
+            "gate cannot run",
+            error=explain_oserror(exc) if isinstance(exc, OSError) else str(exc),
+            fault=type(exc).__name__,
+        )
         return 2
     finally:  # whatever ends the loop, even a fault nobody expected: the relay off first (close())
         daemon.close()

@@ -7,6 +7,7 @@ spec (gated/gate/config.py) all read the one table of kinds instead of listing t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,12 +26,17 @@ class CameraKind:
     number_target: bool = False  # WHAT, when given, is a camera number
 
 
-CAMERA_KINDS = {kind.name: kind for kind in (
-    CameraKind("v4l2", "v4l2:/dev/videoN", needs_target=True),
-    CameraKind("picamera2", "picamera2:N", number_target=True),
-    CameraKind("files", "files:/dir", needs_target=True),
-    CameraKind("synthetic", "synthetic:"),
-)}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}  # files:, watched or not
+
+CAMERA_KINDS = {
+    kind.name: kind
+    for kind in (
+        CameraKind("v4l2", "v4l2:/dev/videoN", needs_target=True),
+        CameraKind("picamera2", "picamera2:N", number_target=True),
+        CameraKind("files", "files:/dir", needs_target=True),
+        CameraKind("synthetic", "synthetic:"),
+    )
+}
 KIND_NAMES = ", ".join(CAMERA_KINDS)  # "v4l2, picamera2, files, synthetic"
 KIND_EXAMPLES = ", ".join(kind.example for kind in CAMERA_KINDS.values())
 
@@ -78,3 +84,23 @@ class FrameSource(Protocol):
     @property
     def finished(self) -> bool:
         """True once a non-looping file source has delivered its last frame (live sources: never)."""
+
+
+class MadeFrames:
+    """What a source that makes its own frames, one after another and never finishing, shares (the
+    synthetic camera, the watched folder): the sequence number, the capture time and the age."""
+
+    _seq: int = 0
+    _last_at: float = 0.0
+
+    def _made(self, gray, origin: str) -> Frame:
+        self._seq += 1
+        self._last_at = time.monotonic()
+        return Frame(gray, self._last_at, self._seq, origin)
+
+    def frame_age(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self._last_at
+
+    @property
+    def finished(self) -> bool:
+        return False

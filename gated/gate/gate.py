@@ -47,13 +47,13 @@ from dataclasses import replace
 import structlog
 
 from gated.core import gatestate as gs
+from gated.core.command import GATE_COMMANDS
 from gated.core.decide import Decision, GateContext, GateMode
-from gated.core.signed import Keyring
 from gated.core.reasons import Reason
+from gated.core.signed import Keyring
 from gated.gate.store import GateStore, StoreError
 from gated.gate.turnstile import Turnstile
 from gated.gate.validate import record, scan_fields, validate
-from gated.core.command import GATE_COMMANDS
 
 log = structlog.get_logger("gated.gate.gate")
 
@@ -62,9 +62,19 @@ LEGACY_STALE_LOCK_KEY = "daemon.stale_lock"  # before lock sources: 1 while the 
 
 
 class Gate:
-    def __init__(self, *, store: GateStore, keyring: Keyring, context: GateContext, turnstile: Turnstile,
-                 clock: Callable[[], float] = time.time, passage_timeout_s: float, held_open_s: float,
-                 time_reading: Callable[[], object] | None = None, free_exit: bool = False):
+    def __init__(
+        self,
+        *,
+        store: GateStore,
+        keyring: Keyring,
+        context: GateContext,
+        turnstile: Turnstile,
+        clock: Callable[[], float] = time.time,
+        passage_timeout_s: float,
+        held_open_s: float,
+        time_reading: Callable[[], object] | None = None,
+        free_exit: bool = False,
+    ):
         """`clock` times events and timers. `time_reading`, if given (gated.gate.clock.TrustedClock.reading),
         gives the time scans are judged with and whether it can be trusted (decide(time_trusted=)).
         `free_exit`: an exit that lets people out without a ticket; each passage is a counted exit
@@ -163,10 +173,13 @@ class Gate:
     def command(self, name: str) -> None:
         """A remote command (already authenticated by the caller), on the owner thread."""
         now = self._clock()
-        inputs = {"open": lambda: gs.Grant(now, None, not self._turnstile.counts_passages),
-                  "lock": lambda: gs.Lock(now, gs.LOCK_COMMAND), "unlock": lambda: gs.Unlock(now, gs.LOCK_COMMAND),
-                  "emergency_on": lambda: gs.EmergencyOn(now, "command"),
-                  "emergency_off": lambda: gs.EmergencyOff(now, "command")}
+        inputs = {
+            "open": lambda: gs.Grant(now, None, not self._turnstile.counts_passages),
+            "lock": lambda: gs.Lock(now, gs.LOCK_COMMAND),
+            "unlock": lambda: gs.Unlock(now, gs.LOCK_COMMAND),
+            "emergency_on": lambda: gs.EmergencyOn(now, "command"),
+            "emergency_off": lambda: gs.EmergencyOff(now, "command"),
+        }
         if name not in inputs:
             raise ValueError(f"unknown gate command {name!r} (expected one of: {', '.join(GATE_COMMANDS)})")
         self._drain()
@@ -204,12 +217,18 @@ class Gate:
             return [gs.ExitPassage(at)] if active else []
         if kind == "passage" and self._free_exit and not self._state.grants:
             # nobody's exit scan is waiting for it: somebody went out freely
-            return [gs.ExitPassage(at)] + ([] if has_door else [gs.Opened(at)]) if active else \
-                ([] if has_door else [gs.Closed(at)])
+            return (
+                [gs.ExitPassage(at)] + ([] if has_door else [gs.Opened(at)])
+                if active
+                else ([] if has_door else [gs.Closed(at)])
+            )
         if kind == "passage":
             # without a door sensor the beam/arm contact also tells how long the way is open
-            return [gs.Passage(at)] + ([] if has_door else [gs.Opened(at)]) if active else \
-                ([] if has_door else [gs.Closed(at)])
+            return (
+                [gs.Passage(at)] + ([] if has_door else [gs.Opened(at)])
+                if active
+                else ([] if has_door else [gs.Closed(at)])
+            )
         if kind == "door":
             if active:
                 return ([] if has_passage else [gs.Passage(at)]) + [gs.Opened(at)]
@@ -296,8 +315,9 @@ class Gate:
             self._store.record_event({"kind": "alarm", "alarm": effect.alarm}, ts)
         elif isinstance(effect, gs.ModeChanged):
             log.info("gate.mode", state=effect.mode.value)
-            self._store.record_event({"kind": "state", "state": effect.mode.value,
-                                      "rev": self._store.revocation_state().version}, ts)
+            self._store.record_event(
+                {"kind": "state", "state": effect.mode.value, "rev": self._store.revocation_state().version}, ts
+            )
 
     def store_fault(self, exc: StoreError) -> StoreError:
         """The store failed: the gate stays shut and says so (lights, sound, an alarm if the store
@@ -314,9 +334,15 @@ class Gate:
         """A scan failed for a reason other than the store: deny it `internal_error`. The scan event
         is written unless this scan's own event already was (then it stands as written), then a
         `tamper` alarm; if the store refuses those too, that is logged and the gate stays shut."""
-        log.error("gate.scan_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc,
-                  action="scan denied internal_error; the gate goes on")
-        decision = Decision(False, Reason.INTERNAL_ERROR, detail=f"the gate could not judge this code ({type(exc).__name__})")
+        log.error(
+            "gate.scan_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+            action="scan denied internal_error; the gate goes on",
+        )
+        decision = Decision(
+            False, Reason.INTERNAL_ERROR, detail=f"the gate could not judge this code ({type(exc).__name__})"
+        )
         try:
             now = _ms(self._clock())
             if not self._scan_recorded:
@@ -335,8 +361,11 @@ class Gate:
 
     def _recover_pending(self, now: float) -> None:
         for scan_id in self._store.pending_admissions():
-            log.warning("gate.pending_admission_rolled_back", scan_id=scan_id,
-                        why="left pending by a stop before its passage; the ticket may be used again")
+            log.warning(
+                "gate.pending_admission_rolled_back",
+                scan_id=scan_id,
+                why="left pending by a stop before its passage; the ticket may be used again",
+            )
             self._store.record_passage(scan_id, False, _ms(now))
 
     def _restored_state(self, now: float) -> gs.GateState:

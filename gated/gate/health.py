@@ -80,12 +80,27 @@ class Counters:
         return (frames - mark_frames) / elapsed if elapsed > 0 else 0.0
 
 
-def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, rev_version: int,
-             rev_iat: int, clock: dict, mode: str, camera_ok: bool, store_ok: bool,
-             rev_stale: str | None = None, occupancy: tuple[int, str, int | None] | None = None,
-             checkin_list: tuple[str, int] | None = None) -> dict:
+def snapshot(
+    counters: Counters,
+    *,
+    now_mono: float,
+    now_ms: int,
+    outbox: int,
+    rev_version: int,
+    rev_iat: int,
+    clock: dict,
+    mode: str,
+    camera_ok: bool,
+    store_ok: bool,
+    rev_stale: str | None = None,
+    occupancy: tuple[int, str, int | None] | None = None,
+    delivery: tuple[int, int, int] | None = None,
+    checkin_list: tuple[str, int] | None = None,
+) -> dict:
     """The health message body (pure apart from the frame-rate mark it advances). `clock` is
-    TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}."""
+    TrustedClock.health() (clock_offset_ms, clock_uncertain, clock_source, beacon_age_s) or {}.
+    `delivery`: (rows the broker has that no ledger confirmed, rows dropped unconfirmed since start,
+    committed/occupancy messages ignored as not signed by a ledger key since start)."""
     return {
         "ts": events.format_ts(now_ms),
         "uptime_s": int(now_mono - counters.started),
@@ -95,6 +110,15 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "admits": counters.admits,
         "denies": counters.denies,
         "outbox": outbox,
+        **(
+            {}
+            if delivery is None
+            else {
+                "unconfirmed": delivery[0],
+                "dropped_unconfirmed": delivery[1],
+                "unverified_ledger_messages": delivery[2],
+            }
+        ),
         "rev": rev_version,
         "rev_age_s": max(0, now_ms // 1000 - rev_iat) if rev_version else None,
         "rev_stale": rev_stale is not None,
@@ -106,8 +130,11 @@ def snapshot(counters: Counters, *, now_mono: float, now_ms: int, outbox: int, r
         "last_scan_age_s": None if counters.last_scan_at is None else max(0, int(now_mono - counters.last_scan_at)),
         "scans_per_min": counters.scans_per_min(now_mono),
         # extension (docs/protocol.md, "Exits, re-entry and occupancy"): the gate's own figure for its zone
-        **({} if occupancy is None else {"occupancy": occupancy[0], "occupancy_source": occupancy[1],
-                                         "capacity": occupancy[2]}),
+        **(
+            {}
+            if occupancy is None
+            else {"occupancy": occupancy[0], "occupancy_source": occupancy[1], "capacity": occupancy[2]}
+        ),
         # extension (docs/protocol.md, "pretix check-in lists"): the pretix check-in list the gate holds
         **({} if checkin_list is None else {"checkin_list": checkin_list[0], "checkin_list_version": checkin_list[1]}),
     }
@@ -120,7 +147,10 @@ PROMETHEUS = (
     ("scans", "counter", "codes decided since start"),
     ("admits", "counter", "admissions since start"),
     ("denies", "counter", "denials since start"),
-    ("outbox", "gauge", "events not yet acknowledged by the broker (with keep_until_committed: not yet confirmed by the ledger)"),
+    ("outbox", "gauge", "events not yet acknowledged by the broker"),
+    ("unconfirmed", "gauge", "events the broker acknowledged that the ledger has not confirmed yet"),
+    ("unverified_ledger_messages", "counter", "committed/occupancy messages ignored: unsigned or not by a ledger key"),
+    ("dropped_unconfirmed", "counter", "events dropped after outbox_retention_h with no ledger's confirmation"),
     ("rev", "gauge", "revocation list version in use"),
     ("rev_age_s", "gauge", "age of the revocation list in seconds"),
     ("rev_stale", "gauge", "1 while the revocation list is stale by the configured policy"),
@@ -142,13 +172,18 @@ def prometheus_text(body: dict, *, site: str, gate: str) -> str:
             continue
         name = f"gated_{key}" + ("_total" if kind == "counter" else "")
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {int(value)}"]
-    lines += ["# HELP gated_mode the gate's mode (online, locked, emergency)", "# TYPE gated_mode gauge",
-              f'gated_mode{{{labels},mode="{body["mode"]}"}} 1']
+    lines += [
+        "# HELP gated_mode the gate's mode (online, locked, emergency)",
+        "# TYPE gated_mode gauge",
+        f'gated_mode{{{labels},mode="{body["mode"]}"}} 1',
+    ]
     if body.get("checkin_list_version"):
         name = str(body.get("checkin_list", "")).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-        lines += ["# HELP gated_checkin_list_version the pretix check-in list the gate holds",
-                  "# TYPE gated_checkin_list_version gauge",
-                  f'gated_checkin_list_version{{{labels},list="{name}"}} {int(body["checkin_list_version"])}']
+        lines += [
+            "# HELP gated_checkin_list_version the pretix check-in list the gate holds",
+            "# TYPE gated_checkin_list_version gauge",
+            f'gated_checkin_list_version{{{labels},list="{name}"}} {int(body["checkin_list_version"])}',
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ __all__ = ["GateCollector", "MetricsError", "check_listen", "parse_listen", "ser
 
 # --- the gate --------------------------------------------------------------------------------------
 
+
 class GateCollector(Collector):
     """The gate's last health body as gated_* metrics (the daemon calls update() at every report)."""
 
@@ -42,16 +43,17 @@ class GateCollector(Collector):
             value = body.get(key)
             if value is None:
                 continue
-            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(f"gated_{key}", help_text,
-                                                                                      labels=labels)
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                f"gated_{key}", help_text, labels=labels
+            )
             family.add_metric(values, int(value))
             yield family
-        mode = GaugeMetricFamily("gated_mode", "the gate's mode (online, locked, emergency)",
-                                 labels=labels + ["mode"])
+        mode = GaugeMetricFamily("gated_mode", "the gate's mode (online, locked, emergency)", labels=labels + ["mode"])
         mode.add_metric(values + [str(body.get("mode"))], 1)
         yield mode
         if body.get("checkin_list_version"):
-            held = GaugeMetricFamily("gated_checkin_list_version", "the pretix check-in list the gate holds",
-                                     labels=labels + ["list"])
+            held = GaugeMetricFamily(
+                "gated_checkin_list_version", "the pretix check-in list the gate holds", labels=labels + ["list"]
+            )
             held.add_metric(values + [str(body.get("checkin_list"))], int(body["checkin_list_version"]))
             yield held

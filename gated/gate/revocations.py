@@ -43,29 +43,58 @@ def apply_update(store, blob: bytes, keyring: Keyring, *, site: str, now_ms: int
     except UpdateRejected as exc:
         return Outcome("rejected", current, exc.code, exc.detail)
     if update.is_snapshot and update.parts > 1:
-        status, staged = store.stage_snapshot_part(version=update.version, part=update.part, parts=update.parts,
-                                                   add=update.add, iat=update.iat, site=update.site, applied_ms=now_ms)
+        status, staged = store.stage_snapshot_part(
+            version=update.version,
+            part=update.part,
+            parts=update.parts,
+            add=update.add,
+            iat=update.iat,
+            site=update.site,
+            applied_ms=now_ms,
+        )
         if status == "superseded":
             return Outcome("rejected", current, "replay", f"a snapshot newer than v{update.version} is being assembled")
         if status == "mismatch":
-            return Outcome("rejected", current, "malformed",
-                           f"part {update.part} says {update.parts} parts; the parts of v{update.version} already here "
-                           f"say otherwise")
+            return Outcome(
+                "rejected",
+                current,
+                "malformed",
+                f"part {update.part} says {update.parts} parts; the parts of v{update.version} already here "
+                f"say otherwise",
+            )
         if status != "applied":
-            return Outcome("stored", current, "ok", f"part {update.part + 1} of {update.parts} of v{update.version} "
-                                                     f"({staged} here{', a repeat' if status == 'repeated' else ''})")
+            return Outcome(
+                "stored",
+                current,
+                "ok",
+                f"part {update.part + 1} of {update.parts} of v{update.version} "
+                f"({staged} here{', a repeat' if status == 'repeated' else ''})",
+            )
     elif update.is_snapshot or update.base == current:
-        store.apply_revocations(version=update.version, base=update.base, add=update.add, remove=update.remove,
-                                iat=update.iat, site=update.site, applied_ms=now_ms, expected_version=current)
+        store.apply_revocations(
+            version=update.version,
+            base=update.base,
+            add=update.add,
+            remove=update.remove,
+            iat=update.iat,
+            site=update.site,
+            applied_ms=now_ms,
+            expected_version=current,
+        )
     else:
         store.stash_delta(update.version, update.base, blob)
         store.mark_revocations_stale()
-        return Outcome("stored", current, "gap",
-                       f"delta v{update.version} needs v{update.base}, list is at v{current}: waiting for the missing versions")
+        return Outcome(
+            "stored",
+            current,
+            "gap",
+            f"delta v{update.version} needs v{update.base}, list is at v{current}: waiting for the missing versions",
+        )
     chained, dropped = _apply_waiting_deltas(store, keyring, now_ms)
     applied = [update.version] + chained
-    return Outcome("applied", store.revocation_state().version, "ok", f"now at v{applied[-1]}", tuple(applied),
-                   tuple(dropped))
+    return Outcome(
+        "applied", store.revocation_state().version, "ok", f"now at v{applied[-1]}", tuple(applied), tuple(dropped)
+    )
 
 
 def _apply_waiting_deltas(store, keyring: Keyring, now_ms: int) -> tuple[list[int], list[str]]:
@@ -82,7 +111,15 @@ def _apply_waiting_deltas(store, keyring: Keyring, now_ms: int) -> tuple[list[in
             dropped.append(f"kept delta v{version} dropped ({exc.code}): {exc.detail}")
             continue
         current = store.revocation_state().version
-        store.apply_revocations(version=update.version, base=update.base, add=update.add, remove=update.remove,
-                                iat=update.iat, site=update.site, applied_ms=now_ms, expected_version=current)
+        store.apply_revocations(
+            version=update.version,
+            base=update.base,
+            add=update.add,
+            remove=update.remove,
+            iat=update.iat,
+            site=update.site,
+            applied_ms=now_ms,
+            expected_version=current,
+        )
         applied.append(update.version)
     return applied, dropped

@@ -21,8 +21,8 @@ from typing import Callable
 
 import structlog
 
-from gated.gate.frames import CameraError, Frame
 from gated.core.decide import Decision
+from gated.gate.frames import CameraError, Frame
 from gated.gate.scanner import Debouncer, Scanner
 from gated.gate.store import StoreError
 
@@ -33,9 +33,16 @@ FAULT_RETRY_S = 0.5  # a failing camera is tried again this often
 FINISHED_WAIT_S = 0.05  # a file source at its end: how often to look whether to stop
 
 
-def read_codes(camera, scanner: Scanner, debouncer: Debouncer, codes: queue.Queue, stop: threading.Event, *,
-               on_frame: Callable[[Frame, list[str]], None] | None = None,
-               on_fault: Callable[[Exception], None] | None = None) -> None:
+def read_codes(
+    camera,
+    scanner: Scanner,
+    debouncer: Debouncer,
+    codes: queue.Queue,
+    stop: threading.Event,
+    *,
+    on_frame: Callable[[Frame, list[str]], None] | None = None,
+    on_fault: Callable[[Exception], None] | None = None,
+) -> None:
     """The camera thread, until `stop` is set: every code read, once per debounce hold-off, goes
     into `codes` as (text, captured_at). `on_frame(frame, texts)` is called after each frame is
     decoded (the daemon counts frames and clears its camera fault there; the benchmark times the
@@ -68,7 +75,13 @@ def judge(gate, text: str, captured_at: float | None) -> Decision | None:
         log.error("store fault: gate stays shut", step="scan", error=str(exc))
         return None
     event = gate.last_scan or {}
-    log.info("scan", id=event.get("id"), decision=decision.word, reason=decision.reason.value,
-             ticket=event.get("ticket"), latency_us=event.get("latency_us"),
-             relay_latency_us=gate.last_latency_us if decision.admit else None)
+    log.info(
+        "scan",
+        id=event.get("id"),
+        decision=decision.word,
+        reason=decision.reason.value,
+        ticket=event.get("ticket"),
+        latency_us=event.get("latency_us"),
+        relay_latency_us=gate.last_latency_us if decision.admit else None,
+    )
     return decision

@@ -89,7 +89,7 @@ PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
 TEXTURE_FACTOR = 1.8
 SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
-SCENERY_SLACK = 4   # pixels each box edge may move and still be "the same place"
+SCENERY_SLACK = 4  # pixels each box edge may move and still be "the same place"
 # The texture pass's reads of one region, cheapest first, until one decodes: (upscale, unsharp
 # sigma, unsharp amount, smoothing sigma (0: 3x3), binarizers); sigmas in upscaled pixels.
 TEXTURE_TRIES = (
@@ -107,8 +107,13 @@ class ScannerError(GatedError, RuntimeError):
 
 # Second reads of a place where a text was decoded with no error correction to spare, until one
 # decodes the same text with some to spare: (upscale, smoothing sigma (0: none), binarizer).
-CONFIRM_TRIES = ((1, 0.0, "GlobalHistogram"), (1, 0.0, "LocalAverage"), (1.5, 0.0, "LocalAverage"),
-                 (1, 1.0, "LocalAverage"), (1.5, 0.0, "GlobalHistogram"))
+CONFIRM_TRIES = (
+    (1, 0.0, "GlobalHistogram"),
+    (1, 0.0, "LocalAverage"),
+    (1.5, 0.0, "LocalAverage"),
+    (1, 1.0, "LocalAverage"),
+    (1.5, 0.0, "GlobalHistogram"),
+)
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
 DEBLUR_SCALES = (2, 3)  # a deconvolved region is read upscaled (modules of ~2 px)
 
@@ -129,8 +134,7 @@ class Reading:
 class Scanner:
     """Decode QR codes in grayscale uint8 frames with zxing-cpp (default) or pyzbar."""
 
-    def __init__(self, backend: str = "zxing", passes: tuple[str, ...] | None = None, *,
-                 region_scale: float = 2.0):
+    def __init__(self, backend: str = "zxing", passes: tuple[str, ...] | None = None, *, region_scale: float = 2.0):
         if backend not in BACKENDS:
             raise ValueError(f"unknown scanner backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         known = ZXING_PASSES if backend == "zxing" else PYZBAR_PASSES
@@ -218,7 +222,9 @@ class Scanner:
             x0, y0, x1, y1 = _box_of(doubt.position, doubt.image.shape)
             crop = doubt.image[y0:y1, x0:x1]
             for scale, smooth, binarizer in CONFIRM_TRIES:
-                image = crop if scale == 1 else cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                image = (
+                    crop if scale == 1 else cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                )
                 if smooth:
                     image = cv2.GaussianBlur(image, (0, 0), smooth)
                 again = self._zx(image, binarizer=getattr(zx.Binarizer, binarizer), try_downscale=False)
@@ -228,8 +234,9 @@ class Scanner:
                     break
         return texts, via
 
-    def _read_textured(self, gray: np.ndarray, doubts: list[_Doubt] | None = None,
-                       places: list[Box] | None = None) -> tuple[list[str], str]:
+    def _read_textured(
+        self, gray: np.ndarray, doubts: list[_Doubt] | None = None, places: list[Box] | None = None
+    ) -> tuple[list[str], str]:
         """Read the regions that look like a code (texture_boxes), sharpened: first at their own
         size (low contrast), then upscaled (small modules): TEXTURE_TRIES; then unsmeared
         ("deblur"). Regions taken for scenery are skipped. The texts, and the pass that read the
@@ -257,8 +264,9 @@ class Scanner:
         self._unread = unread
         return _unique(texts), via
 
-    def read_place(self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None,
-                   tries=TEXTURE_TRIES) -> list[str]:
+    def read_place(
+        self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None, tries=TEXTURE_TRIES
+    ) -> list[str]:
         """The texts read in one region of the frame (a box around a code, or where one was seen),
         cut out with a margin and sharpened as TEXTURE_TRIES say, cheapest first, until one
         decodes. Texts decoded with no error correction to spare go to `doubts`, not into the result."""
@@ -275,8 +283,12 @@ class Scanner:
                 scaled[scale] = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
             image = sharpen(scaled[scale], sigma, amount, smooth)
             for binarizer in binarizers:
-                got = _sift(self._zx(image, binarizer=getattr(zx.Binarizer, binarizer), try_downscale=False),
-                            image, "texture", doubts)
+                got = _sift(
+                    self._zx(image, binarizer=getattr(zx.Binarizer, binarizer), try_downscale=False),
+                    image,
+                    "texture",
+                    doubts,
+                )
                 if got:
                     return got
         return []
@@ -378,17 +390,21 @@ def _load(backend: str):
         try:
             import zxingcpp
         except ImportError as exc:
-            raise ScannerError(f"zxing-cpp is not installed ({exc}): pip install zxing-cpp, "
-                               "or use the pyzbar backend") from exc
+            raise ScannerError(
+                f"zxing-cpp is not installed ({exc}): pip install zxing-cpp, or use the pyzbar backend"
+            ) from exc
         if not hasattr(zxingcpp.BarcodeFormat, "QRCodeModel2"):  # in 3.1, QRCode names the whole QR family
-            raise ScannerError("zxing-cpp is too old (the scanner asks for QR Model 2 symbols only and for the "
-                               "error correction a decode left unused): pip install 'zxing-cpp>=3.1'")
+            raise ScannerError(
+                "zxing-cpp is too old (the scanner asks for QR Model 2 symbols only and for the "
+                "error correction a decode left unused): pip install 'zxing-cpp>=3.1'"
+            )
         return zxingcpp
     try:
         from pyzbar import pyzbar
     except ImportError as exc:  # the module imports, but libzbar0 is missing: pyzbar raises ImportError
-        raise ScannerError(f"pyzbar cannot load ZBar ({exc}): apt install libzbar0 and pip install pyzbar, "
-                           "or use the zxing backend") from exc
+        raise ScannerError(
+            f"pyzbar cannot load ZBar ({exc}): apt install libzbar0 and pip install pyzbar, or use the zxing backend"
+        ) from exc
     return pyzbar
 
 
@@ -421,8 +437,9 @@ def texture_boxes(gray: np.ndarray, limit: int = 2) -> list[tuple[int, int, int,
     along = cv2.blur(cv2.convertScaleAbs(cv2.Sobel(half, cv2.CV_16S, 0, 1)), (9, 9))
     edges = cv2.min(across, along)
     threshold = float(np.median(edges[::4, ::4])) * TEXTURE_FACTOR + 4
-    mask = cv2.morphologyEx((edges > threshold).astype(np.uint8), cv2.MORPH_OPEN,
-                            cv2.getStructuringElement(cv2.MORPH_RECT, (21, 21)))
+    mask = cv2.morphologyEx(
+        (edges > threshold).astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 21))
+    )
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = []
     for contour in contours:
@@ -515,7 +532,7 @@ def _cut(gray: np.ndarray, box: Box) -> np.ndarray:
     height, width = gray.shape
     x0, y0, x1, y1 = box
     margin = (max(x1 - x0, y1 - y0)) // 10 + 4
-    return gray[max(y0 - margin, 0):min(y1 + margin, height), max(x0 - margin, 0):min(x1 + margin, width)]
+    return gray[max(y0 - margin, 0) : min(y1 + margin, height), max(x0 - margin, 0) : min(x1 + margin, width)]
 
 
 def _box_around(position, scale: float, offset) -> Box:

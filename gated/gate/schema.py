@@ -27,13 +27,15 @@ Tables (migration 1):
                             index by time: what gated/gate/prune.py needs to keep the state bounded
 
 A database records in `PRAGMA user_version` how many migrations it has had; `migrate()` applies the
-rest, each in its own transaction with its new number. A migration is never edited once released:
+rest in one write transaction (read under the lock, so concurrent openers take turns; issue #22). A migration is never edited once released:
 a change is a new one at the end.
 """
 
 from __future__ import annotations
 
 import sqlite3
+
+from gated import sqlitedb
 
 MIGRATIONS = [
     # 1: the first schema
@@ -124,7 +126,7 @@ MIGRATIONS = [
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Bring `db` (autocommit mode) up to the newest schema; each migration in its own transaction."""
-    (current,) = db.execute("PRAGMA user_version").fetchone()
-    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-        db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+    """Bring `db` (autocommit mode) up to the newest schema: the version read and every missing
+    migration applied in ONE write transaction (gated.sqlitedb.migrate), so two processes opening a
+    new file at once cannot interleave; a version is never lowered."""
+    sqlitedb.migrate(db, MIGRATIONS)

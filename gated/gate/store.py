@@ -13,7 +13,6 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,9 +21,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from gated.core.errors import GatedError
 from gated.core import events
 from gated.core.decide import Facts
+from gated.core.errors import GatedError
 from gated.gate import schema
 from gated.sqlitedb import write_transaction
 
@@ -35,8 +34,6 @@ CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupa
 # PUBACK: with the next write transaction (a scan's: no fsync of their own), or on their own once this
 # many wait or the oldest has waited this long. A power cut before that sends them again: the ledger
 # drops duplicates by event id (docs/protocol.md, "Events out: the outbox").
-ACK_GROUP_ROWS = 64
-ACK_GROUP_S = 5.0
 
 CACHE_KIB = 16384  # SQLite's page cache, fixed: hot b-tree pages of the revocation list (16 MiB)
 SORT_CACHE_KIB = 4096  # while a staged snapshot is sorted into the list: the sorter's memory runs
@@ -102,20 +99,32 @@ def _summary(db) -> StoreSummary:
     meta = dict(db.execute("SELECT key, value FROM meta WHERE key NOT IN ('device_key')").fetchall())
     (outbox,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
     (pending,) = db.execute("SELECT COUNT(*) FROM admissions WHERE state = 'pending'").fetchone()
-    return StoreSummary(site=meta.get("site"), gate=meta.get("gate"), seq=int(meta.get("seq", 0)), outbox=outbox,
-                        pending=pending, revocations=_revocation_state(meta.get),
-                        values={k[len(VALUE_PREFIX):]: v for k, v in meta.items() if k.startswith(VALUE_PREFIX)})
+    return StoreSummary(
+        site=meta.get("site"),
+        gate=meta.get("gate"),
+        seq=int(meta.get("seq", 0)),
+        outbox=outbox,
+        pending=pending,
+        revocations=_revocation_state(meta.get),
+        values={k[len(VALUE_PREFIX) :]: v for k, v in meta.items() if k.startswith(VALUE_PREFIX)},
+    )
 
 
 def _revocation_state(meta) -> RevocationState:
     """The list's state from the meta values (`meta(key, default)`)."""
-    return RevocationState(site=meta("rev_site"), version=int(meta("rev_version", 0)), iat=int(meta("rev_iat", 0)),
-                           applied_ms=int(meta("rev_applied_ms", 0)), stale=bool(meta("rev_stale", 0)))
+    return RevocationState(
+        site=meta("rev_site"),
+        version=int(meta("rev_version", 0)),
+        iat=int(meta("rev_iat", 0)),
+        applied_ms=int(meta("rev_applied_ms", 0)),
+        stale=bool(meta("rev_stale", 0)),
+    )
 
 
 class GateStore:
-    def __init__(self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None,
-                 own_directory: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None, own_directory: bool = False
+    ):
         """Open (or create) a gate's state. With site/gate None the stored identity is adopted
         (a new file becomes site 'local', gate 'desk': the desk tools' scratch state).
         The file holds the device's private key: it is made 0600 (and a directory created for it
@@ -128,8 +137,6 @@ class GateStore:
         # counts movements since then; None: every movement stored
         self.day_start: Callable[[int], int] | None = None
         self._lock = threading.RLock()
-        self._acked: list[int] = []  # outbox seqs acknowledged, waiting to be deleted with the next write
-        self._acked_since = 0.0
         _make_private(self.path, own_directory)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
@@ -148,18 +155,18 @@ class GateStore:
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
-                raise StoreCorrupt(f"{self.path}: the gate state is damaged ({exc}); "
-                                   f"the gate will not run on it: restore the file or move it aside") from exc
-            raise StoreError(f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions") from exc
+                raise StoreCorrupt(
+                    f"{self.path}: the gate state is damaged ({exc}); "
+                    f"the gate will not run on it: restore the file or move it aside"
+                ) from exc
+            raise StoreError(
+                f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions"
+            ) from exc
 
     # --- plumbing ---------------------------------------------------------------------------
 
     def close(self) -> None:
         with self._lock:
-            try:
-                self.flush_acknowledged()
-            except StoreError:
-                pass  # they are sent again after the restart; the ledger drops the duplicates
             self._db.close()
 
     def __enter__(self):
@@ -173,15 +180,9 @@ class GateStore:
         """One write transaction. A failure (a full disk...) is a StoreError and is kept in `fault`
         until a later write succeeds: the daemon reports it (health, an alarm) and keeps running."""
         with self._lock:
-            acked = self._acked
             try:
                 with write_transaction(self._db):
-                    if acked:  # grouped PUBACK deletions ride on this transaction's commit (ACK_GROUP_ROWS)
-                        self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in acked])
                     yield self._db
-                if acked:
-                    done = set(acked)
-                    self._acked = [s for s in self._acked if s not in done]
             except sqlite3.Error as exc:
                 self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
@@ -191,16 +192,20 @@ class GateStore:
         rows = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
         if rows != ["ok"]:
             self._db.close()
-            raise StoreCorrupt(f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
-                               f"the gate will not run on it: restore the file or move it aside")
+            raise StoreCorrupt(
+                f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
+                f"the gate will not run on it: restore the file or move it aside"
+            )
 
     def _meta(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
     def _set_meta(self, db, key: str, value) -> None:
-        db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                   (key, value))
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def _check_identity(self) -> None:
         site, gate = self._meta("site"), self._meta("gate")
@@ -211,7 +216,9 @@ class GateStore:
                 self._set_meta(db, "site", self.site)
                 self._set_meta(db, "gate", self.gate)
         elif (site, gate) != (self.site, self.gate):
-            raise StoreError(f"{self.path} belongs to gate {gate!r} at site {site!r}, not {self.gate!r} at {self.site!r}")
+            raise StoreError(
+                f"{self.path} belongs to gate {gate!r} at site {site!r}, not {self.gate!r} at {self.site!r}"
+            )
 
     def _load_or_make_device_key(self) -> Ed25519PrivateKey:
         raw = self._meta("device_key")
@@ -228,8 +235,15 @@ class GateStore:
 
     # --- facts ------------------------------------------------------------------------------
 
-    def facts(self, cti: bytes | None, step: int | None = None, *, zone: str | None = None,
-              count_zone: bool = False, now_ms: int | None = None) -> Facts:
+    def facts(
+        self,
+        cti: bytes | None,
+        step: int | None = None,
+        *,
+        zone: str | None = None,
+        count_zone: bool = False,
+        now_ms: int | None = None,
+    ) -> Facts:
         """What decide() needs about one ticket, in one query (this is on the scan path). Entries
         spent count entries that were not re-entries; `outside`: the ticket has left since its last
         exit: more exits recorded than re-entries (counted, not ordered by time: gates' clocks differ and
@@ -248,9 +262,18 @@ class GateStore:
                 " (SELECT COALESCE(SUM(CASE WHEN dir = 'out' THEN 1 WHEN reentry = 1 THEN -1 ELSE 0 END), 0) FROM"
                 "  (SELECT dir, reentry FROM admissions WHERE cti = ?1 UNION ALL"
                 "   SELECT dir, reentry FROM peer_admissions WHERE cti = ?1))",
-                (cti, step)).fetchone()
-        return Facts(revoked=bool(revoked), admissions=count, step_seen=bool(step_seen), rev_version=rev,
-                     outside=last_dir > 0, zone_inside=inside, occupancy_source=source, synced=self._synced)
+                (cti, step),
+            ).fetchone()
+        return Facts(
+            revoked=bool(revoked),
+            admissions=count,
+            step_seen=bool(step_seen),
+            rev_version=rev,
+            outside=last_dir > 0,
+            zone_inside=inside,
+            occupancy_source=source,
+            synced=self._synced,
+        )
 
     def occupancy_since(self, now_ms: int | None) -> int:
         """Unix ms from which movements count (the venue's day start, `day_start`), or 0: all."""
@@ -265,7 +288,9 @@ class GateStore:
                 "  WHERE zone IS ?1 AND ts_ms >= ?2)"
                 " + (SELECT COALESCE(SUM(CASE dir WHEN 'in' THEN 1 ELSE -1 END), 0) FROM peer_admissions"
                 "  WHERE zone IS ?1 AND ts_ms >= ?2)"
-                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2)", (zone, since_ms)).fetchone()
+                " - (SELECT COUNT(*) FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2)",
+                (zone, since_ms),
+            ).fetchone()
         return max(0, inside)
 
     def zone_occupancy(self, zone: str | None, now_ms: int | None = None, max_age_ms: int = 30_000) -> tuple[int, str]:
@@ -285,7 +310,8 @@ class GateStore:
                 " WHERE zone IS ?1 AND ts_ms >= ?2"
                 " UNION ALL SELECT gate, seq, dir FROM peer_admissions WHERE zone IS ?1 AND ts_ms >= ?2"
                 " UNION ALL SELECT gate, seq, 'out' FROM free_exits WHERE zone IS ?1 AND ts_ms >= ?2",
-                (zone, since)).fetchall()
+                (zone, since),
+            ).fetchall()
         later = sum(1 if d == "in" else -1 for gate, seq, d in rows if seq > as_of.get(gate, 0))
         return max(0, figure + later), "central"
 
@@ -306,11 +332,15 @@ class GateStore:
             return None
         return figure, as_of
 
-    def set_central_occupancy(self, zones: dict, received_ms: int, as_of: dict | None = None, since_ms: int = 0) -> None:
+    def set_central_occupancy(
+        self, zones: dict, received_ms: int, as_of: dict | None = None, since_ms: int = 0
+    ) -> None:
         """Keep the ledger's latest figures ({zone: {"inside": n, ...}}, {gate: seq}, the day start
         it counted from; already checked by the caller, gated/core/occupancy.py)."""
-        self.set_value(CENTRAL_OCCUPANCY_KEY, json.dumps({"zones": zones, "received_ms": received_ms,
-                                                          "as_of": as_of or {}, "since_ms": since_ms}))
+        self.set_value(
+            CENTRAL_OCCUPANCY_KEY,
+            json.dumps({"zones": zones, "received_ms": received_ms, "as_of": as_of or {}, "since_ms": since_ms}),
+        )
 
     def is_revoked(self, cti: bytes) -> bool:
         with self._lock:
@@ -321,7 +351,9 @@ class GateStore:
             rows = self._db.execute(
                 "SELECT scan_id, gate, step, ts_ms, state FROM admissions WHERE cti = ?1 UNION ALL "
                 "SELECT gate || ':' || seq, gate, step, ts_ms, 'passed' FROM peer_admissions WHERE cti = ?1 "
-                "ORDER BY ts_ms", (cti,)).fetchall()
+                "ORDER BY ts_ms",
+                (cti,),
+            ).fetchall()
         return [dict(zip(("scan_id", "gate", "step", "ts_ms", "state"), row)) for row in rows]
 
     def movements(self, cti: bytes) -> list[tuple[int, str]]:
@@ -330,7 +362,9 @@ class GateStore:
         with self._lock:
             return self._db.execute(
                 "SELECT ts_ms, dir FROM admissions WHERE cti = ?1 UNION ALL "
-                "SELECT ts_ms, dir FROM peer_admissions WHERE cti = ?1 ORDER BY ts_ms", (cti,)).fetchall()
+                "SELECT ts_ms, dir FROM peer_admissions WHERE cti = ?1 ORDER BY ts_ms",
+                (cti,),
+            ).fetchall()
 
     # --- events -----------------------------------------------------------------------------
 
@@ -338,25 +372,58 @@ class GateStore:
         seq = int(self._meta("seq", 0)) + 1
         if seq > events.epoch_base(1):
             body = {**body, "epoch": events.epoch_of(seq)}  # a replaced gate's chain (start_epoch)
-        event = events.seal(body, site=self.site, gate=self.gate, seq=seq, prev=self._meta("last_hash", events.GENESIS),
-                            ts_ms=ts_ms, key=self._device_key)
+        event = events.seal(
+            body,
+            site=self.site,
+            gate=self.gate,
+            seq=seq,
+            prev=self._meta("last_hash", events.GENESIS),
+            ts_ms=ts_ms,
+            key=self._device_key,
+        )
         db.execute("INSERT INTO outbox (seq, event) VALUES (?, ?)", (seq, json.dumps(event, ensure_ascii=False)))
         self._set_meta(db, "seq", seq)
         self._set_meta(db, "last_hash", event["hash"])
+        self._set_meta(db, "last_ts_ms", max(int(ts_ms), self.last_event_ms()))
         return event
 
-    def record_scan(self, body: dict, ts_ms: int, *, admit_cti: bytes | None = None, step: int | None = None,
-                    confirmed: bool = False, exp: int | None = None, nbf: int | None = None) -> dict:
+    def last_event_ms(self) -> int:
+        """The time of the newest event made (0 before the first): the gate's clock stamps no earlier."""
+        return int(self._meta("last_ts_ms", 0))
+
+    def record_scan(
+        self,
+        body: dict,
+        ts_ms: int,
+        *,
+        admit_cti: bytes | None = None,
+        step: int | None = None,
+        confirmed: bool = False,
+        exp: int | None = None,
+        nbf: int | None = None,
+    ) -> dict:
         """Write a scan event, and when `admit_cti` is given the admission it grants, in one transaction.
         The admission is 'pending' until `record_passage()`, unless `confirmed` (no passage sensor).
         An exit scan (body `dir` out) and a re-entry (`reentry`) are admissions of their kind."""
         with self._tx() as db:
             event = self._append(db, {"kind": "scan", **body}, ts_ms)
             if admit_cti is not None:
-                db.execute("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone, exp) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (event["id"], admit_cti, step, self.gate, ts_ms, "passed" if confirmed else "pending",
-                            body.get("dir", "in"), int(bool(body.get("reentry"))), body.get("zone"), exp))
+                db.execute(
+                    "INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone, exp) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        event["id"],
+                        admit_cti,
+                        step,
+                        self.gate,
+                        ts_ms,
+                        "passed" if confirmed else "pending",
+                        body.get("dir", "in"),
+                        int(bool(body.get("reentry"))),
+                        body.get("zone"),
+                        exp,
+                    ),
+                )
                 if exp is not None and nbf is not None and exp - nbf > self._max_validity:
                     self._set_meta(db, "max_validity_s", exp - nbf)  # rarely: a longer-lived ticket than any before
                     self._max_validity = exp - nbf
@@ -383,13 +450,20 @@ class GateStore:
         with self._tx() as db:
             if int(self._meta("seq", 0)) % (1 << events.EPOCH_SHIFT) == 0:  # the chain's first event
                 self._append(db, {"kind": "state", "state": mode, "rev": self._rev_state.version}, ts_ms)
-            body = {"kind": "passage", "ref": f"{self.gate}:{int(self._meta('seq'))}", "result": "passed",
-                    "dir": "out", "free": True}
+            body = {
+                "kind": "passage",
+                "ref": f"{self.gate}:{int(self._meta('seq'))}",
+                "result": "passed",
+                "dir": "out",
+                "free": True,
+            }
             if zone is not None:
                 body["zone"] = zone
             event = self._append(db, body, ts_ms)
-            db.execute("INSERT INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
-                       (self.gate, event["seq"], zone, ts_ms))
+            db.execute(
+                "INSERT INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
+                (self.gate, event["seq"], zone, ts_ms),
+            )
         return event
 
     def record_event(self, body: dict, ts_ms: int) -> dict:
@@ -400,8 +474,12 @@ class GateStore:
     def pending_admissions(self) -> list[str]:
         """Scan ids of admissions still waiting for their passage (e.g. after a crash)."""
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT scan_id FROM admissions WHERE state = 'pending' AND gate = ? ORDER BY ts_ms", (self.gate,))]
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT scan_id FROM admissions WHERE state = 'pending' AND gate = ? ORDER BY ts_ms", (self.gate,)
+                )
+            ]
 
     def record_peer_event(self, event: dict) -> bool:
         """Learn another gate's admission, or its rollback; idempotent. True if it changed anything.
@@ -416,18 +494,33 @@ class GateStore:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (gate, event["seq"], bytes.fromhex(event["ticket"]), event.get("step"), _event_ms(event),
-                     event.get("dir", "in"), int(bool(event.get("reentry"))), event.get("zone")))
+                    (
+                        gate,
+                        event["seq"],
+                        bytes.fromhex(event["ticket"]),
+                        event.get("step"),
+                        _event_ms(event),
+                        event.get("dir", "in"),
+                        int(bool(event.get("reentry"))),
+                        event.get("zone"),
+                    ),
+                )
                 return cur.rowcount > 0
             if event["kind"] == "passage" and event.get("free") is True and event.get("dir") == "out":
-                return db.execute("INSERT OR IGNORE INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
-                                  (gate, event["seq"], event.get("zone"), _event_ms(event))).rowcount > 0
+                return (
+                    db.execute(
+                        "INSERT OR IGNORE INTO free_exits (gate, seq, zone, ts_ms) VALUES (?, ?, ?, ?)",
+                        (gate, event["seq"], event.get("zone"), _event_ms(event)),
+                    ).rowcount
+                    > 0
+                )
             if event["kind"] == "passage" and event["result"] == "timeout":
                 prefix, _, seq = event["ref"].rpartition(":")
                 if prefix != gate or not seq.isdigit():
                     return False
-                return db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?",
-                                  (gate, int(seq))).rowcount > 0
+                return (
+                    db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))).rowcount > 0
+                )
         return False
 
     # --- chain epochs and the admissions snapshot (docs/protocol.md, "Replacing a gate") -------
@@ -474,8 +567,11 @@ class GateStore:
         idempotent, only ever adds. How many were new."""
         with self._tx() as db:
             before = db.total_changes
-            db.executemany("INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             return db.total_changes - before
 
     # --- bounded state (gated/gate/prune.py) --------------------------------------------------
@@ -492,32 +588,48 @@ class GateStore:
         done = {"tickets": 0, "admissions": 0, "peer_admissions": 0, "free_exits": 0, "revocation_deltas": 0}
         with self._tx() as db:
             done["revocation_deltas"] = db.execute(
-                "DELETE FROM revocation_parts WHERE base > 0 AND base < ?", (self._rev_state.version,)).rowcount
+                "DELETE FROM revocation_parts WHERE base > 0 AND base < ?", (self._rev_state.version,)
+            ).rowcount
             if not movements:
                 return done
             # a ticket goes whole (its entries, exits and re-entries), once its last known expiry has long
             # passed and no visitor of it is in the turnstile; admissions older than migration 7 have no
             # exp: they go by time, like peers' admissions of tickets never admitted here
-            ctis = [r[0] for r in db.execute(
-                "SELECT cti FROM admissions GROUP BY cti HAVING MAX(COALESCE(exp, ?)) < ? "
-                "AND SUM(state = 'pending') = 0 LIMIT ?", (events.MAX_INT, expired_before_s, limit))]
-            ctis += [r[0] for r in db.execute(
-                "SELECT cti FROM admissions GROUP BY cti HAVING MAX(exp) IS NULL AND SUM(state = 'pending') = 0 "
-                "AND MAX(ts_ms) < ? LIMIT ?", (peers_before_ms, limit))]
+            ctis = [
+                r[0]
+                for r in db.execute(
+                    "SELECT cti FROM admissions GROUP BY cti HAVING MAX(COALESCE(exp, ?)) < ? "
+                    "AND SUM(state = 'pending') = 0 LIMIT ?",
+                    (events.MAX_INT, expired_before_s, limit),
+                )
+            ]
+            ctis += [
+                r[0]
+                for r in db.execute(
+                    "SELECT cti FROM admissions GROUP BY cti HAVING MAX(exp) IS NULL AND SUM(state = 'pending') = 0 "
+                    "AND MAX(ts_ms) < ? LIMIT ?",
+                    (peers_before_ms, limit),
+                )
+            ]
             if ctis:
                 marks = ", ".join("?" * len(ctis))
                 done["tickets"] = len(ctis)
                 done["admissions"] = db.execute(f"DELETE FROM admissions WHERE cti IN ({marks})", ctis).rowcount
-                done["peer_admissions"] = db.execute(f"DELETE FROM peer_admissions WHERE cti IN ({marks})",
-                                                     ctis).rowcount
+                done["peer_admissions"] = db.execute(
+                    f"DELETE FROM peer_admissions WHERE cti IN ({marks})", ctis
+                ).rowcount
             # keys first (by the time index), then deleted by key: a row-value IN (subquery) would
             # have SQLite walk the whole table for every batch
-            old = db.execute("SELECT p.gate, p.seq FROM peer_admissions p WHERE p.ts_ms < ? AND NOT EXISTS "
-                             "(SELECT 1 FROM admissions a WHERE a.cti = p.cti) LIMIT ?",
-                             (peers_before_ms, limit)).fetchall()
+            old = db.execute(
+                "SELECT p.gate, p.seq FROM peer_admissions p WHERE p.ts_ms < ? AND NOT EXISTS "
+                "(SELECT 1 FROM admissions a WHERE a.cti = p.cti) LIMIT ?",
+                (peers_before_ms, limit),
+            ).fetchall()
             db.executemany("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", old)
             done["peer_admissions"] += len(old)
-            old = db.execute("SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?", (peers_before_ms, limit)).fetchall()
+            old = db.execute(
+                "SELECT gate, seq FROM free_exits WHERE ts_ms < ? LIMIT ?", (peers_before_ms, limit)
+            ).fetchall()
             db.executemany("DELETE FROM free_exits WHERE gate = ? AND seq = ?", old)
             done["free_exits"] = len(old)
         return done
@@ -531,8 +643,10 @@ class GateStore:
     def state_counts(self) -> dict:
         """Rows per table that grows with use (for the season benchmark and health)."""
         with self._lock:
-            return {t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                    for t in ("admissions", "peer_admissions", "free_exits", "revoked", "outbox")}
+            return {
+                t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("admissions", "peer_admissions", "free_exits", "revoked", "outbox")
+            }
 
     @property
     def last_seq(self) -> int:
@@ -543,49 +657,81 @@ class GateStore:
 
     def outbox(self, after_seq: int = 0, limit: int = 500) -> list[tuple[int, str]]:
         with self._lock:
-            rows = self._db.execute("SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after_seq, limit + len(self._acked))).fetchall()
-            gone = set(self._acked)
-            return [r for r in rows if r[0] not in gone][:limit]
+            return self._db.execute(
+                "SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
 
     def acknowledge(self, *seqs: int) -> None:
-        """The broker has these events: their rows go, in a group (ACK_GROUP_ROWS, ACK_GROUP_S)."""
-        with self._lock:
-            if not self._acked:
-                self._acked_since = time.monotonic()
-            self._acked.extend(seqs)
-            if len(self._acked) >= ACK_GROUP_ROWS or time.monotonic() - self._acked_since >= ACK_GROUP_S:
-                self.flush_acknowledged()
-
-    def flush_acknowledged(self) -> None:
-        """Delete the acknowledged rows now (one transaction of their own)."""
-        with self._lock:
-            if self._acked:
-                with self._tx():
-                    pass
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def mark_delivered(self, seqs, now_ms: int) -> None:
         """The broker acknowledged these rows; they stay until the ledger has them (prune_committed)."""
         with self._tx() as db:
-            db.executemany("UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL",
-                           [(now_ms, s) for s in seqs])
+            db.executemany(
+                "UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL", [(now_ms, s) for s in seqs]
+            )
 
     def prune_committed(self, seq: int) -> int:
         """The ledger holds every event up to `seq`: drop them from the outbox; how many went."""
         with self._tx() as db:
             return db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
 
+    def prune_confirmed(self, confirmation) -> int:
+        """Drop the rows a ledger's confirmation (gated.core.confirmation) covers, among those the
+        broker has acknowledged: a row never handed over is sent whatever the ledger says (its
+        state may have come back from a backup, and the ledger hold another event of that seq).
+        How many went."""
+        clauses = ["seq <= ?"] + ["seq BETWEEN ? AND ?"] * len(confirmation.held)
+        params = [confirmation.seq] + [v for r in confirmation.held for v in r]
+        with self._tx() as db:
+            return db.execute(
+                f"DELETE FROM outbox WHERE broker_ms IS NOT NULL AND ({' OR '.join(clauses)})", params
+            ).rowcount
+
+    def outbox_floor(self) -> int:
+        """The lowest seq the gate still holds (its outbox's first row; with an empty outbox, the
+        next seq it will make): below it, whatever a ledger lacks no gate can send again."""
+        with self._lock:
+            (low,) = self._db.execute("SELECT MIN(seq) FROM outbox").fetchone()
+            return int(low) if low is not None else int(self._meta("seq", 0)) + 1
+
+    def outbox_counts(self) -> tuple[int, int]:
+        """(rows not yet acknowledged by the broker, rows it has acknowledged that no ledger confirmed)."""
+        with self._lock:
+            waiting, unconfirmed = self._db.execute(
+                "SELECT COALESCE(SUM(broker_ms IS NULL), 0), COALESCE(SUM(broker_ms IS NOT NULL), 0) FROM outbox"
+            ).fetchone()
+            return int(waiting), int(unconfirmed)
+
+    def lowest_unconfirmed(self) -> int | None:
+        """The lowest seq the broker has acknowledged that no ledger confirmed (None: none)."""
+        with self._lock:
+            return self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()[0]
+
+    def lowest_undelivered(self) -> int:
+        """The lowest seq the broker has not acknowledged (with none, the next seq the gate will make)."""
+        with self._lock:
+            (low,) = self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NULL").fetchone()
+            return int(low) if low is not None else int(self._meta("seq", 0)) + 1
+
+    def delivered_through(self) -> int:
+        """The highest seq the broker has acknowledged that is still in the outbox (0: none)."""
+        with self._lock:
+            (high,) = self._db.execute("SELECT MAX(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()
+            return int(high or 0)
+
     def prune_expired(self, before_ms: int) -> int:
         """Drop rows the broker acknowledged before `before_ms` that no ledger ever confirmed (the
         operator's retention bound); how many went."""
         with self._tx() as db:
-            return db.execute("DELETE FROM outbox WHERE broker_ms IS NOT NULL AND broker_ms < ?",
-                              (before_ms,)).rowcount
+            return db.execute("DELETE FROM outbox WHERE broker_ms IS NOT NULL AND broker_ms < ?", (before_ms,)).rowcount
 
     def outbox_depth(self) -> int:
-        """Events the broker has not acknowledged (rows whose deletion waits for its group are not)."""
+        """Rows the broker has not acknowledged yet (the rows that wait for a ledger's confirmation
+        after that: outbox_counts)."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] - len(self._acked)
+            return self._db.execute("SELECT COUNT(*) FROM outbox WHERE broker_ms IS NULL").fetchone()[0]
 
     # --- revocations ------------------------------------------------------------------------
 
@@ -610,8 +756,9 @@ class GateStore:
             self._set_meta(db, "rev_stale", int(stale))
         self._rev_state = self._read_revocation_state()
 
-    def apply_revocations(self, *, version: int, base: int, add, remove, iat: int, site: str, applied_ms: int,
-                          expected_version: int) -> None:
+    def apply_revocations(
+        self, *, version: int, base: int, add, remove, iat: int, site: str, applied_ms: int, expected_version: int
+    ) -> None:
         """Apply a whole update atomically. `expected_version` guards against a concurrent change."""
         with self._tx() as db:
             if self._rev_state.version != expected_version:
@@ -628,8 +775,13 @@ class GateStore:
         db.execute("DELETE FROM revocation_parts WHERE version <= ?", (version,))
         if int(self._meta("stage_version", 0)) <= version:
             self._clear_staging(db)
-        for key, value in (("rev_version", version), ("rev_iat", iat), ("rev_site", site),
-                           ("rev_applied_ms", applied_ms), ("rev_stale", 0)):
+        for key, value in (
+            ("rev_version", version),
+            ("rev_iat", iat),
+            ("rev_site", site),
+            ("rev_applied_ms", applied_ms),
+            ("rev_stale", 0),
+        ):
             self._set_meta(db, key, value)
 
     def _clear_staging(self, db) -> None:
@@ -637,8 +789,9 @@ class GateStore:
         db.execute("DELETE FROM revocation_staged")
         db.execute("DELETE FROM meta WHERE key IN ('stage_version', 'stage_parts', 'stage_iat')")
 
-    def stage_snapshot_part(self, *, version: int, part: int, parts: int, add, iat: int, site: str,
-                            applied_ms: int) -> tuple[str, int]:
+    def stage_snapshot_part(
+        self, *, version: int, part: int, parts: int, add, iat: int, site: str, applied_ms: int
+    ) -> tuple[str, int]:
         """Write one verified part of a multi-part snapshot into the staging table, in one transaction;
         with the last part, build the new list from the staging table and swap it in for the old one
         in the same transaction. Only one
@@ -685,14 +838,18 @@ class GateStore:
     def stash_delta(self, version: int, base: int, payload: bytes) -> None:
         """Keep a delta that arrived before its base (it was verified; it is checked again when applied)."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, 0, 1, ?, ?)",
-                       (version, base, payload))
+            db.execute(
+                "INSERT OR REPLACE INTO revocation_parts (version, part, parts, base, payload) VALUES (?, 0, 1, ?, ?)",
+                (version, base, payload),
+            )
 
     def waiting_delta(self, base: int) -> tuple[int, bytes] | None:
         """A delta kept for arriving before its base, now applicable on top of `base`: (version, payload)."""
         with self._lock:
-            row = self._db.execute("SELECT version, payload FROM revocation_parts WHERE base = ? AND base > 0 "
-                                   "ORDER BY version LIMIT 1", (base,)).fetchone()
+            row = self._db.execute(
+                "SELECT version, payload FROM revocation_parts WHERE base = ? AND base > 0 ORDER BY version LIMIT 1",
+                (base,),
+            ).fetchone()
         return None if row is None else (row[0], row[1])
 
     def drop_waiting_delta(self, version: int) -> None:
@@ -738,7 +895,9 @@ def _make_private(path: Path, own_directory: bool = False) -> None:
             if file.exists() and file.stat().st_mode & 0o077:
                 os.chmod(file, 0o600)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner") from exc
+        raise StoreError(
+            f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner"
+        ) from exc
 
 
 def _event_ms(event: dict) -> int:

@@ -32,11 +32,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from gpiozero import Buzzer, DigitalInputDevice, DigitalOutputDevice, LED
+from gpiozero import LED, Buzzer, DigitalInputDevice, DigitalOutputDevice
 
-from gated.gate.boards import BoardProfile, Feedback, InputSpec, OutputSpec
 from gated.core.decide import GateMode
 from gated.core.reasons import Reason
+from gated.gate.boards import BoardProfile, Feedback, InputSpec, OutputSpec
 
 INPUT_KINDS = ("passage", "passage_out", "emergency", "door")
 OUTPUT_NAMES = ("relay", "green", "red", "buzzer")
@@ -60,8 +60,9 @@ class Turnstile:
         self.relay = self.passage = self.passage_out = self.emergency = self.door = None
         self.green = self.red = self.buzzer = None
         try:
-            self.relay = DigitalOutputDevice(profile.relay.pin, active_high=profile.relay.active_high,
-                                             initial_value=False, pin_factory=pin_factory)
+            self.relay = DigitalOutputDevice(
+                profile.relay.pin, active_high=profile.relay.active_high, initial_value=False, pin_factory=pin_factory
+            )
             self.green = _output(LED, profile.green, pin_factory)
             self.red = _output(LED, profile.red, pin_factory)
             self.buzzer = _output(Buzzer, profile.buzzer, pin_factory)
@@ -177,8 +178,9 @@ class Turnstile:
             if led is not None:
                 led.blink(on_time=pattern.led_ms / 1000, off_time=0, n=1, background=True)
         if self.buzzer is not None and pattern.beeps > 0 and pattern.beep_ms > 0:
-            self.buzzer.blink(on_time=pattern.beep_ms / 1000, off_time=pattern.gap_ms / 1000, n=pattern.beeps,
-                              background=True)
+            self.buzzer.blink(
+                on_time=pattern.beep_ms / 1000, off_time=pattern.gap_ms / 1000, n=pattern.beeps, background=True
+            )
 
     # --- shutdown (rehearsals drive the mock pins through gated/gate/rehearsal/control.py) -------------
 
@@ -207,8 +209,9 @@ def relay_off(profile: BoardProfile, *, pin_factory=None) -> None:
     """Drive the board's relay pin to its inactive level, then give it back: the stop step after the
     daemon ended however it ended (`gated relay-off`, systemd's ExecStopPost). Raises gpiozero's
     GPIOPinInUse while a running gate holds the pin."""
-    relay = DigitalOutputDevice(profile.relay.pin, active_high=profile.relay.active_high, initial_value=False,
-                                pin_factory=pin_factory)
+    relay = DigitalOutputDevice(
+        profile.relay.pin, active_high=profile.relay.active_high, initial_value=False, pin_factory=pin_factory
+    )
     try:
         relay.off()
     finally:
@@ -241,10 +244,13 @@ class Input:
     def __init__(self, spec: InputSpec, *, pin_factory=None, on_change: Callable[[bool], None]):
         pull_up = {"up": True, "down": False, "none": None}[spec.pull]
         self.active_high = spec.active == "high"
-        self.device = DigitalInputDevice(spec.pin, pull_up=pull_up,
-                                         active_state=self.active_high if pull_up is None else None,
-                                         bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
-                                         pin_factory=pin_factory)
+        self.device = DigitalInputDevice(
+            spec.pin,
+            pull_up=pull_up,
+            active_state=self.active_high if pull_up is None else None,
+            bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
+            pin_factory=pin_factory,
+        )
         # gpiozero's active level is the opposite of the pull's idle level; ours is the profile's
         self.inverted = pull_up is not None and self.active_high == pull_up
         self.device.when_activated = lambda: on_change(not self.inverted)

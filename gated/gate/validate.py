@@ -6,19 +6,23 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gated.core.decide import Decision, Facts, GateContext, decide
-from gated.core.signed import Keyring
-from gated.core.scanned import read_code
-from gated.core.ticket import Ticket
 from gated.core.pretix_secret import PretixTicket
+from gated.core.scanned import read_code
+from gated.core.signed import Keyring
+from gated.core.ticket import Ticket
 from gated.gate import checkinlists
 
 
-def validate(text: str, keyring: Keyring, gate: GateContext, store, now: float, *,
-             time_trusted: bool = True) -> Decision:
+def validate(
+    text: str, keyring: Keyring, gate: GateContext, store, now: float, *, time_trusted: bool = True
+) -> Decision:
     """`now` and `time_trusted` come from the gate's clock (gated.gate.clock.TrustedClock.reading())."""
     code = read_code(text, keyring)
-    counting = {"zone": gate.zone, "count_zone": gate.capacity is not None and gate.direction == "in",
-                "now_ms": int(now * 1000)}
+    counting = {
+        "zone": gate.zone,
+        "count_zone": gate.capacity is not None and gate.direction == "in",
+        "now_ms": int(now * 1000),
+    }
     if isinstance(code, Ticket):
         facts = store.facts(code.claims.cti, code.step, **counting) if store is not None else Facts()
         if store is not None and isinstance(code, PretixTicket) and gate.direction == "in":
@@ -37,8 +41,15 @@ def record(store, decision: Decision, body: dict, ts_ms: int, *, confirmed: bool
     if not decision.admit:
         return store.record_scan(body, ts_ms)
     claims = decision.ticket.claims
-    return store.record_scan(body, ts_ms, admit_cti=decision.cti, step=decision.ticket.step, confirmed=confirmed,
-                             exp=claims.exp, nbf=claims.nbf)
+    return store.record_scan(
+        body,
+        ts_ms,
+        admit_cti=decision.cti,
+        step=decision.ticket.step,
+        confirmed=confirmed,
+        exp=claims.exp,
+        nbf=claims.nbf,
+    )
 
 
 def scan_fields(decision: Decision, gate: GateContext, rev: int, latency_us: int = 0) -> dict:

@@ -17,16 +17,21 @@ def store(path, rows):
             "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, prev, "
             "signed, received_ms, body) VALUES (?, 'S', ?, ?, 'scan', '2026-12-01T20:00:00.000Z', ?, ?, 'ok', NULL, "
             "NULL, 'h', 'p', 1, 1796155200000, '{}')",
-            [(f"{g}:{q}", g, q, f"{g}-{q}".ljust(32, "0"), d) for g, q, d in rows])
-        db.executemany("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
-                       "VALUES (?, ?, ?, ?, '', 'in', 0, 0, '2026-12-01T20:00:00.000Z')",
-                       [(f"{g}:{q}", g, q, f"{g}-{q}".ljust(32, "0")) for g, q, d in rows if d == "admit"])
+            [(f"{g}:{q}", g, q, f"{g}-{q}".ljust(32, "0"), d) for g, q, d in rows],
+        )
+        db.executemany(
+            "INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
+            "VALUES (?, ?, ?, ?, '', 'in', 0, 0, '2026-12-01T20:00:00.000Z')",
+            [(f"{g}:{q}", g, q, f"{g}-{q}".ljust(32, "0")) for g, q, d in rows if d == "admit"],
+        )
 
 
 def problem(path, kind, gate, seq):
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO problems (kind, gate, seq, event_id, detail, received_ms) VALUES (?, ?, ?, ?, 'x', 0)",
-                   (kind, gate, seq, f"{gate}:{seq}"))
+        db.execute(
+            "INSERT INTO problems (kind, gate, seq, event_id, detail, received_ms) VALUES (?, ?, ?, ?, 'x', 0)",
+            (kind, gate, seq, f"{gate}:{seq}"),
+        )
 
 
 def agree(collector, path):
@@ -37,10 +42,33 @@ def agree(collector, path):
     assert sorted(shown.gates) == sorted(report["gates"])
     for gate, figures in report["gates"].items():
         mine = shown.gates[gate]
-        assert (mine.events, mine.admits, mine.missing, mine.chain_breaks, mine.bad_signatures) == (
-            figures["events"], figures["admits"], figures["missing"], figures["chain_breaks"],
-            figures["bad_signatures"]), gate
+        assert (mine.events, mine.admits, mine.missing, mine.declared_lost, mine.chain_breaks, mine.bad_signatures) == (
+            figures["events"],
+            figures["admits"],
+            figures["missing"],
+            figures["declared_lost"],
+            figures["chain_breaks"],
+            figures["bad_signatures"],
+        ), gate
     return shown
+
+
+def test_declared_losses_follow_the_gates_floors(ledger_db):
+    """A gate's floor (issue #22): what the ledger lacks below it is declared lost, not missing; the
+    figures follow a floor that moves and an event that arrives below it after all (SQLite's
+    incremental rounds and PostgreSQL's recount alike)."""
+    Ledger(str(ledger_db)).close()
+    collector = LedgerCollector(ledger_db, "S", slow_every=0)
+    store_in(ledger_db, [("g1", q, "admit") for q in (2, 5, 6, 9)] + [("g2", 1, "admit")])
+    with Ledger(str(ledger_db)) as ledger:
+        ledger.declare_floors({"g1": 5, "g3": 4})  # g3: nothing stored, everything below its floor lost
+    shown = agree(collector, ledger_db)
+    assert (shown.gates["g1"].declared_lost, shown.gates["g1"].missing, shown.gates["g3"].declared_lost) == (3, 2, 3)
+    store_in(ledger_db, [("g1", 3, "admit")])  # late, below the floor
+    with Ledger(str(ledger_db)) as ledger:
+        ledger.declare_floors({"g1": 8})  # the gate moved on
+    shown = agree(collector, ledger_db)
+    assert (shown.gates["g1"].declared_lost, shown.gates["g1"].missing) == (3, 1)  # 1, 4, 7 lost; 8 missing
 
 
 def test_the_figures_follow_the_ledger_round_by_round(tmp_path):
@@ -66,17 +94,22 @@ def test_the_figures_follow_the_ledger_round_by_round(tmp_path):
 def store_in(target, rows, *, same_ticket_as=None):
     """store() through the ledger's own connection: a SQLite file or a PostgreSQL database alike.
     `same_ticket_as`: every row admits that gate-seq's ticket (an over-admission)."""
+
     def ticket(g, q):
         return (same_ticket_as or f"{g}-{q}").ljust(32, "0")
+
     with Ledger(str(target)) as ledger:
         ledger.db.executemany(
             "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, result, hash, prev, "
             "signed, received_ms, body) VALUES (?, 'S', ?, ?, 'scan', '2026-12-01T20:00:00.000Z', ?, ?, 'ok', NULL, "
             "NULL, 'h', 'p', 1, 1796155200000, '{}')",
-            [(f"{g}:{q}", g, q, ticket(g, q), d) for g, q, d in rows])
-        ledger.db.executemany("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
-                              "VALUES (?, ?, ?, ?, '', 'in', 0, 0, '2026-12-01T20:00:00.000Z')",
-                              [(f"{g}:{q}", g, q, ticket(g, q)) for g, q, d in rows if d == "admit"])
+            [(f"{g}:{q}", g, q, ticket(g, q), d) for g, q, d in rows],
+        )
+        ledger.db.executemany(
+            "INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
+            "VALUES (?, ?, ?, ?, '', 'in', 0, 0, '2026-12-01T20:00:00.000Z')",
+            [(f"{g}:{q}", g, q, ticket(g, q)) for g, q, d in rows if d == "admit"],
+        )
 
 
 def test_the_figures_survive_a_database_restart_and_still_agree_with_the_report(ledger_db):
@@ -92,8 +125,10 @@ def test_the_figures_survive_a_database_restart_and_still_agree_with_the_report(
         import psycopg
 
         with psycopg.connect(ledger_db, autocommit=True) as admin:  # what a restart does to a connection
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
     else:
         collector._ledger.db.conn.close()  # a SQLite connection that fails from now on (sqlite3.Error)
     store_in(ledger_db, [("g1", 5, "admit")])
@@ -119,10 +154,12 @@ def test_gates_arriving_during_a_round_on_postgresql_do_not_stop_the_figures(pos
         try:
             for i in range(400):
                 with psycopg_connect(url) as db:
-                    db.execute("INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, "
-                               "result, hash, prev, signed, received_ms, body) VALUES (%s, 'S', %s, 2, 'scan', "
-                               "'2026-12-01T20:00:00.000Z', NULL, 'deny', 'x', NULL, NULL, 'h', 'p', 1, 1, %s)",
-                               (f"n{i:03d}:2", f"n{i:03d}", '{"kind": "scan", "decision": "deny"}'))
+                    db.execute(
+                        "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, reason, ref, "
+                        "result, hash, prev, signed, received_ms, body) VALUES (%s, 'S', %s, 2, 'scan', "
+                        "'2026-12-01T20:00:00.000Z', NULL, 'deny', 'x', NULL, NULL, 'h', 'p', 1, 1, %s)",
+                        (f"n{i:03d}:2", f"n{i:03d}", '{"kind": "scan", "decision": "deny"}'),
+                    )
         finally:
             done.set()
 

@@ -94,8 +94,21 @@ def keys(capsys, shop, *extra):
 
 
 def sync(capsys, shop, *extra):
-    return run(capsys, "pretix", "sync", *shop_options(shop), "--state", "sync.db", "--revocation-key", "k/rev.key",
-               "--site", "s", "--out", "out", *extra)
+    return run(
+        capsys,
+        "pretix",
+        "sync",
+        *shop_options(shop),
+        "--state",
+        "sync.db",
+        "--signing-key",
+        "k/rev.key",
+        "--site",
+        "s",
+        "--out",
+        "out",
+        *extra,
+    )
 
 
 def page(results, next_=None):
@@ -110,8 +123,22 @@ def state_version():
 
 
 def test_unreachable_or_refusing_shop_is_a_message(shop, capsys):
-    code, text = run(capsys, "pretix", "keys", "--url", f"http://127.0.0.1:{free_port()}", "--organizer", "org",
-                     "--event", "ev", "--token-file", "token", "--keyring", "ring", "--insecure-http")
+    code, text = run(
+        capsys,
+        "pretix",
+        "keys",
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        "--organizer",
+        "org",
+        "--event",
+        "ev",
+        "--token-file",
+        "token",
+        "--keyring",
+        "ring",
+        "--insecure-http",
+    )
     assert code == 2 and "Connection refused" in text
     shop.answer(EVENT_PATH, {"detail": "Invalid token."}, status=401)
     code, text = keys(capsys, shop)
@@ -124,13 +151,16 @@ def test_unreachable_or_refusing_shop_is_a_message(shop, capsys):
     assert keys(capsys, shop)[0] == 2
 
 
-@pytest.mark.parametrize("revoked, problem", [
-    (b"<html>oops</html>", "not JSON"),
-    (b"[" * 100_000, "not JSON"),  # nested past Python's recursion limit
-    ({"results": "nope"}, "no `results` list"),
-    (page([{"id": 1, "created": "2026-06-01T20:00:00Z"}]), "without a text `secret`"),
-    (page([{"id": 1, "secret": "abc", "created": "yesterday"}]), "not an ISO 8601 time"),
-])
+@pytest.mark.parametrize(
+    "revoked, problem",
+    [
+        (b"<html>oops</html>", "not JSON"),
+        (b"[" * 100_000, "not JSON"),  # nested past Python's recursion limit
+        ({"results": "nope"}, "no `results` list"),
+        (page([{"id": 1, "created": "2026-06-01T20:00:00Z"}]), "without a text `secret`"),
+        (page([{"id": 1, "secret": "abc", "created": "yesterday"}]), "not an ISO 8601 time"),
+    ],
+)
 def test_a_malformed_answer_changes_nothing(shop, capsys, revoked, problem):
     shop.answer(EVENT_PATH + "revokedsecrets/", revoked)
     shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
@@ -141,28 +171,41 @@ def test_a_malformed_answer_changes_nothing(shop, capsys, revoked, problem):
 
 def test_blocked_entries_need_a_boolean(shop, capsys):
     shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
-    shop.answer(EVENT_PATH + "blockedsecrets/", page([{"secret": "abc", "updated": "2026-06-01T20:00:00Z",
-                                                       "blocked": "yes"}]))
+    shop.answer(
+        EVENT_PATH + "blockedsecrets/", page([{"secret": "abc", "updated": "2026-06-01T20:00:00Z", "blocked": "yes"}])
+    )
     code, text = sync(capsys, shop)
     assert code == 2 and "true/false `blocked`" in text and state_version() == (None, 0)
 
 
 def test_pages_are_followed_and_the_latest_block_state_wins(shop, capsys):
-    shop.answer(EVENT_PATH + "revokedsecrets/?page=1", page([{"secret": "r1", "created": "2026-06-01T20:00:00Z"}],
-                                                            next_="http://elsewhere/?page=2"))
+    shop.answer(
+        EVENT_PATH + "revokedsecrets/?page=1",
+        page([{"secret": "r1", "created": "2026-06-01T20:00:00Z"}], next_="http://elsewhere/?page=2"),
+    )
     shop.answer(EVENT_PATH + "revokedsecrets/?page=2", page([{"secret": "r2", "created": "2026-06-01T20:01:00Z"}]))
-    shop.answer(EVENT_PATH + "blockedsecrets/", page([  # pretix lists newest first
-        {"secret": "b1", "updated": "2026-06-01T20:05:00Z", "blocked": False},
-        {"secret": "b1", "updated": "2026-06-01T20:04:00Z", "blocked": True},
-        {"secret": "b2", "updated": "2026-06-01T20:03:00Z", "blocked": True}]))
+    shop.answer(
+        EVENT_PATH + "blockedsecrets/",
+        page(
+            [  # pretix lists newest first
+                {"secret": "b1", "updated": "2026-06-01T20:05:00Z", "blocked": False},
+                {"secret": "b1", "updated": "2026-06-01T20:04:00Z", "blocked": True},
+                {"secret": "b2", "updated": "2026-06-01T20:03:00Z", "blocked": True},
+            ]
+        ),
+    )
     code, text = sync(capsys, shop)
     assert code == 0 and "2 revoked and 3 blocked entries read; list v1 (+3 -0); published v1" in text, text
     assert [p for p, _ in shop.requests if "revokedsecrets" in p] == [
-        EVENT_PATH + "revokedsecrets/?page=1", EVENT_PATH + "revokedsecrets/?page=2"]  # never the `next` host
+        EVENT_PATH + "revokedsecrets/?page=1",
+        EVENT_PATH + "revokedsecrets/?page=2",
+    ]  # never the `next` host
     shop.answer(EVENT_PATH + "revokedsecrets/", page([{"secret": "r2", "created": "2026-06-01T20:01:00Z"}]))
     code, text = sync(capsys, shop)  # the overlap reads r2 again: nothing new
     assert code == 0 and "published nothing new" in text, text
-    assert any("created_since=2026-06-01T19%3A56%3A00" in p for p, _ in shop.requests if "revokedsecrets" in p)  # the cursor, less 5 min
+    assert any(
+        "created_since=2026-06-01T19%3A56%3A00" in p for p, _ in shop.requests if "revokedsecrets" in p
+    )  # the cursor, less 5 min
 
 
 def test_upload_counts_entries_and_a_rollback_only_by_the_admitting_gate(tmp_path):
@@ -177,26 +220,61 @@ def test_upload_counts_entries_and_a_rollback_only_by_the_admitting_gate(tmp_pat
 
     path = tmp_path / "ledger.db"
     Ledger(path).close()  # the schema, migrated
-    rows = [("g1:1", "g1", 1, "scan", "admit", None, None, "a" * 32), ("g1:2", "g1", 2, "scan", "admit", None, None, "b" * 32),
-            ("g1:3", "g1", 3, "passage", None, "g1:2", "timeout", None), ("g2:1", "g2", 1, "passage", None, "g1:1", "timeout", None),
-            ("g9:1", "g9", 1, "scan", "admit", None, None, "c" * 32)]
+    rows = [
+        ("g1:1", "g1", 1, "scan", "admit", None, None, "a" * 32),
+        ("g1:2", "g1", 2, "scan", "admit", None, None, "b" * 32),
+        ("g1:3", "g1", 3, "passage", None, "g1:2", "timeout", None),
+        ("g2:1", "g2", 1, "passage", None, "g1:1", "timeout", None),
+        ("g9:1", "g9", 1, "scan", "admit", None, None, "c" * 32),
+    ]
     with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, ref, result, hash, prev, "
-                       "signed, received_ms, body) VALUES (?, 's', ?, ?, ?, '2026-12-01T20:00:00.000Z', ?, ?, ?, ?, "
-                       "'h', 'p', 1, 0, ?)",
-                       [(i, g, q, k, t, d, r, res, json.dumps(
-                           {"id": i, "gate": g, "seq": q, "kind": k, "ts": "2026-12-01T20:00:00.000Z", "event": "E",
-                            "decision": d, "ref": r, "result": res, **({"dir": "out"} if g == "g9" else {})}))
-                        for i, g, q, k, d, r, res, t in rows])
+        db.executemany(
+            "INSERT INTO events (id, site, gate, seq, kind, ts, ticket, decision, ref, result, hash, prev, "
+            "signed, received_ms, body) VALUES (?, 's', ?, ?, ?, '2026-12-01T20:00:00.000Z', ?, ?, ?, ?, "
+            "'h', 'p', 1, 0, ?)",
+            [
+                (
+                    i,
+                    g,
+                    q,
+                    k,
+                    t,
+                    d,
+                    r,
+                    res,
+                    json.dumps(
+                        {
+                            "id": i,
+                            "gate": g,
+                            "seq": q,
+                            "kind": k,
+                            "ts": "2026-12-01T20:00:00.000Z",
+                            "event": "E",
+                            "decision": d,
+                            "ref": r,
+                            "result": res,
+                            **({"dir": "out"} if g == "g9" else {}),
+                        }
+                    ),
+                )
+                for i, g, q, k, d, r, res, t in rows
+            ],
+        )
     # g1:2 rolled back by g1; g2 cannot undo g1:1; g9:1 is an exit scan, not an entry for pretix's list
     assert [row[0] for row in admissions(path, "E")] == ["g1:1"]
 
 
 # --- orders and the check-in list (gated/central/pretix_orders.py) -------------------------------
 
+
 def order(code, status, *positions, modified="2026-06-01T20:00:00Z", **extra):
-    return {"code": code, "status": status, "last_modified": modified, **extra,
-            "positions": [{"secret": s, "canceled": c} for s, c in positions]}
+    return {
+        "code": code,
+        "status": status,
+        "last_modified": modified,
+        **extra,
+        "positions": [{"secret": s, "canceled": c} for s, c in positions],
+    }
 
 
 def revoked_ids(out_dir):
@@ -216,10 +294,19 @@ def test_cancelled_orders_and_positions_are_revoked_and_a_reactivated_order_is_n
 
     shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
     shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
-    shop.answer(EVENT_PATH + "orders/", page([
-        order("A", "c", ("sa", False)), order("B", "p", ("sb1", False), ("sb2", True)),
-        order("C", "n", ("sc", False)), order("D", "n", ("sd", False), require_approval=True),
-        order("E", "n", ("se", False), valid_if_pending=True), order("F", "e", ("sf", False))]))
+    shop.answer(
+        EVENT_PATH + "orders/",
+        page(
+            [
+                order("A", "c", ("sa", False)),
+                order("B", "p", ("sb1", False), ("sb2", True)),
+                order("C", "n", ("sc", False)),
+                order("D", "n", ("sd", False), require_approval=True),
+                order("E", "n", ("se", False), valid_if_pending=True),
+                order("F", "e", ("sf", False)),
+            ]
+        ),
+    )
     code, text = sync(capsys, shop)
     assert code == 0 and "6 changed orders read (3 tickets cancelled, 1 unpaid, 1 awaiting approval)" in text, text
     assert "no check-in list in pretix" in text
@@ -234,16 +321,33 @@ def test_cancelled_orders_and_positions_are_revoked_and_a_reactivated_order_is_n
     assert code == 2 and "without code, status or positions" in text and "run again" in text
 
 
-def test_the_check_in_list_is_signed_only_when_it_changed_and_never_with_rules_a_gate_cannot_evaluate(shop, capsys,
-                                                                                                     tmp_path):
+def test_the_check_in_list_is_signed_only_when_it_changed_and_never_with_rules_a_gate_cannot_evaluate(
+    shop, capsys, tmp_path
+):
     shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
     shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
-    shop.answer(EVENT_PATH, {"timezone": "Europe/Berlin", "date_from": "2026-06-01T18:00:00+02:00",
-                             "date_to": None, "date_admission": None})
+    shop.answer(
+        EVENT_PATH,
+        {
+            "timezone": "Europe/Berlin",
+            "date_from": "2026-06-01T18:00:00+02:00",
+            "date_to": None,
+            "date_admission": None,
+        },
+    )
     shop.answer(EVENT_PATH + "questions/", page([{"ask_during_checkin": True, "items": [5]}]))
-    gates = {"id": 3, "name": "Gates", "all_products": True, "limit_products": [], "include_pending": False,
-             "allow_multiple_entries": False, "allow_entry_after_exit": True, "exit_all_at": None, "subevent": None,
-             "rules": {"<": [{"var": "entries_today"}, 1]}}
+    gates = {
+        "id": 3,
+        "name": "Gates",
+        "all_products": True,
+        "limit_products": [],
+        "include_pending": False,
+        "allow_multiple_entries": False,
+        "allow_entry_after_exit": True,
+        "exit_all_at": None,
+        "subevent": None,
+        "rules": {"<": [{"var": "entries_today"}, 1]},
+    }
     shop.answer(EVENT_PATH + "checkinlists/", page([gates, {**gates, "id": 4, "name": "VIP"}]))
     code, text = sync(capsys, shop)
     assert code == 2 and "several" in text and "--list" in text
@@ -284,6 +388,7 @@ def test_a_list_that_could_not_be_published_goes_out_on_the_next_run(shop, capsy
 
 # --- the connection: https only, the token on the shop's origin, bounded answers -----------------
 
+
 def pretix_key():
     """(the event resource's base64 of a PEM public key, its SHA-256 fingerprint), as pretix offers one."""
     import base64
@@ -298,8 +403,21 @@ def pretix_key():
 
 def test_a_plain_http_shop_is_refused_before_anything_is_sent(shop, capsys):
     shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
-    code, text = run(capsys, "pretix", "keys", "--url", shop.url, "--organizer", "org", "--event", "ev",
-                     "--token-file", "token", "--keyring", "ring")
+    code, text = run(
+        capsys,
+        "pretix",
+        "keys",
+        "--url",
+        shop.url,
+        "--organizer",
+        "org",
+        "--event",
+        "ev",
+        "--token-file",
+        "token",
+        "--keyring",
+        "ring",
+    )
     assert code == 2 and "plain http" in text and "https://" in text, text
     assert shop.requests == [] and not os.path.exists("ring")
 
@@ -313,8 +431,20 @@ def test_an_https_shop_must_show_a_certificate_the_machine_trusts(shop, capsys, 
     secure = Shop(tls=("tls/server.crt", "tls/server.key"))
     try:
         secure.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
-        argv = ["pretix", "keys", "--url", secure.url, "--organizer", "org", "--event", "ev", "--token-file", "token",
-                "--keyring", "ring"]
+        argv = [
+            "pretix",
+            "keys",
+            "--url",
+            secure.url,
+            "--organizer",
+            "org",
+            "--event",
+            "ev",
+            "--token-file",
+            "token",
+            "--keyring",
+            "ring",
+        ]
         code, text = run(capsys, *argv)
         assert code == 2 and "CERTIFICATE_VERIFY_FAILED" in text and secure.requests == [], text
         monkeypatch.setenv("SSL_CERT_FILE", "tls/ca.crt")  # the machine trusts the shop's CA
@@ -329,8 +459,11 @@ def test_a_redirect_to_another_origin_never_carries_the_token(shop, capsys, else
     other = Shop()
     try:
         other.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [pretix_key()[0]]}})
-        target = {"another port": other.url, "another host": other.url.replace("127.0.0.1", "localhost"),
-                  "https": shop.url.replace("http:", "https:")}[elsewhere]
+        target = {
+            "another port": other.url,
+            "another host": other.url.replace("127.0.0.1", "localhost"),
+            "https": shop.url.replace("http:", "https:"),
+        }[elsewhere]
         shop.answer(EVENT_PATH, b"", status=302, headers={"Location": target + EVENT_PATH})
         code, text = keys(capsys, shop)
         assert code == 2 and "redirect to" in text and "refused" in text, text
@@ -365,18 +498,22 @@ def test_a_silent_shop_times_out():
     from gated.central.pretix import PretixClient, PretixError
 
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the kernel's backlog), never answers
-        client = PretixClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "org", "Token t", insecure_http=True,
-                              timeout=0.5)
+        client = PretixClient(
+            f"http://127.0.0.1:{silent.getsockname()[1]}", "org", "Token t", insecure_http=True, timeout=0.5
+        )
         started = time.monotonic()
         with pytest.raises(PretixError, match="timed out"):
             client.get("events/ev/")
         assert time.monotonic() - started < 5
 
 
-@pytest.mark.parametrize("where, start", [
-    ("body", b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"),
-    ("head", b"HTTP/1.0 200 OK\r\nX-Slow: "),
-])
+@pytest.mark.parametrize(
+    "where, start",
+    [
+        ("body", b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"),
+        ("head", b"HTTP/1.0 200 OK\r\nX-Slow: "),
+    ],
+)
 def test_a_dripping_shop_is_cut_off_at_the_deadline(where, start):
     """A byte every 50 ms: no read ever waits for the timeout, the deadline ends it wherever it is."""
     import socket
@@ -386,6 +523,7 @@ def test_a_dripping_shop_is_cut_off_at_the_deadline(where, start):
 
     stop = threading.Event()
     with socket.create_server(("127.0.0.1", 0)) as dripping:
+
         def drip():
             conn, _ = dripping.accept()
             conn.recv(65536)
@@ -399,8 +537,14 @@ def test_a_dripping_shop_is_cut_off_at_the_deadline(where, start):
 
         threading.Thread(target=drip, daemon=True).start()
         try:
-            client = PretixClient(f"http://127.0.0.1:{dripping.getsockname()[1]}", "org", "Token t",
-                                  insecure_http=True, timeout=0.5, deadline=1.0)
+            client = PretixClient(
+                f"http://127.0.0.1:{dripping.getsockname()[1]}",
+                "org",
+                "Token t",
+                insecure_http=True,
+                timeout=0.5,
+                deadline=1.0,
+            )
             started = time.monotonic()
             with pytest.raises(PretixError, match="no complete answer within 1 s"):
                 client.get("events/ev/")
@@ -410,6 +554,7 @@ def test_a_dripping_shop_is_cut_off_at_the_deadline(where, start):
 
 
 # --- the sync's cursors and times pretix can send ------------------------------------------------
+
 
 def filtered(entries: list[dict], since_key: str, time_key: str):
     """A list resource as pretix serves it: rows whose time is at or after `since_key`'s."""
@@ -425,6 +570,7 @@ def filtered(entries: list[dict], since_key: str, time_key: str):
     def route(query):
         since = query.get(since_key, [None])[0]
         return page([e for e in entries if since is None or parse(e[time_key]) >= parse(since)])
+
     return route
 
 
@@ -435,10 +581,13 @@ def iso_now(minutes: float = 0.0) -> str:
     return datetime.fromtimestamp(time.time() + 60 * minutes, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-@pytest.mark.parametrize("resource, since_key, time_key, future", [
-    ("revokedsecrets/", "created_since", "created", "9999-12-31T23:59:59Z"),
-    ("blockedsecrets/", "updated_since", "updated", "9999-12-31T23:00:00-05:00"),  # off the calendar in UTC
-])
+@pytest.mark.parametrize(
+    "resource, since_key, time_key, future",
+    [
+        ("revokedsecrets/", "created_since", "created", "9999-12-31T23:59:59Z"),
+        ("blockedsecrets/", "updated_since", "updated", "9999-12-31T23:00:00-05:00"),  # off the calendar in UTC
+    ],
+)
 def test_a_time_from_the_future_does_not_hide_later_changes(shop, capsys, resource, since_key, time_key, future):
     from structlog.testing import capture_logs
 
@@ -452,8 +601,9 @@ def test_a_time_from_the_future_does_not_hide_later_changes(shop, capsys, resour
     warned = [e for e in logs if e["log_level"] == "warning" and "future" in e["event"]]
     assert warned and future in warned[0]["record"] and warned[0]["field"] == time_key
     with sqlite3.connect("sync.db") as db:
-        cursor = db.execute("SELECT value FROM meta WHERE key = ?",
-                            ("revoked_since" if time_key == "created" else "blocked_since",)).fetchone()[0]
+        cursor = db.execute(
+            "SELECT value FROM meta WHERE key = ?", ("revoked_since" if time_key == "created" else "blocked_since",)
+        ).fetchone()[0]
     assert cursor < iso_now(-4)  # at most the local time less the overlap
     entries.insert(0, {"secret": "x2", time_key: iso_now(-1), "blocked": True})  # a cancellation a minute ago
     code, text = sync(capsys, shop)
@@ -499,8 +649,9 @@ def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsy
     (first, fp1), (second, fp2) = pretix_key(), pretix_key()
     shop.answer(longer, {"valid_keys": {"pretix_sig1": [first]}})
     shop.answer(EVENT_PATH, {"valid_keys": {"pretix_sig1": [second]}})
-    code, text = run(capsys, "pretix", "keys", *shop_options(shop)[:5], "ev-2026", *shop_options(shop)[6:],
-                     "--keyring", "ring")
+    code, text = run(
+        capsys, "pretix", "keys", *shop_options(shop)[:5], "ev-2026", *shop_options(shop)[6:], "--keyring", "ring"
+    )
     assert code == 0, text
     code, text = keys(capsys, shop)  # event ev: nothing trusted for it yet
     assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text and fp1 not in text, text
@@ -515,16 +666,20 @@ def test_an_answer_cut_short_of_its_content_length_is_refused():
 
     body = b'{"valid_keys": {"pretix_sig1": []}}'
     with socket.create_server(("127.0.0.1", 0)) as short:
+
         def answer():
             conn, _ = short.accept()
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                         % (len(body) + 100) + body)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (len(body) + 100)
+                + body
+            )
             conn.close()
 
         threading.Thread(target=answer, daemon=True).start()
-        client = PretixClient(f"http://127.0.0.1:{short.getsockname()[1]}", "org", "Token t", insecure_http=True,
-                              timeout=5)
+        client = PretixClient(
+            f"http://127.0.0.1:{short.getsockname()[1]}", "org", "Token t", insecure_http=True, timeout=5
+        )
         with pytest.raises(PretixError, match=f"the answer ended after {len(body)} of its {len(body) + 100} bytes"):
             client.get("events/ev/")
 
@@ -534,8 +689,22 @@ def test_a_shop_url_with_a_user_and_password_is_refused_without_printing_them(sh
     message naming a request; it is refused up front, the password not repeated."""
     shop.answer(EVENT_PATH, {"detail": "Invalid token."}, status=401)
     url = shop.url.replace("http://", "http://staff:s3cret-pw@")
-    code, text = run(capsys, "pretix", "keys", "--url", url, "--organizer", "org", "--event", "ev",
-                     "--token-file", "token", "--keyring", "ring", "--insecure-http")
+    code, text = run(
+        capsys,
+        "pretix",
+        "keys",
+        "--url",
+        url,
+        "--organizer",
+        "org",
+        "--event",
+        "ev",
+        "--token-file",
+        "token",
+        "--keyring",
+        "ring",
+        "--insecure-http",
+    )
     assert code == 2 and "s3cret-pw" not in text and "user" in text, text
     assert shop.requests == []
 
@@ -549,6 +718,19 @@ def test_a_redirect_to_a_malformed_url_is_a_message(shop, capsys, location):
 
 
 def test_a_malformed_shop_url_is_a_message(shop, capsys):
-    code, text = run(capsys, "pretix", "keys", "--url", "https://[::1", "--organizer", "org", "--event", "ev",
-                     "--token-file", "token", "--keyring", "ring")
+    code, text = run(
+        capsys,
+        "pretix",
+        "keys",
+        "--url",
+        "https://[::1",
+        "--organizer",
+        "org",
+        "--event",
+        "ev",
+        "--token-file",
+        "token",
+        "--keyring",
+        "ring",
+    )
     assert code == 2 and "https://host[:port][/path]" in text, text

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from datetime import timezone
 from dataclasses import replace
+from datetime import timezone
 
 import pytest
 
@@ -35,10 +35,24 @@ def pretix(**changes) -> PretixTicket:
 
 def held(**changes) -> Facts:
     """Facts of a gate holding a pretix check-in list of event FINAL (single entry, no rules)."""
-    clist = CheckinList(site="arena", version=1, iat=0, event="FINAL", list_id=3, name="Gates", include_pending=False,
-                        allow_multiple_entries=False, allow_entry_after_exit=True, all_products=True,
-                        limit_products=frozenset(), subevent=None, rules={}, exit_all_at=None,
-                        times=EventTimes(tz=timezone.utc, date_from=NOW), tz_name="UTC")
+    clist = CheckinList(
+        site="arena",
+        version=1,
+        iat=0,
+        event="FINAL",
+        list_id=3,
+        name="Gates",
+        include_pending=False,
+        allow_multiple_entries=False,
+        allow_entry_after_exit=True,
+        all_products=True,
+        limit_products=frozenset(),
+        subevent=None,
+        rules={},
+        exit_all_at=None,
+        times=EventTimes(tz=timezone.utc, date_from=NOW),
+        tz_name="UTC",
+    )
     return Facts(pretix=PretixFacts(checkin_list=replace(clist, **changes)))
 
 
@@ -71,19 +85,42 @@ ROWS = [
     ("emergency", static(), {"mode": GateMode.EMERGENCY}, Facts(), Reason.EMERGENCY),
     ("locked", static(), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
     # exits, re-entry, capacity (docs/protocol.md part 2, "Exits, re-entry and occupancy")
-    ("exit: a used, revoked ticket leaves", static(), {"direction": "out"}, Facts(admissions=1, revoked=True), Reason.OK),
+    (
+        "exit: a used, revoked ticket leaves",
+        static(),
+        {"direction": "out"},
+        Facts(admissions=1, revoked=True),
+        Reason.OK,
+    ),
     ("exit: an expired ticket leaves", static(exp=NOW - 9999), {"direction": "out"}, Facts(), Reason.OK),
     ("exit: wrong_event all the same", static(aud="OTHER"), {"direction": "out"}, Facts(), Reason.WRONG_EVENT),
     ("re-entry after a recorded exit", static(), {"reentry": True}, Facts(admissions=1, outside=True), Reason.OK),
-    ("already_used: re-entry allowed, never left", static(), {"reentry": True}, Facts(admissions=1), Reason.ALREADY_USED),
+    (
+        "already_used: re-entry allowed, never left",
+        static(),
+        {"reentry": True},
+        Facts(admissions=1),
+        Reason.ALREADY_USED,
+    ),
     ("re-entry: the ticket allows it (rex)", static(rex=True), {}, Facts(admissions=1, outside=True), Reason.OK),
     ("already_used: rex, never left", static(rex=True), {}, Facts(admissions=1), Reason.ALREADY_USED),
     ("already_used: left, gate without re-entry", static(), {}, Facts(admissions=1, outside=True), Reason.ALREADY_USED),
     ("capacity", static(), {"capacity": 10}, Facts(zone_inside=10), Reason.CAPACITY),
-    ("capacity: a re-entry too", static(), {"capacity": 10, "reentry": True},
-     Facts(admissions=1, outside=True, zone_inside=12), Reason.CAPACITY),
+    (
+        "capacity: a re-entry too",
+        static(),
+        {"capacity": 10, "reentry": True},
+        Facts(admissions=1, outside=True, zone_inside=12),
+        Reason.CAPACITY,
+    ),
     ("ok: one below capacity", static(), {"capacity": 10}, Facts(zone_inside=9), Reason.OK),
-    ("already_used before capacity", static(), {"capacity": 10}, Facts(admissions=1, zone_inside=10), Reason.ALREADY_USED),
+    (
+        "already_used before capacity",
+        static(),
+        {"capacity": 10},
+        Facts(admissions=1, zone_inside=10),
+        Reason.ALREADY_USED,
+    ),
     ("revoked before capacity", static(), {"capacity": 1}, Facts(revoked=True, zone_inside=5), Reason.REVOKED),
     # a replaced gate before its admissions snapshot (docs/protocol.md, "Replacing a gate")
     ("unsynced: limited ticket, admissions not recovered", static(), {}, Facts(synced=False), Reason.UNSYNCED),
@@ -94,18 +131,38 @@ ROWS = [
     # a pretix ticket judged by its check-in list (gated/core/pretix_checkin.py has the full order)
     ("pretix list: ok", pretix(), {}, held(), Reason.OK),
     ("unpaid", pretix(), {}, held(pending=frozenset({bytes(16)})), Reason.UNPAID),
-    ("unpaid: a list that includes pending orders", pretix(), {}, held(pending=frozenset({bytes(16)}),
-                                                                      include_pending=True), Reason.OK),
+    (
+        "unpaid: a list that includes pending orders",
+        pretix(),
+        {},
+        held(pending=frozenset({bytes(16)}), include_pending=True),
+        Reason.OK,
+    ),
     ("unapproved", pretix(), {}, held(unapproved=frozenset({bytes(16)}), include_pending=True), Reason.UNAPPROVED),
     ("rules", pretix(), {}, held(rules={"==": [{"var": "product"}, 13]}), Reason.RULES),
     ("questions", pretix(), {}, held(questions=frozenset({12})), Reason.QUESTIONS),
-    ("questions: the gate admits them", pretix(), {"pretix_questions": "admit"}, held(questions=frozenset({12})),
-     Reason.OK),
+    (
+        "questions: the gate admits them",
+        pretix(),
+        {"pretix_questions": "admit"},
+        held(questions=frozenset({12})),
+        Reason.OK,
+    ),
     ("pretix list: wrong_zone for a product off the list", pretix(), {}, held(all_products=False), Reason.WRONG_ZONE),
-    ("pretix list: an exit gate lets it out", pretix(), {"direction": "out"}, held(pending=frozenset({bytes(16)})),
-     Reason.OK),
-    ("pretix list of another event: the plain rules", pretix(), {}, held(event="OTHER", questions=frozenset({12})),
-     Reason.OK),
+    (
+        "pretix list: an exit gate lets it out",
+        pretix(),
+        {"direction": "out"},
+        held(pending=frozenset({bytes(16)})),
+        Reason.OK,
+    ),
+    (
+        "pretix list of another event: the plain rules",
+        pretix(),
+        {},
+        held(event="OTHER", questions=frozenset({12})),
+        Reason.OK,
+    ),
     # precedence: one scan, one reason
     ("locked before malformed", Rejection(Reason.MALFORMED, "x"), {"mode": GateMode.LOCKED}, Facts(), Reason.LOCKED),
     ("wrong_event before expired", static(aud="X", exp=NOW - 9999), {}, Facts(), Reason.WRONG_EVENT),

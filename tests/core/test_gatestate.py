@@ -7,8 +7,28 @@ import pytest
 from gated.core import gatestate as gs
 from gated.core.decide import GateMode
 from gated.core.gatestate import (
-    Closed, CountExit, ExitPassage, CloseRelay, Confirm, EmergencyOff, EmergencyOn, GateState, Grant, LatchRelay, Lock, ModeChanged,
-    Opened, OpenRelay, Passage, PendingGrant, Phase, RaiseAlarm, RollBack, Tick, Unlock, UnlatchRelay,
+    Closed,
+    CloseRelay,
+    Confirm,
+    CountExit,
+    EmergencyOff,
+    EmergencyOn,
+    ExitPassage,
+    GateState,
+    Grant,
+    LatchRelay,
+    Lock,
+    ModeChanged,
+    Opened,
+    OpenRelay,
+    Passage,
+    PendingGrant,
+    Phase,
+    RaiseAlarm,
+    RollBack,
+    Tick,
+    UnlatchRelay,
+    Unlock,
 )
 
 RULES = gs.Rules(passage_timeout_s=5.0, held_open_s=3.0)
@@ -34,7 +54,6 @@ ROWS = [
     (I, Unlock(5), I, []),
     (I, EmergencyOn(5), E, [LatchRelay(), RaiseAlarm("emergency_on"), ModeChanged(GateMode.EMERGENCY)]),
     (I, EmergencyOff(5), I, []),
-
     (G, Grant(5, "g:2"), G, [OpenRelay()]),
     (G, Passage(5), I, [Confirm("g:1"), CloseRelay()]),
     (G, ExitPassage(5), G, [CountExit()]),
@@ -43,10 +62,13 @@ ROWS = [
     (G, Tick(10), I, [RollBack("g:1"), CloseRelay()]),  # nobody passed by the deadline
     (G, Lock(5), G, [ModeChanged(GateMode.LOCKED)]),  # g:1 may still pass
     (G, Unlock(5), G, []),
-    (G, EmergencyOn(5), E, [RollBack("g:1"), LatchRelay(), RaiseAlarm("emergency_on"),
-                            ModeChanged(GateMode.EMERGENCY)]),
+    (
+        G,
+        EmergencyOn(5),
+        E,
+        [RollBack("g:1"), LatchRelay(), RaiseAlarm("emergency_on"), ModeChanged(GateMode.EMERGENCY)],
+    ),
     (G, EmergencyOff(5), G, []),
-
     (L, Grant(5, None), G, [OpenRelay()]),  # a remote open while locked
     (L, Passage(5), L, [RaiseAlarm("forced_entry")]),
     (L, ExitPassage(5), L, [CountExit()]),
@@ -57,7 +79,6 @@ ROWS = [
     (L, Unlock(5), I, [ModeChanged(GateMode.NORMAL)]),
     (L, EmergencyOn(5), E, [LatchRelay(), RaiseAlarm("emergency_on"), ModeChanged(GateMode.EMERGENCY)]),
     (L, EmergencyOff(5), L, []),
-
     (E, Grant(5, "g:2"), E, [RollBack("g:2")]),
     (E, Passage(5), E, []),  # free passage: no forced entry
     (E, ExitPassage(5), E, [CountExit()]),  # people going out are counted in an emergency too
@@ -77,8 +98,9 @@ def test_rows_cover_the_table_exactly():
     assert len(ROWS) == len(gs.TABLE) == 4 * 10
 
 
-@pytest.mark.parametrize("phase, event, after, effects", ROWS,
-                         ids=[f"{p.value}-{type(e).__name__}" for p, e, _, _ in ROWS])
+@pytest.mark.parametrize(
+    "phase, event, after, effects", ROWS, ids=[f"{p.value}-{type(e).__name__}" for p, e, _, _ in ROWS]
+)
 def test_row(phase, event, after, effects):
     state = START[phase]
     assert state.phase is phase

@@ -11,12 +11,12 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gated.core import base45, ticket
 from gated.central import wallet
 from gated.central.issuer import issue, new_claims
+from gated.core import base45, ticket
 from gated.core.beacon import encode_beacon
-from gated.gate.clock import TrustedClock
 from gated.core.reasons import Reason
+from gated.gate.clock import TrustedClock
 from gated.gate.validate import scan_fields, validate
 from tests.conftest import EVENT, SITE
 
@@ -39,8 +39,13 @@ def scan(text, authority, gate_context, store, now, **kw):
     """Judge a code and, when admitted, record it as the gate does (admission + event, one transaction)."""
     decision = validate(text, authority.keyring, gate_context, store, now, **kw)
     if decision.admit:
-        store.record_scan(scan_fields(decision, gate_context, 0), int(now * 1000), admit_cti=decision.cti,
-                          step=decision.ticket.step, confirmed=True)
+        store.record_scan(
+            scan_fields(decision, gate_context, 0),
+            int(now * 1000),
+            admit_cti=decision.cti,
+            step=decision.ticket.step,
+            confirmed=True,
+        )
     return decision.reason
 
 
@@ -89,8 +94,10 @@ def test_step_window_is_configurable(authority, gate_context, store, dyn):
     wide = replace(gate_context, step_window=2)
     assert scan(screenshot, authority, wide, store, NOW + 60) is Reason.OK
     strict = replace(gate_context, step_window=0)
-    assert scan(wallet.current_code(dyn.cose, dyn.device_key, NOW), authority, strict, store, NOW + 30) \
+    assert (
+        scan(wallet.current_code(dyn.cose, dyn.device_key, NOW), authority, strict, store, NOW + 30)
         is Reason.STALE_CODE
+    )
 
 
 def test_static_rendering_is_a_static_copy(authority, gate_context, store, dyn):
@@ -113,25 +120,34 @@ def test_gt2_around_a_static_ticket_is_refused(authority, gate_context, store):
 def test_inner_ticket_rules_still_apply(authority, gate_context, store):
     stranger = Ed25519PrivateKey.generate()
     dyn = issue(new_claims(event=EVENT, nbf=int(NOW) - 60, exp=int(NOW) + 60), stranger, dynamic=True)
-    assert scan(wallet.current_code(dyn.cose, dyn.device_key, NOW), authority, gate_context, store, NOW) \
+    assert (
+        scan(wallet.current_code(dyn.cose, dyn.device_key, NOW), authority, gate_context, store, NOW)
         is Reason.UNKNOWN_KEY
+    )
     expired = make(authority, nbf=int(NOW) - 7200, exp=int(NOW) - 3600)
-    assert scan(wallet.current_code(expired.cose, expired.device_key, NOW), authority, gate_context, store, NOW) \
+    assert (
+        scan(wallet.current_code(expired.cose, expired.device_key, NOW), authority, gate_context, store, NOW)
         is Reason.EXPIRED
+    )
     other = make(authority, event="OTHER-EVENT")
-    assert scan(wallet.current_code(other.cose, other.device_key, NOW), authority, gate_context, store, NOW) \
+    assert (
+        scan(wallet.current_code(other.cose, other.device_key, NOW), authority, gate_context, store, NOW)
         is Reason.WRONG_EVENT
+    )
 
 
-@pytest.mark.parametrize("envelope", [
-    lambda d: [d.cose, 5],  # two items
-    lambda d: [d.cose, -1, b"\0" * 64],  # negative step
-    lambda d: [d.cose, True, b"\0" * 64],  # a bool is not a uint
-    lambda d: [d.cose, 2**64, b"\0" * 64],  # step over 8 bytes
-    lambda d: [d.cose, 5, b"\0" * 63],  # short devsig
-    lambda d: ["text", 5, b"\0" * 64],  # ticket not a bstr
-    lambda d: {"ticket": d.cose},  # not an array
-])
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        lambda d: [d.cose, 5],  # two items
+        lambda d: [d.cose, -1, b"\0" * 64],  # negative step
+        lambda d: [d.cose, True, b"\0" * 64],  # a bool is not a uint
+        lambda d: [d.cose, 2**64, b"\0" * 64],  # step over 8 bytes
+        lambda d: [d.cose, 5, b"\0" * 63],  # short devsig
+        lambda d: ["text", 5, b"\0" * 64],  # ticket not a bstr
+        lambda d: {"ticket": d.cose},  # not an array
+    ],
+)
 def test_malformed_envelopes(authority, gate_context, store, dyn, envelope):
     text = "GT2:" + base45.encode(cbor2.dumps(envelope(dyn)))
     assert scan(text, authority, gate_context, store, NOW) is Reason.MALFORMED
@@ -143,6 +159,7 @@ def test_trailing_bytes_after_the_envelope(authority, gate_context, store, dyn):
 
 
 # --- the clock policy (decide(time_trusted=False)) ----------------------------------------------
+
 
 def test_untrusted_clock_denies_time_dependent_checks(authority, gate_context, store, dyn):
     code = wallet.current_code(dyn.cose, dyn.device_key, NOW)
@@ -183,6 +200,7 @@ def test_devsig_domain_separation(dyn):
     public = Ed25519PublicKey.from_public_bytes(dyn.claims.dev)
     public.verify(sig, ticket.devsig_message(dyn.claims.cti, step))
     from cryptography.exceptions import InvalidSignature
+
     with pytest.raises(InvalidSignature):
         public.verify(sig, ticket.devsig_message(dyn.claims.cti, step + 1))
     with pytest.raises(InvalidSignature):

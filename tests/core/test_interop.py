@@ -58,15 +58,17 @@ def test_foreign_encoder_ticket_is_admitted(authority):
     cti = os.urandom(16)
     kid = cose.kid_of(authority.issuer.public_key())
     protected = cmap([(uint(4), bstr(kid)), (uint(1), nint(-8)), (uint(3), tstr("application/gt"))])
-    payload = cmap([
-        (nint(-1), tstr("child")),
-        (uint(4), uint(now + 3600, wide=True)),
-        (uint(3), tstr("FINAL-2026")),
-        (uint(5), uint(now - 3600, wide=True)),
-        (uint(7), bstr(cti)),
-        (nint(-3), array([tstr("north")])),
-        (uint(500), tstr("ignored")),
-    ])
+    payload = cmap(
+        [
+            (nint(-1), tstr("child")),
+            (uint(4), uint(now + 3600, wide=True)),
+            (uint(3), tstr("FINAL-2026")),
+            (uint(5), uint(now - 3600, wide=True)),
+            (uint(7), bstr(cti)),
+            (nint(-3), array([tstr("north")])),
+            (uint(500), tstr("ignored")),
+        ]
+    )
     to_sign = array([tstr("Signature1"), bstr(protected), bstr(b""), bstr(payload)])
     signature = authority.issuer.sign(to_sign)
     sign1 = bytes([0xD2]) + array([bstr(protected), cmap([(uint(33), bstr(b"x"))]), bstr(payload), bstr(signature)])

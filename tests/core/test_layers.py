@@ -15,9 +15,33 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "gated"
 CORE = PACKAGE / "core"
 # I/O, threads and clocks: the shell's business, never the core's.
-FORBIDDEN_IN_CORE = {"sqlite3", "sqlite_utils", "paho", "gpiozero", "structlog", "cv2", "socket", "threading",
-                     "time", "os", "subprocess", "asyncio", "selectors", "logging", "pathlib", "shutil", "io_uring",
-                     "zxingcpp", "pyzbar", "picamera2", "lgpio", "urllib", "http", "requests", "psycopg"}
+FORBIDDEN_IN_CORE = {
+    "sqlite3",
+    "sqlite_utils",
+    "paho",
+    "gpiozero",
+    "structlog",
+    "cv2",
+    "socket",
+    "threading",
+    "time",
+    "os",
+    "subprocess",
+    "asyncio",
+    "selectors",
+    "logging",
+    "pathlib",
+    "shutil",
+    "io_uring",
+    "zxingcpp",
+    "pyzbar",
+    "picamera2",
+    "lgpio",
+    "urllib",
+    "http",
+    "requests",
+    "psycopg",
+}
 # Third-party libraries a core module may use: encodings and arithmetic, no I/O.
 ALLOWED_THIRD_PARTY_IN_CORE = {"cbor2", "cryptography", "nacl", "segno"}
 
@@ -52,15 +76,32 @@ def test_core_modules_do_no_io_and_read_no_clock(path):
             problems.append(f"{path.name}:{line} imports {name} (I/O, threads or a clock)")
         elif top == "gated" and not (name == "gated" or name.startswith("gated.core")):
             problems.append(f"{path.name}:{line} imports {name}, outside gated.core")
-        elif top not in ("gated", "__future__") and top not in ALLOWED_THIRD_PARTY_IN_CORE \
-                and not _is_stdlib_pure(top):
+        elif top not in ("gated", "__future__") and top not in ALLOWED_THIRD_PARTY_IN_CORE and not _is_stdlib_pure(top):
             problems.append(f"{path.name}:{line} imports {name}, not on the core's list")
     assert not problems, "\n".join(problems)
 
 
 def _is_stdlib_pure(top: str) -> bool:
-    return top in {"base64", "binascii", "collections", "dataclasses", "datetime", "enum", "functools", "hashlib",
-                   "hmac", "io", "itertools", "json", "math", "re", "struct", "typing", "string", "abc"}
+    return top in {
+        "base64",
+        "binascii",
+        "collections",
+        "dataclasses",
+        "datetime",
+        "enum",
+        "functools",
+        "hashlib",
+        "hmac",
+        "io",
+        "itertools",
+        "json",
+        "math",
+        "re",
+        "struct",
+        "typing",
+        "string",
+        "abc",
+    }
 
 
 def gate_side_modules() -> list[Path]:
@@ -72,8 +113,11 @@ def gate_side_modules() -> list[Path]:
 
 def imports_of(path: Path, package: str) -> list[str]:
     """`path`'s imports of `package` or anything in it, as "file:line imports name"."""
-    return [f"{path.name}:{line} imports {name}" for line, name in imports(path)
-            if name == package or name.startswith(package + ".")]
+    return [
+        f"{path.name}:{line} imports {name}"
+        for line, name in imports(path)
+        if name == package or name.startswith(package + ".")
+    ]
 
 
 @pytest.mark.parametrize("path", gate_side_modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -93,21 +137,38 @@ def test_the_central_side_never_imports_the_gate(path):
 def test_the_checker_sees_a_violation(tmp_path):
     """The test above would pass on an empty list: show that it reads real imports."""
     sample = tmp_path / "sample.py"
-    sample.write_text("import time\nfrom gated import central\nfrom gated.central.ledger import Ledger\n"
-                      "def f():\n    import sqlite3\n")
+    sample.write_text(
+        "import time\nfrom gated import central\nfrom gated.central.ledger import Ledger\n"
+        "def f():\n    import sqlite3\n"
+    )
     names = [name for _, name in imports(sample)]
     assert names == ["time", "gated", "gated.central", "gated.central.ledger", "sqlite3"]
 
 
-SHARED_PLUMBING = {"gated.keys", "gated.mqtt", "gated.mqtturl", "gated.topics", "gated.logging", "gated.tomlcheck",
-                   "gated.sqlitedb", "gated.daystart", "gated.metrics_http", "gated.atomicfile"}
+SHARED_PLUMBING = {
+    "gated.keys",
+    "gated.mqtt",
+    "gated.mqtturl",
+    "gated.topics",
+    "gated.logging",
+    "gated.tomlcheck",
+    "gated.sqlitedb",
+    "gated.daystart",
+    "gated.metrics_http",
+    "gated.atomicfile",
+    "gated.brokerdiag",
+}
 
 
 def outside_core_and_plumbing(path: Path) -> list[str]:
     """`path`'s imports of gated modules that are neither the core, the central side nor shared plumbing."""
-    return [f"{path.name}:{line} imports {name}" for line, name in imports(path)
-            if name.startswith("gated.") and not name.startswith(("gated.core", "gated.central"))
-            and name not in SHARED_PLUMBING]
+    return [
+        f"{path.name}:{line} imports {name}"
+        for line, name in imports(path)
+        if name.startswith("gated.")
+        and not name.startswith(("gated.core", "gated.central"))
+        and name not in SHARED_PLUMBING
+    ]
 
 
 @pytest.mark.parametrize("path", modules(PACKAGE / "central"), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -119,15 +180,23 @@ def test_the_central_side_imports_only_the_core_and_shared_plumbing(path):
 def test_the_side_checks_see_a_violation(tmp_path):
     """Both rules (gate -> central, central -> gate) on planted imports, one inside a function."""
     sample = tmp_path / "sample.py"
-    sample.write_text("from gated import central\nfrom gated.central.ledger import Ledger\nimport gated.gatekeeper\n"
-                      "def f():\n    from gated.gate import store\n")
-    assert imports_of(sample, "gated.central") == ["sample.py:1 imports gated.central",
-                                                   "sample.py:2 imports gated.central.ledger"]
+    sample.write_text(
+        "from gated import central\nfrom gated.central.ledger import Ledger\nimport gated.gatekeeper\n"
+        "def f():\n    from gated.gate import store\n"
+    )
+    assert imports_of(sample, "gated.central") == [
+        "sample.py:1 imports gated.central",
+        "sample.py:2 imports gated.central.ledger",
+    ]
     assert imports_of(sample, "gated.gate") == ["sample.py:5 imports gated.gate"]
-    assert outside_core_and_plumbing(sample) == ["sample.py:3 imports gated.gatekeeper", "sample.py:5 imports gated.gate"]
+    assert outside_core_and_plumbing(sample) == [
+        "sample.py:3 imports gated.gatekeeper",
+        "sample.py:5 imports gated.gate",
+    ]
 
 
 # --- no import cycles (as python-zeroconf's tests/test_circular_imports.py) ---------------------------
+
 
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root.parent).with_suffix("").parts)
@@ -149,7 +218,7 @@ def import_graph(package: Path) -> dict[str, dict[str, str]]:
                 base = node.module or ""
                 if node.level:  # relative: from the importing module's package
                     here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                    base = ".".join(here[:len(here) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(here[: len(here) - node.level + 1] + ([base] if base else []))
                 targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
             else:
                 continue
@@ -233,8 +302,9 @@ def test_the_cycle_check_sees_a_cycle(tmp_path):
     assert graph["pkg.sub.b"] == {"pkg.sub.c": "pkg/sub/b.py:2"}
     cycles = import_cycles(graph)
     assert cycles == [["pkg.a", "pkg.sub.b", "pkg.sub.c", "pkg.a"]]
-    assert describe(graph, cycles[0]) == ("pkg.a (pkg/a.py:1) -> pkg.sub.b (pkg/sub/b.py:2) -> "
-                                          "pkg.sub.c (pkg/sub/c.py:2) -> pkg.a")
+    assert describe(graph, cycles[0]) == (
+        "pkg.a (pkg/a.py:1) -> pkg.sub.b (pkg/sub/b.py:2) -> pkg.sub.c (pkg/sub/c.py:2) -> pkg.a"
+    )
     (package / "sub" / "c.py").write_text("import pkg.leaf\n")
     assert import_cycles(import_graph(package)) == []
 
@@ -266,9 +336,11 @@ CLOCK_CALLS = {"now", "utcnow", "today", "monotonic", "perf_counter", "time_ns",
 
 def clock_calls(path: Path) -> list[str]:
     """Calls of a method named like a clock reading (`datetime.now()`, `time.monotonic()`...) in `path`."""
-    return [f"{path.name}:{node.lineno} calls .{node.func.attr}()"
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCK_CALLS]
+    return [
+        f"{path.name}:{node.lineno} calls .{node.func.attr}()"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CLOCK_CALLS
+    ]
 
 
 @pytest.mark.parametrize("path", modules(CORE), ids=lambda p: p.name)
@@ -282,8 +354,9 @@ def test_core_modules_read_no_clock_through_datetime_either(path):
 def test_the_clock_check_sees_a_clock_call(tmp_path):
     """The check above, run on a planted clock reading inside a function (and on a harmless call)."""
     sample = tmp_path / "sample.py"
-    sample.write_text("from datetime import datetime\ndef f(moment):\n    moment.isoformat()\n"
-                      "    return datetime.now()\n")
+    sample.write_text(
+        "from datetime import datetime\ndef f(moment):\n    moment.isoformat()\n    return datetime.now()\n"
+    )
     assert clock_calls(sample) == ["sample.py:4 calls .now()"]
     sample.write_text("from datetime import datetime\ndef f(now):\n    return datetime.fromtimestamp(now)\n")
     assert clock_calls(sample) == []

@@ -34,21 +34,24 @@ def scan(now: float, *entries: float, exits=(), product=1, gate=None) -> RuleInp
     return RuleInput(product=product, variation=None, gate=gate, now=now, history=history)
 
 
-@pytest.mark.parametrize("rules, problem", [
-    ({"weekday_is": [1]}, "unknown operator"),
-    ({"==": [{"var": "age"}, 18]}, "unknown variable"),
-    ({"var": "product"}, "not allowed on the first level"),
-    ({"==": [{"and": [True, True]}, True]}, "and/or below a comparison"),
-    ({"isAfter": [{"var": "now"}, {"buildTime": ["custom", "2026-06-01T10:00:00"]}]}, "UTC offset"),
-    ({"isAfter": [{"var": "now"}, {"buildTime": ["customtime", "ten"]}]}, "HH:MM"),
-    ({"isAfter": [{"var": "now"}, {"buildTime": ["tomorrow"]}]}, "unknown time"),
-    ({"isAfter": [{"var": "now"}, {"buildTime": ["date_from"]}, "soon"]}, "tolerance"),
-    ({"inList": [{"var": "product"}, {"objectList": [{"lookup": ["product", "x", "A"]}]}]}, "not an integer"),
-    ({"<": [{"entries_since": [5]}, 1]}, "one buildTime"),
-    ({"==": [1, 1], "!=": [1, 2]}, "exactly one operator"),
-    ([{"==": [1, 1]}], "must be an object"),
-    ({"and": [{"and": [{"==": [1, 1]}]}] * 2}, None),
-])
+@pytest.mark.parametrize(
+    "rules, problem",
+    [
+        ({"weekday_is": [1]}, "unknown operator"),
+        ({"==": [{"var": "age"}, 18]}, "unknown variable"),
+        ({"var": "product"}, "not allowed on the first level"),
+        ({"==": [{"and": [True, True]}, True]}, "and/or below a comparison"),
+        ({"isAfter": [{"var": "now"}, {"buildTime": ["custom", "2026-06-01T10:00:00"]}]}, "UTC offset"),
+        ({"isAfter": [{"var": "now"}, {"buildTime": ["customtime", "ten"]}]}, "HH:MM"),
+        ({"isAfter": [{"var": "now"}, {"buildTime": ["tomorrow"]}]}, "unknown time"),
+        ({"isAfter": [{"var": "now"}, {"buildTime": ["date_from"]}, "soon"]}, "tolerance"),
+        ({"inList": [{"var": "product"}, {"objectList": [{"lookup": ["product", "x", "A"]}]}]}, "not an integer"),
+        ({"<": [{"entries_since": [5]}, 1]}, "one buildTime"),
+        ({"==": [1, 1], "!=": [1, 2]}, "exactly one operator"),
+        ([{"==": [1, 1]}], "must be an object"),
+        ({"and": [{"and": [{"==": [1, 1]}]}] * 2}, None),
+    ],
+)
 def test_rules_a_gate_cannot_evaluate_are_refused_on_arrival(rules, problem):
     if problem is None:
         check_rules(rules)
@@ -72,13 +75,16 @@ def test_entries_today_starts_at_local_midnight_and_days_are_local_dates():
     assert not evaluate(rules, scan(at(2026, 3, 29, 3, 30), at(2026, 3, 29, 0, 30)), EVENT)  # across the DST jump
     days = {"<": [{"var": "entries_days"}, 2]}
     assert not evaluate(days, scan(at(2026, 3, 29, 1), at(2026, 3, 28, 23, 59), at(2026, 3, 29, 0, 1)), EVENT)
-    assert explain(rules, scan(at(2026, 3, 29, 3, 30), at(2026, 3, 29, 0, 30)), EVENT) == \
-        "Maximum number of entries today exceeded"
+    assert (
+        explain(rules, scan(at(2026, 3, 29, 3, 30), at(2026, 3, 29, 0, 30)), EVENT)
+        == "Maximum number of entries today exceeded"
+    )
 
 
 def test_minutes_since_an_entry_are_whole_minutes_and_minus_one_without():
-    rules = {"or": [{"==": [{"var": "minutes_since_last_entry"}, -1]},
-                    {">=": [{"var": "minutes_since_last_entry"}, 30]}]}
+    rules = {
+        "or": [{"==": [{"var": "minutes_since_last_entry"}, -1]}, {">=": [{"var": "minutes_since_last_entry"}, 30]}]
+    }
     start = at(2026, 10, 25, 1, 40)  # an hour is repeated at 03:00 that night: minutes are real minutes
     assert evaluate(rules, scan(start), EVENT)
     assert not evaluate(rules, scan(start + 29 * 60 + 59, start), EVENT)
@@ -98,8 +104,12 @@ def test_times_with_tolerance_and_the_words_pretix_uses():
 
 
 def test_explain_takes_the_closest_path_and_never_raises():
-    rules = {"or": [{"inList": [{"var": "product"}, {"objectList": [{"lookup": ["product", "7", "VIP"]}]}]},
-                    {"and": [{"<": [{"var": "entries_number"}, 1]}, {"==": [{"var": "product"}, 1]}]}]}
+    rules = {
+        "or": [
+            {"inList": [{"var": "product"}, {"objectList": [{"lookup": ["product", "7", "VIP"]}]}]},
+            {"and": [{"<": [{"var": "entries_number"}, 1]}, {"==": [{"var": "product"}, 1]}]},
+        ]
+    }
     assert explain(rules, scan(at(2026, 6, 1, 18), at(2026, 6, 1, 17)), EVENT) == "Maximum number of entries exceeded"
     # pretix itself fails to weigh an inList of week days (HTTP 500); the gate says it does not know
     odd = {"inList": [{"var": "now_isoweekday"}, {"objectList": [6, 7]}]}
@@ -111,8 +121,11 @@ def test_json_logic_comparisons_are_pretix_s():
     assert evaluate({"==": [{"var": "product"}, "1"]}, scan(0.0), EVENT)  # loose equality
     assert not evaluate({"<": [{"var": "product"}, "x"]}, scan(0.0), EVENT)  # a failed conversion is false
     assert evaluate({"==": [{"var": "entry_status"}, "present"]}, scan(at(2026, 6, 1, 19), at(2026, 6, 1, 18)), EVENT)
-    assert evaluate({"==": [{"var": "entry_status"}, "absent"]},
-                    scan(at(2026, 6, 1, 19), at(2026, 6, 1, 18), exits=[at(2026, 6, 1, 18, 30)]), EVENT)
+    assert evaluate(
+        {"==": [{"var": "entry_status"}, "absent"]},
+        scan(at(2026, 6, 1, 19), at(2026, 6, 1, 18), exits=[at(2026, 6, 1, 18, 30)]),
+        EVENT,
+    )
     cutoff = {"buildTime": ["custom", "2026-06-01T12:00:00+02:00"]}
     two_before = scan(at(2026, 6, 2, 9), at(2026, 5, 31, 9), at(2026, 6, 1, 9), at(2026, 6, 1, 13))
     assert evaluate({"==": [{"entries_before": [cutoff]}, 2]}, two_before, EVENT)
@@ -132,36 +145,58 @@ def test_the_daily_check_out_on_days_the_clocks_change():
 
 CLAIMS = Claims(cti=b"\x01" * 16, aud="final-2026", nbf=0, exp=2**40)
 TICKET = PretixTicket(claims=CLAIMS, issuer="pretix", item=1)
-LIST = checkinlist.CheckinList(site="arena", version=1, iat=0, event="final-2026", list_id=3, name="Gates",
-                               include_pending=False, allow_multiple_entries=False, allow_entry_after_exit=True,
-                               all_products=True, limit_products=frozenset(), subevent=None, rules={},
-                               exit_all_at=None, times=EVENT, tz_name="Europe/Berlin")
+LIST = checkinlist.CheckinList(
+    site="arena",
+    version=1,
+    iat=0,
+    event="final-2026",
+    list_id=3,
+    name="Gates",
+    include_pending=False,
+    allow_multiple_entries=False,
+    allow_entry_after_exit=True,
+    all_products=True,
+    limit_products=frozenset(),
+    subevent=None,
+    rules={},
+    exit_all_at=None,
+    times=EVENT,
+    tz_name="Europe/Berlin",
+)
 NOW = at(2026, 6, 1, 20)
 IN = Movement(at(2026, 6, 1, 19), True)
 OUT = Movement(at(2026, 6, 1, 19, 30), False)
 
 
-@pytest.mark.parametrize("ticket, changes, revoked, history, reason", [
-    (TICKET, {}, False, (), Reason.OK),
-    (TICKET, {}, False, (IN,), Reason.ALREADY_USED),
-    (TICKET, {}, False, (IN, OUT), Reason.OK),
-    (TICKET, {"allow_entry_after_exit": False}, False, (IN, OUT), Reason.ALREADY_USED),
-    (TICKET, {"allow_multiple_entries": True}, False, (IN, IN), Reason.OK),
-    (TICKET, {"exit_all_at": int(at(2026, 5, 1, 19, 15))}, False, (IN,), Reason.OK),  # checked out at 19:15
-    (TICKET, {"exit_all_at": int(at(2026, 5, 1, 18, 15))}, False, (IN,), Reason.ALREADY_USED),  # before the entry
-    # pretix's order: cancelled/blocked, unapproved, validity, product, unpaid, rules, questions, already used
-    (TICKET, {"unapproved": frozenset({CLAIMS.cti})}, True, (IN,), Reason.REVOKED),
-    (replace(TICKET, claims=replace(CLAIMS, exp=0)), {"unapproved": frozenset({CLAIMS.cti})}, False, (),
-     Reason.UNAPPROVED),
-    (replace(TICKET, claims=replace(CLAIMS, exp=0)), {"all_products": False}, False, (), Reason.EXPIRED),
-    (TICKET, {"all_products": False, "pending": frozenset({CLAIMS.cti})}, False, (), Reason.WRONG_ZONE),
-    (TICKET, {"pending": frozenset({CLAIMS.cti}), "rules": {"==": [1, 2]}}, False, (), Reason.UNPAID),
-    (TICKET, {"pending": frozenset({CLAIMS.cti}), "include_pending": True}, False, (), Reason.OK),
-    (TICKET, {"rules": {"==": [{"var": "product"}, 2]}, "questions": frozenset({1})}, False, (IN,), Reason.RULES),
-    (TICKET, {"questions": frozenset({1})}, False, (IN,), Reason.QUESTIONS),
-    (TICKET, {"subevent": 4}, False, (), Reason.WRONG_EVENT),
-    (TICKET, {"rules": {"isAfter": [{"var": "now"}, 5]}}, False, (), Reason.RULES),  # evaluation fails: denied
-])
+@pytest.mark.parametrize(
+    "ticket, changes, revoked, history, reason",
+    [
+        (TICKET, {}, False, (), Reason.OK),
+        (TICKET, {}, False, (IN,), Reason.ALREADY_USED),
+        (TICKET, {}, False, (IN, OUT), Reason.OK),
+        (TICKET, {"allow_entry_after_exit": False}, False, (IN, OUT), Reason.ALREADY_USED),
+        (TICKET, {"allow_multiple_entries": True}, False, (IN, IN), Reason.OK),
+        (TICKET, {"exit_all_at": int(at(2026, 5, 1, 19, 15))}, False, (IN,), Reason.OK),  # checked out at 19:15
+        (TICKET, {"exit_all_at": int(at(2026, 5, 1, 18, 15))}, False, (IN,), Reason.ALREADY_USED),  # before the entry
+        # pretix's order: cancelled/blocked, unapproved, validity, product, unpaid, rules, questions, already used
+        (TICKET, {"unapproved": frozenset({CLAIMS.cti})}, True, (IN,), Reason.REVOKED),
+        (
+            replace(TICKET, claims=replace(CLAIMS, exp=0)),
+            {"unapproved": frozenset({CLAIMS.cti})},
+            False,
+            (),
+            Reason.UNAPPROVED,
+        ),
+        (replace(TICKET, claims=replace(CLAIMS, exp=0)), {"all_products": False}, False, (), Reason.EXPIRED),
+        (TICKET, {"all_products": False, "pending": frozenset({CLAIMS.cti})}, False, (), Reason.WRONG_ZONE),
+        (TICKET, {"pending": frozenset({CLAIMS.cti}), "rules": {"==": [1, 2]}}, False, (), Reason.UNPAID),
+        (TICKET, {"pending": frozenset({CLAIMS.cti}), "include_pending": True}, False, (), Reason.OK),
+        (TICKET, {"rules": {"==": [{"var": "product"}, 2]}, "questions": frozenset({1})}, False, (IN,), Reason.RULES),
+        (TICKET, {"questions": frozenset({1})}, False, (IN,), Reason.QUESTIONS),
+        (TICKET, {"subevent": 4}, False, (), Reason.WRONG_EVENT),
+        (TICKET, {"rules": {"isAfter": [{"var": "now"}, 5]}}, False, (), Reason.RULES),  # evaluation fails: denied
+    ],
+)
 def test_pretix_s_order_of_checks(ticket, changes, revoked, history, reason):
     verdict = judge(ticket, replace(LIST, **changes), revoked=revoked, history=history, now=NOW, gate_pk=None)
     assert verdict.reason is reason
@@ -170,9 +205,18 @@ def test_pretix_s_order_of_checks(ticket, changes, revoked, history, reason):
 
 # --- the signed list --------------------------------------------------------------------------
 
-SETTINGS = {"id": 3, "name": "Gates", "include_pending": False, "allow_multiple_entries": False,
-            "allow_entry_after_exit": True, "all_products": True, "limit_products": [], "subevent": None,
-            "rules": json.dumps({"<": [{"var": "entries_today"}, 1]}), "exit_all_at": None}
+SETTINGS = {
+    "id": 3,
+    "name": "Gates",
+    "include_pending": False,
+    "allow_multiple_entries": False,
+    "allow_entry_after_exit": True,
+    "all_products": True,
+    "limit_products": [],
+    "subevent": None,
+    "rules": json.dumps({"<": [{"var": "entries_today"}, 1]}),
+    "exit_all_at": None,
+}
 TIMES = {"tz": "Europe/Berlin", "date_from": 1_780_000_000, "date_to": None, "date_admission": None}
 
 
@@ -182,29 +226,55 @@ def body_of(blob: bytes):
 
 def test_a_list_reads_back_as_signed():
     key = Ed25519PrivateKey.generate()
-    blob = checkinlist.encode_list(key, site="arena", version=4, iat=9, event="final-2026", settings=SETTINGS,
-                                   times=TIMES, gates={7: "north", 8: "Main Entrance"}, pending=[b"\x02" * 16],
-                                   questions=[5])
+    blob = checkinlist.encode_list(
+        key,
+        site="arena",
+        version=4,
+        iat=9,
+        event="final-2026",
+        settings=SETTINGS,
+        times=TIMES,
+        gates={7: "north", 8: "Main Entrance"},
+        pending=[b"\x02" * 16],
+        questions=[5],
+    )
     clist = read_list(body_of(blob), signer="rev", zones=ZoneInfo)
     assert (clist.version, clist.name, clist.gate_pk("NORTH"), clist.gate_pk("south")) == (4, "Gates", 7, None)
     assert clist.gate_pk("main-entrance") == clist.gate_pk("main_entrance") == 8
-    assert clist.pending == {b"\x02" * 16} and clist.questions == {5} and clist.rules == {"<": [{"var": "entries_today"}, 1]}
+    assert (
+        clist.pending == {b"\x02" * 16}
+        and clist.questions == {5}
+        and clist.rules == {"<": [{"var": "entries_today"}, 1]}
+    )
 
 
-@pytest.mark.parametrize("change, code", [
-    (lambda b: b.update({11: 1}), "unsupported"),
-    (lambda b: b[5].update(badge=True), "unsupported"),
-    (lambda b: b[5].pop("rules"), "malformed"),
-    (lambda b: b[5].update(rules='{"weekday": 1}'), "bad_rules"),
-    (lambda b: b[5].update(rules="{not json"), "bad_rules"),
-    (lambda b: b[6].update(tz="Mars/Olympus"), "malformed"),
-    (lambda b: b.update({8: [b"short"]}), "malformed"),
-    (lambda b: b.update({2: 0}), "malformed"),
-    (lambda b: b[5].update(include_pending=1), "malformed"),
-])
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        (lambda b: b.update({11: 1}), "unsupported"),
+        (lambda b: b[5].update(badge=True), "unsupported"),
+        (lambda b: b[5].pop("rules"), "malformed"),
+        (lambda b: b[5].update(rules='{"weekday": 1}'), "bad_rules"),
+        (lambda b: b[5].update(rules="{not json"), "bad_rules"),
+        (lambda b: b[6].update(tz="Mars/Olympus"), "malformed"),
+        (lambda b: b.update({8: [b"short"]}), "malformed"),
+        (lambda b: b.update({2: 0}), "malformed"),
+        (lambda b: b[5].update(include_pending=1), "malformed"),
+    ],
+)
 def test_a_list_the_gate_cannot_read_fully_is_refused(change, code):
-    body = body_of(checkinlist.encode_list(Ed25519PrivateKey.generate(), site="arena", version=1, iat=0,
-                                           event="final-2026", settings=dict(SETTINGS), times=dict(TIMES), gates={}))
+    body = body_of(
+        checkinlist.encode_list(
+            Ed25519PrivateKey.generate(),
+            site="arena",
+            version=1,
+            iat=0,
+            event="final-2026",
+            settings=dict(SETTINGS),
+            times=dict(TIMES),
+            gates={},
+        )
+    )
     body = cbor2.loads(cbor2.dumps(body))
     change(body)
     with pytest.raises(ListRejected) as refused:
@@ -212,14 +282,21 @@ def test_a_list_the_gate_cannot_read_fully_is_refused(change, code):
     assert refused.value.code == code
 
 
-
 def test_a_series_date_s_own_times_for_build_time():
     """pretix evaluates `date_from` of a series' ticket against its date (subevent), not the event."""
     key = Ed25519PrivateKey.generate()
     times = {**TIMES, "subevents": {7: [int(at(2026, 6, 8, 18)), None, None]}}
     rules = {"isAfter": [{"var": "now"}, {"buildTime": ["date_from"]}, 60]}
-    blob = checkinlist.encode_list(key, site="arena", version=1, iat=0, event="final-2026",
-                                   settings={**SETTINGS, "rules": json.dumps(rules)}, times=times, gates={})
+    blob = checkinlist.encode_list(
+        key,
+        site="arena",
+        version=1,
+        iat=0,
+        event="final-2026",
+        settings={**SETTINGS, "rules": json.dumps(rules)},
+        times=times,
+        gates={},
+    )
     clist = read_list(body_of(blob), signer="rev", zones=ZoneInfo)
     on_the_first = at(2026, 6, 1, 17, 30)  # the event's date_from is 1_780_000_000 (2026-05-28)
     assert judge(TICKET, clist, revoked=False, history=(), now=on_the_first, gate_pk=None).reason is Reason.OK

@@ -16,14 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gated import keys
-
-from gated.core import pretix_secret
 from gated.cli import main
-from gated.keys import Keyring
+from gated.core import pretix_secret
 from gated.core.pretix_secret import Fields, PretixTicket
 from gated.core.reasons import Reason
 from gated.core.scanned import read_code
 from gated.core.ticket import Rejection
+from gated.keys import Keyring
 
 VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "pretix_sig1.json").read_text())
 SECRETS = VECTORS["secrets"]
@@ -103,8 +102,24 @@ def test_revoke_code_and_one_entry(desk, capsys):
     text = SECRETS["plain"]
     assert verify(capsys, text, "--state", "gate.db", "--record")["decision"] == "admit"
     assert verify(capsys, text, "--state", "gate.db")["reason"] == "already_used"
-    assert main(["revoke", "--key", "k/rev.key", "--site", "local", "--version", "1", "--out", "rev.cose",
-                 "--code", text]) == 0
+    assert (
+        main(
+            [
+                "revoke",
+                "--signing-key",
+                "k/rev.key",
+                "--site",
+                "local",
+                "--version",
+                "1",
+                "--out",
+                "rev.cose",
+                "--code",
+                text,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert verify(capsys, text, "--revocations", "rev.cose")["reason"] == "revoked"
     assert verify(capsys, SECRETS["subevent"], "--revocations", "rev.cose")["decision"] == "admit"
@@ -113,11 +128,32 @@ def test_revoke_code_and_one_entry(desk, capsys):
 def test_revoke_code_reads_gt_codes_and_refuses_other_text(desk, capsys):
     assert main(["keys", "generate", "--out", "k", "--name", "box"]) == 0
     capsys.readouterr()
-    assert main(["issue", "--key", "k/box.key", "--event", "FINAL"]) == 0
+    assert main(["issue", "--signing-key", "k/box.key", "--event", "FINAL"]) == 0
     gt1 = capsys.readouterr().out.strip()
-    assert main(["revoke", "--key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose", "--code", gt1]) == 0
-    assert main(["revoke", "--key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose",
-                 "--code", "hello world"]) == 2
+    assert (
+        main(
+            ["revoke", "--signing-key", "k/rev.key", "--site", "s", "--version", "1", "--out", "r.cose", "--code", gt1]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "revoke",
+                "--signing-key",
+                "k/rev.key",
+                "--site",
+                "s",
+                "--version",
+                "1",
+                "--out",
+                "r.cose",
+                "--code",
+                "hello world",
+            ]
+        )
+        == 2
+    )
 
 
 def test_verify_at_judges_a_gt1_ticket_at_that_time(tmp_path, monkeypatch, capsys):
@@ -125,8 +161,19 @@ def test_verify_at_judges_a_gt1_ticket_at_that_time(tmp_path, monkeypatch, capsy
     main(["keys", "generate", "--out", "k", "--name", "box"])
     main(["keys", "trust", "--keyring", "ring", "--role", "issuer", "--event", "F", "k/box.pub"])
     capsys.readouterr()
-    main(["issue", "--key", "k/box.key", "--event", "F", "--valid-from", "2026-06-01T18:00:00Z",
-          "--valid-until", "2026-06-01T23:00:00Z"])
+    main(
+        [
+            "issue",
+            "--signing-key",
+            "k/box.key",
+            "--event",
+            "F",
+            "--valid-from",
+            "2026-06-01T18:00:00Z",
+            "--valid-until",
+            "2026-06-01T23:00:00Z",
+        ]
+    )
     text = capsys.readouterr().out.strip()
     assert verify(capsys, text, "--at", "2026-06-01T20:03:00Z", event="F")["decision"] == "admit"
     assert verify(capsys, text, "--at", "2026-06-01T17:00:00Z", event="F")["reason"] == "not_yet_valid"
@@ -167,22 +214,25 @@ def test_our_encoder_matches_pretix_field_for_field(ring):
     assert no_bounds.claims.nbf == 0 and no_bounds.claims.exp == 2**63 - 1
 
 
-@pytest.mark.parametrize("payload, expected", [
-    (b"\x10" + b"\xff" * 9 + b"\x01", Reason.MALFORMED),  # item = -1 (int64 as a 10-byte varint)
-    (b"\x10" + b"\x80" * 9 + b"\x01", Reason.MALFORMED),  # item = -2^63
-    (b"\x10" + b"\xff" * 8 + b"\x7f", Reason.OK),  # item = 2^63-1: the largest allowed
-    (b"\x10" + b"\xff" * 9 + b"\x7f", Reason.MALFORMED),  # above 64 bits
-    (b"\x10" + b"\x80" * 11, Reason.MALFORMED),  # varint longer than 10 bytes
-    (b"\x10\x80", Reason.MALFORMED),  # truncated varint
-    (b"\x10\x01\x10\x02", Reason.MALFORMED),  # item twice
-    (b"\x12\x01x", Reason.MALFORMED),  # item with the wrong wire type
-    (b"\x0a\x05abc", Reason.MALFORMED),  # seed runs past the payload
-    (b"\x0a\xff\xff\xff\xff\x0f", Reason.MALFORMED),  # huge length
-    (b"\x0a\x02\xff\xfe", Reason.MALFORMED),  # seed not UTF-8
-    (b"\x38\x01", Reason.UNSUPPORTED),  # field 7: unknown to this gate
-    (b"\x00", Reason.UNSUPPORTED),  # field 0
-    (b"", Reason.OK),  # the empty message: item 0, no bounds
-])
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"\x10" + b"\xff" * 9 + b"\x01", Reason.MALFORMED),  # item = -1 (int64 as a 10-byte varint)
+        (b"\x10" + b"\x80" * 9 + b"\x01", Reason.MALFORMED),  # item = -2^63
+        (b"\x10" + b"\xff" * 8 + b"\x7f", Reason.OK),  # item = 2^63-1: the largest allowed
+        (b"\x10" + b"\xff" * 9 + b"\x7f", Reason.MALFORMED),  # above 64 bits
+        (b"\x10" + b"\x80" * 11, Reason.MALFORMED),  # varint longer than 10 bytes
+        (b"\x10\x80", Reason.MALFORMED),  # truncated varint
+        (b"\x10\x01\x10\x02", Reason.MALFORMED),  # item twice
+        (b"\x12\x01x", Reason.MALFORMED),  # item with the wrong wire type
+        (b"\x0a\x05abc", Reason.MALFORMED),  # seed runs past the payload
+        (b"\x0a\xff\xff\xff\xff\x0f", Reason.MALFORMED),  # huge length
+        (b"\x0a\x02\xff\xfe", Reason.MALFORMED),  # seed not UTF-8
+        (b"\x38\x01", Reason.UNSUPPORTED),  # field 7: unknown to this gate
+        (b"\x00", Reason.UNSUPPORTED),  # field 0
+        (b"", Reason.OK),  # the empty message: item 0, no bounds
+    ],
+)
 def test_hostile_payloads_are_refused_with_a_reason(ring, payload, expected):
     assert reason(signed(payload), ring) is expected
 
@@ -237,9 +287,11 @@ def test_gate_config_takes_products_and_pretix_entries(tmp_path):
     from gated.gate import config
 
     path = tmp_path / "gated.toml"
-    path.write_text('[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
-                    'products = ["12", "14/3"]\npretix_entries = 2\npretix_subevents = [7]\n'
-                    '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n')
+    path.write_text(
+        '[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
+        'products = ["12", "14/3"]\npretix_entries = 2\npretix_subevents = [7]\n'
+        '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+    )
     cfg = config.load(path)
     assert cfg.gate.products == ("12", "14/3") and cfg.gate.pretix_entries == 2 and cfg.gate.pretix_subevents == (7,)
     path.write_text(path.read_text().replace("pretix_entries = 2", "pretix_entries = -1"))
@@ -252,8 +304,21 @@ def test_gated_scan_reads_a_pretix_code_from_a_camera_frame_at_a_given_time(desk
 
     from tests.support.frames import ticket_frames
 
-    cv2.imwrite("frame.png", ticket_frames([SECRETS["window"]], blur=0, motion=0, noise=0, glare=0, tilt=0,
-                                           rotation=0, gradient=0, contrast=1, inverted=False)[0])
+    cv2.imwrite(
+        "frame.png",
+        ticket_frames(
+            [SECRETS["window"]],
+            blur=0,
+            motion=0,
+            noise=0,
+            glare=0,
+            tilt=0,
+            rotation=0,
+            gradient=0,
+            contrast=1,
+            inverted=False,
+        )[0],
+    )
     argv = ["scan", "--json", "frame.png", "--keyring", "ring", "--event", EVENT]
     assert main([*argv, "--at", "2026-06-01T20:03:00Z"]) == 0
     line = json.loads(capsys.readouterr().out)
@@ -290,7 +355,9 @@ def test_sync_cursor_never_passes_the_local_time_less_the_overlap():
 def test_a_gate_for_some_dates_of_a_pretix_series_denies_the_others(desk, capsys):
     assert verify(capsys, SECRETS["subevent"], "--pretix-subevent", "7")["decision"] == "admit"
     assert verify(capsys, SECRETS["subevent"], "--pretix-subevent", "8")["reason"] == "wrong_event"
-    assert verify(capsys, SECRETS["subevent"], "--pretix-subevent", "8", "--pretix-subevent", "7")["decision"] == "admit"
+    assert (
+        verify(capsys, SECRETS["subevent"], "--pretix-subevent", "8", "--pretix-subevent", "7")["decision"] == "admit"
+    )
     assert verify(capsys, SECRETS["plain"], "--pretix-subevent", "7")["reason"] == "wrong_event"  # no date at all
     assert verify(capsys, SECRETS["plain"])["decision"] == "admit"  # no limit: every date
 
@@ -299,8 +366,10 @@ def test_gate_config_refuses_subevents_that_are_not_ids(tmp_path):
     from gated.gate import config
 
     path = tmp_path / "gated.toml"
-    path.write_text('[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
-                    'pretix_subevents = ["7", true]\n'
-                    '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n')
+    path.write_text(
+        '[gate]\nsite = "arena"\nid = "g1"\nevents = ["final-2026"]\nkeyring = "keyring"\n'
+        'pretix_subevents = ["7", true]\n'
+        '[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+    )
     with pytest.raises(config.ConfigError, match="gate.pretix_subevents: expected a list of integers"):
         config.load(path)

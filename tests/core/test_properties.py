@@ -18,24 +18,34 @@ FIXTURES_OK = settings(max_examples=300, deadline=None, suppress_health_check=[H
 
 
 @FIXTURES_OK
-@given(text=st.one_of(
-    st.text(max_size=1200),
-    st.text(alphabet=base45.ALPHABET, max_size=600).map(lambda s: "GT1:" + s),
-    st.text(alphabet=base45.ALPHABET, max_size=600).map(lambda s: "GT2:" + s),
-    st.binary(max_size=700).map(lambda b: "GT1:" + base45.encode(b)),
-    st.binary(max_size=700).map(lambda b: "GT2:" + base45.encode(b)),
-))
+@given(
+    text=st.one_of(
+        st.text(max_size=1200),
+        st.text(alphabet=base45.ALPHABET, max_size=600).map(lambda s: "GT1:" + s),
+        st.text(alphabet=base45.ALPHABET, max_size=600).map(lambda s: "GT2:" + s),
+        st.binary(max_size=700).map(lambda b: "GT1:" + base45.encode(b)),
+        st.binary(max_size=700).map(lambda b: "GT2:" + base45.encode(b)),
+    )
+)
 def test_any_text_gives_a_decision_with_a_reason(authority, text):
     decision = validate(text, authority.keyring, CTX, None, time.time())
     assert isinstance(decision.reason, Reason)
     assert not decision.admit
 
 
-cbor_leaf = st.one_of(st.integers(-2**70, 2**70), st.binary(max_size=20), st.text(max_size=10), st.booleans(),
-                      st.none(), st.floats(allow_nan=True))
-cbor_value = st.recursive(cbor_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                             st.dictionaries(st.integers(-8, 8), inner, max_size=5)),
-                          max_leaves=12)
+cbor_leaf = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.binary(max_size=20),
+    st.text(max_size=10),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=True),
+)
+cbor_value = st.recursive(
+    cbor_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.integers(-8, 8), inner, max_size=5)),
+    max_leaves=12,
+)
 
 
 @FIXTURES_OK

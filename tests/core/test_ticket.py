@@ -11,7 +11,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gated import keys
-
 from gated.core import base45, cose, ticket
 from gated.core.decide import GateContext
 from gated.core.reasons import Reason
@@ -33,8 +32,9 @@ def test_base45_rfc9285_examples():
 
 
 def test_round_trip_keeps_every_claim(authority):
-    claims = authority.claims(iss="box office", iat=1_700_000_000, typ="vip", ent=3, zon=("north", "vip"), seat="A12",
-                              rex=True)
+    claims = authority.claims(
+        iss="box office", iat=1_700_000_000, typ="vip", ent=3, zon=("north", "vip"), seat="A12", rex=True
+    )
     text = ticket.encode_static(claims, authority.issuer)
     assert text.startswith("GT1:") and len(text) <= ticket.MAX_TEXT
     assert set(text[4:]) <= set(base45.ALPHABET)
@@ -64,7 +64,9 @@ def test_vectors_are_reproducible_from_their_seed():
 
 
 def _sign1(authority, payload: bytes, *, protected=None, signature=None, tag=False, extra=b"") -> str:
-    protected = protected if protected is not None else cbor2.dumps({1: -8, 4: cose.kid_of(authority.issuer.public_key())})
+    protected = (
+        protected if protected is not None else cbor2.dumps({1: -8, 4: cose.kid_of(authority.issuer.public_key())})
+    )
     signature = signature if signature is not None else authority.issuer.sign(cose.sig_structure(protected, payload))
     item = [protected, {}, payload, signature]
     return "GT1:" + base45.encode(cbor2.dumps(cbor2.CBORTag(18, item) if tag else item) + extra)
@@ -73,8 +75,20 @@ def _sign1(authority, payload: bytes, *, protected=None, signature=None, tag=Fal
 def _payload(authority, **changes) -> bytes:
     claims = authority.claims().to_cbor_map()
     for key, value in changes.items():
-        number = {"cti": 7, "aud": 3, "nbf": 5, "exp": 4, "iss": 1, "iat": 6, "typ": -1, "ent": -2, "zon": -3,
-                  "seat": -4, "dev": -5, "rex": -6}[key]
+        number = {
+            "cti": 7,
+            "aud": 3,
+            "nbf": 5,
+            "exp": 4,
+            "iss": 1,
+            "iat": 6,
+            "typ": -1,
+            "ent": -2,
+            "zon": -3,
+            "seat": -4,
+            "dev": -5,
+            "rex": -6,
+        }[key]
         if value is _DROP:
             claims.pop(number)
         else:
@@ -85,12 +99,33 @@ def _payload(authority, **changes) -> bytes:
 _DROP = object()
 
 
-@pytest.mark.parametrize("claim,value", [
-    ("cti", b"short"), ("cti", "0123456789abcdef"), ("aud", 7), ("nbf", -1), ("nbf", 1.5), ("exp", "soon"),
-    ("exp", True), ("iss", b"bytes"), ("iat", "x"), ("typ", 1), ("ent", -2), ("zon", "north"), ("zon", [1]),
-    ("seat", 12), ("dev", b"x" * 31), ("rex", 1), ("rex", "yes"),
-    ("aud", "FINAL\x00-2026"), ("typ", "vip\x00"), ("seat", "\x00"), ("zon", ["north\x00"]), ("iss", "a\x00b"),
-])
+@pytest.mark.parametrize(
+    "claim,value",
+    [
+        ("cti", b"short"),
+        ("cti", "0123456789abcdef"),
+        ("aud", 7),
+        ("nbf", -1),
+        ("nbf", 1.5),
+        ("exp", "soon"),
+        ("exp", True),
+        ("iss", b"bytes"),
+        ("iat", "x"),
+        ("typ", 1),
+        ("ent", -2),
+        ("zon", "north"),
+        ("zon", [1]),
+        ("seat", 12),
+        ("dev", b"x" * 31),
+        ("rex", 1),
+        ("rex", "yes"),
+        ("aud", "FINAL\x00-2026"),
+        ("typ", "vip\x00"),
+        ("seat", "\x00"),
+        ("zon", ["north\x00"]),
+        ("iss", "a\x00b"),
+    ],
+)
 def test_wrong_type_of_a_known_claim_is_malformed(authority, claim, value):
     result = read_code(_sign1(authority, _payload(authority, **{claim: value})), authority.keyring)
     assert isinstance(result, Rejection) and result.reason is Reason.MALFORMED
@@ -109,14 +144,17 @@ def test_unknown_claims_are_ignored_and_tag_18_accepted(authority):
     assert isinstance(read_code(_sign1(authority, cbor2.dumps(claims), tag=True), authority.keyring), Ticket)
 
 
-@pytest.mark.parametrize("text,reason", [
-    ("GT1:" + "A" * 1021, Reason.MALFORMED),  # 1025 characters: refused before decoding
-    ("https://example.org/ticket/1", Reason.MALFORMED),
-    ("GT3:ABC", Reason.UNSUPPORTED),
-    ("GT1:abc", Reason.MALFORMED),  # lower case is not base45
-    ("GT1:", Reason.MALFORMED),
-    ("", Reason.MALFORMED),
-])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("GT1:" + "A" * 1021, Reason.MALFORMED),  # 1025 characters: refused before decoding
+        ("https://example.org/ticket/1", Reason.MALFORMED),
+        ("GT3:ABC", Reason.UNSUPPORTED),
+        ("GT1:abc", Reason.MALFORMED),  # lower case is not base45
+        ("GT1:", Reason.MALFORMED),
+        ("", Reason.MALFORMED),
+    ],
+)
 def test_texts_refused_before_cbor(authority, text, reason):
     assert read_code(text, authority.keyring).reason is reason
 
@@ -130,8 +168,9 @@ def test_structure_rules(authority):
     assert read_code(_sign1(authority, payload, protected=es256), ring).reason is Reason.UNSUPPORTED
     no_kid = cbor2.dumps({1: -8})
     assert read_code(_sign1(authority, payload, protected=no_kid), ring).reason is Reason.MALFORMED
-    kid_unprotected = "GT1:" + base45.encode(cbor2.dumps([cbor2.dumps({1: -8}), {4: cose.kid_of(authority.issuer.public_key())},
-                                                          payload, b"\x00" * 64]))
+    kid_unprotected = "GT1:" + base45.encode(
+        cbor2.dumps([cbor2.dumps({1: -8}), {4: cose.kid_of(authority.issuer.public_key())}, payload, b"\x00" * 64])
+    )
     assert read_code(kid_unprotected, ring).reason is Reason.MALFORMED  # the kid counts only when protected
 
 
@@ -150,8 +189,9 @@ def test_signatures_and_key_roles(authority):
 
 def test_issuer_scope_event_and_window(authority):
     public = authority.issuer.public_key()
-    scoped = keys.Keyring((keys.trusted("scoped", public, ["issuer"], events=["FINAL-2026"],
-                                        not_before=1_000, not_after=2_000),))
+    scoped = keys.Keyring(
+        (keys.trusted("scoped", public, ["issuer"], events=["FINAL-2026"], not_before=1_000, not_after=2_000),)
+    )
     in_scope = ticket.encode_static(authority.claims(iat=1_500), authority.issuer)
     assert isinstance(read_code(in_scope, scoped), Ticket)
     other_event = ticket.encode_static(authority.claims(aud="OTHER", iat=1_500), authority.issuer)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gated.core.reasons import Reason
 from gated.gate import boards
 from gated.gate.boards import BoardError, Feedback, board_from_dict, load_board, shipped_boards
-from gated.core.reasons import Reason
 
 SHIPPED = shipped_boards()
 
@@ -22,8 +22,19 @@ def test_shipped_profile_loads(path):
     assert profile.name == path.stem  # the name the config refers to is the file's
     assert profile.description
     assert profile.relay.pin.startswith("GPIO")
-    pins = [spec.pin for spec in (profile.relay, profile.passage, profile.emergency, profile.door,
-                                  profile.green, profile.red, profile.buzzer) if spec is not None]
+    pins = [
+        spec.pin
+        for spec in (
+            profile.relay,
+            profile.passage,
+            profile.emergency,
+            profile.door,
+            profile.green,
+            profile.red,
+            profile.buzzer,
+        )
+        if spec is not None
+    ]
     assert len(pins) == len(set(pins))
     assert profile.feedback_for(Reason.OK).led in ("green", "none")
     assert profile.feedback_for(Reason.REVOKED).led in ("red", "none")
@@ -67,9 +78,13 @@ def test_defaults():
 
 
 def test_feedback_per_reason_class_falls_back_to_deny():
-    profile = board_from_dict({**MINIMAL, "leds": {"red": 6},
-                               "feedback": {"used": {"led": "red", "beeps": 2, "beep_ms": 100},
-                                            "deny": {"led": "red", "led_ms": 900}}})
+    profile = board_from_dict(
+        {
+            **MINIMAL,
+            "leds": {"red": 6},
+            "feedback": {"used": {"led": "red", "beeps": 2, "beep_ms": 100}, "deny": {"led": "red", "led_ms": 900}},
+        }
+    )
     assert profile.feedback_for(Reason.ALREADY_USED) == Feedback("red", 0, 2, 100, 100)
     assert profile.feedback_for(Reason.EXPIRED) == Feedback("red", 900, 0, 0, 100)
     assert profile.feedback_for(Reason.EMERGENCY) == boards.DEFAULT_FEEDBACK["emergency"]
@@ -92,10 +107,20 @@ def test_every_problem_is_reported_at_once_with_its_key_path():
         board_from_dict(data, source="bad.toml")
     paths = [p.split(":")[0] for p in caught.value.problems]
     assert paths == [
-        "turbo", "board.name", "relay.colour", "relay.pin", "relay.pulse_ms",
-        "passage.pin", "passage.sensor", "emergency.active",
-        "leds.active_high", "leds.green", "buzzer.pin", "timing.passage_timeout_s",
-        "feedback.cheer", "feedback.admit.led",
+        "turbo",
+        "board.name",
+        "relay.colour",
+        "relay.pin",
+        "relay.pulse_ms",
+        "passage.pin",
+        "passage.sensor",
+        "emergency.active",
+        "leds.active_high",
+        "leds.green",
+        "buzzer.pin",
+        "timing.passage_timeout_s",
+        "feedback.cheer",
+        "feedback.admit.led",
     ]
     assert "bad.toml" in str(caught.value)
     text = "\n".join(caught.value.problems)
@@ -145,8 +170,11 @@ RPI_CONFIG = boards.BOARDS_DIR.parent / "raspberrypi" / "config.txt"
 
 
 def test_raspberrypi_config_fragment_is_well_formed():
-    active = [line.strip() for line in RPI_CONFIG.read_text().splitlines()
-              if line.strip() and not line.lstrip().startswith("#")]
+    active = [
+        line.strip()
+        for line in RPI_CONFIG.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     for line in active:
         assert line.startswith("[") or "=" in line, line
     keys = {line.split("=", 1)[0] for line in active if "=" in line}

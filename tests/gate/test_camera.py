@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
+from gated.cli import main
 from gated.gate import camera
 from gated.gate.camera import CameraError, FileSource, SupervisedSource, open_source
 from gated.gate.rehearsal.camera import SyntheticSource
-from gated.cli import main
 from gated.gate.scanner import Debouncer, Scanner
 from tests.support.frames import MILD, idle_frames, ticket_frames, write_video
 
@@ -93,8 +93,13 @@ def test_open_source_specs_and_options(tmp_path):
     assert isinstance(open_source("picamera2:0"), camera.Picamera2Source)
     synth = open_source("synthetic:?width=320&height=240&fps=0&blur=0")
     assert isinstance(synth, SyntheticSource) and synth.size == (320, 240) and synth.fps is None
-    for bad, why in (("webcam:0", "unknown kind"), ("/dev/video0", "KIND:WHAT"), ("v4l2:", "needs a device"),
-                     ("synthetic:?wobble=3", "unknown distortion"), ("files:/x?colour=1", "colour")):
+    for bad, why in (
+        ("webcam:0", "unknown kind"),
+        ("/dev/video0", "KIND:WHAT"),
+        ("v4l2:", "needs a device"),
+        ("synthetic:?wobble=3", "unknown distortion"),
+        ("files:/x?colour=1", "colour"),
+    ):
         with pytest.raises((CameraError, TypeError), match=why):
             open_source(bad)
 
@@ -231,7 +236,10 @@ def test_gated_scan_json_on_a_folder_of_camera_frames(tmp_path, authority, capsy
     assert main(["scan", "--json", str(tmp_path)]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(line["file"], line["codes"]) for line in lines] == [
-        (str(tmp_path / "frame0.png"), [a]), (str(tmp_path / "frame1.png"), [b]), (str(tmp_path / "frame2.png"), [])]
+        (str(tmp_path / "frame0.png"), [a]),
+        (str(tmp_path / "frame1.png"), [b]),
+        (str(tmp_path / "frame2.png"), []),
+    ]
     assert all(isinstance(line["ms"], float) and line["ms"] >= 0 for line in lines)
 
 

@@ -17,9 +17,18 @@ from gated.gate import checkinlists, health
 from gated.gate.store import GateStore
 
 EVENT = "final-2026"
-SETTINGS = {"id": 3, "name": "Weekend", "include_pending": False, "allow_multiple_entries": True,
-            "allow_entry_after_exit": True, "all_products": True, "limit_products": [], "subevent": None,
-            "rules": json.dumps({"<": [{"var": "entries_today"}, 1]}), "exit_all_at": None}
+SETTINGS = {
+    "id": 3,
+    "name": "Weekend",
+    "include_pending": False,
+    "allow_multiple_entries": True,
+    "allow_entry_after_exit": True,
+    "all_products": True,
+    "limit_products": [],
+    "subevent": None,
+    "rules": json.dumps({"<": [{"var": "entries_today"}, 1]}),
+    "exit_all_at": None,
+}
 TIMES = {"tz": "Europe/Berlin", "date_from": 1_780_000_000, "date_to": None, "date_admission": None}
 
 
@@ -35,8 +44,16 @@ def desk(tmp_path, monkeypatch):
 
 
 def signed(key, version=1, site="arena", **changes) -> bytes:
-    return checkinlist.encode_list(key, site=site, version=version, iat=int(time.time()), event=EVENT,
-                                   settings={**SETTINGS, **changes}, times=TIMES, gates={})
+    return checkinlist.encode_list(
+        key,
+        site=site,
+        version=version,
+        iat=int(time.time()),
+        event=EVENT,
+        settings={**SETTINGS, **changes},
+        times=TIMES,
+        gates={},
+    )
 
 
 def verify(capsys, text, *extra):
@@ -62,8 +79,9 @@ def test_a_list_the_desk_cannot_take_is_said_and_not_used(desk, capsys, tmp_path
     issuer, revocation = desk
     (tmp_path / "forged.cose").write_bytes(signed(issuer))  # an issuer key is no revocation key
     secret = encode_secret(Fields(seed="w2", item=1), issuer)
-    code = main(["verify", "--keyring", "ring", "--event", EVENT, "--site", "arena", "--checkin-list", "forged.cose",
-                 secret])
+    code = main(
+        ["verify", "--keyring", "ring", "--event", EVENT, "--site", "arena", "--checkin-list", "forged.cose", secret]
+    )
     out = capsys.readouterr()
     assert code == 0 and "rejected (unknown_key)" in out.err and "no list held" in out.err
 
@@ -73,15 +91,19 @@ def test_the_store_keeps_the_newest_good_list(desk, tmp_path):
     ring = keys.load_keyring(tmp_path / "ring")
     with GateStore(tmp_path / "gate.db", site="arena", gate="north") as store:
         assert checkinlists.accept(store, signed(revocation, 2), ring, site="arena").status == "applied"
-        for blob, code in ((signed(revocation, 2), "replay"), (signed(revocation, 1), "replay"),
-                           (signed(revocation, 3, site="elsewhere"), "wrong_site"),
-                           (signed(revocation, 4, rules='{"now_is": 1}'), "bad_rules"),
-                           (b"\x00" * 10, "malformed")):
+        for blob, code in (
+            (signed(revocation, 2), "replay"),
+            (signed(revocation, 1), "replay"),
+            (signed(revocation, 3, site="elsewhere"), "wrong_site"),
+            (signed(revocation, 4, rules='{"now_is": 1}'), "bad_rules"),
+            (b"\x00" * 10, "malformed"),
+        ):
             outcome = checkinlists.accept(store, blob, ring, site="arena")
             assert (outcome.status, outcome.code, outcome.version) == ("rejected", code, 2)
         assert checkinlists.held(store, ring).version == 2
         assert checkinlists.accept(store, signed(revocation, 3, name="Sunday"), ring, site="arena").status == "applied"
         assert (checkinlists.held(store, ring).name, checkinlists.held(store, ring).version) == ("Sunday", 3)
-    text = health.prometheus_text({"mode": "online", "checkin_list": 'Sun"day', "checkin_list_version": 3},
-                                  site="arena", gate="north")
+    text = health.prometheus_text(
+        {"mode": "online", "checkin_list": 'Sun"day', "checkin_list_version": 3}, site="arena", gate="north"
+    )
     assert 'gated_checkin_list_version{site="arena",gate="north",list="Sun\\"day"} 3' in text

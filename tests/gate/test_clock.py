@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
 from gated.core.beacon import encode_beacon, read_beacon
-from gated.gate.clock import Policy, TrustedClock
+from gated.gate.clock import Policy, TrustedClock, reset_trust
 from gated.gate.store import GateStore
 from tests.conftest import SITE
 
@@ -39,9 +39,17 @@ class World:
         self.boot, self.mono, self.skew = self.boot + "'", 3.0, skew
 
     def clock(self, authority, store=None, **kw) -> TrustedClock:
-        return TrustedClock(site=SITE, keyring=authority.keyring, store=store, ntp_synced=lambda: self.ntp,
-                            rtc=lambda: self.rtc, wall=lambda: self.wall, monotonic=lambda: self.mono,
-                            boot=lambda: self.boot, **kw)
+        return TrustedClock(
+            site=SITE,
+            keyring=authority.keyring,
+            store=store,
+            ntp_synced=lambda: self.ntp,
+            rtc=lambda: self.rtc,
+            wall=lambda: self.wall,
+            monotonic=lambda: self.mono,
+            boot=lambda: self.boot,
+            **kw,
+        )
 
 
 def beacon(authority, seq, *, at: float, site=SITE, key=None) -> bytes:
@@ -53,14 +61,17 @@ def test_beacon_round_trip(authority):
     assert (got.site, got.unix_ms, got.seq, got.signer) == (SITE, int(TRUE * 1000), 7, "command")
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("issuer key", "unknown_key"),
-    ("stranger key", "unknown_key"),
-    ("tampered", "bad_signature"),
-    ("garbage", "malformed"),
-    ("wrong types", "malformed"),
-    ("other site", "wrong_site"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("issuer key", "unknown_key"),
+        ("stranger key", "unknown_key"),
+        ("tampered", "bad_signature"),
+        ("garbage", "malformed"),
+        ("wrong types", "malformed"),
+        ("other site", "wrong_site"),
+    ],
+)
 def test_beacons_that_are_ignored(authority, case, reason):
     world = World()
     payload = {
@@ -215,22 +226,26 @@ def test_from_config_takes_the_policy_and_limits(authority):
     section = ClockSection(when_uncertain="beacon", max_offset_s=5.0, beacon_max_age_s=60.0)
     clock = TrustedClock.from_config(section, site=SITE, keyring=authority.keyring, store=None)
     assert (clock.policy, clock.max_offset_s, clock.beacon_max_age_s) == (Policy.BEACON, 5.0, 60.0)
-    assert TrustedClock.from_config(ClockSection(), site=SITE, keyring=authority.keyring, store=None).policy \
-        is Policy.DENY
+    assert (
+        TrustedClock.from_config(ClockSection(), site=SITE, keyring=authority.keyring, store=None).policy is Policy.DENY
+    )
 
 
-@pytest.mark.parametrize("ntp, synced, source", [("auto", True, "ntp"), ("auto", False, "none"),
-                                                 ("ignore", True, "none")])
+@pytest.mark.parametrize(
+    "ntp, synced, source", [("auto", True, "ntp"), ("auto", False, "none"), ("ignore", True, "none")]
+)
 def test_a_site_can_tell_the_gate_to_ignore_the_systems_ntp(authority, ntp, synced, source):
     from gated.gate.config import ClockSection
 
-    clock = TrustedClock.from_config(ClockSection(ntp=ntp), site=SITE, keyring=authority.keyring, store=None,
-                                     ntp_synced=lambda: synced)
+    clock = TrustedClock.from_config(
+        ClockSection(ntp=ntp), site=SITE, keyring=authority.keyring, store=None, ntp_synced=lambda: synced
+    )
     reading = clock.reading()
     assert (reading.source, reading.uncertain) == (source, source == "none")
 
 
 # --- a restart is not a reboot (issue #11 item 5) -------------------------------------------------
+
 
 def test_a_restart_within_the_same_boot_keeps_the_beacon_bound(authority, tmp_path):
     world = World(skew=-12)  # no NTP, no RTC: the beacons are the only source
@@ -312,7 +327,9 @@ def test_one_beacon_a_year_ahead_cannot_move_the_time(authority, tmp_path, sourc
         assert reading.now == pytest.approx(world.true, abs=0.01)
         clock.checkpoint(world.wall, world.mono)
         assert store.get_value("clock.trusted_ms") <= (world.true + 60) * 1000
-        assert clock.disagreement["beacon_ms"] - clock.disagreement["reference_ms"] == pytest.approx(YEAR * 1000, abs=10)
+        assert clock.disagreement["beacon_ms"] - clock.disagreement["reference_ms"] == pytest.approx(
+            YEAR * 1000, abs=10
+        )
         # its sequence was not taken: the next honest beacon counts
         assert clock.on_beacon(beacon(authority, 2, at=world.true), world.wall, world.mono).accepted
     world.advance(5)  # and after a restart nothing is judged a year ahead
@@ -391,19 +408,22 @@ def test_beacons_that_disagree_with_each_other_or_with_ntp_outvote_nothing(autho
     # a run whose times do not advance with the gate's clock (each an hour further): no stream
     for seq in (2, 3, 4, 5):
         world.advance(10)
-        assert clock.on_beacon(beacon(authority, seq, at=world.true + 3600 * seq), world.wall, world.mono).reason \
+        assert (
+            clock.on_beacon(beacon(authority, seq, at=world.true + 3600 * seq), world.wall, world.mono).reason
             == "too_far_ahead"
+        )
     # with NTP, even a consistent run a year ahead never outvotes it
     synced = World(ntp=True)
     ntp_clock = synced.clock(authority, max_beacon_step_s=60)
     for seq in range(1, 6):
         synced.advance(10)
-        assert ntp_clock.on_beacon(beacon(authority, seq, at=synced.true + YEAR), synced.wall, synced.mono).reason \
+        assert (
+            ntp_clock.on_beacon(beacon(authority, seq, at=synced.true + YEAR), synced.wall, synced.mono).reason
             == "too_far_ahead"
+        )
 
 
 def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
-    from gated.gate.clock import reset_trust
 
     world = World(ntp=True)
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
@@ -411,12 +431,35 @@ def test_reset_forgets_a_poisoned_trusted_time(authority, tmp_path):
         store.set_value("clock.beacon_seq", int((world.true + YEAR) * 1000))
         poisoned = world.clock(authority, store).reading(world.wall, world.mono)
         assert poisoned.now == pytest.approx(world.true + YEAR) and poisoned.source == "behind"
-        before = reset_trust(store)
+        before = reset_trust(store, int(world.wall * 1000))
         assert before["clock.trusted_ms"] == int((world.true + YEAR) * 1000)
         clock = world.clock(authority, store)
         reading = clock.reading(world.wall, world.mono)
         assert (reading.uncertain, reading.source, reading.now) == (False, "ntp", world.wall)
-        assert clock.on_beacon(beacon(authority, 5, at=world.true), world.wall, world.mono).accepted
+        now_ms = int(world.true * 1000)
+        assert clock.on_beacon(beacon(authority, now_ms, at=world.true), world.wall, world.mono).accepted
+
+
+def test_a_reset_does_not_reopen_replays_of_old_signed_beacons(authority, tmp_path):
+    """An attacker kept a signed beacon from an hour ago. After `gated clock reset` (or the signed
+    `clock_reset` command) it is still refused: the sequence floor drops only to just before the
+    reset's reference time, not to -1. A fresh beacon is taken."""
+    world = World()  # no NTP: a beacon alone would set the time
+    old = beacon(authority, int((world.true - 3600) * 1000), at=world.true - 3600)
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        clock = world.clock(authority, store)
+        assert clock.on_beacon(
+            beacon(authority, int(world.true * 1000), at=world.true), world.wall, world.mono
+        ).accepted
+        clock.reset(int(world.true * 1000))  # the command's iat
+        assert clock.on_beacon(old, world.wall, world.mono).reason == "not_newer"
+        reset_trust(store, int(world.wall * 1000))  # `gated clock reset`, the gate stopped
+        again = world.clock(authority, store)
+        assert again.on_beacon(old, world.wall, world.mono).reason == "not_newer"
+        world.advance(10)
+        assert again.on_beacon(
+            beacon(authority, int(world.true * 1000), at=world.true), world.wall, world.mono
+        ).accepted
 
 
 @pytest.mark.parametrize("unix_ms", [2**53, 2**63 - 1, 2**64 - 1])
@@ -424,8 +467,9 @@ def test_a_beacon_beyond_any_plausible_time_is_malformed_even_with_no_other_sour
     world = World()  # no NTP, no beacon yet: nothing bounds a first beacon's step
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
         clock = world.clock(authority, store)
-        outcome = clock.on_beacon(encode_beacon(authority.command, site=SITE, unix_ms=unix_ms, seq=1),
-                                  world.wall, world.mono)
+        outcome = clock.on_beacon(
+            encode_beacon(authority.command, site=SITE, unix_ms=unix_ms, seq=1), world.wall, world.mono
+        )
         assert (outcome.accepted, outcome.reason) == (False, "malformed")
         clock.checkpoint(world.wall, world.mono)
         assert store.get_value("clock.trusted_ms", 0) == 0
@@ -442,10 +486,20 @@ def test_diagnose_trust_says_what_the_persisted_trust_disagrees_with():
     assert diagnose({TRUSTED_KEY: int((TRUE + 20) * 1000)}) is None  # within max_offset_s
     ahead = diagnose({TRUSTED_KEY: int((TRUE + 3600) * 1000)})
     assert ahead.kind == "ahead" and ahead.trusted_s == TRUE + 3600
-    refused = diagnose({DISAGREEMENT_KEY: json.dumps({"beacon_ms": 5_000_000, "reference_ms": 1_000_000,
-                                                      "source": "ntp", "seen_ms": 1_000_500})})
-    assert (refused.kind, refused.beacon_s, refused.reference_s, refused.source, refused.seen_s) == \
-        ("refused", 5000.0, 1000.0, "ntp", 1000.5)
+    refused = diagnose(
+        {
+            DISAGREEMENT_KEY: json.dumps(
+                {"beacon_ms": 5_000_000, "reference_ms": 1_000_000, "source": "ntp", "seen_ms": 1_000_500}
+            )
+        }
+    )
+    assert (refused.kind, refused.beacon_s, refused.reference_s, refused.source, refused.seen_s) == (
+        "refused",
+        5000.0,
+        1000.0,
+        "ntp",
+        1000.5,
+    )
     assert diagnose({DISAGREEMENT_KEY: "not json"}) is None
     same_boot = {ANCHOR_KEY: json.dumps({"boot": "boot-1", "at": 90.0, "offset": TRUE - 100.0 + 120})}
     offset = diagnose(same_boot)

@@ -14,10 +14,10 @@ from gpiozero.pins.mock import MockConnectedPin
 from structlog.testing import capture_logs
 
 from gated.core import events
-from gated.gate.boards import load_board, shipped_boards
 from gated.core.decide import GateMode
-from gated.gate.gate import Gate
 from gated.core.reasons import Reason
+from gated.gate.boards import load_board, shipped_boards
+from gated.gate.gate import Gate
 from gated.gate.store import GateStore, StoreError
 from gated.gate.turnstile import Turnstile
 from tests.support.pins import FakeClock, drive, pins, profile, relay_on  # noqa: F401  (pins is a fixture)
@@ -27,8 +27,12 @@ SHIPPED = shipped_boards()
 TIMEOUT_S, HELD_S = 5.0, 20.0
 
 COMMON = {"v", "id", "site", "gate", "seq", "ts", "kind", "prev", "hash", "sig"}
-FIELDS = {"scan": {"ticket", "event", "type", "zone", "decision", "reason", "rev", "latency_us"},
-          "passage": {"ref", "result"}, "alarm": {"alarm"}, "state": {"state", "rev"}}
+FIELDS = {
+    "scan": {"ticket", "event", "type", "zone", "decision", "reason", "rev", "latency_us"},
+    "passage": {"ref", "result"},
+    "alarm": {"alarm"},
+    "state": {"state", "rev"},
+}
 
 
 class Rig:
@@ -37,13 +41,26 @@ class Rig:
     def __init__(self, *, store, authority, context, pins, board, clock, world=None):
         """`world(rig)` runs between claiming the pins and starting the gate: a mock pin takes its
         pull's level when claimed, so inputs that are active at start are driven there."""
-        self.store, self.authority, self.context, self.pins, self.board, self.clock = \
-            store, authority, context, pins, board, clock
+        self.store, self.authority, self.context, self.pins, self.board, self.clock = (
+            store,
+            authority,
+            context,
+            pins,
+            board,
+            clock,
+        )
         self.turnstile = Turnstile(board, pin_factory=pins)
         if world is not None:
             world(self)
-        self.gate = Gate(store=store, keyring=authority.keyring, context=context, turnstile=self.turnstile,
-                         clock=clock, passage_timeout_s=TIMEOUT_S, held_open_s=HELD_S)
+        self.gate = Gate(
+            store=store,
+            keyring=authority.keyring,
+            context=context,
+            turnstile=self.turnstile,
+            clock=clock,
+            passage_timeout_s=TIMEOUT_S,
+            held_open_s=HELD_S,
+        )
 
     def events(self, kind: str | None = None) -> list[dict]:
         found = [json.loads(e) for _, e in self.store.outbox(0, 10_000)]
@@ -60,8 +77,14 @@ class Rig:
 
     def restart(self) -> "Rig":
         self.gate.close()
-        return Rig(store=self.store, authority=self.authority, context=self.context, pins=self.pins,
-                   board=self.board, clock=self.clock)
+        return Rig(
+            store=self.store,
+            authority=self.authority,
+            context=self.context,
+            pins=self.pins,
+            board=self.board,
+            clock=self.clock,
+        )
 
 
 @pytest.fixture
@@ -74,8 +97,9 @@ def rig(store, authority, gate_context, pins, clock):
     made = []
 
     def make(board=None):
-        r = Rig(store=store, authority=authority, context=gate_context, pins=pins, board=board or profile(),
-                clock=clock)
+        r = Rig(
+            store=store, authority=authority, context=gate_context, pins=pins, board=board or profile(), clock=clock
+        )
         made.append(r)
         return r
 
@@ -85,6 +109,7 @@ def rig(store, authority, gate_context, pins, clock):
 
 
 # --- every shipped board ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_a_gate_from_every_shipped_board_opens_on_an_admitted_scan(rig, authority, pins, path):
@@ -119,6 +144,7 @@ def test_a_gate_from_every_shipped_board_opens_on_an_admitted_scan(rig, authorit
 
 # --- admission: committed first, confirmed or rolled back -----------------------------------------
 
+
 def test_admission_is_committed_before_the_relay_moves(store, authority, gate_context, pins, clock):
     # The relay's pin is wired (MockConnectedPin) to a spare input; the moment the relay moves, that
     # input's callback looks into the database through a second connection, as another process would.
@@ -129,8 +155,12 @@ def test_admission_is_committed_before_the_relay_moves(store, authority, gate_co
 
     def look():
         with sqlite3.connect(store.path) as db:
-            seen.append((db.execute("SELECT state FROM admissions").fetchall(),
-                         [json.loads(e)["kind"] for (e,) in db.execute("SELECT event FROM outbox")]))
+            seen.append(
+                (
+                    db.execute("SELECT state FROM admissions").fetchall(),
+                    [json.loads(e)["kind"] for (e,) in db.execute("SELECT event FROM outbox")],
+                )
+            )
 
     watcher.when_activated = look
     r = Rig(store=store, authority=authority, context=gate_context, pins=pins, board=profile(), clock=clock)
@@ -235,6 +265,7 @@ def test_latency_runs_from_the_frame_to_the_relay(rig, authority):
 
 # --- alarms -------------------------------------------------------------------------------------
 
+
 def test_passage_without_an_admission_is_forced_entry(rig, authority):
     r = rig()
     r.drive("passage", True)
@@ -285,6 +316,7 @@ def test_door_board_door_confirms_and_held_open(rig, authority, clock):
 
 # --- emergency ----------------------------------------------------------------------------------
 
+
 def test_emergency_input_latches_open_and_scans_say_emergency(rig, authority, pins):
     r = rig()
     waiting = r.gate.on_code(authority.ticket())
@@ -330,8 +362,15 @@ def test_emergency_input_active_at_start(store, authority, gate_context, pins, c
     board = profile()
 
     def start(emergency: bool) -> Rig:
-        return Rig(store=store, authority=authority, context=gate_context, pins=pins, board=board, clock=clock,
-                   world=lambda rig: rig.drive("emergency", emergency))
+        return Rig(
+            store=store,
+            authority=authority,
+            context=gate_context,
+            pins=pins,
+            board=board,
+            clock=clock,
+            world=lambda rig: rig.drive("emergency", emergency),
+        )
 
     r = start(emergency=True)
     try:
@@ -350,6 +389,7 @@ def test_emergency_input_active_at_start(store, authority, gate_context, pins, c
 
 
 # --- commands, lock -----------------------------------------------------------------------------
+
 
 def test_lock_denies_scans_and_survives_a_restart(rig, authority):
     r = rig()
@@ -506,6 +546,7 @@ def test_pending_admission_left_by_a_crash_is_rolled_back_at_start(tmp_path, aut
 
 # --- threads and polling ------------------------------------------------------------------------
 
+
 def test_callbacks_from_other_threads_wait_for_poll(rig, authority):
     r = rig()
     r.gate.on_code(authority.ticket())
@@ -535,6 +576,7 @@ def test_next_deadline(rig, authority, clock):
 
 
 # --- the events themselves ------------------------------------------------------------------------
+
 
 def test_every_event_has_exactly_the_protocol_fields_and_a_valid_seal(rig, authority, clock):
     r = rig()
@@ -567,8 +609,16 @@ def test_scans_are_judged_with_the_trusted_time_reading(store, authority, gate_c
 
     readings = [TimeReading(now=clock(), trusted=False, uncertain=True, source="none", offset_s=None)]
     turnstile = Turnstile(profile(), pin_factory=pins)
-    gate = Gate(store=store, keyring=authority.keyring, context=gate_context, turnstile=turnstile, clock=clock,
-                passage_timeout_s=TIMEOUT_S, held_open_s=HELD_S, time_reading=lambda: readings[-1])
+    gate = Gate(
+        store=store,
+        keyring=authority.keyring,
+        context=gate_context,
+        turnstile=turnstile,
+        clock=clock,
+        passage_timeout_s=TIMEOUT_S,
+        held_open_s=HELD_S,
+        time_reading=lambda: readings[-1],
+    )
     try:
         text = authority.ticket()
         assert gate.on_code(text).reason is Reason.NOT_YET_VALID  # an uncertain clock cannot admit

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gated.gate.boards import load_board, wiring_diagram
 from gated.cli import build_parser
+from gated.gate.boards import load_board, wiring_diagram
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = ("README.md", "docs/install-pi.md", "docs/central.md", "docs/metrics.md")
@@ -18,8 +18,9 @@ GUIDES = ("README.md", "docs/install-pi.md", "docs/central.md", "docs/metrics.md
 def test_wiring_md_is_generated_from_the_shipped_profiles():
     from gated.cli.wiring import markdown
 
-    assert (ROOT / "docs" / "wiring.md").read_text() == markdown(), \
+    assert (ROOT / "docs" / "wiring.md").read_text() == markdown(), (
         "regenerate: gated wiring --all --markdown > docs/wiring.md"
+    )
 
 
 def test_a_wiring_diagram_marks_each_pin_of_the_profile():
@@ -31,11 +32,11 @@ def test_a_wiring_diagram_marks_each_pin_of_the_profile():
 def _commands(text: str) -> set[tuple[str, ...]]:
     """(command,) or (command, action) of every `gated ...` line inside a fenced code block."""
     found = set()
-    for block in re.findall(r"```(?:sh|bash)?\n(.*?)```", text, re.S):
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):  # any info string: an ```ini block too
         for line in block.splitlines():
             line = line.replace("sudo -u gated ", "")  # the user, not the command
             for match in re.finditer(r"(?:^|[\s;&|(])gated ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", line):
-                before = line[:match.start() + 1].split()
+                before = line[: match.start() + 1].split()
                 if before and before[-1].startswith("-"):  # `-g gated`: the group, not the command
                     continue
                 found.add(match.groups())

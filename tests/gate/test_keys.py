@@ -30,7 +30,8 @@ def test_every_bad_entry_is_reported(tmp_path):
         '[[key]]\nname = "good"\nfile = "good.pub"\nroles = ["issuer"]\n'
         '[[key]]\nname = "missing"\nfile = "missing.pub"\nroles = ["issuer"]\n'
         '[[key]]\nname = "badrole"\nfile = "good.pub"\nroles = ["king"]\n'
-        '[[key]]\nname = "private"\nfile = "good.key"\nroles = ["issuer"]\n')
+        '[[key]]\nname = "private"\nfile = "good.key"\nroles = ["issuer"]\n'
+    )
     with pytest.raises(keys.KeyringError) as caught:
         keys.load_keyring(tmp_path)
     message = str(caught.value)
@@ -62,6 +63,7 @@ def test_trusting_a_different_key_under_a_taken_name_is_refused_unless_replace(t
 
     assert main(["keys", "trust", "--keyring", str(ring), "--role", "revocation", "--replace", str(other_pub)]) == 0
     loaded = keys.load_keyring(ring)
-    assert [(k.name, k.kid, k.roles, k.events) for k in loaded.keys] == [("issuer", other_kid, {"revocation"},
-                                                                          frozenset())]
+    assert [(k.name, k.kid, k.roles, k.events) for k in loaded.keys] == [
+        ("issuer", other_kid, {"revocation"}, frozenset())
+    ]
     assert loaded.find(other_kid, "issuer") is None and loaded.find(issuer_kid, "issuer") is None

@@ -10,9 +10,9 @@ import time
 
 from structlog.testing import capture_logs
 
+from gated.core.decide import GateMode
 from gated.gate import scanloop
 from gated.gate.camera import FileSource
-from gated.core.decide import GateMode
 from gated.gate.gate import Gate
 from gated.gate.scanner import Debouncer, Scanner
 from gated.gate.turnstile import Turnstile
@@ -22,8 +22,12 @@ from tests.support.pins import pins, profile  # noqa: F401  (pins is a fixture)
 
 def run_until_finished(camera, codes: queue.Queue, **hooks) -> None:
     stop = threading.Event()
-    thread = threading.Thread(target=scanloop.read_codes, args=(camera, Scanner("zxing"), Debouncer(2.0), codes, stop),
-                              kwargs=hooks, daemon=True)
+    thread = threading.Thread(
+        target=scanloop.read_codes,
+        args=(camera, Scanner("zxing"), Debouncer(2.0), codes, stop),
+        kwargs=hooks,
+        daemon=True,
+    )
     thread.start()
     deadline = time.monotonic() + 10
     while not camera.finished and time.monotonic() < deadline:
@@ -77,8 +81,14 @@ def test_a_failing_camera_is_reported_and_read_again(tmp_path, authority):
 
 
 def test_judge_reports_a_store_fault_as_none_and_the_gate_stays_shut(store, authority, gate_context, pins):
-    gate = Gate(store=store, keyring=authority.keyring, context=gate_context,
-                turnstile=Turnstile(profile(), pin_factory=pins), passage_timeout_s=5.0, held_open_s=20.0)
+    gate = Gate(
+        store=store,
+        keyring=authority.keyring,
+        context=gate_context,
+        turnstile=Turnstile(profile(), pin_factory=pins),
+        passage_timeout_s=5.0,
+        held_open_s=20.0,
+    )
     try:
         with sqlite3.connect(store.path) as db:
             db.execute("CREATE TRIGGER fail_all BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk'); END")

@@ -9,9 +9,17 @@ import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import ticket
+from gated.gate.rehearsal.synthetic import (
+    HARD_LOW_CONTRAST,
+    HARD_RANGES,
+    hard_distortions,
+    module_px,
+    qr_modules,
+    render_hard_frame,
+    render_hard_idle_frame,
+    render_ticket_frame,
+)
 from gated.gate.scanner import SCENERY_AFTER, Debouncer, Scanner, texture_boxes
-from gated.gate.rehearsal.synthetic import (HARD_LOW_CONTRAST, HARD_RANGES, hard_distortions, module_px, qr_modules,
-                             render_hard_frame, render_hard_idle_frame, render_ticket_frame)
 from gated.gate.validate import validate
 from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
 
@@ -107,19 +115,30 @@ def fixed_codes() -> list[str]:
     device = Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
     codes = []
     for i in range(6):
-        claims = ticket.Claims(cti=bytes([i]) * 16, aud="FINAL-2026", nbf=1_790_000_000, exp=1_790_086_400,
-                               typ=("general", "vip", "staff")[i % 3], seat=f"B-{i}" if i % 2 else None,
-                               dev=ticket.raw_public(device.public_key()) if i >= 4 else None)
+        claims = ticket.Claims(
+            cti=bytes([i]) * 16,
+            aud="FINAL-2026",
+            nbf=1_790_000_000,
+            exp=1_790_086_400,
+            typ=("general", "vip", "staff")[i % 3],
+            seat=f"B-{i}" if i % 2 else None,
+            dev=ticket.raw_public(device.public_key()) if i >= 4 else None,
+        )
         cose = ticket.encode_cose(claims, issuer)
-        codes.append(ticket.encode_dynamic(cose, claims.cti, 1000 + i, device) if i >= 4
-                     else ticket.STATIC_PREFIX + ticket.base45.encode(cose))
+        codes.append(
+            ticket.encode_dynamic(cose, claims.cti, 1000 + i, device)
+            if i >= 4
+            else ticket.STATIC_PREFIX + ticket.base45.encode(cose)
+        )
     return codes
 
 
 def plain_zxing(gray) -> list[str]:
     """zxing-cpp with its defaults (what the scanner must beat), text mode Plain like the scanner."""
-    return [b.text for b in zxingcpp.read_barcodes(gray, formats=zxingcpp.BarcodeFormat.QRCode,
-                                                   text_mode=zxingcpp.TextMode.Plain)]
+    return [
+        b.text
+        for b in zxingcpp.read_barcodes(gray, formats=zxingcpp.BarcodeFormat.QRCode, text_mode=zxingcpp.TextMode.Plain)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +177,19 @@ def test_texture_boxes_find_the_code_and_nothing_in_empty_scenes():
     for size in ((640, 480), (1280, 720)):
         assert [texture_boxes(render_hard_idle_frame(size, rng)) for _ in range(6)] == [[]] * 6
     text = fixed_codes()[0]
-    frame = render_ticket_frame(text, (1280, 720), rng, scale=0.4, rotation=0.0, tilt=0.0, offset=(0.0, 0.0),
-                                contrast=HARD_LOW_CONTRAST, blur=1.0, noise=6.0, glare=0.0)
+    frame = render_ticket_frame(
+        text,
+        (1280, 720),
+        rng,
+        scale=0.4,
+        rotation=0.0,
+        tilt=0.0,
+        offset=(0.0, 0.0),
+        contrast=HARD_LOW_CONTRAST,
+        blur=1.0,
+        noise=6.0,
+        glare=0.0,
+    )
     (box,) = texture_boxes(frame)
     side = 0.4 * 720 * (qr_modules(text).shape[0] - 8) / qr_modules(text).shape[0]  # the symbol, no quiet zone
     x0, y0, x1, y1 = box
@@ -170,12 +200,13 @@ def test_texture_boxes_find_the_code_and_nothing_in_empty_scenes():
 def test_a_textured_region_that_stays_put_unread_becomes_scenery_and_a_moved_one_does_not(hard_sample):
     rng = np.random.default_rng(21)
     scene = render_hard_idle_frame((1280, 720), rng)
-    pattern = cv2.resize((rng.random((60, 60)) < 0.5).astype(np.uint8) * 170 + 40, (240, 240),
-                         interpolation=cv2.INTER_NEAREST)  # code-like modules, no finder patterns
+    pattern = cv2.resize(
+        (rng.random((60, 60)) < 0.5).astype(np.uint8) * 170 + 40, (240, 240), interpolation=cv2.INTER_NEAREST
+    )  # code-like modules, no finder patterns
 
     def with_pattern(x, y):
         frame = scene.copy()
-        frame[y:y + 240, x:x + 240] = cv2.GaussianBlur(pattern, (0, 0), 1.0)
+        frame[y : y + 240, x : x + 240] = cv2.GaussianBlur(pattern, (0, 0), 1.0)
         return frame
 
     scanner = Scanner()
@@ -217,7 +248,7 @@ def test_debouncer_passes_a_held_code_once_per_hold_off():
     d = Debouncer(hold_off_s=2.0)
     fed = [d.feed(["A"], t) for t in (0.0, 0.1, 0.2, 1.9)]
     assert fed == [["A"], [], [], []]
-    assert d.feed(["A"], 2.0) == ["A"]     # still held up after the hold-off: judged again
+    assert d.feed(["A"], 2.0) == ["A"]  # still held up after the hold-off: judged again
     assert d.feed(["A"], 2.5) == []
 
 

@@ -12,11 +12,20 @@ from gated.gate.store import GateStore, StoreCorrupt, StoreError, read_summary
 def test_the_summary_counts_what_the_state_holds_and_reads_without_writing(tmp_path):
     path = tmp_path / "gate.db"
     with GateStore(path, site="arena", gate="g1") as store:
-        store.record_scan({"kind": "scan", "decision": "admit", "ticket": "ab" * 16}, 1_790_000_000_000,
-                          admit_cti=os.urandom(16))
+        store.record_scan(
+            {"kind": "scan", "decision": "admit", "ticket": "ab" * 16}, 1_790_000_000_000, admit_cti=os.urandom(16)
+        )
         store.set_value("clock.trusted_ms", 1_790_000_000_000)
-        store.apply_revocations(version=3, base=0, add=[os.urandom(16)], remove=[], iat=1_789_000_000, site="arena",
-                                applied_ms=1_790_000_000_000, expected_version=0)
+        store.apply_revocations(
+            version=3,
+            base=0,
+            add=[os.urandom(16)],
+            remove=[],
+            iat=1_789_000_000,
+            site="arena",
+            applied_ms=1_790_000_000_000,
+            expected_version=0,
+        )
         live = store.summary()
     before = path.read_bytes()
     read = read_summary(path)
@@ -38,4 +47,8 @@ def test_a_missing_or_damaged_file_is_a_store_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(StoreError) as caught:
         read_summary(path)
-    assert isinstance(caught.value, StoreCorrupt) or "malformed" in str(caught.value) or "not a database" in str(caught.value)
+    assert (
+        isinstance(caught.value, StoreCorrupt)
+        or "malformed" in str(caught.value)
+        or "not a database" in str(caught.value)
+    )

@@ -8,10 +8,10 @@ import pytest
 from gpiozero import Device
 from gpiozero.exc import GPIOPinInUse
 
-from gated.gate.rehearsal import control as simcontrol
-from gated.gate.boards import load_board, shipped_boards
 from gated.core.decide import GateMode
 from gated.core.reasons import Reason
+from gated.gate.boards import load_board, shipped_boards
+from gated.gate.rehearsal import control as simcontrol
 from gated.gate.turnstile import Turnstile
 from tests.support.pins import drive, level, pins, profile  # noqa: F401  (pins is a fixture)
 from tests.support.waiting import wait_for
@@ -148,8 +148,10 @@ def test_nc_contact_on_a_pull_up_is_active_high(pins):
         assert turnstile.emergency.pull_up is True and turnstile.emergency.is_active
 
 
-@pytest.mark.parametrize("pull, active, idle_active", [("down", "high", False), ("down", "low", True),
-                                                       ("none", "high", False), ("none", "low", True)])
+@pytest.mark.parametrize(
+    "pull, active, idle_active",
+    [("down", "high", False), ("down", "low", True), ("none", "high", False), ("none", "low", True)],
+)
 def test_other_wirings(pins, pull, active, idle_active):
     board = profile(passage={"pin": "GPIO27", "sensor": "beam", "pull": pull, "active": active})
     seen = []
@@ -282,9 +284,15 @@ def test_no_private_gpiozero_attributes_are_used():
     import re
     from pathlib import Path
 
-    private = re.compile(r"\._(active_state|inactive_state|fire_events|last_active|active_event|inactive_event|"
-                         r"state_to_value|pin_changed)\b")
+    private = re.compile(
+        r"\._(active_state|inactive_state|fire_events|last_active|active_event|inactive_event|"
+        r"state_to_value|pin_changed)\b"
+    )
     root = Path(__file__).resolve().parents[2] / "gated"
-    found = [f"{p.relative_to(root)}:{n}" for p in root.rglob("*.py")
-             for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    found = [
+        f"{p.relative_to(root)}:{n}"
+        for p in root.rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
     assert found == []

@@ -45,7 +45,7 @@ url=http://127.0.0.1:{port}
 datadir={data}
 [database]
 backend=sqlite3
-name={data / 'db.sqlite3'}
+name={data / "db.sqlite3"}
 [django]
 secret=gated-tests-only
 debug=off
@@ -63,8 +63,9 @@ def _pretix(config: Path, *args, **kwargs) -> subprocess.CompletedProcess:
 
 def migrated_database(tmp_root: Path) -> Path:
     """The migrated empty database of this pretix version, built once (atomically) and kept."""
-    version = subprocess.run([PRETIX_PYTHON, "-c", "import pretix; print(pretix.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [PRETIX_PYTHON, "-c", "import pretix; print(pretix.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     cache = Path(PRETIX_PYTHON).absolute().parents[1] / "gated-test-db" / f"pretix-{version}.sqlite3"
     if cache.exists():
         return cache
@@ -102,28 +103,41 @@ class Pretix:
         return f"{self.url}/api/v1/organizers/{self.organizer}/events/{self.event}/"
 
     def call(self, method: str, path: str, body: dict | None = None):
-        request = urllib.request.Request(self.api + path, method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Authorization": f"Token {self.token}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.api + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
     def order(self, *items: str, status: str = "p", **extra) -> dict:
         """An order (paid unless `status` says "n", pending) with one position per product name; pretix
         assigns the secrets. `extra`: further fields of pretix's order creation (require_approval...)."""
-        return self.call("POST", "orders/", {
-            "email": "visitor@example.org", "locale": "en", "sales_channel": "web", "status": status,
-            "payment_provider": "manual", **extra,
-            "positions": [{"item": self.items[name], "price": "10.00"} for name in items]})
+        return self.call(
+            "POST",
+            "orders/",
+            {
+                "email": "visitor@example.org",
+                "locale": "en",
+                "sales_channel": "web",
+                "status": status,
+                "payment_provider": "manual",
+                **extra,
+                "positions": [{"item": self.items[name], "price": "10.00"} for name in items],
+            },
+        )
 
     def organizer_call(self, method: str, path: str, body: dict | None = None, *, auth: str | None = None):
         """A call below /api/v1/organizers/<organizer>/ (check-in RPC, gates), with `auth` or the team token;
         pretix's error answers (HTTP 400) come back as their JSON too."""
-        request = urllib.request.Request(f"{self.url}/api/v1/organizers/{self.organizer}/{path}", method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Authorization": auth or f"Token {self.token}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/api/v1/organizers/{self.organizer}/{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": auth or f"Token {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 return json.loads(response.read() or b"null")
@@ -143,7 +157,9 @@ class Pretix:
     def shop_args(self, *, device: bool = False) -> list[str]:
         """The options naming the shop: team token authentication, or with `device` the device's. The
         test shop speaks plain http on 127.0.0.1: --insecure-http says so (a real shop is https://)."""
-        auth = ["--device-token-file", str(self.device_token_file)] if device else ["--token-file", str(self.token_file)]
+        auth = (
+            ["--device-token-file", str(self.device_token_file)] if device else ["--token-file", str(self.token_file)]
+        )
         return ["--url", self.url, "--organizer", self.organizer, "--event", self.event, *auth, "--insecure-http"]
 
 
@@ -162,14 +178,27 @@ def pretix(tmp_path_factory) -> Pretix:
     env = {**os.environ, "PRETIX_CONFIG_FILE": str(config)}
     env.pop("PYTHONPATH", None)
     log = open(root / "server.log", "w")
-    process = subprocess.Popen([PRETIX_PYTHON, "-m", "pretix", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    shop = Pretix(url=f"http://127.0.0.1:{port}", organizer=setup["organizer"], event=setup["event"],
-                  token=setup["token"], token_file=root / "token", device_token_file=root / "device-token",
-                  items=setup["items"],
-                  checkin_list=setup["checkin_list"], process=process, config=config,
-                  device_token_south=setup["device_token_south"], gates=setup["gates"],
-                  variations=setup["variations"])
+    process = subprocess.Popen(
+        [PRETIX_PYTHON, "-m", "pretix", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    shop = Pretix(
+        url=f"http://127.0.0.1:{port}",
+        organizer=setup["organizer"],
+        event=setup["event"],
+        token=setup["token"],
+        token_file=root / "token",
+        device_token_file=root / "device-token",
+        items=setup["items"],
+        checkin_list=setup["checkin_list"],
+        process=process,
+        config=config,
+        device_token_south=setup["device_token_south"],
+        gates=setup["gates"],
+        variations=setup["variations"],
+    )
     deadline = time.monotonic() + 120
     while True:
         try:

@@ -24,8 +24,13 @@ CLEAN = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1
 
 
 def gated(*args, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "gated.cli", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "gated.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -48,12 +53,36 @@ class Desk:
         gated("keys", "trust", "--keyring", self.ring, "--role", "revocation", tmp / "k" / "rev.pub")
 
     def sync(self, *extra, check=True):
-        return gated("pretix", "sync", *self.shop, "--list", self.pretix.checkin_list, "--state", self.tmp / "sync.db",
-                     "--revocation-key", self.tmp / "k" / "rev.key", "--site", SITE, *extra, check=check)
+        return gated(
+            "pretix",
+            "sync",
+            *self.shop,
+            "--list",
+            self.pretix.checkin_list,
+            "--state",
+            self.tmp / "sync.db",
+            "--signing-key",
+            self.tmp / "k" / "rev.key",
+            "--site",
+            SITE,
+            *extra,
+            check=check,
+        )
 
     def upload(self, state="sync.db"):
-        return gated("pretix", "upload", *self.shop, "--state", self.tmp / state, "--site", SITE,
-                     "--ledger", self.tmp / "ledger.db", "--list", self.pretix.checkin_list).stdout
+        return gated(
+            "pretix",
+            "upload",
+            *self.shop,
+            "--state",
+            self.tmp / state,
+            "--site",
+            SITE,
+            "--ledger",
+            self.tmp / "ledger.db",
+            "--list",
+            self.pretix.checkin_list,
+        ).stdout
 
 
 def shown(gate, client, text: str) -> dict:
@@ -67,13 +96,17 @@ def shown(gate, client, text: str) -> dict:
 
 
 def wait_rev(gate, version: int) -> None:
-    gate.wait_for(lambda: any(e.get("version", 0) >= version for e in gate.logged("revocation update")),
-                  what=f"revocation list v{version} at the gate")
+    gate.wait_for(
+        lambda: any(e.get("version", 0) >= version for e in gate.logged("revocation update")),
+        what=f"revocation list v{version} at the gate",
+    )
 
 
 def wait_list(gate, version: int) -> None:
-    gate.wait_for(lambda: any(e.get("version", 0) >= version for e in gate.logged("check-in list")),
-                  what=f"check-in list v{version} at the gate")
+    gate.wait_for(
+        lambda: any(e.get("version", 0) >= version for e in gate.logged("check-in list")),
+        what=f"check-in list v{version} at the gate",
+    )
 
 
 def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
@@ -84,14 +117,41 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
     sa, sb, sc = (o["positions"][0]["secret"] for o in (a, b, c))
     desk = Desk(tmp_path, pretix, broker, device=True)  # device authentication, pretixSCAN's profile
     gated("pretix", "keys", *desk.shop, "--keyring", desk.ring)
-    assert "; published v1;" in desk.sync("--broker", broker.url).stdout  # (other tests of the session cancel orders too)
+    assert (
+        "; published v1;" in desk.sync("--broker", broker.url).stdout
+    )  # (other tests of the session cancel orders too)
 
-    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", tmp_path / "ledger.db", "--exit-after", "600"],
-                              env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE, text=True)
-    cfg = gate_config(tmp_path, keyring=desk.ring, broker_url=broker.url, camera_source=f"synthetic:?{CLEAN}",
-                      site=SITE, gate=GATE, event=pretix.event, camera={"fps": 15.0},
-                      revocations={"when_stale": "closed"}, sim={"control_socket": str(tmp_path / "sim.sock")})
+    ledger = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            tmp_path / "ledger.db",
+            "--exit-after",
+            "600",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cfg = gate_config(
+        tmp_path,
+        keyring=desk.ring,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{CLEAN}",
+        site=SITE,
+        gate=GATE,
+        event=pretix.event,
+        camera={"fps": 15.0},
+        revocations={"when_stale": "closed"},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
@@ -159,8 +219,10 @@ def test_a_pretix_venue_end_to_end(tmp_path, pretix, broker):
         checkins = pretix.checkins(order["positions"][0]["id"])
         assert len(checkins) == 1 and checkins[0]["list"] == pretix.checkin_list and checkins[0]["type"] == "entry"
     with sqlite3.connect(tmp_path / "ledger.db") as db:
-        (ts,) = db.execute("SELECT ts FROM events WHERE kind = 'scan' AND decision = 'admit' AND ticket = ?",
-                           (hashlib.sha256(sa.encode()).digest()[:16].hex(),)).fetchone()
+        (ts,) = db.execute(
+            "SELECT ts FROM events WHERE kind = 'scan' AND decision = 'admit' AND ticket = ?",
+            (hashlib.sha256(sa.encode()).digest()[:16].hex(),),
+        ).fetchone()
     assert pretix.checkins(a["positions"][0]["id"])[0]["datetime"][:19] == ts[:19]  # the scan's time
     assert pretix.checkins(b["positions"][0]["id"]) == []
 

@@ -57,8 +57,10 @@ def dataset_dir() -> Path:
 def photos(folder: str) -> list[Photo]:
     """The folder's images with their expected texts (bytes decoded as UTF-8, so CRLF stays CRLF)."""
     root = dataset_dir() / folder
-    return [Photo(png, png.with_suffix(".txt").read_bytes().decode("utf-8"))
-            for png in sorted(root.glob("*.png"), key=lambda p: int(p.stem))]
+    return [
+        Photo(png, png.with_suffix(".txt").read_bytes().decode("utf-8"))
+        for png in sorted(root.glob("*.png"), key=lambda p: int(p.stem))
+    ]
 
 
 def ticket_frames(texts, *, size=(1280, 720), seed=1, **distortions) -> list[np.ndarray]:

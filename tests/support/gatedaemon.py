@@ -10,9 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import tomli_w
@@ -24,14 +23,25 @@ GATED = Path(sys.executable).parent / "gated"
 EXAMPLE = ROOT / "firmware_config" / "gated.example.toml"
 
 
-def gate_config(tmp: Path, *, keyring: Path, broker_url: str, camera_source: str, site: str, gate: str, event: str,
-                board: str = "relay-only", **sections) -> dict:
+def gate_config(
+    tmp: Path,
+    *,
+    keyring: Path,
+    broker_url: str,
+    camera_source: str,
+    site: str,
+    gate: str,
+    event: str,
+    board: str = "relay-only",
+    **sections,
+) -> dict:
     """firmware_config/gated.example.toml adapted to a test bench: this gate's identity and keyring,
     a state dir in `tmp`, mock pins, the given camera, a local broker without TLS or password,
     JSON logs, fast health. `sections` then override keys table by table."""
     cfg = tomllib.loads(EXAMPLE.read_text())
-    cfg["gate"].update(site=site, id=gate, events=[event], zone="north", keyring=str(keyring),
-                       state_dir=str(tmp / "state"))
+    cfg["gate"].update(
+        site=site, id=gate, events=[event], zone="north", keyring=str(keyring), state_dir=str(tmp / "state")
+    )
     cfg["camera"].update(source=camera_source, width=640, height=480)
     cfg["turnstile"].update(board=board, pin_factory="mock")
     cfg["timings"].update(relay_pulse_s=0.05, debounce_s=0.5)
@@ -93,8 +103,14 @@ class GateProcess:
 
     def start(self) -> "GateProcess":
         self.logs, self.raw = [], []
-        self.process = subprocess.Popen([str(GATED), "run", "--config", str(self.config_path)], cwd=ROOT,
-                                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [str(GATED), "run", "--config", str(self.config_path)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
         self._reader.start()
         return self
@@ -117,8 +133,10 @@ class GateProcess:
                 return result
             if self.process.poll() is not None:
                 time.sleep(0.2)  # let the reader catch the last lines
-                raise AssertionError(f"gated run exited ({self.process.returncode}) while waiting for {what}:\n"
-                                     + "".join(self.raw[-30:]))
+                raise AssertionError(
+                    f"gated run exited ({self.process.returncode}) while waiting for {what}:\n"
+                    + "".join(self.raw[-30:])
+                )
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}; last log lines:\n" + "".join(self.raw[-30:]))
 

@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from gated import logging as gated_logging
+from gated.gate.store import GateStore
+from gated.gate.uplink import Uplink
 from gated.keys import Keyring, load_keyring
 from gated.mqtturl import parse_broker_url
-from gated.gate.store import GateStore
-from gated import logging as gated_logging
-from gated.gate.uplink import Uplink
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,9 +44,13 @@ def main(argv=None) -> int:
         store.record_event({"kind": "state", "state": "online", "rev": 0}, time.time_ns() // 1_000_000)
     print("ready", store.last_seq, store.outbox_depth(), flush=True)
     keyring = load_keyring(args.keyring) if args.keyring else Keyring()
-    uplink = Uplink(store=store, keyring=keyring, settings=parse_broker_url(args.broker, reconnect_min_s=0.1,
-                                                                           reconnect_max_s=0.5),
-                    site=args.site, gate=args.gate)
+    uplink = Uplink(
+        store=store,
+        keyring=keyring,
+        settings=parse_broker_url(args.broker, reconnect_min_s=0.1, reconnect_max_s=0.5),
+        site=args.site,
+        gate=args.gate,
+    )
     uplink.start()
     said, started, made = False, time.monotonic(), 0
     while not stopping:
@@ -54,8 +58,10 @@ def main(argv=None) -> int:
         if args.rate:
             due = int((time.monotonic() - started) * args.rate)
             for _ in range(due - made):
-                store.record_event({"kind": "state", "state": "online", "rev": store.revocation_state().version},
-                                   time.time_ns() // 1_000_000)
+                store.record_event(
+                    {"kind": "state", "state": "online", "rev": store.revocation_state().version},
+                    time.time_ns() // 1_000_000,
+                )
             made = max(made, due)
         elif not said and store.outbox_depth() == 0:
             print("drained", store.last_seq, flush=True)
@@ -73,8 +79,13 @@ def main(argv=None) -> int:
 
 
 def spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.support.gateproc", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.support.gateproc", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,13 @@ def big_ledger(path: Path, events: int, gates: int = 20) -> Path:
             "signed, received_ms, body) "
             "SELECT 'g' || (i % ?) || ':' || (i / ? + 1), 'S', 'g' || (i % ?), i / ? + 1, 'scan', "
             "'2026-12-01T20:00:00.000Z', printf('%032x', i), 'admit', 'ok', NULL, NULL, 'h', 'p', 1, "
-            "1796155200000, '{}' FROM n", (per_gate * gates, gates, gates, gates, gates))
-        db.execute("INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
-                   "SELECT id, gate, seq, ticket, '', 'in', 0, 0, ts FROM events")
+            "1796155200000, '{}' FROM n",
+            (per_gate * gates, gates, gates, gates, gates),
+        )
+        db.execute(
+            "INSERT INTO movements (id, gate, seq, ticket, zone, dir, reentry, free, ts) "
+            "SELECT id, gate, seq, ticket, '', 'in', 0, 0, ts FROM events"
+        )
     return path
 
 

@@ -65,9 +65,11 @@ def profile(**overrides) -> BoardProfile:
         "emergency": {"pin": "GPIO22", "pull": "up", "active": "low"},
         "leds": {"green": "GPIO5", "red": "GPIO6"},
         "buzzer": {"pin": "GPIO13"},
-        "feedback": {"admit": {"led": "green", "led_ms": 100, "beeps": 1, "beep_ms": 50},
-                     "deny": {"led": "red", "led_ms": 150, "beeps": 1, "beep_ms": 150},
-                     "used": {"led": "red", "led_ms": 100, "beeps": 2, "beep_ms": 50, "gap_ms": 50}},
+        "feedback": {
+            "admit": {"led": "green", "led_ms": 100, "beeps": 1, "beep_ms": 50},
+            "deny": {"led": "red", "led_ms": 150, "beeps": 1, "beep_ms": 150},
+            "used": {"led": "red", "led_ms": 100, "beeps": 2, "beep_ms": 50, "gap_ms": 50},
+        },
     }
     for key, value in overrides.items():
         if value is None:

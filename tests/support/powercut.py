@@ -8,8 +8,8 @@ moment, the store opened again on what survived.
 The gate is a child process (`python -m tests.support.powercut gate DB`) doing what the daemon
 does to its state, as fast as it can: an admission (the scan and its event, one transaction),
 then, on the relay's line to the parent (printed only after the commit, as the daemon moves the
-relay only after it), the passage or its timeout, the broker's PUBACKs for most events (the
-grouped deletions), a state event now and then, and the operator's file written with
+relay only after it), the passage or its timeout, the broker's PUBACKs for most events (marked:
+the rows stay), now and then a ledger's confirmation (the rows it covers deleted), a state event now and then, and the operator's file written with
 gated.atomicfile. After the cut the parent opens the store on the surviving files (the restart)
 and checks: it opens (quick_check), every admission whose relay opened is there, the event chain
 continues without a hole (the outbox's rows contiguous up to the counter, each pointing at the
@@ -34,6 +34,7 @@ SITE, GATE = "cut", "g1"
 def gate(db: str) -> None:
     """The child: the daemon's writes, in a loop, until it is killed."""
     from gated.atomicfile import write_atomic
+    from gated.core.confirmation import Confirmation
     from gated.gate.store import GateStore
 
     rng = random.Random(os.getpid())
@@ -41,7 +42,7 @@ def gate(db: str) -> None:
     for scan_id in store.pending_admissions():  # the restarted gate rolls back what nobody passed
         store.record_passage(scan_id, False, int(time.time() * 1000))
     print("ready", flush=True)
-    version = 0
+    version, delivered = 0, []
     while True:
         cti = os.urandom(16)
         now = int(time.time() * 1000)
@@ -53,14 +54,19 @@ def gate(db: str) -> None:
             nbf=now // 1000 - 60,
         )
         print(f"relay {scan['seq']} {scan['hash']} {cti.hex()}", flush=True)  # the commit is on the card: relay opens
-        if rng.random() < 0.8:
-            print(f"ack {scan['seq']}", flush=True)  # said before: a row acknowledged may go at any moment now
-            store.acknowledge(scan["seq"])
+        if rng.random() < 0.8:  # the broker's PUBACK: the row stays until a ledger confirms it
+            store.mark_delivered([scan["seq"]], now)
+            delivered.append(scan["seq"])
         passage = store.record_passage(scan["id"], rng.random() < 0.9, now + 300)
         print(f"event {passage['seq']} {passage['hash']}", flush=True)
         if rng.random() < 0.8:
-            print(f"ack {passage['seq']}", flush=True)
-            store.acknowledge(passage["seq"])
+            store.mark_delivered([passage["seq"]], now + 300)
+            delivered.append(passage["seq"])
+        if delivered and rng.random() < 0.3:  # a ledger's confirmation of everything delivered so far
+            for seq in delivered:
+                print(f"ack {seq}", flush=True)  # said before: a row confirmed may go at any moment now
+            store.prune_confirmed(Confirmation(max(delivered)))
+            delivered = []
         if rng.random() < 0.05:
             event = store.record_event({"kind": "state", "state": "online", "rev": 0}, now + 400)
             print(f"event {event['seq']} {event['hash']}", flush=True)

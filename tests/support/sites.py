@@ -28,8 +28,11 @@ def localise(config: str, certs: Path, broker: Broker) -> str:
 def shipped_site_broker(work: Path, certs: Path, gates: list[str]) -> Broker:
     """A Mosquitto running gated-site.conf as shipped with the rules make-dynsec.py writes for `gates`
     (certificates already in `certs`); not started."""
-    subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *gates],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(SHIPPED / "make-dynsec.py"), str(certs / "dynamic-security.json"), *gates],
+        check=True,
+        capture_output=True,
+    )
     broker = Broker(work)
     broker.config.write_text(localise((SHIPPED / "gated-site.conf").read_text(), certs, broker))
     return broker
@@ -37,27 +40,60 @@ def shipped_site_broker(work: Path, certs: Path, gates: list[str]) -> Broker:
 
 class BridgedSite:
     def __init__(self, work: Path, site: str, gates: list[str], ledgers: list[str] = ("ledger",)):
+        """`ledgers`: certificate names, each bound at the centre to this site's topics, or to
+        another's with NAME=SITE (make-dynsec.py --ledger NAME=SITE)."""
         self.certs = work / "certs"
-        clients = [*gates, "central", "beacon", *ledgers, f"bridge-{site}"]
+        clients = [*gates, "central", "beacon", *(n.partition("=")[0] for n in ledgers), f"bridge-{site}"]
         subprocess.run([str(SHIPPED / "make-test-ca.sh"), str(self.certs), *clients], check=True, capture_output=True)
         (self.certs / "central-ca.crt").write_bytes((self.certs / "ca.crt").read_bytes())  # one test CA for both
         (self.certs / "bridge.crt").write_bytes((self.certs / f"bridge-{site}.crt").read_bytes())
         (self.certs / "bridge.key").write_bytes((self.certs / f"bridge-{site}.key").read_bytes())
         os.chmod(self.certs / "bridge.key", 0o600)
-        ledger_args = [a for name in ledgers for a in ("--ledger", name)]
-        subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(self.certs / "dynamic-security.json"),
-                        *ledger_args, *gates], check=True, capture_output=True)
-        subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(self.certs / "central-dynsec.json"),
-                        *ledger_args, "--bridge", f"bridge-{site}={site}"], check=True, capture_output=True)
+        ledger_args = [a for name in ledgers if "=" not in name for a in ("--ledger", name)]
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHIPPED / "make-dynsec.py"),
+                str(self.certs / "dynamic-security.json"),
+                "--site",
+                site,
+                *ledger_args,
+                *gates,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        bound = [a for name in ledgers for a in ("--ledger", name if "=" in name else f"{name}={site}")]
+        subprocess.run(
+            [
+                sys.executable,
+                str(SHIPPED / "make-dynsec.py"),
+                str(self.certs / "central-dynsec.json"),
+                *bound,
+                "--bridge",
+                f"bridge-{site}={site}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.central = Broker(work / "central")
-        central_config = localise((SHIPPED / "gated-central.conf").read_text(), self.certs, self.central) \
-            .replace("dynamic-security.json", "central-dynsec.json")
+        central_config = localise((SHIPPED / "gated-central.conf").read_text(), self.certs, self.central).replace(
+            "dynamic-security.json", "central-dynsec.json"
+        )
         self.central.config.write_text(central_config)
         self.site = Broker(work / "site")
-        bridge = (SHIPPED / "gated-bridge.conf").read_text().replace("@SITE@", site) \
-            .replace("@CENTRAL@", f"127.0.0.1:{self.central.port}").replace("restart_timeout 5 60", "restart_timeout 1")
-        self.site.config.write_text(localise((SHIPPED / "gated-site.conf").read_text(), self.certs, self.site)
-                                    + "\n" + bridge.replace("/etc/mosquitto/gated/", f"{self.certs}/"))
+        bridge = (
+            (SHIPPED / "gated-bridge.conf")
+            .read_text()
+            .replace("@SITE@", site)
+            .replace("@CENTRAL@", f"127.0.0.1:{self.central.port}")
+            .replace("restart_timeout 5 60", "restart_timeout 1")
+        )
+        self.site.config.write_text(
+            localise((SHIPPED / "gated-site.conf").read_text(), self.certs, self.site)
+            + "\n"
+            + bridge.replace("/etc/mosquitto/gated/", f"{self.certs}/")
+        )
 
     def start(self) -> "BridgedSite":
         self.central.start()

@@ -10,18 +10,37 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
 from gated.central.ledger import Ledger
 from gated.central.ledger_service import LedgerService
 from gated.mqtturl import parse_broker_url
 
+LEDGER_KEY = Ed25519PrivateKey.generate()  # signs the test ledgers' committed and occupancy (role `ledger`)
+
+
+def trust_ledger_key(keyring_dir: Path) -> None:
+    """A keyring directory trusts LEDGER_KEY with role `ledger`, as an operator does for the site's ledger."""
+    public = Path(keyring_dir) / "ledger.pub"
+    public.parent.mkdir(parents=True, exist_ok=True)
+    public.write_bytes(keys.public_pem(LEDGER_KEY.public_key()))
+    keys.trust_key_file(keyring_dir, public, "ledger")
+
 
 def admit(store) -> dict:
     """One admission recorded straight in a gate's store (as Gate.on_code would): a scan event."""
     cti = os.urandom(16)
-    body = {"ticket": cti.hex(), "event": "FINAL-2026", "type": "general", "zone": "north", "decision": "admit",
-            "reason": "ok", "rev": 0, "latency_us": 0}
+    body = {
+        "ticket": cti.hex(),
+        "event": "FINAL-2026",
+        "type": "general",
+        "zone": "north",
+        "decision": "admit",
+        "reason": "ok",
+        "rev": 0,
+        "latency_us": 0,
+    }
     return store.record_scan(body, time.time_ns() // 1_000_000, admit_cti=cti, confirmed=True)
 
 
@@ -33,6 +52,27 @@ def admit_for(stores, uplinks, seconds: float, poll_s: float = 0.01) -> None:
             admit(s)
         for u in uplinks:
             u.poll(poll_s)
+
+
+def gate_with_delivered_events(broker, tmp_path, keyring, count: int):
+    """Gate g1's store with `count` admissions and its started uplink, once the broker has acknowledged
+    them all (no ledger: nothing confirmed). The caller stops the uplink and closes the store."""
+    from gated.gate.store import GateStore
+    from gated.gate.uplink import Uplink
+
+    store = GateStore(Path(tmp_path) / "g1.db", site="arena", gate="g1")
+    for _ in range(count):
+        admit(store)
+    uplink = Uplink(
+        store=store,
+        keyring=keyring,
+        site="arena",
+        gate="g1",
+        settings=fast_settings(broker.url, outbox_retention_s=3600),
+    )
+    uplink.start()
+    pump([uplink], lambda: uplink.delivered == count, what="PUBACKs")
+    return store, uplink
 
 
 def fast_settings(url: str, **overrides):
@@ -67,12 +107,25 @@ def device_keyring(directory: Path, *stores) -> keys.Keyring:
 class LedgerThread:
     """A LedgerService running on its own thread (its SQLite connection is used only there)."""
 
-    def __init__(self, db, url: str, site: str, keyring=None, group: str | None = None, **settings):
-        """`db`: a SQLite path or a postgresql:// URL."""
+    def __init__(
+        self,
+        db,
+        url: str,
+        site: str,
+        keyring=None,
+        group: str | None = None,
+        signing_key=LEDGER_KEY,
+        service=LedgerService,
+        **settings,
+    ):
+        """`db`: a SQLite path or a postgresql:// URL. `signing_key`: the ledger's (LEDGER_KEY, which
+        the `authority` fixture's keyring trusts)."""
         self.db = db
         self.ledger = Ledger(db, keyring=keyring, site=site)
         settings.setdefault("client_id", f"ledger-{site}-{str(db).rsplit('/', 1)[-1].split('.')[0]}")
-        self.service = LedgerService(self.ledger, fast_settings(url, **settings), site=site, group=group)
+        self.service = service(
+            self.ledger, fast_settings(url, **settings), site=site, group=group, signing_key=signing_key
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.service.run, args=(self._stop,), daemon=True)
 

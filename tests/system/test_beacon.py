@@ -11,13 +11,13 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from gated.core import cose
 from gated.central import wallet
 from gated.central.beacon import BeaconSource
 from gated.central.issuer import issue, new_claims
+from gated.core import cose
 from gated.core.beacon import read_beacon
-from gated.gate.clock import TrustedClock, beacon_topic
 from gated.core.reasons import Reason
+from gated.gate.clock import TrustedClock, beacon_topic
 from gated.gate.uplink import Uplink
 from gated.gate.validate import validate
 from tests.conftest import EVENT, SITE
@@ -28,22 +28,42 @@ HOUR = 3600.0
 
 
 def beacon_command(authority, broker, *extra, site=SITE) -> subprocess.CompletedProcess:
-    return subprocess.run([GATED, "beacon", "--broker", broker.url, "--site", site,
-                           "--key", str(authority.key_dir / "command.key"), *extra],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            GATED,
+            "beacon",
+            "--broker",
+            broker.url,
+            "--site",
+            site,
+            "--signing-key",
+            str(authority.key_dir / "command.key"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def gate(store, broker, authority, clock: TrustedClock) -> Uplink:
-    uplink = Uplink(store=store, keyring=authority.keyring, settings=fast_settings(broker.url), site=SITE,
-                    gate=store.gate)
+    uplink = Uplink(
+        store=store, keyring=authority.keyring, settings=fast_settings(broker.url), site=SITE, gate=store.gate
+    )
     uplink.subscribe(beacon_topic(SITE), lambda topic, payload: clock.on_beacon(payload))
     return uplink
 
 
 def slow_clock(authority, store, policy) -> TrustedClock:
     """A gate whose wall clock is an hour behind (booted after a power cut without network)."""
-    return TrustedClock(site=SITE, keyring=authority.keyring, store=store, policy=policy,
-                        ntp_synced=lambda: False, wall=lambda: time.time() - HOUR)
+    return TrustedClock(
+        site=SITE,
+        keyring=authority.keyring,
+        store=store,
+        policy=policy,
+        ntp_synced=lambda: False,
+        wall=lambda: time.time() - HOUR,
+    )
 
 
 def test_beacon_source_sequence_strictly_increases(authority):
@@ -53,17 +73,23 @@ def test_beacon_source_sequence_strictly_increases(authority):
 
 
 @pytest.mark.parametrize("policy, expected", [("beacon", Reason.OK), ("deny", Reason.STALE_CODE)])
-def test_gate_an_hour_slow_corrects_through_beacons_or_applies_its_policy(broker, store, authority, gate_context,
-                                                                         policy, expected):
+def test_gate_an_hour_slow_corrects_through_beacons_or_applies_its_policy(
+    broker, store, authority, gate_context, policy, expected
+):
     clock = slow_clock(authority, store, policy)
-    dyn = issue(new_claims(event=EVENT, nbf=int(time.time()) - 7200, exp=int(time.time()) + 7200),
-                authority.issuer, dynamic=True)
+    dyn = issue(
+        new_claims(event=EVENT, nbf=int(time.time()) - 7200, exp=int(time.time()) + 7200),
+        authority.issuer,
+        dynamic=True,
+    )
     code = wallet.current_code(dyn.cose, dyn.device_key, time.time())  # the phone's clock is right
 
     before = clock.reading()
     assert before.uncertain and not before.trusted
-    assert validate(code, authority.keyring, gate_context, store, before.now,
-                    time_trusted=before.trusted).reason is Reason.STALE_CODE
+    assert (
+        validate(code, authority.keyring, gate_context, store, before.now, time_trusted=before.trusted).reason
+        is Reason.STALE_CODE
+    )
 
     done = beacon_command(authority, broker, "--interval", "0.2", "--count", "3")
     assert done.returncode == 0, done.stderr
@@ -85,18 +111,35 @@ def test_gate_an_hour_slow_corrects_through_beacons_or_applies_its_policy(broker
         assert reading.now == pytest.approx(time.time(), abs=30)
 
 
-def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_retained_beacon(broker, tmp_path, authority):
+def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_retained_beacon(
+    broker, tmp_path, authority
+):
     from gated.gate.store import GateStore
 
-    publisher = subprocess.Popen([GATED, "beacon", "--broker", broker.url, "--site", SITE,
-                                  "--key", str(authority.key_dir / "command.key"), "--interval", "0.2"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    publisher = subprocess.Popen(
+        [
+            GATED,
+            "beacon",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--signing-key",
+            str(authority.key_dir / "command.key"),
+            "--interval",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
             clock = TrustedClock(site=SITE, keyring=authority.keyring, store=store, ntp_synced=lambda: False)
             accepted = []
-            uplink = Uplink(store=store, keyring=authority.keyring, settings=fast_settings(broker.url), site=SITE,
-                            gate="g1")
+            uplink = Uplink(
+                store=store, keyring=authority.keyring, settings=fast_settings(broker.url), site=SITE, gate="g1"
+            )
             uplink.subscribe(beacon_topic(SITE), lambda t, p: accepted.append(clock.on_beacon(p).accepted))
             uplink.start()
             try:
@@ -122,8 +165,14 @@ def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_re
 
     # after a reboot the bound is void; the retained beacon, not older than the trusted time, is enough
     with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
-        clock = TrustedClock(site=SITE, keyring=authority.keyring, store=store, ntp_synced=lambda: False,
-                             boot=lambda: "the next boot", monotonic=lambda: time.monotonic() - 1e5)
+        clock = TrustedClock(
+            site=SITE,
+            keyring=authority.keyring,
+            store=store,
+            ntp_synced=lambda: False,
+            boot=lambda: "the next boot",
+            monotonic=lambda: time.monotonic() - 1e5,
+        )
         assert clock.reading().uncertain
         take_retained(clock, broker, store, "g1-c")
         assert clock.last_outcome.accepted, clock.last_outcome
@@ -133,8 +182,13 @@ def test_live_beacons_then_a_restart_keeps_the_bound_and_a_reboot_retakes_the_re
 def take_retained(clock, broker, store, client_id) -> None:
     from gated.gate.uplink import Uplink
 
-    uplink = Uplink(store=store, keyring=clock.keyring, settings=fast_settings(broker.url, client_id=client_id),
-                    site=SITE, gate="g1")
+    uplink = Uplink(
+        store=store,
+        keyring=clock.keyring,
+        settings=fast_settings(broker.url, client_id=client_id),
+        site=SITE,
+        gate="g1",
+    )
     uplink.subscribe(beacon_topic(SITE), lambda t, p: clock.on_beacon(p))
     uplink.start()
     try:
@@ -184,6 +238,18 @@ def test_published_payload_is_protocol_section_7(broker, authority):
 
 
 def test_bad_arguments_exit_2(authority, tmp_path):
-    done = subprocess.run([GATED, "beacon", "--broker", "http://x", "--site", SITE,
-                           "--key", str(authority.key_dir / "command.key")], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            GATED,
+            "beacon",
+            "--broker",
+            "http://x",
+            "--site",
+            SITE,
+            "--signing-key",
+            str(authority.key_dir / "command.key"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "mqtt://" in done.stderr

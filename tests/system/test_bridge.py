@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from gated.core import revocation
 from gated.central.publisher import publish_revocations
+from gated.core import revocation
 from gated.gate.store import GateStore
 from gated.gate.uplink import Uplink
 from tests.conftest import SITE
@@ -32,16 +32,27 @@ def bridged(tmp_path):
 def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged, tmp_path, authority):
     stores = [GateStore(tmp_path / f"{g}.db", site=SITE, gate=g) for g in GATES]
     ring = device_keyring(tmp_path / "ring", *stores)
-    uplinks = [Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate,
-                      settings=fast_settings(bridged.url(bridged.site, s.gate))) for s in stores]
-    with LedgerThread(str(tmp_path / "ledger.db"), bridged.url(bridged.central, "ledger"), SITE, keyring=ring) as ledger:
+    uplinks = [
+        Uplink(
+            store=s,
+            keyring=authority.keyring,
+            site=SITE,
+            gate=s.gate,
+            settings=fast_settings(bridged.url(bridged.site, s.gate)),
+        )
+        for s in stores
+    ]
+    with LedgerThread(
+        str(tmp_path / "ledger.db"), bridged.url(bridged.central, "ledger"), SITE, keyring=ring
+    ) as ledger:
         for u in uplinks:
             u.start()
         try:
             pump(uplinks, lambda: all(u.connected for u in uplinks), what="gates connected to the site broker")
             # down the bridge: a revocation published at the centre reaches the gates
-            update = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
-                                                iat=int(time.time()))
+            update = revocation.encode_updates(
+                authority.revocation, site=SITE, version=1, add=[os.urandom(16)], iat=int(time.time())
+            )
             publish_revocations(fast_settings(bridged.url(bridged.central, "central")), SITE, update)
             pump(uplinks, lambda: all(s.revocation_state().version == 1 for s in stores), what="v1 at the gates")
 
@@ -65,27 +76,38 @@ def test_bridge_cut_for_30_s_while_gates_admit_delivers_every_event_once(bridged
     for s in stores:
         g = report["gates"][s.gate]
         assert s.last_seq > 100
-        assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"], g["bad_signatures"]) == \
-            (s.last_seq, s.last_seq, 0, 0, 0)
+        assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"], g["bad_signatures"]) == (
+            s.last_seq,
+            s.last_seq,
+            0,
+            0,
+            0,
+        )
         s.close()
     assert report["clean"] and report["totals"]["quarantined"] == 0
 
 
-def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep_until_committed(
-        bridged, tmp_path, authority):
-    """Power cuts at the site broker and at the central one, twice each, while two gates admit: with
-    [mqtt] keep_until_committed the ledger's `committed` comes down the bridge, and the gates send
-    again what either broker lost; every event reaches the ledger once."""
+def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(bridged, tmp_path, authority, ledger_db):
+    """Power cuts at the site broker and at the central one, twice each, while two gates admit, with
+    the default settings: the ledger's `committed` comes down the bridge, and the gates send again
+    what either broker lost; every event reaches the ledger once (a SQLite and a PostgreSQL ledger)."""
     stores = [GateStore(tmp_path / f"{g}.db", site=SITE, gate=g) for g in GATES]
     ring = device_keyring(tmp_path / "ring", *stores)
-    uplinks = [Uplink(store=s, keyring=authority.keyring, site=SITE, gate=s.gate,
-                      settings=fast_settings(bridged.url(bridged.site, s.gate), keep_until_committed=True,
-                                             resend_after_s=1.0)) for s in stores]
+    uplinks = [
+        Uplink(
+            store=s,
+            keyring=authority.keyring,
+            site=SITE,
+            gate=s.gate,
+            settings=fast_settings(bridged.url(bridged.site, s.gate)),
+        )
+        for s in stores
+    ]
 
     def admit_for(seconds: float) -> None:
         shared_admit_for(stores, uplinks, seconds, 0.01)
 
-    with LedgerThread(str(tmp_path / "ledger.db"), bridged.url(bridged.central, "ledger"), SITE, keyring=ring) as ledger:
+    with LedgerThread(ledger_db, bridged.url(bridged.central, "ledger"), SITE, keyring=ring) as ledger:
         for u in uplinks:
             u.start()
         try:
@@ -96,15 +118,25 @@ def test_each_broker_sigkilled_while_gates_publish_leaves_no_gap_when_gates_keep
                 broker.start()
                 admit_for(1.5)
             made = sum(s.last_seq for s in stores)
-            pump(uplinks, lambda: ledger.count() >= made and all(s.outbox_depth() == 0 for s in stores),
-                 timeout=90, what="every event at the ledger and confirmed to its gate")
+            pump(
+                uplinks,
+                lambda: ledger.count() >= made and all(s.outbox_counts() == (0, 0) for s in stores),
+                timeout=150,
+                what="every event at the ledger and confirmed to its gate",
+            )
         finally:
             for u in uplinks:
                 u.stop()
         report = ledger.report()
     for s in stores:
         g = report["gates"][s.gate]
-        assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"]) == (s.last_seq, s.last_seq, 0, 0)
+        assert (g["events"], g["last_seq"], g["missing"], g["declared_lost"], g["chain_breaks"]) == (
+            s.last_seq,
+            s.last_seq,
+            0,
+            0,
+            0,
+        )
         s.close()
     assert report["clean"]
 
@@ -136,18 +168,20 @@ def test_a_bridge_may_carry_only_its_own_sites_topics(bridged):
 def test_the_centres_occupancy_comes_down_the_bridge(bridged):
     """The ledger at the centre publishes people inside per zone; a site's gates (and `gated status`
     against the site broker) read it there: the bridge carries the topic down, retained."""
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
     from gated.core.occupancy import encode_occupancy, read_occupancy
     from gated.mqtt import MqttLink
     from gated.mqtturl import parse_broker_url
     from gated.topics import occupancy_topic
-    from paho.mqtt.subscribeoptions import SubscribeOptions
 
     ledger = MqttLink(parse_broker_url(bridged.url(bridged.central, "ledger")), "ledger", persistent=False)
     ledger.start()
     assert ledger.wait_connected(10)
     zones = {"hall": {"inside": 4, "capacity": 8, "entries": 5, "exits": 1}}
-    ledger.publish(occupancy_topic(SITE), encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 5}),
-                   qos=1, retain=True)
+    ledger.publish(
+        occupancy_topic(SITE), encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 5}), qos=1, retain=True
+    )
     gate = MqttLink(parse_broker_url(bridged.url(bridged.site, GATES[0])), GATES[0], persistent=False)
     gate.add_subscription(occupancy_topic(SITE), SubscribeOptions(qos=1))
     gate.start()
@@ -165,3 +199,27 @@ def test_the_centres_occupancy_comes_down_the_bridge(bridged):
     finally:
         gate.stop()
         ledger.stop()
+
+
+def test_one_sites_ledger_certificate_cannot_confirm_or_count_for_another_site(tmp_path):
+    """make-dynsec.py --ledger NAME=SITE at the centre: the `other` site's ledger certificate may write
+    its own site's `committed` and occupancy, not the arena's (and reads none of the arena's events)."""
+    from tests.system.test_broker_acl import Client
+
+    site = BridgedSite(tmp_path, SITE, GATES, ledgers=("ledger", "ledger-other=other")).start()
+    site.central.certs = site.certs
+    watcher = Client(site.central, "central", subscribe="gated/v1/#")
+    other = Client(site.central, "ledger-other")
+    try:
+        assert other.publish(f"gated/v1/{SITE}/gates/g1/committed", b'{"seq": 99}') >= 0x80
+        assert other.publish(f"gated/v1/{SITE}/occupancy", b'{"forged": true}') >= 0x80
+        assert other.subscribe(f"gated/v1/{SITE}/gates/+/events") is False
+        assert other.publish("gated/v1/other/gates/x1/committed", b'{"own": true}') < 0x80
+        deadline = time.monotonic() + 10
+        while not any(p == b'{"own": true}' for _, p in watcher.messages) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        other.close()
+        watcher.close()
+        site.stop()
+    assert [t for t, p in watcher.messages if p in (b'{"seq": 99}', b'{"forged": true}')] == []

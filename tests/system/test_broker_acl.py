@@ -13,20 +13,20 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-import pytest
 
-from gated.core import revocation
 from gated.central.publisher import publish_revocations
-from gated.mqtturl import parse_broker_url
+from gated.core import revocation
 from gated.gate.store import GateStore
-from tests.support.signing import encode_command
-from gated.topics import command_topic, events_topic, revocation_topic
 from gated.gate.uplink import Uplink
+from gated.mqtturl import parse_broker_url
+from gated.topics import command_topic, events_topic, revocation_topic
 from tests.conftest import SITE
-from tests.support.uplink import LedgerThread, pump
+from tests.support.signing import encode_command
 from tests.support.sites import shipped_site_broker
+from tests.support.uplink import LedgerThread, pump
 from tests.support.waiting import wait_for
 
 SHIPPED = Path(__file__).resolve().parents[2] / "systemd" / "mosquitto"
@@ -55,16 +55,21 @@ def url(broker, who: str) -> str:
 class Client:
     """A plain TLS client under one identity, recording what it receives."""
 
-    def __init__(self, broker, who: str | None, subscribe: str | None = None, *, client_id: str = "",
-                 persistent: bool = False):
+    def __init__(
+        self, broker, who: str | None, subscribe: str | None = None, *, client_id: str = "", persistent: bool = False
+    ):
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}
         self.connected = threading.Event()
         self.refused = threading.Event()
         c = broker.certs
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.tls_set(ca_certs=str(c / "ca.crt"), certfile=str(c / f"{who}.crt") if who else None,
-                            keyfile=str(c / f"{who}.key") if who else None, cert_reqs=ssl.CERT_REQUIRED)
+        self.client.tls_set(
+            ca_certs=str(c / "ca.crt"),
+            certfile=str(c / f"{who}.crt") if who else None,
+            keyfile=str(c / f"{who}.key") if who else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
         self.client.on_connect = lambda cl, u, f, rc, p: (self.refused if rc.is_failure else self.connected).set()
         self.client.on_message = lambda cl, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.on_publish = lambda cl, u, mid, rc, p: self.acks.__setitem__(mid, rc.value)
@@ -105,8 +110,13 @@ def test_a_gate_cannot_publish_as_another_gate_or_as_central(site_broker):
     watcher = Client(site_broker, "central", subscribe=f"gated/v1/{SITE}/#")
     g1 = Client(site_broker, "g1")
     try:
-        for topic in (events_topic(SITE, "g2"), f"gated/v1/{SITE}/gates/g2/status", revocation_topic(SITE, 9, 0),
-                      command_topic(SITE, "g2"), f"gated/v1/{SITE}/time"):
+        for topic in (
+            events_topic(SITE, "g2"),
+            f"gated/v1/{SITE}/gates/g2/status",
+            revocation_topic(SITE, 9, 0),
+            command_topic(SITE, "g2"),
+            f"gated/v1/{SITE}/time",
+        ):
             g1.publish(topic, b'{"forged": true}')
         assert g1.publish(events_topic(SITE, "g1"), b'{"own": true}') < 0x80  # the sentinel, after the forgeries
         assert wait_for(lambda: any(t == events_topic(SITE, "g1") for t, _ in watcher.messages), timeout=10.0)
@@ -197,8 +207,11 @@ def test_the_beacon_writes_time_only_and_gate_ids_cannot_take_central_names(site
         beacon.close()
         g1.close()
     assert g1.messages == [(f"gated/v1/{SITE}/time", b"beacon")]
-    made = subprocess.run([sys.executable, str(SHIPPED / "make-dynsec.py"), str(tmp_path / "rules.json"), "g1",
-                           "central"], capture_output=True, text=True)
+    made = subprocess.run(
+        [sys.executable, str(SHIPPED / "make-dynsec.py"), str(tmp_path / "rules.json"), "g1", "central"],
+        capture_output=True,
+        text=True,
+    )
     assert made.returncode == 2 and "'central': reserved" in made.stderr and not (tmp_path / "rules.json").exists()
 
 
@@ -208,18 +221,21 @@ def test_gates_publisher_and_ledger_work_through_tls_and_the_acl(site_broker, tm
     with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as store:
         store.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
         settings = parse_broker_url(url(site_broker, "g1"), reconnect_min_s=0.1)
-        uplink = Uplink(store=store, keyring=authority.keyring, settings=settings, site=SITE, gate="g1",
-                        on_command=ran.append)
+        uplink = Uplink(
+            store=store, keyring=authority.keyring, settings=settings, site=SITE, gate="g1", on_command=ran.append
+        )
         with LedgerThread(tmp_path / "ledger.db", url(site_broker, "ledger"), SITE) as ledger:
             uplink.start()
             try:
                 pump([uplink], lambda: uplink.connected and store.outbox_depth() == 0, what="g1's event delivered")
-                blobs = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
-                                                   iat=int(time.time()))
+                blobs = revocation.encode_updates(
+                    authority.revocation, site=SITE, version=1, add=[os.urandom(16)], iat=int(time.time())
+                )
                 publish_revocations(parse_broker_url(url(site_broker, "central")), SITE, blobs)
                 central = Client(site_broker, "central")
-                central.publish(command_topic(SITE, "g1"), encode_command(authority.command, gate="g1", command="open",
-                                                                           nonce=1))
+                central.publish(
+                    command_topic(SITE, "g1"), encode_command(authority.command, gate="g1", command="open", nonce=1)
+                )
                 central.close()
                 pump([uplink], lambda: store.revocation_state().version == 1 and ran, what="revocation and command")
                 assert wait_for(lambda: ledger.count() == 1, timeout=10.0)

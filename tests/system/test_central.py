@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from gated.central.ledger import Ledger, gate_partition
-from gated.central.ledgerdb import SCHEMA_VERSION, _SQLITE_MIGRATIONS, open_db
+from gated.central.ledgerdb import _SQLITE_MIGRATIONS, SCHEMA_VERSION, open_db
 from gated.cli import main
 from gated.gate.store import GateStore
 from gated.topics import committed_topic, events_topic
@@ -102,10 +102,30 @@ def _publisher(port: int):
 
 
 def _ledger_worker(broker, url, ring_dir, partition: str, log, verify: str = "every"):
-    return subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                             "--db", url, "--keyring", str(ring_dir), "--partition", partition, "--workers", "1",
-                             "--verify", verify],
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            url,
+            "--keyring",
+            str(ring_dir),
+            "--partition",
+            partition,
+            "--workers",
+            "1",
+            "--verify",
+            verify,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _wait(until, timeout: float, what: str) -> None:
@@ -156,9 +176,15 @@ def test_two_workers_on_one_postgres_one_sigkilled_mid_stream_store_every_event_
         workers[0] = _ledger_worker(broker, url, tmp_path / "ring", "0/2", log, modes[0])
         sender.join(60)
         _wait(lambda: ledger_count(url) >= len(order), 60, "every event in the ledger")
-        _wait(lambda: all(listener.on(committed_topic(SITE, g))
-                          and json.loads(listener.on(committed_topic(SITE, g))[-1]) == {"seq": per_gate}
-                          for g in gates), 20, "committed = last seq for every gate")
+        _wait(
+            lambda: all(
+                listener.on(committed_topic(SITE, g))
+                and json.loads(listener.on(committed_topic(SITE, g))[-1]) == {"seq": per_gate, "held": []}
+                for g in gates
+            ),
+            20,
+            "committed = last seq for every gate",
+        )
     finally:
         for p in workers.values():
             if p.poll() is None:
@@ -176,7 +202,13 @@ def test_two_workers_on_one_postgres_one_sigkilled_mid_stream_store_every_event_
     assert rows == distinct == len(order)
     for gate in gates:
         g = report["gates"][gate]
-        assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"], g["conflicts"]) == (per_gate, per_gate, 0, 0, 0)
+        assert (g["events"], g["last_seq"], g["missing"], g["chain_breaks"], g["conflicts"]) == (
+            per_gate,
+            per_gate,
+            0,
+            0,
+            0,
+        )
         assert g["signatures_checked"]
         assert (g["chain_vouched"] > 0) == (gate_partition(gate, 2) == 0)
     assert report["clean"] and report["totals"]["quarantined"] == 0
@@ -210,8 +242,15 @@ def test_two_workers_advancing_over_500_gates_at_once_do_not_deadlock(postgres):
     key = Ed25519PrivateKey.generate()
 
     def event(gate: str, seq: int, prev: str) -> dict:
-        return events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate=gate, seq=seq, prev=prev,
-                           ts_ms=1_790_000_000_000, key=key)
+        return events.seal(
+            {"kind": "state", "state": "online", "rev": 0},
+            site=SITE,
+            gate=gate,
+            seq=seq,
+            prev=prev,
+            ts_ms=1_790_000_000_000,
+            key=key,
+        )
 
     url = postgres.database()
     firsts = {f"a{n:03d}": event(f"a{n:03d}", 1, events.GENESIS) for n in range(600)}
@@ -235,10 +274,18 @@ def test_two_workers_advancing_over_500_gates_at_once_do_not_deadlock(postgres):
     second.start()
     monitor = psycopg.connect(url, autocommit=True)  # outside worker 1's transaction: a fresh view each time
     try:
-        _wait(lambda: monitor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-              .fetchone()[0] > 0, 20, "worker 2 to wait for worker 1's row b")
+        _wait(
+            lambda: (
+                monitor.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]
+                > 0
+            ),
+            20,
+            "worker 2 to wait for worker 1's row b",
+        )
         worker1.execute("SET lock_timeout = '10s'")
-        (contiguous,) = worker1.execute("SELECT contiguous FROM gate_progress WHERE gate = 'a000' FOR UPDATE").fetchone()
+        (contiguous,) = worker1.execute(
+            "SELECT contiguous FROM gate_progress WHERE gate = 'a000' FOR UPDATE"
+        ).fetchone()
         worker1.execute("COMMIT")
     finally:
         second.join(30)

@@ -31,7 +31,7 @@ def run(capsys, *argv):
 
 
 def issue_one(capsys, *extra):
-    code, out, _ = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL", *extra)
+    code, out, _ = run(capsys, "issue", "--signing-key", "k/box.key", "--event", "FINAL", *extra)
     assert code == 0
     return out.strip()
 
@@ -72,12 +72,44 @@ def test_used_twice_with_state(desk, capsys):
 def test_revoke_then_verify_denies(desk, capsys):
     text = issue_one(capsys)
     ticket_id = verify(capsys, text)[1]["ticket"]
-    assert run(capsys, "revoke", "--key", "k/rev.key", "--site", "arena", "--version", "1", "--out", "r1.cose", ticket_id)[0] == 0
+    assert (
+        run(
+            capsys,
+            "revoke",
+            "--signing-key",
+            "k/rev.key",
+            "--site",
+            "arena",
+            "--version",
+            "1",
+            "--out",
+            "r1.cose",
+            ticket_id,
+        )[0]
+        == 0
+    )
     code, result, _ = verify(capsys, text, "--revocations", "r1.cose")
     assert (code, result["reason"]) == (1, "revoked")
     # un-revoked by a delta: works again
-    assert run(capsys, "revoke", "--key", "k/rev.key", "--site", "arena", "--version", "2", "--base", "1",
-               "--remove", ticket_id, "--out", "r2.cose")[0] == 0
+    assert (
+        run(
+            capsys,
+            "revoke",
+            "--signing-key",
+            "k/rev.key",
+            "--site",
+            "arena",
+            "--version",
+            "2",
+            "--base",
+            "1",
+            "--remove",
+            ticket_id,
+            "--out",
+            "r2.cose",
+        )[0]
+        == 0
+    )
     code, result, _ = verify(capsys, text, "--revocations", "r1.cose", "--revocations", "r2.cose")
     assert (code, result["reason"]) == (0, "ok")
 
@@ -85,19 +117,47 @@ def test_revoke_then_verify_denies(desk, capsys):
 def test_rejected_revocation_file_is_reported_and_the_rest_goes_on(desk, capsys):
     text = issue_one(capsys)
     ticket_id = verify(capsys, text)[1]["ticket"]
-    run(capsys, "revoke", "--key", "k/box.key", "--site", "arena", "--version", "1", "--out", "by-issuer.cose", ticket_id)
-    run(capsys, "revoke", "--key", "k/rev.key", "--site", "arena", "--version", "1", "--out", "good.cose", ticket_id)
-    code, result, err = verify(capsys, text, "--revocations", "by-issuer.cose", "--revocations", "missing.cose",
-                               "--revocations", "good.cose")
+    run(
+        capsys,
+        "revoke",
+        "--signing-key",
+        "k/box.key",
+        "--site",
+        "arena",
+        "--version",
+        "1",
+        "--out",
+        "by-issuer.cose",
+        ticket_id,
+    )
+    run(
+        capsys,
+        "revoke",
+        "--signing-key",
+        "k/rev.key",
+        "--site",
+        "arena",
+        "--version",
+        "1",
+        "--out",
+        "good.cose",
+        ticket_id,
+    )
+    code, result, err = verify(
+        capsys, text, "--revocations", "by-issuer.cose", "--revocations", "missing.cose", "--revocations", "good.cose"
+    )
     assert "by-issuer.cose: rejected (unknown_key)" in err and "missing.cose: rejected" in err
     assert (code, result["reason"]) == (1, "revoked")
 
 
-@pytest.mark.parametrize("extra,reason", [
-    (["--valid-from", "2001-01-01", "--valid-until", "2001-01-02"], "expired"),
-    (["--valid-from", "2999-01-01", "--valid-until", "2999-01-02"], "not_yet_valid"),
-    (["--zone", "vip"], "wrong_zone"),
-])
+@pytest.mark.parametrize(
+    "extra,reason",
+    [
+        (["--valid-from", "2001-01-01", "--valid-until", "2001-01-02"], "expired"),
+        (["--valid-from", "2999-01-01", "--valid-until", "2999-01-02"], "not_yet_valid"),
+        (["--zone", "vip"], "wrong_zone"),
+    ],
+)
 def test_denials_from_claims(desk, capsys, extra, reason):
     text = issue_one(capsys, *extra)
     code, result, _ = verify(capsys, text, "--zone", "north")
@@ -105,44 +165,70 @@ def test_denials_from_claims(desk, capsys, extra, reason):
 
 
 def test_wrong_event_forged_and_garbage(desk, capsys):
-    code, result, _ = run(capsys, "issue", "--key", "k/box.key", "--event", "OTHER")
+    code, result, _ = run(capsys, "issue", "--signing-key", "k/box.key", "--event", "OTHER")
     assert verify(capsys, result.strip())[1]["reason"] == "unknown_key"  # box may sign for FINAL only
     run(capsys, "keys", "generate", "--out", "k", "--name", "any")
     run(capsys, "keys", "trust", "--keyring", "ring", "--role", "issuer", "k/any.pub")  # unscoped issuer
-    other = run(capsys, "issue", "--key", "k/any.key", "--event", "OTHER")[1].strip()
+    other = run(capsys, "issue", "--signing-key", "k/any.key", "--event", "OTHER")[1].strip()
     assert verify(capsys, other)[1]["reason"] == "wrong_event"
     run(capsys, "keys", "generate", "--out", "k", "--name", "mallory")
-    forged = run(capsys, "issue", "--key", "k/mallory.key", "--event", "FINAL")[1].strip()
+    forged = run(capsys, "issue", "--signing-key", "k/mallory.key", "--event", "FINAL")[1].strip()
     assert verify(capsys, forged)[1]["reason"] == "unknown_key"
     code, result, _ = verify(capsys, "hello world")
     assert (code, result["reason"], result["ticket"]) == (1, "malformed", None)
 
 
 def test_issue_out_writes_images_and_csv(desk, capsys):
-    assert run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL", "--count", "3", "--out", "batch")[0] == 0
+    assert (
+        run(capsys, "issue", "--signing-key", "k/box.key", "--event", "FINAL", "--count", "3", "--out", "batch")[0] == 0
+    )
     rows = list(csv.DictReader(open("batch/tickets.csv")))
     assert len(rows) == 3
     for row in rows:
         assert (desk / "batch" / row["file"]).read_bytes().startswith(b"\x89PNG")
     # the CSV feeds `gated revoke --add-file` directly
-    assert run(capsys, "revoke", "--key", "k/rev.key", "--site", "arena", "--version", "1", "--add-file",
-               "batch/tickets.csv", "--out", "r.cose")[0] == 0
+    assert (
+        run(
+            capsys,
+            "revoke",
+            "--signing-key",
+            "k/rev.key",
+            "--site",
+            "arena",
+            "--version",
+            "1",
+            "--add-file",
+            "batch/tickets.csv",
+            "--out",
+            "r.cose",
+        )[0]
+        == 0
+    )
 
 
 def test_usage_errors_exit_2_with_a_message(desk, capsys):
-    code, _, err = run(capsys, "issue", "--key", "k/missing.key", "--event", "FINAL")
+    code, _, err = run(capsys, "issue", "--signing-key", "k/missing.key", "--event", "FINAL")
     assert code == 2 and "missing.key" in err
-    code, _, err = run(capsys, "revoke", "--key", "k/rev.key", "--site", "a", "--version", "1", "--out", "x", "zz")
+    code, _, err = run(
+        capsys, "revoke", "--signing-key", "k/rev.key", "--site", "a", "--version", "1", "--out", "x", "zz"
+    )
     assert code == 2 and "not a ticket id" in err
     code, _, err = run(capsys, "verify", "--keyring", "nowhere", "--event", "FINAL", "GT1:X")
     assert code == 2 and "no keyring" in err
-    code, _, err = run(capsys, "issue", "--key", "k/box.key", "--event", "F", "--valid-from", "soon")
+    code, _, err = run(capsys, "issue", "--signing-key", "k/box.key", "--event", "F", "--valid-from", "soon")
     assert code == 2 and "ISO 8601" in err
 
 
 def test_console_script_runs(desk):
-    text = subprocess.run([sys.executable, "-m", "gated.cli", "issue", "--key", "k/box.key", "--event", "FINAL"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    done = subprocess.run([sys.executable, "-m", "gated.cli", "verify", "--keyring", "ring", "--event", "FINAL", text],
-                          capture_output=True, text=True)
+    text = subprocess.run(
+        [sys.executable, "-m", "gated.cli", "issue", "--signing-key", "k/box.key", "--event", "FINAL"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    done = subprocess.run(
+        [sys.executable, "-m", "gated.cli", "verify", "--keyring", "ring", "--event", "FINAL", text],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and done.stdout.startswith("ADMIT")

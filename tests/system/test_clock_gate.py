@@ -25,10 +25,10 @@ from gated.core import cose
 from gated.core.beacon import encode_beacon
 from gated.gate.rehearsal.control import Client
 from gated.gate.store import GateStore
-from tests.support.signing import encode_command
 from gated.topics import beacon_topic, command_topic
 from tests.conftest import EVENT, SITE
 from tests.support.gatedaemon import EventCollector, GateProcess, gate_config, write_config
+from tests.support.signing import encode_command
 
 GATED = str(Path(sys.executable).with_name("gated"))
 GATE = "g1"
@@ -37,9 +37,18 @@ YEAR_MS = 365 * 86400 * 1000
 
 
 def config(tmp_path, authority, broker, **clock) -> Path:
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:",
-                      site=SITE, gate=GATE, event=EVENT, sim={"control_socket": str(tmp_path / "sim.sock")},
-                      clock={"max_beacon_step_s": STEP_S, **clock}, logging={"level": "debug"})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source="synthetic:",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+        clock={"max_beacon_step_s": STEP_S, **clock},
+        logging={"level": "debug"},
+    )
     return write_config(tmp_path / "gated.toml", cfg)
 
 
@@ -110,8 +119,9 @@ def send_commands(broker, messages: list[bytes]) -> None:
 def test_a_commands_age_is_judged_by_the_gates_trusted_clock(tmp_path, authority, broker):
     """Issue #11 item 12: a command's iat is compared with the gate's trusted clock, not the wall clock;
     while that clock is untrusted, `open` and `unlock` (whose age cannot be judged) are refused."""
-    path = config(tmp_path, authority, broker, trust_system_clock=False, ntp="ignore", when_uncertain="deny",
-                  max_offset_s=3600.0)  # no source at first; then a beacon 50 s ahead is believed
+    path = config(
+        tmp_path, authority, broker, trust_system_clock=False, ntp="ignore", when_uncertain="deny", max_offset_s=3600.0
+    )  # no source at first; then a beacon 50 s ahead is believed
     gate = GateProcess(path).start()
 
     def command(name: str, *, iat: float) -> bytes:
@@ -121,6 +131,7 @@ def test_a_commands_age_is_judged_by_the_gates_trusted_clock(tmp_path, authority
         def seen():
             lines = [e for e in list(gate.logs) if e.get("event") in ("command", "command ignored")]
             return len(lines) >= count and lines
+
         return [(e["event"], e.get("code") or e.get("command")) for e in gate.wait_for(seen, what="commands")]
 
     try:
@@ -149,8 +160,24 @@ def hostile_beacons(authority, rng: random.Random, count: int) -> list[tuple[str
         return cose.sign(cbor2.dumps(body), key or authority.command)
 
     for _ in range(count):
-        kind = rng.choice(["garbage", "cbor_not_cose", "wrong_types", "negative", "huge", "wrong_site", "replayed",
-                           "old_seq", "far_future", "good", "stranger", "tampered", "not_a_map", "empty"])
+        kind = rng.choice(
+            [
+                "garbage",
+                "cbor_not_cose",
+                "wrong_types",
+                "negative",
+                "huge",
+                "wrong_site",
+                "replayed",
+                "old_seq",
+                "far_future",
+                "good",
+                "stranger",
+                "tampered",
+                "not_a_map",
+                "empty",
+            ]
+        )
         seq += rng.randint(1, 1000)
         if kind == "garbage":
             payload = rng.randbytes(rng.randint(1, 300))
@@ -169,15 +196,17 @@ def hostile_beacons(authority, rng: random.Random, count: int) -> list[tuple[str
         elif kind == "old_seq":
             payload = encode_beacon(authority.command, site=SITE, unix_ms=now_ms(), seq=rng.randint(0, 1000))
         elif kind == "far_future":
-            payload = encode_beacon(authority.command, site=SITE, unix_ms=now_ms() + rng.choice([YEAR_MS, 10**9, 3600_000]),
-                                    seq=seq)
+            payload = encode_beacon(
+                authority.command, site=SITE, unix_ms=now_ms() + rng.choice([YEAR_MS, 10**9, 3600_000]), seq=seq
+            )
         elif kind == "good":
             payload = encode_beacon(authority.command, site=SITE, unix_ms=now_ms(), seq=seq)
         elif kind == "stranger":
             payload = encode_beacon(stranger, site=SITE, unix_ms=now_ms(), seq=seq)
         elif kind == "tampered":
-            protected, unprotected, body, sig = cbor2.loads(encode_beacon(authority.command, site=SITE,
-                                                                          unix_ms=now_ms(), seq=seq))
+            protected, unprotected, body, sig = cbor2.loads(
+                encode_beacon(authority.command, site=SITE, unix_ms=now_ms(), seq=seq)
+            )
             payload = cbor2.dumps([protected, unprotected, cbor2.dumps({1: SITE, 2: now_ms() + YEAR_MS, 3: seq}), sig])
         elif kind == "not_a_map":
             payload = signed([SITE, now_ms(), seq])
@@ -188,8 +217,16 @@ def hostile_beacons(authority, rng: random.Random, count: int) -> list[tuple[str
     return out
 
 
-REASONS = {"accepted", "malformed", "unsupported", "unknown_key", "bad_signature", "wrong_site", "not_newer",
-           "too_far_ahead"}
+REASONS = {
+    "accepted",
+    "malformed",
+    "unsupported",
+    "unknown_key",
+    "bad_signature",
+    "wrong_site",
+    "not_newer",
+    "too_far_ahead",
+}
 
 
 def beacon_logs(gate: GateProcess) -> list[dict]:
@@ -206,20 +243,32 @@ def test_hostile_beacons_leave_a_running_gate_up_and_its_clock_within_the_bound(
     try:
         gate.wait_ready()
         publish(broker, [payload for _, payload in messages])
-        logs = gate.wait_for(lambda: len(beacon_logs(gate)) >= len(messages) and beacon_logs(gate),
-                             what="a log line for every beacon message")
+        logs = gate.wait_for(
+            lambda: len(beacon_logs(gate)) >= len(messages) and beacon_logs(gate),
+            what="a log line for every beacon message",
+        )
         assert len(logs) == len(messages)
         assert all(e.get("reason") in REASONS for e in logs), logs
         # a replayed message meets the fate of the one it repeats, except that a beacon taken once is not
         # newer the second time; the first message has nothing to repeat (b"\xa0": not COSE)
         previous = "malformed"
         for (kind, _), entry in zip(messages, logs):
-            expected = {"garbage": "malformed", "cbor_not_cose": "malformed", "wrong_types": "malformed",
-                        "negative": "malformed", "huge": "malformed",
-                        "wrong_site": "wrong_site", "old_seq": "not_newer", "far_future": "too_far_ahead",
-                        "good": "accepted", "stranger": "unknown_key", "tampered": "bad_signature",
-                        "not_a_map": "malformed", "empty": "malformed",
-                        "replayed": "not_newer" if previous == "accepted" else previous}[kind]
+            expected = {
+                "garbage": "malformed",
+                "cbor_not_cose": "malformed",
+                "wrong_types": "malformed",
+                "negative": "malformed",
+                "huge": "malformed",
+                "wrong_site": "wrong_site",
+                "old_seq": "not_newer",
+                "far_future": "too_far_ahead",
+                "good": "accepted",
+                "stranger": "unknown_key",
+                "tampered": "bad_signature",
+                "not_a_map": "malformed",
+                "empty": "malformed",
+                "replayed": "not_newer" if previous == "accepted" else previous,
+            }[kind]
             assert entry["reason"] == expected, (kind, entry)
             previous = expected
         assert gate.process.poll() is None
@@ -292,8 +341,11 @@ def test_a_signed_clock_reset_command_clears_a_running_gates_poisoned_clock(tmp_
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
-        client.publish(command_topic(SITE, GATE), encode_command(authority.command, gate=GATE, command="clock_reset",
-                                                                 nonce=now_ms()), qos=1).wait_for_publish(10)
+        client.publish(
+            command_topic(SITE, GATE),
+            encode_command(authority.command, gate=GATE, command="clock_reset", nonce=now_ms()),
+            qos=1,
+        ).wait_for_publish(10)
         client.disconnect()
         client.loop_stop()
         gate.wait_for(lambda: gate.logged("clock trust reset by command"), what="the reset")

@@ -93,10 +93,21 @@ when_stale = "maybe"
     with pytest.raises(config.ConfigError) as caught:
         config.load(write(tmp_path, text))
     paths = [path for path, _ in caught.value.problems]
-    assert paths == ["surprise", "gate.site", "gate.id", "gate.events", "gate.day_starts", "gate.timezone",
-                     "turnstile.pin_factory", "mqtt.url",
-                     "mqtt.tls.cafile", "camera.source", "timings.relay_pulse_s", "timings.debounce_s",
-                     "revocations.when_stale"]
+    assert paths == [
+        "surprise",
+        "gate.site",
+        "gate.id",
+        "gate.events",
+        "gate.day_starts",
+        "gate.timezone",
+        "turnstile.pin_factory",
+        "mqtt.url",
+        "mqtt.tls.cafile",
+        "camera.source",
+        "timings.relay_pulse_s",
+        "timings.debounce_s",
+        "revocations.when_stale",
+    ]
     message = str(caught.value)
     assert "surprise: unknown key" in message
     assert "gate.id: missing, and required" in message
@@ -108,8 +119,10 @@ when_stale = "maybe"
     assert "revocations.when_stale: expected one of 'open', 'closed'" in message
     assert "camera.source: expected one of v4l2:" in message
     assert "gate.day_starts: expected a time of day HH:MM (00:00 to 23:59), got '4 am'" in message
-    assert ("gate.timezone: expected an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC), "
-            "got 'Europe/Atlantis'") in message
+    assert (
+        "gate.timezone: expected an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC), "
+        "got 'Europe/Atlantis'"
+    ) in message
     assert "mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got 'http://broker'" in message
 
 
@@ -122,14 +135,17 @@ def test_missing_sections_name_what_they_need(tmp_path):
     assert "mqtt: required section [mqtt] is missing (needs url)" in message
 
 
-@pytest.mark.parametrize("extra, path, words", [
-    ("[mqtt.tls]\nca_file = 'ca.pem'\n", "mqtt.url", "plain text"),
-    ("[mqtt.tls]\ncert_file = 'c.pem'\n", "mqtt.tls.key_file", "go together"),
-    ("[timings]\nrelay_pulse_s = 2.0\nheld_open_s = 1.0\n", "timings.held_open_s", "at least relay_pulse_s"),
-    ("[clock]\nntp = 'ignore'\ntrust_system_clock = true\n", "clock.ntp", "contradicts trust_system_clock"),
-    ("[clock]\nntp = 'sometimes'\n", "clock.ntp", "ignore"),
-    ("", None, None),
-])
+@pytest.mark.parametrize(
+    "extra, path, words",
+    [
+        ("[mqtt.tls]\nca_file = 'ca.pem'\n", "mqtt.url", "plain text"),
+        ("[mqtt.tls]\ncert_file = 'c.pem'\n", "mqtt.tls.key_file", "go together"),
+        ("[timings]\nrelay_pulse_s = 2.0\nheld_open_s = 1.0\n", "timings.held_open_s", "at least relay_pulse_s"),
+        ("[clock]\nntp = 'ignore'\ntrust_system_clock = true\n", "clock.ntp", "contradicts trust_system_clock"),
+        ("[clock]\nntp = 'sometimes'\n", "clock.ntp", "ignore"),
+        ("", None, None),
+    ],
+)
 def test_cross_key_checks(tmp_path, extra, path, words):
     text = MINIMAL + extra
     if "cert_file" in extra:
@@ -143,8 +159,9 @@ def test_cross_key_checks(tmp_path, extra, path, words):
 
 
 def test_password_needs_a_user_and_only_one_source(tmp_path):
-    text = MINIMAL.replace('url = "mqtt://127.0.0.1:1883"',
-                           'url = "mqtt://127.0.0.1:1883"\npassword = "x"\npassword_file = "pw"')
+    text = MINIMAL.replace(
+        'url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:1883"\npassword = "x"\npassword_file = "pw"'
+    )
     with pytest.raises(config.ConfigError) as caught:
         config.load(write(tmp_path, text))
     assert {p for p, _ in caught.value.problems} == {"mqtt.password_file", "mqtt.username"}
@@ -159,8 +176,9 @@ def test_credentials_in_the_url_are_refused(tmp_path):
 
 def test_password_file_is_read(tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
-    text = MINIMAL.replace('url = "mqtt://127.0.0.1:1883"',
-                           'url = "mqtt://127.0.0.1:1883"\nusername = "g1"\npassword_file = "pw"')
+    text = MINIMAL.replace(
+        'url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:1883"\nusername = "g1"\npassword_file = "pw"'
+    )
     assert config.load(write(tmp_path, text)).mqtt.secret() == "s3cret"
 
 
@@ -189,13 +207,19 @@ def test_check_config_command(tmp_path):
     good = write(tmp_path, MINIMAL)
     gated = Path(sys.executable).parent / "gated"
     run = lambda *a: subprocess.run([str(gated), *a], capture_output=True, text=True)  # noqa: E731
+    missing = run("check-config", str(good))  # every file it names is checked too: the keyring is not there
+    assert missing.returncode == 1 and f"gate.keyring: {tmp_path / 'keyring'}: no such directory" in missing.stderr
+    (tmp_path / "keyring").mkdir()
+    (tmp_path / "keyring" / "keyring.toml").write_text("")
     ok = run("check-config", str(good))
     assert ok.returncode == 0, ok.stderr
     assert "ok" in ok.stdout
-    (tmp_path / "bad.toml").write_text(MINIMAL.replace('id = "g1"', 'id = 7') + "[timings]\nheld_open_s = 0\n")
+    (tmp_path / "bad.toml").write_text(MINIMAL.replace('id = "g1"', "id = 7") + "[timings]\nheld_open_s = 0\n")
     bad = run("check-config", str(tmp_path / "bad.toml"))
     assert bad.returncode == 2
-    assert "gate.id: expected a name" in bad.stderr and "timings.held_open_s: expected a finite number > 0" in bad.stderr
+    assert (
+        "gate.id: expected a name" in bad.stderr and "timings.held_open_s: expected a finite number > 0" in bad.stderr
+    )
 
 
 def test_check_config_refuses_inf_nan_out_of_range_numbers_and_an_unknown_board(tmp_path):
@@ -203,20 +227,35 @@ def test_check_config_refuses_inf_nan_out_of_range_numbers_and_an_unknown_board(
     read again, and a board profile that does not exist passed: each is now listed with its key."""
     from gated.cli import main
 
-    text = (MINIMAL.replace('board = "generic-relay"', 'board = "no-such-board"')
-            .replace('url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:1883"\nkeepalive_s = 70000')
-            + "[revocations]\nmax_age_s = inf\n"
-            + "[timings]\ndebounce_s = nan\nrelay_pulse_s = -inf\npassage_timeout_s = 1e9\n"
-            + "[camera]\nfps = nan\nwidth = 100000\n"
-            + "[health]\ninterval_s = inf\n"
-            + "[clock]\nskew_s = 1000000000\nbeacon_max_age_s = inf\n")
+    text = (
+        MINIMAL.replace('board = "generic-relay"', 'board = "no-such-board"').replace(
+            'url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:1883"\nkeepalive_s = 70000'
+        )
+        + "[revocations]\nmax_age_s = inf\n"
+        + "[timings]\ndebounce_s = nan\nrelay_pulse_s = -inf\npassage_timeout_s = 1e9\n"
+        + "[camera]\nfps = nan\nwidth = 100000\n"
+        + "[health]\ninterval_s = inf\n"
+        + "[clock]\nskew_s = 1000000000\nbeacon_max_age_s = inf\n"
+    )
     path = write(tmp_path, text)
     with pytest.raises(config.ConfigError) as caught:
         config.load(path)
     keys = [k for k, _ in caught.value.problems]
-    assert sorted(keys) == sorted(["revocations.max_age_s", "timings.debounce_s", "timings.relay_pulse_s",
-                                   "timings.passage_timeout_s", "camera.fps", "camera.width", "health.interval_s",
-                                   "mqtt.keepalive_s", "clock.skew_s", "clock.beacon_max_age_s", "turnstile.board"])
+    assert sorted(keys) == sorted(
+        [
+            "revocations.max_age_s",
+            "timings.debounce_s",
+            "timings.relay_pulse_s",
+            "timings.passage_timeout_s",
+            "camera.fps",
+            "camera.width",
+            "health.interval_s",
+            "mqtt.keepalive_s",
+            "clock.skew_s",
+            "clock.beacon_max_age_s",
+            "turnstile.board",
+        ]
+    )
     assert main(["check-config", str(path)]) == 2
     err = str(caught.value)
     assert "revocations.max_age_s: expected a finite number > 0 and <= 2592000, got inf" in err
@@ -251,13 +290,20 @@ def test_one_reader_judges_numbers_for_config_boards_and_scenarios():
     """gated/tomlcheck.py is the one validator: inf and nan are refused by all three readers."""
     from gated.gate.boards import BoardError, board_from_dict
     from gated.tomlcheck import BAD, scalar
-    from sim.scenario import ScenarioError, from_dict as scenario_from_dict
+    from sim.scenario import ScenarioError
+    from sim.scenario import from_dict as scenario_from_dict
 
     assert scalar(float("nan"), float)[0] is BAD and scalar(float("inf"), float, minimum=0)[0] is BAD
     assert scalar(True, int)[0] is BAD and scalar(3, float) == (3.0, "")
     with pytest.raises(BoardError, match=r"relay.pulse_ms: expected a whole number"):
         board_from_dict({"board": {"name": "b"}, "relay": {"pin": "GPIO17", "pulse_ms": float("nan")}}, source="b.toml")
     with pytest.raises(ScenarioError, match=r"behaviour.pass_time_s: expected a finite number"):
-        scenario_from_dict({"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": 60},
-                            "gates": {"count": 1}, "arrivals": {"visitors": 1, "profile": [[0, 1], [60, 1]]},
-                            "behaviour": {"pass_time_s": float("inf")}}, source="s.toml")
+        scenario_from_dict(
+            {
+                "scenario": {"name": "x", "site": "s", "event": "E", "duration_s": 60},
+                "gates": {"count": 1},
+                "arrivals": {"visitors": 1, "profile": [[0, 1], [60, 1]]},
+                "behaviour": {"pass_time_s": float("inf")},
+            },
+            source="s.toml",
+        )

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated.core import revocation
-from gated.gate import revocations
-
-from gated.core import scanned, ticket
 from gated.central.issuer import issue, new_claims
+from gated.core import revocation, scanned, ticket
+from gated.gate import revocations
 from gated.gate.store import GateStore
 from tests.conftest import EVENT, SITE
 from tests.support.frames import render_card
@@ -24,15 +22,16 @@ from tests.support.gatedaemon import EventCollector, GateProcess, NotifySocket, 
 GATE = "g1"
 
 
-
-
 def provision_revocations(state_dir: Path, authority, revoked: list[bytes]) -> None:
     """The revocation snapshot the gate starts with (as after its first contact with central)."""
     with GateStore(state_dir / "gate.db", site=SITE, gate=GATE) as store:
-        blob = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=revoked,
-                                          iat=int(time.time()))[0]
-        assert revocations.apply_update(store, blob, authority.keyring, site=SITE,
-                                        now_ms=int(time.time() * 1000)).status != "rejected"
+        blob = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=revoked, iat=int(time.time()))[
+            0
+        ]
+        assert (
+            revocations.apply_update(store, blob, authority.keyring, site=SITE, now_ms=int(time.time() * 1000)).status
+            != "rejected"
+        )
 
 
 def device_key(state_dir: Path):
@@ -42,8 +41,16 @@ def device_key(state_dir: Path):
 
 def make_config(tmp_path, authority, broker, images: Path, **sections) -> Path:
     sections = {"camera": {"fps": 10.0}, "timings": {"relay_pulse_s": 0.05, "debounce_s": 0.3}, **sections}
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"files:{images}",
-                      site=SITE, gate=GATE, event=EVENT, **sections)
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"files:{images}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        **sections,
+    )
     return write_config(tmp_path / "gated.toml", cfg)
 
 
@@ -81,8 +88,14 @@ def test_gate_decides_every_ticket_reports_and_stops_cleanly(tmp_path, authority
     for name, text, _, _ in shown:
         render_card(images, name, text)
     provision_revocations(tmp_path / "state", authority, [revoked_claims.cti])
-    config = make_config(tmp_path, authority, broker, images, sim={"control_socket": str(tmp_path / "sim.sock")},
-                         health={"textfile": str(tmp_path / "gated.prom")})
+    config = make_config(
+        tmp_path,
+        authority,
+        broker,
+        images,
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+        health={"textfile": str(tmp_path / "gated.prom")},
+    )
     notify = NotifySocket(tmp_path / "notify.sock")
     gate = GateProcess(config, notify=notify).start()
     try:
@@ -170,8 +183,15 @@ def test_a_broken_config_exits_2_and_names_the_problem(tmp_path):
 def test_a_missing_keyring_fails_start_up(tmp_path, broker):
     images = tmp_path / "images"
     render_card(images, "blank", None)
-    cfg = gate_config(tmp_path, keyring=tmp_path / "nowhere", broker_url=broker.url, camera_source=f"files:{images}",
-                      site=SITE, gate=GATE, event=EVENT)
+    cfg = gate_config(
+        tmp_path,
+        keyring=tmp_path / "nowhere",
+        broker_url=broker.url,
+        camera_source=f"files:{images}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     assert gate.process.wait(30) == 2
     gate._reader.join(5)
@@ -188,8 +208,14 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
     images = tmp_path / "images"
     render_card(images, "01-blank", None)
     render_card(images, "02-ok-a", ok_a)
-    config = make_config(tmp_path, authority, broker, images, revocations={"when_stale": "closed"},
-                         camera={"source": f"files:{images}?loop=1", "fps": 4.0})
+    config = make_config(
+        tmp_path,
+        authority,
+        broker,
+        images,
+        revocations={"when_stale": "closed"},
+        camera={"source": f"files:{images}?loop=1", "fps": 4.0},
+    )
     gate = GateProcess(config).start()
     try:
         gate.wait_ready()
@@ -210,7 +236,7 @@ def test_fail_closed_without_a_current_revocation_list_until_one_arrives(tmp_pat
     reasons = [s["reason"] for s in gate.scans()]
     first_admit = reasons.index("ok")
     assert first_admit >= 1 and set(reasons[:first_admit]) == {"locked"}
-    assert set(reasons[first_admit + 1:]) == {"already_used"}
+    assert set(reasons[first_admit + 1 :]) == {"already_used"}
     states = [e["state"] for e in collector.chain() if e["kind"] == "state"]
     assert states[:2] == ["locked", "online"]
     said = [m["state"] for m in collector.status]
@@ -224,9 +250,17 @@ def test_the_simulator_steers_the_camera_and_reads_the_relay_through_the_control
 
     ok_a = authority.ticket()
     clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{clean}",
-                      site=SITE, gate=GATE, event=EVENT, camera={"fps": 15.0},
-                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{clean}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        camera={"fps": 15.0},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
@@ -283,7 +317,10 @@ def test_logs_are_json_lines_under_systemd_and_readable_on_a_terminal(monkeypatc
         gated_logging.get("gated.test").debug("not shown at info")
         logging.getLogger("paho").warning('a "quoted" library message')
         lines = [json.loads(line) for line in out.getvalue().splitlines()]
-        assert [(e["event"], e["level"]) for e in lines] == [("scan", "info"), ('a "quoted" library message', "warning")]
+        assert [(e["event"], e["level"]) for e in lines] == [
+            ("scan", "info"),
+            ('a "quoted" library message', "warning"),
+        ]
         assert lines[0]["decision"] == "admit" and lines[0]["timestamp"].endswith("Z")
         term = Terminal()
         gated_logging.setup("info", "console", term)
@@ -300,16 +337,26 @@ def test_a_stalled_camera_is_reopened_and_the_gate_scans_again(tmp_path, authori
 
     ok_a = authority.ticket()
     clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{clean}",
-                      site=SITE, gate=GATE, event=EVENT, camera={"fps": 15.0},
-                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{clean}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        camera={"fps": 15.0},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
         client.request("stall")  # until the gate's supervision reopens it
-        gate.wait_for(lambda: any("reopening" in e.get("message", "") for e in gate.logged("camera")),
-                      what="supervision reopening the camera")
+        gate.wait_for(
+            lambda: any("reopening" in e.get("message", "") for e in gate.logged("camera")),
+            what="supervision reopening the camera",
+        )
         client.request("show", text=ok_a)
         gate.wait_for(lambda: gate.scans(), what="a scan after the stall")
         client.close()
@@ -331,8 +378,14 @@ def test_time_beacons_reach_the_clock_and_an_uncertain_clock_denies(tmp_path, au
     images = tmp_path / "images"
     render_card(images, "01-blank", None)
     render_card(images, "02-unlimited", unlimited)
-    config = make_config(tmp_path, authority, broker, images, camera={"source": f"files:{images}?loop=1", "fps": 4.0},
-                         clock={"trust_system_clock": False, "when_uncertain": "deny", "beacons": True})
+    config = make_config(
+        tmp_path,
+        authority,
+        broker,
+        images,
+        camera={"source": f"files:{images}?loop=1", "fps": 4.0},
+        clock={"trust_system_clock": False, "when_uncertain": "deny", "beacons": True},
+    )
     gate = GateProcess(config).start()
     try:
         gate.wait_ready()
@@ -363,10 +416,19 @@ def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, autho
 
     ok_a = authority.ticket()
     clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{clean}",
-                      site=SITE, gate=GATE, event=EVENT, board="generic-relay", camera={"fps": 15.0},
-                      timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{clean}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        board="generic-relay",
+        camera={"fps": 15.0},
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()

@@ -34,8 +34,16 @@ class Lane:
         self.store = GateStore(tmp_path / f"{name}.db", site=SITE, gate=name)
         self.turnstile = Turnstile(self.board, pin_factory=self.pins)
         self.context = GateContext(site=SITE, events=frozenset({EVENT}), zone="north", **context)
-        self.gate = Gate(store=self.store, keyring=authority.keyring, context=self.context, turnstile=self.turnstile,
-                         clock=clock, passage_timeout_s=TIMEOUT_S, held_open_s=HELD_S, free_exit=free_exit)
+        self.gate = Gate(
+            store=self.store,
+            keyring=authority.keyring,
+            context=self.context,
+            turnstile=self.turnstile,
+            clock=clock,
+            passage_timeout_s=TIMEOUT_S,
+            held_open_s=HELD_S,
+            free_exit=free_exit,
+        )
 
     def scan(self, text: str, walk: bool = True):
         decision = self.gate.on_code(text)
@@ -93,8 +101,12 @@ def test_an_exit_scan_enables_a_reentry_at_another_gate(lanes, authority):
     assert left.admit and left.direction == "out"
     exit_scan = out.events("scan")[-1]
     assert exit_scan["dir"] == "out" and exit_scan["decision"] == "admit" and "reentry" not in exit_scan
-    assert out.events("passage")[-1] == {**out.events("passage")[-1], "dir": "out", "result": "passed",
-                                         "ref": exit_scan["id"]}
+    assert out.events("passage")[-1] == {
+        **out.events("passage")[-1],
+        "dir": "out",
+        "result": "passed",
+        "ref": exit_scan["id"],
+    }
     out.tell(entry)
 
     back = entry.scan(text)
@@ -212,12 +224,15 @@ def test_part_1_readers_still_read_every_new_event(lanes, authority):
             assert e["kind"] in events.KINDS
 
 
-@pytest.mark.parametrize("change,problem", [
-    ({"dir": "sideways"}, "dir must be in or out"),
-    ({"reentry": 1}, "reentry must be a boolean"),
-    ({"dir": "out", "reentry": True}, "reentry is for entry scans only"),
-    ({"free": True}, "free is for exit passages"),
-])
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        ({"dir": "sideways"}, "dir must be in or out"),
+        ({"reentry": 1}, "reentry must be a boolean"),
+        ({"dir": "out", "reentry": True}, "reentry is for entry scans only"),
+        ({"free": True}, "free is for exit passages"),
+    ],
+)
 def test_the_strict_reader_checks_the_new_fields(lanes, authority, change, problem):
     entry = lanes("g1")
     entry.scan(authority.ticket())
@@ -227,6 +242,7 @@ def test_the_strict_reader_checks_the_new_fields(lanes, authority, change, probl
 
 
 # --- the ledger -----------------------------------------------------------------------------------
+
 
 def _ledger_of(tmp_path, *lanes_, capacity=None):
     from gated.central.ledger import Ledger
@@ -282,8 +298,14 @@ def test_the_ledger_reports_reentries_no_gate_could_have_refused(lanes, authorit
     assert a.scan(text).reentry and b.scan(text).reentry
     with _ledger_of(tmp_path, a, b, out) as ledger:
         report = ledger.report()
-    assert report["reentries_without_exit"] == [{"ticket": report["reentries_without_exit"][0]["ticket"],
-                                                 "reentries": 2, "exits": 1, "gates": ["g1", "g2", "g9"]}]
+    assert report["reentries_without_exit"] == [
+        {
+            "ticket": report["reentries_without_exit"][0]["ticket"],
+            "reentries": 2,
+            "exits": 1,
+            "gates": ["g1", "g2", "g9"],
+        }
+    ]
     assert not report["clean"] and report["totals"]["reentries_without_exit"] == 1
 
 
@@ -293,44 +315,64 @@ def test_the_occupancy_message_is_read_strictly():
     message = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0, {"g1": 7})
     assert read_occupancy(message, site=SITE) == ({"north": {"inside": 3, "capacity": 10}}, {"g1": 7}, 0)
     assert json.loads(message)["inside"] == 3 and "since" not in json.loads(message)
-    daily = encode_occupancy(SITE, {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}}, 0, {"g1": 7},
-                             since_ms=1_790_000_000_123)
+    daily = encode_occupancy(
+        SITE,
+        {"north": {"inside": 3, "capacity": 10, "entries": 5, "exits": 2}},
+        0,
+        {"g1": 7},
+        since_ms=1_790_000_000_123,
+    )
     assert json.loads(daily)["since"] == "2026-09-21T14:13:20.123Z"
     assert read_occupancy(daily, site=SITE)[2] == 1_790_000_000_123
-    for bad in (b"\xff", b"[]", message.replace(b'"inside":3', b'"inside":-3'), message.replace(b"arena", b"other"),
-                message.replace(b'"inside":3', b'"inside":3.5'), message.replace(b'"g1":7', b'"g1":"7"'), b"x" * 70000,
-                daily.replace(b"2026-09-21T14:13:20.123Z", b"yesterday"), daily.replace(b'"2026-09-21T14:13:20.123Z"', b"5"),
-                daily.replace(b"2026-09-21T14", b"2026-19-21T14")):
+    for bad in (
+        b"\xff",
+        b"[]",
+        message.replace(b'"inside":3', b'"inside":-3'),
+        message.replace(b"arena", b"other"),
+        message.replace(b'"inside":3', b'"inside":3.5'),
+        message.replace(b'"g1":7', b'"g1":"7"'),
+        b"x" * 70000,
+        daily.replace(b"2026-09-21T14:13:20.123Z", b"yesterday"),
+        daily.replace(b'"2026-09-21T14:13:20.123Z"', b"5"),
+        daily.replace(b"2026-09-21T14", b"2026-19-21T14"),
+    ):
         with pytest.raises(OccupancyRejected):
             read_occupancy(bad, site=SITE)
 
 
 # --- the day starts over --------------------------------------------------------------------------
 
+
 def _utc_ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000)
 
 
-@pytest.mark.parametrize("now, start", [
-    ("2026-12-01T02:59:59", "2026-11-30T03:00:00"),  # 03:59:59 in Berlin (CET, UTC+1): yesterday's 04:00
-    ("2026-12-01T03:00:00", "2026-12-01T03:00:00"),  # 04:00 sharp: today's
-    ("2026-03-29T01:59:00", "2026-03-28T03:00:00"),  # the night clocks go forward: still yesterday's (CET)
-    ("2026-03-29T12:00:00", "2026-03-29T02:00:00"),  # that day's 04:00 is CEST, UTC+2
-    ("2026-10-25T01:30:00", "2026-10-24T02:00:00"),  # the night clocks go back: yesterday's 04:00 CEST
-    ("2026-10-25T03:30:00", "2026-10-25T03:00:00"),  # and that day's is CET again
-])
+@pytest.mark.parametrize(
+    "now, start",
+    [
+        ("2026-12-01T02:59:59", "2026-11-30T03:00:00"),  # 03:59:59 in Berlin (CET, UTC+1): yesterday's 04:00
+        ("2026-12-01T03:00:00", "2026-12-01T03:00:00"),  # 04:00 sharp: today's
+        ("2026-03-29T01:59:00", "2026-03-28T03:00:00"),  # the night clocks go forward: still yesterday's (CET)
+        ("2026-03-29T12:00:00", "2026-03-29T02:00:00"),  # that day's 04:00 is CEST, UTC+2
+        ("2026-10-25T01:30:00", "2026-10-24T02:00:00"),  # the night clocks go back: yesterday's 04:00 CEST
+        ("2026-10-25T03:30:00", "2026-10-25T03:00:00"),  # and that day's is CET again
+    ],
+)
 def test_the_day_starts_at_the_venues_local_time_through_daylight_saving(now, start):
     from gated.daystart import DayStart
 
     assert DayStart("04:00", "Europe/Berlin").before(_utc_ms(now)) == _utc_ms(start)
 
 
-@pytest.mark.parametrize("zone, at, year", [
-    ("Europe/Berlin", "02:30", 2026),        # in the hour skipped in March and the one repeated in October
-    ("Australia/Lord_Howe", "02:15", 2026),  # a half-hour change
-    ("America/Santiago", "23:30", 2026),     # changes at midnight
-    ("Pacific/Apia", "04:00", 2011),         # the country skipped 30 December 2011
-])
+@pytest.mark.parametrize(
+    "zone, at, year",
+    [
+        ("Europe/Berlin", "02:30", 2026),  # in the hour skipped in March and the one repeated in October
+        ("Australia/Lord_Howe", "02:15", 2026),  # a half-hour change
+        ("America/Santiago", "23:30", 2026),  # changes at midnight
+        ("Pacific/Apia", "04:00", 2011),  # the country skipped 30 December 2011
+    ],
+)
 def test_the_day_start_is_never_ahead_of_now_and_never_goes_back(zone, at, year):
     from gated.daystart import DayStart
 
@@ -353,8 +395,12 @@ def test_a_clock_gone_wild_counts_everything_instead_of_failing_the_scan():
 def test_a_bad_day_start_or_time_zone_is_a_clear_error():
     from gated.daystart import DayStart, DayStartError
 
-    for at, zone, says in (("4:00", "UTC", "is not a time of day HH:MM"), ("24:00", "UTC", "HH:MM"),
-                           ("04:00", "Mars/Olympus", "is not a time zone name"), ("04:00", "../etc", "time zone")):
+    for at, zone, says in (
+        ("4:00", "UTC", "is not a time of day HH:MM"),
+        ("24:00", "UTC", "HH:MM"),
+        ("04:00", "Mars/Olympus", "is not a time zone name"),
+        ("04:00", "../etc", "time zone"),
+    ):
         with pytest.raises(DayStartError, match=says):
             DayStart(at, zone)
 
@@ -417,17 +463,48 @@ def test_the_ledger_publishes_the_occupancy_of_the_venue_day(tmp_path, broker):
     start = DayStart("04:00", "Europe/Berlin").before(now_ms)
     with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1:
         for when in (start - 3_600_000, start - 60_000, start + 1, now_ms):  # two yesterday, two today
-            g1.record_scan({"ticket": os.urandom(16).hex(), "event": EVENT, "type": "general", "zone": "north",
-                            "decision": "admit", "reason": "ok", "rev": 0, "latency_us": 0}, when,
-                           admit_cti=os.urandom(16), confirmed=True)
+            g1.record_scan(
+                {
+                    "ticket": os.urandom(16).hex(),
+                    "event": EVENT,
+                    "type": "general",
+                    "zone": "north",
+                    "decision": "admit",
+                    "reason": "ok",
+                    "rev": 0,
+                    "latency_us": 0,
+                },
+                when,
+                admit_cti=os.urandom(16),
+                confirmed=True,
+            )
         with Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
             ledger.ingest([e for _, e in g1.outbox(0, 100)])
             assert ledger.occupancy()["inside"] == 4
     listener = Listener(broker.port, occupancy_topic(SITE))
     ledger_process = subprocess.Popen(
-        [sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE, "--db",
-         str(tmp_path / "ledger.db"), "--day-starts", "04:00", "--timezone", "Europe/Berlin", "--exit-after", "3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            str(tmp_path / "ledger.db"),
+            "--day-starts",
+            "04:00",
+            "--timezone",
+            "Europe/Berlin",
+            "--exit-after",
+            "3",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert ledger_process.wait(30) == 0, ledger_process.stderr.read()
     finally:
@@ -435,12 +512,30 @@ def test_the_ledger_publishes_the_occupancy_of_the_venue_day(tmp_path, broker):
     figure = json.loads(listener.on(occupancy_topic(SITE))[-1])
     assert figure["zones"]["north"]["inside"] == 2 and figure["inside"] == 2
     assert events.parse_ts(figure["since"]) == start
-    bad = subprocess.run([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE, "--db",
-                          str(tmp_path / "ledger.db"), "--day-starts", "4am"], capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            str(tmp_path / "ledger.db"),
+            "--day-starts",
+            "4am",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert bad.returncode == 2 and "'4am' is not a time of day HH:MM" in bad.stderr
 
 
 # --- gated report ---------------------------------------------------------------------------------
+
 
 def test_gated_report_writes_the_day_with_its_totals_and_plots(lanes, authority, tmp_path, capsys):
     from gated.cli import main
@@ -462,8 +557,15 @@ def test_gated_report_writes_the_day_with_its_totals_and_plots(lanes, authority,
     assert code == 0, capsys.readouterr()
     report = json.loads((tmp_path / "day" / "report.json").read_text())
     assert report["ok"] and report["verdict"].startswith("CLEAN")
-    assert report["totals"] | {} == {**report["totals"], "entries": 4, "reentries": 1, "exits": 1, "admit_scans": 5,
-                                     "denials": 2, "inside_at_end": 3}
+    assert report["totals"] | {} == {
+        **report["totals"],
+        "entries": 4,
+        "reentries": 1,
+        "exits": 1,
+        "admit_scans": 5,
+        "denials": 2,
+        "inside_at_end": 3,
+    }
     assert report["denials"] == {"capacity": 1, "wrong_event": 1}
     assert sum(int(n) for n in report["entries_per_bin"]["gates"]["g1"].values()) == 4
     assert len(report["entries_per_bin"]["gates"]["g1"]) == 2  # two quarter hours
@@ -510,11 +612,32 @@ def test_a_both_ways_gate_needs_a_sensor_that_tells_direction(tmp_path):
 def test_the_health_message_carries_the_gates_figure():
     from gated.gate import health
 
-    body = health.snapshot(health.Counters(), now_mono=10.0, now_ms=0, outbox=0, rev_version=0, rev_iat=0, clock={},
-                           mode="online", camera_ok=True, store_ok=True, occupancy=(412, "local", 500))
+    body = health.snapshot(
+        health.Counters(),
+        now_mono=10.0,
+        now_ms=0,
+        outbox=0,
+        rev_version=0,
+        rev_iat=0,
+        clock={},
+        mode="online",
+        camera_ok=True,
+        store_ok=True,
+        occupancy=(412, "local", 500),
+    )
     assert (body["occupancy"], body["occupancy_source"], body["capacity"]) == (412, "local", 500)
-    assert "occupancy" not in health.snapshot(health.Counters(), now_mono=10.0, now_ms=0, outbox=0, rev_version=0,
-                                              rev_iat=0, clock={}, mode="online", camera_ok=True, store_ok=True)
+    assert "occupancy" not in health.snapshot(
+        health.Counters(),
+        now_mono=10.0,
+        now_ms=0,
+        outbox=0,
+        rev_version=0,
+        rev_iat=0,
+        clock={},
+        mode="online",
+        camera_ok=True,
+        store_ok=True,
+    )
 
 
 def test_a_ticket_that_allows_reentry_comes_back_at_any_entry_gate(lanes, authority):

@@ -17,15 +17,35 @@ from sim import scenario
 from sim.venue import Venue
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"gate", "online", "since", "since_s", "mode", "rev", "rev_age_s", "clock_source", "clock_uncertain",
-          "clock_offset_ms", "outbox", "last_scan_age_s", "scans_per_min", "health_age_s", "version", "alarms",
-          "occupancy", "occupancy_source", "capacity",  # these three: issue #16, null without a capacity
-          "checkin_list", "checkin_list_version"}  # issue #26: the pretix check-in list held, null without one
+FIELDS = {
+    "gate",
+    "online",
+    "since",
+    "since_s",
+    "mode",
+    "rev",
+    "rev_age_s",
+    "clock_source",
+    "clock_uncertain",
+    "clock_offset_ms",
+    "outbox",
+    "last_scan_age_s",
+    "scans_per_min",
+    "health_age_s",
+    "version",
+    "alarms",
+    "occupancy",
+    "occupancy_source",
+    "capacity",  # these three: issue #16, null without a capacity
+    "checkin_list",
+    "checkin_list_version",
+}  # issue #26: the pretix check-in list held, null without one
 
 
 def gated(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gated.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gated.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +99,11 @@ def command_key(v: Venue) -> str:
 def test_status_json_lists_every_gate_of_a_running_rehearsal(venue):
     gates = venue.scenario.gate_ids
     first = gates[0]
-    rows = wait_status(venue, lambda r: set(r) == set(gates) and r[first]["last_scan_age_s"] is not None,
-                       "every gate's status and health, with g1's scan")
+    rows = wait_status(
+        venue,
+        lambda r: set(r) == set(gates) and r[first]["last_scan_age_s"] is not None,
+        "every gate's status and health, with g1's scan",
+    )
     for gate, row in rows.items():
         assert set(row) == FIELDS, gate
         assert row["online"] is True and row["mode"] == "online", row
@@ -102,8 +125,13 @@ def test_status_json_lists_every_gate_of_a_running_rehearsal(venue):
 def test_status_watch_refreshes_until_interrupted(venue):
     import signal
 
-    watch = subprocess.Popen([sys.executable, "-m", "gated.cli", "status", "--watch", "0.5", *site_args(venue)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "gated.cli", "status", "--watch", "0.5", *site_args(venue)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     time.sleep(4)
     watch.send_signal(signal.SIGINT)
     out, err = watch.communicate(timeout=20)
@@ -116,13 +144,13 @@ def test_status_watch_refreshes_until_interrupted(venue):
 
 def test_command_locks_and_unlocks_a_running_gate_and_reports_it(venue):
     gate = venue.scenario.gate_ids[0]
-    locked = gated("command", "--key", command_key(venue), *site_args(venue), gate, "lock")
+    locked = gated("command", "--signing-key", command_key(venue), *site_args(venue), gate, "lock")
     assert locked.returncode == 0, locked.stdout + locked.stderr
     assert locked.stdout.split()[:3] == [gate, "lock:", "ok"] and "now locked" in locked.stdout
     assert status(venue)[gate]["mode"] == "locked"
     assert any(e.get("kind") == "state" and e.get("state") == "locked" for e in venue.listener.events_of(gate, 0))
 
-    unlocked = gated("command", "--key", command_key(venue), *site_args(venue), gate, "unlock", "--json")
+    unlocked = gated("command", "--signing-key", command_key(venue), *site_args(venue), gate, "unlock", "--json")
     assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
     [result] = json.loads(unlocked.stdout)
     assert result["gate"] == gate and result["confirmed"] is True and result["mode"] == "online"
@@ -132,7 +160,7 @@ def test_command_locks_and_unlocks_a_running_gate_and_reports_it(venue):
 def test_command_to_all_gates_reports_each(venue):
     gates = venue.scenario.gate_ids
     for word, mode in (("lock", "locked"), ("unlock", "online")):
-        out = gated("command", "--key", command_key(venue), *site_args(venue), "--all", word, "--json")
+        out = gated("command", "--signing-key", command_key(venue), *site_args(venue), "--all", word, "--json")
         assert out.returncode == 0, out.stdout + out.stderr
         results = json.loads(out.stdout)
         assert [r["gate"] for r in results] == sorted(gates)
@@ -141,10 +169,12 @@ def test_command_to_all_gates_reports_each(venue):
 
 def test_a_command_without_a_usable_key_is_refused_with_exit_2(venue, tmp_path):
     gate = venue.scenario.gate_ids[0]
-    missing = gated("command", "--key", str(tmp_path / "nope.key"), *site_args(venue), gate, "lock")
+    missing = gated("command", "--signing-key", str(tmp_path / "nope.key"), *site_args(venue), gate, "lock")
     assert missing.returncode == 2
     assert "cannot read the command key" in missing.stderr and "gated keys generate" in missing.stderr
-    public = gated("command", "--key", str(venue.work / "central" / "command.pub"), *site_args(venue), gate, "lock")
+    public = gated(
+        "command", "--signing-key", str(venue.work / "central" / "command.pub"), *site_args(venue), gate, "lock"
+    )
     assert public.returncode == 2
     assert "is not a usable command key" in public.stderr
     assert status(venue)[gate]["mode"] == "online"
@@ -153,7 +183,7 @@ def test_a_command_without_a_usable_key_is_refused_with_exit_2(venue, tmp_path):
 def test_a_command_signed_by_a_key_the_gates_do_not_trust_is_not_confirmed(venue, tmp_path):
     gate = venue.scenario.gate_ids[0]
     private, _ = keys.generate_key_files(tmp_path, "stranger")
-    out = gated("command", "--key", str(private), "--timeout", "2", *site_args(venue), gate, "lock")
+    out = gated("command", "--signing-key", str(private), "--timeout", "2", *site_args(venue), gate, "lock")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "NOT CONFIRMED" in out.stdout and "ignored" in out.stdout
     assert status(venue)[gate]["mode"] == "online"
@@ -187,8 +217,9 @@ def test_device_keys_are_announced_and_approved_by_kid(venue, tmp_path):
     keys.trust_key_file(ring, public, "device", name=gates[1])
     refused = gated("keys", "enrol", "--keyring", str(ring), "--approve", kids[gates[1]], *site_args(venue))
     assert refused.returncode == 2 and "--replace" in refused.stderr
-    replaced = gated("keys", "enrol", "--keyring", str(ring), "--approve", kids[gates[1]], "--replace",
-                     *site_args(venue))
+    replaced = gated(
+        "keys", "enrol", "--keyring", str(ring), "--approve", kids[gates[1]], "--replace", *site_args(venue)
+    )
     assert replaced.returncode == 0 and f"{gates[1]}  kid {kids[gates[1]]}  trusted" in replaced.stdout
 
 
@@ -200,7 +231,7 @@ def test_a_stopped_gate_shows_offline_with_its_last_known_state(venue):
     assert rows[last]["mode"] == "online" and "offline" in rows[last]["alarms"]
     assert rows[last]["rev"] == 1
     assert all(rows[g]["online"] for g in gates[:-1])
-    out = gated("command", "--key", command_key(venue), "--timeout", "1", *site_args(venue), last, "open")
+    out = gated("command", "--signing-key", command_key(venue), "--timeout", "1", *site_args(venue), last, "open")
     assert out.returncode == 1 and "offline" in out.stdout, out.stdout
 
 
@@ -221,16 +252,38 @@ def test_status_shows_people_inside_against_capacity(tmp_path):
         now = time.time()
         ts = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now))
         for gate, inside, source in (("g1", 8, "central"), ("g2", 7, "local")):
-            client.publish(gate_topic("hall-site", gate, "status"), json.dumps(
-                {"state": "online", "rev": 1, "version": "0.1.0", "ts": ts}), qos=1, retain=True).wait_for_publish(5)
-            client.publish(gate_topic("hall-site", gate, "health"), json.dumps(
-                {"ts": ts, "mode": "online", "rev": 1, "occupancy": inside, "occupancy_source": source,
-                 "capacity": 8, **({"checkin_list": "Gates", "checkin_list_version": 3} if gate == "g2" else {})}),
-                qos=1, retain=True).wait_for_publish(5)
-        zones = {"hall": {"inside": 8, "capacity": 8, "entries": 11, "exits": 3},
-                 "foyer": {"inside": 2, "capacity": None, "entries": 2, "exits": 0}}
-        client.publish(occupancy_topic("hall-site"), encode_occupancy("hall-site", zones, int(now * 1000), {"g1": 14}),
-                       qos=1, retain=True).wait_for_publish(5)
+            client.publish(
+                gate_topic("hall-site", gate, "status"),
+                json.dumps({"state": "online", "rev": 1, "version": "0.1.0", "ts": ts}),
+                qos=1,
+                retain=True,
+            ).wait_for_publish(5)
+            client.publish(
+                gate_topic("hall-site", gate, "health"),
+                json.dumps(
+                    {
+                        "ts": ts,
+                        "mode": "online",
+                        "rev": 1,
+                        "occupancy": inside,
+                        "occupancy_source": source,
+                        "capacity": 8,
+                        **({"checkin_list": "Gates", "checkin_list_version": 3} if gate == "g2" else {}),
+                    }
+                ),
+                qos=1,
+                retain=True,
+            ).wait_for_publish(5)
+        zones = {
+            "hall": {"inside": 8, "capacity": 8, "entries": 11, "exits": 3},
+            "foyer": {"inside": 2, "capacity": None, "entries": 2, "exits": 0},
+        }
+        client.publish(
+            occupancy_topic("hall-site"),
+            encode_occupancy("hall-site", zones, int(now * 1000), {"g1": 14}),
+            qos=1,
+            retain=True,
+        ).wait_for_publish(5)
         client.disconnect()
         client.loop_stop()
         table = gated("status", "--broker", broker.url, "--site", "hall-site")
@@ -239,8 +292,10 @@ def test_status_shows_people_inside_against_capacity(tmp_path):
         assert "zone foyer: 2 inside, no capacity set" in table.stdout
         assert "cannot hear the ledger): g2" in table.stdout
         assert "pretix check-in list: g2 'Gates' v3" in table.stdout  # the list a gate holds (issue #26)
-        rows = {r["gate"]: r for r in json.loads(gated("status", "--json", "--broker", broker.url, "--site",
-                                                               "hall-site").stdout)}
+        rows = {
+            r["gate"]: r
+            for r in json.loads(gated("status", "--json", "--broker", broker.url, "--site", "hall-site").stdout)
+        }
         assert (rows["g2"]["occupancy"], rows["g2"]["occupancy_source"], rows["g2"]["capacity"]) == (7, "local", 8)
     finally:
         broker.stop()
@@ -267,8 +322,12 @@ def test_status_survives_garbage_on_the_retained_topics(tmp_path):
         }
         for (gate, leaf), payload in garbage.items():
             client.publish(gate_topic("junk", gate, leaf), payload, qos=1, retain=True).wait_for_publish(5)
-        client.publish(occupancy_topic("junk"), b'{"v": 1, "site": "junk", "zones": {"hall": {"inside": 3, "capacity": 0}}}',
-                       qos=1, retain=True).wait_for_publish(5)
+        client.publish(
+            occupancy_topic("junk"),
+            b'{"v": 1, "site": "junk", "zones": {"hall": {"inside": 3, "capacity": 0}}}',
+            qos=1,
+            retain=True,
+        ).wait_for_publish(5)
         client.disconnect()
         client.loop_stop()
         table = gated("status", "--broker", broker.url, "--site", "junk")

@@ -17,10 +17,10 @@ import cbor2
 import pytest
 from structlog.testing import capture_logs
 
-from gated.core import base45, cose, ticket
 from gated.central.issuer import issue, new_claims
-from gated.gate.gate import Gate
+from gated.core import base45, cose, ticket
 from gated.core.reasons import Reason
+from gated.gate.gate import Gate
 from gated.gate.turnstile import Turnstile
 from tests.conftest import EVENT
 from tests.support.pins import pins, profile, relay_on  # noqa: F401  (pins is a fixture)
@@ -33,8 +33,15 @@ HUGE = (2**63, 2**63 + 1, 2**64 - 1, 2**64, 2**70, -1, -(2**64))  # every one ou
 @pytest.fixture
 def gate(store, authority, gate_context, pins):
     board = profile()
-    made = Gate(store=store, keyring=authority.keyring, context=gate_context,
-                turnstile=Turnstile(board, pin_factory=pins), clock=time.time, passage_timeout_s=5.0, held_open_s=20.0)
+    made = Gate(
+        store=store,
+        keyring=authority.keyring,
+        context=gate_context,
+        turnstile=Turnstile(board, pin_factory=pins),
+        clock=time.time,
+        passage_timeout_s=5.0,
+        held_open_s=20.0,
+    )
     made.board = board
     yield made
     made.close()
@@ -65,6 +72,7 @@ def scan_events(store) -> list[dict]:
 
 # --- item 1: a GT2 step of 2^63 or more ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("step", [2**63, 2**64 - 1], ids=["2^63", "2^64-1"])
 def test_a_gt2_step_the_store_cannot_hold_is_malformed_and_the_gate_goes_on(gate, store, authority, step):
     dyn = dynamic_ticket(authority)
@@ -83,15 +91,34 @@ def test_a_gt2_step_the_store_cannot_hold_is_malformed_and_the_gate_goes_on(gate
 def test_gated_verify_with_state_denies_a_huge_gt2_step_without_a_traceback(tmp_path, authority):
     dyn = dynamic_ticket(authority)
     state = tmp_path / "desk.db"
-    run = subprocess.run([sys.executable, "-m", "gated.cli", "verify", "--keyring", str(authority.keyring_dir),
-                          "--event", EVENT, "--state", str(state), "--record", "--json", gt2_with_step(dyn, 2**63)],
-                         capture_output=True, text=True, timeout=60, env={**os.environ})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "verify",
+            "--keyring",
+            str(authority.keyring_dir),
+            "--event",
+            EVENT,
+            "--state",
+            str(state),
+            "--record",
+            "--json",
+            gt2_with_step(dyn, 2**63),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
     assert json.loads(run.stdout)["reason"] == "malformed"
 
 
 # --- item 1: the per-scan error boundary ----------------------------------------------------------
+
 
 def test_an_unexpected_fault_in_a_scan_is_a_denial_an_alarm_and_a_log_line(gate, store, authority, pins):
     """A code the gate cannot even read as text (bytes from a scanner, say) makes the codec raise
@@ -104,13 +131,16 @@ def test_an_unexpected_fault_in_a_scan_is_a_denial_an_alarm_and_a_log_line(gate,
     failed = [entry for entry in logs if entry["event"] == "gate.scan_failed"]
     assert failed and failed[0]["log_level"] == "error" and "TypeError" in failed[0]["error"]
     found = [json.loads(body) for _, body in store.outbox(0, 100)]
-    assert [(e["kind"], e.get("reason"), e.get("alarm")) for e in found] == \
-        [("scan", "internal_error", None), ("alarm", None, "tamper")]
+    assert [(e["kind"], e.get("reason"), e.get("alarm")) for e in found] == [
+        ("scan", "internal_error", None),
+        ("alarm", None, "tamper"),
+    ]
     assert found[0]["decision"] == "deny" and found[0]["ticket"] is None
     assert gate.on_code(authority.ticket()).admit
 
 
 # --- the fuzz test ---------------------------------------------------------------------------------
+
 
 def hostile_values(rng: random.Random):
     """CBOR items a hostile code may carry: huge and negative integers, bignums, floats, tags, deep
@@ -118,10 +148,21 @@ def hostile_values(rng: random.Random):
     nested = []
     for _ in range(rng.randrange(1, 60)):
         nested = [nested]
-    return [rng.choice(HUGE), rng.randrange(-(2**80), 2**80), rng.random() * 1e300, float("nan"), True, None,
-            b"\x00" * rng.randrange(0, 40), "x" * rng.randrange(0, 40), {rng.choice(HUGE): 1}, nested,
-            cbor2.CBORTag(rng.choice((2, 3, 18, 24, 1, 55799, 2**40)), rng.randrange(2**70)),
-            [rng.choice(HUGE)] * rng.randrange(0, 5), cbor2.undefined]
+    return [
+        rng.choice(HUGE),
+        rng.randrange(-(2**80), 2**80),
+        rng.random() * 1e300,
+        float("nan"),
+        True,
+        None,
+        b"\x00" * rng.randrange(0, 40),
+        "x" * rng.randrange(0, 40),
+        {rng.choice(HUGE): 1},
+        nested,
+        cbor2.CBORTag(rng.choice((2, 3, 18, 24, 1, 55799, 2**40)), rng.randrange(2**70)),
+        [rng.choice(HUGE)] * rng.randrange(0, 5),
+        cbor2.undefined,
+    ]
 
 
 def hostile_codes(rng: random.Random, authority, dyn) -> list[str]:
@@ -134,15 +175,29 @@ def hostile_codes(rng: random.Random, authority, dyn) -> list[str]:
     for _ in range(40):  # GT2 envelopes: a good ticket, a hostile step or shape
         value = rng.choice(hostile_values(rng))
         devsig = os.urandom(64)
-        shape = rng.choice(([dyn.cose, value, devsig], [dyn.cose, value], [value, 1, devsig], [dyn.cose, 1, value],
-                            [dyn.cose, rng.choice(HUGE), devsig], value))
+        shape = rng.choice(
+            (
+                [dyn.cose, value, devsig],
+                [dyn.cose, value],
+                [value, 1, devsig],
+                [dyn.cose, 1, value],
+                [dyn.cose, rng.choice(HUGE), devsig],
+                value,
+            )
+        )
         codes.append(ticket.DYNAMIC_PREFIX + base45.encode(cbor2.dumps(shape)))
         codes.append(gt2_with_step(dyn, rng.choice(HUGE[:4])))  # a valid devsig over a huge step
         codes.append(gt2_with_step(dyn, rng.randrange(2**40, UINT_MAX + 1)))  # valid devsig, a storable far step
-        codes.append(ticket.DYNAMIC_PREFIX + base45.encode(cbor2.dumps([dyn.cose, rng.randrange(UINT_MAX + 1), devsig])))
+        codes.append(
+            ticket.DYNAMIC_PREFIX + base45.encode(cbor2.dumps([dyn.cose, rng.randrange(UINT_MAX + 1), devsig]))
+        )
     for _ in range(80):  # issuer-signed claims with hostile values (so they reach decide() and the store)
-        claims = {7: os.urandom(16) if rng.random() < 0.8 else rng.choice(hostile_values(rng)), 3: EVENT,
-                  5: now - 60, 4: now + 3600}  # cti, aud, nbf, exp
+        claims = {
+            7: os.urandom(16) if rng.random() < 0.8 else rng.choice(hostile_values(rng)),
+            3: EVENT,
+            5: now - 60,
+            4: now + 3600,
+        }  # cti, aud, nbf, exp
         key = rng.choice((7, 3, 5, 4, 1, 6, -1, -2, -3, -4, -5, 8, -70000, 2**63))
         claims[key] = rng.choice(hostile_values(rng) + [rng.choice(HUGE)] * 4)
         codes.append(gt1_of_payload(cbor2.dumps(claims), authority))
@@ -175,6 +230,10 @@ def test_hostile_codes_through_the_whole_scan_path_each_get_a_reason(gate, store
     # an issuer-signed ticket whose extra claims are odd (an unknown key, a seat) may be valid; nothing else is
     admitted = [d for d in decisions if d.admit]
     assert all(d.ticket is not None and not d.ticket.dynamic for d in admitted) and len(admitted) < 40
-    assert {d.reason for d in decisions} >= {Reason.MALFORMED, Reason.UNSUPPORTED, Reason.BAD_SIGNATURE,
-                                             Reason.STALE_CODE}
+    assert {d.reason for d in decisions} >= {
+        Reason.MALFORMED,
+        Reason.UNSUPPORTED,
+        Reason.BAD_SIGNATURE,
+        Reason.STALE_CODE,
+    }
     assert gate.on_code(authority.ticket()).admit  # still a working gate

@@ -19,10 +19,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
-
-from gated.core import events
 from gated.central.ledger import Ledger
 from gated.cli import main
+from gated.core import events
 from gated.gate.store import GateStore
 from gated.topics import events_topic, status_topic
 from tests.conftest import EVENT, SITE
@@ -34,6 +33,7 @@ PEER_LINES = ("peer event ignored", "peer event taken", "inbound message dropped
 
 
 # --- the attacker: g2's real device key, its own topic -------------------------------------------
+
 
 class Peer:
     """Gate g2's device key (from its own store, trusted as device `g2` in the authority's keyring),
@@ -54,12 +54,31 @@ class Peer:
     def event(self, kind: str, **fields) -> dict:
         """The next correctly made event of this gate (its fields not sealed yet)."""
         self.seq += 1
-        return {"v": 1, "id": f"{self.gate}:{self.seq}", "site": SITE, "gate": self.gate, "seq": self.seq,
-                "ts": events.format_ts(int(time.time() * 1000)), "prev": "00" * 32, "kind": kind, **fields}
+        return {
+            "v": 1,
+            "id": f"{self.gate}:{self.seq}",
+            "site": SITE,
+            "gate": self.gate,
+            "seq": self.seq,
+            "ts": events.format_ts(int(time.time() * 1000)),
+            "prev": "00" * 32,
+            "kind": kind,
+            **fields,
+        }
 
     def admission(self, cti_hex: str, **extra) -> dict:
-        return self.event("scan", ticket=cti_hex, event=EVENT, type="general", zone="north", decision="admit",
-                          reason="ok", rev=1, latency_us=0, **extra)
+        return self.event(
+            "scan",
+            ticket=cti_hex,
+            event=EVENT,
+            type="general",
+            zone="north",
+            decision="admit",
+            reason="ok",
+            rev=1,
+            latency_us=0,
+            **extra,
+        )
 
     def seal(self, event: dict) -> dict:
         """Hash and sign whatever `event` holds, as a gate with this key can."""
@@ -85,15 +104,25 @@ def cti_of(text: str, authority, gate_context) -> str:
 
 # --- the victim: `gated run` as g1 ------------------------------------------------------------------
 
+
 def start_gate(tmp_path: Path, authority, broker, **gate_settings) -> tuple[GateProcess, object]:
     """`gated run` as g1 with a synthetic camera driven over the control socket; `gate_settings`
     added to its [gate] table."""
     from gated.gate.rehearsal.control import Client
 
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source=f"synthetic:?{CLEAN}",
-                      site=SITE, gate="g1", event=EVENT, camera={"fps": 15.0},
-                      timings={"relay_pulse_s": 0.05, "debounce_s": 0.3}, logging={"level": "debug"},
-                      sim={"control_socket": str(tmp_path / "sim.sock")})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{CLEAN}",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+        camera={"fps": 15.0},
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.3},
+        logging={"level": "debug"},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
     cfg["gate"].update(gate_settings)
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     gate.wait_ready()
@@ -136,8 +165,11 @@ def heard(gate: GateProcess, tmp_path: Path, cti_hex: str) -> bool:
     db = sqlite3.connect(f"file:{tmp_path / 'state' / 'gate.db'}?mode=ro", uri=True)
     try:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return any(db.execute(f"SELECT 1 FROM {table} WHERE cti = ? AND gate = 'g2'", (bytes.fromhex(cti_hex),)).fetchone()
-                   for table in ("admissions", "peer_admissions") if table in tables)
+        return any(
+            db.execute(f"SELECT 1 FROM {table} WHERE cti = ? AND gate = 'g2'", (bytes.fromhex(cti_hex),)).fetchone()
+            for table in ("admissions", "peer_admissions")
+            if table in tables
+        )
     except sqlite3.Error:
         return False
     finally:
@@ -149,6 +181,17 @@ def barrier(gate: GateProcess, tmp_path: Path, peer: Peer) -> None:
     cti = "%032x" % random.getrandbits(128)
     peer.publish(peer.seal(peer.admission(cti)))
     gate.wait_for(lambda: heard(gate, tmp_path, cti), what="g2's last admission")
+
+
+def scanned_event(gate: GateProcess, camera, published: Listener, text: str) -> dict:
+    """The scan event g1 published for one more look at `text` (it carries the occupancy figure it judged
+    with), from `published`, a Listener on g1's events topic."""
+    line = scan(gate, camera, text)
+    gate.wait_for(
+        lambda: any(json.loads(p)["id"] == line["id"] for p in published.on(events_topic(SITE, "g1"))),
+        what="the scan event at the broker",
+    )
+    return next(e for e in map(json.loads, published.on(events_topic(SITE, "g1"))) if e["id"] == line["id"])
 
 
 def scan(gate: GateProcess, camera, text: str) -> dict:
@@ -182,6 +225,7 @@ def attack(tmp_path, authority, broker, peer):
 
 
 # --- item 2: one peer event must not crash, roll back or shut another gate ---------------------------
+
 
 def test_one_sealed_peer_event_does_not_crash_the_gate(tmp_path, attack, authority, gate_context):
     """A step of 2^70, an id that is a list, 100,000 nested arrays: each ignored with a reason,
@@ -243,13 +287,16 @@ def test_a_peer_cannot_take_the_gates_own_event_ids(tmp_path, attack, authority)
 
 # --- the day starts over: a running gate counts from its day start, and the centre's figure only from the same one
 
+
 def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, authority, gate_context, peer):
     """`gated run` with capacity 1 and a day start an hour ago: a peer's admission from before it
     does not fill the zone; the centre's retained figure counting from the same day start does,
     and one counting from no day start is not used (the gate's own figure instead)."""
+    from gated.core.ledgersig import seal
     from gated.core.occupancy import encode_occupancy
     from gated.daystart import DayStart
     from gated.topics import occupancy_topic
+    from tests.support.uplink import LEDGER_KEY
 
     now = time.time()
     day_starts = time.strftime("%H:%M", time.gmtime(now - 3600))
@@ -258,11 +305,7 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
     published = Listener(broker.port, events_topic(SITE, "g1"))
 
     def scanned(text: str) -> dict:
-        """The scan event g1 published for one more look at `text` (it carries the figure it judged with)."""
-        line = scan(gate, camera, text)
-        gate.wait_for(lambda: any(json.loads(p)["id"] == line["id"] for p in published.on(events_topic(SITE, "g1"))),
-                      what="the scan event at the broker")
-        return next(e for e in map(json.loads, published.on(events_topic(SITE, "g1"))) if e["id"] == line["id"])
+        return scanned_event(gate, camera, published, text)
 
     try:
         sync(gate, peer)
@@ -274,7 +317,9 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
 
         def centre(since_ms):
             zones = {"north": {"inside": 0, "capacity": 1, "entries": 0, "exits": 0}}
-            message = encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)
+            message = seal(
+                json.loads(encode_occupancy(SITE, zones, int(time.time() * 1000), {"g1": 10**6}, since_ms)), LEDGER_KEY
+            )  # the site's ledger signs it (gated/core/ledgersig.py)
             peer.client.publish(occupancy_topic(SITE), message, 1, retain=True).wait_for_publish(5)
             time.sleep(0.5)
 
@@ -293,14 +338,32 @@ def test_a_running_gate_counts_people_from_its_day_start(tmp_path, broker, autho
 
 # --- item 3: the ledger stores each message alone and never stops ------------------------------------
 
+
 class LedgerProcess:
     def __init__(self, tmp_path: Path, broker, authority, db: str | None = None):
         """`db`: a postgresql:// URL; without, a SQLite file in tmp_path."""
         self.db = db or tmp_path / "ledger.db"
         self.process = subprocess.Popen(
-            [str(GATED), "ledger", "--broker", broker.url, "--site", SITE, "--db", str(self.db), "--keyring",
-             str(authority.keyring_dir), "--client-id", "hostile-ledger", "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [
+                str(GATED),
+                "ledger",
+                "--broker",
+                broker.url,
+                "--site",
+                SITE,
+                "--db",
+                str(self.db),
+                "--keyring",
+                str(authority.keyring_dir),
+                "--client-id",
+                "hostile-ledger",
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def rows(self, sql: str):
         if isinstance(self.db, str):
@@ -322,7 +385,9 @@ class LedgerProcess:
     def wait(self, predicate, what: str, timeout: float = 20.0):
         deadline = time.monotonic() + timeout
         while not predicate():
-            assert self.process.poll() is None, f"gated ledger exited while waiting for {what}: {self.process.stderr.read()}"
+            assert self.process.poll() is None, (
+                f"gated ledger exited while waiting for {what}: {self.process.stderr.read()}"
+            )
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.05)
 
@@ -373,22 +438,41 @@ def test_over_admission_counts_only_a_rollback_by_the_admitting_gate(tmp_path):
     """g2's `timeout` naming g1's admission does not undo it (before: the ticket admitted at g1 and
     at g2 looked admitted once)."""
     cti = bytes(range(16))
-    body = {"ticket": cti.hex(), "event": EVENT, "type": "general", "zone": "north", "decision": "admit",
-            "reason": "ok", "rev": 0, "latency_us": 0}
-    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2:
+    body = {
+        "ticket": cti.hex(),
+        "event": EVENT,
+        "type": "general",
+        "zone": "north",
+        "decision": "admit",
+        "reason": "ok",
+        "rev": 0,
+        "latency_us": 0,
+    }
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
         first = g1.record_scan(body, 1_700_000_000_000, admit_cti=cti, confirmed=True)
         g2.record_scan(body, 1_700_000_001_000, admit_cti=cti, confirmed=True)
-        forged = events.seal({"kind": "passage", "ref": first["id"], "result": "timeout"}, site=SITE, gate="g2",
-                             seq=2, prev=json.loads(g2.outbox()[0][1])["hash"], ts_ms=1_700_000_002_000,
-                             key=g2._device_key)
+        forged = events.seal(
+            {"kind": "passage", "ref": first["id"], "result": "timeout"},
+            site=SITE,
+            gate="g2",
+            seq=2,
+            prev=json.loads(g2.outbox()[0][1])["hash"],
+            ts_ms=1_700_000_002_000,
+            key=g2._device_key,
+        )
         rows = [e for _, e in g1.outbox()] + [e for _, e in g2.outbox()] + [json.dumps(forged)]
     db = tmp_path / "ledger.db"
     with Ledger(db, site=SITE) as ledger:
         result = ledger.ingest(rows)
         # and a rollback row from another gate already in an older ledger is not counted either
-        ledger.db.execute("INSERT INTO events (id, site, gate, seq, kind, ref, result, hash, prev, signed, received_ms,"
-                          " body) VALUES ('g3:1', ?, 'g3', 1, 'passage', ?, 'timeout', '', '', 0, 0, '{}')",
-                          (SITE, first["id"]))
+        ledger.db.execute(
+            "INSERT INTO events (id, site, gate, seq, kind, ref, result, hash, prev, signed, received_ms,"
+            " body) VALUES ('g3:1', ?, 'g3', 1, 'passage', ?, 'timeout', '', '', 0, 0, '{}')",
+            (SITE, first["id"]),
+        )
         report = ledger.report()
     assert (result.new, result.rejected) == (2, 1)
     assert [t["ticket"] for t in report["over_admitted"]] == [cti.hex()]
@@ -398,8 +482,25 @@ def test_over_admission_counts_only_a_rollback_by_the_admitting_gate(tmp_path):
 # --- seeded fuzz: hostile messages through a running gate and a running ledger -----------------------
 
 events_common = ("v", "id", "site", "gate", "seq", "ts", "prev", "hash", "sig")
-HOSTILE_VALUES = [2**70, 2**63, -1, 1.5, [], {}, [[[[[]]]]], "x" * 5000, None, True, "\ud800", "", "g1:1",
-                  {"a": [1, {"b": 2}]}, "ab" * 16, 0, "2026-13-45T99:99:99.999Z"]
+HOSTILE_VALUES = [
+    2**70,
+    2**63,
+    -1,
+    1.5,
+    [],
+    {},
+    [[[[[]]]]],
+    "x" * 5000,
+    None,
+    True,
+    "\ud800",
+    "",
+    "g1:1",
+    {"a": [1, {"b": 2}]},
+    "ab" * 16,
+    0,
+    "2026-13-45T99:99:99.999Z",
+]
 
 
 def fuzz_messages(peer: Peer, rng: random.Random, count: int) -> list[tuple[str, bytes]]:
@@ -411,24 +512,43 @@ def fuzz_messages(peer: Peer, rng: random.Random, count: int) -> list[tuple[str,
     while len(made) < count:
         roll = rng.random()
         if roll < 0.1:
-            payload = rng.choice([b"[" * rng.randint(1000, 200_000), bytes(rng.randrange(256) for _ in range(64)),
-                                  b'{"v":1,"seq":' + b"9" * 5000 + b"}", b"\xff\xfe{}", b"", b"null", b'"text"',
-                                  b'{"a":1,"a":2}', b"{" * 300])
+            payload = rng.choice(
+                [
+                    b"[" * rng.randint(1000, 200_000),
+                    bytes(rng.randrange(256) for _ in range(64)),
+                    b'{"v":1,"seq":' + b"9" * 5000 + b"}",
+                    b"\xff\xfe{}",
+                    b"",
+                    b"null",
+                    b'"text"',
+                    b'{"a":1,"a":2}',
+                    b"{" * 300,
+                ]
+            )
             payload += str(len(made)).encode()  # distinct, and (mostly) no longer JSON
         else:
             kind = rng.choice(["scan", "passage", "alarm", "state"])
-            event = {"scan": lambda: peer.admission("%032x" % rng.getrandbits(128)),
-                     "passage": lambda: peer.event("passage", ref=f"g2:{max(1, peer.seq - 1)}", result="timeout"),
-                     "alarm": lambda: peer.event("alarm", alarm="tamper"),
-                     "state": lambda: peer.event("state", state="online", rev=1)}[kind]()
+            event = {
+                "scan": lambda: peer.admission("%032x" % rng.getrandbits(128)),
+                "passage": lambda: peer.event("passage", ref=f"g2:{max(1, peer.seq - 1)}", result="timeout"),
+                "alarm": lambda: peer.event("alarm", alarm="tamper"),
+                "state": lambda: peer.event("state", state="online", rev=1),
+            }[kind]()
             if roll < 0.3:  # well made, then sealed by g2, or by another key, or changed after sealing
                 how = rng.random()
                 if how < 0.4:
                     event = peer.seal(event)
                 elif how < 0.7:
                     stranger = Ed25519PrivateKey.from_private_bytes(rng.randbytes(32))
-                    event = events.seal({k: v for k, v in event.items() if k not in events_common}, site=SITE,
-                                        gate=event["gate"], seq=event["seq"], prev=event["prev"], ts_ms=1, key=stranger)
+                    event = events.seal(
+                        {k: v for k, v in event.items() if k not in events_common},
+                        site=SITE,
+                        gate=event["gate"],
+                        seq=event["seq"],
+                        prev=event["prev"],
+                        ts_ms=1,
+                        key=stranger,
+                    )
                 else:
                     event = dict(peer.seal(event), ts=events.format_ts(rng.getrandbits(40)))
                 made.append((events_topic(SITE, "g2"), json.dumps(event).encode()))
@@ -454,7 +574,9 @@ def fuzz_messages(peer: Peer, rng: random.Random, count: int) -> list[tuple[str,
     return made
 
 
-def test_fuzz_hostile_peer_messages_through_a_running_gate_and_ledger(tmp_path, broker, authority, gate_context, peer, ledger):
+def test_fuzz_hostile_peer_messages_through_a_running_gate_and_ledger(
+    tmp_path, broker, authority, gate_context, peer, ledger
+):
     """Both stay up, and every input gets a reason: a log line at the gate, a stored event or a
     quarantine row with its reason at the ledger."""
     rng = random.Random(20261201)
@@ -470,8 +592,11 @@ def test_fuzz_hostile_peer_messages_through_a_running_gate_and_ledger(tmp_path, 
         messages = fuzz_messages(peer, rng, 150)
         for topic, payload in messages:
             peer.publish(payload, topic)
-        gate.wait_for(lambda: len(fuzz_lines()) - start_lines >= len(messages), timeout=30,
-                      what="a log line for every hostile message")
+        gate.wait_for(
+            lambda: len(fuzz_lines()) - start_lines >= len(messages),
+            timeout=30,
+            what="a log line for every hostile message",
+        )
 
         def ledger_accounted() -> int:
             (stored,) = ledger.rows("SELECT COUNT(*) FROM events WHERE gate != 'g1'")[0]
@@ -511,8 +636,11 @@ def test_fuzz_hostile_messages_through_a_running_ledger_on_postgres(tmp_path, br
         (start_events,) = ledger.rows(f"SELECT COUNT(*) FROM events WHERE id <> '{probe}'")[0]
         g2 = events_topic(SITE, "g2")
         messages = fuzz_messages(peer, random.Random(20261202), 120) + [
-            (g2, b'{"v":1,"x":"\x00"}'), (g2, b"\x00" * 16), (g2, b'{"reason":"ok"}\x00'),
-            (g2, "{\"v\":1,\"id\":\"\u0000\"}".encode())]
+            (g2, b'{"v":1,"x":"\x00"}'),
+            (g2, b"\x00" * 16),
+            (g2, b'{"reason":"ok"}\x00'),
+            (g2, '{"v":1,"id":"\u0000"}'.encode()),
+        ]
 
         def accounted() -> int:
             (stored,) = ledger.rows(f"SELECT COUNT(*) FROM events WHERE id <> '{probe}'")[0]
@@ -537,6 +665,7 @@ def test_fuzz_hostile_messages_through_a_running_ledger_on_postgres(tmp_path, br
 
 
 # --- the uplink's per-message error boundary ----------------------------------------------------------
+
 
 def test_a_handler_failing_on_one_message_costs_only_that_message(broker, store, authority, capsys):
     """Whatever a message makes its handler raise: logged with why, acknowledged, and the next

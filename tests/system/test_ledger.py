@@ -10,10 +10,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
-
-from gated.core import events
 from gated.central.ledger import Ledger, LedgerError
 from gated.cli import main
+from gated.core import events
 from gated.gate.store import GateStore
 from tests.conftest import SITE
 from tests.support.uplink import device_keyring
@@ -21,7 +20,10 @@ from tests.support.uplink import device_keyring
 
 @pytest.fixture
 def gates(tmp_path):
-    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2:
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
         yield g1, g2
 
 
@@ -30,8 +32,16 @@ def outbox(store) -> list[str]:
 
 
 def scan(store, cti: bytes | None, admit: bool, reason: str = "ok", ts=1_700_000_000_000) -> dict:
-    body = {"ticket": cti.hex() if cti else None, "event": "FINAL-2026", "type": "general", "zone": "north",
-            "decision": "admit" if admit else "deny", "reason": reason, "rev": 0, "latency_us": 0}
+    body = {
+        "ticket": cti.hex() if cti else None,
+        "event": "FINAL-2026",
+        "type": "general",
+        "zone": "north",
+        "decision": "admit" if admit else "deny",
+        "reason": reason,
+        "rev": 0,
+        "latency_us": 0,
+    }
     return store.record_scan(body, ts, admit_cti=cti if admit else None, confirmed=True)
 
 
@@ -80,11 +90,25 @@ def test_tampered_forged_and_reused_events_are_caught(tmp_path, ledger_db, gates
 
     tampered = dict(rows[1], state="locked")  # content changed, hash kept
     stranger = Ed25519PrivateKey.generate()
-    forged = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=5,
-                         prev=rows[3]["hash"], ts_ms=1_700_000_001_000, key=stranger)
+    forged = events.seal(
+        {"kind": "state", "state": "locked", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=5,
+        prev=rows[3]["hash"],
+        ts_ms=1_700_000_001_000,
+        key=stranger,
+    )
     # a chain that forks: seq 3 re-made on top of another seq 2 (say, the gate's state restored from a backup)
-    fork = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=3,
-                       prev="ab" * 32, ts_ms=1_700_000_000_000, key=g1._device_key)
+    fork = events.seal(
+        {"kind": "state", "state": "online", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=3,
+        prev="ab" * 32,
+        ts_ms=1_700_000_000_000,
+        key=g1._device_key,
+    )
 
     with Ledger(ledger_db, keyring=ring, site=SITE) as ledger:
         ledger.ingest([tampered, forged])
@@ -114,9 +138,11 @@ def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_pat
     for _ in range(3):
         scan(g2, unlimited, True)
     csv_path = tmp_path / "tickets.csv"
-    csv_path.write_text("ticket_id,file,type,entries,seat,event,valid_from,valid_until\n"
-                        f"{twice_allowed.hex()},x.png,general,2,,FINAL-2026,0,0\n"
-                        f"{unlimited.hex()},y.png,staff,0,,FINAL-2026,0,0\n")
+    csv_path.write_text(
+        "ticket_id,file,type,entries,seat,event,valid_from,valid_until\n"
+        f"{twice_allowed.hex()},x.png,general,2,,FINAL-2026,0,0\n"
+        f"{unlimited.hex()},y.png,staff,0,,FINAL-2026,0,0\n"
+    )
     db = ledger_db
     with Ledger(db, site=SITE) as ledger:
         ledger.ingest(outbox(g1) + outbox(g2))
@@ -156,7 +182,9 @@ def test_keys_device_prints_the_gates_public_key(tmp_path, capsys):
     assert out.out == expected and "--name g7" in out.err
     pem = tmp_path / "g7.pub"
     pem.write_text(out.out)
-    assert main(["keys", "trust", "--keyring", str(tmp_path / "ring"), "--role", "device", "--name", "g7", str(pem)]) == 0
+    assert (
+        main(["keys", "trust", "--keyring", str(tmp_path / "ring"), "--role", "device", "--name", "g7", str(pem)]) == 0
+    )
     ring = keys.load_keyring(tmp_path / "ring")
     assert ring.keys[0].name == "g7" and "device" in ring.keys[0].roles
 
@@ -169,7 +197,9 @@ def test_one_ledger_database_per_site(tmp_path, ledger_db, gates):
     scan(g1, os.urandom(16), True)
     with Ledger(ledger_db, site=SITE) as ledger:
         assert ledger.ingest(outbox(g1)).new == 1
-    with pytest.raises(LedgerError, match=f"holds events of site '{SITE}', not 'museum-b': one ledger database per site"):
+    with pytest.raises(
+        LedgerError, match=f"holds events of site '{SITE}', not 'museum-b': one ledger database per site"
+    ):
         Ledger(ledger_db, site="museum-b")
     with Ledger(ledger_db, site=SITE) as ledger:  # its own site still opens it
         assert ledger.report()["gates"]["g1"]["events"] == 1
@@ -193,12 +223,33 @@ def test_chain_verification_vouches_for_a_run_by_its_last_signature_and_never_fo
     rows = [json.loads(r) for r in outbox(g1)]
     ring = device_keyring(tmp_path / "ring", g1, g2)
     stranger = Ed25519PrivateKey.generate()
-    forged_4 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=4,
-                           prev=rows[2]["hash"], ts_ms=1_700_000_000_000, key=stranger)
-    on_top_7 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=7,
-                           prev=rows[5]["hash"], ts_ms=1_700_000_000_000, key=stranger)
-    on_top_8 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=8,
-                           prev=on_top_7["hash"], ts_ms=1_700_000_000_000, key=stranger)
+    forged_4 = events.seal(
+        {"kind": "state", "state": "locked", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=4,
+        prev=rows[2]["hash"],
+        ts_ms=1_700_000_000_000,
+        key=stranger,
+    )
+    on_top_7 = events.seal(
+        {"kind": "state", "state": "locked", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=7,
+        prev=rows[5]["hash"],
+        ts_ms=1_700_000_000_000,
+        key=stranger,
+    )
+    on_top_8 = events.seal(
+        {"kind": "state", "state": "locked", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=8,
+        prev=on_top_7["hash"],
+        ts_ms=1_700_000_000_000,
+        key=stranger,
+    )
     arrived = [rows[5], on_top_8, rows[0], forged_4, rows[4], rows[1], on_top_7, rows[2]]  # no genuine seq 4 yet
     with Ledger(ledger_db, keyring=ring, site=SITE, verify="chain") as ledger:
         result = ledger.ingest(arrived)
@@ -234,7 +285,9 @@ def test_what_each_verify_mode_says_of_a_signature_swapped_inside_a_run(tmp_path
         assert main(["reconcile", "--db", ledger_db]) == 0
         capsys.readouterr()
         assert main(["reconcile", "--db", ledger_db, "--verify-signatures", str(tmp_path / "ring")]) == 1
-        assert "signatures checked again: 3 events, 1 whose own signature does not verify: g1:2" in capsys.readouterr().out
+        assert (
+            "signatures checked again: 3 events, 1 whose own signature does not verify: g1:2" in capsys.readouterr().out
+        )
         with Ledger(ledger_db) as ledger:
             audit = ledger.audit_signatures(keys.load_keyring(tmp_path / "ring"), only_vouched=True)
         assert audit == {"checked": 2, "bad": [{"id": "g1:2", "gate": "g1", "seq": 2}], "no_key": []}
@@ -247,11 +300,18 @@ def test_one_event_twice_or_two_events_with_one_id_in_the_same_batch(tmp_path, l
     for _ in range(2):
         g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
     rows = [json.loads(r) for r in outbox(g1)]
-    other_2 = events.seal({"kind": "state", "state": "locked", "rev": 0}, site=SITE, gate="g1", seq=2,
-                          prev=rows[0]["hash"], ts_ms=1_700_000_000_000, key=g1._device_key)
+    other_2 = events.seal(
+        {"kind": "state", "state": "locked", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=2,
+        prev=rows[0]["hash"],
+        ts_ms=1_700_000_000_000,
+        key=g1._device_key,
+    )
     with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE) as ledger:
         result = ledger.ingest([rows[0], rows[1], rows[0], other_2])
-        (stored,), = ledger.query("SELECT hash FROM events WHERE id = 'g1:2'")
+        ((stored,),) = ledger.query("SELECT hash FROM events WHERE id = 'g1:2'")
         report = ledger.report()
     assert (result.new, result.duplicates, result.rejected) == (2, 1, 1)
     assert stored == rows[1]["hash"] and report["gates"]["g1"]["conflicts"] == 1
@@ -263,8 +323,15 @@ def test_a_gate_at_the_largest_seq_is_stored_and_the_ledger_goes_on(tmp_path, le
     g1, g2 = gates
     g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
     first = json.loads(outbox(g1)[0])
-    last = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=events.MAX_INT,
-                       prev="cd" * 32, ts_ms=1_700_000_000_000, key=g1._device_key)
+    last = events.seal(
+        {"kind": "state", "state": "online", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=events.MAX_INT,
+        prev="cd" * 32,
+        ts_ms=1_700_000_000_000,
+        key=g1._device_key,
+    )
     with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE, verify="chain") as ledger:
         assert ledger.ingest([last]).new == 1
         result = ledger.ingest([first])
@@ -273,13 +340,20 @@ def test_a_gate_at_the_largest_seq_is_stored_and_the_ledger_goes_on(tmp_path, le
     assert report["gates"]["g1"]["missing"] == events.MAX_INT - 2
 
 
-@pytest.mark.parametrize("name, body, says", [
-    ("missing.csv", None, "cannot read the tickets"),
-    ("binary.csv", b"\xff\xfe\x00\x01", "cannot read the tickets"),
-    ("huge.csv", b"ticket_id,entries\nab,99999999999999999999999\n", "line 2: entries 99999999999999999999999 is not in 0..2^63-1"),
-    ("negative.csv", b"ticket_id,entries\nab,-1\n", "line 2: entries -1 is not in 0..2^63-1"),
-    ("columns.csv", b"id,n\n1,2\n", "needs ticket_id and entries columns"),
-])
+@pytest.mark.parametrize(
+    "name, body, says",
+    [
+        ("missing.csv", None, "cannot read the tickets"),
+        ("binary.csv", b"\xff\xfe\x00\x01", "cannot read the tickets"),
+        (
+            "huge.csv",
+            b"ticket_id,entries\nab,99999999999999999999999\n",
+            "line 2: entries 99999999999999999999999 is not in 0..2^63-1",
+        ),
+        ("negative.csv", b"ticket_id,entries\nab,-1\n", "line 2: entries -1 is not in 0..2^63-1"),
+        ("columns.csv", b"id,n\n1,2\n", "needs ticket_id and entries columns"),
+    ],
+)
 def test_a_bad_tickets_csv_is_a_clear_error_not_a_traceback(tmp_path, ledger_db, capsys, name, body, says):
     path = tmp_path / name
     if body is not None:
@@ -298,13 +372,28 @@ def test_a_nul_in_any_string_of_an_event_is_refused_the_same_on_both_backends(tm
     g1, g2 = gates
     g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
     first = json.loads(outbox(g1)[0])
-    nul_ref = events.seal({"kind": "passage", "ref": "g1:1", "result": "passed", "zone": "no\x00rth"}, site=SITE,
-                          gate="g1", seq=2, prev=first["hash"], ts_ms=1_700_000_000_000, key=g1._device_key)
-    nul_key = events.seal({"kind": "state", "state": "online", "rev": 0, "x\x00": 1}, site=SITE, gate="g1", seq=3,
-                          prev=nul_ref["hash"], ts_ms=1_700_000_000_000, key=g1._device_key)
+    nul_ref = events.seal(
+        {"kind": "passage", "ref": "g1:1", "result": "passed", "zone": "no\x00rth"},
+        site=SITE,
+        gate="g1",
+        seq=2,
+        prev=first["hash"],
+        ts_ms=1_700_000_000_000,
+        key=g1._device_key,
+    )
+    nul_key = events.seal(
+        {"kind": "state", "state": "online", "rev": 0, "x\x00": 1},
+        site=SITE,
+        gate="g1",
+        seq=3,
+        prev=nul_ref["hash"],
+        ts_ms=1_700_000_000_000,
+        key=g1._device_key,
+    )
     with Ledger(ledger_db, keyring=device_keyring(tmp_path / "ring", g1, g2), site=SITE) as ledger:
-        result = ledger.ingest([first, json.dumps(nul_ref), json.dumps(nul_key)],
-                               topics=[f"gated/v1/{SITE}/gates/g1/events"] * 3)
+        result = ledger.ingest(
+            [first, json.dumps(nul_ref), json.dumps(nul_key)], topics=[f"gated/v1/{SITE}/gates/g1/events"] * 3
+        )
         why = [w for (w,) in ledger.query("SELECT why FROM quarantine ORDER BY n")]
     assert (result.new, result.rejected, result.committed) == (1, 2, {"g1": 1})
     assert [p["kind"] for p in result.problems] == ["malformed", "malformed"]
@@ -330,8 +419,9 @@ def test_capacities_and_ticket_entries_take_any_count_up_to_2_63_on_both_backend
 
 
 @pytest.mark.parametrize("errcode, quarantined", [("22000", True), ("58030", False)])
-def test_a_message_is_quarantined_for_its_own_values_never_for_a_failing_database(tmp_path, postgres, gates,
-                                                                                   errcode, quarantined):
+def test_a_message_is_quarantined_for_its_own_values_never_for_a_failing_database(
+    tmp_path, postgres, gates, errcode, quarantined
+):
     """A trigger makes PostgreSQL refuse g2's event: with a data error (22000, the message's values)
     it is quarantined and g1's is stored; with a system error (58030, an I/O error: the database's
     trouble, like a lock timeout or a lost table) the batch fails and nothing is acknowledged or
@@ -345,10 +435,14 @@ def test_a_message_is_quarantined_for_its_own_values_never_for_a_failing_databas
     batch = outbox(g1) + outbox(g2)
     with Ledger(url, site=SITE) as ledger:
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                          f"$$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{errcode}'; END $$")
-            admin.execute("CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.gate = 'g2') "
-                          "EXECUTE FUNCTION refuse()")
+            admin.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE = '{errcode}'; END $$"
+            )
+            admin.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW WHEN (NEW.gate = 'g2') "
+                "EXECUTE FUNCTION refuse()"
+            )
         if quarantined:
             result = ledger.ingest(batch)
             assert (result.new, result.rejected) == (1, 1)
@@ -367,10 +461,17 @@ def test_a_ts_that_is_no_real_time_is_malformed(tmp_path, ledger_db, gates):
     """`ts` must be a real time, not only look like one: a gate counts a peer's movement by its time
     and the ledger by the text, so month 13 would be counted by one and not the other."""
     g1, g2 = gates
-    odd = events.seal({"kind": "state", "state": "online", "rev": 0}, site=SITE, gate="g1", seq=1, prev=events.GENESIS,
-                      ts_ms=1_700_000_000_000, key=g1._device_key)
+    odd = events.seal(
+        {"kind": "state", "state": "online", "rev": 0},
+        site=SITE,
+        gate="g1",
+        seq=1,
+        prev=events.GENESIS,
+        ts_ms=1_700_000_000_000,
+        key=g1._device_key,
+    )
     odd = dict(odd, ts="2026-13-45T25:61:61.000Z")  # the shape's check comes before the hash's
     with Ledger(ledger_db, site=SITE) as ledger:
         result = ledger.ingest([json.dumps(odd)], topics=[f"gated/v1/{SITE}/gates/g1/events"])
-        (why,), = ledger.query("SELECT why FROM quarantine")
+        ((why,),) = ledger.query("SELECT why FROM quarantine")
     assert result.rejected == 1 and "ts missing or not a real time" in why

@@ -51,9 +51,17 @@ def scrape(url: str, timeout: float = 20.0, until=lambda samples: True) -> dict[
 def test_the_gate_serves_its_health_figures_over_http_and_keeps_the_textfile(tmp_path, authority, broker):
     port = free_port()
     textfile = tmp_path / "gated.prom"
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:",
-                      site=SITE, gate="g1", event=EVENT, metrics={"listen": f"127.0.0.1:{port}"},
-                      health={"interval_s": 0.5, "textfile": str(textfile)})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source="synthetic:",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+        metrics={"listen": f"127.0.0.1:{port}"},
+        health={"interval_s": 0.5, "textfile": str(textfile)},
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
@@ -70,6 +78,7 @@ def test_the_gate_serves_its_health_figures_over_http_and_keeps_the_textfile(tmp
     file_names = {s.name for f in text_string_to_metric_families(textfile.read_text()) for s in f.samples}
     assert file_names == set(samples)
 
+
 def test_a_taken_metrics_port_stops_the_gate_with_a_clear_error(tmp_path, authority, broker):
     import socket
 
@@ -77,9 +86,16 @@ def test_a_taken_metrics_port_stops_the_gate_with_a_clear_error(tmp_path, author
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url,
-                          camera_source="synthetic:", site=SITE, gate="g1", event=EVENT,
-                          metrics={"listen": f"127.0.0.1:{port}"})
+        cfg = gate_config(
+            tmp_path,
+            keyring=authority.keyring_dir,
+            broker_url=broker.url,
+            camera_source="synthetic:",
+            site=SITE,
+            gate="g1",
+            event=EVENT,
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )
         gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
         assert gate.process.wait(60) == 2
         gate._reader.join(5)
@@ -89,16 +105,45 @@ def test_a_taken_metrics_port_stops_the_gate_with_a_clear_error(tmp_path, author
 def test_the_ledger_serves_per_gate_figures_over_http(tmp_path, broker, ledger_db):
     """On either backend: a SQLite file, and a postgresql:// URL (which must stay a URL)."""
     port = free_port()
-    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", ledger_db, "--metrics", f"127.0.0.1:{port}",
-                               "--keyring", str(tmp_path / "ledger-keyring")],  # none approved yet: starts anyway
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ledger = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            ledger_db,
+            "--metrics",
+            f"127.0.0.1:{port}",
+            "--keyring",
+            str(tmp_path / "ledger-keyring"),
+        ],  # none approved yet: starts anyway
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         scrape(url)  # up (and subscribed soon after)
         time.sleep(1.0)
-        gate = gateproc.spawn("--db", str(tmp_path / "g1.db"), "--site", SITE, "--gate", "g1", "--broker", broker.url,
-                              "--make", "5", "--exit-when-drained")
+        gate = gateproc.spawn(
+            "--db",
+            str(tmp_path / "g1.db"),
+            "--site",
+            SITE,
+            "--gate",
+            "g1",
+            "--broker",
+            broker.url,
+            "--make",
+            "5",
+            "--exit-when-drained",
+        )
         assert gate.wait(30) == 0
         samples = scrape(url, until=lambda s: any(v == 5 for _, v in s.get("gated_ledger_events_total", [])))
     finally:
@@ -131,6 +176,7 @@ def test_the_shipped_dashboard_and_scrape_example_use_only_documented_names():
 
 # --- what a scrape costs, and what strangers on the network can do to the endpoints -------------
 
+
 def test_a_ledger_scrape_at_a_million_events_takes_a_fixed_small_time(tmp_path):
     """The figures are a snapshot kept up to date off the scrape: at 1,000,000 stored events (a busy
     venue's day) a scrape answers as fast as at a thousand. (A ledger report per scrape took 10-20 s
@@ -144,8 +190,11 @@ def test_a_ledger_scrape_at_a_million_events_takes_a_fixed_small_time(tmp_path):
     port = free_port()
     server = serve(f"127.0.0.1:{port}", figures)
     try:
-        samples = scrape(f"http://127.0.0.1:{port}/metrics", timeout=180,
-                         until=lambda s: sum(v for _, v in s.get("gated_ledger_events_total", [])) == 1_000_000)
+        samples = scrape(
+            f"http://127.0.0.1:{port}/metrics",
+            timeout=180,
+            until=lambda s: sum(v for _, v in s.get("gated_ledger_events_total", [])) == 1_000_000,
+        )
         assert ({"site": SITE, "gate": "g7"}, 0.0) in samples["gated_ledger_missing_events"]
         took = [timed_scrape(port)[0] for _ in range(5)]
         assert max(took) < 1.0, took  # fixed, whatever the ledger holds
@@ -173,9 +222,17 @@ def held_connections_leave_the_endpoint_answering(pid: int, port: int, count: in
 
 def test_idle_connections_to_the_gate_endpoint_cannot_exhaust_it(tmp_path, authority, broker):
     port = free_port()
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:",
-                      site=SITE, gate="g1", event=EVENT, metrics={"listen": str(port)},  # a port alone: 127.0.0.1
-                      health={"interval_s": 0.5})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source="synthetic:",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+        metrics={"listen": str(port)},  # a port alone: 127.0.0.1
+        health={"interval_s": 0.5},
+    )
     gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
@@ -187,9 +244,26 @@ def test_idle_connections_to_the_gate_endpoint_cannot_exhaust_it(tmp_path, autho
 
 def test_idle_connections_to_the_ledger_endpoint_cannot_exhaust_it(tmp_path, broker):
     port = free_port()
-    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", str(tmp_path / "ledger.db"), "--metrics", str(port)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ledger = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            str(tmp_path / "ledger.db"),
+            "--metrics",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         scrape(f"http://127.0.0.1:{port}/metrics")
         held_connections_leave_the_endpoint_answering(ledger.pid, port)
@@ -232,8 +306,11 @@ def test_a_slow_or_stray_request_gets_a_bounded_answer():
                     break
                 time.sleep(0.1)
             assert cut and time.monotonic() - started < 3
-        for request, status in ((b"GET /other HTTP/1.1\r\n\r\n", b"404"), (b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
-                                (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"200")):
+        for request, status in (
+            (b"GET /other HTTP/1.1\r\n\r\n", b"404"),
+            (b"POST /metrics HTTP/1.1\r\n\r\n", b"405"),
+            (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+        ):
             with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as conn:
                 conn.sendall(request)
                 assert conn.recv(64).split(b" ")[1] == status

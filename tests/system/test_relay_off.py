@@ -27,7 +27,16 @@ def left_energised(factory, board) -> None:
     turnstile = Turnstile(board, pin_factory=factory)
     turnstile.latch()
     assert relay_on(factory, board)
-    for name in ("relay", "passage", "passage_out", "emergency", "door", "green", "red", "buzzer"):  # the process is gone:
+    for name in (
+        "relay",
+        "passage",
+        "passage_out",
+        "emergency",
+        "door",
+        "green",
+        "red",
+        "buzzer",
+    ):  # the process is gone:
         device = getattr(turnstile, name)
         if device is not None:  # an input's pins are reserved by its gpiozero device (Input.device)
             factory.release_all(getattr(device, "device", device))
@@ -54,18 +63,36 @@ def test_relay_off_refuses_a_pin_a_running_gate_holds(pins):
 
 
 def test_gated_relay_off_command(tmp_path, authority):
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:1",
-                      camera_source="synthetic:", site="arena", gate="g1", event="E", board="tripod-rotation")
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url="mqtt://127.0.0.1:1",
+        camera_source="synthetic:",
+        site="arena",
+        gate="g1",
+        event="E",
+        board="tripod-rotation",
+    )
     config = write_config(tmp_path / "gated.toml", cfg)
     env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
-    done = subprocess.run([sys.executable, "-m", "gated.cli", "relay-off", "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "gated.cli", "relay-off", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "relay GPIO17 off (driven high, board tripod-rotation)" in done.stdout  # an active-low relay
     cfg["turnstile"]["board"] = "no-such-board"
     write_config(config, cfg)
-    done = subprocess.run([sys.executable, "-m", "gated.cli", "relay-off", "--config", str(config)],
-                          capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "gated.cli", "relay-off", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode == 2 and "relay not switched off" in done.stderr
 
 

@@ -26,8 +26,16 @@ def ids(n):
 
 
 def make(authority, *, version, base=0, add=(), remove=(), parts=None, site=SITE, key=None):
-    return encode_updates(key or authority.revocation, site=site, version=version, base=base, add=add, remove=remove,
-                          iat=1_790_000_000, parts=parts)
+    return encode_updates(
+        key or authority.revocation,
+        site=site,
+        version=version,
+        base=base,
+        add=add,
+        remove=remove,
+        iat=1_790_000_000,
+        parts=parts,
+    )
 
 
 def apply(store, authority, blob):
@@ -53,11 +61,21 @@ def test_snapshot_replaces_whole_list(store, authority):
     assert not store.is_revoked(a) and store.is_revoked(b) and store.revoked_count() == 1
 
 
-@pytest.mark.parametrize("case,code", [
-    ("issuer key", "unknown_key"), ("untrusted key", "unknown_key"), ("other site", "wrong_site"),
-    ("replay", "replay"), ("rollback", "replay"), ("bad signature", "bad_signature"), ("too large", "too_large"),
-    ("truncated", "malformed"), ("snapshot removing", "malformed"), ("parts on a delta", "malformed"),
-])
+@pytest.mark.parametrize(
+    "case,code",
+    [
+        ("issuer key", "unknown_key"),
+        ("untrusted key", "unknown_key"),
+        ("other site", "wrong_site"),
+        ("replay", "replay"),
+        ("rollback", "replay"),
+        ("bad signature", "bad_signature"),
+        ("too large", "too_large"),
+        ("truncated", "malformed"),
+        ("snapshot removing", "malformed"),
+        ("parts on a delta", "malformed"),
+    ],
+)
 def test_rejections_keep_the_list(store, authority, case, code):
     kept = ids(2)
     apply(store, authority, make(authority, version=3, add=kept)[0])
@@ -125,8 +143,11 @@ def test_large_snapshot_is_split_below_one_mebibyte(authority):
 def test_retained_messages_in_any_order_after_reconnect(store, authority):
     """Central keeps the newest snapshot's parts and every delta since; a gate sees them in any order."""
     snap_ids, d1, d2 = ids(10), ids(1), ids(1)
-    messages = make(authority, version=5, add=snap_ids, parts=2) + make(authority, version=6, base=5, add=d1) \
+    messages = (
+        make(authority, version=5, add=snap_ids, parts=2)
+        + make(authority, version=6, base=5, add=d1)
         + make(authority, version=7, base=6, add=d2)
+    )
     for blob in reversed(messages):
         apply(store, authority, blob)
     assert store.revocation_state().version == 7
@@ -153,9 +174,21 @@ GATED = Path(sys.executable).parent / "gated"
 
 def verify(authority, state: Path, files, *, keyring=None, umask=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
-    args = [str(GATED), "verify", "--keyring", str(keyring or authority.keyring_dir), "--event", EVENT,
-            "--state", str(state), *[a for f in files for a in ("--revocations", str(f))], authority.ticket()]
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, umask=-1 if umask is None else umask)
+    args = [
+        str(GATED),
+        "verify",
+        "--keyring",
+        str(keyring or authority.keyring_dir),
+        "--event",
+        EVENT,
+        "--state",
+        str(state),
+        *[a for f in files for a in ("--revocations", str(f))],
+        authority.ticket(),
+    ]
+    return subprocess.run(
+        args, capture_output=True, text=True, env=env, timeout=120, umask=-1 if umask is None else umask
+    )
 
 
 def write(directory: Path, name: str, blobs) -> list[Path]:
@@ -196,23 +229,39 @@ def test_parts_are_staged_as_they_come_and_memory_stays_flat(tmp_path, authority
     old design read every stashed part back and parsed them all at once when the last came; the
     peak memory of the process grew with the whole list. Now it grows with one part at most."""
     probe = tmp_path / "rss.py"
-    probe.write_text("import resource, subprocess, sys\n"
-                     "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-                     "sys.stderr.write(r.stderr)\n"
-                     "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
-                     "sys.exit(r.returncode)\n")
+    probe.write_text(
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "sys.stderr.write(r.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
+        "sys.exit(r.returncode)\n"
+    )
 
     def peak_mib(state, files):
-        args = [sys.executable, str(probe), str(GATED), "verify", "--keyring", str(authority.keyring_dir), "--event",
-                EVENT, "--state", str(state), *[a for f in files for a in ("--revocations", str(f))], authority.ticket()]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=300,
-                                env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+        args = [
+            sys.executable,
+            str(probe),
+            str(GATED),
+            "verify",
+            "--keyring",
+            str(authority.keyring_dir),
+            "--event",
+            EVENT,
+            "--state",
+            str(state),
+            *[a for f in files for a in ("--revocations", str(f))],
+            authority.ticket(),
+        ]
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=300, env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+        )
         assert result.returncode == 0, result.stderr
         return int(result.stdout.split()[-1])
 
     everything = sorted(ids(400_000))
-    base = peak_mib(tmp_path / "small.db", write(tmp_path / "small", "s", make(authority, version=1, add=everything[:8],
-                                                                                  parts=8)))
+    base = peak_mib(
+        tmp_path / "small.db", write(tmp_path / "small", "s", make(authority, version=1, add=everything[:8], parts=8))
+    )
     files = write(tmp_path / "big", "b", make(authority, version=1, add=everything, parts=8))
     big = peak_mib(tmp_path / "big.db", files[::-1])  # in any order
     with GateStore(tmp_path / "big.db") as store:

@@ -17,9 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gated.core import revocation
+from gated.core import cose, revocation
 from gated.gate import revocations
-from gated.core import cose
 from gated.gate.rehearsal.control import Client
 from gated.gate.store import GateStore
 from gated.topics import health_topic, revocation_topic
@@ -50,15 +49,25 @@ class Central:
 
 def provision(state: Path, authority, revoked: list[bytes]) -> None:
     with GateStore(state / "gate.db", site=SITE, gate=GATE) as store:
-        (blob,) = revocation.encode_updates(authority.revocation, site=SITE, version=1, add=revoked, iat=int(time.time()))
+        (blob,) = revocation.encode_updates(
+            authority.revocation, site=SITE, version=1, add=revoked, iat=int(time.time())
+        )
         assert revocations.apply_update(store, blob, authority.keyring, site=SITE, now_ms=0).status == "applied"
     with closing(__import__("sqlite3").connect(state / "gate.db")) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def config(tmp_path, authority, broker) -> Path:
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url=broker.url, camera_source="synthetic:",
-                      site=SITE, gate=GATE, event=EVENT, sim={"control_socket": str(tmp_path / "sim.sock")})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source="synthetic:",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
     return write_config(tmp_path / "gated.toml", cfg)
 
 
@@ -89,18 +98,29 @@ def test_full_disk_keeps_the_gate_up_shut_and_alarmed(tmp_path, authority, broke
         gate.wait_ready()
         control = Client(tmp_path / "sim.sock")
         full_disk(gate.process, True)
-        (update,) = revocation.encode_updates(authority.revocation, site=SITE, version=2, add=[newly],
-                                               iat=int(time.time()))
+        (update,) = revocation.encode_updates(
+            authority.revocation, site=SITE, version=2, add=[newly], iat=int(time.time())
+        )
         central.publish(revocation_topic(SITE, 2, 0), update)
-        gate.wait_for(lambda: [e for e in gate.logs if "write failed" in str(e.get("error"))
-                               and (e.get("step") == "uplink" or "/revocations/" in str(e.get("topic")))],
-                      20, "the revocation update's write failing")
+        gate.wait_for(
+            lambda: [
+                e
+                for e in gate.logs
+                if "write failed" in str(e.get("error"))
+                and (e.get("step") == "uplink" or "/revocations/" in str(e.get("topic")))
+            ],
+            20,
+            "the revocation update's write failing",
+        )
         gate.wait_for(lambda: gate.logged("gate.store_fault"), 5, "the alarm")
         assert len(gate.logged("gate.store_fault")) == 1  # the alarm once, however many writes fail
         gate.wait_for(lambda: any(h.get("store_ok") is False for h in central.health), 10, "health store_ok false")
         control.request("show", text=authority.ticket())
-        gate.wait_for(lambda: [e for e in gate.logged("store fault: gate stays shut") if e.get("step") == "scan"],
-                      20, "the scan refused for want of a record")
+        gate.wait_for(
+            lambda: [e for e in gate.logged("store fault: gate stays shut") if e.get("step") == "scan"],
+            20,
+            "the scan refused for want of a record",
+        )
         control.request("show", text=None)
         time.sleep(0.5)
         assert control.request("state")["devices"]["relay"]["activations"] == 0 and not gate.scans()
@@ -123,6 +143,7 @@ def test_full_disk_keeps_the_gate_up_shut_and_alarmed(tmp_path, authority, broke
 
 # --- hostile revocation messages, seeded and bounded ------------------------------------------------
 
+
 def _signed(key, payload) -> bytes:
     return cose.sign(cbor2.dumps(payload), key)
 
@@ -138,7 +159,7 @@ def hostile_messages(rng: random.Random, authority) -> list[tuple[str, str, byte
     good = revocation.encode_updates(key, site=SITE, version=5, add=ids(3), iat=iat)[0]
     cases = [
         ("bad CBOR", 5, rng.randbytes(rng.randrange(1, 200))),
-        ("truncated", 5, good[:rng.randrange(1, len(good))]),
+        ("truncated", 5, good[: rng.randrange(1, len(good))]),
         ("wrong signature", 5, good[:-1] + bytes([good[-1] ^ 1])),
         ("stranger's key", 5, revocation.encode_updates(stranger, site=SITE, version=5, add=ids(1), iat=iat)[0]),
         ("issuer's key", 5, revocation.encode_updates(authority.issuer, site=SITE, version=5, add=ids(1), iat=iat)[0]),
@@ -147,7 +168,11 @@ def hostile_messages(rng: random.Random, authority) -> list[tuple[str, str, byte
         ("negative version", 5, _signed(key, {1: SITE, 2: -5, 3: 0, 4: ids(1), 5: [], 6: iat})),
         ("replay", 1, revocation.encode_updates(key, site=SITE, version=1, add=ids(1), iat=iat)[0]),
         ("part beyond parts", 6, _signed(key, {1: SITE, 2: 6, 3: 0, 4: ids(1), 5: [], 6: iat, 7: 3, 8: 3})),
-        ("delta with missing base", 9, revocation.encode_updates(key, site=SITE, version=9, base=8, add=ids(1), iat=iat)[0]),
+        (
+            "delta with missing base",
+            9,
+            revocation.encode_updates(key, site=SITE, version=9, base=8, add=ids(1), iat=iat)[0],
+        ),
         ("not a map", 5, _signed(key, [SITE, 5])),
         ("ids not 16 bytes", 5, _signed(key, {1: SITE, 2: 5, 3: 0, 4: [b"short"], 5: [], 6: iat})),
     ]
@@ -172,6 +197,7 @@ def test_hostile_revocation_messages_leave_the_list_in_force(tmp_path, authority
         messages = hostile_messages(rng, authority)
         for _case, topic, payload in messages:
             central.publish(topic, payload, retain=False)
+
         def said():
             return [e for e in gate.logs if e.get("event") in ("revocation update rejected", "revocation update")]
 

@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
-
 from gated.core import scanned, ticket
 from gated.gate.rehearsal.control import Client, ControlError, Controller, serve
 from sim import model, report, scenario
@@ -24,7 +23,8 @@ SCENARIOS = ROOT / "sim" / "scenarios"
 
 # --- scenarios -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["demo", "outage", "stadium", "pretix"])
+
+@pytest.mark.parametrize("name", ["demo", "outage", "stadium", "pretix", "powercut"])
 def test_shipped_scenarios_load(name):
     s = scenario.load(SCENARIOS / f"{name}.toml")
     assert s.name == name
@@ -48,21 +48,37 @@ def test_outage_has_broker_loss_and_a_killed_gate():
 
 
 def test_a_bad_scenario_names_every_problem_with_its_key():
-    raw = {"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": -1, "colour": "red"},
-           "gates": {"count": 1, "zones": "north", "ntp": "never"},
-           "arrivals": {"visitors": 10, "profile": [[5, 1], [1, 1]]},
-           "fraud": {"two_gates": 1, "forged": 9},
-           "faults": [{"kind": "broker_down", "start_s": 30, "end_s": 10}, {"kind": "meteor"},
-                      {"kind": "gate_kill", "gate": "g9", "at_s": 1}]}
+    raw = {
+        "scenario": {"name": "x", "site": "s", "event": "E", "duration_s": -1, "colour": "red"},
+        "gates": {"count": 1, "zones": "north", "ntp": "never"},
+        "arrivals": {"visitors": 10, "profile": [[5, 1], [1, 1]]},
+        "fraud": {"two_gates": 1, "forged": 9},
+        "faults": [
+            {"kind": "broker_down", "start_s": 30, "end_s": 10},
+            {"kind": "meteor"},
+            {"kind": "gate_kill", "gate": "g9", "at_s": 1},
+        ],
+    }
     with pytest.raises(scenario.ScenarioError) as err:
         scenario.from_dict(raw, source="bad.toml")
     text = str(err.value)
-    for needle in ("scenario.duration_s", "scenario.colour", "gates.zones", "arrivals.profile", "fraud.two_gates",
-                   "at most half", "faults[0]", "faults[1].kind", "faults[2].gate", "gates.ntp"):
+    for needle in (
+        "scenario.duration_s",
+        "scenario.colour",
+        "gates.zones",
+        "arrivals.profile",
+        "fraud.two_gates",
+        "at most half",
+        "faults[0]",
+        "faults[1].kind",
+        "faults[2].gate",
+        "gates.ntp",
+    ):
         assert needle in text, needle
 
 
 # --- ground truth --------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def issuer():
@@ -101,9 +117,14 @@ def test_screenshots_and_static_copies_get_their_reasons(issuer):
     from gated.core.decide import GateContext
     from gated.gate.validate import validate
 
-    sc = scenario.from_dict({
-        "scenario": {"name": "g", "site": "s", "event": "E", "duration_s": 60}, "gates": {"count": 1},
-        "arrivals": {"visitors": 20}, "fraud": {"screenshot": 2, "static_copy": 2}})
+    sc = scenario.from_dict(
+        {
+            "scenario": {"name": "g", "site": "s", "event": "E", "duration_s": 60},
+            "gates": {"count": 1},
+            "arrivals": {"visitors": 20},
+            "fraud": {"screenshot": 2, "static_copy": 2},
+        }
+    )
     now = int(time.time())
     crowd = model.build(sc, issuer, now, speed=1.0)
     gate = GateContext(site="s", events=frozenset({"E"}))
@@ -132,14 +153,20 @@ def test_copies_come_after_their_original(issuer):
 def test_arrivals_follow_the_profile():
     import random
 
-    s = scenario.from_dict({"scenario": {"name": "r", "site": "s", "event": "E", "duration_s": 100},
-                            "gates": {"count": 1}, "arrivals": {"visitors": 4000, "profile": [[0, 0], [50, 0], [51, 1], [100, 1]]}})
+    s = scenario.from_dict(
+        {
+            "scenario": {"name": "r", "site": "s", "event": "E", "duration_s": 100},
+            "gates": {"count": 1},
+            "arrivals": {"visitors": 4000, "profile": [[0, 0], [50, 0], [51, 1], [100, 1]]},
+        }
+    )
     times = model.arrival_times(s, 4000, random.Random(1))
     assert sum(1 for t in times if t < 50) == 0
     assert 0 < min(times) and max(times) <= 100
 
 
 # --- the control socket --------------------------------------------------------------------------
+
 
 class Camera:
     """A camera that remembers what it was told to show (the synthetic source's show() interface)."""
@@ -205,9 +232,11 @@ def test_controller_refuses_bad_requests(turnstile):
 
 # --- the report ----------------------------------------------------------------------------------
 
+
 def _attempt(i, expect, observed, gate="g1"):
-    a = model.Attempt(i, i, gate, float(i), "valid" if expect == "ok" else "forged", "GT1:X", None,
-                      expect == "ok", expect)
+    a = model.Attempt(
+        i, i, gate, float(i), "valid" if expect == "ok" else "forged", "GT1:X", None, expect == "ok", expect
+    )
     if observed is not None:
         a.observed_admit, a.observed_reason = observed == "ok", observed
         a.shown_at, a.decided_at, a.latency_us = float(i), i + 0.2, 40_000 + i
@@ -215,25 +244,54 @@ def _attempt(i, expect, observed, gate="g1"):
 
 
 def _ledger(events=10, missing=0):
-    return {"gates": {"g1": {"events": events}}, "totals": {"events": events, "missing": missing, "chain_breaks": 0,
-                                                            "bad_signatures": 0, "bad_hashes": 0}}
+    return {
+        "gates": {"g1": {"events": events}},
+        "totals": {"events": events, "missing": missing, "chain_breaks": 0, "bad_signatures": 0, "bad_hashes": 0},
+    }
 
 
 def _build(attempts, ledger, made=10, ledger_events=()):
     s = scenario.load(SCENARIOS / "demo.toml")
-    return report.build(scenario=s, attempts=attempts, visitors=len(attempts), events_made=made, ledger=ledger,
-                        ledger_events=list(ledger_events), duplicates_dropped=0, tickets={}, faults=[], speed=1.0,
-                        gate_ids=["g1", "g2"])
+    return report.build(
+        scenario=s,
+        attempts=attempts,
+        visitors=len(attempts),
+        events_made=made,
+        ledger=ledger,
+        ledger_events=list(ledger_events),
+        duplicates_dropped=0,
+        tickets={},
+        faults=[],
+        speed=1.0,
+        gate_ids=["g1", "g2"],
+    )
 
 
 def test_report_passes_only_when_everything_matches(tmp_path):
     good = [_attempt(1, "ok", "ok"), _attempt(2, "unknown_key", "unknown_key")]
     r = _build(good, _ledger())
     assert r["ok"] and r["decisions"] == {"expected": 2, "matched": 2, "mismatched": 0}
-    assert set(r) >= {"scenario", "visitors", "decisions", "events", "latency_ms", "throughput_per_gate_per_min",
-                      "denials", "admissions_over_limit"}
-    assert set(r["events"]) == {"made", "in_ledger", "gaps", "duplicates_dropped", "chain_breaks", "bad_signatures",
-                                "conflicts"}
+    assert set(r) >= {
+        "scenario",
+        "visitors",
+        "decisions",
+        "events",
+        "latency_ms",
+        "throughput_per_gate_per_min",
+        "denials",
+        "admissions_over_limit",
+    }
+    assert set(r["events"]) == {
+        "made",
+        "in_ledger",
+        "gaps",
+        "declared_lost",
+        "duplicates",
+        "duplicates_dropped",
+        "chain_breaks",
+        "bad_signatures",
+        "conflicts",
+    }
     assert r["denials"] == {"unknown_key": 1}
 
     assert not _build(good + [_attempt(3, "expired", "ok")], _ledger())["ok"]  # a mismatch
@@ -245,16 +303,29 @@ def test_report_passes_only_when_everything_matches(tmp_path):
     assert r["admissions_over_limit"] == 1 and not r["ok"]
     rolled_back = over + [{"kind": "passage", "id": "g1:3", "ref": "g1:1", "result": "timeout"}]
     assert _build(good, _ledger(), ledger_events=rolled_back)["admissions_over_limit"] == 0
-    out_and_back = [over[0], {"kind": "scan", "id": "g3:1", "decision": "admit", "ticket": "ab" * 16, "dir": "out"},
-                    dict(over[1], reentry=True)]
+    out_and_back = [
+        over[0],
+        {"kind": "scan", "id": "g3:1", "decision": "admit", "ticket": "ab" * 16, "dir": "out"},
+        dict(over[1], reentry=True),
+    ]
     assert _build(good, _ledger(), ledger_events=out_and_back)["admissions_over_limit"] == 0  # no entry spent
 
     def counted(inside):
         return {**_ledger(), "occupancy": {"zones": {"hall": {"inside": inside, "entries": 5, "exits": 5 - inside}}}}
 
     s = scenario.load(SCENARIOS / "demo.toml")
-    base = dict(scenario=s, attempts=good, visitors=2, events_made=10, ledger_events=[], duplicates_dropped=0,
-                tickets={}, faults=[], speed=1.0, gate_ids=["g1", "g2"])
+    base = dict(
+        scenario=s,
+        attempts=good,
+        visitors=2,
+        events_made=10,
+        ledger_events=[],
+        duplicates_dropped=0,
+        tickets={},
+        faults=[],
+        speed=1.0,
+        gate_ids=["g1", "g2"],
+    )
     assert report.build(ledger=counted(3), expected_inside={"hall": 3}, **base)["ok"]
     wrong = report.build(ledger=counted(2), expected_inside={"hall": 3}, **base)
     assert not wrong["ok"] and "people inside" in wrong["verdict"]
@@ -264,7 +335,9 @@ def test_report_files_open_offline(tmp_path):
     attempts = [_attempt(i, "ok", "ok", gate=f"g{1 + i % 2}") for i in range(20)] + [_attempt(30, "expired", "ok")]
     r = _build(attempts, _ledger())
     r["faults"] = [{"kind": "broker_down", "gate": None, "start_sim_s": 3.0, "end_sim_s": 8.0, "what": "down"}]
-    json_path, html_path = report.write(tmp_path, r, attempts, [(0.0, {"g1": 1, "g2": 0}), (5.0, {"g1": 3, "g2": 1})], 1.0)
+    json_path, html_path = report.write(
+        tmp_path, r, attempts, [(0.0, {"g1": 1, "g2": 0}), (5.0, {"g1": 3, "g2": 1})], 1.0
+    )
     assert json.loads(json_path.read_text())["decisions"]["mismatched"] == 1
     page = html_path.read_text()
     assert page.index("FAIL") < page.index("<h2>")  # the verdict comes first
@@ -273,6 +346,7 @@ def test_report_files_open_offline(tmp_path):
 
 
 # --- whole venues --------------------------------------------------------------------------------
+
 
 def _run_venue(name, tmp_path, speed, ledger_db=None):
     from sim import runner
@@ -307,8 +381,17 @@ def test_demo_venue_with_its_ledger_on_postgres_matches_ground_truth_and_loses_n
 
     with Ledger(url) as ledger:
         assert ledger.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM events")[0] == (result["events"]["made"],) * 2
-    fraud_reasons = {"unknown_key", "bad_signature", "malformed", "revoked", "expired", "wrong_event", "already_used",
-                     "stale_code", "static_copy"}
+    fraud_reasons = {
+        "unknown_key",
+        "bad_signature",
+        "malformed",
+        "revoked",
+        "expired",
+        "wrong_event",
+        "already_used",
+        "stale_code",
+        "static_copy",
+    }
     assert set(result["denials"]) == fraud_reasons
 
 
@@ -318,6 +401,60 @@ def test_outage_venue_loses_nothing(tmp_path):
     _assert_clean(result, tmp_path, s)
     kinds = {f["kind"] for f in result["faults"]}
     assert {"broker_down", "gate_kill"} <= kinds, result["faults"]
+
+
+@pytest.mark.slow  # a whole venue with two broker power cuts and a resized ledger: about two minutes
+def test_power_cuts_and_a_resized_ledger_lose_nothing(tmp_path):
+    """The powercut venue (issue #22): the broker SIGKILLed twice while the gates publish, the ledger
+    going 2 -> 3 -> 2 --partition workers, `gated status` run twice: the rehearsal matches the ground
+    truth, with no gap and nothing declared lost; report.json says how many duplicates it took."""
+    s, result = _run_venue("powercut", tmp_path, speed=1.0)
+    _assert_clean(result, tmp_path, s)
+    assert result["events"]["declared_lost"] == 0 and isinstance(result["events"]["duplicates"], int)
+    faults = [f for f in result["faults"]]
+    assert [f["kind"] for f in faults if f["kind"] == "broker_down"] == ["broker_down"] * 2
+    assert all("SIGKILL" in f["what"] for f in faults if f["kind"] == "broker_down"), faults
+    assert [f["what"] for f in faults if f["kind"] == "ledger_resize"] == [
+        "ledger from 2 to 3 --partition workers",
+        "ledger from 3 to 2 --partition workers",
+    ]
+    probes = [f["what"] for f in faults if f["kind"] == "status_probe"]
+    assert len(probes) == 2 and all(p.startswith("gated status: exit") and "3 gate rows" in p for p in probes), probes
+    ledger_log = (tmp_path / "out").rglob("ledger.log")
+    assert not any("already running" in p.read_text() for p in ledger_log)
+
+
+def test_the_new_fault_kinds_are_read_and_checked():
+    raw = {
+        "scenario": {
+            "name": "x",
+            "site": "s",
+            "event": "E",
+            "seed": 1,
+            "duration_s": 30,
+            "speed": 1,
+            "ledger_partitions": 2,
+        },
+        "gates": {"count": 1, "board": "generic-relay"},
+        "arrivals": {"visitors": 2},
+        "faults": [
+            {"kind": "broker_down", "start_s": 1, "end_s": 2, "how": "kill"},
+            {"kind": "ledger_resize", "at_s": 5, "partitions": 3},
+            {"kind": "status_probe", "at_s": 6},
+        ],
+    }
+    s = scenario.from_dict(raw)
+    assert s.ledger_partitions == 2
+    (down,), (resize,), (probe,) = s.faults_of("broker_down"), s.faults_of("ledger_resize"), s.faults_of("status_probe")
+    assert (down.how, resize.partitions, resize.start_s, probe.start_s) == ("kill", 3, 5.0, 6.0)
+    raw["faults"] = [
+        {"kind": "broker_down", "start_s": 1, "end_s": 2, "how": "gently"},
+        {"kind": "ledger_resize", "at_s": 50, "partitions": 0},
+    ]
+    with pytest.raises(scenario.ScenarioError) as info:
+        scenario.from_dict(raw)
+    text = str(info.value)
+    assert "faults[0].how" in text and "faults[1].at_s" in text and "faults[1].partitions" in text
 
 
 def test_gated_sim_refuses_a_ledger_database_that_holds_events(tmp_path, postgres, capsys):
@@ -331,8 +468,10 @@ def test_gated_sim_refuses_a_ledger_database_that_holds_events(tmp_path, postgre
         rows = [event for _, event in store.outbox()]
     with Ledger(url) as ledger:
         ledger.ingest(rows)
-    assert main(["sim", str(SCENARIOS / "demo.toml"), "--out", str(tmp_path / "out"), "--ledger-db", url,
-                 "--no-progress"]) == 2
+    assert (
+        main(["sim", str(SCENARIOS / "demo.toml"), "--out", str(tmp_path / "out"), "--ledger-db", url, "--no-progress"])
+        == 2
+    )
     assert "already holds 1 events" in capsys.readouterr().err
 
 
@@ -342,18 +481,25 @@ def test_gated_sim_check_validates_a_scenario(tmp_path, capsys):
     assert main(["sim", "--check", str(SCENARIOS / "stadium.toml")]) == 0
     assert "20 gates, 20000 visitors" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
-    bad.write_text('[scenario]\nname = "b"\nsite = "s"\nevent = "E"\nduration_s = 10\n[gates]\ncount = 0\n'
-                   '[arrivals]\nvisitors = 5\n')
+    bad.write_text(
+        '[scenario]\nname = "b"\nsite = "s"\nevent = "E"\nduration_s = 10\n[gates]\ncount = 0\n'
+        "[arrivals]\nvisitors = 5\n"
+    )
     assert main(["sim", "--check", str(bad)]) == 2
     assert "gates.count" in capsys.readouterr().err
 
 
 def test_zoned_copies_go_to_a_gate_of_their_zone(issuer):
     """Found by a 20-gate run: a copy shown at another zone's gate is wrong_zone, not already_used."""
-    sc = scenario.from_dict({
-        "scenario": {"name": "z", "site": "s", "event": "E", "duration_s": 60},
-        "gates": {"count": 8, "zones": ["north", "south"]}, "tickets": {"zoned": True},
-        "arrivals": {"visitors": 80}, "fraud": {"two_gates": 6}})
+    sc = scenario.from_dict(
+        {
+            "scenario": {"name": "z", "site": "s", "event": "E", "duration_s": 60},
+            "gates": {"count": 8, "zones": ["north", "south"]},
+            "tickets": {"zoned": True},
+            "arrivals": {"visitors": 80},
+            "fraud": {"two_gates": 6},
+        }
+    )
     crowd = model.build(sc, issuer, int(time.time()), speed=1.0)
     by_id = {a.id: a for a in crowd.attempts}
     copies = [a for a in crowd.attempts if a.kind == "two_gates"]
@@ -385,6 +531,7 @@ def test_one_percentile_for_every_figure():
 
 # --- rehearsing with pretix_sig1 tickets -------------------------------------------------------
 
+
 def test_a_pretix_crowd_is_read_by_the_codec_as_the_model_says(issuer):
     """[tickets] format = "pretix_sig1": every ticket a pretix secret; the codec agrees with the model's
     codec-level answers (forged: bad_signature, as a pretix secret names no key)."""
@@ -393,8 +540,12 @@ def test_a_pretix_crowd_is_read_by_the_codec_as_the_model_says(issuer):
     s = scenario.load(SCENARIOS / "pretix.toml")
     other = Ed25519PrivateKey.generate()
     crowd = model.build(s, issuer, int(time.time()), speed=1.0, other_event_key=other)
-    ring = keys.Keyring((keys.trusted("issuer", issuer.public_key(), ["issuer"], [s.event]),
-                         keys.trusted("other", other.public_key(), ["issuer"], [s.event + "-OTHER"])))
+    ring = keys.Keyring(
+        (
+            keys.trusted("issuer", issuer.public_key(), ["issuer"], [s.event]),
+            keys.trusted("other", other.public_key(), ["issuer"], [s.event + "-OTHER"]),
+        )
+    )
     checked = Counter()
     for a in crowd.attempts:
         code = scanned.read_code(a.text, ring)
@@ -412,14 +563,21 @@ def test_a_pretix_crowd_is_read_by_the_codec_as_the_model_says(issuer):
 
 
 def test_pretix_format_refuses_what_pretix_tickets_cannot_do():
-    raw = {"scenario": {"name": "p", "site": "s", "event": "E", "duration_s": 10},
-           "gates": {"count": 1, "zones": ["north"]}, "arrivals": {"visitors": 20},
-           "tickets": {"format": "pretix_sig1", "entries": 2, "zoned": True, "dynamic_share": 0.1},
-           "fraud": {"screenshot": 1}}
+    raw = {
+        "scenario": {"name": "p", "site": "s", "event": "E", "duration_s": 10},
+        "gates": {"count": 1, "zones": ["north"]},
+        "arrivals": {"visitors": 20},
+        "tickets": {"format": "pretix_sig1", "entries": 2, "zoned": True, "dynamic_share": 0.1},
+        "fraud": {"screenshot": 1},
+    }
     with pytest.raises(scenario.ScenarioError) as err:
         scenario.from_dict(raw)
     assert {p.split(":")[0] for p in err.value.problems} == {
-        "tickets.entries", "tickets.zoned", "tickets.dynamic_share", "fraud.screenshot/static_copy"}
+        "tickets.entries",
+        "tickets.zoned",
+        "tickets.dynamic_share",
+        "fraud.screenshot/static_copy",
+    }
     raw["tickets"] = {"format": "paper"}
     raw["fraud"] = {}
     with pytest.raises(scenario.ScenarioError, match="tickets.format"):
@@ -430,11 +588,20 @@ def test_pretix_format_refuses_what_pretix_tickets_cannot_do():
 def test_pretix_venue_matches_ground_truth(tmp_path):
     s, result = _run_venue("pretix", tmp_path, speed=2.0)
     _assert_clean(result, tmp_path, s)
-    assert set(result["denials"]) == {"bad_signature", "malformed", "revoked", "expired", "wrong_event",
-                                      "already_used", "rules", "unpaid"}
+    assert set(result["denials"]) == {
+        "bad_signature",
+        "malformed",
+        "revoked",
+        "expired",
+        "wrong_event",
+        "already_used",
+        "rules",
+        "unpaid",
+    }
 
 
 # --- exits, re-entry, a capacity; and `gated report` on the rehearsal's ledger ---------------------
+
 
 def test_exits_scenario_plans_capacity_denials_reentries_and_free_exits(issuer):
     s = scenario.load(SCENARIOS / "exits.toml")
@@ -455,9 +622,12 @@ def test_exits_scenario_plans_capacity_denials_reentries_and_free_exits(issuer):
 
 
 def test_a_scenario_with_a_capacity_needs_exits_and_names_its_zones():
-    raw = {"scenario": {"name": "x", "site": "s", "event": "E", "duration_s": 10},
-           "gates": {"count": 2, "zones": ["hall"], "exits": ["g5"]}, "arrivals": {"visitors": 10},
-           "capacity": {"attic": 5}}
+    raw = {
+        "scenario": {"name": "x", "site": "s", "event": "E", "duration_s": 10},
+        "gates": {"count": 2, "zones": ["hall"], "exits": ["g5"]},
+        "arrivals": {"visitors": 10},
+        "capacity": {"attic": 5},
+    }
     with pytest.raises(scenario.ScenarioError) as err:
         scenario.from_dict(raw, source="bad.toml")
     text = str(err.value)
@@ -483,7 +653,9 @@ def test_exits_venue_ledger_occupancy_is_the_ground_truth_and_gated_report_agree
     import sqlite3
 
     with sqlite3.connect(ledger_db) as db:
-        sources = {json.loads(b).get("occupancy_source") for (b,) in db.execute("SELECT body FROM events WHERE kind = 'scan'")}
+        sources = {
+            json.loads(b).get("occupancy_source") for (b,) in db.execute("SELECT body FROM events WHERE kind = 'scan'")
+        }
     assert "central" in sources  # the entry gates heard the ledger's occupancy topic and used it
     day = tmp_path / "day"
     assert main(["report", "--db", str(ledger_db), "--out", str(day), "--bin-minutes", "1"]) == 0, capsys.readouterr()
@@ -492,17 +664,35 @@ def test_exits_venue_ledger_occupancy_is_the_ground_truth_and_gated_report_agree
     assert report_json["totals"]["events"] == result["events"]["in_ledger"]
     assert report_json["denials"] == result["denials"]
     assert {k: report_json["totals"][k] for k in ("entries", "reentries", "exits")} == result["movements"]
-    assert {z: v["inside_at_end"] for z, v in report_json["occupancy"]["zones"].items()} == result["occupancy"]["ledger"]
-    assert report_json["occupancy"]["zones"]["hall"]["peak"] == 8 == report_json["occupancy"]["zones"]["hall"]["capacity"]
+    assert {z: v["inside_at_end"] for z, v in report_json["occupancy"]["zones"].items()} == result["occupancy"][
+        "ledger"
+    ]
+    assert (
+        report_json["occupancy"]["zones"]["hall"]["peak"] == 8 == report_json["occupancy"]["zones"]["hall"]["capacity"]
+    )
     assert report_json["integrity"]["over_admitted"] == [] and result["admissions_over_limit"] == 0
     assert report_json["ok"]
 
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (apt-get install chromium; make test-tools)")
     page = (day / "report.html").as_uri()
-    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000",
-                           "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "CONSOLE" not in done.stderr and "Failed to load" not in done.stderr, done.stderr[-2000:]
     dom = done.stdout

@@ -33,8 +33,16 @@ def test_settings_and_migrations(tmp_path):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"meta", "admissions", "revoked", "revocation_parts", "outbox", "peer_admissions",
-            "revocation_staging", "revocation_staged"} <= tables
+    assert {
+        "meta",
+        "admissions",
+        "revoked",
+        "revocation_parts",
+        "outbox",
+        "peer_admissions",
+        "revocation_staging",
+        "revocation_staged",
+    } <= tables
 
 
 def test_migration_2_moves_peer_admissions_out_of_the_gates_own_table(tmp_path):
@@ -42,11 +50,15 @@ def test_migration_2_moves_peer_admissions_out_of_the_gates_own_table(tmp_path):
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [("site", "arena"), ("gate", "g1")])
-    db.executemany("INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, ?)",
-                   [("g1:1", own, None, "g1", 5, "pending"), ("g2:7", peer, None, "g2", 6, "passed")])
+    db.executemany(
+        "INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state) VALUES (?, ?, ?, ?, ?, ?)",
+        [("g1:1", own, None, "g1", 5, "pending"), ("g2:7", peer, None, "g2", 6, "passed")],
+    )
     db.close()
     with GateStore(path, site="arena", gate="g1") as store:
-        assert store.admissions(peer) == [{"scan_id": "g2:7", "gate": "g2", "step": None, "ts_ms": 6, "state": "passed"}]
+        assert store.admissions(peer) == [
+            {"scan_id": "g2:7", "gate": "g2", "step": None, "ts_ms": 6, "state": "passed"}
+        ]
         assert store.facts(peer).admissions == 1 and store.facts(own).admissions == 1
         assert store.pending_admissions() == ["g1:1"]
         (mine,) = store._db.execute("SELECT COUNT(*) FROM admissions").fetchone()
@@ -100,7 +112,9 @@ def test_seq_and_chain_survive_restart(tmp_path):
 
 def test_tampering_is_noticed(store):
     event = store.record_event({"kind": "alarm", "alarm": "tamper"}, 1_000)
-    assert events.check_seal({**event, "alarm": "held_open"}, store.device_public_key) == ["hash does not match content"]
+    assert events.check_seal({**event, "alarm": "held_open"}, store.device_public_key) == [
+        "hash does not match content"
+    ]
     forged = {**event, "sig": event["sig"][:-4] + "AAA="}
     assert events.check_seal(forged, store.device_public_key) == ["device signature does not verify"]
 
@@ -123,8 +137,20 @@ def test_peer_admissions_are_idempotent_and_rolled_back(store, tmp_path):
     cti = os.urandom(16)
     with GateStore(tmp_path / "g2.db", site=store.site, gate="g2") as g2:
         g2.record_event({"kind": "alarm", "alarm": "tamper"}, 1)
-        scan = g2.record_scan({"ticket": cti.hex(), "event": "E", "type": "t", "zone": None, "decision": "admit",
-                               "reason": "ok", "rev": 0, "latency_us": 0}, 1_000, admit_cti=cti)
+        scan = g2.record_scan(
+            {
+                "ticket": cti.hex(),
+                "event": "E",
+                "type": "t",
+                "zone": None,
+                "decision": "admit",
+                "reason": "ok",
+                "rev": 0,
+                "latency_us": 0,
+            },
+            1_000,
+            admit_cti=cti,
+        )
         timeout = g2.record_passage(scan["id"], False, 2_000)
     assert store.record_peer_event(scan) is True
     assert store.record_peer_event(scan) is False  # delivered twice, counted once
@@ -140,11 +166,27 @@ def test_a_peer_can_neither_take_nor_roll_back_the_gates_own_admissions(store):
     cti = os.urandom(16)
     mine = store.record_scan({"ticket": cti.hex(), "decision": "admit"}, 1_000, admit_cti=cti)
     # g2 names g1's scan id (a shape events.read_event refuses; the store must not rely on that alone)
-    assert store.record_peer_event({"kind": "passage", "gate": "g2", "id": "g2:9", "seq": 9, "ref": mine["id"],
-                                    "result": "timeout"}) is False
+    assert (
+        store.record_peer_event(
+            {"kind": "passage", "gate": "g2", "id": "g2:9", "seq": 9, "ref": mine["id"], "result": "timeout"}
+        )
+        is False
+    )
     # and an admission whose id is the one g1 gives next: g1's own next admission still goes in
-    assert store.record_peer_event({"kind": "scan", "gate": "g2", "id": "g1:2", "seq": 2, "decision": "admit",
-                                    "ticket": cti.hex(), "ts": "2026-09-21T14:13:20.123Z"}) is True
+    assert (
+        store.record_peer_event(
+            {
+                "kind": "scan",
+                "gate": "g2",
+                "id": "g1:2",
+                "seq": 2,
+                "decision": "admit",
+                "ticket": cti.hex(),
+                "ts": "2026-09-21T14:13:20.123Z",
+            }
+        )
+        is True
+    )
     assert store.facts(cti).admissions == 2
     follow = store.record_scan({"ticket": cti.hex(), "decision": "admit"}, 2_000, admit_cti=cti)  # no collision
     assert follow["id"] == "g1:2" and store.facts(cti).admissions == 3
@@ -181,10 +223,25 @@ def test_state_is_private_whatever_the_umask(tmp_path, authority, umask):
     """The file holds the device's private key: `gated verify --state` (a desk tool, a fresh
     directory) and the daemon make it 0600 in a 0700 directory, -wal and -shm too."""
     state = tmp_path / "made" / "here" / "gate.db"
-    result = subprocess.run([str(GATED), "verify", "--keyring", str(authority.keyring_dir), "--event", EVENT,
-                             "--state", str(state), "--record", authority.ticket()],
-                            capture_output=True, text=True, timeout=60, umask=umask,
-                            env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    result = subprocess.run(
+        [
+            str(GATED),
+            "verify",
+            "--keyring",
+            str(authority.keyring_dir),
+            "--event",
+            EVENT,
+            "--state",
+            str(state),
+            "--record",
+            authority.ticket(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        umask=umask,
+        env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"},
+    )
     assert result.returncode == 0, result.stderr
     for directory in (tmp_path / "made", tmp_path / "made" / "here"):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
@@ -236,8 +293,15 @@ def test_gated_run_and_doctor_refuse_a_damaged_state(tmp_path, authority):
 
     admitted_state(tmp_path / "state" / "gate.db", 500)
     corrupt_index(tmp_path / "state" / "gate.db")
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:9", camera_source="synthetic:",
-                      site=SITE, gate="g1", event=EVENT)
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url="mqtt://127.0.0.1:9",
+        camera_source="synthetic:",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+    )
     config = write_config(tmp_path / "gated.toml", cfg)
     gate = GateProcess(config).start()
     try:
@@ -248,9 +312,13 @@ def test_gated_run_and_doctor_refuse_a_damaged_state(tmp_path, authority):
     (failure,) = gate.logged("gate cannot run")
     assert failure["fault"] == "StoreCorrupt" and "damaged" in failure["error"], failure
     assert not gate.logged("gate ready")
-    result = subprocess.run([str(GATED), "doctor", "--config", str(config), "--timeout", "2", "--skip", "broker",
-                             "--skip", "camera"], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    result = subprocess.run(
+        [str(GATED), "doctor", "--config", str(config), "--timeout", "2", "--skip", "broker", "--skip", "camera"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"},
+    )
     assert result.returncode == 1
     (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
     assert state_line.startswith("FAIL") and "damaged" in state_line, result.stdout
@@ -262,11 +330,37 @@ def test_doctor_warns_about_a_state_file_others_can_read(tmp_path, authority):
     with GateStore(tmp_path / "state" / "gate.db", site=SITE, gate="g1"):
         pass
     (tmp_path / "state" / "gate.db").chmod(0o644)  # as an older gated left it under umask 022
-    cfg = gate_config(tmp_path, keyring=authority.keyring_dir, broker_url="mqtt://127.0.0.1:9", camera_source="synthetic:",
-                      site=SITE, gate="g1", event=EVENT)
-    result = subprocess.run([str(GATED), "doctor", "--config", str(write_config(tmp_path / "gated.toml", cfg)),
-                             "--timeout", "1", "--skip", "broker", "--skip", "camera", "--skip", "gpio", "--skip", "decoder"],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"})
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url="mqtt://127.0.0.1:9",
+        camera_source="synthetic:",
+        site=SITE,
+        gate="g1",
+        event=EVENT,
+    )
+    result = subprocess.run(
+        [
+            str(GATED),
+            "doctor",
+            "--config",
+            str(write_config(tmp_path / "gated.toml", cfg)),
+            "--timeout",
+            "1",
+            "--skip",
+            "broker",
+            "--skip",
+            "camera",
+            "--skip",
+            "gpio",
+            "--skip",
+            "decoder",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GPIOZERO_PIN_FACTORY": "mock"},
+    )
     (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
     assert state_line.startswith("warn") and "readable by other users" in state_line, result.stdout
     assert stat.S_IMODE((tmp_path / "state" / "gate.db").stat().st_mode) == 0o644  # doctor never writes

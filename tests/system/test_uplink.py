@@ -12,19 +12,17 @@ import time
 import pytest
 
 from gated import keys
-from gated.core import revocation
-
-from gated.core import events
 from gated.central.publisher import publish_revocations
+from gated.core import events, revocation
 from gated.core.reasons import Reason
 from gated.gate.store import GateStore
-from tests.support.signing import encode_command
-from gated.topics import command_topic, events_topic, revocation_topic, status_topic
 from gated.gate.uplink import Uplink
 from gated.gate.validate import scan_fields, validate
+from gated.topics import command_topic, events_topic, revocation_topic, status_topic
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from tests.support.gateproc import spawn
+from tests.support.signing import encode_command
 from tests.support.uplink import LedgerThread, Listener, device_keyring, fast_settings, ledger_count, pump
 
 
@@ -40,8 +38,12 @@ def state_events(store, n: int) -> None:
 def admit(store, ctx, keyring, text: str):
     decision = validate(text, keyring, ctx, store, time.time())
     if decision.admit:
-        store.record_scan(scan_fields(decision, ctx, store.revocation_state().version), time.time_ns() // 1_000_000,
-                          admit_cti=decision.cti, confirmed=True)
+        store.record_scan(
+            scan_fields(decision, ctx, store.revocation_state().version),
+            time.time_ns() // 1_000_000,
+            admit_cti=decision.cti,
+            confirmed=True,
+        )
     return decision
 
 
@@ -122,8 +124,10 @@ def test_gate_sigkilled_with_outbox_rows_delivers_them_after_restart(tmp_path, a
             gate.send_signal(signal.SIGKILL)
             gate.wait(10)
             deadline = time.monotonic() + 10
-            while not any(json.loads(p)["state"] == "offline" for p in status.on(status_topic(SITE, "g9"))) \
-                    and time.monotonic() < deadline:
+            while (
+                not any(json.loads(p)["state"] == "offline" for p in status.on(status_topic(SITE, "g9")))
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
             states = [json.loads(p)["state"] for p in status.on(status_topic(SITE, "g9"))]
             status.close()
@@ -162,13 +166,17 @@ def test_a_new_gate_catches_up_from_retained_updates_and_superseded_ones_are_cle
     settings = fast_settings(broker.url)
     publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=1, add=[a], iat=now))
     publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=2, base=1, add=[b], iat=now))
-    result = publish_revocations(settings, SITE,
-                                 revocation.encode_updates(key, site=SITE, version=3, add=[a, c], iat=now, parts=2))
+    result = publish_revocations(
+        settings, SITE, revocation.encode_updates(key, site=SITE, version=3, add=[a, c], iat=now, parts=2)
+    )
     assert result.cleared == [revocation_topic(SITE, 1, 0), revocation_topic(SITE, 2, 0)]
     retained = Listener(broker.port, f"gated/v1/{SITE}/revocations/#")
     time.sleep(0.5)
     retained.close()
-    assert sorted(t for t, _, r in retained.messages if r) == [revocation_topic(SITE, 3, 0), revocation_topic(SITE, 3, 1)]
+    assert sorted(t for t, _, r in retained.messages if r) == [
+        revocation_topic(SITE, 3, 0),
+        revocation_topic(SITE, 3, 1),
+    ]
     with GateStore(tmp_path / "new.db", site=SITE, gate="g5") as store:  # never connected before
         uplink = make_uplink(store, broker, authority.keyring)
         uplink.start()
@@ -192,12 +200,16 @@ def test_forged_replayed_and_rolled_back_updates_are_rejected(broker, store, aut
             uplink.publish(revocation_topic(SITE, version, 0), blob, 1, False)
         pump([uplink], lambda: store.revocation_state().version == 2, what="v2")
         bad = [
-            ("forged: signed by the issuer key", revocation.encode_updates(
-                authority.issuer, site=SITE, version=3, add=[forged_id], iat=now)[0]),
+            (
+                "forged: signed by the issuer key",
+                revocation.encode_updates(authority.issuer, site=SITE, version=3, add=[forged_id], iat=now)[0],
+            ),
             ("forged: signature broken", v1[:-1] + bytes([v1[-1] ^ 1])),
             ("replay of v2", v2),
-            ("rollback to a new v1 snapshot", revocation.encode_updates(key, site=SITE, version=1, add=[rollback_id],
-                                                                        iat=now)[0]),
+            (
+                "rollback to a new v1 snapshot",
+                revocation.encode_updates(key, site=SITE, version=1, add=[rollback_id], iat=now)[0],
+            ),
             ("another site", revocation.encode_updates(key, site="elsewhere", version=9, add=[forged_id], iat=now)[0]),
         ]
         for _, blob in bad:
@@ -214,7 +226,10 @@ def test_forged_replayed_and_rolled_back_updates_are_rejected(broker, store, aut
 
 
 def test_two_gates_single_entry_ticket_second_gate_denies_already_used(broker, tmp_path, authority, gate_context):
-    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2:
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
         uplinks = [make_uplink(s, broker, authority.keyring) for s in (g1, g2)]
         for u in uplinks:
             u.start()
@@ -233,7 +248,10 @@ def test_two_gates_single_entry_ticket_second_gate_denies_already_used(broker, t
 
 
 def test_peer_events_with_a_bad_seal_are_ignored(broker, tmp_path, authority, gate_context):
-    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2:
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
         ring = device_keyring(tmp_path / "ring", g1)
         ring = keys.Keyring(authority.keyring.keys + ring.keys)
         uplink = make_uplink(g2, broker, ring)
@@ -241,18 +259,41 @@ def test_peer_events_with_a_bad_seal_are_ignored(broker, tmp_path, authority, ga
         try:
             pump([uplink], lambda: uplink.connected, what="a connection")
             cti = os.urandom(16)
-            body = {"kind": "scan", "ticket": cti.hex(), "event": "FINAL-2026", "type": "general", "zone": "north",
-                    "decision": "admit", "reason": "ok", "rev": 0, "latency_us": 0}
+            body = {
+                "kind": "scan",
+                "ticket": cti.hex(),
+                "event": "FINAL-2026",
+                "type": "general",
+                "zone": "north",
+                "decision": "admit",
+                "reason": "ok",
+                "rev": 0,
+                "latency_us": 0,
+            }
             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
             forged_cti = os.urandom(16)
-            forged = events.seal(dict(body, ticket=forged_cti.hex()), site=SITE, gate="g1", seq=1, prev=events.GENESIS,
-                                 ts_ms=1, key=Ed25519PrivateKey.generate())
+            forged = events.seal(
+                dict(body, ticket=forged_cti.hex()),
+                site=SITE,
+                gate="g1",
+                seq=1,
+                prev=events.GENESIS,
+                ts_ms=1,
+                key=Ed25519PrivateKey.generate(),
+            )
             other = Listener(broker.port, "unused/topic")  # g2 does not hear its own publications (noLocal)
             other.client.publish(events_topic(SITE, "g1"), json.dumps(forged).encode(), 1).wait_for_publish(5)
             # no device key for g3 (only the ACL vouches), and a ticket id that is not one: ignored, no crash
-            odd = events.seal(dict(body, ticket="not-hex"), site=SITE, gate="g3", seq=1, prev=events.GENESIS, ts_ms=1,
-                              key=Ed25519PrivateKey.generate())
+            odd = events.seal(
+                dict(body, ticket="not-hex"),
+                site=SITE,
+                gate="g3",
+                seq=1,
+                prev=events.GENESIS,
+                ts_ms=1,
+                key=Ed25519PrivateKey.generate(),
+            )
             other.client.publish(events_topic(SITE, "g3"), json.dumps(odd).encode(), 1).wait_for_publish(5)
             genuine = g1.record_scan({k: v for k, v in body.items() if k != "kind"}, 2, admit_cti=cti, confirmed=True)
             other.client.publish(events_topic(SITE, "g1"), json.dumps(genuine).encode(), 1).wait_for_publish(5)
@@ -315,8 +356,13 @@ def test_no_broker_is_not_an_error_events_wait_in_the_outbox(url, store, authori
     from gated.mqtturl import parse_broker_url
 
     state_events(store, 3)
-    uplink = Uplink(store=store, keyring=authority.keyring, settings=parse_broker_url(url, reconnect_min_s=0.05),
-                    site=SITE, gate="g1")
+    uplink = Uplink(
+        store=store,
+        keyring=authority.keyring,
+        settings=parse_broker_url(url, reconnect_min_s=0.05),
+        site=SITE,
+        gate="g1",
+    )
     uplink.start()
     try:
         deadline = time.monotonic() + 0.5
@@ -337,8 +383,20 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
         s.close()
 
     def gate(name):
-        return spawn("--db", str(dbs[name]), "--site", SITE, "--gate", name, "--broker", broker.url,
-                     "--keyring", str(authority.keyring_dir), "--rate", "150")
+        return spawn(
+            "--db",
+            str(dbs[name]),
+            "--site",
+            SITE,
+            "--gate",
+            name,
+            "--broker",
+            broker.url,
+            "--keyring",
+            str(authority.keyring_dir),
+            "--rate",
+            "150",
+        )
 
     key, now, settings = authority.revocation, int(time.time()), fast_settings(broker.url)
     revoked = [os.urandom(16) for _ in range(3)]
@@ -348,27 +406,33 @@ def test_two_gate_processes_publisher_and_ledger_survive_broker_loss_and_sigkill
             procs = {name: gate(name) for name in dbs}
             for p in procs.values():
                 assert p.stdout.readline().split()[0] == "ready"
-            publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=1, add=revoked[:1],
-                                                                           iat=now))
+            publish_revocations(
+                settings, SITE, revocation.encode_updates(key, site=SITE, version=1, add=revoked[:1], iat=now)
+            )
             time.sleep(1.0)
             procs["g1"].send_signal(signal.SIGKILL)  # power cut at g1, rows in flight
             procs["g1"].wait(10)
             broker.stop()  # and the broker goes away while g2 keeps scanning
             time.sleep(0.5)
             broker.start()
-            publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=2, base=1,
-                                                                           add=revoked[1:2], iat=now))
+            publish_revocations(
+                settings, SITE, revocation.encode_updates(key, site=SITE, version=2, base=1, add=revoked[1:2], iat=now)
+            )
             procs["g1"] = gate("g1")
             assert procs["g1"].stdout.readline().split()[0] == "ready"
-            publish_revocations(settings, SITE, revocation.encode_updates(key, site=SITE, version=3, base=2,
-                                                                           add=revoked[2:], iat=now))
+            publish_revocations(
+                settings, SITE, revocation.encode_updates(key, site=SITE, version=3, base=2, add=revoked[2:], iat=now)
+            )
             time.sleep(1.0)
             last = {}
             for name, p in procs.items():
                 p.send_signal(signal.SIGTERM)
                 # its last word on stopping (log lines of the uplink's own stop may follow it)
-                word, seq = [line.split() for line in p.stdout.read().splitlines()
-                             if line.split()[:1] in (["drained"], ["undrained"])][-1]
+                word, seq = [
+                    line.split()
+                    for line in p.stdout.read().splitlines()
+                    if line.split()[:1] in (["drained"], ["undrained"])
+                ][-1]
                 assert word == "drained" and p.wait(20) == 0
                 last[name] = int(seq)
             deadline = time.monotonic() + 20
@@ -401,7 +465,7 @@ def test_reconnect_backoff_grows_is_capped_and_spreads_gates_apart():
     gates = [random.Random(seed) for seed in range(20)]
     for attempt in range(12):
         delays = [backoff_delay(attempt, 1.0, 60.0, rng) for rng in gates]
-        step = min(60.0, 2.0 ** attempt)
+        step = min(60.0, 2.0**attempt)
         assert all(step * 0.5 <= d <= step for d in delays)
         assert len({round(d, 6) for d in delays}) == len(delays)  # no two gates in step
 
@@ -414,27 +478,75 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
     from gated.cli import main
 
     update = tmp_path / "v1.rev"
-    update.write_bytes(revocation.encode_updates(authority.revocation, site=SITE, version=1, add=[os.urandom(16)],
-                                                  iat=int(time.time()))[0])
-    assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
-                 str(authority.keyring_dir), str(update)]) == 0
+    update.write_bytes(
+        revocation.encode_updates(
+            authority.revocation, site=SITE, version=1, add=[os.urandom(16)], iat=int(time.time())
+        )[0]
+    )
+    assert (
+        main(
+            [
+                "publish-revocations",
+                "--broker",
+                broker.url,
+                "--site",
+                SITE,
+                "--keyring",
+                str(authority.keyring_dir),
+                str(update),
+            ]
+        )
+        == 0
+    )
     forged = tmp_path / "forged.rev"
     forged.write_bytes(revocation.encode_updates(authority.issuer, site=SITE, version=2, iat=0)[0])
-    assert main(["publish-revocations", "--broker", broker.url, "--site", SITE, "--keyring",
-                 str(authority.keyring_dir), str(forged)]) == 2
+    assert (
+        main(
+            [
+                "publish-revocations",
+                "--broker",
+                broker.url,
+                "--site",
+                SITE,
+                "--keyring",
+                str(authority.keyring_dir),
+                str(forged),
+            ]
+        )
+        == 2
+    )
     db = tmp_path / "ledger.db"
     with LedgerThread(tmp_path / "first.db", broker.url, SITE, client_id="cli-ledger"):
         pass  # the ledger's session exists from its first start on: events queue for it from then on
-    ledger = subprocess.Popen([sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE,
-                               "--db", str(db), "--client-id", "cli-ledger"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ledger = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gated.cli",
+            "ledger",
+            "--broker",
+            broker.url,
+            "--site",
+            SITE,
+            "--db",
+            str(db),
+            "--client-id",
+            "cli-ledger",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         state_events(store, 5)
         uplink = make_uplink(store, broker, authority.keyring)
         uplink.start()
         try:
-            pump([uplink], lambda: store.outbox_depth() == 0 and store.revocation_state().version == 1,
-                 what="events out and v1 in")
+            pump(
+                [uplink],
+                lambda: store.outbox_depth() == 0 and store.revocation_state().version == 1,
+                what="events out and v1 in",
+            )
         finally:
             uplink.stop()
         deadline = time.monotonic() + 20
@@ -452,8 +564,10 @@ def test_ledgers_in_a_shared_group_split_the_events_between_them(broker, tmp_pat
     import sqlite3
 
     state_events(store, 100)
-    with LedgerThread(tmp_path / "a.db", broker.url, SITE, group="ledger") as a, \
-            LedgerThread(tmp_path / "b.db", broker.url, SITE, group="ledger") as b:
+    with (
+        LedgerThread(tmp_path / "a.db", broker.url, SITE, group="ledger") as a,
+        LedgerThread(tmp_path / "b.db", broker.url, SITE, group="ledger") as b,
+    ):
         uplink = make_uplink(store, broker, authority.keyring)
         uplink.start()
         try:

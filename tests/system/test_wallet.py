@@ -29,8 +29,27 @@ def desk(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["keys", "generate", "--out", "k", "--name", "box"]) == 0
     assert main(["keys", "trust", "--keyring", "ring", "--role", "issuer", "--event", "FINAL", "k/box.pub"]) == 0
-    assert main(["issue", "--key", "k/box.key", "--event", "FINAL", "--entries", "0", "--dynamic", "--out", "tix",
-                 "--valid-from", "2026-01-01", "--valid-until", "2027-12-31"]) == 0
+    assert (
+        main(
+            [
+                "issue",
+                "--signing-key",
+                "k/box.key",
+                "--event",
+                "FINAL",
+                "--entries",
+                "0",
+                "--dynamic",
+                "--out",
+                "tix",
+                "--valid-from",
+                "2026-01-01",
+                "--valid-until",
+                "2027-12-31",
+            ]
+        )
+        == 0
+    )
     with open("tix/tickets.csv") as fh:
         cti = next(csv.DictReader(fh))["ticket_id"]
     return Path("tix") / f"{cti}.ticket", Path("tix") / f"{cti}.devkey"
@@ -44,15 +63,29 @@ def run(capsys, *argv):
 
 def show(capsys, desk, *extra, now=NOW):
     ticket_file, key_file = desk
-    code, out, err = run(capsys, "wallet", "show", "--ticket", str(ticket_file), "--device-key", str(key_file),
-                         "--now", str(now), *extra)
+    code, out, err = run(
+        capsys, "wallet", "show", "--ticket", str(ticket_file), "--device-key", str(key_file), "--now", str(now), *extra
+    )
     assert code == 0, err
     return out.strip()
 
 
 def verify(capsys, text, now, state="gate.db"):
-    code, out, _ = run(capsys, "verify", "--keyring", "ring", "--event", "FINAL", "--json", "--state", state,
-                       "--record", "--now", str(now), text)
+    code, out, _ = run(
+        capsys,
+        "verify",
+        "--keyring",
+        "ring",
+        "--event",
+        "FINAL",
+        "--json",
+        "--state",
+        state,
+        "--record",
+        "--now",
+        str(now),
+        text,
+    )
     return code, json.loads(out)["reason"]
 
 
@@ -65,8 +98,9 @@ def test_issue_dynamic_writes_ticket_and_private_device_key(desk):
 
 def test_dynamic_ticket_too_long_for_a_gate_is_refused_at_issue(desk, capsys):
     zones = [f"--zone=Z{i:03d}-north-stand-upper-tier" for i in range(25)]
-    code, out, err = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL", "--dynamic", "--out", "long",
-                         *zones)
+    code, out, err = run(
+        capsys, "issue", "--signing-key", "k/box.key", "--event", "FINAL", "--dynamic", "--out", "long", *zones
+    )
     assert code == 2 and "over the 1024" in err and not Path("long/tickets.csv").exists()
 
 
@@ -120,7 +154,7 @@ def test_static_ticket_file_is_refused(desk, capsys, tmp_path):
     from gated.core import base45
 
     _, key_file = desk
-    text = run(capsys, "issue", "--key", "k/box.key", "--event", "FINAL")[1].strip()
+    text = run(capsys, "issue", "--signing-key", "k/box.key", "--event", "FINAL")[1].strip()
     plain = tmp_path / "plain.ticket"
     plain.write_bytes(base45.decode(text[4:]))
     code, _, err = run(capsys, "wallet", "show", "--ticket", str(plain), "--device-key", str(key_file))
@@ -138,8 +172,9 @@ def test_watch_renders_a_new_code_each_step(desk):
         slept.append(seconds)
         moments["t"] += seconds
 
-    count = wallet.watch(held, lambda text, left: shown.append((text, round(left))), now=lambda: moments["t"],
-                         sleep=sleep, renders=3)
+    count = wallet.watch(
+        held, lambda text, left: shown.append((text, round(left))), now=lambda: moments["t"], sleep=sleep, renders=3
+    )
     assert count == 3
     steps = [wallet.step_of(NOW) + i for i in range(3)]
     assert [text for text, _ in shown] == [wallet.code_at(held.cose, held.device_key, s) for s in steps]
@@ -149,9 +184,12 @@ def test_watch_renders_a_new_code_each_step(desk):
 def test_watch_command_keeps_running(desk):
     """`gated wallet show --watch` prints a code at once and keeps going until interrupted."""
     ticket_file, key_file = desk
-    proc = subprocess.Popen([GATED, "wallet", "show", "--ticket", str(ticket_file),
-                             "--device-key", str(key_file), "--watch"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [GATED, "wallet", "show", "--ticket", str(ticket_file), "--device-key", str(key_file), "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stdout.readline().strip()
         assert first.startswith("GT2:")
@@ -166,8 +204,9 @@ def test_watch_command_keeps_running(desk):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "wallet" / "index.html"
 # `make test` installs Chromium; in CI its absence is a failure, not a silent skip.
-needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
-                                    reason="Chromium is not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="Chromium is not installed (apt-get install chromium)"
+)
 
 
 ENCODER = PAGE.parent / "node_modules" / "qrcode-generator" / "dist" / "qrcode.js"
@@ -182,8 +221,9 @@ def test_the_page_takes_its_qr_encoder_from_npm_pinned():
     pinned = lock["packages"]["node_modules/qrcode-generator"]
     assert pinned["version"] == wanted and pinned["integrity"].startswith("sha512-")
     assert '<script src="node_modules/qrcode-generator/dist/qrcode.js"></script>' in PAGE.read_text()
-    tracked = subprocess.run(["git", "ls-files", str(PAGE.parent)], capture_output=True, text=True,
-                             cwd=PAGE.parent).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", str(PAGE.parent)], capture_output=True, text=True, cwd=PAGE.parent
+    ).stdout.split()
     assert not [f for f in tracked if f.endswith("qrcode.js")], tracked
 
 
@@ -197,9 +237,22 @@ def page_url(ticket_file, key_file, now) -> str:
 
 def chromium(tmp_path, url: str, *extra) -> str:
     assert ENCODER.exists(), f"{ENCODER} is missing: run `make wallet-deps` (npm ci in docs/wallet)"
-    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
-                           *extra, url], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 

@@ -39,9 +39,11 @@ def key_settings(seed: bytes):
     key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest())
     return SimpleNamespace(
         ticket_secrets_pretix_sig1_privkey=base64.b64encode(
-            key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())).decode(),
+            key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+        ).decode(),
         ticket_secrets_pretix_sig1_pubkey=base64.b64encode(
-            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)).decode(),
+            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        ).decode(),
     )
 
 
@@ -59,13 +61,21 @@ def main(out: Path) -> None:
         "window": gen.generate_secret(item=item, valid_from=t(2026, 6, 1, 18), valid_until=t(2026, 6, 1, 23)),
         "other_event": other_gen.generate_secret(item=item),
     }
-    out.write_text(json.dumps({
-        "generator": f"pretix {pretix.__version__} Sig1TicketSecretGenerator",
-        "valid_keys": {"event": event.settings.ticket_secrets_pretix_sig1_pubkey,
-                       "other_event": other.settings.ticket_secrets_pretix_sig1_pubkey},
-        "secrets": secrets,
-        "window": {"from": int(t(2026, 6, 1, 18).timestamp()), "until": int(t(2026, 6, 1, 23).timestamp())},
-    }, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "generator": f"pretix {pretix.__version__} Sig1TicketSecretGenerator",
+                "valid_keys": {
+                    "event": event.settings.ticket_secrets_pretix_sig1_pubkey,
+                    "other_event": other.settings.ticket_secrets_pretix_sig1_pubkey,
+                },
+                "secrets": secrets,
+                "window": {"from": int(t(2026, 6, 1, 18).timestamp()), "until": int(t(2026, 6, 1, 23).timestamp())},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,18 @@ def main() -> None:
     issuer, issuer_seed = key("gated test vector issuer")
     stranger, stranger_seed = key("gated test vector untrusted")
     cti = bytes(range(16))
-    full = {7: cti, 3: EVENT, 5: NOW - 3600, 4: NOW + 3600, 1: "box office", 6: NOW - 7200, -1: "adult", -2: 2,
-            -3: ["north", "vip"], -4: "A12"}
+    full = {
+        7: cti,
+        3: EVENT,
+        5: NOW - 3600,
+        4: NOW + 3600,
+        1: "box office",
+        6: NOW - 7200,
+        -1: "adult",
+        -2: 2,
+        -3: ["north", "vip"],
+        -4: "A12",
+    }
     minimal = {7: bytes(16), 3: EVENT, 5: NOW - 60, 4: NOW + 60}
     vectors = [
         ("all claims", text_of(full, issuer), "admit", "ok"),
@@ -65,8 +75,12 @@ def main() -> None:
         ("not base45", "GT1:abc", "deny", "malformed"),
     ]
     # the tag-18 vector really is tagged
-    vectors[2] = ("tag 18 and an unknown claim", text_of({**minimal, 99: "future", -77: [1, 2]}, issuer, tag18=True),
-                  "admit", "ok")
+    vectors[2] = (
+        "tag 18 and an unknown claim",
+        text_of({**minimal, 99: "future", -77: [1, 2]}, issuer, tag18=True),
+        "admit",
+        "ok",
+    )
     genuine = base45.decode(vectors[0][1][4:])
     forged = genuine.replace(b"A12", b"A13")  # the seat label, inside the signed payload
     vectors.append(("seat changed after signing", "GT1:" + base45.encode(forged), "deny", "bad_signature"))

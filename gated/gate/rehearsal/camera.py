@@ -12,19 +12,20 @@ import time
 
 import numpy as np
 
-from gated.gate.frames import Frame
+from gated.gate.frames import Frame, MadeFrames
 from gated.gate.rehearsal.synthetic import Distortions, render_idle_frame, render_ticket_frame
 
 
-class SyntheticSource:
+class SyntheticSource(MadeFrames):
     """Rendered camera frames of whatever ticket text the world shows (`show(text)`; None: nobody).
 
     For the simulator and tests: frames are paced at `fps` like a camera, every frame gets freshly
     drawn distortions (pin any with keywords: `SyntheticSource(blur=0.0, tilt=0.0)`), and
     `stall()` imitates a hung camera until the next open()."""
 
-    def __init__(self, *, width: int = 1280, height: int = 720, fps: float | None = 15.0,
-                 seed: int | None = None, **distortions):
+    def __init__(
+        self, *, width: int = 1280, height: int = 720, fps: float | None = 15.0, seed: int | None = None, **distortions
+    ):
         Distortions.sample(np.random.default_rng(0), **distortions)  # unknown names fail here, not mid-run
         self.name = "synthetic:"
         self.size = (int(width), int(height))
@@ -63,20 +64,12 @@ class SyntheticSource:
             if wait > 0:
                 time.sleep(wait if timeout is None else min(wait, timeout))
         if text is None:
-            gray = render_idle_frame(self.size, self._rng,
-                                     **{k: v for k, v in self.distortions.items() if k in ("noise", "gradient")})
+            gray = render_idle_frame(
+                self.size, self._rng, **{k: v for k, v in self.distortions.items() if k in ("noise", "gradient")}
+            )
         else:
             gray = render_ticket_frame(text, self.size, self._rng, **self.distortions)
-        self._seq += 1
-        self._last_at = time.monotonic()
-        return Frame(gray, self._last_at, self._seq, "synthetic")
-
-    def frame_age(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self._last_at
-
-    @property
-    def finished(self) -> bool:
-        return False
+        return self._made(gray, "synthetic")
 
     def close(self) -> None:
         return None

@@ -155,9 +155,12 @@ class Controller:
     def state(self) -> dict:
         out = {}
         for name, device in sorted(self.devices.items()):
-            out[name] = {"kind": "input" if _is_input(device) else "output", "pin": str(device.pin),
-                         "active": bool(device.is_active),
-                         "activations": _activations(device, self._active_level(name))}
+            out[name] = {
+                "kind": "input" if _is_input(device) else "output",
+                "pin": str(device.pin),
+                "active": bool(device.is_active),
+                "activations": _activations(device, self._active_level(name)),
+            }
         return out
 
     def _active_level(self, name: str) -> bool:

@@ -37,18 +37,18 @@ from gated.core.ticket import qr_symbol as ticket_symbol
 
 # Ranges for Distortions.sample(): (low, high) drawn uniformly; chances for the booleans.
 RANGES = {
-    "scale": (0.30, 0.80),      # code side (quiet zone included) as a share of the frame height
+    "scale": (0.30, 0.80),  # code side (quiet zone included) as a share of the frame height
     "rotation": (-35.0, 35.0),  # degrees in the image plane
-    "tilt": (0.0, 0.22),        # perspective: how much the far edge shrinks (0 = facing the camera)
-    "blur": (0.0, 1.5),         # defocus, Gaussian sigma in pixels at 1280x720 (scaled with the frame)
-    "motion": (0.0, 4.0),       # hand motion smear length in pixels at 1280x720
-    "noise": (2.0, 9.0),        # sensor read noise, grey levels (sigma)
-    "glare": (0.0, 0.7),        # glare spot strength (share of full white added at its centre)
-    "gradient": (0.0, 0.55),    # lighting falloff across the frame (share of brightness lost)
-    "contrast": (0.55, 1.0),    # exposure/contrast of the ticket against black
+    "tilt": (0.0, 0.22),  # perspective: how much the far edge shrinks (0 = facing the camera)
+    "blur": (0.0, 1.5),  # defocus, Gaussian sigma in pixels at 1280x720 (scaled with the frame)
+    "motion": (0.0, 4.0),  # hand motion smear length in pixels at 1280x720
+    "noise": (2.0, 9.0),  # sensor read noise, grey levels (sigma)
+    "glare": (0.0, 0.7),  # glare spot strength (share of full white added at its centre)
+    "gradient": (0.0, 0.55),  # lighting falloff across the frame (share of brightness lost)
+    "contrast": (0.55, 1.0),  # exposure/contrast of the ticket against black
 }
-CHANCE_INVERTED = 0.15          # dark-mode phone screens: light modules on a dark background
-CHANCE_GLARE = 0.4              # share of frames with a glare spot at all
+CHANCE_INVERTED = 0.15  # dark-mode phone screens: light modules on a dark background
+CHANCE_GLARE = 0.4  # share of frames with a glare spot at all
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,27 @@ def qr_modules(text: str) -> np.ndarray:
     return modules
 
 
-def render_idle_frame(size=(1280, 720), rng: np.random.Generator | None = None, *,
-                      noise: float | None = None, gradient: float | None = None) -> np.ndarray:
+def render_idle_frame(
+    size=(1280, 720),
+    rng: np.random.Generator | None = None,
+    *,
+    noise: float | None = None,
+    gradient: float | None = None,
+) -> np.ndarray:
     """A camera frame with no code in it: the scene, lit and noised like render_ticket_frame()."""
     rng = rng if rng is not None else np.random.default_rng()
     width, height = size
     scene = _scene(width, height, rng)
-    d = Distortions(noise=float(rng.uniform(*RANGES["noise"])) if noise is None else noise,
-                    gradient=float(rng.uniform(*RANGES["gradient"])) if gradient is None else gradient)
+    d = Distortions(
+        noise=float(rng.uniform(*RANGES["noise"])) if noise is None else noise,
+        gradient=float(rng.uniform(*RANGES["gradient"])) if gradient is None else gradient,
+    )
     return _light_and_sensor(scene, d, rng)
 
 
-def render_ticket_frame(text: str, size=(1280, 720), rng: np.random.Generator | None = None,
-                        **distortions) -> np.ndarray:
+def render_ticket_frame(
+    text: str, size=(1280, 720), rng: np.random.Generator | None = None, **distortions
+) -> np.ndarray:
     """A grayscale uint8 frame (height x width) showing the QR code of `text`.
 
     With no keywords the distortions are drawn at random (Distortions.sample); keywords pin
@@ -136,7 +144,7 @@ def _place_ticket(scene: np.ndarray, modules: np.ndarray, d: Distortions, rng: n
     """Warp the card with its code into the scene (in place): scale, rotation, tilt, offset, contrast."""
     height, width = scene.shape
     n = modules.shape[0]
-    side = d.scale * height                      # code with quiet zone, in frame pixels
+    side = d.scale * height  # code with quiet zone, in frame pixels
     module_px = side / n
     px = int(np.clip(np.ceil(module_px * 2), 2, 16))  # texture pixels per module (2x oversampled)
     paper, ink = (0.12, 0.92) if d.inverted else (0.95, 0.05)
@@ -170,8 +178,9 @@ def _place_ticket(scene: np.ndarray, modules: np.ndarray, d: Distortions, rng: n
     t = float(texture.shape[0])
     src = np.array([[0, 0], [t, 0], [t, t], [0, t]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(src, corners.astype(np.float32))
-    warped = cv2.warpPerspective(texture, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    warped = cv2.warpPerspective(
+        texture, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+    )
     mask = np.zeros((height, width), np.uint8)
     cv2.fillConvexPoly(mask, np.round(corners).astype(np.int32), 1)
     np.copyto(scene, warped, where=mask.astype(bool))
@@ -199,8 +208,8 @@ def _light_and_sensor(scene: np.ndarray, d: Distortions, rng: np.random.Generato
     if d.glare > 0:  # a Gaussian spot is separable: the outer product of two 1-D profiles
         gx, gy = rng.uniform(0.2, 0.8) * width, rng.uniform(0.2, 0.8) * height
         radius = rng.uniform(0.05, 0.15) * width
-        fx = np.exp(-((np.arange(width, dtype=np.float32) - gx) ** 2) / (2 * radius ** 2)).astype(np.float32)
-        fy = np.exp(-((np.arange(height, dtype=np.float32) - gy) ** 2) / (2 * radius ** 2)).astype(np.float32)
+        fx = np.exp(-((np.arange(width, dtype=np.float32) - gx) ** 2) / (2 * radius**2)).astype(np.float32)
+        fy = np.exp(-((np.arange(height, dtype=np.float32) - gy) ** 2) / (2 * radius**2)).astype(np.float32)
         img = img + np.float32(d.glare) * np.outer(fy, fx)
     img = img * np.float32(255.0)
     if d.noise > 0:
@@ -210,9 +219,22 @@ def _light_and_sensor(scene: np.ndarray, d: Distortions, rng: np.random.Generato
 
 def clean_ticket_frame(text: str, width: int, height: int) -> np.ndarray:
     """A clean, square-on grayscale frame showing `text` (`gated doctor`'s decoder check)."""
-    return render_ticket_frame(text, (width, height), np.random.default_rng(0), scale=0.6, rotation=0.0, tilt=0.0,
-                               blur=0.0, motion=0.0, noise=0.0, glare=0.0, gradient=0.0, contrast=1.0,
-                               inverted=False, offset=(0.0, 0.0))
+    return render_ticket_frame(
+        text,
+        (width, height),
+        np.random.default_rng(0),
+        scale=0.6,
+        rotation=0.0,
+        tilt=0.0,
+        blur=0.0,
+        motion=0.0,
+        noise=0.0,
+        glare=0.0,
+        gradient=0.0,
+        contrast=1.0,
+        inverted=False,
+        offset=(0.0, 0.0),
+    )
 
 
 # The hard set (issue 15): frames at the edge of what a gate camera still has to read. Unlike
@@ -221,16 +243,16 @@ def clean_ticket_frame(text: str, width: int, height: int) -> np.ndarray:
 HARD_RANGES = {
     "code_px": (150.0, 320.0),  # the symbol's width, quiet zone excluded: 2.5-5 px a module for a GT2 code
     "rotation": (-15.0, 15.0),
-    "blur": (0.6, 1.4),         # defocus, Gaussian sigma in frame pixels
-    "noise": (4.0, 9.0),        # sensor read noise, grey levels (sigma)
+    "blur": (0.6, 1.4),  # defocus, Gaussian sigma in frame pixels
+    "noise": (4.0, 9.0),  # sensor read noise, grey levels (sigma)
     "gradient": (0.2, 0.55),
     "glare": (0.3, 0.6),
-    "contrast": (0.7, 1.0),     # codes that are not low-contrast ones
+    "contrast": (0.7, 1.0),  # codes that are not low-contrast ones
 }
-HARD_JITTER = 0.10              # perspective: each corner moved up to 10 % of the code's side, in x and y
+HARD_JITTER = 0.10  # perspective: each corner moved up to 10 % of the code's side, in x and y
 HARD_CHANCE_LOW_CONTRAST = 0.2  # a dim or washed-out code: dark 90 on light 160
-HARD_LOW_CONTRAST = 70 / 230    # the contrast factor that turns ink 0.05 / paper 0.95 into 90 / 160
-HARD_CHANCE_INVERTED = 0.15     # dark-mode screens
+HARD_LOW_CONTRAST = 70 / 230  # the contrast factor that turns ink 0.05 / paper 0.95 into 90 / 160
+HARD_CHANCE_INVERTED = 0.15  # dark-mode screens
 HARD_CHANCE_GLARE = 0.25
 
 
@@ -244,10 +266,20 @@ def hard_distortions(text: str, size, rng: np.random.Generator) -> Distortions:
     glare = u["glare"] if rng.random() < HARD_CHANCE_GLARE else 0.0
     offset = (float(rng.uniform(-0.8, 0.8)), float(rng.uniform(-0.8, 0.8)))
     k = width / 1280  # render_ticket_frame scales blur with the frame width; undo that
-    return Distortions(scale=u["code_px"] * n / (n - 8) / height, rotation=u["rotation"], tilt=0.0,
-                       blur=u["blur"] / k, motion=0.0, noise=u["noise"], glare=glare, gradient=u["gradient"],
-                       contrast=HARD_LOW_CONTRAST if low else u["contrast"], inverted=inverted, offset=offset,
-                       jitter=HARD_JITTER)
+    return Distortions(
+        scale=u["code_px"] * n / (n - 8) / height,
+        rotation=u["rotation"],
+        tilt=0.0,
+        blur=u["blur"] / k,
+        motion=0.0,
+        noise=u["noise"],
+        glare=glare,
+        gradient=u["gradient"],
+        contrast=HARD_LOW_CONTRAST if low else u["contrast"],
+        inverted=inverted,
+        offset=offset,
+        jitter=HARD_JITTER,
+    )
 
 
 def render_hard_frame(text: str, size, rng: np.random.Generator) -> tuple[np.ndarray, Distortions]:
@@ -258,8 +290,12 @@ def render_hard_frame(text: str, size, rng: np.random.Generator) -> tuple[np.nda
 
 def render_hard_idle_frame(size, rng: np.random.Generator) -> np.ndarray:
     """An empty scene lit and noised like the hard set."""
-    return render_idle_frame(size, rng, noise=float(rng.uniform(*HARD_RANGES["noise"])),
-                             gradient=float(rng.uniform(*HARD_RANGES["gradient"])))
+    return render_idle_frame(
+        size,
+        rng,
+        noise=float(rng.uniform(*HARD_RANGES["noise"])),
+        gradient=float(rng.uniform(*HARD_RANGES["gradient"])),
+    )
 
 
 def module_px(text: str, d: Distortions, size) -> float:

@@ -1,0 +1,102 @@
+"""The ledger's confirmation to a gate (docs/protocol.md, "Committed events"): what it holds of the
+gate's events, and the gate's floor, the lowest seq the gate still holds. Pure: no I/O, no clock.
+
+    gated/v1/<site>/gates/<gate>/committed   {"seq": n, "held": [[a, b], ...]}
+
+`seq` n: the ledger holds every event 1..n of the gate, or knows it never will (seqs below the
+gate's floor it never got: a declared loss); `held`: ranges above n+1 it holds as well (stored, or
+in quarantine), ascending, at most MAX_RANGES. A ledger older than this sends `seq` alone (then
+`held` is empty); a gate older than this reads `seq` alone.
+
+A gate deletes an outbox row only when a confirmation covers it, so what it holds is exactly what
+no ledger has confirmed, and its floor tells the ledger from where on it can still send: below the
+floor, whatever the ledger lacks is lost, and the ledger moves past it instead of waiting.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from gated.core.cose import is_uint
+from gated.core.errors import GatedError
+
+MAX_RANGES = 64  # ranges above the prefix a confirmation lists (the rest comes with a later one)
+MAX_BYTES = 8192
+
+
+class ConfirmationRejected(GatedError, ValueError):
+    """A confirmation that is not one; the message says why."""
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    seq: int  # every event 1..seq held (or declared lost)
+    held: tuple[tuple[int, int], ...] = ()  # ranges above seq + 1, ascending
+    fresh_format: bool = False  # it carried `held` (a ledger of this protocol, not an older one)
+
+    def covers(self, seq: int) -> bool:
+        return seq <= self.seq or any(a <= seq <= b for a, b in self.held)
+
+    def clipped(self, last_seq: int) -> "Confirmation":
+        """Only what can be about events the gate has made (its state may have come back from a backup)."""
+        held = tuple((a, min(b, last_seq)) for a, b in self.held if a <= last_seq)
+        return Confirmation(min(self.seq, last_seq), held, self.fresh_format)
+
+
+def encode(seq: int, held) -> bytes:
+    return json.dumps({"seq": seq, "held": [list(r) for r in held]}, separators=(",", ":")).encode()
+
+
+def read(payload: bytes, *, site: str | None = None, gate: str | None = None) -> Confirmation:
+    """A confirmation from its message (the signed text, gated/core/ledgersig.py); with `site`/`gate`, it
+    must name them (a signed confirmation for another gate or site is not this gate's);
+    ConfirmationRejected saying what is wrong."""
+    if len(payload) > MAX_BYTES:
+        raise ConfirmationRejected(f"{len(payload)} bytes, more than {MAX_BYTES}")
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ConfirmationRejected(f"not JSON: {exc}"[:200]) from None
+    for name, want in (("site", site), ("gate", gate)):
+        if want is not None and (not isinstance(body, dict) or body.get(name) != want):
+            raise ConfirmationRejected(f"it is not about {name} {want!r}")
+    seq = body.get("seq") if isinstance(body, dict) else None
+    if not is_uint(seq):
+        raise ConfirmationRejected('needs {"seq": n}, n an integer in 0..2^63-1')
+    if "held" not in body:
+        return Confirmation(seq)
+    held = body["held"]
+    if not isinstance(held, list) or len(held) > MAX_RANGES:
+        raise ConfirmationRejected(f"held must be a list of at most {MAX_RANGES} [from, to] ranges")
+    ranges, low = [], seq + 1
+    for item in held:
+        if not (isinstance(item, list) and len(item) == 2 and all(is_uint(v) for v in item)):
+            raise ConfirmationRejected("held must hold [from, to] pairs of integers in 0..2^63-1")
+        a, b = item
+        if not low < a <= b:
+            raise ConfirmationRejected("held ranges must lie above seq + 1, ascending and apart")
+        ranges.append((a, b))
+        low = b + 1
+    return Confirmation(seq, tuple(ranges), True)
+
+
+def split_gap(gap: tuple[int, int], floor: int) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """A run of seqs the ledger lacks, as (declared lost: below the gate's floor, missing: from it on)."""
+    a, b = gap
+    lost = (a, min(b, floor - 1)) if a < floor else None
+    missing = (max(a, floor), b) if b >= floor else None
+    return lost, missing
+
+
+def read_floor(status: bytes) -> int | None:
+    """The `floor` of a gate's status message (the lowest seq it still holds), or None (an older gate,
+    or not a status the ledger can read)."""
+    if len(status) > 65536:
+        return None
+    try:
+        body = json.loads(status)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    floor = body.get("floor") if isinstance(body, dict) else None
+    return floor if is_uint(floor) and floor >= 1 else None

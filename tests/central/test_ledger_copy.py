@@ -1,0 +1,124 @@
+"""`gated ledger copy`: SQLite -> PostgreSQL -> SQLite keeps every row (events, problems, quarantine,
+progress, movements, tickets, capacities), a second copy adds nothing, `gated reconcile` reads the
+same on all three, and two sites are never mixed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from gated.central.ledger import Ledger
+from gated.central.ledgercopy import TABLES, columns_of
+from gated.central.ledgerdb import open_db
+from gated.cli import main
+from gated.gate.store import GateStore
+from tests.conftest import SITE
+from tests.support.uplink import device_keyring
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _outbox(store) -> list[str]:
+    return [event for _, event in store.outbox(0, 100000)]
+
+
+def _scan(store, cti, admit, reason="ok", ts=1_700_000_000_000):
+    body = {
+        "ticket": cti.hex() if cti else None,
+        "event": "FINAL-2026",
+        "type": "general",
+        "zone": "north",
+        "decision": "admit" if admit else "deny",
+        "reason": reason,
+        "rev": 0,
+        "latency_us": 0,
+    }
+    return store.record_scan(body, ts, admit_cti=cti if admit else None, confirmed=True)
+
+
+def _rows(target) -> dict[str, list]:
+    db = open_db(target)
+    try:
+        out = {}
+        for table in (*TABLES, "gate_progress"):
+            columns = columns_of(db, table)
+            if columns is not None:
+                out[table] = sorted(tuple(r) for r in db.execute(f"SELECT {', '.join(columns)} FROM {table}"))
+        return out
+    finally:
+        db.close()
+
+
+def _reconcile(target, capsys) -> dict:
+    main(["reconcile", "--db", target, "--json"])
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def first_ledger(tmp_path):
+    """A SQLite ledger with a bit of everything: admissions, denials, a gap, a quarantined forgery,
+    tickets and a capacity."""
+    path = str(tmp_path / "first.db")
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        for _ in range(4):
+            _scan(g1, os.urandom(16), True)
+            _scan(g2, None, False, "static_copy")
+        ring = device_keyring(tmp_path / "ring", g1, g2)
+        rows = _outbox(g1)
+        with Ledger(path, keyring=ring, site=SITE) as ledger:
+            ledger.ingest(rows[:1] + rows[2:] + _outbox(g2))  # g1:2 never arrives: a gap
+            ledger.ingest([json.dumps({"not": "an event"})])  # quarantined
+            ledger.set_capacity("north", 500)
+    (tmp_path / "tickets.csv").write_text("ticket_id,entries\n" + os.urandom(16).hex() + ",2\n")
+    with Ledger(path) as ledger:
+        ledger.load_tickets(str(tmp_path / "tickets.csv"))
+    return path
+
+
+def test_sqlite_to_postgres_to_sqlite_keeps_every_row_and_reads_the_same(tmp_path, postgres, first_ledger, capsys):
+    url, back = postgres.database(), str(tmp_path / "back.db")
+    before = _rows(first_ledger)
+    assert all(before[t] for t in ("events", "problems", "quarantine", "gate_progress", "tickets", "capacities"))
+    assert main(["ledger", "copy", "--from", first_ledger, "--to", url]) == 0
+    assert "events 7 new" in capsys.readouterr().out
+    assert main(["ledger", "copy", "--from", url, "--to", back]) == 0
+    capsys.readouterr()
+    assert _rows(url) == before and _rows(back) == before
+
+    assert main(["ledger", "copy", "--from", first_ledger, "--to", url]) == 0  # again: nothing new
+    assert "events 0 new (7 there already)" in capsys.readouterr().out
+    assert _rows(url) == before
+
+    reports = [_reconcile(target, capsys) for target in (first_ledger, url, back)]
+    assert reports[0] == reports[1] == reports[2]
+    assert reports[0]["gates"]["g1"]["gaps"] == [[2, 2]]
+
+
+def test_two_sites_are_never_mixed(tmp_path, first_ledger, capsys):
+    other = str(tmp_path / "other.db")
+    with GateStore(tmp_path / "x.db", site="museum", gate="g1") as g:
+        _scan(g, None, False, "malformed")
+        with Ledger(other, site="museum") as ledger:
+            ledger.ingest(_outbox(g))
+    before = _rows(other)
+    assert main(["ledger", "copy", "--from", first_ledger, "--to", other]) == 2
+    assert "one ledger database per site" in capsys.readouterr().err
+    assert _rows(other) == before  # nothing written
+
+
+def test_a_conflicting_event_stops_the_copy_before_anything_is_written(tmp_path, first_ledger, capsys):
+    target = str(tmp_path / "target.db")
+    assert main(["ledger", "copy", "--from", first_ledger, "--to", target]) == 0
+    db = open_db(target)
+    db.execute("UPDATE events SET hash = 'x' WHERE id = 'g1:1'")
+    db.execute("DELETE FROM tickets")
+    db.close()
+    before = _rows(target)
+    assert main(["ledger", "copy", "--from", first_ledger, "--to", target]) == 2
+    assert "conflict: event g1:1" in capsys.readouterr().err
+    assert _rows(target) == before
