@@ -197,3 +197,72 @@ def test_gated_status_names_a_replaced_gate_waiting_for_its_snapshot():
     assert any("admissions snapshot" in a for a in waiting["alarms"])
     synced = gate_row(GateView("g1", {"state": "online", "epoch": 7, "synced": True}, health), now)
     assert not any("admissions snapshot" in a for a in synced["alarms"])
+
+
+def _chain(tmp_path, name, epoch, count):
+    """A gate state's events: epoch 0 is a first state, else a replaced gate's chain (`gated replace`),
+    made in turn (the report orders a gate's chains by time)."""
+    start = NOW_MS + 1000 * len(list(tmp_path.glob("*.db")))
+    with GateStore(tmp_path / name, site=SITE, gate="g1") as store:
+        if epoch:
+            store.start_epoch(epoch, start)
+        for i in range(count):
+            store.record_event({"kind": "state", "state": "online", "rev": 0}, start + i)
+        return _outbox(store)
+
+
+def _figures(ledger_db):
+    from gated.central.ledger_metrics import LedgerCollector
+
+    collector = LedgerCollector(ledger_db, SITE, slow_every=3600)
+    assert collector.refresh()
+    return collector.snapshot().gates["g1"]
+
+
+def test_floors_and_confirmations_are_per_chain_and_nothing_below_a_new_base_is_declared_lost(tmp_path, ledger_db):
+    base = 7 << 40
+    old, new = _chain(tmp_path, "old.db", 0, 3), _chain(tmp_path, "new.db", 7, 4)
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(old)
+        assert ledger.declare_floors({"g1": 4}) == {"g1": 3}  # the old gate held nothing unconfirmed
+        # the new gate's status comes before any of its events: its floor moves the gate to the new chain
+        assert ledger.declare_floors({"g1": base + 1}) == {"g1": base}
+        report = ledger.report()["gates"]["g1"]
+        assert report["declared_lost"] == 0 and report["missing"] == 0 and report["declared_losses"] == []
+        # the new chain with a hole: a gap of the chain, not 2^40 lost, and a confirmation of the chain
+        ledger.ingest([new[0], new[1], new[3]])
+        assert ledger.confirmations(["g1"]) == {"g1": (base + 2, [(base + 4, base + 4)])}
+        report = ledger.report()
+        g1 = report["gates"]["g1"]
+        assert g1["gaps"] == [[base + 3, base + 3]] and g1["missing"] == 1 and g1["declared_lost"] == 0
+        figures = _figures(ledger_db)
+        assert figures.missing == 1 and figures.declared_lost == 0
+        # the gate no longer holds base + 3 (its floor rose past it): declared lost, in this chain only
+        assert ledger.declare_floors({"g1": base + 4}) == {"g1": base + 4}
+        g1 = ledger.report()["gates"]["g1"]
+        assert g1["declared_losses"] == [[base + 3, base + 3]] and g1["declared_lost"] == 1 and g1["missing"] == 0
+        figures = _figures(ledger_db)
+        assert figures.missing == 0 and figures.declared_lost == 1
+        # a second replacement with a lower epoch: its floor wins (the gate's current state), and the
+        # confirmation says nothing of the epoch-7 chain (whose seqs are all above it)
+        assert ledger.declare_floors({"g1": (3 << 40) + 1}) == {"g1": 3 << 40}
+        assert ledger.confirmations(["g1"]) == {"g1": (3 << 40, [])}
+        third = _chain(tmp_path, "third.db", 3, 2)
+        assert ledger.ingest(third).committed == {"g1": (3 << 40) + 2}
+        report = ledger.report()
+        # the floor is the current chain's: the epoch-7 chain's hole is missing again (one floor per gate is
+        # stored, docs/protocol.md "Replacing a gate"), and nothing below the new base is declared lost
+        g1 = report["gates"]["g1"]
+        assert g1["declared_lost"] == 0 and g1["missing"] == 1 and g1["gaps"] == [[base + 3, base + 3]]
+        assert [c["epoch"] for c in g1["chains"]] == [0, 7, 3]
+        assert _figures(ledger_db).missing == 1 and _figures(ledger_db).declared_lost == 0
+
+
+def test_a_new_chain_started_in_a_batch_moves_the_gate_s_progress_and_floor_to_it(tmp_path, ledger_db):
+    base = 11 << 40
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(_chain(tmp_path, "old.db", 0, 2))
+        ledger.declare_floors({"g1": 3})
+        assert ledger.ingest(_chain(tmp_path, "new.db", 11, 2)).committed == {"g1": base + 2}
+        report = ledger.report()["gates"]["g1"]
+        assert report["declared_lost"] == 0 and report["missing"] == 0 and report["floor"] == base + 1
