@@ -358,7 +358,6 @@ class Daemon:
             self._publish_status()
             self._guarded("health", self._health, now)
             self._guarded("prune", self._prune, now)
-            self._guarded("outbox", self.store.acknowledge)  # acknowledged rows whose group is due go
             self._store_health()
             self._watchdog(now)
 
