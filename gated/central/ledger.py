@@ -214,17 +214,18 @@ class Ledger:
             # every gate a message named (held, quarantined or a duplicate): it hears what the ledger holds
             touched.update(m[1]["gate"] for m in examined if m[1] is not None)
             self._check_links(result, self._new, received_ms)
-            result.committed = self._advance(sorted(touched))
+            result.committed = self._advance(sorted(touched), new=self._new)
         except BaseException:
             self._rollback_quietly()
             raise
         self.db.commit()
         return result
 
-    def _advance(self, gates: list[str], floors: dict[str, int] | None = None) -> dict[str, int]:
+    def _advance(self, gates: list[str], floors: dict[str, int] | None = None, new=()) -> dict[str, int]:
         """Move each gate's `contiguous` (every event 1..n held, in quarantine too, or below the gate's
         floor: never coming) past what this batch filled in; `floors`: floors the gates announced
-        (kept if higher than the one stored). The rows locked on PostgreSQL after this batch's own
+        (kept if higher than the one stored, or of another chain); `new`: the events this batch stored
+        (a replaced gate's new chain starting among them moves the gate to it). The rows locked on PostgreSQL after this batch's own
         inserts: of two workers storing one gate's events at once, the later one sees the earlier
         one's (committed) rows. No deadlock between workers: every worker first makes the rows it
         lacks, then locks its rows, each step in one order of gates (byte order, the same in Python
@@ -238,14 +239,7 @@ class Ledger:
                 + " ON CONFLICT DO NOTHING",
                 tuple(part),
             )
-        # a replaced gate's new chain started in this batch: its progress and floor follow the new chain from
-        # its base (gated/central/chains.py; nothing below the base is the new chain's, so nothing is lost there)
-        starts = chains.chain_starts(getattr(self, "_new", []))
-        if starts:
-            self.db.executemany(
-                f"UPDATE gate_progress SET contiguous = ?, floor = ? WHERE gate = ? AND {chains.EPOCH_OF('contiguous')} <> ?",
-                [(base, base + 1, gate, epoch) for base, gate, epoch in starts],
-            )
+        starts = chains.chain_starts(new)
         committed: dict[str, int] = {}
         top = ev.MAX_INT
         for part in chunks:
@@ -255,6 +249,15 @@ class Ledger:
                 f"ORDER BY gate{self.db.byte_order}" + self.db.lock_row,
                 tuple(part),
             ).fetchall()
+            # a replaced gate's new chain started in this batch: its progress and floor follow the new chain from
+            # its base (gated/central/chains.py; nothing below the base is the new chain's, so nothing is lost there)
+            here = [(base, base + 1, gate, epoch) for base, gate, epoch in starts if gate in part]
+            if here:
+                self.db.executemany(
+                    "UPDATE gate_progress SET contiguous = ?, floor = ? WHERE gate = ? AND "
+                    f"{chains.EPOCH_OF('contiguous')} <> ?",
+                    here,
+                )
             if floors:  # a higher floor of the same chain, or the floor of another chain: the gate's current one
                 self.db.executemany(
                     f"UPDATE gate_progress SET floor = ? WHERE gate = ? AND (floor < ? OR {chains.EPOCH_OF('floor')} <> ?)",

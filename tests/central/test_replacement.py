@@ -246,6 +246,7 @@ def test_floors_and_confirmations_are_per_chain_and_nothing_below_a_new_base_is_
         # a second replacement with a lower epoch: its floor wins (the gate's current state), and the
         # confirmation says nothing of the epoch-7 chain (whose seqs are all above it)
         assert ledger.declare_floors({"g1": (3 << 40) + 1}) == {"g1": 3 << 40}
+        ledger.declare_floors({"g2": 1})  # another gate's status: the epoch-7 chain's start is not taken again
         assert ledger.confirmations(["g1"]) == {"g1": (3 << 40, [])}
         third = _chain(tmp_path, "third.db", 3, 2)
         assert ledger.ingest(third).committed == {"g1": (3 << 40) + 2}
