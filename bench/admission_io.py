@@ -12,9 +12,9 @@ database, nothing else writes), and reads its own /proc/self/io `write_bytes` (b
 block device, page cache write-back included once the child has synced) around the loop. The
 state directory must be on a disk (default: a temporary directory under the benchmark's own
 folder's file system, not tmpfs). Target: 2 syncs per admission (the scan's commit and the
-passage's: each must be on the card before the relay moves or the passage counts); each PUBACK's
-mark is a commit of its own today (issue #25's grouped PUBACK deletions were written for the
-delete-at-PUBACK outbox that #22 replaced, and were dropped at the merge).
+passage's: each must be on the card before the relay moves or the passage counts): the PUBACK
+marks ride on the next write transaction (GateStore.MARKS_ROWS); the confirmations' deletions are
+commits of their own, one per confirmation.
 """
 
 from __future__ import annotations

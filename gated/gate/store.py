@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,12 @@ def _revocation_state(meta) -> RevocationState:
     )
 
 
+# the broker's PUBACK marks (mark_delivered) ride on the next write transaction, or commit on their own
+# once this many wait or the oldest has waited this long (reads see them at once: _marked)
+MARKS_ROWS = 64
+MARKS_S = 5.0
+
+
 class GateStore:
     def __init__(
         self, path: str | os.PathLike, *, site: str | None = None, gate: str | None = None, own_directory: bool = False
@@ -137,6 +144,8 @@ class GateStore:
         # counts movements since then; None: every movement stored
         self.day_start: Callable[[int], int] | None = None
         self._lock = threading.RLock()
+        self._marks: list[tuple[int, int]] = []  # (broker ms, seq) PUBACK marks waiting for a write transaction
+        self._marks_since = 0.0
         _make_private(self.path, own_directory)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
@@ -167,6 +176,10 @@ class GateStore:
 
     def close(self) -> None:
         with self._lock:
+            try:
+                self.flush_marks()
+            except StoreError:
+                pass  # those rows are sent again after the restart; the ledger drops the duplicates
             self._db.close()
 
     def __enter__(self):
@@ -180,9 +193,14 @@ class GateStore:
         """One write transaction. A failure (a full disk...) is a StoreError and is kept in `fault`
         until a later write succeeds: the daemon reports it (health, an alarm) and keeps running."""
         with self._lock:
+            marks = list(self._marks)
             try:
                 with write_transaction(self._db):
+                    if marks:  # waiting PUBACK marks ride on this commit (MARKS_ROWS)
+                        _apply_marks(self._db, marks)
                     yield self._db
+                if marks:
+                    self._marks = self._marks[len(marks) :]
             except sqlite3.Error as exc:
                 self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
@@ -666,11 +684,39 @@ class GateStore:
             db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def mark_delivered(self, seqs, now_ms: int) -> None:
-        """The broker acknowledged these rows; they stay until the ledger has them (prune_committed)."""
-        with self._tx() as db:
-            db.executemany(
-                "UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL", [(now_ms, s) for s in seqs]
-            )
+        """The broker acknowledged these rows; they stay until the ledger has them (prune_confirmed).
+        The marks ride on the gate's next write transaction (a scan's commit: no sync of their own),
+        or commit on their own once MARKS_ROWS wait or the oldest has waited MARKS_S, and at close;
+        this store's reads see them at once. A power cut before that loses only marks: those rows
+        are sent again, duplicates the ledger drops by id."""
+        with self._lock:
+            if not self._marks:
+                self._marks_since = time.monotonic()
+            self._marks.extend((now_ms, s) for s in seqs)
+            if len(self._marks) >= MARKS_ROWS or time.monotonic() - self._marks_since >= MARKS_S:
+                self.flush_marks()
+
+    def flush_marks(self) -> None:
+        """Commit the waiting PUBACK marks now (a transaction of their own)."""
+        with self._lock:
+            if self._marks:
+                with self._tx():
+                    pass
+
+    @contextmanager
+    def _marked(self):
+        """A read of `broker_ms` that sees the waiting PUBACK marks: with some waiting, inside a
+        transaction that applies them and is rolled back (nothing written, nothing synced)."""
+        with self._lock:
+            if not self._marks or self._db.in_transaction:
+                yield self._db
+                return
+            self._db.execute("BEGIN")
+            try:
+                _apply_marks(self._db, self._marks)
+                yield self._db
+            finally:
+                self._db.execute("ROLLBACK")
 
     def prune_committed(self, seq: int) -> int:
         """The ledger holds every event up to `seq`: drop them from the outbox; how many went."""
@@ -698,7 +744,7 @@ class GateStore:
 
     def outbox_counts(self) -> tuple[int, int]:
         """(rows not yet acknowledged by the broker, rows it has acknowledged that no ledger confirmed)."""
-        with self._lock:
+        with self._marked():
             waiting, unconfirmed = self._db.execute(
                 "SELECT COALESCE(SUM(broker_ms IS NULL), 0), COALESCE(SUM(broker_ms IS NOT NULL), 0) FROM outbox"
             ).fetchone()
@@ -706,18 +752,18 @@ class GateStore:
 
     def lowest_unconfirmed(self) -> int | None:
         """The lowest seq the broker has acknowledged that no ledger confirmed (None: none)."""
-        with self._lock:
+        with self._marked():
             return self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()[0]
 
     def lowest_undelivered(self) -> int:
         """The lowest seq the broker has not acknowledged (with none, the next seq the gate will make)."""
-        with self._lock:
+        with self._marked():
             (low,) = self._db.execute("SELECT MIN(seq) FROM outbox WHERE broker_ms IS NULL").fetchone()
             return int(low) if low is not None else int(self._meta("seq", 0)) + 1
 
     def delivered_through(self) -> int:
         """The highest seq the broker has acknowledged that is still in the outbox (0: none)."""
-        with self._lock:
+        with self._marked():
             (high,) = self._db.execute("SELECT MAX(seq) FROM outbox WHERE broker_ms IS NOT NULL").fetchone()
             return int(high or 0)
 
@@ -730,7 +776,7 @@ class GateStore:
     def outbox_depth(self) -> int:
         """Rows the broker has not acknowledged yet (the rows that wait for a ledger's confirmation
         after that: outbox_counts)."""
-        with self._lock:
+        with self._marked():
             return self._db.execute("SELECT COUNT(*) FROM outbox WHERE broker_ms IS NULL").fetchone()[0]
 
     # --- revocations ------------------------------------------------------------------------
@@ -902,3 +948,7 @@ def _make_private(path: Path, own_directory: bool = False) -> None:
 
 def _event_ms(event: dict) -> int:
     return events.parse_ts(event.get("ts")) or 0
+
+
+def _apply_marks(db, marks) -> None:
+    db.executemany("UPDATE outbox SET broker_ms = ? WHERE seq = ? AND broker_ms IS NULL", marks)
