@@ -31,11 +31,6 @@ from gated.sqlitedb import write_transaction
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
 
-# Outbox rows the broker acknowledged are deleted in groups, not one commit (one fsync of the WAL) per
-# PUBACK: with the next write transaction (a scan's: no fsync of their own), or on their own once this
-# many wait or the oldest has waited this long. A power cut before that sends them again: the ledger
-# drops duplicates by event id (docs/protocol.md, "Events out: the outbox").
-
 CACHE_KIB = 16384  # SQLite's page cache, fixed: hot b-tree pages of the revocation list (16 MiB)
 SORT_CACHE_KIB = 4096  # while a staged snapshot is sorted into the list: the sorter's memory runs
 
@@ -122,8 +117,11 @@ def _revocation_state(meta) -> RevocationState:
     )
 
 
-# the broker's PUBACK marks (mark_delivered) ride on the next write transaction, or commit on their own
-# once this many wait or the oldest has waited this long (reads see them at once: _marked)
+# The broker's PUBACK marks (mark_delivered) are committed in groups, not one commit (one fsync of the WAL)
+# per PUBACK: with the next write transaction (a scan's: no fsync of their own), or on their own once this
+# many wait or the oldest has waited this long; the store's reads see them at once (_marked). A power cut
+# before that sends those rows again: the ledger drops duplicates by event id (docs/protocol.md, "Events
+# out: the outbox").
 MARKS_ROWS = 64
 MARKS_S = 5.0
 
