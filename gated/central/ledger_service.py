@@ -21,8 +21,8 @@ import structlog
 
 from gated.brokerdiag import link_words
 from gated.central.ledger import IngestResult, Ledger, gate_partition
+from gated.core.confirmation import FloorRejected, read_floor
 from gated.core.confirmation import encode as encode_confirmation
-from gated.core.confirmation import read_floor
 from gated.topics import committed_topic, events_topic, status_topic, status_topic_gate
 
 log = structlog.get_logger("gated.ledger")
@@ -80,6 +80,7 @@ class LedgerService:
         # the gates' floors (status, retained: every gate's comes on each connect), plain even with a group
         self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
         self.received = 0
+        self.floors_ignored = 0  # gate floors not believed: unsigned, or not by the gate's device key
         self.stored = 0
         self.on_stored = None  # called with each event stored (`gated ledger -v`)
         self.duplicates = 0  # events received again and dropped by id (re-sent by a gate, redelivered)
@@ -143,11 +144,19 @@ class LedgerService:
         ledger lacks below one is a declared loss), then each of those gates told what the ledger holds
         (a gate that came online, or a ledger that just started, hears at once). Acknowledged after."""
         floors: dict[str, int] = {}
+        part = self.ledger.partition
         for message in statuses:
             gate = status_topic_gate(message.topic, self.site)
-            floor = read_floor(message.payload)
-            part = self.ledger.partition
-            if floor is not None and (part is None or gate_partition(gate, part[1]) == part[0]):
+            if gate is None or (part is not None and gate_partition(gate, part[1]) != part[0]):
+                continue
+            site = self.site if self.site is not None else _topic_site(message.topic)
+            try:
+                floor = read_floor(message.payload, site=site, gate=gate, keyring=self.ledger.keyring)
+            except FloorRejected as exc:  # hostile or old: nothing declared lost, nothing confirmed by it
+                self.floors_ignored += 1
+                log.warning("gate floor ignored", gate=gate, code=exc.code, detail=exc.detail[:200])
+                continue
+            if floor is not None:
                 floors[gate] = max(floor, floors.get(gate, 0))
         committed = self.ledger.declare_floors(floors)
         for message in statuses:
@@ -201,3 +210,9 @@ class LedgerService:
         """Until `stop` (a threading.Event) is set, or forever."""
         while stop is None or not stop.is_set():
             self.step()
+
+
+def _topic_site(topic: str) -> str:
+    """The site a gate topic names (`gated/v1/<site>/gates/...`)."""
+    parts = topic.split("/")
+    return parts[2] if len(parts) > 2 else ""

@@ -130,7 +130,9 @@ class Tracker:
         kept = [
             (box, age + 1, seen)
             for box, age, seen in self._places
-            if age + 1 <= MEMORY_FRAMES and now - seen <= WINDOW_S and not any(_overlap(box, b) > 0.3 for b, *_ in fresh)
+            if age + 1 <= MEMORY_FRAMES
+            and now - seen <= WINDOW_S
+            and not any(_overlap(box, b) > 0.3 for b, *_ in fresh)
         ]
         merged: list[tuple[Box, int, float]] = []
         for place in fresh + kept:
