@@ -37,6 +37,7 @@ from sim.venue import Venue, VenueError
 
 DECISION_TIMEOUT_S = 20.0  # a visitor waits this long for an answer before giving up (a mismatch)
 PROGRESS_EVERY_S = 5.0  # a progress line this often when stderr is not a terminal
+KNOW_WAIT_S = 15.0  # longest a chained attempt waits for its gate to take in a peer's movement
 PROPAGATION_S = 3.0  # after the broker is back (or a gate restarted), time for news to cross it
 
 
@@ -80,6 +81,7 @@ class Run:
         self.replaced_at: dict[str, float] = {}  # replaced gate -> clock time its new state started serving
         self.used_at_old: dict[str, list] = {}  # replaced gate -> attempts admitted at its dead card
         self.passage_device = "passage"
+        self.shown: dict[str, set[str]] = {g: set() for g in scenario.gate_ids}  # tickets shown at each gate so far
 
     # --- dispatcher ---------------------------------------------------------------------------
     def ready(self, a: model.Attempt, now: float) -> bool:
@@ -92,6 +94,8 @@ class Run:
             if a.needs_broker:
                 seen = self.venue.listener.received_at.get(dep.event_id or "")
                 if seen is None:
+                    return False
+                if not self.gate_knows(a, dep, now):
                     return False
         if a.needs_broker:
             if self.broker_up_since is None or now < self.broker_up_since + PROPAGATION_S:
@@ -115,6 +119,19 @@ class Run:
             if now < self.revocation_sent_at + 0.5:
                 return False
         return True
+
+    def gate_knows(self, a: model.Attempt, dep: model.Attempt, now: float) -> bool:
+        """The movement `a` depends on, made at another gate, has reached `a`'s gate too: the
+        listener having it says only that the broker passed it on, and a loaded gate can take it in
+        later than the 0.6 s the chain allows (it then still counts the zone full, or the ticket
+        unused). Only a movement that stays counts (admitted and walked through, or a free exit);
+        after KNOW_WAIT_S the attempt goes ahead anyway, and a gate that never learnt shows as a
+        mismatch rather than a hung run."""
+        if dep.gate == a.gate or not dep.observed_admit or not dep.passes or not dep.event_id:
+            return True
+        if now > dep.ended_at + KNOW_WAIT_S:
+            return True
+        return self.venue.gates[a.gate].knows(dep.event_id)
 
     def dispatcher(self) -> None:
         while not self.stop.is_set():
@@ -182,6 +199,14 @@ class Run:
             found.setdefault(e["seq"], e)
         return [found[s] for s in sorted(found)]
 
+    def stale(self, gate_id: str, scan: dict, a: model.Attempt) -> bool:
+        """A scan of a ticket an earlier visitor showed at this gate, not `a`'s: the camera's frames
+        of the code still in view, read after the gate's debounce hold-off when a loaded gate took
+        longer than that to answer. It is the earlier visitor's (the ledger has it, as a real gate
+        would); `a`'s own answer is still to come."""
+        ticket = scan.get("ticket")
+        return ticket is not None and a.cti is not None and ticket != a.cti and ticket in self.shown[gate_id]
+
     def walk_out(self, gate, a: model.Attempt) -> None:
         """A free exit: nobody scans anything; the visitor goes through and the gate counts it."""
         start = self.baseline(gate)
@@ -212,10 +237,14 @@ class Run:
         scan = None
         deadline = time.monotonic() + DECISION_TIMEOUT_S
         while scan is None and time.monotonic() < deadline and not self.stop.is_set():
-            scan = next((e for e in self.find_events(gate, start) if e.get("kind") == "scan"), None)
+            scan = next(
+                (e for e in self.find_events(gate, start) if e.get("kind") == "scan" and not self.stale(gate.id, e, a)),
+                None,
+            )
             if scan is None:
                 time.sleep(0.02)
         gate.client.request("show", text=None)
+        self.shown[gate.id].add(a.cti)
         if scan is None:
             a.note = f"no scan event within {DECISION_TIMEOUT_S:.0f} s"
             return

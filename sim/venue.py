@@ -163,6 +163,19 @@ class GateProcess:
             raise VenueError(f"gate {self.id}: gated replace printed no kid: {out.stdout.strip()}")
         return kid
 
+    def knows(self, event_id: str) -> bool:
+        """Whether this gate has taken in a peer's movement (an admission or exit scanned there, a
+        free exit counted there), read from its database: what its occupancy count and its
+        already-used check see."""
+        peer, _, seq = event_id.rpartition(":")
+        if not peer or not seq.isdigit():
+            return False
+        sql = (
+            "SELECT 1 FROM peer_admissions WHERE gate = ?1 AND seq = ?2"
+            " UNION ALL SELECT 1 FROM free_exits WHERE gate = ?1 AND seq = ?2"
+        )
+        return bool(_read_db(self.db_path, sql, (peer, int(seq))))
+
     def outbox_after(self, seq: int) -> list[dict]:
         rows = _read_db(self.db_path, "SELECT event FROM outbox WHERE seq > ? ORDER BY seq", (seq,)) or []
         return [json.loads(r[0]) for r in rows]
@@ -421,7 +434,7 @@ class Venue:
                 "relay_pulse_s": sc.relay_pulse_s,
                 "passage_timeout_s": sc.passage_timeout_s,
                 "held_open_s": max(15.0, sc.relay_pulse_s),
-                "debounce_s": 1.0,
+                "debounce_s": 2.0,  # a loaded gate can take over a second to answer: the code is still held up
             },
             "clock": {"beacons": True, "ntp": sc.ntp},
             "mqtt": {"url": self.broker_url, "keepalive_s": 5},

@@ -222,8 +222,8 @@ class Ledger:
         return result
 
     def _advance(self, gates: list[str], floors: dict[str, int] | None = None, new=()) -> dict[str, int]:
-        """Move each gate's `contiguous` (every event 1..n held, in quarantine too, or below the gate's
-        floor: never coming) past what this batch filled in; `floors`: floors the gates announced
+        """Move each gate's `contiguous` (every event 1..n stored, or below the gate's signed floor:
+        never coming) past what this batch filled in; `floors`: floors the gates announced
         (kept if higher than the one stored, or of another chain); `new`: the events this batch stored
         (a replaced gate's new chain starting among them moves the gate to it). The rows locked on PostgreSQL after this batch's own
         inserts: of two workers storing one gate's events at once, the later one sees the earlier
@@ -268,31 +268,19 @@ class Ledger:
                 f"(contiguous < floor - 1 OR {chains.EPOCH_OF('contiguous')} <> {chains.EPOCH_OF('floor - 1')})",
                 tuple(part),
             )
-            for _ in range(10_000):  # each round: a run of stored events, then one of quarantined seqs
-                # the end of the run that starts right after `contiguous`, where there is one
-                after = self.db.execute(
-                    "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
-                    f"AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
-                    "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
-                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
-                    "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
-                    tuple(part),
-                ).fetchall()
-                if after:
-                    self.db.executemany(
-                        "UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in after]
-                    )
-                held = self.db.execute(
-                    "SELECT p.gate, (SELECT MIN(q.seq) FROM quarantined_seqs q WHERE q.gate = p.gate "
-                    f"AND q.seq > p.contiguous AND CASE WHEN q.seq >= {top} THEN 1 = 1 "
-                    "ELSE NOT EXISTS (SELECT 1 FROM quarantined_seqs x WHERE x.gate = q.gate AND x.seq = q.seq + 1) END) "
-                    f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
-                    "(SELECT 1 FROM quarantined_seqs f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
-                    tuple(part),
-                ).fetchall()
-                if not held:
-                    break
-                self.db.executemany("UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in held])
+            # the end of the run of stored events that starts right after `contiguous`, where there is one
+            after = self.db.execute(
+                "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
+                f"AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
+                "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
+                f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
+                tuple(part),
+            ).fetchall()
+            if after:
+                self.db.executemany(
+                    "UPDATE gate_progress SET contiguous = ? WHERE gate = ?", [(n, g) for g, n in after]
+                )
             committed.update(
                 self.db.execute(
                     f"SELECT gate, contiguous FROM gate_progress WHERE gate IN ({marks})", tuple(part)
@@ -319,12 +307,12 @@ class Ledger:
 
     def confirmations(self, gates) -> dict[str, tuple[int, list[tuple[int, int]]]]:
         """Per gate, what the ledger tells it it holds (gated/core/confirmation.py): the committed seq
-        and up to MAX_RANGES ranges above it held as well (stored or in quarantine), in the gate's current
-        chain."""
+        and up to MAX_RANGES ranges above it held as well (stored; a quarantined copy is not held), in
+        the gate's current chain."""
         gates = sorted(gates)
         out: dict[str, tuple[int, list[tuple[int, int]]]] = {}
         # only the chain `contiguous` is in (a replaced gate's old chain is no concern of its new state)
-        same_chain = {q: f"{chains.EPOCH_OF(q + '.seq')} = {chains.EPOCH_OF('p.contiguous')}" for q in "eq"}
+        same_chain = f"{chains.EPOCH_OF('e.seq')} = {chains.EPOCH_OF('p.contiguous')}"
         for i in range(0, len(gates), 500):
             part = tuple(gates[i : i + 500])
             marks = ", ".join("?" * len(part))
@@ -334,14 +322,12 @@ class Ledger:
                 ).fetchall():
                     out[gate] = (n, [])
                 rows = self.db.execute(
-                    "SELECT gate, MIN(seq), MAX(seq) FROM (SELECT h.gate, h.seq, "
-                    "h.seq - ROW_NUMBER() OVER (PARTITION BY h.gate ORDER BY h.seq) AS run FROM ("
-                    f"SELECT e.gate, e.seq FROM events e JOIN gate_progress p ON p.gate = e.gate "
-                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous AND {same_chain['e']} UNION "
-                    f"SELECT q.gate, q.seq FROM quarantined_seqs q JOIN gate_progress p ON p.gate = q.gate "
-                    f"WHERE q.gate IN ({marks}) AND q.seq > p.contiguous AND {same_chain['q']}) h) runs "
+                    "SELECT gate, MIN(seq), MAX(seq) FROM (SELECT e.gate, e.seq, "
+                    "e.seq - ROW_NUMBER() OVER (PARTITION BY e.gate ORDER BY e.seq) AS run "
+                    f"FROM events e JOIN gate_progress p ON p.gate = e.gate "
+                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous AND {same_chain}) runs "
                     "GROUP BY gate, run ORDER BY gate, MIN(seq)",
-                    part + part,
+                    part,
                 ).fetchall()
             except self.db.errors as exc:
                 raise LedgerError(f"{self.where}: cannot read what the ledger holds ({exc})") from exc
@@ -475,12 +461,9 @@ class Ledger:
             "INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
             (event_id, _storable(body[: ev.MAX_BYTES]), _storable(why), received_ms),
         )
-        if event_id is not None:  # the strict reader's id: gate:seq of the gate whose topic it came on
-            gate, _, seq = event_id.rpartition(":")
-            if seq.isdigit() and int(seq) <= ev.MAX_INT:  # held, in quarantine: the gate need not send it again
-                self.db.execute(
-                    "INSERT INTO quarantined_seqs (gate, seq) VALUES (?, ?) ON CONFLICT DO NOTHING", (gate, int(seq))
-                )
+        # not held: a quarantined copy (a bad hash or signature, another site) is not the gate's event,
+        # whoever sent it, so the gate keeps its own and sends it again; a `conflict`'s id is held by
+        # the event stored under it
         result.rejected += 1
 
     def _examine(self, payload, topic: str | None = None) -> list:

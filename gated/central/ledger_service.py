@@ -23,8 +23,8 @@ import structlog
 from gated.brokerdiag import link_words
 from gated.central.chains import newer_floor
 from gated.central.ledger import IngestResult, Ledger, gate_partition
+from gated.core.confirmation import FloorRejected, read_floor
 from gated.core.confirmation import encode as encode_confirmation
-from gated.core.confirmation import read_floor
 from gated.keys import KEYRING_FILE, KeyringError, load_keyring
 from gated.topics import committed_topic, events_topic, status_topic, status_topic_gate
 
@@ -88,6 +88,7 @@ class LedgerService:
         # the gates' floors (status, retained: every gate's comes on each connect), plain even with a group
         self.link.add_subscription(status_topic(site, "+"), SubscribeOptions(qos=1))
         self.received = 0
+        self.floors_ignored = 0  # gate floors not believed: unsigned, or not by the gate's device key
         self.stored = 0
         self.on_stored = None  # called with each event stored (`gated ledger -v`)
         self.duplicates = 0  # events received again and dropped by id (re-sent by a gate, redelivered)
@@ -201,15 +202,22 @@ class LedgerService:
         ledger lacks below one is a declared loss), then each of those gates told what the ledger holds
         (a gate that came online, or a ledger that just started, hears at once). Acknowledged after."""
         floors: dict[str, int] = {}
+        part = self.ledger.partition
         for message in statuses:
             gate = status_topic_gate(message.topic, self.site)
-            part = self.ledger.partition
-            if part is not None and gate_partition(gate, part[1]) != part[0]:
+            if gate is None or (part is not None and gate_partition(gate, part[1]) != part[0]):
                 continue
-            floor = read_floor(message.payload)
-            if floor is not None:  # the later status of a replaced gate's new chain wins (gated/central/chains.py)
+            self._answer_snapshot(gate, message.payload)  # whatever its floor: a replaced gate's key may wait
+            site = self.site if self.site is not None else _topic_site(message.topic)
+            try:
+                floor = read_floor(message.payload, site=site, gate=gate, keyring=self.ledger.keyring)
+            except FloorRejected as exc:  # hostile or old: nothing declared lost, nothing confirmed by it
+                self.floors_ignored += 1
+                log.warning("gate floor ignored", gate=gate, code=exc.code, detail=exc.detail[:200])
+                continue
+            if floor is not None:
+                # the later status of a replaced gate's new chain wins (gated/central/chains.py)
                 floors[gate] = newer_floor(floors.get(gate), floor)
-            self._answer_snapshot(gate, message.payload)
         committed = self.ledger.declare_floors(floors)
         for message in statuses:
             self.link.ack(message)
@@ -262,3 +270,9 @@ class LedgerService:
         """Until `stop` (a threading.Event) is set, or forever."""
         while stop is None or not stop.is_set():
             self.step()
+
+
+def _topic_site(topic: str) -> str:
+    """The site a gate topic names (`gated/v1/<site>/gates/...`)."""
+    parts = topic.split("/")
+    return parts[2] if len(parts) > 2 else ""

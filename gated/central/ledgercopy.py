@@ -29,7 +29,6 @@ TABLES = {
     "events": ("id",),
     "problems": None,
     "quarantine": None,
-    "quarantined_seqs": ("gate", "seq"),
     "movements": ("id",),
     "tickets": ("cti",),
     "capacities": ("zone",),

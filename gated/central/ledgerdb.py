@@ -102,10 +102,9 @@ _POSTGRES_MIGRATIONS.append(
 
 # 5 (both): end-to-end delivery that cannot stall (docs/protocol.md, "Committed events"): each gate's
 # floor (the lowest seq it still holds, from its status: below it, what the ledger lacks is a declared
-# loss and `contiguous` moves past it), and the seqs the ledger holds in quarantine (they count as held)
+# loss and `contiguous` moves past it)
 _FLOORS = """
     ALTER TABLE gate_progress ADD COLUMN floor {int} NOT NULL DEFAULT 0;
-    CREATE TABLE IF NOT EXISTS quarantined_seqs (gate TEXT NOT NULL, seq {int} NOT NULL, PRIMARY KEY (gate, seq));
 """
 _SQLITE_MIGRATIONS.append(_FLOORS.format(int="INTEGER"))
 _POSTGRES_MIGRATIONS.append(_FLOORS.format(int="BIGINT"))

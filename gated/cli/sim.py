@@ -64,6 +64,13 @@ def run_sim(args) -> int:
     def log(message: str) -> None:
         print(f"gated sim: {message}", file=sys.stderr, flush=True)
 
+    def stopped(signum, frame) -> None:  # a SIGTERM (a CI timeout, `kill`) stops the venue's processes too
+        raise SystemExit(128 + signum)
+
+    import signal
+
+    signal.signal(signal.SIGTERM, stopped)
+
     try:
         result = runner.run(
             scenario,

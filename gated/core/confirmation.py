@@ -4,22 +4,29 @@ gate's events, and the gate's floor, the lowest seq the gate still holds. Pure: 
     gated/v1/<site>/gates/<gate>/committed   {"seq": n, "held": [[a, b], ...]}
 
 `seq` n: the ledger holds every event 1..n of the gate, or knows it never will (seqs below the
-gate's floor it never got: a declared loss); `held`: ranges above n+1 it holds as well (stored, or
-in quarantine), ascending, at most MAX_RANGES. A ledger older than this sends `seq` alone (then
-`held` is empty); a gate older than this reads `seq` alone.
+gate's floor it never got: a declared loss); `held`: ranges above n+1 it holds as well (stored),
+ascending, at most MAX_RANGES. A ledger older than this sends `seq` alone (then `held` is empty);
+a gate older than this reads `seq` alone.
 
 A gate deletes an outbox row only when a confirmation covers it, so what it holds is exactly what
 no ledger has confirmed, and its floor tells the ledger from where on it can still send: below the
-floor, whatever the ledger lacks is lost, and the ledger moves past it instead of waiting.
+floor, whatever the ledger lacks is lost, and the ledger moves past it instead of waiting. The floor
+is signed by the gate's device key (`floor_sig`): only the gate can say it holds nothing below it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 
+import cbor2
+
+from gated.core import cose
 from gated.core.cose import is_uint
 from gated.core.errors import GatedError
+from gated.core.signed import Keyring
 
 MAX_RANGES = 64  # ranges above the prefix a confirmation lists (the rest comes with a later one)
 MAX_BYTES = 8192
@@ -89,9 +96,36 @@ def split_gap(gap: tuple[int, int], floor: int) -> tuple[tuple[int, int] | None,
     return lost, missing
 
 
-def read_floor(status: bytes) -> int | None:
-    """The `floor` of a gate's status message (the lowest seq it still holds), or None (an older gate,
-    or not a status the ledger can read)."""
+FLOOR_CONTEXT = "gated floor v1"  # what a floor signature signs: [context, site, gate, floor]
+DEVICE_ROLE = "device"
+
+
+class FloorRejected(GatedError, ValueError):
+    """A status whose floor the ledger must not act on: `code` unsigned, malformed, unknown_key,
+    other_gate, bad_signature."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
+def floor_statement(site: str, gate: str, floor: int) -> bytes:
+    """The bytes a gate signs to say it holds nothing below `floor` (the COSE payload of `floor_sig`)."""
+    return cbor2.dumps([FLOOR_CONTEXT, site, gate, floor])
+
+
+def seal_floor(site: str, gate: str, floor: int, private_key) -> str:
+    """`floor_sig` of a status: base64 of a COSE_Sign1 by the gate's device key over floor_statement()."""
+    return base64.b64encode(cose.sign(floor_statement(site, gate, floor), private_key)).decode()
+
+
+def read_floor(status: bytes, *, site: str, gate: str, keyring: Keyring | None) -> int | None:
+    """The `floor` of a gate's status message (the lowest seq it still holds), once its `floor_sig`
+    verifies with the device key named `gate` in `keyring` over this site, gate and floor; None when
+    the status carries no floor (an older gate, or not a status the ledger can read). FloorRejected
+    for a floor the ledger must not believe: a floor makes the ledger declare lost what it lacks below
+    it and confirm that prefix, so whoever can write a gate's status topic (a site's bridge identity)
+    must not be able to make the gate delete events no ledger holds."""
     if len(status) > 65536:
         return None
     try:
@@ -99,4 +133,25 @@ def read_floor(status: bytes) -> int | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     floor = body.get("floor") if isinstance(body, dict) else None
-    return floor if is_uint(floor) and floor >= 1 else None
+    if not (is_uint(floor) and floor >= 1):
+        return None
+    sig = body.get("floor_sig")
+    if sig is None:
+        raise FloorRejected("unsigned", "no floor_sig: a gate older than signed floors, or not the gate")
+    if keyring is None:
+        raise FloorRejected("unknown_key", "the ledger has no keyring (--keyring) to check the gate's device key")
+    try:
+        blob = base64.b64decode(sig, validate=True) if isinstance(sig, str) and len(sig) < 1024 else b""
+        sign1 = cose.parse(blob) if blob else None
+    except (binascii.Error, ValueError, cose.CoseError):
+        sign1 = None
+    if sign1 is None:
+        raise FloorRejected("malformed", "floor_sig is not a base64 COSE_Sign1")
+    key = keyring.find(sign1.kid, DEVICE_ROLE)
+    if key is None:
+        raise FloorRejected("unknown_key", f"kid {sign1.kid.hex()} is not a trusted device key")
+    if key.name != gate:
+        raise FloorRejected("other_gate", f"signed by {key.name!r}'s device key, not {gate!r}'s")
+    if sign1.payload != floor_statement(site, gate, floor) or not sign1.verify(key.public_key):
+        raise FloorRejected("bad_signature", f"floor_sig does not sign floor {floor} of {site}/{gate}")
+    return floor

@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from gated.core import events
+from gated.core import confirmation, events
 from gated.core.decide import Facts
 from gated.core.errors import GatedError
 from gated.gate import schema
@@ -248,6 +248,10 @@ class GateStore:
     @property
     def device_public_key(self):
         return self._device_key.public_key()
+
+    def floor_signature(self, site: str, floor: int) -> str:
+        """`floor_sig` for a status announcing `floor` (gated/core/confirmation.py): by the device key."""
+        return confirmation.seal_floor(site, self.gate, floor, self._device_key)
 
     # --- facts ------------------------------------------------------------------------------
 

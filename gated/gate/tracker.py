@@ -7,13 +7,14 @@ wraps a `Scanner` (one per camera, like the Scanner's own scenery memory) and, o
 the scanner's passes read nothing:
 
   * remembers the places where a code was seen or a region looked like one (`Reading.places`:
-    symbols zxing-cpp located but could not decode, textured regions) for MEMORY_FRAMES frames,
-    and reads a remembered place this frame's passes did not cover, with the texture pass's tries
-    (a phone that blurred out of the texture search this frame is still where it was);
+    symbols zxing-cpp located but could not decode, textured regions) for MEMORY_FRAMES frames
+    (WINDOW_S seconds at most), and reads a remembered place this frame's passes did not cover,
+    with the texture pass's tries (a phone that blurred out of the texture search this frame is
+    still where it was);
   * stacks the frames (shift-and-add super-resolution, `stack_place`): the place cut out of the
-    sharpest STACK_USE of the last STACK_FRAMES frames, upscaled 2x, each moved by the sub-pixel
-    shift that aligns it with the sharpest (phase correlation: the tremor moves it a few pixels
-    from frame to frame), averaged, and read like a textured region. The frames sample the code
+    sharpest STACK_USE of the last STACK_FRAMES frames (of the last WINDOW_S seconds), upscaled
+    2x, each moved by the sub-pixel shift that aligns it with the sharpest (phase correlation: the
+    tremor moves it a few pixels from frame to frame), averaged, and read like a textured region. The frames sample the code
     at different sub-pixel phases, so the stack holds detail no single frame has (modules under
     2 pixels, foreshortened by a tilt), and the sensor noise and JPEG blocks, which differ from
     frame to frame, average out;
@@ -38,6 +39,10 @@ from gated.gate.scanner import Box, Reading, Scanner
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
+# ... and never longer than this: on a loaded gate frames come slowly, and eight of them could span
+# seconds, so the stack of a phone taken away would still read its code long after (a scan-out exit
+# counting one visitor out again and again, an `already_used` red after the green)
+WINDOW_S = 0.6
 STACK_USE = 4  # ... of which the sharpest are stacked
 STACK_UP = 2  # stacked at twice the frame's resolution (shift-and-add super-resolution)
 FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU time is under this
@@ -54,14 +59,23 @@ STACK_TRIES = (
 class Tracker:
     """Decode QR codes in a stream of frames (one Tracker per camera): `decode(gray)` like a Scanner's."""
 
-    def __init__(self, scanner: Scanner | None = None, *, stack: bool = True, budget_s: float = FRAME_BUDGET_S):
+    def __init__(
+        self,
+        scanner: Scanner | None = None,
+        *,
+        stack: bool = True,
+        budget_s: float = FRAME_BUDGET_S,
+        clock=time.monotonic,
+    ):
+        """`clock`: when a frame is read (the frames and places older than WINDOW_S are let go)."""
         self.scanner = scanner if scanner is not None else Scanner()
+        self.clock = clock
         if self.scanner.backend != "zxing":
             raise ValueError("reading across frames needs the zxing backend")
         self.stack = stack
         self.budget_s = budget_s
-        self._places: list[tuple[Box, int]] = []  # (box, frames since last seen)
-        self._frames: deque[tuple[int, np.ndarray]] = deque(maxlen=STACK_FRAMES)  # (frame number, gray)
+        self._places: list[tuple[Box, int, float]] = []  # (box, frames since last seen, when last seen)
+        self._frames: deque[tuple[int, np.ndarray, float]] = deque(maxlen=STACK_FRAMES)  # (number, gray, when)
         self._count = 0
         self._stacked: set[tuple] = set()  # (frame numbers, place) stacked in vain: not stacked again
 
@@ -74,19 +88,22 @@ class Tracker:
         # a copy: a camera may reuse its buffer for the next frame
         gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)
         self._count += 1
-        self._frames.append((self._count, gray))
+        now = self.clock()
+        self._frames.append((self._count, gray, now))
+        while self._frames[0][2] < now - WINDOW_S:
+            self._frames.popleft()
         oldest = self._frames[0][0]
         self._stacked = {key for key in self._stacked if key[0][0] >= oldest}
-        self._remember(reading.places, gray.shape)
+        self._remember(reading.places, gray.shape, now)
         if reading.texts:
             return reading
         if not self._places:
             return reading
         texts, via = [], None
         fresh = set(reading.places)
-        for box, age in self._places[:MAX_PLACES]:
+        for box, age, _ in self._places[:MAX_PLACES]:
             if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
-                stacked = stack_place(list(self._frames), box, self._stacked)
+                stacked = stack_place([(n, f) for n, f, _ in self._frames], box, self._stacked)
                 if stacked is not None:
                     image, _, key = stacked
                     h, w = image.shape
@@ -104,21 +121,23 @@ class Tracker:
             return Reading(texts, via, places=reading.places)
         return reading
 
-    def _remember(self, places: list[Box], shape) -> None:
+    def _remember(self, places: list[Box], shape, now: float) -> None:
         """This frame's places first (largest first), then the remembered ones not among them, one
-        frame older; forgotten after MEMORY_FRAMES."""
+        frame older; forgotten after MEMORY_FRAMES frames or WINDOW_S seconds."""
         height, width = shape
-        now = [(_clip(box, width, height), 0) for box in sorted(set(places), key=_area, reverse=True)]
-        now = [(box, 0) for box, _ in now if _area(box) > 0]
+        fresh = [_clip(box, width, height) for box in sorted(set(places), key=_area, reverse=True)]
+        fresh = [(box, 0, now) for box in fresh if _area(box) > 0]
         kept = [
-            (box, age + 1)
-            for box, age in self._places
-            if age + 1 <= MEMORY_FRAMES and not any(_overlap(box, b) > 0.3 for b, _ in now)
+            (box, age + 1, seen)
+            for box, age, seen in self._places
+            if age + 1 <= MEMORY_FRAMES
+            and now - seen <= WINDOW_S
+            and not any(_overlap(box, b) > 0.3 for b, *_ in fresh)
         ]
-        merged: list[tuple[Box, int]] = []
-        for box, age in now + kept:
-            if not any(_overlap(box, b) > 0.6 for b, _ in merged):
-                merged.append((box, age))
+        merged: list[tuple[Box, int, float]] = []
+        for place in fresh + kept:
+            if not any(_overlap(place[0], b) > 0.6 for b, *_ in merged):
+                merged.append(place)
         self._places = merged[:4]
 
 

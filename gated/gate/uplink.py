@@ -188,6 +188,7 @@ class Uplink:
             "version": __version__,
             "ts": events.format_ts(now_ms()),
             "floor": self._floor,
+            "floor_sig": self.store.floor_signature(self.site, self._floor),
             **self._device,
             **extra,
         }

@@ -65,7 +65,57 @@ def test_it_must_name_the_gate_and_site_when_asked():
     ],
 )
 def test_no_floor_from_a_status_that_has_none(status):
-    assert c.read_floor(status) is None
+    assert c.read_floor(status, site="arena", gate="g1", keyring=_keyring()[1]) is None
+
+
+def _keyring():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gated.core.signed import Keyring, trusted
+
+    g1, g2, issuer = (Ed25519PrivateKey.generate() for _ in range(3))
+    ring = Keyring(
+        (
+            trusted("g1", g1.public_key(), ["device"]),
+            trusted("g2", g2.public_key(), ["device"]),
+            trusted("box-office", issuer.public_key(), ["issuer"]),
+        )
+    )
+    return {"g1": g1, "g2": g2, "issuer": issuer}, ring
+
+
+def _status(floor, sig):
+    import json
+
+    return json.dumps({"state": "online", "floor": floor, "floor_sig": sig}).encode()
+
+
+def test_a_floor_counts_only_signed_by_the_gates_own_device_key():
+    keys, ring = _keyring()
+    good = _status(7, c.seal_floor("arena", "g1", 7, keys["g1"]))
+    assert c.read_floor(good, site="arena", gate="g1", keyring=ring) == 7
+    refused = {
+        "unsigned": (b'{"floor": 7}', "g1", "arena", ring),
+        "other_gate": (_status(7, c.seal_floor("arena", "g2", 7, keys["g2"])), "g1", "arena", ring),
+        "unknown_key": (_status(7, c.seal_floor("arena", "g1", 7, keys["issuer"])), "g1", "arena", ring),
+        "bad_signature": (_status(9, c.seal_floor("arena", "g1", 7, keys["g1"])), "g1", "arena", ring),
+        "malformed": (_status(7, "not base64!"), "g1", "arena", ring),
+    }
+    refused["other site"] = (good, "g1", "elsewhere", ring)  # a floor is about one site's gate
+    refused["no keyring"] = (good, "g1", "arena", None)
+    for why, (status, gate, site, keyring) in refused.items():
+        with pytest.raises(c.FloorRejected) as caught:
+            c.read_floor(status, site=site, gate=gate, keyring=keyring)
+        assert why in (caught.value.code, "other site", "no keyring"), why
+    for junk in (7, [], {"a": 1}, "A" * 5000, base64_of(b"\x84" + b"\x40" * 3)):
+        with pytest.raises(c.FloorRejected):
+            c.read_floor(_status(7, junk), site="arena", gate="g1", keyring=ring)
+
+
+def base64_of(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
 
 
 def test_a_gap_splits_at_the_floor():

@@ -176,3 +176,25 @@ def test_a_camera_that_changes_resolution_or_sends_colour_frames_mid_stream_is_r
     frames = small + [empty, empty, big, cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)] + small
     expected = [[text]] * 3 + [[], []] + [[text]] * 5
     assert [tracker.decode(f) for f in frames] == expected
+
+
+def test_a_slow_camera_never_reads_a_phone_taken_away():
+    """On a loaded gate frames come slowly (here one a second): the code of a phone taken away
+    must not be read from the stacked frames of it a few seconds later (eight frames are eight
+    seconds here), or a scan-out exit counts one visitor out again and again, and a visitor hears
+    `already_used` after the green."""
+    a = fixed_codes()[4]
+    frames = held_still(a, 6, seed=7)
+    empty = cv2.GaussianBlur(held_still(a, 1, seed=9)[0], (0, 0), 8)  # no code: a smooth scene
+    now = [0.0]
+    tracker = Tracker(budget_s=1.0, clock=lambda: now[0])
+    read = []
+    for f in frames:  # held up: the camera keeps up, a frame every 0.1 s
+        now[0] += 0.1
+        read.append(tracker.decode(f))
+    assert read[-1] == [a]
+    after = []
+    for _ in range(6):  # taken away; the loaded gate gets a frame a second
+        now[0] += 1.0
+        after.append(tracker.decode(empty))
+    assert after == [[]] * 6

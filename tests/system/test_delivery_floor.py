@@ -25,6 +25,7 @@ from gated.topics import committed_topic, events_topic, status_topic
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from tests.support.uplink import LedgerThread, admit, device_keyring, fast_settings, pump
+from tests.support.waiting import wait_for
 
 
 def _uplink(store, authority, url, **settings) -> Uplink:
@@ -140,8 +141,9 @@ def test_a_new_ledger_database_declares_what_no_gate_holds_and_does_not_wait_for
 
 def test_a_gate_restored_from_an_old_backup_drains_its_outbox(tmp_path, authority):
     """The gate's state goes back to a copy taken at seq 5 while the ledger holds 1..12: its new
-    events 6.. reuse seqs the ledger holds with other content (conflicts, quarantined). Quarantined
-    counts as held, so they leave the outbox instead of being sent for the whole retention."""
+    events 6.. reuse seqs the ledger holds with other content (conflicts, quarantined). The ledger
+    holds those seqs (the events stored under them), so they leave the outbox instead of being sent
+    for the whole retention."""
     broker = Broker(tmp_path / "broker").start()
     path = tmp_path / "g1.db"
     store = GateStore(path, site=SITE, gate="g1")
@@ -264,10 +266,12 @@ def test_the_confirmation_lists_what_the_ledger_holds_above_a_hole(tmp_path):
         assert result.committed == {"g1": 2}
         assert ledger.confirmations(["g1"]) == {"g1": (2, [(4, 5), (8, 8)])} and result.rejected == 1
         bad = json.loads(made[6])
-        bad["ticket"] = "0" * 32  # its hash no longer matches: quarantined, and held as such
+        bad["ticket"] = "0" * 32  # its hash no longer matches: quarantined, and not held (not g1's event)
         ledger.ingest([json.dumps(bad)], topics=[events_topic(SITE, "g1")])
-        assert ledger.confirmations(["g1"]) == {"g1": (2, [(4, 5), (7, 8)])}
+        assert ledger.confirmations(["g1"]) == {"g1": (2, [(4, 5), (8, 8)])}
         ledger.ingest([made[2], made[5]])
+        assert ledger.committed() == {"g1": 6}
+        ledger.ingest([made[6]])  # the gate's own #7, sent again because it was not confirmed
         assert ledger.committed() == {"g1": 8}
     body = confirmation.read(confirmation.encode(2, [(4, 5), (7, 8)]))
     assert body.covers(8) and not body.covers(6) and body.fresh_format
@@ -406,3 +410,53 @@ def ledger_holds(ledger, last: int = 5) -> int:
     """How many of g1's events 1..last the ledger has stored (its own connection)."""
     with Ledger(ledger.db) as db:
         return db.query("SELECT COUNT(*) FROM events WHERE gate = 'g1' AND seq <= ?", (last,))[0][0]
+
+
+def test_a_floor_the_gate_did_not_sign_makes_the_ledger_declare_and_confirm_nothing(tmp_path, authority):
+    """Whoever can write a gate's status topic (at a central broker, a site's bridge identity) must
+    not make the gate delete events no ledger holds: g1 made 5 events, the ledger got 1-2, the
+    broker acknowledged 3-5 and died. A status saying `"floor": 1000000`, unsigned, then signed by
+    g2's device key, is ignored (counted, logged): nothing declared lost, the ledger confirms 2, and
+    g1 sends 3-5 again. (Before floors were signed, the ledger confirmed 999999 and g1 dropped 3-5.)"""
+    broker = Broker(tmp_path / "broker").start()
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    peer = GateStore(tmp_path / "g2.db", site=SITE, gate="g2")
+    ring = device_keyring(tmp_path / "ring", store, peer)
+    made = [admit(store) for _ in range(5)]
+    forged = [
+        b'{"state":"online","rev":0,"floor":1000000}',
+        json.dumps(
+            {"state": "online", "floor": 10**6, "floor_sig": peer.floor_signature(SITE, 10**6)}
+        ).encode(),  # g2's key, g1's topic
+    ]
+    try:
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=ring) as ledger:
+            bridge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="site-bridge", protocol=mqtt.MQTTv5)
+            bridge.connect("127.0.0.1", broker.port)
+            bridge.loop_start()
+            for event in made[:2]:
+                bridge.publish(events_topic(SITE, "g1"), json.dumps(event).encode(), qos=1).wait_for_publish(5)
+            for status in forged:
+                bridge.publish(status_topic(SITE, "g1"), status, qos=1, retain=True).wait_for_publish(5)
+
+            def committed():
+                with Ledger(tmp_path / "ledger.db") as view:
+                    return view.committed().get("g1", 0)
+
+            wait_for(lambda: ledger.service.floors_ignored >= 2 or committed() > 2, timeout=20)
+            bridge.disconnect()
+            bridge.loop_stop()
+            assert committed() == 2
+            assert ledger.service.floors_ignored == 2
+            store.mark_delivered([1, 2, 3, 4, 5], int(time.time() * 1000))  # the broker died after its PUBACKs
+            uplink = _uplink(store, authority, broker.url, resend_after_s=1.0)
+            uplink.start()
+            pump([uplink], _settled(ledger, [store]), timeout=30, what="3-5 sent again and confirmed")
+            uplink.stop()
+            report = ledger.report()
+        g = report["gates"]["g1"]
+        assert (g["events"], g["missing"], g["declared_lost"]) == (5, 0, 0)
+    finally:
+        broker.stop()
+        store.close()
+        peer.close()
