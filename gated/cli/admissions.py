@@ -33,8 +33,8 @@ def publish(args) -> int:
     from gated.central import admissions
     from gated.central.ledger import Ledger, LedgerError
     from gated.central.ledgerdb import ledger_exists
-    from gated.core import snapshot
     from gated.cli.options import SigningKeyMissing, signing_key
+    from gated.core import snapshot
     from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
