@@ -31,6 +31,7 @@ def test_a_replaced_gate_makes_no_conflict_and_admits_no_ticket_used_at_the_dead
     events = result["events"]
     assert events["conflicts"] == 0 and events["gaps"] == 0 and events["chain_breaks"] == 0, detail
     assert events["made"] == events["in_ledger"] and events["bad_signatures"] == 0, detail
+    assert events["declared_lost"] == 0, detail  # nothing below the new chain's base epoch * 2^40 + 1
     (replaced,) = result["replacements"]  # the ledger reports the replacement: a new chain after the old one
     assert replaced["gate"] == "g1" and replaced["epoch"] >= 1 and replaced["after_epoch"] == 0
     assert result["admissions_over_limit"] == 0, detail  # no ticket admitted beyond its limit unflagged
