@@ -85,26 +85,10 @@ class Desk:
         ).stdout
 
 
-_last_shown: dict = {}
-
-
 def shown(gate, client, text: str) -> dict:
-    """Hold the code in front of the camera until the gate has judged it; its scan event. A scan
-    of the code shown before (a loaded gate still decoding frames of it after it was taken away)
-    is not this code's answer."""
-    before = len(gate.scans())
-    previous = _last_shown.get(id(gate))
-    stale = hashlib.sha256(previous.encode()).digest()[:16].hex() if previous not in (None, text) else None
-
-    def answers():
-        return [s for s in gate.scans()[before:] if stale is None or s.get("ticket") != stale]
-
-    client.request("show", text=text)
-    gate.wait_for(lambda: answers(), what="the code scanned")
-    client.request("show", text=None)
-    _last_shown[id(gate)] = text
-    time.sleep(0.6)  # past the debounce, so the same code shown again is a new scan
-    return answers()[0]
+    """Hold the code in front of the camera until the gate has judged it; its scan event. Past the
+    debounce after it, so the same code shown again is a new scan."""
+    return gate.judge(client, text, settle_s=0.6)
 
 
 def wait_rev(gate, version: int) -> None:
