@@ -86,13 +86,9 @@ class Desk:
 
 
 def shown(gate, client, text: str) -> dict:
-    """Hold the code in front of the camera until the gate has judged it; its scan event."""
-    before = len(gate.scans())
-    client.request("show", text=text)
-    gate.wait_for(lambda: len(gate.scans()) > before, what="the code scanned")
-    client.request("show", text=None)
-    time.sleep(0.6)  # past the debounce, so the same code shown again is a new scan
-    return gate.scans()[before]
+    """Hold the code in front of the camera until the gate has judged it; its scan event. Past the
+    debounce after it, so the same code shown again is a new scan."""
+    return gate.judge(client, text, settle_s=0.6)
 
 
 def wait_rev(gate, version: int) -> None:

@@ -146,6 +146,28 @@ class GateProcess:
     def scans(self) -> list[dict]:
         return self.logged("scan")
 
+    def judge(self, camera, text: str, *, settle_s: float = 0.0) -> dict:
+        """Show `text` to the gate's camera (its control socket client) until the gate has judged
+        it once more, take it away, wait `settle_s`; that scan's log line. A scan of the ticket
+        shown before, when another text is shown now, is not the answer: a loaded gate may still
+        decode frames of it after it was taken away (or read it from its stacked frames)."""
+        before = len(self.scans())
+        previous_text, previous_ticket = getattr(self, "_shown", (None, None))
+        stale = previous_ticket if previous_text != text else None
+
+        def answers():
+            return [s for s in self.scans()[before:] if stale is None or s.get("ticket") != stale]
+
+        camera.request("show", text=text)
+        try:
+            self.wait_for(answers, what="the code judged")
+        finally:
+            camera.request("show", text=None)
+        answer = answers()[0]
+        self._shown = (text, answer.get("ticket"))
+        time.sleep(settle_s)
+        return answer
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         self.wait_for(lambda: self.logged("gate ready"), timeout, "gate ready")
 

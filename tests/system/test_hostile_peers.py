@@ -196,12 +196,7 @@ def scanned_event(gate: GateProcess, camera, published: Listener, text: str) -> 
 
 def scan(gate: GateProcess, camera, text: str) -> dict:
     """Show `text` to g1's camera until it has decided it once more; that scan's log line."""
-    before = len(gate.scans())
-    camera.request("show", text=text)
-    gate.wait_for(lambda: len(gate.scans()) > before, what="a scan")
-    camera.request("show", text=None)
-    time.sleep(0.4)  # past the debounce, so the same ticket counts again next time
-    return gate.scans()[before]
+    return gate.judge(camera, text, settle_s=0.4)  # past the debounce: the same ticket counts again next time
 
 
 @pytest.fixture
