@@ -224,12 +224,13 @@ class Ledger:
     def _advance(self, gates: list[str], floors: dict[str, int] | None = None, new=()) -> dict[str, int]:
         """Move each gate's `contiguous` (every event 1..n stored, or below the gate's signed floor:
         never coming) past what this batch filled in; `floors`: floors the gates announced
-        (kept if higher than the one stored, or of another chain); `new`: the events this batch stored
-        (a replaced gate's new chain starting among them moves the gate to it). The rows locked on PostgreSQL after this batch's own
-        inserts: of two workers storing one gate's events at once, the later one sees the earlier
-        one's (committed) rows. No deadlock between workers: every worker first makes the rows it
-        lacks, then locks its rows, each step in one order of gates (byte order, the same in Python
-        and in the database), whatever the chunking. A few statements for all the batch's gates."""
+        (kept if higher than the one stored, or of another chain); `new`: the events this batch
+        stored (a replaced gate's new chain starting among them moves the gate to it). The rows
+        locked on PostgreSQL after this batch's own inserts: of two workers storing one gate's
+        events at once, the later one sees the earlier one's (committed) rows. No deadlock between
+        workers: every worker first makes the rows it lacks, then locks its rows, each step in one
+        order of gates (byte order, the same in Python and in the database), whatever the chunking.
+        A few statements for all the batch's gates."""
         gates = sorted(gates)
         chunks = [gates[i : i + 500] for i in range(0, len(gates), 500)]
         for part in chunks:
@@ -260,7 +261,8 @@ class Ledger:
                 )
             if floors:  # a higher floor of the same chain, or the floor of another chain: the gate's current one
                 self.db.executemany(
-                    f"UPDATE gate_progress SET floor = ? WHERE gate = ? AND (floor < ? OR {chains.EPOCH_OF('floor')} <> ?)",
+                    "UPDATE gate_progress SET floor = ? WHERE gate = ? AND "
+                    f"(floor < ? OR {chains.EPOCH_OF('floor')} <> ?)",
                     [(floors[g], g, floors[g], ev.epoch_of(floors[g])) for g in part if g in floors],
                 )
             self.db.execute(  # below the floor, in its chain: never coming (a replaced gate's chain: from its base)

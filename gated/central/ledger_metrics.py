@@ -215,7 +215,8 @@ class LedgerCollector(Collector):
             for gate, epoch, count, admits, top, low in db.execute(
                 f"SELECT gate, seq / {1 << EPOCH_SHIFT}, COUNT(*), "
                 "SUM(CASE WHEN kind = 'scan' AND decision = 'admit' THEN 1 ELSE 0 END), "
-                f"MAX(seq), MIN(seq) FROM events WHERE rowid > ? AND rowid <= ? GROUP BY gate, seq / {1 << EPOCH_SHIFT}",
+                "MAX(seq), MIN(seq) FROM events WHERE rowid > ? AND rowid <= ? "
+                f"GROUP BY gate, seq / {1 << EPOCH_SHIFT}",
                 (self._cursors["events"], last),
             ).fetchall():
                 lowest_new[gate] = min(low, lowest_new.get(gate, low))
