@@ -276,15 +276,18 @@ class Ledger:
             )
         return committed
 
-    def declare_floors(self, floors: dict[str, int]) -> dict[str, int]:
+    def declare_floors(self, floors: dict[str, int], heard=()) -> dict[str, int]:
         """Gates' floors, from their status (the lowest seq each still holds): what the ledger lacks
-        below one is a declared loss (report), and `contiguous` moves past it. Per gate, its committed seq."""
-        if not floors:
+        below one is a declared loss (report), and `contiguous` moves past it. `heard`: more gates
+        whose status came (a floor not believed), for their committed seq alone. Per gate, its
+        committed seq."""
+        gates = sorted(set(floors) | set(heard))
+        if not gates:
             return {}
         try:
             self.db.begin()
             try:
-                committed = self._advance(sorted(floors), floors)
+                committed = self._advance(gates, floors)
             except BaseException:
                 self._rollback_quietly()
                 raise
