@@ -290,15 +290,18 @@ class Ledger:
             )
         return committed
 
-    def declare_floors(self, floors: dict[str, int]) -> dict[str, int]:
+    def declare_floors(self, floors: dict[str, int], heard=()) -> dict[str, int]:
         """Gates' floors, from their status (the lowest seq each still holds): what the ledger lacks
-        below one is a declared loss (report), and `contiguous` moves past it. Per gate, its committed seq."""
-        if not floors:
+        below one is a declared loss (report), and `contiguous` moves past it. `heard`: more gates
+        whose status came (a floor not believed), for their committed seq alone. Per gate, its
+        committed seq."""
+        gates = sorted(set(floors) | set(heard))
+        if not gates:
             return {}
         try:
             self.db.begin()
             try:
-                committed = self._advance(sorted(floors), floors)
+                committed = self._advance(gates, floors)
             except BaseException:
                 self._rollback_quietly()
                 raise
@@ -458,11 +461,21 @@ class Ledger:
 
     def _quarantine(self, result, event_id, body, why, received_ms) -> None:
         """Keep a message that is not stored as an event, with why (its first MAX_BYTES characters
-        when it is longer: it was refused for its size anyway; see _storable)."""
-        self.db.execute(
-            "INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
-            (event_id, _storable(body[: ev.MAX_BYTES]), _storable(why), received_ms),
-        )
+        when it is longer: it was refused for its size anyway; see _storable). A message with an id
+        that is already kept, for the same reason, is kept once: the gate sends a refused event again
+        until its retention (it is not held), and each copy would otherwise be another row."""
+        body, why = _storable(body[: ev.MAX_BYTES]), _storable(why)
+        if event_id is None:
+            self.db.execute(
+                "INSERT INTO quarantine (event_id, body, why, received_ms) VALUES (?, ?, ?, ?)",
+                (event_id, body, why, received_ms),
+            )
+        else:
+            self.db.execute(
+                "INSERT INTO quarantine (event_id, body, why, received_ms) SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM quarantine WHERE event_id = ? AND why = ? AND body = ?)",
+                (event_id, body, why, received_ms, event_id, why, body),
+            )
         # not held: a quarantined copy (a bad hash or signature, another site) is not the gate's event,
         # whoever sent it, so the gate keeps its own and sends it again; a `conflict`'s id is held by
         # the event stored under it

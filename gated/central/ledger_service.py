@@ -202,6 +202,10 @@ class LedgerService:
         ledger lacks below one is a declared loss), then each of those gates told what the ledger holds
         (a gate that came online, or a ledger that just started, hears at once). Acknowledged after."""
         floors: dict[str, int] = {}
+        # gates whose status carried a floor, believed or not: each hears what the ledger holds (that
+        # live answer is what lets a gate send again what reached no ledger; a gate the ledger does not
+        # trust yet, before `gated keys enrol --approve`, would otherwise wait for its next event)
+        heard: set[str] = set()
         part = self.ledger.partition
         for message in statuses:
             gate = status_topic_gate(message.topic, self.site)
@@ -214,11 +218,13 @@ class LedgerService:
             except FloorRejected as exc:  # hostile or old: nothing declared lost, nothing confirmed by it
                 self.floors_ignored += 1
                 log.warning("gate floor ignored", gate=gate, code=exc.code, detail=exc.detail[:200])
+                heard.add(gate)
                 continue
             if floor is not None:
                 # the later status of a replaced gate's new chain wins (gated/central/chains.py)
                 floors[gate] = newer_floor(floors.get(gate), floor)
-        committed = self.ledger.declare_floors(floors)
+                heard.add(gate)
+        committed = self.ledger.declare_floors(floors, heard)
         for message in statuses:
             self.link.ack(message)
         self._confirm(committed)

@@ -109,6 +109,14 @@ _FLOORS = """
 _SQLITE_MIGRATIONS.append(_FLOORS.format(int="INTEGER"))
 _POSTGRES_MIGRATIONS.append(_FLOORS.format(int="BIGINT"))
 
+# 6 (both): quarantined messages by event id: a gate keeps an event the ledger refused (it is not held)
+# and sends it again with its backoff until the retention; the same message again is kept once
+_QUARANTINE_BY_EVENT = (
+    "CREATE INDEX IF NOT EXISTS quarantine_by_event ON quarantine (event_id) WHERE event_id IS NOT NULL"
+)
+_SQLITE_MIGRATIONS.append(_QUARANTINE_BY_EVENT)
+_POSTGRES_MIGRATIONS.append(_QUARANTINE_BY_EVENT)
+
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)
 

@@ -29,7 +29,8 @@ never waits for what no gate can send. A broker (or a bridge) that dies loses wh
 acknowledged: when the oldest delivered row stays unconfirmed for `resend_after_s` while a ledger
 answers on this connection, the uplink sends again what the ledger passed over (the ledger drops
 what it already has), waiting twice as long before the next try, at most an hour (back to
-`resend_after_s` when a new confirmation arrives). Rows
+`resend_after_s` when the oldest waiting row is confirmed, or a ledger answers live for the first
+time on a connection). Rows
 the broker acknowledged longer than `outbox_retention_s` ago that no ledger confirmed are dropped,
 with a warning and a counter (`dropped_unconfirmed`), and the new floor is announced.
 """

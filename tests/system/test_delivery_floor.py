@@ -460,3 +460,27 @@ def test_a_floor_the_gate_did_not_sign_makes_the_ledger_declare_and_confirm_noth
         broker.stop()
         store.close()
         peer.close()
+
+
+def test_a_gate_the_ledger_does_not_trust_yet_is_answered_and_sends_again(tmp_path, authority):
+    """The first deployment as docs/central.md runs it: the ledger's keyring is empty until `gated
+    keys enrol --approve` and a restart, so it believes no gate's floor. It still answers each gate's
+    status with what it holds (nothing), live, so what reached no ledger before its first start is
+    sent again at once, not only after the gate's next event (an idle gate: after the retention)."""
+    broker = Broker(tmp_path / "broker").start()
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    uplink = _uplink(store, authority, broker.url, resend_after_s=1.0)
+    try:
+        uplink.start()
+        for _ in range(5):
+            admit(store)
+        pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
+        with LedgerThread(tmp_path / "ledger.db", broker.url, SITE, keyring=None) as ledger:
+            pump([uplink], _settled(ledger, [store]), timeout=30, what="the 5 events sent again and confirmed")
+            uplink.stop()
+            assert ledger.service.floors_ignored >= 1
+            g = ledger.report()["gates"]["g1"]
+        assert (g["events"], g["missing"], g["declared_lost"]) == (5, 0, 0)
+    finally:
+        broker.stop()
+        store.close()

@@ -125,6 +125,30 @@ def test_tampered_forged_and_reused_events_are_caught(tmp_path, ledger_db, gates
     assert not report["clean"]
 
 
+def test_a_refused_event_sent_again_is_quarantined_once(tmp_path, ledger_db, gates):
+    """A quarantined copy is not held, so the gate sends its event again (with its backoff, until
+    the retention): a gate the ledger has a stale device key for sends every event again and again.
+    Each message is kept once however often it comes; another message for the same id is kept too."""
+    g1, _ = gates
+    for _ in range(2):
+        g1.record_event({"kind": "state", "state": "online", "rev": 0}, 1_700_000_000_000)
+    rows = outbox(g1)
+    stale = device_keyring(tmp_path / "stale", GateStore(tmp_path / "old-g1.db", site=SITE, gate="g1"))
+    tampered = json.dumps(dict(json.loads(rows[1]), state="locked"))
+    with Ledger(ledger_db, keyring=stale, site=SITE) as ledger:
+        for _ in range(3):  # the gate's first send and two re-sends
+            results = [ledger.ingest(rows), ledger.ingest([tampered])]
+            assert [(r.new, r.rejected) for r in results] == [(0, 2), (0, 1)]
+        kept = ledger.query("SELECT event_id, why FROM quarantine ORDER BY n")
+        report = ledger.report()
+    assert kept == [
+        ("g1:1", "device signature does not verify"),
+        ("g1:2", "device signature does not verify"),
+        ("g1:2", "hash does not match content"),
+    ]
+    assert report["totals"]["quarantined"] == 3
+
+
 def test_over_admission_across_gates_counts_rollbacks_and_ticket_entries(tmp_path, ledger_db, gates):
     g1, g2 = gates
     once, rolled_back, twice_allowed, unlimited = (os.urandom(16) for _ in range(4))
