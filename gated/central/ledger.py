@@ -270,13 +270,13 @@ class Ledger:
                 f"(contiguous < floor - 1 OR {chains.EPOCH_OF('contiguous')} <> {chains.EPOCH_OF('floor - 1')})",
                 tuple(part),
             )
-            # the end of the run of stored events that starts right after `contiguous`, where there is one
+            # the end of the run of held events that starts right after `contiguous`, where there is one
             after = self.db.execute(
                 "SELECT p.gate, (SELECT MIN(e.seq) FROM events e WHERE e.gate = p.gate AND e.seq > p.contiguous "
-                f"AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow PostgreSQL's BIGINT
-                "ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1) END) "
-                f"FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
-                "(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1)",
+                f"{self._held('e')} AND CASE WHEN e.seq >= {top} THEN 1 = 1 "  # seq + 1 would overflow BIGINT
+                f"ELSE NOT EXISTS (SELECT 1 FROM events x WHERE x.gate = e.gate AND x.seq = e.seq + 1{self._held('x')}) "
+                f"END) FROM gate_progress p WHERE p.gate IN ({marks}) AND p.contiguous < {top} AND EXISTS "
+                f"(SELECT 1 FROM events f WHERE f.gate = p.gate AND f.seq = p.contiguous + 1{self._held('f')})",
                 tuple(part),
             ).fetchall()
             if after:
@@ -289,6 +289,14 @@ class Ledger:
                 ).fetchall()
             )
         return committed
+
+    def _held(self, alias: str) -> str:
+        """SQL condition: the stored event `alias` counts as held. With a keyring, only an event
+        whose device signature was checked (`signed` 1 or 2): one stored before the ledger knew the
+        gate's key could be anybody's (whoever can write the gate's events topic), so the gate keeps
+        its own until a checked copy arrives (_store_events then marks the stored one checked).
+        Without a keyring nothing is checked and every stored event counts."""
+        return f" AND {alias}.signed > 0" if self.keyring is not None else ""
 
     def declare_floors(self, floors: dict[str, int], heard=()) -> dict[str, int]:
         """Gates' floors, from their status (the lowest seq each still holds): what the ledger lacks
@@ -330,7 +338,7 @@ class Ledger:
                     "SELECT gate, MIN(seq), MAX(seq) FROM (SELECT e.gate, e.seq, "
                     "e.seq - ROW_NUMBER() OVER (PARTITION BY e.gate ORDER BY e.seq) AS run "
                     f"FROM events e JOIN gate_progress p ON p.gate = e.gate "
-                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous AND {same_chain}) runs "
+                    f"WHERE e.gate IN ({marks}) AND e.seq > p.contiguous AND {same_chain}{self._held('e')}) runs "
                     "GROUP BY gate, run ORDER BY gate, MIN(seq)",
                     part,
                 ).fetchall()
@@ -547,24 +555,28 @@ class Ledger:
             ],
         )
         taken = [e[1]["id"] for e, fresh in zip(examined, new) if not fresh]
-        existing: dict[str, str] = {}
+        existing: dict[str, tuple[str, int]] = {}
         for i in range(0, len(taken), 800):
             part = taken[i : i + 800]
             existing.update(
-                self.db.execute(
-                    f"SELECT id, hash FROM events WHERE id IN ({', '.join('?' * len(part))})", tuple(part)
+                (event_id, (digest, checked))
+                for event_id, digest, checked in self.db.execute(
+                    f"SELECT id, hash, signed FROM events WHERE id IN ({', '.join('?' * len(part))})", tuple(part)
                 ).fetchall()
             )
         occ.record(self.db, [e[1] for e, fresh in zip(examined, new) if fresh])  # movements (occupancy, #16)
         held = []
-        for (text, event, *_), fresh in zip(examined, new):
+        for (text, event, _, _, _, signed), fresh in zip(examined, new):
             gate, seq, event_id = event["gate"], event["seq"], event["id"]
+            stored_hash, stored_signed = existing.get(event_id, (None, 0))
             if fresh:
                 result.new += 1
                 self._new.append(event)
                 result.stored.append(event)
-            elif existing.get(event_id) == event["hash"]:
+            elif stored_hash == event["hash"]:
                 result.duplicates += 1
+                if signed and not stored_signed:  # stored before the gate's key was known: checked now
+                    self.db.execute("UPDATE events SET signed = ? WHERE id = ?", (signed, event_id))
             elif (
                 self.db.execute(
                     "SELECT 1 FROM quarantine WHERE event_id = ? AND why = 'conflict' AND body = ?",

@@ -484,3 +484,29 @@ def test_a_gate_the_ledger_does_not_trust_yet_is_answered_and_sends_again(tmp_pa
     finally:
         broker.stop()
         store.close()
+
+
+def test_an_event_stored_before_the_ledger_knew_the_gates_key_is_not_held_until_checked(tmp_path):
+    """Before `gated keys enrol --approve`, the ledger stores a gate's events unchecked: one of them
+    could be anybody's (whoever can write the gate's events topic, a site's bridge identity at a
+    central broker), so none is confirmed and the gate keeps its own. Once the key is in the
+    keyring, the gate's copies sent again check the stored ones; a forged event that took a seq
+    first is not the gate's, so that seq stays unconfirmed (the gate keeps its own row)."""
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    forger = GateStore(tmp_path / "forger.db", site=SITE, gate="g1")  # another key calling itself g1
+    peer = GateStore(tmp_path / "g2.db", site=SITE, gate="g2")
+    made = [json.dumps(admit(store)) for _ in range(3)]
+    forged = [json.dumps(admit(forger)) for _ in range(3)]
+    before = device_keyring(tmp_path / "before", peer)  # the ledger's keyring, g1 not enrolled yet
+    after = device_keyring(tmp_path / "after", peer, store)
+    db = tmp_path / "ledger.db"
+    with Ledger(db, keyring=before, site=SITE) as ledger:
+        ledger.ingest(made[:2] + [forged[2]])  # g1's 1-2 and a forged 3, all unchecked
+        assert ledger.committed() == {"g1": 0}
+        assert ledger.confirmations(["g1"]) == {"g1": (0, [])}
+    with Ledger(db, keyring=after, site=SITE) as ledger:
+        ledger.ingest(made)  # the gate sends again: 1-2 checked now; its 3 conflicts with the forged one
+        assert ledger.committed() == {"g1": 2}
+        assert ledger.confirmations(["g1"]) == {"g1": (2, [])}
+    for s in (store, forger, peer):
+        s.close()
