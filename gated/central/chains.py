@@ -28,7 +28,7 @@ UNAPPROVED = "unapproved_key: a new chain of a replaced gate, signed by a device
 
 
 def EPOCH_OF(column: str) -> str:  # noqa: N802 - an SQL expression, spelled like a constant
-    return f"({column} / {1 << ev.EPOCH_SHIFT})"
+    return f"(({column}) / {1 << ev.EPOCH_SHIFT})"  # an expression too: (floor - 1) / 2^40
 
 
 def CHAIN_OF(seq: str = "seq", body: str = "body") -> str:  # noqa: N802 - an SQL expression

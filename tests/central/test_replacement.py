@@ -267,3 +267,16 @@ def test_a_new_chain_started_in_a_batch_moves_the_gate_s_progress_and_floor_to_i
         assert ledger.ingest(_chain(tmp_path, "new.db", 11, 2)).committed == {"g1": base + 2}
         report = ledger.report()["gates"]["g1"]
         assert report["declared_lost"] == 0 and report["missing"] == 0 and report["floor"] == base + 1
+
+
+def test_a_floor_below_the_ledger_s_prefix_moves_nothing_back(tmp_path, ledger_db):
+    """A floor of the same chain below `contiguous` leaves it where it is (the chain of `floor - 1`
+    is that expression's, not `floor`'s: an SQL precedence slip once moved every gate back to it)."""
+    with GateStore(tmp_path / "g.db", site=SITE, gate="g1") as store:
+        made = [store.record_event({"kind": "state", "state": "online", "rev": 0}, NOW_MS + i) for i in range(3)]
+        ring = _device_ring(tmp_path, store)
+    with Ledger(ledger_db, site=SITE) as ledger:  # before the ledger had the gate's key: stored unchecked
+        assert ledger.ingest([made[0], made[2]]).committed == {"g1": 1}
+    with Ledger(ledger_db, site=SITE, keyring=ring) as ledger:
+        assert ledger.declare_floors({"g1": 1}) == {"g1": 1}
+        assert ledger.confirmations(["g1"]) == {"g1": (1, [])}  # 3 unchecked: not held
