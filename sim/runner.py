@@ -82,6 +82,8 @@ class Run:
         self.used_at_old: dict[str, list] = {}  # replaced gate -> attempts admitted at its dead card
         self.passage_device = "passage"
         self.shown: dict[str, set[str]] = {g: set() for g in scenario.gate_ids}  # tickets shown at each gate so far
+        self.late_scans: set[str] = set()  # scans of an earlier visitor's ticket read after it was taken away
+        self.known: set[tuple[str, str]] = set()  # (gate, peer event id) a gate is known to have taken in
 
     # --- dispatcher ---------------------------------------------------------------------------
     def ready(self, a: model.Attempt, now: float) -> bool:
@@ -129,9 +131,12 @@ class Run:
         mismatch rather than a hung run."""
         if dep.gate == a.gate or not dep.observed_admit or not dep.passes or not dep.event_id:
             return True
-        if now > dep.ended_at + KNOW_WAIT_S:
+        if now > dep.ended_at + KNOW_WAIT_S or (a.gate, dep.event_id) in self.known:
             return True
-        return self.venue.gates[a.gate].knows(dep.event_id)
+        if self.venue.gates[a.gate].knows(dep.event_id):
+            self.known.add((a.gate, dep.event_id))
+            return True
+        return False
 
     def dispatcher(self) -> None:
         while not self.stop.is_set():
@@ -205,7 +210,10 @@ class Run:
         longer than that to answer. It is the earlier visitor's (the ledger has it, as a real gate
         would); `a`'s own answer is still to come."""
         ticket = scan.get("ticket")
-        return ticket is not None and a.cti is not None and ticket != a.cti and ticket in self.shown[gate_id]
+        late = ticket is not None and a.cti is not None and ticket != a.cti and ticket in self.shown[gate_id]
+        if late:
+            self.late_scans.add(scan.get("id"))
+        return late
 
     def walk_out(self, gate, a: model.Attempt) -> None:
         """A free exit: nobody scans anything; the visitor goes through and the gate counts it."""
@@ -741,6 +749,12 @@ def _run(scenario, venue: Venue, out_dir: Path, speed: float, progress: bool, lo
     left = {g.id: g.outbox_depth() for g in venue.gates.values()}
     if any(left.values()):
         r.notes.append(f"events still in the gates' outboxes after they stopped: {left}")
+    if r.late_scans:
+        r.notes.append(
+            f"{len(r.late_scans)} scans of a ticket read after its holder had taken it away (the gate "
+            f"decoded frames of it late; a real visitor behind would have seen that answer): "
+            f"{', '.join(sorted(r.late_scans))}"
+        )
     time.sleep(0.5)
     venue.stop_ledger()
     ledger_report, ledger_events = _read_ledger(venue)
