@@ -368,9 +368,18 @@ class Daemon:
             from gated.gate.prune import Pruner
 
             self.pruner = Pruner.from_config(self.store, self.cfg)
+        from gated.gate.store import StoreError
+
         reading = self.clock.reading()
-        if not reading.uncertain:
+        if reading.uncertain:
+            return
+        try:
             self.pruner.step(now, reading.now)
+        except StoreError:
+            raise  # _guarded: the store's fault, said as such
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop the gate
+            log.error("pruning failed; the gate goes on and tries again later", error=f"{type(exc).__name__}: {exc}")
+            self.pruner.failed(now)
 
     def _guarded(self, step: str, work, *args) -> None:
         """One step of the owner loop whose writes may fail (a full disk: a revocation update, a

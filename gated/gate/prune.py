@@ -68,7 +68,9 @@ class Pruner:
         retention = max(self.peer_retention_s, self.store.max_validity_s + self.expired_margin_s)
         done = self.store.prune(
             expired_before_s=int(unix_now - self.expired_margin_s),
-            peers_before_ms=int((unix_now - retention) * 1000),
+            # a ticket valid without end (a pretix code: exp 2^63-1) makes peers' rows keep forever,
+            # and the time before 1970 it gives is no SQLite integer: nothing is older than 0
+            peers_before_ms=max(int((unix_now - retention) * 1000), 0),
             limit=self.batch,
             movements=self.movements,
         )
@@ -89,6 +91,11 @@ class Pruner:
     def running(self) -> bool:
         """A round is under way: step() goes on with it."""
         return self._running
+
+    def failed(self, monotonic_now: float) -> None:
+        """A batch failed (not the store's fault, which the caller reports): this round ends, the
+        next starts after `every_s`."""
+        self._running, self._next_round = False, monotonic_now + self.every_s
 
     def run_to_end(self, unix_now: float) -> dict:
         """A whole round at once (tools and tests)."""

@@ -97,3 +97,20 @@ def test_pruning_leaves_pending_admissions_and_movements_where_they_are_counted(
         Pruner(store, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(later)
         assert store.state_counts()["admissions"] == 1  # the pending one: somebody may be in the turnstile
         assert [json.loads(e)["kind"] for _, e in store.outbox()] == ["scan", "scan"]  # events are not pruning's
+
+
+def test_a_ticket_valid_without_end_does_not_stop_pruning(tmp_path, authority):
+    """A ticket with no end (a pretix code's exp is 2^63-1) makes the longest validity a gate has
+    seen endless: peers' rows then never go by age, and the batch must still run (the time it gave,
+    before 1970 by 2^63 ms, was no SQLite integer: an OverflowError stopped `gated run`)."""
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as store:
+        text = authority.ticket(cti=os.urandom(16), nbf=0, exp=2**63 - 1)
+        decision = validate(text, authority.keyring, context, store, T0)
+        assert decision.admit
+        store.record_scan(
+            scan_fields(decision, context, 0), T0 * 1000, admit_cti=decision.cti, confirmed=True, exp=2**63 - 1, nbf=0
+        )
+        assert store.max_validity_s == 2**63 - 1
+        done = Pruner(store, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(T0 + DAY)
+        assert done["admissions"] == 0 and store.state_counts()["admissions"] == 1
