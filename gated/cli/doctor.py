@@ -204,7 +204,7 @@ def check_state(cfg, timeout) -> Finding:
     try:
         state = _summary(db_path)
     except StoreError as exc:
-        return Finding(FAIL, "state", f"{db_path}: unreadable ({exc}); restore it or move it aside")
+        return Finding(FAIL, "state", f"{db_path}: unreadable ({exc}); start a new chain: gated replace --move-aside")
     if (state.site, state.gate) != (cfg.gate.site, cfg.gate.id):
         return Finding(
             FAIL,

@@ -41,7 +41,7 @@ class StoreError(GatedError, RuntimeError):
 
 class StoreCorrupt(StoreError):
     """`PRAGMA quick_check` found damage: the gate refuses to start on it (an index that lies could
-    make used tickets read as unused). Restore the file from a backup or move it aside."""
+    make used tickets read as unused). Start a new chain: `gated replace --move-aside` (docs/install-pi.md, "Replacing a gate")."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,8 @@ class GateStore:
             if "malformed" in str(exc) or "not a database" in str(exc):
                 raise StoreCorrupt(
                     f"{self.path}: the gate state is damaged ({exc}); "
-                    f"the gate will not run on it: restore the file or move it aside"
+                    "the gate will not run on it: start a new chain with `gated replace --move-aside` "
+                    '(docs/install-pi.md, "Replacing a gate")'
                 ) from exc
             raise StoreError(
                 f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions"
@@ -210,7 +211,8 @@ class GateStore:
             self._db.close()
             raise StoreCorrupt(
                 f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
-                f"the gate will not run on it: restore the file or move it aside"
+                "the gate will not run on it: start a new chain with `gated replace --move-aside` "
+                '(docs/install-pi.md, "Replacing a gate")'
             )
 
     def _meta(self, key: str, default=None):
