@@ -107,7 +107,7 @@ test-powercut: venv test-tools
 
 # A season in accelerated time (bench/season.py, issue #25), scaled to a few minutes on two cores
 season: venv
-	$(VENV)/bin/python bench/season.py --days 100 --scale 0.05
+	$(VENV)/bin/python bench/season.py --days 100 --scale 0.05 $(SEASON_ARGS)
 
 # Every benchmark runs, even after one misses a target; the exit status says whether any did.
 bench: venv

@@ -91,6 +91,12 @@ def main() -> int:
     ap.add_argument("--revoked-per-day", type=int, default=100)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies visitors and revocations")
     ap.add_argument("--dir", help="where the state lives (default: a temporary directory, in /dev/shm if there)")
+    ap.add_argument(
+        "--timing-advisory",
+        action="store_true",
+        help="the p99 decision time is printed beside its target but does not decide the exit status "
+        "(CI: on a shared machine wall-clock microseconds are its neighbours' noise; sizes still decide)",
+    )
     args = ap.parse_args()
     import logging
 
@@ -187,7 +193,8 @@ def main() -> int:
     list_mib = lambda f: f[3]["revoked"] * 40 / 2**20  # noqa: E731
     size_ratio = (last[0] - list_mib(last)) / max(ten[0] - list_mib(ten), 1e-6)
     p99_ratio = last[2] / max(ten[2], 1e-6)
-    ok = size_ratio <= GROWTH_LIMIT and p99_ratio <= GROWTH_LIMIT and last[1] <= ten[1] * GROWTH_LIMIT
+    ok = size_ratio <= GROWTH_LIMIT and last[1] <= ten[1] * GROWTH_LIMIT
+    ok = ok and (args.timing_advisory or p99_ratio <= GROWTH_LIMIT)
     print(
         f"pruning: {len(batch_ms)} batches of at most {pruner.batch} tickets: CPU p99 "
         f"{percentile(batch_cpu_ms, 99):.1f} ms, longest {max(batch_cpu_ms):.1f} ms (wall p99 "
