@@ -10,6 +10,7 @@ ROLLBACK would replace the real error ("database or disk is full") with "no tran
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 
 
@@ -63,3 +64,19 @@ def statements(script: str) -> list[str]:
     if pending.strip(" \t\r\n;"):
         out.append(pending.strip().rstrip(";"))
     return out
+
+
+def use_wal(conn: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """WAL mode. SQLite can answer "database is locked" at once, without waiting its busy timeout,
+    while another process is switching a new file to WAL: try again for a while (several ledger
+    workers, a metrics scrape, or `gated doctor` beside a gate's first start, opening one new file
+    together)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from gated.core.errors import GatedError
-from gated.sqlitedb import migrate, rollback
+from gated.sqlitedb import migrate, rollback, use_wal
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -152,7 +151,7 @@ class SqliteDb:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            _wal(self.conn)
+            use_wal(self.conn)
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.Error as exc:
@@ -200,21 +199,6 @@ class SqliteDb:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def _wal(conn, patience_s: float = 30.0) -> None:
-    """WAL mode. SQLite can answer "database is locked" at once, without waiting its busy timeout,
-    while another process is switching a new file to WAL: try again for a while (several ledger
-    workers, or a metrics scrape, opening one new file together)."""
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 class PostgresDb:

@@ -26,7 +26,7 @@ from gated.core import confirmation, events
 from gated.core.decide import Facts
 from gated.core.errors import GatedError
 from gated.gate import schema
-from gated.sqlitedb import write_transaction
+from gated.sqlitedb import use_wal, write_transaction
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
@@ -148,7 +148,7 @@ class GateStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             self._quick_check()
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db)  # eight processes opening one new file at once: all start
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self._db.execute("PRAGMA journal_size_limit=67108864")  # a big update's WAL shrinks back to 64 MiB
