@@ -153,15 +153,15 @@ def ms(values, q=50) -> str:
     return "unread" if math.isinf(v) else f"{v * 1000:.0f}"
 
 
-def bench_clips(decs: dict, size, clips: int, idle: int, frames: int, seed: int) -> dict:
+def bench_clips(decs: dict, size, clips: int, idle: int, frames: int, seed: int, exposure_s=None) -> dict:
     codes = ticket_codes(12)
     rng = np.random.default_rng(seed)
     out = {name: {"clips": [], "idle": []} for name in decs}
     for i in range(clips + idle):
         if i < clips:
-            clip = phone_clip(codes[i % len(codes)], size, rng, frames=frames)
+            clip = phone_clip(codes[i % len(codes)], size, rng, frames=frames, exposure_s=exposure_s)
         else:
-            clip = phone_clip(None, size, rng, frames=frames, phone=bool(i % 2))
+            clip = phone_clip(None, size, rng, frames=frames, phone=bool(i % 2), exposure_s=exposure_s)
         names = list(decs)
         for name in names[i % len(names) :] + names[: i % len(names)]:
             out[name]["clips" if i < clips else "idle"].append(play(clip, decs[name]()))
