@@ -294,23 +294,23 @@ class Scanner:
         return []
 
     def read_smeared(self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None) -> list[str]:
-        """The texts read in a region after undoing a linear motion smear (the "deblur" pass)."""
+        """The texts read in a region after undoing a linear motion smear (the "deblur" pass): the
+        smear's direction from the structure tensor, refined with its length in the cepstrum
+        (deblur.smear_near), undone by regularized deconvolution (deblur.unsmear), read upscaled
+        (DEBLUR_SCALES) with two binarizers; under the same rule as every read (`_sift`)."""
         import cv2
 
-        from gated.gate.deblur import DEBLUR_MIN_PX, DEBLUR_NSR, smear_along, smear_direction, smear_of, unsmear
+        from gated.gate.deblur import DEBLUR_MIN_PX, smear_direction, smear_near, unsmear
 
         zx = self._lib
         doubts = doubts if doubts is not None else []
         crop = _cut(gray, box)
-        if min(crop.shape) < 32:
+        if min(crop.shape) < 32 or int(crop.max()) - int(crop.min()) < 8:
             return []
-        angle = smear_direction(crop)
-        length = smear_along(crop, angle)
-        if length is None:  # no smear along the quietest direction: the cepstrum's own deepest minimum
-            length, angle = smear_of(crop)
-            if length < DEBLUR_MIN_PX:
-                return []
-        sharp = unsmear(crop, length, angle, DEBLUR_NSR)
+        smear = smear_near(crop, smear_direction(crop))
+        if smear is None or smear[0] < DEBLUR_MIN_PX - 0.5:
+            return []
+        sharp = unsmear(crop, *smear)
         for scale in DEBLUR_SCALES:
             image = cv2.resize(sharp, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
             for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
