@@ -14,7 +14,6 @@ unread after estimating the smear and undoing it here:
     unsmear()          regularized deconvolution by the line kernel (anti-aliased: a sub-pixel
                        length and any angle): the least-squares image whose smear matches the
                        region, with a penalty on its Laplacian (Tikhonov), in one FFT step
-    smear_of(), smear_along()  the cepstrum's deepest minimum anywhere, or along a known line
 
 Measured (issue 27b, harder stills of bench/clips.py, 400 frames at 1280x720 and 640x480, the
 frames the other passes miss): the direction refined in the cepstrum and the Laplacian penalty
@@ -48,23 +47,6 @@ def _cepstrum(crop: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.irfft2(np.log(np.abs(np.fft.rfft2(f)) + 1e-3), s=(h, w))).astype(np.float32)
 
 
-def smear_of(crop: np.ndarray) -> tuple[float, float]:
-    """The length (pixels) and direction (radians) of a linear motion smear over `crop`: the
-    deepest minimum of its power cepstrum between DEBLUR_MIN_PX and DEBLUR_MAX_PX from the centre
-    (the smear's spectrum has zeros every 1/L along its direction; the logarithm turns them into
-    a periodic ripple, the cepstrum into a negative peak at distance L)."""
-    cepstrum = _cepstrum(crop)
-    h, w = cepstrum.shape
-    cy, cx = h // 2, w // 2
-    r = int(DEBLUR_MAX_PX) + 1
-    window = cepstrum[cy - r : cy + r + 1, cx - r : cx + r + 1]
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    dist = np.hypot(xx, yy)
-    window = np.where((dist >= DEBLUR_MIN_PX) & (dist <= DEBLUR_MAX_PX), window, np.inf)
-    y, x = np.unravel_index(int(np.argmin(window)), window.shape)
-    return float(dist[y, x]), float(np.arctan2(y - r, x - r))
-
-
 def smear_direction(crop: np.ndarray) -> float:
     """The direction (radians) along which `crop` changes least: a motion smear's, for a region of
     code that has edges every way (the structure tensor's eigenvector of the smaller eigenvalue)."""
@@ -77,23 +59,6 @@ def smear_direction(crop: np.ndarray) -> float:
     )
     _, vectors = np.linalg.eigh(tensor)
     return float(np.arctan2(vectors[1, 0], vectors[0, 0]))
-
-
-def smear_along(crop: np.ndarray, angle: float) -> float | None:
-    """The length of a motion smear over `crop` known to run at `angle` (radians): the deepest
-    minimum of the power cepstrum along that line, DEBLUR_MIN_PX to DEBLUR_MAX_PX from the centre;
-    None when the line has no minimum below the cepstrum's typical level there."""
-    import cv2
-
-    cepstrum = _cepstrum(crop)
-    h, w = cepstrum.shape
-    radii = np.arange(DEBLUR_MIN_PX, DEBLUR_MAX_PX + 0.01, 0.25, dtype=np.float32)
-    xs = (w // 2 + radii * np.float32(np.cos(angle))).reshape(1, -1)
-    ys = (h // 2 + radii * np.float32(np.sin(angle))).reshape(1, -1)
-    line = cv2.remap(cepstrum, xs, ys, cv2.INTER_LINEAR).ravel()
-    if float(line.min()) >= float(np.median(line)):
-        return None
-    return float(radii[int(np.argmin(line))])
 
 
 def smear_near(crop: np.ndarray, angle: float) -> tuple[float, float] | None:
