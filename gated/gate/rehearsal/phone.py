@@ -23,7 +23,7 @@ A clip is built like the camera films it:
     exposure   the camera's exposure time: the smear is the phone's speed times it. By default
                the one that smears the reach's fastest frame by `blur` pixels (the issue's 3-7 px
                of motion blur along the hand's path: a camera set for motion, e.g. Picamera2's
-               "short" exposure mode, gated's default; ~1-3 ms); `exposure_s=` pins it (1/60 s:
+               "short" exposure mode, gated's default; a few ms); `exposure_s=` pins it (1/60 s:
                a camera left to normal auto-exposure indoors, whose reach smears 30-100 px)
     shutter    rolling shutter: rows are read one after the other over `shutter` of the frame
                period, so a moving phone is skewed (sheared along its motion)
