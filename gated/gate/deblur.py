@@ -19,9 +19,10 @@ Measured (issue 27b, harder stills of bench/clips.py, 400 frames at 1280x720 and
 frames the other passes miss): the direction refined in the cepstrum and the Laplacian penalty
 each lift the pass's wins; together from 34 to 60 of 133, against 67 with the true smear. Tried
 and not kept: Wiener's constant noise ratio (28 of 72 even with the true smear, against 35),
-Richardson-Lucy (22, and ten times the cost), deconvolving at the upscaled size, a two-tone
-(binary) prior by half-quadratic splitting, adaptive thresholds of the result, more lengths and
-angles around the estimate (+2-3 frames for twice the cost on the frames it does not read).
+Richardson-Lucy (22, and ten times the cost), deconvolving at the upscaled size, total-variation
+and two-tone (binary) priors by half-quadratic splitting (within 2 frames either way, at two to
+three times the cost), adaptive thresholds of the result, more lengths and angles around the
+estimate (+1-3 frames for twice the cost on the frames it does not read).
 """
 
 from __future__ import annotations

@@ -306,7 +306,7 @@ class Scanner:
         (DEBLUR_SCALES) with two binarizers; under the same rule as every read (`_sift`)."""
         import cv2
 
-        from gated.gate.deblur import DEBLUR_MIN_PX, smear_direction, smear_near, unsmear
+        from gated.gate.deblur import smear_direction, smear_near, unsmear
 
         zx = self._lib
         doubts = doubts if doubts is not None else []
@@ -314,7 +314,7 @@ class Scanner:
         if min(crop.shape) < 32 or int(crop.max()) - int(crop.min()) < 8:
             return []
         smear = smear_near(crop, smear_direction(crop))
-        if smear is None or smear[0] < DEBLUR_MIN_PX - 0.5:
+        if smear is None:  # too small to tell, or no smear in the cepstrum
             return []
         sharp = unsmear(crop, *smear)
         for scale in DEBLUR_SCALES:
