@@ -13,7 +13,8 @@ unread after estimating the smear and undoing it here:
                        periodic ripple, the cepstrum a negative peak at distance L)
     unsmear()          regularized deconvolution by the line kernel (anti-aliased: a sub-pixel
                        length and any angle): the least-squares image whose smear matches the
-                       region, with a penalty on its Laplacian (Tikhonov), in one FFT step
+                       region, with a penalty on its Laplacian (Tikhonov), in one FFT step;
+                       for an over-exposed region, also with its clipped pixels raised (`gain`)
 
 Measured (issue 27b, harder stills of bench/clips.py, 400 frames at 1280x720 and 640x480, the
 frames the other passes miss): the direction refined in the cepstrum and the Laplacian penalty
@@ -34,6 +35,11 @@ DEBLUR_MAX_PX = 12.0  # the longest smear the cepstrum is searched for
 DEBLUR_SECTOR_DEG = 20.0  # the cepstrum is searched this far either side of the structure tensor's direction
 DEBLUR_LENGTH_BIAS = 0.3  # px: the lens and JPEG push the cepstrum's minimum this much beyond the smear (measured)
 DEBLUR_REG = 0.003  # weight of the Laplacian penalty (the image's 0-255 scale)
+# An over-exposed region (DEBLUR_SATURATED_SHARE of its pixels clipped) is deconvolved once more
+# for each gain if the first try reads nothing: its clipped pixels taken for that much more light.
+SATURATED = 250
+DEBLUR_SATURATED_SHARE = 0.2
+DEBLUR_GAINS = (1.3, 1.7)
 _CEPSTRUM_UP = 4  # the cepstrum near its centre is upscaled this much: the length to a quarter pixel
 
 
@@ -106,16 +112,22 @@ def line_kernel(length: float, angle: float) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def unsmear(crop: np.ndarray, length: float, angle: float, reg: float = DEBLUR_REG) -> np.ndarray:
+def unsmear(crop: np.ndarray, length: float, angle: float, reg: float = DEBLUR_REG, gain: float = 1.0) -> np.ndarray:
     """`crop` deconvolved by a line of `length` pixels at `angle` (the motion smear): the image x
     minimizing |k * x - crop|^2 + reg |Laplacian x|^2 (Tikhonov), solved in one FFT step on the
-    crop padded by reflection; uint8, the crop's shape."""
+    crop padded by reflection; uint8, the crop's shape. `gain` > 1: an over-exposed crop, whose
+    clipped pixels (SATURATED and above) are taken for `gain` times full scale before the
+    deconvolution (the screen was brighter than the sensor could say: the clipping ate the
+    smear's ramps into the dark modules), the result divided by `gain`."""
     import cv2
 
     kernel = line_kernel(max(float(length), 1.0), angle)
     n = kernel.shape[0]
     pad = n + 8
-    image = cv2.copyMakeBorder(crop.astype(np.float32), pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    values = crop.astype(np.float32)
+    if gain != 1.0:
+        values = np.where(crop >= SATURATED, np.float32(255.0 * gain), values)
+    image = cv2.copyMakeBorder(values, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     h, w = image.shape
     psf = np.zeros((h, w), np.float32)
     psf[:n, :n] = kernel
@@ -125,4 +137,10 @@ def unsmear(crop: np.ndarray, length: float, angle: float, reg: float = DEBLUR_R
     laplacian[0, 1] = laplacian[1, 0] = laplacian[0, -1] = laplacian[-1, 0] = -1
     penalty = np.abs(np.fft.rfft2(laplacian)) ** 2
     restored = np.fft.irfft2(np.fft.rfft2(image) * np.conj(k) / (np.abs(k) ** 2 + reg * penalty), s=(h, w))
-    return np.clip(restored[pad : pad + crop.shape[0], pad : pad + crop.shape[1]], 0, 255).astype(np.uint8)
+    restored = restored[pad : pad + crop.shape[0], pad : pad + crop.shape[1]] / gain
+    return np.clip(restored, 0, 255).astype(np.uint8)
+
+
+def saturated_share(crop: np.ndarray) -> float:
+    """The share of `crop`'s pixels at SATURATED or above (clipped by over-exposure)."""
+    return float((crop >= SATURATED).mean()) if crop.size else 0.0

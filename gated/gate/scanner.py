@@ -306,7 +306,15 @@ class Scanner:
         (DEBLUR_SCALES) with two binarizers; under the same rule as every read (`_sift`)."""
         import cv2
 
-        from gated.gate.deblur import smear_direction, smear_near, unsmear
+        from gated.gate.deblur import (
+            DEBLUR_GAINS,
+            DEBLUR_REG,
+            DEBLUR_SATURATED_SHARE,
+            saturated_share,
+            smear_direction,
+            smear_near,
+            unsmear,
+        )
 
         zx = self._lib
         doubts = doubts if doubts is not None else []
@@ -316,13 +324,17 @@ class Scanner:
         smear = smear_near(crop, smear_direction(crop))
         if smear is None:  # too small to tell, or no smear in the cepstrum
             return []
-        sharp = unsmear(crop, *smear)
-        for scale in DEBLUR_SCALES:
-            image = cv2.resize(sharp, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-            for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
-                got = _sift(self._zx(image, binarizer=binarizer, try_downscale=False), image, "deblur", doubts)
-                if got:
-                    return got
+        # An over-exposed region is deconvolved again with its clipped pixels raised (DEBLUR_GAINS)
+        # when the first try reads nothing.
+        over = saturated_share(crop) >= DEBLUR_SATURATED_SHARE
+        for gain in (1.0, *(DEBLUR_GAINS if over else ())):
+            sharp = unsmear(crop, *smear, reg=DEBLUR_REG * gain * gain, gain=gain)
+            for scale in DEBLUR_SCALES:
+                image = cv2.resize(sharp, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+                for binarizer in (zx.Binarizer.LocalAverage, zx.Binarizer.GlobalHistogram):
+                    got = _sift(self._zx(image, binarizer=binarizer, try_downscale=False), image, "deblur", doubts)
+                    if got:
+                        return got
         return []
 
     def _read_regions(self, gray: np.ndarray, positions, doubts: list[_Doubt]) -> list[str]:

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from gated.gate.deblur import smear_direction, smear_near, unsmear
+from gated.gate.deblur import DEBLUR_SATURATED_SHARE, saturated_share, smear_direction, smear_near, unsmear
 from gated.gate.rehearsal.phone import Doses, phone_clip, still_frame
 from gated.gate.rehearsal.synthetic import qr_modules
-from gated.gate.scanner import Scanner, texture_boxes
+from gated.gate.scanner import Scanner, _cut, spare_correction, texture_boxes
 from tests.gate.test_scanner import fixed_codes
 
 WITHOUT_DEBLUR = ("fine", "coarse", "region", "smooth", "texture")
@@ -45,6 +45,50 @@ def test_a_smeared_small_module_code_the_wiener_deblur_missed_is_read(seed):
     assert Scanner(passes=WITHOUT_DEBLUR).decode(frame) == []
     reading = Scanner().read(frame)
     assert (reading.texts, reading.via) == ([text], "deblur")
+
+
+def decodes(image: np.ndarray) -> list[str]:
+    """What zxing-cpp reads with error correction to spare in `image` upscaled 2x and 3x, with
+    either binarizer (the deblur pass's reads of a deconvolved region)."""
+    import zxingcpp
+
+    texts = []
+    for scale in (2, 3):
+        up = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        for binarizer in (zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram):
+            found = zxingcpp.read_barcodes(
+                up, formats=zxingcpp.BarcodeFormat.QRCodeModel2, binarizer=binarizer, try_downscale=False
+            )
+            texts += [b.text for b in found if b.valid and spare_correction(b) > 0]
+    return texts
+
+
+@pytest.mark.parametrize("seed", [109, 126])
+def test_an_over_exposed_smeared_code_is_read_with_its_clipped_pixels_raised(seed):
+    """A screen 1.6-1.8x too bright for the sensor: the clipping ate the smear's ramps into the
+    dark modules, and the plain deconvolution reads nothing; taking the clipped pixels for more
+    light than the sensor could say, it reads."""
+    rng = np.random.default_rng(seed)
+    doses = Doses(
+        module_px=float(rng.uniform(2.0, 2.8)),
+        tilt=float(rng.uniform(0, 15)),
+        blur=float(rng.uniform(3.5, 6)),
+        lcd=0.05,
+        exposure=float(rng.uniform(1.5, 1.8)),
+        jpeg=int(rng.integers(50, 80)),
+        noise=3.0,
+    )
+    text = fixed_codes()[(seed - 100) % 6]
+    frame, _ = still_frame(text, (1280, 720), rng, doses=doses)
+    assert Scanner(passes=WITHOUT_DEBLUR).decode(frame) == []
+    for box in texture_boxes(frame):
+        crop = _cut(frame, box)
+        smear = smear_near(crop, smear_direction(crop))
+        assert smear is None or decodes(unsmear(crop, *smear)) == []
+    reading = Scanner().read(frame)
+    assert (reading.texts, reading.via) == ([text], "deblur")
+    (box, *_) = texture_boxes(frame)
+    assert saturated_share(_cut(frame, box)) >= DEBLUR_SATURATED_SHARE
 
 
 def smear(image: np.ndarray, length: float, angle: float) -> np.ndarray:
