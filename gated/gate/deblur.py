@@ -18,7 +18,8 @@ unread after estimating the smear and undoing it here:
 
 Measured (issue 27b, harder stills of bench/clips.py, 400 frames at 1280x720 and 640x480, the
 frames the other passes miss): the direction refined in the cepstrum and the Laplacian penalty
-each lift the pass's wins; together from 34 to 60 of 133, against 67 with the true smear. Tried
+each lift the pass's wins; together from 34 to 60 of 133 (67 with the true smear); raising an
+over-exposed region's clipped pixels (`gain`) to 66. Tried
 and not kept: Wiener's constant noise ratio (28 of 72 even with the true smear, against 35),
 Richardson-Lucy (22, and ten times the cost), deconvolving at the upscaled size, total-variation
 and two-tone (binary) priors by half-quadratic splitting (within 2 frames either way, at two to

@@ -43,14 +43,15 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               degrees either side of the guess to a quarter pixel (a linear smear of length L
               puts a negative peak at distance L along its direction); undone by a regularized
               (Tikhonov, Laplacian penalty) deconvolution with an anti-aliased line kernel in one
-              FFT step, read upscaled 2x and 3x (DEBLUR_SCALES) with two binarizers. Costs
-              nothing on idle frames without a textured region and is skipped on scenery; ~5 ms
-              on a textured region of a phone showing no code, ~10-15 ms on a code's region at
-              720p. On bench/clips.py's harder stills it reads about 45 % of the frames the other
-              passes miss (60 of 133 in 400 stills; the Wiener deconvolution it replaced: 34;
-              with the true smear: 67), which lifts the stills read by 3-8 points and the "blur
-              strong" ones by 8-13; it wins nothing on the clips' p95 (issue 27b: the slowest
-              clips have ~1.8 px modules smeared 3-6 px, beyond any single frame's deconvolution).
+              FFT step, read upscaled 2x and 3x (DEBLUR_SCALES) with two binarizers; an
+              over-exposed region (a fifth of it clipped) is deconvolved again with its clipped
+              pixels raised (DEBLUR_GAINS) if that reads nothing. Costs nothing on idle frames
+              without a textured region and is skipped on scenery; ~5 ms on a textured region of
+              a phone showing no code, ~10-20 ms on a code's region at 720p. On bench/clips.py's
+              harder stills it reads about half the frames the other passes miss (66 of 133 in
+              400 stills; the Wiener deconvolution it replaced: 34), which lifts the stills read
+              by 4-9 points; it wins little on the clips' p95 (issue 27b: the slowest clips have
+              ~1.8 px modules smeared 3-6 px, beyond any single frame's deconvolution).
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
