@@ -83,7 +83,8 @@ import numpy as np
 from gated.core.errors import GatedError
 
 BACKENDS = ("zxing", "pyzbar")
-ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur")
+ZXING_PASSES = ("fine", "coarse", "region", "resample", "smooth", "texture", "deblur")
+RESAMPLE_SYMBOLS = 2  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
@@ -190,11 +191,16 @@ class Scanner:
         texts = _sift(found, gray, "fine", doubts)
         if texts:
             return Reading(texts, "fine", places=places)
-        seen = [b.position for b in found if not b.valid]
+        failed = [b for b in found if not b.valid]
+        seen = [b.position for b in failed]
         if seen and "region" in self.passes:
             texts = self._read_regions(gray, seen, doubts)
             if texts:
                 return Reading(texts, "region", places=places)
+        if failed and "resample" in self.passes:
+            texts = self.read_bent(gray, failed)
+            if texts:
+                return Reading(texts, "resample", places=places)
         if not seen and "smooth" in self.passes and gray.size <= LARGE_FRAME_PIXELS:
             smooth = cv2.GaussianBlur(gray, (5, 5), 0)
             texts = _sift(self._zx(smooth, binarizer=zx.Binarizer.GlobalHistogram), smooth, "smooth", doubts)
@@ -318,6 +324,40 @@ class Scanner:
                 if got:
                     return got
         return []
+
+    def read_bent(self, gray: np.ndarray, failed) -> list[str]:
+        """The texts of symbols zxing-cpp found in `gray` but could not decode (`failed`: its
+        results with return_errors=True), resampled along a bent module grid (the "resample"
+        pass, gated.gate.resample): each round's bit matrix, rendered clean, is decoded, and a
+        text counts only when the symbol's error correction confirms it with capacity to spare.
+        Texts decoded with none to spare are dropped here: a second read of a rendering would
+        only repeat its bits. At most RESAMPLE_SYMBOLS symbols (the largest), one text each."""
+        from gated.gate.resample import bent_grid_renderings
+
+        zx = self._lib
+        texts: list[str] = []
+        symbols = []
+        for b in failed:
+            corners = _corners(b.position)
+            form = _symbol_form(b)
+            if form is None or any(_overlaps(corners, other) for other, _ in symbols):
+                continue
+            symbols.append((corners, form))
+        symbols.sort(key=lambda s: -_quad_area(s[0]))
+        for corners, (version, ec_level, mask) in symbols[:RESAMPLE_SYMBOLS]:
+            for image in bent_grid_renderings(gray, corners, version, ec_level, mask):
+                found = self._zx(
+                    image,
+                    binarizer=zx.Binarizer.GlobalHistogram,
+                    try_rotate=False,
+                    try_downscale=False,
+                    try_invert=False,
+                )
+                got = _sift(found, image, "resample", [])
+                if got:
+                    texts.extend(got)
+                    break
+        return _unique(texts)
 
     def _read_regions(self, gray: np.ndarray, positions, doubts: list[_Doubt]) -> list[str]:
         import cv2
@@ -473,6 +513,39 @@ def _box_of(position, shape) -> tuple[int, int, int, int]:
     grow = max(w, h) // 2 + 8
     height, width = shape
     return (max(min(xs) - grow, 0), max(min(ys) - grow, 0), min(max(xs) + grow, width), min(max(ys) + grow, height))
+
+
+def _corners(position) -> list[tuple[float, float]]:
+    """A symbol's four corners, top left, top right, bottom right, bottom left (the symbol's own)."""
+    points = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
+    return [(float(p.x), float(p.y)) for p in points]
+
+
+def _symbol_form(barcode) -> tuple[int, str, int] | None:
+    """(version, error correction level, data mask) of a QR symbol zxing-cpp located and read the
+    format of; None when it did not say."""
+    extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+    try:
+        return int(extra["Version"]), str(extra["ECLevel"]), int(extra["DataMask"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _quad_area(corners) -> float:
+    xs, ys = np.array(corners, dtype=float).T
+    return 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+
+
+def _overlaps(a, b) -> bool:
+    """Whether two symbols' corner quadrilaterals' centres lie within each other's boxes (one
+    symbol reported twice)."""
+    (ax, ay), (bx, by) = np.mean(a, axis=0), np.mean(b, axis=0)
+    xa, ya = np.array(a).T
+    xb, yb = np.array(b).T
+    return bool(
+        (xb.min() <= ax <= xb.max() and yb.min() <= ay <= yb.max())
+        or (xa.min() <= bx <= xa.max() and ya.min() <= by <= ya.max())
+    )
 
 
 def _same_place(a, b) -> bool:
