@@ -19,6 +19,17 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               returns such symbols with return_errors=True, with their corners): that region,
               cut out with a margin, upscaled 2x, read with the LocalAverage and then the
               GlobalHistogram binarizer. Costs nothing on idle frames, where nothing is seen.
+    "resample" where the fine pass saw a symbol and read its version and format but the
+              Reed-Solomon check failed, and the region pass did not read it either: a code
+              printed on fabric or a crumpled page, whose module grid is bent, so that zxing-cpp's
+              straight grid (a homography from the four corners) drifts off the modules. The
+              modules are sampled along a bent grid instead (gated.gate.resample: a displacement
+              field fitted by optical flow between a rendering of the current guess and the
+              rectified photo, resting first on the function patterns), and each round's bit
+              matrix, rendered clean, is decoded. Up to RESAMPLE_SYMBOLS symbols a frame, up to
+              resample.ROUNDS rounds each at ~3-4 ms (so ~30 ms at most per symbol); nothing on
+              idle frames, where nothing is seen. Wins the real photos' T-shirt codes (qr-blackbox
+              qrcode-4: the 8 photos no other pass reads, at every rotation).
     "smooth"  frames up to 800x600 where nothing was seen: smoothed 5x5 and read with the
               GlobalHistogram binarizer (wins unevenly lit and noisy photos whose finder
               patterns the local binarizer breaks up). Not run on larger frames: there it won
