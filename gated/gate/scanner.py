@@ -19,17 +19,6 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               returns such symbols with return_errors=True, with their corners): that region,
               cut out with a margin, upscaled 2x, read with the LocalAverage and then the
               GlobalHistogram binarizer. Costs nothing on idle frames, where nothing is seen.
-    "resample" where the fine pass saw a symbol and read its version and format but the
-              Reed-Solomon check failed, and the region pass did not read it either: a code
-              printed on fabric or a crumpled page, whose module grid is bent, so that zxing-cpp's
-              straight grid (a homography from the four corners) drifts off the modules. The
-              modules are sampled along a bent grid instead (gated.gate.resample: a displacement
-              field fitted by optical flow between a rendering of the current guess and the
-              rectified photo, resting first on the function patterns), and each round's bit
-              matrix, rendered clean, is decoded. Up to RESAMPLE_SYMBOLS symbols a frame, up to
-              resample.ROUNDS rounds each at ~3-4 ms (so ~30 ms at most per symbol); nothing on
-              idle frames, where nothing is seen. Wins the real photos' T-shirt codes (qr-blackbox
-              qrcode-4: the 8 photos no other pass reads, at every rotation).
     "smooth"  frames up to 800x600 where nothing was seen: smoothed 5x5 and read with the
               GlobalHistogram binarizer (wins unevenly lit and noisy photos whose finder
               patterns the local binarizer breaks up). Not run on larger frames: there it won
@@ -56,6 +45,18 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               on scenery; it wins about a third of the smeared stills the other passes miss
               (bench/clips.py), at ~12 ms a region at 720p. (A second guess, the cepstrum's own
               deepest minimum, won a few more stills but cost clips more time than it saved.)
+    "resample" where the fine pass saw a symbol and read its version and format but the
+              Reed-Solomon check failed, and no other pass read anything (nor confirmed a doubt): a code
+              printed on fabric or a crumpled page, whose module grid is bent, so that zxing-cpp's
+              straight grid (a homography from the four corners) drifts off the modules. The
+              modules are sampled along a bent grid instead (gated.gate.resample: a displacement
+              field fitted by optical flow between a rendering of the current guess and the
+              rectified photo, resting first on the function patterns), and each round's bit
+              matrix, rendered clean, is decoded. Up to RESAMPLE_SYMBOLS symbols a frame, up to
+              resample.ROUNDS rounds each at ~3-4 ms for a version 3 symbol, ~8 ms for a version 8
+              ticket (so 30-65 ms at most a symbol): the dearest pass, so the last; nothing on
+              idle frames, where nothing is seen. Wins the real photos' T-shirt codes (qr-blackbox
+              qrcode-4: the 8 photos no other pass reads, at every rotation).
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
@@ -94,7 +95,7 @@ import numpy as np
 from gated.core.errors import GatedError
 
 BACKENDS = ("zxing", "pyzbar")
-ZXING_PASSES = ("fine", "coarse", "region", "resample", "smooth", "texture", "deblur")
+ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur", "resample")
 RESAMPLE_SYMBOLS = 2  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
@@ -208,10 +209,6 @@ class Scanner:
             texts = self._read_regions(gray, seen, doubts)
             if texts:
                 return Reading(texts, "region", places=places)
-        if failed and "resample" in self.passes:
-            texts = self.read_bent(gray, failed)
-            if texts:
-                return Reading(texts, "resample", places=places)
         if not seen and "smooth" in self.passes and gray.size <= LARGE_FRAME_PIXELS:
             smooth = cv2.GaussianBlur(gray, (5, 5), 0)
             texts = _sift(self._zx(smooth, binarizer=zx.Binarizer.GlobalHistogram), smooth, "smooth", doubts)
@@ -222,6 +219,9 @@ class Scanner:
             if texts:
                 return Reading(texts, via, places=places)
         texts, via = self._confirm(doubts)
+        if not texts and failed and "resample" in self.passes:  # the dearest, so the last
+            texts = self.read_bent(gray, failed)
+            via = "resample" if texts else None
         unconfirmed = _unique(d.text for d in doubts if d.text not in texts)
         return Reading(texts, via, unconfirmed, places)
 
