@@ -13,6 +13,7 @@ import pytest
 import segno
 import zxingcpp
 
+from gated.gate.rehearsal.synthetic import qr_modules
 from gated.gate.resample import bent_grid_renderings, function_patterns
 from gated.gate.scanner import Scanner
 from tests.gate.test_misreads import used_up
@@ -55,6 +56,35 @@ def test_the_bent_t_shirt_codes_are_read_only_by_the_resample_pass(bent):
                 assert reading.via == "resample"
                 read += 1
     assert read >= 30, f"{read} of {4 * len(BENT)} bent codes read"
+
+
+def bent_ticket(text: str, seed: int, px: int = 5, amplitude: float = 0.6) -> np.ndarray:
+    """A ticket's symbol (GT1: version 8) as a crumpled page shows it: its plane displaced by
+    waves of up to ~0.9 module (1.5 waves across), with a slight blur."""
+    modules = qr_modules(text)
+    image = np.kron(np.where(modules == 1, 0, 255).astype(np.uint8), np.ones((px, px), np.uint8))
+    image = cv2.copyMakeBorder(image, *(4 * [60]), cv2.BORDER_CONSTANT, value=255)
+    height, width = image.shape
+    phase = np.random.default_rng(seed).random(4) * 2 * np.pi
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    k = 2 * np.pi * 1.5 / width
+    dx = amplitude * px * (np.sin(k * ys + phase[0]) + 0.5 * np.sin(1.7 * k * xs + phase[1]))
+    dy = amplitude * px * (np.sin(k * xs + phase[2]) + 0.5 * np.sin(1.3 * k * ys + phase[3]))
+    bent = cv2.remap(
+        image, (xs + dx).astype(np.float32), (ys + dy).astype(np.float32), cv2.INTER_LINEAR, borderValue=255
+    )
+    return cv2.GaussianBlur(bent, (0, 0), 0.8)
+
+
+def test_a_crumpled_ticket_is_read_only_by_the_resample_pass():
+    from tests.gate.test_scanner import fixed_codes
+
+    for seed in (2, 3):
+        text = fixed_codes()[seed]
+        frame = bent_ticket(text, seed)
+        assert Scanner(passes=WITHOUT_RESAMPLE).decode(frame) == []
+        reading = Scanner().read(frame)
+        assert reading.texts == [text] and reading.via == "resample"
 
 
 def test_the_resample_pass_runs_only_where_a_symbol_was_seen_and_not_decoded(bent):
