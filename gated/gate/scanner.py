@@ -52,11 +52,13 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               modules are sampled along a bent grid instead (gated.gate.resample: a displacement
               field fitted by optical flow between a rendering of the current guess and the
               rectified photo, resting first on the function patterns), and each round's bit
-              matrix, rendered clean, is decoded. Up to RESAMPLE_SYMBOLS symbols a frame, up to
+              matrix, rendered clean, is decoded. Up to RESAMPLE_SYMBOLS symbol a frame, up to
               resample.ROUNDS rounds each at ~3-4 ms for a version 3 symbol, ~8 ms for a version 8
               ticket (so 30-65 ms at most a symbol): the dearest pass, so the last; nothing on
-              idle frames, where nothing is seen. Wins the real photos' T-shirt codes (qr-blackbox
-              qrcode-4: the 8 photos no other pass reads, at every rotation).
+              idle frames, where nothing is seen, and a symbol resampled in vain in the same place
+              for SCENERY_AFTER frames is scenery, like the texture pass's. Wins the real photos'
+              T-shirt codes (qr-blackbox qrcode-4: the 8 photos no other pass reads, at every
+              rotation).
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
@@ -96,7 +98,7 @@ from gated.core.errors import GatedError
 
 BACKENDS = ("zxing", "pyzbar")
 ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur", "resample")
-RESAMPLE_SYMBOLS = 2  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
+RESAMPLE_SYMBOLS = 1  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
@@ -159,13 +161,15 @@ class Scanner:
         self.region_scale = region_scale
         self._lib = _load(backend)
         self._unread: list[tuple[tuple[int, int, int, int], int]] = []  # textured boxes not read: (box, frames)
+        self._unbent: list[tuple[Box, int]] = []  # symbols resampled in vain: (box, frames)
 
     @property
     def scenery(self) -> list[tuple[int, int, int, int]]:
-        """Textured regions the texture pass no longer reads: they stayed in place, unread, for
-        SCENERY_AFTER frames in a row (a poster, a keyboard), which would otherwise cost every
+        """Textured regions the texture pass no longer reads, and symbols the resample pass no
+        longer resamples: they stayed in place, unread, for SCENERY_AFTER frames in a row (a
+        poster, a keyboard, a damaged code on the wall), which would otherwise cost every
         idle frame its reads. A code held up by hand moves by more than SCENERY_SLACK pixels."""
-        return [box for box, frames in self._unread if frames >= SCENERY_AFTER]
+        return [box for box, frames in self._unread + self._unbent if frames >= SCENERY_AFTER]
 
     def decode(self, gray: np.ndarray) -> list[str]:
         """The QR texts in one frame (empty list: none)."""
@@ -342,7 +346,9 @@ class Scanner:
         pass, gated.gate.resample): each round's bit matrix, rendered clean, is decoded, and a
         text counts only when the symbol's error correction confirms it with capacity to spare.
         Texts decoded with none to spare are dropped here: a second read of a rendering would
-        only repeat its bits. At most RESAMPLE_SYMBOLS symbols (the largest), one text each."""
+        only repeat its bits. At most RESAMPLE_SYMBOLS symbols (the largest), one text each; a
+        symbol resampled in vain in the same place SCENERY_AFTER times is scenery (`scenery`)
+        and no longer resampled, so that a damaged code on the wall does not cost every frame."""
         from gated.gate.resample import bent_grid_renderings
 
         zx = self._lib
@@ -355,7 +361,14 @@ class Scanner:
                 continue
             symbols.append((corners, form))
         symbols.sort(key=lambda s: -_quad_area(s[0]))
+        unbent = []
         for corners, (version, ec_level, mask) in symbols[:RESAMPLE_SYMBOLS]:
+            box = _box_of_corners(corners)
+            frames = next((n for seen, n in self._unbent if _same_place(seen, box)), 0)
+            if frames >= SCENERY_AFTER:  # resampled in vain, in place, for 1-2 s: scenery
+                unbent.append((box, frames + 1))
+                continue
+            got = []
             for image in bent_grid_renderings(gray, corners, version, ec_level, mask):
                 found = self._zx(
                     image,
@@ -366,8 +379,12 @@ class Scanner:
                 )
                 got = _sift(found, image, "resample", [])
                 if got:
-                    texts.extend(got)
                     break
+            if got:
+                texts.extend(got)
+            else:
+                unbent.append((box, frames + 1))
+        self._unbent = unbent
         return _unique(texts)
 
     def _read_regions(self, gray: np.ndarray, positions, doubts: list[_Doubt]) -> list[str]:
@@ -530,6 +547,11 @@ def _corners(position) -> list[tuple[float, float]]:
     """A symbol's four corners, top left, top right, bottom right, bottom left (the symbol's own)."""
     points = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
     return [(float(p.x), float(p.y)) for p in points]
+
+
+def _box_of_corners(corners) -> Box:
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    return int(min(xs)), int(min(ys)), int(max(xs)) + 1, int(max(ys)) + 1
 
 
 def _symbol_form(barcode) -> tuple[int, str, int] | None:

@@ -15,7 +15,7 @@ import zxingcpp
 
 from gated.gate.rehearsal.synthetic import qr_modules
 from gated.gate.resample import bent_grid_renderings, function_patterns
-from gated.gate.scanner import Scanner
+from gated.gate.scanner import SCENERY_AFTER, Scanner
 from tests.gate.test_misreads import used_up
 from tests.support.frames import photos
 
@@ -95,27 +95,62 @@ def test_the_resample_pass_runs_only_where_a_symbol_was_seen_and_not_decoded(ben
     assert Scanner(passes=WITHOUT_RESAMPLE).read(photo.gray()).via is None
 
 
-def test_a_symbol_with_too_many_modules_wrong_yields_nothing_not_a_miscorrection():
-    """A clean, flat symbol with a third of its data modules flipped: zxing-cpp finds it and reads
-    its format, the resampler samples exactly those bits, and no rendering of them decodes."""
+def garbled_symbol(share: float = 0.33, seed: int = 7) -> np.ndarray:
+    """A clean, flat version 3-L symbol with `share` of its data modules flipped, 6 px a module."""
     qr = segno.make_qr("GT2 ticket 0123456789 for the bent grid test", version=3, error="L", mask=6, boost_error=False)
     modules = np.array(qr.matrix, dtype=bool)
     fixed, _ = function_patterns(3, "L", 6)
-    rng = np.random.default_rng(7)
-    flip = ~fixed & (rng.random(modules.shape) < 0.33)
-    garbled = modules ^ flip
-    image = cv2.copyMakeBorder(
-        np.kron(np.where(garbled, 0, 255).astype(np.uint8), np.ones((6, 6), np.uint8)),
-        *(4 * [40]),
-        cv2.BORDER_CONSTANT,
-        value=255,
-    )
+    flip = ~fixed & (np.random.default_rng(seed).random(modules.shape) < share)
+    return np.kron(np.where(modules ^ flip, 0, 255).astype(np.uint8), np.ones((6, 6), np.uint8))
+
+
+def test_a_symbol_with_too_many_modules_wrong_yields_nothing_not_a_miscorrection():
+    """A third of the data modules flipped: zxing-cpp finds the symbol and reads its format, the
+    resampler samples exactly those bits, and no rendering of them decodes."""
+    image = cv2.copyMakeBorder(garbled_symbol(), *(4 * [40]), cv2.BORDER_CONSTANT, value=255)
     symbols = seen_not_read(image)
     assert symbols and symbols[0].extra.get("ECLevel") == "L"  # seen, format read, not decoded
     assert Scanner().read_bent(image, symbols) == []
     assert Scanner().read(image).texts == []
     for rendering in bent_grid_renderings(image, _corners(symbols[0]), 3, "L", 6):
         assert not [b for b in zxingcpp.read_barcodes(rendering) if b.valid and b.extra.get("UEC", 0) > 0]
+
+
+def test_a_damaged_code_that_stays_put_becomes_scenery_and_a_moved_one_does_not():
+    """Resampling costs tens of ms: a seen symbol resampled in vain in the same place for
+    SCENERY_AFTER frames is no longer resampled, until it moves."""
+    symbol = garbled_symbol()
+
+    def frame(x, y):
+        gray = np.full((480, 640), 200, np.uint8)
+        gray[y : y + symbol.shape[0], x : x + symbol.shape[1]] = symbol
+        return gray
+
+    scanner = Scanner(passes=("fine", "coarse", "region", "smooth", "resample"))  # no texture pass: its own scenery
+    for _ in range(SCENERY_AFTER):
+        assert scanner.scenery == []
+        assert scanner.decode(frame(200, 150)) == []
+    (box,) = scanner.scenery
+    assert 190 <= box[0] <= 210 and 140 <= box[1] <= 160
+    assert scanner.decode(frame(260, 150)) == [] and scanner.scenery == []  # moved: resampled again
+
+
+def test_a_symbol_that_became_scenery_is_not_resampled_until_it_moves(bent):
+    """The T-shirt photo's symbol, reported SCENERY_AFTER times with a wrong data mask (nothing
+    decodes), becomes scenery: then not even its true format is resampled in that place; a
+    fresh scanner reads it, and so does this one once it moved."""
+    photo = bent[0]
+    gray = photo.gray()
+    (symbol,) = seen_not_read(gray)
+    wrong = dict(symbol.extra, DataMask=(symbol.extra["DataMask"] + 1) % 8)
+    scanner = Scanner()
+    for _ in range(SCENERY_AFTER):
+        assert scanner.read_bent(gray, [_Seen(symbol.position, wrong)]) == []
+    assert scanner.read_bent(gray, [symbol]) == []
+    assert Scanner().read_bent(gray, [symbol]) == [photo.expected]
+    moved = np.roll(gray, 12, axis=1)
+    (there,) = seen_not_read(moved)
+    assert scanner.read_bent(moved, [there]) == [photo.expected]
 
 
 def test_a_resampled_decode_with_the_error_correction_used_up_is_not_a_read():
