@@ -41,7 +41,7 @@ import numpy as np
 PX = 8  # pixels per module in the rectified image
 QUIET = 4  # modules of quiet zone around the rectified symbol and the rendering
 ROUNDS = 8  # renderings of one symbol, at most (each after a refinement of the displacement field)
-MAX_VERSION = 10  # larger symbols are not resampled (the cost grows with the area; tickets are smaller)
+MAX_VERSION = 10  # larger symbols are not resampled (the cost grows with the area; a GT1 ticket is version 8)
 MIN_MODULE_PX = 1.5  # nor are symbols whose modules are smaller than this in the frame
 # Round by round: the displacement field's smoothing (Gaussian sigma, modules; wide first, where
 # the field rests on the function patterns alone, narrower as more bits are right) ...
@@ -64,6 +64,10 @@ def bent_grid_renderings(gray: np.ndarray, corners, version: int, ec_level: str,
     resampled (corners degenerate or off the frame, modules too small, version or format unknown)."""
     import cv2
 
+    try:
+        version, mask = int(version), int(mask)
+    except (TypeError, ValueError):
+        return
     if ec_level not in EC_BITS or not 0 <= mask <= 7:
         return
     rectified = rectify(gray, corners, version)
@@ -78,7 +82,7 @@ def bent_grid_renderings(gray: np.ndarray, corners, version: int, ec_level: str,
     centres = (QUIET + np.arange(size, dtype=np.float32) + 0.5) * PX
     xs, ys = np.meshgrid(centres, centres)
     dx, dy = np.zeros_like(xs), np.zeros_like(ys)
-    ring = np.zeros((side, side), np.float32)  # the function patterns' weight goes in per round
+    ring = np.zeros((side, side), np.float32)  # the quiet zone's first ring (light) counts 1; the symbol, per round
     ring[QUIET - 1 : side - QUIET + 1, QUIET - 1 : side - QUIET + 1] = 1
     fixed_levels = np.where(fixed_values, 0.0, 255.0).astype(np.float32)
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
