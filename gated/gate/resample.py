@@ -85,7 +85,8 @@ def bent_grid_renderings(gray: np.ndarray, corners, version: int, ec_level: str,
     ring = np.zeros((side, side), np.float32)  # the quiet zone's first ring (light) counts 1; the symbol, per round
     ring[QUIET - 1 : side - QUIET + 1, QUIET - 1 : side - QUIET + 1] = 1
     fixed_levels = np.where(fixed_values, 0.0, 255.0).astype(np.float32)
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    flow.setFinestScale(1)  # down to half resolution (the preset stops at a quarter): a module is 4 px there
     seen: set[bytes] = set()
     for round_ in range(ROUNDS):
         samples = cv2.remap(averaged, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
