@@ -5,13 +5,16 @@ plain pyzbar measured in the same run.
 
     .venv/bin/python bench/clips.py [--clips 30] [--idle-clips 4] [--frames 45] [--stills 100] [--seed 1]
                                     [--sizes 640x480,1280x720] [--quick] [--single-frame-column]
+                                    [--exposure-s SECONDS]
 
 Clips (gated.gate.rehearsal.phone.phone_clip): 30 fps, `--frames` frames each (1.5 s), the phone
 entering from the left, the right or below and settling with a decaying tremor; per clip the
 doses of every effect are drawn from phone.DOSES: modules of 1.6-3.2 px when facing the camera,
-a turn of the screen away from the camera of up to 40 degrees, a tremor smearing 3-7 px at its
-fastest, the LCD grid, over-exposure, JPEG at quality 35-60, rolling-shutter skew, a thumb over
-the edge. Two in three clips show a GT2 code (360-400 characters), one in three a GT1 ticket.
+a turn of the screen away from the camera of up to 40 degrees, motion smear of 3-7 px along the
+hand's path at its fastest (the camera's exposure time is the one that gives the reach that smear,
+a few ms: a camera set for motion, as gated sets a Raspberry Pi camera; `--exposure-s 0.0167` films
+the same clips at 1/60 s, where the reach smears 30-100 px), the LCD grid, over-exposure, JPEG at
+quality 35-60, rolling-shutter skew, a thumb over the edge. Two in three clips show a GT2 code (360-400 characters), one in three a GT1 ticket.
 Idle clips: half an empty scene, half a phone showing no code moving through it.
 
 Decoders (columns):
@@ -153,15 +156,15 @@ def ms(values, q=50) -> str:
     return "unread" if math.isinf(v) else f"{v * 1000:.0f}"
 
 
-def bench_clips(decs: dict, size, clips: int, idle: int, frames: int, seed: int) -> dict:
+def bench_clips(decs: dict, size, clips: int, idle: int, frames: int, seed: int, exposure_s=None) -> dict:
     codes = ticket_codes(12)
     rng = np.random.default_rng(seed)
     out = {name: {"clips": [], "idle": []} for name in decs}
     for i in range(clips + idle):
         if i < clips:
-            clip = phone_clip(codes[i % len(codes)], size, rng, frames=frames)
+            clip = phone_clip(codes[i % len(codes)], size, rng, frames=frames, exposure_s=exposure_s)
         else:
-            clip = phone_clip(None, size, rng, frames=frames, phone=bool(i % 2))
+            clip = phone_clip(None, size, rng, frames=frames, phone=bool(i % 2), exposure_s=exposure_s)
         names = list(decs)
         for name in names[i % len(names) :] + names[: i % len(names)]:
             out[name]["clips" if i < clips else "idle"].append(play(clip, decs[name]()))
@@ -327,6 +330,13 @@ def main(argv=None) -> int:
     ap.add_argument("--stills", type=int, default=100, help="harder stills per size (default 100)")
     ap.add_argument("--sizes", default="640x480,1280x720")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--exposure-s",
+        type=float,
+        default=None,
+        help="the camera's exposure time in the clips (default: the one that smears the reach's fastest "
+        "frame by the clip's blur dose, 3-7 px; 0.0167 is a camera on normal auto-exposure indoors)",
+    )
     ap.add_argument("--quick", action="store_true", help="12 clips, 4 idle clips and 60 stills per size")
     ap.add_argument(
         "--single-frame-column",
@@ -346,7 +356,9 @@ def main(argv=None) -> int:
     started = time.monotonic()
     for size in sizes:
         missed += print_clips(
-            bench_clips(decs, size, args.clips, args.idle_clips, args.frames, args.seed), size, args.clips
+            bench_clips(decs, size, args.clips, args.idle_clips, args.frames, args.seed, args.exposure_s),
+            size,
+            args.clips,
         )
     for size in sizes:
         missed += print_stills(bench_stills(size, args.stills, args.seed), size)

@@ -103,7 +103,7 @@ def open_camera(cfg: Config):
     kind = spec.partition(":")[0]
     offered = {
         "v4l2": {"width": c.width, "height": c.height, "fps": int(round(c.fps))},
-        "picamera2": {"width": c.width, "height": c.height},
+        "picamera2": {"width": c.width, "height": c.height, "exposure": c.exposure},
         "files": {"fps": c.fps},
         "synthetic": {"width": c.width, "height": c.height, "fps": c.fps},
     }.get(kind, {})

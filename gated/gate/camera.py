@@ -12,7 +12,9 @@ Specs (the daemon config passes one string; options may also ride in it: `files:
     picamera2:N       the Raspberry Pi camera module N through Picamera2 (libcamera). OpenCV cannot
                       open libcamera cameras on current Raspberry Pi OS. Picamera2 comes from apt
                       (python3-picamera2), so the venv must see system packages:
-                      `python3 -m venv --system-site-packages .venv`. Options: width, height.
+                      `python3 -m venv --system-site-packages .venv`. Options: width, height,
+                      exposure (short: libcamera's short auto-exposure mode, the default, so
+                      a phone moved into view smears less; normal: libcamera's default).
     files:PATH        an image file, a directory of images/videos (sorted by name), or a video file.
                       Options: loop (start again at the end), fps (pace frames; default: as fast as read).
                       watch=1: a bench; the folder is watched, each new image shown for a moment
@@ -37,7 +39,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from gated.gate.frames import CAMERA_KINDS, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
+from gated.gate.frames import CAMERA_KINDS, EXPOSURE_MODES, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
 
@@ -172,11 +174,14 @@ class V4L2Source(_LiveSource):
 class Picamera2Source(_LiveSource):
     """The Raspberry Pi camera module via Picamera2; the Y plane of YUV420 is the gray frame."""
 
-    def __init__(self, camera: int | str = 0, *, width: int = 1280, height: int = 720):
+    def __init__(self, camera: int | str = 0, *, width: int = 1280, height: int = 720, exposure: str = "short"):
         super().__init__()
         self.camera = int(camera or 0)
         self.name = f"picamera2:{self.camera}"
         self.width, self.height = int(width), int(height)
+        if exposure not in EXPOSURE_MODES:
+            raise CameraError(f"{self.name}: exposure {exposure!r}: choose one of {', '.join(EXPOSURE_MODES)}")
+        self.controls = {"AeExposureMode": EXPOSURE_MODES[exposure]}  # given to libcamera at start
         self._cam = None
 
     def _start(self) -> None:
@@ -189,7 +194,9 @@ class Picamera2Source(_LiveSource):
             ) from exc
         try:
             cam = Picamera2(self.camera)
-            config = cam.create_video_configuration(main={"size": (self.width, self.height), "format": "YUV420"})
+            config = cam.create_video_configuration(
+                main={"size": (self.width, self.height), "format": "YUV420"}, controls=self.controls
+            )
             cam.configure(config)
             cam.start()
         except (RuntimeError, IndexError, OSError) as exc:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from gated import tomlcheck
 from gated.core.errors import GatedError
-from gated.gate.frames import KIND_EXAMPLES, spec_problem
+from gated.gate.frames import EXPOSURE_MODES, KIND_EXAMPLES, spec_problem
 from gated.tomlcheck import Reader, option
 
 DEFAULT_PATH = Path("/etc/gated/gated.toml")
@@ -145,6 +145,13 @@ class CameraSection:
     width: int = _opt(1280, doc="frame width asked of the camera (pixels)", minimum=16, maximum=16384)
     height: int = _opt(720, doc="frame height asked of the camera (pixels)", minimum=16, maximum=16384)
     fps: float = _opt(30.0, doc="frames per second asked of the camera", above=0, maximum=1000)
+    exposure: str = _opt(
+        "short",
+        doc="auto-exposure of a Raspberry Pi camera (picamera2): short (shorter exposure times and "
+        "more gain, so a phone moved into view smears less and is read sooner) or normal "
+        "(libcamera's default); USB cameras keep their own auto-exposure",
+        choices=tuple(EXPOSURE_MODES),
+    )
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,11 @@ class TimingsSection:
         None, doc="door/arm still open after this: held_open alarm (default: the board's)", above=0, maximum=3600
     )
     debounce_s: float = _opt(
-        3.0, doc="the same code seen again within this is one scan, not two", minimum=0, maximum=3600
+        3.0,
+        doc="the same code seen again within this is one scan, not two (an admitted code still in view: "
+        "not judged again until its visitor has passed)",
+        minimum=0,
+        maximum=3600,
     )
 
 

@@ -39,6 +39,8 @@ CAMERA_KINDS = {
 }
 KIND_NAMES = ", ".join(CAMERA_KINDS)  # "v4l2, picamera2, files, synthetic"
 KIND_EXAMPLES = ", ".join(kind.example for kind in CAMERA_KINDS.values())
+# Auto-exposure modes of a Raspberry Pi camera: libcamera's AeExposureMode values (controls.AeExposureModeEnum)
+EXPOSURE_MODES = {"short": 1, "normal": 0}
 
 
 def spec_problem(spec: str) -> str | None:

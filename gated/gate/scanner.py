@@ -84,12 +84,19 @@ ticket into a red light.
 
 Debouncing. A code held in front of the camera is seen in many consecutive frames; the gate must
 act once. `Debouncer.feed(texts, now)` passes a text on the first time it is seen and then at
-most once per `hold_off_s` (a ticket still held up after the hold-off is judged again, and the
-store answers already_used); a different text goes through at once.
+most once per `hold_off_s`; a different text goes through at once. A code that was admitted
+(`Debouncer.admitted(text, now)`, from the thread that judged it) is not judged again while it
+stays in view until its visitor has passed (`Debouncer.passed(now)`: the gate has no admission
+waiting for its passage; on a board without a passage sensor, at once): a visitor who keeps the
+phone up while the arm turns gets no red `already_used` after the green. After the passage, or
+after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
+turnstile gets the red). A denied code held up is judged again after the hold-off (a `capacity`
+denial may turn green when somebody leaves).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -431,26 +438,55 @@ class Scanner:
 
 
 class Debouncer:
-    """One scan per presented code: a text goes on at most once per `hold_off_s`; others at once."""
+    """One scan per presented code: a text goes on at most once per `hold_off_s`, others at once;
+    an admitted text not again while it stays in view, until its visitor has passed. `feed` runs
+    on the camera thread, `admitted` and `passed` on the thread that judges: all under one lock."""
 
     def __init__(self, hold_off_s: float = 2.0):
         if hold_off_s < 0:
             raise ValueError("hold_off_s must be >= 0")
         self.hold_off_s = hold_off_s
         self._passed_at: dict[str, float] = {}
+        self._held: dict[str, float] = {}  # admitted texts whose visitor has not passed yet: last seen
+        self._lock = threading.Lock()
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
 
     def feed(self, texts, now: float) -> list[str]:
         """The texts of this frame that should go on to validation now."""
         fresh = []
-        for text in dict.fromkeys(texts):
-            last = self._passed_at.get(text)
-            if last is None or now - last >= self.hold_off_s:
-                fresh.append(text)
-                self._passed_at[text] = now
-        for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
-            if text not in fresh:
-                del self._passed_at[text]
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                if text in self._held:
+                    out_of_sight = now - self._held[text] >= self.hold_off_s
+                    self._held[text] = now
+                    if not out_of_sight:
+                        continue  # the same presentation, still held up
+                    del self._held[text]
+                last = self._passed_at.get(text)
+                if last is None or now - last >= self.hold_off_s:
+                    fresh.append(text)
+                    self._passed_at[text] = now
+            for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
+                if text not in fresh:
+                    del self._passed_at[text]
         return fresh
+
+    def admitted(self, text: str, now: float) -> None:
+        """`text` was admitted: not judged again while it stays in view (or until `passed`)."""
+        with self._lock:
+            if self.hold_off_s > 0:
+                self._held[text] = max(now, self._held.get(text, now))
+
+    def passed(self, now: float) -> None:
+        """The admitted visitors have passed (or their time to pass ran out): a text of theirs
+        still in view is judged again after `hold_off_s` from now, like a denied one."""
+        with self._lock:
+            for text in self._held:
+                self._passed_at[text] = now
+            self._held.clear()
 
 
 def _load(backend: str):

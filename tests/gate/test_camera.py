@@ -91,12 +91,16 @@ def test_open_source_specs_and_options(tmp_path):
     assert isinstance(open_source("v4l2:/dev/video0"), camera.V4L2Source)
     assert open_source("v4l2:2").device == 2
     assert isinstance(open_source("picamera2:0"), camera.Picamera2Source)
+    # libcamera's short auto-exposure mode unless asked otherwise: less smear on a moving phone
+    assert open_source("picamera2:0").controls == {"AeExposureMode": 1}
+    assert open_source("picamera2:1?exposure=normal").controls == {"AeExposureMode": 0}
     synth = open_source("synthetic:?width=320&height=240&fps=0&blur=0")
     assert isinstance(synth, SyntheticSource) and synth.size == (320, 240) and synth.fps is None
     for bad, why in (
         ("webcam:0", "unknown kind"),
         ("/dev/video0", "KIND:WHAT"),
         ("v4l2:", "needs a device"),
+        ("picamera2:0?exposure=fast", "exposure 'fast': choose one of short, normal"),
         ("synthetic:?wobble=3", "unknown distortion"),
         ("files:/x?colour=1", "colour"),
     ):

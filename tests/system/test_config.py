@@ -60,6 +60,7 @@ def test_minimal_config_takes_defaults_and_resolves_relative_paths(tmp_path):
     assert cfg.gate.keyring == tmp_path / "keyring"
     assert cfg.gate.zone is None
     assert cfg.camera.source == "v4l2:/dev/video0" and cfg.scanner.backend == "zxing"
+    assert cfg.camera.exposure == "short"  # a phone moved into view smears less (issue 27)
     assert cfg.timings.relay_pulse_s is None and cfg.timings.debounce_s == 3.0
     assert cfg.turnstile.pin_factory == "auto"
     assert cfg.mqtt.port == 1883 and not cfg.mqtt.uses_tls
@@ -83,6 +84,7 @@ relay_pulse_s = -1
 debounce_s = "3"
 [camera]
 source = "usb:0"
+exposure = "fast"
 [mqtt]
 url = "http://broker"
 [mqtt.tls]
@@ -104,6 +106,7 @@ when_stale = "maybe"
         "mqtt.url",
         "mqtt.tls.cafile",
         "camera.source",
+        "camera.exposure",
         "timings.relay_pulse_s",
         "timings.debounce_s",
         "revocations.when_stale",
@@ -118,6 +121,7 @@ when_stale = "maybe"
     assert "mqtt.tls.cafile: unknown key in mqtt.tls (known: ca_file, cert_file, key_file)" in message
     assert "revocations.when_stale: expected one of 'open', 'closed'" in message
     assert "camera.source: expected one of v4l2:" in message
+    assert "camera.exposure: expected one of 'short', 'normal'" in message
     assert "gate.day_starts: expected a time of day HH:MM (00:00 to 23:59), got '4 am'" in message
     assert (
         "gate.timezone: expected an IANA time zone name this machine knows (e.g. Europe/Berlin, UTC), "

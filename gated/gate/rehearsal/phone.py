@@ -18,8 +18,13 @@ A clip is built like the camera films it:
                pinhole lens; `module_px`: frame pixels per module when the screen faces the camera
     motion     the phone enters from one side and reaches its rest position in APPROACH_S
                seconds (a minimum-jerk reach: fast in the middle, smooth to a stop), with a hand
-               tremor on top (2-5 Hz, decaying over about a second) whose speed, times the
-               exposure time, is `blur` pixels of smear along the path at its fastest
+               tremor on top (2-5 Hz, decaying over about a second; at its fastest it would smear
+               `blur` pixels in a 1/60 s exposure)
+    exposure   the camera's exposure time: the smear is the phone's speed times it. By default
+               the one that smears the reach's fastest frame by `blur` pixels (the issue's 3-7 px
+               of motion blur along the hand's path: a camera set for motion, e.g. Picamera2's
+               "short" exposure mode, gated's default; a few ms); `exposure_s=` pins it (1/60 s:
+               a camera left to normal auto-exposure indoors, whose reach smears 30-100 px)
     shutter    rolling shutter: rows are read one after the other over `shutter` of the frame
                period, so a moving phone is skewed (sheared along its motion)
     light      exposure gain (`exposure` > 1 over-exposes: the screen clips and its light blooms
@@ -45,7 +50,7 @@ import numpy as np
 from gated.gate.rehearsal.synthetic import _scene, qr_modules
 
 FPS = 30.0
-EXPOSURE_S = 1 / 60  # exposure time: the smear is the speed times this
+TREMOR_EXPOSURE_S = 1 / 60  # the tremor's top speed smears `blur` pixels in this exposure
 TEXTURE_PX = 8  # texture pixels per module: the LCD grid lives in the texture, 3 texture pixels a screen pixel
 FOCAL = 1.0  # focal length as a share of the frame width (a ~53 degree horizontal field of view)
 APPROACH_S = (0.3, 0.5)  # the reach into view: from just outside the frame to rest (minimum-jerk)
@@ -302,10 +307,13 @@ def phone_clip(
     idle_before: int = 2,
     phone: bool = True,
     doses: Doses | None = None,
+    exposure_s: float | None = None,
     **fixed,
 ) -> Clip:
     """One clip (see the module docstring). `frames` at FPS in all; the phone starts entering after
-    `idle_before` frames. Doses are drawn (draw_doses) unless given; keywords pin some."""
+    `idle_before` frames. Doses are drawn (draw_doses) unless given; keywords pin some.
+    `exposure_s`: the camera's exposure time (None: the one that smears the reach's fastest frame
+    by `blur` pixels)."""
     width, height = size
     doses = doses if doses is not None else draw_doses(rng, **fixed)
     scene = _scene(width, height, rng)
@@ -327,7 +335,9 @@ def phone_clip(
     approach = float(rng.uniform(*APPROACH_S))  # seconds from outside the view to rest
     tremor_hz = float(rng.uniform(2.0, 5.0))
     settle = float(rng.uniform(0.6, 1.5))  # seconds: the tremor's decay time constant
-    speed = doses.blur / EXPOSURE_S  # the tremor's top speed, px/s
+    speed = doses.blur / TREMOR_EXPOSURE_S  # the tremor's top speed, px/s
+    if exposure_s is None:  # a minimum-jerk reach is fastest half-way, at 15/8 of its mean speed
+        exposure_s = doses.blur / max(1.875 * float(np.hypot(*(start - rest))) / approach, 1e-6)
     direction = float(rng.uniform(0, np.pi))
     wobble = np.array([np.cos(direction), np.sin(direction)])
     phase = float(rng.uniform(0, 2 * np.pi))
@@ -351,7 +361,7 @@ def phone_clip(
         t = (i - idle_before) / FPS
         centre, velocity, tilt = pose(t)
         corners = _corners(look, doses, size, centre, roll, tilt, axis, velocity)
-        smear = float(np.hypot(*velocity)) * EXPOSURE_S if t >= 0 else 0.0
+        smear = float(np.hypot(*velocity)) * exposure_s if t >= 0 else 0.0
         heading = float(np.arctan2(velocity[1], velocity[0])) if smear > 0 else 0.0
         out.append(_draw(scene, look, corners, doses, min(smear, 60.0), heading, rng))
         smears.append(smear)
@@ -376,7 +386,7 @@ def still_frame(
     centre = np.array([width * rng.uniform(0.35, 0.65), height * rng.uniform(0.35, 0.65)])
     heading = float(rng.uniform(0, 2 * np.pi))
     smear = doses.blur
-    velocity = smear / EXPOSURE_S * np.array([np.cos(heading), np.sin(heading)])
+    velocity = smear / TREMOR_EXPOSURE_S * np.array([np.cos(heading), np.sin(heading)])
     corners = _corners(
         look, doses, size, centre, float(rng.uniform(-25, 25)), doses.tilt, float(rng.uniform(0, 180)), velocity
     )
