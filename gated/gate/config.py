@@ -189,7 +189,11 @@ class TimingsSection:
         None, doc="door/arm still open after this: held_open alarm (default: the board's)", above=0, maximum=3600
     )
     debounce_s: float = _opt(
-        3.0, doc="the same code seen again within this is one scan, not two", minimum=0, maximum=3600
+        3.0,
+        doc="the same code seen again within this is one scan, not two (an admitted code still in view: "
+        "not judged again until its visitor has passed)",
+        minimum=0,
+        maximum=3600,
     )
 
 

@@ -132,6 +132,9 @@ class Daemon:
         )
         self._revocation_policy(time.monotonic())  # locked before the first scan if the list is stale
         self.scanner = build.make_scanner(cfg)
+        from gated.gate.scanner import Debouncer
+
+        self.debouncer = Debouncer(cfg.timings.debounce_s)
         self._open_camera()
         self._camera_thread = threading.Thread(target=self._camera_loop, name="camera", daemon=True)
         self._camera_thread.start()
@@ -321,12 +324,11 @@ class Daemon:
     # the camera thread: gated/gate/scanloop.py ----------------------------------------------------
     def _camera_loop(self) -> None:
         from gated.gate import scanloop
-        from gated.gate.scanner import Debouncer
 
         scanloop.read_codes(
             self.camera,
             self.scanner,
-            Debouncer(self.cfg.timings.debounce_s),
+            self.debouncer,
             self.codes,
             self._camera_stop,
             on_frame=self._frame_read,
@@ -353,6 +355,8 @@ class Daemon:
                 self._scan(text, captured_at)
             self._guarded("uplink", self.uplink.poll)
             self._poll_gate()
+            if self.debouncer.holding and not self.gate.state.grants:  # the admitted visitors passed
+                self.debouncer.passed(time.monotonic())
             now = time.monotonic()
             self._guarded("revocation policy", self._revocation_policy, now)
             self._publish_status()
@@ -428,6 +432,8 @@ class Daemon:
         if decision is None:  # a store fault: the gate stayed shut (and said so); keep going
             self.store_ok = False
             return
+        if decision.admit:  # not judged again while the visitor still holds it up
+            self.debouncer.admitted(text, time.monotonic())
         self.counters.decision(decision.admit)
 
     def _publish_status(self) -> None:

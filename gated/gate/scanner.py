@@ -52,6 +52,20 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               400 stills; the Wiener deconvolution it replaced: 34), which lifts the stills read
               by 4-9 points; it wins little on the clips' p95 (issue 27b: the slowest clips have
               ~1.8 px modules smeared 3-6 px, beyond any single frame's deconvolution).
+    "resample" where the fine pass saw a symbol and read its version and format but the
+              Reed-Solomon check failed, and no other pass read anything (nor confirmed a doubt): a code
+              printed on fabric or a crumpled page, whose module grid is bent, so that zxing-cpp's
+              straight grid (a homography from the four corners) drifts off the modules. The
+              modules are sampled along a bent grid instead (gated.gate.resample: a displacement
+              field fitted by optical flow between a rendering of the current guess and the
+              rectified photo, resting first on the function patterns), and each round's bit
+              matrix, rendered clean, is decoded. Up to RESAMPLE_SYMBOLS symbol a frame, up to
+              resample.ROUNDS rounds each at ~3-4 ms for a version 3 symbol, ~8 ms for a version 8
+              ticket (so 30-65 ms at most a symbol): the dearest pass, so the last; nothing on
+              idle frames, where nothing is seen, and a symbol resampled in vain in the same place
+              for SCENERY_AFTER frames is scenery, like the texture pass's. Wins the real photos'
+              T-shirt codes (qr-blackbox qrcode-4: the 8 photos no other pass reads, at every
+              rotation).
   pyzbar backend (ZBar; needs libzbar0). ZBar cannot read light-on-dark codes by itself and
   suffers more from sensor noise, and each call costs ~10x zxing-cpp's.
     "coarse"    frames above 800x600: half resolution (INTER_AREA), then its negative. At 720p
@@ -77,12 +91,19 @@ ticket into a red light.
 
 Debouncing. A code held in front of the camera is seen in many consecutive frames; the gate must
 act once. `Debouncer.feed(texts, now)` passes a text on the first time it is seen and then at
-most once per `hold_off_s` (a ticket still held up after the hold-off is judged again, and the
-store answers already_used); a different text goes through at once.
+most once per `hold_off_s`; a different text goes through at once. A code that was admitted
+(`Debouncer.admitted(text, now)`, from the thread that judged it) is not judged again while it
+stays in view until its visitor has passed (`Debouncer.passed(now)`: the gate has no admission
+waiting for its passage; on a board without a passage sensor, at once): a visitor who keeps the
+phone up while the arm turns gets no red `already_used` after the green. After the passage, or
+after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
+turnstile gets the red). A denied code held up is judged again after the hold-off (a `capacity`
+denial may turn green when somebody leaves).
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,7 +111,8 @@ import numpy as np
 from gated.core.errors import GatedError
 
 BACKENDS = ("zxing", "pyzbar")
-ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur")
+ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur", "resample")
+RESAMPLE_SYMBOLS = 1  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
@@ -153,13 +175,15 @@ class Scanner:
         self.region_scale = region_scale
         self._lib = _load(backend)
         self._unread: list[tuple[tuple[int, int, int, int], int]] = []  # textured boxes not read: (box, frames)
+        self._unbent: list[tuple[Box, int]] = []  # symbols resampled in vain: (box, frames)
 
     @property
     def scenery(self) -> list[tuple[int, int, int, int]]:
-        """Textured regions the texture pass no longer reads: they stayed in place, unread, for
-        SCENERY_AFTER frames in a row (a poster, a keyboard), which would otherwise cost every
+        """Textured regions the texture pass no longer reads, and symbols the resample pass no
+        longer resamples: they stayed in place, unread, for SCENERY_AFTER frames in a row (a
+        poster, a keyboard, a damaged code on the wall), which would otherwise cost every
         idle frame its reads. A code held up by hand moves by more than SCENERY_SLACK pixels."""
-        return [box for box, frames in self._unread if frames >= SCENERY_AFTER]
+        return [box for box, frames in self._unread + self._unbent if frames >= SCENERY_AFTER]
 
     def decode(self, gray: np.ndarray) -> list[str]:
         """The QR texts in one frame (empty list: none)."""
@@ -197,7 +221,8 @@ class Scanner:
         texts = _sift(found, gray, "fine", doubts)
         if texts:
             return Reading(texts, "fine", places=places)
-        seen = [b.position for b in found if not b.valid]
+        failed = [b for b in found if not b.valid]
+        seen = [b.position for b in failed]
         if seen and "region" in self.passes:
             texts = self._read_regions(gray, seen, doubts)
             if texts:
@@ -212,6 +237,9 @@ class Scanner:
             if texts:
                 return Reading(texts, via, places=places)
         texts, via = self._confirm(doubts)
+        if not texts and failed and "resample" in self.passes:  # the dearest, so the last
+            texts = self.read_bent(gray, failed)
+            via = "resample" if texts else None
         unconfirmed = _unique(d.text for d in doubts if d.text not in texts)
         return Reading(texts, via, unconfirmed, places)
 
@@ -338,6 +366,53 @@ class Scanner:
                         return got
         return []
 
+    def read_bent(self, gray: np.ndarray, failed) -> list[str]:
+        """The texts of symbols zxing-cpp found in `gray` but could not decode (`failed`: its
+        results with return_errors=True), resampled along a bent module grid (the "resample"
+        pass, gated.gate.resample): each round's bit matrix, rendered clean, is decoded, and a
+        text counts only when the symbol's error correction confirms it with capacity to spare.
+        Texts decoded with none to spare are dropped here: a second read of a rendering would
+        only repeat its bits. At most RESAMPLE_SYMBOLS symbols (the largest), one text each; a
+        symbol resampled in vain in the same place SCENERY_AFTER times is scenery (`scenery`)
+        and no longer resampled, so that a damaged code on the wall does not cost every frame."""
+        from gated.gate.resample import bent_grid_renderings
+
+        zx = self._lib
+        texts: list[str] = []
+        symbols = []
+        for b in failed:
+            corners = _corners(b.position)
+            form = _symbol_form(b)
+            if form is None or any(_overlaps(corners, other) for other, _ in symbols):
+                continue
+            symbols.append((corners, form))
+        symbols.sort(key=lambda s: -_quad_area(s[0]))
+        unbent = []
+        for corners, (version, ec_level, mask) in symbols[:RESAMPLE_SYMBOLS]:
+            box = _box_of_corners(corners)
+            frames = next((n for seen, n in self._unbent if _same_place(seen, box)), 0)
+            if frames >= SCENERY_AFTER:  # resampled in vain, in place, for 1-2 s: scenery
+                unbent.append((box, frames + 1))
+                continue
+            got = []
+            for image in bent_grid_renderings(gray, corners, version, ec_level, mask):
+                found = self._zx(
+                    image,
+                    binarizer=zx.Binarizer.GlobalHistogram,
+                    try_rotate=False,
+                    try_downscale=False,
+                    try_invert=False,
+                )
+                got = _sift(found, image, "resample", [])
+                if got:
+                    break
+            if got:
+                texts.extend(got)
+            else:
+                unbent.append((box, frames + 1))
+        self._unbent = unbent
+        return _unique(texts)
+
     def _read_regions(self, gray: np.ndarray, positions, doubts: list[_Doubt]) -> list[str]:
         import cv2
 
@@ -382,26 +457,55 @@ class Scanner:
 
 
 class Debouncer:
-    """One scan per presented code: a text goes on at most once per `hold_off_s`; others at once."""
+    """One scan per presented code: a text goes on at most once per `hold_off_s`, others at once;
+    an admitted text not again while it stays in view, until its visitor has passed. `feed` runs
+    on the camera thread, `admitted` and `passed` on the thread that judges: all under one lock."""
 
     def __init__(self, hold_off_s: float = 2.0):
         if hold_off_s < 0:
             raise ValueError("hold_off_s must be >= 0")
         self.hold_off_s = hold_off_s
         self._passed_at: dict[str, float] = {}
+        self._held: dict[str, float] = {}  # admitted texts whose visitor has not passed yet: last seen
+        self._lock = threading.Lock()
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._held)
 
     def feed(self, texts, now: float) -> list[str]:
         """The texts of this frame that should go on to validation now."""
         fresh = []
-        for text in dict.fromkeys(texts):
-            last = self._passed_at.get(text)
-            if last is None or now - last >= self.hold_off_s:
-                fresh.append(text)
-                self._passed_at[text] = now
-        for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
-            if text not in fresh:
-                del self._passed_at[text]
+        with self._lock:
+            for text in dict.fromkeys(texts):
+                if text in self._held:
+                    out_of_sight = now - self._held[text] >= self.hold_off_s
+                    self._held[text] = now
+                    if not out_of_sight:
+                        continue  # the same presentation, still held up
+                    del self._held[text]
+                last = self._passed_at.get(text)
+                if last is None or now - last >= self.hold_off_s:
+                    fresh.append(text)
+                    self._passed_at[text] = now
+            for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
+                if text not in fresh:
+                    del self._passed_at[text]
         return fresh
+
+    def admitted(self, text: str, now: float) -> None:
+        """`text` was admitted: not judged again while it stays in view (or until `passed`)."""
+        with self._lock:
+            if self.hold_off_s > 0:
+                self._held[text] = max(now, self._held.get(text, now))
+
+    def passed(self, now: float) -> None:
+        """The admitted visitors have passed (or their time to pass ran out): a text of theirs
+        still in view is judged again after `hold_off_s` from now, like a denied one."""
+        with self._lock:
+            for text in self._held:
+                self._passed_at[text] = now
+            self._held.clear()
 
 
 def _load(backend: str):
@@ -492,6 +596,44 @@ def _box_of(position, shape) -> tuple[int, int, int, int]:
     grow = max(w, h) // 2 + 8
     height, width = shape
     return (max(min(xs) - grow, 0), max(min(ys) - grow, 0), min(max(xs) + grow, width), min(max(ys) + grow, height))
+
+
+def _corners(position) -> list[tuple[float, float]]:
+    """A symbol's four corners, top left, top right, bottom right, bottom left (the symbol's own)."""
+    points = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
+    return [(float(p.x), float(p.y)) for p in points]
+
+
+def _box_of_corners(corners) -> Box:
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    return int(min(xs)), int(min(ys)), int(max(xs)) + 1, int(max(ys)) + 1
+
+
+def _symbol_form(barcode) -> tuple[int, str, int] | None:
+    """(version, error correction level, data mask) of a QR symbol zxing-cpp located and read the
+    format of; None when it did not say."""
+    extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+    try:
+        return int(extra["Version"]), str(extra["ECLevel"]), int(extra["DataMask"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _quad_area(corners) -> float:
+    xs, ys = np.array(corners, dtype=float).T
+    return 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+
+
+def _overlaps(a, b) -> bool:
+    """Whether two symbols' corner quadrilaterals' centres lie within each other's boxes (one
+    symbol reported twice)."""
+    (ax, ay), (bx, by) = np.mean(a, axis=0), np.mean(b, axis=0)
+    xa, ya = np.array(a).T
+    xb, yb = np.array(b).T
+    return bool(
+        (xb.min() <= ax <= xb.max() and yb.min() <= ay <= yb.max())
+        or (xa.min() <= bx <= xa.max() and ya.min() <= by <= ya.max())
+    )
 
 
 def _same_place(a, b) -> bool:

@@ -248,8 +248,32 @@ def test_debouncer_passes_a_held_code_once_per_hold_off():
     d = Debouncer(hold_off_s=2.0)
     fed = [d.feed(["A"], t) for t in (0.0, 0.1, 0.2, 1.9)]
     assert fed == [["A"], [], [], []]
-    assert d.feed(["A"], 2.0) == ["A"]  # still held up after the hold-off: judged again
+    assert d.feed(["A"], 2.0) == ["A"]  # a denied code still held up after the hold-off: judged again
     assert d.feed(["A"], 2.5) == []
+
+
+def test_an_admitted_code_is_not_judged_again_while_it_stays_in_view_until_its_visitor_passed():
+    d = Debouncer(hold_off_s=2.0)
+    assert d.feed(["A"], 0.0) == ["A"]
+    d.admitted("A", 0.05)
+    assert d.holding
+    # the visitor keeps the phone up for ten seconds before walking through: never judged again
+    assert [d.feed(["A"], t / 10) for t in range(1, 100)] == [[]] * 99
+    assert d.feed(["B"], 10.0) == ["B"]  # another code at once
+    d.passed(10.0)  # through the turnstile
+    assert not d.holding
+    assert d.feed(["A"], 10.5) == []  # still in view: judged again only after the hold-off, from the passage
+    assert d.feed(["A"], 12.0) == ["A"]  # handed back over the turnstile: the friend gets the red
+
+
+def test_an_admitted_code_out_of_sight_for_the_hold_off_is_judged_again():
+    d = Debouncer(hold_off_s=2.0)
+    assert d.feed(["A"], 0.0) == ["A"]
+    d.admitted("A", 0.0)
+    assert d.feed(["A"], 1.0) == []
+    assert d.feed([], 2.5) == []
+    assert d.feed(["A"], 2.9) == []  # out of sight 1.9 s: the same presentation
+    assert d.feed(["A"], 5.0) == ["A"]  # out of sight 2.1 s: shown again
 
 
 def test_debouncer_lets_a_different_code_through_at_once():

@@ -449,3 +449,44 @@ def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, autho
     scan, passage = collector.chain()[:2]
     assert (scan["kind"], scan["decision"]) == ("scan", "admit")
     assert (passage["kind"], passage["ref"], passage["result"]) == ("passage", scan["id"], "passed")
+
+
+def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, authority, broker):
+    """Issue 27: a code read is judged once. An admitted visitor who keeps the ticket up (3 s, six
+    times the hold-off) while the arm waits for them is not judged again: no `already_used` red
+    after the green, no re-use attempt in the ledger. Once they have passed (the beam), the same
+    code still held up is somebody else's attempt: judged again, and refused."""
+    from gated.gate.rehearsal.control import Client
+
+    ok_a = authority.ticket()
+    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{clean}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        board="generic-relay",
+        camera={"fps": 15.0},
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        client.request("show", text=ok_a)
+        gate.wait_for(lambda: gate.scans(), what="the scan")
+        time.sleep(3.0)  # still held up, read on every frame
+        assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+        client.request("drive", device="passage", active=True)  # the visitor walks through the beam
+        client.request("drive", device="passage", active=False)
+        gate.wait_for(lambda: len(gate.scans()) >= 2, what="the code still held up, judged again")
+        client.request("show", text=None)
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert [(s["decision"], s["reason"]) for s in gate.scans()][:2] == [("admit", "ok"), ("deny", "already_used")]
