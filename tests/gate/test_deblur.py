@@ -17,20 +17,21 @@ from tests.gate.test_scanner import fixed_codes
 WITHOUT_DEBLUR = ("fine", "coarse", "region", "smooth", "texture")
 
 
-def smeared_still(seed: int) -> tuple[str, np.ndarray, Doses]:
-    """A settled phone at 1280x720: modules of 1.8-2.4 px, smeared 4-6.5 px in a random
-    direction, a light LCD grid, slightly over-exposed, JPEG 40-60 (all drawn from `seed`)."""
+def smeared_still(seed: int, module=(1.8, 2.4), blur=(4.0, 6.5), exposure=None, jpeg=(40, 60), code=None):
+    """A settled phone at 1280x720, drawn from `seed`: modules of `module` px, smeared by `blur` px
+    in a random direction, tilted up to 15 degrees, a light LCD grid, over-exposed 1.2x (or drawn
+    from `exposure`), JPEG quality in `jpeg`; the code fixed_codes()[code] (default: seed mod 6)."""
     rng = np.random.default_rng(seed)
     doses = Doses(
-        module_px=float(rng.uniform(1.8, 2.4)),
+        module_px=float(rng.uniform(*module)),
         tilt=float(rng.uniform(0, 15)),
-        blur=float(rng.uniform(4, 6.5)),
+        blur=float(rng.uniform(*blur)),
         lcd=0.05,
-        exposure=1.2,
-        jpeg=int(rng.integers(40, 60)),
+        exposure=float(rng.uniform(*exposure)) if exposure else 1.2,
+        jpeg=int(rng.integers(*jpeg)),
         noise=3.0,
     )
-    text = fixed_codes()[seed % 6]
+    text = fixed_codes()[(seed if code is None else code) % 6]
     frame, _ = still_frame(text, (1280, 720), rng, doses=doses)
     return text, frame, doses
 
@@ -68,18 +69,9 @@ def test_an_over_exposed_smeared_code_is_read_with_its_clipped_pixels_raised(see
     """A screen 1.6-1.8x too bright for the sensor: the clipping ate the smear's ramps into the
     dark modules, and the plain deconvolution reads nothing; taking the clipped pixels for more
     light than the sensor could say, it reads."""
-    rng = np.random.default_rng(seed)
-    doses = Doses(
-        module_px=float(rng.uniform(2.0, 2.8)),
-        tilt=float(rng.uniform(0, 15)),
-        blur=float(rng.uniform(3.5, 6)),
-        lcd=0.05,
-        exposure=float(rng.uniform(1.5, 1.8)),
-        jpeg=int(rng.integers(50, 80)),
-        noise=3.0,
+    text, frame, _ = smeared_still(
+        seed, module=(2.0, 2.8), blur=(3.5, 6), exposure=(1.5, 1.8), jpeg=(50, 80), code=seed - 100
     )
-    text = fixed_codes()[(seed - 100) % 6]
-    frame, _ = still_frame(text, (1280, 720), rng, doses=doses)
     assert Scanner(passes=WITHOUT_DEBLUR).decode(frame) == []
     for box in texture_boxes(frame):
         crop = _cut(frame, box)
