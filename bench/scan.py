@@ -65,7 +65,7 @@ ZXING_BAR = {  # the dataset README's table
     "qrcode-4": {0: 36, 90: 35, 180: 35, 270: 35},
 }
 LABEL_DISPUTES = {"qrcode-2/13.png": "The 2005 USGS aerial photography of the Washington Monument is censored."}
-TARGET_REAL_ROT0 = 135
+TARGET_REAL_EVERY_ROTATION = 140  # issue 27 (issue 3 asked 135 at rotation 0)
 TARGET_SYNTH_SHARE = 0.97
 TARGET_MEDIAN_RATIO = 1.2
 TARGET_IDLE_MS_720P = 6.0
@@ -157,14 +157,17 @@ def print_real(real: dict, names: list[str]) -> list[str]:
         print(f"{'disputed':<10} {rotation:>4} {'':>9} {cells}")
         cells = " ".join(f"{ms(result[(name, rotation)]['t']):>10.2f} ms" for name in names)
         print(f"{'median':<10} {rotation:>4} {'':>9} {cells}")
-    got = result[("gated", 0)]["ok"]
+    low = {r: result[("gated", r)]["ok"] for r in ROTATIONS if result[("gated", r)]["ok"] < TARGET_REAL_EVERY_ROTATION}
+    misread = sum(result[("gated", r)]["misread"] for r in ROTATIONS)
     print(
-        f"target: >= {TARGET_REAL_ROT0}/{n} at rotation 0 -> gated {got}/{n}: "
-        f"{'MET' if got >= TARGET_REAL_ROT0 else 'MISSED'}; at least the ZXing bar at every rotation and folder: "
-        f"{'MET' if not missed else 'MISSED'}"
+        f"target: >= {TARGET_REAL_EVERY_ROTATION}/{n} at every rotation -> gated "
+        + " / ".join(str(result[("gated", r)]["ok"]) for r in ROTATIONS)
+        + f": {'MISSED' if low else 'MET'}; misreads {misread}: {'MISSED' if misread else 'MET'}; "
+        f"at least the ZXing bar at every rotation and folder: {'MET' if not missed else 'MISSED'}"
     )
-    if got < TARGET_REAL_ROT0:
-        missed.append(f"real rot 0: {got} < {TARGET_REAL_ROT0}")
+    missed += [f"real rot {r}: {got} < {TARGET_REAL_EVERY_ROTATION}" for r, got in low.items()]
+    if misread:
+        missed.append(f"real: {misread} misreads")
     print(
         "gated, which pass found the code at rotation 0: "
         + ", ".join(f"{k or 'none'} {v}" for k, v in sorted(real["passes"].items(), key=lambda kv: str(kv[0])))
