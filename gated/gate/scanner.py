@@ -492,6 +492,8 @@ class Debouncer:
             for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
                 if text not in fresh:
                     del self._passed_at[text]
+            for text in [t for t, seen in self._held.items() if now - seen >= self.hold_off_s]:
+                del self._held[text]  # out of sight for the hold-off: a new presentation when shown
         return fresh
 
     def admitted(self, text: str, now: float) -> None:
