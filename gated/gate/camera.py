@@ -14,7 +14,8 @@ Specs (the daemon config passes one string; options may also ride in it: `files:
                       (python3-picamera2), so the venv must see system packages:
                       `python3 -m venv --system-site-packages .venv`. Options: width, height,
                       exposure (short: libcamera's short auto-exposure mode, the default, so
-                      a phone moved into view smears less; normal: libcamera's default).
+                      a phone moved into view smears less; normal: libcamera's default; a camera
+                      that does not offer the control keeps its own auto-exposure).
     files:PATH        an image file, a directory of images/videos (sorted by name), or a video file.
                       Options: loop (start again at the end), fps (pace frames; default: as fast as read).
                       watch=1: a bench; the folder is watched, each new image shown for a moment
@@ -38,8 +39,11 @@ from typing import Callable
 from urllib.parse import parse_qsl
 
 import numpy as np
+import structlog
 
 from gated.gate.frames import CAMERA_KINDS, EXPOSURE_MODES, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
+
+log = structlog.get_logger("gated.gate.camera")
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
 
@@ -195,7 +199,8 @@ class Picamera2Source(_LiveSource):
         try:
             cam = Picamera2(self.camera)
             config = cam.create_video_configuration(
-                main={"size": (self.width, self.height), "format": "YUV420"}, controls=self.controls
+                main={"size": (self.width, self.height), "format": "YUV420"},
+                controls=self.controls_for(cam.camera_controls),
             )
             cam.configure(config)
             cam.start()
@@ -205,6 +210,20 @@ class Picamera2Source(_LiveSource):
                 "and `rpicam-hello --list-cameras`"
             ) from exc
         self._cam = cam
+
+    def controls_for(self, advertised) -> dict:
+        """The controls to give a camera that advertises `advertised` (Picamera2's
+        camera_controls): only those it has. Picamera2 refuses to configure a camera with a control
+        it does not advertise (a USB camera through libcamera has no AeExposureMode): such a
+        camera starts with its own auto-exposure rather than not at all."""
+        given = {name: value for name, value in self.controls.items() if name in advertised}
+        if len(given) < len(self.controls):
+            log.warning(
+                "camera control not offered; the camera's own setting stays",
+                camera=self.name,
+                controls=sorted(set(self.controls) - set(given)),
+            )
+        return given
 
     def _grab(self) -> np.ndarray | None:
         try:

@@ -355,7 +355,9 @@ class Daemon:
                 self._scan(text, captured_at)
             self._guarded("uplink", self.uplink.poll)
             self._poll_gate()
-            if self.debouncer.holding and not self.gate.state.grants:  # the admitted visitors passed
+            # The admitted visitors passed. Without a passage or door sensor nobody is seen to pass
+            # (the grant is confirmed at once): a code held up stays held until out of sight.
+            if self.debouncer.holding and self.gate.counts_passages and not self.gate.state.grants:
                 self.debouncer.passed(time.monotonic())
             now = time.monotonic()
             self._guarded("revocation policy", self._revocation_policy, now)

@@ -300,3 +300,13 @@ def test_every_kind_of_the_table_opens_and_no_other():
     assert set(camera._OPENERS) == set(CAMERA_KINDS)  # noqa: SLF001
     with pytest.raises(CameraError, match=r"unknown kind 'webcam' \(v4l2, picamera2, files, synthetic\)"):
         open_source("webcam:0")
+
+
+def test_picamera2_gives_a_camera_only_the_controls_it_advertises():
+    """Picamera2 refuses to configure a camera with a control it does not advertise: a camera
+    without AeExposureMode (a USB camera through libcamera) must start with its own exposure,
+    not fail to start at all."""
+    source = camera.open_source("picamera2:0")
+    rpi_camera = {"AeExposureMode": (0, 3, 0), "ExposureTime": (1, 66666, None)}
+    assert source.controls_for(rpi_camera) == {"AeExposureMode": 1}
+    assert source.controls_for({"Brightness": (-1.0, 1.0, 0.0)}) == {}

@@ -288,3 +288,15 @@ def test_debouncer_lets_a_different_code_through_at_once():
 def test_debouncer_with_zero_hold_off_passes_every_sighting():
     d = Debouncer(hold_off_s=0.0)
     assert [d.feed(["A", "A"], t) for t in (0.0, 0.0, 0.1)] == [["A"], ["A"], ["A"]]
+
+
+def test_an_admitted_code_never_seen_again_is_forgotten_after_the_hold_off():
+    """A gate without a passage sensor never says its visitors passed: the codes it admitted must
+    not pile up in the debouncer (nor keep it `holding`) once they are out of sight."""
+    d = Debouncer(hold_off_s=2.0)
+    for i in range(100):
+        assert d.feed([f"T{i}"], float(i * 3)) == [f"T{i}"]
+        d.admitted(f"T{i}", float(i * 3))
+    d.feed([], 400.0)
+    assert not d.holding
+    assert d.feed(["T5"], 401.0) == ["T5"]  # shown again: judged again

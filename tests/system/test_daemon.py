@@ -490,3 +490,44 @@ def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, 
     finally:
         gate.stop_quietly()
     assert [(s["decision"], s["reason"]) for s in gate.scans()][:2] == [("admit", "ok"), ("deny", "already_used")]
+
+
+def test_a_visitor_at_a_gate_without_passage_sensor_who_keeps_the_phone_up_gets_no_red(tmp_path, authority, broker):
+    """Issue 27 on a board that cannot tell when the visitor passed (relay-only: the lane controller
+    counts its own passages): the admitted code still held up in view is the same presentation, and
+    is not judged again while it stays in view; out of sight for the hold-off, it is judged again."""
+    from gated.gate.rehearsal.control import Client
+
+    ok_a = authority.ticket()
+    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{clean}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        board="relay-only",
+        camera={"fps": 15.0},
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        client.request("show", text=ok_a)
+        gate.wait_for(lambda: gate.scans(), what="the scan")
+        time.sleep(3.0)  # still held up, read on every frame
+        assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+        client.request("show", text=None)  # lowered, out of sight for longer than the hold-off
+        time.sleep(1.5)
+        client.request("show", text=ok_a)  # shown again: judged again
+        gate.wait_for(lambda: len(gate.scans()) >= 2, what="the code shown again, judged again")
+        client.request("show", text=None)
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert [(s["decision"], s["reason"]) for s in gate.scans()][:2] == [("admit", "ok"), ("deny", "already_used")]
