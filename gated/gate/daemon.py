@@ -430,6 +430,11 @@ class Daemon:
     def _scan(self, text: str, captured_at: float) -> None:
         from gated.gate import scanloop
 
+        if self.debouncer.holds(text):
+            # A copy queued while the judging of its presentation lagged more than the hold-off
+            # behind the camera (a slow store): that presentation was admitted; not judged twice.
+            log.warning("stale scan skipped: already admitted, still in view", step="scan")
+            return
         decision = scanloop.judge(self.gate, text, captured_at)
         if decision is None:  # a store fault: the gate stayed shut (and said so); keep going
             self.store_ok = False

@@ -496,6 +496,12 @@ class Debouncer:
                 del self._held[text]  # out of sight for the hold-off: a new presentation when shown
         return fresh
 
+    def holds(self, text: str) -> bool:
+        """Whether `text` was admitted and is still held (its visitor has not passed, nor has it
+        been out of sight for the hold-off): a copy of it still waiting to be judged is stale."""
+        with self._lock:
+            return text in self._held
+
     def admitted(self, text: str, now: float) -> None:
         """`text` was admitted: not judged again while it stays in view (or until `passed`)."""
         with self._lock:

@@ -266,6 +266,16 @@ def test_an_admitted_code_is_not_judged_again_while_it_stays_in_view_until_its_v
     assert d.feed(["A"], 12.0) == ["A"]  # handed back over the turnstile: the friend gets the red
 
 
+def test_a_held_code_is_known_as_held_until_its_visitor_passed():
+    d = Debouncer(hold_off_s=2.0)
+    assert d.feed(["A"], 0.0) == ["A"]
+    assert not d.holds("A")  # judged, not (yet) admitted
+    d.admitted("A", 0.1)
+    assert d.holds("A") and not d.holds("B")  # a copy of A still queued is stale
+    d.passed(1.0)
+    assert not d.holds("A")
+
+
 def test_an_admitted_code_out_of_sight_for_the_hold_off_is_judged_again():
     d = Debouncer(hold_off_s=2.0)
     assert d.feed(["A"], 0.0) == ["A"]

@@ -531,3 +531,50 @@ def test_a_visitor_at_a_gate_without_passage_sensor_who_keeps_the_phone_up_gets_
     finally:
         gate.stop_quietly()
     assert [(s["decision"], s["reason"]) for s in gate.scans()][:2] == [("admit", "ok"), ("deny", "already_used")]
+
+
+def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority, broker):
+    """The owner thread falls behind the camera by more than the hold-off (the store's commit
+    waits: here another process holds gate.db's write lock for 2.5 s, as a slow SD card would): the
+    camera queues the held-up code again every hold-off meanwhile. Once the first copy is admitted,
+    the stale copies are not judged (they were `already_used` reds after the green)."""
+    import sqlite3
+
+    from gated.gate.rehearsal.control import Client
+
+    ok_a = authority.ticket()
+    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{clean}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        board="generic-relay",
+        camera={"fps": 15.0},
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+    )
+    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        blocker = sqlite3.connect(tmp_path / "state" / "gate.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the gate's next commit waits for this
+        try:
+            client.request("show", text=ok_a)
+            time.sleep(2.5)  # the camera reads the code all along and queues it every hold-off
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        gate.wait_for(lambda: gate.scans(), what="the scan")
+        time.sleep(1.5)  # the queued copies are taken in turn
+        assert gate.logged("stale scan skipped: already admitted, still in view")
+        client.request("show", text=None)
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
