@@ -54,6 +54,26 @@ def make_config(tmp_path, authority, broker, images: Path, **sections) -> Path:
     return write_config(tmp_path / "gated.toml", cfg)
 
 
+CLEAN = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
+
+
+def synthetic_gate(tmp_path, authority, broker, **sections) -> GateProcess:
+    """A gate (started) whose camera is the simulator's, steered through tmp_path/sim.sock."""
+    cfg = gate_config(
+        tmp_path,
+        keyring=authority.keyring_dir,
+        broker_url=broker.url,
+        camera_source=f"synthetic:?{CLEAN}",
+        site=SITE,
+        gate=GATE,
+        event=EVENT,
+        camera={"fps": 15.0},
+        sim={"control_socket": str(tmp_path / "sim.sock")},
+        **sections,
+    )
+    return GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+
+
 @pytest.fixture
 def collector(broker):
     c = EventCollector(broker.port, SITE, GATE)
@@ -249,19 +269,7 @@ def test_the_simulator_steers_the_camera_and_reads_the_relay_through_the_control
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(
-        tmp_path,
-        keyring=authority.keyring_dir,
-        broker_url=broker.url,
-        camera_source=f"synthetic:?{clean}",
-        site=SITE,
-        gate=GATE,
-        event=EVENT,
-        camera={"fps": 15.0},
-        sim={"control_socket": str(tmp_path / "sim.sock")},
-    )
-    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    gate = synthetic_gate(tmp_path, authority, broker)
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -336,19 +344,7 @@ def test_a_stalled_camera_is_reopened_and_the_gate_scans_again(tmp_path, authori
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(
-        tmp_path,
-        keyring=authority.keyring_dir,
-        broker_url=broker.url,
-        camera_source=f"synthetic:?{clean}",
-        site=SITE,
-        gate=GATE,
-        event=EVENT,
-        camera={"fps": 15.0},
-        sim={"control_socket": str(tmp_path / "sim.sock")},
-    )
-    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
+    gate = synthetic_gate(tmp_path, authority, broker)
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -415,21 +411,13 @@ def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, autho
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(
+    gate = synthetic_gate(
         tmp_path,
-        keyring=authority.keyring_dir,
-        broker_url=broker.url,
-        camera_source=f"synthetic:?{clean}",
-        site=SITE,
-        gate=GATE,
-        event=EVENT,
+        authority,
+        broker,
         board="generic-relay",
-        camera={"fps": 15.0},
         timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-        sim={"control_socket": str(tmp_path / "sim.sock")},
     )
-    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -459,21 +447,13 @@ def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, 
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(
+    gate = synthetic_gate(
         tmp_path,
-        keyring=authority.keyring_dir,
-        broker_url=broker.url,
-        camera_source=f"synthetic:?{clean}",
-        site=SITE,
-        gate=GATE,
-        event=EVENT,
+        authority,
+        broker,
         board="generic-relay",
-        camera={"fps": 15.0},
         timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-        sim={"control_socket": str(tmp_path / "sim.sock")},
     )
-    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -499,21 +479,9 @@ def test_a_visitor_at_a_gate_without_passage_sensor_who_keeps_the_phone_up_gets_
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(
-        tmp_path,
-        keyring=authority.keyring_dir,
-        broker_url=broker.url,
-        camera_source=f"synthetic:?{clean}",
-        site=SITE,
-        gate=GATE,
-        event=EVENT,
-        board="relay-only",
-        camera={"fps": 15.0},
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5},
-        sim={"control_socket": str(tmp_path / "sim.sock")},
+    gate = synthetic_gate(
+        tmp_path, authority, broker, board="relay-only", timings={"relay_pulse_s": 0.05, "debounce_s": 0.5}
     )
-    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -543,21 +511,13 @@ def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority,
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    clean = "blur=0&motion=0&noise=0&glare=0&tilt=0&rotation=0&gradient=0&contrast=1&inverted=false"
-    cfg = gate_config(
+    gate = synthetic_gate(
         tmp_path,
-        keyring=authority.keyring_dir,
-        broker_url=broker.url,
-        camera_source=f"synthetic:?{clean}",
-        site=SITE,
-        gate=GATE,
-        event=EVENT,
+        authority,
+        broker,
         board="generic-relay",
-        camera={"fps": 15.0},
         timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-        sim={"control_socket": str(tmp_path / "sim.sock")},
     )
-    gate = GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
