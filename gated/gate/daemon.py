@@ -355,9 +355,9 @@ class Daemon:
                 self._scan(text, captured_at)
             self._guarded("uplink", self.uplink.poll)
             self._poll_gate()
-            # The admitted visitors passed. Without a passage or door sensor nobody is seen to pass
-            # (the grant is confirmed at once): a code held up stays held until out of sight.
-            if self.debouncer.holding and self.gate.counts_passages and not self.gate.state.grants:
+            # The admitted visitors passed (without a passage or door sensor: at once, the grant
+            # being confirmed on the spot; there the hold-off alone applies).
+            if self.debouncer.holding and not self.gate.state.grants:
                 self.debouncer.passed(time.monotonic())
             now = time.monotonic()
             self._guarded("revocation policy", self._revocation_policy, now)

@@ -110,11 +110,6 @@ class Gate:
     def state(self) -> gs.GateState:
         return self._state
 
-    @property
-    def counts_passages(self) -> bool:
-        """Whether a sensor tells when an admitted visitor went through (passage or door)."""
-        return self._turnstile.counts_passages
-
     def on_code(self, text: str, captured_at: float | None = None) -> Decision:
         """Judge one scanned code; `captured_at` is time.monotonic() when its frame was taken.
 

@@ -94,8 +94,8 @@ act once. `Debouncer.feed(texts, now)` passes a text on the first time it is see
 most once per `hold_off_s`; a different text goes through at once. A code that was admitted
 (`Debouncer.admitted(text, now)`, from the thread that judged it) is not judged again while it
 stays in view until its visitor has passed (`Debouncer.passed(now)`: the gate has no admission
-waiting for its passage; a board without a passage or door sensor never says, so there the code
-is held until out of sight): a visitor who keeps the phone up while the arm turns gets no red
+waiting for its passage; on a board without a passage or door sensor, at once, so there the
+hold-off alone applies): a visitor who keeps the phone up while the arm turns gets no red
 `already_used` after the green. After the passage, or
 after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
 turnstile gets the red). A denied code held up is judged again after the hold-off (a `capacity`
