@@ -282,7 +282,7 @@ class Scanner:
         via = "texture"
         unread = []
         for box in texture_boxes(gray):
-            frames = next((n for seen, n in self._unread if _same_place(seen, box)), 0)
+            frames = _frames_unread(self._unread, box)
             if frames >= SCENERY_AFTER:
                 unread.append((box, frames + 1))
                 continue
@@ -384,14 +384,13 @@ class Scanner:
         for b in failed:
             corners = _corners(b.position)
             form = _symbol_form(b)
-            if form is None or any(_overlaps(corners, other) for other, _ in symbols):
+            if form is None or any(_overlaps(corners, other) for other, _, _ in symbols):
                 continue
-            symbols.append((corners, form))
+            symbols.append((corners, form, _box_around(b.position, 1.0, (0, 0))))
         symbols.sort(key=lambda s: -_quad_area(s[0]))
         unbent = []
-        for corners, (version, ec_level, mask) in symbols[:RESAMPLE_SYMBOLS]:
-            box = _box_of_corners(corners)
-            frames = next((n for seen, n in self._unbent if _same_place(seen, box)), 0)
+        for corners, (version, ec_level, mask), box in symbols[:RESAMPLE_SYMBOLS]:
+            frames = _frames_unread(self._unbent, box)
             if frames >= SCENERY_AFTER:  # resampled in vain, in place, for 1-2 s: scenery
                 unbent.append((box, frames + 1))
                 continue
@@ -613,11 +612,6 @@ def _corners(position) -> list[tuple[float, float]]:
     return [(float(p.x), float(p.y)) for p in points]
 
 
-def _box_of_corners(corners) -> Box:
-    xs, ys = [x for x, _ in corners], [y for _, y in corners]
-    return int(min(xs)), int(min(ys)), int(max(xs)) + 1, int(max(ys)) + 1
-
-
 def _symbol_form(barcode) -> tuple[int, str, int] | None:
     """(version, error correction level, data mask) of a QR symbol zxing-cpp located and read the
     format of; None when it did not say."""
@@ -647,6 +641,11 @@ def _overlaps(a, b) -> bool:
 
 def _same_place(a, b) -> bool:
     return all(abs(p - q) <= SCENERY_SLACK for p, q in zip(a, b))
+
+
+def _frames_unread(history: list[tuple[Box, int]], box: Box) -> int:
+    """For how many frames in a row a pass has read nothing at `box` (its place in `history`)."""
+    return next((n for seen, n in history if _same_place(seen, box)), 0)
 
 
 def _merge_boxes(boxes):

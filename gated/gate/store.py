@@ -39,6 +39,13 @@ class StoreError(GatedError, RuntimeError):
     """The state database failed. The gate stays shut; check the disk and the file's permissions."""
 
 
+# What a damaged state's error says to do (a fresh state would reuse event ids the ledger holds)
+DAMAGED_NEXT_STEP = (
+    "the gate will not run on it: start a new chain with `gated replace --move-aside` "
+    '(docs/install-pi.md, "Replacing a gate")'
+)
+
+
 class StoreCorrupt(StoreError):
     """`PRAGMA quick_check` found damage: the gate refuses to start on it (an index that lies could
     make used tickets read as unused). Start a new chain: `gated replace --move-aside` (docs/install-pi.md, "Replacing a gate")."""
@@ -162,11 +169,7 @@ class GateStore:
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
-                raise StoreCorrupt(
-                    f"{self.path}: the gate state is damaged ({exc}); "
-                    "the gate will not run on it: start a new chain with `gated replace --move-aside` "
-                    '(docs/install-pi.md, "Replacing a gate")'
-                ) from exc
+                raise StoreCorrupt(f"{self.path}: the gate state is damaged ({exc}); {DAMAGED_NEXT_STEP}") from exc
             raise StoreError(
                 f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions"
             ) from exc
@@ -210,9 +213,7 @@ class GateStore:
         if rows != ["ok"]:
             self._db.close()
             raise StoreCorrupt(
-                f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); "
-                "the gate will not run on it: start a new chain with `gated replace --move-aside` "
-                '(docs/install-pi.md, "Replacing a gate")'
+                f"{self.path}: the gate state is damaged (quick_check: {'; '.join(rows)}); {DAMAGED_NEXT_STEP}"
             )
 
     def _meta(self, key: str, default=None):
