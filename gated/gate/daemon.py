@@ -430,15 +430,19 @@ class Daemon:
     def _scan(self, text: str, captured_at: float) -> None:
         from gated.gate import scanloop
 
+        # A copy queued while the judging of its presentation lagged more than the hold-off behind
+        # the camera (a slow store): that presentation was judged already; not judged twice.
         if self.debouncer.holds(text):
-            # A copy queued while the judging of its presentation lagged more than the hold-off
-            # behind the camera (a slow store): that presentation was admitted; not judged twice.
             log.warning("stale scan skipped: already admitted, still in view", step="scan")
+            return
+        if self.debouncer.stale(text, captured_at):
+            log.warning("stale scan skipped: judged after this frame was taken", step="scan")
             return
         decision = scanloop.judge(self.gate, text, captured_at)
         if decision is None:  # a store fault: the gate stayed shut (and said so); keep going
             self.store_ok = False
             return
+        self.debouncer.judged(text, time.monotonic())
         if decision.admit:  # not judged again while the visitor still holds it up
             self.debouncer.admitted(text, time.monotonic())
         self.counters.decision(decision.admit)

@@ -99,7 +99,10 @@ hold-off alone applies): a visitor who keeps the phone up while the arm turns ge
 `already_used` after the green. After the passage, or
 after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
 turnstile gets the red). A denied code held up is judged again after the hold-off (a `capacity`
-denial may turn green when somebody leaves).
+denial may turn green when somebody leaves). When judging falls behind the camera by more than
+the hold-off (a slow store), the camera queues the code again meanwhile; a copy captured before
+its text's last judgement (`Debouncer.judged(text, now)`, `Debouncer.stale(text, captured_at)`)
+is that presentation again and is not judged: one red, not one per hold-off of the wait.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ from gated.core.errors import GatedError
 BACKENDS = ("zxing", "pyzbar")
 ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur", "resample")
 RESAMPLE_SYMBOLS = 1  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
+JUDGED_MEMORY_S = 600.0  # how long the Debouncer remembers when a text was last judged ...
+JUDGED_MEMORY = 10_000  # ... and for at most this many texts (the oldest forgotten first)
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
@@ -467,6 +472,7 @@ class Debouncer:
         self.hold_off_s = hold_off_s
         self._passed_at: dict[str, float] = {}
         self._held: dict[str, float] = {}  # admitted texts whose visitor has not passed yet: last seen
+        self._judged_at: dict[str, float] = {}  # text -> when its last judgement was out
         self._lock = threading.Lock()
 
     @property
@@ -500,6 +506,27 @@ class Debouncer:
         been out of sight for the hold-off): a copy of it still waiting to be judged is stale."""
         with self._lock:
             return text in self._held
+
+    def judged(self, text: str, now: float) -> None:
+        """`text` was judged (admitted or denied) and its decision was out at `now`: a copy of it
+        captured before then is stale. Remembered JUDGED_MEMORY_S, at most JUDGED_MEMORY texts."""
+        with self._lock:
+            if self.hold_off_s <= 0:  # every sighting is judged
+                return
+            self._judged_at.pop(text, None)
+            self._judged_at[text] = now
+            for old in [t for t, at in self._judged_at.items() if now - at > JUDGED_MEMORY_S]:
+                del self._judged_at[old]
+            while len(self._judged_at) > JUDGED_MEMORY:
+                del self._judged_at[next(iter(self._judged_at))]  # the oldest judgement
+
+    def stale(self, text: str, captured_at: float) -> bool:
+        """Whether a copy of `text` from a frame captured at `captured_at` was queued before the
+        text's last judgement was out: the presentation already judged, seen again while its
+        judging waited (a slow store)."""
+        with self._lock:
+            at = self._judged_at.get(text)
+            return at is not None and captured_at < at
 
     def admitted(self, text: str, now: float) -> None:
         """`text` was admitted: not judged again while it stays in view (or until `passed`)."""

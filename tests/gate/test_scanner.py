@@ -19,7 +19,7 @@ from gated.gate.rehearsal.synthetic import (
     render_hard_idle_frame,
     render_ticket_frame,
 )
-from gated.gate.scanner import SCENERY_AFTER, Debouncer, Scanner, texture_boxes
+from gated.gate.scanner import JUDGED_MEMORY, SCENERY_AFTER, Debouncer, Scanner, texture_boxes
 from gated.gate.validate import validate
 from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
 
@@ -284,6 +284,32 @@ def test_an_admitted_code_out_of_sight_for_the_hold_off_is_judged_again():
     assert d.feed([], 2.5) == []
     assert d.feed(["A"], 2.9) == []  # out of sight 1.9 s: the same presentation
     assert d.feed(["A"], 5.0) == ["A"]  # out of sight 2.1 s: shown again
+
+
+def test_a_copy_captured_before_its_text_was_judged_is_stale():
+    """Judging lags the camera (a slow store): the camera queues the code again every hold-off.
+    Copies from frames taken before the decision was out are that presentation again."""
+    d = Debouncer(hold_off_s=0.5)
+    assert [d.feed(["A"], t) for t in (0.0, 0.5, 1.0)] == [["A"]] * 3
+    assert not d.stale("A", 0.0)  # nothing judged yet
+    d.judged("A", 2.5)  # the first copy's decision is out (a red: not held)
+    assert d.stale("A", 0.5) and d.stale("A", 1.0)
+    assert not d.stale("A", 2.6)  # a frame taken after the decision: shown again, judged again
+    assert not d.stale("B", 0.5)
+    assert not d.holds("A")
+
+
+def test_the_debouncer_forgets_old_judgements_and_keeps_none_at_zero_hold_off():
+    d = Debouncer(hold_off_s=2.0)
+    d.judged("A", 0.0)
+    d.judged("B", 700.0)  # A's judgement is older than JUDGED_MEMORY_S: forgotten
+    assert not d.stale("A", -1.0) and d.stale("B", 699.0)
+    for i in range(JUDGED_MEMORY + 5):
+        d.judged(f"T{i}", 701.0)
+    assert not d.stale("B", 699.0) and d.stale(f"T{JUDGED_MEMORY + 4}", 700.0)  # the oldest went first
+    every = Debouncer(hold_off_s=0.0)  # every sighting is judged: no copy is stale
+    every.judged("A", 1.0)
+    assert not every.stale("A", 0.5)
 
 
 def test_debouncer_lets_a_different_code_through_at_once():

@@ -509,3 +509,43 @@ def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority,
     finally:
         gate.stop_quietly()
     assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+
+
+def test_a_slow_store_gives_a_denied_code_one_red_not_one_per_hold_off(tmp_path, authority, broker):
+    """The same lag (gate.db's write lock held 2.5 s) with a ticket for another event: the camera
+    queues the refused code every hold-off while the first copy's judging waits. The copies
+    captured before that judgement are the same presentation: one red and one ledger record, not
+    one per hold-off of the wait (the daemon before this gave five `wrong_event` reds in a row)."""
+    import sqlite3
+
+    from gated.gate.rehearsal.control import Client
+
+    other = authority.ticket(aud="ANOTHER-EVENT")
+    gate = synthetic_gate(
+        tmp_path,
+        authority,
+        broker,
+        board="generic-relay",
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
+    )
+    try:
+        gate.wait_ready()
+        client = Client(tmp_path / "sim.sock")
+        blocker = sqlite3.connect(tmp_path / "state" / "gate.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the gate's next commit waits for this
+        try:
+            client.request("show", text=other)
+            time.sleep(2.0)  # the camera reads the code all along and queues it every hold-off
+            client.request("show", text=None)  # taken away before the first red ...
+            time.sleep(1.0)  # ... for longer than the Tracker reads it from its recent frames
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        gate.wait_for(lambda: gate.scans(), what="the scan")
+        time.sleep(1.5)  # the queued copies are taken in turn
+        assert gate.logged("stale scan skipped: judged after this frame was taken")
+        client.close()
+        assert gate.terminate() == 0
+    finally:
+        gate.stop_quietly()
+    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("deny", "wrong_event")]
