@@ -20,7 +20,11 @@ the scanner's passes read nothing:
     frame to frame, average out;
   * bounds the time per frame: a read across frames starts only while the frame's CPU time (this
     thread's, the scanner's passes included) is under FRAME_BUDGET_S, so a hard scene cannot
-    stall the camera thread for long.
+    stall the camera thread for long; at a place that has stopped moving (its centre moved less
+    than STILL_SHARE of its size since the last frame) under STILL_BUDGET_MULTIPLE times that:
+    a settled phone with modules under 2 px is what stacking reads, and the scanner's own passes
+    on such a frame take 25-35 ms, which left no time for the stack (a 1.6 px-module clip of
+    bench/clips.py at 640x480 was read in no run at FRAME_BUDGET_S alone).
 
 Every read still goes through the scanner's checks (QR Model 2 only, error correction to spare):
 a stacked image of the wrong place cannot produce a text the symbol's error correction does not
@@ -45,7 +49,9 @@ STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
 WINDOW_S = 0.6
 STACK_USE = 4  # ... of which the sharpest are stacked
 STACK_UP = 2  # stacked at twice the frame's resolution (shift-and-add super-resolution)
-FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU time is under this
+FRAME_BUDGET_S = 0.020  # a read across frames starts only while the frame's CPU time is under this ...
+STILL_BUDGET_MULTIPLE = 2  # ... or this many times it at a place that has stopped moving (STILL_SHARE)
+STILL_SHARE = 0.1  # a place whose centre moved less than this share of its size since the last frame
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
 # Reads of a stacked place (already at STACK_UP times the scale): TEXTURE_TRIES' form.
@@ -94,6 +100,7 @@ class Tracker:
             self._frames.popleft()
         oldest = self._frames[0][0]
         self._stacked = {key for key in self._stacked if key[0][0] >= oldest}
+        before = [box for box, age, _ in self._places if age == 0]  # the last frame's places
         self._remember(reading.places, gray.shape, now)
         if reading.texts:
             return reading
@@ -102,7 +109,12 @@ class Tracker:
         texts, via = [], None
         fresh = set(reading.places)
         for box, age, _ in self._places[:MAX_PLACES]:
-            if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= self.budget_s:
+            # A phone still moving fast smears and shifts too far between frames to stack (the
+            # reach): there the scanner's passes have the frame's time. One that has stopped
+            # moving is where stacking reads what no single frame does (modules under 2 px), so
+            # it may take longer there: the hard frames' own passes take 25-35 ms.
+            budget = self.budget_s * (STILL_BUDGET_MULTIPLE if _still(box, before) else 1)
+            if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= budget:
                 stacked = stack_place([(n, f) for n, f, _ in self._frames], box, self._stacked)
                 if stacked is not None:
                     image, _, key = stacked
@@ -196,6 +208,14 @@ def stack_place(
     if count < 2:
         return None
     return np.clip(total / count + 0.5, 0, 255).astype(np.uint8), (x0, y0), key
+
+
+def _still(box: Box, before: list[Box]) -> bool:
+    """Whether a place seen in the last frame (`before`) is where `box` is, its centre moved by less
+    than STILL_SHARE of the box's size."""
+    size = max(box[2] - box[0], box[3] - box[1])
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return any(np.hypot((b[0] + b[2]) / 2 - cx, (b[1] + b[3]) / 2 - cy) < STILL_SHARE * size for b in before)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:

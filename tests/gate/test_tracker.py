@@ -199,3 +199,15 @@ def test_a_slow_camera_never_reads_a_phone_taken_away():
         now[0] += 1.0
         after.append(tracker.decode(empty))
     assert after == [[]] * 6
+
+
+def test_a_place_counts_as_still_when_its_centre_moved_under_a_tenth_of_its_size():
+    """Stacking may take longer at a place that has stopped moving (tracker.STILL_BUDGET_MULTIPLE):
+    the phone settled, where stacking reads what no single frame does; not during the reach."""
+    from gated.gate.tracker import _still
+
+    box = (100, 100, 300, 300)  # 200 px
+    assert _still(box, [(110, 95, 310, 295)])  # moved ~11 px: the tremor
+    assert not _still(box, [(130, 100, 330, 300)])  # moved 30 px: still reaching
+    assert not _still(box, [])  # nothing there in the last frame
+    assert _still(box, [(600, 600, 700, 700), (101, 99, 301, 299)])  # any of the last frame's places
