@@ -74,7 +74,10 @@ def test_declared_losses_follow_the_gates_floors(ledger_db):
 def test_the_figures_follow_the_ledger_round_by_round(tmp_path):
     path = tmp_path / "ledger.db"
     Ledger(str(path)).close()
-    collector = LedgerCollector(path, "S", slow_every=0)
+    # every round counts over-admissions: no pause between counts, and no CPU share to keep (with
+    # the default share the next count waited nine times the last one's duration, which on a
+    # loaded machine outlasted the next round: `over` was still empty)
+    collector = LedgerCollector(path, "S", slow_every=0, share=1.0)
     store(path, [("g1", q, "admit" if q % 2 else "deny") for q in (1, 2, 3, 4, 6, 7)] + [("g2", 1, "admit")])
     shown = agree(collector, path)
     assert shown.gates["g1"].missing == 1 and shown.gates["g1"].admits == 3
