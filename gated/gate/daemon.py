@@ -439,10 +439,12 @@ class Daemon:
             log.warning("stale scan skipped: judged after this frame was taken", step="scan")
             return
         decision = scanloop.judge(self.gate, text, captured_at)
+        # Copies from frames taken until now are this presentation again, whatever the outcome
+        # (a store fault too: the gate stayed shut; each copy would wait out the store again).
+        self.debouncer.judged(text, time.monotonic())
         if decision is None:  # a store fault: the gate stayed shut (and said so); keep going
             self.store_ok = False
             return
-        self.debouncer.judged(text, time.monotonic())
         if decision.admit:  # not judged again while the visitor still holds it up
             self.debouncer.admitted(text, time.monotonic())
         self.counters.decision(decision.admit)

@@ -117,8 +117,10 @@ from gated.core.errors import GatedError
 BACKENDS = ("zxing", "pyzbar")
 ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur", "resample")
 RESAMPLE_SYMBOLS = 1  # symbols seen but not decoded that the "resample" pass follows, at most, per frame
-JUDGED_MEMORY_S = 600.0  # how long the Debouncer remembers when a text was last judged ...
-JUDGED_MEMORY = 10_000  # ... and for at most this many texts (the oldest forgotten first)
+# How long the Debouncer remembers when a text was last judged (far longer than judging ever lags
+# the camera: the store's busy timeout is 10 s), and for at most this many texts (oldest first)
+JUDGED_MEMORY_S = 120.0
+JUDGED_MEMORY = 1000
 LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resolution
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
@@ -514,11 +516,12 @@ class Debouncer:
             if self.hold_off_s <= 0:  # every sighting is judged
                 return
             self._judged_at.pop(text, None)
-            self._judged_at[text] = now
-            for old in [t for t, at in self._judged_at.items() if now - at > JUDGED_MEMORY_S]:
-                del self._judged_at[old]
-            while len(self._judged_at) > JUDGED_MEMORY:
-                del self._judged_at[next(iter(self._judged_at))]  # the oldest judgement
+            self._judged_at[text] = now  # the dict stays in the order of the judgements
+            while self._judged_at:
+                oldest, at = next(iter(self._judged_at.items()))
+                if now - at <= JUDGED_MEMORY_S and len(self._judged_at) <= JUDGED_MEMORY:
+                    break
+                del self._judged_at[oldest]
 
     def stale(self, text: str, captured_at: float) -> bool:
         """Whether a copy of `text` from a frame captured at `captured_at` was queued before the

@@ -20,8 +20,9 @@ the scanner's passes read nothing:
     frame to frame, average out;
   * bounds the time per frame: a read across frames starts only while the frame's CPU time (this
     thread's, the scanner's passes included) is under FRAME_BUDGET_S, so a hard scene cannot
-    stall the camera thread for long; at a place that has stopped moving (its centre moved less
-    than STILL_SHARE of its size since the last frame) under STILL_BUDGET_MULTIPLE times that:
+    stall the camera thread for long; at a place this frame shows that has stopped moving (its
+    centre moved less than STILL_SHARE of its size since the last frame; not one the scanner
+    takes for scenery, such as a damaged code on the wall) under STILL_BUDGET_MULTIPLE times that:
     a settled phone with modules under 2 px is what stacking reads, and the scanner's own passes
     on such a frame take 25-35 ms, which left no time for the stack (a 1.6 px-module clip of
     bench/clips.py at 640x480 was read in no run at FRAME_BUDGET_S alone).
@@ -108,12 +109,14 @@ class Tracker:
             return reading
         texts, via = [], None
         fresh = set(reading.places)
+        scenery = self.scanner.scenery
         for box, age, _ in self._places[:MAX_PLACES]:
             # A phone still moving fast smears and shifts too far between frames to stack (the
             # reach): there the scanner's passes have the frame's time. One that has stopped
             # moving is where stacking reads what no single frame does (modules under 2 px), so
             # it may take longer there: the hard frames' own passes take 25-35 ms.
-            budget = self.budget_s * (STILL_BUDGET_MULTIPLE if _still(box, before) else 1)
+            still = age == 0 and _still(box, before) and not any(_overlap(box, b) > 0.6 for b in scenery)
+            budget = self.budget_s * (STILL_BUDGET_MULTIPLE if still else 1)
             if self.stack and len(self._frames) >= 2 and time.thread_time() - started <= budget:
                 stacked = stack_place([(n, f) for n, f, _ in self._frames], box, self._stacked)
                 if stacked is not None:

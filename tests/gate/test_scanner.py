@@ -19,7 +19,7 @@ from gated.gate.rehearsal.synthetic import (
     render_hard_idle_frame,
     render_ticket_frame,
 )
-from gated.gate.scanner import JUDGED_MEMORY, SCENERY_AFTER, Debouncer, Scanner, texture_boxes
+from gated.gate.scanner import JUDGED_MEMORY, JUDGED_MEMORY_S, SCENERY_AFTER, Debouncer, Scanner, texture_boxes
 from gated.gate.validate import validate
 from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
 
@@ -302,11 +302,12 @@ def test_a_copy_captured_before_its_text_was_judged_is_stale():
 def test_the_debouncer_forgets_old_judgements_and_keeps_none_at_zero_hold_off():
     d = Debouncer(hold_off_s=2.0)
     d.judged("A", 0.0)
-    d.judged("B", 700.0)  # A's judgement is older than JUDGED_MEMORY_S: forgotten
-    assert not d.stale("A", -1.0) and d.stale("B", 699.0)
+    d.judged("B", JUDGED_MEMORY_S + 1)  # A's judgement is older than JUDGED_MEMORY_S: forgotten
+    assert not d.stale("A", -1.0) and d.stale("B", JUDGED_MEMORY_S)
     for i in range(JUDGED_MEMORY + 5):
-        d.judged(f"T{i}", 701.0)
-    assert not d.stale("B", 699.0) and d.stale(f"T{JUDGED_MEMORY + 4}", 700.0)  # the oldest went first
+        d.judged(f"T{i}", JUDGED_MEMORY_S + 2)
+    assert not d.stale("B", JUDGED_MEMORY_S)  # the oldest went first
+    assert not d.stale("T4", JUDGED_MEMORY_S) and d.stale(f"T{JUDGED_MEMORY + 4}", JUDGED_MEMORY_S)
     every = Debouncer(hold_off_s=0.0)  # every sighting is judged: no copy is stale
     every.judged("A", 1.0)
     assert not every.stale("A", 0.5)

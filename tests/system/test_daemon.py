@@ -512,10 +512,11 @@ def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority,
 
 
 def test_a_slow_store_gives_a_denied_code_one_red_not_one_per_hold_off(tmp_path, authority, broker):
-    """The same lag (gate.db's write lock held 2.5 s) with a ticket for another event: the camera
+    """The same lag (gate.db's write lock held 3 s) with a ticket for another event: the camera
     queues the refused code every hold-off while the first copy's judging waits. The copies
     captured before that judgement are the same presentation: one red and one ledger record, not
-    one per hold-off of the wait (the daemon before this gave five `wrong_event` reds in a row)."""
+    one per hold-off of the wait (the daemon before this gave four or five `wrong_event` reds in a
+    row)."""
     import sqlite3
 
     from gated.gate.rehearsal.control import Client
