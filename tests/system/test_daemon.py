@@ -472,16 +472,15 @@ def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, 
     assert [(s["decision"], s["reason"]) for s in gate.scans()][:2] == [("admit", "ok"), ("deny", "already_used")]
 
 
-def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority, broker):
-    """The owner thread falls behind the camera by more than the hold-off (the store's commit
-    waits: here another process holds gate.db's write lock for 2.5 s, as a slow SD card would): the
-    camera queues the held-up code again every hold-off meanwhile. Once the first copy is admitted,
-    the stale copies are not judged (they were `already_used` reds after the green)."""
+def shown_while_the_store_waits(tmp_path, authority, broker, text: str, *, shown_s: float, hidden_s: float = 0.0):
+    """A relay gate (hold-off 0.5 s) whose gate.db write lock another process holds, as a slow SD
+    card would, while `text` is shown for `shown_s` and then taken away for `hidden_s`: the camera
+    reads the code all along and queues it every hold-off while the first copy's commit waits.
+    Returns the gate's scans (decision, reason) and the log events about skipped copies."""
     import sqlite3
 
     from gated.gate.rehearsal.control import Client
 
-    ok_a = authority.ticket()
     gate = synthetic_gate(
         tmp_path,
         authority,
@@ -495,58 +494,40 @@ def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority,
         blocker = sqlite3.connect(tmp_path / "state" / "gate.db", isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # the gate's next commit waits for this
         try:
-            client.request("show", text=ok_a)
-            time.sleep(2.5)  # the camera reads the code all along and queues it every hold-off
+            client.request("show", text=text)
+            time.sleep(shown_s)
+            if hidden_s:
+                client.request("show", text=None)
+                time.sleep(hidden_s)
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
         gate.wait_for(lambda: gate.scans(), what="the scan")
         time.sleep(1.5)  # the queued copies are taken in turn
-        assert gate.logged("stale scan skipped: already admitted, still in view")
         client.request("show", text=None)
         client.close()
         assert gate.terminate() == 0
     finally:
         gate.stop_quietly()
-    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+    skipped = [e["event"] for e in gate.logs if str(e.get("event", "")).startswith("stale scan skipped")]
+    return [(s["decision"], s["reason"]) for s in gate.scans()], skipped
+
+
+def test_a_slow_store_does_not_judge_one_presentation_twice(tmp_path, authority, broker):
+    """The owner thread falls behind the camera by more than the hold-off (the store's commit
+    waits 2.5 s): the camera queues the held-up code again every hold-off meanwhile. Once the first
+    copy is admitted, the stale copies are not judged (they were `already_used` reds after the green)."""
+    scans, skipped = shown_while_the_store_waits(tmp_path, authority, broker, authority.ticket(), shown_s=2.5)
+    assert scans == [("admit", "ok")]
+    assert "stale scan skipped: already admitted, still in view" in skipped
 
 
 def test_a_slow_store_gives_a_denied_code_one_red_not_one_per_hold_off(tmp_path, authority, broker):
-    """The same lag (gate.db's write lock held 3 s) with a ticket for another event: the camera
-    queues the refused code every hold-off while the first copy's judging waits. The copies
-    captured before that judgement are the same presentation: one red and one ledger record, not
-    one per hold-off of the wait (the daemon before this gave four or five `wrong_event` reds in a
-    row)."""
-    import sqlite3
-
-    from gated.gate.rehearsal.control import Client
-
+    """The same lag (the commit waits 3 s) with a ticket for another event, taken away before the
+    first red (for longer than the Tracker reads it from its recent frames): the copies captured
+    before that judgement are the same presentation: one red and one ledger record, not one per
+    hold-off of the wait (the daemon before this gave four or five `wrong_event` reds in a row)."""
     other = authority.ticket(aud="ANOTHER-EVENT")
-    gate = synthetic_gate(
-        tmp_path,
-        authority,
-        broker,
-        board="generic-relay",
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-    )
-    try:
-        gate.wait_ready()
-        client = Client(tmp_path / "sim.sock")
-        blocker = sqlite3.connect(tmp_path / "state" / "gate.db", isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")  # the gate's next commit waits for this
-        try:
-            client.request("show", text=other)
-            time.sleep(2.0)  # the camera reads the code all along and queues it every hold-off
-            client.request("show", text=None)  # taken away before the first red ...
-            time.sleep(1.0)  # ... for longer than the Tracker reads it from its recent frames
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        gate.wait_for(lambda: gate.scans(), what="the scan")
-        time.sleep(1.5)  # the queued copies are taken in turn
-        assert gate.logged("stale scan skipped: judged after this frame was taken")
-        client.close()
-        assert gate.terminate() == 0
-    finally:
-        gate.stop_quietly()
-    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("deny", "wrong_event")]
+    scans, skipped = shown_while_the_store_waits(tmp_path, authority, broker, other, shown_s=2.0, hidden_s=1.0)
+    assert scans == [("deny", "wrong_event")]
+    assert "stale scan skipped: judged after this frame was taken" in skipped
