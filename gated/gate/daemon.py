@@ -432,11 +432,9 @@ class Daemon:
 
         # A copy queued while the judging of its presentation lagged more than the hold-off behind
         # the camera (a slow store): that presentation was judged already; not judged twice.
-        if self.debouncer.holds(text):
-            log.warning("stale scan skipped: already admitted, still in view", step="scan")
-            return
-        if self.debouncer.stale(text, captured_at):
-            log.warning("stale scan skipped: judged after this frame was taken", step="scan")
+        stale = self.debouncer.stale(text, captured_at)
+        if stale is not None:
+            log.warning(f"stale scan skipped: {stale}", step="scan")
             return
         decision = scanloop.judge(self.gate, text, captured_at)
         # Copies from frames taken until now are this presentation again, whatever the outcome

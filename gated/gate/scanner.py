@@ -485,13 +485,12 @@ class Debouncer:
         """The texts of this frame that should go on to validation now."""
         fresh = []
         with self._lock:
+            for text in [t for t, seen in self._held.items() if now - seen >= self.hold_off_s]:
+                del self._held[text]  # out of sight for the hold-off: a new presentation when shown
             for text in dict.fromkeys(texts):
                 if text in self._held:
-                    out_of_sight = now - self._held[text] >= self.hold_off_s
-                    self._held[text] = now
-                    if not out_of_sight:
-                        continue  # the same presentation, still held up
-                    del self._held[text]
+                    self._held[text] = now  # the same presentation, still held up
+                    continue
                 last = self._passed_at.get(text)
                 if last is None or now - last >= self.hold_off_s:
                     fresh.append(text)
@@ -499,8 +498,6 @@ class Debouncer:
             for text in [t for t, at in self._passed_at.items() if now - at >= self.hold_off_s]:
                 if text not in fresh:
                     del self._passed_at[text]
-            for text in [t for t, seen in self._held.items() if now - seen >= self.hold_off_s]:
-                del self._held[text]  # out of sight for the hold-off: a new presentation when shown
         return fresh
 
     def holds(self, text: str) -> bool:
@@ -523,13 +520,16 @@ class Debouncer:
                     break
                 del self._judged_at[oldest]
 
-    def stale(self, text: str, captured_at: float) -> bool:
-        """Whether a copy of `text` from a frame captured at `captured_at` was queued before the
-        text's last judgement was out: the presentation already judged, seen again while its
-        judging waited (a slow store)."""
+    def stale(self, text: str, captured_at: float) -> str | None:
+        """Why a queued copy of `text` from a frame captured at `captured_at` is not to be judged
+        (None: it is): its text was admitted and is still held, or the frame was taken before the
+        text's last judgement was out (the presentation already judged, seen again while its
+        judging waited: a slow store)."""
         with self._lock:
+            if text in self._held:
+                return "already admitted, still in view"
             at = self._judged_at.get(text)
-            return at is not None and captured_at < at
+            return "judged after this frame was taken" if at is not None and captured_at < at else None
 
     def admitted(self, text: str, now: float) -> None:
         """`text` was admitted: not judged again while it stays in view (or until `passed`)."""

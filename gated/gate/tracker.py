@@ -35,6 +35,7 @@ in the next frames, as before.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -218,7 +219,7 @@ def _still(box: Box, before: list[Box]) -> bool:
     than STILL_SHARE of the box's size."""
     size = max(box[2] - box[0], box[3] - box[1])
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return any(np.hypot((b[0] + b[2]) / 2 - cx, (b[1] + b[3]) / 2 - cy) < STILL_SHARE * size for b in before)
+    return any(math.hypot((b[0] + b[2]) / 2 - cx, (b[1] + b[3]) / 2 - cy) < STILL_SHARE * size for b in before)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
