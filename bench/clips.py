@@ -368,7 +368,9 @@ def print_stills(stills: dict, size) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=30, help="clips with a code per size (default 30)")
+    ap.add_argument(
+        "--clips", type=int, default=30, help="clips with a code per size (default 30; 0: the stills alone)"
+    )
     ap.add_argument("--idle-clips", type=int, default=4, help="idle clips per size (default 4)")
     ap.add_argument("--frames", type=int, default=45, help="frames per clip at 30 fps (default 45: 1.5 s)")
     ap.add_argument("--stills", type=int, default=100, help="harder stills per size (default 100)")
@@ -404,13 +406,13 @@ def main(argv=None) -> int:
     missed = []
     decs = decoders(across=not args.single_frame_column)
     started = time.monotonic()
-    for size in sizes:
+    for size in sizes if args.clips > 0 else ():  # --clips 0: the stills alone
         missed += print_clips(
             bench_clips(decs, size, args.clips, args.idle_clips, args.frames, args.seed, args.exposure_s, args.bound),
             size,
             args.clips,
         )
-    for size in sizes:
+    for size in sizes if args.stills > 0 else ():
         missed += print_stills(bench_stills(size, args.stills, args.seed), size)
     print(
         f"\nran {time.monotonic() - started:.0f} s ({time.process_time():.0f} s of CPU); "

@@ -10,6 +10,13 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
     "coarse"  frames above 800x600 only: the frame at half resolution (INTER_AREA, which also
               averages away sensor noise), both polarities (dark-mode codes). A ticket held up
               to a 720p camera has modules of 4+ pixels, so this cheap call finds most codes.
+    "texture" (its first, plain reads) the regions that look like a code (texture_boxes, found
+              on the half-resolution frame: see below), each cut out and read as it is with the
+              GlobalHistogram and then the LocalAverage binarizer (PLAIN_TRIES): 0.2-0.3 ms a
+              region at 720p, where reading the full frame costs 1.2-1.5 ms, and it reads as many
+              codes as the full frame does or more (GlobalHistogram over a region holding little
+              but the code: uneven light across the frame does not matter there). Made the
+              harder stills' median CPU time 1.4-2x plain zxing-cpp's instead of 5-7x (issue 27).
     "fine"    the full frame. Above 800x600 it is smoothed 3x3 first (sensor noise makes the
               local binarizer chase speckle: the smoothing halves the idle cost at 720p and
               loses nothing when a module spans 3+ pixels) and zxing-cpp's own downscaling is
@@ -23,15 +30,15 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               GlobalHistogram binarizer (wins unevenly lit and noisy photos whose finder
               patterns the local binarizer breaks up). Not run on larger frames: there it won
               nothing in the benchmark and would cost every idle frame.
-    "texture" every frame where nothing was read so far: the regions that look like a code
-              (texture_boxes: dense edges both ways over a square area, found on the
-              half-resolution frame in ~1 ms at 720p; an empty scene has none, so idle frames
-              pay only the search), each cut out and read sharpened (unsharp masking after a
-              light smoothing), first at its own size (low contrast: dark 90 on light 160), then
-              upscaled 2x and 3x (modules of 2.5-3 pixels, defocused, noisy): TEXTURE_TRIES.
-              zxing-cpp's own locator does not even see most of these codes, so the "region"
-              pass cannot help them. Measured on bench/scan.py's hard set (issue 15), where it
-              lifts the share read from ~89 % to ~98 %; it wins nothing on the real photos.
+    "texture" (the rest) every frame where nothing was read so far: the regions that look like
+              a code (texture_boxes: dense edges both ways over a square area, found on the
+              half-resolution frame in ~0.8 ms at 720p; an empty scene has none, so idle frames
+              pay only the search), each cut out, upscaled 2x and 3x and sharpened (unsharp
+              masking; modules of 2.5-3 pixels, defocused, noisy): TEXTURE_TRIES. zxing-cpp's own
+              locator does not even see most of these codes, so the "region" pass cannot help
+              them. Measured on bench/scan.py's hard set (issue 15), where it lifts the share
+              read from ~89 % to ~98 %. Its plain reads, first, are what reads 100 of the 145 real
+              photos at rotation 0 (bench/scan.py; the full frame read them before).
               A textured region that stays put and unread for SCENERY_AFTER frames (a poster
               with a pattern) is taken for scenery and no longer read (`Scanner.scenery`), so
               a static scene does not cost every idle frame the reads. This is the one state a
@@ -109,6 +116,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -127,15 +135,36 @@ TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules unde
 TEXTURE_FACTOR = 1.8
 SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
 SCENERY_SLACK = 4  # pixels each box edge may move and still be "the same place"
-# The texture pass's reads of one region, cheapest first, until one decodes: (upscale, unsharp
-# sigma, unsharp amount, smoothing sigma (0: 3x3), binarizers); sigmas in upscaled pixels.
+
+
+class Try(NamedTuple):
+    """One read of a region cut out of the frame: upscaled `scale` times, sharpened by unsharp
+    masking (`sharpen`: the mask's sigma and weight and a smoothing sigma before it, 0: 3x3, None:
+    no smoothing; sigmas in the pixels of the image sharpened; no `sharpen`: read as it is), read
+    with each of `binarizers` in turn. `sharpen_first`: sharpened at the region's own size, then
+    upscaled (linear: the edges are steep already), which costs a fourth to a ninth of sharpening
+    the upscaled image, and read as many of bench/clips.py's harder stills."""
+
+    scale: float
+    binarizers: tuple[str, ...]
+    sharpen: tuple[float, float, float | None] | None = None
+    sharpen_first: bool = False
+
+
+# The texture pass's reads of one region, cheapest first, until one decodes. PLAIN_TRIES run
+# before the full frame is read: a region read as it is, at its own size, costs 0.2-0.3 ms at 720p
+# where the full frame costs 1.2-1.5 ms, and reads about as many of bench/clips.py's harder stills
+# (GlobalHistogram: also the low contrast ones, dark 90 on light 160). TEXTURE_TRIES run after the
+# other passes read nothing: upscaled (modules of 2.5-3 pixels, defocused) and sharpened; the last
+# also smoothed first (noisy) and read with both binarizers.
+PLAIN_TRIES = (Try(1, ("GlobalHistogram", "LocalAverage")),)
 TEXTURE_TRIES = (
-    (1, 1.5, 1.0, 0.0, ("LocalAverage",)),  # low contrast, modules of 3+ pixels
-    (1, 1.5, 2.0, 0.0, ("LocalAverage",)),
-    (2, 3.0, 1.0, 0.0, ("LocalAverage",)),  # modules of 2.5-3 pixels, defocused
-    (2, 3.0, 2.0, 0.0, ("LocalAverage",)),
-    (3, 4.5, 3.0, 1.5, ("LocalAverage", "GlobalHistogram")),  # ... and noisy: smoothed and sharpened harder
+    Try(2, ("LocalAverage",), (1.5, 2.0, None), sharpen_first=True),
+    Try(2, ("LocalAverage",), (3.0, 1.0, 0.0)),
+    Try(2, ("LocalAverage",), (3.0, 2.0, 0.0)),
+    Try(3, ("LocalAverage", "GlobalHistogram"), (4.5, 3.0, 1.5)),
 )
+PLACE_TRIES = PLAIN_TRIES + TEXTURE_TRIES  # a place read in one go (gated.gate.tracker)
 
 
 class ScannerError(GatedError, RuntimeError):
@@ -182,6 +211,12 @@ class Scanner:
             raise ValueError(f"passes for {backend} must include {known[0]!r} and be among {known}, got {self.passes}")
         self.region_scale = region_scale
         self._lib = _load(backend)
+        # OpenCV's worker threads cost more CPU than they save on a frame's small images (the
+        # texture search at 720p: 3.4 ms of CPU on two threads, 0.8 ms on one, in the same wall-
+        # clock time); the setting is the process's, which scans with one thread per camera.
+        import cv2
+
+        cv2.setNumThreads(1)
         self._unread: list[tuple[tuple[int, int, int, int], int]] = []  # textured boxes not read: (box, frames)
         self._unbent: list[tuple[Box, int]] = []  # symbols resampled in vain: (box, frames)
 
@@ -214,6 +249,7 @@ class Scanner:
         zx = self._lib
         doubts: list[_Doubt] = []
         places: list[Box] = []
+        half = None
         if gray.size > LARGE_FRAME_PIXELS and "coarse" in self.passes:
             half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
             found = self._zx(half, try_downscale=False)
@@ -221,6 +257,14 @@ class Scanner:
             texts = _sift(found, half, "coarse", doubts)
             if texts:
                 return Reading(texts, "coarse", places=places)
+        textured: list[tuple[Box, int]] = []  # the regions that look like a code, and for how many frames unread
+        if "texture" in self.passes:  # first its cheapest reads: cheaper than the full frame's
+            textured = [(box, _frames_unread(self._unread, box)) for box in texture_boxes(gray, half=half)]
+            fresh = [box for box, frames in textured if frames < SCENERY_AFTER]
+            places += fresh
+            texts = _unique(t for box in fresh for t in self.read_place(gray, box, doubts, PLAIN_TRIES))
+            if texts:
+                return Reading(texts, "texture", places=places)
         if gray.size > LARGE_FRAME_PIXELS:
             found = self._zx(cv2.GaussianBlur(gray, (3, 3), 0), try_downscale=False, return_errors=True)
         else:
@@ -241,7 +285,7 @@ class Scanner:
             if texts:
                 return Reading(texts, "smooth", places=places)
         if "texture" in self.passes:
-            texts, via = self._read_textured(gray, doubts, places)
+            texts, via = self._read_textured(gray, textured, doubts)
             if texts:
                 return Reading(texts, via, places=places)
         texts, via = self._confirm(doubts)
@@ -278,24 +322,20 @@ class Scanner:
         return texts, via
 
     def _read_textured(
-        self, gray: np.ndarray, doubts: list[_Doubt] | None = None, places: list[Box] | None = None
+        self, gray: np.ndarray, textured: list[tuple[Box, int]], doubts: list[_Doubt]
     ) -> tuple[list[str], str]:
-        """Read the regions that look like a code (texture_boxes), sharpened: first at their own
-        size (low contrast), then upscaled (small modules): TEXTURE_TRIES; then unsmeared
-        ("deblur"). Regions taken for scenery are skipped. The texts, and the pass that read the
-        first of them."""
-        doubts = doubts if doubts is not None else []
+        """Read the regions that look like a code (`textured`: texture_boxes, and for how many
+        frames each was unread), whose PLAIN_TRIES read nothing, upscaled and sharpened
+        (TEXTURE_TRIES); then unsmeared ("deblur"). Regions taken for scenery are skipped. The
+        texts, and the pass that read the first of them."""
         texts: list[str] = []
         via = "texture"
         unread = []
-        for box in texture_boxes(gray):
-            frames = _frames_unread(self._unread, box)
+        for box, frames in textured:
             if frames >= SCENERY_AFTER:
                 unread.append((box, frames + 1))
                 continue
-            if places is not None:
-                places.append(box)
-            got = self.read_place(gray, box, doubts)
+            got = self.read_place(gray, box, doubts, TEXTURE_TRIES)
             if not got and "deblur" in self.passes:
                 got = self.read_smeared(gray, box, doubts)
                 if got and not texts:
@@ -308,11 +348,11 @@ class Scanner:
         return _unique(texts), via
 
     def read_place(
-        self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None, tries=TEXTURE_TRIES
+        self, gray: np.ndarray, box: Box, doubts: list[_Doubt] | None = None, tries: tuple[Try, ...] = PLACE_TRIES
     ) -> list[str]:
         """The texts read in one region of the frame (a box around a code, or where one was seen),
-        cut out with a margin and sharpened as TEXTURE_TRIES say, cheapest first, until one
-        decodes. Texts decoded with no error correction to spare go to `doubts`, not into the result."""
+        cut out with a margin and read as `tries` say (`Try`), cheapest first, until one decodes.
+        Texts decoded with no error correction to spare go to `doubts`, not into the result."""
         import cv2
 
         zx = self._lib
@@ -321,11 +361,22 @@ class Scanner:
         if crop.size == 0:
             return []
         scaled = {1: crop}
-        for scale, sigma, amount, smooth, binarizers in tries:
-            if scale not in scaled:
-                scaled[scale] = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-            image = sharpen(scaled[scale], sigma, amount, smooth)
-            for binarizer in binarizers:
+        for t in tries:
+            if t.sharpen is None:
+                image = scaled.get(t.scale)
+                if image is None:
+                    image = scaled[t.scale] = cv2.resize(
+                        crop, None, fx=t.scale, fy=t.scale, interpolation=cv2.INTER_CUBIC
+                    )
+            elif t.sharpen_first:
+                image = cv2.resize(
+                    sharpen(crop, *t.sharpen), None, fx=t.scale, fy=t.scale, interpolation=cv2.INTER_LINEAR
+                )
+            else:
+                if t.scale not in scaled:
+                    scaled[t.scale] = cv2.resize(crop, None, fx=t.scale, fy=t.scale, interpolation=cv2.INTER_CUBIC)
+                image = sharpen(scaled[t.scale], *t.sharpen)
+            for binarizer in t.binarizers:
                 got = _sift(
                     self._zx(image, binarizer=getattr(zx.Binarizer, binarizer), try_downscale=False),
                     image,
@@ -569,17 +620,20 @@ def _load(backend: str):
     return pyzbar
 
 
-def sharpen(gray: np.ndarray, sigma: float, amount: float, smooth: float = 0.0) -> np.ndarray:
+def sharpen(gray: np.ndarray, sigma: float, amount: float, smooth: float | None = 0.0) -> np.ndarray:
     """Unsharp masking (mask: Gaussian of `sigma`, weight `amount`) after smoothing, which keeps
-    the sensor noise from being sharpened too (Gaussian of `smooth`; 0: 3x3): restores module
-    edges that defocus rounded off, and stretches a low contrast."""
+    the sensor noise from being sharpened too (Gaussian of `smooth`; 0: 3x3; None: no smoothing):
+    restores module edges that defocus rounded off, and stretches a low contrast."""
     import cv2
 
-    smoothed = cv2.GaussianBlur(gray, (0, 0), smooth) if smooth else cv2.GaussianBlur(gray, (3, 3), 0)
+    if smooth is None:
+        smoothed = gray
+    else:
+        smoothed = cv2.GaussianBlur(gray, (0, 0), smooth) if smooth else cv2.GaussianBlur(gray, (3, 3), 0)
     return cv2.addWeighted(smoothed, 1.0 + amount, cv2.GaussianBlur(smoothed, (0, 0), sigma), -amount, 0)
 
 
-def texture_boxes(gray: np.ndarray, limit: int = 2) -> list[tuple[int, int, int, int]]:
+def texture_boxes(gray: np.ndarray, limit: int = 2, half: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) around regions that look like a QR code: dense edges in both
     directions over a square area at least TEXTURE_MIN_SIDE pixels wide, densest first.
 
@@ -588,19 +642,20 @@ def texture_boxes(gray: np.ndarray, limit: int = 2) -> list[tuple[int, int, int,
     way only), above TEXTURE_FACTOR times the frame's median (the sensor noise and the scene's
     flat parts) plus a little; then opened with a 21x21 square, which removes the thin bands
     along edges, lines and corners of the scene and keeps blocks of code-like size.
-    Costs ~1 ms at 1280x720."""
+    Costs ~0.8 ms at 1280x720 (`half`: the frame at half resolution, if the caller has it)."""
     import cv2
 
     if min(gray.shape) < 2 * TEXTURE_MIN_SIDE:
         return []
-    half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if half is None:
+        half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
     across = cv2.blur(cv2.convertScaleAbs(cv2.Sobel(half, cv2.CV_16S, 1, 0)), (9, 9))
     along = cv2.blur(cv2.convertScaleAbs(cv2.Sobel(half, cv2.CV_16S, 0, 1)), (9, 9))
     edges = cv2.min(across, along)
-    threshold = float(np.median(edges[::4, ::4])) * TEXTURE_FACTOR + 4
-    mask = cv2.morphologyEx(
-        (edges > threshold).astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 21))
-    )
+    threshold = _median(edges[::4, ::4]) * TEXTURE_FACTOR + 4
+    # edges > threshold, as 0/1 (an 8-bit threshold compares with its floor: the same for integers)
+    _, over = cv2.threshold(edges, threshold, 1, cv2.THRESH_BINARY)
+    mask = cv2.morphologyEx(over, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (21, 21)))
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = []
     for contour in contours:
@@ -609,6 +664,17 @@ def texture_boxes(gray: np.ndarray, limit: int = 2) -> list[tuple[int, int, int,
         if 2 * min(w, h) >= TEXTURE_MIN_SIDE and max(w, h) <= 2.2 * min(w, h) and area >= 0.5 * w * h:
             boxes.append((area, (2 * x, 2 * y, 2 * (x + w), 2 * (y + h))))
     return [box for _, box in sorted(boxes, reverse=True)[:limit]]
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of uint8 values, from their histogram (a fifth of the cost of sorting them)."""
+    counts = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    n = int(counts[-1])
+    low, high = (
+        int(np.searchsorted(counts, (n - 1) // 2, side="right")),
+        int(np.searchsorted(counts, n // 2, side="right")),
+    )
+    return (low + high) / 2
 
 
 def _as_gray(image: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ from collections import deque
 
 import numpy as np
 
-from gated.gate.scanner import Box, Reading, Scanner
+from gated.gate.scanner import Box, Reading, Scanner, Try
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
@@ -56,11 +56,11 @@ STILL_BUDGET_MULTIPLE = 2  # ... or this many times it at a place that has stopp
 STILL_SHARE = 0.1  # a place whose centre moved less than this share of its size since the last frame
 MAX_PLACES = 2
 STACK_MARGIN = 0.25  # the crop reaches this share of the place's size beyond it (the tremor's reach)
-# Reads of a stacked place (already at STACK_UP times the scale): TEXTURE_TRIES' form.
+# Reads of a stacked place (already at STACK_UP times the scale)
 STACK_TRIES = (
-    (1, 3.0, 1.0, 0.0, ("LocalAverage",)),
-    (1, 3.0, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
-    (2, 4.5, 2.0, 0.0, ("LocalAverage", "GlobalHistogram")),
+    Try(1, ("LocalAverage",), (3.0, 1.0, 0.0)),
+    Try(1, ("LocalAverage", "GlobalHistogram"), (3.0, 2.0, 0.0)),
+    Try(2, ("LocalAverage", "GlobalHistogram"), (4.5, 2.0, 0.0)),
 )
 
 
