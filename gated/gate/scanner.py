@@ -16,7 +16,12 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               region at 720p, where reading the full frame costs 1.2-1.5 ms, and it reads as many
               codes as the full frame does or more (GlobalHistogram over a region holding little
               but the code: uneven light across the frame does not matter there). Made the
-              harder stills' median CPU time 1.4-2x plain zxing-cpp's instead of 5-7x (issue 27).
+              harder stills' median CPU time 1.4-2.0x plain zxing-cpp's instead of 4.9-7.5x
+              (issue 27). Up to PLAIN_REGIONS regions are tried (three codes in view, or a code
+              beside a patterned poster), and the frame is done when any of them was read. A
+              second code is read with the first when it has a region of its own (at least
+              TEXTURE_MIN_SIDE wide: a GT1 ticket at 2+ px a module); a smaller one is left for
+              a frame without the first, as the coarse pass at 720p always left it.
     "fine"    the full frame. Above 800x600 it is smoothed 3x3 first (sensor noise makes the
               local binarizer chase speckle: the smoothing halves the idle cost at 720p and
               loses nothing when a module spans 3+ pixels) and zxing-cpp's own downscaling is
@@ -32,13 +37,13 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               nothing in the benchmark and would cost every idle frame.
     "texture" (the rest) every frame where nothing was read so far: the regions that look like
               a code (texture_boxes: dense edges both ways over a square area, found on the
-              half-resolution frame in ~0.8 ms at 720p; an empty scene has none, so idle frames
+              half-resolution frame in ~1 ms at 720p; an empty scene has none, so idle frames
               pay only the search), each cut out, upscaled 2x and 3x and sharpened (unsharp
               masking; modules of 2.5-3 pixels, defocused, noisy): TEXTURE_TRIES. zxing-cpp's own
               locator does not even see most of these codes, so the "region" pass cannot help
               them. Measured on bench/scan.py's hard set (issue 15), where it lifts the share
-              read from ~89 % to ~98 %. Its plain reads, first, are what reads 100 of the 145 real
-              photos at rotation 0 (bench/scan.py; the full frame read them before).
+              read from ~89 % to ~98 %. With its plain reads first, the texture pass reads 100 of
+              the 145 real photos at rotation 0 (bench/scan.py; the full frame read them before).
               A textured region that stays put and unread for SCENERY_AFTER frames (a poster
               with a pattern) is taken for scenery and no longer read (`Scanner.scenery`), so
               a static scene does not cost every idle frame the reads. This is the one state a
@@ -133,6 +138,8 @@ LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resol
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
 TEXTURE_FACTOR = 1.8
+PLAIN_REGIONS = 4  # the texture pass's plain reads try the densest this many regions a frame (scenery aside)
+TEXTURE_REGIONS = 2  # ... and its dearer reads the densest this many
 SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
 SCENERY_SLACK = 4  # pixels each box edge may move and still be "the same place"
 
@@ -142,8 +149,8 @@ class Try(NamedTuple):
     masking (`sharpen`: the mask's sigma and weight and a smoothing sigma before it, 0: 3x3, None:
     no smoothing; sigmas in the pixels of the image sharpened; no `sharpen`: read as it is), read
     with each of `binarizers` in turn. `sharpen_first`: sharpened at the region's own size, then
-    upscaled (linear: the edges are steep already), which costs a fourth to a ninth of sharpening
-    the upscaled image, and read as many of bench/clips.py's harder stills."""
+    upscaled (linear: the edges are steep already): the try costs half as much as one sharpening
+    the upscaled image and reads as many of bench/clips.py's harder stills."""
 
     scale: float
     binarizers: tuple[str, ...]
@@ -212,8 +219,11 @@ class Scanner:
         self.region_scale = region_scale
         self._lib = _load(backend)
         # OpenCV's worker threads cost more CPU than they save on a frame's small images (the
-        # texture search at 720p: 3.4 ms of CPU on two threads, 0.8 ms on one, in the same wall-
-        # clock time); the setting is the process's, which scans with one thread per camera.
+        # texture search on bench/clips.py's 720p stills: 2.8-2.9 ms of CPU a frame on two threads,
+        # 1.5-1.6 ms on one, in the same 1.5-1.6 ms of wall-clock time), and the Tracker's budget
+        # (thread_time) did not see their work. The setting is the process's: the gate scans with
+        # one thread per camera, and the benchmarks measure what the gate runs. (The wall-clock
+        # time of the dearer passes on a 4-core Pi with more threads is not measured.)
         import cv2
 
         cv2.setNumThreads(1)
@@ -259,12 +269,15 @@ class Scanner:
                 return Reading(texts, "coarse", places=places)
         textured: list[tuple[Box, int]] = []  # the regions that look like a code, and for how many frames unread
         if "texture" in self.passes:  # first its cheapest reads: cheaper than the full frame's
-            textured = [(box, _frames_unread(self._unread, box)) for box in texture_boxes(gray, half=half)]
-            fresh = [box for box, frames in textured if frames < SCENERY_AFTER]
-            places += fresh
-            texts = _unique(t for box in fresh for t in self.read_place(gray, box, doubts, PLAIN_TRIES))
-            if texts:
+            fresh, scenery = self._textured(gray, half)
+            places += [box for box, _ in fresh]
+            reads = [self.read_place(gray, box, doubts, PLAIN_TRIES) for box, _ in fresh]
+            texts = _unique(t for got in reads for t in got)
+            if texts:  # every region that looks like a code was tried: the frame is done
+                read = [box for (box, _), got in zip(fresh, reads) if got]
+                self._unread = [(b, n) for b, n in self._unread if not any(_same_place(b, r) for r in read)]
                 return Reading(texts, "texture", places=places)
+            textured = fresh[:TEXTURE_REGIONS] + scenery
         if gray.size > LARGE_FRAME_PIXELS:
             found = self._zx(cv2.GaussianBlur(gray, (3, 3), 0), try_downscale=False, return_errors=True)
         else:
@@ -320,6 +333,15 @@ class Scanner:
                     via = via or doubt.via
                     break
         return texts, via
+
+    def _textured(
+        self, gray: np.ndarray, half: np.ndarray | None
+    ) -> tuple[list[tuple[Box, int]], list[tuple[Box, int]]]:
+        """The regions that look like a code (texture_boxes), each with for how many frames in a row
+        it was unread: the PLAIN_REGIONS densest not taken for scenery, and those taken for it."""
+        regions = [(box, _frames_unread(self._unread, box)) for box in texture_boxes(gray, limit=None, half=half)]
+        fresh = [r for r in regions if r[1] < SCENERY_AFTER]
+        return fresh[:PLAIN_REGIONS], [r for r in regions if r[1] >= SCENERY_AFTER]
 
     def _read_textured(
         self, gray: np.ndarray, textured: list[tuple[Box, int]], doubts: list[_Doubt]
@@ -633,7 +655,9 @@ def sharpen(gray: np.ndarray, sigma: float, amount: float, smooth: float | None 
     return cv2.addWeighted(smoothed, 1.0 + amount, cv2.GaussianBlur(smoothed, (0, 0), sigma), -amount, 0)
 
 
-def texture_boxes(gray: np.ndarray, limit: int = 2, half: np.ndarray | None = None) -> list[tuple[int, int, int, int]]:
+def texture_boxes(
+    gray: np.ndarray, limit: int | None = 2, half: np.ndarray | None = None
+) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) around regions that look like a QR code: dense edges in both
     directions over a square area at least TEXTURE_MIN_SIDE pixels wide, densest first.
 
@@ -642,11 +666,14 @@ def texture_boxes(gray: np.ndarray, limit: int = 2, half: np.ndarray | None = No
     way only), above TEXTURE_FACTOR times the frame's median (the sensor noise and the scene's
     flat parts) plus a little; then opened with a 21x21 square, which removes the thin bands
     along edges, lines and corners of the scene and keeps blocks of code-like size.
-    Costs ~0.8 ms at 1280x720 (`half`: the frame at half resolution, if the caller has it)."""
+    Costs ~1 ms at 1280x720. `limit`: the densest this many (None: all); `half`: the frame at
+    half resolution (INTER_AREA), if the caller has it."""
     import cv2
 
     if min(gray.shape) < 2 * TEXTURE_MIN_SIDE:
         return []
+    if half is not None and half.shape != (gray.shape[0] // 2, gray.shape[1] // 2):
+        raise ValueError(f"half is {half.shape}, not half of the frame's {gray.shape}")
     if half is None:
         half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
     across = cv2.blur(cv2.convertScaleAbs(cv2.Sobel(half, cv2.CV_16S, 1, 0)), (9, 9))

@@ -65,9 +65,8 @@ def test_region_pass_wins_a_code_the_first_pass_saw_but_could_not_read(zxing):
     assert Scanner(passes=("fine",)).decode(photo.gray()) == []
     reading = Scanner(passes=("fine", "region")).read(photo.gray())
     assert reading.texts == [photo.expected] and reading.via == "region"
-    assert zxing.decode(photo.gray()) == [
-        photo.expected
-    ]  # (the texture pass's plain reads, before the full frame, read it first)
+    reading = zxing.read(photo.gray())  # the texture pass's plain reads come before the full frame
+    assert reading.texts == [photo.expected] and reading.via == "texture"
 
 
 def test_smooth_pass_wins_an_unevenly_lit_photo_where_nothing_was_seen(zxing):
@@ -222,6 +221,65 @@ def test_a_textured_region_that_stays_put_unread_becomes_scenery_and_a_moved_one
     assert scanner.decode(with_pattern(330, 200)) == [] and scanner.scenery == []  # moved: read again
     text, frame, _ = next((t, f, d) for t, f, d in hard_sample if Scanner().read(f).via == "texture")
     assert scanner.decode(frame) == [text]
+
+
+def plain_code(text: str, px: int) -> np.ndarray:
+    """A sharp QR code (quiet zone included), `px` pixels a module, dark 30 on light 220."""
+    image = np.where(qr_modules(text) > 0, 30, 220).astype(np.uint8)
+    return cv2.resize(image, None, fx=px, fy=px, interpolation=cv2.INTER_NEAREST)
+
+
+def grey_frame(items, size=(640, 480)) -> np.ndarray:
+    """A grey frame (150, noise sigma 3) with each (image, (x, y)) of `items` pasted in."""
+    width, height = size
+    frame = np.full((height, width), 150, np.uint8)
+    for image, (x, y) in items:
+        frame[y : y + image.shape[0], x : x + image.shape[1]] = image
+    noise = np.random.default_rng(1).normal(0, 3, frame.shape)
+    return np.clip(frame + noise, 0, 255).astype(np.uint8)
+
+
+def test_a_region_that_looks_like_a_code_is_read_before_the_full_frame():
+    """The texture pass's plain reads (a region cut out, read as it is) cost a fraction of the
+    full frame's read, so they come first; the full frame alone reads this code too."""
+    text = fixed_codes()[0]
+    frame = grey_frame([(plain_code(text, 3), (200, 120))])
+    assert Scanner(passes=("fine",)).decode(frame) == [text]
+    reading = Scanner().read(frame)
+    assert (reading.texts, reading.via) == ([text], "texture")
+
+
+def test_the_plain_reads_skip_scenery():
+    """A textured region that stayed put unread is scenery for the plain reads too: a code shown
+    exactly there is left to the full frame's read."""
+    text = fixed_codes()[0]
+    modules = qr_modules(text).copy()
+    inner = modules[4:-4, 4:-4]
+    inner[:] = np.random.default_rng(0).permutation(inner.ravel()).reshape(inner.shape)  # no finder patterns
+    poster = cv2.resize(
+        np.where(modules > 0, 30, 220).astype(np.uint8), None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST
+    )
+    scanner = Scanner()
+    for _ in range(SCENERY_AFTER + 1):
+        assert scanner.decode(grey_frame([(poster, (200, 120))])) == []
+    assert scanner.scenery
+    reading = scanner.read(grey_frame([(plain_code(text, 3), (200, 120))]))
+    assert (reading.texts, reading.via) == ([text], "fine")
+
+
+def test_every_code_in_view_is_read_though_the_regions_read_first_hold_fewer():
+    """Three codes in view, or a code, a patterned poster and a smaller code: the plain reads of
+    the densest regions read some; the full frame is still read for the others."""
+    a, b, c = fixed_codes()[:3]
+    three = grey_frame([(plain_code(a, 3), (10, 10)), (plain_code(b, 3), (330, 10)), (plain_code(c, 3), (170, 250))])
+    assert sorted(Scanner().decode(three)) == sorted([a, b, c])
+    rng = np.random.default_rng(2)
+    blocks = (rng.integers(0, 2, (40, 40)) * 190 + 30).astype(np.uint8)
+    poster = cv2.resize(blocks, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST)
+    small = fixed_codes()[3]  # 2 px a module: its region is just over TEXTURE_MIN_SIDE
+    mixed = grey_frame([(plain_code(a, 3), (5, 5)), (poster, (390, 200)), (plain_code(small, 2), (230, 330))])
+    assert len(texture_boxes(mixed, limit=None)) == 3
+    assert sorted(Scanner().decode(mixed)) == sorted([a, small])
 
 
 def test_hard_set_distortions_follow_the_issue_ranges():
