@@ -18,10 +18,16 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               but the code: uneven light across the frame does not matter there). Made the
               harder stills' median CPU time 1.4-2.0x plain zxing-cpp's instead of 4.9-7.5x
               (issue 27). Up to PLAIN_REGIONS regions are tried (three codes in view, or a code
-              beside a patterned poster), and the frame is done when any of them was read. A
-              second code is read with the first when it has a region of its own (at least
-              TEXTURE_MIN_SIDE wide: a GT1 ticket at 2+ px a module); a smaller one is left for
-              a frame without the first, as the coarse pass at 720p always left it.
+              beside a patterned poster), and the frame is done when any of them was read. So a
+              second code is read with the first only when a plain read of a region of its own
+              decodes it (the region at least TEXTURE_MIN_SIDE wide: a GT1 ticket at 2+ px a
+              module); one that needs the full frame's or a dearer read waits for a frame without
+              the first. At 720p the coarse pass always left such a code so; on frames up to
+              800x600 the full frame read both before (kept for the cost: reading the full frame
+              too whenever a region stayed unread, as a phone's lines of text under its code do,
+              put the harder stills' median at 2.2-2.7x plain zxing-cpp). Likewise a code that
+              stays in view and is read every frame (a QR sign on the wall in the camera's view)
+              ends every frame's reading, as the coarse and fine passes' reads always did.
     "fine"    the full frame. Above 800x600 it is smoothed 3x3 first (sensor noise makes the
               local binarizer chase speckle: the smoothing halves the idle cost at 720p and
               loses nothing when a module spans 3+ pixels) and zxing-cpp's own downscaling is
@@ -138,8 +144,8 @@ LARGE_FRAME_PIXELS = 800 * 600  # above this a frame is first read at half resol
 PYZBAR_PASSES = ("fine", "coarse", "inverted")
 TEXTURE_MIN_SIDE = 100  # pixels: a GT1 code narrower than this has modules under 2 pixels
 TEXTURE_FACTOR = 1.8
-PLAIN_REGIONS = 4  # the texture pass's plain reads try the densest this many regions a frame (scenery aside)
-TEXTURE_REGIONS = 2  # ... and its dearer reads the densest this many
+PLAIN_REGIONS = 4  # the texture pass's plain reads try the largest this many regions a frame (scenery aside)
+TEXTURE_REGIONS = 2  # ... and its dearer reads the largest this many
 SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
 SCENERY_SLACK = 4  # pixels each box edge may move and still be "the same place"
 
@@ -338,7 +344,7 @@ class Scanner:
         self, gray: np.ndarray, half: np.ndarray | None
     ) -> tuple[list[tuple[Box, int]], list[tuple[Box, int]]]:
         """The regions that look like a code (texture_boxes), each with for how many frames in a row
-        it was unread: the PLAIN_REGIONS densest not taken for scenery, and those taken for it."""
+        it was unread: the PLAIN_REGIONS largest not taken for scenery, and those taken for it."""
         regions = [(box, _frames_unread(self._unread, box)) for box in texture_boxes(gray, limit=None, half=half)]
         fresh = [r for r in regions if r[1] < SCENERY_AFTER]
         return fresh[:PLAIN_REGIONS], [r for r in regions if r[1] >= SCENERY_AFTER]
@@ -659,14 +665,14 @@ def texture_boxes(
     gray: np.ndarray, limit: int | None = 2, half: np.ndarray | None = None
 ) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) around regions that look like a QR code: dense edges in both
-    directions over a square area at least TEXTURE_MIN_SIDE pixels wide, densest first.
+    directions over a square area at least TEXTURE_MIN_SIDE pixels wide, largest first.
 
     Found on the half-resolution frame: the edge strength across and along (Sobel), each
     averaged over a 9x9 window, the weaker of the two (a straight edge or stripe is strong one
     way only), above TEXTURE_FACTOR times the frame's median (the sensor noise and the scene's
     flat parts) plus a little; then opened with a 21x21 square, which removes the thin bands
     along edges, lines and corners of the scene and keeps blocks of code-like size.
-    Costs ~1 ms at 1280x720. `limit`: the densest this many (None: all); `half`: the frame at
+    Costs ~1 ms at 1280x720. `limit`: the largest this many (None: all); `half`: the frame at
     half resolution (INTER_AREA), if the caller has it."""
     import cv2
 

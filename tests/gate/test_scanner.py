@@ -268,8 +268,8 @@ def test_the_plain_reads_skip_scenery():
 
 
 def test_every_code_in_view_is_read_though_the_regions_read_first_hold_fewer():
-    """Three codes in view, or a code, a patterned poster and a smaller code: the plain reads of
-    the densest regions read some; the full frame is still read for the others."""
+    """Three codes in view, or a code, a patterned poster and a second ticket: the plain reads try
+    every region that looks like a code (up to four, scenery aside), not only the two largest."""
     a, b, c = fixed_codes()[:3]
     three = grey_frame([(plain_code(a, 3), (10, 10)), (plain_code(b, 3), (330, 10)), (plain_code(c, 3), (170, 250))])
     assert sorted(Scanner().decode(three)) == sorted([a, b, c])
