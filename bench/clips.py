@@ -101,8 +101,6 @@ def ticket_codes(count: int, seed: int = 1) -> list[str]:
     the wallet's time step drawn from it), so two runs differ only in their timings."""
     import dataclasses
 
-    from gated.core import ticket
-
     rng = np.random.default_rng(seed + 2000)
 
     def key() -> Ed25519PrivateKey:
@@ -122,10 +120,9 @@ def ticket_codes(count: int, seed: int = 1) -> list[str]:
         claims = dataclasses.replace(claims, cti=rng.bytes(16))
         if i % 3 == 2:
             out.append(issue(claims, issuer).text)
-        else:  # as issue(dynamic=True) does, with a device key drawn from the seed
-            device = key()
-            claims = dataclasses.replace(claims, dev=ticket.raw_public(device.public_key()))
-            out.append(wallet.current_code(ticket.encode_cose(claims, issuer), device, now))
+        else:  # a device key drawn from the seed
+            dynamic = issue(claims, issuer, dynamic=True, device_key=key())
+            out.append(wallet.current_code(dynamic.cose, dynamic.device_key, now))
     return out
 
 

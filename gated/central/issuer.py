@@ -53,11 +53,20 @@ def new_claims(
     )
 
 
-def issue(claims: ticket.Claims, issuer_key: Ed25519PrivateKey, *, dynamic: bool = False) -> IssuedTicket:
-    """Sign one ticket; a dynamic one is bound to a freshly made holder-device key (PROTOCOL §3)."""
-    device_key = None
-    if dynamic:
+def issue(
+    claims: ticket.Claims,
+    issuer_key: Ed25519PrivateKey,
+    *,
+    dynamic: bool = False,
+    device_key: Ed25519PrivateKey | None = None,
+) -> IssuedTicket:
+    """Sign one ticket; a dynamic one is bound to a holder-device key (PROTOCOL §3): `device_key`,
+    or a freshly made one (a benchmark passes its own, to issue the same codes for the same seed)."""
+    if device_key is not None and not dynamic:
+        raise ValueError("a device key binds a dynamic ticket: issue(..., dynamic=True, device_key=...)")
+    if dynamic and device_key is None:
         device_key = Ed25519PrivateKey.generate()
+    if device_key is not None:
         claims = ticket.Claims(**{**claims.__dict__, "dev": ticket.raw_public(device_key.public_key())})
     cose_bytes = ticket.encode_cose(claims, issuer_key)
     if device_key is not None:
