@@ -287,3 +287,17 @@ def test_wallet_page_refuses_a_key_of_another_device(desk, tmp_path):
     dom = chromium(tmp_path, page_url(ticket_file, "k/stranger.key", NOW), "--dump-dom")
     assert 'data-state="error"' in dom and "not the one the ticket is bound to" in dom
     assert re.search(r'<pre id="code"[^>]*>GT2:', dom) is None
+
+
+def test_a_given_device_key_binds_a_dynamic_ticket_and_only_a_dynamic_one():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gated.central.issuer import issue, new_claims
+    from gated.core import ticket
+
+    issuer, device = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    claims = new_claims(event="E", nbf=0, exp=10**9)
+    issued = issue(claims, issuer, dynamic=True, device_key=device)
+    assert issued.device_key is device and issued.claims.dev == ticket.raw_public(device.public_key())
+    with pytest.raises(ValueError, match="binds a dynamic ticket"):
+        issue(claims, issuer, device_key=device)
