@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 import structlog
@@ -46,7 +47,13 @@ def read_codes(
     """The camera thread, until `stop` is set: every code read, once per debounce hold-off, goes
     into `codes` as (text, captured_at). `on_frame(frame, texts)` is called after each frame is
     decoded (the daemon counts frames and clears its camera fault there; the benchmark times the
-    decode); `on_fault(exc)` when the camera raises (CameraError, OSError)."""
+    decode); `on_fault(exc)` when the camera raises (CameraError, OSError).
+
+    A frame the decoder raises on is lost alone: it is logged (`frame not decoded`, once for a run
+    of the same error, with the frame's origin), it is neither counted nor fed to the debouncer
+    (it tells nothing of what is in view; a decoder failing on every frame stops the daemon's
+    watchdog pings as a stalled camera does), and the loop goes on with the next frame."""
+    failing: _Failing | None = None
     while not stop.is_set():
         try:
             frame = camera.read(timeout=READ_TIMEOUT_S)
@@ -59,11 +66,35 @@ def read_codes(
             if camera.finished:
                 stop.wait(FINISHED_WAIT_S)
             continue
-        texts = scanner.decode(frame.gray)
+        try:
+            texts = scanner.decode(frame.gray)
+        except Exception as exc:  # noqa: BLE001  a frame the decoder chokes on costs that frame, not the camera thread
+            failing = _undecoded(failing, exc, frame)
+            continue
+        if failing is not None:
+            log.warning("frames decoded again", frames_lost=failing.frames, error=failing.error)
+            failing = None
         if on_frame is not None:
             on_frame(frame, texts)
         for text in debouncer.feed(texts, frame.captured_at):
             codes.put((text, frame.captured_at))
+
+
+@dataclass
+class _Failing:
+    """A run of frames the decoder raised on."""
+
+    error: str
+    frames: int = 0
+
+
+def _undecoded(failing: _Failing | None, exc: Exception, frame: Frame) -> _Failing:
+    error = f"{type(exc).__name__}: {exc}"
+    if failing is None or failing.error != error:
+        log.error("frame not decoded", error=error, origin=frame.origin, seq=frame.seq)
+        failing = _Failing(error)
+    failing.frames += 1
+    return failing
 
 
 def judge(gate, text: str, captured_at: float | None) -> Decision | None:

@@ -712,7 +712,9 @@ def _median(values: np.ndarray) -> float:
 
 def _as_gray(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
-    if image.ndim == 3:
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
         import cv2
 
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)

@@ -8,11 +8,13 @@ import sqlite3
 import threading
 import time
 
+import numpy as np
 from structlog.testing import capture_logs
 
 from gated.core.decide import GateMode
 from gated.gate import scanloop
 from gated.gate.camera import FileSource
+from gated.gate.frames import Frame
 from gated.gate.gate import Gate
 from gated.gate.scanner import Debouncer, Scanner
 from gated.gate.turnstile import Turnstile
@@ -103,3 +105,39 @@ def test_judge_reports_a_store_fault_as_none_and_the_gate_stays_shut(store, auth
         assert [(e["event"], e["decision"]) for e in logs if e["event"] == "scan"] == [("scan", "admit")]
     finally:
         gate.close()
+
+
+class BadFramesFirst:
+    """A camera whose first frames are not grayscale uint8 images (as a driver set to a format the
+    sources do not convert might hand over); then the files camera."""
+
+    def __init__(self, inner, bad):
+        self.inner, self.bad = inner, list(bad)
+
+    def read(self, timeout=1.0):
+        if self.bad:
+            return Frame(self.bad.pop(0), time.monotonic(), 0, "bad")
+        return self.inner.read(timeout)
+
+    @property
+    def finished(self):
+        return self.inner.finished
+
+
+def test_a_frame_the_decoder_raises_on_is_lost_alone_and_logged_once(tmp_path, authority):
+    text = authority.ticket()
+    render_card(tmp_path / "cards", "1", text)
+    inner = FileSource(tmp_path / "cards")
+    inner.open()
+    bad = [np.zeros((48, 64), np.float32), np.zeros((48, 64), np.float32), np.zeros((48, 64, 2), np.uint8)]
+    codes: queue.Queue = queue.Queue()
+    seen = []
+    with capture_logs() as logs:
+        run_until_finished(BadFramesFirst(inner, bad), codes, on_frame=lambda frame, texts: seen.append(texts))
+    assert codes.get_nowait()[0] == text  # the camera thread lived on to read the next frame
+    assert seen == [[text]]  # the lost frames were not counted as decoded
+    errors = [(e["event"], e["origin"], e["error"]) for e in logs if e["event"] == "frame not decoded"]
+    assert [origin for _, origin, _ in errors] == ["bad", "bad"]  # once per run of one error
+    assert "expected a grayscale uint8 frame" in errors[0][2] and "(48, 64, 2)" in errors[1][2]
+    again = [e for e in logs if e["event"] == "frames decoded again"]
+    assert [e["frames_lost"] for e in again] == [1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -108,6 +110,26 @@ def test_pyzbar_needs_its_inverted_passes_for_dark_mode_codes(authority, pyzbar)
 def test_colour_frames_are_read_as_gray(authority, zxing):
     (frame,) = ticket_frames([text := authority.ticket()], seed=9, **MILD)
     assert zxing.decode(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)) == [text]
+    assert zxing.decode(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGRA)) == [text]
+    assert zxing.decode(frame[:, :, None]) == [text]  # one channel on a third axis
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        np.zeros((48, 64, 2), np.uint8),  # two channels
+        np.zeros((48, 64, 5), np.uint8),
+        np.zeros((48, 64, 3), np.float32),  # colour, not bytes
+        np.zeros((48, 64), np.uint16),
+        np.zeros((48,), np.uint8),
+        np.zeros((2, 48, 64, 3), np.uint8),
+    ],
+    ids=["2ch", "5ch", "float-bgr", "uint16", "1-d", "4-d"],
+)
+def test_a_frame_that_is_no_image_is_refused_with_what_it_is(frame, zxing):
+    what = f"expected a grayscale uint8 frame, got {frame.dtype} {frame.shape}"
+    with pytest.raises(ValueError, match=re.escape(what)):
+        zxing.decode(frame)
 
 
 def fixed_codes() -> list[str]:
