@@ -137,6 +137,22 @@ class Clip:
     in_view: int | None
     smears: list[float] = dataclasses.field(default_factory=list)  # each frame's smear of the phone, pixels
     settled: int | None = None  # the first frame after the reach (the tremor goes on)
+    # What drew each frame (bench/exact_grid.py): the symbol's four corners in the frame (4x2,
+    # clockwise from its top left, quiet zone excluded), and the smear drawn (pixels, capped) and its direction (radians)
+    code_corners: list[np.ndarray] = dataclasses.field(default_factory=list)
+    drawn_smears: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A still (still_shot) and what drew it: the symbol's four corners in the frame (4x2, clockwise
+    from its top left, quiet zone excluded), the smear in pixels and its direction in radians."""
+
+    frame: np.ndarray
+    doses: Doses
+    code_corners: np.ndarray
+    smear: float
+    heading: float
 
 
 @dataclass(frozen=True)
@@ -356,7 +372,8 @@ def phone_clip(
         velocity = (start - rest) * de + wobble * amp * (w * np.cos(w * t + phase) - np.sin(w * t + phase) / settle)
         return centre, velocity, doses.tilt + tilt_extra * e
 
-    out, entered, in_view, smears, settled = [], None, None, [], None
+    out, entered, in_view, smears, settled, drawn = [], None, None, [], None, []
+    code_corners = []
     for i in range(frames):
         t = (i - idle_before) / FPS
         centre, velocity, tilt = pose(t)
@@ -365,13 +382,15 @@ def phone_clip(
         heading = float(np.arctan2(velocity[1], velocity[0])) if smear > 0 else 0.0
         out.append(_draw(scene, look, corners, doses, min(smear, 60.0), heading, rng))
         smears.append(smear)
+        code_corners.append(corners[4:])
+        drawn.append((min(smear, 60.0), heading))
         if settled is None and t >= approach:
             settled = i
         if entered is None and t >= 0 and _visible(corners[:4], size):
             entered = i
         if in_view is None and text and _inside(corners[4:], size):
             in_view = i
-    return Clip(text, size, doses, out, entered, in_view, smears, settled)
+    return Clip(text, size, doses, out, entered, in_view, smears, settled, code_corners, drawn)
 
 
 def still_frame(
@@ -379,6 +398,12 @@ def still_frame(
 ) -> tuple[np.ndarray, Doses]:
     """One frame of a phone at rest, its tremor at a random phase: smeared by `blur` pixels in a
     random direction, skewed by the rolling shutter alike."""
+    shot = still_shot(text, size, rng, doses=doses, **fixed)
+    return shot.frame, shot.doses
+
+
+def still_shot(text: str | None, size, rng: np.random.Generator, *, doses: Doses | None = None, **fixed) -> Shot:
+    """still_frame's frame, with where its code is and how it was smeared (the same draws)."""
     width, height = size
     doses = doses if doses is not None else draw_doses(rng, **fixed)
     scene = _scene(width, height, rng)
@@ -390,4 +415,4 @@ def still_frame(
     corners = _corners(
         look, doses, size, centre, float(rng.uniform(-25, 25)), doses.tilt, float(rng.uniform(0, 180)), velocity
     )
-    return _draw(scene, look, corners, doses, smear, heading, rng), doses
+    return Shot(_draw(scene, look, corners, doses, smear, heading, rng), doses, corners[4:], smear, heading)

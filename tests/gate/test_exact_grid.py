@@ -1,0 +1,111 @@
+"""bench/exact_grid.py's two parts that its figures rest on: where a QR version's codewords are
+(checked against zxing-cpp, the decoder that really corrects them), and the renderer's geometry
+(the module grid through the recorded corners and smear lands on the modules)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zxingcpp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated.core import ticket
+from gated.core.ticket import qr_symbol
+from gated.gate.rehearsal import phone
+from gated.gate.rehearsal.synthetic import qr_modules
+
+BENCH = Path(__file__).resolve().parents[2] / "bench/exact_grid.py"
+
+
+@pytest.fixture(scope="module")
+def grid():
+    spec = importlib.util.spec_from_file_location("exact_grid", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def code() -> str:
+    """A GT1 ticket, the same every run (Ed25519 signatures are deterministic)."""
+    issuer = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    claims = ticket.Claims(cti=bytes(16), aud="FINAL-2026", nbf=1_790_000_000, exp=1_790_086_400)
+    return ticket.STATIC_PREFIX + ticket.base45.encode(ticket.encode_cose(claims, issuer))
+
+
+def read(modules: np.ndarray) -> list[str]:
+    clean = np.kron(np.where(modules, 0, 255).astype(np.uint8), np.ones((6, 6), np.uint8))
+    found = zxingcpp.read_barcodes(
+        clean, formats=zxingcpp.BarcodeFormat.QRCodeModel2, text_mode=zxingcpp.TextMode.Plain
+    )
+    return [b.text for b in found]
+
+
+def spoil(modules: np.ndarray, index: np.ndarray, codewords) -> tuple[np.ndarray, np.ndarray]:
+    """The symbol (quiet zone included) with one module of each of `codewords` flipped, and the
+    wrong-module map (quiet zone excluded)."""
+    out = modules.astype(bool).copy()
+    wrong = np.zeros(index.shape, bool)
+    for c in codewords:
+        row, col = np.argwhere(index == c)[3]
+        wrong[row, col] = True
+        out[row + 4, col + 4] ^= True
+    return out, wrong
+
+
+def test_the_codeword_layout_counts_what_zxing_cpp_corrects(grid, code):
+    symbol = qr_symbol(code)
+    lay = grid.layout(symbol.version, symbol.error)
+    modules = qr_modules(code)
+    assert read(modules) == [code]
+    for block, checks in list(enumerate(lay.checks))[:: max(len(lay.checks) - 1, 1)]:  # the first block and the last
+        mine = np.flatnonzero(lay.block == block)
+        rng = np.random.default_rng(block)
+        for errors in (checks // 2, checks // 2 + 1):
+            # codewords drawn at random, and the block's last ones (placed in the leftmost columns)
+            for chosen in (rng.choice(mine, errors, replace=False), mine[-errors:]):
+                spoilt, wrong = spoil(modules, lay.index, chosen)
+                can = grid.correctable(wrong, np.ones(wrong.shape), code)
+                assert can["hard"] == (2 * errors <= checks) and can["genie"]
+                assert (read(spoilt) == [code]) == can["hard"], f"block {block}: codewords {chosen} wrong"
+    # the same number of wrong codewords spread over all blocks: each within its share
+    spread = [c for b, checks in enumerate(lay.checks) for c in np.flatnonzero(lay.block == b)[: checks // 2]]
+    spoilt, wrong = spoil(modules, lay.index, spread)
+    assert grid.correctable(wrong, np.ones(wrong.shape), code)["hard"] and read(spoilt) == [code]
+
+
+def test_gmd_erases_the_least_reliable_codewords_first(grid, code):
+    symbol = qr_symbol(code)
+    lay = grid.layout(symbol.version, symbol.error)
+    checks = lay.checks[0]
+    mine = np.flatnonzero(lay.block == 0)
+    _, wrong = spoil(qr_modules(code), lay.index, mine[: checks // 2 + 2])  # beyond a hard decoder
+    sure = np.where(np.isin(lay.index, mine[checks // 2 + 2 :]), 0.5, 1.0)  # the right codewords look doubtful
+    assert grid.correctable(wrong, sure, code) == {"hard": False, "GMD": False, "genie": True}
+    sure[wrong] = 0.01  # the wrong modules are the doubtful ones: erased, they are corrected
+    assert grid.correctable(wrong, sure, code) == {"hard": False, "GMD": True, "genie": True}
+
+
+def test_the_recorded_geometry_puts_the_grid_on_the_modules(grid, code):
+    """A still and a clip's settled frame, lightly dosed: the module values solved for through
+    the recorded corners and smear decide (almost) every module right."""
+    doses = phone.Doses(module_px=2.6, tilt=25.0, blur=4.0, jpeg=60, shutter=0.5, noise=2.0)
+    shot = phone.still_shot(code, (640, 480), np.random.default_rng(3), doses=doses)
+    n = qr_modules(code).shape[0]
+    values = grid.module_values(shot.frame, shot.code_corners, shot.smear, shot.heading, n)
+    share, can, read_ok = grid.judge(*grid.decide(grid.soft(values)), code)
+    assert share < 0.01 and can["hard"] and read_ok
+    clip = phone.phone_clip(code, (640, 480), np.random.default_rng(4), doses=doses)
+    last = len(clip.frames) - 1
+    values = grid.module_values(clip.frames[last], clip.code_corners[last], *clip.drawn_smears[last], n)
+    share, can, _ = grid.judge(*grid.decide(grid.soft(values)), code)
+    assert share < 0.01 and can["hard"]
+    # and the geometry matters: the grid a module off reads nothing
+    off = shot.code_corners + np.float32(shot.frame.shape[0] / 100)
+    values = grid.module_values(shot.frame, off, shot.smear, shot.heading, n)
+    assert grid.judge(*grid.decide(grid.soft(values)), code)[0] > 0.2
