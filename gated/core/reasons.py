@@ -65,3 +65,23 @@ MEANING: dict[Reason, str] = {
     Reason.QUESTIONS: "the pretix check-in list asks questions a turnstile cannot: see the box office",
     Reason.UNSYNCED: "a replaced gate that has not yet recovered which tickets were used: try another gate",
 }
+
+# Refusals a code keeps while it is held up: nothing about the code, the lists or the time changes
+# them within the seconds a visitor holds a phone up (not `capacity`, `not_yet_valid`, `locked`,
+# `internal_error`, the pretix ones that a sync or the clock may turn, `unsynced`, `emergency`).
+# A gate does not judge such a code again while it stays in view (gated.gate.scanner.Debouncer).
+FINAL_REFUSALS = frozenset(
+    {
+        Reason.MALFORMED,
+        Reason.UNSUPPORTED,
+        Reason.UNKNOWN_KEY,
+        Reason.BAD_SIGNATURE,
+        Reason.WRONG_EVENT,
+        Reason.WRONG_ZONE,
+        Reason.EXPIRED,
+        Reason.REVOKED,
+        Reason.ALREADY_USED,
+        Reason.STATIC_COPY,
+        Reason.STALE_CODE,
+    }
+)

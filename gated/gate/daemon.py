@@ -48,6 +48,7 @@ import structlog
 
 from gated import topics
 from gated.core.errors import GatedError
+from gated.core.reasons import FINAL_REFUSALS
 from gated.gate import build, health, sdnotify
 from gated.gate.build import StartupError
 from gated.gate.config import Config
@@ -445,6 +446,8 @@ class Daemon:
             return
         if decision.admit:  # not judged again while the visitor still holds it up
             self.debouncer.admitted(text, time.monotonic())
+        elif decision.reason in FINAL_REFUSALS:  # one red, not one every hold-off while it is in view
+            self.debouncer.refused(text, time.monotonic())
         self.counters.decision(decision.admit)
 
     def _publish_status(self) -> None:

@@ -116,8 +116,12 @@ waiting for its passage; on a board without a passage or door sensor, at once, s
 hold-off alone applies): a visitor who keeps the phone up while the arm turns gets no red
 `already_used` after the green. After the passage, or
 after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
-turnstile gets the red). A denied code held up is judged again after the hold-off (a `capacity`
-denial may turn green when somebody leaves). When judging falls behind the camera by more than
+turnstile gets the red). A code refused for good (`Debouncer.refused(text, now)`, for the reasons
+in gated.core.reasons.FINAL_REFUSALS: a forgery, another event's ticket, a revoked or used-up one,
+a QR code that is no ticket, such as a sign in the camera's view) is not judged again while it
+stays in view, nor until it has been out of sight for the hold-off: one red, not one every
+hold-off. Another denied code held up is judged again after the hold-off (a `capacity` denial
+may turn green when somebody leaves). When judging falls behind the camera by more than
 the hold-off (a slow store), the camera queues the code again meanwhile; a copy captured before
 its text's last judgement (`Debouncer.judged(text, now)`, `Debouncer.stale(text, captured_at)`)
 is that presentation again and is not judged: one red, not one per hold-off of the wait.
@@ -544,8 +548,9 @@ class Scanner:
 
 class Debouncer:
     """One scan per presented code: a text goes on at most once per `hold_off_s`, others at once;
-    an admitted text not again while it stays in view, until its visitor has passed. `feed` runs
-    on the camera thread, `admitted` and `passed` on the thread that judges: all under one lock."""
+    an admitted text not again while it stays in view, until its visitor has passed; a text refused
+    for good not again while it stays in view. `feed` runs on the camera thread, `admitted`,
+    `refused` and `passed` on the thread that judges: all under one lock."""
 
     def __init__(self, hold_off_s: float = 2.0):
         if hold_off_s < 0:
@@ -553,6 +558,7 @@ class Debouncer:
         self.hold_off_s = hold_off_s
         self._passed_at: dict[str, float] = {}
         self._held: dict[str, float] = {}  # admitted texts whose visitor has not passed yet: last seen
+        self._refused: dict[str, float] = {}  # texts refused for good, still in view: last seen
         self._judged_at: dict[str, float] = {}  # text -> when its last judgement was out
         self._lock = threading.Lock()
 
@@ -564,11 +570,13 @@ class Debouncer:
         """The texts of this frame that should go on to validation now."""
         fresh = []
         with self._lock:
-            for text in [t for t, seen in self._held.items() if now - seen >= self.hold_off_s]:
-                del self._held[text]  # out of sight for the hold-off: a new presentation when shown
+            for held in (self._held, self._refused):
+                for text in [t for t, seen in held.items() if now - seen >= self.hold_off_s]:
+                    del held[text]  # out of sight for the hold-off: a new presentation when shown
             for text in dict.fromkeys(texts):
-                if text in self._held:
-                    self._held[text] = now  # the same presentation, still held up
+                held = self._held if text in self._held else self._refused if text in self._refused else None
+                if held is not None:
+                    held[text] = now  # the same presentation, still held up
                     continue
                 last = self._passed_at.get(text)
                 if last is None or now - last >= self.hold_off_s:
@@ -615,6 +623,14 @@ class Debouncer:
         with self._lock:
             if self.hold_off_s > 0:
                 self._held[text] = max(now, self._held.get(text, now))
+
+    def refused(self, text: str, now: float) -> None:
+        """`text` was refused for a reason it keeps (FINAL_REFUSALS): not judged again while it stays
+        in view, however long, nor until it has been out of sight for the hold-off. Visitors passing
+        do not end that (a sign in the camera's view would be judged again after each of them)."""
+        with self._lock:
+            if self.hold_off_s > 0:
+                self._refused[text] = max(now, self._refused.get(text, now))
 
     def passed(self, now: float) -> None:
         """The admitted visitors have passed (or their time to pass ran out): a text of theirs

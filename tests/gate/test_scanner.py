@@ -331,7 +331,7 @@ def test_debouncer_passes_a_held_code_once_per_hold_off():
     d = Debouncer(hold_off_s=2.0)
     fed = [d.feed(["A"], t) for t in (0.0, 0.1, 0.2, 1.9)]
     assert fed == [["A"], [], [], []]
-    assert d.feed(["A"], 2.0) == ["A"]  # a denied code still held up after the hold-off: judged again
+    assert d.feed(["A"], 2.0) == ["A"]  # a code denied for now (capacity) still held up: judged again
     assert d.feed(["A"], 2.5) == []
 
 
@@ -347,6 +347,27 @@ def test_an_admitted_code_is_not_judged_again_while_it_stays_in_view_until_its_v
     assert not d.holding
     assert d.feed(["A"], 10.5) == []  # still in view: judged again only after the hold-off, from the passage
     assert d.feed(["A"], 12.0) == ["A"]  # handed back over the turnstile: the friend gets the red
+
+
+def test_a_code_refused_for_good_is_not_judged_again_while_it_stays_in_view():
+    """A sign's QR code in the camera's view, a forged or used-up ticket held up: one red. Visitors
+    passing meanwhile do not end that; out of sight for the hold-off, it is judged again."""
+    d = Debouncer(hold_off_s=2.0)
+    assert d.feed(["SIGN"], 0.0) == ["SIGN"]
+    d.refused("SIGN", 0.05)
+    assert not d.holding  # no admission waits for a passage
+    assert d.feed(["SIGN", "A"], 1.0) == ["A"]  # another code at once
+    d.admitted("A", 1.1)
+    seen = []
+    for t in range(11, 600):  # a minute in view
+        seen.append(d.feed(["SIGN"], t / 10))
+        if t == 30:
+            d.passed(3.0)  # A's visitor went through
+    assert seen == [[]] * 589
+    assert d.feed([], 60.5) == []
+    assert d.feed(["SIGN"], 61.5) == []  # out of sight 1.6 s: the same presentation
+    assert d.feed([], 63.0) == []
+    assert d.feed(["SIGN"], 63.6) == ["SIGN"]  # out of sight 2.1 s: shown again, judged again
 
 
 def test_a_held_code_is_known_as_held_until_its_visitor_passed():
