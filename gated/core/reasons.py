@@ -66,22 +66,20 @@ MEANING: dict[Reason, str] = {
     Reason.UNSYNCED: "a replaced gate that has not yet recovered which tickets were used: try another gate",
 }
 
-# Refusals a code keeps while it is held up: nothing about the code, the lists or the time changes
-# them within the seconds a visitor holds a phone up (not `capacity`, `not_yet_valid`, `locked`,
-# `internal_error`, the pretix ones that a sync or the clock may turn, `unsynced`, `emergency`).
-# A gate does not judge such a code again while it stays in view (gated.gate.scanner.Debouncer).
+# Refusals the code's own bytes decide, with the gate's keyring: no revocation list, clock,
+# admission (or its rollback), check-in list or gate mode turns them while a visitor holds the
+# phone up. A gate does not judge such a code again while it stays in view
+# (gated.gate.scanner.Debouncer.refused): a QR code that is no ticket (a sign in the camera's view),
+# a forgery, a printed copy of a phone ticket. Not `already_used` (an admission rolled back after
+# a passage timeout, here or at a peer, frees the ticket within seconds), `revoked` (a list update
+# can lift it), `expired`/`not_yet_valid`/`stale_code` (the gate's trusted time can move),
+# `wrong_event`/`wrong_zone` (a pretix check-in list update can change them), nor the others.
 FINAL_REFUSALS = frozenset(
     {
         Reason.MALFORMED,
         Reason.UNSUPPORTED,
         Reason.UNKNOWN_KEY,
         Reason.BAD_SIGNATURE,
-        Reason.WRONG_EVENT,
-        Reason.WRONG_ZONE,
-        Reason.EXPIRED,
-        Reason.REVOKED,
-        Reason.ALREADY_USED,
         Reason.STATIC_COPY,
-        Reason.STALE_CODE,
     }
 )

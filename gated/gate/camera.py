@@ -51,6 +51,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".
 def to_gray(image: np.ndarray) -> np.ndarray:
     import cv2
 
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:
         return image if image.dtype == np.uint8 else cv2.convertScaleAbs(image)
     code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY

@@ -72,7 +72,7 @@ def read_codes(
             failing = _undecoded(failing, exc, frame)
             continue
         if failing is not None:
-            log.warning("frames decoded again", frames_lost=failing.frames, error=failing.error)
+            log.warning("frames decoded again", frames_lost=failing.frames, last_error=failing.error)
             failing = None
         if on_frame is not None:
             on_frame(frame, texts)
@@ -82,17 +82,19 @@ def read_codes(
 
 @dataclass
 class _Failing:
-    """A run of frames the decoder raised on."""
+    """Frames the decoder raised on since the last one it decoded; the last error."""
 
     error: str
     frames: int = 0
 
 
 def _undecoded(failing: _Failing | None, exc: Exception, frame: Frame) -> _Failing:
+    """Count a frame lost to the decoder; log the first of each run of one error, with its traceback
+    (a fault of ours in a pass looks like nothing else in the log)."""
     error = f"{type(exc).__name__}: {exc}"
     if failing is None or failing.error != error:
-        log.error("frame not decoded", error=error, origin=frame.origin, seq=frame.seq)
-        failing = _Failing(error)
+        log.error("frame not decoded", error=error, origin=frame.origin, seq=frame.seq, exc_info=exc)
+        failing = _Failing(error, failing.frames if failing is not None else 0)
     failing.frames += 1
     return failing
 

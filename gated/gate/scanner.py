@@ -117,11 +117,12 @@ hold-off alone applies): a visitor who keeps the phone up while the arm turns ge
 `already_used` after the green. After the passage, or
 after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
 turnstile gets the red). A code refused for good (`Debouncer.refused(text, now)`, for the reasons
-in gated.core.reasons.FINAL_REFUSALS: a forgery, another event's ticket, a revoked or used-up one,
-a QR code that is no ticket, such as a sign in the camera's view) is not judged again while it
-stays in view, nor until it has been out of sight for the hold-off: one red, not one every
-hold-off. Another denied code held up is judged again after the hold-off (a `capacity` denial
-may turn green when somebody leaves). When judging falls behind the camera by more than
+in gated.core.reasons.FINAL_REFUSALS, which the code's own bytes decide: a QR code that is no
+ticket, such as a sign in the camera's view, a forgery, a printed copy of a phone ticket) is not
+judged again while it stays in view, nor until it has been out of sight for the hold-off: one red,
+not one every hold-off. Another denied code held up is judged again after the hold-off (a
+`capacity` denial may turn green when somebody leaves, an `already_used` one when an admission
+whose visitor never passed is rolled back). When judging falls behind the camera by more than
 the hold-off (a slow store), the camera queues the code again meanwhile; a copy captured before
 its text's last judgement (`Debouncer.judged(text, now)`, `Debouncer.stale(text, captured_at)`)
 is that presentation again and is not judged: one red, not one per hold-off of the wait.
@@ -253,7 +254,7 @@ class Scanner:
         return self.read(gray).texts
 
     def read(self, gray: np.ndarray) -> Reading:
-        gray = _as_gray(gray)
+        gray = as_gray(gray)
         if self.backend == "zxing":
             return self._read_zxing(gray)
         return self._read_pyzbar(gray)
@@ -609,12 +610,14 @@ class Debouncer:
 
     def stale(self, text: str, captured_at: float) -> str | None:
         """Why a queued copy of `text` from a frame captured at `captured_at` is not to be judged
-        (None: it is): its text was admitted and is still held, or the frame was taken before the
-        text's last judgement was out (the presentation already judged, seen again while its
+        (None: it is): its text was admitted, or refused for good, and is still held, or the frame
+        was taken before the text's last judgement was out (the presentation already judged, seen again while its
         judging waited: a slow store)."""
         with self._lock:
             if text in self._held:
                 return "already admitted, still in view"
+            if text in self._refused:  # queued while its refusal was being recorded
+                return "already refused, still in view"
             at = self._judged_at.get(text)
             return "judged after this frame was taken" if at is not None and captured_at < at else None
 
@@ -726,7 +729,9 @@ def _median(values: np.ndarray) -> float:
     return (low + high) / 2
 
 
-def _as_gray(image: np.ndarray) -> np.ndarray:
+def as_gray(image: np.ndarray) -> np.ndarray:
+    """A frame as a contiguous HxW uint8 array: grey as it is (or on a third axis of one), BGR and
+    BGRA converted; anything else refused with ValueError saying what it was."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]

@@ -41,7 +41,7 @@ from collections import deque
 
 import numpy as np
 
-from gated.gate.scanner import Box, Reading, Scanner, Try
+from gated.gate.scanner import Box, Reading, Scanner, Try, as_gray
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
@@ -94,7 +94,7 @@ class Tracker:
         started = time.thread_time()
         reading = self.scanner.read(gray)
         # a copy: a camera may reuse its buffer for the next frame
-        gray = np.array(gray if gray.ndim == 2 else _gray(gray), dtype=np.uint8, copy=True)
+        gray = np.array(as_gray(gray), dtype=np.uint8, copy=True)
         self._count += 1
         now = self.clock()
         self._frames.append((self._count, gray, now))
@@ -220,12 +220,6 @@ def _still(box: Box, before: list[Box]) -> bool:
     size = max(box[2] - box[0], box[3] - box[1])
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     return any(math.hypot((b[0] + b[2]) / 2 - cx, (b[1] + b[3]) / 2 - cy) < STILL_SHARE * size for b in before)
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
 
 
 def _clip(box: Box, width: int, height: int) -> Box:

@@ -140,4 +140,5 @@ def test_a_frame_the_decoder_raises_on_is_lost_alone_and_logged_once(tmp_path, a
     assert [origin for _, origin, _ in errors] == ["bad", "bad"]  # once per run of one error
     assert "expected a grayscale uint8 frame" in errors[0][2] and "(48, 64, 2)" in errors[1][2]
     again = [e for e in logs if e["event"] == "frames decoded again"]
-    assert [e["frames_lost"] for e in again] == [1]
+    assert [e["frames_lost"] for e in again] == [3]  # all three, whatever their errors
+    assert all(e["exc_info"] for e in logs if e["event"] == "frame not decoded")  # the traceback too

@@ -22,6 +22,7 @@ from gated.gate.rehearsal.synthetic import (
     render_ticket_frame,
 )
 from gated.gate.scanner import JUDGED_MEMORY, JUDGED_MEMORY_S, SCENERY_AFTER, Debouncer, Scanner, texture_boxes
+from gated.gate.tracker import Tracker
 from gated.gate.validate import validate
 from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
 
@@ -112,6 +113,8 @@ def test_colour_frames_are_read_as_gray(authority, zxing):
     assert zxing.decode(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)) == [text]
     assert zxing.decode(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGRA)) == [text]
     assert zxing.decode(frame[:, :, None]) == [text]  # one channel on a third axis
+    assert Tracker(zxing).decode(frame[:, :, None]) == [text]  # as the gate reads (it keeps a copy)
+    assert Tracker(zxing).decode(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGRA)) == [text]
 
 
 @pytest.mark.parametrize(
@@ -357,6 +360,7 @@ def test_a_code_refused_for_good_is_not_judged_again_while_it_stays_in_view():
     d.refused("SIGN", 0.05)
     assert not d.holding  # no admission waits for a passage
     assert d.feed(["SIGN", "A"], 1.0) == ["A"]  # another code at once
+    assert d.stale("SIGN", 1.0) == "already refused, still in view"  # a copy queued meanwhile
     d.admitted("A", 1.1)
     seen = []
     for t in range(11, 600):  # a minute in view

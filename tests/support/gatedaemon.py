@@ -150,7 +150,10 @@ class GateProcess:
         """Show `text` to the gate's camera (its control socket client) until the gate has judged
         it once more, take it away, wait `settle_s`; that scan's log line. A scan of the ticket
         shown before, when another text is shown now, is not the answer: a loaded gate may still
-        decode frames of it after it was taken away (or read it from its stacked frames)."""
+        decode frames of it after it was taken away (or read it from its stacked frames). A code
+        refused for good (gated.core.reasons.FINAL_REFUSALS) is judged again only once it has been
+        out of sight for the hold-off, and the Tracker may still read it 0.6 s after it was taken
+        away: show such a code again only after both."""
         before = len(self.scans())
         previous_text, previous_ticket = getattr(self, "_shown", (None, None))
         stale = previous_ticket if previous_text != text else None

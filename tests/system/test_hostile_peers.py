@@ -196,7 +196,9 @@ def scanned_event(gate: GateProcess, camera, published: Listener, text: str) -> 
 
 def scan(gate: GateProcess, camera, text: str) -> dict:
     """Show `text` to g1's camera until it has decided it once more; that scan's log line."""
-    return gate.judge(camera, text, settle_s=0.4)  # past the debounce: the same ticket counts again next time
+    # past the debounce: the same ticket counts again next time (not a code refused for good, a
+    # forgery or `malformed`: it needs the hold-off out of sight; none is shown twice here)
+    return gate.judge(camera, text, settle_s=0.4)
 
 
 @pytest.fixture
