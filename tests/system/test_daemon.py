@@ -534,9 +534,11 @@ def test_a_slow_store_gives_a_denied_code_one_red_not_one_per_hold_off(tmp_path,
 
 
 def test_a_code_refused_for_good_gets_one_red_however_long_it_stays_in_view(tmp_path, authority, broker):
-    """A QR code that is no ticket (a sign in the camera's view) stays in view for twelve hold-offs:
+    """A QR code that is no ticket (a sign in the camera's view) stays in view for six hold-offs:
     one red and one ledger record, not one every hold-off; a ticket refused only for now
-    (`not_yet_valid`: the time may come) held up as long is judged again after each hold-off."""
+    (`not_yet_valid`: the time may come) held up for four is judged again after each hold-off.
+    (The hold-off is long enough that a busy test machine's stall of the camera thread does not
+    make a gap in the sightings.)"""
     from gated.gate.rehearsal.control import Client
 
     early = authority.ticket(nbf=int(time.time()) + 3600)
@@ -545,20 +547,20 @@ def test_a_code_refused_for_good_gets_one_red_however_long_it_stays_in_view(tmp_
         authority,
         broker,
         board="generic-relay",
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.25, "passage_timeout_s": 30.0},
+        timings={"relay_pulse_s": 0.05, "debounce_s": 0.75, "passage_timeout_s": 30.0},
     )
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
-        for text in ("https://venue.example/app", early):
+        for text, shown_s in (("https://venue.example/app", 4.5), (early, 3.0)):
             client.request("show", text=text)
-            time.sleep(3.0)
+            time.sleep(shown_s)
             client.request("show", text=None)
-            time.sleep(1.0)
+            time.sleep(1.5)
         client.close()
         assert gate.terminate() == 0
     finally:
         gate.stop_quietly()
     reasons = [s["reason"] for s in gate.scans()]
     assert reasons.count("malformed") == 1
-    assert reasons.count("not_yet_valid") >= 4
+    assert reasons.count("not_yet_valid") >= 3
