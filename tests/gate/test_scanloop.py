@@ -53,16 +53,20 @@ def test_each_code_goes_on_once_with_its_frames_capture_time(tmp_path, authority
     assert codes.get() == (text, seen[1][0])
 
 
-class FailingOnce:
-    """A camera whose first read fails, as a device that vanished would; then the files camera."""
+class FirstThen:
+    """A camera whose first reads hand over `first` in turn (an exception is raised, as a device
+    that vanished would; an array comes as a frame, as a driver set to a format the sources do not
+    convert might hand it over); then the files camera's frames."""
 
-    def __init__(self, inner):
-        self.inner, self.failed = inner, False
+    def __init__(self, inner, first):
+        self.inner, self.first = inner, list(first)
 
     def read(self, timeout=1.0):
-        if not self.failed:
-            self.failed = True
-            raise OSError("device gone")
+        if self.first:
+            item = self.first.pop(0)
+            if isinstance(item, Exception):
+                raise item
+            return Frame(item, time.monotonic(), 0, "bad")
         return self.inner.read(timeout)
 
     @property
@@ -77,7 +81,7 @@ def test_a_failing_camera_is_reported_and_read_again(tmp_path, authority):
     inner.open()
     codes: queue.Queue = queue.Queue()
     faults = []
-    run_until_finished(FailingOnce(inner), codes, on_fault=faults.append)
+    run_until_finished(FirstThen(inner, [OSError("device gone")]), codes, on_fault=faults.append)
     assert [str(f) for f in faults] == ["device gone"]
     assert codes.get_nowait()[0] == text
 
@@ -107,23 +111,6 @@ def test_judge_reports_a_store_fault_as_none_and_the_gate_stays_shut(store, auth
         gate.close()
 
 
-class BadFramesFirst:
-    """A camera whose first frames are not grayscale uint8 images (as a driver set to a format the
-    sources do not convert might hand over); then the files camera."""
-
-    def __init__(self, inner, bad):
-        self.inner, self.bad = inner, list(bad)
-
-    def read(self, timeout=1.0):
-        if self.bad:
-            return Frame(self.bad.pop(0), time.monotonic(), 0, "bad")
-        return self.inner.read(timeout)
-
-    @property
-    def finished(self):
-        return self.inner.finished
-
-
 def test_a_frame_the_decoder_raises_on_is_lost_alone_and_logged_once(tmp_path, authority):
     text = authority.ticket()
     render_card(tmp_path / "cards", "1", text)
@@ -133,7 +120,7 @@ def test_a_frame_the_decoder_raises_on_is_lost_alone_and_logged_once(tmp_path, a
     codes: queue.Queue = queue.Queue()
     seen = []
     with capture_logs() as logs:
-        run_until_finished(BadFramesFirst(inner, bad), codes, on_frame=lambda frame, texts: seen.append(texts))
+        run_until_finished(FirstThen(inner, bad), codes, on_frame=lambda frame, texts: seen.append(texts))
     assert codes.get_nowait()[0] == text  # the camera thread lived on to read the next frame
     assert seen == [[text]]  # the lost frames were not counted as decoded
     errors = [(e["event"], e["origin"], e["error"]) for e in logs if e["event"] == "frame not decoded"]

@@ -74,6 +74,13 @@ def synthetic_gate(tmp_path, authority, broker, **sections) -> GateProcess:
     return GateProcess(write_config(tmp_path / "gated.toml", cfg)).start()
 
 
+def relay_gate(tmp_path, authority, broker, *, debounce_s: float) -> GateProcess:
+    """A synthetic gate on a hold-mode relay board with a passage beam (generic-relay): the relay
+    holds until somebody breaks the beam, 30 s at most."""
+    timings = {"relay_pulse_s": 0.05, "debounce_s": debounce_s, "passage_timeout_s": 30.0}
+    return synthetic_gate(tmp_path, authority, broker, board="generic-relay", timings=timings)
+
+
 @pytest.fixture
 def collector(broker):
     c = EventCollector(broker.port, SITE, GATE)
@@ -411,13 +418,7 @@ def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, autho
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    gate = synthetic_gate(
-        tmp_path,
-        authority,
-        broker,
-        board="generic-relay",
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-    )
+    gate = relay_gate(tmp_path, authority, broker, debounce_s=0.5)
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -447,13 +448,7 @@ def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, 
     from gated.gate.rehearsal.control import Client
 
     ok_a = authority.ticket()
-    gate = synthetic_gate(
-        tmp_path,
-        authority,
-        broker,
-        board="generic-relay",
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-    )
+    gate = relay_gate(tmp_path, authority, broker, debounce_s=0.5)
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -481,13 +476,7 @@ def shown_while_the_store_waits(tmp_path, authority, broker, text: str, *, shown
 
     from gated.gate.rehearsal.control import Client
 
-    gate = synthetic_gate(
-        tmp_path,
-        authority,
-        broker,
-        board="generic-relay",
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.5, "passage_timeout_s": 30.0},
-    )
+    gate = relay_gate(tmp_path, authority, broker, debounce_s=0.5)
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
@@ -542,13 +531,7 @@ def test_a_code_refused_for_good_gets_one_red_however_long_it_stays_in_view(tmp_
     from gated.gate.rehearsal.control import Client
 
     early = authority.ticket(nbf=int(time.time()) + 3600)
-    gate = synthetic_gate(
-        tmp_path,
-        authority,
-        broker,
-        board="generic-relay",
-        timings={"relay_pulse_s": 0.05, "debounce_s": 0.75, "passage_timeout_s": 30.0},
-    )
+    gate = relay_gate(tmp_path, authority, broker, debounce_s=0.75)
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
