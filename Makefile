@@ -11,7 +11,7 @@ TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: season test-powercut demo test test-fast lint format test-pretix pretix-venv system test-tools venv wallet-deps bench dist clean
+.PHONY: season test-powercut demo test test-venues test-fast lint format test-pretix pretix-venv system test-tools venv wallet-deps bench dist clean
 
 system:
 	@missing=""; \
@@ -61,7 +61,13 @@ $(WALLET)/node_modules/.installed: $(WALLET)/package.json $(WALLET)/package-lock
 wallet-deps: $(WALLET)/node_modules/.installed
 
 test: venv test-tools wallet-deps
-	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q $(PYTEST_ARGS)
+	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q -m "not slow" $(PYTEST_ARGS)
+
+# The whole-venue rehearsals (tests marked slow: the demo venue on PostgreSQL, the outage, power-cut,
+# exits, pretix and replaced-gate venues, the demo's day report in Chromium): about four minutes on
+# two cores, apart from `make test` to keep that under ten. CI runs both (.ci/run).
+test-venues: venv test-tools wallet-deps
+	GPIOZERO_PIN_FACTORY=mock $(VENV)/bin/python -m pytest -n 2 -q -m slow $(PYTEST_ARGS)
 
 # The unit tests only (tests/core, tests/gate, tests/central): no broker, no database server, no
 # gate process; under a minute. tests/system starts real processes and is in `make test`.
