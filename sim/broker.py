@@ -22,10 +22,40 @@ class BrokerError(GatedError, RuntimeError):
     """Mosquitto would not start; the message holds the end of its log."""
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, and not one this process handed out before (two
+    brokers made one after the other were once given the same one, and the second's start took
+    the first's listener for its own)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+
+
+def _listens(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds a socket listening on 127.0.0.1:`port` (Linux's /proc); None
+    where that cannot be told (no /proc): the caller trusts a connection then."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    wanted = f"0100007F:{port:04X}"
+    inodes = {f.split()[9] for f in table if f.split()[1] == wanted and f.split()[3] == "0A"}  # 0A: LISTEN
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
 
 
 class Mosquitto:
@@ -71,12 +101,19 @@ class Mosquitto:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise BrokerError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            # Its own listener: another process (a broker of another test) may hold the port, and
+            # this one is then on its way out with "Address already in use"
+            ours = _listens(self.process.pid, self.port)
+            if ours:
                 return self
-            except OSError:
-                time.sleep(0.05)
-        raise BrokerError(f"mosquitto did not listen on 127.0.0.1:{self.port}")
+            if ours is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise BrokerError(f"mosquitto did not listen on 127.0.0.1:{self.port}: {self.log.read_text()[-2000:]}")
 
     def stop(self, kill: bool = False) -> None:
         """SIGTERM: Mosquitto saves its persistence file on the way out (kill=True: SIGKILL, it does not)."""
