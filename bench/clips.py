@@ -287,17 +287,8 @@ def print_clips(result: dict, size, clips: int) -> list[str]:
 
 
 def bench_stills(size, count: int, seed: int) -> dict:
-    import zxingcpp
-    from pyzbar import pyzbar
-
-    scanner = Scanner("zxing")
-    decs = {
-        "gated": scanner.decode,
-        "zxing-cpp": lambda g: [b.text for b in zxingcpp.read_barcodes(g, formats=zxingcpp.BarcodeFormat.QRCode)],
-        "pyzbar": lambda g: [
-            s.data.decode("utf-8", errors="replace") for s in pyzbar.decode(g, symbols=[pyzbar.ZBarSymbol.QRCODE])
-        ],
-    }
+    plain = decoders()
+    decs = {"gated": Scanner("zxing").decode, "zxing-cpp": plain["zxing-cpp"](), "pyzbar": plain["pyzbar"]()}
     codes = ticket_codes(12, seed)
     rng = np.random.default_rng(seed + 1000)
     out = {name: {"ok": 0, "misread": 0, "cpu": [], "effects": {}} for name in decs}

@@ -588,12 +588,6 @@ class Debouncer:
                     del self._passed_at[text]
         return fresh
 
-    def holds(self, text: str) -> bool:
-        """Whether `text` was admitted and is still held (its visitor has not passed, nor has it
-        been out of sight for the hold-off): a copy of it still waiting to be judged is stale."""
-        with self._lock:
-            return text in self._held
-
     def judged(self, text: str, now: float) -> None:
         """`text` was judged (admitted or denied) and its decision was out at `now`: a copy of it
         captured before then is stale. Remembered JUDGED_MEMORY_S, at most JUDGED_MEMORY texts."""

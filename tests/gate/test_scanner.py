@@ -377,11 +377,12 @@ def test_a_code_refused_for_good_is_not_judged_again_while_it_stays_in_view():
 def test_a_held_code_is_known_as_held_until_its_visitor_passed():
     d = Debouncer(hold_off_s=2.0)
     assert d.feed(["A"], 0.0) == ["A"]
-    assert not d.holds("A")  # judged, not (yet) admitted
+    assert d.stale("A", 0.05) is None  # judged, not (yet) admitted
     d.admitted("A", 0.1)
-    assert d.holds("A") and not d.holds("B")  # a copy of A still queued is stale
+    assert d.stale("A", 0.5) == "already admitted, still in view"  # a copy of A still queued
+    assert d.stale("B", 0.5) is None
     d.passed(1.0)
-    assert not d.holds("A")
+    assert d.stale("A", 1.5) is None
 
 
 def test_an_admitted_code_out_of_sight_for_the_hold_off_is_judged_again():
@@ -404,7 +405,6 @@ def test_a_copy_captured_before_its_text_was_judged_is_stale():
     assert d.stale("A", 0.5) and d.stale("A", 1.0)
     assert not d.stale("A", 2.6)  # a frame taken after the decision: shown again, judged again
     assert not d.stale("B", 0.5)
-    assert not d.holds("A")
 
 
 def test_the_debouncer_forgets_old_judgements_and_keeps_none_at_zero_hold_off():
