@@ -12,12 +12,13 @@ def test_a_broker_whose_port_is_taken_says_so_instead_of_using_the_other(tmp_pat
     """The bridge test once failed this way: the site broker, given the central broker's port, took
     the central's listener for its own; the gates connected to the central and were refused."""
     first = Mosquitto(tmp_path / "first").start()
+    second = Mosquitto(tmp_path / "second", port=first.port)
     try:
-        second = Mosquitto(tmp_path / "second", port=first.port)
         with pytest.raises(BrokerError, match="Address already in use"):
             second.start()
         assert not second.running and first.running
-    finally:
+    finally:  # the second too: the old start() returned, and it took the port once the first stopped
+        second.stop()
         first.stop()
 
 
