@@ -212,11 +212,14 @@ def judge(bits: np.ndarray, reliability: np.ndarray, text: str) -> tuple[float, 
     zxing-cpp reads the decided modules drawn clean (a check on `correctable`'s hard count)."""
     truth = qr_modules(text).astype(bool)
     wrong = (bits != truth)[4:-4, 4:-4]
+    return float(wrong.mean()), correctable(wrong, reliability[4:-4, 4:-4], text), text in read_clean(bits)
+
+
+def read_clean(bits: np.ndarray) -> list[str]:
+    """What zxing-cpp reads in a bit matrix (True: dark; quiet zone included) drawn clean."""
     clean = np.kron(np.where(bits, 0, 255).astype(np.uint8), np.ones((6, 6), np.uint8))
-    found = zxingcpp.read_barcodes(
-        clean, formats=zxingcpp.BarcodeFormat.QRCodeModel2, text_mode=zxingcpp.TextMode.Plain
-    )
-    return float(wrong.mean()), correctable(wrong, reliability[4:-4, 4:-4], text), any(b.text == text for b in found)
+    plain = zxingcpp.TextMode.Plain
+    return [b.text for b in zxingcpp.read_barcodes(clean, formats=zxingcpp.BarcodeFormat.QRCodeModel2, text_mode=plain)]
 
 
 def stills(size, count: int, seed: int) -> None:

@@ -47,7 +47,8 @@ def _listens(pid: int, port: int) -> bool | None:
     except OSError:
         return None
     wanted = f"0100007F:{port:04X}"
-    inodes = {f.split()[9] for f in table if f.split()[1] == wanted and f.split()[3] == "0A"}  # 0A: LISTEN
+    rows = [line.split() for line in table]  # local address, ..., state (0A: LISTEN), ..., inode
+    inodes = {row[9] for row in rows if row[1] == wanted and row[3] == "0A"}
     for fd in fds:
         try:
             target = os.readlink(fd)

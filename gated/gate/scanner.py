@@ -575,7 +575,7 @@ class Debouncer:
                 for text in [t for t, seen in held.items() if now - seen >= self.hold_off_s]:
                     del held[text]  # out of sight for the hold-off: a new presentation when shown
             for text in dict.fromkeys(texts):
-                held = self._held if text in self._held else self._refused if text in self._refused else None
+                held = next((h for h in (self._held, self._refused) if text in h), None)
                 if held is not None:
                     held[text] = now  # the same presentation, still held up
                     continue

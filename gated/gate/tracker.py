@@ -92,9 +92,9 @@ class Tracker:
 
     def read(self, gray: np.ndarray) -> Reading:
         started = time.thread_time()
+        gray = as_gray(gray)  # once: the scanner's own as_gray is then a no-op
         reading = self.scanner.read(gray)
-        # a copy: a camera may reuse its buffer for the next frame
-        gray = np.array(as_gray(gray), dtype=np.uint8, copy=True)
+        gray = gray.copy()  # a camera may reuse its buffer for the next frame
         self._count += 1
         now = self.clock()
         self._frames.append((self._count, gray, now))

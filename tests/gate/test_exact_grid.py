@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import ticket
@@ -38,14 +37,6 @@ def code() -> str:
     return ticket.STATIC_PREFIX + ticket.base45.encode(ticket.encode_cose(claims, issuer))
 
 
-def read(modules: np.ndarray) -> list[str]:
-    clean = np.kron(np.where(modules, 0, 255).astype(np.uint8), np.ones((6, 6), np.uint8))
-    found = zxingcpp.read_barcodes(
-        clean, formats=zxingcpp.BarcodeFormat.QRCodeModel2, text_mode=zxingcpp.TextMode.Plain
-    )
-    return [b.text for b in found]
-
-
 def spoil(modules: np.ndarray, index: np.ndarray, codewords) -> tuple[np.ndarray, np.ndarray]:
     """The symbol (quiet zone included) with one module of each of `codewords` flipped, and the
     wrong-module map (quiet zone excluded)."""
@@ -62,7 +53,7 @@ def test_the_codeword_layout_counts_what_zxing_cpp_corrects(grid, code):
     symbol = qr_symbol(code)
     lay = grid.layout(symbol.version, symbol.error)
     modules = qr_modules(code)
-    assert read(modules) == [code]
+    assert grid.read_clean(modules) == [code]
     for block, checks in list(enumerate(lay.checks))[:: max(len(lay.checks) - 1, 1)]:  # the first block and the last
         mine = np.flatnonzero(lay.block == block)
         rng = np.random.default_rng(block)
@@ -72,11 +63,11 @@ def test_the_codeword_layout_counts_what_zxing_cpp_corrects(grid, code):
                 spoilt, wrong = spoil(modules, lay.index, chosen)
                 can = grid.correctable(wrong, np.ones(wrong.shape), code)
                 assert can["hard"] == (2 * errors <= checks) and can["genie"]
-                assert (read(spoilt) == [code]) == can["hard"], f"block {block}: codewords {chosen} wrong"
+                assert (grid.read_clean(spoilt) == [code]) == can["hard"], f"block {block}: codewords {chosen} wrong"
     # the same number of wrong codewords spread over all blocks: each within its share
     spread = [c for b, checks in enumerate(lay.checks) for c in np.flatnonzero(lay.block == b)[: checks // 2]]
     spoilt, wrong = spoil(modules, lay.index, spread)
-    assert grid.correctable(wrong, np.ones(wrong.shape), code)["hard"] and read(spoilt) == [code]
+    assert grid.correctable(wrong, np.ones(wrong.shape), code)["hard"] and grid.read_clean(spoilt) == [code]
 
 
 def test_gmd_erases_the_least_reliable_codewords_first(grid, code):
