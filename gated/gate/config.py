@@ -191,7 +191,8 @@ class TimingsSection:
     debounce_s: float = _opt(
         3.0,
         doc="the same code seen again within this is one scan, not two (an admitted code still in view: "
-        "not judged again until its visitor has passed; a code refused for good: not while in view)",
+        "not judged again until its visitor has passed, on a board without a passage sensor not while in "
+        "view; a code refused for good: not while in view)",
         minimum=0,
         maximum=3600,
     )

@@ -356,9 +356,10 @@ class Daemon:
                 self._scan(text, captured_at)
             self._guarded("uplink", self.uplink.poll)
             self._poll_gate()
-            # The admitted visitors passed (without a passage or door sensor: at once, the grant
-            # being confirmed on the spot; there the hold-off alone applies).
-            if self.debouncer.holding and not self.gate.state.grants:
+            # The admitted visitors passed. A board without a passage or door sensor never knows:
+            # there an admitted code stays held while it is in view, and until it has been out of
+            # sight for the hold-off (Debouncer.feed), like a code refused for good.
+            if self.turnstile.counts_passages and self.debouncer.holding and not self.gate.state.grants:
                 self.debouncer.passed(time.monotonic())
             now = time.monotonic()
             self._guarded("revocation policy", self._revocation_policy, now)

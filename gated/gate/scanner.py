@@ -112,9 +112,9 @@ act once. `Debouncer.feed(texts, now)` passes a text on the first time it is see
 most once per `hold_off_s`; a different text goes through at once. A code that was admitted
 (`Debouncer.admitted(text, now)`, from the thread that judged it) is not judged again while it
 stays in view until its visitor has passed (`Debouncer.passed(now)`: the gate has no admission
-waiting for its passage; on a board without a passage or door sensor, at once, so there the
-hold-off alone applies): a visitor who keeps the phone up while the arm turns gets no red
-`already_used` after the green. After the passage, or
+waiting for its passage; the daemon never calls it on a board without a passage or door sensor,
+which cannot tell) or it has been out of sight for `hold_off_s`: a visitor who keeps the phone up
+while the arm turns gets no red `already_used` after the green. After the passage, or
 after `hold_off_s` out of sight, the code is judged again (a friend handed the phone over the
 turnstile gets the red). A code refused for good (`Debouncer.refused(text, now)`, for the reasons
 in gated.core.reasons.FINAL_REFUSALS, which the code's own bytes decide: a QR code that is no

@@ -17,10 +17,12 @@ import paho.mqtt.client as mqtt
 import tomli_w
 
 from gated.core import events
+from gated.gate.tracker import WINDOW_S
 
 ROOT = Path(__file__).resolve().parents[2]
 GATED = Path(sys.executable).parent / "gated"
 EXAMPLE = ROOT / "firmware_config" / "gated.example.toml"
+SIGHT_MARGIN_S = 0.3  # a loaded test machine's camera thread may read a frame this much late
 
 
 def gate_config(
@@ -100,6 +102,9 @@ class GateProcess:
         self.logs: list[dict] = []
         self.raw: list[str] = []
         self._reader: threading.Thread | None = None
+        self._hidden_at: dict[str, float] = {}  # text -> when judge() last took it away
+        timings = tomllib.loads(config_path.read_text()).get("timings", {})
+        self.hold_off_s = float(timings.get("debounce_s", 3.0))
 
     def start(self) -> "GateProcess":
         self.logs, self.raw = [], []
@@ -150,10 +155,14 @@ class GateProcess:
         """Show `text` to the gate's camera (its control socket client) until the gate has judged
         it once more, take it away, wait `settle_s`; that scan's log line. A scan of the ticket
         shown before, when another text is shown now, is not the answer: a loaded gate may still
-        decode frames of it after it was taken away (or read it from its stacked frames). A code
-        refused for good (gated.core.reasons.FINAL_REFUSALS) is judged again only once it has been
-        out of sight for the hold-off, and the Tracker may still read it 0.6 s after it was taken
-        away: show such a code again only after both."""
+        decode frames of it after it was taken away (or read it from its stacked frames).
+        A text shown before is shown again only once the gate sees a new presentation in it: the
+        Tracker may read it from its recent frames for WINDOW_S after it was taken away, and a code
+        admitted on a board without a passage sensor, or refused for good, is judged again only
+        after that, out of sight for the hold-off (`timings.debounce_s`; gated/gate/scanner.py)."""
+        hidden_at = self._hidden_at.get(text)
+        if hidden_at is not None:
+            time.sleep(max(0.0, hidden_at + WINDOW_S + self.hold_off_s + SIGHT_MARGIN_S - time.monotonic()))
         before = len(self.scans())
         previous_text, previous_ticket = getattr(self, "_shown", (None, None))
         stale = previous_ticket if previous_text != text else None
@@ -166,6 +175,7 @@ class GateProcess:
             self.wait_for(answers, what="the code judged")
         finally:
             camera.request("show", text=None)
+            self._hidden_at[text] = time.monotonic()
         answer = answers()[0]
         self._shown = (text, answer.get("ticket"))
         time.sleep(settle_s)
