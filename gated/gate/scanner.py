@@ -25,9 +25,16 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               the first. At 720p the coarse pass always left such a code so; on frames up to
               800x600 the full frame read both before (kept for the cost: reading the full frame
               too whenever a region stayed unread, as a phone's lines of text under its code do,
-              put the harder stills' median at 2.2-2.7x plain zxing-cpp). Likewise a code that
-              stays in view and is read every frame (a QR sign on the wall in the camera's view)
-              ends every frame's reading, as the coarse and fine passes' reads always did.
+              put the harder stills' median at 2.2-2.7x plain zxing-cpp). A code that stays in
+              view and is read in the same place for SIGN_AFTER frames in a row (a QR sign on the
+              wall in the camera's view) is a sign (`Scanner.signs`): from then on each frame first
+              reads the sign's place alone (PLAIN_TRIES, ~0.2-0.5 ms), paints it over and reads the
+              rest of the frame with every pass, as if the sign were not there; its text is still
+              reported with the frame's (`Reading.signs`). Before the tenth session the sign's
+              read ended every frame's reading, so a ticket beside it got only the plain read of
+              its region (at 720p: 32 of 60 of bench/clips.py's harder stills the scanner reads
+              alone were never read with a sign in view). A sign not read at its place alone
+              (taken down, covered by a phone) is forgotten and the frame read whole.
     "fine"    the full frame. Above 800x600 it is smoothed 3x3 first (sensor noise makes the
               local binarizer chase speckle: the smoothing halves the idle cost at 720p and
               loses nothing when a module spans 3+ pixels) and zxing-cpp's own downscaling is
@@ -153,6 +160,8 @@ PLAIN_REGIONS = 4  # the texture pass's plain reads try the largest this many re
 TEXTURE_REGIONS = 2  # ... and its dearer reads the largest this many
 SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
 SCENERY_SLACK = 4  # pixels each box edge may move and still be "the same place"
+SIGN_AFTER = 30  # frames (1-2 s): a code read this many frames in a row, at one place, is a sign
+MAX_SIGNS = 4
 
 
 class Try(NamedTuple):
@@ -207,12 +216,19 @@ class Reading:
     """What one frame yielded: the texts (in reading order, no duplicates) and the pass that found
     them; `unconfirmed`: texts decoded with a block's error correction used up and not confirmed
     by a second read (not reads); `places`: where a code was read or seen, or a region looked like
-    one (for gated.gate.tracker)."""
+    one (for gated.gate.tracker); `signs`: those of the texts read at a sign's place (a code read in
+    one place frame after frame; `Scanner.signs`), the rest of the frame read as if it were not there."""
 
     texts: list[str]
     via: str | None  # None: nothing found
     unconfirmed: list[str] = field(default_factory=list)
     places: list[Box] = field(default_factory=list)
+    signs: list[str] = field(default_factory=list)
+
+    @property
+    def news(self) -> list[str]:
+        """The texts read but the signs'."""
+        return [t for t in self.texts if t not in self.signs]
 
 
 class Scanner:
@@ -240,6 +256,8 @@ class Scanner:
         cv2.setNumThreads(1)
         self._unread: list[tuple[tuple[int, int, int, int], int]] = []  # textured boxes not read: (box, frames)
         self._unbent: list[tuple[Box, int]] = []  # symbols resampled in vain: (box, frames)
+        self._streaks: dict[str, int] = {}  # text -> frames in a row it was read (signs aside)
+        self._signs: list[tuple[str, Box]] = []  # (text, place)
 
     @property
     def scenery(self) -> list[tuple[int, int, int, int]]:
@@ -248,6 +266,14 @@ class Scanner:
         poster, a keyboard, a damaged code on the wall), which would otherwise cost every
         idle frame its reads. A code held up by hand moves by more than SCENERY_SLACK pixels."""
         return [box for box, frames in self._unread + self._unbent if frames >= SCENERY_AFTER]
+
+    @property
+    def signs(self) -> list[tuple[str, Box]]:
+        """Codes read at one place for SIGN_AFTER frames in a row (a QR sign on the wall in the
+        camera's view, a ticket left lying in front of it), as (text, place): each frame reads the
+        place alone first and the rest of the frame without it, so that the sign's read does not
+        end the frame's reading before the dearer passes reach a visitor's code beside it."""
+        return list(self._signs)
 
     def decode(self, gray: np.ndarray) -> list[str]:
         """The QR texts in one frame (empty list: none)."""
@@ -265,6 +291,49 @@ class Scanner:
         return zx.read_barcodes(image, formats=zx.BarcodeFormat.QRCodeModel2, text_mode=zx.TextMode.Plain, **options)
 
     def _read_zxing(self, gray: np.ndarray) -> Reading:
+        signs, rest = self._read_signs(gray)
+        reading = self._read_zxing_frame(rest)
+        if signs:
+            reading = Reading(
+                _unique(signs + reading.texts), reading.via or "sign", reading.unconfirmed, reading.places, signs
+            )
+        self._follow(gray, reading)
+        return reading
+
+    def _read_signs(self, gray: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The texts of the signs read at their places alone (PLAIN_TRIES), and the frame with those
+        places painted over (each with its cut's median) for the passes to read the rest. A sign
+        whose place reads anything else (nothing: taken down, or covered by a phone; another code
+        too) is forgotten, and the frame is read whole."""
+        if not self._signs:
+            return [], gray
+        self._signs = [
+            (text, box) for text, box in self._signs if self.read_place(gray, box, [], PLAIN_TRIES) == [text]
+        ]
+        if not self._signs:
+            return [], gray
+        rest = gray.copy()
+        for _, box in self._signs:
+            x0, y0, x1, y1 = _cut_box(box, gray.shape)
+            rest[y0:y1, x0:x1] = int(_median(rest[y0:y1, x0:x1]))
+        return [text for text, _ in self._signs], rest
+
+    def _follow(self, gray: np.ndarray, reading: Reading) -> None:
+        """Count the frames in a row each text was read in; one read SIGN_AFTER frames in a row whose
+        place (among the frame's) a plain read alone reads is a sign from the next frame on. One read
+        so long that no place reads alone (a dearer pass reads it) is counted anew."""
+        self._streaks = {text: self._streaks.get(text, 0) + 1 for text in reading.news}
+        for text, frames in list(self._streaks.items()):
+            if frames < SIGN_AFTER or len(self._signs) >= MAX_SIGNS:
+                continue
+            place = next((b for b in reading.places if self.read_place(gray, b, [], PLAIN_TRIES) == [text]), None)
+            if place is not None:
+                self._signs.append((text, place))
+                del self._streaks[text]
+            else:
+                self._streaks[text] = 0
+
+    def _read_zxing_frame(self, gray: np.ndarray) -> Reading:
         import cv2
 
         zx = self._lib
@@ -844,10 +913,16 @@ def _sift(found, image: np.ndarray, via: str, doubts: list[_Doubt]) -> list[str]
 
 def _cut(gray: np.ndarray, box: Box) -> np.ndarray:
     """The region `box` of the frame with a margin of a tenth of its size and 4 pixels."""
-    height, width = gray.shape
+    x0, y0, x1, y1 = _cut_box(box, gray.shape)
+    return gray[y0:y1, x0:x1]
+
+
+def _cut_box(box: Box, shape) -> Box:
+    """`box` grown by a margin of a tenth of its size and 4 pixels, within a frame of `shape`."""
+    height, width = shape
     x0, y0, x1, y1 = box
     margin = (max(x1 - x0, y1 - y0)) // 10 + 4
-    return gray[max(y0 - margin, 0) : min(y1 + margin, height), max(x0 - margin, 0) : min(x1 + margin, width)]
+    return max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, width), min(y1 + margin, height)
 
 
 def _box_around(position, scale: float, offset) -> Box:

@@ -41,7 +41,7 @@ from collections import deque
 
 import numpy as np
 
-from gated.gate.scanner import Box, Reading, Scanner, Try, as_gray
+from gated.gate.scanner import Box, Reading, Scanner, Try, _unique, as_gray
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
@@ -104,7 +104,7 @@ class Tracker:
         self._stacked = {key for key in self._stacked if key[0][0] >= oldest}
         before = [box for box, age, _ in self._places if age == 0]  # the last frame's places
         self._remember(reading.places, gray.shape, now)
-        if reading.texts:
+        if reading.news:  # a sign's text alone (Scanner.signs) leaves the rest of the frame to read
             return reading
         if not self._places:
             return reading
@@ -134,7 +134,7 @@ class Tracker:
                     via = "remembered"
                     break
         if texts:
-            return Reading(texts, via, places=reading.places)
+            return Reading(_unique(reading.signs + texts), via, places=reading.places, signs=reading.signs)
         return reading
 
     def _remember(self, places: list[Box], shape, now: float) -> None:

@@ -21,7 +21,16 @@ from gated.gate.rehearsal.synthetic import (
     render_hard_idle_frame,
     render_ticket_frame,
 )
-from gated.gate.scanner import JUDGED_MEMORY, JUDGED_MEMORY_S, SCENERY_AFTER, Debouncer, Scanner, texture_boxes
+from gated.gate.rehearsal.phone import still_frame
+from gated.gate.scanner import (
+    JUDGED_MEMORY,
+    JUDGED_MEMORY_S,
+    SCENERY_AFTER,
+    SIGN_AFTER,
+    Debouncer,
+    Scanner,
+    texture_boxes,
+)
 from gated.gate.tracker import Tracker
 from gated.gate.validate import validate
 from tests.support.frames import MILD, ZXING_BAR, idle_frames, photos, ticket_frames
@@ -445,3 +454,59 @@ def test_an_admitted_code_never_seen_again_is_forgotten_after_the_hold_off():
     d.feed([], 400.0)
     assert not d.holding
     assert d.feed(["T5"], 401.0) == ["T5"]  # shown again: judged again
+
+
+# --- a QR sign in the camera's view (a code read in one place frame after frame)
+
+SIGN = "https://venue.example/wifi"
+
+
+def with_sign(frame: np.ndarray, sign: np.ndarray | None = None, at=(10, 10)) -> np.ndarray:
+    """`frame` with a sharp QR sign (or `sign`) on the wall at `at`."""
+    sign = plain_code(SIGN, 4) if sign is None else sign
+    x, y = at
+    out = frame.copy()
+    out[y : y + sign.shape[0], x : x + sign.shape[1]] = sign
+    return out
+
+
+def test_a_sign_in_view_leaves_the_dearer_passes_to_a_phone_beside_it():
+    """A QR sign on the wall is read on every frame. Read in one place for SIGN_AFTER frames, it is a
+    sign: its place is read alone and painted over, and the rest of the frame gets every pass. A
+    phone at 720p that only the texture pass reads (its region upscaled and sharpened) is read
+    beside it; before, the sign's read ended every frame's reading and the phone was never read.
+    Taken down, the sign is forgotten; covered by another code, that code is read."""
+    text = fixed_codes()[0]
+    phone, _ = still_frame(text, (1280, 720), np.random.default_rng(100))
+    assert Scanner().read(phone).via == "texture"
+    scene, _ = still_frame(None, (1280, 720), np.random.default_rng(100))  # the same scene, no code on the phone
+    assert Scanner().decode(with_sign(phone)) == [SIGN]  # a sign the scanner has not learned ends the reading
+    scanner = Scanner()
+    for _ in range(SIGN_AFTER - 1):
+        assert scanner.decode(with_sign(scene)) == [SIGN]
+    assert scanner.signs == []
+    scanner.decode(with_sign(scene))
+    ((sign_text, place),) = scanner.signs
+    assert sign_text == SIGN and place[0] <= 30 and place[2] >= 10 + 4 * 25
+    for _ in range(3):
+        reading = scanner.read(with_sign(phone))
+        assert (reading.texts, reading.signs, reading.news) == ([SIGN, text], [SIGN], [text])
+    assert scanner.decode(phone) == [text] and scanner.signs == []  # taken down
+    other = fixed_codes()[1]
+    for _ in range(SIGN_AFTER):
+        scanner.decode(with_sign(scene))
+    assert scanner.signs
+    covered = with_sign(scene, plain_code(other, 3), at=(20, 20))
+    assert scanner.decode(covered) == [other] and scanner.signs == []
+
+
+def test_a_code_read_in_one_place_by_the_dearer_passes_only_is_no_sign():
+    """A sign is a code its place alone reads at once (a plain read): one only a dearer pass reads
+    stays a code of the frame, counted anew, and the frame's reading is what it was."""
+    text = fixed_codes()[0]
+    phone, _ = still_frame(text, (1280, 720), np.random.default_rng(100))
+    scanner = Scanner()
+    for _ in range(SIGN_AFTER + 2):
+        reading = scanner.read(phone)
+        assert (reading.texts, reading.via, reading.signs) == ([text], "texture", [])
+    assert scanner.signs == []

@@ -13,7 +13,7 @@ import pytest
 
 from gated.gate import scanloop
 from gated.gate.rehearsal.phone import Doses, phone_clip, still_frame
-from gated.gate.scanner import Debouncer, Scanner
+from gated.gate.scanner import SIGN_AFTER, Debouncer, Scanner
 from gated.gate.tracker import STACK_FRAMES, Tracker
 from tests.gate.test_scanner import fixed_codes
 
@@ -211,3 +211,21 @@ def test_a_place_counts_as_still_when_its_centre_moved_under_a_tenth_of_its_size
     assert not _still(box, [(130, 100, 330, 300)])  # moved 30 px: still reaching
     assert not _still(box, [])  # nothing there in the last frame
     assert _still(box, [(600, 600, 700, 700), (101, 99, 301, 299)])  # any of the last frame's places
+
+
+def test_a_sign_in_view_does_not_keep_the_frames_from_being_read_together(faint_clip):
+    """A QR sign on the wall, read on every frame, is a sign after SIGN_AFTER frames (Scanner.signs):
+    the Tracker still reads the rest of each frame across frames. Before, the sign's read ended
+    every frame's reading, and a phone only the stack reads was never read beside it."""
+    from tests.gate.test_scanner import SIGN, with_sign
+
+    text, frames = faint_clip
+    wall = np.full_like(frames[0], 150)
+    tracker = Tracker(budget_s=1.0)
+    for _ in range(SIGN_AFTER):
+        assert tracker.decode(with_sign(wall)) == [SIGN]
+    assert [t for t, _ in tracker.scanner.signs] == [SIGN]
+    readings = [tracker.read(with_sign(f)) for f in frames]
+    read = [r for r in readings if r.news]
+    assert read and all(r.texts == [SIGN, text] and r.via == "stacked" and r.signs == [SIGN] for r in read)
+    assert all(r.texts == [SIGN] for r in readings if not r.news)
