@@ -99,6 +99,7 @@ class Daemon:
         self._occupancy_ms = 0  # `ts` of the newest occupancy message taken: an older one is ignored
         self.store_ok = True
         self.camera_fault: str | None = None
+        self.decoder_fault: str | None = None  # the decoder raised on the last frame: its error
         self._next_health = 0.0
         self._next_rev_check = 0.0
         self._stale_why: str | None = None
@@ -311,6 +312,12 @@ class Daemon:
         deadline = time.monotonic() + FIRST_FRAME_S
         while self.counters.frames == 0:
             if time.monotonic() > deadline:
+                if self.camera_fault is None and self.decoder_fault is not None:
+                    raise StartupError(
+                        f"camera {self.cfg.camera.source}: frames arrive, but the scanner failed on every one "
+                        f"for {FIRST_FRAME_S:g} s ({self.decoder_fault}; the log's `frame not decoded` has "
+                        "the traceback: a fault of gated's, please report it)"
+                    )
                 why = self.camera_fault or "no frame"
                 raise StartupError(f"camera {self.cfg.camera.source}: {why} within {FIRST_FRAME_S:g} s of start")
             if self._stop.wait(0.01):
@@ -334,11 +341,15 @@ class Daemon:
             self._camera_stop,
             on_frame=self._frame_read,
             on_fault=self._camera_failed,
+            on_lost=self._frame_lost,
         )
 
     def _frame_read(self, frame, texts) -> None:
-        self.camera_fault = None
+        self.camera_fault = self.decoder_fault = None
         self.counters.frame(time.monotonic())
+
+    def _frame_lost(self, frame, exc: Exception) -> None:
+        self.decoder_fault = f"{type(exc).__name__}: {exc}"
 
     def _camera_failed(self, exc: Exception) -> None:
         if str(exc) != self.camera_fault:
@@ -500,6 +511,10 @@ class Daemon:
         last = self.counters.last_frame_at
         return self.camera_fault is None and last is not None and time.monotonic() - last < CAMERA_STALL_S
 
+    @property
+    def _camera_trouble(self) -> str:
+        return "frames not decoded" if self.camera_fault is None and self.decoder_fault else "stalled"
+
     def _watchdog(self, now: float) -> None:
         """Pings while the loop runs and the camera delivers. A store that refuses writes (a full
         disk) does not stop them: a restart would not free space, and a restarting gate flaps its
@@ -512,7 +527,7 @@ class Daemon:
             self._next_watchdog = now + self._watchdog_every
         if not (self.camera_ok and self.store_ok):
             sdnotify.status(
-                f"unhealthy: camera {'ok' if self.camera_ok else 'stalled'}, "
+                f"unhealthy: camera {'ok' if self.camera_ok else self._camera_trouble}, "
                 f"store {'ok' if self.store_ok else 'failing'}"
             )
 

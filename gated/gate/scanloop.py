@@ -43,11 +43,13 @@ def read_codes(
     *,
     on_frame: Callable[[Frame, list[str]], None] | None = None,
     on_fault: Callable[[Exception], None] | None = None,
+    on_lost: Callable[[Frame, Exception], None] | None = None,
 ) -> None:
     """The camera thread, until `stop` is set: every code read, once per debounce hold-off, goes
     into `codes` as (text, captured_at). `on_frame(frame, texts)` is called after each frame is
     decoded (the daemon counts frames and clears its camera fault there; the benchmark times the
-    decode); `on_fault(exc)` when the camera raises (CameraError, OSError).
+    decode); `on_fault(exc)` when the camera raises (CameraError, OSError); `on_lost(frame, exc)`
+    when the decoder raises on a frame.
 
     A frame the decoder raises on is lost alone: it is logged (`frame not decoded`, once for a run
     of the same error, with the frame's origin), it is neither counted nor fed to the debouncer
@@ -70,6 +72,8 @@ def read_codes(
             texts = scanner.decode(frame.gray)
         except Exception as exc:  # noqa: BLE001  a frame the decoder chokes on costs that frame, not the camera thread
             failing = _undecoded(failing, exc, frame)
+            if on_lost is not None:
+                on_lost(frame, exc)
             continue
         if failing is not None:
             log.warning("frames decoded again", frames_lost=failing.frames, last_error=failing.error)

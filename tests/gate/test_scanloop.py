@@ -118,11 +118,17 @@ def test_a_frame_the_decoder_raises_on_is_lost_alone_and_logged_once(tmp_path, a
     inner.open()
     bad = [np.zeros((48, 64), np.float32), np.zeros((48, 64), np.float32), np.zeros((48, 64, 2), np.uint8)]
     codes: queue.Queue = queue.Queue()
-    seen = []
+    seen, lost = [], []
     with capture_logs() as logs:
-        run_until_finished(FirstThen(inner, bad), codes, on_frame=lambda frame, texts: seen.append(texts))
+        run_until_finished(
+            FirstThen(inner, bad),
+            codes,
+            on_frame=lambda frame, texts: seen.append(texts),
+            on_lost=lambda frame, exc: lost.append((frame.origin, type(exc).__name__)),
+        )
     assert codes.get_nowait()[0] == text  # the camera thread lived on to read the next frame
     assert seen == [[text]]  # the lost frames were not counted as decoded
+    assert lost == [("bad", "ValueError")] * 3  # each told to the daemon (its start-up and status say why)
     errors = [(e["event"], e["origin"], e["error"]) for e in logs if e["event"] == "frame not decoded"]
     assert [origin for _, origin, _ in errors] == ["bad", "bad"]  # once per run of one error
     assert "expected a grayscale uint8 frame" in errors[0][2] and "(48, 64, 2)" in errors[1][2]
