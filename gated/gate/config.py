@@ -192,7 +192,7 @@ class TimingsSection:
         3.0,
         doc="the same code seen again within this is one scan, not two (an admitted code still in view: "
         "not judged again until its visitor has passed, on a board without a passage sensor not while in "
-        "view; a code refused for good: not while in view)",
+        "view; a code refused for good: not while in view; 0: every frame's sighting judged)",
         minimum=0,
         maximum=3600,
     )

@@ -26,15 +26,18 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               800x600 the full frame read both before (kept for the cost: reading the full frame
               too whenever a region stayed unread, as a phone's lines of text under its code do,
               put the harder stills' median at 2.2-2.7x plain zxing-cpp). A code that stays in
-              view and is read in the same place for SIGN_AFTER frames in a row (a QR sign on the
-              wall in the camera's view) is a sign (`Scanner.signs`): from then on each frame first
+              view and is read for SIGN_AFTER frames in a row, and then read at its place alone (a
+              QR sign on the wall in the camera's view) is a sign (`Scanner.signs`): from then on each frame first
               reads the sign's place alone (PLAIN_TRIES, ~0.2-0.5 ms), paints it over and reads the
               rest of the frame with every pass, as if the sign were not there; its text is still
-              reported with the frame's (`Reading.signs`). Before the tenth session the sign's
-              read ended every frame's reading, so a ticket beside it got only the plain read of
-              its region (at 720p: 32 of 60 of bench/clips.py's harder stills the scanner reads
-              alone were never read with a sign in view). A sign not read at its place alone
-              (taken down, covered by a phone) is forgotten and the frame read whole.
+              reported with the frame's (`Reading.signs`). Formerly the sign's read ended every
+              frame's reading, so a ticket beside it got only the plain read of its region (at
+              720p: 32 of 60 of bench/clips.py's harder stills the scanner reads alone were never
+              read with a sign in view). A sign not read at its place alone (taken down, covered
+              by a phone) is forgotten and the frame read whole. Not signs, so still ending the
+              frame's reading: a code its place alone does not read with the plain read (one the
+              coarse pass reads at half resolution only), a fifth one (MAX_SIGNS); and the pyzbar
+              backend learns none.
     "fine"    the full frame. Above 800x600 it is smoothed 3x3 first (sensor noise makes the
               local binarizer chase speckle: the smoothing halves the idle cost at 720p and
               loses nothing when a module spans 3+ pixels) and zxing-cpp's own downscaling is
@@ -160,7 +163,7 @@ PLAIN_REGIONS = 4  # the texture pass's plain reads try the largest this many re
 TEXTURE_REGIONS = 2  # ... and its dearer reads the largest this many
 SCENERY_AFTER = 30  # frames (1-2 s): a textured region unread and unmoved this long is part of the scene
 SCENERY_SLACK = 4  # pixels each box edge may move and still be "the same place"
-SIGN_AFTER = 30  # frames (1-2 s): a code read this many frames in a row, at one place, is a sign
+SIGN_AFTER = 30  # frames (1-2 s): a code read this many frames in a row, its place then read alone, is a sign
 MAX_SIGNS = 4
 
 
@@ -293,11 +296,11 @@ class Scanner:
     def _read_zxing(self, gray: np.ndarray) -> Reading:
         signs, rest = self._read_signs(gray)
         reading = self._read_zxing_frame(rest)
+        self._follow(gray, reading)  # what the rest of the frame read: a second copy of a sign too
         if signs:
             reading = Reading(
                 _unique(signs + reading.texts), reading.via or "sign", reading.unconfirmed, reading.places, signs
             )
-        self._follow(gray, reading)
         return reading
 
     def _read_signs(self, gray: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -316,13 +319,15 @@ class Scanner:
         for _, box in self._signs:
             x0, y0, x1, y1 = _cut_box(box, gray.shape)
             rest[y0:y1, x0:x1] = int(_median(rest[y0:y1, x0:x1]))
-        return [text for text, _ in self._signs], rest
+        return _unique(text for text, _ in self._signs), rest
 
     def _follow(self, gray: np.ndarray, reading: Reading) -> None:
-        """Count the frames in a row each text was read in; one read SIGN_AFTER frames in a row whose
-        place (among the frame's) a plain read alone reads is a sign from the next frame on. One read
-        so long that no place reads alone (a dearer pass reads it) is counted anew."""
-        self._streaks = {text: self._streaks.get(text, 0) + 1 for text in reading.news}
+        """Count the frames in a row each text was read in (`reading`: of the frame with the signs
+        painted over, so that a second copy of a sign, a poster hung twice, counts too); one read
+        SIGN_AFTER frames in a row whose place in this frame (among the reading's places) a plain
+        read alone reads is a sign from the next frame on. One read so long that no place reads
+        it alone (a dearer pass reads it) is counted anew."""
+        self._streaks = {text: self._streaks.get(text, 0) + 1 for text in reading.texts}
         for text, frames in list(self._streaks.items()):
             if frames < SIGN_AFTER or len(self._signs) >= MAX_SIGNS:
                 continue

@@ -510,3 +510,23 @@ def test_a_code_read_in_one_place_by_the_dearer_passes_only_is_no_sign():
         reading = scanner.read(phone)
         assert (reading.texts, reading.via, reading.signs) == ([text], "texture", [])
     assert scanner.signs == []
+
+
+def test_a_sign_hung_twice_becomes_two_signs():
+    """Two copies of one poster in view: the second, read in the rest of the frame once the first is
+    a sign, counts too and becomes a sign of its own; then the phone beside them is read (with the
+    second copy counted as the first's text, it would end every frame's reading for good)."""
+    text = fixed_codes()[0]
+    phone, _ = still_frame(text, (1280, 720), np.random.default_rng(100))
+    scene, _ = still_frame(None, (1280, 720), np.random.default_rng(100))
+    right = (1280 - plain_code(SIGN, 4).shape[1] - 10, 10)
+
+    def twice(frame):
+        return with_sign(with_sign(frame), at=right)
+
+    scanner = Scanner()
+    for _ in range(2 * SIGN_AFTER):
+        assert scanner.decode(twice(scene)) == [SIGN]
+    assert [t for t, _ in scanner.signs] == [SIGN, SIGN]
+    reading = scanner.read(twice(phone))
+    assert (reading.texts, reading.signs) == ([SIGN, text], [SIGN])

@@ -22,7 +22,9 @@ from gated.gate.tracker import WINDOW_S
 ROOT = Path(__file__).resolve().parents[2]
 GATED = Path(sys.executable).parent / "gated"
 EXAMPLE = ROOT / "firmware_config" / "gated.example.toml"
-SIGHT_MARGIN_S = 0.3  # a loaded test machine's camera thread may read a frame this much late
+SIGHT_MARGIN_S = 0.3  # a loaded test machine's camera thread may read a frame this much late ...
+SHOWN_AGAIN_S = 3.0  # ... and when a text shown again is not judged this long after the hold-off,
+SHOWINGS = 3  # it is taken away again and shown again, this many showings in all
 
 
 def gate_config(
@@ -159,10 +161,12 @@ class GateProcess:
         A text shown before is shown again only once the gate sees a new presentation in it: the
         Tracker may read it from its recent frames for WINDOW_S after it was taken away, and a code
         admitted on a board without a passage sensor, or refused for good, is judged again only
-        after that, out of sight for the hold-off (`timings.debounce_s`; gated/gate/scanner.py)."""
-        hidden_at = self._hidden_at.get(text)
-        if hidden_at is not None:
-            time.sleep(max(0.0, hidden_at + WINDOW_S + self.hold_off_s + SIGHT_MARGIN_S - time.monotonic()))
+        after that, out of sight for the hold-off (`timings.debounce_s`; gated/gate/scanner.py). A
+        loaded machine's camera thread may see it later than that: a text shown again and not
+        judged within SHOWN_AGAIN_S is taken away for as long again and shown once more."""
+        again = text in self._hidden_at
+        if again:
+            self._out_of_sight(text)
         before = len(self.scans())
         previous_text, previous_ticket = getattr(self, "_shown", (None, None))
         stale = previous_ticket if previous_text != text else None
@@ -172,14 +176,40 @@ class GateProcess:
 
         camera.request("show", text=text)
         try:
+            for _ in range(SHOWINGS - 1 if again else 0):
+                if self._judged_within(answers, self.hold_off_s + WINDOW_S + SHOWN_AGAIN_S):
+                    break
+                self.hide(camera, text)  # still held from the last showing: out of sight again
+                self._out_of_sight(text)
+                if answers():
+                    break
+                camera.request("show", text=text)
             self.wait_for(answers, what="the code judged")
         finally:
-            camera.request("show", text=None)
-            self._hidden_at[text] = time.monotonic()
+            self.hide(camera, text)
         answer = answers()[0]
         self._shown = (text, answer.get("ticket"))
         time.sleep(settle_s)
         return answer
+
+    def hide(self, camera, text: str) -> None:
+        """Take the code shown (`text`) away from the camera; `judge` shows it again only once the
+        gate sees a new presentation in it."""
+        camera.request("show", text=None)
+        self._hidden_at[text] = time.monotonic()
+
+    def _out_of_sight(self, text: str) -> None:
+        time.sleep(max(0.0, self._hidden_at[text] + WINDOW_S + self.hold_off_s + SIGHT_MARGIN_S - time.monotonic()))
+
+    def _judged_within(self, answers, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if answers():
+                return True
+            if self.process.poll() is not None:
+                return False  # wait_for says so, with the last lines
+            time.sleep(0.02)
+        return False
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         self.wait_for(lambda: self.logged("gate ready"), timeout, "gate ready")

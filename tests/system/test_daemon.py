@@ -469,27 +469,24 @@ def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, 
 
 def test_without_a_passage_sensor_a_phone_kept_up_after_the_green_gets_no_red(tmp_path, authority, broker):
     """The same on a board that cannot tell when the visitor passed (relay-only: a pulse to a lane
-    controller that counts its own passages): the code held up for 3 s, six times the hold-off,
-    gets its green and nothing after it (before the tenth session: a red `already_used` and a
-    re-use attempt in the ledger every hold-off). Out of sight for the hold-off and shown again, it
+    controller that counts its own passages): the code held up for 4 s, four times the hold-off,
+    gets its green and nothing after it (formerly: a red `already_used` and a re-use attempt in the
+    ledger every hold-off). Out of sight for the hold-off and shown again, it
     is a new presentation: a phone handed back over the lane gets the red."""
     from gated.gate.rehearsal.control import Client
-    from gated.gate.tracker import WINDOW_S
 
     ok_a = authority.ticket()
-    gate = synthetic_gate(tmp_path, authority, broker, board="relay-only", timings={"debounce_s": 0.5})
+    # a hold-off long enough that a busy test machine's stall of the camera thread makes no gap
+    gate = synthetic_gate(tmp_path, authority, broker, board="relay-only", timings={"debounce_s": 1.0})
     try:
         gate.wait_ready()
         client = Client(tmp_path / "sim.sock")
         client.request("show", text=ok_a)
         gate.wait_for(lambda: gate.scans(), what="the scan")
-        time.sleep(3.0)  # still held up, read on every frame
+        time.sleep(4.0)  # still held up, read on every frame
         assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
-        client.request("show", text=None)
-        time.sleep(WINDOW_S + 0.5 + 0.5)  # the Tracker's last read of it from its recent frames, then the hold-off
-        client.request("show", text=ok_a)
-        gate.wait_for(lambda: len(gate.scans()) >= 2, what="the code shown again, judged")
-        client.request("show", text=None)
+        gate.hide(client, ok_a)
+        assert gate.judge(client, ok_a)["reason"] == "already_used"  # out of sight for the hold-off, shown again
         client.close()
         assert gate.terminate() == 0
     finally:
