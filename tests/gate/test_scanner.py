@@ -11,6 +11,7 @@ import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import ticket
+from gated.gate.rehearsal.phone import still_frame
 from gated.gate.rehearsal.synthetic import (
     HARD_LOW_CONTRAST,
     HARD_RANGES,
@@ -21,7 +22,6 @@ from gated.gate.rehearsal.synthetic import (
     render_hard_idle_frame,
     render_ticket_frame,
 )
-from gated.gate.rehearsal.phone import still_frame
 from gated.gate.scanner import (
     JUDGED_MEMORY,
     JUDGED_MEMORY_S,
