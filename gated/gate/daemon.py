@@ -99,7 +99,7 @@ class Daemon:
         self._occupancy_ms = 0  # `ts` of the newest occupancy message taken: an older one is ignored
         self.store_ok = True
         self.camera_fault: str | None = None
-        self.decoder_fault: str | None = None  # the decoder raised on the last frame: its error
+        self.decoder_fault: tuple[str, float] | None = None  # the decoder raised on the last frame: its error, when
         self._next_health = 0.0
         self._next_rev_check = 0.0
         self._stale_why: str | None = None
@@ -312,10 +312,11 @@ class Daemon:
         deadline = time.monotonic() + FIRST_FRAME_S
         while self.counters.frames == 0:
             if time.monotonic() > deadline:
-                if self.camera_fault is None and self.decoder_fault is not None:
+                undecoded = self._undecoded()
+                if undecoded is not None:
                     raise StartupError(
                         f"camera {self.cfg.camera.source}: frames arrive, but the scanner failed on every one "
-                        f"for {FIRST_FRAME_S:g} s ({self.decoder_fault}; the log's `frame not decoded` has "
+                        f"for {FIRST_FRAME_S:g} s ({undecoded}; the log's `frame not decoded` has "
                         "the traceback: a fault of gated's, please report it)"
                     )
                 why = self.camera_fault or "no frame"
@@ -349,12 +350,21 @@ class Daemon:
         self.counters.frame(time.monotonic())
 
     def _frame_lost(self, frame, exc: Exception) -> None:
-        self.decoder_fault = f"{type(exc).__name__}: {exc}"
+        self.camera_fault = None  # a frame came
+        self.decoder_fault = (f"{type(exc).__name__}: {exc}", time.monotonic())
 
     def _camera_failed(self, exc: Exception) -> None:
         if str(exc) != self.camera_fault:
             log.error("camera failed", source=self.cfg.camera.source, error=str(exc))
-        self.camera_fault = str(exc)
+        self.camera_fault, self.decoder_fault = str(exc), None
+
+    def _undecoded(self) -> str | None:
+        """The decoder's error, if the camera's last news is a frame it raised on, within
+        CAMERA_STALL_S (after that, a camera that stalled since is the news)."""
+        fault = self.decoder_fault  # one read: the camera thread may change it
+        if fault is None or self.camera_fault is not None or time.monotonic() - fault[1] >= CAMERA_STALL_S:
+            return None
+        return fault[0]
 
     # the owner loop ------------------------------------------------------------------------
     def run(self) -> None:
@@ -513,7 +523,7 @@ class Daemon:
 
     @property
     def _camera_trouble(self) -> str:
-        return "frames not decoded" if self.camera_fault is None and self.decoder_fault else "stalled"
+        return "frames not decoded" if self._undecoded() is not None else "stalled"
 
     def _watchdog(self, now: float) -> None:
         """Pings while the loop runs and the camera delivers. A store that refuses writes (a full

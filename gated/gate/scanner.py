@@ -62,8 +62,8 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               the 145 real photos at rotation 0 (bench/scan.py; the full frame read them before).
               A textured region that stays put and unread for SCENERY_AFTER frames (a poster
               with a pattern) is taken for scenery and no longer read (`Scanner.scenery`), so
-              a static scene does not cost every idle frame the reads. This is the one state a
-              Scanner keeps: use one per camera.
+              a static scene does not cost every idle frame the reads. This and its signs are the
+              state a Scanner keeps: use one per camera.
     "deblur"  a textured region the texture tries did not read (issue 27: a phone moved by the
               hand, smeared 3-7 px along its path; gated/gate/deblur.py): a first guess of the
               smear's direction from the structure tensor (the way the region changes least),

@@ -7,6 +7,7 @@ import queue
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from structlog.testing import capture_logs
@@ -135,3 +136,25 @@ def test_a_frame_the_decoder_raises_on_is_lost_alone_and_logged_once(tmp_path, a
     again = [e for e in logs if e["event"] == "frames decoded again"]
     assert [e["frames_lost"] for e in again] == [3]  # all three, whatever their errors
     assert all(e["exc_info"] for e in logs if e["event"] == "frame not decoded")  # the traceback too
+
+
+def test_the_daemon_names_a_decoder_failing_on_its_frames_not_a_stalled_camera():
+    """What the scan loop tells the daemon (on_frame, on_fault, on_lost) decides what its start-up
+    error and its systemd status say: frames that arrive but are not decoded are named so (before:
+    "no frame" and "stalled", as if the camera sent nothing); a camera fault after them is the news,
+    and a frame decoded clears both."""
+    from gated.gate import config
+    from gated.gate.daemon import Daemon
+
+    daemon = Daemon(config.load(Path(__file__).resolve().parents[2] / "firmware_config" / "gated.example.toml"))
+    frame = Frame(np.zeros((48, 64), np.uint8), time.monotonic(), 0, "test")
+    assert daemon._undecoded() is None and daemon._camera_trouble == "stalled"
+    daemon._frame_lost(frame, ValueError("expected a grayscale uint8 frame"))
+    assert daemon._undecoded() == "ValueError: expected a grayscale uint8 frame"
+    assert daemon._camera_trouble == "frames not decoded"
+    daemon._camera_failed(OSError("device gone"))
+    assert daemon._undecoded() is None and daemon._camera_trouble == "stalled"
+    daemon._frame_lost(frame, ValueError("again"))  # frames come again, not decoded: a camera fault no more
+    assert daemon.camera_fault is None and daemon._camera_trouble == "frames not decoded"
+    daemon._frame_read(frame, [])
+    assert daemon._undecoded() is None and daemon.camera_fault is None

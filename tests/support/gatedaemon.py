@@ -178,7 +178,7 @@ class GateProcess:
         try:
             for _ in range(SHOWINGS - 1 if again else 0):
                 if self._judged_within(answers, self.hold_off_s + WINDOW_S + SHOWN_AGAIN_S):
-                    break
+                    break  # judged, or the gate exited: wait_for says so, with its last log lines
                 self.hide(camera, text)  # still held from the last showing: out of sight again
                 self._out_of_sight(text)
                 if answers():
@@ -186,7 +186,10 @@ class GateProcess:
                 camera.request("show", text=text)
             self.wait_for(answers, what="the code judged")
         finally:
-            self.hide(camera, text)
+            try:
+                self.hide(camera, text)
+            except OSError:  # the gate (its control socket) is gone: the error above tells why
+                pass
         answer = answers()[0]
         self._shown = (text, answer.get("ticket"))
         time.sleep(settle_s)
@@ -207,7 +210,7 @@ class GateProcess:
             if answers():
                 return True
             if self.process.poll() is not None:
-                return False  # wait_for says so, with the last lines
+                return True  # no answer to wait for: the caller's wait_for raises, with the last lines
             time.sleep(0.02)
         return False
 
