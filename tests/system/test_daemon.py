@@ -440,22 +440,29 @@ def test_passage_sensor_confirms_an_admission_through_the_daemon(tmp_path, autho
     assert (passage["kind"], passage["ref"], passage["result"]) == ("passage", scan["id"], "passed")
 
 
+def kept_up_after_the_green(gate: GateProcess, tmp_path, text: str, held_s: float):
+    """Once the gate is ready, show `text` until it is judged and keep it up `held_s` (read on every
+    frame): one green and nothing after it. The simulator's control client, to go on with."""
+    from gated.gate.rehearsal.control import Client
+
+    gate.wait_ready()
+    client = Client(tmp_path / "sim.sock")
+    client.request("show", text=text)
+    gate.wait_for(lambda: gate.scans(), what="the scan")
+    time.sleep(held_s)  # still held up, read on every frame
+    assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+    return client
+
+
 def test_a_visitor_who_keeps_the_phone_up_after_the_green_gets_no_red(tmp_path, authority, broker):
     """Issue 27: a code read is judged once. An admitted visitor who keeps the ticket up (3 s, six
     times the hold-off) while the arm waits for them is not judged again: no `already_used` red
     after the green, no re-use attempt in the ledger. Once they have passed (the beam), the same
     code still held up is somebody else's attempt: judged again, and refused."""
-    from gated.gate.rehearsal.control import Client
-
     ok_a = authority.ticket()
     gate = relay_gate(tmp_path, authority, broker, debounce_s=0.5)
     try:
-        gate.wait_ready()
-        client = Client(tmp_path / "sim.sock")
-        client.request("show", text=ok_a)
-        gate.wait_for(lambda: gate.scans(), what="the scan")
-        time.sleep(3.0)  # still held up, read on every frame
-        assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+        client = kept_up_after_the_green(gate, tmp_path, ok_a, 3.0)
         client.request("drive", device="passage", active=True)  # the visitor walks through the beam
         client.request("drive", device="passage", active=False)
         gate.wait_for(lambda: len(gate.scans()) >= 2, what="the code still held up, judged again")
@@ -473,18 +480,11 @@ def test_without_a_passage_sensor_a_phone_kept_up_after_the_green_gets_no_red(tm
     gets its green and nothing after it (formerly: a red `already_used` and a re-use attempt in the
     ledger every hold-off). Out of sight for the hold-off and shown again, it
     is a new presentation: a phone handed back over the lane gets the red."""
-    from gated.gate.rehearsal.control import Client
-
     ok_a = authority.ticket()
     # a hold-off long enough that a busy test machine's stall of the camera thread makes no gap
     gate = synthetic_gate(tmp_path, authority, broker, board="relay-only", timings={"debounce_s": 1.0})
     try:
-        gate.wait_ready()
-        client = Client(tmp_path / "sim.sock")
-        client.request("show", text=ok_a)
-        gate.wait_for(lambda: gate.scans(), what="the scan")
-        time.sleep(4.0)  # still held up, read on every frame
-        assert [(s["decision"], s["reason"]) for s in gate.scans()] == [("admit", "ok")]
+        client = kept_up_after_the_green(gate, tmp_path, ok_a, 4.0)
         gate.hide(client, ok_a)
         assert gate.judge(client, ok_a)["reason"] == "already_used"  # out of sight for the hold-off, shown again
         client.close()
