@@ -33,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from gpiozero.pins.mock import MockFactory  # noqa: E402
 
-from gated import keys, scanloop  # noqa: E402
+from gated import keys  # noqa: E402
 from gated import logging as gated_logging  # noqa: E402
 from gated.core import ticket  # noqa: E402
 from gated.core.decide import GateContext  # noqa: E402
+from gated.gate import scanloop  # noqa: E402
 from gated.gate.boards import load_board  # noqa: E402
 from gated.gate.frames import Frame  # noqa: E402
 from gated.gate.gate import Gate  # noqa: E402
