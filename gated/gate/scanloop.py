@@ -4,7 +4,10 @@ bench/latency.py times it (one copy of the code, so the benchmark times what shi
 Two halves, on two threads (see gated/gate/daemon.py):
 
     read_codes()   the camera thread: frame = camera.read() -> scanner.decode(frame) ->
-                   debouncer.feed() -> codes.put((text, captured_at)). Never touches the store.
+                   debouncer.feed() -> codes.put((text, captured_at)); the texts the debouncer
+                   holds off go back to the scanner (judged_in_view: read at their place alone
+                   from the next frame on, the rest of the frame read without them). Never
+                   touches the store.
                    A camera that raises is reported (on_fault) and retried every half second;
                    a stalled one is the supervised source's to reopen (gated.gate.camera.SupervisedSource).
     judge()        the owner thread: one (text, captured_at) from the queue to Gate.on_code(),
@@ -82,6 +85,8 @@ def read_codes(
             on_frame(frame, texts)
         for text in debouncer.feed(texts, frame.captured_at):
             codes.put((text, frame.captured_at))
+        # what the gate has judged and holds off does not end the next frames' reading (Scanner.signs)
+        scanner.judged_in_view(debouncer.holding_off())
 
 
 @dataclass

@@ -34,7 +34,11 @@ be cheap. `Scanner.read()` runs a short list of passes and stops at the first th
               frame's reading, so a ticket beside it got only the plain read of its region (at
               720p: 32 of 60 of bench/clips.py's harder stills the scanner reads alone were never
               read with a sign in view). A sign not read at its place alone (taken down, covered
-              by a phone) is forgotten and the frame read whole. Not signs, so still ending the
+              by a phone) is forgotten and the frame read whole. A code the gate has judged and
+              holds off while it stays in view (`judged_in_view`, from the scan loop: a phone
+              whose visitor is walking through with it still up, a forgery held up) is a sign from
+              its next read on, so the next visitor's phone beside it gets every pass two frames
+              after the first was read, not only once the first has gone. Not signs, so still ending the
               frame's reading: a code its place alone does not read with the plain read (one the
               coarse pass reads at half resolution only), a fifth one (MAX_SIGNS); and the pyzbar
               backend learns none.
@@ -261,6 +265,7 @@ class Scanner:
         self._unbent: list[tuple[Box, int]] = []  # symbols resampled in vain: (box, frames)
         self._streaks: dict[str, int] = {}  # text -> frames in a row it was read (signs aside)
         self._signs: list[tuple[str, Box]] = []  # (text, place)
+        self._judged: frozenset[str] = frozenset()  # judged_in_view: signs from their next read on
 
     @property
     def scenery(self) -> list[tuple[int, int, int, int]]:
@@ -277,6 +282,14 @@ class Scanner:
         place alone first and the rest of the frame without it, so that the sign's read does not
         end the frame's reading before the dearer passes reach a visitor's code beside it."""
         return list(self._signs)
+
+    def judged_in_view(self, texts) -> None:
+        """The texts the gate has judged and holds off while they stay in view (gated.gate.scanner.
+        Debouncer.holding_off): the next frame that reads one takes it for a sign at once, not after
+        SIGN_AFTER frames, so that a phone already judged and still held up (its visitor walking
+        through, or a forgery held up) does not end each frame's reading before the dearer passes
+        reach the next visitor's code beside it. Replaces the last call's texts."""
+        self._judged = frozenset(texts)
 
     def decode(self, gray: np.ndarray) -> list[str]:
         """The QR texts in one frame (empty list: none)."""
@@ -325,11 +338,12 @@ class Scanner:
         """Count the frames in a row each text was read in (`reading`: of the frame with the signs
         painted over, so that a second copy of a sign, a poster hung twice, counts too); one read
         SIGN_AFTER frames in a row whose place in this frame (among the reading's places) a plain
-        read alone reads is a sign from the next frame on. One read so long that no place reads
-        it alone (a dearer pass reads it) is counted anew."""
+        read alone reads is a sign from the next frame on; a text the gate has judged
+        (`judged_in_view`) as soon as it is read. One read so long that no place reads it alone (a
+        dearer pass reads it) is counted anew."""
         self._streaks = {text: self._streaks.get(text, 0) + 1 for text in reading.texts}
         for text, frames in list(self._streaks.items()):
-            if frames < SIGN_AFTER or len(self._signs) >= MAX_SIGNS:
+            if frames < (1 if text in self._judged else SIGN_AFTER) or len(self._signs) >= MAX_SIGNS:
                 continue
             place = next((b for b in reading.places if self.read_place(gray, b, [], PLAIN_TRIES) == [text]), None)
             if place is not None:
@@ -640,6 +654,12 @@ class Debouncer:
     @property
     def holding(self) -> bool:
         return bool(self._held)
+
+    def holding_off(self) -> set[str]:
+        """The texts seen lately that would not go on if seen now: admitted or refused for good and
+        still held, or passed on within the last hold-off (as of the last `feed`)."""
+        with self._lock:
+            return set(self._held) | set(self._refused) | set(self._passed_at)
 
     def feed(self, texts, now: float) -> list[str]:
         """The texts of this frame that should go on to validation now."""

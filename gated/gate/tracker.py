@@ -90,6 +90,10 @@ class Tracker:
     def decode(self, gray: np.ndarray) -> list[str]:
         return self.read(gray).texts
 
+    def judged_in_view(self, texts) -> None:
+        """Scanner.judged_in_view: texts judged and held off, signs from their next read on."""
+        self.scanner.judged_in_view(texts)
+
     def read(self, gray: np.ndarray) -> Reading:
         started = time.thread_time()
         gray = as_gray(gray)  # once: the scanner's own as_gray is then a no-op

@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pytest
 from structlog.testing import capture_logs
 
 from gated.core.decide import GateMode
@@ -18,16 +20,17 @@ from gated.gate.camera import FileSource
 from gated.gate.frames import Frame
 from gated.gate.gate import Gate
 from gated.gate.scanner import Debouncer, Scanner
+from gated.gate.tracker import Tracker
 from gated.gate.turnstile import Turnstile
 from tests.support.frames import render_card
 from tests.support.pins import pins, profile  # noqa: F401  (pins is a fixture)
 
 
-def run_until_finished(camera, codes: queue.Queue, **hooks) -> None:
+def run_until_finished(camera, codes: queue.Queue, scanner=None, **hooks) -> None:
     stop = threading.Event()
     thread = threading.Thread(
         target=scanloop.read_codes,
-        args=(camera, Scanner("zxing"), Debouncer(2.0), codes, stop),
+        args=(camera, scanner or Scanner("zxing"), Debouncer(2.0), codes, stop),
         kwargs=hooks,
         daemon=True,
     )
@@ -158,3 +161,31 @@ def test_the_daemon_names_a_decoder_failing_on_its_frames_not_a_stalled_camera()
     assert daemon.camera_fault is None and daemon._camera_trouble == "frames not decoded"
     daemon._frame_read(frame, [])
     assert daemon._undecoded() is None and daemon.camera_fault is None
+
+
+@pytest.mark.parametrize("across", [False, True], ids=["scanner", "tracker"])
+def test_a_code_judged_and_still_in_view_does_not_keep_the_next_one_from_being_read(tmp_path, across):
+    """Two phones in view: the next visitor holds theirs up while the last one is still in view.
+    The first, easy code is read and goes on; from then on the debouncer holds it off, and the
+    scanner reads its place alone and the rest of the frame with every pass (judged_in_view): the
+    second phone, which only the dearer passes read, goes on too, two frames later. Before, the
+    first code's read ended every frame's reading: the second waited until the first had gone."""
+    from gated.gate.rehearsal.phone import still_frame
+    from tests.gate.test_scanner import fixed_codes, plain_code, with_sign
+
+    first, second = fixed_codes()[1], fixed_codes()[0]
+    phone, _ = still_frame(second, (640, 480), np.random.default_rng(301))
+    both = with_sign(phone, plain_code(first, 3))
+    assert Scanner().decode(phone) == [second] and Scanner().decode(both) == [first]
+    (tmp_path / "cards").mkdir()
+    for n in range(4):
+        cv2.imwrite(str(tmp_path / "cards" / f"{n}.png"), both)
+    camera = FileSource(tmp_path / "cards")
+    camera.open()
+    codes: queue.Queue = queue.Queue()
+    seen = []
+    scanner = Tracker() if across else Scanner()  # the gate reads across frames (the Tracker)
+    run_until_finished(camera, codes, scanner, on_frame=lambda frame, texts: seen.append(texts))
+    queued = [codes.get_nowait()[0] for _ in range(codes.qsize())]
+    assert queued == [first, second]
+    assert seen[:3] == [[first], [first], [first, second]]
