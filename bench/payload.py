@@ -5,7 +5,7 @@
 A code of a given printed or on-screen width has modules of width / modules; the smaller they are,
 the sooner blur, noise and distance make a code unreadable (bench/scan.py's hard set). Every figure
 here is exact (no randomness but the cti and keys, whose sizes are fixed): ticket texts are encoded
-as the issuer encodes them (gated.central.issuer: alphanumeric mode, error correction M).
+as the issuer encodes them (gated.core.ticket.qr_symbol: alphanumeric mode, error correction M).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from gated.central.issuer import qr  # noqa: E402
 from gated.core import ticket  # noqa: E402
 
 ISSUER = Ed25519PrivateKey.from_private_bytes(bytes(32))
@@ -49,7 +48,7 @@ def codes(**overrides) -> tuple[bytes, str, str]:
 
 
 def modules(text: str) -> str:
-    symbol = qr(text)
+    symbol = ticket.qr_symbol(text)
     return f"v{symbol.version} {symbol.symbol_size(border=0)[0]}"
 
 
