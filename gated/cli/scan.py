@@ -163,6 +163,7 @@ def _scan_camera(args, scanner, judge) -> int:
             started = time.perf_counter()
             codes = debouncer.feed(scanner.decode(frame.gray), frame.captured_at)
             ms = (time.perf_counter() - started) * 1000
+            scanner.judged_in_view(debouncer.holding_off())  # as the gate's scan loop does
             if codes:
                 found += len(codes)
                 now = time.time() if judge and args.now is None and args.at is None else None

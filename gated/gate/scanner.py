@@ -266,6 +266,7 @@ class Scanner:
         self._streaks: dict[str, int] = {}  # text -> frames in a row it was read (signs aside)
         self._signs: list[tuple[str, Box]] = []  # (text, place)
         self._judged: frozenset[str] = frozenset()  # judged_in_view: signs from their next read on
+        self._shape: tuple[int, int] | None = None  # the last frame's
 
     @property
     def scenery(self) -> list[tuple[int, int, int, int]]:
@@ -283,10 +284,16 @@ class Scanner:
         end the frame's reading before the dearer passes reach a visitor's code beside it."""
         return list(self._signs)
 
+    @property
+    def sign_areas(self) -> list[Box]:
+        """What each frame has painted over for the signs: their places with the cut's margin
+        (within the last frame read)."""
+        return [_cut_box(box, self._shape) for _, box in self._signs] if self._shape else []
+
     def judged_in_view(self, texts) -> None:
-        """The texts the gate has judged and holds off while they stay in view (gated.gate.scanner.
-        Debouncer.holding_off): the next frame that reads one takes it for a sign at once, not after
-        SIGN_AFTER frames, so that a phone already judged and still held up (its visitor walking
+        """The texts the gate has taken (passed on to be judged, or judged) and holds off while they
+        stay in view (Debouncer.holding_off): the next frame that reads one takes it for a sign at
+        once, not after SIGN_AFTER frames, so that a phone already judged and still held up (its visitor walking
         through, or a forgery held up) does not end each frame's reading before the dearer passes
         reach the next visitor's code beside it. Replaces the last call's texts."""
         self._judged = frozenset(texts)
@@ -307,6 +314,7 @@ class Scanner:
         return zx.read_barcodes(image, formats=zx.BarcodeFormat.QRCodeModel2, text_mode=zx.TextMode.Plain, **options)
 
     def _read_zxing(self, gray: np.ndarray) -> Reading:
+        self._shape = gray.shape
         signs, rest = self._read_signs(gray)
         reading = self._read_zxing_frame(rest)
         self._follow(gray, reading)  # what the rest of the frame read: a second copy of a sign too

@@ -108,6 +108,12 @@ class Tracker:
         self._stacked = {key for key in self._stacked if key[0][0] >= oldest}
         before = [box for box, age, _ in self._places if age == 0]  # the last frame's places
         self._remember(reading.places, gray.shape, now)
+        # A sign's place, and what it painted over (Scanner.sign_areas: read at its place alone, the
+        # rest of the frame read without it), is no place to read across frames: stacked from the
+        # unpainted frames it would read the sign again, at tens of ms a frame while remembered.
+        areas = self.scanner.sign_areas
+        if areas:
+            self._places = [p for p in self._places if not any(_overlap(p[0], area) > 0.3 for area in areas)]
         if reading.news:  # a sign's text alone (Scanner.signs) leaves the rest of the frame to read
             return reading
         if not self._places:

@@ -229,3 +229,21 @@ def test_a_sign_in_view_does_not_keep_the_frames_from_being_read_together(faint_
     read = [r for r in readings if r.news]
     assert read and all(r.texts == [SIGN, text] and r.via == "stacked" and r.signs == [SIGN] for r in read)
     assert all(r.texts == [SIGN] for r in readings if not r.news)
+
+
+def test_a_judged_code_still_in_view_is_not_read_again_from_the_stacked_frames():
+    """A code the gate has judged (judged_in_view), read again in the next frame, is a sign from
+    then on: read at its place alone, the rest of the frame without it. Its place, and what the sign
+    paints over, are no places for the Tracker to stack: they were, for the next eight frames, which
+    read the sign again from the unpainted frames ("stacked", 20-50 ms a frame at 720p, not 2-3)."""
+    from gated.gate.rehearsal.phone import still_frame
+    from tests.gate.test_scanner import fixed_codes as codes
+
+    text = codes()[1]
+    frame, _ = still_frame(text, (1280, 720), np.random.default_rng(343))
+    tracker = Tracker()
+    tracker.judged_in_view({text})
+    readings = [tracker.read(frame) for _ in range(6)]
+    assert all(r.texts == [text] for r in readings)
+    assert [r.via for r in readings][1:] == ["sign"] * 5
+    assert [t for t, _ in tracker.scanner.signs] == [text]
