@@ -196,6 +196,7 @@ class GateStore:
         until a later write succeeds: the daemon reports it (health, an alarm) and keeps running."""
         with self._lock:
             marks = list(self._marks)
+            changes = self._db.total_changes
             try:
                 with write_transaction(self._db):
                     if marks:  # waiting PUBACK marks ride on this commit (MARKS_ROWS)
@@ -206,7 +207,10 @@ class GateStore:
             except sqlite3.Error as exc:
                 self.fault = f"write failed ({exc})"
                 raise StoreError(f"{self.path}: write failed ({exc}); the gate stays shut") from exc
-            self.fault = None
+            # A transaction that changed no row commits without writing to the disk: it tells
+            # nothing of a full one (it would end the fault, and the next write raise it again).
+            if self._db.total_changes != changes:
+                self.fault = None
 
     def _quick_check(self) -> None:
         rows = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]

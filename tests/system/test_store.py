@@ -364,3 +364,22 @@ def test_doctor_warns_about_a_state_file_others_can_read(tmp_path, authority):
     (state_line,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["state"]]
     assert state_line.startswith("warn") and "readable by other users" in state_line, result.stdout
     assert stat.S_IMODE((tmp_path / "state" / "gate.db").stat().st_mode) == 0o644  # doctor never writes
+
+
+def test_a_write_that_changes_nothing_does_not_end_a_store_fault(tmp_path):
+    """A write fails (a full disk: here a trigger refuses every event) and the store keeps the fault.
+    A transaction that changes no row (a prune with nothing to prune) commits without writing to the
+    disk: it does not end the fault (it did: the daemon logged `store writes again` on a full disk,
+    and raised the alarm a second time at the next failing write). A write that changes rows does."""
+    with open_store(tmp_path / "gate.db") as store:
+        with sqlite3.connect(store.path) as db:
+            db.execute("CREATE TRIGGER full BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        with pytest.raises(StoreError):
+            store.record_event({"kind": "alarm", "alarm": "tamper"}, 1_000)
+        assert "disk full" in store.fault
+        assert store.prune_expired(0) == 0
+        assert "disk full" in store.fault
+        with sqlite3.connect(store.path) as db:
+            db.execute("DROP TRIGGER full")
+        store.record_event({"kind": "alarm", "alarm": "tamper"}, 2_000)
+        assert store.fault is None
