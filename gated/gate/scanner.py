@@ -237,6 +237,13 @@ class Reading:
         """The texts read but the signs'."""
         return [t for t in self.texts if t not in self.signs]
 
+    def with_signs(self, signs: list[str]) -> Reading:
+        """This reading of the rest of a frame, with the texts of the signs read at their places."""
+        if not signs:
+            return self
+        texts = _unique(signs + self.texts)
+        return Reading(texts, self.via or "sign", self.unconfirmed, self.places, list(signs))
+
 
 class Scanner:
     """Decode QR codes in grayscale uint8 frames with zxing-cpp (default) or pyzbar."""
@@ -264,9 +271,9 @@ class Scanner:
         self._unread: list[tuple[tuple[int, int, int, int], int]] = []  # textured boxes not read: (box, frames)
         self._unbent: list[tuple[Box, int]] = []  # symbols resampled in vain: (box, frames)
         self._streaks: dict[str, int] = {}  # text -> frames in a row it was read (signs aside)
-        self._signs: list[tuple[str, Box]] = []  # (text, place)
+        self._signs: list[tuple[str, Box, Box]] = []  # (text, place, the area painted over: place and margin)
         self._judged: frozenset[str] = frozenset()  # judged_in_view: signs from their next read on
-        self._shape: tuple[int, int] | None = None  # the last frame's
+        self._unplaced: set[str] = set()  # texts read on in a row whose place did not read them alone
 
     @property
     def scenery(self) -> list[tuple[int, int, int, int]]:
@@ -278,17 +285,17 @@ class Scanner:
 
     @property
     def signs(self) -> list[tuple[str, Box]]:
-        """Codes read at one place for SIGN_AFTER frames in a row (a QR sign on the wall in the
-        camera's view, a ticket left lying in front of it), as (text, place): each frame reads the
+        """Codes read for SIGN_AFTER frames in a row, or judged by the gate (`judged_in_view`), that
+        a plain read of their place alone reads (a QR sign on the wall in the camera's view, a ticket
+        left lying in front of it, a phone judged and still held up), as (text, place): each frame reads the
         place alone first and the rest of the frame without it, so that the sign's read does not
         end the frame's reading before the dearer passes reach a visitor's code beside it."""
-        return list(self._signs)
+        return [(text, place) for text, place, _ in self._signs]
 
     @property
     def sign_areas(self) -> list[Box]:
-        """What each frame has painted over for the signs: their places with the cut's margin
-        (within the last frame read)."""
-        return [_cut_box(box, self._shape) for _, box in self._signs] if self._shape else []
+        """What each frame has painted over for the signs: their places with the cut's margin."""
+        return [area for _, _, area in self._signs]
 
     def judged_in_view(self, texts) -> None:
         """The texts the gate has taken (passed on to be judged, or judged) and holds off while they
@@ -314,15 +321,10 @@ class Scanner:
         return zx.read_barcodes(image, formats=zx.BarcodeFormat.QRCodeModel2, text_mode=zx.TextMode.Plain, **options)
 
     def _read_zxing(self, gray: np.ndarray) -> Reading:
-        self._shape = gray.shape
         signs, rest = self._read_signs(gray)
         reading = self._read_zxing_frame(rest)
         self._follow(gray, reading)  # what the rest of the frame read: a second copy of a sign too
-        if signs:
-            reading = Reading(
-                _unique(signs + reading.texts), reading.via or "sign", reading.unconfirmed, reading.places, signs
-            )
-        return reading
+        return reading.with_signs(signs)
 
     def _read_signs(self, gray: np.ndarray) -> tuple[list[str], np.ndarray]:
         """The texts of the signs read at their places alone (PLAIN_TRIES), and the frame with those
@@ -331,16 +333,13 @@ class Scanner:
         too) is forgotten, and the frame is read whole."""
         if not self._signs:
             return [], gray
-        self._signs = [
-            (text, box) for text, box in self._signs if self.read_place(gray, box, [], PLAIN_TRIES) == [text]
-        ]
+        self._signs = [sign for sign in self._signs if self.read_place(gray, sign[1], [], PLAIN_TRIES) == [sign[0]]]
         if not self._signs:
             return [], gray
         rest = gray.copy()
-        for _, box in self._signs:
-            x0, y0, x1, y1 = _cut_box(box, gray.shape)
+        for _, _, (x0, y0, x1, y1) in self._signs:
             rest[y0:y1, x0:x1] = int(_median(rest[y0:y1, x0:x1]))
-        return _unique(text for text, _ in self._signs), rest
+        return _unique(text for text, _, _ in self._signs), rest
 
     def _follow(self, gray: np.ndarray, reading: Reading) -> None:
         """Count the frames in a row each text was read in (`reading`: of the frame with the signs
@@ -348,17 +347,20 @@ class Scanner:
         SIGN_AFTER frames in a row whose place in this frame (among the reading's places) a plain
         read alone reads is a sign from the next frame on; a text the gate has judged
         (`judged_in_view`) as soon as it is read. One read so long that no place reads it alone (a
-        dearer pass reads it) is counted anew."""
+        dearer pass reads it) is counted anew, a judged one too (not looked for every frame)."""
         self._streaks = {text: self._streaks.get(text, 0) + 1 for text in reading.texts}
+        self._unplaced &= self._streaks.keys()
         for text, frames in list(self._streaks.items()):
-            if frames < (1 if text in self._judged else SIGN_AFTER) or len(self._signs) >= MAX_SIGNS:
+            due = frames >= SIGN_AFTER or (text in self._judged and text not in self._unplaced)
+            if not due or len(self._signs) >= MAX_SIGNS:
                 continue
             place = next((b for b in reading.places if self.read_place(gray, b, [], PLAIN_TRIES) == [text]), None)
             if place is not None:
-                self._signs.append((text, place))
+                self._signs.append((text, place, _cut_box(place, gray.shape)))
                 del self._streaks[text]
             else:
                 self._streaks[text] = 0
+                self._unplaced.add(text)
 
     def _read_zxing_frame(self, gray: np.ndarray) -> Reading:
         import cv2

@@ -41,7 +41,7 @@ from collections import deque
 
 import numpy as np
 
-from gated.gate.scanner import Box, Reading, Scanner, Try, _unique, as_gray
+from gated.gate.scanner import Box, Reading, Scanner, Try, as_gray
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...
@@ -144,7 +144,7 @@ class Tracker:
                     via = "remembered"
                     break
         if texts:
-            return Reading(_unique(reading.signs + texts), via, places=reading.places, signs=reading.signs)
+            return Reading(texts, via, places=reading.places).with_signs(reading.signs)
         return reading
 
     def _remember(self, places: list[Box], shape, now: float) -> None:

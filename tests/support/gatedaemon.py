@@ -133,19 +133,27 @@ class GateProcess:
                 self.logs.append(entry)
 
     def wait_for(self, predicate, timeout: float = 20.0, what: str = "condition"):
+        result = self._until(predicate, timeout)
+        if result:
+            return result
+        if self.process.poll() is not None:
+            time.sleep(0.2)  # let the reader catch the last lines
+            raise AssertionError(
+                f"gated run exited ({self.process.returncode}) while waiting for {what}:\n" + "".join(self.raw[-30:])
+            )
+        raise AssertionError(f"timed out waiting for {what}; last log lines:\n" + "".join(self.raw[-30:]))
+
+    def _until(self, predicate, timeout: float):
+        """`predicate()`'s first true result within `timeout`; None at the timeout or once the gate exited."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = predicate()
             if result:
                 return result
             if self.process.poll() is not None:
-                time.sleep(0.2)  # let the reader catch the last lines
-                raise AssertionError(
-                    f"gated run exited ({self.process.returncode}) while waiting for {what}:\n"
-                    + "".join(self.raw[-30:])
-                )
+                return None
             time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; last log lines:\n" + "".join(self.raw[-30:]))
+        return None
 
     def logged(self, event: str) -> list[dict]:
         return [e for e in list(self.logs) if e.get("event") == event]
@@ -177,7 +185,7 @@ class GateProcess:
         camera.request("show", text=text)
         try:
             for _ in range(SHOWINGS - 1 if again else 0):
-                if self._judged_within(answers, self.hold_off_s + WINDOW_S + SHOWN_AGAIN_S):
+                if self._until(answers, self.hold_off_s + WINDOW_S + SHOWN_AGAIN_S) or self.process.poll() is not None:
                     break  # judged, or the gate exited: wait_for says so, with its last log lines
                 self.hide(camera, text)  # still held from the last showing: out of sight again
                 self._out_of_sight(text)
@@ -203,16 +211,6 @@ class GateProcess:
 
     def _out_of_sight(self, text: str) -> None:
         time.sleep(max(0.0, self._hidden_at[text] + WINDOW_S + self.hold_off_s + SIGHT_MARGIN_S - time.monotonic()))
-
-    def _judged_within(self, answers, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if answers():
-                return True
-            if self.process.poll() is not None:
-                return True  # no answer to wait for: the caller's wait_for raises, with the last lines
-            time.sleep(0.02)
-        return False
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         self.wait_for(lambda: self.logged("gate ready"), timeout, "gate ready")
