@@ -41,22 +41,20 @@ from urllib.parse import parse_qsl
 import numpy as np
 import structlog
 
-from gated.gate.frames import CAMERA_KINDS, EXPOSURE_MODES, IMAGE_SUFFIXES, KIND_NAMES, CameraError, Frame, FrameSource
+from gated.gate.frames import (
+    CAMERA_KINDS,
+    EXPOSURE_MODES,
+    IMAGE_SUFFIXES,
+    KIND_NAMES,
+    CameraError,
+    Frame,
+    FrameSource,
+    as_gray,
+)
 
 log = structlog.get_logger("gated.gate.camera")
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".mjpeg", ".mjpg", ".webm", ".h264"}
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    import cv2
-
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        return image if image.dtype == np.uint8 else cv2.convertScaleAbs(image)
-    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-    return cv2.cvtColor(image, code)
 
 
 class _LiveSource:
@@ -99,11 +97,16 @@ class _LiveSource:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            gray = self._grab()
+            try:
+                gray = self._grab()
+            except ValueError as exc:  # frames of a kind no reader takes (as_gray): every next one too
+                self.error = f"its frames are not images the scanner reads: {exc}"
+                log.error("camera frames unreadable", camera=self.name, error=str(exc))
+                return
             if gray is None:
                 failures += 1
                 if failures >= 20:  # the device keeps failing: stop, the age grows, supervision reopens
-                    self.error = f"{self.name}: the camera stopped delivering frames"
+                    self.error = "the camera stopped delivering frames"
                     return
                 time.sleep(0.05)
                 continue
@@ -169,7 +172,7 @@ class V4L2Source(_LiveSource):
 
     def _grab(self) -> np.ndarray | None:
         ok, image = self._cap.read()
-        return to_gray(image) if ok and image is not None else None
+        return as_gray(image) if ok and image is not None else None
 
     def _stop_device(self) -> None:
         if self._cap is not None:
@@ -232,7 +235,7 @@ class Picamera2Source(_LiveSource):
             yuv = self._cam.capture_array("main")
         except RuntimeError:
             return None
-        return np.ascontiguousarray(yuv[: self.height, : self.width])
+        return as_gray(yuv[: self.height, : self.width])  # the Y plane
 
     def _stop_device(self) -> None:
         if self._cam is not None:
@@ -308,7 +311,7 @@ class FileSource:
             ok, image = self._video.read()
             if ok:
                 self._video_frame += 1
-                return to_gray(image), f"{item}#{self._video_frame}"
+                return as_gray(image), f"{item}#{self._video_frame}"
             self._close_video()
             self._index += 1
             return None
@@ -382,7 +385,11 @@ class SupervisedSource:
     def _reopen(self, age: float, now: float) -> None:
         self.reopens += 1
         self._recovering = True
-        self.report(f"camera {self.name}: no frame for {age:.1f} s; reopening (attempt {self.reopens})")
+        why = getattr(self.source, "error", None)  # a live camera's reader thread says why it stopped
+        self.report(
+            f"camera {self.name}: no frame for {age:.1f} s{f' ({why})' if why else ''}; "
+            f"reopening (attempt {self.reopens})"
+        )
         try:
             self.source.close()
             self.source.open()

@@ -59,6 +59,22 @@ class CameraError(GatedError, RuntimeError):
     """A frame source cannot be opened or has failed; the message says what to check."""
 
 
+def as_gray(image: np.ndarray) -> np.ndarray:
+    """A frame as a contiguous HxW uint8 array: grey as it is (or on a third axis of one), BGR and
+    BGRA converted; anything else refused with ValueError saying what it was. The one rule for
+    every camera and the scanner (a frame a camera hands on is one the scanner reads)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    elif image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
+        import cv2
+
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"expected a grayscale uint8 frame, got {image.dtype} {image.shape}")
+    return np.ascontiguousarray(image)
+
+
 @dataclass(frozen=True)
 class Frame:
     """One grayscale frame: `gray` is a HxW uint8 array, `captured_at` time.monotonic() seconds."""

@@ -151,6 +151,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gated.core.errors import GatedError
+from gated.gate.frames import as_gray
 
 BACKENDS = ("zxing", "pyzbar")
 ZXING_PASSES = ("fine", "coarse", "region", "smooth", "texture", "deblur", "resample")
@@ -825,21 +826,6 @@ def _median(values: np.ndarray) -> float:
         int(np.searchsorted(counts, n // 2, side="right")),
     )
     return (low + high) / 2
-
-
-def as_gray(image: np.ndarray) -> np.ndarray:
-    """A frame as a contiguous HxW uint8 array: grey as it is (or on a third axis of one), BGR and
-    BGRA converted; anything else refused with ValueError saying what it was."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    elif image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
-        import cv2
-
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-    if image.dtype != np.uint8 or image.ndim != 2:
-        raise ValueError(f"expected a grayscale uint8 frame, got {image.dtype} {image.shape}")
-    return np.ascontiguousarray(image)
 
 
 def _unique(texts) -> list[str]:

@@ -41,7 +41,8 @@ from collections import deque
 
 import numpy as np
 
-from gated.gate.scanner import Box, Reading, Scanner, Try, as_gray
+from gated.gate.frames import as_gray
+from gated.gate.scanner import Box, Reading, Scanner, Try
 
 MEMORY_FRAMES = 8  # a place is remembered this many frames after it was last seen (~0.27 s at 30 fps)
 STACK_FRAMES = 8  # frames kept for stacking (~0.27 s at 30 fps) ...

@@ -194,7 +194,11 @@ class CountingCamera(camera._LiveSource):
         if self.fail_after is not None and self.grabs > self.fail_after:
             return None
         time.sleep(0.002)
-        return np.full((4, 4), self.grabs % 256, dtype=np.uint8)
+        return camera.as_gray(self.image(np.full((4, 4), self.grabs % 256, dtype=np.uint8)))
+
+    def image(self, gray):
+        """The device's frame, as a driver hands it over (grey here)."""
+        return gray
 
     def _stop_device(self):
         pass
@@ -227,8 +231,34 @@ def test_live_source_that_stops_delivering_ages_and_is_reopened():
         while source.reopens == 0 and time.monotonic() < deadline:
             source.read(timeout=0.1)
         assert source.reopens >= 1 and "reopening" in messages[0]
-        assert inner.error is None or "stopped delivering" in inner.error
+        assert inner.error is None or inner.error == "the camera stopped delivering frames"
         assert source.read(timeout=1.0) is not None  # the reopened device delivers again
+    finally:
+        source.close()
+
+
+class FloatCamera(CountingCamera):
+    """A device whose driver hands over colour frames of floats: no frame the scanner reads."""
+
+    def image(self, gray):
+        return np.repeat(gray[:, :, None], 3, axis=2).astype(np.float32)
+
+
+def test_a_camera_whose_frames_are_no_images_stops_and_supervision_says_why():
+    messages = []
+    inner = FloatCamera()
+    source = SupervisedSource(inner, stall_after_s=0.3, report=messages.append)
+    source.open()
+    try:
+        deadline = time.monotonic() + 5
+        while source.reopens == 0 and time.monotonic() < deadline:
+            assert source.read(timeout=0.1) is None  # nothing handed on: the reader thread refused it
+        assert source.reopens >= 1
+        assert (
+            "its frames are not images the scanner reads: expected a grayscale uint8 frame, got float32 (4, 4, 3)"
+            in (messages[0])
+        )
+        assert inner.grabs >= 1  # the device was read, and the thread ended on its first frame
     finally:
         source.close()
 
