@@ -77,9 +77,32 @@ def test_gmd_erases_the_least_reliable_codewords_first(grid, code):
     mine = np.flatnonzero(lay.block == 0)
     _, wrong = spoil(qr_modules(code), lay.index, mine[: checks // 2 + 2])  # beyond a hard decoder
     sure = np.where(np.isin(lay.index, mine[checks // 2 + 2 :]), 0.5, 1.0)  # the right codewords look doubtful
-    assert grid.correctable(wrong, sure, code) == {"hard": False, "GMD": False, "genie": True}
+    assert codeword_level(grid.correctable(wrong, sure, code)) == {"hard": False, "GMD": False, "genie": True}
     sure[wrong] = 0.01  # the wrong modules are the doubtful ones: erased, they are corrected
-    assert grid.correctable(wrong, sure, code) == {"hard": False, "GMD": True, "genie": True}
+    assert codeword_level(grid.correctable(wrong, sure, code)) == {"hard": False, "GMD": True, "genie": True}
+
+
+def codeword_level(can: dict[str, bool]) -> dict[str, bool]:
+    """The verdicts of the decoders that take each codeword whole (Chase's weigh each module)."""
+    return {name: verdict for name, verdict in can.items() if not name.startswith("Chase")}
+
+
+def test_chase_flips_the_least_reliable_modules_of_a_block_and_no_others(grid, code):
+    symbol = qr_symbol(code)
+    lay = grid.layout(symbol.version, symbol.error)
+    checks = lay.checks[0]
+    mine = np.flatnonzero(lay.block == 0)
+    _, wrong = spoil(qr_modules(code), lay.index, mine[: checks // 2 + 1])  # one codeword beyond a hard decoder
+    assert wrong.sum() == checks // 2 + 1 <= 16  # one wrong module a codeword
+    doubtful = np.where(wrong, 0.1, 1.0)  # the wrong modules are the least reliable: 16 test bits flip them all
+    can = grid.correctable(wrong, doubtful, code)
+    assert not can["hard"] and can["Chase-16"] and can["Chase-64"]
+    sure = np.where(wrong, 2.0, 1.0)  # the wrong modules look surest: flipping the least reliable fixes none
+    can = grid.correctable(wrong, sure, code)
+    assert not can["hard"] and not can["Chase-8"] and not can["Chase-64"]
+    # one wrong module among the eight least reliable: that codeword fixed, so hard's share again
+    one = np.where(wrong & (lay.index == mine[0]), 0.1, np.where(wrong, 2.0, 1.0))
+    assert grid.correctable(wrong, one, code)["Chase-8"]
 
 
 def test_the_recorded_geometry_puts_the_grid_on_the_modules(grid, code):
