@@ -10,6 +10,7 @@ seqs epoch * 2^40 + 1, 2, ... (gated/core/events.py). The ledger keeps them apar
     the ledger lacks below a floor is a declared loss in the floor's chain only, never the span
     below a new chain's base; an earlier chain's gaps stay missing (gated/central/ledger_report.py,
     ledger_metrics.py);
+  - each chain keeps the highest floor the gate announced in it (chain_floors: gate, epoch, floor);
   - the events of a new chain signed by a key the ledger's keyring does not (yet) trust for the
     gate are quarantined as `unapproved_key`, not as bad signatures: once the operator approves the
     new key (`gated keys enrol --replace`, which rewrites the keyring; the ledger service reloads
@@ -36,6 +37,17 @@ def CHAIN_OF(seq: str = "seq", body: str = "body") -> str:  # noqa: N802 - an SQ
     chain), else 0 (part 1: one chain per gate, whatever its seqs). For statements without
     parameters only (psycopg reads the % of a LIKE as a placeholder where there are parameters)."""
     return f"(CASE WHEN {body} LIKE '%\"epoch\"%' THEN {seq} / {1 << ev.EPOCH_SHIFT} ELSE 0 END)"
+
+
+def keep_floors(marks: str) -> str:
+    """SQL: each of the gates `marks` names keeps its current floor as its chain's (chain_floors: the
+    highest per gate and epoch; a floor only rises within a chain), so it outlives the gate moving
+    to another chain."""
+    return (
+        f"INSERT INTO chain_floors (gate, epoch, floor) SELECT gate, {EPOCH_OF('floor')}, floor FROM gate_progress "
+        f"WHERE gate IN ({marks}) AND floor > 0 ON CONFLICT (gate, epoch) DO UPDATE SET floor = excluded.floor "
+        "WHERE chain_floors.floor < excluded.floor"
+    )
 
 
 def newer_floor(before: int | None, floor: int) -> int:
