@@ -8,9 +8,11 @@ seqs epoch * 2^40 + 1, 2, ... (gated/core/events.py). The ledger keeps them apar
     floor the gate announced (a floor of another epoch than the stored one is the gate's current
     state: `newer_floor`); so `committed` and its held ranges are about that chain only, and what
     the ledger lacks below a floor is a declared loss in the floor's chain only, never the span
-    below a new chain's base; an earlier chain's gaps stay missing (gated/central/ledger_report.py,
-    ledger_metrics.py);
-  - each chain keeps the highest floor the gate announced in it (chain_floors: gate, epoch, floor);
+    below a new chain's base;
+  - each chain keeps the highest floor the gate announced in it (chain_floors: gate, epoch, floor),
+    so what the ledger lacked below an earlier chain's floor stays declared lost after the gate
+    moved to a new chain, and the rest of that chain's gaps stay missing (FLOORS;
+    gated/central/ledger_report.py, ledger_metrics.py);
   - the events of a new chain signed by a key the ledger's keyring does not (yet) trust for the
     gate are quarantined as `unapproved_key`, not as bad signatures: once the operator approves the
     new key (`gated keys enrol --replace`, which rewrites the keyring; the ledger service reloads
@@ -48,6 +50,16 @@ def keep_floors(marks: str) -> str:
         f"WHERE gate IN ({marks}) AND floor > 0 ON CONFLICT (gate, epoch) DO UPDATE SET floor = excluded.floor "
         "WHERE chain_floors.floor < excluded.floor"
     )
+
+
+# Every chain's floor, (gate, floor, current): the current chain's from gate_progress (current 1), each other
+# chain's the highest it announced (chain_floors, current 0); the chain is the floor's epoch. Floors of 1 and
+# less say nothing is lost.
+FLOORS = (
+    "SELECT gate, floor, 1 AS current FROM gate_progress WHERE floor > 1 UNION ALL "
+    "SELECT c.gate, c.floor, 0 AS current FROM chain_floors c JOIN gate_progress p ON p.gate = c.gate "
+    f"WHERE c.floor > 1 AND c.epoch <> {EPOCH_OF('p.floor')}"
+)
 
 
 def newer_floor(before: int | None, floor: int) -> int:
