@@ -52,12 +52,12 @@ def keep_floors(marks: str) -> str:
     )
 
 
-# Every chain's floor, (gate, floor, current): the current chain's from gate_progress (current 1), each other
-# chain's the highest it announced (chain_floors, current 0); the chain is the floor's epoch. Floors of 1 and
-# less say nothing is lost.
+# Every chain's floor, (gate, floor, current_chain): the current chain's from gate_progress (current_chain 1),
+# each other chain's the highest it announced (chain_floors, current_chain 0); the chain is the floor's epoch.
+# Floors of 1 and less say nothing is lost.
 FLOORS = (
-    "SELECT gate, floor, 1 AS current FROM gate_progress WHERE floor > 1 UNION ALL "
-    "SELECT c.gate, c.floor, 0 AS current FROM chain_floors c JOIN gate_progress p ON p.gate = c.gate "
+    "SELECT gate, floor, 1 AS current_chain FROM gate_progress WHERE floor > 1 UNION ALL "
+    "SELECT c.gate, c.floor, 0 AS current_chain FROM chain_floors c JOIN gate_progress p ON p.gate = c.gate "
     f"WHERE c.floor > 1 AND c.epoch <> {EPOCH_OF('p.floor')}"
 )
 

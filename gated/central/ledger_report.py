@@ -50,14 +50,14 @@ def report(db) -> dict:
     ):
         gates[gate]["gaps"].append([before + 1, seq - 1])
         gates[gate]["missing"] += seq - 1 - before
-    for gate, floor, current, chain_last in db.execute(  # each chain's floor: its gaps below it are declared lost
-        f"SELECT f.gate, f.floor, f.current, (SELECT MAX(e.seq) FROM events e WHERE e.gate = f.gate AND "
+    for gate, floor, current_chain, chain_last in db.execute(  # each chain's floor: its gaps below it are lost
+        f"SELECT f.gate, f.floor, f.current_chain, (SELECT MAX(e.seq) FROM events e WHERE e.gate = f.gate AND "
         f"{chains.EPOCH_OF('e.seq')} = {chains.EPOCH_OF('f.floor')}) FROM ({chains.FLOORS}) AS f "
         "ORDER BY f.gate, f.floor"
     ).fetchall():
         entry = gates.setdefault(gate, _empty_gate())
         _declared_losses(entry, floor, chain_last)
-        if current:
+        if current_chain:
             entry["floor"] = floor
     for gate, unsigned, vouched in db.execute(
         "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
