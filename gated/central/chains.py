@@ -8,8 +8,11 @@ seqs epoch * 2^40 + 1, 2, ... (gated/core/events.py). The ledger keeps them apar
     floor the gate announced (a floor of another epoch than the stored one is the gate's current
     state: `newer_floor`); so `committed` and its held ranges are about that chain only, and what
     the ledger lacks below a floor is a declared loss in the floor's chain only, never the span
-    below a new chain's base; an earlier chain's gaps stay missing (gated/central/ledger_report.py,
-    ledger_metrics.py);
+    below a new chain's base;
+  - each chain keeps the highest floor the gate announced in it (chain_floors: gate, epoch, floor),
+    so what the ledger lacked below an earlier chain's floor stays declared lost after the gate
+    moved to a new chain, and the rest of that chain's gaps stay missing (FLOORS;
+    gated/central/ledger_report.py, ledger_metrics.py);
   - the events of a new chain signed by a key the ledger's keyring does not (yet) trust for the
     gate are quarantined as `unapproved_key`, not as bad signatures: once the operator approves the
     new key (`gated keys enrol --replace`, which rewrites the keyring; the ledger service reloads
@@ -36,6 +39,27 @@ def CHAIN_OF(seq: str = "seq", body: str = "body") -> str:  # noqa: N802 - an SQ
     chain), else 0 (part 1: one chain per gate, whatever its seqs). For statements without
     parameters only (psycopg reads the % of a LIKE as a placeholder where there are parameters)."""
     return f"(CASE WHEN {body} LIKE '%\"epoch\"%' THEN {seq} / {1 << ev.EPOCH_SHIFT} ELSE 0 END)"
+
+
+def keep_floors(marks: str) -> str:
+    """SQL: each of the gates `marks` names keeps its current floor as its chain's (chain_floors: the
+    highest per gate and epoch; a floor only rises within a chain), so it outlives the gate moving
+    to another chain."""
+    return (
+        f"INSERT INTO chain_floors (gate, epoch, floor) SELECT gate, {EPOCH_OF('floor')}, floor FROM gate_progress "
+        f"WHERE gate IN ({marks}) AND floor > 0 ON CONFLICT (gate, epoch) DO UPDATE SET floor = excluded.floor "
+        "WHERE chain_floors.floor < excluded.floor"
+    )
+
+
+# Every chain's floor, (gate, floor, current_chain): the current chain's from gate_progress (current_chain 1),
+# each other chain's the highest it announced (chain_floors, current_chain 0); the chain is the floor's epoch.
+# Floors of 1 and less say nothing is lost.
+FLOORS = (
+    "SELECT gate, floor, 1 AS current_chain FROM gate_progress WHERE floor > 1 UNION ALL "
+    "SELECT c.gate, c.floor, 0 AS current_chain FROM chain_floors c JOIN gate_progress p ON p.gate = c.gate "
+    f"WHERE c.floor > 1 AND c.epoch <> {EPOCH_OF('p.floor')}"
+)
 
 
 def newer_floor(before: int | None, floor: int) -> int:

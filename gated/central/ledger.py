@@ -18,9 +18,11 @@ holding it has committed, so a crash of the ledger loses nothing:
                     conflict), each with why: kept for inspection, never counted,
                     so a forgery cannot take the id slot of the real event
     tickets(cti, ent)  optional: admissions allowed per ticket, from `gated issue` CSVs
-    gate_progress(gate, contiguous)  the highest n such that events 1..n of the gate are all held;
-                    published to the gate after each commit (`committed`, docs/protocol.md), so
-                    the gate can drop them from its outbox and send again what is missing
+    gate_progress(gate, contiguous, floor)  the highest n such that events 1..n of the gate are all
+                    held; published to the gate after each commit (`committed`, docs/protocol.md), so
+                    the gate can drop them from its outbox and send again what is missing; and the
+                    floor of its current chain
+    chain_floors(gate, epoch, floor)  the highest floor of each of a gate's chains (gated/central/chains.py)
 
 Each message is read by events.read_event (size, JSON depth, types, integer ranges, id =
 gate:seq of the topic's gate) and stored alone (a savepoint each): a bad one is quarantined with
@@ -265,6 +267,8 @@ class Ledger:
                     f"(floor < ? OR {chains.EPOCH_OF('floor')} <> ?)",
                     [(floors[g], g, floors[g], ev.epoch_of(floors[g])) for g in part if g in floors],
                 )
+            if here or floors:  # each chain's floor kept, for when the gate has moved to another chain
+                self.db.execute(chains.keep_floors(marks), tuple(part))
             self.db.execute(  # below the floor, in its chain: never coming (a replaced gate's chain: from its base)
                 f"UPDATE gate_progress SET contiguous = floor - 1 WHERE gate IN ({marks}) AND floor > 0 AND "
                 f"(contiguous < floor - 1 OR {chains.EPOCH_OF('contiguous')} <> {chains.EPOCH_OF('floor - 1')})",

@@ -29,6 +29,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gated.central import chains
 from gated.core.events import EPOCH_SHIFT, epoch_base, epoch_of, parse_ts
 
 log = structlog.get_logger("gated.ledger.metrics")
@@ -62,19 +63,25 @@ class Gate:
     newest: tuple[str | None, int] | None = None  # (ts, received_ms) of the event with the highest seq
     chain_breaks: int = 0
     bad_signatures: int = 0
-    floor: int = 0  # the gate's floor (gate_progress.floor, from its status): below it, lacking is a declared loss
-    held_below: int = 0  # events stored with a seq below the floor, in the floor's chain
     # per chain (docs/protocol.md, "Replacing a gate": a replaced gate's seqs start at epoch * 2^40 + 1):
     # epoch -> (events, highest seq); replaced whole, never changed in place (a scrape reads it unlocked)
     chains: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # per chain with a floor (the gate's, from its status: chains.FLOORS): epoch -> (floor, events stored
+    # with a seq below it in its chain); below a floor, lacking is a declared loss. Replaced whole, as chains
+    floors: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def add_chain(self, epoch: int, count: int, top: int) -> None:
         held, last = self.chains.get(epoch, (0, 0))
         self.chains = {**self.chains, epoch: (held + count, max(last, top))}
 
+    def add_floor(self, floor: int, held_below: int) -> None:
+        self.floors = {**self.floors, epoch_of(floor): (floor, held_below)}
+
     @property
     def declared_lost(self) -> int:
-        return max(0, self.floor - 1 - epoch_base(epoch_of(self.floor)) - self.held_below) if self.floor > 1 else 0
+        return sum(
+            max(0, floor - 1 - epoch_base(epoch) - held_below) for epoch, (floor, held_below) in self.floors.items()
+        )
 
     @property
     def missing(self) -> int:
@@ -82,10 +89,9 @@ class Gate:
         seqs held), less the declared losses among them (docs/protocol.md, "Committed events")."""
         gaps = sum(max(0, last - epoch_base(epoch) - held) for epoch, (held, last) in self.chains.items())
         below = 0
-        if self.floor > 1:
-            epoch = epoch_of(self.floor)
+        for epoch, (floor, held_below) in self.floors.items():
             last = self.chains.get(epoch, (0, 0))[1]
-            below = max(0, min(self.floor - 1, last) - epoch_base(epoch) - self.held_below)
+            below += max(0, min(floor - 1, last) - epoch_base(epoch) - held_below)
         return max(0, gaps - below)
 
 
@@ -209,7 +215,7 @@ class LedgerCollector(Collector):
         """SQLite: add what was stored since the last round (rowids only grow: no event is deleted)."""
         gates = self._work.gates
         (last,) = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM events").fetchone()
-        lowest_new: dict[str, int] = {}
+        lowest_new: dict[tuple[str, int], int] = {}  # (gate, epoch): the lowest seq stored since
         if last > self._cursors["events"]:
             # one aggregate over the new rowids (SQLite runs it without Python, whatever their number)
             for gate, epoch, count, admits, top, low in db.execute(
@@ -219,7 +225,7 @@ class LedgerCollector(Collector):
                 f"GROUP BY gate, seq / {1 << EPOCH_SHIFT}",
                 (self._cursors["events"], last),
             ).fetchall():
-                lowest_new[gate] = min(low, lowest_new.get(gate, low))
+                lowest_new[gate, epoch] = low
                 figures = gates.get(gate) or gates.setdefault(gate, Gate())
                 figures.add_chain(epoch, count, top)
                 figures.events += count
@@ -231,15 +237,16 @@ class LedgerCollector(Collector):
                     ).fetchone()
             self._cursors["events"] = last
         # floors change when a gate reconnects; the events held below one are counted again only then,
-        # or when an event below it arrived late (rare: the gate no longer held it)
-        for gate, floor in db.execute("SELECT gate, floor FROM gate_progress WHERE floor > 1").fetchall():
+        # or when an event below it in its chain arrived late (rare: the gate no longer held it)
+        for gate, floor, _ in db.execute(chains.FLOORS).fetchall():
             figures = gates.get(gate) or gates.setdefault(gate, Gate())
-            if floor != figures.floor or lowest_new.get(gate, floor) < floor:
-                (figures.held_below,) = db.execute(
+            epoch = epoch_of(floor)
+            if floor != figures.floors.get(epoch, (0, 0))[0] or lowest_new.get((gate, epoch), floor) < floor:
+                (held_below,) = db.execute(
                     "SELECT COUNT(*) FROM events WHERE gate = ? AND seq < ? AND seq >= ?",
-                    (gate, floor, epoch_base(epoch_of(floor))),
+                    (gate, floor, epoch_base(epoch)),
                 ).fetchone()
-                figures.floor = floor
+                figures.add_floor(floor, held_below)
         for n, kind, gate in db.execute(
             "SELECT n, kind, gate FROM problems WHERE n > ? ORDER BY n", (self._cursors["problems"],)
         ).fetchall():
@@ -283,11 +290,10 @@ class LedgerCollector(Collector):
                 figures = gates.setdefault(gate or "(unknown)", Gate())
                 setattr(figures, PROBLEM_KINDS[kind], count)
         for gate, floor, held in db.execute(
-            "SELECT p.gate, p.floor, (SELECT COUNT(*) FROM events e WHERE e.gate = p.gate AND e.seq < p.floor "
-            f"AND e.seq / {1 << EPOCH_SHIFT} = p.floor / {1 << EPOCH_SHIFT}) FROM gate_progress p WHERE p.floor > 1"
+            "SELECT f.gate, f.floor, (SELECT COUNT(*) FROM events e WHERE e.gate = f.gate AND e.seq < f.floor "
+            f"AND e.seq / {1 << EPOCH_SHIFT} = f.floor / {1 << EPOCH_SHIFT}) FROM ({chains.FLOORS}) AS f"
         ).fetchall():
-            figures = gates.setdefault(gate, Gate())
-            figures.floor, figures.held_below = floor, held
+            gates.setdefault(gate, Gate()).add_floor(floor, held)
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
         self._work = Figures(gates, self._work.over, quarantined)
 

@@ -1,7 +1,8 @@
 """The ledger's report (`gated reconcile`): per gate, what arrived and what is wrong with it.
 
     report(db)            {"gates": {gate: events, last_seq, admits, passages, denies by reason, gaps,
-                           missing, declared_losses, declared_lost (below the gate's floor, in its current chain),
+                           missing, declared_losses, declared_lost (below the floor of their chain),
+                           floor (the current chain's),
                            chain_breaks, bad_signatures, bad_hashes, conflicts, malformed, signatures_checked,
                            chain_vouched, chains}, "over_admitted": [...], "tickets_known", "totals", "occupancy",
                            "reentries_without_exit", "clean", "replacements", "unsynced_admissions"}
@@ -49,11 +50,15 @@ def report(db) -> dict:
     ):
         gates[gate]["gaps"].append([before + 1, seq - 1])
         gates[gate]["missing"] += seq - 1 - before
-    for gate, floor, chain_last in db.execute(
-        f"SELECT p.gate, p.floor, (SELECT MAX(e.seq) FROM events e WHERE e.gate = p.gate AND "
-        f"{chains.EPOCH_OF('e.seq')} = {chains.EPOCH_OF('p.floor')}) FROM gate_progress p WHERE p.floor > 1"
+    for gate, floor, current_chain, chain_last in db.execute(  # each chain's floor: its gaps below it are lost
+        f"SELECT f.gate, f.floor, f.current_chain, (SELECT MAX(e.seq) FROM events e WHERE e.gate = f.gate AND "
+        f"{chains.EPOCH_OF('e.seq')} = {chains.EPOCH_OF('f.floor')}) FROM ({chains.FLOORS}) AS f "
+        "ORDER BY f.gate, f.floor"
     ).fetchall():
-        _declared_losses(gates.setdefault(gate, _empty_gate()), floor, chain_last)
+        entry = gates.setdefault(gate, _empty_gate())
+        _declared_losses(entry, floor, chain_last)
+        if current_chain:
+            entry["floor"] = floor
     for gate, unsigned, vouched in db.execute(
         "SELECT gate, SUM(CASE WHEN signed = 0 THEN 1 ELSE 0 END), SUM(CASE WHEN signed = 2 THEN 1 ELSE 0 END) "
         "FROM events GROUP BY gate"
@@ -150,11 +155,11 @@ def _empty_gate() -> dict:
 
 
 def _declared_losses(entry: dict, floor: int, chain_last: int | None) -> None:
-    """Split a gate's gaps at its floor (docs/protocol.md, "Committed events"): below it, what the
+    """Split a gate's gaps at a floor (docs/protocol.md, "Committed events"): below it, what the
     ledger lacks is a declared loss (the gate no longer holds it); from it on, missing as before (the
-    gate still sends it). Per chain ("Replacing a gate"): the floor is of the gate's current chain
-    (`chain_last`: the highest seq held of it), whose seqs start at its epoch's base + 1; the gaps of
-    a replaced gate's earlier chains stay missing (that floor says nothing about them)."""
+    gate still sends it). Per chain ("Replacing a gate"): the floor is of one of the gate's chains, its
+    epoch's (`chain_last`: the highest seq held of it), whose seqs start at its epoch's base + 1; the
+    gaps of the gate's other chains are left to their own floors (chains.FLOORS)."""
     epoch = ev.epoch_of(floor)
     gaps, lost = [], []
     for gap in entry["gaps"]:
@@ -169,10 +174,9 @@ def _declared_losses(entry: dict, floor: int, chain_last: int | None) -> None:
     last = max(chain_last or 0, ev.epoch_base(epoch))
     if last < floor - 1:  # nothing held up to the floor: the tail is lost too
         lost.append([last + 1, floor - 1])
-    entry["gaps"], entry["declared_losses"] = gaps, lost
+    entry["gaps"], entry["declared_losses"] = gaps, entry["declared_losses"] + lost
     entry["missing"] = sum(b - a + 1 for a, b in gaps)
-    entry["declared_lost"] = sum(b - a + 1 for a, b in lost)
-    entry["floor"] = floor
+    entry["declared_lost"] = sum(b - a + 1 for a, b in entry["declared_losses"])
 
 
 def over_admitted(db) -> list[dict]:
@@ -219,8 +223,14 @@ def format_report(report: dict) -> str:
                 + (" …" if len(g["gaps"]) > 20 else "")
             )
         if g.get("declared_lost"):
+            floor = g.get("floor", 0)
+            below = (
+                f"below the gate's floor {floor}, no longer held by it"
+                if all(ev.epoch_of(a) == ev.epoch_of(floor) for a, _ in g["declared_losses"])
+                else "below the floor of their chain, no longer held by the gate"
+            )
             lines.append(
-                f"             declared lost (below the gate's floor {g['floor']}, no longer held by it): "
+                f"             declared lost ({below}): "
                 + ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in g["declared_losses"][:20])
                 + (" …" if len(g["declared_losses"]) > 20 else "")
             )

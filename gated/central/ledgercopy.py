@@ -7,7 +7,8 @@ everything its checks rest on, so `gated reconcile` reads the same on both:
                     nothing is copied (two ledgers that disagree are not merged silently)
     problems        the checks' findings (gaps, chain breaks, conflicts...), by their content
     quarantine      messages that were not stored as events, by their content
-    gate_progress   per gate the contiguous seq, the higher of the two
+    gate_progress   per gate the contiguous seq and the floor, the higher of the two
+    chain_floors    per gate and chain the floor, the higher of the two
     movements, tickets, capacities   by their keys (the target's own values win)
 
 Idempotent: a second copy adds nothing. One site per ledger (docs/central.md): a copy that would
@@ -33,6 +34,8 @@ TABLES = {
     "tickets": ("cti",),
     "capacities": ("zone",),
 }
+# table -> its key columns: per key, the higher of each other figure of the two ledgers
+PROGRESS = {"gate_progress": ("gate",), "chain_floors": ("gate", "epoch")}
 
 
 def columns_of(db, table: str) -> tuple[str, ...] | None:
@@ -52,7 +55,7 @@ class CopyResult:
     def summary(self) -> str:
         return ", ".join(
             f"{table} {self.copied.get(table, 0)} new ({self.present.get(table, 0)} there already)"
-            for table in (*TABLES, "gate_progress")
+            for table in (*TABLES, *PROGRESS)
         )
 
 
@@ -90,7 +93,8 @@ def copy_ledger(source: str, target: str) -> CopyResult:
         try:
             for table, columns in present.items():
                 _copy_table(src, dst, table, columns, TABLES[table], result)
-            _copy_progress(src, dst, result)
+            for table, key in PROGRESS.items():
+                _copy_progress(src, dst, table, key, result)
             dst.commit()
         except BaseException:
             dst.rollback()
@@ -137,25 +141,26 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
     result.copied[table], result.present[table] = copied, present
 
 
-def _copy_progress(src, dst, result: CopyResult) -> None:
-    """Per gate the higher of each figure (contiguous, and whatever later migrations add)."""
-    columns = columns_of(src, "gate_progress")
-    figures = [c for c in columns if c != "gate"]
-    names = ", ".join(columns)
-    theirs = {row[0]: row[1:] for row in src.execute(f"SELECT {names} FROM gate_progress").fetchall()}
-    ours = {row[0]: row[1:] for row in dst.execute(f"SELECT {names} FROM gate_progress").fetchall()}
+def _copy_progress(src, dst, table: str, key: tuple[str, ...], result: CopyResult) -> None:
+    """Per key (a gate; a gate and chain) the higher of each figure (contiguous, floor, and whatever
+    later migrations add)."""
+    figures = [c for c in columns_of(src, table) if c not in key]
+    columns = (*key, *figures)
+    names, size = ", ".join(columns), len(key)
+    theirs = {tuple(row[:size]): row[size:] for row in src.execute(f"SELECT {names} FROM {table}").fetchall()}
+    ours = {tuple(row[:size]): row[size:] for row in dst.execute(f"SELECT {names} FROM {table}").fetchall()}
     copied = 0
-    for gate, values in sorted(theirs.items()):
-        if gate not in ours:
+    for k, values in sorted(theirs.items()):
+        if k not in ours:
+            dst.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", (*k, *values))
+            copied += 1
+        elif any(v > o for v, o in zip(values, ours[k])):
+            higher = tuple(max(v, o) for v, o in zip(values, ours[k]))
             dst.execute(
-                f"INSERT INTO gate_progress ({names}) VALUES ({', '.join('?' * len(columns))})", (gate, *values)
+                f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in figures)} "
+                f"WHERE {' AND '.join(f'{c} = ?' for c in key)}",
+                (*higher, *k),
             )
             copied += 1
-        elif any(v > o for v, o in zip(values, ours[gate])):
-            higher = tuple(max(v, o) for v, o in zip(values, ours[gate]))
-            dst.execute(
-                f"UPDATE gate_progress SET {', '.join(f'{c} = ?' for c in figures)} WHERE gate = ?", (*higher, gate)
-            )
-            copied += 1
-    result.copied["gate_progress"] = copied
-    result.present["gate_progress"] = len(theirs) - copied
+    result.copied[table] = copied
+    result.present[table] = len(theirs) - copied

@@ -21,6 +21,7 @@ import sqlite3
 from pathlib import Path
 
 from gated.core.errors import GatedError
+from gated.core.events import EPOCH_SHIFT
 from gated.sqlitedb import migrate, rollback, use_wal
 
 _SQLITE_MIGRATIONS = [
@@ -115,6 +116,20 @@ _QUARANTINE_BY_EVENT = (
 )
 _SQLITE_MIGRATIONS.append(_QUARANTINE_BY_EVENT)
 _POSTGRES_MIGRATIONS.append(_QUARANTINE_BY_EVENT)
+
+# 7 (both): per gate and chain (docs/protocol.md, "Replacing a gate"), the highest floor the gate announced
+# in that chain: what the ledger lacks below it stays a declared loss once the gate is replaced and
+# gate_progress.floor follows the new chain; a gate's floor so far becomes its chain's row (IF NOT EXISTS, ON
+# CONFLICT: a SQLite ledger made before migrations were numbered runs them all again)
+_CHAIN_FLOORS = """
+    CREATE TABLE IF NOT EXISTS chain_floors (
+        gate TEXT NOT NULL, epoch {int} NOT NULL, floor {int} NOT NULL, PRIMARY KEY (gate, epoch)
+    );
+    INSERT INTO chain_floors (gate, epoch, floor) SELECT gate, floor / {span}, floor FROM gate_progress
+        WHERE floor > 0 ON CONFLICT DO NOTHING;
+"""
+_SQLITE_MIGRATIONS.append(_CHAIN_FLOORS.format(int="INTEGER", span=1 << EPOCH_SHIFT))
+_POSTGRES_MIGRATIONS.append(_CHAIN_FLOORS.format(int="BIGINT", span=1 << EPOCH_SHIFT))
 
 SCHEMA_VERSION = len(_SQLITE_MIGRATIONS)
 assert SCHEMA_VERSION == len(_POSTGRES_MIGRATIONS)

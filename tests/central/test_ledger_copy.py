@@ -1,6 +1,6 @@
 """`gated ledger copy`: SQLite -> PostgreSQL -> SQLite keeps every row (events, problems, quarantine,
-progress, movements, tickets, capacities), a second copy adds nothing, `gated reconcile` reads the
-same on all three, and two sites are never mixed."""
+progress, chain floors, movements, tickets, capacities), a second copy adds nothing, `gated
+reconcile` reads the same on all three, and two sites are never mixed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import pytest
 
 from gated.central.ledger import Ledger
-from gated.central.ledgercopy import TABLES, columns_of
+from gated.central.ledgercopy import PROGRESS, TABLES, columns_of
 from gated.central.ledgerdb import open_db
 from gated.cli import main
 from gated.gate.store import GateStore
@@ -42,7 +42,7 @@ def _rows(target) -> dict[str, list]:
     db = open_db(target)
     try:
         out = {}
-        for table in (*TABLES, "gate_progress"):
+        for table in (*TABLES, *PROGRESS):
             columns = columns_of(db, table)
             if columns is not None:
                 out[table] = sorted(tuple(r) for r in db.execute(f"SELECT {', '.join(columns)} FROM {table}"))
@@ -73,6 +73,7 @@ def first_ledger(tmp_path):
         with Ledger(path, keyring=ring, site=SITE) as ledger:
             ledger.ingest(rows[:1] + rows[2:] + _outbox(g2))  # g1:2 never arrives: a gap
             ledger.ingest([json.dumps({"not": "an event"})])  # quarantined
+            ledger.declare_floors({"g2": 5})  # g2's floor: its chain's too
             ledger.set_capacity("north", 500)
     (tmp_path / "tickets.csv").write_text("ticket_id,entries\n" + os.urandom(16).hex() + ",2\n")
     with Ledger(path) as ledger:
@@ -83,7 +84,10 @@ def first_ledger(tmp_path):
 def test_sqlite_to_postgres_to_sqlite_keeps_every_row_and_reads_the_same(tmp_path, postgres, first_ledger, capsys):
     url, back = postgres.database(), str(tmp_path / "back.db")
     before = _rows(first_ledger)
-    assert all(before[t] for t in ("events", "problems", "quarantine", "gate_progress", "tickets", "capacities"))
+    assert all(
+        before[t]
+        for t in ("events", "problems", "quarantine", "gate_progress", "chain_floors", "tickets", "capacities")
+    )
     assert main(["ledger", "copy", "--from", first_ledger, "--to", url]) == 0
     assert "events 7 new" in capsys.readouterr().out
     assert main(["ledger", "copy", "--from", url, "--to", back]) == 0

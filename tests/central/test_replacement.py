@@ -251,12 +251,13 @@ def test_floors_and_confirmations_are_per_chain_and_nothing_below_a_new_base_is_
         third = _chain(tmp_path, "third.db", 3, 2)
         assert ledger.ingest(third).committed == {"g1": (3 << 40) + 2}
         report = ledger.report()
-        # the floor is the current chain's: the epoch-7 chain's hole is missing again (one floor per gate is
-        # stored, docs/protocol.md "Replacing a gate"), and nothing below the new base is declared lost
+        # the gate's floor is the current chain's, and nothing below the new base is declared lost; the
+        # epoch-7 chain keeps its own floor (docs/protocol.md "Replacing a gate"): its hole stays declared lost
         g1 = report["gates"]["g1"]
-        assert g1["declared_lost"] == 0 and g1["missing"] == 1 and g1["gaps"] == [[base + 3, base + 3]]
+        assert g1["floor"] == (3 << 40) + 1 and g1["declared_losses"] == [[base + 3, base + 3]]
+        assert g1["declared_lost"] == 1 and g1["missing"] == 0 and g1["gaps"] == []
         assert [c["epoch"] for c in g1["chains"]] == [0, 7, 3]
-        assert _figures(ledger_db).missing == 1 and _figures(ledger_db).declared_lost == 0
+        assert _figures(ledger_db).missing == 0 and _figures(ledger_db).declared_lost == 1
 
 
 def test_a_new_chain_started_in_a_batch_moves_the_gate_s_progress_and_floor_to_it(tmp_path, ledger_db):
@@ -280,3 +281,71 @@ def test_a_floor_below_the_ledger_s_prefix_moves_nothing_back(tmp_path, ledger_d
     with Ledger(ledger_db, site=SITE, keyring=ring) as ledger:
         assert ledger.declare_floors({"g1": 1}) == {"g1": 1}
         assert ledger.confirmations(["g1"]) == {"g1": (1, [])}  # 3 unchecked: not held
+
+
+def test_a_replaced_gate_s_earlier_declared_losses_stay_declared_lost_in_its_old_chain(tmp_path, ledger_db, capsys):
+    """The old chain: events 1..5 stored, 6..8 never, the gate's floor 9 believed (it no longer holds
+    them), 9..10 stored. The gate is replaced: its new chain has a floor of its own (base + 2 declared
+    lost below it, base + 4 still missing). The old chain keeps its floor: 6..8 stay declared lost, and
+    nothing of it is missing, in the report, `gated reconcile` and the metrics (kept across rounds)."""
+    from gated.central.ledger_metrics import LedgerCollector
+    from gated.central.ledger_report import format_report
+    from gated.cli import main
+
+    base = 5 << 40
+    old = _chain(tmp_path, "old.db", 0, 10)
+    collector = LedgerCollector(ledger_db, SITE, slow_every=3600)
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(old[:5] + old[8:])
+        assert ledger.declare_floors({"g1": 9}) == {"g1": 10}
+        g1 = ledger.report()["gates"]["g1"]
+        assert g1["declared_losses"] == [[6, 8]] and g1["missing"] == 0 and g1["floor"] == 9
+        assert collector.refresh()
+        figures = collector.snapshot().gates["g1"]
+        assert figures.declared_lost == 3 and figures.missing == 0
+        new = _chain(tmp_path, "new.db", 5, 5)
+        ledger.ingest([new[0], new[2], new[4]])
+        assert ledger.declare_floors({"g1": base + 3}) == {"g1": base + 3}
+        assert ledger.confirmations(["g1"]) == {"g1": (base + 3, [(base + 5, base + 5)])}  # the new chain's
+        report = ledger.report()
+    g1 = report["gates"]["g1"]
+    assert g1["declared_losses"] == [[6, 8], [base + 2, base + 2]] and g1["declared_lost"] == 4
+    assert g1["gaps"] == [[base + 4, base + 4]] and g1["missing"] == 1 and g1["floor"] == base + 3
+    assert report["totals"]["declared_lost"] == 4 and report["totals"]["missing"] == 1
+    assert [c["epoch"] for c in g1["chains"]] == [0, 5]
+    assert "declared lost (below the floor of their chain, no longer held by the gate): 6-8, " in format_report(report)
+    assert main(["reconcile", "--db", ledger_db, "--json"]) == 1  # declared lost: not clean
+    assert json.loads(capsys.readouterr().out)["gates"]["g1"]["declared_losses"] == [[6, 8], [base + 2, base + 2]]
+    assert collector.refresh()  # a round after the replacement (SQLite: only what was stored since)
+    figures = collector.snapshot().gates["g1"]
+    assert figures.declared_lost == 4 and figures.missing == 1
+    assert _figures(ledger_db).declared_lost == 4 and _figures(ledger_db).missing == 1  # and read afresh
+
+
+def test_a_ledger_made_before_chain_floors_keeps_its_floor_as_its_chain_s(tmp_path, ledger_db):
+    """A ledger database of the schema before chain_floors (migration 7), with a floor that declared
+    6..8 lost: migrated, nothing stored changes, and the floor stays its chain's once the gate is replaced."""
+    from gated.central.ledgerdb import SCHEMA_VERSION, SqliteDb, open_db
+
+    old = _chain(tmp_path, "old.db", 0, 10)
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(old[:5] + old[8:])
+        ledger.declare_floors({"g1": 9})
+        before = ledger.report()
+        progress = ledger.query("SELECT gate, contiguous, floor FROM gate_progress")
+    db = open_db(ledger_db)  # back to the schema of before
+    db.execute("DROP TABLE chain_floors")
+    if isinstance(db, SqliteDb):
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    else:
+        db.execute(f"UPDATE gated_schema SET version = {SCHEMA_VERSION - 1}")
+    db.close()
+    with Ledger(ledger_db, site=SITE) as ledger:
+        assert ledger.db.schema_version() == SCHEMA_VERSION
+        assert ledger.query("SELECT gate, epoch, floor FROM chain_floors") == [("g1", 0, 9)]
+        assert ledger.query("SELECT gate, contiguous, floor FROM gate_progress") == progress
+        assert ledger.report() == before
+        ledger.ingest(_chain(tmp_path, "new.db", 5, 2))  # the gate replaced: its new chain starts
+        g1 = ledger.report()["gates"]["g1"]
+    assert g1["declared_losses"] == [[6, 8]] and g1["declared_lost"] == 3
+    assert g1["gaps"] == [] and g1["missing"] == 0 and g1["floor"] == (5 << 40) + 1
