@@ -103,6 +103,10 @@ class _LiveSource:
                 self.error = f"its frames are not images the scanner reads: {exc}"
                 log.error("camera frames unreadable", camera=self.name, error=str(exc))
                 return
+            except Exception as exc:  # noqa: BLE001  a driver's error ends this thread, not unsaid
+                self.error = f"the camera failed: {type(exc).__name__}: {exc}"
+                log.error("camera failed", camera=self.name, error=self.error)
+                return
             if gray is None:
                 failures += 1
                 if failures >= 20:  # the device keeps failing: stop, the age grows, supervision reopens

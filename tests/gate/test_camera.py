@@ -263,6 +263,29 @@ def test_a_camera_whose_frames_are_no_images_stops_and_supervision_says_why():
         source.close()
 
 
+class BrokenCamera(CountingCamera):
+    """A device whose driver raises on its second frame (a USB camera pulled out mid-read)."""
+
+    def image(self, gray):
+        if self.grabs >= 2:
+            raise OSError(19, "No such device")
+        return gray
+
+
+def test_a_camera_whose_driver_raises_stops_and_supervision_says_why():
+    messages = []
+    source = SupervisedSource(BrokenCamera(), stall_after_s=0.3, report=messages.append)
+    source.open()
+    try:
+        deadline = time.monotonic() + 5
+        while source.reopens == 0 and time.monotonic() < deadline:
+            source.read(timeout=0.1)
+        assert source.reopens >= 1
+        assert "(the camera failed: OSError: [Errno 19] No such device)" in messages[0]
+    finally:
+        source.close()
+
+
 def test_gated_scan_json_on_a_folder_of_camera_frames(tmp_path, authority, capsys):
     a, b = authority.ticket(), authority.ticket()
     for i, frame in enumerate(ticket_frames([a, b], **MILD) + idle_frames(1)):
