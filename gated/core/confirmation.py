@@ -26,6 +26,7 @@ import cbor2
 from gated.core import cose
 from gated.core.cose import is_uint
 from gated.core.errors import GatedError
+from gated.core.events import epoch_base, epoch_of
 from gated.core.signed import Keyring
 
 MAX_RANGES = 64  # ranges above the prefix a confirmation lists (the rest comes with a later one)
@@ -44,6 +45,15 @@ class Confirmation:
 
     def covers(self, seq: int) -> bool:
         return seq <= self.seq or any(a <= seq <= b for a, b in self.held)
+
+    def of_chain(self, epoch: int) -> "Confirmation":
+        """Only what is about the gate's chain `epoch` (docs/protocol.md, "Replacing a gate": a replaced
+        gate's seqs start at epoch * 2^40 + 1): a `seq` of another chain confirms none of this one (the
+        chain's base), and ranges of another chain are dropped. A ledger that follows another chain of
+        the gate (an old one, or none yet: seq 0) answers, but holds nothing of this one for it."""
+        seq = self.seq if epoch_of(self.seq) == epoch else epoch_base(epoch)
+        held = tuple((a, b) for a, b in self.held if epoch_of(a) == epoch == epoch_of(b))
+        return Confirmation(seq, held, self.fresh_format)
 
     def clipped(self, last_seq: int) -> "Confirmation":
         """Only what can be about events the gate has made (its state may have come back from a backup)."""

@@ -314,6 +314,15 @@ class Uplink:
             log.warning("committed message ignored", problem=str(exc))
             return
         last = self.store.last_seq
+        chain = events.epoch_of(last)  # this state's chain: a replaced gate's seqs start at its epoch's base
+        if confirmation.seq and events.epoch_of(confirmation.seq) != chain:
+            log.warning(
+                "the ledger confirms another chain of this gate (it follows an earlier state of it): "
+                "nothing of this chain counts as confirmed",
+                ledger_seq=confirmation.seq,
+                epoch=chain,
+            )
+        confirmation = confirmation.of_chain(chain)
         if confirmation.seq > last:
             log.warning(
                 "the ledger confirms seqs beyond this gate's last event (its state restored from a backup?): "

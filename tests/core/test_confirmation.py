@@ -16,6 +16,18 @@ def test_round_trip_and_what_it_covers():
     assert c.read(b'{"seq": 7}') == c.Confirmation(7)  # an older ledger's
 
 
+def test_only_what_is_about_the_gate_s_own_chain_counts():
+    base3, base7 = 3 << 40, 7 << 40  # a replaced gate's chain 3; the ledger following its old chain 7
+    other = c.Confirmation(base7 + 3, ((base7 + 5, base7 + 6),), True)
+    assert other.of_chain(3) == c.Confirmation(base3, (), True)  # none of chain 3: not "up to 7<<40+3"
+    assert not any(other.of_chain(3).clipped(base3 + 9).covers(base3 + n) for n in range(1, 10))
+    mixed = c.Confirmation(base3 + 2, ((base3 + 4, base3 + 4), (base7 + 1, base7 + 2)), True)
+    assert mixed.of_chain(3) == c.Confirmation(base3 + 2, ((base3 + 4, base3 + 4),), True)
+    assert c.Confirmation(0).of_chain(3) == c.Confirmation(base3)  # a ledger that knows no chain 3 yet
+    assert c.Confirmation(5, ((7, 8),)).of_chain(0) == c.Confirmation(5, ((7, 8),))  # a gate never replaced
+    assert c.Confirmation(base3 + 2).of_chain(0) == c.Confirmation(0)
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -13,7 +13,7 @@ from gated.gate.uplink import Uplink
 from gated.topics import committed_topic
 from tests.conftest import SITE
 from tests.support.broker import Broker
-from tests.support.uplink import LEDGER_KEY, LedgerThread, device_keyring, fast_settings, pump
+from tests.support.uplink import LEDGER_KEY, LedgerThread, Listener, admit, device_keyring, fast_settings, pump
 from tests.support.uplink import admit_for as shared_admit_for
 
 
@@ -74,6 +74,36 @@ def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(tmp_pat
         )
         s.close()
     assert report["clean"] and report["totals"]["quarantined"] == 0
+
+
+def test_a_confirmation_of_another_chain_of_the_gate_prunes_nothing(broker, tmp_path, authority):
+    """A replaced gate (chain 3) whose ledger still follows its old chain 7 (higher: epochs are drawn
+    at random) is told "7 * 2^40 + 3 held": clipped to the gate's last seq that covered its whole
+    outbox, and events no ledger held were deleted. Now only a confirmation of chain 3 counts."""
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    store.start_epoch(3, 0)
+    base = 3 << 40
+    for _ in range(5):
+        admit(store)
+    uplink = Uplink(store=store, keyring=authority.keyring, site=SITE, gate="g1", settings=fast_settings(broker.url))
+    central = Listener(broker.port, "unused/#")
+    try:
+        uplink.start()
+        pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
+        topic = committed_topic(SITE, "g1")
+
+        def signed(body: dict) -> bytes:
+            return seal({**body, "site": SITE, "gate": "g1"}, LEDGER_KEY)
+
+        central.client.publish(topic, signed({"seq": (7 << 40) + 3, "held": [[(7 << 40) + 5, (7 << 40) + 9]]}), qos=1)
+        central.client.publish(topic, signed({"seq": 4, "held": [[6, 9]]}), qos=1)  # chain 0's: none of chain 3
+        central.client.publish(topic, signed({"seq": base + 1, "held": [[base + 4, base + 4]]}), qos=1)
+        pump([uplink], lambda: store.outbox_counts() == (0, 3), what="chain 3's own confirmation taken")
+        assert [seq - base for seq, _ in store.outbox()] == [2, 3, 5] and uplink.committed == base + 1
+    finally:
+        uplink.stop()
+        central.close()
+        store.close()
 
 
 def test_committed_prunes_the_outbox_and_a_bad_or_impossible_one_is_ignored(broker, tmp_path, authority):
