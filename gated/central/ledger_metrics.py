@@ -291,7 +291,8 @@ class LedgerCollector(Collector):
                 setattr(figures, PROBLEM_KINDS[kind], count)
         for gate, floor, held in db.execute(
             "SELECT f.gate, f.floor, (SELECT COUNT(*) FROM events e WHERE e.gate = f.gate AND e.seq < f.floor "
-            f"AND e.seq / {1 << EPOCH_SHIFT} = f.floor / {1 << EPOCH_SHIFT}) FROM ({chains.FLOORS}) AS f"
+            f"AND e.seq >= f.floor / {1 << EPOCH_SHIFT} * {1 << EPOCH_SHIFT}) "  # the floor's chain: a range on the index
+            f"FROM ({chains.FLOORS}) AS f"
         ).fetchall():
             gates.setdefault(gate, Gate()).add_floor(floor, held)
         (quarantined,) = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
