@@ -9,7 +9,8 @@ everything its checks rest on, so `gated reconcile` reads the same on both:
     quarantine      messages that were not stored as events, by their content
     gate_progress   per gate the contiguous seq and the floor: of one chain, the higher of the two;
                     of two chains (a replaced gate), the row of the chain that started later (its
-                    first event's ts, once the events are copied), else the target's
+                    first event's ts, once the events are copied), else the target's (unless
+                    it says nothing yet: contiguous and floor 0)
     chain_floors    per gate and chain the floor, the higher of the two
     movements, tickets, capacities   by their keys (the target's own values win)
 
