@@ -4,7 +4,8 @@ seqs epoch * 2^40 + 1, 2, ... (gated/core/events.py). The ledger keeps them apar
 
   - gaps and chain starts are per chain (a chain's first event points at 64 zeros);
   - the gate's progress (gate_progress: `contiguous`, `floor`) follows its current chain: the newest
-    chain a batch started (from its base: `contiguous` = base, `floor` = base + 1), or the chain of a
+    chain a batch started (from its base: `contiguous` = base, `floor` = base + 1; not a chain the ledger
+    followed before, whose first event came late: UNKNOWN_CHAIN), or the chain of a
     floor the gate announced (a floor of another epoch than the stored one is the gate's current
     state: `newer_floor`); so `committed` and its held ranges are about that chain only, and what
     the ledger lacks below a floor is a declared loss in the floor's chain only, never the span
@@ -51,6 +52,10 @@ def keep_floors(marks: str) -> str:
         "WHERE chain_floors.floor < excluded.floor"
     )
 
+
+# SQL, in an UPDATE of gate_progress, with the chain's epoch as a parameter: the ledger has never followed that
+# chain of the gate (every chain it made current has its floor in chain_floors: keep_floors runs after a move)
+UNKNOWN_CHAIN = "NOT EXISTS (SELECT 1 FROM chain_floors c WHERE c.gate = gate_progress.gate AND c.epoch = ?)"
 
 # Every chain's floor, (gate, floor, current_chain): the current chain's from gate_progress (current_chain 1),
 # each other chain's the highest it announced (chain_floors, current_chain 0); the chain is the floor's epoch.

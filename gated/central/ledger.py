@@ -227,7 +227,8 @@ class Ledger:
         """Move each gate's `contiguous` (every event 1..n stored, or below the gate's signed floor:
         never coming) past what this batch filled in; `floors`: floors the gates announced
         (kept if higher than the one stored, or of another chain); `new`: the events this batch
-        stored (a replaced gate's new chain starting among them moves the gate to it). The rows
+        stored (a replaced gate's new chain starting among them moves the gate to it, unless the ledger
+        followed that chain before: its first event came late). The rows
         locked on PostgreSQL after this batch's own inserts: of two workers storing one gate's
         events at once, the later one sees the earlier one's (committed) rows. No deadlock between
         workers: every worker first makes the rows it lacks, then locks its rows, each step in one
@@ -253,12 +254,13 @@ class Ledger:
                 tuple(part),
             ).fetchall()
             # a replaced gate's new chain started in this batch: its progress and floor follow the new chain from
-            # its base (gated/central/chains.py; nothing below the base is the new chain's, so nothing is lost there)
-            here = [(base, base + 1, gate, epoch) for base, gate, epoch in starts if gate in part]
+            # its base (gated/central/chains.py; nothing below the base is the new chain's, so nothing is lost there).
+            # Not a chain the ledger already knows (it has a floor of it): the late first event of an earlier chain.
+            here = [(base, base + 1, gate, epoch, epoch) for base, gate, epoch in starts if gate in part]
             if here:
                 self.db.executemany(
                     "UPDATE gate_progress SET contiguous = ?, floor = ? WHERE gate = ? AND "
-                    f"{chains.EPOCH_OF('contiguous')} <> ?",
+                    f"{chains.EPOCH_OF('contiguous')} <> ? AND {chains.UNKNOWN_CHAIN}",
                     here,
                 )
             if floors:  # a higher floor of the same chain, or the floor of another chain: the gate's current one

@@ -7,7 +7,10 @@ everything its checks rest on, so `gated reconcile` reads the same on both:
                     nothing is copied (two ledgers that disagree are not merged silently)
     problems        the checks' findings (gaps, chain breaks, conflicts...), by their content
     quarantine      messages that were not stored as events, by their content
-    gate_progress   per gate the contiguous seq and the floor, the higher of the two
+    gate_progress   per gate the contiguous seq and the floor: of one chain, the higher of the two;
+                    of two chains (a replaced gate), the row of the chain that started later (its
+                    first event's ts, once the events are copied), else the target's (unless
+                    it says nothing yet: contiguous and floor 0)
     chain_floors    per gate and chain the floor, the higher of the two
     movements, tickets, capacities   by their keys (the target's own values win)
 
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gated.central import chains
 from gated.central.ledgerdb import LedgerError, ledger_exists, open_db
+from gated.core import events as ev
 
 BATCH = 5000
 # table -> its key columns (None: the whole row is the key; the row number `n` is never copied).
@@ -143,24 +148,41 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
 
 def _copy_progress(src, dst, table: str, key: tuple[str, ...], result: CopyResult) -> None:
     """Per key (a gate; a gate and chain) the higher of each figure (contiguous, floor, and whatever
-    later migrations add)."""
+    later migrations add); a gate's progress in two chains: the later chain's (_later_chain)."""
     figures = [c for c in columns_of(src, table) if c not in key]
     columns = (*key, *figures)
     names, size = ", ".join(columns), len(key)
-    theirs = {tuple(row[:size]): row[size:] for row in src.execute(f"SELECT {names} FROM {table}").fetchall()}
-    ours = {tuple(row[:size]): row[size:] for row in dst.execute(f"SELECT {names} FROM {table}").fetchall()}
+    theirs = {tuple(row[:size]): tuple(row[size:]) for row in src.execute(f"SELECT {names} FROM {table}").fetchall()}
+    ours = {tuple(row[:size]): tuple(row[size:]) for row in dst.execute(f"SELECT {names} FROM {table}").fetchall()}
+    chain = figures.index("contiguous") if table == "gate_progress" else None
+    started = None  # each gate's chains in the target, read once if two rows' chains differ
     copied = 0
     for k, values in sorted(theirs.items()):
         if k not in ours:
             dst.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", (*k, *values))
             copied += 1
-        elif any(v > o for v, o in zip(values, ours[k])):
-            higher = tuple(max(v, o) for v, o in zip(values, ours[k]))
+            continue
+        mine = ours[k]
+        if chain is not None and ev.epoch_of(values[chain]) != ev.epoch_of(mine[chain]) and any(mine):
+            started = started if started is not None else chains.per_gate(dst)
+            kept = values if _later_chain(started.get(k[0], []), values[chain], mine[chain]) else mine
+        else:  # one chain (or the target's row says nothing yet): the higher of each figure
+            kept = tuple(max(v, o) for v, o in zip(values, mine))
+        if kept != mine:
             dst.execute(
                 f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in figures)} "
                 f"WHERE {' AND '.join(f'{c} = ?' for c in key)}",
-                (*higher, *k),
+                (*kept, *k),
             )
             copied += 1
     result.copied[table] = copied
     result.present[table] = len(theirs) - copied
+
+
+def _later_chain(found: list[dict], theirs: int, ours: int) -> bool:
+    """Whether the chain of the seq `theirs` started after that of `ours` (the earliest ts of each
+    chain's events: chains.per_gate's `found` for the gate); False when that cannot be told (no
+    events of one of them): the target's row stays."""
+    first = {c["epoch"]: c["first_ts"] for c in found}
+    theirs_ts, ours_ts = first.get(ev.epoch_of(theirs)), first.get(ev.epoch_of(ours))
+    return theirs_ts is not None and ours_ts is not None and theirs_ts > ours_ts

@@ -126,3 +126,58 @@ def test_a_conflicting_event_stops_the_copy_before_anything_is_written(tmp_path,
     assert main(["ledger", "copy", "--from", first_ledger, "--to", target]) == 2
     assert "conflict: event g1:1" in capsys.readouterr().err
     assert _rows(target) == before
+
+
+def _chain(path, epoch, count, ts) -> list[str]:
+    """A replaced gate g1's chain (`gated replace`: epoch `epoch`), its events made at ts, ts + 1..."""
+    with GateStore(path, site=SITE, gate="g1") as store:
+        store.start_epoch(epoch, ts)
+        for i in range(count):
+            store.record_event({"kind": "state", "state": "online", "rev": 0}, ts + i)
+        return _outbox(store)
+
+
+def test_a_copy_never_moves_a_gate_back_to_an_older_chain(tmp_path, ledger_db):
+    """The live ledger followed g1's epoch-7 chain, then its epoch-3 one (a later replacement: epochs
+    are random); an archive holds only the epoch-7 chain. Copied either way, the gate's progress is
+    the epoch-3 chain's (it started later), and its confirmation names that chain."""
+    seven, three = 7 << 40, 3 << 40
+    old = _chain(tmp_path / "old.db", 7, 4, 1_700_000_000_000)
+    new = _chain(tmp_path / "new.db", 3, 2, 1_700_000_100_000)
+    archive, other = str(tmp_path / "archive.db"), str(tmp_path / "other.db")
+    for path in (archive, other):
+        with Ledger(path, site=SITE) as ledger:
+            ledger.ingest(old)
+            ledger.declare_floors({"g1": seven + 2})  # the epoch-7 chain's floor, a higher one in the archive
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(old)
+        assert ledger.ingest(new).committed == {"g1": three + 2}
+    assert main(["ledger", "copy", "--from", archive, "--to", ledger_db]) == 0
+    with Ledger(ledger_db, site=SITE) as ledger:
+        assert ledger.query("SELECT contiguous, floor FROM gate_progress") == [(three + 2, three + 1)]
+        assert ledger.confirmations(["g1"]) == {"g1": (three + 2, [])}
+        assert ledger.query("SELECT epoch, floor FROM chain_floors ORDER BY epoch") == [(3, three + 1), (7, seven + 2)]
+    assert main(["ledger", "copy", "--from", ledger_db, "--to", other]) == 0  # the live one into an archive
+    with Ledger(other, site=SITE) as ledger:
+        assert ledger.query("SELECT contiguous, floor FROM gate_progress") == [(three + 2, three + 1)]
+
+
+def test_a_copy_keeps_the_target_s_chain_when_which_is_later_cannot_be_told(tmp_path, ledger_db):
+    """The live ledger knows g1's epoch-3 chain only from its floor (its status came before its
+    events): which chain is later cannot be told, so it keeps its own. A ledger whose row for g1
+    says nothing yet (it only heard the gate's status, no floor it believed) takes the archive's."""
+    seven, three = 7 << 40, 3 << 40
+    archive, heard = str(tmp_path / "archive.db"), str(tmp_path / "heard.db")
+    with Ledger(archive, site=SITE) as ledger:
+        ledger.ingest(_chain(tmp_path / "old.db", 7, 4, 1_700_000_000_000))
+    with Ledger(ledger_db, site=SITE) as ledger:
+        assert ledger.declare_floors({"g1": three + 1}) == {"g1": three}
+    with Ledger(heard, site=SITE) as ledger:
+        assert ledger.declare_floors({}, heard=["g1"]) == {"g1": 0}
+    for target in (ledger_db, heard):
+        assert main(["ledger", "copy", "--from", archive, "--to", target]) == 0
+    with Ledger(ledger_db, site=SITE) as ledger:
+        assert ledger.query("SELECT contiguous, floor FROM gate_progress") == [(three, three + 1)]
+        assert ledger.confirmations(["g1"]) == {"g1": (three, [])}
+    with Ledger(heard, site=SITE) as ledger:
+        assert ledger.query("SELECT contiguous, floor FROM gate_progress") == [(seven + 4, seven + 1)]

@@ -349,3 +349,34 @@ def test_a_ledger_made_before_chain_floors_keeps_its_floor_as_its_chain_s(tmp_pa
         g1 = ledger.report()["gates"]["g1"]
     assert g1["declared_losses"] == [[6, 8]] and g1["declared_lost"] == 3
     assert g1["gaps"] == [] and g1["missing"] == 0 and g1["floor"] == (5 << 40) + 1
+
+
+def test_a_late_first_event_of_a_chain_the_ledger_has_followed_moves_nothing_back(tmp_path, ledger_db):
+    """The epoch-7 chain: base + 2..5 and + 9..10 stored, the gate's floor base + 9 believed (base + 1
+    and + 6..8 declared lost); then the gate is replaced again (epoch 3). The epoch-7 chain's first
+    event, queued at a broker, arrives last: it is stored (no longer lost), and the gate stays on its
+    current chain, whose confirmation names it; the epoch-7 chain keeps its floor and its losses."""
+    base, current = 7 << 40, 3 << 40
+    old = _chain(tmp_path, "old.db", 7, 10)
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(old[1:5] + old[8:])
+        assert ledger.declare_floors({"g1": base + 9}) == {"g1": base + 10}
+        assert ledger.ingest(_chain(tmp_path, "new.db", 3, 2)).committed == {"g1": current + 2}
+        assert ledger.ingest(old[:1]).committed == {"g1": current + 2}
+        assert ledger.confirmations(["g1"]) == {"g1": (current + 2, [])}
+        g1 = ledger.report()["gates"]["g1"]
+    assert g1["floor"] == current + 1 and g1["declared_losses"] == [[base + 6, base + 8]]
+    assert g1["declared_lost"] == 3 and g1["missing"] == 0 and g1["gaps"] == []
+    assert [c["epoch"] for c in g1["chains"]] == [7, 3]
+
+
+def test_a_new_chain_whose_first_event_comes_last_still_becomes_the_gate_s_current_one(tmp_path, ledger_db):
+    base = 11 << 40
+    with Ledger(ledger_db, site=SITE) as ledger:
+        ledger.ingest(_chain(tmp_path, "old.db", 0, 2))
+        new = _chain(tmp_path, "new.db", 11, 3)
+        assert ledger.ingest(new[1:]).committed == {"g1": 2}  # no start yet: the gate's chain is the old one
+        assert ledger.ingest(new[:1]).committed == {"g1": base + 3}
+        assert ledger.confirmations(["g1"]) == {"g1": (base + 3, [])}
+        g1 = ledger.report()["gates"]["g1"]
+    assert g1["floor"] == base + 1 and g1["declared_lost"] == 0 and g1["missing"] == 0 and g1["gaps"] == []
