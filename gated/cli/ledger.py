@@ -283,7 +283,8 @@ def run_ledger(args) -> int:
     if args.verbose:
         service.on_stored = _print_stored
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C too: a clean stop between two batches
+        signal.signal(signum, lambda *_: stop.set())
     if args.exit_after is not None:
         timer = threading.Timer(args.exit_after, stop.set)
         timer.daemon = True

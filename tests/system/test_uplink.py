@@ -470,7 +470,8 @@ def test_reconnect_backoff_grows_is_capped_and_spreads_gates_apart():
         assert len({round(d, 6) for d in delays}) == len(delays)  # no two gates in step
 
 
-def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, store):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, store, stop):
     """`gated publish-revocations` and `gated ledger` as an operator runs them."""
     import subprocess
     import sys
@@ -553,7 +554,7 @@ def test_ledger_and_publish_revocations_commands(broker, tmp_path, authority, st
         while time.monotonic() < deadline and not ledger_count(db) == 5:
             time.sleep(0.1)
     finally:
-        ledger.send_signal(signal.SIGTERM)
+        ledger.send_signal(stop)  # either ends it cleanly, with its summary
         err = ledger.communicate(timeout=20)[1]
     assert ledger.returncode == 0, err
     assert "5 new events" in err
