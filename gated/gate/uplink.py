@@ -123,6 +123,7 @@ class Uplink:
         # rows the broker took before a restart wait for the ledger's answer; from the first it never took on
         self._sent_through = min(store.delivered_through(), store.lowest_undelivered() - 1)
         self._heard = False  # a live (not retained) confirmation came on this connection
+        self._chain_told = False  # a live confirmation of another chain of this gate came on this connection
         self._lowest = store.lowest_unconfirmed()  # the oldest row waiting for the ledger: stuck while it stays
         self._resend_cursor, self._resend_until = 0, 0  # rows being sent again: seqs in (cursor, until]
         if settings.keep_until_committed is not None:
@@ -178,6 +179,11 @@ class Uplink:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int | None:
         return self.link.publish(topic, payload.encode() if isinstance(payload, str) else payload, qos, retain)
+
+    def announce(self) -> int | None:
+        """Publish the gate's status as it stands (its state and what `status()` adds; the floor)."""
+        extra = dict(self.status()) if self.status else {}
+        return self.publish_status(extra.pop("state", "online"), **extra)
 
     def publish_status(self, state: str, **extra) -> int | None:
         return self.publish(status_topic(self.site, self.gate), self._status_payload(state, **extra), 1, True)
@@ -239,8 +245,8 @@ class Uplink:
             self._floor = self.store.outbox_floor()
             self.confirmation = None  # the next one counts as news
             self._heard = False  # no live answer from a ledger on this connection yet
-            extra = dict(self.status()) if self.status else {}
-            self.publish_status(extra.pop("state", "online"), **extra)
+            self._chain_told = False  # no confirmation of another chain of this gate on this connection yet
+            self.announce()
             self._retry_after = 0.0
         elif kind == "disconnected":
             log.warning("uplink disconnected", broker=self.settings.url, reason=item[1], outbox=self.outbox_depth)
@@ -315,13 +321,17 @@ class Uplink:
             return
         last = self.store.last_seq
         chain = events.epoch_of(last)  # this state's chain: a replaced gate's seqs start at its epoch's base
-        if confirmation.seq and events.epoch_of(confirmation.seq) != chain:
+        if confirmation.seq and events.epoch_of(confirmation.seq) != chain and live and not self._chain_told:
+            # once a connection: said, and the status again, whose signed floor names this chain (a
+            # ledger with the gate's key follows it from there: docs/protocol.md, "Replacing a gate")
+            self._chain_told = True
             log.warning(
                 "the ledger confirms another chain of this gate (it follows an earlier state of it): "
-                "nothing of this chain counts as confirmed",
+                "nothing of this chain counts as confirmed; status sent again",
                 ledger_seq=confirmation.seq,
                 epoch=chain,
             )
+            self.announce()
         confirmation = confirmation.of_chain(chain)
         if confirmation.seq > last:
             log.warning(
@@ -399,8 +409,7 @@ class Uplink:
                 if floor != self._floor:
                     self._floor = floor
                     if self.connected:  # the ledger moves past what it will never get (a declared loss)
-                        extra = dict(self.status()) if self.status else {}
-                        self.publish_status(extra.pop("state", "online"), **extra)
+                        self.announce()
 
     # inbound
     def _dispatch(self, message: Inbound) -> None:
@@ -479,8 +488,7 @@ class Uplink:
         if self.on_command is not None:
             self.on_command(command.name)
         self.last_command = command.nonce
-        extra = dict(self.status()) if self.status else {}
-        self.publish_status(extra.pop("state", "online"), **extra)  # the acknowledgement, with the mode it left
+        self.announce()  # the acknowledgement, with the mode it left
 
     def _peer_event(self, topic: str, payload: bytes) -> None:
         """Another gate's event (PROTOCOL §6): checked as strictly as the ledger checks it (the gate

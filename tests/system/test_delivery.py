@@ -5,12 +5,14 @@ floor, so nothing it no longer holds makes it wait (issue #22)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gated.core.ledgersig import seal
 from gated.gate.store import GateStore
 from gated.gate.uplink import Uplink
-from gated.topics import committed_topic
+from gated.topics import committed_topic, status_topic
 from tests.conftest import SITE
 from tests.support.broker import Broker
 from tests.support.uplink import LEDGER_KEY, LedgerThread, Listener, admit, device_keyring, fast_settings, pump
@@ -79,17 +81,18 @@ def test_a_broker_sigkilled_while_gates_publish_leaves_no_gap_by_default(tmp_pat
 def test_a_confirmation_of_another_chain_of_the_gate_prunes_nothing(broker, tmp_path, authority):
     """A replaced gate (chain 3) whose ledger still follows its old chain 7 (higher: epochs are drawn
     at random) is told "7 * 2^40 + 3 held": clipped to the gate's last seq that covered its whole
-    outbox, and events no ledger held were deleted. Now only a confirmation of chain 3 counts."""
+    outbox, and events no ledger held were deleted. Now only a confirmation of chain 3 counts, and
+    the gate sends its status again (once a connection), whose signed floor names chain 3."""
     store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
     store.start_epoch(3, 0)
     base = 3 << 40
     for _ in range(5):
         admit(store)
     uplink = Uplink(store=store, keyring=authority.keyring, site=SITE, gate="g1", settings=fast_settings(broker.url))
-    central = Listener(broker.port, "unused/#")
+    central = Listener(broker.port, status_topic(SITE, "g1"))
     try:
         uplink.start()
-        pump([uplink], lambda: uplink.delivered == 5, what="PUBACKs")
+        pump([uplink], lambda: uplink.delivered == 5 and len(central.on(status_topic(SITE, "g1"))) == 1, what="PUBACKs")
         topic = committed_topic(SITE, "g1")
 
         def signed(body: dict) -> bytes:
@@ -100,6 +103,9 @@ def test_a_confirmation_of_another_chain_of_the_gate_prunes_nothing(broker, tmp_
         central.client.publish(topic, signed({"seq": base + 1, "held": [[base + 4, base + 4]]}), qos=1)
         pump([uplink], lambda: store.outbox_counts() == (0, 3), what="chain 3's own confirmation taken")
         assert [seq - base for seq, _ in store.outbox()] == [2, 3, 5] and uplink.committed == base + 1
+        pump([uplink], lambda: len(central.on(status_topic(SITE, "g1"))) >= 2, what="the status sent again")
+        statuses = [json.loads(m) for m in central.on(status_topic(SITE, "g1"))]
+        assert len(statuses) == 2 and statuses[-1]["floor"] == base + 1  # once, though told twice; chain 3's
     finally:
         uplink.stop()
         central.close()
