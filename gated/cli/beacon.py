@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-
 from gated.cli.main import CommandError
 from gated.cli.options import add_signing_key, signing_key
+from gated.cli.stopping import stop_on_signals
 
 
 def register(sub) -> None:
@@ -47,18 +45,16 @@ def run(args) -> int:
         link = connect(settings, args.client_id or settings.client_id or f"gated-beacon-{args.site}")
     except BeaconPublishError as exc:
         raise CommandError(str(exc)) from None
-    stop = threading.Event()  # SIGTERM (systemd stop) and SIGINT end the loop between two beacons: exit 0
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        acknowledged = publish_beacons(
-            link,
-            BeaconSource(key, args.site),
-            interval_s=args.interval,
-            count=args.count,
-            sleep=stop.wait,
-            stopped=stop.is_set,
-        )
+        with stop_on_signals() as stop:  # SIGTERM (systemd stop) and Ctrl-C: between two beacons, exit 0
+            acknowledged = publish_beacons(
+                link,
+                BeaconSource(key, args.site),
+                interval_s=args.interval,
+                count=args.count,
+                sleep=stop.wait,
+                stopped=stop.is_set,
+            )
     finally:
         link.stop()
     if args.count is not None:

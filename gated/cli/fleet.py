@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 import time
 
 from gated.cli.main import CommandError
 from gated.cli.options import add_signing_key, deprecated, signing_key
+from gated.cli.stopping import stop_on_signals
 
 COMMAND_WORDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")
 
@@ -84,15 +83,11 @@ def run_status(args) -> int:
         clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
         # Ctrl-C ends the loop between two steps: as a KeyboardInterrupt it could land inside paho's
         # code (holding one of its locks), and the disconnect below wait for it for ever.
-        interrupted = threading.Event()
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-        try:
-            while not interrupted.is_set():
+        with stop_on_signals() as stopped:
+            while not stopped.is_set():
                 print(f"{clear}{time.strftime('%H:%M:%S')}  (every {args.watch:g} s; Ctrl-C to stop)")
                 print(format_table(watch.rows(), args.site, watch.zones), flush=True)
-                watch.pump(args.watch, until=interrupted.is_set)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+                watch.pump(args.watch, until=stopped.is_set)
         return 130  # as the shell reports a program Ctrl-C ended
     finally:
         watch.stop()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 
 from gated.cli.main import CommandError
+from gated.cli.stopping import stop_on_signals
 
 
 def register(sub) -> None:
@@ -237,7 +237,6 @@ def _hold_worker(args, ledger):
 
 
 def run_ledger(args) -> int:
-    from gated.central.ledger import LedgerError
     from gated.central.ledger_service import LedgerService
     from gated.daystart import DayStart, DayStartError
 
@@ -267,8 +266,6 @@ def run_ledger(args) -> int:
     )
     _set_capacities(ledger, args.capacity)
     lock = _hold_worker(args, ledger)
-    from gated.lockfile import release
-
     service = LedgerService(
         ledger,
         settings,
@@ -282,9 +279,15 @@ def run_ledger(args) -> int:
     )
     if args.verbose:
         service.on_stored = _print_stored
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C too: a clean stop between two batches
-        signal.signal(signum, lambda *_: stop.set())
+    with stop_on_signals() as stop:  # SIGTERM and Ctrl-C: a clean stop between two batches
+        return _serve(args, settings, ledger, service, lock, stop)
+
+
+def _serve(args, settings, ledger, service, lock, stop: threading.Event) -> int:
+    """Run the ledger service until `stop`, then close everything and say what it took in."""
+    from gated.central.ledger import LedgerError
+    from gated.lockfile import release
+
     if args.exit_after is not None:
         timer = threading.Timer(args.exit_after, stop.set)
         timer.daemon = True

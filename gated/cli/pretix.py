@@ -315,22 +315,20 @@ def _duration(text: str) -> float:
 def _every(args, period: float, round_) -> int:
     """One round every `period` seconds until SIGTERM or SIGINT; a failed round is said on stderr and
     the next one tries again (every round is safe to repeat). Exits 0 when stopped."""
-    import signal
-    import threading
     import time
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    from gated.cli.stopping import stop_on_signals
+
     print(f"pretix {args.event}: syncing every {period:g} s until stopped", flush=True)
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            round_()
-        except CommandError as exc:
-            print(f"gated pretix sync: {exc}", file=sys.stderr, flush=True)
-        sys.stdout.flush()
-        stop.wait(max(0.0, period - (time.monotonic() - started)))
+    with stop_on_signals() as stop:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                round_()
+            except CommandError as exc:
+                print(f"gated pretix sync: {exc}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            stop.wait(max(0.0, period - (time.monotonic() - started)))
     print(f"pretix {args.event}: stopped", flush=True)
     return 0
 

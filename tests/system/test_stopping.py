@@ -1,0 +1,47 @@
+"""gated/cli/stopping.py: SIGTERM and Ctrl-C stop a long-running command between two steps; a second
+Ctrl-C interrupts; the handlers are put back; from another thread nothing is touched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from gated.cli.stopping import stop_on_signals
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_sets_the_stop_and_the_handlers_are_put_back(signum):
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with stop_on_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signum)
+        assert stop.wait(5)  # set, and no exception raised here
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_second_ctrl_c_interrupts_a_stop_that_hangs():
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with stop_on_signals() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.wait(5)
+            os.kill(os.getpid(), signal.SIGINT)
+            threading.Event().wait(5)  # the stop hanging: the second Ctrl-C ends the wait
+    assert signal.getsignal(signal.SIGINT) == before
+
+
+def test_from_another_thread_nothing_is_touched():
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def run():
+        with stop_on_signals() as stop:
+            seen.append((stop.is_set(), signal.getsignal(signal.SIGTERM)))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(5)
+    assert seen == [(False, before)]
