@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 from gated.cli.main import CommandError
@@ -308,9 +309,13 @@ def _serve(args, settings, ledger, service, lock, stop: threading.Event) -> int:
     part = f" partition {args.partition[0]}/{args.partition[1]}" if args.partition else ""
     print(f"ledger: {settings.url} site {args.site}{part} -> {ledger.where}", file=sys.stderr)
     service.start()
-    if service.link.wait_subscribed(10):
+    deadline = time.monotonic() + 10
+    while not (subscribed := service.link.wait_subscribed(0.2)) and not stop.is_set():
+        if time.monotonic() >= deadline:
+            break
+    if subscribed:
         print("ledger: subscribed", file=sys.stderr, flush=True)
-    else:  # it goes on trying; say why it could not yet
+    elif not stop.is_set():  # it goes on trying; say why it could not yet
         from gated.brokerdiag import probe
 
         cause = probe(settings, 5.0) or "the broker accepts TCP and TLS but no subscription was granted yet"

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
 
 from gated.cli.stopping import stop_on_signals
+from sim.broker import free_port
+from tests.conftest import SITE
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
@@ -45,3 +49,24 @@ def test_from_another_thread_nothing_is_touched():
     thread.start()
     thread.join(5)
     assert seen == [(False, before)]
+
+
+def test_a_ledger_still_waiting_for_its_broker_stops_at_once(tmp_path):
+    """Ctrl-C while `gated ledger` waits for its first subscription (nothing listens on the port): it
+    stops then, with its summary, instead of after the 10 s wait and the broker probe."""
+    ledger = subprocess.Popen(
+        [sys.executable, "-m", "gated.cli", "ledger", "--broker", f"mqtt://127.0.0.1:{free_port()}"]
+        + ["--site", SITE, "--db", str(tmp_path / "ledger.db")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        said = ledger.stderr.readline()  # "ledger: URL site S -> DB": its handlers are in place
+        assert said.startswith("ledger: mqtt://"), said
+        ledger.send_signal(signal.SIGINT)
+        err = ledger.communicate(timeout=6)[1]
+    finally:
+        ledger.kill()
+    assert ledger.returncode == 0, err
+    assert "ledger: 0 messages" in err and "not connected after" not in err
