@@ -39,7 +39,8 @@ TABLES = {
     "tickets": ("cti",),
     "capacities": ("zone",),
 }
-# table -> its key columns: per key, the higher of each other figure of the two ledgers
+# table -> its key columns: per key, the higher of each other figure of the two ledgers (a gate's
+# progress on two chains: the later chain's row, _copy_progress)
 PROGRESS = {"gate_progress": ("gate",), "chain_floors": ("gate", "epoch")}
 
 

@@ -99,13 +99,13 @@ class _LiveSource:
         while not self._stop.is_set():
             try:
                 gray = self._grab()
-            except ValueError as exc:  # frames of a kind no reader takes (as_gray): every next one too
-                self.error = f"its frames are not images the scanner reads: {exc}"
-                log.error("camera frames unreadable", camera=self.name, error=str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001  a driver's error ends this thread, not unsaid
-                self.error = f"the camera failed: {type(exc).__name__}: {exc}"
-                log.error("camera failed", camera=self.name, error=self.error)
+            except Exception as exc:  # noqa: BLE001  it ends this thread, not unsaid; every next frame would too
+                self.error = (
+                    f"its frames are not images the scanner reads: {exc}"  # as_gray refused it
+                    if isinstance(exc, ValueError)
+                    else f"the camera failed: {type(exc).__name__}: {exc}"
+                )
+                log.error("camera stopped", camera=self.name, error=self.error)
                 return
             if gray is None:
                 failures += 1

@@ -478,8 +478,7 @@ class Daemon:
         last will)."""
         now = (self.gate.mode, self.store.revocation_state().version, self.store.synced)
         if now != self._status_sent and self.uplink.connected:
-            extra = self._status()  # a replaced gate's epoch and synced too
-            if self.uplink.publish_status(extra.pop("state"), **extra) is not None:
+            if self.uplink.announce() is not None:  # self._status(): a replaced gate's epoch and synced too
                 self._status_sent = now
 
     def _poll_gate(self) -> None:
