@@ -26,6 +26,11 @@ def test_only_what_is_about_the_gate_s_own_chain_counts():
     assert c.Confirmation(0).of_chain(3) == c.Confirmation(base3)  # a ledger that knows no chain 3 yet
     assert c.Confirmation(5, ((7, 8),)).of_chain(0) == c.Confirmation(5, ((7, 8),))  # a gate never replaced
     assert c.Confirmation(base3 + 2).of_chain(0) == c.Confirmation(0)
+    # hostile: a range across two chains, the highest seq there is, a range of the top chain
+    assert c.Confirmation(base3, ((base3 + 2, base7 + 1),), True).of_chain(3) == c.Confirmation(base3, (), True)
+    top = (1 << 63) - 1
+    assert c.Confirmation(top, ((top, top),)).of_chain(3) == c.Confirmation(base3)
+    assert c.read(c.encode(base3 + 1, [(base3 + 3, top)])).of_chain(3) == c.Confirmation(base3 + 1, (), True)
 
 
 @pytest.mark.parametrize(
