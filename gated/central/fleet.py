@@ -214,13 +214,15 @@ class SiteWatch:
         self.zones: dict[str, dict] = {}  # people inside per zone, as the ledger last published it
         self.refused: str | None = None
 
-    def start(self, timeout: float) -> None:
+    def start(self, timeout: float, until=None) -> None:
+        """Connect and subscribe within `timeout` (FleetError if not); return early once `until()` holds."""
         self.link.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.link.connected and self.link.wait_subscribed(0.05):
                 return
-            self.pump(0.05)
+            if self.pump(0.05, until):
+                return
             if self.refused:
                 raise FleetError(f"{self.link.settings.url}: {self.refused}")
         from gated.brokerdiag import probe
@@ -249,15 +251,20 @@ class SiteWatch:
                 continue
             self._handle(item)
 
-    def settle(self, quiet_s: float = 0.3, limit_s: float = 5.0) -> None:
-        """Take the retained messages: until nothing has come for `quiet_s` (or `limit_s` passed)."""
+    def settle(self, quiet_s: float = 0.3, limit_s: float = 5.0, until=None) -> None:
+        """Take the retained messages: until nothing has come for `quiet_s` (or `limit_s` passed, or
+        `until()` holds)."""
         deadline = time.monotonic() + limit_s
-        while time.monotonic() < deadline:
-            try:
-                item = self.link.inbox.get(timeout=quiet_s)
-            except queue.Empty:
+        quiet_until = time.monotonic() + quiet_s
+        while time.monotonic() < min(deadline, quiet_until):
+            if until is not None and until():
                 return
+            try:
+                item = self.link.inbox.get(timeout=min(0.05, max(quiet_until - time.monotonic(), 0.001)))
+            except queue.Empty:
+                continue
             self._handle(item)
+            quiet_until = time.monotonic() + quiet_s
 
     def _handle(self, item: tuple) -> None:
         if item[0] == "refused":
@@ -295,9 +302,10 @@ class SiteWatch:
         return [gate_row(self.views[g], now_s) for g in sorted(self.views)]
 
     # commands ----------------------------------------------------------------------------------
-    def command(self, key, gates: list[str], name: str, timeout: float) -> list[dict]:
+    def command(self, key, gates: list[str], name: str, timeout: float, until=None) -> list[dict]:
         """Send `name` to each gate, signed with `key`, and wait up to `timeout` for every
-        acknowledgement. One result per gate: gate, command, nonce, confirmed, mode, detail."""
+        acknowledgement (or until `until()` holds: the wait given up). One result per gate: gate,
+        command, nonce, confirmed, mode, detail."""
         if name not in COMMANDS:
             raise ValueError(f"unknown command {name!r}")
         nonce = time.time_ns() // 1000  # microseconds: above any nonce an earlier command used
@@ -321,7 +329,7 @@ class SiteWatch:
             return all(acknowledged(g) or g in refused for g in gates)
 
         deadline = time.monotonic() + timeout
-        while not done() and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline and not (until is not None and until()):
             try:
                 item = self.link.inbox.get(timeout=0.05)
             except queue.Empty:
@@ -331,6 +339,7 @@ class SiteWatch:
                     f"the broker refused the command: {reason_words(item[2])}: check its access rules (is this certificate `central`?)"
                 )
             self._handle(item)
+        given_up = not done() and time.monotonic() < deadline  # until() held first
         results = []
         for gate in gates:
             status = (self.views.get(gate) or GateView(gate)).status or {}
@@ -338,6 +347,11 @@ class SiteWatch:
             result = {"gate": gate, "command": name, "nonce": nonce, "confirmed": False, "mode": mode}
             if gate in refused:
                 result["detail"] = refused[gate]
+            elif not acknowledged(gate) and given_up:
+                result["detail"] = (
+                    "stopped waiting before its acknowledgement came: the broker has the command, the gate "
+                    "may still apply it (see `gated status`)"
+                )
             elif not acknowledged(gate):
                 result["detail"] = f"no acknowledgement within {timeout:g} s: " + (
                     "the gate is offline (the broker keeps the command; a gate refuses it once it is too old)"

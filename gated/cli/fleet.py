@@ -49,7 +49,9 @@ def register(sub) -> None:
     c.set_defaults(func=run_command)
 
 
-def _watch(args):
+def _watch(args, stopped):
+    """The site's gates, read from the broker: connected, subscribed and its retained messages taken
+    (or as far as it got before `stopped` was set)."""
     from gated.central.fleet import FleetError, SiteWatch
     from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
@@ -61,36 +63,43 @@ def _watch(args):
         raise CommandError(str(exc)) from None
     watch = SiteWatch(settings, args.site)
     try:
-        watch.start(args.timeout)
+        watch.start(args.timeout, until=stopped.is_set)
+        watch.settle(until=stopped.is_set)
     except FleetError as exc:
         watch.stop()
         raise CommandError(str(exc)) from None
     return watch
 
 
+# Both commands run under stop_on_signals from their first connect: Ctrl-C (or SIGTERM) ends a wait
+# between two steps. As a KeyboardInterrupt it could land inside paho's code (holding one of its
+# locks) and the disconnect in `finally` wait for it for ever. Exit 130, as the shell reports a
+# program Ctrl-C ended.
+STOPPED = 130
+
+
 def run_status(args) -> int:
     from gated.central.fleet import format_table
 
-    watch = _watch(args)
-    try:
-        watch.settle()
-        if args.json:
-            print(json.dumps(watch.rows(), indent=2))
-            return 0
-        if args.watch is None:
-            print(format_table(watch.rows(), args.site, watch.zones))
-            return 0
-        clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
-        # Ctrl-C ends the loop between two steps: as a KeyboardInterrupt it could land inside paho's
-        # code (holding one of its locks), and the disconnect below wait for it for ever.
-        with stop_on_signals() as stopped:
+    with stop_on_signals() as stopped:
+        watch = _watch(args, stopped)
+        try:
+            if stopped.is_set():
+                return STOPPED
+            if args.json:
+                print(json.dumps(watch.rows(), indent=2))
+                return 0
+            if args.watch is None:
+                print(format_table(watch.rows(), args.site, watch.zones))
+                return 0
+            clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
             while not stopped.is_set():
                 print(f"{clear}{time.strftime('%H:%M:%S')}  (every {args.watch:g} s; Ctrl-C to stop)")
                 print(format_table(watch.rows(), args.site, watch.zones), flush=True)
                 watch.pump(args.watch, until=stopped.is_set)
-        return 130  # as the shell reports a program Ctrl-C ended
-    finally:
-        watch.stop()
+            return STOPPED
+        finally:
+            watch.stop()
 
 
 def _load_command_key(path: str):
@@ -128,18 +137,21 @@ def run_command(args) -> int:
     key = _load_command_key(signing_key(args))  # before any network: no key, no command
     from gated.central.fleet import FleetError
 
-    watch = _watch(args)
-    try:
-        watch.settle()
-        gates = sorted(watch.views) if args.all else [args.gate]
-        if not gates:
-            raise CommandError(f"the broker holds no gate status for site {args.site}: no gate to command")
+    with stop_on_signals() as stopped:
+        watch = _watch(args, stopped)
         try:
-            results = watch.command(key, gates, args.command_word, args.timeout)
-        except FleetError as exc:
-            raise CommandError(str(exc)) from None
-    finally:
-        watch.stop()
+            if stopped.is_set():
+                print(f"gated command: stopped before sending {args.command_word}: nothing sent", file=sys.stderr)
+                return STOPPED
+            gates = sorted(watch.views) if args.all else [args.gate]
+            if not gates:
+                raise CommandError(f"the broker holds no gate status for site {args.site}: no gate to command")
+            try:
+                results = watch.command(key, gates, args.command_word, args.timeout, until=stopped.is_set)
+            except FleetError as exc:
+                raise CommandError(str(exc)) from None
+        finally:
+            watch.stop()
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -149,4 +161,6 @@ def run_command(args) -> int:
                 f"{r['gate']:<{width}}  {args.command_word}: {'ok' if r['confirmed'] else 'NOT CONFIRMED'}"
                 f"  {r['detail']}"
             )
+    if stopped.is_set() and not all(r["confirmed"] for r in results):
+        return STOPPED
     return 0 if all(r["confirmed"] for r in results) else 1

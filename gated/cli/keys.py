@@ -131,14 +131,16 @@ def enrol_keys(args) -> int:
     from pathlib import Path
 
     from gated.central.fleet import FleetError, announcements, approve
-    from gated.cli.fleet import _watch
+    from gated.cli.fleet import STOPPED, _watch
+    from gated.cli.stopping import stop_on_signals
 
     keyring = keys.load_keyring(args.keyring) if (Path(args.keyring) / keys.KEYRING_FILE).exists() else None
-    watch = _watch(args)
-    try:
-        watch.settle()
-    finally:
+    with stop_on_signals() as stopped:
+        watch = _watch(args, stopped)
         watch.stop()
+    if stopped.is_set():  # the gates' announcements not all read: approve nothing
+        print("gated keys enrol: stopped before the gates' status was read: nothing approved", file=sys.stderr)
+        return STOPPED
     found = announcements(watch.views, keyring)
     wanted = {kid.lower() for kid in args.approve}
     by_kid = {a.kid: a for a in found if a.kid}

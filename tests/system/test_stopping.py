@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -70,3 +71,28 @@ def test_a_ledger_still_waiting_for_its_broker_stops_at_once(tmp_path):
         ledger.kill()
     assert ledger.returncode == 0, err
     assert "ledger: 0 messages" in err and "not connected after" not in err
+
+
+def test_a_command_stopped_while_it_waits_for_the_acknowledgement_says_what_it_knows(tmp_path, broker):
+    """Ctrl-C while `gated command` waits for a gate's acknowledgement (a gate that is not there): it
+    stops then, says the broker has the command and no acknowledgement came, and exits 130; it does
+    not wait out its --timeout, and ends without a traceback."""
+    from gated.cli.main import main
+
+    assert main(["keys", "generate", "--out", str(tmp_path / "k"), "--name", "command"]) == 0
+    command = subprocess.Popen(
+        [sys.executable, "-m", "gated.cli", "command", "--broker", broker.url, "--site", SITE, "--timeout", "60"]
+        + ["--signing-key", str(tmp_path / "k" / "command.key"), "gate-nobody", "lock"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(4)  # connected, settled (0.3 s without a retained message), the command sent
+        command.send_signal(signal.SIGINT)
+        out, err = command.communicate(timeout=10)
+    finally:
+        command.kill()
+    assert command.returncode == 130, out + err
+    assert "gate-nobody  lock: NOT CONFIRMED  stopped waiting before its acknowledgement came" in out, out + err
+    assert "Traceback" not in err, err
