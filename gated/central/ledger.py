@@ -457,7 +457,7 @@ class Ledger:
             result.new, result.duplicates, result.rejected = counts[:3]
             del result.problems[counts[3] :]
             del self._new[counts[4] :]
-            why = f"could not be stored: {type(exc).__name__}: {exc}"[:200]
+            why = f"{ledger_report.UNSTORED}: {type(exc).__name__}: {exc}"[:200]
             log.error("ledger message quarantined", why=why)
             self._quarantine(result, None, examined[0], why, received_ms)
         self.db.execute("RELEASE SAVEPOINT message")

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
+from gated.central import ledger_report
 from gated.central.ledger import Ledger, LedgerError
 from gated.cli import main
 from gated.core import events
@@ -79,6 +80,21 @@ def test_gaps_are_reported_whatever_the_arrival_order(tmp_path, ledger_db, gates
     assert g["chain_breaks"] == 0
     assert not g["signatures_checked"]  # no keyring given
     assert not report["clean"]
+
+
+def test_events_for_another_site_are_not_taken_in_and_the_report_is_not_clean(tmp_path, ledger_db, gates):
+    """A gate set up for another site (or a ledger started with the wrong --site): its events are
+    quarantined, appear in no gate's gaps, and the report says so instead of reading clean."""
+    g1, _ = gates
+    scan(g1, os.urandom(16), True)
+    with GateStore(tmp_path / "other.db", site="elsewhere", gate="g9") as other:
+        scan(other, os.urandom(16), True)
+        with Ledger(ledger_db, site=SITE) as ledger:
+            result = ledger.ingest(outbox(g1) + outbox(other))
+            report = ledger.report()
+    assert result.new == 1 and "g9" not in report["gates"]
+    assert report["totals"]["wrong_site"] == 1 and report["totals"]["missing"] == 0 and not report["clean"]
+    assert "1 events for another site, not taken in" in ledger_report.format_report(report)
 
 
 def test_tampered_forged_and_reused_events_are_caught(tmp_path, ledger_db, gates):
@@ -471,6 +487,10 @@ def test_a_message_is_quarantined_for_its_own_values_never_for_a_failing_databas
             result = ledger.ingest(batch)
             assert (result.new, result.rejected) == (1, 1)
             assert "could not be stored: DataException: refused" in ledger.query("SELECT why FROM quarantine")[0][0]
+            # g2's event is in no gate's gaps (nothing of g2 came after it): the report says it is not stored
+            report = ledger.report()
+            assert report["totals"]["missing"] == 0 and report["totals"]["unstored"] == 1 and not report["clean"]
+            assert "1 events the database would not take" in ledger_report.format_report(report)
         else:
             with pytest.raises(LedgerError, match="refused"):
                 ledger.ingest(batch)
