@@ -13,7 +13,10 @@ behind more than one batch. What goes (GateStore.prune):
     while it is valid, so it can matter for at most the ticket's validity. The retention is the
     longest validity of any ticket this gate has admitted (a gate sees thousands: a fair sample),
     plus `expired_margin_h`, and never less than `peer_retention_days`;
-  - free exits as old, and revocation deltas kept for a base the list has passed.
+  - free exits as old, and the marks of peers' rollbacks (GateStore.record_peer_event) whose
+    timeout is as old: a copy of such an admission arriving later than the retention is taken in
+    again (and pruned by time with the peers' rows, unless this gate admitted the ticket too);
+  - revocation deltas kept for a base the list has passed.
 
 The time is the gate's trusted clock (gated/gate/clock.py); while it is uncertain nothing is
 pruned (a clock wrongly ahead would drop admissions that still decide). Not while the gate counts
@@ -76,7 +79,9 @@ class Pruner:
         )
         for kind, n in done.items():
             self._round[kind] = self._round.get(kind, 0) + n
-        if not any(n >= self.batch for n in (done["tickets"], done["peer_admissions"], done["free_exits"])):
+        if not any(
+            n >= self.batch for n in (done["tickets"], done["peer_admissions"], done["free_exits"], done["rolled_back"])
+        ):
             # a batch below its limit everywhere: the round is over
             self._running, self._next_round = False, monotonic_now + self.every_s
             if any(self._round.values()):

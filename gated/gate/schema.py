@@ -25,6 +25,9 @@ Tables (migration 1):
                             are the gate's local estimate of the people inside its zone
     (migration 7)           admissions get exp (the ticket's, as read at the scan) and peer_admissions an
                             index by time: what gated/gate/prune.py needs to keep the state bounded
+    rolled_back             (migration 8) the (gate, seq) of peers' admissions their `passage` timeout
+                            rolled back, and the timeout's time: such an admission is never taken
+                            in again (a resent copy, a snapshot taken before the timeout)
 
 A database records in `PRAGMA user_version` how many migrations it has had; `migrate()` applies the
 rest in one write transaction (read under the lock, so concurrent openers take turns; issue #22). A migration is never edited once released:
@@ -121,6 +124,14 @@ MIGRATIONS = [
     """
     ALTER TABLE admissions ADD COLUMN exp INTEGER;
     CREATE INDEX peer_admissions_by_time ON peer_admissions (ts_ms);
+    """,
+    # 8: a peer's rollback leaves a mark: the (gate, seq) of each admission a `passage` timeout rolled
+    # back, with the timeout's time, so a late copy of the admission (a resend, a snapshot taken
+    # before the timeout) is not taken in again; pruned by time with the peers' admissions
+    """
+    CREATE TABLE rolled_back (gate TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, PRIMARY KEY (gate, seq))
+        WITHOUT ROWID;
+    CREATE INDEX rolled_back_by_time ON rolled_back (ts_ms);
     """,
 ]
 

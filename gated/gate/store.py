@@ -520,7 +520,7 @@ class GateStore:
             if event["kind"] == "scan" and event["decision"] == "admit":
                 cur = db.execute(
                     "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    + _NOT_ROLLED_BACK,
                     (
                         gate,
                         event["seq"],
@@ -545,9 +545,15 @@ class GateStore:
                 prefix, _, seq = event["ref"].rpartition(":")
                 if prefix != gate or not seq.isdigit():
                     return False
-                return (
-                    db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))).rowcount > 0
-                )
+                # the mark first: the admission may come after its rollback, or come again
+                marked = db.execute(
+                    "INSERT OR IGNORE INTO rolled_back (gate, seq, ts_ms) VALUES (?, ?, ?)",
+                    (gate, int(seq), _event_ms(event)),
+                ).rowcount
+                deleted = db.execute(
+                    "DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))
+                ).rowcount
+                return marked + deleted > 0
         return False
 
     # --- chain epochs and the admissions snapshot (docs/protocol.md, "Replacing a gate") -------
@@ -591,12 +597,16 @@ class GateStore:
     def record_recovered_admissions(self, rows) -> int:
         """Admissions from the ledger's snapshot (gate, seq, cti, step, ts_ms, dir, reentry, zone),
         kept like peers' admissions (this gate's old chain's too: its seqs are not this chain's);
-        idempotent, only ever adds. How many were new."""
+        idempotent, only ever adds. Not taken: a peer's admission whose rollback this gate heard
+        (the snapshot was taken before it), and this chain's own admissions (the gate holds them,
+        in `admissions`, or rolled them back itself). How many were new."""
         with self._tx() as db:
+            chain = events.epoch_of(int(self._meta("seq", 0)))
+            rows = [r for r in rows if not (r[0] == self.gate and events.epoch_of(r[1]) == chain)]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                + _NOT_ROLLED_BACK,
                 rows,
             )
             return db.total_changes - before
@@ -608,11 +618,18 @@ class GateStore:
         the admissions, own and peers', of tickets that expired before `expired_before_s` (unix s;
         decide() says `expired` before it asks about admissions, so they decide nothing any more);
         peers' admissions made before `peers_before_ms` of tickets this gate never admitted (their
-        expiry unknown here); free exits as old; waiting revocation deltas that can never apply (their
+        expiry unknown here); free exits and marks of peers' rollbacks as old; waiting revocation deltas that can never apply (their
         base is below the list's version). `movements` False: admissions and exits stay (the gate's
         count of people inside is over every movement stored: a capacity without day_starts).
         Pending admissions (a visitor in the turnstile) are never pruned. How many rows went, per kind."""
-        done = {"tickets": 0, "admissions": 0, "peer_admissions": 0, "free_exits": 0, "revocation_deltas": 0}
+        done = {
+            "tickets": 0,
+            "admissions": 0,
+            "peer_admissions": 0,
+            "free_exits": 0,
+            "rolled_back": 0,
+            "revocation_deltas": 0,
+        }
         with self._tx() as db:
             done["revocation_deltas"] = db.execute(
                 "DELETE FROM revocation_parts WHERE base > 0 AND base < ?", (self._rev_state.version,)
@@ -659,6 +676,11 @@ class GateStore:
             ).fetchall()
             db.executemany("DELETE FROM free_exits WHERE gate = ? AND seq = ?", old)
             done["free_exits"] = len(old)
+            old = db.execute(
+                "SELECT gate, seq FROM rolled_back WHERE ts_ms < ? LIMIT ?", (peers_before_ms, limit)
+            ).fetchall()
+            db.executemany("DELETE FROM rolled_back WHERE gate = ? AND seq = ?", old)
+            done["rolled_back"] = len(old)
         return done
 
     @property
@@ -672,7 +694,7 @@ class GateStore:
         with self._lock:
             return {
                 t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("admissions", "peer_admissions", "free_exits", "revoked", "outbox")
+                for t in ("admissions", "peer_admissions", "free_exits", "rolled_back", "revoked", "outbox")
             }
 
     @property
@@ -953,6 +975,13 @@ def _make_private(path: Path, own_directory: bool = False) -> None:
         raise StoreError(
             f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner"
         ) from exc
+
+
+# the values of one peer admission (gate, seq, cti, step, ts_ms, dir, reentry, zone), unless its
+# rollback was heard (a `passage` timeout: table rolled_back)
+_NOT_ROLLED_BACK = (
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8 WHERE NOT EXISTS (SELECT 1 FROM rolled_back WHERE gate = ?1 AND seq = ?2)"
+)
 
 
 def _event_ms(event: dict) -> int:

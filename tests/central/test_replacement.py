@@ -5,6 +5,7 @@ from the ledger's signed snapshot before it lets single-entry tickets in again."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -453,3 +454,38 @@ def test_a_replaced_gate_judges_a_multi_entry_check_in_list_by_whether_its_rules
             assert checkinlists.accept(new, clist, ring, site=SITE).status == "applied"
             decision = validate(ticket, ring, context, new, NOW_MS / 1000)
             assert decision.reason is reason and not decision.unsynced
+
+
+def test_a_snapshot_taken_before_a_rollback_does_not_bring_the_admission_back(tmp_path, authority):
+    """The ledger's snapshot holds a peer's admission and one of the replaced gate's own, both still
+    waiting for their passage when it was taken; then nobody passed (timeouts). Applied after the
+    rollbacks, the snapshot must not make either ticket `already_used`: their holders never got in.
+    A ticket the peer let in stays used."""
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    ledger_db = str(tmp_path / "ledger.db")
+    at_peer, at_own, used = authority.ticket(), authority.ticket(), authority.ticket()
+    with (
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+        GateStore(tmp_path / "new.db", site=SITE, gate="g1") as g1,
+    ):
+        g1.start_epoch(9, NOW_MS)
+        _admit(g2, authority, context, used, NOW_MS + 1)
+        decision = validate(at_peer, authority.keyring, context, g2, NOW_MS / 1000)
+        peer_scan = g2.record_scan(scan_fields(decision, context, 0), NOW_MS + 2, admit_cti=decision.cti)
+        admitting = dataclasses.replace(context, until_synced="admit")
+        decision = validate(at_own, authority.keyring, admitting, g1, NOW_MS / 1000)
+        assert decision.admit
+        own_scan = g1.record_scan(scan_fields(decision, admitting, 0), NOW_MS + 3, admit_cti=decision.cti)
+        with Ledger(ledger_db, site=SITE) as ledger:
+            ledger.ingest(_outbox(g2) + _outbox(g1))
+        found, parts = _snapshot_from(ledger_db, authority)
+        assert {(a.gate, a.seq) for a in found} >= {("g2", peer_scan["seq"]), ("g1", own_scan["seq"])}
+        # the timeouts, then the snapshot
+        g1.record_peer_event(g2.record_passage(peer_scan["id"], False, NOW_MS + 10_000))
+        g1.record_passage(own_scan["id"], False, NOW_MS + 10_001)
+        Recovery(g1, authority.keyring, site=SITE, events=[EVENT]).on_message("t", parts[0])
+        assert g1.synced
+        now = NOW_MS / 1000 + 20
+        assert validate(used, authority.keyring, context, g1, now).reason is Reason.ALREADY_USED
+        assert validate(at_peer, authority.keyring, context, g1, now).reason is Reason.OK
+        assert validate(at_own, authority.keyring, context, g1, now).reason is Reason.OK

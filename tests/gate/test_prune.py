@@ -114,3 +114,22 @@ def test_a_ticket_valid_without_end_does_not_stop_pruning(tmp_path, authority):
         assert store.max_validity_s == 2**63 - 1
         done = Pruner(store, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(T0 + DAY)
         assert done["admissions"] == 0 and store.state_counts()["admissions"] == 1
+
+
+def test_the_marks_of_peers_rollbacks_go_with_the_peers_rows(tmp_path, authority):
+    """A peer's rolled-back admission leaves a mark (so a late copy stays rolled back); the mark goes
+    by time like the peers' admissions, and a recent one stays."""
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        for at in (T0, T0 + 9 * DAY):
+            text = authority.ticket(cti=os.urandom(16), nbf=at, exp=at + 3600)
+            decision = validate(text, authority.keyring, context, g2, at)
+            scan = record(g2, decision, scan_fields(decision, context, 0), at * 1000, confirmed=False)
+            g1.record_peer_event(scan)
+            g1.record_peer_event(g2.record_passage(scan["id"], False, at * 1000 + 8000))
+        assert g1.state_counts()["rolled_back"] == 2
+        done = Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(T0 + 10 * DAY)
+        assert done["rolled_back"] == 1 and g1.state_counts()["rolled_back"] == 1
