@@ -29,7 +29,9 @@ Checks run in a fixed order so that one scan always yields one reason:
 A pretix ticket at a gate that holds the event's check-in list (`facts.pretix`) is judged, after the
 gate mode, the code, the place and the gate's own product limit, by that list in pretix's order
 (gated/core/pretix_checkin.py: revoked, unapproved, validity, the list's products, unpaid, rules,
-questions, already used), then the capacity. With an untrusted clock the time rules above apply.
+questions, already used), then unsynced (entries are limited when the list does not allow multiple
+entries and the scan is no entry after an exit, or when its rules read the ticket's movements), then
+the capacity. With an untrusted clock the time rules above apply.
     otherwise   OK, admit
 
 An exit gate (`direction="out"`, a scan-out exit) lets a readable ticket of its event out: after
@@ -165,9 +167,7 @@ def decide(
     unchecked = not facts.synced and bool(entries) and not reentry
     if unchecked and gate.until_synced != "admit":
         return deny(
-            Reason.UNSYNCED,
-            "replaced gate: the site's admissions are not recovered yet, "
-            f"so whether this ticket's {entries} entries are used cannot be checked",
+            Reason.UNSYNCED, _UNSYNCED + f"so whether this ticket's {entries} entries are used cannot be checked"
         )
     counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
     flagged = {"unsynced": True} if unchecked else {}
@@ -185,10 +185,14 @@ def decide(
     return Decision(True, Reason.OK, ticket, cti, **counted, **flagged)
 
 
+_UNSYNCED = "replaced gate: the site's admissions are not recovered yet, "
+
+
 def _by_checkin_list(code: Ticket, gate: GateContext, facts: Facts, now: float) -> Decision:
     """A pretix ticket at a gate holding its check-in list: pretix's order and reasons
     (gated/core/pretix_checkin.py), then the gate's own capacity."""
     from gated.core.pretix_checkin import judge
+    from gated.core.pretix_rules import reads_history
 
     held = facts.pretix
     verdict = judge(
@@ -203,6 +207,17 @@ def _by_checkin_list(code: Ticket, gate: GateContext, facts: Facts, now: float) 
     )
     if not verdict.admit:
         return Decision(False, verdict.reason, code, code.claims.cti, verdict.detail)
+    clist = held.checkin_list
+    limited = reads_history(clist.rules) or (not clist.allow_multiple_entries and not verdict.reentry)
+    unchecked = not facts.synced and limited
+    if unchecked and gate.until_synced != "admit":
+        return Decision(
+            False,
+            Reason.UNSYNCED,
+            code,
+            code.claims.cti,
+            _UNSYNCED + f"so whether check-in list {clist.name!r} lets this ticket in again cannot be checked",
+        )
     counted = {} if gate.capacity is None else {"inside": facts.zone_inside, "occupancy_source": facts.occupancy_source}
     if gate.capacity is not None and facts.zone_inside >= gate.capacity:
         return Decision(
@@ -220,6 +235,7 @@ def _by_checkin_list(code: Ticket, gate: GateContext, facts: Facts, now: float) 
         code.claims.cti,
         "re-entry after an exit" if verdict.reentry else "",
         reentry=verdict.reentry,
+        unsynced=unchecked,
         **counted,
     )
 

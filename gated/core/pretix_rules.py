@@ -118,6 +118,26 @@ def check_rules(rules) -> None:
     _check(rules, depth=0, below_comparison=False, path="rules", count=count)
 
 
+HISTORY_VARIABLES = VARIABLES - {"product", "variation", "now", "now_isoweekday", "gate"}
+
+
+def reads_history(rules) -> bool:
+    """Whether the rules read the ticket's movements (entry counts, minutes since an entry,
+    `entry_status`): a gate that cannot see all of them (a replaced gate, not yet synced) cannot
+    judge such rules. Rules as check_rules() took them."""
+    if isinstance(rules, list):
+        return any(reads_history(v) for v in rules)
+    if not isinstance(rules, dict) or len(rules) != 1:
+        return False
+    ((operator, values),) = rules.items()
+    if operator in CUTOFF_COUNTS:
+        return True
+    if operator == "var":
+        name = values[0] if isinstance(values, list) and values else values
+        return isinstance(name, str) and name in HISTORY_VARIABLES
+    return reads_history(values)
+
+
 def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) -> None:
     count[0] += 1
     if count[0] > MAX_NODES or depth > MAX_DEPTH:

@@ -61,7 +61,7 @@ class Recovery:
                 "publish a new one (gated admissions)",
             )
             return
-        added = self.store.record_recovered_admissions([a.row() for a in part.admissions])
+        added = self.store.record_recovered_admissions([a.row() for a in part.admissions], part.event)
         have = self._parts.setdefault(part.event, {}).setdefault(part.version, set())
         have.add(part.part)
         log.info(

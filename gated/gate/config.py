@@ -275,6 +275,16 @@ class StateSection:
         minimum=1,
         maximum=3650,
     )
+    open_ended_days: float | None = _opt(
+        None,
+        doc="tickets valid without end (a pretix code without validUntil or validFrom): how long "
+        "after its last admission such a ticket can still be shown, for a valid one; its admissions, "
+        "and peers' admissions at a gate that has admitted one, go this long plus expired_margin_h "
+        "after they were made. Unset (the default): kept until the gate no longer admits for "
+        "their event ([gate] events)",
+        minimum=1,
+        maximum=3650,
+    )
     prune_every_s: float = _opt(
         300.0, doc="how often the pruning starts (in small batches between scans)", minimum=1, maximum=86400
     )

@@ -8,12 +8,23 @@ behind more than one batch. What goes (GateStore.prune):
 
   - the admissions, own and peers', of tickets that expired more than `expired_margin_h` ago
     (decide() denies `expired` before it asks about admissions: they decide nothing any more);
+  - the admissions, own and peers', of events the gate no longer admits for (`[gate] events`:
+    decide() denies `wrong_event` first). A season's finished events leave the state this way;
   - peers' admissions, of tickets this gate never admitted, older than the retention: their
     expiry is unknown here (the scan event does not carry it), but a ticket's admission is made
     while it is valid, so it can matter for at most the ticket's validity. The retention is the
     longest validity of any ticket this gate has admitted (a gate sees thousands: a fair sample),
     plus `expired_margin_h`, and never less than `peer_retention_days`;
-  - free exits as old, and revocation deltas kept for a base the list has passed.
+  - tickets valid without end (exp - nbf over five years: a pretix code without validUntil, exp
+    2^63-1, or without validFrom): they never expire, so an admission of one would re-open it
+    once gone. Such a ticket does not count in the longest validity; a gate that has admitted one
+    keeps peers' admissions until their event leaves `[gate] events`, and its own of such tickets
+    too. With `[state] open_ended_days` (the operator's word: no such ticket is shown again that
+    long after its admission) they go, own and peers', that long plus `expired_margin_h` after;
+  - free exits as old, and the marks of peers' rollbacks (GateStore.record_peer_event) whose
+    timeout is as old: a copy of such an admission arriving later than the retention is taken in
+    again (and pruned by time with the peers' rows, unless this gate admitted the ticket too);
+  - revocation deltas kept for a base the list has passed.
 
 The time is the gate's trusted clock (gated/gate/clock.py); while it is uncertain nothing is
 pruned (a clock wrongly ahead would drop admissions that still decide). Not while the gate counts
@@ -42,9 +53,12 @@ class Pruner:
         every_s: float,
         movements: bool = True,
         batch: int = BATCH,
+        events: frozenset[str] | None = None,
+        open_ended_s: float | None = None,
     ):
         self.store, self.expired_margin_s, self.peer_retention_s = store, expired_margin_s, peer_retention_s
         self.every_s, self.movements, self.batch = every_s, movements, batch
+        self.events, self.open_ended_s = events, open_ended_s
         self._next_round = 0.0  # monotonic time the next round starts
         self._running = False
         self._round: dict[str, int] = {}
@@ -57,6 +71,8 @@ class Pruner:
             peer_retention_s=cfg.state.peer_retention_days * 86400,
             every_s=cfg.state.prune_every_s,
             movements=not (cfg.gate.capacity is not None and cfg.gate.day_starts is None),
+            events=frozenset(cfg.gate.events),
+            open_ended_s=None if cfg.state.open_ended_days is None else cfg.state.open_ended_days * 86400,
         )
 
     def step(self, monotonic_now: float, unix_now: float) -> dict | None:
@@ -66,17 +82,26 @@ class Pruner:
                 return None
             self._running, self._round = True, {}
         retention = max(self.peer_retention_s, self.store.max_validity_s + self.expired_margin_s)
+        open_before_ms = None
+        if self.open_ended_s is not None:
+            open_before_ms = max(int((unix_now - self.open_ended_s - self.expired_margin_s) * 1000), 0)
+            if self.store.open_ended:
+                retention = max(retention, self.open_ended_s + self.expired_margin_s)
+        elif self.store.open_ended:
+            retention = None  # a peer's admission of a ticket valid without end may matter for ever
         done = self.store.prune(
             expired_before_s=int(unix_now - self.expired_margin_s),
-            # a ticket valid without end (a pretix code: exp 2^63-1) makes peers' rows keep forever,
-            # and the time before 1970 it gives is no SQLite integer: nothing is older than 0
-            peers_before_ms=max(int((unix_now - retention) * 1000), 0),
+            # nothing is older than 0 (a time before 1970 is no SQLite integer)
+            peers_before_ms=0 if retention is None else max(int((unix_now - retention) * 1000), 0),
             limit=self.batch,
             movements=self.movements,
+            events_admitted=self.events,
+            open_before_ms=open_before_ms,
         )
         for kind, n in done.items():
             self._round[kind] = self._round.get(kind, 0) + n
-        if not any(n >= self.batch for n in (done["tickets"], done["peer_admissions"], done["free_exits"])):
+        batches = ("tickets", "admissions", "peer_admissions", "free_exits", "rolled_back")
+        if not any(done[kind] >= self.batch for kind in batches):
             # a batch below its limit everywhere: the round is over
             self._running, self._next_round = False, monotonic_now + self.every_s
             if any(self._round.values()):

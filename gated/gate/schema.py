@@ -25,6 +25,11 @@ Tables (migration 1):
                             are the gate's local estimate of the people inside its zone
     (migration 7)           admissions get exp (the ticket's, as read at the scan) and peer_admissions an
                             index by time: what gated/gate/prune.py needs to keep the state bounded
+    rolled_back             (migration 8) the (gate, seq) of peers' admissions their `passage` timeout
+                            rolled back, and the timeout's time: such an admission is never taken
+                            in again (a resent copy, a snapshot taken before the timeout)
+    (migration 9)           admissions and peer_admissions get event (the ticket's `aud`; NULL in rows
+                            made before): what pruning by event needs
 
 A database records in `PRAGMA user_version` how many migrations it has had; `migrate()` applies the
 rest in one write transaction (read under the lock, so concurrent openers take turns; issue #22). A migration is never edited once released:
@@ -121,6 +126,23 @@ MIGRATIONS = [
     """
     ALTER TABLE admissions ADD COLUMN exp INTEGER;
     CREATE INDEX peer_admissions_by_time ON peer_admissions (ts_ms);
+    """,
+    # 8: a peer's rollback leaves a mark: the (gate, seq) of each admission a `passage` timeout rolled
+    # back, with the timeout's time, so a late copy of the admission (a resend, a snapshot taken
+    # before the timeout) is not taken in again; pruned by time with the peers' admissions
+    """
+    CREATE TABLE rolled_back (gate TEXT NOT NULL, seq INTEGER NOT NULL, ts_ms INTEGER NOT NULL, PRIMARY KEY (gate, seq))
+        WITHOUT ROWID;
+    CREATE INDEX rolled_back_by_time ON rolled_back (ts_ms);
+    """,
+    # 9: the event (the ticket's `aud`) of each admission, own and peers', by event: once the gate no
+    # longer admits for an event its tickets are `wrong_event`, so their admissions go
+    # (gated/gate/prune.py): the one safe end for a ticket valid without end (a pretix code)
+    """
+    ALTER TABLE admissions ADD COLUMN event TEXT;
+    ALTER TABLE peer_admissions ADD COLUMN event TEXT;
+    CREATE INDEX admissions_by_event ON admissions (event);
+    CREATE INDEX peer_admissions_by_event ON peer_admissions (event);
     """,
 ]
 

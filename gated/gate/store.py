@@ -129,6 +129,10 @@ def _revocation_state(meta) -> RevocationState:
 # many wait or the oldest has waited this long; the store's reads see them at once (_marked). A power cut
 # before that sends those rows again: the ledger drops duplicates by event id (docs/protocol.md, "Events
 # out: the outbox").
+# a ticket valid longer than this (exp - nbf) is open-ended: a pretix code without validUntil (exp
+# 2^63-1) or without validFrom (nbf 0). It says nothing of how long tickets live (max_validity_s):
+# its admissions go by event, or with [state] open_ended_days by age (gated/gate/prune.py)
+OPEN_ENDED_S = 5 * 366 * 86400
 MARKS_ROWS = 64
 MARKS_S = 5.0
 
@@ -166,6 +170,9 @@ class GateStore:
             self._rev_state = self._read_revocation_state()
             self._synced = not int(self._meta("needs_sync", 0))
             self._max_validity = int(self._meta("max_validity_s", 0))
+            self._open_ended = bool(int(self._meta("open_ended", 0)))
+            if self._max_validity > OPEN_ENDED_S:  # kept by an older gated: it was an open-ended ticket's
+                self._max_validity, self._open_ended = 0, True
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
@@ -436,8 +443,8 @@ class GateStore:
             event = self._append(db, {"kind": "scan", **body}, ts_ms)
             if admit_cti is not None:
                 db.execute(
-                    "INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone, exp) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO admissions (scan_id, cti, step, gate, ts_ms, state, dir, reentry, zone, exp, event) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         event["id"],
                         admit_cti,
@@ -449,9 +456,14 @@ class GateStore:
                         int(bool(body.get("reentry"))),
                         body.get("zone"),
                         exp,
+                        body.get("event"),
                     ),
                 )
-                if exp is not None and nbf is not None and exp - nbf > self._max_validity:
+                if exp is not None and nbf is not None and exp - nbf > OPEN_ENDED_S:
+                    if not self._open_ended:  # once: the first ticket valid without end (a pretix code)
+                        self._set_meta(db, "open_ended", 1)
+                        self._open_ended = True
+                elif exp is not None and nbf is not None and exp - nbf > self._max_validity:
                     self._set_meta(db, "max_validity_s", exp - nbf)  # rarely: a longer-lived ticket than any before
                     self._max_validity = exp - nbf
         return event
@@ -519,8 +531,8 @@ class GateStore:
         with self._tx() as db:
             if event["kind"] == "scan" and event["decision"] == "admit":
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone, event) "
+                    + _NOT_ROLLED_BACK,
                     (
                         gate,
                         event["seq"],
@@ -530,6 +542,7 @@ class GateStore:
                         event.get("dir", "in"),
                         int(bool(event.get("reentry"))),
                         event.get("zone"),
+                        event.get("event") if isinstance(event.get("event"), str) else None,
                     ),
                 )
                 return cur.rowcount > 0
@@ -545,9 +558,15 @@ class GateStore:
                 prefix, _, seq = event["ref"].rpartition(":")
                 if prefix != gate or not seq.isdigit():
                     return False
-                return (
-                    db.execute("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))).rowcount > 0
-                )
+                # the mark first: the admission may come after its rollback, or come again
+                marked = db.execute(
+                    "INSERT OR IGNORE INTO rolled_back (gate, seq, ts_ms) VALUES (?, ?, ?)",
+                    (gate, int(seq), _event_ms(event)),
+                ).rowcount
+                deleted = db.execute(
+                    "DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))
+                ).rowcount
+                return marked + deleted > 0
         return False
 
     # --- chain epochs and the admissions snapshot (docs/protocol.md, "Replacing a gate") -------
@@ -588,31 +607,54 @@ class GateStore:
             self._set_meta(db, "needs_sync", 0)
         self._synced = True
 
-    def record_recovered_admissions(self, rows) -> int:
-        """Admissions from the ledger's snapshot (gate, seq, cti, step, ts_ms, dir, reentry, zone),
-        kept like peers' admissions (this gate's old chain's too: its seqs are not this chain's);
-        idempotent, only ever adds. How many were new."""
+    def record_recovered_admissions(self, rows, event: str | None = None) -> int:
+        """Admissions of `event` from the ledger's snapshot (gate, seq, cti, step, ts_ms, dir, reentry,
+        zone), kept like peers' admissions (this gate's old chain's too: its seqs are not this chain's);
+        idempotent, only ever adds. Not taken: a peer's admission whose rollback this gate heard
+        (the snapshot was taken before it), and this chain's own admissions (the gate holds them,
+        in `admissions`, or rolled them back itself). How many were new."""
         with self._tx() as db:
+            chain = events.epoch_of(int(self._meta("seq", 0)))
+            rows = [(*r, event) for r in rows if not (r[0] == self.gate and events.epoch_of(r[1]) == chain)]
             before = db.total_changes
             db.executemany(
-                "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO peer_admissions (gate, seq, cti, step, ts_ms, dir, reentry, zone, event) "
+                + _NOT_ROLLED_BACK,
                 rows,
             )
             return db.total_changes - before
 
     # --- bounded state (gated/gate/prune.py) --------------------------------------------------
 
-    def prune(self, *, expired_before_s: int, peers_before_ms: int, limit: int, movements: bool = True) -> dict:
+    def prune(
+        self,
+        *,
+        expired_before_s: int,
+        peers_before_ms: int,
+        limit: int,
+        movements: bool = True,
+        events_admitted: frozenset[str] | None = None,
+        open_before_ms: int | None = None,
+    ) -> dict:
         """One small batch (one short transaction, at most `limit` tickets and `limit` peer rows):
         the admissions, own and peers', of tickets that expired before `expired_before_s` (unix s;
         decide() says `expired` before it asks about admissions, so they decide nothing any more);
-        peers' admissions made before `peers_before_ms` of tickets this gate never admitted (their
-        expiry unknown here); free exits as old; waiting revocation deltas that can never apply (their
+        with `events_admitted` (the gate's events), the admissions, own and peers', of every other
+        event (decide() says `wrong_event` first); with `open_before_ms`, the admissions of tickets
+        valid without end (OPEN_ENDED_S) last admitted here before it; peers' admissions made before
+        `peers_before_ms` of tickets this gate never admitted (their expiry unknown here); free exits
+        and marks of peers' rollbacks as old; waiting revocation deltas that can never apply (their
         base is below the list's version). `movements` False: admissions and exits stay (the gate's
         count of people inside is over every movement stored: a capacity without day_starts).
         Pending admissions (a visitor in the turnstile) are never pruned. How many rows went, per kind."""
-        done = {"tickets": 0, "admissions": 0, "peer_admissions": 0, "free_exits": 0, "revocation_deltas": 0}
+        done = {
+            "tickets": 0,
+            "admissions": 0,
+            "peer_admissions": 0,
+            "free_exits": 0,
+            "rolled_back": 0,
+            "revocation_deltas": 0,
+        }
         with self._tx() as db:
             done["revocation_deltas"] = db.execute(
                 "DELETE FROM revocation_parts WHERE base > 0 AND base < ?", (self._rev_state.version,)
@@ -638,6 +680,15 @@ class GateStore:
                     (peers_before_ms, limit),
                 )
             ]
+            if open_before_ms is not None:  # valid without end: by the last admission's age
+                ctis += [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT cti FROM admissions GROUP BY cti HAVING MIN(exp - ts_ms / 1000) > ? "
+                        "AND SUM(state = 'pending') = 0 AND MAX(ts_ms) < ? LIMIT ?",
+                        (OPEN_ENDED_S, open_before_ms, limit),
+                    )
+                ]
             if ctis:
                 marks = ", ".join("?" * len(ctis))
                 done["tickets"] = len(ctis)
@@ -659,20 +710,44 @@ class GateStore:
             ).fetchall()
             db.executemany("DELETE FROM free_exits WHERE gate = ? AND seq = ?", old)
             done["free_exits"] = len(old)
+            old = db.execute(
+                "SELECT gate, seq FROM rolled_back WHERE ts_ms < ? LIMIT ?", (peers_before_ms, limit)
+            ).fetchall()
+            db.executemany("DELETE FROM rolled_back WHERE gate = ? AND seq = ?", old)
+            done["rolled_back"] = len(old)
+            if events_admitted is not None:
+                for event in _events_in(db, "admissions", events_admitted):
+                    done["admissions"] += db.execute(
+                        "DELETE FROM admissions WHERE scan_id IN (SELECT scan_id FROM admissions "
+                        "WHERE event = ? AND state != 'pending' LIMIT ?)",
+                        (event, limit),
+                    ).rowcount
+                for event in _events_in(db, "peer_admissions", events_admitted):
+                    old = db.execute(
+                        "SELECT gate, seq FROM peer_admissions WHERE event = ? LIMIT ?", (event, limit)
+                    ).fetchall()
+                    db.executemany("DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", old)
+                    done["peer_admissions"] += len(old)
         return done
 
     @property
     def max_validity_s(self) -> int:
-        """The longest validity (exp - nbf) of a ticket this gate has admitted: how long a peer's
-        admission of a ticket never seen here may still matter (gated/gate/prune.py)."""
+        """The longest validity (exp - nbf) of a ticket this gate has admitted, open-ended ones aside:
+        how long a peer's admission of a ticket never seen here may still matter (gated/gate/prune.py)."""
         return self._max_validity
+
+    @property
+    def open_ended(self) -> bool:
+        """This gate has admitted a ticket valid without end (OPEN_ENDED_S): a peer's admission of a
+        ticket never seen here may matter for ever, as far as the tickets say."""
+        return self._open_ended
 
     def state_counts(self) -> dict:
         """Rows per table that grows with use (for the season benchmark and health)."""
         with self._lock:
             return {
                 t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("admissions", "peer_admissions", "free_exits", "revoked", "outbox")
+                for t in ("admissions", "peer_admissions", "free_exits", "rolled_back", "revoked", "outbox")
             }
 
     @property
@@ -953,6 +1028,24 @@ def _make_private(path: Path, own_directory: bool = False) -> None:
         raise StoreError(
             f"{path}: cannot create or protect the gate state ({exc}); check the directory's owner"
         ) from exc
+
+
+# the values of one peer admission (gate, seq, cti, step, ts_ms, dir, reentry, zone, event), unless
+# its rollback was heard (a `passage` timeout: table rolled_back)
+_NOT_ROLLED_BACK = (
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 "
+    "WHERE NOT EXISTS (SELECT 1 FROM rolled_back WHERE gate = ?1 AND seq = ?2)"
+)
+
+
+def _events_in(db, table: str, but: frozenset[str]) -> list[str]:
+    """The events `table` holds admissions of, other than `but`: one index step per event."""
+    found, row = [], db.execute(f"SELECT MIN(event) FROM {table}").fetchone()
+    while row[0] is not None:
+        if row[0] not in but:
+            found.append(row[0])
+        row = db.execute(f"SELECT MIN(event) FROM {table} WHERE event > ?", (row[0],)).fetchone()
+    return found
 
 
 def _event_ms(event: dict) -> int:

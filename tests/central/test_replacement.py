@@ -5,17 +5,21 @@ from the ledger's signed snapshot before it lets single-entry tickets in again."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated import keys
 from gated.central import admissions
 from gated.central.ledger import Ledger
-from gated.core import events, snapshot
+from gated.core import checkinlist, events, snapshot
 from gated.core.decide import GateContext
+from gated.core.pretix_secret import Fields, encode_secret
 from gated.core.reasons import Reason
+from gated.gate import checkinlists
 from gated.gate.admissions import Recovery
 from gated.gate.store import GateStore
 from gated.gate.validate import scan_fields, validate
@@ -380,3 +384,108 @@ def test_a_new_chain_whose_first_event_comes_last_still_becomes_the_gate_s_curre
         assert ledger.confirmations(["g1"]) == {"g1": (base + 3, [])}
         g1 = ledger.report()["gates"]["g1"]
     assert g1["floor"] == base + 1 and g1["declared_lost"] == 0 and g1["missing"] == 0 and g1["gaps"] == []
+
+
+def _pretix_ring(tmp_path):
+    """A keyring with a pretix issuer key of EVENT and a revocation key (that signs check-in lists)."""
+    issuer, revocation = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    ring = tmp_path / "pretix-ring"
+    for name, key, role in (("pretix", issuer, "issuer"), ("rev", revocation, "revocation")):
+        (tmp_path / f"{name}.pem").write_bytes(keys.public_pem(key.public_key()))
+        events_ = (EVENT,) if role == "issuer" else ()
+        keys.trust_key_file(ring, tmp_path / f"{name}.pem", role, events=events_)
+    return issuer, revocation, keys.load_keyring(ring)
+
+
+def _checkin_list(revocation, **settings) -> bytes:
+    return checkinlist.encode_list(
+        revocation,
+        site=SITE,
+        version=1,
+        iat=int(time.time()),
+        event=EVENT,
+        settings={
+            "id": 3,
+            "name": "Gates",
+            "include_pending": False,
+            "allow_multiple_entries": False,
+            "allow_entry_after_exit": True,
+            "all_products": True,
+            "limit_products": [],
+            "subevent": None,
+            "rules": "{}",
+            "exit_all_at": None,
+            **settings,
+        },
+        times={"tz": "Europe/Berlin", "date_from": 1_780_000_000, "date_to": None, "date_admission": None},
+        gates={},
+    )
+
+
+@pytest.mark.parametrize("policy", ["deny_used_check", "admit"])
+def test_a_replaced_gate_holding_the_check_in_list_does_not_let_a_used_pretix_ticket_in_unchecked(tmp_path, policy):
+    """A pretix ticket used at the dead card, shown at its replacement holding the event's check-in
+    list before the snapshot came: as without a list, unsynced (or admitted and flagged)."""
+    issuer, revocation, ring = _pretix_ring(tmp_path)
+    context = GateContext(site=SITE, events=frozenset({EVENT}), until_synced=policy)
+    used = encode_secret(Fields(seed="used-at-the-dead-card", item=1), issuer)
+    with GateStore(tmp_path / "new.db", site=SITE, gate="g1") as new:
+        new.start_epoch(9, NOW_MS)
+        assert checkinlists.accept(new, _checkin_list(revocation), ring, site=SITE).status == "applied"
+        decision = validate(used, ring, context, new, NOW_MS / 1000)
+        event = new.record_scan(scan_fields(decision, context, 0), NOW_MS)
+        if policy == "deny_used_check":
+            assert decision.reason is Reason.UNSYNCED and event["reason"] == "unsynced"
+        else:
+            assert decision.admit and decision.unsynced and event["unsynced"] is True
+
+
+def test_a_replaced_gate_judges_a_multi_entry_check_in_list_by_whether_its_rules_count_entries(tmp_path):
+    """Multiple entries and no rules on entries: nothing to check, admitted. Rules that read the
+    ticket's movements (here: once a day) cannot be judged without the site's admissions: unsynced."""
+    issuer, revocation, ring = _pretix_ring(tmp_path)
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    ticket = encode_secret(Fields(seed="day-pass", item=1), issuer)
+    once_a_day = json.dumps({"<": [{"var": "entries_today"}, 1]})
+    for rules, reason in (("{}", Reason.OK), (once_a_day, Reason.UNSYNCED)):
+        with GateStore(tmp_path / f"new-{reason.value}.db", site=SITE, gate="g1") as new:
+            new.start_epoch(9, NOW_MS)
+            clist = _checkin_list(revocation, allow_multiple_entries=True, rules=rules)
+            assert checkinlists.accept(new, clist, ring, site=SITE).status == "applied"
+            decision = validate(ticket, ring, context, new, NOW_MS / 1000)
+            assert decision.reason is reason and not decision.unsynced
+
+
+def test_a_snapshot_taken_before_a_rollback_does_not_bring_the_admission_back(tmp_path, authority):
+    """The ledger's snapshot holds a peer's admission and one of the replaced gate's own, both still
+    waiting for their passage when it was taken; then nobody passed (timeouts). Applied after the
+    rollbacks, the snapshot must not make either ticket `already_used`: their holders never got in.
+    A ticket the peer let in stays used."""
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    ledger_db = str(tmp_path / "ledger.db")
+    at_peer, at_own, used = authority.ticket(), authority.ticket(), authority.ticket()
+    with (
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+        GateStore(tmp_path / "new.db", site=SITE, gate="g1") as g1,
+    ):
+        g1.start_epoch(9, NOW_MS)
+        _admit(g2, authority, context, used, NOW_MS + 1)
+        decision = validate(at_peer, authority.keyring, context, g2, NOW_MS / 1000)
+        peer_scan = g2.record_scan(scan_fields(decision, context, 0), NOW_MS + 2, admit_cti=decision.cti)
+        admitting = dataclasses.replace(context, until_synced="admit")
+        decision = validate(at_own, authority.keyring, admitting, g1, NOW_MS / 1000)
+        assert decision.admit
+        own_scan = g1.record_scan(scan_fields(decision, admitting, 0), NOW_MS + 3, admit_cti=decision.cti)
+        with Ledger(ledger_db, site=SITE) as ledger:
+            ledger.ingest(_outbox(g2) + _outbox(g1))
+        found, parts = _snapshot_from(ledger_db, authority)
+        assert {(a.gate, a.seq) for a in found} >= {("g2", peer_scan["seq"]), ("g1", own_scan["seq"])}
+        # the timeouts, then the snapshot
+        g1.record_peer_event(g2.record_passage(peer_scan["id"], False, NOW_MS + 10_000))
+        g1.record_passage(own_scan["id"], False, NOW_MS + 10_001)
+        Recovery(g1, authority.keyring, site=SITE, events=[EVENT]).on_message("t", parts[0])
+        assert g1.synced
+        now = NOW_MS / 1000 + 20
+        assert validate(used, authority.keyring, context, g1, now).reason is Reason.ALREADY_USED
+        assert validate(at_peer, authority.keyring, context, g1, now).reason is Reason.OK
+        assert validate(at_own, authority.keyring, context, g1, now).reason is Reason.OK

@@ -16,7 +16,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gated.core import checkinlist, cose
 from gated.core.checkinlist import ListRejected, read_list
 from gated.core.pretix_checkin import judge, latest_exit_all
-from gated.core.pretix_rules import EventTimes, Movement, RuleError, RuleInput, check_rules, evaluate, explain
+from gated.core.pretix_rules import (
+    EventTimes,
+    Movement,
+    RuleError,
+    RuleInput,
+    check_rules,
+    evaluate,
+    explain,
+    reads_history,
+)
 from gated.core.pretix_secret import PretixTicket
 from gated.core.reasons import Reason
 from gated.core.ticket import Claims
@@ -320,3 +329,19 @@ def test_an_explanation_that_would_multiply_out_is_not_attempted():
     assert not evaluate(rules, scan(now), EVENT)
     assert explain(rules, scan(now), EVENT) == "Unknown reason"
     assert explain({"and": [wide] * 2}, scan(now), EVENT) == "Ticket type not allowed, Ticket type not allowed"
+
+
+@pytest.mark.parametrize(
+    "rules, reads",
+    [
+        ({}, False),
+        ({"==": [{"var": "product"}, 1]}, False),
+        ({"isAfter": [{"var": "now"}, {"buildTime": ["date_admission"]}, 10]}, False),
+        ({"<": [{"var": "entries_today"}, 1]}, True),
+        ({"or": [{"==": [{"var": "product"}, 1]}, {"==": [{"var": ["entry_status"]}, "absent"]}]}, True),
+        ({"<": [{"entries_since": [{"buildTime": ["custom", "2026-06-06T10:00:00+02:00"]}]}, 1]}, True),
+    ],
+)
+def test_rules_that_read_the_tickets_movements_are_told_apart(rules, reads):
+    check_rules(rules)
+    assert reads_history(rules) is reads

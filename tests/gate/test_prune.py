@@ -8,8 +8,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
+from contextlib import closing
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gated import keys
 from gated.core.decide import GateContext
+from gated.core.pretix_secret import NO_END, Fields, encode_secret
 from gated.core.reasons import Reason
 from gated.gate.prune import Pruner
 from gated.gate.store import GateStore
@@ -111,6 +117,114 @@ def test_a_ticket_valid_without_end_does_not_stop_pruning(tmp_path, authority):
         store.record_scan(
             scan_fields(decision, context, 0), T0 * 1000, admit_cti=decision.cti, confirmed=True, exp=2**63 - 1, nbf=0
         )
-        assert store.max_validity_s == 2**63 - 1
+        assert store.max_validity_s == 0 and store.open_ended  # it says nothing of how long tickets live
         done = Pruner(store, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(T0 + DAY)
         assert done["admissions"] == 0 and store.state_counts()["admissions"] == 1
+
+
+def test_the_marks_of_peers_rollbacks_go_with_the_peers_rows(tmp_path, authority):
+    """A peer's rolled-back admission leaves a mark (so a late copy stays rolled back); the mark goes
+    by time like the peers' admissions, and a recent one stays."""
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        for at in (T0, T0 + 9 * DAY):
+            text = authority.ticket(cti=os.urandom(16), nbf=at, exp=at + 3600)
+            decision = validate(text, authority.keyring, context, g2, at)
+            scan = record(g2, decision, scan_fields(decision, context, 0), at * 1000, confirmed=False)
+            g1.record_peer_event(scan)
+            g1.record_peer_event(g2.record_passage(scan["id"], False, at * 1000 + 8000))
+        assert g1.state_counts()["rolled_back"] == 2
+        done = Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(T0 + 10 * DAY)
+        assert done["rolled_back"] == 1 and g1.state_counts()["rolled_back"] == 1
+
+
+def _pretix_gate(tmp_path):
+    """A pretix issuer key of EVENT in a keyring, and a gate context of EVENT."""
+    issuer = Ed25519PrivateKey.generate()
+    (tmp_path / "pretix.pem").write_bytes(keys.public_pem(issuer.public_key()))
+    keys.trust_key_file(tmp_path / "ring", tmp_path / "pretix.pem", "issuer", events=(EVENT,))
+    return issuer, keys.load_keyring(tmp_path / "ring"), GateContext(site=SITE, events=frozenset({EVENT}))
+
+
+def _used_at_both(tmp_path, issuer, ring, context, g1, g2, at):
+    """A pretix code without validUntil let in at g1, another at g2 (heard at g1): the codes."""
+    codes = []
+    for n, store in enumerate((g1, g2)):
+        code = encode_secret(Fields(seed=f"no-end-{n}-{at}", item=1), issuer)
+        decision = validate(code, ring, context, store, at)
+        assert decision.admit and decision.ticket.claims.exp == NO_END
+        event = record(store, decision, scan_fields(decision, context, 0), at * 1000)
+        if store is g2:
+            g1.record_peer_event(event)
+        codes.append(code)
+    return codes
+
+
+def test_a_pretix_code_without_end_stays_used_and_its_admissions_go_with_its_event(tmp_path):
+    """pretix codes without validUntil never expire: by default their admissions, own and peers',
+    stay while the gate admits for their event (a year on, both codes are still `already_used`),
+    and go once the event is no longer among the gate's events (then `wrong_event` anyway)."""
+    issuer, ring, context = _pretix_gate(tmp_path)
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        codes = _used_at_both(tmp_path, issuer, ring, context, g1, g2, T0)
+        assert g1.max_validity_s == 0 and g1.open_ended
+        a_year_on = T0 + 365 * DAY
+        kept = Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0, events=frozenset({EVENT}))
+        kept.run_to_end(a_year_on)
+        assert [validate(c, ring, context, g1, a_year_on).reason for c in codes] == [Reason.ALREADY_USED] * 2
+        moved_on = Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0, events=frozenset({"next"}))
+        done = moved_on.run_to_end(a_year_on)
+        assert done["admissions"] == 1 and done["peer_admissions"] == 1
+        counts = g1.state_counts()
+        assert counts["admissions"] == 0 and counts["peer_admissions"] == 0
+
+
+def test_open_ended_days_prunes_pretix_codes_without_end_by_age(tmp_path):
+    """`[state] open_ended_days`: the operator says how long such a code can still be shown; its
+    admissions stay used that long (plus the margin), then go; a peer's too."""
+    issuer, ring, context = _pretix_gate(tmp_path)
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        codes = _used_at_both(tmp_path, issuer, ring, context, g1, g2, T0)
+        pruner = Pruner(
+            g1, expired_margin_s=DAY, peer_retention_s=DAY, every_s=0, events=frozenset({EVENT}), open_ended_s=3 * DAY
+        )
+        pruner.run_to_end(T0 + 4 * DAY - 60)
+        assert [validate(c, ring, context, g1, T0 + 4 * DAY - 60).reason for c in codes] == [Reason.ALREADY_USED] * 2
+        done = pruner.run_to_end(T0 + 4 * DAY + 60)
+        assert done["admissions"] == 1 and done["peer_admissions"] == 1
+
+
+def _config(tmp_path, state=""):
+    from gated.gate.config import load
+
+    path = tmp_path / "gated.toml"
+    path.write_text(
+        f'[gate]\nsite = "{SITE}"\nid = "g1"\nevents = ["{EVENT}"]\nkeyring = "{tmp_path}"\n'
+        f'state_dir = "{tmp_path}"\n[turnstile]\nboard = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+        f"[state]\n{state}"
+    )
+    return load(path)
+
+
+def test_the_gate_prunes_by_its_events_and_open_ended_days_from_its_config(tmp_path):
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as store:
+        pruner = Pruner.from_config(store, _config(tmp_path, "open_ended_days = 3\n"))
+        assert pruner.events == frozenset({EVENT}) and pruner.open_ended_s == 3 * DAY
+        assert Pruner.from_config(store, _config(tmp_path)).open_ended_s is None  # the default: by event only
+
+
+def test_a_state_an_older_gated_left_with_an_endless_validity_is_read_as_open_ended(tmp_path):
+    GateStore(tmp_path / "g1.db", site=SITE, gate="g1").close()
+    with closing(sqlite3.connect(tmp_path / "g1.db")) as db, db:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('max_validity_s', ?)", (2**63 - 1,))
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as store:
+        assert store.max_validity_s == 0 and store.open_ended

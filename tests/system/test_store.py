@@ -9,6 +9,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -383,3 +384,37 @@ def test_a_write_that_changes_nothing_does_not_end_a_store_fault(tmp_path):
             db.execute("DROP TRIGGER full")
         store.record_event({"kind": "alarm", "alarm": "tamper"}, 2_000)
         assert store.fault is None
+
+
+def _peer_wire(event: dict, peer) -> dict:
+    """An event as a gate takes a peer's (gated/gate/uplink.py): the strict reader, then the seal."""
+    taken = events.read_event(events.canonical(event), site=SITE, gate=event["gate"])
+    assert not events.check_seal(taken, peer.device_public_key)
+    return taken
+
+
+@pytest.mark.parametrize("order", ["resent after its rollback", "rollback first"])
+def test_a_peers_rollback_stays_when_its_admission_comes_again(tmp_path, authority, order):
+    """g2 let a ticket in, then nobody passed (timeout). A copy of the admission arriving after the
+    rollback (the peer's uplink resending it alone; or the two out of order) must not make the
+    ticket `already_used` at g1: its holder never got in."""
+    from gated.core.decide import GateContext
+    from gated.core.reasons import Reason
+    from gated.gate.validate import record, scan_fields, validate
+
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    text = authority.ticket()
+    with open_store(tmp_path / "g1.db") as g1, open_store(tmp_path / "g2.db", gate="g2") as g2:
+        now = time.time()
+        decision = validate(text, authority.keyring, context, g2, now)
+        assert decision.admit
+        scan = record(g2, decision, scan_fields(decision, context, 0), int(now * 1000), confirmed=False)
+        timeout = g2.record_passage(scan["id"], False, int(now * 1000) + 8_000)
+        arrivals = [scan, timeout, scan] if order == "resent after its rollback" else [timeout, scan]
+        for event in arrivals:
+            g1.record_peer_event(_peer_wire(event, g2))
+        assert g1.facts(decision.cti).admissions == 0
+        assert validate(text, authority.keyring, context, g1, now + 10).reason is Reason.OK
+    with open_store(tmp_path / "g1.db") as again:  # the mark is kept across a restart
+        again.record_peer_event(_peer_wire(scan, g2))
+        assert again.facts(decision.cti).admissions == 0
