@@ -275,13 +275,20 @@ class StateSection:
         minimum=1,
         maximum=3650,
     )
+    dropped_event_days: float = _opt(
+        7.0,
+        doc="the admissions of an event taken out of [gate] events go once it has been out this "
+        "long (its tickets are wrong_event here then); put back sooner, its used tickets stay used",
+        minimum=1,
+        maximum=3650,
+    )
     open_ended_days: float | None = _opt(
         None,
         doc="tickets valid without end (a pretix code without validUntil or validFrom): how long "
         "after its last admission such a ticket can still be shown, for a valid one; its admissions, "
         "and peers' admissions at a gate that has admitted one, go this long plus expired_margin_h "
-        "after they were made. Unset (the default): kept until the gate no longer admits for "
-        "their event ([gate] events)",
+        "after they were made. Unset (the default): kept until their event has been out of "
+        "[gate] events for dropped_event_days",
         minimum=1,
         maximum=3650,
     )

@@ -9,7 +9,10 @@ behind more than one batch. What goes (GateStore.prune):
   - the admissions, own and peers', of tickets that expired more than `expired_margin_h` ago
     (decide() denies `expired` before it asks about admissions: they decide nothing any more);
   - the admissions, own and peers', of events the gate no longer admits for (`[gate] events`:
-    decide() denies `wrong_event` first). A season's finished events leave the state this way;
+    decide() denies `wrong_event` first) once they have been out of the list for `[state]
+    dropped_event_days` (7 by default; counted from the first pruning round that found the event
+    out): an event taken out for a day and put back keeps its used tickets used. A season's
+    finished events leave the state this way;
   - peers' admissions, of tickets this gate never admitted, older than the retention: their
     expiry is unknown here (the scan event does not carry it), but a ticket's admission is made
     while it is valid, so it can matter for at most the ticket's validity. The retention is the
@@ -18,7 +21,7 @@ behind more than one batch. What goes (GateStore.prune):
   - tickets valid without end (exp - nbf over five years: a pretix code without validUntil, exp
     2^63-1, or without validFrom): they never expire, so an admission of one would re-open it
     once gone. Such a ticket does not count in the longest validity; a gate that has admitted one
-    keeps peers' admissions until their event leaves `[gate] events`, and its own of such tickets
+    keeps peers' admissions until their event has left `[gate] events` (above), and its own of such tickets
     too. With `[state] open_ended_days` (the operator's word: no such ticket is shown again that
     long after its admission) they go, own and peers', that long plus `expired_margin_h` after;
   - free exits as old, and the marks of peers' rollbacks (GateStore.record_peer_event) whose
@@ -55,10 +58,11 @@ class Pruner:
         batch: int = BATCH,
         events: frozenset[str] | None = None,
         open_ended_s: float | None = None,
+        event_grace_s: float = 7 * 86400,
     ):
         self.store, self.expired_margin_s, self.peer_retention_s = store, expired_margin_s, peer_retention_s
         self.every_s, self.movements, self.batch = every_s, movements, batch
-        self.events, self.open_ended_s = events, open_ended_s
+        self.events, self.open_ended_s, self.event_grace_s = events, open_ended_s, event_grace_s
         self._next_round = 0.0  # monotonic time the next round starts
         self._running = False
         self._round: dict[str, int] = {}
@@ -73,6 +77,7 @@ class Pruner:
             movements=not (cfg.gate.capacity is not None and cfg.gate.day_starts is None),
             events=frozenset(cfg.gate.events),
             open_ended_s=None if cfg.state.open_ended_days is None else cfg.state.open_ended_days * 86400,
+            event_grace_s=cfg.state.dropped_event_days * 86400,
         )
 
     def step(self, monotonic_now: float, unix_now: float) -> dict | None:
@@ -97,6 +102,8 @@ class Pruner:
             movements=self.movements,
             events_admitted=self.events,
             open_before_ms=open_before_ms,
+            now_s=int(unix_now),
+            event_grace_s=int(self.event_grace_s),
         )
         for kind, n in done.items():
             self._round[kind] = self._round.get(kind, 0) + n

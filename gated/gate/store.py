@@ -635,12 +635,16 @@ class GateStore:
         movements: bool = True,
         events_admitted: frozenset[str] | None = None,
         open_before_ms: int | None = None,
+        now_s: int = 0,
+        event_grace_s: int = 0,
     ) -> dict:
         """One small batch (one short transaction, at most `limit` tickets and `limit` peer rows):
         the admissions, own and peers', of tickets that expired before `expired_before_s` (unix s;
         decide() says `expired` before it asks about admissions, so they decide nothing any more);
         with `events_admitted` (the gate's events), the admissions, own and peers', of every other
-        event (decide() says `wrong_event` first); with `open_before_ms`, the admissions of tickets
+        event (decide() says `wrong_event` first) once it has been out of them for `event_grace_s`
+        (noted at `now_s` the first time a batch finds it out: an event put back before then keeps
+        its used tickets used); with `open_before_ms`, the admissions of tickets
         valid without end (OPEN_ENDED_S) last admitted here before it; peers' admissions made before
         `peers_before_ms` of tickets this gate never admitted (their expiry unknown here); free exits
         and marks of peers' rollbacks as old; waiting revocation deltas that can never apply (their
@@ -716,13 +720,14 @@ class GateStore:
             db.executemany("DELETE FROM rolled_back WHERE gate = ? AND seq = ?", old)
             done["rolled_back"] = len(old)
             if events_admitted is not None:
-                for event in _events_in(db, "admissions", events_admitted):
+                gone = _events_out(db, events_admitted, now_s, event_grace_s)
+                for event in (e for e in _events_in(db, "admissions", events_admitted) if e in gone):
                     done["admissions"] += db.execute(
                         "DELETE FROM admissions WHERE scan_id IN (SELECT scan_id FROM admissions "
                         "WHERE event = ? AND state != 'pending' LIMIT ?)",
                         (event, limit),
                     ).rowcount
-                for event in _events_in(db, "peer_admissions", events_admitted):
+                for event in (e for e in _events_in(db, "peer_admissions", events_admitted) if e in gone):
                     old = db.execute(
                         "SELECT gate, seq FROM peer_admissions WHERE event = ? LIMIT ?", (event, limit)
                     ).fetchall()
@@ -1046,6 +1051,27 @@ def _events_in(db, table: str, but: frozenset[str]) -> list[str]:
             found.append(row[0])
         row = db.execute(f"SELECT MIN(event) FROM {table} WHERE event > ?", (row[0],)).fetchone()
     return found
+
+
+EVENT_OUT = "event_out:"  # meta keys: EVENT_OUT + event -> when (unix s) pruning first found it out of [gate] events
+
+
+def _events_out(db, admitted: frozenset[str], now_s: int, grace_s: int) -> set[str]:
+    """The events the state holds admissions of that have been out of `admitted` (the gate's events)
+    for `grace_s`, by the meta keys EVENT_OUT: one is made for an event found out the first time,
+    and dropped once the event is back in, or nothing of it is left."""
+    out = set(_events_in(db, "admissions", admitted)) | set(_events_in(db, "peer_admissions", admitted))
+    since = dict(
+        db.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ?", (EVENT_OUT, EVENT_OUT[:-1] + ";"))
+    )
+    for key in since:
+        if key[len(EVENT_OUT) :] not in out:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+    for event in out - {key[len(EVENT_OUT) :] for key in since}:
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (EVENT_OUT + event, now_s))
+    return {
+        key[len(EVENT_OUT) :] for key, at in since.items() if key[len(EVENT_OUT) :] in out and at <= now_s - grace_s
+    }
 
 
 def _event_ms(event: dict) -> int:

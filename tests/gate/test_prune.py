@@ -166,7 +166,8 @@ def _used_at_both(tmp_path, issuer, ring, context, g1, g2, at):
 def test_a_pretix_code_without_end_stays_used_and_its_admissions_go_with_its_event(tmp_path):
     """pretix codes without validUntil never expire: by default their admissions, own and peers',
     stay while the gate admits for their event (a year on, both codes are still `already_used`),
-    and go once the event is no longer among the gate's events (then `wrong_event` anyway)."""
+    and go once the event has been out of the gate's events for `dropped_event_days` (then
+    `wrong_event` anyway); an event taken out and put back within that time keeps its codes used."""
     issuer, ring, context = _pretix_gate(tmp_path)
     with (
         GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
@@ -178,8 +179,23 @@ def test_a_pretix_code_without_end_stays_used_and_its_admissions_go_with_its_eve
         kept = Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0, events=frozenset({EVENT}))
         kept.run_to_end(a_year_on)
         assert [validate(c, ring, context, g1, a_year_on).reason for c in codes] == [Reason.ALREADY_USED] * 2
-        moved_on = Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0, events=frozenset({"next"}))
-        done = moved_on.run_to_end(a_year_on)
+
+        def moved_on(events, when):
+            pruner = Pruner(
+                g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0, events=events, event_grace_s=7 * DAY
+            )
+            return pruner.run_to_end(when)
+
+        # out for six days (another event at this gate), then back: nothing of it went
+        assert moved_on(frozenset({"next"}), a_year_on)["admissions"] == 0
+        assert moved_on(frozenset({"next"}), a_year_on + 6 * DAY)["admissions"] == 0
+        moved_on(frozenset({EVENT}), a_year_on + 6 * DAY + 60)
+        back = a_year_on + 6 * DAY + 120
+        assert [validate(c, ring, context, g1, back).reason for c in codes] == [Reason.ALREADY_USED] * 2
+        # out again: counted afresh from when it went out, then gone after seven days
+        assert moved_on(frozenset({"next"}), back)["admissions"] == 0
+        assert moved_on(frozenset({"next"}), back + 7 * DAY - 60)["admissions"] == 0
+        done = moved_on(frozenset({"next"}), back + 7 * DAY)
         assert done["admissions"] == 1 and done["peer_admissions"] == 1
         counts = g1.state_counts()
         assert counts["admissions"] == 0 and counts["peer_admissions"] == 0
