@@ -203,6 +203,10 @@ def initialize_device(url: str, token: str, *, software_version: str, insecure_h
             raise PretixError(f"pretix device initialization at {url}: no `{key}` in the answer")
     if not isinstance(answer["api_token"], str) or any(c.isspace() for c in answer["api_token"]):
         raise PretixError(f"pretix device initialization at {url}: the API token is not one word")
+    where = f"pretix device initialization at {url}"
+    _field(answer, "organizer", where, want="a text", valid=lambda v: isinstance(v, str))
+    _field(answer, "name", where, want="a text", valid=lambda v: isinstance(v, str))
+    _id(answer, "device_id", where)
     return answer
 
 

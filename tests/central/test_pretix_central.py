@@ -43,6 +43,10 @@ class Shop:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
             def log_message(self, *args):
                 pass
 
@@ -464,6 +468,22 @@ def test_a_round_that_fails_unforeseen_does_not_end_the_service(capsys):
     text = capsys.readouterr()
     assert len(rounds) == 3 and text.err.count("RuntimeError: a fault nobody foresaw") == 3, text
     assert text.out.rstrip().endswith("stopped")
+
+
+@pytest.mark.parametrize(
+    "field, value", [("organizer", ["org"]), ("name", {"x": 1}), ("device_id", "7"), ("device_id", True)]
+)
+def test_a_device_handshake_answer_of_the_wrong_types_is_refused_naming_the_field(shop, capsys, tmp_path, field, value):
+    answer = {"api_token": "dev-token", "organizer": "org", "device_id": 7, "name": "Gates", field: value}
+    shop.answer("/api/v1/device/initialize", answer)
+    code, text = run(capsys, "pretix", "init", "--url", shop.url, "--token", "once", "--insecure-http")
+    assert code == 2 and f"`{field}` is not" in text and "dev-token" not in text, text
+    assert not (tmp_path / "pretix-device.token").exists()
+    shop.answer(
+        "/api/v1/device/initialize", {**answer, field: {"organizer": "org", "name": "Gates", "device_id": 7}[field]}
+    )
+    code, text = run(capsys, "pretix", "init", "--url", shop.url, "--token", "once", "--insecure-http")
+    assert code == 0 and (tmp_path / "pretix-device.token").read_text() == "dev-token\n", text
 
 
 def test_a_list_that_could_not_be_published_goes_out_on_the_next_run(shop, capsys, tmp_path, broker):
