@@ -275,6 +275,11 @@ def format_report(report: dict) -> str:
     for zone, z in occupancy["zones"].items():
         limit = f" of {z['capacity']}" if z["capacity"] is not None else ""
         lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
+    if occupancy.get("not_counted"):
+        lines.append(
+            f"not counted: {occupancy['not_counted']['movements']} movements in {occupancy['not_counted']['zones']} "
+            "zones that are not zone names (over 128 characters, or a control character)"
+        )
     audit = report.get("signature_audit")
     if audit is not None:
         unsigned = [b for b in audit["bad"] if "columns" not in b]

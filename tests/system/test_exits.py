@@ -559,11 +559,12 @@ def _run_ledger(broker, tmp_path):
     return (messages[-1] if messages else None), said
 
 
-def test_one_gate_naming_zones_of_its_own_cannot_make_the_occupancy_unreadable(tmp_path, broker):
+def test_one_gate_naming_zones_of_its_own_cannot_make_the_occupancy_unreadable(tmp_path, broker, capsys):
     """A gate's free exits in 70 zones of 1000 characters each made a message of 74 kB that every
     reader refused. Zones that are not zone names are not counted; a message still too large for its
     readers (many zone names) is not published, and the last readable one stays retained."""
     from gated.central.ledger import Ledger
+    from gated.cli import main
     from gated.core.occupancy import read_occupancy
 
     now_ms = int(time.time() * 1000)
@@ -585,6 +586,8 @@ def test_one_gate_naming_zones_of_its_own_cannot_make_the_occupancy_unreadable(t
         assert zones == {"north": {"inside": 2, "capacity": None}}, zones
         assert "not counted" in said and "zones=70" in said, said
         assert ledger.report()["occupancy"]["not_counted"] == {"zones": 70, "movements": 70}
+        assert main(["reconcile", "--db", str(tmp_path / "ledger.db")]) in (0, 1)
+        assert "not counted: 70 movements in 70 zones that are not zone names" in capsys.readouterr().out
 
         for n in range(600):  # zone names, each allowed, but together over what a reader takes
             g1.record_free_exit(f"{n:04d}" + "z" * 100, now_ms + 100 + n, "normal")
