@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from gated.core import events as ev
 from gated.core.signed import Keyring
 
-
 # the events table's columns read from the body when the ledger stores an event (Ledger._store_events);
 # `signed` and `received_ms` are the ledger's own
 FIELDS = ("ts", "ticket", "decision", "reason", "ref", "result")
