@@ -66,9 +66,8 @@ from gated.topics import events_topic_gate
 
 log = structlog.get_logger("gated.ledger")
 
-FIELDS = ("ts", "ticket", "decision", "reason", "ref", "result")
 VERIFY = ("every", "chain")  # Ledger(verify=...), `gated ledger --verify`
-COLUMNS = ("id", "site", "gate", "seq", "kind", *FIELDS, "hash", "prev", "signed", "received_ms", "body")
+COLUMNS = (*ledger_audit.DERIVED, "signed", "received_ms", "body")
 
 
 @dataclass
@@ -543,22 +542,7 @@ class Ledger:
                 )
         new = self.db.insert_events(
             COLUMNS,
-            [
-                (
-                    event["id"],
-                    event["site"],
-                    event["gate"],
-                    event["seq"],
-                    event["kind"],
-                    *(_text(event.get(f)) for f in FIELDS),
-                    event["hash"],
-                    event["prev"],
-                    signed,
-                    received_ms,
-                    text,
-                )
-                for text, event, key, _, _, signed in examined
-            ],
+            [(*ledger_audit.derived(event), signed, received_ms, text) for text, event, key, _, _, signed in examined],
         )
         taken = [e[1]["id"] for e, fresh in zip(examined, new) if not fresh]
         existing: dict[str, tuple[str, int]] = {}
@@ -733,10 +717,6 @@ class Ledger:
 class _MessageFailed(GatedError):
     """Inside Ledger._store_batch: a message made storing it fail; the batch is done again with a
     savepoint per message (never leaves the ledger)."""
-
-
-def _text(value):
-    return None if value is None else str(value)
 
 
 def _storable(text: str) -> str:

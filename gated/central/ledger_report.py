@@ -293,15 +293,28 @@ def format_report(report: dict) -> str:
     for zone, z in occupancy["zones"].items():
         limit = f" of {z['capacity']}" if z["capacity"] is not None else ""
         lines.append(f"inside {zone or '(no zone)'}: {z['inside']}{limit} ({z['entries']} in, {z['exits']} out)")
+    if occupancy.get("not_counted"):
+        lines.append(
+            f"not counted: {occupancy['not_counted']['movements']} movements in {occupancy['not_counted']['zones']} "
+            "zones that are not zone names (over 128 characters, or a control character)"
+        )
     audit = report.get("signature_audit")
     if audit is not None:
+        unsigned = [b for b in audit["bad"] if "columns" not in b]
+        edited = [b for b in audit["bad"] if "columns" in b]
         lines.append(
-            f"signatures checked again: {audit['checked']} events, {len(audit['bad'])} whose own signature "
+            f"signatures checked again: {audit['checked']} events, {len(unsigned)} whose own signature "
             "does not verify"
-            + (": " + ", ".join(b["id"] for b in audit["bad"][:20]) if audit["bad"] else "")
-            + (" …" if len(audit["bad"]) > 20 else "")
+            + (": " + ", ".join(b["id"] for b in unsigned[:20]) if unsigned else "")
+            + (" …" if len(unsigned) > 20 else "")
             + (f"; no device key for {', '.join(audit['no_key'])}" if audit["no_key"] else "")
         )
+        if edited:
+            lines.append(
+                f"{len(edited)} events whose columns are not as in their signed body (an edited row?): "
+                + ", ".join(f"{b['id']} ({b['columns']})" for b in edited[:20])
+                + (" …" if len(edited) > 20 else "")
+            )
     totals = report["totals"]
     lines.append(
         f"total: {totals['events']} events, {totals['admits']} admits, {totals['missing']} missing, "

@@ -97,6 +97,7 @@ class LedgerService:
         self._counted_since: int | None = None  # the day start the last occupancy message counted from
         self._occupancy_due = 0.0  # monotonic time the next occupancy message may go out
         self._occupancy_dirty = True  # publish once on start, then after new events
+        self._not_counted_said = None  # the zones left out of the occupancy, as last logged
         # the ledger's keyring directory: reloaded when keyring.toml changes (an approved replaced gate)
         self.keyring_dir = keyring_dir
         self._keyring_seen = self._keyring_stamp()
@@ -254,7 +255,9 @@ class LedgerService:
     def publish_occupancy(self) -> None:
         """People inside per zone, retained on gated/v1/<site>/occupancy (gated/core/occupancy.py),
         at most every `occupancy_every_s`, after new events (gates with a capacity and `gated status`
-        read it)."""
+        read it). A message its readers would refuse (over 64 KiB, or 1000 zones) is not published:
+        logged, and the last one stays retained; movements in a zone that is not a zone name are
+        not counted (logged when that changes)."""
         now = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
         since_ms = self.day_start.before(now_ms) if self.day_start is not None else None
@@ -263,12 +266,33 @@ class LedgerService:
         if not self._occupancy_dirty or now < self._occupancy_due or not self.link.connected:
             return
         from gated.core.events import format_ts
-        from gated.core.occupancy import encode_occupancy
+        from gated.core.ledgersig import MAX_BYTES as SEALED_MAX_BYTES
+        from gated.core.occupancy import OccupancyRejected, encode_occupancy, read_occupancy
         from gated.topics import occupancy_topic
 
         figures, as_of = self.ledger.occupancy_as_of(None if since_ms is None else format_ts(since_ms))
-        body = json.loads(encode_occupancy(self.site, figures["zones"], now_ms, as_of, since_ms))
-        self.link.publish(occupancy_topic(self.site), self._sealed(body), 1, True)
+        if figures.get("not_counted") != self._not_counted_said:
+            self._not_counted_said = figures.get("not_counted")
+            if self._not_counted_said:
+                log.warning(
+                    "occupancy: movements in zones that are not zone names (over 128 characters, or a "
+                    "control character) are not counted",
+                    **self._not_counted_said,
+                )
+        text = encode_occupancy(self.site, figures["zones"], now_ms, as_of, since_ms)
+        payload = self._sealed(json.loads(text))
+        try:
+            read_occupancy(text, site=self.site)  # what every reader does with it
+            if len(payload) > SEALED_MAX_BYTES:
+                raise OccupancyRejected(f"message of {len(payload)} bytes signed, over {SEALED_MAX_BYTES}")
+        except OccupancyRejected as exc:
+            log.error(
+                "occupancy message not published: its readers would refuse it; the last one stays",
+                problem=str(exc),
+                zones=len(figures["zones"]),
+            )
+        else:
+            self.link.publish(occupancy_topic(self.site), payload, 1, True)
         self._counted_since = since_ms
         self._occupancy_dirty, self._occupancy_due = False, now + self.occupancy_every_s
 

@@ -4,7 +4,9 @@ A venue that starts on a SQLite file and moves to PostgreSQL (or back, for an ar
 everything its checks rest on, so `gated reconcile` reads the same on both:
 
     events          by id (`<gate>:<seq>`); an id the target holds with another hash is a conflict:
-                    nothing is copied (two ledgers that disagree are not merged silently)
+                    nothing is copied (two ledgers that disagree are not merged silently); so is
+                    a row whose columns do not say what its body says (ticket, decision...: an
+                    edited row, ledger_audit.columns_problem), which the reports would believe
     problems        the checks' findings (gaps, chain breaks, conflicts...), by their content
     quarantine      messages that were not stored as events, by their content
     gate_progress   per gate the contiguous seq and the floor: of one chain, the higher of the two;
@@ -24,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gated.central import chains
+from gated.central.ledger_audit import DERIVED, columns_problem
 from gated.central.ledgerdb import LedgerError, ledger_exists, open_db
 from gated.core import events as ev
 
@@ -120,10 +123,16 @@ def _copy_table(src, dst, table, columns, key, result: CopyResult) -> None:
     hashes = (
         {row[0]: row[1] for row in dst.execute("SELECT id, hash FROM events").fetchall()} if table == "events" else {}
     )
+    derived = [columns.index(c) for c in DERIVED] if table == "events" else []
     copied = present = 0
     for batch in _rows(src, table, columns):
         fresh = []
         for row in batch:
+            problem = derived and columns_problem(tuple(row[i] for i in derived), row[columns.index("body")])
+            if problem:
+                raise LedgerError(
+                    f"event {row[columns.index('id')]} of {src.where}: {problem} (an edited row?); nothing copied"
+                )
             k = tuple(row[i] for i in at)
             if k in held:
                 present += 1

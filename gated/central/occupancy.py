@@ -12,7 +12,9 @@ points (schema, each new event, the report) and everything else is here.
         occupancy against.
 
 Inside = entries - exits, per zone (the scan's `zone`, or the free exit's; "" for gates without
-one) and for the site. A re-entry is an entry (somebody came in), an exit scan and a free exit are
+one) and for the site; a zone that is not a zone name (gated/core/occupancy.py is_zone_name: at most
+128 characters, no control character) is not counted, and `not_counted` says how many such zones
+and movements there were. A re-entry is an entry (somebody came in), an exit scan and a free exit are
 exits. What the gates could not have known offline: re-entries of a ticket beyond its recorded
 exits (two gates that did not hear each other both let it back in), reported per ticket.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 
 from gated.core.events import MAX_INT
+from gated.core.occupancy import is_zone_name
 
 # The tables are the ledger's migration 3 (gated/central/ledgerdb.py), on SQLite and PostgreSQL alike:
 # everything below is the SQL both engines share, through the ledger's database seam (`db`).
@@ -81,10 +84,11 @@ def parse_capacity(text: str) -> tuple[str, int]:
         not sep
         or not (number.isascii() and number.isdigit())
         or not 1 <= int(number) <= MAX_INT
-        or any(ord(c) < 32 for c in zone)
+        or not is_zone_name(zone.strip())
     ):
         raise ValueError(
-            f"{text!r}: expected ZONE=N with N a whole number in 1..2^63-1 (and no control characters in ZONE)"
+            f"{text!r}: expected ZONE=N with N a whole number in 1..2^63-1 "
+            "(and ZONE at most 128 characters, no control characters)"
         )
     return zone.strip(), int(number)
 
@@ -92,7 +96,8 @@ def parse_capacity(text: str) -> tuple[str, int]:
 def occupancy(db, until_ts: str | None = None, since_ts: str | None = None) -> dict:
     """{"inside": n, "zones": {zone: {"inside", "entries", "exits", "capacity"}}} from the movements
     from `since_ts` (an event `ts`, inclusive: the venue's day start; None: all) up to `until_ts`
-    (inclusive; None: all). Inside is entries - exits, never below 0."""
+    (inclusive; None: all). Inside is entries - exits, never below 0. Movements in a zone that is not
+    a zone name are left out; `not_counted` ({"zones", "movements"}) is there when there were some."""
     zones: dict[str, dict] = {}
     for zone, capacity in db.execute("SELECT zone, capacity FROM capacities"):
         zones[zone] = {"inside": 0, "entries": 0, "exits": 0, "capacity": capacity}
@@ -101,10 +106,18 @@ def occupancy(db, until_ts: str | None = None, since_ts: str | None = None) -> d
         "AND (CAST(? AS TEXT) IS NULL OR m.ts <= ?) AND (CAST(? AS TEXT) IS NULL OR m.ts >= ?) GROUP BY m.zone",
         (until_ts, until_ts, since_ts, since_ts),
     )
+    not_counted = {"zones": 0, "movements": 0}
     for zone, entries, exits in rows:
+        if not is_zone_name(zone):
+            not_counted["zones"] += 1
+            not_counted["movements"] += (entries or 0) + (exits or 0)
+            continue
         entry = zones.setdefault(zone, {"inside": 0, "entries": 0, "exits": 0, "capacity": None})
         entry.update(entries=entries or 0, exits=exits or 0, inside=max(0, (entries or 0) - (exits or 0)))
-    return {"inside": sum(z["inside"] for z in zones.values()), "zones": dict(sorted(zones.items()))}
+    figures = {"inside": sum(z["inside"] for z in zones.values()), "zones": dict(sorted(zones.items()))}
+    if not_counted["zones"]:
+        figures["not_counted"] = not_counted
+    return figures
 
 
 def timeline(db, since_ts: str | None = None, until_ts: str | None = None) -> list[tuple]:

@@ -40,7 +40,7 @@ from pathlib import Path
 import structlog
 
 from gated.central.pretix_http import Http, PretixHttpError
-from gated.core import revocation
+from gated.core import cose, revocation
 from gated.core.errors import GatedError
 from gated.core.pretix_secret import ticket_id
 from gated.sqlitedb import write_transaction
@@ -125,6 +125,37 @@ def _text(row: dict, key: str, where: str) -> str:
     return value
 
 
+_REQUIRED = object()
+
+
+def _field(row: dict, key: str, where: str, *, want: str, valid, default=_REQUIRED):
+    """`row[key]` if `valid(value)`; missing or null gives `default` where one is given; anything
+    else is a PretixError naming the field (a hostile or broken answer, never a TypeError later)."""
+    value = row.get(key) if isinstance(row, dict) else None
+    if value is None and default is not _REQUIRED:
+        return default
+    if not valid(value):
+        raise PretixError(f"{where}: `{key}` is not {want}: {_short(value)}")
+    return value
+
+
+def _id(row: dict, key: str, where: str, *, default=_REQUIRED) -> int:
+    """A pretix id, as a gate reads it (cose.is_uint: no bool, at most 2**63 - 1)."""
+    return _field(row, key, where, want="an id (an unsigned integer)", valid=cose.is_uint, default=default)
+
+
+def _ids(row: dict, key: str, where: str) -> list[int]:
+    """A list of pretix ids; missing or null is none."""
+    return _field(
+        row,
+        key,
+        where,
+        want="a list of ids (unsigned integers)",
+        valid=lambda v: isinstance(v, list) and all(cose.is_uint(i) for i in v),
+        default=[],
+    )
+
+
 def _time(row: dict, key: str, where: str) -> datetime:
     """The row's time in UTC. Any ISO 8601 time is used, the calendar's edges included (a time that
     falls off it in UTC is taken as its first or last moment); the cursors clamp it (_cursor)."""
@@ -172,6 +203,10 @@ def initialize_device(url: str, token: str, *, software_version: str, insecure_h
             raise PretixError(f"pretix device initialization at {url}: no `{key}` in the answer")
     if not isinstance(answer["api_token"], str) or any(c.isspace() for c in answer["api_token"]):
         raise PretixError(f"pretix device initialization at {url}: the API token is not one word")
+    where = f"pretix device initialization at {url}"
+    _field(answer, "organizer", where, want="a text", valid=lambda v: isinstance(v, str))
+    _field(answer, "name", where, want="a text", valid=lambda v: isinstance(v, str))
+    _id(answer, "device_id", where)
     return answer
 
 

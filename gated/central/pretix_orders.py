@@ -28,11 +28,23 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gated.central.pretix import PretixClient, PretixError, SyncState, _cursor, _event_path, _short, _time
+from gated.central.pretix import (
+    PretixClient,
+    PretixError,
+    SyncState,
+    _cursor,
+    _event_path,
+    _id,
+    _ids,
+    _short,
+    _time,
+)
 from gated.core import checkinlist
 from gated.core.pretix_rules import RuleError, check_rules
 from gated.core.pretix_secret import ticket_id
+from gated.core.signed import Keyring, trusted
 from gated.sqlitedb import write_transaction
 from gated.topics import checkin_list_topic
 
@@ -123,15 +135,16 @@ def choose_list(client: PretixClient, event: str, wanted: int | None) -> dict | 
     list of lists: pretixSCAN's device profile may read that, not a list's own resource.)"""
     where = f"pretix event {event}: check-in lists"
     lists = [row for row in client.pages(_event_path(event) + "checkinlists/") if isinstance(row, dict)]
+    ids = [_id(row, "id", where) for row in lists]
     if wanted is not None:
-        chosen = [row for row in lists if row.get("id") == wanted]
+        chosen = [row for row, list_id in zip(lists, ids) if list_id == wanted]
         if not chosen:
-            raise PretixError(f"{where}: no list {wanted} (the event has {sorted(r.get('id') for r in lists)})")
+            raise PretixError(f"{where}: no list {wanted} (the event has {sorted(ids)})")
         return chosen[0]
     if not lists:
         return None
     if len(lists) > 1:
-        names = ", ".join(f"{row.get('id')} ({row.get('name')})" for row in lists if isinstance(row, dict))
+        names = ", ".join(f"{list_id} ({_name(row.get('name'))})" for row, list_id in zip(lists, ids))
         raise PretixError(f"{where}: the event has several ({names}); name the gates' list with --list ID")
     return lists[0]
 
@@ -144,22 +157,20 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
         check_rules(rules)
     except RuleError as exc:
         raise PretixError(f"{where}: its rules cannot be evaluated at a gate ({exc}); nothing was sent") from None
-    limit = resource.get("limit_products") or []
-    if not isinstance(limit, list) or not all(isinstance(i, int) for i in limit):
-        raise PretixError(f"{where}: limit_products is not a list of ids")
+    limit = _ids(resource, "limit_products", where)
     ev = client.get(_event_path(event))
     tz = ev.get("timezone")
     if not isinstance(tz, str) or not tz:
         raise PretixError(f"pretix event {event}: no timezone in the event resource")
     settings = {
-        "id": _int(resource.get("id"), where),
+        "id": _id(resource, "id", where),
         "name": _name(resource.get("name")),
         "include_pending": resource.get("include_pending") is True,
         "allow_multiple_entries": resource.get("allow_multiple_entries") is True,
         "allow_entry_after_exit": resource.get("allow_entry_after_exit") is not False,
         "all_products": resource.get("all_products") is not False,
         "limit_products": sorted(limit),
-        "subevent": resource.get("subevent") if isinstance(resource.get("subevent"), int) else None,
+        "subevent": _id(resource, "subevent", where, default=None),
         "rules": json.dumps(rules, sort_keys=True) if rules else "",
         "exit_all_at": _unix(resource, "exit_all_at", where),
     }
@@ -171,7 +182,7 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
     }
     if ev.get("has_subevents") is True:  # an event series: each date's times, for the rules' buildTime
         times["subevents"] = {
-            _int(date.get("id"), where): [
+            _id(date, "id", f"{where}: event dates"): [
                 _unix(date, "date_from", where) or 0,
                 _unix(date, "date_to", where),
                 _unix(date, "date_admission", where),
@@ -183,7 +194,7 @@ def list_content(client: PretixClient, event: str, resource: dict) -> dict:
     questions = set()
     for question in client.pages(_event_path(event) + "questions/"):
         if isinstance(question, dict) and question.get("ask_during_checkin") is True:
-            questions.update(i for i in question.get("items") or [] if isinstance(i, int))
+            questions.update(_ids(question, "items", f"pretix event {event}: question {_short(question.get('id'))}"))
     return {"settings": settings, "times": times, "gates": gates, "questions": sorted(questions)}
 
 
@@ -258,8 +269,28 @@ def sync_checkin_list(
             )
         except ValueError as exc:
             raise PretixError(f"pretix event {event}: {exc}") from None
+        _gates_take(blob, key, event)
         state.db.execute("INSERT INTO checkin_lists (version, digest, blob) VALUES (?, ?, ?)", (version, digest, blob))
     return version, content["settings"]["name"]
+
+
+def _gates_take(blob: bytes, key, event: str) -> None:
+    """Read the signed list as every gate will (gated/core/checkinlist.py's parse_list, with this
+    machine's time zones): a list the gates would refuse is never stored, so never published."""
+    keyring = Keyring((trusted("pretix-sync", key.public_key(), ["revocation"]),))
+    try:
+        checkinlist.parse_list(blob, keyring, zones=_zone)
+    except checkinlist.ListRejected as exc:
+        raise PretixError(
+            f"pretix event {event}: the gates would refuse this check-in list ({exc}); nothing was sent"
+        ) from None
+
+
+def _zone(name: str):
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def pending_lists(state: SyncState) -> list[tuple[int, bytes]]:
@@ -283,12 +314,6 @@ def publish_checkin_list(settings, site: str, blob: bytes, *, timeout: float = 1
     publish_retained(
         settings, checkin_list_topic(site), blob, client_id=f"gated-checkinlist-{site}-{os.getpid()}", timeout=timeout
     )
-
-
-def _int(value, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise PretixError(f"{where}: not an id: {value!r}")
-    return value
 
 
 def _name(value) -> str:

@@ -313,8 +313,9 @@ def _duration(text: str) -> float:
 
 
 def _every(args, period: float, round_) -> int:
-    """One round every `period` seconds until SIGTERM or SIGINT; a failed round is said on stderr and
-    the next one tries again (every round is safe to repeat). Exits 0 when stopped."""
+    """One round every `period` seconds until SIGTERM or SIGINT; a failed round, whatever failed, is
+    said on stderr and the next one tries again (every round is safe to repeat). Exits 0 when
+    stopped; a second Ctrl-C interrupts at once (gated/cli/stopping.py)."""
     import time
 
     from gated.cli.stopping import stop_on_signals
@@ -327,6 +328,12 @@ def _every(args, period: float, round_) -> int:
                 round_()
             except CommandError as exc:
                 print(f"gated pretix sync: {exc}", file=sys.stderr, flush=True)
+            except Exception as exc:  # noqa: BLE001 - a round's fault must not end the service (revocations stop)
+                print(
+                    f"gated pretix sync: the round failed ({type(exc).__name__}: {exc}); trying again next round",
+                    file=sys.stderr,
+                    flush=True,
+                )
             sys.stdout.flush()
             stop.wait(max(0.0, period - (time.monotonic() - started)))
     print(f"pretix {args.event}: stopped", flush=True)

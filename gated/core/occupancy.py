@@ -9,7 +9,9 @@ per zone and per site, as the ledger counts them, retained on `gated/v1/<site>/o
 capacity reads the message (strictly, here) and, while it is fresh, adds to the ledger's figure the
 movements it knows of that came after it (own and peers' events with a higher seq): the figure
 stays exact although it lags, and it includes what this gate missed. `gated status` shows it.
-The zone of gates configured without one is "". Every number is an integer, as in events.
+The zone of gates configured without one is "". Every number is an integer, as in events. A zone
+is counted only under a zone name (is_zone_name): an event may carry any text of 1024 characters,
+and a few gates naming zones of their own must not make the message too large for its readers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from gated.core.events import MAX_INT, format_ts, parse_ts
 VERSION = 1
 MAX_BYTES = 65536
 MAX_ZONES = 1000
+MAX_ZONE_NAME = 128  # characters, as site and gate names
+
+
+def is_zone_name(value) -> bool:
+    """A zone the occupancy counts: text of at most MAX_ZONE_NAME characters, none of them a
+    control character ("" is the zone of gates without one)."""
+    return type(value) is str and len(value) <= MAX_ZONE_NAME and not any(ord(c) < 32 for c in value)
 
 
 class OccupancyRejected(GatedError, ValueError):

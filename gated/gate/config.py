@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from gated import tomlcheck
 from gated.core.errors import GatedError
+from gated.core.occupancy import is_zone_name
 from gated.gate.frames import EXPOSURE_MODES, KIND_EXAMPLES, spec_problem
 from gated.tomlcheck import Reader, option
 
@@ -67,7 +68,7 @@ class GateSection:
     zone: str | None = _opt(
         None,
         doc="the zone this gate leads into (tickets with zon must list it)",
-        check=lambda v: "a zone name without control characters" if any(ord(c) < 32 for c in v) else None,
+        check=lambda v: None if is_zone_name(v) else "a zone name of at most 128 characters without control characters",
     )
     products: tuple[str, ...] | None = _opt(
         None,

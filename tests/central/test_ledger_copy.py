@@ -128,6 +128,34 @@ def test_a_conflicting_event_stops_the_copy_before_anything_is_written(tmp_path,
     assert _rows(target) == before
 
 
+@pytest.mark.parametrize(
+    "column, value",
+    [("ticket", "SAME AS g1:3"), ("decision", "deny"), ("seq", 9), ("ts", "2020-01-01T00:00:00.000Z")],
+)
+def test_an_edited_column_is_found_by_the_audit_and_refused_by_the_copy(tmp_path, first_ledger, capsys, column, value):
+    """The reports read the events' columns (ticket, decision...), the signature covers the body: a
+    row edited beside its body (`UPDATE events SET ticket = ...`) is bad in the audit, and a copy
+    refuses it rather than carry what no gate said."""
+    import sqlite3
+
+    with sqlite3.connect(first_ledger) as db:
+        if value == "SAME AS g1:3":  # the same ticket admitted twice, as far as the columns say
+            (value,) = db.execute("SELECT ticket FROM events WHERE id = 'g1:3'").fetchone()
+        db.execute(f"UPDATE events SET {column} = ? WHERE id = 'g1:4'", (value,))
+    assert main(["reconcile", "--db", first_ledger, "--verify-signatures", str(tmp_path / "ring")]) == 1
+    out = capsys.readouterr().out
+    assert f"g1:4 ({column} not as in its body)" in out, out
+    main(["reconcile", "--db", first_ledger, "--verify-signatures", str(tmp_path / "ring"), "--json"])
+    audit = json.loads(capsys.readouterr().out)["signature_audit"]
+    assert [b["id"] for b in audit["bad"]] == ["g1:4"] and audit["checked"] == 6, audit
+
+    target = str(tmp_path / "target.db")
+    assert main(["ledger", "copy", "--from", first_ledger, "--to", target]) == 2
+    err = capsys.readouterr().err
+    assert f"event g1:4 of {first_ledger}: {column} not as in its body" in err and "nothing copied" in err, err
+    assert _rows(target)["events"] == []
+
+
 def _chain(path, epoch, count, ts) -> list[str]:
     """A replaced gate g1's chain (`gated replace`: epoch `epoch`), its events made at ts, ts + 1..."""
     with GateStore(path, site=SITE, gate="g1") as store:

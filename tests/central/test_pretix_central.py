@@ -43,6 +43,10 @@ class Shop:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
             def log_message(self, *args):
                 pass
 
@@ -364,6 +368,122 @@ def test_the_check_in_list_is_signed_only_when_it_changed_and_never_with_rules_a
     shop.answer(EVENT_PATH + "checkinlists/", page([{**gates, "allow_multiple_entries": True}]))
     code, text = sync(capsys, shop, "--list", "3")
     assert code == 0 and "check-in list 'Gates' v2 published" in text, text
+
+
+LIST = {"id": 3, "name": "Gates", "all_products": True, "rules": {}}
+
+
+def a_list_shop(shop, checkinlists=None, questions=()):
+    shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    shop.answer(EVENT_PATH, {"timezone": "UTC", "date_from": "2026-06-01T18:00:00Z"})
+    shop.answer(EVENT_PATH + "questions/", page(list(questions)))
+    shop.answer(EVENT_PATH + "checkinlists/", page(checkinlists or [LIST]))
+
+
+@pytest.mark.parametrize(
+    "checkinlists, questions, problem",
+    [
+        ([{**LIST, "id": 1}, {**LIST, "id": None}], [], "`id` is not an id"),
+        ([{**LIST, "id": 2**64}], [], "`id` is not an id"),
+        ([LIST], [{"id": 9, "ask_during_checkin": True, "items": 7}], "question 9: `items` is not a list of ids"),
+        ([{**LIST, "all_products": False, "limit_products": [True]}], [], "`limit_products` is not a list of ids"),
+        ([{**LIST, "subevent": True}], [], "`subevent` is not an id"),
+        ([{**LIST, "subevent": "12"}], [], "`subevent` is not an id"),
+        # every field well typed, but a gate id no gate can store: the gates' own reader says so
+        ([{**LIST, "rules": {"==": [{"var": "gate"}, {"lookup": ["gate", str(2**64), "North"]}]}}], [], "gates (7)"),
+    ],
+)
+def test_a_malformed_check_in_list_is_refused_naming_its_field_and_never_signed(
+    shop, capsys, tmp_path, checkinlists, questions, problem
+):
+    """pretix's answers are read with the gate's own types: a list a gate would refuse is never
+    signed as a new version (the gates would keep the old one while the sync says published)."""
+    a_list_shop(shop, checkinlists, questions)
+    code, text = sync(capsys, shop, "--list", "3" if checkinlists[0]["id"] != 2**64 else str(2**64))
+    assert code == 2 and problem in text and "run again" in text and "Traceback" not in text, text
+    assert not (tmp_path / "out" / "checkin-list.cose").exists()
+    with sqlite3.connect("sync.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM checkin_lists").fetchone()[0] == 0
+    a_list_shop(shop)
+    code, text = sync(capsys, shop, "--list", "3")
+    assert code == 0 and "check-in list 'Gates' v1 published" in text, text
+
+
+def test_the_sync_service_outlives_a_malformed_answer(shop, tmp_path):
+    """`--every`: a round that meets a malformed answer is said, and the next round goes on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.pretix.test_pretix_venue import ROOT
+
+    a_list_shop(shop, [{**LIST, "id": 1}, {**LIST, "id": None}])
+    argv = ["pretix", "sync", *shop_options(shop), "--state", "sync.db", "--signing-key", "k/rev.key"]
+    argv += ["--site", "s", "--out", "out", "--list", "3", "--every", "0.2s"]
+    with open("service.out", "w") as out, open("service.err", "w") as err:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "gated.cli", *argv],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "`id` is not an id" not in (tmp_path / "service.err").read_text() and time.monotonic() < deadline:
+            assert service.poll() is None, (tmp_path / "service.err").read_text()
+            time.sleep(0.1)
+        a_list_shop(shop, [{**LIST, "id": 1}, LIST])  # pretix answers well again
+        while not (tmp_path / "out" / "checkin-list.cose").exists() and time.monotonic() < deadline:
+            assert service.poll() is None, (tmp_path / "service.err").read_text()
+            time.sleep(0.1)
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
+    finally:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
+    err = (tmp_path / "service.err").read_text()
+    assert service.returncode == 0 and "`id` is not an id" in err and "Traceback" not in err, err
+    assert (tmp_path / "out" / "checkin-list.cose").exists() and "stopped" in (tmp_path / "service.out").read_text()
+
+
+def test_a_round_that_fails_unforeseen_does_not_end_the_service(capsys):
+    """Whatever a round raises (our own fault included) is said; SIGTERM still ends the service."""
+    import argparse
+    import signal
+
+    from gated.cli.pretix import _every
+
+    rounds = []
+
+    def round_():
+        rounds.append(1)
+        if len(rounds) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("a fault nobody foresaw")
+
+    assert _every(argparse.Namespace(event="ev"), 0.01, round_) == 0
+    text = capsys.readouterr()
+    assert len(rounds) == 3 and text.err.count("RuntimeError: a fault nobody foresaw") == 3, text
+    assert text.out.rstrip().endswith("stopped")
+
+
+@pytest.mark.parametrize(
+    "field, value", [("organizer", ["org"]), ("name", {"x": 1}), ("device_id", "7"), ("device_id", True)]
+)
+def test_a_device_handshake_answer_of_the_wrong_types_is_refused_naming_the_field(shop, capsys, tmp_path, field, value):
+    answer = {"api_token": "dev-token", "organizer": "org", "device_id": 7, "name": "Gates", field: value}
+    shop.answer("/api/v1/device/initialize", answer)
+    code, text = run(capsys, "pretix", "init", "--url", shop.url, "--token", "once", "--insecure-http")
+    assert code == 2 and f"`{field}` is not" in text and "dev-token" not in text, text
+    assert not (tmp_path / "pretix-device.token").exists()
+    shop.answer(
+        "/api/v1/device/initialize", {**answer, field: {"organizer": "org", "name": "Gates", "device_id": 7}[field]}
+    )
+    code, text = run(capsys, "pretix", "init", "--url", shop.url, "--token", "once", "--insecure-http")
+    assert code == 0 and (tmp_path / "pretix-device.token").read_text() == "dev-token\n", text
 
 
 def test_a_list_that_could_not_be_published_goes_out_on_the_next_run(shop, capsys, tmp_path, broker):

@@ -534,6 +534,69 @@ def test_the_ledger_publishes_the_occupancy_of_the_venue_day(tmp_path, broker):
     assert bad.returncode == 2 and "'4am' is not a time of day HH:MM" in bad.stderr
 
 
+def _run_ledger(broker, tmp_path):
+    """`gated ledger` for 3 s; (the retained occupancy message, what it said)."""
+    import subprocess
+    import sys
+
+    from gated.topics import occupancy_topic
+    from tests.support.uplink import Listener
+
+    listener = Listener(broker.port, occupancy_topic(SITE))
+    ledger = subprocess.Popen(
+        [sys.executable, "-m", "gated.cli", "ledger", "--broker", broker.url, "--site", SITE]
+        + ["--db", str(tmp_path / "ledger.db"), "--exit-after", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # its log lines too
+        text=True,
+    )
+    try:
+        said = ledger.communicate(timeout=30)[0]
+    finally:
+        listener.close()
+    assert ledger.returncode == 0, said
+    messages = listener.on(occupancy_topic(SITE))
+    return (messages[-1] if messages else None), said
+
+
+def test_one_gate_naming_zones_of_its_own_cannot_make_the_occupancy_unreadable(tmp_path, broker, capsys):
+    """A gate's free exits in 70 zones of 1000 characters each made a message of 74 kB that every
+    reader refused. Zones that are not zone names are not counted; a message still too large for its
+    readers (many zone names) is not published, and the last readable one stays retained."""
+    from gated.central.ledger import Ledger
+    from gated.cli import main
+    from gated.core.occupancy import read_occupancy
+
+    now_ms = int(time.time() * 1000)
+    body = {"ticket": None, "event": EVENT, "type": "general", "zone": "north", "decision": "admit"}
+    with GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1, Ledger(tmp_path / "ledger.db", site=SITE) as ledger:
+        for n in range(2):
+            g1.record_scan(
+                {**body, "ticket": os.urandom(16).hex(), "reason": "ok", "rev": 0, "latency_us": 0},
+                now_ms + n,
+                admit_cti=os.urandom(16),
+                confirmed=True,
+            )
+        for n in range(70):
+            g1.record_free_exit(f"{n:04d}" + "z" * 996, now_ms + 10 + n, "normal")
+        ledger.ingest([e for _, e in g1.outbox(0, 1000)])
+        message, said = _run_ledger(broker, tmp_path)
+        assert message is not None, said
+        zones, _, _ = read_occupancy(message, site=SITE)
+        assert zones == {"north": {"inside": 2, "capacity": None}}, zones
+        assert "not counted" in said and "zones=70" in said, said
+        assert ledger.report()["occupancy"]["not_counted"] == {"zones": 70, "movements": 70}
+        assert main(["reconcile", "--db", str(tmp_path / "ledger.db")]) in (0, 1)
+        assert "not counted: 70 movements in 70 zones that are not zone names" in capsys.readouterr().out
+
+        for n in range(600):  # zone names, each allowed, but together over what a reader takes
+            g1.record_free_exit(f"{n:04d}" + "z" * 100, now_ms + 100 + n, "normal")
+        ledger.ingest([e for _, e in g1.outbox(0, 2000)])
+        again, said = _run_ledger(broker, tmp_path)
+    assert again == message, "the last readable message stays retained"
+    assert "occupancy message not published" in said and "Traceback" not in said, said
+
+
 # --- gated report ---------------------------------------------------------------------------------
 
 
