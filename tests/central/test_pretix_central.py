@@ -173,6 +173,19 @@ def test_a_malformed_answer_changes_nothing(shop, capsys, revoked, problem):
     assert state_version() == (None, 0)
 
 
+def test_a_secret_no_utf_8_can_carry_does_not_stop_the_round(shop, capsys):
+    """A lone surrogate in a revoked secret (JSON allows the escape, UTF-8 has no bytes for it): no
+    gate reads such a code, and the round goes on with the others (it raised, every round)."""
+    odd = "\ud800bad"
+    shop.answer(
+        EVENT_PATH + "revokedsecrets/",
+        page([{"secret": "r1", "created": "2026-06-01T20:00:00Z"}, {"secret": odd, "created": "2026-06-01T20:00:01Z"}]),
+    )
+    shop.answer(EVENT_PATH + "blockedsecrets/", page([]))
+    code, text = sync(capsys, shop)
+    assert code == 0 and "2 revoked and 0 blocked entries read; list v1 (+2 -0)" in text, text
+
+
 def test_blocked_entries_need_a_boolean(shop, capsys):
     shop.answer(EVENT_PATH + "revokedsecrets/", page([]))
     shop.answer(
