@@ -160,11 +160,17 @@ class LedgerService:
     def _answer_snapshot(self, gate: str, status: bytes) -> None:
         """With an admissions key: a replaced gate's status that asks for the admissions snapshot
         answered with it (at most once a minute per gate and chain: AutoSnapshot)."""
-        if self.auto_snapshot is None or not self.auto_snapshot.wanted(gate, status, time.monotonic()):
+        if self.auto_snapshot is None:
             return
-        published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
-        for topic, blob in published:
-            self.link.publish(topic, blob, 1, True)
+        try:  # its own error boundary: the status is still read for its floor and acknowledged
+            if not self.auto_snapshot.wanted(gate, status, time.monotonic()):
+                return
+            published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
+            for topic, blob in published:
+                self.link.publish(topic, blob, 1, True)
+        except Exception as exc:  # noqa: BLE001 - one status must not stop the ledger
+            log.error("admissions snapshot not published", gate=gate, error=f"{type(exc).__name__}: {exc}"[:200])
+            return
         log.info("admissions snapshot published for a replaced gate", gate=gate, parts=len(published))
 
     def _keyring_stamp(self):
