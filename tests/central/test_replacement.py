@@ -380,3 +380,17 @@ def test_a_new_chain_whose_first_event_comes_last_still_becomes_the_gate_s_curre
         assert ledger.confirmations(["g1"]) == {"g1": (base + 3, [])}
         g1 = ledger.report()["gates"]["g1"]
     assert g1["floor"] == base + 1 and g1["declared_lost"] == 0 and g1["missing"] == 0 and g1["gaps"] == []
+
+
+def test_only_a_replaced_gate_s_readable_status_asks_for_the_snapshot_once_a_minute(tmp_path, authority):
+    auto = admissions.AutoSnapshot(Ledger(tmp_path / "ledger.db", site=SITE), authority.revocation, SITE)
+
+    def asks(status, now=0.0) -> bool:
+        return auto.wanted("g1", status if isinstance(status, bytes) else json.dumps(status).encode(), now)
+
+    unsynced = {"state": "online", "synced": False}
+    for epoch in (None, "9", 9.0, True, 0, -1, events.MAX_EPOCH + 1, 1 << 40):  # a fresh key each: no limit
+        assert not asks({**unsynced, "epoch": epoch}), epoch
+    assert not asks(b"[" * 200_000) and not asks(b"{" + b" " * 70_000 + b"}")
+    assert asks({**unsynced, "epoch": 9}) and not asks({**unsynced, "epoch": 9}, 59.0)
+    assert asks({**unsynced, "epoch": 9}, 61.0) and asks({**unsynced, "epoch": events.MAX_EPOCH})
