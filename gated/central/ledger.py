@@ -504,6 +504,8 @@ class Ledger:
             gate = events_topic_gate(topic)
             if gate is None:
                 return [text, None, None, "malformed", f"not an events topic: {topic[:100]!r}", 0]
+            if not ev.is_name(gate):  # before read_event, whose detail would quote the whole name
+                return [text, None, None, "malformed", f"the topic names no gate: {topic[:100]!r}", 0]
         try:
             event = ev.read_event(text if isinstance(payload, dict) else payload, gate=gate)
         except ev.EventRejected as exc:

@@ -25,10 +25,13 @@ from gated.central.chains import newer_floor
 from gated.central.ledger import IngestResult, Ledger, gate_partition
 from gated.core.confirmation import FloorRejected, read_floor
 from gated.core.confirmation import encode as encode_confirmation
+from gated.core.events import MAX_NAME, is_name
 from gated.keys import KEYRING_FILE, KeyringError, load_keyring
 from gated.topics import committed_topic, events_topic, status_topic, status_topic_gate
 
 log = structlog.get_logger("gated.ledger")
+
+NOT_A_GATE = f"the topic's gate is empty, over {MAX_NAME} characters or holds + # or NUL"
 
 
 def ledger_topic(site: str, group: str | None = None) -> str:
@@ -216,6 +219,10 @@ class LedgerService:
         for message in statuses:
             gate = status_topic_gate(message.topic, self.site)
             if gate is None or (part is not None and gate_partition(gate, part[1]) != part[0]):
+                continue
+            if not is_name(gate):  # no event can name it (docs/protocol.md section 5): no gate of the ledger
+                self.floors_ignored += 1
+                log.warning("status of no gate ignored", gate=gate[:64], length=len(gate), detail=NOT_A_GATE)
                 continue
             self._answer_snapshot(gate, message.payload)  # whatever its floor: a replaced gate's key may wait
             site = self.site if self.site is not None else _topic_site(message.topic)
