@@ -676,10 +676,10 @@ class Ledger:
         rows = self.query(chains.UNAPPROVED_ROWS, (chains.UNAPPROVED_LIKE,))
         if not rows:
             return IngestResult()
-        result = self.ingest([body for _, body in rows])  # those still unapproved are quarantined again, anew
+        result = self.ingest([body for _, body in rows])  # those still unapproved keep their rows
         try:
             self.db.begin()
-            self.db.execute(chains.DROP_REPLAYED, (chains.UNAPPROVED_LIKE, rows[-1][0]))
+            self.db.execute(chains.DROP_REPLAYED, (chains.UNAPPROVED_LIKE, rows[-1][0], rows[-1][0]))
             self.db.commit()
         except self.db.errors as exc:
             self._rollback_quietly()

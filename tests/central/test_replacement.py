@@ -94,6 +94,41 @@ def test_the_ledger_keeps_the_chains_apart_and_links_the_new_one_once_approved(t
     assert report["clean"]
 
 
+def test_approving_one_replaced_gate_keeps_the_other_s_events_waiting_for_approval(tmp_path, authority, ledger_db):
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    new_events, new_stores = {}, {}
+    for name in ("g1", "g2"):
+        with GateStore(tmp_path / f"{name}-old.db", site=SITE, gate=name) as old:
+            ring = _device_ring(tmp_path, old, name)  # both gates' first keys
+        new_stores[name] = GateStore(tmp_path / f"{name}-new.db", site=SITE, gate=name)
+        new_stores[name].start_epoch(7, NOW_MS)
+        for i in range(2):
+            _admit(new_stores[name], authority, context, authority.ticket(), NOW_MS + 10 + i)
+        new_events[name] = _outbox(new_stores[name])
+    try:
+        with Ledger(ledger_db, keyring=ring, site=SITE) as ledger:
+            assert ledger.ingest(new_events["g1"] + new_events["g2"]).new == 0
+            assert ledger.report()["totals"]["unapproved"] == 4
+
+            def waiting() -> list[str]:
+                return sorted(i for (i,) in ledger.query("SELECT event_id FROM quarantine"))
+
+            # the operator approves g1's new key only: g2's messages still wait for theirs
+            result = ledger.set_keyring(_device_ring(tmp_path, new_stores["g1"], "g1", replace=True))
+            assert result.new == 2 and result.rejected == 2
+            assert waiting() == [e["id"] for e in new_events["g2"]]
+            assert ledger.report()["totals"]["unapproved"] == 2
+            # any later rewrite of the keyring keeps them too, and g2's approval takes them in
+            assert ledger.set_keyring(ledger.keyring).new == 0 and waiting() == [e["id"] for e in new_events["g2"]]
+            result = ledger.set_keyring(_device_ring(tmp_path, new_stores["g2"], "g2", replace=True))
+            assert result.new == 2 and waiting() == []
+            report = ledger.report()
+        assert report["totals"]["unapproved"] == 0 and report["gates"]["g2"]["events"] == 2
+    finally:
+        for store in new_stores.values():
+            store.close()
+
+
 def _snapshot_from(ledger_db, authority, *, iat=None, per_part=None, monkeypatch=None):
     with Ledger(ledger_db, site=SITE) as ledger:
         found = admissions.collect(ledger, EVENT)
