@@ -10,6 +10,7 @@ import time
 
 from gated.central.ledger import Ledger
 from gated.central.ledger_service import LedgerService
+from gated.cli import main
 from gated.core.decide import GateContext
 from gated.core.reasons import Reason
 from gated.gate.admissions import Recovery
@@ -137,3 +138,31 @@ def test_hostile_statuses_and_an_event_id_that_is_no_topic_level_never_stop_the_
         gate.stop()
         new.close()
         ledger.close()
+
+
+def test_a_replaced_gate_with_an_event_id_that_is_no_topic_level_keeps_its_link(tmp_path, broker, authority):
+    """paho refuses a subscription filter with a `#` inside, in the connect callback, which ends its
+    network thread: the replaced gate would lose its whole link. The event is left out instead."""
+    with GateStore(tmp_path / "new.db", site=SITE, gate="g1") as new:
+        new.start_epoch(9, int(time.time() * 1000))
+        recovery = Recovery(new, authority.keyring, site=SITE, events=[EVENT, "conf#2026"])
+        gate = MqttLink(fast_settings(broker.url, client_id="g1-test"), "g1-test", persistent=False)
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        for topic in recovery.topics():
+            gate.add_subscription(topic, SubscribeOptions(qos=1))
+        gate.start()
+        try:
+            assert gate.wait_subscribed(15), "the gate's link died on connecting"
+            assert gate.publish(status_topic(SITE, "g1"), b'{"state": "online"}', 1, False) is not None
+        finally:
+            gate.stop()
+
+
+def test_gated_admissions_publish_refuses_an_event_id_that_is_no_topic_level(tmp_path, authority, capsys):
+    Ledger(tmp_path / "ledger.db", site=SITE).close()
+    args = ["admissions", "publish", "--db", str(tmp_path / "ledger.db"), "--site", SITE, "--out", str(tmp_path)]
+    key = ["--signing-key", str(authority.key_dir / "revocation.key")]
+    assert main([*args, *key, "--event", EVENT, "--event", "conf#2026"]) == 2
+    assert "--event 'conf#2026'" in capsys.readouterr().err and not list(tmp_path.glob("*.cose"))
+    assert main([*args, *key, "--event", EVENT]) == 0
