@@ -11,7 +11,7 @@ format: gated/core/snapshot.py).
 both; the operator runs it once a replaced gate has started (its new chain's `gated replace`), and
 `gated sim` does it for a `gate_replace` fault. A ledger started with `--admissions-key` does it by
 itself (`AutoSnapshot`): when a gate's status says `"synced": false`, it publishes every event's
-snapshot, at most once a minute per gate and chain.
+snapshot, at most once a minute per gate and chain and once every 10 s for the site.
 """
 
 from __future__ import annotations
@@ -111,15 +111,20 @@ class AutoSnapshot:
     """The ledger service's side (gated/central/ledger_service.py): a status of a replaced gate that
     has not yet recovered the admissions (`"synced": false`, its `epoch` 1..MAX_EPOCH) makes the ledger
     publish every event's snapshot, signed with `key` (a `revocation` key), at most once per RETRY_S per
-    gate and epoch. Whoever can write a gate's status topic can ask: a status over MAX_STATUS bytes, or
-    that is not JSON, asks for nothing."""
+    gate and epoch, and at most once per GAP_S for the whole site. Whoever can write a gate's status topic
+    can ask: a status over MAX_STATUS bytes, or that is not JSON, asks for nothing, and no run of gate
+    names or epochs makes the ledger publish more often than GAP_S. A gate that asks within GAP_S of
+    the last publish already has what it asks for: every event's parts are retained, taken at most GAP_S
+    ago, well after the two minutes before its chain started that it accepts (gated/gate/admissions.py)."""
 
     RETRY_S = 60.0
+    GAP_S = 10.0
     MAX_STATUS = 65536  # bytes, as read_floor (gated/core/confirmation.py)
 
     def __init__(self, ledger, key, site: str):
         self.ledger, self.key, self.site = ledger, key, site
         self._sent: dict[tuple[str, int], float] = {}
+        self._last = -self.GAP_S
 
     def wanted(self, gate: str, payload: bytes, now: float) -> bool:
         """Does this status (of `gate`) ask for a snapshot now?"""
@@ -134,9 +139,10 @@ class AutoSnapshot:
         epoch = status.get("epoch")
         if type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH:  # only a replaced gate (epoch >= 1) is unsynced
             return False
-        if now - self._sent.get((gate, epoch), -self.RETRY_S) < self.RETRY_S:
+        if now - self._sent.get((gate, epoch), -self.RETRY_S) < self.RETRY_S or now - self._last < self.GAP_S:
             return False
-        self._sent[(gate, epoch)] = now
+        self._sent = {asked: at for asked, at in self._sent.items() if now - at < self.RETRY_S}
+        self._sent[(gate, epoch)] = self._last = now
         return True
 
     def messages(self, unix_ms: int) -> list[tuple[str, bytes]]:

@@ -162,7 +162,7 @@ class LedgerService:
 
     def _answer_snapshot(self, gate: str, status: bytes) -> None:
         """With an admissions key: a replaced gate's status that asks for the admissions snapshot
-        answered with it (at most once a minute per gate and chain: AutoSnapshot)."""
+        answered with it (at most once a minute per gate and chain, once every 10 s for the site: AutoSnapshot)."""
         if self.auto_snapshot is None:
             return
         try:  # its own error boundary: the status is still read for its floor and acknowledged
