@@ -11,7 +11,7 @@ format: gated/core/snapshot.py).
 both; the operator runs it once a replaced gate has started (its new chain's `gated replace`), and
 `gated sim` does it for a `gate_replace` fault. A ledger started with `--admissions-key` does it by
 itself (`AutoSnapshot`): when a gate's status says `"synced": false`, it publishes every event's
-snapshot, at most once a minute per gate and chain.
+snapshot, at most once a minute per gate and chain and once every 10 s for the site.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import os
 
+import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gated.core.errors import GatedError
-from gated.core.events import parse_ts
+from gated.core.events import MAX_EPOCH, is_name, parse_ts
 from gated.core.snapshot import Admission
 from gated.mqtt import MqttLink
 from gated.topics import admissions_topic
+
+log = structlog.get_logger("gated.ledger")
 
 
 class SnapshotError(GatedError, RuntimeError):
@@ -106,35 +109,55 @@ def _retained(link: MqttLink, settle_s: float, timeout: float) -> set[str]:
 
 class AutoSnapshot:
     """The ledger service's side (gated/central/ledger_service.py): a status of a replaced gate that
-    has not yet recovered the admissions (`"synced": false`) makes the ledger publish every event's
-    snapshot, signed with `key` (a `revocation` key), at most once per RETRY_S per gate and epoch."""
+    has not yet recovered the admissions (`"synced": false`, its `epoch` 1..MAX_EPOCH) makes the ledger
+    publish every event's snapshot, signed with `key` (a `revocation` key), at most once per RETRY_S per
+    gate and epoch, and at most once per GAP_S for the whole site. Whoever can write a gate's status topic
+    can ask: a status over MAX_STATUS bytes, or that is not JSON, asks for nothing, and no run of gate
+    names or epochs makes the ledger publish more often than GAP_S. A gate that asks within GAP_S of
+    the last publish already has what it asks for: every event's parts are retained, taken at most GAP_S
+    ago, well after the two minutes before its chain started that it accepts (gated/gate/admissions.py)."""
 
     RETRY_S = 60.0
+    GAP_S = 10.0
+    MAX_STATUS = 65536  # bytes, as read_floor (gated/core/confirmation.py)
 
     def __init__(self, ledger, key, site: str):
         self.ledger, self.key, self.site = ledger, key, site
         self._sent: dict[tuple[str, int], float] = {}
+        self._last = -self.GAP_S
 
     def wanted(self, gate: str, payload: bytes, now: float) -> bool:
         """Does this status (of `gate`) ask for a snapshot now?"""
+        if not payload or len(payload) > self.MAX_STATUS:
+            return False
         try:
-            status = json.loads(payload) if payload else None
-        except ValueError:
+            status = json.loads(payload)
+        except (UnicodeDecodeError, ValueError, RecursionError):
             return False
         if not isinstance(status, dict) or status.get("synced") is not False or status.get("state") == "offline":
             return False
-        epoch = status.get("epoch") if type(status.get("epoch")) is int else 0
-        if now - self._sent.get((gate, epoch), -self.RETRY_S) < self.RETRY_S:
+        epoch = status.get("epoch")
+        if type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH:  # only a replaced gate (epoch >= 1) is unsynced
             return False
-        self._sent[(gate, epoch)] = now
+        if now - self._sent.get((gate, epoch), -self.RETRY_S) < self.RETRY_S or now - self._last < self.GAP_S:
+            return False
+        self._sent = {asked: at for asked, at in self._sent.items() if now - at < self.RETRY_S}
+        self._sent[(gate, epoch)] = self._last = now
         return True
 
     def messages(self, unix_ms: int) -> list[tuple[str, bytes]]:
-        """(topic, blob) of every event's snapshot, as the ledger holds it now."""
+        """(topic, blob) of every event's snapshot, as the ledger holds it now. An event whose name
+        cannot be a topic level (`is_name`: `+`, `#`, `/`, NUL, empty, over 128 characters) is left
+        out, with a log line: no gate can subscribe to its topic either."""
         from gated.core import snapshot
 
         out = []
         for event, found in sorted(collect_all(self.ledger).items()):
+            if not is_name(event):
+                log.warning(
+                    "no admissions snapshot for an event whose name is not a topic level", ticket_event=event[:64]
+                )
+                continue
             blobs = snapshot.encode(
                 self.key, site=self.site, event=event, version=unix_ms, admissions=found, iat=unix_ms // 1000
             )

@@ -157,4 +157,11 @@ def unsynced_admissions(db) -> list[dict]:
 
 UNAPPROVED_LIKE = "unapproved_key%"  # a parameter: psycopg reads a % in the statement as a placeholder
 UNAPPROVED_ROWS = "SELECT n, body FROM quarantine WHERE why LIKE ? ORDER BY n"
-DROP_REPLAYED = "DELETE FROM quarantine WHERE why LIKE ? AND n <= ?"
+# the replayed rows (n up to the last one replayed) whose message is now held (an event stored under
+# its id) or kept anew (a row after the last one replayed: another reason); a message still waiting for
+# its key was not kept again (Ledger._quarantine keeps a message once per reason) and stays as it was
+DROP_REPLAYED = (
+    "DELETE FROM quarantine WHERE why LIKE ? AND n <= ? AND (event_id IS NULL "
+    "OR EXISTS (SELECT 1 FROM events e WHERE e.id = quarantine.event_id) "
+    "OR EXISTS (SELECT 1 FROM quarantine q WHERE q.n > ? AND q.event_id = quarantine.event_id AND q.body = quarantine.body))"
+)

@@ -503,6 +503,8 @@ class Ledger:
             gate = events_topic_gate(topic)
             if gate is None:
                 return [text, None, None, "malformed", f"not an events topic: {topic[:100]!r}", 0]
+            if not ev.is_name(gate):  # before read_event, whose detail would quote the whole name
+                return [text, None, None, "malformed", f"the topic names no gate: {topic[:100]!r}", 0]
         try:
             event = ev.read_event(text if isinstance(payload, dict) else payload, gate=gate)
         except ev.EventRejected as exc:
@@ -658,10 +660,10 @@ class Ledger:
         rows = self.query(chains.UNAPPROVED_ROWS, (chains.UNAPPROVED_LIKE,))
         if not rows:
             return IngestResult()
-        result = self.ingest([body for _, body in rows])  # those still unapproved are quarantined again, anew
+        result = self.ingest([body for _, body in rows])  # those still unapproved keep their rows
         try:
             self.db.begin()
-            self.db.execute(chains.DROP_REPLAYED, (chains.UNAPPROVED_LIKE, rows[-1][0]))
+            self.db.execute(chains.DROP_REPLAYED, (chains.UNAPPROVED_LIKE, rows[-1][0], rows[-1][0]))
             self.db.commit()
         except self.db.errors as exc:
             self._rollback_quietly()

@@ -25,10 +25,13 @@ from gated.central.chains import newer_floor
 from gated.central.ledger import IngestResult, Ledger, gate_partition
 from gated.core.confirmation import FloorRejected, read_floor
 from gated.core.confirmation import encode as encode_confirmation
+from gated.core.events import MAX_NAME, is_name
 from gated.keys import KEYRING_FILE, KeyringError, load_keyring
 from gated.topics import committed_topic, events_topic, status_topic, status_topic_gate
 
 log = structlog.get_logger("gated.ledger")
+
+NOT_A_GATE = f"the topic's gate is empty, over {MAX_NAME} characters or holds + # or NUL"
 
 
 def ledger_topic(site: str, group: str | None = None) -> str:
@@ -160,12 +163,18 @@ class LedgerService:
 
     def _answer_snapshot(self, gate: str, status: bytes) -> None:
         """With an admissions key: a replaced gate's status that asks for the admissions snapshot
-        answered with it (at most once a minute per gate and chain: AutoSnapshot)."""
-        if self.auto_snapshot is None or not self.auto_snapshot.wanted(gate, status, time.monotonic()):
+        answered with it (at most once a minute per gate and chain, once every 10 s for the site: AutoSnapshot)."""
+        if self.auto_snapshot is None:
             return
-        published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
-        for topic, blob in published:
-            self.link.publish(topic, blob, 1, True)
+        try:  # its own error boundary: the status is still read for its floor and acknowledged
+            if not self.auto_snapshot.wanted(gate, status, time.monotonic()):
+                return
+            published = self.auto_snapshot.messages(time.time_ns() // 1_000_000)
+            for topic, blob in published:
+                self.link.publish(topic, blob, 1, True)
+        except Exception as exc:  # noqa: BLE001 - one status must not stop the ledger
+            log.error("admissions snapshot not published", gate=gate, error=f"{type(exc).__name__}: {exc}"[:200])
+            return
         log.info("admissions snapshot published for a replaced gate", gate=gate, parts=len(published))
 
     def _keyring_stamp(self):
@@ -211,6 +220,10 @@ class LedgerService:
         for message in statuses:
             gate = status_topic_gate(message.topic, self.site)
             if gate is None or (part is not None and gate_partition(gate, part[1]) != part[0]):
+                continue
+            if not is_name(gate):  # no event can name it (docs/protocol.md section 5): no gate of the ledger
+                self.floors_ignored += 1
+                log.warning("status of no gate ignored", gate=gate[:64], length=len(gate), detail=NOT_A_GATE)
                 continue
             self._answer_snapshot(gate, message.payload)  # whatever its floor: a replaced gate's key may wait
             site = self.site if self.site is not None else _topic_site(message.topic)

@@ -35,11 +35,18 @@ def publish(args) -> int:
     from gated.central.ledgerdb import ledger_exists
     from gated.cli.options import SigningKeyMissing, signing_key
     from gated.core import snapshot
+    from gated.core.events import is_name
     from gated.identity import ComponentIdentity, refuse_component_identity
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
     if not args.broker and not args.out:
         raise CommandError("give --broker (publish to the gates) and/or --out DIR")
+    for event in args.event:
+        if not is_name(event):  # its topic level (and --out's file name)
+            raise CommandError(
+                f"--event {event[:64]!r}: an event id that is empty, over 128 characters or holds / + # or NUL "
+                'has no admissions topic (docs/protocol.md, "Replacing a gate")'
+            )
     if not ledger_exists(args.db):
         raise CommandError(f"{args.db}: no ledger here")
     try:

@@ -156,6 +156,12 @@ def read_event(payload: bytes | str, *, site: str | None = None, gate: str | Non
     return event
 
 
+def is_name(value) -> bool:
+    """Can `value` be a site or gate name: a topic level of 1..MAX_NAME characters (no `/`, no
+    wildcard `+` or `#`, no NUL)?"""
+    return type(value) is str and 0 < len(value) <= MAX_NAME and not any(c in value for c in "/+#\0")
+
+
 def _uint(value) -> bool:
     return type(value) is int and 0 <= value <= MAX_INT
 
@@ -188,8 +194,7 @@ def shape_problem(event, *, site: str | None = None, gate: str | None = None, es
     if event.get("v") != VERSION or type(event.get("v")) is not int:
         return f"v must be {VERSION}"
     for name in ("site", "gate"):
-        value = event.get(name)
-        if type(value) is not str or not 0 < len(value) <= MAX_NAME or any(c in value for c in "/+#\0"):
+        if not is_name(event.get(name)):
             return f"{name} missing, empty, over {MAX_NAME} characters or not a topic level"
     if site is not None and event["site"] != site:
         return f"site {event['site']!r} is not {site!r}"

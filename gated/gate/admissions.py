@@ -17,6 +17,7 @@ from collections.abc import Callable
 import structlog
 
 from gated.core import snapshot
+from gated.core.events import is_name
 from gated.core.signed import Keyring, SignedRejected, open_signed
 from gated.topics import admissions_topic
 
@@ -36,7 +37,18 @@ class Recovery:
         self._complete: set[str] = set()
 
     def topics(self) -> list[str]:
-        return [admissions_topic(self.site, event) for event in sorted(self.events)]
+        """The snapshot topics of the gate's events. An event id is free text (`aud`), but one that
+        cannot be a topic level (`+`, `#`, `/`, NUL, empty, over 128 characters) has no snapshot topic:
+        it is left out with a log line (paho would refuse the whole subscription, and the link with it),
+        and the gate stays unsynced, following `[gate] until_synced`."""
+        for event in sorted(self.events):
+            if not is_name(event):
+                log.error(
+                    "no admissions snapshot can come for an event id that is not a topic level; the gate "
+                    'stays unsynced (docs/protocol.md, "Replacing a gate")',
+                    ticket_event=event[:64],
+                )
+        return [admissions_topic(self.site, event) for event in sorted(self.events) if is_name(event)]
 
     def on_message(self, topic: str, payload: bytes) -> None:
         if not payload or self.store.synced:

@@ -98,6 +98,41 @@ def test_the_ledger_keeps_the_chains_apart_and_links_the_new_one_once_approved(t
     assert report["clean"]
 
 
+def test_approving_one_replaced_gate_keeps_the_other_s_events_waiting_for_approval(tmp_path, authority, ledger_db):
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    new_events, new_stores = {}, {}
+    for name in ("g1", "g2"):
+        with GateStore(tmp_path / f"{name}-old.db", site=SITE, gate=name) as old:
+            ring = _device_ring(tmp_path, old, name)  # both gates' first keys
+        new_stores[name] = GateStore(tmp_path / f"{name}-new.db", site=SITE, gate=name)
+        new_stores[name].start_epoch(7, NOW_MS)
+        for i in range(2):
+            _admit(new_stores[name], authority, context, authority.ticket(), NOW_MS + 10 + i)
+        new_events[name] = _outbox(new_stores[name])
+    try:
+        with Ledger(ledger_db, keyring=ring, site=SITE) as ledger:
+            assert ledger.ingest(new_events["g1"] + new_events["g2"]).new == 0
+            assert ledger.report()["totals"]["unapproved"] == 4
+
+            def waiting() -> list[str]:
+                return sorted(i for (i,) in ledger.query("SELECT event_id FROM quarantine"))
+
+            # the operator approves g1's new key only: g2's messages still wait for theirs
+            result = ledger.set_keyring(_device_ring(tmp_path, new_stores["g1"], "g1", replace=True))
+            assert result.new == 2 and result.rejected == 2
+            assert waiting() == [e["id"] for e in new_events["g2"]]
+            assert ledger.report()["totals"]["unapproved"] == 2
+            # any later rewrite of the keyring keeps them too, and g2's approval takes them in
+            assert ledger.set_keyring(ledger.keyring).new == 0 and waiting() == [e["id"] for e in new_events["g2"]]
+            result = ledger.set_keyring(_device_ring(tmp_path, new_stores["g2"], "g2", replace=True))
+            assert result.new == 2 and waiting() == []
+            report = ledger.report()
+        assert report["totals"]["unapproved"] == 0 and report["gates"]["g2"]["events"] == 2
+    finally:
+        for store in new_stores.values():
+            store.close()
+
+
 def _snapshot_from(ledger_db, authority, *, iat=None, per_part=None, monkeypatch=None):
     with Ledger(ledger_db, site=SITE) as ledger:
         found = admissions.collect(ledger, EVENT)
@@ -489,3 +524,20 @@ def test_a_snapshot_taken_before_a_rollback_does_not_bring_the_admission_back(tm
         assert validate(used, authority.keyring, context, g1, now).reason is Reason.ALREADY_USED
         assert validate(at_peer, authority.keyring, context, g1, now).reason is Reason.OK
         assert validate(at_own, authority.keyring, context, g1, now).reason is Reason.OK
+
+
+def test_only_a_replaced_gate_s_readable_status_asks_for_the_snapshot_once_a_minute(tmp_path, authority):
+    auto = admissions.AutoSnapshot(Ledger(tmp_path / "ledger.db", site=SITE), authority.revocation, SITE)
+
+    def asks(status, now=0.0) -> bool:
+        return auto.wanted("g1", status if isinstance(status, bytes) else json.dumps(status).encode(), now)
+
+    unsynced = {"state": "online", "synced": False}
+    for epoch in (None, "9", 9.0, True, 0, -1, events.MAX_EPOCH + 1, 1 << 40):  # a fresh key each: no limit
+        assert not asks({**unsynced, "epoch": epoch}), epoch
+    assert not asks(b"[" * 200_000) and not asks(b"{" + b" " * 70_000 + b"}")
+    assert asks({**unsynced, "epoch": 9}) and not asks({**unsynced, "epoch": 9}, 59.0)
+    assert asks({**unsynced, "epoch": 9}, 61.0)
+    # a new epoch (or gate name) each time: at most one publish per GAP_S for the whole site
+    assert [asks({**unsynced, "epoch": e}, 62.0 + e / 10) for e in range(1, 150)].count(True) == 1
+    assert asks({**unsynced, "epoch": events.MAX_EPOCH}, 71.0 + admissions.AutoSnapshot.GAP_S)

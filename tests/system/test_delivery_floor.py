@@ -9,7 +9,9 @@ ledger). Real Mosquitto, real SQLite ledgers, the default settings unless a test
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import string
 import time
 
 import paho.mqtt.client as mqtt
@@ -510,3 +512,44 @@ def test_an_event_stored_before_the_ledger_knew_the_gates_key_is_not_held_until_
         assert ledger.confirmations(["g1"]) == {"g1": (2, [])}
     for s in (store, forger, peer):
         s.close()
+
+
+def test_a_status_whose_topic_names_no_gate_is_ignored_and_the_ledger_goes_on(tmp_path, authority, broker, ledger_db):
+    """Whoever may write gates/+/status (the bridge) can name any gate in the topic: one that no event
+    could name (over 128 characters, docs/protocol.md section 5) is ignored before anything else, on
+    both backends (PostgreSQL refused a 6,000-character key in gate_progress and stopped the ledger),
+    and becomes no gate of the ledger."""
+    store = GateStore(tmp_path / "g1.db", site=SITE, gate="g1")
+    ring = device_keyring(tmp_path / "ring", store)
+    made = [admit(store) for _ in range(3)]
+    letters = random.Random(1).choices(string.ascii_letters + string.digits, k=6000)  # no compression saves it
+    junk = ["".join(letters), "y" * 129]
+    try:
+        with LedgerThread(ledger_db, broker.url, SITE, keyring=ring) as ledger:
+            bridge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="site-bridge", protocol=mqtt.MQTTv5)
+            bridge.connect("127.0.0.1", broker.port)
+            bridge.loop_start()
+            bridge.publish(events_topic(SITE, "g1"), json.dumps(made[0]).encode(), qos=1).wait_for_publish(5)
+            for name in junk:
+                status = json.dumps({"state": "online", "floor": 1}).encode()
+                bridge.publish(status_topic(SITE, name), status, qos=1, retain=True).wait_for_publish(5)
+            bridge.publish(events_topic(SITE, junk[0]), json.dumps(made[1]).encode(), qos=1).wait_for_publish(5)
+            assert wait_for(lambda: ledger.service.floors_ignored >= 2, timeout=20)
+            for event in made[1:]:
+                bridge.publish(events_topic(SITE, "g1"), json.dumps(event).encode(), qos=1).wait_for_publish(5)
+
+            def committed():
+                with Ledger(ledger_db) as view:
+                    return view.committed()
+
+            assert wait_for(lambda: committed().get("g1") == 3, timeout=20), "the ledger stopped"
+            for name in junk:
+                bridge.publish(status_topic(SITE, name), b"", qos=1, retain=True).wait_for_publish(5)
+            bridge.disconnect()
+            bridge.loop_stop()
+        with Ledger(ledger_db) as view:
+            assert view.query("SELECT gate FROM gate_progress") == [("g1",)]
+            (why,) = view.query("SELECT why FROM quarantine")  # the event on a topic of no gate
+            assert why[0].startswith("the topic names no gate") and len(why[0]) < 200
+    finally:
+        store.close()
