@@ -456,7 +456,9 @@ class Uplink:
     def _revocation(self, message: Inbound) -> None:
         if not message.payload:  # a cleared retained topic
             return
-        outcome = revocations.apply_update(self.store, message.payload, self.keyring, site=self.site, now_ms=now_ms())
+        # applied_ms stands in for a list's age when its iat is 0: on the clock staleness is judged with
+        applied_ms = self.time_reading().now_ms if self.time_reading is not None else now_ms()
+        outcome = revocations.apply_update(self.store, message.payload, self.keyring, site=self.site, now_ms=applied_ms)
         if outcome.status == "rejected" and not (outcome.code == "replay" and message.retain):
             log.warning("revocation update rejected", topic=message.topic, code=outcome.code, detail=outcome.detail)
         elif outcome.status != "rejected":
