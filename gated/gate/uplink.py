@@ -69,7 +69,9 @@ NONCE_KEY = "command_nonce"
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """The system clock, never past events.MAX_TIME_MS (a board whose clock says year 10000 would
+    otherwise fail every status message it stamps)."""
+    return min(time.time_ns() // 1_000_000, events.MAX_TIME_MS)
 
 
 # --- the gate's uplink ----------------------------------------------------------------------------

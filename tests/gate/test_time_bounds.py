@@ -145,3 +145,13 @@ def test_a_fault_while_recording_a_failed_scan_stays_inside_the_scan(store, auth
         assert gate.on_code(authority.ticket()).reason is Reason.OK
     finally:
         gate.close()
+
+
+def test_the_uplinks_system_clock_reads_no_later_than_the_bound(monkeypatch):
+    """The uplink stamps its status messages and broker marks with the system clock: a board whose
+    clock says year 10000 reads as the bound, which events can be stamped with."""
+    from gated.gate import uplink
+
+    monkeypatch.setattr(time, "time_ns", lambda: (END_OF_9999_MS + 60_000) * 1_000_000)
+    assert uplink.now_ms() == MAX_TIME_MS
+    assert events.format_ts(uplink.now_ms()) == "9000-01-01T00:00:00.000Z"
