@@ -43,9 +43,9 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from gated.core.errors import brief
 from gated.core.reasons import Reason
 from gated.core.ticket import STEP_SECONDS, Rejection, Ticket
-from gated.core.errors import brief
 
 
 class GateMode(str, enum.Enum):

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone, tzinfo
 
 from gated.core.checkinlist import CheckinList
+from gated.core.errors import brief
 from gated.core.pretix_rules import EvaluationFailed, Movement, RuleInput, evaluate, explain
 from gated.core.reasons import Reason
-from gated.core.errors import brief
 
 
 @dataclass(frozen=True)
