@@ -36,9 +36,15 @@ from gated.atomicfile import write_atomic
 from gated.central import daytables
 from gated.central import occupancy as occ
 from gated.central.plots import figures, page_head
-from gated.core.events import format_ts, parse_ts
+from gated.core.events import MAX_TIME_MS, format_ts, parse_ts
 
 HELD_BACK_MS = 60_000
+# Event times the report places on the venue's clock; an event dated outside (a gate's clock gone
+# wrong: year 1970 or 9999) is counted but its time is unknown: listed as such, in no hour, bin or
+# span, and the window never reaches it. The end is the bound no gate's clock passes.
+KNOWN_FROM_MS = 946_684_800_000  # 2000-01-01T00:00:00.000Z
+KNOWN_UNTIL_MS = MAX_TIME_MS  # 9000-01-01T00:00:00.000Z
+UNKNOWN_LISTED = 100  # events of unknown time listed by id (all are counted)
 
 
 def ts_ms(ts: str) -> int:
@@ -48,6 +54,17 @@ def ts_ms(ts: str) -> int:
 
 def _when(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
+
+def known_time(ms: int) -> bool:
+    return KNOWN_FROM_MS <= ms < KNOWN_UNTIL_MS
+
+
+def _clamped(seconds: float | None) -> float | None:
+    """A window bound (unix seconds) within the times the report places (KNOWN_FROM_MS..KNOWN_UNTIL_MS)."""
+    if seconds is None:
+        return None
+    return min(max(seconds, KNOWN_FROM_MS / 1000), (KNOWN_UNTIL_MS - 1) / 1000)
 
 
 def build(
@@ -64,6 +81,7 @@ def build(
     `timezone_name`: the venue's (times on the page are its local times); `day`: the venue's day the
     window is, for the title (gated report --day)."""
     db = ledger.db
+    since, until = _clamped(since), _clamped(until)
     since_ts = format_ts(int(since * 1000)) if since is not None else None
     until_ts = format_ts(int(until * 1000)) if until is not None else None
     rows = db.execute(
@@ -85,8 +103,9 @@ def build(
         )
         if ref.rpartition(":")[0] == gate
     }  # a gate rolls back only its own admissions
-    start_ms = int(since * 1000) if since is not None else (ts_ms(events[0][0]["ts"]) if events else 0)
-    end_ms = int(until * 1000) if until is not None else (ts_ms(events[-1][0]["ts"]) if events else start_ms)
+    dated = [ts_ms(e["ts"]) for e, _ in events if known_time(ts_ms(e["ts"]))]  # in ts order
+    start_ms = int(since * 1000) if since is not None else (dated[0] if dated else KNOWN_FROM_MS)
+    end_ms = int(until * 1000) if until is not None else (dated[-1] if dated else start_ms)
     bin_ms = bin_s * 1000
     origin_ms = start_ms // bin_ms * bin_ms
     modes = daytables.modes_before(db, since_ts)  # each gate's mode as the window opens
@@ -101,8 +120,10 @@ def build(
     gates: dict[str, dict] = {}
     revs: dict[str, dict[int, str]] = defaultdict(dict)
     last_seen: dict[str, int] = {}
+    unknown: list[dict] = []  # events dated outside KNOWN_FROM_MS..KNOWN_UNTIL_MS
     for e, received in events:
         gate, when = e["gate"], ts_ms(e["ts"])
+        known = known_time(when)
         g = gates.setdefault(
             gate,
             {
@@ -112,36 +133,34 @@ def build(
                 "exits": 0,
                 "admit_scans": 0,
                 "denials": Counter(),
-                "first": e["ts"],
-                "last": e["ts"],
+                "first": None,
+                "last": None,
                 "quiet": [],
                 "held_back": [],
                 "held_back_events": 0,
+                "time_unknown_events": 0,
             },
         )
         g["events"] += 1
-        g["last"] = e["ts"]
         totals["events"] += 1
-        if gate in last_seen and when - last_seen[gate] > silence_s * 1000:
-            g["quiet"].append([format_ts(last_seen[gate]), e["ts"]])
-        last_seen[gate] = when
-        if received - when > HELD_BACK_MS:
-            g["held_back_events"] += 1
-            if g["held_back"] and when - ts_ms(g["held_back"][-1][1]) <= HELD_BACK_MS:
-                g["held_back"][-1][1] = e["ts"]
-            else:
-                g["held_back"].append([e["ts"], e["ts"]])
+        if known:
+            _place(e, received, when, g, last_seen, silence_s)
+        else:  # counted below like any other, but in no hour, bin or span
+            g["time_unknown_events"] += 1
+            if len(unknown) < UNKNOWN_LISTED:
+                unknown.append({"id": e["id"], "gate": gate, "kind": e["kind"], "ts": e["ts"]})
         if e["kind"] in ("scan", "state") and isinstance(e.get("rev"), int) and e["rev"] not in revs[gate]:
             revs[gate][e["rev"]] = e["ts"]
-        if e["kind"] == "state":
+        if e["kind"] == "state" and known:
             daytables.mode_change(mode_spans[gate], mode_since, gate, e["state"], when)
         elif e["kind"] == "alarm":
             alarms[gate][e["alarm"]] += 1
-            if e["alarm"] in ("emergency_on", "emergency_off"):
+            if e["alarm"] in ("emergency_on", "emergency_off") and known:
                 daytables.mode_change(
                     mode_spans[gate], mode_since, gate, "emergency" if e["alarm"] == "emergency_on" else "online", when
                 )
-        hours.add(e, when, timed_out)
+        if known:
+            hours.add(e, when, timed_out)
         if e["kind"] == "scan" and e["decision"] == "deny":
             denials[e["reason"]] += 1
             g["denials"][e["reason"]] += 1
@@ -161,9 +180,10 @@ def build(
                 totals["reentries"] += 1
                 g["reentries"] += 1
             types[e.get("type") or "general"] += 1
-            b = (when - origin_ms) // bin_ms
-            per_gate_bins[gate][b] += 1
-            per_zone_bins[e.get("zone") or ""][b] += 1
+            if known:
+                b = (when - origin_ms) // bin_ms
+                per_gate_bins[gate][b] += 1
+                per_zone_bins[e.get("zone") or ""][b] += 1
         elif e["kind"] == "passage" and e.get("free") is True and e.get("dir") == "out":
             totals["exits"] += 1
             g["exits"] += 1
@@ -182,6 +202,7 @@ def build(
                     "last": None,
                     "held_back": [],
                     "held_back_events": 0,
+                    "time_unknown_events": 0,
                     "quiet": [[format_ts(start_ms), format_ts(end_ms)]],
                 }
     for gate, (mode, at) in mode_since.items():  # a mode that lasts to the end of the window
@@ -214,6 +235,8 @@ def build(
     over_capacity = defaultdict(int)
     for ts, _gate, zone, change, _re, _free in occ.timeline(db, since_ts, until_ts):
         inside[zone] = max(0, inside.get(zone, 0) + change)
+        if not known_time(ts_ms(ts)):
+            continue  # counted; no point on the day's curve
         points.setdefault(zone, [(start_ms, 0)]).append((ts_ms(ts), inside[zone]))
         if inside[zone] > peaks.get(zone, [-1])[0]:
             peaks[zone] = [inside[zone], ts]
@@ -253,6 +276,12 @@ def build(
         problems.append(f"{t['over_admitted']} tickets admitted more often than they allow")
     if t.get("reentries_without_exit"):
         problems.append(f"{t['reentries_without_exit']} tickets let back in more often than they left")
+    time_unknown = sum(g["time_unknown_events"] for g in gates.values())
+    if time_unknown:
+        problems.append(
+            f"{time_unknown} event{'s' if time_unknown != 1 else ''} dated outside {format_ts(KNOWN_FROM_MS)[:10]} "
+            f"to {format_ts(KNOWN_UNTIL_MS)[:10]} (a gate's clock was wrong): counted, but their time is unknown"
+        )
     for zone, n in over_capacity.items():
         problems.append(f"zone {zone or '(no zone)'} went over its capacity {capacities[zone]} ({n} entries)")
     if not events:
@@ -322,7 +351,24 @@ def build(
             "reentries_without_exit": integrity.get("reentries_without_exit", []),
         },
         "gates": dict(sorted(gates.items())),
+        "time_unknown": {"events": time_unknown, "listed": unknown},
     }
+
+
+def _place(e: dict, received: int, when: int, g: dict, last_seen: dict[str, int], silence_s: int) -> None:
+    """An event of known time in its gate's first and last event, quiet spans and held-back spans."""
+    gate = e["gate"]
+    g["first"] = g["first"] or e["ts"]
+    g["last"] = e["ts"]
+    if gate in last_seen and when - last_seen[gate] > silence_s * 1000:
+        g["quiet"].append([format_ts(last_seen[gate]), e["ts"]])
+    last_seen[gate] = when
+    if received - when > HELD_BACK_MS:
+        g["held_back_events"] += 1
+        if g["held_back"] and when - ts_ms(g["held_back"][-1][1]) <= HELD_BACK_MS:
+            g["held_back"][-1][1] = e["ts"]
+        else:
+            g["held_back"].append([e["ts"], e["ts"]])
 
 
 def plots(report: dict) -> dict[str, str]:
@@ -496,6 +542,21 @@ def render_html(report: dict, images: dict[str, str]) -> str:
         for r in i["reentries_without_exit"]
     ]
     found = "".join(f"<li>{e(f)}</li>" for f in findings[:500]) or "<li>None: every event is accounted for.</li>"
+    unknown = report.get("time_unknown") or {"events": 0, "listed": []}
+    undated = (
+        f"<h2>Events of unknown time</h2><p>{unknown['events']} event{'s' if unknown['events'] != 1 else ''} "
+        f"dated outside {format_ts(KNOWN_FROM_MS)[:10]} to {format_ts(KNOWN_UNTIL_MS)[:10]}: the gate's clock was "
+        "wrong when it made them. They are counted in the totals, but in no hour, plot or span.</p><ul>"
+        + "".join(f"<li>{e(u['id'])} ({e(u['kind'])}) dated {e(u['ts'])}</li>" for u in unknown["listed"])
+        + (
+            f"<li>and {unknown['events'] - len(unknown['listed'])} more</li>"
+            if unknown["events"] > len(unknown["listed"])
+            else ""
+        )
+        + "</ul>"
+        if unknown["events"]
+        else ""
+    )
     figs = figures(images, e) or "<p>Nothing to plot in this window.</p>"
     heading = title(report)
     return (
@@ -508,6 +569,7 @@ def render_html(report: dict, images: dict[str, str]) -> str:
 <h2>Occupancy</h2>{zones}
 <h2>Plots</h2><p>Times are {e(zone)} local time; bars are entries per {w_bin(report)} minutes.</p>{figs}
 <h2>Missing events, over-admissions and re-entries</h2><p>From the ledger's checks over everything it holds.</p><ul>{found}</ul>
+{undated}
 <p>Also in this folder: report.json, and gates.csv and hours.csv for a spreadsheet.</p>
 </body></html>
 """

@@ -37,7 +37,10 @@ def venue_day(day: str, day_starts: str = "00:00", zone: str = "UTC") -> tuple[f
 def local(ts: str | None, zone: str, *, with_date: bool = False) -> str:
     if not ts:
         return ""
-    moment = datetime.fromtimestamp((parse_ts(ts) or 0) / 1000, time_zone(zone))
+    try:
+        moment = datetime.fromtimestamp((parse_ts(ts) or 0) / 1000, time_zone(zone))
+    except (OverflowError, ValueError, OSError):  # 9999-12-31T23:50Z is in year 10000 east of UTC
+        return f"{ts} (time unknown)"
     return moment.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
 
 

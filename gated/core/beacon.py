@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import cbor2
 
 from gated.core import cose
+from gated.core.events import MAX_TIME_MS
 from gated.core.signed import Keyring, SignedRejected, open_signed
 
 BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
 BEACON_INTERVAL_S = 10.0
-MAX_UNIX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: a beacon time beyond it is malformed
+MAX_UNIX_MS = MAX_TIME_MS  # 9000-01-01T00:00:00.000Z: a beacon time beyond it is malformed
 
 
 @dataclass(frozen=True)
@@ -60,5 +61,5 @@ def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
     if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
         return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
     if unix_ms > MAX_UNIX_MS:
-        return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond the year 9999")
+        return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond 9000-01-01")
     return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)

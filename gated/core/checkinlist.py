@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import cbor2
 
 from gated.core import cose
-from gated.core.errors import Rejected
+from gated.core.errors import Rejected, brief, briefs
 from gated.core.pretix_rules import EventTimes, check_rules
 from gated.core.signed import Keyring, open_message
 
@@ -158,7 +158,7 @@ def read_list(body, *, signer: str, zones) -> CheckinList:
         raise ListRejected("malformed", "payload must be a CBOR map")
     unknown = set(body) - set(range(1, 11))
     if unknown:
-        raise ListRejected("unsupported", f"unknown payload keys {sorted(map(str, unknown))}")
+        raise ListRejected("unsupported", f"unknown payload keys {briefs(unknown)}")
     settings, times = _map(body, LIST, "list", LIST_KEYS), _map(body, TIMES, "times", TIMES_KEYS, TIMES_OPTIONAL)
     rules_text = settings["rules"]
     if not isinstance(rules_text, str):
@@ -174,7 +174,9 @@ def read_list(body, *, signer: str, zones) -> CheckinList:
             raise ValueError("not text")
         tz = zones(tz_name)
     except (ValueError, KeyError, OSError) as exc:
-        raise ListRejected("malformed", f"times.tz {tz_name!r} is not a known time zone ({exc})") from None
+        raise ListRejected(
+            "malformed", f"times.tz {brief(tz_name)} is not a known time zone ({str(exc)[:80]})"
+        ) from None
     series = times.get("subevents", {})
     if type(series) is not dict or not all(
         cose.is_uint(k) and type(v) is list and len(v) == 3 for k, v in series.items()
@@ -240,7 +242,7 @@ def _map(body, key, name, keys, optional=frozenset()) -> dict:
         raise ListRejected("malformed", f"{name} ({key}) must be a map with text keys")
     if set(value) - keys - optional:
         raise ListRejected(
-            "unsupported", f"{name} has keys this gate does not know: {sorted(set(value) - keys - optional)}"
+            "unsupported", f"{name} has keys this gate does not know: {briefs(set(value) - keys - optional)}"
         )
     if keys - set(value):
         raise ListRejected("malformed", f"{name} lacks {sorted(keys - set(value))}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cbor2
 
 from gated.core import cose
-from gated.core.errors import Rejected
+from gated.core.errors import Rejected, brief
 from gated.core.signed import Keyring, SignedRejected, open_signed
 
 GATE_COMMANDS = ("open", "lock", "unlock", "emergency_on", "emergency_off")  # §6: the turnstile's
@@ -93,13 +93,13 @@ def read(
             "malformed", "payload must be {1: gate, 2: command, 3: nonce uint, 4: iat uint} (uints below 2^63)"
         )
     if body[1] != gate:
-        raise CommandRejected("wrong_gate", f"command for gate {body[1]!r}")
+        raise CommandRejected("wrong_gate", f"command for gate {brief(body[1])}")
     if body[2] not in COMMANDS:
-        raise CommandRejected("unknown_command", f"{body[2]!r} is not one of {', '.join(COMMANDS)}")
+        raise CommandRejected("unknown_command", f"{brief(body[2])} is not one of {', '.join(COMMANDS)}")
     if now is not None and max_age_s is not None and body[2] not in AGELESS and now - body[4] > max_age_s:
         raise CommandRejected("too_old", f"issued {int(now - body[4])} s ago, over the {max_age_s:g} s allowed")
     if now is not None and max_age_s is not None and not time_trusted and body[2] in NEED_TRUSTED_TIME:
         raise CommandRejected(
-            "clock_uncertain", f"the gate clock is uncertain: the age of {body[2]!r} cannot be judged"
+            "clock_uncertain", f"the gate clock is uncertain: the age of {brief(body[2])} cannot be judged"
         )
     return Command(gate=body[1], name=body[2], nonce=body[3], iat=body[4], signer=signer)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gated.core import ed25519
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, brief
 
 ALG_EDDSA = -8
 HDR_ALG = 1
@@ -130,7 +130,7 @@ def parse(data: bytes) -> Sign1:
         raise CoseError("protected header must encode a map")
     alg = header.get(HDR_ALG)
     if alg != ALG_EDDSA or isinstance(alg, bool):
-        raise CoseError(f"algorithm {alg!r} is not Ed25519 (-8)", unsupported=alg is not None)
+        raise CoseError(f"algorithm {brief(alg)} is not Ed25519 (-8)", unsupported=alg is not None)
     kid = header.get(HDR_KID)
     if not isinstance(kid, bytes) or not kid:
         raise CoseError("protected header has no kid")

@@ -45,6 +45,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from gated.core.errors import brief
 from gated.core.reasons import Reason
 from gated.core.ticket import STEP_SECONDS, Rejection, Ticket
 
@@ -133,11 +134,11 @@ def decide(
     if claims.dev is not None and not code.dynamic:
         return deny(Reason.STATIC_COPY, "dynamic ticket shown in static form (screenshot?)")
     if claims.aud not in gate.events:
-        return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r}")
+        return deny(Reason.WRONG_EVENT, f"ticket for {brief(claims.aud)}")
     if gate.pretix_subevents is not None and _is_pretix(code) and code.subevent not in gate.pretix_subevents:
-        return deny(Reason.WRONG_EVENT, f"ticket for {claims.aud!r} date (subevent) {code.subevent or 'none'}")
+        return deny(Reason.WRONG_EVENT, f"ticket for {brief(claims.aud)} date (subevent) {code.subevent or 'none'}")
     if gate.products is not None and not gate.products.intersection(products_of(code)):
-        return deny(Reason.WRONG_ZONE, f"product {products_of(code)[-1]!r} is not admitted at this gate")
+        return deny(Reason.WRONG_ZONE, f"product {brief(products_of(code)[-1])} is not admitted at this gate")
     if gate.direction == "out":
         return Decision(True, Reason.OK, ticket, cti, "exit", direction="out")
     if facts.pretix is not None and _is_pretix(code) and time_trusted and facts.pretix.checkin_list.event == claims.aud:

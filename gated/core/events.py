@@ -37,6 +37,10 @@ MAX_FIELDS = 32  # keys in the object
 MAX_TEXT = 1024  # characters in any string value (aud/typ come from a ticket of at most 1024)
 MAX_NAME = 128  # characters in site and gate
 MAX_INT = 2**63 - 1  # every integer is in 0..MAX_INT (SQLite's INTEGER, and the ledger's columns)
+# The latest time a gate takes from any source (a beacon, its persisted clock, the system clock):
+# far below the end of year 9999, past which format_ts() cannot go, so that a time taken at the
+# bound and running on for centuries still stamps events.
+MAX_TIME_MS = 221_845_392_000_000  # 9000-01-01T00:00:00.000Z
 
 # Chain epochs (docs/protocol.md, "Replacing a gate"): a replaced gate's new state starts a new chain
 # whose seqs are epoch * 2^40 + 1, +2, ...: ids stay `<gate>:<seq>`, unique across a gate's chains, and

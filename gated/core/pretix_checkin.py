@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone, tzinfo
 
 from gated.core.checkinlist import CheckinList
+from gated.core.errors import brief
 from gated.core.pretix_rules import EvaluationFailed, Movement, RuleInput, evaluate, explain
 from gated.core.reasons import Reason
 
@@ -64,7 +65,7 @@ def judge(
     if now > claims.exp + skew_s:
         return Verdict(False, Reason.EXPIRED, f"valid until {_iso(claims.exp, clist)}")
     if not clist.all_products and ticket.item not in clist.limit_products:
-        return Verdict(False, Reason.WRONG_ZONE, f"product {ticket.item} is not on check-in list {clist.name!r}")
+        return Verdict(False, Reason.WRONG_ZONE, f"product {ticket.item} is not on check-in list {brief(clist.name)}")
     if clist.subevent is not None and ticket.subevent != clist.subevent:
         return Verdict(False, Reason.WRONG_EVENT, f"a date (subevent) other than {clist.subevent}")
     if cti in clist.pending and not clist.include_pending:

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, brief, briefs
 
 TOP_LEVEL = {"<", "<=", ">", ">=", "==", "!=", "inList", "isBefore", "isAfter", "or", "and"}
 INNER = {
@@ -153,19 +153,19 @@ def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) 
             return
         raise RuleError(f"{path}: {type(node).__name__} is not a JSON value")
     if len(node) != 1:
-        raise RuleError(f"{path}: an operation has exactly one operator, found {sorted(map(str, node))}")
+        raise RuleError(f"{path}: an operation has exactly one operator, found {briefs(node)}")
     ((operator, values),) = node.items()
     if operator not in TOP_LEVEL | INNER:
-        raise RuleError(f"{path}: unknown operator {operator!r}")
+        raise RuleError(f"{path}: unknown operator {brief(operator)}")
     if depth == 0 and operator not in TOP_LEVEL:
-        raise RuleError(f"{path}: operator {operator!r} is not allowed on the first level")
+        raise RuleError(f"{path}: operator {brief(operator)} is not allowed on the first level")
     if operator in ("and", "or") and below_comparison:
         raise RuleError(f"{path}: and/or below a comparison")
     args = values if isinstance(values, list) else [values]
     where = f"{path}.{operator}"
     if operator == "var":
         if not args or args[0] not in VARIABLES:
-            raise RuleError(f"{where}: unknown variable {args[0] if args else None!r}")
+            raise RuleError(f"{where}: unknown variable {brief(args[0] if args else None)}")
         return
     if operator == "buildTime":
         _check_build_time(args, where)
@@ -176,7 +176,7 @@ def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) 
         try:
             int(args[1])
         except ValueError:
-            raise RuleError(f"{where}: lookup pk {args[1]!r} is not an integer") from None
+            raise RuleError(f"{where}: lookup pk {brief(args[1])} is not an integer") from None
         return
     if operator in CUTOFF_COUNTS:
         if len(args) != 1 or not isinstance(args[0], dict) or "buildTime" not in args[0]:
@@ -185,7 +185,7 @@ def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) 
         if len(args) not in (2, 3):
             raise RuleError(f"{where}: takes two times and an optional tolerance in minutes")
         if len(args) == 3 and not _tolerance_ok(args[2]):
-            raise RuleError(f"{where}: tolerance {args[2]!r} is not a number of minutes")
+            raise RuleError(f"{where}: tolerance {brief(args[2])} is not a number of minutes")
     if operator in ("<", "<=", ">", ">=", "==", "!=", "inList") and len(args) not in (2, 3):
         raise RuleError(f"{where}: takes two operands")
     for i, value in enumerate(args):
@@ -200,7 +200,7 @@ def _check(node, *, depth: int, below_comparison: bool, path: str, count: list) 
 
 def _check_build_time(args, where: str) -> None:
     if not args or args[0] not in TIME_KINDS:
-        raise RuleError(f"{where}: unknown time {args[0] if args else None!r}")
+        raise RuleError(f"{where}: unknown time {brief(args[0] if args else None)}")
     if args[0] == "custom":
         if len(args) < 2 or _parse_custom(args[1]) is None:
             raise RuleError(f"{where}: a custom time needs an ISO 8601 time with its UTC offset")

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gated.core import cose
 from gated.core.cose import kid_of
-from gated.core.errors import Rejected
+from gated.core.errors import Rejected, brief
 
 ROLES = ("issuer", "revocation", "command", "device", "ledger")
 
@@ -99,7 +99,7 @@ def check_newer(site: str, version: int, *, gate_site: str, held: int, rejected:
     """A site's versioned message (revocation update, check-in list) for this gate: its site
     (`wrong_site`) and a version above the one held (`replay`: a replay or a rollback)."""
     if site != gate_site:
-        raise rejected("wrong_site", f"for site {site!r}, gate at {gate_site!r}")
+        raise rejected("wrong_site", f"for site {brief(site)}, gate at {gate_site!r}")
     if version <= held:
         raise rejected("replay", f"version {version} not above the held {held}")
 

@@ -25,7 +25,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gated.core import cose
-from gated.core.errors import Rejected
+from gated.core.errors import Rejected, brief
 
 MAX_MESSAGE = 1024 * 1024
 SITE, EVENT, VERSION, ADMISSIONS, IAT, PART, PARTS = 1, 2, 3, 4, 6, 7, 8
@@ -106,7 +106,7 @@ def read(body, *, site: str) -> Snapshot:
         if not cose.is_uint(body.get(key)):
             raise SnapshotRejected("malformed", f"{name} ({key}) must be an unsigned integer")
     if body[SITE] != site:
-        raise SnapshotRejected("wrong_site", f"snapshot for site {body[SITE]!r}, gate at {site!r}")
+        raise SnapshotRejected("wrong_site", f"snapshot for site {brief(body[SITE])}, gate at {site!r}")
     if not body[PART] < body[PARTS]:
         raise SnapshotRejected("malformed", f"part {body[PART]} of {body[PARTS]}")
     raw = body.get(ADMISSIONS)

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gated.core import base45, cose, ed25519
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, brief
 from gated.core.reasons import Reason
 
 
@@ -192,7 +192,7 @@ def _verify_cose(data: bytes, keyring: Keyring) -> Ticket | Rejection:
     if not sign1.verify(key.public_key):
         return Rejection(Reason.BAD_SIGNATURE, f"signature does not verify with {key.name}", claims.cti)
     if not key.allows_event(claims.aud):
-        return Rejection(Reason.UNKNOWN_KEY, f"{key.name} may not sign for event {claims.aud!r}", claims.cti)
+        return Rejection(Reason.UNKNOWN_KEY, f"{key.name} may not sign for event {brief(claims.aud)}", claims.cti)
     if not key.valid_at(claims.signed_at):
         return Rejection(Reason.UNKNOWN_KEY, f"{key.name} was not valid at signing time {claims.signed_at}", claims.cti)
     return Ticket(claims=claims, issuer=key.name)

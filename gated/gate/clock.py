@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Callable
 
 from gated.core.beacon import BEACON_INTERVAL_S, Beacon, BeaconOutcome, read_beacon
+from gated.core.events import MAX_TIME_MS
 from gated.core.signed import Keyring
 from gated.topics import beacon_topic  # noqa: F401 (re-exported for callers of the clock)
 
@@ -78,6 +79,7 @@ DISAGREEMENT_KEY = "clock.disagreement"  # JSON {"beacon_ms", "reference_ms", "s
 RIVALS_TO_OUTVOTE = 3  # live beacons, consistent with each other, that outvote the beacons before them
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 RTC_PATHS = (Path("/dev/rtc0"), Path("/dev/rtc"), Path("/sys/class/rtc/rtc0"))
+MAX_TIME_S = MAX_TIME_MS / 1000  # no source takes the clock past it (gated/core/events.py)
 
 
 class Policy(str, enum.Enum):
@@ -153,6 +155,14 @@ def _json_object(raw) -> dict:
 
 def _number(value, default):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+
+def _time_ms(value) -> float:
+    """A persisted unix ms time, 0 when it is not one or lies beyond MAX_TIME_MS (a state file an
+    older release wrote from a beacon in year 9999: taken, it would run the clock past what events
+    can be stamped with)."""
+    value = _number(value, 0)
+    return value if 0 <= value <= MAX_TIME_MS else 0
 
 
 RESET_REPLAY_WINDOW_MS = 60_000  # after a reset, beacons made this long before its reference time still count
@@ -271,9 +281,9 @@ class TrustedClock:
         self._rivals: deque[tuple[float, float, int]] = deque(maxlen=RIVALS_TO_OUTVOTE)
         stored = store.get_value if store is not None else (lambda key, default=None: default)
         self._last_seq = int(_number(stored(SEQ_KEY, -1), -1))
-        self._trusted_s = _number(stored(TRUSTED_KEY, 0), 0) / 1000
+        self._trusted_s = _time_ms(stored(TRUSTED_KEY, 0)) / 1000
         self._persisted_s = self._trusted_s
-        self._stamped_s = (store.last_event_ms() / 1000) if hasattr(store, "last_event_ms") else 0.0
+        self._stamped_s = (_time_ms(store.last_event_ms()) / 1000) if hasattr(store, "last_event_ms") else 0.0
         self.last_outcome: BeaconOutcome | None = None
         self.disagreement: dict = _json_value(store, DISAGREEMENT_KEY)
         self._lock = threading.RLock()
@@ -310,7 +320,7 @@ class TrustedClock:
         """Take one message from gated/v1/<site>/time. Accepted beacons tighten the estimate and
         advance the persisted sequence and trusted time."""
         mono_now = self._monotonic() if mono_now is None else mono_now
-        local_now = self._wall() if local_now is None else local_now
+        local_now = min(self._wall() if local_now is None else local_now, MAX_TIME_S)
         beacon = read_beacon(payload, self.keyring)
         ntp = bool(self._ntp_synced())
         with self._lock:
@@ -441,7 +451,7 @@ class TrustedClock:
     # --- output --------------------------------------------------------------------------------
 
     def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:
-        local_now = self._wall() if local_now is None else local_now
+        local_now = min(self._wall() if local_now is None else local_now, MAX_TIME_S)  # a system clock in year 9999
         mono_now = self._monotonic() if mono_now is None else mono_now
         ntp = bool(self._ntp_synced())
         with self._lock:
@@ -473,7 +483,11 @@ class TrustedClock:
         if trusted and not uncertain:
             self._trusted_s = max(self._trusted_s, now)
         return TimeReading(
-            now=max(now, self._trusted_s), trusted=trusted, uncertain=uncertain, source=source, offset_s=offset
+            now=min(max(now, self._trusted_s), MAX_TIME_S),
+            trusted=trusted,
+            uncertain=uncertain,
+            source=source,
+            offset_s=offset,
         )
 
     def now(self) -> float:
@@ -530,6 +544,8 @@ class TrustedClock:
         at, offset = _number(anchor.get("at"), None), _number(anchor.get("offset"), None)
         if self._boot is None or anchor.get("boot") != self._boot or at is None or offset is None or at > mono_now:
             return  # another boot (or none recorded): the boot-time clock it was measured on is gone
+        if not 0 <= (at + offset) * 1000 <= MAX_TIME_MS:
+            return  # the beacon time it says it had is no time a beacon may bring
         self._samples.append((at, offset))
 
     def _persist(self, *, seq: bool = False) -> None:

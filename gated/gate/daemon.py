@@ -252,7 +252,7 @@ class Daemon:
             )
             return
         self._occupancy_ms = made_ms
-        self.store.set_central_occupancy(zones, int(time.time() * 1000), as_of, since_ms)
+        self.store.set_central_occupancy(zones, now_ms, as_of, since_ms)  # its age is judged on the same clock
 
     def _command(self, name: str) -> None:
         """An authenticated remote command: `clock_reset` is the clock's, the others the gate's."""
@@ -499,7 +499,13 @@ class Daemon:
             return
         self._next_rev_check = now + REVOCATION_CHECK_S
         policy = self.cfg.revocations.when_stale
-        why = health.revocation_staleness(self.store.revocation_state(), time.time(), self.cfg.revocations.max_age_s)
+        reading = self.clock.reading() if self.clock is not None else None
+        why = health.revocation_staleness(
+            self.store.revocation_state(),
+            time.time() if reading is None else reading.now,
+            self.cfg.revocations.max_age_s,
+            time_trusted=reading is None or reading.trusted,
+        )
         if why != self._stale_why:
             if why:
                 log.error(
@@ -573,7 +579,7 @@ class Daemon:
         body = health.snapshot(
             self.counters,
             now_mono=now,
-            now_ms=time.time_ns() // 1_000_000,
+            now_ms=self.clock.reading().now_ms if self.clock is not None else time.time_ns() // 1_000_000,
             outbox=self.store.outbox_depth(),
             rev_version=rev.version,
             rev_iat=rev.iat,

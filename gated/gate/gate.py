@@ -326,14 +326,15 @@ class Gate:
         self._turnstile.signal("fault")
         try:
             self._store.record_event({"kind": "alarm", "alarm": "tamper"}, _ms(self._clock()))
-        except (StoreError, sqlite3.Error) as again:
-            log.error("gate.alarm_not_recorded", alarm="tamper", error=str(again))
+        except Exception as again:  # noqa: BLE001 - the store's own fault is the one to raise
+            log.error("gate.alarm_not_recorded", alarm="tamper", error=f"{type(again).__name__}: {again}")
         return exc
 
     def _scan_fault(self, exc: Exception) -> Decision:
         """A scan failed for a reason other than the store: deny it `internal_error`. The scan event
         is written unless this scan's own event already was (then it stands as written), then a
-        `tamper` alarm; if the store refuses those too, that is logged and the gate stays shut."""
+        `tamper` alarm; if they cannot be written either (the store refuses them, or making them
+        fails as the scan did), that is logged and the gate stays shut: nothing leaves this boundary."""
         log.error(
             "gate.scan_failed",
             error=f"{type(exc).__name__}: {exc}",
@@ -349,8 +350,13 @@ class Gate:
                 rev = self._store.revocation_state().version
                 self.last_scan = self._store.record_scan(scan_fields(decision, self._context, rev), now)
             self._store.record_event({"kind": "alarm", "alarm": "tamper"}, now)
-        except (StoreError, sqlite3.Error) as again:
-            log.error("gate.alarm_not_recorded", alarm="tamper", error=str(again))
+        except Exception as again:  # noqa: BLE001 - the per-scan boundary holds for its own records too
+            log.error(
+                "gate.alarm_not_recorded",
+                alarm="tamper",
+                error=f"{type(again).__name__}: {again}",
+                action="scan denied internal_error, not recorded; the gate stays shut",
+            )
         try:
             self._turnstile.signal(decision.reason)
         except Exception as again:  # noqa: BLE001 - lamps and buzzer are not worth a second fault

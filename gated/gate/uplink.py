@@ -69,7 +69,9 @@ NONCE_KEY = "command_nonce"
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """The system clock, never past events.MAX_TIME_MS (a board whose clock says year 10000 would
+    otherwise fail every status message it stamps)."""
+    return min(time.time_ns() // 1_000_000, events.MAX_TIME_MS)
 
 
 # --- the gate's uplink ----------------------------------------------------------------------------
@@ -456,7 +458,9 @@ class Uplink:
     def _revocation(self, message: Inbound) -> None:
         if not message.payload:  # a cleared retained topic
             return
-        outcome = revocations.apply_update(self.store, message.payload, self.keyring, site=self.site, now_ms=now_ms())
+        # applied_ms stands in for a list's age when its iat is 0: on the clock staleness is judged with
+        applied_ms = self.time_reading().now_ms if self.time_reading is not None else now_ms()
+        outcome = revocations.apply_update(self.store, message.payload, self.keyring, site=self.site, now_ms=applied_ms)
         if outcome.status == "rejected" and not (outcome.code == "replay" and message.retain):
             log.warning("revocation update rejected", topic=message.topic, code=outcome.code, detail=outcome.detail)
         elif outcome.status != "rejected":

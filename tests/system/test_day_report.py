@@ -235,3 +235,43 @@ def test_a_day_that_is_no_date_or_a_zone_that_is_none_is_a_clear_error(tmp_path,
     )
     assert "give --day, or --from/--to, not both" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_events_a_broken_gate_clock_dated_in_9999_or_1970_are_of_unknown_time(tmp_path):
+    """A gate whose clock was wrong: one scan dated 9999-12-31T23:50Z (year 10000 in Berlin), one in
+    1970. `gated report` without --day counts them, lists them as of unknown time, keeps them out
+    of the hours, plots and the window (which is the other gate's evening), in any time zone."""
+    from gated.core.events import parse_ts
+
+    with (
+        GateStore(tmp_path / "n1.db", site=SITE, gate="north-1") as n1,
+        GateStore(tmp_path / "s1.db", site=SITE, gate="south-1") as broken,
+    ):
+        first, last = scan(n1, at("20:03")), scan(n1, at("20:10"))
+        scan(broken, parse_ts("9999-12-31T23:50:00.000Z"))
+        scan(broken, 5_000)
+        db = ledger_of(tmp_path, n1, broken)
+    for zone in ("Europe/Berlin", "UTC"):
+        out = tmp_path / zone.replace("/", "-")
+        assert main(["report", "--db", db, "--out", str(out), "--timezone", zone]) == 1  # ATTENTION: said why
+        r = json.loads((out / "report.json").read_text())
+        assert r["totals"]["entries"] == 4 and r["totals"]["events"] == 4
+        assert r["window"]["from"] == first["ts"] and r["window"]["to"] == last["ts"]
+        assert r["time_unknown"]["events"] == 2
+        assert sorted(u["ts"] for u in r["time_unknown"]["listed"]) == [
+            "1970-01-01T00:00:05.000Z",
+            "9999-12-31T23:50:00.000Z",
+        ]
+        assert "2 events dated outside 2000-01-01 to 9000-01-01" in r["verdict"] and not r["ok"]
+        assert sum(h["entries"] for h in r["per_hour"]) == 2
+        assert r["gates"]["south-1"]["first"] is None and r["gates"]["south-1"]["entries"] == 2
+        page = (out / "report.html").read_text()
+        assert "Events of unknown time" in page and "south-1:1 (scan) dated 9999-12-31T23:50:00.000Z" in page
+        assert set(png_images(page)) >= {"entries_per_gate", "occupancy"}
+
+    # a window asked for up to the end of year 9999 is clamped to the times the report places
+    out = tmp_path / "to-9999"
+    args = ["--from", "2026-12-06T00:00:00Z", "--to", "9999-12-31T23:59:59Z", "--timezone", "Europe/Berlin"]
+    assert main(["report", "--db", db, "--out", str(out), *args]) == 0  # CLEAN: neither is in the window
+    r = json.loads((out / "report.json").read_text())
+    assert r["window"]["to"] == "8999-12-31T23:59:59.999Z" and r["totals"]["entries"] == 2
