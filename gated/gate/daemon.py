@@ -504,7 +504,6 @@ class Daemon:
             self.store.revocation_state(),
             time.time() if reading is None else reading.now,
             self.cfg.revocations.max_age_s,
-            time_trusted=reading is None or reading.trusted,
         )
         if why != self._stale_why:
             if why:

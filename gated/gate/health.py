@@ -196,18 +196,18 @@ def encode(body: dict) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
-def revocation_staleness(rev, now_s: float, max_age_s: float, *, time_trusted: bool = True) -> str | None:
+def revocation_staleness(rev, now_s: float, max_age_s: float) -> str | None:
     """Why the revocation list cannot be trusted as current (None: it can). `rev` is the store's
     RevocationState; the age counts from the newest update's `iat` (when the central side signed it)
-    to `now_s`, the gate's trusted time. While that clock is not trusted (`time_trusted` False: no
-    time source yet, or one the policy does not judge with) the age cannot be established, and the
-    list counts as stale: a wall clock days behind would otherwise call an old list current."""
+    to `now_s`, the time the gate judges scans with (its trusted clock's reading, not the system
+    clock: a wall clock days behind the beacons would call an old list current). While that clock
+    is uncertain the reading is its best estimate, never before its last trusted time: the list
+    is not taken for stale for that alone, since a stale-list lock would also stop a scan-out
+    gate's exits, and under `when_uncertain = "deny"` entries are refused by the clock anyway."""
     if rev.version == 0:
         return "no revocation list received yet"
     if rev.stale:
         return f"list v{rev.version} has a gap (a delta is missing); waiting for a snapshot"
-    if not time_trusted:
-        return f"list v{rev.version}: its age cannot be judged while the gate's clock is not trusted"
     age = now_s - (rev.iat or rev.applied_ms / 1000)
     if age > max_age_s:
         return f"list v{rev.version} is {int(age)} s old (limit {int(max_age_s)} s)"

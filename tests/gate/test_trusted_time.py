@@ -1,7 +1,7 @@
 """The daemon judges with its trusted clock, not the system clock: the revocation list's age and the
 age of the ledger's occupancy figure are measured on the time scans are judged with (a Pi without
-RTC or NTP whose system clock is days behind the beacons), and while that clock has no trusted time
-the list's age cannot be established, so `when_stale = "closed"` keeps the gate locked."""
+RTC or NTP whose system clock is days behind the beacons); while that clock has no trusted time, on
+its best estimate."""
 
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ def daemon(tmp_path, authority):
         d.store.close()
 
 
-def list_signed_at(daemon: Daemon, authority, iat: float) -> None:
-    blob = revocation.encode_updates(authority.revocation, site=SITE, version=7, add=[], iat=int(iat))[0]
+def list_signed_at(daemon: Daemon, authority, iat: float, version: int = 7) -> None:
+    blob = revocation.encode_updates(authority.revocation, site=SITE, version=version, add=[], iat=int(iat))[0]
     outcome = revocations.apply_update(daemon.store, blob, authority.keyring, site=SITE, now_ms=int(iat * 1000))
     assert outcome.status != "rejected", outcome
 
@@ -96,14 +96,19 @@ def test_the_ledgers_occupancy_figure_is_aged_on_the_clock_that_judges_it(daemon
     assert d.store.zone_occupancy("north", d.clock.reading().now_ms) == (3, "central")
 
 
-def test_with_no_trusted_time_the_lists_age_cannot_be_judged_and_the_gate_stays_locked(daemon, authority):
-    d = daemon(when_uncertain="deny")  # no NTP, no RTC, no beacon yet: the clock has no time of its own
-    list_signed_at(d, authority, time.time())  # a list this machine's clock calls brand new
+def test_with_no_trusted_time_the_list_is_aged_on_the_best_estimate_and_exits_are_not_locked(daemon, authority):
+    """No time source yet (no NTP, no RTC, no beacon): the list's age is judged on the clock's best
+    estimate, not taken for stale for that alone (a stale-list lock would stop a scan-out gate's
+    exits too); entries are refused by the clock policy, and the first beacon lets them in."""
+    d = daemon(when_uncertain="deny")
+    list_signed_at(d, authority, time.time() - 3 * DAY)  # old on any clock: stale, locked
     assert not d.clock.reading().trusted
     check_revocations(d)
-    assert d._stale_why is not None and "cannot be judged" in d._stale_why
-    assert d.gate.mode is GateMode.LOCKED
-    # the first beacon gives the clock its time: the list is current on it, the gate unlocks
+    assert d._stale_why is not None and "s old" in d._stale_why and d.gate.mode is GateMode.LOCKED
+    list_signed_at(d, authority, time.time(), version=8)  # a current list: not stale, though the clock is uncertain
+    check_revocations(d)
+    assert d._stale_why is None and d.gate.mode is GateMode.NORMAL
+    assert scan(d, authority, time.time()) is Reason.NOT_YET_VALID  # the clock policy: nothing timed is judged
     assert d.clock.on_beacon(
         encode_beacon(authority.command, site=SITE, unix_ms=time.time_ns() // 10**6, seq=1)
     ).accepted
