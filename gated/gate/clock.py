@@ -320,13 +320,15 @@ class TrustedClock:
         """Take one message from gated/v1/<site>/time. Accepted beacons tighten the estimate and
         advance the persisted sequence and trusted time."""
         mono_now = self._monotonic() if mono_now is None else mono_now
-        local_now = min(self._wall() if local_now is None else local_now, MAX_TIME_S)
+        local_now = self._wall() if local_now is None else local_now
+        broken = not local_now <= MAX_TIME_S  # as in reading()
+        local_now = MAX_TIME_S if broken else local_now
         beacon = read_beacon(payload, self.keyring)
-        ntp = bool(self._ntp_synced())
+        ntp = bool(self._ntp_synced()) and not broken
         with self._lock:
-            return self._take(beacon, local_now, mono_now, ntp)
+            return self._take(beacon, local_now, mono_now, ntp, broken)
 
-    def _take(self, beacon, local_now: float, mono_now: float, ntp: bool) -> BeaconOutcome:
+    def _take(self, beacon, local_now: float, mono_now: float, ntp: bool, broken: bool = False) -> BeaconOutcome:
         if isinstance(beacon, BeaconOutcome):
             outcome = beacon
         elif beacon.site != self.site:
@@ -359,7 +361,7 @@ class TrustedClock:
                 self._last_seq = beacon.seq
                 self._samples.append((mono_now, beacon_s - mono_now))
                 self._forget(mono_now)
-                self._read(local_now, mono_now, ntp)  # raises the trusted time only if the reading is certain
+                self._read(local_now, mono_now, ntp, broken)  # raises the trusted time only if the reading is certain
                 self._persist(seq=True)
                 detail = (
                     f"beacon {beacon.seq} from {beacon.signer}"
@@ -451,13 +453,18 @@ class TrustedClock:
     # --- output --------------------------------------------------------------------------------
 
     def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:
-        local_now = min(self._wall() if local_now is None else local_now, MAX_TIME_S)  # a system clock in year 9999
+        local_now = self._wall() if local_now is None else local_now
+        # a system clock past the bound (a board saying year 10000) is no time at all: held at the bound it
+        # would stop every timer (a passage never timing out, the relay left open), so neither NTP nor the
+        # RTC vouches for it and the clock is uncertain (source "none", or the beacons' time under `beacon`)
+        broken = not local_now <= MAX_TIME_S
+        local_now = MAX_TIME_S if broken else local_now
         mono_now = self._monotonic() if mono_now is None else mono_now
-        ntp = bool(self._ntp_synced())
+        ntp = bool(self._ntp_synced()) and not broken
         with self._lock:
-            return self._read(local_now, mono_now, ntp)
+            return self._read(local_now, mono_now, ntp, broken)
 
-    def _read(self, local_now: float, mono_now: float, ntp: bool) -> TimeReading:
+    def _read(self, local_now: float, mono_now: float, ntp: bool, broken: bool = False) -> TimeReading:
         self._forget(mono_now)
         estimate = self._estimate(mono_now)
         offset = None if estimate is None else estimate - local_now
@@ -468,7 +475,7 @@ class TrustedClock:
             uncertain, source = False, "ntp" if ntp else "beacon"
         elif ntp:
             uncertain, source = False, "ntp"
-        elif self._rtc():
+        elif not broken and self._rtc():
             uncertain, source = False, "rtc"
         else:
             uncertain, source = True, "none"

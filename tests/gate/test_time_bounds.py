@@ -119,6 +119,36 @@ def test_a_system_clock_past_the_bound_reads_as_the_bound(tmp_path, authority):
         assert events.format_ts(reading.now_ms) == "9000-01-01T00:00:00.000Z"
 
 
+def test_a_system_clock_past_the_bound_is_no_source_so_nothing_is_admitted_on_a_stopped_time(
+    tmp_path, authority, gate_context, pins
+):
+    """NTP says synced, the wall clock says year 10000: held at the bound, the time would stand still
+    and an admitted visitor's passage never time out (the relay left open). Such a clock vouches for
+    nothing: the reading is uncertain, the scan denied under `deny`, the relay never opened."""
+    board = Board()
+    board.wall = END_OF_9999_MS / 1000 + 60
+    clock = TrustedClock(
+        site=SITE,
+        keyring=authority.keyring,
+        store=None,
+        policy="deny",
+        ntp_synced=lambda: True,
+        wall=lambda: board.wall,
+        monotonic=lambda: board.mono,
+        boot=lambda: "boot-1",
+    )
+    reading = clock.reading()
+    assert reading.uncertain and not reading.trusted and reading.source == "none"
+    with GateStore(tmp_path / "gate.db", site=SITE, gate="g1") as store:
+        gate = gate_on(clock, store, authority, gate_context, pins)
+        try:
+            at = int(clock.now())
+            decision = gate.on_code(authority.ticket(nbf=at - 3600, exp=at + 10**9))
+            assert not decision.admit and not relay_on(pins, profile())
+        finally:
+            gate.close()
+
+
 def test_a_fault_while_recording_a_failed_scan_stays_inside_the_scan(store, authority, gate_context, pins):
     """A gate handed a time format_ts() cannot write: the scan's own event fails (ValueError), and
     so do the internal_error scan and tamper alarm written for it. The scan is denied, the gate
