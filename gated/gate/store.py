@@ -684,13 +684,14 @@ class GateStore:
                     (peers_before_ms, limit),
                 )
             ]
-            if open_before_ms is not None:  # valid without end: by the last admission's age
+            if open_before_ms is not None:  # valid without end: by the last admission's age, here and at peers
                 ctis += [
                     r[0]
                     for r in db.execute(
-                        "SELECT cti FROM admissions GROUP BY cti HAVING MIN(exp - ts_ms / 1000) > ? "
-                        "AND SUM(state = 'pending') = 0 AND MAX(ts_ms) < ? LIMIT ?",
-                        (OPEN_ENDED_S, open_before_ms, limit),
+                        "SELECT a.cti FROM admissions a GROUP BY a.cti HAVING MIN(a.exp - a.ts_ms / 1000) > ? "
+                        "AND SUM(a.state = 'pending') = 0 AND MAX(a.ts_ms) < ? AND NOT EXISTS "
+                        "(SELECT 1 FROM peer_admissions p WHERE p.cti = a.cti AND p.ts_ms >= ?) LIMIT ?",
+                        (OPEN_ENDED_S, open_before_ms, open_before_ms, limit),
                     )
                 ]
             if ctis:

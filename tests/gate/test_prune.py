@@ -219,6 +219,30 @@ def test_open_ended_days_prunes_pretix_codes_without_end_by_age(tmp_path):
         assert done["admissions"] == 1 and done["peer_admissions"] == 1
 
 
+def test_open_ended_days_keeps_a_code_a_peer_let_in_lately_though_it_came_here_long_ago(tmp_path):
+    """A code without end let in here a year ago and at a peer today (a season code, once a day):
+    its old admission here is past open_ended_days, the peer's is not, so the code stays used here
+    (pruning it whole took the peer's fresh row with it, and the code came in twice today)."""
+    issuer, ring, context = _pretix_gate(tmp_path)
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        code = encode_secret(Fields(seed="season", item=1), issuer)
+        first = validate(code, ring, context, g1, T0)
+        record(g1, first, scan_fields(first, context, 0), T0 * 1000)
+        today = T0 + 365 * DAY
+        again = validate(code, ring, context, g2, today - 600)
+        assert again.admit  # g2 never heard of g1's admission: a multi-entry day at another gate
+        g1.record_peer_event(record(g2, again, scan_fields(again, context, 0), (today - 600) * 1000))
+        pruner = Pruner(
+            g1, expired_margin_s=DAY, peer_retention_s=DAY, every_s=0, events=frozenset({EVENT}), open_ended_s=3 * DAY
+        )
+        pruner.run_to_end(today)
+        assert validate(code, ring, context, g1, today).reason is Reason.ALREADY_USED
+        assert g1.state_counts()["peer_admissions"] == 1
+
+
 def _config(tmp_path, state=""):
     from gated.gate.config import load
 
