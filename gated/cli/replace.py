@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 def replace_gate(args) -> int:
     from gated import keys
-    from gated.core.events import MAX_EPOCH
+    from gated.core.events import MAX_EPOCH, is_name
     from gated.gate.config import ConfigError, load
     from gated.gate.store import GateStore
 
@@ -42,6 +42,14 @@ def replace_gate(args) -> int:
         cfg = load(args.config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+    no_topic = [event for event in cfg.gate.events if not is_name(event)]  # no admissions snapshot can reach them
+    if no_topic and cfg.gate.until_synced != "admit":
+        raise CommandError(
+            f"event id {', '.join(repr(e[:64]) for e in no_topic)} cannot be an MQTT topic level (/, +, #, NUL, "
+            "empty, over 128 characters), so no admissions snapshot can reach the new chain: it would deny "
+            'tickets with limited entries as unsynced for good. Set [gate] until_synced = "admit" (admitted and '
+            "flagged for reconciliation) to replace this gate"
+        )
     path = cfg.gate.database
     if path.exists():
         if not args.move_aside:
@@ -69,7 +77,13 @@ def replace_gate(args) -> int:
     print(
         f"until the admissions snapshot is in (gated admissions publish ...), tickets with limited entries are "
         f"{'admitted and flagged' if cfg.gate.until_synced == 'admit' else 'denied unsynced'} "
-        f'([gate] until_synced = "{cfg.gate.until_synced}")',
+        f'([gate] until_synced = "{cfg.gate.until_synced}")'
+        + (
+            f"; for {', '.join(repr(e[:64]) for e in no_topic)} (no topic level: no snapshot can come) for as long "
+            "as this chain runs"
+            if no_topic
+            else ""
+        ),
         file=sys.stderr,
     )
     return 0

@@ -226,6 +226,31 @@ def test_gated_replace_makes_a_new_chain_and_keeps_an_old_state_only_aside(tmp_p
         assert f"device key kid {keys.kid_of(new.device_public_key).hex()}" in out
 
 
+def test_gated_replace_refuses_an_event_no_snapshot_can_reach_unless_until_synced_admits(tmp_path, capsys):
+    """An event id that is no MQTT topic level ("acme/2026") has no snapshot topic: under the default
+    until_synced the new chain would deny every limited ticket for good, so replace refuses, saying
+    why; with until_synced = "admit" it goes ahead and says for which event that holds."""
+    from gated.cli import main
+
+    config = tmp_path / "gated.toml"
+
+    def configured(until_synced: str) -> None:
+        config.write_text(
+            f'[gate]\nsite = "{SITE}"\nid = "g1"\nevents = ["{EVENT}", "acme/2026"]\nkeyring = "{tmp_path}"\n'
+            f'state_dir = "{tmp_path / "state"}"\nuntil_synced = "{until_synced}"\n[turnstile]\n'
+            'board = "generic-relay"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+        )
+
+    configured("deny_used_check")
+    assert main(["replace", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "'acme/2026' cannot be an MQTT topic level" in err and 'until_synced = "admit"' in err
+    assert not (tmp_path / "state" / "gate.db").exists()  # nothing made
+    configured("admit")
+    assert main(["replace", "--config", str(config)]) == 0
+    assert "for 'acme/2026' (no topic level: no snapshot can come)" in capsys.readouterr().err
+
+
 def test_gated_status_names_a_replaced_gate_waiting_for_its_snapshot():
     from gated.central.fleet import GateView, gate_row
     from gated.core.events import format_ts
