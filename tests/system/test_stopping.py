@@ -13,8 +13,10 @@ import time
 import pytest
 
 from gated.cli.stopping import stop_on_signals
+from gated.topics import command_topic
 from sim.broker import free_port
 from tests.conftest import SITE
+from tests.support.uplink import Listener
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
@@ -80,6 +82,7 @@ def test_a_command_stopped_while_it_waits_for_the_acknowledgement_says_what_it_k
     from gated.cli.main import main
 
     assert main(["keys", "generate", "--out", str(tmp_path / "k"), "--name", "command"]) == 0
+    listener = Listener(broker.port, command_topic(SITE, "gate-nobody"))
     command = subprocess.Popen(
         [sys.executable, "-m", "gated.cli", "command", "--broker", broker.url, "--site", SITE, "--timeout", "60"]
         + ["--signing-key", str(tmp_path / "k" / "command.key"), "gate-nobody", "lock"],
@@ -88,11 +91,15 @@ def test_a_command_stopped_while_it_waits_for_the_acknowledgement_says_what_it_k
         text=True,
     )
     try:
-        time.sleep(4)  # connected, settled (0.3 s without a retained message), the command sent
+        sent = time.monotonic() + 30
+        while not listener.on(command_topic(SITE, "gate-nobody")):  # connected, settled, the command sent
+            assert time.monotonic() < sent and command.poll() is None, "the command was never sent"
+            time.sleep(0.05)
         command.send_signal(signal.SIGINT)
         out, err = command.communicate(timeout=10)
     finally:
         command.kill()
+        listener.close()
     assert command.returncode == 130, out + err
     assert "gate-nobody  lock: NOT CONFIRMED  stopped waiting before its acknowledgement came" in out, out + err
     assert "Traceback" not in err, err
