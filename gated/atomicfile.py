@@ -39,11 +39,15 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, mode: int = 0o64
             fh.flush()
             os.fsync(fh.fileno())
             fsyncs += 1
-        if exclusive:
-            os.link(tmp, path)  # fails if the target exists; then the temporary name goes
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
+        try:
+            if exclusive:
+                os.link(tmp, path)  # fails if the target exists; then the temporary name goes
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
+        except OSError as exc:  # named by the temporary file, which is gone: name the target
+            exc.filename, exc.filename2 = str(path), None
+            raise
     except BaseException:
         try:
             os.unlink(tmp)

@@ -9,7 +9,8 @@ from gated import keys
 from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
 from gated.cli.options import add_signing_key, signing_key
-from gated.core import revocation
+from gated.core import cose, revocation
+from gated.core.signed import Keyring, trusted
 
 
 def register(sub) -> None:
@@ -61,7 +62,6 @@ def code_id(text: str) -> bytes:
     """The ticket id a QR text carries, whatever its format; read without keys (no signature is
     needed to name a ticket; the gates check signatures when it is shown)."""
     from gated.core.scanned import read_code
-    from gated.core.signed import Keyring
 
     cti = read_code(text, Keyring()).cti
     if cti is None:
@@ -75,6 +75,21 @@ def part_paths(out: Path, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}.part{i}{out.suffix}") for i in range(count)]
 
 
+def readable(messages: list[bytes], key, site: str) -> None:
+    """Read each message back as a gate does (parse_update with the signer's public key trusted):
+    what no gate would take is refused here, not written for an operator to believe in."""
+    if not messages:
+        raise CommandError("nothing to write: the update came out as no message")
+    keyring = Keyring((trusted("revoke", key.public_key(), ["revocation"]),))
+    for message in messages:
+        try:
+            update = revocation.parse_update(message, keyring)
+        except revocation.UpdateRejected as exc:
+            raise CommandError(f"a gate would reject this update ({exc.code}): {exc.detail}") from None
+        if update.site != site:
+            raise CommandError(f"the update reads back for site {update.site!r}, not {site!r}")
+
+
 def run(args) -> int:
     add = [parse_id(t, "argument") for t in args.ticket_ids] + [code_id(text) for text in args.code]
     for path in args.add_file:
@@ -84,6 +99,10 @@ def run(args) -> int:
         remove += read_ids(path)
     if args.version < 1 or args.base < 0 or (args.base and args.base >= args.version):
         raise CommandError("--version must be above 0 and above --base")
+    if args.version > cose.UINT_MAX:
+        raise CommandError(f"--version {args.version} is above {cose.UINT_MAX}, the most a gate takes")
+    if args.parts is not None and args.parts < 1:
+        raise CommandError(f"--parts {args.parts}: a snapshot is at least 1 part")
     try:
         key = keys.load_private_key(signing_key(args))
         messages = revocation.encode_updates(
@@ -98,7 +117,11 @@ def run(args) -> int:
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
+    readable(messages, key, args.site)
     paths = part_paths(Path(args.out), len(messages))
+    for path in paths:
+        if path.is_dir():
+            raise CommandError(f"--out {path} is a directory; name a file")
     for path, message in zip(paths, messages):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, message)

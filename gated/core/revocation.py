@@ -64,6 +64,8 @@ def encode_updates(
 ) -> list[bytes]:
     """Sign an update; a snapshot too big for one message (or asked for in `parts`) is split."""
     add, remove = sorted(set(add)), sorted(set(remove))
+    if parts is not None and parts < 1:
+        raise ValueError(f"a snapshot is at least 1 part, not {parts}")
     if base and parts not in (None, 1):
         raise ValueError("only snapshots (base 0) can be split into parts")
     if base == 0 and remove:

@@ -93,3 +93,11 @@ def test_trust_writes_through_the_durable_helper(tmp_path):
     _ring(tmp_path, "box-office")
     # generate: private and public key; trust: the .pub copy and keyring.toml; each file and its directory
     assert atomicfile.fsyncs - before == 8
+
+
+def test_a_target_that_cannot_be_replaced_is_named_not_the_temporary_file(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_atomic(tmp_path / "out", b"x")
+    assert caught.value.filename == str(tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary file left

@@ -232,3 +232,21 @@ def test_console_script_runs(desk):
         text=True,
     )
     assert done.returncode == 0 and done.stdout.startswith("ADMIT")
+
+
+def test_revoke_refuses_what_no_gate_would_take_and_writes_nothing(desk, capsys):
+    """--parts below 1 wrote no file yet said `-> ` and exit 0; a version past 2**63 - 1 wrote a
+    file every gate rejects as malformed; --out naming a directory named a temporary file."""
+    ticket = "00112233445566778899aabbccddeeff"
+    base = ("revoke", "--signing-key", "k/rev.key", "--site", "a")
+    code, out, err = run(capsys, *base, "--version", "1", "--parts", "-3", "--out", "rv/r.bin", ticket)
+    assert (code, out) == (2, "") and "--parts -3" in err
+    code, out, err = run(capsys, *base, "--version", str(2**64), "--out", "rv/big.bin", ticket)
+    assert (code, out) == (2, "") and "--version" in err and str(2**63 - 1) in err
+    assert not os.path.exists("rv")
+    os.mkdir("outdir")
+    code, out, err = run(capsys, *base, "--version", "1", "--out", "outdir", ticket)
+    assert (code, out) == (2, "") and "outdir is a directory" in err
+    # the largest version a gate takes is written, and read back by verify
+    code, out, _ = run(capsys, *base, "--version", str(2**63 - 1), "--out", "rv/max.bin", ticket)
+    assert code == 0 and out.endswith("rv/max.bin\n")
