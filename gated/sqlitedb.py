@@ -13,6 +13,17 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
+from gated.core.errors import GatedError
+
+
+class NewerSchema(GatedError, RuntimeError):
+    """A database made by a newer release of gated (its schema version is above every migration
+    this one knows): the code would run on tables it does not know; the caller names the file."""
+
+    def __init__(self, found: int, known: int):
+        super().__init__(f"made by a newer gated (schema {found}, this one knows {known}): upgrade gated")
+        self.found, self.known = found, known
+
 
 @contextmanager
 def write_transaction(db: sqlite3.Connection):
@@ -36,12 +47,15 @@ def migrate(db: sqlite3.Connection, migrations: list[str]) -> int:
     in ONE write transaction: the version is read under the write lock and every missing migration
     applied before COMMIT, so two processes opening one new file at once cannot interleave (the one
     that waited for the lock finds the work done). A version is never lowered: a file made by a
-    newer release (a higher version) is left as it is. Returns the version the file is at.
+    newer release (a higher version) is left as it is and refused (NewerSchema). Returns the
+    version the file is at.
 
     Not `executescript`, which commits any open transaction first (Python 3.11): each statement is
     run on its own, inside ours."""
     with write_transaction(db):
         (current,) = db.execute("PRAGMA user_version").fetchone()
+        if current > len(migrations):
+            raise NewerSchema(current, len(migrations))
         for number in range(current + 1, len(migrations) + 1):
             for statement in statements(migrations[number - 1]):
                 db.execute(statement)

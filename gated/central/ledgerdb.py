@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gated.core.errors import GatedError
 from gated.core.events import EPOCH_SHIFT
-from gated.sqlitedb import migrate, rollback, use_wal
+from gated.sqlitedb import NewerSchema, migrate, rollback, use_wal
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -144,9 +144,31 @@ def is_database_url(target) -> bool:
 
 
 def ledger_exists(target) -> bool:
-    """For tools that read a ledger (reconcile, report, pretix upload): a database URL, or a SQLite
-    file that is there. Opening a path that is not there would make an empty ledger of it."""
-    return is_database_url(str(target)) or Path(target).is_file()
+    """For tools that read a ledger (reconcile, report, audit, ledger copy's source, admissions,
+    pretix upload): a database URL, or a SQLite file that is there and holds tables. Opening a path
+    that is not there, or an empty file, would make an empty ledger of it; a file with tables that
+    are not a ledger's is refused when it is opened (SqliteDb)."""
+    if is_database_url(str(target)):
+        return True
+    if not Path(target).is_file():
+        return False
+    try:
+        return bool(_tables(Path(target)))
+    except sqlite3.Error:
+        return True  # not a database at all: opening it says so
+
+
+# tables only a gate's state file has (gated/gate/schema.py): named in the refusal
+_GATE_STATE_TABLES = {"meta", "outbox"}
+
+
+def _tables(path: Path) -> set[str]:
+    """The names of the tables in a SQLite file, read without writing to it (nor creating it)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
 
 
 def open_db(target: str | os.PathLike) -> "SqliteDb | PostgresDb":
@@ -166,11 +188,26 @@ class SqliteDb:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._refuse_other_files()
             use_wal(self.conn)
             self.conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
+        except NewerSchema as exc:
+            self.conn.close()
+            raise LedgerError(f"{self.where}: the ledger was {exc}") from None
         except sqlite3.Error as exc:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})") from exc
+
+    def _refuse_other_files(self) -> None:
+        """A SQLite file with tables but not the ledger's is not made one (nor switched to WAL): a
+        gate's state file or any other database given as --db by mistake is left as it was."""
+        tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables or "events" in tables:
+            return
+        self.conn.close()
+        if _GATE_STATE_TABLES <= tables:
+            raise LedgerError(f"{self.where}: not a ledger but a gate's state file (gated run --state)")
+        raise LedgerError(f"{self.where}: not a ledger (a SQLite file with other tables: {', '.join(sorted(tables))})")
 
     def _migrate(self) -> None:
         migrate(self.conn, _SQLITE_MIGRATIONS)  # one write transaction: the version read under the lock
@@ -235,6 +272,9 @@ class PostgresDb:
             # autocommit: the driver opens no transaction of its own; BEGIN/COMMIT are the ledger's
             self.conn = psycopg.connect(url, autocommit=True)
             self._migrate()
+        except NewerSchema as exc:
+            self.conn.close()
+            raise LedgerError(f"{self.where}: the ledger was {exc}") from None
         except psycopg.Error as exc:
             raise LedgerError(f"{self.where}: cannot open the ledger ({exc})".strip()) from exc
 
@@ -244,6 +284,8 @@ class PostgresDb:
             self.conn.execute("CREATE TABLE IF NOT EXISTS gated_schema (version INTEGER NOT NULL)")
             row = self.conn.execute("SELECT version FROM gated_schema").fetchone()
             current = 0 if row is None else row[0]
+            if current > len(_POSTGRES_MIGRATIONS):
+                raise NewerSchema(current, len(_POSTGRES_MIGRATIONS))
             if row is None:
                 self.conn.execute("INSERT INTO gated_schema (version) VALUES (0)")
             for number, script in enumerate(_POSTGRES_MIGRATIONS[current:], start=current + 1):

@@ -26,7 +26,7 @@ from gated.core import confirmation, events
 from gated.core.decide import Facts
 from gated.core.errors import GatedError
 from gated.gate import schema
-from gated.sqlitedb import use_wal, write_transaction
+from gated.sqlitedb import NewerSchema, use_wal, write_transaction
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
@@ -174,6 +174,9 @@ class GateStore:
             if self._max_validity > OPEN_ENDED_S:  # kept by an older gated: it was an open-ended ticket's
                 self._max_validity, self._open_ended = 0, True
             _make_private(self.path, own_directory)  # -wal and -shm, made by SQLite with the file's mode: check them
+        except NewerSchema as exc:
+            self._db.close()
+            raise StoreError(f"{self.path}: the gate state was {exc}") from None
         except sqlite3.Error as exc:
             if "malformed" in str(exc) or "not a database" in str(exc):
                 raise StoreCorrupt(f"{self.path}: the gate state is damaged ({exc}); {DAMAGED_NEXT_STEP}") from exc
