@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from gated.atomicfile import write_atomic
 from gated.core.cose import kid_of
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, undecodable
 from gated.core.signed import ROLES, Keyring, TrustedKey, trusted
 
 KEYRING_FILE = "keyring.toml"
@@ -57,6 +57,16 @@ def format_time(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _keyring_doc(path: Path) -> dict:
+    """keyring.toml as a table, for a change to it; KeyringError naming the file if it is not TOML."""
+    try:
+        return tomllib.loads(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise KeyringError(f"{path}: {undecodable(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise KeyringError(f"{path}: {exc} (a keyring cut short by a power cut? trust its keys again)") from None
+
+
 def load_keyring(directory: str | os.PathLike) -> Keyring:
     directory = Path(directory)
     path = directory / KEYRING_FILE
@@ -64,7 +74,9 @@ def load_keyring(directory: str | os.PathLike) -> Keyring:
         raise KeyringError(f"{path}: no keyring here (create one with `gated keys trust --keyring {directory} ...`)")
     try:
         doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise KeyringError(f"{path}: {undecodable(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
         raise KeyringError(f"{path}: {exc} (a keyring cut short by a power cut? trust its keys again)") from None
     except OSError as exc:
         raise KeyringError(f"{path}: cannot read the keyring ({exc})") from None
@@ -158,7 +170,7 @@ def trust_key_file(
     kid = kid_of(public_key)
     name = name or Path(public_file).name.removesuffix(".pub").removesuffix(".pem")
     path = keyring_dir / KEYRING_FILE
-    doc = tomllib.loads(path.read_text()) if path.exists() else {}
+    doc = _keyring_doc(path) if path.exists() else {}
     entries = doc.setdefault("key", [])
     entry = next((e for e in entries if e.get("name") == name), None)
     if entry is not None:
@@ -194,7 +206,7 @@ def forget_keys(keyring_dir, names) -> None:
     stay trusted under a name nobody looks at)."""
     keyring_dir = Path(keyring_dir)
     path = keyring_dir / KEYRING_FILE
-    doc = tomllib.loads(path.read_text())
+    doc = _keyring_doc(path)
     dropped = [e for e in doc.get("key", []) if e.get("name") in set(names)]
     doc["key"] = [e for e in doc.get("key", []) if e not in dropped]
     doc["keys"] = len(doc["key"])  # the count load_keyring checks

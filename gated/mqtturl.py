@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, undecodable
 
 DAY = 24 * 3600
 
@@ -120,6 +120,8 @@ def _read_password(path: str) -> str:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise BrokerUrlError(f"password file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise BrokerUrlError(f"password file {path}: {undecodable(exc)}") from None
 
 
 # --- command-line helpers (shared by `gated ledger`, `gated publish-revocations`, ...) ----------

@@ -57,7 +57,7 @@ import tomllib
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, undecodable
 from gated.tomlcheck import BAD, Reader, keys_of, option
 
 TICKET_FORMATS = ("gated", "pretix_sig1")
@@ -435,6 +435,8 @@ def load(path: str | Path) -> Scenario:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ScenarioError(str(path), [f"cannot read ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(path), [undecodable(exc)]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(path), [f"not valid TOML: {exc}"]) from None
     return from_dict(raw, source=str(path))

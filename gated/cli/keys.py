@@ -84,6 +84,8 @@ def trust_key(args) -> int:
             not_after=iso_option(args.not_after, "--not-after"),
             replace=args.replace,
         )
+    except keys.KeyringError:
+        raise  # names its file
     except ValueError as exc:
         raise CommandError(f"{args.pubfile}: {exc}") from None
     print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")

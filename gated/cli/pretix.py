@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
+from gated.core.errors import undecodable
 
 
 def _shop_options(p, *, event: bool = True) -> None:
@@ -107,6 +108,8 @@ def _client(args):
         token = Path(path).read_text().strip()
     except OSError as exc:
         raise CommandError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path}: {undecodable(exc)}") from None
     if not token or any(c.isspace() for c in token):
         raise CommandError(f"{path}: expected one API token")
     try:

@@ -10,6 +10,7 @@ from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
 from gated.cli.options import add_signing_key, signing_key
 from gated.core import cose, revocation
+from gated.core.errors import undecodable
 from gated.core.signed import Keyring, trusted
 
 
@@ -49,8 +50,12 @@ def parse_id(text: str, where: str) -> bytes:
 
 def read_ids(path: str) -> list[bytes]:
     """Ticket ids from a file: one per line, or the first column of a tickets.csv; # comments."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{path}: {undecodable(exc)}") from None
     ids = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         field = line.split("#", 1)[0].split(",", 1)[0].strip()
         if not field or (number == 1 and field == "ticket_id"):
             continue

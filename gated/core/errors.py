@@ -16,6 +16,11 @@ class Rejected(GatedError, ValueError):
         self.code, self.detail = code, detail
 
 
+def undecodable(exc: UnicodeDecodeError) -> str:
+    """What a file that is not UTF-8 text is, for an error message that names the file."""
+    return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+
+
 def brief(value, limit: int = 60) -> str:
     """A short description of a value from outside, for an error message: the repr of a small int,
     float, None or bool, of a str or bytes cut to `limit`, else the type alone. Never raises (the

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gated import tomlcheck
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, undecodable
 from gated.core.occupancy import is_zone_name
 from gated.gate.frames import EXPOSURE_MODES, KIND_EXAMPLES, spec_problem
 from gated.tomlcheck import Reader, option
@@ -357,7 +357,11 @@ class MqttSection:
     def secret(self) -> str | None:
         """The password, read from password_file when that is given."""
         if self.password_file is not None:
-            return self.password_file.read_text().splitlines()[0] if self.password_file.stat().st_size else ""
+            try:
+                text = self.password_file.read_bytes().decode()
+            except UnicodeDecodeError as exc:
+                raise ConfigError(str(self.password_file), [("", undecodable(exc))]) from None
+            return text.splitlines()[0] if text else ""
         return self.password
 
 

@@ -5,7 +5,8 @@ that do nothing.
   of the wrong kind, or not readable by the service user (`gated`, else whoever runs the check),
   each with its key path; TLS files that do not load together (a key that is not the
   certificate's), and a client certificate whose CN is not the gate's id (the broker takes the CN
-  as the gate's name, so every event the gate publishes would be refused: not authorised).
+  as the gate's name, so every event the gate publishes would be refused: not authorised), and a
+  password file that is not UTF-8 text.
 - `warnings(cfg)`: keys that do nothing with the authentication chosen (username and
   password_file beside a client certificate).
 
@@ -104,7 +105,8 @@ def file_problems(cfg, user: User) -> list[tuple[str, str]]:
     if not tls_problems:
         problems += _tls_content(cfg)
     if cfg.mqtt.password_file is not None and tls.cert_file is None:
-        problems += _file(cfg.mqtt.password_file, "mqtt.password_file", user)
+        found = _file(cfg.mqtt.password_file, "mqtt.password_file", user)
+        problems += found or _secret_problems(cfg)
     kind, _, rest = cfg.camera.source.partition(":")
     if kind == "files":
         target = Path(rest.partition("?")[0])
@@ -114,6 +116,19 @@ def file_problems(cfg, user: User) -> list[tuple[str, str]]:
     if cfg.health.textfile is not None and not cfg.health.textfile.parent.is_dir():
         problems.append(("health.textfile", f"{cfg.health.textfile.parent}: no such directory"))
     return problems
+
+
+def _secret_problems(cfg) -> list[tuple[str, str]]:
+    """The password file read as `gated run` reads it (UTF-8 text, the password on its first line)."""
+    from gated.gate.config import ConfigError
+
+    try:
+        cfg.mqtt.secret()
+    except ConfigError as exc:
+        return [("mqtt.password_file", f"{exc.source}: {what}") for _, what in exc.problems]
+    except OSError as exc:
+        return [("mqtt.password_file", f"{cfg.mqtt.password_file}: cannot read ({exc.strerror})")]
+    return []
 
 
 def _tls_content(cfg) -> list[tuple[str, str]]:
