@@ -1,7 +1,7 @@
 """Scenario files (sim/scenarios/*.toml): a venue, its crowd, its cheats and its bad day.
 
-    [scenario]  name, site, event, seed, duration_s (simulated seconds of arrivals), speed (default
-                time compression; `gated sim --speed` wins)
+    [scenario]  name, site, event, seed, duration_s (simulated seconds of arrivals, up to a week),
+                speed (default time compression, 0.01 to 1000; `gated sim --speed` wins)
     [gates]     count, zones (assigned round robin), board (profile in firmware_config/boards/),
                 passage_timeout_s, relay_pulse_s, fps, ntp (each gate's `[clock] ntp`: "auto",
                 default, or "ignore": the host's NTP is no time source, so the clock faults bite
@@ -258,6 +258,11 @@ def _fault_list(raw, reader: Reader, path: str, table: dict):
 
 
 MAX_GATES = 200
+# a rehearsal past these would not end in a working day, or not fit a laptop's memory: a scenario
+# asking for them is a typing mistake (1e300 seconds, 10^20 visitors), refused before anything starts
+MAX_VISITORS = 1_000_000
+MAX_DURATION_S = 7 * 86400.0
+MIN_SPEED, MAX_SPEED = 0.01, 1000.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,8 +271,10 @@ class _ScenarioTable:
     site: str = option(doc="the site's name")
     event: str = option(doc="the event id its tickets are for")
     seed: int = option(1, doc="seed of the crowd's random numbers")
-    duration_s: float = option(doc="simulated seconds of arrivals", above=0)
-    speed: float = option(1.0, doc="default time compression (gated sim --speed wins)", above=0)
+    duration_s: float = option(doc="simulated seconds of arrivals", above=0, maximum=MAX_DURATION_S)
+    speed: float = option(
+        1.0, doc="default time compression (gated sim --speed wins)", minimum=MIN_SPEED, maximum=MAX_SPEED
+    )
     ledger_partitions: int = option(1, doc="ledger workers (`--partition I/N`) at the start", minimum=1, maximum=16)
 
 
@@ -301,7 +308,7 @@ class _TicketsTable:
 
 @dataclass(frozen=True, kw_only=True)
 class _ArrivalsTable:
-    visitors: int = option(doc="how many visitors come", minimum=1)
+    visitors: int = option(doc="how many visitors come", minimum=1, maximum=MAX_VISITORS)
     profile: tuple = option(
         None, doc="[[t_s, rate weight], ...], piecewise linear over duration_s (default: even)", parse=_profile
     )

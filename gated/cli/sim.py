@@ -49,8 +49,8 @@ def run_sim(args) -> int:
         scenario = scenario_mod.load(args.scenario)
     except scenario_mod.ScenarioError as exc:
         raise CommandError(f"scenario problems:\n{exc}") from None
-    if args.speed is not None and args.speed <= 0:
-        raise CommandError("--speed must be above 0")
+    if args.speed is not None and not scenario_mod.MIN_SPEED <= args.speed <= scenario_mod.MAX_SPEED:
+        raise CommandError(f"--speed must be from {scenario_mod.MIN_SPEED:g} to {scenario_mod.MAX_SPEED:g}")
     if args.check:
         print(
             f"{args.scenario}: {scenario.name}, {scenario.gates} gates, {scenario.visitors} visitors, "

@@ -2,7 +2,7 @@
 that do nothing.
 
 - `file_problems(cfg, user)`: every file or directory the configuration names that is missing,
-  of the wrong kind, or not readable by the service user (`gated`, else whoever runs the check),
+  of the wrong kind (a state_dir that is a file), or not readable by the service user (`gated`, else whoever runs the check),
   each with its key path; TLS files that do not load together (a key that is not the
   certificate's), and a client certificate whose CN is not the gate's id (the broker takes the CN
   as the gate's name, so every event the gate publishes would be refused: not authorised), and a
@@ -92,6 +92,8 @@ def _file(path: Path, key: str, user: User, *, directory: bool = False) -> list[
 
 def file_problems(cfg, user: User) -> list[tuple[str, str]]:
     problems = _file(cfg.gate.keyring, "gate.keyring", user, directory=True)
+    if cfg.gate.state_dir.exists() and not cfg.gate.state_dir.is_dir():  # run makes it when it is not there
+        problems.append(("gate.state_dir", f"{cfg.gate.state_dir}: not a directory"))
     if not problems:
         problems += _file(cfg.gate.keyring / "keyring.toml", "gate.keyring", user)
     tls = cfg.mqtt.tls

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,22 @@ def test_check_config_command(tmp_path):
     assert (
         "gate.id: expected a name" in bad.stderr and "timings.held_open_s: expected a finite number > 0" in bad.stderr
     )
+
+
+def test_check_config_names_a_state_dir_that_is_a_file(tmp_path, capsys):
+    """A state_dir that is a regular file passed check-config; `gated run` then failed with
+    `File exists`."""
+    from gated.cli import main
+
+    (tmp_path / "keyring").mkdir()
+    (tmp_path / "keyring" / "keyring.toml").write_text("")
+    (tmp_path / "sfile").write_text("")
+    good = write(tmp_path, MINIMAL.replace('keyring = "keyring"', 'keyring = "keyring"\nstate_dir = "sfile"'))
+    user = __import__("pwd").getpwuid(os.geteuid()).pw_name
+    assert main(["check-config", str(good), "--user", user]) == 1
+    assert f"gate.state_dir: {tmp_path / 'sfile'}: not a directory" in capsys.readouterr().err
+    (tmp_path / "sfile").unlink()  # not there yet: run makes it
+    assert main(["check-config", str(good), "--user", user]) == 0, capsys.readouterr().err
 
 
 def test_check_config_refuses_inf_nan_out_of_range_numbers_and_an_unknown_board(tmp_path):

@@ -704,3 +704,26 @@ def test_exits_venue_ledger_occupancy_is_the_ground_truth_and_gated_report_agree
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[0] == 3000
     assert (image.std(axis=(0, 1)) > 10).all()  # plots drawn, not a blank page
+
+
+def test_sim_check_refuses_a_scenario_no_run_could_finish(tmp_path, capsys):
+    """visitors = 10^17, duration_s = 1e300 and speed = 1e-300 passed `sim --check`: a run that
+    would never end, or not fit in memory. Each is a scenario problem, listed with the others."""
+    from gated.cli import main
+
+    bad = tmp_path / "huge.toml"
+    bad.write_text(
+        '[scenario]\nname = "h"\nsite = "s"\nevent = "E"\nduration_s = 1e300\nspeed = 1e-300\n'
+        "[gates]\ncount = 2\n[arrivals]\nvisitors = 99999999999999999\n"
+    )
+    assert main(["sim", "--check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "scenario.duration_s" in err and "scenario.speed" in err and "arrivals.visitors" in err, err
+    good = tmp_path / "good.toml"
+    good.write_text(
+        '[scenario]\nname = "h"\nsite = "s"\nevent = "E"\nduration_s = 604800\nspeed = 1000\n'
+        "[gates]\ncount = 2\n[arrivals]\nvisitors = 1000000\n"
+    )
+    assert main(["sim", "--check", str(good)]) == 0, capsys.readouterr().err
+    assert main(["sim", "--check", "--speed", "1e-300", str(good)]) == 2
+    assert "--speed must be from 0.01 to 1000" in capsys.readouterr().err
