@@ -13,9 +13,9 @@ import time
 import pytest
 
 from gated.central.ledgerdb import SCHEMA_VERSION, open_db
+from gated.cli import main
 from gated.gate.schema import MIGRATIONS
 from gated.gate.store import GateStore
-from gated.cli import main
 from gated.sqlitedb import NewerSchema, migrate
 from tests.conftest import SITE
 

@@ -4,8 +4,8 @@ UnicodeDecodeError traceback; `gated check-config` finds the password file befor
 
 from __future__ import annotations
 
-import pwd
 import os
+import pwd
 
 from gated.cli import main
 from tests.conftest import EVENT, SITE
