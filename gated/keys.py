@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,10 @@ from gated.core.errors import GatedError
 from gated.core.signed import ROLES, Keyring, TrustedKey, trusted
 
 KEYRING_FILE = "keyring.toml"
+# the names `gated keys trust` gives keys (and `keys enrol` a gate's device key, named after the gate):
+# as gated.gate.config.NAME, so NAME.pub is a plain file name in the keyring's directory
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KEY_NAME_TEXT = "a name of letters, digits, '.', '_' or '-' (at most 64)"
 
 
 class KeyringError(GatedError, ValueError):
@@ -156,7 +161,10 @@ def trust_key_file(
     pem = Path(public_file).read_bytes()
     public_key = load_public_key(pem)
     kid = kid_of(public_key)
-    name = name or Path(public_file).name.removesuffix(".pub").removesuffix(".pem")
+    if name is None:
+        name = Path(public_file).name.removesuffix(".pub").removesuffix(".pem")
+    if not isinstance(name, str) or not KEY_NAME.match(name):
+        raise KeyringError(f"the key name {name!r} is not {KEY_NAME_TEXT}: it names the key's file in the keyring")
     path = keyring_dir / KEYRING_FILE
     doc = tomllib.loads(path.read_text()) if path.exists() else {}
     entries = doc.setdefault("key", [])
@@ -174,6 +182,12 @@ def trust_key_file(
             entry = None
     if entry is None:
         entry = {"name": name, "file": f"{name}.pub", "roles": []}
+        owner = next((e for e in entries if _same_file(keyring_dir, e.get("file"), entry["file"])), None)
+        if owner is not None:  # writing it would give the other entry's roles to this key
+            raise KeyringError(
+                f"{path}: {entry['file']} is the key file of {owner.get('name')!r} already; "
+                f"trust {public_file} under another --name"
+            )
         entries.append(entry)
     write_atomic(keyring_dir / entry["file"], pem)
     if role not in entry["roles"]:
@@ -206,6 +220,13 @@ def forget_keys(keyring_dir, names) -> None:
 def fingerprint(public_key: Ed25519PublicKey) -> str:
     """SHA-256 of the raw public key, in hex: the kid (PROTOCOL §1) is its first 16 digits."""
     return hashlib.sha256(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)).hexdigest()
+
+
+def _same_file(directory: Path, named, file: str) -> bool:
+    """Does `named` (an entry's `file`) name the same file in `directory` as `file`?"""
+    if not isinstance(named, str):
+        return False
+    return os.path.normpath(directory / named) == os.path.normpath(directory / file)
 
 
 def _entry_kid(directory: Path, entry: dict) -> bytes | None:

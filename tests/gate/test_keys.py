@@ -67,3 +67,31 @@ def test_trusting_a_different_key_under_a_taken_name_is_refused_unless_replace(t
         ("issuer", other_kid, {"revocation"}, frozenset())
     ]
     assert loaded.find(other_kid, "issuer") is None and loaded.find(issuer_kid, "issuer") is None
+
+
+def test_trust_refuses_a_name_whose_key_file_another_entry_holds(tmp_path, capsys):
+    """`--name box` would write box.pub, the file of the issuer entry `issuer-a`: the device key
+    became an issuer key too. And `--name ../escaped` wrote a key file outside the keyring."""
+    from gated.cli import main
+
+    issuer_pub = keys.generate_key_files(tmp_path / "office", "issuer")[1]
+    device_pub = keys.generate_key_files(tmp_path / "gate", "device")[1]
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    (ring / "box.pub").write_bytes(issuer_pub.read_bytes())
+    (ring / "keyring.toml").write_text('[[key]]\nname = "issuer-a"\nfile = "box.pub"\nroles = ["issuer"]\n')
+    before = (ring / "keyring.toml").read_bytes()
+
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "device", "--name", "box", str(device_pub)]) == 2
+    err = capsys.readouterr().err
+    assert "box.pub is the key file of 'issuer-a'" in err and "another --name" in err
+    assert (ring / "keyring.toml").read_bytes() == before and (ring / "box.pub").read_bytes() == issuer_pub.read_bytes()
+
+    for bad in ("../escaped", "a/b", ".hidden", ""):
+        assert main(["keys", "trust", "--keyring", str(ring), "--role", "device", "--name", bad, str(device_pub)]) == 2
+        assert "is not a name of letters, digits" in capsys.readouterr().err
+    assert not (tmp_path / "escaped.pub").exists() and (ring / "keyring.toml").read_bytes() == before
+
+    assert main(["keys", "trust", "--keyring", str(ring), "--role", "device", "--name", "g-1", str(device_pub)]) == 0
+    loaded = keys.load_keyring(ring)
+    assert [(k.name, k.roles) for k in loaded.keys] == [("issuer-a", {"issuer"}), ("g-1", {"device"})]
