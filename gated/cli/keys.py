@@ -6,6 +6,7 @@ import sys
 
 from gated import keys
 from gated.cli.main import CommandError, iso_option
+from gated.cli.options import number
 
 
 def register(sub) -> None:
@@ -59,7 +60,7 @@ def register(sub) -> None:
     enrol.add_argument(
         "--replace", action="store_true", help="let an approved key replace another key trusted for the same gate"
     )
-    enrol.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
+    enrol.add_argument("--timeout", type=number(), default=10.0, help="seconds to wait for the broker (default 10)")
     enrol.set_defaults(func=enrol_keys)
 
 

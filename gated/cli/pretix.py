@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
+from gated.cli.options import YEAR_S
 
 
 def _shop_options(p, *, event: bool = True) -> None:
@@ -307,7 +308,7 @@ def _duration(text: str) -> float:
         seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         seconds = -1
-    if not seconds > 0:
+    if not 0 < seconds <= YEAR_S:  # NaN and infinity too
         raise CommandError(f"--every {text!r}: a duration such as 30s, 2m or 1h")
     return seconds
 
