@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import tomli_w
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -113,14 +114,28 @@ def _load_entry(directory: Path, entry: dict) -> TrustedKey:
 
 
 def load_public_key(pem: bytes) -> Ed25519PublicKey:
-    key = load_pem_public_key(pem)
+    try:
+        key = load_pem_public_key(pem)
+    except UnsupportedAlgorithm as exc:
+        raise ValueError(f"not an Ed25519 public key (a key type this system cannot read: {exc})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
 
 
 def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
-    key = load_pem_private_key(Path(path).read_bytes(), password=None)
+    """The Ed25519 private key in the PEM file `path`; ValueError saying what is wrong (OSError when
+    it cannot be read). load_pem_private_key also raises TypeError (an encrypted key: gated has no
+    passphrase to give) and UnsupportedAlgorithm: each caller catches ValueError only."""
+    try:
+        key = load_pem_private_key(Path(path).read_bytes(), password=None)
+    except TypeError:
+        raise ValueError(
+            "the private key is protected by a passphrase, which gated cannot give: keep the key unencrypted, "
+            "readable only by the user who signs (`gated keys generate` writes it so)"
+        ) from None
+    except UnsupportedAlgorithm as exc:
+        raise ValueError(f"not an Ed25519 private key (a key type this system cannot read: {exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path}: not an Ed25519 private key")
     return key

@@ -230,10 +230,11 @@ def run_sync(args) -> int:
         args.signing_key = args.signing_key or args.revocation_key
     from gated.cli.options import signing_key
 
+    path = signing_key(args)
     try:
-        key = keys.load_private_key(signing_key(args))
+        key = keys.load_private_key(path)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(f"--signing-key {path}: {exc}") from None
     settings = _settings(args, None, tool=f"gated pretix {args.pretix_command}") if args.broker else None
 
     def publish(blobs):

@@ -84,8 +84,12 @@ def run(args) -> int:
         remove += read_ids(path)
     if args.version < 1 or args.base < 0 or (args.base and args.base >= args.version):
         raise CommandError("--version must be above 0 and above --base")
+    path = signing_key(args)
     try:
-        key = keys.load_private_key(signing_key(args))
+        key = keys.load_private_key(path)
+    except ValueError as exc:
+        raise CommandError(f"--signing-key {path}: {exc}") from None
+    try:
         messages = revocation.encode_updates(
             key,
             site=args.site,
