@@ -68,45 +68,104 @@ def load_keyring(directory: str | os.PathLike) -> Keyring:
     path = directory / KEYRING_FILE
     if not path.exists():
         raise KeyringError(f"{path}: no keyring here (create one with `gated keys trust --keyring {directory} ...`)")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise KeyringError(f"{path}: {exc} (a keyring cut short by a power cut? trust its keys again)") from None
-    except OSError as exc:
-        raise KeyringError(f"{path}: cannot read the keyring ({exc})") from None
-    entries = doc.get("key", [])
-    if not isinstance(entries, list) or not entries:
+    doc, problems = _read_document(path)
+    entries = doc["key"]
+    if not entries:
         raise KeyringError(
             f"{path}: the keyring holds no keys (an empty or truncated file: a power cut while it "
             f"was written?); trust the keys again with `gated keys trust --keyring {directory} ...`"
         )
-    if "keys" in doc and doc["keys"] != len(entries):
-        raise KeyringError(
-            f"{path}: the keyring says it holds {doc['keys']} keys but {len(entries)} are there "
-            "(a file cut short?); trust the missing keys again"
-        )
-    problems, keys = [], []
+    keys = []
     for i, entry in enumerate(entries):
-        where = f"{path}: key[{i}]"
+        if any(at == i for at, _ in problems):  # its key file is read once its fields are right
+            continue
         try:
             keys.append(_load_entry(directory, entry))
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            problems.append(f"{where} ({entry.get('name', '?') if isinstance(entry, dict) else '?'}): {exc}")
+        except (ValueError, OSError) as exc:
+            problems.append((i, f"{path}: key[{i}] ({entry['name']}): {exc}"))
     if problems:
-        raise KeyringError("\n".join(problems))
+        raise KeyringError("\n".join(line for _, line in sorted(problems, key=lambda p: p[0])))
     return Keyring(tuple(keys))
 
 
+def read_keyring_file(path: Path) -> dict:
+    """keyring.toml, read and its fields checked (KeyringError listing every problem, by entry and
+    key; the key files themselves are load_keyring's): {"key": [entry, ...], ...}. Everything
+    reading or rewriting a keyring goes through here, so a hand-edited file is refused, never a crash."""
+    doc, problems = _read_document(path)
+    if problems:
+        raise KeyringError("\n".join(line for _, line in problems))
+    return doc
+
+
+def _read_document(path: Path) -> tuple[dict, list[tuple[int, str]]]:
+    """keyring.toml and the problems of its entries' fields, as (entry index, line) (KeyringError
+    if it is no keyring at all)."""
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise KeyringError(
+            f"{path}: {exc} (not a keyring TOML file: cut short by a power cut? move it aside and trust the keys again)"
+        ) from None
+    except OSError as exc:
+        raise KeyringError(f"{path}: cannot read the keyring ({exc})") from None
+    entries = doc.setdefault("key", [])
+    if not isinstance(entries, list):
+        raise KeyringError(f"{path}: key must be an array of tables, each entry a [[key]] section")
+    if "keys" in doc and doc["keys"] != len(entries):
+        raise KeyringError(
+            f"{path}: the keyring says it holds {doc['keys']!r} keys but {len(entries)} are there "
+            "(a file cut short?); trust the missing keys again"
+        )
+    problems = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.append(
+                (i, f"{path}: key[{i}]: must be a [[key]] section with name, file and roles, not {entry!r}")
+            )
+            continue
+        label = entry.get("name") if isinstance(entry.get("name"), str) else "?"
+        problems += [(i, f"{path}: key[{i}] ({label}): {field}: {what}") for field, what in _entry_problems(entry)]
+    return doc, problems
+
+
+def _entry_problems(entry: dict) -> list[tuple[str, str]]:
+    """(field, what is wrong) for each field of one [[key]] entry of the wrong type or value."""
+    problems = []
+    for field in ("name", "file"):
+        if field not in entry:
+            problems.append((field, "missing"))
+        elif type(entry[field]) is not str or not entry[field]:
+            problems.append((field, f"must be a non-empty text, not {entry[field]!r}"))
+    roles = entry.get("roles")
+    if roles is None:
+        problems.append(("roles", f"missing (one or more of {', '.join(ROLES)})"))
+    elif type(roles) is not list or not roles or any(r not in ROLES for r in roles):
+        problems.append(("roles", f"{roles!r} is not a list of one or more of {', '.join(ROLES)}"))
+    events = entry.get("events", [])
+    if type(events) is not list or any(type(e) is not str for e in events):
+        problems.append(("events", f"must be a list of event ids (texts), not {events!r}"))
+    for field in ("not_before", "not_after"):
+        if field not in entry:
+            continue
+        value = entry[field]
+        try:
+            if type(value) is not str:
+                raise ValueError
+            parse_time(value)
+        except (ValueError, OverflowError):
+            shown = repr(value) if isinstance(value, (str, int, float, list, dict)) else f"the unquoted {value}"
+            problems.append((field, f'must be an ISO 8601 time in quotes, e.g. "2026-12-31T23:59:59Z", not {shown}'))
+    return problems
+
+
 def _load_entry(directory: Path, entry: dict) -> TrustedKey:
-    roles = entry["roles"]
-    unknown = set(roles) - set(ROLES)
-    if unknown or not roles:
-        raise ValueError(f"roles {sorted(unknown) or roles} not among {', '.join(ROLES)}")
+    """One entry read_keyring_file checked: its key file loaded (ValueError, OSError)."""
     public_key = load_public_key((directory / entry["file"]).read_bytes())
     return trusted(
         entry["name"],
         public_key,
-        roles,
+        entry["roles"],
         entry.get("events", ()),
         parse_time(entry["not_before"]) if "not_before" in entry else None,
         parse_time(entry["not_after"]) if "not_after" in entry else None,
@@ -181,7 +240,7 @@ def trust_key_file(
     if not isinstance(name, str) or not KEY_NAME.match(name):
         raise KeyringError(f"the key name {name!r} is not {KEY_NAME_TEXT}: it names the key's file in the keyring")
     path = keyring_dir / KEYRING_FILE
-    doc = tomllib.loads(path.read_text()) if path.exists() else {}
+    doc = read_keyring_file(path) if path.exists() else {}
     entries = doc.setdefault("key", [])
     entry = next((e for e in entries if e.get("name") == name), None)
     if entry is not None:
@@ -223,7 +282,7 @@ def forget_keys(keyring_dir, names) -> None:
     stay trusted under a name nobody looks at)."""
     keyring_dir = Path(keyring_dir)
     path = keyring_dir / KEYRING_FILE
-    doc = tomllib.loads(path.read_text())
+    doc = read_keyring_file(path)
     dropped = [e for e in doc.get("key", []) if e.get("name") in set(names)]
     doc["key"] = [e for e in doc.get("key", []) if e not in dropped]
     doc["keys"] = len(doc["key"])  # the count load_keyring checks

@@ -85,6 +85,8 @@ def trust_key(args) -> int:
             not_after=iso_option(args.not_after, "--not-after"),
             replace=args.replace,
         )
+    except keys.KeyringError as exc:  # names the keyring file (or the name) itself
+        raise CommandError(str(exc)) from None
     except ValueError as exc:
         raise CommandError(f"{args.pubfile}: {exc}") from None
     print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")
