@@ -7,8 +7,13 @@ On disk a keyring is a directory of PEM public keys plus `keyring.toml`:
     file = "box-office-2026.pub"      # PEM SubjectPublicKeyInfo, Ed25519, relative to the dir
     roles = ["issuer"]                # issuer | revocation | command | device | ledger
     events = ["FINAL-2026"]           # optional (issuer): events it may sign tickets for
-    not_before = "2026-01-01T00:00:00Z"   # optional: window in which it may sign
+    not_before = "2026-01-01T00:00:00Z"   # optional: window in which it may sign, ISO 8601 in quotes
     not_after = "2026-12-31T23:59:59Z"
+
+Every field of every entry is checked on reading (read_keyring_file): a wrong type is a KeyringError
+naming the file, the entry and the field, whoever reads it (`gated run`, `verify`, `keys`).
+`gated keys trust` names keys as gates are named (KEY_NAME) and never writes a key file another
+entry names.
 
 What the entries mean, and the one signature check, are in gated/core/signed.py; this module reads
 and writes the files. Private keys never live here.
