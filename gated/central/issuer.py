@@ -14,7 +14,6 @@ from gated.atomicfile import write_atomic
 from gated.core import ticket
 from gated.keys import private_pem
 
-
 # the `gated issue` option each claim comes from, for the message when one is out of range
 CLAIM_OPTIONS = {
     "aud": "--event",
