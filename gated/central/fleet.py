@@ -415,7 +415,7 @@ def approve(keyring_dir, found: Announcement, *, replace: bool = False) -> None:
             f"{found.gate}: the keyring trusts another device key (kid {found.trusted_kid}) for this "
             "gate; a replaced gate or state database? approve with --replace if so"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        pem = Path(tmp) / f"{found.gate}.pub"
+    with tempfile.TemporaryDirectory() as tmp:  # the gate id is outside input: trust_key_file checks the name
+        pem = Path(tmp) / "device.pub"
         pem.write_bytes(keys.public_pem(found.public_key))
         keys.trust_key_file(keyring_dir, pem, "device", name=found.gate, replace=replace)

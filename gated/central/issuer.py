@@ -14,6 +14,19 @@ from gated.atomicfile import write_atomic
 from gated.core import ticket
 from gated.keys import private_pem
 
+# the `gated issue` option each claim comes from, for the message when one is out of range
+CLAIM_OPTIONS = {
+    "aud": "--event",
+    "nbf": "--valid-from",
+    "exp": "--valid-until",
+    "iss": "--issuer-name",
+    "iat": "the issue time (the clock)",
+    "typ": "--type",
+    "ent": "--entries",
+    "seat": "--seat",
+    "zon": "--zone",
+}
+
 
 @dataclass(frozen=True)
 class IssuedTicket:
@@ -37,6 +50,15 @@ def new_claims(
     dev: bytes | None = None,
     rex: bool = False,
 ) -> ticket.Claims:
+    """The claims of a new ticket; ValueError naming the option (of `gated issue`) whose value no
+    gate would read (ticket.CLAIM_CHECKS: a time before 1970, entries of 2^63 or more, a NUL)."""
+    given = {"aud": event, "nbf": nbf, "exp": exp, "iss": iss, "iat": iat, "typ": typ, "ent": ent, "seat": seat}
+    given["zon"] = list(zones) if zones else None
+    for name, ok, expected in ticket.CLAIM_CHECKS.values():
+        if given.get(name) is not None and not ok(given[name]):
+            raise ValueError(
+                f"{CLAIM_OPTIONS[name]}: claim {name} would be {given[name]!r}, but a gate reads only {expected}"
+            )
     return ticket.Claims(
         cti=os.urandom(16),
         aud=event,

@@ -258,6 +258,7 @@ class PostgresDb:
     byte_order = ' COLLATE "C"'  # Python's order of str, whatever the database's collation
 
     def __init__(self, url: str):
+        self.where = _without_password(url)
         try:
             import psycopg
         except ImportError:
@@ -267,7 +268,6 @@ class PostgresDb:
         self._psycopg = psycopg
         self.errors = (psycopg.Error,)
         self.message_errors = (psycopg.DataError, psycopg.IntegrityError)  # what one message's values can cause
-        self.where = _without_password(url)
         try:
             # autocommit: the driver opens no transaction of its own; BEGIN/COMMIT are the ledger's
             self.conn = psycopg.connect(url, autocommit=True)
@@ -362,11 +362,22 @@ class PostgresDb:
 
 
 def _without_password(url: str) -> str:
-    """The URL for messages: a password in it is replaced by ***."""
+    """The URL for messages: a password in it is replaced by ***. LedgerError for a URL that cannot
+    be read (urlsplit's ValueError, e.g. an IPv6 host without its closing bracket)."""
     from urllib.parse import urlsplit, urlunsplit
 
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as exc:
+        userinfo, at, host = url.rpartition("@")
+        scheme, slashes, user = userinfo.partition("://")
+        if at and slashes and ":" in user:  # not parsed, so masked by hand: user:PASSWORD@host
+            url = f"{scheme}://{user.split(':', 1)[0]}:***@{host}"
+        raise LedgerError(
+            f"{url}: not a database URL ({exc}); write postgresql://USER@HOST/DB, an IPv6 host in [brackets]"
+        ) from None
+    if password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gated.cli.main import CommandError
-from gated.cli.options import add_signing_key, signing_key
+from gated.cli.options import add_signing_key, number, signing_key
 from gated.cli.stopping import stop_on_signals
 
 
@@ -14,7 +14,9 @@ def register(sub) -> None:
     add_broker_arguments(p)
     p.add_argument("--site", required=True)
     add_signing_key(p, "command private key; gates trust its public half as `command`", trap_key=False)
-    p.add_argument("--interval", type=float, default=10.0, help="seconds between beacons (default 10)")
+    p.add_argument(
+        "--interval", type=number(minimum=0.1), default=10.0, help="seconds between beacons (default 10, at least 0.1)"
+    )
     p.add_argument("--count", type=int, help="stop after N beacons (default: run until interrupted)")
     p.set_defaults(func=run)
 
@@ -24,8 +26,6 @@ def run(args) -> int:
     from gated.central.beacon import BeaconPublishError, BeaconSource, connect, publish_beacons
     from gated.mqtturl import BrokerUrlError, settings_from_args
 
-    if args.interval <= 0:
-        raise CommandError("--interval must be above 0 seconds")
     if args.count is not None and args.count < 1:
         raise CommandError("--count must be at least 1")
     if args.cert_key and not args.cert and not args.signing_key:  # `--key command.key`, the old spelling

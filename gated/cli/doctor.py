@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gated.cli.main import CommandError
+from gated.cli.options import number
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_FREE_BYTES = 64 * 1024 * 1024
@@ -52,7 +53,9 @@ def register(sub) -> None:
         metavar="CHECK",
         help="leave out a check (camera, decoder, gpio, keyring, state, revocations, broker, clock, disk)",
     )
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for frames and the broker (default 5)")
+    p.add_argument(
+        "--timeout", type=number(), default=5.0, help="seconds to wait for frames and the broker (default 5)"
+    )
     p.set_defaults(func=run_doctor)
     c = sub.add_parser(
         "check-config", help="check a gate configuration file and the files it names; list every problem"

@@ -6,6 +6,7 @@ import sys
 
 from gated import keys
 from gated.cli.main import CommandError, iso_option
+from gated.cli.options import number
 
 
 def register(sub) -> None:
@@ -59,7 +60,7 @@ def register(sub) -> None:
     enrol.add_argument(
         "--replace", action="store_true", help="let an approved key replace another key trusted for the same gate"
     )
-    enrol.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the broker (default 10)")
+    enrol.add_argument("--timeout", type=number(), default=10.0, help="seconds to wait for the broker (default 10)")
     enrol.set_defaults(func=enrol_keys)
 
 
@@ -84,8 +85,8 @@ def trust_key(args) -> int:
             not_after=iso_option(args.not_after, "--not-after"),
             replace=args.replace,
         )
-    except keys.KeyringError:
-        raise  # names its file
+    except keys.KeyringError as exc:  # names the keyring file (or the name) itself
+        raise CommandError(str(exc)) from None
     except ValueError as exc:
         raise CommandError(f"{args.pubfile}: {exc}") from None
     print(f"trusted {key.name} (kid {key.kid.hex()}) as {', '.join(sorted(key.roles))} in {args.keyring}")

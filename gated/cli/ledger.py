@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from gated.cli.main import CommandError
+from gated.cli.options import number
 from gated.cli.stopping import stop_on_signals
 
 
@@ -106,7 +107,7 @@ def register(sub) -> None:
     p.add_argument(
         "--timezone", default="UTC", help="the venue's time zone for --day-starts (IANA, e.g. Europe/Berlin)"
     )
-    p.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts)")
+    p.add_argument("--exit-after", type=number(), metavar="SECONDS", help="stop after this long (for scripts)")
     p.add_argument(
         "--admissions-key",
         metavar="KEY",

@@ -8,11 +8,15 @@
   log in with a signing key).
 - `gated --help` lists the commands by what they are for (GROUPS).
 - An argument error where a word looks like a ticket's QR text says to quote it.
+- Durations (`--timeout`, `--watch`, `--interval`, ...) and factors (`--speed`) are read by
+  `number()`: finite, in the option's range, else argparse's one-line error (exit 2). NaN passed
+  every `<= 0` check and made waits spin; 0 or a negative made loops print or publish back to back.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 
@@ -55,6 +59,29 @@ def quoting_hint(message: str, argv: list[str]) -> str:
         "\nIf that is a ticket's QR text, put it in single quotes, whole, as one argument: "
         f"'{words[0][:40]}{'...' if len(words[0]) > 40 else ''}' (a shell splits or changes unquoted codes)"
     )
+
+
+YEAR_S = 365 * 86400  # the longest wait an option takes: far beyond any use, far below what sleep() takes
+
+
+def number(*, minimum: float = 0.0, zero: bool = False, maximum: float = YEAR_S, unit: str = "seconds"):
+    """An argparse `type=`: a finite number above 0 (at least `minimum`, when given; or exactly 0,
+    where `zero`) and at most `maximum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if (zero and value == 0) or (value > 0 and minimum <= value <= maximum):
+            return value
+        most = f"{maximum:g}" if maximum < 1e6 else f"{maximum:.0f}"
+        if zero or minimum > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} from {minimum:g} to {most}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit} above 0, at most {most}")
+
+    parse.__name__ = unit  # what argparse calls the type in its own messages
+    return parse
 
 
 def grouped_help(sub: argparse._SubParsersAction) -> str:  # noqa: SLF001 -- argparse's own subparser type

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gated.atomicfile import write_atomic
 from gated.cli.main import CommandError
+from gated.cli.options import YEAR_S
 from gated.core.errors import undecodable
 
 
@@ -232,10 +233,11 @@ def run_sync(args) -> int:
         args.signing_key = args.signing_key or args.revocation_key
     from gated.cli.options import signing_key
 
+    path = signing_key(args)
     try:
-        key = keys.load_private_key(signing_key(args))
+        key = keys.load_private_key(path)
     except ValueError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(f"--signing-key {path}: {exc}") from None
     settings = _settings(args, None, tool=f"gated pretix {args.pretix_command}") if args.broker else None
 
     def publish(blobs):
@@ -310,7 +312,7 @@ def _duration(text: str) -> float:
         seconds = float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         seconds = -1
-    if not seconds > 0:
+    if not 0 < seconds <= YEAR_S:  # NaN and infinity too
         raise CommandError(f"--every {text!r}: a duration such as 30s, 2m or 1h")
     return seconds
 

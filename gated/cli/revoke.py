@@ -108,8 +108,12 @@ def run(args) -> int:
         raise CommandError(f"--version {args.version} is above {cose.UINT_MAX}, the most a gate takes")
     if args.parts is not None and args.parts < 1:
         raise CommandError(f"--parts {args.parts}: a snapshot is at least 1 part")
+    path = signing_key(args)
     try:
-        key = keys.load_private_key(signing_key(args))
+        key = keys.load_private_key(path)
+    except ValueError as exc:
+        raise CommandError(f"--signing-key {path}: {exc}") from None
+    try:
         messages = revocation.encode_updates(
             key,
             site=args.site,

@@ -12,6 +12,7 @@ import sys
 import time
 
 from gated.cli.main import CommandError
+from gated.cli.options import number
 from gated.cli.verify import GateSetup, add_gate_options
 
 
@@ -28,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument(
         "--hold-off",
-        type=float,
+        type=number(zero=True),
         default=2.0,
         metavar="S",
         help="--camera: the same code is reported at most once per S seconds (default 2)",

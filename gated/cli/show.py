@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 from gated.cli.main import CommandError
+from gated.cli.options import number
 
 
 def register(sub) -> None:
@@ -26,7 +27,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=number(zero=True),
         default=10.0,
         help="seconds to wait for the gate to take it (default 10; 0: do not wait)",
     )

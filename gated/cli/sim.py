@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from gated.cli.main import CommandError
+from gated.cli.options import number
 
 
 def register(sub) -> None:
@@ -13,7 +14,11 @@ def register(sub) -> None:
         "sim", help="run a whole venue from a scenario (real gates, broker, ledger) and report against ground truth"
     )
     p.add_argument("scenario", help="scenario file, e.g. sim/scenarios/demo.toml")
-    p.add_argument("--speed", type=float, help="time compression (default: the scenario's); 2 = twice as fast")
+    p.add_argument(
+        "--speed",
+        type=number(minimum=0.01, maximum=1000, unit="times"),
+        help="time compression (default: the scenario's); 2 = twice as fast",
+    )
     p.add_argument("--out", default="sim-out", help="where report.json, report.html and devices/ go (default sim-out)")
     p.add_argument(
         "--broker",
@@ -49,8 +54,6 @@ def run_sim(args) -> int:
         scenario = scenario_mod.load(args.scenario)
     except scenario_mod.ScenarioError as exc:
         raise CommandError(f"scenario problems:\n{exc}") from None
-    if args.speed is not None and not scenario_mod.MIN_SPEED <= args.speed <= scenario_mod.MAX_SPEED:
-        raise CommandError(f"--speed must be from {scenario_mod.MIN_SPEED:g} to {scenario_mod.MAX_SPEED:g}")
     if args.check:
         print(
             f"{args.scenario}: {scenario.name}, {scenario.gates} gates, {scenario.visitors} visitors, "

@@ -229,6 +229,23 @@ def _is_text(value) -> bool:
     return type(value) is str and "\x00" not in value
 
 
+# what a gate reads of each claim (an issuer refuses to sign anything else: gated.central.issuer)
+CLAIM_CHECKS = {
+    CTI: ("cti", lambda v: type(v) is bytes and len(v) == 16, "a 16-byte string"),
+    AUD: ("aud", _is_text, "a text string without NUL"),
+    NBF: ("nbf", cose.is_uint, "an unsigned integer below 2^63"),
+    EXP: ("exp", cose.is_uint, "an unsigned integer below 2^63"),
+    ISS: ("iss", _is_text, "a text string without NUL"),
+    IAT: ("iat", cose.is_uint, "an unsigned integer below 2^63"),
+    TYP: ("typ", _is_text, "a text string without NUL"),
+    ENT: ("ent", cose.is_uint, "an unsigned integer below 2^63"),
+    ZON: ("zon", lambda v: type(v) is list and all(_is_text(z) for z in v), "an array of text strings without NUL"),
+    SEAT: ("seat", _is_text, "a text string without NUL"),
+    DEV: ("dev", lambda v: type(v) is bytes and len(v) == 32, "a 32-byte string"),
+    REX: ("rex", lambda v: type(v) is bool, "a boolean"),
+}
+
+
 def parse_claims(payload: bytes) -> Claims:
     claims = cose.loads_exact(payload)
     if not isinstance(claims, dict):
@@ -239,21 +256,7 @@ def parse_claims(payload: bytes) -> Claims:
     for key, name in ((CTI, "cti"), (AUD, "aud"), (NBF, "nbf"), (EXP, "exp")):
         if key not in claims:
             raise ClaimsError(f"required claim {name} ({key}) is missing")
-    checks = {
-        CTI: ("cti", lambda v: type(v) is bytes and len(v) == 16, "a 16-byte string"),
-        AUD: ("aud", _is_text, "a text string without NUL"),
-        NBF: ("nbf", cose.is_uint, "an unsigned integer below 2^63"),
-        EXP: ("exp", cose.is_uint, "an unsigned integer below 2^63"),
-        ISS: ("iss", _is_text, "a text string without NUL"),
-        IAT: ("iat", cose.is_uint, "an unsigned integer below 2^63"),
-        TYP: ("typ", _is_text, "a text string without NUL"),
-        ENT: ("ent", cose.is_uint, "an unsigned integer below 2^63"),
-        ZON: ("zon", lambda v: type(v) is list and all(_is_text(z) for z in v), "an array of text strings without NUL"),
-        SEAT: ("seat", _is_text, "a text string without NUL"),
-        DEV: ("dev", lambda v: type(v) is bytes and len(v) == 32, "a 32-byte string"),
-        REX: ("rex", lambda v: type(v) is bool, "a boolean"),
-    }
-    for key, (name, ok, expected) in checks.items():
+    for key, (name, ok, expected) in CLAIM_CHECKS.items():
         if key in claims and not ok(claims[key]):
             raise ClaimsError(f"claim {name} ({key}) must be {expected}")
     return Claims(

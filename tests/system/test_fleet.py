@@ -338,3 +338,34 @@ def test_status_survives_garbage_on_the_retained_topics(tmp_path):
         assert {r["gate"] for r in rows} == {"g1", "g2"} and rows[0]["outbox"] is None
     finally:
         broker.stop()
+
+
+def test_enrol_refuses_a_gate_id_naming_another_keys_file(broker, tmp_path):
+    """A gate chooses its own id, and `keys enrol --approve` trusts its key under that name: a gate
+    calling itself `box` must not write box.pub, the issuer key's file, and so become an issuer."""
+    import paho.mqtt.client as mqtt
+
+    from gated.core.announce import device_announcement
+    from gated.topics import status_topic
+
+    issuer_pub = keys.generate_key_files(tmp_path / "office", "issuer")[1]
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    (ring / "box.pub").write_bytes(issuer_pub.read_bytes())
+    (ring / "keyring.toml").write_text('[[key]]\nname = "issuer-a"\nfile = "box.pub"\nroles = ["issuer"]\n')
+    before = (ring / "keyring.toml").read_bytes()
+    hostile = keys.Ed25519PrivateKey.generate().public_key()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        status_json = json.dumps({"online": True, "mode": "online", **device_announcement(hostile)})
+        client.publish(status_topic("S", "box"), status_json, qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    kid = keys.kid_of(hostile).hex()
+    out = gated("keys", "enrol", "--keyring", str(ring), "--approve", kid, "--broker", broker.url, "--site", "S")
+    assert out.returncode == 2 and "box.pub is the key file of 'issuer-a'" in out.stderr, out.stdout + out.stderr
+    assert (ring / "keyring.toml").read_bytes() == before and (ring / "box.pub").read_bytes() == issuer_pub.read_bytes()
+    assert keys.load_keyring(ring).find(keys.kid_of(hostile), "issuer") is None
