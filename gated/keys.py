@@ -48,8 +48,9 @@ from gated.core.signed import ROLES, Keyring, TrustedKey, trusted
 KEYRING_FILE = "keyring.toml"
 # the names `gated keys trust` gives keys (and `keys enrol` a gate's device key, named after the gate):
 # as gated.gate.config.NAME, so NAME.pub is a plain file name in the keyring's directory
-KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-KEY_NAME_TEXT = "a name of letters, digits, '.', '_' or '-' (at most 64)"
+# a gate id is one (gate.config NAME, at most 64), and so is `pretix-<event slug>-<8 hex>` (a pretix slug has at most 50)
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KEY_NAME_TEXT = "a name of letters, digits, '.', '_' or '-' (at most 128)"
 
 
 class KeyringError(GatedError, ValueError):
@@ -203,7 +204,7 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
     except UnsupportedAlgorithm as exc:
         raise ValueError(f"not an Ed25519 private key (a key type this system cannot read: {exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key")
+        raise ValueError("not an Ed25519 private key")  # the callers name the file
     return key
 
 

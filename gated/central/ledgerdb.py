@@ -159,7 +159,7 @@ def ledger_exists(target) -> bool:
 
 
 # tables only a gate's state file has (gated/gate/schema.py): named in the refusal
-_GATE_STATE_TABLES = {"meta", "outbox"}
+_GATE_STATE_TABLES = {"meta", "outbox", "admissions"}  # a pretix sync state has meta and outbox too
 
 
 def _tables(path: Path) -> set[str]:
@@ -362,22 +362,21 @@ class PostgresDb:
 
 
 def _without_password(url: str) -> str:
-    """The URL for messages: a password in it is replaced by ***. LedgerError for a URL that cannot
-    be read (urlsplit's ValueError, e.g. an IPv6 host without its closing bracket)."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL for messages: a password in it (user:PASSWORD@, up to the last @, or libpq's
+    ?password=) is replaced by ***. LedgerError for a URL that cannot be read (urlsplit's
+    ValueError, e.g. an IPv6 host without its closing bracket)."""
+    import re
+    from urllib.parse import urlsplit
 
+    masked = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+    scheme, slashes, rest = masked.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if slashes and at and ":" in userinfo:
+        masked = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
     try:
-        parts = urlsplit(url)
-        password = parts.password
+        urlsplit(url).port  # noqa: B018 - reading it is the check (a bad port or IPv6 host raises)
     except ValueError as exc:
-        userinfo, at, host = url.rpartition("@")
-        scheme, slashes, user = userinfo.partition("://")
-        if at and slashes and ":" in user:  # not parsed, so masked by hand: user:PASSWORD@host
-            url = f"{scheme}://{user.split(':', 1)[0]}:***@{host}"
         raise LedgerError(
-            f"{url}: not a database URL ({exc}); write postgresql://USER@HOST/DB, an IPv6 host in [brackets]"
+            f"{masked}: not a database URL ({exc}); write postgresql://USER@HOST/DB, an IPv6 host in [brackets]"
         ) from None
-    if password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return masked

@@ -156,6 +156,9 @@ def run_keys(args) -> int:
             for key in ring.keys
             if ours.fullmatch(key.name) and "issuer" in key.roles and args.event in key.events
         }
+    unnamed = [f"{prefix}{kid.hex()[:8]}" for kid in offered if kid not in trusted]
+    if any(not keys.KEY_NAME.match(name) for name in unnamed):  # before anything is dropped
+        raise CommandError(f"event {args.event}: cannot name its keys {unnamed[0]!r}: not {keys.KEY_NAME_TEXT}")
     stale = {kid: key for kid, key in trusted.items() if kid not in offered}
     if (stale or set(offered) - set(trusted)) and trusted and not args.replace:
         before = "; ".join(f"{key.name} sha256 {keys.fingerprint(key.public_key)}" for key in trusted.values())

@@ -44,7 +44,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gated.core.errors import GatedError
+from gated.core.errors import GatedError, undecodable
 from gated.core.reasons import Reason
 from gated.tomlcheck import BAD, Reader, option
 
@@ -296,7 +296,9 @@ def load_board(name_or_path: str | os.PathLike, boards_dir: str | os.PathLike | 
                 "(docs/install-pi.md, step 2) or give a profile's path"
             ],
         ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise BoardError(str(path), [undecodable(exc)]) from None
+    except tomllib.TOMLDecodeError as exc:
         raise BoardError(str(path), [f"not valid TOML: {exc}"]) from None
     except OSError as exc:
         raise BoardError(str(path), [f"cannot read ({exc.strerror})"]) from None

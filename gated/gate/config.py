@@ -424,7 +424,9 @@ def load(path: str | Path) -> Config:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(str(path), [("", f"cannot read ({exc.strerror})")]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("", undecodable(exc))]) from None
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from None
     return from_dict(raw, base_dir=path.resolve().parent, source=str(path))
 

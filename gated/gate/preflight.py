@@ -128,6 +128,8 @@ def _secret_problems(cfg) -> list[tuple[str, str]]:
         cfg.mqtt.secret()
     except ConfigError as exc:
         return [("mqtt.password_file", f"{exc.source}: {what}") for _, what in exc.problems]
+    except PermissionError:
+        return []  # the service user can read it (_file checked): check-config, run as another user, cannot look
     except OSError as exc:
         return [("mqtt.password_file", f"{cfg.mqtt.password_file}: cannot read ({exc.strerror})")]
     return []

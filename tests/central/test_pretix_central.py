@@ -790,6 +790,19 @@ def test_the_keys_of_an_event_with_a_longer_name_are_another_event_s(shop, capsy
     assert code == 0 and f"trusted pretix-ev-{fp2[:8]}" in text and fp1 not in text, text
 
 
+def test_the_keys_of_an_event_with_pretix_s_longest_slug_are_trusted(shop, capsys):
+    """A pretix slug has up to 50 characters: its keys are named pretix-<slug>-<8 hex> (66), a name
+    the keyring takes (key names were at most 64: the key of such an event could not be trusted)."""
+    slug = "summer-open-air-festival-2026-main-stage-weekend-1"
+    assert len(slug) == 50
+    first, fp1 = pretix_key()
+    shop.answer(f"/api/v1/organizers/org/events/{slug}/", {"valid_keys": {"pretix_sig1": [first]}})
+    code, text = run(
+        capsys, "pretix", "keys", *shop_options(shop)[:5], slug, *shop_options(shop)[6:], "--keyring", "ring"
+    )
+    assert code == 0 and f"trusted pretix-{slug}-{fp1[:8]}" in text, text
+
+
 def test_an_answer_cut_short_of_its_content_length_is_refused():
     """The connection closed before the Content-Length the head announced: an incomplete answer,
     said as one, even when what arrived parses as JSON."""

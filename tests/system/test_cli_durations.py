@@ -38,7 +38,10 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("argv", "option"), REFUSED, ids=[" ".join(a[-3:]) for a, _ in REFUSED])
-def test_a_bad_duration_is_one_line_and_exit_2(argv, option, capsys):
+def test_a_bad_duration_is_one_line_and_exit_2(argv, option, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(
+        tmp_path
+    )  # were a word taken after all, what it writes (l.db, its lock) stays out of the repository
     with pytest.raises(SystemExit) as ended:
         main(argv)
     assert ended.value.code == 2

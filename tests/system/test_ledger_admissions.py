@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 
 from gated.central.ledger import Ledger
 from gated.central.ledger_service import LedgerService
@@ -32,8 +33,22 @@ def test_the_ledger_publishes_the_snapshot_a_replaced_gate_asks_for(tmp_path, br
             decision = validate(text, authority.keyring, context, old, now_ms / 1000)
             old.record_scan(scan_fields(decision, context, 0), now_ms, admit_cti=decision.cti, confirmed=True)
         events = [json.loads(e) for _, e in old.outbox()]
+    with ledger_and_replaced_gate(tmp_path, broker, authority, events, now_ms) as (_, gate, new, synced):
+        gate.publish(
+            status_topic(SITE, "g1"), json.dumps({"state": "online", "epoch": 9, "synced": False}).encode(), 1, True
+        )
+        assert wait_for(synced, timeout=20), "the ledger's snapshot did not reach the replaced gate"
+        for text in used:  # used at the dead card: already_used at the new one
+            assert validate(text, authority.keyring, context, new, time.time()).reason is Reason.ALREADY_USED
+
+
+@contextmanager
+def ledger_and_replaced_gate(tmp_path, broker, authority, events, now_ms):
+    """A ledger service holding `events` with --admissions-key, and a replaced gate g1 (epoch 9)
+    subscribed to EVENT's snapshot: (the service's thread, the gate's link, its store, synced()),
+    where synced() hands what arrived to the gate's recovery and says whether it is synced."""
     ledger = Ledger(tmp_path / "ledger.db", site=SITE)
-    ledger.ingest(events)
+    assert ledger.ingest(events).new == len(events)
     service = LedgerService(
         ledger, fast_settings(broker.url, client_id="ledger-test"), site=SITE, admissions_key=authority.revocation
     )
@@ -52,9 +67,6 @@ def test_the_ledger_publishes_the_snapshot_a_replaced_gate_asks_for(tmp_path, br
         gate.add_subscription(admissions_topic(SITE, EVENT), SubscribeOptions(qos=1))
         gate.start()
         assert gate.wait_subscribed(15)
-        gate.publish(
-            status_topic(SITE, "g1"), json.dumps({"state": "online", "epoch": 9, "synced": False}).encode(), 1, True
-        )
 
         def synced() -> bool:
             for item in gate.settle(0.1, 0.5):
@@ -63,9 +75,7 @@ def test_the_ledger_publishes_the_snapshot_a_replaced_gate_asks_for(tmp_path, br
                     gate.ack(item[1])
             return new.synced
 
-        assert wait_for(synced, timeout=20), "the ledger's snapshot did not reach the replaced gate"
-        for text in used:  # used at the dead card: already_used at the new one
-            assert validate(text, authority.keyring, context, new, time.time()).reason is Reason.ALREADY_USED
+        yield runner, gate, new, synced
     finally:
         stop.set()
         runner.join(10)
@@ -87,26 +97,7 @@ def test_hostile_statuses_and_an_event_id_that_is_no_topic_level_never_stop_the_
             assert decision.admit
             old.record_scan(scan_fields(decision, context, 0), now_ms, admit_cti=decision.cti, confirmed=True)
         events = [json.loads(e) for _, e in old.outbox()]
-    ledger = Ledger(tmp_path / "ledger.db", site=SITE)
-    assert ledger.ingest(events).new == 2
-    service = LedgerService(
-        ledger, fast_settings(broker.url, client_id="ledger-test"), site=SITE, admissions_key=authority.revocation
-    )
-    stop = threading.Event()
-    service.start()
-    assert service.link.wait_subscribed(15)
-    runner = threading.Thread(target=service.run, args=(stop,), daemon=True)
-    runner.start()
-    gate = MqttLink(fast_settings(broker.url, client_id="g1-test"), "g1-test", persistent=False)
-    new = GateStore(tmp_path / "new.db", site=SITE, gate="g1")
-    try:
-        new.start_epoch(9, now_ms)
-        recovery = Recovery(new, authority.keyring, site=SITE, events=[EVENT])
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
-        gate.add_subscription(admissions_topic(SITE, EVENT), SubscribeOptions(qos=1))
-        gate.start()
-        assert gate.wait_subscribed(15)
+    with ledger_and_replaced_gate(tmp_path, broker, authority, events, now_ms) as (runner, gate, new, synced):
         # any gate may write its own status topic: nested too deeply for json, an epoch out of range,
         # then a good one, which makes the ledger take every event's snapshot, "conf#2026"'s too
         for name, status in (
@@ -118,26 +109,13 @@ def test_hostile_statuses_and_an_event_id_that_is_no_topic_level_never_stop_the_
         gate.publish(
             status_topic(SITE, "g1"), json.dumps({"state": "online", "epoch": 9, "synced": False}).encode(), 1, True
         )
-
-        def synced() -> bool:
-            for item in gate.settle(0.1, 0.5):
-                if item[0] == "message":
-                    recovery.on_message(item[1].topic, item[1].payload)
-                    gate.ack(item[1])
-            return new.synced
-
-        assert wait_for(synced, timeout=20), "the ledger stopped answering after a hostile status"
-        assert runner.is_alive()
-        assert validate(used, authority.keyring, context, new, time.time()).reason is Reason.ALREADY_USED
-    finally:
-        stop.set()
-        runner.join(10)
-        service.stop()
-        for name in ("g7", "g8", "g9", "g1"):
-            gate.publish(status_topic(SITE, name), b"", 1, True)
-        gate.stop()
-        new.close()
-        ledger.close()
+        try:
+            assert wait_for(synced, timeout=20), "the ledger stopped answering after a hostile status"
+            assert runner.is_alive()
+            assert validate(used, authority.keyring, context, new, time.time()).reason is Reason.ALREADY_USED
+        finally:
+            for name in ("g7", "g8", "g9", "g1"):
+                gate.publish(status_topic(SITE, name), b"", 1, True)
 
 
 def test_a_replaced_gate_with_an_event_id_that_is_no_topic_level_keeps_its_link(tmp_path, broker, authority):

@@ -65,6 +65,24 @@ def test_a_broker_password_file_that_is_not_text_is_named(tmp_path, capsys):
     assert code == 2 and f"password file {password}: not UTF-8 text" in err
 
 
+def test_a_config_and_a_board_profile_that_are_not_text_are_named(tmp_path, capsys):
+    """Said as every other file that is not UTF-8 text is, not as `not valid TOML: 'utf-8' codec...`."""
+    from gated.gate.boards import BoardError, load_board
+
+    config = tmp_path / "gated.toml"
+    config.write_bytes(b"\xff\xfe[gate]\n")
+    code, _, err = run(capsys, "check-config", str(config))
+    assert code == 2 and f"{config}: not UTF-8 text (invalid start byte at byte 0)" in err, err
+    board = tmp_path / "board.toml"
+    board.write_bytes(b"\xff\xfe[board]\n")
+    try:
+        load_board(str(board))
+    except BoardError as exc:
+        assert "not UTF-8 text (invalid start byte at byte 0)" in str(exc), exc
+    else:
+        raise AssertionError("a board profile that is not text was read")
+
+
 def test_a_scenario_that_is_not_text_is_a_scenario_problem(tmp_path, capsys):
     scenario = tmp_path / "s.toml"
     scenario.write_bytes(b"\xff\xfe[scenario]\n")
