@@ -159,6 +159,7 @@ class GateStore:
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             self._quick_check()
+            self._refuse_other_files()
             use_wal(self._db)  # eight processes opening one new file at once: all start
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
@@ -183,6 +184,16 @@ class GateStore:
             raise StoreError(
                 f"{self.path}: cannot open the gate state ({exc}); check disk space and permissions"
             ) from exc
+
+    def _refuse_other_files(self) -> None:
+        """A SQLite file with tables but not a gate state's (a ledger given as the state by mistake)
+        is not made one, nor switched to WAL: it is left as it was."""
+        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables or "outbox" in tables:
+            return
+        self._db.close()
+        what = "a ledger" if {"events", "gate_progress"} <= tables else "a SQLite file with other tables"
+        raise StoreError(f"{self.path}: not a gate's state but {what}: give the gate its own state file")
 
     # --- plumbing ---------------------------------------------------------------------------
 

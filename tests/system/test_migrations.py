@@ -141,6 +141,21 @@ def test_a_gate_state_and_a_ledger_from_a_newer_release_are_refused_by_name(tmp_
     assert f"ledger.db: the ledger was made by a newer gated (schema 42, this one knows {SCHEMA_VERSION})" in err
 
 
+def test_a_ledger_given_as_a_gate_state_is_refused_and_left_as_it_was(tmp_path, monkeypatch, capsys):
+    """`gated verify --state ledger.db` (or a gate config's state pointing at the ledger) made the
+    ledger a gate state too: the gate's tables added, the file switched to WAL. Refused by name."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["keys", "generate", "--out", "k", "--name", "box"]) == 0
+    assert main(["keys", "trust", "--keyring", "ring", "--role", "issuer", "--event", "E", "k/box.pub"]) == 0
+    open_db("ledger.db").close()
+    before = (tmp_path / "ledger.db").read_bytes()
+    capsys.readouterr()
+    assert main(["verify", "--keyring", "ring", "--event", "E", "--state", "ledger.db", "GT1:X"]) == 2
+    err = capsys.readouterr().err
+    assert "ledger.db: not a gate's state but a ledger" in err and "Traceback" not in err, err
+    assert (tmp_path / "ledger.db").read_bytes() == before
+
+
 def test_a_postgres_ledger_from_a_newer_release_is_refused(postgres, capsys):
     url = postgres.database()
     open_db(url).close()
