@@ -396,6 +396,9 @@ def announcements(views: dict[str, GateView], keyring) -> list[Announcement]:
     out = []
     for gate in sorted(views):
         status = views[gate].status or {}
+        if not keys.KEY_NAME.match(gate):  # a status topic anyone on the bridge may write: never approvable
+            out.append(Announcement(gate, None, None, problem=f"the gate id is not {keys.KEY_NAME_TEXT}"))
+            continue
         try:
             kid, public_key = parse_device_announcement(status)
         except ValueError as exc:

@@ -369,3 +369,26 @@ def test_enrol_refuses_a_gate_id_naming_another_keys_file(broker, tmp_path):
     assert out.returncode == 2 and "box.pub is the key file of 'issuer-a'" in out.stderr, out.stdout + out.stderr
     assert (ring / "keyring.toml").read_bytes() == before and (ring / "box.pub").read_bytes() == issuer_pub.read_bytes()
     assert keys.load_keyring(ring).find(keys.kid_of(hostile), "issuer") is None
+
+
+def test_enrol_lists_a_gate_id_no_key_can_be_named_after_as_unusable(broker, tmp_path):
+    """A status topic anyone on the bridge may write, for a gate id `--approve` would refuse (here
+    `-x`): listed as unusable with why, not as a new key to approve."""
+    import paho.mqtt.client as mqtt
+
+    from gated.core.announce import device_announcement
+    from gated.topics import status_topic
+
+    hostile = keys.Ed25519PrivateKey.generate().public_key()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        status_json = json.dumps({"online": True, "mode": "online", **device_announcement(hostile)})
+        client.publish(status_topic("S", "-x"), status_json, qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    out = gated("keys", "enrol", "--keyring", str(tmp_path / "ring"), "--broker", broker.url, "--site", "S")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "-x  kid -  unusable: the gate id is not a name of letters" in out.stdout, out.stdout
