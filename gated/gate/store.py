@@ -534,11 +534,13 @@ class GateStore:
                 )
             ]
 
-    def record_peer_event(self, event: dict) -> bool:
+    def record_peer_event(self, event: dict, heard_ms: int = 0) -> bool:
         """Learn another gate's admission, or its rollback; idempotent. True if it changed anything.
         `event` must have passed events.read_event() and check_seal(): its id is `<gate>:<seq>` and
         a passage's `ref` names an earlier scan of the same gate. Only that gate's own admissions
-        are touched, in `peer_admissions`; this gate's own events are ignored."""
+        are touched, in `peer_admissions`; this gate's own events are ignored. `heard_ms`: this
+        gate's time now; a rollback's mark is kept from the later of it and the event's own time
+        (a peer whose clock says 1970 would have its marks pruned at once)."""
         gate = event["gate"]
         if gate == self.gate:
             return False
@@ -575,7 +577,7 @@ class GateStore:
                 # the mark first: the admission may come after its rollback, or come again
                 marked = db.execute(
                     "INSERT OR IGNORE INTO rolled_back (gate, seq, ts_ms) VALUES (?, ?, ?)",
-                    (gate, int(seq), _event_ms(event)),
+                    (gate, int(seq), max(_event_ms(event), heard_ms)),
                 ).rowcount
                 deleted = db.execute(
                     "DELETE FROM peer_admissions WHERE gate = ? AND seq = ?", (gate, int(seq))

@@ -510,7 +510,8 @@ class Uplink:
         if problems:
             log.warning("peer event ignored", topic=topic[:200], id=event["id"], problem="; ".join(problems))
             return
-        changed = self.store.record_peer_event(event)
+        heard_ms = self.time_reading().now_ms if self.time_reading is not None else now_ms()
+        changed = self.store.record_peer_event(event, heard_ms=heard_ms)
         log.debug("peer event taken", topic=topic[:200], id=event["id"], kind=event["kind"], changed=changed)
 
     def _device_key(self, gate: str):

@@ -141,6 +141,25 @@ def test_the_marks_of_peers_rollbacks_go_with_the_peers_rows(tmp_path, authority
         assert done["rolled_back"] == 1 and g1.state_counts()["rolled_back"] == 1
 
 
+def test_a_mark_is_kept_from_when_it_was_heard_though_the_peer_s_clock_says_1970(tmp_path, authority):
+    """The peer's own time (its clock wrong, in 1970) would have the mark pruned at the next round,
+    and a late copy of the admission taken in again: a false already_used at this gate."""
+    context = GateContext(site=SITE, events=frozenset({EVENT}))
+    with (
+        GateStore(tmp_path / "g1.db", site=SITE, gate="g1") as g1,
+        GateStore(tmp_path / "g2.db", site=SITE, gate="g2") as g2,
+    ):
+        text = authority.ticket(cti=os.urandom(16), nbf=0, exp=T0 + 3600)
+        decision = validate(text, authority.keyring, context, g2, 100)  # the peer thinks it is 1970
+        scan = record(g2, decision, scan_fields(decision, context, 0), 100_000, confirmed=False)
+        g1.record_peer_event(scan, heard_ms=T0 * 1000)
+        g1.record_peer_event(g2.record_passage(scan["id"], False, 108_000), heard_ms=T0 * 1000 + 8000)
+        Pruner(g1, expired_margin_s=3600, peer_retention_s=DAY, every_s=0).run_to_end(T0 + 60)
+        assert g1.state_counts()["rolled_back"] == 1  # kept: heard a minute ago
+        assert not g1.record_peer_event(scan, heard_ms=T0 * 1000 + 60_000)  # the late copy stays out
+        assert validate(text, authority.keyring, context, g1, T0 + 60).reason is Reason.OK
+
+
 def _pretix_gate(tmp_path):
     """A pretix issuer key of EVENT in a keyring, and a gate context of EVENT."""
     issuer = Ed25519PrivateKey.generate()
