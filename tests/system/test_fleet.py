@@ -340,30 +340,37 @@ def test_status_survives_garbage_on_the_retained_topics(tmp_path):
         broker.stop()
 
 
-def test_enrol_refuses_a_gate_id_naming_another_keys_file(broker, tmp_path):
-    """A gate chooses its own id, and `keys enrol --approve` trusts its key under that name: a gate
-    calling itself `box` must not write box.pub, the issuer key's file, and so become an issuer."""
+def announced(broker, gate: str):
+    """A status retained for `gate` at site S announcing a fresh device key, as anyone on the
+    bridge may publish it: the key's public half."""
     import paho.mqtt.client as mqtt
 
     from gated.core.announce import device_announcement
     from gated.topics import status_topic
 
+    key = keys.Ed25519PrivateKey.generate().public_key()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        status_json = json.dumps({"online": True, "mode": "online", **device_announcement(key)})
+        client.publish(status_topic("S", gate), status_json, qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return key
+
+
+def test_enrol_refuses_a_gate_id_naming_another_keys_file(broker, tmp_path):
+    """A gate chooses its own id, and `keys enrol --approve` trusts its key under that name: a gate
+    calling itself `box` must not write box.pub, the issuer key's file, and so become an issuer."""
     issuer_pub = keys.generate_key_files(tmp_path / "office", "issuer")[1]
     ring = tmp_path / "ring"
     ring.mkdir()
     (ring / "box.pub").write_bytes(issuer_pub.read_bytes())
     (ring / "keyring.toml").write_text('[[key]]\nname = "issuer-a"\nfile = "box.pub"\nroles = ["issuer"]\n')
     before = (ring / "keyring.toml").read_bytes()
-    hostile = keys.Ed25519PrivateKey.generate().public_key()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        status_json = json.dumps({"online": True, "mode": "online", **device_announcement(hostile)})
-        client.publish(status_topic("S", "box"), status_json, qos=1, retain=True).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    hostile = announced(broker, "box")
     kid = keys.kid_of(hostile).hex()
     out = gated("keys", "enrol", "--keyring", str(ring), "--approve", kid, "--broker", broker.url, "--site", "S")
     assert out.returncode == 2 and "box.pub is the key file of 'issuer-a'" in out.stderr, out.stdout + out.stderr
@@ -374,21 +381,7 @@ def test_enrol_refuses_a_gate_id_naming_another_keys_file(broker, tmp_path):
 def test_enrol_lists_a_gate_id_no_key_can_be_named_after_as_unusable(broker, tmp_path):
     """A status topic anyone on the bridge may write, for a gate id `--approve` would refuse (here
     `-x`): listed as unusable with why, not as a new key to approve."""
-    import paho.mqtt.client as mqtt
-
-    from gated.core.announce import device_announcement
-    from gated.topics import status_topic
-
-    hostile = keys.Ed25519PrivateKey.generate().public_key()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    try:
-        status_json = json.dumps({"online": True, "mode": "online", **device_announcement(hostile)})
-        client.publish(status_topic("S", "-x"), status_json, qos=1, retain=True).wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    announced(broker, "-x")
     out = gated("keys", "enrol", "--keyring", str(tmp_path / "ring"), "--broker", broker.url, "--site", "S")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "-x  kid -  unusable: the gate id is not a name of letters" in out.stdout, out.stdout
