@@ -25,6 +25,11 @@ class NewerSchema(GatedError, RuntimeError):
         self.found, self.known = found, known
 
 
+def table_names(db: sqlite3.Connection) -> set[str]:
+    """The names of the tables a SQLite database holds (a file given as the wrong kind is refused by them)."""
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 @contextmanager
 def write_transaction(db: sqlite3.Connection):
     db.execute("BEGIN IMMEDIATE")

@@ -22,6 +22,7 @@ import os
 import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gated.core.confirmation import MAX_STATUS
 from gated.core.errors import GatedError
 from gated.core.events import MAX_EPOCH, is_name, parse_ts
 from gated.core.snapshot import Admission
@@ -119,7 +120,6 @@ class AutoSnapshot:
 
     RETRY_S = 60.0
     GAP_S = 10.0
-    MAX_STATUS = 65536  # bytes, as read_floor (gated/core/confirmation.py)
 
     def __init__(self, ledger, key, site: str):
         self.ledger, self.key, self.site = ledger, key, site
@@ -128,7 +128,7 @@ class AutoSnapshot:
 
     def wanted(self, gate: str, payload: bytes, now: float) -> bool:
         """Does this status (of `gate`) ask for a snapshot now?"""
-        if not payload or len(payload) > self.MAX_STATUS:
+        if not payload or len(payload) > MAX_STATUS:  # as read_floor
             return False
         try:
             status = json.loads(payload)

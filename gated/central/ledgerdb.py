@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gated.core.errors import GatedError
 from gated.core.events import EPOCH_SHIFT
-from gated.sqlitedb import NewerSchema, migrate, rollback, use_wal
+from gated.sqlitedb import NewerSchema, migrate, rollback, table_names, use_wal
 
 _SQLITE_MIGRATIONS = [
     # 1: the first schema (CREATE ... IF NOT EXISTS: ledgers made before migrations were numbered adopt it)
@@ -166,7 +166,7 @@ def _tables(path: Path) -> set[str]:
     """The names of the tables in a SQLite file, read without writing to it (nor creating it)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return table_names(conn)
     finally:
         conn.close()
 
@@ -201,7 +201,7 @@ class SqliteDb:
     def _refuse_other_files(self) -> None:
         """A SQLite file with tables but not the ledger's is not made one (nor switched to WAL): a
         gate's state file or any other database given as --db by mistake is left as it was."""
-        tables = {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = table_names(self.conn)
         if not tables or "events" in tables:
             return
         self.conn.close()

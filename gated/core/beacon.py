@@ -22,7 +22,6 @@ from gated.core.signed import Keyring, SignedRejected, open_signed
 
 BEACON_SITE, BEACON_MS, BEACON_SEQ = 1, 2, 3
 BEACON_INTERVAL_S = 10.0
-MAX_UNIX_MS = MAX_TIME_MS  # 9000-01-01T00:00:00.000Z: a beacon time beyond it is malformed
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,6 @@ def read_beacon(payload: bytes, keyring: Keyring) -> Beacon | BeaconOutcome:
     site, unix_ms, seq = body.get(BEACON_SITE), body.get(BEACON_MS), body.get(BEACON_SEQ)
     if type(site) is not str or not cose.is_uint(unix_ms) or not cose.is_uint(seq):
         return BeaconOutcome(False, "malformed", "payload needs {1: site tstr, 2: unix ms uint, 3: sequence uint}")
-    if unix_ms > MAX_UNIX_MS:
+    if unix_ms > MAX_TIME_MS:  # 9000-01-01T00:00:00.000Z: no time a gate takes
         return BeaconOutcome(False, "malformed", f"unix ms {unix_ms} is beyond 9000-01-01")
     return Beacon(site=site, unix_ms=unix_ms, seq=seq, signer=key.name)

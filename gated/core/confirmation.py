@@ -129,6 +129,9 @@ def seal_floor(site: str, gate: str, floor: int, private_key) -> str:
     return base64.b64encode(cose.sign(floor_statement(site, gate, floor), private_key)).decode()
 
 
+MAX_STATUS = 65536  # bytes: a gate's status read for its floor (or by the ledger's snapshot answer), at most
+
+
 def read_floor(status: bytes, *, site: str, gate: str, keyring: Keyring | None) -> int | None:
     """The `floor` of a gate's status message (the lowest seq it still holds), once its `floor_sig`
     verifies with the device key named `gate` in `keyring` over this site, gate and floor; None when
@@ -136,7 +139,7 @@ def read_floor(status: bytes, *, site: str, gate: str, keyring: Keyring | None) 
     for a floor the ledger must not believe: a floor makes the ledger declare lost what it lacks below
     it and confirm that prefix, so whoever can write a gate's status topic (a site's bridge identity)
     must not be able to make the gate delete events no ledger holds."""
-    if len(status) > 65536:
+    if len(status) > MAX_STATUS:
         return None
     try:
         body = json.loads(status)

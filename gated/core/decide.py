@@ -209,8 +209,10 @@ def _by_checkin_list(code: Ticket, gate: GateContext, facts: Facts, now: float) 
     if not verdict.admit:
         return Decision(False, verdict.reason, code, code.claims.cti, verdict.detail)
     clist = held.checkin_list
-    limited = reads_history(clist.rules) or (not clist.allow_multiple_entries and not verdict.reentry)
-    unchecked = not facts.synced and limited
+    # only a replaced gate not yet synced asks (walking the rules on every scan would cost each one)
+    unchecked = not facts.synced and (
+        (not clist.allow_multiple_entries and not verdict.reentry) or reads_history(clist.rules)
+    )
     if unchecked and gate.until_synced != "admit":
         return Decision(
             False,

@@ -320,11 +320,8 @@ class TrustedClock:
         """Take one message from gated/v1/<site>/time. Accepted beacons tighten the estimate and
         advance the persisted sequence and trusted time."""
         mono_now = self._monotonic() if mono_now is None else mono_now
-        local_now = self._wall() if local_now is None else local_now
-        broken = not local_now <= MAX_TIME_S  # as in reading()
-        local_now = MAX_TIME_S if broken else local_now
+        local_now, ntp, broken = self._system(local_now)
         beacon = read_beacon(payload, self.keyring)
-        ntp = bool(self._ntp_synced()) and not broken
         with self._lock:
             return self._take(beacon, local_now, mono_now, ntp, broken)
 
@@ -452,15 +449,19 @@ class TrustedClock:
 
     # --- output --------------------------------------------------------------------------------
 
-    def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:
+    def _system(self, local_now: float | None) -> tuple[float, bool, bool]:
+        """The system clock's time (held at the bound), whether NTP vouches for it, and whether it is
+        past the bound. A system clock past it (a board saying year 10000) is no time at all: held at
+        the bound it would stop every timer (a passage never timing out, the relay left open), so
+        neither NTP nor the RTC vouches for it and the clock is uncertain (source "none", or the
+        beacons' time under `beacon`)."""
         local_now = self._wall() if local_now is None else local_now
-        # a system clock past the bound (a board saying year 10000) is no time at all: held at the bound it
-        # would stop every timer (a passage never timing out, the relay left open), so neither NTP nor the
-        # RTC vouches for it and the clock is uncertain (source "none", or the beacons' time under `beacon`)
         broken = not local_now <= MAX_TIME_S
-        local_now = MAX_TIME_S if broken else local_now
+        return (MAX_TIME_S if broken else local_now), bool(self._ntp_synced()) and not broken, broken
+
+    def reading(self, local_now: float | None = None, mono_now: float | None = None) -> TimeReading:
+        local_now, ntp, broken = self._system(local_now)
         mono_now = self._monotonic() if mono_now is None else mono_now
-        ntp = bool(self._ntp_synced()) and not broken
         with self._lock:
             return self._read(local_now, mono_now, ntp, broken)
 

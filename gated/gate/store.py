@@ -26,7 +26,7 @@ from gated.core import confirmation, events
 from gated.core.decide import Facts
 from gated.core.errors import GatedError
 from gated.gate import schema
-from gated.sqlitedb import NewerSchema, use_wal, write_transaction
+from gated.sqlitedb import NewerSchema, table_names, use_wal, write_transaction
 
 CENTRAL_OCCUPANCY_KEY = "occupancy.central"  # the ledger's last retained occupancy message, as received
 
@@ -124,15 +124,16 @@ def _revocation_state(meta) -> RevocationState:
     )
 
 
+# a ticket valid longer than this (exp - nbf) is open-ended: a pretix code without validUntil (exp
+# 2^63-1) or without validFrom (nbf 0). It says nothing of how long tickets live (max_validity_s):
+# its admissions go by event, or with [state] open_ended_days by age (gated/gate/prune.py)
+OPEN_ENDED_S = 5 * 366 * 86400
+
 # The broker's PUBACK marks (mark_delivered) are committed in groups, not one commit (one fsync of the WAL)
 # per PUBACK: with the next write transaction (a scan's: no fsync of their own), or on their own once this
 # many wait or the oldest has waited this long; the store's reads see them at once (_marked). A power cut
 # before that sends those rows again: the ledger drops duplicates by event id (docs/protocol.md, "Events
 # out: the outbox").
-# a ticket valid longer than this (exp - nbf) is open-ended: a pretix code without validUntil (exp
-# 2^63-1) or without validFrom (nbf 0). It says nothing of how long tickets live (max_validity_s):
-# its admissions go by event, or with [state] open_ended_days by age (gated/gate/prune.py)
-OPEN_ENDED_S = 5 * 366 * 86400
 MARKS_ROWS = 64
 MARKS_S = 5.0
 
@@ -188,7 +189,7 @@ class GateStore:
     def _refuse_other_files(self) -> None:
         """A SQLite file with tables but not a gate state's (a ledger given as the state by mistake)
         is not made one, nor switched to WAL: it is left as it was."""
-        tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = table_names(self._db)
         if not tables or "outbox" in tables:
             return
         self._db.close()
@@ -738,13 +739,13 @@ class GateStore:
             done["rolled_back"] = len(old)
             if events_admitted is not None:
                 gone = _events_out(db, events_admitted, now_s, event_grace_s)
-                for event in (e for e in _events_in(db, "admissions", events_admitted) if e in gone):
+                for event in sorted(gone):  # an event only one of the two tables holds deletes nothing in the other
                     done["admissions"] += db.execute(
                         "DELETE FROM admissions WHERE scan_id IN (SELECT scan_id FROM admissions "
                         "WHERE event = ? AND state != 'pending' LIMIT ?)",
                         (event, limit),
                     ).rowcount
-                for event in (e for e in _events_in(db, "peer_admissions", events_admitted) if e in gone):
+                for event in sorted(gone):
                     old = db.execute(
                         "SELECT gate, seq FROM peer_admissions WHERE event = ? LIMIT ?", (event, limit)
                     ).fetchall()

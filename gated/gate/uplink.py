@@ -459,8 +459,10 @@ class Uplink:
         if not message.payload:  # a cleared retained topic
             return
         # applied_ms stands in for a list's age when its iat is 0: on the clock staleness is judged with
-        applied_ms = self.time_reading().now_ms if self.time_reading is not None else now_ms()
-        outcome = revocations.apply_update(self.store, message.payload, self.keyring, site=self.site, now_ms=applied_ms)
+        # the time applied stands in for a list's age when its iat is 0: on the clock staleness is judged with
+        outcome = revocations.apply_update(
+            self.store, message.payload, self.keyring, site=self.site, now_ms=self._gate_now_ms()
+        )
         if outcome.status == "rejected" and not (outcome.code == "replay" and message.retain):
             log.warning("revocation update rejected", topic=message.topic, code=outcome.code, detail=outcome.detail)
         elif outcome.status != "rejected":
@@ -510,9 +512,13 @@ class Uplink:
         if problems:
             log.warning("peer event ignored", topic=topic[:200], id=event["id"], problem="; ".join(problems))
             return
-        heard_ms = self.time_reading().now_ms if self.time_reading is not None else now_ms()
+        heard_ms = self._gate_now_ms() if event["kind"] == "passage" else 0  # a rollback's mark is kept from it
         changed = self.store.record_peer_event(event, heard_ms=heard_ms)
         log.debug("peer event taken", topic=topic[:200], id=event["id"], kind=event["kind"], changed=changed)
+
+    def _gate_now_ms(self) -> int:
+        """The gate's time (its trusted clock's reading; the system clock without one)."""
+        return self.time_reading().now_ms if self.time_reading is not None else now_ms()
 
     def _device_key(self, gate: str):
         """The peer's device key if the keyring names one after the gate (else the broker ACL is the guard)."""
